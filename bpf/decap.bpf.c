@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * XDP program for a target node's cluster interface. Packets the routing node
+ * encapsulated to this node's cluster address, whose inner destination is a DVIPA this
+ * node serves, lose their outer header and go up the stack to the application listening
+ * on the DVIPA (bound on lo, not advertised). Replies leave directly for the client.
+ * Everything else passes untouched.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "parse.h"
+#include "maps.h"
+
+#define VLAN_ETH_HLEN ((int)(sizeof(struct ethhdr) + sizeof(struct vlan_hdr)))
+
+SEC("xdp")
+int xdp_decap(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct cursor c = { data, data_end };
+	struct dvipa_config *cfg;
+	struct iphdr *outer, *inner;
+	__u8 l2[VLAN_ETH_HLEN];
+	__be16 proto;
+	int l2len, outer_len;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&node_config, &zero);
+	if (!cfg || !cfg->enabled) {
+		count_reason(DVIPA_R_PASS_DISABLED);
+		return XDP_PASS;
+	}
+	l2len = parse_eth(&c, &proto);
+	if (l2len < 0 || proto != bpf_htons(ETH_P_IP)) {
+		count_reason(l2len < 0 ? DVIPA_R_PASS_MALFORMED : DVIPA_R_PASS_NOT_IPV4);
+		return XDP_PASS;
+	}
+	outer = parse_ipv4(&c);
+	if (!outer) {
+		count_reason(DVIPA_R_PASS_MALFORMED);
+		return XDP_PASS;
+	}
+	if (outer->protocol != IPPROTO_IPIP || outer->daddr != cfg->cluster_addr ||
+	    ipv4_is_fragment(outer)) {
+		count_reason(DVIPA_R_DECAP_PASS_NOT_OURS);
+		return XDP_PASS;
+	}
+	inner = parse_ipv4(&c);
+	if (!inner) {
+		count_reason(DVIPA_R_DECAP_PASS_MALFORMED);
+		return XDP_PASS;
+	}
+	if (!bpf_map_lookup_elem(&served, &inner->daddr)) {
+		count_reason(DVIPA_R_DECAP_PASS_NOT_OURS);
+		return XDP_PASS;
+	}
+
+	/* Keep L2 (and its VLAN tag) in front of the inner header. */
+	outer_len = outer->ihl * 4;
+	if (l2len == sizeof(struct ethhdr))
+		__builtin_memcpy(l2, data, sizeof(struct ethhdr));
+	else
+		__builtin_memcpy(l2, data, VLAN_ETH_HLEN);
+	if (bpf_xdp_adjust_head(ctx, outer_len)) {
+		count_reason(DVIPA_R_DECAP_PASS_MALFORMED);
+		return XDP_PASS;
+	}
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + VLAN_ETH_HLEN > data_end)
+		return XDP_DROP; /* cannot happen: an inner IPv4 header follows */
+	if (l2len == sizeof(struct ethhdr))
+		__builtin_memcpy(data, l2, sizeof(struct ethhdr));
+	else
+		__builtin_memcpy(data, l2, VLAN_ETH_HLEN);
+	count_reason(DVIPA_R_DECAP);
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,378 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The routing node's per-packet logic, shared by the distributor program and the
+ * benchmark harness so both run the very same code.
+ *
+ * Verdicts (each counted in `reasons`, and per service in `svc_stats`):
+ *  - not IPv4, not a distributed DVIPA:port, unparsable L2/L3: XDP_PASS untouched;
+ *  - TCP/UDP to a distributed service: encapsulated IPv4-in-IPv4 to the target's cluster
+ *    address and sent on (XDP_TX or redirect), or dropped with a reason;
+ *  - fragments to a distributed DVIPA: dropped (a non-first fragment has no ports, so it
+ *    cannot be matched to its connection; TCP avoids fragments with PMTU discovery);
+ *  - too big once encapsulated: ICMP fragmentation needed back to the client if DF is
+ *    set, else dropped (XDP cannot fragment).
+ */
+#ifndef DVIPA_DISTRIBUTOR_H
+#define DVIPA_DISTRIBUTOR_H
+
+#include "parse.h"
+#include "maps.h"
+#include "flowhash.h"
+
+#define AF_INET 2
+#define ETH_ALEN 6
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+#define ENCAP_LEN ((int)sizeof(struct iphdr))
+/* ICMP quotes the original IP header (at most 60 bytes) and 8 bytes of its payload. */
+#define ICMP_QUOTE_MAX_WORDS ((8 + 60 + 8) / 2)
+
+static __always_inline int verdict(int action, __u32 reason)
+{
+	count_reason(reason);
+	return action;
+}
+
+static __always_inline int drop(struct dvipa_svc_stats *st, __u32 reason)
+{
+	st->dropped++;
+	return verdict(XDP_DROP, reason);
+}
+
+/*
+ * Turn the too-big packet into an ICMP "fragmentation needed" to its sender, quoting the
+ * original IP header and 8 bytes, from the DVIPA the client was talking to.
+ */
+static __always_inline int frag_needed(struct xdp_md *ctx, int l2len, __u32 mtu)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr eth_orig;
+	struct iphdr *orig, *ip;
+	struct icmphdr *icmp;
+	__be32 client, vip;
+	int quote, reply_len;
+	__u16 *w;
+	__u32 sum = 0;
+
+	if (l2len != sizeof(struct ethhdr) && l2len != sizeof(struct ethhdr) + sizeof(struct vlan_hdr))
+		return XDP_DROP;
+	if (data + l2len + sizeof(struct iphdr) > data_end)
+		return XDP_DROP;
+	orig = data + l2len;
+	client = orig->saddr;
+	vip = orig->daddr;
+	quote = orig->ihl * 4 + 8;
+	__builtin_memcpy(&eth_orig, data, sizeof(eth_orig));
+
+	/* Cut to L2 + quote, then prepend the new IP and ICMP headers. */
+	if (bpf_xdp_adjust_tail(ctx, (l2len + quote) - (int)(data_end - data)))
+		return XDP_DROP;
+	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(*ip) + sizeof(*icmp))))
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+
+	/* Move L2 to the new front; a VLAN tag, if any, stays as it was. */
+	if (l2len == sizeof(struct ethhdr)) {
+		if (data + sizeof(struct ethhdr) + sizeof(*ip) + sizeof(*icmp) > data_end)
+			return XDP_DROP;
+	} else {
+		if (data + sizeof(struct ethhdr) + sizeof(struct vlan_hdr) + sizeof(*ip) + sizeof(*icmp) >
+		    data_end)
+			return XDP_DROP;
+		__builtin_memcpy(data + sizeof(struct ethhdr),
+				 data + sizeof(struct ethhdr) + sizeof(*ip) + sizeof(*icmp),
+				 sizeof(struct vlan_hdr));
+	}
+	__builtin_memcpy(((struct ethhdr *)data)->h_dest, eth_orig.h_source, ETH_ALEN);
+	__builtin_memcpy(((struct ethhdr *)data)->h_source, eth_orig.h_dest, ETH_ALEN);
+	((struct ethhdr *)data)->h_proto = eth_orig.h_proto;
+
+	ip = data + l2len;
+	icmp = (void *)(ip + 1);
+	if ((void *)(icmp + 1) > data_end)
+		return XDP_DROP;
+	reply_len = sizeof(*ip) + sizeof(*icmp) + quote;
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tos = 0xc0; /* network control, as Linux uses for ICMP errors */
+	ip->tot_len = bpf_htons(reply_len);
+	ip->id = 0;
+	ip->frag_off = 0;
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_ICMP;
+	ip->saddr = vip;
+	ip->daddr = client;
+	ipv4_set_csum(ip);
+
+	icmp->type = ICMP_DEST_UNREACH;
+	icmp->code = ICMP_FRAG_NEEDED;
+	icmp->checksum = 0;
+	icmp->un.frag.__unused = 0;
+	icmp->un.frag.mtu = bpf_htons(mtu);
+	w = (__u16 *)icmp;
+	for (int i = 0; i < ICMP_QUOTE_MAX_WORDS; i++) {
+		if (i >= (int)(sizeof(*icmp) + quote) / 2 || (void *)(w + 1) > data_end)
+			break;
+		sum += *w++;
+	}
+	icmp->checksum = csum_fold(sum);
+	return XDP_TX;
+}
+
+/*
+ * The next hop towards `target`: from the cache while it is fresh, else from the FIB,
+ * whose answer is cached together with the egress MTU. Returns a BPF_FIB_LKUP_RET_* code.
+ */
+static __always_inline int resolve_nexthop(struct xdp_md *ctx, const struct dvipa_config *cfg,
+					   __be32 target, __u8 tos, struct dvipa_nexthop *nh)
+{
+	struct dvipa_nexthop *cached = bpf_map_lookup_elem(&nexthops, &target);
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct bpf_fib_lookup fib = {};
+	int rc;
+
+	if (cached && cached->expires_ns > now) {
+		*nh = *cached;
+		return BPF_FIB_LKUP_RET_SUCCESS;
+	}
+	/* A 64 KiB packet makes the FIB tell the route's MTU (FRAG_NEEDED) ... */
+	fib.family = AF_INET;
+	fib.tos = tos;
+	fib.l4_protocol = IPPROTO_IPIP;
+	fib.tot_len = 0xffff;
+	fib.ifindex = ctx->ingress_ifindex;
+	fib.ipv4_src = cfg->cluster_addr;
+	fib.ipv4_dst = target;
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	nh->mtu = 0xffff;
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		/* ... and then, with no length to check, the neighbour's address. */
+		nh->mtu = fib.mtu_result;
+		fib.tot_len = 0;
+		fib.ifindex = ctx->ingress_ifindex;
+		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return rc;
+	nh->expires_ns = now + DVIPA_NEXTHOP_TTL_NS;
+	nh->ifindex = fib.ifindex;
+	__builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
+	__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
+	bpf_map_update_elem(&nexthops, &target, nh, BPF_ANY);
+	return rc;
+}
+
+/* Prepend the outer IPv4 header to the target and send the packet on its way. */
+static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_config *cfg,
+					 struct dvipa_svc_stats *st, __be32 target, int l2len,
+					 const struct iphdr *inner)
+{
+	struct dvipa_nexthop nh = {};
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct iphdr *outer;
+	__u16 inner_len = bpf_ntohs(inner->tot_len);
+	__u8 tos = inner->tos;
+	int df = (inner->frag_off & bpf_htons(IP_DF)) != 0;
+
+	switch (resolve_nexthop(ctx, cfg, target, tos, &nh)) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		break;
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		return drop(st, DVIPA_R_DROP_NO_NEIGH);
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		return drop(st, DVIPA_R_DROP_FWD_DISABLED);
+	default:
+		return drop(st, DVIPA_R_DROP_NO_ROUTE);
+	}
+	if (inner_len + ENCAP_LEN > nh.mtu) {
+		if (!df)
+			return drop(st, DVIPA_R_DROP_TOO_BIG);
+		if (frag_needed(ctx, l2len, nh.mtu - ENCAP_LEN) != XDP_TX)
+			return drop(st, DVIPA_R_DROP_ENCAP);
+		st->frag_needed++;
+		return verdict(XDP_TX, DVIPA_R_TX_FRAG_NEEDED);
+	}
+
+	/* Forwarded packets leave untagged: the new L2 header replaces Ethernet + VLAN. */
+	if (bpf_xdp_adjust_head(ctx, l2len - (int)(sizeof(*eth) + ENCAP_LEN)))
+		return drop(st, DVIPA_R_DROP_ENCAP);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	outer = (void *)(eth + 1);
+	if ((void *)(outer + 1) > data_end)
+		return drop(st, DVIPA_R_DROP_ENCAP);
+
+	__builtin_memcpy(eth->h_dest, nh.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, nh.smac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	outer->version = 4;
+	outer->ihl = 5;
+	outer->tos = tos;
+	outer->tot_len = bpf_htons(inner_len + ENCAP_LEN);
+	outer->id = 0;
+	outer->frag_off = bpf_htons(IP_DF); /* it fits the egress MTU */
+	outer->ttl = 64;
+	outer->protocol = IPPROTO_IPIP;
+	outer->saddr = cfg->cluster_addr;
+	outer->daddr = target;
+	ipv4_set_csum(outer);
+
+	if (nh.ifindex == ctx->ingress_ifindex) {
+		st->forwarded++;
+		return verdict(XDP_TX, DVIPA_R_FWD_TX);
+	}
+	/* Not in tx_ports: the helper answers XDP_DROP instead of a redirect that would fail. */
+	if (bpf_redirect_map(&tx_ports, nh.ifindex, XDP_DROP) != XDP_REDIRECT)
+		return drop(st, DVIPA_R_DROP_NO_EGRESS);
+	st->forwarded++;
+	return verdict(XDP_REDIRECT, DVIPA_R_FWD_REDIRECT);
+}
+
+/* TIMEDAFFINITY: the client's target if it used it within the service's affinity time. */
+static __always_inline __be32 affine_target(const struct dvipa_svc *svc, __be32 client)
+{
+	struct dvipa_affinity_key k = { .svc_id = svc->id, .client = client };
+	struct dvipa_affinity *a = bpf_map_lookup_elem(&affinity, &k);
+
+	if (!a || bpf_ktime_get_coarse_ns() - a->last_ns > (__u64)svc->affinity_s * 1000000000ULL)
+		return 0;
+	return a->target;
+}
+
+/* Every packet of the service renews the client's affinity: it runs from its last activity. */
+static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 client, __be32 target)
+{
+	struct dvipa_affinity_key k = { .svc_id = svc->id, .client = client };
+	struct dvipa_affinity *a = bpf_map_lookup_elem(&affinity, &k);
+	struct dvipa_affinity fresh = { .target = target, .last_ns = bpf_ktime_get_coarse_ns() };
+
+	if (a && a->target == target) {
+		a->last_ns = fresh.last_ns;
+		return;
+	}
+	bpf_map_update_elem(&affinity, &k, &fresh, BPF_ANY);
+}
+
+static __always_inline int dvipa_distribute(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct cursor c = { data, data_end };
+	struct dvipa_svc_key sk = {};
+	struct dvipa_flow flow = {};
+	struct dvipa_crt_entry *entry, fresh = {};
+	struct dvipa_svc_stats *st;
+	struct dvipa_config *cfg;
+	struct dvipa_svc *svc;
+	struct iphdr *iph;
+	__be32 target;
+	__be16 proto;
+	int l2len, first = 0;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&node_config, &zero);
+	if (!cfg || !cfg->enabled)
+		return verdict(XDP_PASS, DVIPA_R_PASS_DISABLED);
+
+	l2len = parse_eth(&c, &proto);
+	if (l2len < 0)
+		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
+	if (proto != bpf_htons(ETH_P_IP))
+		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_IPV4);
+	iph = parse_ipv4(&c);
+	if (!iph)
+		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
+
+	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
+		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+	if (ipv4_is_fragment(iph))
+		goto fragment;
+
+	if (iph->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = c.pos;
+
+		if ((void *)(th + 1) > data_end)
+			goto truncated_l4;
+		flow.sport = th->source;
+		flow.dport = th->dest;
+		first = th->syn && !th->ack;
+	} else {
+		struct udphdr *uh = c.pos;
+
+		if ((void *)(uh + 1) > data_end)
+			goto truncated_l4;
+		flow.sport = uh->source;
+		flow.dport = uh->dest;
+		first = 1;
+	}
+
+	sk.vip = iph->daddr;
+	sk.port = flow.dport;
+	sk.proto = iph->protocol;
+	svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc) {
+		sk.port = 0;
+		svc = bpf_map_lookup_elem(&services, &sk);
+		if (!svc)
+			return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+	}
+	st = bpf_map_lookup_elem(&svc_stats, &svc->id);
+	if (!st)
+		return verdict(XDP_DROP, DVIPA_R_DROP_NO_TARGET);
+	st->packets++;
+	st->bytes += data_end - data;
+
+	flow.saddr = iph->saddr;
+	flow.daddr = iph->daddr;
+	flow.proto = iph->protocol;
+	entry = bpf_map_lookup_elem(&crt, &flow);
+	if (entry) {
+		st->crt_hit++;
+		target = entry->target;
+		if (svc->affinity_s)
+			touch_affinity(svc, iph->saddr, target);
+	} else {
+		__u32 slot = dvipa_flow_hash(&flow) % DVIPA_MAGLEV_SIZE;
+		void *table = bpf_map_lookup_elem(&maglev, &svc->id);
+		__be32 *t = table ? bpf_map_lookup_elem(table, &slot) : NULL;
+		__be32 affine = first && svc->affinity_s ? affine_target(svc, iph->saddr) : 0;
+
+		st->crt_miss++;
+		if (affine) {
+			target = affine;
+		} else {
+			if (!t || !*t)
+				return drop(st, DVIPA_R_DROP_NO_TARGET);
+			target = *t;
+		}
+		/* A recovered packet's target is a guess: it must not become the client's affinity. */
+		if (svc->affinity_s && first)
+			touch_affinity(svc, iph->saddr, target);
+		fresh.target = target;
+		fresh.svc_id = svc->id;
+		fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
+		fresh.created_ns = bpf_ktime_get_coarse_ns();
+		/* Another CPU may have raced us to it: its entry is as good as ours. */
+		bpf_map_update_elem(&crt, &flow, &fresh, BPF_NOEXIST);
+		if (first)
+			st->crt_new++;
+		else
+			st->recovered++;
+	}
+	return encap_forward(ctx, cfg, st, target, l2len, iph);
+
+truncated_l4:
+	if (bpf_map_lookup_elem(&routed, &iph->daddr))
+		return verdict(XDP_DROP, DVIPA_R_DROP_MALFORMED_L4);
+	return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+fragment:
+	if (bpf_map_lookup_elem(&routed, &iph->daddr))
+		return verdict(XDP_DROP, DVIPA_R_DROP_FRAGMENT);
+	return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+}
+
+#endif

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Structures shared by the BPF programs and user space. The TypeScript codecs in
+ * src/dataplane/structs.ts mirror every struct and enum here; test/layout.test.ts
+ * compares them with the BTF of the compiled objects, so a change here that is not
+ * made there fails the tests instead of corrupting maps.
+ *
+ * Addresses and ports are kept in network byte order, exactly as on the wire, so the
+ * fast path never swaps bytes to build a key.
+ */
+#ifndef DVIPA_H
+#define DVIPA_H
+
+/* Maglev lookup table size: prime, so every skip value walks the whole table. */
+#define DVIPA_MAGLEV_SIZE 65537
+#define DVIPA_MAX_SERVICES 1024
+#define DVIPA_MAX_DVIPAS 1024
+#define DVIPA_MAX_EGRESS 64
+/* Default; user space may resize before load (crt_max_entries). */
+#define DVIPA_CRT_DEFAULT_ENTRIES (1 << 20)
+
+/* A distributed service: DVIPA, port and protocol. port 0 = every port of the DVIPA. */
+struct dvipa_svc_key {
+	__be32 vip;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct dvipa_svc {
+	__u32 id;          /* index into maglev and svc_stats */
+	__u32 affinity_s;  /* TIMEDAFFINITY: a client's new connections follow its last target for this long; 0 = off */
+};
+
+/* TIMEDAFFINITY: the target a client of a service used last, and when. */
+struct dvipa_affinity_key {
+	__u32 svc_id;
+	__be32 client;
+};
+
+struct dvipa_affinity {
+	__be32 target;
+	__u32 pad;
+	__u64 last_ns; /* bpf_ktime_get_coarse_ns() of the client's last packet to the service */
+};
+
+#define DVIPA_AFFINITY_ENTRIES (1 << 16)
+
+/* A connection, as seen inbound at the routing node. */
+struct dvipa_flow {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* Where a CRT entry came from (shown by `netstat vcrt`). One byte in the entry. */
+enum dvipa_crt_origin : __u8 {
+	DVIPA_CRT_FIRST = 1,     /* TCP SYN or first UDP datagram, picked by the data plane */
+	DVIPA_CRT_RECOVERED = 2, /* mid-connection packet with no entry: re-derived by hash */
+	DVIPA_CRT_CONTROL = 3,   /* written by the control plane (NEWCONN, takeover) */
+};
+
+struct dvipa_crt_entry {
+	__be32 target; /* cluster (XCF) address of the target */
+	__u32 svc_id;
+	enum dvipa_crt_origin origin;
+	__u8 pad[7];
+	__u64 created_ns; /* bpf_ktime_get_coarse_ns() at insertion (CLOCK_MONOTONIC, tick precision); 0 if written by user space */
+};
+
+/*
+ * A target's next hop as the FIB last gave it. A FIB lookup costs more than all the rest
+ * of forwarding a packet of a known connection, so each target's result is kept for
+ * DVIPA_NEXTHOP_TTL_NS; a route or neighbour change is seen within that time, or at once
+ * when the control plane flushes the map. Failed lookups are never kept.
+ */
+#define DVIPA_NEXTHOP_TTL_NS 1000000000ULL
+#define DVIPA_MAX_NEXTHOPS 4096
+
+struct dvipa_nexthop {
+	__u64 expires_ns; /* bpf_ktime_get_coarse_ns() after which the FIB is asked again */
+	__u32 ifindex;
+	__u16 mtu;        /* egress MTU towards the target */
+	__u8 smac[6];
+	__u8 dmac[6];
+	__u8 pad[2];
+};
+
+/* Node-wide settings written by the control plane. */
+struct dvipa_config {
+	__be32 cluster_addr; /* outer source of encapsulated packets (this node's XCF address) */
+	__u32 enabled;       /* 0 until configured: the programs pass everything */
+};
+
+/*
+ * Why a packet got its verdict. One per-CPU counter each (map `reasons`); the distributor
+ * and decap programs share the numbering so one table explains both.
+ */
+enum dvipa_reason {
+	DVIPA_R_PASS_NOT_IPV4 = 0,   /* ARP, IPv6, anything but IPv4: not ours */
+	DVIPA_R_PASS_NOT_SERVICE,    /* IPv4 not addressed to a distributed DVIPA:port */
+	DVIPA_R_PASS_MALFORMED,      /* unparsable L2/L3 header: left to the kernel's checks */
+	DVIPA_R_PASS_DISABLED,       /* node not configured yet */
+	DVIPA_R_DROP_MALFORMED_L4,   /* to a distributed DVIPA, transport header truncated */
+	DVIPA_R_DROP_FRAGMENT,       /* IPv4 fragment to a distributed DVIPA */
+	DVIPA_R_DROP_NO_TARGET,      /* service has no target for this hash slot */
+	DVIPA_R_DROP_NO_ROUTE,       /* FIB has no route to the target */
+	DVIPA_R_DROP_NO_NEIGH,       /* FIB route but no neighbour entry for the next hop */
+	DVIPA_R_DROP_FWD_DISABLED,   /* IP forwarding is off on the ingress interface */
+	DVIPA_R_DROP_NO_EGRESS,      /* egress interface not enabled for redirect (tx_ports) */
+	DVIPA_R_DROP_TOO_BIG,        /* too big once encapsulated, DF clear: cannot fragment */
+	DVIPA_R_DROP_ENCAP,          /* no room to build the tunnel header or the ICMP reply */
+	DVIPA_R_TX_FRAG_NEEDED,      /* too big, DF set: ICMP fragmentation needed sent back */
+	DVIPA_R_FWD_TX,              /* encapsulated, sent back out of the ingress interface */
+	DVIPA_R_FWD_REDIRECT,        /* encapsulated, redirected to another interface */
+	DVIPA_R_DECAP,               /* target: outer header stripped, inner passed up */
+	DVIPA_R_DECAP_PASS_NOT_OURS, /* target: IPIP not to our cluster address or not a served DVIPA */
+	DVIPA_R_DECAP_PASS_MALFORMED,/* target: IPIP whose inner header is unparsable */
+	DVIPA_R_COUNT,
+};
+
+/* Per service, per CPU. */
+struct dvipa_svc_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 crt_hit;
+	__u64 crt_miss;
+	__u64 crt_new;      /* entries created for first packets */
+	__u64 recovered;    /* entries re-derived by hash */
+	__u64 forwarded;
+	__u64 dropped;      /* any drop reason; `reasons` says which */
+	__u64 frag_needed;  /* ICMP fragmentation needed sent */
+};
+
+/*
+ * A TCP state change on a target node that its agent should hear about at once: a socket
+ * entering or leaving LISTEN, or a connection whose local address is a served DVIPA. The
+ * agent then reconciles (it does not trust events alone: the ring buffer may overflow).
+ */
+struct dvipa_sock_event {
+	__be32 local;  /* IPv4 local address (0 for a wildcard or non-IPv4 listener) */
+	__be32 remote;
+	__u16 local_port; /* host order, as the tracepoint gives them */
+	__u16 remote_port;
+	__u8 oldstate;
+	__u8 newstate;
+	__u8 pad[2];
+};
+
+#endif

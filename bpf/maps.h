@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of dvipa, defined once. Each object that includes this header gets the
+ * same definitions, and pinning by name makes all of a node's programs (distributor,
+ * decap) share one instance under the pin root (/sys/fs/bpf/dvipa by default). The
+ * pins outlive the agent, so forwarding continues while the control plane restarts.
+ */
+#ifndef DVIPA_MAPS_H
+#define DVIPA_MAPS_H
+
+#include "dvipa.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dvipa_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} node_config SEC(".maps");
+
+/* DVIPA:port:proto -> service id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_SERVICES);
+	__type(key, struct dvipa_svc_key);
+	__type(value, struct dvipa_svc);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} services SEC(".maps");
+
+/* Addresses this node distributes (any port): decides what a fragment belongs to. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_DVIPAS);
+	__type(key, __be32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} routed SEC(".maps");
+
+/*
+ * The DPT as the data plane sees it: per service id, a Maglev table of target
+ * addresses (0 = no target). User space builds a complete new inner array and swaps
+ * it into its slot with one update, so no packet ever sees half a table.
+ */
+struct maglev_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DVIPA_MAGLEV_SIZE);
+	__type(key, __u32);
+	__type(value, __be32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, DVIPA_MAX_SERVICES);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct maglev_table);
+} maglev SEC(".maps");
+
+/* The CRT: 5-tuple -> target. LRU so a flood of SYNs ages out old entries instead of failing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DVIPA_CRT_DEFAULT_ENTRIES);
+	__type(key, struct dvipa_flow);
+	__type(value, struct dvipa_crt_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} crt SEC(".maps");
+
+/* TIMEDAFFINITY: (service, client) -> its target and last packet. LRU: old clients age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DVIPA_AFFINITY_ENTRIES);
+	__type(key, struct dvipa_affinity_key);
+	__type(value, struct dvipa_affinity);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} affinity SEC(".maps");
+
+/* Target address -> cached next hop (see struct dvipa_nexthop). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DVIPA_MAX_NEXTHOPS);
+	__type(key, __be32);
+	__type(value, struct dvipa_nexthop);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nexthops SEC(".maps");
+
+/* Interfaces the distributor may redirect to (ifindex -> ifindex). */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, DVIPA_MAX_EGRESS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tx_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DVIPA_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct dvipa_svc_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} svc_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DVIPA_R_COUNT);
+	__type(key, enum dvipa_reason);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} reasons SEC(".maps");
+
+/* Target side: DVIPAs this node serves (bound on lo). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_DVIPAS);
+	__type(key, __be32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} served SEC(".maps");
+
+/* Target side: socket events for the agent (struct dvipa_sock_event). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sock_events SEC(".maps");
+
+static __always_inline void count_reason(__u32 reason)
+{
+	__u64 *c = bpf_map_lookup_elem(&reasons, &reason);
+
+	if (c)
+		*c += 1;
+}
+
+#endif

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Header parsing for XDP. Each helper advances a cursor and proves to the verifier that
+ * what it returns lies inside the packet; callers never dereference beyond a checked end.
+ */
+#ifndef DVIPA_PARSE_H
+#define DVIPA_PARSE_H
+
+#define ETH_P_IP 0x0800
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+#define IP_MF 0x2000
+#define IP_DF 0x4000
+#define IP_OFFSET 0x1FFF
+
+struct cursor {
+	void *pos;
+	void *end;
+};
+
+/* Ethernet plus at most one 802.1Q/802.1ad tag. Returns the L2 length, or -1 if truncated. */
+static __always_inline int parse_eth(struct cursor *c, __be16 *proto)
+{
+	struct ethhdr *eth = c->pos;
+	struct vlan_hdr *vlan;
+
+	if ((void *)(eth + 1) > c->end)
+		return -1;
+	*proto = eth->h_proto;
+	c->pos = eth + 1;
+	if (*proto != bpf_htons(ETH_P_8021Q) && *proto != bpf_htons(ETH_P_8021AD))
+		return sizeof(*eth);
+	vlan = c->pos;
+	if ((void *)(vlan + 1) > c->end)
+		return -1;
+	*proto = vlan->h_vlan_encapsulated_proto;
+	c->pos = vlan + 1;
+	return sizeof(*eth) + sizeof(*vlan);
+}
+
+/*
+ * IPv4 header with options. Rejects what the kernel's ip_rcv would reject for its shape
+ * (version, IHL < 5, header or total length beyond the frame); the checksum is left to
+ * whoever consumes the packet, as forwarding does not change it.
+ */
+static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
+{
+	struct iphdr *iph = c->pos;
+	__u32 hlen;
+
+	if ((void *)(iph + 1) > c->end)
+		return NULL;
+	if (iph->version != 4 || iph->ihl < 5)
+		return NULL;
+	hlen = iph->ihl * 4;
+	if (c->pos + hlen > c->end)
+		return NULL;
+	if (bpf_ntohs(iph->tot_len) < hlen || c->pos + bpf_ntohs(iph->tot_len) > c->end)
+		return NULL;
+	c->pos += hlen;
+	return iph;
+}
+
+static __always_inline int ipv4_is_fragment(const struct iphdr *iph)
+{
+	return (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET)) != 0;
+}
+
+static __always_inline __u16 csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* Checksum of an option-less IPv4 header we built ourselves. */
+static __always_inline void ipv4_set_csum(struct iphdr *iph)
+{
+	__u16 *w = (__u16 *)iph;
+	__u32 sum = 0;
+
+	iph->check = 0;
+#pragma unroll
+	for (int i = 0; i < (int)sizeof(*iph) / 2; i++)
+		sum += w[i];
+	iph->check = csum_fold(sum);
+}
+
+#endif

@@ -1,0 +1,19 @@
+// dvipa's native addon: libbpf (the system's) for Node, synchronous calls only, as every
+// operation is a short syscall and the control plane wants results in order.
+#include <napi.h>
+
+#include "exports.h"
+
+namespace {
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  dvipa::InitObject(env, exports);
+  dvipa::InitMaps(env, exports);
+  dvipa::InitProgs(env, exports);
+  dvipa::InitBtf(env, exports);
+  dvipa::InitNetns(env, exports);
+  dvipa::InitRingBuf(env, exports);
+  return exports;
+}
+}  // namespace
+
+NODE_API_MODULE(dvipa, Init)

@@ -1,0 +1,80 @@
+/*
+ * The native addon (build/Release/dvipa.node): the system libbpf for Node. All calls are
+ * synchronous. Failures throw an Error with `op` (the libbpf or system call), `errno`,
+ * `code` (e.g. "E2BIG") and message `${op}: ${code} (${strerror})`; `detail` adds context
+ * (for a load: the last 16 KiB of libbpf's log, the verifier's included). Misused
+ * arguments (wrong types, buffers smaller than the map's key or value) throw TypeError.
+ */
+
+export interface MapSpec { name: string; type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
+
+/** A libbpf bpf_object: opened (not loaded) by the constructor. */
+export class BpfObject {
+  /**
+   * `pinRoot`: where maps declared LIBBPF_PIN_BY_NAME are reused from or pinned to.
+   * `maxEntries`: resize maps by name before load.
+   */
+  constructor(path: string, opts?: { pinRoot?: string; maxEntries?: Record<string, number> });
+  maps(): MapSpec[];
+  programs(): string[];
+  /** bpf_object__load: creates or reuses maps, runs the verifier. */
+  load(): void;
+  mapFd(name: string): number;
+  progFd(name: string): number;
+  /** Attaches a program as its section says (tracepoints...); detached on close(). */
+  attach(progName: string): void;
+  /** Closes the object's fds and the links attach() made; maps and XDP links live on where pinned. */
+  close(): void;
+}
+
+/** A BPF ring buffer read on Node's event loop: `onRecords` gets each batch of records. */
+export class RingBuffer {
+  constructor(mapFd: number, onRecords: (records: Buffer[]) => void);
+  close(): void;
+}
+
+export function mapCreate(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags?: number): number;
+/** Fills `value`; false if the key is absent. Per-CPU maps: value holds roundup(valueSize, 8) × possible CPUs. */
+export function mapLookup(fd: number, key: Buffer, value: Buffer): boolean;
+export function mapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
+/** False if the key was absent. */
+export function mapDelete(fd: number, key: Buffer): boolean;
+/** False at the end; `key` null starts from the first. */
+export function mapGetNextKey(fd: number, key: Buffer | null, next: Buffer): boolean;
+/** BPF_MAP_UPDATE_BATCH; returns how many were written (a thrown error carries `processed`). */
+export function mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags?: number): number;
+/**
+ * BPF_MAP_LOOKUP_BATCH: up to `count` entries after the position `inBatch` (null: from the
+ * start); `outBatch` receives the position to continue from. `done` once the map is exhausted.
+ */
+export function mapLookupBatch(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: number): { count: number; done: boolean };
+/** BPF_MAP_DELETE_BATCH; stops at the first absent key and returns how many were deleted. */
+export function mapDeleteBatch(fd: number, keys: Buffer, count: number): number;
+export function mapInfo(fd: number): { type: number; id: number; keySize: number; valueSize: number; maxEntries: number; flags: number; name: string };
+export function objGet(path: string): number;
+export function objPin(fd: number, path: string): void;
+export function closeFd(fd: number): void;
+export function numPossibleCpus(): number;
+
+/**
+ * BPF_PROG_TEST_RUN. `ctxIn` is the program's context (struct xdp_md for XDP);
+ * `duration` is the kernel's mean ns per repetition. With BPF_F_TEST_XDP_LIVE_FRAMES
+ * frames are transmitted and `dataOut` is empty.
+ */
+export function progTestRun(fd: number, opts: { data: Buffer; dataOutSize?: number; ctxIn?: Buffer; repeat?: number; flags?: number; batchSize?: number }): { retval: number; duration: number; dataOut: Buffer; ctxOut?: Buffer };
+/** bpf_link_create(BPF_XDP) with XDP_FLAGS_DRV_MODE (4), XDP_FLAGS_SKB_MODE (2) or 0. */
+export function xdpLinkCreate(progFd: number, ifindex: number, flags: number): number;
+/** Atomically replaces the link's program. */
+export function linkUpdate(linkFd: number, newProgFd: number): void;
+/** `ifindex` for XDP links: 0 once the interface is gone. */
+export function linkInfo(fd: number): { id: number; type: number; progId: number; ifindex?: number };
+export function progInfo(fd: number): { id: number; name: string; type: number };
+export function ifNameToIndex(name: string): number;
+
+/** Struct layout from an object's BTF: byte offsets and sizes. */
+export function btfStruct(objPath: string, name: string): { size: number; members: Array<{ name: string; offset: number; size: number }> };
+export function btfEnum(objPath: string, name: string): Record<string, number>;
+
+/** setns(CLONE_NEWNET) for the calling thread; returns an fd of the previous namespace for netnsRestore. */
+export function netnsEnter(path: string): number;
+export function netnsRestore(prevFd: number): void;

@@ -1,0 +1,232 @@
+// Map operations on file descriptors. Buffers are Node's own memory, passed to the kernel
+// without copies; their sizes are checked against the map's so the kernel never reads or
+// writes past them.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/bpf.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "errors.h"
+#include "exports.h"
+
+namespace dvipa {
+namespace {
+
+bpf_map_info InfoOf(Napi::Env env, int fd) {
+  bpf_map_info info = {};
+  __u32 len = sizeof(info);
+  int r = bpf_obj_get_info_by_fd(fd, &info, &len);
+  if (r) ThrowErrno(env, "bpf_obj_get_info_by_fd", ErrnoOf(r));
+  return info;
+}
+
+bool PerCpu(__u32 type) {
+  return type == BPF_MAP_TYPE_PERCPU_ARRAY || type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
+         type == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+}
+
+// Bytes one value occupies in user space (per-CPU maps hold one 8-aligned copy per CPU).
+size_t ValueBytes(const bpf_map_info &info) {
+  if (!PerCpu(info.type)) return info.value_size;
+  return ((info.value_size + 7) / 8 * 8) * static_cast<size_t>(libbpf_num_possible_cpus());
+}
+
+void CheckLen(Napi::Env env, const char *what, size_t have, size_t need) {
+  if (have < need)
+    throw Napi::TypeError::New(env, std::string(what) + " buffer holds " + std::to_string(have) + " bytes, the map needs " +
+                                        std::to_string(need));
+}
+
+Napi::Value MapCreate(const Napi::CallbackInfo &info) {
+  auto type = static_cast<bpf_map_type>(U32Arg(info, 0, "type"));
+  std::string name = StringArg(info, 1, "name");
+  uint32_t key = U32Arg(info, 2, "keySize"), value = U32Arg(info, 3, "valueSize"), max = U32Arg(info, 4, "maxEntries");
+  LIBBPF_OPTS(bpf_map_create_opts, opts);
+  if (info.Length() > 5 && !info[5].IsUndefined()) opts.map_flags = U32Arg(info, 5, "flags");
+  int fd = bpf_map_create(type, name.c_str(), key, value, max, &opts);
+  if (fd < 0) ThrowErrno(info.Env(), "bpf_map_create", ErrnoOf(fd));
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value MapLookup(const Napi::CallbackInfo &info) {
+  int fd = FdArg(info, 0);
+  auto key = BufferArg(info, 1, "key");
+  auto value = BufferArg(info, 2, "value");
+  auto mi = InfoOf(info.Env(), fd);
+  CheckLen(info.Env(), "key", key.Length(), mi.key_size);
+  CheckLen(info.Env(), "value", value.Length(), ValueBytes(mi));
+  int r = bpf_map_lookup_elem(fd, key.Data(), value.Data());
+  if (r == -ENOENT) return Napi::Boolean::New(info.Env(), false);
+  if (r) ThrowErrno(info.Env(), "bpf_map_lookup_elem", ErrnoOf(r));
+  return Napi::Boolean::New(info.Env(), true);
+}
+
+Napi::Value MapUpdate(const Napi::CallbackInfo &info) {
+  int fd = FdArg(info, 0);
+  auto key = BufferArg(info, 1, "key");
+  auto value = BufferArg(info, 2, "value");
+  __u64 flags = info.Length() > 3 && !info[3].IsUndefined() ? U32Arg(info, 3, "flags") : static_cast<__u64>(BPF_ANY);
+  auto mi = InfoOf(info.Env(), fd);
+  CheckLen(info.Env(), "key", key.Length(), mi.key_size);
+  CheckLen(info.Env(), "value", value.Length(), ValueBytes(mi));
+  int r = bpf_map_update_elem(fd, key.Data(), value.Data(), flags);
+  if (r) ThrowErrno(info.Env(), "bpf_map_update_elem", ErrnoOf(r));
+  return info.Env().Undefined();
+}
+
+Napi::Value MapDelete(const Napi::CallbackInfo &info) {
+  int fd = FdArg(info, 0);
+  auto key = BufferArg(info, 1, "key");
+  CheckLen(info.Env(), "key", key.Length(), InfoOf(info.Env(), fd).key_size);
+  int r = bpf_map_delete_elem(fd, key.Data());
+  if (r == -ENOENT) return Napi::Boolean::New(info.Env(), false);
+  if (r) ThrowErrno(info.Env(), "bpf_map_delete_elem", ErrnoOf(r));
+  return Napi::Boolean::New(info.Env(), true);
+}
+
+Napi::Value MapGetNextKey(const Napi::CallbackInfo &info) {
+  int fd = FdArg(info, 0);
+  auto mi = InfoOf(info.Env(), fd);
+  const void *cur = nullptr;
+  if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) {
+    auto key = BufferArg(info, 1, "key");
+    CheckLen(info.Env(), "key", key.Length(), mi.key_size);
+    cur = key.Data();
+  }
+  auto next = BufferArg(info, 2, "next");
+  CheckLen(info.Env(), "next key", next.Length(), mi.key_size);
+  int r = bpf_map_get_next_key(fd, cur, next.Data());
+  if (r == -ENOENT) return Napi::Boolean::New(info.Env(), false);
+  if (r) ThrowErrno(info.Env(), "bpf_map_get_next_key", ErrnoOf(r));
+  return Napi::Boolean::New(info.Env(), true);
+}
+
+// Checks keys/values hold `count` entries; returns the map info.
+bpf_map_info CheckBatch(const Napi::CallbackInfo &info, int fd, const Napi::Buffer<uint8_t> &keys,
+                        const Napi::Buffer<uint8_t> *values, uint32_t count) {
+  auto mi = InfoOf(info.Env(), fd);
+  CheckLen(info.Env(), "keys", keys.Length(), static_cast<size_t>(mi.key_size) * count);
+  if (values) CheckLen(info.Env(), "values", values->Length(), ValueBytes(mi) * count);
+  return mi;
+}
+
+Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info) {
+  int fd = FdArg(info, 0);
+  auto keys = BufferArg(info, 1, "keys");
+  auto values = BufferArg(info, 2, "values");
+  uint32_t count = U32Arg(info, 3, "count");
+  CheckBatch(info, fd, keys, &values, count);
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  if (info.Length() > 4 && !info[4].IsUndefined()) opts.elem_flags = U32Arg(info, 4, "flags");
+  __u32 n = count;
+  int r = bpf_map_update_batch(fd, keys.Data(), values.Data(), &n, &opts);
+  if (r) {
+    try {
+      ThrowErrno(info.Env(), "bpf_map_update_batch", ErrnoOf(r));
+    } catch (Napi::Error &e) {
+      e.Set("processed", Napi::Number::New(info.Env(), n));
+      throw;
+    }
+  }
+  return Napi::Number::New(info.Env(), n);
+}
+
+Napi::Value MapLookupBatch(const Napi::CallbackInfo &info) {
+  int fd = FdArg(info, 0);
+  void *in = nullptr;
+  if (!info[1].IsNull() && !info[1].IsUndefined()) in = BufferArg(info, 1, "inBatch").Data();
+  auto out = BufferArg(info, 2, "outBatch");
+  auto keys = BufferArg(info, 3, "keys");
+  auto values = BufferArg(info, 4, "values");
+  uint32_t count = U32Arg(info, 5, "count");
+  auto mi = CheckBatch(info, fd, keys, &values, count);
+  // The kernel writes a resume token of the key's size (hash maps: a bucket index).
+  CheckLen(info.Env(), "outBatch", out.Length(), std::max<size_t>(mi.key_size, sizeof(__u32)));
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  __u32 n = count;
+  int r = bpf_map_lookup_batch(fd, in, out.Data(), keys.Data(), values.Data(), &n, &opts);
+  bool done = false;
+  if (r == -ENOENT) {
+    done = true;
+  } else if (r) {
+    ThrowErrno(info.Env(), "bpf_map_lookup_batch", ErrnoOf(r));
+  }
+  Napi::Object res = Napi::Object::New(info.Env());
+  res.Set("count", Napi::Number::New(info.Env(), n));
+  res.Set("done", Napi::Boolean::New(info.Env(), done));
+  return res;
+}
+
+Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info) {
+  int fd = FdArg(info, 0);
+  auto keys = BufferArg(info, 1, "keys");
+  uint32_t count = U32Arg(info, 2, "count");
+  CheckBatch(info, fd, keys, nullptr, count);
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  __u32 n = count;
+  int r = bpf_map_delete_batch(fd, keys.Data(), &n, &opts);
+  // A key that is already gone ends the batch with ENOENT after `n` deletions.
+  if (r && r != -ENOENT) ThrowErrno(info.Env(), "bpf_map_delete_batch", ErrnoOf(r));
+  return Napi::Number::New(info.Env(), n);
+}
+
+Napi::Value MapInfo(const Napi::CallbackInfo &info) {
+  auto mi = InfoOf(info.Env(), FdArg(info, 0));
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("type", mi.type);
+  o.Set("id", mi.id);
+  o.Set("keySize", mi.key_size);
+  o.Set("valueSize", mi.value_size);
+  o.Set("maxEntries", mi.max_entries);
+  o.Set("flags", mi.map_flags);
+  o.Set("name", mi.name);
+  return o;
+}
+
+Napi::Value ObjGet(const Napi::CallbackInfo &info) {
+  std::string path = StringArg(info, 0, "path");
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) ThrowErrno(info.Env(), "bpf_obj_get", ErrnoOf(fd));
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value ObjPin(const Napi::CallbackInfo &info) {
+  int fd = FdArg(info, 0);
+  std::string path = StringArg(info, 1, "path");
+  int r = bpf_obj_pin(fd, path.c_str());
+  if (r) ThrowErrno(info.Env(), "bpf_obj_pin", ErrnoOf(r));
+  return info.Env().Undefined();
+}
+
+Napi::Value CloseFd(const Napi::CallbackInfo &info) {
+  if (close(FdArg(info, 0))) ThrowErrno(info.Env(), "close", errno);
+  return info.Env().Undefined();
+}
+
+Napi::Value NumPossibleCpus(const Napi::CallbackInfo &info) {
+  int n = libbpf_num_possible_cpus();
+  if (n < 0) ThrowErrno(info.Env(), "libbpf_num_possible_cpus", -n);
+  return Napi::Number::New(info.Env(), n);
+}
+
+}  // namespace
+
+void InitMaps(Napi::Env env, Napi::Object exports) {
+  exports.Set("mapCreate", Napi::Function::New(env, MapCreate));
+  exports.Set("mapLookup", Napi::Function::New(env, MapLookup));
+  exports.Set("mapUpdate", Napi::Function::New(env, MapUpdate));
+  exports.Set("mapDelete", Napi::Function::New(env, MapDelete));
+  exports.Set("mapGetNextKey", Napi::Function::New(env, MapGetNextKey));
+  exports.Set("mapUpdateBatch", Napi::Function::New(env, MapUpdateBatch));
+  exports.Set("mapLookupBatch", Napi::Function::New(env, MapLookupBatch));
+  exports.Set("mapDeleteBatch", Napi::Function::New(env, MapDeleteBatch));
+  exports.Set("mapInfo", Napi::Function::New(env, MapInfo));
+  exports.Set("objGet", Napi::Function::New(env, ObjGet));
+  exports.Set("objPin", Napi::Function::New(env, ObjPin));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd));
+  exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus));
+}
+
+}  // namespace dvipa
