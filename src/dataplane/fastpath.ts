@@ -1,0 +1,305 @@
+/*
+ * The data plane of one node as the control plane sees it: the loaded BPF objects, their
+ * pinned maps behind typed wrappers, and the operations the control plane needs (services
+ * and their Maglev tables, CRT, counters, attach/detach). All state lives in the pinned
+ * maps, so a new FastPath opened over the same pin root picks up where the last one was.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BPF_OBJECT_DIR, native } from './addon.js';
+import { named } from './errors.js';
+import { BpfMap, BPF_ANY, PerCpuArray } from './map.js';
+import {
+  addr, affinity, affinityKey, CRT_DEFAULT_ENTRIES, crtEntry, flow, IPPROTO, MAGLEV_SIZE, MAX_SERVICES, nexthop, nodeConfig,
+  Protocol, REASONS, svc, svcKey, svcStats, u32, u64, u8,
+} from './structs.js';
+import type { Affinity, AffinityKey, CrtEntry, Flow, Nexthop, NodeConfig, Reason, SvcKey, SvcStats } from './structs.js';
+import { attachXdp, detachXdp, listLinks } from './xdp.js';
+import type { Attachment, XdpMode } from './xdp.js';
+import { buildMaglev } from '../tables/maglev.js';
+import { log as rootLog, type Logger } from '../log.js';
+
+export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/dvipa';
+const BPF_MAP_TYPE_ARRAY = 2;
+
+/** The programs dvipa attaches, by role. */
+export const PROGRAMS = { distributor: 'xdp_distributor', decap: 'xdp_decap' } as const;
+export type Role = keyof typeof PROGRAMS;
+
+export interface FastPathOptions {
+  /** bpffs directory for maps and links (default /sys/fs/bpf/dvipa). */
+  pinRoot?: string;
+  /** CRT capacity; defaults to the pinned CRT's size, else 1,048,576. */
+  crtMaxEntries?: number;
+  /** Where distributor.bpf.o and decap.bpf.o are (default: the build directory). */
+  objectDir?: string;
+  logger?: Logger;
+}
+
+export interface Service { vip: string; port: number; protocol: Protocol }
+export interface Target { addr: string; weight: number }
+
+function keyOf(s: Service): SvcKey {
+  return { vip: s.vip, port: s.port, proto: IPPROTO[s.protocol] };
+}
+
+function serviceOf(k: SvcKey): Service {
+  const protocol = (Object.keys(IPPROTO) as Protocol[]).find((p) => IPPROTO[p] === k.proto);
+  if (!protocol) throw new Error(`services map holds an unknown protocol ${k.proto}`);
+  return { vip: k.vip, port: k.port, protocol };
+}
+
+export function serviceName(s: Service): string {
+  return `${s.vip}:${s.port === 0 ? '*' : s.port}/${s.protocol}`;
+}
+
+function addStats(a: SvcStats, b: SvcStats): SvcStats {
+  const out = { ...a };
+  for (const k of Object.keys(out) as (keyof SvcStats)[]) out[k] += b[k];
+  return out;
+}
+
+/** The Maglev slot indexes 0..MAGLEV_SIZE-1, encoded once as batch keys. */
+let slotKeys: Buffer | undefined;
+function maglevKeys(): Buffer {
+  if (!slotKeys) {
+    slotKeys = Buffer.alloc(MAGLEV_SIZE * 4);
+    for (let i = 0; i < MAGLEV_SIZE; i++) slotKeys.writeUInt32LE(i, i * 4);
+  }
+  return slotKeys;
+}
+
+export class FastPath {
+  readonly config: BpfMap<number, NodeConfig>;
+  readonly services: BpfMap<SvcKey, { id: number; affinityS: number }>;
+  readonly routed: BpfMap<string, number>;
+  readonly served: BpfMap<string, number>;
+  readonly crt: BpfMap<Flow, CrtEntry>;
+  readonly txPorts: BpfMap<number, number>;
+  readonly nexthops: BpfMap<string, Nexthop>;
+  readonly affinity: BpfMap<AffinityKey, Affinity>;
+  readonly svcStats: PerCpuArray<SvcStats>;
+  private readonly reasons: PerCpuArray<{ v: bigint }>;
+  private readonly maglevFd: number;
+  private readonly objects: Map<Role, InstanceType<typeof native.BpfObject>>;
+  private readonly log: Logger;
+
+  private constructor(readonly pinRoot: string, objects: Map<Role, InstanceType<typeof native.BpfObject>>, logger: Logger) {
+    this.objects = objects;
+    this.log = logger;
+    const obj = objects.get('distributor')!;
+    const fd = (name: string) => named(name, () => obj.mapFd(name));
+    this.config = new BpfMap('node_config', fd('node_config'), u32, nodeConfig);
+    this.services = new BpfMap('services', fd('services'), svcKey, svc);
+    this.routed = new BpfMap('routed', fd('routed'), addr, u8);
+    this.served = new BpfMap('served', fd('served'), addr, u8);
+    this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
+    this.txPorts = new BpfMap('tx_ports', fd('tx_ports'), u32, u32);
+    this.nexthops = new BpfMap('nexthops', fd('nexthops'), addr, nexthop);
+    this.affinity = new BpfMap('affinity', fd('affinity'), affinityKey, affinity);
+    this.svcStats = new PerCpuArray('svc_stats', fd('svc_stats'), svcStats, addStats);
+    this.reasons = new PerCpuArray('reasons', fd('reasons'), { size: 8, decode: (b, o) => ({ v: u64.decode(b, o) }) },
+      (a, b) => ({ v: a.v + b.v }));
+    this.maglevFd = fd('maglev');
+  }
+
+  /**
+   * Loads the programs and creates or adopts the pinned maps under the pin root. Opening
+   * again over existing pins keeps every entry: that is how a restarted agent resumes.
+   */
+  static open(opts: FastPathOptions = {}): FastPath {
+    const pinRoot = opts.pinRoot ?? DEFAULT_PIN_ROOT;
+    const objectDir = opts.objectDir ?? BPF_OBJECT_DIR;
+    const logger = (opts.logger ?? rootLog).child({ pinRoot });
+    assertBpffs(pinRoot);
+    fs.mkdirSync(pinRoot, { recursive: true });
+    const crtMaxEntries = resolveCrtSize(pinRoot, opts.crtMaxEntries);
+
+    const objects = new Map<Role, InstanceType<typeof native.BpfObject>>();
+    try {
+      for (const role of Object.keys(PROGRAMS) as Role[]) {
+        const file = path.join(objectDir, `${role}.bpf.o`);
+        if (!fs.existsSync(file)) throw new Error(`BPF object ${file} not found: run \`npm install\` (or \`npm run build\`) first`);
+        const obj = new native.BpfObject(file, { pinRoot, maxEntries: { crt: crtMaxEntries } });
+        objects.set(role, obj);
+        named(`${role}.bpf.o`, () => obj.load());
+      }
+    } catch (e) {
+      for (const o of objects.values()) o.close();
+      throw e;
+    }
+    return new FastPath(pinRoot, objects, logger);
+  }
+
+  progFd(role: Role): number {
+    return named(PROGRAMS[role], () => this.objects.get(role)!.progFd(PROGRAMS[role]));
+  }
+
+  /** Node-wide settings: the cluster address is the outer source of encapsulated packets. */
+  configure(c: { clusterAddr: string; enabled?: boolean }): void {
+    this.config.set(0, { clusterAddr: c.clusterAddr, enabled: c.enabled === false ? 0 : 1 });
+  }
+
+  nodeConfig(): NodeConfig {
+    return this.config.get(0)!;
+  }
+
+  listServices(): Array<Service & { id: number }> {
+    return [...this.services.entries()].map(([k, v]) => ({ ...serviceOf(k), id: v.id }));
+  }
+
+  serviceId(s: Service): number | undefined {
+    return this.services.get(keyOf(s))?.id;
+  }
+
+  /**
+   * Makes `s` a distributed service with these targets. The new Maglev table is built
+   * completely in a fresh inner map and swapped in with one update of the outer map.
+   * Connections already in the CRT stay on their targets whatever the weights become.
+   * `affinitySec` (TIMEDAFFINITY): a client's new connections follow its last target for
+   * that long; affinities to targets that no longer take connections are forgotten.
+   */
+  setTargets(s: Service, targets: readonly Target[], opts: { affinitySec?: number } = {}): number {
+    const affinityS = opts.affinitySec ?? 0;
+    if (!Number.isInteger(affinityS) || affinityS < 0 || affinityS > 99999) throw new RangeError(`affinity ${affinityS}: expected whole seconds from 0 to 99999`);
+    const table = buildMaglev([...targets]);
+    let id = this.serviceId(s);
+    const isNew = id === undefined;
+    if (isNew) id = this.freeServiceId();
+
+    const values = Buffer.alloc(MAGLEV_SIZE * 4);
+    for (let i = 0; i < MAGLEV_SIZE; i++) values.writeUInt32BE(table[i], i * 4);
+    const inner = named('maglev(inner)', () => native.mapCreate(BPF_MAP_TYPE_ARRAY, 'maglev_table', 4, 4, MAGLEV_SIZE, 0));
+    try {
+      named('maglev(inner)', () => native.mapUpdateBatch(inner, maglevKeys(), values, MAGLEV_SIZE, BPF_ANY));
+      const key = u32.encode(id!);
+      const fdBuf = u32.encode(inner);
+      named('maglev', () => native.mapUpdate(this.maglevFd, key, fdBuf, BPF_ANY));
+    } finally {
+      native.closeFd(inner);
+    }
+    if (isNew) {
+      this.svcStats.reset(id!);
+      this.routed.set(s.vip, 1);
+      this.log.info({ service: serviceName(s), id }, 'service added');
+    }
+    this.services.set(keyOf(s), { id: id!, affinityS });
+    const live = new Set(targets.filter((t) => t.weight > 0).map((t) => t.addr));
+    const stale = [...this.affinity.entries()].filter(([k, v]) => k.svcId === id && (affinityS === 0 || !live.has(v.target))).map(([k]) => k);
+    if (stale.length) this.affinity.deleteBatch(stale);
+    this.log.debug({ service: serviceName(s), targets }, 'targets set');
+    return id!;
+  }
+
+  removeService(s: Service): boolean {
+    const id = this.serviceId(s);
+    if (id === undefined) return false;
+    this.services.delete(keyOf(s));
+    const stale = [...this.affinity.keys()].filter((k) => k.svcId === id);
+    if (stale.length) this.affinity.deleteBatch(stale);
+    named('maglev', () => native.mapDelete(this.maglevFd, u32.encode(id)));
+    if (!this.listServices().some((o) => o.vip === s.vip)) this.routed.delete(s.vip);
+    this.log.info({ service: serviceName(s), id }, 'service removed');
+    return true;
+  }
+
+  private freeServiceId(): number {
+    const used = new Set([...this.services.entries()].map(([, v]) => v.id));
+    for (let id = 0; id < MAX_SERVICES; id++) if (!used.has(id)) return id;
+    throw new RangeError(`no free service id: at most ${MAX_SERVICES} distributed services per node`);
+  }
+
+  /**
+   * Forgets every cached next hop, so the next packet to each target asks the FIB again.
+   * For route, neighbour or interface changes that must take effect before the cache's
+   * one-second lifetime ends.
+   */
+  flushNexthops(): number {
+    return this.nexthops.deleteBatch([...this.nexthops.keys()]);
+  }
+
+  /** Lets the distributor redirect to `ifname` (an interface towards the targets). */
+  enableEgress(ifname: string): void {
+    const ifindex = named(ifname, () => native.ifNameToIndex(ifname));
+    this.txPorts.set(ifindex, ifindex);
+  }
+
+  /** Target side: decapsulate packets for this DVIPA. */
+  serve(vip: string): void {
+    this.served.set(vip, 1);
+  }
+
+  unserve(vip: string): boolean {
+    return this.served.delete(vip);
+  }
+
+  serviceStats(id: number): SvcStats {
+    return this.svcStats.get(id);
+  }
+
+  reasonCounts(): Record<Reason, bigint> {
+    const out = {} as Record<Reason, bigint>;
+    REASONS.forEach((r, i) => (out[r] = this.reasons.get(i).v));
+    return out;
+  }
+
+  attach(role: Role, ifname: string, mode: XdpMode = 'auto'): Attachment {
+    const a = attachXdp(this.pinRoot, PROGRAMS[role], this.progFd(role), ifname, mode, this.log);
+    this.log.info({ ...a }, a.replaced ? 'XDP program replaced' : 'XDP program attached');
+    return a;
+  }
+
+  detach(role: Role, ifname: string): boolean {
+    return detachXdp(this.pinRoot, PROGRAMS[role], ifname);
+  }
+
+  links(): ReturnType<typeof listLinks> {
+    return listLinks(this.pinRoot);
+  }
+
+  /** Releases this process's handles; pinned maps and links stay and keep forwarding. */
+  close(): void {
+    for (const o of this.objects.values()) o.close();
+    this.objects.clear();
+  }
+
+  /** Detaches everything and removes the pin root: the node stops distributing. */
+  static purge(pinRoot: string = DEFAULT_PIN_ROOT): void {
+    for (const l of listLinks(pinRoot)) fs.unlinkSync(l.pin);
+    fs.rmSync(pinRoot, { recursive: true, force: true });
+  }
+}
+
+const BPF_FS_MAGIC = 0xcafe4a11;
+
+/**
+ * Pins only outlive this process on the host's bpf filesystem. `ip netns exec` mounts a
+ * fresh sysfs over /sys, hiding it: say so instead of failing obscurely.
+ */
+function assertBpffs(pinRoot: string): void {
+  let dir = pinRoot;
+  while (!fs.existsSync(dir)) dir = path.dirname(dir);
+  if (fs.statfsSync(dir).type !== BPF_FS_MAGIC) {
+    throw new Error(`${dir} is not on a bpf filesystem, so ${pinRoot} cannot hold pins: mount it (mount -t bpf bpf /sys/fs/bpf), ` +
+      'and to run dvipa inside a network namespace enter only the network namespace (nsenter --net=/run/netns/NAME), not `ip netns exec`, which remounts /sys');
+  }
+}
+
+/** An explicit size must match an existing pinned CRT; no size adopts the pinned one. */
+function resolveCrtSize(pinRoot: string, wanted: number | undefined): number {
+  const pin = path.join(pinRoot, 'crt');
+  if (wanted !== undefined && (!Number.isInteger(wanted) || wanted < 1 || wanted > 1 << 28)) {
+    throw new RangeError(`CRT size ${wanted}: expected an integer from 1 to ${1 << 28}`);
+  }
+  if (!fs.existsSync(pin)) return wanted ?? CRT_DEFAULT_ENTRIES;
+  const fd = named(pin, () => native.objGet(pin));
+  try {
+    const pinned = named(pin, () => native.mapInfo(fd)).maxEntries;
+    if (wanted !== undefined && wanted !== pinned) {
+      throw new Error(`the pinned CRT at ${pin} holds ${pinned} entries, not ${wanted}: keep its size, or purge the pins (dvipa fastpath purge) to resize it`);
+    }
+    return pinned;
+  } finally {
+    native.closeFd(fd);
+  }
+}

@@ -1,0 +1,83 @@
+/*
+ * The user-space mirror of bpf/dvipa.h. Keep the order of fields and enum members
+ * identical to the C header; test/layout.test.ts compares both with the BTF.
+ */
+import { scalar, struct } from './codec.js';
+
+export const MAGLEV_SIZE = 65537;
+export const MAX_SERVICES = 1024;
+export const CRT_DEFAULT_ENTRIES = 1 << 20;
+
+export const IPPROTO = { tcp: 6, udp: 17 } as const;
+export type Protocol = keyof typeof IPPROTO;
+
+export interface SvcKey { vip: string; port: number; proto: number }
+export const svcKey = struct<SvcKey>('dvipa_svc_key', [
+  ['vip', 'ipv4'], ['port', 'be16'], ['proto', 'u8'], ['pad', { pad: 1 }],
+]);
+
+export interface Svc { id: number; affinityS: number }
+export const svc = struct<Svc>('dvipa_svc', [['id', 'u32'], ['affinityS', 'u32']]);
+
+export interface AffinityKey { svcId: number; client: string }
+export const affinityKey = struct<AffinityKey>('dvipa_affinity_key', [['svcId', 'u32'], ['client', 'ipv4']]);
+export interface Affinity { target: string; lastNs: bigint }
+export const affinity = struct<Affinity>('dvipa_affinity', [['target', 'ipv4'], ['pad', { pad: 4 }], ['lastNs', 'u64']]);
+
+export interface Flow { saddr: string; daddr: string; sport: number; dport: number; proto: number }
+export const flow = struct<Flow>('dvipa_flow', [
+  ['saddr', 'ipv4'], ['daddr', 'ipv4'], ['sport', 'be16'], ['dport', 'be16'], ['proto', 'u8'], ['pad', { pad: 3 }],
+]);
+
+export enum CrtOrigin { First = 1, Recovered = 2, Control = 3 }
+
+export interface CrtEntry { target: string; svcId: number; origin: CrtOrigin; createdNs: bigint }
+export const crtEntry = struct<CrtEntry>('dvipa_crt_entry', [
+  ['target', 'ipv4'], ['svcId', 'u32'], ['origin', 'u8'], ['pad', { pad: 7 }], ['createdNs', 'u64'],
+]);
+
+export interface Nexthop { expiresNs: bigint; ifindex: number; mtu: number; smac: string; dmac: string }
+export const nexthop = struct<Nexthop>('dvipa_nexthop', [
+  ['expiresNs', 'u64'], ['ifindex', 'u32'], ['mtu', 'u16'], ['smac', 'mac'], ['dmac', 'mac'], ['pad', { pad: 2 }],
+]);
+
+export interface NodeConfig { clusterAddr: string; enabled: number }
+export const nodeConfig = struct<NodeConfig>('dvipa_config', [['clusterAddr', 'ipv4'], ['enabled', 'u32']]);
+
+/** Verdict reasons, in the order of enum dvipa_reason. */
+export const REASONS = [
+  'pass_not_ipv4',
+  'pass_not_service',
+  'pass_malformed',
+  'pass_disabled',
+  'drop_malformed_l4',
+  'drop_fragment',
+  'drop_no_target',
+  'drop_no_route',
+  'drop_no_neigh',
+  'drop_fwd_disabled',
+  'drop_no_egress',
+  'drop_too_big',
+  'drop_encap',
+  'tx_frag_needed',
+  'fwd_tx',
+  'fwd_redirect',
+  'decap',
+  'decap_pass_not_ours',
+  'decap_pass_malformed',
+] as const;
+export type Reason = (typeof REASONS)[number];
+
+export interface SvcStats {
+  packets: bigint; bytes: bigint; crtHit: bigint; crtMiss: bigint; crtNew: bigint;
+  recovered: bigint; forwarded: bigint; dropped: bigint; fragNeeded: bigint;
+}
+export const svcStats = struct<SvcStats>('dvipa_svc_stats', [
+  ['packets', 'u64'], ['bytes', 'u64'], ['crtHit', 'u64'], ['crtMiss', 'u64'], ['crtNew', 'u64'],
+  ['recovered', 'u64'], ['forwarded', 'u64'], ['dropped', 'u64'], ['fragNeeded', 'u64'],
+]);
+
+export const u32 = scalar('__u32', 'u32');
+export const u64 = scalar('__u64', 'u64');
+export const u8 = scalar('__u8', 'u8');
+export const addr = scalar('__be32', 'ipv4');
