@@ -1,0 +1,159 @@
+/*
+ * The messages agents exchange, after the seeds: the routing node's VIPA list, targets'
+ * SRVSTAT (listeners and load) and NEWCONN/TERMCONN (connections, batched). Payloads are
+ * JSON; every field is checked on receipt, since a peer with the key can still be buggy.
+ */
+import { parseIpv4 } from '../net/addr.js';
+
+export enum MsgType { Hello = 0, VipaList = 1, SrvStat = 2, Conns = 3 }
+
+export interface Hello { node: string; nonce: string }
+
+export interface ServiceRef { dvipa: string; port: number; protocol: 'tcp' | 'udp' }
+
+/** What a routing node distributes, and to whom (DESTIP ALL: every node). */
+export interface VipaList {
+  dvipas: Array<{ address: string; services: Array<{ port: number; protocol: 'tcp' | 'udp'; targets: string[] | 'all' }> }>;
+}
+
+/** A target's listeners on DVIPAs it serves. `full`: the complete set, replacing earlier reports. */
+export interface SrvStat { full: boolean; up: ServiceRef[]; down: ServiceRef[]; load?: number }
+
+export interface ConnRef { saddr: string; daddr: string; sport: number; dport: number; protocol: 'tcp' | 'udp' }
+
+/** NEWCONN and TERMCONN in one batch. `full`: `added` is every connection the target has. */
+export interface Conns { full: boolean; added: ConnRef[]; removed: ConnRef[] }
+
+export type Message =
+  | { type: MsgType.Hello; body: Hello }
+  | { type: MsgType.VipaList; body: VipaList }
+  | { type: MsgType.SrvStat; body: SrvStat }
+  | { type: MsgType.Conns; body: Conns };
+
+export class InvalidMessage extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InvalidMessage';
+  }
+}
+
+/** At most this many connections in one Conns message; larger sets are split by the sender. */
+export const MAX_CONNS_PER_MESSAGE = 8192;
+
+type Json = unknown;
+
+function obj(v: Json, what: string, keys: string[]): Record<string, Json> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new InvalidMessage(`${what}: expected an object`);
+  for (const k of Object.keys(v)) if (!keys.includes(k)) throw new InvalidMessage(`${what}: unexpected field ${k}`);
+  return v as Record<string, Json>;
+}
+
+function arr(v: Json, what: string, max: number): Json[] {
+  if (!Array.isArray(v)) throw new InvalidMessage(`${what}: expected a list`);
+  if (v.length > max) throw new InvalidMessage(`${what}: ${v.length} entries, at most ${max}`);
+  return v;
+}
+
+function addr(v: Json, what: string): string {
+  try {
+    parseIpv4(v as string);
+    return v as string;
+  } catch {
+    throw new InvalidMessage(`${what}: expected an IPv4 address`);
+  }
+}
+
+function port(v: Json, what: string, min = 1): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > 65535) throw new InvalidMessage(`${what}: expected a port`);
+  return v;
+}
+
+function protocol(v: Json, what: string): 'tcp' | 'udp' {
+  if (v !== 'tcp' && v !== 'udp') throw new InvalidMessage(`${what}: expected tcp or udp`);
+  return v;
+}
+
+function bool(v: Json, what: string): boolean {
+  if (typeof v !== 'boolean') throw new InvalidMessage(`${what}: expected true or false`);
+  return v;
+}
+
+function serviceRef(v: Json, what: string): ServiceRef {
+  const o = obj(v, what, ['dvipa', 'port', 'protocol']);
+  return { dvipa: addr(o.dvipa, `${what}.dvipa`), port: port(o.port, `${what}.port`), protocol: protocol(o.protocol, `${what}.protocol`) };
+}
+
+function connRef(v: Json, what: string): ConnRef {
+  const o = obj(v, what, ['saddr', 'daddr', 'sport', 'dport', 'protocol']);
+  return {
+    saddr: addr(o.saddr, `${what}.saddr`), daddr: addr(o.daddr, `${what}.daddr`),
+    sport: port(o.sport, `${what}.sport`), dport: port(o.dport, `${what}.dport`), protocol: protocol(o.protocol, `${what}.protocol`),
+  };
+}
+
+function validate(type: MsgType, v: Json): Message {
+  switch (type) {
+    case MsgType.Hello: {
+      const o = obj(v, 'HELLO', ['node', 'nonce']);
+      if (typeof o.node !== 'string' || !/^[\w.-]{1,64}$/.test(o.node)) throw new InvalidMessage('HELLO.node: expected a node name');
+      if (typeof o.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(o.nonce)) throw new InvalidMessage('HELLO.nonce: expected 16 bytes in hex');
+      return { type, body: { node: o.node, nonce: o.nonce } };
+    }
+    case MsgType.VipaList: {
+      const o = obj(v, 'VIPALIST', ['dvipas']);
+      const dvipas = arr(o.dvipas, 'VIPALIST.dvipas', 1024).map((d, i) => {
+        const at = `VIPALIST.dvipas[${i}]`;
+        const od = obj(d, at, ['address', 'services']);
+        return {
+          address: addr(od.address, `${at}.address`),
+          services: arr(od.services, `${at}.services`, 1024).map((s, j) => {
+            const os = obj(s, `${at}.services[${j}]`, ['port', 'protocol', 'targets']);
+            const targets = os.targets === 'all' ? 'all' as const : arr(os.targets, `${at}.services[${j}].targets`, 1024).map((t, k) => addr(t, `${at}.services[${j}].targets[${k}]`));
+            return { port: port(os.port, `${at}.services[${j}].port`, 0), protocol: protocol(os.protocol, `${at}.services[${j}].protocol`), targets };
+          }),
+        };
+      });
+      return { type, body: { dvipas } };
+    }
+    case MsgType.SrvStat: {
+      const o = obj(v, 'SRVSTAT', ['full', 'up', 'down', 'load']);
+      const body: SrvStat = {
+        full: bool(o.full, 'SRVSTAT.full'),
+        up: arr(o.up, 'SRVSTAT.up', 4096).map((x, i) => serviceRef(x, `SRVSTAT.up[${i}]`)),
+        down: arr(o.down, 'SRVSTAT.down', 4096).map((x, i) => serviceRef(x, `SRVSTAT.down[${i}]`)),
+      };
+      if (o.load !== undefined) {
+        if (typeof o.load !== 'number' || !(o.load >= 0 && o.load <= 1)) throw new InvalidMessage('SRVSTAT.load: expected a number from 0 to 1');
+        body.load = o.load;
+      }
+      return { type, body };
+    }
+    case MsgType.Conns: {
+      const o = obj(v, 'CONNS', ['full', 'added', 'removed']);
+      return {
+        type,
+        body: {
+          full: bool(o.full, 'CONNS.full'),
+          added: arr(o.added, 'CONNS.added', MAX_CONNS_PER_MESSAGE).map((x, i) => connRef(x, `CONNS.added[${i}]`)),
+          removed: arr(o.removed, 'CONNS.removed', MAX_CONNS_PER_MESSAGE).map((x, i) => connRef(x, `CONNS.removed[${i}]`)),
+        },
+      };
+    }
+    default:
+      throw new InvalidMessage(`unknown message type ${type as number}`);
+  }
+}
+
+export function decodeMessage(type: number, payload: Buffer): Message {
+  let json: Json;
+  try {
+    json = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw new InvalidMessage('payload is not JSON');
+  }
+  return validate(type as MsgType, json);
+}
+
+export function encodeMessage(m: Message): Buffer {
+  return Buffer.from(JSON.stringify(m.body));
+}

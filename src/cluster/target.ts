@@ -1,0 +1,201 @@
+/*
+ * An agent's target side. It binds the DVIPAs it serves to lo (not advertised), attaches
+ * the decap program to its cluster interfaces, and tells each routing node, through
+ * `deliver`, what it has: SRVSTAT when an application starts or stops listening on
+ * DVIPA:port (with the node's load), NEWCONN/TERMCONN for connections on the DVIPA, and
+ * everything in full when asked (a routing node that (re)connected). Kernel socket events
+ * make it look at once; a periodic scan of /proc is what it trusts.
+ */
+import * as fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { serviceName, type FastPath, type Service } from '../dataplane/fastpath.js';
+import type { NodeSpec } from '../config/model.js';
+import { isTarget, type DvipaPlan } from './roles.js';
+import { MsgType, type ConnRef, type Message, type ServiceRef, type VipaList } from './messages.js';
+import { connectionsOn, listensOn, readSockets } from './sockets.js';
+import { SockEvents } from './sockevents.js';
+import { connKey, servicesOf } from './services.js';
+import type { Logger } from '../log.js';
+
+/** After socket events, one more scan this much later catches states still settling. */
+const SETTLE_MS = 100;
+
+/** A load report moves the weights only when it changed by this much. */
+const LOAD_STEP = 0.05;
+
+const refKey = (r: ServiceRef) => `${r.dvipa}:${r.port}/${r.protocol}`;
+
+export interface TargetOptions {
+  /** How often to reconcile the sockets besides kernel events (default 1000 ms). */
+  scanMs?: number;
+  /** A file holding this node's load, 0 (idle) to 1 (saturated), for SERVERWLM. */
+  loadFile?: string;
+}
+
+export class TargetRole {
+  /** What was last reported, per routing node. */
+  private readonly reported = new Map<string, { listeners: Set<string>; conns: Map<string, ConnRef>; load?: number }>();
+  /** DVIPAs bound to lo and decapsulated here. */
+  private readonly serving = new Set<string>();
+  /** The services each routing node's VIPA list names this node a target of. */
+  private readonly announced = new Map<string, Service[]>();
+  private loadProblem?: string;
+  private timer?: NodeJS.Timeout;
+  private events?: SockEvents;
+  private scanSoon = false;
+  private settleTimer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly fp: FastPath,
+    private readonly node: NodeSpec,
+    private readonly plans: Map<string, DvipaPlan>,
+    private readonly opts: TargetOptions,
+    private readonly log: Logger,
+    private readonly deliver: (router: string, m: Message) => void,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.scan(), this.opts.scanMs ?? 1000);
+    this.scan();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    clearTimeout(this.settleTimer);
+    this.events?.close();
+  }
+
+  /** Kernel socket events make reports immediate; the periodic scan stays the source of truth. */
+  private startEvents(): void {
+    if (this.events) return;
+    // An event fires during the state change, so /proc may show the final state only a
+    // moment later: scan at once, and again SETTLE_MS after the last event (re-armed by
+    // each one, so a late event never finds the settling scan already spent).
+    this.events = new SockEvents(this.fp.pinRoot, () => {
+      clearTimeout(this.settleTimer);
+      this.settleTimer = setTimeout(() => this.scan(), SETTLE_MS);
+      if (this.scanSoon) return;
+      this.scanSoon = true;
+      setImmediate(() => {
+        this.scanSoon = false;
+        this.scan();
+      });
+    });
+  }
+
+  serve(dvipa: string): void {
+    if (this.serving.has(dvipa)) return;
+    this.serving.add(dvipa);
+    this.startEvents();
+    // Bound on lo, never answered for by ARP: the routing node owns the address on the wire.
+    for (const [key, value] of [['arp_ignore', '1'], ['arp_announce', '2']]) fs.writeFileSync(`/proc/sys/net/ipv4/conf/all/${key}`, value);
+    execFileSync('ip', ['addr', 'replace', `${dvipa}/32`, 'dev', 'lo']);
+    this.fp.serve(dvipa);
+    for (const ifname of this.node.internal) this.fp.attach('decap', ifname);
+  }
+
+  /** Services of each routing node for which this node is a candidate target: by its own configuration or the routing node's VIPA list. */
+  private myServices(): Map<string, Service[]> {
+    const out = new Map<string, Map<string, Service>>();
+    const add = (router: string, s: Service) => {
+      if (!out.has(router)) out.set(router, new Map());
+      out.get(router)!.set(serviceName(s), s);
+    };
+    for (const p of this.plans.values()) {
+      if (!p.routingNode) continue;
+      for (const s of p.distribute.filter((d) => isTarget(d, this.node)).flatMap(servicesOf)) add(p.routingNode, s);
+    }
+    for (const [router, services] of this.announced) for (const s of services) add(router, s);
+    return new Map([...out].map(([r, m]) => [r, [...m.values()]]));
+  }
+
+  /** Reconciliation: compare the sockets with what was reported, send the differences. */
+  private scan(): void {
+    let sockets;
+    try {
+      sockets = readSockets();
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'cannot read /proc/net/tcp');
+      return;
+    }
+    const load = this.readLoad();
+    for (const [router, services] of this.myServices()) {
+      const dvipas = new Set(services.map((s) => s.vip));
+      const listeners = new Set(services.filter((s) => s.port !== 0 && listensOn(sockets, s.vip, s.port)).map((s) => refKey({ dvipa: s.vip, port: s.port, protocol: 'tcp' })));
+      // A port-0 service (all ports) is ready when anything listens on the DVIPA.
+      for (const s of services.filter((x) => x.port === 0)) {
+        if (sockets.some((k) => k.state === 'listen' && (k.local === s.vip || k.local === '0.0.0.0'))) listeners.add(refKey({ dvipa: s.vip, port: 0, protocol: 'tcp' }));
+      }
+      const conns = new Map(connectionsOn(sockets, dvipas).map((c) => {
+        const ref: ConnRef = { ...c, protocol: 'tcp' };
+        return [connKey(ref), ref];
+      }));
+      const last = this.reported.get(router);
+      // Small drifts are not news: the load reported stays until it moves by LOAD_STEP.
+      const loadMoved = load !== undefined && (last?.load === undefined || Math.abs(load - last.load) >= LOAD_STEP);
+      this.reported.set(router, { listeners, conns, load: loadMoved ? load : last?.load });
+      if (!last) {
+        this.report(router);
+        continue;
+      }
+      const toRef = (k: string): ServiceRef => {
+        const [dvipa, rest] = k.split(':');
+        return { dvipa, port: Number(rest.split('/')[0]), protocol: 'tcp' };
+      };
+      const up = [...listeners].filter((k) => !last.listeners.has(k)).map(toRef);
+      const down = [...last.listeners].filter((k) => !listeners.has(k)).map(toRef);
+      const reportedLoad = this.reported.get(router)!.load;
+      if (up.length || down.length || loadMoved) {
+        this.deliver(router, { type: MsgType.SrvStat, body: { full: false, up, down, ...(reportedLoad === undefined ? {} : { load: reportedLoad }) } });
+      }
+      const added = [...conns].filter(([k]) => !last.conns.has(k)).map(([, c]) => c);
+      const removed = [...last.conns].filter(([k]) => !conns.has(k)).map(([, c]) => c);
+      if (added.length || removed.length) this.deliver(router, { type: MsgType.Conns, body: { full: false, added, removed } });
+    }
+  }
+
+  private readLoad(): number | undefined {
+    if (!this.opts.loadFile) return undefined;
+    let problem: string | undefined;
+    let load: number | undefined;
+    try {
+      const v = Number(fs.readFileSync(this.opts.loadFile, 'utf8').trim());
+      if (Number.isFinite(v) && v >= 0 && v <= 1) load = v;
+      else problem = `${this.opts.loadFile}: expected a number from 0 to 1`;
+    } catch (e) {
+      problem = `${this.opts.loadFile}: ${(e as Error).message}`;
+    }
+    // Said once per change of problem, not every scan.
+    if (problem !== this.loadProblem) {
+      if (problem) this.log.warn({ problem }, 'load not reported');
+      this.loadProblem = problem;
+    }
+    return load;
+  }
+
+  /** Everything, to a routing node that (re)connected. */
+  report(router: string): void {
+    const state = this.reported.get(router);
+    if (!state) return;
+    const refs = [...state.listeners].map((k) => {
+      const [dvipa, rest] = k.split(':');
+      return { dvipa, port: Number(rest.split('/')[0]), protocol: 'tcp' as const };
+    });
+    this.deliver(router, { type: MsgType.SrvStat, body: { full: true, up: refs, down: [], ...(state.load === undefined ? {} : { load: state.load }) } });
+    this.deliver(router, { type: MsgType.Conns, body: { full: true, added: [...state.conns.values()], removed: [] } });
+  }
+
+  /** A routing node's VIPA list: serve what it names this node a target of (DESTIP ALL included). */
+  learnVipaList(router: string, list: VipaList): void {
+    const mine: Service[] = [];
+    for (const d of list.dvipas) {
+      for (const s of d.services) {
+        if (s.targets === 'all' || s.targets.includes(this.node.xcf)) mine.push({ vip: d.address, port: s.port, protocol: s.protocol });
+      }
+    }
+    this.announced.set(router, mine);
+    for (const s of mine) this.serve(s.vip);
+    this.log.info({ router, services: mine.map(serviceName) }, 'VIPA list received');
+    this.scan();
+  }
+}

@@ -1,0 +1,152 @@
+/*
+ * The cluster configuration, as both the VIPADynamic language (profile.ts) and its YAML form
+ * (yaml.ts) describe it, normalised: addresses as dotted quads, keywords as lower-case
+ * names, defaults filled in. `validate` checks what no single statement can: references
+ * between statements and nodes.
+ */
+import { parseIpv4 } from '../net/addr.js';
+
+export type Moveable = 'immediate' | 'whenidle' | 'disruptive';
+
+export interface VipaDefine { address: string; mask: string; moveable: Moveable }
+export interface VipaBackup { address: string; rank: number; moveable?: 'immediate' | 'whenidle'; mask?: string }
+export interface VipaRange { address: string; mask: string; moveable: 'nondisruptive' | 'disruptive' }
+
+export type DistMethod =
+  | { name: 'roundrobin' }
+  | { name: 'weightedactive' }
+  | { name: 'serverwlm' }
+  | { name: 'hotstandby'; autoSwitchBack: boolean };
+
+export interface Destination {
+  xcf: string;
+  /** WEIGHTEDACTIVE: the configured weight (default 10). */
+  weight?: number;
+  /** HOTSTANDBY: one PREFERRED target; BACKUP targets by rank (higher first). */
+  role?: 'preferred' | 'backup';
+  rank?: number;
+}
+
+export interface PortRange { from: number; to: number }
+
+export interface VipaDistribute {
+  address: string;
+  /** 'all': every port of the DVIPA (PORT omitted). */
+  ports: PortRange[] | 'all';
+  /** 'all': every node of the cluster, including nodes that join later. */
+  destinations: Destination[] | 'all';
+  method: DistMethod;
+  /** TIMEDAFFinity: seconds a client keeps its target after its last connection (0 = off). */
+  timedAffinity: number;
+}
+
+export interface VipaDynamic {
+  define: VipaDefine[];
+  backup: VipaBackup[];
+  distribute: VipaDistribute[];
+  range: VipaRange[];
+}
+
+export interface NodeSpec {
+  name: string;
+  /** The node's cluster (XCF) address: where tunnelled packets for its targets go. */
+  xcf: string;
+  external?: string;
+  internal: string[];
+  vipaDynamic: VipaDynamic;
+}
+
+export interface ClusterConfig {
+  keyFile?: string;
+  nodes: NodeSpec[];
+  /** Peers named in a per-node file (PEER statements); a cluster file lists its nodes instead. */
+  peers: Array<{ name: string; xcf: string }>;
+}
+
+export function emptyVipaDynamic(): VipaDynamic {
+  return { define: [], backup: [], distribute: [], range: [] };
+}
+
+/** An error with a place: `file:line:column: message`. */
+export interface ConfigProblem { line: number; column: number; message: string }
+
+export class ConfigError extends Error {
+  constructor(readonly file: string, readonly problems: ConfigProblem[]) {
+    super(problems.map((p) => `${file}:${p.line}:${p.column}: ${p.message}`).join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+export function maskBits(mask: string): number | undefined {
+  const m = parseIpv4(mask);
+  const bits = 32 - Math.log2((~m >>> 0) + 1);
+  return Number.isInteger(bits) ? bits : undefined;
+}
+
+/**
+ * What holds across statements and nodes. `at` gives each statement's position; problems
+ * without one (the file as a whole) are reported at 1:1.
+ */
+export function validate(cfg: ClusterConfig, at: (node: number, what: string) => { line: number; column: number } = () => ({ line: 1, column: 1 })): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const add = (node: number, what: string, message: string) => problems.push({ ...at(node, what), message });
+  const names = new Set<string>();
+  const xcfs = new Set<string>();
+  const known = new Set([...cfg.nodes.map((n) => n.xcf), ...cfg.peers.map((p) => p.xcf)]);
+  const owner = new Map<string, string>();
+  cfg.nodes.forEach((n, i) => {
+    for (const d of n.vipaDynamic.define) {
+      const other = owner.get(d.address);
+      if (other !== undefined && other !== n.name) add(i, `define ${d.address}`, `${d.address} is defined (VIPADEFine) on ${other} and ${n.name}: one node owns a DVIPA, the others back it up (VIPABackup)`);
+      owner.set(d.address, n.name);
+    }
+    for (const d of n.vipaDynamic.distribute) {
+      if (d.destinations === 'all') continue;
+      for (const t of d.destinations) {
+        if (!known.has(t.xcf)) add(i, `distribute ${d.address}`, `DESTIP ${t.xcf} is not the cluster address of any node or peer`);
+      }
+    }
+  });
+  cfg.nodes.forEach((n, i) => {
+    if (names.has(n.name)) add(i, 'node', `node ${n.name} is defined twice`);
+    if (xcfs.has(n.xcf)) add(i, 'node', `cluster address ${n.xcf} is used by two nodes`);
+    names.add(n.name);
+    xcfs.add(n.xcf);
+
+    const v = n.vipaDynamic;
+    const defined = new Set(v.define.map((d) => d.address));
+    const backedUp = new Set(v.backup.map((b) => b.address));
+    const seen = new Set<string>();
+    for (const d of v.define) {
+      if (seen.has(d.address)) add(i, `define ${d.address}`, `${d.address} is defined twice on ${n.name}`);
+      seen.add(d.address);
+      if (maskBits(d.mask) === undefined) add(i, `define ${d.address}`, `${d.mask} is not a contiguous address mask`);
+    }
+    for (const b of v.backup) {
+      if (defined.has(b.address)) add(i, `backup ${b.address}`, `${b.address} is both defined (VIPADEFine) and backed up (VIPABackup) on ${n.name}`);
+      if (seen.has(`backup ${b.address}`)) add(i, `backup ${b.address}`, `${b.address} is backed up twice on ${n.name}`);
+      seen.add(`backup ${b.address}`);
+    }
+    for (const r of v.range) if (maskBits(r.mask) === undefined) add(i, `range ${r.address}`, `${r.mask} is not a contiguous address mask`);
+    const distributed = new Set<string>();
+    for (const d of v.distribute) {
+      const where = `distribute ${d.address}`;
+      if (!defined.has(d.address) && !backedUp.has(d.address)) {
+        add(i, where, `VIPADISTribute ${d.address}: the DVIPA must be defined on ${n.name} by VIPADEFine or VIPABackup`);
+      }
+      const ports = d.ports === 'all' ? ['all'] : d.ports.map((p) => `${p.from}-${p.to}`);
+      for (const p of ports) {
+        const key = `${d.address}:${p}`;
+        if (distributed.has(key)) add(i, where, `${d.address} port ${p} is distributed twice on ${n.name}`);
+        distributed.add(key);
+      }
+      if (d.method.name === 'hotstandby' && d.destinations !== 'all') {
+        const preferred = d.destinations.filter((x) => x.role === 'preferred').length;
+        if (preferred !== 1) add(i, where, `DISTMethod HOTSTANDBY needs exactly one PREFerred target, found ${preferred}`);
+        if (d.destinations.some((x) => x.role === undefined)) add(i, where, 'DISTMethod HOTSTANDBY: every DESTIP target needs PREFerred or BACKup rank');
+      }
+      if (d.method.name === 'hotstandby' && d.destinations === 'all') add(i, where, 'DISTMethod HOTSTANDBY needs an explicit DESTIP list');
+    }
+  });
+  return problems;
+}

@@ -1,0 +1,263 @@
+/*
+ * The YAML form of the cluster configuration: the model of model.ts written out, with a
+ * few conveniences (a port as 80 or "8000-8010", a destination as its bare address, a
+ * method as its bare name, PORT/DESTIP ALL as the word all or left out). Problems carry
+ * the line and column of the offending YAML node.
+ */
+import { isMap, isSeq, LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
+import { parseIpv4 } from '../net/addr.js';
+import {
+  ConfigError, emptyVipaDynamic, validate,
+  type ClusterConfig, type ConfigProblem, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
+} from './model.js';
+
+type Json = unknown;
+
+class Reader {
+  readonly problems: ConfigProblem[] = [];
+  readonly places = new Map<string, { line: number; column: number }>();
+
+  constructor(private readonly lines: LineCounter, private readonly root: YamlNode | null) {}
+
+  /** Position of the YAML node at `path` (or of its nearest existing parent). */
+  pos(path: Array<string | number>): { line: number; column: number } {
+    let node: YamlNode | null | undefined = this.root;
+    let best = node;
+    for (const key of path) {
+      node = isMap(node) || isSeq(node) ? (node.get(key, true) as YamlNode | undefined) : undefined;
+      if (!node) break;
+      best = node;
+    }
+    const offset = best?.range?.[0] ?? 0;
+    const p = this.lines.linePos(offset);
+    return { line: p.line, column: p.col };
+  }
+
+  bad(path: Array<string | number>, message: string, at = this.pos(path)): undefined {
+    this.problems.push({ ...at, message: `${path.join('.') || '(top)'}: ${message}` });
+    return undefined;
+  }
+
+  /** Where a mapping's key (not its value) stands. */
+  private keyPos(path: Array<string | number>, key: string): { line: number; column: number } {
+    let node: YamlNode | null | undefined = this.root;
+    for (const k of path) node = isMap(node) || isSeq(node) ? (node.get(k, true) as YamlNode | undefined) : undefined;
+    const pair = isMap(node) ? node.items.find((i) => (i.key as { value?: unknown } | null)?.value === key) : undefined;
+    const offset = (pair?.key as YamlNode | undefined)?.range?.[0];
+    if (offset === undefined) return this.pos([...path, key]);
+    const p = this.lines.linePos(offset);
+    return { line: p.line, column: p.col };
+  }
+
+  keys(v: Json, path: Array<string | number>, allowed: string[]): v is Record<string, Json> {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return !!this.bad(path, `expected a mapping with ${allowed.join(', ')}`);
+    for (const k of Object.keys(v)) {
+      if (!allowed.includes(k)) this.bad([...path, k], `unknown key (expected ${allowed.join(', ')})`, this.keyPos(path, k));
+    }
+    return true;
+  }
+
+  address(v: Json, path: Array<string | number>): string | undefined {
+    try {
+      parseIpv4(v as string);
+      return v as string;
+    } catch {
+      return this.bad(path, `expected an IPv4 address, found ${JSON.stringify(v)}`);
+    }
+  }
+
+  int(v: Json, path: Array<string | number>, min: number, max: number): number | undefined {
+    if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) return v;
+    return this.bad(path, `expected an integer from ${min} to ${max}, found ${JSON.stringify(v)}`);
+  }
+
+  str(v: Json, path: Array<string | number>, what: string): string | undefined {
+    return typeof v === 'string' && v.length > 0 ? v : this.bad(path, `expected ${what}`);
+  }
+
+  oneOf<T extends string>(v: Json, path: Array<string | number>, choices: readonly T[]): T | undefined {
+    return choices.includes(v as T) ? (v as T) : this.bad(path, `expected one of ${choices.join(', ')}, found ${JSON.stringify(v)}`);
+  }
+
+  list(v: Json, path: Array<string | number>): Json[] {
+    if (v === undefined) return [];
+    if (Array.isArray(v)) return v;
+    this.bad(path, 'expected a list');
+    return [];
+  }
+
+  cluster(doc: Json): ClusterConfig {
+    const cfg: ClusterConfig = { nodes: [], peers: [] };
+    if (!this.keys(doc, [], ['keyFile', 'nodes', 'peers'])) return cfg;
+    if (doc.keyFile !== undefined) cfg.keyFile = this.str(doc.keyFile, ['keyFile'], 'a key file path');
+    this.list(doc.peers, ['peers']).forEach((p, i) => {
+      if (!this.keys(p, ['peers', i], ['name', 'xcf'])) return;
+      const name = this.str(p.name, ['peers', i, 'name'], 'a peer name');
+      const xcf = this.address(p.xcf, ['peers', i, 'xcf']);
+      if (name && xcf) cfg.peers.push({ name, xcf });
+    });
+    const nodes = this.list(doc.nodes, ['nodes']);
+    if (nodes.length === 0) this.bad(['nodes'], 'expected at least one node');
+    nodes.forEach((n, i) => {
+      this.places.set(`${i}|node`, this.pos(['nodes', i]));
+      cfg.nodes.push(this.node(n, ['nodes', i], i));
+    });
+    return cfg;
+  }
+
+  node(n: Json, at: Array<string | number>, index: number): NodeSpec {
+    const spec: NodeSpec = { name: '', xcf: '', internal: [], vipaDynamic: emptyVipaDynamic() };
+    if (!this.keys(n, at, ['name', 'xcf', 'external', 'internal', 'vipaDynamic'])) return spec;
+    spec.name = this.str(n.name, [...at, 'name'], 'a node name') ?? '';
+    spec.xcf = this.address(n.xcf, [...at, 'xcf']) ?? '';
+    if (n.external !== undefined) spec.external = this.str(n.external, [...at, 'external'], 'an interface name');
+    this.list(n.internal, [...at, 'internal']).forEach((x, i) => {
+      const name = this.str(x, [...at, 'internal', i], 'an interface name');
+      if (name) spec.internal.push(name);
+    });
+    const vd = n.vipaDynamic ?? {};
+    const vat = [...at, 'vipaDynamic'];
+    if (!this.keys(vd, vat, ['define', 'backup', 'distribute', 'range'])) return spec;
+    const v = spec.vipaDynamic;
+    this.list(vd.define, [...vat, 'define']).forEach((d, i) => {
+      const p = [...vat, 'define', i];
+      if (!this.keys(d, p, ['address', 'mask', 'moveable'])) return;
+      const address = this.address(d.address, [...p, 'address']);
+      const mask = this.address(d.mask, [...p, 'mask']);
+      const moveable = d.moveable === undefined ? 'immediate' : this.oneOf(d.moveable, [...p, 'moveable'], ['immediate', 'whenidle', 'disruptive'] as const);
+      if (address && mask && moveable) {
+        this.places.set(`${index}|define ${address}`, this.pos(p));
+        v.define.push({ address, mask, moveable });
+      }
+    });
+    this.list(vd.backup, [...vat, 'backup']).forEach((b, i) => {
+      const p = [...vat, 'backup', i];
+      if (!this.keys(b, p, ['address', 'rank', 'moveable', 'mask'])) return;
+      const address = this.address(b.address, [...p, 'address']);
+      const rank = b.rank === undefined ? 1 : this.int(b.rank, [...p, 'rank'], 1, 254);
+      const moveable = b.moveable === undefined ? undefined : this.oneOf(b.moveable, [...p, 'moveable'], ['immediate', 'whenidle'] as const);
+      const mask = b.mask === undefined ? undefined : this.address(b.mask, [...p, 'mask']);
+      if ((moveable === undefined) !== (mask === undefined)) this.bad(p, 'moveable and mask go together');
+      if (address && rank) {
+        this.places.set(`${index}|backup ${address}`, this.pos(p));
+        v.backup.push({ address, rank, ...(moveable && mask ? { moveable, mask } : {}) });
+      }
+    });
+    this.list(vd.distribute, [...vat, 'distribute']).forEach((d, i) => {
+      const dist = this.distribute(d, [...vat, 'distribute', i]);
+      if (dist) {
+        this.places.set(`${index}|distribute ${dist.address}`, this.pos([...vat, 'distribute', i]));
+        v.distribute.push(dist);
+      }
+    });
+    this.list(vd.range, [...vat, 'range']).forEach((r, i) => {
+      const p = [...vat, 'range', i];
+      if (!this.keys(r, p, ['address', 'mask', 'moveable'])) return;
+      const address = this.address(r.address, [...p, 'address']);
+      const mask = this.address(r.mask, [...p, 'mask']);
+      const moveable = r.moveable === undefined ? 'nondisruptive' : this.oneOf(r.moveable, [...p, 'moveable'], ['nondisruptive', 'disruptive'] as const);
+      if (address && mask && moveable) {
+        this.places.set(`${index}|range ${address}`, this.pos(p));
+        v.range.push({ address, mask, moveable });
+      }
+    });
+    return spec;
+  }
+
+  distribute(d: Json, p: Array<string | number>): VipaDistribute | undefined {
+    if (!this.keys(d, p, ['address', 'ports', 'destinations', 'method', 'timedAffinity'])) return undefined;
+    const address = this.address(d.address, [...p, 'address']);
+    let ports: PortRange[] | 'all' = 'all';
+    if (d.ports !== undefined && d.ports !== 'all') {
+      ports = [];
+      this.list(d.ports, [...p, 'ports']).forEach((x, i) => {
+        const m = /^(\d+)(?:-(\d+))?$/.exec(String(x));
+        const from = Number(m?.[1]);
+        const to = Number(m?.[2] ?? m?.[1]);
+        if (!m || from < 1 || to > 65535 || from > to) this.bad([...p, 'ports', i], `expected a port (1 to 65535) or "from-to", found ${JSON.stringify(x)}`);
+        else (ports as PortRange[]).push({ from, to });
+      });
+    }
+    let destinations: Destination[] | 'all' = 'all';
+    if (d.destinations !== 'all') {
+      destinations = [];
+      const list = this.list(d.destinations, [...p, 'destinations']);
+      if (list.length === 0) this.bad([...p, 'destinations'], 'expected all or a list of target cluster addresses');
+      list.forEach((x, i) => {
+        const at = [...p, 'destinations', i];
+        const spec = typeof x === 'string' ? { xcf: x } : x;
+        if (!this.keys(spec, at, ['xcf', 'weight', 'role', 'rank'])) return;
+        const xcf = this.address(spec.xcf, [...at, 'xcf']);
+        const dest: Destination = { xcf: xcf ?? '' };
+        if (spec.weight !== undefined) dest.weight = this.int(spec.weight, [...at, 'weight'], 1, 100);
+        if (spec.role !== undefined) dest.role = this.oneOf(spec.role, [...at, 'role'], ['preferred', 'backup'] as const);
+        if (spec.rank !== undefined) dest.rank = this.int(spec.rank, [...at, 'rank'], 1, 254);
+        if (xcf) (destinations as Destination[]).push(dest);
+      });
+    }
+    const method = this.method(d.method ?? 'roundrobin', [...p, 'method']);
+    const timedAffinity = d.timedAffinity === undefined ? 0 : this.int(d.timedAffinity, [...p, 'timedAffinity'], 0, 99999);
+    if (!address || !method || timedAffinity === undefined) return undefined;
+    return { address, ports, destinations, method, timedAffinity };
+  }
+
+  method(m: Json, p: Array<string | number>): DistMethod | undefined {
+    const names = ['roundrobin', 'weightedactive', 'serverwlm', 'hotstandby'] as const;
+    if (typeof m === 'string') {
+      const name = this.oneOf(m, p, names);
+      return name === 'hotstandby' ? { name, autoSwitchBack: true } : name && { name };
+    }
+    if (!this.keys(m, p, ['name', 'autoSwitchBack'])) return undefined;
+    const name = this.oneOf(m.name, [...p, 'name'], names);
+    if (name !== 'hotstandby') {
+      if (m.autoSwitchBack !== undefined) this.bad([...p, 'autoSwitchBack'], 'only for hotstandby');
+      return name && { name };
+    }
+    if (m.autoSwitchBack !== undefined && typeof m.autoSwitchBack !== 'boolean') return this.bad([...p, 'autoSwitchBack'], 'expected true or false');
+    return { name, autoSwitchBack: m.autoSwitchBack ?? true };
+  }
+}
+
+export function parseYamlConfig(text: string, file = '<yaml>'): ClusterConfig {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  if (doc.errors.length) {
+    throw new ConfigError(file, doc.errors.map((e) => {
+      const p = lines.linePos(e.pos[0]);
+      return { line: p.line, column: p.col, message: e.message.split('\n')[0] };
+    }));
+  }
+  const r = new Reader(lines, doc.contents as YamlNode | null);
+  const cfg = r.cluster(doc.toJS());
+  const problems = [...r.problems, ...validate(cfg, (n, what) => r.places.get(`${n}|${what}`) ?? r.places.get(`${n}|node`) ?? { line: 1, column: 1 })];
+  if (problems.length) throw new ConfigError(file, problems.sort((a, b) => a.line - b.line || a.column - b.column));
+  return cfg;
+}
+
+/** The YAML form of a configuration, in its shortest spelling. */
+export function formatYamlConfig(cfg: ClusterConfig): string {
+  const out: Record<string, Json> = {};
+  if (cfg.keyFile) out.keyFile = cfg.keyFile;
+  if (cfg.peers.length) out.peers = cfg.peers;
+  out.nodes = cfg.nodes.map((n) => ({
+    name: n.name,
+    xcf: n.xcf,
+    ...(n.external ? { external: n.external } : {}),
+    ...(n.internal.length ? { internal: n.internal } : {}),
+    vipaDynamic: {
+      ...(n.vipaDynamic.define.length ? { define: n.vipaDynamic.define } : {}),
+      ...(n.vipaDynamic.backup.length ? { backup: n.vipaDynamic.backup } : {}),
+      ...(n.vipaDynamic.distribute.length ? {
+        distribute: n.vipaDynamic.distribute.map((d) => ({
+          address: d.address,
+          ...(d.ports === 'all' ? {} : { ports: d.ports.map((r) => (r.from === r.to ? r.from : `${r.from}-${r.to}`)) }),
+          destinations: d.destinations === 'all' ? 'all' : d.destinations.map((x) => (Object.keys(x).length === 1 ? x.xcf : x)),
+          method: d.method.name === 'hotstandby' ? d.method : d.method.name,
+          ...(d.timedAffinity ? { timedAffinity: d.timedAffinity } : {}),
+        })),
+      } : {}),
+      ...(n.vipaDynamic.range.length ? { range: n.vipaDynamic.range } : {}),
+    },
+  }));
+  return stringify(out);
+}
