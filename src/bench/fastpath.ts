@@ -1,0 +1,148 @@
+/*
+ * `dvipa bench fastpath`: the in-kernel cost of each path of the distributor, measured with
+ * BPF_PROG_TEST_RUN and a repeat count, side by side with a trivial XDP_TX program in the
+ * same run. Rounds interleave the paths so that noise from other work on the machine
+ * spreads over all of them; each figure is the median of its rounds.
+ *
+ * The kernel does not restore the frame between repetitions, so the distributor's paths
+ * run inside the harness of bpf/bench.bpf.c (undo the encapsulation; a new flow per run
+ * where the path is "new connection"). The harness alone is measured too.
+ */
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { BPF_OBJECT_DIR, native } from '../dataplane/addon.js';
+import { named } from '../dataplane/errors.js';
+import { FastPath, type Service } from '../dataplane/fastpath.js';
+import { BpfMap } from '../dataplane/map.js';
+import { struct } from '../dataplane/codec.js';
+import { u32 } from '../dataplane/structs.js';
+import { XDP_ACTIONS, xdpMd, type XdpAction } from '../dataplane/testrun.js';
+import { createRouterNs, ROUTER_NET } from '../lab/router-ns.js';
+import { buildFrame, FRAME_OFFSETS } from '../net/packet.js';
+import { withCleanup } from '../lab/cleanup.js';
+
+export enum BenchMode { HarnessOnly = 0, SameFlow = 1, NewFlow = 2 }
+
+export interface BenchCtl { mode: BenchMode; saddrOff: number; sportOff: number; seq: number }
+export const benchCtl = struct<BenchCtl>('bench_ctl', [['mode', 'u32'], ['saddrOff', 'u32'], ['sportOff', 'u32'], ['seq', 'u32']]);
+
+export interface PathFigure {
+  path: string;
+  describe: string;
+  verdict: XdpAction;
+  /** Median over the rounds. */
+  nsPerPacket: number;
+  rounds: number[];
+  /** nsPerPacket / the XDP_TX baseline's. */
+  ratio: number;
+}
+
+export interface FastpathBench {
+  kernel: string;
+  cpu: string;
+  repeat: number;
+  rounds: number;
+  paths: PathFigure[];
+}
+
+const VIP = '192.0.2.10';
+const TARGETS = ['198.18.1.11', '198.18.1.12', '198.18.1.13'];
+const SERVICE: Service = { vip: VIP, port: 80, protocol: 'tcp' };
+
+interface PathSpec {
+  path: string;
+  describe: string;
+  program: 'bench_xdp_tx' | 'bench_distributor';
+  mode: BenchMode;
+  frame: Buffer;
+  expect: XdpAction;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export async function benchFastpath(opts: { rounds: number; repeat: number; onProgress?: (done: number, total: number) => void }): Promise<FastpathBench> {
+  const tag = `dvipa-bench-${process.pid}-`;
+  const pinRoot = `/sys/fs/bpf/${tag}pins`;
+  const rns = createRouterNs(tag, TARGETS);
+  let obj: InstanceType<typeof native.BpfObject> | undefined;
+  let fp: FastPath | undefined;
+  const cleanup = () => {
+    fp?.close();
+    obj?.close();
+    FastPath.purge(pinRoot);
+    rns.teardown();
+  };
+  return withCleanup(cleanup, () => {
+    obj = new native.BpfObject(path.join(BPF_OBJECT_DIR, 'bench.bpf.o'), { pinRoot });
+    named('bench.bpf.o', () => obj!.load());
+    fp = FastPath.open({ pinRoot });
+    fp.configure({ clusterAddr: rns.clusterAddr });
+    rns.inside(() => fp!.enableEgress(rns.int));
+    fp.setTargets(SERVICE, TARGETS.map((addr) => ({ addr, weight: 1 })));
+    const ctl = new BpfMap('bench_ctl', named('bench_ctl', () => obj!.mapFd('bench_ctl')), u32, benchCtl);
+
+    const flow = { saddr: ROUTER_NET.client, daddr: VIP, sport: 40000, dport: 80 };
+    const syn = buildFrame({ ...flow, tcpFlags: { syn: true } });
+    const ack = buildFrame({ ...flow, tcpFlags: { ack: true } });
+    const other = buildFrame({ ...flow, daddr: '198.18.0.2', dport: 22, tcpFlags: { ack: true } });
+    const specs: PathSpec[] = [
+      { path: 'baseline', describe: 'trivial XDP_TX (swap MACs)', program: 'bench_xdp_tx', mode: BenchMode.SameFlow, frame: syn, expect: 'tx' },
+      { path: 'harness', describe: 'benchmark harness alone', program: 'bench_distributor', mode: BenchMode.HarnessOnly, frame: syn, expect: 'pass' },
+      { path: 'syn', describe: 'new connection: SYN, CRT miss, Maglev, CRT insert, encap', program: 'bench_distributor', mode: BenchMode.NewFlow, frame: syn, expect: 'redirect' },
+      { path: 'crt_hit', describe: 'established connection: CRT hit, encap', program: 'bench_distributor', mode: BenchMode.SameFlow, frame: ack, expect: 'redirect' },
+      { path: 'recovered', describe: 'mid-connection, no CRT entry: recovered by hash', program: 'bench_distributor', mode: BenchMode.NewFlow, frame: ack, expect: 'redirect' },
+      { path: 'pass', describe: 'not for a DVIPA: XDP_PASS', program: 'bench_distributor', mode: BenchMode.SameFlow, frame: other, expect: 'pass' },
+    ];
+    const ingress = rns.ifindex(rns.ext);
+    const samples = new Map<string, number[]>(specs.map((s) => [s.path, []]));
+    const total = opts.rounds * specs.length;
+    let done = 0;
+
+    rns.inside(() => {
+      for (let round = 0; round < opts.rounds; round++) {
+        for (const [i, s] of specs.entries()) {
+          // Each (round, path) gets its own range of flows, so "new" flows are never seen before.
+          const seq = (round * specs.length + i) * opts.repeat;
+          ctl.set(0, { mode: s.mode, saddrOff: FRAME_OFFSETS.saddr, sportOff: FRAME_OFFSETS.sport, seq });
+          const fd = named(s.program, () => obj!.progFd(s.program));
+          const ctxIn = xdpMd.encode({ data: 0, dataEnd: s.frame.length, dataMeta: 0, ingressIfindex: ingress, rxQueueIndex: 0, egressIfindex: 0 });
+          const r = named(s.program, () => native.progTestRun(fd, { data: s.frame, ctxIn, repeat: opts.repeat }));
+          const verdict = XDP_ACTIONS[r.retval];
+          if (verdict !== s.expect) {
+            throw new Error(`bench path ${s.path}: verdict ${verdict ?? r.retval}, expected ${s.expect}; reasons ${JSON.stringify(fp!.reasonCounts(), (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`);
+          }
+          samples.get(s.path)!.push(r.duration);
+          opts.onProgress?.(++done, total);
+        }
+      }
+    });
+
+    const base = median(samples.get('baseline')!);
+    return {
+      kernel: os.release(),
+      cpu: os.cpus()[0]?.model ?? 'unknown',
+      repeat: opts.repeat,
+      rounds: opts.rounds,
+      paths: specs.map((s) => {
+        const ns = median(samples.get(s.path)!);
+        return { path: s.path, describe: s.describe, verdict: s.expect, nsPerPacket: ns, rounds: samples.get(s.path)!, ratio: ns / base };
+      }),
+    };
+  });
+}
+
+export function formatFastpathBench(b: FastpathBench): string {
+  const lines = [
+    `dvipa fast path, BPF_PROG_TEST_RUN × ${b.repeat}, median of ${b.rounds} rounds (kernel ${b.kernel}, ${b.cpu})`,
+    '',
+    `${'path'.padEnd(10)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)}  ${'verdict'.padEnd(8)}  what`,
+  ];
+  for (const p of b.paths) {
+    lines.push(`${p.path.padEnd(10)} ${p.nsPerPacket.toFixed(1).padStart(8)} ${p.ratio.toFixed(2).padStart(10)}  ${p.verdict.padEnd(8)}  ${p.describe}`);
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,60 @@
+/* `dvipa agent`: the control plane of one node, until SIGINT/SIGTERM. */
+import * as fs from 'node:fs';
+import type { CommandModule } from 'yargs';
+import { Agent } from '../cluster/agent.js';
+import { loadConfig } from '../config/load.js';
+import { ConfigError } from '../config/model.js';
+import { DEFAULT_PIN_ROOT } from '../dataplane/fastpath.js';
+import { DEFAULT_PORT } from '../cluster/transport.js';
+import { log, defaultLogLevel } from '../log.js';
+import { CliError, EXIT, requireRoot } from './errors.js';
+
+export const agentCommand: CommandModule<object, { config: string; node: string; keyFile?: string; pinRoot: string; port: number; loadFile?: string; scanMs: number }> = {
+  command: 'agent',
+  describe: "run this node's agent: roles from the configuration, reports to routing nodes, DPT and CRT as routing node",
+  builder: (y) =>
+    y
+      .option('config', { type: 'string', demandOption: true, describe: 'cluster configuration (VIPADynamic language or YAML)' })
+      .option('node', { type: 'string', demandOption: true, describe: 'which NODE of the configuration this is' })
+      .option('key-file', { type: 'string', describe: 'cluster key (at least 32 bytes); default: CLUSTER KEYFILE of the configuration' })
+      .option('pin-root', { type: 'string', default: DEFAULT_PIN_ROOT })
+      .option('port', { type: 'number', default: DEFAULT_PORT, describe: 'TCP port of the agents on their cluster addresses' })
+      .option('scan-ms', { type: 'number', default: 1000, describe: 'reconciliation scan of the sockets, besides kernel events (ms)' })
+      .option('load-file', { type: 'string', describe: "a file with this node's load, 0 (idle) to 1 (saturated), for DISTMethod SERVERWLM" }) as never,
+  handler: async (a) => {
+    requireRoot('dvipa agent');
+    defaultLogLevel('info');
+    let config;
+    try {
+      config = loadConfig(a.config);
+    } catch (e) {
+      if (e instanceof ConfigError) throw new CliError(`${a.config}:\n${e.message}`, EXIT.usage);
+      throw e;
+    }
+    const keyFile = a.keyFile ?? config.keyFile;
+    if (!keyFile) throw new CliError('no cluster key: give --key-file or CLUSTER KEYFILE in the configuration', EXIT.usage);
+    let key: Buffer;
+    try {
+      key = fs.readFileSync(keyFile);
+    } catch (e) {
+      throw new CliError(`cluster key ${keyFile}: ${(e as Error).message}`, EXIT.usage);
+    }
+    if (key.length < 32) throw new CliError(`cluster key ${keyFile}: ${key.length} bytes, at least 32 needed (e.g. head -c 32 /dev/urandom > ${keyFile})`, EXIT.usage);
+    if (!Number.isInteger(a.port) || a.port < 1 || a.port > 65535) throw new CliError('--port must be from 1 to 65535', EXIT.usage);
+    if (!Number.isInteger(a.scanMs) || a.scanMs < 50 || a.scanMs > 60000) throw new CliError('--scan-ms must be from 50 to 60000', EXIT.usage);
+
+    const agent = new Agent({ config, node: a.node, key, pinRoot: a.pinRoot, port: a.port, loadFile: a.loadFile, scanMs: a.scanMs, logger: log });
+    try {
+      await agent.start();
+    } catch (e) {
+      await agent.stop();
+      throw e;
+    }
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    await agent.stop();
+    log.info('agent stopped; the data plane keeps forwarding with its pinned programs and maps');
+  },
+};

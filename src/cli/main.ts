@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/*
+ * The dvipa command line. Exit codes scripts can rely on:
+ *   0 success, 1 the operation failed, 2 bad usage or bad input (arguments, files),
+ *   4 not permitted (dvipa needs root for BPF, namespaces and bpffs).
+ */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { fastpathCommand } from './fastpath.js';
+import { benchCommand } from './bench.js';
+import { demoCommand } from './demo.js';
+import { configCommand } from './config.js';
+import { agentCommand } from './agent.js';
+import { CliError, EXIT } from './errors.js';
+import { defaultLogLevel } from '../log.js';
+import { PcapError } from '../net/pcap.js';
+import { ServiceFileError } from '../config/service-file.js';
+
+async function main(argv: string[]): Promise<number> {
+  // One-shot commands report through their output; warnings and errors still reach stderr.
+  defaultLogLevel('warn');
+  const parser = yargs(argv)
+    .scriptName('dvipa')
+    .usage('$0 <command> [options]\n\nSysplex Distributor style dynamic VIPAs for Linux edge routers.')
+    .command(agentCommand)
+    .command(configCommand)
+    .command(fastpathCommand)
+    .command(benchCommand)
+    .command(demoCommand)
+    .demandCommand(1, 'name a command (see --help)')
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .version()
+    .wrap(Math.min(110, process.stdout.columns ?? 110))
+    // Throwing is what stops yargs: a fail handler that returns lets the command run anyway.
+    .fail((msg, err) => {
+      throw err ?? new CliError(`${msg}\nRun 'dvipa --help' for usage.`, EXIT.usage);
+    });
+  try {
+    await parser.parseAsync();
+  } catch (e) {
+    if (e instanceof CliError) {
+      process.stderr.write(`dvipa: ${e.message}\n`);
+      return e.exitCode;
+    }
+    if (e instanceof PcapError || e instanceof ServiceFileError) {
+      process.stderr.write(`dvipa: ${e.message}\n`);
+      return EXIT.usage;
+    }
+    const err = e as NodeJS.ErrnoException & { code?: string };
+    process.stderr.write(`dvipa: ${err.message ?? String(e)}\n`);
+    return err.code === 'EPERM' || err.code === 'EACCES' ? EXIT.notPermitted : EXIT.failed;
+  }
+  return process.exitCode === undefined ? EXIT.ok : Number(process.exitCode);
+}
+
+main(hideBin(process.argv)).then((code) => {
+  process.exitCode = code;
+});

@@ -1,0 +1,84 @@
+/* The lab's processes inside its namespaces (servers, client driver), started and stopped by pid through a Topology. */
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import type { Topology } from './netns.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+function firstLine(child: ChildProcess, what: string, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what}: no output within ${timeoutMs} ms`)), timeoutMs);
+    readline.createInterface({ input: child.stdout! }).once('line', (l) => {
+      clearTimeout(timer);
+      resolve(l);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with ${code}`));
+    });
+  });
+}
+
+export async function startNameServer(topo: Topology, ns: string, name: string, tcpPort: number, udpPort: number): Promise<ChildProcess> {
+  const child = topo.spawn(ns, process.execPath, [path.join(here, 'name-server.js'), name, String(tcpPort), String(udpPort)]);
+  const line = await firstLine(child, `name-server ${name}`);
+  if (line !== 'ready') throw new Error(`name-server ${name}: ${line}`);
+  return child;
+}
+
+export interface ConnResult { id: number; name?: string; error?: string }
+
+/** The client driver: one request at a time, one JSON reply per request. */
+export class Client {
+  private readonly replies: string[] = [];
+  private waiter?: (l: string) => void;
+
+  constructor(private readonly child: ChildProcess) {
+    readline.createInterface({ input: child.stdout! }).on('line', (l) => {
+      if (this.waiter) {
+        const w = this.waiter;
+        this.waiter = undefined;
+        w(l);
+      } else this.replies.push(l);
+    });
+  }
+
+  static start(topo: Topology, ns: string): Client {
+    return new Client(topo.spawn(ns, process.execPath, [path.join(here, 'client-driver.js')]));
+  }
+
+  async call<T>(cmd: object, timeoutMs = 60000): Promise<T> {
+    this.child.stdin!.write(`${JSON.stringify(cmd)}\n`);
+    const line = this.replies.shift() ?? (await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`client driver: no reply to ${JSON.stringify(cmd)}`)), timeoutMs);
+      this.waiter = (l) => {
+        clearTimeout(timer);
+        resolve(l);
+      };
+    }));
+    return JSON.parse(line) as T;
+  }
+
+  async open(host: string, port: number, count: number): Promise<ConnResult[]> {
+    return (await this.call<{ results: ConnResult[] }>({ op: 'open', host, port, count })).results;
+  }
+
+  async ask(ids: number[], line = 'ping'): Promise<ConnResult[]> {
+    return (await this.call<{ results: ConnResult[] }>({ op: 'ask', ids, line })).results;
+  }
+
+  async udp(host: string, port: number, count: number, gapUs: number): Promise<number> {
+    return (await this.call<{ sent: number }>({ op: 'udp', host, port, count, gapUs })).sent;
+  }
+
+  async close(ids: number[]): Promise<void> {
+    await this.call({ op: 'close', ids });
+  }
+
+  /** Ends the driver (its connections close with it). */
+  stop(): void {
+    this.child.stdin!.end();
+  }
+}

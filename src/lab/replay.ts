@@ -1,0 +1,116 @@
+/*
+ * `dvipa fastpath replay`: every packet of a pcap through the real distributor program
+ * (BPF_PROG_TEST_RUN), with the node configured from a service description. Each packet's
+ * reason is the one counter of `reasons` its run moved; its target is the outer
+ * destination of the tunnelled output, or its CRT entry when it was dropped later on.
+ */
+import { FastPath, serviceName } from '../dataplane/fastpath.js';
+import { native } from '../dataplane/addon.js';
+import { named } from '../dataplane/errors.js';
+import { CrtOrigin, REASONS, type Reason } from '../dataplane/structs.js';
+import { runXdp, type XdpAction } from '../dataplane/testrun.js';
+import { createRouterNs, type RouterNs } from './router-ns.js';
+import { netnsPath } from './netns.js';
+import { readPcap } from '../net/pcap.js';
+import { describeFrame, flowOf, parseFrame } from '../net/packet.js';
+import type { ServiceFile } from '../config/service-file.js';
+import { withCleanup } from './cleanup.js';
+
+/** The kernel runs XDP only on frames of at least an Ethernet header. */
+const MIN_FRAME = 14;
+
+export interface ReplayPacket {
+  index: number;
+  packet: string;
+  /** `not-run` for frames no NIC would deliver (shorter than an Ethernet header). */
+  verdict: XdpAction | 'not-run';
+  reason: Reason | 'frame_too_short';
+  target?: string;
+  /** What the packet did to the CRT: hit an entry, created one (first packet), or recovered one by hash. */
+  crt?: 'hit' | 'new' | 'recovered';
+}
+
+export interface ReplayResult {
+  environment: string;
+  services: string[];
+  packets: ReplayPacket[];
+  totals: Partial<Record<ReplayPacket['reason'], number>>;
+}
+
+
+export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { netns?: string; ingress?: string }): Promise<ReplayResult> {
+  const frames = readPcap(pcapPath);
+  const tag = `dvipa-replay-${process.pid}-`;
+  const pinRoot = `/sys/fs/bpf/${tag}pins`;
+  const targets = [...new Set(file.services.flatMap((s) => s.targets.map((t) => t.addr)))];
+  let rns: RouterNs | undefined;
+  let fp: FastPath | undefined;
+  let prevNs: number | undefined;
+  const cleanup = () => {
+    fp?.close();
+    if (prevNs !== undefined) native.netnsRestore(prevNs);
+    FastPath.purge(pinRoot);
+    rns?.teardown();
+  };
+  return withCleanup(cleanup, () => {
+    let egress = file.egress;
+    let ingressName = opts.ingress;
+    if (opts.netns) {
+      prevNs = named(opts.netns, () => native.netnsEnter(netnsPath(opts.netns!)));
+    } else {
+      rns = createRouterNs(tag, targets);
+      prevNs = named(rns.ns, () => native.netnsEnter(netnsPath(rns!.ns)));
+      egress = [rns.int];
+      ingressName = rns.ext;
+    }
+    const ingressIfindex = ingressName ? named(ingressName, () => native.ifNameToIndex(ingressName!)) : undefined;
+
+    fp = FastPath.open({ pinRoot, crtMaxEntries: 65536 });
+    fp.configure({ clusterAddr: file.clusterAddress });
+    for (const e of egress) fp.enableEgress(e);
+    for (const s of file.services) fp.setTargets(s, s.targets, { affinitySec: s.timedAffinity });
+    const progFd = fp.progFd('distributor');
+
+    const packets: ReplayPacket[] = [];
+    const totals: ReplayResult['totals'] = {};
+    frames.forEach((frame, i) => {
+      if (frame.length < MIN_FRAME) {
+        packets.push({ index: i + 1, packet: `${frame.length}-byte frame`, verdict: 'not-run', reason: 'frame_too_short' });
+        totals.frame_too_short = (totals.frame_too_short ?? 0) + 1;
+        return;
+      }
+      const flow = flowOf(parseFrame(frame));
+      const known = flow && fp!.crt.get(flow) !== undefined;
+      const before = fp!.reasonCounts();
+      const run = runXdp(progFd, 'xdp_distributor', frame, { ingressIfindex });
+      const after = fp!.reasonCounts();
+      const moved = REASONS.filter((r) => after[r] !== before[r]);
+      if (moved.length !== 1) throw new Error(`packet ${i + 1}: expected one reason counter to move, saw ${moved.join(', ') || 'none'}`);
+      const reason = moved[0];
+      totals[reason] = (totals[reason] ?? 0) + 1;
+
+      const p: ReplayPacket = { index: i + 1, packet: describeFrame(parseFrame(frame)), verdict: run.action, reason };
+      const out = parseFrame(run.frame);
+      if ((run.action === 'tx' || run.action === 'redirect') && out.ipv4?.inner) p.target = out.ipv4.dst;
+      const entry = flow && fp!.crt.get(flow);
+      if (entry) {
+        p.target ??= entry.target;
+        p.crt = known ? 'hit' : entry.origin === CrtOrigin.Recovered ? 'recovered' : 'new';
+      }
+      packets.push(p);
+    });
+    return { environment: opts.netns ? `namespace ${opts.netns}` : 'scratch namespace with a route to every target', services: file.services.map(serviceName), packets, totals };
+  });
+}
+
+export function formatReplay(r: ReplayResult): string {
+  const lines = r.packets.map((p) =>
+    `${String(p.index).padStart(5)}  ${p.verdict.padEnd(8)} ${p.reason.padEnd(18)} ${(p.target ?? '-').padEnd(15)} ${(p.crt ?? '').padEnd(9)} ${p.packet}`);
+  return [
+    `replay in ${r.environment}; services ${r.services.join(', ')}`,
+    `${'#'.padStart(5)}  ${'verdict'.padEnd(8)} ${'reason'.padEnd(18)} ${'target'.padEnd(15)} ${'crt'.padEnd(9)} packet`,
+    ...lines,
+    '',
+    `totals: ${Object.entries(r.totals).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+  ].join('\n');
+}

@@ -1,0 +1,262 @@
+/*
+ * Agents for real: a routing agent and three target agents, each `dvipa agent` in its own
+ * namespace, configured by one cluster file; real TCP servers start and stop on the
+ * targets, a real client connects to the DVIPA. The DPT follows the listeners within a
+ * second, the CRT holds exactly the open connections, and an agent with the wrong key is
+ * shut out.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import { fullChecksums, nsIp, sysctl, Topology } from '../src/lab/netns.js';
+import { Client, startNameServer, type ConnResult } from '../src/lab/procs.js';
+import { FastPath } from '../src/dataplane/fastpath.js';
+import { CrtOrigin } from '../src/dataplane/structs.js';
+import { requireRoot, uniquePrefix } from './helpers/env.js';
+
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+const DVIPA = '192.0.2.10';
+const PORT = 8080;
+const HOT = 8081;
+const WEIGHTED = 8082;
+const WLM = 8083;
+const AFFINE = 8084;
+const TARGETS = [1, 2, 3].map((i) => ({ name: `t${i}`, xcf: `198.18.1${i}.2`, gw: `198.18.1${i}.1` }));
+
+let topo: Topology;
+let dir: string;
+let prefix: string;
+let client: Client;
+const ns: Record<string, string> = {};
+const agents: Record<string, ChildProcess> = {};
+const servers: Record<string, ChildProcess> = {};
+const logs: Record<string, Array<Record<string, unknown>>> = {};
+const pinRoot = (node: string) => `/sys/fs/bpf/${prefix}${node}`;
+
+function startAgent(node: string, keyFile = path.join(dir, 'cluster.key'), config = path.join(dir, 'cluster.cfg')): void {
+  const loadFile = path.join(dir, `load-${node}`);
+  if (!fs.existsSync(loadFile)) fs.writeFileSync(loadFile, '0');
+  const child = topo.spawn(ns[node], process.execPath, [CLI, 'agent', '--config', config, '--node', node, '--pin-root', pinRoot(node), '--key-file', keyFile, '--load-file', loadFile, '--scan-ms', '5000'],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DVIPA_LOG_LEVEL: 'info' } });
+  logs[node] = [];
+  readline.createInterface({ input: child.stderr! }).on('line', (l) => {
+    try {
+      logs[node].push(JSON.parse(l));
+    } catch {
+      logs[node].push({ msg: l });
+    }
+  });
+  agents[node] = child;
+}
+
+async function stopAgent(node: string): Promise<void> {
+  const a = agents[node];
+  if (a.exitCode !== null) return;
+  const gone = new Promise((r) => a.once('exit', r));
+  a.kill('SIGTERM');
+  await gone;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(what: string, cond: () => boolean, ms = 10000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) {
+      const tail = Object.entries(logs).map(([n, l]) => `${n}: ${l.slice(-3).map((x) => JSON.stringify(x)).join(' | ')}`).join('\n');
+      throw new Error(`timed out waiting for ${what}; agents' last logs:\n${tail}`);
+    }
+    await sleep(50);
+  }
+}
+
+function names(rs: ConnResult[]): string[] {
+  for (const r of rs) assert.equal(r.error, undefined, `connection ${r.id}: ${r.error}`);
+  return rs.map((r) => r.name!);
+}
+
+function routerCrt(): Array<{ origin: number; target: string }> {
+  const fp = FastPath.open({ pinRoot: pinRoot('r1') });
+  try {
+    return [...fp.crt.entries()].filter(([k]) => k.daddr === DVIPA && k.dport === PORT).map(([, v]) => ({ origin: v.origin, target: v.target }));
+  } finally {
+    fp.close();
+  }
+}
+
+before(async () => {
+  requireRoot();
+  prefix = uniquePrefix('ag');
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-agents-'));
+  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32));
+  fs.writeFileSync(path.join(dir, 'wrong.key'), randomBytes(32));
+  fs.writeFileSync(path.join(dir, 'cluster.cfg'), [
+    `NODE r1 XCF 198.18.10.1 EXTERNAL ext INTERNAL ${TARGETS.map((t) => `r${t.name}`).join(' ')}`,
+    'VIPADYNAMIC',
+    `  VIPADEFINE 255.255.255.255 ${DVIPA}`,
+    `  VIPADISTRIBUTE ${DVIPA} PORT ${PORT} DESTIP ${TARGETS.map((t) => t.xcf).join(' ')}`,
+    `  VIPADISTRIBUTE DISTMETHOD HOTSTANDBY NOAUTOSWITCHBACK ${DVIPA} PORT ${HOT}`,
+    `    DESTIP ${TARGETS[0].xcf} PREFERRED ${TARGETS[1].xcf} BACKUP 10 ${TARGETS[2].xcf} BACKUP 20`,
+    `  VIPADISTRIBUTE DISTMETHOD WEIGHTEDACTIVE ${DVIPA} PORT ${WEIGHTED} DESTIP ${TARGETS[0].xcf} WEIGHT 30 ${TARGETS[1].xcf} WEIGHT 10`,
+    `  VIPADISTRIBUTE DISTMETHOD SERVERWLM ${DVIPA} PORT ${WLM} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
+    `  VIPADISTRIBUTE TIMEDAFFINITY 60 ${DVIPA} PORT ${AFFINE} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
+    'ENDVIPADYNAMIC',
+    ...TARGETS.map((t) => `NODE ${t.name} XCF ${t.xcf} INTERNAL up0`),
+  ].join('\n'));
+
+  topo = new Topology(prefix);
+  ns.client = topo.ns('client');
+  ns.r1 = topo.ns('r1');
+  topo.veth({ ns: ns.client, name: 'c0', addr: '198.18.0.1/24' }, { ns: ns.r1, name: 'ext', addr: '198.18.0.2/24' });
+  nsIp(ns.client, 'route', 'add', `${DVIPA}/32`, 'via', '198.18.0.2');
+  fullChecksums(ns.client, 'c0');
+  nsIp(ns.r1, 'addr', 'add', '198.18.10.1/32', 'dev', 'lo');
+  sysctl(ns.r1, 'net.ipv4.ip_forward', '1');
+  for (const t of TARGETS) {
+    ns[t.name] = topo.ns(t.name);
+    topo.veth({ ns: ns.r1, name: `r${t.name}`, addr: `${t.gw}/24` }, { ns: ns[t.name], name: 'up0', addr: `${t.xcf}/24` });
+    nsIp(ns[t.name], 'route', 'add', 'default', 'via', t.gw);
+  }
+  for (const node of ['r1', ...TARGETS.map((t) => t.name)]) startAgent(node);
+  await until('all agents started', () => Object.values(logs).every((l) => l.some((x) => x.msg === 'agent started')));
+  client = Client.start(topo, ns.client);
+});
+
+after(() => {
+  topo?.teardown();
+  for (const node of ['r1', 't1', 't2', 't3']) if (fs.existsSync(pinRoot(node))) FastPath.purge(pinRoot(node));
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('the DPT follows the listeners within a second; the CRT holds exactly the open connections', async () => {
+  servers.t1 = await startNameServer(topo, ns.t1, 't1', PORT, 9999);
+  servers.t2 = await startNameServer(topo, ns.t2, 't2', PORT, 9999);
+  await sleep(1000);
+  const first = await client.open(DVIPA, PORT, 20);
+  const spread = new Set(names(first));
+  assert.deepEqual([...spread].sort(), ['t1', 't2'], 'only targets that listen');
+
+  await sleep(1000);
+  let crt = routerCrt();
+  assert.equal(crt.length, 20, 'one CRT entry per open connection');
+  assert.ok(crt.every((e) => e.origin === CrtOrigin.Control), 'NEWCONN confirmed every entry');
+  await client.close(first.slice(0, 8).map((r) => r.id));
+  await sleep(1000);
+  crt = routerCrt();
+  assert.equal(crt.length, 12, 'TERMCONN removed the closed ones');
+
+  servers.t3 = await startNameServer(topo, ns.t3, 't3', PORT, 9999);
+  await sleep(1000);
+  const withT3 = names(await client.open(DVIPA, PORT, 30));
+  assert.ok(withT3.includes('t3'), `t3 listens: it gets new connections (${withT3.join(' ')})`);
+
+  servers.t1.kill('SIGKILL');
+  await sleep(1000);
+  const withoutT1 = names(await client.open(DVIPA, PORT, 30));
+  assert.ok(!withoutT1.includes('t1'), 't1 stopped listening: no new connections for it');
+  const stillOpen = first.slice(8).filter((r) => r.name === 't2').map((r) => r.id);
+  assert.deepEqual(names(await client.ask(stillOpen)), stillOpen.map(() => 't2'), "t2's connections were never disturbed");
+});
+
+test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real connections as documented', async () => {
+  // The preferred target listens first: with NOAUTOSWITCHBACK, a backup that was reported
+  // ready before it would become the active target and rightly stay so.
+  const hot: Record<string, ChildProcess> = {};
+  hot.t1 = await startNameServer(topo, ns.t1, 't1', HOT, 0);
+  await sleep(1000);
+  for (const t of TARGETS.slice(1)) hot[t.name] = await startNameServer(topo, ns[t.name], t.name, HOT, 0);
+  await sleep(1000);
+  assert.deepEqual([...new Set(names(await client.open(DVIPA, HOT, 10)))], ['t1'], 'everything to the PREFerred target');
+  hot.t1.kill('SIGKILL');
+  await sleep(1000);
+  assert.deepEqual([...new Set(names(await client.open(DVIPA, HOT, 10)))], ['t3'], 'then to the ready BACKup of highest rank');
+  hot.t1 = await startNameServer(topo, ns.t1, 't1', HOT, 0);
+  await sleep(1000);
+  assert.deepEqual([...new Set(names(await client.open(DVIPA, HOT, 10)))], ['t3'], 'NOAUTOSWITCHBACK: stays on the backup');
+
+  for (const t of TARGETS.slice(0, 2)) await startNameServer(topo, ns[t.name], t.name, WEIGHTED, 0);
+  await sleep(1000);
+  const burst = names(await client.open(DVIPA, WEIGHTED, 40));
+  const onT1 = burst.filter((n) => n === 't1').length;
+  const dptLog = logs.r1.filter((l) => String(l.service).endsWith(`:${WEIGHTED}/tcp`)).map((l) => `${l.target}=${l.ready}`).join(' ');
+  assert.ok(onT1 >= 22 && onT1 <= 37, `WEIGHT 30:10 over 40 connections: ${onT1} on t1 (${burst.join(' ')}; DPT changes: ${dptLog})`);
+
+  // SERVERWLM: weights follow the load targets report (here through their load files). A
+  // load file is read at each reconciliation; the servers' listen events trigger one.
+  fs.writeFileSync(path.join(dir, 'load-t1'), '0.9');
+  fs.writeFileSync(path.join(dir, 'load-t2'), '0.1');
+  for (const t of TARGETS.slice(0, 2)) await startNameServer(topo, ns[t.name], t.name, WLM, 0);
+  await sleep(1000);
+  const wlm = names(await client.open(DVIPA, WLM, 40));
+  const busy = wlm.filter((n) => n === 't1').length;
+  assert.ok(busy <= 12, `t1 reports load 0.9, t2 0.1: ${busy} of 40 on t1 (about 4 expected)`);
+
+  // TIMEDAFFINITY: one client's new connections all follow its first one.
+  for (const t of TARGETS.slice(0, 2)) await startNameServer(topo, ns[t.name], t.name, AFFINE, 0);
+  await sleep(1000);
+  const affine = names(await client.open(DVIPA, AFFINE, 20));
+  assert.equal(new Set(affine).size, 1, `20 connections of one client, one target (${affine.join(' ')})`);
+});
+
+test('random and truncated frames thrown at the routing agent: it keeps serving', async () => {
+  // From the client's namespace (which reaches the router's cluster address through it).
+  nsIp(ns.client, 'route', 'add', '198.18.10.1/32', 'via', '198.18.0.2');
+  const fuzz = topo.spawn(ns.client, process.execPath, ['-e', `
+    const net = require('net'); const crypto = require('crypto');
+    let left = 300;
+    const one = () => {
+      if (left-- === 0) return process.exit(0);
+      const s = net.connect({ host: '198.18.10.1', port: 7400 });
+      s.on('error', () => undefined);
+      s.resume(); // the agent speaks first (HELLO): read it, or the socket never closes
+      s.on('connect', () => {
+        const b = crypto.randomBytes(4 + crypto.randomInt(300));
+        if (left % 3 === 0) b.writeUInt32BE(0x44565041, 0);               // our magic, then garbage
+        if (left % 3 === 1) { b.writeUInt32BE(0x44565041, 0); b[4] = 1; }  // a header cut short
+        s.end(b);
+      });
+      s.on('close', one);
+    };
+    let made = 0;
+    const orig = net.connect;
+    net.connect = (...a) => { made++; return orig(...a); };
+    process.on('exit', () => process.stdout.write(String(made)));
+    one();`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let made = '';
+  fuzz.stdout!.on('data', (d: Buffer) => (made += d));
+  await new Promise((r) => fuzz.once('exit', r));
+  assert.equal(made, '300', 'the fuzzer reached the agent 300 times');
+  assert.equal(agents.r1.exitCode, null, 'the routing agent is still running');
+  const drops = logs.r1.filter((l) => l.msg === 'message dropped');
+  assert.ok(drops.length > 0, `the garbage was noticed (drops logged: ${drops.length}; all r1 log messages: ${[...new Set(logs.r1.map((l) => l.msg))].join(', ')})`);
+  assert.ok(drops.length <= 6, `logged once per source and reason per minute, not once per frame (${drops.length})`);
+  const got = names(await client.open(DVIPA, PORT, 10));
+  assert.ok(got.every((n) => n === 't2' || n === 't3'), `still distributing (${got.join(' ')})`);
+});
+
+test('an agent with the wrong key is rejected: its node gets no new connections', async () => {
+  await stopAgent('t3');
+  startAgent('t3', path.join(dir, 'wrong.key'));
+  await until('the router to refuse t3', () => logs.r1.some((l) => l.reason === 'bad_tag'));
+  await sleep(500);
+  const got = names(await client.open(DVIPA, PORT, 30));
+  assert.ok(!got.includes('t3'), `t3 is shut out while its key is wrong (${got.join(' ')})`);
+  assert.ok(got.includes('t2'));
+  await stopAgent('t3');
+});
+
+test("a target whose own file does not name the service learns it from the routing node's VIPA list", async () => {
+  // t3's own configuration knows only itself and its peer: nothing about what r1 distributes.
+  const own = path.join(dir, 't3.cfg');
+  fs.writeFileSync(own, `NODE t3 XCF ${TARGETS[2].xcf} INTERNAL up0\nPEER r1 XCF 198.18.10.1\n`);
+  startAgent('t3', path.join(dir, 'cluster.key'), own);
+  await until('t3 to receive the VIPA list', () => logs.t3.some((l) => l.msg === 'VIPA list received'));
+  await sleep(1000);
+  const got = names(await client.open(DVIPA, PORT, 30));
+  assert.ok(got.includes('t3'), `t3 is a target again, by the VIPA list alone (${got.join(' ')})`);
+});

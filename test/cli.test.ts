@@ -1,0 +1,153 @@
+/*
+ * The dvipa command as a script sees it: help on every command, JSON output shapes,
+ * clear errors and exit codes (0 ok, 1 failed, 2 bad usage or input, 4 not permitted).
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildFrame } from '../src/net/packet.js';
+import { writePcap } from '../src/net/pcap.js';
+import { requireRoot, scratchPinRoot } from './helpers/env.js';
+
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+let dir: string;
+let pins: ReturnType<typeof scratchPinRoot>;
+
+function dvipa(args: string[], opts: { asNobody?: boolean } = {}): { code: number; out: string; err: string } {
+  const cmd = opts.asNobody ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, ...args] : [process.execPath, CLI, ...args];
+  const r = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', env: { ...process.env, DVIPA_LOG_LEVEL: 'warn' }, timeout: 120_000 });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+before(() => {
+  requireRoot();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-cli-'));
+  fs.chmodSync(dir, 0o755);
+  pins = scratchPinRoot('cli');
+  fs.writeFileSync(path.join(dir, 'svc.yaml'), [
+    'clusterAddress: 198.18.1.1',
+    'services:',
+    '  - vip: 192.0.2.10',
+    '    port: 80',
+    '    targets: [198.18.1.11, { address: 198.18.1.12, weight: 2 }]',
+  ].join('\n'));
+  fs.writeFileSync(path.join(dir, 'bad.yaml'), 'clusterAddress: 198.18.1\nservices:\n  - vip: 192.0.2.10\n    port: 99999\n    targets: [x]\n');
+  writePcap(path.join(dir, 'in.pcap'), [
+    buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1000, dport: 80, tcpFlags: { syn: true } }),
+    buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1000, dport: 80, tcpFlags: { ack: true } }),
+    buildFrame({ saddr: '198.18.0.1', daddr: '198.18.0.9', dport: 22 }),
+  ]);
+  fs.writeFileSync(path.join(dir, 'junk.pcap'), 'not a capture');
+});
+
+after(() => {
+  pins?.remove();
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('every command has --help', () => {
+  for (const args of [[], ['fastpath'], ['fastpath', 'apply'], ['fastpath', 'attach'], ['fastpath', 'detach'], ['fastpath', 'status'],
+    ['fastpath', 'replay'], ['fastpath', 'purge'], ['bench'], ['bench', 'fastpath'], ['bench', 'tables'], ['demo']]) {
+    const r = dvipa([...args, '--help']);
+    assert.equal(r.code, 0, `${args.join(' ')} --help: ${r.err}`);
+    assert.match(r.out, /Options:/, args.join(' '));
+  }
+});
+
+test('bad usage exits 2, says what to do, and runs nothing', () => {
+  const p = pins.pinRoot;
+  for (const args of [['nosuchcommand'], ['fastpath', 'replay', '--config', 'x'], ['bench', 'fastpath', '--rounds', '0'],
+    ['fastpath', 'attach', 'nosuchif0', '--mode', 'fast', '--pin-root', p], ['fastpath', 'status', '--pin-root', p, '--bogus']]) {
+    const r = dvipa(args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.code} ${r.err}`);
+    assert.match(r.err, /^dvipa: /, args.join(' '));
+    assert.equal(fs.existsSync(p), false, `${args.join(' ')}: the command must not have run`);
+  }
+});
+
+test('a bad service file lists every problem and exits 2', () => {
+  const r = dvipa(['fastpath', 'replay', '--config', path.join(dir, 'bad.yaml'), '--pcap', path.join(dir, 'in.pcap')]);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /3 problems/);
+  assert.match(r.err, /clusterAddress: "198.18.1" is not an IPv4 address/);
+  assert.match(r.err, /services\[0\]\.port: expected a port/);
+  assert.match(r.err, /services\[0\]\.targets\[0\]\.address: "x" is not an IPv4 address/);
+  const missing = dvipa(['fastpath', 'apply', '--config', path.join(dir, 'nope.yaml'), '--pin-root', pins.pinRoot]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.err, /nope.yaml: 1 problem:\s+no such file/);
+});
+
+test('a bad pcap exits 2 with the reason', () => {
+  const r = dvipa(['fastpath', 'replay', '--config', path.join(dir, 'svc.yaml'), '--pcap', path.join(dir, 'junk.pcap')]);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /junk.pcap: not a pcap file/);
+});
+
+test('replay --json: verdict, reason, target and CRT effect per packet', () => {
+  const r = dvipa(['fastpath', 'replay', '--config', path.join(dir, 'svc.yaml'), '--pcap', path.join(dir, 'in.pcap'), '--json']);
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  assert.deepEqual(j.services, ['192.0.2.10:80/tcp']);
+  assert.deepEqual(j.packets.map((p: { verdict: string; reason: string; crt?: string }) => [p.verdict, p.reason, p.crt]), [
+    ['redirect', 'fwd_redirect', 'new'],
+    ['redirect', 'fwd_redirect', 'hit'],
+    ['pass', 'pass_not_service', undefined],
+  ]);
+  assert.equal(j.packets[0].target, j.packets[1].target);
+  assert.ok(['198.18.1.11', '198.18.1.12'].includes(j.packets[0].target));
+  assert.deepEqual(j.totals, { fwd_redirect: 2, pass_not_service: 1 });
+});
+
+test('apply, status --json, attach errors, purge', () => {
+  const applied = dvipa(['fastpath', 'apply', '--config', path.join(dir, 'svc.yaml'), '--pin-root', pins.pinRoot, '--json']);
+  assert.equal(applied.code, 0, applied.err);
+  assert.equal(JSON.parse(applied.out).services[0].service, '192.0.2.10:80/tcp');
+
+  const status = dvipa(['fastpath', 'status', '--pin-root', pins.pinRoot, '--json']);
+  assert.equal(status.code, 0, status.err);
+  const s = JSON.parse(status.out);
+  assert.equal(s.config.clusterAddr, '198.18.1.1');
+  assert.equal(s.crtEntries, 0);
+  assert.deepEqual(s.links, []);
+  assert.equal(s.services[0].service, '192.0.2.10:80/tcp');
+  assert.equal(typeof s.services[0].stats.packets, 'number');
+
+  const attach = dvipa(['fastpath', 'attach', 'nosuchif0', '--pin-root', pins.pinRoot]);
+  assert.equal(attach.code, 1);
+  assert.match(attach.err, /if_nametoindex\(nosuchif0\): ENODEV/);
+  const detach = dvipa(['fastpath', 'detach', 'nosuchif0', '--pin-root', pins.pinRoot]);
+  assert.equal(detach.code, 1);
+  assert.match(detach.err, /no dvipa distributor program is attached to nosuchif0/);
+
+  const purge = dvipa(['fastpath', 'purge', '--pin-root', pins.pinRoot]);
+  assert.equal(purge.code, 0);
+  assert.equal(fs.existsSync(pins.pinRoot), false);
+});
+
+test('without root: exit 4 and a clear message', () => {
+  for (const args of [['fastpath', 'status'], ['bench', 'fastpath'], ['demo'], ['fastpath', 'replay', '--config', path.join(dir, 'svc.yaml'), '--pcap', path.join(dir, 'in.pcap')]]) {
+    const r = dvipa(args, { asNobody: true });
+    assert.equal(r.code, 4, `${args.join(' ')}: ${r.code} ${r.err}`);
+    assert.match(r.err, /needs root/);
+  }
+});
+
+test('bench fastpath --json and bench tables --json have their figures', () => {
+  const fastpath = dvipa(['bench', 'fastpath', '--json', '--rounds', '1', '--repeat', '2000']);
+  assert.equal(fastpath.code, 0, fastpath.err);
+  const f = JSON.parse(fastpath.out);
+  assert.deepEqual(f.paths.map((p: { path: string }) => p.path), ['baseline', 'harness', 'syn', 'crt_hit', 'recovered', 'pass']);
+  assert.equal(f.paths[0].ratio, 1);
+  for (const p of f.paths) assert.ok(p.nsPerPacket > 0 && Number.isFinite(p.ratio), p.path);
+
+  const tables = dvipa(['bench', 'tables', '--json', '--crt-entries', '20000']);
+  assert.equal(tables.code, 0, tables.err);
+  const t = JSON.parse(tables.out);
+  assert.equal(t.crt.entries, 20000);
+  assert.ok(t.maglev.buildMs100Weighted > 0);
+  assert.deepEqual(Object.keys(t.maglev.movedOnRemovePct), ['3', '10', '100']);
+});

@@ -1,0 +1,36 @@
+/*
+ * What every kernel-facing test needs: root (CI runs as root, so a test never skips for
+ * lack of it; it fails, saying why), scratch pin roots that are always removed, and
+ * unique names so test files can run side by side.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BPF_OBJECT_DIR } from '../../src/dataplane/addon.js';
+
+export function requireRoot(): void {
+  if (process.getuid?.() !== 0) {
+    throw new Error('this test needs root (BPF, bpffs, network namespaces); run it as root, as CI does');
+  }
+}
+
+let seq = 0;
+/** A short unique prefix for namespaces and pins of this test process. */
+export function uniquePrefix(tag: string): string {
+  return `dvt${process.pid % 100000}${tag}${seq++}-`;
+}
+
+export function scratchPinRoot(tag: string): { pinRoot: string; remove(): void } {
+  const pinRoot = `/sys/fs/bpf/${uniquePrefix(tag)}pins`;
+  return {
+    pinRoot,
+    remove: () => {
+      const links = path.join(pinRoot, 'links');
+      if (fs.existsSync(links)) for (const l of fs.readdirSync(links)) fs.unlinkSync(path.join(links, l));
+      fs.rmSync(pinRoot, { recursive: true, force: true });
+    },
+  };
+}
+
+export function objectPath(name: string): string {
+  return path.join(BPF_OBJECT_DIR, `${name}.bpf.o`);
+}

@@ -1,0 +1,416 @@
+/*
+ * Every documented verdict of the distributor and the decap program, on the real kernel
+ * with BPF_PROG_TEST_RUN: frames in, frames out, parsed and checked in TypeScript. FIB
+ * lookups are real: the runs happen inside a routing-node namespace with routes and
+ * neighbour entries for the targets.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FastPath, type Service } from '../src/dataplane/fastpath.js';
+import { CrtOrigin, MAGLEV_SIZE, REASONS, type Reason } from '../src/dataplane/structs.js';
+import { runXdp, type XdpAction } from '../src/dataplane/testrun.js';
+import { createRouterNs, ROUTER_NET, type RouterNs } from '../src/lab/router-ns.js';
+import { nsIp, sysctl } from '../src/lab/netns.js';
+import { buildFrame, buildIpv4, buildRawFrame, ETH_P_IPV6, parseFrame, type FrameSpec } from '../src/net/packet.js';
+import { buildMaglev } from '../src/tables/maglev.js';
+import { flowHash } from '../src/tables/flowhash.js';
+import { formatIpv4 } from '../src/net/addr.js';
+import { requireRoot, scratchPinRoot, uniquePrefix } from './helpers/env.js';
+
+const VIP = '192.0.2.10';
+const VIP_ALL_PORTS = '192.0.2.20';
+const TARGETS = ['198.18.1.11', '198.18.1.12', '198.18.1.13'];
+const web: Service = { vip: VIP, port: 80, protocol: 'tcp' };
+const dns: Service = { vip: VIP, port: 53, protocol: 'udp' };
+const anyPort: Service = { vip: VIP_ALL_PORTS, port: 0, protocol: 'tcp' };
+const CLIENT = ROUTER_NET.client;
+
+let rns: RouterNs;
+let fp: FastPath;
+let pins: ReturnType<typeof scratchPinRoot>;
+let ext0: number;
+
+interface Result { action: XdpAction; frame: Buffer; reason: Reason }
+
+function run(frame: Buffer, prog: 'distributor' | 'decap' = 'distributor', on: FastPath = fp): Result {
+  const before = on.reasonCounts();
+  const r = rns.inside(() => runXdp(on.progFd(prog), prog, frame, { ingressIfindex: ext0 }));
+  const after = on.reasonCounts();
+  const moved = REASONS.filter((k) => after[k] !== before[k]);
+  assert.equal(moved.length, 1, `exactly one reason counted, got ${moved.join(', ')}`);
+  return { action: r.action, frame: r.frame, reason: moved[0] };
+}
+
+function syn(extra: Partial<FrameSpec> = {}): Buffer {
+  return buildFrame({ saddr: CLIENT, daddr: VIP, sport: 40000, dport: 80, tcpFlags: { syn: true }, df: true, ...extra });
+}
+
+/** Where the data plane must place a flow when it has no CRT entry. */
+function predicted(targets: Array<{ addr: string; weight: number }>, f: { saddr: string; daddr: string; sport: number; dport: number; proto: number }): string {
+  return formatIpv4(buildMaglev(targets)[flowHash(f) % MAGLEV_SIZE]);
+}
+
+const equal = TARGETS.map((addr) => ({ addr, weight: 1 }));
+
+/** Checks an encapsulated output frame and returns its target. */
+function assertEncapsulated(out: Buffer, input: Buffer, l2in = 14): string {
+  const p = parseFrame(out);
+  assert.equal(p.error, undefined, p.error);
+  const outer = p.ipv4!;
+  assert.equal(p.eth!.vlan, undefined, 'forwarded frames leave untagged');
+  assert.equal(outer.protocol, 4);
+  assert.equal(outer.src, ROUTER_NET.clusterAddr);
+  assert.ok(TARGETS.includes(outer.dst), `target ${outer.dst}`);
+  assert.ok(outer.checksumOk, 'outer header checksum');
+  assert.equal(outer.ihl, 20);
+  assert.ok(outer.df);
+  assert.equal(outer.ttl, 64);
+  assert.equal(outer.totalLength, input.length - l2in + 20);
+  assert.deepEqual(out.subarray(34), input.subarray(l2in), 'inner packet carried unchanged');
+  assert.equal(p.eth!.dst, `02:00:00:00:01:${(TARGETS.indexOf(outer.dst) + 16).toString(16)}`, 'next hop MAC from the FIB');
+  assert.ok(outer.inner?.tcp?.checksumOk || outer.inner?.udp?.checksumOk, 'inner transport checksum still valid');
+  return outer.dst;
+}
+
+before(() => {
+  requireRoot();
+  rns = createRouterNs(uniquePrefix('tr'), TARGETS);
+  // An interface the distributor may not redirect to, and an unresolved neighbour.
+  nsIp(rns.ns, 'link', 'add', 'oth0', 'type', 'veth', 'peer', 'name', 'oth1');
+  nsIp(rns.ns, 'addr', 'add', '198.18.2.1/24', 'dev', 'oth0');
+  nsIp(rns.ns, 'link', 'set', 'oth0', 'up');
+  nsIp(rns.ns, 'link', 'set', 'oth1', 'up');
+  nsIp(rns.ns, 'neigh', 'replace', '198.18.2.5', 'lladdr', '02:00:00:00:02:05', 'dev', 'oth0', 'nud', 'permanent');
+  nsIp(rns.ns, 'neigh', 'replace', '198.18.0.50', 'lladdr', '02:00:00:00:00:50', 'dev', 'ext0', 'nud', 'permanent');
+  ext0 = rns.ifindex('ext0');
+  pins = scratchPinRoot('tr');
+  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 65536 });
+  fp.configure({ clusterAddr: rns.clusterAddr });
+  rns.inside(() => fp.enableEgress('int0'));
+  fp.setTargets(web, equal);
+  fp.setTargets(dns, equal);
+  fp.setTargets(anyPort, equal);
+});
+
+after(() => {
+  fp?.close();
+  pins?.remove();
+  rns?.teardown();
+});
+
+describe('distributor', () => {
+  test('a SYN to DVIPA:port is encapsulated to the Maglev target and gets a CRT entry', () => {
+    const frame = syn({ sport: 40001, payload: 0 });
+    const r = run(frame);
+    assert.equal(r.action, 'redirect');
+    assert.equal(r.reason, 'fwd_redirect');
+    const target = assertEncapsulated(r.frame, frame);
+    const flow = { saddr: CLIENT, daddr: VIP, sport: 40001, dport: 80, proto: 6 };
+    assert.equal(target, predicted(equal, flow), 'user space and kernel agree on hash and table');
+    const entry = fp.crt.get(flow)!;
+    assert.equal(entry.target, target);
+    assert.equal(entry.origin, CrtOrigin.First);
+    assert.ok(entry.createdNs > 0n);
+  });
+
+  test('the CRT keeps a connection on its target when the weights change; new flows follow the new table', () => {
+    const flow = { saddr: CLIENT, daddr: VIP, sport: 40002, dport: 80, proto: 6 };
+    const first = assertEncapsulated(run(syn({ sport: 40002 })).frame, syn({ sport: 40002 }));
+    const others = TARGETS.filter((t) => t !== first);
+    const reweighted = others.map((addr) => ({ addr, weight: 1 }));
+    fp.setTargets(web, reweighted);
+    try {
+      const ack = buildFrame({ saddr: CLIENT, daddr: VIP, sport: 40002, dport: 80, tcpFlags: { ack: true }, payload: 100 });
+      const before = fp.serviceStats(fp.serviceId(web)!).crtHit;
+      const r = run(ack);
+      assert.equal(assertEncapsulated(r.frame, ack), first, 'established connection stays');
+      assert.equal(fp.serviceStats(fp.serviceId(web)!).crtHit, before + 1n);
+      assert.equal(fp.crt.get(flow)!.target, first);
+
+      const fresh = syn({ sport: 40003 });
+      assert.ok(others.includes(assertEncapsulated(run(fresh).frame, fresh)), 'a new connection avoids the removed target');
+    } finally {
+      fp.setTargets(web, equal);
+    }
+  });
+
+  test('a mid-connection packet with no CRT entry is recovered by hash and counted', () => {
+    const flow = { saddr: CLIENT, daddr: VIP, sport: 41000, dport: 80, proto: 6 };
+    const ack = buildFrame({ ...flow, tcpFlags: { ack: true }, payload: 10 });
+    const before = fp.serviceStats(fp.serviceId(web)!).recovered;
+    const r = run(ack);
+    assert.equal(assertEncapsulated(r.frame, ack), predicted(equal, flow));
+    assert.equal(fp.crt.get(flow)!.origin, CrtOrigin.Recovered);
+    assert.equal(fp.serviceStats(fp.serviceId(web)!).recovered, before + 1n);
+  });
+
+  test('UDP: the first datagram picks the target; a port-0 service takes every port', () => {
+    const q = buildFrame({ protocol: 'udp', saddr: CLIENT, daddr: VIP, sport: 5353, dport: 53, payload: 30 });
+    const r = run(q);
+    assertEncapsulated(r.frame, q);
+    assert.equal(fp.crt.get({ saddr: CLIENT, daddr: VIP, sport: 5353, dport: 53, proto: 17 })!.origin, CrtOrigin.First);
+
+    for (const dport of [1, 22, 65535]) {
+      const f = buildFrame({ saddr: CLIENT, daddr: VIP_ALL_PORTS, sport: 40000, dport, tcpFlags: { syn: true } });
+      assertEncapsulated(run(f).frame, f);
+    }
+  });
+
+  test('traffic that is not for a distributed DVIPA:port passes untouched', () => {
+    const cases: Array<[string, Buffer, Reason]> = [
+      ['TCP to another address', buildFrame({ saddr: CLIENT, daddr: '198.18.0.2', dport: 22, tcpFlags: { syn: true } }), 'pass_not_service'],
+      ['TCP to an undistributed port of the DVIPA', syn({ dport: 8443 }), 'pass_not_service'],
+      ['UDP to a TCP-only port', buildFrame({ protocol: 'udp', saddr: CLIENT, daddr: VIP, dport: 80 }), 'pass_not_service'],
+      ['ICMP echo to the DVIPA', buildFrame({ protocol: 'icmp', saddr: CLIENT, daddr: VIP }), 'pass_not_service'],
+      ['ARP', buildRawFrame(0x0806, Buffer.alloc(28, 1)), 'pass_not_ipv4'],
+      ['IPv6', buildRawFrame(ETH_P_IPV6, Buffer.alloc(60, 0x60)), 'pass_not_ipv4'],
+    ];
+    for (const [what, frame, reason] of cases) {
+      const r = run(frame);
+      assert.equal(r.action, 'pass', what);
+      assert.equal(r.reason, reason, what);
+      assert.deepEqual(r.frame, frame, `${what}: frame unchanged`);
+    }
+  });
+
+  test('malformed frames get their documented verdicts', () => {
+    const good = syn({ sport: 42000 });
+    const badIhl = Buffer.from(good);
+    badIhl[14] = 0x44; // IHL 4
+    const badVersion = Buffer.from(good);
+    badVersion[14] = 0x65;
+    const longTotal = Buffer.from(good);
+    longTotal.writeUInt16BE(1500, 16);
+    const l4Cut = Buffer.concat([good.subarray(0, 14), buildIpv4({ saddr: CLIENT, daddr: VIP, proto: 6 }, Buffer.alloc(10))]);
+    const l4CutOther = Buffer.concat([good.subarray(0, 14), buildIpv4({ saddr: CLIENT, daddr: '198.18.0.2', proto: 6 }, Buffer.alloc(10))]);
+    const cases: Array<[string, Buffer, XdpAction, Reason]> = [
+      ['Ethernet header only', good.subarray(0, 14), 'pass', 'pass_malformed'],
+      ['IPv4 header cut short', good.subarray(0, 30), 'pass', 'pass_malformed'],
+      ['IHL below 5', badIhl, 'pass', 'pass_malformed'],
+      ['IP version 6 in an IPv4 ethertype', badVersion, 'pass', 'pass_malformed'],
+      ['total length beyond the frame', longTotal, 'pass', 'pass_malformed'],
+      ['VLAN tag cut short', buildRawFrame(0x8100, Buffer.alloc(2)), 'pass', 'pass_malformed'],
+      ['TCP header cut short, to the DVIPA', l4Cut, 'drop', 'drop_malformed_l4'],
+      ['TCP header cut short, elsewhere', l4CutOther, 'pass', 'pass_not_service'],
+    ];
+    for (const [what, frame, action, reason] of cases) {
+      const r = run(frame);
+      assert.equal(r.action, action, what);
+      assert.equal(r.reason, reason, what);
+      if (action === 'pass') assert.deepEqual(r.frame, frame, `${what}: frame unchanged`);
+    }
+  });
+
+  test('IP options and an 802.1Q tag are handled; the tag is not forwarded', () => {
+    const withOptions = syn({ sport: 43000, ipOptions: Buffer.from([1, 1, 1, 0]) });
+    const r = run(withOptions);
+    assertEncapsulated(r.frame, withOptions);
+    assert.deepEqual(parseFrame(r.frame).ipv4!.inner!.options, Buffer.from([1, 1, 1, 0]));
+
+    const tagged = syn({ sport: 43001, vlan: 42 });
+    const t = run(tagged);
+    assert.equal(t.action, 'redirect');
+    assertEncapsulated(t.frame, tagged, 18);
+  });
+
+  test('fragments to a distributed DVIPA are dropped; elsewhere they pass', () => {
+    const firstFrag = syn({ sport: 44000, df: false, mf: true, payload: 64 });
+    const laterFrag = buildFrame({ saddr: CLIENT, daddr: VIP, df: false, fragOffset: 100, payload: 8 });
+    const laterFragElsewhere = buildFrame({ saddr: CLIENT, daddr: '198.18.0.2', df: false, fragOffset: 100, payload: 8 });
+    assert.deepEqual([run(firstFrag).action, run(firstFrag).reason], ['drop', 'drop_fragment']);
+    assert.deepEqual([run(laterFrag).action, run(laterFrag).reason], ['drop', 'drop_fragment']);
+    const r = run(laterFragElsewhere);
+    assert.deepEqual([r.action, r.reason], ['pass', 'pass_not_service']);
+    assert.deepEqual(r.frame, laterFragElsewhere);
+  });
+
+  test('too big once encapsulated: ICMP fragmentation needed back to the client when DF is set', () => {
+    const big = syn({ sport: 45000, payload: 1460 }); // 1500-byte IP packet, 1520 once encapsulated
+    const r = run(big);
+    assert.equal(r.action, 'tx');
+    assert.equal(r.reason, 'tx_frag_needed');
+    const p = parseFrame(r.frame);
+    assert.equal(p.error, undefined, p.error);
+    assert.equal(p.eth!.dst, parseFrame(big).eth!.src, 'sent back to the sender');
+    assert.equal(p.eth!.src, parseFrame(big).eth!.dst);
+    assert.equal(p.ipv4!.src, VIP);
+    assert.equal(p.ipv4!.dst, CLIENT);
+    assert.ok(p.ipv4!.checksumOk);
+    assert.equal(p.ipv4!.icmp!.type, 3);
+    assert.equal(p.ipv4!.icmp!.code, 4);
+    assert.equal(p.ipv4!.icmp!.mtu, 1480);
+    assert.ok(p.ipv4!.icmp!.checksumOk, 'ICMP checksum');
+    const quoted = p.ipv4!.icmp!.quoted!;
+    assert.equal(quoted.src, CLIENT);
+    assert.equal(quoted.dst, VIP);
+    assert.equal(quoted.quotedPorts!.sport, 45000);
+    assert.equal(r.frame.length, 14 + 20 + 8 + 20 + 8);
+    assert.equal(fp.serviceStats(fp.serviceId(web)!).fragNeeded >= 1n, true);
+
+    const tagged = run(syn({ sport: 45001, payload: 1460, vlan: 7 }));
+    assert.equal(tagged.action, 'tx');
+    assert.equal(parseFrame(tagged.frame).eth!.vlan, 7, 'the reply keeps the VLAN tag');
+    assert.ok(parseFrame(tagged.frame).ipv4!.icmp!.checksumOk);
+
+    const noDf = run(syn({ sport: 45002, payload: 1460, df: false }));
+    assert.deepEqual([noDf.action, noDf.reason], ['drop', 'drop_too_big']);
+  });
+
+  test('no target, no route, no neighbour, egress not enabled, forwarding off: counted drops', () => {
+    const svc = (port: number): Service => ({ vip: VIP, port, protocol: 'tcp' });
+    const cases: Array<[number, string[], Reason, XdpAction]> = [
+      [1001, [], 'drop_no_target', 'drop'],
+      [1002, ['198.19.99.1'], 'drop_no_route', 'drop'],
+      [1003, ['198.18.1.77'], 'drop_no_neigh', 'drop'],
+      [1004, ['198.18.2.5'], 'drop_no_egress', 'drop'],
+      [1005, ['198.18.0.50'], 'fwd_tx', 'tx'],
+    ];
+    try {
+      for (const [port, targets, reason, action] of cases) {
+        fp.setTargets(svc(port), targets.map((addr) => ({ addr, weight: 1 })));
+        const r = run(syn({ dport: port }));
+        assert.deepEqual([r.action, r.reason], [action, reason], `port ${port}`);
+      }
+      sysctl(rns.ns, 'net.ipv4.conf.ext0.forwarding', '0');
+      fp.flushNexthops();
+      try {
+        const r = run(syn({ dport: 1005 }));
+        assert.deepEqual([r.action, r.reason], ['drop', 'drop_fwd_disabled']);
+      } finally {
+        sysctl(rns.ns, 'net.ipv4.conf.ext0.forwarding', '1');
+      }
+      const st = fp.serviceStats(fp.serviceId(svc(1002))!);
+      assert.equal(st.dropped, 1n);
+    } finally {
+      for (const [port] of cases) fp.removeService(svc(port));
+    }
+  });
+
+  test('TIMEDAFFINITY: a client keeps its target for new connections, until it expires or the target leaves', async () => {
+    const svcA: Service = { vip: VIP, port: 2000, protocol: 'tcp' };
+    const flowFor = (sport: number, saddr: string = CLIENT) => ({ saddr, daddr: VIP, sport, dport: 2000, proto: 6 });
+    const target = (sport: number, saddr: string = CLIENT) => assertEncapsulated(run(syn({ saddr, sport, dport: 2000 })).frame, syn({ saddr, sport, dport: 2000 }));
+    // Source ports whose own Maglev slots pick a target other than `x`.
+    const elsewhere = (x: string, ts: typeof equal, from: number) => {
+      for (let p = from; ; p++) if (predicted(ts, flowFor(p)) !== x) return p;
+    };
+    try {
+      fp.setTargets(svcA, equal, { affinitySec: 60 });
+      const x = target(50000);
+      const p2 = elsewhere(x, equal, 50001);
+      assert.equal(target(p2), x, 'the second connection follows the first, not its own slot');
+      const other = '198.18.0.77';
+      assert.equal(target(p2, other), predicted(equal, flowFor(p2, other)), 'another client follows Maglev');
+
+      const rest = equal.filter((t) => t.addr !== x);
+      fp.setTargets(svcA, rest, { affinitySec: 60 });
+      assert.ok(![...fp.affinity.entries()].some(([k, v]) => k.client === CLIENT && v.target === x), 'affinity to a departed target is forgotten');
+      const p3 = 50100;
+      assert.equal(target(p3), predicted(rest, flowFor(p3)));
+
+      // Expiry: one second of silence and the client's next connection is placed afresh.
+      fp.setTargets(svcA, equal, { affinitySec: 1 });
+      const y = target(50200);
+      const p4 = elsewhere(y, equal, 50201);
+      await new Promise((r) => setTimeout(r, 1200));
+      assert.equal(target(p4), predicted(equal, flowFor(p4)), 'after expiry: its own slot');
+
+      // Without TIMEDAFFINITY, no affinity at all.
+      fp.setTargets(svcA, equal);
+      const z = target(50300);
+      const p5 = elsewhere(z, equal, 50301);
+      assert.equal(target(p5), predicted(equal, flowFor(p5)));
+    } finally {
+      fp.removeService(svcA);
+    }
+  });
+
+  test('an unconfigured node passes everything', () => {
+    fp.configure({ clusterAddr: rns.clusterAddr, enabled: false });
+    try {
+      const frame = syn({ sport: 46000 });
+      const r = run(frame);
+      assert.deepEqual([r.action, r.reason], ['pass', 'pass_disabled']);
+      assert.deepEqual(r.frame, frame);
+    } finally {
+      fp.configure({ clusterAddr: rns.clusterAddr });
+    }
+  });
+});
+
+describe('decap', () => {
+  let target: FastPath;
+  let targetPins: ReturnType<typeof scratchPinRoot>;
+  const XCF = '198.18.1.11';
+
+  before(() => {
+    targetPins = scratchPinRoot('trt');
+    target = FastPath.open({ pinRoot: targetPins.pinRoot, crtMaxEntries: 1024 });
+    target.configure({ clusterAddr: XCF });
+    target.serve(VIP);
+  });
+  after(() => {
+    target?.close();
+    targetPins?.remove();
+  });
+
+  function tunnelled(inner: Buffer, outerDst = XCF, vlan?: number): Buffer {
+    const l2 = buildRawFrame(0x0800, Buffer.alloc(0), { vlan });
+    return Buffer.concat([l2, buildIpv4({ saddr: ROUTER_NET.clusterAddr, daddr: outerDst, proto: 4, df: true }, inner)]);
+  }
+
+  test('strips the outer header of packets for a served DVIPA, keeping L2 and its tag', () => {
+    const inner = syn({ sport: 47000 }).subarray(14);
+    for (const vlan of [undefined, 12]) {
+      const frame = tunnelled(inner, XCF, vlan);
+      const r = run(frame, 'decap', target);
+      assert.deepEqual([r.action, r.reason], ['pass', 'decap']);
+      const l2 = vlan === undefined ? 14 : 18;
+      assert.deepEqual(r.frame.subarray(0, l2), frame.subarray(0, l2), 'L2 header kept');
+      assert.deepEqual(r.frame.subarray(l2), inner, 'exactly the inner packet');
+    }
+  });
+
+  test('leaves alone what is not for it', () => {
+    const inner = syn({ sport: 47001 }).subarray(14);
+    const otherVip = buildFrame({ saddr: CLIENT, daddr: '192.0.2.99', tcpFlags: { syn: true } }).subarray(14);
+    const cases: Array<[string, Buffer, Reason]> = [
+      ['plain TCP', syn(), 'decap_pass_not_ours'],
+      ['IPIP to another node', tunnelled(inner, '198.18.1.12'), 'decap_pass_not_ours'],
+      ['IPIP for a DVIPA not served here', tunnelled(otherVip), 'decap_pass_not_ours'],
+      ['IPIP with a garbage inner header', tunnelled(Buffer.alloc(40, 0xff)), 'decap_pass_malformed'],
+      ['ARP', buildRawFrame(0x0806, Buffer.alloc(28)), 'pass_not_ipv4'],
+    ];
+    for (const [what, frame, reason] of cases) {
+      const r = run(frame, 'decap', target);
+      assert.deepEqual([r.action, r.reason], ['pass', reason], what);
+      assert.deepEqual(r.frame, frame, `${what}: unchanged`);
+    }
+  });
+});
+
+test('random and mutated frames never crash, never abort, never forward anywhere but a target', () => {
+  let seed = 12345;
+  const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  const valid = [syn({ sport: 48000 }), buildFrame({ protocol: 'udp', saddr: CLIENT, daddr: VIP, dport: 53, payload: 20 }), syn({ vlan: 3, sport: 48001 })];
+  for (let i = 0; i < 2000; i++) {
+    let frame: Buffer;
+    if (i % 2) {
+      frame = Buffer.from(valid[i % valid.length]);
+      for (let k = 0; k < 1 + Math.floor(rand() * 4); k++) frame[Math.floor(rand() * frame.length)] = Math.floor(rand() * 256);
+      if (rand() < 0.3) frame = frame.subarray(0, 14 + Math.floor(rand() * (frame.length - 14)));
+    } else {
+      frame = Buffer.from(Array.from({ length: 14 + Math.floor(rand() * 120) }, () => Math.floor(rand() * 256)));
+      if (rand() < 0.5) frame.writeUInt16BE(0x0800, 12);
+    }
+    const r = run(frame);
+    assert.notEqual(r.action, 'aborted', `frame ${i}`);
+    if (r.action === 'redirect') {
+      const p = parseFrame(r.frame);
+      assert.equal(p.ipv4?.protocol, 4, `frame ${i}: redirected frames are tunnelled`);
+      assert.ok(TARGETS.includes(p.ipv4!.dst), `frame ${i}: to a target`);
+      assert.ok(p.ipv4!.checksumOk);
+    }
+    if (r.action === 'tx') assert.equal(r.reason, 'tx_frag_needed', `frame ${i}`);
+  }
+});
