@@ -28,12 +28,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } services SEC(".maps");
 
-/* Addresses this node distributes (any port): decides what a fragment belongs to. */
+/*
+ * Addresses this node distributes (any port): decides what a fragment belongs to. The value
+ * is the epoch under which this node owns the DVIPA (0: tables kept warm as a backup), so a
+ * restarted agent knows what its pinned data plane was doing.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, DVIPA_MAX_DVIPAS);
 	__type(key, __be32);
-	__type(value, __u8);
+	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } routed SEC(".maps");
 

@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   dvipa::InitBtf(env, exports);
   dvipa::InitNetns(env, exports);
   dvipa::InitRingBuf(env, exports);
+  dvipa::InitArp(env, exports);
   return exports;
 }
 }  // namespace

@@ -9,4 +9,5 @@ void InitProgs(Napi::Env env, Napi::Object exports);
 void InitBtf(Napi::Env env, Napi::Object exports);
 void InitNetns(Napi::Env env, Napi::Object exports);
 void InitRingBuf(Napi::Env env, Napi::Object exports);
+void InitArp(Napi::Env env, Napi::Object exports);
 }  // namespace dvipa

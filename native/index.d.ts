@@ -78,3 +78,6 @@ export function btfEnum(objPath: string, name: string): Record<string, number>;
 /** setns(CLONE_NEWNET) for the calling thread; returns an fd of the previous namespace for netnsRestore. */
 export function netnsEnter(path: string): number;
 export function netnsRestore(prevFd: number): void;
+
+/** Broadcasts a gratuitous ARP request for `addr` (host-order IPv4) from `ifname` in the current namespace. */
+export function gratuitousArp(ifname: string, addr: number): void;

@@ -1,18 +1,33 @@
 /*
- * The agent on every node. From the configuration it knows, per DVIPA, whether it routes,
- * backs up or is a candidate target; it runs the routing side (router.ts) for the DVIPAs it
- * owns and the target side (target.ts) for those it serves, and connects them to the other
- * agents through the authenticated transport. A routing node sends its VIPA list to every
- * peer as it connects; a target sends everything it has to a routing node as it connects.
+ * The agent on every node. From the configuration it knows, per DVIPA, whether it defines
+ * it, backs it up or is a candidate target; it runs the routing side (router.ts) for the
+ * DVIPAs it may route, the target side (target.ts) for those it serves, and the election
+ * (election.ts) that decides through the coupling facility (etcd) which node owns each
+ * DVIPA now. A routing node sends its VIPA list to every peer as it connects; a target
+ * sends everything it has to each candidate routing node as it connects; a new owner tells
+ * every node (DVIPA message), whose targets then send it everything again.
  */
 import { FastPath } from '../dataplane/fastpath.js';
 import type { ClusterConfig, NodeSpec } from '../config/model.js';
 import { planDvipas, rolesOf, type DvipaPlan } from './roles.js';
+import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions, type OwnerRecord } from './coupling.js';
+import { Election, PRIMARY_RANK, type Claim, type DvipaCandidacy } from './election.js';
 import { Transport, DEFAULT_PORT } from './transport.js';
 import { MsgType, type Message } from './messages.js';
 import { RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
 import type { Logger } from '../log.js';
+
+export interface HaOptions {
+  /** etcd: endpoints, TLS and auth; none: ownership local to this node. */
+  etcd?: Omit<EtcdOptions, 'node' | 'xcf' | 'logger'>;
+  /** No automatic takeback by the defining node. */
+  nopreempt?: boolean;
+  /** The defining node takes its DVIPAs back this long after its readiness gate opened. */
+  takebackDelayMs?: number;
+  /** On a clean stop, how long a restarted agent has to adopt this node's DVIPAs. */
+  restartGraceSec?: number;
+}
 
 export interface AgentOptions extends TargetOptions {
   config: ClusterConfig;
@@ -20,8 +35,12 @@ export interface AgentOptions extends TargetOptions {
   key: Buffer;
   pinRoot?: string;
   port?: number;
+  ha?: HaOptions;
   logger: Logger;
 }
+
+/** How often to retry reaching the coupling facility at start. */
+const CF_RETRY_MS = 1000;
 
 export class Agent {
   private readonly node: NodeSpec;
@@ -31,6 +50,11 @@ export class Agent {
   private readonly router: RoutingRole;
   private readonly target: TargetRole;
   private readonly log: Logger;
+  private readonly candidacies = new Map<string, DvipaCandidacy>();
+  private cf?: CouplingFacility;
+  private election?: Election;
+  private cfRetry?: NodeJS.Timeout;
+  private stopped = false;
 
   constructor(private readonly opts: AgentOptions) {
     const node = opts.config.nodes.find((n) => n.name === opts.node);
@@ -44,16 +68,26 @@ export class Agent {
       ...opts.config.peers,
     ].map((p) => ({ name: p.name, host: p.xcf, port: opts.port ?? DEFAULT_PORT }));
     this.transport = new Transport({ node: node.name, key: opts.key, listen: { host: node.xcf, port: opts.port ?? DEFAULT_PORT }, peers, logger: this.log });
-    this.router = new RoutingRole(this.fp, node, opts.config, this.plans, this.log);
+    const nameOfXcf = new Map(peers.map((p) => [p.host, p.name]));
+    const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
+    this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected }, this.log);
     this.target = new TargetRole(this.fp, node, this.plans, opts, this.log, (router, m) => this.deliver(router, m));
   }
 
   async start(): Promise<void> {
     this.fp.configure({ clusterAddr: this.node.xcf });
     const roles = rolesOf(this.opts.config, this.node.name);
+    const me = this.node.name;
     for (const [dvipa, rs] of roles) {
       if (rs.some((r) => r.kind === 'target')) this.target.serve(dvipa);
-      if (rs.some((r) => r.kind === 'routing')) this.router.route(this.plans.get(dvipa)!);
+      if (!rs.some((r) => r.kind === 'routing' || r.kind === 'backup')) continue;
+      const plan = this.plans.get(dvipa)!;
+      this.router.route(plan, plan.routingNode === me ? plan.distribute : (plan.backupDistribute.get(me) ?? plan.distribute));
+      this.candidacies.set(dvipa, {
+        address: dvipa,
+        primary: plan.routingNode,
+        candidates: [...(plan.routingNode ? [{ node: plan.routingNode, rank: PRIMARY_RANK }] : []), ...plan.backups],
+      });
     }
     this.transport.on('message', (peer, m) => this.onMessage(peer, m));
     this.transport.on('peerUp', (peer) => {
@@ -68,15 +102,79 @@ export class Agent {
     });
     await this.transport.start();
     this.target.start();
+    if (this.candidacies.size) this.startElection();
     this.log.info({ roles: Object.fromEntries([...roles].map(([d, rs]) => [d, rs.map((r) => r.kind)])) }, 'agent started');
   }
 
   /** Stops the control plane only: programs and maps stay pinned and keep forwarding. */
   async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.cfRetry);
+    this.election?.stop();
+    await this.cf?.stop(this.opts.ha?.restartGraceSec ?? 10);
     this.target.stop();
     this.router.stop();
     await this.transport.stop();
     this.fp.close();
+  }
+
+  /** The DVIPAs this node owns now, with their epochs. */
+  owned(): Map<string, OwnerRecord> {
+    return new Map(this.election?.owned ?? []);
+  }
+
+  /**
+   * Joins the coupling facility and runs the election. Until the store answers, nothing
+   * changes: DVIPAs the pinned data plane owned stay owned and keep forwarding.
+   */
+  private startElection(): void {
+    const ha = this.opts.ha ?? {};
+    const me = this.node.name;
+    let cf: CouplingFacility;
+    if (ha.etcd) cf = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
+    else {
+      const local = new LocalCoupling(me, this.log);
+      for (const d of this.candidacies.keys()) local.remember(d, this.router.pinnedEpoch(d));
+      cf = local;
+    }
+    this.cf = cf;
+    const election = new Election(cf, this.candidacies, {
+      me,
+      nopreempt: ha.nopreempt ?? false,
+      takebackDelayMs: ha.takebackDelayMs ?? 0,
+      stuckMs: 3000 * (ha.etcd?.ttlSec ?? 1),
+    }, {
+      ready: (d) => this.router.ready(d),
+      idle: (d) => this.router.idle(d),
+      acquired: (d, rec, how) => this.acquired(d, rec, how),
+      lost: (d, owner) => {
+        this.router.disown(d);
+        this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, 'DVIPA now routed by another node: address released');
+      },
+    }, this.log);
+    // What the pinned data plane owned is ours until the store says otherwise.
+    for (const [d, c] of this.candidacies) {
+      const epoch = this.router.pinnedEpoch(d);
+      if (epoch > 0) election.owned.set(d, { node: me, rank: c.candidates.find((x) => x.node === me)?.rank ?? 0, epoch });
+    }
+    this.election = election;
+    const join = () => {
+      cf.start().then(() => {
+        if (!this.stopped) election.start();
+      }, (e: Error) => {
+        this.log.error({ err: e.message }, 'coupling facility unreachable at start; the data plane keeps forwarding; retrying');
+        if (!this.stopped) this.cfRetry = setTimeout(join, CF_RETRY_MS);
+      });
+    };
+    join();
+  }
+
+  private acquired(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted'): void {
+    this.router.own(dvipa, rec.epoch);
+    const change: Message = { type: MsgType.Dvipa, body: { address: dvipa, owner: this.node.name, epoch: rec.epoch, event: how } };
+    this.transport.broadcast(change);
+    this.target.onDvipa(this.node.name, change.body);
+    this.transport.broadcast(this.router.vipaList());
   }
 
   /** A target's report to a routing node, which may be this node itself. */
@@ -99,6 +197,9 @@ export class Agent {
         return this.router.onConns(xcf, m.body);
       case MsgType.VipaList:
         return this.target.learnVipaList(peer, m.body);
+      case MsgType.Dvipa:
+        this.election?.deposed(m.body.address, { node: m.body.owner, rank: 0, epoch: m.body.epoch });
+        return this.target.onDvipa(peer, m.body);
     }
   }
 }

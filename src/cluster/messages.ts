@@ -1,20 +1,25 @@
 /*
  * The messages agents exchange, after the seeds: the routing node's VIPA list, targets'
- * SRVSTAT (listeners and load) and NEWCONN/TERMCONN (connections, batched). Payloads are
- * JSON; every field is checked on receipt, since a peer with the key can still be buggy.
+ * SRVSTAT (listeners and load), NEWCONN/TERMCONN (connections, batched) and DVIPA (a node
+ * took a DVIPA over, back, or by a move). Payloads are JSON; every field is checked on
+ * receipt, since a peer with the key can still be buggy. What a routing node says about a
+ * DVIPA carries its epoch: receivers refuse what an owner deposed since then says.
  */
 import { parseIpv4 } from '../net/addr.js';
 
-export enum MsgType { Hello = 0, VipaList = 1, SrvStat = 2, Conns = 3 }
+export enum MsgType { Hello = 0, VipaList = 1, SrvStat = 2, Conns = 3, Dvipa = 4 }
 
 export interface Hello { node: string; nonce: string }
 
 export interface ServiceRef { dvipa: string; port: number; protocol: 'tcp' | 'udp' }
 
-/** What a routing node distributes, and to whom (DESTIP ALL: every node). */
+/** What a routing node distributes, and to whom (DESTIP ALL: every node). `epoch`: 0 while it does not own the DVIPA. */
 export interface VipaList {
-  dvipas: Array<{ address: string; services: Array<{ port: number; protocol: 'tcp' | 'udp'; targets: string[] | 'all' }> }>;
+  dvipas: Array<{ address: string; epoch: number; services: Array<{ port: number; protocol: 'tcp' | 'udp'; targets: string[] | 'all' }> }>;
 }
+
+/** A node routes `address` from now on, under `epoch`: targets send it everything they have. */
+export interface DvipaChange { address: string; owner: string; epoch: number; event: 'takeover' | 'takeback' | 'move' | 'adopted' }
 
 /** A target's listeners on DVIPAs it serves. `full`: the complete set, replacing earlier reports. */
 export interface SrvStat { full: boolean; up: ServiceRef[]; down: ServiceRef[]; load?: number }
@@ -28,7 +33,8 @@ export type Message =
   | { type: MsgType.Hello; body: Hello }
   | { type: MsgType.VipaList; body: VipaList }
   | { type: MsgType.SrvStat; body: SrvStat }
-  | { type: MsgType.Conns; body: Conns };
+  | { type: MsgType.Conns; body: Conns }
+  | { type: MsgType.Dvipa; body: DvipaChange };
 
 export class InvalidMessage extends Error {
   constructor(message: string) {
@@ -78,6 +84,11 @@ function bool(v: Json, what: string): boolean {
   return v;
 }
 
+function epoch(v: Json, what: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new InvalidMessage(`${what}: expected an epoch (integer >= 0)`);
+  return v;
+}
+
 function serviceRef(v: Json, what: string): ServiceRef {
   const o = obj(v, what, ['dvipa', 'port', 'protocol']);
   return { dvipa: addr(o.dvipa, `${what}.dvipa`), port: port(o.port, `${what}.port`), protocol: protocol(o.protocol, `${what}.protocol`) };
@@ -103,9 +114,10 @@ function validate(type: MsgType, v: Json): Message {
       const o = obj(v, 'VIPALIST', ['dvipas']);
       const dvipas = arr(o.dvipas, 'VIPALIST.dvipas', 1024).map((d, i) => {
         const at = `VIPALIST.dvipas[${i}]`;
-        const od = obj(d, at, ['address', 'services']);
+        const od = obj(d, at, ['address', 'epoch', 'services']);
         return {
           address: addr(od.address, `${at}.address`),
+          epoch: epoch(od.epoch, `${at}.epoch`),
           services: arr(od.services, `${at}.services`, 1024).map((s, j) => {
             const os = obj(s, `${at}.services[${j}]`, ['port', 'protocol', 'targets']);
             const targets = os.targets === 'all' ? 'all' as const : arr(os.targets, `${at}.services[${j}].targets`, 1024).map((t, k) => addr(t, `${at}.services[${j}].targets[${k}]`));
@@ -138,6 +150,14 @@ function validate(type: MsgType, v: Json): Message {
           removed: arr(o.removed, 'CONNS.removed', MAX_CONNS_PER_MESSAGE).map((x, i) => connRef(x, `CONNS.removed[${i}]`)),
         },
       };
+    }
+    case MsgType.Dvipa: {
+      const o = obj(v, 'DVIPA', ['address', 'owner', 'epoch', 'event']);
+      if (typeof o.owner !== 'string' || !/^[\w.-]{1,64}$/.test(o.owner)) throw new InvalidMessage('DVIPA.owner: expected a node name');
+      if (!['takeover', 'takeback', 'move', 'adopted'].includes(o.event as string)) throw new InvalidMessage('DVIPA.event: expected takeover, takeback, move or adopted');
+      const e = epoch(o.epoch, 'DVIPA.epoch');
+      if (e === 0) throw new InvalidMessage('DVIPA.epoch: an owner has an epoch of at least 1');
+      return { type, body: { address: addr(o.address, 'DVIPA.address'), owner: o.owner, epoch: e, event: o.event as DvipaChange['event'] } };
     }
     default:
       throw new InvalidMessage(`unknown message type ${type as number}`);

@@ -1,76 +1,185 @@
 /*
- * An agent's routing side, for the DVIPAs this node owns: the distributor on the external
- * interface, the DPT of each distributed service kept equal to the targets that listen
- * (pushed as Maglev tables), and the CRT kept equal to the connections targets report.
+ * An agent's routing side, for every DVIPA this node defines or backs up: the distributor
+ * on the external interface, the DPT of each distributed service kept equal to the targets
+ * that listen (pushed as Maglev tables), and the CRT kept equal to the connections targets
+ * report. Targets report to every candidate routing node, so a backup's tables are warm
+ * and a takeover is only the address changing hands (own/disown); the epoch under which
+ * this node owns a DVIPA is kept in the pinned maps for its next agent.
  */
+import * as fs from 'node:fs';
 import { serviceName, type FastPath, type Service } from '../dataplane/fastpath.js';
 import { CrtOrigin, IPPROTO, type Flow } from '../dataplane/structs.js';
-import type { ClusterConfig, NodeSpec } from '../config/model.js';
+import type { ClusterConfig, NodeSpec, VipaDistribute } from '../config/model.js';
 import type { DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type Conns, type Message, type SrvStat } from './messages.js';
 import { connKey, servicesOf } from './services.js';
+import { AddressHolder } from './address.js';
 import { Dpt } from '../tables/dpt.js';
 import type { Logger } from '../log.js';
 
 /** Active counts change with every connection: tables are rebuilt at most this often. */
 const PUSH_MS = 100;
+/** Tables adopted from a previous agent wait for the targets' reports at most this long. */
+const ADOPT_MS = 3000;
+
+export interface RoutingOptions {
+  /** Whether the node with this cluster address is connected now (this node itself: yes). */
+  isConnected(xcf: string): boolean;
+}
+
+interface Routed {
+  distribute: VipaDistribute[];
+  /** Epoch under which this node owns the DVIPA; 0 while it only keeps its tables warm. */
+  epoch: number;
+}
 
 export class RoutingRole {
   private readonly dpt = new Dpt();
   /** Service name -> data-plane service. */
   private readonly routed = new Map<string, Service>();
+  /** DVIPAs this node owns or backs up. */
+  private readonly dvipas = new Map<string, Routed>();
   /** TIMEDAFFINITY seconds per service. */
   private readonly affinity = new Map<string, number>();
-  /** The connections targets report, for active counts (WEIGHTEDACTIVE). */
+  /** The connections targets report, for active counts (WEIGHTEDACTIVE) and idleness. */
   private readonly conns = new Map<string, { service: string; xcf: string }>();
+  /** Targets whose full SRVSTAT and full CONNS arrived since they connected. */
+  private readonly synced = new Map<string, { srvstat: boolean; conns: boolean }>();
+  /** Services whose pinned tables a previous agent left: kept until the targets have reported. */
+  private readonly deferred = new Set<string>();
   /** Services whose table must be rebuilt; active counts change often, tables are rebuilt at most every PUSH_MS. */
   private readonly dirty = new Set<string>();
+  private readonly address?: AddressHolder;
   private pushTimer?: NodeJS.Timeout;
+  private adoptTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly fp: FastPath,
     private readonly node: NodeSpec,
     private readonly config: ClusterConfig,
     private readonly plans: Map<string, DvipaPlan>,
+    private readonly opts: RoutingOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    if (node.external) this.address = new AddressHolder(node.external, log);
+  }
 
-  /** Whether this node routes anything. */
+  /** Whether this node owns any DVIPA. */
   get active(): boolean {
-    return this.routed.size > 0;
+    return [...this.dvipas.values()].some((d) => d.epoch > 0);
   }
 
   stop(): void {
     clearTimeout(this.pushTimer);
+    clearTimeout(this.adoptTimer);
+    this.address?.stop();
   }
 
-  route(plan: DvipaPlan): void {
-    for (const ifname of this.node.internal) this.fp.enableEgress(ifname);
+  /** Programs the DVIPA's services (this node's own VIPADISTribute if it has one, else the owner's). */
+  route(plan: DvipaPlan, distribute: VipaDistribute[]): void {
+    for (const ifname of this.node.internal) {
+      this.fp.enableEgress(ifname);
+      // Targets' replies may come back through this node, sourced from the DVIPA, which is
+      // a local address here while this node owns it: without accept_local the kernel
+      // drops them as martians.
+      fs.writeFileSync(`/proc/sys/net/ipv4/conf/${ifname}/accept_local`, '1');
+    }
     if (this.node.external) this.fp.attach('distributor', this.node.external);
+    this.dvipas.set(plan.address, { distribute, epoch: 0 });
     const everyNode = this.config.nodes.map((n) => ({ xcf: n.xcf }));
-    for (const d of plan.distribute) {
+    for (const d of distribute) {
       for (const s of servicesOf(d)) {
         const name = serviceName(s);
         this.routed.set(name, s);
         this.dpt.define(name, { method: d.method, destinations: d.destinations === 'all' ? everyNode : d.destinations });
         this.affinity.set(name, d.timedAffinity);
-        this.push(name);
+        // Pinned tables of a previous agent keep forwarding new connections until the
+        // targets have told this one who listens: an empty DPT now would refuse them.
+        if (this.fp.serviceId(s) !== undefined) this.deferred.add(name);
+        else this.push(name);
       }
+    }
+    if (this.deferred.size) {
+      clearTimeout(this.adoptTimer);
+      this.adoptTimer = setTimeout(() => this.pushDeferred(true), ADOPT_MS);
+    }
+  }
+
+  /** The epoch the pinned data plane last owned the DVIPA under, if any. */
+  pinnedEpoch(dvipa: string): number {
+    return this.fp.epochOf(dvipa) ?? 0;
+  }
+
+  /** This node routes the DVIPA from now on: its address, announced, and its epoch in the maps. */
+  own(dvipa: string, epoch: number): void {
+    const d = this.dvipas.get(dvipa);
+    if (!d) throw new Error(`${dvipa}: not a DVIPA this node routes or backs up`);
+    d.epoch = epoch;
+    if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, epoch);
+    if (this.address) this.address.take(dvipa);
+    else this.log.warn({ dvipa }, 'no EXTERNAL interface: the DVIPA is owned but not announced by this node');
+  }
+
+  /** Another node routes it now: the address goes, the tables stay warm. */
+  disown(dvipa: string): void {
+    const d = this.dvipas.get(dvipa);
+    if (!d) return;
+    d.epoch = 0;
+    if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, 0);
+    this.address?.give(dvipa);
+  }
+
+  epochOf(dvipa: string): number {
+    return this.dvipas.get(dvipa)?.epoch ?? 0;
+  }
+
+  private routedHere(dvipa: string): boolean {
+    return this.fp.epochOf(dvipa) !== undefined;
+  }
+
+  private candidateTargets(dvipa: string): string[] {
+    const ds = this.dvipas.get(dvipa)?.distribute ?? [];
+    if (ds.some((d) => d.destinations === 'all')) return this.config.nodes.map((n) => n.xcf);
+    return [...new Set(ds.flatMap((d) => (d.destinations === 'all' ? [] : d.destinations.map((x) => x.xcf))))];
+  }
+
+  /**
+   * The readiness gate: the distributor is attached and every connected candidate target
+   * has sent its full SRVSTAT and CONNS, so the DPT and the CRT are complete.
+   */
+  ready(dvipa: string): boolean {
+    if (!this.dvipas.has(dvipa)) return false;
+    return this.candidateTargets(dvipa).every((x) => !this.opts.isConnected(x) || (this.synced.get(x)?.srvstat && this.synced.get(x)?.conns));
+  }
+
+  /** No connection through the DVIPA is known (for WHENIDLE moves). */
+  idle(dvipa: string): boolean {
+    const prefix = `${dvipa}:`;
+    return ![...this.conns.values()].some((c) => c.service.startsWith(prefix));
+  }
+
+  private pushDeferred(force: boolean): void {
+    for (const name of [...this.deferred]) {
+      if (!force && !this.ready(this.routed.get(name)!.vip)) continue;
+      this.deferred.delete(name);
+      this.push(name);
     }
   }
 
   /** What this node distributes and to whom, as every peer is told when it connects. */
   vipaList(): Message {
-    const dvipas = [...this.plans.values()].filter((p) => p.routingNode === this.node.name).map((p) => ({
-      address: p.address,
-      services: p.distribute.flatMap((d) => servicesOf(d).map((s) => ({
-        port: s.port, protocol: s.protocol, targets: d.destinations === 'all' ? 'all' as const : d.destinations.map((x) => x.xcf),
+    const dvipas = [...this.dvipas].filter(([address, d]) => d.epoch > 0 || this.plans.get(address)?.routingNode === this.node.name).map(([address, d]) => ({
+      address,
+      epoch: d.epoch,
+      services: d.distribute.flatMap((dist) => servicesOf(dist).map((s) => ({
+        port: s.port, protocol: s.protocol, targets: dist.destinations === 'all' ? 'all' as const : dist.destinations.map((x) => x.xcf),
       }))),
     }));
     return { type: MsgType.VipaList, body: { dvipas } };
   }
 
   private push(name: string): void {
+    if (this.deferred.has(name)) return;
     const s = this.routed.get(name)!;
     this.fp.setTargets(s, this.dpt.weights(name), { affinitySec: this.affinity.get(name) });
   }
@@ -94,6 +203,7 @@ export class RoutingRole {
 
   /** A target's SRVSTAT: which services it listens on, and its load. */
   onSrvStat(peer: string, xcf: string, body: SrvStat): void {
+    if (body.full) this.synced.set(xcf, { srvstat: true, conns: this.synced.get(xcf)?.conns ?? false });
     const up = new Set(body.up.map((r) => `${r.dvipa}:${r.port === 0 ? '*' : r.port}/${r.protocol}`));
     const down = new Set(body.down.map((r) => `${r.dvipa}:${r.port === 0 ? '*' : r.port}/${r.protocol}`));
     for (const name of this.routed.keys()) {
@@ -108,6 +218,10 @@ export class RoutingRole {
   /** A target's NEWCONN/TERMCONN. */
   onConns(xcf: string, body: Conns): void {
     this.applyConns(xcf, body.full, body.added, body.removed);
+    if (body.full) {
+      this.synced.set(xcf, { srvstat: this.synced.get(xcf)?.srvstat ?? false, conns: true });
+      if (this.deferred.size) this.pushDeferred(false);
+    }
   }
 
   private flowOf(c: ConnRef): Flow {
@@ -151,6 +265,7 @@ export class RoutingRole {
 
   /** A target agent went away: no new connections for it until it reports again. */
   targetGone(xcf: string): void {
+    this.synced.delete(xcf);
     for (const name of this.routed.keys()) if (this.dpt.update(name, xcf, { ready: false })) this.push(name);
   }
 }

@@ -3,15 +3,17 @@
  * the decap program to its cluster interfaces, and tells each routing node, through
  * `deliver`, what it has: SRVSTAT when an application starts or stops listening on
  * DVIPA:port (with the node's load), NEWCONN/TERMCONN for connections on the DVIPA, and
- * everything in full when asked (a routing node that (re)connected). Kernel socket events
- * make it look at once; a periodic scan of /proc is what it trusts.
+ * everything in full when asked (a routing node that (re)connected, or took a DVIPA over).
+ * It reports to every candidate routing node of a DVIPA, owner and backups alike, so that a
+ * backup's DPT and CRT are complete when it takes over. Kernel socket events make it look
+ * at once; a periodic scan of /proc is what it trusts.
  */
 import * as fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { serviceName, type FastPath, type Service } from '../dataplane/fastpath.js';
-import type { NodeSpec } from '../config/model.js';
+import type { NodeSpec, VipaDistribute } from '../config/model.js';
 import { isTarget, type DvipaPlan } from './roles.js';
-import { MsgType, type ConnRef, type Message, type ServiceRef, type VipaList } from './messages.js';
+import { MsgType, type ConnRef, type DvipaChange, type Message, type ServiceRef, type VipaList } from './messages.js';
 import { connectionsOn, listensOn, readSockets } from './sockets.js';
 import { SockEvents } from './sockevents.js';
 import { connKey, servicesOf } from './services.js';
@@ -39,6 +41,10 @@ export class TargetRole {
   private readonly serving = new Set<string>();
   /** The services each routing node's VIPA list names this node a target of. */
   private readonly announced = new Map<string, Service[]>();
+  /** Who routes each DVIPA, by the highest epoch heard of. */
+  private readonly owners = new Map<string, { owner: string; epoch: number }>();
+  /** Messages refused because a newer owner of their DVIPA is known. */
+  staleDrops = 0;
   private loadProblem?: string;
   private timer?: NodeJS.Timeout;
   private events?: SockEvents;
@@ -102,8 +108,9 @@ export class TargetRole {
       out.get(router)!.set(serviceName(s), s);
     };
     for (const p of this.plans.values()) {
-      if (!p.routingNode) continue;
-      for (const s of p.distribute.filter((d) => isTarget(d, this.node)).flatMap(servicesOf)) add(p.routingNode, s);
+      const mine = (ds: VipaDistribute[]) => ds.filter((d) => isTarget(d, this.node)).flatMap(servicesOf);
+      if (p.routingNode) for (const s of mine(p.distribute)) add(p.routingNode, s);
+      for (const b of p.backups) for (const s of mine(p.backupDistribute.get(b.node) ?? p.distribute)) add(b.node, s);
     }
     for (const [router, services] of this.announced) for (const s of services) add(router, s);
     return new Map([...out].map(([r, m]) => [r, [...m.values()]]));
@@ -189,6 +196,7 @@ export class TargetRole {
   learnVipaList(router: string, list: VipaList): void {
     const mine: Service[] = [];
     for (const d of list.dvipas) {
+      if (d.epoch > 0 && !this.heard(router, d.address, d.epoch, 'VIPA list')) continue;
       for (const s of d.services) {
         if (s.targets === 'all' || s.targets.includes(this.node.xcf)) mine.push({ vip: d.address, port: s.port, protocol: s.protocol });
       }
@@ -197,5 +205,25 @@ export class TargetRole {
     for (const s of mine) this.serve(s.vip);
     this.log.info({ router, services: mine.map(serviceName) }, 'VIPA list received');
     this.scan();
+  }
+
+  /** A DVIPA changed hands: everything this node has goes to the new owner at once. */
+  onDvipa(from: string, change: DvipaChange): void {
+    if (!this.heard(from, change.address, change.epoch, 'DVIPA', change.owner)) return;
+    this.log.info({ dvipa: change.address, owner: change.owner, epoch: change.epoch, event: change.event }, 'DVIPA owner changed');
+    this.scan();
+    this.report(change.owner);
+  }
+
+  /** Fencing: what an owner says counts only if no newer owner of the DVIPA is known. */
+  private heard(from: string, dvipa: string, epoch: number, what: string, owner = from): boolean {
+    const known = this.owners.get(dvipa);
+    if (known && (epoch < known.epoch || (epoch === known.epoch && owner !== known.owner))) {
+      this.staleDrops++;
+      this.log.warn({ from, dvipa, epoch, current: known }, `${what} from a deposed owner refused`);
+      return false;
+    }
+    this.owners.set(dvipa, { owner, epoch });
+    return true;
   }
 }

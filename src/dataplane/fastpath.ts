@@ -72,7 +72,8 @@ function maglevKeys(): Buffer {
 export class FastPath {
   readonly config: BpfMap<number, NodeConfig>;
   readonly services: BpfMap<SvcKey, { id: number; affinityS: number }>;
-  readonly routed: BpfMap<string, number>;
+  /** DVIPA -> epoch under which this node owns it (0: a backup's warm tables). */
+  readonly routed: BpfMap<string, bigint>;
   readonly served: BpfMap<string, number>;
   readonly crt: BpfMap<Flow, CrtEntry>;
   readonly txPorts: BpfMap<number, number>;
@@ -91,7 +92,7 @@ export class FastPath {
     const fd = (name: string) => named(name, () => obj.mapFd(name));
     this.config = new BpfMap('node_config', fd('node_config'), u32, nodeConfig);
     this.services = new BpfMap('services', fd('services'), svcKey, svc);
-    this.routed = new BpfMap('routed', fd('routed'), addr, u8);
+    this.routed = new BpfMap('routed', fd('routed'), addr, u64);
     this.served = new BpfMap('served', fd('served'), addr, u8);
     this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
     this.txPorts = new BpfMap('tx_ports', fd('tx_ports'), u32, u32);
@@ -180,7 +181,7 @@ export class FastPath {
     }
     if (isNew) {
       this.svcStats.reset(id!);
-      this.routed.set(s.vip, 1);
+      if (this.routed.get(s.vip) === undefined) this.routed.set(s.vip, 0n);
       this.log.info({ service: serviceName(s), id }, 'service added');
     }
     this.services.set(keyOf(s), { id: id!, affinityS });
@@ -222,6 +223,18 @@ export class FastPath {
   enableEgress(ifname: string): void {
     const ifindex = named(ifname, () => native.ifNameToIndex(ifname));
     this.txPorts.set(ifindex, ifindex);
+  }
+
+  /** Records that this node owns the DVIPA under `epoch` (0: no longer); its services must exist. */
+  setEpoch(vip: string, epoch: number): void {
+    if (this.routed.get(vip) === undefined) throw new RangeError(`${vip}: no service of this DVIPA is programmed here`);
+    this.routed.set(vip, BigInt(epoch));
+  }
+
+  /** The epoch the pinned data plane last owned the DVIPA under (0 or undefined: not owned). */
+  epochOf(vip: string): number | undefined {
+    const e = this.routed.get(vip);
+    return e === undefined ? undefined : Number(e);
   }
 
   /** Target side: decapsulate packets for this DVIPA. */

@@ -1,0 +1,303 @@
+/*
+ * The coupling facility: the shared store that decides who routes each DVIPA. In a cluster
+ * it is etcd; a single node may run without it (ownership then is local only).
+ *
+ * Keys under the prefix (default /dvipa/):
+ *   members/<node>         {node, xcf}                 bound to the node's lease: it is alive
+ *   owner/<dvipa>          {node, rank, epoch}         bound to the owner's lease
+ *   epoch/<dvipa>          last epoch handed out       never expires: epochs only grow
+ *   move/<dvipa>           {to, whenIdle}              an operator's move (dvipa dvipa move)
+ *   quiesce/<dvipa>/<node> ""                          the node gives the DVIPA up (quiesce)
+ *
+ * The epoch is the fencing token: every change of owner is one transaction that checks
+ * what the claimant last saw of the owner and epoch keys, so two nodes can never both win,
+ * and the epoch travels in messages and maps so that a deposed owner's words are refused.
+ */
+import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import { Etcd3, type Lease, type Watcher } from 'etcd3';
+import { ConstantBackoff, noop } from 'cockatiel';
+import type { Logger } from '../log.js';
+
+export interface OwnerRecord { node: string; rank: number; epoch: number }
+export interface MoveRequest { to: string; whenIdle: boolean }
+
+/** What the store says about one DVIPA, as last seen. */
+export interface DvipaView {
+  owner?: OwnerRecord;
+  /** etcd mod revisions of the owner and epoch keys (0: absent): what a claim must still find. */
+  ownerRev: number;
+  epochRev: number;
+  lastEpoch: number;
+  move?: MoveRequest;
+  quiesced: Set<string>;
+}
+
+export interface CouplingFacility extends EventEmitter {
+  /** Shared (etcd) or local to this node. */
+  readonly shared: boolean;
+  /** Whether the store answers now; without it nobody's ownership changes. */
+  readonly healthy: boolean;
+  start(): Promise<void>;
+  /** Nodes holding a lease now. */
+  members(): Set<string>;
+  view(dvipa: string): DvipaView;
+  /** Become the owner if the store still shows `seen`; keeps the epoch if this node already owns it. */
+  claim(dvipa: string, rank: number, seen: DvipaView): Promise<OwnerRecord | undefined>;
+  setMove(dvipa: string, move: MoveRequest | undefined): Promise<void>;
+  setQuiesced(dvipa: string, node: string, quiesced: boolean): Promise<void>;
+  /**
+   * Leaves: owner keys move to a lease of `graceSec` that nobody renews, so a restarted agent
+   * can adopt them before the backups take over; 0 gives everything up at once.
+   */
+  stop(graceSec: number): Promise<void>;
+  // Events: 'change' (dvipa | undefined for membership), 'health' (healthy: boolean).
+}
+
+export interface EtcdOptions {
+  endpoints: string[];
+  node: string;
+  xcf: string;
+  /** Lease TTL in whole seconds: how long a dead node keeps its DVIPAs. */
+  ttlSec: number;
+  prefix?: string;
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  user?: string;
+  password?: string;
+  logger: Logger;
+}
+
+const keyOf = (prefix: string, ...parts: string[]) => prefix + parts.join('/');
+
+function parseOwner(v: string): OwnerRecord | undefined {
+  try {
+    const o = JSON.parse(v) as OwnerRecord;
+    if (typeof o.node === 'string' && Number.isInteger(o.rank) && Number.isSafeInteger(o.epoch) && o.epoch > 0) return { node: o.node, rank: o.rank, epoch: o.epoch };
+  } catch {
+    // fall through: a record nobody of ours wrote is treated as no owner at all
+  }
+  return undefined;
+}
+
+function parseMove(v: string): MoveRequest | undefined {
+  try {
+    const o = JSON.parse(v) as MoveRequest;
+    if (typeof o.to === 'string') return { to: o.to, whenIdle: o.whenIdle === true };
+  } catch {
+    // ignored like an unknown owner record
+  }
+  return undefined;
+}
+
+export class EtcdCoupling extends EventEmitter implements CouplingFacility {
+  readonly shared = true;
+  private readonly client: Etcd3;
+  private readonly prefix: string;
+  private lease?: Lease;
+  private leaseId?: string;
+  private watcher?: Watcher;
+  /** key -> value and mod revision, for everything under the prefix. */
+  private readonly kv = new Map<string, { value: string; rev: number }>();
+  private ok = false;
+  private stopping = false;
+
+  constructor(private readonly opts: EtcdOptions) {
+    super();
+    this.prefix = opts.prefix ?? '/dvipa/';
+    const read = (f?: string) => (f ? fs.readFileSync(f) : undefined);
+    const rootCertificate = read(opts.caFile);
+    this.client = new Etcd3({
+      hosts: opts.endpoints,
+      dialTimeout: 2000,
+      ...(rootCertificate ? { credentials: { rootCertificate, privateKey: read(opts.keyFile), certChain: read(opts.certFile) } } : {}),
+      ...(opts.user ? { auth: { username: opts.user, password: opts.password ?? '' } } : {}),
+      // Calls fail fast (the caller retries at its next evaluation); a lost watch comes back
+      // within half a second, not after the library's exponential backoff of up to 30 s.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 2000 }),
+      faultHandling: { host: () => noop, global: noop, watchBackoff: new ConstantBackoff(500).next() },
+    });
+  }
+
+  get healthy(): boolean {
+    return this.ok;
+  }
+
+  private setHealth(ok: boolean, why?: string): void {
+    if (ok === this.ok) return;
+    this.ok = ok;
+    if (ok) this.opts.logger.info('coupling facility (etcd) reachable');
+    else this.opts.logger.error({ why }, 'coupling facility (etcd) unreachable: the data plane keeps forwarding, no DVIPA changes owner');
+    this.emit('health', ok);
+  }
+
+  async start(): Promise<void> {
+    await this.grantLease();
+    const all = await this.client.getAll().prefix(this.prefix).exec();
+    for (const kv of all.kvs) this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) });
+    this.watcher = await this.client.watch().prefix(this.prefix).startRevision(String(Number(all.header.revision) + 1)).create();
+    this.watcher.on('put', (kv) => this.onEvent(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) }));
+    this.watcher.on('delete', (kv) => this.onEvent(kv.key.toString(), undefined));
+    this.watcher.on('disconnected', (e) => this.setHealth(false, e.message));
+    this.watcher.on('connected', () => this.setHealth(true));
+    this.setHealth(true);
+    this.emit('change', undefined);
+  }
+
+  private async grantLease(): Promise<void> {
+    const lease = this.client.lease(this.opts.ttlSec);
+    this.lease = lease;
+    lease.on('keepaliveSucceeded', () => this.setHealth(true));
+    lease.on('keepaliveFailed', (e: unknown) => this.setHealth(false, String((e as Error)?.message ?? e)));
+    lease.on('lost', (e) => {
+      if (this.stopping || lease !== this.lease) return;
+      // Expired (we were cut off longer than the TTL): our keys are gone, and so is our
+      // ownership; come back with a new lease as soon as the store answers.
+      this.opts.logger.error({ err: e.message }, 'etcd lease lost: rejoining');
+      this.setHealth(false, e.message);
+      void this.rejoin();
+    });
+    this.leaseId = await lease.grant();
+    await lease.put(keyOf(this.prefix, 'members', this.opts.node)).value(JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf })).exec();
+  }
+
+  private async rejoin(): Promise<void> {
+    while (!this.stopping) {
+      try {
+        await this.grantLease();
+        this.setHealth(true);
+        this.emit('change', undefined);
+        return;
+      } catch (e) {
+        this.opts.logger.debug({ err: (e as Error).message }, 'rejoin failed');
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
+  private onEvent(key: string, v: { value: string; rev: number } | undefined): void {
+    if (v) this.kv.set(key, v);
+    else this.kv.delete(key);
+    const rest = key.slice(this.prefix.length).split('/');
+    this.emit('change', rest[0] === 'members' ? undefined : rest[1]);
+  }
+
+  members(): Set<string> {
+    const p = keyOf(this.prefix, 'members', '');
+    return new Set([...this.kv.keys()].filter((k) => k.startsWith(p)).map((k) => k.slice(p.length)));
+  }
+
+  view(dvipa: string): DvipaView {
+    const owner = this.kv.get(keyOf(this.prefix, 'owner', dvipa));
+    const epoch = this.kv.get(keyOf(this.prefix, 'epoch', dvipa));
+    const move = this.kv.get(keyOf(this.prefix, 'move', dvipa));
+    const q = keyOf(this.prefix, 'quiesce', dvipa, '');
+    return {
+      owner: owner ? parseOwner(owner.value) : undefined,
+      ownerRev: owner?.rev ?? 0,
+      epochRev: epoch?.rev ?? 0,
+      lastEpoch: Number(epoch?.value ?? 0) || 0,
+      move: move ? parseMove(move.value) : undefined,
+      quiesced: new Set([...this.kv.keys()].filter((k) => k.startsWith(q)).map((k) => k.slice(q.length))),
+    };
+  }
+
+  async claim(dvipa: string, rank: number, seen: DvipaView): Promise<OwnerRecord | undefined> {
+    if (!this.leaseId) return undefined;
+    const ownerKey = keyOf(this.prefix, 'owner', dvipa);
+    const epochKey = keyOf(this.prefix, 'epoch', dvipa);
+    const adopting = seen.owner?.node === this.opts.node;
+    const record: OwnerRecord = { node: this.opts.node, rank, epoch: adopting ? seen.owner!.epoch : Math.max(seen.lastEpoch, seen.owner?.epoch ?? 0) + 1 };
+    const txn = this.client.if(ownerKey, 'Mod', '==', seen.ownerRev).and(epochKey, 'Mod', '==', seen.epochRev);
+    const put = this.client.put(ownerKey).value(JSON.stringify(record)).lease(this.leaseId);
+    const res = await (adopting ? txn.then(put) : txn.then(put, this.client.put(epochKey).value(String(record.epoch)))).commit();
+    return res.succeeded ? record : undefined;
+  }
+
+  async setMove(dvipa: string, move: MoveRequest | undefined): Promise<void> {
+    const key = keyOf(this.prefix, 'move', dvipa);
+    if (move) await this.client.put(key).value(JSON.stringify(move)).exec();
+    else await this.client.delete().key(key).exec();
+  }
+
+  async setQuiesced(dvipa: string, node: string, quiesced: boolean): Promise<void> {
+    const key = keyOf(this.prefix, 'quiesce', dvipa, node);
+    if (quiesced) await this.client.put(key).value('').exec();
+    else await this.client.delete().key(key).exec();
+  }
+
+  async stop(graceSec: number): Promise<void> {
+    this.stopping = true;
+    try {
+      const mine = [...this.kv].filter(([k, v]) => k.startsWith(keyOf(this.prefix, 'owner', '')) && parseOwner(v.value)?.node === this.opts.node);
+      if (graceSec > 0 && mine.length) {
+        const grace = this.client.lease(graceSec, { autoKeepAlive: false });
+        const id = await grace.grant();
+        for (const [k, v] of mine) await this.client.if(k, 'Mod', '==', v.rev).then(this.client.put(k).value(v.value).lease(id)).commit();
+        grace.release();
+      }
+      await this.lease?.revoke();
+    } catch (e) {
+      this.opts.logger.warn({ err: (e as Error).message }, 'etcd: leaving uncleanly; the lease expires by itself');
+    } finally {
+      this.lease?.release();
+      await this.watcher?.cancel().catch(() => undefined);
+      this.client.close();
+    }
+  }
+}
+
+/**
+ * No shared store: this node owns what it defines or backs up, with epochs that only grow
+ * (the caller keeps the last one in the pinned maps). Said loudly, as a cluster of more
+ * than one node needs etcd to know who is alive.
+ */
+export class LocalCoupling extends EventEmitter implements CouplingFacility {
+  readonly shared = false;
+  readonly healthy = true;
+  private readonly owners = new Map<string, OwnerRecord>();
+  private readonly epochs = new Map<string, number>();
+
+  constructor(private readonly node: string, private readonly logger: Logger) {
+    super();
+  }
+
+  async start(): Promise<void> {
+    this.logger.warn('no coupling facility (--etcd): DVIPA ownership is local to this node; no takeover by or from other nodes');
+    this.emit('change', undefined);
+  }
+
+  members(): Set<string> {
+    return new Set([this.node]);
+  }
+
+  /** The epoch this node's maps remember, so that a restarted agent keeps counting up. */
+  remember(dvipa: string, epoch: number): void {
+    this.epochs.set(dvipa, Math.max(epoch, this.epochs.get(dvipa) ?? 0));
+  }
+
+  view(dvipa: string): DvipaView {
+    const owner = this.owners.get(dvipa);
+    return { owner, ownerRev: owner?.epoch ?? 0, epochRev: 0, lastEpoch: this.epochs.get(dvipa) ?? 0, quiesced: new Set() };
+  }
+
+  async claim(dvipa: string, rank: number, seen: DvipaView): Promise<OwnerRecord | undefined> {
+    const record = { node: this.node, rank, epoch: (seen.owner?.epoch ?? seen.lastEpoch) + (seen.owner ? 0 : 1) };
+    this.owners.set(dvipa, record);
+    this.epochs.set(dvipa, record.epoch);
+    return record;
+  }
+
+  async setMove(): Promise<void> {
+    throw new Error('moving a DVIPA needs the coupling facility (--etcd)');
+  }
+
+  async setQuiesced(): Promise<void> {
+    throw new Error('quiescing a DVIPA needs the coupling facility (--etcd)');
+  }
+
+  async stop(): Promise<void> {
+    this.owners.clear();
+  }
+}

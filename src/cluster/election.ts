@@ -1,0 +1,171 @@
+/*
+ * Who routes each DVIPA, decided through the coupling facility. Every candidate (the node
+ * that defines it, and its VIPABackup nodes) looks at the same store and claims only when
+ * the rules below say it should; the store's transaction makes one claim win.
+ *
+ *  - No owner (the last one's lease expired): the highest-ranked live candidate that is
+ *    not quiesced takes over at once; its tables are warm, so no readiness wait.
+ *  - The defining node (the primary) sees a backup own its DVIPA: it takes it back once
+ *    its readiness gate is open (program attached, every connected target's full report
+ *    in), and has been for the takeback delay; never with nopreempt.
+ *  - An operator's move names a node: that node claims it (WHENIDLE: once no connection
+ *    uses the DVIPA); a quiesced owner is replaced by the best other candidate.
+ *  - Without the store nothing changes hands: an owner keeps forwarding, and nobody takes
+ *    over a DVIPA whose owner it cannot prove dead.
+ */
+import type { CouplingFacility, DvipaView, OwnerRecord } from './coupling.js';
+import type { Logger } from '../log.js';
+
+/** The defining node outranks every VIPABackup (ranks 1..254). */
+export const PRIMARY_RANK = 256;
+
+/** How often the rules are evaluated besides store changes (delays, readiness). */
+const TICK_MS = 200;
+
+export interface Candidate { node: string; rank: number }
+
+export type Claim = 'takeover' | 'takeback' | 'move';
+
+export interface Situation {
+  me: string;
+  candidates: Candidate[];
+  live: Set<string>;
+  view: DvipaView;
+  primary?: string;
+  nopreempt: boolean;
+  /** The readiness gate has been open for the takeback delay. */
+  takebackDue: boolean;
+  /** No connection uses the DVIPA (WHENIDLE moves). */
+  idle: boolean;
+  /** The owner key has been missing so long that a higher-ranked live node is presumed stuck. */
+  ownerlessTooLong: boolean;
+}
+
+/** What this node should claim now, if anything. Pure: the rules above, nothing else. */
+export function decide(s: Situation): Claim | undefined {
+  const { view } = s;
+  const eligible = (n: string) => s.live.has(n) && !view.quiesced.has(n) && s.candidates.some((c) => c.node === n);
+  if (!eligible(s.me) || view.owner?.node === s.me) return undefined;
+  const byRank = s.candidates.filter((c) => eligible(c.node)).sort((a, b) => b.rank - a.rank || a.node.localeCompare(b.node));
+  const moveTo = view.move && eligible(view.move.to) ? view.move.to : undefined;
+  const best = moveTo ?? byRank[0]?.node;
+  if (!view.owner) return best === s.me || s.ownerlessTooLong ? 'takeover' : undefined;
+  if (moveTo === s.me) return !view.move!.whenIdle || s.idle ? 'move' : undefined;
+  if (view.quiesced.has(view.owner.node) && best === s.me) return 'move';
+  if (!view.move && s.me === s.primary && !s.nopreempt && s.takebackDue) return 'takeback';
+  return undefined;
+}
+
+export interface DvipaCandidacy {
+  address: string;
+  primary?: string;
+  candidates: Candidate[];
+}
+
+export interface ElectionHooks {
+  /** The readiness gate: may this node start routing the DVIPA without losing a connection? */
+  ready(dvipa: string): boolean;
+  idle(dvipa: string): boolean;
+  /** This node routes the DVIPA from now on, under this epoch. */
+  acquired(dvipa: string, owner: OwnerRecord, how: Claim | 'adopted'): void;
+  /** Another node routes it now (or nobody, as far as the store says). */
+  lost(dvipa: string, owner: OwnerRecord | undefined): void;
+}
+
+export interface ElectionOptions {
+  me: string;
+  nopreempt: boolean;
+  takebackDelayMs: number;
+  /** After this long without an owner, any live candidate may claim (a better one seems stuck). */
+  stuckMs: number;
+}
+
+export class Election {
+  /** DVIPA -> the epoch under which this node routes it. */
+  readonly owned = new Map<string, OwnerRecord>();
+  private readonly busy = new Set<string>();
+  private readonly readySince = new Map<string, number>();
+  private readonly ownerlessSince = new Map<string, number>();
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly cf: CouplingFacility,
+    private readonly dvipas: Map<string, DvipaCandidacy>,
+    private readonly opts: ElectionOptions,
+    private readonly hooks: ElectionHooks,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    this.cf.on('change', (dvipa?: string) => (dvipa ? this.dvipas.has(dvipa) && this.evaluate(dvipa) : this.evaluateAll()));
+    this.cf.on('health', () => this.evaluateAll());
+    this.timer = setInterval(() => this.evaluateAll(), TICK_MS);
+    this.evaluateAll();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** A deposed owner's word from a peer (a DVIPA message with a higher epoch) ends ours at once. */
+  deposed(dvipa: string, owner: OwnerRecord): void {
+    const mine = this.owned.get(dvipa);
+    if (!mine || owner.epoch <= mine.epoch || owner.node === this.opts.me) return;
+    this.owned.delete(dvipa);
+    this.hooks.lost(dvipa, owner);
+  }
+
+  evaluateAll(): void {
+    for (const d of this.dvipas.keys()) this.evaluate(d);
+  }
+
+  private evaluate(dvipa: string): void {
+    if (this.busy.has(dvipa) || !this.cf.healthy) return;
+    const c = this.dvipas.get(dvipa)!;
+    const view = this.cf.view(dvipa);
+    const now = Date.now();
+    const mine = this.owned.get(dvipa);
+
+    if (view.owner) this.ownerlessSince.delete(dvipa);
+    else if (!this.ownerlessSince.has(dvipa)) this.ownerlessSince.set(dvipa, now);
+    if (this.hooks.ready(dvipa)) {
+      if (!this.readySince.has(dvipa)) this.readySince.set(dvipa, now);
+    } else this.readySince.delete(dvipa);
+
+    if (mine && view.owner && view.owner.node !== this.opts.me) {
+      this.owned.delete(dvipa);
+      this.hooks.lost(dvipa, view.owner);
+      return;
+    }
+    if (view.owner?.node === this.opts.me) {
+      // Ours in the store: either known, or left by this node's previous agent to adopt.
+      if (!mine) this.run(dvipa, 'adopted', view);
+      return;
+    }
+    const claim = decide({
+      me: this.opts.me,
+      candidates: c.candidates,
+      live: this.cf.members(),
+      view,
+      primary: c.primary,
+      nopreempt: this.opts.nopreempt,
+      takebackDue: this.readySince.has(dvipa) && now - this.readySince.get(dvipa)! >= this.opts.takebackDelayMs,
+      idle: this.hooks.idle(dvipa),
+      ownerlessTooLong: now - (this.ownerlessSince.get(dvipa) ?? now) >= this.opts.stuckMs,
+    });
+    if (claim && (claim === 'takeover' || this.hooks.ready(dvipa))) this.run(dvipa, claim, view);
+  }
+
+  private run(dvipa: string, how: Claim | 'adopted', view: DvipaView): void {
+    const rank = this.dvipas.get(dvipa)!.candidates.find((x) => x.node === this.opts.me)?.rank ?? 0;
+    this.busy.add(dvipa);
+    this.cf.claim(dvipa, rank, view).then((won) => {
+      if (!won) return;
+      const was = view.owner;
+      this.owned.set(dvipa, won);
+      this.log.info({ dvipa, epoch: won.epoch, how, from: was?.node }, how === 'adopted' ? 'DVIPA adopted' : 'DVIPA acquired');
+      this.hooks.acquired(dvipa, won, how);
+    }, (e: Error) => this.log.warn({ dvipa, how, err: e.message }, 'claim failed; retrying'))
+      .finally(() => this.busy.delete(dvipa));
+  }
+}
