@@ -281,6 +281,8 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	l2len = parse_eth(&c, &proto);
 	if (l2len < 0)
 		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
+	if (cfg->ext_ifindex == ctx->ingress_ifindex && !for_us(data, cfg->ext_mac))
+		return verdict(XDP_PASS, DVIPA_R_PASS_OTHER_HOST);
 	if (proto != bpf_htons(ETH_P_IP))
 		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_IPV4);
 	iph = parse_ipv4(&c);

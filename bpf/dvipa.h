@@ -93,6 +93,15 @@ struct dvipa_nexthop {
 struct dvipa_config {
 	__be32 cluster_addr; /* outer source of encapsulated packets (this node's XCF address) */
 	__u32 enabled;       /* 0 until configured: the programs pass everything */
+	/*
+	 * The external interface and its MAC. XDP sees frames before the NIC's or the stack's
+	 * destination filter: on a shared segment a switch floods frames for a MAC it has not
+	 * learnt (a failed routing node's), and a backup with warm tables must not forward them
+	 * as well. Ifindex 0: no check.
+	 */
+	__u32 ext_ifindex;
+	__u8 ext_mac[6];
+	__u8 pad[2];
 };
 
 /*
@@ -119,6 +128,7 @@ enum dvipa_reason {
 	DVIPA_R_DECAP,               /* target: outer header stripped, inner passed up */
 	DVIPA_R_DECAP_PASS_NOT_OURS, /* target: IPIP not to our cluster address or not a served DVIPA */
 	DVIPA_R_DECAP_PASS_MALFORMED,/* target: IPIP whose inner header is unparsable */
+	DVIPA_R_PASS_OTHER_HOST,     /* unicast to another MAC (flooded by a switch): the stack drops it */
 	DVIPA_R_COUNT,
 };
 

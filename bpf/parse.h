@@ -18,6 +18,18 @@ struct cursor {
 	void *end;
 };
 
+/*
+ * Whether an Ethernet frame (whose header the caller has bounds-checked) is addressed to
+ * `mac` or to a group (broadcast, multicast).
+ */
+static __always_inline int for_us(const struct ethhdr *eth, const __u8 *mac)
+{
+	if (eth->h_dest[0] & 1)
+		return 1;
+	return *(const __u32 *)eth->h_dest == *(const __u32 *)mac &&
+	       *(const __u16 *)(eth->h_dest + 4) == *(const __u16 *)(mac + 4);
+}
+
 /* Ethernet plus at most one 802.1Q/802.1ad tag. Returns the L2 length, or -1 if truncated. */
 static __always_inline int parse_eth(struct cursor *c, __be16 *proto)
 {

@@ -10,17 +10,15 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { fullChecksums, nsIp, sysctl, Topology } from '../src/lab/netns.js';
 import { Client, startNameServer, type ConnResult } from '../src/lab/procs.js';
 import { FastPath } from '../src/dataplane/fastpath.js';
 import { CrtOrigin } from '../src/dataplane/structs.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
+import { Agents, sleep } from './helpers/agents.js';
 
-const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 const DVIPA = '192.0.2.10';
 const PORT = 8080;
 const HOT = 8081;
@@ -33,55 +31,17 @@ let topo: Topology;
 let dir: string;
 let prefix: string;
 let client: Client;
+let fleet: Agents;
 const ns: Record<string, string> = {};
-const agents: Record<string, ChildProcess> = {};
 const servers: Record<string, ChildProcess> = {};
-const logs: Record<string, Array<Record<string, unknown>>> = {};
-const pinRoot = (node: string) => `/sys/fs/bpf/${prefix}${node}`;
-
-function startAgent(node: string, keyFile = path.join(dir, 'cluster.key'), config = path.join(dir, 'cluster.cfg')): void {
-  const loadFile = path.join(dir, `load-${node}`);
-  if (!fs.existsSync(loadFile)) fs.writeFileSync(loadFile, '0');
-  const child = topo.spawn(ns[node], process.execPath, [CLI, 'agent', '--config', config, '--node', node, '--pin-root', pinRoot(node), '--key-file', keyFile, '--load-file', loadFile, '--scan-ms', '5000'],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DVIPA_LOG_LEVEL: 'info' } });
-  logs[node] = [];
-  readline.createInterface({ input: child.stderr! }).on('line', (l) => {
-    try {
-      logs[node].push(JSON.parse(l));
-    } catch {
-      logs[node].push({ msg: l });
-    }
-  });
-  agents[node] = child;
-}
-
-async function stopAgent(node: string): Promise<void> {
-  const a = agents[node];
-  if (a.exitCode !== null) return;
-  const gone = new Promise((r) => a.once('exit', r));
-  a.kill('SIGTERM');
-  await gone;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(what: string, cond: () => boolean, ms = 10000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) {
-      const tail = Object.entries(logs).map(([n, l]) => `${n}: ${l.slice(-3).map((x) => JSON.stringify(x)).join(' | ')}`).join('\n');
-      throw new Error(`timed out waiting for ${what}; agents' last logs:\n${tail}`);
-    }
-    await sleep(50);
-  }
-}
 
 /** Waits until the routing node's DPT has logged each of these targets ready for the port. */
 async function untilListening(port: number, targets: string[]): Promise<void> {
   const ready = (t: string) => {
-    const last = logs.r1.filter((l) => l.msg === 'DPT changed' && l.target === t && String(l.service).endsWith(`:${port}/tcp`)).at(-1);
+    const last = fleet.logs.r1.filter((l) => l.msg === 'DPT changed' && l.target === t && String(l.service).endsWith(`:${port}/tcp`)).at(-1);
     return last?.ready === true;
   };
-  await until(`${targets.join(', ')} listening on ${port} in r1's DPT`, () => targets.every(ready), 5000);
+  await fleet.until(`${targets.join(', ')} listening on ${port} in r1's DPT`, () => targets.every(ready), 5000);
 }
 
 function names(rs: ConnResult[]): string[] {
@@ -90,7 +50,7 @@ function names(rs: ConnResult[]): string[] {
 }
 
 function routerCrt(): Array<{ origin: number; target: string }> {
-  const fp = FastPath.open({ pinRoot: pinRoot('r1') });
+  const fp = FastPath.open({ pinRoot: fleet.pinRoot('r1') });
   try {
     return [...fp.crt.entries()].filter(([k]) => k.daddr === DVIPA && k.dport === PORT).map(([, v]) => ({ origin: v.origin, target: v.target }));
   } finally {
@@ -119,6 +79,7 @@ before(async () => {
   ].join('\n'));
 
   topo = new Topology(prefix);
+  fleet = new Agents(topo, ns, dir, prefix);
   ns.client = topo.ns('client');
   ns.r1 = topo.ns('r1');
   topo.veth({ ns: ns.client, name: 'c0', addr: '198.18.0.1/24' }, { ns: ns.r1, name: 'ext', addr: '198.18.0.2/24' });
@@ -131,14 +92,14 @@ before(async () => {
     topo.veth({ ns: ns.r1, name: `r${t.name}`, addr: `${t.gw}/24` }, { ns: ns[t.name], name: 'up0', addr: `${t.xcf}/24` });
     nsIp(ns[t.name], 'route', 'add', 'default', 'via', t.gw);
   }
-  for (const node of ['r1', ...TARGETS.map((t) => t.name)]) startAgent(node);
-  await until('all agents started', () => Object.values(logs).every((l) => l.some((x) => x.msg === 'agent started')));
+  for (const node of ['r1', ...TARGETS.map((t) => t.name)]) fleet.start(node);
+  await fleet.until('all agents started', () => Object.values(fleet.logs).every((l) => l.some((x) => x.msg === 'agent started')));
   client = Client.start(topo, ns.client);
 });
 
 after(() => {
   topo?.teardown();
-  for (const node of ['r1', 't1', 't2', 't3']) if (fs.existsSync(pinRoot(node))) FastPath.purge(pinRoot(node));
+  fleet?.purge();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -194,7 +155,7 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   // active-count feedback only narrows that); the bounds are 4 sd, far from 1:1 and 1:0.
   const burst = names(await client.open(DVIPA, WEIGHTED, 60));
   const onT1 = burst.filter((n) => n === 't1').length;
-  const dptLog = logs.r1.filter((l) => String(l.service).endsWith(`:${WEIGHTED}/tcp`)).map((l) => `${l.target}=${l.ready}`).join(' ');
+  const dptLog = fleet.logs.r1.filter((l) => String(l.service).endsWith(`:${WEIGHTED}/tcp`)).map((l) => `${l.target}=${l.ready}`).join(' ');
   assert.ok(onT1 >= 32 && onT1 <= 58, `WEIGHT 30:10 over 60 connections: ${onT1} on t1 (${burst.join(' ')}; DPT changes: ${dptLog})`);
 
   // SERVERWLM: weights follow the load targets report (here through their load files). A
@@ -242,31 +203,31 @@ test('random and truncated frames thrown at the routing agent: it keeps serving'
   fuzz.stdout!.on('data', (d: Buffer) => (made += d));
   await new Promise((r) => fuzz.once('exit', r));
   assert.equal(made, '300', 'the fuzzer reached the agent 300 times');
-  assert.equal(agents.r1.exitCode, null, 'the routing agent is still running');
-  const drops = logs.r1.filter((l) => l.msg === 'message dropped');
-  assert.ok(drops.length > 0, `the garbage was noticed (drops logged: ${drops.length}; all r1 log messages: ${[...new Set(logs.r1.map((l) => l.msg))].join(', ')})`);
+  assert.equal(fleet.procs.r1.exitCode, null, 'the routing agent is still running');
+  const drops = fleet.logs.r1.filter((l) => l.msg === 'message dropped');
+  assert.ok(drops.length > 0, `the garbage was noticed (drops logged: ${drops.length}; all r1 log messages: ${[...new Set(fleet.logs.r1.map((l) => l.msg))].join(', ')})`);
   assert.ok(drops.length <= 6, `logged once per source and reason per minute, not once per frame (${drops.length})`);
   const got = names(await client.open(DVIPA, PORT, 10));
   assert.ok(got.every((n) => n === 't2' || n === 't3'), `still distributing (${got.join(' ')})`);
 });
 
 test('an agent with the wrong key is rejected: its node gets no new connections', async () => {
-  await stopAgent('t3');
-  startAgent('t3', path.join(dir, 'wrong.key'));
-  await until('the router to refuse t3', () => logs.r1.some((l) => l.reason === 'bad_tag'));
+  await fleet.stop('t3');
+  fleet.start('t3', { keyFile: path.join(dir, 'wrong.key') });
+  await fleet.until('the router to refuse t3', () => fleet.logs.r1.some((l) => l.reason === 'bad_tag'));
   await sleep(500);
   const got = names(await client.open(DVIPA, PORT, 30));
   assert.ok(!got.includes('t3'), `t3 is shut out while its key is wrong (${got.join(' ')})`);
   assert.ok(got.includes('t2'));
-  await stopAgent('t3');
+  await fleet.stop('t3');
 });
 
 test("a target whose own file does not name the service learns it from the routing node's VIPA list", async () => {
   // t3's own configuration knows only itself and its peer: nothing about what r1 distributes.
   const own = path.join(dir, 't3.cfg');
   fs.writeFileSync(own, `NODE t3 XCF ${TARGETS[2].xcf} INTERNAL up0\nPEER r1 XCF 198.18.10.1\n`);
-  startAgent('t3', path.join(dir, 'cluster.key'), own);
-  await until('t3 to receive the VIPA list', () => logs.t3.some((l) => l.msg === 'VIPA list received'));
+  fleet.start('t3', { config: own });
+  await fleet.until('t3 to receive the VIPA list', () => fleet.logs.t3.some((l) => l.msg === 'VIPA list received'));
   await sleep(1000);
   const got = names(await client.open(DVIPA, PORT, 30));
   assert.ok(got.includes('t3'), `t3 is a target again, by the VIPA list alone (${got.join(' ')})`);

@@ -4,23 +4,14 @@
  * neighbours switch to it at once. Repeated a few times, as keepalived and z/OS do: one
  * broadcast may be lost, and a switch may still be learning the port.
  */
-import { execFileSync } from 'node:child_process';
 import { named } from '../dataplane/errors.js';
 import { native } from '../dataplane/addon.js';
 import { parseIpv4 } from '../net/addr.js';
+import { ip } from '../net/iproute.js';
 import type { Logger } from '../log.js';
 
 /** When to repeat the announcement after taking the address (ms after the first). */
 const REPEAT_MS = [200, 1000];
-
-function ip(args: string[]): string {
-  try {
-    return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    const err = e as { stderr?: string; message: string };
-    throw new Error(`ip ${args.join(' ')}: ${(err.stderr ?? err.message).trim()}`);
-  }
-}
 
 export class AddressHolder {
   private readonly timers = new Set<NodeJS.Timeout>();
@@ -29,11 +20,11 @@ export class AddressHolder {
 
   /** Whether the address is on the interface now (after an agent restart, it may already be). */
   holds(address: string): boolean {
-    return ip(['-o', '-4', 'addr', 'show', 'dev', this.ifname]).split('\n').some((l) => l.includes(` ${address}/`));
+    return ip('-o', '-4', 'addr', 'show', 'dev', this.ifname).split('\n').some((l) => l.includes(` ${address}/`));
   }
 
   take(address: string): void {
-    ip(['addr', 'replace', `${address}/32`, 'dev', this.ifname]);
+    ip('addr', 'replace', `${address}/32`, 'dev', this.ifname);
     this.announce(address);
     for (const ms of REPEAT_MS) {
       const t = setTimeout(() => {
@@ -45,7 +36,7 @@ export class AddressHolder {
   }
 
   give(address: string): void {
-    if (this.holds(address)) ip(['addr', 'del', `${address}/32`, 'dev', this.ifname]);
+    if (this.holds(address)) ip('addr', 'del', `${address}/32`, 'dev', this.ifname);
   }
 
   stop(): void {

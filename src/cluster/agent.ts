@@ -77,12 +77,11 @@ export class Agent {
   async start(): Promise<void> {
     this.fp.configure({ clusterAddr: this.node.xcf });
     const roles = rolesOf(this.opts.config, this.node.name);
-    const me = this.node.name;
     for (const [dvipa, rs] of roles) {
       if (rs.some((r) => r.kind === 'target')) this.target.serve(dvipa);
       if (!rs.some((r) => r.kind === 'routing' || r.kind === 'backup')) continue;
       const plan = this.plans.get(dvipa)!;
-      this.router.route(plan, plan.routingNode === me ? plan.distribute : (plan.backupDistribute.get(me) ?? plan.distribute));
+      this.router.route(plan);
       this.candidacies.set(dvipa, {
         address: dvipa,
         primary: plan.routingNode,
@@ -143,10 +142,11 @@ export class Agent {
       nopreempt: ha.nopreempt ?? false,
       takebackDelayMs: ha.takebackDelayMs ?? 0,
       stuckMs: 3000 * (ha.etcd?.ttlSec ?? 1),
+      settleMs: ha.etcd ? 1000 * ha.etcd.ttlSec + 500 : 0,
     }, {
       ready: (d) => this.router.ready(d),
       idle: (d) => this.router.idle(d),
-      acquired: (d, rec, how) => this.acquired(d, rec, how),
+      acquired: (d, rec, how, previous) => this.acquired(d, rec, how, previous),
       lost: (d, owner) => {
         this.router.disown(d);
         this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, 'DVIPA now routed by another node: address released');
@@ -169,8 +169,8 @@ export class Agent {
     join();
   }
 
-  private acquired(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted'): void {
-    this.router.own(dvipa, rec.epoch);
+  private acquired(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted', previous?: string): void {
+    this.router.own(dvipa, rec.epoch, previous);
     const change: Message = { type: MsgType.Dvipa, body: { address: dvipa, owner: this.node.name, epoch: rec.epoch, event: how } };
     this.transport.broadcast(change);
     this.target.onDvipa(this.node.name, change.body);

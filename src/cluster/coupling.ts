@@ -51,7 +51,8 @@ export interface CouplingFacility extends EventEmitter {
    * can adopt them before the backups take over; 0 gives everything up at once.
    */
   stop(graceSec: number): Promise<void>;
-  // Events: 'change' (dvipa | undefined for membership), 'health' (healthy: boolean).
+  // Events: 'change' (dvipa | undefined for membership), 'health' (healthy: boolean),
+  // 'lease' (a new lease: keys bound to an earlier one are no longer this agent's).
 }
 
 export interface EtcdOptions {
@@ -159,6 +160,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
       void this.rejoin();
     });
     this.leaseId = await lease.grant();
+    this.emit('lease');
     await lease.put(keyOf(this.prefix, 'members', this.opts.node)).value(JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf })).exec();
   }
 

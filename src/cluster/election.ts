@@ -66,8 +66,8 @@ export interface ElectionHooks {
   /** The readiness gate: may this node start routing the DVIPA without losing a connection? */
   ready(dvipa: string): boolean;
   idle(dvipa: string): boolean;
-  /** This node routes the DVIPA from now on, under this epoch. */
-  acquired(dvipa: string, owner: OwnerRecord, how: Claim | 'adopted'): void;
+  /** This node routes the DVIPA from now on, under this epoch; `previous`: who routed it last. */
+  acquired(dvipa: string, owner: OwnerRecord, how: Claim | 'adopted', previous?: string): void;
   /** Another node routes it now (or nobody, as far as the store says). */
   lost(dvipa: string, owner: OwnerRecord | undefined): void;
 }
@@ -78,14 +78,25 @@ export interface ElectionOptions {
   takebackDelayMs: number;
   /** After this long without an owner, any live candidate may claim (a better one seems stuck). */
   stuckMs: number;
+  /**
+   * After the store (re)connects, claims of DVIPAs this node did not hold wait this long, so
+   * that every live node has re-registered first (a lease TTL and a little more): when etcd
+   * comes back, leases that ran out meanwhile go, and the holder must win its DVIPA back.
+   */
+  settleMs: number;
 }
 
 export class Election {
   /** DVIPA -> the epoch under which this node routes it. */
   readonly owned = new Map<string, OwnerRecord>();
   private readonly busy = new Set<string>();
+  /** DVIPAs whose owner key this agent's lease holds (not one its previous agent left). */
+  private readonly bound = new Set<string>();
   private readonly readySince = new Map<string, number>();
   private readonly ownerlessSince = new Map<string, number>();
+  /** The last owner seen of each DVIPA (a dead owner's key is gone when its successor claims). */
+  private readonly lastOwner = new Map<string, string>();
+  private healthySince?: number;
   private timer?: NodeJS.Timeout;
 
   constructor(
@@ -97,8 +108,13 @@ export class Election {
   ) {}
 
   start(): void {
+    this.cf.on('lease', () => this.bound.clear());
     this.cf.on('change', (dvipa?: string) => (dvipa ? this.dvipas.has(dvipa) && this.evaluate(dvipa) : this.evaluateAll()));
-    this.cf.on('health', () => this.evaluateAll());
+    this.healthySince = this.cf.healthy ? Date.now() : undefined;
+    this.cf.on('health', (ok: boolean) => {
+      this.healthySince = ok ? Date.now() : undefined;
+      this.evaluateAll();
+    });
     this.timer = setInterval(() => this.evaluateAll(), TICK_MS);
     this.evaluateAll();
   }
@@ -126,7 +142,10 @@ export class Election {
     const now = Date.now();
     const mine = this.owned.get(dvipa);
 
-    if (view.owner) this.ownerlessSince.delete(dvipa);
+    if (view.owner) {
+      this.ownerlessSince.delete(dvipa);
+      this.lastOwner.set(dvipa, view.owner.node);
+    }
     else if (!this.ownerlessSince.has(dvipa)) this.ownerlessSince.set(dvipa, now);
     if (this.hooks.ready(dvipa)) {
       if (!this.readySince.has(dvipa)) this.readySince.set(dvipa, now);
@@ -138,10 +157,11 @@ export class Election {
       return;
     }
     if (view.owner?.node === this.opts.me) {
-      // Ours in the store: either known, or left by this node's previous agent to adopt.
-      if (!mine) this.run(dvipa, 'adopted', view);
+      // Ours in the store: held by this agent's lease, or left by its previous agent to adopt.
+      if (!this.bound.has(dvipa)) this.run(dvipa, 'adopted', view);
       return;
     }
+    this.bound.delete(dvipa);
     const claim = decide({
       me: this.opts.me,
       candidates: c.candidates,
@@ -153,7 +173,10 @@ export class Election {
       idle: this.hooks.idle(dvipa),
       ownerlessTooLong: now - (this.ownerlessSince.get(dvipa) ?? now) >= this.opts.stuckMs,
     });
-    if (claim && (claim === 'takeover' || this.hooks.ready(dvipa))) this.run(dvipa, claim, view);
+    if (!claim) return;
+    // The holder wins back what it held at once; the others give the cluster time to settle.
+    const settled = mine !== undefined || now - (this.healthySince ?? now) >= this.opts.settleMs;
+    if (settled && (claim === 'takeover' || this.hooks.ready(dvipa))) this.run(dvipa, claim, view);
   }
 
   private run(dvipa: string, how: Claim | 'adopted', view: DvipaView): void {
@@ -161,10 +184,12 @@ export class Election {
     this.busy.add(dvipa);
     this.cf.claim(dvipa, rank, view).then((won) => {
       if (!won) return;
-      const was = view.owner;
+      const previous = view.owner?.node ?? this.lastOwner.get(dvipa);
       this.owned.set(dvipa, won);
-      this.log.info({ dvipa, epoch: won.epoch, how, from: was?.node }, how === 'adopted' ? 'DVIPA adopted' : 'DVIPA acquired');
-      this.hooks.acquired(dvipa, won, how);
+      this.bound.add(dvipa);
+      this.lastOwner.set(dvipa, this.opts.me);
+      this.log.info({ dvipa, epoch: won.epoch, how, from: previous }, how === 'adopted' ? 'DVIPA adopted' : 'DVIPA acquired');
+      this.hooks.acquired(dvipa, won, how, previous);
     }, (e: Error) => this.log.warn({ dvipa, how, err: e.message }, 'claim failed; retrying'))
       .finally(() => this.busy.delete(dvipa));
   }

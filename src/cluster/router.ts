@@ -21,6 +21,18 @@ import type { Logger } from '../log.js';
 const PUSH_MS = 100;
 /** Tables adopted from a previous agent wait for the targets' reports at most this long. */
 const ADOPT_MS = 3000;
+/**
+ * After a DVIPA changes hands, the new owner distributes new connections as the previous
+ * owner did for this long: connections the previous owner routed in its last moments, not
+ * yet reported by their targets, then still find their target by the hash (their first
+ * packets here miss the CRT). By then their targets have reported them.
+ */
+const INHERIT_MS = 3000;
+/**
+ * For this long after start the readiness gate waits for every candidate target, connected
+ * or not (it has not had time to connect); after it, only for those that are connected.
+ */
+const GATE_WAIT_MS = 5000;
 
 export interface RoutingOptions {
   /** Whether the node with this cluster address is connected now (this node itself: yes). */
@@ -34,7 +46,14 @@ interface Routed {
 }
 
 export class RoutingRole {
-  private readonly dpt = new Dpt();
+  /**
+   * The DPT as each candidate routing node of a DVIPA distributes it (its own VIPADISTribute
+   * or the owner's), all fed by the same reports: this node's for its own tables, the others'
+   * to continue a previous owner's distribution for a while after a change of owner.
+   */
+  private readonly dpts = new Map<string, Dpt>();
+  /** Service name -> the node whose distribution its table follows for now (INHERIT_MS). */
+  private readonly inheriting = new Map<string, { from: string; timer: NodeJS.Timeout }>();
   /** Service name -> data-plane service. */
   private readonly routed = new Map<string, Service>();
   /** DVIPAs this node owns or backs up. */
@@ -52,6 +71,7 @@ export class RoutingRole {
   private readonly address?: AddressHolder;
   private pushTimer?: NodeJS.Timeout;
   private adoptTimer?: NodeJS.Timeout;
+  private readonly startedAt = Date.now();
 
   constructor(
     private readonly fp: FastPath,
@@ -70,13 +90,14 @@ export class RoutingRole {
   }
 
   stop(): void {
+    for (const i of this.inheriting.values()) clearTimeout(i.timer);
     clearTimeout(this.pushTimer);
     clearTimeout(this.adoptTimer);
     this.address?.stop();
   }
 
   /** Programs the DVIPA's services (this node's own VIPADISTribute if it has one, else the owner's). */
-  route(plan: DvipaPlan, distribute: VipaDistribute[]): void {
+  route(plan: DvipaPlan): void {
     for (const ifname of this.node.internal) {
       this.fp.enableEgress(ifname);
       // Targets' replies may come back through this node, sourced from the DVIPA, which is
@@ -85,13 +106,19 @@ export class RoutingRole {
       fs.writeFileSync(`/proc/sys/net/ipv4/conf/${ifname}/accept_local`, '1');
     }
     if (this.node.external) this.fp.attach('distributor', this.node.external);
+    const distribute = distributionOf(plan, this.node.name);
     this.dvipas.set(plan.address, { distribute, epoch: 0 });
     const everyNode = this.config.nodes.map((n) => ({ xcf: n.xcf }));
+    for (const node of candidatesOf(plan)) {
+      if (!this.dpts.has(node)) this.dpts.set(node, new Dpt());
+      for (const d of distributionOf(plan, node)) {
+        for (const s of servicesOf(d)) this.dpts.get(node)!.define(serviceName(s), { method: d.method, destinations: d.destinations === 'all' ? everyNode : d.destinations });
+      }
+    }
     for (const d of distribute) {
       for (const s of servicesOf(d)) {
         const name = serviceName(s);
         this.routed.set(name, s);
-        this.dpt.define(name, { method: d.method, destinations: d.destinations === 'all' ? everyNode : d.destinations });
         this.affinity.set(name, d.timedAffinity);
         // Pinned tables of a previous agent keep forwarding new connections until the
         // targets have told this one who listens: an empty DPT now would refuse them.
@@ -110,11 +137,15 @@ export class RoutingRole {
     return this.fp.epochOf(dvipa) ?? 0;
   }
 
-  /** This node routes the DVIPA from now on: its address, announced, and its epoch in the maps. */
-  own(dvipa: string, epoch: number): void {
+  /**
+   * This node routes the DVIPA from now on: its address, announced, and its epoch in the maps.
+   * Taken from `previous`, it first distributes as that node did (INHERIT_MS).
+   */
+  own(dvipa: string, epoch: number, previous?: string): void {
     const d = this.dvipas.get(dvipa);
     if (!d) throw new Error(`${dvipa}: not a DVIPA this node routes or backs up`);
     d.epoch = epoch;
+    if (previous && previous !== this.node.name) this.inherit(dvipa, previous);
     if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, epoch);
     if (this.address) this.address.take(dvipa);
     else this.log.warn({ dvipa }, 'no EXTERNAL interface: the DVIPA is owned but not announced by this node');
@@ -127,6 +158,21 @@ export class RoutingRole {
     d.epoch = 0;
     if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, 0);
     this.address?.give(dvipa);
+  }
+
+  private inherit(dvipa: string, from: string): void {
+    const theirs = this.dpts.get(from);
+    if (!theirs) return;
+    for (const [name, s] of this.routed) {
+      if (s.vip !== dvipa || !theirs.serviceNames().includes(name)) continue;
+      clearTimeout(this.inheriting.get(name)?.timer);
+      const timer = setTimeout(() => {
+        this.inheriting.delete(name);
+        this.push(name);
+      }, INHERIT_MS);
+      this.inheriting.set(name, { from, timer });
+      this.push(name);
+    }
   }
 
   epochOf(dvipa: string): number {
@@ -144,12 +190,14 @@ export class RoutingRole {
   }
 
   /**
-   * The readiness gate: the distributor is attached and every connected candidate target
-   * has sent its full SRVSTAT and CONNS, so the DPT and the CRT are complete.
+   * The readiness gate: the distributor is attached and every candidate target has sent its
+   * full SRVSTAT and CONNS, so the DPT and the CRT are complete. Targets that are not
+   * connected count only while they may still be connecting (GATE_WAIT_MS after start).
    */
   ready(dvipa: string): boolean {
     if (!this.dvipas.has(dvipa)) return false;
-    return this.candidateTargets(dvipa).every((x) => !this.opts.isConnected(x) || (this.synced.get(x)?.srvstat && this.synced.get(x)?.conns));
+    const waiting = Date.now() - this.startedAt < GATE_WAIT_MS;
+    return this.candidateTargets(dvipa).every((x) => (!waiting && !this.opts.isConnected(x)) || (this.synced.get(x)?.srvstat && this.synced.get(x)?.conns));
   }
 
   /** No connection through the DVIPA is known (for WHENIDLE moves). */
@@ -181,7 +229,8 @@ export class RoutingRole {
   private push(name: string): void {
     if (this.deferred.has(name)) return;
     const s = this.routed.get(name)!;
-    this.fp.setTargets(s, this.dpt.weights(name), { affinitySec: this.affinity.get(name) });
+    const source = this.dpts.get(this.inheriting.get(name)?.from ?? this.node.name)!;
+    this.fp.setTargets(s, source.weights(name), { affinitySec: this.affinity.get(name) });
   }
 
   private pushSoon(name: string): void {
@@ -201,6 +250,14 @@ export class RoutingRole {
     return undefined;
   }
 
+  /** A report into every candidate's DPT; whether the one this service's table follows now changed. */
+  private update(name: string, xcf: string, change: Parameters<Dpt['update']>[2]): boolean {
+    const source = this.inheriting.get(name)?.from ?? this.node.name;
+    let changed = false;
+    for (const [node, dpt] of this.dpts) if (dpt.update(name, xcf, change) && node === source) changed = true;
+    return changed;
+  }
+
   /** A target's SRVSTAT: which services it listens on, and its load. */
   onSrvStat(peer: string, xcf: string, body: SrvStat): void {
     if (body.full) this.synced.set(xcf, { srvstat: true, conns: this.synced.get(xcf)?.conns ?? false });
@@ -208,7 +265,7 @@ export class RoutingRole {
     const down = new Set(body.down.map((r) => `${r.dvipa}:${r.port === 0 ? '*' : r.port}/${r.protocol}`));
     for (const name of this.routed.keys()) {
       const ready = up.has(name) ? true : down.has(name) || body.full ? false : undefined;
-      if (this.dpt.update(name, xcf, { ready, load: body.load })) {
+      if (this.update(name, xcf, { ready, load: body.load })) {
         this.push(name);
         this.log.info({ service: name, target: peer, ready, load: body.load }, 'DPT changed');
       }
@@ -260,12 +317,22 @@ export class RoutingRole {
     }
     const counts = new Map<string, number>([...this.routed.keys()].map((n) => [n, 0]));
     for (const v of this.conns.values()) if (v.xcf === xcf) counts.set(v.service, (counts.get(v.service) ?? 0) + 1);
-    for (const [name, active] of counts) if (this.dpt.update(name, xcf, { active })) this.pushSoon(name);
+    for (const [name, active] of counts) if (this.update(name, xcf, { active })) this.pushSoon(name);
   }
 
   /** A target agent went away: no new connections for it until it reports again. */
   targetGone(xcf: string): void {
     this.synced.delete(xcf);
-    for (const name of this.routed.keys()) if (this.dpt.update(name, xcf, { ready: false })) this.push(name);
+    for (const name of this.routed.keys()) if (this.update(name, xcf, { ready: false })) this.push(name);
   }
+}
+
+/** The routing nodes that may route the DVIPA: the one that defines it and its backups. */
+export function candidatesOf(plan: DvipaPlan): string[] {
+  return [...(plan.routingNode ? [plan.routingNode] : []), ...plan.backups.map((b) => b.node)];
+}
+
+/** How `node` distributes the DVIPA when it routes it: its own VIPADISTribute, else the owner's. */
+export function distributionOf(plan: DvipaPlan, node: string): VipaDistribute[] {
+  return node === plan.routingNode ? plan.distribute : (plan.backupDistribute.get(node) ?? plan.distribute);
 }

@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { serviceName, type FastPath, type Service } from '../dataplane/fastpath.js';
-import type { NodeSpec, VipaDistribute } from '../config/model.js';
+import type { NodeSpec } from '../config/model.js';
 import { isTarget, type DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type DvipaChange, type Message, type ServiceRef, type VipaList } from './messages.js';
 import { connectionsOn, listensOn, readSockets } from './sockets.js';
@@ -108,9 +108,11 @@ export class TargetRole {
       out.get(router)!.set(serviceName(s), s);
     };
     for (const p of this.plans.values()) {
-      const mine = (ds: VipaDistribute[]) => ds.filter((d) => isTarget(d, this.node)).flatMap(servicesOf);
-      if (p.routingNode) for (const s of mine(p.distribute)) add(p.routingNode, s);
-      for (const b of p.backups) for (const s of mine(p.backupDistribute.get(b.node) ?? p.distribute)) add(b.node, s);
+      // Every candidate routing node hears of every connection of the DVIPA, also one whose
+      // own list leaves this node out: after a takeover it must still route those here.
+      const lists = [p.distribute, ...p.backupDistribute.values()];
+      const mine = lists.flatMap((ds) => ds.filter((d) => isTarget(d, this.node)).flatMap(servicesOf));
+      for (const router of [...(p.routingNode ? [p.routingNode] : []), ...p.backups.map((b) => b.node)]) for (const s of mine) add(router, s);
     }
     for (const [router, services] of this.announced) for (const s of services) add(router, s);
     return new Map([...out].map(([r, m]) => [r, [...m.values()]]));

@@ -17,9 +17,11 @@ import type { Affinity, AffinityKey, CrtEntry, Flow, Nexthop, NodeConfig, Reason
 import { attachXdp, detachXdp, listLinks } from './xdp.js';
 import type { Attachment, XdpMode } from './xdp.js';
 import { buildMaglev } from '../tables/maglev.js';
+import { interfaceMac } from '../net/iproute.js';
 import { log as rootLog, type Logger } from '../log.js';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/dvipa';
+const NO_MAC = '00:00:00:00:00:00';
 const BPF_MAP_TYPE_ARRAY = 2;
 
 /** The programs dvipa attaches, by role. */
@@ -138,7 +140,8 @@ export class FastPath {
 
   /** Node-wide settings: the cluster address is the outer source of encapsulated packets. */
   configure(c: { clusterAddr: string; enabled?: boolean }): void {
-    this.config.set(0, { clusterAddr: c.clusterAddr, enabled: c.enabled === false ? 0 : 1 });
+    const old = this.config.get(0);
+    this.config.set(0, { extIfindex: 0, extMac: NO_MAC, ...old, clusterAddr: c.clusterAddr, enabled: c.enabled === false ? 0 : 1 });
   }
 
   nodeConfig(): NodeConfig {
@@ -259,6 +262,9 @@ export class FastPath {
   attach(role: Role, ifname: string, mode: XdpMode = 'auto'): Attachment {
     const a = attachXdp(this.pinRoot, PROGRAMS[role], this.progFd(role), ifname, mode, this.log);
     this.log.info({ ...a }, a.replaced ? 'XDP program replaced' : 'XDP program attached');
+    const cfg = this.config.get(0);
+    // The distributor takes only frames addressed to its interface (see dvipa_config).
+    if (role === 'distributor' && cfg) this.config.set(0, { ...cfg, extIfindex: a.ifindex, extMac: interfaceMac(ifname) });
     return a;
   }
 

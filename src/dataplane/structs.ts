@@ -41,8 +41,14 @@ export const nexthop = struct<Nexthop>('dvipa_nexthop', [
   ['expiresNs', 'u64'], ['ifindex', 'u32'], ['mtu', 'u16'], ['smac', 'mac'], ['dmac', 'mac'], ['pad', { pad: 2 }],
 ]);
 
-export interface NodeConfig { clusterAddr: string; enabled: number }
-export const nodeConfig = struct<NodeConfig>('dvipa_config', [['clusterAddr', 'ipv4'], ['enabled', 'u32']]);
+export interface NodeConfig {
+  clusterAddr: string;
+  enabled: number;
+  /** The distributor's external interface (0: none) and its MAC: frames to other MACs are not ours. */
+  extIfindex: number;
+  extMac: string;
+}
+export const nodeConfig = struct<NodeConfig>('dvipa_config', [['clusterAddr', 'ipv4'], ['enabled', 'u32'], ['extIfindex', 'u32'], ['extMac', 'mac'], ['pad', { pad: 2 }]]);
 
 /** Verdict reasons, in the order of enum dvipa_reason. */
 export const REASONS = [
@@ -65,6 +71,7 @@ export const REASONS = [
   'decap',
   'decap_pass_not_ours',
   'decap_pass_malformed',
+  'pass_other_host',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 

@@ -58,7 +58,7 @@ function open(host: string, port: number): Promise<Result> {
       clearTimeout(timer);
       sock.removeAllListeners('error');
       sock.on('error', () => undefined);
-      conns.set(id, { sock, lines: readline.createInterface({ input: sock }) });
+      conns.set(id, { sock, lines: readline.createInterface({ input: sock }).on('error', () => undefined) });
       resolve(ask(id, 'hello'));
     });
   });

@@ -1,9 +1,11 @@
 /*
- * A real etcd server (Debian's etcd-server) on loopback, for the tests and the lab: its own
- * data directory and free ports, tuned so that 1-second leases are allowed (etcd's shortest
- * lease is 1.5 election timeouts). Stopped by pid, its directory removed.
+ * A real etcd server (Debian's etcd-server) for the tests and the lab: on loopback, or on an
+ * address inside a lab namespace (where the agents of other namespaces can reach it). Its
+ * own data directory, tuned so that 1-second leases are allowed (etcd's shortest lease is
+ * 1.5 election timeouts). Stopped by pid, its directory removed.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { netnsPath, type Topology } from './netns.js';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -27,40 +29,44 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function reachable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
+/** Whether etcd answers, asked from where the agents are. */
+function healthy(url: string, ns?: string): Promise<boolean> {
+  const cmd = ['etcdctl', `--endpoints=${url}`, '--dial-timeout=500ms', '--command-timeout=500ms', 'endpoint', 'health'];
+  const [file, args] = ns ? ['nsenter', [`--net=${netnsPath(ns)}`, ...cmd]] : [cmd[0], cmd.slice(1)];
+  return new Promise((resolve) => execFile(file, args, { env: { ...process.env, ETCDCTL_API: '3' } }, (err) => resolve(!err)));
 }
 
-export async function startEtcd(opts: { name?: string; log?: string } = {}): Promise<EtcdServer> {
+/** Where to run it: a lab namespace and an address of it; default loopback of this namespace. */
+export interface EtcdPlace { topo: Topology; ns: string; host: string }
+
+export async function startEtcd(opts: { name?: string; log?: string; place?: EtcdPlace } = {}): Promise<EtcdServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-etcd-'));
-  const [client, peer] = [await freePort(), await freePort()];
-  const url = `http://127.0.0.1:${client}`;
-  const peerUrl = `http://127.0.0.1:${peer}`;
+  const { place } = opts;
+  const host = place?.host ?? '127.0.0.1';
+  const [client, peer] = place ? [2379, 2380] : [await freePort(), await freePort()];
+  const url = `http://${host}:${client}`;
+  const peerUrl = `http://${host}:${peer}`;
   const name = opts.name ?? 'cf';
   const out = opts.log ? fs.openSync(opts.log, 'a') : 'ignore';
   let child: ChildProcess;
   try {
-    child = spawn('etcd', [
+    const args = [
       '--name', name, '--data-dir', path.join(dir, 'data'),
       '--listen-client-urls', url, '--advertise-client-urls', url,
       '--listen-peer-urls', peerUrl, '--initial-advertise-peer-urls', peerUrl,
       '--initial-cluster', `${name}=${peerUrl}`,
       '--heartbeat-interval', '50', '--election-timeout', '500',
       '--log-level', 'warn', '--logger', 'zap',
-    ], { stdio: ['ignore', out, out] });
+    ];
+    const stdio: ['ignore', typeof out, typeof out] = ['ignore', out, out];
+    child = place ? place.topo.spawn(place.ns, 'etcd', args, { stdio }) : spawn('etcd', args, { stdio });
   } finally {
     if (typeof out === 'number') fs.closeSync(out);
   }
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const cleanup = () => fs.rmSync(dir, { recursive: true, force: true });
   const deadline = Date.now() + 10000;
-  while (!(await reachable(client))) {
+  while (!(await healthy(url, place?.ns))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       await exited;

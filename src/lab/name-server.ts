@@ -12,7 +12,7 @@ let udpCount = 0;
 
 const tcp = net.createServer((sock) => {
   sock.on('error', () => sock.destroy());
-  readline.createInterface({ input: sock }).on('line', (line) => {
+  readline.createInterface({ input: sock }).on('error', () => undefined).on('line', (line) => {
     sock.write(line === 'udpcount' ? `${udpCount}\n` : `${name}\n`);
   });
 });

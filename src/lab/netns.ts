@@ -4,17 +4,11 @@
  * everything created is recorded so teardown can remove it, also after a failure.
  */
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { ip } from '../net/iproute.js';
+
+export { ip };
 import { native } from '../dataplane/addon.js';
 import { named } from '../dataplane/errors.js';
-
-export function ip(...args: string[]): string {
-  try {
-    return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    const err = e as { stderr?: string; status?: number };
-    throw new Error(`ip ${args.join(' ')}: ${(err.stderr ?? '').trim() || `exit ${err.status}`}`);
-  }
-}
 
 export function nsIp(ns: string, ...args: string[]): string {
   return ip('-n', ns, ...args);
@@ -24,6 +18,14 @@ export function sysctl(ns: string, key: string, value: string): void {
   ip('netns', 'exec', ns, 'sysctl', '-qw', `${key}=${value}`);
 }
 
+function ethtool(ns: string, ifname: string, feature: string, on: boolean): void {
+  try {
+    execFileSync('ip', ['netns', 'exec', ns, 'ethtool', '-K', ifname, feature, on ? 'on' : 'off'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    throw new Error(`ethtool -K ${ifname} ${feature} ${on ? 'on' : 'off'} (in ${ns}): ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`);
+  }
+}
+
 /**
  * Makes `ifname` put full checksums on what it sends. A veth normally leaves them to
  * "hardware" (CHECKSUM_PARTIAL), and a frame redirected by XDP loses that note, so the
@@ -31,11 +33,16 @@ export function sysctl(ns: string, key: string, value: string): void {
  * client whose packets cross an XDP redirect.
  */
 export function fullChecksums(ns: string, ifname: string): void {
-  try {
-    execFileSync('ip', ['netns', 'exec', ns, 'ethtool', '-K', ifname, 'tx', 'off'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  } catch (e) {
-    throw new Error(`ethtool -K ${ifname} tx off (in ${ns}): ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`);
-  }
+  ethtool(ns, ifname, 'tx', false);
+}
+
+/**
+ * Lets a veth receive frames an XDP program redirects into its peer: veth takes them only
+ * on a NAPI queue, which exists when the receiving end has an XDP program or GRO on. A
+ * bridge port has neither unless asked.
+ */
+export function acceptRedirects(ns: string, ifname: string): void {
+  ethtool(ns, ifname, 'gro', true);
 }
 
 export function netnsPath(ns: string): string {
@@ -55,6 +62,8 @@ export function inNetns<T>(ns: string, fn: () => T): T {
   }
 }
 
+export interface VethEnd { ns: string; name: string; addr?: string; master?: string }
+
 /** A set of namespaces that is torn down as a whole. */
 export class Topology {
   private readonly namespaces: string[] = [];
@@ -70,13 +79,20 @@ export class Topology {
     return full;
   }
 
-  /** A veth pair between two namespaces, both ends up, with optional addresses (CIDR). */
-  veth(a: { ns: string; name: string; addr?: string }, b: { ns: string; name: string; addr?: string }): void {
+  /** A veth pair between two namespaces, both ends up, with optional addresses (CIDR) or bridge. */
+  veth(a: VethEnd, b: VethEnd): void {
     ip('link', 'add', a.name, 'netns', a.ns, 'type', 'veth', 'peer', 'name', b.name, 'netns', b.ns);
     for (const end of [a, b]) {
       if (end.addr) nsIp(end.ns, 'addr', 'add', end.addr, 'dev', end.name);
+      if (end.master) nsIp(end.ns, 'link', 'set', end.name, 'master', end.master);
       nsIp(end.ns, 'link', 'set', end.name, 'up');
     }
+  }
+
+  /** A bridge in `ns`: a shared segment (a switch) for the ends that name it as master. */
+  bridge(ns: string, name: string): void {
+    nsIp(ns, 'link', 'add', name, 'type', 'bridge');
+    nsIp(ns, 'link', 'set', name, 'up');
   }
 
   /**

@@ -30,12 +30,12 @@ export async function startNameServer(topo: Topology, ns: string, name: string, 
 
 export interface ConnResult { id: number; name?: string; error?: string }
 
-/** The client driver: one request at a time, one JSON reply per request. */
-export class Client {
+/** A lab process that answers each line on its stdin with one JSON line. */
+class LineDriver {
   private readonly replies: string[] = [];
   private waiter?: (l: string) => void;
 
-  constructor(private readonly child: ChildProcess) {
+  constructor(protected readonly child: ChildProcess) {
     readline.createInterface({ input: child.stdout! }).on('line', (l) => {
       if (this.waiter) {
         const w = this.waiter;
@@ -45,20 +45,32 @@ export class Client {
     });
   }
 
-  static start(topo: Topology, ns: string): Client {
-    return new Client(topo.spawn(ns, process.execPath, [path.join(here, 'client-driver.js')]));
-  }
-
-  async call<T>(cmd: object, timeoutMs = 60000): Promise<T> {
-    this.child.stdin!.write(`${JSON.stringify(cmd)}\n`);
-    const line = this.replies.shift() ?? (await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`client driver: no reply to ${JSON.stringify(cmd)}`)), timeoutMs);
+  protected async request<T>(line: string, timeoutMs = 60000): Promise<T> {
+    this.child.stdin!.write(`${line}\n`);
+    const reply = this.replies.shift() ?? (await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.constructor.name}: no reply to ${line}`)), timeoutMs);
       this.waiter = (l) => {
         clearTimeout(timer);
         resolve(l);
       };
     }));
-    return JSON.parse(line) as T;
+    return JSON.parse(reply) as T;
+  }
+
+  /** Ends the process (its connections close with it). */
+  stop(): void {
+    this.child.stdin!.end();
+  }
+}
+
+/** The client driver: one request at a time, one JSON reply per request. */
+export class Client extends LineDriver {
+  static start(topo: Topology, ns: string): Client {
+    return new Client(topo.spawn(ns, process.execPath, [path.join(here, 'client-driver.js')]));
+  }
+
+  async call<T>(cmd: object, timeoutMs = 60000): Promise<T> {
+    return this.request<T>(JSON.stringify(cmd), timeoutMs);
   }
 
   async open(host: string, port: number, count: number): Promise<ConnResult[]> {
@@ -77,8 +89,30 @@ export class Client {
     await this.call({ op: 'close', ids });
   }
 
-  /** Ends the driver (its connections close with it). */
-  stop(): void {
-    this.child.stdin!.end();
+}
+
+export interface LoadReport {
+  windowMs: number;
+  long: { total: number; open: number; closed: Record<string, number>; switched: number; maxWaitMs: number; silentSinceWindow: number; perTarget: Record<string, number> };
+  fresh: { ok: number; failed: number; errors: Record<string, number>; firstOkAfterMs?: number; firstOkBy?: string; names: Record<string, number> };
+  retrans: number;
+}
+
+/** load-client.ts: long-lived connections and a stream of new ones, measured in windows. */
+export class LoadClient extends LineDriver {
+  static async start(topo: Topology, ns: string, o: { host: string; port: number; long: number; intervalMs: number; newPerSec: number }): Promise<LoadClient> {
+    const child = topo.spawn(ns, process.execPath, [path.join(here, 'load-client.js'), o.host, String(o.port), String(o.long), String(o.intervalMs), String(o.newPerSec)]);
+    const line = await firstLine(child, 'load-client', 30000);
+    if (line !== 'ready') throw new Error(`load-client: ${line}`);
+    return new LoadClient(child);
+  }
+
+  /** Starts a measurement window now. */
+  async mark(): Promise<void> {
+    await this.request('mark');
+  }
+
+  async report(): Promise<LoadReport> {
+    return this.request<LoadReport>('report');
   }
 }

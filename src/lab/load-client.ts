@@ -1,0 +1,152 @@
+/*
+ * A client under load for failover tests and the lab: LONG long-lived TCP connections to
+ * HOST:PORT, each sending a line every INTERVAL ms and expecting the target's name back,
+ * plus a stream of new connections (NEW per second), each asking once and closing. What
+ * matters during a takeover is counted: connections reset or closed, the longest silence
+ * of a long-lived connection, new connections that failed, and TCP retransmissions of this
+ * namespace (a lost packet shows there first).
+ *
+ * Usage: load-client HOST PORT LONG INTERVAL_MS NEW_PER_S. Prints "ready" once the
+ * long-lived connections are up; then answers commands on stdin, one JSON line each:
+ *   mark    -> starts a new measurement window (counters to zero, now = t0)
+ *   report  -> {"long":{...},"fresh":{...},"retrans":N} for the window
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as readline from 'node:readline';
+
+const [host, portArg, longArg, intervalArg, newArg] = process.argv.slice(2);
+const port = Number(portArg);
+const interval = Number(intervalArg);
+const newPerSec = Number(newArg);
+
+interface Long { sock: net.Socket; name?: string; sentAt?: number; lastReply: number; maxWait: number; closed?: string; switched: number }
+
+const longs: Long[] = [];
+let t0 = Date.now();
+let fresh = { ok: 0, failed: 0, errors: {} as Record<string, number>, firstOkAfterMs: undefined as number | undefined, firstOkBy: undefined as string | undefined, names: {} as Record<string, number> };
+
+function tcpRetrans(): number {
+  const lines = fs.readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Tcp:'));
+  const [head, vals] = lines.map((l) => l.split(/\s+/));
+  return Number(vals[head.indexOf('RetransSegs')]);
+}
+let retrans0 = tcpRetrans();
+
+function openLong(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host, port });
+    const c: Long = { sock, lastReply: Date.now(), maxWait: 0, switched: 0 };
+    sock.setNoDelay(true);
+    sock.once('connect', () => {
+      longs.push(c);
+      resolve();
+    });
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      c.closed ??= e.code ?? e.message;
+      reject(e);
+    });
+    sock.once('close', () => (c.closed ??= 'closed'));
+    readline.createInterface({ input: sock }).on('error', () => undefined).on('line', (name) => {
+      const now = Date.now();
+      if (c.name !== undefined && c.name !== name) c.switched++;
+      c.name = name;
+      if (c.sentAt !== undefined) c.maxWait = Math.max(c.maxWait, now - c.sentAt);
+      c.sentAt = undefined;
+      c.lastReply = now;
+    });
+  });
+}
+
+function tick(): void {
+  const now = Date.now();
+  for (const c of longs) {
+    if (c.closed) continue;
+    if (c.sentAt !== undefined) {
+      c.maxWait = Math.max(c.maxWait, now - c.sentAt);
+      continue;
+    }
+    c.sentAt = now;
+    c.sock.write('ping\n');
+  }
+}
+
+function openFresh(): void {
+  const started = Date.now();
+  const window = t0;
+  const sock = net.connect({ host, port });
+  let done = false;
+  const finish = (err?: string, name?: string) => {
+    if (done) return;
+    done = true;
+    sock.destroy();
+    if (window !== t0) return;
+    if (err) {
+      fresh.failed++;
+      fresh.errors[err] = (fresh.errors[err] ?? 0) + 1;
+      return;
+    }
+    fresh.ok++;
+    fresh.names[name!] = (fresh.names[name!] ?? 0) + 1;
+    if (fresh.firstOkAfterMs === undefined && started >= t0) {
+      fresh.firstOkAfterMs = Date.now() - t0;
+      fresh.firstOkBy = name;
+    }
+  };
+  // Longer than SYN retransmissions over a takeover (1 s, 3 s), shorter than forever.
+  const timer = setTimeout(() => finish('timeout'), 8000);
+  sock.once('connect', () => sock.write('ping\n'));
+  sock.on('error', (e: NodeJS.ErrnoException) => finish(e.code ?? e.message));
+  sock.once('close', () => finish('closed before reply'));
+  readline.createInterface({ input: sock }).on('error', () => undefined).once('line', (name) => {
+    clearTimeout(timer);
+    finish(undefined, name);
+  });
+}
+
+function report(): object {
+  const now = Date.now();
+  const open = longs.filter((c) => !c.closed);
+  const closed: Record<string, number> = {};
+  for (const c of longs) if (c.closed) closed[c.closed] = (closed[c.closed] ?? 0) + 1;
+  const perTarget: Record<string, number> = {};
+  for (const c of open) perTarget[c.name ?? '?'] = (perTarget[c.name ?? '?'] ?? 0) + 1;
+  return {
+    windowMs: now - t0,
+    long: {
+      total: longs.length,
+      open: open.length,
+      closed,
+      switched: longs.reduce((a, c) => a + c.switched, 0),
+      maxWaitMs: Math.max(0, ...open.map((c) => Math.max(c.maxWait, c.sentAt !== undefined ? now - c.sentAt : 0))),
+      silentSinceWindow: open.filter((c) => c.lastReply < t0).length,
+      perTarget,
+    },
+    fresh,
+    retrans: tcpRetrans() - retrans0,
+  };
+}
+
+async function main(): Promise<void> {
+  const total = Number(longArg);
+  for (let i = 0; i < total; i += 20) await Promise.all(Array.from({ length: Math.min(20, total - i) }, openLong));
+  setInterval(tick, interval);
+  if (newPerSec > 0) setInterval(openFresh, 1000 / newPerSec);
+  process.stdout.write('ready\n');
+  readline.createInterface({ input: process.stdin }).on('line', (l) => {
+    const cmd = l.trim();
+    if (cmd === 'mark') {
+      t0 = Date.now();
+      retrans0 = tcpRetrans();
+      fresh = { ok: 0, failed: 0, errors: {}, firstOkAfterMs: undefined, firstOkBy: undefined, names: {} };
+      for (const c of longs) c.maxWait = 0;
+      process.stdout.write('{}\n');
+    } else if (cmd === 'report') process.stdout.write(`${JSON.stringify(report())}\n`);
+    else process.stdout.write(`${JSON.stringify({ error: `unknown command ${cmd}` })}\n`);
+  }).on('close', () => process.exit(0));
+}
+
+main().catch((e: Error) => {
+  process.stdout.write(`error: ${e.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,19 @@
+/* iproute2 for what netlink calls the project makes rarely: addresses, links, lab set-up. */
+import { execFileSync } from 'node:child_process';
+
+/** Runs `ip` in this process's network namespace; its stderr becomes the error. */
+export function ip(...args: string[]): string {
+  try {
+    return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as { stderr?: string; status?: number };
+    throw new Error(`ip ${args.join(' ')}: ${(err.stderr ?? '').trim() || `exit ${err.status}`}`);
+  }
+}
+
+/** The interface's MAC address (aa:bb:cc:dd:ee:ff). */
+export function interfaceMac(ifname: string): string {
+  const [link] = JSON.parse(ip('-j', 'link', 'show', 'dev', ifname)) as Array<{ address?: string }>;
+  if (!link?.address) throw new Error(`${ifname}: no link-layer address`);
+  return link.address;
+}

@@ -1,0 +1,233 @@
+/*
+ * High availability for real: a client and two routing nodes on one LAN (a bridge), the
+ * routing nodes, three targets, a plain return gateway and a real etcd on the core (another
+ * bridge). r1 defines the DVIPA, r2 backs it up with a distribution of its own (t1 and t2
+ * only). Under a load of 200 long-lived connections exchanging data every 100 ms and a
+ * stream of new connections: an agent restart on the owner, etcd unreachable, a takeover
+ * (agent killed, external link down), the takeback, and a split brain.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fullChecksums, acceptRedirects, nsIp, sysctl, Topology } from '../src/lab/netns.js';
+import { LoadClient, startNameServer, type LoadReport } from '../src/lab/procs.js';
+import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
+import { requireRoot, uniquePrefix } from './helpers/env.js';
+import { Agents, sleep } from './helpers/agents.js';
+
+const DVIPA = '192.0.2.10';
+const PORT = 8080;
+const CF = '198.18.20.100';
+const ROUTERS = [{ name: 'r1', xcf: '198.18.20.1', lan: '198.18.0.2' }, { name: 'r2', xcf: '198.18.20.2', lan: '198.18.0.3' }];
+const TARGETS = [1, 2, 3].map((i) => ({ name: `t${i}`, xcf: `198.18.20.1${i}` }));
+const LONG = 200;
+
+let topo: Topology;
+let dir: string;
+let etcd: EtcdServer;
+let fleet: Agents;
+let load: LoadClient;
+const ns: Record<string, string> = {};
+
+const haArgs = () => ['--etcd', etcd.url, '--lease-ttl', '1'];
+const holds = (router: string) => nsIp(ns[router], '-o', '-4', 'addr', 'show', 'dev', 'ext').includes(` ${DVIPA}/32`);
+const acquired = (router: string, how?: string) => fleet.find(router, 'DVIPA acquired', how ? { how } : {});
+
+function show(t: { diagnostic(m: string): void }, what: string, r: LoadReport): void {
+  t.diagnostic(`${what}: ${JSON.stringify(r)}`);
+}
+
+function assertNoConnectionLost(r: LoadReport, what: string): void {
+  assert.deepEqual(r.long.closed, {}, `${what}: long-lived connections reset or closed: ${JSON.stringify(r)}`);
+  assert.equal(r.long.open, LONG, `${what}: ${JSON.stringify(r)}`);
+  assert.equal(r.long.switched, 0, `${what}: a connection answered by another target`);
+}
+
+/** Until every long-lived connection has been answered since the window began. */
+async function allAnswering(what: string, ms = 15000): Promise<LoadReport> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const r = await load.report();
+    if (r.long.silentSinceWindow === 0) return r;
+    if (Date.now() > end) assert.fail(`${what}: ${r.long.silentSinceWindow} long-lived connections silent: ${JSON.stringify(r)}`);
+    await sleep(200);
+  }
+}
+
+before(async () => {
+  requireRoot();
+  const prefix = uniquePrefix('ha');
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-ha-'));
+  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32));
+  fs.writeFileSync(path.join(dir, 'cluster.cfg'), [
+    `NODE r1 XCF ${ROUTERS[0].xcf} EXTERNAL ext INTERNAL core0`,
+    'VIPADYNAMIC',
+    `  VIPADEFINE 255.255.255.255 ${DVIPA}`,
+    `  VIPADISTRIBUTE ${DVIPA} PORT ${PORT} DESTIP ${TARGETS.map((t) => t.xcf).join(' ')}`,
+    'ENDVIPADYNAMIC',
+    `NODE r2 XCF ${ROUTERS[1].xcf} EXTERNAL ext INTERNAL core0`,
+    'VIPADYNAMIC',
+    `  VIPABACKUP 100 ${DVIPA}`,
+    `  VIPADISTRIBUTE ${DVIPA} PORT ${PORT} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
+    'ENDVIPADYNAMIC',
+    ...TARGETS.map((t) => `NODE ${t.name} XCF ${t.xcf} INTERNAL core0`),
+  ].join('\n'));
+
+  topo = new Topology(prefix);
+  fleet = new Agents(topo, ns, dir, prefix);
+  ns.sw = topo.ns('sw');
+  topo.bridge(ns.sw, 'lan');
+  topo.bridge(ns.sw, 'core');
+  const onLan = (node: string, ifname: string, addr: string) => topo.veth({ ns: ns[node], name: ifname, addr }, { ns: ns.sw, name: `l-${node}`, master: 'lan' });
+  const onCore = (node: string, addr: string) => topo.veth({ ns: ns[node], name: 'core0', addr: `${addr}/24` }, { ns: ns.sw, name: `c-${node}`, master: 'core' });
+  for (const n of ['client', 'gw', 'cf', ...ROUTERS.map((r) => r.name), ...TARGETS.map((t) => t.name)]) ns[n] = topo.ns(n);
+
+  onLan('client', 'c0', '198.18.0.1/24');
+  fullChecksums(ns.client, 'c0');
+  // On the LAN, the DVIPA is wherever ARP says: no static route to a router.
+  nsIp(ns.client, 'route', 'add', `${DVIPA}/32`, 'dev', 'c0');
+  onLan('gw', 'lan0', '198.18.0.254/24');
+  onCore('gw', '198.18.20.254');
+  sysctl(ns.gw, 'net.ipv4.ip_forward', '1');
+  for (const k of ['all', 'default', 'core0']) sysctl(ns.gw, `net.ipv4.conf.${k}.rp_filter`, '0');
+  onCore('cf', CF);
+  for (const r of ROUTERS) {
+    onLan(r.name, 'ext', `${r.lan}/24`);
+    onCore(r.name, r.xcf);
+    acceptRedirects(ns.sw, `c-${r.name}`);
+    sysctl(ns[r.name], 'net.ipv4.ip_forward', '1');
+  }
+  // Targets answer through the gateway: the return path does not depend on a routing node.
+  for (const t of TARGETS) {
+    onCore(t.name, t.xcf);
+    nsIp(ns[t.name], 'route', 'add', 'default', 'via', '198.18.20.254');
+    await startNameServer(topo, ns[t.name], t.name, PORT, 9999);
+  }
+
+  etcd = await startEtcd({ place: { topo, ns: ns.cf, host: CF } });
+  for (const t of TARGETS) fleet.start(t.name);
+  fleet.start('r1', { args: haArgs() });
+  await fleet.until('r1 to own the DVIPA', () => acquired('r1') !== undefined && holds('r1'));
+  fleet.start('r2', { args: haArgs() });
+  const ready = (router: string, targets: string[]) => targets.every((t) => fleet.logs[router].some((l) => l.msg === 'DPT changed' && l.target === t && l.ready === true));
+  await fleet.until("both routing nodes' DPTs to be complete", () => ready('r1', ['t1', 't2', 't3']) && ready('r2', ['t1', 't2']));
+  await fleet.until('r2 to know the targets\' connections', () => fleet.find('r2', 'agent started') !== undefined);
+  load = await LoadClient.start(topo, ns.client, { host: DVIPA, port: PORT, long: LONG, intervalMs: 100, newPerSec: 20 });
+});
+
+after(async () => {
+  load?.stop();
+  topo?.teardown();
+  await etcd?.stop();
+  fleet?.purge();
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('steady state: every connection served through r1, nothing lost', async (t) => {
+  await load.mark();
+  await sleep(1500);
+  const r = await load.report();
+  show(t, 'steady', r);
+  assertNoConnectionLost(r, 'steady state');
+  assert.equal(r.fresh.failed, 0, JSON.stringify(r.fresh));
+  assert.ok(r.fresh.ok >= 20, `new connections served: ${r.fresh.ok}`);
+  assert.deepEqual(Object.keys(r.long.perTarget).sort(), ['t1', 't2', 't3']);
+  assert.ok(!holds('r2'));
+});
+
+test('agent restart on the owner under load: the pinned data plane forwards, the new agent adopts the DVIPA', async (t) => {
+  await load.mark();
+  await fleet.stop('r1', 'SIGTERM');
+  fleet.start('r1', { args: haArgs() });
+  await fleet.until('the new r1 agent to adopt the DVIPA', () => fleet.find('r1', 'DVIPA adopted') !== undefined);
+  await sleep(1000);
+  const r = await load.report();
+  show(t, 'restart', r);
+  assertNoConnectionLost(r, 'agent restart');
+  assert.equal(r.fresh.failed, 0, `new connections failed during the restart: ${JSON.stringify(r.fresh)}`);
+  assert.equal(r.retrans, 0, 'no TCP retransmission at the client: no packet was lost');
+  assert.equal(acquired('r2'), undefined, 'the backup did not take over');
+  assert.ok(holds('r1') && !holds('r2'));
+});
+
+test('etcd unreachable: forwarding goes on, nobody takes over, the owner keeps its DVIPA', async (t) => {
+  await load.mark();
+  etcd.pause();
+  await fleet.until('r1 to notice', () => fleet.find('r1', 'coupling facility (etcd) unreachable: the data plane keeps forwarding, no DVIPA changes owner') !== undefined);
+  await sleep(3000);
+  const resumed = Date.now();
+  etcd.resume();
+  await fleet.until('r1 to reach etcd again', () => fleet.logs.r1.some((l) => l.msg === 'coupling facility (etcd) reachable' && (l.at as number) >= resumed));
+  await sleep(2500);
+  const r = await load.report();
+  show(t, 'etcd unreachable', r);
+  assertNoConnectionLost(r, 'etcd unreachable');
+  assert.equal(r.fresh.failed, 0, JSON.stringify(r.fresh));
+  assert.equal(acquired('r2'), undefined, 'the backup did not take over: it could not prove r1 dead');
+  assert.ok(holds('r1') && !holds('r2'));
+});
+
+test('takeover: r1 killed and its link down; r2 forwards within about a second with its own targets, no connection reset', async (t) => {
+  const t0 = Date.now();
+  await fleet.stop('r1', 'SIGKILL');
+  nsIp(ns.r1, 'link', 'set', 'ext', 'down');
+  // The client's window starts at the failure: its first new connection served is the
+  // first one whose SYN went out after it.
+  await load.mark();
+  await fleet.until('r2 to take over', () => acquired('r2', 'takeover') !== undefined, 10000);
+  const tookOver = (acquired('r2') as { at: number }).at - t0;
+  const r = await allAnswering('after the takeover');
+  t.diagnostic(`takeover: DVIPA acquired by r2 ${tookOver} ms after the failure; first new connection served ${r.fresh.firstOkAfterMs} ms after it; every long-lived connection answering again within ${r.windowMs} ms (longest wait for a reply ${r.long.maxWaitMs} ms)`);
+  show(t, 'takeover', r);
+  assertNoConnectionLost(r, 'takeover');
+  assert.ok(holds('r2'));
+  assert.ok(r.fresh.firstOkAfterMs !== undefined && r.fresh.firstOkAfterMs < 5000, `a new connection was served through r2 (${r.fresh.firstOkAfterMs} ms)`);
+
+  // r2's own VIPADISTribute, once it stops continuing r1's distribution (3 s): new
+  // connections to t1 and t2 only; t3's connections stay.
+  await sleep(3000);
+  await load.mark();
+  await sleep(2000);
+  const after = await load.report();
+  show(t, 'after takeover', after);
+  assert.equal(after.fresh.failed, 0, JSON.stringify(after.fresh));
+  assert.deepEqual(Object.keys(after.fresh.names).sort(), ['t1', 't2'], "r2 distributes by its own list");
+  assert.ok((after.long.perTarget.t3 ?? 0) > 0, "t3's long-lived connections were kept");
+  assertNoConnectionLost(after, 'after takeover');
+});
+
+test('takeback: r1 returns, waits for its tables, takes the DVIPA back; nothing lost', async (t) => {
+  nsIp(ns.r1, 'link', 'set', 'ext', 'up');
+  await load.mark();
+  fleet.start('r1', { args: haArgs() });
+  await fleet.until('r1 to take the DVIPA back', () => acquired('r1', 'takeback') !== undefined, 15000);
+  await fleet.until('r2 to release it', () => !holds('r2'), 5000);
+  await sleep(2000);
+  const r = await allAnswering('after the takeback');
+  show(t, 'takeback', r);
+  assertNoConnectionLost(r, 'takeback');
+  assert.equal(r.fresh.failed, 0, `new connections lost during the takeback: ${JSON.stringify(r.fresh)}`);
+  assert.ok(holds('r1'));
+  const epochs = [acquired('r2') as { epoch: number }, acquired('r1', 'takeback') as { epoch: number }].map((l) => l.epoch);
+  assert.ok(epochs[1] > epochs[0], `the takeback's epoch is higher (${epochs.join(' < ')})`);
+});
+
+test('split brain: routing nodes that cannot see each other but see etcd leave exactly one owner', async (t) => {
+  nsIp(ns.r1, 'route', 'add', 'blackhole', `${ROUTERS[1].xcf}/32`);
+  nsIp(ns.r2, 'route', 'add', 'blackhole', `${ROUTERS[0].xcf}/32`);
+  try {
+    await load.mark();
+    await sleep(4000);
+    const r = await load.report();
+    show(t, 'split brain', r);
+    assert.deepEqual([holds('r1'), holds('r2')], [true, false], 'exactly one owner, the one etcd names');
+    assertNoConnectionLost(r, 'split brain');
+    assert.equal(r.fresh.failed, 0, JSON.stringify(r.fresh));
+  } finally {
+    nsIp(ns.r1, 'route', 'del', 'blackhole', `${ROUTERS[1].xcf}/32`);
+    nsIp(ns.r2, 'route', 'del', 'blackhole', `${ROUTERS[0].xcf}/32`);
+  }
+});
