@@ -139,7 +139,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     for (const kv of all.kvs) this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) });
     this.watcher = await this.client.watch().prefix(this.prefix).startRevision(String(Number(all.header.revision) + 1)).create();
     this.watcher.on('put', (kv) => this.onEvent(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) }));
-    this.watcher.on('delete', (kv) => this.onEvent(kv.key.toString(), undefined));
+    this.watcher.on('delete', (kv) => this.onEvent(kv.key.toString(), undefined, Number(kv.mod_revision)));
     this.watcher.on('disconnected', (e) => this.setHealth(false, e.message));
     this.watcher.on('connected', () => this.setHealth(true));
     this.setHealth(true);
@@ -178,7 +178,10 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     }
   }
 
-  private onEvent(key: string, v: { value: string; rev: number } | undefined): void {
+  private onEvent(key: string, v: { value: string; rev: number } | undefined, deletedAt = 0): void {
+    // A claim of ours may already have recorded a newer state than this event's.
+    const known = this.kv.get(key)?.rev ?? 0;
+    if ((v ? v.rev : deletedAt) < known) return;
     if (v) this.kv.set(key, v);
     else this.kv.delete(key);
     const rest = key.slice(this.prefix.length).split('/');
@@ -214,7 +217,12 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     const txn = this.client.if(ownerKey, 'Mod', '==', seen.ownerRev).and(epochKey, 'Mod', '==', seen.epochRev);
     const put = this.client.put(ownerKey).value(JSON.stringify(record)).lease(this.leaseId);
     const res = await (adopting ? txn.then(put) : txn.then(put, this.client.put(epochKey).value(String(record.epoch)))).commit();
-    return res.succeeded ? record : undefined;
+    if (!res.succeeded) return undefined;
+    // Known now, before the watch says so: a stop right after a claim must see it.
+    const rev = Number(res.header.revision);
+    this.kv.set(ownerKey, { value: JSON.stringify(record), rev });
+    if (!adopting) this.kv.set(epochKey, { value: String(record.epoch), rev });
+    return record;
   }
 
   async setMove(dvipa: string, move: MoveRequest | undefined): Promise<void> {

@@ -16,6 +16,7 @@ import { isTarget, type DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type DvipaChange, type Message, type ServiceRef, type VipaList } from './messages.js';
 import { connectionsOn, listensOn, readSockets } from './sockets.js';
 import { SockEvents } from './sockevents.js';
+import { EpochFence } from './fence.js';
 import { connKey, servicesOf } from './services.js';
 import type { Logger } from '../log.js';
 
@@ -42,9 +43,7 @@ export class TargetRole {
   /** The services each routing node's VIPA list names this node a target of. */
   private readonly announced = new Map<string, Service[]>();
   /** Who routes each DVIPA, by the highest epoch heard of. */
-  private readonly owners = new Map<string, { owner: string; epoch: number }>();
-  /** Messages refused because a newer owner of their DVIPA is known. */
-  staleDrops = 0;
+  readonly fence = new EpochFence();
   private loadProblem?: string;
   private timer?: NodeJS.Timeout;
   private events?: SockEvents;
@@ -217,15 +216,9 @@ export class TargetRole {
     this.report(change.owner);
   }
 
-  /** Fencing: what an owner says counts only if no newer owner of the DVIPA is known. */
   private heard(from: string, dvipa: string, epoch: number, what: string, owner = from): boolean {
-    const known = this.owners.get(dvipa);
-    if (known && (epoch < known.epoch || (epoch === known.epoch && owner !== known.owner))) {
-      this.staleDrops++;
-      this.log.warn({ from, dvipa, epoch, current: known }, `${what} from a deposed owner refused`);
-      return false;
-    }
-    this.owners.set(dvipa, { owner, epoch });
-    return true;
+    if (this.fence.admit(dvipa, owner, epoch)) return true;
+    this.log.warn({ from, dvipa, epoch, current: this.fence.current(dvipa), refused: this.fence.refused }, `${what} from a deposed owner refused`);
+    return false;
   }
 }
