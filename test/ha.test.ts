@@ -12,7 +12,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { fullChecksums, acceptRedirects, nsIp, sysctl, Topology } from '../src/lab/netns.js';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { fullChecksums, acceptRedirects, netnsPath, nsIp, sysctl, Topology } from '../src/lab/netns.js';
 import { LoadClient, startNameServer, type LoadReport } from '../src/lab/procs.js';
 import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
@@ -24,6 +26,7 @@ const CF = '198.18.20.100';
 const ROUTERS = [{ name: 'r1', xcf: '198.18.20.1', lan: '198.18.0.2' }, { name: 'r2', xcf: '198.18.20.2', lan: '198.18.0.3' }];
 const TARGETS = [1, 2, 3].map((i) => ({ name: `t${i}`, xcf: `198.18.20.1${i}` }));
 const LONG = 200;
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 
 let topo: Topology;
 let dir: string;
@@ -230,4 +233,63 @@ test('split brain: routing nodes that cannot see each other but see etcd leave e
     nsIp(ns.r1, 'route', 'del', 'blackhole', `${ROUTERS[1].xcf}/32`);
     nsIp(ns.r2, 'route', 'del', 'blackhole', `${ROUTERS[0].xcf}/32`);
   }
+});
+
+/** `dvipa dvipa ...` from r1's namespace, which reaches etcd on the core. */
+function dvipaCli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('nsenter', [`--net=${netnsPath(ns.r1)}`, process.execPath, CLI, 'dvipa', ...args], (err, stdout, stderr) =>
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+  });
+}
+
+test('operator moves: move to r2 and quiesce it back to r1, connections kept; WHENIDLE waits for idleness', async (t) => {
+  const etcdArgs = ['--etcd', etcd.url];
+  await load.mark();
+  const moved = await dvipaCli('move', DVIPA, '--to', 'r2', ...etcdArgs);
+  assert.equal(moved.code, 0, moved.stderr);
+  assert.match(moved.stdout, /moved to r2 \(epoch \d+\)/);
+  await fleet.until('r1 to release the address', () => !holds('r1') && holds('r2'), 5000);
+  await sleep(1000);
+  let r = await allAnswering('after the move');
+  show(t, 'move', r);
+  assertNoConnectionLost(r, 'move');
+  assert.equal(r.fresh.failed, 0, JSON.stringify(r.fresh));
+  await sleep(1000);
+  assert.ok(holds('r2') && !holds('r1'), 'r1 does not take it back against the operator');
+
+  await load.mark();
+  const quiesced = await dvipaCli('quiesce', DVIPA, ...etcdArgs);
+  assert.equal(quiesced.code, 0, quiesced.stderr);
+  assert.match(quiesced.stdout, /quiesced on r2; now routed by r1/);
+  await fleet.until('r2 to release the address', () => !holds('r2') && holds('r1'), 5000);
+  const shown = JSON.parse((await dvipaCli('show', '--json', ...etcdArgs)).stdout) as { members: string[]; dvipas: Array<{ dvipa: string; owner: string; quiesced: string[] }> };
+  assert.deepEqual(shown.members, ['r1', 'r2']);
+  assert.deepEqual(shown.dvipas.map((d) => [d.dvipa, d.owner, d.quiesced]), [[DVIPA, 'r1', ['r2']]]);
+  const back = await dvipaCli('reactivate', DVIPA, ...etcdArgs);
+  assert.equal(back.code, 0, back.stderr);
+  assert.match(back.stdout, /quiesce lifted on r2; move to r2 withdrawn; routed by r1/);
+  r = await allAnswering('after quiesce and reactivate');
+  show(t, 'quiesce', r);
+  assertNoConnectionLost(r, 'quiesce');
+  assert.equal(r.fresh.failed, 0, JSON.stringify(r.fresh));
+
+  // 200 connections never end: a WHENIDLE move waits, and says so.
+  const idle = await dvipaCli('move', DVIPA, '--to', 'r2', '--when-idle', '--wait', '2', ...etcdArgs);
+  assert.equal(idle.code, 1);
+  assert.match(idle.stderr, /still routed by r1.*WHENIDLE waits for its last connection to end/);
+  assert.ok(holds('r1'));
+  assert.equal((await dvipaCli('reactivate', DVIPA, ...etcdArgs)).code, 0);
+});
+
+test('dvipa dvipa: bad input is a usage error, an unknown node a clear one', async () => {
+  const etcdArgs = ['--etcd', etcd.url];
+  for (const args of [['move', '300.1.1.1', '--to', 'r2', ...etcdArgs], ['move', DVIPA, '--to', 'r2'], ['move', DVIPA, ...etcdArgs], ['move', DVIPA, '--to', 'r2', '--etcd', 'ftp://x'], ['frobnicate', ...etcdArgs]]) {
+    const r = await dvipaCli(...args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /^dvipa: /);
+  }
+  const r = await dvipaCli('move', DVIPA, '--to', 'r9', ...etcdArgs);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /r9 is not a live member of the cluster \(members: r1 r2\)/);
 });

@@ -8,10 +8,10 @@ import { DEFAULT_PIN_ROOT } from '../dataplane/fastpath.js';
 import { DEFAULT_PORT } from '../cluster/transport.js';
 import { log, defaultLogLevel } from '../log.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
+import { etcdOptions, withEtcd, type EtcdArgs } from './etcd-args.js';
 
-interface AgentArgs {
+interface AgentArgs extends EtcdArgs {
   config: string; node: string; keyFile?: string; pinRoot: string; port: number; loadFile?: string; scanMs: number;
-  etcd?: string; etcdPrefix: string; etcdCa?: string; etcdCert?: string; etcdKey?: string; etcdUser?: string; etcdPasswordFile?: string;
   leaseTtl: number; nopreempt: boolean; takebackDelay: number; restartGrace: number;
 }
 
@@ -22,46 +22,20 @@ function haOptions(a: AgentArgs): HaOptions {
   whole(a.leaseTtl, 'lease-ttl', 1, 300);
   whole(a.takebackDelay, 'takeback-delay', 0, 86400);
   whole(a.restartGrace, 'restart-grace', 0, 3600);
-  const ha: HaOptions = { nopreempt: a.nopreempt, takebackDelayMs: a.takebackDelay * 1000, restartGraceSec: a.restartGrace };
-  if (!a.etcd) {
-    if (a.etcdCa || a.etcdCert || a.etcdKey || a.etcdUser) throw new CliError('--etcd-ca, --etcd-cert, --etcd-key and --etcd-user need --etcd', EXIT.usage);
-    return ha;
-  }
-  const endpoints = a.etcd.split(',').map((e) => e.trim()).filter(Boolean);
-  for (const e of endpoints) {
-    let u: URL;
-    try {
-      u = new URL(e);
-    } catch {
-      throw new CliError(`--etcd ${e}: not a URL (expected http://host:port or https://host:port)`, EXIT.usage);
-    }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new CliError(`--etcd ${e}: expected http:// or https://`, EXIT.usage);
-    if (u.protocol === 'https:' && !a.etcdCa) throw new CliError(`--etcd ${e}: https needs --etcd-ca (the CA that signed etcd's certificate)`, EXIT.usage);
-  }
-  if (!endpoints.length) throw new CliError('--etcd: no endpoint given', EXIT.usage);
-  if (Boolean(a.etcdCert) !== Boolean(a.etcdKey)) throw new CliError('--etcd-cert and --etcd-key go together (client certificate and its key)', EXIT.usage);
-  if (!/^\/[\w./-]*\/$/.test(a.etcdPrefix)) throw new CliError('--etcd-prefix must start and end with / (e.g. /dvipa/)', EXIT.usage);
-  for (const f of [a.etcdCa, a.etcdCert, a.etcdKey]) {
-    if (f && !fs.existsSync(f)) throw new CliError(`${f}: no such file`, EXIT.usage);
-  }
-  let password: string | undefined;
-  if (a.etcdUser) {
-    if (!a.etcdPasswordFile) throw new CliError('--etcd-user needs --etcd-password-file', EXIT.usage);
-    try {
-      password = fs.readFileSync(a.etcdPasswordFile, 'utf8').replace(/\r?\n$/, '');
-    } catch (e) {
-      throw new CliError(`etcd password file ${a.etcdPasswordFile}: ${(e as Error).message}`, EXIT.usage);
-    }
-  }
-  ha.etcd = { endpoints, ttlSec: a.leaseTtl, prefix: a.etcdPrefix, caFile: a.etcdCa, certFile: a.etcdCert, keyFile: a.etcdKey, user: a.etcdUser, password };
-  return ha;
+  const etcd = etcdOptions(a);
+  return {
+    nopreempt: a.nopreempt,
+    takebackDelayMs: a.takebackDelay * 1000,
+    restartGraceSec: a.restartGrace,
+    ...(etcd ? { etcd: { ...etcd, ttlSec: a.leaseTtl } } : {}),
+  };
 }
 
 export const agentCommand: CommandModule<object, AgentArgs> = {
   command: 'agent',
   describe: "run this node's agent: roles from the configuration, reports to routing nodes, DPT and CRT as routing node",
   builder: (y) =>
-    y
+    withEtcd(y)
       .option('config', { type: 'string', demandOption: true, describe: 'cluster configuration (VIPADynamic language or YAML)' })
       .option('node', { type: 'string', demandOption: true, describe: 'which NODE of the configuration this is' })
       .option('key-file', { type: 'string', describe: 'cluster key (at least 32 bytes); default: CLUSTER KEYFILE of the configuration' })
@@ -69,13 +43,6 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('port', { type: 'number', default: DEFAULT_PORT, describe: 'TCP port of the agents on their cluster addresses' })
       .option('scan-ms', { type: 'number', default: 1000, describe: 'reconciliation scan of the sockets, besides kernel events (ms)' })
       .option('load-file', { type: 'string', describe: "a file with this node's load, 0 (idle) to 1 (saturated), for DISTMethod SERVERWLM" })
-      .option('etcd', { type: 'string', describe: 'the coupling facility: etcd endpoints, comma-separated (http://127.0.0.1:2379); without it, DVIPA ownership is local to this node' })
-      .option('etcd-prefix', { type: 'string', default: '/dvipa/', describe: 'key prefix of this cluster in etcd' })
-      .option('etcd-ca', { type: 'string', describe: 'TLS: CA certificate of the etcd servers (https endpoints)' })
-      .option('etcd-cert', { type: 'string', describe: 'TLS: client certificate' })
-      .option('etcd-key', { type: 'string', describe: 'TLS: client key' })
-      .option('etcd-user', { type: 'string', describe: 'etcd user (password auth)' })
-      .option('etcd-password-file', { type: 'string', describe: "a file holding the etcd user's password" })
       .option('lease-ttl', { type: 'number', default: 1, describe: 'seconds a dead node keeps its DVIPAs before a backup takes over (etcd must allow it: election timeout <= TTL/1.5)' })
       .option('nopreempt', { type: 'boolean', default: false, describe: 'never take a DVIPA back automatically from a backup (move it with dvipa dvipa move)' })
       .option('takeback-delay', { type: 'number', default: 0, describe: 'seconds the defining node waits, ready, before taking its DVIPA back' })

@@ -11,6 +11,7 @@ import { benchCommand } from './bench.js';
 import { demoCommand } from './demo.js';
 import { configCommand } from './config.js';
 import { agentCommand } from './agent.js';
+import { dvipaCommand } from './dvipa.js';
 import { CliError, EXIT } from './errors.js';
 import { defaultLogLevel } from '../log.js';
 import { PcapError } from '../net/pcap.js';
@@ -23,6 +24,7 @@ async function main(argv: string[]): Promise<number> {
     .scriptName('dvipa')
     .usage('$0 <command> [options]\n\nSysplex Distributor style dynamic VIPAs for Linux edge routers.')
     .command(agentCommand)
+    .command(dvipaCommand)
     .command(configCommand)
     .command(fastpathCommand)
     .command(benchCommand)

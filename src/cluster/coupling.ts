@@ -59,6 +59,8 @@ export interface EtcdOptions {
   endpoints: string[];
   node: string;
   xcf: string;
+  /** False: only look and make requests (the CLI): no lease, no membership, no claims. */
+  member?: boolean;
   /** Lease TTL in whole seconds: how long a dead node keeps its DVIPAs. */
   ttlSec: number;
   prefix?: string;
@@ -134,7 +136,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   }
 
   async start(): Promise<void> {
-    await this.grantLease();
+    if (this.opts.member !== false) await this.grantLease();
     const all = await this.client.getAll().prefix(this.prefix).exec();
     for (const kv of all.kvs) this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) });
     this.watcher = await this.client.watch().prefix(this.prefix).startRevision(String(Number(all.header.revision) + 1)).create();
@@ -186,6 +188,16 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     else this.kv.delete(key);
     const rest = key.slice(this.prefix.length).split('/');
     this.emit('change', rest[0] === 'members' ? undefined : rest[1]);
+  }
+
+  /** Every DVIPA the store knows anything about. */
+  dvipas(): string[] {
+    const out = new Set<string>();
+    for (const k of this.kv.keys()) {
+      const [kind, dvipa] = k.slice(this.prefix.length).split('/');
+      if (kind !== 'members' && dvipa) out.add(dvipa);
+    }
+    return [...out].sort();
   }
 
   members(): Set<string> {
