@@ -88,6 +88,22 @@ test('both forms round-trip: profile -> model -> profile/YAML -> the same model'
   assert.equal(formatProfile(parseProfile(formatProfile(model))), formatProfile(model), 'the written form is stable');
 });
 
+test('CLUSTER ETCD: the coupling facility and its options, in both forms', () => {
+  const cfg = parseProfile(`CLUSTER ETCD http://10.1.0.100:2379 https://10.1.0.101:2379 LEASETTL 2 NOPREEMPT TAKEBACKDELAY 30\n${FIGURE4}`);
+  assert.deepEqual(cfg.coupling, { etcd: ['http://10.1.0.100:2379', 'https://10.1.0.101:2379'], leaseTtl: 2, nopreempt: true, takebackDelay: 30 });
+  assert.deepEqual(parseProfile(formatProfile(cfg)), cfg);
+  assert.deepEqual(parseYamlConfig(formatYamlConfig(cfg)), cfg);
+  assert.deepEqual(parseProfile(`cluster etcd http://[2001:db8::1]:2379\n${FIGURE4}`).coupling, { etcd: ['http://[2001:db8::1]:2379'] });
+  for (const [text, why] of [
+    ['CLUSTER ETCD', /^f:4:1: expected an etcd URL .*found "CLUSTER"/],
+    ['CLUSTER ETCD 10.1.0.100:2379', /^f:1:14: expected an etcd URL \(http:\/\/host:port or https:\/\/host:port\), found "10.1.0.100:2379"/],
+    ['CLUSTER ETCD http://x:2379 LEASETTL 0', /^f:1:37: expected lease seconds \(1 to 300\), found "0"/],
+    ['CLUSTER ETCD http://x:2379 LEASETTL 1 PREEMPT', /expected LEASETTL, NOPREEMPT, TAKEBACKDELAY or the next statement, found "PREEMPT"/],
+  ] as Array<[string, RegExp]>) assert.throws(() => parseProfile(`${text}\n${FIGURE4}`, 'f'), (e: Error) => why.test(e.message), text);
+  assert.throws(() => parseYamlConfig('coupling: { etcd: [ftp://x], leaseTtl: 0, nopreempt: 1 }\nnodes: [{ name: n1, xcf: 10.1.0.1 }]\n', 'c.yaml'),
+    (e: Error) => /etcd\.0: expected an etcd URL/.test(e.message) && /leaseTtl.*1 to 300/s.test(e.message) && /nopreempt.*true or false/s.test(e.message));
+});
+
 const node = (body: string) => `NODE n1 XCF 10.1.0.1\nVIPADynamic\n${body}\nENDVIPADynamic\nPEER t2 XCF 10.1.0.2\nPEER t3 XCF 10.1.0.3\nPEER t4 XCF 10.1.0.4\n`;
 const only = (body: string) => parseProfile(node(body)).nodes[0].vipaDynamic;
 

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { Agent, type HaOptions } from '../cluster/agent.js';
 import { loadConfig } from '../config/load.js';
-import { ConfigError } from '../config/model.js';
+import { ConfigError, type CouplingConfig } from '../config/model.js';
 import { DEFAULT_PIN_ROOT } from '../dataplane/fastpath.js';
 import { DEFAULT_PORT } from '../cluster/transport.js';
 import { log, defaultLogLevel } from '../log.js';
@@ -12,22 +12,24 @@ import { etcdOptions, withEtcd, type EtcdArgs } from './etcd-args.js';
 
 interface AgentArgs extends EtcdArgs {
   config: string; node: string; keyFile?: string; pinRoot: string; port: number; loadFile?: string; scanMs: number;
-  leaseTtl: number; nopreempt: boolean; takebackDelay: number; restartGrace: number;
+  leaseTtl?: number; nopreempt?: boolean; takebackDelay?: number; restartGrace: number;
 }
 
-function haOptions(a: AgentArgs): HaOptions {
+/** The command line's HA options over the configuration's (CLUSTER ETCD ...). */
+function haOptions(a: AgentArgs, c: CouplingConfig | undefined): HaOptions {
   const whole = (v: number, name: string, min: number, max: number) => {
     if (!Number.isInteger(v) || v < min || v > max) throw new CliError(`--${name} must be whole seconds from ${min} to ${max}`, EXIT.usage);
+    return v;
   };
-  whole(a.leaseTtl, 'lease-ttl', 1, 300);
-  whole(a.takebackDelay, 'takeback-delay', 0, 86400);
+  const ttlSec = whole(a.leaseTtl ?? c?.leaseTtl ?? 1, 'lease-ttl', 1, 300);
+  const takebackDelay = whole(a.takebackDelay ?? c?.takebackDelay ?? 0, 'takeback-delay', 0, 86400);
   whole(a.restartGrace, 'restart-grace', 0, 3600);
-  const etcd = etcdOptions(a);
+  const etcd = etcdOptions({ ...a, etcd: a.etcd ?? c?.etcd.join(',') });
   return {
-    nopreempt: a.nopreempt,
-    takebackDelayMs: a.takebackDelay * 1000,
+    nopreempt: a.nopreempt ?? c?.nopreempt ?? false,
+    takebackDelayMs: takebackDelay * 1000,
     restartGraceSec: a.restartGrace,
-    ...(etcd ? { etcd: { ...etcd, ttlSec: a.leaseTtl } } : {}),
+    ...(etcd ? { etcd: { ...etcd, ttlSec } } : {}),
   };
 }
 
@@ -43,9 +45,9 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('port', { type: 'number', default: DEFAULT_PORT, describe: 'TCP port of the agents on their cluster addresses' })
       .option('scan-ms', { type: 'number', default: 1000, describe: 'reconciliation scan of the sockets, besides kernel events (ms)' })
       .option('load-file', { type: 'string', describe: "a file with this node's load, 0 (idle) to 1 (saturated), for DISTMethod SERVERWLM" })
-      .option('lease-ttl', { type: 'number', default: 1, describe: 'seconds a dead node keeps its DVIPAs before a backup takes over (etcd must allow it: election timeout <= TTL/1.5)' })
-      .option('nopreempt', { type: 'boolean', default: false, describe: 'never take a DVIPA back automatically from a backup (move it with dvipa dvipa move)' })
-      .option('takeback-delay', { type: 'number', default: 0, describe: 'seconds the defining node waits, ready, before taking its DVIPA back' })
+      .option('lease-ttl', { type: 'number', describe: 'seconds a dead node keeps its DVIPAs before a backup takes over (default: LEASETTL of CLUSTER ETCD, else 1; etcd must allow it: election timeout <= TTL/1.5)' })
+      .option('nopreempt', { type: 'boolean', describe: 'never take a DVIPA back automatically from a backup (move it with dvipa dvipa move)' })
+      .option('takeback-delay', { type: 'number', describe: 'seconds the defining node waits, ready, before taking its DVIPA back (default: TAKEBACKDELAY of CLUSTER ETCD, else 0)' })
       .option('restart-grace', { type: 'number', default: 10, describe: 'on a clean stop, seconds a restarted agent has to adopt the DVIPAs before backups take over' }) as never,
   handler: async (a) => {
     requireRoot('dvipa agent');
@@ -69,7 +71,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     if (!Number.isInteger(a.port) || a.port < 1 || a.port > 65535) throw new CliError('--port must be from 1 to 65535', EXIT.usage);
     if (!Number.isInteger(a.scanMs) || a.scanMs < 50 || a.scanMs > 60000) throw new CliError('--scan-ms must be from 50 to 60000', EXIT.usage);
 
-    const ha = haOptions(a);
+    const ha = haOptions(a, config.coupling);
     const agent = new Agent({ config, node: a.node, key, pinRoot: a.pinRoot, port: a.port, loadFile: a.loadFile, scanMs: a.scanMs, ha, logger: log });
     try {
       await agent.start();

@@ -21,6 +21,11 @@ function distribute(d: VipaDistribute): string {
 export function formatProfile(cfg: ClusterConfig): string {
   const lines: string[] = [];
   if (cfg.keyFile) lines.push(`CLUSTER KEYFILE ${cfg.keyFile}`);
+  const c = cfg.coupling;
+  if (c) {
+    const opts = [c.leaseTtl !== undefined ? ` LEASETTL ${c.leaseTtl}` : '', c.nopreempt ? ' NOPREEMPT' : '', c.takebackDelay !== undefined ? ` TAKEBACKDELAY ${c.takebackDelay}` : ''].join('');
+    lines.push(`CLUSTER ETCD ${c.etcd.join(' ')}${opts}`);
+  }
   for (const n of cfg.nodes) {
     const ext = n.external ? ` EXTERNAL ${n.external}` : '';
     const int = n.internal.length ? ` INTERNAL ${n.internal.join(' ')}` : '';

@@ -56,8 +56,33 @@ export interface NodeSpec {
   vipaDynamic: VipaDynamic;
 }
 
+/**
+ * The coupling facility: where DVIPA ownership is decided. Without it each node owns what
+ * it defines or backs up, alone. TLS and auth are given to the agent (--etcd-ca ...).
+ */
+export interface CouplingConfig {
+  etcd: string[];
+  /** Seconds a dead node keeps its DVIPAs (default 1). */
+  leaseTtl?: number;
+  /** No automatic takeback by the defining node. */
+  nopreempt?: boolean;
+  /** Seconds the defining node waits, ready, before taking its DVIPA back (default 0). */
+  takebackDelay?: number;
+}
+
+/** An etcd endpoint as the config and the CLI accept it. */
+export function isEtcdUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.host !== '';
+  } catch {
+    return false;
+  }
+}
+
 export interface ClusterConfig {
   keyFile?: string;
+  coupling?: CouplingConfig;
   nodes: NodeSpec[];
   /** Peers named in a per-node file (PEER statements); a cluster file lists its nodes instead. */
   peers: Array<{ name: string; xcf: string }>;

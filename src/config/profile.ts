@@ -5,6 +5,7 @@
  * lines: a statement runs until the next statement keyword. `;` and `#` start comments.
  *
  *   CLUSTER KEYfile /etc/dvipa/cluster.key
+ *   CLUSTER ETCD http://10.1.0.100:2379 LEASETTL 1 TAKEBACKDELAY 5
  *   NODE r1 XCF 198.18.1.1 EXTernal eth0 INTernal eth1
  *   VIPADynamic
  *     VIPADEFine MOVEable IMMEDiate 255.255.255.0 198.51.100.10
@@ -16,7 +17,8 @@
 import { parseIpv4 } from '../net/addr.js';
 import {
   ConfigError, emptyVipaDynamic, validate,
-  type ClusterConfig, type ConfigProblem, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDynamic,
+  isEtcdUrl,
+  type ClusterConfig, type ConfigProblem, type CouplingConfig, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDynamic,
 } from './model.js';
 
 interface Token { text: string; line: number; column: number }
@@ -123,8 +125,11 @@ class Parser {
       const t = this.peek()!;
       try {
         if (this.accept('CLUSTER')) {
-          this.expect('KEYfile');
-          cfg.keyFile = this.word('a key file path');
+          if (this.accept('ETCD')) cfg.coupling = this.coupling();
+          else {
+            this.expect('KEYfile');
+            cfg.keyFile = this.word('a key file path');
+          }
         } else if (this.accept('NODE')) {
           // Registered before its parameters are read: a typo in them must not orphan the block.
           node = { name: '', xcf: '', internal: [], vipaDynamic: emptyVipaDynamic() };
@@ -155,6 +160,21 @@ class Parser {
     if (!problem) throw e;
     this.problems.push(problem);
     this.recover();
+  }
+
+  /** CLUSTER ETCD url... [LEASETTL s] [NOPREEMPT] [TAKEBACKDELAY s] */
+  private coupling(): CouplingConfig {
+    const c: CouplingConfig = { etcd: [] };
+    const options = ['LEASETTL', 'NOPREEMPT', 'TAKEBACKDELAY'];
+    while (!this.atStatement() && !options.some((o) => isKeyword(this.peek(), o))) c.etcd.push(this.value('an etcd URL (http://host:port or https://host:port)', isEtcdUrl));
+    if (!c.etcd.length) this.fail(this.peek(), 'an etcd URL (http://host:port or https://host:port)');
+    for (;;) {
+      if (this.accept('LEASETTL')) c.leaseTtl = this.int('lease seconds', 1, 300);
+      else if (this.accept('NOPREEMPT')) c.nopreempt = true;
+      else if (this.accept('TAKEBACKDELAY')) c.takebackDelay = this.int('takeback delay seconds', 0, 86400);
+      else if (this.atStatement()) return c;
+      else this.fail(this.peek(), 'LEASETTL, NOPREEMPT, TAKEBACKDELAY or the next statement');
+    }
   }
 
   private node(spec: NodeSpec): void {

@@ -7,8 +7,8 @@
 import { isMap, isSeq, LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
 import { parseIpv4 } from '../net/addr.js';
 import {
-  ConfigError, emptyVipaDynamic, validate,
-  type ClusterConfig, type ConfigProblem, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
+  ConfigError, emptyVipaDynamic, isEtcdUrl, validate,
+  type ClusterConfig, type ConfigProblem, type CouplingConfig, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
 } from './model.js';
 
 type Json = unknown;
@@ -88,8 +88,9 @@ class Reader {
 
   cluster(doc: Json): ClusterConfig {
     const cfg: ClusterConfig = { nodes: [], peers: [] };
-    if (!this.keys(doc, [], ['keyFile', 'nodes', 'peers'])) return cfg;
+    if (!this.keys(doc, [], ['keyFile', 'coupling', 'nodes', 'peers'])) return cfg;
     if (doc.keyFile !== undefined) cfg.keyFile = this.str(doc.keyFile, ['keyFile'], 'a key file path');
+    if (doc.coupling !== undefined) cfg.coupling = this.coupling(doc.coupling);
     this.list(doc.peers, ['peers']).forEach((p, i) => {
       if (!this.keys(p, ['peers', i], ['name', 'xcf'])) return;
       const name = this.str(p.name, ['peers', i, 'name'], 'a peer name');
@@ -103,6 +104,18 @@ class Reader {
       cfg.nodes.push(this.node(n, ['nodes', i], i));
     });
     return cfg;
+  }
+
+  coupling(c: Json): CouplingConfig | undefined {
+    const at = ['coupling'];
+    if (!this.keys(c, at, ['etcd', 'leaseTtl', 'nopreempt', 'takebackDelay'])) return undefined;
+    const etcd = this.list(c.etcd, [...at, 'etcd']).map((u, i) => (typeof u === 'string' && isEtcdUrl(u) ? u : this.bad([...at, 'etcd', i], 'expected an etcd URL (http://host:port or https://host:port)')));
+    if (!etcd.length) this.bad([...at, 'etcd'], 'expected at least one etcd URL');
+    const out: CouplingConfig = { etcd: etcd.filter((u): u is string => u !== undefined) };
+    if (c.leaseTtl !== undefined) out.leaseTtl = this.int(c.leaseTtl, [...at, 'leaseTtl'], 1, 300);
+    if (c.nopreempt !== undefined) out.nopreempt = typeof c.nopreempt === 'boolean' ? c.nopreempt : this.bad([...at, 'nopreempt'], 'expected true or false');
+    if (c.takebackDelay !== undefined) out.takebackDelay = this.int(c.takebackDelay, [...at, 'takebackDelay'], 0, 86400);
+    return out;
   }
 
   node(n: Json, at: Array<string | number>, index: number): NodeSpec {
@@ -238,6 +251,7 @@ export function parseYamlConfig(text: string, file = '<yaml>'): ClusterConfig {
 export function formatYamlConfig(cfg: ClusterConfig): string {
   const out: Record<string, Json> = {};
   if (cfg.keyFile) out.keyFile = cfg.keyFile;
+  if (cfg.coupling) out.coupling = { ...cfg.coupling };
   if (cfg.peers.length) out.peers = cfg.peers;
   out.nodes = cfg.nodes.map((n) => ({
     name: n.name,
