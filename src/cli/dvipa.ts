@@ -97,8 +97,9 @@ const reactivate = async (a: Args) => {
   await withStore(a, async (cf) => {
     const v = cf.view(d);
     const nodes = a.node ? [a.node] : [...v.quiesced];
-    for (const n of nodes) await cf.setQuiesced(d, n, false);
+    // The move first: with the quiesce lifted first, a pending move would fire.
     if (v.move) await cf.setMove(d, undefined);
+    for (const n of nodes) await cf.setQuiesced(d, n, false);
     process.stdout.write(`${d}: ${nodes.length ? `quiesce lifted on ${nodes.join(', ')}` : 'nothing quiesced'}${v.move ? `; move to ${v.move.to} withdrawn` : ''}; routed by ${ownerText(cf, d)} (placement by rank again)\n`);
   });
 };
