@@ -12,7 +12,7 @@ import { decodeMessage, InvalidMessage, MsgType } from '../src/cluster/messages.
 import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
 import { log } from '../src/log.js';
 import { sleep } from './helpers/agents.js';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { ROOT } from '../src/dataplane/addon.js';
 
@@ -188,6 +188,41 @@ describe('coupling facility on etcd', () => {
     assert.equal(a2.view(D).owner?.node, 'a', 'still owned, under the grace lease');
     const adopted = await a2.claim(D, 100, a2.view(D));
     assert.equal(adopted?.epoch, 1);
+  });
+
+  test('etcd with password auth: the right password joins, a wrong one is refused', async () => {
+    const secured = await startEtcd();
+    try {
+      const ctl = (...args: string[]) => execFileSync('etcdctl', [`--endpoints=${secured.url}`, ...args], { env: { ...process.env, ETCDCTL_API: '3' }, stdio: 'pipe' });
+      ctl('user', 'add', 'root', '--new-user-password=s3cret');
+      ctl('auth', 'enable');
+      const as = (password: string) => new EtcdCoupling({ endpoints: [secured.url], node: 'a', xcf: '198.18.0.1', ttlSec: 1, user: 'root', password, logger: log });
+      const good = as('s3cret');
+      await good.start();
+      assert.equal((await good.claim(D, 100, good.view(D)))?.epoch, 1);
+      await good.stop(0);
+      const bad = as('wrong');
+      await assert.rejects(bad.start(), /authentication failed|invalid/i);
+      await bad.stop(0);
+    } finally {
+      await secured.stop();
+    }
+  });
+
+  test('etcd over TLS with client certificates: with them it joins, without a client certificate it is refused', async () => {
+    const secured = await startEtcd({ tls: true });
+    try {
+      const { ca, cert, key } = secured.tls!;
+      const good = new EtcdCoupling({ endpoints: [secured.url], node: 'a', xcf: '198.18.0.1', ttlSec: 1, caFile: ca, certFile: cert, keyFile: key, logger: log });
+      await good.start();
+      assert.equal((await good.claim(D, 100, good.view(D)))?.epoch, 1);
+      await good.stop(0);
+      const anonymous = new EtcdCoupling({ endpoints: [secured.url], node: 'b', xcf: '198.18.0.1', ttlSec: 1, caFile: ca, logger: log });
+      await assert.rejects(anonymous.start());
+      await anonymous.stop(0);
+    } finally {
+      await secured.stop();
+    }
   });
 
   test('etcd unreachable: health goes down and comes back', async () => {

@@ -153,8 +153,10 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     this.lease = lease;
     lease.on('keepaliveSucceeded', () => this.setHealth(true));
     lease.on('keepaliveFailed', (e: unknown) => this.setHealth(false, String((e as Error)?.message ?? e)));
+    let granted = false;
     lease.on('lost', (e) => {
-      if (this.stopping || lease !== this.lease) return;
+      // A grant that failed is the caller's error to handle, not a lease to win back.
+      if (!granted || this.stopping || lease !== this.lease) return;
       // Expired (we were cut off longer than the TTL): our keys are gone, and so is our
       // ownership; come back with a new lease as soon as the store answers.
       this.opts.logger.error({ err: e.message }, 'etcd lease lost: rejoining');
@@ -162,6 +164,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
       void this.rejoin();
     });
     this.leaseId = await lease.grant();
+    granted = true;
     this.emit('lease');
     await lease.put(keyOf(this.prefix, 'members', this.opts.node)).value(JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf })).exec();
   }

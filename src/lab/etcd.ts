@@ -4,7 +4,7 @@
  * own data directory, tuned so that 1-second leases are allowed (etcd's shortest lease is
  * 1.5 election timeouts). Stopped by pid, its directory removed.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { netnsPath, type Topology } from './netns.js';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -12,8 +12,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 export interface EtcdServer {
-  /** Client URL, http://127.0.0.1:port. */
+  /** Client URL, http://127.0.0.1:port (https:// with TLS). */
   url: string;
+  /** With TLS: the CA that signed the server's certificate, and a client certificate and key it accepts. */
+  tls?: { ca: string; cert: string; key: string };
   pid: number;
   /** SIGSTOP/SIGCONT: etcd unreachable without losing its data. */
   pause(): void;
@@ -30,8 +32,9 @@ async function freePort(): Promise<number> {
 }
 
 /** Whether etcd answers, asked from where the agents are. */
-function healthy(url: string, ns?: string): Promise<boolean> {
-  const cmd = ['etcdctl', `--endpoints=${url}`, '--dial-timeout=500ms', '--command-timeout=500ms', 'endpoint', 'health'];
+function healthy(url: string, ns?: string, tls?: EtcdServer['tls']): Promise<boolean> {
+  const auth = tls ? [`--cacert=${tls.ca}`, `--cert=${tls.cert}`, `--key=${tls.key}`] : [];
+  const cmd = ['etcdctl', `--endpoints=${url}`, ...auth, '--dial-timeout=500ms', '--command-timeout=500ms', 'endpoint', 'health'];
   const [file, args] = ns ? ['nsenter', [`--net=${netnsPath(ns)}`, ...cmd]] : [cmd[0], cmd.slice(1)];
   return new Promise((resolve) => execFile(file, args, { env: { ...process.env, ETCDCTL_API: '3' } }, (err) => resolve(!err)));
 }
@@ -39,12 +42,26 @@ function healthy(url: string, ns?: string): Promise<boolean> {
 /** Where to run it: a lab namespace and an address of it; default loopback of this namespace. */
 export interface EtcdPlace { topo: Topology; ns: string; host: string }
 
-export async function startEtcd(opts: { name?: string; log?: string; place?: EtcdPlace } = {}): Promise<EtcdServer> {
+/** A throwaway CA, a server certificate for `host` and a client certificate (openssl). */
+function makeCertificates(dir: string, host: string): { ca: string; cert: string; key: string; serverCert: string; serverKey: string } {
+  const f = (n: string) => path.join(dir, n);
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
+  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=dvipa test CA', '-keyout', f('ca.key'), '-out', f('ca.pem'));
+  for (const [name, ext] of [['server', `subjectAltName=IP:${host}\nextendedKeyUsage=serverAuth`], ['client', 'extendedKeyUsage=clientAuth']]) {
+    fs.writeFileSync(f(`${name}.ext`), `${ext}\n`);
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`));
+    ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '1', '-extfile', f(`${name}.ext`), '-out', f(`${name}.pem`));
+  }
+  return { ca: f('ca.pem'), cert: f('client.pem'), key: f('client.key'), serverCert: f('server.pem'), serverKey: f('server.key') };
+}
+
+export async function startEtcd(opts: { name?: string; log?: string; place?: EtcdPlace; tls?: boolean } = {}): Promise<EtcdServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-etcd-'));
   const { place } = opts;
   const host = place?.host ?? '127.0.0.1';
   const [client, peer] = place ? [2379, 2380] : [await freePort(), await freePort()];
-  const url = `http://${host}:${client}`;
+  const certs = opts.tls ? makeCertificates(dir, host) : undefined;
+  const url = `${certs ? 'https' : 'http'}://${host}:${client}`;
   const peerUrl = `http://${host}:${peer}`;
   const name = opts.name ?? 'cf';
   const out = opts.log ? fs.openSync(opts.log, 'a') : 'ignore';
@@ -57,6 +74,7 @@ export async function startEtcd(opts: { name?: string; log?: string; place?: Etc
       '--initial-cluster', `${name}=${peerUrl}`,
       '--heartbeat-interval', '50', '--election-timeout', '500',
       '--log-level', 'warn', '--logger', 'zap',
+      ...(certs ? ['--cert-file', certs.serverCert, '--key-file', certs.serverKey, '--trusted-ca-file', certs.ca, '--client-cert-auth'] : []),
     ];
     const stdio: ['ignore', typeof out, typeof out] = ['ignore', out, out];
     child = place ? place.topo.spawn(place.ns, 'etcd', args, { stdio }) : spawn('etcd', args, { stdio });
@@ -66,7 +84,8 @@ export async function startEtcd(opts: { name?: string; log?: string; place?: Etc
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const cleanup = () => fs.rmSync(dir, { recursive: true, force: true });
   const deadline = Date.now() + 10000;
-  while (!(await healthy(url, place?.ns))) {
+  const tls = certs ? { ca: certs.ca, cert: certs.cert, key: certs.key } : undefined;
+  while (!(await healthy(url, place?.ns, tls))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       await exited;
@@ -77,6 +96,7 @@ export async function startEtcd(opts: { name?: string; log?: string; place?: Etc
   }
   return {
     url,
+    tls,
     pid: child.pid!,
     pause: () => child.kill('SIGSTOP'),
     resume: () => child.kill('SIGCONT'),
