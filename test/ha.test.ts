@@ -141,6 +141,53 @@ test('steady state: every connection served through r1, nothing lost', async (t)
   assert.ok(!holds('r2'));
 });
 
+/** `dvipa netstat REPORT --json` against a node's agent (or `--socket` as given). */
+async function netstat(node: string, ...args: string[]): Promise<{ code: number; json?: unknown; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, 'netstat', ...args, '--json', '--socket', fleet.socket(node)], (err, stdout, stderr) =>
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, json: err ? undefined : JSON.parse(stdout), stderr }));
+  });
+}
+
+test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator sees them', async () => {
+  const dyn = async (node: string) => ((await netstat(node, 'vipadyn')).json as { coupling: { shared: boolean; healthy: boolean; members: string[] }; dvipas: Array<Record<string, unknown>> });
+  const r1 = await dyn('r1');
+  assert.deepEqual(r1.coupling, { shared: true, healthy: true, members: ['r1', 'r2'] });
+  assert.deepEqual(r1.dvipas.map((d) => [d.dvipa, d.status, d.origin, d.distStat, d.rank, d.owner]), [[DVIPA, 'Active', 'VIPADEFine', 'Dist', 256, 'r1']]);
+  assert.ok((r1.dvipas[0].epoch as number) >= 1 && typeof r1.dvipas[0].since === 'string');
+  const r2 = await dyn('r2');
+  assert.deepEqual(r2.dvipas.map((d) => [d.status, d.origin, d.rank, d.epoch, d.owner]), [['Backup', 'VIPABackup', 100, 0, 'r1']]);
+  assert.deepEqual((await dyn('t1')).dvipas.map((d) => [d.status, d.distStat]), [['Target', 'Dest']]);
+
+  const vdpt = (await netstat('r1', 'vdpt', '--detail')).json as Array<{ target: string; ready: boolean; weight: number; activeConn: number; owner: boolean; service: { packets: number } }>;
+  assert.deepEqual(vdpt.map((r) => [r.target, r.ready, r.weight > 0, r.owner]), TARGETS.map((t) => [t.xcf, true, true, true]));
+  assert.equal(vdpt.reduce((a, r) => a + r.activeConn, 0) >= LONG, true, 'the long-lived connections are active');
+  assert.ok(vdpt[0].service.packets > 0);
+  const backup = (await netstat('r2', 'vdpt')).json as Array<{ target: string; owner: boolean }>;
+  assert.deepEqual(backup.map((r) => [r.target, r.owner]), [[TARGETS[0].xcf, false], [TARGETS[1].xcf, false]], "r2's own list, inactive");
+
+  const vcrt = (await netstat('r1', 'vcrt', '--dvipa', DVIPA, '--port', String(PORT), '--limit', '5')).json as { entries: Array<{ client: string; target: string; origin: string }>; total: number; truncated: boolean };
+  assert.ok(vcrt.total >= LONG && vcrt.entries.length === 5 && vcrt.truncated);
+  assert.ok(vcrt.entries.every((e) => e.client === '198.18.0.1' && TARGETS.some((t) => t.xcf === e.target) && ['syn', 'newconn', 'recovered'].includes(e.origin)));
+  assert.equal(((await netstat('r1', 'vcrt', '--client', '198.18.0.99')).json as { total: number }).total, 0);
+  const cfg = (await netstat('r1', 'vipadcfg')).json as { node: string; profile: string };
+  assert.equal(cfg.node, 'r1');
+  assert.match(cfg.profile, /VIPADEFINE MOVEABLE IMMEDIATE 255\.255\.255\.255 192\.0\.2\.10/);
+
+  const unknown = await netstat('r1', 'vdpt', '--dvipa', '192.0.2.99');
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /192\.0\.2\.99: no such distributed DVIPA on this node/);
+  const none = await netstat('nobody-here', 'vdpt');
+  assert.equal(none.code, 3);
+  assert.match(none.stderr, /no agent answers on .*nobody-here\.sock/);
+  const nobody = await new Promise<{ code: number; stderr: string }>((resolve) => execFile('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'netstat', 'vdpt', '--socket', fleet.socket('r1')],
+    (err, _out, stderr) => resolve({ code: Number((err as { code?: number } | null)?.code ?? 0), stderr })));
+  assert.equal(nobody.code, 4, nobody.stderr);
+  assert.match(nobody.stderr, /permission denied/);
+  const mode = fs.statSync(fleet.socket('r1')).mode & 0o777;
+  assert.equal(mode, 0o600, 'the control socket is root\'s only');
+});
+
 test('agent restart on the owner under load: the pinned data plane forwards, the new agent adopts the DVIPA', async (t) => {
   await load.mark();
   await fleet.stop('r1', 'SIGTERM');

@@ -6,13 +6,14 @@ import { loadConfig } from '../config/load.js';
 import { ConfigError, type CouplingConfig } from '../config/model.js';
 import { DEFAULT_PIN_ROOT } from '../dataplane/fastpath.js';
 import { DEFAULT_PORT } from '../cluster/transport.js';
+import { DEFAULT_CONTROL_SOCKET } from '../cluster/control.js';
 import { log, defaultLogLevel } from '../log.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
 import { etcdOptions, withEtcd, type EtcdArgs } from './etcd-args.js';
 
 interface AgentArgs extends EtcdArgs {
   config: string; node: string; keyFile?: string; pinRoot: string; port: number; loadFile?: string; scanMs: number;
-  leaseTtl?: number; nopreempt?: boolean; takebackDelay?: number; restartGrace: number;
+  leaseTtl?: number; nopreempt?: boolean; takebackDelay?: number; restartGrace: number; control: string;
 }
 
 /** The command line's HA options over the configuration's (CLUSTER ETCD ...). */
@@ -48,6 +49,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('lease-ttl', { type: 'number', describe: 'seconds a dead node keeps its DVIPAs before a backup takes over (default: LEASETTL of CLUSTER ETCD, else 1; etcd must allow it: election timeout <= TTL/1.5)' })
       .option('nopreempt', { type: 'boolean', describe: 'never take a DVIPA back automatically from a backup (move it with dvipa dvipa move)' })
       .option('takeback-delay', { type: 'number', describe: 'seconds the defining node waits, ready, before taking its DVIPA back (default: TAKEBACKDELAY of CLUSTER ETCD, else 0)' })
+      .option('control', { type: 'string', default: DEFAULT_CONTROL_SOCKET, describe: "the control socket for dvipa netstat (mode 0600); '' for none" })
       .option('restart-grace', { type: 'number', default: 10, describe: 'on a clean stop, seconds a restarted agent has to adopt the DVIPAs before backups take over' }) as never,
   handler: async (a) => {
     requireRoot('dvipa agent');
@@ -72,7 +74,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     if (!Number.isInteger(a.scanMs) || a.scanMs < 50 || a.scanMs > 60000) throw new CliError('--scan-ms must be from 50 to 60000', EXIT.usage);
 
     const ha = haOptions(a, config.coupling);
-    const agent = new Agent({ config, node: a.node, key, pinRoot: a.pinRoot, port: a.port, loadFile: a.loadFile, scanMs: a.scanMs, ha, logger: log });
+    const agent = new Agent({ config, node: a.node, key, pinRoot: a.pinRoot, port: a.port, loadFile: a.loadFile, scanMs: a.scanMs, ha, controlSocket: a.control || undefined, logger: log });
     try {
       await agent.start();
     } catch (e) {

@@ -1,4 +1,4 @@
-export const EXIT = { ok: 0, failed: 1, usage: 2, notPermitted: 4 } as const;
+export const EXIT = { ok: 0, failed: 1, usage: 2, noAgent: 3, notPermitted: 4 } as const;
 
 /** An error the CLI reports as one line, with the exit code it calls for. */
 export class CliError extends Error {

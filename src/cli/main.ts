@@ -2,7 +2,8 @@
 /*
  * The dvipa command line. Exit codes scripts can rely on:
  *   0 success, 1 the operation failed, 2 bad usage or bad input (arguments, files),
- *   4 not permitted (dvipa needs root for BPF, namespaces and bpffs).
+ *   3 no agent answers on the control socket, 4 not permitted (dvipa needs root for BPF,
+ *   namespaces, bpffs and the agent's socket).
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -12,6 +13,7 @@ import { demoCommand } from './demo.js';
 import { configCommand } from './config.js';
 import { agentCommand } from './agent.js';
 import { dvipaCommand } from './dvipa.js';
+import { netstatCommand } from './netstat.js';
 import { CliError, EXIT } from './errors.js';
 import { defaultLogLevel } from '../log.js';
 import { PcapError } from '../net/pcap.js';
@@ -25,6 +27,7 @@ async function main(argv: string[]): Promise<number> {
     .usage('$0 <command> [options]\n\nSysplex Distributor style dynamic VIPAs for Linux edge routers.')
     .command(agentCommand)
     .command(dvipaCommand)
+    .command(netstatCommand)
     .command(configCommand)
     .command(fastpathCommand)
     .command(benchCommand)

@@ -9,7 +9,10 @@
  */
 import { FastPath } from '../dataplane/fastpath.js';
 import type { ClusterConfig, NodeSpec } from '../config/model.js';
-import { planDvipas, rolesOf, type DvipaPlan } from './roles.js';
+import { planDvipas, rolesOf, type DvipaPlan, type Role } from './roles.js';
+import { ControlServer, type ControlRequest } from './control.js';
+import { formatProfile } from '../config/format.js';
+import { CrtOrigin } from '../dataplane/structs.js';
 import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions, type OwnerRecord } from './coupling.js';
 import { Election, PRIMARY_RANK, type Claim, type DvipaCandidacy } from './election.js';
 import { Transport, DEFAULT_PORT } from './transport.js';
@@ -36,8 +39,25 @@ export interface AgentOptions extends TargetOptions {
   pinRoot?: string;
   port?: number;
   ha?: HaOptions;
+  /** The control socket for `dvipa netstat` (none: no socket). */
+  controlSocket?: string;
   logger: Logger;
 }
+
+export interface VipadynRow {
+  dvipa: string;
+  /** Active: routed here; Backup: a candidate, routed elsewhere; Moving: a move to or from here is pending; Quiescing: quiesced here, still routed here; Target: only a target here. */
+  status: 'Active' | 'Backup' | 'Moving' | 'Quiescing' | 'Target';
+  origin: 'VIPADEFine' | 'VIPABackup' | 'VIPA list';
+  /** Dist: routes (or may route) it; Dest: a target of it; DistDest: both. */
+  distStat: 'Dist' | 'Dest' | 'DistDest';
+  rank?: number;
+  epoch: number;
+  owner?: string;
+  since?: string;
+}
+
+export interface VcrtRow { dvipa: string; port: number; protocol: string; client: string; clientPort: number; target: string; origin: 'syn' | 'recovered' | 'newconn'; ageS: number }
 
 /** How often to retry reaching the coupling facility at start. */
 const CF_RETRY_MS = 1000;
@@ -55,6 +75,10 @@ export class Agent {
   private election?: Election;
   private cfRetry?: NodeJS.Timeout;
   private stopped = false;
+  private control?: ControlServer;
+  /** When this node last became the owner of each DVIPA, or stopped being it. */
+  private readonly since = new Map<string, number>();
+  private roles = new Map<string, Role[]>();
 
   constructor(private readonly opts: AgentOptions) {
     const node = opts.config.nodes.find((n) => n.name === opts.node);
@@ -77,6 +101,7 @@ export class Agent {
   async start(): Promise<void> {
     this.fp.configure({ clusterAddr: this.node.xcf });
     const roles = rolesOf(this.opts.config, this.node.name);
+    this.roles = roles;
     for (const [dvipa, rs] of roles) {
       if (rs.some((r) => r.kind === 'target')) this.target.serve(dvipa);
       if (!rs.some((r) => r.kind === 'routing' || r.kind === 'backup')) continue;
@@ -102,6 +127,10 @@ export class Agent {
     await this.transport.start();
     this.target.start();
     if (this.candidacies.size) this.startElection();
+    if (this.opts.controlSocket) {
+      this.control = new ControlServer(this.opts.controlSocket, (req) => this.answer(req), this.log);
+      await this.control.start();
+    }
     this.log.info({ roles: Object.fromEntries([...roles].map(([d, rs]) => [d, rs.map((r) => r.kind)])) }, 'agent started');
   }
 
@@ -109,6 +138,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.cfRetry);
+    await this.control?.stop();
     this.election?.stop();
     await this.cf?.stop(this.opts.ha?.restartGraceSec ?? 10);
     this.target.stop();
@@ -148,6 +178,7 @@ export class Agent {
       idle: (d) => this.router.idle(d),
       acquired: (d, rec, how, previous) => this.acquired(d, rec, how, previous),
       lost: (d, owner) => {
+        this.since.set(d, Date.now());
         this.router.disown(d);
         this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, 'DVIPA now routed by another node: address released');
       },
@@ -169,7 +200,72 @@ export class Agent {
     join();
   }
 
+  /** What the control socket answers. */
+  private answer(req: ControlRequest): unknown {
+    switch (req.cmd) {
+      case 'vdpt':
+        return this.router.vdpt();
+      case 'vcrt':
+        return this.vcrt(req.args ?? {});
+      case 'vipadyn':
+        return { coupling: this.couplingState(), dvipas: this.vipadyn() };
+      case 'vipadcfg':
+        return { node: this.node.name, profile: formatProfile({ ...this.opts.config, nodes: [this.node], peers: [] }), coupling: this.opts.config.coupling };
+      default:
+        throw new Error(`unknown request ${req.cmd} (vdpt, vcrt, vipadyn, vipadcfg)`);
+    }
+  }
+
+  private couplingState(): { shared: boolean; healthy: boolean; members: string[] } | undefined {
+    return this.cf && { shared: this.cf.shared, healthy: this.cf.healthy, members: [...this.cf.members()].sort() };
+  }
+
+  private vipadyn(): VipadynRow[] {
+    const me = this.node.name;
+    return [...this.roles].map(([dvipa, rs]) => {
+      const routes = rs.some((r) => r.kind === 'routing' || r.kind === 'backup');
+      const target = rs.some((r) => r.kind === 'target');
+      const backup = rs.find((r) => r.kind === 'backup');
+      const owned = this.election?.owned.get(dvipa);
+      const view = this.cf?.view(dvipa);
+      let status: VipadynRow['status'] = !routes ? 'Target' : owned ? 'Active' : 'Backup';
+      if (owned && view?.quiesced.has(me)) status = 'Quiescing';
+      else if (view?.move && ((owned && view.move.to !== me) || (!owned && view.move.to === me))) status = 'Moving';
+      const since = this.since.get(dvipa);
+      return {
+        dvipa,
+        status,
+        origin: rs.some((r) => r.kind === 'routing') ? 'VIPADEFine' : backup ? 'VIPABackup' : 'VIPA list',
+        distStat: routes && target ? 'DistDest' : routes ? 'Dist' : 'Dest',
+        ...(rs.some((r) => r.kind === 'routing') ? { rank: PRIMARY_RANK } : backup?.kind === 'backup' ? { rank: backup.rank } : {}),
+        epoch: owned?.epoch ?? 0,
+        ...(view?.owner ? { owner: view.owner.node } : owned ? { owner: me } : {}),
+        ...(since ? { since: new Date(since).toISOString() } : {}),
+      };
+    });
+  }
+
+  private vcrt(args: Record<string, unknown>): { entries: VcrtRow[]; total: number; truncated: boolean } {
+    const limit = typeof args.limit === 'number' ? args.limit : 10000;
+    const origin = { [CrtOrigin.First]: 'syn', [CrtOrigin.Recovered]: 'recovered', [CrtOrigin.Control]: 'newconn' } as const;
+    // The data plane stamps entries with CLOCK_MONOTONIC (coarse), which hrtime reads too.
+    const now = process.hrtime.bigint();
+    const entries: VcrtRow[] = [];
+    let total = 0;
+    for (const [k, v] of this.fp.crt.entries()) {
+      if ((args.dvipa && k.daddr !== args.dvipa) || (args.port && k.dport !== args.port) || (args.client && k.saddr !== args.client)) continue;
+      total++;
+      if (entries.length >= limit) continue;
+      entries.push({
+        dvipa: k.daddr, port: k.dport, protocol: k.proto === 6 ? 'tcp' : 'udp', client: k.saddr, clientPort: k.sport, target: v.target,
+        origin: origin[v.origin as CrtOrigin] ?? 'newconn', ageS: v.createdNs ? Math.max(0, Math.round(Number(now - v.createdNs) / 1e9)) : 0,
+      });
+    }
+    return { entries, total, truncated: total > entries.length };
+  }
+
   private acquired(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted', previous?: string): void {
+    if (how !== 'adopted' || !this.since.has(dvipa)) this.since.set(dvipa, Date.now());
     this.router.own(dvipa, rec.epoch, previous);
     const change: Message = { type: MsgType.Dvipa, body: { address: dvipa, owner: this.node.name, epoch: rec.epoch, event: how } };
     this.transport.broadcast(change);

@@ -34,6 +34,14 @@ const INHERIT_MS = 3000;
  */
 const GATE_WAIT_MS = 5000;
 
+export interface VdptRow {
+  dvipa: string; port: number; protocol: string; target: string; ready: boolean; weight: number; load?: number;
+  activeConn: number; totalConn: number; method: string; owner: boolean;
+  /** While continuing a previous owner's distribution: that node. */
+  following?: string;
+  service?: { packets: bigint; bytes: bigint; crtHit: bigint; crtNew: bigint; recovered: bigint; forwarded: bigint; dropped: bigint };
+}
+
 export interface RoutingOptions {
   /** Whether the node with this cluster address is connected now (this node itself: yes). */
   isConnected(xcf: string): boolean;
@@ -62,6 +70,8 @@ export class RoutingRole {
   private readonly affinity = new Map<string, number>();
   /** The connections targets report, for active counts (WEIGHTEDACTIVE) and idleness. */
   private readonly conns = new Map<string, { service: string; xcf: string }>();
+  /** Connections ever reported, per service and target (TotalConn). */
+  private readonly totals = new Map<string, number>();
   /** Targets whose full SRVSTAT and full CONNS arrived since they connected. */
   private readonly synced = new Map<string, { srvstat: boolean; conns: boolean }>();
   /** Services whose pinned tables a previous agent left: kept until the targets have reported. */
@@ -250,6 +260,27 @@ export class RoutingRole {
     return undefined;
   }
 
+  /** The DPT as `dvipa netstat vdpt` shows it: per service and target. */
+  vdpt(): VdptRow[] {
+    const rows: VdptRow[] = [];
+    for (const [name, s] of this.routed) {
+      const source = this.inheriting.get(name)?.from ?? this.node.name;
+      const dpt = this.dpts.get(source)!;
+      const weights = new Map(dpt.weights(name).map((t) => [t.addr, t.weight]));
+      const id = this.fp.serviceId(s);
+      const stats = id === undefined ? undefined : this.fp.serviceStats(id);
+      for (const t of dpt.targets(name)) {
+        rows.push({
+          dvipa: s.vip, port: s.port, protocol: s.protocol, target: t.xcf, ready: t.ready, weight: weights.get(t.xcf) ?? 0,
+          load: t.load, activeConn: t.active, totalConn: this.totals.get(`${name}|${t.xcf}`) ?? 0,
+          method: dpt.method(name), owner: this.epochOf(s.vip) > 0, following: source === this.node.name ? undefined : source,
+          ...(stats ? { service: { packets: stats.packets, bytes: stats.bytes, crtHit: stats.crtHit, crtNew: stats.crtNew, recovered: stats.recovered, forwarded: stats.forwarded, dropped: stats.dropped } } : {}),
+        });
+      }
+    }
+    return rows;
+  }
+
   /** A report into every candidate's DPT; whether the one this service's table follows now changed. */
   private update(name: string, xcf: string, change: Parameters<Dpt['update']>[2]): boolean {
     const source = this.inheriting.get(name)?.from ?? this.node.name;
@@ -313,7 +344,10 @@ export class RoutingRole {
     for (const c of removed) this.conns.delete(connKey(c));
     for (const c of added) {
       const service = this.serviceOfConn(c);
-      if (service) this.conns.set(connKey(c), { service, xcf });
+      if (!service) continue;
+      const key = connKey(c);
+      if (!this.conns.has(key)) this.totals.set(`${service}|${xcf}`, (this.totals.get(`${service}|${xcf}`) ?? 0) + 1);
+      this.conns.set(key, { service, xcf });
     }
     const counts = new Map<string, number>([...this.routed.keys()].map((n) => [n, 0]));
     for (const v of this.conns.values()) if (v.xcf === xcf) counts.set(v.service, (counts.get(v.service) ?? 0) + 1);

@@ -70,6 +70,13 @@ export class Dpt {
     return changed;
   }
 
+  /** The distribution method's name, as the displays show it. */
+  method(service: string): string {
+    const m = this.services.get(service)?.dist.method;
+    if (!m) return 'none';
+    return m.name === 'hotstandby' ? `hotstandby ${m.autoSwitchBack ? 'autoswitchback' : 'noautoswitchback'}` : m.name;
+  }
+
   targets(service: string): TargetState[] {
     return [...(this.services.get(service)?.targets.values() ?? [])];
   }

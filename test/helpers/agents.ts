@@ -25,6 +25,11 @@ export class Agents {
   /** `dir` holds cluster.key and cluster.cfg, the defaults of every agent. */
   constructor(private readonly topo: Topology, private readonly ns: Record<string, string>, private readonly dir: string, private readonly prefix: string) {}
 
+  /** The agent's control socket (dvipa netstat --socket). */
+  socket(node: string): string {
+    return path.join(this.dir, `${node}.sock`);
+  }
+
   pinRoot(node: string): string {
     return `/sys/fs/bpf/${this.prefix}${node}`;
   }
@@ -34,7 +39,7 @@ export class Agents {
     if (!fs.existsSync(loadFile)) fs.writeFileSync(loadFile, '0');
     const child = this.topo.spawn(this.ns[node], process.execPath, [
       CLI, 'agent', '--config', o.config ?? path.join(this.dir, 'cluster.cfg'), '--node', node, '--pin-root', this.pinRoot(node),
-      '--key-file', o.keyFile ?? path.join(this.dir, 'cluster.key'), '--load-file', loadFile, '--scan-ms', '5000', ...(o.args ?? []),
+      '--key-file', o.keyFile ?? path.join(this.dir, 'cluster.key'), '--load-file', loadFile, '--scan-ms', '5000', '--control', this.socket(node), ...(o.args ?? []),
     ], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DVIPA_LOG_LEVEL: 'info' } });
     const log: LogLine[] = (this.logs[node] = []);
     readline.createInterface({ input: child.stderr! }).on('line', (l) => {

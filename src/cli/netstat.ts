@@ -1,0 +1,121 @@
+/*
+ * `dvipa netstat vdpt|vcrt|vipadyn|vipadcfg`: the local agent's tables, laid out as z/OS
+ * NETSTAT shows them (same names and columns), plus what Linux adds (epoch, origin of a CRT
+ * entry, the previous owner a new one still distributes like). `--json` gives the data.
+ */
+import type { Argv, CommandModule } from 'yargs';
+import { askAgent, DEFAULT_CONTROL_SOCKET, toJson } from '../cluster/control.js';
+import type { VdptRow } from '../cluster/router.js';
+import type { VcrtRow, VipadynRow } from '../cluster/agent.js';
+import { parseIpv4 } from '../net/addr.js';
+import { CliError, EXIT } from './errors.js';
+
+interface Args { socket: string; json?: boolean; detail?: boolean; dvipa?: string; port?: number; client?: string; limit?: number }
+
+async function ask(a: Args, cmd: string, args?: Record<string, unknown>): Promise<unknown> {
+  try {
+    return await askAgent(a.socket, { cmd, args });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ECONNREFUSED') throw new CliError(`no agent answers on ${a.socket}: start it (dvipa agent ...) or give its --socket`, EXIT.noAgent);
+    if (code === 'EACCES' || code === 'EPERM') throw new CliError(`${a.socket}: permission denied (the agent's socket is root's only)`, EXIT.notPermitted);
+    throw new CliError(`${a.socket}: ${(e as Error).message}`);
+  }
+}
+
+const pad = (n: number, width = 10) => String(n).padStart(width, '0');
+const out = (s: string): void => {
+  process.stdout.write(s);
+};
+
+function checkFilters(a: Args): void {
+  for (const [name, v] of [['dvipa', a.dvipa], ['client', a.client]] as const) {
+    if (v === undefined) continue;
+    try {
+      parseIpv4(v);
+    } catch {
+      throw new CliError(`--${name} ${v}: not an IPv4 address`, EXIT.usage);
+    }
+  }
+  if (a.port !== undefined && (!Number.isInteger(a.port) || a.port < 1 || a.port > 65535)) throw new CliError('--port must be from 1 to 65535', EXIT.usage);
+  if (a.limit !== undefined && (!Number.isInteger(a.limit) || a.limit < 1)) throw new CliError('--limit must be a whole number of at least 1', EXIT.usage);
+}
+
+async function vdpt(a: Args): Promise<void> {
+  checkFilters(a);
+  const rows = ((await ask(a, 'vdpt')) as VdptRow[]).filter((r) => (!a.dvipa || r.dvipa === a.dvipa) && (!a.port || r.port === a.port));
+  if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}${a.port ? `..${a.port}` : ''}: no such distributed DVIPA on this node`);
+  if (a.json) return out(`${toJson(rows)}\n`);
+  out('DYNAMIC VIPA DESTINATION PORT TABLE:\n');
+  for (const r of rows) {
+    out(`DEST:         ${r.dvipa}..${r.port}\n`);
+    out(`  DESTXCF:    ${r.target}\n`);
+    // TSR (target server responsiveness): dvipa knows whether the listener is up, not its accept queue.
+    out(`  TOTALCONN:  ${pad(r.totalConn)}  RDY: ${pad(r.ready ? 1 : 0, 3)}  WLM: ${String(r.weight).padStart(2, '0')}  TSR: ${r.ready ? 100 : 0}\n`);
+    out(`  DISTMETHOD: ${r.method.toUpperCase()}\n`);
+    out(`  FLG:        ${r.owner ? 'ACTIVE' : 'INACTIVE (BACKUP)'}${r.following ? `, DISTRIBUTING AS ${r.following}` : ''}\n`);
+    out(`  ACTIVECONN: ${pad(r.activeConn)}${r.load !== undefined ? `  LOAD: ${r.load}` : ''}\n`);
+    if (a.detail && r.service) {
+      const s = r.service;
+      out(`  SERVICE:    PACKETS: ${s.packets}  BYTES: ${s.bytes}  CRTHIT: ${s.crtHit}  CRTNEW: ${s.crtNew}  RECOVERED: ${s.recovered}  FORWARDED: ${s.forwarded}  DROPPED: ${s.dropped}\n`);
+    }
+  }
+  out(`${rows.length} OF ${rows.length} RECORDS DISPLAYED\n`);
+}
+
+async function vcrt(a: Args): Promise<void> {
+  checkFilters(a);
+  const r = (await ask(a, 'vcrt', { dvipa: a.dvipa, port: a.port, client: a.client, limit: a.limit })) as { entries: VcrtRow[]; total: number; truncated: boolean };
+  if (a.json) return out(`${toJson(r)}\n`);
+  out('DYNAMIC VIPA CONNECTION ROUTING TABLE:\n');
+  for (const e of r.entries) {
+    out(`DEST:         ${e.dvipa}..${e.port}\n`);
+    out(`  SOURCE:     ${e.client}..${e.clientPort}\n`);
+    out(`  DESTXCF:    ${e.target}\n`);
+    out(`  ORIGIN:     ${e.origin.toUpperCase()}${e.ageS ? `  AGE: ${e.ageS}S` : ''}\n`);
+  }
+  out(`${r.entries.length} OF ${r.total} RECORDS DISPLAYED${r.truncated ? ' (--limit)' : ''}\n`);
+}
+
+async function vipadyn(a: Args): Promise<void> {
+  const r = (await ask(a, 'vipadyn')) as { coupling?: { shared: boolean; healthy: boolean; members: string[] }; dvipas: VipadynRow[] };
+  const rows = r.dvipas.filter((d) => !a.dvipa || d.dvipa === a.dvipa);
+  if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}: not a DVIPA of this node`);
+  if (a.json) return out(`${toJson({ ...r, dvipas: rows })}\n`);
+  const cf = r.coupling;
+  out(`COUPLING FACILITY: ${!cf ? 'NONE' : !cf.shared ? 'LOCAL (NO ETCD)' : `ETCD ${cf.healthy ? 'REACHABLE' : 'UNREACHABLE'}  MEMBERS: ${cf.members.join(' ')}`}\n`);
+  out('DYNAMIC VIPA:\n');
+  out(`  ${'IP ADDRESS'.padEnd(16)}${'STATUS'.padEnd(11)}${'ORIGINATION'.padEnd(13)}${'DISTSTAT'.padEnd(10)}${'RANK'.padEnd(6)}${'EPOCH'.padEnd(7)}${'OWNER'.padEnd(10)}SINCE\n`);
+  for (const d of rows) {
+    out(`  ${d.dvipa.padEnd(16)}${d.status.toUpperCase().padEnd(11)}${d.origin.toUpperCase().padEnd(13)}${d.distStat.toUpperCase().padEnd(10)}${String(d.rank ?? '').padEnd(6)}${String(d.epoch || '').padEnd(7)}${(d.owner ?? '').padEnd(10)}${d.since ?? ''}\n`);
+  }
+  out(`${rows.length} OF ${r.dvipas.length} RECORDS DISPLAYED\n`);
+}
+
+async function vipadcfg(a: Args): Promise<void> {
+  const r = (await ask(a, 'vipadcfg')) as { node: string; profile: string; coupling?: object };
+  if (a.json) return out(`${toJson(r)}\n`);
+  out(`DYNAMIC VIPA INFORMATION (NODE ${r.node}):\n${r.profile}`);
+}
+
+const common = <T>(y: Argv<T>) =>
+  y.option('socket', { type: 'string', default: DEFAULT_CONTROL_SOCKET, describe: "the agent's control socket (dvipa agent --control)" })
+    .option('json', { type: 'boolean', describe: 'the data as JSON' });
+const filters = <T>(y: Argv<T>) =>
+  y.option('dvipa', { type: 'string', describe: 'only this DVIPA' }).option('port', { type: 'number', describe: 'only this port' });
+
+export const netstatCommand: CommandModule<object, Args> = {
+  command: 'netstat <report>',
+  describe: "the local agent's tables, as z/OS NETSTAT shows them: vdpt, vcrt, vipadyn, vipadcfg",
+  builder: (y) =>
+    common(y)
+      .command('vdpt', 'destination port table: per DVIPA:port and target, readiness, weight, connections', (b) =>
+        filters(b).option('detail', { type: 'boolean', describe: "add the distributor's counters per service" }), vdpt as never)
+      .command('vcrt', 'connection routing table: which target serves each connection, and where the entry came from', (b) =>
+        filters(b).option('client', { type: 'string', describe: "only this client's connections" })
+          .option('limit', { type: 'number', default: 10000, describe: 'at most this many entries' }), vcrt as never)
+      .command('vipadyn', 'the DVIPAs of this node: status, origin, rank, epoch, owner, since', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), vipadyn as never)
+      .command('vipadcfg', 'the configuration in force on this node', (b) => b, vipadcfg as never)
+      .demandCommand(1, 'name a report: vdpt, vcrt, vipadyn or vipadcfg') as never,
+  handler: () => undefined,
+};
