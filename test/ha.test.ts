@@ -141,6 +141,12 @@ test('steady state: every connection served through r1, nothing lost', async (t)
   assert.ok(!holds('r2'));
 });
 
+/** The agent's Prometheus metrics, scraped from inside its namespace. */
+function metrics(node: string): Promise<string> {
+  return new Promise((resolve, reject) => execFile('nsenter', [`--net=${netnsPath(ns[node])}`, process.execPath, '-e',
+    "fetch('http://127.0.0.1:9741/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"], (err, stdout) => (err ? reject(err) : resolve(stdout))));
+}
+
 /** `dvipa netstat REPORT --json` against a node's agent (or `--socket` as given). */
 async function netstat(node: string, ...args: string[]): Promise<{ code: number; json?: unknown; stderr: string }> {
   return new Promise((resolve) => {
@@ -184,6 +190,12 @@ test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator
     (err, _out, stderr) => resolve({ code: Number((err as { code?: number } | null)?.code ?? 0), stderr })));
   assert.equal(nobody.code, 4, nobody.stderr);
   assert.match(nobody.stderr, /permission denied/);
+  const m = await metrics('r1');
+  for (const t of TARGETS) assert.match(m, new RegExp(`dvipa_target_connections_active\\{dvipa="${DVIPA}",port="${PORT}",protocol="tcp",target="${t.xcf}"\\} [1-9]`));
+  assert.match(m, /dvipa_coupling_facility_up 1/);
+  assert.match(m, /dvipa_service_packets_total\{dvipa="192\.0\.2\.10",port="8080",protocol="tcp"\} [1-9]/);
+  assert.match(m, /dvipa_verdicts_total\{reason="fwd_redirect"\} [1-9]/);
+  assert.match(m, /dvipa_crt_entries [1-9]/);
   const mode = fs.statSync(fleet.socket('r1')).mode & 0o777;
   assert.equal(mode, 0o600, 'the control socket is root\'s only');
 });
@@ -234,6 +246,9 @@ test('takeover: r1 killed and its link down; r2 forwards within about a second w
   show(t, 'takeover', r);
   assertNoConnectionLost(r, 'takeover');
   assert.ok(holds('r2'));
+  const m = await metrics('r2');
+  assert.match(m, /dvipa_ownership_changes_total\{dvipa="192\.0\.2\.10",how="takeover"\} 1/);
+  assert.match(m, /dvipa_ownership_change_seconds_count\{how="takeover"\} 1/);
   assert.ok(r.fresh.firstOkAfterMs !== undefined && r.fresh.firstOkAfterMs < 5000, `a new connection was served through r2 (${r.fresh.firstOkAfterMs} ms)`);
 
   // r2's own VIPADISTribute, once it stops continuing r1's distribution (3 s): new

@@ -7,13 +7,14 @@ import { ConfigError, type CouplingConfig } from '../config/model.js';
 import { DEFAULT_PIN_ROOT } from '../dataplane/fastpath.js';
 import { DEFAULT_PORT } from '../cluster/transport.js';
 import { DEFAULT_CONTROL_SOCKET } from '../cluster/control.js';
+import { DEFAULT_METRICS_ADDRESS } from '../cluster/metrics.js';
 import { log, defaultLogLevel } from '../log.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
 import { etcdOptions, withEtcd, type EtcdArgs } from './etcd-args.js';
 
 interface AgentArgs extends EtcdArgs {
   config: string; node: string; keyFile?: string; pinRoot: string; port: number; loadFile?: string; scanMs: number;
-  leaseTtl?: number; nopreempt?: boolean; takebackDelay?: number; restartGrace: number; control: string;
+  leaseTtl?: number; nopreempt?: boolean; takebackDelay?: number; restartGrace: number; control: string; metrics: string;
 }
 
 /** The command line's HA options over the configuration's (CLUSTER ETCD ...). */
@@ -34,6 +35,13 @@ function haOptions(a: AgentArgs, c: CouplingConfig | undefined): HaOptions {
   };
 }
 
+function metricsAddress(v: string): string | undefined {
+  if (v === '') return undefined;
+  const m = /^(\[[0-9a-fA-F:]+\]|[\w.-]+):(\d+)$/.exec(v);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new CliError(`--metrics ${v}: expected host:port (e.g. ${DEFAULT_METRICS_ADDRESS}, [::1]:9741) or ''`, EXIT.usage);
+  return v;
+}
+
 export const agentCommand: CommandModule<object, AgentArgs> = {
   command: 'agent',
   describe: "run this node's agent: roles from the configuration, reports to routing nodes, DPT and CRT as routing node",
@@ -50,6 +58,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('nopreempt', { type: 'boolean', describe: 'never take a DVIPA back automatically from a backup (move it with dvipa dvipa move)' })
       .option('takeback-delay', { type: 'number', describe: 'seconds the defining node waits, ready, before taking its DVIPA back (default: TAKEBACKDELAY of CLUSTER ETCD, else 0)' })
       .option('control', { type: 'string', default: DEFAULT_CONTROL_SOCKET, describe: "the control socket for dvipa netstat (mode 0600); '' for none" })
+      .option('metrics', { type: 'string', default: DEFAULT_METRICS_ADDRESS, describe: "host:port serving Prometheus metrics at /metrics; '' for none" })
       .option('restart-grace', { type: 'number', default: 10, describe: 'on a clean stop, seconds a restarted agent has to adopt the DVIPAs before backups take over' }) as never,
   handler: async (a) => {
     requireRoot('dvipa agent');
@@ -74,7 +83,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     if (!Number.isInteger(a.scanMs) || a.scanMs < 50 || a.scanMs > 60000) throw new CliError('--scan-ms must be from 50 to 60000', EXIT.usage);
 
     const ha = haOptions(a, config.coupling);
-    const agent = new Agent({ config, node: a.node, key, pinRoot: a.pinRoot, port: a.port, loadFile: a.loadFile, scanMs: a.scanMs, ha, controlSocket: a.control || undefined, logger: log });
+    const agent = new Agent({ config, node: a.node, key, pinRoot: a.pinRoot, port: a.port, loadFile: a.loadFile, scanMs: a.scanMs, ha, controlSocket: a.control || undefined, metricsAddress: metricsAddress(a.metrics), logger: log });
     try {
       await agent.start();
     } catch (e) {

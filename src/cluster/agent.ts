@@ -11,6 +11,7 @@ import { FastPath } from '../dataplane/fastpath.js';
 import type { ClusterConfig, NodeSpec } from '../config/model.js';
 import { planDvipas, rolesOf, type DvipaPlan, type Role } from './roles.js';
 import { ControlServer, type ControlRequest } from './control.js';
+import { AgentMetrics } from './metrics.js';
 import { formatProfile } from '../config/format.js';
 import { CrtOrigin } from '../dataplane/structs.js';
 import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions, type OwnerRecord } from './coupling.js';
@@ -41,6 +42,8 @@ export interface AgentOptions extends TargetOptions {
   ha?: HaOptions;
   /** The control socket for `dvipa netstat` (none: no socket). */
   controlSocket?: string;
+  /** host:port for Prometheus metrics at /metrics (none: not served). */
+  metricsAddress?: string;
   logger: Logger;
 }
 
@@ -76,6 +79,7 @@ export class Agent {
   private cfRetry?: NodeJS.Timeout;
   private stopped = false;
   private control?: ControlServer;
+  private metrics?: AgentMetrics;
   /** When this node last became the owner of each DVIPA, or stopped being it. */
   private readonly since = new Map<string, number>();
   private roles = new Map<string, Role[]>();
@@ -127,6 +131,20 @@ export class Agent {
     await this.transport.start();
     this.target.start();
     if (this.candidacies.size) this.startElection();
+    if (this.opts.metricsAddress) {
+      this.metrics = new AgentMetrics({
+        vdpt: () => this.router.vdpt(),
+        crtEntries: () => {
+          let n = 0;
+          for (const _ of this.fp.crt.keys()) n++;
+          return n;
+        },
+        reasons: () => this.fp.reasonCounts(),
+        messageRejects: () => ({ ...this.transport.drops, stale_epoch: this.target.fence.refused }),
+        couplingUp: () => (this.cf?.shared ? this.cf.healthy : undefined),
+      });
+      await this.metrics.listen(this.opts.metricsAddress, this.log);
+    }
     if (this.opts.controlSocket) {
       this.control = new ControlServer(this.opts.controlSocket, (req) => this.answer(req), this.log);
       await this.control.start();
@@ -139,6 +157,7 @@ export class Agent {
     this.stopped = true;
     clearTimeout(this.cfRetry);
     await this.control?.stop();
+    await this.metrics?.stop();
     this.election?.stop();
     await this.cf?.stop(this.opts.ha?.restartGraceSec ?? 10);
     this.target.stop();
@@ -176,7 +195,11 @@ export class Agent {
     }, {
       ready: (d) => this.router.ready(d),
       idle: (d) => this.router.idle(d),
-      acquired: (d, rec, how, previous) => this.acquired(d, rec, how, previous),
+      acquired: (d, rec, how, previous, tookMs) => {
+        this.metrics?.ownershipChanges.inc({ dvipa: d, how });
+        if (how !== 'adopted') this.metrics?.ownershipSeconds.observe({ how }, tookMs / 1000);
+        this.acquired(d, rec, how, previous);
+      },
       lost: (d, owner) => {
         this.since.set(d, Date.now());
         this.router.disown(d);

@@ -66,8 +66,11 @@ export interface ElectionHooks {
   /** The readiness gate: may this node start routing the DVIPA without losing a connection? */
   ready(dvipa: string): boolean;
   idle(dvipa: string): boolean;
-  /** This node routes the DVIPA from now on, under this epoch; `previous`: who routed it last. */
-  acquired(dvipa: string, owner: OwnerRecord, how: Claim | 'adopted', previous?: string): void;
+  /**
+   * This node routes the DVIPA from now on, under this epoch; `previous`: who routed it last;
+   * `tookMs`: for a takeover how long it had no owner (as this node saw it), else the claim.
+   */
+  acquired(dvipa: string, owner: OwnerRecord, how: Claim | 'adopted', previous: string | undefined, tookMs: number): void;
   /** Another node routes it now (or nobody, as far as the store says). */
   lost(dvipa: string, owner: OwnerRecord | undefined): void;
 }
@@ -182,6 +185,8 @@ export class Election {
   private run(dvipa: string, how: Claim | 'adopted', view: DvipaView): void {
     const rank = this.dvipas.get(dvipa)!.candidates.find((x) => x.node === this.opts.me)?.rank ?? 0;
     this.busy.add(dvipa);
+    const started = Date.now();
+    const since = how === 'takeover' ? (this.ownerlessSince.get(dvipa) ?? started) : started;
     this.cf.claim(dvipa, rank, view).then((won) => {
       if (!won) return;
       const previous = view.owner?.node ?? this.lastOwner.get(dvipa);
@@ -189,7 +194,7 @@ export class Election {
       this.bound.add(dvipa);
       this.lastOwner.set(dvipa, this.opts.me);
       this.log.info({ dvipa, epoch: won.epoch, how, from: previous }, how === 'adopted' ? 'DVIPA adopted' : 'DVIPA acquired');
-      this.hooks.acquired(dvipa, won, how, previous);
+      this.hooks.acquired(dvipa, won, how, previous, Date.now() - since);
     }, (e: Error) => this.log.warn({ dvipa, how, err: e.message }, 'claim failed; retrying'))
       .finally(() => this.busy.delete(dvipa));
   }

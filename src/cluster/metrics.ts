@@ -1,0 +1,118 @@
+/*
+ * The agent's Prometheus metrics (prom-client), served over HTTP at /metrics. Gauges read
+ * the maps and the agent's tables when scraped, so nothing is counted twice and a restarted
+ * agent reports what the pinned data plane counted all along.
+ */
+import * as http from 'node:http';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Logger } from '../log.js';
+import type { VdptRow } from './router.js';
+
+export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9741';
+
+/** What the metrics read, at each scrape. */
+export interface MetricsSource {
+  vdpt(): VdptRow[];
+  crtEntries(): number;
+  reasons(): Record<string, bigint>;
+  messageRejects(): Record<string, number>;
+  couplingUp(): boolean | undefined;
+}
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  private server?: http.Server;
+  readonly ownershipChanges: Counter<'dvipa' | 'how'>;
+  readonly ownershipSeconds: Histogram<'how'>;
+
+  constructor(source: MetricsSource) {
+    const r = this.registry;
+    const svcLabels = ['dvipa', 'port', 'protocol'] as const;
+    const targetLabels = ['dvipa', 'port', 'protocol', 'target'] as const;
+    const perService = (name: string, help: string, pick: (s: NonNullable<VdptRow['service']>) => bigint) =>
+      new Gauge({
+        name, help, labelNames: svcLabels, registers: [r],
+        collect() {
+          this.reset();
+          const seen = new Set<string>();
+          for (const row of source.vdpt()) {
+            const key = `${row.dvipa}:${row.port}/${row.protocol}`;
+            if (!row.service || seen.has(key)) continue;
+            seen.add(key);
+            this.set({ dvipa: row.dvipa, port: row.port, protocol: row.protocol }, Number(pick(row.service)));
+          }
+        },
+      });
+    perService('dvipa_service_packets_total', 'packets the distributor handled for the service (counter)', (s) => s.packets);
+    perService('dvipa_service_bytes_total', 'bytes the distributor handled for the service (counter)', (s) => s.bytes);
+    perService('dvipa_service_new_connections_total', 'connections the distributor placed by the Maglev table (counter)', (s) => s.crtNew);
+    perService('dvipa_service_recovered_total', 'mid-connection packets without a CRT entry, routed by the hash (counter)', (s) => s.recovered);
+    perService('dvipa_service_dropped_total', 'packets of the service dropped (counter; reasons in dvipa_drops_total)', (s) => s.dropped);
+    const perTarget = (name: string, help: string, pick: (row: VdptRow) => number) =>
+      new Gauge({
+        name, help, labelNames: targetLabels, registers: [r],
+        collect() {
+          this.reset();
+          for (const row of source.vdpt()) this.set({ dvipa: row.dvipa, port: row.port, protocol: row.protocol, target: row.target }, pick(row));
+        },
+      });
+    perTarget('dvipa_target_connections_active', 'connections the target reports now (ActiveConn)', (row) => row.activeConn);
+    perTarget('dvipa_target_connections_total', 'connections the target has reported since the agent started (TotalConn)', (row) => row.totalConn);
+    perTarget('dvipa_target_ready', '1 while an application listens on the service on the target (Rdy)', (row) => (row.ready ? 1 : 0));
+    perTarget('dvipa_target_weight', "the target's weight in the Maglev table now (WLM)", (row) => row.weight);
+    new Gauge({
+      name: 'dvipa_crt_entries', help: 'entries in the connection routing table', registers: [r],
+      collect() {
+        this.set(source.crtEntries());
+      },
+    });
+    new Gauge({
+      name: 'dvipa_verdicts_total', help: "the data plane's verdicts by reason (counter; drop_* are drops)", labelNames: ['reason'], registers: [r],
+      collect() {
+        for (const [reason, n] of Object.entries(source.reasons())) this.set({ reason }, Number(n));
+      },
+    });
+    new Gauge({
+      name: 'dvipa_message_rejects_total', help: 'messages from other nodes refused, by reason (counter)', labelNames: ['reason'], registers: [r],
+      collect() {
+        this.reset();
+        for (const [reason, n] of Object.entries(source.messageRejects())) this.set({ reason }, n);
+      },
+    });
+    new Gauge({
+      name: 'dvipa_coupling_facility_up', help: '1 while etcd answers (0: nothing changes owner); absent without etcd', registers: [r],
+      collect() {
+        this.reset();
+        const up = source.couplingUp();
+        if (up !== undefined) this.set(up ? 1 : 0);
+      },
+    });
+    this.ownershipChanges = new Counter({ name: 'dvipa_ownership_changes_total', help: 'DVIPAs this node took: takeover, takeback, move, adopted', labelNames: ['dvipa', 'how'], registers: [r] });
+    this.ownershipSeconds = new Histogram({
+      name: 'dvipa_ownership_change_seconds', help: 'takeover: seconds the DVIPA had no owner; takeback and move: seconds from the decision to the address announced',
+      labelNames: ['how'], buckets: [0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10], registers: [r],
+    });
+  }
+
+  async listen(address: string, log: Logger): Promise<void> {
+    const i = address.lastIndexOf(':');
+    const host = address.slice(0, i).replace(/^\[|\]$/g, '');
+    const port = Number(address.slice(i + 1));
+    this.server = http.createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end('dvipa agent: metrics are at /metrics\n');
+        return;
+      }
+      this.registry.metrics().then((text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text), (e: Error) => res.writeHead(500).end(`${e.message}\n`));
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(port, host, () => resolve());
+    });
+    log.info({ address }, 'metrics at /metrics');
+  }
+
+  async stop(): Promise<void> {
+    if (this.server) await new Promise((resolve) => this.server!.close(resolve));
+  }
+}
