@@ -14,17 +14,18 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { fullChecksums, acceptRedirects, netnsPath, nsIp, sysctl, Topology } from '../src/lab/netns.js';
+import { netnsPath, nsIp, Topology } from '../src/lab/netns.js';
+import { buildHaTopology, haConfig, HA, holdsDvipa } from '../src/lab/ha-topology.js';
 import { LoadClient, startNameServer, type LoadReport } from '../src/lab/procs.js';
 import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
 import { Agents, sleep } from './helpers/agents.js';
 
-const DVIPA = '192.0.2.10';
+const DVIPA = HA.dvipa;
 const PORT = 8080;
-const CF = '198.18.20.100';
-const ROUTERS = [{ name: 'r1', xcf: '198.18.20.1', lan: '198.18.0.2' }, { name: 'r2', xcf: '198.18.20.2', lan: '198.18.0.3' }];
-const TARGETS = [1, 2, 3].map((i) => ({ name: `t${i}`, xcf: `198.18.20.1${i}` }));
+const CF = HA.cf;
+const ROUTERS = HA.routers;
+const TARGETS = HA.targets;
 const LONG = 200;
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 
@@ -36,7 +37,7 @@ let load: LoadClient;
 const ns: Record<string, string> = {};
 
 const haArgs = () => ['--etcd', etcd.url, '--lease-ttl', '1'];
-const holds = (router: string) => nsIp(ns[router], '-o', '-4', 'addr', 'show', 'dev', 'ext').includes(` ${DVIPA}/32`);
+const holds = (router: string) => holdsDvipa(ns[router]);
 const acquired = (router: string, how?: string) => fleet.find(router, 'DVIPA acquired', how ? { how } : {});
 
 function show(t: { diagnostic(m: string): void }, what: string, r: LoadReport): void {
@@ -65,50 +66,11 @@ before(async () => {
   const prefix = uniquePrefix('ha');
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-ha-'));
   fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32));
-  fs.writeFileSync(path.join(dir, 'cluster.cfg'), [
-    `NODE r1 XCF ${ROUTERS[0].xcf} EXTERNAL ext INTERNAL core0`,
-    'VIPADYNAMIC',
-    `  VIPADEFINE 255.255.255.255 ${DVIPA}`,
-    `  VIPADISTRIBUTE ${DVIPA} PORT ${PORT} DESTIP ${TARGETS.map((t) => t.xcf).join(' ')}`,
-    'ENDVIPADYNAMIC',
-    `NODE r2 XCF ${ROUTERS[1].xcf} EXTERNAL ext INTERNAL core0`,
-    'VIPADYNAMIC',
-    `  VIPABACKUP 100 ${DVIPA}`,
-    `  VIPADISTRIBUTE ${DVIPA} PORT ${PORT} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
-    'ENDVIPADYNAMIC',
-    ...TARGETS.map((t) => `NODE ${t.name} XCF ${t.xcf} INTERNAL core0`),
-  ].join('\n'));
-
+  fs.writeFileSync(path.join(dir, 'cluster.cfg'), haConfig([PORT]));
   topo = new Topology(prefix);
   fleet = new Agents(topo, ns, dir, prefix);
-  ns.sw = topo.ns('sw');
-  topo.bridge(ns.sw, 'lan');
-  topo.bridge(ns.sw, 'core');
-  const onLan = (node: string, ifname: string, addr: string) => topo.veth({ ns: ns[node], name: ifname, addr }, { ns: ns.sw, name: `l-${node}`, master: 'lan' });
-  const onCore = (node: string, addr: string) => topo.veth({ ns: ns[node], name: 'core0', addr: `${addr}/24` }, { ns: ns.sw, name: `c-${node}`, master: 'core' });
-  for (const n of ['client', 'gw', 'cf', ...ROUTERS.map((r) => r.name), ...TARGETS.map((t) => t.name)]) ns[n] = topo.ns(n);
-
-  onLan('client', 'c0', '198.18.0.1/24');
-  fullChecksums(ns.client, 'c0');
-  // On the LAN, the DVIPA is wherever ARP says: no static route to a router.
-  nsIp(ns.client, 'route', 'add', `${DVIPA}/32`, 'dev', 'c0');
-  onLan('gw', 'lan0', '198.18.0.254/24');
-  onCore('gw', '198.18.20.254');
-  sysctl(ns.gw, 'net.ipv4.ip_forward', '1');
-  for (const k of ['all', 'default', 'core0']) sysctl(ns.gw, `net.ipv4.conf.${k}.rp_filter`, '0');
-  onCore('cf', CF);
-  for (const r of ROUTERS) {
-    onLan(r.name, 'ext', `${r.lan}/24`);
-    onCore(r.name, r.xcf);
-    acceptRedirects(ns.sw, `c-${r.name}`);
-    sysctl(ns[r.name], 'net.ipv4.ip_forward', '1');
-  }
-  // Targets answer through the gateway: the return path does not depend on a routing node.
-  for (const t of TARGETS) {
-    onCore(t.name, t.xcf);
-    nsIp(ns[t.name], 'route', 'add', 'default', 'via', '198.18.20.254');
-    await startNameServer(topo, ns[t.name], t.name, PORT, 9999);
-  }
+  Object.assign(ns, buildHaTopology(topo));
+  for (const t of TARGETS) await startNameServer(topo, ns[t.name], t.name, PORT, 9999);
 
   etcd = await startEtcd({ place: { topo, ns: ns.cf, host: CF } });
   for (const t of TARGETS) fleet.start(t.name);

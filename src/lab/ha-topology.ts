@@ -1,0 +1,74 @@
+/*
+ * The HA lab's network, shared by `dvipa lab` and the HA tests: a client and two routing
+ * nodes on one LAN (a bridge), the routing nodes, three targets, a plain return gateway and
+ * the coupling facility on a core network (another bridge). The client reaches the DVIPA
+ * on-link (ARP); targets answer through the gateway, so the return path never depends on a
+ * routing node. r1 defines the DVIPA; r2 backs it up (rank 100) with a list of its own.
+ */
+import { acceptRedirects, fullChecksums, nsIp, sysctl, type Topology } from './netns.js';
+
+export const HA = {
+  dvipa: '192.0.2.10',
+  client: '198.18.0.1',
+  cf: '198.18.20.100',
+  gwCore: '198.18.20.254',
+  routers: [{ name: 'r1', xcf: '198.18.20.1', lan: '198.18.0.2' }, { name: 'r2', xcf: '198.18.20.2', lan: '198.18.0.3' }],
+  targets: [1, 2, 3].map((i) => ({ name: `t${i}`, xcf: `198.18.20.1${i}` })),
+} as const;
+
+/** The cluster file: r2's own VIPADISTribute leaves t3 out, so a takeover is visible. */
+export function haConfig(ports: number[]): string {
+  const [r1, r2] = HA.routers;
+  const list = (ts: ReadonlyArray<{ xcf: string }>) => ts.map((t) => t.xcf).join(' ');
+  return [
+    `NODE r1 XCF ${r1.xcf} EXTERNAL ext INTERNAL core0`,
+    'VIPADYNAMIC',
+    `  VIPADEFINE 255.255.255.255 ${HA.dvipa}`,
+    `  VIPADISTRIBUTE ${HA.dvipa} PORT ${ports.join(' ')} DESTIP ${list(HA.targets)}`,
+    'ENDVIPADYNAMIC',
+    `NODE r2 XCF ${r2.xcf} EXTERNAL ext INTERNAL core0`,
+    'VIPADYNAMIC',
+    `  VIPABACKUP 100 ${HA.dvipa}`,
+    `  VIPADISTRIBUTE ${HA.dvipa} PORT ${ports.join(' ')} DESTIP ${list(HA.targets.slice(0, 2))}`,
+    'ENDVIPADYNAMIC',
+    ...HA.targets.map((t) => `NODE ${t.name} XCF ${t.xcf} INTERNAL core0`),
+    '',
+  ].join('\n');
+}
+
+/** Builds the namespaces and links; returns namespace names by node (sw, client, gw, cf, r1, r2, t1..t3). */
+export function buildHaTopology(topo: Topology): Record<string, string> {
+  const ns: Record<string, string> = {};
+  ns.sw = topo.ns('sw');
+  topo.bridge(ns.sw, 'lan');
+  topo.bridge(ns.sw, 'core');
+  for (const n of ['client', 'gw', 'cf', ...HA.routers.map((r) => r.name), ...HA.targets.map((t) => t.name)]) ns[n] = topo.ns(n);
+  const onLan = (node: string, ifname: string, addr: string) => topo.veth({ ns: ns[node], name: ifname, addr }, { ns: ns.sw, name: `l-${node}`, master: 'lan' });
+  const onCore = (node: string, addr: string) => topo.veth({ ns: ns[node], name: 'core0', addr: `${addr}/24` }, { ns: ns.sw, name: `c-${node}`, master: 'core' });
+
+  onLan('client', 'c0', `${HA.client}/24`);
+  fullChecksums(ns.client, 'c0');
+  nsIp(ns.client, 'route', 'add', `${HA.dvipa}/32`, 'dev', 'c0');
+  onLan('gw', 'lan0', '198.18.0.254/24');
+  onCore('gw', HA.gwCore);
+  sysctl(ns.gw, 'net.ipv4.ip_forward', '1');
+  for (const k of ['all', 'default', 'core0']) sysctl(ns.gw, `net.ipv4.conf.${k}.rp_filter`, '0');
+  onCore('cf', HA.cf);
+  for (const r of HA.routers) {
+    onLan(r.name, 'ext', `${r.lan}/24`);
+    onCore(r.name, r.xcf);
+    // The distributor redirects into core0: its bridge-side peer must accept XDP frames.
+    acceptRedirects(ns.sw, `c-${r.name}`);
+    sysctl(ns[r.name], 'net.ipv4.ip_forward', '1');
+  }
+  for (const t of HA.targets) {
+    onCore(t.name, t.xcf);
+    nsIp(ns[t.name], 'route', 'add', 'default', 'via', HA.gwCore);
+  }
+  return ns;
+}
+
+/** Whether `router` holds the DVIPA on its external interface now. */
+export function holdsDvipa(ns: string): boolean {
+  return nsIp(ns, '-o', '-4', 'addr', 'show', 'dev', 'ext').includes(` ${HA.dvipa}/32`);
+}
