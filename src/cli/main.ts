@@ -14,6 +14,7 @@ import { configCommand } from './config.js';
 import { agentCommand } from './agent.js';
 import { dvipaCommand } from './dvipa.js';
 import { netstatCommand } from './netstat.js';
+import { labCommand } from './lab.js';
 import { CliError, EXIT } from './errors.js';
 import { defaultLogLevel } from '../log.js';
 import { PcapError } from '../net/pcap.js';
@@ -28,6 +29,7 @@ async function main(argv: string[]): Promise<number> {
     .command(agentCommand)
     .command(dvipaCommand)
     .command(netstatCommand)
+    .command(labCommand)
     .command(configCommand)
     .command(fastpathCommand)
     .command(benchCommand)

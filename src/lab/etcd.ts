@@ -55,8 +55,19 @@ function makeCertificates(dir: string, host: string): { ca: string; cert: string
   return { ca: f('ca.pem'), cert: f('client.pem'), key: f('client.key'), serverCert: f('server.pem'), serverKey: f('server.key') };
 }
 
-export async function startEtcd(opts: { name?: string; log?: string; place?: EtcdPlace; tls?: boolean } = {}): Promise<EtcdServer> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-etcd-'));
+export interface EtcdStartOptions {
+  name?: string;
+  log?: string;
+  place?: EtcdPlace;
+  tls?: boolean;
+  /** Where its data goes (default: a new temporary directory, removed at stop). */
+  dir?: string;
+  /** Starts the process (default: a child of this one); the lab's outlives the command. */
+  spawn?: (cmd: string, args: string[]) => ChildProcess;
+}
+
+export async function startEtcd(opts: EtcdStartOptions = {}): Promise<EtcdServer> {
+  const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-etcd-'));
   const { place } = opts;
   const host = place?.host ?? '127.0.0.1';
   const [client, peer] = place ? [2379, 2380] : [await freePort(), await freePort()];
@@ -77,7 +88,8 @@ export async function startEtcd(opts: { name?: string; log?: string; place?: Etc
       ...(certs ? ['--cert-file', certs.serverCert, '--key-file', certs.serverKey, '--trusted-ca-file', certs.ca, '--client-cert-auth'] : []),
     ];
     const stdio: ['ignore', typeof out, typeof out] = ['ignore', out, out];
-    child = place ? place.topo.spawn(place.ns, 'etcd', args, { stdio }) : spawn('etcd', args, { stdio });
+    if (opts.spawn) child = opts.spawn('etcd', args);
+    else child = place ? place.topo.spawn(place.ns, 'etcd', args, { stdio }) : spawn('etcd', args, { stdio });
   } finally {
     if (typeof out === 'number') fs.closeSync(out);
   }

@@ -1,0 +1,188 @@
+/*
+ * `dvipa lab up|status|demo|failover|down`: the whole system on one machine. `demo` is the
+ * main job: it brings the lab up (unless it is), runs HTTP requests and long-lived
+ * connections through the DVIPA, kills the primary routing node, shows the takeover and the
+ * takeback with connection counts and timings, prints a report, and takes the lab down again
+ * (unless it found it up, or --keep).
+ */
+import type { Argv, CommandModule } from 'yargs';
+import { DEFAULT_LAB_DIR, HaLab, LabError, LAB_PREFIX, LINE_PORT } from '../lab/ha-lab.js';
+import { HA } from '../lab/ha-topology.js';
+import { LoadClient, type LoadReport } from '../lab/procs.js';
+import { Topology } from '../lab/netns.js';
+import { CliError, EXIT, requireRoot } from './errors.js';
+
+interface Args { dir: string; json?: boolean; keep?: boolean; long: number }
+
+const out = (s: string): void => {
+  process.stdout.write(s);
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function lab<T>(fn: () => Promise<T>): Promise<T> {
+  requireRoot('dvipa lab');
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof LabError) throw new CliError(e.message);
+    throw e;
+  }
+}
+
+function opened(dir: string): HaLab {
+  const l = HaLab.open(dir);
+  if (!l) throw new CliError(`the lab is not up (no state in ${dir}): 'dvipa lab up' first`);
+  return l;
+}
+
+const progress = (json?: boolean) => (m: string) => {
+  if (!json) out(`  ${m}\n`);
+};
+
+async function up(a: Args): Promise<void> {
+  await lab(async () => {
+    if (!a.json) out('dvipa lab: bringing up\n');
+    const l = await HaLab.up(a.dir, progress(a.json));
+    if (a.json) out(`${JSON.stringify(l.state)}\n`);
+    else out(`up: DVIPA ${HA.dvipa} (HTTP :80, line protocol :${LINE_PORT}) routed by r1, backed up by r2; etcd ${l.state.etcd}\n  netstat: dvipa netstat vdpt --socket ${l.socket('r1')}\n`);
+  });
+}
+
+async function status(a: Args): Promise<void> {
+  await lab(async () => {
+    const l = opened(a.dir);
+    const routers = await Promise.all(HA.routers.map(async (r) => ({ node: r.name, holdsAddress: l.holds(r.name), vipadyn: await l.vipadyn(r.name) })));
+    const owner = routers.find((r) => r.vipadyn?.status === 'Active');
+    const vdpt = owner ? await l.vdpt(owner.node) : undefined;
+    const s = { dir: a.dir, up: l.state.up, etcd: l.state.etcd, processes: l.processes(), routers, targets: vdpt?.map((r) => ({ port: r.port, target: r.target, ready: r.ready, active: r.activeConn })) };
+    if (a.json) return out(`${JSON.stringify(s)}\n`);
+    out(`lab up since ${s.up}, state in ${s.dir}, etcd ${s.etcd}\n`);
+    out(`processes: ${s.processes.map((p) => `${p.name}${p.running ? '' : ' (NOT RUNNING)'}`).join(' ')}\n`);
+    for (const r of routers) out(`${r.node}: ${r.vipadyn ? `${r.vipadyn.status.toUpperCase()} epoch ${r.vipadyn.epoch || '-'} owner ${r.vipadyn.owner ?? '-'}` : 'agent not answering'}${r.holdsAddress ? `, holds ${HA.dvipa}` : ''}\n`);
+    for (const t of s.targets ?? []) out(`  port ${t.port} ${t.target}: ${t.ready ? 'listening' : 'NOT LISTENING'}, ${t.active} active connections\n`);
+  });
+}
+
+/**
+ * Fails the owner over to the backup, or brings the primary back for the takeback.
+ * `failed` runs as soon as the failure (or the return) has happened.
+ */
+async function failoverStep(l: HaLab, failed: () => Promise<void> = async () => undefined): Promise<{ event: 'takeover' | 'takeback'; ms: number }> {
+  if ((await l.vipadyn('r1'))?.status === 'Active') {
+    const t0 = Date.now();
+    await l.stopAgent('r1', 'SIGKILL');
+    l.setExternalLink('r1', false);
+    await failed();
+    await l.until('r2 to take over', async () => (await l.vipadyn('r2'))?.status === 'Active' && l.holds('r2'), 15000);
+    return { event: 'takeover', ms: Date.now() - t0 };
+  }
+  const t0 = Date.now();
+  l.setExternalLink('r1', true);
+  await failed();
+  l.startAgent('r1');
+  await l.until('r1 to take the DVIPA back', async () => (await l.vipadyn('r1'))?.status === 'Active' && !l.holds('r2'), 30000);
+  return { event: 'takeback', ms: Date.now() - t0 };
+}
+
+async function failover(a: Args): Promise<void> {
+  await lab(async () => {
+    const r = await failoverStep(opened(a.dir));
+    if (a.json) return out(`${JSON.stringify(r)}\n`);
+    out(r.event === 'takeover' ? `r1 killed and its link down: r2 took ${HA.dvipa} over in ${r.ms} ms\n` : `r1 back: it took ${HA.dvipa} back in ${r.ms} ms (readiness gate included)\n`);
+  });
+}
+
+async function down(a: Args): Promise<void> {
+  await lab(async () => {
+    const done = await HaLab.clean(HaLab.open(a.dir)?.state, a.dir);
+    if (a.json) return out(`${JSON.stringify({ removed: done })}\n`);
+    out(done.length ? `lab down: removed ${done.join(', ')}\n` : 'nothing to remove: the lab was not up\n');
+  });
+}
+
+async function allAnswering(load: LoadClient, ms: number): Promise<LoadReport> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const r = await load.report();
+    if (r.long.silentSinceWindow === 0 || Date.now() > end) return r;
+    await sleep(200);
+  }
+}
+
+async function demo(a: Args): Promise<void> {
+  await lab(async () => {
+    const say = progress(a.json);
+    let l = HaLab.open(a.dir);
+    const ours = !l;
+    if (!a.json) out('dvipa lab demo\n');
+    if (!l) l = await HaLab.up(a.dir, say);
+    const spawner = new Topology(LAB_PREFIX);
+    try {
+      say('HTTP requests through the DVIPA, each on a new connection');
+      const before = await l.httpRound(30);
+      say(`${a.long} long-lived connections (a line every 100 ms) and 20 new connections a second`);
+      const load = await LoadClient.start(spawner, l.state.ns.client, { host: HA.dvipa, port: LINE_PORT, long: a.long, intervalMs: 100, newPerSec: 20 });
+      await load.mark();
+      await sleep(1000);
+      const steady = await load.report();
+      say('killing r1 (agent SIGKILL, external link down)');
+      const takeover = await failoverStep(l, () => load.mark());
+      const afterTakeover = await allAnswering(load, 15000);
+      // The new owner distributes as the old one did for 3 s; then by its own list.
+      await sleep(3000);
+      const during = await l.httpRound(30);
+      say('bringing r1 back');
+      const takeback = await failoverStep(l, () => load.mark());
+      await sleep(3000);
+      const afterTakeback = await allAnswering(load, 15000);
+      const after = await l.httpRound(30);
+      load.stop();
+      const lost = (r: LoadReport) => Object.values(r.long.closed).reduce((x, n) => x + n, 0);
+      const report = {
+        http: { before, duringTakeover: during, afterTakeback: after },
+        longLived: { count: a.long, perTarget: steady.long.perTarget },
+        takeover: { ms: takeover.ms, firstNewConnectionMs: afterTakeover.fresh.firstOkAfterMs, longestWaitMs: afterTakeover.long.maxWaitMs, reset: lost(afterTakeover), newFailed: afterTakeover.fresh.failed },
+        takeback: { ms: takeback.ms, reset: lost(afterTakeback), newFailed: afterTakeback.fresh.failed, retransmissions: afterTakeback.retrans },
+      };
+      const ok = Object.keys(before).filter((k) => /^t\d$/.test(k)).length === 3 && report.takeover.reset === 0 && report.takeback.reset === 0;
+      if (a.json) out(`${JSON.stringify({ ok, ...report })}\n`);
+      else {
+        const dist = (c: Record<string, number>) => Object.entries(c).sort().map(([k, v]) => `${k} ${v}`).join(', ');
+        out('\nreport\n');
+        out(`  HTTP, r1 routing:            ${dist(before)}\n`);
+        out(`  long-lived connections:      ${dist(steady.long.perTarget)}\n`);
+        out(`  takeover by r2:              ${takeover.ms} ms; first new connection ${report.takeover.firstNewConnectionMs ?? '-'} ms after the failure; longest wait ${report.takeover.longestWaitMs} ms; ${report.takeover.reset} of ${a.long} long-lived connections reset; ${report.takeover.newFailed} new connections failed\n`);
+        out(`  HTTP, r2 routing (own list): ${dist(during)}\n`);
+        out(`  takeback by r1:              ${takeback.ms} ms (readiness gate included); ${report.takeback.reset} reset; ${report.takeback.newFailed} new connections failed; ${report.takeback.retransmissions} TCP retransmissions\n`);
+        out(`  HTTP, r1 routing again:      ${dist(after)}\n`);
+        out(ok ? 'demo passed\n' : 'demo FAILED: see above\n');
+      }
+      if (!ok) process.exitCode = EXIT.failed;
+    } finally {
+      spawner.teardown();
+      if (ours && !a.keep) {
+        await HaLab.clean(l.state, a.dir);
+        say('lab down');
+      }
+    }
+  });
+}
+
+const common = <T>(y: Argv<T>) =>
+  y.option('dir', { type: 'string', default: DEFAULT_LAB_DIR, describe: "the lab's state: processes, logs, control sockets" }).option('json', { type: 'boolean', describe: 'as JSON' });
+
+export const labCommand: CommandModule<object, Args> = {
+  command: 'lab <action>',
+  describe: 'the whole system on this machine: client, two routing nodes, three targets, etcd (network namespaces)',
+  builder: (y) =>
+    common(y)
+      .command('up', 'bring the lab up and leave it running', (b) => b, up as never)
+      .command('status', 'what runs, who routes the DVIPA, which targets listen', (b) => b, status as never)
+      .command('demo', 'traffic, distribution, takeover and takeback, with a report (the main job)', (b) =>
+        b.option('keep', { type: 'boolean', describe: 'leave the lab up afterwards' })
+          .option('long', { type: 'number', default: 100, describe: 'long-lived connections during the failover' }), demo as never)
+      .command('failover', 'kill the owner (r1) and watch r2 take over; again: bring r1 back for the takeback', (b) => b, failover as never)
+      .command('down', 'remove everything the lab made (also after a crash)', (b) => b, down as never)
+      .demandCommand(1, 'name an action: up, status, demo, failover or down') as never,
+  handler: () => undefined,
+};

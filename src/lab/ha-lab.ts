@@ -1,0 +1,219 @@
+/*
+ * `dvipa lab`: the HA topology (ha-topology.ts) brought up on this machine and left running
+ * between commands: a real etcd, HTTP and line servers on the targets, an agent per node,
+ * each process detached with its log and control socket in the state directory. `down`
+ * removes all of it, from the state file or, if that is gone, by the lab's name prefix.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { askAgent } from '../cluster/control.js';
+import { FastPath } from '../dataplane/fastpath.js';
+import { ip } from '../net/iproute.js';
+import { buildHaTopology, haConfig, HA, holdsDvipa } from './ha-topology.js';
+import { netnsPath, nsIp, Topology } from './netns.js';
+import { startEtcd } from './etcd.js';
+import type { VipadynRow } from '../cluster/agent.js';
+import type { VdptRow } from '../cluster/router.js';
+
+export const LAB_PREFIX = 'dvlab-';
+export const DEFAULT_LAB_DIR = '/run/dvipa-lab';
+export const HTTP_PORT = 80;
+export const LINE_PORT = 8080;
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const CLI = path.join(here, '..', 'cli', 'main.js');
+
+export interface LabState { prefix: string; dir: string; ns: Record<string, string>; pids: Record<string, number>; etcd: string; up: string }
+
+const pinRoot = (node: string) => `/sys/fs/bpf/${LAB_PREFIX}${node}`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class LabError extends Error {}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export class HaLab {
+  private constructor(readonly state: LabState) {}
+
+  static stateFile(dir: string): string {
+    return path.join(dir, 'state.json');
+  }
+
+  /** The running lab, or undefined. */
+  static open(dir = DEFAULT_LAB_DIR): HaLab | undefined {
+    const f = HaLab.stateFile(dir);
+    if (!fs.existsSync(f)) return undefined;
+    return new HaLab(JSON.parse(fs.readFileSync(f, 'utf8')) as LabState);
+  }
+
+  static async up(dir = DEFAULT_LAB_DIR, progress: (m: string) => void = () => undefined): Promise<HaLab> {
+    if (fs.existsSync(HaLab.stateFile(dir))) throw new LabError(`the lab is already up (state in ${dir}): 'dvipa lab down' first`);
+    if (ip('netns', 'list').split('\n').some((l) => l.startsWith(LAB_PREFIX))) throw new LabError(`namespaces named ${LAB_PREFIX}* exist without a lab state: 'dvipa lab down' removes them`);
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const state: LabState = { prefix: LAB_PREFIX, dir, ns: {}, pids: {}, etcd: '', up: new Date().toISOString() };
+    const lab = new HaLab(state);
+    try {
+      fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
+      fs.writeFileSync(path.join(dir, 'cluster.cfg'), haConfig([HTTP_PORT, LINE_PORT]));
+      progress('namespaces, bridges and veths');
+      state.ns = buildHaTopology(new Topology(LAB_PREFIX));
+      lab.save();
+      progress('servers on the targets (HTTP :80, line :8080)');
+      for (const t of HA.targets) {
+        await lab.startReady(`http-${t.name}`, t.name, process.execPath, [path.join(here, 'http-server.js'), t.name, String(HTTP_PORT)]);
+        await lab.startReady(`line-${t.name}`, t.name, process.execPath, [path.join(here, 'name-server.js'), t.name, String(LINE_PORT), '9999']);
+      }
+      progress('etcd');
+      fs.mkdirSync(path.join(dir, 'etcd'), { recursive: true });
+      const etcd = await startEtcd({ place: { topo: new Topology(LAB_PREFIX), ns: state.ns.cf, host: HA.cf }, dir: path.join(dir, 'etcd'), spawn: (cmd, args) => lab.detached('etcd', 'cf', cmd, args) });
+      state.etcd = etcd.url;
+      lab.save();
+      progress('agents');
+      for (const t of HA.targets) lab.startAgent(t.name);
+      lab.startAgent('r1');
+      await lab.until('r1 to own the DVIPA', async () => (await lab.vipadyn('r1'))?.status === 'Active', 15000);
+      lab.startAgent('r2');
+      await lab.until('the DPTs of r1 and r2 to be complete', async () => (await lab.readyTargets('r1')) === 3 && (await lab.readyTargets('r2')) === 2, 15000);
+      lab.save();
+      return lab;
+    } catch (e) {
+      await lab.down();
+      throw e;
+    }
+  }
+
+  private save(): void {
+    fs.writeFileSync(HaLab.stateFile(this.state.dir), `${JSON.stringify(this.state, null, 2)}\n`);
+  }
+
+  /** A process in a node's namespace that outlives this command; its output goes to DIR/NAME.log. */
+  private detached(name: string, node: string, cmd: string, args: string[]): ChildProcess {
+    const out = fs.openSync(path.join(this.state.dir, `${name}.log`), 'a');
+    try {
+      const child = spawn('nsenter', [`--net=${netnsPath(this.state.ns[node])}`, cmd, ...args], { detached: true, stdio: ['ignore', out, out] });
+      child.unref();
+      this.state.pids[name] = child.pid!;
+      this.save();
+      return child;
+    } finally {
+      fs.closeSync(out);
+    }
+  }
+
+  private async startReady(name: string, node: string, cmd: string, args: string[]): Promise<void> {
+    this.detached(name, node, cmd, args);
+    const log = path.join(this.state.dir, `${name}.log`);
+    await this.until(`${name} to listen`, async () => fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('ready'), 5000);
+  }
+
+  socket(node: string): string {
+    return path.join(this.state.dir, `${node}.sock`);
+  }
+
+  startAgent(node: string): void {
+    const routing = HA.routers.some((r) => r.name === node);
+    this.detached(`agent-${node}`, node, process.execPath, [
+      CLI, 'agent', '--config', path.join(this.state.dir, 'cluster.cfg'), '--node', node, '--key-file', path.join(this.state.dir, 'cluster.key'),
+      '--pin-root', pinRoot(node), '--control', this.socket(node),
+      ...(routing ? ['--etcd', this.state.etcd, '--lease-ttl', '1'] : []),
+    ]);
+  }
+
+  /** Stops a node's agent: SIGTERM (clean, its DVIPAs wait for a restart) or SIGKILL (a crash). */
+  async stopAgent(node: string, signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
+    const pid = this.state.pids[`agent-${node}`];
+    if (pid === undefined || !alive(pid)) return;
+    process.kill(pid, signal);
+    await this.until(`the agent of ${node} to exit`, async () => !alive(pid), 10000);
+    delete this.state.pids[`agent-${node}`];
+    this.save();
+  }
+
+  setExternalLink(node: string, up: boolean): void {
+    nsIp(this.state.ns[node], 'link', 'set', 'ext', up ? 'up' : 'down');
+  }
+
+  holds(node: string): boolean {
+    return holdsDvipa(this.state.ns[node]);
+  }
+
+  async vipadyn(node: string): Promise<VipadynRow | undefined> {
+    try {
+      const r = (await askAgent(this.socket(node), { cmd: 'vipadyn' }, 2000)) as { dvipas: VipadynRow[] };
+      return r.dvipas.find((d) => d.dvipa === HA.dvipa);
+    } catch {
+      return undefined;
+    }
+  }
+
+  async vdpt(node: string): Promise<VdptRow[] | undefined> {
+    try {
+      return (await askAgent(this.socket(node), { cmd: 'vdpt' }, 2000)) as VdptRow[];
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async readyTargets(node: string): Promise<number> {
+    const rows = (await this.vdpt(node)) ?? [];
+    return new Set(rows.filter((r) => r.ready).map((r) => r.target)).size;
+  }
+
+  /** COUNT HTTP requests from the client, each on a new connection: answers per target. */
+  httpRound(count: number): Promise<Record<string, number>> {
+    return new Promise((resolve, reject) => {
+      execFile('nsenter', [`--net=${netnsPath(this.state.ns.client)}`, process.execPath, path.join(here, 'http-probe.js'), HA.dvipa, String(HTTP_PORT), String(count)],
+        { timeout: 120000 }, (err, stdout) => (err ? reject(err) : resolve(JSON.parse(stdout) as Record<string, number>)));
+    });
+  }
+
+  /** Which processes of the lab run. */
+  processes(): Array<{ name: string; pid: number; running: boolean }> {
+    return Object.entries(this.state.pids).map(([name, pid]) => ({ name, pid, running: alive(pid) }));
+  }
+
+  async until(what: string, cond: () => Promise<boolean>, ms: number): Promise<void> {
+    const end = Date.now() + ms;
+    while (!(await cond())) {
+      if (Date.now() > end) throw new LabError(`timed out waiting for ${what} (logs in ${this.state.dir})`);
+      await sleep(50);
+    }
+  }
+
+  /** Everything goes: processes (by pid), namespaces, pins, the state directory. */
+  async down(): Promise<void> {
+    await HaLab.clean(this.state);
+  }
+
+  static async clean(state?: LabState, dir = DEFAULT_LAB_DIR): Promise<string[]> {
+    const done: string[] = [];
+    const pids = Object.values(state?.pids ?? {}).filter(alive);
+    for (const pid of pids) process.kill(pid, 'SIGTERM');
+    const end = Date.now() + 5000;
+    while (pids.some(alive) && Date.now() < end) await sleep(50);
+    for (const pid of pids.filter(alive)) process.kill(pid, 'SIGKILL');
+    if (pids.length) done.push(`${pids.length} processes`);
+    const namespaces = ip('netns', 'list').split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(state?.prefix ?? LAB_PREFIX));
+    for (const n of namespaces) ip('netns', 'del', n);
+    if (namespaces.length) done.push(`${namespaces.length} namespaces`);
+    const pins = fs.readdirSync('/sys/fs/bpf').filter((p) => p.startsWith(state?.prefix ?? LAB_PREFIX));
+    for (const p of pins) FastPath.purge(path.join('/sys/fs/bpf', p));
+    if (pins.length) done.push(`${pins.length} pin roots`);
+    const stateDir = state?.dir ?? dir;
+    if (fs.existsSync(stateDir)) {
+      fs.rmSync(stateDir, { recursive: true, force: true });
+      done.push(stateDir);
+    }
+    return done;
+  }
+}

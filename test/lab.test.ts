@@ -1,0 +1,92 @@
+/*
+ * `dvipa lab`: the demo (the README's main job) completes with traffic on all three targets
+ * and a takeover; the lab comes up and goes down cleanly twice in a row (the demo's own
+ * up/down, then up, status, down), leaving no namespace, pin, process or state behind.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ip } from '../src/net/iproute.js';
+import { HaLab, LAB_PREFIX } from '../src/lab/ha-lab.js';
+import { requireRoot } from './helpers/env.js';
+
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-lab-test-')), 'state');
+
+function dvipa(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => execFile(process.execPath, [CLI, 'lab', ...args, '--dir', dir], { timeout: 180000 }, (err, stdout, stderr) =>
+    resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr })));
+}
+
+function leftovers(pids: number[] = []): string[] {
+  const alive = pids.filter((pid) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  return [
+    ...ip('netns', 'list').split('\n').filter((l) => l.startsWith(LAB_PREFIX)),
+    ...fs.readdirSync('/sys/fs/bpf').filter((p) => p.startsWith(LAB_PREFIX)),
+    ...(fs.existsSync(dir) ? [dir] : []),
+    ...alive.map((p) => `pid ${p}`),
+  ];
+}
+
+after(async () => {
+  await HaLab.clean(HaLab.open(dir)?.state, dir);
+  fs.rmSync(path.dirname(dir), { recursive: true, force: true });
+});
+
+test('dvipa lab demo: traffic on all three targets, a takeover and a takeback, nothing lost, nothing left', async (t) => {
+  requireRoot();
+  assert.deepEqual(leftovers(), [], 'a clean machine to start with');
+  const r = await dvipa('demo', '--json', '--long', '50');
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as { ok: boolean; http: Record<string, Record<string, number>>; takeover: { ms: number; reset: number; newFailed: number }; takeback: { ms: number; reset: number } };
+  t.diagnostic(`lab demo: ${r.stdout.trim()}`);
+  assert.ok(report.ok);
+  assert.deepEqual(Object.keys(report.http.before).sort(), ['t1', 't2', 't3'], 'r1 spreads over all three targets');
+  assert.deepEqual(Object.keys(report.http.duringTakeover).sort(), ['t1', 't2'], "r2 routes by its own list");
+  assert.ok(report.takeover.ms > 0 && report.takeover.ms < 5000, `takeover in ${report.takeover.ms} ms`);
+  assert.equal(report.takeover.reset, 0);
+  assert.equal(report.takeback.reset, 0);
+  assert.deepEqual(leftovers(), [], 'the demo took its lab down');
+});
+
+test('dvipa lab up, status, failover, down: a second clean cycle; errors say what to do', async () => {
+  requireRoot();
+  const notUp = await dvipa('status');
+  assert.equal(notUp.code, 1);
+  assert.match(notUp.stderr, /the lab is not up .*'dvipa lab up' first/);
+
+  const up = await dvipa('up', '--json');
+  assert.equal(up.code, 0, up.stderr);
+  const pids = Object.values((JSON.parse(up.stdout) as { pids: Record<string, number> }).pids);
+  assert.ok(pids.length >= 10, 'servers, etcd and five agents');
+  try {
+    const again = await dvipa('up');
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already up .*'dvipa lab down' first/);
+    const status = JSON.parse((await dvipa('status', '--json')).stdout) as { routers: Array<{ node: string; holdsAddress: boolean; vipadyn: { status: string } }>; targets: Array<{ ready: boolean }>; processes: Array<{ running: boolean }> };
+    assert.deepEqual(status.routers.map((r) => [r.node, r.vipadyn.status, r.holdsAddress]), [['r1', 'Active', true], ['r2', 'Backup', false]]);
+    assert.ok(status.targets.length === 6 && status.targets.every((x) => x.ready), 'three targets, two ports, all listening');
+    assert.ok(status.processes.every((p) => p.running));
+    const over = JSON.parse((await dvipa('failover', '--json')).stdout) as { event: string; ms: number };
+    assert.equal(over.event, 'takeover');
+  } finally {
+    const down = await dvipa('down');
+    assert.equal(down.code, 0, down.stderr);
+    assert.match(down.stdout, /lab down: removed .*namespaces/);
+  }
+  assert.deepEqual(leftovers(pids), [], 'nothing left: namespaces, pins, state, processes');
+  const twice = await dvipa('down');
+  assert.equal(twice.code, 0);
+  assert.match(twice.stdout, /nothing to remove/);
+});
