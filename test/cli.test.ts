@@ -1,6 +1,6 @@
 /*
  * The dvipa command as a script sees it: help on every command, JSON output shapes,
- * clear errors and exit codes (0 ok, 1 failed, 2 bad usage or input, 4 not permitted).
+ * clear errors and exit codes (0 ok, 1 failed, 2 bad usage or input, 3 no agent, 4 not permitted).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -51,11 +51,30 @@ after(() => {
 
 test('every command has --help', () => {
   for (const args of [[], ['fastpath'], ['fastpath', 'apply'], ['fastpath', 'attach'], ['fastpath', 'detach'], ['fastpath', 'status'],
-    ['fastpath', 'replay'], ['fastpath', 'purge'], ['bench'], ['bench', 'fastpath'], ['bench', 'tables'], ['demo']]) {
+    ['fastpath', 'replay'], ['fastpath', 'purge'], ['bench'], ['bench', 'fastpath'], ['bench', 'tables'], ['demo'],
+    ['agent'], ['config'], ['config', 'check'], ['config', 'show'], ['netstat'], ['netstat', 'vdpt'], ['netstat', 'vcrt'], ['netstat', 'vipadyn'], ['netstat', 'vipadcfg'],
+    ['dvipa'], ['dvipa', 'show'], ['dvipa', 'move'], ['dvipa', 'quiesce'], ['dvipa', 'reactivate'],
+    ['lab'], ['lab', 'up'], ['lab', 'status'], ['lab', 'demo'], ['lab', 'failover'], ['lab', 'down']]) {
     const r = dvipa([...args, '--help']);
     assert.equal(r.code, 0, `${args.join(' ')} --help: ${r.err}`);
     assert.match(r.out, /Options:/, args.join(' '));
   }
+});
+
+test('netstat: no agent is exit 3, bad filters exit 2, not root exit 4', () => {
+  const sock = path.join(dir, 'no-agent.sock');
+  for (const report of ['vdpt', 'vcrt', 'vipadyn', 'vipadcfg']) {
+    const r = dvipa(['netstat', report, '--socket', sock]);
+    assert.equal(r.code, 3, `${report}: ${r.err}`);
+    assert.match(r.err, /no agent answers on .*no-agent\.sock: start it \(dvipa agent \.\.\.\) or give its --socket/);
+  }
+  for (const args of [['vdpt', '--dvipa', '192.0.2'], ['vcrt', '--port', '70000'], ['vcrt', '--limit', '0'], ['vcrt', '--client', 'x'], ['nosuch']]) {
+    const r = dvipa(['netstat', ...args, '--socket', sock]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+  }
+  const lab = dvipa(['lab', 'status'], { asNobody: true });
+  assert.equal(lab.code, 4);
+  assert.match(lab.err, /needs root/);
 });
 
 test('bad usage exits 2, says what to do, and runs nothing', () => {
