@@ -3,6 +3,12 @@ import type { CommandModule } from 'yargs';
 import { benchFastpath, formatFastpathBench } from '../bench/fastpath.js';
 import { benchTables, formatTablesBench } from '../bench/tables.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { benchLive, formatTrafficBench, ROUTER_MODES, trafficSeries, type RouterMode } from '../bench/traffic.js';
+import { configurePktgen, pktgenCommands, PktgenMissing, PKTGEN_DIR, runPktgen } from '../bench/pktgen.js';
+import { chartSvg, type ChartSeries } from '../bench/svg.js';
+import { Progress } from '../bench/progress.js';
 
 const fastpath: CommandModule<object, { json: boolean; rounds: number; repeat: number }> = {
   command: 'fastpath',
@@ -37,9 +43,81 @@ const tables: CommandModule<object, { json: boolean; crtEntries: number }> = {
   },
 };
 
+interface TrafficArgs {
+  generator: 'live' | 'pktgen' | 'testrun'; json: boolean; svg?: string; seconds: number; flows: number; size: number; modes: string;
+  device?: string; dstMac?: string; threads: number; rate: number; pktgenDir: string;
+}
+
+function whole(v: number, name: string, min: number, max: number): void {
+  if (!Number.isInteger(v) || v < min || v > max) throw new CliError(`--${name} must be an integer from ${min} to ${max}`, EXIT.usage);
+}
+
+async function trafficHandler(a: TrafficArgs): Promise<void> {
+  requireRoot('dvipa bench traffic');
+  whole(a.seconds, 'seconds', 1, 3600);
+  whole(a.flows, 'flows', 1, 65535 - 10000);
+  whole(a.size, 'size', 60, 1500);
+  const modes = a.modes.split(',').map((m) => m.trim());
+  const bad = modes.filter((m) => !ROUTER_MODES.includes(m as RouterMode));
+  if (bad.length || !modes.length) throw new CliError(`--modes: ${bad.join(', ') || 'none'}: expected a list of ${ROUTER_MODES.join(', ')}`, EXIT.usage);
+  const write = (text: string, svg?: string) => {
+    process.stdout.write(text);
+    if (a.svg && svg) fs.writeFileSync(a.svg, svg);
+  };
+  if (a.generator === 'pktgen') {
+    if (!a.device || !a.dstMac) throw new CliError('--generator pktgen needs --device (the interface towards the routing node) and --dst-mac (its MAC)', EXIT.usage);
+    whole(a.threads, 'threads', 1, os.cpus().length);
+    const cmds = pktgenCommands({
+      device: a.device, threads: a.threads, dst: '192.0.2.10', dstMac: a.dstMac, dport: 9999, srcMin: '198.18.0.1', srcMax: '198.18.0.254',
+      sportMin: 10000, sportMax: 10000 + a.flows - 1, flows: a.flows, flowLen: 8, ratePps: a.rate, size: a.size, durationS: a.seconds,
+    });
+    try {
+      configurePktgen(cmds, a.pktgenDir);
+    } catch (e) {
+      if (e instanceof PktgenMissing) throw new CliError(e.message);
+      throw e;
+    }
+    const results = await runPktgen(a.pktgenDir, a.device, a.threads, a.seconds);
+    write(a.json ? `${JSON.stringify({ generator: 'pktgen', results }, null, 2)}\n` : `${results.map((r) => `${r.device}: ${r.packets} packets in ${(r.usec / 1e6).toFixed(2)} s, ${r.pps} pps, ${r.errors} errors`).join('\n')}\n`);
+    return;
+  }
+  if (a.generator === 'testrun') {
+    const progress = new Progress('testrun', 10000);
+    const r = await benchFastpath({ rounds: 5, repeat: 1_000_000, onProgress: (d, t) => progress.update(d / t) });
+    progress.done();
+    const series: ChartSeries[] = [{ name: 'in-kernel packets/s per path', points: r.paths.map((p, i) => ({ t: i, pps: 1e9 / p.nsPerPacket })), perTarget: Object.fromEntries(r.paths.map((p) => [p.path, Math.round(1e9 / p.nsPerPacket)])) }];
+    write(a.json ? `${JSON.stringify({ generator: 'testrun', ...r }, null, 2)}\n` : `${formatFastpathBench(r)}\n`, chartSvg('dvipa fast path, per path (BPF_PROG_TEST_RUN)', series));
+    return;
+  }
+  const progress = new Progress('live', a.seconds * modes.length * 1000);
+  const b = await benchLive({ seconds: a.seconds, flows: a.flows, size: a.size, modes: modes as RouterMode[], onProgress: (f, note) => progress.update(f, note) });
+  progress.done();
+  write(a.json ? `${JSON.stringify(b, null, 2)}\n` : `${formatTrafficBench(b)}\n`, chartSvg(`dvipa bench traffic (live frames, ${b.flows} flows)`, trafficSeries(b)));
+}
+
+const traffic: CommandModule<object, TrafficArgs> = {
+  command: 'traffic',
+  describe: 'real frames through a routing node: XDP distributor vs kernel forwarding vs nftables DNAT, side by side',
+  builder: (y) =>
+    y
+      .option('generator', { choices: ['live', 'pktgen', 'testrun'] as const, default: 'live' as const, describe: 'live: XDP live frames through the lab (works anywhere); pktgen: the kernel module on a real router; testrun: in-kernel per-path figures' })
+      .option('json', { type: 'boolean', default: false })
+      .option('svg', { type: 'string', describe: 'write a chart: packets/s over time per way, and per target' })
+      .option('seconds', { type: 'number', default: 3, describe: 'how long each way runs' })
+      .option('flows', { type: 'number', default: 1000, describe: 'distinct UDP flows (source ports)' })
+      .option('size', { type: 'number', default: 64, describe: 'frame size in bytes' })
+      .option('modes', { type: 'string', default: ROUTER_MODES.join(','), describe: 'live: which ways to compare' })
+      .option('device', { type: 'string', describe: 'pktgen: the interface to send from' })
+      .option('dst-mac', { type: 'string', describe: "pktgen: the routing node's external MAC" })
+      .option('threads', { type: 'number', default: 1, describe: 'pktgen: kernel threads (one device queue each)' })
+      .option('rate', { type: 'number', default: 0, describe: 'pktgen: packets per second per thread (0: as fast as possible)' })
+      .option('pktgen-dir', { type: 'string', default: PKTGEN_DIR, describe: 'pktgen: its control directory' }) as never,
+  handler: trafficHandler as never,
+};
+
 export const benchCommand: CommandModule = {
   command: 'bench <generator>',
   describe: 'benchmarks',
-  builder: (y) => y.command(fastpath).command(tables).demandCommand(1),
+  builder: (y) => y.command(fastpath).command(tables).command(traffic).demandCommand(1),
   handler: () => undefined,
 };

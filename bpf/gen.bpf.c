@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The live traffic generator of `dvipa bench traffic --generator live`: run through
+ * BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES on the lab client's interface, it turns
+ * one crafted UDP frame into a stream of real frames (XDP_TX sends each out of that
+ * interface), cycling the source port over `flows` values so the router sees many flows.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define GEN_HDR_LEN 42 /* Ethernet + IPv4 without options + UDP */
+
+struct gen_ctl {
+	__u32 flows;     /* distinct source ports, from base_port up */
+	__u16 base_port;
+	__u16 pad;
+	__u64 seq;       /* frames generated so far */
+	/*
+	 * The headers, written again into every frame: live frames come back from the page
+	 * pool as whoever received them left them (the router's XDP rewrites them in place).
+	 */
+	__u8 hdr[GEN_HDR_LEN];
+	__u8 pad2[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gen_ctl);
+} gen_ctl SEC(".maps");
+
+SEC("xdp")
+int gen_udp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *iph = (void *)(eth + 1);
+	struct udphdr *udp = (void *)(iph + 1);
+	struct gen_ctl *ctl;
+	__u32 zero = 0;
+	__u64 seq;
+
+	if (data + GEN_HDR_LEN > data_end)
+		return XDP_ABORTED;
+	ctl = bpf_map_lookup_elem(&gen_ctl, &zero);
+	if (!ctl || !ctl->flows)
+		return XDP_ABORTED;
+	__builtin_memcpy(data, ctl->hdr, GEN_HDR_LEN);
+	/* The template is ours (no IP options): anything else is a caller's bug. */
+	if (iph->ihl != 5 || iph->protocol != IPPROTO_UDP)
+		return XDP_ABORTED;
+	seq = __sync_fetch_and_add(&ctl->seq, 1);
+	udp->source = bpf_htons(ctl->base_port + (__u16)(seq % ctl->flows));
+	/* IPv4 UDP may go without a checksum: nothing to fix after the port change. */
+	udp->check = 0;
+	return XDP_TX;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
