@@ -14,6 +14,23 @@
 
 #define VLAN_ETH_HLEN ((int)(sizeof(struct ethhdr) + sizeof(struct vlan_hdr)))
 
+static __always_inline void count_served(const struct dvipa_svc_key *key, __u32 len)
+{
+	struct dvipa_served_stats *st = bpf_map_lookup_elem(&served_stats, key);
+
+	if (!st) {
+		struct dvipa_served_stats fresh = {};
+
+		/* Full (more ports than DVIPA_MAX_SERVED_PORTS): this one goes uncounted. */
+		bpf_map_update_elem(&served_stats, key, &fresh, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&served_stats, key);
+		if (!st)
+			return;
+	}
+	st->packets++;
+	st->bytes += len;
+}
+
 SEC("xdp")
 int xdp_decap(struct xdp_md *ctx)
 {
@@ -25,7 +42,8 @@ int xdp_decap(struct xdp_md *ctx)
 	__u8 l2[VLAN_ETH_HLEN];
 	__be16 proto;
 	int l2len, outer_len;
-	__u32 zero = 0;
+	struct dvipa_svc_key served_key = {};
+	__u32 zero = 0, inner_len;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
 	if (!cfg || !cfg->enabled) {
@@ -56,6 +74,16 @@ int xdp_decap(struct xdp_md *ctx)
 		count_reason(DVIPA_R_DECAP_PASS_NOT_OURS);
 		return XDP_PASS;
 	}
+	served_key.vip = inner->daddr;
+	served_key.proto = inner->protocol;
+	inner_len = bpf_ntohs(inner->tot_len);
+	if ((inner->protocol == IPPROTO_TCP || inner->protocol == IPPROTO_UDP) && !ipv4_is_fragment(inner)) {
+		/* Source and destination ports lead both headers. */
+		__be16 *ports = (void *)inner + inner->ihl * 4;
+
+		if ((void *)(ports + 2) <= data_end)
+			served_key.port = ports[1];
+	}
 
 	/* Keep L2 (and its VLAN tag) in front of the inner header. */
 	outer_len = outer->ihl * 4;
@@ -75,6 +103,7 @@ int xdp_decap(struct xdp_md *ctx)
 		__builtin_memcpy(data, l2, sizeof(struct ethhdr));
 	else
 		__builtin_memcpy(data, l2, VLAN_ETH_HLEN);
+	count_served(&served_key, inner_len);
 	count_reason(DVIPA_R_DECAP);
 	return XDP_PASS;
 }

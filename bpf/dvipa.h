@@ -16,6 +16,7 @@
 #define DVIPA_MAX_SERVICES 1024
 #define DVIPA_MAX_DVIPAS 1024
 #define DVIPA_MAX_EGRESS 64
+#define DVIPA_MAX_SERVED_PORTS 4096
 /* Default; user space may resize before load (crt_max_entries). */
 #define DVIPA_CRT_DEFAULT_ENTRIES (1 << 20)
 
@@ -25,6 +26,15 @@ struct dvipa_svc_key {
 	__be16 port;
 	__u8 proto;
 	__u8 pad;
+};
+
+/*
+ * Target side, per DVIPA:port (map `served_stats`, key dvipa_svc_key; port 0 for what has
+ * none, fragments included): what this target received through the routing node.
+ */
+struct dvipa_served_stats {
+	__u64 packets;
+	__u64 bytes;
 };
 
 struct dvipa_svc {

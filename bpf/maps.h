@@ -122,6 +122,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } served SEC(".maps");
 
+/* Target side: received through routing nodes, per DVIPA:port (struct dvipa_served_stats). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, DVIPA_MAX_SERVED_PORTS);
+	__type(key, struct dvipa_svc_key);
+	__type(value, struct dvipa_served_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} served_stats SEC(".maps");
+
 /* Target side: socket events for the agent (struct dvipa_sock_event). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -158,6 +158,7 @@ test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator
   assert.match(m, /dvipa_service_packets_total\{dvipa="192\.0\.2\.10",port="8080",protocol="tcp"\} [1-9]/);
   assert.match(m, /dvipa_verdicts_total\{reason="fwd_redirect"\} [1-9]/);
   assert.match(m, /dvipa_crt_entries [1-9]/);
+  assert.match(await metrics('t1'), /dvipa_target_received_packets_total\{dvipa="192\.0\.2\.10",port="8080",protocol="tcp"\} [1-9]/, 'a target counts what it received');
   const mode = fs.statSync(fleet.socket('r1')).mode & 0o777;
   assert.equal(mode, 0o600, 'the control socket is root\'s only');
 });

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { native } from '../src/dataplane/addon.js';
 import type { Struct } from '../src/dataplane/codec.js';
 import {
-  affinity, affinityKey, crtEntry, flow, MAX_SERVICES, nexthop, nodeConfig, REASONS, svc, svcKey, svcStats, CrtOrigin,
+  affinity, affinityKey, crtEntry, flow, MAX_SERVICES, nexthop, nodeConfig, REASONS, servedStats, svc, svcKey, svcStats, CrtOrigin,
 } from '../src/dataplane/structs.js';
 import { xdpMd } from '../src/dataplane/testrun.js';
 import { sockEvent } from '../src/cluster/sockevents.js';
@@ -27,6 +27,8 @@ function assertMatchesBtf(obj: string, s: Struct<unknown>): void {
 for (const s of [svcKey, svc, flow, crtEntry, nodeConfig, svcStats, nexthop, affinityKey, affinity]) {
   test(`${s.cName} matches the BTF of distributor.bpf.o`, () => assertMatchesBtf(objectPath('distributor'), s as Struct<unknown>));
 }
+
+test('dvipa_served_stats matches the BTF of decap.bpf.o', () => assertMatchesBtf(objectPath('decap'), servedStats as Struct<unknown>));
 
 test('dvipa_sock_event matches the BTF of sockstate.bpf.o', () => assertMatchesBtf(objectPath('sockstate'), sockEvent as Struct<unknown>));
 

@@ -371,6 +371,18 @@ describe('decap', () => {
     }
   });
 
+  test('counts what it received per DVIPA:port; fragments under port 0', () => {
+    const count = (port: number) => target.receivedStats().find((x) => x.vip === VIP && x.port === port && x.protocol === 'tcp') ?? { packets: 0n, bytes: 0n };
+    const before = count(80);
+    const inner = syn({ sport: 47002 }).subarray(14);
+    for (let i = 0; i < 3; i++) assert.equal(run(tunnelled(inner), 'decap', target).reason, 'decap');
+    assert.deepEqual(count(80), { ...count(80), packets: before.packets + 3n, bytes: before.bytes + BigInt(3 * inner.length) });
+    const frag0 = count(0).packets;
+    const fragment = buildFrame({ saddr: '198.18.0.1', daddr: VIP, sport: 47003, dport: 80, mf: true, tcpFlags: { syn: true } }).subarray(14);
+    assert.equal(run(tunnelled(fragment), 'decap', target).reason, 'decap');
+    assert.equal(count(0).packets, frag0 + 1n);
+  });
+
   test('leaves alone what is not for it', () => {
     const inner = syn({ sport: 47001 }).subarray(14);
     const otherVip = buildFrame({ saddr: CLIENT, daddr: '192.0.2.99', tcpFlags: { syn: true } }).subarray(14);

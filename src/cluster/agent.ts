@@ -140,6 +140,7 @@ export class Agent {
           return n;
         },
         reasons: () => this.fp.reasonCounts(),
+        served: () => this.fp.receivedStats(),
         messageRejects: () => ({ ...this.transport.drops, stale_epoch: this.target.fence.refused }),
         couplingUp: () => (this.cf?.shared ? this.cf.healthy : undefined),
       });

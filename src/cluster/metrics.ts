@@ -14,6 +14,8 @@ export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9741';
 export interface MetricsSource {
   vdpt(): VdptRow[];
   crtEntries(): number;
+  /** Target side: received through routing nodes, per DVIPA:port. */
+  served(): Array<{ vip: string; port: number; protocol: string; packets: bigint; bytes: bigint }>;
   reasons(): Record<string, bigint>;
   messageRejects(): Record<string, number>;
   couplingUp(): boolean | undefined;
@@ -60,6 +62,16 @@ export class AgentMetrics {
     perTarget('dvipa_target_connections_total', 'connections the target has reported since the agent started (TotalConn)', (row) => row.totalConn);
     perTarget('dvipa_target_ready', '1 while an application listens on the service on the target (Rdy)', (row) => (row.ready ? 1 : 0));
     perTarget('dvipa_target_weight', "the target's weight in the Maglev table now (WLM)", (row) => row.weight);
+    const received = (name: string, help: string, pick: (s: { packets: bigint; bytes: bigint }) => bigint) =>
+      new Gauge({
+        name, help, labelNames: svcLabels, registers: [r],
+        collect() {
+          this.reset();
+          for (const s of source.served()) this.set({ dvipa: s.vip, port: s.port, protocol: s.protocol }, Number(pick(s)));
+        },
+      });
+    received('dvipa_target_received_packets_total', 'on a target: packets it received through routing nodes for the DVIPA:port (counter)', (s) => s.packets);
+    received('dvipa_target_received_bytes_total', 'on a target: bytes (IP) it received through routing nodes for the DVIPA:port (counter)', (s) => s.bytes);
     new Gauge({
       name: 'dvipa_crt_entries', help: 'entries in the connection routing table', registers: [r],
       collect() {

@@ -8,12 +8,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BPF_OBJECT_DIR, native } from './addon.js';
 import { named } from './errors.js';
-import { BpfMap, BPF_ANY, PerCpuArray } from './map.js';
+import { BpfMap, BPF_ANY, PerCpuArray, PerCpuHash } from './map.js';
 import {
   addr, affinity, affinityKey, CRT_DEFAULT_ENTRIES, crtEntry, flow, IPPROTO, MAGLEV_SIZE, MAX_SERVICES, nexthop, nodeConfig,
-  Protocol, REASONS, svc, svcKey, svcStats, u32, u64, u8,
+  Protocol, REASONS, servedStats, svc, svcKey, svcStats, u32, u64, u8,
 } from './structs.js';
-import type { Affinity, AffinityKey, CrtEntry, Flow, Nexthop, NodeConfig, Reason, SvcKey, SvcStats } from './structs.js';
+import type { Affinity, AffinityKey, CrtEntry, Flow, Nexthop, NodeConfig, Reason, ServedStats, SvcKey, SvcStats } from './structs.js';
 import { attachXdp, detachXdp, listLinks } from './xdp.js';
 import type { Attachment, XdpMode } from './xdp.js';
 import { buildMaglev } from '../tables/maglev.js';
@@ -82,6 +82,7 @@ export class FastPath {
   readonly nexthops: BpfMap<string, Nexthop>;
   readonly affinity: BpfMap<AffinityKey, Affinity>;
   readonly svcStats: PerCpuArray<SvcStats>;
+  private readonly servedStats: PerCpuHash<SvcKey, ServedStats>;
   private readonly reasons: PerCpuArray<{ v: bigint }>;
   private readonly maglevFd: number;
   private readonly objects: Map<Role, InstanceType<typeof native.BpfObject>>;
@@ -101,6 +102,7 @@ export class FastPath {
     this.nexthops = new BpfMap('nexthops', fd('nexthops'), addr, nexthop);
     this.affinity = new BpfMap('affinity', fd('affinity'), affinityKey, affinity);
     this.svcStats = new PerCpuArray('svc_stats', fd('svc_stats'), svcStats, addStats);
+    this.servedStats = new PerCpuHash('served_stats', fd('served_stats'), svcKey, servedStats, (a, b) => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes }));
     this.reasons = new PerCpuArray('reasons', fd('reasons'), { size: 8, decode: (b, o) => ({ v: u64.decode(b, o) }) },
       (a, b) => ({ v: a.v + b.v }));
     this.maglevFd = fd('maglev');
@@ -247,6 +249,11 @@ export class FastPath {
 
   unserve(vip: string): boolean {
     return this.served.delete(vip);
+  }
+
+  /** Target side: what arrived through routing nodes, per DVIPA:port (port 0: fragments and portless protocols). */
+  receivedStats(): Array<{ vip: string; port: number; protocol: string; packets: bigint; bytes: bigint }> {
+    return [...this.servedStats.entries()].map(([k, v]) => ({ vip: k.vip, port: k.port, protocol: k.proto === 6 ? 'tcp' : k.proto === 17 ? 'udp' : String(k.proto), ...v }));
   }
 
   serviceStats(id: number): SvcStats {

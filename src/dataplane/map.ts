@@ -13,6 +13,17 @@ export const BPF_EXIST = 2;
 /** Entries per batch syscall: large enough to amortise, small enough for modest buffers. */
 const BATCH = 8192;
 
+/** Every key of a map, one syscall each (bpf_map_get_next_key). */
+function* rawKeys(name: string, fd: number, size: number): Generator<Buffer> {
+  let cur: Buffer | null = null;
+  for (;;) {
+    const next = Buffer.alloc(size);
+    if (!named(name, () => native.mapGetNextKey(fd, cur, next))) return;
+    yield next;
+    cur = next;
+  }
+}
+
 export class BpfMap<K, V> {
   constructor(
     readonly name: string,
@@ -44,13 +55,7 @@ export class BpfMap<K, V> {
   }
 
   *keys(): Generator<K> {
-    let cur: Buffer | null = null;
-    for (;;) {
-      const next = Buffer.alloc(this.key.size);
-      if (!named(this.name, () => native.mapGetNextKey(this.fd, cur, next))) return;
-      yield this.key.decode(next);
-      cur = next;
-    }
+    for (const k of rawKeys(this.name, this.fd, this.key.size)) yield this.key.decode(k);
   }
 
   setBatch(entries: ReadonlyArray<readonly [K, V]>, flags = BPF_ANY): void {
@@ -122,10 +127,10 @@ export class BpfMap<K, V> {
   }
 }
 
-/** A per-CPU array: reads sum the CPUs' copies, writes set every CPU's copy. */
-export class PerCpuArray<V extends object> {
-  private readonly cpus = native.numPossibleCpus();
-  private readonly stride: number;
+/** Per-CPU values: reads sum the CPUs' copies. */
+abstract class PerCpuMap<V extends object> {
+  protected readonly cpus = native.numPossibleCpus();
+  protected readonly stride: number;
 
   constructor(
     readonly name: string,
@@ -138,14 +143,23 @@ export class PerCpuArray<V extends object> {
     if (info.valueSize !== value.size) throw new TypeError(`map ${name}: kernel value is ${info.valueSize} bytes, user space expects ${value.size}`);
   }
 
-  get(index: number): V {
+  protected lookupSum(key: Buffer): V | undefined {
     const buf = Buffer.alloc(this.stride * this.cpus);
-    const key = Buffer.alloc(4);
-    key.writeUInt32LE(index);
-    if (!named(this.name, () => native.mapLookup(this.fd, key, buf))) throw new RangeError(`map ${this.name}: index ${index} out of range`);
+    if (!named(this.name, () => native.mapLookup(this.fd, key, buf))) return undefined;
     let acc = this.value.decode(buf, 0);
     for (let c = 1; c < this.cpus; c++) acc = this.sum(acc, this.value.decode(buf, c * this.stride));
     return acc;
+  }
+}
+
+/** A per-CPU array; writes set every CPU's copy. */
+export class PerCpuArray<V extends object> extends PerCpuMap<V> {
+  get(index: number): V {
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(index);
+    const v = this.lookupSum(key);
+    if (!v) throw new RangeError(`map ${this.name}: index ${index} out of range`);
+    return v;
   }
 
   /** Zeroes one slot on every CPU (a service id being reused starts from 0). */
@@ -153,5 +167,19 @@ export class PerCpuArray<V extends object> {
     const key = Buffer.alloc(4);
     key.writeUInt32LE(index);
     named(this.name, () => native.mapUpdate(this.fd, key, Buffer.alloc(this.stride * this.cpus), BPF_ANY));
+  }
+}
+
+/** A per-CPU hash, read whole. */
+export class PerCpuHash<K, V extends object> extends PerCpuMap<V> {
+  constructor(name: string, fd: number, readonly key: Struct<K>, value: { size: number; decode(b: Buffer, off?: number): V }, sum: (a: V, b: V) => V) {
+    super(name, fd, value, sum);
+  }
+
+  *entries(): Generator<[K, V]> {
+    for (const k of rawKeys(this.name, this.fd, this.key.size)) {
+      const v = this.lookupSum(k);
+      if (v) yield [this.key.decode(k), v];
+    }
   }
 }

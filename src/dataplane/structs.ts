@@ -79,6 +79,9 @@ export interface SvcStats {
   packets: bigint; bytes: bigint; crtHit: bigint; crtMiss: bigint; crtNew: bigint;
   recovered: bigint; forwarded: bigint; dropped: bigint; fragNeeded: bigint;
 }
+export interface ServedStats { packets: bigint; bytes: bigint }
+export const servedStats = struct<ServedStats>('dvipa_served_stats', [['packets', 'u64'], ['bytes', 'u64']]);
+
 export const svcStats = struct<SvcStats>('dvipa_svc_stats', [
   ['packets', 'u64'], ['bytes', 'u64'], ['crtHit', 'u64'], ['crtMiss', 'u64'], ['crtNew', 'u64'],
   ['recovered', 'u64'], ['forwarded', 'u64'], ['dropped', 'u64'], ['fragNeeded', 'u64'],
