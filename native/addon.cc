@@ -13,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   dvipa::InitNetns(env, exports);
   dvipa::InitRingBuf(env, exports);
   dvipa::InitArp(env, exports);
+  dvipa::InitXfrm(env, exports);
   return exports;
 }
 }  // namespace

@@ -12,9 +12,9 @@ namespace dvipa {
 namespace {
 
 std::unique_ptr<btf, void (*)(btf *)> Parse(Napi::Env env, const std::string &path) {
-  btf *b = btf__parse_elf(path.c_str(), nullptr);
+  btf *b = btf__parse(path.c_str(), nullptr);  // an object file or raw BTF (/sys/kernel/btf/vmlinux)
   long err = libbpf_get_error(b);
-  if (err) ThrowErrno(env, "btf__parse_elf", ErrnoOf(err), path);
+  if (err) ThrowErrno(env, "btf__parse", ErrnoOf(err), path);
   return {b, btf__free};
 }
 

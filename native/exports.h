@@ -10,4 +10,5 @@ void InitBtf(Napi::Env env, Napi::Object exports);
 void InitNetns(Napi::Env env, Napi::Object exports);
 void InitRingBuf(Napi::Env env, Napi::Object exports);
 void InitArp(Napi::Env env, Napi::Object exports);
+void InitXfrm(Napi::Env env, Napi::Object exports);
 }  // namespace dvipa
