@@ -240,6 +240,28 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     return record;
   }
 
+  /** Opaque records under the cluster's prefix (the IPsec SA store keeps its sealed records here). */
+  async putBlob(key: string, value: Buffer): Promise<void> {
+    await this.client.put(this.prefix + key).value(value).exec();
+  }
+
+  /** Writes only while `owner` still owns the DVIPA (its owner key unchanged): a deposed owner's writes fail. */
+  async putBlobFenced(key: string, value: Buffer, dvipa: string, owner: OwnerRecord): Promise<boolean> {
+    const ownerKey = keyOf(this.prefix, 'owner', dvipa);
+    const res = await this.client.if(ownerKey, 'Value', '==', JSON.stringify(owner)).then(this.client.put(this.prefix + key).value(value)).commit();
+    return res.succeeded;
+  }
+
+  async getBlobs(keyPrefix: string): Promise<Map<string, Buffer>> {
+    const res = await this.client.getAll().prefix(this.prefix + keyPrefix).exec();
+    return new Map(res.kvs.map((kv) => [kv.key.toString().slice(this.prefix.length), Buffer.from(kv.value)]));
+  }
+
+  async deleteBlobs(keyPrefix: string): Promise<number> {
+    const res = await this.client.delete().prefix(this.prefix + keyPrefix).exec();
+    return Number(res.deleted);
+  }
+
   async setMove(dvipa: string, move: MoveRequest | undefined): Promise<void> {
     const key = keyOf(this.prefix, 'move', dvipa);
     if (move) await this.client.put(key).value(JSON.stringify(move)).exec();
