@@ -1,0 +1,122 @@
+/*
+ * IPsec recovery across a takeover, with a real etcd and an in-memory stand-in for the
+ * kernel's XFRM tables: this machine's kernel has no ESP, so its SAs cannot exist here (the
+ * XFRM netlink itself is tested in xfrm.test.ts). The recorder writes the owner's SAs of the
+ * DVIPA and only what changed, at most once per interval; a deposed owner's writes fail; the
+ * new owner re-installs with the sequence jump, adds only the policies it lacks, refuses
+ * foreign records, and replaces the records with its own.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { EtcdCoupling, type OwnerRecord } from '../src/cluster/coupling.js';
+import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
+import { log } from '../src/log.js';
+import { reinstall, SaRecorder, type XfrmOps } from '../src/ipsec/recovery.js';
+import { readRecords, recordKey, sealRecord, storeKey } from '../src/ipsec/store.js';
+import { ANY_SELECTOR, NO_LIMITS, XfrmError, type Policy, type Sa } from '../src/ipsec/xfrm.js';
+
+const DVIPA = '192.0.2.10';
+const PEER = '203.0.113.7';
+const base = (src: string, dst: string, spi: number): Sa => ({
+  src, dst, spi, proto: 'esp', mode: 'tunnel', reqid: 7, flags: 0, selector: ANY_SELECTOR,
+  aead: { name: 'rfc4106(gcm(aes))', key: randomBytes(20), icvBits: 128 }, lifetime: NO_LIMITS,
+  replay: { oseq: 1000, seq: 0, oseqHi: 0, seqHi: 0, window: 64, bitmap: Buffer.alloc(8), esn: true },
+});
+const OUT = base(DVIPA, PEER, 0x1001);
+const IN = { ...base(PEER, DVIPA, 0x1002), replay: { oseq: 0, seq: 5000, oseqHi: 0, seqHi: 0, window: 64, bitmap: Buffer.alloc(8, 0xff), esn: true } };
+const OTHER = base('192.0.2.99', PEER, 0x2001);
+const policy = (dir: 'in' | 'out', src: string, dst: string): Policy => ({ selector: { ...ANY_SELECTOR, src: dir === 'out' ? '198.18.20.0' : '198.18.30.0', srcPrefix: 24 }, dir, action: 'allow', priority: 10, index: 0, tmpls: [{ src, dst, spi: 0, proto: 'esp', mode: 'tunnel', reqid: 7, optional: false }] });
+const POL_OUT = policy('out', DVIPA, PEER);
+const POL_IN = policy('in', PEER, DVIPA);
+
+/** The kernel's SA and policy tables of one node, in memory. */
+class FakeXfrm implements XfrmOps {
+  constructor(public sas: Sa[] = [], public policies: Policy[] = [], private readonly refuse?: number) {}
+  dumpSas(): Sa[] {
+    return this.sas.map((s) => ({ ...s, replay: { ...s.replay } }));
+  }
+  dumpPolicies(): Policy[] {
+    return [...this.policies];
+  }
+  addSa(sa: Sa): void {
+    if (sa.spi === this.refuse) throw new XfrmError('XFRM_MSG_UPDSA: ENOSYS (Function not implemented): Requested type not found', 'XFRM_MSG_UPDSA', 'ENOSYS', 38);
+    this.sas = [...this.sas.filter((s) => s.spi !== sa.spi), sa];
+  }
+  putPolicy(p: Policy): void {
+    this.policies.push(p);
+  }
+}
+
+const KEY = storeKey(randomBytes(32));
+let etcd: EtcdServer;
+const cfs: EtcdCoupling[] = [];
+const node = async (name: string) => {
+  const c = new EtcdCoupling({ endpoints: [etcd.url], node: name, xcf: '198.18.0.1', ttlSec: 1, logger: log });
+  await c.start();
+  cfs.push(c);
+  return c;
+};
+
+before(async () => {
+  etcd = await startEtcd();
+});
+after(async () => {
+  for (const c of cfs) await c.stop(0).catch(() => undefined);
+  await etcd?.stop();
+});
+
+test('record on the owner, fence the deposed, re-install on the new owner', async () => {
+  const r1 = await node('r1');
+  const owner1 = (await r1.claim(DVIPA, 256, r1.view(DVIPA)))!;
+  const x1 = new FakeXfrm([OUT, IN, OTHER], [POL_OUT, POL_IN]);
+  const rec = new SaRecorder(x1, r1, KEY, 'r1', 1000);
+  assert.deepEqual(await rec.sync(DVIPA, owner1, 0), { written: 2, unchanged: 0, deferred: 0, fenced: false }, "the DVIPA's two SAs, not the other address's");
+  assert.deepEqual(await rec.sync(DVIPA, owner1, 100), { written: 0, unchanged: 2, deferred: 0, fenced: false });
+  x1.sas[0] = { ...OUT, replay: { ...OUT.replay, oseq: 9000 } };
+  assert.deepEqual(await rec.sync(DVIPA, owner1, 500), { written: 0, unchanged: 1, deferred: 1, fenced: false }, 'at most one write per SA per interval');
+  assert.deepEqual(await rec.sync(DVIPA, owner1, 1100), { written: 1, unchanged: 1, deferred: 0, fenced: false });
+  const stored = readRecords(KEY, await r1.getBlobs(`ipsec/${DVIPA}/`), owner1.epoch);
+  assert.deepEqual(stored.records.map((r) => [r.sa.spi, r.sa.replay.oseq, r.policies.length]).sort(), [[OUT.spi, 9000, 1], [IN.spi, 0, 1]]);
+
+  // r1 fails: r2 takes over with the next epoch; r1's late writes are fenced off.
+  const r2 = await node('r2');
+  await r1.stop(0);
+  const owner2 = (await r2.claim(DVIPA, 100, r2.view(DVIPA)))!;
+  assert.equal(owner2.epoch, owner1.epoch + 1);
+  const late = await node('r1');
+  x1.sas[0] = { ...OUT, replay: { ...OUT.replay, oseq: 9500 } };
+  assert.equal((await new SaRecorder(x1, late, KEY, 'r1', 0).sync(DVIPA, owner1, 5000)).fenced, true, "the deposed owner's write is refused by etcd");
+
+  // A record nobody of ours sealed sits among them: refused, never installed.
+  const junkAt = recordKey(DVIPA, { ...OUT, spi: 0x9999 });
+  await r2.putBlobFenced(junkAt, sealRecord(storeKey(randomBytes(32)), junkAt, { dvipa: DVIPA, epoch: owner1.epoch, owner: 'mallory', savedAt: '', sa: { ...OUT, spi: 0x9999 }, policies: [] }), DVIPA, owner2);
+
+  const x2 = new FakeXfrm([], [POL_IN]);
+  const r = await reinstall(x2, r2, KEY, 'r2', DVIPA, owner2, 100000);
+  assert.equal(r.installed, 2);
+  assert.equal(r.policies, 1, 'only the policy r2 lacked');
+  assert.deepEqual(r.refused.map((e) => e.key), [junkAt]);
+  assert.match(r.refused[0].message, /does not open/);
+  const out2 = x2.sas.find((s) => s.spi === OUT.spi)!;
+  assert.equal(out2.replay.oseq, 9000 + 100000, 'outbound sequence numbers jump by the margin');
+  assert.deepEqual(out2.aead, OUT.aead, 'same keys: the peer sees no change');
+  const in2 = x2.sas.find((s) => s.spi === IN.spi)!;
+  assert.deepEqual([in2.replay.seq, in2.replay.bitmap], [IN.replay.seq, IN.replay.bitmap], 'inbound replay state kept');
+  assert.equal(x2.policies.length, 2);
+  const after = readRecords(KEY, await r2.getBlobs(`ipsec/${DVIPA}/`), owner2.epoch);
+  assert.deepEqual([after.refused.length, after.records.length, ...new Set(after.records.map((x) => `${x.owner}@${x.epoch}`))], [0, 2, `r2@${owner2.epoch}`], "r2's records replace r1's");
+});
+
+test('an SA the kernel refuses is reported, not recorded; the others still go in', async () => {
+  const c = await node('r3');
+  const d = '192.0.2.11';
+  const owner: OwnerRecord = (await c.claim(d, 256, c.view(d)))!;
+  const a = { ...OUT, src: d, spi: 0x3001 };
+  const b = { ...OUT, src: d, spi: 0x3002 };
+  await new SaRecorder(new FakeXfrm([a, b]), c, KEY, 'r3', 0).sync(d, owner);
+  const r = await reinstall(new FakeXfrm([], [], 0x3002), c, KEY, 'r3', d, owner, 10);
+  assert.equal(r.installed, 1);
+  assert.deepEqual(r.failed.map((f) => [f.spi, /Requested type not found/.test(f.error)]), [[0x3002, true]]);
+  assert.equal(r.recorded, 1);
+});
