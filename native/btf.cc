@@ -11,11 +11,36 @@
 namespace dvipa {
 namespace {
 
-std::unique_ptr<btf, void (*)(btf *)> Parse(Napi::Env env, const std::string &path) {
-  btf *b = btf__parse(path.c_str(), nullptr);  // an object file or raw BTF (/sys/kernel/btf/vmlinux)
-  long err = libbpf_get_error(b);
-  if (err) ThrowErrno(env, "btf__parse", ErrnoOf(err), path);
-  return {b, btf__free};
+// A module's BTF (/sys/kernel/btf/xfrm_user) is split: it extends vmlinux's, which must
+// stay loaded while it is used.
+struct Btfs {
+  btf *base = nullptr;
+  btf *b = nullptr;
+  ~Btfs() {
+    btf__free(b);
+    btf__free(base);
+  }
+  btf *get() const { return b; }
+};
+
+std::unique_ptr<Btfs> Parse(Napi::Env env, const std::string &path, const std::string &basePath = "") {
+  auto out = std::make_unique<Btfs>();
+  if (!basePath.empty()) {
+    out->base = btf__parse(basePath.c_str(), nullptr);
+    long err = libbpf_get_error(out->base);
+    if (err) {
+      out->base = nullptr;
+      ThrowErrno(env, "btf__parse", ErrnoOf(err), basePath);
+    }
+  }
+  // An object file or raw BTF (/sys/kernel/btf/vmlinux), split over `base` if given.
+  out->b = out->base ? btf__parse_split(path.c_str(), out->base) : btf__parse(path.c_str(), nullptr);
+  long err = libbpf_get_error(out->b);
+  if (err) {
+    out->b = nullptr;
+    ThrowErrno(env, out->base ? "btf__parse_split" : "btf__parse", ErrnoOf(err), path);
+  }
+  return out;
 }
 
 const btf_type *Find(Napi::Env env, const btf *b, const std::string &name, __u32 kind) {
@@ -26,9 +51,10 @@ const btf_type *Find(Napi::Env env, const btf *b, const std::string &name, __u32
 
 Napi::Value BtfStruct(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  auto b = Parse(env, StringArg(info, 0, "object path"));
+  std::string basePath = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+  auto b = Parse(env, StringArg(info, 0, "object path"), basePath);
   std::string name = StringArg(info, 1, "struct name");
-  const btf_type *t = Find(env, b.get(), name, BTF_KIND_STRUCT);
+  const btf_type *t = Find(env, b->get(), name, BTF_KIND_STRUCT);
   Napi::Object o = Napi::Object::New(env);
   o.Set("size", t->size);
   Napi::Array members = Napi::Array::New(env);
@@ -36,9 +62,9 @@ Napi::Value BtfStruct(const Napi::CallbackInfo &info) {
   for (int i = 0; i < btf_vlen(t); i++, m++) {
     if (btf_member_bitfield_size(t, i)) throw Napi::Error::New(env, name + ": bitfields are not supported");
     Napi::Object mo = Napi::Object::New(env);
-    mo.Set("name", btf__name_by_offset(b.get(), m->name_off));
+    mo.Set("name", btf__name_by_offset(b->get(), m->name_off));
     mo.Set("offset", btf_member_bit_offset(t, i) / 8);
-    __s64 size = btf__resolve_size(b.get(), m->type);
+    __s64 size = btf__resolve_size(b->get(), m->type);
     if (size < 0) ThrowErrno(env, "btf__resolve_size", ErrnoOf(size), name);
     mo.Set("size", static_cast<double>(size));
     members.Set(i, mo);
@@ -51,10 +77,10 @@ Napi::Value BtfEnum(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   auto b = Parse(env, StringArg(info, 0, "object path"));
   std::string name = StringArg(info, 1, "enum name");
-  const btf_type *t = Find(env, b.get(), name, BTF_KIND_ENUM);
+  const btf_type *t = Find(env, b->get(), name, BTF_KIND_ENUM);
   Napi::Object o = Napi::Object::New(env);
   const struct btf_enum *e = btf_enum(t);
-  for (int i = 0; i < btf_vlen(t); i++, e++) o.Set(btf__name_by_offset(b.get(), e->name_off), e->val);
+  for (int i = 0; i < btf_vlen(t); i++, e++) o.Set(btf__name_by_offset(b->get(), e->name_off), e->val);
   return o;
 }
 

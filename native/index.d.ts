@@ -72,7 +72,8 @@ export function progInfo(fd: number): { id: number; name: string; type: number }
 export function ifNameToIndex(name: string): number;
 
 /** Struct layout from an object's BTF: byte offsets and sizes. */
-export function btfStruct(objPath: string, name: string): { size: number; members: Array<{ name: string; offset: number; size: number }> };
+/** `basePath`: for a module's split BTF (/sys/kernel/btf/MODULE), the vmlinux BTF it extends. */
+export function btfStruct(objPath: string, name: string, basePath?: string): { size: number; members: Array<{ name: string; offset: number; size: number }> };
 export function btfEnum(objPath: string, name: string): Record<string, number>;
 
 /** setns(CLONE_NEWNET) for the calling thread; returns an fd of the previous namespace for netnsRestore. */

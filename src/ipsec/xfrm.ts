@@ -191,12 +191,7 @@ export function encodeSa(sa: Sa): Buffer {
     e.writeUInt16BE(sa.encap.dport, E.encap_dport);
     parts.push(attr(XFRMA.ENCAP, e));
   }
-  if (sa.mark) {
-    const m = Buffer.alloc(LAYOUT.xfrm_mark.size);
-    m.writeUInt32LE(sa.mark.value, 0);
-    m.writeUInt32LE(sa.mark.mask, 4);
-    parts.push(attr(XFRMA.MARK, m));
-  }
+  if (sa.mark) parts.push(markAttr(sa.mark));
   const r = sa.replay;
   if (r.esn) {
     const R = LAYOUT.xfrm_replay_state_esn;
@@ -334,14 +329,22 @@ export function addSa(sa: Sa, opts: { replace?: boolean } = {}): void {
   else request('XFRM_MSG_NEWSA', XFRM_MSG.NEWSA, NLM_F_CREATE | NLM_F_EXCL, encodeSa(sa));
 }
 
-export function deleteSa(sa: Pick<Sa, 'dst' | 'spi' | 'proto'>): void {
+function markAttr(mark: { value: number; mask: number }): Buffer {
+  const m = Buffer.alloc(LAYOUT.xfrm_mark.size);
+  m.writeUInt32LE(mark.value, LAYOUT.xfrm_mark.v);
+  m.writeUInt32LE(mark.mask, LAYOUT.xfrm_mark.m);
+  return attr(XFRMA.MARK, m);
+}
+
+/** Deletes an SA; one with a mark is found only with it. */
+export function deleteSa(sa: Pick<Sa, 'dst' | 'spi' | 'proto' | 'mark'>): void {
   const L = LAYOUT.xfrm_usersa_id;
   const b = Buffer.alloc(L.size);
   addr(b, L.daddr, sa.dst);
   b.writeUInt32BE(sa.spi, L.spi);
   b.writeUInt16LE(AF_INET, L.family);
   b.writeUInt8(PROTO[sa.proto], L.proto);
-  request('XFRM_MSG_DELSA', XFRM_MSG.DELSA, 0, b);
+  request('XFRM_MSG_DELSA', XFRM_MSG.DELSA, 0, sa.mark ? Buffer.concat([b, markAttr(sa.mark)]) : b);
 }
 
 export function dumpPolicies(): Policy[] {

@@ -1,0 +1,37 @@
+/*
+ * What this machine's kernel cannot do, in the kernel lab (scripts/kernel-lab: Debian's stock
+ * 6.1 kernel in qemu under TCG, the host root shared read-only): ESP SAs installed and dumped
+ * back through dvipa's XFRM netlink, and pktgen driven by `dvipa bench traffic` on a veth.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { ROOT } from '../src/dataplane/addon.js';
+import { requireRoot } from './helpers/env.js';
+
+function lab(...command: string[]): { code: number; out: string } {
+  const r = spawnSync(path.join(ROOT, 'scripts', 'kernel-lab'), ['--timeout', '400', '--', ...command], { cwd: ROOT, encoding: 'utf8', timeout: 600_000 });
+  return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
+}
+
+test('kernel lab: ESP SAs through XFRM netlink, installed and dumped back field for field', () => {
+  requireRoot();
+  const r = lab(process.execPath, '--test', 'dist/test/xfrm.test.js');
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /ESP SA installed through XFRM netlink and dumped back field for field/, r.out);
+  assert.match(r.out, /pass 4/);
+});
+
+test('kernel lab: pktgen sends through a veth; dvipa bench traffic --generator pktgen reads its result', () => {
+  requireRoot();
+  const r = lab('bash', '-c', [
+    'ip link add pg0 type veth peer name pg1 && ip link set pg0 up && ip link set pg1 up',
+    `${process.execPath} dist/src/cli/main.js bench traffic --generator pktgen --device pg0 --dst-mac $(cat /sys/class/net/pg1/address) --seconds 1 --rate 20000 --flows 100 --json`,
+  ].join(' && '));
+  assert.equal(r.code, 0, r.out);
+  const json = JSON.parse(r.out.slice(r.out.indexOf('{'), r.out.lastIndexOf('}') + 1)) as { generator: string; results: Array<{ device: string; packets: number; pps: number; errors: number }> };
+  assert.equal(json.generator, 'pktgen');
+  assert.equal(json.results[0].device, 'pg0@0');
+  assert.ok(json.results[0].packets > 1000 && json.results[0].errors === 0, JSON.stringify(json));
+});
