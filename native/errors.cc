@@ -5,9 +5,13 @@
 
 namespace dvipa {
 
-void ThrowErrno(Napi::Env env, const char *op, int err, const std::string &detail) {
+std::string ErrnoName(int err) {
   const char *name = strerrorname_np(err);
-  std::string code = name ? name : "E" + std::to_string(err);
+  return name ? name : "E" + std::to_string(err);
+}
+
+void ThrowErrno(Napi::Env env, const char *op, int err, const std::string &detail) {
+  std::string code = ErrnoName(err);
   Napi::Error e = Napi::Error::New(env, std::string(op) + ": " + code + " (" + strerror(err) + ")");
   e.Set("op", Napi::String::New(env, op));
   e.Set("errno", Napi::Number::New(env, err));

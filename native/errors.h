@@ -9,6 +9,9 @@ namespace dvipa {
 // Throws a JS Error for a failed call; `err` is a positive errno.
 [[noreturn]] void ThrowErrno(Napi::Env env, const char *op, int err, const std::string &detail = "");
 
+// The symbolic name of an errno (ENOENT), or E<number>.
+std::string ErrnoName(int err);
+
 // libbpf 1.x returns -errno; some calls return NULL/-1 and set errno instead.
 inline int ErrnoOf(long ret) { return ret < 0 ? static_cast<int>(-ret) : errno; }
 

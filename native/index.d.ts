@@ -85,3 +85,6 @@ export function gratuitousArp(ifname: string, addr: number): void;
 
 /** One NETLINK_XFRM request (NLM_F_REQUEST and NLM_F_ACK added) and its replies; throws with the errno and the kernel's explanation. */
 export function xfrmRequest(op: string, type: number, flags: number, payload: Buffer): Array<{ type: number; payload: Buffer }>;
+
+/** Many NETLINK_XFRM requests on one socket; each one's outcome (errno 0: done). */
+export function xfrmBatch(requests: Array<{ type: number; flags: number; payload: Buffer }>): Array<{ errno: number; code?: string; reason?: string }>;

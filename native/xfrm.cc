@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -117,10 +118,77 @@ Napi::Value XfrmRequest(const Napi::CallbackInfo &info) {
   }
 }
 
+// xfrmBatch([{type, flags, payload}]) -> [{errno, reason}] (errno 0: done). Many requests on
+// one socket, a window at a time: a takeover installs thousands of SAs and policies.
+Napi::Value XfrmBatch(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "expected a list of requests");
+  Napi::Array reqs = info[0].As<Napi::Array>();
+  const uint32_t n = reqs.Length();
+  Socket s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_XFRM));
+  if (s.fd() < 0) ThrowErrno(env, "socket(NETLINK_XFRM)", errno);
+  int one = 1;
+  setsockopt(s.fd(), SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
+  setsockopt(s.fd(), SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+  timeval timeout{10, 0};
+  setsockopt(s.fd(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+
+  std::vector<int> err(n, -1);
+  std::vector<std::string> why(n);
+  std::vector<char> buf(1 << 20);
+  // Replies (one ACK each) must fit the socket's receive buffer: a window of requests at a time.
+  const uint32_t window = 128;
+  for (uint32_t first = 0; first < n; first += window) {
+    const uint32_t last = std::min(n, first + window);
+    for (uint32_t i = first; i < last; i++) {
+      Napi::Object r = reqs.Get(i).As<Napi::Object>();
+      Napi::Buffer<uint8_t> payload = r.Get("payload").As<Napi::Buffer<uint8_t>>();
+      std::vector<char> msg(NLMSG_SPACE(payload.Length()), 0);
+      auto *h = reinterpret_cast<nlmsghdr *>(msg.data());
+      h->nlmsg_len = NLMSG_LENGTH(payload.Length());
+      h->nlmsg_type = static_cast<uint16_t>(r.Get("type").As<Napi::Number>().Uint32Value());
+      h->nlmsg_flags = static_cast<uint16_t>(r.Get("flags").As<Napi::Number>().Uint32Value() | NLM_F_REQUEST | NLM_F_ACK);
+      h->nlmsg_seq = i + 1;
+      if (payload.Length()) std::memcpy(NLMSG_DATA(h), payload.Data(), payload.Length());
+      if (sendto(s.fd(), msg.data(), h->nlmsg_len, 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0) ThrowErrno(env, "sendto(NETLINK_XFRM)", errno);
+    }
+    uint32_t pending = last - first;
+    while (pending) {
+      ssize_t len = recv(s.fd(), buf.data(), buf.size(), 0);
+      if (len < 0) {
+        if (errno == EINTR) continue;
+        ThrowErrno(env, "recv(NETLINK_XFRM)", errno);
+      }
+      for (auto *r = reinterpret_cast<nlmsghdr *>(buf.data()); NLMSG_OK(r, static_cast<unsigned>(len)); r = NLMSG_NEXT(r, len)) {
+        if (r->nlmsg_type != NLMSG_ERROR || r->nlmsg_seq < first + 1 || r->nlmsg_seq > last) continue;
+        const uint32_t i = r->nlmsg_seq - 1;
+        if (err[i] != -1) continue;
+        err[i] = -reinterpret_cast<const nlmsgerr *>(NLMSG_DATA(r))->error;
+        if (err[i]) why[i] = ExtAckMessage(r);
+        pending--;
+      }
+    }
+  }
+  Napi::Array out = Napi::Array::New(env, n);
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("errno", err[i]);
+    if (err[i]) {
+      o.Set("code", ErrnoName(err[i]));
+      o.Set("reason", why[i]);
+    }
+    out.Set(i, o);
+  }
+  return out;
+}
+
 }  // namespace
 
 void InitXfrm(Napi::Env env, Napi::Object exports) {
   exports.Set("xfrmRequest", Napi::Function::New(env, XfrmRequest));
+  exports.Set("xfrmBatch", Napi::Function::New(env, XfrmBatch));
 }
 
 }  // namespace dvipa

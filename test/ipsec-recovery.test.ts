@@ -39,12 +39,16 @@ class FakeXfrm implements XfrmOps {
   dumpPolicies(): Policy[] {
     return [...this.policies];
   }
-  addSa(sa: Sa): void {
-    if (sa.spi === this.refuse) throw new XfrmError('XFRM_MSG_UPDSA: ENOSYS (Function not implemented): Requested type not found', 'XFRM_MSG_UPDSA', 'ENOSYS', 38);
-    this.sas = [...this.sas.filter((s) => s.spi !== sa.spi), sa];
+  addSas(sas: Sa[]): Array<Error | undefined> {
+    return sas.map((sa) => {
+      if (sa.spi === this.refuse) return new XfrmError('XFRM_MSG_NEWSA: ENOSYS: Requested type not found', 'XFRM_MSG_NEWSA', 'ENOSYS', 38);
+      this.sas = [...this.sas.filter((s) => s.spi !== sa.spi), sa];
+      return undefined;
+    });
   }
-  putPolicy(p: Policy): void {
-    this.policies.push(p);
+  putPolicies(ps: Policy[]): Array<Error | undefined> {
+    this.policies.push(...ps);
+    return ps.map(() => undefined);
   }
 }
 

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import { native } from '../src/dataplane/addon.js';
 import { inNetns, Topology } from '../src/lab/netns.js';
 import {
-  addSa, ANY_SELECTOR, decodeSa, XfrmError, deletePolicy, deleteSa, dumpPolicies, dumpSas, encodeSa, LAYOUT, NO_LIMITS, putPolicy, type Policy, type Sa,
+  addSa, addSas, ANY_SELECTOR, decodeSa, putPolicies, XfrmError, deletePolicy, deleteSa, dumpPolicies, dumpSas, encodeSa, LAYOUT, NO_LIMITS, putPolicy, type Policy, type Sa,
 } from '../src/ipsec/xfrm.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
 
@@ -109,5 +109,26 @@ test('SAs on this kernel: installed and dumped back if it has ESP; else a clear 
       t.diagnostic('ESP SA installed through XFRM netlink and dumped back field for field');
     } else t.diagnostic('this kernel has no ESP: the install failed as it should (scripts/kernel-lab runs this file where it has)');
     assert.deepEqual(dumpSas(), []);
+  });
+});
+
+test('batches: many policies on one socket; many SAs each with its own outcome', () => {
+  inNetns(ns, () => {
+    const many: Policy[] = Array.from({ length: 300 }, (_, i) => ({
+      selector: { ...ANY_SELECTOR, src: '198.18.0.0', srcPrefix: 16, dst: `10.${i >> 8}.${i & 255}.0`, dstPrefix: 24 }, dir: 'out', action: 'allow', priority: 100, index: 0,
+      tmpls: [{ src: SA.src, dst: SA.dst, spi: 0, proto: 'esp', mode: 'tunnel', reqid: i + 1, optional: false }],
+    }));
+    assert.deepEqual(putPolicies(many).filter(Boolean), []);
+    assert.equal(dumpPolicies().length, 300);
+    for (const p of many) deletePolicy(p);
+    const sas = [1, 2, 3].map((i) => ({ ...SA, spi: 0xd000 + i, mark: undefined }));
+    const first = addSas(sas);
+    if (first.every((e) => e === undefined)) {
+      assert.equal(dumpSas().length, 3);
+      const again = addSas(sas, { replace: true });
+      assert.deepEqual(again, [undefined, undefined, undefined], 'existing SAs are updated');
+      assert.ok(addSas(sas).every((e) => e?.code === 'EEXIST'), 'without replace, they are refused');
+      for (const s of sas) deleteSa(s);
+    } else assert.ok(first.every((e) => e instanceof XfrmError && e.op === 'XFRM_MSG_NEWSA' && /not found/.test(e.message)), String(first));
   });
 });

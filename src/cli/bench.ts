@@ -9,6 +9,7 @@ import { benchLive, formatTrafficBench, ROUTER_MODES, trafficSeries, type Router
 import { configurePktgen, pktgenCommands, PktgenMissing, PKTGEN_DIR, runPktgen } from '../bench/pktgen.js';
 import { chartSvg, type ChartSeries } from '../bench/svg.js';
 import { Progress } from '../bench/progress.js';
+import { benchIpsec, formatIpsecBench } from '../bench/ipsec.js';
 
 const fastpath: CommandModule<object, { json: boolean; rounds: number; repeat: number }> = {
   command: 'fastpath',
@@ -118,9 +119,23 @@ const traffic: CommandModule<object, TrafficArgs> = {
   handler: trafficHandler as never,
 };
 
+const ipsec: CommandModule<object, { json: boolean; sas: string }> = {
+  command: 'ipsec',
+  describe: "a takeover's IPsec work: N SA records read from etcd, SAs and policies installed, records rewritten (needs ESP: run it in scripts/kernel-lab)",
+  builder: (y) =>
+    y.option('json', { type: 'boolean', default: false }).option('sas', { type: 'string', default: '1000,5000,10000', describe: 'SA counts, comma-separated' }) as never,
+  handler: async (a) => {
+    requireRoot('dvipa bench ipsec');
+    const counts = a.sas.split(',').map(Number);
+    if (!counts.length || counts.some((n) => !Number.isInteger(n) || n < 1 || n > 100000)) throw new CliError('--sas: whole numbers from 1 to 100000, comma-separated', EXIT.usage);
+    const rows = await benchIpsec(counts);
+    process.stdout.write(a.json ? `${JSON.stringify(rows, null, 2)}\n` : `${formatIpsecBench(rows)}\n`);
+  },
+};
+
 export const benchCommand: CommandModule = {
   command: 'bench <generator>',
   describe: 'benchmarks',
-  builder: (y) => y.command(fastpath).command(tables).command(traffic).demandCommand(1),
+  builder: (y) => y.command(fastpath).command(tables).command(traffic).command(ipsec).demandCommand(1),
   handler: () => undefined,
 };

@@ -114,6 +114,8 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     this.client = new Etcd3({
       hosts: opts.endpoints,
       dialTimeout: 2000,
+      // A takeover reads every SA record of a DVIPA at once: thousands, over gRPC's 4 MiB default.
+      grpcOptions: { 'grpc.max_receive_message_length': 256 * 1024 * 1024 },
       ...(rootCertificate ? { credentials: { rootCertificate, privateKey: read(opts.keyFile), certChain: read(opts.certFile) } } : {}),
       ...(opts.user ? { auth: { username: opts.user, password: opts.password ?? '' } } : {}),
       // Calls fail fast (the caller retries at its next evaluation); a lost watch comes back
@@ -275,6 +277,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   }
 
   async stop(graceSec: number): Promise<void> {
+    if (this.stopping) return;
     this.stopping = true;
     try {
       const mine = [...this.kv].filter(([k, v]) => k.startsWith(keyOf(this.prefix, 'owner', '')) && parseOwner(v.value)?.node === this.opts.node);

@@ -12,13 +12,17 @@ import type { Logger } from '../log.js';
 import { forReinstall, readRecords, recordKey, sealRecord, StoreError, type SaRecord } from './store.js';
 import type { Policy, Sa } from './xfrm.js';
 
-/** The XFRM operations recovery needs (src/ipsec/xfrm.ts in production). */
+/** The XFRM operations recovery needs (src/ipsec/xfrm.ts in production); installs are batched. */
 export interface XfrmOps {
   dumpSas(): Sa[];
   dumpPolicies(): Policy[];
-  addSa(sa: Sa, opts?: { replace?: boolean }): void;
-  putPolicy(p: Policy): void;
+  /** Each SA's error, undefined where it went in. */
+  addSas(sas: Sa[], opts?: { replace?: boolean }): Array<Error | undefined>;
+  putPolicies(ps: Policy[]): Array<Error | undefined>;
 }
+
+/** etcd writes in flight at once when a new owner rewrites its records. */
+const WRITES_IN_FLIGHT = 64;
 
 /** Where records live (the etcd coupling facility in production). */
 export interface RecordStore {
@@ -82,39 +86,49 @@ export class SaRecorder {
 
 export interface ReinstallResult { installed: number; policies: number; refused: StoreError[]; failed: Array<{ spi: number; error: string }>; recorded: number }
 
-const samePolicy = (a: Policy, b: Policy) => a.dir === b.dir && JSON.stringify(a.selector) === JSON.stringify(b.selector) && JSON.stringify(a.tmpls) === JSON.stringify(b.tmpls);
+/** What makes two policies the same for de-duplication (the kernel's index aside). */
+const policyKey = (p: Policy) => JSON.stringify([p.dir, p.selector, p.tmpls]);
 
 /** The new owner's half: install what the previous owner recorded, then own the records. */
 export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, node: string, dvipa: string, owner: OwnerRecord, margin: number, log?: Logger): Promise<ReinstallResult> {
   const { records, refused } = readRecords(key, await store.getBlobs(prefixOf(dvipa)), owner.epoch);
   for (const e of refused) log?.error({ dvipa, err: e.message }, 'IPsec SA record refused');
-  const have = xfrm.dumpPolicies();
+  const have = new Set(xfrm.dumpPolicies().map(policyKey));
   const result: ReinstallResult = { installed: 0, policies: 0, refused, failed: [], recorded: 0 };
-  const installed: SaRecord[] = [];
+  const ready: SaRecord[] = [];
   for (const r of records) {
     try {
-      const sa = forReinstall(r.sa, margin);
-      xfrm.addSa(sa, { replace: true });
-      installed.push({ ...r, sa });
-      result.installed++;
+      ready.push({ ...r, sa: forReinstall(r.sa, margin) });
     } catch (e) {
       result.failed.push({ spi: r.sa.spi, error: (e as Error).message });
-      log?.error({ dvipa, spi: r.sa.spi.toString(16), err: (e as Error).message }, 'IPsec SA not re-installed');
-      continue;
-    }
-    for (const p of r.policies) {
-      if (have.some((h) => samePolicy(h, p))) continue;
-      xfrm.putPolicy(p);
-      have.push(p);
-      result.policies++;
     }
   }
+  const errors = xfrm.addSas(ready.map((r) => r.sa), { replace: true });
+  const installed = ready.filter((r, i) => {
+    if (!errors[i]) return true;
+    result.failed.push({ spi: r.sa.spi, error: errors[i]!.message });
+    return false;
+  });
+  result.installed = installed.length;
+  for (const f of result.failed) log?.error({ dvipa, spi: f.spi.toString(16), err: f.error }, 'IPsec SA not re-installed');
+  const missing: Policy[] = [];
+  for (const p of installed.flatMap((r) => r.policies)) {
+    if (have.has(policyKey(p))) continue;
+    have.add(policyKey(p));
+    missing.push(p);
+  }
+  const policyErrors = xfrm.putPolicies(missing);
+  result.policies = policyErrors.filter((e) => !e).length;
+  for (const e of policyErrors) if (e) log?.error({ dvipa, err: e.message }, 'IPsec policy not installed');
   // The previous owner's records go; ours, at our epoch, replace them.
   await store.deleteBlobs(prefixOf(dvipa));
-  for (const r of installed) {
-    const where = recordKey(dvipa, r.sa);
-    const mine: SaRecord = { ...r, epoch: owner.epoch, owner: node, savedAt: new Date().toISOString() };
-    if (await store.putBlobFenced(where, sealRecord(key, where, mine), dvipa, owner)) result.recorded++;
+  for (let i = 0; i < installed.length; i += WRITES_IN_FLIGHT) {
+    const done = await Promise.all(installed.slice(i, i + WRITES_IN_FLIGHT).map((r) => {
+      const where = recordKey(dvipa, r.sa);
+      const mine: SaRecord = { ...r, epoch: owner.epoch, owner: node, savedAt: new Date().toISOString() };
+      return store.putBlobFenced(where, sealRecord(key, where, mine), dvipa, owner);
+    }));
+    result.recorded += done.filter(Boolean).length;
   }
   return result;
 }

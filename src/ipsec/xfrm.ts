@@ -323,10 +323,15 @@ export function dumpSas(): Sa[] {
   return request('XFRM_MSG_GETSA(dump)', XFRM_MSG.GETSA, NLM_F_DUMP, Buffer.alloc(0)).filter((m) => m.type === XFRM_MSG.NEWSA).map((m) => decodeSa(m.payload));
 }
 
-/** Installs an SA; `replace`: update one that exists (XFRM_MSG_UPDSA) instead of failing. */
+/** Installs an SA; `replace`: one that exists already is updated (XFRM_MSG_UPDSA) instead of refused. */
 export function addSa(sa: Sa, opts: { replace?: boolean } = {}): void {
-  if (opts.replace) request('XFRM_MSG_UPDSA', XFRM_MSG.UPDSA, 0, encodeSa(sa));
-  else request('XFRM_MSG_NEWSA', XFRM_MSG.NEWSA, NLM_F_CREATE | NLM_F_EXCL, encodeSa(sa));
+  const msg = encodeSa(sa);
+  try {
+    request('XFRM_MSG_NEWSA', XFRM_MSG.NEWSA, NLM_F_CREATE | NLM_F_EXCL, msg);
+  } catch (e) {
+    if (!opts.replace || !(e instanceof XfrmError) || e.code !== 'EEXIST') throw e;
+    request('XFRM_MSG_UPDSA', XFRM_MSG.UPDSA, 0, msg);
+  }
 }
 
 function markAttr(mark: { value: number; mask: number }): Buffer {
@@ -337,6 +342,30 @@ function markAttr(mark: { value: number; mask: number }): Buffer {
 }
 
 /** Deletes an SA; one with a mark is found only with it. */
+/**
+ * Installs many SAs at once (a takeover's work), one socket for all; with `replace`, those
+ * that exist are updated. Returns each SA's error, undefined where it went in.
+ */
+export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Array<XfrmError | undefined> {
+  const msgs = sas.map(encodeSa);
+  const first = named('xfrm', () => native.xfrmBatch(msgs.map((payload) => ({ type: XFRM_MSG.NEWSA, flags: NLM_F_CREATE | NLM_F_EXCL, payload }))));
+  const again = opts.replace ? first.flatMap((r, i) => (r.code === 'EEXIST' ? [i] : [])) : [];
+  const second = again.length ? named('xfrm', () => native.xfrmBatch(again.map((i) => ({ type: XFRM_MSG.UPDSA, flags: 0, payload: msgs[i] })))) : [];
+  const outcome = [...first];
+  again.forEach((i, k) => (outcome[i] = second[k]));
+  return outcome.map((r, i) => {
+    if (!r.errno) return undefined;
+    const op = again.includes(i) ? 'XFRM_MSG_UPDSA' : 'XFRM_MSG_NEWSA';
+    return new XfrmError(`${op}: ${r.code}${r.reason ? `: ${r.reason}` : ''}`, op, r.code, r.errno, r.reason);
+  });
+}
+
+/** Installs many policies at once (replacing same selector and direction). */
+export function putPolicies(ps: Policy[]): Array<XfrmError | undefined> {
+  const r = named('xfrm', () => native.xfrmBatch(ps.map((p) => ({ type: XFRM_MSG.UPDPOLICY, flags: NLM_F_CREATE | NLM_F_REPLACE, payload: encodePolicy(p) }))));
+  return r.map((x) => (x.errno ? new XfrmError(`XFRM_MSG_UPDPOLICY: ${x.code}${x.reason ? `: ${x.reason}` : ''}`, 'XFRM_MSG_UPDPOLICY', x.code, x.errno, x.reason) : undefined));
+}
+
 export function deleteSa(sa: Pick<Sa, 'dst' | 'spi' | 'proto' | 'mark'>): void {
   const L = LAYOUT.xfrm_usersa_id;
   const b = Buffer.alloc(L.size);

@@ -1,0 +1,94 @@
+/*
+ * `dvipa bench ipsec`: a takeover's IPsec work, timed: N SA records (ESP tunnel mode, AES-GCM,
+ * one outbound policy each) read from a real etcd and opened, the SAs and policies installed
+ * through XFRM netlink, and the records rewritten by the new owner. Needs a kernel with ESP
+ * (scripts/kernel-lab -- node dist/src/cli/main.js bench ipsec). Runs in a namespace of its own.
+ */
+import { randomBytes } from 'node:crypto';
+import { EtcdCoupling } from '../cluster/coupling.js';
+import { startEtcd } from '../lab/etcd.js';
+import { inNetns, Topology } from '../lab/netns.js';
+import { withCleanup } from '../lab/cleanup.js';
+import { formatIpv4 } from '../net/addr.js';
+import { reinstall, SaRecorder } from '../ipsec/recovery.js';
+import { storeKey } from '../ipsec/store.js';
+import * as xfrm from '../ipsec/xfrm.js';
+import { log } from '../log.js';
+
+/** readMs: reading and opening the records alone; totalMs: the whole re-install (read, install SAs and policies, rewrite records). */
+export interface IpsecBenchRow { sas: number; readMs: number; totalMs: number; perSaUs: number }
+
+const DVIPA = '192.0.2.10';
+
+function sa(i: number): { sa: xfrm.Sa; policy: xfrm.Policy } {
+  // Each SA its own peer and protected subnet, as many remote sites would have.
+  const peer = formatIpv4(0xcb000000 + i + 1); // 203.x.y.z
+  const subnet = formatIpv4(0x0a000000 + (i << 8)); // 10.i/24
+  const s: xfrm.Sa = {
+    src: DVIPA, dst: peer, spi: 0x10000 + i, proto: 'esp', mode: 'tunnel', reqid: i + 1, flags: 0, selector: xfrm.ANY_SELECTOR,
+    aead: { name: 'rfc4106(gcm(aes))', key: randomBytes(20), icvBits: 128 }, lifetime: xfrm.NO_LIMITS,
+    replay: { oseq: 1000 + i, seq: 0, oseqHi: 0, seqHi: 0, window: 32, bitmap: Buffer.alloc(4), esn: false },
+  };
+  const policy: xfrm.Policy = { selector: { ...xfrm.ANY_SELECTOR, src: '198.18.0.0', srcPrefix: 16, dst: subnet, dstPrefix: 24 }, dir: 'out', action: 'allow', priority: 100, index: 0, tmpls: [{ src: DVIPA, dst: peer, spi: 0, proto: 'esp', mode: 'tunnel', reqid: i + 1, optional: false }] };
+  return { sa: s, policy };
+}
+
+export async function benchIpsec(counts: number[]): Promise<IpsecBenchRow[]> {
+  const topo = new Topology(`dvbi${process.pid % 100000}-`);
+  const etcd = await startEtcd();
+  const cfs: EtcdCoupling[] = [];
+  return withCleanup(() => topo.teardown(), async () => {
+    try {
+      const rows: IpsecBenchRow[] = [];
+      const key = storeKey(randomBytes(32));
+      for (const n of counts) {
+        const fresh = topo.ns(`new${n}`);
+        const dvipa = `192.0.2.${rows.length + 10}`;
+        const make = async (node: string) => {
+          const c = new EtcdCoupling({ endpoints: [etcd.url], node, xcf: '198.18.0.1', ttlSec: 5, logger: log });
+          await c.start();
+          cfs.push(c);
+          return c;
+        };
+        // The old owner: its SAs in the kernel, recorded in etcd.
+        const a = await make(`old${n}`);
+        const ownerA = (await a.claim(dvipa, 256, a.view(dvipa)))!;
+        const items = Array.from({ length: n }, (_, i) => sa(i));
+        // Its kernel's tables, as the recorder reads them (what the recorder writes is what matters here).
+        const kernel = { dumpSas: () => items.map((x) => ({ ...x.sa, src: dvipa })), dumpPolicies: () => items.map((x) => ({ ...x.policy, tmpls: [{ ...x.policy.tmpls[0], src: dvipa }] })), addSas: () => [], putPolicies: () => [] };
+        await new SaRecorder(kernel, a, key, `old${n}`, 0).sync(dvipa, ownerA);
+        await a.stop(0);
+        // The new owner: claim, then the timed part.
+        const b = await make(`new${n}`);
+        const ownerB = (await b.claim(dvipa, 100, b.view(dvipa)))!;
+        // Reading alone, then the whole takeover (which reads again) in the new owner's namespace.
+        const t0 = process.hrtime.bigint();
+        await b.getBlobs(`ipsec/${dvipa}/`);
+        const t1 = process.hrtime.bigint();
+        const inside = <T>(f: () => T) => inNetns(fresh, f);
+        const ops = {
+          dumpSas: () => inside(xfrm.dumpSas), dumpPolicies: () => inside(xfrm.dumpPolicies),
+          addSas: (x: xfrm.Sa[], o?: { replace?: boolean }) => inside(() => xfrm.addSas(x, o)), putPolicies: (p: xfrm.Policy[]) => inside(() => xfrm.putPolicies(p)),
+        };
+        const r = await reinstall(ops, b, key, `new${n}`, dvipa, ownerB, 100000);
+        const t2 = process.hrtime.bigint();
+        if (r.installed !== n || r.failed.length) throw new Error(`installed ${r.installed} of ${n}: ${r.failed[0]?.error ?? ''}`);
+        const ms = (x: bigint) => Number(x) / 1e6;
+        rows.push({ sas: n, readMs: ms(t1 - t0), totalMs: ms(t2 - t1), perSaUs: (ms(t2 - t1) * 1000) / n });
+      }
+      return rows;
+    } finally {
+      for (const c of cfs) await c.stop(0).catch(() => undefined);
+      await etcd.stop();
+    }
+  });
+}
+
+export function formatIpsecBench(rows: IpsecBenchRow[]): string {
+  return [
+    'dvipa bench ipsec: a takeover re-installs N SAs (ESP tunnel, AES-GCM) and one policy each, from etcd',
+    '',
+    `${'SAs'.padStart(6)} ${'read ms'.padStart(9)} ${'re-install ms'.padStart(14)} ${'µs/SA'.padStart(7)}`,
+    ...rows.map((r) => `${String(r.sas).padStart(6)} ${r.readMs.toFixed(0).padStart(9)} ${r.totalMs.toFixed(0).padStart(14)} ${r.perSaUs.toFixed(0).padStart(7)}`),
+  ].join('\n');
+}
