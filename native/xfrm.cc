@@ -60,6 +60,19 @@ std::string ExtAckMessage(const nlmsghdr *h) {
   return "";
 }
 
+// A NETLINK_XFRM socket whose errors explain themselves (extended ACK, request not echoed).
+int OpenXfrm(Napi::Env env, const std::string &op) {
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_XFRM);
+  if (fd < 0) ThrowErrno(env, "socket(NETLINK_XFRM)", errno, op);
+  int one = 1;
+  setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
+  setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+  // The kernel always answers; should it not, fail rather than block Node's thread forever.
+  timeval timeout{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  return fd;
+}
+
 // xfrmRequest(op, type, flags, payload) -> [{type, payload}]
 Napi::Value XfrmRequest(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -68,14 +81,7 @@ Napi::Value XfrmRequest(const Napi::CallbackInfo &info) {
   uint32_t flags = U32Arg(info, 2, "message flags");
   Napi::Buffer<uint8_t> payload = BufferArg(info, 3, "payload");
 
-  Socket s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_XFRM));
-  if (s.fd() < 0) ThrowErrno(env, "socket(NETLINK_XFRM)", errno, op);
-  int one = 1;
-  setsockopt(s.fd(), SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
-  setsockopt(s.fd(), SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
-  // The kernel always answers; should it not, fail rather than block Node's thread forever.
-  timeval timeout{10, 0};
-  setsockopt(s.fd(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  Socket s(OpenXfrm(env, op));
 
   std::vector<char> req(NLMSG_SPACE(payload.Length()), 0);
   auto *h = reinterpret_cast<nlmsghdr *>(req.data());
@@ -125,13 +131,7 @@ Napi::Value XfrmBatch(const Napi::CallbackInfo &info) {
   if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "expected a list of requests");
   Napi::Array reqs = info[0].As<Napi::Array>();
   const uint32_t n = reqs.Length();
-  Socket s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_XFRM));
-  if (s.fd() < 0) ThrowErrno(env, "socket(NETLINK_XFRM)", errno);
-  int one = 1;
-  setsockopt(s.fd(), SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
-  setsockopt(s.fd(), SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
-  timeval timeout{10, 0};
-  setsockopt(s.fd(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  Socket s(OpenXfrm(env, "XFRM batch"));
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
 
