@@ -134,11 +134,7 @@ export class Agent {
     if (this.opts.metricsAddress) {
       this.metrics = new AgentMetrics({
         vdpt: () => this.router.vdpt(),
-        crtEntries: () => {
-          let n = 0;
-          for (const _ of this.fp.crt.keys()) n++;
-          return n;
-        },
+        crtEntries: () => this.fp.crt.count(),
         reasons: () => this.fp.reasonCounts(),
         served: () => this.fp.receivedStats(),
         messageRejects: () => ({ ...this.transport.drops, stale_epoch: this.target.fence.refused }),

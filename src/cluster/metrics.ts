@@ -26,9 +26,12 @@ export class AgentMetrics {
   private server?: http.Server;
   readonly ownershipChanges: Counter<'dvipa' | 'how'>;
   readonly ownershipSeconds: Histogram<'how'>;
+  /** The DPT rows of the scrape in progress: nine gauges read them, the agent builds them once. */
+  private rowsOfScrape?: VdptRow[];
 
   constructor(source: MetricsSource) {
     const r = this.registry;
+    const rows = () => (this.rowsOfScrape ??= source.vdpt());
     const svcLabels = ['dvipa', 'port', 'protocol'] as const;
     const targetLabels = ['dvipa', 'port', 'protocol', 'target'] as const;
     const perService = (name: string, help: string, pick: (s: NonNullable<VdptRow['service']>) => bigint) =>
@@ -37,7 +40,7 @@ export class AgentMetrics {
         collect() {
           this.reset();
           const seen = new Set<string>();
-          for (const row of source.vdpt()) {
+          for (const row of rows()) {
             const key = `${row.dvipa}:${row.port}/${row.protocol}`;
             if (!row.service || seen.has(key)) continue;
             seen.add(key);
@@ -55,7 +58,7 @@ export class AgentMetrics {
         name, help, labelNames: targetLabels, registers: [r],
         collect() {
           this.reset();
-          for (const row of source.vdpt()) this.set({ dvipa: row.dvipa, port: row.port, protocol: row.protocol, target: row.target }, pick(row));
+          for (const row of rows()) this.set({ dvipa: row.dvipa, port: row.port, protocol: row.protocol, target: row.target }, pick(row));
         },
       });
     perTarget('dvipa_target_connections_active', 'connections the target reports now (ActiveConn)', (row) => row.activeConn);
@@ -115,6 +118,7 @@ export class AgentMetrics {
         res.writeHead(404).end('dvipa agent: metrics are at /metrics\n');
         return;
       }
+      this.rowsOfScrape = undefined;
       this.registry.metrics().then((text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text), (e: Error) => res.writeHead(500).end(`${e.message}\n`));
     });
     await new Promise<void>((resolve, reject) => {
