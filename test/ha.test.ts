@@ -52,13 +52,9 @@ function assertNoConnectionLost(r: LoadReport, what: string): void {
 
 /** Until every long-lived connection has been answered since the window began. */
 async function allAnswering(what: string, ms = 15000): Promise<LoadReport> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const r = await load.report();
-    if (r.long.silentSinceWindow === 0) return r;
-    if (Date.now() > end) assert.fail(`${what}: ${r.long.silentSinceWindow} long-lived connections silent: ${JSON.stringify(r)}`);
-    await sleep(200);
-  }
+  const r = await load.allAnswering(ms);
+  if (r.long.silentSinceWindow !== 0) assert.fail(`${what}: ${r.long.silentSinceWindow} long-lived connections silent: ${JSON.stringify(r)}`);
+  return r;
 }
 
 before(async () => {

@@ -100,15 +100,6 @@ async function down(a: Args): Promise<void> {
   });
 }
 
-async function allAnswering(load: LoadClient, ms: number): Promise<LoadReport> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const r = await load.report();
-    if (r.long.silentSinceWindow === 0 || Date.now() > end) return r;
-    await sleep(200);
-  }
-}
-
 async function demo(a: Args): Promise<void> {
   await lab(async () => {
     const say = progress(a.json);
@@ -127,14 +118,14 @@ async function demo(a: Args): Promise<void> {
       const steady = await load.report();
       say('killing r1 (agent SIGKILL, external link down)');
       const takeover = await failoverStep(l, () => load.mark());
-      const afterTakeover = await allAnswering(load, 15000);
+      const afterTakeover = await load.allAnswering(15000);
       // The new owner distributes as the old one did for 3 s; then by its own list.
       await sleep(3000);
       const during = await l.httpRound(30);
       say('bringing r1 back');
       const takeback = await failoverStep(l, () => load.mark());
       await sleep(3000);
-      const afterTakeback = await allAnswering(load, 15000);
+      const afterTakeback = await load.allAnswering(15000);
       const after = await l.httpRound(30);
       load.stop();
       const lost = (r: LoadReport) => Object.values(r.long.closed).reduce((x, n) => x + n, 0);

@@ -7,7 +7,7 @@
 import { named } from '../dataplane/errors.js';
 import { native } from '../dataplane/addon.js';
 import { parseIpv4 } from '../net/addr.js';
-import { ip } from '../net/iproute.js';
+import { hasAddress, ip } from '../net/iproute.js';
 import type { Logger } from '../log.js';
 
 /** When to repeat the announcement after taking the address (ms after the first). */
@@ -20,7 +20,7 @@ export class AddressHolder {
 
   /** Whether the address is on the interface now (after an agent restart, it may already be). */
   holds(address: string): boolean {
-    return ip('-o', '-4', 'addr', 'show', 'dev', this.ifname).split('\n').some((l) => l.includes(` ${address}/`));
+    return hasAddress(this.ifname, address);
   }
 
   take(address: string): void {

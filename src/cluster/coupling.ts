@@ -242,12 +242,10 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     return record;
   }
 
-  /** Opaque records under the cluster's prefix (the IPsec SA store keeps its sealed records here). */
-  async putBlob(key: string, value: Buffer): Promise<void> {
-    await this.client.put(this.prefix + key).value(value).exec();
-  }
-
-  /** Writes only while `owner` still owns the DVIPA (its owner key unchanged): a deposed owner's writes fail. */
+  /**
+   * Opaque records under the cluster's prefix (the IPsec SA store's sealed records), written
+   * only while `owner` still owns the DVIPA (its owner key unchanged): a deposed owner's writes fail.
+   */
   async putBlobFenced(key: string, value: Buffer, dvipa: string, owner: OwnerRecord): Promise<boolean> {
     const ownerKey = keyOf(this.prefix, 'owner', dvipa);
     const res = await this.client.if(ownerKey, 'Value', '==', JSON.stringify(owner)).then(this.client.put(this.prefix + key).value(value)).commit();

@@ -27,6 +27,11 @@ const SETTLE_MS = 100;
 const LOAD_STEP = 0.05;
 
 const refKey = (r: ServiceRef) => `${r.dvipa}:${r.port}/${r.protocol}`;
+/** refKey's inverse, for the TCP listeners this side tracks. */
+const toRef = (k: string): ServiceRef => {
+  const [dvipa, rest] = k.split(':');
+  return { dvipa, port: Number(rest.split('/')[0]), protocol: 'tcp' };
+};
 
 export interface TargetOptions {
   /** How often to reconcile the sockets besides kernel events (default 1000 ms). */
@@ -146,10 +151,6 @@ export class TargetRole {
         this.report(router);
         continue;
       }
-      const toRef = (k: string): ServiceRef => {
-        const [dvipa, rest] = k.split(':');
-        return { dvipa, port: Number(rest.split('/')[0]), protocol: 'tcp' };
-      };
       const up = [...listeners].filter((k) => !last.listeners.has(k)).map(toRef);
       const down = [...last.listeners].filter((k) => !listeners.has(k)).map(toRef);
       const reportedLoad = this.reported.get(router)!.load;
@@ -185,11 +186,7 @@ export class TargetRole {
   report(router: string): void {
     const state = this.reported.get(router);
     if (!state) return;
-    const refs = [...state.listeners].map((k) => {
-      const [dvipa, rest] = k.split(':');
-      return { dvipa, port: Number(rest.split('/')[0]), protocol: 'tcp' as const };
-    });
-    this.deliver(router, { type: MsgType.SrvStat, body: { full: true, up: refs, down: [], ...(state.load === undefined ? {} : { load: state.load }) } });
+    this.deliver(router, { type: MsgType.SrvStat, body: { full: true, up: [...state.listeners].map(toRef), down: [], ...(state.load === undefined ? {} : { load: state.load }) } });
     this.deliver(router, { type: MsgType.Conns, body: { full: true, added: [...state.conns.values()], removed: [] } });
   }
 

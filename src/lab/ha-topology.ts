@@ -6,6 +6,7 @@
  * routing node. r1 defines the DVIPA; r2 backs it up (rank 100) with a list of its own.
  */
 import { acceptRedirects, fullChecksums, nsIp, sysctl, type Topology } from './netns.js';
+import { hasAddress } from '../net/iproute.js';
 
 export const HA = {
   dvipa: '192.0.2.10',
@@ -70,5 +71,5 @@ export function buildHaTopology(topo: Topology): Record<string, string> {
 
 /** Whether `router` holds the DVIPA on its external interface now. */
 export function holdsDvipa(ns: string): boolean {
-  return nsIp(ns, '-o', '-4', 'addr', 'show', 'dev', 'ext').includes(` ${HA.dvipa}/32`);
+  return hasAddress('ext', HA.dvipa, ns);
 }

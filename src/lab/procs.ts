@@ -115,4 +115,14 @@ export class LoadClient extends LineDriver {
   async report(): Promise<LoadReport> {
     return this.request<LoadReport>('report');
   }
+
+  /** Reports until every long-lived connection has been answered since the window began, or `ms` passed; the last report. */
+  async allAnswering(ms: number): Promise<LoadReport> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const r = await this.report();
+      if (r.long.silentSinceWindow === 0 || Date.now() > end) return r;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
 }
