@@ -136,10 +136,15 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     return Napi::Number::New(info.Env(), fd);
   }
 
+  bpf_program *FindProgram(Napi::Env env, const std::string &name) {
+    bpf_program *p = bpf_object__find_program_by_name(Obj(env), name.c_str());
+    if (!p) ThrowErrno(env, "bpf_object__find_program_by_name", ENOENT, name);
+    return p;
+  }
+
   Napi::Value ProgFd(const Napi::CallbackInfo &info) {
     std::string name = StringArg(info, 0, "program name");
-    bpf_program *p = bpf_object__find_program_by_name(Obj(info.Env()), name.c_str());
-    if (!p) ThrowErrno(info.Env(), "bpf_object__find_program_by_name", ENOENT, name);
+    bpf_program *p = FindProgram(info.Env(), name);
     int fd = bpf_program__fd(p);
     if (fd < 0) ThrowErrno(info.Env(), "bpf_program__fd", ErrnoOf(fd), name + " (object not loaded?)");
     return Napi::Number::New(info.Env(), fd);
@@ -148,8 +153,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   // Tracepoints and the like, attached as their section names say (not XDP: see xdpLinkCreate).
   Napi::Value Attach(const Napi::CallbackInfo &info) {
     std::string name = StringArg(info, 0, "program name");
-    bpf_program *p = bpf_object__find_program_by_name(Obj(info.Env()), name.c_str());
-    if (!p) ThrowErrno(info.Env(), "bpf_object__find_program_by_name", ENOENT, name);
+    bpf_program *p = FindProgram(info.Env(), name);
     bpf_link *link = bpf_program__attach(p);
     long err = libbpf_get_error(link);
     if (err) ThrowErrno(info.Env(), "bpf_program__attach", ErrnoOf(err), name);
