@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   dvipa::InitRingBuf(env, exports);
   dvipa::InitArp(env, exports);
   dvipa::InitXfrm(env, exports);
+  dvipa::InitXfrmEvents(env, exports);
   return exports;
 }
 }  // namespace

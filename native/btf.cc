@@ -49,10 +49,12 @@ const btf_type *Find(Napi::Env env, const btf *b, const std::string &name, __u32
   return btf__type_by_id(b, id);
 }
 
+// The optional third argument: for a module's split BTF, the vmlinux BTF it extends.
+std::string BasePathArg(const Napi::CallbackInfo &info) { return info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : ""; }
+
 Napi::Value BtfStruct(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  std::string basePath = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
-  auto b = Parse(env, StringArg(info, 0, "object path"), basePath);
+  auto b = Parse(env, StringArg(info, 0, "object path"), BasePathArg(info));
   std::string name = StringArg(info, 1, "struct name");
   const btf_type *t = Find(env, b->get(), name, BTF_KIND_STRUCT);
   Napi::Object o = Napi::Object::New(env);
@@ -75,7 +77,7 @@ Napi::Value BtfStruct(const Napi::CallbackInfo &info) {
 
 Napi::Value BtfEnum(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  auto b = Parse(env, StringArg(info, 0, "object path"));
+  auto b = Parse(env, StringArg(info, 0, "object path"), BasePathArg(info));
   std::string name = StringArg(info, 1, "enum name");
   const btf_type *t = Find(env, b->get(), name, BTF_KIND_ENUM);
   Napi::Object o = Napi::Object::New(env);

@@ -10,15 +10,17 @@ std::string ErrnoName(int err) {
   return name ? name : "E" + std::to_string(err);
 }
 
-void ThrowErrno(Napi::Env env, const char *op, int err, const std::string &detail) {
+Napi::Error ErrnoError(Napi::Env env, const char *op, int err, const std::string &detail) {
   std::string code = ErrnoName(err);
   Napi::Error e = Napi::Error::New(env, std::string(op) + ": " + code + " (" + strerror(err) + ")");
   e.Set("op", Napi::String::New(env, op));
   e.Set("errno", Napi::Number::New(env, err));
   e.Set("code", Napi::String::New(env, code));
   if (!detail.empty()) e.Set("detail", Napi::String::New(env, detail));
-  throw e;
+  return e;
 }
+
+void ThrowErrno(Napi::Env env, const char *op, int err, const std::string &detail) { throw ErrnoError(env, op, err, detail); }
 
 int FdArg(const Napi::CallbackInfo &info, size_t i) {
   if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), "expected a file descriptor (number)");

@@ -9,6 +9,9 @@ namespace dvipa {
 // Throws a JS Error for a failed call; `err` is a positive errno.
 [[noreturn]] void ThrowErrno(Napi::Env env, const char *op, int err, const std::string &detail = "");
 
+// The same Error, not thrown: for failures reported to a callback.
+Napi::Error ErrnoError(Napi::Env env, const char *op, int err, const std::string &detail = "");
+
 // The symbolic name of an errno (ENOENT), or E<number>.
 std::string ErrnoName(int err);
 

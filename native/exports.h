@@ -11,4 +11,5 @@ void InitNetns(Napi::Env env, Napi::Object exports);
 void InitRingBuf(Napi::Env env, Napi::Object exports);
 void InitArp(Napi::Env env, Napi::Object exports);
 void InitXfrm(Napi::Env env, Napi::Object exports);
+void InitXfrmEvents(Napi::Env env, Napi::Object exports);
 }  // namespace dvipa

@@ -33,6 +33,24 @@ export class RingBuffer {
   close(): void;
 }
 
+/**
+ * One entry of an XfrmEvents batch: a netlink message (`type`, `payload` after the header), or
+ * with type 0 and an empty payload: `overflow`, the kernel dropped events (ENOBUFS: what was
+ * lost must be read again with a dump), or `error`, a failed read (`op`, `errno`, `code`).
+ */
+export interface XfrmEventMessage { type: number; payload: Buffer; overflow?: true; error?: Error & { op: string; errno: number; code: string; detail?: string } }
+
+/**
+ * XFRM notifications of the calling thread's network namespace (fixed when constructed), read
+ * on Node's event loop; `onMessages` gets what each wakeup found. `groups`: the legacy
+ * bitmask, XFRMNLGRP_x as bit x-1. `rcvBuf`: the socket's receive buffer, 4 MiB by default.
+ * Keeps the process alive until close(); close() is idempotent.
+ */
+export class XfrmEvents {
+  constructor(groups: number, onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number);
+  close(): void;
+}
+
 export function mapCreate(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags?: number): number;
 /** Fills `value`; false if the key is absent. Per-CPU maps: value holds roundup(valueSize, 8) × possible CPUs. */
 export function mapLookup(fd: number, key: Buffer, value: Buffer): boolean;
@@ -74,7 +92,7 @@ export function ifNameToIndex(name: string): number;
 /** Struct layout from an object's BTF: byte offsets and sizes. */
 /** `basePath`: for a module's split BTF (/sys/kernel/btf/MODULE), the vmlinux BTF it extends. */
 export function btfStruct(objPath: string, name: string, basePath?: string): { size: number; members: Array<{ name: string; offset: number; size: number }> };
-export function btfEnum(objPath: string, name: string): Record<string, number>;
+export function btfEnum(objPath: string, name: string, basePath?: string): Record<string, number>;
 
 /** setns(CLONE_NEWNET) for the calling thread; returns an fd of the previous namespace for netnsRestore. */
 export function netnsEnter(path: string): number;

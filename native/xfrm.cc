@@ -15,6 +15,7 @@
 
 #include "errors.h"
 #include "exports.h"
+#include "netlink.h"
 
 namespace dvipa {
 namespace {
@@ -25,18 +26,6 @@ namespace {
 #ifndef NETLINK_CAP_ACK
 #define NETLINK_CAP_ACK 10
 #endif
-
-class Socket {
- public:
-  explicit Socket(int fd) : fd_(fd) {}
-  ~Socket() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int fd() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 // The kernel's text for an error, from the NLMSGERR_ATTR_MSG attribute of an extended ACK.
 std::string ExtAckMessage(const nlmsghdr *h) {
@@ -116,10 +105,7 @@ Napi::Value XfrmRequest(const Napi::CallbackInfo &info) {
         std::string why = ExtAckMessage(r);
         ThrowErrno(env, op.c_str(), -e->error, why);
       }
-      Napi::Object m = Napi::Object::New(env);
-      m.Set("type", r->nlmsg_type);
-      m.Set("payload", Napi::Buffer<uint8_t>::Copy(env, static_cast<uint8_t *>(NLMSG_DATA(r)), r->nlmsg_len - NLMSG_HDRLEN));
-      out.Set(n++, m);
+      out.Set(n++, MessageObject(env, r));
     }
   }
 }

@@ -1,7 +1,8 @@
 /*
  * What this machine's kernel cannot do, in the kernel lab (scripts/kernel-lab: Debian's stock
  * 6.1 kernel in qemu under TCG, the host root shared read-only): ESP SAs installed and dumped
- * back through dvipa's XFRM netlink, and pktgen driven by `dvipa bench traffic` on a veth.
+ * back through dvipa's XFRM netlink and their events, and pktgen driven by `dvipa bench
+ * traffic` on a veth.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,12 +16,13 @@ function lab(...command: string[]): { code: number; out: string } {
   return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
 }
 
-test('kernel lab: ESP SAs through XFRM netlink, installed and dumped back field for field', () => {
+test('kernel lab: ESP SAs through XFRM netlink, installed and dumped back field for field, and their events', () => {
   requireRoot();
-  const r = lab(process.execPath, '--test', 'dist/test/xfrm.test.js');
+  const r = lab(process.execPath, '--test', 'dist/test/xfrm.test.js', 'dist/test/xfrm-events.test.js');
   assert.equal(r.code, 0, r.out);
   assert.match(r.out, /ESP SA installed through XFRM netlink and dumped back field for field/, r.out);
-  assert.match(r.out, /pass 5\n/);
+  assert.match(r.out, /ESP SA events received and decoded/, r.out);
+  assert.match(r.out, /pass 13\n/);
   assert.match(r.out, /fail 0\n/);
 });
 

@@ -6,13 +6,11 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import { native } from '../src/dataplane/addon.js';
 import { inNetns, Topology } from '../src/lab/netns.js';
 import {
   addSa, addSas, ANY_SELECTOR, decodeSa, putPolicies, XfrmError, deletePolicy, deleteSa, dumpPolicies, dumpSas, encodeSa, LAYOUT, NO_LIMITS, putPolicy, type Policy, type Sa,
 } from '../src/ipsec/xfrm.js';
-import { requireRoot, uniquePrefix } from './helpers/env.js';
+import { kernelStruct, requireRoot, uniquePrefix } from './helpers/env.js';
 
 let topo: Topology;
 let ns: string;
@@ -33,16 +31,6 @@ const SA: Sa = {
   lifetime: NO_LIMITS,
   replay: { oseq: 1000, seq: 990, oseqHi: 0, seqHi: 0, window: 128, bitmap: Buffer.alloc(16, 0xff), esn: true },
 };
-
-/** A kernel struct's BTF: in vmlinux, or in xfrm_user's module BTF where XFRM is a module. */
-function kernelStruct(name: string): ReturnType<typeof native.btfStruct> {
-  try {
-    return native.btfStruct('/sys/kernel/btf/vmlinux', name);
-  } catch (e) {
-    if (!fs.existsSync('/sys/kernel/btf/xfrm_user')) throw e;
-    return native.btfStruct('/sys/kernel/btf/xfrm_user', name, '/sys/kernel/btf/vmlinux');
-  }
-}
 
 test('the UAPI layouts match the running kernel (BTF)', () => {
   for (const [name, fields] of Object.entries(LAYOUT)) {

@@ -17,8 +17,11 @@ const NLM_F_REPLACE = 0x100;
 
 export const XFRM_MSG = {
   NEWSA: 0x10, DELSA: 0x11, GETSA: 0x12, NEWPOLICY: 0x13, DELPOLICY: 0x14, GETPOLICY: 0x15, UPDPOLICY: 0x19, UPDSA: 0x1a, FLUSHSA: 0x1c, FLUSHPOLICY: 0x1d,
+  ACQUIRE: 0x17, EXPIRE: 0x18, NEWAE: 0x1e,
 } as const;
-const XFRMA = { ALG_AUTH: 1, ALG_CRYPT: 2, ENCAP: 4, TMPL: 5, REPLAY_VAL: 10, ALG_AEAD: 18, ALG_AUTH_TRUNC: 20, MARK: 21, REPLAY_ESN_VAL: 23 } as const;
+export const XFRMA = {
+  ALG_AUTH: 1, ALG_CRYPT: 2, ENCAP: 4, TMPL: 5, SA: 6, POLICY: 7, LTIME_VAL: 9, REPLAY_VAL: 10, REPLAY_THRESH: 11, ETIMER_THRESH: 12, ALG_AEAD: 18, ALG_AUTH_TRUNC: 20, MARK: 21, REPLAY_ESN_VAL: 23,
+} as const;
 
 /** Byte offsets and sizes of the UAPI structs used here (x86-64; checked against BTF by the tests). */
 export const LAYOUT = {
@@ -35,13 +38,18 @@ export const LAYOUT = {
   xfrm_replay_state_esn: { size: 24, bmp_len: 0, oseq: 4, seq: 8, oseq_hi: 12, seq_hi: 16, replay_window: 20 },
   xfrm_encap_tmpl: { size: 24, encap_type: 0, encap_sport: 2, encap_dport: 4, encap_oa: 8 },
   xfrm_mark: { size: 8, v: 0, m: 4 },
+  xfrm_user_expire: { size: 232, state: 0, hard: 224 },
+  xfrm_aevent_id: { size: 48, sa_id: 0, saddr: 24, flags: 40, reqid: 44 },
+  xfrm_user_acquire: { size: 280, id: 0, saddr: 24, sel: 40, policy: 96, aalgos: 264, ealgos: 268, calgos: 272, seq: 276 },
+  xfrm_usersa_flush: { size: 1, proto: 0 },
 } as const;
 
 const PROTO = { esp: 50, ah: 51, comp: 108 } as const;
 export type IpsecProto = keyof typeof PROTO;
+export const protoName = (n: number): IpsecProto | undefined => (Object.keys(PROTO) as IpsecProto[]).find((k) => PROTO[k] === n);
 const MODES = ['transport', 'tunnel'] as const;
 export type XfrmMode = (typeof MODES)[number];
-const DIRS = ['in', 'out', 'fwd'] as const;
+export const DIRS = ['in', 'out', 'fwd'] as const;
 export type PolicyDir = (typeof DIRS)[number];
 
 export interface Selector { src: string; srcPrefix: number; dst: string; dstPrefix: number; proto: number; sport: number; dport: number }
@@ -88,7 +96,7 @@ export class XfrmError extends Error {
 function addr(b: Buffer, off: number, ip: string): void {
   b.writeUInt32BE(parseIpv4(ip), off);
 }
-const readAddr = (b: Buffer, off: number) => formatIpv4(b.readUInt32BE(off));
+export const readAddr = (b: Buffer, off: number) => formatIpv4(b.readUInt32BE(off));
 
 function writeSelector(b: Buffer, off: number, s: Selector): void {
   const L = LAYOUT.xfrm_selector;
@@ -104,7 +112,7 @@ function writeSelector(b: Buffer, off: number, s: Selector): void {
   b.writeUInt8(s.proto, off + L.proto);
 }
 
-function readSelector(b: Buffer, off: number): Selector {
+export function readSelector(b: Buffer, off: number): Selector {
   const L = LAYOUT.xfrm_selector;
   return {
     dst: readAddr(b, off + L.daddr), src: readAddr(b, off + L.saddr), dport: b.readUInt16BE(off + L.dport), sport: b.readUInt16BE(off + L.sport),
@@ -137,7 +145,8 @@ function attr(type: number, data: Buffer): Buffer {
   return out;
 }
 
-function* attrs(b: Buffer, off: number): Generator<[number, Buffer]> {
+/** The attributes from `off` on: [type, value]. */
+export function* attrs(b: Buffer, off: number): Generator<[number, Buffer]> {
   while (off + 4 <= b.length) {
     const len = b.readUInt16LE(off);
     if (len < 4 || off + len > b.length) return;
@@ -220,9 +229,8 @@ export function decodeSa(b: Buffer): Sa {
   const L = LAYOUT.xfrm_usersa_info;
   if (b.length < L.size) throw new XfrmError(`SA message of ${b.length} bytes, at least ${L.size} expected`);
   const protoNum = b.readUInt8(L.id + LAYOUT.xfrm_id.proto);
-  const proto = (Object.keys(PROTO) as IpsecProto[]).find((k) => PROTO[k] === protoNum);
+  const proto = protoName(protoNum);
   if (!proto) throw new XfrmError(`SA protocol ${protoNum}: not ESP, AH or IPComp`);
-  const C = LAYOUT.xfrm_lifetime_cur;
   const sa: Sa = {
     selector: readSelector(b, L.sel),
     dst: readAddr(b, L.id + LAYOUT.xfrm_id.daddr),
@@ -230,7 +238,7 @@ export function decodeSa(b: Buffer): Sa {
     proto,
     src: readAddr(b, L.saddr),
     lifetime: readLifetime(b, L.lft),
-    current: { bytes: b.readBigUInt64LE(L.curlft + C.bytes), packets: b.readBigUInt64LE(L.curlft + C.packets), addTime: b.readBigUInt64LE(L.curlft + C.add_time), useTime: b.readBigUInt64LE(L.curlft + C.use_time) },
+    current: readCurrent(b, L.curlft),
     reqid: b.readUInt32LE(L.reqid),
     mode: MODES[b.readUInt8(L.mode)] ?? 'transport',
     flags: b.readUInt8(L.flags),
@@ -250,14 +258,25 @@ export function decodeSa(b: Buffer): Sa {
       sa.encap = { type: v.readUInt16LE(0), sport: v.readUInt16BE(2), dport: v.readUInt16BE(4) };
     } else if (t === XFRMA.MARK) {
       sa.mark = { value: v.readUInt32LE(0), mask: v.readUInt32LE(4) };
-    } else if (t === XFRMA.REPLAY_VAL) {
-      sa.replay = { ...sa.replay, oseq: v.readUInt32LE(0), seq: v.readUInt32LE(4), bitmap: Buffer.from(v.subarray(8, 12)) };
-    } else if (t === XFRMA.REPLAY_ESN_VAL) {
-      const words = v.readUInt32LE(0);
-      sa.replay = { oseq: v.readUInt32LE(4), seq: v.readUInt32LE(8), oseqHi: v.readUInt32LE(12), seqHi: v.readUInt32LE(16), window: v.readUInt32LE(20), bitmap: Buffer.from(v.subarray(24, 24 + words * 4)), esn: true };
+    } else if (t === XFRMA.REPLAY_VAL || t === XFRMA.REPLAY_ESN_VAL) {
+      sa.replay = decodeReplay(t, v, sa.replay.window)!;
     }
   }
   return sa;
+}
+
+/** An XFRMA_REPLAY_VAL or XFRMA_REPLAY_ESN_VAL attribute; `window`: the legacy state's, which its attribute lacks. */
+export function decodeReplay(type: number, v: Buffer, window: number): Replay | undefined {
+  if (type === XFRMA.REPLAY_VAL) return { oseq: v.readUInt32LE(0), seq: v.readUInt32LE(4), oseqHi: 0, seqHi: 0, window, bitmap: Buffer.from(v.subarray(8, 12)), esn: false };
+  if (type !== XFRMA.REPLAY_ESN_VAL) return undefined;
+  const words = v.readUInt32LE(0);
+  return { oseq: v.readUInt32LE(4), seq: v.readUInt32LE(8), oseqHi: v.readUInt32LE(12), seqHi: v.readUInt32LE(16), window: v.readUInt32LE(20), bitmap: Buffer.from(v.subarray(24, 24 + words * 4)), esn: true };
+}
+
+/** A struct xfrm_lifetime_cur: an SA's counters. */
+export function readCurrent(b: Buffer, off: number): NonNullable<Sa['current']> {
+  const C = LAYOUT.xfrm_lifetime_cur;
+  return { bytes: b.readBigUInt64LE(off + C.bytes), packets: b.readBigUInt64LE(off + C.packets), addTime: b.readBigUInt64LE(off + C.add_time), useTime: b.readBigUInt64LE(off + C.use_time) };
 }
 
 export function encodePolicy(p: Policy): Buffer {
@@ -341,7 +360,11 @@ function markAttr(mark: { value: number; mask: number }): Buffer {
   return attr(XFRMA.MARK, m);
 }
 
-/** Deletes an SA; one with a mark is found only with it. */
+/** A batch's outcome as errors: undefined where the request went through. */
+function batchErrors(op: (i: number) => string, results: Array<{ errno: number; code?: string; reason?: string }>): Array<XfrmError | undefined> {
+  return results.map((r, i) => (r.errno ? new XfrmError(`${op(i)}: ${r.code}${r.reason ? `: ${r.reason}` : ''}`, op(i), r.code, r.errno, r.reason) : undefined));
+}
+
 /**
  * Installs many SAs at once (a takeover's work), one socket for all; with `replace`, those
  * that exist are updated. Returns each SA's error, undefined where it went in.
@@ -353,27 +376,35 @@ export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Array<XfrmE
   const second = again.length ? named('xfrm', () => native.xfrmBatch(again.map((i) => ({ type: XFRM_MSG.UPDSA, flags: 0, payload: msgs[i] })))) : [];
   const outcome = [...first];
   again.forEach((i, k) => (outcome[i] = second[k]));
-  return outcome.map((r, i) => {
-    if (!r.errno) return undefined;
-    const op = again.includes(i) ? 'XFRM_MSG_UPDSA' : 'XFRM_MSG_NEWSA';
-    return new XfrmError(`${op}: ${r.code}${r.reason ? `: ${r.reason}` : ''}`, op, r.code, r.errno, r.reason);
-  });
+  return batchErrors((i) => (again.includes(i) ? 'XFRM_MSG_UPDSA' : 'XFRM_MSG_NEWSA'), outcome);
 }
 
 /** Installs many policies at once (replacing same selector and direction). */
 export function putPolicies(ps: Policy[]): Array<XfrmError | undefined> {
   const r = named('xfrm', () => native.xfrmBatch(ps.map((p) => ({ type: XFRM_MSG.UPDPOLICY, flags: NLM_F_CREATE | NLM_F_REPLACE, payload: encodePolicy(p) }))));
-  return r.map((x) => (x.errno ? new XfrmError(`XFRM_MSG_UPDPOLICY: ${x.code}${x.reason ? `: ${x.reason}` : ''}`, 'XFRM_MSG_UPDPOLICY', x.code, x.errno, x.reason) : undefined));
+  return batchErrors(() => 'XFRM_MSG_UPDPOLICY', r);
 }
 
-export function deleteSa(sa: Pick<Sa, 'dst' | 'spi' | 'proto' | 'mark'>): void {
+export type SaId = Pick<Sa, 'dst' | 'spi' | 'proto' | 'mark'>;
+
+/** What names an SA for the kernel; one with a mark is found only with it. */
+function saIdMessage(sa: SaId): Buffer {
   const L = LAYOUT.xfrm_usersa_id;
   const b = Buffer.alloc(L.size);
   addr(b, L.daddr, sa.dst);
   b.writeUInt32BE(sa.spi, L.spi);
   b.writeUInt16LE(AF_INET, L.family);
   b.writeUInt8(PROTO[sa.proto], L.proto);
-  request('XFRM_MSG_DELSA', XFRM_MSG.DELSA, 0, sa.mark ? Buffer.concat([b, markAttr(sa.mark)]) : b);
+  return sa.mark ? Buffer.concat([b, markAttr(sa.mark)]) : b;
+}
+
+export function deleteSa(sa: SaId): void {
+  request('XFRM_MSG_DELSA', XFRM_MSG.DELSA, 0, saIdMessage(sa));
+}
+
+/** Deletes many SAs at once; each SA's error, undefined where it went. */
+export function deleteSas(sas: SaId[]): Array<XfrmError | undefined> {
+  return batchErrors(() => 'XFRM_MSG_DELSA', named('xfrm', () => native.xfrmBatch(sas.map((sa) => ({ type: XFRM_MSG.DELSA, flags: 0, payload: saIdMessage(sa) })))));
 }
 
 export function dumpPolicies(): Policy[] {

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BPF_OBJECT_DIR } from '../../src/dataplane/addon.js';
+import { BPF_OBJECT_DIR, native } from '../../src/dataplane/addon.js';
 
 export function requireRoot(): void {
   if (process.getuid?.() !== 0) {
@@ -34,3 +34,16 @@ export function scratchPinRoot(tag: string): { pinRoot: string; remove(): void }
 export function objectPath(name: string): string {
   return path.join(BPF_OBJECT_DIR, `${name}.bpf.o`);
 }
+
+/** A kernel type's BTF: in vmlinux, or in xfrm_user's module BTF where XFRM is a module (the kernel lab). */
+function kernelBtf<T>(lookup: (path: string, base?: string) => T): T {
+  try {
+    return lookup('/sys/kernel/btf/vmlinux');
+  } catch (e) {
+    if (!fs.existsSync('/sys/kernel/btf/xfrm_user')) throw e;
+    return lookup('/sys/kernel/btf/xfrm_user', '/sys/kernel/btf/vmlinux');
+  }
+}
+
+export const kernelStruct = (name: string) => kernelBtf((path, base) => native.btfStruct(path, name, base));
+export const kernelEnum = (name: string) => kernelBtf((path, base) => native.btfEnum(path, name, base));
