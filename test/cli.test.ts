@@ -52,7 +52,7 @@ after(() => {
 test('every command has --help', () => {
   for (const args of [[], ['fastpath'], ['fastpath', 'apply'], ['fastpath', 'attach'], ['fastpath', 'detach'], ['fastpath', 'status'],
     ['fastpath', 'replay'], ['fastpath', 'purge'], ['bench'], ['bench', 'fastpath'], ['bench', 'tables'], ['demo'],
-    ['agent'], ['config'], ['config', 'check'], ['config', 'show'], ['netstat'], ['netstat', 'vdpt'], ['netstat', 'vcrt'], ['netstat', 'vipadyn'], ['netstat', 'vipadcfg'],
+    ['agent'], ['config'], ['config', 'check'], ['config', 'show'], ['netstat'], ['netstat', 'vdpt'], ['netstat', 'vcrt'], ['netstat', 'vipadyn'], ['netstat', 'vipadcfg'], ['netstat', 'ipsec'],
     ['dvipa'], ['dvipa', 'show'], ['dvipa', 'move'], ['dvipa', 'quiesce'], ['dvipa', 'reactivate'],
     ['lab'], ['lab', 'up'], ['lab', 'status'], ['lab', 'demo'], ['lab', 'failover'], ['lab', 'down']]) {
     const r = dvipa([...args, '--help']);
@@ -63,12 +63,12 @@ test('every command has --help', () => {
 
 test('netstat: no agent is exit 3, bad filters exit 2, not root exit 4', () => {
   const sock = path.join(dir, 'no-agent.sock');
-  for (const report of ['vdpt', 'vcrt', 'vipadyn', 'vipadcfg']) {
+  for (const report of ['vdpt', 'vcrt', 'vipadyn', 'vipadcfg', 'ipsec']) {
     const r = dvipa(['netstat', report, '--socket', sock]);
     assert.equal(r.code, 3, `${report}: ${r.err}`);
     assert.match(r.err, /no agent answers on .*no-agent\.sock: start it \(dvipa agent \.\.\.\) or give its --socket/);
   }
-  for (const args of [['vdpt', '--dvipa', '192.0.2'], ['vcrt', '--port', '70000'], ['vcrt', '--limit', '0'], ['vcrt', '--client', 'x'], ['nosuch']]) {
+  for (const args of [['vdpt', '--dvipa', '192.0.2'], ['vcrt', '--port', '70000'], ['vcrt', '--limit', '0'], ['vcrt', '--client', 'x'], ['ipsec', '--dvipa', 'x'], ['nosuch']]) {
     const r = dvipa(['netstat', ...args, '--socket', sock]);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
   }

@@ -87,6 +87,8 @@ test('on etcd: only the owner of the epoch writes; records are listed and cleare
   const blobs = await cf.getBlobs(`ipsec/${DVIPA}/`);
   const { records, refused } = readRecords(KEY, blobs, owner.epoch);
   assert.deepEqual([records.length, refused.length, records[0].epoch], [1, 0, owner.epoch]);
-  assert.equal(await cf.deleteBlobs(`ipsec/${DVIPA}/`), 1);
+  assert.equal(await cf.deleteBlobsFenced(`ipsec/${DVIPA}/`, DVIPA, { ...owner, epoch: owner.epoch - 1 }), false, "a deposed owner's delete fails");
+  assert.equal((await cf.getBlobs(`ipsec/${DVIPA}/`)).size, 1);
+  assert.equal(await cf.deleteBlobsFenced(`ipsec/${DVIPA}/`, DVIPA, owner), true);
   assert.equal((await cf.getBlobs(`ipsec/${DVIPA}/`)).size, 0);
 });

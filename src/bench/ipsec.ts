@@ -55,7 +55,7 @@ export async function benchIpsec(counts: number[]): Promise<IpsecBenchRow[]> {
         const ownerA = (await a.claim(dvipa, 256, a.view(dvipa)))!;
         const items = Array.from({ length: n }, (_, i) => sa(i));
         // Its kernel's tables, as the recorder reads them (what the recorder writes is what matters here).
-        const kernel = { dumpSas: () => items.map((x) => ({ ...x.sa, src: dvipa })), dumpPolicies: () => items.map((x) => ({ ...x.policy, tmpls: [{ ...x.policy.tmpls[0], src: dvipa }] })), addSas: () => [], putPolicies: () => [] };
+        const kernel = { dumpSas: () => items.map((x) => ({ ...x.sa, src: dvipa })), dumpPolicies: () => items.map((x) => ({ ...x.policy, tmpls: [{ ...x.policy.tmpls[0], src: dvipa }] })), addSas: () => [], putPolicies: () => [], deleteSas: () => [] };
         await new SaRecorder(kernel, a, key, `old${n}`, 0).sync(dvipa, ownerA);
         await a.stop(0);
         // The new owner: claim, then the timed part.
@@ -69,10 +69,11 @@ export async function benchIpsec(counts: number[]): Promise<IpsecBenchRow[]> {
         const ops = {
           dumpSas: () => inside(xfrm.dumpSas), dumpPolicies: () => inside(xfrm.dumpPolicies),
           addSas: (x: xfrm.Sa[], o?: { replace?: boolean }) => inside(() => xfrm.addSas(x, o)), putPolicies: (p: xfrm.Policy[]) => inside(() => xfrm.putPolicies(p)),
+          deleteSas: (s: xfrm.SaId[]) => inside(() => xfrm.deleteSas(s)),
         };
         const r = await reinstall(ops, b, key, `new${n}`, dvipa, ownerB, 100000);
         const t2 = process.hrtime.bigint();
-        if (r.installed !== n || r.failed.length) throw new Error(`installed ${r.installed} of ${n}: ${r.failed[0]?.error ?? ''}`);
+        if (r.installed.length !== n || r.failed.length) throw new Error(`installed ${r.installed.length} of ${n}: ${r.failed[0]?.error ?? ''}`);
         const ms = (x: bigint) => Number(x) / 1e6;
         rows.push({ sas: n, readMs: ms(t1 - t0), totalMs: ms(t2 - t1), perSaUs: (ms(t2 - t1) * 1000) / n });
       }

@@ -3,7 +3,8 @@ import * as fs from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { Agent, type HaOptions } from '../cluster/agent.js';
 import { loadConfig } from '../config/load.js';
-import { ConfigError, type CouplingConfig } from '../config/model.js';
+import { ConfigError, IPSEC_LIMITS, type CouplingConfig, type IpsecConfig } from '../config/model.js';
+import { DEFAULT_RECORD_INTERVAL_MS, DEFAULT_SEQ_MARGIN, type IpsecOptions } from '../ipsec/ipsec-role.js';
 import { DEFAULT_PIN_ROOT } from '../dataplane/fastpath.js';
 import { DEFAULT_PORT } from '../cluster/transport.js';
 import { DEFAULT_CONTROL_SOCKET } from '../cluster/control.js';
@@ -15,6 +16,21 @@ import { etcdOptions, withEtcd, type EtcdArgs } from './etcd-args.js';
 interface AgentArgs extends EtcdArgs {
   config: string; node: string; keyFile?: string; pinRoot: string; port: number; loadFile?: string; scanMs: number;
   leaseTtl?: number; nopreempt?: boolean; takebackDelay?: number; restartGrace: number; control: string; metrics: string;
+  ipsecSeqMargin?: number; ipsecInterval?: number;
+}
+
+/** IPsec recovery: on with CLUSTER IPSEC (or either --ipsec option), the command line over the configuration. */
+function ipsecOptions(a: AgentArgs, c: IpsecConfig | undefined, etcd: boolean): IpsecOptions | undefined {
+  if (!c && a.ipsecSeqMargin === undefined && a.ipsecInterval === undefined) return undefined;
+  const within = (v: number, name: string, [min, max]: readonly [number, number]) => {
+    if (!Number.isInteger(v) || v < min || v > max) throw new CliError(`--${name} must be a whole number from ${min} to ${max}`, EXIT.usage);
+    return v;
+  };
+  if (!etcd) throw new CliError('IPsec recovery keeps SAs in the coupling facility: give --etcd or CLUSTER ETCD', EXIT.usage);
+  return {
+    seqMargin: within(a.ipsecSeqMargin ?? c?.seqMargin ?? DEFAULT_SEQ_MARGIN, 'ipsec-seq-margin', IPSEC_LIMITS.seqMargin),
+    intervalMs: within(a.ipsecInterval ?? c?.interval ?? DEFAULT_RECORD_INTERVAL_MS, 'ipsec-interval', IPSEC_LIMITS.interval),
+  };
 }
 
 /** The command line's HA options over the configuration's (CLUSTER ETCD ...). */
@@ -59,6 +75,8 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('takeback-delay', { type: 'number', describe: 'seconds the defining node waits, ready, before taking its DVIPA back (default: TAKEBACKDELAY of CLUSTER ETCD, else 0)' })
       .option('control', { type: 'string', default: DEFAULT_CONTROL_SOCKET, describe: "the control socket for dvipa netstat (mode 0600); '' for none" })
       .option('metrics', { type: 'string', default: DEFAULT_METRICS_ADDRESS, describe: "host:port serving Prometheus metrics at /metrics; '' for none" })
+      .option('ipsec-seq-margin', { type: 'number', describe: `IPsec recovery: outbound ESP sequence numbers of re-installed SAs jump this far (default: SEQMARGIN of CLUSTER IPSEC, else ${DEFAULT_SEQ_MARGIN}); turns IPsec recovery on` })
+      .option('ipsec-interval', { type: 'number', describe: `IPsec recovery: at most one coupling-facility write per SA this often, ms (default: INTERVAL of CLUSTER IPSEC, else ${DEFAULT_RECORD_INTERVAL_MS}); turns IPsec recovery on` })
       .option('restart-grace', { type: 'number', default: 10, describe: 'on a clean stop, seconds a restarted agent has to adopt the DVIPAs before backups take over' }) as never,
   handler: async (a) => {
     requireRoot('dvipa agent');
@@ -83,7 +101,8 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     if (!Number.isInteger(a.scanMs) || a.scanMs < 50 || a.scanMs > 60000) throw new CliError('--scan-ms must be from 50 to 60000', EXIT.usage);
 
     const ha = haOptions(a, config.coupling);
-    const agent = new Agent({ config, node: a.node, key, pinRoot: a.pinRoot, port: a.port, loadFile: a.loadFile, scanMs: a.scanMs, ha, controlSocket: a.control || undefined, metricsAddress: metricsAddress(a.metrics), logger: log });
+    const ipsec = ipsecOptions(a, config.ipsec, !!ha.etcd);
+    const agent = new Agent({ config, node: a.node, key, pinRoot: a.pinRoot, port: a.port, loadFile: a.loadFile, scanMs: a.scanMs, ha, controlSocket: a.control || undefined, metricsAddress: metricsAddress(a.metrics), ipsec, logger: log });
     try {
       await agent.start();
     } catch (e) {

@@ -1,5 +1,5 @@
 /*
- * `dvipa netstat vdpt|vcrt|vipadyn|vipadcfg`: the local agent's tables, laid out as z/OS
+ * `dvipa netstat vdpt|vcrt|vipadyn|vipadcfg|ipsec`: the local agent's tables, laid out as z/OS
  * NETSTAT shows them (same names and columns), plus what Linux adds (epoch, origin of a CRT
  * entry, the previous owner a new one still distributes like). `--json` gives the data.
  */
@@ -7,6 +7,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { askAgent, DEFAULT_CONTROL_SOCKET, toJson } from '../cluster/control.js';
 import type { VdptRow } from '../cluster/router.js';
 import type { VcrtRow, VipadynRow } from '../cluster/agent.js';
+import type { IpsecDvipaRow } from '../ipsec/ipsec-role.js';
 import { parseIpv4 } from '../net/addr.js';
 import { CliError, EXIT } from './errors.js';
 
@@ -98,6 +99,31 @@ async function vipadcfg(a: Args): Promise<void> {
   out(`DYNAMIC VIPA INFORMATION (NODE ${r.node}):\n${r.profile}`);
 }
 
+async function ipsec(a: Args): Promise<void> {
+  checkFilters(a);
+  const all = (await ask(a, 'ipsec')) as IpsecDvipaRow[];
+  const rows = all.filter((d) => !a.dvipa || d.dvipa === a.dvipa);
+  if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}: not a DVIPA this node may route`);
+  if (a.json) return out(`${toJson(rows)}\n`);
+  out('DVIPA IPSEC SECURITY ASSOCIATIONS:\n');
+  for (const d of rows) {
+    out(`DVIPA:        ${d.dvipa}  ${d.owner ? `OWNER  EPOCH: ${d.epoch}` : 'NOT OWNER (SAS IN THE COUPLING FACILITY ARE THE OWNER\'S)'}\n`);
+    if (d.lastStoreWrite) out(`  LAST STORE WRITE: ${d.lastStoreWrite}\n`);
+    const r = d.lastReinstall;
+    if (r) {
+      out(`  LAST REINSTALL:   ${r.at} ${r.how.toUpperCase()}  SAS: ${r.installed}  POLICIES: ${r.policies}  REFUSED: ${r.refused.length}  FAILED: ${r.failed.length}  ${r.tookMs}MS\n`);
+      for (const e of r.refused) out(`    REFUSED: ${e}\n`);
+      for (const f of r.failed) out(`    FAILED:  SPI ${f.spi}: ${f.error}\n`);
+    }
+    if (!d.sas.length) continue;
+    out(`  ${'SPI'.padEnd(10)}${'PROTO'.padEnd(6)}${'DIR'.padEnd(4)}${'MODE'.padEnd(10)}${'SOURCE'.padEnd(12)}${'SRC'.padEnd(16)}${'DST'.padEnd(16)}${'SEQ'.padEnd(12)}${'PACKETS'.padEnd(11)}BYTES\n`);
+    for (const s of d.sas) {
+      out(`  ${s.spi.padEnd(10)}${s.proto.toUpperCase().padEnd(6)}${s.dir.toUpperCase().padEnd(4)}${s.mode.toUpperCase().padEnd(10)}${s.source.toUpperCase().padEnd(12)}${s.src.padEnd(16)}${s.dst.padEnd(16)}${s.seq.padEnd(12)}${s.packets.padEnd(11)}${s.bytes}\n`);
+    }
+  }
+  out(`${rows.length} OF ${all.length} RECORDS DISPLAYED\n`);
+}
+
 const common = <T>(y: Argv<T>) =>
   y.option('socket', { type: 'string', default: DEFAULT_CONTROL_SOCKET, describe: "the agent's control socket (dvipa agent --control)" })
     .option('json', { type: 'boolean', describe: 'the data as JSON' });
@@ -106,7 +132,7 @@ const filters = <T>(y: Argv<T>) =>
 
 export const netstatCommand: CommandModule<object, Args> = {
   command: 'netstat <report>',
-  describe: "the local agent's tables, as z/OS NETSTAT shows them: vdpt, vcrt, vipadyn, vipadcfg",
+  describe: "the local agent's tables, as z/OS NETSTAT shows them: vdpt, vcrt, vipadyn, vipadcfg; and ipsec",
   builder: (y) =>
     common(y)
       .command('vdpt', 'destination port table: per DVIPA:port and target, readiness, weight, connections', (b) =>
@@ -116,6 +142,7 @@ export const netstatCommand: CommandModule<object, Args> = {
           .option('limit', { type: 'number', default: 10000, describe: 'at most this many entries' }), vcrt as never)
       .command('vipadyn', 'the DVIPAs of this node: status, origin, rank, epoch, owner, since', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), vipadyn as never)
       .command('vipadcfg', 'the configuration in force on this node', (b) => b, vipadcfg as never)
-      .demandCommand(1, 'name a report: vdpt, vcrt, vipadyn or vipadcfg') as never,
+      .command('ipsec', 'IPsec recovery (CLUSTER IPSEC): per DVIPA the SAs held, negotiated here or re-installed, sequence numbers, last store write', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), ipsec as never)
+      .demandCommand(1, 'name a report: vdpt, vcrt, vipadyn, vipadcfg or ipsec') as never,
   handler: () => undefined,
 };

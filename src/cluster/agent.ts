@@ -21,6 +21,9 @@ import { MsgType, type Message } from './messages.js';
 import { RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
 import type { Logger } from '../log.js';
+import { IpsecRole, type IpsecOptions } from '../ipsec/ipsec-role.js';
+import * as xfrm from '../ipsec/xfrm.js';
+import { XfrmEventStream } from '../ipsec/events.js';
 
 export interface HaOptions {
   /** etcd: endpoints, TLS and auth; none: ownership local to this node. */
@@ -44,6 +47,8 @@ export interface AgentOptions extends TargetOptions {
   controlSocket?: string;
   /** host:port for Prometheus metrics at /metrics (none: not served). */
   metricsAddress?: string;
+  /** IPsec recovery for the DVIPAs this node may route (needs ha.etcd). */
+  ipsec?: IpsecOptions;
   logger: Logger;
 }
 
@@ -83,12 +88,14 @@ export class Agent {
   /** When this node last became the owner of each DVIPA, or stopped being it. */
   private readonly since = new Map<string, number>();
   private roles = new Map<string, Role[]>();
+  private ipsec?: IpsecRole;
 
   constructor(private readonly opts: AgentOptions) {
     const node = opts.config.nodes.find((n) => n.name === opts.node);
     if (!node) throw new Error(`node ${opts.node} is not in the configuration`);
     this.node = node;
     this.log = opts.logger.child({ node: node.name });
+    if (opts.ipsec && !opts.ha?.etcd) throw new Error('IPsec recovery (CLUSTER IPSEC) keeps SAs in the coupling facility: give CLUSTER ETCD or --etcd');
     this.plans = planDvipas(opts.config);
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
     const peers = [
@@ -156,6 +163,7 @@ export class Agent {
     await this.control?.stop();
     await this.metrics?.stop();
     this.election?.stop();
+    this.ipsec?.stop();
     await this.cf?.stop(this.opts.ha?.restartGraceSec ?? 10);
     this.target.stop();
     this.router.stop();
@@ -176,8 +184,15 @@ export class Agent {
     const ha = this.opts.ha ?? {};
     const me = this.node.name;
     let cf: CouplingFacility;
-    if (ha.etcd) cf = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
-    else {
+    if (ha.etcd) {
+      const etcd = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
+      if (this.opts.ipsec) {
+        this.ipsec = new IpsecRole(xfrm, etcd, this.opts.key, me, this.opts.ipsec, this.log, (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on));
+        for (const d of this.candidacies.keys()) this.ipsec.watch(d);
+        this.ipsec.start();
+      }
+      cf = etcd;
+    } else {
       const local = new LocalCoupling(me, this.log);
       for (const d of this.candidacies.keys()) local.remember(d, this.router.pinnedEpoch(d));
       cf = local;
@@ -200,6 +215,7 @@ export class Agent {
       lost: (d, owner) => {
         this.since.set(d, Date.now());
         this.router.disown(d);
+        void this.ipsec?.lost(d);
         this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, 'DVIPA now routed by another node: address released');
       },
     }, this.log);
@@ -229,10 +245,13 @@ export class Agent {
         return this.vcrt(req.args ?? {});
       case 'vipadyn':
         return { coupling: this.couplingState(), dvipas: this.vipadyn() };
+      case 'ipsec':
+        if (!this.ipsec) throw new Error('IPsec recovery is not on for this node (CLUSTER IPSEC)');
+        return this.ipsec.rows();
       case 'vipadcfg':
         return { node: this.node.name, profile: formatProfile({ ...this.opts.config, nodes: [this.node], peers: [] }), coupling: this.opts.config.coupling };
       default:
-        throw new Error(`unknown request ${req.cmd} (vdpt, vcrt, vipadyn, vipadcfg)`);
+        throw new Error(`unknown request ${req.cmd} (vdpt, vcrt, vipadyn, vipadcfg, ipsec)`);
     }
   }
 
@@ -287,6 +306,7 @@ export class Agent {
   private acquired(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted', previous?: string): void {
     if (how !== 'adopted' || !this.since.has(dvipa)) this.since.set(dvipa, Date.now());
     this.router.own(dvipa, rec.epoch, previous);
+    void this.ipsec?.acquired(dvipa, rec, how);
     const change: Message = { type: MsgType.Dvipa, body: { address: dvipa, owner: this.node.name, epoch: rec.epoch, event: how } };
     this.transport.broadcast(change);
     this.target.onDvipa(this.node.name, change.body);

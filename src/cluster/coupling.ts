@@ -257,9 +257,11 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     return new Map(res.kvs.map((kv) => [kv.key.toString().slice(this.prefix.length), Buffer.from(kv.value)]));
   }
 
-  async deleteBlobs(keyPrefix: string): Promise<number> {
-    const res = await this.client.delete().prefix(this.prefix + keyPrefix).exec();
-    return Number(res.deleted);
+  /** Deletes the records under `keyPrefix`, fenced as putBlobFenced; false: not deleted, `owner` is deposed. */
+  async deleteBlobsFenced(keyPrefix: string, dvipa: string, owner: OwnerRecord): Promise<boolean> {
+    const ownerKey = keyOf(this.prefix, 'owner', dvipa);
+    const res = await this.client.if(ownerKey, 'Value', '==', JSON.stringify(owner)).then(this.client.delete().prefix(this.prefix + keyPrefix)).commit();
+    return res.succeeded;
   }
 
   async setMove(dvipa: string, move: MoveRequest | undefined): Promise<void> {

@@ -26,6 +26,7 @@ export function formatProfile(cfg: ClusterConfig): string {
     const opts = [c.leaseTtl !== undefined ? ` LEASETTL ${c.leaseTtl}` : '', c.nopreempt ? ' NOPREEMPT' : '', c.takebackDelay !== undefined ? ` TAKEBACKDELAY ${c.takebackDelay}` : ''].join('');
     lines.push(`CLUSTER ETCD ${c.etcd.join(' ')}${opts}`);
   }
+  if (cfg.ipsec) lines.push(`CLUSTER IPSEC${cfg.ipsec.seqMargin !== undefined ? ` SEQMARGIN ${cfg.ipsec.seqMargin}` : ''}${cfg.ipsec.interval !== undefined ? ` INTERVAL ${cfg.ipsec.interval}` : ''}`);
   for (const n of cfg.nodes) {
     const ext = n.external ? ` EXTERNAL ${n.external}` : '';
     const int = n.internal.length ? ` INTERNAL ${n.internal.join(' ')}` : '';

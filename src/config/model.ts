@@ -70,6 +70,19 @@ export interface CouplingConfig {
   takebackDelay?: number;
 }
 
+/**
+ * IPsec recovery (CLUSTER IPSEC): the owner of a DVIPA keeps its IPsec SAs in the coupling
+ * facility, and the next owner re-installs them. Needs the coupling facility (etcd).
+ */
+export interface IpsecConfig {
+  /** Outbound ESP sequence numbers of a re-installed SA jump this far (default 1,000,000). */
+  seqMargin?: number;
+  /** Milliseconds: at most one store write per SA this often (default 1000). */
+  interval?: number;
+}
+
+export const IPSEC_LIMITS = { seqMargin: [1, 2 ** 31], interval: [100, 60000] } as const;
+
 /** An etcd endpoint as the config and the CLI accept it. */
 export function isEtcdUrl(s: string): boolean {
   try {
@@ -83,6 +96,7 @@ export function isEtcdUrl(s: string): boolean {
 export interface ClusterConfig {
   keyFile?: string;
   coupling?: CouplingConfig;
+  ipsec?: IpsecConfig;
   nodes: NodeSpec[];
   /** Peers named in a per-node file (PEER statements); a cluster file lists its nodes instead. */
   peers: Array<{ name: string; xcf: string }>;

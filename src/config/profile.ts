@@ -6,6 +6,7 @@
  *
  *   CLUSTER KEYfile /etc/dvipa/cluster.key
  *   CLUSTER ETCD http://10.1.0.100:2379 LEASETTL 1 TAKEBACKDELAY 5
+ *   CLUSTER IPSEC SEQMARGIN 1000000 INTERVAL 1000
  *   NODE r1 XCF 198.18.1.1 EXTernal eth0 INTernal eth1
  *   VIPADynamic
  *     VIPADEFine MOVEable IMMEDiate 255.255.255.0 198.51.100.10
@@ -18,7 +19,7 @@ import { parseIpv4 } from '../net/addr.js';
 import {
   ConfigError, emptyVipaDynamic, validate,
   isEtcdUrl,
-  type ClusterConfig, type ConfigProblem, type CouplingConfig, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDynamic,
+  type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, IPSEC_LIMITS, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDynamic,
 } from './model.js';
 
 interface Token { text: string; line: number; column: number }
@@ -126,10 +127,9 @@ class Parser {
       try {
         if (this.accept('CLUSTER')) {
           if (this.accept('ETCD')) cfg.coupling = this.coupling();
-          else {
-            this.expect('KEYfile');
-            cfg.keyFile = this.word('a key file path');
-          }
+          else if (this.accept('IPSEC')) cfg.ipsec = this.ipsec();
+          else if (this.accept('KEYfile')) cfg.keyFile = this.word('a key file path');
+          else this.fail(this.peek(), 'KEYfile, ETCD or IPSEC');
         } else if (this.accept('NODE')) {
           // Registered before its parameters are read: a typo in them must not orphan the block.
           node = { name: '', xcf: '', internal: [], vipaDynamic: emptyVipaDynamic() };
@@ -174,6 +174,17 @@ class Parser {
       else if (this.accept('TAKEBACKDELAY')) c.takebackDelay = this.int('takeback delay seconds', 0, 86400);
       else if (this.atStatement()) return c;
       else this.fail(this.peek(), 'LEASETTL, NOPREEMPT, TAKEBACKDELAY or the next statement');
+    }
+  }
+
+  /** CLUSTER IPSEC [SEQMARGIN n] [INTERVAL ms] */
+  private ipsec(): IpsecConfig {
+    const c: IpsecConfig = {};
+    for (;;) {
+      if (this.accept('SEQMARGIN')) c.seqMargin = this.int('a sequence number margin', ...IPSEC_LIMITS.seqMargin);
+      else if (this.accept('INTERVAL')) c.interval = this.int('a record interval in milliseconds', ...IPSEC_LIMITS.interval);
+      else if (this.atStatement()) return c;
+      else this.fail(this.peek(), 'SEQMARGIN, INTERVAL or the next statement');
     }
   }
 

@@ -8,7 +8,7 @@ import { isMap, isSeq, LineCounter, parseDocument, stringify, type Node as YamlN
 import { parseIpv4 } from '../net/addr.js';
 import {
   ConfigError, emptyVipaDynamic, isEtcdUrl, validate,
-  type ClusterConfig, type ConfigProblem, type CouplingConfig, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
+  type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, IPSEC_LIMITS, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
 } from './model.js';
 
 type Json = unknown;
@@ -88,9 +88,10 @@ class Reader {
 
   cluster(doc: Json): ClusterConfig {
     const cfg: ClusterConfig = { nodes: [], peers: [] };
-    if (!this.keys(doc, [], ['keyFile', 'coupling', 'nodes', 'peers'])) return cfg;
+    if (!this.keys(doc, [], ['keyFile', 'coupling', 'ipsec', 'nodes', 'peers'])) return cfg;
     if (doc.keyFile !== undefined) cfg.keyFile = this.str(doc.keyFile, ['keyFile'], 'a key file path');
     if (doc.coupling !== undefined) cfg.coupling = this.coupling(doc.coupling);
+    if (doc.ipsec !== undefined) cfg.ipsec = this.ipsec(doc.ipsec);
     this.list(doc.peers, ['peers']).forEach((p, i) => {
       if (!this.keys(p, ['peers', i], ['name', 'xcf'])) return;
       const name = this.str(p.name, ['peers', i, 'name'], 'a peer name');
@@ -115,6 +116,16 @@ class Reader {
     if (c.leaseTtl !== undefined) out.leaseTtl = this.int(c.leaseTtl, [...at, 'leaseTtl'], 1, 300);
     if (c.nopreempt !== undefined) out.nopreempt = typeof c.nopreempt === 'boolean' ? c.nopreempt : this.bad([...at, 'nopreempt'], 'expected true or false');
     if (c.takebackDelay !== undefined) out.takebackDelay = this.int(c.takebackDelay, [...at, 'takebackDelay'], 0, 86400);
+    return out;
+  }
+
+  /** `ipsec: {}` turns IPsec recovery on with the defaults. */
+  ipsec(c: Json): IpsecConfig | undefined {
+    if (c === null) return {};
+    if (!this.keys(c, ['ipsec'], ['seqMargin', 'interval'])) return undefined;
+    const out: IpsecConfig = {};
+    if (c.seqMargin !== undefined) out.seqMargin = this.int(c.seqMargin, ['ipsec', 'seqMargin'], ...IPSEC_LIMITS.seqMargin);
+    if (c.interval !== undefined) out.interval = this.int(c.interval, ['ipsec', 'interval'], ...IPSEC_LIMITS.interval);
     return out;
   }
 
@@ -252,6 +263,7 @@ export function formatYamlConfig(cfg: ClusterConfig): string {
   const out: Record<string, Json> = {};
   if (cfg.keyFile) out.keyFile = cfg.keyFile;
   if (cfg.coupling) out.coupling = { ...cfg.coupling };
+  if (cfg.ipsec) out.ipsec = { ...cfg.ipsec };
   if (cfg.peers.length) out.peers = cfg.peers;
   out.nodes = cfg.nodes.map((n) => ({
     name: n.name,

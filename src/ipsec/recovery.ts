@@ -10,7 +10,7 @@
 import type { OwnerRecord } from '../cluster/coupling.js';
 import type { Logger } from '../log.js';
 import { forReinstall, readRecords, recordKey, sealRecord, StoreError, type SaRecord } from './store.js';
-import type { Policy, Sa } from './xfrm.js';
+import type { Policy, Sa, SaId } from './xfrm.js';
 
 /** The XFRM operations recovery needs (src/ipsec/xfrm.ts in production); installs are batched. */
 export interface XfrmOps {
@@ -19,6 +19,7 @@ export interface XfrmOps {
   /** Each SA's error, undefined where it went in. */
   addSas(sas: Sa[], opts?: { replace?: boolean }): Array<Error | undefined>;
   putPolicies(ps: Policy[]): Array<Error | undefined>;
+  deleteSas(sas: SaId[]): Array<Error | undefined>;
 }
 
 /** etcd writes in flight at once when a new owner rewrites its records. */
@@ -28,10 +29,10 @@ const WRITES_IN_FLIGHT = 64;
 export interface RecordStore {
   putBlobFenced(key: string, value: Buffer, dvipa: string, owner: OwnerRecord): Promise<boolean>;
   getBlobs(keyPrefix: string): Promise<Map<string, Buffer>>;
-  deleteBlobs(keyPrefix: string): Promise<number>;
+  deleteBlobsFenced(keyPrefix: string, dvipa: string, owner: OwnerRecord): Promise<boolean>;
 }
 
-const prefixOf = (dvipa: string) => `ipsec/${dvipa}/`;
+export const prefixOf = (dvipa: string) => `ipsec/${dvipa}/`;
 
 /** The SAs of a DVIPA and, for each, the policies whose templates lead to or from it. */
 export function sasOf(dvipa: string, sas: Sa[], policies: Policy[]): Array<{ sa: Sa; policies: Policy[] }> {
@@ -44,10 +45,13 @@ export function sasOf(dvipa: string, sas: Sa[], policies: Policy[]): Array<{ sa:
 /** What moves as traffic flows: a record is rewritten only when this changed. */
 const progress = (sa: Sa) => `${sa.replay.oseqHi}:${sa.replay.oseq}:${sa.replay.seqHi}:${sa.replay.seq}:${sa.replay.bitmap.toString('hex')}:${sa.current?.bytes ?? 0}`;
 
-export interface SyncResult { written: number; unchanged: number; deferred: number; fenced: boolean }
+export interface SyncResult { written: number; unchanged: number; deferred: number; removed: number; fenced: boolean }
 
 export class SaRecorder {
-  private readonly last = new Map<string, { progress: string; at: number }>();
+  /** Per DVIPA, per record key: what was last written and when. */
+  private readonly last = new Map<string, Map<string, { progress: string; at: number }>>();
+  /** Per DVIPA, record keys in the store that this recorder has not written (a predecessor's, or this node's before a restart). */
+  private readonly unknown = new Map<string, Set<string>>();
 
   constructor(
     private readonly xfrm: XfrmOps,
@@ -57,12 +61,47 @@ export class SaRecorder {
     private readonly intervalMs: number,
   ) {}
 
-  /** Records what changed; `fenced`: the store refused a write (this node no longer owns the DVIPA). */
+  /** When this node last wrote a record of the DVIPA. */
+  lastWrite(dvipa: string): number | undefined {
+    const times = [...(this.last.get(dvipa)?.values() ?? [])].map((l) => l.at);
+    return times.length ? Math.max(...times) : undefined;
+  }
+
+  /** The records just written for these SAs (by reinstall): not rewritten until they move. */
+  seed(dvipa: string, sas: Sa[], now = Date.now()): void {
+    const mine = this.mine(dvipa);
+    for (const sa of sas) mine.set(recordKey(dvipa, sa), { progress: progress(sa), at: now });
+  }
+
+  /** This node no longer owns the DVIPA: its next ownership starts from the store again. */
+  forget(dvipa: string): void {
+    this.last.delete(dvipa);
+    this.unknown.delete(dvipa);
+  }
+
+  private mine(dvipa: string): Map<string, { progress: string; at: number }> {
+    let m = this.last.get(dvipa);
+    if (!m) this.last.set(dvipa, (m = new Map()));
+    return m;
+  }
+
+  /**
+   * Records what changed and removes the records of SAs that are gone (deleted, expired,
+   * re-keyed); `fenced`: the store refused a write (this node no longer owns the DVIPA).
+   */
   async sync(dvipa: string, owner: OwnerRecord, now = Date.now()): Promise<SyncResult> {
-    const r: SyncResult = { written: 0, unchanged: 0, deferred: 0, fenced: false };
+    const r: SyncResult = { written: 0, unchanged: 0, deferred: 0, removed: 0, fenced: false };
+    const mine = this.mine(dvipa);
+    let unknown = this.unknown.get(dvipa);
+    if (!unknown) {
+      unknown = new Set([...(await this.store.getBlobs(prefixOf(dvipa))).keys()].filter((k) => !mine.has(k)));
+      this.unknown.set(dvipa, unknown);
+    }
+    const present = new Set<string>();
     for (const { sa, policies } of sasOf(dvipa, this.xfrm.dumpSas(), this.xfrm.dumpPolicies())) {
       const where = recordKey(dvipa, sa);
-      const last = this.last.get(where);
+      present.add(where);
+      const last = mine.get(where);
       const p = progress(sa);
       if (last?.progress === p) {
         r.unchanged++;
@@ -77,14 +116,33 @@ export class SaRecorder {
         r.fenced = true;
         return r;
       }
-      this.last.set(where, { progress: p, at: now });
+      mine.set(where, { progress: p, at: now });
+      unknown.delete(where);
       r.written++;
+    }
+    for (const where of [...mine.keys(), ...unknown].filter((k) => !present.has(k))) {
+      if (!(await this.store.deleteBlobsFenced(where, dvipa, owner))) {
+        r.fenced = true;
+        return r;
+      }
+      mine.delete(where);
+      unknown.delete(where);
+      r.removed++;
     }
     return r;
   }
 }
 
-export interface ReinstallResult { installed: number; policies: number; refused: StoreError[]; failed: Array<{ spi: number; error: string }>; recorded: number }
+export interface ReinstallResult {
+  /** The SAs now in the kernel, as installed (sequence numbers advanced). */
+  installed: Sa[];
+  policies: number;
+  refused: StoreError[];
+  failed: Array<{ spi: number; error: string }>;
+  recorded: number;
+  /** False: this node lost the DVIPA while it re-installed; its records were not written. */
+  owner: boolean;
+}
 
 /** What makes two policies the same for de-duplication (the kernel's index aside). */
 const policyKey = (p: Policy) => JSON.stringify([p.dir, p.selector, p.tmpls]);
@@ -94,11 +152,12 @@ export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, 
   const { records, refused } = readRecords(key, await store.getBlobs(prefixOf(dvipa)), owner.epoch);
   for (const e of refused) log?.error({ dvipa, err: e.message }, 'IPsec SA record refused');
   const have = new Set(xfrm.dumpPolicies().map(policyKey));
-  const result: ReinstallResult = { installed: 0, policies: 0, refused, failed: [], recorded: 0 };
+  const result: ReinstallResult = { installed: [], policies: 0, refused, failed: [], recorded: 0, owner: true };
   const ready: SaRecord[] = [];
   for (const r of records) {
     try {
-      ready.push({ ...r, sa: forReinstall(r.sa, margin) });
+      // Only what the DVIPA sends moves on: an inbound SA's replay state is the peer's numbering.
+      ready.push({ ...r, sa: forReinstall(r.sa, r.sa.src === dvipa ? margin : 0) });
     } catch (e) {
       result.failed.push({ spi: r.sa.spi, error: (e as Error).message });
     }
@@ -109,7 +168,7 @@ export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, 
     result.failed.push({ spi: r.sa.spi, error: errors[i]!.message });
     return false;
   });
-  result.installed = installed.length;
+  result.installed = installed.map((r) => r.sa);
   for (const f of result.failed) log?.error({ dvipa, spi: f.spi.toString(16), err: f.error }, 'IPsec SA not re-installed');
   const missing: Policy[] = [];
   for (const p of installed.flatMap((r) => r.policies)) {
@@ -121,7 +180,7 @@ export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, 
   result.policies = policyErrors.filter((e) => !e).length;
   for (const e of policyErrors) if (e) log?.error({ dvipa, err: e.message }, 'IPsec policy not installed');
   // The previous owner's records go; ours, at our epoch, replace them.
-  await store.deleteBlobs(prefixOf(dvipa));
+  if (!(await store.deleteBlobsFenced(prefixOf(dvipa), dvipa, owner))) return { ...result, owner: false };
   for (let i = 0; i < installed.length; i += WRITES_IN_FLIGHT) {
     const done = await Promise.all(installed.slice(i, i + WRITES_IN_FLIGHT).map((r) => {
       const where = recordKey(dvipa, r.sa);
@@ -129,6 +188,7 @@ export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, 
       return store.putBlobFenced(where, sealRecord(key, where, mine), dvipa, owner);
     }));
     result.recorded += done.filter(Boolean).length;
+    if (done.includes(false)) return { ...result, owner: false };
   }
   return result;
 }

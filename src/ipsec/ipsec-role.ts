@@ -1,0 +1,232 @@
+/*
+ * An agent's IPsec side (CLUSTER IPSEC), for the DVIPAs it may route: while this node owns
+ * a DVIPA it keeps the DVIPA's SAs and policies in the coupling facility (on XFRM events and
+ * every interval, at most one write per SA per interval); when it becomes the owner by a
+ * takeover, takeback or move it re-installs its predecessor's SAs, so that ESP to and from
+ * the DVIPA carries on without a new negotiation; when another node becomes the owner it
+ * removes the DVIPA's SAs from its own kernel, as they are the new owner's now and a second
+ * sender with the same SPIs would replay sequence numbers at the peer. The policies stay:
+ * without their SAs they hold traffic back instead of letting it out in clear.
+ */
+import type { OwnerRecord } from '../cluster/coupling.js';
+import type { Claim } from '../cluster/election.js';
+import type { Logger } from '../log.js';
+import { recordKey, storeKey } from './store.js';
+import { reinstall, SaRecorder, sasOf, type RecordStore, type ReinstallResult, type XfrmOps } from './recovery.js';
+import type { Sa } from './xfrm.js';
+import type { XfrmEvent } from './events.js';
+
+/** Opens the kernel's XFRM notifications (XfrmEventStream in production). */
+export type XfrmSubscribe = (onEvent: (e: XfrmEvent) => void) => { close(): void };
+
+export interface IpsecOptions {
+  /** Outbound ESP sequence numbers of a re-installed SA jump this far: more than its old owner can send in an interval. */
+  seqMargin: number;
+  /** At most one store write per SA per interval; the SAs are also scanned this often. */
+  intervalMs: number;
+}
+
+export const DEFAULT_SEQ_MARGIN = 1_000_000;
+export const DEFAULT_RECORD_INTERVAL_MS = 1000;
+/** XFRM events come in bursts (a negotiation adds SAs and policies): one scan for a burst. */
+const EVENT_SETTLE_MS = 50;
+
+export interface IpsecSaRow {
+  spi: string;
+  proto: string;
+  mode: string;
+  /** in: the DVIPA receives with it; out: the DVIPA sends with it. */
+  dir: 'in' | 'out';
+  src: string;
+  dst: string;
+  reqid: number;
+  /** negotiated: installed here (by the IKE daemon or by hand); reinstalled: from the store at a change of owner. */
+  source: 'negotiated' | 'reinstalled';
+  /** Outbound: the last sequence number sent; inbound: the highest received (64-bit with ESN). */
+  seq: string;
+  packets: string;
+  bytes: string;
+}
+
+export interface IpsecDvipaRow {
+  dvipa: string;
+  owner: boolean;
+  epoch: number;
+  lastStoreWrite?: string;
+  lastReinstall?: { at: string; how: Claim | 'adopted'; installed: number; policies: number; refused: string[]; failed: Array<{ spi: string; error: string }>; tookMs: number };
+  sas: IpsecSaRow[];
+}
+
+const seqOf = (hi: number, lo: number) => ((BigInt(hi) << 32n) | BigInt(lo)).toString();
+
+export class IpsecRole {
+  private readonly recorder: SaRecorder;
+  private readonly key: Buffer;
+  private readonly owned = new Map<string, OwnerRecord>();
+  private readonly dvipas = new Set<string>();
+  /** DVIPAs owned now whose predecessor's SAs are still to be re-installed, and how they came. */
+  private readonly pending = new Map<string, Claim | 'adopted'>();
+  /** Per DVIPA, the work in progress: acquisitions, losses and scans run one after another. */
+  private readonly queue = new Map<string, Promise<void>>();
+  private readonly scanning = new Set<string>();
+  /** Record keys of the SAs this node re-installed (and has not seen replaced since). */
+  private readonly reinstalled = new Set<string>();
+  private readonly last = new Map<string, NonNullable<IpsecDvipaRow['lastReinstall']>>();
+  private timer?: NodeJS.Timeout;
+  private settle?: NodeJS.Timeout;
+  private events?: { close(): void };
+
+  constructor(
+    private readonly xfrm: XfrmOps,
+    private readonly store: RecordStore,
+    clusterKey: Buffer,
+    private readonly node: string,
+    private readonly opts: IpsecOptions,
+    private readonly log: Logger,
+    private readonly subscribe?: XfrmSubscribe,
+  ) {
+    this.key = storeKey(clusterKey);
+    this.recorder = new SaRecorder(xfrm, store, this.key, node, opts.intervalMs);
+  }
+
+  /** A DVIPA this node may own. */
+  watch(dvipa: string): void {
+    this.dvipas.add(dvipa);
+  }
+
+  start(): void {
+    this.timer = setInterval(() => this.scanAll(), this.opts.intervalMs);
+    this.events = this.subscribe?.((e) => this.onEvent(e));
+  }
+
+  stop(): void {
+    this.events?.close();
+    clearInterval(this.timer);
+    clearTimeout(this.settle);
+    this.owned.clear();
+  }
+
+  private onEvent(e: XfrmEvent): void {
+    switch (e.kind) {
+      case 'sa': case 'expire': case 'aevent': case 'policy': case 'flush': case 'overflow':
+        return this.changed();
+      case 'malformed': case 'error':
+        this.log.warn({ event: e.kind, err: 'error' in e ? String(e.error) : '' }, 'XFRM notification not understood; the interval scan still records the SAs');
+    }
+  }
+
+  /** The kernel's SAs or policies changed (or notifications were lost): scan soon. */
+  changed(): void {
+    if (this.settle || !this.owned.size) return;
+    this.settle = setTimeout(() => {
+      this.settle = undefined;
+      this.scanAll();
+    }, EVENT_SETTLE_MS);
+  }
+
+  /** Waits for the DVIPA's work in progress (tests, orderly stop). */
+  async idle(dvipa: string): Promise<void> {
+    await this.queue.get(dvipa);
+  }
+
+  acquired(dvipa: string, owner: OwnerRecord, how: Claim | 'adopted'): Promise<void> {
+    this.owned.set(dvipa, owner);
+    this.pending.set(dvipa, how);
+    return this.enqueue(dvipa, () => this.step(dvipa));
+  }
+
+  /** Re-installs while that is pending (retried each interval until it went through), else records. */
+  private async step(dvipa: string): Promise<void> {
+    const owner = this.owned.get(dvipa);
+    if (!owner) return;
+    const how = this.pending.get(dvipa);
+    if (!how) {
+      const r = await this.recorder.sync(dvipa, owner);
+      if (r.fenced) this.log.warn({ dvipa, epoch: owner.epoch }, 'IPsec SA records of the DVIPA no longer ours to write: another node owns it');
+      return;
+    }
+    // A restarted agent finds its SAs in the kernel; a node rebooted within the restart grace does not.
+    if (how === 'adopted' && sasOf(dvipa, this.xfrm.dumpSas(), []).length) {
+      this.pending.delete(dvipa);
+      return;
+    }
+    const t0 = Date.now();
+    const r = await reinstall(this.xfrm, this.store, this.key, this.node, dvipa, owner, this.opts.seqMargin, this.log);
+    this.pending.delete(dvipa);
+    for (const sa of r.installed) this.reinstalled.add(recordKey(dvipa, sa));
+    this.recorder.seed(dvipa, r.installed);
+    this.remember(dvipa, how, r, Date.now() - t0);
+    if (!r.owner) this.log.warn({ dvipa }, 'lost the DVIPA while re-installing its IPsec SAs');
+    else if (r.installed.length || r.refused.length || r.failed.length) {
+      this.log.info({ dvipa, how, installed: r.installed.length, policies: r.policies, refused: r.refused.length, failed: r.failed.length, ms: Date.now() - t0 }, 'IPsec SAs re-installed from the coupling facility');
+    }
+  }
+
+  lost(dvipa: string): Promise<void> {
+    this.owned.delete(dvipa);
+    this.pending.delete(dvipa);
+    this.recorder.forget(dvipa);
+    return this.enqueue(dvipa, async () => {
+      if (this.owned.has(dvipa)) return;
+      const mine = sasOf(dvipa, this.xfrm.dumpSas(), []).map((x) => x.sa);
+      const errors = this.xfrm.deleteSas(mine);
+      for (const sa of mine) this.reinstalled.delete(recordKey(dvipa, sa));
+      const failed = errors.filter((e) => e);
+      if (mine.length) this.log.info({ dvipa, removed: mine.length - failed.length }, "IPsec SAs of the DVIPA removed: they are the new owner's");
+      for (const e of failed) this.log.error({ dvipa, err: e!.message }, 'IPsec SA of a DVIPA routed elsewhere not removed');
+    });
+  }
+
+  rows(): IpsecDvipaRow[] {
+    const sas = this.owned.size ? this.xfrm.dumpSas() : [];
+    return [...this.dvipas].sort().map((dvipa) => {
+      const owner = this.owned.get(dvipa);
+      const written = this.recorder.lastWrite(dvipa);
+      const last = this.last.get(dvipa);
+      return {
+        dvipa,
+        owner: !!owner,
+        epoch: owner?.epoch ?? 0,
+        ...(written ? { lastStoreWrite: new Date(written).toISOString() } : {}),
+        ...(last ? { lastReinstall: last } : {}),
+        sas: owner ? sasOf(dvipa, sas, []).map(({ sa }) => this.row(dvipa, sa)) : [],
+      };
+    });
+  }
+
+  private row(dvipa: string, sa: Sa): IpsecSaRow {
+    const out = sa.src === dvipa;
+    return {
+      spi: sa.spi.toString(16).padStart(8, '0'), proto: sa.proto, mode: sa.mode, dir: out ? 'out' : 'in', src: sa.src, dst: sa.dst, reqid: sa.reqid,
+      source: this.reinstalled.has(recordKey(dvipa, sa)) ? 'reinstalled' : 'negotiated',
+      seq: out ? seqOf(sa.replay.oseqHi, sa.replay.oseq) : seqOf(sa.replay.seqHi, sa.replay.seq),
+      packets: String(sa.current?.packets ?? 0n), bytes: String(sa.current?.bytes ?? 0n),
+    };
+  }
+
+  private remember(dvipa: string, how: Claim | 'adopted', r: ReinstallResult, tookMs: number): void {
+    this.last.set(dvipa, {
+      at: new Date().toISOString(), how, installed: r.installed.length, policies: r.policies, tookMs,
+      refused: r.refused.map((e) => e.message), failed: r.failed.map((f) => ({ spi: f.spi.toString(16), error: f.error })),
+    });
+  }
+
+  private scanAll(): void {
+    for (const [dvipa] of this.owned) {
+      if (this.scanning.has(dvipa)) continue;
+      this.scanning.add(dvipa);
+      void this.enqueue(dvipa, () => {
+        this.scanning.delete(dvipa);
+        return this.step(dvipa);
+      });
+    }
+  }
+
+  private enqueue(dvipa: string, work: () => Promise<void>): Promise<void> {
+    const next = (this.queue.get(dvipa) ?? Promise.resolve()).then(work).catch((e: Error) => {
+      this.log.error({ dvipa, err: e.message }, 'IPsec recovery step failed; retried at the next interval');
+    });
+    this.queue.set(dvipa, next);
+    return next;
+  }
+}
