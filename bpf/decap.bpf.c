@@ -76,7 +76,7 @@ int xdp_decap(struct xdp_md *ctx)
 	}
 	served_key.vip = inner->daddr;
 	served_key.proto = inner->protocol;
-	inner_len = bpf_ntohs(inner->tot_len);
+	inner_len = ntohs_bounded(inner->tot_len);
 	if ((inner->protocol == IPPROTO_TCP || inner->protocol == IPPROTO_UDP) && !ipv4_is_fragment(inner)) {
 		/* Source and destination ports lead both headers. */
 		__be16 *ports = (void *)inner + inner->ihl * 4;

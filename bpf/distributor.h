@@ -173,7 +173,7 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *outer;
-	__u16 inner_len = bpf_ntohs(inner->tot_len);
+	__u16 inner_len = ntohs_bounded(inner->tot_len);
 	__u8 tos = inner->tos;
 	int df = (inner->frag_off & bpf_htons(IP_DF)) != 0;
 
