@@ -83,9 +83,20 @@ class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
     self->Stop();
   }
 
+  // False while a worker's environment is being torn down: JavaScript can no longer run, and
+  // a node-addon-api call failing then is fatal. Setting a property is refused at once.
+  bool CanCallIntoJs() {
+    napi_value probe;
+    return napi_create_object(env_, &probe) == napi_ok && napi_set_named_property(env_, probe, "probe", probe) == napi_ok;
+  }
+
   void Drain(int status) {
     if (!poll_) return;
     Napi::HandleScope scope(env_);
+    if (!CanCallIntoJs()) {
+      Stop();
+      return;
+    }
     Napi::Array out = Napi::Array::New(env_);
     uint32_t n = 0;
     for (int i = 0; i < kMaxDatagrams; i++) {

@@ -1,7 +1,8 @@
 /*
  * What this machine's kernel cannot do, in the kernel lab (scripts/kernel-lab: Debian's stock
  * 6.1 kernel in qemu under TCG, the host root shared read-only): ESP SAs installed and dumped
- * back through dvipa's XFRM netlink and their events, and pktgen driven by `dvipa bench
+ * back through dvipa's XFRM netlink and their events, ESP carried through a takeover and a
+ * takeback by the agents (SAs re-installed from etcd), and pktgen driven by `dvipa bench
  * traffic` on a veth.
  */
 import { test } from 'node:test';
@@ -16,13 +17,16 @@ function lab(...command: string[]): { code: number; out: string } {
   return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
 }
 
-test('kernel lab: ESP SAs through XFRM netlink, installed and dumped back field for field, and their events', () => {
+test('kernel lab: ESP SAs through XFRM netlink and their events; ESP through a takeover and a takeback', (t) => {
   requireRoot();
-  const r = lab(process.execPath, '--test', 'dist/test/xfrm.test.js', 'dist/test/xfrm-events.test.js');
+  const r = lab(process.execPath, '--test', 'dist/test/xfrm.test.js', 'dist/test/xfrm-events.test.js', 'dist/test/ipsec-failover.test.js');
   assert.equal(r.code, 0, r.out);
   assert.match(r.out, /ESP SA installed through XFRM netlink and dumped back field for field/, r.out);
   assert.match(r.out, /ESP SA events received and decoded/, r.out);
-  assert.match(r.out, /pass 13\n/);
+  const failover = r.out.split('\n').filter((l) => /takeover: SAs re-installed|takeback: pings|ESP failover:/.test(l));
+  assert.equal(failover.length, 3, r.out);
+  for (const l of failover) t.diagnostic(l.replace(/^\W+/, ''));
+  assert.match(r.out, /pass 14\n/);
   assert.match(r.out, /fail 0\n/);
 });
 

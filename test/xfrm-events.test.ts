@@ -263,7 +263,7 @@ test('SA events where the kernel has ESP: new, update, async event, expire, dele
     return;
   }
   inNetns(ns, () => {
-    addSa(SA, { replace: true });
+    native.xfrmRequest('XFRM_MSG_UPDSA', XFRM_MSG.UPDSA, 0, encodeSa(SA));
     // Async events come from traffic moving the counters past a threshold, or from a user's
     // XFRM_MSG_NEWAE, as here (setting the replay threshold).
     native.xfrmRequest('XFRM_MSG_NEWAE', XFRM_MSG.NEWAE, NLM_F_REPLACE, aeventMessage(SA, 0, nla(XFRMA.REPLAY_THRESH, u32(10))));

@@ -113,8 +113,9 @@ test('batches: many policies on one socket; many SAs each with its own outcome',
     const first = addSas(sas);
     if (first.every((e) => e === undefined)) {
       assert.equal(dumpSas().length, 3);
-      const again = addSas(sas, { replace: true });
-      assert.deepEqual(again, [undefined, undefined, undefined], 'existing SAs are updated');
+      const moved = sas.map((s) => ({ ...s, replay: { ...s.replay, oseq: s.replay.oseq + 1000 } }));
+      assert.deepEqual(addSas(moved, { replace: true }), [undefined, undefined, undefined]);
+      assert.deepEqual(dumpSas().map((s) => s.replay.oseq).sort(), moved.map((s) => s.replay.oseq), 'existing SAs are replaced, replay state included (UPDSA would keep the old)');
       assert.ok(addSas(sas).every((e) => e?.code === 'EEXIST'), 'without replace, they are refused');
       for (const s of sas) deleteSa(s);
     } else assert.ok(first.every((e) => e instanceof XfrmError && e.op === 'XFRM_MSG_NEWSA' && /not found/.test(e.message)), String(first));

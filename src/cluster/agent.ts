@@ -69,6 +69,8 @@ export interface VcrtRow { dvipa: string; port: number; protocol: string; client
 
 /** How often to retry reaching the coupling facility at start. */
 const CF_RETRY_MS = 1000;
+/** A new owner takes the address at the latest this long after the ownership, IPsec SAs re-installed or not. */
+const IPSEC_WAIT_MS = 5000;
 
 export class Agent {
   private readonly node: NodeSpec;
@@ -305,8 +307,19 @@ export class Agent {
 
   private acquired(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted', previous?: string): void {
     if (how !== 'adopted' || !this.since.has(dvipa)) this.since.set(dvipa, Date.now());
+    const sas = this.ipsec?.acquired(dvipa, rec, how);
+    if (!sas) return this.route(dvipa, rec, how, previous);
+    // ESP that reaches the address before its SAs are in is dropped (no state): the address
+    // moves once the predecessor's SAs are re-installed, or after IPSEC_WAIT_MS regardless.
+    let wait: NodeJS.Timeout | undefined;
+    void Promise.race([sas, new Promise((r) => (wait = setTimeout(r, IPSEC_WAIT_MS)))]).then(() => {
+      clearTimeout(wait);
+      if (!this.stopped && this.election?.owned.get(dvipa)?.epoch === rec.epoch) this.route(dvipa, rec, how, previous);
+    });
+  }
+
+  private route(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted', previous?: string): void {
     this.router.own(dvipa, rec.epoch, previous);
-    void this.ipsec?.acquired(dvipa, rec, how);
     const change: Message = { type: MsgType.Dvipa, body: { address: dvipa, owner: this.node.name, epoch: rec.epoch, event: how } };
     this.transport.broadcast(change);
     this.target.onDvipa(this.node.name, change.body);

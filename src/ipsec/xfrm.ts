@@ -342,15 +342,14 @@ export function dumpSas(): Sa[] {
   return request('XFRM_MSG_GETSA(dump)', XFRM_MSG.GETSA, NLM_F_DUMP, Buffer.alloc(0)).filter((m) => m.type === XFRM_MSG.NEWSA).map((m) => decodeSa(m.payload));
 }
 
-/** Installs an SA; `replace`: one that exists already is updated (XFRM_MSG_UPDSA) instead of refused. */
+/**
+ * Installs an SA; `replace`: one that exists already (same destination, SPI, protocol) is
+ * deleted and this one added. Not XFRM_MSG_UPDSA: it changes only lifetimes and
+ * encapsulation, and would keep the kernel's keys and replay state.
+ */
 export function addSa(sa: Sa, opts: { replace?: boolean } = {}): void {
-  const msg = encodeSa(sa);
-  try {
-    request('XFRM_MSG_NEWSA', XFRM_MSG.NEWSA, NLM_F_CREATE | NLM_F_EXCL, msg);
-  } catch (e) {
-    if (!opts.replace || !(e instanceof XfrmError) || e.code !== 'EEXIST') throw e;
-    request('XFRM_MSG_UPDSA', XFRM_MSG.UPDSA, 0, msg);
-  }
+  const [e] = addSas([sa], opts);
+  if (e) throw e;
 }
 
 function markAttr(mark: { value: number; mask: number }): Buffer {
@@ -367,16 +366,25 @@ function batchErrors(op: (i: number) => string, results: Array<{ errno: number; 
 
 /**
  * Installs many SAs at once (a takeover's work), one socket for all; with `replace`, those
- * that exist are updated. Returns each SA's error, undefined where it went in.
+ * that exist are deleted and added again (see addSa). Returns each SA's error, undefined
+ * where it went in.
  */
 export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Array<XfrmError | undefined> {
   const msgs = sas.map(encodeSa);
-  const first = named('xfrm', () => native.xfrmBatch(msgs.map((payload) => ({ type: XFRM_MSG.NEWSA, flags: NLM_F_CREATE | NLM_F_EXCL, payload }))));
-  const again = opts.replace ? first.flatMap((r, i) => (r.code === 'EEXIST' ? [i] : [])) : [];
-  const second = again.length ? named('xfrm', () => native.xfrmBatch(again.map((i) => ({ type: XFRM_MSG.UPDSA, flags: 0, payload: msgs[i] })))) : [];
-  const outcome = [...first];
-  again.forEach((i, k) => (outcome[i] = second[k]));
-  return batchErrors((i) => (again.includes(i) ? 'XFRM_MSG_UPDSA' : 'XFRM_MSG_NEWSA'), outcome);
+  const add = (idx: number[]) => named('xfrm', () => native.xfrmBatch(idx.map((i) => ({ type: XFRM_MSG.NEWSA, flags: NLM_F_CREATE | NLM_F_EXCL, payload: msgs[i] }))));
+  const outcome = add(sas.map((_, i) => i));
+  const ops = sas.map(() => 'XFRM_MSG_NEWSA');
+  const again = opts.replace ? outcome.flatMap((r, i) => (r.code === 'EEXIST' ? [i] : [])) : [];
+  if (again.length) {
+    const deleted = deleteSas(again.map((i) => sas[i]));
+    again.forEach((i, k) => {
+      const e = deleted[k];
+      if (e) [outcome[i], ops[i]] = [{ errno: e.errno ?? 1, code: e.code, reason: e.reason }, 'XFRM_MSG_DELSA'];
+    });
+    const gone = again.filter((_, k) => !deleted[k]);
+    add(gone).forEach((r, k) => (outcome[gone[k]] = r));
+  }
+  return batchErrors((i) => ops[i], outcome);
 }
 
 /** Installs many policies at once (replacing same selector and direction). */
