@@ -105,4 +105,4 @@ export function gratuitousArp(ifname: string, addr: number): void;
 export function xfrmRequest(op: string, type: number, flags: number, payload: Buffer): Array<{ type: number; payload: Buffer }>;
 
 /** Many NETLINK_XFRM requests on one socket; each one's outcome (errno 0: done). */
-export function xfrmBatch(requests: Array<{ type: number; flags: number; payload: Buffer }>): Array<{ errno: number; code?: string; reason?: string }>;
+export function xfrmBatch(requests: Array<{ type: number; flags: number; payload: Buffer }>): Array<{ errno: number; code?: string; text?: string; reason?: string }>;

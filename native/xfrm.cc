@@ -163,6 +163,7 @@ Napi::Value XfrmBatch(const Napi::CallbackInfo &info) {
     o.Set("errno", err[i]);
     if (err[i]) {
       o.Set("code", ErrnoName(err[i]));
+      o.Set("text", strerror(err[i]));
       o.Set("reason", why[i]);
     }
     out.Set(i, o);

@@ -165,10 +165,14 @@ test("the agent's IPsec side: re-install on takeover, record while owner, remove
   const out = { ...OUT, src: d, spi: 0x5001 };
   const inb = { ...IN, dst: d, spi: 0x5002 };
   const x1 = new FakeXfrm([out, inb], [{ ...POL_OUT, tmpls: [{ ...POL_OUT.tmpls[0], src: d }] }]);
-  const role1 = new IpsecRole(x1, c1, clusterKey, 'a1', { seqMargin: 500, intervalMs: 100 }, log);
-  roles.push(role1);
-  role1.watch(d);
-  role1.start();
+  const role = (x: FakeXfrm, c: EtcdCoupling, name: string) => {
+    const r = new IpsecRole(x, c, clusterKey, name, { seqMargin: 500, intervalMs: 100 }, log);
+    roles.push(r);
+    r.watch(d);
+    r.start();
+    return r;
+  };
+  const role1 = role(x1, c1, 'a1');
   const o1 = (await c1.claim(d, 256, c1.view(d)))!;
   await role1.acquired(d, o1, 'takeback');
   assert.deepEqual(x1.sas.map((s) => s.spi), [0x5001, 0x5002], 'nothing in the store: nothing re-installed, nothing lost');
@@ -187,10 +191,7 @@ test("the agent's IPsec side: re-install on takeover, record while owner, remove
   };
   role1.stop();
   await c1.stop(0);
-  const role2 = new IpsecRole(x2, c2, clusterKey, 'a2', { seqMargin: 500, intervalMs: 100 }, log);
-  roles.push(role2);
-  role2.watch(d);
-  role2.start();
+  const role2 = role(x2, c2, 'a2');
   const o2 = (await c2.claim(d, 100, c2.view(d)))!;
   await role2.acquired(d, o2, 'takeover');
   assert.equal(x2.sas.length, 0, 'first attempt failed');

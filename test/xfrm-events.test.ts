@@ -8,41 +8,27 @@
  * as in xfrm.test.ts. Messages this kernel cannot make are decoded from bytes laid out as
  * the kernel lays them, and broken ones become `malformed`, never an exception.
  */
-import { after, before, test, type TestContext } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { native } from '../src/dataplane/addon.js';
-import { inNetns, Topology } from '../src/lab/netns.js';
+import { inNetns } from '../src/lab/netns.js';
 import { parseIpv4 } from '../src/net/addr.js';
 import { decodeXfrmEvent, XFRM_AE, XFRM_GROUPS, XfrmEventStream, type XfrmEvent, type XfrmGroup } from '../src/ipsec/events.js';
 import {
-  addSa, ANY_SELECTOR, attrs, deletePolicy, deleteSa, encodePolicy, encodeSa, LAYOUT, NO_LIMITS, putPolicies, putPolicy, XFRM_MSG, XFRMA, XfrmError, type Policy, type Sa,
+  addSa, ANY_SELECTOR, attrs, deletePolicy, deleteSa, encodePolicy, encodeSa, LAYOUT, putPolicies, putPolicy, XFRM_MSG, XFRMA, XfrmError, type Policy, type Sa,
 } from '../src/ipsec/xfrm.js';
-import { kernelEnum, requireRoot, uniquePrefix } from './helpers/env.js';
+import { kernelEnum } from './helpers/env.js';
+import { ESP_SA, xfrmNamespace } from './helpers/xfrm.js';
 
 const NLM_F_REPLACE = 0x100;
 const NLM_F_EXCL = 0x200;
 const NLM_F_CREATE = 0x400;
 
-let topo: Topology;
-let ns: string;
-
-before(() => {
-  requireRoot();
-  topo = new Topology(uniquePrefix('xev'));
-  ns = topo.ns('node');
-});
-after(() => topo?.teardown());
-
-const SA: Sa = {
-  src: '192.0.2.10', dst: '203.0.113.7', spi: 0xc0ffee01, proto: 'esp', mode: 'tunnel', reqid: 7, flags: 0,
-  selector: { ...ANY_SELECTOR, src: '198.18.10.0', srcPrefix: 24, dst: '198.18.20.0', dstPrefix: 24 },
-  aead: { name: 'rfc4106(gcm(aes))', key: Buffer.alloc(20, 0x42), icvBits: 128 },
-  lifetime: NO_LIMITS,
-  replay: { oseq: 1000, seq: 990, oseqHi: 0, seqHi: 0, window: 128, bitmap: Buffer.alloc(16, 0xff), esn: true },
-};
+const NS = xfrmNamespace('xev');
+const SA = ESP_SA;
 
 const policy = (dst: string, priority = 100, reqid = 7): Policy => ({
   selector: { ...ANY_SELECTOR, src: '198.18.10.0', srcPrefix: 24, dst, dstPrefix: 24 }, dir: 'out', action: 'allow', priority, index: 0,
@@ -53,7 +39,7 @@ const policy = (dst: string, priority = 100, reqid = 7): Policy => ({
 function subscribe(t: TestContext, groups: XfrmGroup[], opts: { rcvBuf?: number } = {}, also?: (e: XfrmEvent, s: XfrmEventStream) => void) {
   const events: XfrmEvent[] = [];
   // The socket's namespace is the creating thread's: only the open is done inside.
-  const stream: XfrmEventStream = inNetns(ns, () => XfrmEventStream.open(groups, (e) => {
+  const stream: XfrmEventStream = inNetns(NS.name, () => XfrmEventStream.open(groups, (e) => {
     events.push(e);
     also?.(e, stream);
   }, opts));
@@ -70,7 +56,7 @@ async function until(what: string, ok: () => boolean, seen: () => unknown, ms = 
 
 const show = (x: unknown) => JSON.stringify(x, (_, v) => (typeof v === 'bigint' ? `${v}n` : v));
 const label = (e: XfrmEvent) => [e.kind, 'op' in e ? e.op : 'table' in e ? e.table : 'hard' in e ? (e.hard ? 'hard' : 'soft') : ''].join(' ').trim();
-const flushPolicies = () => inNetns(ns, () => native.xfrmRequest('XFRM_MSG_FLUSHPOLICY', XFRM_MSG.FLUSHPOLICY, 0, Buffer.alloc(0)));
+const flushPolicies = () => inNetns(NS.name, () => native.xfrmRequest('XFRM_MSG_FLUSHPOLICY', XFRM_MSG.FLUSHPOLICY, 0, Buffer.alloc(0)));
 
 function nla(type: number, value: Uint8Array): Buffer {
   const b = Buffer.alloc((4 + value.length + 3) & ~3);
@@ -133,7 +119,7 @@ test('the attribute, group and async-event numbers are the kernel\'s (BTF enums)
 test('policies: new, update, delete and flush arrive in order and decoded; a refused SA install makes no event', async (t) => {
   const { events } = subscribe(t, ['sa', 'policy']);
   const p = policy('198.18.20.0');
-  inNetns(ns, () => {
+  inNetns(NS.name, () => {
     native.xfrmRequest('XFRM_MSG_NEWPOLICY', XFRM_MSG.NEWPOLICY, NLM_F_CREATE | NLM_F_EXCL, encodePolicy(p));
     putPolicy({ ...p, priority: 50 });
     deletePolicy(p);
@@ -152,9 +138,9 @@ test('policies: new, update, delete and flush arrive in order and decoded; a ref
 
   // An algorithm no kernel has: refused here and in the kernel lab alike.
   const bad: Sa = { ...SA, aead: { name: 'rfc4106(dvipa-none)', key: Buffer.alloc(20), icvBits: 128 } };
-  assert.throws(() => inNetns(ns, () => addSa(bad)), (e: Error) => e instanceof XfrmError && e.op === 'XFRM_MSG_NEWSA' && /not found/.test(e.message));
+  assert.throws(() => inNetns(NS.name, () => addSa(bad)), (e: Error) => e instanceof XfrmError && e.op === 'XFRM_MSG_NEWSA' && /not found/.test(e.message));
   // The kernel notifies before it acknowledges: events after these prove none came before.
-  assert.deepEqual(inNetns(ns, () => putPolicies([policy('198.18.21.0'), policy('198.18.22.0')])), [undefined, undefined]);
+  assert.deepEqual(inNetns(NS.name, () => putPolicies([policy('198.18.21.0'), policy('198.18.22.0')])), [undefined, undefined]);
   flushPolicies();
   await until('the flush', () => events.length >= 6, () => events);
   assert.deepEqual(events.slice(3).map(label), ['policy update', 'policy update', 'flush policy'], 'no SA event for the refused install');
@@ -162,16 +148,16 @@ test('policies: new, update, delete and flush arrive in order and decoded; a ref
 });
 
 test('acquire: traffic matching a policy that has no SA asks for one, with the flow and the policy', async (t) => {
-  topo.veth({ ns, name: 'xev0', addr: '192.0.2.1/24' }, { ns, name: 'xev1' });
+  NS.topo.veth({ ns: NS.name, name: 'xev0', addr: '192.0.2.1/24' }, { ns: NS.name, name: 'xev1' });
   const { events } = subscribe(t, ['acquire']);
   // Not on lo: loopback has disable_xfrm, so its traffic never meets a policy.
   const p: Policy = {
     selector: { ...ANY_SELECTOR, src: '192.0.2.1', srcPrefix: 32, dst: '192.0.2.2', dstPrefix: 32, proto: 17, dport: 9 }, dir: 'out', action: 'allow', priority: 10, index: 0,
     tmpls: [{ src: '192.0.2.1', dst: '192.0.2.2', spi: 0, proto: 'esp', mode: 'transport', reqid: 5, optional: false }],
   };
-  inNetns(ns, () => putPolicy(p));
-  t.after(() => inNetns(ns, () => deletePolicy(p)));
-  execFileSync('ip', ['netns', 'exec', ns, 'bash', '-c', 'echo acquire > /dev/udp/192.0.2.2/9']);
+  inNetns(NS.name, () => putPolicy(p));
+  t.after(() => inNetns(NS.name, () => deletePolicy(p)));
+  execFileSync('ip', ['netns', 'exec', NS.name, 'bash', '-c', 'echo acquire > /dev/udp/192.0.2.2/9']);
   await until('an acquire', () => events.length >= 1, () => events);
   const [a] = events;
   assert.ok(a.kind === 'acquire', show(a));
@@ -187,7 +173,7 @@ test('overflow: a burst larger than the receive buffer is reported, and the stre
   const { stream, events } = subscribe(t, ['policy'], { rcvBuf: 16384 });
   const burst = Array.from({ length: 400 }, (_, i) => policy(`10.${i >> 8}.${i & 255}.0`));
   // One synchronous call: the loop cannot read while the kernel queues 400 notifications.
-  assert.deepEqual(inNetns(ns, () => putPolicies(burst)).filter(Boolean), []);
+  assert.deepEqual(inNetns(NS.name, () => putPolicies(burst)).filter(Boolean), []);
   await until('an overflow', () => events.some((e) => e.kind === 'overflow'), () => events.map(label));
   const delivered = events.filter((e) => e.kind === 'policy').length;
   assert.ok(delivered > 0 && delivered < burst.length, `${delivered} of ${burst.length} delivered`);
@@ -196,7 +182,7 @@ test('overflow: a burst larger than the receive buffer is reported, and the stre
   t.diagnostic(`${delivered} of ${burst.length} delivered, ${stream.stats.overflows} overflow(s) reported`);
   const before = events.length;
   flushPolicies();
-  inNetns(ns, () => putPolicy(policy('198.18.30.0')));
+  inNetns(NS.name, () => putPolicy(policy('198.18.30.0')));
   await until('events after the overflow', () => events.length >= before + 2, () => events.slice(before).map(label));
   assert.deepEqual(events.slice(before).map(label), ['flush policy', 'policy update']);
   flushPolicies();
@@ -211,7 +197,7 @@ test('close: nothing is delivered after it, not even the rest of a batch; twice 
   closed.stream.close();
   assert.ok(closed.stream.closed);
   const ps = ['198.18.40.0', '198.18.41.0', '198.18.42.0'].map((d) => policy(d));
-  inNetns(ns, () => putPolicies(ps));
+  inNetns(NS.name, () => putPolicies(ps));
   await until('the witness\'s three events', () => witness.events.length >= 3, () => witness.events);
   // The sockets were readable together: a few more turns of the loop for good measure.
   await delay(50);
@@ -228,16 +214,16 @@ test('teardown: a worker whose environment goes with a stream open takes nothing
     Promise.all([import(workerData.events), import(workerData.netns)]).then(([{ XfrmEventStream }, { inNetns }]) => {
       inNetns(workerData.ns, () => XfrmEventStream.open(['policy'], (e) => parentPort.postMessage(e.kind)));
       parentPort.postMessage('open');
-    });`, { eval: true, workerData: { ns, events: new URL('../src/ipsec/events.js', import.meta.url).href, netns: new URL('../src/lab/netns.js', import.meta.url).href } });
+    });`, { eval: true, workerData: { ns: NS.name, events: new URL('../src/ipsec/events.js', import.meta.url).href, netns: new URL('../src/lab/netns.js', import.meta.url).href } });
   t.after(() => worker.terminate());
   const said: string[] = [];
   worker.on('message', (m: string) => said.push(m));
   await until('the worker\'s stream', () => said.includes('open'), () => said);
   const p = policy('198.18.60.0');
-  inNetns(ns, () => putPolicy(p));
+  inNetns(NS.name, () => putPolicy(p));
   await until('the worker\'s event', () => said.includes('policy'), () => said);
   await worker.terminate();
-  inNetns(ns, () => deletePolicy(p));
+  inNetns(NS.name, () => deletePolicy(p));
   await until('the witness\'s two events', () => witness.events.length >= 2, () => witness.events);
   assert.deepEqual(witness.events.map(label), ['policy update', 'policy delete']);
 });
@@ -246,7 +232,7 @@ test('SA events where the kernel has ESP: new, update, async event, expire, dele
   const { events } = subscribe(t, ['sa', 'expire', 'aevents', 'policy']);
   let installed = false;
   try {
-    inNetns(ns, () => addSa(SA));
+    inNetns(NS.name, () => addSa(SA));
     installed = true;
   } catch (e) {
     assert.ok(e instanceof XfrmError, String(e));
@@ -255,14 +241,14 @@ test('SA events where the kernel has ESP: new, update, async event, expire, dele
   }
   if (!installed) {
     const marker = policy('198.18.50.0');
-    inNetns(ns, () => putPolicy(marker));
+    inNetns(NS.name, () => putPolicy(marker));
     await until('the marker policy', () => events.length >= 1, () => events);
     assert.deepEqual(events.map(label), ['policy update'], 'no SA event before it');
-    inNetns(ns, () => deletePolicy(marker));
+    inNetns(NS.name, () => deletePolicy(marker));
     t.diagnostic('this kernel has no ESP: the install failed and made no event (scripts/kernel-lab runs this file where it has)');
     return;
   }
-  inNetns(ns, () => {
+  inNetns(NS.name, () => {
     native.xfrmRequest('XFRM_MSG_UPDSA', XFRM_MSG.UPDSA, 0, encodeSa(SA));
     // Async events come from traffic moving the counters past a threshold, or from a user's
     // XFRM_MSG_NEWAE, as here (setting the replay threshold).

@@ -4,33 +4,18 @@
  * test's own; SAs encoded and decoded; and on a kernel without ESP (this machine), the SA
  * install failing with the operation, the errno and the kernel's own explanation.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { inNetns, Topology } from '../src/lab/netns.js';
+import { inNetns, nsIp } from '../src/lab/netns.js';
 import {
-  addSa, addSas, ANY_SELECTOR, decodeSa, putPolicies, XfrmError, deletePolicy, deleteSa, dumpPolicies, dumpSas, encodeSa, LAYOUT, NO_LIMITS, putPolicy, type Policy, type Sa,
+  addSa, addSas, ANY_SELECTOR, decodeSa, putPolicies, XfrmError, deletePolicy, deleteSa, dumpPolicies, dumpSas, encodeSa, LAYOUT, putPolicy, type Policy, type Sa,
 } from '../src/ipsec/xfrm.js';
-import { kernelStruct, requireRoot, uniquePrefix } from './helpers/env.js';
+import { kernelStruct } from './helpers/env.js';
+import { ESP_SA, xfrmNamespace } from './helpers/xfrm.js';
 
-let topo: Topology;
-let ns: string;
+const NS = xfrmNamespace('xf');
 
-before(() => {
-  requireRoot();
-  topo = new Topology(uniquePrefix('xf'));
-  ns = topo.ns('node');
-});
-after(() => topo?.teardown());
-
-const SA: Sa = {
-  src: '192.0.2.10', dst: '203.0.113.7', spi: 0xc0ffee01, proto: 'esp', mode: 'tunnel', reqid: 7, flags: 0,
-  selector: { ...ANY_SELECTOR, src: '198.18.10.0', srcPrefix: 24, dst: '198.18.20.0', dstPrefix: 24 },
-  aead: { name: 'rfc4106(gcm(aes))', key: Buffer.alloc(20, 0x42), icvBits: 128 },
-  encap: { type: 2, sport: 4500, dport: 4500 },
-  mark: { value: 0x10, mask: 0xff },
-  lifetime: NO_LIMITS,
-  replay: { oseq: 1000, seq: 990, oseqHi: 0, seqHi: 0, window: 128, bitmap: Buffer.alloc(16, 0xff), esn: true },
-};
+const SA: Sa = { ...ESP_SA, encap: { type: 2, sport: 4500, dport: 4500 }, mark: { value: 0x10, mask: 0xff } };
 
 test('the UAPI layouts match the running kernel (BTF)', () => {
   for (const [name, fields] of Object.entries(LAYOUT)) {
@@ -59,7 +44,7 @@ test('SAs: encode and decode round-trip every field dvipa keeps', () => {
 });
 
 test('policies: put (twice: replaced, not duplicated), dump, delete; deleting one that is gone names the operation and errno', () => {
-  inNetns(ns, () => {
+  inNetns(NS.name, () => {
     const out: Policy = { selector: SA.selector, dir: 'out', action: 'allow', priority: 100, index: 0, tmpls: [{ src: SA.src, dst: SA.dst, spi: 0, proto: 'esp', mode: 'tunnel', reqid: 7, optional: false }] };
     const inbound: Policy = { ...out, dir: 'in', selector: { ...SA.selector, src: SA.selector.dst, dst: SA.selector.src }, tmpls: [{ ...out.tmpls[0], src: SA.dst, dst: SA.src }] };
     putPolicy(out);
@@ -77,8 +62,18 @@ test('policies: put (twice: replaced, not duplicated), dump, delete; deleting on
   });
 });
 
+test('IPv6 policies are not dvipa\'s: dumps leave them out instead of misreading them as IPv4', () => {
+  nsIp(NS.name, 'xfrm', 'policy', 'add', 'src', '2001:db8::1/128', 'dst', '2001:db8::2/128', 'dir', 'out', 'tmpl', 'src', '2001:db8::1', 'dst', '2001:db8::2', 'proto', 'esp', 'mode', 'tunnel');
+  try {
+    assert.equal(nsIp(NS.name, 'xfrm', 'policy', 'list').includes('2001:db8::2'), true, 'the kernel has it');
+    assert.deepEqual(inNetns(NS.name, () => dumpPolicies()), []);
+  } finally {
+    nsIp(NS.name, 'xfrm', 'policy', 'flush');
+  }
+});
+
 test('SAs on this kernel: installed and dumped back if it has ESP; else a clear error naming the operation, errno and reason', (t) => {
-  inNetns(ns, () => {
+  inNetns(NS.name, () => {
     let installed = false;
     try {
       addSa(SA);
@@ -101,7 +96,7 @@ test('SAs on this kernel: installed and dumped back if it has ESP; else a clear 
 });
 
 test('batches: many policies on one socket; many SAs each with its own outcome', () => {
-  inNetns(ns, () => {
+  inNetns(NS.name, () => {
     const many: Policy[] = Array.from({ length: 300 }, (_, i) => ({
       selector: { ...ANY_SELECTOR, src: '198.18.0.0', srcPrefix: 16, dst: `10.${i >> 8}.${i & 255}.0`, dstPrefix: 24 }, dir: 'out', action: 'allow', priority: 100, index: 0,
       tmpls: [{ src: SA.src, dst: SA.dst, spi: 0, proto: 'esp', mode: 'tunnel', reqid: i + 1, optional: false }],

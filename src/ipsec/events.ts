@@ -10,7 +10,7 @@ import { native } from '../dataplane/addon.js';
 import { BpfError, named } from '../dataplane/errors.js';
 import type { XfrmEventMessage, XfrmEvents } from '../../native/index.js';
 import {
-  AF_INET, attrs, decodePolicy, decodeReplay, decodeSa, DIRS, LAYOUT, protoName, readAddr, readCurrent, readSelector, XFRM_MSG, XFRMA, XfrmError,
+  attrs, ipv4, decodePolicy, decodeReplay, decodeSa, DIRS, LAYOUT, protoName, readAddr, readCurrent, readSelector, XFRM_MSG, XFRMA, XfrmError,
   type IpsecProto, type Policy, type PolicyDir, type Replay, type Sa, type Selector,
 } from './xfrm.js';
 
@@ -72,7 +72,6 @@ function dir(n: number): PolicyDir {
   return d;
 }
 
-const ipv4 = (b: Buffer, familyOff: number) => b.readUInt16LE(familyOff) === AF_INET;
 
 /** A struct xfrm_usersa_id at `off`. */
 function saKey(b: Buffer, off: number): SaKey {

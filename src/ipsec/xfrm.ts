@@ -337,9 +337,13 @@ function request(op: string, type: number, flags: number, payload: Buffer): Arra
   }
 }
 
-/** Every SA of this network namespace. */
+/** Whether the family field at `familyOff` says IPv4: dvipa's DVIPAs are IPv4, other SAs and policies are not its business. */
+export const ipv4 = (b: Buffer, familyOff: number) => b.length >= familyOff + 2 && b.readUInt16LE(familyOff) === AF_INET;
+
+/** Every IPv4 SA of this network namespace. */
 export function dumpSas(): Sa[] {
-  return request('XFRM_MSG_GETSA(dump)', XFRM_MSG.GETSA, NLM_F_DUMP, Buffer.alloc(0)).filter((m) => m.type === XFRM_MSG.NEWSA).map((m) => decodeSa(m.payload));
+  return request('XFRM_MSG_GETSA(dump)', XFRM_MSG.GETSA, NLM_F_DUMP, Buffer.alloc(0))
+    .filter((m) => m.type === XFRM_MSG.NEWSA && ipv4(m.payload, LAYOUT.xfrm_usersa_info.family)).map((m) => decodeSa(m.payload));
 }
 
 /**
@@ -360,8 +364,8 @@ function markAttr(mark: { value: number; mask: number }): Buffer {
 }
 
 /** A batch's outcome as errors: undefined where the request went through. */
-function batchErrors(op: (i: number) => string, results: Array<{ errno: number; code?: string; reason?: string }>): Array<XfrmError | undefined> {
-  return results.map((r, i) => (r.errno ? new XfrmError(`${op(i)}: ${r.code}${r.reason ? `: ${r.reason}` : ''}`, op(i), r.code, r.errno, r.reason) : undefined));
+function batchErrors(op: (i: number) => string, results: Array<{ errno: number; code?: string; text?: string; reason?: string }>): Array<XfrmError | undefined> {
+  return results.map((r, i) => (r.errno ? new XfrmError(`${op(i)}: ${r.code}${r.text ? ` (${r.text})` : ''}${r.reason ? `: ${r.reason}` : ''}`, op(i), r.code, r.errno, r.reason) : undefined));
 }
 
 /**
@@ -376,12 +380,11 @@ export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Array<XfrmE
   const ops = sas.map(() => 'XFRM_MSG_NEWSA');
   const again = opts.replace ? outcome.flatMap((r, i) => (r.code === 'EEXIST' ? [i] : [])) : [];
   if (again.length) {
-    const deleted = deleteSas(again.map((i) => sas[i]));
+    const deleted = deleteBatch(again.map((i) => sas[i]));
     again.forEach((i, k) => {
-      const e = deleted[k];
-      if (e) [outcome[i], ops[i]] = [{ errno: e.errno ?? 1, code: e.code, reason: e.reason }, 'XFRM_MSG_DELSA'];
+      if (deleted[k].errno) [outcome[i], ops[i]] = [deleted[k], 'XFRM_MSG_DELSA'];
     });
-    const gone = again.filter((_, k) => !deleted[k]);
+    const gone = again.filter((_, k) => !deleted[k].errno);
     add(gone).forEach((r, k) => (outcome[gone[k]] = r));
   }
   return batchErrors((i) => ops[i], outcome);
@@ -410,13 +413,17 @@ export function deleteSa(sa: SaId): void {
   request('XFRM_MSG_DELSA', XFRM_MSG.DELSA, 0, saIdMessage(sa));
 }
 
+const deleteBatch = (sas: SaId[]) => named('xfrm', () => native.xfrmBatch(sas.map((sa) => ({ type: XFRM_MSG.DELSA, flags: 0, payload: saIdMessage(sa) }))));
+
 /** Deletes many SAs at once; each SA's error, undefined where it went. */
 export function deleteSas(sas: SaId[]): Array<XfrmError | undefined> {
-  return batchErrors(() => 'XFRM_MSG_DELSA', named('xfrm', () => native.xfrmBatch(sas.map((sa) => ({ type: XFRM_MSG.DELSA, flags: 0, payload: saIdMessage(sa) })))));
+  return batchErrors(() => 'XFRM_MSG_DELSA', deleteBatch(sas));
 }
 
+/** Every IPv4 policy of this network namespace. */
 export function dumpPolicies(): Policy[] {
-  return request('XFRM_MSG_GETPOLICY(dump)', XFRM_MSG.GETPOLICY, NLM_F_DUMP, Buffer.alloc(0)).filter((m) => m.type === XFRM_MSG.NEWPOLICY).map((m) => decodePolicy(m.payload));
+  return request('XFRM_MSG_GETPOLICY(dump)', XFRM_MSG.GETPOLICY, NLM_F_DUMP, Buffer.alloc(0))
+    .filter((m) => m.type === XFRM_MSG.NEWPOLICY && ipv4(m.payload, LAYOUT.xfrm_userpolicy_info.sel + LAYOUT.xfrm_selector.family)).map((m) => decodePolicy(m.payload));
 }
 
 /** Installs a policy, replacing one with the same selector and direction (XFRM_MSG_UPDPOLICY). */
