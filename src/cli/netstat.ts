@@ -112,6 +112,8 @@ async function ipsec(a: Args): Promise<void> {
     const r = d.lastReinstall;
     if (r) {
       out(`  LAST REINSTALL:   ${r.at} ${r.how.toUpperCase()}  SAS: ${r.installed}  POLICIES: ${r.policies}  REFUSED: ${r.refused.length}  FAILED: ${r.failed.length}  ${r.tookMs}MS\n`);
+      const p = r.phases;
+      out(`    READ: ${p.readMs}MS  SAS: ${p.saMs}MS  POLICIES: ${p.policyMs}MS  RECORDS: ${p.recordMs}MS\n`);
       for (const e of r.refused) out(`    REFUSED: ${e}\n`);
       for (const f of r.failed) out(`    FAILED:  SPI ${f.spi}: ${f.error}\n`);
     }

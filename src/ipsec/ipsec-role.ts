@@ -53,7 +53,10 @@ export interface IpsecDvipaRow {
   owner: boolean;
   epoch: number;
   lastStoreWrite?: string;
-  lastReinstall?: { at: string; how: Claim | 'adopted'; installed: number; policies: number; refused: string[]; failed: Array<{ spi: string; error: string }>; tookMs: number };
+  lastReinstall?: {
+    at: string; how: Claim | 'adopted'; installed: number; policies: number; refused: string[]; failed: Array<{ spi: string; error: string }>; tookMs: number;
+    phases: ReinstallResult['phases'];
+  };
   sas: IpsecSaRow[];
 }
 
@@ -129,14 +132,17 @@ export class IpsecRole {
     await this.queue.get(dvipa);
   }
 
+  /** Resolves once the predecessor's SAs and policies are in the kernel (or that attempt failed). */
   acquired(dvipa: string, owner: OwnerRecord, how: Claim | 'adopted'): Promise<void> {
     this.owned.set(dvipa, owner);
     this.pending.set(dvipa, how);
-    return this.enqueue(dvipa, () => this.step(dvipa));
+    return new Promise((inKernel) => {
+      void this.enqueue(dvipa, () => this.step(dvipa, inKernel)).finally(inKernel);
+    });
   }
 
   /** Re-installs while that is pending (retried each interval until it went through), else records. */
-  private async step(dvipa: string): Promise<void> {
+  private async step(dvipa: string, inKernel?: () => void): Promise<void> {
     const owner = this.owned.get(dvipa);
     if (!owner) return;
     const how = this.pending.get(dvipa);
@@ -151,7 +157,7 @@ export class IpsecRole {
       return;
     }
     const t0 = Date.now();
-    const r = await reinstall(this.xfrm, this.store, this.key, this.node, dvipa, owner, this.opts.seqMargin, this.log);
+    const r = await reinstall(this.xfrm, this.store, this.key, this.node, dvipa, owner, this.opts.seqMargin, this.log, inKernel);
     this.pending.delete(dvipa);
     for (const sa of r.installed) this.reinstalled.add(recordKey(dvipa, sa));
     this.recorder.seed(dvipa, r.installed);
@@ -206,7 +212,7 @@ export class IpsecRole {
 
   private remember(dvipa: string, how: Claim | 'adopted', r: ReinstallResult, tookMs: number): void {
     this.last.set(dvipa, {
-      at: new Date().toISOString(), how, installed: r.installed.length, policies: r.policies, tookMs,
+      at: new Date().toISOString(), how, installed: r.installed.length, policies: r.policies, tookMs, phases: r.phases,
       refused: r.refused.map((e) => e.message), failed: r.failed.map((f) => ({ spi: f.spi.toString(16), error: f.error })),
     });
   }

@@ -34,11 +34,31 @@ export interface RecordStore {
 
 export const prefixOf = (dvipa: string) => `ipsec/${dvipa}/`;
 
+/**
+ * Fenced store operations, WRITES_IN_FLIGHT at a time (thousands of SAs one by one take too
+ * long); `done` for each that went through. False: one was refused, and nothing after it was tried.
+ */
+async function fenced<T>(items: T[], op: (t: T) => Promise<boolean>, done: (t: T) => void): Promise<boolean> {
+  for (let i = 0; i < items.length; i += WRITES_IN_FLIGHT) {
+    const chunk = items.slice(i, i + WRITES_IN_FLIGHT);
+    const ok = await Promise.all(chunk.map(op));
+    chunk.forEach((t, k) => ok[k] && done(t));
+    if (ok.includes(false)) return false;
+  }
+  return true;
+}
+
 /** The SAs of a DVIPA and, for each, the policies whose templates lead to or from it. */
 export function sasOf(dvipa: string, sas: Sa[], policies: Policy[]): Array<{ sa: Sa; policies: Policy[] }> {
+  // Indexed by tunnel ends: thousands of SAs each against thousands of policies is too slow a scan.
+  const ends = (x: { src: string; dst: string; proto: string }) => `${x.src}|${x.dst}|${x.proto}`;
+  const byEnds = new Map<string, Policy[]>();
+  for (const p of policies) {
+    for (const k of new Set(p.tmpls.map(ends))) byEnds.set(k, [...(byEnds.get(k) ?? []), p]);
+  }
   return sas.filter((s) => s.src === dvipa || s.dst === dvipa).map((sa) => ({
     sa,
-    policies: policies.filter((p) => p.tmpls.some((t) => t.src === sa.src && t.dst === sa.dst && t.proto === sa.proto && (t.reqid === 0 || t.reqid === sa.reqid))),
+    policies: (byEnds.get(ends(sa)) ?? []).filter((p) => p.tmpls.some((t) => ends(t) === ends(sa) && (t.reqid === 0 || t.reqid === sa.reqid))),
   }));
 }
 
@@ -98,6 +118,7 @@ export class SaRecorder {
       this.unknown.set(dvipa, unknown);
     }
     const present = new Set<string>();
+    const writes: Array<{ where: string; progress: string; record: SaRecord }> = [];
     for (const { sa, policies } of sasOf(dvipa, this.xfrm.dumpSas(), this.xfrm.dumpPolicies())) {
       const where = recordKey(dvipa, sa);
       present.add(where);
@@ -111,25 +132,21 @@ export class SaRecorder {
         r.deferred++;
         continue;
       }
-      const record: SaRecord = { dvipa, epoch: owner.epoch, owner: this.node, savedAt: new Date(now).toISOString(), sa, policies };
-      if (!(await this.store.putBlobFenced(where, sealRecord(this.key, where, record), dvipa, owner))) {
-        r.fenced = true;
-        return r;
-      }
-      mine.set(where, { progress: p, at: now });
-      unknown.delete(where);
-      r.written++;
+      writes.push({ where, progress: p, record: { dvipa, epoch: owner.epoch, owner: this.node, savedAt: new Date(now).toISOString(), sa, policies } });
     }
-    for (const where of [...mine.keys(), ...unknown].filter((k) => !present.has(k))) {
-      if (!(await this.store.deleteBlobsFenced(where, dvipa, owner))) {
-        r.fenced = true;
-        return r;
-      }
+    const gone = [...mine.keys(), ...unknown].filter((k) => !present.has(k));
+    const written = await fenced(writes, (w) => this.store.putBlobFenced(w.where, sealRecord(this.key, w.where, w.record), dvipa, owner), (w) => {
+      mine.set(w.where, { progress: w.progress, at: now });
+      unknown.delete(w.where);
+      r.written++;
+    });
+    if (!written) return { ...r, fenced: true };
+    const removed = await fenced(gone, (where) => this.store.deleteBlobsFenced(where, dvipa, owner), (where) => {
       mine.delete(where);
       unknown.delete(where);
       r.removed++;
-    }
-    return r;
+    });
+    return removed ? r : { ...r, fenced: true };
   }
 }
 
@@ -142,17 +159,28 @@ export interface ReinstallResult {
   recorded: number;
   /** False: this node lost the DVIPA while it re-installed; its records were not written. */
   owner: boolean;
+  /** Milliseconds: reading and opening the records, installing the SAs, the policies, rewriting the records. */
+  phases: { readMs: number; saMs: number; policyMs: number; recordMs: number };
 }
 
 /** What makes two policies the same for de-duplication (the kernel's index aside). */
 const policyKey = (p: Policy) => JSON.stringify([p.dir, p.selector, p.tmpls]);
 
-/** The new owner's half: install what the previous owner recorded, then own the records. */
-export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, node: string, dvipa: string, owner: OwnerRecord, margin: number, log?: Logger): Promise<ReinstallResult> {
+/**
+ * The new owner's half: install what the previous owner recorded, then own the records.
+ * `inKernel` is called once the SAs and policies are in, before the records are rewritten.
+ */
+export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, node: string, dvipa: string, owner: OwnerRecord, margin: number, log?: Logger, inKernel?: () => void): Promise<ReinstallResult> {
+  let at = performance.now();
+  const lap = () => {
+    const was = at;
+    at = performance.now();
+    return Math.round(at - was);
+  };
   const { records, refused } = readRecords(key, await store.getBlobs(prefixOf(dvipa)), owner.epoch);
   for (const e of refused) log?.error({ dvipa, err: e.message }, 'IPsec SA record refused');
   const have = new Set(xfrm.dumpPolicies().map(policyKey));
-  const result: ReinstallResult = { installed: [], policies: 0, refused, failed: [], recorded: 0, owner: true };
+  const result: ReinstallResult = { installed: [], policies: 0, refused, failed: [], recorded: 0, owner: true, phases: { readMs: lap(), saMs: 0, policyMs: 0, recordMs: 0 } };
   const ready: SaRecord[] = [];
   for (const r of records) {
     try {
@@ -169,6 +197,7 @@ export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, 
     return false;
   });
   result.installed = installed.map((r) => r.sa);
+  result.phases.saMs = lap();
   for (const f of result.failed) log?.error({ dvipa, spi: f.spi.toString(16), err: f.error }, 'IPsec SA not re-installed');
   const missing: Policy[] = [];
   for (const p of installed.flatMap((r) => r.policies)) {
@@ -179,16 +208,16 @@ export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, 
   const policyErrors = xfrm.putPolicies(missing);
   result.policies = policyErrors.filter((e) => !e).length;
   for (const e of policyErrors) if (e) log?.error({ dvipa, err: e.message }, 'IPsec policy not installed');
+  result.phases.policyMs = lap();
+  inKernel?.();
   // The previous owner's records go; ours, at our epoch, replace them.
   if (!(await store.deleteBlobsFenced(prefixOf(dvipa), dvipa, owner))) return { ...result, owner: false };
-  for (let i = 0; i < installed.length; i += WRITES_IN_FLIGHT) {
-    const done = await Promise.all(installed.slice(i, i + WRITES_IN_FLIGHT).map((r) => {
-      const where = recordKey(dvipa, r.sa);
-      const mine: SaRecord = { ...r, epoch: owner.epoch, owner: node, savedAt: new Date().toISOString() };
-      return store.putBlobFenced(where, sealRecord(key, where, mine), dvipa, owner);
-    }));
-    result.recorded += done.filter(Boolean).length;
-    if (done.includes(false)) return { ...result, owner: false };
-  }
+  const savedAt = new Date().toISOString();
+  const ours = await fenced(installed, (r) => {
+    const where = recordKey(dvipa, r.sa);
+    return store.putBlobFenced(where, sealRecord(key, where, { ...r, epoch: owner.epoch, owner: node, savedAt }), dvipa, owner);
+  }, () => result.recorded++);
+  if (!ours) return { ...result, owner: false };
+  result.phases.recordMs = lap();
   return result;
 }
