@@ -18,7 +18,7 @@ import * as readline from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { inNetns, nsIp, Topology } from '../src/lab/netns.js';
+import { inNetns, netnsPath, nsIp, Topology } from '../src/lab/netns.js';
 import { buildHaTopology, HA, holdsDvipa } from '../src/lab/ha-topology.js';
 import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
 import { addSa, ANY_SELECTOR, dumpSas, NO_LIMITS, putPolicy, XfrmError, type Policy, type Sa } from '../src/ipsec/xfrm.js';
@@ -157,6 +157,10 @@ test('ESP through a takeover and a takeback: SAs re-installed from etcd, no repl
   assert.deepEqual(r2.sas.map((s) => [s.spi, s.dir, s.source]).sort(), [['00001001', 'out', 'reinstalled'], ['00001002', 'in', 'reinstalled']]);
   assert.ok(BigInt(r2.sas.find((s) => s.dir === 'out')!.seq) > sentByR1 + BigInt(MARGIN), 'r2 sends on from past the margin');
 
+  const metrics = await new Promise<string>((resolve, reject) => execFile('nsenter', [`--net=${netnsPath(ns.r2)}`, process.execPath, '-e',
+    "fetch('http://127.0.0.1:9741/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"], (err, stdout) => (err ? reject(err) : resolve(stdout))));
+  assert.match(metrics, /dvipa_ipsec_sas\{dvipa="192\.0\.2\.10",source="reinstalled"\} 2\n/);
+  assert.match(metrics, /dvipa_ipsec_records_refused\{dvipa="192\.0\.2\.10"\} 0\n/);
   const peer = () => inNetns(ns.client, () => dumpSas()).map((s) => [s.spi, s.replay.seq] as const).sort();
   const peerSas = peer();
   assert.deepEqual(peerSas.map(([spi]) => spi), [0x1001, 0x1002], 'the peer has the same two SAs: nothing renegotiated');

@@ -103,7 +103,7 @@ test('record on the owner, fence the deposed, re-install on the new owner', asyn
 
   // A record nobody of ours sealed sits among them: refused, never installed.
   const junkAt = recordKey(DVIPA, { ...OUT, spi: 0x9999 });
-  await r2.putBlobFenced(junkAt, sealRecord(storeKey(randomBytes(32)), junkAt, { dvipa: DVIPA, epoch: owner1.epoch, owner: 'mallory', savedAt: '', sa: { ...OUT, spi: 0x9999 }, policies: [] }), DVIPA, owner2);
+  await r2.putBlobsFenced([[junkAt, sealRecord(storeKey(randomBytes(32)), junkAt, { dvipa: DVIPA, epoch: owner1.epoch, owner: 'mallory', savedAt: '', sa: { ...OUT, spi: 0x9999 }, policies: [] })]], DVIPA, owner2);
 
   const x2 = new FakeXfrm([], [POL_IN]);
   const r = await reinstall(x2, r2, KEY, 'r2', DVIPA, owner2, 100000);
@@ -142,7 +142,7 @@ test("records of SAs that are gone are removed, also a predecessor's stale ones;
   const b = { ...OUT, src: d, spi: 0x4002 };
   // A record this recorder never wrote (this node's before a restart): gone from the kernel, so removed.
   const staleAt = recordKey(d, { ...a, spi: 0x4003 });
-  await c.putBlobFenced(staleAt, sealRecord(KEY, staleAt, { dvipa: d, epoch: owner.epoch, owner: 'r4', savedAt: '', sa: { ...a, spi: 0x4003 }, policies: [] }), d, owner);
+  await c.putBlobsFenced([[staleAt, sealRecord(KEY, staleAt, { dvipa: d, epoch: owner.epoch, owner: 'r4', savedAt: '', sa: { ...a, spi: 0x4003 }, policies: [] })]], d, owner);
   const x = new FakeXfrm([a, b]);
   const rec = new SaRecorder(x, c, KEY, 'r4', 0);
   assert.deepEqual(await rec.sync(d, owner), { written: 2, unchanged: 0, deferred: 0, removed: 1, fenced: false });

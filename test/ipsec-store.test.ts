@@ -82,8 +82,8 @@ after(async () => {
 test('on etcd: only the owner of the epoch writes; records are listed and cleared per DVIPA', async () => {
   const owner = await cf.claim(DVIPA, 256, cf.view(DVIPA));
   assert.ok(owner);
-  assert.equal(await cf.putBlobFenced(WHERE, sealRecord(KEY, WHERE, record(owner.epoch)), DVIPA, owner), true);
-  assert.equal(await cf.putBlobFenced(WHERE, sealRecord(KEY, WHERE, record(owner.epoch - 1)), DVIPA, { ...owner, epoch: owner.epoch - 1 }), false, "a deposed owner's write fails");
+  assert.equal(await cf.putBlobsFenced([[WHERE, sealRecord(KEY, WHERE, record(owner.epoch))]], DVIPA, owner), true);
+  assert.equal(await cf.putBlobsFenced([[WHERE, sealRecord(KEY, WHERE, record(owner.epoch - 1))]], DVIPA, { ...owner, epoch: owner.epoch - 1 }), false, "a deposed owner's write fails");
   const blobs = await cf.getBlobs(`ipsec/${DVIPA}/`);
   const { records, refused } = readRecords(KEY, blobs, owner.epoch);
   assert.deepEqual([records.length, refused.length, records[0].epoch], [1, 0, owner.epoch]);

@@ -148,6 +148,7 @@ export class Agent {
         served: () => this.fp.receivedStats(),
         messageRejects: () => ({ ...this.transport.drops, stale_epoch: this.target.fence.refused }),
         couplingUp: () => (this.cf?.shared ? this.cf.healthy : undefined),
+        ipsec: () => this.ipsec?.rows(),
       });
       await this.metrics.listen(this.opts.metricsAddress, this.log);
     }

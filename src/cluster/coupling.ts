@@ -64,6 +64,8 @@ export interface EtcdOptions {
   /** Lease TTL in whole seconds: how long a dead node keeps its DVIPAs. */
   ttlSec: number;
   prefix?: string;
+  /** A call's deadline (default 2000 ms): calls fail fast and are retried by the caller. */
+  callTimeoutMs?: number;
   caFile?: string;
   certFile?: string;
   keyFile?: string;
@@ -120,7 +122,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
       ...(opts.user ? { auth: { username: opts.user, password: opts.password ?? '' } } : {}),
       // Calls fail fast (the caller retries at its next evaluation); a lost watch comes back
       // within half a second, not after the library's exponential backoff of up to 30 s.
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 2000 }),
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + (opts.callTimeoutMs ?? 2000) }),
       faultHandling: { host: () => noop, global: noop, watchBackoff: new ConstantBackoff(500).next() },
     });
   }
@@ -246,9 +248,9 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
    * Opaque records under the cluster's prefix (the IPsec SA store's sealed records), written
    * only while `owner` still owns the DVIPA (its owner key unchanged): a deposed owner's writes fail.
    */
-  async putBlobFenced(key: string, value: Buffer, dvipa: string, owner: OwnerRecord): Promise<boolean> {
+  async putBlobsFenced(entries: Array<[string, Buffer]>, dvipa: string, owner: OwnerRecord): Promise<boolean> {
     const ownerKey = keyOf(this.prefix, 'owner', dvipa);
-    const res = await this.client.if(ownerKey, 'Value', '==', JSON.stringify(owner)).then(this.client.put(this.prefix + key).value(value)).commit();
+    const res = await this.client.if(ownerKey, 'Value', '==', JSON.stringify(owner)).then(...entries.map(([key, value]) => this.client.put(this.prefix + key).value(value))).commit();
     return res.succeeded;
   }
 
@@ -257,7 +259,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     return new Map(res.kvs.map((kv) => [kv.key.toString().slice(this.prefix.length), Buffer.from(kv.value)]));
   }
 
-  /** Deletes the records under `keyPrefix`, fenced as putBlobFenced; false: not deleted, `owner` is deposed. */
+  /** Deletes the records under `keyPrefix`, fenced as putBlobsFenced; false: not deleted, `owner` is deposed. */
   async deleteBlobsFenced(keyPrefix: string, dvipa: string, owner: OwnerRecord): Promise<boolean> {
     const ownerKey = keyOf(this.prefix, 'owner', dvipa);
     const res = await this.client.if(ownerKey, 'Value', '==', JSON.stringify(owner)).then(this.client.delete().prefix(this.prefix + keyPrefix)).commit();

@@ -7,6 +7,7 @@ import * as http from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Logger } from '../log.js';
 import type { VdptRow } from './router.js';
+import type { IpsecDvipaRow } from '../ipsec/ipsec-role.js';
 
 export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9741';
 
@@ -19,6 +20,8 @@ export interface MetricsSource {
   reasons(): Record<string, bigint>;
   messageRejects(): Record<string, number>;
   couplingUp(): boolean | undefined;
+  /** IPsec recovery's rows; undefined while it is off. */
+  ipsec(): IpsecDvipaRow[] | undefined;
 }
 
 export class AgentMetrics {
@@ -28,10 +31,13 @@ export class AgentMetrics {
   readonly ownershipSeconds: Histogram<'how'>;
   /** The DPT rows of the scrape in progress: nine gauges read them, the agent builds them once. */
   private rowsOfScrape?: VdptRow[];
+  /** Likewise the IPsec rows (a dump of the kernel's SAs), once per scrape. */
+  private ipsecOfScrape?: IpsecDvipaRow[];
 
   constructor(source: MetricsSource) {
     const r = this.registry;
     const rows = () => (this.rowsOfScrape ??= source.vdpt());
+    const ipsec = () => (this.ipsecOfScrape ??= source.ipsec() ?? []);
     const svcLabels = ['dvipa', 'port', 'protocol'] as const;
     const targetLabels = ['dvipa', 'port', 'protocol', 'target'] as const;
     const perService = (name: string, help: string, pick: (s: NonNullable<VdptRow['service']>) => bigint) =>
@@ -102,6 +108,29 @@ export class AgentMetrics {
         if (up !== undefined) this.set(up ? 1 : 0);
       },
     });
+    new Gauge({
+      name: 'dvipa_ipsec_sas', help: 'IPsec SAs of the DVIPA held here, by source: negotiated here or reinstalled from the coupling facility', labelNames: ['dvipa', 'source'], registers: [r],
+      collect() {
+        this.reset();
+        for (const d of ipsec()) {
+          for (const from of ['negotiated', 'reinstalled'] as const) if (d.owner) this.set({ dvipa: d.dvipa, source: from }, d.sas.filter((s) => s.source === from).length);
+        }
+      },
+    });
+    new Gauge({
+      name: 'dvipa_ipsec_last_reinstall_seconds', help: "the DVIPA's last re-install of IPsec SAs here: seconds until the SAs and policies were in, records rewritten included", labelNames: ['dvipa'], registers: [r],
+      collect() {
+        this.reset();
+        for (const d of ipsec()) if (d.lastReinstall) this.set({ dvipa: d.dvipa }, d.lastReinstall.tookMs / 1000);
+      },
+    });
+    new Gauge({
+      name: 'dvipa_ipsec_records_refused', help: "records the DVIPA's last re-install here refused (another key, corrupt, a deposed owner's) or could not install", labelNames: ['dvipa'], registers: [r],
+      collect() {
+        this.reset();
+        for (const d of ipsec()) if (d.lastReinstall) this.set({ dvipa: d.dvipa }, d.lastReinstall.refused.length + d.lastReinstall.failed.length);
+      },
+    });
     this.ownershipChanges = new Counter({ name: 'dvipa_ownership_changes_total', help: 'DVIPAs this node took: takeover, takeback, move, adopted', labelNames: ['dvipa', 'how'], registers: [r] });
     this.ownershipSeconds = new Histogram({
       name: 'dvipa_ownership_change_seconds', help: 'takeover: seconds the DVIPA had no owner; takeback and move: seconds from the decision to the address announced',
@@ -119,6 +148,7 @@ export class AgentMetrics {
         return;
       }
       this.rowsOfScrape = undefined;
+      this.ipsecOfScrape = undefined;
       this.registry.metrics().then((text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text), (e: Error) => res.writeHead(500).end(`${e.message}\n`));
     });
     await new Promise<void>((resolve, reject) => {

@@ -22,12 +22,15 @@ export interface XfrmOps {
   deleteSas(sas: SaId[]): Array<Error | undefined>;
 }
 
-/** etcd writes in flight at once when a new owner rewrites its records. */
-const WRITES_IN_FLIGHT = 64;
+/** Records per etcd transaction (etcd allows 128 operations in one by default). */
+const PER_TXN = 100;
+/** etcd transactions in flight at once. */
+const TXNS_IN_FLIGHT = 8;
 
 /** Where records live (the etcd coupling facility in production). */
 export interface RecordStore {
-  putBlobFenced(key: string, value: Buffer, dvipa: string, owner: OwnerRecord): Promise<boolean>;
+  /** All or none, while `owner` owns the DVIPA; false: fenced off. */
+  putBlobsFenced(entries: Array<[string, Buffer]>, dvipa: string, owner: OwnerRecord): Promise<boolean>;
   getBlobs(keyPrefix: string): Promise<Map<string, Buffer>>;
   deleteBlobsFenced(keyPrefix: string, dvipa: string, owner: OwnerRecord): Promise<boolean>;
 }
@@ -35,14 +38,16 @@ export interface RecordStore {
 export const prefixOf = (dvipa: string) => `ipsec/${dvipa}/`;
 
 /**
- * Fenced store operations, WRITES_IN_FLIGHT at a time (thousands of SAs one by one take too
- * long); `done` for each that went through. False: one was refused, and nothing after it was tried.
+ * Fenced store operations on groups of `size` items, TXNS_IN_FLIGHT groups at a time
+ * (thousands of records one by one take seconds); `done` for each item that went through.
+ * False: one was refused (fenced off), and nothing after it was tried.
  */
-async function fenced<T>(items: T[], op: (t: T) => Promise<boolean>, done: (t: T) => void): Promise<boolean> {
-  for (let i = 0; i < items.length; i += WRITES_IN_FLIGHT) {
-    const chunk = items.slice(i, i + WRITES_IN_FLIGHT);
-    const ok = await Promise.all(chunk.map(op));
-    chunk.forEach((t, k) => ok[k] && done(t));
+async function fenced<T>(items: T[], size: number, op: (group: T[]) => Promise<boolean>, done: (t: T) => void): Promise<boolean> {
+  const groups = Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
+  for (let i = 0; i < groups.length; i += TXNS_IN_FLIGHT) {
+    const wave = groups.slice(i, i + TXNS_IN_FLIGHT);
+    const ok = await Promise.all(wave.map(op));
+    wave.forEach((g, k) => ok[k] && g.forEach(done));
     if (ok.includes(false)) return false;
   }
   return true;
@@ -135,13 +140,14 @@ export class SaRecorder {
       writes.push({ where, progress: p, record: { dvipa, epoch: owner.epoch, owner: this.node, savedAt: new Date(now).toISOString(), sa, policies } });
     }
     const gone = [...mine.keys(), ...unknown].filter((k) => !present.has(k));
-    const written = await fenced(writes, (w) => this.store.putBlobFenced(w.where, sealRecord(this.key, w.where, w.record), dvipa, owner), (w) => {
+    const seal = (ws: typeof writes) => ws.map((w): [string, Buffer] => [w.where, sealRecord(this.key, w.where, w.record)]);
+    const written = await fenced(writes, PER_TXN, (ws) => this.store.putBlobsFenced(seal(ws), dvipa, owner), (w) => {
       mine.set(w.where, { progress: w.progress, at: now });
       unknown.delete(w.where);
       r.written++;
     });
     if (!written) return { ...r, fenced: true };
-    const removed = await fenced(gone, (where) => this.store.deleteBlobsFenced(where, dvipa, owner), (where) => {
+    const removed = await fenced(gone, 1, ([where]) => this.store.deleteBlobsFenced(where, dvipa, owner), (where) => {
       mine.delete(where);
       unknown.delete(where);
       r.removed++;
@@ -161,6 +167,16 @@ export interface ReinstallResult {
   owner: boolean;
   /** Milliseconds: reading and opening the records, installing the SAs, the policies, rewriting the records. */
   phases: { readMs: number; saMs: number; policyMs: number; recordMs: number };
+}
+
+/** Writes `records` as this node's, at its epoch, `written` for each; false: fenced off (no longer the owner). */
+export async function writeRecords(store: RecordStore, key: Buffer, node: string, dvipa: string, owner: OwnerRecord, records: SaRecord[], written: () => void): Promise<boolean> {
+  const savedAt = new Date().toISOString();
+  const seal = (r: SaRecord): [string, Buffer] => {
+    const where = recordKey(dvipa, r.sa);
+    return [where, sealRecord(key, where, { ...r, epoch: owner.epoch, owner: node, savedAt })];
+  };
+  return fenced(records, PER_TXN, (rs) => store.putBlobsFenced(rs.map(seal), dvipa, owner), written);
 }
 
 /** What makes two policies the same for de-duplication (the kernel's index aside). */
@@ -212,12 +228,7 @@ export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, 
   inKernel?.();
   // The previous owner's records go; ours, at our epoch, replace them.
   if (!(await store.deleteBlobsFenced(prefixOf(dvipa), dvipa, owner))) return { ...result, owner: false };
-  const savedAt = new Date().toISOString();
-  const ours = await fenced(installed, (r) => {
-    const where = recordKey(dvipa, r.sa);
-    return store.putBlobFenced(where, sealRecord(key, where, { ...r, epoch: owner.epoch, owner: node, savedAt }), dvipa, owner);
-  }, () => result.recorded++);
-  if (!ours) return { ...result, owner: false };
+  if (!(await writeRecords(store, key, node, dvipa, owner, installed, () => result.recorded++))) return { ...result, owner: false };
   result.phases.recordMs = lap();
   return result;
 }
