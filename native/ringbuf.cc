@@ -33,12 +33,16 @@ class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
     poll_ = new uv_poll_t;
     poll_->data = this;
     int r = uv_poll_init(loop, poll_, ring_buffer__epoll_fd(rb_));
-    if (r == 0) r = uv_poll_start(poll_, UV_READABLE, OnReadable);
     if (r) {
       ring_buffer__free(rb_);
       rb_ = nullptr;
       delete poll_;
       poll_ = nullptr;
+      ThrowErrno(env_, "uv_poll_init", -r);
+    }
+    r = uv_poll_start(poll_, UV_READABLE, OnReadable);
+    if (r) {
+      Stop();  // an initialised handle is the loop's until uv_close
       ThrowErrno(env_, "uv_poll_start", -r);
     }
     Ref();  // kept alive by the poll until close()
@@ -64,7 +68,13 @@ class RingBuffer : public Napi::ObjectWrap<RingBuffer> {
     for (size_t i = 0; i < self->pending_.size(); i++)
       records.Set(i, Napi::Buffer<uint8_t>::Copy(self->env_, self->pending_[i].data(), self->pending_[i].size()));
     self->pending_.clear();
-    self->callback_.MakeCallback(self->env_.Global(), {records});
+    try {
+      self->callback_.MakeCallback(self->env_.Global(), {records});
+    } catch (const Napi::Error &e) {
+      // Thrown by the callback: Node's uncaught exception, as from any event handler, not an
+      // exception out of a libuv callback (which aborts the process).
+      napi_fatal_exception(self->env_, e.Value());
+    }
   }
 
   void Stop() {
