@@ -118,7 +118,7 @@ export class AgentMetrics {
       },
     });
     new Gauge({
-      name: 'dvipa_ipsec_last_reinstall_seconds', help: "the DVIPA's last re-install of IPsec SAs here: seconds until the SAs and policies were in, records rewritten included", labelNames: ['dvipa'], registers: [r],
+      name: 'dvipa_ipsec_last_reinstall_seconds', help: "seconds the DVIPA's last re-install of IPsec SAs here took, records rewritten included (the address moved once the SAs and policies were in)", labelNames: ['dvipa'], registers: [r],
       collect() {
         this.reset();
         for (const d of ipsec()) if (d.lastReinstall) this.set({ dvipa: d.dvipa }, d.lastReinstall.tookMs / 1000);
