@@ -3,13 +3,14 @@
  * (loopback): one winner among racing claims, epochs that only grow, a stale claim
  * refused, a dead node's DVIPA freed by its lease, a clean stop's grace for adoption.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decide, PRIMARY_RANK, type Situation } from '../src/cluster/election.js';
 import { EtcdCoupling, type DvipaView } from '../src/cluster/coupling.js';
 import { EpochFence } from '../src/cluster/fence.js';
 import { decodeMessage, InvalidMessage, MsgType } from '../src/cluster/messages.js';
-import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
+import { startEtcd } from '../src/lab/etcd.js';
+import { etcdFixture } from './helpers/etcd.js';
 import { log } from '../src/log.js';
 import { sleep } from './helpers/agents.js';
 import { execFileSync, spawn } from 'node:child_process';
@@ -107,15 +108,9 @@ describe('fencing by epoch', () => {
 });
 
 describe('coupling facility on etcd', () => {
-  let etcd: EtcdServer;
-  const open: EtcdCoupling[] = [];
+  const etcd = etcdFixture();
   let seq = 0;
-  const cf = async (node: string, ttlSec = 1) => {
-    const c = new EtcdCoupling({ endpoints: [etcd.url], node, xcf: '198.18.0.1', ttlSec, prefix: `/t${seq}/`, logger: log });
-    open.push(c);
-    await c.start();
-    return c;
-  };
+  const cf = (node: string, ttlSec = 1) => etcd.join(node, { ttlSec, prefix: `/t${seq}/` });
   const until = async (what: string, cond: () => boolean, ms = 5000) => {
     const end = Date.now() + ms;
     while (!cond()) {
@@ -123,14 +118,6 @@ describe('coupling facility on etcd', () => {
       await sleep(20);
     }
   };
-
-  before(async () => {
-    etcd = await startEtcd();
-  });
-  after(async () => {
-    for (const c of open) await c.stop(0).catch(() => undefined);
-    await etcd?.stop();
-  });
 
   test('racing claims: exactly one wins; the epoch grows with every change of owner', async () => {
     seq++;
@@ -157,7 +144,7 @@ describe('coupling facility on etcd', () => {
     // The owner is another process, killed (SIGKILL): nothing revokes its lease.
     const script = `import('${path.join(ROOT, 'dist', 'src', 'cluster', 'coupling.js')}').then(async ({ EtcdCoupling }) => {
       const { log } = await import('${path.join(ROOT, 'dist', 'src', 'log.js')}');
-      const a = new EtcdCoupling({ endpoints: ['${etcd.url}'], node: 'a', xcf: '198.18.0.1', ttlSec: 1, prefix: '/t${seq}/', logger: log });
+      const a = new EtcdCoupling({ endpoints: ['${etcd.server.url}'], node: 'a', xcf: '198.18.0.1', ttlSec: 1, prefix: '/t${seq}/', logger: log });
       await a.start();
       const won = await a.claim('${D}', 100, a.view('${D}'));
       process.stdout.write(won ? 'claimed\\n' : 'lost\\n');
@@ -230,11 +217,11 @@ describe('coupling facility on etcd', () => {
     const a = await cf('a');
     const changes: boolean[] = [];
     a.on('health', (ok: boolean) => changes.push(ok));
-    etcd.pause();
+    etcd.server.pause();
     try {
       await until('unhealthy', () => !a.healthy, 5000);
     } finally {
-      etcd.resume();
+      etcd.server.resume();
     }
     await until('healthy again', () => a.healthy, 8000);
     assert.deepEqual(changes.slice(0, 2), [false, true]);

@@ -6,11 +6,11 @@
  * new owner re-installs with the sequence jump, adds only the policies it lacks, refuses
  * foreign records, and replaces the records with its own.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { EtcdCoupling, type OwnerRecord } from '../src/cluster/coupling.js';
-import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
+import { etcdFixture } from './helpers/etcd.js';
 import { log } from '../src/log.js';
 import { reinstall, SaRecorder, type XfrmOps } from '../src/ipsec/recovery.js';
 import { IpsecRole } from '../src/ipsec/ipsec-role.js';
@@ -62,22 +62,8 @@ class FakeXfrm implements XfrmOps {
 }
 
 const KEY = storeKey(randomBytes(32));
-let etcd: EtcdServer;
-const cfs: EtcdCoupling[] = [];
-const node = async (name: string) => {
-  const c = new EtcdCoupling({ endpoints: [etcd.url], node: name, xcf: '198.18.0.1', ttlSec: 1, logger: log });
-  await c.start();
-  cfs.push(c);
-  return c;
-};
-
-before(async () => {
-  etcd = await startEtcd();
-});
-after(async () => {
-  for (const c of cfs) await c.stop(0).catch(() => undefined);
-  await etcd?.stop();
-});
+const etcd = etcdFixture();
+const node = (name: string) => etcd.join(name);
 
 test('record on the owner, fence the deposed, re-install on the new owner', async () => {
   const r1 = await node('r1');

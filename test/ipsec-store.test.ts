@@ -4,14 +4,12 @@
  * of the DVIPA's epoch or older than the newest records; the sequence-number jump for a
  * re-install; and on a real etcd, writes fenced by ownership.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { forReinstall, openRecord, readRecords, recordKey, sealRecord, storeKey, StoreError, type SaRecord } from '../src/ipsec/store.js';
 import { ANY_SELECTOR, NO_LIMITS, type Sa } from '../src/ipsec/xfrm.js';
-import { EtcdCoupling } from '../src/cluster/coupling.js';
-import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
-import { log } from '../src/log.js';
+import { etcdFixture } from './helpers/etcd.js';
 
 const DVIPA = '192.0.2.10';
 const SA: Sa = {
@@ -67,19 +65,10 @@ test('re-install: outbound sequence numbers jump by the margin (carrying into th
   assert.throws(() => forReinstall(SA, -1), /whole number/);
 });
 
-let etcd: EtcdServer;
-let cf: EtcdCoupling;
-before(async () => {
-  etcd = await startEtcd();
-  cf = new EtcdCoupling({ endpoints: [etcd.url], node: 'r1', xcf: '198.18.0.1', ttlSec: 1, logger: log });
-  await cf.start();
-});
-after(async () => {
-  await cf?.stop(0);
-  await etcd?.stop();
-});
+const etcd = etcdFixture();
 
 test('on etcd: only the owner of the epoch writes; records are listed and cleared per DVIPA', async () => {
+  const cf = await etcd.join('r1');
   const owner = await cf.claim(DVIPA, 256, cf.view(DVIPA));
   assert.ok(owner);
   assert.equal(await cf.putBlobsFenced([[WHERE, sealRecord(KEY, WHERE, record(owner.epoch))]], DVIPA, owner), true);
