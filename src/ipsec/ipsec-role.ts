@@ -156,15 +156,14 @@ export class IpsecRole {
       this.pending.delete(dvipa);
       return;
     }
-    const t0 = Date.now();
     const r = await reinstall(this.xfrm, this.store, this.key, this.node, dvipa, owner, this.opts.seqMargin, this.log, inKernel);
     this.pending.delete(dvipa);
     for (const sa of r.installed) this.reinstalled.add(recordKey(dvipa, sa));
     this.recorder.seed(dvipa, r.installed);
-    this.remember(dvipa, how, r, Date.now() - t0);
+    const last = this.remember(dvipa, how, r);
     if (!r.owner) this.log.warn({ dvipa }, 'lost the DVIPA while re-installing its IPsec SAs');
     else if (r.installed.length || r.refused.length || r.failed.length) {
-      this.log.info({ dvipa, how, installed: r.installed.length, policies: r.policies, refused: r.refused.length, failed: r.failed.length, ms: Date.now() - t0 }, 'IPsec SAs re-installed from the coupling facility');
+      this.log.info({ dvipa, how, installed: r.installed.length, policies: r.policies, refused: r.refused.length, failed: r.failed.length, ms: last.tookMs }, 'IPsec SAs re-installed from the coupling facility');
     }
   }
 
@@ -210,11 +209,14 @@ export class IpsecRole {
     };
   }
 
-  private remember(dvipa: string, how: Claim | 'adopted', r: ReinstallResult, tookMs: number): void {
-    this.last.set(dvipa, {
-      at: new Date().toISOString(), how, installed: r.installed.length, policies: r.policies, tookMs, phases: r.phases,
+  private remember(dvipa: string, how: Claim | 'adopted', r: ReinstallResult): NonNullable<IpsecDvipaRow['lastReinstall']> {
+    const { readMs, saMs, policyMs, recordMs } = r.phases;
+    const last = {
+      at: new Date().toISOString(), how, installed: r.installed.length, policies: r.policies, tookMs: readMs + saMs + policyMs + recordMs, phases: r.phases,
       refused: r.refused.map((e) => e.message), failed: r.failed.map((f) => ({ spi: f.spi.toString(16), error: f.error })),
-    });
+    };
+    this.last.set(dvipa, last);
+    return last;
   }
 
   private scanAll(): void {

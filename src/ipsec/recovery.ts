@@ -59,7 +59,11 @@ export function sasOf(dvipa: string, sas: Sa[], policies: Policy[]): Array<{ sa:
   const ends = (x: { src: string; dst: string; proto: string }) => `${x.src}|${x.dst}|${x.proto}`;
   const byEnds = new Map<string, Policy[]>();
   for (const p of policies) {
-    for (const k of new Set(p.tmpls.map(ends))) byEnds.set(k, [...(byEnds.get(k) ?? []), p]);
+    for (const k of new Set(p.tmpls.map(ends))) {
+      const list = byEnds.get(k);
+      if (list) list.push(p);
+      else byEnds.set(k, [p]);
+    }
   }
   return sas.filter((s) => s.src === dvipa || s.dst === dvipa).map((sa) => ({
     sa,
@@ -92,10 +96,14 @@ export class SaRecorder {
     return times.length ? Math.max(...times) : undefined;
   }
 
-  /** The records just written for these SAs (by reinstall): not rewritten until they move. */
+  /**
+   * The store holds the DVIPA's records of exactly these SAs, just written (reinstall replaced
+   * them all): not rewritten until they move, and no other record to look for.
+   */
   seed(dvipa: string, sas: Sa[], now = Date.now()): void {
     const mine = this.mine(dvipa);
     for (const sa of sas) mine.set(recordKey(dvipa, sa), { progress: progress(sa), at: now });
+    this.unknown.set(dvipa, new Set());
   }
 
   /** This node no longer owns the DVIPA: its next ownership starts from the store again. */
