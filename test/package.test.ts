@@ -1,0 +1,243 @@
+/*
+ * The Debian package for real, as root: built from this tree by scripts/package (nothing
+ * compiled again), installed with dpkg; its command, example, manual page and unit checked
+ * (systemd-analyze verify); upgraded to a second build under a running routing agent, started
+ * as the unit would start it (its command line, defaults file, capabilities and
+ * NoNewPrivileges: there may be no systemd to do it), which keeps forwarding meanwhile; then
+ * purged, leaving no file, pin or process. The package is system-wide: one such test at a
+ * time on a machine (flock), and it is purged after a failure too.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { randomBytes } from 'node:crypto';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { fullChecksums, nsIp, sysctl, Topology } from '../src/lab/netns.js';
+import { Client, startNameServer } from '../src/lab/procs.js';
+import { requireRoot, uniquePrefix } from './helpers/env.js';
+import { Agents } from './helpers/agents.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BASE = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+/** Versions no real install has, so a leftover of an interrupted run is recognised as one. */
+const V1 = `${BASE}+pkgtest1`;
+const V2 = `${BASE}+pkgtest2`;
+const UNIT = '/lib/systemd/system/dvipa-agent.service';
+const PINS = '/sys/fs/bpf/dvipa';
+const LOCK = '/tmp/dvipa-package.lock';
+const DVIPA = '192.0.2.10';
+const PORT = 8080;
+/** What the agent runs with under systemd besides the unit's own Environment= lines. */
+const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+const run = promisify(execFile);
+let lock: ChildProcess | undefined;
+let dir: string;
+let debs: Record<string, string>;
+let topo: Topology | undefined;
+let fleet: Agents;
+let client: Client | undefined;
+const ns: Record<string, string> = {};
+
+function sh(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+}
+
+/** Exit code, stdout and stderr of a command that may fail. */
+function attempt(cmd: string, args: string[]): { code: number; out: string; err: string } {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+const dpkg = (...args: string[]) => sh('dpkg', ['--force-confdef', '--force-confold', ...args], { DEBIAN_FRONTEND: 'noninteractive' });
+const installed = () => attempt('dpkg-query', ['-W', '-f=${Status} ${Version}', 'dvipa']).out;
+
+/** Holds the machine-wide lock until release() (or this process's end). */
+async function acquireLock(): Promise<void> {
+  lock = spawn('flock', [LOCK, 'sh', '-c', 'echo locked; exec cat'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    readline.createInterface({ input: lock!.stdout! }).once('line', () => resolve());
+    lock!.once('exit', (code) => reject(new Error(`flock ${LOCK} exited with ${code}`)));
+  });
+}
+
+/** The routing agent as dvipa-agent.service starts it: ExecStart with /etc/default/dvipa, its capabilities, no new privileges. */
+function startAsUnit(node: string): void {
+  const unit = fs.readFileSync(UNIT, 'utf8');
+  const execStart = /^ExecStart=(.*)$/m.exec(unit)![1];
+  const caps = /^CapabilityBoundingSet=(.*)$/m.exec(unit)![1].split(/\s+/).map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`);
+  assert.match(unit, /^NoNewPrivileges=yes$/m);
+  const environment = Object.fromEntries([...unit.matchAll(/^Environment=(\w+)=(.*)$/gm)].map((m) => [m[1], m[2]]));
+  // systemd: ${X} is one word, $X splits at white space; the shell's unquoted expansions do both here.
+  const child = topo!.spawn(ns[node], 'setpriv', ['--no-new-privs', '--bounding-set', ['-all', ...caps].join(','), '--',
+    'sh', '-c', `set -a; . /etc/default/dvipa; set +a; exec ${execStart}`], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: SYSTEM_PATH, ...environment } });
+  fleet.adopt(node, child);
+}
+
+async function untilReady(): Promise<void> {
+  await fleet.until('both agents started', () => ['r1', 't1'].every((n) => fleet.find(n, 'agent started')));
+  await fleet.until(`t1 listening on ${PORT} in r1's DPT`, () => fleet.logs.r1.some((l) => l.msg === 'DPT changed' && l.target === 't1' && l.ready === true));
+}
+
+/** Ids of the routing node's CRT map and distributor link: the same ids, the same kernel objects. */
+function pinnedIds(): { crt: number; link: number } {
+  const id = (kind: string, pin: string) => (JSON.parse(sh('bpftool', ['-j', kind, 'show', 'pinned', pin])) as { id: number }).id;
+  return { crt: id('map', `${PINS}/crt`), link: id('link', `${PINS}/links/xdp_distributor@ext`) };
+}
+
+async function assertServed(ids: number[], what: string): Promise<void> {
+  const answers = await client!.ask(ids);
+  for (const a of answers) assert.equal(a.error, undefined, `${what}: connection ${a.id}: ${a.error}`);
+  assert.deepEqual(answers.map((a) => a.name), ids.map(() => 't1'), what);
+}
+
+before(async () => {
+  requireRoot();
+  await acquireLock();
+  if (/\+pkgtest\d+$/.test(installed())) dpkg('--purge', 'dvipa');
+  assert.doesNotMatch(installed(), /ok (installed|config-files)/, `dvipa is on this machine (${installed()}): this test would replace it`);
+  assert.ok(!fs.existsSync('/usr/bin/dvipa'), '/usr/bin/dvipa exists, from no package: this test would replace it');
+  assert.ok(!fs.existsSync(PINS), `${PINS} exists: a dvipa data plane runs on this machine`);
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-package-'));
+  // Both versions from the tree as it is built (no second compile), side by side.
+  const build = async (v: string) => (await run(path.join(ROOT, 'scripts', 'package'), ['--version', v, '--out', dir], { cwd: ROOT })).stdout.trim();
+  const [d1, d2] = await Promise.all([build(V1), build(V2)]);
+  debs = { [V1]: d1, [V2]: d2 };
+});
+
+after(async () => {
+  client?.stop();
+  topo?.teardown();
+  fleet?.purge();
+  try {
+    if (installed().startsWith('install ok') || installed().includes('config-files')) dpkg('--purge', 'dvipa');
+  } finally {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    lock?.stdin!.end();
+  }
+});
+
+test('the package installs dvipa on the PATH with its version, example, manual page and a unit systemd accepts', () => {
+  dpkg('-i', debs[V1]);
+  assert.equal(sh('which', ['dvipa']).trim(), '/usr/bin/dvipa');
+  assert.equal(sh('dvipa', ['--version']).trim(), V1);
+  assert.match(sh('dvipa', ['config', 'check', '/usr/share/doc/dvipa/examples/cluster.cfg']), /: ok \(5 nodes, 1 DVIPA defined\)/);
+  fs.writeFileSync(path.join(dir, 'bad.cfg'), 'NODE r1 XCF 10.1.0.300\n');
+  assert.equal(attempt('dvipa', ['config', 'check', path.join(dir, 'bad.cfg')]).code, 2);
+
+  // What the router gets: Debian's runtime packages, no compiler, no build-only npm package.
+  const status = sh('dpkg-query', ['-W', '-f=${Depends}\n${Recommends}\n${Conffiles}', 'dvipa']);
+  for (const p of ['nodejs (>= 20.19)', 'libbpf1', 'libelf1', 'iproute2', 'etcd-client', 'strongswan-swanctl', '/etc/default/dvipa']) assert.ok(status.includes(p), `${p} in ${status}`);
+  const modules = (m: string) => fs.existsSync(path.join('/usr/lib/dvipa/node_modules', m));
+  for (const m of ['cmake-js', 'node-addon-api', 'typescript', '@types/yargs']) assert.ok(!modules(m), `${m} installed`);
+  for (const m of ['yargs', 'etcd3', 'pino']) assert.ok(modules(m), `${m} missing`);
+  assert.ok(fs.existsSync('/usr/lib/dvipa/build/Release/dvipa.node') && fs.existsSync('/usr/lib/dvipa/build/bpf/distributor.bpf.o'));
+
+  assert.equal(sh('man', ['-w', 'dvipa']).trim(), '/usr/share/man/man8/dvipa.8.gz');
+  const page = execFileSync('man', ['--warnings', 'dvipa'], { encoding: 'utf8', env: { ...process.env, MANWIDTH: '80', LC_ALL: 'C.UTF-8' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  for (const c of ['dvipa agent', 'dvipa netstat vdpt', 'dvipa config check', 'dvipa fastpath purge', '--restart-grace']) assert.ok(page.includes(c), `${c} in the manual page`);
+
+  // The unit: what systemd says of it (warnings too: verify exits 0 on an unknown key), and that it would say so.
+  const unit = fs.readFileSync(UNIT, 'utf8');
+  assert.match(unit, /^ExecStart=\/usr\/bin\/dvipa agent /m);
+  const verify = (file: string) => {
+    const r = attempt('systemd-analyze', ['verify', file]);
+    return { code: r.code, said: `${r.out}${r.err}`.split('\n').filter((l) => l.includes('dvipa')) };
+  };
+  assert.deepEqual(verify(UNIT), { code: 0, said: [] });
+  const broken = path.join(dir, 'dvipa-agent.service');
+  fs.writeFileSync(broken, unit.replace('NoNewPrivileges=yes', 'NoNewPrivileges=perhaps'));
+  assert.equal(verify(broken).said.length, 1, 'systemd-analyze verify reports a bad value');
+  assert.ok(fs.existsSync('/etc/systemd/system/multi-user.target.wants/dvipa-agent.service'), 'the unit is enabled');
+});
+
+test('an upgrade keeps the configuration, and forwarding under a running agent restarted on the new version', async () => {
+  assert.equal(sh('dvipa', ['--version']).trim(), V1, 'the first version is installed (previous test)');
+  fs.writeFileSync('/etc/dvipa/cluster.key', randomBytes(32), { mode: 0o600 });
+  fs.writeFileSync('/etc/dvipa/cluster.cfg', [
+    'CLUSTER KEYFILE /etc/dvipa/cluster.key',
+    'NODE r1 XCF 198.18.10.1 EXTERNAL ext INTERNAL rt1',
+    'VIPADYNAMIC',
+    `  VIPADEFINE 255.255.255.255 ${DVIPA}`,
+    `  VIPADISTRIBUTE ${DVIPA} PORT ${PORT} DESTIP 198.18.11.2`,
+    'ENDVIPADYNAMIC',
+    'NODE t1 XCF 198.18.11.2 INTERNAL up0',
+  ].join('\n'));
+  const defaults = fs.readFileSync('/etc/default/dvipa', 'utf8').replace(/^DVIPA_ARGS=.*$/m, 'DVIPA_ARGS=--metrics 127.0.0.1:9741 --scan-ms 500');
+  fs.writeFileSync('/etc/default/dvipa', defaults);
+  const config = fs.readFileSync('/etc/dvipa/cluster.cfg', 'utf8');
+
+  const prefix = uniquePrefix('pkg');
+  topo = new Topology(prefix);
+  fleet = new Agents(topo, ns, dir, prefix);
+  for (const n of ['client', 'r1', 't1']) ns[n] = topo.ns(n);
+  topo.veth({ ns: ns.client, name: 'c0', addr: '198.18.0.1/24' }, { ns: ns.r1, name: 'ext', addr: '198.18.0.2/24' });
+  nsIp(ns.client, 'route', 'add', `${DVIPA}/32`, 'via', '198.18.0.2');
+  fullChecksums(ns.client, 'c0');
+  nsIp(ns.r1, 'addr', 'add', '198.18.10.1/32', 'dev', 'lo');
+  sysctl(ns.r1, 'net.ipv4.ip_forward', '1');
+  topo.veth({ ns: ns.r1, name: 'rt1', addr: '198.18.11.1/24' }, { ns: ns.t1, name: 'up0', addr: '198.18.11.2/24' });
+  nsIp(ns.t1, 'route', 'add', 'default', 'via', '198.18.11.1');
+  await startNameServer(topo, ns.t1, 't1', PORT, 9999);
+
+  startAsUnit('r1');
+  fleet.adopt('t1', topo.spawn(ns.t1, '/usr/bin/dvipa', ['agent', '--config', '/etc/dvipa/cluster.cfg', '--node', 't1', '--pin-root', fleet.pinRoot('t1'),
+    '--control', fleet.socket('t1'), '--metrics', '', '--scan-ms', '500'], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: SYSTEM_PATH, DVIPA_LOG_FORMAT: 'json' } }));
+  await untilReady();
+  client = Client.start(topo, ns.client);
+  const conns = await client.open(DVIPA, PORT, 5);
+  const ids = conns.map((c) => c.id);
+  await assertServed(ids, 'before the upgrade');
+  // README's commands as typed, against the agent the unit's way started (default socket).
+  assert.match(sh('dvipa', ['netstat', 'vdpt']), new RegExp(`${DVIPA.replace(/\./g, '\\.')}`));
+  assert.match(sh('dvipa', ['netstat', 'vipadyn']), /ACTIVE/);
+  const ids0 = pinnedIds();
+
+  dpkg('-i', debs[V2]);
+  assert.equal(sh('dvipa', ['--version']).trim(), V2);
+  assert.equal(fs.readFileSync('/etc/default/dvipa', 'utf8'), defaults, 'the modified conffile is kept');
+  assert.equal(fs.readFileSync('/etc/dvipa/cluster.cfg', 'utf8'), config);
+  assert.equal(fs.statSync('/etc/dvipa').mode & 0o777, 0o700);
+
+  // What systemctl try-restart does (postinst, where systemd runs): stop, then start the new version.
+  await fleet.stop('r1');
+  await assertServed(ids, 'with no routing agent');
+  const fresh = await client.open(DVIPA, PORT, 3);
+  await assertServed(fresh.map((c) => c.id), 'new connections with no routing agent');
+  startAsUnit('r1');
+  await fleet.until('the new routing agent started', () => !!fleet.find('r1', 'agent started'));
+  await assertServed([...ids, ...fresh.map((c) => c.id)], 'after the restart');
+  assert.deepEqual(pinnedIds(), ids0, 'the CRT map and the XDP link are the ones from before the upgrade');
+  const again = await client.open(DVIPA, PORT, 3);
+  await assertServed(again.map((c) => c.id), 'new connections after the restart');
+});
+
+test('purge leaves no file, pin or process behind', async () => {
+  // What stopping the unit does (prerm, where systemd runs); then dpkg takes the data plane down.
+  await fleet.stop('r1');
+  await fleet.stop('t1');
+  client?.stop();
+  client = undefined;
+  dpkg('--purge', 'dvipa');
+  assert.equal(installed().startsWith('install ok'), false);
+  for (const p of ['/usr/lib/dvipa', '/usr/bin/dvipa', '/etc/dvipa', '/etc/default/dvipa', UNIT, '/usr/share/doc/dvipa',
+    '/usr/share/man/man8/dvipa.8.gz', '/run/dvipa', PINS, '/etc/systemd/system/multi-user.target.wants/dvipa-agent.service']) {
+    assert.ok(!fs.existsSync(p), `${p} left behind`);
+  }
+  const helperState = attempt('grep', ['-rl', 'dvipa', '/var/lib/systemd/deb-systemd-helper-enabled', '/var/lib/systemd/deb-systemd-helper-masked']).out;
+  assert.equal(helperState, '', 'deb-systemd-helper state left behind');
+  assert.doesNotMatch(nsIp(ns.r1, '-d', 'link', 'show', 'ext'), /xdp/, 'the distributor is detached');
+  const procs = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+    try {
+      return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('/usr/lib/dvipa');
+    } catch {
+      return false;
+    }
+  });
+  assert.deepEqual(procs, [], 'processes of the package left running');
+});
