@@ -71,8 +71,11 @@ async function acquireLock(): Promise<void> {
   });
 }
 
-/** The routing agent as dvipa-agent.service starts it: ExecStart with /etc/default/dvipa, its capabilities, no new privileges. */
-function startAsUnit(node: string): void {
+/**
+ * An agent as dvipa-agent.service starts it: ExecStart with /etc/default/dvipa, the unit's
+ * capabilities, no new privileges; `overrides` (shell assignments) after the defaults file.
+ */
+function startAsUnit(node: string, overrides = ''): void {
   const unit = fs.readFileSync(UNIT, 'utf8');
   const execStart = /^ExecStart=(.*)$/m.exec(unit)![1];
   const caps = /^CapabilityBoundingSet=(.*)$/m.exec(unit)![1].split(/\s+/).map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`);
@@ -80,7 +83,7 @@ function startAsUnit(node: string): void {
   const environment = Object.fromEntries([...unit.matchAll(/^Environment=(\w+)=(.*)$/gm)].map((m) => [m[1], m[2]]));
   // systemd: ${X} is one word, $X splits at white space; the shell's unquoted expansions do both here.
   const child = topo!.spawn(ns[node], 'setpriv', ['--no-new-privs', '--bounding-set', ['-all', ...caps].join(','), '--',
-    'sh', '-c', `set -a; . /etc/default/dvipa; set +a; exec ${execStart}`], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: SYSTEM_PATH, ...environment } });
+    'sh', '-c', `set -a; . /etc/default/dvipa; ${overrides} set +a; exec ${execStart}`], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: SYSTEM_PATH, ...environment } });
   fleet.adopt(node, child);
 }
 
@@ -192,8 +195,8 @@ test('an upgrade keeps the configuration, and forwarding under a running agent r
   await startNameServer(topo, ns.t1, 't1', PORT, 9999);
 
   startAsUnit('r1');
-  fleet.adopt('t1', topo.spawn(ns.t1, '/usr/bin/dvipa', ['agent', '--config', '/etc/dvipa/cluster.cfg', '--node', 't1', '--pin-root', fleet.pinRoot('t1'),
-    '--control', fleet.socket('t1'), '--metrics', '', '--scan-ms', '500'], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: SYSTEM_PATH, DVIPA_LOG_FORMAT: 'json' } }));
+  // The target on this machine too: its own pins and socket (the routing node has the defaults).
+  startAsUnit('t1', `DVIPA_NODE=t1 DVIPA_ARGS="--pin-root ${fleet.pinRoot('t1')} --control ${fleet.socket('t1')} --scan-ms 500";`);
   await untilReady();
   client = Client.start(topo, ns.client);
   const conns = await client.open(DVIPA, PORT, 5);
