@@ -165,6 +165,39 @@ test('the package installs dvipa on the PATH with its version, example, manual p
   assert.ok(fs.existsSync('/etc/systemd/system/multi-user.target.wants/dvipa-agent.service'), 'the unit is enabled');
 });
 
+test('where systemd runs, the maintainer scripts start the agent on install, restart it on upgrade, stop it on removal', () => {
+  // The scripts of the package, in a private mount namespace where /run/systemd/system exists and
+  // systemctl, deb-systemd-helper, deb-systemd-invoke and dvipa only write down how they were called.
+  const control = path.join(dir, 'control');
+  sh('dpkg-deb', ['-e', debs[V1], control]);
+  const stubs = path.join(dir, 'stubs');
+  const calls = path.join(dir, 'calls');
+  fs.mkdirSync(stubs);
+  for (const tool of ['systemctl', 'deb-systemd-helper', 'deb-systemd-invoke', 'dvipa']) {
+    fs.writeFileSync(path.join(stubs, tool), `#!/bin/sh\necho "${tool} $*" >> ${calls}\n`, { mode: 0o755 });
+  }
+  const steps = [['postinst', 'configure', ''], ['postinst', 'configure', V1], ['prerm', 'upgrade', V2], ['prerm', 'remove'],
+    ['postrm', 'remove'], ['postrm', 'purge']];
+  sh('unshare', ['-m', 'sh', '-ec', [
+    'mount -t tmpfs none /run && mkdir -p /run/systemd/system /run/dvipa',
+    'mount -t tmpfs none /sys/fs/bpf && mkdir /sys/fs/bpf/dvipa',
+    'mount -t tmpfs none /etc && mkdir /etc/dvipa',
+    `mount --bind ${stubs}/dvipa /usr/bin/dvipa`,
+    ...steps.map(([script, ...args]) => `echo "-- ${script} ${args.join(' ')}" >> ${calls}; ${control}/${script} ${args.map((a) => `'${a}'`).join(' ')}`),
+    `ls -d /etc/dvipa /run/dvipa >> ${calls} 2>/dev/null || echo "dvipa gone from /etc and /run" >> ${calls}`,
+  ].join('\n')], { PATH: `${stubs}:${ROUTER_PATH}` });
+  const acts = fs.readFileSync(calls, 'utf8').split('\n').filter((l) => /^(-- |deb-systemd-invoke|dvipa |\/)/.test(l));
+  assert.deepEqual(acts, [
+    '-- postinst configure ', 'deb-systemd-invoke start dvipa-agent.service',
+    `-- postinst configure ${V1}`, 'deb-systemd-invoke try-restart dvipa-agent.service',
+    `-- prerm upgrade ${V2}`,
+    '-- prerm remove', 'deb-systemd-invoke stop dvipa-agent.service', 'dvipa fastpath purge',
+    '-- postrm remove',
+    '-- postrm purge', 'dvipa gone from /etc and /run',
+  ]);
+  assert.ok(fs.existsSync('/etc/dvipa') && fs.existsSync('/usr/lib/dvipa'), 'the host is untouched');
+});
+
 test('an upgrade keeps the configuration, and forwarding under a running agent restarted on the new version', async () => {
   assert.equal(sh('dvipa', ['--version']).trim(), V1, 'the first version is installed (previous test)');
   fs.writeFileSync('/etc/dvipa/cluster.key', randomBytes(32), { mode: 0o600 });
