@@ -198,7 +198,15 @@ test('where systemd runs, the maintainer scripts start the agent on install, res
   assert.ok(fs.existsSync('/etc/dvipa') && fs.existsSync('/usr/lib/dvipa'), 'the host is untouched');
 });
 
-test('an upgrade keeps the configuration, and forwarding under a running agent restarted on the new version', async () => {
+/** The routing agent's memory as the unit's MemoryMax= counts it: its resident set and the maps it created. */
+function routingAgentMemory(): { rss: number; maps: number } {
+  const status = fs.readFileSync(`/proc/${fleet.procs.r1.pid}/status`, 'utf8');
+  const maps = fs.readdirSync(PINS).filter((f) => f !== 'links')
+    .map((f) => (JSON.parse(sh('bpftool', ['-j', 'map', 'show', 'pinned', `${PINS}/${f}`])) as { bytes_memlock?: number }).bytes_memlock ?? 0);
+  return { rss: Number(/^VmRSS:\s+(\d+) kB/m.exec(status)![1]) * 1024, maps: maps.reduce((a, b) => a + b, 0) };
+}
+
+test('an upgrade keeps the configuration, and forwarding under a running agent restarted on the new version', async (t) => {
   assert.equal(sh('dvipa', ['--version']).trim(), V1, 'the first version is installed (previous test)');
   fs.writeFileSync('/etc/dvipa/cluster.key', randomBytes(32), { mode: 0o600 });
   fs.writeFileSync('/etc/dvipa/cluster.cfg', [
@@ -257,6 +265,13 @@ test('an upgrade keeps the configuration, and forwarding under a running agent r
   assert.deepEqual(pinnedIds(), ids0, 'the CRT map and the XDP link are the ones from before the upgrade');
   const again = await client.open(DVIPA, PORT, 3);
   await assertServed(again.map((c) => c.id), 'new connections after the restart');
+
+  // MemoryMax= leaves room: what a routing node holds here is under half of it.
+  const limit = /^MemoryMax=(\d+)G$/m.exec(fs.readFileSync(UNIT, 'utf8'))![1];
+  const memory = routingAgentMemory();
+  const mb = (n: number) => Math.round(n / 2 ** 20);
+  t.diagnostic(`routing agent: ${mb(memory.rss)} MB resident, ${mb(memory.maps)} MB of maps; MemoryMax=${limit}G`);
+  assert.ok(memory.rss + memory.maps < (Number(limit) * 2 ** 30) / 2, `${mb(memory.rss)} MB + ${mb(memory.maps)} MB`);
 });
 
 test('purge leaves no file, pin or process behind', async () => {
