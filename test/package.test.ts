@@ -132,6 +132,7 @@ after(async () => {
 
 test('the package installs dvipa on the PATH with its version, example, manual page and a unit systemd accepts', () => {
   dpkg('-i', debs[V1]);
+  assert.equal(sh('dpkg', ['--verify', 'dvipa']), '', 'every installed file matches its md5sum');
   assert.equal(sh('which', ['dvipa']).trim(), '/usr/bin/dvipa');
   assert.equal(sh('dvipa', ['--version']).trim(), V1);
   assert.match(sh('dvipa', ['config', 'check', '/usr/share/doc/dvipa/examples/cluster.cfg']), /: ok \(5 nodes, 1 DVIPA defined\)/);
