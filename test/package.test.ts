@@ -50,16 +50,19 @@ let client: Client | undefined;
 const ns: Record<string, string> = {};
 
 function sh(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
-  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PATH: ROUTER_PATH, ...env } });
+  const opts = { encoding: 'utf8' as const, stdio: ['ignore', 'pipe', 'pipe'] as ('ignore' | 'pipe')[] };
+  return execFileSync(cmd, args, { ...opts, env: { ...process.env, PATH: ROUTER_PATH, ...env } });
 }
 
 /** Exit code, stdout and stderr of a command that may fail. */
 function attempt(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): { code: number; out: string; err: string } {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PATH: ROUTER_PATH, ...env } });
+  const env2 = { ...process.env, PATH: ROUTER_PATH, ...env };
+  const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: env2 });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
-const dpkg = (...args: string[]) => sh('dpkg', ['--force-confdef', '--force-confold', ...args], { DEBIAN_FRONTEND: 'noninteractive' });
+const dpkg = (...args: string[]) =>
+  sh('dpkg', ['--force-confdef', '--force-confold', ...args], { DEBIAN_FRONTEND: 'noninteractive' });
 const installed = () => attempt('dpkg-query', ['-W', '-f=${Status} ${Version}', 'dvipa']).out;
 
 /** Holds the machine-wide lock until release() (or this process's end). */
@@ -78,23 +81,27 @@ async function acquireLock(): Promise<void> {
 function startAsUnit(node: string, overrides = ''): void {
   const unit = fs.readFileSync(UNIT, 'utf8');
   const execStart = /^ExecStart=(.*)$/m.exec(unit)![1];
-  const caps = /^CapabilityBoundingSet=(.*)$/m.exec(unit)![1].split(/\s+/).map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`);
+  const caps = /^CapabilityBoundingSet=(.*)$/m.exec(unit)![1].split(/\s+/)
+    .map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`);
   assert.match(unit, /^NoNewPrivileges=yes$/m);
   const environment = Object.fromEntries([...unit.matchAll(/^Environment=(\w+)=(.*)$/gm)].map((m) => [m[1], m[2]]));
   // systemd: ${X} is one word, $X splits at white space; the shell's unquoted expansions do both here.
   const child = topo!.spawn(ns[node], 'setpriv', ['--no-new-privs', '--bounding-set', ['-all', ...caps].join(','), '--',
-    'sh', '-c', `set -a; . /etc/default/dvipa; ${overrides} set +a; exec ${execStart}`], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: SYSTEM_PATH, ...environment } });
+    'sh', '-c', `set -a; . /etc/default/dvipa; ${overrides} set +a; exec ${execStart}`],
+  { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: SYSTEM_PATH, ...environment } });
   fleet.adopt(node, child);
 }
 
 async function untilReady(): Promise<void> {
   await fleet.until('both agents started', () => ['r1', 't1'].every((n) => fleet.find(n, 'agent started')));
-  await fleet.until(`t1 listening on ${PORT} in r1's DPT`, () => fleet.logs.r1.some((l) => l.msg === 'DPT changed' && l.target === 't1' && l.ready === true));
+  const listening = () => fleet.logs.r1.some((l) => l.msg === 'DPT changed' && l.target === 't1' && l.ready === true);
+  await fleet.until(`t1 listening on ${PORT} in r1's DPT`, listening);
 }
 
 /** Ids of the routing node's CRT map and distributor link: the same ids, the same kernel objects. */
 function pinnedIds(): { crt: number; link: number } {
-  const id = (kind: string, pin: string) => (JSON.parse(sh('bpftool', ['-j', kind, 'show', 'pinned', pin])) as { id: number }).id;
+  const id = (kind: string, pin: string) =>
+    (JSON.parse(sh('bpftool', ['-j', kind, 'show', 'pinned', pin])) as { id: number }).id;
   return { crt: id('map', `${PINS}/crt`), link: id('link', `${PINS}/links/xdp_distributor@ext`) };
 }
 
@@ -108,12 +115,14 @@ before(async () => {
   requireRoot();
   await acquireLock();
   if (/\+pkgtest\d+$/.test(installed())) dpkg('--purge', 'dvipa');
-  assert.doesNotMatch(installed(), /ok (installed|config-files)/, `dvipa is on this machine (${installed()}): this test would replace it`);
+  assert.doesNotMatch(installed(), /ok (installed|config-files)/,
+    `dvipa is on this machine (${installed()}): this test would replace it`);
   assert.ok(!fs.existsSync('/usr/bin/dvipa'), '/usr/bin/dvipa exists, from no package: this test would replace it');
   assert.ok(!fs.existsSync(PINS), `${PINS} exists: a dvipa data plane runs on this machine`);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-package-'));
   // Both versions from the tree as it is built (no second compile), side by side.
-  const build = async (v: string) => (await run(path.join(ROOT, 'scripts', 'package'), ['--version', v, '--out', dir], { cwd: ROOT })).stdout.trim();
+  const build = async (v: string) =>
+    (await run(path.join(ROOT, 'scripts', 'package'), ['--version', v, '--out', dir], { cwd: ROOT })).stdout.trim();
   const [d1, d2] = await Promise.all([build(V1), build(V2)]);
   debs = { [V1]: d1, [V2]: d2 };
 });
@@ -135,22 +144,31 @@ test('the package installs dvipa on the PATH with its version, example, manual p
   assert.equal(sh('dpkg', ['--verify', 'dvipa']), '', 'every installed file matches its md5sum');
   assert.equal(sh('which', ['dvipa']).trim(), '/usr/bin/dvipa');
   assert.equal(sh('dvipa', ['--version']).trim(), V1);
-  assert.match(sh('dvipa', ['config', 'check', '/usr/share/doc/dvipa/examples/cluster.cfg']), /: ok \(5 nodes, 1 DVIPA defined\)/);
+  const example = '/usr/share/doc/dvipa/examples/cluster.cfg';
+  assert.match(sh('dvipa', ['config', 'check', example]), /: ok \(5 nodes, 1 DVIPA defined\)/);
   fs.writeFileSync(path.join(dir, 'bad.cfg'), 'NODE r1 XCF 10.1.0.300\n');
   assert.equal(attempt('dvipa', ['config', 'check', path.join(dir, 'bad.cfg')]).code, 2);
 
   // What the router gets: Debian's runtime packages, no compiler, no build-only npm package.
   const status = sh('dpkg-query', ['-W', '-f=${Depends}\n${Recommends}\n${Conffiles}', 'dvipa']);
-  for (const p of ['nodejs (>= 20.19)', 'libbpf1', 'libelf1', 'iproute2', 'etcd-client', 'strongswan-swanctl', '/etc/default/dvipa']) assert.ok(status.includes(p), `${p} in ${status}`);
+  const wanted = ['nodejs (>= 20.19)', 'libbpf1', 'libelf1', 'iproute2', 'etcd-client', 'strongswan-swanctl'];
+  for (const p of [...wanted, '/etc/default/dvipa']) {
+    assert.ok(status.includes(p), `${p} in ${status}`);
+  }
   const modules = (m: string) => fs.existsSync(path.join('/usr/lib/dvipa/node_modules', m));
-  for (const m of ['cmake-js', 'node-addon-api', 'typescript', '@types/yargs']) assert.ok(!modules(m), `${m} installed`);
+  for (const m of ['cmake-js', 'node-addon-api', 'typescript', '@types/yargs']) assert.ok(!modules(m), `${m} in it`);
   for (const m of ['yargs', 'etcd3', 'pino']) assert.ok(modules(m), `${m} missing`);
-  assert.ok(fs.existsSync('/usr/lib/dvipa/build/Release/dvipa.node') && fs.existsSync('/usr/lib/dvipa/build/bpf/distributor.bpf.o'));
+  for (const f of ['build/Release/dvipa.node', 'build/bpf/distributor.bpf.o']) {
+    assert.ok(fs.existsSync(`/usr/lib/dvipa/${f}`), f);
+  }
 
   assert.equal(sh('man', ['-w', 'dvipa']).trim(), '/usr/share/man/man8/dvipa.8.gz');
   const page = attempt('man', ['--warnings', 'dvipa'], { MANWIDTH: '80', LC_ALL: 'C.UTF-8' });
   assert.deepEqual([page.code, page.err], [0, ''], 'man renders the page without a warning');
-  for (const c of ['dvipa agent', 'dvipa netstat vdpt', 'dvipa config check', 'dvipa fastpath purge', '--restart-grace']) assert.ok(page.out.includes(c), `${c} in the manual page`);
+  const commands = ['dvipa agent', 'dvipa netstat vdpt', 'dvipa config check', 'dvipa fastpath purge', '--pin-root'];
+  for (const c of commands) {
+    assert.ok(page.out.includes(c), `${c} in the manual page`);
+  }
 
   // The unit: what systemd says of it (warnings too: verify exits 0 on an unknown key), and that it would say so.
   const unit = fs.readFileSync(UNIT, 'utf8');
@@ -166,7 +184,7 @@ test('the package installs dvipa on the PATH with its version, example, manual p
   assert.ok(fs.existsSync('/etc/systemd/system/multi-user.target.wants/dvipa-agent.service'), 'the unit is enabled');
 });
 
-test('where systemd runs, the maintainer scripts start the agent on install, restart it on upgrade, stop it on removal', () => {
+test('where systemd runs, the maintainer scripts start the agent, restart it on upgrade, stop it on removal', () => {
   // The scripts of the package, in a private mount namespace where /run/systemd/system exists and
   // systemctl, deb-systemd-helper, deb-systemd-invoke and dvipa only write down how they were called.
   const control = path.join(dir, 'control');
@@ -177,14 +195,16 @@ test('where systemd runs, the maintainer scripts start the agent on install, res
   for (const tool of ['systemctl', 'deb-systemd-helper', 'deb-systemd-invoke', 'dvipa']) {
     fs.writeFileSync(path.join(stubs, tool), `#!/bin/sh\necho "${tool} $*" >> ${calls}\n`, { mode: 0o755 });
   }
-  const steps = [['postinst', 'configure', ''], ['postinst', 'configure', V1], ['prerm', 'upgrade', V2], ['prerm', 'remove'],
+  const steps = [['postinst', 'configure', ''], ['postinst', 'configure', V1], ['prerm', 'upgrade', V2],
+    ['prerm', 'remove'],
     ['postrm', 'remove'], ['postrm', 'purge']];
   sh('unshare', ['-m', 'sh', '-ec', [
     'mount -t tmpfs none /run && mkdir -p /run/systemd/system /run/dvipa',
     'mount -t tmpfs none /sys/fs/bpf && mkdir /sys/fs/bpf/dvipa',
     'mount -t tmpfs none /etc && mkdir /etc/dvipa',
     `mount --bind ${stubs}/dvipa /usr/bin/dvipa`,
-    ...steps.map(([script, ...args]) => `echo "-- ${script} ${args.join(' ')}" >> ${calls}; ${control}/${script} ${args.map((a) => `'${a}'`).join(' ')}`),
+    ...steps.map(([script, ...args]) =>
+      `echo "-- ${script} ${args.join(' ')}" >> ${calls}; ${control}/${script} ${args.map((a) => `'${a}'`).join(' ')}`),
     `ls -d /etc/dvipa /run/dvipa >> ${calls} 2>/dev/null || echo "dvipa gone from /etc and /run" >> ${calls}`,
   ].join('\n')], { PATH: `${stubs}:${ROUTER_PATH}` });
   const acts = fs.readFileSync(calls, 'utf8').split('\n').filter((l) => /^(-- |deb-systemd-invoke|dvipa |\/)/.test(l));
@@ -203,11 +223,12 @@ test('where systemd runs, the maintainer scripts start the agent on install, res
 function routingAgentMemory(): { rss: number; maps: number } {
   const status = fs.readFileSync(`/proc/${fleet.procs.r1.pid}/status`, 'utf8');
   const maps = fs.readdirSync(PINS).filter((f) => f !== 'links')
-    .map((f) => (JSON.parse(sh('bpftool', ['-j', 'map', 'show', 'pinned', `${PINS}/${f}`])) as { bytes_memlock?: number }).bytes_memlock ?? 0);
+    .map((f) => sh('bpftool', ['-j', 'map', 'show', 'pinned', `${PINS}/${f}`]))
+    .map((json) => (JSON.parse(json) as { bytes_memlock?: number }).bytes_memlock ?? 0);
   return { rss: Number(/^VmRSS:\s+(\d+) kB/m.exec(status)![1]) * 1024, maps: maps.reduce((a, b) => a + b, 0) };
 }
 
-test('an upgrade keeps the configuration, and forwarding under a running agent restarted on the new version', async (t) => {
+test('an upgrade keeps the configuration, and forwarding under an agent restarted on the new version', async (t) => {
   assert.equal(sh('dvipa', ['--version']).trim(), V1, 'the first version is installed (previous test)');
   fs.writeFileSync('/etc/dvipa/cluster.key', randomBytes(32), { mode: 0o600 });
   fs.writeFileSync('/etc/dvipa/cluster.cfg', [
@@ -219,7 +240,8 @@ test('an upgrade keeps the configuration, and forwarding under a running agent r
     'ENDVIPADYNAMIC',
     'NODE t1 XCF 198.18.11.2 INTERNAL up0',
   ].join('\n'));
-  const defaults = fs.readFileSync('/etc/default/dvipa', 'utf8').replace(/^DVIPA_ARGS=.*$/m, 'DVIPA_ARGS=--metrics 127.0.0.1:9741 --scan-ms 500');
+  const defaults = fs.readFileSync('/etc/default/dvipa', 'utf8')
+    .replace(/^DVIPA_ARGS=.*$/m, 'DVIPA_ARGS=--metrics 127.0.0.1:9741 --scan-ms 500');
   fs.writeFileSync('/etc/default/dvipa', defaults);
   const config = fs.readFileSync('/etc/dvipa/cluster.cfg', 'utf8');
 
@@ -238,7 +260,8 @@ test('an upgrade keeps the configuration, and forwarding under a running agent r
 
   startAsUnit('r1');
   // The target on this machine too: its own pins and socket (the routing node has the defaults).
-  startAsUnit('t1', `DVIPA_NODE=t1 DVIPA_ARGS="--pin-root ${fleet.pinRoot('t1')} --control ${fleet.socket('t1')} --scan-ms 500";`);
+  const targetArgs = `--pin-root ${fleet.pinRoot('t1')} --control ${fleet.socket('t1')} --scan-ms 500`;
+  startAsUnit('t1', `DVIPA_NODE=t1 DVIPA_ARGS="${targetArgs}";`);
   await untilReady();
   client = Client.start(topo, ns.client);
   const conns = await client.open(DVIPA, PORT, 5);
@@ -284,10 +307,12 @@ test('purge leaves no file, pin or process behind', async () => {
   dpkg('--purge', 'dvipa');
   assert.equal(installed().startsWith('install ok'), false);
   for (const p of ['/usr/lib/dvipa', '/usr/bin/dvipa', '/etc/dvipa', '/etc/default/dvipa', UNIT, '/usr/share/doc/dvipa',
-    '/usr/share/man/man8/dvipa.8.gz', '/run/dvipa', PINS, '/etc/systemd/system/multi-user.target.wants/dvipa-agent.service']) {
+    '/usr/share/man/man8/dvipa.8.gz', '/run/dvipa', PINS,
+    '/etc/systemd/system/multi-user.target.wants/dvipa-agent.service']) {
     assert.ok(!fs.existsSync(p), `${p} left behind`);
   }
-  const helperState = attempt('grep', ['-rl', 'dvipa', '/var/lib/systemd/deb-systemd-helper-enabled', '/var/lib/systemd/deb-systemd-helper-masked']).out;
+  const helper = '/var/lib/systemd/deb-systemd-helper';
+  const helperState = attempt('grep', ['-rl', 'dvipa', `${helper}-enabled`, `${helper}-masked`]).out;
   assert.equal(helperState, '', 'deb-systemd-helper state left behind');
   assert.doesNotMatch(nsIp(ns.r1, '-d', 'link', 'show', 'ext'), /xdp/, 'the distributor is detached');
   const procs = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {

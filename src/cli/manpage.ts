@@ -8,7 +8,10 @@ import { dvipaParser } from './parser.js';
 function help(path: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     // 72 columns: what an 80-column terminal shows of an indented block of the page.
-    void dvipaParser([], 72).parse([...path, '--help'], {}, (err, _argv, output) => (err ? reject(err) : resolve(output)));
+    void dvipaParser([], 72).parse([...path, '--help'], {}, (err, _argv, output) => {
+      if (err) reject(err);
+      else resolve(output);
+    });
   });
 }
 
