@@ -76,18 +76,30 @@ async function acquireLock(): Promise<void> {
 
 /**
  * An agent as dvipa-agent.service starts it: ExecStart with /etc/default/dvipa, the unit's
- * capabilities, no new privileges; `overrides` (shell assignments) after the defaults file.
+ * capabilities, no new privileges, and its file system as ProtectSystem=strict, ProtectHome=
+ * and PrivateTmp= make it (in a mount namespace of its own: / read-only but the runtime
+ * directory; /proc, /sys and bpffs stay writable). `overrides`: shell assignments after the
+ * defaults file.
  */
 function startAsUnit(node: string, overrides = ''): void {
   const unit = fs.readFileSync(UNIT, 'utf8');
   const execStart = /^ExecStart=(.*)$/m.exec(unit)![1];
   const caps = /^CapabilityBoundingSet=(.*)$/m.exec(unit)![1].split(/\s+/)
     .map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`);
-  assert.match(unit, /^NoNewPrivileges=yes$/m);
+  const emulated = ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'ProtectHome=yes', 'PrivateTmp=yes', 'RuntimeDirectory=dvipa'];
+  for (const d of emulated) assert.ok(unit.includes(`\n${d}\n`), d);
   const environment = Object.fromEntries([...unit.matchAll(/^Environment=(\w+)=(.*)$/gm)].map((m) => [m[1], m[2]]));
+  const sandbox = [
+    'mkdir -p -m 0700 /run/dvipa && mount --bind /run/dvipa /run/dvipa',
+    'mount -o remount,bind,ro /',
+    'mount -t tmpfs -o mode=0700 none /tmp',
+    'for d in /home /root; do mount -t tmpfs -o ro,mode=0700 none $d; done',
+  ];
   // systemd: ${X} is one word, $X splits at white space; the shell's unquoted expansions do both here.
-  const child = topo!.spawn(ns[node], 'setpriv', ['--no-new-privs', '--bounding-set', ['-all', ...caps].join(','), '--',
-    'sh', '-c', `set -a; . /etc/default/dvipa; ${overrides} set +a; exec ${execStart}`],
+  const agent = `set -a; . /etc/default/dvipa; ${overrides} set +a; exec ${execStart}`;
+  const privileges = ['--no-new-privs', '--bounding-set', ['-all', ...caps].join(',')];
+  const child = topo!.spawn(ns[node], 'unshare', ['-m', 'sh', '-ec',
+    `${sandbox.join('\n')}\nexec setpriv ${privileges.join(' ')} -- sh -c '${agent.replace(/'/g, "'\\''")}'`],
   { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: SYSTEM_PATH, ...environment } });
   fleet.adopt(node, child);
 }
@@ -260,7 +272,7 @@ test('an upgrade keeps the configuration, and forwarding under an agent restarte
 
   startAsUnit('r1');
   // The target on this machine too: its own pins and socket (the routing node has the defaults).
-  const targetArgs = `--pin-root ${fleet.pinRoot('t1')} --control ${fleet.socket('t1')} --scan-ms 500`;
+  const targetArgs = `--pin-root ${fleet.pinRoot('t1')} --control /run/dvipa/t1.sock --scan-ms 500`;
   startAsUnit('t1', `DVIPA_NODE=t1 DVIPA_ARGS="${targetArgs}";`);
   await untilReady();
   client = Client.start(topo, ns.client);
