@@ -1,8 +1,9 @@
 /*
  * XFRM netlink through the addon, on the real kernel: the UAPI layouts against the running
  * kernel's BTF; policies added, replaced, dumped and deleted in a network namespace of the
- * test's own; SAs encoded and decoded; and on a kernel without ESP (this machine), the SA
- * install failing with the operation, the errno and the kernel's own explanation.
+ * test's own; SAs encoded and decoded; ESP SAs installed and dumped back where the kernel has
+ * ESP (the kernel lab); on a kernel without (this machine) the install fails with the operation,
+ * the errno and the kernel's own explanation, and the ESP test is skipped, visibly.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +12,7 @@ import {
   addSa, addSas, ANY_SELECTOR, decodeSa, putPolicies, XfrmError, deletePolicy, deleteSa, dumpPolicies, dumpSas, encodeSa, LAYOUT, putPolicy, type Policy, type Sa,
 } from '../src/ipsec/xfrm.js';
 import { kernelStruct } from './helpers/env.js';
-import { ESP_SA, xfrmNamespace } from './helpers/xfrm.js';
+import { ESP_SA, skipWithoutEsp, xfrmNamespace } from './helpers/xfrm.js';
 
 const NS = xfrmNamespace('xf');
 
@@ -72,25 +73,21 @@ test('IPv6 policies are not dvipa\'s: dumps leave them out instead of misreading
   }
 });
 
-test('SAs on this kernel: installed and dumped back if it has ESP; else a clear error naming the operation, errno and reason', (t) => {
+test('ESP SAs: installed and dumped back field for field (skipped where the kernel has no ESP; a clear error says why)', (t) => {
   inNetns(NS.name, () => {
-    let installed = false;
     try {
       addSa(SA);
-      installed = true;
     } catch (e) {
-      assert.ok(e instanceof XfrmError, String(e));
-      assert.equal(e.op, 'XFRM_MSG_NEWSA');
-      assert.ok(e.code && e.errno, 'with its errno');
+      assert.ok(e instanceof XfrmError && e.code && e.errno, 'with its errno');
       assert.match(e.message, /^XFRM_MSG_NEWSA: E[A-Z]+ \(.*\): .*not found/, 'and the kernel\'s reason (which type or algorithm is missing)');
+      assert.deepEqual(dumpSas(), []);
+      return skipWithoutEsp(t, e);
     }
-    if (installed) {
-      const [back] = dumpSas();
-      delete back.current;
-      assert.deepEqual({ ...back, replay: { ...back.replay, bitmap: SA.replay.bitmap } }, SA);
-      deleteSa(SA);
-      t.diagnostic('ESP SA installed through XFRM netlink and dumped back field for field');
-    } else t.diagnostic('this kernel has no ESP: the install failed as it should (scripts/kernel-lab runs this file where it has)');
+    const [back] = dumpSas();
+    delete back.current;
+    assert.deepEqual({ ...back, replay: { ...back.replay, bitmap: SA.replay.bitmap } }, SA);
+    deleteSa(SA);
+    t.diagnostic('ESP SA installed through XFRM netlink and dumped back field for field');
     assert.deepEqual(dumpSas(), []);
   });
 });
