@@ -110,7 +110,8 @@ describe('fencing by epoch', () => {
 describe('coupling facility on etcd', () => {
   const etcd = etcdFixture();
   let seq = 0;
-  const cf = (node: string, ttlSec = 1) => etcd.join(node, { ttlSec, prefix: `/t${seq}/` });
+  // A long lease where its expiry is not what a test checks: a stalled machine must not end it.
+  const cf = (node: string, ttlSec = 10) => etcd.join(node, { ttlSec, prefix: `/t${seq}/` });
   const until = async (what: string, cond: () => boolean, ms = 5000) => {
     const end = Date.now() + ms;
     while (!cond()) {
@@ -214,7 +215,7 @@ describe('coupling facility on etcd', () => {
 
   test('etcd unreachable: health goes down and comes back', async () => {
     seq++;
-    const a = await cf('a');
+    const a = await cf('a', 1); // health follows the lease's keep-alives (every TTL/3)
     const changes: boolean[] = [];
     a.on('health', (ok: boolean) => changes.push(ok));
     etcd.server.pause();
