@@ -15,7 +15,7 @@ import { ROOT } from '../src/dataplane/addon.js';
 import { requireRoot } from './helpers/env.js';
 
 function lab(...command: string[]): { code: number; out: string } {
-  const r = spawnSync(path.join(ROOT, 'scripts', 'kernel-lab'), ['--timeout', '400', '--', ...command], { cwd: ROOT, encoding: 'utf8', timeout: 600_000 });
+  const r = spawnSync(path.join(ROOT, 'scripts', 'kernel-lab'), ['--timeout', '900', '--', ...command], { cwd: ROOT, encoding: 'utf8', timeout: 1_000_000 });
   return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
 }
 

@@ -6,7 +6,7 @@ import { after, before, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { nsIp, Topology } from '../../src/lab/netns.js';
 import { ANY_SELECTOR, NO_LIMITS, XfrmError, type Sa } from '../../src/ipsec/xfrm.js';
-import { requireRoot, uniquePrefix } from './env.js';
+import { IN_KERNEL_LAB, requireRoot, uniquePrefix } from './env.js';
 
 /** A namespace made before the file's tests and removed after them (with its links); set once made. */
 export function xfrmNamespace(tag: string): { name: string; topo: Topology } {
@@ -28,8 +28,6 @@ export const ESP_SA: Sa = {
   replay: { oseq: 1000, seq: 990, oseqHi: 0, seqHi: 0, window: 128, bitmap: Buffer.alloc(16, 0xff), esn: true },
 };
 
-/** scripts/kernel-lab sets this: the kernel there has ESP, so a test that cannot install an ESP SA fails. */
-export const IN_KERNEL_LAB = process.env.DVIPA_KERNEL_LAB === '1';
 
 /**
  * A test whose ESP SA install failed with `e`: inside the kernel lab, a failure (rethrown);
