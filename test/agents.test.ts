@@ -168,6 +168,12 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   const wlm = names(await client.open(DVIPA, WLM, 40));
   const busy = wlm.filter((n) => n === 't1').length;
   assert.ok(busy <= 12, `t1 reports load 0.9, t2 0.1: ${busy} of 40 on t1 (about 4 expected)`);
+  // A load file that holds no number (empty, as between a writer's truncate and write, or
+  // garbage) is not a load: the target says so once and reports none, never "idle".
+  for (const [content, t] of [['', 't2'], ['0.5 percent', 't1']] as const) {
+    fs.writeFileSync(path.join(dir, `load-${t}`), content);
+    await fleet.until(`${t} to refuse its load file ${JSON.stringify(content)}`, () => fleet.logs[t].some((l) => l.msg === 'load not reported' && String(l.problem).endsWith(`load-${t}: expected a number from 0 to 1`)), 15000);
+  }
 
   // TIMEDAFFINITY: one client's new connections all follow its first one.
   for (const t of TARGETS.slice(0, 2)) await startNameServer(topo, ns[t.name], t.name, AFFINE, 0);

@@ -216,6 +216,19 @@ describe('distributor', () => {
     const t = run(tagged);
     assert.equal(t.action, 'redirect');
     assertEncapsulated(t.frame, tagged, 18);
+
+    // 802.1ad (S-tag, TPID 0x88a8): one tag, understood the same way.
+    const sTagged = syn({ sport: 43002, vlan: 42 });
+    sTagged.writeUInt16BE(0x88a8, 12);
+    const ad = run(sTagged);
+    assert.deepEqual([ad.action, ad.reason], ['redirect', 'fwd_redirect']);
+    assertEncapsulated(ad.frame, sTagged, 18);
+    // QinQ (an S-tag, then a C-tag): only one tag is understood, so it is not IPv4 here.
+    const inner = syn({ sport: 43003, vlan: 7 });
+    const qinq = Buffer.concat([inner.subarray(0, 12), Buffer.from([0x88, 0xa8, 0x00, 42]), inner.subarray(12)]);
+    const q = run(qinq);
+    assert.deepEqual([q.action, q.reason], ['pass', 'pass_not_ipv4']);
+    assert.deepEqual(q.frame, qinq, 'untouched');
   });
 
   test('fragments to a distributed DVIPA are dropped; elsewhere they pass', () => {
@@ -482,6 +495,30 @@ describe('decap', () => {
       assert.deepEqual([r.action, r.reason], ['pass', reason], what);
       assert.deepEqual(r.frame, frame, `${what}: unchanged`);
     }
+  });
+
+  test('random and mutated tunnelled frames never crash or abort; only well-formed IPIP for a served DVIPA is stripped', () => {
+    let seed = 54321;
+    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const valid = [tunnelled(syn({ sport: 47100 }).subarray(14)), tunnelled(syn({ sport: 47101, payload: 30 }).subarray(14), XCF, 5)];
+    const seen = new Set<string>();
+    for (let i = 0; i < 1500; i++) {
+      const frame = Buffer.from(valid[i % valid.length]);
+      for (let k = 0; k < 1 + Math.floor(rand() * 4); k++) frame[Math.floor(rand() * frame.length)] = Math.floor(rand() * 256);
+      const cut = rand() < 0.3 ? frame.subarray(0, 14 + Math.floor(rand() * (frame.length - 14))) : frame;
+      const r = run(cut, 'decap', target);
+      seen.add(r.reason);
+      assert.equal(r.action, 'pass', `frame ${i}: the decap program only ever passes`);
+      if (r.reason !== 'decap') {
+        assert.deepEqual(r.frame, cut, `frame ${i}: ${r.reason}, untouched`);
+        continue;
+      }
+      // Stripped: what is left is the inner IPv4 packet to the served DVIPA, its lengths consistent.
+      const p = parseFrame(r.frame);
+      assert.equal(p.ipv4?.dst, VIP, `frame ${i}: stripped only for a served DVIPA`);
+      assert.equal(r.frame.length, cut.length - 20, `frame ${i}: exactly the outer header removed`);
+    }
+    assert.ok(seen.has('decap') && seen.has('decap_pass_malformed') && seen.has('decap_pass_not_ours'), `every verdict reached: ${[...seen].join(', ')}`);
   });
 });
 
