@@ -35,13 +35,27 @@ let fleet: Agents;
 const ns: Record<string, string> = {};
 const servers: Record<string, ChildProcess> = {};
 
-/** Waits until the routing node's DPT has logged each of these targets ready (or, `listening` false, not ready) for the port. */
-async function untilListening(port: number, targets: string[], listening = true): Promise<void> {
+/** README: the routing node's tables follow the listeners "within a second of a change"; a loaded 2-core machine gets 1 s more. */
+const DPT_FOLLOWS_MS = 1000 + 1000;
+
+/**
+ * Waits until the routing node's DPT has logged each of these targets ready (or, `listening`
+ * false, not ready) for the port; how long that took, in ms.
+ */
+async function untilListening(port: number, targets: string[], listening = true): Promise<number> {
+  const start = Date.now();
   const ready = (t: string) => {
     const last = fleet.logs.r1.filter((l) => l.msg === 'DPT changed' && l.target === t && String(l.service).endsWith(`:${port}/tcp`) && l.ready !== undefined).at(-1);
     return last?.ready === listening;
   };
   await fleet.until(`${targets.join(', ')} ${listening ? '' : 'not '}listening on ${port} in r1's DPT`, () => targets.every(ready), 5000);
+  return Date.now() - start;
+}
+
+/** As untilListening, and within the README's second (plus the margin). */
+async function dptFollows(port: number, targets: string[], listening = true): Promise<void> {
+  const ms = await untilListening(port, targets, listening);
+  assert.ok(ms <= DPT_FOLLOWS_MS, `r1's DPT followed ${targets.join(', ')} after ${ms} ms, more than ${DPT_FOLLOWS_MS}`);
 }
 
 function names(rs: ConnResult[]): string[] {
@@ -106,7 +120,7 @@ after(() => {
 test('the DPT follows the listeners within a second; the CRT holds exactly the open connections', async () => {
   servers.t1 = await startNameServer(topo, ns.t1, 't1', PORT, 9999);
   servers.t2 = await startNameServer(topo, ns.t2, 't2', PORT, 9999);
-  await untilListening(PORT, ['t1', 't2']);
+  await dptFollows(PORT, ['t1', 't2']);
   const first = await client.open(DVIPA, PORT, 20);
   const spread = new Set(names(first));
   assert.deepEqual([...spread].sort(), ['t1', 't2'], 'only targets that listen');
@@ -121,12 +135,12 @@ test('the DPT follows the listeners within a second; the CRT holds exactly the o
   assert.equal(crt.length, 12, 'TERMCONN removed the closed ones, and only those');
 
   servers.t3 = await startNameServer(topo, ns.t3, 't3', PORT, 9999);
-  await untilListening(PORT, ['t3']);
+  await dptFollows(PORT, ['t3']);
   const withT3 = names(await client.open(DVIPA, PORT, 30));
   assert.ok(withT3.includes('t3'), `t3 listens: it gets new connections (${withT3.join(' ')})`);
 
   servers.t1.kill('SIGKILL');
-  await untilListening(PORT, ['t1'], false);
+  await dptFollows(PORT, ['t1'], false);
   const withoutT1 = names(await client.open(DVIPA, PORT, 30));
   assert.ok(!withoutT1.includes('t1'), 't1 stopped listening: no new connections for it');
   const stillOpen = first.slice(8).filter((r) => r.name === 't2').map((r) => r.id);
