@@ -233,10 +233,12 @@ test('random and truncated frames thrown at the routing agent: it keeps serving'
 });
 
 test('an agent with the wrong key is rejected: its node gets no new connections', async () => {
+  const stopped = Date.now();
   await fleet.stop('t3');
   fleet.start('t3', { keyFile: path.join(dir, 'wrong.key') });
   await fleet.until('the router to refuse t3', () => fleet.logs.r1.some((l) => l.reason === 'bad_tag'));
-  await untilListening(PORT, ['t3'], false);
+  // The routing node takes a target whose agent is gone out of its tables as it logs the disconnection.
+  await fleet.until("r1 to see t3's agent gone", () => fleet.logs.r1.some((l) => l.msg === 'peer disconnected' && l.peer === 't3' && (l.at as number) >= stopped));
   const got = names(await client.open(DVIPA, PORT, 30));
   assert.ok(!got.includes('t3'), `t3 is shut out while its key is wrong (${got.join(' ')})`);
   assert.ok(got.includes('t2'));

@@ -1,18 +1,13 @@
 /*
  * IPsec recovery across a takeover, with a real etcd and an in-memory stand-in for the
  * kernel's XFRM tables: this machine's kernel has no ESP, so its SAs cannot exist here (the
- * XFRM netlink itself is tested in xfrm.test.ts). Where the kernel has ESP (the kernel lab),
- * one test records from and re-installs into the kernel's own tables and compares what the
- * kernels dump, through dvipa's codec and iproute2's. The recorder writes the owner's SAs of the
+ * XFRM netlink itself is tested in xfrm.test.ts, the re-install into a real kernel in
+ * ipsec-reinstall.test.ts). The recorder writes the owner's SAs of the
  * DVIPA and only what changed, at most once per interval; a deposed owner's writes fail; the
  * new owner re-installs with the sequence jump, adds only the policies it lacks, refuses
  * foreign records, and replaces the records with its own.
  */
 import { test } from 'node:test';
-import * as xfrm from '../src/ipsec/xfrm.js';
-import { inNetns, Topology } from '../src/lab/netns.js';
-import { uniquePrefix } from './helpers/env.js';
-import { bitmapWords, ipXfrmState, skipWithoutEsp } from './helpers/xfrm.js';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { EtcdCoupling, type OwnerRecord } from '../src/cluster/coupling.js';
@@ -201,45 +196,4 @@ test("the agent's IPsec side: re-install on takeover, record while owner, remove
   await role2.lost(d);
   assert.deepEqual([x2.sas.length, x2.policies.length], [0, 1]);
   assert.deepEqual(role2.rows()[0], { ...role2.rows()[0], owner: false, epoch: 0, sas: [] });
-});
-
-/** A namespace's own XFRM tables, through dvipa's netlink. */
-const kernelXfrm = (ns: string): XfrmOps => ({
-  dumpSas: () => inNetns(ns, () => xfrm.dumpSas()),
-  dumpPolicies: () => inNetns(ns, () => xfrm.dumpPolicies()),
-  addSas: (sas, opts) => inNetns(ns, () => xfrm.addSas(sas, opts)),
-  putPolicies: (ps) => inNetns(ns, () => xfrm.putPolicies(ps)),
-  deleteSas: (ids) => inNetns(ns, () => xfrm.deleteSas(ids)),
-});
-
-test("re-installed into the kernel: the new owner's kernel holds the inbound replay state the old owner's held (skipped without ESP)", async (t) => {
-  const topo = new Topology(uniquePrefix('iprk'));
-  t.after(() => topo.teardown());
-  const [oldNs, newNs] = [topo.ns('old'), topo.ns('new')];
-  const d = '192.0.2.14';
-  // Counters in both ESN halves and a bitmap with a pattern: a slip of either shows.
-  const inb: Sa = { ...IN, dst: d, spi: 0x6002, replay: { oseq: 0, seq: 123456, oseqHi: 0, seqHi: 3, window: 128, bitmap: Buffer.from('0f0f0f0f00ff00ffa5a5a5a5deadbeef', 'hex'), esn: true } };
-  const out: Sa = { ...OUT, src: d, spi: 0x6001, replay: { ...OUT.replay, oseq: 0xfffff000, oseqHi: 2 } };
-  try {
-    inNetns(oldNs, () => xfrm.addSa(inb));
-  } catch (e) {
-    return skipWithoutEsp(t, e);
-  }
-  inNetns(oldNs, () => xfrm.addSa(out));
-  const c = await node('k1');
-  const owner = (await c.claim(d, 256, c.view(d)))!;
-  assert.equal((await new SaRecorder(kernelXfrm(oldNs), c, KEY, 'k1', 0).sync(d, owner)).written, 2);
-  const r = await reinstall(kernelXfrm(newNs), c, KEY, 'k1', d, owner, 0x2000);
-  assert.deepEqual([r.installed.length, r.failed, r.refused], [2, [], []]);
-  const held = (ns: string, spi: number) => inNetns(ns, () => xfrm.dumpSas()).find((s) => s.spi === spi)!;
-  assert.deepEqual(held(newNs, inb.spi).replay, held(oldNs, inb.spi).replay, 'inbound: sequence numbers, window and bitmap as the old kernel had them');
-  assert.deepEqual(held(newNs, inb.spi).aead, inb.aead);
-  const o = held(newNs, out.spi).replay;
-  assert.deepEqual([o.oseqHi, o.oseq], [3, 0x1000], 'outbound: advanced by the margin, carried into the high half');
-  // iproute2, reading the new kernel on its own, agrees.
-  const ip = ipXfrmState(newNs, inb.spi);
-  const want = inb.replay;
-  assert.deepEqual(ip.replay, { seqHi: want.seqHi, seq: want.seq, oseqHi: 0, oseq: 0, window: want.window, bitmap: bitmapWords(want.bitmap) }, ip.text);
-  assert.equal(ipXfrmState(newNs, out.spi).replay?.oseqHi, 3);
-  t.diagnostic('re-installed SAs compared as the kernels dump them: replay state kept inbound, advanced outbound');
 });

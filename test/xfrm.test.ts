@@ -93,15 +93,18 @@ test('ESP SAs: installed and dumped back field for field (skipped where the kern
       assert.deepEqual(dumpSas(), []);
       return skipWithoutEsp(t, e);
     }
-    const [back] = dumpSas();
-    delete back.current;
-    assert.deepEqual(back, SA, 'every field, the replay bitmap included, as the kernel holds it');
-    // iproute2's own decoding of the same dump: keys, replay counters and bitmap words.
-    const ip = ipXfrmState(NS.name, SA.spi);
-    assert.deepEqual(ip.aead, { name: SA.aead!.name, key: SA.aead!.key.toString('hex'), icvBits: SA.aead!.icvBits }, ip.text);
-    const r = SA.replay;
-    assert.deepEqual(ip.replay, { seqHi: r.seqHi, seq: r.seq, oseqHi: r.oseqHi, oseq: r.oseq, window: r.window, bitmap: bitmapWords(r.bitmap) }, ip.text);
-    deleteSa(SA);
+    try {
+      const [back] = dumpSas();
+      delete back.current;
+      assert.deepEqual(back, SA, 'every field, the replay bitmap included, as the kernel holds it');
+      // iproute2's own decoding of the same dump: keys, replay counters and bitmap words.
+      const ip = ipXfrmState(NS.name, SA.spi);
+      assert.deepEqual(ip.aead, { name: SA.aead!.name, key: SA.aead!.key.toString('hex'), icvBits: SA.aead!.icvBits }, ip.text);
+      const r = SA.replay;
+      assert.deepEqual(ip.replay, { seqHi: r.seqHi, seq: r.seq, oseqHi: r.oseqHi, oseq: r.oseq, window: r.window, bitmap: bitmapWords(r.bitmap) }, ip.text);
+    } finally {
+      deleteSa(SA);
+    }
     t.diagnostic('ESP SA installed through XFRM netlink and dumped back field for field');
     assert.deepEqual(dumpSas(), []);
   });

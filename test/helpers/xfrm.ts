@@ -48,7 +48,7 @@ export function skipWithoutEsp(t: TestContext, e: unknown): void {
  */
 export function ipXfrmState(ns: string, spi: number): { text: string; aead?: { name: string; key: string; icvBits: number }; replay?: { seqHi: number; seq: number; oseqHi: number; oseq: number; window: number; bitmap: number[] } } {
   const text = nsIp(ns, '-s', 'xfrm', 'state', 'list', 'spi', `0x${spi.toString(16).padStart(8, '0')}`);
-  const aead = /aead (\S+) 0x([0-9a-f]+) (\d+)/.exec(text);
+  const aead = /aead (\S+) 0x([0-9a-f]+) (?:\(\d+ bits\) )?(\d+)/.exec(text);
   const esn = /seq-hi 0x([0-9a-f]+), seq 0x([0-9a-f]+), oseq-hi 0x([0-9a-f]+), oseq 0x([0-9a-f]+)\s+replay_window (\d+), bitmap-length (\d+)\s+((?:[0-9a-f]{8}\s*)*)/.exec(text);
   return {
     text,
@@ -60,8 +60,8 @@ export function ipXfrmState(ns: string, spi: number): { text: string; aead?: { n
   };
 }
 
-/** The replay bitmap as iproute2 prints it: 32-bit words in host (little-endian) order. */
-export const bitmapWords = (b: Buffer) => Array.from({ length: b.length / 4 }, (_, i) => b.readUInt32LE(4 * i));
+/** The replay bitmap as iproute2 prints it: 32-bit words in host (little-endian) order, the last word first. */
+export const bitmapWords = (b: Buffer) => Array.from({ length: b.length / 4 }, (_, i) => b.readUInt32LE(4 * i)).reverse();
 
 /** `ip xfrm policy` of a namespace, one entry per policy: selector, direction, priority, templates. */
 export function ipXfrmPolicies(ns: string): Array<{ src: string; dst: string; dir: string; priority: number; tmpls: Array<{ src: string; dst: string; proto: string; reqid: number; mode: string }> }> {
