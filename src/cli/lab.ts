@@ -102,7 +102,7 @@ async function down(a: Args): Promise<void> {
 
 export interface DemoRun {
   long: number;
-  http: { before: Record<string, number>; duringTakeover: Record<string, number>; afterTakeback: Record<string, number> };
+  http: Record<'before' | 'duringTakeover' | 'afterTakeback', Record<string, number>>;
   takeover: LoadReport;
   takeback: LoadReport;
   /** Problems of every window of the load client (new connections failed or never ended), the idle ones included. */
@@ -118,9 +118,12 @@ export interface DemoRun {
 export function demoProblems(d: DemoRun): string[] {
   const targets = (c: Record<string, number>) => Object.keys(c).sort().join(' ');
   const p: string[] = [];
-  if (targets(d.http.before) !== 't1 t2 t3') p.push(`HTTP through r1 answered by ${targets(d.http.before)}, not t1 t2 t3`);
-  if (targets(d.http.duringTakeover) !== 't1 t2') p.push(`HTTP through r2 answered by ${targets(d.http.duringTakeover)}, not its own list t1 t2`);
-  if (targets(d.http.afterTakeback) !== 't1 t2 t3') p.push(`HTTP through r1 again answered by ${targets(d.http.afterTakeback)}, not t1 t2 t3`);
+  const http = (got: Record<string, number>, want: string, through: string) => {
+    if (targets(got) !== want) p.push(`HTTP through ${through} answered by ${targets(got)}, not ${want}`);
+  };
+  http(d.http.before, 't1 t2 t3', 'r1');
+  http(d.http.duringTakeover, 't1 t2', "r2 (its own list)");
+  http(d.http.afterTakeback, 't1 t2 t3', 'r1 again');
   p.push(...loadProblems(d.takeover, { long: d.long }).map((x) => `takeover: ${x}`));
   p.push(...loadProblems(d.takeback, { long: d.long, retransmissions: false }).map((x) => `takeback: ${x}`));
   p.push(...d.everyWindow);
@@ -160,19 +163,23 @@ async function demo(a: Args): Promise<void> {
       load.stop();
       const lost = (r: LoadReport) => Object.values(r.long.closed).reduce((x, n) => x + n, 0);
       const problems = demoProblems({
-        long: a.long, http: { before, duringTakeover: during, afterTakeback: after }, takeover: afterTakeover, takeback: afterTakeback, everyWindow,
+        long: a.long, http: { before, duringTakeover: during, afterTakeback: after },
+        takeover: afterTakeover, takeback: afterTakeback, everyWindow,
       });
       const ok = problems.length === 0;
       const report = {
         http: { before, duringTakeover: during, afterTakeback: after },
         longLived: { count: a.long, perTarget: steady.long.perTarget },
         takeover: {
-          ms: takeover.ms, firstNewConnectionMs: afterTakeover.fresh.firstOkAfterMs, longestWaitMs: afterTakeover.long.maxWaitMs,
-          allAnsweringMs: afterTakeover.long.allAnsweredAfterMs, reset: lost(afterTakeover), silent: afterTakeover.long.silentSinceWindow,
-          newFailed: afterTakeover.fresh.failed, newPending: afterTakeover.fresh.pending, retransmissions: afterTakeover.retrans,
+          ms: takeover.ms, firstNewConnectionMs: afterTakeover.fresh.firstOkAfterMs,
+          longestWaitMs: afterTakeover.long.maxWaitMs, allAnsweringMs: afterTakeover.long.allAnsweredAfterMs,
+          reset: lost(afterTakeover), silent: afterTakeover.long.silentSinceWindow,
+          newFailed: afterTakeover.fresh.failed, newPending: afterTakeover.fresh.pending,
+          retransmissions: afterTakeover.retrans,
         },
         takeback: {
-          ms: takeback.ms, reset: lost(afterTakeback), silent: afterTakeback.long.silentSinceWindow, newFailed: afterTakeback.fresh.failed,
+          ms: takeback.ms, reset: lost(afterTakeback), silent: afterTakeback.long.silentSinceWindow,
+          newFailed: afterTakeback.fresh.failed,
           newPending: afterTakeback.fresh.pending, retransmissions: afterTakeback.retrans,
         },
         problems,

@@ -152,7 +152,8 @@ export class Election {
     if (view.unreadableOwner === undefined) this.unreadable.delete(dvipa);
     else if (!this.unreadable.has(dvipa)) {
       this.unreadable.add(dvipa);
-      this.log.error({ dvipa, value: view.unreadableOwner }, 'owner record unreadable: nobody claims the DVIPA until the key goes (its lease ends, or delete it)');
+      this.log.error({ dvipa, value: view.unreadableOwner },
+        'owner record unreadable: nobody claims the DVIPA until the key goes (its lease ends, or delete it)');
     }
     if (view.owner) {
       this.ownerlessSince.delete(dvipa);

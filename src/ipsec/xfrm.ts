@@ -174,7 +174,8 @@ function readAlgo(b: Buffer, withExtra: boolean): { name: string; key: Buffer; e
   const A = withExtra ? LAYOUT.xfrm_algo_aead : LAYOUT.xfrm_algo;
   const name = b.subarray(A.alg_name, A.alg_key_len).toString('utf8').replace(/\0.*$/s, '');
   const bits = b.readUInt32LE(A.alg_key_len);
-  return { name, key: Buffer.from(b.subarray(A.alg_key, A.alg_key + Math.ceil(bits / 8))), extra: withExtra ? b.readUInt32LE(LAYOUT.xfrm_algo_aead.alg_icv_len) : 0 };
+  const key = Buffer.from(b.subarray(A.alg_key, A.alg_key + Math.ceil(bits / 8)));
+  return { name, key, extra: withExtra ? b.readUInt32LE(LAYOUT.xfrm_algo_aead.alg_icv_len) : 0 };
 }
 
 export function encodeSa(sa: Sa): Buffer {
@@ -273,13 +274,15 @@ export function decodeSa(b: Buffer): Sa {
 export function decodeReplay(type: number, v: Buffer, window: number): Replay | undefined {
   if (type === XFRMA.REPLAY_VAL) {
     const R = LAYOUT.xfrm_replay_state;
-    return { oseq: v.readUInt32LE(R.oseq), seq: v.readUInt32LE(R.seq), oseqHi: 0, seqHi: 0, window, bitmap: Buffer.from(v.subarray(R.bitmap, R.bitmap + 4)), esn: false };
+    const bitmap = Buffer.from(v.subarray(R.bitmap, R.bitmap + 4));
+    return { oseq: v.readUInt32LE(R.oseq), seq: v.readUInt32LE(R.seq), oseqHi: 0, seqHi: 0, window, bitmap, esn: false };
   }
   if (type !== XFRMA.REPLAY_ESN_VAL) return undefined;
   const R = LAYOUT.xfrm_replay_state_esn;
   const words = v.readUInt32LE(R.bmp_len);
   return {
-    oseq: v.readUInt32LE(R.oseq), seq: v.readUInt32LE(R.seq), oseqHi: v.readUInt32LE(R.oseq_hi), seqHi: v.readUInt32LE(R.seq_hi),
+    oseq: v.readUInt32LE(R.oseq), seq: v.readUInt32LE(R.seq),
+    oseqHi: v.readUInt32LE(R.oseq_hi), seqHi: v.readUInt32LE(R.seq_hi),
     window: v.readUInt32LE(R.replay_window), bitmap: Buffer.from(v.subarray(R.bmp, R.bmp + words * 4)), esn: true,
   };
 }

@@ -26,17 +26,22 @@ const interval = Number(intervalArg);
 const newPerSec = Number(newArg);
 
 interface Long {
-  sock: net.Socket; name?: string; sentAt?: number; lastReply: number; maxWait: number; closed?: string; switched: number;
+  sock: net.Socket; name?: string; sentAt?: number; lastReply: number; maxWait: number;
+  closed?: string; switched: number;
   /** The first answer in the current window. */
   answeredAt?: number;
 }
 
 const longs: Long[] = [];
 
-interface Fresh { ok: number; failed: number; pending: number; errors: Record<string, number>; firstOkAfterMs?: number; firstOkBy?: string; names: Record<string, number> }
+interface Fresh {
+  ok: number; failed: number; pending: number; errors: Record<string, number>;
+  firstOkAfterMs?: number; firstOkBy?: string; names: Record<string, number>;
+}
 interface Window { label: string; t0: number; fresh: Fresh; closedAs?: object }
 
-const newWindow = (label: string): Window => ({ label, t0: Date.now(), fresh: { ok: 0, failed: 0, pending: 0, errors: {}, names: {} } });
+const newWindow = (label: string): Window =>
+  ({ label, t0: Date.now(), fresh: { ok: 0, failed: 0, pending: 0, errors: {}, names: {} } });
 const windows: Window[] = [newWindow('start')];
 let win = windows[0];
 
@@ -141,13 +146,15 @@ function longNow(): object {
       silentSinceWindow: open.filter((c) => c.lastReply < t0).length,
       perTarget,
       // When every open connection had answered in this window (what a user waited for).
-      allAnsweredAfterMs: answered.every((a) => a !== undefined) ? Math.max(0, ...answered.map((a) => a! - t0)) : undefined,
+      allAnsweredAfterMs: answered.every((a) => a !== undefined)
+        ? Math.max(0, ...answered.map((a) => a! - t0)) : undefined,
     },
     retrans: tcpRetrans() - retrans0,
   };
 }
 
-const summary = (w: Window) => ({ label: w.label, ok: w.fresh.ok, failed: w.fresh.failed, pending: w.fresh.pending, errors: w.fresh.errors });
+const summary = (w: Window) =>
+  ({ label: w.label, ok: w.fresh.ok, failed: w.fresh.failed, pending: w.fresh.pending, errors: w.fresh.errors });
 
 function report(): object {
   return { label: win.label, ...longNow(), fresh: win.fresh };
@@ -175,7 +182,8 @@ async function main(): Promise<void> {
     } else if (verb === 'report') process.stdout.write(`${JSON.stringify(report())}\n`);
     else if (verb === 'closed') {
       const w = windows[windows.length - 2];
-      process.stdout.write(`${JSON.stringify(w ? { label: w.label, ...w.closedAs, fresh: w.fresh } : { error: 'no closed window' })}\n`);
+      const answer = w ? { label: w.label, ...w.closedAs, fresh: w.fresh } : { error: 'no closed window' };
+      process.stdout.write(`${JSON.stringify(answer)}\n`);
     } else if (verb === 'windows') process.stdout.write(`${JSON.stringify(windows.map(summary))}\n`);
     else process.stdout.write(`${JSON.stringify({ error: `unknown command ${cmd}` })}\n`);
   }).on('close', () => process.exit(0));

@@ -97,7 +97,8 @@ export interface LoadReport {
   label: string;
   windowMs: number;
   long: {
-    total: number; open: number; closed: Record<string, number>; switched: number; maxWaitMs: number; silentSinceWindow: number;
+    total: number; open: number; closed: Record<string, number>; switched: number; maxWaitMs: number;
+    silentSinceWindow: number;
     perTarget: Record<string, number>; allAnsweredAfterMs?: number;
   };
   fresh: FreshCounts & { firstOkAfterMs?: number; firstOkBy?: string; names: Record<string, number> };
@@ -108,7 +109,8 @@ export interface LoadReport {
 export function loadProblems(r: LoadReport, o: { long: number; retransmissions?: boolean }): string[] {
   const p: string[] = [];
   const closed = Object.entries(r.long.closed);
-  if (closed.length) p.push(`long-lived connections reset or closed: ${closed.map(([why, n]) => `${n} ${why}`).join(', ')}`);
+  const why = closed.map(([reason, n]) => `${n} ${reason}`).join(', ');
+  if (closed.length) p.push(`long-lived connections reset or closed: ${why}`);
   if (r.long.open !== o.long) p.push(`${r.long.open} of ${o.long} long-lived connections open`);
   if (r.long.switched) p.push(`${r.long.switched} answers from another target`);
   if (r.long.silentSinceWindow) p.push(`${r.long.silentSinceWindow} long-lived connections silent`);
