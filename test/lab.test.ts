@@ -94,8 +94,7 @@ test('the demo\'s verdict: each thing the README says it shows, when false, fail
   ];
   for (const [what, change, why] of bad) {
     const p = demoProblems({ ...good, ...change });
-    assert.equal(p.length, 1, `${what}: ${p.join('; ')}`);
-    assert.match(p[0], why, what);
+    assert.ok(p.some((x) => why.test(x)), `${what}: ${p.join('; ')}`);
   }
 });
 
