@@ -205,8 +205,9 @@ test('takeover: r1 killed and its link down; r2 forwards within about a second w
   // served is the first whose SYN went out after the failure.
   await load.mark('takeover');
   const late = Date.now() - t0;
-  await fleet.until('r2 to take over', () => acquired('r2', 'takeover') !== undefined, 10000);
-  const tookOver = (acquired('r2') as { at: number }).at - t0;
+  const won = () => fleet.logs.r2.find((l) => l.msg === 'DVIPA acquired' && l.how === 'takeover' && (l.at as number) >= t0);
+  await fleet.until('r2 to take over', () => won() !== undefined, 10000);
+  const tookOver = (won()!.at as number) - t0;
   const r = await closeWindow(t, 'takeover');
   const firstNew = r.fresh.firstOkAfterMs! + late;
   const allAnswering = r.long.allAnsweredAfterMs! + late;
