@@ -71,7 +71,8 @@ export class Agents {
     return this.logs[node]?.find((l) => l.msg === msg && Object.entries(fields).every(([k, v]) => l[k] === v));
   }
 
-  async until(what: string, cond: () => boolean, ms = 10000): Promise<void> {
+  /** `ms`: 30 s unless given, for setup (node starts slowly on a loaded machine); a claim passes its own bound. */
+  async until(what: string, cond: () => boolean, ms = 30000): Promise<void> {
     const end = Date.now() + ms;
     while (!cond()) {
       if (Date.now() > end) {
