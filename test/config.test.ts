@@ -159,7 +159,7 @@ test('every statement form', () => {
     { address: '198.51.100.11', rank: 200, moveable: 'whenidle', mask: '255.255.255.0' },
   ]);
   assert.deepEqual(v.distribute[0], {
-    address: '198.51.100.1', ports: [{ from: 443, to: 443 }], method: { name: 'hotstandby', autoSwitchBack: false }, timedAffinity: 60,
+    address: '198.51.100.1', ports: [{ from: 443, to: 443 }], method: { name: 'hotstandby', autoSwitchBack: false, healthSwitch: true }, timedAffinity: 60,
     destinations: [{ xcf: '10.1.0.2', role: 'preferred' }, { xcf: '10.1.0.3', role: 'backup', rank: 50 }, { xcf: '10.1.0.4', role: 'backup', rank: 20 }],
   });
   assert.deepEqual(v.distribute[1].destinations, [{ xcf: '10.1.0.2', weight: 30 }, { xcf: '10.1.0.3', weight: 10 }]);
@@ -190,13 +190,12 @@ test('every error form, each with its line, column and what was expected', () =>
     [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST 198.51.100.1 PORT 90-80 DESTIP ALL'), /found "90-80"/],
     [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST 198.51.100.1 PORT 80'), /^f:5:1: expected a port \(1 to 65535\) or range \(from-to\), or DESTIP, found "ENDVIPADynamic"/],
     [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST 198.51.100.1 DESTIP'), /expected ALL or a target's cluster \(XCF\) address, found "ENDVIPADynamic"/],
-    [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST DISTM BASEWLM 198.51.100.1 DESTIP ALL'), /BASEWLM needs z\/OS WLM; use SERVERWLM/],
-    [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST OPTLOCAL 198.51.100.1 DESTIP ALL'), /OPTLOCAL and SYSPLEXPORTS are z\/OS options dvipa does not support/],
-    [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST DELETE 198.51.100.1 DESTIP ALL'), /to stop distributing, remove the statement/],
+    [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST OPTLOCAL 198.51.100.1 DESTIP ALL'), /^f:4:10: OPTLOCAL is a z\/OS option dvipa does not support/],
+    [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST DELETE 198.51.100.1 DESTIP ALL'), /^f:4:1: VIPADISTRIBUTE DELETE 198.51.100.1: no such VIPADISTribute above it/],
     [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST DISTM HOTSTANDBY 198.51.100.1 DESTIP 10.1.0.2 BACK 1'), /needs exactly one PREFerred target, found 0/],
     [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST DISTM HOTSTANDBY 198.51.100.1 DESTIP ALL'), /HOTSTANDBY needs an explicit DESTIP list/],
     [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST 198.51.100.1 PORT 80 DESTIP ALL\nVIPADIST 198.51.100.1 PORT 80 DESTIP ALL'), /198.51.100.1 port 80-80 is distributed twice on n1/],
-    [node('VIPASMPARMS SMMTUPRIMARY'), /^f:3:1: VIPASMPARMS is a z\/OS statement dvipa does not support/],
+    [node('VIPASMPARMS SMMCAST 224.0.1.2 SMPORT 1637'), /^f:3:1: VIPASMPARMS is a z\/OS statement dvipa does not support/],
     [node('VIPARANGE 255.255.255.0'), /expected the range's base address, found "ENDVIPADynamic"/],
     ['NODE n1 XCF 10.1.0.1\nVIPADynamic\nVIPADEF 255.0.0.0 198.51.100.1', /^f:3:31: expected ENDVIPADynamic, found end of file/],
     ['NODE n1 XCF 10.1.0.1\nNODE n1 XCF 10.1.0.1', /^f:2:1: node n1 is defined twice[\s\S]*cluster address 10.1.0.1 is used by two nodes/],

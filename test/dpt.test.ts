@@ -95,7 +95,7 @@ test('SERVERWLM: weights follow reported load; all saturated still serves', () =
 
 test('HOTSTANDBY: the preferred target, else the best ready backup; AUTOSWITCHBACK decides the return', () => {
   for (const autoSwitchBack of [true, false]) {
-    const d = dpt({ name: 'hotstandby', autoSwitchBack }, dests({ xcf: 'p', role: 'preferred' }, { xcf: 'b1', role: 'backup', rank: 10 }, { xcf: 'b2', role: 'backup', rank: 50 }));
+    const d = dpt({ name: 'hotstandby', autoSwitchBack, healthSwitch: true }, dests({ xcf: 'p', role: 'preferred' }, { xcf: 'b1', role: 'backup', rank: 10 }, { xcf: 'b2', role: 'backup', rank: 50 }));
     for (const x of ['p', 'b1', 'b2']) d.update('s', x, { ready: true });
     assert.deepEqual(w(d), { p: 1, b1: 0, b2: 0 });
     d.update('s', 'p', { ready: false });

@@ -16,7 +16,10 @@ export type DistMethod =
   | { name: 'roundrobin' }
   | { name: 'weightedactive' }
   | { name: 'serverwlm' }
-  | { name: 'hotstandby'; autoSwitchBack: boolean };
+  /** z/OS weighs whole systems by WLM; dvipa has one load report per node, so as SERVERWLM. */
+  | { name: 'basewlm' }
+  /** healthSwitch: leave the active target when it reports itself saturated (load 1), not only when it stops listening. */
+  | { name: 'hotstandby'; autoSwitchBack: boolean; healthSwitch: boolean };
 
 export interface Destination {
   xcf: string;

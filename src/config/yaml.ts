@@ -226,19 +226,20 @@ class Reader {
   }
 
   method(m: Json, p: Array<string | number>): DistMethod | undefined {
-    const names = ['roundrobin', 'weightedactive', 'serverwlm', 'hotstandby'] as const;
+    const names = ['roundrobin', 'weightedactive', 'serverwlm', 'basewlm', 'hotstandby'] as const;
     if (typeof m === 'string') {
       const name = this.oneOf(m, p, names);
-      return name === 'hotstandby' ? { name, autoSwitchBack: true } : name && { name };
+      return name === 'hotstandby' ? { name, autoSwitchBack: true, healthSwitch: true } : name && { name };
     }
-    if (!this.keys(m, p, ['name', 'autoSwitchBack'])) return undefined;
+    const switches = ['autoSwitchBack', 'healthSwitch'] as const;
+    if (!this.keys(m, p, ['name', ...switches])) return undefined;
     const name = this.oneOf(m.name, [...p, 'name'], names);
     if (name !== 'hotstandby') {
-      if (m.autoSwitchBack !== undefined) this.bad([...p, 'autoSwitchBack'], 'only for hotstandby');
+      for (const k of switches) if (m[k] !== undefined) this.bad([...p, k], 'only for hotstandby');
       return name && { name };
     }
-    if (m.autoSwitchBack !== undefined && typeof m.autoSwitchBack !== 'boolean') return this.bad([...p, 'autoSwitchBack'], 'expected true or false');
-    return { name, autoSwitchBack: m.autoSwitchBack ?? true };
+    for (const k of switches) if (m[k] !== undefined && typeof m[k] !== 'boolean') return this.bad([...p, k], 'expected true or false');
+    return { name, autoSwitchBack: (m.autoSwitchBack as boolean | undefined) ?? true, healthSwitch: (m.healthSwitch as boolean | undefined) ?? true };
   }
 }
 
