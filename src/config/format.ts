@@ -10,7 +10,8 @@ function destination(d: Destination): string {
 
 function distribute(d: VipaDistribute): string {
   const method = d.method.name === 'hotstandby'
-    ? `DISTMETHOD HOTSTANDBY ${d.method.autoSwitchBack ? '' : 'NO'}AUTOSWITCHBACK ${d.method.healthSwitch ? '' : 'NO'}HEALTHSWITCH `
+    ? `DISTMETHOD HOTSTANDBY ${d.method.autoSwitchBack ? '' : 'NO'}AUTOSWITCHBACK `
+      + `${d.method.healthSwitch ? '' : 'NO'}HEALTHSWITCH `
     : `DISTMETHOD ${d.method.name.toUpperCase()} `;
   const affinity = d.timedAffinity ? `TIMEDAFFINITY ${d.timedAffinity} ` : '';
   const ports = d.ports === 'all' ? '' : ` PORT ${d.ports.map((p) => (p.from === p.to ? `${p.from}` : `${p.from}-${p.to}`)).join(' ')}`;

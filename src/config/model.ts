@@ -18,7 +18,7 @@ export type DistMethod =
   | { name: 'serverwlm' }
   /** z/OS weighs whole systems by WLM; dvipa has one load report per node, so as SERVERWLM. */
   | { name: 'basewlm' }
-  /** healthSwitch: leave the active target when it reports itself saturated (load 1), not only when it stops listening. */
+  /** healthSwitch: leave the active target when it reports saturation (load 1), not only when it stops listening. */
   | { name: 'hotstandby'; autoSwitchBack: boolean; healthSwitch: boolean };
 
 export interface Destination {

@@ -109,7 +109,9 @@ class Parser {
   /** A z/OS keyword of the statement being read that dvipa does not implement: one error naming it. */
   private rejectZos(t: Token | undefined): void {
     const k = ZOS_UNSUPPORTED.find((z) => this.zosOptions.includes(z.keyword) && isKeyword(t, z.keyword));
-    if (k) this.stop(t, `${t!.text.toUpperCase()} is a z/OS ${k.on.length ? 'option' : 'statement'} dvipa does not support: ${k.why}`, true);
+    if (!k) return;
+    const kind = k.on.length ? 'option' : 'statement';
+    this.stop(t, `${t!.text.toUpperCase()} is a z/OS ${kind} dvipa does not support: ${k.why}`, true);
   }
 
   private accept(spelled: string): boolean {
@@ -207,14 +209,16 @@ class Parser {
           if (node) this.block(node.vipaDynamic, cfg.nodes.length - 1);
           else {
             // One error for the missing NODE; the block is still read, for its own mistakes.
-            this.problems.push({ line: t.line, column: t.column, message: 'expected a NODE statement before VIPADynamic (NODE name XCF address)' });
+            const message = 'expected a NODE statement before VIPADynamic (NODE name XCF address)';
+            this.problems.push({ line: t.line, column: t.column, message });
             this.block(emptyVipaDynamic(), -1);
           }
         } else if (profile) this.zosStatement(t, profile);
         else {
           // Consumed, so that recovery moves past it even when it is a statement keyword.
           this.i++;
-          this.fail(t, BLOCK_STATEMENTS.some((k) => isKeyword(t, k)) ? 'VIPADynamic before this statement' : `a statement (${TOP.join(', ')})`);
+          const inBlock = BLOCK_STATEMENTS.some((k) => isKeyword(t, k));
+          this.fail(t, inBlock ? 'VIPADynamic before this statement' : `a statement (${TOP.join(', ')})`);
         }
       } catch (e) {
         this.note(e, start);
@@ -246,11 +250,13 @@ class Parser {
       this.i++;
     } else this.recover();
     if (this.opts.importNode === undefined) {
-      this.problems.push({ line: t.line, column: t.column, message: `${name} is a z/OS PROFILE.TCPIP statement, not part of a dvipa `
-        + 'configuration (\'dvipa config import\' takes the VIPADynamic block and the DYNAMICXCF address from a whole profile)' });
+      const message = `${name} is a z/OS PROFILE.TCPIP statement, not part of a dvipa configuration `
+        + '(\'dvipa config import\' takes the VIPADynamic block and the DYNAMICXCF address from a whole profile)';
+      this.problems.push({ line: t.line, column: t.column, message });
       return;
     }
-    const xcfAt = name === 'IPCONFIG' ? this.tokens.slice(from, this.i).findIndex((x) => isKeyword(x, 'DYNAMICXCF')) : -1;
+    const operands = this.tokens.slice(from, this.i);
+    const xcfAt = name === 'IPCONFIG' ? operands.findIndex((x) => isKeyword(x, 'DYNAMICXCF')) : -1;
     if (xcfAt < 0) {
       this.notes.push(`line ${t.line}: ${name} skipped (not part of a dvipa configuration)`);
       return;
@@ -259,7 +265,8 @@ class Parser {
     const address = x && zosIpv4(x.text.split('/')[0]);
     if (!address) this.fail(x, 'the DYNAMICXCF address (the node\'s cluster address)');
     this.dynamicXcf = { address, line: t.line };
-    this.notes.push(`line ${t.line}: IPCONFIG DYNAMICXCF ${address} is the node's cluster (XCF) address; its other operands skipped`);
+    this.notes.push(`line ${t.line}: IPCONFIG DYNAMICXCF ${address} is the node's cluster (XCF) address; `
+      + 'its other operands skipped');
   }
 
   /** CLUSTER ETCD url... [LEASETTL s] [NOPREEMPT] [TAKEBACKDELAY s] */
@@ -321,11 +328,12 @@ class Parser {
             this.zosOptions = UNSUPPORTED_STATEMENTS.map((k) => k.keyword);
             this.i++;
             this.rejectZos(t);
-          } else if (TOP.some((k) => isKeyword(t, k)) || this.profileStatement(t)) this.fail(t, 'ENDVIPADynamic before this statement');
+          } else if (TOP.some((k) => isKeyword(t, k))) this.fail(t, 'ENDVIPADynamic before this statement');
+          else if (this.profileStatement(t)) this.zosStatement(t, this.profileStatement(t)!);
           else this.fail(t, `a VIPADynamic statement (${IN_BLOCK.join(', ')})`);
         } catch (e) {
           this.note(e, start);
-          if (TOP.some((k) => isKeyword(this.peek(), k)) || this.profileStatement(this.peek())) return;
+          if (TOP.some((k) => isKeyword(this.peek(), k))) return;
         }
       }
     } finally {
@@ -410,7 +418,9 @@ class Parser {
     if (remove) {
       const before = v.range.length;
       v.range = v.range.filter((r) => r.address !== address || r.mask !== mask);
-      if (v.range.length === before) this.stop(at, `VIPARANGE DELETE ${mask} ${address}: no such VIPARange above it to delete`);
+      if (v.range.length === before) {
+        this.stop(at, `VIPARANGE DELETE ${mask} ${address}: no such VIPARange above it to delete`);
+      }
       return;
     }
     this.places.set(`${n}|range ${address}`, at);
@@ -488,7 +498,9 @@ class Parser {
     if (remove) {
       const before = v.distribute.length;
       v.distribute = v.distribute.filter((d) => d.address !== address || key(d.ports) !== key(ports));
-      if (v.distribute.length === before) this.stop(at, `VIPADISTRIBUTE DELETE ${address}: no such VIPADISTribute above it to delete`);
+      if (v.distribute.length === before) {
+        this.stop(at, `VIPADISTRIBUTE DELETE ${address}: no such VIPADISTribute above it to delete`);
+      }
       return;
     }
     this.places.set(`${n}|distribute ${address}`, at);
@@ -497,10 +509,12 @@ class Parser {
 }
 
 function check(p: Parser, cfg: ClusterConfig, file: string): void {
-  const problems = [...p.problems, ...validate(cfg, (n, what) => p.places.get(`${n}|${what}`) ?? p.places.get(`${n}|node`) ?? { line: 1, column: 1 })];
-  if (problems.length) {
-    throw new ConfigError(file, problems.map(({ line, column, message }) => ({ line, column, message })).sort((a, b) => a.line - b.line || a.column - b.column));
-  }
+  const at = (n: number, what: string) =>
+    p.places.get(`${n}|${what}`) ?? p.places.get(`${n}|node`) ?? { line: 1, column: 1 };
+  // Without the `unsupported` mark: a ConfigError's problems are places and messages.
+  const problems = [...p.problems, ...validate(cfg, at)]
+    .map(({ line, column, message }) => ({ line, column, message }));
+  if (problems.length) throw new ConfigError(file, problems.sort((a, b) => a.line - b.line || a.column - b.column));
 }
 
 /** Parses and validates; throws ConfigError listing every problem. */
@@ -528,12 +542,18 @@ export function importProfile(text: string, opts: { node: string; xcf?: string }
   }
   const node = cfg.nodes[0];
   node.xcf = opts.xcf ?? p.dynamicXcf?.address ?? '';
-  if (!node.xcf) p.problems.push({ line: 1, column: 1, message: 'no IPCONFIG DYNAMICXCF address in the profile: give the node\'s cluster address (--xcf)' });
-  const targets = node.vipaDynamic.distribute.flatMap((d) => (d.destinations === 'all' ? [] : d.destinations.map((x) => x.xcf)));
+  if (!node.xcf) {
+    const message = 'no IPCONFIG DYNAMICXCF address in the profile: give the node\'s cluster address (--xcf)';
+    p.problems.push({ line: 1, column: 1, message });
+  }
+  const targets = node.vipaDynamic.distribute.flatMap((d) => (d.destinations === 'all' ? [] : d.destinations))
+    .map((x) => x.xcf);
   for (const xcf of new Set(targets)) {
     if (xcf !== node.xcf) cfg.peers.push({ name: `stack-${xcf.replace(/\./g, '-')}`, xcf });
   }
-  if (cfg.peers.length) p.notes.push('each DESTIP address other than the node\'s own became a PEER: name them as your other nodes are named');
+  if (cfg.peers.length) {
+    p.notes.push('each DESTIP address other than the node\'s own became a PEER: name them as your nodes are named');
+  }
   check(p, cfg, file);
   return { config: cfg, notes: p.notes };
 }

@@ -238,8 +238,11 @@ class Reader {
       for (const k of switches) if (m[k] !== undefined) this.bad([...p, k], 'only for hotstandby');
       return name && { name };
     }
-    for (const k of switches) if (m[k] !== undefined && typeof m[k] !== 'boolean') return this.bad([...p, k], 'expected true or false');
-    return { name, autoSwitchBack: (m.autoSwitchBack as boolean | undefined) ?? true, healthSwitch: (m.healthSwitch as boolean | undefined) ?? true };
+    for (const k of switches) {
+      if (m[k] !== undefined && typeof m[k] !== 'boolean') return this.bad([...p, k], 'expected true or false');
+    }
+    const on = (v: Json) => (v as boolean | undefined) ?? true;
+    return { name, autoSwitchBack: on(m.autoSwitchBack), healthSwitch: on(m.healthSwitch) };
   }
 }
 

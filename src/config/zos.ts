@@ -11,18 +11,19 @@ export interface ZosKeyword { keyword: string; on: string[]; why: string }
 const DIST = 'VIPADISTribute';
 const DEF = 'VIPADEFine';
 const BAK = 'VIPABackup';
+const TIERS = 'multi-tier distribution (z/OS and DataPower tiers) is not implemented';
 
 export const ZOS_UNSUPPORTED: readonly ZosKeyword[] = [
   { keyword: 'VIPASMparms', on: [], why: 'service manager parameters for Cisco MNLB; dvipa has no service manager' },
   { keyword: 'VIPAROUTE', on: [], why: 'dvipa encapsulates to the target\'s cluster (XCF) address only' },
   { keyword: 'SERVICEMGR', on: [DEF, BAK], why: 'Cisco MNLB service manager; dvipa has none' },
-  { keyword: 'TIER1', on: [DEF, BAK, DIST], why: 'multi-tier distribution (z/OS and DataPower tiers) is not implemented' },
-  { keyword: 'TIER2', on: [DEF, BAK, DIST], why: 'multi-tier distribution (z/OS and DataPower tiers) is not implemented' },
-  { keyword: 'CPCSCOPE', on: [DEF, BAK], why: 'a DVIPA bound to one CPC (central processor complex) has no meaning on Linux' },
+  { keyword: 'TIER1', on: [DEF, BAK, DIST], why: TIERS },
+  { keyword: 'TIER2', on: [DEF, BAK, DIST], why: TIERS },
+  { keyword: 'CPCSCOPE', on: [DEF, BAK], why: 'a DVIPA bound to one CPC (central processor complex): none on Linux' },
   { keyword: 'GRE', on: [DIST], why: 'tier 1 distribution to non-z/OS targets; dvipa encapsulates in IPIP' },
   { keyword: 'ENCAP', on: [DIST], why: 'tier 1 distribution to non-z/OS targets; dvipa encapsulates in IPIP' },
-  { keyword: 'CONTROLPORT', on: [DIST], why: 'the DataPower distributor agent\'s port; dvipa agents talk on their own port' },
-  { keyword: 'TARGCONTROLLED', on: [DIST], why: 'weights from DataPower tier 1 targets; use SERVERWLM with load reports' },
+  { keyword: 'CONTROLPORT', on: [DIST], why: 'the DataPower distributor agent\'s port; dvipa agents use their own' },
+  { keyword: 'TARGCONTROLLED', on: [DIST], why: 'weights from DataPower tier 1 targets; SERVERWLM with load reports' },
   { keyword: 'PROCTYPE', on: [DIST], why: 'BASEWLM processor proportions (CP, zAAP, zIIP) come from z/OS WLM' },
   { keyword: 'PROCXCOST', on: [DIST], why: 'SERVERWLM zAAP/zIIP crossover cost comes from z/OS WLM' },
   { keyword: 'ILWEIGHTING', on: [DIST], why: 'SERVERWLM importance-level weighting comes from z/OS WLM' },
@@ -30,7 +31,7 @@ export const ZOS_UNSUPPORTED: readonly ZosKeyword[] = [
     + 'that start on the target, which Linux routes through the routing node like any other; see docs/zos.md' },
   { keyword: 'SYSPLEXPorts', on: [DIST], why: 'ephemeral ports unique across the sysplex need a sysplex-wide port '
     + 'assignment (the EZBEPORT structure) dvipa does not have' },
-  { keyword: 'SAF', on: ['VIPARange'], why: 'the RACF SERVAUTH resource that guards binding in a range; Linux has no SAF' },
+  { keyword: 'SAF', on: ['VIPARange'], why: 'the RACF SERVAUTH resource guarding binds in a range; Linux has no SAF' },
 ];
 
 /**

@@ -79,7 +79,7 @@ export class Dpt {
     const m = this.services.get(service)?.dist.method;
     if (!m) return 'none';
     return m.name === 'hotstandby'
-      ? `hotstandby ${m.autoSwitchBack ? 'autoswitchback' : 'noautoswitchback'} ${m.healthSwitch ? 'healthswitch' : 'nohealthswitch'}`
+      ? `hotstandby ${m.autoSwitchBack ? '' : 'no'}autoswitchback ${m.healthSwitch ? '' : 'no'}healthswitch`
       : m.name;
   }
 
@@ -124,10 +124,12 @@ export class Dpt {
         const preferred = states.find((x) => x.d.role === 'preferred');
         const current = states.find((x) => x.d.xcf === s.hotActive);
         let chosen: string | undefined;
-        if (preferred && usable(preferred) && (method.autoSwitchBack || !current || !usable(current) || current === preferred)) chosen = preferred.d.xcf;
+        const stay = current !== undefined && usable(current) && current !== preferred;
+        if (preferred && usable(preferred) && (method.autoSwitchBack || !stay)) chosen = preferred.d.xcf;
         else if (current && usable(current)) chosen = current.d.xcf;
         else {
-          const backups = states.filter((x) => x.d.role === 'backup' && usable(x)).sort((a, b) => (b.d.rank ?? 0) - (a.d.rank ?? 0));
+          const backups = states.filter((x) => x.d.role === 'backup' && usable(x))
+            .sort((a, b) => (b.d.rank ?? 0) - (a.d.rank ?? 0));
           chosen = backups[0]?.d.xcf ?? (preferred && usable(preferred) ? preferred.d.xcf : undefined);
         }
         s.hotActive = chosen;
