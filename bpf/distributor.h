@@ -6,7 +6,8 @@
  * Verdicts (each counted in `reasons`, and per service in `svc_stats`):
  *  - not IPv4, not a distributed DVIPA:port, unparsable L2/L3: XDP_PASS untouched;
  *  - TCP/UDP to a distributed service: encapsulated IPv4-in-IPv4 to the target's cluster
- *    address and sent on (XDP_TX or redirect), or dropped with a reason;
+ *    address and sent on (XDP_TX or redirect), or dropped with a reason; when the target is
+ *    this node itself, passed to its own stack, which holds the DVIPA;
  *  - fragments to a distributed DVIPA: dropped (a non-first fragment has no ports, so it
  *    cannot be matched to its connection; TCP avoids fragments with PMTU discovery);
  *  - too big once encapsulated: ICMP fragmentation needed back to the client if DF is
@@ -365,6 +366,11 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		else
 			st->recovered++;
 	}
+	/* The routing node among its own targets: the DVIPA is a local address here, so its
+	 * stack serves the flow, as z/OS's distributing stack does when it is a target. An IPIP
+	 * packet to our own address would find no route. The CRT entry above keeps it here. */
+	if (target == cfg->cluster_addr)
+		return verdict(XDP_PASS, DVIPA_R_PASS_LOCAL_TARGET);
 	return encap_forward(ctx, cfg, st, target, l2len, iph);
 
 truncated_l4:

@@ -139,6 +139,7 @@ enum dvipa_reason {
 	DVIPA_R_DECAP_PASS_NOT_OURS, /* target: IPIP not to our cluster address or not a served DVIPA */
 	DVIPA_R_DECAP_PASS_MALFORMED,/* target: IPIP whose inner header is unparsable */
 	DVIPA_R_PASS_OTHER_HOST,     /* unicast to another MAC (flooded by a switch): the stack drops it */
+	DVIPA_R_PASS_LOCAL_TARGET,   /* the routing node is the flow's target: its own stack serves it */
 	DVIPA_R_COUNT,
 };
 

@@ -325,6 +325,35 @@ describe('distributor', () => {
     }
   });
 
+  test('the routing node among its own targets: its flows pass unencapsulated to its own stack, and stay there', () => {
+    const svcL: Service = { vip: VIP, port: 3000, protocol: 'tcp' };
+    const mixed = [...equal, { addr: rns.clusterAddr, weight: 1 }];
+    let local = 0;
+    let remote = 0;
+    try {
+      fp.setTargets(svcL, mixed);
+      for (let sport = 47000; sport < 47040; sport++) {
+        const flow = { saddr: CLIENT, daddr: VIP, sport, dport: 3000, proto: 6 };
+        const frame = syn({ sport, dport: 3000 });
+        const r = run(frame);
+        if (predicted(mixed, flow) !== rns.clusterAddr) {
+          assertEncapsulated(r.frame, frame);
+          remote++;
+          continue;
+        }
+        assert.deepEqual([r.action, r.reason], ['pass', 'pass_local_target'], `port ${sport}`);
+        assert.deepEqual(r.frame, frame, 'passed untouched');
+        assert.equal(fp.crt.get(flow)!.target, rns.clusterAddr);
+        const ack = buildFrame({ ...flow, tcpFlags: { ack: true }, payload: 10 });
+        assert.equal(run(ack).reason, 'pass_local_target', 'the connection stays on this node');
+        local++;
+      }
+      assert.ok(local > 0 && remote > 0, `both kinds seen: ${local} local, ${remote} encapsulated`);
+    } finally {
+      fp.removeService(svcL);
+    }
+  });
+
   test('an unconfigured node passes everything', () => {
     fp.configure({ clusterAddr: rns.clusterAddr, enabled: false });
     try {

@@ -27,8 +27,8 @@ export const ZOS_UNSUPPORTED: readonly ZosKeyword[] = [
   { keyword: 'PROCTYPE', on: [DIST], why: 'BASEWLM processor proportions (CP, zAAP, zIIP) come from z/OS WLM' },
   { keyword: 'PROCXCOST', on: [DIST], why: 'SERVERWLM zAAP/zIIP crossover cost comes from z/OS WLM' },
   { keyword: 'ILWEIGHTING', on: [DIST], why: 'SERVERWLM importance-level weighting comes from z/OS WLM' },
-  { keyword: 'OPTLOCAL', on: [DIST], why: 'a target that is also the client\'s stack serving locally needs connections '
-    + 'that start on the target, which Linux routes through the routing node like any other; see docs/zos.md' },
+  { keyword: 'OPTLOCAL', on: [DIST], why: 'a client\'s own stack keeping its connections when it is a target needs '
+    + 'a choice in the socket layer dvipa does not make (a routing node serves its own share anyway); see docs/zos.md' },
   { keyword: 'SYSPLEXPorts', on: [DIST], why: 'ephemeral ports unique across the sysplex need a sysplex-wide port '
     + 'assignment (the EZBEPORT structure) dvipa does not have' },
   { keyword: 'SAF', on: ['VIPARange'], why: 'the RACF SERVAUTH resource guarding binds in a range; Linux has no SAF' },
