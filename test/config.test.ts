@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseProfile } from '../src/config/profile.js';
+import { importProfile, parseProfile } from '../src/config/profile.js';
 import { formatProfile } from '../src/config/format.js';
 import { formatYamlConfig, parseYamlConfig } from '../src/config/yaml.js';
 import { ConfigError, type ClusterConfig } from '../src/config/model.js';
@@ -243,16 +243,21 @@ test('YAML: same model, problems with line and column', () => {
 
 test('random input ends in a clear error or a model, never a hang or a crash', () => {
   const words = ['NODE', 'n1', 'XCF', '10.1.0.1', 'VIPADynamic', 'ENDVIPADynamic', 'VIPADEF', 'VIPAB', 'VIPADIST', 'VIPARANGE', 'DESTIP', 'ALL',
-    'PORT', '80', '1-2', '255.255.255.0', '198.51.100.1', 'MOVEable', 'IMMEDiate', 'DISTM', 'HOTSTANDBY', 'PREF', 'BACK', 'WEIGHT', '7', ';', '\n', 'CLUSTER', 'KEYFILE', 'PEER', 'VIPADELETE', 'x'];
+    'PORT', '80', '1-2', '255.255.255.0', '198.51.100.1', 'MOVEable', 'IMMEDiate', 'DISTM', 'HOTSTANDBY', 'PREF', 'BACK', 'WEIGHT', '7', ';', '\n', 'CLUSTER', 'KEYFILE', 'PEER', 'VIPADELETE', 'x',
+    // z/OS: unsupported keywords, other profile statements and blocks, leading zeros, IPv6 forms.
+    'SYSPLEXPORTS', 'OPTLOCAL', 'TIER1', 'VIPAROUTE', 'VIPASMPARMS', 'SAF', 'DELETE', 'IPCONFIG', 'DYNAMICXCF', 'AUTOLOG', 'ENDAUTOLOG',
+    'HOME', 'BEGINROUTES', 'ENDROUTES', '010.001.000.001', 'DVIPA1', '2001:db8::1', 'HEALTHSWITCH', 'BASEWLM'];
   let seed = 99;
   const rand = (n: number) => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % n;
   for (let i = 0; i < 3000; i++) {
     const text = Array.from({ length: rand(40) }, () => words[rand(words.length)]).join(' ');
-    try {
-      parseProfile(text);
-    } catch (e) {
-      assert.ok(e instanceof ConfigError, `${JSON.stringify(text)}: ${(e as Error).stack}`);
-      assert.ok(e.problems.length > 0 && e.problems.every((p) => p.line >= 1 && p.column >= 1));
+    for (const read of [() => parseProfile(text), () => importProfile(text, { node: 'n', xcf: '10.1.0.1' })]) {
+      try {
+        read();
+      } catch (e) {
+        assert.ok(e instanceof ConfigError, `${JSON.stringify(text)}: ${(e as Error).stack}`);
+        assert.ok(e.problems.length > 0 && e.problems.every((p) => p.line >= 1 && p.column >= 1));
+      }
     }
   }
 });

@@ -303,6 +303,13 @@ test('config check: each other PROFILE.TCPIP statement is one error naming it, n
   // After a statement over several lines (NODE ... INTERNAL), a profile statement is not an interface name.
   assert.throws(() => parseProfile('NODE n1 XCF 10.1.0.1 INTERNAL eth1\n  eth2\nIPCONFIG DATAGRAMFWD\n', 'f'),
     (e: unknown) => oneError(e, /^f:3:1: IPCONFIG is a z\/OS PROFILE.TCPIP statement/));
+  // A block statement without its END keyword does not take the rest of the file with it.
+  assert.throws(() => parseProfile('AUTOLOG 5\n FTPD\nNODE n1 XCF 10.1.0\n', 'f'), (e: unknown) => {
+    assert.ok(e instanceof ConfigError);
+    assert.match(e.message, /^f:1:1: AUTOLOG without ENDAUTOLOG is a z\/OS PROFILE.TCPIP statement/);
+    assert.match(e.message, /\nf:3:13: expected the node's cluster \(XCF\) address, found "10.1.0"$/);
+    return true;
+  });
   const inBlock = `${D}\nVIPADISTRIBUTE 198.51.100.10 PORT 80\n DESTIP 10.1.0.2\nINTERFACE OSA1 DEFINE IPAQENET`;
   assert.throws(() => parseProfile(profile(inBlock), 'f'), (e: unknown) => oneError(e, /^f:6:1: INTERFACE is a z\/OS/));
 });

@@ -25,14 +25,16 @@ import {
 } from './model.js';
 import { ALSO_OPERANDS, PROFILE_STATEMENTS, withoutSequenceNumber, ZOS_UNSUPPORTED, zosIpv4 } from './zos.js';
 
-interface Token { text: string; line: number; column: number }
+interface Token { text: string; line: number; column: number; upper: string }
 
 function tokenize(text: string): Token[] {
   const tokens: Token[] = [];
   text.split(/\r?\n/).forEach((raw, i) => {
     const line = withoutSequenceNumber(raw).replace(/[;#].*$/, '');
     const re = /\S+/g;
-    for (let m = re.exec(line); m; m = re.exec(line)) tokens.push({ text: m[0], line: i + 1, column: m.index + 1 });
+    for (let m = re.exec(line); m; m = re.exec(line)) {
+      tokens.push({ text: m[0], line: i + 1, column: m.index + 1, upper: m[0].toUpperCase() });
+    }
   });
   return tokens;
 }
@@ -42,14 +44,25 @@ function isKeyword(token: Token | undefined, spelled: string): boolean {
   if (!token) return false;
   const full = spelled.toUpperCase();
   const min = spelled.match(/^[A-Z0-9]+/)![0].length;
-  const t = token.text.toUpperCase();
-  return t.length >= min && full.startsWith(t);
+  return token.upper.length >= min && full.startsWith(token.upper);
+}
+
+/** Every accepted spelling of each keyword, to the keyword: one lookup per token. */
+function spellings<T>(keywords: Array<[string, T]>): Map<string, T> {
+  const out = new Map<string, T>();
+  for (const [spelled, value] of keywords) {
+    const full = spelled.toUpperCase();
+    for (let n = spelled.match(/^[A-Z0-9]+/)![0].length; n <= full.length; n++) out.set(full.slice(0, n), value);
+  }
+  return out;
 }
 
 const TOP = ['CLUSTER', 'NODE', 'PEER', 'VIPADynamic'];
 const IN_BLOCK = ['VIPADEFine', 'VIPABackup', 'VIPADELete', 'VIPADISTribute', 'VIPARange', 'ENDVIPADynamic'];
 const UNSUPPORTED_STATEMENTS = ZOS_UNSUPPORTED.filter((k) => k.on.length === 0);
 const BLOCK_STATEMENTS = [...IN_BLOCK, ...UNSUPPORTED_STATEMENTS.map((k) => k.keyword)];
+const STATEMENTS = spellings([...TOP, ...BLOCK_STATEMENTS].map((k) => [k, k]));
+const PROFILE = spellings(PROFILE_STATEMENTS.map((s) => [s.name, s]));
 
 /** A problem; `unsupported`: a z/OS keyword dvipa knows and does not implement (import carries it as a comment). */
 type Problem = ConfigProblem & { unsupported?: boolean };
@@ -86,14 +99,14 @@ class Parser {
   }
 
   private profileStatement(t: Token | undefined): { name: string; end?: string } | undefined {
-    if (!t || (this.inBlock && ALSO_OPERANDS.has(t.text.toUpperCase()))) return undefined;
-    return PROFILE_STATEMENTS.find((s) => isKeyword(t, s.name));
+    if (!t || (this.inBlock && ALSO_OPERANDS.has(t.upper))) return undefined;
+    return PROFILE.get(t.upper);
   }
 
   /** The start of a statement of dvipa's language or of a z/OS profile (end of file counts). */
   private atStatement(): boolean {
     const t = this.peek();
-    return !t || [...TOP, ...BLOCK_STATEMENTS].some((k) => isKeyword(t, k)) || this.profileStatement(t) !== undefined;
+    return !t || STATEMENTS.has(t.upper) || this.profileStatement(t) !== undefined;
   }
 
   private stop(t: Token | undefined, message: string, unsupported = false): never {
@@ -245,12 +258,19 @@ class Parser {
     const name = s.name.toUpperCase();
     this.i++;
     const from = this.i;
+    let unended = '';
     if (s.end) {
       while (this.peek() && !isKeyword(this.peek(), s.end)) this.i++;
-      this.i++;
+      // Without its END keyword the block would take the rest of the file: resume at the next statement.
+      if (this.peek()) this.i++;
+      else {
+        unended = ` without ${s.end.toUpperCase()}`;
+        this.i = from;
+        this.recover();
+      }
     } else this.recover();
     if (this.opts.importNode === undefined) {
-      const message = `${name} is a z/OS PROFILE.TCPIP statement, not part of a dvipa configuration `
+      const message = `${name}${unended} is a z/OS PROFILE.TCPIP statement, not part of a dvipa configuration `
         + '(\'dvipa config import\' takes the VIPADynamic block and the DYNAMICXCF address from a whole profile)';
       this.problems.push({ line: t.line, column: t.column, message });
       return;
@@ -258,7 +278,7 @@ class Parser {
     const operands = this.tokens.slice(from, this.i);
     const xcfAt = name === 'IPCONFIG' ? operands.findIndex((x) => isKeyword(x, 'DYNAMICXCF')) : -1;
     if (xcfAt < 0) {
-      this.notes.push(`line ${t.line}: ${name} skipped (not part of a dvipa configuration)`);
+      this.notes.push(`line ${t.line}: ${name}${unended} skipped (not part of a dvipa configuration)`);
       return;
     }
     const x = this.tokens[from + xcfAt + 1];
