@@ -239,14 +239,17 @@ test('YAML: same model, problems with line and column', () => {
       && /c.yaml:11:5: nodes.0.colour: unknown key/.test(m);
   });
   assert.throws(() => parseYamlConfig('nodes: [\n', 'broken.yaml'), /broken.yaml:\d+:\d+: /);
+  assert.throws(() => parseYamlConfig('nodes: [{ name: n1, xcf: 010.001.000.001 }]\n', 'z.yaml'),
+    /z.yaml:1:\d+: nodes.0.xcf: expected an IPv4 address without leading zeros: 10.1.0.1, found "010.001.000.001"/);
 });
 
 test('random input ends in a clear error or a model, never a hang or a crash', () => {
   const words = ['NODE', 'n1', 'XCF', '10.1.0.1', 'VIPADynamic', 'ENDVIPADynamic', 'VIPADEF', 'VIPAB', 'VIPADIST', 'VIPARANGE', 'DESTIP', 'ALL',
     'PORT', '80', '1-2', '255.255.255.0', '198.51.100.1', 'MOVEable', 'IMMEDiate', 'DISTM', 'HOTSTANDBY', 'PREF', 'BACK', 'WEIGHT', '7', ';', '\n', 'CLUSTER', 'KEYFILE', 'PEER', 'VIPADELETE', 'x',
     // z/OS: unsupported keywords, other profile statements and blocks, leading zeros, IPv6 forms.
-    'SYSPLEXPORTS', 'OPTLOCAL', 'TIER1', 'VIPAROUTE', 'VIPASMPARMS', 'SAF', 'DELETE', 'IPCONFIG', 'DYNAMICXCF', 'AUTOLOG', 'ENDAUTOLOG',
-    'HOME', 'BEGINROUTES', 'ENDROUTES', '010.001.000.001', 'DVIPA1', '2001:db8::1', 'HEALTHSWITCH', 'BASEWLM'];
+    'SYSPLEXPORTS', 'OPTLOCAL', 'TIER1', 'VIPAROUTE', 'VIPASMPARMS', 'SAF', 'DELETE', 'IPCONFIG', 'DYNAMICXCF',
+    'AUTOLOG', 'ENDAUTOLOG', 'HOME', 'BEGINROUTES', 'ENDROUTES', '010.001.000.001', 'DVIPA1', '2001:db8::1',
+    'HEALTHSWITCH', 'BASEWLM'];
   let seed = 99;
   const rand = (n: number) => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % n;
   for (let i = 0; i < 3000; i++) {

@@ -5,7 +5,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decide, PRIMARY_RANK, type Situation } from '../src/cluster/election.js';
+import { decide, Election, PRIMARY_RANK, type Situation } from '../src/cluster/election.js';
 import { EtcdCoupling, type DvipaView } from '../src/cluster/coupling.js';
 import { EpochFence } from '../src/cluster/fence.js';
 import { decodeMessage, InvalidMessage, MsgType } from '../src/cluster/messages.js';
@@ -79,6 +79,14 @@ describe('election rules', () => {
     assert.equal(decide(situation({ me: 'r1', view: { ...q('r1'), owner: { node: 'r2', rank: 100, epoch: 2 } } })), undefined, 'no takeback while quiesced');
     assert.equal(decide(situation({ me: 'r1', view: { quiesced: new Set(['r1']) } })), undefined);
     assert.equal(decide(situation({ me: 'r2', view: { quiesced: new Set(['r1']) } })), 'takeover');
+  });
+
+  test('delete (VIPADELETE): nobody claims, whatever else holds', () => {
+    for (const me of ['r1', 'r2', 'r3']) {
+      assert.equal(decide(situation({ me, ownerlessTooLong: true, view: { deleted: true } })), undefined, me);
+      const moved = { ...owner('r2'), deleted: true, move: { to: me, whenIdle: false } };
+      assert.equal(decide(situation({ me, view: moved })), undefined, me);
+    }
   });
 });
 
@@ -175,6 +183,41 @@ describe('coupling facility on etcd', () => {
     assert.equal(a2.view(D).owner?.node, 'a', 'still owned, under the grace lease');
     const adopted = await a2.claim(D, 100, a2.view(D));
     assert.equal(adopted?.epoch, 1);
+  });
+
+  test('dvipa dvipa delete: the owner gives the DVIPA up, nobody takes it; reactivate brings it back', async () => {
+    seq++;
+    const events: string[] = [];
+    const elect = (c: EtcdCoupling, me: string) => {
+      const candidates = [{ node: 'a', rank: PRIMARY_RANK }, { node: 'b', rank: 100 }];
+      const opts = { me, nopreempt: false, takebackDelayMs: 0, stuckMs: 300, settleMs: 0 };
+      const e = new Election(c, new Map([[D, { address: D, primary: 'a', candidates }]]), opts, {
+        ready: () => true,
+        idle: () => true,
+        acquired: (_d, o) => events.push(`${me} acquired ${o.epoch}`),
+        lost: (_d, o) => events.push(`${me} lost to ${o?.node ?? 'nobody'}`),
+      }, log);
+      e.start();
+      return e;
+    };
+    // Leases of 3 s: this test is about the delete, not about a loaded machine's lease renewals.
+    const [a, b, ops] = [await cf('a', 3), await cf('b', 3), await cf('ops', 3)];
+    const elections = [elect(a, 'a'), elect(b, 'b')];
+    try {
+      await until('a to route it', () => events.includes('a acquired 1'));
+      await ops.setDeleted(D, true);
+      await until('a to give it up', () => events.includes('a lost to nobody') && ops.view(D).owner === undefined);
+      await sleep(1000);
+      assert.deepEqual(events, ['a acquired 1', 'a lost to nobody'], 'nobody took it, though ownerless beyond stuckMs');
+      assert.equal(ops.view(D).deleted, true);
+      await ops.setDeleted(D, false);
+      await until('a node to route it again', () => ops.view(D).owner !== undefined, 10000)
+        .catch((e: Error) => assert.fail(`${e.message}; events: ${events.join(', ')}`));
+      assert.equal(ops.view(D).owner?.epoch, 2, 'a new owner, a new epoch');
+      assert.equal(ops.view(D).deleted, undefined);
+    } finally {
+      for (const e of elections) e.stop();
+    }
   });
 
   test('etcd with password auth: the right password joins, a wrong one is refused', async () => {

@@ -219,7 +219,8 @@ export class Agent {
         this.since.set(d, Date.now());
         this.router.disown(d);
         void this.ipsec?.lost(d);
-        this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, 'DVIPA now routed by another node: address released');
+        const why = owner ? 'DVIPA now routed by another node' : 'DVIPA routed by no node now (deleted?)';
+        this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, `${why}: address released`);
       },
     }, this.log);
     // What the pinned data plane owned is ours until the store says otherwise.

@@ -10,6 +10,7 @@ import {
   ConfigError, emptyVipaDynamic, isEtcdUrl, validate,
   type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, IPSEC_LIMITS, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
 } from './model.js';
+import { zosIpv4 } from './zos.js';
 
 type Json = unknown;
 
@@ -62,6 +63,9 @@ class Reader {
       parseIpv4(v as string);
       return v as string;
     } catch {
+      const plain = typeof v === 'string' ? zosIpv4(v) : undefined;
+      // The z/OS language reads leading zeros as decimal; YAML takes the plain form only.
+      if (plain) return this.bad(path, `expected an IPv4 address without leading zeros: ${plain}, found "${v}"`);
       return this.bad(path, `expected an IPv4 address, found ${JSON.stringify(v)}`);
     }
   }
