@@ -284,6 +284,7 @@ const WHOLE = cards([
   '   23 TCP INTCLIEN',
   'HOME',
   '   10.2.2.2 OSAL1',
+  'INCLUDE SYS1.TCPPARMS(VIPARNG)',
   'BEGINROUTES',
   '  ROUTE DEFAULT 10.2.2.1 OSAL1 MTU 1492',
   'ENDROUTES',
@@ -296,7 +297,7 @@ test('config check: each other PROFILE.TCPIP statement is one error naming it, n
     const named = e.problems.map((p) => `${p.line} ${p.message.split(' ')[0]}`);
     assert.deepEqual(named, ['2 ARPAGE', '3 GLOBALCONFIG', '4 IPCONFIG', '6 AUTOLOG', '9 expected', '11 SYSPLEXPORTS',
       '17 VIPAROUTE',
-      '19 PORT', '22 HOME', '24 BEGINROUTES', '27 START']);
+      '19 PORT', '22 HOME', '24 INCLUDE', '25 BEGINROUTES', '28 START']);
     assert.match(e.message, /p:9:1: expected a NODE statement before VIPADynamic/);
     return true;
   });
@@ -327,7 +328,7 @@ test('config import: the block and the DYNAMICXCF address, the rest as notes; ch
   for (const n of ['line 2: ARPAGE skipped', 'line 4: IPCONFIG DYNAMICXCF 10.1.0.1',
     'line 11: not carried over: VIPADISTRIBUTE DEFINE SYSPLEXPORTS',
     'line 17: not carried over: VIPAROUTE DEFINE 10.1.0.2 192.0.2.2',
-    'line 19: PORT skipped', 'line 27: START skipped']) {
+    'line 19: PORT skipped', 'line 24: INCLUDE skipped (import the included data set too', 'line 28: START skipped']) {
     assert.ok(notes.some((x) => x.startsWith(n)), `${n} in\n${notes.join('\n')}`);
   }
   assert.deepEqual(parseProfile(formatProfile(config)), config);
@@ -340,7 +341,7 @@ test('config import: the block and the DYNAMICXCF address, the rest as notes; ch
     /p:3:26: expected a DVIPA address, found "198.51.100"/, 'a real mistake is an error, not a note');
 });
 
-test('dvipa config import, check and show: text and YAML, through the CLI (6 runs of the CLI)', () => {
+test('dvipa config import, check and show: text and YAML, through the CLI (7 runs of the CLI)', () => {
   const cli = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-zos-'));
   const run = (...args: string[]) => spawnSync(process.execPath, [cli, 'config', ...args], { encoding: 'utf8' });
@@ -363,7 +364,10 @@ test('dvipa config import, check and show: text and YAML, through the CLI (6 run
     assert.deepEqual(parseYamlConfig(formatYamlConfig(model)), model);
     const bad = run('check', path.join(dir, 'PROFILE'));
     assert.equal(bad.status, 2);
-    assert.match(bad.stderr, /11 problems in .*PROFILE:\n.*PROFILE:2:1: ARPAGE is a z\/OS PROFILE.TCPIP statement/);
+    assert.match(bad.stderr, /12 problems in .*PROFILE:\n.*PROFILE:2:1: ARPAGE is a z\/OS PROFILE.TCPIP statement/);
+    const badName = run('import', path.join(dir, 'PROFILE'), '--node', 'MVS 1');
+    assert.equal(badName.status, 2);
+    assert.match(badName.stderr, /--node "MVS 1": a name without spaces/);
     const noXcf = run('import', path.join(dir, 'PROFILE'), '--node', 'MVS1', '--xcf', '10.1.0');
     assert.equal(noXcf.status, 2);
     assert.match(noXcf.stderr, /--xcf 10.1.0: not an IPv4 address/);

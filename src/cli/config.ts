@@ -62,6 +62,10 @@ const importCmd: CommandModule<object, { profile: string; node: string; xcf?: st
       .option('xcf', { type: 'string', describe: 'the node\'s cluster address (default: IPCONFIG DYNAMICXCF)' })
       .option('yaml', { type: 'boolean', describe: 'write the YAML form' }) as never,
   handler: (a) => {
+    // One token of the language: the configuration written must read back.
+    if (!/^[^\s;#]+$/.test(a.node)) {
+      throw new CliError(`--node ${JSON.stringify(a.node)}: a name without spaces, ';' or '#'`, EXIT.usage);
+    }
     const xcf = a.xcf === undefined ? undefined : zosIpv4(a.xcf);
     if (a.xcf !== undefined && !xcf) throw new CliError(`--xcf ${a.xcf}: not an IPv4 address`, EXIT.usage);
     const text = reported(a.profile, () => {

@@ -278,7 +278,9 @@ class Parser {
     const operands = this.tokens.slice(from, this.i);
     const xcfAt = name === 'IPCONFIG' ? operands.findIndex((x) => isKeyword(x, 'DYNAMICXCF')) : -1;
     if (xcfAt < 0) {
-      this.notes.push(`line ${t.line}: ${name}${unended} skipped (not part of a dvipa configuration)`);
+      const why = name === 'INCLUDE' ? 'import the included data set too, and merge what it defines'
+        : name === 'IPCONFIG6' ? 'IPv6: dvipa\'s cluster addresses are IPv4' : 'not part of a dvipa configuration';
+      this.notes.push(`line ${t.line}: ${name}${unended} skipped (${why})`);
       return;
     }
     const x = this.tokens[from + xcfAt + 1];
