@@ -13,7 +13,7 @@ import { startEtcd } from '../src/lab/etcd.js';
 import { etcdFixture } from './helpers/etcd.js';
 import { log } from '../src/log.js';
 import { sleep } from './helpers/agents.js';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { ROOT } from '../src/dataplane/addon.js';
 
@@ -203,14 +203,26 @@ describe('coupling facility on etcd', () => {
     // Leases of 3 s: this test is about the delete, not about a loaded machine's lease renewals.
     const [a, b, ops] = [await cf('a', 3), await cf('b', 3), await cf('ops', 3)];
     const elections = [elect(a, 'a'), elect(b, 'b')];
+    const dvipaCli = (...args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const cli = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+      const where = ['--etcd', etcd.server.url, '--etcd-prefix', `/t${seq}/`];
+      execFile(process.execPath, [cli, 'dvipa', ...args, ...where], (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    });
     try {
       await until('a to route it', () => events.includes('a acquired 1'));
-      await ops.setDeleted(D, true);
-      await until('a to give it up', () => events.includes('a lost to nobody') && ops.view(D).owner === undefined);
+      // Through the CLI, as an operator does: it waits until no node routes the DVIPA.
+      const deleted = await dvipaCli('delete', D);
+      assert.equal(deleted.code, 0, deleted.stderr);
+      assert.match(deleted.stdout, new RegExp(`^${D} deleted: no node routes it`));
+      assert.equal(ops.view(D).owner, undefined);
+      await until('a to give it up', () => events.includes('a lost to nobody'));
       await sleep(1000);
       assert.deepEqual(events, ['a acquired 1', 'a lost to nobody'], 'nobody took it, though ownerless beyond stuckMs');
       assert.equal(ops.view(D).deleted, true);
-      await ops.setDeleted(D, false);
+      const back = await dvipaCli('reactivate', D);
+      assert.equal(back.code, 0, back.stderr);
+      assert.match(back.stdout, /delete withdrawn/);
       await until('a node to route it again', () => ops.view(D).owner !== undefined, 10000)
         .catch((e: Error) => assert.fail(`${e.message}; events: ${events.join(', ')}`));
       assert.equal(ops.view(D).owner?.epoch, 2, 'a new owner, a new epoch');
