@@ -55,6 +55,7 @@ const CORPUS: Array<[string[], string, Expect]> = [
   [['octet above 255'],
     'VIPADEFINE 255.255.255.0 198.51.100.256',
     /^f:3:26: expected a DVIPA address, found "198.51.100.256"/],
+  [['not IPv6'], 'VIPADEFINE 255.255.255.0 198.51.100.1:80', /^f:3:26: expected a DVIPA address, found "198.51.100.1:80"/],
   [['TIER1'],
     'VIPADEFINE TIER1 255.255.255.0 198.51.100.10',
     /^f:3:12: TIER1 is a z\/OS option dvipa does not support: multi-tier/],

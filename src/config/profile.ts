@@ -164,8 +164,9 @@ class Parser {
 
   /** z/OS's IPv6 forms: an address, an address/prefix, or an interface name followed by one. */
   private ipv6Form(text: string): boolean {
-    const next = this.tokens[this.i + 1]?.text ?? '';
-    return text.includes(':') || (/^[A-Za-z][\w@#$]{0,15}$/.test(text) && next.includes(':'));
+    // Two colons at least: 10.1.0.1:80 is a mistake in an IPv4 address, not IPv6.
+    const ipv6 = (x: string) => /^[\da-f:.]+(\/\d+)?$/i.test(x) && (x.match(/:/g)?.length ?? 0) >= 2;
+    return ipv6(text) || (/^[A-Za-z][\w@$]{0,15}$/.test(text) && ipv6(this.tokens[this.i + 1]?.text ?? ''));
   }
 
   private int(what: string, min: number, max: number): number {
