@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { importProfile, parseProfile } from '../src/config/profile.js';
+import { importProfile, importProfiles, parseProfile } from '../src/config/profile.js';
 import { formatProfile } from '../src/config/format.js';
 import { formatYamlConfig, parseYamlConfig } from '../src/config/yaml.js';
 import { ConfigError, type VipaDynamic } from '../src/config/model.js';
@@ -342,7 +342,32 @@ test('config import: the block and the DYNAMICXCF address, the rest as notes; ch
     /p:3:26: expected a DVIPA address, found "198.51.100"/, 'a real mistake is an error, not a note');
 });
 
-test('dvipa config import, check and show: text and YAML, through the CLI (7 runs of the CLI)', () => {
+/** The second stack: backs the DVIPA up, is a target, and defines one of its own. */
+const SECOND = [
+  'IPCONFIG SYSPLEXROUTING DYNAMICXCF 10.1.0.2 255.255.255.0 1',
+  'VIPADYNAMIC',
+  '  VIPABACKUP 100 198.51.100.10',
+  '  VIPADEFINE 255.255.255.0 198.51.100.30',
+  '  VIPADISTRIBUTE 198.51.100.30 PORT 80 DESTIP 10.1.0.1 10.1.0.2',
+  'ENDVIPADYNAMIC',
+  'PORT 80 TCP HTTPD',
+].join('\n');
+
+test('config import of several profiles: one cluster file, DESTIP addresses resolved to imported nodes', () => {
+  const first = { text: WHOLE, file: 'mvs1', node: 'MVS1' };
+  const both = importProfiles([first, { text: SECOND, file: 'mvs2', node: 'MVS2' }]);
+  assert.deepEqual(both.config.nodes.map((n) => `${n.name} ${n.xcf}`), ['MVS1 10.1.0.1', 'MVS2 10.1.0.2']);
+  assert.deepEqual(both.config.peers, [{ name: 'stack-10-1-0-3', xcf: '10.1.0.3' }], 'only what no imported node is');
+  assert.ok(both.notes.includes('mvs2 line 7: PORT skipped (not part of a dvipa configuration)'), `${both.notes}`);
+  assert.deepEqual(parseProfile(formatProfile(both.config)), both.config);
+  assert.deepEqual(parseYamlConfig(formatYamlConfig(both.config)), both.config);
+  // A problem across profiles is placed in the file of the statement it concerns.
+  const twice = SECOND.replace('VIPABACKUP 100 198.51.100.10', 'VIPADEFINE 255.255.255.0 198.51.100.10');
+  assert.throws(() => importProfiles([first, { text: twice, file: 'mvs2', node: 'MVS2' }]),
+    (e: unknown) => oneError(e, /^mvs2:3:3: 198.51.100.10 is defined \(VIPADEFine\) on MVS1 and MVS2/));
+});
+
+test('dvipa config import, check and show: text and YAML, through the CLI (8 runs of the CLI)', () => {
   const cli = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-zos-'));
   const run = (...args: string[]) => spawnSync(process.execPath, [cli, 'config', ...args], { encoding: 'utf8' });
@@ -366,6 +391,10 @@ test('dvipa config import, check and show: text and YAML, through the CLI (7 run
     const bad = run('check', path.join(dir, 'PROFILE'));
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /12 problems in .*PROFILE:\n.*PROFILE:2:1: ARPAGE is a z\/OS PROFILE.TCPIP statement/);
+    fs.writeFileSync(path.join(dir, 'SECOND'), SECOND);
+    const two = run('import', path.join(dir, 'PROFILE'), path.join(dir, 'SECOND'), '--node', 'MVS1', '--node', 'MVS2');
+    assert.equal(two.status, 0, two.stderr);
+    assert.match(two.stdout, /^NODE MVS2 XCF 10.1.0.2$/m);
     const badName = run('import', path.join(dir, 'PROFILE'), '--node', 'MVS 1');
     assert.equal(badName.status, 2);
     assert.match(badName.stderr, /--node "MVS 1": a name without spaces/);

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { loadConfig } from '../config/load.js';
-import { importProfile } from '../config/profile.js';
+import { importProfiles } from '../config/profile.js';
 import { zosIpv4 } from '../config/zos.js';
 import { formatProfile } from '../config/format.js';
 import { formatYamlConfig } from '../config/yaml.js';
@@ -51,34 +51,47 @@ const show: CommandModule<object, { file: string; json?: boolean; yaml?: boolean
   },
 };
 
-const importCmd: CommandModule<object, { profile: string; node: string; xcf?: string; yaml?: boolean }> = {
-  command: 'import <profile>',
-  describe: 'a dvipa configuration for one node from a whole z/OS PROFILE.TCPIP: its VIPADYNAMIC block and the '
-    + 'DYNAMICXCF address of IPCONFIG; what is not carried over is listed as comments',
+interface ImportArgs { profiles: string[]; node: string[]; xcf?: string[]; yaml?: boolean }
+
+const importCmd: CommandModule<object, ImportArgs> = {
+  command: 'import <profiles..>',
+  describe: 'a dvipa configuration from whole z/OS PROFILE.TCPIPs, one per node (--node in the same order): '
+    + 'their VIPADYNAMIC blocks and IPCONFIG DYNAMICXCF addresses; what is not carried over is listed as comments',
   builder: (y) =>
     y
-      .positional('profile', { type: 'string', demandOption: true, describe: 'the z/OS profile, as text' })
-      .option('node', { type: 'string', demandOption: true, describe: 'the node\'s name (the z/OS stack it replaces)' })
-      .option('xcf', { type: 'string', describe: 'the node\'s cluster address (default: IPCONFIG DYNAMICXCF)' })
+      .positional('profiles', { type: 'string', array: true, demandOption: true, describe: 'z/OS profiles, as text' })
+      .option('node', { type: 'string', array: true, demandOption: true, describe: 'each node\'s name' })
+      .option('xcf', { type: 'string', array: true, describe: 'each node\'s cluster address (default: DYNAMICXCF)' })
       .option('yaml', { type: 'boolean', describe: 'write the YAML form' }) as never,
   handler: (a) => {
-    // One token of the language: the configuration written must read back.
-    if (!/^[^\s;#]+$/.test(a.node)) {
-      throw new CliError(`--node ${JSON.stringify(a.node)}: a name without spaces, ';' or '#'`, EXIT.usage);
+    if (a.node.length !== a.profiles.length) {
+      const counts = `${a.profiles.length} profile(s) and ${a.node.length} --node`;
+      throw new CliError(`${counts}: give one --node per profile, in order`, EXIT.usage);
     }
-    const xcf = a.xcf === undefined ? undefined : zosIpv4(a.xcf);
-    if (a.xcf !== undefined && !xcf) throw new CliError(`--xcf ${a.xcf}: not an IPv4 address`, EXIT.usage);
-    const text = reported(a.profile, () => {
-      try {
-        return fs.readFileSync(a.profile, 'utf8');
-      } catch (e) {
-        throw new ConfigError(a.profile, [{ line: 1, column: 1, message: (e as Error).message }]);
-      }
+    if (a.xcf && a.xcf.length !== a.profiles.length) {
+      throw new CliError('give one --xcf per profile, in order, or none', EXIT.usage);
+    }
+    // One token of the language each: the configuration written must read back.
+    const bad = a.node.find((n) => !/^[^\s;#]+$/.test(n));
+    if (bad !== undefined) {
+      throw new CliError(`--node ${JSON.stringify(bad)}: a name without spaces, ';' or '#'`, EXIT.usage);
+    }
+    const profiles = a.profiles.map((file, i) => {
+      const xcf = a.xcf && zosIpv4(a.xcf[i]);
+      if (a.xcf && !xcf) throw new CliError(`--xcf ${a.xcf[i]}: not an IPv4 address`, EXIT.usage);
+      const text = reported(file, () => {
+        try {
+          return fs.readFileSync(file, 'utf8');
+        } catch (e) {
+          throw new ConfigError(file, [{ line: 1, column: 1, message: (e as Error).message }]);
+        }
+      });
+      return { text, file, node: a.node[i], ...(xcf ? { xcf } : {}) };
     });
-    const { config, notes } = reported(a.profile, () => importProfile(text, { node: a.node, xcf }, a.profile));
+    const { config, notes } = reported(a.profiles.join(', '), () => importProfiles(profiles));
     const c = a.yaml ? '#' : ';';
-    const header = [`Imported by dvipa config import from ${a.profile} for node ${a.node}.`, ...notes]
-      .map((n) => `${c} ${n}\n`).join('');
+    const from = profiles.map((p) => `${p.file} for node ${p.node}`).join(', ');
+    const header = [`Imported by dvipa config import from ${from}.`, ...notes].map((n) => `${c} ${n}\n`).join('');
     process.stdout.write(header + (a.yaml ? formatYamlConfig(config) : formatProfile(config)));
   },
 };

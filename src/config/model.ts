@@ -109,12 +109,12 @@ export function emptyVipaDynamic(): VipaDynamic {
   return { define: [], backup: [], distribute: [], range: [] };
 }
 
-/** An error with a place: `file:line:column: message`. */
-export interface ConfigProblem { line: number; column: number; message: string }
+/** An error with a place: `file:line:column: message` (`file`: when not the error's own, in an import of several). */
+export interface ConfigProblem { line: number; column: number; message: string; file?: string }
 
 export class ConfigError extends Error {
   constructor(readonly file: string, readonly problems: ConfigProblem[]) {
-    super(problems.map((p) => `${file}:${p.line}:${p.column}: ${p.message}`).join('\n'));
+    super(problems.map((p) => `${p.file ?? file}:${p.line}:${p.column}: ${p.message}`).join('\n'));
     this.name = 'ConfigError';
   }
 }

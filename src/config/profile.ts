@@ -551,32 +551,55 @@ export function parseProfile(text: string, file = '<profile>'): ClusterConfig {
 
 export interface ImportedProfile { config: ClusterConfig; notes: string[] }
 
+export interface ProfileToImport { text: string; file: string; node: string; xcf?: string }
+
 /**
- * A whole z/OS PROFILE.TCPIP as one node's configuration: its VIPADynamic blocks, its
- * cluster address from IPCONFIG DYNAMICXCF (or `xcf`), and a PEER for each DESTIP address
- * that is not the node's. What is not carried over is in `notes`; real mistakes throw.
+ * Whole z/OS PROFILE.TCPIPs, one per node: each profile's VIPADynamic blocks, its cluster
+ * address from IPCONFIG DYNAMICXCF (or `xcf`), and a PEER for each DESTIP address that is no
+ * imported node's. What is not carried over is in `notes`; real mistakes throw, each in its file.
  */
-export function importProfile(text: string, opts: { node: string; xcf?: string }, file = '<profile>'): ImportedProfile {
-  const p = new Parser(tokenize(text), { importNode: opts.node });
-  const cfg = p.parse();
-  if (cfg.nodes.length === 0) {
-    cfg.nodes.push({ name: opts.node, xcf: '', internal: [], vipaDynamic: emptyVipaDynamic() });
-    p.notes.push('no VIPADynamic block in the profile');
-  }
-  const node = cfg.nodes[0];
-  node.xcf = opts.xcf ?? p.dynamicXcf?.address ?? '';
-  if (!node.xcf) {
-    const message = 'no IPCONFIG DYNAMICXCF address in the profile: give the node\'s cluster address (--xcf)';
-    p.problems.push({ line: 1, column: 1, message });
-  }
-  const targets = node.vipaDynamic.distribute.flatMap((d) => (d.destinations === 'all' ? [] : d.destinations))
-    .map((x) => x.xcf);
+export function importProfiles(profiles: ProfileToImport[]): ImportedProfile {
+  const config: ClusterConfig = { nodes: [], peers: [] };
+  const notes: string[] = [];
+  const parsed = profiles.map((x) => {
+    const p = new Parser(tokenize(x.text), { importNode: x.node });
+    const node = p.parse().nodes[0] ?? { name: x.node, xcf: '', internal: [], vipaDynamic: emptyVipaDynamic() };
+    if (!p.places.has('0|node')) p.notes.push('no VIPADynamic block in the profile');
+    node.xcf = x.xcf ?? p.dynamicXcf?.address ?? '';
+    if (!node.xcf) {
+      const message = 'no IPCONFIG DYNAMICXCF address in the profile: give the node\'s cluster address (--xcf)';
+      p.problems.push({ line: 1, column: 1, message });
+    }
+    notes.push(...p.notes.map((n) => (profiles.length > 1 ? `${x.file} ${n}` : n)));
+    config.nodes.push(node);
+    return { p, file: x.file };
+  });
+  const nodes = new Set(config.nodes.map((n) => n.xcf));
+  const targets = config.nodes.flatMap((n) => n.vipaDynamic.distribute)
+    .flatMap((d) => (d.destinations === 'all' ? [] : d.destinations)).map((x) => x.xcf);
   for (const xcf of new Set(targets)) {
-    if (xcf !== node.xcf) cfg.peers.push({ name: `stack-${xcf.replace(/\./g, '-')}`, xcf });
+    if (!nodes.has(xcf)) config.peers.push({ name: `stack-${xcf.replace(/\./g, '-')}`, xcf });
   }
-  if (cfg.peers.length) {
-    p.notes.push('each DESTIP address other than the node\'s own became a PEER: name them as your nodes are named');
+  if (config.peers.length) {
+    notes.push('each DESTIP address of no imported node became a PEER: name them as your nodes are named');
   }
-  check(p, cfg, file);
-  return { config: cfg, notes: p.notes };
+  // Each problem in the file it comes from: a profile's own, or one across them (validate).
+  const at = (n: number, what: string) => {
+    const { p, file } = parsed[n];
+    return { file, ...(p.places.get(`0|${what}`) ?? p.places.get('0|node') ?? { line: 1, column: 1 }) };
+  };
+  const own = parsed.flatMap(({ p, file }) => p.problems.map((x) => ({ ...x, file })));
+  const problems = [...own, ...validate(config, at)];
+  if (problems.length) {
+    const order = (f?: string) => profiles.findIndex((x) => x.file === f);
+    throw new ConfigError(profiles[0]?.file ?? '<profile>', problems
+      .map(({ file, line, column, message }) => ({ file, line, column, message }))
+      .sort((a, b) => order(a.file) - order(b.file) || a.line - b.line || a.column - b.column));
+  }
+  return { config, notes };
+}
+
+/** One profile: importProfiles for a single node. */
+export function importProfile(text: string, opts: { node: string; xcf?: string }, file = '<profile>'): ImportedProfile {
+  return importProfiles([{ text, file, ...opts }]);
 }
