@@ -148,6 +148,16 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   hot.t1 = await startNameServer(topo, ns.t1, 't1', HOT, 0);
   await sleep(1000);
   assert.deepEqual([...new Set(names(await client.open(DVIPA, HOT, 10)))], ['t3'], 'NOAUTOSWITCHBACK: stays on the backup');
+  // HEALTHSWITCH (the default): the active target reporting itself saturated (load 1) is left
+  // like a failed one, though it listens; its load is read at its next scan (--scan-ms 5000).
+  fs.writeFileSync(path.join(dir, 'load-t3'), '1');
+  let seen: string[] = [];
+  for (const end = Date.now() + 15000; Date.now() < end; await sleep(500)) {
+    seen = [...new Set(names(await client.open(DVIPA, HOT, 5)))];
+    if (!seen.includes('t3')) break;
+  }
+  assert.deepEqual(seen, ['t1'], 'HEALTHSWITCH: away from the saturated backup, to the PREFerred target');
+  fs.writeFileSync(path.join(dir, 'load-t3'), '0');
 
   for (const t of TARGETS.slice(0, 2)) await startNameServer(topo, ns[t.name], t.name, WEIGHTED, 0);
   await untilListening(WEIGHTED, ['t1', 't2']);
