@@ -25,6 +25,7 @@ const HOT = 8081;
 const WEIGHTED = 8082;
 const WLM = 8083;
 const AFFINE = 8084;
+const LOCAL = 8085;
 const TARGETS = [1, 2, 3].map((i) => ({ name: `t${i}`, xcf: `198.18.1${i}.2`, gw: `198.18.1${i}.1` }));
 
 let topo: Topology;
@@ -74,6 +75,7 @@ before(async () => {
     `  VIPADISTRIBUTE DISTMETHOD WEIGHTEDACTIVE ${DVIPA} PORT ${WEIGHTED} DESTIP ${TARGETS[0].xcf} WEIGHT 30 ${TARGETS[1].xcf} WEIGHT 10`,
     `  VIPADISTRIBUTE DISTMETHOD SERVERWLM ${DVIPA} PORT ${WLM} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
     `  VIPADISTRIBUTE TIMEDAFFINITY 60 ${DVIPA} PORT ${AFFINE} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
+    `  VIPADISTRIBUTE ${DVIPA} PORT ${LOCAL} DESTIP 198.18.10.1 ${TARGETS[0].xcf}`,
     'ENDVIPADYNAMIC',
     ...TARGETS.map((t) => `NODE ${t.name} XCF ${t.xcf} INTERNAL up0`),
   ].join('\n'));
@@ -184,6 +186,25 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   const affine = names(await client.open(DVIPA, AFFINE, 20));
   assert.equal(new Set(affine).size, 1, `20 connections of one client, one target (${affine.join(' ')})`);
 });
+
+test('the routing node among its own targets serves its share itself, unencapsulated', async () => {
+  for (const [node, name] of [[ns.r1, 'r1'], [ns.t1, 't1']]) await startNameServer(topo, node, name, LOCAL, 0);
+  await untilListening(LOCAL, ['r1', 't1']);
+  const before = localPasses();
+  const got = names(await client.open(DVIPA, LOCAL, 20));
+  const onR1 = got.filter((n) => n === 'r1').length;
+  assert.ok(onR1 > 0 && onR1 < 20, `20 connections over r1 and t1: ${got.join(' ')}`);
+  assert.ok(localPasses() - before >= BigInt(onR1), 'r1\'s share passed to its own stack (pass_local_target)');
+});
+
+function localPasses(): bigint {
+  const fp = FastPath.open({ pinRoot: fleet.pinRoot('r1') });
+  try {
+    return fp.reasonCounts().pass_local_target;
+  } finally {
+    fp.close();
+  }
+}
 
 test('random and truncated frames thrown at the routing agent: it keeps serving', async () => {
   // From the client's namespace (which reaches the router's cluster address through it).
