@@ -164,6 +164,12 @@ export class Election {
     }
     if (view.deleted) {
       if (view.owner?.node === this.opts.me) this.release(dvipa, view.owner);
+      else if (mine) {
+        // Our record is gone already (an expired lease): stop routing it all the same.
+        this.owned.delete(dvipa);
+        this.bound.delete(dvipa);
+        this.hooks.lost(dvipa, undefined);
+      }
       return;
     }
     if (view.owner?.node === this.opts.me) {
