@@ -316,6 +316,26 @@ test('config check: each other PROFILE.TCPIP statement is one error naming it, n
   assert.throws(() => parseProfile(profile(inBlock), 'f'), (e: unknown) => oneError(e, /^f:6:1: INTERFACE is a z\/OS/));
 });
 
+test('every other PROFILE.TCPIP statement, each with operands over lines: one error each, one note each in import', () => {
+  const lines: string[] = [];
+  const at: Array<[number, string]> = [];
+  for (const st of PROFILE_STATEMENTS) {
+    const name = st.name.toUpperCase();
+    at.push([lines.length + 1, name]);
+    lines.push(`${name} OPERAND1`, '   OPERAND2 10.1.2.3 ; a comment');
+    if (st.end) lines.push(st.end.toUpperCase());
+  }
+  const text = `${lines.join('\n')}\n${profile(D)}`;
+  assert.throws(() => parseProfile(text, 'f'), (e: unknown) => {
+    assert.ok(e instanceof ConfigError);
+    assert.deepEqual(e.problems.map((p) => [p.line, p.message.split(' ')[0]]), at);
+    return true;
+  });
+  const { notes, config } = importProfile(text, { node: 'MVS1', xcf: '10.1.0.1' });
+  assert.equal(notes.filter((n) => / skipped \(/.test(n)).length, at.length, notes.join('\n'));
+  assert.equal(config.nodes[0].vipaDynamic.define.length, 1);
+});
+
 test('config import: the block and the DYNAMICXCF address, the rest as notes; checks and round-trips', () => {
   const { config, notes } = importProfile(WHOLE, { node: 'MVS1' }, 'p');
   assert.equal(config.nodes[0].xcf, '10.1.0.1');
