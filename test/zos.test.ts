@@ -316,7 +316,7 @@ test('config check: each other PROFILE.TCPIP statement is one error naming it, n
   assert.throws(() => parseProfile(profile(inBlock), 'f'), (e: unknown) => oneError(e, /^f:6:1: INTERFACE is a z\/OS/));
 });
 
-test('every other PROFILE.TCPIP statement, each with operands over lines: one error each, one note each in import', () => {
+test('every other PROFILE.TCPIP statement, operands over lines: one error each, one note each in import', () => {
   const lines: string[] = [];
   const at: Array<[number, string]> = [];
   for (const st of PROFILE_STATEMENTS) {
