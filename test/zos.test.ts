@@ -222,6 +222,10 @@ test('the corpus: each block gives its model, or one error naming the z/OS keywo
       const what = `${keywords.join(', ')}: ${body}`;
       if (typeof expect === 'function') {
         expect(read(text));
+        // What config show writes, in either form, reads back to the same model.
+        const cfg = parseProfile(text);
+        assert.deepEqual(parseProfile(formatProfile(cfg)), cfg, what);
+        assert.deepEqual(parseYamlConfig(formatYamlConfig(cfg)), cfg, what);
         continue;
       }
       assert.throws(() => read(text), (e: unknown) => {
