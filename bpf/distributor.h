@@ -177,8 +177,11 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	__u16 inner_len = ntohs_bounded(inner->tot_len);
 	__u8 tos = inner->tos;
 	int df = (inner->frag_off & bpf_htons(IP_DF)) != 0;
+	/* VIPAROUTE: the target is reached at another of its addresses. */
+	__be32 *via = bpf_map_lookup_elem(&via_routes, &target);
+	__be32 dst = via ? *via : target;
 
-	switch (resolve_nexthop(ctx, cfg, target, tos, &nh)) {
+	switch (resolve_nexthop(ctx, cfg, dst, tos, &nh)) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
 		break;
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
@@ -219,7 +222,7 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	outer->ttl = 64;
 	outer->protocol = IPPROTO_IPIP;
 	outer->saddr = cfg->cluster_addr;
-	outer->daddr = target;
+	outer->daddr = dst;
 	ipv4_set_csum(outer);
 
 	if (nh.ifindex == ctx->ingress_ifindex) {

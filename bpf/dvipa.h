@@ -17,6 +17,8 @@
 #define DVIPA_MAX_DVIPAS 1024
 #define DVIPA_MAX_EGRESS 64
 #define DVIPA_MAX_SERVED_PORTS 4096
+/* VIPAROUTE: targets reached at another address, and the addresses a target accepts so. */
+#define DVIPA_MAX_VIA_ROUTES 256
 /* Default; user space may resize before load (crt_max_entries). */
 #define DVIPA_CRT_DEFAULT_ENTRIES (1 << 20)
 

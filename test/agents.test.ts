@@ -26,6 +26,7 @@ const WEIGHTED = 8082;
 const WLM = 8083;
 const AFFINE = 8084;
 const LOCAL = 8085;
+const T1_VIA = '198.18.11.3';
 const TARGETS = [1, 2, 3].map((i) => ({ name: `t${i}`, xcf: `198.18.1${i}.2`, gw: `198.18.1${i}.1` }));
 
 let topo: Topology;
@@ -76,6 +77,8 @@ before(async () => {
     `  VIPADISTRIBUTE DISTMETHOD SERVERWLM ${DVIPA} PORT ${WLM} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
     `  VIPADISTRIBUTE TIMEDAFFINITY 60 ${DVIPA} PORT ${AFFINE} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
     `  VIPADISTRIBUTE ${DVIPA} PORT ${LOCAL} DESTIP 198.18.10.1 ${TARGETS[0].xcf}`,
+    // t1 is reached at a second address of its link: every test's traffic to t1 goes there.
+    `  VIPAROUTE DEFINE ${TARGETS[0].xcf} ${T1_VIA}`,
     'ENDVIPADYNAMIC',
     ...TARGETS.map((t) => `NODE ${t.name} XCF ${t.xcf} INTERNAL up0`),
   ].join('\n'));
@@ -94,6 +97,7 @@ before(async () => {
     topo.veth({ ns: ns.r1, name: `r${t.name}`, addr: `${t.gw}/24` }, { ns: ns[t.name], name: 'up0', addr: `${t.xcf}/24` });
     nsIp(ns[t.name], 'route', 'add', 'default', 'via', t.gw);
   }
+  nsIp(ns.t1, 'addr', 'add', `${T1_VIA}/24`, 'dev', 'up0');
   for (const node of ['r1', ...TARGETS.map((t) => t.name)]) fleet.start(node);
   await fleet.until('all agents started', () => Object.values(fleet.logs).every((l) => l.some((x) => x.msg === 'agent started')));
   client = Client.start(topo, ns.client);
@@ -185,6 +189,17 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   await untilListening(AFFINE, ['t1', 't2']);
   const affine = names(await client.open(DVIPA, AFFINE, 20));
   assert.equal(new Set(affine).size, 1, `20 connections of one client, one target (${affine.join(' ')})`);
+});
+
+test('VIPAROUTE: r1 encapsulates t1\'s packets to t1\'s other address, which t1 takes', () => {
+  // By now t1 has served connections of every distribution naming it.
+  const fp = FastPath.open({ pinRoot: fleet.pinRoot('r1') });
+  try {
+    const hops = [...fp.nexthops.keys()];
+    assert.ok(hops.includes(T1_VIA) && !hops.includes(TARGETS[0].xcf), `r1's next hops: ${hops.join(' ')}`);
+  } finally {
+    fp.close();
+  }
 });
 
 test('the routing node among its own targets serves its share itself, unencapsulated', async () => {

@@ -200,9 +200,14 @@ const CORPUS: Array<[string[], string, Expect]> = [
   [['VIPARange', 'IPv6'],
     'VIPARANGE DEFINE MOVEABLE NONDISRUPTIVE DVIPAR6 2001:db8::/64',
     /^f:3:41: DVIPAR6: IPv6 DVIPAs/],
-  [['VIPAROUTE'],
-    'VIPAROUTE DEFINE 10.1.0.2 192.0.2.2',
-    /^f:3:1: VIPAROUTE is a z\/OS statement dvipa does not support/],
+  [['VIPAROUTE', 'DEFINE'], 'VIPAROUTE DEFINE 10.1.0.2 192.0.2.2\nVIPAROUTE 10.1.0.3 192.0.2.3',
+    (v) => assert.deepEqual(v.route, [{ xcf: '10.1.0.2', via: '192.0.2.2' }, { xcf: '10.1.0.3', via: '192.0.2.3' }])],
+  [['VIPAROUTE', 'DELEte'], 'VIPAROUTE DEFINE 10.1.0.2 192.0.2.2\nVIPAROUTE DELETE 10.1.0.2 192.0.2.2',
+    (v) => assert.equal(v.route, undefined)],
+  [['VIPAROUTE'], 'VIPAROUTE DEFINE 10.1.0.9 192.0.2.2',
+    /^f:3:1: VIPAROUTE 10.1.0.9 is not the cluster address of any node/],
+  [['VIPAROUTE'], 'VIPAROUTE DEFINE 10.1.0.2',
+    /^f:4:1: expected the target's address to encapsulate to, found "ENDVIPADYNAMIC"/],
   [['VIPASMparms'],
     'VIPASMPARMS SMMCAST 224.0.1.2 SMPORT 1637',
     /^f:3:1: VIPASMPARMS is a z\/OS statement dvipa does not support/],
@@ -302,7 +307,6 @@ test('config check: each other PROFILE.TCPIP statement is one error naming it, n
     assert.ok(e instanceof ConfigError);
     const named = e.problems.map((p) => `${p.line} ${p.message.split(' ')[0]}`);
     assert.deepEqual(named, ['2 ARPAGE', '3 GLOBALCONFIG', '4 IPCONFIG', '6 AUTOLOG', '9 expected', '11 SYSPLEXPORTS',
-      '17 VIPAROUTE',
       '19 PORT', '22 HOME', '24 INCLUDE', '25 BEGINROUTES', '28 START']);
     assert.match(e.message, /p:9:1: expected a NODE statement before VIPADynamic/);
     return true;
@@ -351,9 +355,9 @@ test('config import: the block and the DYNAMICXCF address, the rest as notes; ch
     [[{ name: 'hotstandby', autoSwitchBack: true, healthSwitch: false }, [{ from: 443, to: 443 }]]]);
   const peers = config.peers.map((x) => `${x.name} ${x.xcf}`);
   assert.deepEqual(peers, ['stack-10-1-0-2 10.1.0.2', 'stack-10-1-0-3 10.1.0.3']);
+  assert.deepEqual(v.route, [{ xcf: '10.1.0.2', via: '192.0.2.2' }], 'VIPAROUTE carried over');
   for (const n of ['line 2: ARPAGE skipped', 'line 4: IPCONFIG DYNAMICXCF 10.1.0.1',
     'line 11: not carried over: VIPADISTRIBUTE DEFINE SYSPLEXPORTS',
-    'line 17: not carried over: VIPAROUTE DEFINE 10.1.0.2 192.0.2.2',
     'line 19: PORT skipped', 'line 24: INCLUDE skipped (import the included data set too', 'line 28: START skipped']) {
     assert.ok(notes.some((x) => x.startsWith(n)), `${n} in\n${notes.join('\n')}`);
   }
@@ -401,7 +405,7 @@ test('dvipa config import, check and show: text and YAML, through the CLI (8 run
     const text = run('import', path.join(dir, 'PROFILE'), '--node', 'MVS1');
     assert.equal(text.status, 0, text.stderr);
     assert.match(text.stdout, /^; Imported by dvipa config import .* for node MVS1\.\n; line 2: ARPAGE skipped/);
-    assert.match(text.stdout, /^; line 17: not carried over: VIPAROUTE/m);
+    assert.match(text.stdout, /^ {2}VIPAROUTE DEFINE 10.1.0.2 192.0.2.2$/m);
     const yaml = run('import', path.join(dir, 'PROFILE'), '--node', 'MVS1', '--yaml');
     assert.match(yaml.stdout, /^# line 11: not carried over: VIPADISTRIBUTE/m);
     fs.writeFileSync(path.join(dir, 'mvs1.cfg'), text.stdout);
@@ -415,7 +419,7 @@ test('dvipa config import, check and show: text and YAML, through the CLI (8 run
     assert.deepEqual(parseYamlConfig(formatYamlConfig(model)), model);
     const bad = run('check', path.join(dir, 'PROFILE'));
     assert.equal(bad.status, 2);
-    assert.match(bad.stderr, /12 problems in .*PROFILE:\n.*PROFILE:2:1: ARPAGE is a z\/OS PROFILE.TCPIP statement/);
+    assert.match(bad.stderr, /11 problems in .*PROFILE:\n.*PROFILE:2:1: ARPAGE is a z\/OS PROFILE.TCPIP statement/);
     fs.writeFileSync(path.join(dir, 'SECOND'), SECOND);
     const two = run('import', path.join(dir, 'PROFILE'), path.join(dir, 'SECOND'), '--node', 'MVS1', '--node', 'MVS2');
     assert.equal(two.status, 0, two.stderr);

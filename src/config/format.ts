@@ -37,6 +37,7 @@ export function formatProfile(cfg: ClusterConfig): string {
     for (const b of v.backup) lines.push(`  VIPABACKUP ${b.rank}${b.moveable ? ` MOVEABLE ${b.moveable.toUpperCase()} ${b.mask}` : ''} ${b.address}`);
     for (const d of v.distribute) lines.push(distribute(d));
     for (const r of v.range) lines.push(`  VIPARANGE MOVEABLE ${r.moveable.toUpperCase()} ${r.mask} ${r.address}`);
+    for (const r of v.route ?? []) lines.push(`  VIPAROUTE DEFINE ${r.xcf} ${r.via}`);
     lines.push('ENDVIPADYNAMIC');
   }
   for (const p of cfg.peers) lines.push(`PEER ${p.name} XCF ${p.xcf}`);

@@ -43,11 +43,16 @@ export interface VipaDistribute {
   timedAffinity: number;
 }
 
+/** VIPAROUTE: packets for the target `xcf` are encapsulated to its address `via` instead. */
+export interface ViaRoute { xcf: string; via: string }
+
 export interface VipaDynamic {
   define: VipaDefine[];
   backup: VipaBackup[];
   distribute: VipaDistribute[];
   range: VipaRange[];
+  /** Present only when the node has VIPAROUTE statements. */
+  route?: ViaRoute[];
 }
 
 export interface NodeSpec {
@@ -170,6 +175,13 @@ export function validate(cfg: ClusterConfig, at: (node: number, what: string) =>
       seen.add(`backup ${b.address}`);
     }
     for (const r of v.range) if (maskBits(r.mask) === undefined) add(i, `range ${r.address}`, `${r.mask} is not a contiguous address mask`);
+    const routed = new Set<string>();
+    for (const r of v.route ?? []) {
+      const where = `route ${r.xcf}`;
+      if (!known.has(r.xcf)) add(i, where, `VIPAROUTE ${r.xcf} is not the cluster address of any node or peer`);
+      if (routed.has(r.xcf)) add(i, where, `VIPAROUTE ${r.xcf} is given twice on ${n.name}`);
+      routed.add(r.xcf);
+    }
     const distributed = new Set<string>();
     for (const d of v.distribute) {
       const where = `distribute ${d.address}`;

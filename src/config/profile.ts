@@ -58,7 +58,9 @@ function spellings<T>(keywords: Array<[string, T]>): Map<string, T> {
 }
 
 const TOP = ['CLUSTER', 'NODE', 'PEER', 'VIPADynamic'];
-const IN_BLOCK = ['VIPADEFine', 'VIPABackup', 'VIPADELete', 'VIPADISTribute', 'VIPARange', 'ENDVIPADynamic'];
+const IN_BLOCK = [
+  'VIPADEFine', 'VIPABackup', 'VIPADELete', 'VIPADISTribute', 'VIPARange', 'VIPAROUTE', 'ENDVIPADynamic',
+];
 const UNSUPPORTED_STATEMENTS = ZOS_UNSUPPORTED.filter((k) => k.on.length === 0);
 const BLOCK_STATEMENTS = [...IN_BLOCK, ...UNSUPPORTED_STATEMENTS.map((k) => k.keyword)];
 const STATEMENTS = spellings([...TOP, ...BLOCK_STATEMENTS].map((k) => [k, k]));
@@ -347,6 +349,7 @@ class Parser {
           else if (this.accept('VIPADELete')) this.delete(v, t);
           else if (this.accept('VIPADISTribute')) this.distribute(v, nodeIndex, t);
           else if (this.accept('VIPARange')) this.range(v, nodeIndex, t);
+          else if (this.accept('VIPAROUTE')) this.route(v, nodeIndex, t);
           else if (UNSUPPORTED_STATEMENTS.some((k) => isKeyword(t, k.keyword))) {
             this.zosOptions = UNSUPPORTED_STATEMENTS.map((k) => k.keyword);
             this.i++;
@@ -448,6 +451,25 @@ class Parser {
     }
     this.places.set(`${n}|range ${address}`, at);
     v.range.push({ address, mask, moveable });
+  }
+
+  /** VIPAROUTE [DEFINE|DELEte] xcf address: encapsulate to the target `xcf` at `address`. */
+  private route(v: VipaDynamic, n: number, at: Token): void {
+    const remove = !this.accept('DEFINE') && this.accept('DELEte');
+    const xcf = this.address('the target\'s cluster (XCF) address');
+    const via = this.address('the target\'s address to encapsulate to');
+    this.end('the next statement');
+    if (!remove) {
+      this.places.set(`${n}|route ${xcf}`, at);
+      (v.route ??= []).push({ xcf, via });
+      return;
+    }
+    const kept = (v.route ?? []).filter((r) => r.xcf !== xcf || r.via !== via);
+    if (kept.length === (v.route ?? []).length) {
+      this.stop(at, `VIPAROUTE DELETE ${xcf} ${via}: no such VIPAROUTE above it to delete`);
+    }
+    if (kept.length) v.route = kept;
+    else delete v.route;
   }
 
   private method(): DistMethod {

@@ -145,7 +145,7 @@ class Reader {
     });
     const vd = n.vipaDynamic ?? {};
     const vat = [...at, 'vipaDynamic'];
-    if (!this.keys(vd, vat, ['define', 'backup', 'distribute', 'range'])) return spec;
+    if (!this.keys(vd, vat, ['define', 'backup', 'distribute', 'range', 'route'])) return spec;
     const v = spec.vipaDynamic;
     this.list(vd.define, [...vat, 'define']).forEach((d, i) => {
       const p = [...vat, 'define', i];
@@ -188,6 +188,15 @@ class Reader {
         this.places.set(`${index}|range ${address}`, this.pos(p));
         v.range.push({ address, mask, moveable });
       }
+    });
+    this.list(vd.route, [...vat, 'route']).forEach((r, i) => {
+      const p = [...vat, 'route', i];
+      if (!this.keys(r, p, ['xcf', 'via'])) return;
+      const xcf = this.address(r.xcf, [...p, 'xcf']);
+      const via = this.address(r.via, [...p, 'via']);
+      if (!xcf || !via) return;
+      this.places.set(`${index}|route ${xcf}`, this.pos(p));
+      (v.route ??= []).push({ xcf, via });
     });
     return spec;
   }
@@ -291,6 +300,7 @@ export function formatYamlConfig(cfg: ClusterConfig): string {
         })),
       } : {}),
       ...(n.vipaDynamic.range.length ? { range: n.vipaDynamic.range } : {}),
+      ...(n.vipaDynamic.route?.length ? { route: n.vipaDynamic.route } : {}),
     },
   }));
   return stringify(out);

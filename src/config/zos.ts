@@ -15,7 +15,6 @@ const TIERS = 'multi-tier distribution (z/OS and DataPower tiers) is not impleme
 
 export const ZOS_UNSUPPORTED: readonly ZosKeyword[] = [
   { keyword: 'VIPASMparms', on: [], why: 'service manager parameters for Cisco MNLB; dvipa has no service manager' },
-  { keyword: 'VIPAROUTE', on: [], why: 'dvipa encapsulates to the target\'s cluster (XCF) address only' },
   { keyword: 'SERVICEMGR', on: [DEF, BAK], why: 'Cisco MNLB service manager; dvipa has none' },
   { keyword: 'TIER1', on: [DEF, BAK, DIST], why: TIERS },
   { keyword: 'TIER2', on: [DEF, BAK, DIST], why: TIERS },
