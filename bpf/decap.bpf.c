@@ -60,8 +60,8 @@ int xdp_decap(struct xdp_md *ctx)
 		count_reason(DVIPA_R_PASS_MALFORMED);
 		return XDP_PASS;
 	}
-	if (outer->protocol != IPPROTO_IPIP || outer->daddr != cfg->cluster_addr ||
-	    ipv4_is_fragment(outer)) {
+	if (outer->protocol != IPPROTO_IPIP || ipv4_is_fragment(outer) ||
+	    (outer->daddr != cfg->cluster_addr && !bpf_map_lookup_elem(&decap_addrs, &outer->daddr))) {
 		count_reason(DVIPA_R_DECAP_PASS_NOT_OURS);
 		return XDP_PASS;
 	}

@@ -20,6 +20,7 @@ import { Transport, DEFAULT_PORT } from './transport.js';
 import { MsgType, type Message } from './messages.js';
 import { RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
+import { ViaRoutes } from './via-routes.js';
 import type { Logger } from '../log.js';
 import { IpsecRole, type IpsecOptions } from '../ipsec/ipsec-role.js';
 import * as xfrm from '../ipsec/xfrm.js';
@@ -79,6 +80,7 @@ export class Agent {
   private readonly transport: Transport;
   private readonly router: RoutingRole;
   private readonly target: TargetRole;
+  private readonly via: ViaRoutes;
   private readonly log: Logger;
   private readonly candidacies = new Map<string, DvipaCandidacy>();
   private cf?: CouplingFacility;
@@ -109,10 +111,12 @@ export class Agent {
     const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
     this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected }, this.log);
     this.target = new TargetRole(this.fp, node, this.plans, opts, this.log, (router, m) => this.deliver(router, m));
+    this.via = new ViaRoutes(this.fp, node, opts.config);
   }
 
   async start(): Promise<void> {
     this.fp.configure({ clusterAddr: this.node.xcf });
+    this.via.start();
     const roles = rolesOf(this.opts.config, this.node.name);
     this.roles = roles;
     for (const [dvipa, rs] of roles) {
@@ -170,6 +174,7 @@ export class Agent {
     await this.cf?.stop(this.opts.ha?.restartGraceSec ?? 10);
     this.target.stop();
     this.router.stop();
+    this.via.stop();
     await this.transport.stop();
     this.fp.close();
   }
@@ -219,7 +224,8 @@ export class Agent {
         this.since.set(d, Date.now());
         this.router.disown(d);
         void this.ipsec?.lost(d);
-        this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, 'DVIPA now routed by another node: address released');
+        const why = owner ? 'DVIPA now routed by another node' : 'DVIPA routed by no node now (deleted?)';
+        this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, `${why}: address released`);
       },
     }, this.log);
     // What the pinned data plane owned is ours until the store says otherwise.

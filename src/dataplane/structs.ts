@@ -72,6 +72,7 @@ export const REASONS = [
   'decap_pass_not_ours',
   'decap_pass_malformed',
   'pass_other_host',
+  'pass_local_target',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
