@@ -15,7 +15,7 @@ import { log } from '../src/log.js';
 import { sleep } from './helpers/agents.js';
 import { execFileSync, spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { ROOT } from '../src/dataplane/addon.js';
+import { ROOT } from '../src/kernel/paths.js';
 
 const D = '192.0.2.10';
 

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
-import { native } from '../src/dataplane/addon.js';
+import { sys } from '../src/kernel/sys.js';
 import { inNetns } from '../src/lab/netns.js';
 import { parseIpv4 } from '../src/net/addr.js';
 import { decodeXfrmEvent, XFRM_AE, XFRM_GROUPS, XfrmEventStream, type XfrmEvent, type XfrmGroup } from '../src/ipsec/events.js';
@@ -56,7 +56,7 @@ async function until(what: string, ok: () => boolean, seen: () => unknown, ms = 
 
 const show = (x: unknown) => JSON.stringify(x, (_, v) => (typeof v === 'bigint' ? `${v}n` : v));
 const label = (e: XfrmEvent) => [e.kind, 'op' in e ? e.op : 'table' in e ? e.table : 'hard' in e ? (e.hard ? 'hard' : 'soft') : ''].join(' ').trim();
-const flushPolicies = () => inNetns(NS.name, () => native.xfrmRequest('XFRM_MSG_FLUSHPOLICY', XFRM_MSG.FLUSHPOLICY, 0, Buffer.alloc(0)));
+const flushPolicies = () => inNetns(NS.name, () => sys.xfrmRequest('xfrm', 'XFRM_MSG_FLUSHPOLICY', XFRM_MSG.FLUSHPOLICY, 0, Buffer.alloc(0)));
 
 function nla(type: number, value: Uint8Array): Buffer {
   const b = Buffer.alloc((4 + value.length + 3) & ~3);
@@ -120,7 +120,7 @@ test('policies: new, update, delete and flush arrive in order and decoded; a ref
   const { events } = subscribe(t, ['sa', 'policy']);
   const p = policy('198.18.20.0');
   inNetns(NS.name, () => {
-    native.xfrmRequest('XFRM_MSG_NEWPOLICY', XFRM_MSG.NEWPOLICY, NLM_F_CREATE | NLM_F_EXCL, encodePolicy(p));
+    sys.xfrmRequest('xfrm', 'XFRM_MSG_NEWPOLICY', XFRM_MSG.NEWPOLICY, NLM_F_CREATE | NLM_F_EXCL, encodePolicy(p));
     putPolicy({ ...p, priority: 50 });
     deletePolicy(p);
   });
@@ -249,14 +249,14 @@ test('SA events where the kernel has ESP: new, update, async event, expire, dele
     return;
   }
   inNetns(NS.name, () => {
-    native.xfrmRequest('XFRM_MSG_UPDSA', XFRM_MSG.UPDSA, 0, encodeSa(SA));
+    sys.xfrmRequest('xfrm', 'XFRM_MSG_UPDSA', XFRM_MSG.UPDSA, 0, encodeSa(SA));
     // Async events come from traffic moving the counters past a threshold, or from a user's
     // XFRM_MSG_NEWAE, as here (setting the replay threshold).
-    native.xfrmRequest('XFRM_MSG_NEWAE', XFRM_MSG.NEWAE, NLM_F_REPLACE, aeventMessage(SA, 0, nla(XFRMA.REPLAY_THRESH, u32(10))));
-    native.xfrmRequest('XFRM_MSG_EXPIRE', XFRM_MSG.EXPIRE, 0, expireMessage(SA, false));
+    sys.xfrmRequest('xfrm', 'XFRM_MSG_NEWAE', XFRM_MSG.NEWAE, NLM_F_REPLACE, aeventMessage(SA, 0, nla(XFRMA.REPLAY_THRESH, u32(10))));
+    sys.xfrmRequest('xfrm', 'XFRM_MSG_EXPIRE', XFRM_MSG.EXPIRE, 0, expireMessage(SA, false));
     deleteSa(SA);
     addSa({ ...SA, spi: SA.spi + 1 });
-    native.xfrmRequest('XFRM_MSG_FLUSHSA', XFRM_MSG.FLUSHSA, 0, Buffer.from([255]));
+    sys.xfrmRequest('xfrm', 'XFRM_MSG_FLUSHSA', XFRM_MSG.FLUSHSA, 0, Buffer.from([255]));
   });
   await until('the flush', () => events.some((e) => e.kind === 'flush'), () => events.map(label));
   // The replay timer may add async events of its own: the one asked for is the update's.

@@ -6,7 +6,7 @@ import { CliError, EXIT, requireRoot } from './errors.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { benchLive, formatTrafficBench, ROUTER_MODES, trafficSeries, type RouterMode } from '../bench/traffic.js';
-import { configurePktgen, pktgenCommands, PktgenMissing, PKTGEN_DIR, runPktgen } from '../bench/pktgen.js';
+import { configurePktgen, pktgenCommands, PKTGEN_DIR, runPktgen } from '../bench/pktgen.js';
 import { chartSvg, type ChartSeries } from '../bench/svg.js';
 import { Progress } from '../bench/progress.js';
 import { benchIpsec, formatIpsecBench } from '../bench/ipsec.js';
@@ -75,12 +75,7 @@ async function trafficHandler(a: TrafficArgs): Promise<void> {
       device: a.device, threads: a.threads, dst: '192.0.2.10', dstMac: a.dstMac, dport: 9999, srcMin: '198.18.0.1', srcMax: '198.18.0.254',
       sportMin: 10000, sportMax: 10000 + a.flows - 1, flows: a.flows, flowLen: 8, ratePps: a.rate, size: a.size, durationS: a.seconds,
     });
-    try {
-      configurePktgen(cmds, a.pktgenDir);
-    } catch (e) {
-      if (e instanceof PktgenMissing) throw new CliError(e.message);
-      throw e;
-    }
+    configurePktgen(cmds, a.pktgenDir);
     const results = await runPktgen(a.pktgenDir, a.device, a.threads, a.seconds);
     write(a.json ? `${JSON.stringify({ generator: 'pktgen', results }, null, 2)}\n` : `${results.map((r) => `${r.device}: ${r.packets} packets in ${(r.usec / 1e6).toFixed(2)} s, ${r.pps} pps, ${r.errors} errors`).join('\n')}\n`);
     return;

@@ -6,7 +6,7 @@
  * (unless it found it up, or --keep).
  */
 import type { Argv, CommandModule } from 'yargs';
-import { DEFAULT_LAB_DIR, HaLab, LabError, LAB_PREFIX, LINE_PORT } from '../lab/ha-lab.js';
+import { DEFAULT_LAB_DIR, HaLab, LAB_PREFIX, LINE_PORT } from '../lab/ha-lab.js';
 import { HA } from '../lab/ha-topology.js';
 import { LoadClient, type LoadReport } from '../lab/procs.js';
 import { Topology } from '../lab/netns.js';
@@ -21,12 +21,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function lab<T>(fn: () => Promise<T>): Promise<T> {
   requireRoot('dvipa lab');
-  try {
-    return await fn();
-  } catch (e) {
-    if (e instanceof LabError) throw new CliError(e.message);
-    throw e;
-  }
+  return fn();
 }
 
 function opened(dir: string): HaLab {

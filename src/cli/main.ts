@@ -15,10 +15,9 @@ import { agentCommand } from './agent.js';
 import { dvipaCommand } from './dvipa.js';
 import { netstatCommand } from './netstat.js';
 import { labCommand } from './lab.js';
-import { CliError, EXIT } from './errors.js';
+import { CliError } from './errors.js';
+import { EXIT, exitCodeOf } from '../errors.js';
 import { defaultLogLevel } from '../log.js';
-import { PcapError } from '../net/pcap.js';
-import { ServiceFileError } from '../config/service-file.js';
 
 async function main(argv: string[]): Promise<number> {
   // One-shot commands report through their output; warnings and errors still reach stderr.
@@ -47,17 +46,9 @@ async function main(argv: string[]): Promise<number> {
   try {
     await parser.parseAsync();
   } catch (e) {
-    if (e instanceof CliError) {
-      process.stderr.write(`dvipa: ${e.message}\n`);
-      return e.exitCode;
-    }
-    if (e instanceof PcapError || e instanceof ServiceFileError) {
-      process.stderr.write(`dvipa: ${e.message}\n`);
-      return EXIT.usage;
-    }
-    const err = e as NodeJS.ErrnoException & { code?: string };
-    process.stderr.write(`dvipa: ${err.message ?? String(e)}\n`);
-    return err.code === 'EPERM' || err.code === 'EACCES' ? EXIT.notPermitted : EXIT.failed;
+    // The one place errors become exit codes: each DvipaError carries its own (src/errors.ts).
+    process.stderr.write(`dvipa: ${e instanceof Error ? e.message : String(e)}\n`);
+    return exitCodeOf(e);
   }
   return process.exitCode === undefined ? EXIT.ok : Number(process.exitCode);
 }

@@ -4,6 +4,7 @@
  * names, defaults filled in. `validate` checks what no single statement can: references
  * between statements and nodes.
  */
+import { DvipaError, EXIT } from '../errors.js';
 import { parseIpv4 } from '../net/addr.js';
 
 export type Moveable = 'immediate' | 'whenidle' | 'disruptive';
@@ -109,10 +110,9 @@ export function emptyVipaDynamic(): VipaDynamic {
 /** An error with a place: `file:line:column: message`. */
 export interface ConfigProblem { line: number; column: number; message: string }
 
-export class ConfigError extends Error {
+export class ConfigError extends DvipaError {
   constructor(readonly file: string, readonly problems: ConfigProblem[]) {
-    super(problems.map((p) => `${file}:${p.line}:${p.column}: ${p.message}`).join('\n'));
-    this.name = 'ConfigError';
+    super(problems.map((p) => `${file}:${p.line}:${p.column}: ${p.message}`).join('\n'), EXIT.usage);
   }
 }
 

@@ -6,8 +6,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BPF_OBJECT_DIR, native } from './addon.js';
-import { named } from './errors.js';
+import { loadObject, type BpfObject } from '../kernel/object.js';
+import { sys } from '../kernel/sys.js';
 import { BpfMap, BPF_ANY, PerCpuArray, PerCpuHash } from './map.js';
 import {
   addr, affinity, affinityKey, CRT_DEFAULT_ENTRIES, crtEntry, flow, IPPROTO, MAGLEV_SIZE, MAX_SERVICES, nexthop, nodeConfig,
@@ -85,14 +85,14 @@ export class FastPath {
   private readonly servedStats: PerCpuHash<SvcKey, ServedStats>;
   private readonly reasons: PerCpuArray<{ v: bigint }>;
   private readonly maglevFd: number;
-  private readonly objects: Map<Role, InstanceType<typeof native.BpfObject>>;
+  private readonly objects: Map<Role, BpfObject>;
   private readonly log: Logger;
 
-  private constructor(readonly pinRoot: string, objects: Map<Role, InstanceType<typeof native.BpfObject>>, logger: Logger) {
+  private constructor(readonly pinRoot: string, objects: Map<Role, BpfObject>, logger: Logger) {
     this.objects = objects;
     this.log = logger;
     const obj = objects.get('distributor')!;
-    const fd = (name: string) => named(name, () => obj.mapFd(name));
+    const fd = (name: string) => obj.mapFd(name);
     this.config = new BpfMap('node_config', fd('node_config'), u32, nodeConfig);
     this.services = new BpfMap('services', fd('services'), svcKey, svc);
     this.routed = new BpfMap('routed', fd('routed'), addr, u64);
@@ -114,20 +114,15 @@ export class FastPath {
    */
   static open(opts: FastPathOptions = {}): FastPath {
     const pinRoot = opts.pinRoot ?? DEFAULT_PIN_ROOT;
-    const objectDir = opts.objectDir ?? BPF_OBJECT_DIR;
     const logger = (opts.logger ?? rootLog).child({ pinRoot });
     assertBpffs(pinRoot);
     fs.mkdirSync(pinRoot, { recursive: true });
     const crtMaxEntries = resolveCrtSize(pinRoot, opts.crtMaxEntries);
 
-    const objects = new Map<Role, InstanceType<typeof native.BpfObject>>();
+    const objects = new Map<Role, BpfObject>();
     try {
       for (const role of Object.keys(PROGRAMS) as Role[]) {
-        const file = path.join(objectDir, `${role}.bpf.o`);
-        if (!fs.existsSync(file)) throw new Error(`BPF object ${file} not found: run \`npm install\` (or \`npm run build\`) first`);
-        const obj = new native.BpfObject(file, { pinRoot, maxEntries: { crt: crtMaxEntries } });
-        objects.set(role, obj);
-        named(`${role}.bpf.o`, () => obj.load());
+        objects.set(role, loadObject(role, { pinRoot, maxEntries: { crt: crtMaxEntries }, dir: opts.objectDir }));
       }
     } catch (e) {
       for (const o of objects.values()) o.close();
@@ -137,7 +132,7 @@ export class FastPath {
   }
 
   progFd(role: Role): number {
-    return named(PROGRAMS[role], () => this.objects.get(role)!.progFd(PROGRAMS[role]));
+    return this.objects.get(role)!.progFd(PROGRAMS[role]);
   }
 
   /** Node-wide settings: the cluster address is the outer source of encapsulated packets. */
@@ -175,14 +170,14 @@ export class FastPath {
 
     const values = Buffer.alloc(MAGLEV_SIZE * 4);
     for (let i = 0; i < MAGLEV_SIZE; i++) values.writeUInt32BE(table[i], i * 4);
-    const inner = named('maglev(inner)', () => native.mapCreate(BPF_MAP_TYPE_ARRAY, 'maglev_table', 4, 4, MAGLEV_SIZE, 0));
+    const inner = sys.mapCreate('maglev(inner)', BPF_MAP_TYPE_ARRAY, 'maglev_table', 4, 4, MAGLEV_SIZE, 0);
     try {
-      named('maglev(inner)', () => native.mapUpdateBatch(inner, maglevKeys(), values, MAGLEV_SIZE, BPF_ANY));
+      sys.mapUpdateBatch('maglev(inner)', inner, maglevKeys(), values, MAGLEV_SIZE, BPF_ANY);
       const key = u32.encode(id!);
       const fdBuf = u32.encode(inner);
-      named('maglev', () => native.mapUpdate(this.maglevFd, key, fdBuf, BPF_ANY));
+      sys.mapUpdate('maglev', this.maglevFd, key, fdBuf, BPF_ANY);
     } finally {
-      native.closeFd(inner);
+      sys.closeFd('maglev(inner)', inner);
     }
     if (isNew) {
       this.svcStats.reset(id!);
@@ -203,7 +198,7 @@ export class FastPath {
     this.services.delete(keyOf(s));
     const stale = [...this.affinity.keys()].filter((k) => k.svcId === id);
     if (stale.length) this.affinity.deleteBatch(stale);
-    named('maglev', () => native.mapDelete(this.maglevFd, u32.encode(id)));
+    sys.mapDelete('maglev', this.maglevFd, u32.encode(id));
     if (!this.listServices().some((o) => o.vip === s.vip)) this.routed.delete(s.vip);
     this.log.info({ service: serviceName(s), id }, 'service removed');
     return true;
@@ -226,7 +221,7 @@ export class FastPath {
 
   /** Lets the distributor redirect to `ifname` (an interface towards the targets). */
   enableEgress(ifname: string): void {
-    const ifindex = named(ifname, () => native.ifNameToIndex(ifname));
+    const ifindex = sys.ifNameToIndex(ifname, ifname);
     this.txPorts.set(ifindex, ifindex);
   }
 
@@ -318,14 +313,14 @@ function resolveCrtSize(pinRoot: string, wanted: number | undefined): number {
     throw new RangeError(`CRT size ${wanted}: expected an integer from 1 to ${1 << 28}`);
   }
   if (!fs.existsSync(pin)) return wanted ?? CRT_DEFAULT_ENTRIES;
-  const fd = named(pin, () => native.objGet(pin));
+  const fd = sys.objGet(pin, pin);
   try {
-    const pinned = named(pin, () => native.mapInfo(fd)).maxEntries;
+    const pinned = sys.mapInfo(pin, fd).maxEntries;
     if (wanted !== undefined && wanted !== pinned) {
       throw new Error(`the pinned CRT at ${pin} holds ${pinned} entries, not ${wanted}: keep its size, or purge the pins (dvipa fastpath purge) to resize it`);
     }
     return pinned;
   } finally {
-    native.closeFd(fd);
+    sys.closeFd(pin, fd);
   }
 }

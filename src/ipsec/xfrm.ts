@@ -5,8 +5,9 @@
  * UAPI layouts are written out below as offsets; test/xfrm.test.ts checks each against the
  * running kernel's BTF, so they cannot drift.
  */
-import { native } from '../dataplane/addon.js';
-import { BpfError, named } from '../dataplane/errors.js';
+import { DvipaError } from '../errors.js';
+import { SyscallError } from '../kernel/errors.js';
+import { sys } from '../kernel/sys.js';
 import { formatIpv4, parseIpv4 } from '../net/addr.js';
 
 export const AF_INET = 2;
@@ -85,11 +86,13 @@ export interface Sa {
 export interface Tmpl { src: string; dst: string; spi: number; proto: IpsecProto; mode: XfrmMode; reqid: number; optional: boolean }
 export interface Policy { selector: Selector; dir: PolicyDir; action: 'allow' | 'block'; priority: number; index: number; tmpls: Tmpl[] }
 
-/** A refused XFRM request: the operation, the errno, and the kernel's own reason when it gives one. */
-export class XfrmError extends Error {
-  constructor(message: string, readonly op?: string, readonly code?: string, readonly errno?: number, readonly reason?: string) {
-    super(message);
-    this.name = 'XfrmError';
+/**
+ * A refused XFRM request (the operation, the errno, and the kernel's own reason when it gives
+ * one) or an XFRM message dvipa cannot read.
+ */
+export class XfrmError extends DvipaError {
+  constructor(message: string, readonly op?: string, readonly code?: string, readonly errno?: number, readonly reason?: string, cause?: unknown) {
+    super(message, undefined, { cause });
   }
 }
 
@@ -330,10 +333,10 @@ export function decodePolicy(b: Buffer): Policy {
 
 function request(op: string, type: number, flags: number, payload: Buffer): Array<{ type: number; payload: Buffer }> {
   try {
-    return named('xfrm', () => native.xfrmRequest(op, type, flags, payload));
+    return sys.xfrmRequest('xfrm', op, type, flags, payload);
   } catch (e) {
-    if (!(e instanceof BpfError)) throw e;
-    throw new XfrmError(`${op}: ${e.explanation}${e.detail ? `: ${e.detail}` : ''}`, op, e.code, e.errno, e.detail);
+    if (!(e instanceof SyscallError)) throw e;
+    throw new XfrmError(`${op}: ${e.explanation}${e.reason ? `: ${e.reason}` : ''}`, op, e.code, e.errno, e.reason, e);
   }
 }
 
@@ -375,7 +378,7 @@ function batchErrors(op: (i: number) => string, results: Array<{ errno: number; 
  */
 export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Array<XfrmError | undefined> {
   const msgs = sas.map(encodeSa);
-  const add = (idx: number[]) => named('xfrm', () => native.xfrmBatch(idx.map((i) => ({ type: XFRM_MSG.NEWSA, flags: NLM_F_CREATE | NLM_F_EXCL, payload: msgs[i] }))));
+  const add = (idx: number[]) => sys.xfrmBatch('xfrm', idx.map((i) => ({ type: XFRM_MSG.NEWSA, flags: NLM_F_CREATE | NLM_F_EXCL, payload: msgs[i] })));
   const outcome = add(sas.map((_, i) => i));
   const ops = sas.map(() => 'XFRM_MSG_NEWSA');
   const again = opts.replace ? outcome.flatMap((r, i) => (r.code === 'EEXIST' ? [i] : [])) : [];
@@ -392,7 +395,7 @@ export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Array<XfrmE
 
 /** Installs many policies at once (replacing same selector and direction). */
 export function putPolicies(ps: Policy[]): Array<XfrmError | undefined> {
-  const r = named('xfrm', () => native.xfrmBatch(ps.map((p) => ({ type: XFRM_MSG.UPDPOLICY, flags: NLM_F_CREATE | NLM_F_REPLACE, payload: encodePolicy(p) }))));
+  const r = sys.xfrmBatch('xfrm', ps.map((p) => ({ type: XFRM_MSG.UPDPOLICY, flags: NLM_F_CREATE | NLM_F_REPLACE, payload: encodePolicy(p) })));
   return batchErrors(() => 'XFRM_MSG_UPDPOLICY', r);
 }
 
@@ -413,7 +416,7 @@ export function deleteSa(sa: SaId): void {
   request('XFRM_MSG_DELSA', XFRM_MSG.DELSA, 0, saIdMessage(sa));
 }
 
-const deleteBatch = (sas: SaId[]) => named('xfrm', () => native.xfrmBatch(sas.map((sa) => ({ type: XFRM_MSG.DELSA, flags: 0, payload: saIdMessage(sa) }))));
+const deleteBatch = (sas: SaId[]) => sys.xfrmBatch('xfrm', sas.map((sa) => ({ type: XFRM_MSG.DELSA, flags: 0, payload: saIdMessage(sa) })));
 
 /** Deletes many SAs at once; each SA's error, undefined where it went. */
 export function deleteSas(sas: SaId[]): Array<XfrmError | undefined> {

@@ -4,6 +4,7 @@
  * each process detached with its log and control socket in the state directory. `down`
  * removes all of it, from the state file or, if that is gone, by the lab's name prefix.
  */
+import { DvipaError } from '../errors.js';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -31,7 +32,7 @@ export interface LabState { prefix: string; dir: string; ns: Record<string, stri
 const pinRoot = (node: string) => `/sys/fs/bpf/${LAB_PREFIX}${node}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export class LabError extends Error {}
+export class LabError extends DvipaError {}
 
 function alive(pid: number): boolean {
   try {

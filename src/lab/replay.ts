@@ -5,12 +5,11 @@
  * destination of the tunnelled output, or its CRT entry when it was dropped later on.
  */
 import { FastPath, serviceName } from '../dataplane/fastpath.js';
-import { native } from '../dataplane/addon.js';
-import { named } from '../dataplane/errors.js';
+import { enterNetns } from '../kernel/netns.js';
+import { sys } from '../kernel/sys.js';
 import { CrtOrigin, REASONS, type Reason } from '../dataplane/structs.js';
 import { runXdp, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, type RouterNs } from './router-ns.js';
-import { netnsPath } from './netns.js';
 import { readPcap } from '../net/pcap.js';
 import { describeFrame, flowOf, parseFrame } from '../net/packet.js';
 import type { ServiceFile } from '../config/service-file.js';
@@ -45,10 +44,10 @@ export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { ne
   const targets = [...new Set(file.services.flatMap((s) => s.targets.map((t) => t.addr)))];
   let rns: RouterNs | undefined;
   let fp: FastPath | undefined;
-  let prevNs: number | undefined;
+  let leaveNs: (() => void) | undefined;
   const cleanup = () => {
     fp?.close();
-    if (prevNs !== undefined) native.netnsRestore(prevNs);
+    leaveNs?.();
     FastPath.purge(pinRoot);
     rns?.teardown();
   };
@@ -56,14 +55,14 @@ export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { ne
     let egress = file.egress;
     let ingressName = opts.ingress;
     if (opts.netns) {
-      prevNs = named(opts.netns, () => native.netnsEnter(netnsPath(opts.netns!)));
+      leaveNs = enterNetns(opts.netns);
     } else {
       rns = createRouterNs(tag, targets);
-      prevNs = named(rns.ns, () => native.netnsEnter(netnsPath(rns!.ns)));
+      leaveNs = enterNetns(rns.ns);
       egress = [rns.int];
       ingressName = rns.ext;
     }
-    const ingressIfindex = ingressName ? named(ingressName, () => native.ifNameToIndex(ingressName!)) : undefined;
+    const ingressIfindex = ingressName ? sys.ifNameToIndex(ingressName, ingressName) : undefined;
 
     fp = FastPath.open({ pinRoot, crtMaxEntries: 65536 });
     fp.configure({ clusterAddr: file.clusterAddress });
