@@ -6,8 +6,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FastPath, type Service } from '../src/dataplane/fastpath.js';
-import { CrtOrigin, MAGLEV_SIZE, REASONS, type Reason } from '../src/dataplane/structs.js';
+import { FastPath } from '../src/dataplane/fastpath.js';
+import type { Service } from '../src/net/service.js';
+import { CrtOrigin, REASONS, type Reason } from '../src/dataplane/structs.js';
+import { MAGLEV_SIZE } from '../src/tables/maglev.js';
 import { runXdp, type XdpAction } from '../src/dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET, type RouterNs } from '../src/lab/router-ns.js';
 import { nsIp, sysctl } from '../src/lab/netns.js';

@@ -11,7 +11,8 @@
 import * as os from 'node:os';
 import { loadObject, type BpfObject } from '../kernel/object.js';
 import { sys } from '../kernel/sys.js';
-import { FastPath, type Service } from '../dataplane/fastpath.js';
+import { FastPath } from '../dataplane/fastpath.js';
+import type { Service } from '../net/service.js';
 import { BpfMap } from '../dataplane/map.js';
 import { struct } from '../dataplane/codec.js';
 import { u32 } from '../dataplane/structs.js';

@@ -1,6 +1,7 @@
 /* `dvipa fastpath ...`: drive the data plane of this node directly. */
 import type { Argv, CommandModule } from 'yargs';
-import { DEFAULT_PIN_ROOT, FastPath, serviceName, type Role } from '../dataplane/fastpath.js';
+import { DEFAULT_PIN_ROOT, FastPath, type Role } from '../dataplane/fastpath.js';
+import { serviceName } from '../net/service.js';
 import { readServiceFile } from '../config/service-file.js';
 import { replayPcap, formatReplay } from '../lab/replay.js';
 import { CliError, EXIT, requireRoot } from './errors.js';

@@ -13,7 +13,8 @@
  *  - Without the store nothing changes hands: an owner keeps forwarding, and nobody takes
  *    over a DVIPA whose owner it cannot prove dead.
  */
-import type { CouplingFacility, DvipaView, OwnerRecord } from './coupling.js';
+import type { CouplingFacility, DvipaView } from './coupling.js';
+import type { Claim, OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
 
 /** The defining node outranks every VIPABackup (ranks 1..254). */
@@ -23,8 +24,6 @@ export const PRIMARY_RANK = 256;
 const TICK_MS = 200;
 
 export interface Candidate { node: string; rank: number }
-
-export type Claim = 'takeover' | 'takeback' | 'move';
 
 export interface Situation {
   me: string;

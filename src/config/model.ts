@@ -13,20 +13,10 @@ export interface VipaDefine { address: string; mask: string; moveable: Moveable 
 export interface VipaBackup { address: string; rank: number; moveable?: 'immediate' | 'whenidle'; mask?: string }
 export interface VipaRange { address: string; mask: string; moveable: 'nondisruptive' | 'disruptive' }
 
-export type DistMethod =
-  | { name: 'roundrobin' }
-  | { name: 'weightedactive' }
-  | { name: 'serverwlm' }
-  | { name: 'hotstandby'; autoSwitchBack: boolean };
+// The distribution methods and destinations are the DPT's vocabulary (tables/dpt.ts); the config speaks it.
+import type { Destination, DistMethod } from '../tables/dpt.js';
 
-export interface Destination {
-  xcf: string;
-  /** WEIGHTEDACTIVE: the configured weight (default 10). */
-  weight?: number;
-  /** HOTSTANDBY: one PREFERRED target; BACKUP targets by rank (higher first). */
-  role?: 'preferred' | 'backup';
-  rank?: number;
-}
+export type { Destination, DistMethod };
 
 export interface PortRange { from: number; to: number }
 

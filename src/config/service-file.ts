@@ -17,7 +17,7 @@ import { DvipaError, EXIT } from '../errors.js';
 import * as fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { parseIpv4 } from '../net/addr.js';
-import type { Service, Target } from '../dataplane/fastpath.js';
+import type { Service, Target } from '../net/service.js';
 
 export interface ServiceFile {
   clusterAddress: string;

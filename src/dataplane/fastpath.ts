@@ -10,13 +10,15 @@ import { loadObject, type BpfObject } from '../kernel/object.js';
 import { sys } from '../kernel/sys.js';
 import { BpfMap, BPF_ANY, PerCpuArray, PerCpuHash } from './map.js';
 import {
-  addr, affinity, affinityKey, CRT_DEFAULT_ENTRIES, crtEntry, flow, IPPROTO, MAGLEV_SIZE, MAX_SERVICES, nexthop, nodeConfig,
-  Protocol, REASONS, servedStats, svc, svcKey, svcStats, u32, u64, u8,
+  addr, affinity, affinityKey, CRT_DEFAULT_ENTRIES, crtEntry, flow, MAX_SERVICES, nexthop, nodeConfig,
+  REASONS, servedStats, svc, svcKey, svcStats, u32, u64, u8,
 } from './structs.js';
-import type { Affinity, AffinityKey, CrtEntry, Flow, Nexthop, NodeConfig, Reason, ServedStats, SvcKey, SvcStats } from './structs.js';
+import type { Affinity, AffinityKey, CrtEntry, Nexthop, NodeConfig, Reason, ServedStats, SvcKey, SvcStats } from './structs.js';
 import { attachXdp, detachXdp, listLinks } from './xdp.js';
 import type { Attachment, XdpMode } from './xdp.js';
-import { buildMaglev } from '../tables/maglev.js';
+import { buildMaglev, MAGLEV_SIZE } from '../tables/maglev.js';
+import { IPPROTO, isProtocol, protocolName, type Flow } from '../net/flow.js';
+import { serviceName, type Service, type Target } from '../net/service.js';
 import { interfaceMac } from '../net/iproute.js';
 import { log as rootLog, type Logger } from '../log.js';
 
@@ -38,21 +40,14 @@ export interface FastPathOptions {
   logger?: Logger;
 }
 
-export interface Service { vip: string; port: number; protocol: Protocol }
-export interface Target { addr: string; weight: number }
-
 function keyOf(s: Service): SvcKey {
   return { vip: s.vip, port: s.port, proto: IPPROTO[s.protocol] };
 }
 
 function serviceOf(k: SvcKey): Service {
-  const protocol = (Object.keys(IPPROTO) as Protocol[]).find((p) => IPPROTO[p] === k.proto);
-  if (!protocol) throw new Error(`services map holds an unknown protocol ${k.proto}`);
+  const protocol = protocolName(k.proto);
+  if (!isProtocol(protocol)) throw new Error(`services map holds an unknown protocol ${k.proto}`);
   return { vip: k.vip, port: k.port, protocol };
-}
-
-export function serviceName(s: Service): string {
-  return `${s.vip}:${s.port === 0 ? '*' : s.port}/${s.protocol}`;
 }
 
 function addStats(a: SvcStats, b: SvcStats): SvcStats {
@@ -248,7 +243,7 @@ export class FastPath {
 
   /** Target side: what arrived through routing nodes, per DVIPA:port (port 0: fragments and portless protocols). */
   receivedStats(): Array<{ vip: string; port: number; protocol: string; packets: bigint; bytes: bigint }> {
-    return [...this.servedStats.entries()].map(([k, v]) => ({ vip: k.vip, port: k.port, protocol: k.proto === 6 ? 'tcp' : k.proto === 17 ? 'udp' : String(k.proto), ...v }));
+    return [...this.servedStats.entries()].map(([k, v]) => ({ vip: k.vip, port: k.port, protocol: protocolName(k.proto), ...v }));
   }
 
   serviceStats(id: number): SvcStats {

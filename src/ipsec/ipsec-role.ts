@@ -8,8 +8,7 @@
  * sender with the same SPIs would replay sequence numbers at the peer. The policies stay:
  * without their SAs they hold traffic back instead of letting it out in clear.
  */
-import type { OwnerRecord } from '../cluster/coupling.js';
-import type { Claim } from '../cluster/election.js';
+import type { Claim, OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
 import { recordKey, storeKey } from './store.js';
 import { reinstall, SaRecorder, sasOf, type RecordStore, type ReinstallResult, type XfrmOps } from './recovery.js';

@@ -7,7 +7,7 @@
  * advanced by a margin and its inbound replay state as recorded, adds the policies it does
  * not have yet, and replaces the records with its own.
  */
-import type { OwnerRecord } from '../cluster/coupling.js';
+import type { OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
 import { forReinstall, readRecords, recordKey, sealRecord, StoreError, type SaRecord } from './store.js';
 import type { Policy, Sa, SaId } from './xfrm.js';

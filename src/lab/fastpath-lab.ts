@@ -5,7 +5,8 @@
  * separate machines would. Used by `dvipa demo` and the namespace tests.
  */
 import * as fs from 'node:fs';
-import { FastPath, type Service, type Target } from '../dataplane/fastpath.js';
+import { FastPath } from '../dataplane/fastpath.js';
+import type { Service, Target } from '../net/service.js';
 import { fullChecksums, inNetns as inside, nsIp, sysctl, Topology } from './netns.js';
 import { Client, startNameServer } from './procs.js';
 

@@ -4,7 +4,8 @@
  * reason is the one counter of `reasons` its run moved; its target is the outer
  * destination of the tunnelled output, or its CRT entry when it was dropped later on.
  */
-import { FastPath, serviceName } from '../dataplane/fastpath.js';
+import { FastPath } from '../dataplane/fastpath.js';
+import { serviceName } from '../net/service.js';
 import { enterNetns } from '../kernel/netns.js';
 import { sys } from '../kernel/sys.js';
 import { CrtOrigin, REASONS, type Reason } from '../dataplane/structs.js';

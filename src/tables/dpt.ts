@@ -13,8 +13,23 @@
  *    BACKup of highest rank. With AUTOSWITCHBACK new connections return to the preferred
  *    target when it listens again; without it they stay on the backup until that fails.
  */
-import type { DistMethod, Destination } from '../config/model.js';
-import type { Target } from '../dataplane/fastpath.js';
+import type { Target } from '../net/service.js';
+
+/** A VIPADISTRIBUTE distribution method. */
+export type DistMethod =
+  | { name: 'roundrobin' }
+  | { name: 'weightedactive' }
+  | { name: 'serverwlm' }
+  | { name: 'hotstandby'; autoSwitchBack: boolean };
+
+export interface Destination {
+  xcf: string;
+  /** WEIGHTEDACTIVE: the configured weight (default 10). */
+  weight?: number;
+  /** HOTSTANDBY: one PREFERRED target; BACKUP targets by rank (higher first). */
+  role?: 'preferred' | 'backup';
+  rank?: number;
+}
 
 export interface TargetState {
   xcf: string;
