@@ -5,15 +5,13 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { askAgent, DEFAULT_CONTROL_SOCKET, toJson } from '../cluster/control.js';
-import type { VdptRow } from '../cluster/router.js';
-import type { VcrtRow, VipadynRow } from '../cluster/agent.js';
-import type { IpsecDvipaRow } from '../ipsec/ipsec-role.js';
+import type { ControlArgs, ControlCommand, ControlReplies } from '../cluster/control-protocol.js';
 import { parseIpv4 } from '../net/addr.js';
 import { CliError, EXIT } from './errors.js';
 
 interface Args { socket: string; json?: boolean; detail?: boolean; dvipa?: string; port?: number; client?: string; limit?: number }
 
-async function ask(a: Args, cmd: string, args?: Record<string, unknown>): Promise<unknown> {
+async function ask<C extends ControlCommand>(a: Args, cmd: C, args?: ControlArgs[C]): Promise<ControlReplies[C]> {
   try {
     return await askAgent(a.socket, { cmd, args });
   } catch (e) {
@@ -44,7 +42,7 @@ function checkFilters(a: Args): void {
 
 async function vdpt(a: Args): Promise<void> {
   checkFilters(a);
-  const rows = ((await ask(a, 'vdpt')) as VdptRow[]).filter((r) => (!a.dvipa || r.dvipa === a.dvipa) && (!a.port || r.port === a.port));
+  const rows = (await ask(a, 'vdpt')).filter((r) => (!a.dvipa || r.dvipa === a.dvipa) && (!a.port || r.port === a.port));
   if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}${a.port ? `..${a.port}` : ''}: no such distributed DVIPA on this node`);
   if (a.json) return out(`${toJson(rows)}\n`);
   out('DYNAMIC VIPA DESTINATION PORT TABLE:\n');
@@ -66,7 +64,7 @@ async function vdpt(a: Args): Promise<void> {
 
 async function vcrt(a: Args): Promise<void> {
   checkFilters(a);
-  const r = (await ask(a, 'vcrt', { dvipa: a.dvipa, port: a.port, client: a.client, limit: a.limit })) as { entries: VcrtRow[]; total: number; truncated: boolean };
+  const r = await ask(a, 'vcrt', { dvipa: a.dvipa, port: a.port, client: a.client, limit: a.limit });
   if (a.json) return out(`${toJson(r)}\n`);
   out('DYNAMIC VIPA CONNECTION ROUTING TABLE:\n');
   for (const e of r.entries) {
@@ -79,7 +77,7 @@ async function vcrt(a: Args): Promise<void> {
 }
 
 async function vipadyn(a: Args): Promise<void> {
-  const r = (await ask(a, 'vipadyn')) as { coupling?: { shared: boolean; healthy: boolean; members: string[] }; dvipas: VipadynRow[] };
+  const r = await ask(a, 'vipadyn');
   const rows = r.dvipas.filter((d) => !a.dvipa || d.dvipa === a.dvipa);
   if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}: not a DVIPA of this node`);
   if (a.json) return out(`${toJson({ ...r, dvipas: rows })}\n`);
@@ -94,14 +92,14 @@ async function vipadyn(a: Args): Promise<void> {
 }
 
 async function vipadcfg(a: Args): Promise<void> {
-  const r = (await ask(a, 'vipadcfg')) as { node: string; profile: string; coupling?: object };
+  const r = await ask(a, 'vipadcfg');
   if (a.json) return out(`${toJson(r)}\n`);
   out(`DYNAMIC VIPA INFORMATION (NODE ${r.node}):\n${r.profile}`);
 }
 
 async function ipsec(a: Args): Promise<void> {
   checkFilters(a);
-  const all = (await ask(a, 'ipsec')) as IpsecDvipaRow[];
+  const all = await ask(a, 'ipsec');
   const rows = all.filter((d) => !a.dvipa || d.dvipa === a.dvipa);
   if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}: not a DVIPA this node may route`);
   if (a.json) return out(`${toJson(rows)}\n`);

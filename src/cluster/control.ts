@@ -1,19 +1,20 @@
 /*
  * The agent's control socket: how `dvipa netstat` and friends reach the agent on this node.
- * A unix socket, mode 0600 in a 0700 directory (root only: it shows every connection);
- * one JSON request per line, one JSON answer per line. A socket left by a dead agent is
- * replaced; one a live agent answers on is not.
+ * A unix socket, mode 0600 in a 0700 directory (root only: it shows every connection),
+ * speaking control-protocol.ts. A socket left by a dead agent is replaced; one a live agent
+ * answers on is not.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import type { Logger } from '../log.js';
+import {
+  CONTROL_PROTOCOL_VERSION as v, dispatch, parseControlRequest, type ControlAnswer, type ControlArgs, type ControlCommand, type ControlHandlers,
+  type ControlReplies,
+} from './control-protocol.js';
 
 export const DEFAULT_CONTROL_SOCKET = '/run/dvipa/agent.sock';
-
-export interface ControlRequest { cmd: string; args?: Record<string, unknown> }
-export type ControlAnswer = { ok: true; data: unknown } | { ok: false; error: string };
 
 /** Counters are 64-bit in the maps; as JSON numbers they stay exact up to 2^53. */
 export function toJson(v: unknown): string {
@@ -33,7 +34,7 @@ async function inUse(socketPath: string): Promise<boolean> {
 export class ControlServer {
   private server?: net.Server;
 
-  constructor(private readonly socketPath: string, private readonly handle: (req: ControlRequest) => unknown, private readonly log: Logger) {}
+  constructor(private readonly socketPath: string, private readonly handlers: ControlHandlers, private readonly log: Logger) {}
 
   async start(): Promise<void> {
     fs.mkdirSync(path.dirname(this.socketPath), { recursive: true, mode: 0o700 });
@@ -60,11 +61,9 @@ export class ControlServer {
     readline.createInterface({ input: sock }).on('error', () => undefined).on('line', (line) => {
       let answer: ControlAnswer;
       try {
-        const req = JSON.parse(line) as ControlRequest;
-        if (typeof req?.cmd !== 'string') throw new Error('expected {"cmd": ...}');
-        answer = { ok: true, data: this.handle(req) };
+        answer = { v, ok: true, data: dispatch(this.handlers, parseControlRequest(line)) };
       } catch (e) {
-        answer = { ok: false, error: (e as Error).message };
+        answer = { v, ok: false, error: (e as Error).message };
       }
       sock.write(`${toJson(answer)}\n`);
     });
@@ -78,7 +77,7 @@ export class ControlServer {
 }
 
 /** Asks the agent once; rejects with an error whose `code` says why it could not (ENOENT, ECONNREFUSED, EACCES). */
-export function askAgent(socketPath: string, req: ControlRequest, timeoutMs = 5000): Promise<unknown> {
+export function askAgent<C extends ControlCommand>(socketPath: string, req: { cmd: C; args?: ControlArgs[C] }, timeoutMs = 5000): Promise<ControlReplies[C]> {
   return new Promise((resolve, reject) => {
     const sock = net.connect(socketPath);
     const timer = setTimeout(() => {
@@ -89,11 +88,11 @@ export function askAgent(socketPath: string, req: ControlRequest, timeoutMs = 50
       clearTimeout(timer);
       reject(e);
     });
-    sock.on('connect', () => sock.write(`${JSON.stringify(req)}\n`));
+    sock.on('connect', () => sock.write(`${JSON.stringify({ v, ...req })}\n`));
     readline.createInterface({ input: sock }).on('error', () => undefined).once('line', (line) => {
       clearTimeout(timer);
       sock.destroy();
-      const a = JSON.parse(line) as ControlAnswer;
+      const a = JSON.parse(line) as ControlAnswer<ControlReplies[C]>;
       if (a.ok) resolve(a.data);
       else reject(new Error(a.error));
     });

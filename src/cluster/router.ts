@@ -11,6 +11,7 @@ import type { FastPath } from '../dataplane/fastpath.js';
 import { CrtOrigin } from '../dataplane/structs.js';
 import { IPPROTO, protocolName, type Flow, type Protocol } from '../net/flow.js';
 import { serviceName, type Service } from '../net/service.js';
+import type { VdptRow } from './views.js';
 import type { ClusterConfig, NodeSpec, VipaDistribute } from '../config/model.js';
 import type { DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type Conns, type Message, type SrvStat } from './messages.js';
@@ -35,14 +36,6 @@ const INHERIT_MS = 3000;
  * or not (it has not had time to connect); after it, only for those that are connected.
  */
 const GATE_WAIT_MS = 5000;
-
-export interface VdptRow {
-  dvipa: string; port: number; protocol: string; target: string; ready: boolean; weight: number; load?: number;
-  activeConn: number; totalConn: number; method: string; owner: boolean;
-  /** While continuing a previous owner's distribution: that node. */
-  following?: string;
-  service?: { packets: bigint; bytes: bigint; crtHit: bigint; crtNew: bigint; recovered: bigint; forwarded: bigint; dropped: bigint };
-}
 
 export interface RoutingOptions {
   /** Whether the node with this cluster address is connected now (this node itself: yes). */

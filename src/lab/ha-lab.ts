@@ -16,8 +16,7 @@ import { ip } from '../net/iproute.js';
 import { buildHaTopology, haConfig, HA, holdsDvipa } from './ha-topology.js';
 import { netnsPath, nsIp, Topology } from './netns.js';
 import { startEtcd } from './etcd.js';
-import type { VipadynRow } from '../cluster/agent.js';
-import type { VdptRow } from '../cluster/router.js';
+import type { VdptRow, VipadynRow } from '../cluster/views.js';
 
 export const LAB_PREFIX = 'dvlab-';
 export const DEFAULT_LAB_DIR = '/run/dvipa-lab';
@@ -150,7 +149,7 @@ export class HaLab {
 
   async vipadyn(node: string): Promise<VipadynRow | undefined> {
     try {
-      const r = (await askAgent(this.socket(node), { cmd: 'vipadyn' }, 2000)) as { dvipas: VipadynRow[] };
+      const r = await askAgent(this.socket(node), { cmd: 'vipadyn' }, 2000);
       return r.dvipas.find((d) => d.dvipa === HA.dvipa);
     } catch {
       return undefined;
@@ -159,7 +158,7 @@ export class HaLab {
 
   async vdpt(node: string): Promise<VdptRow[] | undefined> {
     try {
-      return (await askAgent(this.socket(node), { cmd: 'vdpt' }, 2000)) as VdptRow[];
+      return await askAgent(this.socket(node), { cmd: 'vdpt' }, 2000);
     } catch {
       return undefined;
     }
