@@ -3,10 +3,12 @@
  * NETSTAT shows them (same names and columns), plus what Linux adds (epoch, origin of a CRT
  * entry, the previous owner a new one still distributes like). `--json` gives the data.
  */
-import type { Argv, CommandModule } from 'yargs';
-import { askAgent, DEFAULT_CONTROL_SOCKET, toJson } from '../cluster/control.js';
+import type { Argv } from 'yargs';
+import { askAgent, toJson } from '../cluster/control.js';
+import { DEFAULTS } from '../config/settings.js';
 import type { ControlArgs, ControlCommand, ControlReplies } from '../cluster/control-protocol.js';
 import { parseIpv4 } from '../net/addr.js';
+import { command } from './command.js';
 import { CliError, EXIT } from './errors.js';
 
 interface Args { socket: string; json?: boolean; detail?: boolean; dvipa?: string; port?: number; client?: string; limit?: number }
@@ -125,24 +127,24 @@ async function ipsec(a: Args): Promise<void> {
 }
 
 const common = <T>(y: Argv<T>) =>
-  y.option('socket', { type: 'string', default: DEFAULT_CONTROL_SOCKET, describe: "the agent's control socket (dvipa agent --control)" })
+  y.option('socket', { type: 'string', default: DEFAULTS.controlSocket, describe: "the agent's control socket (dvipa agent --control)" })
     .option('json', { type: 'boolean', describe: 'the data as JSON' });
 const filters = <T>(y: Argv<T>) =>
   y.option('dvipa', { type: 'string', describe: 'only this DVIPA' }).option('port', { type: 'number', describe: 'only this port' });
 
-export const netstatCommand: CommandModule<object, Args> = {
+export const netstatCommand = command({
   command: 'netstat <report>',
   describe: "the local agent's tables, as z/OS NETSTAT shows them: vdpt, vcrt, vipadyn, vipadcfg; and ipsec",
   builder: (y) =>
     common(y)
       .command('vdpt', 'destination port table: per DVIPA:port and target, readiness, weight, connections', (b) =>
-        filters(b).option('detail', { type: 'boolean', describe: "add the distributor's counters per service" }), vdpt as never)
+        filters(b).option('detail', { type: 'boolean', describe: "add the distributor's counters per service" }), (a) => vdpt(a))
       .command('vcrt', 'connection routing table: which target serves each connection, and where the entry came from', (b) =>
         filters(b).option('client', { type: 'string', describe: "only this client's connections" })
-          .option('limit', { type: 'number', default: 10000, describe: 'at most this many entries' }), vcrt as never)
-      .command('vipadyn', 'the DVIPAs of this node: status, origin, rank, epoch, owner, since', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), vipadyn as never)
-      .command('vipadcfg', 'the configuration in force on this node', (b) => b, vipadcfg as never)
-      .command('ipsec', 'IPsec recovery (CLUSTER IPSEC): per DVIPA the SAs held, negotiated here or re-installed, sequence numbers, last store write', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), ipsec as never)
-      .demandCommand(1, 'name a report: vdpt, vcrt, vipadyn, vipadcfg or ipsec') as never,
+          .option('limit', { type: 'number', default: 10000, describe: 'at most this many entries' }), (a) => vcrt(a))
+      .command('vipadyn', 'the DVIPAs of this node: status, origin, rank, epoch, owner, since', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), (a) => vipadyn(a))
+      .command('vipadcfg', 'the configuration in force on this node', (b) => b, (a) => vipadcfg(a))
+      .command('ipsec', 'IPsec recovery (CLUSTER IPSEC): per DVIPA the SAs held, negotiated here or re-installed, sequence numbers, last store write', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), (a) => ipsec(a))
+      .demandCommand(1, 'name a report: vdpt, vcrt, vipadyn, vipadcfg or ipsec'),
   handler: () => undefined,
-};
+});

@@ -18,7 +18,8 @@ import { formatProfile } from '../config/format.js';
 import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions } from './coupling.js';
 import { Election, PRIMARY_RANK, type DvipaCandidacy } from './election.js';
 import type { Claim, OwnerRecord } from '../net/ownership.js';
-import { Transport, DEFAULT_PORT } from './transport.js';
+import { Transport } from './transport.js';
+import { DEFAULTS } from '../config/settings.js';
 import { MsgType, type Message } from './messages.js';
 import { RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
@@ -90,8 +91,8 @@ export class Agent {
     const peers = [
       ...opts.config.nodes.filter((n) => n.name !== node.name).map((n) => ({ name: n.name, xcf: n.xcf })),
       ...opts.config.peers,
-    ].map((p) => ({ name: p.name, host: p.xcf, port: opts.port ?? DEFAULT_PORT }));
-    this.transport = new Transport({ node: node.name, key: opts.key, listen: { host: node.xcf, port: opts.port ?? DEFAULT_PORT }, peers, logger: this.log });
+    ].map((p) => ({ name: p.name, host: p.xcf, port: opts.port ?? DEFAULTS.port }));
+    this.transport = new Transport({ node: node.name, key: opts.key, listen: { host: node.xcf, port: opts.port ?? DEFAULTS.port }, peers, logger: this.log });
     const nameOfXcf = new Map(peers.map((p) => [p.host, p.name]));
     const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
     this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected }, this.log);

@@ -14,8 +14,6 @@ import {
   type ControlReplies,
 } from './control-protocol.js';
 
-export const DEFAULT_CONTROL_SOCKET = '/run/dvipa/agent.sock';
-
 /** Counters are 64-bit in the maps; as JSON numbers they stay exact up to 2^53. */
 export function toJson(v: unknown): string {
   return JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? Number(x) : x));

@@ -8,7 +8,6 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Logger } from '../log.js';
 import type { IpsecDvipaRow, VdptRow } from './views.js';
 
-export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9741';
 
 /** What the metrics read, at each scrape. */
 export interface MetricsSource {

@@ -18,7 +18,6 @@ import { encodeFrame, FrameReader, FrameRejected, sessionKey, type FrameError } 
 import { decodeMessage, encodeMessage, InvalidMessage, MsgType, type Message } from './messages.js';
 import type { Logger } from '../log.js';
 
-export const DEFAULT_PORT = 7400;
 const RECONNECT_MS = 500;
 const HELLO_TIMEOUT_MS = 5000;
 const LOG_INTERVAL_MS = 60_000;

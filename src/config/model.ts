@@ -72,8 +72,6 @@ export interface IpsecConfig {
   interval?: number;
 }
 
-export const IPSEC_LIMITS = { seqMargin: [1, 2 ** 31], interval: [100, 60000] } as const;
-
 /** An etcd endpoint as the config and the CLI accept it. */
 export function isEtcdUrl(s: string): boolean {
   try {

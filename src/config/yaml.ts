@@ -4,11 +4,12 @@
  * method as its bare name, PORT/DESTIP ALL as the word all or left out). Problems carry
  * the line and column of the offending YAML node.
  */
+import { DEFAULTS, LIMITS } from './settings.js';
 import { isMap, isSeq, LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
 import { parseIpv4 } from '../net/addr.js';
 import {
   ConfigError, emptyVipaDynamic, isEtcdUrl, validate,
-  type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, IPSEC_LIMITS, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
+  type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
 } from './model.js';
 
 type Json = unknown;
@@ -113,9 +114,9 @@ class Reader {
     const etcd = this.list(c.etcd, [...at, 'etcd']).map((u, i) => (typeof u === 'string' && isEtcdUrl(u) ? u : this.bad([...at, 'etcd', i], 'expected an etcd URL (http://host:port or https://host:port)')));
     if (!etcd.length) this.bad([...at, 'etcd'], 'expected at least one etcd URL');
     const out: CouplingConfig = { etcd: etcd.filter((u): u is string => u !== undefined) };
-    if (c.leaseTtl !== undefined) out.leaseTtl = this.int(c.leaseTtl, [...at, 'leaseTtl'], 1, 300);
+    if (c.leaseTtl !== undefined) out.leaseTtl = this.int(c.leaseTtl, [...at, 'leaseTtl'], ...LIMITS.leaseTtl);
     if (c.nopreempt !== undefined) out.nopreempt = typeof c.nopreempt === 'boolean' ? c.nopreempt : this.bad([...at, 'nopreempt'], 'expected true or false');
-    if (c.takebackDelay !== undefined) out.takebackDelay = this.int(c.takebackDelay, [...at, 'takebackDelay'], 0, 86400);
+    if (c.takebackDelay !== undefined) out.takebackDelay = this.int(c.takebackDelay, [...at, 'takebackDelay'], ...LIMITS.takebackDelay);
     return out;
   }
 
@@ -124,8 +125,8 @@ class Reader {
     if (c === null) return {};
     if (!this.keys(c, ['ipsec'], ['seqMargin', 'interval'])) return undefined;
     const out: IpsecConfig = {};
-    if (c.seqMargin !== undefined) out.seqMargin = this.int(c.seqMargin, ['ipsec', 'seqMargin'], ...IPSEC_LIMITS.seqMargin);
-    if (c.interval !== undefined) out.interval = this.int(c.interval, ['ipsec', 'interval'], ...IPSEC_LIMITS.interval);
+    if (c.seqMargin !== undefined) out.seqMargin = this.int(c.seqMargin, ['ipsec', 'seqMargin'], ...LIMITS.seqMargin);
+    if (c.interval !== undefined) out.interval = this.int(c.interval, ['ipsec', 'interval'], ...LIMITS.recordInterval);
     return out;
   }
 
@@ -158,7 +159,7 @@ class Reader {
       const p = [...vat, 'backup', i];
       if (!this.keys(b, p, ['address', 'rank', 'moveable', 'mask'])) return;
       const address = this.address(b.address, [...p, 'address']);
-      const rank = b.rank === undefined ? 1 : this.int(b.rank, [...p, 'rank'], 1, 254);
+      const rank = b.rank === undefined ? DEFAULTS.rank : this.int(b.rank, [...p, 'rank'], ...LIMITS.rank);
       const moveable = b.moveable === undefined ? undefined : this.oneOf(b.moveable, [...p, 'moveable'], ['immediate', 'whenidle'] as const);
       const mask = b.mask === undefined ? undefined : this.address(b.mask, [...p, 'mask']);
       if ((moveable === undefined) !== (mask === undefined)) this.bad(p, 'moveable and mask go together');
@@ -213,14 +214,14 @@ class Reader {
         if (!this.keys(spec, at, ['xcf', 'weight', 'role', 'rank'])) return;
         const xcf = this.address(spec.xcf, [...at, 'xcf']);
         const dest: Destination = { xcf: xcf ?? '' };
-        if (spec.weight !== undefined) dest.weight = this.int(spec.weight, [...at, 'weight'], 1, 100);
+        if (spec.weight !== undefined) dest.weight = this.int(spec.weight, [...at, 'weight'], ...LIMITS.weight);
         if (spec.role !== undefined) dest.role = this.oneOf(spec.role, [...at, 'role'], ['preferred', 'backup'] as const);
-        if (spec.rank !== undefined) dest.rank = this.int(spec.rank, [...at, 'rank'], 1, 254);
+        if (spec.rank !== undefined) dest.rank = this.int(spec.rank, [...at, 'rank'], ...LIMITS.rank);
         if (xcf) (destinations as Destination[]).push(dest);
       });
     }
     const method = this.method(d.method ?? 'roundrobin', [...p, 'method']);
-    const timedAffinity = d.timedAffinity === undefined ? 0 : this.int(d.timedAffinity, [...p, 'timedAffinity'], 0, 99999);
+    const timedAffinity = d.timedAffinity === undefined ? DEFAULTS.timedAffinity : this.int(d.timedAffinity, [...p, 'timedAffinity'], ...LIMITS.timedAffinity);
     if (!address || !method || timedAffinity === undefined) return undefined;
     return { address, ports, destinations, method, timedAffinity };
   }

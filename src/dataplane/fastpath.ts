@@ -4,6 +4,7 @@
  * and their Maglev tables, CRT, counters, attach/detach). All state lives in the pinned
  * maps, so a new FastPath opened over the same pin root picks up where the last one was.
  */
+import { DEFAULTS } from '../config/settings.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadObject, type BpfObject } from '../kernel/object.js';
@@ -22,7 +23,6 @@ import { serviceName, type Service, type Target } from '../net/service.js';
 import { interfaceMac } from '../net/iproute.js';
 import { log as rootLog, type Logger } from '../log.js';
 
-export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/dvipa';
 const NO_MAC = '00:00:00:00:00:00';
 const BPF_MAP_TYPE_ARRAY = 2;
 
@@ -108,7 +108,7 @@ export class FastPath {
    * again over existing pins keeps every entry: that is how a restarted agent resumes.
    */
   static open(opts: FastPathOptions = {}): FastPath {
-    const pinRoot = opts.pinRoot ?? DEFAULT_PIN_ROOT;
+    const pinRoot = opts.pinRoot ?? DEFAULTS.pinRoot;
     const logger = (opts.logger ?? rootLog).child({ pinRoot });
     assertBpffs(pinRoot);
     fs.mkdirSync(pinRoot, { recursive: true });
@@ -280,7 +280,7 @@ export class FastPath {
   }
 
   /** Detaches everything and removes the pin root: the node stops distributing. */
-  static purge(pinRoot: string = DEFAULT_PIN_ROOT): void {
+  static purge(pinRoot: string = DEFAULTS.pinRoot): void {
     for (const l of listLinks(pinRoot)) fs.unlinkSync(l.pin);
     fs.rmSync(pinRoot, { recursive: true, force: true });
   }

@@ -25,8 +25,6 @@ export interface IpsecOptions {
   intervalMs: number;
 }
 
-export const DEFAULT_SEQ_MARGIN = 1_000_000;
-export const DEFAULT_RECORD_INTERVAL_MS = 1000;
 /** XFRM events come in bursts (a negotiation adds SAs and policies): one scan for a burst. */
 const EVENT_SETTLE_MS = 50;
 
