@@ -52,14 +52,15 @@ test('enum dvipa_crt_origin matches CrtOrigin', () => {
 });
 
 test('map definitions carry the sizes user space assumes', () => {
+  const router = new Map(declaredMaps('distributor').map((m) => [m.name, m]));
+  assert.equal(router.get('maglev')?.maxEntries, MAX_SERVICES);
+  assert.equal(router.get('services')?.maxEntries, MAX_SERVICES);
+  assert.equal(router.get('svc_stats')?.maxEntries, MAX_SERVICES);
+  assert.equal(router.get('crt')?.keySize, flow.size);
+  assert.equal(router.get('crt')?.valueSize, crtEntry.size);
+  assert.equal(router.get('services')?.keySize, svcKey.size);
   for (const name of ['distributor', 'decap']) {
-    const maps = new Map(declaredMaps(name).map((m) => [m.name, m]));
-    assert.equal(maps.get('maglev')?.maxEntries, MAX_SERVICES);
-    assert.equal(maps.get('services')?.maxEntries, MAX_SERVICES);
-    assert.equal(maps.get('svc_stats')?.maxEntries, MAX_SERVICES);
-    assert.equal(maps.get('reasons')?.maxEntries, REASONS.length);
-    assert.equal(maps.get('crt')?.keySize, flow.size);
-    assert.equal(maps.get('crt')?.valueSize, crtEntry.size);
-    assert.equal(maps.get('services')?.keySize, svcKey.size);
+    assert.equal(declaredMaps(name).find((m) => m.name === 'reasons')?.maxEntries, REASONS.length);
   }
+  assert.equal(declaredMaps('decap').find((m) => m.name === 'served_stats')?.keySize, svcKey.size);
 });

@@ -86,18 +86,20 @@ export class FastPath {
   private constructor(readonly pinRoot: string, objects: Map<Role, BpfObject>, logger: Logger) {
     this.objects = objects;
     this.log = logger;
-    const obj = objects.get('distributor')!;
-    const fd = (name: string) => obj.mapFd(name);
+    // The router's maps come from the distributor object, a target's from decap (bpf/maps_*.h).
+    const router = objects.get('distributor')!;
+    const target = objects.get('decap')!;
+    const fd = (name: string) => router.mapFd(name);
     this.config = new BpfMap('node_config', fd('node_config'), u32, nodeConfig);
     this.services = new BpfMap('services', fd('services'), svcKey, svc);
     this.routed = new BpfMap('routed', fd('routed'), addr, u64);
-    this.served = new BpfMap('served', fd('served'), addr, u8);
+    this.served = new BpfMap('served', target.mapFd('served'), addr, u8);
     this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
     this.txPorts = new BpfMap('tx_ports', fd('tx_ports'), u32, u32);
     this.nexthops = new BpfMap('nexthops', fd('nexthops'), addr, nexthop);
     this.affinity = new BpfMap('affinity', fd('affinity'), affinityKey, affinity);
     this.svcStats = new PerCpuArray('svc_stats', fd('svc_stats'), svcStats, addStats);
-    this.servedStats = new PerCpuHash('served_stats', fd('served_stats'), svcKey, servedStats, (a, b) => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes }));
+    this.servedStats = new PerCpuHash('served_stats', target.mapFd('served_stats'), svcKey, servedStats, (a, b) => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes }));
     this.reasons = new PerCpuArray('reasons', fd('reasons'), { size: 8, decode: (b, o) => ({ v: u64.decode(b, o) }) },
       (a, b) => ({ v: a.v + b.v }));
     this.maglevFd = fd('maglev');
@@ -117,7 +119,9 @@ export class FastPath {
     const objects = new Map<Role, BpfObject>();
     try {
       for (const role of Object.keys(PROGRAMS) as Role[]) {
-        objects.set(role, loadObject(role, { pinRoot, maxEntries: { crt: crtMaxEntries }, dir: opts.objectDir }));
+        // Only the distributor has the CRT (bpf/maps_router.h): the size goes to it alone.
+        const maxEntries: Record<string, number> = role === 'distributor' ? { crt: crtMaxEntries } : {};
+        objects.set(role, loadObject(role, { pinRoot, maxEntries, dir: opts.objectDir }));
       }
     } catch (e) {
       for (const o of objects.values()) o.close();

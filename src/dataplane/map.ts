@@ -24,6 +24,9 @@ function* rawKeys(name: string, fd: number, size: number): Generator<Buffer> {
 }
 
 export class BpfMap<K, V> {
+  /** The map's size, as the kernel has it. */
+  readonly maxEntries: number;
+
   constructor(
     readonly name: string,
     readonly fd: number,
@@ -37,6 +40,7 @@ export class BpfMap<K, V> {
           `user space expects ${key.size}/${value.size} (${key.cName}/${value.cName}): rebuild, or remove stale pins`,
       );
     }
+    this.maxEntries = info.maxEntries;
   }
 
   get(k: K): V | undefined {
