@@ -140,7 +140,7 @@ test('policies: new, update, delete and flush arrive in order and decoded; a ref
   const bad: Sa = { ...SA, aead: { name: 'rfc4106(dvipa-none)', key: Buffer.alloc(20), icvBits: 128 } };
   assert.throws(() => inNetns(NS.name, () => addSa(bad)), (e: Error) => e instanceof XfrmError && e.op === 'XFRM_MSG_NEWSA' && /not found/.test(e.message));
   // The kernel notifies before it acknowledges: events after these prove none came before.
-  assert.deepEqual(inNetns(NS.name, () => putPolicies([policy('198.18.21.0'), policy('198.18.22.0')])), [undefined, undefined]);
+  assert.deepEqual(await inNetns(NS.name, () => putPolicies([policy('198.18.21.0'), policy('198.18.22.0')])), [undefined, undefined]);
   flushPolicies();
   await until('the flush', () => events.length >= 6, () => events);
   assert.deepEqual(events.slice(3).map(label), ['policy update', 'policy update', 'flush policy'], 'no SA event for the refused install');
@@ -173,7 +173,7 @@ test('overflow: a burst larger than the receive buffer is reported, and the stre
   const { stream, events } = subscribe(t, ['policy'], { rcvBuf: 16384 });
   const burst = Array.from({ length: 400 }, (_, i) => policy(`10.${i >> 8}.${i & 255}.0`));
   // One synchronous call: the loop cannot read while the kernel queues 400 notifications.
-  assert.deepEqual(inNetns(NS.name, () => putPolicies(burst)).filter(Boolean), []);
+  assert.deepEqual((await inNetns(NS.name, () => putPolicies(burst))).filter(Boolean), []);
   await until('an overflow', () => events.some((e) => e.kind === 'overflow'), () => events.map(label));
   const delivered = events.filter((e) => e.kind === 'policy').length;
   assert.ok(delivered > 0 && delivered < burst.length, `${delivered} of ${burst.length} delivered`);
@@ -197,7 +197,7 @@ test('close: nothing is delivered after it, not even the rest of a batch; twice 
   closed.stream.close();
   assert.ok(closed.stream.closed);
   const ps = ['198.18.40.0', '198.18.41.0', '198.18.42.0'].map((d) => policy(d));
-  inNetns(NS.name, () => putPolicies(ps));
+  await inNetns(NS.name, () => putPolicies(ps));
   await until('the witness\'s three events', () => witness.events.length >= 3, () => witness.events);
   // The sockets were readable together: a few more turns of the loop for good measure.
   await delay(50);

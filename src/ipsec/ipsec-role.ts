@@ -171,7 +171,7 @@ export class IpsecRole {
     return this.enqueue(dvipa, async () => {
       if (this.owned.has(dvipa)) return;
       const mine = sasOf(dvipa, this.xfrm.dumpSas(), []).map((x) => x.sa);
-      const errors = this.xfrm.deleteSas(mine);
+      const errors = await this.xfrm.deleteSas(mine);
       for (const sa of mine) this.reinstalled.delete(recordKey(dvipa, sa));
       const failed = errors.filter((e) => e);
       if (mine.length) this.log.info({ dvipa, removed: mine.length - failed.length }, "IPsec SAs of the DVIPA removed: they are the new owner's");

@@ -355,8 +355,14 @@ export function dumpSas(): Sa[] {
  * encapsulation, and would keep the kernel's keys and replay state.
  */
 export function addSa(sa: Sa, opts: { replace?: boolean } = {}): void {
-  const [e] = addSas([sa], opts);
-  if (e) throw e;
+  const add = () => request('XFRM_MSG_NEWSA', XFRM_MSG.NEWSA, NLM_F_CREATE | NLM_F_EXCL, encodeSa(sa));
+  try {
+    add();
+  } catch (e) {
+    if (!opts.replace || !(e instanceof XfrmError) || e.code !== 'EEXIST') throw e;
+    deleteSa(sa);
+    add();
+  }
 }
 
 function markAttr(mark: { value: number; mask: number }): Buffer {
@@ -371,32 +377,49 @@ function batchErrors(op: (i: number) => string, results: Array<{ errno: number; 
   return results.map((r, i) => (r.errno ? new XfrmError(`${op(i)}: ${r.code}${r.text ? ` (${r.text})` : ''}${r.reason ? `: ${r.reason}` : ''}`, op(i), r.code, r.errno, r.reason) : undefined));
 }
 
+type BatchRequest = { type: number; flags: number; payload: Buffer };
+
 /**
- * Installs many SAs at once (a takeover's work), one socket for all; with `replace`, those
- * that exist are deleted and added again (see addSa). Returns each SA's error, undefined
- * where it went in.
+ * Runs `fn` with a NETLINK_XFRM socket opened now, in the calling thread's namespace (the
+ * batches run later on a worker thread, when the caller may have left it), closed after.
  */
-export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Array<XfrmError | undefined> {
-  const msgs = sas.map(encodeSa);
-  const add = (idx: number[]) => sys.xfrmBatch('xfrm', idx.map((i) => ({ type: XFRM_MSG.NEWSA, flags: NLM_F_CREATE | NLM_F_EXCL, payload: msgs[i] })));
-  const outcome = add(sas.map((_, i) => i));
-  const ops = sas.map(() => 'XFRM_MSG_NEWSA');
-  const again = opts.replace ? outcome.flatMap((r, i) => (r.code === 'EEXIST' ? [i] : [])) : [];
-  if (again.length) {
-    const deleted = deleteBatch(again.map((i) => sas[i]));
-    again.forEach((i, k) => {
-      if (deleted[k].errno) [outcome[i], ops[i]] = [deleted[k], 'XFRM_MSG_DELSA'];
-    });
-    const gone = again.filter((_, k) => !deleted[k].errno);
-    add(gone).forEach((r, k) => (outcome[gone[k]] = r));
+async function onXfrmSocket<T>(fn: (batch: (reqs: BatchRequest[]) => ReturnType<typeof sys.xfrmBatch>) => Promise<T>): Promise<T> {
+  const fd = sys.xfrmOpen('xfrm');
+  try {
+    return await fn((reqs) => sys.xfrmBatch('xfrm', fd, reqs));
+  } finally {
+    sys.closeFd('xfrm', fd);
   }
-  return batchErrors((i) => ops[i], outcome);
 }
 
-/** Installs many policies at once (replacing same selector and direction). */
-export function putPolicies(ps: Policy[]): Array<XfrmError | undefined> {
-  const r = sys.xfrmBatch('xfrm', ps.map((p) => ({ type: XFRM_MSG.UPDPOLICY, flags: NLM_F_CREATE | NLM_F_REPLACE, payload: encodePolicy(p) })));
-  return batchErrors(() => 'XFRM_MSG_UPDPOLICY', r);
+/**
+ * Installs many SAs at once (a takeover's work), one socket for all, off Node's event loop;
+ * with `replace`, those that exist are deleted and added again (see addSa). Resolves to each
+ * SA's error, undefined where it went in. The namespace is the caller's at the call.
+ */
+export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Promise<Array<XfrmError | undefined>> {
+  const msgs = sas.map(encodeSa);
+  return onXfrmSocket(async (batch) => {
+    const add = (idx: number[]) => batch(idx.map((i) => ({ type: XFRM_MSG.NEWSA, flags: NLM_F_CREATE | NLM_F_EXCL, payload: msgs[i] })));
+    const outcome = await add(sas.map((_, i) => i));
+    const ops = sas.map(() => 'XFRM_MSG_NEWSA');
+    const again = opts.replace ? outcome.flatMap((r, i) => (r.code === 'EEXIST' ? [i] : [])) : [];
+    if (again.length) {
+      const deleted = await batch(deleteRequests(again.map((i) => sas[i])));
+      again.forEach((i, k) => {
+        if (deleted[k].errno) [outcome[i], ops[i]] = [deleted[k], 'XFRM_MSG_DELSA'];
+      });
+      const gone = again.filter((_, k) => !deleted[k].errno);
+      (await add(gone)).forEach((r, k) => (outcome[gone[k]] = r));
+    }
+    return batchErrors((i) => ops[i], outcome);
+  });
+}
+
+/** Installs many policies at once (replacing same selector and direction), off Node's event loop. */
+export function putPolicies(ps: Policy[]): Promise<Array<XfrmError | undefined>> {
+  const reqs = ps.map((p) => ({ type: XFRM_MSG.UPDPOLICY, flags: NLM_F_CREATE | NLM_F_REPLACE, payload: encodePolicy(p) }));
+  return onXfrmSocket(async (batch) => batchErrors(() => 'XFRM_MSG_UPDPOLICY', await batch(reqs)));
 }
 
 export type SaId = Pick<Sa, 'dst' | 'spi' | 'proto' | 'mark'>;
@@ -416,11 +439,12 @@ export function deleteSa(sa: SaId): void {
   request('XFRM_MSG_DELSA', XFRM_MSG.DELSA, 0, saIdMessage(sa));
 }
 
-const deleteBatch = (sas: SaId[]) => sys.xfrmBatch('xfrm', sas.map((sa) => ({ type: XFRM_MSG.DELSA, flags: 0, payload: saIdMessage(sa) })));
+const deleteRequests = (sas: SaId[]) => sas.map((sa) => ({ type: XFRM_MSG.DELSA, flags: 0, payload: saIdMessage(sa) }));
 
-/** Deletes many SAs at once; each SA's error, undefined where it went. */
-export function deleteSas(sas: SaId[]): Array<XfrmError | undefined> {
-  return batchErrors(() => 'XFRM_MSG_DELSA', deleteBatch(sas));
+/** Deletes many SAs at once, off Node's event loop; each SA's error, undefined where it went. */
+export function deleteSas(sas: SaId[]): Promise<Array<XfrmError | undefined>> {
+  const reqs = deleteRequests(sas);
+  return onXfrmSocket(async (batch) => batchErrors(() => 'XFRM_MSG_DELSA', await batch(reqs)));
 }
 
 /** Every IPv4 policy of this network namespace. */

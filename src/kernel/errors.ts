@@ -50,11 +50,18 @@ export function kernelError(e: unknown, target: string): unknown {
   return new SyscallError(e.op, target, e.code, e.errno, explanation, e.detail, e);
 }
 
-/** Runs a kernel call; a failure becomes a SyscallError about `target`. */
+/** Runs a kernel call; a failure (a throw, or the rejection of a returned promise) becomes a SyscallError about `target`. */
 export function about<T>(target: string, fn: () => T): T {
+  let r: T;
   try {
-    return fn();
+    r = fn();
   } catch (e) {
     throw kernelError(e, target);
   }
+  if (r instanceof Promise) {
+    return r.catch((e: unknown) => {
+      throw kernelError(e, target);
+    }) as T;
+  }
+  return r;
 }
