@@ -5,6 +5,7 @@
  */
 import { sys } from '../kernel/sys.js';
 import { struct } from './codec.js';
+import { REASONS, type Reason } from './structs.js';
 
 export const XDP_ACTIONS = ['aborted', 'drop', 'pass', 'tx', 'redirect'] as const;
 export type XdpAction = (typeof XDP_ACTIONS)[number];
@@ -41,4 +42,18 @@ export function runXdp(progFd: number, program: string, frame: Buffer, opts: Run
   const action = XDP_ACTIONS[r.retval];
   if (!action) throw new Error(`${program} returned ${r.retval}, not an XDP action`);
   return { action, frame: r.dataOut, durationNs: r.duration };
+}
+
+/**
+ * Runs a frame and names the reason the program counted: every verdict counts exactly one
+ * (bpf/maps_node.h verdict()), so zero or two moved counters is a bug and throws.
+ * `counts` reads the per-reason counters (FastPath.reasonCounts).
+ */
+export function runCounted(progFd: number, program: string, frame: Buffer, counts: () => Record<Reason, bigint>, opts: RunOptions = {}): XdpRun & { reason: Reason } {
+  const before = counts();
+  const run = runXdp(progFd, program, frame, opts);
+  const after = counts();
+  const moved = REASONS.filter((r) => after[r] !== before[r]);
+  if (moved.length !== 1) throw new Error(`${program}: expected exactly one reason counter to move, saw ${moved.join(', ') || 'none'}`);
+  return { ...run, reason: moved[0] };
 }

@@ -11,7 +11,7 @@ import { openXfrmEvents, type EventSource, type XfrmEventMessage } from '../kern
 import {
   attrs, ipv4, decodePolicy, decodeReplay, decodeSa, DIRS, LAYOUT, protoName, readAddr, readCurrent, readSelector, XFRM_MSG, XFRMA, XfrmError,
   type IpsecProto, type Policy, type PolicyDir, type Replay, type Sa, type Selector,
-} from './xfrm.js';
+} from './xfrm-codec.js';
 
 /** The multicast groups (XFRMNLGRP_*): the numbers are the kernel's. */
 export const XFRM_GROUPS = { acquire: 1, expire: 2, sa: 3, policy: 4, aevents: 5, report: 6, migrate: 7, mapping: 8 } as const;

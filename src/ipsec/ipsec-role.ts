@@ -12,7 +12,7 @@ import type { Claim, OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
 import { recordKey, storeKey } from './store.js';
 import { reinstall, SaRecorder, sasOf, type RecordStore, type ReinstallResult, type XfrmOps } from './recovery.js';
-import type { Sa } from './xfrm.js';
+import type { Sa } from './xfrm-codec.js';
 import type { XfrmEvent } from './events.js';
 
 /** Opens the kernel's XFRM notifications (XfrmEventStream in production). */

@@ -10,7 +10,7 @@
 import type { OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
 import { forReinstall, readRecords, recordKey, sealRecord, StoreError, type SaRecord } from './store.js';
-import type { Policy, Sa, SaId } from './xfrm.js';
+import type { Policy, Sa, SaId } from './xfrm-codec.js';
 
 type Awaitable<T> = T | Promise<T>;
 

@@ -8,7 +8,7 @@
  */
 import { DvipaError } from '../errors.js';
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import type { Policy, Sa } from './xfrm.js';
+import type { Policy, Sa } from './xfrm-codec.js';
 
 const MAGIC = Buffer.from('DVS1');
 const IV = 12;

@@ -8,8 +8,8 @@ import { FastPath } from '../dataplane/fastpath.js';
 import { serviceName } from '../net/service.js';
 import { enterNetns } from '../kernel/netns.js';
 import { sys } from '../kernel/sys.js';
-import { CrtOrigin, REASONS, type Reason } from '../dataplane/structs.js';
-import { runXdp, type XdpAction } from '../dataplane/testrun.js';
+import { CrtOrigin, type Reason } from '../dataplane/structs.js';
+import { runCounted, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, type RouterNs } from './router-ns.js';
 import { readPcap } from '../net/pcap.js';
 import { describeFrame, flowOf, parseFrame } from '../net/packet.js';
@@ -81,12 +81,8 @@ export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { ne
       }
       const flow = flowOf(parseFrame(frame));
       const known = flow && fp!.crt.get(flow) !== undefined;
-      const before = fp!.reasonCounts();
-      const run = runXdp(progFd, 'xdp_distributor', frame, { ingressIfindex });
-      const after = fp!.reasonCounts();
-      const moved = REASONS.filter((r) => after[r] !== before[r]);
-      if (moved.length !== 1) throw new Error(`packet ${i + 1}: expected one reason counter to move, saw ${moved.join(', ') || 'none'}`);
-      const reason = moved[0];
+      const run = runCounted(progFd, `xdp_distributor (packet ${i + 1})`, frame, () => fp!.reasonCounts(), { ingressIfindex });
+      const reason = run.reason;
       totals[reason] = (totals[reason] ?? 0) + 1;
 
       const p: ReplayPacket = { index: i + 1, packet: describeFrame(parseFrame(frame)), verdict: run.action, reason };
