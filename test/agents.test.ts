@@ -114,7 +114,7 @@ test('the DPT follows the listeners within a second; the CRT holds exactly the o
   await sleep(1000);
   let crt = routerCrt();
   assert.equal(crt.length, 20, 'one CRT entry per open connection');
-  assert.ok(crt.every((e) => e.origin === CrtOrigin.Control), 'NEWCONN confirmed every entry');
+  assert.ok(crt.every((e) => e.origin === Number(CrtOrigin.Control)), 'NEWCONN confirmed every entry');
   await client.close(first.slice(0, 8).map((r) => r.id));
   await sleep(1000);
   crt = routerCrt();
@@ -155,7 +155,7 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   // active-count feedback only narrows that); the bounds are 4 sd, far from 1:1 and 1:0.
   const burst = names(await client.open(DVIPA, WEIGHTED, 60));
   const onT1 = burst.filter((n) => n === 't1').length;
-  const dptLog = fleet.logs.r1.filter((l) => String(l.service).endsWith(`:${WEIGHTED}/tcp`)).map((l) => `${l.target}=${l.ready}`).join(' ');
+  const dptLog = fleet.logs.r1.filter((l) => String(l.service).endsWith(`:${WEIGHTED}/tcp`)).map((l) => `${String(l.target)}=${String(l.ready)}`).join(' ');
   assert.ok(onT1 >= 32 && onT1 <= 58, `WEIGHT 30:10 over 60 connections: ${onT1} on t1 (${burst.join(' ')}; DPT changes: ${dptLog})`);
 
   // SERVERWLM: weights follow the load targets report (here through their load files). A
@@ -200,7 +200,7 @@ test('random and truncated frames thrown at the routing agent: it keeps serving'
     process.on('exit', () => process.stdout.write(String(made)));
     one();`], { stdio: ['ignore', 'pipe', 'inherit'] });
   let made = '';
-  fuzz.stdout!.on('data', (d: Buffer) => (made += d));
+  fuzz.stdout!.on('data', (d: Buffer) => (made += d.toString()));
   await new Promise((r) => fuzz.once('exit', r));
   assert.equal(made, '300', 'the fuzzer reached the agent 300 times');
   assert.equal(fleet.procs.r1.exitCode, null, 'the routing agent is still running');

@@ -151,7 +151,7 @@ describe('coupling facility on etcd', () => {
     });`;
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
-      const line = await new Promise<string>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim())));
+      const line = await new Promise<string>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim())));
       assert.equal(line, 'claimed');
       await until('b to see a own it', () => b.view(D).owner?.node === 'a');
       const died = Date.now();

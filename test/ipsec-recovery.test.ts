@@ -9,7 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { EtcdCoupling } from '../src/cluster/coupling.js';
+import { type EtcdCoupling } from '../src/cluster/coupling.js';
 import type { OwnerRecord } from '../src/net/ownership.js';
 import { etcdFixture } from './helpers/etcd.js';
 import { log } from '../src/log.js';

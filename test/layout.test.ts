@@ -26,15 +26,15 @@ function assertMatchesBtf(obj: string, s: Struct<unknown>): void {
 }
 
 for (const s of [svcKey, svc, flow, crtEntry, nodeConfig, svcStats, nexthop, affinityKey, affinity]) {
-  test(`${s.cName} matches the BTF of distributor.bpf.o`, () => assertMatchesBtf(objectPath('distributor'), s as Struct<unknown>));
+  test(`${s.cName} matches the BTF of distributor.bpf.o`, () => assertMatchesBtf(objectPath('distributor'), s));
 }
 
-test('dvipa_served_stats matches the BTF of decap.bpf.o', () => assertMatchesBtf(objectPath('decap'), servedStats as Struct<unknown>));
+test('dvipa_served_stats matches the BTF of decap.bpf.o', () => assertMatchesBtf(objectPath('decap'), servedStats));
 
-test('dvipa_sock_event matches the BTF of sockstate.bpf.o', () => assertMatchesBtf(objectPath('sockstate'), sockEvent as Struct<unknown>));
+test('dvipa_sock_event matches the BTF of sockstate.bpf.o', () => assertMatchesBtf(objectPath('sockstate'), sockEvent));
 
 test('struct xdp_md matches the BTF of the kernel build', () => {
-  assertMatchesBtf(objectPath('distributor'), xdpMd as Struct<unknown>);
+  assertMatchesBtf(objectPath('distributor'), xdpMd);
 });
 
 test('enum dvipa_reason numbering matches REASONS', () => {

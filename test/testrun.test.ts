@@ -418,8 +418,8 @@ test('random and mutated frames never crash, never abort, never forward anywhere
     if (r.action === 'redirect') {
       const p = parseFrame(r.frame);
       assert.equal(p.ipv4?.protocol, 4, `frame ${i}: redirected frames are tunnelled`);
-      assert.ok(TARGETS.includes(p.ipv4!.dst), `frame ${i}: to a target`);
-      assert.ok(p.ipv4!.checksumOk);
+      assert.ok(TARGETS.includes(p.ipv4.dst), `frame ${i}: to a target`);
+      assert.ok(p.ipv4.checksumOk);
     }
     if (r.action === 'tx') assert.equal(r.reason, 'tx_frag_needed', `frame ${i}`);
   }

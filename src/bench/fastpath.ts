@@ -111,7 +111,7 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
           const r = sys.progTestRun(s.program, fd, { data: s.frame, ctxIn: xdpContext(s.frame, ingress), repeat: opts.repeat });
           const verdict = XDP_ACTIONS[r.retval];
           if (verdict !== s.expect) {
-            throw new Error(`bench path ${s.path}: verdict ${verdict ?? r.retval}, expected ${s.expect}; reasons ${JSON.stringify(fp!.reasonCounts(), (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`);
+            throw new Error(`bench path ${s.path}: verdict ${verdict ?? r.retval}, expected ${s.expect}; reasons ${JSON.stringify(fp!.reasonCounts(), (_, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))}`);
           }
           samples.get(s.path)!.push(r.duration);
           opts.onProgress?.(++done, total);

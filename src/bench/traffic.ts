@@ -66,8 +66,8 @@ function nft(ns: string, script: string): void {
     execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: script, stdio: ['pipe', 'ignore', 'pipe'] });
   } catch (e) {
     const err = e as { code?: string; stderr?: Buffer };
-    if (err.code === 'ENOENT') throw new Error('nft not found: install nftables (scripts/setup does)');
-    throw new Error(`nft: ${String(err.stderr ?? e).trim()}`);
+    if (err.code === 'ENOENT') throw new Error('nft not found: install nftables (scripts/setup does)', { cause: e });
+    throw new Error(`nft: ${String(err.stderr ?? e).trim()}`, { cause: e });
   }
 }
 

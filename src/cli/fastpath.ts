@@ -14,7 +14,7 @@ const common = <T>(y: Argv<T>) =>
     .option('json', { type: 'boolean', default: false, describe: 'print JSON' });
 
 function print(json: boolean, value: unknown, text: () => string): void {
-  process.stdout.write(json ? `${JSON.stringify(value, (_, v) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n` : `${text()}\n`);
+  process.stdout.write(json ? `${JSON.stringify(value, (_, v: unknown) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n` : `${text()}\n`);
 }
 
 

@@ -53,6 +53,13 @@ async function main(argv: string[]): Promise<number> {
   return process.exitCode === undefined ? EXIT.ok : Number(process.exitCode);
 }
 
-main(hideBin(process.argv)).then((code) => {
-  process.exitCode = code;
-});
+main(hideBin(process.argv)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    // main() reports its own errors; this is a bug in it, still reported and not ignored.
+    process.stderr.write(`dvipa: ${String(e)}\n`);
+    process.exitCode = 1;
+  },
+);

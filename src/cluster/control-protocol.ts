@@ -69,7 +69,7 @@ export function parseControlRequest(line: string): ControlRequest {
   if (!CONTROL_COMMANDS.includes(cmd)) throw new Error(`unknown request ${req.cmd} (${CONTROL_COMMANDS.join(', ')})`);
   if (req.args !== undefined && !isObject(req.args)) throw new Error(`${cmd}: args must be an object`);
   if (cmd === 'vcrt') return { v, cmd, args: vcrtFilter(req.args ?? {}) };
-  return { v, cmd, args: {} } as ControlRequest;
+  return { v, cmd, args: {} };
 }
 
 /** Runs the handler the request names. */

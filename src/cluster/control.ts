@@ -16,7 +16,7 @@ import {
 
 /** Counters are 64-bit in the maps; as JSON numbers they stay exact up to 2^53. */
 export function toJson(v: unknown): string {
-  return JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? Number(x) : x));
+  return JSON.stringify(v, (_, x: unknown) => (typeof x === 'bigint' ? Number(x) : x));
 }
 
 async function inUse(socketPath: string): Promise<boolean> {

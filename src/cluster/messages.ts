@@ -167,7 +167,7 @@ export function decodeMessage(type: number, payload: Buffer): Message {
   } catch {
     throw new InvalidMessage('payload is not JSON');
   }
-  return validate(type as MsgType, json);
+  return validate(type, json);
 }
 
 export function encodeMessage(m: Message): Buffer {

@@ -25,7 +25,7 @@ class Reader {
     let node: YamlNode | null | undefined = this.root;
     let best = node;
     for (const key of path) {
-      node = isMap(node) || isSeq(node) ? (node.get(key, true) as YamlNode | undefined) : undefined;
+      node = isMap(node) || isSeq(node) ? node.get(key, true) : undefined;
       if (!node) break;
       best = node;
     }
@@ -42,7 +42,7 @@ class Reader {
   /** Where a mapping's key (not its value) stands. */
   private keyPos(path: Array<string | number>, key: string): { line: number; column: number } {
     let node: YamlNode | null | undefined = this.root;
-    for (const k of path) node = isMap(node) || isSeq(node) ? (node.get(k, true) as YamlNode | undefined) : undefined;
+    for (const k of path) node = isMap(node) || isSeq(node) ? node.get(k, true) : undefined;
     const pair = isMap(node) ? node.items.find((i) => (i.key as { value?: unknown } | null)?.value === key) : undefined;
     const offset = (pair?.key as YamlNode | undefined)?.range?.[0];
     if (offset === undefined) return this.pos([...path, key]);
@@ -252,7 +252,7 @@ export function parseYamlConfig(text: string, file = '<yaml>'): ClusterConfig {
       return { line: p.line, column: p.col, message: e.message.split('\n')[0] };
     }));
   }
-  const r = new Reader(lines, doc.contents as YamlNode | null);
+  const r = new Reader(lines, doc.contents);
   const cfg = r.cluster(doc.toJS());
   const problems = [...r.problems, ...validate(cfg, (n, what) => r.places.get(`${n}|${what}`) ?? r.places.get(`${n}|node`) ?? { line: 1, column: 1 })];
   if (problems.length) throw new ConfigError(file, problems.sort((a, b) => a.line - b.line || a.column - b.column));

@@ -9,7 +9,7 @@
  */
 import type { OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
-import { forReinstall, readRecords, recordKey, sealRecord, StoreError, type SaRecord } from './store.js';
+import { forReinstall, readRecords, recordKey, sealRecord, type StoreError, type SaRecord } from './store.js';
 import type { Policy, Sa, SaId } from './xfrm-codec.js';
 
 type Awaitable<T> = T | Promise<T>;
@@ -119,7 +119,7 @@ export class SaRecorder {
 
   private mine(dvipa: string): Map<string, { progress: string; at: number }> {
     let m = this.last.get(dvipa);
-    if (!m) this.last.set(dvipa, (m = new Map()));
+    if (!m) this.last.set(dvipa, (m = new Map<string, { progress: string; at: number }>()));
     return m;
   }
 
@@ -222,7 +222,7 @@ export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, 
   const errors = await xfrm.addSas(ready.map((r) => r.sa), { replace: true });
   const installed = ready.filter((r, i) => {
     if (!errors[i]) return true;
-    result.failed.push({ spi: r.sa.spi, error: errors[i]!.message });
+    result.failed.push({ spi: r.sa.spi, error: errors[i].message });
     return false;
   });
   result.installed = installed.map((r) => r.sa);

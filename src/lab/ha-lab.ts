@@ -173,7 +173,7 @@ export class HaLab {
   httpRound(count: number): Promise<Record<string, number>> {
     return new Promise((resolve, reject) => {
       execFile('nsenter', [`--net=${netnsPath(this.state.ns.client)}`, process.execPath, path.join(here, 'http-probe.js'), HA.dvipa, String(HTTP_PORT), String(count)],
-        { timeout: 120000 }, (err, stdout) => (err ? reject(err) : resolve(JSON.parse(stdout) as Record<string, number>)));
+        { timeout: 120000 }, (err: Error | null, stdout: string) => (err ? reject(err) : resolve(JSON.parse(stdout) as Record<string, number>)));
     });
   }
 

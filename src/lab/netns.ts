@@ -22,7 +22,7 @@ function ethtool(ns: string, ifname: string, feature: string, on: boolean): void
   try {
     execFileSync('ip', ['netns', 'exec', ns, 'ethtool', '-K', ifname, feature, on ? 'on' : 'off'], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (e) {
-    throw new Error(`ethtool -K ${ifname} ${feature} ${on ? 'on' : 'off'} (in ${ns}): ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`);
+    throw new Error(`ethtool -K ${ifname} ${feature} ${on ? 'on' : 'off'} (in ${ns}): ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`, { cause: e });
   }
 }
 

@@ -5,7 +5,7 @@ export const IPPROTO = { tcp: 6, udp: 17 } as const;
 export type Protocol = keyof typeof IPPROTO;
 
 /** A protocol's name from its number; numbers dvipa does not distribute stay numbers. */
-export function protocolName(proto: number): Protocol | string {
+export function protocolName(proto: number): string {
   return (Object.keys(IPPROTO) as Protocol[]).find((p) => IPPROTO[p] === proto) ?? String(proto);
 }
 
