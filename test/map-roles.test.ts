@@ -8,7 +8,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FastPath } from '../src/dataplane/fastpath.js';
 import { SockEvents } from '../src/cluster/sockevents.js';
-import { declaredMaps } from '../src/kernel/object.js';
+import { declaredMaps, loadObject } from '../src/kernel/object.js';
+import { VerifierError } from '../src/kernel/errors.js';
+import { EXIT } from '../src/errors.js';
 import { CRT_DEFAULT_ENTRIES } from '../src/dataplane/structs.js';
 import { requireRoot, scratchPinRoot } from './helpers/env.js';
 
@@ -38,6 +40,20 @@ test('socket events load over the pins of a node whose CRT is not at its default
     const again = FastPath.open({ pinRoot: scratch.pinRoot });
     assert.equal(again.crt.maxEntries, size);
     again.close();
+  } finally {
+    fp.close();
+  }
+});
+
+test('an object that cannot load is a VerifierError with libbpf\'s log: here, a pinned CRT of another size', (t) => {
+  requireRoot();
+  const scratch = scratchPinRoot('load');
+  t.after(() => scratch.remove());
+  const fp = FastPath.open({ pinRoot: scratch.pinRoot, crtMaxEntries: CRT_DEFAULT_ENTRIES / 16 });
+  try {
+    assert.throws(() => loadObject('distributor', { pinRoot: scratch.pinRoot, maxEntries: { crt: CRT_DEFAULT_ENTRIES } }), (e: unknown) =>
+      e instanceof VerifierError && e.op === 'bpf_object__load' && e.target === 'distributor.bpf.o' && e.exit === EXIT.failed &&
+      /couldn't reuse pinned map/.test(e.log) && /couldn't reuse pinned map/.test(e.message));
   } finally {
     fp.close();
   }
