@@ -8,7 +8,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FastPath } from '../src/dataplane/fastpath.js';
 import { SockEvents } from '../src/cluster/sockevents.js';
-import { declaredMaps, loadObject } from '../src/kernel/object.js';
+import { declaredMaps, loadObject, mapRef } from '../src/kernel/object.js';
+import { sys } from '../src/kernel/sys.js';
 import { VerifierError } from '../src/kernel/errors.js';
 import { EXIT } from '../src/errors.js';
 import { CRT_DEFAULT_ENTRIES } from '../src/dataplane/structs.js';
@@ -54,6 +55,28 @@ test('an object that cannot load is a VerifierError with libbpf\'s log: here, a 
     assert.throws(() => loadObject('distributor', { pinRoot: scratch.pinRoot, maxEntries: { crt: CRT_DEFAULT_ENTRIES } }), (e: unknown) =>
       e instanceof VerifierError && e.op === 'bpf_object__load' && e.target === 'distributor.bpf.o' && e.exit === EXIT.failed &&
       /couldn't reuse pinned map/.test(e.log) && /couldn't reuse pinned map/.test(e.message));
+  } finally {
+    fp.close();
+  }
+});
+
+test('a MapRef: its info read once, buffers still checked against it; any other object is refused', (t) => {
+  requireRoot();
+  const scratch = scratchPinRoot('ref');
+  t.after(() => scratch.remove());
+  const fp = FastPath.open({ pinRoot: scratch.pinRoot, crtMaxEntries: 1024 });
+  try {
+    const fd = sys.objGet('crt', `${scratch.pinRoot}/crt`);
+    try {
+      const ref = mapRef('crt', fd);
+      assert.equal(sys.mapInfo('crt', ref).maxEntries, 1024);
+      const key = Buffer.alloc(declaredMaps('distributor').find((m) => m.name === 'crt')!.keySize);
+      assert.throws(() => sys.mapLookup('crt', ref, key, Buffer.alloc(1)), /value buffer holds 1 bytes, the map needs/);
+      assert.equal(sys.mapLookup('crt', ref, key, Buffer.alloc(64)), false);
+      assert.throws(() => sys.mapLookup('crt', {} as never, key, Buffer.alloc(64)), /expected a map: a MapRef or a file descriptor/);
+    } finally {
+      sys.closeFd('crt', fd);
+    }
   } finally {
     fp.close();
   }

@@ -3,6 +3,7 @@
  * failure names the map. Batch operations move whole tables in a few syscalls.
  */
 import type { Struct } from './codec.js';
+import { mapRef, type MapRef } from '../kernel/object.js';
 import { sys } from '../kernel/sys.js';
 
 export const BPF_ANY = 0;
@@ -13,11 +14,11 @@ export const BPF_EXIST = 2;
 const BATCH = 8192;
 
 /** Every key of a map, one syscall each (bpf_map_get_next_key). */
-function* rawKeys(name: string, fd: number, size: number): Generator<Buffer> {
+function* rawKeys(name: string, map: MapRef, size: number): Generator<Buffer> {
   let cur: Buffer | null = null;
   for (;;) {
     const next = Buffer.alloc(size);
-    if (!sys.mapGetNextKey(name, fd, cur, next)) return;
+    if (!sys.mapGetNextKey(name, map, cur, next)) return;
     yield next;
     cur = next;
   }
@@ -26,6 +27,8 @@ function* rawKeys(name: string, fd: number, size: number): Generator<Buffer> {
 export class BpfMap<K, V> {
   /** The map's size, as the kernel has it. */
   readonly maxEntries: number;
+  /** The fd with the map's info, read once: no info syscall per operation. */
+  private readonly map: MapRef;
 
   constructor(
     readonly name: string,
@@ -33,7 +36,8 @@ export class BpfMap<K, V> {
     readonly key: Struct<K>,
     readonly value: Struct<V>,
   ) {
-    const info = sys.mapInfo(name, fd);
+    this.map = mapRef(name, fd);
+    const info = sys.mapInfo(name, this.map);
     if (info.keySize !== key.size || info.valueSize !== value.size) {
       throw new TypeError(
         `map ${name}: kernel has key/value ${info.keySize}/${info.valueSize} bytes, ` +
@@ -45,20 +49,20 @@ export class BpfMap<K, V> {
 
   get(k: K): V | undefined {
     const v = Buffer.alloc(this.value.size);
-    return sys.mapLookup(this.name, this.fd, this.key.encode(k), v) ? this.value.decode(v) : undefined;
+    return sys.mapLookup(this.name, this.map, this.key.encode(k), v) ? this.value.decode(v) : undefined;
   }
 
   set(k: K, v: V, flags = BPF_ANY): void {
-    sys.mapUpdate(this.name, this.fd, this.key.encode(k), this.value.encode(v), flags);
+    sys.mapUpdate(this.name, this.map, this.key.encode(k), this.value.encode(v), flags);
   }
 
   /** Returns false if the key was not there. */
   delete(k: K): boolean {
-    return sys.mapDelete(this.name, this.fd, this.key.encode(k));
+    return sys.mapDelete(this.name, this.map, this.key.encode(k));
   }
 
   *keys(): Generator<K> {
-    for (const k of rawKeys(this.name, this.fd, this.key.size)) yield this.key.decode(k);
+    for (const k of rawKeys(this.name, this.map, this.key.size)) yield this.key.decode(k);
   }
 
   setBatch(entries: ReadonlyArray<readonly [K, V]>, flags = BPF_ANY): void {
@@ -80,7 +84,7 @@ export class BpfMap<K, V> {
       const n = Math.min(BATCH, count - done);
       sys.mapUpdateBatch(
         this.name,
-        this.fd,
+        this.map,
         keys.subarray(done * this.key.size, (done + n) * this.key.size),
         values.subarray(done * this.value.size, (done + n) * this.value.size),
         n,
@@ -95,7 +99,7 @@ export class BpfMap<K, V> {
       const chunk = keys.slice(i, i + BATCH);
       const buf = Buffer.alloc(chunk.length * this.key.size);
       chunk.forEach((k, j) => this.key.encode(k, buf, j * this.key.size));
-      deleted += sys.mapDeleteBatch(this.name, this.fd, buf, chunk.length);
+      deleted += sys.mapDeleteBatch(this.name, this.map, buf, chunk.length);
     }
     return deleted;
   }
@@ -115,7 +119,7 @@ export class BpfMap<K, V> {
       const outBatch: Buffer = Buffer.alloc(token);
       const keys = Buffer.alloc(BATCH * this.key.size);
       const values = Buffer.alloc(BATCH * this.value.size);
-      const r = sys.mapLookupBatch(this.name, this.fd, inBatch, outBatch, keys, values, BATCH);
+      const r = sys.mapLookupBatch(this.name, this.map, inBatch, outBatch, keys, values, BATCH);
       if (r.count > 0) yield { keys, values, count: r.count };
       if (r.done) return;
       inBatch = outBatch;
@@ -133,6 +137,7 @@ export class BpfMap<K, V> {
 abstract class PerCpuMap<V extends object> {
   protected readonly cpus = sys.numPossibleCpus('possible CPUs');
   protected readonly stride: number;
+  protected readonly map: MapRef;
 
   constructor(
     readonly name: string,
@@ -141,13 +146,14 @@ abstract class PerCpuMap<V extends object> {
     private readonly sum: (a: V, b: V) => V,
   ) {
     this.stride = Math.ceil(value.size / 8) * 8;
-    const info = sys.mapInfo(name, fd);
+    this.map = mapRef(name, fd);
+    const info = sys.mapInfo(name, this.map);
     if (info.valueSize !== value.size) throw new TypeError(`map ${name}: kernel value is ${info.valueSize} bytes, user space expects ${value.size}`);
   }
 
   protected lookupSum(key: Buffer): V | undefined {
     const buf = Buffer.alloc(this.stride * this.cpus);
-    if (!sys.mapLookup(this.name, this.fd, key, buf)) return undefined;
+    if (!sys.mapLookup(this.name, this.map, key, buf)) return undefined;
     let acc = this.value.decode(buf, 0);
     for (let c = 1; c < this.cpus; c++) acc = this.sum(acc, this.value.decode(buf, c * this.stride));
     return acc;
@@ -168,7 +174,7 @@ export class PerCpuArray<V extends object> extends PerCpuMap<V> {
   reset(index: number): void {
     const key = Buffer.alloc(4);
     key.writeUInt32LE(index);
-    sys.mapUpdate(this.name, this.fd, key, Buffer.alloc(this.stride * this.cpus), BPF_ANY);
+    sys.mapUpdate(this.name, this.map, key, Buffer.alloc(this.stride * this.cpus), BPF_ANY);
   }
 }
 
@@ -179,7 +185,7 @@ export class PerCpuHash<K, V extends object> extends PerCpuMap<V> {
   }
 
   *entries(): Generator<[K, V]> {
-    for (const k of rawKeys(this.name, this.fd, this.key.size)) {
+    for (const k of rawKeys(this.name, this.map, this.key.size)) {
       const v = this.lookupSum(k);
       if (v) yield [this.key.decode(k), v];
     }

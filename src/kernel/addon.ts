@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import type * as Native from '../../native/index.js';
 import { ADDON_FILE } from './paths.js';
 
-export type { MapSpec, XfrmEventMessage } from '../../native/index.js';
+export type { MapArg, MapRef, MapSpec, XfrmEventMessage } from '../../native/index.js';
 export type Addon = typeof Native;
 
 function load(): Addon {

@@ -4,7 +4,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { native, type MapSpec } from './addon.js';
+import { native, type MapRef, type MapSpec } from './addon.js';
+
+export type { MapRef };
 import { about } from './errors.js';
 import { BPF_OBJECT_DIR } from './paths.js';
 
@@ -64,4 +66,9 @@ export function declaredMaps(name: string, dir = BPF_OBJECT_DIR): MapSpec[] {
   } finally {
     obj.close();
   }
+}
+
+/** `fd` with the map's info read once, for maps used many times (see sys.map*). */
+export function mapRef(name: string, fd: number): MapRef {
+  return about(name, () => new native.MapRef(fd));
 }
