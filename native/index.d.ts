@@ -1,6 +1,7 @@
 /*
  * The native addon (build/Release/dvipa.node): the system libbpf for Node. All calls are
- * synchronous but xfrmBatch, whose promise rejects with the same errors. Failures throw an Error with `op` (the libbpf or system call), `errno`,
+ * synchronous but xfrmBatch, whose promise rejects with the same errors.
+ * Failures throw an Error with `op` (the libbpf or system call), `errno`,
  * `code` (e.g. "E2BIG") and message `${op}: ${code} (${strerror})`; `detail` adds context
  * (for a load: the last 16 KiB of libbpf's log, the verifier's included). Misused
  * arguments (wrong types, buffers smaller than the map's key or value) throw TypeError.
@@ -121,4 +122,7 @@ export function xfrmOpen(): number;
  * Many NETLINK_XFRM requests on the socket `fd` (keep it open until the promise settles), on a
  * worker thread; each one's outcome (errno 0: done). Malformed requests throw TypeError at once.
  */
-export function xfrmBatch(fd: number, requests: Array<{ type: number; flags: number; payload: Buffer }>): Promise<Array<{ errno: number; code?: string; text?: string; reason?: string }>>;
+export function xfrmBatch(
+  fd: number,
+  requests: Array<{ type: number; flags: number; payload: Buffer }>,
+): Promise<Array<{ errno: number; code?: string; text?: string; reason?: string }>>;

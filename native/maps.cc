@@ -1,6 +1,6 @@
-// Map operations on file descriptors (or MapRefs: the info read once). Buffers are Node's own memory, passed to the kernel
-// without copies; their sizes are checked against the map's so the kernel never reads or
-// writes past them.
+// Map operations on file descriptors (or MapRefs: the info read once). Buffers are Node's
+// own memory, passed to the kernel without copies; their sizes are checked against the map's
+// so the kernel never reads or writes past them.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
@@ -28,7 +28,8 @@ bpf_map_info InfoOf(Napi::Env env, int fd) {
 class MapRef : public Napi::ObjectWrap<MapRef> {
  public:
   static Napi::Function Define(Napi::Env env) { return DefineClass(env, "MapRef", {}); }
-  explicit MapRef(const Napi::CallbackInfo &info) : Napi::ObjectWrap<MapRef>(info), fd_(FdArg(info, 0)), info_(InfoOf(info.Env(), fd_)) {}
+  explicit MapRef(const Napi::CallbackInfo &info)
+      : Napi::ObjectWrap<MapRef>(info), fd_(FdArg(info, 0)), info_(InfoOf(info.Env(), fd_)) {}
   int fd() const { return fd_; }
   const bpf_map_info &info() const { return info_; }
 
@@ -54,7 +55,8 @@ Map MapArg(const Napi::CallbackInfo &info, size_t i) {
   if (info.Length() > i && info[i].IsObject()) {
     auto *data = env.GetInstanceData<AddonData>();
     Napi::Object o = info[i].As<Napi::Object>();
-    if (!data || !o.InstanceOf(data->mapRef.Value())) throw Napi::TypeError::New(env, "expected a map: a MapRef or a file descriptor");
+    if (!data || !o.InstanceOf(data->mapRef.Value()))
+      throw Napi::TypeError::New(env, "expected a map: a MapRef or a file descriptor");
     MapRef *m = MapRef::Unwrap(o);
     return {m->fd(), m->info()};
   }

@@ -88,7 +88,8 @@ class Polled : public Napi::ObjectWrap<T> {
   // a node-addon-api call failing then is fatal. Setting a property is refused at once.
   bool CanCallIntoJs() {
     napi_value probe;
-    return napi_create_object(env_, &probe) == napi_ok && napi_set_named_property(env_, probe, "probe", probe) == napi_ok;
+    return napi_create_object(env_, &probe) == napi_ok &&
+           napi_set_named_property(env_, probe, "probe", probe) == napi_ok;
   }
 
   Napi::Env env_;

@@ -135,7 +135,8 @@ std::vector<BatchRequest> BatchArg(const Napi::CallbackInfo &info, size_t i) {
     if (t > 0xffff || f > 0xffff) throw Napi::TypeError::New(env, at + ": type and flags are 16-bit");
     auto b = payload.As<Napi::Buffer<uint8_t>>();
     if (b.Length() > (1u << 16)) throw Napi::TypeError::New(env, at + ": payload larger than 64 KiB");
-    out[k] = {static_cast<uint16_t>(t), static_cast<uint16_t>(f), std::vector<uint8_t>(b.Data(), b.Data() + b.Length())};
+    out[k] = {static_cast<uint16_t>(t), static_cast<uint16_t>(f),
+              std::vector<uint8_t>(b.Data(), b.Data() + b.Length())};
   }
   return out;
 }
@@ -153,7 +154,8 @@ Napi::Value XfrmOpen(const Napi::CallbackInfo &info) {
 class XfrmBatchWorker : public Napi::AsyncWorker {
  public:
   XfrmBatchWorker(Napi::Env env, int fd, std::vector<BatchRequest> reqs)
-      : Napi::AsyncWorker(env, "dvipa:xfrmBatch"), deferred_(Napi::Promise::Deferred::New(env)), fd_(fd), reqs_(std::move(reqs)),
+      : Napi::AsyncWorker(env, "dvipa:xfrmBatch"), deferred_(Napi::Promise::Deferred::New(env)), fd_(fd),
+        reqs_(std::move(reqs)),
         err_(reqs_.size(), -1), why_(reqs_.size()) {}
 
   Napi::Promise Promise() { return deferred_.Promise(); }
@@ -177,7 +179,8 @@ class XfrmBatchWorker : public Napi::AsyncWorker {
         h->nlmsg_flags = static_cast<uint16_t>(r.flags | NLM_F_REQUEST | NLM_F_ACK);
         h->nlmsg_seq = i + 1;
         if (!r.payload.empty()) std::memcpy(NLMSG_DATA(h), r.payload.data(), r.payload.size());
-        if (sendto(fd_, msg.data(), h->nlmsg_len, 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0) return Fail("sendto(NETLINK_XFRM)");
+        if (sendto(fd_, msg.data(), h->nlmsg_len, 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0)
+          return Fail("sendto(NETLINK_XFRM)");
       }
       uint32_t pending = last - first;
       while (pending) {
