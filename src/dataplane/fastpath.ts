@@ -7,7 +7,7 @@
 import { DEFAULTS } from '../config/settings.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadObject, type BpfObject } from '../kernel/object.js';
+import { loadObject, mapRef, type BpfObject, type MapRef } from '../kernel/object.js';
 import { sys } from '../kernel/sys.js';
 import { BpfMap, BPF_ANY, PerCpuArray, PerCpuHash } from './map.js';
 import {
@@ -79,7 +79,7 @@ export class FastPath {
   readonly svcStats: PerCpuArray<SvcStats>;
   private readonly servedStats: PerCpuHash<SvcKey, ServedStats>;
   private readonly reasons: PerCpuArray<{ v: bigint }>;
-  private readonly maglevFd: number;
+  private readonly maglev: MapRef;
   private readonly objects: Map<Role, BpfObject>;
   private readonly log: Logger;
 
@@ -102,7 +102,7 @@ export class FastPath {
     this.servedStats = new PerCpuHash('served_stats', target.mapFd('served_stats'), svcKey, servedStats, (a, b) => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes }));
     this.reasons = new PerCpuArray('reasons', fd('reasons'), { size: 8, decode: (b, o) => ({ v: u64.decode(b, o) }) },
       (a, b) => ({ v: a.v + b.v }));
-    this.maglevFd = fd('maglev');
+    this.maglev = mapRef('maglev', fd('maglev'));
   }
 
   /**
@@ -174,7 +174,7 @@ export class FastPath {
       sys.mapUpdateBatch('maglev(inner)', inner, maglevKeys(), values, MAGLEV_SIZE, BPF_ANY);
       const key = u32.encode(id!);
       const fdBuf = u32.encode(inner);
-      sys.mapUpdate('maglev', this.maglevFd, key, fdBuf, BPF_ANY);
+      sys.mapUpdate('maglev', this.maglev, key, fdBuf, BPF_ANY);
     } finally {
       sys.closeFd('maglev(inner)', inner);
     }
@@ -197,7 +197,7 @@ export class FastPath {
     this.services.delete(keyOf(s));
     const stale = [...this.affinity.keys()].filter((k) => k.svcId === id);
     if (stale.length) this.affinity.deleteBatch(stale);
-    sys.mapDelete('maglev', this.maglevFd, u32.encode(id));
+    sys.mapDelete('maglev', this.maglev, u32.encode(id));
     if (!this.listServices().some((o) => o.vip === s.vip)) this.routed.delete(s.vip);
     this.log.info({ service: serviceName(s), id }, 'service removed');
     return true;
