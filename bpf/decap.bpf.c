@@ -10,7 +10,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "parse.h"
-#include "maps.h"
+#include "maps_node.h"
+#include "maps_target.h"
 
 #define VLAN_ETH_HLEN ((int)(sizeof(struct ethhdr) + sizeof(struct vlan_hdr)))
 
@@ -46,34 +47,22 @@ int xdp_decap(struct xdp_md *ctx)
 	__u32 zero = 0, inner_len;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
-	if (!cfg || !cfg->enabled) {
-		count_reason(DVIPA_R_PASS_DISABLED);
-		return XDP_PASS;
-	}
+	if (!cfg || !cfg->enabled)
+		return verdict(XDP_PASS, DVIPA_R_PASS_DISABLED);
 	l2len = parse_eth(&c, &proto);
-	if (l2len < 0 || proto != bpf_htons(ETH_P_IP)) {
-		count_reason(l2len < 0 ? DVIPA_R_PASS_MALFORMED : DVIPA_R_PASS_NOT_IPV4);
-		return XDP_PASS;
-	}
+	if (l2len < 0 || proto != bpf_htons(ETH_P_IP))
+		return verdict(XDP_PASS, l2len < 0 ? DVIPA_R_PASS_MALFORMED : DVIPA_R_PASS_NOT_IPV4);
 	outer = parse_ipv4(&c);
-	if (!outer) {
-		count_reason(DVIPA_R_PASS_MALFORMED);
-		return XDP_PASS;
-	}
+	if (!outer)
+		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
 	if (outer->protocol != IPPROTO_IPIP || ipv4_is_fragment(outer) ||
-	    (outer->daddr != cfg->cluster_addr && !bpf_map_lookup_elem(&decap_addrs, &outer->daddr))) {
-		count_reason(DVIPA_R_DECAP_PASS_NOT_OURS);
-		return XDP_PASS;
-	}
+	    (outer->daddr != cfg->cluster_addr && !bpf_map_lookup_elem(&decap_addrs, &outer->daddr)))
+		return verdict(XDP_PASS, DVIPA_R_DECAP_PASS_NOT_OURS);
 	inner = parse_ipv4(&c);
-	if (!inner) {
-		count_reason(DVIPA_R_DECAP_PASS_MALFORMED);
-		return XDP_PASS;
-	}
-	if (!bpf_map_lookup_elem(&served, &inner->daddr)) {
-		count_reason(DVIPA_R_DECAP_PASS_NOT_OURS);
-		return XDP_PASS;
-	}
+	if (!inner)
+		return verdict(XDP_PASS, DVIPA_R_DECAP_PASS_MALFORMED);
+	if (!bpf_map_lookup_elem(&served, &inner->daddr))
+		return verdict(XDP_PASS, DVIPA_R_DECAP_PASS_NOT_OURS);
 	served_key.vip = inner->daddr;
 	served_key.proto = inner->protocol;
 	inner_len = ntohs_bounded(inner->tot_len);
@@ -91,10 +80,8 @@ int xdp_decap(struct xdp_md *ctx)
 		__builtin_memcpy(l2, data, sizeof(struct ethhdr));
 	else
 		__builtin_memcpy(l2, data, VLAN_ETH_HLEN);
-	if (bpf_xdp_adjust_head(ctx, outer_len)) {
-		count_reason(DVIPA_R_DECAP_PASS_MALFORMED);
-		return XDP_PASS;
-	}
+	if (bpf_xdp_adjust_head(ctx, outer_len))
+		return verdict(XDP_PASS, DVIPA_R_DECAP_PASS_MALFORMED);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	if (data + VLAN_ETH_HLEN > data_end)
@@ -104,8 +91,7 @@ int xdp_decap(struct xdp_md *ctx)
 	else
 		__builtin_memcpy(data, l2, VLAN_ETH_HLEN);
 	count_served(&served_key, inner_len);
-	count_reason(DVIPA_R_DECAP);
-	return XDP_PASS;
+	return verdict(XDP_PASS, DVIPA_R_DECAP);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -17,7 +17,7 @@
 #define DVIPA_DISTRIBUTOR_H
 
 #include "parse.h"
-#include "maps.h"
+#include "maps_router.h"
 #include "flowhash.h"
 
 #define AF_INET 2
@@ -27,12 +27,6 @@
 #define ENCAP_LEN ((int)sizeof(struct iphdr))
 /* ICMP quotes the original IP header (at most 60 bytes) and 8 bytes of its payload. */
 #define ICMP_QUOTE_MAX_WORDS ((8 + 60 + 8) / 2)
-
-static __always_inline int verdict(int action, __u32 reason)
-{
-	count_reason(reason);
-	return action;
-}
 
 static __always_inline int drop(struct dvipa_svc_stats *st, __u32 reason)
 {

@@ -133,7 +133,7 @@ test('the DPT follows the listeners within a second; the CRT holds exactly the o
   assert.deepEqual([...spread].sort(), ['t1', 't2'], 'only targets that listen');
 
   // Targets report at once (socket events), not at their 5 s rescan: well within the wait.
-  await fleet.until('NEWCONN to confirm every connection', () => routerCrt().every((e) => e.origin === CrtOrigin.Control), 3000);
+  await fleet.until('NEWCONN to confirm every connection', () => routerCrt().every((e) => e.origin === Number(CrtOrigin.Control)), 3000);
   let crt = routerCrt();
   assert.equal(crt.length, 20, 'one CRT entry per open connection');
   await client.close(first.slice(0, 8).map((r) => r.id));
@@ -187,7 +187,7 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   // sd 7.1: 125 or more has a chance of 2 in 10,000) and 1:0 (200).
   const burst = names(await client.open(DVIPA, WEIGHTED, 200));
   const onT1 = burst.filter((n) => n === 't1').length;
-  const dptLog = fleet.logs.r1.filter((l) => String(l.service).endsWith(`:${WEIGHTED}/tcp`)).map((l) => `${l.target}=${l.ready}`).join(' ');
+  const dptLog = fleet.logs.r1.filter((l) => String(l.service).endsWith(`:${WEIGHTED}/tcp`)).map((l) => `${String(l.target)}=${String(l.ready)}`).join(' ');
   assert.ok(onT1 >= 125 && onT1 <= 175, `WEIGHT 30:10 over 200 connections: ${onT1} on t1 (DPT changes: ${dptLog})`);
 
   // SERVERWLM: weights follow the load targets report (here through their load files). A
@@ -268,7 +268,7 @@ test('random and truncated frames thrown at the routing agent: it keeps serving'
     process.on('exit', () => process.stdout.write(String(made)));
     one();`], { stdio: ['ignore', 'pipe', 'inherit'] });
   let made = '';
-  fuzz.stdout!.on('data', (d: Buffer) => (made += d));
+  fuzz.stdout!.on('data', (d: Buffer) => (made += d.toString()));
   await new Promise((r) => fuzz.once('exit', r));
   assert.equal(made, '300', 'the fuzzer reached the agent 300 times');
   assert.equal(fleet.procs.r1.exitCode, null, 'the routing agent is still running');

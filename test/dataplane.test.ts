@@ -6,8 +6,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FastPath } from '../src/dataplane/fastpath.js';
-import { BpfError } from '../src/dataplane/errors.js';
-import { CrtOrigin, MAX_SERVICES, type CrtEntry, type Flow } from '../src/dataplane/structs.js';
+import { SyscallError } from '../src/kernel/errors.js';
+import { CrtOrigin, MAX_SERVICES, type CrtEntry } from '../src/dataplane/structs.js';
+import type { Flow } from '../src/net/flow.js';
 import { formatIpv4 } from '../src/net/addr.js';
 import { inNetns, nsIp, Topology } from '../src/lab/netns.js';
 import { IN_KERNEL_LAB, requireRoot, scratchPinRoot, uniquePrefix } from './helpers/env.js';
@@ -108,10 +109,10 @@ test('errors name the operation, the map and the errno', () => {
     for (let i = 0; i < MAX_SERVICES; i++) fp.services.set({ vip: formatIpv4(0xc0000200 + (i >> 8)), port: (i & 0xff) + 1, proto: 6 }, { id: i, affinityS: 0 });
     assert.throws(
       () => fp.services.set({ vip: '192.0.2.250', port: 1, proto: 6 }, { id: 0, affinityS: 0 }),
-      (e: unknown) => e instanceof BpfError && e.code === 'E2BIG' && e.errno === 7 && /^bpf_map_update_elem\(services\): E2BIG/.test(e.message),
+      (e: unknown) => e instanceof SyscallError && e.code === 'E2BIG' && e.errno === 7 && /^bpf_map_update_elem\(services\): E2BIG/.test(e.message),
     );
     assert.throws(() => fp.setTargets({ vip: '192.0.2.9', port: 1, protocol: 'tcp' }, []), /no free service id/);
-    assert.throws(() => fp.enableEgress('nosuchif0'), (e: unknown) => e instanceof BpfError && e.code === 'ENODEV' && /nosuchif0/.test(e.message));
+    assert.throws(() => fp.enableEgress('nosuchif0'), (e: unknown) => e instanceof SyscallError && e.code === 'ENODEV' && /nosuchif0/.test(e.message));
     assert.throws(() => fp.crt.set({ saddr: '1.2.3', daddr: '192.0.2.1', sport: 1, dport: 1, proto: 6 }, { target: '198.18.1.1', svcId: 0, origin: 1, createdNs: 0n }), /1\.2\.3/);
     assert.throws(() => fp.crt.set({ saddr: '198.18.0.1', daddr: '192.0.2.1', sport: 70000, dport: 1, proto: 6 }, { target: '198.18.1.1', svcId: 0, origin: 1, createdNs: 0n }), /sport: 70000 does not fit be16/);
   } finally {
@@ -163,7 +164,7 @@ test('generic XDP is the fallback where native is missing; asking for native the
     fp.detach('distributor', 'br0');
 
     assert.throws(() => inNs(() => fp.attach('distributor', 'br0', 'native')),
-      (e: unknown) => e instanceof BpfError && e.target === 'br0' && e.errno > 0);
+      (e: unknown) => e instanceof SyscallError && e.target === 'br0' && e.errno > 0);
     assert.throws(() => inNs(() => fp.attach('distributor', 'nosuch0', 'auto')), /nosuch0.*ENODEV/);
   } finally {
     (log as unknown as { warn: typeof origWarn }).warn = origWarn;

@@ -15,7 +15,7 @@ import { log } from '../src/log.js';
 import { sleep } from './helpers/agents.js';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { ROOT } from '../src/dataplane/addon.js';
+import { ROOT } from '../src/kernel/paths.js';
 
 const D = '192.0.2.10';
 
@@ -164,7 +164,7 @@ describe('coupling facility on etcd', () => {
     });`;
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
-      const line = await new Promise<string>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim())));
+      const line = await new Promise<string>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim())));
       assert.equal(line, 'claimed');
       await until('b to see a own it', () => b.view(D).owner?.node === 'a');
       const died = Date.now();

@@ -22,7 +22,6 @@ import { inNetns, netnsPath, nsIp, Topology } from '../src/lab/netns.js';
 import { buildHaTopology, HA, holdsDvipa } from '../src/lab/ha-topology.js';
 import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
 import { addSa, ANY_SELECTOR, dumpSas, NO_LIMITS, putPolicy, type Policy, type Sa } from '../src/ipsec/xfrm.js';
-import type { IpsecDvipaRow } from '../src/ipsec/ipsec-role.js';
 import { askAgent } from '../src/cluster/control.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
 import { Agents } from './helpers/agents.js';
@@ -88,7 +87,7 @@ test('ESP through a takeover and a takeback: SAs re-installed from etcd, no repl
   const agents = fleet;
   const args = ['--etcd', etcd.url, '--lease-ttl', '2'];
   // What `dvipa netstat ipsec --json` shows, asked in-process: a node process per poll is slow under TCG.
-  const ipsec = async (node: string) => ((await askAgent(agents.socket(node), { cmd: 'ipsec' })) as IpsecDvipaRow[])[0];
+  const ipsec = async (node: string) => (await askAgent(agents.socket(node), { cmd: 'ipsec' }))[0];
   const waitFor = async (what: string, cond: () => Promise<boolean> | boolean, ms = 60000) => {
     const end = Date.now() + ms;
     // An agent that is still starting does not answer yet: not there yet, not a failure.

@@ -10,7 +10,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { EtcdCoupling, type OwnerRecord } from '../src/cluster/coupling.js';
+import { type EtcdCoupling } from '../src/cluster/coupling.js';
+import type { OwnerRecord } from '../src/net/ownership.js';
 import { etcdFixture } from './helpers/etcd.js';
 import { log } from '../src/log.js';
 import { reinstall, SaRecorder, type XfrmOps } from '../src/ipsec/recovery.js';

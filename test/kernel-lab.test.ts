@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { ROOT } from '../src/dataplane/addon.js';
+import { ROOT } from '../src/kernel/paths.js';
 import { requireRoot } from './helpers/env.js';
 
 function lab(...command: string[]): { code: number; out: string } {

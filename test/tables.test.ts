@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { flowHash, hash4 } from '../src/tables/flowhash.js';
 import { buildMaglev, tableShares } from '../src/tables/maglev.js';
-import { MAGLEV_SIZE } from '../src/dataplane/structs.js';
+import { MAGLEV_SIZE } from '../src/tables/maglev.js';
 import { formatIpv4 } from '../src/net/addr.js';
 
 test('flow hash matches the C implementation', () => {

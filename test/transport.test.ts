@@ -192,11 +192,12 @@ test('a peer that goes away and comes back is announced again (resynchronisation
   const downs: string[] = [];
   a.t.on('peerUp', (p) => ups.push(p));
   a.t.on('peerDown', (p) => downs.push(p));
-  let b = await node('b', [{ name: 'a', host: '127.0.0.1', port: portA }], KEY, portB);
+  const b = await node('b', [{ name: 'a', host: '127.0.0.1', port: portA }], KEY, portB);
   await until(() => ups.length === 1);
   await b.t.stop();
   await until(() => downs.length === 1);
-  b = await node('b', [{ name: 'a', host: '127.0.0.1', port: portA }], KEY, portB);
+  // The same node again (stopped with the others after the test).
+  await node('b', [{ name: 'a', host: '127.0.0.1', port: portA }], KEY, portB);
   await until(() => ups.length === 2);
   assert.deepEqual(ups, ['b', 'b']);
 });

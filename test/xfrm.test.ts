@@ -12,6 +12,7 @@ import {
   addSa, addSas, ANY_SELECTOR, decodeSa, putPolicies, XfrmError, deletePolicy, deleteSa, dumpPolicies, dumpSas, encodeSa, LAYOUT, putPolicy, type Policy, type Sa,
 } from '../src/ipsec/xfrm.js';
 import { kernelStruct } from './helpers/env.js';
+import { sys } from '../src/kernel/sys.js';
 import { bitmapWords, ESP_SA, ipXfrmPolicies, ipXfrmState, skipWithoutEsp, xfrmNamespace } from './helpers/xfrm.js';
 
 const NS = xfrmNamespace('xf');
@@ -110,24 +111,56 @@ test('ESP SAs: installed and dumped back field for field (skipped where the kern
   });
 });
 
-test('batches: many policies on one socket; many SAs each with its own outcome', () => {
-  inNetns(NS.name, () => {
-    const many: Policy[] = Array.from({ length: 300 }, (_, i) => ({
-      selector: { ...ANY_SELECTOR, src: '198.18.0.0', srcPrefix: 16, dst: `10.${i >> 8}.${i & 255}.0`, dstPrefix: 24 }, dir: 'out', action: 'allow', priority: 100, index: 0,
-      tmpls: [{ src: SA.src, dst: SA.dst, spi: 0, proto: 'esp', mode: 'tunnel', reqid: i + 1, optional: false }],
-    }));
-    assert.deepEqual(putPolicies(many).filter(Boolean), []);
-    assert.equal(dumpPolicies().length, 300);
-    for (const p of many) deletePolicy(p);
-    const sas = [1, 2, 3].map((i) => ({ ...SA, spi: 0xd000 + i, mark: undefined }));
-    const first = addSas(sas);
-    if (first.every((e) => e === undefined)) {
-      assert.equal(dumpSas().length, 3);
-      const moved = sas.map((s) => ({ ...s, replay: { ...s.replay, oseq: s.replay.oseq + 1000 } }));
-      assert.deepEqual(addSas(moved, { replace: true }), [undefined, undefined, undefined]);
-      assert.deepEqual(dumpSas().map((s) => s.replay.oseq).sort(), moved.map((s) => s.replay.oseq), 'existing SAs are replaced, replay state included (UPDSA would keep the old)');
-      assert.ok(addSas(sas).every((e) => e?.code === 'EEXIST'), 'without replace, they are refused');
-      for (const s of sas) deleteSa(s);
-    } else assert.ok(first.every((e) => e instanceof XfrmError && e.op === 'XFRM_MSG_NEWSA' && /not found/.test(e.message)), String(first));
-  });
+test('batches: many policies on one socket, off the event loop, in the caller\'s namespace; many SAs each with its own outcome', async () => {
+  // Each call enters the namespace; a batch's socket is opened there at the call, and its
+  // work finishes on a worker thread after this thread has left it.
+  const inNs = <T>(f: () => T) => inNetns(NS.name, f);
+  const policies = (n: number, tag: number): Policy[] => Array.from({ length: n }, (_, i) => ({
+    selector: { ...ANY_SELECTOR, src: '198.18.0.0', srcPrefix: 16, dst: `10.${tag + (i >> 8)}.${i & 255}.0`, dstPrefix: 24 }, dir: 'out', action: 'allow', priority: 100, index: 0,
+    tmpls: [{ src: SA.src, dst: SA.dst, spi: 0, proto: 'esp', mode: 'tunnel', reqid: i + 1, optional: false }],
+  }));
+  const many = policies(300, 0);
+  assert.deepEqual((await inNs(() => putPolicies(many))).filter(Boolean), []);
+  assert.equal(inNs(dumpPolicies).length, 300);
+  inNs(() => many.forEach(deletePolicy));
+
+  // The event loop turns while a large batch runs (it renews the lease): timers fire before it is done.
+  const large = policies(3000, 100);
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  const done = await inNs(() => putPolicies(large));
+  clearInterval(timer);
+  assert.deepEqual(done.filter(Boolean), []);
+  assert.ok(ticks > 0, 'no timer fired while 3000 policies went in: the batch held the event loop');
+  assert.equal(inNs(dumpPolicies).length, 3000);
+  inNs(() => large.forEach(deletePolicy));
+
+  const sas = [1, 2, 3].map((i) => ({ ...SA, spi: 0xd000 + i, mark: undefined }));
+  const first = await inNs(() => addSas(sas));
+  if (first.every((e) => e === undefined)) {
+    assert.equal(inNs(dumpSas).length, 3);
+    const moved = sas.map((s) => ({ ...s, replay: { ...s.replay, oseq: s.replay.oseq + 1000 } }));
+    assert.deepEqual(await inNs(() => addSas(moved, { replace: true })), [undefined, undefined, undefined]);
+    assert.deepEqual(inNs(dumpSas).map((s) => s.replay.oseq).sort(), moved.map((s) => s.replay.oseq), 'existing SAs are replaced, replay state included (UPDSA would keep the old)');
+    assert.ok((await inNs(() => addSas(sas))).every((e) => e?.code === 'EEXIST'), 'without replace, they are refused');
+    inNs(() => sas.forEach((s) => deleteSa(s)));
+  } else assert.ok(first.every((e) => e instanceof XfrmError && e.op === 'XFRM_MSG_NEWSA' && /not found/.test(e.message)), String(first));
+});
+
+test('a malformed batch is a TypeError naming the request, thrown before anything is sent', () => {
+  const fd = sys.xfrmOpen('xfrm');
+  try {
+    const bad = [
+      [[{ type: 'x', flags: 0, payload: Buffer.alloc(0) }], /request 0: type and flags must be numbers/],
+      [[{ type: 1, flags: 0, payload: Buffer.alloc(0) }, { type: 1, flags: 0, payload: 'no' }], /request 1: payload must be a Buffer/],
+      [[{ type: 70000, flags: 0, payload: Buffer.alloc(0) }], /request 0: type and flags are 16-bit/],
+      [[null], /request 0: expected \{type, flags, payload\}/],
+      ['all', /expected a list of requests/],
+    ] as const;
+    for (const [reqs, why] of bad) {
+      assert.throws(() => sys.xfrmBatch('xfrm', fd, reqs as never), (e: unknown) => e instanceof TypeError && why.test(e.message), String(why));
+    }
+  } finally {
+    sys.closeFd('xfrm', fd);
+  }
 });

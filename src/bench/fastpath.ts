@@ -9,14 +9,14 @@
  * where the path is "new connection"). The harness alone is measured too.
  */
 import * as os from 'node:os';
-import * as path from 'node:path';
-import { BPF_OBJECT_DIR, native } from '../dataplane/addon.js';
-import { named } from '../dataplane/errors.js';
-import { FastPath, type Service } from '../dataplane/fastpath.js';
+import { loadObject, type BpfObject } from '../kernel/object.js';
+import { sys } from '../kernel/sys.js';
+import { FastPath } from '../dataplane/fastpath.js';
+import type { Service } from '../net/service.js';
 import { BpfMap } from '../dataplane/map.js';
 import { struct } from '../dataplane/codec.js';
 import { u32 } from '../dataplane/structs.js';
-import { XDP_ACTIONS, xdpMd, type XdpAction } from '../dataplane/testrun.js';
+import { XDP_ACTIONS, xdpContext, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET } from '../lab/router-ns.js';
 import { buildFrame, FRAME_OFFSETS } from '../net/packet.js';
 import { withCleanup } from '../lab/cleanup.js';
@@ -68,7 +68,7 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
   const tag = `dvipa-bench-${process.pid}-`;
   const pinRoot = `/sys/fs/bpf/${tag}pins`;
   const rns = createRouterNs(tag, TARGETS);
-  let obj: InstanceType<typeof native.BpfObject> | undefined;
+  let obj: BpfObject | undefined;
   let fp: FastPath | undefined;
   const cleanup = () => {
     fp?.close();
@@ -77,13 +77,12 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
     rns.teardown();
   };
   return withCleanup(cleanup, () => {
-    obj = new native.BpfObject(path.join(BPF_OBJECT_DIR, 'bench.bpf.o'), { pinRoot });
-    named('bench.bpf.o', () => obj!.load());
+    const bench = (obj = loadObject('bench', { pinRoot }));
     fp = FastPath.open({ pinRoot });
     fp.configure({ clusterAddr: rns.clusterAddr });
     rns.inside(() => fp!.enableEgress(rns.int));
     fp.setTargets(SERVICE, TARGETS.map((addr) => ({ addr, weight: 1 })));
-    const ctl = new BpfMap('bench_ctl', named('bench_ctl', () => obj!.mapFd('bench_ctl')), u32, benchCtl);
+    const ctl = new BpfMap('bench_ctl', bench.mapFd('bench_ctl'), u32, benchCtl);
 
     const flow = { saddr: ROUTER_NET.client, daddr: VIP, sport: 40000, dport: 80 };
     const syn = buildFrame({ ...flow, tcpFlags: { syn: true } });
@@ -108,12 +107,11 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
           // Each (round, path) gets its own range of flows, so "new" flows are never seen before.
           const seq = (round * specs.length + i) * opts.repeat;
           ctl.set(0, { mode: s.mode, saddrOff: FRAME_OFFSETS.saddr, sportOff: FRAME_OFFSETS.sport, seq });
-          const fd = named(s.program, () => obj!.progFd(s.program));
-          const ctxIn = xdpMd.encode({ data: 0, dataEnd: s.frame.length, dataMeta: 0, ingressIfindex: ingress, rxQueueIndex: 0, egressIfindex: 0 });
-          const r = named(s.program, () => native.progTestRun(fd, { data: s.frame, ctxIn, repeat: opts.repeat }));
+          const fd = bench.progFd(s.program);
+          const r = sys.progTestRun(s.program, fd, { data: s.frame, ctxIn: xdpContext(s.frame, ingress), repeat: opts.repeat });
           const verdict = XDP_ACTIONS[r.retval];
           if (verdict !== s.expect) {
-            throw new Error(`bench path ${s.path}: verdict ${verdict ?? r.retval}, expected ${s.expect}; reasons ${JSON.stringify(fp!.reasonCounts(), (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`);
+            throw new Error(`bench path ${s.path}: verdict ${verdict ?? r.retval}, expected ${s.expect}; reasons ${JSON.stringify(fp!.reasonCounts(), (_, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))}`);
           }
           samples.get(s.path)!.push(r.duration);
           opts.onProgress?.(++done, total);

@@ -95,7 +95,7 @@ export async function benchIpsec(counts: number[]): Promise<IpsecBenchRow[]> {
           const lap = () => Math.round(-at + (at = performance.now()));
           const { records } = readRecords(key, await b.getBlobs(`ipsec/${dvipa}/`), ownerB.epoch);
           const readMs = lap();
-          const refused = inside(() => xfrm.putPolicies(records.flatMap((r) => r.policies))).filter(Boolean);
+          const refused = (await inside(() => xfrm.putPolicies(records.flatMap((r) => r.policies)))).filter(Boolean);
           const policyMs = lap();
           let recorded = 0;
           await writeRecords(b, key, `new${n}`, dvipa, ownerB, records, () => recorded++);

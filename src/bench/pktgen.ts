@@ -5,6 +5,7 @@
  * plain list (tested against a scratch directory standing in for /proc/net/pktgen); the
  * results are parsed from each device's file when the run ends.
  */
+import { DvipaError } from '../errors.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -51,11 +52,10 @@ export function pktgenCommands(o: PktgenOptions): PktgenCommand[] {
   return cmds;
 }
 
-export class PktgenMissing extends Error {
+export class PktgenMissing extends DvipaError {
   constructor(dir: string) {
     super(`pktgen is not available here: ${dir} does not exist. On a router, load it with 'modprobe pktgen' (CONFIG_NET_PKTGEN); ` +
       'on a machine without it, --generator live sends real frames through the lab instead');
-    this.name = 'PktgenMissing';
   }
 }
 

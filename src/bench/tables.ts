@@ -5,7 +5,9 @@
  */
 import { buildMaglev, tableShares } from '../tables/maglev.js';
 import { FastPath } from '../dataplane/fastpath.js';
-import { CrtOrigin, MAGLEV_SIZE, crtEntry, flow, type CrtEntry, type Flow } from '../dataplane/structs.js';
+import { CrtOrigin, crtEntry, flow, type CrtEntry } from '../dataplane/structs.js';
+import type { Flow } from '../net/flow.js';
+import { MAGLEV_SIZE } from '../tables/maglev.js';
 import { formatIpv4 } from '../net/addr.js';
 
 export interface TablesBench {

@@ -8,10 +8,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as os from 'node:os';
-import * as path from 'node:path';
-import { BPF_OBJECT_DIR, native } from '../dataplane/addon.js';
-import { named } from '../dataplane/errors.js';
-import { xdpMd, XDP_ACTIONS } from '../dataplane/testrun.js';
+import { loadObject, type BpfObject } from '../kernel/object.js';
+import { sys } from '../kernel/sys.js';
+import { xdpContext, XDP_ACTIONS } from '../dataplane/testrun.js';
 import { createFastpathLab, LAB, type FastpathLab } from '../lab/fastpath-lab.js';
 import { acceptRedirects, nsIp } from '../lab/netns.js';
 import { withCleanup } from '../lab/cleanup.js';
@@ -67,8 +66,8 @@ function nft(ns: string, script: string): void {
     execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: script, stdio: ['pipe', 'ignore', 'pipe'] });
   } catch (e) {
     const err = e as { code?: string; stderr?: Buffer };
-    if (err.code === 'ENOENT') throw new Error('nft not found: install nftables (scripts/setup does)');
-    throw new Error(`nft: ${String(err.stderr ?? e).trim()}`);
+    if (err.code === 'ENOENT') throw new Error('nft not found: install nftables (scripts/setup does)', { cause: e });
+    throw new Error(`nft: ${String(err.stderr ?? e).trim()}`, { cause: e });
   }
 }
 
@@ -77,23 +76,22 @@ export interface LiveOptions { seconds: number; flows: number; size: number; mod
 export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
   const prefix = `dvb${process.pid % 100000}-`;
   let lab: FastpathLab | undefined;
-  let gen: InstanceType<typeof native.BpfObject> | undefined;
+  let gen: BpfObject | undefined;
   return withCleanup(() => {
     gen?.close();
     lab?.teardown();
   }, async () => {
     lab = await createFastpathLab(prefix);
     const l = lab;
-    gen = new native.BpfObject(path.join(BPF_OBJECT_DIR, 'gen.bpf.o'), {});
-    named('gen.bpf.o', () => gen!.load());
-    const ctlFd = named('gen_ctl', () => gen!.mapFd('gen_ctl'));
-    const setCtl = () => named('gen_ctl', () => native.mapUpdate(ctlFd, Buffer.alloc(4), genCtl(o.flows, BASE_PORT, frame), 0));
-    const genFd = named('gen_udp', () => gen!.progFd('gen_udp'));
+    const g = (gen = loadObject('gen'));
+    const ctlFd = g.mapFd('gen_ctl');
+    const setCtl = () => sys.mapUpdate('gen_ctl', ctlFd, Buffer.alloc(4), genCtl(o.flows, BASE_PORT, frame), 0);
+    const genFd = g.progFd('gen_udp');
     const udp = l.udpService;
     const extMac = l.inside(l.routerNs, () => interfaceMac('ext'));
-    const c0 = l.inside(l.clientNs, () => ({ mac: interfaceMac('c0'), ifindex: native.ifNameToIndex('c0') }));
+    const c0 = l.inside(l.clientNs, () => ({ mac: interfaceMac('c0'), ifindex: sys.ifNameToIndex('c0', 'c0') }));
     const frame = buildFrame({ srcMac: c0.mac, dstMac: extMac, saddr: LAB.client, daddr: LAB.dvipa, protocol: 'udp', sport: BASE_PORT, dport: udp.port, payload: Math.max(0, o.size - 42) });
-    const ctxIn = xdpMd.encode({ data: 0, dataEnd: frame.length, dataMeta: 0, ingressIfindex: c0.ifindex, rxQueueIndex: 0, egressIfindex: 0 });
+    const ctxIn = xdpContext(frame, c0.ifindex);
     // Frames the generator transmits reach the router's veth only on a NAPI queue: GRO on.
     acceptRedirects(l.routerNs, 'ext');
     const targetNs = Object.fromEntries(l.targets.map((t) => [t.name, t.ns]));
@@ -119,7 +117,7 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
 
     // Live runs do not report the program's verdict: one ordinary run checks it first.
     setCtl();
-    const dry = named('gen_udp', () => native.progTestRun(genFd, { data: frame, repeat: 1 }));
+    const dry = sys.progTestRun('gen_udp', genFd, { data: frame, repeat: 1 });
     if (XDP_ACTIONS[dry.retval] !== 'tx') throw new Error(`the generator returned ${XDP_ACTIONS[dry.retval] ?? dry.retval}, not tx`);
     const runs: TrafficRun[] = [];
     const slice = 20000;
@@ -133,7 +131,7 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
       let lastT = t0;
       let sent = 0;
       for (;;) {
-        l.inside(l.clientNs, () => named('gen_udp', () => native.progTestRun(genFd, { data: frame, ctxIn, repeat: slice, flags: BPF_F_TEST_XDP_LIVE_FRAMES, batchSize: 64 })));
+        l.inside(l.clientNs, () => sys.progTestRun('gen_udp', genFd, { data: frame, ctxIn, repeat: slice, flags: BPF_F_TEST_XDP_LIVE_FRAMES, batchSize: 64 }));
         sent += slice;
         const now = process.hrtime.bigint();
         if (now - lastT >= 100_000_000n) {

@@ -1,24 +1,25 @@
 /* `dvipa bench ...`: benchmarks that print figures (a table, or JSON). */
-import type { CommandModule } from 'yargs';
+import type { Argv, CommandModule } from 'yargs';
 import { benchFastpath, formatFastpathBench } from '../bench/fastpath.js';
 import { benchTables, formatTablesBench } from '../bench/tables.js';
+import { command, type ArgsOf } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { benchLive, formatTrafficBench, ROUTER_MODES, trafficSeries, type RouterMode } from '../bench/traffic.js';
-import { configurePktgen, pktgenCommands, PktgenMissing, PKTGEN_DIR, runPktgen } from '../bench/pktgen.js';
+import { configurePktgen, pktgenCommands, PKTGEN_DIR, runPktgen } from '../bench/pktgen.js';
 import { chartSvg, type ChartSeries } from '../bench/svg.js';
 import { Progress } from '../bench/progress.js';
 import { benchIpsec, formatIpsecBench } from '../bench/ipsec.js';
 
-const fastpath: CommandModule<object, { json: boolean; rounds: number; repeat: number }> = {
+const fastpath = command({
   command: 'fastpath',
   describe: "in-kernel ns/packet of the distributor's paths, and their ratio to a trivial XDP_TX program",
   builder: (y) =>
     y
       .option('json', { type: 'boolean', default: false })
       .option('rounds', { type: 'number', default: 5, describe: 'rounds per path (the median is reported)' })
-      .option('repeat', { type: 'number', default: 1_000_000, describe: 'packets per round (BPF_PROG_TEST_RUN repeat)' }) as never,
+      .option('repeat', { type: 'number', default: 1_000_000, describe: 'packets per round (BPF_PROG_TEST_RUN repeat)' }),
   handler: async (a) => {
     requireRoot('dvipa bench fastpath');
     for (const [k, v, max] of [['rounds', a.rounds, 1000], ['repeat', a.repeat, 100_000_000]] as const) {
@@ -30,33 +31,43 @@ const fastpath: CommandModule<object, { json: boolean; rounds: number; repeat: n
     progress.done();
     process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatFastpathBench(r)}\n`);
   },
-};
+});
 
-const tables: CommandModule<object, { json: boolean; crtEntries: number }> = {
+const tables = command({
   command: 'tables',
   describe: 'Maglev build time, balance and disruption; CRT batch insert and dump',
   builder: (y) =>
     y
       .option('json', { type: 'boolean', default: false })
-      .option('crt-entries', { type: 'number', default: 1_000_000, describe: 'CRT entries to insert and dump' }) as never,
+      .option('crt-entries', { type: 'number', default: 1_000_000, describe: 'CRT entries to insert and dump' }),
   handler: (a) => {
     requireRoot('dvipa bench tables');
     if (!Number.isInteger(a.crtEntries) || a.crtEntries < 1 || a.crtEntries > 50_000_000) throw new CliError('--crt-entries must be an integer from 1 to 50000000', EXIT.usage);
     const r = benchTables({ crtEntries: a.crtEntries });
     process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatTablesBench(r)}\n`);
   },
-};
+});
 
-interface TrafficArgs {
-  generator: 'live' | 'pktgen' | 'testrun'; json: boolean; svg?: string; seconds: number; flows: number; size: number; modes: string;
-  device?: string; dstMac?: string; threads: number; rate: number; pktgenDir: string;
-}
+const trafficOptions = (y: Argv) =>
+  y
+    .option('generator', { choices: ['live', 'pktgen', 'testrun'] as const, default: 'live' as const, describe: 'live: XDP live frames through the lab (works anywhere); pktgen: the kernel module on a real router; testrun: in-kernel per-path figures' })
+    .option('json', { type: 'boolean', default: false })
+    .option('svg', { type: 'string', describe: 'write a chart: packets/s over time per way, and per target' })
+    .option('seconds', { type: 'number', default: 3, describe: 'how long each way runs' })
+    .option('flows', { type: 'number', default: 1000, describe: 'distinct UDP flows (source ports)' })
+    .option('size', { type: 'number', default: 64, describe: 'frame size in bytes' })
+    .option('modes', { type: 'string', default: ROUTER_MODES.join(','), describe: 'live: which ways to compare' })
+    .option('device', { type: 'string', describe: 'pktgen: the interface to send from' })
+    .option('dst-mac', { type: 'string', describe: "pktgen: the routing node's external MAC" })
+    .option('threads', { type: 'number', default: 1, describe: 'pktgen: kernel threads (one device queue each)' })
+    .option('rate', { type: 'number', default: 0, describe: 'pktgen: packets per second per thread (0: as fast as possible)' })
+    .option('pktgen-dir', { type: 'string', default: PKTGEN_DIR, describe: 'pktgen: its control directory' });
 
 function whole(v: number, name: string, min: number, max: number): void {
   if (!Number.isInteger(v) || v < min || v > max) throw new CliError(`--${name} must be an integer from ${min} to ${max}`, EXIT.usage);
 }
 
-async function trafficHandler(a: TrafficArgs): Promise<void> {
+async function trafficHandler(a: ArgsOf<typeof trafficOptions>): Promise<void> {
   requireRoot('dvipa bench traffic');
   whole(a.seconds, 'seconds', 1, 3600);
   whole(a.flows, 'flows', 1, 65535 - 10000);
@@ -75,12 +86,7 @@ async function trafficHandler(a: TrafficArgs): Promise<void> {
       device: a.device, threads: a.threads, dst: '192.0.2.10', dstMac: a.dstMac, dport: 9999, srcMin: '198.18.0.1', srcMax: '198.18.0.254',
       sportMin: 10000, sportMax: 10000 + a.flows - 1, flows: a.flows, flowLen: 8, ratePps: a.rate, size: a.size, durationS: a.seconds,
     });
-    try {
-      configurePktgen(cmds, a.pktgenDir);
-    } catch (e) {
-      if (e instanceof PktgenMissing) throw new CliError(e.message);
-      throw e;
-    }
+    configurePktgen(cmds, a.pktgenDir);
     const results = await runPktgen(a.pktgenDir, a.device, a.threads, a.seconds);
     write(a.json ? `${JSON.stringify({ generator: 'pktgen', results }, null, 2)}\n` : `${results.map((r) => `${r.device}: ${r.packets} packets in ${(r.usec / 1e6).toFixed(2)} s, ${r.pps} pps, ${r.errors} errors`).join('\n')}\n`);
     return;
@@ -99,31 +105,18 @@ async function trafficHandler(a: TrafficArgs): Promise<void> {
   write(a.json ? `${JSON.stringify(b, null, 2)}\n` : `${formatTrafficBench(b)}\n`, chartSvg(`dvipa bench traffic (live frames, ${b.flows} flows)`, trafficSeries(b)));
 }
 
-const traffic: CommandModule<object, TrafficArgs> = {
+const traffic = command({
   command: 'traffic',
   describe: 'real frames through a routing node: XDP distributor vs kernel forwarding vs nftables DNAT, side by side',
-  builder: (y) =>
-    y
-      .option('generator', { choices: ['live', 'pktgen', 'testrun'] as const, default: 'live' as const, describe: 'live: XDP live frames through the lab (works anywhere); pktgen: the kernel module on a real router; testrun: in-kernel per-path figures' })
-      .option('json', { type: 'boolean', default: false })
-      .option('svg', { type: 'string', describe: 'write a chart: packets/s over time per way, and per target' })
-      .option('seconds', { type: 'number', default: 3, describe: 'how long each way runs' })
-      .option('flows', { type: 'number', default: 1000, describe: 'distinct UDP flows (source ports)' })
-      .option('size', { type: 'number', default: 64, describe: 'frame size in bytes' })
-      .option('modes', { type: 'string', default: ROUTER_MODES.join(','), describe: 'live: which ways to compare' })
-      .option('device', { type: 'string', describe: 'pktgen: the interface to send from' })
-      .option('dst-mac', { type: 'string', describe: "pktgen: the routing node's external MAC" })
-      .option('threads', { type: 'number', default: 1, describe: 'pktgen: kernel threads (one device queue each)' })
-      .option('rate', { type: 'number', default: 0, describe: 'pktgen: packets per second per thread (0: as fast as possible)' })
-      .option('pktgen-dir', { type: 'string', default: PKTGEN_DIR, describe: 'pktgen: its control directory' }) as never,
-  handler: trafficHandler as never,
-};
+  builder: trafficOptions,
+  handler: trafficHandler,
+});
 
-const ipsec: CommandModule<object, { json: boolean; sas: string }> = {
+const ipsec = command({
   command: 'ipsec',
   describe: "a takeover's IPsec work: N SA records read from etcd, SAs and policies installed, records rewritten (needs ESP: run it in scripts/kernel-lab)",
   builder: (y) =>
-    y.option('json', { type: 'boolean', default: false }).option('sas', { type: 'string', default: '1000,5000,10000', describe: 'SA counts, comma-separated' }) as never,
+    y.option('json', { type: 'boolean', default: false }).option('sas', { type: 'string', default: '1000,5000,10000', describe: 'SA counts, comma-separated' }),
   handler: async (a) => {
     requireRoot('dvipa bench ipsec');
     const counts = a.sas.split(',').map(Number);
@@ -131,7 +124,7 @@ const ipsec: CommandModule<object, { json: boolean; sas: string }> = {
     const rows = await benchIpsec(counts);
     process.stdout.write(a.json ? `${JSON.stringify(rows, null, 2)}\n` : `${formatIpsecBench(rows)}\n`);
   },
-};
+});
 
 export const benchCommand: CommandModule = {
   command: 'bench <generator>',

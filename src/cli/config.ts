@@ -10,6 +10,7 @@ import { zosIpv4 } from '../config/zos.js';
 import { formatProfile } from '../config/format.js';
 import { formatYamlConfig } from '../config/yaml.js';
 import { ConfigError } from '../config/model.js';
+import { command } from './command.js';
 import { CliError, EXIT } from './errors.js';
 
 function reported<T>(file: string, read: () => T): T {
@@ -25,18 +26,18 @@ function load(file: string) {
   return reported(file, () => loadConfig(file));
 }
 
-const check: CommandModule<object, { file: string }> = {
+const check = command({
   command: 'check <file>',
   describe: 'exit 0 if the configuration is valid, else print every problem with file:line:column',
-  builder: (y) => y.positional('file', { type: 'string', demandOption: true, describe: 'VIPADynamic profile, or YAML (.yaml/.yml/.json)' }) as never,
+  builder: (y) => y.positional('file', { type: 'string', demandOption: true, describe: 'VIPADynamic profile, or YAML (.yaml/.yml/.json)' }),
   handler: (a) => {
     const cfg = load(a.file);
     const dvipas = cfg.nodes.reduce((n, x) => n + x.vipaDynamic.define.length, 0);
     process.stdout.write(`${a.file}: ok (${cfg.nodes.length} node${cfg.nodes.length === 1 ? '' : 's'}, ${dvipas} DVIPA${dvipas === 1 ? '' : 's'} defined)\n`);
   },
-};
+});
 
-const show: CommandModule<object, { file: string; json?: boolean; yaml?: boolean }> = {
+const show = command({
   command: 'show <file>',
   describe: 'print the normalised configuration: as the VIPADynamic language (default), --yaml, or --json (the model)',
   builder: (y) =>
@@ -44,16 +45,14 @@ const show: CommandModule<object, { file: string; json?: boolean; yaml?: boolean
       .positional('file', { type: 'string', demandOption: true })
       .option('json', { type: 'boolean', describe: 'the normalised model as JSON' })
       .option('yaml', { type: 'boolean', describe: 'the YAML form' })
-      .conflicts('json', 'yaml') as never,
+      .conflicts('json', 'yaml'),
   handler: (a) => {
     const cfg = load(a.file);
     process.stdout.write(a.json ? `${JSON.stringify(cfg, null, 2)}\n` : a.yaml ? formatYamlConfig(cfg) : formatProfile(cfg));
   },
-};
+});
 
-interface ImportArgs { profiles: string[]; node: string[]; xcf?: string[]; yaml?: boolean }
-
-const importCmd: CommandModule<object, ImportArgs> = {
+const importCmd = command({
   command: 'import <profiles..>',
   describe: 'a dvipa configuration from whole z/OS PROFILE.TCPIPs, one per node (--node in the same order): '
     + 'their VIPADYNAMIC blocks and IPCONFIG DYNAMICXCF addresses; what is not carried over is listed as comments',
@@ -62,7 +61,7 @@ const importCmd: CommandModule<object, ImportArgs> = {
       .positional('profiles', { type: 'string', array: true, demandOption: true, describe: 'z/OS profiles, as text' })
       .option('node', { type: 'string', array: true, demandOption: true, describe: 'each node\'s name' })
       .option('xcf', { type: 'string', array: true, describe: 'each node\'s cluster address (default: DYNAMICXCF)' })
-      .option('yaml', { type: 'boolean', describe: 'write the YAML form' }) as never,
+      .option('yaml', { type: 'boolean', describe: 'write the YAML form' }),
   handler: (a) => {
     if (a.node.length !== a.profiles.length) {
       const counts = `${a.profiles.length} profile(s) and ${a.node.length} --node`;
@@ -94,7 +93,7 @@ const importCmd: CommandModule<object, ImportArgs> = {
     const header = [`Imported by dvipa config import from ${from}.`, ...notes].map((n) => `${c} ${n}\n`).join('');
     process.stdout.write(header + (a.yaml ? formatYamlConfig(config) : formatProfile(config)));
   },
-};
+});
 
 export const configCommand: CommandModule = {
   command: 'config <command>',

@@ -4,10 +4,10 @@
  * DVIPA, changes weights, takes a target out of the DPT, swaps the program under UDP
  * traffic, and reports what happened. Everything it creates is removed at the end.
  */
-import type { CommandModule } from 'yargs';
 import { createFastpathLab, LAB, type FastpathLab } from '../lab/fastpath-lab.js';
 import { FastPath } from '../dataplane/fastpath.js';
 import type { ConnResult } from '../lab/procs.js';
+import { command } from './command.js';
 import { requireRoot } from './errors.js';
 import { withCleanup } from '../lab/cleanup.js';
 
@@ -91,14 +91,14 @@ export async function runDemo(log: (line: string) => void): Promise<Step[]> {
   });
 }
 
-export const demoCommand: CommandModule<object, { json: boolean }> = {
+export const demoCommand = command({
   command: 'demo',
   describe: 'the fast path at work in namespaces on this machine: distribution, weights, DPT changes, hitless program swap',
-  builder: (y) => y.option('json', { type: 'boolean', default: false }) as never,
+  builder: (y) => y.option('json', { type: 'boolean', default: false }),
   handler: async (a) => {
     requireRoot('dvipa demo');
     const steps = await runDemo((l) => (a.json ? process.stderr : process.stdout).write(`${l}\n`));
     if (a.json) process.stdout.write(`${JSON.stringify({ steps }, null, 2)}\n`);
     if (steps.some((s) => !s.ok)) process.exitCode = 1;
   },
-};
+});

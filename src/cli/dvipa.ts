@@ -6,16 +6,15 @@
  * VIPADELETE) has the owner give the DVIPA up and nobody take it; its connections end. The
  * command waits to see it done, and says so if it is not.
  */
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { EtcdCoupling } from '../cluster/coupling.js';
 import { parseIpv4 } from '../net/addr.js';
 import { log } from '../log.js';
+import { command } from './command.js';
 import { CliError, EXIT } from './errors.js';
 import { etcdOptions, withEtcd, type EtcdArgs } from './etcd-args.js';
 
-interface Args extends EtcdArgs { dvipa?: string; to?: string; node?: string; whenIdle?: boolean; wait: number; json?: boolean }
-
-function dvipaArg(a: Args): string {
+function dvipaArg(a: { dvipa?: string }): string {
   try {
     parseIpv4(a.dvipa!);
   } catch {
@@ -24,7 +23,7 @@ function dvipaArg(a: Args): string {
   return a.dvipa!;
 }
 
-async function withStore<T>(a: Args, fn: (cf: EtcdCoupling) => Promise<T>): Promise<T> {
+async function withStore<T>(a: EtcdArgs, fn: (cf: EtcdCoupling) => Promise<T>): Promise<T> {
   const opts = etcdOptions(a);
   if (!opts) throw new CliError('--etcd is needed: DVIPA ownership lives in the coupling facility', EXIT.usage);
   const cf = new EtcdCoupling({ ...opts, node: 'dvipa-cli', xcf: '0.0.0.0', ttlSec: 1, member: false, logger: log });
@@ -54,7 +53,7 @@ function ownerText(cf: EtcdCoupling, d: string): string {
   return v.owner ? `${v.owner.node} (epoch ${v.owner.epoch})` : 'nobody';
 }
 
-const show = async (a: Args) => withStore(a, async (cf) => {
+const show = async (a: EtcdArgs & { json?: boolean }) => withStore(a, async (cf) => {
   const rows = cf.dvipas().map((d) => {
     const v = cf.view(d);
     return {
@@ -76,17 +75,17 @@ const show = async (a: Args) => withStore(a, async (cf) => {
   }
 });
 
-const move = async (a: Args) => {
+const move = async (a: EtcdArgs & { dvipa?: string; to: string; whenIdle?: boolean; wait: number }) => {
   const d = dvipaArg(a);
   await withStore(a, async (cf) => {
-    if (!cf.members().has(a.to!)) throw new CliError(`${a.to} is not a live member of the cluster (members: ${[...cf.members()].sort().join(' ') || 'none'})`);
-    await cf.setMove(d, { to: a.to!, whenIdle: a.whenIdle ?? false });
+    if (!cf.members().has(a.to)) throw new CliError(`${a.to} is not a live member of the cluster (members: ${[...cf.members()].sort().join(' ') || 'none'})`);
+    await cf.setMove(d, { to: a.to, whenIdle: a.whenIdle ?? false });
     await waitFor(a.wait, () => cf.view(d).owner?.node === a.to, () => `${d} is still routed by ${ownerText(cf, d)}${a.whenIdle ? '; WHENIDLE waits for its last connection to end' : ''}`);
     process.stdout.write(`${d} moved to ${ownerText(cf, d)}\n`);
   });
 };
 
-const quiesce = async (a: Args) => {
+const quiesce = async (a: EtcdArgs & { dvipa?: string; node?: string; wait: number }) => {
   const d = dvipaArg(a);
   await withStore(a, async (cf) => {
     const node = a.node ?? cf.view(d).owner?.node;
@@ -97,7 +96,7 @@ const quiesce = async (a: Args) => {
   });
 };
 
-const remove = async (a: Args) => {
+const remove = async (a: EtcdArgs & { dvipa?: string; wait: number }) => {
   const d = dvipaArg(a);
   await withStore(a, async (cf) => {
     await cf.setDeleted(d, true);
@@ -106,7 +105,7 @@ const remove = async (a: Args) => {
   });
 };
 
-const reactivate = async (a: Args) => {
+const reactivate = async (a: EtcdArgs & { dvipa?: string; node?: string }) => {
   const d = dvipaArg(a);
   await withStore(a, async (cf) => {
     const v = cf.view(d);
@@ -126,21 +125,21 @@ const reactivate = async (a: Args) => {
 
 const wait = <T>(y: Argv<T>) => y.option('wait', { type: 'number', default: 15, describe: 'seconds to wait for the change to be done' });
 
-export const dvipaCommand: CommandModule<object, Args> = {
+export const dvipaCommand = command({
   command: 'dvipa <action>',
   describe: 'DVIPA ownership through the coupling facility: show, move, quiesce, delete, reactivate',
   builder: (y) =>
     withEtcd(y)
-      .command('show', 'owners, epochs, requests and live members', (b) => b.option('json', { type: 'boolean', describe: 'as JSON' }), show as never)
+      .command('show', 'owners, epochs, requests and live members', (b) => b.option('json', { type: 'boolean', describe: 'as JSON' }), (a) => show(a))
       .command('move <dvipa>', 'move a DVIPA to another candidate node (MOVEable IMMEDiate; --when-idle: WHENIDLE)', (b) =>
         wait(b).positional('dvipa', { type: 'string' }).option('to', { type: 'string', demandOption: true, describe: 'the node to route it' })
-          .option('when-idle', { type: 'boolean', describe: 'move once no connection uses the DVIPA' }), move as never)
+          .option('when-idle', { type: 'boolean', describe: 'move once no connection uses the DVIPA' }), (a) => move(a))
       .command('quiesce <dvipa>', 'have a node give the DVIPA up to the best other candidate, and not take it back', (b) =>
-        wait(b).positional('dvipa', { type: 'string' }).option('node', { type: 'string', describe: 'default: the owner now' }), quiesce as never)
+        wait(b).positional('dvipa', { type: 'string' }).option('node', { type: 'string', describe: 'default: the owner now' }), (a) => quiesce(a))
       .command('delete <dvipa>', 'VIPADELETE: the owner gives the DVIPA up, no node takes it (connections end)', (b) =>
-        wait(b).positional('dvipa', { type: 'string' }), remove as never)
+        wait(b).positional('dvipa', { type: 'string' }), (a) => remove(a))
       .command('reactivate <dvipa>', 'lift quiesce (of --node, or all), withdraw a move and a delete', (b) =>
-        b.positional('dvipa', { type: 'string' }).option('node', { type: 'string' }), reactivate as never)
-      .demandCommand(1, 'name an action: show, move, quiesce, delete or reactivate') as never,
+        b.positional('dvipa', { type: 'string' }).option('node', { type: 'string' }), (a) => reactivate(a))
+      .demandCommand(1, 'name an action: show, move, quiesce, delete or reactivate'),
   handler: () => undefined,
-};
+});

@@ -8,7 +8,7 @@ export interface EtcdArgs {
   etcd?: string; etcdPrefix: string; etcdCa?: string; etcdCert?: string; etcdKey?: string; etcdUser?: string; etcdPasswordFile?: string;
 }
 
-export function withEtcd<T>(y: Argv<T>): Argv<T & EtcdArgs> {
+export function withEtcd<T>(y: Argv<T>) {
   return y
     .option('etcd', { type: 'string', describe: 'the coupling facility: etcd endpoints, comma-separated (http://127.0.0.1:2379)' })
     .option('etcd-prefix', { type: 'string', default: '/dvipa/', describe: 'key prefix of this cluster in etcd' })
@@ -16,7 +16,7 @@ export function withEtcd<T>(y: Argv<T>): Argv<T & EtcdArgs> {
     .option('etcd-cert', { type: 'string', describe: 'TLS: client certificate' })
     .option('etcd-key', { type: 'string', describe: 'TLS: client key' })
     .option('etcd-user', { type: 'string', describe: 'etcd user (password auth)' })
-    .option('etcd-password-file', { type: 'string', describe: "a file holding the etcd user's password" }) as unknown as Argv<T & EtcdArgs>;
+    .option('etcd-password-file', { type: 'string', describe: "a file holding the etcd user's password" });
 }
 
 /** The checked etcd options, or undefined without --etcd. */

@@ -5,14 +5,15 @@
  * takeback with connection counts and timings, prints a report, and takes the lab down again
  * (unless it found it up, or --keep).
  */
-import type { Argv, CommandModule } from 'yargs';
-import { DEFAULT_LAB_DIR, HaLab, LabError, LAB_PREFIX, LINE_PORT } from '../lab/ha-lab.js';
+import type { Argv } from 'yargs';
+import { DEFAULT_LAB_DIR, HaLab, LAB_PREFIX, LINE_PORT } from '../lab/ha-lab.js';
 import { HA } from '../lab/ha-topology.js';
 import { LoadClient, loadProblems, type LoadReport } from '../lab/procs.js';
 import { Topology } from '../lab/netns.js';
+import { command } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
 
-interface Args { dir: string; json?: boolean; keep?: boolean; long: number }
+interface Args { dir: string; json?: boolean }
 
 const out = (s: string): void => {
   process.stdout.write(s);
@@ -21,12 +22,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function lab<T>(fn: () => Promise<T>): Promise<T> {
   requireRoot('dvipa lab');
-  try {
-    return await fn();
-  } catch (e) {
-    if (e instanceof LabError) throw new CliError(e.message);
-    throw e;
-  }
+  return fn();
 }
 
 function opened(dir: string): HaLab {
@@ -130,7 +126,7 @@ export function demoProblems(d: DemoRun): string[] {
   return [...new Set(p)];
 }
 
-async function demo(a: Args): Promise<void> {
+async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
   await lab(async () => {
     const say = progress(a.json);
     let l = HaLab.open(a.dir);
@@ -211,18 +207,18 @@ async function demo(a: Args): Promise<void> {
 const common = <T>(y: Argv<T>) =>
   y.option('dir', { type: 'string', default: DEFAULT_LAB_DIR, describe: "the lab's state: processes, logs, control sockets" }).option('json', { type: 'boolean', describe: 'as JSON' });
 
-export const labCommand: CommandModule<object, Args> = {
+export const labCommand = command({
   command: 'lab <action>',
   describe: 'the whole system on this machine: client, two routing nodes, three targets, etcd (network namespaces)',
   builder: (y) =>
     common(y)
-      .command('up', 'bring the lab up and leave it running', (b) => b, up as never)
-      .command('status', 'what runs, who routes the DVIPA, which targets listen', (b) => b, status as never)
+      .command('up', 'bring the lab up and leave it running', (b) => b, (a) => up(a))
+      .command('status', 'what runs, who routes the DVIPA, which targets listen', (b) => b, (a) => status(a))
       .command('demo', 'traffic, distribution, takeover and takeback, with a report (the main job)', (b) =>
         b.option('keep', { type: 'boolean', describe: 'leave the lab up afterwards' })
-          .option('long', { type: 'number', default: 100, describe: 'long-lived connections during the failover' }), demo as never)
-      .command('failover', 'kill the owner (r1) and watch r2 take over; again: bring r1 back for the takeback', (b) => b, failover as never)
-      .command('down', 'remove everything the lab made (also after a crash)', (b) => b, down as never)
-      .demandCommand(1, 'name an action: up, status, demo, failover or down') as never,
+          .option('long', { type: 'number', default: 100, describe: 'long-lived connections during the failover' }), (a) => demo(a))
+      .command('failover', 'kill the owner (r1) and watch r2 take over; again: bring r1 back for the takeback', (b) => b, (a) => failover(a))
+      .command('down', 'remove everything the lab made (also after a crash)', (b) => b, (a) => down(a))
+      .demandCommand(1, 'name an action: up, status, demo, failover or down'),
   handler: () => undefined,
-};
+});

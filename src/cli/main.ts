@@ -7,10 +7,8 @@
  */
 import { hideBin } from 'yargs/helpers';
 import { dvipaParser } from './parser.js';
-import { CliError, EXIT } from './errors.js';
+import { EXIT, exitCodeOf } from '../errors.js';
 import { defaultLogLevel } from '../log.js';
-import { PcapError } from '../net/pcap.js';
-import { ServiceFileError } from '../config/service-file.js';
 
 async function main(argv: string[]): Promise<number> {
   // One-shot commands report through their output; warnings and errors still reach stderr.
@@ -19,21 +17,20 @@ async function main(argv: string[]): Promise<number> {
   try {
     await parser.parseAsync();
   } catch (e) {
-    if (e instanceof CliError) {
-      process.stderr.write(`dvipa: ${e.message}\n`);
-      return e.exitCode;
-    }
-    if (e instanceof PcapError || e instanceof ServiceFileError) {
-      process.stderr.write(`dvipa: ${e.message}\n`);
-      return EXIT.usage;
-    }
-    const err = e as NodeJS.ErrnoException & { code?: string };
-    process.stderr.write(`dvipa: ${err.message ?? String(e)}\n`);
-    return err.code === 'EPERM' || err.code === 'EACCES' ? EXIT.notPermitted : EXIT.failed;
+    // The one place errors become exit codes: each DvipaError carries its own (src/errors.ts).
+    process.stderr.write(`dvipa: ${e instanceof Error ? e.message : String(e)}\n`);
+    return exitCodeOf(e);
   }
   return process.exitCode === undefined ? EXIT.ok : Number(process.exitCode);
 }
 
-main(hideBin(process.argv)).then((code) => {
-  process.exitCode = code;
-});
+main(hideBin(process.argv)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    // main() reports its own errors; this is a bug in it, still reported and not ignored.
+    process.stderr.write(`dvipa: ${String(e)}\n`);
+    process.exitCode = 1;
+  },
+);

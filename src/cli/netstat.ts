@@ -3,17 +3,17 @@
  * NETSTAT shows them (same names and columns), plus what Linux adds (epoch, origin of a CRT
  * entry, the previous owner a new one still distributes like). `--json` gives the data.
  */
-import type { Argv, CommandModule } from 'yargs';
-import { askAgent, DEFAULT_CONTROL_SOCKET, toJson } from '../cluster/control.js';
-import type { VdptRow } from '../cluster/router.js';
-import type { VcrtRow, VipadynRow } from '../cluster/agent.js';
-import type { IpsecDvipaRow } from '../ipsec/ipsec-role.js';
+import type { Argv } from 'yargs';
+import { askAgent, toJson } from '../cluster/control.js';
+import { DEFAULTS } from '../config/settings.js';
+import type { ControlArgs, ControlCommand, ControlReplies } from '../cluster/control-protocol.js';
 import { parseIpv4 } from '../net/addr.js';
+import { command } from './command.js';
 import { CliError, EXIT } from './errors.js';
 
 interface Args { socket: string; json?: boolean; detail?: boolean; dvipa?: string; port?: number; client?: string; limit?: number }
 
-async function ask(a: Args, cmd: string, args?: Record<string, unknown>): Promise<unknown> {
+async function ask<C extends ControlCommand>(a: Args, cmd: C, args?: ControlArgs[C]): Promise<ControlReplies[C]> {
   try {
     return await askAgent(a.socket, { cmd, args });
   } catch (e) {
@@ -44,7 +44,7 @@ function checkFilters(a: Args): void {
 
 async function vdpt(a: Args): Promise<void> {
   checkFilters(a);
-  const rows = ((await ask(a, 'vdpt')) as VdptRow[]).filter((r) => (!a.dvipa || r.dvipa === a.dvipa) && (!a.port || r.port === a.port));
+  const rows = (await ask(a, 'vdpt')).filter((r) => (!a.dvipa || r.dvipa === a.dvipa) && (!a.port || r.port === a.port));
   if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}${a.port ? `..${a.port}` : ''}: no such distributed DVIPA on this node`);
   if (a.json) return out(`${toJson(rows)}\n`);
   out('DYNAMIC VIPA DESTINATION PORT TABLE:\n');
@@ -66,7 +66,7 @@ async function vdpt(a: Args): Promise<void> {
 
 async function vcrt(a: Args): Promise<void> {
   checkFilters(a);
-  const r = (await ask(a, 'vcrt', { dvipa: a.dvipa, port: a.port, client: a.client, limit: a.limit })) as { entries: VcrtRow[]; total: number; truncated: boolean };
+  const r = await ask(a, 'vcrt', { dvipa: a.dvipa, port: a.port, client: a.client, limit: a.limit });
   if (a.json) return out(`${toJson(r)}\n`);
   out('DYNAMIC VIPA CONNECTION ROUTING TABLE:\n');
   for (const e of r.entries) {
@@ -79,7 +79,7 @@ async function vcrt(a: Args): Promise<void> {
 }
 
 async function vipadyn(a: Args): Promise<void> {
-  const r = (await ask(a, 'vipadyn')) as { coupling?: { shared: boolean; healthy: boolean; members: string[] }; dvipas: VipadynRow[] };
+  const r = await ask(a, 'vipadyn');
   const rows = r.dvipas.filter((d) => !a.dvipa || d.dvipa === a.dvipa);
   if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}: not a DVIPA of this node`);
   if (a.json) return out(`${toJson({ ...r, dvipas: rows })}\n`);
@@ -94,14 +94,14 @@ async function vipadyn(a: Args): Promise<void> {
 }
 
 async function vipadcfg(a: Args): Promise<void> {
-  const r = (await ask(a, 'vipadcfg')) as { node: string; profile: string; coupling?: object };
+  const r = await ask(a, 'vipadcfg');
   if (a.json) return out(`${toJson(r)}\n`);
   out(`DYNAMIC VIPA INFORMATION (NODE ${r.node}):\n${r.profile}`);
 }
 
 async function ipsec(a: Args): Promise<void> {
   checkFilters(a);
-  const all = (await ask(a, 'ipsec')) as IpsecDvipaRow[];
+  const all = await ask(a, 'ipsec');
   const rows = all.filter((d) => !a.dvipa || d.dvipa === a.dvipa);
   if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}: not a DVIPA this node may route`);
   if (a.json) return out(`${toJson(rows)}\n`);
@@ -127,24 +127,24 @@ async function ipsec(a: Args): Promise<void> {
 }
 
 const common = <T>(y: Argv<T>) =>
-  y.option('socket', { type: 'string', default: DEFAULT_CONTROL_SOCKET, describe: "the agent's control socket (dvipa agent --control)" })
+  y.option('socket', { type: 'string', default: DEFAULTS.controlSocket, describe: "the agent's control socket (dvipa agent --control)" })
     .option('json', { type: 'boolean', describe: 'the data as JSON' });
 const filters = <T>(y: Argv<T>) =>
   y.option('dvipa', { type: 'string', describe: 'only this DVIPA' }).option('port', { type: 'number', describe: 'only this port' });
 
-export const netstatCommand: CommandModule<object, Args> = {
+export const netstatCommand = command({
   command: 'netstat <report>',
   describe: "the local agent's tables, as z/OS NETSTAT shows them: vdpt, vcrt, vipadyn, vipadcfg; and ipsec",
   builder: (y) =>
     common(y)
       .command('vdpt', 'destination port table: per DVIPA:port and target, readiness, weight, connections', (b) =>
-        filters(b).option('detail', { type: 'boolean', describe: "add the distributor's counters per service" }), vdpt as never)
+        filters(b).option('detail', { type: 'boolean', describe: "add the distributor's counters per service" }), (a) => vdpt(a))
       .command('vcrt', 'connection routing table: which target serves each connection, and where the entry came from', (b) =>
         filters(b).option('client', { type: 'string', describe: "only this client's connections" })
-          .option('limit', { type: 'number', default: 10000, describe: 'at most this many entries' }), vcrt as never)
-      .command('vipadyn', 'the DVIPAs of this node: status, origin, rank, epoch, owner, since', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), vipadyn as never)
-      .command('vipadcfg', 'the configuration in force on this node', (b) => b, vipadcfg as never)
-      .command('ipsec', 'IPsec recovery (CLUSTER IPSEC): per DVIPA the SAs held, negotiated here or re-installed, sequence numbers, last store write', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), ipsec as never)
-      .demandCommand(1, 'name a report: vdpt, vcrt, vipadyn, vipadcfg or ipsec') as never,
+          .option('limit', { type: 'number', default: 10000, describe: 'at most this many entries' }), (a) => vcrt(a))
+      .command('vipadyn', 'the DVIPAs of this node: status, origin, rank, epoch, owner, since', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), (a) => vipadyn(a))
+      .command('vipadcfg', 'the configuration in force on this node', (b) => b, (a) => vipadcfg(a))
+      .command('ipsec', 'IPsec recovery (CLUSTER IPSEC): per DVIPA the SAs held, negotiated here or re-installed, sequence numbers, last store write', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), (a) => ipsec(a))
+      .demandCommand(1, 'name a report: vdpt, vcrt, vipadyn, vipadcfg or ipsec'),
   handler: () => undefined,
-};
+});

@@ -4,8 +4,7 @@
  * neighbours switch to it at once. Repeated a few times, as keepalived and z/OS do: one
  * broadcast may be lost, and a switch may still be learning the port.
  */
-import { named } from '../dataplane/errors.js';
-import { native } from '../dataplane/addon.js';
+import { sys } from '../kernel/sys.js';
 import { parseIpv4 } from '../net/addr.js';
 import { hasAddress, ip } from '../net/iproute.js';
 import type { Logger } from '../log.js';
@@ -46,7 +45,7 @@ export class AddressHolder {
 
   private announce(address: string): void {
     try {
-      named(`gratuitous ARP ${address} on ${this.ifname}`, () => native.gratuitousArp(this.ifname, parseIpv4(address)));
+      sys.gratuitousArp(`gratuitous ARP ${address} on ${this.ifname}`, this.ifname, parseIpv4(address));
     } catch (e) {
       // The address is ours either way; neighbours then learn it when their entries expire.
       this.log.warn({ address, ifname: this.ifname, err: (e as Error).message }, 'gratuitous ARP not sent');

@@ -10,13 +10,16 @@
 import { FastPath } from '../dataplane/fastpath.js';
 import type { ClusterConfig, NodeSpec } from '../config/model.js';
 import { planDvipas, rolesOf, type DvipaPlan, type Role } from './roles.js';
-import { ControlServer, type ControlRequest } from './control.js';
+import { ControlServer } from './control.js';
+import type { ControlHandlers } from './control-protocol.js';
+import { vcrtView, vipadynRow, type CouplingState, type VipadynRow } from './views.js';
 import { AgentMetrics } from './metrics.js';
 import { formatProfile } from '../config/format.js';
-import { CrtOrigin } from '../dataplane/structs.js';
-import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions, type OwnerRecord } from './coupling.js';
-import { Election, PRIMARY_RANK, type Claim, type DvipaCandidacy } from './election.js';
-import { Transport, DEFAULT_PORT } from './transport.js';
+import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions } from './coupling.js';
+import { Election, PRIMARY_RANK, type DvipaCandidacy } from './election.js';
+import type { Claim, OwnerRecord } from '../net/ownership.js';
+import { Transport } from './transport.js';
+import { DEFAULTS } from '../config/settings.js';
 import { MsgType, type Message } from './messages.js';
 import { RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
@@ -52,21 +55,6 @@ export interface AgentOptions extends TargetOptions {
   ipsec?: IpsecOptions;
   logger: Logger;
 }
-
-export interface VipadynRow {
-  dvipa: string;
-  /** Active: routed here; Backup: a candidate, routed elsewhere; Moving: a move to or from here is pending; Quiescing: quiesced here, still routed here; Target: only a target here. */
-  status: 'Active' | 'Backup' | 'Moving' | 'Quiescing' | 'Target';
-  origin: 'VIPADEFine' | 'VIPABackup' | 'VIPA list';
-  /** Dist: routes (or may route) it; Dest: a target of it; DistDest: both. */
-  distStat: 'Dist' | 'Dest' | 'DistDest';
-  rank?: number;
-  epoch: number;
-  owner?: string;
-  since?: string;
-}
-
-export interface VcrtRow { dvipa: string; port: number; protocol: string; client: string; clientPort: number; target: string; origin: 'syn' | 'recovered' | 'newconn'; ageS: number }
 
 /** How often to retry reaching the coupling facility at start. */
 const CF_RETRY_MS = 1000;
@@ -105,8 +93,8 @@ export class Agent {
     const peers = [
       ...opts.config.nodes.filter((n) => n.name !== node.name).map((n) => ({ name: n.name, xcf: n.xcf })),
       ...opts.config.peers,
-    ].map((p) => ({ name: p.name, host: p.xcf, port: opts.port ?? DEFAULT_PORT }));
-    this.transport = new Transport({ node: node.name, key: opts.key, listen: { host: node.xcf, port: opts.port ?? DEFAULT_PORT }, peers, logger: this.log });
+    ].map((p) => ({ name: p.name, host: p.xcf, port: opts.port ?? DEFAULTS.port }));
+    this.transport = new Transport({ node: node.name, key: opts.key, listen: { host: node.xcf, port: opts.port ?? DEFAULTS.port }, peers, logger: this.log });
     const nameOfXcf = new Map(peers.map((p) => [p.host, p.name]));
     const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
     this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected }, this.log);
@@ -157,7 +145,7 @@ export class Agent {
       await this.metrics.listen(this.opts.metricsAddress, this.log);
     }
     if (this.opts.controlSocket) {
-      this.control = new ControlServer(this.opts.controlSocket, (req) => this.answer(req), this.log);
+      this.control = new ControlServer(this.opts.controlSocket, this.controlHandlers(), this.log);
       await this.control.start();
     }
     this.log.info({ roles: Object.fromEntries([...roles].map(([d, rs]) => [d, rs.map((r) => r.kind)])) }, 'agent started');
@@ -245,71 +233,29 @@ export class Agent {
     join();
   }
 
-  /** What the control socket answers. */
-  private answer(req: ControlRequest): unknown {
-    switch (req.cmd) {
-      case 'vdpt':
-        return this.router.vdpt();
-      case 'vcrt':
-        return this.vcrt(req.args ?? {});
-      case 'vipadyn':
-        return { coupling: this.couplingState(), dvipas: this.vipadyn() };
-      case 'ipsec':
+  /** What the control socket answers (control-protocol.ts). */
+  private controlHandlers(): ControlHandlers {
+    return {
+      vdpt: () => this.router.vdpt(),
+      // The data plane stamps entries with CLOCK_MONOTONIC (coarse), which hrtime reads too.
+      vcrt: (filter) => vcrtView(this.fp.crt.entries(), filter, process.hrtime.bigint()),
+      vipadyn: () => ({ coupling: this.couplingState(), dvipas: this.vipadyn() }),
+      vipadcfg: () => ({ node: this.node.name, profile: formatProfile({ ...this.opts.config, nodes: [this.node], peers: [] }), coupling: this.opts.config.coupling }),
+      ipsec: () => {
         if (!this.ipsec) throw new Error('IPsec recovery is not on for this node (CLUSTER IPSEC)');
         return this.ipsec.rows();
-      case 'vipadcfg':
-        return { node: this.node.name, profile: formatProfile({ ...this.opts.config, nodes: [this.node], peers: [] }), coupling: this.opts.config.coupling };
-      default:
-        throw new Error(`unknown request ${req.cmd} (vdpt, vcrt, vipadyn, vipadcfg, ipsec)`);
-    }
+      },
+    };
   }
 
-  private couplingState(): { shared: boolean; healthy: boolean; members: string[] } | undefined {
+  private couplingState(): CouplingState | undefined {
     return this.cf && { shared: this.cf.shared, healthy: this.cf.healthy, members: [...this.cf.members()].sort() };
   }
 
   private vipadyn(): VipadynRow[] {
-    const me = this.node.name;
-    return [...this.roles].map(([dvipa, rs]) => {
-      const routes = rs.some((r) => r.kind === 'routing' || r.kind === 'backup');
-      const target = rs.some((r) => r.kind === 'target');
-      const backup = rs.find((r) => r.kind === 'backup');
-      const owned = this.election?.owned.get(dvipa);
-      const view = this.cf?.view(dvipa);
-      let status: VipadynRow['status'] = !routes ? 'Target' : owned ? 'Active' : 'Backup';
-      if (owned && view?.quiesced.has(me)) status = 'Quiescing';
-      else if (view?.move && ((owned && view.move.to !== me) || (!owned && view.move.to === me))) status = 'Moving';
-      const since = this.since.get(dvipa);
-      return {
-        dvipa,
-        status,
-        origin: rs.some((r) => r.kind === 'routing') ? 'VIPADEFine' : backup ? 'VIPABackup' : 'VIPA list',
-        distStat: routes && target ? 'DistDest' : routes ? 'Dist' : 'Dest',
-        ...(rs.some((r) => r.kind === 'routing') ? { rank: PRIMARY_RANK } : backup?.kind === 'backup' ? { rank: backup.rank } : {}),
-        epoch: owned?.epoch ?? 0,
-        ...(view?.owner ? { owner: view.owner.node } : owned ? { owner: me } : {}),
-        ...(since ? { since: new Date(since).toISOString() } : {}),
-      };
-    });
-  }
-
-  private vcrt(args: Record<string, unknown>): { entries: VcrtRow[]; total: number; truncated: boolean } {
-    const limit = typeof args.limit === 'number' ? args.limit : 10000;
-    const origin = { [CrtOrigin.First]: 'syn', [CrtOrigin.Recovered]: 'recovered', [CrtOrigin.Control]: 'newconn' } as const;
-    // The data plane stamps entries with CLOCK_MONOTONIC (coarse), which hrtime reads too.
-    const now = process.hrtime.bigint();
-    const entries: VcrtRow[] = [];
-    let total = 0;
-    for (const [k, v] of this.fp.crt.entries()) {
-      if ((args.dvipa && k.daddr !== args.dvipa) || (args.port && k.dport !== args.port) || (args.client && k.saddr !== args.client)) continue;
-      total++;
-      if (entries.length >= limit) continue;
-      entries.push({
-        dvipa: k.daddr, port: k.dport, protocol: k.proto === 6 ? 'tcp' : 'udp', client: k.saddr, clientPort: k.sport, target: v.target,
-        origin: origin[v.origin as CrtOrigin] ?? 'newconn', ageS: v.createdNs ? Math.max(0, Math.round(Number(now - v.createdNs) / 1e9)) : 0,
-      });
-    }
-    return { entries, total, truncated: total > entries.length };
+    return [...this.roles].map(([dvipa, roles]) => vipadynRow({
+      me: this.node.name, dvipa, roles, owned: this.election?.owned.get(dvipa), view: this.cf?.view(dvipa), since: this.since.get(dvipa),
+    }));
   }
 
   private acquired(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted', previous?: string): void {

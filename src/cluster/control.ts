@@ -1,26 +1,23 @@
 /*
  * The agent's control socket: how `dvipa netstat` and friends reach the agent on this node.
- * A unix socket, mode 0600 in a 0700 directory (root only: it shows every connection);
- * one JSON request per line, one JSON answer per line (a request line longer than
- * MAX_REQUEST_BYTES is answered with an error and the connection closed, not buffered on). A
- * socket left by a dead agent is replaced; one a live agent answers on is not.
+ * A unix socket, mode 0600 in a 0700 directory (root only: it shows every connection),
+ * speaking control-protocol.ts (a request line longer than MAX_REQUEST_BYTES is answered with
+ * an error and the connection closed, not buffered on). A socket left by a dead agent is
+ * replaced; one a live agent answers on is not.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import type { Logger } from '../log.js';
-
-export const DEFAULT_CONTROL_SOCKET = '/run/dvipa/agent.sock';
-/** Requests are a command and a few filters: far below this. */
-export const MAX_REQUEST_BYTES = 64 * 1024;
-
-export interface ControlRequest { cmd: string; args?: Record<string, unknown> }
-export type ControlAnswer = { ok: true; data: unknown } | { ok: false; error: string };
+import {
+  CONTROL_PROTOCOL_VERSION as v, dispatch, MAX_REQUEST_BYTES, parseControlRequest, type ControlAnswer, type ControlArgs,
+  type ControlCommand, type ControlHandlers, type ControlReplies,
+} from './control-protocol.js';
 
 /** Counters are 64-bit in the maps; as JSON numbers they stay exact up to 2^53. */
 export function toJson(v: unknown): string {
-  return JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? Number(x) : x));
+  return JSON.stringify(v, (_, x: unknown) => (typeof x === 'bigint' ? Number(x) : x));
 }
 
 async function inUse(socketPath: string): Promise<boolean> {
@@ -36,7 +33,7 @@ async function inUse(socketPath: string): Promise<boolean> {
 export class ControlServer {
   private server?: net.Server;
 
-  constructor(private readonly socketPath: string, private readonly handle: (req: ControlRequest) => unknown, private readonly log: Logger) {}
+  constructor(private readonly socketPath: string, private readonly handlers: ControlHandlers, private readonly log: Logger) {}
 
   async start(): Promise<void> {
     fs.mkdirSync(path.dirname(this.socketPath), { recursive: true, mode: 0o700 });
@@ -65,7 +62,7 @@ export class ControlServer {
       const nl = d.lastIndexOf(10);
       pending = nl < 0 ? pending + d.length : d.length - nl - 1;
       if (pending > MAX_REQUEST_BYTES) {
-        sock.end(`${toJson({ ok: false, error: `request longer than ${MAX_REQUEST_BYTES} bytes` })}\n`);
+        sock.end(`${toJson({ v, ok: false, error: `request longer than ${MAX_REQUEST_BYTES} bytes` })}\n`);
         sock.destroySoon();
         sock.pause();
       }
@@ -73,11 +70,9 @@ export class ControlServer {
     readline.createInterface({ input: sock }).on('error', () => undefined).on('line', (line) => {
       let answer: ControlAnswer;
       try {
-        const req = JSON.parse(line) as ControlRequest;
-        if (typeof req?.cmd !== 'string') throw new Error('expected {"cmd": ...}');
-        answer = { ok: true, data: this.handle(req) };
+        answer = { v, ok: true, data: dispatch(this.handlers, parseControlRequest(line)) };
       } catch (e) {
-        answer = { ok: false, error: (e as Error).message };
+        answer = { v, ok: false, error: (e as Error).message };
       }
       sock.write(`${toJson(answer)}\n`);
     });
@@ -91,7 +86,7 @@ export class ControlServer {
 }
 
 /** Asks the agent once; rejects with an error whose `code` says why it could not (ENOENT, ECONNREFUSED, EACCES). */
-export function askAgent(socketPath: string, req: ControlRequest, timeoutMs = 5000): Promise<unknown> {
+export function askAgent<C extends ControlCommand>(socketPath: string, req: { cmd: C; args?: ControlArgs[C] }, timeoutMs = 5000): Promise<ControlReplies[C]> {
   return new Promise((resolve, reject) => {
     const sock = net.connect(socketPath);
     const timer = setTimeout(() => {
@@ -102,11 +97,11 @@ export function askAgent(socketPath: string, req: ControlRequest, timeoutMs = 50
       clearTimeout(timer);
       reject(e);
     });
-    sock.on('connect', () => sock.write(`${JSON.stringify(req)}\n`));
+    sock.on('connect', () => sock.write(`${JSON.stringify({ v, ...req })}\n`));
     readline.createInterface({ input: sock }).on('error', () => undefined).once('line', (line) => {
       clearTimeout(timer);
       sock.destroy();
-      const a = JSON.parse(line) as ControlAnswer;
+      const a = JSON.parse(line) as ControlAnswer<ControlReplies[C]>;
       if (a.ok) resolve(a.data);
       else reject(new Error(a.error));
     });

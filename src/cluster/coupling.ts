@@ -19,8 +19,8 @@ import * as fs from 'node:fs';
 import { Etcd3, type Lease, type Watcher } from 'etcd3';
 import { ConstantBackoff, noop } from 'cockatiel';
 import type { Logger } from '../log.js';
+import type { OwnerRecord } from '../net/ownership.js';
 
-export interface OwnerRecord { node: string; rank: number; epoch: number }
 export interface MoveRequest { to: string; whenIdle: boolean }
 
 /** What the store says about one DVIPA, as last seen. */

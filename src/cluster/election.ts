@@ -15,7 +15,8 @@
  *  - An operator's delete (VIPADELETE, `dvipa dvipa delete`): the owner gives the DVIPA up
  *    and nobody claims it until the delete is withdrawn (`dvipa dvipa reactivate`).
  */
-import type { CouplingFacility, DvipaView, OwnerRecord } from './coupling.js';
+import type { CouplingFacility, DvipaView } from './coupling.js';
+import type { Claim, OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
 
 /** The defining node outranks every VIPABackup (ranks 1..254). */
@@ -25,8 +26,6 @@ export const PRIMARY_RANK = 256;
 const TICK_MS = 200;
 
 export interface Candidate { node: string; rank: number }
-
-export type Claim = 'takeover' | 'takeback' | 'move';
 
 export interface Situation {
   me: string;

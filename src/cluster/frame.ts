@@ -8,6 +8,7 @@
  * so a frame recorded from another connection never verifies, and within a connection the
  * sequence numbers must rise by exactly one.
  */
+import { DvipaError } from '../errors.js';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 export const MAGIC = 0x44565041; // "DVPA"
@@ -21,10 +22,9 @@ export interface Frame { type: number; seq: bigint; payload: Buffer }
 
 export type FrameError = 'bad_magic' | 'bad_version' | 'oversized' | 'bad_tag' | 'truncated';
 
-export class FrameRejected extends Error {
+export class FrameRejected extends DvipaError {
   constructor(readonly reason: FrameError, detail: string) {
     super(`${reason}: ${detail}`);
-    this.name = 'FrameRejected';
   }
 }
 

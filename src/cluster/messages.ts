@@ -5,6 +5,7 @@
  * receipt, since a peer with the key can still be buggy. What a routing node says about a
  * DVIPA carries its epoch: receivers refuse what an owner deposed since then says.
  */
+import { DvipaError } from '../errors.js';
 import { parseIpv4 } from '../net/addr.js';
 
 export enum MsgType { Hello = 0, VipaList = 1, SrvStat = 2, Conns = 3, Dvipa = 4 }
@@ -36,12 +37,7 @@ export type Message =
   | { type: MsgType.Conns; body: Conns }
   | { type: MsgType.Dvipa; body: DvipaChange };
 
-export class InvalidMessage extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'InvalidMessage';
-  }
-}
+export class InvalidMessage extends DvipaError {}
 
 /** At most this many connections in one Conns message; larger sets are split by the sender. */
 export const MAX_CONNS_PER_MESSAGE = 8192;
@@ -171,7 +167,7 @@ export function decodeMessage(type: number, payload: Buffer): Message {
   } catch {
     throw new InvalidMessage('payload is not JSON');
   }
-  return validate(type as MsgType, json);
+  return validate(type, json);
 }
 
 export function encodeMessage(m: Message): Buffer {

@@ -6,10 +6,8 @@
 import * as http from 'node:http';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Logger } from '../log.js';
-import type { VdptRow } from './router.js';
-import type { IpsecDvipaRow } from '../ipsec/ipsec-role.js';
+import type { IpsecDvipaRow, VdptRow } from './views.js';
 
-export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9741';
 
 /** What the metrics read, at each scrape. */
 export interface MetricsSource {

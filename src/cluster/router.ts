@@ -7,8 +7,11 @@
  * this node owns a DVIPA is kept in the pinned maps for its next agent.
  */
 import * as fs from 'node:fs';
-import { serviceName, type FastPath, type Service } from '../dataplane/fastpath.js';
-import { CrtOrigin, IPPROTO, type Flow } from '../dataplane/structs.js';
+import type { FastPath } from '../dataplane/fastpath.js';
+import { CrtOrigin } from '../dataplane/structs.js';
+import { IPPROTO, protocolName, type Flow, type Protocol } from '../net/flow.js';
+import { serviceName, type Service } from '../net/service.js';
+import type { VdptRow } from './views.js';
 import type { ClusterConfig, NodeSpec, VipaDistribute } from '../config/model.js';
 import type { DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type Conns, type Message, type SrvStat } from './messages.js';
@@ -33,14 +36,6 @@ const INHERIT_MS = 3000;
  * or not (it has not had time to connect); after it, only for those that are connected.
  */
 const GATE_WAIT_MS = 5000;
-
-export interface VdptRow {
-  dvipa: string; port: number; protocol: string; target: string; ready: boolean; weight: number; load?: number;
-  activeConn: number; totalConn: number; method: string; owner: boolean;
-  /** While continuing a previous owner's distribution: that node. */
-  following?: string;
-  service?: { packets: bigint; bytes: bigint; crtHit: bigint; crtNew: bigint; recovered: bigint; forwarded: bigint; dropped: bigint };
-}
 
 export interface RoutingOptions {
   /** Whether the node with this cluster address is connected now (this node itself: yes). */
@@ -332,7 +327,7 @@ export class RoutingRole {
       // Entries of this target that it no longer reports are connections that ended.
       const keep = new Set(added.map(connKey));
       gone = [...this.fp.crt.entries()]
-        .filter(([k, v]) => v.target === xcf && !keep.has(connKey({ saddr: k.saddr, daddr: k.daddr, sport: k.sport, dport: k.dport, protocol: k.proto === 6 ? 'tcp' : 'udp' })))
+        .filter(([k, v]) => v.target === xcf && !keep.has(connKey({ saddr: k.saddr, daddr: k.daddr, sport: k.sport, dport: k.dport, protocol: protocolName(k.proto) as Protocol })))
         .map(([k]) => k);
     }
     for (const f of gone) this.fp.crt.delete(f);

@@ -1,5 +1,5 @@
 /* What agents name things by: data-plane services of a distribution, and connection keys. */
-import type { Service } from '../dataplane/fastpath.js';
+import type { Service } from '../net/service.js';
 import type { VipaDistribute } from '../config/model.js';
 import type { ConnRef } from './messages.js';
 

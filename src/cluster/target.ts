@@ -10,7 +10,8 @@
  */
 import * as fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { serviceName, type FastPath, type Service } from '../dataplane/fastpath.js';
+import type { FastPath } from '../dataplane/fastpath.js';
+import { serviceName, type Service } from '../net/service.js';
 import type { NodeSpec } from '../config/model.js';
 import { isTarget, type DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type DvipaChange, type Message, type ServiceRef, type VipaList } from './messages.js';

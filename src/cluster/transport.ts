@@ -18,7 +18,6 @@ import { encodeFrame, FrameReader, FrameRejected, sessionKey, type FrameError } 
 import { decodeMessage, encodeMessage, InvalidMessage, MsgType, type Message } from './messages.js';
 import type { Logger } from '../log.js';
 
-export const DEFAULT_PORT = 7400;
 const RECONNECT_MS = 500;
 const HELLO_TIMEOUT_MS = 5000;
 const LOG_INTERVAL_MS = 60_000;
@@ -47,11 +46,14 @@ interface Session {
   recvSeq: bigint;
 }
 
+// Typed events for an EventEmitter: the interface only declares the class's `on` overloads.
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export declare interface Transport {
   on(event: 'message', listener: (peer: string, m: Message) => void): this;
   on(event: 'peerUp' | 'peerDown', listener: (peer: string) => void): this;
 }
 
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class Transport extends EventEmitter {
   readonly drops: Record<string, number> = {};
   private readonly outbound = new Map<string, Session>();
@@ -136,7 +138,7 @@ export class Transport extends EventEmitter {
 
     const reader = new FrameReader(() => s.key ?? this.opts.key, (f) => {
       if (!s.key) {
-        if (f.type !== MsgType.Hello) return this.reject(s, 'no_hello', `frame type ${f.type} before HELLO`);
+        if (f.type !== Number(MsgType.Hello)) return this.reject(s, 'no_hello', `frame type ${f.type} before HELLO`);
         let hello;
         try {
           hello = decodeMessage(f.type, f.payload);
@@ -157,7 +159,7 @@ export class Transport extends EventEmitter {
       const expected = s.recvSeq + 1n;
       if (f.seq !== expected) return this.reject(s, f.seq < expected ? 'replayed' : 'out_of_order', `sequence ${f.seq}, expected ${expected}`);
       s.recvSeq = f.seq;
-      if (f.type === MsgType.Hello) return this.reject(s, 'unexpected_hello', 'second HELLO on one connection');
+      if (f.type === Number(MsgType.Hello)) return this.reject(s, 'unexpected_hello', 'second HELLO on one connection');
       try {
         this.emit('message', s.peer!, decodeMessage(f.type, f.payload));
       } catch (e) {

@@ -4,6 +4,7 @@
  * names, defaults filled in. `validate` checks what no single statement can: references
  * between statements and nodes.
  */
+import { DvipaError, EXIT } from '../errors.js';
 import { parseIpv4 } from '../net/addr.js';
 
 export type Moveable = 'immediate' | 'whenidle' | 'disruptive';
@@ -12,23 +13,10 @@ export interface VipaDefine { address: string; mask: string; moveable: Moveable 
 export interface VipaBackup { address: string; rank: number; moveable?: 'immediate' | 'whenidle'; mask?: string }
 export interface VipaRange { address: string; mask: string; moveable: 'nondisruptive' | 'disruptive' }
 
-export type DistMethod =
-  | { name: 'roundrobin' }
-  | { name: 'weightedactive' }
-  | { name: 'serverwlm' }
-  /** z/OS weighs whole systems by WLM; dvipa has one load report per node, so as SERVERWLM. */
-  | { name: 'basewlm' }
-  /** healthSwitch: leave the active target when it reports saturation (load 1), not only when it stops listening. */
-  | { name: 'hotstandby'; autoSwitchBack: boolean; healthSwitch: boolean };
+// The distribution methods and destinations are the DPT's vocabulary (tables/dpt.ts); the config speaks it.
+import type { Destination, DistMethod } from '../tables/dpt.js';
 
-export interface Destination {
-  xcf: string;
-  /** WEIGHTEDACTIVE: the configured weight (default 10). */
-  weight?: number;
-  /** HOTSTANDBY: one PREFERRED target; BACKUP targets by rank (higher first). */
-  role?: 'preferred' | 'backup';
-  rank?: number;
-}
+export type { Destination, DistMethod };
 
 export interface PortRange { from: number; to: number }
 
@@ -89,8 +77,6 @@ export interface IpsecConfig {
   interval?: number;
 }
 
-export const IPSEC_LIMITS = { seqMargin: [1, 2 ** 31], interval: [100, 60000] } as const;
-
 /** An etcd endpoint as the config and the CLI accept it. */
 export function isEtcdUrl(s: string): boolean {
   try {
@@ -117,10 +103,9 @@ export function emptyVipaDynamic(): VipaDynamic {
 /** An error with a place: `file:line:column: message` (`file`: when not the error's own, in an import of several). */
 export interface ConfigProblem { line: number; column: number; message: string; file?: string }
 
-export class ConfigError extends Error {
+export class ConfigError extends DvipaError {
   constructor(readonly file: string, readonly problems: ConfigProblem[]) {
-    super(problems.map((p) => `${p.file ?? file}:${p.line}:${p.column}: ${p.message}`).join('\n'));
-    this.name = 'ConfigError';
+    super(problems.map((p) => `${p.file ?? file}:${p.line}:${p.column}: ${p.message}`).join('\n'), EXIT.usage);
   }
 }
 

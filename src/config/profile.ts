@@ -18,10 +18,11 @@
  *
  * Every problem is reported, each with its line and column and what was expected.
  */
+import { LIMITS } from './settings.js';
 import {
   ConfigError, emptyVipaDynamic, validate,
   isEtcdUrl,
-  type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, IPSEC_LIMITS, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDynamic,
+  type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDynamic,
 } from './model.js';
 import { ALSO_OPERANDS, PROFILE_STATEMENTS, withoutSequenceNumber, ZOS_UNSUPPORTED, zosIpv4 } from './zos.js';
 
@@ -301,9 +302,9 @@ class Parser {
     while (!this.atStatement() && !options.some((o) => isKeyword(this.peek(), o))) c.etcd.push(this.value('an etcd URL (http://host:port or https://host:port)', isEtcdUrl));
     if (!c.etcd.length) this.fail(this.peek(), 'an etcd URL (http://host:port or https://host:port)');
     for (;;) {
-      if (this.accept('LEASETTL')) c.leaseTtl = this.int('lease seconds', 1, 300);
+      if (this.accept('LEASETTL')) c.leaseTtl = this.int('lease seconds', ...LIMITS.leaseTtl);
       else if (this.accept('NOPREEMPT')) c.nopreempt = true;
-      else if (this.accept('TAKEBACKDELAY')) c.takebackDelay = this.int('takeback delay seconds', 0, 86400);
+      else if (this.accept('TAKEBACKDELAY')) c.takebackDelay = this.int('takeback delay seconds', ...LIMITS.takebackDelay);
       else if (this.atStatement()) return c;
       else this.fail(this.peek(), 'LEASETTL, NOPREEMPT, TAKEBACKDELAY or the next statement');
     }
@@ -313,8 +314,8 @@ class Parser {
   private ipsec(): IpsecConfig {
     const c: IpsecConfig = {};
     for (;;) {
-      if (this.accept('SEQMARGIN')) c.seqMargin = this.int('a sequence number margin', ...IPSEC_LIMITS.seqMargin);
-      else if (this.accept('INTERVAL')) c.interval = this.int('a record interval in milliseconds', ...IPSEC_LIMITS.interval);
+      if (this.accept('SEQMARGIN')) c.seqMargin = this.int('a sequence number margin', ...LIMITS.seqMargin);
+      else if (this.accept('INTERVAL')) c.interval = this.int('a record interval in milliseconds', ...LIMITS.recordInterval);
       else if (this.atStatement()) return c;
       else this.fail(this.peek(), 'SEQMARGIN, INTERVAL or the next statement');
     }
@@ -397,7 +398,7 @@ class Parser {
 
   private backup(v: VipaDynamic, n: number, at: Token): void {
     let rank = 1;
-    if (/^\d+$/.test(this.peek()?.text ?? '')) rank = this.int('a rank', 1, 254);
+    if (/^\d+$/.test(this.peek()?.text ?? '')) rank = this.int('a rank', ...LIMITS.rank);
     this.ownerOptions('VIPABackup');
     let moveable: 'immediate' | 'whenidle' | undefined;
     let mask: string | undefined;
@@ -503,7 +504,7 @@ class Parser {
       if (this.accept('DEFINE')) continue;
       if (this.accept('DELEte')) remove = true;
       else if (this.accept('DISTMethod')) method = this.method();
-      else if (this.accept('TIMEDAFFinity')) timedAffinity = this.int('seconds of affinity', 0, 99999);
+      else if (this.accept('TIMEDAFFinity')) timedAffinity = this.int('seconds of affinity', ...LIMITS.timedAffinity);
       // NOOPTLOCAL is z/OS's default and dvipa's behaviour.
       else if (this.accept('NOOPTLOCAL')) continue;
       else break;
@@ -529,11 +530,11 @@ class Parser {
       destinations = [];
       do {
         const d: Destination = { xcf: this.address('ALL or a target\'s cluster (XCF) address') };
-        if (this.accept('WEIGHT')) d.weight = this.int('a weight', 1, 100);
+        if (this.accept('WEIGHT')) d.weight = this.int('a weight', ...LIMITS.weight);
         else if (this.accept('PREFerred')) d.role = 'preferred';
         else if (this.accept('BACKup')) {
           d.role = 'backup';
-          d.rank = this.int('a backup rank', 1, 254);
+          d.rank = this.int('a backup rank', ...LIMITS.rank);
         }
         destinations.push(d);
       } while (!this.atStatement());

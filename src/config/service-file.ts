@@ -13,10 +13,11 @@
  *       targets: [198.18.1.11, { address: 198.18.1.12, weight: 2 }]
  *       timedAffinity: 60   # optional: a client's new connections follow its last target for 60 s
  */
+import { DvipaError, EXIT } from '../errors.js';
 import * as fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { parseIpv4 } from '../net/addr.js';
-import type { Service, Target } from '../dataplane/fastpath.js';
+import type { Service, Target } from '../net/service.js';
 
 export interface ServiceFile {
   clusterAddress: string;
@@ -24,10 +25,9 @@ export interface ServiceFile {
   services: Array<Service & { targets: Target[]; timedAffinity: number }>;
 }
 
-export class ServiceFileError extends Error {
+export class ServiceFileError extends DvipaError {
   constructor(readonly file: string, readonly problems: string[]) {
-    super(`${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n  ${problems.join('\n  ')}`);
-    this.name = 'ServiceFileError';
+    super(`${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n  ${problems.join('\n  ')}`, EXIT.usage);
   }
 }
 

@@ -4,11 +4,12 @@
  * method as its bare name, PORT/DESTIP ALL as the word all or left out). Problems carry
  * the line and column of the offending YAML node.
  */
+import { DEFAULTS, LIMITS } from './settings.js';
 import { isMap, isSeq, LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
 import { parseIpv4 } from '../net/addr.js';
 import {
   ConfigError, emptyVipaDynamic, isEtcdUrl, validate,
-  type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, IPSEC_LIMITS, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
+  type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
 } from './model.js';
 import { zosIpv4 } from './zos.js';
 
@@ -25,7 +26,7 @@ class Reader {
     let node: YamlNode | null | undefined = this.root;
     let best = node;
     for (const key of path) {
-      node = isMap(node) || isSeq(node) ? (node.get(key, true) as YamlNode | undefined) : undefined;
+      node = isMap(node) || isSeq(node) ? node.get(key, true) : undefined;
       if (!node) break;
       best = node;
     }
@@ -42,7 +43,7 @@ class Reader {
   /** Where a mapping's key (not its value) stands. */
   private keyPos(path: Array<string | number>, key: string): { line: number; column: number } {
     let node: YamlNode | null | undefined = this.root;
-    for (const k of path) node = isMap(node) || isSeq(node) ? (node.get(k, true) as YamlNode | undefined) : undefined;
+    for (const k of path) node = isMap(node) || isSeq(node) ? node.get(k, true) : undefined;
     const pair = isMap(node) ? node.items.find((i) => (i.key as { value?: unknown } | null)?.value === key) : undefined;
     const offset = (pair?.key as YamlNode | undefined)?.range?.[0];
     if (offset === undefined) return this.pos([...path, key]);
@@ -117,9 +118,9 @@ class Reader {
     const etcd = this.list(c.etcd, [...at, 'etcd']).map((u, i) => (typeof u === 'string' && isEtcdUrl(u) ? u : this.bad([...at, 'etcd', i], 'expected an etcd URL (http://host:port or https://host:port)')));
     if (!etcd.length) this.bad([...at, 'etcd'], 'expected at least one etcd URL');
     const out: CouplingConfig = { etcd: etcd.filter((u): u is string => u !== undefined) };
-    if (c.leaseTtl !== undefined) out.leaseTtl = this.int(c.leaseTtl, [...at, 'leaseTtl'], 1, 300);
+    if (c.leaseTtl !== undefined) out.leaseTtl = this.int(c.leaseTtl, [...at, 'leaseTtl'], ...LIMITS.leaseTtl);
     if (c.nopreempt !== undefined) out.nopreempt = typeof c.nopreempt === 'boolean' ? c.nopreempt : this.bad([...at, 'nopreempt'], 'expected true or false');
-    if (c.takebackDelay !== undefined) out.takebackDelay = this.int(c.takebackDelay, [...at, 'takebackDelay'], 0, 86400);
+    if (c.takebackDelay !== undefined) out.takebackDelay = this.int(c.takebackDelay, [...at, 'takebackDelay'], ...LIMITS.takebackDelay);
     return out;
   }
 
@@ -128,8 +129,8 @@ class Reader {
     if (c === null) return {};
     if (!this.keys(c, ['ipsec'], ['seqMargin', 'interval'])) return undefined;
     const out: IpsecConfig = {};
-    if (c.seqMargin !== undefined) out.seqMargin = this.int(c.seqMargin, ['ipsec', 'seqMargin'], ...IPSEC_LIMITS.seqMargin);
-    if (c.interval !== undefined) out.interval = this.int(c.interval, ['ipsec', 'interval'], ...IPSEC_LIMITS.interval);
+    if (c.seqMargin !== undefined) out.seqMargin = this.int(c.seqMargin, ['ipsec', 'seqMargin'], ...LIMITS.seqMargin);
+    if (c.interval !== undefined) out.interval = this.int(c.interval, ['ipsec', 'interval'], ...LIMITS.recordInterval);
     return out;
   }
 
@@ -162,7 +163,7 @@ class Reader {
       const p = [...vat, 'backup', i];
       if (!this.keys(b, p, ['address', 'rank', 'moveable', 'mask'])) return;
       const address = this.address(b.address, [...p, 'address']);
-      const rank = b.rank === undefined ? 1 : this.int(b.rank, [...p, 'rank'], 1, 254);
+      const rank = b.rank === undefined ? DEFAULTS.rank : this.int(b.rank, [...p, 'rank'], ...LIMITS.rank);
       const moveable = b.moveable === undefined ? undefined : this.oneOf(b.moveable, [...p, 'moveable'], ['immediate', 'whenidle'] as const);
       const mask = b.mask === undefined ? undefined : this.address(b.mask, [...p, 'mask']);
       if ((moveable === undefined) !== (mask === undefined)) this.bad(p, 'moveable and mask go together');
@@ -226,14 +227,14 @@ class Reader {
         if (!this.keys(spec, at, ['xcf', 'weight', 'role', 'rank'])) return;
         const xcf = this.address(spec.xcf, [...at, 'xcf']);
         const dest: Destination = { xcf: xcf ?? '' };
-        if (spec.weight !== undefined) dest.weight = this.int(spec.weight, [...at, 'weight'], 1, 100);
+        if (spec.weight !== undefined) dest.weight = this.int(spec.weight, [...at, 'weight'], ...LIMITS.weight);
         if (spec.role !== undefined) dest.role = this.oneOf(spec.role, [...at, 'role'], ['preferred', 'backup'] as const);
-        if (spec.rank !== undefined) dest.rank = this.int(spec.rank, [...at, 'rank'], 1, 254);
+        if (spec.rank !== undefined) dest.rank = this.int(spec.rank, [...at, 'rank'], ...LIMITS.rank);
         if (xcf) (destinations as Destination[]).push(dest);
       });
     }
     const method = this.method(d.method ?? 'roundrobin', [...p, 'method']);
-    const timedAffinity = d.timedAffinity === undefined ? 0 : this.int(d.timedAffinity, [...p, 'timedAffinity'], 0, 99999);
+    const timedAffinity = d.timedAffinity === undefined ? DEFAULTS.timedAffinity : this.int(d.timedAffinity, [...p, 'timedAffinity'], ...LIMITS.timedAffinity);
     if (!address || !method || timedAffinity === undefined) return undefined;
     return { address, ports, destinations, method, timedAffinity };
   }
@@ -268,7 +269,7 @@ export function parseYamlConfig(text: string, file = '<yaml>'): ClusterConfig {
       return { line: p.line, column: p.col, message: e.message.split('\n')[0] };
     }));
   }
-  const r = new Reader(lines, doc.contents as YamlNode | null);
+  const r = new Reader(lines, doc.contents);
   const cfg = r.cluster(doc.toJS());
   const problems = [...r.problems, ...validate(cfg, (n, what) => r.places.get(`${n}|${what}`) ?? r.places.get(`${n}|node`) ?? { line: 1, column: 1 })];
   if (problems.length) throw new ConfigError(file, problems.sort((a, b) => a.line - b.line || a.column - b.column));

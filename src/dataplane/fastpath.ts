@@ -4,23 +4,25 @@
  * and their Maglev tables, CRT, counters, attach/detach). All state lives in the pinned
  * maps, so a new FastPath opened over the same pin root picks up where the last one was.
  */
+import { DEFAULTS } from '../config/settings.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BPF_OBJECT_DIR, native } from './addon.js';
-import { named } from './errors.js';
+import { loadObject, mapRef, type BpfObject, type MapRef } from '../kernel/object.js';
+import { sys } from '../kernel/sys.js';
 import { BpfMap, BPF_ANY, PerCpuArray, PerCpuHash } from './map.js';
 import {
-  addr, affinity, affinityKey, CRT_DEFAULT_ENTRIES, crtEntry, flow, IPPROTO, MAGLEV_SIZE, MAX_SERVICES, nexthop, nodeConfig,
-  Protocol, REASONS, servedStats, svc, svcKey, svcStats, u32, u64, u8,
+  addr, affinity, affinityKey, CRT_DEFAULT_ENTRIES, crtEntry, flow, MAX_SERVICES, nexthop, nodeConfig,
+  REASONS, servedStats, svc, svcKey, svcStats, u32, u64, u8,
 } from './structs.js';
-import type { Affinity, AffinityKey, CrtEntry, Flow, Nexthop, NodeConfig, Reason, ServedStats, SvcKey, SvcStats } from './structs.js';
+import type { Affinity, AffinityKey, CrtEntry, Nexthop, NodeConfig, Reason, ServedStats, SvcKey, SvcStats } from './structs.js';
 import { attachXdp, detachXdp, listLinks } from './xdp.js';
 import type { Attachment, XdpMode } from './xdp.js';
-import { buildMaglev } from '../tables/maglev.js';
+import { buildMaglev, MAGLEV_SIZE } from '../tables/maglev.js';
+import { IPPROTO, isProtocol, protocolName, type Flow } from '../net/flow.js';
+import { serviceName, type Service, type Target } from '../net/service.js';
 import { interfaceMac } from '../net/iproute.js';
 import { log as rootLog, type Logger } from '../log.js';
 
-export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/dvipa';
 const NO_MAC = '00:00:00:00:00:00';
 const BPF_MAP_TYPE_ARRAY = 2;
 
@@ -38,21 +40,14 @@ export interface FastPathOptions {
   logger?: Logger;
 }
 
-export interface Service { vip: string; port: number; protocol: Protocol }
-export interface Target { addr: string; weight: number }
-
 function keyOf(s: Service): SvcKey {
   return { vip: s.vip, port: s.port, proto: IPPROTO[s.protocol] };
 }
 
 function serviceOf(k: SvcKey): Service {
-  const protocol = (Object.keys(IPPROTO) as Protocol[]).find((p) => IPPROTO[p] === k.proto);
-  if (!protocol) throw new Error(`services map holds an unknown protocol ${k.proto}`);
+  const protocol = protocolName(k.proto);
+  if (!isProtocol(protocol)) throw new Error(`services map holds an unknown protocol ${k.proto}`);
   return { vip: k.vip, port: k.port, protocol };
-}
-
-export function serviceName(s: Service): string {
-  return `${s.vip}:${s.port === 0 ? '*' : s.port}/${s.protocol}`;
 }
 
 function addStats(a: SvcStats, b: SvcStats): SvcStats {
@@ -88,30 +83,32 @@ export class FastPath {
   readonly svcStats: PerCpuArray<SvcStats>;
   private readonly servedStats: PerCpuHash<SvcKey, ServedStats>;
   private readonly reasons: PerCpuArray<{ v: bigint }>;
-  private readonly maglevFd: number;
-  private readonly objects: Map<Role, InstanceType<typeof native.BpfObject>>;
+  private readonly maglev: MapRef;
+  private readonly objects: Map<Role, BpfObject>;
   private readonly log: Logger;
 
-  private constructor(readonly pinRoot: string, objects: Map<Role, InstanceType<typeof native.BpfObject>>, logger: Logger) {
+  private constructor(readonly pinRoot: string, objects: Map<Role, BpfObject>, logger: Logger) {
     this.objects = objects;
     this.log = logger;
-    const obj = objects.get('distributor')!;
-    const fd = (name: string) => named(name, () => obj.mapFd(name));
+    // The router's maps come from the distributor object, a target's from decap (bpf/maps_*.h).
+    const router = objects.get('distributor')!;
+    const target = objects.get('decap')!;
+    const fd = (name: string) => router.mapFd(name);
     this.config = new BpfMap('node_config', fd('node_config'), u32, nodeConfig);
     this.services = new BpfMap('services', fd('services'), svcKey, svc);
     this.routed = new BpfMap('routed', fd('routed'), addr, u64);
-    this.served = new BpfMap('served', fd('served'), addr, u8);
+    this.served = new BpfMap('served', target.mapFd('served'), addr, u8);
     this.viaRoutes = new BpfMap('via_routes', fd('via_routes'), addr, addr);
-    this.decapAddrs = new BpfMap('decap_addrs', fd('decap_addrs'), addr, u8);
+    this.decapAddrs = new BpfMap('decap_addrs', target.mapFd('decap_addrs'), addr, u8);
     this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
     this.txPorts = new BpfMap('tx_ports', fd('tx_ports'), u32, u32);
     this.nexthops = new BpfMap('nexthops', fd('nexthops'), addr, nexthop);
     this.affinity = new BpfMap('affinity', fd('affinity'), affinityKey, affinity);
     this.svcStats = new PerCpuArray('svc_stats', fd('svc_stats'), svcStats, addStats);
-    this.servedStats = new PerCpuHash('served_stats', fd('served_stats'), svcKey, servedStats, (a, b) => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes }));
+    this.servedStats = new PerCpuHash('served_stats', target.mapFd('served_stats'), svcKey, servedStats, (a, b) => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes }));
     this.reasons = new PerCpuArray('reasons', fd('reasons'), { size: 8, decode: (b, o) => ({ v: u64.decode(b, o) }) },
       (a, b) => ({ v: a.v + b.v }));
-    this.maglevFd = fd('maglev');
+    this.maglev = mapRef('maglev', fd('maglev'));
   }
 
   /**
@@ -119,21 +116,18 @@ export class FastPath {
    * again over existing pins keeps every entry: that is how a restarted agent resumes.
    */
   static open(opts: FastPathOptions = {}): FastPath {
-    const pinRoot = opts.pinRoot ?? DEFAULT_PIN_ROOT;
-    const objectDir = opts.objectDir ?? BPF_OBJECT_DIR;
+    const pinRoot = opts.pinRoot ?? DEFAULTS.pinRoot;
     const logger = (opts.logger ?? rootLog).child({ pinRoot });
     assertBpffs(pinRoot);
     fs.mkdirSync(pinRoot, { recursive: true });
     const crtMaxEntries = resolveCrtSize(pinRoot, opts.crtMaxEntries);
 
-    const objects = new Map<Role, InstanceType<typeof native.BpfObject>>();
+    const objects = new Map<Role, BpfObject>();
     try {
       for (const role of Object.keys(PROGRAMS) as Role[]) {
-        const file = path.join(objectDir, `${role}.bpf.o`);
-        if (!fs.existsSync(file)) throw new Error(`BPF object ${file} not found: run \`npm install\` (or \`npm run build\`) first`);
-        const obj = new native.BpfObject(file, { pinRoot, maxEntries: { crt: crtMaxEntries } });
-        objects.set(role, obj);
-        named(`${role}.bpf.o`, () => obj.load());
+        // Only the distributor has the CRT (bpf/maps_router.h): the size goes to it alone.
+        const maxEntries: Record<string, number> = role === 'distributor' ? { crt: crtMaxEntries } : {};
+        objects.set(role, loadObject(role, { pinRoot, maxEntries, dir: opts.objectDir }));
       }
     } catch (e) {
       for (const o of objects.values()) o.close();
@@ -143,7 +137,7 @@ export class FastPath {
   }
 
   progFd(role: Role): number {
-    return named(PROGRAMS[role], () => this.objects.get(role)!.progFd(PROGRAMS[role]));
+    return this.objects.get(role)!.progFd(PROGRAMS[role]);
   }
 
   /** Node-wide settings: the cluster address is the outer source of encapsulated packets. */
@@ -181,14 +175,14 @@ export class FastPath {
 
     const values = Buffer.alloc(MAGLEV_SIZE * 4);
     for (let i = 0; i < MAGLEV_SIZE; i++) values.writeUInt32BE(table[i], i * 4);
-    const inner = named('maglev(inner)', () => native.mapCreate(BPF_MAP_TYPE_ARRAY, 'maglev_table', 4, 4, MAGLEV_SIZE, 0));
+    const inner = sys.mapCreate('maglev(inner)', BPF_MAP_TYPE_ARRAY, 'maglev_table', 4, 4, MAGLEV_SIZE, 0);
     try {
-      named('maglev(inner)', () => native.mapUpdateBatch(inner, maglevKeys(), values, MAGLEV_SIZE, BPF_ANY));
+      sys.mapUpdateBatch('maglev(inner)', inner, maglevKeys(), values, MAGLEV_SIZE, BPF_ANY);
       const key = u32.encode(id!);
       const fdBuf = u32.encode(inner);
-      named('maglev', () => native.mapUpdate(this.maglevFd, key, fdBuf, BPF_ANY));
+      sys.mapUpdate('maglev', this.maglev, key, fdBuf, BPF_ANY);
     } finally {
-      native.closeFd(inner);
+      sys.closeFd('maglev(inner)', inner);
     }
     if (isNew) {
       this.svcStats.reset(id!);
@@ -209,7 +203,7 @@ export class FastPath {
     this.services.delete(keyOf(s));
     const stale = [...this.affinity.keys()].filter((k) => k.svcId === id);
     if (stale.length) this.affinity.deleteBatch(stale);
-    named('maglev', () => native.mapDelete(this.maglevFd, u32.encode(id)));
+    sys.mapDelete('maglev', this.maglev, u32.encode(id));
     if (!this.listServices().some((o) => o.vip === s.vip)) this.routed.delete(s.vip);
     this.log.info({ service: serviceName(s), id }, 'service removed');
     return true;
@@ -232,7 +226,7 @@ export class FastPath {
 
   /** Lets the distributor redirect to `ifname` (an interface towards the targets). */
   enableEgress(ifname: string): void {
-    const ifindex = named(ifname, () => native.ifNameToIndex(ifname));
+    const ifindex = sys.ifNameToIndex(ifname, ifname);
     this.txPorts.set(ifindex, ifindex);
   }
 
@@ -271,7 +265,7 @@ export class FastPath {
 
   /** Target side: what arrived through routing nodes, per DVIPA:port (port 0: fragments and portless protocols). */
   receivedStats(): Array<{ vip: string; port: number; protocol: string; packets: bigint; bytes: bigint }> {
-    return [...this.servedStats.entries()].map(([k, v]) => ({ vip: k.vip, port: k.port, protocol: k.proto === 6 ? 'tcp' : k.proto === 17 ? 'udp' : String(k.proto), ...v }));
+    return [...this.servedStats.entries()].map(([k, v]) => ({ vip: k.vip, port: k.port, protocol: protocolName(k.proto), ...v }));
   }
 
   serviceStats(id: number): SvcStats {
@@ -308,7 +302,7 @@ export class FastPath {
   }
 
   /** Detaches everything and removes the pin root: the node stops distributing. */
-  static purge(pinRoot: string = DEFAULT_PIN_ROOT): void {
+  static purge(pinRoot: string = DEFAULTS.pinRoot): void {
     for (const l of listLinks(pinRoot)) fs.unlinkSync(l.pin);
     fs.rmSync(pinRoot, { recursive: true, force: true });
   }
@@ -336,14 +330,14 @@ function resolveCrtSize(pinRoot: string, wanted: number | undefined): number {
     throw new RangeError(`CRT size ${wanted}: expected an integer from 1 to ${1 << 28}`);
   }
   if (!fs.existsSync(pin)) return wanted ?? CRT_DEFAULT_ENTRIES;
-  const fd = named(pin, () => native.objGet(pin));
+  const fd = sys.objGet(pin, pin);
   try {
-    const pinned = named(pin, () => native.mapInfo(fd)).maxEntries;
+    const pinned = sys.mapInfo(pin, fd).maxEntries;
     if (wanted !== undefined && wanted !== pinned) {
       throw new Error(`the pinned CRT at ${pin} holds ${pinned} entries, not ${wanted}: keep its size, or purge the pins (dvipa fastpath purge) to resize it`);
     }
     return pinned;
   } finally {
-    native.closeFd(fd);
+    sys.closeFd(pin, fd);
   }
 }

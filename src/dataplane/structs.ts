@@ -3,13 +3,10 @@
  * identical to the C header; test/layout.test.ts compares both with the BTF.
  */
 import { scalar, struct } from './codec.js';
+import type { Flow } from '../net/flow.js';
 
-export const MAGLEV_SIZE = 65537;
 export const MAX_SERVICES = 1024;
 export const CRT_DEFAULT_ENTRIES = 1 << 20;
-
-export const IPPROTO = { tcp: 6, udp: 17 } as const;
-export type Protocol = keyof typeof IPPROTO;
 
 export interface SvcKey { vip: string; port: number; proto: number }
 export const svcKey = struct<SvcKey>('dvipa_svc_key', [
@@ -24,7 +21,6 @@ export const affinityKey = struct<AffinityKey>('dvipa_affinity_key', [['svcId', 
 export interface Affinity { target: string; lastNs: bigint }
 export const affinity = struct<Affinity>('dvipa_affinity', [['target', 'ipv4'], ['pad', { pad: 4 }], ['lastNs', 'u64']]);
 
-export interface Flow { saddr: string; daddr: string; sport: number; dport: number; proto: number }
 export const flow = struct<Flow>('dvipa_flow', [
   ['saddr', 'ipv4'], ['daddr', 'ipv4'], ['sport', 'be16'], ['dport', 'be16'], ['proto', 'u8'], ['pad', { pad: 3 }],
 ]);

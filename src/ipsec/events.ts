@@ -6,13 +6,12 @@
  * decoded with the codecs of xfrm.ts. What cannot be decoded is reported as `malformed`,
  * never thrown: a notification is no request of ours to fail.
  */
-import { native } from '../dataplane/addon.js';
-import { BpfError, named } from '../dataplane/errors.js';
-import type { XfrmEventMessage, XfrmEvents } from '../../native/index.js';
+import { SyscallError } from '../kernel/errors.js';
+import { openXfrmEvents, type EventSource, type XfrmEventMessage } from '../kernel/events.js';
 import {
   attrs, ipv4, decodePolicy, decodeReplay, decodeSa, DIRS, LAYOUT, protoName, readAddr, readCurrent, readSelector, XFRM_MSG, XFRMA, XfrmError,
   type IpsecProto, type Policy, type PolicyDir, type Replay, type Sa, type Selector,
-} from './xfrm.js';
+} from './xfrm-codec.js';
 
 /** The multicast groups (XFRMNLGRP_*): the numbers are the kernel's. */
 export const XFRM_GROUPS = { acquire: 1, expire: 2, sa: 3, policy: 4, aevents: 5, report: 6, migrate: 7, mapping: 8 } as const;
@@ -188,14 +187,14 @@ export function decodeXfrmEvent(m: XfrmEventMessage): XfrmEvent {
 export class XfrmEventStream {
   /** What was delivered: events (all kinds), overflows, malformed messages and read errors. */
   readonly stats = { events: 0, overflows: 0, malformed: 0, errors: 0 };
-  private handle: XfrmEvents | undefined;
+  private handle: EventSource | undefined;
 
   private constructor(groups: number, private readonly onEvent: (e: XfrmEvent) => void, rcvBuf?: number) {
     try {
-      this.handle = named('xfrm events', () => new native.XfrmEvents(groups, (msgs) => this.deliver(msgs), rcvBuf));
+      this.handle = openXfrmEvents(groups, (msgs) => this.deliver(msgs), rcvBuf);
     } catch (e) {
-      if (!(e instanceof BpfError)) throw e;
-      throw new XfrmError(`${e.op}: ${e.explanation}`, e.op, e.code, e.errno, e.detail);
+      if (!(e instanceof SyscallError)) throw e;
+      throw new XfrmError(`${e.op}: ${e.explanation}`, e.op, e.code, e.errno, e.reason, e);
     }
   }
 

@@ -8,12 +8,11 @@
  * sender with the same SPIs would replay sequence numbers at the peer. The policies stay:
  * without their SAs they hold traffic back instead of letting it out in clear.
  */
-import type { OwnerRecord } from '../cluster/coupling.js';
-import type { Claim } from '../cluster/election.js';
+import type { Claim, OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
 import { recordKey, storeKey } from './store.js';
 import { reinstall, SaRecorder, sasOf, type RecordStore, type ReinstallResult, type XfrmOps } from './recovery.js';
-import type { Sa } from './xfrm.js';
+import type { Sa } from './xfrm-codec.js';
 import type { XfrmEvent } from './events.js';
 
 /** Opens the kernel's XFRM notifications (XfrmEventStream in production). */
@@ -26,8 +25,6 @@ export interface IpsecOptions {
   intervalMs: number;
 }
 
-export const DEFAULT_SEQ_MARGIN = 1_000_000;
-export const DEFAULT_RECORD_INTERVAL_MS = 1000;
 /** XFRM events come in bursts (a negotiation adds SAs and policies): one scan for a burst. */
 const EVENT_SETTLE_MS = 50;
 
@@ -174,7 +171,7 @@ export class IpsecRole {
     return this.enqueue(dvipa, async () => {
       if (this.owned.has(dvipa)) return;
       const mine = sasOf(dvipa, this.xfrm.dumpSas(), []).map((x) => x.sa);
-      const errors = this.xfrm.deleteSas(mine);
+      const errors = await this.xfrm.deleteSas(mine);
       for (const sa of mine) this.reinstalled.delete(recordKey(dvipa, sa));
       const failed = errors.filter((e) => e);
       if (mine.length) this.log.info({ dvipa, removed: mine.length - failed.length }, "IPsec SAs of the DVIPA removed: they are the new owner's");

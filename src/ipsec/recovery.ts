@@ -7,19 +7,24 @@
  * advanced by a margin and its inbound replay state as recorded, adds the policies it does
  * not have yet, and replaces the records with its own.
  */
-import type { OwnerRecord } from '../cluster/coupling.js';
+import type { OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
-import { forReinstall, readRecords, recordKey, sealRecord, StoreError, type SaRecord } from './store.js';
-import type { Policy, Sa, SaId } from './xfrm.js';
+import { forReinstall, readRecords, recordKey, sealRecord, type StoreError, type SaRecord } from './store.js';
+import type { Policy, Sa, SaId } from './xfrm-codec.js';
 
-/** The XFRM operations recovery needs (src/ipsec/xfrm.ts in production); installs are batched. */
+type Awaitable<T> = T | Promise<T>;
+
+/**
+ * The XFRM operations recovery needs (src/ipsec/xfrm.ts in production); installs are batched,
+ * and may run off the event loop (the kernel's batches do).
+ */
 export interface XfrmOps {
   dumpSas(): Sa[];
   dumpPolicies(): Policy[];
   /** Each SA's error, undefined where it went in. */
-  addSas(sas: Sa[], opts?: { replace?: boolean }): Array<Error | undefined>;
-  putPolicies(ps: Policy[]): Array<Error | undefined>;
-  deleteSas(sas: SaId[]): Array<Error | undefined>;
+  addSas(sas: Sa[], opts?: { replace?: boolean }): Awaitable<Array<Error | undefined>>;
+  putPolicies(ps: Policy[]): Awaitable<Array<Error | undefined>>;
+  deleteSas(sas: SaId[]): Awaitable<Array<Error | undefined>>;
 }
 
 /** Records per etcd transaction (etcd allows 128 operations in one by default). */
@@ -114,7 +119,7 @@ export class SaRecorder {
 
   private mine(dvipa: string): Map<string, { progress: string; at: number }> {
     let m = this.last.get(dvipa);
-    if (!m) this.last.set(dvipa, (m = new Map()));
+    if (!m) this.last.set(dvipa, (m = new Map<string, { progress: string; at: number }>()));
     return m;
   }
 
@@ -214,10 +219,10 @@ export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, 
       result.failed.push({ spi: r.sa.spi, error: (e as Error).message });
     }
   }
-  const errors = xfrm.addSas(ready.map((r) => r.sa), { replace: true });
+  const errors = await xfrm.addSas(ready.map((r) => r.sa), { replace: true });
   const installed = ready.filter((r, i) => {
     if (!errors[i]) return true;
-    result.failed.push({ spi: r.sa.spi, error: errors[i]!.message });
+    result.failed.push({ spi: r.sa.spi, error: errors[i].message });
     return false;
   });
   result.installed = installed.map((r) => r.sa);
@@ -229,7 +234,7 @@ export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, 
     have.add(policyKey(p));
     missing.push(p);
   }
-  const policyErrors = xfrm.putPolicies(missing);
+  const policyErrors = await xfrm.putPolicies(missing);
   result.policies = policyErrors.filter((e) => !e).length;
   for (const e of policyErrors) if (e) log?.error({ dvipa, err: e.message }, 'IPsec policy not installed');
   result.phases.policyMs = lap();

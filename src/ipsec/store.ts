@@ -6,8 +6,9 @@
  * not open) and stamped with the owner's epoch: records of a deposed epoch, sealed with
  * another key, or corrupt are refused with a clear error and never installed.
  */
+import { DvipaError } from '../errors.js';
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import type { Policy, Sa } from './xfrm.js';
+import type { Policy, Sa } from './xfrm-codec.js';
 
 const MAGIC = Buffer.from('DVS1');
 const IV = 12;
@@ -24,10 +25,9 @@ export interface SaRecord {
   policies: Policy[];
 }
 
-export class StoreError extends Error {
+export class StoreError extends DvipaError {
   constructor(readonly key: string, message: string) {
     super(`${key}: ${message}`);
-    this.name = 'StoreError';
   }
 }
 

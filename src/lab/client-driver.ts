@@ -77,7 +77,9 @@ async function udp(host: string, port: number, count: number, gapUs: number): Pr
   return { sent };
 }
 
-async function handle(cmd: { op: string; count?: number; host?: string; port?: number; ids?: number[]; gapUs?: number; line?: string }): Promise<unknown> {
+interface Command { op: string; count?: number; host?: string; port?: number; ids?: number[]; gapUs?: number; line?: string }
+
+async function handle(cmd: Command): Promise<unknown> {
   switch (cmd.op) {
     case 'open': {
       const results: Result[] = [];
@@ -102,7 +104,7 @@ async function handle(cmd: { op: string; count?: number; host?: string; port?: n
 let chain: Promise<void> = Promise.resolve();
 readline.createInterface({ input: process.stdin }).on('line', (line) => {
   chain = chain.then(async () => {
-    const out = await handle(JSON.parse(line)).catch((e: Error) => ({ error: e.message }));
+    const out = await handle(JSON.parse(line) as Command).catch((e: Error) => ({ error: e.message }));
     process.stdout.write(`${JSON.stringify(out)}\n`);
   });
-}).on('close', () => chain.then(() => process.exit(0)));
+}).on('close', () => void chain.then(() => process.exit(0)));

@@ -5,7 +5,8 @@
  * separate machines would. Used by `dvipa demo` and the namespace tests.
  */
 import * as fs from 'node:fs';
-import { FastPath, type Service, type Target } from '../dataplane/fastpath.js';
+import { FastPath } from '../dataplane/fastpath.js';
+import type { Service, Target } from '../net/service.js';
 import { fullChecksums, inNetns as inside, nsIp, sysctl, Topology } from './netns.js';
 import { Client, startNameServer } from './procs.js';
 
@@ -78,7 +79,7 @@ export async function createFastpathLab(prefix: string, targetCount = 3): Promis
       sysctl(ns, 'net.ipv4.conf.all.arp_ignore', '1');
       sysctl(ns, 'net.ipv4.conf.all.arp_announce', '2');
       // The routing node knows its targets' link addresses before the first packet.
-      const mac = JSON.parse(nsIp(ns, '-j', 'link', 'show', 'up0'))[0].address as string;
+      const mac = (JSON.parse(nsIp(ns, '-j', 'link', 'show', 'up0')) as Array<{ address: string }>)[0].address;
       nsIp(routerNs, 'neigh', 'replace', xcf, 'lladdr', mac, 'dev', `r${name}`, 'nud', 'permanent');
 
       const fp = open(name, 1024);

@@ -4,6 +4,7 @@
  * each process detached with its log and control socket in the state directory. `down`
  * removes all of it, from the state file or, if that is gone, by the lab's name prefix.
  */
+import { DvipaError } from '../errors.js';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -15,8 +16,7 @@ import { ip } from '../net/iproute.js';
 import { buildHaTopology, haConfig, HA, holdsDvipa } from './ha-topology.js';
 import { netnsPath, nsIp, Topology } from './netns.js';
 import { startEtcd } from './etcd.js';
-import type { VipadynRow } from '../cluster/agent.js';
-import type { VdptRow } from '../cluster/router.js';
+import type { VdptRow, VipadynRow } from '../cluster/views.js';
 
 export const LAB_PREFIX = 'dvlab-';
 export const DEFAULT_LAB_DIR = '/run/dvipa-lab';
@@ -31,7 +31,7 @@ export interface LabState { prefix: string; dir: string; ns: Record<string, stri
 const pinRoot = (node: string) => `/sys/fs/bpf/${LAB_PREFIX}${node}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export class LabError extends Error {}
+export class LabError extends DvipaError {}
 
 function alive(pid: number): boolean {
   try {
@@ -149,7 +149,7 @@ export class HaLab {
 
   async vipadyn(node: string): Promise<VipadynRow | undefined> {
     try {
-      const r = (await askAgent(this.socket(node), { cmd: 'vipadyn' }, 2000)) as { dvipas: VipadynRow[] };
+      const r = await askAgent(this.socket(node), { cmd: 'vipadyn' }, 2000);
       return r.dvipas.find((d) => d.dvipa === HA.dvipa);
     } catch {
       return undefined;
@@ -158,7 +158,7 @@ export class HaLab {
 
   async vdpt(node: string): Promise<VdptRow[] | undefined> {
     try {
-      return (await askAgent(this.socket(node), { cmd: 'vdpt' }, 2000)) as VdptRow[];
+      return await askAgent(this.socket(node), { cmd: 'vdpt' }, 2000);
     } catch {
       return undefined;
     }
@@ -173,7 +173,7 @@ export class HaLab {
   httpRound(count: number): Promise<Record<string, number>> {
     return new Promise((resolve, reject) => {
       execFile('nsenter', [`--net=${netnsPath(this.state.ns.client)}`, process.execPath, path.join(here, 'http-probe.js'), HA.dvipa, String(HTTP_PORT), String(count)],
-        { timeout: 120000 }, (err, stdout) => (err ? reject(err) : resolve(JSON.parse(stdout) as Record<string, number>)));
+        { timeout: 120000 }, (err: Error | null, stdout: string) => (err ? reject(err) : resolve(JSON.parse(stdout) as Record<string, number>)));
     });
   }
 

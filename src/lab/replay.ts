@@ -4,13 +4,13 @@
  * reason is the one counter of `reasons` its run moved; its target is the outer
  * destination of the tunnelled output, or its CRT entry when it was dropped later on.
  */
-import { FastPath, serviceName } from '../dataplane/fastpath.js';
-import { native } from '../dataplane/addon.js';
-import { named } from '../dataplane/errors.js';
-import { CrtOrigin, REASONS, type Reason } from '../dataplane/structs.js';
-import { runXdp, type XdpAction } from '../dataplane/testrun.js';
+import { FastPath } from '../dataplane/fastpath.js';
+import { serviceName } from '../net/service.js';
+import { enterNetns } from '../kernel/netns.js';
+import { sys } from '../kernel/sys.js';
+import { CrtOrigin, type Reason } from '../dataplane/structs.js';
+import { runCounted, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, type RouterNs } from './router-ns.js';
-import { netnsPath } from './netns.js';
 import { readPcap } from '../net/pcap.js';
 import { describeFrame, flowOf, parseFrame } from '../net/packet.js';
 import type { ServiceFile } from '../config/service-file.js';
@@ -45,10 +45,10 @@ export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { ne
   const targets = [...new Set(file.services.flatMap((s) => s.targets.map((t) => t.addr)))];
   let rns: RouterNs | undefined;
   let fp: FastPath | undefined;
-  let prevNs: number | undefined;
+  let leaveNs: (() => void) | undefined;
   const cleanup = () => {
     fp?.close();
-    if (prevNs !== undefined) native.netnsRestore(prevNs);
+    leaveNs?.();
     FastPath.purge(pinRoot);
     rns?.teardown();
   };
@@ -56,14 +56,14 @@ export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { ne
     let egress = file.egress;
     let ingressName = opts.ingress;
     if (opts.netns) {
-      prevNs = named(opts.netns, () => native.netnsEnter(netnsPath(opts.netns!)));
+      leaveNs = enterNetns(opts.netns);
     } else {
       rns = createRouterNs(tag, targets);
-      prevNs = named(rns.ns, () => native.netnsEnter(netnsPath(rns!.ns)));
+      leaveNs = enterNetns(rns.ns);
       egress = [rns.int];
       ingressName = rns.ext;
     }
-    const ingressIfindex = ingressName ? named(ingressName, () => native.ifNameToIndex(ingressName!)) : undefined;
+    const ingressIfindex = ingressName ? sys.ifNameToIndex(ingressName, ingressName) : undefined;
 
     fp = FastPath.open({ pinRoot, crtMaxEntries: 65536 });
     fp.configure({ clusterAddr: file.clusterAddress });
@@ -81,12 +81,8 @@ export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { ne
       }
       const flow = flowOf(parseFrame(frame));
       const known = flow && fp!.crt.get(flow) !== undefined;
-      const before = fp!.reasonCounts();
-      const run = runXdp(progFd, 'xdp_distributor', frame, { ingressIfindex });
-      const after = fp!.reasonCounts();
-      const moved = REASONS.filter((r) => after[r] !== before[r]);
-      if (moved.length !== 1) throw new Error(`packet ${i + 1}: expected one reason counter to move, saw ${moved.join(', ') || 'none'}`);
-      const reason = moved[0];
+      const run = runCounted(progFd, `xdp_distributor (packet ${i + 1})`, frame, () => fp!.reasonCounts(), { ingressIfindex });
+      const reason = run.reason;
       totals[reason] = (totals[reason] ?? 0) + 1;
 
       const p: ReplayPacket = { index: i + 1, packet: describeFrame(parseFrame(frame)), verdict: run.action, reason };

@@ -5,7 +5,7 @@
  */
 import { formatIpv4, formatMac, parseIpv4, parseMac } from './addr.js';
 import { checksum, l4Checksum } from './checksum.js';
-import type { Flow } from '../dataplane/structs.js';
+import type { Flow } from './flow.js';
 
 export const ETH_P_IP = 0x0800;
 export const ETH_P_IPV6 = 0x86dd;

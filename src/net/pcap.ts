@@ -2,6 +2,7 @@
  * Classic pcap files (libpcap format), Ethernet link type: both byte orders, microsecond
  * and nanosecond timestamps. Errors say which record and byte offset went wrong.
  */
+import { DvipaError, EXIT } from '../errors.js';
 import * as fs from 'node:fs';
 
 const MAGIC_US = 0xa1b2c3d4;
@@ -9,10 +10,9 @@ const MAGIC_NS = 0xa1b23c4d;
 const PCAPNG = 0x0a0d0d0a;
 const LINKTYPE_ETHERNET = 1;
 
-export class PcapError extends Error {
+export class PcapError extends DvipaError {
   constructor(readonly file: string, message: string) {
-    super(`${file}: ${message}`);
-    this.name = 'PcapError';
+    super(`${file}: ${message}`, EXIT.usage);
   }
 }
 

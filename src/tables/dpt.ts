@@ -17,8 +17,26 @@
  *    With HEALTHSWITCH (the default) a target that reports itself saturated (load 1) counts
  *    as failed too, unless no target is healthy; NOHEALTHSWITCH looks at the listener only.
  */
-import type { DistMethod, Destination } from '../config/model.js';
-import type { Target } from '../dataplane/fastpath.js';
+import type { Target } from '../net/service.js';
+
+/** A VIPADISTRIBUTE distribution method. */
+export type DistMethod =
+  | { name: 'roundrobin' }
+  | { name: 'weightedactive' }
+  | { name: 'serverwlm' }
+  /** z/OS weighs whole systems by WLM; dvipa has one load report per node, so as SERVERWLM. */
+  | { name: 'basewlm' }
+  /** healthSwitch: leave the active target when it reports saturation (load 1), not only when it stops listening. */
+  | { name: 'hotstandby'; autoSwitchBack: boolean; healthSwitch: boolean };
+
+export interface Destination {
+  xcf: string;
+  /** WEIGHTEDACTIVE: the configured weight (default 10). */
+  weight?: number;
+  /** HOTSTANDBY: one PREFERRED target; BACKUP targets by rank (higher first). */
+  role?: 'preferred' | 'backup';
+  rank?: number;
+}
 
 export interface TargetState {
   xcf: string;

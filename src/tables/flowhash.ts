@@ -3,7 +3,7 @@
  * host-order words). Tests and tools use it to predict where the data plane places a flow.
  */
 import { parseIpv4 } from '../net/addr.js';
-import type { Flow } from '../dataplane/structs.js';
+import type { Flow } from '../net/flow.js';
 
 const HASH_INIT = (0xdeadbeef + (4 << 2)) >>> 0;
 

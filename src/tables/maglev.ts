@@ -10,7 +10,9 @@
  */
 import { hash4 } from './flowhash.js';
 import { formatIpv4, parseIpv4 } from '../net/addr.js';
-import { MAGLEV_SIZE } from '../dataplane/structs.js';
+
+/** Slots per table: a prime, as Maglev's permutations need; the same as MAGLEV_SIZE in bpf/dvipa.h. */
+export const MAGLEV_SIZE = 65537;
 
 export interface WeightedTarget { addr: string; weight: number }
 

@@ -5,7 +5,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BPF_OBJECT_DIR, native } from '../../src/dataplane/addon.js';
+import { BPF_OBJECT_DIR } from '../../src/kernel/paths.js';
+import { sys } from '../../src/kernel/sys.js';
 
 export function requireRoot(): void {
   if (process.getuid?.() !== 0) {
@@ -48,5 +49,5 @@ function kernelBtf<T>(lookup: (path: string, base?: string) => T): T {
   }
 }
 
-export const kernelStruct = (name: string) => kernelBtf((path, base) => native.btfStruct(path, name, base));
-export const kernelEnum = (name: string) => kernelBtf((path, base) => native.btfEnum(path, name, base));
+export const kernelStruct = (name: string) => kernelBtf((path, base) => sys.btfStruct(path, path, name, base));
+export const kernelEnum = (name: string) => kernelBtf((path, base) => sys.btfEnum(path, path, name, base));

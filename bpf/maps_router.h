@@ -1,22 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/*
- * Every map of dvipa, defined once. Each object that includes this header gets the
- * same definitions, and pinning by name makes all of a node's programs (distributor,
- * decap) share one instance under the pin root (/sys/fs/bpf/dvipa by default). The
- * pins outlive the agent, so forwarding continues while the control plane restarts.
- */
-#ifndef DVIPA_MAPS_H
-#define DVIPA_MAPS_H
+/* The routing node's maps: services, their Maglev tables, the CRT and what forwarding needs. */
+#ifndef DVIPA_MAPS_ROUTER_H
+#define DVIPA_MAPS_ROUTER_H
 
-#include "dvipa.h"
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct dvipa_config);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} node_config SEC(".maps");
+#include "maps_node.h"
 
 /* DVIPA:port:proto -> service id. */
 struct {
@@ -105,14 +92,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } svc_stats SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DVIPA_R_COUNT);
-	__type(key, enum dvipa_reason);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} reasons SEC(".maps");
-
 /* VIPAROUTE: a target's packets are encapsulated to this address instead of its cluster address. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -121,47 +100,5 @@ struct {
 	__type(value, __be32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } via_routes SEC(".maps");
-
-/* Target side: outer destinations decap accepts besides the cluster address (VIPAROUTE). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, DVIPA_MAX_VIA_ROUTES);
-	__type(key, __be32);
-	__type(value, __u8);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} decap_addrs SEC(".maps");
-
-/* Target side: DVIPAs this node serves (bound on lo). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, DVIPA_MAX_DVIPAS);
-	__type(key, __be32);
-	__type(value, __u8);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} served SEC(".maps");
-
-/* Target side: received through routing nodes, per DVIPA:port (struct dvipa_served_stats). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, DVIPA_MAX_SERVED_PORTS);
-	__type(key, struct dvipa_svc_key);
-	__type(value, struct dvipa_served_stats);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} served_stats SEC(".maps");
-
-/* Target side: socket events for the agent (struct dvipa_sock_event). */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sock_events SEC(".maps");
-
-static __always_inline void count_reason(__u32 reason)
-{
-	__u64 *c = bpf_map_lookup_elem(&reasons, &reason);
-
-	if (c)
-		*c += 1;
-}
 
 #endif
