@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import type { OwnerRecord } from '../src/cluster/coupling.js';
+import type { OwnerRecord } from '../src/net/ownership.js';
 import { reinstall, SaRecorder, type RecordStore, type XfrmOps } from '../src/ipsec/recovery.js';
 import { storeKey } from '../src/ipsec/store.js';
 import * as xfrm from '../src/ipsec/xfrm.js';

@@ -10,7 +10,7 @@ import { FastPath } from '../src/dataplane/fastpath.js';
 import type { Service } from '../src/net/service.js';
 import { CrtOrigin, type Reason } from '../src/dataplane/structs.js';
 import { MAGLEV_SIZE } from '../src/tables/maglev.js';
-import { runCounted, type XdpAction } from '../src/dataplane/testrun.js';
+import { runCounted, runXdp, type XdpAction } from '../src/dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET, type RouterNs } from '../src/lab/router-ns.js';
 import { nsIp, sysctl } from '../src/lab/netns.js';
 import { buildFrame, buildIpv4, buildRawFrame, ETH_P_IPV6, parseFrame, type FrameSpec } from '../src/net/packet.js';
