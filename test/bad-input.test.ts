@@ -28,7 +28,7 @@ function raw(socketPath: string, data: Buffer | string, ms = 3000): Promise<{ li
       resolve({ lines: got.split('\n').filter(Boolean), closed });
     };
     const timer = setTimeout(() => done(false), ms);
-    s.on('data', (d: Buffer) => (got += d));
+    s.on('data', (d: Buffer) => (got += d.toString()));
     s.on('error', () => undefined);
     s.on('close', () => done(true));
     s.on('connect', () => s.write(data, () => undefined));

@@ -383,7 +383,7 @@ describe('distributor', () => {
       const loop = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'testrun-loop.js');
       const child = spawn('nsenter', [`--net=${netnsPath(rns.ns)}`, process.execPath, loop, fp.pinRoot, String(ext0), svc.vip, '80', '2500'], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
-      child.stdout.on('data', (d: Buffer) => (out += d));
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       const done = new Promise<number | null>((resolve) => child.once('exit', resolve));
       // Ends with the test, passed or not: it runs the distributor and would count verdicts of its own.
       t.after(() => child.kill('SIGKILL'));

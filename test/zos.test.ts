@@ -387,7 +387,7 @@ test('config import of several profiles: one cluster file, DESTIP addresses reso
   const both = importProfiles([first, { text: SECOND, file: 'mvs2', node: 'MVS2' }]);
   assert.deepEqual(both.config.nodes.map((n) => `${n.name} ${n.xcf}`), ['MVS1 10.1.0.1', 'MVS2 10.1.0.2']);
   assert.deepEqual(both.config.peers, [{ name: 'stack-10-1-0-3', xcf: '10.1.0.3' }], 'only what no imported node is');
-  assert.ok(both.notes.includes('mvs2 line 7: PORT skipped (not part of a dvipa configuration)'), `${both.notes}`);
+  assert.ok(both.notes.includes('mvs2 line 7: PORT skipped (not part of a dvipa configuration)'), both.notes.join('\n'));
   assert.deepEqual(parseProfile(formatProfile(both.config)), both.config);
   assert.deepEqual(parseYamlConfig(formatYamlConfig(both.config)), both.config);
   // A problem across profiles is placed in the file of the statement it concerns.

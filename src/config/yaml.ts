@@ -66,7 +66,7 @@ class Reader {
     } catch {
       const plain = typeof v === 'string' ? zosIpv4(v) : undefined;
       // The z/OS language reads leading zeros as decimal; YAML takes the plain form only.
-      if (plain) return this.bad(path, `expected an IPv4 address without leading zeros: ${plain}, found "${v}"`);
+      if (plain) return this.bad(path, `expected an IPv4 address without leading zeros: ${plain}, found ${JSON.stringify(v)}`);
       return this.bad(path, `expected an IPv4 address, found ${JSON.stringify(v)}`);
     }
   }

@@ -147,7 +147,7 @@ function longNow(): object {
       perTarget,
       // When every open connection had answered in this window (what a user waited for).
       allAnsweredAfterMs: answered.every((a) => a !== undefined)
-        ? Math.max(0, ...answered.map((a) => a! - t0)) : undefined,
+        ? Math.max(0, ...answered.map((a) => a - t0)) : undefined,
     },
     retrans: tcpRetrans() - retrans0,
   };
