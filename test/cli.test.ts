@@ -62,10 +62,14 @@ test('dvipa agent: every option out of range, a short or missing key file: exit 
   const withKey = (extra: string[]) => (extra.includes('--key-file') ? extra : ['--key-file', key, ...extra]);
   const etcd = ['--etcd', 'http://198.18.20.100:2379'];
   const cases: Array<[string[], RegExp]> = [
-    [['--port', '0'], /--port must be from 1 to 65535/], [['--port', '65536'], /--port must be from 1 to 65535/], [['--port', '1.5'], /--port must be/],
-    [['--scan-ms', '49'], /--scan-ms must be from 50 to 60000/], [['--scan-ms', '60001'], /--scan-ms must be from 50 to 60000/],
-    [[...etcd, '--lease-ttl', '0'], /--lease-ttl must be whole seconds from 1 to 300/], [[...etcd, '--lease-ttl', '301'], /--lease-ttl must be/],
-    [['--takeback-delay', '-1'], /--takeback-delay must be whole seconds from 0 to 86400/], [['--restart-grace', '3601'], /--restart-grace must be/],
+    [['--port', '0'], /--port must be a whole number from 1 to 65535/],
+    [['--port', '65536'], /--port must be a whole number from 1 to 65535/], [['--port', '1.5'], /--port must be/],
+    [['--scan-ms', '49'], /--scan-ms must be a whole number from 50 to 60000/],
+    [['--scan-ms', '60001'], /--scan-ms must be a whole number from 50 to 60000/],
+    [[...etcd, '--lease-ttl', '0'], /--lease-ttl must be a whole number from 1 to 300/],
+    [[...etcd, '--lease-ttl', '301'], /--lease-ttl must be/],
+    [['--takeback-delay', '-1'], /--takeback-delay must be a whole number from 0 to 86400/],
+    [['--restart-grace', '3601'], /--restart-grace must be/],
     [['--etcd', 'ftp://x'], /etcd/], [['--metrics', 'nohost'], /--metrics nohost: expected host:port/], [['--metrics', '127.0.0.1:70000'], /--metrics/],
     [[...etcd, '--ipsec-seq-margin', '0'], /--ipsec-seq-margin must be a whole number from 1 to 2147483648/],
     [[...etcd, '--ipsec-interval', '99'], /--ipsec-interval must be a whole number from 100 to 60000/],
