@@ -62,8 +62,8 @@ before(async () => {
   requireRoot();
   prefix = uniquePrefix('ag');
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-agents-'));
-  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32));
-  fs.writeFileSync(path.join(dir, 'wrong.key'), randomBytes(32));
+  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
+  fs.writeFileSync(path.join(dir, 'wrong.key'), randomBytes(32), { mode: 0o600 });
   fs.writeFileSync(path.join(dir, 'cluster.cfg'), [
     `NODE r1 XCF 198.18.10.1 EXTERNAL ext INTERNAL ${TARGETS.map((t) => `r${t.name}`).join(' ')}`,
     'VIPADYNAMIC',
@@ -223,9 +223,11 @@ test('an agent with the wrong key is rejected: its node gets no new connections'
 });
 
 test("a target whose own file does not name the service learns it from the routing node's VIPA list", async () => {
-  // t3's own configuration knows only itself and its peer: nothing about what r1 distributes.
+  // t3's own configuration knows only itself, its peer, and the range its DVIPAs come from:
+  // nothing about what r1 distributes.
   const own = path.join(dir, 't3.cfg');
-  fs.writeFileSync(own, `NODE t3 XCF ${TARGETS[2].xcf} INTERNAL up0\nPEER r1 XCF 198.18.10.1\n`);
+  fs.writeFileSync(own, `NODE t3 XCF ${TARGETS[2].xcf} INTERNAL up0\nVIPADYNAMIC VIPARANGE DEFINE 255.255.255.0 ${DVIPA} ENDVIPADYNAMIC\n`
+    + 'PEER r1 XCF 198.18.10.1\n');
   fleet.start('t3', { config: own });
   await fleet.until('t3 to receive the VIPA list', () => fleet.logs.t3.some((l) => l.msg === 'VIPA list received'));
   await sleep(1000);

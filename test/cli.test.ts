@@ -52,7 +52,7 @@ after(() => {
 test('every command has --help', () => {
   for (const args of [[], ['fastpath'], ['fastpath', 'apply'], ['fastpath', 'attach'], ['fastpath', 'detach'], ['fastpath', 'status'],
     ['fastpath', 'replay'], ['fastpath', 'purge'], ['bench'], ['bench', 'fastpath'], ['bench', 'tables'], ['demo'],
-    ['agent'], ['config'], ['config', 'check'], ['config', 'show'], ['netstat'], ['netstat', 'vdpt'], ['netstat', 'vcrt'], ['netstat', 'vipadyn'], ['netstat', 'vipadcfg'], ['netstat', 'ipsec'],
+    ['agent'], ['config'], ['config', 'check'], ['config', 'show'], ['config', 'identity'], ['netstat'], ['netstat', 'vdpt'], ['netstat', 'vcrt'], ['netstat', 'vipadyn'], ['netstat', 'vipadcfg'], ['netstat', 'ipsec'],
     ['dvipa'], ['dvipa', 'show'], ['dvipa', 'move'], ['dvipa', 'quiesce'], ['dvipa', 'reactivate'],
     ['lab'], ['lab', 'up'], ['lab', 'status'], ['lab', 'demo'], ['lab', 'failover'], ['lab', 'down']]) {
     const r = dvipa([...args, '--help']);
@@ -86,6 +86,38 @@ test('bad usage exits 2, says what to do, and runs nothing', () => {
     assert.match(r.err, /^dvipa: /, args.join(' '));
     assert.equal(fs.existsSync(p), false, `${args.join(' ')}: the command must not have run`);
   }
+});
+
+test('the agent refuses secrets others may read, short keys, plain or unauthenticated etcd, missing node keys', () => {
+  const cfg = path.join(dir, 'agent.cfg');
+  fs.writeFileSync(cfg, 'NODE r1 XCF 198.18.1.1\nVIPADYNAMIC\n  VIPADEFINE 255.255.255.255 192.0.2.10\nENDVIPADYNAMIC\nNODE t1 XCF 198.18.1.11\n');
+  const key = path.join(dir, 'agent.key');
+  const ca = path.join(dir, 'ca.pem');
+  fs.writeFileSync(ca, '');
+  const run = (...more: string[]) => dvipa(['agent', '--config', cfg, '--node', 'r1', '--key-file', key, '--pin-root', pins.pinRoot, '--control', '', '--metrics', '', ...more]);
+  const refused = (r: { code: number; err: string }, why: RegExp) => {
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, why);
+    assert.equal(fs.existsSync(pins.pinRoot), false, 'nothing started');
+  };
+  fs.writeFileSync(key, Buffer.alloc(32, 7), { mode: 0o644 });
+  fs.chmodSync(key, 0o644);
+  refused(run(), /agent\.key: mode 0644: open to group or others; chmod 600/);
+  fs.writeFileSync(key, Buffer.alloc(16, 7));
+  fs.chmodSync(key, 0o600);
+  refused(run(), /agent\.key: 16 bytes, at least 32 needed/);
+  fs.writeFileSync(key, Buffer.alloc(32, 7));
+  refused(run('--etcd', 'http://127.0.0.1:2379'), /http:\/\/127\.0\.0\.1:2379 is plain http: anyone who reaches etcd could move DVIPAs.*--insecure-etcd/s);
+  refused(run('--etcd', 'https://127.0.0.1:2379', '--etcd-ca', ca), /no client certificate \(--etcd-cert\) or user/);
+  const pw = path.join(dir, 'etcd.pw');
+  fs.writeFileSync(pw, 'short\n', { mode: 0o600 });
+  refused(run('--etcd', 'https://127.0.0.1:2379', '--etcd-ca', ca, '--etcd-user', 'r1', '--etcd-password-file', pw), /etcd\.pw: 6 bytes, at least 12/);
+  const ids = path.join(dir, 'ids');
+  refused(run('--identities', ids), /ids\/r1\.key: ENOENT.*dvipa config identity r1 --dir/);
+  assert.equal(dvipa(['config', 'identity', 'r1', '--dir', ids]).code, 0);
+  assert.equal(fs.statSync(path.join(ids, 'r1.key')).mode & 0o777, 0o600);
+  refused(run('--identities', ids), /ids\/t1\.pub: ENOENT/);
+  assert.equal(dvipa(['config', 'identity', 'r1', '--dir', ids]).code, 2, 'an existing key is never overwritten');
 });
 
 test('a bad service file lists every problem and exits 2', () => {

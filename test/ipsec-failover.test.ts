@@ -82,12 +82,13 @@ test('ESP through a takeover and a takeback: SAs re-installed from etcd, no repl
   }
 
   const ns = buildHaTopology(topo);
-  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32));
+  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
   fs.writeFileSync(path.join(dir, 'cluster.cfg'), config);
   etcd = await startEtcd({ place: { topo, ns: ns.cf, host: HA.cf } });
   fleet = new Agents(topo, ns, dir, topo.prefix);
   const agents = fleet;
-  const args = ['--etcd', etcd.url, '--lease-ttl', '2'];
+  // A lab etcd: plain http, no auth (said so).
+  const args = ['--etcd', etcd.url, '--insecure-etcd', '--lease-ttl', '2'];
   // What `dvipa netstat ipsec --json` shows, asked in-process: a node process per poll is slow under TCG.
   const ipsec = async (node: string) => ((await askAgent(agents.socket(node), { cmd: 'ipsec' })) as IpsecDvipaRow[])[0];
   const waitFor = async (what: string, cond: () => Promise<boolean> | boolean, ms = 60000) => {

@@ -1,5 +1,4 @@
 /* `dvipa agent`: the control plane of one node, until SIGINT/SIGTERM. */
-import * as fs from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { Agent, type HaOptions } from '../cluster/agent.js';
 import { loadConfig } from '../config/load.js';
@@ -7,6 +6,8 @@ import { ConfigError, IPSEC_LIMITS, type CouplingConfig, type IpsecConfig } from
 import { DEFAULT_RECORD_INTERVAL_MS, DEFAULT_SEQ_MARGIN, type IpsecOptions } from '../ipsec/ipsec-role.js';
 import { DEFAULT_PIN_ROOT } from '../dataplane/fastpath.js';
 import { DEFAULT_PORT } from '../cluster/transport.js';
+import { loadIdentities, type Identities } from '../cluster/handshake.js';
+import { readSecretFile } from '../config/secret-file.js';
 import { DEFAULT_CONTROL_SOCKET } from '../cluster/control.js';
 import { DEFAULT_METRICS_ADDRESS } from '../cluster/metrics.js';
 import { log, defaultLogLevel } from '../log.js';
@@ -14,7 +15,7 @@ import { CliError, EXIT, requireRoot } from './errors.js';
 import { etcdOptions, withEtcd, type EtcdArgs } from './etcd-args.js';
 
 interface AgentArgs extends EtcdArgs {
-  config: string; node: string; keyFile?: string; pinRoot: string; port: number; loadFile?: string; scanMs: number;
+  config: string; node: string; keyFile?: string; identities?: string; pinRoot: string; port: number; loadFile?: string; scanMs: number;
   leaseTtl?: number; nopreempt?: boolean; takebackDelay?: number; restartGrace: number; control: string; metrics: string;
   ipsecSeqMargin?: number; ipsecInterval?: number;
 }
@@ -65,7 +66,8 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     withEtcd(y)
       .option('config', { type: 'string', demandOption: true, describe: 'cluster configuration (VIPADynamic language or YAML)' })
       .option('node', { type: 'string', demandOption: true, describe: 'which NODE of the configuration this is' })
-      .option('key-file', { type: 'string', describe: 'cluster key (at least 32 bytes); default: CLUSTER KEYFILE of the configuration' })
+      .option('key-file', { type: 'string', describe: 'cluster key (at least 32 bytes, mode 0600); default: CLUSTER KEYFILE of the configuration' })
+      .option('identities', { type: 'string', describe: 'directory of per-node Ed25519 keys (NODE.key of this node, NODE.pub of every peer); default: CLUSTER IDENTITIES' })
       .option('pin-root', { type: 'string', default: DEFAULT_PIN_ROOT })
       .option('port', { type: 'number', default: DEFAULT_PORT, describe: 'TCP port of the agents on their cluster addresses' })
       .option('scan-ms', { type: 'number', default: 1000, describe: 'reconciliation scan of the sockets, besides kernel events (ms)' })
@@ -92,17 +94,28 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     if (!keyFile) throw new CliError('no cluster key: give --key-file or CLUSTER KEYFILE in the configuration', EXIT.usage);
     let key: Buffer;
     try {
-      key = fs.readFileSync(keyFile);
+      key = readSecretFile(keyFile, 32);
     } catch (e) {
-      throw new CliError(`cluster key ${keyFile}: ${(e as Error).message}`, EXIT.usage);
+      throw new CliError(`cluster key ${(e as Error).message} (e.g. (umask 077; head -c 32 /dev/urandom > ${keyFile}))`, EXIT.usage);
     }
-    if (key.length < 32) throw new CliError(`cluster key ${keyFile}: ${key.length} bytes, at least 32 needed (e.g. head -c 32 /dev/urandom > ${keyFile})`, EXIT.usage);
+    const idDir = a.identities ?? config.identities;
+    let identities: Identities | undefined;
+    if (idDir) {
+      const peers = [...config.nodes.map((n) => n.name), ...config.peers.map((p) => p.name)].filter((n) => n !== a.node);
+      try {
+        identities = loadIdentities(idDir, a.node, peers);
+      } catch (e) {
+        throw new CliError(`${(e as Error).message} (dvipa config identity ${a.node} --dir ${idDir} makes a key pair)`, EXIT.usage);
+      }
+    }
     if (!Number.isInteger(a.port) || a.port < 1 || a.port > 65535) throw new CliError('--port must be from 1 to 65535', EXIT.usage);
     if (!Number.isInteger(a.scanMs) || a.scanMs < 50 || a.scanMs > 60000) throw new CliError('--scan-ms must be from 50 to 60000', EXIT.usage);
 
     const ha = haOptions(a, config.coupling);
+    if (ha.etcd && a.insecureEtcd) log.warn('--insecure-etcd: anyone who reaches etcd can move this cluster\'s DVIPAs');
+    if (!identities) log.warn('no CLUSTER IDENTITIES: any holder of the cluster key can speak as any node');
     const ipsec = ipsecOptions(a, config.ipsec, !!ha.etcd);
-    const agent = new Agent({ config, node: a.node, key, pinRoot: a.pinRoot, port: a.port, loadFile: a.loadFile, scanMs: a.scanMs, ha, controlSocket: a.control || undefined, metricsAddress: metricsAddress(a.metrics), ipsec, logger: log });
+    const agent = new Agent({ config, node: a.node, key, identities, pinRoot: a.pinRoot, port: a.port, loadFile: a.loadFile, scanMs: a.scanMs, ha, controlSocket: a.control || undefined, metricsAddress: metricsAddress(a.metrics), ipsec, logger: log });
     try {
       await agent.start();
     } catch (e) {

@@ -1,9 +1,10 @@
-/* `dvipa config check|show`: validate a configuration, print it normalised in any form. */
+/* `dvipa config check|show|identity`: validate a configuration, print it normalised in any form, make node keys. */
 import type { CommandModule } from 'yargs';
 import { loadConfig } from '../config/load.js';
 import { formatProfile } from '../config/format.js';
 import { formatYamlConfig } from '../config/yaml.js';
 import { ConfigError } from '../config/model.js';
+import { newIdentity } from '../cluster/handshake.js';
 import { CliError, EXIT } from './errors.js';
 
 function load(file: string) {
@@ -41,9 +42,27 @@ const show: CommandModule<object, { file: string; json?: boolean; yaml?: boolean
   },
 };
 
+const identity: CommandModule<object, { node: string; dir: string }> = {
+  command: 'identity <node>',
+  describe: "write a new Ed25519 key pair for a node into --dir (NODE.key, mode 0600, stays on that node; NODE.pub goes to every node)",
+  builder: (y) =>
+    y
+      .positional('node', { type: 'string', demandOption: true })
+      .option('dir', { type: 'string', demandOption: true, describe: 'the directory of CLUSTER IDENTITIES' }) as never,
+  handler: (a) => {
+    let files;
+    try {
+      files = newIdentity(a.dir, a.node);
+    } catch (e) {
+      throw new CliError(`${a.node}: ${(e as Error).message}`, EXIT.usage);
+    }
+    process.stdout.write(`${files.key}\n${files.pub}\n`);
+  },
+};
+
 export const configCommand: CommandModule = {
   command: 'config <command>',
   describe: 'the cluster configuration (VIPADynamic language or YAML)',
-  builder: (y) => y.command(check).command(show).demandCommand(1),
+  builder: (y) => y.command(check).command(show).command(identity).demandCommand(1),
   handler: () => undefined,
 };

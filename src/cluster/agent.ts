@@ -17,7 +17,10 @@ import { CrtOrigin } from '../dataplane/structs.js';
 import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions, type OwnerRecord } from './coupling.js';
 import { Election, PRIMARY_RANK, type Claim, type DvipaCandidacy } from './election.js';
 import { Transport, DEFAULT_PORT } from './transport.js';
-import { MsgType, type Message } from './messages.js';
+import type { Identities } from './handshake.js';
+import { MsgType, type DvipaChange, type Message } from './messages.js';
+import { Admission } from './admission.js';
+import { Refusals } from './refusals.js';
 import { RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
 import type { Logger } from '../log.js';
@@ -40,6 +43,8 @@ export interface AgentOptions extends TargetOptions {
   config: ClusterConfig;
   node: string;
   key: Buffer;
+  /** Per-node keys (CLUSTER IDENTITIES); without them any holder of the cluster key may claim any name. */
+  identities?: Identities;
   pinRoot?: string;
   port?: number;
   ha?: HaOptions;
@@ -91,6 +96,11 @@ export class Agent {
   private readonly since = new Map<string, number>();
   private roles = new Map<string, Role[]>();
   private ipsec?: IpsecRole;
+  private readonly admission: Admission;
+  /** What peers said and this node refused (not a routing node of the DVIPA, outside the ranges...). */
+  private readonly refusals: Refusals;
+  /** DVIPA messages waiting for etcd to name the same owner, by address. */
+  private readonly unconfirmed = new Map<string, { peer: string; change: DvipaChange }>();
 
   constructor(private readonly opts: AgentOptions) {
     const node = opts.config.nodes.find((n) => n.name === opts.node);
@@ -99,12 +109,16 @@ export class Agent {
     this.log = opts.logger.child({ node: node.name });
     if (opts.ipsec && !opts.ha?.etcd) throw new Error('IPsec recovery (CLUSTER IPSEC) keeps SAs in the coupling facility: give CLUSTER ETCD or --etcd');
     this.plans = planDvipas(opts.config);
+    this.admission = new Admission(opts.config, this.plans);
+    this.refusals = new Refusals(this.log, 'peer message refused');
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
     const peers = [
       ...opts.config.nodes.filter((n) => n.name !== node.name).map((n) => ({ name: n.name, xcf: n.xcf })),
       ...opts.config.peers,
     ].map((p) => ({ name: p.name, host: p.xcf, port: opts.port ?? DEFAULT_PORT }));
-    this.transport = new Transport({ node: node.name, key: opts.key, listen: { host: node.xcf, port: opts.port ?? DEFAULT_PORT }, peers, logger: this.log });
+    this.transport = new Transport({
+      node: node.name, key: opts.key, identities: opts.identities, listen: { host: node.xcf, port: opts.port ?? DEFAULT_PORT }, peers, logger: this.log,
+    });
     const nameOfXcf = new Map(peers.map((p) => [p.host, p.name]));
     const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
     this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected }, this.log);
@@ -146,7 +160,7 @@ export class Agent {
         crtEntries: () => this.fp.crt.count(),
         reasons: () => this.fp.reasonCounts(),
         served: () => this.fp.receivedStats(),
-        messageRejects: () => ({ ...this.transport.drops, stale_epoch: this.target.fence.refused }),
+        messageRejects: () => ({ ...this.transport.drops, ...this.refusals.counts, stale_epoch: this.target.fence.refused }),
         couplingUp: () => (this.cf?.shared ? this.cf.healthy : undefined),
         ipsec: () => this.ipsec?.rows(),
       });
@@ -201,6 +215,12 @@ export class Agent {
       cf = local;
     }
     this.cf = cf;
+    cf.on('change', (d?: string) => {
+      const waiting = d === undefined ? undefined : this.unconfirmed.get(d);
+      if (!waiting) return;
+      this.unconfirmed.delete(d!);
+      this.onDvipa(waiting.peer, waiting.change);
+    });
     const election = new Election(cf, this.candidacies, {
       me,
       nopreempt: ha.nopreempt ?? false,
@@ -345,11 +365,27 @@ export class Agent {
         return this.router.onSrvStat(peer, xcf, m.body);
       case MsgType.Conns:
         return this.router.onConns(xcf, m.body);
-      case MsgType.VipaList:
+      case MsgType.VipaList: {
+        const refused = this.admission.vipaList(peer, m.body);
+        if (refused) return this.refusals.add(peer, refused.reason, refused.detail);
         return this.target.learnVipaList(peer, m.body);
+      }
       case MsgType.Dvipa:
-        this.election?.deposed(m.body.address, { node: m.body.owner, rank: 0, epoch: m.body.epoch });
-        return this.target.onDvipa(peer, m.body);
+        return this.onDvipa(peer, m.body);
     }
+  }
+
+  /** A peer says it routes a DVIPA now: believed once etcd (if shared) names it too. */
+  private onDvipa(peer: string, change: DvipaChange): void {
+    const cf = this.cf;
+    const verdict = this.admission.dvipa(peer, change, cf?.shared ? () => cf.view(change.address).owner : undefined);
+    if (verdict === 'wait') {
+      this.unconfirmed.set(change.address, { peer, change });
+      return;
+    }
+    this.unconfirmed.delete(change.address);
+    if (verdict !== 'accept') return this.refusals.add(peer, verdict.reason, verdict.detail);
+    this.election?.deposed(change.address, { node: change.owner, rank: 0, epoch: change.epoch });
+    this.target.onDvipa(peer, change);
   }
 }

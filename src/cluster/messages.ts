@@ -49,6 +49,9 @@ export class InvalidMessage extends Error {
   }
 }
 
+/** At most this many DVIPAs in a VIPA list, and services per DVIPA: each DVIPA served is an address bound on lo. */
+export const MAX_VIPAS = 256;
+
 /** At most this many connections in one Conns message; larger sets are split by the sender. */
 export const MAX_CONNS_PER_MESSAGE = 8192;
 
@@ -129,13 +132,13 @@ function validate(type: MsgType, v: Json): Message {
       return { type, body: {} };
     case MsgType.VipaList: {
       const o = obj(v, 'VIPALIST', ['dvipas']);
-      const dvipas = arr(o.dvipas, 'VIPALIST.dvipas', 1024).map((d, i) => {
+      const dvipas = arr(o.dvipas, 'VIPALIST.dvipas', MAX_VIPAS).map((d, i) => {
         const at = `VIPALIST.dvipas[${i}]`;
         const od = obj(d, at, ['address', 'epoch', 'services']);
         return {
           address: addr(od.address, `${at}.address`),
           epoch: epoch(od.epoch, `${at}.epoch`),
-          services: arr(od.services, `${at}.services`, 1024).map((s, j) => {
+          services: arr(od.services, `${at}.services`, MAX_VIPAS).map((s, j) => {
             const os = obj(s, `${at}.services[${j}]`, ['port', 'protocol', 'targets']);
             const targets = os.targets === 'all' ? 'all' as const : arr(os.targets, `${at}.services[${j}].targets`, 1024).map((t, k) => addr(t, `${at}.services[${j}].targets[${k}]`));
             return { port: port(os.port, `${at}.services[${j}].port`, 0), protocol: protocol(os.protocol, `${at}.services[${j}].protocol`), targets };

@@ -24,11 +24,11 @@ import * as net from 'node:net';
 import { encodeFrame, FrameReader, FrameRejected, MAX_HANDSHAKE_PAYLOAD, MAX_PAYLOAD, type FrameError } from './frame.js';
 import { decodeMessage, encodeMessage, InvalidMessage, MsgType, type Hello, type Message } from './messages.js';
 import { Handshake, type Identities } from './handshake.js';
+import { Refusals } from './refusals.js';
 import type { Logger } from '../log.js';
 
 export const DEFAULT_PORT = 7400;
 const RECONNECT_MS = 500;
-const LOG_INTERVAL_MS = 60_000;
 
 export interface TransportLimits {
   /** A connection not authenticated within this is closed. */
@@ -89,7 +89,6 @@ export declare interface Transport {
 const unmapped = (a: string | undefined) => a?.replace(/^::ffff:(?=\d+\.)/, '');
 
 export class Transport extends EventEmitter {
-  readonly drops: Record<string, number> = {};
   readonly limits: TransportLimits;
   private readonly outbound = new Map<string, Session>();
   private readonly inbound = new Map<string, Session>();
@@ -97,7 +96,7 @@ export class Transport extends EventEmitter {
   private pendingTotal = 0;
   private readonly sockets = new Set<net.Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
-  private readonly lastLog = new Map<string, number>();
+  private readonly refusals: Refusals;
   private readonly sources: Set<string>;
   private server?: net.Server;
   private sweeper?: NodeJS.Timeout;
@@ -108,6 +107,12 @@ export class Transport extends EventEmitter {
     if (opts.key.length < 32) throw new RangeError('the cluster key must be at least 32 bytes');
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.sources = new Set(opts.peers.map((p) => p.host));
+    this.refusals = new Refusals(opts.logger, 'message dropped');
+  }
+
+  /** Connections and frames refused, by reason. */
+  get drops(): Record<string, number> {
+    return this.refusals.counts;
   }
 
   async start(): Promise<void> {
@@ -123,7 +128,7 @@ export class Transport extends EventEmitter {
       });
     });
     // EMFILE and friends on accept: logged, and the server keeps listening.
-    server.on('error', (e) => this.logOnce('server', 'accept', () => this.opts.logger.error({ err: e.message }, 'cannot accept a connection')));
+    server.on('error', (e) => this.refusals.once('server', 'accept', () => this.opts.logger.error({ err: e.message }, 'cannot accept a connection')));
     this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.floor(this.limits.idleMs / 3)));
     for (const p of this.opts.peers) this.dial(p);
   }
@@ -175,7 +180,7 @@ export class Transport extends EventEmitter {
       // From our own cluster address: the one peers accept us from.
       socket = net.connect({ host: p.host, port: p.port, ...(local ? { localAddress: local } : {}) });
     } catch (e) {
-      this.logOnce(p.name, 'dial', () => this.opts.logger.error({ peer: p.name, err: (e as Error).message }, 'cannot dial a peer'));
+      this.refusals.once(p.name, 'dial', () => this.opts.logger.error({ peer: p.name, err: (e as Error).message }, 'cannot dial a peer'));
       return this.redial(p);
     }
     const s = this.session(socket, true, p.host, p.name);
@@ -360,20 +365,9 @@ export class Transport extends EventEmitter {
     }
   }
 
-  private logOnce(who: string, reason: string, log: () => void): void {
-    const k = `${who}|${reason}`;
-    const now = Date.now();
-    if ((this.lastLog.get(k) ?? -Infinity) + LOG_INTERVAL_MS <= now) {
-      this.lastLog.set(k, now);
-      log();
-    }
-  }
-
   private drop(s: Session, reason: DropReason, detail: string): void {
-    this.drops[reason] = (this.drops[reason] ?? 0) + 1;
     // Not yet identified: by address, so that many connections from one host log once.
-    const who = s.peer ?? s.source ?? 'unknown';
-    this.logOnce(who, reason, () => this.opts.logger.warn({ peer: who, reason, detail, count: this.drops[reason] }, 'message dropped'));
+    this.refusals.add(s.peer ?? s.source ?? 'unknown', reason, detail);
   }
 
   /** Drops and closes: the connection cannot be trusted past this point. */

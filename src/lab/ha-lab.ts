@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { askAgent } from '../cluster/control.js';
+import { newIdentity } from '../cluster/handshake.js';
 import { FastPath } from '../dataplane/fastpath.js';
 import { ip } from '../net/iproute.js';
 import { buildHaTopology, haConfig, HA, holdsDvipa } from './ha-topology.js';
@@ -64,6 +65,8 @@ export class HaLab {
     const lab = new HaLab(state);
     try {
       fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
+      fs.rmSync(path.join(dir, 'nodes'), { recursive: true, force: true });
+      for (const n of [...HA.routers, ...HA.targets]) newIdentity(path.join(dir, 'nodes'), n.name);
       fs.writeFileSync(path.join(dir, 'cluster.cfg'), haConfig([HTTP_PORT, LINE_PORT]));
       progress('namespaces, bridges and veths');
       state.ns = buildHaTopology(new Topology(LAB_PREFIX));
@@ -125,7 +128,9 @@ export class HaLab {
     this.detached(`agent-${node}`, node, process.execPath, [
       CLI, 'agent', '--config', path.join(this.state.dir, 'cluster.cfg'), '--node', node, '--key-file', path.join(this.state.dir, 'cluster.key'),
       '--pin-root', pinRoot(node), '--control', this.socket(node),
-      ...(routing ? ['--etcd', this.state.etcd, '--lease-ttl', '1'] : []),
+      '--identities', path.join(this.state.dir, 'nodes'),
+      // The lab's etcd is plain http without auth, reachable only inside the lab's namespaces.
+      ...(routing ? ['--etcd', this.state.etcd, '--insecure-etcd', '--lease-ttl', '1'] : []),
     ]);
   }
 
