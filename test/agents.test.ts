@@ -234,3 +234,11 @@ test("a target whose own file does not name the service learns it from the routi
   const got = names(await client.open(DVIPA, PORT, 30));
   assert.ok(got.includes('t3'), `t3 is a target again, by the VIPA list alone (${got.join(' ')})`);
 });
+
+test('a clean stop with peers connected exits 0 (it used to die on EBADFD)', async () => {
+  await fleet.until('r1 connected to its targets', () => TARGETS.every((t) => fleet.find('r1', 'peer connected', { peer: t.name }) !== undefined));
+  for (const node of ['r1', ...TARGETS.map((t) => t.name)]) {
+    await fleet.stop(node);
+    assert.equal(fleet.procs[node].exitCode, 0, `${node}: ${JSON.stringify(fleet.logs[node].slice(-3))}`);
+  }
+});

@@ -17,7 +17,7 @@ import { etcdOptions, withEtcd, type EtcdArgs } from './etcd-args.js';
 interface AgentArgs extends EtcdArgs {
   config: string; node: string; keyFile?: string; identities?: string; pinRoot: string; port: number; loadFile?: string; scanMs: number;
   leaseTtl?: number; nopreempt?: boolean; takebackDelay?: number; restartGrace: number; control: string; metrics: string;
-  ipsecSeqMargin?: number; ipsecInterval?: number;
+  ipsecSeqMargin?: number; ipsecInterval?: number; readyTargets: number;
 }
 
 /** IPsec recovery: on with CLUSTER IPSEC (or either --ipsec option), the command line over the configuration. */
@@ -79,6 +79,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('metrics', { type: 'string', default: DEFAULT_METRICS_ADDRESS, describe: "host:port serving Prometheus metrics at /metrics; '' for none" })
       .option('ipsec-seq-margin', { type: 'number', describe: `IPsec recovery: outbound ESP sequence numbers of re-installed SAs jump this far (default: SEQMARGIN of CLUSTER IPSEC, else ${DEFAULT_SEQ_MARGIN}); turns IPsec recovery on` })
       .option('ipsec-interval', { type: 'number', describe: `IPsec recovery: at most one coupling-facility write per SA this often, ms (default: INTERVAL of CLUSTER IPSEC, else ${DEFAULT_RECORD_INTERVAL_MS}); turns IPsec recovery on` })
+      .option('ready-targets', { type: 'number', default: 1, describe: 'the readiness gate (takeback, move) opens with at least this many targets connected and synced (or all, if fewer)' })
       .option('restart-grace', { type: 'number', default: 10, describe: 'on a clean stop, seconds a restarted agent has to adopt the DVIPAs before backups take over' }) as never,
   handler: async (a) => {
     requireRoot('dvipa agent');
@@ -109,13 +110,14 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       }
     }
     if (!Number.isInteger(a.port) || a.port < 1 || a.port > 65535) throw new CliError('--port must be from 1 to 65535', EXIT.usage);
+    if (!Number.isInteger(a.readyTargets) || a.readyTargets < 0 || a.readyTargets > 1024) throw new CliError('--ready-targets must be from 0 to 1024', EXIT.usage);
     if (!Number.isInteger(a.scanMs) || a.scanMs < 50 || a.scanMs > 60000) throw new CliError('--scan-ms must be from 50 to 60000', EXIT.usage);
 
     const ha = haOptions(a, config.coupling);
     if (ha.etcd && a.insecureEtcd) log.warn('--insecure-etcd: anyone who reaches etcd can move this cluster\'s DVIPAs');
     if (!identities) log.warn('no CLUSTER IDENTITIES: any holder of the cluster key can speak as any node');
     const ipsec = ipsecOptions(a, config.ipsec, !!ha.etcd);
-    const agent = new Agent({ config, node: a.node, key, identities, pinRoot: a.pinRoot, port: a.port, loadFile: a.loadFile, scanMs: a.scanMs, ha, controlSocket: a.control || undefined, metricsAddress: metricsAddress(a.metrics), ipsec, logger: log });
+    const agent = new Agent({ config, node: a.node, key, identities, pinRoot: a.pinRoot, port: a.port, loadFile: a.loadFile, scanMs: a.scanMs, readyTargets: a.readyTargets, ha, controlSocket: a.control || undefined, metricsAddress: metricsAddress(a.metrics), ipsec, logger: log });
     try {
       await agent.start();
     } catch (e) {

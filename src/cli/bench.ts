@@ -10,6 +10,7 @@ import { configurePktgen, pktgenCommands, PktgenMissing, PKTGEN_DIR, runPktgen }
 import { chartSvg, type ChartSeries } from '../bench/svg.js';
 import { Progress } from '../bench/progress.js';
 import { benchIpsec, formatIpsecBench } from '../bench/ipsec.js';
+import { benchTransport, formatTransportBench } from '../bench/transport.js';
 
 const fastpath: CommandModule<object, { json: boolean; rounds: number; repeat: number }> = {
   command: 'fastpath',
@@ -133,9 +134,25 @@ const ipsec: CommandModule<object, { json: boolean; sas: string }> = {
   },
 };
 
+const transport: CommandModule<object, { json: boolean; connections: number; holdMs: number }> = {
+  command: 'transport',
+  describe: "an agent's transport under a connection flood (strangers and a peer's address, 1 MiB frames announced): loop delay, RSS, CPU, a real peer's service",
+  builder: (y) =>
+    y
+      .option('json', { type: 'boolean', default: false })
+      .option('connections', { type: 'number', default: 10000, describe: 'connections opened by the attacker' })
+      .option('hold-ms', { type: 'number', default: 5000, describe: 'how long the attacker holds them' }) as never,
+  handler: async (a) => {
+    whole(a.connections, 'connections', 1, 18000);
+    whole(a.holdMs, 'hold-ms', 100, 600_000);
+    const r = await benchTransport({ connections: a.connections, holdMs: a.holdMs });
+    process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatTransportBench(r)}\n`);
+  },
+};
+
 export const benchCommand: CommandModule = {
   command: 'bench <generator>',
   describe: 'benchmarks',
-  builder: (y) => y.command(fastpath).command(tables).command(traffic).command(ipsec).demandCommand(1),
+  builder: (y) => y.command(fastpath).command(tables).command(traffic).command(ipsec).command(transport).demandCommand(1),
   handler: () => undefined,
 };

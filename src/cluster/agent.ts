@@ -48,6 +48,8 @@ export interface AgentOptions extends TargetOptions {
   pinRoot?: string;
   port?: number;
   ha?: HaOptions;
+  /** Targets connected and synced before this node takes a DVIPA back or by a move (default 1). */
+  readyTargets?: number;
   /** The control socket for `dvipa netstat` (none: no socket). */
   controlSocket?: string;
   /** host:port for Prometheus metrics at /metrics (none: not served). */
@@ -121,7 +123,7 @@ export class Agent {
     });
     const nameOfXcf = new Map(peers.map((p) => [p.host, p.name]));
     const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
-    this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected }, this.log);
+    this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected, readyTargets: opts.readyTargets }, this.log);
     this.target = new TargetRole(this.fp, node, this.plans, opts, this.log, (router, m) => this.deliver(router, m));
   }
 
@@ -173,18 +175,22 @@ export class Agent {
     this.log.info({ roles: Object.fromEntries([...roles].map(([d, rs]) => [d, rs.map((r) => r.kind)])) }, 'agent started');
   }
 
-  /** Stops the control plane only: programs and maps stay pinned and keep forwarding. */
+  /**
+   * Stops the control plane only: programs and maps stay pinned and keep forwarding. Every
+   * source of events (peers, sockets, XFRM, etcd) stops before the maps close, so nothing
+   * writes to a closed map (EBADFD) on the way out.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.cfRetry);
     await this.control?.stop();
     await this.metrics?.stop();
+    await this.transport.stop();
     this.election?.stop();
     this.ipsec?.stop();
     await this.cf?.stop(this.opts.ha?.restartGraceSec ?? 10);
     this.target.stop();
     this.router.stop();
-    await this.transport.stop();
     this.fp.close();
   }
 

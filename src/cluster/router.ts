@@ -45,6 +45,8 @@ export interface VdptRow {
 export interface RoutingOptions {
   /** Whether the node with this cluster address is connected now (this node itself: yes). */
   isConnected(xcf: string): boolean;
+  /** The readiness gate opens with at least this many connected, synced targets (default 1). */
+  readyTargets?: number;
 }
 
 interface Routed {
@@ -203,11 +205,16 @@ export class RoutingRole {
    * The readiness gate: the distributor is attached and every candidate target has sent its
    * full SRVSTAT and CONNS, so the DPT and the CRT are complete. Targets that are not
    * connected count only while they may still be connecting (GATE_WAIT_MS after start).
+   * And at least `readyTargets` of them (or all, if fewer) are connected and synced: a node
+   * cut off from its targets (a wrong key, a partition) never takes a DVIPA back to route it nowhere.
    */
   ready(dvipa: string): boolean {
     if (!this.dvipas.has(dvipa)) return false;
     const waiting = Date.now() - this.startedAt < GATE_WAIT_MS;
-    return this.candidateTargets(dvipa).every((x) => (!waiting && !this.opts.isConnected(x)) || (this.synced.get(x)?.srvstat && this.synced.get(x)?.conns));
+    const candidates = this.candidateTargets(dvipa);
+    const synced = (x: string) => this.opts.isConnected(x) && this.synced.get(x)?.srvstat === true && this.synced.get(x)?.conns === true;
+    const quorum = Math.min(this.opts.readyTargets ?? 1, candidates.length);
+    return candidates.filter(synced).length >= quorum && candidates.every((x) => (!waiting && !this.opts.isConnected(x)) || synced(x));
   }
 
   /** No connection through the DVIPA is known (for WHENIDLE moves). */

@@ -189,7 +189,8 @@ export class Transport extends EventEmitter {
     socket.once('close', () => {
       const wasUp = s.key !== undefined;
       if (this.outbound.get(p.name) === s) this.outbound.delete(p.name);
-      if (wasUp) this.emit('peerDown', p.name);
+      // Not after stop(): the agent is closing its maps, and a peer going now is no news.
+      if (wasUp && !this.stopped) this.emit('peerDown', p.name);
       this.redial(p);
     });
   }

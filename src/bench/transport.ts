@@ -1,0 +1,152 @@
+/*
+ * `dvipa bench transport`: an agent's transport under a connection flood. A child process
+ * opens N connections to it, half from a stranger's address and half from a peer's, each
+ * announcing a 1 MiB frame and sending 64 KiB of it (what used to be parked before any
+ * authentication), and holds them. Meanwhile a real peer sends a message every 100 ms.
+ * Measured in the attacked process: event-loop delay (p99, max), RSS, CPU, what was
+ * refused, and the longest gap in the real peer's messages.
+ */
+import { fork } from 'node:child_process';
+import * as net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import pino from 'pino';
+import { Transport } from '../cluster/transport.js';
+import { HEADER, MAGIC, MAX_PAYLOAD, VERSION } from '../cluster/frame.js';
+import { MsgType, type Message } from '../cluster/messages.js';
+
+const ATTACKER = '--dvipa-bench-transport-attacker';
+const PEER = '127.0.0.1';
+const STRANGER = '127.0.0.2';
+
+export interface TransportBench {
+  connections: number;
+  /** Of those, established by the kernel at some point (the rest waited in SYN_SENT: backlog full). */
+  established: number;
+  holdMs: number;
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
+  rssBeforeMb: number;
+  rssPeakMb: number;
+  cpuPercent: number;
+  refused: Record<string, number>;
+  /** The longest time between two of the real peer's messages (sent every 100 ms). */
+  peerMaxGapMs: number;
+  peerStayedConnected: boolean;
+}
+
+/** The child: opens the connections, writes the bait, holds them, reports how many opened. */
+async function attack(port: number, n: number, holdMs: number): Promise<void> {
+  const bait = Buffer.alloc(HEADER + 65536);
+  bait.writeUInt32BE(MAGIC, 0);
+  bait.writeUInt8(VERSION, 4);
+  bait.writeUInt32BE(MAX_PAYLOAD, 16);
+  const sockets: net.Socket[] = [];
+  let opened = 0;
+  for (let i = 0; i < n; i++) {
+    const s = net.connect({ host: PEER, port, localAddress: i % 2 ? STRANGER : PEER });
+    s.on('error', () => undefined);
+    s.once('connect', () => {
+      opened++;
+      s.write(bait);
+    });
+    sockets.push(s);
+    // A few hundred at a time: the flood, not the attacker's own accept backlog, is measured.
+    if (i % 500 === 499) await new Promise((r) => setTimeout(r, 10));
+  }
+  await new Promise((r) => setTimeout(r, holdMs));
+  process.send!({ opened });
+  for (const s of sockets) s.destroy();
+}
+
+if (process.argv[2] === ATTACKER) void attack(Number(process.argv[3]), Number(process.argv[4]), Number(process.argv[5])).then(() => process.exit(0));
+
+export async function benchTransport(o: { connections: number; holdMs: number }): Promise<TransportBench> {
+  const key = randomBytes(32);
+  const logger = pino({ level: 'silent' });
+  const portOf = async () => {
+    const s = net.createServer();
+    await new Promise<void>((r) => s.listen(0, PEER, () => r()));
+    const p = (s.address() as net.AddressInfo).port;
+    await new Promise((r) => s.close(r));
+    return p;
+  };
+  const [portA, portB] = [await portOf(), await portOf()];
+  const a = new Transport({ node: 'a', key, listen: { host: PEER, port: portA }, peers: [{ name: 'b', host: PEER, port: portB }], logger });
+  const b = new Transport({ node: 'b', key, listen: { host: PEER, port: portB }, peers: [{ name: 'a', host: PEER, port: portA }], logger });
+  await a.start();
+  await b.start();
+  try {
+    const deadline = Date.now() + 5000;
+    while (!b.connected('a')) {
+      if (Date.now() > deadline) throw new Error('the peer did not connect');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    let last = Date.now();
+    let maxGap = 0;
+    a.on('message', () => {
+      const now = Date.now();
+      maxGap = Math.max(maxGap, now - last);
+      last = now;
+    });
+    let downs = 0;
+    b.on('peerDown', () => downs++);
+    const msg: Message = { type: MsgType.SrvStat, body: { full: false, up: [], down: [] } };
+    const ticker = setInterval(() => b.send('a', msg), 100);
+
+    const rss0 = process.memoryUsage().rss;
+    let peak = rss0;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
+    const h = monitorEventLoopDelay({ resolution: 5 });
+    const cpu0 = process.cpuUsage();
+    const t0 = Date.now();
+    h.enable();
+    last = Date.now();
+    maxGap = 0;
+    const child = fork(fileURLToPath(import.meta.url), [ATTACKER, String(portA), String(o.connections), String(o.holdMs)], { stdio: 'ignore' });
+    let established = 0;
+    await new Promise<void>((resolve, reject) => {
+      child.once('message', (m: { opened: number }) => {
+        established = m.opened;
+        resolve();
+      });
+      child.once('exit', (code) => (code ? reject(new Error(`the attacker exited with ${code}`)) : resolve()));
+    });
+    h.disable();
+    const cpu = process.cpuUsage(cpu0);
+    const wall = Date.now() - t0;
+    clearInterval(sampler);
+    clearInterval(ticker);
+    await new Promise((r) => child.once('exit', r));
+    return {
+      connections: o.connections,
+      established,
+      holdMs: o.holdMs,
+      loopDelayP99Ms: h.percentile(99) / 1e6,
+      loopDelayMaxMs: h.max / 1e6,
+      rssBeforeMb: rss0 / 2 ** 20,
+      rssPeakMb: peak / 2 ** 20,
+      cpuPercent: (100 * (cpu.user + cpu.system)) / 1000 / wall,
+      refused: { ...a.drops },
+      peerMaxGapMs: maxGap,
+      peerStayedConnected: downs === 0 && b.connected('a'),
+    };
+  } finally {
+    await b.stop();
+    await a.stop();
+  }
+}
+
+export function formatTransportBench(r: TransportBench): string {
+  const f = (x: number) => x.toFixed(1);
+  return [
+    `transport under ${r.connections} connections held ${r.holdMs} ms (half from a stranger, half from a peer's address, each with 64 KiB of a 1 MiB frame)`,
+    `  established:       ${r.established} (the rest found the accept backlog full)`,
+    `  event-loop delay:  p99 ${f(r.loopDelayP99Ms)} ms, max ${f(r.loopDelayMaxMs)} ms`,
+    `  RSS:               ${f(r.rssBeforeMb)} MB before, ${f(r.rssPeakMb)} MB peak`,
+    `  CPU:               ${f(r.cpuPercent)} % of one core`,
+    `  refused:           ${Object.entries(r.refused).map(([k, v]) => `${k} ${v}`).join(', ') || 'nothing'}`,
+    `  the real peer:     longest gap between its 100 ms messages ${r.peerMaxGapMs} ms; ${r.peerStayedConnected ? 'stayed connected' : 'was disconnected'}`,
+  ].join('\n');
+}
