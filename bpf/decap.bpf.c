@@ -4,7 +4,8 @@
  * encapsulated to this node's cluster address, whose inner destination is a DVIPA this
  * node serves, lose their outer header and go up the stack to the application listening
  * on the DVIPA (bound on lo, not advertised). Replies leave directly for the client.
- * Everything else passes untouched.
+ * Such packets from anyone but a routing node of ours, or to a DVIPA:port not distributed
+ * here, are dropped and counted. Everything else passes untouched.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -74,6 +75,10 @@ int xdp_decap(struct xdp_md *ctx)
 		count_reason(DVIPA_R_DECAP_PASS_NOT_OURS);
 		return XDP_PASS;
 	}
+	if (!bpf_map_lookup_elem(&decap_routers, &outer->saddr)) {
+		count_reason(DVIPA_R_DECAP_DROP_NOT_ROUTER);
+		return XDP_DROP;
+	}
 	served_key.vip = inner->daddr;
 	served_key.proto = inner->protocol;
 	inner_len = ntohs_bounded(inner->tot_len);
@@ -83,6 +88,15 @@ int xdp_decap(struct xdp_md *ctx)
 
 		if ((void *)(ports + 2) <= data_end)
 			served_key.port = ports[1];
+	}
+	/*
+	 * The port itself, else every port of the DVIPA (port 0). A routing node tunnels
+	 * neither fragments nor anything but TCP and UDP: those find no port and are dropped.
+	 */
+	if (!served_key.port || (!bpf_map_lookup_elem(&decap_services, &served_key) &&
+				 !bpf_map_lookup_elem(&decap_services, &(struct dvipa_svc_key){ .vip = served_key.vip, .proto = served_key.proto }))) {
+		count_reason(DVIPA_R_DECAP_DROP_NOT_SERVICE);
+		return XDP_DROP;
 	}
 
 	/* Keep L2 (and its VLAN tag) in front of the inner header. */

@@ -139,6 +139,8 @@ enum dvipa_reason {
 	DVIPA_R_DECAP_PASS_NOT_OURS, /* target: IPIP not to our cluster address or not a served DVIPA */
 	DVIPA_R_DECAP_PASS_MALFORMED,/* target: IPIP whose inner header is unparsable */
 	DVIPA_R_PASS_OTHER_HOST,     /* unicast to another MAC (flooded by a switch): the stack drops it */
+	DVIPA_R_DECAP_DROP_NOT_ROUTER,  /* target: IPIP for a served DVIPA from no routing node of ours */
+	DVIPA_R_DECAP_DROP_NOT_SERVICE, /* target: IPIP from a routing node to a port not distributed here */
 	DVIPA_R_COUNT,
 };
 

@@ -348,6 +348,7 @@ describe('decap', () => {
     target = FastPath.open({ pinRoot: targetPins.pinRoot, crtMaxEntries: 1024 });
     target.configure({ clusterAddr: XCF });
     target.serve(VIP);
+    target.allowDecap([ROUTER_NET.clusterAddr], [{ vip: VIP, port: 80, protocol: 'tcp' }, { vip: VIP, port: 0, protocol: 'udp' }]);
   });
   after(() => {
     target?.close();
@@ -371,16 +372,39 @@ describe('decap', () => {
     }
   });
 
-  test('counts what it received per DVIPA:port; fragments under port 0', () => {
+  test('counts what it received per DVIPA:port', () => {
     const count = (port: number) => target.receivedStats().find((x) => x.vip === VIP && x.port === port && x.protocol === 'tcp') ?? { packets: 0n, bytes: 0n };
     const before = count(80);
     const inner = syn({ sport: 47002 }).subarray(14);
     for (let i = 0; i < 3; i++) assert.equal(run(tunnelled(inner), 'decap', target).reason, 'decap');
     assert.deepEqual(count(80), { ...count(80), packets: before.packets + 3n, bytes: before.bytes + BigInt(3 * inner.length) });
-    const frag0 = count(0).packets;
-    const fragment = buildFrame({ saddr: '198.18.0.1', daddr: VIP, sport: 47003, dport: 80, mf: true, tcpFlags: { syn: true } }).subarray(14);
-    assert.equal(run(tunnelled(fragment), 'decap', target).reason, 'decap');
-    assert.equal(count(0).packets, frag0 + 1n);
+  });
+
+  test('decapsulates only from its routing nodes and for distributed DVIPA:ports; the rest is dropped and counted', () => {
+    const from = (saddr: string, inner: Buffer) =>
+      Buffer.concat([buildRawFrame(0x0800, Buffer.alloc(0)), buildIpv4({ saddr, daddr: XCF, proto: 4, df: true }, inner)]);
+    const to = (dport: number, protocol: 'tcp' | 'udp' = 'tcp') => buildFrame({ protocol, saddr: CLIENT, daddr: VIP, sport: 47010, dport, tcpFlags: { syn: true } }).subarray(14);
+    const stats = () => target.receivedStats().length;
+    const statsBefore = stats();
+    const cases: Array<[string, Buffer, 'drop' | 'pass', Reason]> = [
+      ['a stranger tunnelling to the service', from('198.18.9.9', to(80)), 'drop', 'decap_drop_not_router'],
+      ['a routing node, to :22 of the DVIPA', tunnelled(to(22)), 'drop', 'decap_drop_not_service'],
+      ['a routing node, to a UDP port (every UDP port allowed)', tunnelled(to(5353, 'udp')), 'pass', 'decap'],
+      ['a routing node, an inner fragment', tunnelled(buildFrame({ saddr: CLIENT, daddr: VIP, sport: 47003, dport: 80, mf: true, tcpFlags: { syn: true } }).subarray(14)), 'drop', 'decap_drop_not_service'],
+      ['a routing node, to the service', tunnelled(to(80)), 'pass', 'decap'],
+    ];
+    for (const [what, frame, action, reason] of cases) {
+      const r = run(frame, 'decap', target);
+      assert.deepEqual([r.action, r.reason], [action, reason], what);
+    }
+    // Random ports from a stranger no longer fill the per-port statistics.
+    for (let port = 1000; port < 1200; port++) assert.equal(run(from('198.18.9.9', to(port)), 'decap', target).reason, 'decap_drop_not_router');
+    assert.ok(stats() <= statsBefore + 1, `${stats()} stats entries`);
+    // The allow lists follow the agent: without the router, its packets are dropped too.
+    target.allowDecap([], [{ vip: VIP, port: 80, protocol: 'tcp' }]);
+    assert.equal(run(tunnelled(to(80)), 'decap', target).reason, 'decap_drop_not_router');
+    assert.deepEqual([...target.decapServices.keys()].map((k) => k.port), [80]);
+    target.allowDecap([ROUTER_NET.clusterAddr], [{ vip: VIP, port: 80, protocol: 'tcp' }, { vip: VIP, port: 0, protocol: 'udp' }]);
   });
 
   test('leaves alone what is not for it', () => {

@@ -124,7 +124,7 @@ export class Agent {
     const nameOfXcf = new Map(peers.map((p) => [p.host, p.name]));
     const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
     this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected, readyTargets: opts.readyTargets }, this.log);
-    this.target = new TargetRole(this.fp, node, this.plans, opts, this.log, (router, m) => this.deliver(router, m));
+    this.target = new TargetRole(this.fp, node, this.plans, opts, this.log, (router, m) => this.deliver(router, m), (n) => this.xcfOf(n));
   }
 
   async start(): Promise<void> {

@@ -62,11 +62,21 @@ export class TargetRole {
     private readonly opts: TargetOptions,
     private readonly log: Logger,
     private readonly deliver: (router: string, m: Message) => void,
+    /** A peer's cluster address, by name. */
+    private readonly xcfOf: (node: string) => string | undefined,
   ) {}
 
   start(): void {
     this.timer = setInterval(() => this.scan(), this.opts.scanMs ?? 1000);
+    this.allowDecap();
     this.scan();
+  }
+
+  /** Decapsulation only from the routing nodes of what this node serves, for those services. */
+  private allowDecap(): void {
+    const services = this.myServices();
+    const routers = [...services.keys()].map(this.xcfOf).filter((x): x is string => x !== undefined);
+    this.fp.allowDecap(routers, [...services.values()].flat());
   }
 
   stop(): void {
@@ -201,6 +211,7 @@ export class TargetRole {
     }
     this.announced.set(router, mine);
     for (const s of mine) this.serve(s.vip);
+    this.allowDecap();
     this.log.info({ router, services: mine.map(serviceName) }, 'VIPA list received');
     this.scan();
   }

@@ -77,6 +77,8 @@ export class FastPath {
   /** DVIPA -> epoch under which this node owns it (0: a backup's warm tables). */
   readonly routed: BpfMap<string, bigint>;
   readonly served: BpfMap<string, number>;
+  readonly decapRouters: BpfMap<string, number>;
+  readonly decapServices: BpfMap<SvcKey, number>;
   readonly crt: BpfMap<Flow, CrtEntry>;
   readonly txPorts: BpfMap<number, number>;
   readonly nexthops: BpfMap<string, Nexthop>;
@@ -97,6 +99,8 @@ export class FastPath {
     this.services = new BpfMap('services', fd('services'), svcKey, svc);
     this.routed = new BpfMap('routed', fd('routed'), addr, u64);
     this.served = new BpfMap('served', fd('served'), addr, u8);
+    this.decapRouters = new BpfMap('decap_routers', fd('decap_routers'), addr, u8);
+    this.decapServices = new BpfMap('decap_services', fd('decap_services'), svcKey, u8);
     this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
     this.txPorts = new BpfMap('tx_ports', fd('tx_ports'), u32, u32);
     this.nexthops = new BpfMap('nexthops', fd('nexthops'), addr, nexthop);
@@ -249,6 +253,20 @@ export class FastPath {
 
   unserve(vip: string): boolean {
     return this.served.delete(vip);
+  }
+
+  /**
+   * Target side: decapsulate only from these routing nodes (cluster addresses) and only for
+   * these services (port 0: every port of the DVIPA). Replaces the sets; entries that stay
+   * are not touched, so no packet meanwhile meets a half-written set.
+   */
+  allowDecap(routers: Iterable<string>, services: Iterable<Service>): void {
+    const wantRouters = new Set(routers);
+    const want = new Map([...services].map((s) => [serviceName(s), keyOf(s)]));
+    for (const r of wantRouters) this.decapRouters.set(r, 1);
+    for (const k of want.values()) this.decapServices.set(k, 1);
+    for (const r of [...this.decapRouters.keys()]) if (!wantRouters.has(r)) this.decapRouters.delete(r);
+    for (const k of [...this.decapServices.keys()]) if (!want.has(serviceName(serviceOf(k)))) this.decapServices.delete(k);
   }
 
   /** Target side: what arrived through routing nodes, per DVIPA:port (port 0: fragments and portless protocols). */

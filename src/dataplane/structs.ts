@@ -72,6 +72,8 @@ export const REASONS = [
   'decap_pass_not_ours',
   'decap_pass_malformed',
   'pass_other_host',
+  'decap_drop_not_router',
+  'decap_drop_not_service',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 

@@ -84,6 +84,7 @@ export async function createFastpathLab(prefix: string, targetCount = 3): Promis
       const fp = open(name, 1024);
       fp.configure({ clusterAddr: xcf });
       fp.serve(LAB.dvipa);
+      fp.allowDecap([LAB.routerXcf], [{ vip: LAB.dvipa, port: LAB.tcpPort, protocol: 'tcp' }, { vip: LAB.dvipa, port: LAB.udpPort, protocol: 'udp' }]);
       inside(ns, () => fp.attach('decap', 'up0', 'native'));
       await startNameServer(topo, ns, name, LAB.tcpPort, LAB.udpPort);
       targets.push({ name, ns, xcf, fastpath: fp });
