@@ -5,7 +5,9 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { FastPath } from '../src/dataplane/fastpath.js';
+import { CrtWalker } from '../src/dataplane/crt-walk.js';
 import { BpfError } from '../src/dataplane/errors.js';
 import { CrtOrigin, MAX_SERVICES, type CrtEntry, type Flow } from '../src/dataplane/structs.js';
 import { formatIpv4 } from '../src/net/addr.js';
@@ -63,7 +65,7 @@ test('services, targets and CRT entries survive closing and reopening the pinned
   }
 });
 
-test('a million CRT entries go in and come out through the batch API', (t) => {
+test('a million CRT entries go in and come out through the batch API; walks in a worker leave the event loop free', async (t) => {
   const p = scratchPinRoot('crt');
   const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 2_000_000 });
   try {
@@ -90,7 +92,28 @@ test('a million CRT entries go in and come out through the batch API', (t) => {
     assert.deepEqual([...perTarget.values()].sort(), [333333, 333333, 333334]);
     const gone = fp.crt.deleteBatch(entries.slice(0, 1000).map(([k]) => k));
     assert.equal(gone, 1000);
+    const t3 = process.hrtime.bigint();
     assert.equal(fp.crt.count(), n - 1000);
+    const syncMs = Number(process.hrtime.bigint() - t3) / 1e6;
+    // The same count and a listing in the worker: the loop keeps turning meanwhile.
+    const walker = new CrtWalker(fp.crt.fd);
+    try {
+      const h = monitorEventLoopDelay({ resolution: 5 });
+      h.enable();
+      const t4 = process.hrtime.bigint();
+      assert.equal(await walker.count(), n - 1000);
+      const found = await walker.select({ client: formatIpv4(0xc6120000 + 3) }, 10);
+      const workerMs = Number(process.hrtime.bigint() - t4) / 1e6;
+      h.disable();
+      assert.equal(found.total, 65536);
+      assert.equal(found.entries.length, 10);
+      assert.ok(found.entries.every(([k]) => k.saddr === formatIpv4(0xc6120000 + 3)));
+      const maxMs = h.max / 1e6;
+      t.diagnostic(`count on the loop ${syncMs.toFixed(0)} ms; count + listing in the worker ${workerMs.toFixed(0)} ms, loop delay max ${maxMs.toFixed(1)} ms`);
+      assert.ok(maxMs < syncMs / 2, `the loop was held ${maxMs} ms (a count on it: ${syncMs} ms)`);
+    } finally {
+      await walker.close();
+    }
   } finally {
     fp.close();
     p.remove();

@@ -14,6 +14,7 @@ import { ControlServer, type ControlRequest } from './control.js';
 import { AgentMetrics } from './metrics.js';
 import { formatProfile } from '../config/format.js';
 import { CrtOrigin } from '../dataplane/structs.js';
+import { CrtWalker } from '../dataplane/crt-walk.js';
 import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions, type OwnerRecord } from './coupling.js';
 import { Election, PRIMARY_RANK, type Claim, type DvipaCandidacy } from './election.js';
 import { Transport, DEFAULT_PORT } from './transport.js';
@@ -83,6 +84,7 @@ export class Agent {
   private readonly node: NodeSpec;
   private readonly plans: Map<string, DvipaPlan>;
   private readonly fp: FastPath;
+  private readonly crtWalker: CrtWalker;
   private readonly transport: Transport;
   private readonly router: RoutingRole;
   private readonly target: TargetRole;
@@ -114,6 +116,7 @@ export class Agent {
     this.admission = new Admission(opts.config, this.plans);
     this.refusals = new Refusals(this.log, 'peer message refused');
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
+    this.crtWalker = new CrtWalker(this.fp.crt.fd);
     const peers = [
       ...opts.config.nodes.filter((n) => n.name !== node.name).map((n) => ({ name: n.name, xcf: n.xcf })),
       ...opts.config.peers,
@@ -159,7 +162,7 @@ export class Agent {
     if (this.opts.metricsAddress) {
       this.metrics = new AgentMetrics({
         vdpt: () => this.router.vdpt(),
-        crtEntries: () => this.fp.crt.count(),
+        crtEntries: () => this.crtWalker.count(),
         reasons: () => this.fp.reasonCounts(),
         served: () => this.fp.receivedStats(),
         messageRejects: () => ({ ...this.transport.drops, ...this.refusals.counts, stale_epoch: this.target.fence.refused }),
@@ -191,6 +194,7 @@ export class Agent {
     await this.cf?.stop(this.opts.ha?.restartGraceSec ?? 10);
     this.target.stop();
     this.router.stop();
+    await this.crtWalker.close();
     this.fp.close();
   }
 
@@ -266,7 +270,7 @@ export class Agent {
   }
 
   /** What the control socket answers. */
-  private answer(req: ControlRequest): unknown {
+  private answer(req: ControlRequest): unknown | Promise<unknown> {
     switch (req.cmd) {
       case 'vdpt':
         return this.router.vdpt();
@@ -313,23 +317,18 @@ export class Agent {
     });
   }
 
-  private vcrt(args: Record<string, unknown>): { entries: VcrtRow[]; total: number; truncated: boolean } {
+  private async vcrt(args: Record<string, unknown>): Promise<{ entries: VcrtRow[]; total: number; truncated: boolean }> {
     const limit = typeof args.limit === 'number' ? args.limit : 10000;
     const origin = { [CrtOrigin.First]: 'syn', [CrtOrigin.Recovered]: 'recovered', [CrtOrigin.Control]: 'newconn' } as const;
+    const filter = { dvipa: args.dvipa as string | undefined, port: args.port as number | undefined, client: args.client as string | undefined };
+    const found = await this.crtWalker.select(filter, limit);
     // The data plane stamps entries with CLOCK_MONOTONIC (coarse), which hrtime reads too.
     const now = process.hrtime.bigint();
-    const entries: VcrtRow[] = [];
-    let total = 0;
-    for (const [k, v] of this.fp.crt.entries()) {
-      if ((args.dvipa && k.daddr !== args.dvipa) || (args.port && k.dport !== args.port) || (args.client && k.saddr !== args.client)) continue;
-      total++;
-      if (entries.length >= limit) continue;
-      entries.push({
-        dvipa: k.daddr, port: k.dport, protocol: k.proto === 6 ? 'tcp' : 'udp', client: k.saddr, clientPort: k.sport, target: v.target,
-        origin: origin[v.origin as CrtOrigin] ?? 'newconn', ageS: v.createdNs ? Math.max(0, Math.round(Number(now - v.createdNs) / 1e9)) : 0,
-      });
-    }
-    return { entries, total, truncated: total > entries.length };
+    const entries: VcrtRow[] = found.entries.map(([k, v]) => ({
+      dvipa: k.daddr, port: k.dport, protocol: k.proto === 6 ? 'tcp' : 'udp', client: k.saddr, clientPort: k.sport, target: v.target,
+      origin: origin[v.origin as CrtOrigin] ?? 'newconn', ageS: v.createdNs ? Math.max(0, Math.round(Number(now - v.createdNs) / 1e9)) : 0,
+    }));
+    return { entries, total: found.total, truncated: found.total > entries.length };
   }
 
   private acquired(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted', previous?: string): void {

@@ -57,16 +57,17 @@ export class ControlServer {
 
   private serve(sock: net.Socket): void {
     sock.on('error', () => undefined);
-    readline.createInterface({ input: sock }).on('error', () => undefined).on('line', (line) => {
+    readline.createInterface({ input: sock }).on('error', () => undefined).on('line', async (line) => {
       let answer: ControlAnswer;
       try {
         const req = JSON.parse(line) as ControlRequest;
         if (typeof req?.cmd !== 'string') throw new Error('expected {"cmd": ...}');
-        answer = { ok: true, data: this.handle(req) };
+        // Some answers (the CRT) are read off the event loop: awaited, never blocking it.
+        answer = { ok: true, data: await this.handle(req) };
       } catch (e) {
         answer = { ok: false, error: (e as Error).message };
       }
-      sock.write(`${toJson(answer)}\n`);
+      if (!sock.destroyed) sock.write(`${toJson(answer)}\n`);
     });
   }
 

@@ -14,7 +14,8 @@ export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9741';
 /** What the metrics read, at each scrape. */
 export interface MetricsSource {
   vdpt(): VdptRow[];
-  crtEntries(): number;
+  /** Counted off the event loop (a full CRT takes most of a second to read). */
+  crtEntries(): Promise<number>;
   /** Target side: received through routing nodes, per DVIPA:port. */
   served(): Array<{ vip: string; port: number; protocol: string; packets: bigint; bytes: bigint }>;
   reasons(): Record<string, bigint>;
@@ -83,8 +84,8 @@ export class AgentMetrics {
     received('dvipa_target_received_bytes_total', 'on a target: bytes (IP) it received through routing nodes for the DVIPA:port (counter)', (s) => s.bytes);
     new Gauge({
       name: 'dvipa_crt_entries', help: 'entries in the connection routing table', registers: [r],
-      collect() {
-        this.set(source.crtEntries());
+      async collect() {
+        this.set(await source.crtEntries());
       },
     });
     new Gauge({

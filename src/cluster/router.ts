@@ -71,7 +71,7 @@ export class RoutingRole {
   /** TIMEDAFFINITY seconds per service. */
   private readonly affinity = new Map<string, number>();
   /** The connections targets report, for active counts (WEIGHTEDACTIVE) and idleness. */
-  private readonly conns = new Map<string, { service: string; xcf: string }>();
+  private readonly conns = new Map<string, { service: string; xcf: string; ref: ConnRef }>();
   /** Connections ever reported, per service and target (TotalConn). */
   private readonly totals = new Map<string, number>();
   /** Targets whose full SRVSTAT and full CONNS arrived since they connected. */
@@ -328,20 +328,20 @@ export class RoutingRole {
   }
 
   private applyConns(xcf: string, full: boolean, added: ConnRef[], removed: ConnRef[]): void {
+    const gone = removed.map((c) => this.flowOf(c));
+    if (full) {
+      // What this target reported before and no longer does ended. Found in its own reports,
+      // never by walking the CRT on the event loop: a SYN flood can fill that with a million entries.
+      const keep = new Set(added.map(connKey));
+      for (const [k, v] of this.conns) if (v.xcf === xcf && !keep.has(k)) gone.push(this.flowOf(v.ref));
+    }
     this.countActive(xcf, full, added, removed);
     const entries = added.flatMap((c) => {
       const svcId = this.svcIdOf(c);
       return svcId === undefined ? [] : [[this.flowOf(c), { target: xcf, svcId, origin: CrtOrigin.Control, createdNs: 0n }] as const];
     });
     if (entries.length) this.fp.crt.setBatch(entries);
-    let gone = removed.map((c) => this.flowOf(c));
-    if (full) {
-      // Entries of this target that it no longer reports are connections that ended.
-      const keep = new Set(added.map(connKey));
-      gone = [...this.fp.crt.entries()]
-        .filter(([k, v]) => v.target === xcf && !keep.has(connKey({ saddr: k.saddr, daddr: k.daddr, sport: k.sport, dport: k.dport, protocol: k.proto === 6 ? 'tcp' : 'udp' })))
-        .map(([k]) => k);
-    }
+    // One by one: a batch delete stops at the first key already gone (evicted, or never added).
     for (const f of gone) this.fp.crt.delete(f);
   }
 
@@ -354,7 +354,7 @@ export class RoutingRole {
       if (!service) continue;
       const key = connKey(c);
       if (!this.conns.has(key)) this.totals.set(`${service}|${xcf}`, (this.totals.get(`${service}|${xcf}`) ?? 0) + 1);
-      this.conns.set(key, { service, xcf });
+      this.conns.set(key, { service, xcf, ref: c });
     }
     const counts = new Map<string, number>([...this.routed.keys()].map((n) => [n, 0]));
     for (const v of this.conns.values()) if (v.xcf === xcf) counts.set(v.service, (counts.get(v.service) ?? 0) + 1);
