@@ -37,7 +37,7 @@ export interface TransportBench {
 }
 
 /** The child: opens the connections, writes the bait, holds them, reports how many opened. */
-async function attack(port: number, n: number, holdMs: number): Promise<void> {
+async function attack(port: number, n: number, holdMs: number, host: string, sources: string[]): Promise<void> {
   const bait = Buffer.alloc(HEADER + 65536);
   bait.writeUInt32BE(MAGIC, 0);
   bait.writeUInt8(VERSION, 4);
@@ -45,7 +45,7 @@ async function attack(port: number, n: number, holdMs: number): Promise<void> {
   const sockets: net.Socket[] = [];
   let opened = 0;
   for (let i = 0; i < n; i++) {
-    const s = net.connect({ host: PEER, port, localAddress: i % 2 ? STRANGER : PEER });
+    const s = net.connect({ host, port, localAddress: sources[i % sources.length] });
     s.on('error', () => undefined);
     s.once('connect', () => {
       opened++;
@@ -60,19 +60,65 @@ async function attack(port: number, n: number, holdMs: number): Promise<void> {
   for (const s of sockets) s.destroy();
 }
 
-if (process.argv[2] === ATTACKER) void attack(Number(process.argv[3]), Number(process.argv[4]), Number(process.argv[5])).then(() => process.exit(0));
+if (process.argv[2] === ATTACKER) {
+  const [port, n, holdMs, host, sources] = process.argv.slice(3);
+  void attack(Number(port), Number(n), Number(holdMs), host, sources.split(',')).then(() => process.exit(0));
+}
+
+/**
+ * `n` junk connections to host:port from `sources` in turn, held `holdMs`, by a child process
+ * (its sockets and CPU are not the measured process's). Resolves with how many the kernel
+ * established once the child let go of them.
+ */
+export async function flood(host: string, port: number, n: number, holdMs: number, sources: string[]): Promise<number> {
+  const child = fork(fileURLToPath(import.meta.url), [ATTACKER, String(port), String(n), String(holdMs), host, sources.join(',')], { stdio: 'ignore' });
+  let established = 0;
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', (m: { opened: number }) => {
+      established = m.opened;
+      resolve();
+    });
+    child.once('exit', (code) => (code ? reject(new Error(`the attacker exited with ${code}`)) : resolve()));
+  });
+  if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
+  return established;
+}
+
+/** Event-loop delay, peak RSS and CPU of this process while `work` runs. */
+export async function measureProcess<T>(work: () => Promise<T>): Promise<{ result: T; loopDelayP99Ms: number; loopDelayMaxMs: number; rssBeforeMb: number; rssPeakMb: number; cpuPercent: number }> {
+  const rss0 = process.memoryUsage().rss;
+  let peak = rss0;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
+  const h = monitorEventLoopDelay({ resolution: 5 });
+  const cpu0 = process.cpuUsage();
+  const t0 = Date.now();
+  h.enable();
+  try {
+    const result = await work();
+    h.disable();
+    const cpu = process.cpuUsage(cpu0);
+    return {
+      result, loopDelayP99Ms: h.percentile(99) / 1e6, loopDelayMaxMs: h.max / 1e6, rssBeforeMb: rss0 / 2 ** 20, rssPeakMb: peak / 2 ** 20,
+      cpuPercent: (100 * (cpu.user + cpu.system)) / 1000 / (Date.now() - t0),
+    };
+  } finally {
+    clearInterval(sampler);
+  }
+}
+
+/** A TCP port free on `host` now. */
+export async function freePort(host: string): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, host, () => r()));
+  const p = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return p;
+}
 
 export async function benchTransport(o: { connections: number; holdMs: number }): Promise<TransportBench> {
   const key = randomBytes(32);
   const logger = pino({ level: 'silent' });
-  const portOf = async () => {
-    const s = net.createServer();
-    await new Promise<void>((r) => s.listen(0, PEER, () => r()));
-    const p = (s.address() as net.AddressInfo).port;
-    await new Promise((r) => s.close(r));
-    return p;
-  };
-  const [portA, portB] = [await portOf(), await portOf()];
+  const [portA, portB] = [await freePort(PEER), await freePort(PEER)];
   const a = new Transport({ node: 'a', key, listen: { host: PEER, port: portA }, peers: [{ name: 'b', host: PEER, port: portB }], logger });
   const b = new Transport({ node: 'b', key, listen: { host: PEER, port: portB }, peers: [{ name: 'a', host: PEER, port: portA }], logger });
   await a.start();
@@ -95,39 +141,18 @@ export async function benchTransport(o: { connections: number; holdMs: number })
     const msg: Message = { type: MsgType.SrvStat, body: { full: false, up: [], down: [] } };
     const ticker = setInterval(() => b.send('a', msg), 100);
 
-    const rss0 = process.memoryUsage().rss;
-    let peak = rss0;
-    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
-    const h = monitorEventLoopDelay({ resolution: 5 });
-    const cpu0 = process.cpuUsage();
-    const t0 = Date.now();
-    h.enable();
-    last = Date.now();
-    maxGap = 0;
-    const child = fork(fileURLToPath(import.meta.url), [ATTACKER, String(portA), String(o.connections), String(o.holdMs)], { stdio: 'ignore' });
-    let established = 0;
-    await new Promise<void>((resolve, reject) => {
-      child.once('message', (m: { opened: number }) => {
-        established = m.opened;
-        resolve();
-      });
-      child.once('exit', (code) => (code ? reject(new Error(`the attacker exited with ${code}`)) : resolve()));
+    const m = await measureProcess(() => {
+      last = Date.now();
+      maxGap = 0;
+      return flood(PEER, portA, o.connections, o.holdMs, [STRANGER, PEER]);
     });
-    h.disable();
-    const cpu = process.cpuUsage(cpu0);
-    const wall = Date.now() - t0;
-    clearInterval(sampler);
     clearInterval(ticker);
-    await new Promise((r) => child.once('exit', r));
+    const { result: established, ...figures } = m;
     return {
       connections: o.connections,
       established,
       holdMs: o.holdMs,
-      loopDelayP99Ms: h.percentile(99) / 1e6,
-      loopDelayMaxMs: h.max / 1e6,
-      rssBeforeMb: rss0 / 2 ** 20,
-      rssPeakMb: peak / 2 ** 20,
-      cpuPercent: (100 * (cpu.user + cpu.system)) / 1000 / wall,
+      ...figures,
       refused: { ...a.drops },
       peerMaxGapMs: maxGap,
       peerStayedConnected: downs === 0 && b.connected('a'),

@@ -11,6 +11,7 @@ import { chartSvg, type ChartSeries } from '../bench/svg.js';
 import { Progress } from '../bench/progress.js';
 import { benchIpsec, formatIpsecBench } from '../bench/ipsec.js';
 import { benchTransport, formatTransportBench } from '../bench/transport.js';
+import { benchAgent, formatAgentBench } from '../bench/agent.js';
 
 const fastpath: CommandModule<object, { json: boolean; rounds: number; repeat: number }> = {
   command: 'fastpath',
@@ -150,9 +151,28 @@ const transport: CommandModule<object, { json: boolean; connections: number; hol
   },
 };
 
+const agent: CommandModule<object, { json: boolean; crtEntries: number; seconds: number; junk: number }> = {
+  command: 'agent',
+  describe: 'a routing agent with a full CRT while a target resyncs, /metrics is scraped and junk connections knock: loop delay, RSS, CPU',
+  builder: (y) =>
+    y
+      .option('json', { type: 'boolean', default: false })
+      .option('crt-entries', { type: 'number', default: 1 << 20, describe: 'CRT entries (a SYN flood fills the default 1,048,576)' })
+      .option('seconds', { type: 'number', default: 10 })
+      .option('junk', { type: 'number', default: 10000, describe: 'junk connections held on the agent port' }) as never,
+  handler: async (a) => {
+    requireRoot('dvipa bench agent');
+    whole(a.crtEntries, 'crt-entries', 1, 1 << 24);
+    whole(a.seconds, 'seconds', 1, 600);
+    whole(a.junk, 'junk', 0, 18000);
+    const r = await benchAgent({ crtEntries: a.crtEntries, seconds: a.seconds, junk: a.junk });
+    process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatAgentBench(r)}\n`);
+  },
+};
+
 export const benchCommand: CommandModule = {
   command: 'bench <generator>',
   describe: 'benchmarks',
-  builder: (y) => y.command(fastpath).command(tables).command(traffic).command(ipsec).command(transport).demandCommand(1),
+  builder: (y) => y.command(fastpath).command(tables).command(traffic).command(ipsec).command(transport).command(agent).demandCommand(1),
   handler: () => undefined,
 };

@@ -45,6 +45,7 @@ if (!isMainThread && (workerData as { crtFd?: number } | null)?.crtFd !== undefi
 export class CrtWalker {
   private worker?: Worker;
   private next = 0;
+  private counting?: Promise<number>;
   private readonly pending = new Map<number, { resolve: (a: Answer) => void; reject: (e: Error) => void }>();
 
   constructor(private readonly crtFd: number) {}
@@ -55,8 +56,10 @@ export class CrtWalker {
     return { total: a.total, entries: a.entries };
   }
 
-  async count(): Promise<number> {
-    return (await this.ask({ id: ++this.next, filter: {}, limit: 0 })).total;
+  /** Scrapes that come while a count runs share it: a slow count never queues more walks. */
+  count(): Promise<number> {
+    this.counting ??= this.ask({ id: ++this.next, filter: {}, limit: 0 }).then((a) => a.total).finally(() => (this.counting = undefined));
+    return this.counting;
   }
 
   async close(): Promise<void> {
