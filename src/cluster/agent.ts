@@ -227,7 +227,7 @@ export class Agent {
     this.cf = cf;
     cf.on('change', (d?: string) => {
       const waiting = d === undefined ? undefined : this.unconfirmed.get(d);
-      if (!waiting) return;
+      if (!waiting || this.stopped) return;
       this.unconfirmed.delete(d!);
       this.onDvipa(waiting.peer, waiting.change);
     });
