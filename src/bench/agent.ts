@@ -13,22 +13,17 @@ import { MsgType, MAX_CONNS_PER_MESSAGE, type ConnRef } from '../cluster/message
 import { parseProfile } from '../config/profile.js';
 import { FastPath } from '../dataplane/fastpath.js';
 import { CrtOrigin, crtEntry, flow } from '../dataplane/structs.js';
-import { flood, freePort, measureProcess } from './transport.js';
+import { flood, formatProcessFigures, freePort, measureProcess, type ProcessFigures } from './transport.js';
 
 const ROUTER = '127.0.0.1';
 const TARGET = '127.0.0.2';
 const STRANGER = '127.0.0.3';
 const DVIPA = '192.0.2.10';
 
-export interface AgentBench {
+export interface AgentBench extends ProcessFigures {
   crtEntries: number;
   seconds: number;
   junkConnections: number;
-  loopDelayP99Ms: number;
-  loopDelayMaxMs: number;
-  rssBeforeMb: number;
-  rssPeakMb: number;
-  cpuPercent: number;
   scrapes: number;
   scrapeMaxMs: number;
   resyncs: number;
@@ -100,11 +95,10 @@ export async function benchAgent(o: { crtEntries: number; seconds: number; junk:
         scrapeMaxMs = Math.max(scrapeMaxMs, ms);
       }, () => undefined);
     }, 1000);
-    const m = await measureProcess(() => flood(ROUTER, port, o.junk, o.seconds * 1000, [STRANGER, TARGET]));
+    const { result: _, ...figures } = await measureProcess(() => flood(ROUTER, port, o.junk, o.seconds * 1000, [STRANGER, TARGET]));
     clearInterval(tick);
     return {
-      crtEntries: o.crtEntries, seconds: o.seconds, junkConnections: o.junk,
-      loopDelayP99Ms: m.loopDelayP99Ms, loopDelayMaxMs: m.loopDelayMaxMs, rssBeforeMb: m.rssBeforeMb, rssPeakMb: m.rssPeakMb, cpuPercent: m.cpuPercent,
+      crtEntries: o.crtEntries, seconds: o.seconds, junkConnections: o.junk, ...figures,
       scrapes, scrapeMaxMs, resyncs, targetStayedConnected: downs === 0 && target.connected('r1'),
     };
   } finally {
@@ -115,12 +109,9 @@ export async function benchAgent(o: { crtEntries: number; seconds: number; junk:
 }
 
 export function formatAgentBench(r: AgentBench): string {
-  const f = (x: number) => x.toFixed(1);
   return [
     `routing agent, CRT of ${r.crtEntries} entries, ${r.seconds} s: a full CONNS resync and a /metrics scrape every second, ${r.junkConnections} junk connections on its port`,
-    `  event-loop delay:  p99 ${f(r.loopDelayP99Ms)} ms, max ${f(r.loopDelayMaxMs)} ms (a 1 s lease needs well under 1000)`,
-    `  RSS:               ${f(r.rssBeforeMb)} MB before, ${f(r.rssPeakMb)} MB peak`,
-    `  CPU:               ${f(r.cpuPercent)} % of one core`,
+    ...formatProcessFigures(r, ' (a 1 s lease needs well under 1000)'),
     `  scrapes:           ${r.scrapes}, slowest ${r.scrapeMaxMs} ms`,
     `  target:            ${r.resyncs} full resyncs sent; ${r.targetStayedConnected ? 'stayed connected' : 'was disconnected'}`,
   ].join('\n');

@@ -20,16 +20,23 @@ const ATTACKER = '--dvipa-bench-transport-attacker';
 const PEER = '127.0.0.1';
 const STRANGER = '127.0.0.2';
 
-export interface TransportBench {
+/** What a benchmark measures of this process while the attack runs. */
+export interface ProcessFigures { loopDelayP99Ms: number; loopDelayMaxMs: number; rssBeforeMb: number; rssPeakMb: number; cpuPercent: number }
+
+export function formatProcessFigures(r: ProcessFigures, loopNote = ''): string[] {
+  const f = (x: number) => x.toFixed(1);
+  return [
+    `  event-loop delay:  p99 ${f(r.loopDelayP99Ms)} ms, max ${f(r.loopDelayMaxMs)} ms${loopNote}`,
+    `  RSS:               ${f(r.rssBeforeMb)} MB before, ${f(r.rssPeakMb)} MB peak`,
+    `  CPU:               ${f(r.cpuPercent)} % of one core`,
+  ];
+}
+
+export interface TransportBench extends ProcessFigures {
   connections: number;
   /** Of those, established by the kernel at some point (the rest waited in SYN_SENT: backlog full). */
   established: number;
   holdMs: number;
-  loopDelayP99Ms: number;
-  loopDelayMaxMs: number;
-  rssBeforeMb: number;
-  rssPeakMb: number;
-  cpuPercent: number;
   refused: Record<string, number>;
   /** The longest time between two of the real peer's messages (sent every 100 ms). */
   peerMaxGapMs: number;
@@ -85,7 +92,7 @@ export async function flood(host: string, port: number, n: number, holdMs: numbe
 }
 
 /** Event-loop delay, peak RSS and CPU of this process while `work` runs. */
-export async function measureProcess<T>(work: () => Promise<T>): Promise<{ result: T; loopDelayP99Ms: number; loopDelayMaxMs: number; rssBeforeMb: number; rssPeakMb: number; cpuPercent: number }> {
+export async function measureProcess<T>(work: () => Promise<T>): Promise<ProcessFigures & { result: T }> {
   const rss0 = process.memoryUsage().rss;
   let peak = rss0;
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
@@ -164,13 +171,10 @@ export async function benchTransport(o: { connections: number; holdMs: number })
 }
 
 export function formatTransportBench(r: TransportBench): string {
-  const f = (x: number) => x.toFixed(1);
   return [
     `transport under ${r.connections} connections held ${r.holdMs} ms (half from a stranger, half from a peer's address, each with 64 KiB of a 1 MiB frame)`,
     `  established:       ${r.established} (the rest found the accept backlog full)`,
-    `  event-loop delay:  p99 ${f(r.loopDelayP99Ms)} ms, max ${f(r.loopDelayMaxMs)} ms`,
-    `  RSS:               ${f(r.rssBeforeMb)} MB before, ${f(r.rssPeakMb)} MB peak`,
-    `  CPU:               ${f(r.cpuPercent)} % of one core`,
+    ...formatProcessFigures(r),
     `  refused:           ${Object.entries(r.refused).map(([k, v]) => `${k} ${v}`).join(', ') || 'nothing'}`,
     `  the real peer:     longest gap between its 100 ms messages ${r.peerMaxGapMs} ms; ${r.peerStayedConnected ? 'stayed connected' : 'was disconnected'}`,
   ].join('\n');
