@@ -1,8 +1,8 @@
 /*
  * A real routing agent (in this process, on loopback) and a compromised target holding the
  * cluster key: what only a routing node may send (a DVIPA message, a VIPA list) is refused
- * and counted, the owner keeps its DVIPA, and a clean stop with the peer still connected
- * returns (it used to throw EBADFD from a map written after close).
+ * and counted, the owner keeps its DVIPA; the readiness gate needs a connected, synced
+ * target; a clean stop with the peer still connected returns.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,6 +24,7 @@ let pins: ReturnType<typeof scratchPinRoot>;
 let agent: Agent | undefined;
 let target: Transport;
 let metrics: string;
+let startTarget: () => Promise<Transport>;
 
 async function freePort(): Promise<number> {
   const s = net.createServer();
@@ -65,8 +66,12 @@ before(async () => {
   const logger = pino({ level: 'silent' });
   agent = new Agent({ config, node: 'r1', key: KEY, pinRoot: pins.pinRoot, port, metricsAddress: metrics, logger });
   await agent.start();
-  target = new Transport({ node: 't1', key: KEY, listen: { host: T1, port }, peers: [{ name: 'r1', host: R1, port }], logger });
-  await target.start();
+  startTarget = async () => {
+    const t = new Transport({ node: 't1', key: KEY, listen: { host: T1, port }, peers: [{ name: 'r1', host: R1, port }], logger });
+    await t.start();
+    return t;
+  };
+  target = await startTarget();
   await until('the target to connect', () => target.connected('r1'));
   await until('r1 to own its DVIPA', () => agent!.owned().has(DVIPA));
 });
@@ -85,6 +90,21 @@ test('a target cannot take a DVIPA, announce another owner, or send a VIPA list'
   await until('the refusals to be counted', async () => (await rejects('not_routing')) === 2 && (await rejects('not_owner')) === 1);
   assert.equal(agent!.owned().get(DVIPA)?.epoch, epoch, 'r1 still owns the DVIPA, under the same epoch');
   assert.ok(target.connected('r1'), 'a refused message is dropped alone');
+});
+
+test('the readiness gate opens only with a connected, synced target (an isolated node never takes back)', async () => {
+  const ready = () => (agent as unknown as { router: { ready(d: string): boolean } }).router.ready(DVIPA);
+  const started = Date.now();
+  assert.equal(ready(), false, 'connected, but no full reports yet');
+  target.send('r1', { type: MsgType.SrvStat, body: { full: true, up: [{ dvipa: DVIPA, port: 80, protocol: 'tcp' }], down: [] } });
+  target.send('r1', { type: MsgType.Conns, body: { full: true, added: [], removed: [] } });
+  await until('the gate to open', ready);
+  await target.stop();
+  // Past the start-up wait, a target that is not connected used to count as fine: the gate opened with none.
+  await new Promise((r) => setTimeout(r, Math.max(0, 5500 - (Date.now() - started))));
+  assert.equal(ready(), false, 'no target connected');
+  target = await startTarget();
+  await until('the target to reconnect', () => target.connected('r1'));
 });
 
 test('a clean stop with the peer connected returns, the maps closed last', async () => {
