@@ -173,7 +173,7 @@ export async function benchTransport(o: { connections: number; holdMs: number })
 export function formatTransportBench(r: TransportBench): string {
   return [
     `transport under ${r.connections} connections held ${r.holdMs} ms (half from a stranger, half from a peer's address, each with 64 KiB of a 1 MiB frame)`,
-    `  established:       ${r.established} (the rest found the accept backlog full)`,
+    `  established:       ${r.established} by the kernel (refused below: those the agent accepted in the time)`,
     ...formatProcessFigures(r),
     `  refused:           ${Object.entries(r.refused).map(([k, v]) => `${k} ${v}`).join(', ') || 'nothing'}`,
     `  the real peer:     longest gap between its 100 ms messages ${r.peerMaxGapMs} ms; ${r.peerStayedConnected ? 'stayed connected' : 'was disconnected'}`,

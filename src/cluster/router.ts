@@ -70,8 +70,10 @@ export class RoutingRole {
   private readonly dvipas = new Map<string, Routed>();
   /** TIMEDAFFINITY seconds per service. */
   private readonly affinity = new Map<string, number>();
-  /** The connections targets report, for active counts (WEIGHTEDACTIVE) and idleness. */
-  private readonly conns = new Map<string, { service: string; xcf: string; ref: ConnRef }>();
+  /** The connections each target reports, by target: for active counts (WEIGHTEDACTIVE), idleness, and what a full report ends. */
+  private readonly conns = new Map<string, Map<string, { service: string; ref: ConnRef }>>();
+  /** Per target, its connections per service: kept with `conns`, so that a report costs its own size, not the table's. */
+  private readonly activeCounts = new Map<string, Map<string, number>>();
   /** Connections ever reported, per service and target (TotalConn). */
   private readonly totals = new Map<string, number>();
   /** Targets whose full SRVSTAT and full CONNS arrived since they connected. */
@@ -220,7 +222,7 @@ export class RoutingRole {
   /** No connection through the DVIPA is known (for WHENIDLE moves). */
   idle(dvipa: string): boolean {
     const prefix = `${dvipa}:`;
-    return ![...this.conns.values()].some((c) => c.service.startsWith(prefix));
+    return ![...this.conns.values()].some((mine) => [...mine.values()].some((c) => c.service.startsWith(prefix)));
   }
 
   private pushDeferred(force: boolean): void {
@@ -328,37 +330,50 @@ export class RoutingRole {
   }
 
   private applyConns(xcf: string, full: boolean, added: ConnRef[], removed: ConnRef[]): void {
-    const gone = removed.map((c) => this.flowOf(c));
+    const gone = [...removed];
     if (full) {
       // What this target reported before and no longer does ended. Found in its own reports,
       // never by walking the CRT on the event loop: a SYN flood can fill that with a million entries.
       const keep = new Set(added.map(connKey));
-      for (const [k, v] of this.conns) if (v.xcf === xcf && !keep.has(k)) gone.push(this.flowOf(v.ref));
+      for (const [k, v] of this.conns.get(xcf) ?? []) if (!keep.has(k)) gone.push(v.ref);
     }
-    this.countActive(xcf, full, added, removed);
+    this.countActive(xcf, added, gone);
+    // One map lookup per service, not per connection: a report holds thousands of one service.
+    const ids = new Map<string, number | undefined>();
     const entries = added.flatMap((c) => {
-      const svcId = this.svcIdOf(c);
+      const k = `${c.daddr}:${c.dport}/${c.protocol}`;
+      if (!ids.has(k)) ids.set(k, this.svcIdOf(c));
+      const svcId = ids.get(k);
       return svcId === undefined ? [] : [[this.flowOf(c), { target: xcf, svcId, origin: CrtOrigin.Control, createdNs: 0n }] as const];
     });
     if (entries.length) this.fp.crt.setBatch(entries);
     // One by one: a batch delete stops at the first key already gone (evicted, or never added).
-    for (const f of gone) this.fp.crt.delete(f);
+    for (const c of gone) this.fp.crt.delete(this.flowOf(c));
   }
 
   /** Active connections per service of this target, into the DPT (used by WEIGHTEDACTIVE). */
-  private countActive(xcf: string, full: boolean, added: ConnRef[], removed: ConnRef[]): void {
-    if (full) for (const [k, v] of this.conns) if (v.xcf === xcf) this.conns.delete(k);
-    for (const c of removed) this.conns.delete(connKey(c));
+  private countActive(xcf: string, added: ConnRef[], gone: ConnRef[]): void {
+    const mine = this.conns.get(xcf) ?? new Map<string, { service: string; ref: ConnRef }>();
+    const counts = this.activeCounts.get(xcf) ?? new Map<string, number>();
+    this.conns.set(xcf, mine);
+    this.activeCounts.set(xcf, counts);
+    for (const c of gone) {
+      const key = connKey(c);
+      const was = mine.get(key);
+      if (!was) continue;
+      mine.delete(key);
+      counts.set(was.service, (counts.get(was.service) ?? 1) - 1);
+    }
     for (const c of added) {
+      const key = connKey(c);
+      if (mine.has(key)) continue;
       const service = this.serviceOfConn(c);
       if (!service) continue;
-      const key = connKey(c);
-      if (!this.conns.has(key)) this.totals.set(`${service}|${xcf}`, (this.totals.get(`${service}|${xcf}`) ?? 0) + 1);
-      this.conns.set(key, { service, xcf, ref: c });
+      this.totals.set(`${service}|${xcf}`, (this.totals.get(`${service}|${xcf}`) ?? 0) + 1);
+      counts.set(service, (counts.get(service) ?? 0) + 1);
+      mine.set(key, { service, ref: c });
     }
-    const counts = new Map<string, number>([...this.routed.keys()].map((n) => [n, 0]));
-    for (const v of this.conns.values()) if (v.xcf === xcf) counts.set(v.service, (counts.get(v.service) ?? 0) + 1);
-    for (const [name, active] of counts) if (this.update(name, xcf, { active })) this.pushSoon(name);
+    for (const name of this.routed.keys()) if (this.update(name, xcf, { active: counts.get(name) ?? 0 })) this.pushSoon(name);
   }
 
   /** A target agent went away: no new connections for it until it reports again. */

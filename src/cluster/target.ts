@@ -134,6 +134,10 @@ export class TargetRole {
 
   /** Reconciliation: compare the sockets with what was reported, send the differences. */
   private scan(): void {
+    const mine = this.myServices();
+    // /proc/net/tcp lists every socket of the host: a node serving nothing never reads it,
+    // so junk connections to a routing node's agent port cost it nothing here.
+    if (!mine.size) return;
     let sockets;
     try {
       sockets = readSockets();
@@ -142,7 +146,7 @@ export class TargetRole {
       return;
     }
     const load = this.readLoad();
-    for (const [router, services] of this.myServices()) {
+    for (const [router, services] of mine) {
       const dvipas = new Set(services.map((s) => s.vip));
       const listeners = new Set(services.filter((s) => s.port !== 0 && listensOn(sockets, s.vip, s.port)).map((s) => refKey({ dvipa: s.vip, port: s.port, protocol: 'tcp' })));
       // A port-0 service (all ports) is ready when anything listens on the DVIPA.

@@ -68,7 +68,8 @@ interface Session {
   source: string;
   /** The peer as dialled; for accepted connections, named by its HELLO. */
   peer?: string;
-  hs: Handshake;
+  /** A dialer's from the start; a listener's once a valid HELLO came (key generation is not free). */
+  hs?: Handshake;
   transcript?: Buffer;
   theirEph?: string;
   /** Set once both proofs are checked: the session key. */
@@ -185,7 +186,7 @@ export class Transport extends EventEmitter {
     }
     const s = this.session(socket, true, p.host, p.name);
     this.outbound.set(p.name, s);
-    socket.once('connect', () => this.write(s, this.opts.key, { type: MsgType.Hello, body: s.hs.hello }));
+    socket.once('connect', () => this.write(s, this.opts.key, { type: MsgType.Hello, body: s.hs!.hello }));
     socket.once('close', () => {
       const wasUp = s.key !== undefined;
       if (this.outbound.get(p.name) === s) this.outbound.delete(p.name);
@@ -232,7 +233,8 @@ export class Transport extends EventEmitter {
 
   private session(socket: net.Socket, dialer: boolean, source: string, peer?: string): Session {
     const now = Date.now();
-    const s: Session = { socket, dialer, source, peer, hs: new Handshake(this.opts.key, this.opts.node, this.opts.identities), sendSeq: 0n, recvSeq: 0n, lastHeard: now, lastSent: now };
+    const s: Session = { socket, dialer, source, peer, sendSeq: 0n, recvSeq: 0n, lastHeard: now, lastSent: now };
+    if (dialer) s.hs = this.handshakeState();
     this.sockets.add(socket);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 5000);
@@ -294,12 +296,13 @@ export class Transport extends EventEmitter {
     }
     if (m.type === MsgType.Hello && !s.transcript) {
       if (!this.helloAcceptable(s, m.body)) return false;
+      const hs = (s.hs ??= this.handshakeState());
       s.peer = m.body.node;
       s.theirEph = m.body.eph;
-      s.transcript = s.dialer ? Handshake.transcript(s.hs.hello, m.body) : Handshake.transcript(m.body, s.hs.hello);
+      s.transcript = s.dialer ? Handshake.transcript(hs.hello, m.body) : Handshake.transcript(m.body, hs.hello);
       if (!s.dialer) {
-        this.write(s, this.opts.key, { type: MsgType.Hello, body: s.hs.hello });
-        this.write(s, this.opts.key, { type: MsgType.Auth, body: { proof: s.hs.prove('listener', s.transcript) } });
+        this.write(s, this.opts.key, { type: MsgType.Hello, body: hs.hello });
+        this.write(s, this.opts.key, { type: MsgType.Auth, body: { proof: hs.prove('listener', s.transcript) } });
       }
       return false;
     }
@@ -307,18 +310,19 @@ export class Transport extends EventEmitter {
       this.reject(s, 'no_hello', `frame type ${type} in the handshake`);
       return false;
     }
-    if (!s.hs.check(s.peer!, s.dialer ? 'listener' : 'dialer', s.transcript, m.body.proof)) {
+    const hs = s.hs!;
+    if (!hs.check(s.peer!, s.dialer ? 'listener' : 'dialer', s.transcript, m.body.proof)) {
       this.reject(s, 'bad_proof', `${s.peer} did not prove its identity`);
       return false;
     }
-    const key = s.hs.sessionKey(s.theirEph!, s.transcript);
+    const key = hs.sessionKey(s.theirEph!, s.transcript);
     if (!key) {
       this.reject(s, 'bad_proof', 'unusable ephemeral key');
       return false;
     }
     const peer = s.peer!;
     if (s.dialer) {
-      this.write(s, this.opts.key, { type: MsgType.Auth, body: { proof: s.hs.prove('dialer', s.transcript) } });
+      this.write(s, this.opts.key, { type: MsgType.Auth, body: { proof: hs.prove('dialer', s.transcript) } });
       s.key = key;
       s.sendSeq = 0n;
       this.deliver(s, () => this.emit('peerUp', peer));
@@ -344,6 +348,10 @@ export class Transport extends EventEmitter {
     if (!peer) this.reject(s, 'unknown_peer', `${hello.node} is not a peer of ${this.opts.node}`);
     else if (peer.host !== s.source) this.reject(s, 'wrong_peer', `${hello.node} is at ${peer.host}, not ${s.source}`);
     return peer?.host === s.source;
+  }
+
+  private handshakeState(): Handshake {
+    return new Handshake(this.opts.key, this.opts.node, this.opts.identities);
   }
 
   /** Runs a listener of ours: what it throws (E2BIG from a command, ...) is logged, not fatal. */

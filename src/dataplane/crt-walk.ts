@@ -46,6 +46,8 @@ export class CrtWalker {
   private worker?: Worker;
   private next = 0;
   private counting?: Promise<number>;
+  private lastCount?: number;
+  private readonly inFlight = new Set<Promise<Answer>>();
   private readonly pending = new Map<number, { resolve: (a: Answer) => void; reject: (e: Error) => void }>();
 
   constructor(private readonly crtFd: number) {}
@@ -56,13 +58,27 @@ export class CrtWalker {
     return { total: a.total, entries: a.entries };
   }
 
-  /** Scrapes that come while a count runs share it: a slow count never queues more walks. */
+  /**
+   * The number of entries. One walk at a time: while it runs, callers get the last count
+   * (a scrape is never held up by a walk of a million entries), or, before the first, share it.
+   */
   count(): Promise<number> {
-    this.counting ??= this.ask({ id: ++this.next, filter: {}, limit: 0 }).then((a) => a.total).finally(() => (this.counting = undefined));
-    return this.counting;
+    if (!this.counting) {
+      this.counting = this.ask({ id: ++this.next, filter: {}, limit: 0 })
+        .then((a) => (this.lastCount = a.total))
+        .finally(() => (this.counting = undefined));
+      // Callers handed the last count do not wait for this walk: a failure shows in the next one.
+      this.counting.catch(() => undefined);
+    }
+    return this.lastCount === undefined ? this.counting : Promise.resolve(this.lastCount);
   }
 
+  /**
+   * Waits for the walks in flight, then ends the worker: terminating it inside a native call
+   * (a batch lookup) throws from C++ and aborts the process.
+   */
   async close(): Promise<void> {
+    await Promise.allSettled([...this.inFlight]);
     const w = this.worker;
     this.worker = undefined;
     await w?.terminate();
@@ -72,10 +88,13 @@ export class CrtWalker {
     const w = this.worker ?? this.start();
     // Held alive while a question is open, idle it keeps nothing alive.
     w.ref();
-    return new Promise<Answer>((resolve, reject) => {
+    const answer = new Promise<Answer>((resolve, reject) => {
       this.pending.set(req.id, { resolve, reject });
       w.postMessage(req);
-    }).then((a) => {
+    });
+    this.inFlight.add(answer);
+    void answer.finally(() => this.inFlight.delete(answer)).catch(() => undefined);
+    return answer.then((a) => {
       if (a.error) throw new Error(`CRT walk: ${a.error}`);
       return a;
     });
