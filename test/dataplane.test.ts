@@ -12,7 +12,7 @@ import { BpfError } from '../src/dataplane/errors.js';
 import { CrtOrigin, MAX_SERVICES, type CrtEntry, type Flow } from '../src/dataplane/structs.js';
 import { formatIpv4 } from '../src/net/addr.js';
 import { inNetns, nsIp, Topology } from '../src/lab/netns.js';
-import { requireRoot, scratchPinRoot, uniquePrefix } from './helpers/env.js';
+import { IN_KERNEL_LAB, requireRoot, scratchPinRoot, uniquePrefix } from './helpers/env.js';
 import { log } from '../src/log.js';
 
 let pins: ReturnType<typeof scratchPinRoot>;
@@ -65,11 +65,14 @@ test('services, targets and CRT entries survive closing and reopening the pinned
   }
 });
 
-test('a million CRT entries go in and come out through the batch API; walks in a worker leave the event loop free', async (t) => {
+/** Under the kernel lab's emulation a million entries take minutes; the batch API is the same with fewer. */
+const CRT_ENTRIES = IN_KERNEL_LAB ? 150_000 : 1_000_000;
+
+test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the batch API; walks in a worker leave the loop free`, async (t) => {
   const p = scratchPinRoot('crt');
   const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 2_000_000 });
   try {
-    const n = 1_000_000;
+    const n = CRT_ENTRIES;
     const entries: Array<[Flow, CrtEntry]> = [];
     for (let i = 0; i < n; i++) {
       entries.push([
@@ -89,7 +92,7 @@ test('a million CRT entries go in and come out through the batch API; walks in a
     const t2 = process.hrtime.bigint();
     t.diagnostic(`insert ${Number(t1 - t0) / 1e6} ms, dump ${Number(t2 - t1) / 1e6} ms (encode/decode in JS included)`);
     assert.equal(seen, n);
-    assert.deepEqual([...perTarget.values()].sort(), [333333, 333333, 333334]);
+    assert.deepEqual([...perTarget.values()].sort(), [0, 1, 2].map((r) => Math.floor(n / 3) + (r < n % 3 ? 1 : 0)).sort());
     const gone = fp.crt.deleteBatch(entries.slice(0, 1000).map(([k]) => k));
     assert.equal(gone, 1000);
     const t3 = process.hrtime.bigint();
@@ -102,12 +105,12 @@ test('a million CRT entries go in and come out through the batch API; walks in a
       h.enable();
       const t4 = process.hrtime.bigint();
       assert.equal(await walker.count(), n - 1000);
-      const found = await walker.select({ client: formatIpv4(0xc6120000 + 3) }, 10);
+      const found = await walker.select({ client: formatIpv4(0xc6120000 + 1) }, 10);
       const workerMs = Number(process.hrtime.bigint() - t4) / 1e6;
       h.disable();
       assert.equal(found.total, 65536);
       assert.equal(found.entries.length, 10);
-      assert.ok(found.entries.every(([k]) => k.saddr === formatIpv4(0xc6120000 + 3)));
+      assert.ok(found.entries.every(([k]) => k.saddr === formatIpv4(0xc6120000 + 1)));
       const maxMs = h.max / 1e6;
       t.diagnostic(`count on the loop ${syncMs.toFixed(0)} ms; count + listing in the worker ${workerMs.toFixed(0)} ms, loop delay max ${maxMs.toFixed(1)} ms`);
       assert.ok(maxMs < syncMs / 2, `the loop was held ${maxMs} ms (a count on it: ${syncMs} ms)`);
