@@ -70,17 +70,21 @@ export class ControlServer {
         sock.pause();
       }
     });
-    readline.createInterface({ input: sock }).on('error', () => undefined).on('line', async (line) => {
-      let answer: ControlAnswer;
-      try {
-        const req = JSON.parse(line) as ControlRequest;
-        if (typeof req?.cmd !== 'string') throw new Error('expected {"cmd": ...}');
-        // Some answers (the CRT) are read off the event loop: awaited, never blocking it.
-        answer = { ok: true, data: await this.handle(req) };
-      } catch (e) {
-        answer = { ok: false, error: (e as Error).message };
-      }
-      if (!sock.destroyed) sock.write(`${toJson(answer)}\n`);
+    // Some answers (the CRT) are read off the event loop and awaited: chained, so that
+    // requests on one connection are still answered in order.
+    let answered = Promise.resolve();
+    readline.createInterface({ input: sock }).on('error', () => undefined).on('line', (line) => {
+      answered = answered.then(async () => {
+        let answer: ControlAnswer;
+        try {
+          const req = JSON.parse(line) as ControlRequest;
+          if (typeof req?.cmd !== 'string') throw new Error('expected {"cmd": ...}');
+          answer = { ok: true, data: await this.handle(req) };
+        } catch (e) {
+          answer = { ok: false, error: (e as Error).message };
+        }
+        if (!sock.destroyed) sock.write(`${toJson(answer)}\n`);
+      });
     });
   }
 
