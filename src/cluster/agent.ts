@@ -188,10 +188,11 @@ export class Agent {
     clearTimeout(this.cfRetry);
     await this.control?.stop();
     await this.metrics?.stop();
-    await this.transport.stop();
     this.election?.stop();
     this.ipsec?.stop();
+    // First, within the lease: the owner keys go to the restart-grace lease.
     await this.cf?.stop(this.opts.ha?.restartGraceSec ?? 10);
+    await this.transport.stop();
     this.target.stop();
     this.router.stop();
     await this.crtWalker.close();
