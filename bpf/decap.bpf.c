@@ -43,7 +43,7 @@ int xdp_decap(struct xdp_md *ctx)
 	__u8 l2[VLAN_ETH_HLEN];
 	__be16 proto;
 	int l2len, outer_len;
-	struct dvipa_svc_key served_key = {};
+	struct dvipa_svc_key served_key = {}, any_port = {};
 	__u32 zero = 0, inner_len;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
@@ -61,8 +61,8 @@ int xdp_decap(struct xdp_md *ctx)
 		count_reason(DVIPA_R_PASS_MALFORMED);
 		return XDP_PASS;
 	}
-	if (outer->protocol != IPPROTO_IPIP || outer->daddr != cfg->cluster_addr ||
-	    ipv4_is_fragment(outer)) {
+	if (outer->protocol != IPPROTO_IPIP || ipv4_is_fragment(outer) ||
+	    (outer->daddr != cfg->cluster_addr && !bpf_map_lookup_elem(&decap_addrs, &outer->daddr))) {
 		count_reason(DVIPA_R_DECAP_PASS_NOT_OURS);
 		return XDP_PASS;
 	}
@@ -93,8 +93,10 @@ int xdp_decap(struct xdp_md *ctx)
 	 * The port itself, else every port of the DVIPA (port 0). A routing node tunnels
 	 * neither fragments nor anything but TCP and UDP: those find no port and are dropped.
 	 */
+	any_port.vip = served_key.vip;
+	any_port.proto = served_key.proto;
 	if (!served_key.port || (!bpf_map_lookup_elem(&decap_services, &served_key) &&
-				 !bpf_map_lookup_elem(&decap_services, &(struct dvipa_svc_key){ .vip = served_key.vip, .proto = served_key.proto }))) {
+				 !bpf_map_lookup_elem(&decap_services, &any_port))) {
 		count_reason(DVIPA_R_DECAP_DROP_NOT_SERVICE);
 		return XDP_DROP;
 	}

@@ -6,7 +6,8 @@
  * Verdicts (each counted in `reasons`, and per service in `svc_stats`):
  *  - not IPv4, not a distributed DVIPA:port, unparsable L2/L3: XDP_PASS untouched;
  *  - TCP/UDP to a distributed service: encapsulated IPv4-in-IPv4 to the target's cluster
- *    address and sent on (XDP_TX or redirect), or dropped with a reason;
+ *    address and sent on (XDP_TX or redirect), or dropped with a reason; when the target is
+ *    this node itself, passed to its own stack, which holds the DVIPA;
  *  - fragments to a distributed DVIPA: dropped (a non-first fragment has no ports, so it
  *    cannot be matched to its connection; TCP avoids fragments with PMTU discovery);
  *  - too big once encapsulated: ICMP fragmentation needed back to the client if DF is
@@ -176,8 +177,11 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	__u16 inner_len = ntohs_bounded(inner->tot_len);
 	__u8 tos = inner->tos;
 	int df = (inner->frag_off & bpf_htons(IP_DF)) != 0;
+	/* VIPAROUTE: the target is reached at another of its addresses. */
+	__be32 *via = bpf_map_lookup_elem(&via_routes, &target);
+	__be32 dst = via ? *via : target;
 
-	switch (resolve_nexthop(ctx, cfg, target, tos, &nh)) {
+	switch (resolve_nexthop(ctx, cfg, dst, tos, &nh)) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
 		break;
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
@@ -218,7 +222,7 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	outer->ttl = 64;
 	outer->protocol = IPPROTO_IPIP;
 	outer->saddr = cfg->cluster_addr;
-	outer->daddr = target;
+	outer->daddr = dst;
 	ipv4_set_csum(outer);
 
 	if (nh.ifindex == ctx->ingress_ifindex) {
@@ -365,6 +369,11 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		else
 			st->recovered++;
 	}
+	/* The routing node among its own targets: the DVIPA is a local address here, so its
+	 * stack serves the flow, as z/OS's distributing stack does when it is a target. An IPIP
+	 * packet to our own address would find no route. The CRT entry above keeps it here. */
+	if (target == cfg->cluster_addr)
+		return verdict(XDP_PASS, DVIPA_R_PASS_LOCAL_TARGET);
 	return encap_forward(ctx, cfg, st, target, l2len, iph);
 
 truncated_l4:

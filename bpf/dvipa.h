@@ -17,6 +17,8 @@
 #define DVIPA_MAX_DVIPAS 1024
 #define DVIPA_MAX_EGRESS 64
 #define DVIPA_MAX_SERVED_PORTS 4096
+/* VIPAROUTE: targets reached at another address, and the addresses a target accepts so. */
+#define DVIPA_MAX_VIA_ROUTES 256
 /* Default; user space may resize before load (crt_max_entries). */
 #define DVIPA_CRT_DEFAULT_ENTRIES (1 << 20)
 
@@ -139,6 +141,7 @@ enum dvipa_reason {
 	DVIPA_R_DECAP_PASS_NOT_OURS, /* target: IPIP not to our cluster address or not a served DVIPA */
 	DVIPA_R_DECAP_PASS_MALFORMED,/* target: IPIP whose inner header is unparsable */
 	DVIPA_R_PASS_OTHER_HOST,     /* unicast to another MAC (flooded by a switch): the stack drops it */
+	DVIPA_R_PASS_LOCAL_TARGET,   /* the routing node is the flow's target: its own stack serves it */
 	DVIPA_R_DECAP_DROP_NOT_ROUTER,  /* target: IPIP for a served DVIPA from no routing node of ours */
 	DVIPA_R_DECAP_DROP_NOT_SERVICE, /* target: IPIP from a routing node to a port not distributed here */
 	DVIPA_R_COUNT,

@@ -113,6 +113,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } reasons SEC(".maps");
 
+/* VIPAROUTE: a target's packets are encapsulated to this address instead of its cluster address. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_VIA_ROUTES);
+	__type(key, __be32);
+	__type(value, __be32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} via_routes SEC(".maps");
+
+/* Target side: outer destinations decap accepts besides the cluster address (VIPAROUTE). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_VIA_ROUTES);
+	__type(key, __be32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} decap_addrs SEC(".maps");
+
 /* Target side: DVIPAs this node serves (bound on lo). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -18,6 +18,7 @@ import { FastPath } from '../src/dataplane/fastpath.js';
 import { CrtOrigin } from '../src/dataplane/structs.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
 import { Agents } from './helpers/agents.js';
+import { waitFor } from './helpers/wait.js';
 
 const DVIPA = '192.0.2.10';
 const PORT = 8080;
@@ -25,6 +26,8 @@ const HOT = 8081;
 const WEIGHTED = 8082;
 const WLM = 8083;
 const AFFINE = 8084;
+const LOCAL = 8085;
+const T1_VIA = '198.18.11.3';
 const TARGETS = [1, 2, 3].map((i) => ({ name: `t${i}`, xcf: `198.18.1${i}.2`, gw: `198.18.1${i}.1` }));
 
 let topo: Topology;
@@ -88,6 +91,9 @@ before(async () => {
     `  VIPADISTRIBUTE DISTMETHOD WEIGHTEDACTIVE ${DVIPA} PORT ${WEIGHTED} DESTIP ${TARGETS[0].xcf} WEIGHT 30 ${TARGETS[1].xcf} WEIGHT 10`,
     `  VIPADISTRIBUTE DISTMETHOD SERVERWLM ${DVIPA} PORT ${WLM} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
     `  VIPADISTRIBUTE TIMEDAFFINITY 60 ${DVIPA} PORT ${AFFINE} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
+    `  VIPADISTRIBUTE ${DVIPA} PORT ${LOCAL} DESTIP 198.18.10.1 ${TARGETS[0].xcf}`,
+    // t1 is reached at a second address of its link: every test's traffic to t1 goes there.
+    `  VIPAROUTE DEFINE ${TARGETS[0].xcf} ${T1_VIA}`,
     'ENDVIPADYNAMIC',
     ...TARGETS.map((t) => `NODE ${t.name} XCF ${t.xcf} INTERNAL up0`),
   ].join('\n'));
@@ -106,6 +112,7 @@ before(async () => {
     topo.veth({ ns: ns.r1, name: `r${t.name}`, addr: `${t.gw}/24` }, { ns: ns[t.name], name: 'up0', addr: `${t.xcf}/24` });
     nsIp(ns[t.name], 'route', 'add', 'default', 'via', t.gw);
   }
+  nsIp(ns.t1, 'addr', 'add', `${T1_VIA}/24`, 'dev', 'up0');
   for (const node of ['r1', ...TARGETS.map((t) => t.name)]) fleet.start(node);
   await fleet.until('all agents started', () => Object.values(fleet.logs).every((l) => l.some((x) => x.msg === 'agent started')));
   client = Client.start(topo, ns.client);
@@ -162,6 +169,16 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   hot.t1 = await startNameServer(topo, ns.t1, 't1', HOT, 0);
   await untilListening(HOT, ['t1']);
   assert.deepEqual([...new Set(names(await client.open(DVIPA, HOT, 10)))], ['t3'], 'NOAUTOSWITCHBACK: stays on the backup');
+  // HEALTHSWITCH (the default): the active target reporting itself saturated (load 1) is left
+  // like a failed one, though it listens; its load is read at its next scan (--scan-ms 5000).
+  fs.writeFileSync(path.join(dir, 'load-t3'), '1');
+  let seen: string[] = [];
+  await waitFor('new connections to leave the saturated backup', async () => {
+    seen = [...new Set(names(await client.open(DVIPA, HOT, 5)))];
+    return !seen.includes('t3');
+  }, 15000, () => seen);
+  assert.deepEqual(seen, ['t1'], 'HEALTHSWITCH: away from the saturated backup, to the PREFerred target');
+  fs.writeFileSync(path.join(dir, 'load-t3'), '0');
 
   for (const t of TARGETS.slice(0, 2)) await startNameServer(topo, ns[t.name], t.name, WEIGHTED, 0);
   await untilListening(WEIGHTED, ['t1', 't2']);
@@ -195,6 +212,36 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   const affine = names(await client.open(DVIPA, AFFINE, 20));
   assert.equal(new Set(affine).size, 1, `20 connections of one client, one target (${affine.join(' ')})`);
 });
+
+test('VIPAROUTE: r1 encapsulates t1\'s packets to t1\'s other address, which t1 takes', () => {
+  // By now t1 has served connections of every distribution naming it.
+  const fp = FastPath.open({ pinRoot: fleet.pinRoot('r1') });
+  try {
+    const hops = [...fp.nexthops.keys()];
+    assert.ok(hops.includes(T1_VIA) && !hops.includes(TARGETS[0].xcf), `r1's next hops: ${hops.join(' ')}`);
+  } finally {
+    fp.close();
+  }
+});
+
+test('the routing node among its own targets serves its share itself, unencapsulated', async () => {
+  for (const [node, name] of [[ns.r1, 'r1'], [ns.t1, 't1']]) await startNameServer(topo, node, name, LOCAL, 0);
+  await untilListening(LOCAL, ['r1', 't1']);
+  const before = localPasses();
+  const got = names(await client.open(DVIPA, LOCAL, 20));
+  const onR1 = got.filter((n) => n === 'r1').length;
+  assert.ok(onR1 > 0 && onR1 < 20, `20 connections over r1 and t1: ${got.join(' ')}`);
+  assert.ok(localPasses() - before >= BigInt(onR1), 'r1\'s share passed to its own stack (pass_local_target)');
+});
+
+function localPasses(): bigint {
+  const fp = FastPath.open({ pinRoot: fleet.pinRoot('r1') });
+  try {
+    return fp.reasonCounts().pass_local_target;
+  } finally {
+    fp.close();
+  }
+}
 
 test('random and truncated frames thrown at the routing agent: it keeps serving', async () => {
   // From the client's namespace (which reaches the router's cluster address through it).

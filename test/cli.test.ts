@@ -85,8 +85,9 @@ test('dvipa agent: every option out of range, a short or missing key file: exit 
 test('every command has --help', () => {
   for (const args of [[], ['fastpath'], ['fastpath', 'apply'], ['fastpath', 'attach'], ['fastpath', 'detach'], ['fastpath', 'status'],
     ['fastpath', 'replay'], ['fastpath', 'purge'], ['bench'], ['bench', 'fastpath'], ['bench', 'tables'], ['demo'],
-    ['agent'], ['config'], ['config', 'check'], ['config', 'show'], ['config', 'identity'], ['netstat'], ['netstat', 'vdpt'], ['netstat', 'vcrt'], ['netstat', 'vipadyn'], ['netstat', 'vipadcfg'], ['netstat', 'ipsec'],
-    ['dvipa'], ['dvipa', 'show'], ['dvipa', 'move'], ['dvipa', 'quiesce'], ['dvipa', 'reactivate'],
+    ['agent'], ['config'], ['config', 'check'], ['config', 'show'], ['config', 'import'], ['config', 'identity'],
+    ['netstat'], ['netstat', 'vdpt'], ['netstat', 'vcrt'], ['netstat', 'vipadyn'], ['netstat', 'vipadcfg'], ['netstat', 'ipsec'],
+    ['dvipa'], ['dvipa', 'show'], ['dvipa', 'move'], ['dvipa', 'quiesce'], ['dvipa', 'delete'], ['dvipa', 'reactivate'],
     ['lab'], ['lab', 'up'], ['lab', 'status'], ['lab', 'demo'], ['lab', 'failover'], ['lab', 'down']]) {
     const r = dvipa([...args, '--help']);
     assert.equal(r.code, 0, `${args.join(' ')} --help: ${r.err}`);

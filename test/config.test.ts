@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseProfile } from '../src/config/profile.js';
+import { importProfile, parseProfile } from '../src/config/profile.js';
 import { formatProfile } from '../src/config/format.js';
 import { formatYamlConfig, parseYamlConfig } from '../src/config/yaml.js';
 import { ConfigError, type ClusterConfig } from '../src/config/model.js';
@@ -168,7 +168,7 @@ test('every statement form', () => {
     { address: '198.51.100.11', rank: 200, moveable: 'whenidle', mask: '255.255.255.0' },
   ]);
   assert.deepEqual(v.distribute[0], {
-    address: '198.51.100.1', ports: [{ from: 443, to: 443 }], method: { name: 'hotstandby', autoSwitchBack: false }, timedAffinity: 60,
+    address: '198.51.100.1', ports: [{ from: 443, to: 443 }], method: { name: 'hotstandby', autoSwitchBack: false, healthSwitch: true }, timedAffinity: 60,
     destinations: [{ xcf: '10.1.0.2', role: 'preferred' }, { xcf: '10.1.0.3', role: 'backup', rank: 50 }, { xcf: '10.1.0.4', role: 'backup', rank: 20 }],
   });
   assert.deepEqual(v.distribute[1].destinations, [{ xcf: '10.1.0.2', weight: 30 }, { xcf: '10.1.0.3', weight: 10 }]);
@@ -199,13 +199,12 @@ test('every error form, each with its line, column and what was expected', () =>
     [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST 198.51.100.1 PORT 90-80 DESTIP ALL'), /found "90-80"/],
     [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST 198.51.100.1 PORT 80'), /^f:5:1: expected a port \(1 to 65535\) or range \(from-to\), or DESTIP, found "ENDVIPADynamic"/],
     [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST 198.51.100.1 DESTIP'), /expected ALL or a target's cluster \(XCF\) address, found "ENDVIPADynamic"/],
-    [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST DISTM BASEWLM 198.51.100.1 DESTIP ALL'), /BASEWLM needs z\/OS WLM; use SERVERWLM/],
-    [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST OPTLOCAL 198.51.100.1 DESTIP ALL'), /OPTLOCAL and SYSPLEXPORTS are z\/OS options dvipa does not support/],
-    [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST DELETE 198.51.100.1 DESTIP ALL'), /to stop distributing, remove the statement/],
+    [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST OPTLOCAL 198.51.100.1 DESTIP ALL'), /^f:4:10: OPTLOCAL is a z\/OS option dvipa does not support/],
+    [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST DELETE 198.51.100.1 DESTIP ALL'), /^f:4:1: VIPADISTRIBUTE DELETE 198.51.100.1: no such VIPADISTribute above it/],
     [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST DISTM HOTSTANDBY 198.51.100.1 DESTIP 10.1.0.2 BACK 1'), /needs exactly one PREFerred target, found 0/],
     [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST DISTM HOTSTANDBY 198.51.100.1 DESTIP ALL'), /HOTSTANDBY needs an explicit DESTIP list/],
     [node('VIPADEF 255.0.0.0 198.51.100.1\nVIPADIST 198.51.100.1 PORT 80 DESTIP ALL\nVIPADIST 198.51.100.1 PORT 80 DESTIP ALL'), /198.51.100.1 port 80-80 is distributed twice on n1/],
-    [node('VIPASMPARMS SMMTUPRIMARY'), /^f:3:1: VIPASMPARMS is a z\/OS statement dvipa does not support/],
+    [node('VIPASMPARMS SMMCAST 224.0.1.2 SMPORT 1637'), /^f:3:1: VIPASMPARMS is a z\/OS statement dvipa does not support/],
     [node('VIPARANGE 255.255.255.0'), /expected the range's base address, found "ENDVIPADynamic"/],
     ['NODE n1 XCF 10.1.0.1\nVIPADynamic\nVIPADEF 255.0.0.0 198.51.100.1', /^f:3:31: expected ENDVIPADynamic, found end of file/],
     ['NODE n1 XCF 10.1.0.1\nNODE n1 XCF 10.1.0.1', /^f:2:1: node n1 is defined twice[\s\S]*cluster address 10.1.0.1 is used by two nodes/],
@@ -249,20 +248,28 @@ test('YAML: same model, problems with line and column', () => {
       && /c.yaml:11:5: nodes.0.colour: unknown key/.test(m);
   });
   assert.throws(() => parseYamlConfig('nodes: [\n', 'broken.yaml'), /broken.yaml:\d+:\d+: /);
+  assert.throws(() => parseYamlConfig('nodes: [{ name: n1, xcf: 010.001.000.001 }]\n', 'z.yaml'),
+    /z.yaml:1:\d+: nodes.0.xcf: expected an IPv4 address without leading zeros: 10.1.0.1, found "010.001.000.001"/);
 });
 
 test('random input ends in a clear error or a model, never a hang or a crash', () => {
   const words = ['NODE', 'n1', 'XCF', '10.1.0.1', 'VIPADynamic', 'ENDVIPADynamic', 'VIPADEF', 'VIPAB', 'VIPADIST', 'VIPARANGE', 'DESTIP', 'ALL',
-    'PORT', '80', '1-2', '255.255.255.0', '198.51.100.1', 'MOVEable', 'IMMEDiate', 'DISTM', 'HOTSTANDBY', 'PREF', 'BACK', 'WEIGHT', '7', ';', '\n', 'CLUSTER', 'KEYFILE', 'PEER', 'VIPADELETE', 'x'];
+    'PORT', '80', '1-2', '255.255.255.0', '198.51.100.1', 'MOVEable', 'IMMEDiate', 'DISTM', 'HOTSTANDBY', 'PREF', 'BACK', 'WEIGHT', '7', ';', '\n', 'CLUSTER', 'KEYFILE', 'PEER', 'VIPADELETE', 'x',
+    // z/OS: unsupported keywords, other profile statements and blocks, leading zeros, IPv6 forms.
+    'SYSPLEXPORTS', 'OPTLOCAL', 'TIER1', 'VIPAROUTE', 'VIPASMPARMS', 'SAF', 'DELETE', 'IPCONFIG', 'DYNAMICXCF',
+    'AUTOLOG', 'ENDAUTOLOG', 'HOME', 'BEGINROUTES', 'ENDROUTES', '010.001.000.001', 'DVIPA1', '2001:db8::1',
+    'HEALTHSWITCH', 'BASEWLM'];
   let seed = 99;
   const rand = (n: number) => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % n;
   for (let i = 0; i < 3000; i++) {
     const text = Array.from({ length: rand(40) }, () => words[rand(words.length)]).join(' ');
-    try {
-      parseProfile(text);
-    } catch (e) {
-      assert.ok(e instanceof ConfigError, `${JSON.stringify(text)}: ${(e as Error).stack}`);
-      assert.ok(e.problems.length > 0 && e.problems.every((p) => p.line >= 1 && p.column >= 1));
+    for (const read of [() => parseProfile(text), () => importProfile(text, { node: 'n', xcf: '10.1.0.1' })]) {
+      try {
+        read();
+      } catch (e) {
+        assert.ok(e instanceof ConfigError, `${JSON.stringify(text)}: ${(e as Error).stack}`);
+        assert.ok(e.problems.length > 0 && e.problems.every((p) => p.line >= 1 && p.column >= 1));
+      }
     }
   }
 });

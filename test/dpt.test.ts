@@ -95,7 +95,7 @@ test('SERVERWLM: weights follow reported load; all saturated still serves', () =
 
 test('HOTSTANDBY: the preferred target, else the best ready backup; AUTOSWITCHBACK decides the return', () => {
   for (const autoSwitchBack of [true, false]) {
-    const d = dpt({ name: 'hotstandby', autoSwitchBack }, dests({ xcf: 'p', role: 'preferred' }, { xcf: 'b1', role: 'backup', rank: 10 }, { xcf: 'b2', role: 'backup', rank: 50 }));
+    const d = dpt({ name: 'hotstandby', autoSwitchBack, healthSwitch: true }, dests({ xcf: 'p', role: 'preferred' }, { xcf: 'b1', role: 'backup', rank: 10 }, { xcf: 'b2', role: 'backup', rank: 50 }));
     for (const x of ['p', 'b1', 'b2']) d.update('s', x, { ready: true });
     assert.deepEqual(w(d), { p: 1, b1: 0, b2: 0 });
     d.update('s', 'p', { ready: false });
@@ -104,5 +104,30 @@ test('HOTSTANDBY: the preferred target, else the best ready backup; AUTOSWITCHBA
     assert.deepEqual(w(d), autoSwitchBack ? { p: 1, b1: 0, b2: 0 } : { p: 0, b1: 0, b2: 1 }, `autoSwitchBack ${autoSwitchBack}`);
     d.update('s', 'b2', { ready: false });
     assert.deepEqual(w(d), { p: 1, b1: 0, b2: 0 }, 'the backup failed: back to the preferred target');
+  }
+});
+
+test('BASEWLM: the same weights from the same load reports as SERVERWLM (one load per node in dvipa)', () => {
+  const abc = () => dests({ xcf: 'a' }, { xcf: 'b' }, { xcf: 'c' });
+  const [base, server] = (['basewlm', 'serverwlm'] as const).map((name) => dpt({ name }, abc()));
+  for (const d of [base, server]) {
+    for (const [x, load] of [['a', 0.2], ['b', 0.7], ['c', 1]] as const) d.update('s', x, { ready: true, load });
+  }
+  assert.deepEqual(w(base), { a: 80, b: 30, c: 0 });
+  assert.deepEqual(w(base), w(server));
+});
+
+test('HOTSTANDBY HEALTHSWITCH: a saturated target (load 1) is left like a failed one; NOHEALTHSWITCH: listeners only', () => {
+  for (const healthSwitch of [true, false]) {
+    const pb = dests({ xcf: 'p', role: 'preferred' }, { xcf: 'b', role: 'backup', rank: 10 });
+    const d = dpt({ name: 'hotstandby', autoSwitchBack: true, healthSwitch }, pb);
+    for (const x of ['p', 'b']) d.update('s', x, { ready: true, load: 0 });
+    assert.deepEqual(w(d), { p: 1, b: 0 });
+    d.update('s', 'p', { load: 1 });
+    assert.deepEqual(w(d), healthSwitch ? { p: 0, b: 1 } : { p: 1, b: 0 }, `healthSwitch ${healthSwitch}`);
+    d.update('s', 'b', { load: 1 });
+    assert.deepEqual(w(d), { p: 1, b: 0 }, 'none healthy: the listening preferred target rather than none');
+    d.update('s', 'p', { load: 0.5 });
+    assert.deepEqual(w(d), { p: 1, b: 0 }, 'healthy again: back to the preferred target (AUTOSWITCHBACK)');
   }
 });

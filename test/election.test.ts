@@ -13,7 +13,7 @@ import { startEtcd } from '../src/lab/etcd.js';
 import { etcdFixture } from './helpers/etcd.js';
 import { log } from '../src/log.js';
 import { sleep } from './helpers/agents.js';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { ROOT } from '../src/dataplane/addon.js';
 
@@ -83,6 +83,14 @@ describe('election rules', () => {
     assert.equal(decide(situation({ me: 'r1', view: { ...q('r1'), owner: { node: 'r2', rank: 100, epoch: 2 } } })), undefined, 'no takeback while quiesced');
     assert.equal(decide(situation({ me: 'r1', view: { quiesced: new Set(['r1']) } })), undefined);
     assert.equal(decide(situation({ me: 'r2', view: { quiesced: new Set(['r1']) } })), 'takeover');
+  });
+
+  test('delete (VIPADELETE): nobody claims, whatever else holds', () => {
+    for (const me of ['r1', 'r2', 'r3']) {
+      assert.equal(decide(situation({ me, ownerlessTooLong: true, view: { deleted: true } })), undefined, me);
+      const moved = { ...owner('r2'), deleted: true, move: { to: me, whenIdle: false } };
+      assert.equal(decide(situation({ me, view: moved })), undefined, me);
+    }
   });
 });
 
@@ -216,6 +224,53 @@ describe('coupling facility on etcd', () => {
     assert.equal(a2.view(D).owner?.node, 'a', 'still owned, under the grace lease');
     const adopted = await a2.claim(D, 100, a2.view(D));
     assert.equal(adopted?.epoch, 1);
+  });
+
+  test('dvipa dvipa delete: the owner gives the DVIPA up, nobody takes it; reactivate brings it back', async () => {
+    seq++;
+    const events: string[] = [];
+    const elect = (c: EtcdCoupling, me: string) => {
+      const candidates = [{ node: 'a', rank: PRIMARY_RANK }, { node: 'b', rank: 100 }];
+      const opts = { me, nopreempt: false, takebackDelayMs: 0, stuckMs: 300, settleMs: 0 };
+      const e = new Election(c, new Map([[D, { address: D, primary: 'a', candidates }]]), opts, {
+        ready: () => true,
+        idle: () => true,
+        acquired: (_d, o) => events.push(`${me} acquired ${o.epoch}`),
+        lost: (_d, o) => events.push(`${me} lost to ${o?.node ?? 'nobody'}`),
+      }, log);
+      e.start();
+      return e;
+    };
+    // Leases of 3 s: this test is about the delete, not about a loaded machine's lease renewals.
+    const [a, b, ops] = [await cf('a', 3), await cf('b', 3), await cf('ops', 3)];
+    const elections = [elect(a, 'a'), elect(b, 'b')];
+    const dvipaCli = (...args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const cli = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+      const where = ['--etcd', etcd.server.url, '--etcd-prefix', `/t${seq}/`];
+      execFile(process.execPath, [cli, 'dvipa', ...args, ...where], (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    });
+    try {
+      await until('a to route it', () => events.includes('a acquired 1'));
+      // Through the CLI, as an operator does: it waits until no node routes the DVIPA.
+      const deleted = await dvipaCli('delete', D);
+      assert.equal(deleted.code, 0, deleted.stderr);
+      assert.match(deleted.stdout, new RegExp(`^${D} deleted: no node routes it`));
+      assert.equal(ops.view(D).owner, undefined);
+      await until('a to give it up', () => events.includes('a lost to nobody'));
+      await sleep(1000);
+      assert.deepEqual(events, ['a acquired 1', 'a lost to nobody'], 'nobody took it, though ownerless beyond stuckMs');
+      assert.equal(ops.view(D).deleted, true);
+      const back = await dvipaCli('reactivate', D);
+      assert.equal(back.code, 0, back.stderr);
+      assert.match(back.stdout, /delete withdrawn/);
+      await until('a node to route it again', () => ops.view(D).owner !== undefined, 10000)
+        .catch((e: Error) => assert.fail(`${e.message}; events: ${events.join(', ')}`));
+      assert.equal(ops.view(D).owner?.epoch, 2, 'a new owner, a new epoch');
+      assert.equal(ops.view(D).deleted, undefined);
+    } finally {
+      for (const e of elections) e.stop();
+    }
   });
 
   test('etcd with password auth: the right password joins, a wrong one is refused', async () => {

@@ -424,6 +424,58 @@ describe('distributor', () => {
     }
   });
 
+  test('the routing node among its own targets: its flows pass unencapsulated to its own stack, and stay there', () => {
+    const svcL: Service = { vip: VIP, port: 3000, protocol: 'tcp' };
+    const mixed = [...equal, { addr: rns.clusterAddr, weight: 1 }];
+    let local = 0;
+    let remote = 0;
+    try {
+      fp.setTargets(svcL, mixed);
+      for (let sport = 47000; sport < 47040; sport++) {
+        const flow = { saddr: CLIENT, daddr: VIP, sport, dport: 3000, proto: 6 };
+        const frame = syn({ sport, dport: 3000 });
+        const r = run(frame);
+        if (predicted(mixed, flow) !== rns.clusterAddr) {
+          assertEncapsulated(r.frame, frame);
+          remote++;
+          continue;
+        }
+        assert.deepEqual([r.action, r.reason], ['pass', 'pass_local_target'], `port ${sport}`);
+        assert.deepEqual(r.frame, frame, 'passed untouched');
+        assert.equal(fp.crt.get(flow)!.target, rns.clusterAddr);
+        const ack = buildFrame({ ...flow, tcpFlags: { ack: true }, payload: 10 });
+        assert.equal(run(ack).reason, 'pass_local_target', 'the connection stays on this node');
+        local++;
+      }
+      assert.ok(local > 0 && remote > 0, `both kinds seen: ${local} local, ${remote} encapsulated`);
+    } finally {
+      fp.removeService(svcL);
+    }
+  });
+
+  test('VIPAROUTE: a target reached at another of its addresses is encapsulated to it; CRT keeps the target', () => {
+    const VIA = '198.18.1.21';
+    const svcV: Service = { vip: VIP, port: 3100, protocol: 'tcp' };
+    nsIp(rns.ns, 'neigh', 'replace', VIA, 'lladdr', '02:00:00:00:01:21', 'dev', 'int0', 'nud', 'permanent');
+    const outerOf = (sport: number) => {
+      const r = run(syn({ sport, dport: 3100 }));
+      assert.equal(r.reason, 'fwd_redirect');
+      const p = parseFrame(r.frame);
+      return `${p.ipv4!.dst} ${p.eth!.dst}`;
+    };
+    try {
+      fp.setTargets(svcV, [{ addr: TARGETS[0], weight: 1 }]);
+      fp.setViaRoutes(new Map([[TARGETS[0], VIA]]));
+      assert.equal(outerOf(48000), `${VIA} 02:00:00:00:01:21`, 'outer destination and next hop: the VIPAROUTE address');
+      assert.equal(fp.crt.get({ saddr: CLIENT, daddr: VIP, sport: 48000, dport: 3100, proto: 6 })!.target, TARGETS[0]);
+      fp.setViaRoutes(new Map());
+      assert.equal(outerOf(48001), `${TARGETS[0]} 02:00:00:00:01:10`, 'without it: the cluster address again');
+    } finally {
+      fp.setViaRoutes(new Map());
+      fp.removeService(svcV);
+    }
+  });
+
   test('an unconfigured node passes everything', () => {
     fp.configure({ clusterAddr: rns.clusterAddr, enabled: false });
     try {
@@ -504,6 +556,19 @@ describe('decap', () => {
     assert.equal(run(tunnelled(to(80)), 'decap', target).reason, 'decap_drop_not_router');
     assert.deepEqual([...target.decapServices.keys()].map((k) => k.port), [80]);
     target.allowDecap([ROUTER_NET.clusterAddr], [{ vip: VIP, port: 80, protocol: 'tcp' }, { vip: VIP, port: 0, protocol: 'udp' }]);
+  });
+
+  test('VIPAROUTE: packets tunnelled to another address of the target are taken only when it is listed', () => {
+    const VIA = '198.18.1.21';
+    const frame = tunnelled(syn({ sport: 47100 }).subarray(14), VIA);
+    assert.equal(run(frame, 'decap', target).reason, 'decap_pass_not_ours');
+    target.setDecapAddrs([VIA]);
+    try {
+      assert.equal(run(frame, 'decap', target).reason, 'decap');
+    } finally {
+      target.setDecapAddrs([]);
+    }
+    assert.equal(run(frame, 'decap', target).reason, 'decap_pass_not_ours');
   });
 
   test('leaves alone what is not for it', () => {

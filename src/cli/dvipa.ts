@@ -1,9 +1,10 @@
 /*
- * `dvipa dvipa show|move|quiesce|reactivate`: the operator's hand on DVIPA ownership, through
- * the coupling facility. A move or quiesce is a request in etcd; the named node's agent
- * takes the DVIPA when its readiness gate is open (WHENIDLE: once no connection uses it),
- * with the existing connections still routed to their targets. The command waits to see it
- * done, and says so if it is not.
+ * `dvipa dvipa show|move|quiesce|delete|reactivate`: the operator's hand on DVIPA ownership,
+ * through the coupling facility. A move or quiesce is a request in etcd; the named node's
+ * agent takes the DVIPA when its readiness gate is open (WHENIDLE: once no connection uses
+ * it), with the existing connections still routed to their targets. A delete (z/OS's
+ * VIPADELETE) has the owner give the DVIPA up and nobody take it; its connections end. The
+ * command waits to see it done, and says so if it is not.
  */
 import type { Argv, CommandModule } from 'yargs';
 import { EtcdCoupling } from '../cluster/coupling.js';
@@ -56,7 +57,10 @@ function ownerText(cf: EtcdCoupling, d: string): string {
 const show = async (a: Args) => withStore(a, async (cf) => {
   const rows = cf.dvipas().map((d) => {
     const v = cf.view(d);
-    return { dvipa: d, owner: v.owner?.node ?? null, rank: v.owner?.rank ?? null, epoch: v.owner?.epoch ?? v.lastEpoch, move: v.move ?? null, quiesced: [...v.quiesced] };
+    return {
+      dvipa: d, owner: v.owner?.node ?? null, rank: v.owner?.rank ?? null, epoch: v.owner?.epoch ?? v.lastEpoch,
+      move: v.move ?? null, quiesced: [...v.quiesced], deleted: v.deleted === true,
+    };
   });
   const members = [...cf.members()].sort();
   if (a.json) {
@@ -66,7 +70,8 @@ const show = async (a: Args) => withStore(a, async (cf) => {
   process.stdout.write(`members: ${members.join(' ') || '(none)'}\n`);
   process.stdout.write(`${'DVIPA'.padEnd(18)}${'OWNER'.padEnd(12)}${'RANK'.padEnd(6)}${'EPOCH'.padEnd(7)}REQUESTS\n`);
   for (const r of rows) {
-    const req = [r.move ? `move to ${r.move.to}${r.move.whenIdle ? ' when idle' : ''}` : '', r.quiesced.length ? `quiesced on ${r.quiesced.join(',')}` : ''].filter(Boolean).join('; ');
+    const req = [r.deleted ? 'deleted' : '', r.move ? `move to ${r.move.to}${r.move.whenIdle ? ' when idle' : ''}` : '',
+      r.quiesced.length ? `quiesced on ${r.quiesced.join(',')}` : ''].filter(Boolean).join('; ');
     process.stdout.write(`${r.dvipa.padEnd(18)}${String(r.owner ?? '-').padEnd(12)}${String(r.rank ?? '-').padEnd(6)}${String(r.epoch).padEnd(7)}${req}\n`);
   }
 });
@@ -92,6 +97,15 @@ const quiesce = async (a: Args) => {
   });
 };
 
+const remove = async (a: Args) => {
+  const d = dvipaArg(a);
+  await withStore(a, async (cf) => {
+    await cf.setDeleted(d, true);
+    await waitFor(a.wait, () => cf.view(d).owner === undefined, () => `${d} is still routed by ${ownerText(cf, d)}`);
+    process.stdout.write(`${d} deleted: no node routes it ('dvipa dvipa reactivate ${d}' withdraws the delete)\n`);
+  });
+};
+
 const reactivate = async (a: Args) => {
   const d = dvipaArg(a);
   await withStore(a, async (cf) => {
@@ -100,7 +114,13 @@ const reactivate = async (a: Args) => {
     // The move first: with the quiesce lifted first, a pending move would fire.
     if (v.move) await cf.setMove(d, undefined);
     for (const n of nodes) await cf.setQuiesced(d, n, false);
-    process.stdout.write(`${d}: ${nodes.length ? `quiesce lifted on ${nodes.join(', ')}` : 'nothing quiesced'}${v.move ? `; move to ${v.move.to} withdrawn` : ''}; routed by ${ownerText(cf, d)} (placement by rank again)\n`);
+    if (v.deleted && !a.node) await cf.setDeleted(d, false);
+    const undone = [
+      nodes.length ? `quiesce lifted on ${nodes.join(', ')}` : 'nothing quiesced',
+      v.move ? `move to ${v.move.to} withdrawn` : '',
+      v.deleted && !a.node ? 'delete withdrawn' : '',
+    ].filter(Boolean).join('; ');
+    process.stdout.write(`${d}: ${undone}; routed by ${ownerText(cf, d)} (placement by rank again)\n`);
   });
 };
 
@@ -108,7 +128,7 @@ const wait = <T>(y: Argv<T>) => y.option('wait', { type: 'number', default: 15, 
 
 export const dvipaCommand: CommandModule<object, Args> = {
   command: 'dvipa <action>',
-  describe: 'DVIPA ownership through the coupling facility: show, move, quiesce, reactivate',
+  describe: 'DVIPA ownership through the coupling facility: show, move, quiesce, delete, reactivate',
   builder: (y) =>
     withEtcd(y)
       .command('show', 'owners, epochs, requests and live members', (b) => b.option('json', { type: 'boolean', describe: 'as JSON' }), show as never)
@@ -117,8 +137,10 @@ export const dvipaCommand: CommandModule<object, Args> = {
           .option('when-idle', { type: 'boolean', describe: 'move once no connection uses the DVIPA' }), move as never)
       .command('quiesce <dvipa>', 'have a node give the DVIPA up to the best other candidate, and not take it back', (b) =>
         wait(b).positional('dvipa', { type: 'string' }).option('node', { type: 'string', describe: 'default: the owner now' }), quiesce as never)
-      .command('reactivate <dvipa>', 'lift quiesce (of --node, or all) and withdraw a move: placement by rank again', (b) =>
+      .command('delete <dvipa>', 'VIPADELETE: the owner gives the DVIPA up, no node takes it (connections end)', (b) =>
+        wait(b).positional('dvipa', { type: 'string' }), remove as never)
+      .command('reactivate <dvipa>', 'lift quiesce (of --node, or all), withdraw a move and a delete', (b) =>
         b.positional('dvipa', { type: 'string' }).option('node', { type: 'string' }), reactivate as never)
-      .demandCommand(1, 'name an action: show, move, quiesce or reactivate') as never,
+      .demandCommand(1, 'name an action: show, move, quiesce, delete or reactivate') as never,
   handler: () => undefined,
 };

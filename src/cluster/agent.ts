@@ -24,6 +24,7 @@ import { Admission } from './admission.js';
 import { Refusals } from './refusals.js';
 import { RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
+import { ViaRoutes } from './via-routes.js';
 import type { Logger } from '../log.js';
 import { IpsecRole, type IpsecOptions } from '../ipsec/ipsec-role.js';
 import * as xfrm from '../ipsec/xfrm.js';
@@ -88,6 +89,7 @@ export class Agent {
   private readonly transport: Transport;
   private readonly router: RoutingRole;
   private readonly target: TargetRole;
+  private readonly via: ViaRoutes;
   private readonly log: Logger;
   private readonly candidacies = new Map<string, DvipaCandidacy>();
   private cf?: CouplingFacility;
@@ -128,10 +130,12 @@ export class Agent {
     const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
     this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected, readyTargets: opts.readyTargets }, this.log);
     this.target = new TargetRole(this.fp, node, this.plans, opts, this.log, (router, m) => this.deliver(router, m), (n) => this.xcfOf(n));
+    this.via = new ViaRoutes(this.fp, node, opts.config);
   }
 
   async start(): Promise<void> {
     this.fp.configure({ clusterAddr: this.node.xcf });
+    this.via.start();
     const roles = rolesOf(this.opts.config, this.node.name);
     this.roles = roles;
     for (const [dvipa, rs] of roles) {
@@ -195,6 +199,7 @@ export class Agent {
     await this.transport.stop();
     this.target.stop();
     this.router.stop();
+    this.via.stop();
     await this.crtWalker.close();
     this.fp.close();
   }
@@ -250,7 +255,8 @@ export class Agent {
         this.since.set(d, Date.now());
         this.router.disown(d);
         void this.ipsec?.lost(d);
-        this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, 'DVIPA now routed by another node: address released');
+        const why = owner ? 'DVIPA now routed by another node' : 'DVIPA routed by no node now (deleted?)';
+        this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, `${why}: address released`);
       },
     }, this.log);
     // What the pinned data plane owned is ours until the store says otherwise.

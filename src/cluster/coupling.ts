@@ -8,6 +8,7 @@
  *   epoch/<dvipa>          last epoch handed out       never expires: epochs only grow
  *   move/<dvipa>           {to, whenIdle}              an operator's move (dvipa dvipa move)
  *   quiesce/<dvipa>/<node> ""                          the node gives the DVIPA up (quiesce)
+ *   deleted/<dvipa>        ""                          an operator deleted it (dvipa dvipa delete): nobody routes it
  *
  * The epoch is the fencing token: every change of owner is one transaction that checks
  * what the claimant last saw of the owner and epoch keys, so two nodes can never both win,
@@ -37,6 +38,8 @@ export interface DvipaView {
   lastEpoch: number;
   move?: MoveRequest;
   quiesced: Set<string>;
+  /** Deleted by the operator (VIPADELETE): its owner gives it up and nobody claims it. */
+  deleted?: boolean;
 }
 
 export interface CouplingFacility extends EventEmitter {
@@ -52,6 +55,8 @@ export interface CouplingFacility extends EventEmitter {
   claim(dvipa: string, rank: number, seen: DvipaView): Promise<OwnerRecord | undefined>;
   setMove(dvipa: string, move: MoveRequest | undefined): Promise<void>;
   setQuiesced(dvipa: string, node: string, quiesced: boolean): Promise<void>;
+  /** Gives up a DVIPA this node owns, if `owner` is still the record (false: it is not). */
+  release(dvipa: string, owner: OwnerRecord): Promise<boolean>;
   /**
    * Leaves: owner keys move to a lease of `graceSec` that nobody renews, so a restarted agent
    * can adopt them before the backups take over; 0 gives everything up at once.
@@ -232,6 +237,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
       lastEpoch: Number(epoch?.value ?? 0) || 0,
       move: move ? parseMove(move.value) : undefined,
       quiesced: new Set([...this.kv.keys()].filter((k) => k.startsWith(q)).map((k) => k.slice(q.length))),
+      ...(this.kv.has(keyOf(this.prefix, 'deleted', dvipa)) ? { deleted: true } : {}),
     };
   }
 
@@ -284,6 +290,18 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     const key = keyOf(this.prefix, 'quiesce', dvipa, node);
     if (quiesced) await this.client.put(key).value('').exec();
     else await this.client.delete().key(key).exec();
+  }
+
+  async setDeleted(dvipa: string, deleted: boolean): Promise<void> {
+    const key = keyOf(this.prefix, 'deleted', dvipa);
+    if (deleted) await this.client.put(key).value('').exec();
+    else await this.client.delete().key(key).exec();
+  }
+
+  async release(dvipa: string, owner: OwnerRecord): Promise<boolean> {
+    const ownerKey = keyOf(this.prefix, 'owner', dvipa);
+    const mine = this.client.if(ownerKey, 'Value', '==', JSON.stringify(owner));
+    return (await mine.then(this.client.delete().key(ownerKey)).commit()).succeeded;
   }
 
   async stop(graceSec: number): Promise<void> {
@@ -355,6 +373,10 @@ export class LocalCoupling extends EventEmitter implements CouplingFacility {
 
   async setQuiesced(): Promise<void> {
     throw new Error('quiescing a DVIPA needs the coupling facility (--etcd)');
+  }
+
+  async release(dvipa: string): Promise<boolean> {
+    return this.owners.delete(dvipa);
   }
 
   async stop(): Promise<void> {

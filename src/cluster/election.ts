@@ -12,6 +12,8 @@
  *    uses the DVIPA); a quiesced owner is replaced by the best other candidate.
  *  - Without the store nothing changes hands: an owner keeps forwarding, and nobody takes
  *    over a DVIPA whose owner it cannot prove dead.
+ *  - An operator's delete (VIPADELETE, `dvipa dvipa delete`): the owner gives the DVIPA up
+ *    and nobody claims it until the delete is withdrawn (`dvipa dvipa reactivate`).
  */
 import type { CouplingFacility, DvipaView, OwnerRecord } from './coupling.js';
 import type { Logger } from '../log.js';
@@ -44,6 +46,7 @@ export interface Situation {
 /** What this node should claim now, if anything. Pure: the rules above, nothing else. */
 export function decide(s: Situation): Claim | undefined {
   const { view } = s;
+  if (view.deleted) return undefined;
   const eligible = (n: string) => s.live.has(n) && !view.quiesced.has(n) && s.candidates.some((c) => c.node === n);
   if (!eligible(s.me) || view.owner?.node === s.me) return undefined;
   const byRank = s.candidates.filter((c) => eligible(c.node)).sort((a, b) => b.rank - a.rank || a.node.localeCompare(b.node));
@@ -169,6 +172,16 @@ export class Election {
       this.hooks.lost(dvipa, view.owner);
       return;
     }
+    if (view.deleted) {
+      if (view.owner?.node === this.opts.me) this.release(dvipa, view.owner);
+      else if (mine) {
+        // Our record is gone already (an expired lease): stop routing it all the same.
+        this.owned.delete(dvipa);
+        this.bound.delete(dvipa);
+        this.hooks.lost(dvipa, undefined);
+      }
+      return;
+    }
     if (view.owner?.node === this.opts.me) {
       // Ours in the store: held by this agent's lease, or left by its previous agent to adopt.
       if (!this.bound.has(dvipa)) this.run(dvipa, 'adopted', view);
@@ -190,6 +203,19 @@ export class Election {
     // The holder wins back what it held at once; the others give the cluster time to settle.
     const settled = mine !== undefined || now - (this.healthySince ?? now) >= this.opts.settleMs;
     if (settled && (claim === 'takeover' || this.hooks.ready(dvipa))) this.run(dvipa, claim, view);
+  }
+
+  /** Deleted by the operator: give it up (fenced on our record); the routing stops once the store agrees. */
+  private release(dvipa: string, owner: OwnerRecord): void {
+    this.busy.add(dvipa);
+    this.cf.release(dvipa, owner).then((done) => {
+      if (!done || !this.owned.has(dvipa)) return;
+      this.owned.delete(dvipa);
+      this.bound.delete(dvipa);
+      this.log.info({ dvipa, epoch: owner.epoch }, 'DVIPA deleted by the operator: given up');
+      this.hooks.lost(dvipa, undefined);
+    }, (e: Error) => this.log.warn({ dvipa, err: e.message }, 'release failed; retrying'))
+      .finally(() => this.busy.delete(dvipa));
   }
 
   private run(dvipa: string, how: Claim | 'adopted', view: DvipaView): void {

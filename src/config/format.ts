@@ -10,7 +10,8 @@ function destination(d: Destination): string {
 
 function distribute(d: VipaDistribute): string {
   const method = d.method.name === 'hotstandby'
-    ? `DISTMETHOD HOTSTANDBY ${d.method.autoSwitchBack ? 'AUTOSWITCHBACK' : 'NOAUTOSWITCHBACK'} `
+    ? `DISTMETHOD HOTSTANDBY ${d.method.autoSwitchBack ? '' : 'NO'}AUTOSWITCHBACK `
+      + `${d.method.healthSwitch ? '' : 'NO'}HEALTHSWITCH `
     : `DISTMETHOD ${d.method.name.toUpperCase()} `;
   const affinity = d.timedAffinity ? `TIMEDAFFINITY ${d.timedAffinity} ` : '';
   const ports = d.ports === 'all' ? '' : ` PORT ${d.ports.map((p) => (p.from === p.to ? `${p.from}` : `${p.from}-${p.to}`)).join(' ')}`;
@@ -37,6 +38,7 @@ export function formatProfile(cfg: ClusterConfig): string {
     for (const b of v.backup) lines.push(`  VIPABACKUP ${b.rank}${b.moveable ? ` MOVEABLE ${b.moveable.toUpperCase()} ${b.mask}` : ''} ${b.address}`);
     for (const d of v.distribute) lines.push(distribute(d));
     for (const r of v.range) lines.push(`  VIPARANGE MOVEABLE ${r.moveable.toUpperCase()} ${r.mask} ${r.address}`);
+    for (const r of v.route ?? []) lines.push(`  VIPAROUTE DEFINE ${r.xcf} ${r.via}`);
     lines.push('ENDVIPADYNAMIC');
   }
   for (const p of cfg.peers) lines.push(`PEER ${p.name} XCF ${p.xcf}`);

@@ -16,7 +16,10 @@ export type DistMethod =
   | { name: 'roundrobin' }
   | { name: 'weightedactive' }
   | { name: 'serverwlm' }
-  | { name: 'hotstandby'; autoSwitchBack: boolean };
+  /** z/OS weighs whole systems by WLM; dvipa has one load report per node, so as SERVERWLM. */
+  | { name: 'basewlm' }
+  /** healthSwitch: leave the active target when it reports saturation (load 1), not only when it stops listening. */
+  | { name: 'hotstandby'; autoSwitchBack: boolean; healthSwitch: boolean };
 
 export interface Destination {
   xcf: string;
@@ -40,11 +43,16 @@ export interface VipaDistribute {
   timedAffinity: number;
 }
 
+/** VIPAROUTE: packets for the target `xcf` are encapsulated to its address `via` instead. */
+export interface ViaRoute { xcf: string; via: string }
+
 export interface VipaDynamic {
   define: VipaDefine[];
   backup: VipaBackup[];
   distribute: VipaDistribute[];
   range: VipaRange[];
+  /** Present only when the node has VIPAROUTE statements. */
+  route?: ViaRoute[];
 }
 
 export interface NodeSpec {
@@ -108,12 +116,12 @@ export function emptyVipaDynamic(): VipaDynamic {
   return { define: [], backup: [], distribute: [], range: [] };
 }
 
-/** An error with a place: `file:line:column: message`. */
-export interface ConfigProblem { line: number; column: number; message: string }
+/** An error with a place: `file:line:column: message` (`file`: when not the error's own, in an import of several). */
+export interface ConfigProblem { line: number; column: number; message: string; file?: string }
 
 export class ConfigError extends Error {
   constructor(readonly file: string, readonly problems: ConfigProblem[]) {
-    super(problems.map((p) => `${file}:${p.line}:${p.column}: ${p.message}`).join('\n'));
+    super(problems.map((p) => `${p.file ?? file}:${p.line}:${p.column}: ${p.message}`).join('\n'));
     this.name = 'ConfigError';
   }
 }
@@ -169,6 +177,13 @@ export function validate(cfg: ClusterConfig, at: (node: number, what: string) =>
       seen.add(`backup ${b.address}`);
     }
     for (const r of v.range) if (maskBits(r.mask) === undefined) add(i, `range ${r.address}`, `${r.mask} is not a contiguous address mask`);
+    const routed = new Set<string>();
+    for (const r of v.route ?? []) {
+      const where = `route ${r.xcf}`;
+      if (!known.has(r.xcf)) add(i, where, `VIPAROUTE ${r.xcf} is not the cluster address of any node or peer`);
+      if (routed.has(r.xcf)) add(i, where, `VIPAROUTE ${r.xcf} is given twice on ${n.name}`);
+      routed.add(r.xcf);
+    }
     const distributed = new Set<string>();
     for (const d of v.distribute) {
       const where = `distribute ${d.address}`;

@@ -10,6 +10,7 @@ import {
   ConfigError, emptyVipaDynamic, isEtcdUrl, validate,
   type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, IPSEC_LIMITS, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
 } from './model.js';
+import { zosIpv4 } from './zos.js';
 
 type Json = unknown;
 
@@ -62,6 +63,9 @@ class Reader {
       parseIpv4(v as string);
       return v as string;
     } catch {
+      const plain = typeof v === 'string' ? zosIpv4(v) : undefined;
+      // The z/OS language reads leading zeros as decimal; YAML takes the plain form only.
+      if (plain) return this.bad(path, `expected an IPv4 address without leading zeros: ${plain}, found "${v}"`);
       return this.bad(path, `expected an IPv4 address, found ${JSON.stringify(v)}`);
     }
   }
@@ -142,7 +146,7 @@ class Reader {
     });
     const vd = n.vipaDynamic ?? {};
     const vat = [...at, 'vipaDynamic'];
-    if (!this.keys(vd, vat, ['define', 'backup', 'distribute', 'range'])) return spec;
+    if (!this.keys(vd, vat, ['define', 'backup', 'distribute', 'range', 'route'])) return spec;
     const v = spec.vipaDynamic;
     this.list(vd.define, [...vat, 'define']).forEach((d, i) => {
       const p = [...vat, 'define', i];
@@ -186,6 +190,15 @@ class Reader {
         v.range.push({ address, mask, moveable });
       }
     });
+    this.list(vd.route, [...vat, 'route']).forEach((r, i) => {
+      const p = [...vat, 'route', i];
+      if (!this.keys(r, p, ['xcf', 'via'])) return;
+      const xcf = this.address(r.xcf, [...p, 'xcf']);
+      const via = this.address(r.via, [...p, 'via']);
+      if (!xcf || !via) return;
+      this.places.set(`${index}|route ${xcf}`, this.pos(p));
+      (v.route ??= []).push({ xcf, via });
+    });
     return spec;
   }
 
@@ -227,19 +240,23 @@ class Reader {
   }
 
   method(m: Json, p: Array<string | number>): DistMethod | undefined {
-    const names = ['roundrobin', 'weightedactive', 'serverwlm', 'hotstandby'] as const;
+    const names = ['roundrobin', 'weightedactive', 'serverwlm', 'basewlm', 'hotstandby'] as const;
     if (typeof m === 'string') {
       const name = this.oneOf(m, p, names);
-      return name === 'hotstandby' ? { name, autoSwitchBack: true } : name && { name };
+      return name === 'hotstandby' ? { name, autoSwitchBack: true, healthSwitch: true } : name && { name };
     }
-    if (!this.keys(m, p, ['name', 'autoSwitchBack'])) return undefined;
+    const switches = ['autoSwitchBack', 'healthSwitch'] as const;
+    if (!this.keys(m, p, ['name', ...switches])) return undefined;
     const name = this.oneOf(m.name, [...p, 'name'], names);
     if (name !== 'hotstandby') {
-      if (m.autoSwitchBack !== undefined) this.bad([...p, 'autoSwitchBack'], 'only for hotstandby');
+      for (const k of switches) if (m[k] !== undefined) this.bad([...p, k], 'only for hotstandby');
       return name && { name };
     }
-    if (m.autoSwitchBack !== undefined && typeof m.autoSwitchBack !== 'boolean') return this.bad([...p, 'autoSwitchBack'], 'expected true or false');
-    return { name, autoSwitchBack: m.autoSwitchBack ?? true };
+    for (const k of switches) {
+      if (m[k] !== undefined && typeof m[k] !== 'boolean') return this.bad([...p, k], 'expected true or false');
+    }
+    const on = (v: Json) => (v as boolean | undefined) ?? true;
+    return { name, autoSwitchBack: on(m.autoSwitchBack), healthSwitch: on(m.healthSwitch) };
   }
 }
 
@@ -285,6 +302,7 @@ export function formatYamlConfig(cfg: ClusterConfig): string {
         })),
       } : {}),
       ...(n.vipaDynamic.range.length ? { range: n.vipaDynamic.range } : {}),
+      ...(n.vipaDynamic.route?.length ? { route: n.vipaDynamic.route } : {}),
     },
   }));
   return stringify(out);

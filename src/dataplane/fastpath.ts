@@ -77,6 +77,10 @@ export class FastPath {
   /** DVIPA -> epoch under which this node owns it (0: a backup's warm tables). */
   readonly routed: BpfMap<string, bigint>;
   readonly served: BpfMap<string, number>;
+  /** VIPAROUTE: target cluster address -> the address its packets are encapsulated to. */
+  readonly viaRoutes: BpfMap<string, string>;
+  /** Target side: outer destinations decap accepts besides the cluster address (VIPAROUTE). */
+  readonly decapAddrs: BpfMap<string, number>;
   readonly decapRouters: BpfMap<string, number>;
   readonly decapServices: BpfMap<SvcKey, number>;
   readonly crt: BpfMap<Flow, CrtEntry>;
@@ -99,6 +103,8 @@ export class FastPath {
     this.services = new BpfMap('services', fd('services'), svcKey, svc);
     this.routed = new BpfMap('routed', fd('routed'), addr, u64);
     this.served = new BpfMap('served', fd('served'), addr, u8);
+    this.viaRoutes = new BpfMap('via_routes', fd('via_routes'), addr, addr);
+    this.decapAddrs = new BpfMap('decap_addrs', fd('decap_addrs'), addr, u8);
     this.decapRouters = new BpfMap('decap_routers', fd('decap_routers'), addr, u8);
     this.decapServices = new BpfMap('decap_services', fd('decap_services'), svcKey, u8);
     this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
@@ -244,6 +250,18 @@ export class FastPath {
   epochOf(vip: string): number | undefined {
     const e = this.routed.get(vip);
     return e === undefined ? undefined : Number(e);
+  }
+
+  /** VIPAROUTE: exactly these targets are encapsulated to another of their addresses. */
+  setViaRoutes(routes: Map<string, string>): void {
+    for (const k of [...this.viaRoutes.keys()]) if (!routes.has(k)) this.viaRoutes.delete(k);
+    for (const [xcf, via] of routes) this.viaRoutes.set(xcf, via);
+  }
+
+  /** Target side: exactly these addresses, besides the cluster address, take tunnelled packets. */
+  setDecapAddrs(addrs: string[]): void {
+    for (const k of [...this.decapAddrs.keys()]) if (!addrs.includes(k)) this.decapAddrs.delete(k);
+    for (const a of addrs) this.decapAddrs.set(a, 1);
   }
 
   /** Target side: decapsulate packets for this DVIPA. */

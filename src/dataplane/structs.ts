@@ -72,6 +72,7 @@ export const REASONS = [
   'decap_pass_not_ours',
   'decap_pass_malformed',
   'pass_other_host',
+  'pass_local_target',
   'decap_drop_not_router',
   'decap_drop_not_service',
 ] as const;

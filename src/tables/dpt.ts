@@ -9,9 +9,13 @@
  *  - WEIGHTEDACTIVE: weights follow the gap between each target's configured share of the
  *    active connections and what it has, so active counts converge to the configured ratio.
  *  - SERVERWLM: weights from the load targets report (0 = idle, 1 = saturated: no new work).
+ *  - BASEWLM: as SERVERWLM. z/OS weighs whole systems there (WLM's system weights) and each
+ *    server address space with SERVERWLM; a dvipa node reports one load, so both are the same.
  *  - HOTSTANDBY: everything to the PREFerred target while it listens; else to the ready
  *    BACKup of highest rank. With AUTOSWITCHBACK new connections return to the preferred
  *    target when it listens again; without it they stay on the backup until that fails.
+ *    With HEALTHSWITCH (the default) a target that reports itself saturated (load 1) counts
+ *    as failed too, unless no target is healthy; NOHEALTHSWITCH looks at the listener only.
  */
 import type { DistMethod, Destination } from '../config/model.js';
 import type { Target } from '../dataplane/fastpath.js';
@@ -74,7 +78,9 @@ export class Dpt {
   method(service: string): string {
     const m = this.services.get(service)?.dist.method;
     if (!m) return 'none';
-    return m.name === 'hotstandby' ? `hotstandby ${m.autoSwitchBack ? 'autoswitchback' : 'noautoswitchback'}` : m.name;
+    return m.name === 'hotstandby'
+      ? `hotstandby ${m.autoSwitchBack ? '' : 'no'}autoswitchback ${m.healthSwitch ? '' : 'no'}healthswitch`
+      : m.name;
   }
 
   targets(service: string): TargetState[] {
@@ -97,7 +103,8 @@ export class Dpt {
     switch (method.name) {
       case 'roundrobin':
         return out(() => 1);
-      case 'serverwlm': {
+      case 'serverwlm':
+      case 'basewlm': {
         const w = (x: { t: TargetState }) => Math.round(SCALE * (1 - Math.min(1, Math.max(0, x.t.load ?? 0))));
         // All saturated: share what there is evenly rather than refuse every connection.
         if (ready.length && ready.every((x) => w(x) === 0)) return out(() => 1);
@@ -112,14 +119,18 @@ export class Dpt {
         return out((x) => Math.max(1, Math.round((configured(x.d) / total) * horizon - x.t.active)));
       }
       case 'hotstandby': {
+        const healthy = (x: { t: TargetState }) => x.t.ready && (x.t.load ?? 0) < 1;
+        const usable = method.healthSwitch && states.some(healthy) ? healthy : (x: { t: TargetState }) => x.t.ready;
         const preferred = states.find((x) => x.d.role === 'preferred');
         const current = states.find((x) => x.d.xcf === s.hotActive);
         let chosen: string | undefined;
-        if (preferred?.t.ready && (method.autoSwitchBack || !current?.t.ready || current === preferred)) chosen = preferred.d.xcf;
-        else if (current?.t.ready) chosen = current.d.xcf;
+        const stay = current !== undefined && usable(current) && current !== preferred;
+        if (preferred && usable(preferred) && (method.autoSwitchBack || !stay)) chosen = preferred.d.xcf;
+        else if (current && usable(current)) chosen = current.d.xcf;
         else {
-          const backups = states.filter((x) => x.d.role === 'backup' && x.t.ready).sort((a, b) => (b.d.rank ?? 0) - (a.d.rank ?? 0));
-          chosen = backups[0]?.d.xcf ?? (preferred?.t.ready ? preferred.d.xcf : undefined);
+          const backups = states.filter((x) => x.d.role === 'backup' && usable(x))
+            .sort((a, b) => (b.d.rank ?? 0) - (a.d.rank ?? 0));
+          chosen = backups[0]?.d.xcf ?? (preferred && usable(preferred) ? preferred.d.xcf : undefined);
         }
         s.hotActive = chosen;
         return states.map((x) => ({ addr: x.d.xcf, weight: x.d.xcf === chosen ? 1 : 0 }));
