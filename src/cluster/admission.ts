@@ -36,7 +36,8 @@ export class Admission {
     }
     const a = parseIpv4(dvipa);
     if (plan || this.ranges.some((r) => ((a & r.mask) >>> 0) === r.base)) return undefined;
-    return { reason: 'outside_ranges', detail: `${dvipa} is no DVIPA of this configuration and in none of its VIPARANGEs` };
+    const detail = `${dvipa} is no DVIPA of this configuration and in none of its VIPARANGEs`;
+    return { reason: 'outside_ranges', detail };
   }
 
   /** Undefined if the whole list is acceptable: one address out of bounds refuses it all. */
@@ -53,7 +54,9 @@ export class Admission {
    * change), or a refusal. `owner`: the store's owner record, or undefined without a shared store.
    */
   dvipa(peer: string, change: DvipaChange, owner?: () => OwnerRecord | undefined): 'accept' | 'wait' | Refusal {
-    if (change.owner !== peer) return { reason: 'not_owner', detail: `${peer} announced ${change.owner} as the owner of ${change.address}` };
+    if (change.owner !== peer) {
+      return { reason: 'not_owner', detail: `${peer} announced ${change.owner} as the owner of ${change.address}` };
+    }
     const r = this.refusal(peer, change.address);
     if (r) return r;
     if (!owner) return 'accept';

@@ -36,7 +36,9 @@ function tag(key: Buffer, header: Buffer, payload: Buffer): Buffer {
 }
 
 export function encodeFrame(key: Buffer, f: Frame): Buffer {
-  if (f.payload.length > MAX_PAYLOAD) throw new RangeError(`frame payload of ${f.payload.length} bytes exceeds ${MAX_PAYLOAD}`);
+  if (f.payload.length > MAX_PAYLOAD) {
+    throw new RangeError(`frame payload of ${f.payload.length} bytes exceeds ${MAX_PAYLOAD}`);
+  }
   const header = Buffer.alloc(HEADER);
   header.writeUInt32BE(MAGIC, 0);
   header.writeUInt8(VERSION, 4);
@@ -68,8 +70,12 @@ export class FrameReader {
     this.length += chunk.length;
     while (this.length >= HEADER) {
       const header = this.take(HEADER, false);
-      if (header.readUInt32BE(0) !== MAGIC) throw new FrameRejected('bad_magic', `0x${header.readUInt32BE(0).toString(16)}`);
-      if (header.readUInt8(4) !== VERSION) throw new FrameRejected('bad_version', `version ${header.readUInt8(4)}, this agent speaks ${VERSION}`);
+      const magic = header.readUInt32BE(0);
+      const version = header.readUInt8(4);
+      if (magic !== MAGIC) throw new FrameRejected('bad_magic', `0x${magic.toString(16)}`);
+      if (version !== VERSION) {
+        throw new FrameRejected('bad_version', `version ${version}, this agent speaks ${VERSION}`);
+      }
       const length = header.readUInt32BE(16);
       const limit = this.limit();
       if (length > limit) throw new FrameRejected('oversized', `${length} bytes announced, at most ${limit} now`);

@@ -83,7 +83,10 @@ export class Handshake {
   /** This node's proof, as `side`, over the transcript. */
   prove(side: Side, transcript: Buffer): string {
     const data = Buffer.concat([Buffer.from(`${side} `), transcript]);
-    return (this.ids ? sign(null, data, this.ids.own) : createHmac('sha256', this.clusterKey).update(data).digest()).toString('hex');
+    const proof = this.ids
+      ? sign(null, data, this.ids.own)
+      : createHmac('sha256', this.clusterKey).update(data).digest();
+    return proof.toString('hex');
   }
 
   /** Whether `proof` is `peer`'s, speaking as `side`, over the transcript. */
@@ -102,7 +105,8 @@ export class Handshake {
   sessionKey(theirEph: string, transcript: Buffer): Buffer | undefined {
     let shared: Buffer;
     try {
-      const key = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(theirEph, 'hex').toString('base64url') }, format: 'jwk' });
+      const x = Buffer.from(theirEph, 'hex').toString('base64url');
+      const key = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x }, format: 'jwk' });
       shared = diffieHellman({ privateKey: this.eph.privateKey, publicKey: key });
     } catch {
       return undefined;

@@ -21,7 +21,9 @@
  */
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
-import { encodeFrame, FrameReader, FrameRejected, MAX_HANDSHAKE_PAYLOAD, MAX_PAYLOAD, type FrameError } from './frame.js';
+import {
+  encodeFrame, FrameReader, FrameRejected, MAX_HANDSHAKE_PAYLOAD, MAX_PAYLOAD, type FrameError,
+} from './frame.js';
 import { decodeMessage, encodeMessage, InvalidMessage, MsgType, type Hello, type Message } from './messages.js';
 import { Handshake, type Identities } from './handshake.js';
 import { Refusals } from './refusals.js';
@@ -38,14 +40,17 @@ export interface TransportLimits {
   /** Connections still in their handshake, per source address and in total. */
   perSource: number;
   pending: number;
-  /** Bytes waiting to be sent to one peer; beyond, the connection is closed (the peer resynchronises on reconnection). */
+  /** Bytes waiting to be sent to one peer; beyond, the connection is closed (the peer resynchronises when back). */
   sendQueueBytes: number;
 }
 
-export const DEFAULT_LIMITS: TransportLimits = { handshakeMs: 3000, idleMs: 30_000, perSource: 4, pending: 64, sendQueueBytes: 64 << 20 };
+export const DEFAULT_LIMITS: TransportLimits = {
+  handshakeMs: 3000, idleMs: 30_000, perSource: 4, pending: 64, sendQueueBytes: 64 << 20,
+};
 
-export type DropReason = FrameError | 'no_hello' | 'unexpected_hello' | 'unknown_peer' | 'wrong_peer' | 'replayed' | 'out_of_order'
-  | 'malformed' | 'hello_timeout' | 'unknown_source' | 'too_many' | 'bad_proof' | 'idle' | 'send_queue_full' | 'handler_error';
+export type DropReason = FrameError | 'no_hello' | 'unexpected_hello' | 'unknown_peer' | 'wrong_peer' | 'replayed'
+  | 'out_of_order' | 'malformed' | 'hello_timeout' | 'unknown_source' | 'too_many' | 'bad_proof' | 'idle'
+  | 'send_queue_full' | 'handler_error';
 
 export interface Peer { name: string; host: string; port: number }
 
@@ -129,7 +134,9 @@ export class Transport extends EventEmitter {
       });
     });
     // EMFILE and friends on accept: logged, and the server keeps listening.
-    server.on('error', (e) => this.refusals.once('server', 'accept', () => this.opts.logger.error({ err: e.message }, 'cannot accept a connection')));
+    server.on('error', (e) => this.refusals.once('server', 'accept', () => {
+      this.opts.logger.error({ err: e.message }, 'cannot accept a connection');
+    }));
     this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.floor(this.limits.idleMs / 3)));
     for (const p of this.opts.peers) this.dial(p);
   }
@@ -175,13 +182,16 @@ export class Transport extends EventEmitter {
 
   private dial(p: Peer): void {
     if (this.stopped) return;
-    const local = net.isIP(this.opts.listen.host) && !/^(0\.0\.0\.0|::)$/.test(this.opts.listen.host) ? this.opts.listen.host : undefined;
+    const host = this.opts.listen.host;
+    const local = net.isIP(host) && !/^(0\.0\.0\.0|::)$/.test(host) ? host : undefined;
     let socket: net.Socket;
     try {
       // From our own cluster address: the one peers accept us from.
       socket = net.connect({ host: p.host, port: p.port, ...(local ? { localAddress: local } : {}) });
     } catch (e) {
-      this.refusals.once(p.name, 'dial', () => this.opts.logger.error({ peer: p.name, err: (e as Error).message }, 'cannot dial a peer'));
+      this.refusals.once(p.name, 'dial', () => {
+        this.opts.logger.error({ peer: p.name, err: (e as Error).message }, 'cannot dial a peer');
+      });
       return this.redial(p);
     }
     const s = this.session(socket, true, p.host, p.name);
@@ -210,7 +220,9 @@ export class Transport extends EventEmitter {
     const source = unmapped(socket.remoteAddress);
     if (this.stopped || !source) return void socket.destroy();
     const dummy = { socket, source } as Session;
-    if (!this.sources.has(source)) return this.reject(dummy, 'unknown_source', `${source} is not the cluster address of a peer`);
+    if (!this.sources.has(source)) {
+      return this.reject(dummy, 'unknown_source', `${source} is not the cluster address of a peer`);
+    }
     const mine = this.pending.get(source) ?? 0;
     if (mine >= this.limits.perSource || this.pendingTotal >= this.limits.pending) {
       return this.reject(dummy, 'too_many', `${mine} handshakes from ${source}, ${this.pendingTotal} in all`);
@@ -243,19 +255,25 @@ export class Transport extends EventEmitter {
       this.sockets.delete(socket);
       if (s.peer && this.inbound.get(s.peer) === s) this.inbound.delete(s.peer);
     });
-    const deadline = setTimeout(() => this.reject(s, 'hello_timeout', `not authenticated within ${this.limits.handshakeMs} ms`), this.limits.handshakeMs);
+    const ms = this.limits.handshakeMs;
+    const deadline = setTimeout(() => this.reject(s, 'hello_timeout', `not authenticated within ${ms} ms`), ms);
     socket.once('close', () => clearTimeout(deadline));
 
     const reader = new FrameReader(() => s.key ?? this.opts.key, (f) => {
       const expected = s.recvSeq + 1n;
-      if (f.seq !== expected) return this.reject(s, f.seq < expected ? 'replayed' : 'out_of_order', `sequence ${f.seq}, expected ${expected}`);
+      if (f.seq !== expected) {
+        const why = f.seq < expected ? 'replayed' : 'out_of_order';
+        return this.reject(s, why, `sequence ${f.seq}, expected ${expected}`);
+      }
       s.recvSeq = f.seq;
       s.lastHeard = Date.now();
       if (!s.key) {
         if (this.handshake(s, f.type, f.payload)) clearTimeout(deadline);
         return;
       }
-      if (f.type === MsgType.Hello || f.type === MsgType.Auth) return this.reject(s, 'unexpected_hello', 'a second handshake on one connection');
+      if (f.type === MsgType.Hello || f.type === MsgType.Auth) {
+        return this.reject(s, 'unexpected_hello', 'a second handshake on one connection');
+      }
       // A dialer only sends: whatever comes back after the handshake is not the protocol.
       if (s.dialer) return this.reject(s, 'unexpected_hello', `frame type ${f.type} from the listening side`);
       let m: Message;
@@ -268,7 +286,8 @@ export class Transport extends EventEmitter {
       if (m.type !== MsgType.Ping) this.deliver(s, () => this.emit('message', s.peer!, m));
     }, () => (s.key ? MAX_PAYLOAD : MAX_HANDSHAKE_PAYLOAD));
     socket.once('end', () => {
-      if (reader.buffered() > 0) this.drop(s, 'truncated', `connection ended inside a frame (${reader.buffered()} bytes)`);
+      const left = reader.buffered();
+      if (left > 0) this.drop(s, 'truncated', `connection ended inside a frame (${left} bytes)`);
     });
     socket.on('data', (chunk: Buffer) => {
       try {

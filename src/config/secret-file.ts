@@ -23,7 +23,10 @@ export function readSecretFile(file: string, minBytes: number): Buffer {
   try {
     // Mode and content from one open file: no window between the check and the read.
     const mode = fs.fstatSync(fd).mode & 0o777;
-    if (mode & 0o077) throw new SecretFileError(file, `mode ${mode.toString(8).padStart(4, '0')}: open to group or others; chmod 600 ${file}`);
+    if (mode & 0o077) {
+      const octal = mode.toString(8).padStart(4, '0');
+      throw new SecretFileError(file, `mode ${octal}: open to group or others; chmod 600 ${file}`);
+    }
     const data = fs.readFileSync(fd);
     if (data.length < minBytes) throw new SecretFileError(file, `${data.length} bytes, at least ${minBytes} needed`);
     return data;

@@ -23,7 +23,8 @@ function walk(crt: BpfMap<Flow, CrtEntry>, { id, filter, limit }: Request): Answ
     return { id, total, entries };
   }
   for (const [k, v] of crt.entries()) {
-    if ((filter.dvipa && k.daddr !== filter.dvipa) || (filter.port && k.dport !== filter.port) || (filter.client && k.saddr !== filter.client)) continue;
+    if (filter.dvipa && k.daddr !== filter.dvipa) continue;
+    if ((filter.port && k.dport !== filter.port) || (filter.client && k.saddr !== filter.client)) continue;
     total++;
     if (entries.length < limit) entries.push([k, v]);
   }
