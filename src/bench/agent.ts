@@ -68,7 +68,8 @@ export async function benchAgent(o: { crtEntries: number; seconds: number; junk:
   ].join('\n'));
   const key = Buffer.alloc(32, 1);
   let agent: Agent | undefined;
-  const target = new Transport({ node: 't1', key, listen: { host: TARGET, port }, peers: [{ name: 'r1', host: ROUTER, port }], logger });
+  const peers = [{ name: 'r1', host: ROUTER, port }];
+  const target = new Transport({ node: 't1', key, listen: { host: TARGET, port }, peers, logger });
   try {
     fillCrt(pinRoot, o.crtEntries);
     agent = new Agent({ config, node: 'r1', key, pinRoot, port, metricsAddress, logger });
@@ -95,7 +96,8 @@ export async function benchAgent(o: { crtEntries: number; seconds: number; junk:
         scrapeMaxMs = Math.max(scrapeMaxMs, ms);
       }, () => undefined);
     }, 1000);
-    const { result: _, ...figures } = await measureProcess(() => flood(ROUTER, port, o.junk, o.seconds * 1000, [STRANGER, TARGET]));
+    const junk = () => flood(ROUTER, port, o.junk, o.seconds * 1000, [STRANGER, TARGET]);
+    const { result: _, ...figures } = await measureProcess(junk);
     clearInterval(tick);
     return {
       crtEntries: o.crtEntries, seconds: o.seconds, junkConnections: o.junk, ...figures,
@@ -110,9 +112,10 @@ export async function benchAgent(o: { crtEntries: number; seconds: number; junk:
 
 export function formatAgentBench(r: AgentBench): string {
   return [
-    `routing agent, CRT of ${r.crtEntries} entries, ${r.seconds} s: a full CONNS resync and a /metrics scrape every second, ${r.junkConnections} junk connections on its port`,
+    `routing agent, CRT of ${r.crtEntries} entries, ${r.seconds} s: a full CONNS resync and a /metrics scrape every `
+      + `second, ${r.junkConnections} junk connections on its port`,
     ...formatProcessFigures(r, ' (a 1 s lease needs well under 1000)'),
     `  scrapes:           ${r.scrapes}, slowest ${r.scrapeMaxMs} ms`,
-    `  target:            ${r.resyncs} full resyncs sent; ${r.targetStayedConnected ? 'stayed connected' : 'was disconnected'}`,
+    `  target:            ${r.resyncs} full resyncs sent; ${r.targetStayedConnected ? 'stayed' : 'was not'} connected`,
   ].join('\n');
 }

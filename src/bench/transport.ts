@@ -21,7 +21,9 @@ const PEER = '127.0.0.1';
 const STRANGER = '127.0.0.2';
 
 /** What a benchmark measures of this process while the attack runs. */
-export interface ProcessFigures { loopDelayP99Ms: number; loopDelayMaxMs: number; rssBeforeMb: number; rssPeakMb: number; cpuPercent: number }
+export interface ProcessFigures {
+  loopDelayP99Ms: number; loopDelayMaxMs: number; rssBeforeMb: number; rssPeakMb: number; cpuPercent: number;
+}
 
 export function formatProcessFigures(r: ProcessFigures, loopNote = ''): string[] {
   const f = (x: number) => x.toFixed(1);
@@ -78,7 +80,8 @@ if (process.argv[2] === ATTACKER) {
  * established once the child let go of them.
  */
 export async function flood(host: string, port: number, n: number, holdMs: number, sources: string[]): Promise<number> {
-  const child = fork(fileURLToPath(import.meta.url), [ATTACKER, String(port), String(n), String(holdMs), host, sources.join(',')], { stdio: 'ignore' });
+  const args = [ATTACKER, String(port), String(n), String(holdMs), host, sources.join(',')];
+  const child = fork(fileURLToPath(import.meta.url), args, { stdio: 'ignore' });
   let established = 0;
   await new Promise<void>((resolve, reject) => {
     child.once('message', (m: { opened: number }) => {
@@ -105,7 +108,8 @@ export async function measureProcess<T>(work: () => Promise<T>): Promise<Process
     h.disable();
     const cpu = process.cpuUsage(cpu0);
     return {
-      result, loopDelayP99Ms: h.percentile(99) / 1e6, loopDelayMaxMs: h.max / 1e6, rssBeforeMb: rss0 / 2 ** 20, rssPeakMb: peak / 2 ** 20,
+      result, loopDelayP99Ms: h.percentile(99) / 1e6, loopDelayMaxMs: h.max / 1e6,
+      rssBeforeMb: rss0 / 2 ** 20, rssPeakMb: peak / 2 ** 20,
       cpuPercent: (100 * (cpu.user + cpu.system)) / 1000 / (Date.now() - t0),
     };
   } finally {
@@ -126,8 +130,10 @@ export async function benchTransport(o: { connections: number; holdMs: number })
   const key = randomBytes(32);
   const logger = pino({ level: 'silent' });
   const [portA, portB] = [await freePort(PEER), await freePort(PEER)];
-  const a = new Transport({ node: 'a', key, listen: { host: PEER, port: portA }, peers: [{ name: 'b', host: PEER, port: portB }], logger });
-  const b = new Transport({ node: 'b', key, listen: { host: PEER, port: portB }, peers: [{ name: 'a', host: PEER, port: portA }], logger });
+  const at = (node: string, port: number, peer: string, peerPort: number) =>
+    new Transport({ node, key, listen: { host: PEER, port }, peers: [{ name: peer, host: PEER, port: peerPort }], logger });
+  const a = at('a', portA, 'b', portB);
+  const b = at('b', portB, 'a', portA);
   await a.start();
   await b.start();
   try {
@@ -172,10 +178,12 @@ export async function benchTransport(o: { connections: number; holdMs: number })
 
 export function formatTransportBench(r: TransportBench): string {
   return [
-    `transport under ${r.connections} connections held ${r.holdMs} ms (half from a stranger, half from a peer's address, each with 64 KiB of a 1 MiB frame)`,
+    `transport under ${r.connections} connections held ${r.holdMs} ms (half from a stranger, half from a peer's `
+      + 'address, each with 64 KiB of a 1 MiB frame)',
     `  established:       ${r.established} by the kernel (refused below: those the agent accepted in the time)`,
     ...formatProcessFigures(r),
     `  refused:           ${Object.entries(r.refused).map(([k, v]) => `${k} ${v}`).join(', ') || 'nothing'}`,
-    `  the real peer:     longest gap between its 100 ms messages ${r.peerMaxGapMs} ms; ${r.peerStayedConnected ? 'stayed connected' : 'was disconnected'}`,
+    `  the real peer:     longest gap between its 100 ms messages ${r.peerMaxGapMs} ms; `
+      + `${r.peerStayedConnected ? 'stayed connected' : 'was disconnected'}`,
   ].join('\n');
 }
