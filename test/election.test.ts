@@ -246,7 +246,8 @@ describe('coupling facility on etcd', () => {
     const elections = [elect(a, 'a'), elect(b, 'b')];
     const dvipaCli = (...args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
       const cli = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
-      const where = ['--etcd', etcd.server.url, '--etcd-prefix', `/t${seq}/`];
+      // The test etcd: plain http on loopback, no auth (said so).
+      const where = ['--etcd', etcd.server.url, '--insecure-etcd', '--etcd-prefix', `/t${seq}/`];
       execFile(process.execPath, [cli, 'dvipa', ...args, ...where], (err, stdout, stderr) =>
         resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
     });
