@@ -76,6 +76,8 @@ export class FastPath {
   readonly services: BpfMap<SvcKey, { id: number; affinityS: number }>;
   /** DVIPA -> epoch under which this node owns it (0: a backup's warm tables). */
   readonly routed: BpfMap<string, bigint>;
+  /** DVIPA -> CLOCK_MONOTONIC ns after which this node no longer answers for it (no entry: never). */
+  readonly fence: BpfMap<string, bigint>;
   readonly served: BpfMap<string, number>;
   readonly crt: BpfMap<Flow, CrtEntry>;
   readonly txPorts: BpfMap<number, number>;
@@ -96,6 +98,7 @@ export class FastPath {
     this.config = new BpfMap('node_config', fd('node_config'), u32, nodeConfig);
     this.services = new BpfMap('services', fd('services'), svcKey, svc);
     this.routed = new BpfMap('routed', fd('routed'), addr, u64);
+    this.fence = new BpfMap('fence', fd('fence'), addr, u64);
     this.served = new BpfMap('served', fd('served'), addr, u8);
     this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
     this.txPorts = new BpfMap('tx_ports', fd('tx_ports'), u32, u32);
@@ -240,6 +243,15 @@ export class FastPath {
   epochOf(vip: string): number | undefined {
     const e = this.routed.get(vip);
     return e === undefined ? undefined : Number(e);
+  }
+
+  /**
+   * This node may answer for the DVIPA until `deadlineNs` (CLOCK_MONOTONIC, as
+   * process.hrtime.bigint()); FENCE_EXPIRED: no longer; undefined: always (no fencing).
+   */
+  setFence(vip: string, deadlineNs: bigint | undefined): void {
+    if (deadlineNs === undefined) this.fence.delete(vip);
+    else this.fence.set(vip, deadlineNs);
   }
 
   /** Target side: decapsulate packets for this DVIPA. */
