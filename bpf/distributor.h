@@ -11,7 +11,10 @@
  *  - fragments to a distributed DVIPA: dropped (a non-first fragment has no ports, so it
  *    cannot be matched to its connection; TCP avoids fragments with PMTU discovery);
  *  - too big once encapsulated: ICMP fragmentation needed back to the client if DF is
- *    set, else dropped (XDP cannot fragment).
+ *    set, else dropped (XDP cannot fragment);
+ *  - ARP requests for a DVIPA and IPv4 to it, any protocol, once its fencing deadline has
+ *    passed (map `fence`): dropped, so that a node whose agent can no longer prove it owns
+ *    the DVIPA stops answering for it before a backup takes it over.
  */
 #ifndef DVIPA_DISTRIBUTOR_H
 #define DVIPA_DISTRIBUTOR_H
@@ -261,6 +264,14 @@ static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 c
 	bpf_map_update_elem(&affinity, &k, &fresh, BPF_ANY);
 }
 
+/* Whether this node's right to answer for `vip` has run out (no entry: never). */
+static __always_inline int fenced(__be32 vip)
+{
+	__u64 *deadline = bpf_map_lookup_elem(&fence, &vip);
+
+	return deadline && bpf_ktime_get_ns() > *deadline;
+}
+
 static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -287,11 +298,20 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
 	if (cfg->ext_ifindex == ctx->ingress_ifindex && !for_us(data, cfg->ext_mac))
 		return verdict(XDP_PASS, DVIPA_R_PASS_OTHER_HOST);
+	if (proto == bpf_htons(ETH_P_ARP)) {
+		__be32 asked = arp_request_target(&c);
+
+		if (asked && fenced(asked))
+			return verdict(XDP_DROP, DVIPA_R_DROP_FENCED_ARP);
+		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_IPV4);
+	}
 	if (proto != bpf_htons(ETH_P_IP))
 		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_IPV4);
 	iph = parse_ipv4(&c);
 	if (!iph)
 		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
+	if (fenced(iph->daddr))
+		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
 
 	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
 		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);

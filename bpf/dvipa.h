@@ -101,6 +101,15 @@ struct dvipa_nexthop {
 	__u8 pad[2];
 };
 
+/*
+ * Fencing: a routing node may answer for a DVIPA (ARP and its traffic) only until a deadline,
+ * bpf_ktime_get_ns() (CLOCK_MONOTONIC) in map `fence`, that its agent extends each time the
+ * coupling facility confirms it still owns the DVIPA. An agent frozen, slow or cut off stops
+ * extending it, and its node falls silent for the DVIPA before any backup may claim it.
+ * No entry: not fenced (no coupling facility).
+ */
+#define DVIPA_FENCE_EXPIRED 1ULL
+
 /* Node-wide settings written by the control plane. */
 struct dvipa_config {
 	__be32 cluster_addr; /* outer source of encapsulated packets (this node's XCF address) */
@@ -142,6 +151,8 @@ enum dvipa_reason {
 	DVIPA_R_DECAP_PASS_MALFORMED,/* target: IPIP whose inner header is unparsable */
 	DVIPA_R_PASS_OTHER_HOST,     /* unicast to another MAC (flooded by a switch): the stack drops it */
 	DVIPA_R_PASS_LOCAL_TARGET,   /* the routing node is the flow's target: its own stack serves it */
+	DVIPA_R_DROP_FENCED_ARP,     /* ARP request for a DVIPA whose fencing deadline has passed */
+	DVIPA_R_DROP_FENCED,         /* IPv4 to a DVIPA whose fencing deadline has passed */
 	DVIPA_R_COUNT,
 };
 

@@ -41,6 +41,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } routed SEC(".maps");
 
+/* DVIPA -> fencing deadline (see DVIPA_FENCE_EXPIRED in dvipa.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_DVIPAS);
+	__type(key, __be32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fence SEC(".maps");
+
 /*
  * The DPT as the data plane sees it: per service id, a Maglev table of target
  * addresses (0 = no target). User space builds a complete new inner array and swaps

@@ -476,6 +476,57 @@ describe('distributor', () => {
     }
   });
 
+  test('fencing: past its deadline, ARP requests for the DVIPA and its traffic are dropped and counted; before it, served', async () => {
+    const arp = (op: number, tpa: string) => {
+      const b = Buffer.alloc(28);
+      b.writeUInt16BE(1, 0);
+      b.writeUInt16BE(0x0800, 2);
+      b[4] = 6;
+      b[5] = 4;
+      b.writeUInt16BE(op, 6);
+      Buffer.from([2, 0, 0, 0, 0, 1]).copy(b, 8);
+      Buffer.from(CLIENT.split('.').map(Number)).copy(b, 14);
+      Buffer.from(tpa.split('.').map(Number)).copy(b, 24);
+      return buildRawFrame(0x0806, b, { dstMac: 'ff:ff:ff:ff:ff:ff' });
+    };
+    const ping = buildRawFrame(0x0800, buildIpv4({ saddr: CLIENT, daddr: VIP, proto: 1 }, Buffer.from([8, 0, 0xf7, 0xff, 0, 0, 0, 0])));
+    const udp = buildFrame({ saddr: CLIENT, daddr: VIP, sport: 5353, dport: 53, protocol: 'udp' });
+    const other = buildFrame({ saddr: CLIENT, daddr: '192.0.2.99', sport: 40000, dport: 80, tcpFlags: { syn: true } });
+    try {
+      assert.equal(run(arp(1, VIP)).reason, 'pass_not_ipv4', 'no deadline: never fenced');
+      // Both sides of one deadline, 300 ms ahead on the kernel's CLOCK_MONOTONIC.
+      const deadline = process.hrtime.bigint() + 300_000_000n;
+      fp.setFence(VIP, deadline);
+      assert.equal(run(arp(1, VIP)).reason, 'pass_not_ipv4', 'before the deadline the stack answers ARP');
+      assert.equal(run(syn({ sport: 42001 })).reason, 'fwd_redirect', 'before the deadline traffic is forwarded');
+      while (process.hrtime.bigint() <= deadline) await new Promise((r) => setTimeout(r, 20));
+      const before = fp.reasonCounts();
+      for (const [what, frame, action, reason] of [
+        ['ARP request for the DVIPA', arp(1, VIP), 'drop', 'drop_fenced_arp'],
+        ['SYN', syn({ sport: 42002 }), 'drop', 'drop_fenced'],
+        ['ACK of a known connection', buildFrame({ saddr: CLIENT, daddr: VIP, sport: 42001, dport: 80, tcpFlags: { ack: true }, payload: 10 }), 'drop', 'drop_fenced'],
+        ['UDP', udp, 'drop', 'drop_fenced'],
+        ['ICMP echo (the stack would answer it)', ping, 'drop', 'drop_fenced'],
+        ['a fragment', buildFrame({ saddr: CLIENT, daddr: VIP, sport: 1, dport: 80, fragOffset: 8 }), 'drop', 'drop_fenced'],
+        ['ARP reply about the DVIPA (not a request)', arp(2, VIP), 'pass', 'pass_not_ipv4'],
+        ['ARP request for another address', arp(1, '198.18.0.2'), 'pass', 'pass_not_ipv4'],
+        ['traffic to another address', other, 'pass', 'pass_not_service'],
+      ] as const) {
+        const r = run(frame);
+        assert.deepEqual([r.action, r.reason], [action, reason], what);
+      }
+      const after = fp.reasonCounts();
+      assert.equal(after.drop_fenced_arp - before.drop_fenced_arp, 1n);
+      assert.equal(after.drop_fenced - before.drop_fenced, 5n);
+      // Extended again (the coupling facility confirmed): served at once.
+      fp.setFence(VIP, process.hrtime.bigint() + 10_000_000_000n);
+      assert.equal(run(syn({ sport: 42003 })).reason, 'fwd_redirect');
+      assert.equal(run(arp(1, VIP)).reason, 'pass_not_ipv4');
+    } finally {
+      fp.setFence(VIP, undefined);
+    }
+  });
+
   test('an unconfigured node passes everything', () => {
     fp.configure({ clusterAddr: rns.clusterAddr, enabled: false });
     try {

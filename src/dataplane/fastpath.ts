@@ -76,6 +76,8 @@ export class FastPath {
   readonly services: BpfMap<SvcKey, { id: number; affinityS: number }>;
   /** DVIPA -> epoch under which this node owns it (0: a backup's warm tables). */
   readonly routed: BpfMap<string, bigint>;
+  /** DVIPA -> CLOCK_MONOTONIC ns after which this node no longer answers for it (no entry: never). */
+  readonly fence: BpfMap<string, bigint>;
   readonly served: BpfMap<string, number>;
   /** VIPAROUTE: target cluster address -> the address its packets are encapsulated to. */
   readonly viaRoutes: BpfMap<string, string>;
@@ -100,6 +102,7 @@ export class FastPath {
     this.config = new BpfMap('node_config', fd('node_config'), u32, nodeConfig);
     this.services = new BpfMap('services', fd('services'), svcKey, svc);
     this.routed = new BpfMap('routed', fd('routed'), addr, u64);
+    this.fence = new BpfMap('fence', fd('fence'), addr, u64);
     this.served = new BpfMap('served', fd('served'), addr, u8);
     this.viaRoutes = new BpfMap('via_routes', fd('via_routes'), addr, addr);
     this.decapAddrs = new BpfMap('decap_addrs', fd('decap_addrs'), addr, u8);
@@ -258,6 +261,15 @@ export class FastPath {
   setDecapAddrs(addrs: string[]): void {
     for (const k of [...this.decapAddrs.keys()]) if (!addrs.includes(k)) this.decapAddrs.delete(k);
     for (const a of addrs) this.decapAddrs.set(a, 1);
+  }
+
+  /**
+   * This node may answer for the DVIPA until `deadlineNs` (CLOCK_MONOTONIC, as
+   * process.hrtime.bigint()); FENCE_EXPIRED: no longer; undefined: always (no fencing).
+   */
+  setFence(vip: string, deadlineNs: bigint | undefined): void {
+    if (deadlineNs === undefined) this.fence.delete(vip);
+    else this.fence.set(vip, deadlineNs);
   }
 
   /** Target side: decapsulate packets for this DVIPA. */

@@ -5,6 +5,8 @@
 import { scalar, struct } from './codec.js';
 
 export const MAGLEV_SIZE = 65537;
+/** A fencing deadline long past (DVIPA_FENCE_EXPIRED): the node answers no more for the DVIPA. */
+export const FENCE_EXPIRED = 1n;
 export const MAX_SERVICES = 1024;
 export const CRT_DEFAULT_ENTRIES = 1 << 20;
 
@@ -73,6 +75,8 @@ export const REASONS = [
   'decap_pass_malformed',
   'pass_other_host',
   'pass_local_target',
+  'drop_fenced_arp',
+  'drop_fenced',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
