@@ -51,6 +51,15 @@ export class XfrmEvents {
   close(): void;
 }
 
+/**
+ * rtnetlink notifications of the calling thread's network namespace, read as XfrmEvents are:
+ * `groups` is the legacy bitmask, RTNLGRP_x as bit x-1 (RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_ROUTE...).
+ */
+export class RouteEvents {
+  constructor(groups: number, onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number);
+  close(): void;
+}
+
 export function mapCreate(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags?: number): number;
 /** Fills `value`; false if the key is absent. Per-CPU maps: value holds roundup(valueSize, 8) × possible CPUs. */
 export function mapLookup(fd: number, key: Buffer, value: Buffer): boolean;

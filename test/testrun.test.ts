@@ -10,7 +10,7 @@ import { FastPath, type Service } from '../src/dataplane/fastpath.js';
 import { CrtOrigin, MAGLEV_SIZE, REASONS, type Reason } from '../src/dataplane/structs.js';
 import { runXdp, type XdpAction } from '../src/dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET, type RouterNs } from '../src/lab/router-ns.js';
-import { nsIp, sysctl } from '../src/lab/netns.js';
+import { netnsPath, nsIp, sysctl } from '../src/lab/netns.js';
 import { buildFrame, buildIpv4, buildRawFrame, ETH_P_IPV6, parseFrame, type FrameSpec } from '../src/net/packet.js';
 import { buildMaglev } from '../src/tables/maglev.js';
 import { flowHash } from '../src/tables/flowhash.js';
@@ -84,7 +84,7 @@ before(() => {
   nsIp(rns.ns, 'neigh', 'replace', '198.18.0.50', 'lladdr', '02:00:00:00:00:50', 'dev', 'ext0', 'nud', 'permanent');
   ext0 = rns.ifindex('ext0');
   pins = scratchPinRoot('tr');
-  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 65536 });
+  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 65536, netnsPath: netnsPath(rns.ns) });
   fp.configure({ clusterAddr: rns.clusterAddr });
   rns.inside(() => fp.enableEgress('int0'));
   fp.setTargets(web, equal);
@@ -271,13 +271,20 @@ describe('distributor', () => {
         const r = run(syn({ dport: port }));
         assert.deepEqual([r.action, r.reason], [action, reason], `port ${port}`);
       }
+      // Next hops are resolved from the distributor's interface: forwarding off there leaves
+      // them unresolved, and the data plane's own FIB lookup then says why it drops.
+      const cfg = fp.nodeConfig();
+      fp.config.set(0, { ...cfg, extIfindex: ext0, extMac: parseFrame(syn()).eth!.dst });
       sysctl(rns.ns, 'net.ipv4.conf.ext0.forwarding', '0');
-      fp.flushNexthops();
+      fp.resolveTargets();
       try {
+        assert.ok(fp.nexthops().every((n) => !n.resolved), 'no target resolved while forwarding is off');
         const r = run(syn({ dport: 1005 }));
         assert.deepEqual([r.action, r.reason], ['drop', 'drop_fwd_disabled']);
       } finally {
         sysctl(rns.ns, 'net.ipv4.conf.ext0.forwarding', '1');
+        fp.config.set(0, cfg);
+        fp.resolveTargets();
       }
       const st = fp.serviceStats(fp.serviceId(svc(1002))!);
       assert.equal(st.dropped, 1n);

@@ -18,6 +18,7 @@ import { struct } from '../dataplane/codec.js';
 import { u32 } from '../dataplane/structs.js';
 import { XDP_ACTIONS, xdpMd, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET } from '../lab/router-ns.js';
+import { netnsPath } from '../lab/netns.js';
 import { buildFrame, FRAME_OFFSETS } from '../net/packet.js';
 import { withCleanup } from '../lab/cleanup.js';
 
@@ -79,7 +80,7 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
   return withCleanup(cleanup, () => {
     obj = new native.BpfObject(path.join(BPF_OBJECT_DIR, 'bench.bpf.o'), { pinRoot });
     named('bench.bpf.o', () => obj!.load());
-    fp = FastPath.open({ pinRoot });
+    fp = FastPath.open({ pinRoot, netnsPath: netnsPath(rns.ns) });
     fp.configure({ clusterAddr: rns.clusterAddr });
     rns.inside(() => fp!.enableEgress(rns.int));
     fp.setTargets(SERVICE, TARGETS.map((addr) => ({ addr, weight: 1 })));
