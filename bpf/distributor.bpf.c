@@ -5,7 +5,8 @@
 #include <bpf/bpf_endian.h>
 #include "distributor.h"
 
-SEC("xdp")
+/* xdp.frags: attaches to 9000-MTU interfaces; a jumbo frame's headers are in its first buffer. */
+SEC("xdp.frags")
 int xdp_distributor(struct xdp_md *ctx)
 {
 	return dvipa_distribute(ctx);

@@ -66,7 +66,8 @@ static __always_inline int frag_needed(struct xdp_md *ctx, int l2len, __u32 mtu)
 	__builtin_memcpy(&eth_orig, data, sizeof(eth_orig));
 
 	/* Cut to L2 + quote, then prepend the new IP and ICMP headers. */
-	if (bpf_xdp_adjust_tail(ctx, (l2len + quote) - (int)(data_end - data)))
+	/* The whole frame's length: a jumbo frame's fragments go too. */
+	if (bpf_xdp_adjust_tail(ctx, (l2len + quote) - (int)bpf_xdp_get_buff_len(ctx)))
 		return XDP_DROP;
 	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(*ip) + sizeof(*icmp))))
 		return XDP_DROP;
@@ -240,12 +241,19 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	return verdict(XDP_REDIRECT, DVIPA_R_FWD_REDIRECT);
 }
 
-/* A new connection to the target: counted where its CRT entry is made, never per packet. */
-static __always_inline void count_new_conn(__u32 idx)
+/*
+ * Per target: every packet and its bytes; and a new connection where its CRT entry is made
+ * (`inserted`), so never on an established connection's packets.
+ */
+static __always_inline void count_target(__u32 idx, __u32 bytes, int inserted)
 {
 	struct dvipa_target_stats *ts = bpf_map_lookup_elem(&target_stats, &idx);
 
-	if (ts)
+	if (!ts)
+		return;
+	ts->packets++;
+	ts->bytes += bytes;
+	if (inserted)
 		ts->conns++;
 }
 
@@ -281,7 +289,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct cursor c = { data, data_end };
+	struct cursor c = { data, data_end, ctx };
 	struct dvipa_svc_key sk = {};
 	struct dvipa_flow flow = {};
 	struct dvipa_crt_entry *entry, fresh = {};
@@ -293,7 +301,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	__be32 target;
 	__be16 proto;
 	int l2len, first = 0, inserted;
-	__u32 zero = 0, idx;
+	__u32 zero = 0, idx, len;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
 	if (!cfg || !cfg->enabled)
@@ -347,7 +355,9 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	if (!st)
 		return verdict(XDP_DROP, DVIPA_R_DROP_NO_TARGET);
 	st->packets++;
-	st->bytes += data_end - data;
+	/* The IP length, checked against the whole frame: the first buffer of a jumbo frame is not all of it. */
+	len = l2len + ntohs_bounded(iph->tot_len);
+	st->bytes += len;
 
 	flow.saddr = iph->saddr;
 	flow.daddr = iph->daddr;
@@ -360,6 +370,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		t = target_at(idx);
 		if (svc->affinity_s)
 			touch_affinity(svc, iph->saddr, target, idx);
+		count_target(idx, len, 0);
 	} else {
 		__u32 slot = dvipa_flow_hash(&flow) % DVIPA_MAGLEV_SIZE;
 		void *table = bpf_map_lookup_elem(&maglev, &svc->id);
@@ -390,8 +401,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 			st->crt_new++;
 		else
 			st->recovered++;
-		if (first && inserted)
-			count_new_conn(idx);
+		count_target(idx, len, first && inserted);
 	}
 	return encap_forward(ctx, cfg, st, target, t, l2len, iph);
 

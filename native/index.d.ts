@@ -89,6 +89,8 @@ export function numPossibleCpus(): number;
  * frames are transmitted and `dataOut` is empty.
  */
 export function progTestRun(fd: number, opts: { data: Buffer; dataOutSize?: number; ctxIn?: Buffer; repeat?: number; flags?: number; batchSize?: number }): { retval: number; duration: number; dataOut: Buffer; ctxOut?: Buffer };
+/** sched_setaffinity of the calling thread (a worker's own thread) to one CPU. */
+export function pinThreadToCpu(cpu: number): void;
 /** bpf_link_create(BPF_XDP) with XDP_FLAGS_DRV_MODE (4), XDP_FLAGS_SKB_MODE (2) or 0. */
 export function xdpLinkCreate(progFd: number, ifindex: number, flags: number): number;
 /** Atomically replaces the link's program. */

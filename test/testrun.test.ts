@@ -408,6 +408,70 @@ describe('decap', () => {
   });
 });
 
+describe('jumbo frames (xdp.frags)', () => {
+  const JUMBO = 9000;
+  const jumbo = (ipLen: number, sport: number, df = true) => syn({ sport, payload: ipLen - 40, df });
+
+  test('the distributor forwards a 9000-byte frame whole, and answers one too big for the egress', () => {
+    // Egress at 1500: too big once encapsulated; ICMP back, the jumbo frame's fragments cut away.
+    const big = jumbo(8980, 49000);
+    assert.equal(big.length, 14 + 8980);
+    const icmp = run(big);
+    assert.deepEqual([icmp.action, icmp.reason], ['tx', 'tx_frag_needed']);
+    assert.equal(parseFrame(icmp.frame).ipv4!.icmp!.mtu, 1480);
+    assert.equal(icmp.frame.length, 14 + 20 + 8 + 20 + 8);
+    assert.deepEqual([run(jumbo(8980, 49001, false)).reason], ['drop_too_big']);
+
+    nsIp(rns.ns, 'link', 'set', 'int0', 'mtu', String(JUMBO));
+    fp.resolveTargets();
+    try {
+      const r = run(big);
+      assert.deepEqual([r.action, r.reason], ['redirect', 'fwd_redirect']);
+      assert.equal(r.frame.length, big.length + 20);
+      assertEncapsulated(r.frame, big);
+      const over = run(jumbo(8990, 49002));
+      assert.deepEqual([over.reason, parseFrame(over.frame).ipv4!.icmp!.mtu], ['tx_frag_needed', JUMBO - 20]);
+    } finally {
+      nsIp(rns.ns, 'link', 'set', 'int0', 'mtu', '1500');
+      fp.resolveTargets();
+    }
+  });
+
+  test('decap passes a 9000-byte tunnelled frame up without its outer header', () => {
+    const pins = scratchPinRoot('trj');
+    const target = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 1024 });
+    try {
+      target.configure({ clusterAddr: '198.18.1.11' });
+      target.serve(VIP);
+      const inner = jumbo(JUMBO - 20, 49003).subarray(14);
+      const frame = Buffer.concat([buildRawFrame(0x0800, Buffer.alloc(0)), buildIpv4({ saddr: ROUTER_NET.clusterAddr, daddr: '198.18.1.11', proto: 4, df: true }, inner)]);
+      assert.equal(frame.length, 14 + JUMBO);
+      const r = run(frame, 'decap', target);
+      assert.deepEqual([r.action, r.reason], ['pass', 'decap']);
+      assert.deepEqual(r.frame.subarray(14), inner, 'the whole inner packet');
+      assert.equal(target.receivedStats().find((x) => x.port === 80)!.bytes, BigInt(inner.length));
+    } finally {
+      target.close();
+      pins.remove();
+    }
+  });
+
+  test('both programs attach natively to a 9000-MTU interface', () => {
+    nsIp(rns.ns, 'link', 'add', 'jmb0', 'mtu', String(JUMBO), 'type', 'veth', 'peer', 'name', 'jmb1', 'mtu', String(JUMBO));
+    try {
+      for (const role of ['distributor', 'decap'] as const) {
+        const a = rns.inside(() => fp.attach(role, 'jmb0', 'native'));
+        assert.equal(a.mode, 'native', role);
+        assert.ok(fp.detach(role, 'jmb0'));
+      }
+    } finally {
+      nsIp(rns.ns, 'link', 'del', 'jmb0');
+      fp.configure({ clusterAddr: rns.clusterAddr });
+      fp.config.set(0, { ...fp.nodeConfig(), extIfindex: 0 });
+    }
+  });
+});
+
 test('random and mutated frames never crash, never abort, never forward anywhere but a target', () => {
   let seed = 12345;
   const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
