@@ -48,7 +48,7 @@ const tables: CommandModule<object, { json: boolean; crtEntries: number }> = {
 };
 
 interface TrafficArgs {
-  generator: 'live' | 'pktgen' | 'testrun'; json: boolean; svg?: string; seconds: number; flows: number; size: number; modes: string;
+  generator: 'live' | 'pktgen' | 'testrun'; json: boolean; svg?: string; seconds: number; flows: number; size: number; modes: string; routerOnly: boolean;
   device?: string; dstMac?: string; threads: number; rate: number; pktgenDir: string;
 }
 
@@ -59,7 +59,8 @@ function whole(v: number, name: string, min: number, max: number): void {
 async function trafficHandler(a: TrafficArgs): Promise<void> {
   requireRoot('dvipa bench traffic');
   whole(a.seconds, 'seconds', 1, 3600);
-  whole(a.flows, 'flows', 1, 65535 - 10000);
+  // pktgen varies only source ports; the live generator moves to further sources past 50,000.
+  whole(a.flows, 'flows', 1, a.generator === 'pktgen' ? 65535 - 10000 : 1_000_000);
   whole(a.size, 'size', 60, 1500);
   const modes = a.modes.split(',').map((m) => m.trim());
   const bad = modes.filter((m) => !ROUTER_MODES.includes(m as RouterMode));
@@ -94,7 +95,7 @@ async function trafficHandler(a: TrafficArgs): Promise<void> {
     return;
   }
   const progress = new Progress('live', a.seconds * modes.length * 1000);
-  const b = await benchLive({ seconds: a.seconds, flows: a.flows, size: a.size, modes: modes as RouterMode[], onProgress: (f, note) => progress.update(f, note) });
+  const b = await benchLive({ seconds: a.seconds, flows: a.flows, size: a.size, modes: modes as RouterMode[], routerOnly: a.routerOnly, onProgress: (f, note) => progress.update(f, note) });
   progress.done();
   write(a.json ? `${JSON.stringify(b, null, 2)}\n` : `${formatTrafficBench(b)}\n`, chartSvg(`dvipa bench traffic (live frames, ${b.flows} flows)`, trafficSeries(b)));
 }
@@ -111,6 +112,7 @@ const traffic: CommandModule<object, TrafficArgs> = {
       .option('flows', { type: 'number', default: 1000, describe: 'distinct UDP flows (source ports)' })
       .option('size', { type: 'number', default: 64, describe: 'frame size in bytes' })
       .option('modes', { type: 'string', default: ROUTER_MODES.join(','), describe: 'live: which ways to compare' })
+      .option('router-only', { type: 'boolean', default: false, describe: 'live: targets are XDP sinks that count and drop, so only the routing node is measured' })
       .option('device', { type: 'string', describe: 'pktgen: the interface to send from' })
       .option('dst-mac', { type: 'string', describe: "pktgen: the routing node's external MAC" })
       .option('threads', { type: 'number', default: 1, describe: 'pktgen: kernel threads (one device queue each)' })

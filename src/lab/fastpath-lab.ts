@@ -38,7 +38,7 @@ export interface FastpathLab {
   teardown(): void;
 }
 
-export async function createFastpathLab(prefix: string, targetCount = 3): Promise<FastpathLab> {
+export async function createFastpathLab(prefix: string, targetCount = 3, routerCrtEntries = 65536): Promise<FastpathLab> {
   const topo = new Topology(prefix);
   const pinRoots: string[] = [];
   const fastpaths: FastPath[] = [];
@@ -63,7 +63,7 @@ export async function createFastpathLab(prefix: string, targetCount = 3): Promis
     fullChecksums(clientNs, 'c0');
     nsIp(routerNs, 'addr', 'add', `${LAB.routerXcf}/32`, 'dev', 'lo');
     sysctl(routerNs, 'net.ipv4.ip_forward', '1');
-    const router = open('router', 65536, netnsPath(routerNs));
+    const router = open('router', routerCrtEntries, netnsPath(routerNs));
     router.configure({ clusterAddr: LAB.routerXcf });
 
     const targets: LabTarget[] = [];
