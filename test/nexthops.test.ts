@@ -158,3 +158,18 @@ test('an index freed under a connection\'s CRT entry is not used for another tar
     fp.setTargets(web, [{ addr: TARGET, weight: 1 }]);
   }
 });
+
+test('a next hop that cannot be checked (the external interface gone) is not kept: the data plane asks the FIB', () => {
+  const cfg = fp.nodeConfig();
+  const conn = ++sport;
+  fp.config.set(0, { ...cfg, extIfindex: 9999 });
+  try {
+    fp.resolveTargets();
+    assert.equal(fp.nexthops()[0].resolved, false);
+    assert.equal(send({ syn: true }, conn).action, 'redirect', 'forwarded by the FIB from the ingress interface');
+  } finally {
+    fp.config.set(0, cfg);
+    fp.resolveTargets();
+  }
+  assert.equal(fp.nexthops()[0].resolved, true);
+});

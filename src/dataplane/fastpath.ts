@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BPF_OBJECT_DIR, native } from './addon.js';
-import { named } from './errors.js';
+import { BpfError, named } from './errors.js';
 import { BpfMap, BPF_ANY, PerCpuArray, PerCpuHash } from './map.js';
 import {
   addr, affinity, affinityKey, CRT_DEFAULT_ENTRIES, crtEntry, FIB_RESULTS, flow, IPPROTO, MAGLEV_SIZE, MAX_SERVICES, MAX_TARGETS,
@@ -305,7 +305,15 @@ export class FastPath {
     const ingress = this.config.get(0)?.extIfindex || LOOPBACK_IFINDEX;
     const frame = Buffer.alloc(Math.max(resolve.size, 64));
     resolve.encode({ addr: t.addr, rc: 0 }, frame);
-    const out = runXdp(this.progFd(RESOLVER), RESOLVER, frame, { ingressIfindex: ingress }).frame;
+    let out: Buffer;
+    try {
+      out = runXdp(this.progFd(RESOLVER), RESOLVER, frame, { ingressIfindex: ingress }).frame;
+    } catch (e) {
+      // The external interface gone (ENODEV), say: a next hop that cannot be checked is not kept.
+      if (!(e instanceof BpfError)) throw e;
+      this.log.warn({ target: t.addr, err: e.message }, 'cannot resolve the target\'s next hop');
+      out = resolve.encode({ addr: t.addr, rc: FIB_RESULTS.indexOf('not_fwded') }, frame);
+    }
     const { rc } = resolve.decode(out);
     const nh = targetEntry.decode(out, 8);
     const next: TargetEntry = rc === 0
