@@ -142,7 +142,8 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
     const check = (s: PathSpec, retval: number) => {
       const verdict = XDP_ACTIONS[retval];
       if (verdict !== s.expect) {
-        throw new Error(`bench path ${s.path}: verdict ${verdict ?? retval}, expected ${s.expect}; reasons ${JSON.stringify(fp!.reasonCounts(), (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`);
+        const reasons = JSON.stringify(fp!.reasonCounts(), (_, v) => (typeof v === 'bigint' ? Number(v) : v));
+        throw new Error(`bench path ${s.path}: verdict ${verdict ?? retval}, expected ${s.expect}; reasons ${reasons}`);
       }
     };
 
@@ -202,7 +203,8 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
         paths: specs.map((s) => {
           const ns = median(parallel.get(s.path)!.map((x) => x.ns));
           const mpps = median(parallel.get(s.path)!.map((x) => x.mpps));
-          return { path: s.path, nsPerPacket: ns, ratio: ns / parallelBase, aggregateMpps: mpps, scaling: mpps / (1000 / median(samples.get(s.path)!)) };
+          const oneCpuMpps = 1000 / median(samples.get(s.path)!);
+          return { path: s.path, nsPerPacket: ns, ratio: ns / parallelBase, aggregateMpps: mpps, scaling: mpps / oneCpuMpps };
         }),
       },
     };
@@ -221,7 +223,9 @@ export function formatFastpathBench(b: FastpathBench): string {
   lines.push('', `on all ${b.parallel.cpus} CPUs at once (one pinned thread each)`, '',
     `${'path'.padEnd(10)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)} ${'Mpps'.padStart(8)} ${'scaling'.padStart(8)}`);
   for (const p of b.parallel.paths) {
-    lines.push(`${p.path.padEnd(10)} ${p.nsPerPacket.toFixed(1).padStart(8)} ${p.ratio.toFixed(2).padStart(10)} ${p.aggregateMpps.toFixed(2).padStart(8)} ${p.scaling.toFixed(2).padStart(8)}`);
+    const figures = [p.nsPerPacket.toFixed(1).padStart(8), p.ratio.toFixed(2).padStart(10), p.aggregateMpps.toFixed(2).padStart(8),
+      p.scaling.toFixed(2).padStart(8)];
+    lines.push(`${p.path.padEnd(10)} ${figures.join(' ')}`);
   }
   return lines.join('\n');
 }

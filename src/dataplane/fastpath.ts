@@ -50,8 +50,10 @@ export interface FastPathOptions {
   logger?: Logger;
 }
 
-/** A target's next hop as the control plane resolved it (`reason` when it could not). */
-export interface TargetNexthop { addr: string; svcId: number; index: number; resolved: boolean; reason?: string; ifindex: number; dmac: string; mtu: number }
+/** A target's next hop as the control plane resolved it. */
+export interface TargetNexthop {
+  addr: string; svcId: number; index: number; resolved: boolean; ifindex: number; dmac: string; mtu: number;
+}
 
 export interface Service { vip: string; port: number; protocol: Protocol }
 export interface Target { addr: string; weight: number }
@@ -213,7 +215,9 @@ export class FastPath {
       native.closeFd(inner);
     }
     // Indexes of targets that left: their connections' CRT entries fall back to the FIB.
-    for (const [key, i] of this.targetIndex) if (key.startsWith(`${svcId}|`) && !wanted.has(key.slice(key.indexOf('|') + 1))) this.freeTargetSlot(key, i);
+    for (const [key, i] of this.targetIndex) {
+      if (key.startsWith(`${svcId}|`) && !wanted.has(key.slice(key.indexOf('|') + 1))) this.freeTargetSlot(key, i);
+    }
     if (isNew) {
       this.svcStats.reset(id!);
       if (this.routed.get(s.vip) === undefined) this.routed.set(s.vip, 0n);
@@ -321,7 +325,8 @@ export class FastPath {
       : { addr: t.addr, svcId: t.svcId, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC };
     if (next.ifindex === t.ifindex && next.mtu === t.mtu && next.smac === t.smac && next.dmac === t.dmac) return false;
     this.targets.set(index, next);
-    this.log.info({ target: t.addr, svcId: t.svcId, ifindex: next.ifindex, dmac: next.dmac, mtu: next.mtu, ...(rc ? { unresolved: FIB_RESULTS[rc] ?? rc } : {}) },
+    const why = rc ? { unresolved: FIB_RESULTS[rc] ?? rc } : {};
+    this.log.info({ target: t.addr, svcId: t.svcId, ifindex: next.ifindex, dmac: next.dmac, mtu: next.mtu, ...why },
       rc ? 'target next hop not resolved: the data plane asks the FIB per packet' : 'target next hop resolved');
     return true;
   }

@@ -23,7 +23,8 @@ export class NexthopFollower {
   /** Subscribes in the FastPath's namespace and resolves every target once. */
   start(): void {
     if (this.events) return;
-    this.events = this.fp.inNamespace(() => named('rtnetlink events', () => new native.RouteEvents(RTNL_GROUPS, (msgs) => this.onWakeup(msgs))));
+    this.events = this.fp.inNamespace(() =>
+      named('rtnetlink events', () => new native.RouteEvents(RTNL_GROUPS, (msgs) => this.onWakeup(msgs))));
     this.resolve();
   }
 
@@ -33,7 +34,9 @@ export class NexthopFollower {
   }
 
   private onWakeup(msgs: Array<{ error?: Error }>): void {
-    for (const m of msgs) if (m.error) this.log.warn({ err: m.error.message }, 'rtnetlink events: read failed; resolving every target again');
+    for (const m of msgs) {
+      if (m.error) this.log.warn({ err: m.error.message }, 'rtnetlink events: read failed; resolving every target again');
+    }
     this.resolve();
   }
 

@@ -49,7 +49,9 @@ export interface TargetStats { conns: bigint; packets: bigint; bytes: bigint }
 export const targetStats = struct<TargetStats>('dvipa_target_stats', [['conns', 'u64'], ['packets', 'u64'], ['bytes', 'u64']]);
 
 /** BPF_FIB_LKUP_RET_* codes of bpf_fib_lookup (uapi linux/bpf.h). */
-export const FIB_RESULTS = ['success', 'blackhole', 'unreachable', 'prohibit', 'not_fwded', 'fwd_disabled', 'unsupp_lwt', 'no_neigh', 'frag_needed', 'no_src_addr'] as const;
+export const FIB_RESULTS = [
+  'success', 'blackhole', 'unreachable', 'prohibit', 'not_fwded', 'fwd_disabled', 'unsupp_lwt', 'no_neigh', 'frag_needed', 'no_src_addr',
+] as const;
 
 /** The frame of xdp_resolve: `nh` (a dvipa_target) follows at offset 8 (a _Static_assert in dvipa.h holds the layout). */
 export const resolve = struct<{ addr: string; rc: number }>('dvipa_resolve', [['addr', 'ipv4'], ['rc', 'u32'], ['nh', { pad: targetEntry.size }]]);

@@ -94,7 +94,8 @@ export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { ne
         run = runXdp(progFd, 'xdp_distributor', frame, { ingressIfindex });
       } catch (e) {
         if (!(e instanceof BpfError && TOO_LARGE.has(e.code) && frame.length > ONE_PAGE)) throw e;
-        packets.push({ index: i + 1, packet: `${frame.length}-byte frame, larger than a test run takes (${e.code})`, verdict: 'not-run', reason: 'frame_too_large' });
+        const packet = `${frame.length}-byte frame, larger than a test run takes (${e.code})`;
+        packets.push({ index: i + 1, packet, verdict: 'not-run', reason: 'frame_too_large' });
         totals.frame_too_large = (totals.frame_too_large ?? 0) + 1;
         return;
       }
