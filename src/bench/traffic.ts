@@ -23,12 +23,15 @@ import { interfaceMac } from '../net/iproute.js';
 import { buildFrame } from '../net/packet.js';
 import type { ChartSeries } from './svg.js';
 
-export type RouterMode = 'xdp' | 'kernel' | 'nftables';
+export type RouterMode = 'xdp' | 'kernel' | 'nftables' | 'ipvs';
+/** The default ways; `ipvs` needs a kernel with IPVS (the kernel lab) and is asked for by name. */
 export const ROUTER_MODES: readonly RouterMode[] = ['xdp', 'kernel', 'nftables'];
+export const ALL_ROUTER_MODES: readonly RouterMode[] = [...ROUTER_MODES, 'ipvs'];
 const DESCRIBE: Record<RouterMode, string> = {
   xdp: "dvipa's XDP distributor (Maglev over 3 targets, IPIP)",
   kernel: "the kernel's forwarding, DVIPA routed to one target",
   nftables: 'nftables DNAT, numgen inc mod 3 over 3 targets',
+  ipvs: 'IPVS in tunnel mode (LVS-TUN), round robin over 3 targets, IPIP',
 };
 
 const BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1;
@@ -72,6 +75,15 @@ export interface TrafficBench {
 function rxPackets(ns: string, ifname: string): number {
   const [link] = JSON.parse(nsIp(ns, '-s', '-j', 'link', 'show', 'dev', ifname)) as Array<{ stats64: { rx: { packets: number } } }>;
   return link.stats64.rx.packets;
+}
+
+function ipvsadm(ns: string, ...args: string[]): void {
+  try {
+    execFileSync('ip', ['netns', 'exec', ns, 'ipvsadm', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    const err = e as { stderr?: Buffer };
+    throw new Error(`ipvsadm ${args.join(' ')}: ${String(err.stderr ?? e).trim()} (IPVS needs ip_vs in the kernel: run it in scripts/kernel-lab)`);
+  }
 }
 
 function nft(ns: string, script: string): void {
@@ -162,12 +174,24 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
         // not routed yet
       }
       nft(r, 'table ip dvipa_bench\ndelete table ip dvipa_bench\n');
+      if (o.modes.includes('ipvs')) {
+        ipvsadm(r, '-C');
+        nsIp(r, 'addr', 'flush', 'dev', 'lo', 'to', `${LAB.dvipa}/32`);
+      }
       if (mode === 'xdp') l.inside(r, () => l.router.attach('distributor', 'ext', 'native'));
       if (mode === 'kernel') nsIp(r, 'route', 'add', `${LAB.dvipa}/32`, 'via', l.targets[0].xcf);
       if (mode === 'nftables') {
         nsIp(r, 'route', 'add', `${LAB.dvipa}/32`, 'via', l.targets[0].xcf);
         const map = l.targets.map((t, i) => `${i} : ${t.xcf}`).join(', ');
         nft(r, `table ip dvipa_bench {\n chain pre {\n  type nat hook prerouting priority dstnat;\n  ip daddr ${LAB.dvipa} udp dport ${udp.port} dnat to numgen inc mod ${l.targets.length} map { ${map} }\n }\n}\n`);
+      }
+      if (mode === 'ipvs') {
+        // LVS-TUN: the virtual address is local to the director, which tunnels (IPIP) each
+        // connection to a real server; round robin, as nftables' numgen.
+        nsIp(r, 'addr', 'add', `${LAB.dvipa}/32`, 'dev', 'lo');
+        const vs = `${LAB.dvipa}:${udp.port}`;
+        ipvsadm(r, '-A', '-u', vs, '-s', 'rr');
+        for (const t of l.targets) ipvsadm(r, '-a', '-u', vs, '-r', `${t.xcf}:${udp.port}`, '-i');
       }
     };
 

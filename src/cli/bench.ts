@@ -5,7 +5,7 @@ import { benchTables, formatTablesBench } from '../bench/tables.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { benchLive, formatTrafficBench, ROUTER_MODES, trafficSeries, type RouterMode } from '../bench/traffic.js';
+import { ALL_ROUTER_MODES, benchLive, formatTrafficBench, ROUTER_MODES, trafficSeries, type RouterMode } from '../bench/traffic.js';
 import { configurePktgen, pktgenCommands, PktgenMissing, PKTGEN_DIR, runPktgen } from '../bench/pktgen.js';
 import { chartSvg, type ChartSeries } from '../bench/svg.js';
 import { Progress } from '../bench/progress.js';
@@ -63,8 +63,8 @@ async function trafficHandler(a: TrafficArgs): Promise<void> {
   whole(a.flows, 'flows', 1, a.generator === 'pktgen' ? 65535 - 10000 : 1_000_000);
   whole(a.size, 'size', 60, 1500);
   const modes = a.modes.split(',').map((m) => m.trim());
-  const bad = modes.filter((m) => !ROUTER_MODES.includes(m as RouterMode));
-  if (bad.length || !modes.length) throw new CliError(`--modes: ${bad.join(', ') || 'none'}: expected a list of ${ROUTER_MODES.join(', ')}`, EXIT.usage);
+  const bad = modes.filter((m) => !ALL_ROUTER_MODES.includes(m as RouterMode));
+  if (bad.length || !modes.length) throw new CliError(`--modes: ${bad.join(', ') || 'none'}: expected a list of ${ALL_ROUTER_MODES.join(', ')}`, EXIT.usage);
   const write = (text: string, svg?: string) => {
     process.stdout.write(text);
     if (a.svg && svg) fs.writeFileSync(a.svg, svg);
@@ -111,7 +111,7 @@ const traffic: CommandModule<object, TrafficArgs> = {
       .option('seconds', { type: 'number', default: 3, describe: 'how long each way runs' })
       .option('flows', { type: 'number', default: 1000, describe: 'distinct UDP flows (source ports)' })
       .option('size', { type: 'number', default: 64, describe: 'frame size in bytes' })
-      .option('modes', { type: 'string', default: ROUTER_MODES.join(','), describe: 'live: which ways to compare' })
+      .option('modes', { type: 'string', default: ROUTER_MODES.join(','), describe: 'live: which ways to compare (ipvs: IPVS tunnel mode, where the kernel has IPVS)' })
       .option('router-only', { type: 'boolean', default: false, describe: 'live: targets are XDP sinks that count and drop, so only the routing node is measured' })
       .option('device', { type: 'string', describe: 'pktgen: the interface to send from' })
       .option('dst-mac', { type: 'string', describe: "pktgen: the routing node's external MAC" })
