@@ -147,7 +147,7 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
     gen?.close();
     lab?.teardown();
   }, async () => {
-    lab = await createFastpathLab(prefix, 3, BENCH_CRT_ENTRIES);
+    lab = await createFastpathLab(prefix, 3, { routerCrtEntries: BENCH_CRT_ENTRIES, nameServers: !o.routerOnly });
     const l = lab;
     gen = new native.BpfObject(path.join(BPF_OBJECT_DIR, 'gen.bpf.o'), {});
     named('gen.bpf.o', () => gen!.load());

@@ -38,7 +38,12 @@ export interface FastpathLab {
   teardown(): void;
 }
 
-export async function createFastpathLab(prefix: string, targetCount = 3, routerCrtEntries = 65536): Promise<FastpathLab> {
+/**
+ * `routerCrtEntries`: the routing node's CRT size; `nameServers: false` for targets whose
+ * stack never sees a packet (router-only benchmarks: XDP sinks take their place).
+ */
+export async function createFastpathLab(prefix: string, targetCount = 3, opts: { routerCrtEntries?: number; nameServers?: boolean } = {}): Promise<FastpathLab> {
+  const routerCrtEntries = opts.routerCrtEntries ?? 65536;
   const topo = new Topology(prefix);
   const pinRoots: string[] = [];
   const fastpaths: FastPath[] = [];
@@ -85,7 +90,7 @@ export async function createFastpathLab(prefix: string, targetCount = 3, routerC
       fp.configure({ clusterAddr: xcf });
       fp.serve(LAB.dvipa);
       inside(ns, () => fp.attach('decap', 'up0', 'native'));
-      await startNameServer(topo, ns, name, LAB.tcpPort, LAB.udpPort);
+      if (opts.nameServers !== false) await startNameServer(topo, ns, name, LAB.tcpPort, LAB.udpPort);
       targets.push({ name, ns, xcf, fastpath: fp });
     }
 
