@@ -395,7 +395,11 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		fresh.svc_id = svc->id;
 		fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
 		fresh.created_ns = bpf_ktime_get_coarse_ns();
-		/* Another CPU may have raced us to it: its entry is as good as ours, and it counts it. */
+		/*
+		 * Another CPU may have raced us to it: its entry is as good as ours, and it counts it.
+		 * (A new-flow rate guard that skips this insert must still count a first packet's
+		 * connection: TOTALCONN comes from count_target.)
+		 */
 		inserted = !bpf_map_update_elem(&crt, &flow, &fresh, BPF_NOEXIST);
 		if (first)
 			st->crt_new++;
