@@ -10,7 +10,7 @@ import { FastPath, type Service } from '../src/dataplane/fastpath.js';
 import { CrtOrigin, MAGLEV_SIZE, REASONS, type Reason } from '../src/dataplane/structs.js';
 import { runXdp, type XdpAction } from '../src/dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET, type RouterNs } from '../src/lab/router-ns.js';
-import { nsIp, sysctl } from '../src/lab/netns.js';
+import { netnsPath, nsIp, sysctl } from '../src/lab/netns.js';
 import { buildFrame, buildIpv4, buildRawFrame, ETH_P_IPV6, parseFrame, type FrameSpec } from '../src/net/packet.js';
 import { buildMaglev } from '../src/tables/maglev.js';
 import { flowHash } from '../src/tables/flowhash.js';
@@ -20,7 +20,6 @@ import { loopFlow } from './helpers/testrun-loop.js';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { netnsPath } from '../src/lab/netns.js';
 
 const VIP = '192.0.2.10';
 const VIP_ALL_PORTS = '192.0.2.20';
@@ -89,7 +88,7 @@ before(() => {
   nsIp(rns.ns, 'neigh', 'replace', '198.18.0.50', 'lladdr', '02:00:00:00:00:50', 'dev', 'ext0', 'nud', 'permanent');
   ext0 = rns.ifindex('ext0');
   pins = scratchPinRoot('tr');
-  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 65536 });
+  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 65536, netnsPath: netnsPath(rns.ns) });
   fp.configure({ clusterAddr: rns.clusterAddr });
   rns.inside(() => fp.enableEgress('int0'));
   fp.setTargets(web, equal);
@@ -289,13 +288,20 @@ describe('distributor', () => {
         const r = run(syn({ dport: port }));
         assert.deepEqual([r.action, r.reason], [action, reason], `port ${port}`);
       }
+      // Next hops are resolved from the distributor's interface: forwarding off there leaves
+      // them unresolved, and the data plane's own FIB lookup then says why it drops.
+      const cfg = fp.nodeConfig();
+      fp.config.set(0, { ...cfg, extIfindex: ext0, extMac: parseFrame(syn()).eth!.dst });
       sysctl(rns.ns, 'net.ipv4.conf.ext0.forwarding', '0');
-      fp.flushNexthops();
+      fp.resolveTargets();
       try {
+        assert.ok(fp.nexthops().every((n) => !n.resolved), 'no target resolved while forwarding is off');
         const r = run(syn({ dport: 1005 }));
         assert.deepEqual([r.action, r.reason], ['drop', 'drop_fwd_disabled']);
       } finally {
         sysctl(rns.ns, 'net.ipv4.conf.ext0.forwarding', '1');
+        fp.config.set(0, cfg);
+        fp.resolveTargets();
       }
       const st = fp.serviceStats(fp.serviceId(svc(1002))!);
       assert.equal(st.dropped, 1n);
@@ -637,6 +643,70 @@ describe('decap', () => {
       assert.equal(r.frame.length, cut.length - 20, `frame ${i}: exactly the outer header removed`);
     }
     assert.ok(seen.has('decap') && seen.has('decap_pass_malformed') && seen.has('decap_pass_not_ours'), `every verdict reached: ${[...seen].join(', ')}`);
+  });
+});
+
+describe('jumbo frames (xdp.frags)', () => {
+  const JUMBO = 9000;
+  const jumbo = (ipLen: number, sport: number, df = true) => syn({ sport, payload: ipLen - 40, df });
+
+  test('the distributor forwards a 9000-byte frame whole, and answers one too big for the egress', () => {
+    // Egress at 1500: too big once encapsulated; ICMP back, the jumbo frame's fragments cut away.
+    const big = jumbo(8980, 49000);
+    assert.equal(big.length, 14 + 8980);
+    const icmp = run(big);
+    assert.deepEqual([icmp.action, icmp.reason], ['tx', 'tx_frag_needed']);
+    assert.equal(parseFrame(icmp.frame).ipv4!.icmp!.mtu, 1480);
+    assert.equal(icmp.frame.length, 14 + 20 + 8 + 20 + 8);
+    assert.deepEqual([run(jumbo(8980, 49001, false)).reason], ['drop_too_big']);
+
+    nsIp(rns.ns, 'link', 'set', 'int0', 'mtu', String(JUMBO));
+    fp.resolveTargets();
+    try {
+      const r = run(big);
+      assert.deepEqual([r.action, r.reason], ['redirect', 'fwd_redirect']);
+      assert.equal(r.frame.length, big.length + 20);
+      assertEncapsulated(r.frame, big);
+      const over = run(jumbo(8990, 49002));
+      assert.deepEqual([over.reason, parseFrame(over.frame).ipv4!.icmp!.mtu], ['tx_frag_needed', JUMBO - 20]);
+    } finally {
+      nsIp(rns.ns, 'link', 'set', 'int0', 'mtu', '1500');
+      fp.resolveTargets();
+    }
+  });
+
+  test('decap passes a 9000-byte tunnelled frame up without its outer header', () => {
+    const pins = scratchPinRoot('trj');
+    const target = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 1024 });
+    try {
+      target.configure({ clusterAddr: '198.18.1.11' });
+      target.serve(VIP);
+      const inner = jumbo(JUMBO - 20, 49003).subarray(14);
+      const frame = Buffer.concat([buildRawFrame(0x0800, Buffer.alloc(0)), buildIpv4({ saddr: ROUTER_NET.clusterAddr, daddr: '198.18.1.11', proto: 4, df: true }, inner)]);
+      assert.equal(frame.length, 14 + JUMBO);
+      const r = run(frame, 'decap', target);
+      assert.deepEqual([r.action, r.reason], ['pass', 'decap']);
+      assert.deepEqual(r.frame.subarray(14), inner, 'the whole inner packet');
+      assert.equal(target.receivedStats().find((x) => x.port === 80)!.bytes, BigInt(inner.length));
+    } finally {
+      target.close();
+      pins.remove();
+    }
+  });
+
+  test('both programs attach natively to a 9000-MTU interface', () => {
+    nsIp(rns.ns, 'link', 'add', 'jmb0', 'mtu', String(JUMBO), 'type', 'veth', 'peer', 'name', 'jmb1', 'mtu', String(JUMBO));
+    try {
+      for (const role of ['distributor', 'decap'] as const) {
+        const a = rns.inside(() => fp.attach(role, 'jmb0', 'native'));
+        assert.equal(a.mode, 'native', role);
+        assert.ok(fp.detach(role, 'jmb0'));
+      }
+    } finally {
+      nsIp(rns.ns, 'link', 'del', 'jmb0');
+      fp.configure({ clusterAddr: rns.clusterAddr });
+      fp.config.set(0, { ...fp.nodeConfig(), extIfindex: 0 });
+    }
   });
 });
 
