@@ -32,12 +32,13 @@ static __always_inline void count_served(const struct dvipa_svc_key *key, __u32 
 	st->bytes += len;
 }
 
-SEC("xdp")
+/* xdp.frags: attaches to 9000-MTU interfaces; a jumbo frame's headers are in its first buffer. */
+SEC("xdp.frags")
 int xdp_decap(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct cursor c = { data, data_end };
+	struct cursor c = { data, data_end, ctx };
 	struct dvipa_config *cfg;
 	struct iphdr *outer, *inner;
 	__u8 l2[VLAN_ETH_HLEN];

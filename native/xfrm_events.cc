@@ -1,5 +1,7 @@
-// XfrmEvents: the kernel's XFRM notifications (SAs and policies added, updated, deleted,
-// expired; acquires; replay counters) from a NETLINK_XFRM socket bound to multicast groups.
+// Netlink notifications from a socket bound to multicast groups, one class per protocol:
+// XfrmEvents, the kernel's XFRM notifications (SAs and policies added, updated, deleted,
+// expired; acquires; replay counters), and RouteEvents, rtnetlink's (routes, neighbours,
+// links), by which the agent follows its targets' next hops (src/dataplane/nexthops.ts).
 // Read like RingBuffer reads: a uv_poll on Node's own event loop, no thread and no timer.
 // The payloads are decoded in TypeScript (src/ipsec/events.ts).
 #include <linux/netlink.h>
@@ -25,13 +27,28 @@ constexpr uint32_t kDefaultRcvBuf = 4 << 20;
 // is level-triggered and fires again for the rest.
 constexpr int kMaxDatagrams = 4096;
 
-class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
+struct Xfrm {
+  static constexpr int kProtocol = NETLINK_XFRM;
+  static constexpr const char *kClass = "XfrmEvents";
+  static constexpr const char *kName = "NETLINK_XFRM";
+};
+
+struct Route {
+  static constexpr int kProtocol = NETLINK_ROUTE;
+  static constexpr const char *kClass = "RouteEvents";
+  static constexpr const char *kName = "NETLINK_ROUTE";
+};
+
+template <typename P>
+class NetlinkEvents : public Napi::ObjectWrap<NetlinkEvents<P>> {
+  using Base = Napi::ObjectWrap<NetlinkEvents<P>>;
+
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "XfrmEvents", {InstanceMethod("close", &XfrmEvents::Close)});
+    return Base::DefineClass(env, P::kClass, {Base::InstanceMethod("close", &NetlinkEvents::Close)});
   }
 
-  explicit XfrmEvents(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XfrmEvents>(info), env_(info.Env()), buf_(1 << 16) {
+  explicit NetlinkEvents(const Napi::CallbackInfo &info) : Base(info), env_(info.Env()), buf_(1 << 16) {
     const uint32_t groups = U32Arg(info, 0, "multicast groups");
     if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(env_, "expected a callback(messages: Array<{type, payload}>)");
     const uint32_t wanted = info.Length() > 2 && !info[2].IsUndefined() ? U32Arg(info, 2, "receive buffer size") : kDefaultRcvBuf;
@@ -39,8 +56,8 @@ class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
     callback_ = Napi::Persistent(info[1].As<Napi::Function>());
 
     // The socket belongs to the namespace of the thread that creates it, for good.
-    sock_.reset(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_XFRM));
-    if (sock_.fd() < 0) ThrowErrno(env_, "socket(NETLINK_XFRM)", errno);
+    sock_.reset(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, P::kProtocol));
+    if (sock_.fd() < 0) ThrowErrno(env_, Op("socket").c_str(), errno);
     // FORCE goes past net.core.rmem_max (CAP_NET_ADMIN); without the capability, what is allowed.
     if (setsockopt(sock_.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) &&
         setsockopt(sock_.fd(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)))
@@ -48,7 +65,7 @@ class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
     sockaddr_nl local{};
     local.nl_family = AF_NETLINK;
     local.nl_groups = groups;
-    if (bind(sock_.fd(), reinterpret_cast<sockaddr *>(&local), sizeof(local))) ThrowErrno(env_, "bind(NETLINK_XFRM)", errno);
+    if (bind(sock_.fd(), reinterpret_cast<sockaddr *>(&local), sizeof(local))) ThrowErrno(env_, Op("bind").c_str(), errno);
 
     uv_loop_t *loop = nullptr;
     napi_get_uv_event_loop(env_, &loop);
@@ -68,17 +85,19 @@ class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
     // A worker's loop is torn down with its environment: the handle must be closed first.
     napi_add_env_cleanup_hook(env_, Cleanup, this);
     hooked_ = true;
-    Ref();  // kept alive by the poll until close()
+    this->Ref();  // kept alive by the poll until close()
     referenced_ = true;
   }
 
-  ~XfrmEvents() override { Stop(); }
+  ~NetlinkEvents() override { Stop(); }
 
  private:
-  static void OnReadable(uv_poll_t *handle, int status, int) { static_cast<XfrmEvents *>(handle->data)->Drain(status); }
+  static std::string Op(const char *call) { return std::string(call) + "(" + P::kName + ")"; }
+
+  static void OnReadable(uv_poll_t *handle, int status, int) { static_cast<NetlinkEvents *>(handle->data)->Drain(status); }
 
   static void Cleanup(void *arg) {
-    auto *self = static_cast<XfrmEvents *>(arg);
+    auto *self = static_cast<NetlinkEvents *>(arg);
     self->hooked_ = false;
     self->Stop();
   }
@@ -114,13 +133,13 @@ class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
           continue;
         }
         Napi::Object o = Entry();
-        o.Set("error", ErrnoError(env_, "recv(NETLINK_XFRM)", e).Value());
+        o.Set("error", ErrnoError(env_, Op("recv").c_str(), e).Value());
         out.Set(n++, o);
         break;
       }
       if (static_cast<size_t>(len) > buf_.size()) {
         Napi::Object o = Entry();
-        o.Set("error", ErrnoError(env_, "recv(NETLINK_XFRM)", EMSGSIZE, std::to_string(len) + " bytes, more than the buffer").Value());
+        o.Set("error", ErrnoError(env_, Op("recv").c_str(), EMSGSIZE, std::to_string(len) + " bytes, more than the buffer").Value());
         out.Set(n++, o);
         continue;
       }
@@ -171,7 +190,7 @@ class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
     Stop();
     if (referenced_) {
       referenced_ = false;
-      Unref();
+      this->Unref();
     }
     return info.Env().Undefined();
   }
@@ -187,6 +206,9 @@ class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
 
 }  // namespace
 
-void InitXfrmEvents(Napi::Env env, Napi::Object exports) { exports.Set("XfrmEvents", XfrmEvents::Define(env)); }
+void InitXfrmEvents(Napi::Env env, Napi::Object exports) {
+  exports.Set(Xfrm::kClass, NetlinkEvents<Xfrm>::Define(env));
+  exports.Set(Route::kClass, NetlinkEvents<Route>::Define(env));
+}
 
 }  // namespace dvipa

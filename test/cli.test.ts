@@ -187,6 +187,23 @@ test('replay --json: verdict, reason, target and CRT effect per packet', () => {
   assert.deepEqual(j.totals, { fwd_redirect: 2, pass_not_service: 1 });
 });
 
+test('replay of jumbo frames and super-frames: each too large one says so, the rest still run', () => {
+  const flow = { saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1001, dport: 80 };
+  const jumbo = buildFrame({ ...flow, tcpFlags: { syn: true }, df: true, payload: 9000 - 14 - 40 });
+  // What a capture of GRO/GSO shows: far beyond any MTU, more than a test run can hold.
+  const superFrame = Buffer.concat([buildFrame({ ...flow, tcpFlags: { ack: true } }), Buffer.alloc(100_000)]);
+  writePcap(path.join(dir, 'big.pcap'), [jumbo, superFrame, buildFrame({ ...flow, tcpFlags: { ack: true } })]);
+  const r = dvipa(['fastpath', 'replay', '--config', path.join(dir, 'svc.yaml'), '--pcap', path.join(dir, 'big.pcap'), '--json']);
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  assert.deepEqual(j.packets.map((p: { verdict: string; reason: string }) => [p.verdict, p.reason]), [
+    ['tx', 'tx_frag_needed'],
+    ['not-run', 'frame_too_large'],
+    ['redirect', 'fwd_redirect'],
+  ]);
+  assert.match(j.packets[1].packet, /^100054-byte frame, larger than a test run takes/);
+});
+
 test('apply, status --json, attach errors, purge', () => {
   const applied = dvipa(['fastpath', 'apply', '--config', path.join(dir, 'svc.yaml'), '--pin-root', pins.pinRoot, '--json']);
   assert.equal(applied.code, 0, applied.err);

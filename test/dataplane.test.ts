@@ -47,14 +47,14 @@ test('services, targets and CRT entries survive closing and reopening the pinned
   fp.configure({ clusterAddr: '198.18.1.1' });
   const id = fp.setTargets({ vip: '192.0.2.10', port: 443, protocol: 'tcp' }, [{ addr: '198.18.1.11', weight: 1 }]);
   const key: Flow = { saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1234, dport: 443, proto: 6 };
-  fp.crt.set(key, { target: '198.18.1.11', svcId: id, origin: CrtOrigin.Control, createdNs: 0n });
+  fp.crt.set(key, { target: '198.18.1.11', svcId: id, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n });
   fp.close();
 
   const again = FastPath.open({ pinRoot: pins.pinRoot });
   try {
     assert.deepEqual(again.listServices(), [{ vip: '192.0.2.10', port: 443, protocol: 'tcp', id }]);
     assert.equal(again.nodeConfig().clusterAddr, '198.18.1.1');
-    assert.deepEqual(again.crt.get(key), { target: '198.18.1.11', svcId: id, origin: CrtOrigin.Control, createdNs: 0n });
+    assert.deepEqual(again.crt.get(key), { target: '198.18.1.11', svcId: id, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n });
     assert.throws(() => FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 8192 }), /holds 4096 entries, not 8192/);
     assert.equal(again.removeService({ vip: '192.0.2.10', port: 443, protocol: 'tcp' }), true);
     assert.deepEqual(again.listServices(), []);
@@ -77,7 +77,7 @@ test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the 
     for (let i = 0; i < n; i++) {
       entries.push([
         { saddr: formatIpv4(0xc6120000 + (i >>> 16)), daddr: '192.0.2.10', sport: i & 0xffff, dport: 80, proto: 6 },
-        { target: formatIpv4(0xc6120100 + (i % 3)), svcId: 0, origin: CrtOrigin.Control, createdNs: 0n },
+        { target: formatIpv4(0xc6120100 + (i % 3)), svcId: 0, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n },
       ]);
     }
     const t0 = process.hrtime.bigint();
@@ -135,8 +135,8 @@ test('errors name the operation, the map and the errno', () => {
     );
     assert.throws(() => fp.setTargets({ vip: '192.0.2.9', port: 1, protocol: 'tcp' }, []), /no free service id/);
     assert.throws(() => fp.enableEgress('nosuchif0'), (e: unknown) => e instanceof BpfError && e.code === 'ENODEV' && /nosuchif0/.test(e.message));
-    assert.throws(() => fp.crt.set({ saddr: '1.2.3', daddr: '192.0.2.1', sport: 1, dport: 1, proto: 6 }, { target: '198.18.1.1', svcId: 0, origin: 1, createdNs: 0n }), /1\.2\.3/);
-    assert.throws(() => fp.crt.set({ saddr: '198.18.0.1', daddr: '192.0.2.1', sport: 70000, dport: 1, proto: 6 }, { target: '198.18.1.1', svcId: 0, origin: 1, createdNs: 0n }), /sport: 70000 does not fit be16/);
+    assert.throws(() => fp.crt.set({ saddr: '1.2.3', daddr: '192.0.2.1', sport: 1, dport: 1, proto: 6 }, { target: '198.18.1.1', svcId: 0, origin: 1, targetIdx: 0, createdNs: 0n }), /1\.2\.3/);
+    assert.throws(() => fp.crt.set({ saddr: '198.18.0.1', daddr: '192.0.2.1', sport: 70000, dport: 1, proto: 6 }, { target: '198.18.1.1', svcId: 0, origin: 1, targetIdx: 0, createdNs: 0n }), /sport: 70000 does not fit be16/);
   } finally {
     fp.close();
     p.remove();

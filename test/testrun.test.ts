@@ -10,7 +10,7 @@ import { FastPath, type Service } from '../src/dataplane/fastpath.js';
 import { CrtOrigin, MAGLEV_SIZE, REASONS, type Reason } from '../src/dataplane/structs.js';
 import { runXdp, type XdpAction } from '../src/dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET, type RouterNs } from '../src/lab/router-ns.js';
-import { nsIp, sysctl } from '../src/lab/netns.js';
+import { netnsPath, nsIp, sysctl } from '../src/lab/netns.js';
 import { buildFrame, buildIpv4, buildRawFrame, ETH_P_IPV6, parseFrame, type FrameSpec } from '../src/net/packet.js';
 import { buildMaglev } from '../src/tables/maglev.js';
 import { flowHash } from '../src/tables/flowhash.js';
@@ -20,7 +20,6 @@ import { loopFlow } from './helpers/testrun-loop.js';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { netnsPath } from '../src/lab/netns.js';
 
 const VIP = '192.0.2.10';
 const VIP_ALL_PORTS = '192.0.2.20';
@@ -89,7 +88,7 @@ before(() => {
   nsIp(rns.ns, 'neigh', 'replace', '198.18.0.50', 'lladdr', '02:00:00:00:00:50', 'dev', 'ext0', 'nud', 'permanent');
   ext0 = rns.ifindex('ext0');
   pins = scratchPinRoot('tr');
-  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 65536 });
+  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 65536, netnsPath: netnsPath(rns.ns) });
   fp.configure({ clusterAddr: rns.clusterAddr });
   rns.inside(() => fp.enableEgress('int0'));
   fp.setTargets(web, equal);
@@ -289,13 +288,20 @@ describe('distributor', () => {
         const r = run(syn({ dport: port }));
         assert.deepEqual([r.action, r.reason], [action, reason], `port ${port}`);
       }
+      // Next hops are resolved from the distributor's interface: forwarding off there leaves
+      // them unresolved, and the data plane's own FIB lookup then says why it drops.
+      const cfg = fp.nodeConfig();
+      fp.config.set(0, { ...cfg, extIfindex: ext0, extMac: parseFrame(syn()).eth!.dst });
       sysctl(rns.ns, 'net.ipv4.conf.ext0.forwarding', '0');
-      fp.flushNexthops();
+      fp.resolveTargets();
       try {
+        assert.ok(fp.nexthops().every((n) => !n.resolved), 'no target resolved while forwarding is off');
         const r = run(syn({ dport: 1005 }));
         assert.deepEqual([r.action, r.reason], ['drop', 'drop_fwd_disabled']);
       } finally {
         sysctl(rns.ns, 'net.ipv4.conf.ext0.forwarding', '1');
+        fp.config.set(0, cfg);
+        fp.resolveTargets();
       }
       const st = fp.serviceStats(fp.serviceId(svc(1002))!);
       assert.equal(st.dropped, 1n);
@@ -476,6 +482,57 @@ describe('distributor', () => {
     }
   });
 
+  test('fencing: past its deadline, ARP requests for the DVIPA and its traffic are dropped and counted; before it, served', async () => {
+    const arp = (op: number, tpa: string) => {
+      const b = Buffer.alloc(28);
+      b.writeUInt16BE(1, 0);
+      b.writeUInt16BE(0x0800, 2);
+      b[4] = 6;
+      b[5] = 4;
+      b.writeUInt16BE(op, 6);
+      Buffer.from([2, 0, 0, 0, 0, 1]).copy(b, 8);
+      Buffer.from(CLIENT.split('.').map(Number)).copy(b, 14);
+      Buffer.from(tpa.split('.').map(Number)).copy(b, 24);
+      return buildRawFrame(0x0806, b, { dstMac: 'ff:ff:ff:ff:ff:ff' });
+    };
+    const ping = buildRawFrame(0x0800, buildIpv4({ saddr: CLIENT, daddr: VIP, proto: 1 }, Buffer.from([8, 0, 0xf7, 0xff, 0, 0, 0, 0])));
+    const udp = buildFrame({ saddr: CLIENT, daddr: VIP, sport: 5353, dport: 53, protocol: 'udp' });
+    const other = buildFrame({ saddr: CLIENT, daddr: '192.0.2.99', sport: 40000, dport: 80, tcpFlags: { syn: true } });
+    try {
+      assert.equal(run(arp(1, VIP)).reason, 'pass_not_ipv4', 'no deadline: never fenced');
+      // Both sides of one deadline, 300 ms ahead on the kernel's CLOCK_MONOTONIC.
+      const deadline = process.hrtime.bigint() + 300_000_000n;
+      fp.setFence(VIP, deadline);
+      assert.equal(run(arp(1, VIP)).reason, 'pass_not_ipv4', 'before the deadline the stack answers ARP');
+      assert.equal(run(syn({ sport: 42001 })).reason, 'fwd_redirect', 'before the deadline traffic is forwarded');
+      while (process.hrtime.bigint() <= deadline) await new Promise((r) => setTimeout(r, 20));
+      const before = fp.reasonCounts();
+      for (const [what, frame, action, reason] of [
+        ['ARP request for the DVIPA', arp(1, VIP), 'drop', 'drop_fenced_arp'],
+        ['SYN', syn({ sport: 42002 }), 'drop', 'drop_fenced'],
+        ['ACK of a known connection', buildFrame({ saddr: CLIENT, daddr: VIP, sport: 42001, dport: 80, tcpFlags: { ack: true }, payload: 10 }), 'drop', 'drop_fenced'],
+        ['UDP', udp, 'drop', 'drop_fenced'],
+        ['ICMP echo (the stack would answer it)', ping, 'drop', 'drop_fenced'],
+        ['a fragment', buildFrame({ saddr: CLIENT, daddr: VIP, sport: 1, dport: 80, fragOffset: 8 }), 'drop', 'drop_fenced'],
+        ['ARP reply about the DVIPA (not a request)', arp(2, VIP), 'pass', 'pass_not_ipv4'],
+        ['ARP request for another address', arp(1, '198.18.0.2'), 'pass', 'pass_not_ipv4'],
+        ['traffic to another address', other, 'pass', 'pass_not_service'],
+      ] as const) {
+        const r = run(frame);
+        assert.deepEqual([r.action, r.reason], [action, reason], what);
+      }
+      const after = fp.reasonCounts();
+      assert.equal(after.drop_fenced_arp - before.drop_fenced_arp, 1n);
+      assert.equal(after.drop_fenced - before.drop_fenced, 5n);
+      // Extended again (the coupling facility confirmed): served at once.
+      fp.setFence(VIP, process.hrtime.bigint() + 10_000_000_000n);
+      assert.equal(run(syn({ sport: 42003 })).reason, 'fwd_redirect');
+      assert.equal(run(arp(1, VIP)).reason, 'pass_not_ipv4');
+    } finally {
+      fp.setFence(VIP, undefined);
+    }
+  });
+
   test('an unconfigured node passes everything', () => {
     fp.configure({ clusterAddr: rns.clusterAddr, enabled: false });
     try {
@@ -613,6 +670,71 @@ describe('decap', () => {
     }
     assert.ok(seen.has('decap') && seen.has('decap_pass_malformed') && seen.has('decap_pass_not_ours') && seen.has('decap_drop_not_router'),
       `every verdict reached: ${[...seen].join(', ')}`);
+  });
+});
+
+describe('jumbo frames (xdp.frags)', () => {
+  const JUMBO = 9000;
+  const jumbo = (ipLen: number, sport: number, df = true) => syn({ sport, payload: ipLen - 40, df });
+
+  test('the distributor forwards a 9000-byte frame whole, and answers one too big for the egress', () => {
+    // Egress at 1500: too big once encapsulated; ICMP back, the jumbo frame's fragments cut away.
+    const big = jumbo(8980, 49000);
+    assert.equal(big.length, 14 + 8980);
+    const icmp = run(big);
+    assert.deepEqual([icmp.action, icmp.reason], ['tx', 'tx_frag_needed']);
+    assert.equal(parseFrame(icmp.frame).ipv4!.icmp!.mtu, 1480);
+    assert.equal(icmp.frame.length, 14 + 20 + 8 + 20 + 8);
+    assert.deepEqual([run(jumbo(8980, 49001, false)).reason], ['drop_too_big']);
+
+    nsIp(rns.ns, 'link', 'set', 'int0', 'mtu', String(JUMBO));
+    fp.resolveTargets();
+    try {
+      const r = run(big);
+      assert.deepEqual([r.action, r.reason], ['redirect', 'fwd_redirect']);
+      assert.equal(r.frame.length, big.length + 20);
+      assertEncapsulated(r.frame, big);
+      const over = run(jumbo(8990, 49002));
+      assert.deepEqual([over.reason, parseFrame(over.frame).ipv4!.icmp!.mtu], ['tx_frag_needed', JUMBO - 20]);
+    } finally {
+      nsIp(rns.ns, 'link', 'set', 'int0', 'mtu', '1500');
+      fp.resolveTargets();
+    }
+  });
+
+  test('decap passes a 9000-byte tunnelled frame up without its outer header', () => {
+    const pins = scratchPinRoot('trj');
+    const target = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 1024 });
+    try {
+      target.configure({ clusterAddr: '198.18.1.11' });
+      target.serve(VIP);
+      target.allowDecap([ROUTER_NET.clusterAddr], [{ vip: VIP, port: 80, protocol: 'tcp' }]);
+      const inner = jumbo(JUMBO - 20, 49003).subarray(14);
+      const frame = Buffer.concat([buildRawFrame(0x0800, Buffer.alloc(0)), buildIpv4({ saddr: ROUTER_NET.clusterAddr, daddr: '198.18.1.11', proto: 4, df: true }, inner)]);
+      assert.equal(frame.length, 14 + JUMBO);
+      const r = run(frame, 'decap', target);
+      assert.deepEqual([r.action, r.reason], ['pass', 'decap']);
+      assert.deepEqual(r.frame.subarray(14), inner, 'the whole inner packet');
+      assert.equal(target.receivedStats().find((x) => x.port === 80)!.bytes, BigInt(inner.length));
+    } finally {
+      target.close();
+      pins.remove();
+    }
+  });
+
+  test('both programs attach natively to a 9000-MTU interface', () => {
+    nsIp(rns.ns, 'link', 'add', 'jmb0', 'mtu', String(JUMBO), 'type', 'veth', 'peer', 'name', 'jmb1', 'mtu', String(JUMBO));
+    try {
+      for (const role of ['distributor', 'decap'] as const) {
+        const a = rns.inside(() => fp.attach(role, 'jmb0', 'native'));
+        assert.equal(a.mode, 'native', role);
+        assert.ok(fp.detach(role, 'jmb0'));
+      }
+    } finally {
+      nsIp(rns.ns, 'link', 'del', 'jmb0');
+      fp.configure({ clusterAddr: rns.clusterAddr });
+      fp.config.set(0, { ...fp.nodeConfig(), extIfindex: 0 });
+    }
   });
 });
 

@@ -38,7 +38,7 @@ function fillCrt(pinRoot: string, n: number): void {
     for (let i = 0; i < n; i++) {
       const saddr = `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
       flow.encode({ saddr, daddr: DVIPA, sport: 1024 + (i % 60000), dport: 80, proto: 6 }, keys, i * flow.size);
-      crtEntry.encode({ target: TARGET, svcId: 0, origin: CrtOrigin.First, createdNs: 0n }, values, i * crtEntry.size);
+      crtEntry.encode({ target: TARGET, svcId: 0, origin: CrtOrigin.First, targetIdx: 0, createdNs: 0n }, values, i * crtEntry.size);
     }
     fp.crt.setBatchRaw(keys, values, n);
   } finally {

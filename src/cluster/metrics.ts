@@ -69,7 +69,7 @@ export class AgentMetrics {
         },
       });
     perTarget('dvipa_target_connections_active', 'connections the target reports now (ActiveConn)', (row) => row.activeConn);
-    perTarget('dvipa_target_connections_total', 'connections the target has reported since the agent started (TotalConn)', (row) => row.totalConn);
+    perTarget('dvipa_target_connections_total', 'new connections this node\'s data plane sent to the target (TotalConn)', (row) => row.totalConn);
     perTarget('dvipa_target_ready', '1 while an application listens on the service on the target (Rdy)', (row) => (row.ready ? 1 : 0));
     perTarget('dvipa_target_weight', "the target's weight in the Maglev table now (WLM)", (row) => row.weight);
     const received = (name: string, help: string, pick: (s: { packets: bigint; bytes: bigint }) => bigint) =>

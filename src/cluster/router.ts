@@ -8,6 +8,7 @@
  */
 import * as fs from 'node:fs';
 import { serviceName, type FastPath, type Service } from '../dataplane/fastpath.js';
+import { NexthopFollower } from '../dataplane/nexthops.js';
 import { CrtOrigin, IPPROTO, type Flow } from '../dataplane/structs.js';
 import type { ClusterConfig, NodeSpec, VipaDistribute } from '../config/model.js';
 import type { DvipaPlan } from './roles.js';
@@ -74,8 +75,6 @@ export class RoutingRole {
   private readonly conns = new Map<string, Map<string, { service: string; ref: ConnRef }>>();
   /** Per target, its connections per service: kept with `conns`, so that a report costs its own size, not the table's. */
   private readonly activeCounts = new Map<string, Map<string, number>>();
-  /** Connections ever reported, per service and target (TotalConn). */
-  private readonly totals = new Map<string, number>();
   /** Targets whose full SRVSTAT and full CONNS arrived since they connected. */
   private readonly synced = new Map<string, { srvstat: boolean; conns: boolean }>();
   /** Services whose pinned tables a previous agent left: kept until the targets have reported. */
@@ -83,6 +82,8 @@ export class RoutingRole {
   /** Services whose table must be rebuilt; active counts change often, tables are rebuilt at most every PUSH_MS. */
   private readonly dirty = new Set<string>();
   private readonly address?: AddressHolder;
+  /** Keeps the targets' next hops in the data plane equal to the kernel's routes and neighbours. */
+  private readonly nexthops: NexthopFollower;
   private pushTimer?: NodeJS.Timeout;
   private adoptTimer?: NodeJS.Timeout;
   private readonly startedAt = Date.now();
@@ -96,6 +97,7 @@ export class RoutingRole {
     private readonly log: Logger,
   ) {
     if (node.external) this.address = new AddressHolder(node.external, log);
+    this.nexthops = new NexthopFollower(fp, log);
   }
 
   /** Whether this node owns any DVIPA. */
@@ -108,6 +110,7 @@ export class RoutingRole {
     clearTimeout(this.pushTimer);
     clearTimeout(this.adoptTimer);
     this.address?.stop();
+    this.nexthops.stop();
   }
 
   /** Programs the DVIPA's services (this node's own VIPADISTribute if it has one, else the owner's). */
@@ -120,6 +123,8 @@ export class RoutingRole {
       fs.writeFileSync(`/proc/sys/net/ipv4/conf/${ifname}/accept_local`, '1');
     }
     if (this.node.external) this.fp.attach('distributor', this.node.external);
+    // After the attach: next hops are resolved from the external interface.
+    this.nexthops.start();
     const distribute = distributionOf(plan, this.node.name);
     this.dvipas.set(plan.address, { distribute, epoch: 0 });
     const everyNode = this.config.nodes.map((n) => ({ xcf: n.xcf }));
@@ -281,7 +286,9 @@ export class RoutingRole {
       for (const t of dpt.targets(name)) {
         rows.push({
           dvipa: s.vip, port: s.port, protocol: s.protocol, target: t.xcf, ready: t.ready, weight: weights.get(t.xcf) ?? 0,
-          load: t.load, activeConn: t.active, totalConn: this.totals.get(`${name}|${t.xcf}`) ?? 0,
+          load: t.load, activeConn: t.active,
+          // Counted by the data plane where it creates a connection's CRT entry: short connections too.
+          totalConn: id === undefined ? 0 : Number(this.fp.targetCounts(id, t.xcf).conns),
           method: dpt.method(name), owner: this.epochOf(s.vip) > 0, following: source === this.node.name ? undefined : source,
           ...(stats ? { service: { packets: stats.packets, bytes: stats.bytes, crtHit: stats.crtHit, crtNew: stats.crtNew, recovered: stats.recovered, forwarded: stats.forwarded, dropped: stats.dropped } } : {}),
         });
@@ -344,7 +351,8 @@ export class RoutingRole {
       const k = `${c.daddr}:${c.dport}/${c.protocol}`;
       if (!ids.has(k)) ids.set(k, this.svcIdOf(c));
       const svcId = ids.get(k);
-      return svcId === undefined ? [] : [[this.flowOf(c), { target: xcf, svcId, origin: CrtOrigin.Control, createdNs: 0n }] as const];
+      if (svcId === undefined) return [];
+      return [[this.flowOf(c), { target: xcf, svcId, origin: CrtOrigin.Control, targetIdx: this.fp.targetIndexOf(svcId, xcf), createdNs: 0n }] as const];
     });
     if (entries.length) this.fp.crt.setBatch(entries);
     // One by one: a batch delete stops at the first key already gone (evicted, or never added).
@@ -369,7 +377,6 @@ export class RoutingRole {
       if (mine.has(key)) continue;
       const service = this.serviceOfConn(c);
       if (!service) continue;
-      this.totals.set(`${service}|${xcf}`, (this.totals.get(`${service}|${xcf}`) ?? 0) + 1);
       counts.set(service, (counts.get(service) ?? 0) + 1);
       mine.set(key, { service, ref: c });
     }

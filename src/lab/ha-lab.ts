@@ -4,7 +4,7 @@
  * each process detached with its log and control socket in the state directory. `down`
  * removes all of it, from the state file or, if that is gone, by the lab's name prefix.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -14,7 +14,7 @@ import { newIdentity } from '../cluster/handshake.js';
 import { FastPath } from '../dataplane/fastpath.js';
 import { ip } from '../net/iproute.js';
 import { buildHaTopology, haConfig, HA, holdsDvipa } from './ha-topology.js';
-import { netnsPath, nsIp, Topology } from './netns.js';
+import { netnsPath, Topology } from './netns.js';
 import { startEtcd } from './etcd.js';
 import type { VipadynRow } from '../cluster/agent.js';
 import type { VdptRow } from '../cluster/router.js';
@@ -144,8 +144,40 @@ export class HaLab {
     this.save();
   }
 
-  setExternalLink(node: string, up: boolean): void {
-    nsIp(this.state.ns[node], 'link', 'set', 'ext', up ? 'up' : 'down');
+  /**
+   * The node dies the way nodes die: both its links go down in one instant (its data plane
+   * gets nothing more, and nobody gets a FIN or RST from it), then its agent is killed.
+   * Returns the instant of death (ms since the epoch).
+   */
+  async kill(node: string): Promise<number> {
+    const t0 = Date.now();
+    execFileSync('ip', ['-n', this.state.ns[node], '-batch', '-'], { input: 'link set ext down\nlink set core0 down\n', stdio: ['pipe', 'ignore', 'pipe'] });
+    await this.stopAgent(node, 'SIGKILL');
+    return t0;
+  }
+
+  /** The node comes back: links up, agent started. Returns when that began. */
+  revive(node: string): number {
+    const t0 = Date.now();
+    execFileSync('ip', ['-n', this.state.ns[node], '-batch', '-'], { input: 'link set core0 up\nlink set ext up\n', stdio: ['pipe', 'ignore', 'pipe'] });
+    this.startAgent(node);
+    return t0;
+  }
+
+  /** When `node`'s agent first logged `msg` at or after `since` (ms since the epoch), from its log file. */
+  logged(node: string, msg: string, since: number): number | undefined {
+    const file = path.join(this.state.dir, `agent-${node}.log`);
+    if (!fs.existsSync(file)) return undefined;
+    for (const l of fs.readFileSync(file, 'utf8').split('\n')) {
+      if (!l.includes(msg)) continue;
+      try {
+        const j = JSON.parse(l) as { msg?: string; time?: number };
+        if (j.msg === msg && (j.time ?? 0) >= since) return j.time;
+      } catch {
+        // a line cut short by a kill: not the one
+      }
+    }
+    return undefined;
   }
 
   holds(node: string): boolean {

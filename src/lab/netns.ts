@@ -7,8 +7,7 @@ import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:
 import { ip } from '../net/iproute.js';
 
 export { ip };
-import { native } from '../dataplane/addon.js';
-import { named } from '../dataplane/errors.js';
+import { inNetnsAt } from '../dataplane/netns.js';
 
 export function nsIp(ns: string, ...args: string[]): string {
   return ip('-n', ns, ...args);
@@ -54,12 +53,7 @@ export function netnsPath(ns: string): string {
  * namespace); BPF maps and pins are not, so FastPath calls work from anywhere.
  */
 export function inNetns<T>(ns: string, fn: () => T): T {
-  const prev = named(ns, () => native.netnsEnter(netnsPath(ns)));
-  try {
-    return fn();
-  } finally {
-    native.netnsRestore(prev);
-  }
+  return inNetnsAt(netnsPath(ns), fn);
 }
 
 export interface VethEnd { ns: string; name: string; addr?: string; master?: string }
