@@ -232,6 +232,7 @@ export class ViciClient {
   private failure?: ViciError;
   private readonly listeners = new Map<string, Set<(m: ViciMessage) => void>>();
   private readonly timeoutMs: number;
+  private readonly closeListeners: Array<(e: ViciError) => void> = [];
 
   private constructor(private readonly sock: net.Socket, opts: ViciOptions) {
     this.timeoutMs = opts.timeoutMs ?? 10_000;
@@ -276,6 +277,12 @@ export class ViciClient {
     this.fail(new ViciError('closed', 'closed by dvipa'));
   }
 
+  /** Called once when the connection ends, for whatever reason. */
+  onClose(fn: (e: ViciError) => void): void {
+    if (this.failure) fn(this.failure);
+    else this.closeListeners.push(fn);
+  }
+
   private fail(e: ViciError): void {
     if (this.failure) return;
     this.failure = e;
@@ -283,6 +290,7 @@ export class ViciClient {
     const w = this.waiter;
     this.waiter = undefined;
     w?.resolve({ type: -1 as PacketType });
+    for (const fn of this.closeListeners.splice(0)) fn(e);
   }
 
   private dispatch(p: Packet): void {

@@ -8,12 +8,39 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { ViciClient } from '../ipsec/vici.js';
+import { ViciClient, type ViciMessage } from '../ipsec/vici.js';
 
 export const CHARON = '/usr/lib/ipsec/charon';
 
 /** What charon loads: IKEv2 with pre-shared keys, AES/SHA-2/MODP, the kernel's XFRM, VICI. */
 const PLUGINS = 'random nonce aes sha1 sha2 hmac gmp kdf kernel-netlink socket-default vici updown';
+
+/** A lab connection: IKEv2, pre-shared key, one optional tunnel-mode CHILD between two hosts. */
+export interface LabConn {
+  name: string;
+  local: string;
+  remote: string;
+  localId: string;
+  remoteId: string;
+  /** A CHILD SA between the two addresses (ESP, tunnel mode); without one the IKE SA is childless. */
+  child?: string;
+  /** connections.<name> settings on top (dpd_delay, rekey_time, ...). */
+  extra?: ViciMessage;
+  childExtra?: ViciMessage;
+}
+
+export function labConn(c: LabConn): ViciMessage {
+  return {
+    [c.name]: {
+      version: '2', local_addrs: [c.local], remote_addrs: [c.remote], proposals: ['aes128-sha256-modp2048'],
+      local: { auth: 'psk', id: c.localId }, remote: { auth: 'psk', id: c.remoteId },
+      ...(c.child ? {
+        children: { [c.child]: { local_ts: [`${c.local}/32`], remote_ts: [`${c.remote}/32`], esp_proposals: ['aes128-sha256'], mode: 'tunnel', ...c.childExtra } },
+      } : { childless: 'force' }),
+      ...c.extra,
+    },
+  };
+}
 
 export interface CharonOptions {
   /** Where its files go (created; removed by stop). */
@@ -90,6 +117,18 @@ export class Charon {
 
   connect(timeoutMs = 10_000): Promise<ViciClient> {
     return ViciClient.connect(this.vici, { timeoutMs });
+  }
+
+  /** Loads connections and the pre-shared key of their identities. */
+  async load(conns: LabConn[], psk: string): Promise<void> {
+    const v = await this.connect();
+    try {
+      const ids = [...new Set(conns.flatMap((c) => [c.localId, c.remoteId]))];
+      await v.request('load-shared', { id: 'lab', type: 'IKE', data: psk, owners: ids });
+      for (const c of conns) await v.request('load-conn', labConn(c));
+    } finally {
+      v.close();
+    }
   }
 
   /** SIGTERM (charon closes its SAs) or SIGKILL (a crashed node); waits for the exit, then removes its files. */
