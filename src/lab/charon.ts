@@ -77,7 +77,7 @@ export class Charon {
       '  install_routes = no',
       '  install_virtual_ip = no',
       '  plugins { vici { socket = unix:///run/charon.vici } }',
-      '  filelog { lab { path = /run/charon.log\n default = 1\n ike = 2\n cfg = 2\n time_format = %T } }',
+      '  filelog { lab { path = /run/charon.log\n default = 1\n ike = 2\n cfg = 2\n flush_line = yes\n time_format = %T } }',
       ...(opts.settings ?? []).map((l) => `  ${l}`),
       '}', '',
     ].join('\n'));
@@ -129,6 +129,12 @@ export class Charon {
     } finally {
       v.close();
     }
+  }
+
+  /** At once, for cleanups that cannot wait (a signal handler): SIGKILL, files removed. */
+  kill(): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    fs.rmSync(this.dir, { recursive: true, force: true });
   }
 
   /** SIGTERM (charon closes its SAs) or SIGKILL (a crashed node); waits for the exit, then removes its files. */
