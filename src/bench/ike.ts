@@ -14,13 +14,13 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { EtcdCoupling } from '../cluster/coupling.js';
 import { startEtcd } from '../lab/etcd.js';
-import { inNetns, nsIp, Topology } from '../lab/netns.js';
+import { nsIp, Topology } from '../lab/netns.js';
 import { withCleanup } from '../lab/cleanup.js';
 import { Charon, type LabConn } from '../lab/charon.js';
 import { hasAddress } from '../net/iproute.js';
 import { IkeContinuity, ViciDaemon } from '../ipsec/ike.js';
 import { storeKey } from '../ipsec/store.js';
-import * as xfrm from '../ipsec/xfrm.js';
+import { hasEsp } from './ipsec.js';
 import { log } from '../log.js';
 
 export interface IkeBenchRow {
@@ -36,22 +36,6 @@ export interface IkeBenchRow {
 
 const DVIPA = '198.18.97.10';
 const peerAddr = (i: number) => `198.18.96.${i + 1}`;
-
-function hasEsp(ns: string): boolean {
-  const probe: xfrm.Sa = {
-    src: '192.0.2.1', dst: '192.0.2.2', spi: 0x99, proto: 'esp', mode: 'tunnel', reqid: 1, flags: 0, selector: xfrm.ANY_SELECTOR, lifetime: xfrm.NO_LIMITS,
-    aead: { name: 'rfc4106(gcm(aes))', key: randomBytes(20), icvBits: 128 }, replay: { oseq: 0, seq: 0, oseqHi: 0, seqHi: 0, window: 32, bitmap: Buffer.alloc(4), esn: false },
-  };
-  return inNetns(ns, () => {
-    try {
-      xfrm.addSa(probe);
-    } catch {
-      return false;
-    }
-    xfrm.deleteSa(probe);
-    return true;
-  });
-}
 
 const countIn = (file: string, re: RegExp) => (fs.readFileSync(file, 'utf8').match(re) ?? []).length;
 
