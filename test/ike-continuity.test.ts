@@ -24,7 +24,8 @@ import { hasAddress } from '../src/net/iproute.js';
 import { log } from '../src/log.js';
 import { IpsecRole } from '../src/ipsec/ipsec-role.js';
 import { ikePrefix, parseListSas, readIkeRecords, ViciDaemon, type IkeSa } from '../src/ipsec/ike.js';
-import { storeKey } from '../src/ipsec/store.js';
+import { sealJson, storeKey } from '../src/ipsec/store.js';
+import { ViciError } from '../src/ipsec/vici.js';
 import type { XfrmOps } from '../src/ipsec/recovery.js';
 import type { EtcdCoupling } from '../src/cluster/coupling.js';
 import { etcdFixture } from './helpers/etcd.js';
@@ -78,7 +79,7 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
   const clusterKey = randomBytes(32);
   const role = (n: 'r1' | 'r2', c: Charon, member: EtcdCoupling) => {
     let r: IpsecRole | undefined = undefined;
-    const daemon = new ViciDaemon(c.vici, () => r?.changed(), log);
+    const daemon = new ViciDaemon(c.vici, () => r?.ikeChanged(), log);
     r = new IpsecRole(noSas, member, clusterKey, n, { seqMargin: 1000, intervalMs: 200, renegotiateMs: 15000, addressHere: (a) => hasAddress('eth', a, ns[n]) }, log, undefined, daemon);
     roles.push(r);
     r.watch(DVIPA);
@@ -172,4 +173,39 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
   const final = await sasOf(peer);
   assert.deepEqual(final.map((s) => [s.initiatorSpi, s.remoteHost]), [[back.initiatorSpi, DVIPA]], 'exactly one IKE SA at the peer, r1\'s');
   assert.deepEqual((await records(m1b, o3.epoch)).records.map((r) => [r.owner, r.sa.initiatorSpi]), [['r1', back.initiatorSpi]]);
+});
+
+test("IKE records: another key, a moved record, not an IKE record, ahead of the epoch or a deposed owner's are refused, each saying why", () => {
+  const key = storeKey(randomBytes(32));
+  const sa = { conn: 'peer1', state: 'ESTABLISHED', localHost: DVIPA, remoteHost: PEER, localId: 'a', remoteId: 'b', initiatorSpi: '1'.repeat(16), responderSpi: '2'.repeat(16), initiator: true, children: [] };
+  const rec = (epoch: number) => ({ dvipa: DVIPA, epoch, owner: 'r1', savedAt: '', source: 'negotiated', sa });
+  const at = (name: string) => `${ikePrefix(DVIPA)}${name}`;
+  const blobs = new Map([
+    [at('good'), sealJson(key, at('good'), rec(5))],
+    [at('old'), sealJson(key, at('old'), rec(4))],
+    [at('ahead'), sealJson(key, at('ahead'), rec(9))],
+    [at('foreign'), sealJson(storeKey(randomBytes(32)), at('foreign'), rec(5))],
+    [at('moved'), sealJson(key, at('elsewhere'), rec(5))],
+    [at('notike'), sealJson(key, at('notike'), { epoch: 5, sa: { spi: 1 } })],
+    [at('junk'), Buffer.from('junk')],
+  ]);
+  const { records, refused } = readIkeRecords(key, blobs, 5);
+  assert.deepEqual(records.map((r) => r.epoch), [5], "only the newest epoch's record");
+  const why = refused.map((e) => e.message).sort();
+  assert.equal(why.length, 5);
+  assert.match(why.join('\n'), /ahead: written at epoch 9, ahead of the DVIPA's epoch 5/);
+  assert.match(why.join('\n'), /foreign: does not open/);
+  assert.match(why.join('\n'), /moved: does not open/);
+  assert.match(why.join('\n'), /notike: opens but is not an IKE record/);
+  assert.match(why.join('\n'), /junk: not a dvipa SA record/);
+  assert.equal(records.length + refused.length, blobs.size - 1, "the deposed owner's older record is neither installed nor an error: a newer epoch replaced it");
+});
+
+test("charon's list-sas: a malformed item is a ViciError, never a half-read SA", () => {
+  const good = { peer1: { uniqueid: '1', state: 'ESTABLISHED', 'local-host': DVIPA, 'remote-host': PEER, 'local-id': 'a', 'remote-id': 'b', 'initiator-spi': 'x', 'responder-spi': 'y', 'child-sas': { 'net-1': { name: 'net', reqid: '3', state: 'INSTALLED', 'spi-in': 'c1', 'spi-out': 'c2', 'local-ts': [`${DVIPA}/32`], 'remote-ts': [`${PEER}/32`] } } } };
+  const [sa] = parseListSas([good]);
+  assert.deepEqual([sa.conn, sa.children[0].name, sa.children[0].reqid, sa.children[0].remoteTs], ['peer1', 'net', 3, [`${PEER}/32`]]);
+  assert.throws(() => parseListSas([{ peer1: 'text' }]), (e: Error) => e instanceof ViciError && /peer1 is not a section/.test(e.message));
+  assert.throws(() => parseListSas([{ peer1: { ...good.peer1, 'remote-host': ['a'] } }]), /remote-host missing or not text/);
+  assert.throws(() => parseListSas([{ peer1: { ...good.peer1, 'child-sas': { c: { name: 'net' } } } }]), /state missing or not text/);
 });

@@ -192,7 +192,7 @@ export class Agent {
       const etcd = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
       if (this.opts.ipsec) {
         const vici = this.opts.ipsec.vici;
-        const daemon = vici ? new ViciDaemon(vici, () => this.ipsec?.changed(), this.log) : undefined;
+        const daemon = vici ? new ViciDaemon(vici, () => this.ipsec?.ikeChanged(), this.log) : undefined;
         this.ipsec = new IpsecRole(xfrm, etcd, this.opts.key, me, this.opts.ipsec, this.log, (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on), daemon);
         for (const d of this.candidacies.keys()) this.ipsec.watch(d);
         this.ipsec.start();

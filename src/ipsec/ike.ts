@@ -236,6 +236,8 @@ export interface IkeOptions {
   addressHere?: (address: string) => boolean;
 }
 
+/** Without an event, charon's SAs are listed again this often (events say what changed at once). */
+const RELIST_MS = 5000;
 const hasLocalAddress = (a: string) => Object.values(os.networkInterfaces()).some((l) => l?.some((x) => x.address === a));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The fields of an IKE SA that make its record: a change in any of them is written. */
@@ -255,6 +257,8 @@ export class IkeContinuity {
   /** Per DVIPA since this agent started: peers renegotiated and failed. */
   private readonly counts = new Map<string, { renegotiated: number; failed: number }>();
   private last = new Map<string, IkeSa[]>();
+  /** Per DVIPA, when its IKE SAs were last listed; charon's events mark all stale. */
+  private readonly listedAt = new Map<string, number>();
 
   constructor(
     readonly daemon: IkeDaemon,
@@ -269,8 +273,18 @@ export class IkeContinuity {
     return sas.filter((s) => s.localHost === dvipa);
   }
 
-  /** Writes the DVIPA's current IKE SAs where they changed, removes the records of those gone; false: fenced off. */
+  /** charon reported a change (an event): the next sync lists the SAs whenever it comes. */
+  changed(): void {
+    this.listedAt.clear();
+  }
+
+  /**
+   * Writes the DVIPA's current IKE SAs where they changed, removes the records of those gone;
+   * false: fenced off. Between charon's events, charon is asked at most every RELIST_MS.
+   */
   async sync(dvipa: string, owner: OwnerRecord): Promise<boolean> {
+    if (Date.now() - (this.listedAt.get(dvipa) ?? 0) < RELIST_MS) return true;
+    this.listedAt.set(dvipa, Date.now());
     const all = await this.daemon.listSas();
     const mine = this.mineOf(all, dvipa);
     this.last.set(dvipa, mine);
@@ -379,6 +393,7 @@ export class IkeContinuity {
     this.results.set(dvipa, { ...result, at: new Date().toISOString() });
     // The predecessor's records go, ours replace them (a failed peer's record stays for the display only).
     this.unknown.delete(dvipa);
+    this.listedAt.delete(dvipa);
     for (const [k, s] of sources) if (s.source === 'inherited') sources.delete(k);
     await this.sync(dvipa, owner);
     for (const r of records) if (result.failed.some((f) => f.peer === r.sa.remoteHost)) sources.set(ikeKey(dvipa, r.sa), { source: 'inherited', record: r, error: result.failed.find((f) => f.peer === r.sa.remoteHost)!.error });
@@ -391,6 +406,7 @@ export class IkeContinuity {
     this.unknown.delete(dvipa);
     this.source.delete(dvipa);
     this.last.delete(dvipa);
+    this.listedAt.delete(dvipa);
     const mine = this.mineOf(await this.daemon.listSas(), dvipa);
     for (const sa of mine) await this.daemon.forget(sa.uniqueId);
     if (mine.length) this.log.info({ dvipa, ikeSas: mine.length }, "charon forgot the DVIPA's IKE SAs: the new owner renegotiates them");

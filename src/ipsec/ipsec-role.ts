@@ -138,6 +138,12 @@ export class IpsecRole {
     }
   }
 
+  /** charon's IKE or CHILD SAs changed (its VICI events): record them soon. */
+  ikeChanged(): void {
+    this.ike?.changed();
+    this.changed();
+  }
+
   /** The kernel's SAs or policies changed (or notifications were lost): scan soon. */
   changed(): void {
     if (this.settle || !this.owned.size) return;
