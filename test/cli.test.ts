@@ -4,7 +4,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -47,6 +47,39 @@ before(() => {
 after(() => {
   pins?.remove();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('dvipa agent: every option out of range, a short or missing key file: exit 2 naming the problem, nothing started', async () => {
+  const cfg = path.join(dir, 'agent.cfg');
+  fs.writeFileSync(cfg, 'NODE r1 XCF 198.18.10.1 EXTERNAL ext\nVIPADYNAMIC\n  VIPADEFINE 255.255.255.255 192.0.2.10\nENDVIPADYNAMIC\n');
+  const key = path.join(dir, 'agent.key');
+  fs.writeFileSync(key, Buffer.alloc(32, 7));
+  const short = path.join(dir, 'short.key');
+  fs.writeFileSync(short, Buffer.alloc(31, 7));
+  const pinRoot = `${pins.pinRoot}-agent`;
+  const base = ['agent', '--config', cfg, '--node', 'r1', '--pin-root', pinRoot, '--control', path.join(dir, 'agent.sock')];
+  // Options given twice become lists: each case names the key file or gets the good one.
+  const withKey = (extra: string[]) => (extra.includes('--key-file') ? extra : ['--key-file', key, ...extra]);
+  const etcd = ['--etcd', 'http://198.18.20.100:2379'];
+  const cases: Array<[string[], RegExp]> = [
+    [['--port', '0'], /--port must be from 1 to 65535/], [['--port', '65536'], /--port must be from 1 to 65535/], [['--port', '1.5'], /--port must be/],
+    [['--scan-ms', '49'], /--scan-ms must be from 50 to 60000/], [['--scan-ms', '60001'], /--scan-ms must be from 50 to 60000/],
+    [[...etcd, '--lease-ttl', '0'], /--lease-ttl must be whole seconds from 1 to 300/], [[...etcd, '--lease-ttl', '301'], /--lease-ttl must be/],
+    [['--takeback-delay', '-1'], /--takeback-delay must be whole seconds from 0 to 86400/], [['--restart-grace', '3601'], /--restart-grace must be/],
+    [['--etcd', 'ftp://x'], /etcd/], [['--metrics', 'nohost'], /--metrics nohost: expected host:port/], [['--metrics', '127.0.0.1:70000'], /--metrics/],
+    [[...etcd, '--ipsec-seq-margin', '0'], /--ipsec-seq-margin must be a whole number from 1 to 2147483648/],
+    [[...etcd, '--ipsec-interval', '99'], /--ipsec-interval must be a whole number from 100 to 60000/],
+    [['--ipsec-interval', '1000'], /IPsec recovery keeps SAs in the coupling facility: give --etcd/],
+    [['--key-file', short], /short\.key: 31 bytes, at least 32 needed/], [['--key-file', path.join(dir, 'none.key')], /cluster key .*none\.key: ENOENT/],
+  ];
+  // In parallel: each is a process start, slow on a loaded machine.
+  const results = await Promise.all(cases.map(([extra]) => new Promise<{ code: number; err: string }>((resolve) => execFile(process.execPath, [CLI, ...base, ...withKey(extra)],
+    { env: { ...process.env, DVIPA_LOG_LEVEL: 'warn' }, timeout: 60_000 }, (e, _out, err) => resolve({ code: e ? Number((e as { code?: number }).code ?? -1) : 0, err })))));
+  cases.forEach(([extra, why], i) => {
+    assert.equal(results[i].code, 2, `${extra.join(' ')}: ${results[i].err}`);
+    assert.match(results[i].err, why, extra.join(' '));
+  });
+  assert.equal(fs.existsSync(pinRoot), false, 'nothing was loaded or pinned');
 });
 
 test('every command has --help', () => {

@@ -10,7 +10,7 @@ import { BpfError } from '../src/dataplane/errors.js';
 import { CrtOrigin, MAX_SERVICES, type CrtEntry, type Flow } from '../src/dataplane/structs.js';
 import { formatIpv4 } from '../src/net/addr.js';
 import { inNetns, nsIp, Topology } from '../src/lab/netns.js';
-import { requireRoot, scratchPinRoot, uniquePrefix } from './helpers/env.js';
+import { IN_KERNEL_LAB, requireRoot, scratchPinRoot, uniquePrefix } from './helpers/env.js';
 import { log } from '../src/log.js';
 
 let pins: ReturnType<typeof scratchPinRoot>;
@@ -63,11 +63,14 @@ test('services, targets and CRT entries survive closing and reopening the pinned
   }
 });
 
-test('a million CRT entries go in and come out through the batch API', (t) => {
+/** Under the kernel lab's emulation a million entries take minutes; the batch API is the same with fewer. */
+const CRT_ENTRIES = IN_KERNEL_LAB ? 150_000 : 1_000_000;
+
+test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and come out through the batch API`, (t) => {
   const p = scratchPinRoot('crt');
   const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 2_000_000 });
   try {
-    const n = 1_000_000;
+    const n = CRT_ENTRIES;
     const entries: Array<[Flow, CrtEntry]> = [];
     for (let i = 0; i < n; i++) {
       entries.push([
@@ -87,7 +90,7 @@ test('a million CRT entries go in and come out through the batch API', (t) => {
     const t2 = process.hrtime.bigint();
     t.diagnostic(`insert ${Number(t1 - t0) / 1e6} ms, dump ${Number(t2 - t1) / 1e6} ms (encode/decode in JS included)`);
     assert.equal(seen, n);
-    assert.deepEqual([...perTarget.values()].sort(), [333333, 333333, 333334]);
+    assert.deepEqual([...perTarget.values()].sort(), [0, 1, 2].map((r) => Math.floor(n / 3) + (r < n % 3 ? 1 : 0)).sort());
     const gone = fp.crt.deleteBatch(entries.slice(0, 1000).map(([k]) => k));
     assert.equal(gone, 1000);
     assert.equal(fp.crt.count(), n - 1000);

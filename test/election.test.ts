@@ -5,7 +5,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decide, PRIMARY_RANK, type Situation } from '../src/cluster/election.js';
+import { decide, Election, PRIMARY_RANK, type Situation } from '../src/cluster/election.js';
 import { EtcdCoupling, type DvipaView } from '../src/cluster/coupling.js';
 import { EpochFence } from '../src/cluster/fence.js';
 import { decodeMessage, InvalidMessage, MsgType } from '../src/cluster/messages.js';
@@ -42,6 +42,10 @@ describe('election rules', () => {
     assert.equal(decide(situation({ me: 'r1' })), 'takeover');
     assert.equal(decide(situation({ me: 'r2' })), undefined, 'r1 is alive and ranks higher');
     assert.equal(decide(situation({ me: 'r2', live: new Set(['r2', 'r3']) })), 'takeover', 'r1 is dead');
+    // An owner key nobody can read may be a live owner's: no claim over it, of any kind.
+    for (const over of [{ me: 'r1' }, { me: 'r2', live: new Set(['r2', 'r3']) }, { me: 'r2', ownerlessTooLong: true }]) {
+      assert.equal(decide(situation({ ...over, view: { unreadableOwner: 'garbage', ownerRev: 9 } })), undefined, JSON.stringify(over));
+    }
     assert.equal(decide(situation({ me: 'r3', live: new Set(['r2', 'r3']) })), undefined, 'r2 outranks r3');
     assert.equal(decide(situation({ me: 'r3', live: new Set(['r2', 'r3']), ownerlessTooLong: true })), 'takeover', 'r2 seems stuck');
   });
@@ -110,7 +114,8 @@ describe('fencing by epoch', () => {
 describe('coupling facility on etcd', () => {
   const etcd = etcdFixture();
   let seq = 0;
-  const cf = (node: string, ttlSec = 1) => etcd.join(node, { ttlSec, prefix: `/t${seq}/` });
+  // A long lease where its expiry is not what a test checks: a stalled machine must not end it.
+  const cf = (node: string, ttlSec = 10) => etcd.join(node, { ttlSec, prefix: `/t${seq}/` });
   const until = async (what: string, cond: () => boolean, ms = 5000) => {
     const end = Date.now() + ms;
     while (!cond()) {
@@ -166,6 +171,42 @@ describe('coupling facility on etcd', () => {
     }
   });
 
+  test("garbage in a live owner's key: the backup sees it unreadable and never claims over it; the owner keeps it", async () => {
+    seq++;
+    const [a, b] = [await cf('a'), await cf('b')];
+    const won = (await a.claim(D, PRIMARY_RANK, a.view(D)))!;
+    const ownerKey = `/t${seq}/owner/${D}`;
+    const { Etcd3 } = await import('etcd3');
+    const raw = new Etcd3({ hosts: etcd.server.url });
+    try {
+      const lease = (await raw.get(ownerKey).exec()).kvs[0].lease;
+      for (const garbage of ['not json', '{"node":"a"}', '{"node":"a","rank":256,"epoch":0}', '{"node":7,"rank":1,"epoch":1}', '[]', 'null', '']) {
+        // The same lease as the owner's record: the key lives as long as its owner does.
+        await raw.put(ownerKey).value(garbage).lease(lease).exec();
+        await until(`b to see ${JSON.stringify(garbage)}`, () => b.view(D).owner === undefined && b.view(D).unreadableOwner === garbage);
+        const view = b.view(D);
+        assert.equal(decide({ ...situation({ me: 'b', candidates: [{ node: 'a', rank: PRIMARY_RANK }, { node: 'b', rank: 100 }], live: new Set(['b']), primary: 'a' }), view }), undefined, garbage);
+      }
+      // b's election, running, with every reason to claim: ready, and a stuck owner presumed
+      // after 100 ms. Over ten of its ticks it claims nothing; the garbage stays.
+      const acquired: string[] = [];
+      const election = new Election(b, new Map([[D, { address: D, primary: 'a', candidates: [{ node: 'a', rank: PRIMARY_RANK }, { node: 'b', rank: 100 }] }]]),
+        { me: 'b', nopreempt: false, takebackDelayMs: 0, stuckMs: 100, settleMs: 0 },
+        { ready: () => true, idle: () => true, acquired: (_d, rec, how) => acquired.push(`${how} ${rec.epoch}`), lost: () => undefined }, log);
+      election.start();
+      try {
+        await sleep(2000);
+      } finally {
+        election.stop();
+      }
+      assert.deepEqual(acquired, [], 'no claim over an unreadable owner key');
+      assert.equal(b.view(D).unreadableOwner, '');
+      assert.equal(won.node, 'a');
+    } finally {
+      raw.close();
+    }
+  });
+
   test('a clean stop leaves the DVIPA for the restarted agent to adopt, with the same epoch', async () => {
     seq++;
     const a = await cf('a');
@@ -214,7 +255,7 @@ describe('coupling facility on etcd', () => {
 
   test('etcd unreachable: health goes down and comes back', async () => {
     seq++;
-    const a = await cf('a');
+    const a = await cf('a', 1); // health follows the lease's keep-alives (every TTL/3)
     const changes: boolean[] = [];
     a.on('health', (ok: boolean) => changes.push(ok));
     etcd.server.pause();

@@ -4,7 +4,10 @@
  * bridge). r1 defines the DVIPA, r2 backs it up with a distribution of its own (t1 and t2
  * only). Under a load of 200 long-lived connections exchanging data every 100 ms and a
  * stream of new connections: an agent restart on the owner, etcd unreachable, a takeover
- * (agent killed, external link down), the takeback, and a split brain.
+ * (agent killed, external link down), the takeback, the owner cut off from etcd, operator moves.
+ * Every window of the client is checked: no connection reset, no new connection failed or left
+ * pending (each counts in the window it started in, whenever it ends), and where docs/ha.md
+ * says so, no TCP retransmission at all.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,18 +19,21 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { netnsPath, nsIp, Topology } from '../src/lab/netns.js';
 import { buildHaTopology, haConfig, HA, holdsDvipa } from '../src/lab/ha-topology.js';
-import { LoadClient, startNameServer, type LoadReport } from '../src/lab/procs.js';
+import { LoadClient, loadProblems, startNameServer, type LoadReport } from '../src/lab/procs.js';
 import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
 import { Agents, sleep } from './helpers/agents.js';
+import { BOUND, LOADED_MACHINE_MARGIN_MS } from './helpers/ha-figures.js';
 
 const DVIPA = HA.dvipa;
 const PORT = 8080;
 const CF = HA.cf;
-const ROUTERS = HA.routers;
 const TARGETS = HA.targets;
 const LONG = 200;
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+
+/** The owner cut off from etcd keeps the address until it hears the new owner's DVIPA message (README, Known limits). */
+const OVERLAP_BOUND_MS = 1000;
 
 let topo: Topology;
 let dir: string;
@@ -44,17 +50,26 @@ function show(t: { diagnostic(m: string): void }, what: string, r: LoadReport): 
   t.diagnostic(`${what}: ${JSON.stringify(r)}`);
 }
 
-function assertNoConnectionLost(r: LoadReport, what: string): void {
-  assert.deepEqual(r.long.closed, {}, `${what}: long-lived connections reset or closed: ${JSON.stringify(r)}`);
-  assert.equal(r.long.open, LONG, `${what}: ${JSON.stringify(r)}`);
-  assert.equal(r.long.switched, 0, `${what}: a connection answered by another target`);
+/**
+ * Closes the client's window once every long-lived connection has answered in it, waits for its
+ * new connections to end, and asserts nothing was lost: no reset, no silent connection, no new
+ * connection failed or pending, and (`retransmissions: false`) not one TCP retransmission.
+ */
+async function closeWindow(t: { diagnostic(m: string): void }, what: string, o: { retransmissions?: false } = {}): Promise<LoadReport> {
+  await load.allAnswering(15000);
+  const r = await load.close();
+  show(t, what, r);
+  assert.deepEqual(loadProblems(r, { long: LONG, retransmissions: o.retransmissions }), [], `${what}: ${JSON.stringify(r)}`);
+  return r;
 }
 
-/** Until every long-lived connection has been answered since the window began. */
-async function allAnswering(what: string, ms = 15000): Promise<LoadReport> {
-  const r = await load.allAnswering(ms);
-  if (r.long.silentSinceWindow !== 0) assert.fail(`${what}: ${r.long.silentSinceWindow} long-lived connections silent: ${JSON.stringify(r)}`);
-  return r;
+/** Until the client's current window has served `n` new connections (traffic through whatever the event left). */
+async function served(n: number, ms = 10000): Promise<void> {
+  const end = Date.now() + ms;
+  while ((await load.report()).fresh.ok < n) {
+    if (Date.now() > end) assert.fail(`fewer than ${n} new connections served within ${ms} ms`);
+    await sleep(100);
+  }
 }
 
 before(async () => {
@@ -88,13 +103,9 @@ after(async () => {
 });
 
 test('steady state: every connection served through r1, nothing lost', async (t) => {
-  await load.mark();
-  await sleep(1500);
-  const r = await load.report();
-  show(t, 'steady', r);
-  assertNoConnectionLost(r, 'steady state');
-  assert.equal(r.fresh.failed, 0, JSON.stringify(r.fresh));
-  assert.ok(r.fresh.ok >= 20, `new connections served: ${r.fresh.ok}`);
+  await load.mark('steady');
+  await served(20);
+  const r = await closeWindow(t, 'steady', { retransmissions: false });
   assert.deepEqual(Object.keys(r.long.perTarget).sort(), ['t1', 't2', 't3']);
   assert.ok(!holds('r2'));
 });
@@ -160,33 +171,28 @@ test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator
 });
 
 test('agent restart on the owner under load: the pinned data plane forwards, the new agent adopts the DVIPA', async (t) => {
-  await load.mark();
+  await load.mark('restart');
   await fleet.stop('r1', 'SIGTERM');
   fleet.start('r1', { args: haArgs() });
   await fleet.until('the new r1 agent to adopt the DVIPA', () => fleet.find('r1', 'DVIPA adopted') !== undefined);
-  await sleep(1000);
-  const r = await load.report();
-  show(t, 'restart', r);
-  assertNoConnectionLost(r, 'agent restart');
-  assert.equal(r.fresh.failed, 0, `new connections failed during the restart: ${JSON.stringify(r.fresh)}`);
-  assert.equal(r.retrans, 0, 'no TCP retransmission at the client: no packet was lost');
+  await served(20);
+  await closeWindow(t, 'agent restart', { retransmissions: false });
   assert.equal(acquired('r2'), undefined, 'the backup did not take over');
   assert.ok(holds('r1') && !holds('r2'));
 });
 
 test('etcd unreachable: forwarding goes on, nobody takes over, the owner keeps its DVIPA', async (t) => {
-  await load.mark();
+  await load.mark('etcd-paused');
   etcd.pause();
   await fleet.until('r1 to notice', () => fleet.find('r1', 'coupling facility (etcd) unreachable: the data plane keeps forwarding, no DVIPA changes owner') !== undefined);
+  // The event itself: etcd stays stopped for three lease TTLs, ~4 s in all as docs/ha.md says.
   await sleep(3000);
   const resumed = Date.now();
   etcd.resume();
   await fleet.until('r1 to reach etcd again', () => fleet.logs.r1.some((l) => l.msg === 'coupling facility (etcd) reachable' && (l.at as number) >= resumed));
-  await sleep(2500);
-  const r = await load.report();
-  show(t, 'etcd unreachable', r);
-  assertNoConnectionLost(r, 'etcd unreachable');
-  assert.equal(r.fresh.failed, 0, JSON.stringify(r.fresh));
+  // Nobody may take over once etcd is back either: watch the settling time (a lease TTL + 0.5 s) and a margin.
+  await sleep(1500 + LOADED_MACHINE_MARGIN_MS);
+  await closeWindow(t, 'etcd unreachable', { retransmissions: false });
   assert.equal(acquired('r2'), undefined, 'the backup did not take over: it could not prove r1 dead');
   assert.ok(holds('r1') && !holds('r2'));
 });
@@ -195,65 +201,75 @@ test('takeover: r1 killed and its link down; r2 forwards within about a second w
   const t0 = Date.now();
   await fleet.stop('r1', 'SIGKILL');
   nsIp(ns.r1, 'link', 'set', 'ext', 'down');
-  // The client's window starts at the failure: its first new connection served is the
-  // first one whose SYN went out after it.
-  await load.mark();
-  await fleet.until('r2 to take over', () => acquired('r2', 'takeover') !== undefined, 10000);
-  const tookOver = (acquired('r2') as { at: number }).at - t0;
-  const r = await allAnswering('after the takeover');
-  t.diagnostic(`takeover: DVIPA acquired by r2 ${tookOver} ms after the failure; first new connection served ${r.fresh.firstOkAfterMs} ms after it; every long-lived connection answering again within ${r.windowMs} ms (longest wait for a reply ${r.long.maxWaitMs} ms)`);
-  show(t, 'takeover', r);
-  assertNoConnectionLost(r, 'takeover');
+  // The client's window starts just after the failure (`late` ms): its first new connection
+  // served is the first whose SYN went out after the failure.
+  await load.mark('takeover');
+  const late = Date.now() - t0;
+  const won = () => fleet.logs.r2.find((l) => l.msg === 'DVIPA acquired' && l.how === 'takeover' && (l.at as number) >= t0);
+  await fleet.until('r2 to take over', () => won() !== undefined, 10000);
+  const tookOver = (won()!.at as number) - t0;
+  const r = await closeWindow(t, 'takeover');
+  const firstNew = r.fresh.firstOkAfterMs! + late;
+  const allAnswering = r.long.allAnsweredAfterMs! + late;
+  t.diagnostic(`takeover: DVIPA acquired by r2 ${tookOver} ms after the failure; first new connection served ${firstNew} ms after it; every long-lived connection answering again within ${allAnswering} ms (longest wait for a reply ${r.long.maxWaitMs} ms); bounds ${JSON.stringify(BOUND)}`);
   assert.ok(holds('r2'));
+  assert.ok(tookOver <= BOUND.acquiredMs, `DVIPA acquired ${tookOver} ms after the failure: more than ${BOUND.acquiredMs}`);
+  assert.ok(firstNew <= BOUND.firstNewConnectionMs, `first new connection ${firstNew} ms after the failure: more than ${BOUND.firstNewConnectionMs}`);
+  assert.ok(allAnswering <= BOUND.allAnsweringMs, `long-lived connections answering ${allAnswering} ms after the failure: more than ${BOUND.allAnsweringMs}`);
   const m = await metrics('r2');
   assert.match(m, /dvipa_ownership_changes_total\{dvipa="192\.0\.2\.10",how="takeover"\} 1/);
   assert.match(m, /dvipa_ownership_change_seconds_count\{how="takeover"\} 1/);
-  assert.ok(r.fresh.firstOkAfterMs !== undefined && r.fresh.firstOkAfterMs < 5000, `a new connection was served through r2 (${r.fresh.firstOkAfterMs} ms)`);
 
-  // r2's own VIPADISTribute, once it stops continuing r1's distribution (3 s): new
-  // connections to t1 and t2 only; t3's connections stay.
-  await sleep(3000);
-  await load.mark();
-  await sleep(2000);
-  const after = await load.report();
-  show(t, 'after takeover', after);
-  assert.equal(after.fresh.failed, 0, JSON.stringify(after.fresh));
+  // r2's own VIPADISTribute, once it stops continuing r1's distribution (3 s after the
+  // takeover): new connections to t1 and t2 only; t3's connections stay.
+  await fleet.until("r2 to distribute by its own list", () => Date.now() > t0 + tookOver + 3000, 10000);
+  await load.mark('r2-own-list');
+  await served(30);
+  const after = await closeWindow(t, 'after takeover', { retransmissions: false });
   assert.deepEqual(Object.keys(after.fresh.names).sort(), ['t1', 't2'], "r2 distributes by its own list");
   assert.ok((after.long.perTarget.t3 ?? 0) > 0, "t3's long-lived connections were kept");
-  assertNoConnectionLost(after, 'after takeover');
 });
 
 test('takeback: r1 returns, waits for its tables, takes the DVIPA back; nothing lost', async (t) => {
   nsIp(ns.r1, 'link', 'set', 'ext', 'up');
-  await load.mark();
+  await load.mark('takeback');
   fleet.start('r1', { args: haArgs() });
   await fleet.until('r1 to take the DVIPA back', () => acquired('r1', 'takeback') !== undefined, 15000);
   await fleet.until('r2 to release it', () => !holds('r2'), 5000);
-  await sleep(2000);
-  const r = await allAnswering('after the takeback');
-  show(t, 'takeback', r);
-  assertNoConnectionLost(r, 'takeback');
-  assert.equal(r.fresh.failed, 0, `new connections lost during the takeback: ${JSON.stringify(r.fresh)}`);
+  const released = (await load.report()).fresh.ok;
+  await served(released + 20);
+  await closeWindow(t, 'takeback', { retransmissions: false });
   assert.ok(holds('r1'));
   const epochs = [acquired('r2') as { epoch: number }, acquired('r1', 'takeback') as { epoch: number }].map((l) => l.epoch);
   assert.ok(epochs[1] > epochs[0], `the takeback's epoch is higher (${epochs.join(' < ')})`);
 });
 
-test('split brain: routing nodes that cannot see each other but see etcd leave exactly one owner', async (t) => {
-  nsIp(ns.r1, 'route', 'add', 'blackhole', `${ROUTERS[1].xcf}/32`);
-  nsIp(ns.r2, 'route', 'add', 'blackhole', `${ROUTERS[0].xcf}/32`);
+test('split brain: the owner cut off from etcd (not from its clients) loses the DVIPA to r2 and gives the address up at once', async (t) => {
+  await load.mark('owner-cut-from-etcd');
+  const cut = Date.now();
+  nsIp(ns.r1, 'route', 'add', 'blackhole', `${CF}/32`);
+  let healed = false;
+  const heal = () => {
+    if (!healed) nsIp(ns.r1, 'route', 'del', 'blackhole', `${CF}/32`);
+    healed = true;
+  };
   try {
-    await load.mark();
-    await sleep(4000);
-    const r = await load.report();
-    show(t, 'split brain', r);
-    assert.deepEqual([holds('r1'), holds('r2')], [true, false], 'exactly one owner, the one etcd names');
-    assertNoConnectionLost(r, 'split brain');
-    assert.equal(r.fresh.failed, 0, JSON.stringify(r.fresh));
+    const since = (l: { at?: unknown }) => (l.at as number) >= cut;
+    await fleet.until('r2 to take the DVIPA over from r1, whose lease ran out', () => fleet.logs.r2.some((l) => l.msg === 'DVIPA acquired' && since(l)), 10000);
+    await fleet.until('r1 to give the address up', () => fleet.logs.r1.some((l) => l.msg === 'DVIPA now routed by another node: address released' && since(l)), 10000);
+    const won = fleet.logs.r2.find((l) => l.msg === 'DVIPA acquired' && since(l))!.at as number;
+    const gaveUp = fleet.logs.r1.find((l) => l.msg === 'DVIPA now routed by another node: address released' && since(l))!.at as number;
+    const overlap = gaveUp - won;
+    t.diagnostic(`owner cut from etcd: r2 acquired the DVIPA ${won - cut} ms after the cut; r1 released it ${overlap} ms after that (bound ${OVERLAP_BOUND_MS} ms)`);
+    assert.ok(overlap <= OVERLAP_BOUND_MS, `both held the address for ${overlap} ms`);
+    assert.deepEqual([holds('r1'), holds('r2')], [false, true], 'exactly one owner, the one etcd names');
+    await served((await load.report()).fresh.ok + 20);
+    await closeWindow(t, 'owner cut from etcd', { retransmissions: false });
   } finally {
-    nsIp(ns.r1, 'route', 'del', 'blackhole', `${ROUTERS[1].xcf}/32`);
-    nsIp(ns.r2, 'route', 'del', 'blackhole', `${ROUTERS[0].xcf}/32`);
+    heal();
   }
+  // r1 reaches etcd again and, as the defining node, takes the DVIPA back.
+  await fleet.until('r1 to take the DVIPA back', () => holds('r1') && !holds('r2'), 20000);
 });
 
 /** `dvipa dvipa ...` from r1's namespace, which reaches etcd on the core. */
@@ -266,20 +282,16 @@ function dvipaCli(...args: string[]): Promise<{ code: number; stdout: string; st
 
 test('operator moves: move to r2 and quiesce it back to r1, connections kept; WHENIDLE waits for idleness', async (t) => {
   const etcdArgs = ['--etcd', etcd.url];
-  await load.mark();
+  await load.mark('move');
   const moved = await dvipaCli('move', DVIPA, '--to', 'r2', ...etcdArgs);
   assert.equal(moved.code, 0, moved.stderr);
   assert.match(moved.stdout, /moved to r2 \(epoch \d+\)/);
   await fleet.until('r1 to release the address', () => !holds('r1') && holds('r2'), 5000);
-  await sleep(1000);
-  let r = await allAnswering('after the move');
-  show(t, 'move', r);
-  assertNoConnectionLost(r, 'move');
-  assert.equal(r.fresh.failed, 0, JSON.stringify(r.fresh));
-  await sleep(1000);
+  await served((await load.report()).fresh.ok + 20);
+  await closeWindow(t, 'move', { retransmissions: false });
   assert.ok(holds('r2') && !holds('r1'), 'r1 does not take it back against the operator');
 
-  await load.mark();
+  await load.mark('quiesce');
   const quiesced = await dvipaCli('quiesce', DVIPA, ...etcdArgs);
   assert.equal(quiesced.code, 0, quiesced.stderr);
   assert.match(quiesced.stdout, /quiesced on r2; now routed by r1/);
@@ -290,10 +302,8 @@ test('operator moves: move to r2 and quiesce it back to r1, connections kept; WH
   const back = await dvipaCli('reactivate', DVIPA, ...etcdArgs);
   assert.equal(back.code, 0, back.stderr);
   assert.match(back.stdout, /quiesce lifted on r2; move to r2 withdrawn; routed by r1/);
-  r = await allAnswering('after quiesce and reactivate');
-  show(t, 'quiesce', r);
-  assertNoConnectionLost(r, 'quiesce');
-  assert.equal(r.fresh.failed, 0, JSON.stringify(r.fresh));
+  await served((await load.report()).fresh.ok + 20);
+  await closeWindow(t, 'quiesce and reactivate', { retransmissions: false });
 
   // 200 connections never end: a WHENIDLE move waits, and says so.
   const idle = await dvipaCli('move', DVIPA, '--to', 'r2', '--when-idle', '--wait', '2', ...etcdArgs);
@@ -313,4 +323,8 @@ test('dvipa dvipa: bad input is a usage error, an unknown node a clear one', asy
   const r = await dvipaCli('move', DVIPA, '--to', 'r9', ...etcdArgs);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /r9 is not a live member of the cluster \(members: r1 r2\)/);
+});
+
+test('every window of the run, the idle ones between events included: no new connection failed or left pending', async () => {
+  assert.deepEqual(await load.everyWindowProblems(), []);
 });

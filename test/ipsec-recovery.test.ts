@@ -1,7 +1,8 @@
 /*
  * IPsec recovery across a takeover, with a real etcd and an in-memory stand-in for the
  * kernel's XFRM tables: this machine's kernel has no ESP, so its SAs cannot exist here (the
- * XFRM netlink itself is tested in xfrm.test.ts). The recorder writes the owner's SAs of the
+ * XFRM netlink itself is tested in xfrm.test.ts, the re-install into a real kernel in
+ * ipsec-reinstall.test.ts). The recorder writes the owner's SAs of the
  * DVIPA and only what changed, at most once per interval; a deposed owner's writes fail; the
  * new owner re-installs with the sequence jump, adds only the policies it lacks, refuses
  * foreign records, and replaces the records with its own.
@@ -14,7 +15,7 @@ import { etcdFixture } from './helpers/etcd.js';
 import { log } from '../src/log.js';
 import { reinstall, SaRecorder, type XfrmOps } from '../src/ipsec/recovery.js';
 import { IpsecRole } from '../src/ipsec/ipsec-role.js';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { waitFor } from './helpers/wait.js';
 import { readRecords, recordKey, sealRecord, storeKey } from '../src/ipsec/store.js';
 import { ANY_SELECTOR, NO_LIMITS, XfrmError, type Policy, type Sa, type SaId } from '../src/ipsec/xfrm.js';
 
@@ -162,7 +163,7 @@ test("the agent's IPsec side: re-install on takeover, record while owner, remove
   const o1 = (await c1.claim(d, 256, c1.view(d)))!;
   await role1.acquired(d, o1, 'takeback');
   assert.deepEqual(x1.sas.map((s) => s.spi), [0x5001, 0x5002], 'nothing in the store: nothing re-installed, nothing lost');
-  await sleep(250); // two scans
+  await waitFor('a1 to record both SAs', async () => (await c1.getBlobs(`ipsec/${d}/`)).size === 2 && role1.rows()[0].lastStoreWrite !== undefined, 5000, () => role1.rows());
   const rows1 = role1.rows();
   assert.deepEqual(rows1[0].sas.map((r) => [r.spi, r.dir, r.source, r.seq]), [['00005001', 'out', 'negotiated', '1000'], ['00005002', 'in', 'negotiated', '5000']]);
   assert.ok(rows1[0].lastStoreWrite, 'the owner wrote its records');
@@ -182,7 +183,7 @@ test("the agent's IPsec side: re-install on takeover, record while owner, remove
   await role2.acquired(d, o2, 'takeover');
   assert.equal(x2.sas.length, 0, 'first attempt failed');
   assert.equal((await c2.getBlobs(`ipsec/${d}/`)).size, 2, "the predecessor's records are kept for the retry");
-  await sleep(150);
+  await waitFor('the retry at the next interval to re-install both SAs', () => x2.sas.length === 2, 5000, () => role2.rows());
   await role2.idle(d);
   assert.deepEqual(x2.sas.map((s) => [s.spi, s.replay.oseq]).sort(), [[0x5001, 1500], [0x5002, 0]], 're-installed at the next interval, outbound sequence + margin');
   assert.equal(x2.policies.length, 1);

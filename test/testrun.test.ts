@@ -16,6 +16,11 @@ import { buildMaglev } from '../src/tables/maglev.js';
 import { flowHash } from '../src/tables/flowhash.js';
 import { formatIpv4 } from '../src/net/addr.js';
 import { requireRoot, scratchPinRoot, uniquePrefix } from './helpers/env.js';
+import { loopFlow } from './helpers/testrun-loop.js';
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { netnsPath } from '../src/lab/netns.js';
 
 const VIP = '192.0.2.10';
 const VIP_ALL_PORTS = '192.0.2.20';
@@ -211,6 +216,19 @@ describe('distributor', () => {
     const t = run(tagged);
     assert.equal(t.action, 'redirect');
     assertEncapsulated(t.frame, tagged, 18);
+
+    // 802.1ad (S-tag, TPID 0x88a8): one tag, understood the same way.
+    const sTagged = syn({ sport: 43002, vlan: 42 });
+    sTagged.writeUInt16BE(0x88a8, 12);
+    const ad = run(sTagged);
+    assert.deepEqual([ad.action, ad.reason], ['redirect', 'fwd_redirect']);
+    assertEncapsulated(ad.frame, sTagged, 18);
+    // QinQ (an S-tag, then a C-tag): only one tag is understood, so it is not IPv4 here.
+    const inner = syn({ sport: 43003, vlan: 7 });
+    const qinq = Buffer.concat([inner.subarray(0, 12), Buffer.from([0x88, 0xa8, 0x00, 42]), inner.subarray(12)]);
+    const q = run(qinq);
+    assert.deepEqual([q.action, q.reason], ['pass', 'pass_not_ipv4']);
+    assert.deepEqual(q.frame, qinq, 'untouched');
   });
 
   test('fragments to a distributed DVIPA are dropped; elsewhere they pass', () => {
@@ -325,6 +343,87 @@ describe('distributor', () => {
     }
   });
 
+  test('the foreign-MAC filter: on the external interface only frames to its MAC or a group are taken; others pass untouched', () => {
+    const own = scratchPinRoot('trmac');
+    const ext = FastPath.open({ pinRoot: own.pinRoot, crtMaxEntries: 1024 });
+    try {
+      ext.configure({ clusterAddr: rns.clusterAddr });
+      rns.inside(() => ext.enableEgress('int0'));
+      ext.setTargets(web, equal);
+      rns.inside(() => ext.attach('distributor', 'ext0', 'generic'));
+      const mac = nsIp(rns.ns, '-j', 'link', 'show', 'ext0');
+      const extMac = (JSON.parse(mac) as Array<{ address: string }>)[0].address;
+      for (const [dstMac, sport, want] of [
+        [extMac, 41001, 'fwd_redirect'], ['ff:ff:ff:ff:ff:ff', 41002, 'fwd_redirect'], ['01:00:5e:00:00:01', 41003, 'fwd_redirect'],
+        ['02:00:00:00:99:99', 41004, 'pass_other_host'],
+      ] as const) {
+        const frame = syn({ sport, dstMac });
+        const r = run(frame, 'distributor', ext);
+        assert.equal(r.reason, want, `to ${dstMac}`);
+        if (want === 'pass_other_host') {
+          assert.equal(r.action, 'pass');
+          assert.deepEqual(r.frame, frame, 'untouched');
+          assert.equal(ext.crt.get({ saddr: CLIENT, daddr: VIP, sport, dport: 80, proto: 6 }), undefined, 'and not placed');
+        }
+      }
+      // Another interface (a target-side one) is not filtered: the filter is the external interface's.
+      const other = rns.inside(() => runXdp(ext.progFd('distributor'), 'distributor', syn({ sport: 41005, dstMac: '02:00:00:00:99:99' }), { ingressIfindex: rns.ifindex('int0') }));
+      assert.equal(other.action, 'tx', 'forwarded (back out of int0, where its target is)');
+    } finally {
+      rns.inside(() => ext.detach('distributor', 'ext0'));
+      ext.close();
+      own.remove();
+    }
+  });
+
+  test('no packet sees half a Maglev table: another process forwarding while the table is swapped sees the old one, then the new', async (t) => {
+    const svc: Service = { vip: '192.0.2.30', port: 80, protocol: 'tcp' };
+    const tables = [equal, TARGETS.slice(0, 2).map((addr) => ({ addr, weight: 1 }))];
+    const maglev = tables.map((t) => buildMaglev(t));
+    fp.setTargets(svc, tables[0]);
+    try {
+      const loop = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'testrun-loop.js');
+      const child = spawn('nsenter', [`--net=${netnsPath(rns.ns)}`, process.execPath, loop, fp.pinRoot, String(ext0), svc.vip, '80', '2500'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d));
+      const done = new Promise<number | null>((resolve) => child.once('exit', resolve));
+      // Ends with the test, passed or not: it runs the distributor and would count verdicts of its own.
+      t.after(() => child.kill('SIGKILL'));
+      const end = Date.now() + 60000;
+      while (!out.startsWith('ready\n')) {
+        if (Date.now() > end) assert.fail(`the loop did not start: ${out}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      // Swap back and forth while the other process runs; the event loop is blocked meanwhile.
+      let swaps = 0;
+      const swapEnd = Date.now() + 1500;
+      while (Date.now() < swapEnd) {
+        fp.setTargets(svc, tables[++swaps % 2]);
+        await new Promise((r) => setImmediate(r));
+      }
+      assert.equal(await done, 0);
+      const seen = JSON.parse(out.slice('ready\n'.length)) as string[];
+      // Each flow's target in table 0 and table 1: 'a' only in the first, 'b' only in the second.
+      let last = '';
+      let flips = 0;
+      seen.forEach((target, i) => {
+        const f = loopFlow(i);
+        const slot = flowHash({ saddr: f.saddr, daddr: svc.vip, sport: f.sport, dport: 80, proto: 6 }) % MAGLEV_SIZE;
+        const [a, b] = maglev.map((m) => formatIpv4(m[slot]));
+        assert.ok(target === a || target === b, `flow ${i}: ${target}, in neither table (${a}, ${b})`);
+        if (a === b) return;
+        const now = target === a ? 'a' : 'b';
+        if (last && now !== last) flips++;
+        last = now;
+      });
+      // A table written slot by slot would flip between old and new within one swap, many times.
+      t.diagnostic(`Maglev swap: ${seen.length} runs in another process, ${swaps} swaps, ${flips} changes of table seen`);
+      assert.ok(flips >= 2 && flips <= swaps, `${seen.length} runs, ${swaps} swaps, ${flips} changes of table seen`);
+    } finally {
+      fp.removeService(svc);
+    }
+  });
+
   test('an unconfigured node passes everything', () => {
     fp.configure({ clusterAddr: rns.clusterAddr, enabled: false });
     try {
@@ -398,6 +497,30 @@ describe('decap', () => {
       assert.deepEqual([r.action, r.reason], ['pass', reason], what);
       assert.deepEqual(r.frame, frame, `${what}: unchanged`);
     }
+  });
+
+  test('random and mutated tunnelled frames never crash or abort; only well-formed IPIP for a served DVIPA is stripped', () => {
+    let seed = 54321;
+    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const valid = [tunnelled(syn({ sport: 47100 }).subarray(14)), tunnelled(syn({ sport: 47101, payload: 30 }).subarray(14), XCF, 5)];
+    const seen = new Set<string>();
+    for (let i = 0; i < 1500; i++) {
+      const frame = Buffer.from(valid[i % valid.length]);
+      for (let k = 0; k < 1 + Math.floor(rand() * 4); k++) frame[Math.floor(rand() * frame.length)] = Math.floor(rand() * 256);
+      const cut = rand() < 0.3 ? frame.subarray(0, 14 + Math.floor(rand() * (frame.length - 14))) : frame;
+      const r = run(cut, 'decap', target);
+      seen.add(r.reason);
+      assert.equal(r.action, 'pass', `frame ${i}: the decap program only ever passes`);
+      if (r.reason !== 'decap') {
+        assert.deepEqual(r.frame, cut, `frame ${i}: ${r.reason}, untouched`);
+        continue;
+      }
+      // Stripped: what is left is the inner IPv4 packet to the served DVIPA, its lengths consistent.
+      const p = parseFrame(r.frame);
+      assert.equal(p.ipv4?.dst, VIP, `frame ${i}: stripped only for a served DVIPA`);
+      assert.equal(r.frame.length, cut.length - 20, `frame ${i}: exactly the outer header removed`);
+    }
+    assert.ok(seen.has('decap') && seen.has('decap_pass_malformed') && seen.has('decap_pass_not_ours'), `every verdict reached: ${[...seen].join(', ')}`);
   });
 });
 

@@ -1,8 +1,9 @@
 /*
  * The agent's control socket: how `dvipa netstat` and friends reach the agent on this node.
  * A unix socket, mode 0600 in a 0700 directory (root only: it shows every connection);
- * one JSON request per line, one JSON answer per line. A socket left by a dead agent is
- * replaced; one a live agent answers on is not.
+ * one JSON request per line, one JSON answer per line (a request line longer than
+ * MAX_REQUEST_BYTES is answered with an error and the connection closed, not buffered on). A
+ * socket left by a dead agent is replaced; one a live agent answers on is not.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -11,6 +12,8 @@ import * as readline from 'node:readline';
 import type { Logger } from '../log.js';
 
 export const DEFAULT_CONTROL_SOCKET = '/run/dvipa/agent.sock';
+/** Requests are a command and a few filters: far below this. */
+export const MAX_REQUEST_BYTES = 64 * 1024;
 
 export interface ControlRequest { cmd: string; args?: Record<string, unknown> }
 export type ControlAnswer = { ok: true; data: unknown } | { ok: false; error: string };
@@ -57,6 +60,16 @@ export class ControlServer {
 
   private serve(sock: net.Socket): void {
     sock.on('error', () => undefined);
+    let pending = 0;
+    sock.on('data', (d: Buffer) => {
+      const nl = d.lastIndexOf(10);
+      pending = nl < 0 ? pending + d.length : d.length - nl - 1;
+      if (pending > MAX_REQUEST_BYTES) {
+        sock.end(`${toJson({ ok: false, error: `request longer than ${MAX_REQUEST_BYTES} bytes` })}\n`);
+        sock.destroySoon();
+        sock.pause();
+      }
+    });
     readline.createInterface({ input: sock }).on('error', () => undefined).on('line', (line) => {
       let answer: ControlAnswer;
       try {

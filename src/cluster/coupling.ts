@@ -25,6 +25,12 @@ export interface MoveRequest { to: string; whenIdle: boolean }
 /** What the store says about one DVIPA, as last seen. */
 export interface DvipaView {
   owner?: OwnerRecord;
+  /**
+   * The owner key holds something that is not an owner record (another version's, a hand
+   * edit, corruption): someone may own the DVIPA, so nobody claims it while the key is there.
+   * The value, cut to 200 characters, for the log.
+   */
+  unreadableOwner?: string;
   /** etcd mod revisions of the owner and epoch keys (0: absent): what a claim must still find. */
   ownerRev: number;
   epochRev: number;
@@ -81,7 +87,7 @@ function parseOwner(v: string): OwnerRecord | undefined {
     const o = JSON.parse(v) as OwnerRecord;
     if (typeof o.node === 'string' && Number.isInteger(o.rank) && Number.isSafeInteger(o.epoch) && o.epoch > 0) return { node: o.node, rank: o.rank, epoch: o.epoch };
   } catch {
-    // fall through: a record nobody of ours wrote is treated as no owner at all
+    // fall through: not a record of ours (the view says so; nobody claims over it)
   }
   return undefined;
 }
@@ -217,8 +223,10 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     const epoch = this.kv.get(keyOf(this.prefix, 'epoch', dvipa));
     const move = this.kv.get(keyOf(this.prefix, 'move', dvipa));
     const q = keyOf(this.prefix, 'quiesce', dvipa, '');
+    const parsed = owner ? parseOwner(owner.value) : undefined;
     return {
-      owner: owner ? parseOwner(owner.value) : undefined,
+      owner: parsed,
+      unreadableOwner: owner && !parsed ? owner.value.slice(0, 200) : undefined,
       ownerRev: owner?.rev ?? 0,
       epochRev: epoch?.rev ?? 0,
       lastEpoch: Number(epoch?.value ?? 0) || 0,

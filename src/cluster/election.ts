@@ -49,6 +49,8 @@ export function decide(s: Situation): Claim | undefined {
   const byRank = s.candidates.filter((c) => eligible(c.node)).sort((a, b) => b.rank - a.rank || a.node.localeCompare(b.node));
   const moveTo = view.move && eligible(view.move.to) ? view.move.to : undefined;
   const best = moveTo ?? byRank[0]?.node;
+  // An owner key nobody can read may be a live owner's: claiming over it could take its address.
+  if (view.unreadableOwner !== undefined) return undefined;
   if (!view.owner) return best === s.me || s.ownerlessTooLong ? 'takeover' : undefined;
   if (moveTo === s.me) return !view.move!.whenIdle || s.idle ? 'move' : undefined;
   if (view.quiesced.has(view.owner.node) && best === s.me) return 'move';
@@ -97,6 +99,8 @@ export class Election {
   private readonly bound = new Set<string>();
   private readonly readySince = new Map<string, number>();
   private readonly ownerlessSince = new Map<string, number>();
+  /** DVIPAs whose owner key is unreadable, said once each time it becomes so. */
+  private readonly unreadable = new Set<string>();
   /** The last owner seen of each DVIPA (a dead owner's key is gone when its successor claims). */
   private readonly lastOwner = new Map<string, string>();
   private healthySince?: number;
@@ -145,6 +149,12 @@ export class Election {
     const now = Date.now();
     const mine = this.owned.get(dvipa);
 
+    if (view.unreadableOwner === undefined) this.unreadable.delete(dvipa);
+    else if (!this.unreadable.has(dvipa)) {
+      this.unreadable.add(dvipa);
+      this.log.error({ dvipa, value: view.unreadableOwner },
+        'owner record unreadable: nobody claims the DVIPA until the key goes (its lease ends, or delete it)');
+    }
     if (view.owner) {
       this.ownerlessSince.delete(dvipa);
       this.lastOwner.set(dvipa, view.owner.node);

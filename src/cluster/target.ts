@@ -168,8 +168,10 @@ export class TargetRole {
     let problem: string | undefined;
     let load: number | undefined;
     try {
-      const v = Number(fs.readFileSync(this.opts.loadFile, 'utf8').trim());
-      if (Number.isFinite(v) && v >= 0 && v <= 1) load = v;
+      // Number('') is 0: an empty file (a writer between truncate and write) must not read as idle.
+      const text = fs.readFileSync(this.opts.loadFile, 'utf8').trim();
+      const v = /^(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(text) ? Number(text) : NaN;
+      if (v >= 0 && v <= 1) load = v;
       else problem = `${this.opts.loadFile}: expected a number from 0 to 1`;
     } catch (e) {
       problem = `${this.opts.loadFile}: ${(e as Error).message}`;

@@ -35,7 +35,10 @@ export const LAYOUT = {
   xfrm_userpolicy_id: { size: 64, sel: 0, index: 56, dir: 60 },
   xfrm_user_tmpl: { size: 64, id: 0, family: 24, saddr: 28, reqid: 44, mode: 48, share: 49, optional: 50, aalgos: 52, ealgos: 56, calgos: 60 },
   xfrm_replay_state: { size: 12, oseq: 0, seq: 4, bitmap: 8 },
-  xfrm_replay_state_esn: { size: 24, bmp_len: 0, oseq: 4, seq: 8, oseq_hi: 12, seq_hi: 16, replay_window: 20 },
+  xfrm_replay_state_esn: { size: 24, bmp_len: 0, oseq: 4, seq: 8, oseq_hi: 12, seq_hi: 16, replay_window: 20, bmp: 24 },
+  xfrm_algo: { size: 68, alg_name: 0, alg_key_len: 64, alg_key: 68 },
+  xfrm_algo_aead: { size: 72, alg_name: 0, alg_key_len: 64, alg_icv_len: 68, alg_key: 72 },
+  xfrm_algo_auth: { size: 72, alg_name: 0, alg_key_len: 64, alg_trunc_len: 68, alg_key: 72 },
   xfrm_encap_tmpl: { size: 24, encap_type: 0, encap_sport: 2, encap_dport: 4, encap_oa: 8 },
   xfrm_mark: { size: 8, v: 0, m: 4 },
   xfrm_user_expire: { size: 232, state: 0, hard: 224 },
@@ -155,22 +158,24 @@ export function* attrs(b: Buffer, off: number): Generator<[number, Buffer]> {
   }
 }
 
+/** An xfrm_algo (no `extraBits`), or an xfrm_algo_aead / xfrm_algo_auth (ICV or truncation length in bits). */
 function algo(name: string, key: Buffer, extraBits?: number): Buffer {
   if (Buffer.byteLength(name) > 63) throw new XfrmError(`algorithm name ${name}: at most 63 bytes`);
-  const head = extraBits === undefined ? 68 : 72;
-  const b = Buffer.alloc(head + key.length);
-  b.write(name, 0);
-  b.writeUInt32LE(key.length * 8, 64);
-  if (extraBits !== undefined) b.writeUInt32LE(extraBits, 68);
-  key.copy(b, head);
+  const A = extraBits === undefined ? LAYOUT.xfrm_algo : LAYOUT.xfrm_algo_aead;
+  const b = Buffer.alloc(A.alg_key + key.length);
+  b.write(name, A.alg_name);
+  b.writeUInt32LE(key.length * 8, A.alg_key_len);
+  if (extraBits !== undefined) b.writeUInt32LE(extraBits, LAYOUT.xfrm_algo_aead.alg_icv_len);
+  key.copy(b, A.alg_key);
   return b;
 }
 
 function readAlgo(b: Buffer, withExtra: boolean): { name: string; key: Buffer; extra: number } {
-  const name = b.subarray(0, 64).toString('utf8').replace(/\0.*$/s, '');
-  const bits = b.readUInt32LE(64);
-  const head = withExtra ? 72 : 68;
-  return { name, key: Buffer.from(b.subarray(head, head + Math.ceil(bits / 8))), extra: withExtra ? b.readUInt32LE(68) : 0 };
+  const A = withExtra ? LAYOUT.xfrm_algo_aead : LAYOUT.xfrm_algo;
+  const name = b.subarray(A.alg_name, A.alg_key_len).toString('utf8').replace(/\0.*$/s, '');
+  const bits = b.readUInt32LE(A.alg_key_len);
+  const key = Buffer.from(b.subarray(A.alg_key, A.alg_key + Math.ceil(bits / 8)));
+  return { name, key, extra: withExtra ? b.readUInt32LE(LAYOUT.xfrm_algo_aead.alg_icv_len) : 0 };
 }
 
 export function encodeSa(sa: Sa): Buffer {
@@ -212,7 +217,7 @@ export function encodeSa(sa: Sa): Buffer {
     e.writeUInt32LE(r.oseqHi, R.oseq_hi);
     e.writeUInt32LE(r.seqHi, R.seq_hi);
     e.writeUInt32LE(r.window, R.replay_window);
-    r.bitmap.copy(e, R.size, 0, Math.min(r.bitmap.length, words * 4));
+    r.bitmap.copy(e, R.bmp, 0, Math.min(r.bitmap.length, words * 4));
     parts.push(attr(XFRMA.REPLAY_ESN_VAL, e));
   } else {
     const R = LAYOUT.xfrm_replay_state;
@@ -267,10 +272,19 @@ export function decodeSa(b: Buffer): Sa {
 
 /** An XFRMA_REPLAY_VAL or XFRMA_REPLAY_ESN_VAL attribute; `window`: the legacy state's, which its attribute lacks. */
 export function decodeReplay(type: number, v: Buffer, window: number): Replay | undefined {
-  if (type === XFRMA.REPLAY_VAL) return { oseq: v.readUInt32LE(0), seq: v.readUInt32LE(4), oseqHi: 0, seqHi: 0, window, bitmap: Buffer.from(v.subarray(8, 12)), esn: false };
+  if (type === XFRMA.REPLAY_VAL) {
+    const R = LAYOUT.xfrm_replay_state;
+    const bitmap = Buffer.from(v.subarray(R.bitmap, R.bitmap + 4));
+    return { oseq: v.readUInt32LE(R.oseq), seq: v.readUInt32LE(R.seq), oseqHi: 0, seqHi: 0, window, bitmap, esn: false };
+  }
   if (type !== XFRMA.REPLAY_ESN_VAL) return undefined;
-  const words = v.readUInt32LE(0);
-  return { oseq: v.readUInt32LE(4), seq: v.readUInt32LE(8), oseqHi: v.readUInt32LE(12), seqHi: v.readUInt32LE(16), window: v.readUInt32LE(20), bitmap: Buffer.from(v.subarray(24, 24 + words * 4)), esn: true };
+  const R = LAYOUT.xfrm_replay_state_esn;
+  const words = v.readUInt32LE(R.bmp_len);
+  return {
+    oseq: v.readUInt32LE(R.oseq), seq: v.readUInt32LE(R.seq),
+    oseqHi: v.readUInt32LE(R.oseq_hi), seqHi: v.readUInt32LE(R.seq_hi),
+    window: v.readUInt32LE(R.replay_window), bitmap: Buffer.from(v.subarray(R.bmp, R.bmp + words * 4)), esn: true,
+  };
 }
 
 /** A struct xfrm_lifetime_cur: an SA's counters. */

@@ -41,6 +41,11 @@ export class Agents {
       CLI, 'agent', '--config', o.config ?? path.join(this.dir, 'cluster.cfg'), '--node', node, '--pin-root', this.pinRoot(node),
       '--key-file', o.keyFile ?? path.join(this.dir, 'cluster.key'), '--load-file', loadFile, '--scan-ms', '5000', '--control', this.socket(node), ...(o.args ?? []),
     ], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DVIPA_LOG_LEVEL: 'info' } });
+    this.adopt(node, child);
+  }
+
+  /** Follows an agent started some other way (its JSON log on stderr), as one of these. */
+  adopt(node: string, child: ChildProcess): void {
     const log: LogLine[] = (this.logs[node] = []);
     readline.createInterface({ input: child.stderr! }).on('line', (l) => {
       try {
@@ -66,7 +71,8 @@ export class Agents {
     return this.logs[node]?.find((l) => l.msg === msg && Object.entries(fields).every(([k, v]) => l[k] === v));
   }
 
-  async until(what: string, cond: () => boolean, ms = 10000): Promise<void> {
+  /** `ms`: 30 s unless given, for setup (node starts slowly on a loaded machine); a claim passes its own bound. */
+  async until(what: string, cond: () => boolean, ms = 30000): Promise<void> {
     const end = Date.now() + ms;
     while (!cond()) {
       if (Date.now() > end) {

@@ -13,6 +13,9 @@ export function requireRoot(): void {
   }
 }
 
+/** scripts/kernel-lab sets this: the kernel there has ESP, so a test that cannot install an ESP SA fails there. */
+export const IN_KERNEL_LAB = process.env.DVIPA_KERNEL_LAB === '1';
+
 let seq = 0;
 /** A short unique prefix for namespaces and pins of this test process. */
 export function uniquePrefix(tag: string): string {
