@@ -158,7 +158,8 @@ export class ViciDaemon implements IkeDaemon {
   }
 
   async listSas(): Promise<IkeSa[]> {
-    return parseListSas((await (await this.client()).stream('list-sas', 'list-sa', { noblock: 'yes' })).items);
+    // Blocking (no noblock): an IKE SA busy in an exchange would otherwise be left out, and its record removed.
+    return parseListSas((await (await this.client()).stream('list-sas', 'list-sa')).items);
   }
 
   async conns(): Promise<string[]> {
