@@ -18,7 +18,7 @@ import { nsIp, Topology } from '../lab/netns.js';
 import { withCleanup } from '../lab/cleanup.js';
 import { Charon, type LabConn } from '../lab/charon.js';
 import { hasAddress } from '../net/iproute.js';
-import { IkeContinuity, ViciDaemon } from '../ipsec/ike.js';
+import { IkeContinuity, ViciDaemon, type IkeSa } from '../ipsec/ike.js';
 import { storeKey } from '../ipsec/store.js';
 import { hasEsp } from './ipsec.js';
 import { log } from '../log.js';
@@ -68,13 +68,14 @@ export async function benchIke(counts: number[]): Promise<IkeBenchRow[]> {
         nsIp(ns.r1, 'addr', 'add', `${DVIPA}/32`, 'dev', 'eth');
         const child = hasEsp(ns.peer);
         const psk = randomBytes(24).toString('base64');
-        const conns = (side: 'router' | 'peer'): LabConn[] => Array.from({ length: n }, (_, i) => side === 'router'
-          ? { name: `site${i}`, local: DVIPA, remote: peerAddr(i), localId: 'dvipa.example', remoteId: `site${i}.example`, extra: { mobike: 'no' }, ...(child ? { child: 'net' } : {}) }
-          : { name: `dvipa${i}`, local: peerAddr(i), remote: DVIPA, localId: `site${i}.example`, remoteId: 'dvipa.example', extra: { mobike: 'no' }, ...(child ? { child: 'net' } : {}) });
+        const common = { extra: { mobike: 'no' }, ...(child ? { child: 'net' } : {}) };
+        const conns = (side: 'router' | 'peer'): LabConn[] => Array.from({ length: n }, (_, i) => (side === 'router'
+          ? { name: `site${i}`, local: DVIPA, remote: peerAddr(i), localId: 'dvipa.example', remoteId: `site${i}.example`, ...common }
+          : { name: `dvipa${i}`, local: peerAddr(i), remote: DVIPA, localId: `site${i}.example`, remoteId: 'dvipa.example', ...common }));
         const start = async (node: 'r1' | 'r2' | 'peer') => {
           // One charon stands for N peers: its per-source limits on half-open IKE SAs (all come from the
           // DVIPA here) would throttle what N separate peers each see once.
-          const limits = node === 'peer' ? ['block_threshold = 100000', 'cookie_threshold = 100000', 'cookie_threshold_ip = 100000'] : [];
+          const limits = node === 'peer' ? ['block_threshold', 'cookie_threshold', 'cookie_threshold_ip'].map((k) => `${k} = 100000`) : [];
           const c = await Charon.start(ns[node], { dir: path.join(dir, `${node}-${n}`), settings: limits });
           charons.push(c);
           await c.load(conns(node === 'peer' ? 'peer' : 'router'), psk);
@@ -86,6 +87,7 @@ export async function benchIke(counts: number[]): Promise<IkeBenchRow[]> {
         void peer;
         const key = storeKey(randomBytes(32));
         const join = async (node: string) => {
+          // A long lease and deadline: under emulation (the kernel lab) etcd answers slowly.
           const m = new EtcdCoupling({ endpoints: [etcd.url], node, xcf: '198.18.0.1', ttlSec: 60, callTimeoutMs: 60000, logger: log });
           await m.start();
           members.push(m);
@@ -98,7 +100,8 @@ export async function benchIke(counts: number[]): Promise<IkeBenchRow[]> {
         const ike1 = new IkeContinuity(d1, m1, key, `old${n}`, log);
         for (let i = 0; i < n; i++) await d1.initiate(`site${i}`, child ? 'net' : undefined);
         const end = Date.now() + 60_000 + n * 2000;
-        while ((await d1.listSas()).filter((s) => s.state === 'ESTABLISHED' && s.children.length === (child ? 1 : 0)).length < n) {
+        const up = (s: IkeSa) => s.state === 'ESTABLISHED' && s.children.length === (child ? 1 : 0);
+        while ((await d1.listSas()).filter(up).length < n) {
           if (Date.now() > end) throw new Error(`the old owner established fewer than ${n} IKE SAs: ${c1.tail(5)}`);
           await new Promise((r) => setTimeout(r, 100));
         }
@@ -113,7 +116,8 @@ export async function benchIke(counts: number[]): Promise<IkeBenchRow[]> {
         const m2 = await join(`new${n}`);
         const o2 = (await m2.claim(DVIPA, 100, m2.view(DVIPA)))!;
         const d2 = new ViciDaemon(c2.vici, () => undefined, log, 120_000);
-        const ike2 = new IkeContinuity(d2, m2, key, `new${n}`, log, { renegotiateMs: 60_000 + n * 2000, addressHere: (a) => hasAddress('eth', a, ns.r2) });
+        const addressHere = (a: string) => hasAddress('eth', a, ns.r2);
+        const ike2 = new IkeContinuity(d2, m2, key, `new${n}`, log, { renegotiateMs: 60_000 + n * 2000, addressHere });
         const sentBefore = countIn(c2.log, /sending packet/g);
         const receivedBefore = countIn(c2.log, /received packet/g);
         const t0 = performance.now();
@@ -122,7 +126,8 @@ export async function benchIke(counts: number[]): Promise<IkeBenchRow[]> {
         d2.close();
         if (r.renegotiated !== n) throw new Error(`renegotiated ${r.renegotiated} of ${n}: ${r.failed[0]?.error ?? ''}`);
         const messages = countIn(c2.log, /sending packet/g) - sentBefore + countIn(c2.log, /received packet/g) - receivedBefore;
-        rows.push({ peers: n, child, renegotiated: r.renegotiated, totalMs, perPeerMs: Math.round(totalMs / n), messagesPerPeer: Math.round((messages / n) * 10) / 10 });
+        const messagesPerPeer = Math.round((messages / n) * 10) / 10;
+        rows.push({ peers: n, child, renegotiated: r.renegotiated, totalMs, perPeerMs: Math.round(totalMs / n), messagesPerPeer });
       }
       return rows;
     } finally {
@@ -132,15 +137,18 @@ export async function benchIke(counts: number[]): Promise<IkeBenchRow[]> {
   });
 }
 
+const WIDTHS = [6, 6, 9, 8, 14];
+
 export function formatIkeBench(rows: IkeBenchRow[]): string {
   return [
-    'dvipa bench ipsec --peers: a new owner renegotiates the IKE SAs of N peers with its charon (real charons, real etcd)',
+    'dvipa bench ipsec --peers: a new owner renegotiates the IKE SAs of N peers with its charon',
+    '(real charons, real etcd)',
     '',
-    `${'peers'.padStart(6)} ${'CHILD'.padStart(6)} ${'total ms'.padStart(9)} ${'ms/peer'.padStart(8)} ${'IKE msgs/peer'.padStart(14)}`,
-    ...rows.map((r) => `${String(r.peers).padStart(6)} ${(r.child ? 'yes' : 'no').padStart(6)} ${String(r.totalMs).padStart(9)} ${String(r.perPeerMs).padStart(8)} ${String(r.messagesPerPeer).padStart(14)}`),
+    ['peers', 'CHILD', 'total ms', 'ms/peer', 'IKE msgs/peer'].map((h, i) => h.padStart(WIDTHS[i])).join(' '),
+    ...rows.map((r) => [r.peers, r.child ? 'yes' : 'no', r.totalMs, r.perPeerMs, r.messagesPerPeer].map((v, i) => String(v).padStart(WIDTHS[i])).join(' ')),
     '',
-    'total: from winning the DVIPA (records read) to every peer\'s IKE SA (and CHILD SA) established and the records rewritten.',
+    "total: from winning the DVIPA (records read) to every peer's IKE SA (and CHILD SA) established, records rewritten.",
     'IKE msgs: sent and received by the new owner (IKE_SA_INIT and IKE_AUTH: 4 per peer).',
-    ...(rows.some((r) => !r.child) ? ['CHILD no: this kernel has no ESP, the IKE SAs are childless; run it in scripts/kernel-lab (emulated) for CHILD SAs.'] : []),
+    ...(rows.some((r) => !r.child) ? ['CHILD no: this kernel has no ESP, the IKE SAs are childless; scripts/kernel-lab (emulated) has CHILD SAs.'] : []),
   ].join('\n');
 }

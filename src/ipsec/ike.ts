@@ -83,14 +83,19 @@ export function parseListSas(items: ViciMessage[]): IkeSa[] {
     if (typeof v !== 'object' || Array.isArray(v)) throw new ViciError('decode', `list-sas: ${conn} is not a section`);
     const children = typeof v['child-sas'] === 'object' && !Array.isArray(v['child-sas']) ? v['child-sas'] : {};
     return {
-      uniqueId: str(v, 'uniqueid'), conn, state: str(v, 'state'), localHost: str(v, 'local-host'), remoteHost: str(v, 'remote-host'),
-      localId: str(v, 'local-id'), remoteId: str(v, 'remote-id'), initiatorSpi: str(v, 'initiator-spi'), responderSpi: str(v, 'responder-spi'),
+      uniqueId: str(v, 'uniqueid'), conn, state: str(v, 'state'),
+      localHost: str(v, 'local-host'), remoteHost: str(v, 'remote-host'),
+      localId: str(v, 'local-id'), remoteId: str(v, 'remote-id'),
+      initiatorSpi: str(v, 'initiator-spi'), responderSpi: str(v, 'responder-spi'),
       initiator: v.initiator === 'yes', establishedS: Number(v.established ?? 0),
       children: Object.values(children).map((c): IkeChild => {
-        if (typeof c !== 'object' || Array.isArray(c)) throw new ViciError('decode', `list-sas: a CHILD SA of ${conn} is not a section`);
+        if (typeof c !== 'object' || Array.isArray(c)) {
+          throw new ViciError('decode', `list-sas: a CHILD SA of ${conn} is not a section`);
+        }
         return {
           name: str(c, 'name'), reqid: Number(c.reqid ?? 0), state: str(c, 'state'), mode: String(c.mode ?? ''),
-          spiIn: String(c['spi-in'] ?? ''), spiOut: String(c['spi-out'] ?? ''), localTs: list(c, 'local-ts'), remoteTs: list(c, 'remote-ts'),
+          spiIn: String(c['spi-in'] ?? ''), spiOut: String(c['spi-out'] ?? ''),
+          localTs: list(c, 'local-ts'), remoteTs: list(c, 'remote-ts'),
         };
       }),
     };
@@ -124,7 +129,12 @@ export class ViciDaemon implements IkeDaemon {
   private retry?: NodeJS.Timeout;
   private closed = false;
 
-  constructor(private readonly path: string, private readonly changed: () => void, private readonly log: Logger, private readonly timeoutMs = 10_000) {}
+  constructor(
+    private readonly path: string,
+    private readonly changed: () => void,
+    private readonly log: Logger,
+    private readonly timeoutMs = 10_000,
+  ) {}
 
   /** Registers for charon's events now (and again after charon went away). */
   watch(): void {
@@ -167,7 +177,8 @@ export class ViciDaemon implements IkeDaemon {
   }
 
   async initiate(conn: string, child?: string): Promise<void> {
-    await (await this.client()).request('initiate', { ike: conn, ...(child ? { child } : {}), timeout: '-1', 'init-limits': 'no' });
+    const which = { ike: conn, ...(child ? { child } : {}) };
+    await (await this.client()).request('initiate', { ...which, timeout: '-1', 'init-limits': 'no' });
   }
 
   async forget(uniqueId: string): Promise<void> {
@@ -183,19 +194,25 @@ export class ViciDaemon implements IkeDaemon {
 }
 
 export const ikePrefix = (dvipa: string) => `ike/${dvipa}/`;
-export const ikeKey = (dvipa: string, sa: Pick<IkeSa, 'conn' | 'remoteHost'>) => `${ikePrefix(dvipa)}${encodeURIComponent(sa.conn)}@${sa.remoteHost}`;
+export const ikeKey = (dvipa: string, sa: Pick<IkeSa, 'conn' | 'remoteHost'>) =>
+  `${ikePrefix(dvipa)}${encodeURIComponent(sa.conn)}@${sa.remoteHost}`;
 
-/** Records of the DVIPA's IKE SAs that may be renegotiated (the newest epoch's, not ahead of ours), and why others not. */
-export function readIkeRecords(key: Buffer, blobs: Map<string, Buffer>, epoch: number): { records: IkeRecord[]; refused: StoreError[] } {
+/** The DVIPA's IKE records that may be renegotiated (the newest epoch's, not ahead of ours), and why not the others. */
+export function readIkeRecords(
+  key: Buffer, blobs: Map<string, Buffer>, epoch: number,
+): { records: IkeRecord[]; refused: StoreError[] } {
   const refused: StoreError[] = [];
   const opened: IkeRecord[] = [];
   for (const [where, blob] of blobs) {
     try {
       const r = openJson(key, where, blob) as IkeRecord;
-      if (typeof r?.epoch !== 'number' || typeof r.sa?.conn !== 'string' || typeof r.sa.remoteHost !== 'string' || !Array.isArray(r.sa.children)) {
+      const shaped = typeof r?.epoch === 'number' && typeof r.sa?.conn === 'string';
+      if (!shaped || typeof r.sa.remoteHost !== 'string' || !Array.isArray(r.sa.children)) {
         throw new StoreError(where, 'opens but is not an IKE record');
       }
-      if (r.epoch > epoch) throw new StoreError(where, `written at epoch ${r.epoch}, ahead of the DVIPA's epoch ${epoch}: refused`);
+      if (r.epoch > epoch) {
+        throw new StoreError(where, `written at epoch ${r.epoch}, ahead of the DVIPA's epoch ${epoch}: refused`);
+      }
       opened.push(r);
     } catch (e) {
       if (!(e instanceof StoreError)) throw e;
@@ -237,9 +254,11 @@ export interface IkeOptions {
   addressHere?: (address: string) => boolean;
 }
 
+const childRow = (c: IkeChild) => ({ name: c.name, reqid: c.reqid, spiIn: c.spiIn, spiOut: c.spiOut, state: c.state });
 /** Without an event, charon's SAs are listed again this often (events say what changed at once). */
 const RELIST_MS = 5000;
-const hasLocalAddress = (a: string) => Object.values(os.networkInterfaces()).some((l) => l?.some((x) => x.address === a));
+const hasLocalAddress = (a: string) =>
+  Object.values(os.networkInterfaces()).some((l) => l?.some((x) => x.address === a));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The fields of an IKE SA that make its record: a change in any of them is written. */
 const recordOf = (sa: IkeSa): IkeRecord['sa'] => {
@@ -247,13 +266,16 @@ const recordOf = (sa: IkeSa): IkeRecord['sa'] => {
   return { ...rest, children: rest.children.filter((c) => c.state === 'INSTALLED') };
 };
 
+/** How a peer's IKE SA came to this node: renegotiated (in ms), or inherited (the record; why not renegotiated). */
+interface PeerSource { source: IkeSource; ms?: number; error?: string; record?: IkeRecord }
+
 export class IkeContinuity {
   /** Per DVIPA, per record key: what was last written. */
   private readonly written = new Map<string, Map<string, string>>();
   /** Per DVIPA, record keys in the store not written by this node (the predecessor's). */
   private readonly unknown = new Map<string, Set<string>>();
   /** Per DVIPA, per record key: how the IKE SA came here (absent: negotiated). */
-  private readonly source = new Map<string, Map<string, { source: IkeSource; ms?: number; error?: string; record?: IkeRecord }>>();
+  private readonly source = new Map<string, Map<string, PeerSource>>();
   private readonly results = new Map<string, RenegotiationResult & { at: string }>();
   /** Per DVIPA since this agent started: peers renegotiated and failed. */
   private readonly counts = new Map<string, { renegotiated: number; failed: number }>();
@@ -311,7 +333,8 @@ export class IkeContinuity {
       const body = JSON.stringify(recordOf(sa));
       if (written.get(k) === body) continue;
       const source = sources?.get(k)?.source === 'renegotiated' ? 'renegotiated' : 'negotiated';
-      const r: IkeRecord = { dvipa, epoch: owner.epoch, owner: this.node, savedAt: new Date().toISOString(), source, sa: recordOf(sa) };
+      const savedAt = new Date().toISOString();
+      const r: IkeRecord = { dvipa, epoch: owner.epoch, owner: this.node, savedAt, source, sa: recordOf(sa) };
       writes.push([k, sealJson(this.key, k, r), body]);
     }
     if (writes.length && !(await this.store.putBlobsFenced(writes.map(([k, b]) => [k, b]), dvipa, owner))) return false;
@@ -337,11 +360,13 @@ export class IkeContinuity {
     const t0 = performance.now();
     const { records, refused } = readIkeRecords(this.key, await this.store.getBlobs(ikePrefix(dvipa)), owner.epoch);
     for (const e of refused) this.log.error({ dvipa, err: e.message }, 'IKE record refused');
-    const sources = new Map<string, { source: IkeSource; ms?: number; error?: string; record?: IkeRecord }>();
+    const sources = new Map<string, PeerSource>();
     this.source.set(dvipa, sources);
     let counts = this.counts.get(dvipa);
     if (!counts) this.counts.set(dvipa, (counts = { renegotiated: 0, failed: 0 }));
-    const result: RenegotiationResult = { peers: records.length, renegotiated: 0, failed: [], refused: refused.map((e) => e.message), tookMs: 0 };
+    const result: RenegotiationResult = {
+      peers: records.length, renegotiated: 0, failed: [], refused: refused.map((e) => e.message), tookMs: 0,
+    };
     if (!records.length) return result;
     for (const r of records) sources.set(ikeKey(dvipa, r.sa), { source: 'inherited', record: r });
     const fail = (r: IkeRecord, error: string) => {
@@ -349,7 +374,8 @@ export class IkeContinuity {
       sources.set(k, { ...sources.get(k)!, error });
       result.failed.push({ peer: r.sa.remoteHost, error });
       counts!.failed++;
-      this.log.error({ dvipa, conn: r.sa.conn, peer: r.sa.remoteHost, err: error }, 'IKE SA not renegotiated: the re-installed SAs carry on until their lifetime ends');
+      const why = 'IKE SA not renegotiated: the re-installed SAs carry on until their lifetime ends';
+      this.log.error({ dvipa, conn: r.sa.conn, peer: r.sa.remoteHost, err: error }, why);
     };
     const addressEnd = Date.now() + (this.opts.addressMs ?? 10_000);
     const here = this.opts.addressHere ?? hasLocalAddress;
@@ -397,7 +423,10 @@ export class IkeContinuity {
     this.listedAt.delete(dvipa);
     for (const [k, s] of sources) if (s.source === 'inherited') sources.delete(k);
     await this.sync(dvipa, owner);
-    for (const r of records) if (result.failed.some((f) => f.peer === r.sa.remoteHost)) sources.set(ikeKey(dvipa, r.sa), { source: 'inherited', record: r, error: result.failed.find((f) => f.peer === r.sa.remoteHost)!.error });
+    for (const r of records) {
+      const failed = result.failed.find((f) => f.peer === r.sa.remoteHost);
+      if (failed) sources.set(ikeKey(dvipa, r.sa), { source: 'inherited', record: r, error: failed.error });
+    }
     return result;
   }
 
@@ -410,7 +439,8 @@ export class IkeContinuity {
     this.listedAt.delete(dvipa);
     const mine = this.mineOf(await this.daemon.listSas(), dvipa);
     for (const sa of mine) await this.daemon.forget(sa.uniqueId);
-    if (mine.length) this.log.info({ dvipa, ikeSas: mine.length }, "charon forgot the DVIPA's IKE SAs: the new owner renegotiates them");
+    const msg = "charon forgot the DVIPA's IKE SAs: the new owner renegotiates them";
+    if (mine.length) this.log.info({ dvipa, ikeSas: mine.length }, msg);
     return mine.length;
   }
 
@@ -439,9 +469,10 @@ export class IkeContinuity {
     const rows: IkePeerRow[] = (this.last.get(dvipa) ?? []).map((sa) => {
       const s = sources?.get(ikeKey(dvipa, sa));
       return {
-        conn: sa.conn, remote: sa.remoteHost, remoteId: sa.remoteId, source: s?.source === 'renegotiated' ? 'renegotiated' : 'negotiated',
+        conn: sa.conn, remote: sa.remoteHost, remoteId: sa.remoteId,
+        source: s?.source === 'renegotiated' ? 'renegotiated' : 'negotiated',
         state: sa.state, ageS: sa.establishedS, spis: `${sa.initiatorSpi}_i ${sa.responderSpi}_r`,
-        children: sa.children.map((c) => ({ name: c.name, reqid: c.reqid, spiIn: c.spiIn, spiOut: c.spiOut, state: c.state })),
+        children: sa.children.map(childRow),
         ...(s?.ms !== undefined ? { renegotiateMs: s.ms } : {}),
       };
     });
@@ -450,8 +481,9 @@ export class IkeContinuity {
       const r = s.record.sa;
       rows.push({
         conn: r.conn, remote: r.remoteHost, remoteId: r.remoteId, source: 'inherited', state: 'PENDING',
-        ageS: Math.round((Date.now() - Date.parse(s.record.savedAt)) / 1000), spis: `${r.initiatorSpi}_i ${r.responderSpi}_r`,
-        children: r.children.map((c) => ({ name: c.name, reqid: c.reqid, spiIn: c.spiIn, spiOut: c.spiOut, state: c.state })),
+        ageS: Math.round((Date.now() - Date.parse(s.record.savedAt)) / 1000),
+        spis: `${r.initiatorSpi}_i ${r.responderSpi}_r`,
+        children: r.children.map(childRow),
         ...(s.error ? { error: s.error } : {}),
       });
     }

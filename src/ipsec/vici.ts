@@ -40,7 +40,8 @@ export const MAX_FRAME = 512 * 1024;
 /** Deeper than any message charon sends (list-sas: sa, child-sas, child, ...). */
 const MAX_DEPTH = 16;
 
-export type ViciErrorKind = 'encode' | 'decode' | 'connect' | 'closed' | 'timeout' | 'unknown-command' | 'unknown-event' | 'failed';
+export type ViciErrorKind =
+  | 'encode' | 'decode' | 'connect' | 'closed' | 'timeout' | 'unknown-command' | 'unknown-event' | 'failed';
 
 /** What went wrong talking to charon: which kind, and charon's own words when it gave some. */
 export class ViciError extends Error {
@@ -94,8 +95,13 @@ export function encodeMessage(m: ViciMessage): Buffer {
 
 /** A frame: the length, the type, the name where the type has one, the message. */
 export function encodePacket(p: Packet): Buffer {
-  if (NAMED.has(p.type) !== (p.name !== undefined)) throw new ViciError('encode', `packet type ${p.type} ${p.name === undefined ? 'needs' : 'has no'} name`);
-  const body = Buffer.concat([Buffer.of(p.type), p.name !== undefined ? name8(p.name) : Buffer.alloc(0), p.message ? encodeMessage(p.message) : Buffer.alloc(0)]);
+  if (NAMED.has(p.type) !== (p.name !== undefined)) {
+    throw new ViciError('encode', `packet type ${p.type} ${p.name === undefined ? 'needs' : 'has no'} name`);
+  }
+  const none = Buffer.alloc(0);
+  const body = Buffer.concat([
+    Buffer.of(p.type), p.name !== undefined ? name8(p.name) : none, p.message ? encodeMessage(p.message) : none,
+  ]);
   if (body.length > MAX_FRAME) throw new ViciError('encode', `packet of ${body.length} bytes, at most ${MAX_FRAME}`);
   const len = Buffer.alloc(4);
   len.writeUInt32BE(body.length);
@@ -247,7 +253,10 @@ export class ViciClient {
       for (const p of packets) this.dispatch(p);
     });
     sock.on('error', (e) => this.fail(new ViciError('closed', `socket: ${e.message}`)));
-    sock.on('close', () => this.fail(new ViciError('closed', this.splitter.pending ? 'connection closed inside a frame' : 'connection closed by charon')));
+    sock.on('close', () => {
+      const how = this.splitter.pending ? 'connection closed inside a frame' : 'connection closed by charon';
+      this.fail(new ViciError('closed', how));
+    });
   }
 
   static connect(path: string, opts: ViciOptions = {}): Promise<ViciClient> {
@@ -308,7 +317,8 @@ export class ViciClient {
   private exchange(p: Packet, types: PacketType[], timeoutMs: number): Promise<Packet> {
     const run = () => new Promise<Packet>((resolve, reject) => {
       if (this.failure) return reject(this.failure);
-      const timer = setTimeout(() => this.fail(new ViciError('timeout', `${p.name ?? p.type}: no answer in ${timeoutMs} ms`)), timeoutMs);
+      const late = new ViciError('timeout', `${p.name ?? p.type}: no answer in ${timeoutMs} ms`);
+      const timer = setTimeout(() => this.fail(late), timeoutMs);
       this.waiter = {
         types,
         resolve: (answer) => {
@@ -331,21 +341,27 @@ export class ViciClient {
   }
 
   private async register(event: string, on: boolean, timeoutMs: number): Promise<void> {
-    const p = await this.exchange({ type: on ? PacketType.EventRegister : PacketType.EventUnregister, name: event }, [PacketType.EventConfirm, PacketType.EventUnknown], timeoutMs);
+    const type = on ? PacketType.EventRegister : PacketType.EventUnregister;
+    const p = await this.exchange({ type, name: event }, [PacketType.EventConfirm, PacketType.EventUnknown], timeoutMs);
     if (p.type === PacketType.EventUnknown) throw new ViciError('unknown-event', `charon has no event ${event}`);
   }
 
   /** A command and its answer; charon's `success = no` becomes a ViciError with its errmsg. */
   async request(command: string, message: ViciMessage = {}, timeoutMs = this.timeoutMs): Promise<ViciMessage> {
-    const p = await this.exchange({ type: PacketType.CmdRequest, name: command, message }, [PacketType.CmdResponse, PacketType.CmdUnknown], timeoutMs);
+    const answers = [PacketType.CmdResponse, PacketType.CmdUnknown];
+    const p = await this.exchange({ type: PacketType.CmdRequest, name: command, message }, answers, timeoutMs);
     if (p.type === PacketType.CmdUnknown) throw new ViciError('unknown-command', `charon has no command ${command}`);
     const m = p.message!;
-    if (m.success === 'no') throw new ViciError('failed', `${command}: ${typeof m.errmsg === 'string' ? m.errmsg : 'failed'}`);
+    if (m.success === 'no') {
+      throw new ViciError('failed', `${command}: ${typeof m.errmsg === 'string' ? m.errmsg : 'failed'}`);
+    }
     return m;
   }
 
   /** A streamed command: its items (events named `event`) and its final answer. */
-  async stream(command: string, event: string, message: ViciMessage = {}, timeoutMs = this.timeoutMs): Promise<{ items: ViciMessage[]; answer: ViciMessage }> {
+  async stream(
+    command: string, event: string, message: ViciMessage = {}, timeoutMs = this.timeoutMs,
+  ): Promise<{ items: ViciMessage[]; answer: ViciMessage }> {
     const items: ViciMessage[] = [];
     const collect = (m: ViciMessage) => items.push(m);
     this.on(event, collect);

@@ -35,7 +35,12 @@ export function labConn(c: LabConn): ViciMessage {
       version: '2', local_addrs: [c.local], remote_addrs: [c.remote], proposals: ['aes128-sha256-modp2048'],
       local: { auth: 'psk', id: c.localId }, remote: { auth: 'psk', id: c.remoteId },
       ...(c.child ? {
-        children: { [c.child]: { local_ts: [`${c.local}/32`], remote_ts: [`${c.remote}/32`], esp_proposals: ['aes128-sha256'], mode: 'tunnel', ...c.childExtra } },
+        children: {
+          [c.child]: {
+            local_ts: [`${c.local}/32`], remote_ts: [`${c.remote}/32`], esp_proposals: ['aes128-sha256'], mode: 'tunnel',
+            ...c.childExtra,
+          },
+        },
       } : { childless: 'force' }),
       ...c.extra,
     },
@@ -77,7 +82,9 @@ export class Charon {
       '  install_routes = no',
       '  install_virtual_ip = no',
       '  plugins { vici { socket = unix:///run/charon.vici } }',
-      '  filelog { lab { path = /run/charon.log\n default = 1\n ike = 2\n cfg = 2\n flush_line = yes\n time_format = %T } }',
+      '  filelog {',
+      '    lab { path = /run/charon.log\n default = 1\n ike = 2\n cfg = 2\n flush_line = yes\n time_format = %T }',
+      '  }',
       ...(opts.settings ?? []).map((l) => `  ${l}`),
       '}', '',
     ].join('\n'));
