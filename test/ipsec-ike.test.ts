@@ -29,7 +29,7 @@ import type { IpsecDvipaRow } from '../src/ipsec/ipsec-role.js';
 import { askAgent } from '../src/cluster/control.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
 import { Agents } from './helpers/agents.js';
-import { ESP_SA, skipWithoutEsp } from './helpers/xfrm.js';
+import { ESP_SA, skipWithoutEsp, xfrmStat } from './helpers/xfrm.js';
 
 const DVIPA = HA.dvipa;
 const PEER = HA.client;
@@ -48,11 +48,6 @@ const config = [
 /** The same connection on both routing nodes: the DVIPA is the local address (mobike off: the path is static). */
 const ROUTER: LabConn = { name: 'peer', local: DVIPA, remote: PEER, localId: 'dvipa.example', remoteId: 'peer.example', child: 'net', extra: { mobike: 'no' } };
 const PEER_CONN: LabConn = { name: 'dvipa', local: PEER, remote: DVIPA, localId: 'peer.example', remoteId: 'dvipa.example', child: 'net', extra: { mobike: 'no', dpd_delay: '1s' } };
-
-function xfrmStat(ns: string): Record<string, number> {
-  const text = inNetns(ns, () => fs.readFileSync('/proc/thread-self/net/xfrm_stat', 'utf8'));
-  return Object.fromEntries(text.trim().split('\n').map((l) => l.trim().split(/\s+/)).map(([k, v]) => [k, Number(v)]));
-}
 
 test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE SA, re-keys and DPD work, no replay', async (t) => {
   requireRoot();
