@@ -128,6 +128,7 @@ export class ViciDaemon implements IkeDaemon {
   private events?: Promise<ViciClient>;
   private retry?: NodeJS.Timeout;
   private closed = false;
+  private quiet = false;
 
   constructor(
     private readonly path: string,
@@ -147,8 +148,10 @@ export class ViciDaemon implements IkeDaemon {
       return c;
     });
     this.events = opening;
-    opening.catch((e: Error) => {
-      this.log.warn({ vici: this.path, err: e.message }, "charon's events not received; retrying");
+    opening.then(() => (this.quiet = false), (e: Error) => {
+      // Said once per outage, not every retry.
+      if (!this.quiet) this.log.warn({ vici: this.path, err: e.message }, "charon's events not received; retrying every second");
+      this.quiet = true;
       this.lostEvents();
     });
   }
