@@ -26,7 +26,7 @@ import type { IpsecDvipaRow } from '../src/ipsec/ipsec-role.js';
 import { askAgent } from '../src/cluster/control.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
 import { Agents } from './helpers/agents.js';
-import { skipWithoutEsp } from './helpers/xfrm.js';
+import { skipWithoutEsp, xfrmStat } from './helpers/xfrm.js';
 
 const DVIPA = HA.dvipa;
 const PEER = HA.client;
@@ -52,12 +52,6 @@ const policy = (dir: 'in' | 'out', from: string, to: string, tunnelSrc: string, 
   selector: { ...ANY_SELECTOR, src: from, srcPrefix: 32, dst: to, dstPrefix: 32, proto: 1 }, dir, action: 'allow', priority: 100, index: 0,
   tmpls: [{ src: tunnelSrc, dst: tunnelDst, spi: 0, proto: 'esp', mode: 'tunnel', reqid: 1, optional: false }],
 });
-
-/** The kernel's XFRM counters of a namespace (/proc/net/xfrm_stat): XfrmInStateSeqError counts replays. */
-function xfrmStat(ns: string): Record<string, number> {
-  const text = inNetns(ns, () => fs.readFileSync('/proc/thread-self/net/xfrm_stat', 'utf8'));
-  return Object.fromEntries(text.trim().split('\n').map((l) => l.trim().split(/\s+/)).map(([k, v]) => [k, Number(v)]));
-}
 
 test('ESP through a takeover and a takeback: SAs re-installed from etcd, no replay at the peer, nothing renegotiated', async (t) => {
   requireRoot();

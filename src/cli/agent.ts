@@ -17,12 +17,12 @@ import { etcdOptions, withEtcd, type EtcdArgs } from './etcd-args.js';
 interface AgentArgs extends EtcdArgs {
   config: string; node: string; keyFile?: string; identities?: string; pinRoot: string; port: number; loadFile?: string; scanMs: number;
   leaseTtl?: number; nopreempt?: boolean; takebackDelay?: number; restartGrace: number; control: string; metrics: string;
-  ipsecSeqMargin?: number; ipsecInterval?: number; readyTargets: number;
+  ipsecSeqMargin?: number; ipsecInterval?: number; ipsecVici?: string; readyTargets: number;
 }
 
 /** IPsec recovery: on with CLUSTER IPSEC (or either --ipsec option), the command line over the configuration. */
 function ipsecOptions(a: AgentArgs, c: IpsecConfig | undefined, etcd: boolean): IpsecOptions | undefined {
-  if (!c && a.ipsecSeqMargin === undefined && a.ipsecInterval === undefined) return undefined;
+  if (!c && a.ipsecSeqMargin === undefined && a.ipsecInterval === undefined && !a.ipsecVici) return undefined;
   const within = (v: number, name: string, [min, max]: readonly [number, number]) => {
     if (!Number.isInteger(v) || v < min || v > max) throw new CliError(`--${name} must be a whole number from ${min} to ${max}`, EXIT.usage);
     return v;
@@ -31,6 +31,7 @@ function ipsecOptions(a: AgentArgs, c: IpsecConfig | undefined, etcd: boolean): 
   return {
     seqMargin: within(a.ipsecSeqMargin ?? c?.seqMargin ?? DEFAULT_SEQ_MARGIN, 'ipsec-seq-margin', IPSEC_LIMITS.seqMargin),
     intervalMs: within(a.ipsecInterval ?? c?.interval ?? DEFAULT_RECORD_INTERVAL_MS, 'ipsec-interval', IPSEC_LIMITS.interval),
+    ...(a.ipsecVici ? { vici: a.ipsecVici } : {}),
   };
 }
 
@@ -80,6 +81,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('ipsec-seq-margin', { type: 'number', describe: `IPsec recovery: outbound ESP sequence numbers of re-installed SAs jump this far (default: SEQMARGIN of CLUSTER IPSEC, else ${DEFAULT_SEQ_MARGIN}); turns IPsec recovery on` })
       .option('ipsec-interval', { type: 'number', describe: `IPsec recovery: at most one coupling-facility write per SA this often, ms (default: INTERVAL of CLUSTER IPSEC, else ${DEFAULT_RECORD_INTERVAL_MS}); turns IPsec recovery on` })
       .option('ready-targets', { type: 'number', default: 1, describe: 'the readiness gate (takeback, move) opens with at least this many targets connected and synced (or all, if fewer)' })
+      .option('ipsec-vici', { type: 'string', describe: "IKE continuity: charon's VICI socket (e.g. /run/charon.vici); IKE SAs of the DVIPAs are recorded, renegotiated by a new owner and forgotten by the old; turns IPsec recovery on" })
       .option('restart-grace', { type: 'number', default: 10, describe: 'on a clean stop, seconds a restarted agent has to adopt the DVIPAs before backups take over' }) as never,
   handler: async (a) => {
     requireRoot('dvipa agent');

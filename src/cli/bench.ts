@@ -12,6 +12,7 @@ import { Progress } from '../bench/progress.js';
 import { benchIpsec, formatIpsecBench } from '../bench/ipsec.js';
 import { benchTransport, formatTransportBench } from '../bench/transport.js';
 import { benchAgent, formatAgentBench } from '../bench/agent.js';
+import { benchIke, formatIkeBench } from '../bench/ike.js';
 
 const fastpath: CommandModule<object, { json: boolean; rounds: number; repeat: number }> = {
   command: 'fastpath',
@@ -123,13 +124,21 @@ const traffic: CommandModule<object, TrafficArgs> = {
   handler: trafficHandler as never,
 };
 
-const ipsec: CommandModule<object, { json: boolean; sas: string }> = {
+const ipsec: CommandModule<object, { json: boolean; sas: string; peers?: string }> = {
   command: 'ipsec',
   describe: "a takeover's IPsec work: N SA records read from etcd, SAs and policies installed, records rewritten (needs ESP: run it in scripts/kernel-lab)",
   builder: (y) =>
-    y.option('json', { type: 'boolean', default: false }).option('sas', { type: 'string', default: '1000,5000,10000', describe: 'SA counts, comma-separated' }) as never,
+    y.option('json', { type: 'boolean', default: false }).option('sas', { type: 'string', default: '1000,5000,10000', describe: 'SA counts, comma-separated' })
+      .option('peers', { type: 'string', describe: "instead: a new owner's charon renegotiating N peers' IKE SAs (e.g. 1,10,100; real charons)" }) as never,
   handler: async (a) => {
     requireRoot('dvipa bench ipsec');
+    if (a.peers !== undefined) {
+      const peers = a.peers.split(',').map(Number);
+      if (peers.some((n) => !Number.isInteger(n) || n < 1 || n > 200)) throw new CliError('--peers: whole numbers from 1 to 200, comma-separated', EXIT.usage);
+      const rows = await benchIke(peers);
+      process.stdout.write(a.json ? `${JSON.stringify(rows, null, 2)}\n` : `${formatIkeBench(rows)}\n`);
+      return;
+    }
     const counts = a.sas.split(',').map(Number);
     if (!counts.length || counts.some((n) => !Number.isInteger(n) || n < 1 || n > 100000)) throw new CliError('--sas: whole numbers from 1 to 100000, comma-separated', EXIT.usage);
     const rows = await benchIpsec(counts);

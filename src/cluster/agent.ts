@@ -29,6 +29,7 @@ import type { Logger } from '../log.js';
 import { IpsecRole, type IpsecOptions } from '../ipsec/ipsec-role.js';
 import * as xfrm from '../ipsec/xfrm.js';
 import { XfrmEventStream } from '../ipsec/events.js';
+import { ViciDaemon } from '../ipsec/ike.js';
 
 export interface HaOptions {
   /** etcd: endpoints, TLS and auth; none: ownership local to this node. */
@@ -220,7 +221,9 @@ export class Agent {
     if (ha.etcd) {
       const etcd = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
       if (this.opts.ipsec) {
-        this.ipsec = new IpsecRole(xfrm, etcd, this.opts.key, me, this.opts.ipsec, this.log, (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on));
+        const vici = this.opts.ipsec.vici;
+        const daemon = vici ? new ViciDaemon(vici, () => this.ipsec?.ikeChanged(), this.log) : undefined;
+        this.ipsec = new IpsecRole(xfrm, etcd, this.opts.key, me, this.opts.ipsec, this.log, (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on), daemon);
         for (const d of this.candidacies.keys()) this.ipsec.watch(d);
         this.ipsec.start();
       }

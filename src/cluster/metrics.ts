@@ -132,6 +132,27 @@ export class AgentMetrics {
         for (const d of ipsec()) if (d.lastReinstall) this.set({ dvipa: d.dvipa }, d.lastReinstall.refused.length + d.lastReinstall.failed.length);
       },
     });
+    new Gauge({
+      name: 'dvipa_ipsec_ike_sas', help: 'IKE SAs of the DVIPA held by this node\'s charon, by source: negotiated here, renegotiated after a takeover, or inherited (a predecessor\'s, not renegotiated)', labelNames: ['dvipa', 'source'], registers: [r],
+      collect() {
+        this.reset();
+        for (const d of ipsec()) for (const source of ['negotiated', 'renegotiated', 'inherited']) if (d.ike) this.set({ dvipa: d.dvipa, source }, d.ike.filter((p) => p.source === source).length);
+      },
+    });
+    new Counter({
+      name: 'dvipa_ipsec_renegotiations_total', help: "peers whose IKE SA this node renegotiated after winning the DVIPA, or failed to", labelNames: ['dvipa', 'result'], registers: [r],
+      collect() {
+        this.reset();
+        for (const d of ipsec()) if (d.renegotiations) for (const result of ['renegotiated', 'failed'] as const) this.inc({ dvipa: d.dvipa, result }, d.renegotiations[result]);
+      },
+    });
+    new Gauge({
+      name: 'dvipa_ipsec_last_renegotiation_seconds', help: "seconds the DVIPA's last renegotiation here took: from its kernel SAs re-installed to all its peers' CHILD SAs negotiated again (or given up)", labelNames: ['dvipa'], registers: [r],
+      collect() {
+        this.reset();
+        for (const d of ipsec()) if (d.lastRenegotiation) this.set({ dvipa: d.dvipa }, d.lastRenegotiation.tookMs / 1000);
+      },
+    });
     this.ownershipChanges = new Counter({ name: 'dvipa_ownership_changes_total', help: 'DVIPAs this node took: takeover, takeback, move, adopted', labelNames: ['dvipa', 'how'], registers: [r] });
     this.ownershipSeconds = new Histogram({
       name: 'dvipa_ownership_change_seconds', help: 'takeover: seconds the DVIPA had no owner; takeback and move: seconds from the decision to the address announced',
