@@ -4,7 +4,8 @@
  * encapsulated to this node's cluster address, whose inner destination is a DVIPA this
  * node serves, lose their outer header and go up the stack to the application listening
  * on the DVIPA (bound on lo, not advertised). Replies leave directly for the client.
- * Everything else passes untouched.
+ * Such packets from anyone but a routing node of ours, or to a DVIPA:port not distributed
+ * here, are dropped and counted. Everything else passes untouched.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -32,18 +33,19 @@ static __always_inline void count_served(const struct dvipa_svc_key *key, __u32 
 	st->bytes += len;
 }
 
-SEC("xdp")
+/* xdp.frags: attaches to 9000-MTU interfaces; a jumbo frame's headers are in its first buffer. */
+SEC("xdp.frags")
 int xdp_decap(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct cursor c = { data, data_end };
+	struct cursor c = { data, data_end, ctx };
 	struct dvipa_config *cfg;
 	struct iphdr *outer, *inner;
 	__u8 l2[VLAN_ETH_HLEN];
 	__be16 proto;
 	int l2len, outer_len;
-	struct dvipa_svc_key served_key = {};
+	struct dvipa_svc_key served_key = {}, any_port = {};
 	__u32 zero = 0, inner_len;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
@@ -63,6 +65,8 @@ int xdp_decap(struct xdp_md *ctx)
 		return verdict(XDP_PASS, DVIPA_R_DECAP_PASS_MALFORMED);
 	if (!bpf_map_lookup_elem(&served, &inner->daddr))
 		return verdict(XDP_PASS, DVIPA_R_DECAP_PASS_NOT_OURS);
+	if (!bpf_map_lookup_elem(&decap_routers, &outer->saddr))
+		return verdict(XDP_DROP, DVIPA_R_DECAP_DROP_NOT_ROUTER);
 	served_key.vip = inner->daddr;
 	served_key.proto = inner->protocol;
 	inner_len = ntohs_bounded(inner->tot_len);
@@ -73,6 +77,15 @@ int xdp_decap(struct xdp_md *ctx)
 		if ((void *)(ports + 2) <= data_end)
 			served_key.port = ports[1];
 	}
+	/*
+	 * The port itself, else every port of the DVIPA (port 0). A routing node tunnels
+	 * neither fragments nor anything but TCP and UDP: those find no port and are dropped.
+	 */
+	any_port.vip = served_key.vip;
+	any_port.proto = served_key.proto;
+	if (!served_key.port || (!bpf_map_lookup_elem(&decap_services, &served_key) &&
+				 !bpf_map_lookup_elem(&decap_services, &any_port)))
+		return verdict(XDP_DROP, DVIPA_R_DECAP_DROP_NOT_SERVICE);
 
 	/* Keep L2 (and its VLAN tag) in front of the inner header. */
 	outer_len = outer->ihl * 4;

@@ -11,7 +11,10 @@
  *  - fragments to a distributed DVIPA: dropped (a non-first fragment has no ports, so it
  *    cannot be matched to its connection; TCP avoids fragments with PMTU discovery);
  *  - too big once encapsulated: ICMP fragmentation needed back to the client if DF is
- *    set, else dropped (XDP cannot fragment).
+ *    set, else dropped (XDP cannot fragment);
+ *  - ARP requests for a DVIPA and IPv4 to it, any protocol, once its fencing deadline has
+ *    passed (map `fence`): dropped, so that a node whose agent can no longer prove it owns
+ *    the DVIPA stops answering for it before a backup takes it over.
  */
 #ifndef DVIPA_DISTRIBUTOR_H
 #define DVIPA_DISTRIBUTOR_H
@@ -61,7 +64,8 @@ static __always_inline int frag_needed(struct xdp_md *ctx, int l2len, __u32 mtu)
 	__builtin_memcpy(&eth_orig, data, sizeof(eth_orig));
 
 	/* Cut to L2 + quote, then prepend the new IP and ICMP headers. */
-	if (bpf_xdp_adjust_tail(ctx, (l2len + quote) - (int)(data_end - data)))
+	/* The whole frame's length: a jumbo frame's fragments go too. */
+	if (bpf_xdp_adjust_tail(ctx, (l2len + quote) - (int)bpf_xdp_get_buff_len(ctx)))
 		return XDP_DROP;
 	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(*ip) + sizeof(*icmp))))
 		return XDP_DROP;
@@ -117,21 +121,16 @@ static __always_inline int frag_needed(struct xdp_md *ctx, int l2len, __u32 mtu)
 }
 
 /*
- * The next hop towards `target`: from the cache while it is fresh, else from the FIB,
- * whose answer is cached together with the egress MTU. Returns a BPF_FIB_LKUP_RET_* code.
+ * The FIB's next hop towards `target` from the ingress interface, with the egress MTU.
+ * Returns a BPF_FIB_LKUP_RET_* code. The control plane makes the same lookup (xdp_resolve)
+ * for each target; the data plane makes it only for a target not resolved yet.
  */
-static __always_inline int resolve_nexthop(struct xdp_md *ctx, const struct dvipa_config *cfg,
-					   __be32 target, __u8 tos, struct dvipa_nexthop *nh)
+static __always_inline int fib_nexthop(struct xdp_md *ctx, const struct dvipa_config *cfg,
+				       __be32 target, __u8 tos, struct dvipa_target *nh)
 {
-	struct dvipa_nexthop *cached = bpf_map_lookup_elem(&nexthops, &target);
-	__u64 now = bpf_ktime_get_coarse_ns();
 	struct bpf_fib_lookup fib = {};
 	int rc;
 
-	if (cached && cached->expires_ns > now) {
-		*nh = *cached;
-		return BPF_FIB_LKUP_RET_SUCCESS;
-	}
 	/* A 64 KiB packet makes the FIB tell the route's MTU (FRAG_NEEDED) ... */
 	fib.family = AF_INET;
 	fib.tos = tos;
@@ -151,20 +150,30 @@ static __always_inline int resolve_nexthop(struct xdp_md *ctx, const struct dvip
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return rc;
-	nh->expires_ns = now + DVIPA_NEXTHOP_TTL_NS;
+	nh->addr = target;
 	nh->ifindex = fib.ifindex;
 	__builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
 	__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
-	bpf_map_update_elem(&nexthops, &target, nh, BPF_ANY);
 	return rc;
 }
 
-/* Prepend the outer IPv4 header to the target and send the packet on its way. */
-static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_config *cfg,
-					 struct dvipa_svc_stats *st, __be32 target, int l2len,
-					 const struct iphdr *inner)
+/* The entry at a target index; NULL for index 0 or beyond the table. */
+static __always_inline const struct dvipa_target *target_at(__u32 idx)
 {
-	struct dvipa_nexthop nh = {};
+	return idx ? bpf_map_lookup_elem(&targets, &idx) : NULL;
+}
+
+/*
+ * Prepend the outer IPv4 header to the target and send the packet on its way. `t` is the
+ * target's entry if the caller has one: its next hop is used when resolved and still for
+ * this address (an index freed and reused under a connection's CRT entry is not).
+ */
+static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_config *cfg,
+					 struct dvipa_svc_stats *st, __be32 target,
+					 const struct dvipa_target *t, int l2len, const struct iphdr *inner)
+{
+	struct dvipa_target looked_up = {};
+	const struct dvipa_target *nh = t;
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *outer;
@@ -175,20 +184,24 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	__be32 *via = bpf_map_lookup_elem(&via_routes, &target);
 	__be32 dst = via ? *via : target;
 
-	switch (resolve_nexthop(ctx, cfg, dst, tos, &nh)) {
-	case BPF_FIB_LKUP_RET_SUCCESS:
-		break;
-	case BPF_FIB_LKUP_RET_NO_NEIGH:
-		return drop(st, DVIPA_R_DROP_NO_NEIGH);
-	case BPF_FIB_LKUP_RET_FWD_DISABLED:
-		return drop(st, DVIPA_R_DROP_FWD_DISABLED);
-	default:
-		return drop(st, DVIPA_R_DROP_NO_ROUTE);
+	/* The control plane resolves each target's cluster address; a VIPAROUTE address is asked of the FIB. */
+	if (via || !nh || nh->addr != target || !nh->ifindex) {
+		switch (fib_nexthop(ctx, cfg, dst, tos, &looked_up)) {
+		case BPF_FIB_LKUP_RET_SUCCESS:
+			break;
+		case BPF_FIB_LKUP_RET_NO_NEIGH:
+			return drop(st, DVIPA_R_DROP_NO_NEIGH);
+		case BPF_FIB_LKUP_RET_FWD_DISABLED:
+			return drop(st, DVIPA_R_DROP_FWD_DISABLED);
+		default:
+			return drop(st, DVIPA_R_DROP_NO_ROUTE);
+		}
+		nh = &looked_up;
 	}
-	if (inner_len + ENCAP_LEN > nh.mtu) {
+	if (inner_len + ENCAP_LEN > nh->mtu) {
 		if (!df)
 			return drop(st, DVIPA_R_DROP_TOO_BIG);
-		if (frag_needed(ctx, l2len, nh.mtu - ENCAP_LEN) != XDP_TX)
+		if (frag_needed(ctx, l2len, nh->mtu - ENCAP_LEN) != XDP_TX)
 			return drop(st, DVIPA_R_DROP_ENCAP);
 		st->frag_needed++;
 		return verdict(XDP_TX, DVIPA_R_TX_FRAG_NEEDED);
@@ -204,8 +217,8 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	if ((void *)(outer + 1) > data_end)
 		return drop(st, DVIPA_R_DROP_ENCAP);
 
-	__builtin_memcpy(eth->h_dest, nh.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, nh.smac, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, nh->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, nh->smac, ETH_ALEN);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	outer->version = 4;
 	outer->ihl = 5;
@@ -219,34 +232,53 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	outer->daddr = dst;
 	ipv4_set_csum(outer);
 
-	if (nh.ifindex == ctx->ingress_ifindex) {
+	if (nh->ifindex == ctx->ingress_ifindex) {
 		st->forwarded++;
 		return verdict(XDP_TX, DVIPA_R_FWD_TX);
 	}
 	/* Not in tx_ports: the helper answers XDP_DROP instead of a redirect that would fail. */
-	if (bpf_redirect_map(&tx_ports, nh.ifindex, XDP_DROP) != XDP_REDIRECT)
+	if (bpf_redirect_map(&tx_ports, nh->ifindex, XDP_DROP) != XDP_REDIRECT)
 		return drop(st, DVIPA_R_DROP_NO_EGRESS);
 	st->forwarded++;
 	return verdict(XDP_REDIRECT, DVIPA_R_FWD_REDIRECT);
 }
 
-/* TIMEDAFFINITY: the client's target if it used it within the service's affinity time. */
-static __always_inline __be32 affine_target(const struct dvipa_svc *svc, __be32 client)
+/*
+ * Per target: every packet and its bytes; and a new connection where its CRT entry is made
+ * (`inserted`), so never on an established connection's packets.
+ */
+static __always_inline void count_target(__u32 idx, __u32 bytes, int inserted)
+{
+	struct dvipa_target_stats *ts = bpf_map_lookup_elem(&target_stats, &idx);
+
+	if (!ts)
+		return;
+	ts->packets++;
+	ts->bytes += bytes;
+	if (inserted)
+		ts->conns++;
+}
+
+/* TIMEDAFFINITY: the client's target index if it used it within the service's affinity time. */
+static __always_inline __u32 affine_target(const struct dvipa_svc *svc, __be32 client)
 {
 	struct dvipa_affinity_key k = { .svc_id = svc->id, .client = client };
 	struct dvipa_affinity *a = bpf_map_lookup_elem(&affinity, &k);
 
 	if (!a || bpf_ktime_get_coarse_ns() - a->last_ns > (__u64)svc->affinity_s * 1000000000ULL)
 		return 0;
-	return a->target;
+	return a->target_idx;
 }
 
 /* Every packet of the service renews the client's affinity: it runs from its last activity. */
-static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 client, __be32 target)
+static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 client, __be32 target,
+					   __u32 target_idx)
 {
 	struct dvipa_affinity_key k = { .svc_id = svc->id, .client = client };
 	struct dvipa_affinity *a = bpf_map_lookup_elem(&affinity, &k);
-	struct dvipa_affinity fresh = { .target = target, .last_ns = bpf_ktime_get_coarse_ns() };
+	struct dvipa_affinity fresh = {
+		.target = target, .target_idx = target_idx, .last_ns = bpf_ktime_get_coarse_ns(),
+	};
 
 	if (a && a->target == target) {
 		a->last_ns = fresh.last_ns;
@@ -255,11 +287,19 @@ static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 c
 	bpf_map_update_elem(&affinity, &k, &fresh, BPF_ANY);
 }
 
+/* Whether this node's right to answer for `vip` has run out (no entry: never). */
+static __always_inline int fenced(__be32 vip)
+{
+	__u64 *deadline = bpf_map_lookup_elem(&fence, &vip);
+
+	return deadline && bpf_ktime_get_ns() > *deadline;
+}
+
 static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct cursor c = { data, data_end };
+	struct cursor c = { data, data_end, ctx };
 	struct dvipa_svc_key sk = {};
 	struct dvipa_flow flow = {};
 	struct dvipa_crt_entry *entry, fresh = {};
@@ -267,10 +307,11 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	struct dvipa_config *cfg;
 	struct dvipa_svc *svc;
 	struct iphdr *iph;
+	const struct dvipa_target *t;
 	__be32 target;
 	__be16 proto;
-	int l2len, first = 0;
-	__u32 zero = 0;
+	int l2len, first = 0, inserted;
+	__u32 zero = 0, idx, len;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
 	if (!cfg || !cfg->enabled)
@@ -281,11 +322,20 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
 	if (cfg->ext_ifindex == ctx->ingress_ifindex && !for_us(data, cfg->ext_mac))
 		return verdict(XDP_PASS, DVIPA_R_PASS_OTHER_HOST);
+	if (proto == bpf_htons(ETH_P_ARP)) {
+		__be32 asked = arp_request_target(&c);
+
+		if (asked && fenced(asked))
+			return verdict(XDP_DROP, DVIPA_R_DROP_FENCED_ARP);
+		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_IPV4);
+	}
 	if (proto != bpf_htons(ETH_P_IP))
 		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_IPV4);
 	iph = parse_ipv4(&c);
 	if (!iph)
 		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
+	if (fenced(iph->daddr))
+		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
 
 	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
 		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
@@ -324,7 +374,9 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	if (!st)
 		return verdict(XDP_DROP, DVIPA_R_DROP_NO_TARGET);
 	st->packets++;
-	st->bytes += data_end - data;
+	/* The IP length, checked against the whole frame: the first buffer of a jumbo frame is not all of it. */
+	len = l2len + ntohs_bounded(iph->tot_len);
+	st->bytes += len;
 
 	flow.saddr = iph->saddr;
 	flow.daddr = iph->daddr;
@@ -333,42 +385,53 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	if (entry) {
 		st->crt_hit++;
 		target = entry->target;
+		idx = entry->target_idx;
+		t = target_at(idx);
 		if (svc->affinity_s)
-			touch_affinity(svc, iph->saddr, target);
+			touch_affinity(svc, iph->saddr, target, idx);
+		count_target(idx, len, 0);
 	} else {
 		__u32 slot = dvipa_flow_hash(&flow) % DVIPA_MAGLEV_SIZE;
 		void *table = bpf_map_lookup_elem(&maglev, &svc->id);
-		__be32 *t = table ? bpf_map_lookup_elem(table, &slot) : NULL;
-		__be32 affine = first && svc->affinity_s ? affine_target(svc, iph->saddr) : 0;
+		__u32 *slot_idx = table ? bpf_map_lookup_elem(table, &slot) : NULL;
 
 		st->crt_miss++;
-		if (affine) {
-			target = affine;
-		} else {
-			if (!t || !*t)
+		idx = first && svc->affinity_s ? affine_target(svc, iph->saddr) : 0;
+		t = target_at(idx);
+		/* An affinity to an index freed since (its target left) is no affinity. */
+		if (!t || t->svc_id != svc->id || !t->addr) {
+			idx = slot_idx ? *slot_idx : 0;
+			t = target_at(idx);
+			if (!t || !t->addr)
 				return drop(st, DVIPA_R_DROP_NO_TARGET);
-			target = *t;
 		}
+		target = t->addr;
 		/* A recovered packet's target is a guess: it must not become the client's affinity. */
 		if (svc->affinity_s && first)
-			touch_affinity(svc, iph->saddr, target);
+			touch_affinity(svc, iph->saddr, target, idx);
 		fresh.target = target;
+		fresh.target_idx = idx;
 		fresh.svc_id = svc->id;
 		fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
 		fresh.created_ns = bpf_ktime_get_coarse_ns();
-		/* Another CPU may have raced us to it: its entry is as good as ours. */
-		bpf_map_update_elem(&crt, &flow, &fresh, BPF_NOEXIST);
+		/*
+		 * Another CPU may have raced us to it: its entry is as good as ours, and it counts it.
+		 * (A new-flow rate guard that skips this insert must still count a first packet's
+		 * connection: TOTALCONN comes from count_target.)
+		 */
+		inserted = !bpf_map_update_elem(&crt, &flow, &fresh, BPF_NOEXIST);
 		if (first)
 			st->crt_new++;
 		else
 			st->recovered++;
+		count_target(idx, len, first && inserted);
 	}
 	/* The routing node among its own targets: the DVIPA is a local address here, so its
 	 * stack serves the flow, as z/OS's distributing stack does when it is a target. An IPIP
 	 * packet to our own address would find no route. The CRT entry above keeps it here. */
 	if (target == cfg->cluster_addr)
 		return verdict(XDP_PASS, DVIPA_R_PASS_LOCAL_TARGET);
-	return encap_forward(ctx, cfg, st, target, l2len, iph);
+	return encap_forward(ctx, cfg, st, target, t, l2len, iph);
 
 truncated_l4:
 	if (bpf_map_lookup_elem(&routed, &iph->daddr))

@@ -28,16 +28,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } routed SEC(".maps");
 
+/* DVIPA -> fencing deadline (see DVIPA_FENCE_EXPIRED in dvipa.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_DVIPAS);
+	__type(key, __be32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fence SEC(".maps");
+
 /*
  * The DPT as the data plane sees it: per service id, a Maglev table of target
- * addresses (0 = no target). User space builds a complete new inner array and swaps
+ * indexes into `targets` (0 = no target). User space builds a complete new inner array and swaps
  * it into its slot with one update, so no packet ever sees half a table.
  */
 struct maglev_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, DVIPA_MAGLEV_SIZE);
 	__type(key, __u32);
-	__type(value, __be32);
+	__type(value, __u32);
 };
 
 struct {
@@ -66,14 +75,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } affinity SEC(".maps");
 
-/* Target address -> cached next hop (see struct dvipa_nexthop). */
+/* Target index -> address and next hop, written by the control plane (struct dvipa_target). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, DVIPA_MAX_NEXTHOPS);
-	__type(key, __be32);
-	__type(value, struct dvipa_nexthop);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DVIPA_MAX_TARGETS);
+	__type(key, __u32);
+	__type(value, struct dvipa_target);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} nexthops SEC(".maps");
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DVIPA_MAX_TARGETS);
+	__type(key, __u32);
+	__type(value, struct dvipa_target_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} target_stats SEC(".maps");
 
 /* Interfaces the distributor may redirect to (ifindex -> ifindex). */
 struct {

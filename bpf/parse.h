@@ -7,15 +7,23 @@
 #define DVIPA_PARSE_H
 
 #define ETH_P_IP 0x0800
+#define ETH_P_ARP 0x0806
+#define ARPOP_REQUEST 1
 #define ETH_P_8021Q 0x8100
 #define ETH_P_8021AD 0x88A8
 #define IP_MF 0x2000
 #define IP_DF 0x4000
 #define IP_OFFSET 0x1FFF
 
+/*
+ * `end` is the end of the frame's first buffer. A multi-buffer (xdp.frags) frame, a jumbo
+ * frame on a 9000-MTU interface, continues in fragments the program does not read: headers
+ * must lie in the first buffer, lengths are checked against the whole frame.
+ */
 struct cursor {
 	void *pos;
 	void *end;
+	struct xdp_md *ctx;
 };
 
 /*
@@ -28,6 +36,28 @@ static __always_inline int for_us(const struct ethhdr *eth, const __u8 *mac)
 		return 1;
 	return *(const __u32 *)eth->h_dest == *(const __u32 *)mac &&
 	       *(const __u16 *)(eth->h_dest + 4) == *(const __u16 *)(mac + 4);
+}
+
+/* The body of an Ethernet/IPv4 ARP packet, after struct arphdr. */
+struct arp_ipv4 {
+	__u8 sha[6];
+	__be32 spa;
+	__u8 tha[6];
+	__be32 tpa;
+} __attribute__((packed));
+
+/* The address an Ethernet/IPv4 ARP request asks for; 0 for anything else. */
+static __always_inline __be32 arp_request_target(struct cursor *c)
+{
+	struct arphdr *arp = c->pos;
+	struct arp_ipv4 *body = (void *)(arp + 1);
+
+	if ((void *)(body + 1) > c->end)
+		return 0;
+	if (arp->ar_hrd != bpf_htons(1) || arp->ar_pro != bpf_htons(ETH_P_IP) || arp->ar_hln != 6 ||
+	    arp->ar_pln != 4 || arp->ar_op != bpf_htons(ARPOP_REQUEST))
+		return 0;
+	return body->tpa;
 }
 
 /* Ethernet plus at most one 802.1Q/802.1ad tag. Returns the L2 length, or -1 if truncated. */
@@ -68,6 +98,17 @@ static __always_inline __u32 ntohs_bounded(__be16 v)
 	return x & 0xffff;
 }
 
+/* Whether `len` bytes from the cursor lie within the frame, fragments included. */
+static __always_inline int fits_frame(const struct cursor *c, __u32 len)
+{
+	void *data = (void *)(long)c->ctx->data;
+
+	if (c->pos + len <= c->end)
+		return 1;
+	/* Only past the first buffer: its cost is a helper call, on jumbo frames alone. */
+	return (__u64)(c->pos - data) + len <= bpf_xdp_get_buff_len(c->ctx);
+}
+
 static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
 {
 	struct iphdr *iph = c->pos;
@@ -81,7 +122,7 @@ static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
 	if (c->pos + hlen > c->end)
 		return NULL;
 	tot = ntohs_bounded(iph->tot_len);
-	if (tot < hlen || c->pos + tot > c->end)
+	if (tot < hlen || !fits_frame(c, tot))
 		return NULL;
 	c->pos += hlen;
 	return iph;

@@ -63,6 +63,15 @@ export class MapRef {
 /** Where a map operation takes a map: a MapRef, or an fd (its info read per call). */
 export type MapArg = number | MapRef;
 
+/**
+ * rtnetlink notifications of the calling thread's network namespace, read as XfrmEvents are:
+ * `groups` is the legacy bitmask, RTNLGRP_x as bit x-1 (RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_ROUTE...).
+ */
+export class RouteEvents {
+  constructor(groups: number, onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number);
+  close(): void;
+}
+
 export function mapCreate(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags?: number): number;
 /** Fills `value`; false if the key is absent. Per-CPU maps: value holds roundup(valueSize, 8) × possible CPUs. */
 export function mapLookup(map: MapArg, key: Buffer, value: Buffer): boolean;
@@ -92,6 +101,8 @@ export function numPossibleCpus(): number;
  * frames are transmitted and `dataOut` is empty.
  */
 export function progTestRun(fd: number, opts: { data: Buffer; dataOutSize?: number; ctxIn?: Buffer; repeat?: number; flags?: number; batchSize?: number }): { retval: number; duration: number; dataOut: Buffer; ctxOut?: Buffer };
+/** sched_setaffinity of the calling thread (a worker's own thread) to one CPU. */
+export function pinThreadToCpu(cpu: number): void;
 /** bpf_link_create(BPF_XDP) with XDP_FLAGS_DRV_MODE (4), XDP_FLAGS_SKB_MODE (2) or 0. */
 export function xdpLinkCreate(progFd: number, ifindex: number, flags: number): number;
 /** Atomically replaces the link's program. */

@@ -1,6 +1,6 @@
 // A native object that reads a file descriptor when it becomes readable, on Node's own event
-// loop (a uv_poll: no thread, no timer). RingBuffer and XfrmEvents are both this: the handle's
-// lifecycle, the object kept alive until close(), the teardown of a worker's environment
+// loop (a uv_poll: no thread, no timer). RingBuffer, XfrmEvents and RouteEvents are all this:
+// the handle's lifecycle, the object kept alive until close(), the teardown of a worker's environment
 // (the handle must be closed before its loop goes) and a callback that throws (Node's
 // uncaught exception, not an abort out of libuv) are handled here once.
 #pragma once

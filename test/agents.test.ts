@@ -11,7 +11,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { fullChecksums, nsIp, sysctl, Topology } from '../src/lab/netns.js';
 import { Client, startNameServer, type ConnResult } from '../src/lab/procs.js';
 import { FastPath } from '../src/dataplane/fastpath.js';
@@ -28,6 +29,7 @@ const WLM = 8083;
 const AFFINE = 8084;
 const LOCAL = 8085;
 const T1_VIA = '198.18.11.3';
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 const TARGETS = [1, 2, 3].map((i) => ({ name: `t${i}`, xcf: `198.18.1${i}.2`, gw: `198.18.1${i}.1` }));
 
 let topo: Topology;
@@ -79,8 +81,8 @@ before(async () => {
   requireRoot();
   prefix = uniquePrefix('ag');
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-agents-'));
-  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32));
-  fs.writeFileSync(path.join(dir, 'wrong.key'), randomBytes(32));
+  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
+  fs.writeFileSync(path.join(dir, 'wrong.key'), randomBytes(32), { mode: 0o600 });
   fs.writeFileSync(path.join(dir, 'cluster.cfg'), [
     `NODE r1 XCF 198.18.10.1 EXTERNAL ext INTERNAL ${TARGETS.map((t) => `r${t.name}`).join(' ')}`,
     'VIPADYNAMIC',
@@ -215,12 +217,16 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
 
 test('VIPAROUTE: r1 encapsulates t1\'s packets to t1\'s other address, which t1 takes', () => {
   // By now t1 has served connections of every distribution naming it.
-  const fp = FastPath.open({ pinRoot: fleet.pinRoot('r1') });
+  // The data plane asks the FIB for a VIPAROUTE address per packet (the targets array holds
+  // cluster addresses), so what is checked is the routing node's map and the target's.
+  const r1 = FastPath.open({ pinRoot: fleet.pinRoot('r1') });
+  const t1 = FastPath.open({ pinRoot: fleet.pinRoot('t1') });
   try {
-    const hops = [...fp.nexthops.keys()];
-    assert.ok(hops.includes(T1_VIA) && !hops.includes(TARGETS[0].xcf), `r1's next hops: ${hops.join(' ')}`);
+    assert.deepEqual([...r1.viaRoutes.entries()], [[TARGETS[0].xcf, T1_VIA]], "r1's VIPAROUTEs");
+    assert.deepEqual([...t1.decapAddrs.keys()], [T1_VIA], 't1 takes tunnelled packets to its other address');
   } finally {
-    fp.close();
+    r1.close();
+    t1.close();
   }
 });
 
@@ -293,12 +299,39 @@ test('an agent with the wrong key is rejected: its node gets no new connections'
 });
 
 test("a target whose own file does not name the service learns it from the routing node's VIPA list", async () => {
-  // t3's own configuration knows only itself and its peer: nothing about what r1 distributes.
+  // t3's own configuration knows only itself, its peer, and the range its DVIPAs come from:
+  // nothing about what r1 distributes.
   const own = path.join(dir, 't3.cfg');
-  fs.writeFileSync(own, `NODE t3 XCF ${TARGETS[2].xcf} INTERNAL up0\nPEER r1 XCF 198.18.10.1\n`);
+  fs.writeFileSync(own, `NODE t3 XCF ${TARGETS[2].xcf} INTERNAL up0\nVIPADYNAMIC VIPARANGE DEFINE 255.255.255.0 ${DVIPA} ENDVIPADYNAMIC\n`
+    + 'PEER r1 XCF 198.18.10.1\n');
   fleet.start('t3', { config: own });
   await fleet.until('t3 to receive the VIPA list', () => fleet.logs.t3.some((l) => l.msg === 'VIPA list received'));
   await untilListening(PORT, ['t3']);
   const got = names(await client.open(DVIPA, PORT, 30));
   assert.ok(got.includes('t3'), `t3 is a target again, by the VIPA list alone (${got.join(' ')})`);
+});
+
+test('TOTALCONN counts every connection exactly, short ones too: counted by the data plane, not by reports', async () => {
+  const CONNS = 100;
+  const total = async () => {
+    const out = await new Promise<string>((resolve, reject) => execFile(process.execPath, [CLI, 'netstat', 'vdpt', '--port', String(PORT), '--json', '--socket', fleet.socket('r1')],
+      (err, stdout) => (err ? reject(err) : resolve(stdout))));
+    return (JSON.parse(out) as Array<{ totalConn: number }>).reduce((a, r) => a + r.totalConn, 0);
+  };
+  const before = await total();
+  // Opened and closed at once: gone before any target's report could name them.
+  for (let done = 0; done < CONNS; done += 25) {
+    const rs = await client.open(DVIPA, PORT, 25);
+    names(rs);
+    await client.close(rs.map((r) => r.id));
+  }
+  assert.equal(await total() - before, CONNS, 'TOTALCONN grew by exactly the connections made');
+});
+
+test('a clean stop with peers connected exits 0 (it used to die on EBADFD)', async () => {
+  await fleet.until('r1 connected to its targets', () => TARGETS.every((t) => fleet.find('r1', 'peer connected', { peer: t.name }) !== undefined));
+  for (const node of ['r1', ...TARGETS.map((t) => t.name)]) {
+    await fleet.stop(node);
+    assert.equal(fleet.procs[node].exitCode, 0, `${node}: ${JSON.stringify(fleet.logs[node].slice(-3))}`);
+  }
 });

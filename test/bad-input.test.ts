@@ -91,17 +91,17 @@ test('agent messages other than DVIPA: every malformed body is an InvalidMessage
   const service = { dvipa: '192.0.2.10', port: 80, protocol: 'tcp' };
   const conn = { saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 40000, dport: 80, protocol: 'tcp' };
   const valid: Array<[MsgType, object]> = [
-    [MsgType.Hello, { node: 'r1', nonce: 'ab'.repeat(16) }],
+    [MsgType.Hello, { node: 'r1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32) }],
     [MsgType.VipaList, { dvipas: [{ address: '192.0.2.10', epoch: 3, services: [{ port: 0, protocol: 'tcp', targets: 'all' }, { port: 80, protocol: 'udp', targets: ['198.18.1.1'] }] }] }],
     [MsgType.SrvStat, { full: true, up: [service], down: [], load: 0.5 }],
     [MsgType.Conns, { full: false, added: [conn], removed: [] }],
   ];
   for (const [type, body] of valid) assert.deepEqual(decodeMessage(type, Buffer.from(JSON.stringify(body))).body, body, MsgType[type]);
   const bad: Array<[MsgType, unknown, RegExp]> = [
-    [MsgType.Hello, { node: 'r 1', nonce: 'ab'.repeat(16) }, /HELLO\.node/],
-    [MsgType.Hello, { node: 'x'.repeat(65), nonce: 'ab'.repeat(16) }, /HELLO\.node/],
-    [MsgType.Hello, { node: 'r1', nonce: 'zz'.repeat(16) }, /HELLO\.nonce/],
-    [MsgType.Hello, { node: 'r1', nonce: 'ab'.repeat(16), extra: 1 }, /unexpected field extra/],
+    [MsgType.Hello, { node: 'r 1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32) }, /HELLO\.node/],
+    [MsgType.Hello, { node: 'x'.repeat(65), nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32) }, /HELLO\.node/],
+    [MsgType.Hello, { node: 'r1', nonce: 'zz'.repeat(16), eph: 'cd'.repeat(32) }, /HELLO\.nonce/],
+    [MsgType.Hello, { node: 'r1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32), extra: 1 }, /unexpected field extra/],
     [MsgType.VipaList, { dvipas: {} }, /VIPALIST\.dvipas: expected a list/],
     [MsgType.VipaList, { dvipas: [{ address: '192.0.2.10', services: [] }] }, /epoch/],
     [MsgType.VipaList, { dvipas: [{ address: '192.0.2.300', epoch: 1, services: [] }] }, /dvipas\[0\]\.address/],
@@ -109,7 +109,10 @@ test('agent messages other than DVIPA: every malformed body is an InvalidMessage
     [MsgType.VipaList, { dvipas: [{ address: '192.0.2.10', epoch: 1, services: [{ port: 70000, protocol: 'tcp', targets: 'all' }] }] }, /services\[0\]\.port/],
     [MsgType.VipaList, { dvipas: [{ address: '192.0.2.10', epoch: 1, services: [{ port: 80, protocol: 'sctp', targets: 'all' }] }] }, /protocol/],
     [MsgType.VipaList, { dvipas: [{ address: '192.0.2.10', epoch: 1, services: [{ port: 80, protocol: 'tcp', targets: 'some' }] }] }, /targets: expected a list/],
-    [MsgType.VipaList, { dvipas: Array.from({ length: 1025 }, () => ({ address: '192.0.2.10', epoch: 1, services: [] })) }, /1025 entries, at most 1024/],
+    [MsgType.Hello, { node: 'r1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(31) }, /HELLO\.eph: expected 32 bytes/],
+    [MsgType.Auth, { proof: 'ab'.repeat(65) }, /AUTH\.proof: expected 32 to 64 bytes/],
+    [MsgType.Ping, { x: 1 }, /PING: unexpected field x/],
+    [MsgType.VipaList, { dvipas: Array.from({ length: 257 }, () => ({ address: '192.0.2.10', epoch: 1, services: [] })) }, /257 entries, at most 256/],
     [MsgType.SrvStat, { full: 'yes', up: [], down: [] }, /SRVSTAT\.full/],
     [MsgType.SrvStat, { full: true, up: [{ ...service, port: 0 }], down: [] }, /SRVSTAT\.up\[0\]\.port/],
     [MsgType.SrvStat, { full: true, up: [], down: [service], load: 1.5 }, /SRVSTAT\.load/],

@@ -87,3 +87,22 @@ test('live generator: real frames through XDP, kernel forwarding and nftables DN
   assert.match(chart, /^<svg /);
   for (const m of ['xdp', 'kernel', 'nftables']) assert.match(chart, new RegExp(`${m}: [\\d,]+ pps`));
 });
+
+test('live generator, router only: targets are XDP sinks that count exactly what the routing node forwarded', () => {
+  requireRoot();
+  // Past 50,000 flows the generator moves to a further source address (its IP checksum
+  // updated in place): the kernel's forwarding would drop any frame with a wrong one.
+  const r = dvipa(['bench', 'traffic', '--router-only', '--seconds', '1', '--flows', '60000', '--modes', 'xdp,kernel', '--json']);
+  assert.equal(r.code, 0, r.err);
+  const b = JSON.parse(r.out) as { routerOnly: boolean; flows: number; runs: Array<{ mode: string; sent: number; delivered: number; perTarget: Record<string, number> }> };
+  assert.equal(b.routerOnly, true);
+  assert.equal(b.flows, 60000);
+  for (const run of b.runs) {
+    assert.ok(run.sent > 1000 && run.delivered >= run.sent * 0.97, `${run.mode}: ${run.delivered} of ${run.sent} counted by the sinks`);
+    assert.ok(run.delivered <= run.sent, `${run.mode}: the sinks count only forwarded IPv4 frames`);
+  }
+  const xdp = b.runs.find((x) => x.mode === 'xdp')!;
+  assert.ok(Object.values(xdp.perTarget).every((n) => n / xdp.delivered > 0.2), `XDP spreads over the three targets: ${JSON.stringify(xdp.perTarget)}`);
+  const kernel = b.runs.find((x) => x.mode === 'kernel')!;
+  assert.deepEqual(Object.values(kernel.perTarget).filter((n) => n > 0).length, 1, 'kernel forwarding: one target, and no stray frame counted');
+});

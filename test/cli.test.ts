@@ -53,14 +53,14 @@ test('dvipa agent: every option out of range, a short or missing key file: exit 
   const cfg = path.join(dir, 'agent.cfg');
   fs.writeFileSync(cfg, 'NODE r1 XCF 198.18.10.1 EXTERNAL ext\nVIPADYNAMIC\n  VIPADEFINE 255.255.255.255 192.0.2.10\nENDVIPADYNAMIC\n');
   const key = path.join(dir, 'agent.key');
-  fs.writeFileSync(key, Buffer.alloc(32, 7));
+  fs.writeFileSync(key, Buffer.alloc(32, 7), { mode: 0o600 });
   const short = path.join(dir, 'short.key');
-  fs.writeFileSync(short, Buffer.alloc(31, 7));
+  fs.writeFileSync(short, Buffer.alloc(31, 7), { mode: 0o600 });
   const pinRoot = `${pins.pinRoot}-agent`;
   const base = ['agent', '--config', cfg, '--node', 'r1', '--pin-root', pinRoot, '--control', path.join(dir, 'agent.sock')];
   // Options given twice become lists: each case names the key file or gets the good one.
   const withKey = (extra: string[]) => (extra.includes('--key-file') ? extra : ['--key-file', key, ...extra]);
-  const etcd = ['--etcd', 'http://198.18.20.100:2379'];
+  const etcd = ['--etcd', 'http://198.18.20.100:2379', '--insecure-etcd'];
   const cases: Array<[string[], RegExp]> = [
     [['--port', '0'], /--port must be a whole number from 1 to 65535/],
     [['--port', '65536'], /--port must be a whole number from 1 to 65535/], [['--port', '1.5'], /--port must be/],
@@ -89,7 +89,7 @@ test('dvipa agent: every option out of range, a short or missing key file: exit 
 test('every command has --help', () => {
   for (const args of [[], ['fastpath'], ['fastpath', 'apply'], ['fastpath', 'attach'], ['fastpath', 'detach'], ['fastpath', 'status'],
     ['fastpath', 'replay'], ['fastpath', 'purge'], ['bench'], ['bench', 'fastpath'], ['bench', 'tables'], ['demo'],
-    ['agent'], ['config'], ['config', 'check'], ['config', 'show'], ['config', 'import'],
+    ['agent'], ['config'], ['config', 'check'], ['config', 'show'], ['config', 'import'], ['config', 'identity'],
     ['netstat'], ['netstat', 'vdpt'], ['netstat', 'vcrt'], ['netstat', 'vipadyn'], ['netstat', 'vipadcfg'], ['netstat', 'ipsec'],
     ['dvipa'], ['dvipa', 'show'], ['dvipa', 'move'], ['dvipa', 'quiesce'], ['dvipa', 'delete'], ['dvipa', 'reactivate'],
     ['lab'], ['lab', 'up'], ['lab', 'status'], ['lab', 'demo'], ['lab', 'failover'], ['lab', 'down']]) {
@@ -126,6 +126,38 @@ test('bad usage exits 2, says what to do, and runs nothing', () => {
   }
 });
 
+test('the agent refuses secrets others may read, short keys, plain or unauthenticated etcd, missing node keys', () => {
+  const cfg = path.join(dir, 'agent.cfg');
+  fs.writeFileSync(cfg, 'NODE r1 XCF 198.18.1.1\nVIPADYNAMIC\n  VIPADEFINE 255.255.255.255 192.0.2.10\nENDVIPADYNAMIC\nNODE t1 XCF 198.18.1.11\n');
+  const key = path.join(dir, 'agent.key');
+  const ca = path.join(dir, 'ca.pem');
+  fs.writeFileSync(ca, '');
+  const run = (...more: string[]) => dvipa(['agent', '--config', cfg, '--node', 'r1', '--key-file', key, '--pin-root', pins.pinRoot, '--control', '', '--metrics', '', ...more]);
+  const refused = (r: { code: number; err: string }, why: RegExp) => {
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, why);
+    assert.equal(fs.existsSync(pins.pinRoot), false, 'nothing started');
+  };
+  fs.writeFileSync(key, Buffer.alloc(32, 7), { mode: 0o644 });
+  fs.chmodSync(key, 0o644);
+  refused(run(), /agent\.key: mode 0644: open to group or others; chmod 600/);
+  fs.writeFileSync(key, Buffer.alloc(16, 7));
+  fs.chmodSync(key, 0o600);
+  refused(run(), /agent\.key: 16 bytes, at least 32 needed/);
+  fs.writeFileSync(key, Buffer.alloc(32, 7));
+  refused(run('--etcd', 'http://127.0.0.1:2379'), /http:\/\/127\.0\.0\.1:2379 is plain http: anyone who reaches etcd could move DVIPAs.*--insecure-etcd/s);
+  refused(run('--etcd', 'https://127.0.0.1:2379', '--etcd-ca', ca), /no client certificate \(--etcd-cert\) or user/);
+  const pw = path.join(dir, 'etcd.pw');
+  fs.writeFileSync(pw, 'short\n', { mode: 0o600 });
+  refused(run('--etcd', 'https://127.0.0.1:2379', '--etcd-ca', ca, '--etcd-user', 'r1', '--etcd-password-file', pw), /etcd\.pw: 6 bytes, at least 12/);
+  const ids = path.join(dir, 'ids');
+  refused(run('--identities', ids), /ids\/r1\.key: ENOENT.*dvipa config identity r1 --dir/);
+  assert.equal(dvipa(['config', 'identity', 'r1', '--dir', ids]).code, 0);
+  assert.equal(fs.statSync(path.join(ids, 'r1.key')).mode & 0o777, 0o600);
+  refused(run('--identities', ids), /ids\/t1\.pub: ENOENT/);
+  assert.equal(dvipa(['config', 'identity', 'r1', '--dir', ids]).code, 2, 'an existing key is never overwritten');
+});
+
 test('a bad service file lists every problem and exits 2', () => {
   const r = dvipa(['fastpath', 'replay', '--config', path.join(dir, 'bad.yaml'), '--pcap', path.join(dir, 'in.pcap')]);
   assert.equal(r.code, 2);
@@ -157,6 +189,23 @@ test('replay --json: verdict, reason, target and CRT effect per packet', () => {
   assert.equal(j.packets[0].target, j.packets[1].target);
   assert.ok(['198.18.1.11', '198.18.1.12'].includes(j.packets[0].target));
   assert.deepEqual(j.totals, { fwd_redirect: 2, pass_not_service: 1 });
+});
+
+test('replay of jumbo frames and super-frames: each too large one says so, the rest still run', () => {
+  const flow = { saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1001, dport: 80 };
+  const jumbo = buildFrame({ ...flow, tcpFlags: { syn: true }, df: true, payload: 9000 - 14 - 40 });
+  // What a capture of GRO/GSO shows: far beyond any MTU, more than a test run can hold.
+  const superFrame = Buffer.concat([buildFrame({ ...flow, tcpFlags: { ack: true } }), Buffer.alloc(100_000)]);
+  writePcap(path.join(dir, 'big.pcap'), [jumbo, superFrame, buildFrame({ ...flow, tcpFlags: { ack: true } })]);
+  const r = dvipa(['fastpath', 'replay', '--config', path.join(dir, 'svc.yaml'), '--pcap', path.join(dir, 'big.pcap'), '--json']);
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  assert.deepEqual(j.packets.map((p: { verdict: string; reason: string }) => [p.verdict, p.reason]), [
+    ['tx', 'tx_frag_needed'],
+    ['not-run', 'frame_too_large'],
+    ['redirect', 'fwd_redirect'],
+  ]);
+  assert.match(j.packets[1].packet, /^100054-byte frame, larger than a test run takes/);
 });
 
 test('apply, status --json, attach errors, purge', () => {

@@ -104,6 +104,15 @@ test('CLUSTER ETCD: the coupling facility and its options, in both forms', () =>
     (e: Error) => /etcd\.0: expected an etcd URL/.test(e.message) && /leaseTtl.*1 to 300/s.test(e.message) && /nopreempt.*true or false/s.test(e.message));
 });
 
+test('CLUSTER IDENTITIES: the directory of node keys, in both forms', () => {
+  const cfg = parseProfile(`CLUSTER IDENTITIES /etc/dvipa/nodes\n${FIGURE4}`);
+  assert.equal(cfg.identities, '/etc/dvipa/nodes');
+  assert.deepEqual(parseProfile(formatProfile(cfg)), cfg);
+  assert.deepEqual(parseYamlConfig(formatYamlConfig(cfg)), cfg);
+  assert.equal(parseYamlConfig('identities: /k\nnodes: [{ name: n1, xcf: 10.1.0.1 }]\n').identities, '/k');
+  assert.throws(() => parseProfile(`CLUSTER IDENT\n${FIGURE4}`, 'f'), /expected a directory of node keys/);
+});
+
 test('CLUSTER IPSEC: IPsec recovery and its options, in both forms', () => {
   const cfg = parseProfile(`CLUSTER ETCD http://10.1.0.100:2379\nCLUSTER IPSEC SEQMARGIN 5000 INTERVAL 250\n${FIGURE4}`);
   assert.deepEqual(cfg.ipsec, { seqMargin: 5000, interval: 250 });
@@ -115,7 +124,7 @@ test('CLUSTER IPSEC: IPsec recovery and its options, in both forms', () => {
     ['CLUSTER IPSEC SEQMARGIN 0', /^f:1:25: expected a sequence number margin \(1 to 2147483648\), found "0"/],
     ['CLUSTER IPSEC INTERVAL 10', /expected a record interval in milliseconds \(100 to 60000\), found "10"/],
     ['CLUSTER IPSEC REKEY', /expected SEQMARGIN, INTERVAL or the next statement, found "REKEY"/],
-    ['CLUSTER SOMETHING', /expected KEYfile, ETCD or IPSEC, found "SOMETHING"/],
+    ['CLUSTER SOMETHING', /expected KEYfile, IDENTITIES, ETCD or IPSEC, found "SOMETHING"/],
   ] as Array<[string, RegExp]>) assert.throws(() => parseProfile(`${text}\n${FIGURE4}`, 'f'), (e: Error) => why.test(e.message), text);
   assert.throws(() => parseYamlConfig('ipsec: { seqMargin: -1, interval: x, rekey: true }\nnodes: [{ name: n1, xcf: 10.1.0.1 }]\n', 'c.yaml'),
     (e: Error) => /rekey/.test(e.message));

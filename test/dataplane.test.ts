@@ -5,7 +5,9 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { FastPath } from '../src/dataplane/fastpath.js';
+import { CrtWalker } from '../src/dataplane/crt-walk.js';
 import { SyscallError } from '../src/kernel/errors.js';
 import { CrtOrigin, MAX_SERVICES, type CrtEntry } from '../src/dataplane/structs.js';
 import type { Flow } from '../src/net/flow.js';
@@ -46,14 +48,14 @@ test('services, targets and CRT entries survive closing and reopening the pinned
   fp.configure({ clusterAddr: '198.18.1.1' });
   const id = fp.setTargets({ vip: '192.0.2.10', port: 443, protocol: 'tcp' }, [{ addr: '198.18.1.11', weight: 1 }]);
   const key: Flow = { saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1234, dport: 443, proto: 6 };
-  fp.crt.set(key, { target: '198.18.1.11', svcId: id, origin: CrtOrigin.Control, createdNs: 0n });
+  fp.crt.set(key, { target: '198.18.1.11', svcId: id, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n });
   fp.close();
 
   const again = FastPath.open({ pinRoot: pins.pinRoot });
   try {
     assert.deepEqual(again.listServices(), [{ vip: '192.0.2.10', port: 443, protocol: 'tcp', id }]);
     assert.equal(again.nodeConfig().clusterAddr, '198.18.1.1');
-    assert.deepEqual(again.crt.get(key), { target: '198.18.1.11', svcId: id, origin: CrtOrigin.Control, createdNs: 0n });
+    assert.deepEqual(again.crt.get(key), { target: '198.18.1.11', svcId: id, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n });
     assert.throws(() => FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 8192 }), /holds 4096 entries, not 8192/);
     assert.equal(again.removeService({ vip: '192.0.2.10', port: 443, protocol: 'tcp' }), true);
     assert.deepEqual(again.listServices(), []);
@@ -67,7 +69,7 @@ test('services, targets and CRT entries survive closing and reopening the pinned
 /** Under the kernel lab's emulation a million entries take minutes; the batch API is the same with fewer. */
 const CRT_ENTRIES = IN_KERNEL_LAB ? 150_000 : 1_000_000;
 
-test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and come out through the batch API`, (t) => {
+test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the batch API; walks in a worker leave the loop free`, async (t) => {
   const p = scratchPinRoot('crt');
   const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 2_000_000 });
   try {
@@ -76,7 +78,7 @@ test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and come out through
     for (let i = 0; i < n; i++) {
       entries.push([
         { saddr: formatIpv4(0xc6120000 + (i >>> 16)), daddr: '192.0.2.10', sport: i & 0xffff, dport: 80, proto: 6 },
-        { target: formatIpv4(0xc6120100 + (i % 3)), svcId: 0, origin: CrtOrigin.Control, createdNs: 0n },
+        { target: formatIpv4(0xc6120100 + (i % 3)), svcId: 0, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n },
       ]);
     }
     const t0 = process.hrtime.bigint();
@@ -94,7 +96,28 @@ test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and come out through
     assert.deepEqual([...perTarget.values()].sort(), [0, 1, 2].map((r) => Math.floor(n / 3) + (r < n % 3 ? 1 : 0)).sort());
     const gone = fp.crt.deleteBatch(entries.slice(0, 1000).map(([k]) => k));
     assert.equal(gone, 1000);
+    const t3 = process.hrtime.bigint();
     assert.equal(fp.crt.count(), n - 1000);
+    const syncMs = Number(process.hrtime.bigint() - t3) / 1e6;
+    // The same count and a listing in the worker: the loop keeps turning meanwhile.
+    const walker = new CrtWalker(fp.crt.fd);
+    try {
+      const h = monitorEventLoopDelay({ resolution: 5 });
+      h.enable();
+      const t4 = process.hrtime.bigint();
+      assert.equal(await walker.count(), n - 1000);
+      const found = await walker.select({ client: formatIpv4(0xc6120000 + 1) }, 10);
+      const workerMs = Number(process.hrtime.bigint() - t4) / 1e6;
+      h.disable();
+      assert.equal(found.total, 65536);
+      assert.equal(found.entries.length, 10);
+      assert.ok(found.entries.every(([k]) => k.saddr === formatIpv4(0xc6120000 + 1)));
+      const maxMs = h.max / 1e6;
+      t.diagnostic(`count on the loop ${syncMs.toFixed(0)} ms; count + listing in the worker ${workerMs.toFixed(0)} ms, loop delay max ${maxMs.toFixed(1)} ms`);
+      assert.ok(maxMs < syncMs / 2, `the loop was held ${maxMs} ms (a count on it: ${syncMs} ms)`);
+    } finally {
+      await walker.close();
+    }
   } finally {
     fp.close();
     p.remove();
@@ -113,8 +136,8 @@ test('errors name the operation, the map and the errno', () => {
     );
     assert.throws(() => fp.setTargets({ vip: '192.0.2.9', port: 1, protocol: 'tcp' }, []), /no free service id/);
     assert.throws(() => fp.enableEgress('nosuchif0'), (e: unknown) => e instanceof SyscallError && e.code === 'ENODEV' && /nosuchif0/.test(e.message));
-    assert.throws(() => fp.crt.set({ saddr: '1.2.3', daddr: '192.0.2.1', sport: 1, dport: 1, proto: 6 }, { target: '198.18.1.1', svcId: 0, origin: 1, createdNs: 0n }), /1\.2\.3/);
-    assert.throws(() => fp.crt.set({ saddr: '198.18.0.1', daddr: '192.0.2.1', sport: 70000, dport: 1, proto: 6 }, { target: '198.18.1.1', svcId: 0, origin: 1, createdNs: 0n }), /sport: 70000 does not fit be16/);
+    assert.throws(() => fp.crt.set({ saddr: '1.2.3', daddr: '192.0.2.1', sport: 1, dport: 1, proto: 6 }, { target: '198.18.1.1', svcId: 0, origin: 1, targetIdx: 0, createdNs: 0n }), /1\.2\.3/);
+    assert.throws(() => fp.crt.set({ saddr: '198.18.0.1', daddr: '192.0.2.1', sport: 70000, dport: 1, proto: 6 }, { target: '198.18.1.1', svcId: 0, origin: 1, targetIdx: 0, createdNs: 0n }), /sport: 70000 does not fit be16/);
   } finally {
     fp.close();
     p.remove();

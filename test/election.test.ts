@@ -246,7 +246,8 @@ describe('coupling facility on etcd', () => {
     const elections = [elect(a, 'a'), elect(b, 'b')];
     const dvipaCli = (...args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
       const cli = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
-      const where = ['--etcd', etcd.server.url, '--etcd-prefix', `/t${seq}/`];
+      // The test etcd: plain http on loopback, no auth (said so).
+      const where = ['--etcd', etcd.server.url, '--insecure-etcd', '--etcd-prefix', `/t${seq}/`];
       execFile(process.execPath, [cli, 'dvipa', ...args, ...where], (err, stdout, stderr) =>
         resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
     });
@@ -266,7 +267,8 @@ describe('coupling facility on etcd', () => {
       assert.match(back.stdout, /delete withdrawn/);
       await until('a node to route it again', () => ops.view(D).owner !== undefined, 10000)
         .catch((e: Error) => assert.fail(`${e.message}; events: ${events.join(', ')}`));
-      assert.equal(ops.view(D).owner?.epoch, 2, 'a new owner, a new epoch');
+      // Either candidate may claim first (and the primary then take it back): each claim a new epoch.
+      assert.ok((ops.view(D).owner?.epoch ?? 0) >= 2, `a new owner, a new epoch: ${JSON.stringify(ops.view(D).owner)}`);
       assert.equal(ops.view(D).deleted, undefined);
     } finally {
       for (const e of elections) e.stop();

@@ -42,7 +42,8 @@ let fleet: Agents;
 let load: LoadClient;
 const ns: Record<string, string> = {};
 
-const haArgs = () => ['--etcd', etcd.url, '--lease-ttl', '1'];
+// A test etcd: plain http, no auth (said so).
+const haArgs = () => ['--etcd', etcd.url, '--insecure-etcd', '--lease-ttl', '1'];
 const holds = (router: string) => holdsDvipa(ns[router]);
 const acquired = (router: string, how?: string) => fleet.find(router, 'DVIPA acquired', how ? { how } : {});
 
@@ -76,7 +77,7 @@ before(async () => {
   requireRoot();
   const prefix = uniquePrefix('ha');
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-ha-'));
-  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32));
+  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
   fs.writeFileSync(path.join(dir, 'cluster.cfg'), haConfig([PORT]));
   topo = new Topology(prefix);
   fleet = new Agents(topo, ns, dir, prefix);
@@ -281,7 +282,7 @@ function dvipaCli(...args: string[]): Promise<{ code: number; stdout: string; st
 }
 
 test('operator moves: move to r2 and quiesce it back to r1, connections kept; WHENIDLE waits for idleness', async (t) => {
-  const etcdArgs = ['--etcd', etcd.url];
+  const etcdArgs = ['--etcd', etcd.url, '--insecure-etcd'];
   await load.mark('move');
   const moved = await dvipaCli('move', DVIPA, '--to', 'r2', ...etcdArgs);
   assert.equal(moved.code, 0, moved.stderr);
@@ -314,7 +315,7 @@ test('operator moves: move to r2 and quiesce it back to r1, connections kept; WH
 });
 
 test('dvipa dvipa: bad input is a usage error, an unknown node a clear one', async () => {
-  const etcdArgs = ['--etcd', etcd.url];
+  const etcdArgs = ['--etcd', etcd.url, '--insecure-etcd'];
   for (const args of [['move', '300.1.1.1', '--to', 'r2', ...etcdArgs], ['move', DVIPA, '--to', 'r2'], ['move', DVIPA, ...etcdArgs], ['move', DVIPA, '--to', 'r2', '--etcd', 'ftp://x'], ['frobnicate', ...etcdArgs]]) {
     const r = await dvipaCli(...args);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);

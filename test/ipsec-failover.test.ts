@@ -25,7 +25,7 @@ import { addSa, ANY_SELECTOR, dumpSas, NO_LIMITS, putPolicy, type Policy, type S
 import { askAgent } from '../src/cluster/control.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
 import { Agents } from './helpers/agents.js';
-import { skipWithoutEsp } from './helpers/xfrm.js';
+import { skipWithoutEsp, xfrmStat } from './helpers/xfrm.js';
 
 const DVIPA = HA.dvipa;
 const PEER = HA.client;
@@ -52,12 +52,6 @@ const policy = (dir: 'in' | 'out', from: string, to: string, tunnelSrc: string, 
   tmpls: [{ src: tunnelSrc, dst: tunnelDst, spi: 0, proto: 'esp', mode: 'tunnel', reqid: 1, optional: false }],
 });
 
-/** The kernel's XFRM counters of a namespace (/proc/net/xfrm_stat): XfrmInStateSeqError counts replays. */
-function xfrmStat(ns: string): Record<string, number> {
-  const text = inNetns(ns, () => fs.readFileSync('/proc/thread-self/net/xfrm_stat', 'utf8'));
-  return Object.fromEntries(text.trim().split('\n').map((l) => l.trim().split(/\s+/)).map(([k, v]) => [k, Number(v)]));
-}
-
 test('ESP through a takeover and a takeback: SAs re-installed from etcd, no replay at the peer, nothing renegotiated', async (t) => {
   requireRoot();
   const t0 = Date.now();
@@ -80,12 +74,13 @@ test('ESP through a takeover and a takeback: SAs re-installed from etcd, no repl
   }
 
   const ns = buildHaTopology(topo);
-  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32));
+  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
   fs.writeFileSync(path.join(dir, 'cluster.cfg'), config);
   etcd = await startEtcd({ place: { topo, ns: ns.cf, host: HA.cf } });
   fleet = new Agents(topo, ns, dir, topo.prefix);
   const agents = fleet;
-  const args = ['--etcd', etcd.url, '--lease-ttl', '2'];
+  // A lab etcd: plain http, no auth (said so).
+  const args = ['--etcd', etcd.url, '--insecure-etcd', '--lease-ttl', '2'];
   // What `dvipa netstat ipsec --json` shows, asked in-process: a node process per poll is slow under TCG.
   const ipsec = async (node: string) => (await askAgent(agents.socket(node), { cmd: 'ipsec' }))[0];
   const waitFor = async (what: string, cond: () => Promise<boolean> | boolean, ms = 60000) => {

@@ -5,7 +5,8 @@
  * takeback by the agents (SAs re-installed from etcd), and pktgen driven by `dvipa bench
  * traffic` on a veth. In the same boot, the data path's own tests on Debian 12's stock kernel.
  * There (DVIPA_KERNEL_LAB=1) a test that finds no ESP fails instead of skipping: every test of
- * these files must pass, none may skip.
+ * these files must pass, none may skip. In a boot of its own, IKE continuity with three real
+ * charons (test/ipsec-ike.test.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -49,4 +50,14 @@ test('kernel lab: pktgen sends through a veth; dvipa bench traffic --generator p
   assert.equal(json.generator, 'pktgen');
   assert.equal(json.results[0].device, 'pg0@0');
   assert.ok(json.results[0].packets > 1000 && json.results[0].errors === 0, JSON.stringify(json));
+});
+
+test('kernel lab: IKE continuity with three real charons: the new owner renegotiates, the peer holds one IKE SA, no replay', (t) => {
+  requireRoot();
+  const r = lab(process.execPath, '--test', 'dist/test/ipsec-ike.test.js');
+  assert.equal(r.code, 0, r.out);
+  const figures = r.out.split('\n').filter((l) => /takeover: SAs re-installed|takeback: pings|peer xfrm_stat|IKE continuity: \d+ replies/.test(l));
+  assert.equal(figures.length, 5, r.out);
+  for (const l of figures) t.diagnostic(l.replace(/^\W+/, ''));
+  assert.doesNotMatch(r.out, /this kernel has no ESP/, 'the lab has ESP: the test ran, not skipped');
 });

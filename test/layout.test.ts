@@ -9,7 +9,7 @@ import { declaredMaps } from '../src/kernel/object.js';
 import { sys } from '../src/kernel/sys.js';
 import type { Struct } from '../src/dataplane/codec.js';
 import {
-  affinity, affinityKey, crtEntry, flow, MAX_SERVICES, nexthop, nodeConfig, REASONS, servedStats, svc, svcKey, svcStats, CrtOrigin,
+  affinity, affinityKey, crtEntry, flow, MAX_SERVICES, nodeConfig, targetEntry, targetStats, REASONS, servedStats, svc, svcKey, svcStats, CrtOrigin,
 } from '../src/dataplane/structs.js';
 import { xdpMd } from '../src/dataplane/testrun.js';
 import { sockEvent } from '../src/cluster/sockevents.js';
@@ -25,7 +25,7 @@ function assertMatchesBtf(obj: string, s: Struct<unknown>): void {
   assert.deepEqual(fromTs, fromC, `${s.cName}: fields`);
 }
 
-for (const s of [svcKey, svc, flow, crtEntry, nodeConfig, svcStats, nexthop, affinityKey, affinity]) {
+for (const s of [svcKey, svc, flow, crtEntry, nodeConfig, svcStats, targetEntry, targetStats, affinityKey, affinity]) {
   test(`${s.cName} matches the BTF of distributor.bpf.o`, () => assertMatchesBtf(objectPath('distributor'), s));
 }
 

@@ -15,8 +15,10 @@ import { EXIT } from '../src/errors.js';
 import { CRT_DEFAULT_ENTRIES } from '../src/dataplane/structs.js';
 import { requireRoot, scratchPinRoot } from './helpers/env.js';
 
-const ROUTER = ['services', 'routed', 'maglev', 'crt', 'affinity', 'nexthops', 'tx_ports', 'svc_stats', 'via_routes'];
-const TARGET = ['served', 'served_stats', 'sock_events', 'decap_addrs'];
+const ROUTER = [
+  'services', 'routed', 'fence', 'maglev', 'crt', 'affinity', 'targets', 'target_stats', 'tx_ports', 'svc_stats', 'via_routes',
+];
+const TARGET = ['served', 'served_stats', 'sock_events', 'decap_addrs', 'decap_routers', 'decap_services'];
 const NODE = ['node_config', 'reasons'];
 
 // Sections libbpf turns into maps (name.bss, .rodata) are not declared maps.

@@ -12,7 +12,7 @@ import { CrtOrigin, type Reason } from '../src/dataplane/structs.js';
 import { MAGLEV_SIZE } from '../src/tables/maglev.js';
 import { runCounted, runXdp, type XdpAction } from '../src/dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET, type RouterNs } from '../src/lab/router-ns.js';
-import { nsIp, sysctl } from '../src/lab/netns.js';
+import { netnsPath, nsIp, sysctl } from '../src/lab/netns.js';
 import { buildFrame, buildIpv4, buildRawFrame, ETH_P_IPV6, parseFrame, type FrameSpec } from '../src/net/packet.js';
 import { buildMaglev } from '../src/tables/maglev.js';
 import { flowHash } from '../src/tables/flowhash.js';
@@ -22,7 +22,6 @@ import { loopFlow } from './helpers/testrun-loop.js';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { netnsPath } from '../src/lab/netns.js';
 
 const VIP = '192.0.2.10';
 const VIP_ALL_PORTS = '192.0.2.20';
@@ -87,7 +86,7 @@ before(() => {
   nsIp(rns.ns, 'neigh', 'replace', '198.18.0.50', 'lladdr', '02:00:00:00:00:50', 'dev', 'ext0', 'nud', 'permanent');
   ext0 = rns.ifindex('ext0');
   pins = scratchPinRoot('tr');
-  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 65536 });
+  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 65536, netnsPath: netnsPath(rns.ns) });
   fp.configure({ clusterAddr: rns.clusterAddr });
   rns.inside(() => fp.enableEgress('int0'));
   fp.setTargets(web, equal);
@@ -287,13 +286,20 @@ describe('distributor', () => {
         const r = run(syn({ dport: port }));
         assert.deepEqual([r.action, r.reason], [action, reason], `port ${port}`);
       }
+      // Next hops are resolved from the distributor's interface: forwarding off there leaves
+      // them unresolved, and the data plane's own FIB lookup then says why it drops.
+      const cfg = fp.nodeConfig();
+      fp.config.set(0, { ...cfg, extIfindex: ext0, extMac: parseFrame(syn()).eth!.dst });
       sysctl(rns.ns, 'net.ipv4.conf.ext0.forwarding', '0');
-      fp.flushNexthops();
+      fp.resolveTargets();
       try {
+        assert.ok(fp.nexthops().every((n) => !n.resolved), 'no target resolved while forwarding is off');
         const r = run(syn({ dport: 1005 }));
         assert.deepEqual([r.action, r.reason], ['drop', 'drop_fwd_disabled']);
       } finally {
         sysctl(rns.ns, 'net.ipv4.conf.ext0.forwarding', '1');
+        fp.config.set(0, cfg);
+        fp.resolveTargets();
       }
       const st = fp.serviceStats(fp.serviceId(svc(1002))!);
       assert.equal(st.dropped, 1n);
@@ -474,6 +480,57 @@ describe('distributor', () => {
     }
   });
 
+  test('fencing: past its deadline, ARP requests for the DVIPA and its traffic are dropped and counted; before it, served', async () => {
+    const arp = (op: number, tpa: string) => {
+      const b = Buffer.alloc(28);
+      b.writeUInt16BE(1, 0);
+      b.writeUInt16BE(0x0800, 2);
+      b[4] = 6;
+      b[5] = 4;
+      b.writeUInt16BE(op, 6);
+      Buffer.from([2, 0, 0, 0, 0, 1]).copy(b, 8);
+      Buffer.from(CLIENT.split('.').map(Number)).copy(b, 14);
+      Buffer.from(tpa.split('.').map(Number)).copy(b, 24);
+      return buildRawFrame(0x0806, b, { dstMac: 'ff:ff:ff:ff:ff:ff' });
+    };
+    const ping = buildRawFrame(0x0800, buildIpv4({ saddr: CLIENT, daddr: VIP, proto: 1 }, Buffer.from([8, 0, 0xf7, 0xff, 0, 0, 0, 0])));
+    const udp = buildFrame({ saddr: CLIENT, daddr: VIP, sport: 5353, dport: 53, protocol: 'udp' });
+    const other = buildFrame({ saddr: CLIENT, daddr: '192.0.2.99', sport: 40000, dport: 80, tcpFlags: { syn: true } });
+    try {
+      assert.equal(run(arp(1, VIP)).reason, 'pass_not_ipv4', 'no deadline: never fenced');
+      // Both sides of one deadline, 300 ms ahead on the kernel's CLOCK_MONOTONIC.
+      const deadline = process.hrtime.bigint() + 300_000_000n;
+      fp.setFence(VIP, deadline);
+      assert.equal(run(arp(1, VIP)).reason, 'pass_not_ipv4', 'before the deadline the stack answers ARP');
+      assert.equal(run(syn({ sport: 42001 })).reason, 'fwd_redirect', 'before the deadline traffic is forwarded');
+      while (process.hrtime.bigint() <= deadline) await new Promise((r) => setTimeout(r, 20));
+      const before = fp.reasonCounts();
+      for (const [what, frame, action, reason] of [
+        ['ARP request for the DVIPA', arp(1, VIP), 'drop', 'drop_fenced_arp'],
+        ['SYN', syn({ sport: 42002 }), 'drop', 'drop_fenced'],
+        ['ACK of a known connection', buildFrame({ saddr: CLIENT, daddr: VIP, sport: 42001, dport: 80, tcpFlags: { ack: true }, payload: 10 }), 'drop', 'drop_fenced'],
+        ['UDP', udp, 'drop', 'drop_fenced'],
+        ['ICMP echo (the stack would answer it)', ping, 'drop', 'drop_fenced'],
+        ['a fragment', buildFrame({ saddr: CLIENT, daddr: VIP, sport: 1, dport: 80, fragOffset: 8 }), 'drop', 'drop_fenced'],
+        ['ARP reply about the DVIPA (not a request)', arp(2, VIP), 'pass', 'pass_not_ipv4'],
+        ['ARP request for another address', arp(1, '198.18.0.2'), 'pass', 'pass_not_ipv4'],
+        ['traffic to another address', other, 'pass', 'pass_not_service'],
+      ] as const) {
+        const r = run(frame);
+        assert.deepEqual([r.action, r.reason], [action, reason], what);
+      }
+      const after = fp.reasonCounts();
+      assert.equal(after.drop_fenced_arp - before.drop_fenced_arp, 1n);
+      assert.equal(after.drop_fenced - before.drop_fenced, 5n);
+      // Extended again (the coupling facility confirmed): served at once.
+      fp.setFence(VIP, process.hrtime.bigint() + 10_000_000_000n);
+      assert.equal(run(syn({ sport: 42003 })).reason, 'fwd_redirect');
+      assert.equal(run(arp(1, VIP)).reason, 'pass_not_ipv4');
+    } finally {
+      fp.setFence(VIP, undefined);
+    }
+  });
+
   test('an unconfigured node passes everything', () => {
     fp.configure({ clusterAddr: rns.clusterAddr, enabled: false });
     try {
@@ -497,6 +554,7 @@ describe('decap', () => {
     target = FastPath.open({ pinRoot: targetPins.pinRoot, crtMaxEntries: 1024 });
     target.configure({ clusterAddr: XCF });
     target.serve(VIP);
+    target.allowDecap([ROUTER_NET.clusterAddr], [{ vip: VIP, port: 80, protocol: 'tcp' }, { vip: VIP, port: 0, protocol: 'udp' }]);
   });
   after(() => {
     target?.close();
@@ -520,16 +578,39 @@ describe('decap', () => {
     }
   });
 
-  test('counts what it received per DVIPA:port; fragments under port 0', () => {
+  test('counts what it received per DVIPA:port', () => {
     const count = (port: number) => target.receivedStats().find((x) => x.vip === VIP && x.port === port && x.protocol === 'tcp') ?? { packets: 0n, bytes: 0n };
     const before = count(80);
     const inner = syn({ sport: 47002 }).subarray(14);
     for (let i = 0; i < 3; i++) assert.equal(run(tunnelled(inner), 'decap', target).reason, 'decap');
     assert.deepEqual(count(80), { ...count(80), packets: before.packets + 3n, bytes: before.bytes + BigInt(3 * inner.length) });
-    const frag0 = count(0).packets;
-    const fragment = buildFrame({ saddr: '198.18.0.1', daddr: VIP, sport: 47003, dport: 80, mf: true, tcpFlags: { syn: true } }).subarray(14);
-    assert.equal(run(tunnelled(fragment), 'decap', target).reason, 'decap');
-    assert.equal(count(0).packets, frag0 + 1n);
+  });
+
+  test('decapsulates only from its routing nodes and for distributed DVIPA:ports; the rest is dropped and counted', () => {
+    const from = (saddr: string, inner: Buffer) =>
+      Buffer.concat([buildRawFrame(0x0800, Buffer.alloc(0)), buildIpv4({ saddr, daddr: XCF, proto: 4, df: true }, inner)]);
+    const to = (dport: number, protocol: 'tcp' | 'udp' = 'tcp') => buildFrame({ protocol, saddr: CLIENT, daddr: VIP, sport: 47010, dport, tcpFlags: { syn: true } }).subarray(14);
+    const stats = () => target.receivedStats().length;
+    const statsBefore = stats();
+    const cases: Array<[string, Buffer, 'drop' | 'pass', Reason]> = [
+      ['a stranger tunnelling to the service', from('198.18.9.9', to(80)), 'drop', 'decap_drop_not_router'],
+      ['a routing node, to :22 of the DVIPA', tunnelled(to(22)), 'drop', 'decap_drop_not_service'],
+      ['a routing node, to a UDP port (every UDP port allowed)', tunnelled(to(5353, 'udp')), 'pass', 'decap'],
+      ['a routing node, an inner fragment', tunnelled(buildFrame({ saddr: CLIENT, daddr: VIP, sport: 47003, dport: 80, mf: true, tcpFlags: { syn: true } }).subarray(14)), 'drop', 'decap_drop_not_service'],
+      ['a routing node, to the service', tunnelled(to(80)), 'pass', 'decap'],
+    ];
+    for (const [what, frame, action, reason] of cases) {
+      const r = run(frame, 'decap', target);
+      assert.deepEqual([r.action, r.reason], [action, reason], what);
+    }
+    // Random ports from a stranger no longer fill the per-port statistics.
+    for (let port = 1000; port < 1200; port++) assert.equal(run(from('198.18.9.9', to(port)), 'decap', target).reason, 'decap_drop_not_router');
+    assert.ok(stats() <= statsBefore + 1, `${stats()} stats entries`);
+    // The allow lists follow the agent: without the router, its packets are dropped too.
+    target.allowDecap([], [{ vip: VIP, port: 80, protocol: 'tcp' }]);
+    assert.equal(run(tunnelled(to(80)), 'decap', target).reason, 'decap_drop_not_router');
+    assert.deepEqual([...target.decapServices.keys()].map((k) => k.port), [80]);
+    target.allowDecap([ROUTER_NET.clusterAddr], [{ vip: VIP, port: 80, protocol: 'tcp' }, { vip: VIP, port: 0, protocol: 'udp' }]);
   });
 
   test('VIPAROUTE: packets tunnelled to another address of the target are taken only when it is listed', () => {
@@ -562,7 +643,7 @@ describe('decap', () => {
     }
   });
 
-  test('random and mutated tunnelled frames never crash or abort; only well-formed IPIP for a served DVIPA is stripped', () => {
+  test('random and mutated tunnelled frames never crash or abort; only well-formed IPIP from a routing node to a distributed port is stripped', () => {
     let seed = 54321;
     const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
     const valid = [tunnelled(syn({ sport: 47100 }).subarray(14)), tunnelled(syn({ sport: 47101, payload: 30 }).subarray(14), XCF, 5)];
@@ -573,7 +654,9 @@ describe('decap', () => {
       const cut = rand() < 0.3 ? frame.subarray(0, 14 + Math.floor(rand() * (frame.length - 14))) : frame;
       const r = run(cut, 'decap', target);
       seen.add(r.reason);
-      assert.equal(r.action, 'pass', `frame ${i}: the decap program only ever passes`);
+      // Dropped only as foreign IPIP (a mutated outer source or inner port); everything else passes.
+      if (r.action === 'drop' && r.reason.startsWith('decap_drop_')) continue;
+      assert.equal(r.action, 'pass', `frame ${i}: the decap program passes what it does not drop as foreign (${r.reason})`);
       if (r.reason !== 'decap') {
         assert.deepEqual(r.frame, cut, `frame ${i}: ${r.reason}, untouched`);
         continue;
@@ -583,7 +666,73 @@ describe('decap', () => {
       assert.equal(p.ipv4?.dst, VIP, `frame ${i}: stripped only for a served DVIPA`);
       assert.equal(r.frame.length, cut.length - 20, `frame ${i}: exactly the outer header removed`);
     }
-    assert.ok(seen.has('decap') && seen.has('decap_pass_malformed') && seen.has('decap_pass_not_ours'), `every verdict reached: ${[...seen].join(', ')}`);
+    assert.ok(seen.has('decap') && seen.has('decap_pass_malformed') && seen.has('decap_pass_not_ours') && seen.has('decap_drop_not_router'),
+      `every verdict reached: ${[...seen].join(', ')}`);
+  });
+});
+
+describe('jumbo frames (xdp.frags)', () => {
+  const JUMBO = 9000;
+  const jumbo = (ipLen: number, sport: number, df = true) => syn({ sport, payload: ipLen - 40, df });
+
+  test('the distributor forwards a 9000-byte frame whole, and answers one too big for the egress', () => {
+    // Egress at 1500: too big once encapsulated; ICMP back, the jumbo frame's fragments cut away.
+    const big = jumbo(8980, 49000);
+    assert.equal(big.length, 14 + 8980);
+    const icmp = run(big);
+    assert.deepEqual([icmp.action, icmp.reason], ['tx', 'tx_frag_needed']);
+    assert.equal(parseFrame(icmp.frame).ipv4!.icmp!.mtu, 1480);
+    assert.equal(icmp.frame.length, 14 + 20 + 8 + 20 + 8);
+    assert.deepEqual([run(jumbo(8980, 49001, false)).reason], ['drop_too_big']);
+
+    nsIp(rns.ns, 'link', 'set', 'int0', 'mtu', String(JUMBO));
+    fp.resolveTargets();
+    try {
+      const r = run(big);
+      assert.deepEqual([r.action, r.reason], ['redirect', 'fwd_redirect']);
+      assert.equal(r.frame.length, big.length + 20);
+      assertEncapsulated(r.frame, big);
+      const over = run(jumbo(8990, 49002));
+      assert.deepEqual([over.reason, parseFrame(over.frame).ipv4!.icmp!.mtu], ['tx_frag_needed', JUMBO - 20]);
+    } finally {
+      nsIp(rns.ns, 'link', 'set', 'int0', 'mtu', '1500');
+      fp.resolveTargets();
+    }
+  });
+
+  test('decap passes a 9000-byte tunnelled frame up without its outer header', () => {
+    const pins = scratchPinRoot('trj');
+    const target = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 1024 });
+    try {
+      target.configure({ clusterAddr: '198.18.1.11' });
+      target.serve(VIP);
+      target.allowDecap([ROUTER_NET.clusterAddr], [{ vip: VIP, port: 80, protocol: 'tcp' }]);
+      const inner = jumbo(JUMBO - 20, 49003).subarray(14);
+      const frame = Buffer.concat([buildRawFrame(0x0800, Buffer.alloc(0)), buildIpv4({ saddr: ROUTER_NET.clusterAddr, daddr: '198.18.1.11', proto: 4, df: true }, inner)]);
+      assert.equal(frame.length, 14 + JUMBO);
+      const r = run(frame, 'decap', target);
+      assert.deepEqual([r.action, r.reason], ['pass', 'decap']);
+      assert.deepEqual(r.frame.subarray(14), inner, 'the whole inner packet');
+      assert.equal(target.receivedStats().find((x) => x.port === 80)!.bytes, BigInt(inner.length));
+    } finally {
+      target.close();
+      pins.remove();
+    }
+  });
+
+  test('both programs attach natively to a 9000-MTU interface', () => {
+    nsIp(rns.ns, 'link', 'add', 'jmb0', 'mtu', String(JUMBO), 'type', 'veth', 'peer', 'name', 'jmb1', 'mtu', String(JUMBO));
+    try {
+      for (const role of ['distributor', 'decap'] as const) {
+        const a = rns.inside(() => fp.attach(role, 'jmb0', 'native'));
+        assert.equal(a.mode, 'native', role);
+        assert.ok(fp.detach(role, 'jmb0'));
+      }
+    } finally {
+      nsIp(rns.ns, 'link', 'del', 'jmb0');
+      fp.configure({ clusterAddr: rns.clusterAddr });
+      fp.config.set(0, { ...fp.nodeConfig(), extIfindex: 0 });
+    }
   });
 });
 

@@ -39,7 +39,7 @@ function sa(i: number): { sa: xfrm.Sa; policy: xfrm.Policy } {
 }
 
 /** Whether this kernel installs an ESP SA (AES-GCM) in `ns`. */
-function hasEsp(ns: string): boolean {
+export function hasEsp(ns: string): boolean {
   const probe = sa(0).sa;
   return inNetns(ns, () => {
     try {

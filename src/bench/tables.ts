@@ -57,7 +57,7 @@ function crtFigures(entries: number): TablesBench['crt'] {
     for (let i = 0; i < entries; i++) {
       list.push([
         { saddr: formatIpv4(0xc6120000 + (i >>> 16)), daddr: '192.0.2.10', sport: i & 0xffff, dport: 80, proto: 6 },
-        { target: formatIpv4(0xc6120100 + (i % 3)), svcId: 0, origin: CrtOrigin.Control, createdNs: 0n },
+        { target: formatIpv4(0xc6120100 + (i % 3)), svcId: 0, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n },
       ]);
     }
     const keys = Buffer.alloc(entries * flow.size);

@@ -1,6 +1,6 @@
 /*
- * `dvipa config check|show|import`: validate a configuration, print it normalised in any
- * form, or make one from a whole z/OS PROFILE.TCPIP.
+ * `dvipa config check|show|import|identity`: validate a configuration, print it normalised in
+ * any form, make one from a whole z/OS PROFILE.TCPIP, or make a node's key pair.
  */
 import * as fs from 'node:fs';
 import type { CommandModule } from 'yargs';
@@ -11,6 +11,7 @@ import { formatProfile } from '../config/format.js';
 import { formatYamlConfig } from '../config/yaml.js';
 import { ConfigError } from '../config/model.js';
 import { command } from './command.js';
+import { newIdentity } from '../cluster/handshake.js';
 import { CliError, EXIT } from './errors.js';
 
 function reported<T>(file: string, read: () => T): T {
@@ -49,6 +50,25 @@ const show = command({
   handler: (a) => {
     const cfg = load(a.file);
     process.stdout.write(a.json ? `${JSON.stringify(cfg, null, 2)}\n` : a.yaml ? formatYamlConfig(cfg) : formatProfile(cfg));
+  },
+});
+
+const identity = command({
+  command: 'identity <node>',
+  describe: 'write a new Ed25519 key pair for a node into --dir (NODE.key, mode 0600, stays on that node; '
+    + 'NODE.pub goes to every node)',
+  builder: (y) =>
+    y
+      .positional('node', { type: 'string', demandOption: true })
+      .option('dir', { type: 'string', demandOption: true, describe: 'the directory of CLUSTER IDENTITIES' }),
+  handler: (a) => {
+    let files;
+    try {
+      files = newIdentity(a.dir, a.node);
+    } catch (e) {
+      throw new CliError(`${a.node}: ${(e as Error).message}`, EXIT.usage);
+    }
+    process.stdout.write(`${files.key}\n${files.pub}\n`);
   },
 });
 
@@ -97,7 +117,7 @@ const importCmd = command({
 
 export const configCommand: CommandModule = {
   command: 'config <command>',
-  describe: 'the cluster configuration (VIPADynamic language or YAML); import a z/OS profile',
-  builder: (y) => y.command(check).command(show).command(importCmd).demandCommand(1),
+  describe: 'the cluster configuration (VIPADynamic language or YAML); import a z/OS profile; node keys',
+  builder: (y) => y.command(check).command(show).command(importCmd).command(identity).demandCommand(1),
   handler: () => undefined,
 };

@@ -6,9 +6,9 @@
  * (unless it found it up, or --keep).
  */
 import type { Argv } from 'yargs';
-import { DEFAULT_LAB_DIR, HaLab, LAB_PREFIX, LINE_PORT } from '../lab/ha-lab.js';
+import { DEFAULT_LAB_DIR, HaLab, HTTP_PORT, LAB_PREFIX, LINE_PORT } from '../lab/ha-lab.js';
 import { HA } from '../lab/ha-topology.js';
-import { LoadClient, loadProblems, type LoadReport } from '../lab/procs.js';
+import { LoadClient, loadProblems, OutageProbe, type LoadReport, type OutageReport } from '../lab/procs.js';
 import { Topology } from '../lab/netns.js';
 import { command } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
@@ -59,32 +59,62 @@ async function status(a: Args): Promise<void> {
   });
 }
 
+interface Drill {
+  event: 'takeover' | 'takeback';
+  /** Control-plane times after the failure (or the return), from the agents' logs. */
+  acquiredMs?: number;
+  /** Until the lab showed the new owner holding the address alone (polled). */
+  settledMs: number;
+  /** What the client saw, from just before the failure to SETTLE_MS after it settled. */
+  client: OutageReport;
+}
+
+/** After a change of owner, the client's retransmissions (200 ms, 400 ms, ...) get this long to land. */
+const SETTLE_MS = 2000;
+
 /**
- * Fails the owner over to the backup, or brings the primary back for the takeback.
- * `failed` runs as soon as the failure (or the return) has happened.
+ * Fails the owner over to the backup (r1 dies: both links down at one instant, then its
+ * agent killed), or brings r1 back for the takeback; `watchers` (the client's probes) start
+ * a window just before.
  */
-async function failoverStep(l: HaLab, failed: () => Promise<void> = async () => undefined): Promise<{ event: 'takeover' | 'takeback'; ms: number }> {
-  if ((await l.vipadyn('r1'))?.status === 'Active') {
-    const t0 = Date.now();
-    await l.stopAgent('r1', 'SIGKILL');
-    l.setExternalLink('r1', false);
-    await failed();
-    await l.until('r2 to take over', async () => (await l.vipadyn('r2'))?.status === 'Active' && l.holds('r2'), 15000);
-    return { event: 'takeover', ms: Date.now() - t0 };
-  }
-  const t0 = Date.now();
-  l.setExternalLink('r1', true);
-  await failed();
-  l.startAgent('r1');
-  await l.until('r1 to take the DVIPA back', async () => (await l.vipadyn('r1'))?.status === 'Active' && !l.holds('r2'), 30000);
-  return { event: 'takeback', ms: Date.now() - t0 };
+async function failoverStep(l: HaLab, probe: OutageProbe, watchers: Array<{ mark(label?: string): Promise<void> }> = []): Promise<Drill> {
+  const takeover = (await l.vipadyn('r1'))?.status === 'Active';
+  await Promise.all([probe, ...watchers].map((w) => w.mark(takeover ? 'takeover' : 'takeback')));
+  const t0 = takeover ? await l.kill('r1') : l.revive('r1');
+  const [to, from] = takeover ? ['r2', 'r1'] : ['r1', 'r2'];
+  // The dead r1 keeps the address on its downed link; the backup must have let it go.
+  const alone = () => takeover || !l.holds(from);
+  await l.until(`${to} to hold ${HA.dvipa}`, async () => (await l.vipadyn(to))?.status === 'Active' && l.holds(to) && alone(), takeover ? 15000 : 30000);
+  const settledMs = Date.now() - t0;
+  await sleep(SETTLE_MS);
+  const acquired = l.logged(to, 'DVIPA acquired', t0);
+  return { event: takeover ? 'takeover' : 'takeback', acquiredMs: acquired === undefined ? undefined : acquired - t0, settledMs, client: await probe.report() };
+}
+
+/** A probe on the lab's client: 10 ms pings, 16 keep-alive HTTP connections, 20 new connections a second. */
+function startProbe(l: HaLab, spawner: Topology): Promise<OutageProbe> {
+  return OutageProbe.start(spawner, l.state.ns.client, { host: HA.dvipa, port: HTTP_PORT, keepAlive: 16, newPerSec: 20 });
+}
+
+function describeDrill(d: Drill): string {
+  const c = d.client;
+  const who = d.event === 'takeover' ? 'r1 died (links down, then agent killed): r2 took over' : 'r1 back (links up, agent started): it took the DVIPA back';
+  return `${who}\n`
+    + `    client: longest ping gap ${c.ping.longestGapMs} ms (10 ms pings); keep-alive HTTP: longest wait ${c.http.longestWaitMs} ms, `
+    + `${c.http.failed} of ${c.http.requests + c.http.failed} requests failed, ${c.http.resets} resets; new connections: ${c.fresh.failed} of ${c.fresh.ok + c.fresh.failed} failed\n`
+    + `    control plane: DVIPA acquired after ${d.acquiredMs ?? '-'} ms; new owner alone on the address after ${d.settledMs} ms (polled)\n`;
 }
 
 async function failover(a: Args): Promise<void> {
   await lab(async () => {
-    const r = await failoverStep(opened(a.dir));
-    if (a.json) return out(`${JSON.stringify(r)}\n`);
-    out(r.event === 'takeover' ? `r1 killed and its link down: r2 took ${HA.dvipa} over in ${r.ms} ms\n` : `r1 back: it took ${HA.dvipa} back in ${r.ms} ms (readiness gate included)\n`);
+    const l = opened(a.dir);
+    const spawner = new Topology(LAB_PREFIX);
+    try {
+      const r = await failoverStep(l, await startProbe(l, spawner));
+      out(a.json ? `${JSON.stringify(r)}\n` : describeDrill(r));
+    } finally {
+      spawner.teardown();
+    }
   });
 }
 
@@ -142,15 +172,16 @@ async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
       await load.mark('steady');
       await sleep(1000);
       const steady = await load.report();
-      say('killing r1 (agent SIGKILL, external link down)');
-      const takeover = await failoverStep(l, () => load.mark('takeover'));
+      const probe = await startProbe(l, spawner);
+      say('r1 dies: both links down at one instant, then its agent killed');
+      const takeover = await failoverStep(l, probe, [load]);
       await load.allAnswering(15000);
       const afterTakeover = await load.close();
       // The new owner distributes as the old one did for 3 s; then by its own list.
       await sleep(3000);
       const during = await l.httpRound(30);
       say('bringing r1 back');
-      const takeback = await failoverStep(l, () => load.mark('takeback'));
+      const takeback = await failoverStep(l, probe, [load]);
       await sleep(3000);
       await load.allAnswering(15000);
       const afterTakeback = await load.close();
@@ -162,19 +193,24 @@ async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
         long: a.long, http: { before, duringTakeover: during, afterTakeback: after },
         takeover: afterTakeover, takeback: afterTakeback, everyWindow,
       });
+      for (const d of [takeover, takeback]) {
+        if (d.client.http.resets > 0) problems.push(`${d.event}: ${d.client.http.resets} keep-alive HTTP connections reset`);
+      }
       const ok = problems.length === 0;
       const report = {
         http: { before, duringTakeover: during, afterTakeback: after },
         longLived: { count: a.long, perTarget: steady.long.perTarget },
         takeover: {
-          ms: takeover.ms, firstNewConnectionMs: afterTakeover.fresh.firstOkAfterMs,
+          ms: takeover.settledMs, acquiredMs: takeover.acquiredMs, client: takeover.client,
+          firstNewConnectionMs: afterTakeover.fresh.firstOkAfterMs,
           longestWaitMs: afterTakeover.long.maxWaitMs, allAnsweringMs: afterTakeover.long.allAnsweredAfterMs,
           reset: lost(afterTakeover), silent: afterTakeover.long.silentSinceWindow,
           newFailed: afterTakeover.fresh.failed, newPending: afterTakeover.fresh.pending,
           retransmissions: afterTakeover.retrans,
         },
         takeback: {
-          ms: takeback.ms, reset: lost(afterTakeback), silent: afterTakeback.long.silentSinceWindow,
+          ms: takeback.settledMs, acquiredMs: takeback.acquiredMs, client: takeback.client,
+          reset: lost(afterTakeback), silent: afterTakeback.long.silentSinceWindow,
           newFailed: afterTakeback.fresh.failed,
           newPending: afterTakeback.fresh.pending, retransmissions: afterTakeback.retrans,
         },
@@ -186,9 +222,11 @@ async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
         out('\nreport\n');
         out(`  HTTP, r1 routing:            ${dist(before)}\n`);
         out(`  long-lived connections:      ${dist(steady.long.perTarget)}\n`);
-        out(`  takeover by r2:              ${takeover.ms} ms; first new connection ${report.takeover.firstNewConnectionMs ?? '-'} ms after the failure; longest wait ${report.takeover.longestWaitMs} ms; ${report.takeover.reset} of ${a.long} long-lived connections reset; ${report.takeover.newFailed} new connections failed\n`);
+        out(`  ${describeDrill(takeover)}`);
+        out(`  takeover by r2:              ${takeover.settledMs} ms; first new connection ${report.takeover.firstNewConnectionMs ?? '-'} ms after the failure; longest wait ${report.takeover.longestWaitMs} ms; ${report.takeover.reset} of ${a.long} long-lived connections reset; ${report.takeover.newFailed} new connections failed\n`);
         out(`  HTTP, r2 routing (own list): ${dist(during)}\n`);
-        out(`  takeback by r1:              ${takeback.ms} ms (readiness gate included); ${report.takeback.reset} reset; ${report.takeback.newFailed} new connections failed; ${report.takeback.retransmissions} TCP retransmissions\n`);
+        out(`  ${describeDrill(takeback)}`);
+        out(`  takeback by r1:              ${takeback.settledMs} ms (readiness gate included); ${report.takeback.reset} reset; ${report.takeback.newFailed} new connections failed; ${report.takeback.retransmissions} TCP retransmissions\n`);
         out(`  HTTP, r1 routing again:      ${dist(after)}\n`);
         for (const x of problems) out(`  FAILED: ${x}\n`);
         out(ok ? 'demo passed\n' : 'demo FAILED\n');

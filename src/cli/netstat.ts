@@ -117,10 +117,23 @@ async function ipsec(a: Args): Promise<void> {
       for (const e of r.refused) out(`    REFUSED: ${e}\n`);
       for (const f of r.failed) out(`    FAILED:  SPI ${f.spi}: ${f.error}\n`);
     }
+    const n = d.lastRenegotiation;
+    if (n) {
+      out(`  LAST RENEGOTIATION: ${n.at}  PEERS: ${n.peers}  RENEGOTIATED: ${n.renegotiated}  FAILED: ${n.failed.length}  REFUSED: ${n.refused.length}  ${n.tookMs}MS\n`);
+      for (const f of n.failed) out(`    FAILED:  ${f.peer}: ${f.error}\n`);
+    }
+    if (d.ike?.length) {
+      out(`  ${'IKE PEER'.padEnd(16)}${'CONN'.padEnd(14)}${'SOURCE'.padEnd(14)}${'STATE'.padEnd(13)}${'AGE'.padEnd(8)}${'PEER ID'.padEnd(24)}SPIS\n`);
+      for (const p of d.ike) {
+        out(`  ${p.remote.padEnd(16)}${p.conn.padEnd(14)}${p.source.toUpperCase().padEnd(14)}${p.state.padEnd(13)}${`${p.ageS}S`.padEnd(8)}${p.remoteId.padEnd(24)}${p.spis}\n`);
+        for (const c of p.children) out(`    CHILD ${c.name}  REQID: ${c.reqid}  SPI IN: ${c.spiIn}  OUT: ${c.spiOut}  ${c.state}\n`);
+        if (p.error) out(`    ERROR: ${p.error}\n`);
+      }
+    }
     if (!d.sas.length) continue;
-    out(`  ${'SPI'.padEnd(10)}${'PROTO'.padEnd(6)}${'DIR'.padEnd(4)}${'MODE'.padEnd(10)}${'SOURCE'.padEnd(12)}${'SRC'.padEnd(16)}${'DST'.padEnd(16)}${'SEQ'.padEnd(12)}${'PACKETS'.padEnd(11)}BYTES\n`);
+    out(`  ${'SPI'.padEnd(10)}${'PROTO'.padEnd(6)}${'DIR'.padEnd(4)}${'MODE'.padEnd(10)}${'SOURCE'.padEnd(14)}${'SRC'.padEnd(16)}${'DST'.padEnd(16)}${'SEQ'.padEnd(12)}${'PACKETS'.padEnd(11)}BYTES\n`);
     for (const s of d.sas) {
-      out(`  ${s.spi.padEnd(10)}${s.proto.toUpperCase().padEnd(6)}${s.dir.toUpperCase().padEnd(4)}${s.mode.toUpperCase().padEnd(10)}${s.source.toUpperCase().padEnd(12)}${s.src.padEnd(16)}${s.dst.padEnd(16)}${s.seq.padEnd(12)}${s.packets.padEnd(11)}${s.bytes}\n`);
+      out(`  ${s.spi.padEnd(10)}${s.proto.toUpperCase().padEnd(6)}${s.dir.toUpperCase().padEnd(4)}${s.mode.toUpperCase().padEnd(10)}${s.source.toUpperCase().padEnd(14)}${s.src.padEnd(16)}${s.dst.padEnd(16)}${s.seq.padEnd(12)}${s.packets.padEnd(11)}${s.bytes}\n`);
     }
   }
   out(`${rows.length} OF ${all.length} RECORDS DISPLAYED\n`);
@@ -144,7 +157,7 @@ export const netstatCommand = command({
           .option('limit', { type: 'number', default: 10000, describe: 'at most this many entries' }), (a) => vcrt(a))
       .command('vipadyn', 'the DVIPAs of this node: status, origin, rank, epoch, owner, since', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), (a) => vipadyn(a))
       .command('vipadcfg', 'the configuration in force on this node', (b) => b, (a) => vipadcfg(a))
-      .command('ipsec', 'IPsec recovery (CLUSTER IPSEC): per DVIPA the SAs held, negotiated here or re-installed, sequence numbers, last store write', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), (a) => ipsec(a))
+      .command('ipsec', 'IPsec recovery (CLUSTER IPSEC): per DVIPA the SAs held, negotiated here, re-installed or renegotiated, sequence numbers, last store write; with --ipsec-vici the IKE SA per peer', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), (a) => ipsec(a))
       .demandCommand(1, 'name a report: vdpt, vcrt, vipadyn, vipadcfg or ipsec'),
   handler: () => undefined,
 });

@@ -12,15 +12,19 @@ import type { ClusterConfig, NodeSpec } from '../config/model.js';
 import { planDvipas, rolesOf, type DvipaPlan, type Role } from './roles.js';
 import { ControlServer } from './control.js';
 import type { ControlHandlers } from './control-protocol.js';
-import { vcrtView, vipadynRow, type CouplingState, type VipadynRow } from './views.js';
+import { VCRT_DEFAULT_LIMIT, vcrtView, vipadynRow, type CouplingState, type VipadynRow } from './views.js';
 import { AgentMetrics } from './metrics.js';
 import { formatProfile } from '../config/format.js';
+import { CrtWalker } from '../dataplane/crt-walk.js';
 import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions } from './coupling.js';
 import { Election, PRIMARY_RANK, type DvipaCandidacy } from './election.js';
 import type { Claim, OwnerRecord } from '../net/ownership.js';
 import { Transport } from './transport.js';
+import type { Identities } from './handshake.js';
 import { DEFAULTS } from '../config/settings.js';
-import { MsgType, type Message } from './messages.js';
+import { MsgType, type DvipaChange, type Message } from './messages.js';
+import { Admission } from './admission.js';
+import { Refusals } from './refusals.js';
 import { RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
 import { ViaRoutes } from './via-routes.js';
@@ -28,6 +32,7 @@ import type { Logger } from '../log.js';
 import { IpsecRole, type IpsecOptions } from '../ipsec/ipsec-role.js';
 import * as xfrm from '../ipsec/xfrm.js';
 import { XfrmEventStream } from '../ipsec/events.js';
+import { ViciDaemon } from '../ipsec/ike.js';
 
 export interface HaOptions {
   /** etcd: endpoints, TLS and auth; none: ownership local to this node. */
@@ -44,9 +49,13 @@ export interface AgentOptions extends TargetOptions {
   config: ClusterConfig;
   node: string;
   key: Buffer;
+  /** Per-node keys (CLUSTER IDENTITIES); without them any holder of the cluster key may claim any name. */
+  identities?: Identities;
   pinRoot?: string;
   port?: number;
   ha?: HaOptions;
+  /** Targets connected and synced before this node takes a DVIPA back or by a move (default 1). */
+  readyTargets?: number;
   /** The control socket for `dvipa netstat` (none: no socket). */
   controlSocket?: string;
   /** host:port for Prometheus metrics at /metrics (none: not served). */
@@ -65,6 +74,7 @@ export class Agent {
   private readonly node: NodeSpec;
   private readonly plans: Map<string, DvipaPlan>;
   private readonly fp: FastPath;
+  private readonly crtWalker: CrtWalker;
   private readonly transport: Transport;
   private readonly router: RoutingRole;
   private readonly target: TargetRole;
@@ -81,6 +91,11 @@ export class Agent {
   private readonly since = new Map<string, number>();
   private roles = new Map<string, Role[]>();
   private ipsec?: IpsecRole;
+  private readonly admission: Admission;
+  /** What peers said and this node refused (not a routing node of the DVIPA, outside the ranges...). */
+  private readonly refusals: Refusals;
+  /** DVIPA messages waiting for etcd to name the same owner, by address. */
+  private readonly unconfirmed = new Map<string, { peer: string; change: DvipaChange }>();
 
   constructor(private readonly opts: AgentOptions) {
     const node = opts.config.nodes.find((n) => n.name === opts.node);
@@ -89,16 +104,22 @@ export class Agent {
     this.log = opts.logger.child({ node: node.name });
     if (opts.ipsec && !opts.ha?.etcd) throw new Error('IPsec recovery (CLUSTER IPSEC) keeps SAs in the coupling facility: give CLUSTER ETCD or --etcd');
     this.plans = planDvipas(opts.config);
+    this.admission = new Admission(opts.config, this.plans);
+    this.refusals = new Refusals(this.log, 'peer message refused');
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
+    this.crtWalker = new CrtWalker(this.fp.crt.fd);
     const peers = [
       ...opts.config.nodes.filter((n) => n.name !== node.name).map((n) => ({ name: n.name, xcf: n.xcf })),
       ...opts.config.peers,
     ].map((p) => ({ name: p.name, host: p.xcf, port: opts.port ?? DEFAULTS.port }));
-    this.transport = new Transport({ node: node.name, key: opts.key, listen: { host: node.xcf, port: opts.port ?? DEFAULTS.port }, peers, logger: this.log });
+    this.transport = new Transport({
+      node: node.name, key: opts.key, identities: opts.identities, listen: { host: node.xcf, port: opts.port ?? DEFAULTS.port }, peers,
+      logger: this.log,
+    });
     const nameOfXcf = new Map(peers.map((p) => [p.host, p.name]));
     const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
-    this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected }, this.log);
-    this.target = new TargetRole(this.fp, node, this.plans, opts, this.log, (router, m) => this.deliver(router, m));
+    this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected, readyTargets: opts.readyTargets }, this.log);
+    this.target = new TargetRole(this.fp, node, this.plans, opts, this.log, (router, m) => this.deliver(router, m), (n) => this.xcfOf(n));
     this.via = new ViaRoutes(this.fp, node, opts.config);
   }
 
@@ -135,10 +156,10 @@ export class Agent {
     if (this.opts.metricsAddress) {
       this.metrics = new AgentMetrics({
         vdpt: () => this.router.vdpt(),
-        crtEntries: () => this.fp.crt.count(),
+        crtEntries: () => this.crtWalker.count(),
         reasons: () => this.fp.reasonCounts(),
         served: () => this.fp.receivedStats(),
-        messageRejects: () => ({ ...this.transport.drops, stale_epoch: this.target.fence.refused }),
+        messageRejects: () => ({ ...this.transport.drops, ...this.refusals.counts, stale_epoch: this.target.fence.refused }),
         couplingUp: () => (this.cf?.shared ? this.cf.healthy : undefined),
         ipsec: () => this.ipsec?.rows(),
       });
@@ -151,7 +172,11 @@ export class Agent {
     this.log.info({ roles: Object.fromEntries([...roles].map(([d, rs]) => [d, rs.map((r) => r.kind)])) }, 'agent started');
   }
 
-  /** Stops the control plane only: programs and maps stay pinned and keep forwarding. */
+  /**
+   * Stops the control plane only: programs and maps stay pinned and keep forwarding. Every
+   * source of events (peers, sockets, XFRM, etcd) stops before the maps close, so nothing
+   * writes to a closed map (EBADFD) on the way out.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.cfRetry);
@@ -159,11 +184,13 @@ export class Agent {
     await this.metrics?.stop();
     this.election?.stop();
     this.ipsec?.stop();
+    // First, within the lease: the owner keys go to the restart-grace lease.
     await this.cf?.stop(this.opts.ha?.restartGraceSec ?? 10);
+    await this.transport.stop();
     this.target.stop();
     this.router.stop();
     this.via.stop();
-    await this.transport.stop();
+    await this.crtWalker.close();
     this.fp.close();
   }
 
@@ -183,7 +210,9 @@ export class Agent {
     if (ha.etcd) {
       const etcd = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
       if (this.opts.ipsec) {
-        this.ipsec = new IpsecRole(xfrm, etcd, this.opts.key, me, this.opts.ipsec, this.log, (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on));
+        const vici = this.opts.ipsec.vici;
+        const daemon = vici ? new ViciDaemon(vici, () => this.ipsec?.ikeChanged(), this.log) : undefined;
+        this.ipsec = new IpsecRole(xfrm, etcd, this.opts.key, me, this.opts.ipsec, this.log, (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on), daemon);
         for (const d of this.candidacies.keys()) this.ipsec.watch(d);
         this.ipsec.start();
       }
@@ -194,6 +223,12 @@ export class Agent {
       cf = local;
     }
     this.cf = cf;
+    cf.on('change', (d?: string) => {
+      const waiting = d === undefined ? undefined : this.unconfirmed.get(d);
+      if (!waiting || this.stopped) return;
+      this.unconfirmed.delete(d!);
+      this.onDvipa(waiting.peer, waiting.change);
+    });
     const election = new Election(cf, this.candidacies, {
       me,
       nopreempt: ha.nopreempt ?? false,
@@ -237,8 +272,13 @@ export class Agent {
   private controlHandlers(): ControlHandlers {
     return {
       vdpt: () => this.router.vdpt(),
-      // The data plane stamps entries with CLOCK_MONOTONIC (coarse), which hrtime reads too.
-      vcrt: (filter) => vcrtView(this.fp.crt.entries(), filter, process.hrtime.bigint()),
+      vcrt: async (filter) => {
+        // Read off the event loop (a full CRT is a million entries).
+        const found = await this.crtWalker.select(filter, filter.limit ?? VCRT_DEFAULT_LIMIT);
+        // The data plane stamps entries with CLOCK_MONOTONIC (coarse), which hrtime reads too.
+        const view = vcrtView(found.entries, {}, process.hrtime.bigint());
+        return { ...view, total: found.total, truncated: found.total > view.entries.length };
+      },
       vipadyn: () => ({ coupling: this.couplingState(), dvipas: this.vipadyn() }),
       vipadcfg: () => ({ node: this.node.name, profile: formatProfile({ ...this.opts.config, nodes: [this.node], peers: [] }), coupling: this.opts.config.coupling }),
       ipsec: () => {
@@ -297,11 +337,27 @@ export class Agent {
         return this.router.onSrvStat(peer, xcf, m.body);
       case MsgType.Conns:
         return this.router.onConns(xcf, m.body);
-      case MsgType.VipaList:
+      case MsgType.VipaList: {
+        const refused = this.admission.vipaList(peer, m.body);
+        if (refused) return this.refusals.add(peer, refused.reason, refused.detail);
         return this.target.learnVipaList(peer, m.body);
+      }
       case MsgType.Dvipa:
-        this.election?.deposed(m.body.address, { node: m.body.owner, rank: 0, epoch: m.body.epoch });
-        return this.target.onDvipa(peer, m.body);
+        return this.onDvipa(peer, m.body);
     }
+  }
+
+  /** A peer says it routes a DVIPA now: believed once etcd (if shared) names it too. */
+  private onDvipa(peer: string, change: DvipaChange): void {
+    const cf = this.cf;
+    const verdict = this.admission.dvipa(peer, change, cf?.shared ? () => cf.view(change.address).owner : undefined);
+    if (verdict === 'wait') {
+      this.unconfirmed.set(change.address, { peer, change });
+      return;
+    }
+    this.unconfirmed.delete(change.address);
+    if (verdict !== 'accept') return this.refusals.add(peer, verdict.reason, verdict.detail);
+    this.election?.deposed(change.address, { node: change.owner, rank: 0, epoch: change.epoch });
+    this.target.onDvipa(peer, change);
   }
 }

@@ -39,7 +39,10 @@ export type ControlRequest = { [C in ControlCommand]: { v?: typeof CONTROL_PROTO
 export type ControlAnswer<T = unknown> = { v: typeof CONTROL_PROTOCOL_VERSION; ok: true; data: T } | { v: typeof CONTROL_PROTOCOL_VERSION; ok: false; error: string };
 
 /** What an agent does with each command. */
-export type ControlHandlers = { [C in ControlCommand]: (args: ControlArgs[C]) => ControlReplies[C] };
+/** A handler may answer later (the CRT is read off the event loop). */
+export type ControlHandlers = {
+  [C in ControlCommand]: (args: ControlArgs[C]) => ControlReplies[C] | Promise<ControlReplies[C]>;
+};
 
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 

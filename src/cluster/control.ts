@@ -67,14 +67,19 @@ export class ControlServer {
         sock.pause();
       }
     });
+    // Some answers (the CRT) are read off the event loop and awaited: chained, so that
+    // requests on one connection are still answered in order.
+    let answered = Promise.resolve();
     readline.createInterface({ input: sock }).on('error', () => undefined).on('line', (line) => {
-      let answer: ControlAnswer;
-      try {
-        answer = { v, ok: true, data: dispatch(this.handlers, parseControlRequest(line)) };
-      } catch (e) {
-        answer = { v, ok: false, error: (e as Error).message };
-      }
-      sock.write(`${toJson(answer)}\n`);
+      answered = answered.then(async () => {
+        let answer: ControlAnswer;
+        try {
+          answer = { v, ok: true, data: await dispatch(this.handlers, parseControlRequest(line)) };
+        } catch (e) {
+          answer = { v, ok: false, error: (e as Error).message };
+        }
+        if (!sock.destroyed) sock.write(`${toJson(answer)}\n`);
+      });
     });
   }
 

@@ -8,9 +8,13 @@
 import { DvipaError } from '../errors.js';
 import { parseIpv4 } from '../net/addr.js';
 
-export enum MsgType { Hello = 0, VipaList = 1, SrvStat = 2, Conns = 3, Dvipa = 4 }
+export enum MsgType { Hello = 0, VipaList = 1, SrvStat = 2, Conns = 3, Dvipa = 4, Auth = 5, Ping = 6 }
 
-export interface Hello { node: string; nonce: string }
+/** Opens a handshake: who, a fresh nonce and an ephemeral X25519 public key (hex). It proves nothing by itself. */
+export interface Hello { node: string; nonce: string; eph: string }
+
+/** Closes a handshake: the sender's proof over both HELLOs (an Ed25519 signature, or an HMAC with the cluster key). */
+export interface Auth { proof: string }
 
 export interface ServiceRef { dvipa: string; port: number; protocol: 'tcp' | 'udp' }
 
@@ -32,12 +36,17 @@ export interface Conns { full: boolean; added: ConnRef[]; removed: ConnRef[] }
 
 export type Message =
   | { type: MsgType.Hello; body: Hello }
+  | { type: MsgType.Auth; body: Auth }
+  | { type: MsgType.Ping; body: Record<string, never> }
   | { type: MsgType.VipaList; body: VipaList }
   | { type: MsgType.SrvStat; body: SrvStat }
   | { type: MsgType.Conns; body: Conns }
   | { type: MsgType.Dvipa; body: DvipaChange };
 
 export class InvalidMessage extends DvipaError {}
+
+/** At most this many DVIPAs in a VIPA list, and services per DVIPA: each DVIPA served is an address bound on lo. */
+export const MAX_VIPAS = 256;
 
 /** At most this many connections in one Conns message; larger sets are split by the sender. */
 export const MAX_CONNS_PER_MESSAGE = 8192;
@@ -85,6 +94,13 @@ function epoch(v: Json, what: string): number {
   return v;
 }
 
+function hex(v: Json, what: string, min: number, max = min): string {
+  if (typeof v !== 'string' || !/^(?:[0-9a-f]{2})+$/.test(v) || v.length < 2 * min || v.length > 2 * max) {
+    throw new InvalidMessage(`${what}: expected ${min === max ? min : `${min} to ${max}`} bytes in hex`);
+  }
+  return v;
+}
+
 function serviceRef(v: Json, what: string): ServiceRef {
   const o = obj(v, what, ['dvipa', 'port', 'protocol']);
   return { dvipa: addr(o.dvipa, `${what}.dvipa`), port: port(o.port, `${what}.port`), protocol: protocol(o.protocol, `${what}.protocol`) };
@@ -101,20 +117,24 @@ function connRef(v: Json, what: string): ConnRef {
 function validate(type: MsgType, v: Json): Message {
   switch (type) {
     case MsgType.Hello: {
-      const o = obj(v, 'HELLO', ['node', 'nonce']);
+      const o = obj(v, 'HELLO', ['node', 'nonce', 'eph']);
       if (typeof o.node !== 'string' || !/^[\w.-]{1,64}$/.test(o.node)) throw new InvalidMessage('HELLO.node: expected a node name');
-      if (typeof o.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(o.nonce)) throw new InvalidMessage('HELLO.nonce: expected 16 bytes in hex');
-      return { type, body: { node: o.node, nonce: o.nonce } };
+      return { type, body: { node: o.node, nonce: hex(o.nonce, 'HELLO.nonce', 16), eph: hex(o.eph, 'HELLO.eph', 32) } };
     }
+    case MsgType.Auth:
+      return { type, body: { proof: hex(obj(v, 'AUTH', ['proof']).proof, 'AUTH.proof', 32, 64) } };
+    case MsgType.Ping:
+      obj(v, 'PING', []);
+      return { type, body: {} };
     case MsgType.VipaList: {
       const o = obj(v, 'VIPALIST', ['dvipas']);
-      const dvipas = arr(o.dvipas, 'VIPALIST.dvipas', 1024).map((d, i) => {
+      const dvipas = arr(o.dvipas, 'VIPALIST.dvipas', MAX_VIPAS).map((d, i) => {
         const at = `VIPALIST.dvipas[${i}]`;
         const od = obj(d, at, ['address', 'epoch', 'services']);
         return {
           address: addr(od.address, `${at}.address`),
           epoch: epoch(od.epoch, `${at}.epoch`),
-          services: arr(od.services, `${at}.services`, 1024).map((s, j) => {
+          services: arr(od.services, `${at}.services`, MAX_VIPAS).map((s, j) => {
             const os = obj(s, `${at}.services[${j}]`, ['port', 'protocol', 'targets']);
             const targets = os.targets === 'all' ? 'all' as const : arr(os.targets, `${at}.services[${j}].targets`, 1024).map((t, k) => addr(t, `${at}.services[${j}].targets[${k}]`));
             return { port: port(os.port, `${at}.services[${j}].port`, 0), protocol: protocol(os.protocol, `${at}.services[${j}].protocol`), targets };

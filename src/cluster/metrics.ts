@@ -12,7 +12,8 @@ import type { IpsecDvipaRow, VdptRow } from './views.js';
 /** What the metrics read, at each scrape. */
 export interface MetricsSource {
   vdpt(): VdptRow[];
-  crtEntries(): number;
+  /** Counted off the event loop (a full CRT takes most of a second to read). */
+  crtEntries(): Promise<number>;
   /** Target side: received through routing nodes, per DVIPA:port. */
   served(): Array<{ vip: string; port: number; protocol: string; packets: bigint; bytes: bigint }>;
   reasons(): Record<string, bigint>;
@@ -66,7 +67,7 @@ export class AgentMetrics {
         },
       });
     perTarget('dvipa_target_connections_active', 'connections the target reports now (ActiveConn)', (row) => row.activeConn);
-    perTarget('dvipa_target_connections_total', 'connections the target has reported since the agent started (TotalConn)', (row) => row.totalConn);
+    perTarget('dvipa_target_connections_total', 'new connections this node\'s data plane sent to the target (TotalConn)', (row) => row.totalConn);
     perTarget('dvipa_target_ready', '1 while an application listens on the service on the target (Rdy)', (row) => (row.ready ? 1 : 0));
     perTarget('dvipa_target_weight', "the target's weight in the Maglev table now (WLM)", (row) => row.weight);
     const received = (name: string, help: string, pick: (s: { packets: bigint; bytes: bigint }) => bigint) =>
@@ -81,8 +82,8 @@ export class AgentMetrics {
     received('dvipa_target_received_bytes_total', 'on a target: bytes (IP) it received through routing nodes for the DVIPA:port (counter)', (s) => s.bytes);
     new Gauge({
       name: 'dvipa_crt_entries', help: 'entries in the connection routing table', registers: [r],
-      collect() {
-        this.set(source.crtEntries());
+      async collect() {
+        this.set(await source.crtEntries());
       },
     });
     new Gauge({
@@ -127,6 +128,27 @@ export class AgentMetrics {
       collect() {
         this.reset();
         for (const d of ipsec()) if (d.lastReinstall) this.set({ dvipa: d.dvipa }, d.lastReinstall.refused.length + d.lastReinstall.failed.length);
+      },
+    });
+    new Gauge({
+      name: 'dvipa_ipsec_ike_sas', help: 'IKE SAs of the DVIPA held by this node\'s charon, by source: negotiated here, renegotiated after a takeover, or inherited (a predecessor\'s, not renegotiated)', labelNames: ['dvipa', 'source'], registers: [r],
+      collect() {
+        this.reset();
+        for (const d of ipsec()) for (const source of ['negotiated', 'renegotiated', 'inherited']) if (d.ike) this.set({ dvipa: d.dvipa, source }, d.ike.filter((p) => p.source === source).length);
+      },
+    });
+    new Counter({
+      name: 'dvipa_ipsec_renegotiations_total', help: "peers whose IKE SA this node renegotiated after winning the DVIPA, or failed to", labelNames: ['dvipa', 'result'], registers: [r],
+      collect() {
+        this.reset();
+        for (const d of ipsec()) if (d.renegotiations) for (const result of ['renegotiated', 'failed'] as const) this.inc({ dvipa: d.dvipa, result }, d.renegotiations[result]);
+      },
+    });
+    new Gauge({
+      name: 'dvipa_ipsec_last_renegotiation_seconds', help: "seconds the DVIPA's last renegotiation here took: from its kernel SAs re-installed to all its peers' CHILD SAs negotiated again (or given up)", labelNames: ['dvipa'], registers: [r],
+      collect() {
+        this.reset();
+        for (const d of ipsec()) if (d.lastRenegotiation) this.set({ dvipa: d.dvipa }, d.lastRenegotiation.tookMs / 1000);
       },
     });
     this.ownershipChanges = new Counter({ name: 'dvipa_ownership_changes_total', help: 'DVIPAs this node took: takeover, takeback, move, adopted', labelNames: ['dvipa', 'how'], registers: [r] });

@@ -63,11 +63,21 @@ export class TargetRole {
     private readonly opts: TargetOptions,
     private readonly log: Logger,
     private readonly deliver: (router: string, m: Message) => void,
+    /** A peer's cluster address, by name. */
+    private readonly xcfOf: (node: string) => string | undefined,
   ) {}
 
   start(): void {
     this.timer = setInterval(() => this.scan(), this.opts.scanMs ?? 1000);
+    this.allowDecap();
     this.scan();
+  }
+
+  /** Decapsulation only from the routing nodes of what this node serves, for those services. */
+  private allowDecap(): void {
+    const services = this.myServices();
+    const routers = [...services.keys()].map(this.xcfOf).filter((x): x is string => x !== undefined);
+    this.fp.allowDecap(routers, [...services.values()].flat());
   }
 
   stop(): void {
@@ -125,6 +135,10 @@ export class TargetRole {
 
   /** Reconciliation: compare the sockets with what was reported, send the differences. */
   private scan(): void {
+    const mine = this.myServices();
+    // /proc/net/tcp lists every socket of the host: a node serving nothing never reads it,
+    // so junk connections to a routing node's agent port cost it nothing here.
+    if (!mine.size) return;
     let sockets;
     try {
       sockets = readSockets();
@@ -133,7 +147,7 @@ export class TargetRole {
       return;
     }
     const load = this.readLoad();
-    for (const [router, services] of this.myServices()) {
+    for (const [router, services] of mine) {
       const dvipas = new Set(services.map((s) => s.vip));
       const listeners = new Set(services.filter((s) => s.port !== 0 && listensOn(sockets, s.vip, s.port)).map((s) => refKey({ dvipa: s.vip, port: s.port, protocol: 'tcp' })));
       // A port-0 service (all ports) is ready when anything listens on the DVIPA.
@@ -204,6 +218,7 @@ export class TargetRole {
     }
     this.announced.set(router, mine);
     for (const s of mine) this.serve(s.vip);
+    this.allowDecap();
     this.log.info({ router, services: mine.map(serviceName) }, 'VIPA list received');
     this.scan();
   }

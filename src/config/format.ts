@@ -22,6 +22,7 @@ function distribute(d: VipaDistribute): string {
 export function formatProfile(cfg: ClusterConfig): string {
   const lines: string[] = [];
   if (cfg.keyFile) lines.push(`CLUSTER KEYFILE ${cfg.keyFile}`);
+  if (cfg.identities) lines.push(`CLUSTER IDENTITIES ${cfg.identities}`);
   const c = cfg.coupling;
   if (c) {
     const opts = [c.leaseTtl !== undefined ? ` LEASETTL ${c.leaseTtl}` : '', c.nopreempt ? ' NOPREEMPT' : '', c.takebackDelay !== undefined ? ` TAKEBACKDELAY ${c.takebackDelay}` : ''].join('');

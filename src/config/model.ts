@@ -89,6 +89,8 @@ export function isEtcdUrl(s: string): boolean {
 
 export interface ClusterConfig {
   keyFile?: string;
+  /** A directory of per-node Ed25519 keys: every node's `name`.pub, and this node's `name`.key. */
+  identities?: string;
   coupling?: CouplingConfig;
   ipsec?: IpsecConfig;
   nodes: NodeSpec[];

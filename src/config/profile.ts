@@ -8,6 +8,7 @@
  * PROFILE.TCPIP, are each reported by name, once.
  *
  *   CLUSTER KEYfile /etc/dvipa/cluster.key
+ *   CLUSTER IDENTities /etc/dvipa/nodes
  *   CLUSTER ETCD http://10.1.0.100:2379 LEASETTL 1 TAKEBACKDELAY 5
  *   CLUSTER IPSEC SEQMARGIN 1000000 INTERVAL 1000
  *   NODE r1 XCF 198.18.1.1 EXTernal eth0 INTernal eth1
@@ -206,7 +207,8 @@ class Parser {
           if (this.accept('ETCD')) cfg.coupling = this.coupling();
           else if (this.accept('IPSEC')) cfg.ipsec = this.ipsec();
           else if (this.accept('KEYfile')) cfg.keyFile = this.word('a key file path');
-          else this.fail(this.peek(), 'KEYfile, ETCD or IPSEC');
+          else if (this.accept('IDENTities')) cfg.identities = this.word('a directory of node keys');
+          else this.fail(this.peek(), 'KEYfile, IDENTITIES, ETCD or IPSEC');
         } else if (this.accept('NODE')) {
           // Registered before its parameters are read: a typo in them must not orphan the block.
           node = { name: '', xcf: '', internal: [], vipaDynamic: emptyVipaDynamic() };

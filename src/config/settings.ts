@@ -24,6 +24,8 @@ export const LIMITS = {
   port: [1, 65535],
   /** Milliseconds between reconciliation scans of the sockets. */
   scanMs: [50, 60000],
+  /** Targets connected and synced before the readiness gate (takeback, move) opens. */
+  readyTargets: [0, 1024],
   /** VIPABACKUP and HOTSTANDBY backup ranks (the primary's is above them). */
   rank: [1, 254],
   /** WEIGHTEDACTIVE weights. */
@@ -41,6 +43,7 @@ export const DEFAULTS = {
   recordInterval: 1000,
   port: 7400,
   scanMs: 1000,
+  readyTargets: 1,
   /** A VIPABACKUP without a rank. */
   rank: 1,
   /** A WEIGHTEDACTIVE destination without a weight: the DPT applies it. */
@@ -73,8 +76,10 @@ export interface AgentFlags {
   restartGrace?: number;
   ipsecSeqMargin?: number;
   ipsecInterval?: number;
+  ipsecVici?: string;
   port?: number;
   scanMs?: number;
+  readyTargets?: number;
 }
 
 export interface AgentSettings {
@@ -83,9 +88,10 @@ export interface AgentSettings {
   nopreempt: boolean;
   restartGraceSec: number;
   /** Undefined: IPsec recovery is off. */
-  ipsec?: { seqMargin: number; intervalMs: number };
+  ipsec?: { seqMargin: number; intervalMs: number; vici?: string };
   port: number;
   scanMs: number;
+  readyTargets: number;
 }
 
 /** What a file says, where the agent's settings come from. */
@@ -94,7 +100,7 @@ export interface AgentFileSettings { coupling?: CouplingConfig; ipsec?: IpsecCon
 /**
  * The agent's settings: each flag over the file over the default, checked against LIMITS
  * (a file's values were checked as it was parsed). IPsec recovery is on with CLUSTER IPSEC
- * or either IPsec flag.
+ * or any IPsec flag.
  */
 export function resolveAgentSettings(file: AgentFileSettings, flags: AgentFlags): AgentSettings {
   const pick = (name: Limited, flag: string, given: number | undefined, fromFile: number | undefined, dflt: number): number => {
@@ -103,7 +109,8 @@ export function resolveAgentSettings(file: AgentFileSettings, flags: AgentFlags)
     return v;
   };
   const c = file.coupling;
-  const ipsecOn = file.ipsec !== undefined || flags.ipsecSeqMargin !== undefined || flags.ipsecInterval !== undefined;
+  const ipsecOn = file.ipsec !== undefined || flags.ipsecSeqMargin !== undefined || flags.ipsecInterval !== undefined
+    || !!flags.ipsecVici;
   return {
     leaseTtlSec: pick('leaseTtl', 'lease-ttl', flags.leaseTtl, c?.leaseTtl, DEFAULTS.leaseTtl),
     takebackDelaySec: pick('takebackDelay', 'takeback-delay', flags.takebackDelay, c?.takebackDelay, DEFAULTS.takebackDelay),
@@ -113,9 +120,11 @@ export function resolveAgentSettings(file: AgentFileSettings, flags: AgentFlags)
       ipsec: {
         seqMargin: pick('seqMargin', 'ipsec-seq-margin', flags.ipsecSeqMargin, file.ipsec?.seqMargin, DEFAULTS.seqMargin),
         intervalMs: pick('recordInterval', 'ipsec-interval', flags.ipsecInterval, file.ipsec?.interval, DEFAULTS.recordInterval),
+        ...(flags.ipsecVici ? { vici: flags.ipsecVici } : {}),
       },
     } : {}),
     port: pick('port', 'port', flags.port, undefined, DEFAULTS.port),
     scanMs: pick('scanMs', 'scan-ms', flags.scanMs, undefined, DEFAULTS.scanMs),
+    readyTargets: pick('readyTargets', 'ready-targets', flags.readyTargets, undefined, DEFAULTS.readyTargets),
   };
 }

@@ -93,8 +93,9 @@ class Reader {
 
   cluster(doc: Json): ClusterConfig {
     const cfg: ClusterConfig = { nodes: [], peers: [] };
-    if (!this.keys(doc, [], ['keyFile', 'coupling', 'ipsec', 'nodes', 'peers'])) return cfg;
+    if (!this.keys(doc, [], ['keyFile', 'identities', 'coupling', 'ipsec', 'nodes', 'peers'])) return cfg;
     if (doc.keyFile !== undefined) cfg.keyFile = this.str(doc.keyFile, ['keyFile'], 'a key file path');
+    if (doc.identities !== undefined) cfg.identities = this.str(doc.identities, ['identities'], 'a directory of node keys');
     if (doc.coupling !== undefined) cfg.coupling = this.coupling(doc.coupling);
     if (doc.ipsec !== undefined) cfg.ipsec = this.ipsec(doc.ipsec);
     this.list(doc.peers, ['peers']).forEach((p, i) => {
@@ -280,6 +281,7 @@ export function parseYamlConfig(text: string, file = '<yaml>'): ClusterConfig {
 export function formatYamlConfig(cfg: ClusterConfig): string {
   const out: Record<string, Json> = {};
   if (cfg.keyFile) out.keyFile = cfg.keyFile;
+  if (cfg.identities) out.identities = cfg.identities;
   if (cfg.coupling) out.coupling = { ...cfg.coupling };
   if (cfg.ipsec) out.ipsec = { ...cfg.ipsec };
   if (cfg.peers.length) out.peers = cfg.peers;

@@ -9,22 +9,30 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadObject, mapRef, type BpfObject, type MapRef } from '../kernel/object.js';
 import { sys } from '../kernel/sys.js';
+import { SyscallError } from '../kernel/errors.js';
+import { inNetnsAt } from '../kernel/netns.js';
 import { BpfMap, BPF_ANY, PerCpuArray, PerCpuHash } from './map.js';
 import {
-  addr, affinity, affinityKey, CRT_DEFAULT_ENTRIES, crtEntry, flow, MAX_SERVICES, nexthop, nodeConfig,
-  REASONS, servedStats, svc, svcKey, svcStats, u32, u64, u8,
+  addr, affinity, affinityKey, CRT_DEFAULT_ENTRIES, crtEntry, FIB_RESULTS, flow, MAX_SERVICES, MAX_TARGETS,
+  nodeConfig, REASONS, resolve, servedStats, svc, svcKey, svcStats, targetEntry, targetStats, u32, u64, u8,
 } from './structs.js';
-import type { Affinity, AffinityKey, CrtEntry, Nexthop, NodeConfig, Reason, ServedStats, SvcKey, SvcStats } from './structs.js';
+import type {
+  Affinity, AffinityKey, CrtEntry, NodeConfig, Reason, ServedStats, SvcKey, SvcStats, TargetEntry, TargetStats,
+} from './structs.js';
+import { runXdp } from './testrun.js';
 import { attachXdp, detachXdp, listLinks } from './xdp.js';
 import type { Attachment, XdpMode } from './xdp.js';
 import { buildMaglev, MAGLEV_SIZE } from '../tables/maglev.js';
 import { IPPROTO, isProtocol, protocolName, type Flow } from '../net/flow.js';
 import { serviceName, type Service, type Target } from '../net/service.js';
 import { interfaceMac } from '../net/iproute.js';
+import { parseIpv4 } from '../net/addr.js';
 import { log as rootLog, type Logger } from '../log.js';
 
 const NO_MAC = '00:00:00:00:00:00';
 const BPF_MAP_TYPE_ARRAY = 2;
+const LOOPBACK_IFINDEX = 1;
+const RESOLVER = 'xdp_resolve';
 
 /** The programs dvipa attaches, by role. */
 export const PROGRAMS = { distributor: 'xdp_distributor', decap: 'xdp_decap' } as const;
@@ -37,7 +45,17 @@ export interface FastPathOptions {
   crtMaxEntries?: number;
   /** Where distributor.bpf.o and decap.bpf.o are (default: the build directory). */
   objectDir?: string;
+  /**
+   * The network namespace (a path, e.g. /run/netns/NAME) whose FIB gives the targets' next
+   * hops; default: the calling thread's at each resolution (the agent's own).
+   */
+  netnsPath?: string;
   logger?: Logger;
+}
+
+/** A target's next hop as the control plane resolved it. */
+export interface TargetNexthop {
+  addr: string; svcId: number; index: number; resolved: boolean; ifindex: number; dmac: string; mtu: number;
 }
 
 function keyOf(s: Service): SvcKey {
@@ -71,25 +89,35 @@ export class FastPath {
   readonly services: BpfMap<SvcKey, { id: number; affinityS: number }>;
   /** DVIPA -> epoch under which this node owns it (0: a backup's warm tables). */
   readonly routed: BpfMap<string, bigint>;
+  /** DVIPA -> CLOCK_MONOTONIC ns after which this node no longer answers for it (no entry: never). */
+  readonly fence: BpfMap<string, bigint>;
   readonly served: BpfMap<string, number>;
   /** VIPAROUTE: target cluster address -> the address its packets are encapsulated to. */
   readonly viaRoutes: BpfMap<string, string>;
   /** Target side: outer destinations decap accepts besides the cluster address (VIPAROUTE). */
   readonly decapAddrs: BpfMap<string, number>;
+  readonly decapRouters: BpfMap<string, number>;
+  readonly decapServices: BpfMap<SvcKey, number>;
   readonly crt: BpfMap<Flow, CrtEntry>;
   readonly txPorts: BpfMap<number, number>;
-  readonly nexthops: BpfMap<string, Nexthop>;
+  /** Target index -> address and resolved next hop (the Maglev slots and CRT entries carry indexes). */
+  readonly targets: BpfMap<number, TargetEntry>;
   readonly affinity: BpfMap<AffinityKey, Affinity>;
   readonly svcStats: PerCpuArray<SvcStats>;
   private readonly servedStats: PerCpuHash<SvcKey, ServedStats>;
+  private readonly targetStats: PerCpuArray<TargetStats>;
+  /** `${svcId}|${addr}` -> its index in `targets`, as the pinned map holds it. */
+  private readonly targetIndex = new Map<string, number>();
+  private readonly netnsPath?: string;
   private readonly reasons: PerCpuArray<{ v: bigint }>;
   private readonly maglev: MapRef;
   private readonly objects: Map<Role, BpfObject>;
   private readonly log: Logger;
 
-  private constructor(readonly pinRoot: string, objects: Map<Role, BpfObject>, logger: Logger) {
+  private constructor(readonly pinRoot: string, objects: Map<Role, BpfObject>, logger: Logger, netnsPath?: string) {
     this.objects = objects;
     this.log = logger;
+    this.netnsPath = netnsPath;
     // The router's maps come from the distributor object, a target's from decap (bpf/maps_*.h).
     const router = objects.get('distributor')!;
     const target = objects.get('decap')!;
@@ -97,18 +125,24 @@ export class FastPath {
     this.config = new BpfMap('node_config', fd('node_config'), u32, nodeConfig);
     this.services = new BpfMap('services', fd('services'), svcKey, svc);
     this.routed = new BpfMap('routed', fd('routed'), addr, u64);
+    this.fence = new BpfMap('fence', fd('fence'), addr, u64);
     this.served = new BpfMap('served', target.mapFd('served'), addr, u8);
     this.viaRoutes = new BpfMap('via_routes', fd('via_routes'), addr, addr);
     this.decapAddrs = new BpfMap('decap_addrs', target.mapFd('decap_addrs'), addr, u8);
+    this.decapRouters = new BpfMap('decap_routers', target.mapFd('decap_routers'), addr, u8);
+    this.decapServices = new BpfMap('decap_services', target.mapFd('decap_services'), svcKey, u8);
     this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
     this.txPorts = new BpfMap('tx_ports', fd('tx_ports'), u32, u32);
-    this.nexthops = new BpfMap('nexthops', fd('nexthops'), addr, nexthop);
+    this.targets = new BpfMap('targets', fd('targets'), u32, targetEntry);
+    this.targetStats = new PerCpuArray('target_stats', fd('target_stats'), targetStats,
+      (a, b) => ({ conns: a.conns + b.conns, packets: a.packets + b.packets, bytes: a.bytes + b.bytes }));
     this.affinity = new BpfMap('affinity', fd('affinity'), affinityKey, affinity);
     this.svcStats = new PerCpuArray('svc_stats', fd('svc_stats'), svcStats, addStats);
     this.servedStats = new PerCpuHash('served_stats', target.mapFd('served_stats'), svcKey, servedStats, (a, b) => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes }));
     this.reasons = new PerCpuArray('reasons', fd('reasons'), { size: 8, decode: (b, o) => ({ v: u64.decode(b, o) }) },
       (a, b) => ({ v: a.v + b.v }));
     this.maglev = mapRef('maglev', fd('maglev'));
+    for (const [i, t] of this.targets.entries()) if (t.addr !== '0.0.0.0') this.targetIndex.set(`${t.svcId}|${t.addr}`, i);
   }
 
   /**
@@ -133,11 +167,12 @@ export class FastPath {
       for (const o of objects.values()) o.close();
       throw e;
     }
-    return new FastPath(pinRoot, objects, logger);
+    return new FastPath(pinRoot, objects, logger, opts.netnsPath);
   }
 
-  progFd(role: Role): number {
-    return this.objects.get(role)!.progFd(PROGRAMS[role]);
+  progFd(role: Role | typeof RESOLVER): number {
+    const program = role === RESOLVER ? RESOLVER : PROGRAMS[role];
+    return this.objects.get(role === RESOLVER ? 'distributor' : role)!.progFd(program);
   }
 
   /** Node-wide settings: the cluster address is the outer source of encapsulated packets. */
@@ -172,17 +207,24 @@ export class FastPath {
     let id = this.serviceId(s);
     const isNew = id === undefined;
     if (isNew) id = this.freeServiceId();
+    const svcId = id!;
 
+    // Every listed target has an index with its next hop resolved before a slot points to it.
+    const wanted = new Set(targets.map((t) => t.addr));
+    const indexOf = new Map<number, number>();
+    for (const a of wanted) indexOf.set(parseIpv4(a), this.targetSlot(svcId, a));
     const values = Buffer.alloc(MAGLEV_SIZE * 4);
-    for (let i = 0; i < MAGLEV_SIZE; i++) values.writeUInt32BE(table[i], i * 4);
+    for (let i = 0; i < MAGLEV_SIZE; i++) values.writeUInt32LE(table[i] ? indexOf.get(table[i])! : 0, i * 4);
     const inner = sys.mapCreate('maglev(inner)', BPF_MAP_TYPE_ARRAY, 'maglev_table', 4, 4, MAGLEV_SIZE, 0);
     try {
       sys.mapUpdateBatch('maglev(inner)', inner, maglevKeys(), values, MAGLEV_SIZE, BPF_ANY);
-      const key = u32.encode(id!);
-      const fdBuf = u32.encode(inner);
-      sys.mapUpdate('maglev', this.maglev, key, fdBuf, BPF_ANY);
+      sys.mapUpdate('maglev', this.maglev, u32.encode(svcId), u32.encode(inner), BPF_ANY);
     } finally {
       sys.closeFd('maglev(inner)', inner);
+    }
+    // Indexes of targets that left: their connections' CRT entries fall back to the FIB.
+    for (const [key, i] of this.targetIndex) {
+      if (key.startsWith(`${svcId}|`) && !wanted.has(key.slice(key.indexOf('|') + 1))) this.freeTargetSlot(key, i);
     }
     if (isNew) {
       this.svcStats.reset(id!);
@@ -204,6 +246,7 @@ export class FastPath {
     const stale = [...this.affinity.keys()].filter((k) => k.svcId === id);
     if (stale.length) this.affinity.deleteBatch(stale);
     sys.mapDelete('maglev', this.maglev, u32.encode(id));
+    for (const [key, i] of this.targetIndex) if (key.startsWith(`${id}|`)) this.freeTargetSlot(key, i);
     if (!this.listServices().some((o) => o.vip === s.vip)) this.routed.delete(s.vip);
     this.log.info({ service: serviceName(s), id }, 'service removed');
     return true;
@@ -215,13 +258,90 @@ export class FastPath {
     throw new RangeError(`no free service id: at most ${MAX_SERVICES} distributed services per node`);
   }
 
+  /** The index of the service's target in `targets` (for CRT entries the control plane writes), or 0. */
+  targetIndexOf(svcId: number, target: string): number {
+    return this.targetIndex.get(`${svcId}|${target}`) ?? 0;
+  }
+
+  /** What the data plane counted for the service's target: new connections, packets, bytes. */
+  targetCounts(svcId: number, target: string): TargetStats {
+    const i = this.targetIndexOf(svcId, target);
+    return i ? this.targetStats.get(i) : { conns: 0n, packets: 0n, bytes: 0n };
+  }
+
+  /** Every target's next hop as resolved now. */
+  nexthops(): TargetNexthop[] {
+    return [...this.targetIndex.values()].map((index) => {
+      const t = this.targets.get(index)!;
+      return { addr: t.addr, svcId: t.svcId, index, resolved: t.ifindex !== 0, ifindex: t.ifindex, dmac: t.dmac, mtu: t.mtu };
+    });
+  }
+
   /**
-   * Forgets every cached next hop, so the next packet to each target asks the FIB again.
-   * For route, neighbour or interface changes that must take effect before the cache's
-   * one-second lifetime ends.
+   * Asks the FIB again for every target's next hop and writes those that changed; returns
+   * how many did. For route, neighbour, link and forwarding changes (see nexthops.ts).
    */
-  flushNexthops(): number {
-    return this.nexthops.deleteBatch([...this.nexthops.keys()]);
+  resolveTargets(): number {
+    let changed = 0;
+    this.inNamespace(() => {
+      for (const index of this.targetIndex.values()) if (this.resolveTarget(index)) changed++;
+    });
+    return changed;
+  }
+
+  /** A free index for the service's target, or the one it has; resolved before it is returned. */
+  private targetSlot(svcId: number, target: string): number {
+    const key = `${svcId}|${target}`;
+    const known = this.targetIndex.get(key);
+    if (known !== undefined) return known;
+    const used = new Set(this.targetIndex.values());
+    let index = 1;
+    while (used.has(index)) index++;
+    if (index >= MAX_TARGETS) throw new RangeError(`no free target index: at most ${MAX_TARGETS - 1} targets over all services of a node`);
+    this.targets.set(index, { addr: target, svcId, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC });
+    this.targetStats.reset(index);
+    this.targetIndex.set(key, index);
+    this.inNamespace(() => this.resolveTarget(index));
+    return index;
+  }
+
+  private freeTargetSlot(key: string, index: number): void {
+    this.targets.set(index, { addr: '0.0.0.0', svcId: 0, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC });
+    this.targetIndex.delete(key);
+  }
+
+  /** One target's next hop by xdp_resolve (the distributor's own FIB lookup); whether it changed. */
+  private resolveTarget(index: number): boolean {
+    const t = this.targets.get(index);
+    if (!t || t.addr === '0.0.0.0') return false;
+    const ingress = this.config.get(0)?.extIfindex || LOOPBACK_IFINDEX;
+    const frame = Buffer.alloc(Math.max(resolve.size, 64));
+    resolve.encode({ addr: t.addr, rc: 0 }, frame);
+    let out: Buffer;
+    try {
+      out = runXdp(this.progFd(RESOLVER), RESOLVER, frame, { ingressIfindex: ingress }).frame;
+    } catch (e) {
+      // The external interface gone (ENODEV), say: a next hop that cannot be checked is not kept.
+      if (!(e instanceof SyscallError)) throw e;
+      this.log.warn({ target: t.addr, err: e.message }, 'cannot resolve the target\'s next hop');
+      out = resolve.encode({ addr: t.addr, rc: FIB_RESULTS.indexOf('not_fwded') }, frame);
+    }
+    const { rc } = resolve.decode(out);
+    const nh = targetEntry.decode(out, 8);
+    const next: TargetEntry = rc === 0
+      ? { addr: t.addr, svcId: t.svcId, ifindex: nh.ifindex, mtu: nh.mtu, smac: nh.smac, dmac: nh.dmac }
+      : { addr: t.addr, svcId: t.svcId, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC };
+    if (next.ifindex === t.ifindex && next.mtu === t.mtu && next.smac === t.smac && next.dmac === t.dmac) return false;
+    this.targets.set(index, next);
+    const why = rc ? { unresolved: FIB_RESULTS[rc] ?? rc } : {};
+    this.log.info({ target: t.addr, svcId: t.svcId, ifindex: next.ifindex, dmac: next.dmac, mtu: next.mtu, ...why },
+      rc ? 'target next hop not resolved: the data plane asks the FIB per packet' : 'target next hop resolved');
+    return true;
+  }
+
+  /** Runs `fn` in the namespace whose FIB gives the next hops. */
+  inNamespace<T>(fn: () => T): T {
+    return this.netnsPath ? inNetnsAt(this.netnsPath, this.netnsPath, fn) : fn();
   }
 
   /** Lets the distributor redirect to `ifname` (an interface towards the targets). */
@@ -254,6 +374,15 @@ export class FastPath {
     for (const a of addrs) this.decapAddrs.set(a, 1);
   }
 
+  /**
+   * This node may answer for the DVIPA until `deadlineNs` (CLOCK_MONOTONIC, as
+   * process.hrtime.bigint()); FENCE_EXPIRED: no longer; undefined: always (no fencing).
+   */
+  setFence(vip: string, deadlineNs: bigint | undefined): void {
+    if (deadlineNs === undefined) this.fence.delete(vip);
+    else this.fence.set(vip, deadlineNs);
+  }
+
   /** Target side: decapsulate packets for this DVIPA. */
   serve(vip: string): void {
     this.served.set(vip, 1);
@@ -261,6 +390,20 @@ export class FastPath {
 
   unserve(vip: string): boolean {
     return this.served.delete(vip);
+  }
+
+  /**
+   * Target side: decapsulate only from these routing nodes (cluster addresses) and only for
+   * these services (port 0: every port of the DVIPA). Replaces the sets; entries that stay
+   * are not touched, so no packet meanwhile meets a half-written set.
+   */
+  allowDecap(routers: Iterable<string>, services: Iterable<Service>): void {
+    const wantRouters = new Set(routers);
+    const want = new Map([...services].map((s) => [serviceName(s), keyOf(s)]));
+    for (const r of wantRouters) this.decapRouters.set(r, 1);
+    for (const k of want.values()) this.decapServices.set(k, 1);
+    for (const r of [...this.decapRouters.keys()]) if (!wantRouters.has(r)) this.decapRouters.delete(r);
+    for (const k of [...this.decapServices.keys()]) if (!want.has(serviceName(serviceOf(k)))) this.decapServices.delete(k);
   }
 
   /** Target side: what arrived through routing nodes, per DVIPA:port (port 0: fragments and portless protocols). */

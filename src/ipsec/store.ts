@@ -54,7 +54,8 @@ const reviver = (_: string, v: unknown) => {
   return v;
 };
 
-export function sealRecord(key: Buffer, where: string, r: SaRecord): Buffer {
+/** Seals any JSON-able record (Buffers and bigints kept) at `where`: the SA records here, the IKE records in ike.ts. */
+export function sealJson(key: Buffer, where: string, r: object): Buffer {
   const iv = randomBytes(IV);
   const c = createCipheriv('aes-256-gcm', key, iv);
   c.setAAD(Buffer.from(where));
@@ -62,8 +63,10 @@ export function sealRecord(key: Buffer, where: string, r: SaRecord): Buffer {
   return Buffer.concat([MAGIC, iv, c.getAuthTag(), body]);
 }
 
-/** Opens a record, or says why not: not ours, wrong key or tampered, malformed, ahead of the DVIPA's epoch. */
-export function openRecord(key: Buffer, where: string, blob: Buffer, currentEpoch: number): SaRecord {
+export const sealRecord = (key: Buffer, where: string, r: SaRecord): Buffer => sealJson(key, where, r);
+
+/** Opens what sealJson sealed at `where`, or says why not: not ours, wrong key or tampered, not JSON. */
+export function openJson(key: Buffer, where: string, blob: Buffer): unknown {
   if (blob.length < MAGIC.length + IV + TAG || !blob.subarray(0, MAGIC.length).equals(MAGIC)) throw new StoreError(where, 'not a dvipa SA record');
   const iv = blob.subarray(MAGIC.length, MAGIC.length + IV);
   const tag = blob.subarray(MAGIC.length + IV, MAGIC.length + IV + TAG);
@@ -76,12 +79,16 @@ export function openRecord(key: Buffer, where: string, blob: Buffer, currentEpoc
   } catch {
     throw new StoreError(where, 'does not open: sealed with another cluster key, moved from another place, or corrupt');
   }
-  let r: SaRecord;
   try {
-    r = JSON.parse(text, reviver) as SaRecord;
+    return JSON.parse(text, reviver);
   } catch {
     throw new StoreError(where, 'opens but is not JSON (written by another version?)');
   }
+}
+
+/** Opens a record, or says why not: not ours, wrong key or tampered, malformed, ahead of the DVIPA's epoch. */
+export function openRecord(key: Buffer, where: string, blob: Buffer, currentEpoch: number): SaRecord {
+  const r = openJson(key, where, blob) as SaRecord;
   if (typeof r?.epoch !== 'number' || typeof r.dvipa !== 'string' || !r.sa || typeof r.sa.spi !== 'number') throw new StoreError(where, 'opens but lacks its epoch, DVIPA or SA');
   if (r.epoch > currentEpoch) throw new StoreError(where, `written at epoch ${r.epoch}, ahead of the DVIPA's epoch ${currentEpoch}: refused`);
   return r;

@@ -1,4 +1,4 @@
-/* Kernel event sources read on Node's event loop: a BPF ring buffer, XFRM netlink notifications. */
+/* Kernel event sources read on Node's event loop: a BPF ring buffer, XFRM and rtnetlink notifications. */
 import { native, type XfrmEventMessage } from './addon.js';
 import { about } from './errors.js';
 
@@ -17,4 +17,12 @@ export function openRingBuffer(name: string, mapFd: number, onRecords: (records:
  */
 export function openXfrmEvents(groups: number, onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number): EventSource {
   return about('xfrm events', () => new native.XfrmEvents(groups, onMessages, rcvBuf));
+}
+
+/**
+ * rtnetlink notifications of the calling thread's network namespace, read as XFRM's are:
+ * `groups` is the legacy bitmask, RTNLGRP_x as bit x-1.
+ */
+export function openRouteEvents(groups: number, onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number): EventSource {
+  return about('rtnetlink events', () => new native.RouteEvents(groups, onMessages, rcvBuf));
 }

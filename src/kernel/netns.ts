@@ -16,10 +16,15 @@ export function enterNetns(ns: string): () => void {
  * calls work from anywhere.
  */
 export function inNetns<T>(ns: string, fn: () => T): T {
-  const restore = enterNetns(ns);
+  return inNetnsAt(ns, netnsPath(ns), fn);
+}
+
+/** Runs `fn` with this thread in the namespace at `path` (a bind mount or /proc/PID/ns/net), named `name`. */
+export function inNetnsAt<T>(name: string, path: string, fn: () => T): T {
+  const prev = sys.netnsEnter(name, path);
   try {
     return fn();
   } finally {
-    restore();
+    sys.netnsRestore(name, prev);
   }
 }

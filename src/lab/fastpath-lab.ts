@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import { FastPath } from '../dataplane/fastpath.js';
 import type { Service, Target } from '../net/service.js';
-import { fullChecksums, inNetns as inside, nsIp, sysctl, Topology } from './netns.js';
+import { fullChecksums, inNetns as inside, netnsPath, nsIp, sysctl, Topology } from './netns.js';
 import { Client, startNameServer } from './procs.js';
 
 export const LAB = {
@@ -39,14 +39,19 @@ export interface FastpathLab {
   teardown(): void;
 }
 
-export async function createFastpathLab(prefix: string, targetCount = 3): Promise<FastpathLab> {
+/**
+ * `routerCrtEntries`: the routing node's CRT size; `nameServers: false` for targets whose
+ * stack never sees a packet (router-only benchmarks: XDP sinks take their place).
+ */
+export async function createFastpathLab(prefix: string, targetCount = 3, opts: { routerCrtEntries?: number; nameServers?: boolean } = {}): Promise<FastpathLab> {
+  const routerCrtEntries = opts.routerCrtEntries ?? 65536;
   const topo = new Topology(prefix);
   const pinRoots: string[] = [];
   const fastpaths: FastPath[] = [];
-  const open = (node: string, crtMaxEntries: number) => {
+  const open = (node: string, crtMaxEntries: number, netns?: string) => {
     const pinRoot = `/sys/fs/bpf/${prefix}${node}`;
     pinRoots.push(pinRoot);
-    const fp = FastPath.open({ pinRoot, crtMaxEntries });
+    const fp = FastPath.open({ pinRoot, crtMaxEntries, netnsPath: netns });
     fastpaths.push(fp);
     return fp;
   };
@@ -64,7 +69,7 @@ export async function createFastpathLab(prefix: string, targetCount = 3): Promis
     fullChecksums(clientNs, 'c0');
     nsIp(routerNs, 'addr', 'add', `${LAB.routerXcf}/32`, 'dev', 'lo');
     sysctl(routerNs, 'net.ipv4.ip_forward', '1');
-    const router = open('router', 65536);
+    const router = open('router', routerCrtEntries, netnsPath(routerNs));
     router.configure({ clusterAddr: LAB.routerXcf });
 
     const targets: LabTarget[] = [];
@@ -85,8 +90,9 @@ export async function createFastpathLab(prefix: string, targetCount = 3): Promis
       const fp = open(name, 1024);
       fp.configure({ clusterAddr: xcf });
       fp.serve(LAB.dvipa);
+      fp.allowDecap([LAB.routerXcf], [{ vip: LAB.dvipa, port: LAB.tcpPort, protocol: 'tcp' }, { vip: LAB.dvipa, port: LAB.udpPort, protocol: 'udp' }]);
       inside(ns, () => fp.attach('decap', 'up0', 'native'));
-      await startNameServer(topo, ns, name, LAB.tcpPort, LAB.udpPort);
+      if (opts.nameServers !== false) await startNameServer(topo, ns, name, LAB.tcpPort, LAB.udpPort);
       targets.push({ name, ns, xcf, fastpath: fp });
     }
 

@@ -5,16 +5,17 @@
  * removes all of it, from the state file or, if that is gone, by the lab's name prefix.
  */
 import { DvipaError } from '../errors.js';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { askAgent } from '../cluster/control.js';
+import { newIdentity } from '../cluster/handshake.js';
 import { FastPath } from '../dataplane/fastpath.js';
 import { ip } from '../net/iproute.js';
 import { buildHaTopology, haConfig, HA, holdsDvipa } from './ha-topology.js';
-import { netnsPath, nsIp, Topology } from './netns.js';
+import { netnsPath, Topology } from './netns.js';
 import { startEtcd } from './etcd.js';
 import type { VdptRow, VipadynRow } from '../cluster/views.js';
 
@@ -64,6 +65,8 @@ export class HaLab {
     const lab = new HaLab(state);
     try {
       fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
+      fs.rmSync(path.join(dir, 'nodes'), { recursive: true, force: true });
+      for (const n of [...HA.routers, ...HA.targets]) newIdentity(path.join(dir, 'nodes'), n.name);
       fs.writeFileSync(path.join(dir, 'cluster.cfg'), haConfig([HTTP_PORT, LINE_PORT]));
       progress('namespaces, bridges and veths');
       state.ns = buildHaTopology(new Topology(LAB_PREFIX));
@@ -125,7 +128,9 @@ export class HaLab {
     this.detached(`agent-${node}`, node, process.execPath, [
       CLI, 'agent', '--config', path.join(this.state.dir, 'cluster.cfg'), '--node', node, '--key-file', path.join(this.state.dir, 'cluster.key'),
       '--pin-root', pinRoot(node), '--control', this.socket(node),
-      ...(routing ? ['--etcd', this.state.etcd, '--lease-ttl', '1'] : []),
+      '--identities', path.join(this.state.dir, 'nodes'),
+      // The lab's etcd is plain http without auth, reachable only inside the lab's namespaces.
+      ...(routing ? ['--etcd', this.state.etcd, '--insecure-etcd', '--lease-ttl', '1'] : []),
     ]);
   }
 
@@ -139,8 +144,40 @@ export class HaLab {
     this.save();
   }
 
-  setExternalLink(node: string, up: boolean): void {
-    nsIp(this.state.ns[node], 'link', 'set', 'ext', up ? 'up' : 'down');
+  /**
+   * The node dies the way nodes die: both its links go down in one instant (its data plane
+   * gets nothing more, and nobody gets a FIN or RST from it), then its agent is killed.
+   * Returns the instant of death (ms since the epoch).
+   */
+  async kill(node: string): Promise<number> {
+    const t0 = Date.now();
+    execFileSync('ip', ['-n', this.state.ns[node], '-batch', '-'], { input: 'link set ext down\nlink set core0 down\n', stdio: ['pipe', 'ignore', 'pipe'] });
+    await this.stopAgent(node, 'SIGKILL');
+    return t0;
+  }
+
+  /** The node comes back: links up, agent started. Returns when that began. */
+  revive(node: string): number {
+    const t0 = Date.now();
+    execFileSync('ip', ['-n', this.state.ns[node], '-batch', '-'], { input: 'link set core0 up\nlink set ext up\n', stdio: ['pipe', 'ignore', 'pipe'] });
+    this.startAgent(node);
+    return t0;
+  }
+
+  /** When `node`'s agent first logged `msg` at or after `since` (ms since the epoch), from its log file. */
+  logged(node: string, msg: string, since: number): number | undefined {
+    const file = path.join(this.state.dir, `agent-${node}.log`);
+    if (!fs.existsSync(file)) return undefined;
+    for (const l of fs.readFileSync(file, 'utf8').split('\n')) {
+      if (!l.includes(msg)) continue;
+      try {
+        const j = JSON.parse(l) as { msg?: string; time?: number };
+        if (j.msg === msg && (j.time ?? 0) >= since) return j.time;
+      } catch {
+        // a line cut short by a kill: not the one
+      }
+    }
+    return undefined;
   }
 
   holds(node: string): boolean {

@@ -181,3 +181,28 @@ export class LoadClient extends LineDriver {
     }
   }
 }
+
+export interface OutageReport {
+  windowMs: number;
+  ping: { replies: number; longestGapMs: number; sinceLastMs: number };
+  http: { keepAlive: number; requests: number; failed: number; resets: number; longestWaitMs: number; errors: Record<string, number> };
+  fresh: { ok: number; failed: number };
+}
+
+/** outage-probe.ts: 10 ms pings, keep-alive HTTP requests and new connections, measured in windows. */
+export class OutageProbe extends LineDriver {
+  static async start(topo: Topology, ns: string, o: { host: string; port: number; keepAlive: number; newPerSec: number }): Promise<OutageProbe> {
+    const child = topo.spawn(ns, process.execPath, [path.join(here, 'outage-probe.js'), o.host, String(o.port), String(o.keepAlive), String(o.newPerSec)]);
+    const line = await firstLine(child, 'outage-probe', 30000);
+    if (line !== 'ready') throw new Error(`outage-probe: ${line}`);
+    return new OutageProbe(child);
+  }
+
+  async mark(): Promise<void> {
+    await this.request('mark');
+  }
+
+  async report(): Promise<OutageReport> {
+    return this.request<OutageReport>('report');
+  }
+}

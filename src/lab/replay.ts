@@ -8,6 +8,7 @@ import { FastPath } from '../dataplane/fastpath.js';
 import { serviceName } from '../net/service.js';
 import { enterNetns } from '../kernel/netns.js';
 import { sys } from '../kernel/sys.js';
+import { SyscallError } from '../kernel/errors.js';
 import { CrtOrigin, type Reason } from '../dataplane/structs.js';
 import { runCounted, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, type RouterNs } from './router-ns.js';
@@ -18,13 +19,20 @@ import { withCleanup } from './cleanup.js';
 
 /** The kernel runs XDP only on frames of at least an Ethernet header. */
 const MIN_FRAME = 14;
+/**
+ * A test run holds a frame in one page and at most MAX_SKB_FRAGS more (about 73 KB with 4 KiB
+ * pages; the distributor takes fragments, xdp.frags); a larger one (a GRO/GSO super-frame, a
+ * capture of a 256 KiB snaplen) fails with ENOMEM. No frame that fits one page fails so.
+ */
+const ONE_PAGE = 4096;
+const TOO_LARGE = new Set(['ENOMEM', 'E2BIG', 'EINVAL']);
 
 export interface ReplayPacket {
   index: number;
   packet: string;
-  /** `not-run` for frames no NIC would deliver (shorter than an Ethernet header). */
+  /** `not-run` for frames no NIC would deliver (shorter than an Ethernet header) or too large for a test run. */
   verdict: XdpAction | 'not-run';
-  reason: Reason | 'frame_too_short';
+  reason: Reason | 'frame_too_short' | 'frame_too_large';
   target?: string;
   /** What the packet did to the CRT: hit an entry, created one (first packet), or recovered one by hash. */
   crt?: 'hit' | 'new' | 'recovered';
@@ -81,7 +89,16 @@ export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { ne
       }
       const flow = flowOf(parseFrame(frame));
       const known = flow && fp!.crt.get(flow) !== undefined;
-      const run = runCounted(progFd, `xdp_distributor (packet ${i + 1})`, frame, () => fp!.reasonCounts(), { ingressIfindex });
+      let run: ReturnType<typeof runCounted>;
+      try {
+        run = runCounted(progFd, `xdp_distributor (packet ${i + 1})`, frame, () => fp!.reasonCounts(), { ingressIfindex });
+      } catch (e) {
+        if (!(e instanceof SyscallError && TOO_LARGE.has(e.code) && frame.length > ONE_PAGE)) throw e;
+        const packet = `${frame.length}-byte frame, larger than a test run takes (${e.code})`;
+        packets.push({ index: i + 1, packet, verdict: 'not-run', reason: 'frame_too_large' });
+        totals.frame_too_large = (totals.frame_too_large ?? 0) + 1;
+        return;
+      }
       const reason = run.reason;
       totals[reason] = (totals[reason] ?? 0) + 1;
 

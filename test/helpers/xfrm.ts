@@ -4,7 +4,8 @@
  */
 import { after, before, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { nsIp, Topology } from '../../src/lab/netns.js';
+import * as fs from 'node:fs';
+import { inNetns, nsIp, Topology } from '../../src/lab/netns.js';
 import { ANY_SELECTOR, NO_LIMITS, XfrmError, type Sa } from '../../src/ipsec/xfrm.js';
 import { IN_KERNEL_LAB, requireRoot, uniquePrefix } from './env.js';
 
@@ -71,4 +72,10 @@ export function ipXfrmPolicies(ns: string): Array<{ src: string; dst: string; di
     const tmpls = [...e.matchAll(/tmpl src (\S+) dst (\S+)\s+proto (\S+) reqid (\d+) mode (\S+)/g)].map((m) => ({ src: m[1], dst: m[2], proto: m[3], reqid: Number(m[4]), mode: m[5] }));
     return { src: sel[1], dst: sel[2], dir: /dir (\S+)/.exec(e)![1], priority: Number(/priority (\d+)/.exec(e)![1]), tmpls };
   });
+}
+
+/** The kernel's XFRM counters of a namespace (/proc/net/xfrm_stat): XfrmInStateSeqError counts replays. */
+export function xfrmStat(ns: string): Record<string, number> {
+  const text = inNetns(ns, () => fs.readFileSync('/proc/thread-self/net/xfrm_stat', 'utf8'));
+  return Object.fromEntries(text.trim().split('\n').map((l) => l.trim().split(/\s+/)).map(([k, v]) => [k, Number(v)]));
 }
