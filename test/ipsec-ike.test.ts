@@ -25,7 +25,6 @@ import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
 import { Charon, type LabConn } from '../src/lab/charon.js';
 import { addSa } from '../src/ipsec/xfrm.js';
 import { parseListSas, type IkeSa } from '../src/ipsec/ike.js';
-import type { IpsecDvipaRow } from '../src/ipsec/ipsec-role.js';
 import { askAgent } from '../src/cluster/control.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
 import { Agents } from './helpers/agents.js';
@@ -102,7 +101,7 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   };
   // swanctl warns on stderr about plugins Debian does not ship: kept out of the test's output.
   const swanctl = (node: string, ...args: string[]) => execFileSync('swanctl', [...args, '--uri', `unix://${charonOf[node].vici}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const ipsec = async (node: string) => ((await askAgent(agents.socket(node), { cmd: 'ipsec' })) as IpsecDvipaRow[])[0];
+  const ipsec = async (node: string) => (await askAgent(agents.socket(node), { cmd: 'ipsec' }))[0];
   const waitFor = async (what: string, cond: () => Promise<boolean> | boolean, ms = 180000) => {
     const end = Date.now() + ms;
     while (!(await Promise.resolve().then(cond).catch(() => false))) {
@@ -118,7 +117,7 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   const peerListed = () => [...swanctl('client', '--list-sas').matchAll(/^(\S+): #\d+, (\w+), IKEv2, ([0-9a-f]{16})_i\*? ([0-9a-f]{16})_r/gm)].map((m) => ({ name: m[1], state: m[2], spis: `${m[3]} ${m[4]}` }));
   const spisOf = (s: IkeSa) => `${s.initiatorSpi} ${s.responderSpi}`;
 
-  const args = (node: string) => ['--etcd', etcd!.url, '--insecure-etcd', '--lease-ttl', String(TTL_S), '--ipsec-vici', charonOf[node].vici];
+  const args = (node: string) => ['--etcd', etcd.url, '--insecure-etcd', '--lease-ttl', String(TTL_S), '--ipsec-vici', charonOf[node].vici];
   await startCharon('client');
   await startCharon('r1');
   await startCharon('r2');

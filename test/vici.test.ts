@@ -76,7 +76,7 @@ test('codec: malformed, truncated and oversized input is refused with a clear Vi
   assert.throws(() => decodePacket(Buffer.alloc(0)), /empty packet/);
   assert.throws(() => encodeMessage({ k: 'x'.repeat(0x10000) }), /value of 65536 bytes, at most 65535/);
   assert.throws(() => encodeMessage({ ['k'.repeat(256)]: '' }), /name of 256 bytes, at most 255/);
-  assert.throws(() => encodeMessage({ l: [{} as string] }), /items are text/);
+  assert.throws(() => encodeMessage(JSON.parse('{"l": [{}]}') as ViciMessage), /items are text/);
   assert.throws(() => encodePacket({ type: PacketType.CmdRequest }), /needs name/);
   assert.throws(() => encodePacket({ type: PacketType.CmdRequest, name: 'x', message: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`k${i}`, 'v'.repeat(60000)])) }), /at most 524288/);
 
@@ -104,7 +104,7 @@ async function fakeCharon(answer: (sock: net.Socket) => void): Promise<{ path: s
 
 test('client: silence times out, garbage and oversized frames close the connection; pending requests fail, nothing hangs', async (t) => {
   const silent = await fakeCharon(() => undefined);
-  t.after(silent.close);
+  t.after(() => silent.close());
   const c = await ViciClient.connect(silent.path, { timeoutMs: 200 });
   const queued = [c.request('version'), c.request('version')];
   await assert.rejects(queued[0], (e: ViciError) => e.kind === 'timeout' && /version: no answer in 200 ms/.test(e.message));
@@ -112,19 +112,19 @@ test('client: silence times out, garbage and oversized frames close the connecti
   await assert.rejects(c.request('version'), /no answer/, 'a timed-out connection stays closed: a late answer would be misread');
 
   const garbage = await fakeCharon((s) => s.write(Buffer.of(0, 0, 0, 2, 1, 9)));
-  t.after(garbage.close);
+  t.after(() => garbage.close());
   await assert.rejects((await ViciClient.connect(garbage.path)).request('version'), (e: ViciError) => e.kind === 'decode' && /unknown element type 9/.test(e.message));
 
   const huge = await fakeCharon((s) => s.write(Buffer.of(0x7f, 0xff, 0xff, 0xff)));
-  t.after(huge.close);
+  t.after(() => huge.close());
   await assert.rejects((await ViciClient.connect(huge.path)).request('version'), /frame of 2147483647 bytes, at most 524288/);
 
   const hangup = await fakeCharon((s) => s.end(Buffer.of(0, 0, 0, 9, 1)));
-  t.after(hangup.close);
+  t.after(() => hangup.close());
   await assert.rejects((await ViciClient.connect(hangup.path)).request('version'), (e: ViciError) => e.kind === 'closed' && /inside a frame/.test(e.message));
 
   const wrong = await fakeCharon((s) => s.write(encodePacket({ type: PacketType.EventConfirm })));
-  t.after(wrong.close);
+  t.after(() => wrong.close());
   await assert.rejects((await ViciClient.connect(wrong.path)).request('version'), /unexpected packet type 5/);
 
   await assert.rejects(ViciClient.connect(path.join(os.tmpdir(), 'dvipa-no-such-vici')), (e: ViciError) => e.kind === 'connect');

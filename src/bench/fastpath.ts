@@ -142,7 +142,7 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
     const check = (s: PathSpec, retval: number) => {
       const verdict = XDP_ACTIONS[retval];
       if (verdict !== s.expect) {
-        const reasons = JSON.stringify(fp!.reasonCounts(), (_, v) => (typeof v === 'bigint' ? Number(v) : v));
+        const reasons = JSON.stringify(fp!.reasonCounts(), (_, v: unknown) => (typeof v === 'bigint' ? Number(v) : v));
         throw new Error(`bench path ${s.path}: verdict ${verdict ?? retval}, expected ${s.expect}; reasons ${reasons}`);
       }
     };

@@ -81,7 +81,7 @@ function ipvsadm(ns: string, ...args: string[]): void {
     execFileSync('ip', ['netns', 'exec', ns, 'ipvsadm', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (e) {
     const err = e as { stderr?: Buffer };
-    throw new Error(`ipvsadm ${args.join(' ')}: ${String(err.stderr ?? e).trim()} (IPVS needs ip_vs in the kernel: run it in scripts/kernel-lab)`);
+    throw new Error(`ipvsadm ${args.join(' ')}: ${String(err.stderr ?? e).trim()} (IPVS needs ip_vs in the kernel: run it in scripts/kernel-lab)`, { cause: e });
   }
 }
 
@@ -101,7 +101,7 @@ export interface LiveOptions {
 }
 
 /** An XDP sink on each target's interface; closing it restores nothing (the caller re-attaches decap). */
-interface Sinks { count(): Record<string, number>; close(): void }
+interface Sinks { count: () => Record<string, number>; close: () => void }
 
 function attachSinks(l: FastpathLab): Sinks {
   const objs: Array<{ name: string; obj: BpfObject; link: number; countFd: number }> = [];

@@ -40,7 +40,7 @@ export function loadIdentities(dir: string, me: string, peers: readonly string[]
     try {
       return parse(file.endsWith('.key') ? readSecretFile(file, 40) : fs.readFileSync(file));
     } catch (e) {
-      throw new Error(`node identity ${file}: ${(e as Error).message}`);
+      throw new Error(`node identity ${file}: ${(e as Error).message}`, { cause: e });
     }
   };
   const ownFile = keyPath(dir, me, 'key');

@@ -72,6 +72,11 @@ const str = (m: ViciMessage, k: string): string => {
   if (typeof v !== 'string') throw new ViciError('decode', `list-sas: ${k} missing or not text`);
   return v;
 };
+/** An optional text value ('' when absent). */
+const text = (m: ViciMessage, k: string): string => {
+  const v = m[k];
+  return typeof v === 'string' ? v : '';
+};
 const list = (m: ViciMessage, k: string): string[] => {
   const v = m[k];
   return Array.isArray(v) ? v : [];
@@ -93,8 +98,8 @@ export function parseListSas(items: ViciMessage[]): IkeSa[] {
           throw new ViciError('decode', `list-sas: a CHILD SA of ${conn} is not a section`);
         }
         return {
-          name: str(c, 'name'), reqid: Number(c.reqid ?? 0), state: str(c, 'state'), mode: String(c.mode ?? ''),
-          spiIn: String(c['spi-in'] ?? ''), spiOut: String(c['spi-out'] ?? ''),
+          name: str(c, 'name'), reqid: Number(c.reqid ?? 0), state: str(c, 'state'), mode: text(c, 'mode'),
+          spiIn: text(c, 'spi-in'), spiOut: text(c, 'spi-out'),
           localTs: list(c, 'local-ts'), remoteTs: list(c, 'remote-ts'),
         };
       }),
@@ -315,7 +320,7 @@ export class IkeContinuity {
     const mine = this.mineOf(all, dvipa);
     this.last.set(dvipa, mine);
     let written = this.written.get(dvipa);
-    if (!written) this.written.set(dvipa, (written = new Map()));
+    if (!written) this.written.set(dvipa, (written = new Map<string, string>()));
     let unknown = this.unknown.get(dvipa);
     if (!unknown) {
       const w = written;
@@ -376,7 +381,7 @@ export class IkeContinuity {
       const k = ikeKey(dvipa, r.sa);
       sources.set(k, { ...sources.get(k)!, error });
       result.failed.push({ peer: r.sa.remoteHost, error });
-      counts!.failed++;
+      counts.failed++;
       const why = 'IKE SA not renegotiated: the re-installed SAs carry on until their lifetime ends';
       this.log.error({ dvipa, conn: r.sa.conn, peer: r.sa.remoteHost, err: error }, why);
     };

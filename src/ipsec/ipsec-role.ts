@@ -215,7 +215,7 @@ export class IpsecRole {
     const gone = this.xfrm.dumpSas().filter((sa) => (sa.src === peer || sa.dst === peer) && this.reinstalled.has(recordKey(dvipa, sa)));
     const errors = await this.xfrm.deleteSas(gone);
     gone.forEach((sa, i) => {
-      if (errors[i]) this.log.error({ dvipa, spi: sa.spi.toString(16), err: errors[i]!.message }, 'a re-installed SA replaced by a renegotiated one not removed');
+      if (errors[i]) this.log.error({ dvipa, spi: sa.spi.toString(16), err: errors[i].message }, 'a re-installed SA replaced by a renegotiated one not removed');
       else this.reinstalled.delete(recordKey(dvipa, sa));
     });
   }

@@ -146,7 +146,7 @@ export function decodeMessage(b: Buffer): ViciMessage {
   const root: ViciMessage = {};
   const stack: ViciMessage[] = [root];
   while (!r.done) {
-    const type = r.u8('element');
+    const type = r.u8('element') as Element;
     const top = stack[stack.length - 1];
     switch (type) {
       case Element.SectionStart: {
@@ -167,7 +167,7 @@ export function decodeMessage(b: Buffer): ViciMessage {
         const key = r.name();
         const items: string[] = [];
         for (;;) {
-          const t = r.u8('list element');
+          const t = r.u8('list element') as Element;
           if (t === Element.ListEnd) break;
           if (t !== Element.ListItem) throw new ViciError('decode', `element ${t} inside list ${key}`);
           items.push(r.value());
@@ -332,7 +332,7 @@ export class ViciClient {
       } catch (e) {
         clearTimeout(timer);
         this.waiter = undefined;
-        reject(e);
+        reject(e instanceof Error ? e : new Error(String(e)));
       }
     });
     const next = this.chain.then(run, run);

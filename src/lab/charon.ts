@@ -93,7 +93,7 @@ export class Charon {
       env: { ...process.env, STRONGSWAN_CONF: '/run/strongswan.conf' }, stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+    child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
     const c = new Charon(ns, opts.dir, child);
     const end = Date.now() + (opts.startMs ?? 15_000);
     for (;;) {
