@@ -13,6 +13,7 @@ const { cpu, netns } = workerData as { cpu: number; netns: string };
 sys.pinThreadToCpu(`cpu ${cpu}`, cpu);
 sys.closeFd(netns, sys.netnsEnter(netns, netns));
 parentPort!.on('message', (m: WorkerRun) => {
-  const r = sys.progTestRun(`prog fd ${m.fd}`, m.fd, { data: Buffer.from(m.data), ctxIn: Buffer.from(m.ctxIn), repeat: m.repeat });
+  const run = { data: Buffer.from(m.data), ctxIn: Buffer.from(m.ctxIn), repeat: m.repeat };
+  const r = sys.progTestRun(`prog fd ${m.fd}`, m.fd, run);
   parentPort!.postMessage({ retval: r.retval, duration: r.duration } satisfies WorkerResult);
 });

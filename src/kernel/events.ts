@@ -23,6 +23,8 @@ export function openXfrmEvents(groups: number, onMessages: (msgs: XfrmEventMessa
  * rtnetlink notifications of the calling thread's network namespace, read as XFRM's are:
  * `groups` is the legacy bitmask, RTNLGRP_x as bit x-1.
  */
-export function openRouteEvents(groups: number, onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number): EventSource {
+export function openRouteEvents(
+  groups: number, onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number,
+): EventSource {
   return about('rtnetlink events', () => new native.RouteEvents(groups, onMessages, rcvBuf));
 }
