@@ -16,7 +16,13 @@ export function loopFlow(i: number): { saddr: string; sport: number } {
 }
 
 function main(): void {
-  const [pinRoot, ifindex, vip, port, ms] = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  // Without its arguments FastPath.open would pin at the default root, a real node's place.
+  if (args.length !== 5) {
+    process.stderr.write('usage: testrun-loop PIN_ROOT INGRESS_IFINDEX VIP PORT MS\n');
+    process.exit(2);
+  }
+  const [pinRoot, ifindex, vip, port, ms] = args;
   const fp = FastPath.open({ pinRoot });
   const prog = fp.progFd('distributor');
   const targets: string[] = [];
