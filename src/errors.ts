@@ -11,7 +11,11 @@ export const EXIT = { ok: 0, failed: 1, usage: 2, noAgent: 3, notPermitted: 4 } 
 export type ExitKind = (typeof EXIT)[Exclude<keyof typeof EXIT, 'ok'>];
 
 export class DvipaError extends Error {
-  constructor(message: string, readonly exit: ExitKind = EXIT.failed, options?: ErrorOptions) {
+  constructor(
+    message: string,
+    readonly exit: ExitKind = EXIT.failed,
+    options?: ErrorOptions,
+  ) {
     super(message, options);
     this.name = new.target.name;
   }

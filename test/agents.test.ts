@@ -50,17 +50,32 @@ const DPT_FOLLOWS_MS = 1000 + 1000;
 async function untilListening(port: number, targets: string[], listening = true): Promise<number> {
   const start = Date.now();
   const ready = (t: string) => {
-    const last = fleet.logs.r1.filter((l) => l.msg === 'DPT changed' && l.target === t && String(l.service).endsWith(`:${port}/tcp`) && l.ready !== undefined).at(-1);
+    const last = fleet.logs.r1
+      .filter(
+        (l) =>
+          l.msg === 'DPT changed' &&
+          l.target === t &&
+          String(l.service).endsWith(`:${port}/tcp`) &&
+          l.ready !== undefined,
+      )
+      .at(-1);
     return last?.ready === listening;
   };
-  await fleet.until(`${targets.join(', ')} ${listening ? '' : 'not '}listening on ${port} in r1's DPT`, () => targets.every(ready), 5000);
+  await fleet.until(
+    `${targets.join(', ')} ${listening ? '' : 'not '}listening on ${port} in r1's DPT`,
+    () => targets.every(ready),
+    5000,
+  );
   return Date.now() - start;
 }
 
 /** As untilListening, and within the README's second (plus the margin). */
 async function dptFollows(port: number, targets: string[], listening = true): Promise<void> {
   const ms = await untilListening(port, targets, listening);
-  assert.ok(ms <= DPT_FOLLOWS_MS, `r1's DPT followed ${targets.join(', ')} after ${ms} ms, more than ${DPT_FOLLOWS_MS}`);
+  assert.ok(
+    ms <= DPT_FOLLOWS_MS,
+    `r1's DPT followed ${targets.join(', ')} after ${ms} ms, more than ${DPT_FOLLOWS_MS}`,
+  );
 }
 
 function names(rs: ConnResult[]): string[] {
@@ -71,7 +86,9 @@ function names(rs: ConnResult[]): string[] {
 function routerCrt(): Array<{ origin: number; target: string }> {
   const fp = FastPath.open({ pinRoot: fleet.pinRoot('r1') });
   try {
-    return [...fp.crt.entries()].filter(([k]) => k.daddr === DVIPA && k.dport === PORT).map(([, v]) => ({ origin: v.origin, target: v.target }));
+    return [...fp.crt.entries()]
+      .filter(([k]) => k.daddr === DVIPA && k.dport === PORT)
+      .map(([, v]) => ({ origin: v.origin, target: v.target }));
   } finally {
     fp.close();
   }
@@ -83,22 +100,25 @@ before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-agents-'));
   fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
   fs.writeFileSync(path.join(dir, 'wrong.key'), randomBytes(32), { mode: 0o600 });
-  fs.writeFileSync(path.join(dir, 'cluster.cfg'), [
-    `NODE r1 XCF 198.18.10.1 EXTERNAL ext INTERNAL ${TARGETS.map((t) => `r${t.name}`).join(' ')}`,
-    'VIPADYNAMIC',
-    `  VIPADEFINE 255.255.255.255 ${DVIPA}`,
-    `  VIPADISTRIBUTE ${DVIPA} PORT ${PORT} DESTIP ${TARGETS.map((t) => t.xcf).join(' ')}`,
-    `  VIPADISTRIBUTE DISTMETHOD HOTSTANDBY NOAUTOSWITCHBACK ${DVIPA} PORT ${HOT}`,
-    `    DESTIP ${TARGETS[0].xcf} PREFERRED ${TARGETS[1].xcf} BACKUP 10 ${TARGETS[2].xcf} BACKUP 20`,
-    `  VIPADISTRIBUTE DISTMETHOD WEIGHTEDACTIVE ${DVIPA} PORT ${WEIGHTED} DESTIP ${TARGETS[0].xcf} WEIGHT 30 ${TARGETS[1].xcf} WEIGHT 10`,
-    `  VIPADISTRIBUTE DISTMETHOD SERVERWLM ${DVIPA} PORT ${WLM} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
-    `  VIPADISTRIBUTE TIMEDAFFINITY 60 ${DVIPA} PORT ${AFFINE} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
-    `  VIPADISTRIBUTE ${DVIPA} PORT ${LOCAL} DESTIP 198.18.10.1 ${TARGETS[0].xcf}`,
-    // t1 is reached at a second address of its link: every test's traffic to t1 goes there.
-    `  VIPAROUTE DEFINE ${TARGETS[0].xcf} ${T1_VIA}`,
-    'ENDVIPADYNAMIC',
-    ...TARGETS.map((t) => `NODE ${t.name} XCF ${t.xcf} INTERNAL up0`),
-  ].join('\n'));
+  fs.writeFileSync(
+    path.join(dir, 'cluster.cfg'),
+    [
+      `NODE r1 XCF 198.18.10.1 EXTERNAL ext INTERNAL ${TARGETS.map((t) => `r${t.name}`).join(' ')}`,
+      'VIPADYNAMIC',
+      `  VIPADEFINE 255.255.255.255 ${DVIPA}`,
+      `  VIPADISTRIBUTE ${DVIPA} PORT ${PORT} DESTIP ${TARGETS.map((t) => t.xcf).join(' ')}`,
+      `  VIPADISTRIBUTE DISTMETHOD HOTSTANDBY NOAUTOSWITCHBACK ${DVIPA} PORT ${HOT}`,
+      `    DESTIP ${TARGETS[0].xcf} PREFERRED ${TARGETS[1].xcf} BACKUP 10 ${TARGETS[2].xcf} BACKUP 20`,
+      `  VIPADISTRIBUTE DISTMETHOD WEIGHTEDACTIVE ${DVIPA} PORT ${WEIGHTED} DESTIP ${TARGETS[0].xcf} WEIGHT 30 ${TARGETS[1].xcf} WEIGHT 10`,
+      `  VIPADISTRIBUTE DISTMETHOD SERVERWLM ${DVIPA} PORT ${WLM} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
+      `  VIPADISTRIBUTE TIMEDAFFINITY 60 ${DVIPA} PORT ${AFFINE} DESTIP ${TARGETS[0].xcf} ${TARGETS[1].xcf}`,
+      `  VIPADISTRIBUTE ${DVIPA} PORT ${LOCAL} DESTIP 198.18.10.1 ${TARGETS[0].xcf}`,
+      // t1 is reached at a second address of its link: every test's traffic to t1 goes there.
+      `  VIPAROUTE DEFINE ${TARGETS[0].xcf} ${T1_VIA}`,
+      'ENDVIPADYNAMIC',
+      ...TARGETS.map((t) => `NODE ${t.name} XCF ${t.xcf} INTERNAL up0`),
+    ].join('\n'),
+  );
 
   topo = new Topology(prefix);
   fleet = new Agents(topo, ns, dir, prefix);
@@ -111,12 +131,17 @@ before(async () => {
   sysctl(ns.r1, 'net.ipv4.ip_forward', '1');
   for (const t of TARGETS) {
     ns[t.name] = topo.ns(t.name);
-    topo.veth({ ns: ns.r1, name: `r${t.name}`, addr: `${t.gw}/24` }, { ns: ns[t.name], name: 'up0', addr: `${t.xcf}/24` });
+    topo.veth(
+      { ns: ns.r1, name: `r${t.name}`, addr: `${t.gw}/24` },
+      { ns: ns[t.name], name: 'up0', addr: `${t.xcf}/24` },
+    );
     nsIp(ns[t.name], 'route', 'add', 'default', 'via', t.gw);
   }
   nsIp(ns.t1, 'addr', 'add', `${T1_VIA}/24`, 'dev', 'up0');
   for (const node of ['r1', ...TARGETS.map((t) => t.name)]) fleet.start(node);
-  await fleet.until('all agents started', () => Object.values(fleet.logs).every((l) => l.some((x) => x.msg === 'agent started')));
+  await fleet.until('all agents started', () =>
+    Object.values(fleet.logs).every((l) => l.some((x) => x.msg === 'agent started')),
+  );
   client = Client.start(topo, ns.client);
 });
 
@@ -135,7 +160,11 @@ test('the DPT follows the listeners within a second; the CRT holds exactly the o
   assert.deepEqual([...spread].sort(), ['t1', 't2'], 'only targets that listen');
 
   // Targets report at once (socket events), not at their 5 s rescan: well within the wait.
-  await fleet.until('NEWCONN to confirm every connection', () => routerCrt().every((e) => e.origin === Number(CrtOrigin.Control)), 3000);
+  await fleet.until(
+    'NEWCONN to confirm every connection',
+    () => routerCrt().every((e) => e.origin === Number(CrtOrigin.Control)),
+    3000,
+  );
   let crt = routerCrt();
   assert.equal(crt.length, 20, 'one CRT entry per open connection');
   await client.close(first.slice(0, 8).map((r) => r.id));
@@ -152,8 +181,15 @@ test('the DPT follows the listeners within a second; the CRT holds exactly the o
   await dptFollows(PORT, ['t1'], false);
   const withoutT1 = names(await client.open(DVIPA, PORT, 30));
   assert.ok(!withoutT1.includes('t1'), 't1 stopped listening: no new connections for it');
-  const stillOpen = first.slice(8).filter((r) => r.name === 't2').map((r) => r.id);
-  assert.deepEqual(names(await client.ask(stillOpen)), stillOpen.map(() => 't2'), "t2's connections were never disturbed");
+  const stillOpen = first
+    .slice(8)
+    .filter((r) => r.name === 't2')
+    .map((r) => r.id);
+  assert.deepEqual(
+    names(await client.ask(stillOpen)),
+    stillOpen.map(() => 't2'),
+    "t2's connections were never disturbed",
+  );
 });
 
 test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real connections as documented', async () => {
@@ -164,21 +200,38 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   await untilListening(HOT, ['t1']);
   for (const t of TARGETS.slice(1)) hot[t.name] = await startNameServer(topo, ns[t.name], t.name, HOT, 0);
   await untilListening(HOT, ['t2', 't3']);
-  assert.deepEqual([...new Set(names(await client.open(DVIPA, HOT, 10)))], ['t1'], 'everything to the PREFerred target');
+  assert.deepEqual(
+    [...new Set(names(await client.open(DVIPA, HOT, 10)))],
+    ['t1'],
+    'everything to the PREFerred target',
+  );
   hot.t1.kill('SIGKILL');
   await untilListening(HOT, ['t1'], false);
-  assert.deepEqual([...new Set(names(await client.open(DVIPA, HOT, 10)))], ['t3'], 'then to the ready BACKup of highest rank');
+  assert.deepEqual(
+    [...new Set(names(await client.open(DVIPA, HOT, 10)))],
+    ['t3'],
+    'then to the ready BACKup of highest rank',
+  );
   hot.t1 = await startNameServer(topo, ns.t1, 't1', HOT, 0);
   await untilListening(HOT, ['t1']);
-  assert.deepEqual([...new Set(names(await client.open(DVIPA, HOT, 10)))], ['t3'], 'NOAUTOSWITCHBACK: stays on the backup');
+  assert.deepEqual(
+    [...new Set(names(await client.open(DVIPA, HOT, 10)))],
+    ['t3'],
+    'NOAUTOSWITCHBACK: stays on the backup',
+  );
   // HEALTHSWITCH (the default): the active target reporting itself saturated (load 1) is left
   // like a failed one, though it listens; its load is read at its next scan (--scan-ms 5000).
   fs.writeFileSync(path.join(dir, 'load-t3'), '1');
   let seen: string[] = [];
-  await waitFor('new connections to leave the saturated backup', async () => {
-    seen = [...new Set(names(await client.open(DVIPA, HOT, 5)))];
-    return !seen.includes('t3');
-  }, 15000, () => seen);
+  await waitFor(
+    'new connections to leave the saturated backup',
+    async () => {
+      seen = [...new Set(names(await client.open(DVIPA, HOT, 5)))];
+      return !seen.includes('t3');
+    },
+    15000,
+    () => seen,
+  );
   assert.deepEqual(seen, ['t1'], 'HEALTHSWITCH: away from the saturated backup, to the PREFerred target');
   fs.writeFileSync(path.join(dir, 'load-t3'), '0');
 
@@ -189,7 +242,10 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   // sd 7.1: 125 or more has a chance of 2 in 10,000) and 1:0 (200).
   const burst = names(await client.open(DVIPA, WEIGHTED, 200));
   const onT1 = burst.filter((n) => n === 't1').length;
-  const dptLog = fleet.logs.r1.filter((l) => String(l.service).endsWith(`:${WEIGHTED}/tcp`)).map((l) => `${String(l.target)}=${String(l.ready)}`).join(' ');
+  const dptLog = fleet.logs.r1
+    .filter((l) => String(l.service).endsWith(`:${WEIGHTED}/tcp`))
+    .map((l) => `${String(l.target)}=${String(l.ready)}`)
+    .join(' ');
   assert.ok(onT1 >= 125 && onT1 <= 175, `WEIGHT 30:10 over 200 connections: ${onT1} on t1 (DPT changes: ${dptLog})`);
 
   // SERVERWLM: weights follow the load targets report (here through their load files). A
@@ -203,9 +259,20 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   assert.ok(busy <= 12, `t1 reports load 0.9, t2 0.1: ${busy} of 40 on t1 (about 4 expected)`);
   // A load file that holds no number (empty, as between a writer's truncate and write, or
   // garbage) is not a load: the target says so once and reports none, never "idle".
-  for (const [content, t] of [['', 't2'], ['0.5 percent', 't1']] as const) {
+  for (const [content, t] of [
+    ['', 't2'],
+    ['0.5 percent', 't1'],
+  ] as const) {
     fs.writeFileSync(path.join(dir, `load-${t}`), content);
-    await fleet.until(`${t} to refuse its load file ${JSON.stringify(content)}`, () => fleet.logs[t].some((l) => l.msg === 'load not reported' && String(l.problem).endsWith(`load-${t}: expected a number from 0 to 1`)), 15000);
+    await fleet.until(
+      `${t} to refuse its load file ${JSON.stringify(content)}`,
+      () =>
+        fleet.logs[t].some(
+          (l) =>
+            l.msg === 'load not reported' && String(l.problem).endsWith(`load-${t}: expected a number from 0 to 1`),
+        ),
+      15000,
+    );
   }
 
   // TIMEDAFFINITY: one client's new connections all follow its first one.
@@ -215,7 +282,7 @@ test('HOTSTANDBY, WEIGHTEDACTIVE, SERVERWLM and TIMEDAFFINITY distribute real co
   assert.equal(new Set(affine).size, 1, `20 connections of one client, one target (${affine.join(' ')})`);
 });
 
-test('VIPAROUTE: r1 encapsulates t1\'s packets to t1\'s other address, which t1 takes', () => {
+test("VIPAROUTE: r1 encapsulates t1's packets to t1's other address, which t1 takes", () => {
   // By now t1 has served connections of every distribution naming it.
   // The data plane asks the FIB for a VIPAROUTE address per packet (the targets array holds
   // cluster addresses), so what is checked is the routing node's map and the target's.
@@ -231,13 +298,17 @@ test('VIPAROUTE: r1 encapsulates t1\'s packets to t1\'s other address, which t1 
 });
 
 test('the routing node among its own targets serves its share itself, unencapsulated', async () => {
-  for (const [node, name] of [[ns.r1, 'r1'], [ns.t1, 't1']]) await startNameServer(topo, node, name, LOCAL, 0);
+  for (const [node, name] of [
+    [ns.r1, 'r1'],
+    [ns.t1, 't1'],
+  ])
+    await startNameServer(topo, node, name, LOCAL, 0);
   await untilListening(LOCAL, ['r1', 't1']);
   const before = localPasses();
   const got = names(await client.open(DVIPA, LOCAL, 20));
   const onR1 = got.filter((n) => n === 'r1').length;
   assert.ok(onR1 > 0 && onR1 < 20, `20 connections over r1 and t1: ${got.join(' ')}`);
-  assert.ok(localPasses() - before >= BigInt(onR1), 'r1\'s share passed to its own stack (pass_local_target)');
+  assert.ok(localPasses() - before >= BigInt(onR1), "r1's share passed to its own stack (pass_local_target)");
 });
 
 function localPasses(): bigint {
@@ -252,7 +323,12 @@ function localPasses(): bigint {
 test('random and truncated frames thrown at the routing agent: it keeps serving', async () => {
   // From the client's namespace (which reaches the router's cluster address through it).
   nsIp(ns.client, 'route', 'add', '198.18.10.1/32', 'via', '198.18.0.2');
-  const fuzz = topo.spawn(ns.client, process.execPath, ['-e', `
+  const fuzz = topo.spawn(
+    ns.client,
+    process.execPath,
+    [
+      '-e',
+      `
     const net = require('net'); const crypto = require('crypto');
     let left = 300;
     const one = () => {
@@ -272,17 +348,26 @@ test('random and truncated frames thrown at the routing agent: it keeps serving'
     const orig = net.connect;
     net.connect = (...a) => { made++; return orig(...a); };
     process.on('exit', () => process.stdout.write(String(made)));
-    one();`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    one();`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   let made = '';
   fuzz.stdout!.on('data', (d: Buffer) => (made += d.toString()));
   await new Promise((r) => fuzz.once('exit', r));
   assert.equal(made, '300', 'the fuzzer reached the agent 300 times');
   assert.equal(fleet.procs.r1.exitCode, null, 'the routing agent is still running');
   const drops = fleet.logs.r1.filter((l) => l.msg === 'message dropped');
-  assert.ok(drops.length > 0, `the garbage was noticed (drops logged: ${drops.length}; all r1 log messages: ${[...new Set(fleet.logs.r1.map((l) => l.msg))].join(', ')})`);
+  assert.ok(
+    drops.length > 0,
+    `the garbage was noticed (drops logged: ${drops.length}; all r1 log messages: ${[...new Set(fleet.logs.r1.map((l) => l.msg))].join(', ')})`,
+  );
   assert.ok(drops.length <= 6, `logged once per source and reason per minute, not once per frame (${drops.length})`);
   const got = names(await client.open(DVIPA, PORT, 10));
-  assert.ok(got.every((n) => n === 't2' || n === 't3'), `still distributing (${got.join(' ')})`);
+  assert.ok(
+    got.every((n) => n === 't2' || n === 't3'),
+    `still distributing (${got.join(' ')})`,
+  );
 });
 
 test('an agent with the wrong key is rejected: its node gets no new connections', async () => {
@@ -291,7 +376,9 @@ test('an agent with the wrong key is rejected: its node gets no new connections'
   fleet.start('t3', { keyFile: path.join(dir, 'wrong.key') });
   await fleet.until('the router to refuse t3', () => fleet.logs.r1.some((l) => l.reason === 'bad_tag'));
   // The routing node takes a target whose agent is gone out of its tables as it logs the disconnection.
-  await fleet.until("r1 to see t3's agent gone", () => fleet.logs.r1.some((l) => l.msg === 'peer disconnected' && l.peer === 't3' && (l.at as number) >= stopped));
+  await fleet.until("r1 to see t3's agent gone", () =>
+    fleet.logs.r1.some((l) => l.msg === 'peer disconnected' && l.peer === 't3' && (l.at as number) >= stopped),
+  );
   const got = names(await client.open(DVIPA, PORT, 30));
   assert.ok(!got.includes('t3'), `t3 is shut out while its key is wrong (${got.join(' ')})`);
   assert.ok(got.includes('t2'));
@@ -302,8 +389,11 @@ test("a target whose own file does not name the service learns it from the routi
   // t3's own configuration knows only itself, its peer, and the range its DVIPAs come from:
   // nothing about what r1 distributes.
   const own = path.join(dir, 't3.cfg');
-  fs.writeFileSync(own, `NODE t3 XCF ${TARGETS[2].xcf} INTERNAL up0\nVIPADYNAMIC VIPARANGE DEFINE 255.255.255.0 ${DVIPA} ENDVIPADYNAMIC\n`
-    + 'PEER r1 XCF 198.18.10.1\n');
+  fs.writeFileSync(
+    own,
+    `NODE t3 XCF ${TARGETS[2].xcf} INTERNAL up0\nVIPADYNAMIC VIPARANGE DEFINE 255.255.255.0 ${DVIPA} ENDVIPADYNAMIC\n` +
+      'PEER r1 XCF 198.18.10.1\n',
+  );
   fleet.start('t3', { config: own });
   await fleet.until('t3 to receive the VIPA list', () => fleet.logs.t3.some((l) => l.msg === 'VIPA list received'));
   await untilListening(PORT, ['t3']);
@@ -314,8 +404,13 @@ test("a target whose own file does not name the service learns it from the routi
 test('TOTALCONN counts every connection exactly, short ones too: counted by the data plane, not by reports', async () => {
   const CONNS = 100;
   const total = async () => {
-    const out = await new Promise<string>((resolve, reject) => execFile(process.execPath, [CLI, 'netstat', 'vdpt', '--port', String(PORT), '--json', '--socket', fleet.socket('r1')],
-      (err, stdout) => (err ? reject(err) : resolve(stdout))));
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(
+        process.execPath,
+        [CLI, 'netstat', 'vdpt', '--port', String(PORT), '--json', '--socket', fleet.socket('r1')],
+        (err, stdout) => (err ? reject(err) : resolve(stdout)),
+      ),
+    );
     return (JSON.parse(out) as Array<{ totalConn: number }>).reduce((a, r) => a + r.totalConn, 0);
   };
   const before = await total();
@@ -325,11 +420,13 @@ test('TOTALCONN counts every connection exactly, short ones too: counted by the 
     names(rs);
     await client.close(rs.map((r) => r.id));
   }
-  assert.equal(await total() - before, CONNS, 'TOTALCONN grew by exactly the connections made');
+  assert.equal((await total()) - before, CONNS, 'TOTALCONN grew by exactly the connections made');
 });
 
 test('a clean stop with peers connected exits 0 (it used to die on EBADFD)', async () => {
-  await fleet.until('r1 connected to its targets', () => TARGETS.every((t) => fleet.find('r1', 'peer connected', { peer: t.name }) !== undefined));
+  await fleet.until('r1 connected to its targets', () =>
+    TARGETS.every((t) => fleet.find('r1', 'peer connected', { peer: t.name }) !== undefined),
+  );
   for (const node of ['r1', ...TARGETS.map((t) => t.name)]) {
     await fleet.stop(node);
     assert.equal(fleet.procs[node].exitCode, 0, `${node}: ${JSON.stringify(fleet.logs[node].slice(-3))}`);

@@ -37,8 +37,11 @@ function raw(socketPath: string, data: Buffer | string, ms = 3000): Promise<{ li
 
 /** An agent with nothing to show: what is tested here is the socket, not the views. */
 const handlers: ControlHandlers = {
-  vdpt: () => [], vcrt: () => ({ entries: [], total: 0, truncated: false }), vipadyn: () => ({ dvipas: [] }),
-  vipadcfg: () => ({ node: 'n', profile: '' }), ipsec: () => [],
+  vdpt: () => [],
+  vcrt: () => ({ entries: [], total: 0, truncated: false }),
+  vipadyn: () => ({ dvipas: [] }),
+  vipadcfg: () => ({ node: 'n', profile: '' }),
+  ipsec: () => [],
 };
 
 test('the control socket: broken, unknown and huge requests get an error; the server goes on; a second one on a live socket is refused', async (t) => {
@@ -48,8 +51,11 @@ test('the control socket: broken, unknown and huge requests get an error; the se
   t.after(() => server.stop());
 
   for (const [line, why] of [
-    ['not json', /JSON/], ['{"cmd": 7}', /expected \{"v": 1, "cmd": \.\.\.\}/], ['[]', /expected \{"v": 1, "cmd": \.\.\.\}/],
-    ['null', /expected/], ['{"cmd": "frobnicate"}', /unknown request frobnicate/],
+    ['not json', /JSON/],
+    ['{"cmd": 7}', /expected \{"v": 1, "cmd": \.\.\.\}/],
+    ['[]', /expected \{"v": 1, "cmd": \.\.\.\}/],
+    ['null', /expected/],
+    ['{"cmd": "frobnicate"}', /unknown request frobnicate/],
   ] as const) {
     const r = await raw(sock, `${line}\n`, 1000);
     assert.equal(r.lines.length, 1, line);
@@ -59,7 +65,10 @@ test('the control socket: broken, unknown and huge requests get an error; the se
   }
   // Several requests on one connection, one answer each, in order.
   const two = await raw(sock, '{"cmd":"vipadyn"}\nnope\n{"cmd":"vipadyn"}\n', 1000);
-  assert.deepEqual(two.lines.map((l) => (JSON.parse(l) as { ok: boolean }).ok), [true, false, true]);
+  assert.deepEqual(
+    two.lines.map((l) => (JSON.parse(l) as { ok: boolean }).ok),
+    [true, false, true],
+  );
 
   // A request line without end: answered and closed once past the limit, not buffered for ever.
   const before = process.memoryUsage().rss;
@@ -92,11 +101,26 @@ test('agent messages other than DVIPA: every malformed body is an InvalidMessage
   const conn = { saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 40000, dport: 80, protocol: 'tcp' };
   const valid: Array<[MsgType, object]> = [
     [MsgType.Hello, { node: 'r1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32) }],
-    [MsgType.VipaList, { dvipas: [{ address: '192.0.2.10', epoch: 3, services: [{ port: 0, protocol: 'tcp', targets: 'all' }, { port: 80, protocol: 'udp', targets: ['198.18.1.1'] }] }] }],
+    [
+      MsgType.VipaList,
+      {
+        dvipas: [
+          {
+            address: '192.0.2.10',
+            epoch: 3,
+            services: [
+              { port: 0, protocol: 'tcp', targets: 'all' },
+              { port: 80, protocol: 'udp', targets: ['198.18.1.1'] },
+            ],
+          },
+        ],
+      },
+    ],
     [MsgType.SrvStat, { full: true, up: [service], down: [], load: 0.5 }],
     [MsgType.Conns, { full: false, added: [conn], removed: [] }],
   ];
-  for (const [type, body] of valid) assert.deepEqual(decodeMessage(type, Buffer.from(JSON.stringify(body))).body, body, MsgType[type]);
+  for (const [type, body] of valid)
+    assert.deepEqual(decodeMessage(type, Buffer.from(JSON.stringify(body))).body, body, MsgType[type]);
   const bad: Array<[MsgType, unknown, RegExp]> = [
     [MsgType.Hello, { node: 'r 1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32) }, /HELLO\.node/],
     [MsgType.Hello, { node: 'x'.repeat(65), nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32) }, /HELLO\.node/],
@@ -106,26 +130,54 @@ test('agent messages other than DVIPA: every malformed body is an InvalidMessage
     [MsgType.VipaList, { dvipas: [{ address: '192.0.2.10', services: [] }] }, /epoch/],
     [MsgType.VipaList, { dvipas: [{ address: '192.0.2.300', epoch: 1, services: [] }] }, /dvipas\[0\]\.address/],
     [MsgType.VipaList, { dvipas: [{ address: '192.0.2.10', epoch: -1, services: [] }] }, /epoch/],
-    [MsgType.VipaList, { dvipas: [{ address: '192.0.2.10', epoch: 1, services: [{ port: 70000, protocol: 'tcp', targets: 'all' }] }] }, /services\[0\]\.port/],
-    [MsgType.VipaList, { dvipas: [{ address: '192.0.2.10', epoch: 1, services: [{ port: 80, protocol: 'sctp', targets: 'all' }] }] }, /protocol/],
-    [MsgType.VipaList, { dvipas: [{ address: '192.0.2.10', epoch: 1, services: [{ port: 80, protocol: 'tcp', targets: 'some' }] }] }, /targets: expected a list/],
+    [
+      MsgType.VipaList,
+      { dvipas: [{ address: '192.0.2.10', epoch: 1, services: [{ port: 70000, protocol: 'tcp', targets: 'all' }] }] },
+      /services\[0\]\.port/,
+    ],
+    [
+      MsgType.VipaList,
+      { dvipas: [{ address: '192.0.2.10', epoch: 1, services: [{ port: 80, protocol: 'sctp', targets: 'all' }] }] },
+      /protocol/,
+    ],
+    [
+      MsgType.VipaList,
+      { dvipas: [{ address: '192.0.2.10', epoch: 1, services: [{ port: 80, protocol: 'tcp', targets: 'some' }] }] },
+      /targets: expected a list/,
+    ],
     [MsgType.Hello, { node: 'r1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(31) }, /HELLO\.eph: expected 32 bytes/],
     [MsgType.Auth, { proof: 'ab'.repeat(65) }, /AUTH\.proof: expected 32 to 64 bytes/],
     [MsgType.Ping, { x: 1 }, /PING: unexpected field x/],
-    [MsgType.VipaList, { dvipas: Array.from({ length: 257 }, () => ({ address: '192.0.2.10', epoch: 1, services: [] })) }, /257 entries, at most 256/],
+    [
+      MsgType.VipaList,
+      { dvipas: Array.from({ length: 257 }, () => ({ address: '192.0.2.10', epoch: 1, services: [] })) },
+      /257 entries, at most 256/,
+    ],
     [MsgType.SrvStat, { full: 'yes', up: [], down: [] }, /SRVSTAT\.full/],
     [MsgType.SrvStat, { full: true, up: [{ ...service, port: 0 }], down: [] }, /SRVSTAT\.up\[0\]\.port/],
     [MsgType.SrvStat, { full: true, up: [], down: [service], load: 1.5 }, /SRVSTAT\.load/],
     [MsgType.SrvStat, { full: true, up: [], down: [], load: 'NaN' }, /SRVSTAT\.load/],
     [MsgType.SrvStat, { full: true, up: [] }, /SRVSTAT\.down: expected a list/],
     [MsgType.Conns, { full: true, added: [{ ...conn, sport: 1.5 }], removed: [] }, /CONNS\.added\[0\]\.sport/],
-    [MsgType.Conns, { full: true, added: [], removed: [{ ...conn, daddr: 'localhost' }] }, /CONNS\.removed\[0\]\.daddr/],
-    [MsgType.Conns, { full: true, added: Array.from({ length: MAX_CONNS_PER_MESSAGE + 1 }, () => conn), removed: [] }, /at most 8192/],
+    [
+      MsgType.Conns,
+      { full: true, added: [], removed: [{ ...conn, daddr: 'localhost' }] },
+      /CONNS\.removed\[0\]\.daddr/,
+    ],
+    [
+      MsgType.Conns,
+      { full: true, added: Array.from({ length: MAX_CONNS_PER_MESSAGE + 1 }, () => conn), removed: [] },
+      /at most 8192/,
+    ],
     [MsgType.Conns, null, /CONNS: expected an object/],
     [99 as MsgType, {}, /unknown message type 99/],
   ];
   for (const [type, body, why] of bad) {
-    assert.throws(() => decodeMessage(type, Buffer.from(JSON.stringify(body))), (e: Error) => e instanceof InvalidMessage && why.test(e.message), `${MsgType[type]} ${JSON.stringify(body).slice(0, 120)}`);
+    assert.throws(
+      () => decodeMessage(type, Buffer.from(JSON.stringify(body))),
+      (e: Error) => e instanceof InvalidMessage && why.test(e.message),
+      `${MsgType[type]} ${JSON.stringify(body).slice(0, 120)}`,
+    );
   }
   for (const payload of [Buffer.from('{"full":'), Buffer.from([0xff, 0xfe, 0x00]), Buffer.alloc(0)]) {
     assert.throws(() => decodeMessage(MsgType.Conns, payload), /payload is not JSON/);

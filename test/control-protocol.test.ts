@@ -6,8 +6,11 @@ import { CONTROL_PROTOCOL_VERSION, parseControlRequest } from '../src/cluster/co
 test('requests: versioned, a missing version read as 1, arguments checked by type', () => {
   assert.deepEqual(parseControlRequest('{"v":1,"cmd":"vdpt"}'), { v: 1, cmd: 'vdpt', args: {} });
   assert.deepEqual(parseControlRequest('{"cmd":"vipadyn"}'), { v: CONTROL_PROTOCOL_VERSION, cmd: 'vipadyn', args: {} });
-  assert.deepEqual(parseControlRequest('{"v":1,"cmd":"vcrt","args":{"dvipa":"192.0.2.10","port":80,"limit":5}}'),
-    { v: 1, cmd: 'vcrt', args: { dvipa: '192.0.2.10', port: 80, limit: 5 } });
+  assert.deepEqual(parseControlRequest('{"v":1,"cmd":"vcrt","args":{"dvipa":"192.0.2.10","port":80,"limit":5}}'), {
+    v: 1,
+    cmd: 'vcrt',
+    args: { dvipa: '192.0.2.10', port: 80, limit: 5 },
+  });
   // Arguments a command does not take are dropped, not passed on.
   assert.deepEqual(parseControlRequest('{"cmd":"vdpt","args":{"x":1}}'), { v: 1, cmd: 'vdpt', args: {} });
 });

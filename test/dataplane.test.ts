@@ -40,7 +40,10 @@ const inNs = <T>(fn: () => T): T => inNetns(ns, fn);
 function xdpOf(ifname: string): { mode?: string; progId?: number } {
   const link = JSON.parse(nsIp(ns, '-j', '-d', 'link', 'show', ifname))[0];
   if (!link.xdp) return {};
-  return { mode: link.xdp.mode === 1 ? 'native' : link.xdp.mode === 2 ? 'generic' : String(link.xdp.mode), progId: link.xdp.prog?.id };
+  return {
+    mode: link.xdp.mode === 1 ? 'native' : link.xdp.mode === 2 ? 'generic' : String(link.xdp.mode),
+    progId: link.xdp.prog?.id,
+  };
 }
 
 test('services, targets and CRT entries survive closing and reopening the pinned maps', () => {
@@ -55,7 +58,13 @@ test('services, targets and CRT entries survive closing and reopening the pinned
   try {
     assert.deepEqual(again.listServices(), [{ vip: '192.0.2.10', port: 443, protocol: 'tcp', id }]);
     assert.equal(again.nodeConfig().clusterAddr, '198.18.1.1');
-    assert.deepEqual(again.crt.get(key), { target: '198.18.1.11', svcId: id, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n });
+    assert.deepEqual(again.crt.get(key), {
+      target: '198.18.1.11',
+      svcId: id,
+      origin: CrtOrigin.Control,
+      targetIdx: 0,
+      createdNs: 0n,
+    });
     assert.throws(() => FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 8192 }), /holds 4096 entries, not 8192/);
     assert.equal(again.removeService({ vip: '192.0.2.10', port: 443, protocol: 'tcp' }), true);
     assert.deepEqual(again.listServices(), []);
@@ -93,7 +102,10 @@ test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the 
     const t2 = process.hrtime.bigint();
     t.diagnostic(`insert ${Number(t1 - t0) / 1e6} ms, dump ${Number(t2 - t1) / 1e6} ms (encode/decode in JS included)`);
     assert.equal(seen, n);
-    assert.deepEqual([...perTarget.values()].sort(), [0, 1, 2].map((r) => Math.floor(n / 3) + (r < n % 3 ? 1 : 0)).sort());
+    assert.deepEqual(
+      [...perTarget.values()].sort(),
+      [0, 1, 2].map((r) => Math.floor(n / 3) + (r < n % 3 ? 1 : 0)).sort(),
+    );
     const gone = fp.crt.deleteBatch(entries.slice(0, 1000).map(([k]) => k));
     assert.equal(gone, 1000);
     const t3 = process.hrtime.bigint();
@@ -113,7 +125,9 @@ test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the 
       assert.equal(found.entries.length, 10);
       assert.ok(found.entries.every(([k]) => k.saddr === formatIpv4(0xc6120000 + 1)));
       const maxMs = h.max / 1e6;
-      t.diagnostic(`count on the loop ${syncMs.toFixed(0)} ms; count + listing in the worker ${workerMs.toFixed(0)} ms, loop delay max ${maxMs.toFixed(1)} ms`);
+      t.diagnostic(
+        `count on the loop ${syncMs.toFixed(0)} ms; count + listing in the worker ${workerMs.toFixed(0)} ms, loop delay max ${maxMs.toFixed(1)} ms`,
+      );
       assert.ok(maxMs < syncMs / 2, `the loop was held ${maxMs} ms (a count on it: ${syncMs} ms)`);
     } finally {
       await walker.close();
@@ -129,15 +143,40 @@ test('errors name the operation, the map and the errno', () => {
   const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 1024 });
   try {
     // The services hash holds MAX_SERVICES entries: one more is E2BIG.
-    for (let i = 0; i < MAX_SERVICES; i++) fp.services.set({ vip: formatIpv4(0xc0000200 + (i >> 8)), port: (i & 0xff) + 1, proto: 6 }, { id: i, affinityS: 0 });
+    for (let i = 0; i < MAX_SERVICES; i++)
+      fp.services.set(
+        { vip: formatIpv4(0xc0000200 + (i >> 8)), port: (i & 0xff) + 1, proto: 6 },
+        { id: i, affinityS: 0 },
+      );
     assert.throws(
       () => fp.services.set({ vip: '192.0.2.250', port: 1, proto: 6 }, { id: 0, affinityS: 0 }),
-      (e: unknown) => e instanceof SyscallError && e.code === 'E2BIG' && e.errno === 7 && /^bpf_map_update_elem\(services\): E2BIG/.test(e.message),
+      (e: unknown) =>
+        e instanceof SyscallError &&
+        e.code === 'E2BIG' &&
+        e.errno === 7 &&
+        /^bpf_map_update_elem\(services\): E2BIG/.test(e.message),
     );
     assert.throws(() => fp.setTargets({ vip: '192.0.2.9', port: 1, protocol: 'tcp' }, []), /no free service id/);
-    assert.throws(() => fp.enableEgress('nosuchif0'), (e: unknown) => e instanceof SyscallError && e.code === 'ENODEV' && /nosuchif0/.test(e.message));
-    assert.throws(() => fp.crt.set({ saddr: '1.2.3', daddr: '192.0.2.1', sport: 1, dport: 1, proto: 6 }, { target: '198.18.1.1', svcId: 0, origin: 1, targetIdx: 0, createdNs: 0n }), /1\.2\.3/);
-    assert.throws(() => fp.crt.set({ saddr: '198.18.0.1', daddr: '192.0.2.1', sport: 70000, dport: 1, proto: 6 }, { target: '198.18.1.1', svcId: 0, origin: 1, targetIdx: 0, createdNs: 0n }), /sport: 70000 does not fit be16/);
+    assert.throws(
+      () => fp.enableEgress('nosuchif0'),
+      (e: unknown) => e instanceof SyscallError && e.code === 'ENODEV' && /nosuchif0/.test(e.message),
+    );
+    assert.throws(
+      () =>
+        fp.crt.set(
+          { saddr: '1.2.3', daddr: '192.0.2.1', sport: 1, dport: 1, proto: 6 },
+          { target: '198.18.1.1', svcId: 0, origin: 1, targetIdx: 0, createdNs: 0n },
+        ),
+      /1\.2\.3/,
+    );
+    assert.throws(
+      () =>
+        fp.crt.set(
+          { saddr: '198.18.0.1', daddr: '192.0.2.1', sport: 70000, dport: 1, proto: 6 },
+          { target: '198.18.1.1', svcId: 0, origin: 1, targetIdx: 0, createdNs: 0n },
+        ),
+      /sport: 70000 does not fit be16/,
+    );
   } finally {
     fp.close();
     p.remove();
@@ -179,15 +218,21 @@ test('generic XDP is the fallback where native is missing; asking for native the
   const warnings: string[] = [];
   const origWarn = log.warn.bind(log);
   try {
-    (log as unknown as { warn: (...a: unknown[]) => void }).warn = (...a: unknown[]) => warnings.push(JSON.stringify(a));
+    (log as unknown as { warn: (...a: unknown[]) => void }).warn = (...a: unknown[]) =>
+      warnings.push(JSON.stringify(a));
     const r = inNs(() => fp.attach('distributor', 'br0', 'auto'));
     assert.equal(r.mode, 'generic');
     assert.equal(xdpOf('br0').mode, 'generic');
-    assert.ok(warnings.some((w) => /falling back to generic/.test(w)), 'the fallback is logged as a warning');
+    assert.ok(
+      warnings.some((w) => /falling back to generic/.test(w)),
+      'the fallback is logged as a warning',
+    );
     fp.detach('distributor', 'br0');
 
-    assert.throws(() => inNs(() => fp.attach('distributor', 'br0', 'native')),
-      (e: unknown) => e instanceof SyscallError && e.target === 'br0' && e.errno > 0);
+    assert.throws(
+      () => inNs(() => fp.attach('distributor', 'br0', 'native')),
+      (e: unknown) => e instanceof SyscallError && e.target === 'br0' && e.errno > 0,
+    );
     assert.throws(() => inNs(() => fp.attach('distributor', 'nosuch0', 'auto')), /nosuch0.*ENODEV/);
   } finally {
     (log as unknown as { warn: typeof origWarn }).warn = origWarn;

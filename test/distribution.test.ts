@@ -54,7 +54,11 @@ test('connections to the DVIPA are served by all three targets and keep their ta
   lab.setWeights(tcpService, { t1: 1, t3: 1 });
   const freshConns = await client.open(LAB.dvipa, LAB.tcpPort, 40);
   const fresh = namesOf(freshConns);
-  assert.equal(fresh.filter((n) => n === 't2').length, 0, `new connections after t2 left: ${JSON.stringify(tally(fresh))}`);
+  assert.equal(
+    fresh.filter((n) => n === 't2').length,
+    0,
+    `new connections after t2 left: ${JSON.stringify(tally(fresh))}`,
+  );
   assert.ok(fresh.includes('t1') && fresh.includes('t3'));
   assert.deepEqual(namesOf(await client.ask(ids)), names, "t2's open connections continue");
 
@@ -95,6 +99,10 @@ test('replacing the program under traffic loses no packet and keeps the CRT', as
     counts.push(Number(namesOf(await local.ask([conn.id], 'udpcount'))[0]));
     local.stop();
   }
-  assert.deepEqual(counts.filter((n) => n > 0), [4000], `datagrams per target: ${counts.join(', ')}`);
+  assert.deepEqual(
+    counts.filter((n) => n > 0),
+    [4000],
+    `datagrams per target: ${counts.join(', ')}`,
+  );
   assert.ok(router.crt.count() >= crtBefore + 1, 'CRT entries survive program replacement');
 });

@@ -29,16 +29,33 @@ NODE t6 XCF 10.1.0.6
 test('each node knows, per DVIPA, whether it routes, backs up (in order) or is a candidate target', () => {
   const plan = planDvipas(CLUSTER).get('198.51.100.10')!;
   assert.equal(plan.routingNode, 'r1');
-  assert.deepEqual(plan.backups, [{ node: 'r2', rank: 100 }, { node: 'r5', rank: 100 }], 'equal ranks: by name');
+  assert.deepEqual(
+    plan.backups,
+    [
+      { node: 'r2', rank: 100 },
+      { node: 'r5', rank: 100 },
+    ],
+    'equal ranks: by name',
+  );
   assert.equal(plan.distribute.length, 1);
   assert.deepEqual([...plan.backupDistribute.keys()], ['r2']);
 
   // r2's own list is DESTIP ALL: every node, the routing node included, is a candidate target.
   assert.deepEqual(rolesOf(CLUSTER, 'r1').get('198.51.100.10'), [{ kind: 'routing' }, { kind: 'target' }]);
-  assert.deepEqual(rolesOf(CLUSTER, 'r2').get('198.51.100.10'), [{ kind: 'backup', rank: 100, order: 1 }, { kind: 'target' }]);
-  assert.deepEqual(rolesOf(CLUSTER, 'r5').get('198.51.100.10'), [{ kind: 'backup', rank: 100, order: 2 }, { kind: 'target' }]);
+  assert.deepEqual(rolesOf(CLUSTER, 'r2').get('198.51.100.10'), [
+    { kind: 'backup', rank: 100, order: 1 },
+    { kind: 'target' },
+  ]);
+  assert.deepEqual(rolesOf(CLUSTER, 'r5').get('198.51.100.10'), [
+    { kind: 'backup', rank: 100, order: 2 },
+    { kind: 'target' },
+  ]);
   assert.deepEqual(rolesOf(CLUSTER, 't3').get('198.51.100.10'), [{ kind: 'target' }]);
-  assert.deepEqual(rolesOf(CLUSTER, 't6').get('198.51.100.10'), [{ kind: 'target' }], 'a target only through the backup list (ALL)');
+  assert.deepEqual(
+    rolesOf(CLUSTER, 't6').get('198.51.100.10'),
+    [{ kind: 'target' }],
+    'a target only through the backup list (ALL)',
+  );
   assert.throws(() => rolesOf(CLUSTER, 'nobody'), /node nobody is not in the configuration/);
 });
 
@@ -66,7 +83,10 @@ test('redefining a service keeps what its remaining targets reported', () => {
   const d = dpt({ name: 'roundrobin' }, dests({ xcf: 'a' }, { xcf: 'b' }));
   d.update('s', 'a', { ready: true, active: 5 });
   d.define('s', { method: { name: 'roundrobin' }, destinations: dests({ xcf: 'a' }, { xcf: 'c' }) });
-  assert.deepEqual(d.targets('s'), [{ xcf: 'a', ready: true, active: 5 }, { xcf: 'c', ready: false, active: 0 }]);
+  assert.deepEqual(d.targets('s'), [
+    { xcf: 'a', ready: true, active: 5 },
+    { xcf: 'c', ready: false, active: 0 },
+  ]);
 });
 
 test('WEIGHTEDACTIVE: weights close the gap between active counts and the configured ratio', () => {
@@ -95,13 +115,24 @@ test('SERVERWLM: weights follow reported load; all saturated still serves', () =
 
 test('HOTSTANDBY: the preferred target, else the best ready backup; AUTOSWITCHBACK decides the return', () => {
   for (const autoSwitchBack of [true, false]) {
-    const d = dpt({ name: 'hotstandby', autoSwitchBack, healthSwitch: true }, dests({ xcf: 'p', role: 'preferred' }, { xcf: 'b1', role: 'backup', rank: 10 }, { xcf: 'b2', role: 'backup', rank: 50 }));
+    const d = dpt(
+      { name: 'hotstandby', autoSwitchBack, healthSwitch: true },
+      dests(
+        { xcf: 'p', role: 'preferred' },
+        { xcf: 'b1', role: 'backup', rank: 10 },
+        { xcf: 'b2', role: 'backup', rank: 50 },
+      ),
+    );
     for (const x of ['p', 'b1', 'b2']) d.update('s', x, { ready: true });
     assert.deepEqual(w(d), { p: 1, b1: 0, b2: 0 });
     d.update('s', 'p', { ready: false });
     assert.deepEqual(w(d), { p: 0, b1: 0, b2: 1 }, 'highest rank first');
     d.update('s', 'p', { ready: true });
-    assert.deepEqual(w(d), autoSwitchBack ? { p: 1, b1: 0, b2: 0 } : { p: 0, b1: 0, b2: 1 }, `autoSwitchBack ${autoSwitchBack}`);
+    assert.deepEqual(
+      w(d),
+      autoSwitchBack ? { p: 1, b1: 0, b2: 0 } : { p: 0, b1: 0, b2: 1 },
+      `autoSwitchBack ${autoSwitchBack}`,
+    );
     d.update('s', 'b2', { ready: false });
     assert.deepEqual(w(d), { p: 1, b1: 0, b2: 0 }, 'the backup failed: back to the preferred target');
   }
@@ -111,7 +142,12 @@ test('BASEWLM: the same weights from the same load reports as SERVERWLM (one loa
   const abc = () => dests({ xcf: 'a' }, { xcf: 'b' }, { xcf: 'c' });
   const [base, server] = (['basewlm', 'serverwlm'] as const).map((name) => dpt({ name }, abc()));
   for (const d of [base, server]) {
-    for (const [x, load] of [['a', 0.2], ['b', 0.7], ['c', 1]] as const) d.update('s', x, { ready: true, load });
+    for (const [x, load] of [
+      ['a', 0.2],
+      ['b', 0.7],
+      ['c', 1],
+    ] as const)
+      d.update('s', x, { ready: true, load });
   }
   assert.deepEqual(w(base), { a: 80, b: 30, c: 0 });
   assert.deepEqual(w(base), w(server));

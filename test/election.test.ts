@@ -23,7 +23,11 @@ function situation(over: Partial<Omit<Situation, 'view'>> & { view?: Partial<Dvi
   const { view, ...rest } = over;
   return {
     me: 'r2',
-    candidates: [{ node: 'r1', rank: PRIMARY_RANK }, { node: 'r2', rank: 100 }, { node: 'r3', rank: 50 }],
+    candidates: [
+      { node: 'r1', rank: PRIMARY_RANK },
+      { node: 'r2', rank: 100 },
+      { node: 'r3', rank: 50 },
+    ],
     live: new Set(['r1', 'r2', 'r3']),
     primary: 'r1',
     nopreempt: false,
@@ -35,7 +39,10 @@ function situation(over: Partial<Omit<Situation, 'view'>> & { view?: Partial<Dvi
   };
 }
 
-const owner = (node: string, epoch = 1) => ({ owner: { node, rank: node === 'r1' ? PRIMARY_RANK : 100, epoch }, ownerRev: 5 });
+const owner = (node: string, epoch = 1) => ({
+  owner: { node, rank: node === 'r1' ? PRIMARY_RANK : 100, epoch },
+  ownerRev: 5,
+});
 
 describe('election rules', () => {
   test('no owner: only the highest-ranked live candidate takes over', () => {
@@ -43,11 +50,23 @@ describe('election rules', () => {
     assert.equal(decide(situation({ me: 'r2' })), undefined, 'r1 is alive and ranks higher');
     assert.equal(decide(situation({ me: 'r2', live: new Set(['r2', 'r3']) })), 'takeover', 'r1 is dead');
     // An owner key nobody can read may be a live owner's: no claim over it, of any kind.
-    for (const over of [{ me: 'r1' }, { me: 'r2', live: new Set(['r2', 'r3']) }, { me: 'r2', ownerlessTooLong: true }]) {
-      assert.equal(decide(situation({ ...over, view: { unreadableOwner: 'garbage', ownerRev: 9 } })), undefined, JSON.stringify(over));
+    for (const over of [
+      { me: 'r1' },
+      { me: 'r2', live: new Set(['r2', 'r3']) },
+      { me: 'r2', ownerlessTooLong: true },
+    ]) {
+      assert.equal(
+        decide(situation({ ...over, view: { unreadableOwner: 'garbage', ownerRev: 9 } })),
+        undefined,
+        JSON.stringify(over),
+      );
     }
     assert.equal(decide(situation({ me: 'r3', live: new Set(['r2', 'r3']) })), undefined, 'r2 outranks r3');
-    assert.equal(decide(situation({ me: 'r3', live: new Set(['r2', 'r3']), ownerlessTooLong: true })), 'takeover', 'r2 seems stuck');
+    assert.equal(
+      decide(situation({ me: 'r3', live: new Set(['r2', 'r3']), ownerlessTooLong: true })),
+      'takeover',
+      'r2 seems stuck',
+    );
   });
 
   test('a node that is not a candidate, or not live, never claims', () => {
@@ -61,9 +80,17 @@ describe('election rules', () => {
 
   test('takeback by the primary: when due, never with nopreempt, never against a move', () => {
     assert.equal(decide(situation({ me: 'r1', view: owner('r2') })), 'takeback');
-    assert.equal(decide(situation({ me: 'r1', view: owner('r2'), takebackDue: false })), undefined, 'delay not over / not ready');
+    assert.equal(
+      decide(situation({ me: 'r1', view: owner('r2'), takebackDue: false })),
+      undefined,
+      'delay not over / not ready',
+    );
     assert.equal(decide(situation({ me: 'r1', view: owner('r2'), nopreempt: true })), undefined, 'nopreempt');
-    assert.equal(decide(situation({ me: 'r1', view: { ...owner('r2'), move: { to: 'r2', whenIdle: false } } })), undefined, 'an operator moved it');
+    assert.equal(
+      decide(situation({ me: 'r1', view: { ...owner('r2'), move: { to: 'r2', whenIdle: false } } })),
+      undefined,
+      'an operator moved it',
+    );
     assert.equal(decide(situation({ me: 'r1', view: owner('r1') })), undefined, 'already the owner');
   });
 
@@ -73,14 +100,28 @@ describe('election rules', () => {
     assert.equal(decide(situation({ me: 'r2', view: move(false) })), undefined);
     assert.equal(decide(situation({ me: 'r3', view: move(true) })), undefined, 'connections still use it');
     assert.equal(decide(situation({ me: 'r3', view: move(true), idle: true })), 'move');
-    assert.equal(decide(situation({ me: 'r3', view: { ...owner('r1'), move: { to: 'r3', whenIdle: false } }, live: new Set(['r1', 'r2']) })), undefined, 'a move to a dead node');
+    assert.equal(
+      decide(
+        situation({
+          me: 'r3',
+          view: { ...owner('r1'), move: { to: 'r3', whenIdle: false } },
+          live: new Set(['r1', 'r2']),
+        }),
+      ),
+      undefined,
+      'a move to a dead node',
+    );
   });
 
   test('quiesce: the quiesced owner is replaced by the best other candidate; a quiesced node never claims', () => {
     const q = (...nodes: string[]) => ({ ...owner('r1'), quiesced: new Set(nodes) });
     assert.equal(decide(situation({ me: 'r2', view: q('r1') })), 'move');
     assert.equal(decide(situation({ me: 'r3', view: q('r1') })), undefined);
-    assert.equal(decide(situation({ me: 'r1', view: { ...q('r1'), owner: { node: 'r2', rank: 100, epoch: 2 } } })), undefined, 'no takeback while quiesced');
+    assert.equal(
+      decide(situation({ me: 'r1', view: { ...q('r1'), owner: { node: 'r2', rank: 100, epoch: 2 } } })),
+      undefined,
+      'no takeback while quiesced',
+    );
     assert.equal(decide(situation({ me: 'r1', view: { quiesced: new Set(['r1']) } })), undefined);
     assert.equal(decide(situation({ me: 'r2', view: { quiesced: new Set(['r1']) } })), 'takeover');
   });
@@ -112,10 +153,25 @@ describe('fencing by epoch', () => {
     const ok = { address: D, owner: 'r2', epoch: 7, event: 'takeover' };
     assert.deepEqual(dvipa(ok), { type: MsgType.Dvipa, body: ok });
     for (const [bad, why] of [
-      [{ ...ok, epoch: 0 }, /at least 1/], [{ ...ok, epoch: -1 }], [{ ...ok, epoch: 1.5 }], [{ ...ok, epoch: '7' }],
-      [{ ...ok, event: 'steal' }, /takeover, takeback/], [{ ...ok, owner: 'r 2' }], [{ ...ok, address: '300.1.1.1' }], [{ ...ok, extra: 1 }, /unexpected field/],
-    ] as Array<[object, RegExp?]>) assert.throws(() => dvipa(bad), (e: Error) => e instanceof InvalidMessage && (!why || why.test(e.message)), JSON.stringify(bad));
-    assert.throws(() => decodeMessage(MsgType.VipaList, Buffer.from(JSON.stringify({ dvipas: [{ address: D, services: [] }] }))), /epoch/, 'a VIPA list says its epoch');
+      [{ ...ok, epoch: 0 }, /at least 1/],
+      [{ ...ok, epoch: -1 }],
+      [{ ...ok, epoch: 1.5 }],
+      [{ ...ok, epoch: '7' }],
+      [{ ...ok, event: 'steal' }, /takeover, takeback/],
+      [{ ...ok, owner: 'r 2' }],
+      [{ ...ok, address: '300.1.1.1' }],
+      [{ ...ok, extra: 1 }, /unexpected field/],
+    ] as Array<[object, RegExp?]>)
+      assert.throws(
+        () => dvipa(bad),
+        (e: Error) => e instanceof InvalidMessage && (!why || why.test(e.message)),
+        JSON.stringify(bad),
+      );
+    assert.throws(
+      () => decodeMessage(MsgType.VipaList, Buffer.from(JSON.stringify({ dvipas: [{ address: D, services: [] }] }))),
+      /epoch/,
+      'a VIPA list says its epoch',
+    );
   });
 });
 
@@ -164,14 +220,19 @@ describe('coupling facility on etcd', () => {
     });`;
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
-      const line = await new Promise<string>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim())));
+      const line = await new Promise<string>((resolve) =>
+        child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim())),
+      );
       assert.equal(line, 'claimed');
       await until('b to see a own it', () => b.view(D).owner?.node === 'a');
       const died = Date.now();
       child.kill('SIGKILL');
       await until("a's owner key to expire with its lease", () => b.view(D).owner === undefined, 5000);
       const freedMs = Date.now() - died;
-      assert.ok(freedMs <= 2000, `a 1 s lease freed the DVIPA ${freedMs} ms after the owner died (etcd checks expiry every 500 ms)`);
+      assert.ok(
+        freedMs <= 2000,
+        `a 1 s lease freed the DVIPA ${freedMs} ms after the owner died (etcd checks expiry every 500 ms)`,
+      );
       assert.ok(!b.members().has('a'), 'a is no longer a member');
       assert.equal((await b.claim(D, 50, b.view(D)))?.epoch, 2, 'the next owner gets a higher epoch');
     } finally {
@@ -188,19 +249,66 @@ describe('coupling facility on etcd', () => {
     const raw = new Etcd3({ hosts: etcd.server.url });
     try {
       const lease = (await raw.get(ownerKey).exec()).kvs[0].lease;
-      for (const garbage of ['not json', '{"node":"a"}', '{"node":"a","rank":256,"epoch":0}', '{"node":7,"rank":1,"epoch":1}', '[]', 'null', '']) {
+      for (const garbage of [
+        'not json',
+        '{"node":"a"}',
+        '{"node":"a","rank":256,"epoch":0}',
+        '{"node":7,"rank":1,"epoch":1}',
+        '[]',
+        'null',
+        '',
+      ]) {
         // The same lease as the owner's record: the key lives as long as its owner does.
         await raw.put(ownerKey).value(garbage).lease(lease).exec();
-        await until(`b to see ${JSON.stringify(garbage)}`, () => b.view(D).owner === undefined && b.view(D).unreadableOwner === garbage);
+        await until(
+          `b to see ${JSON.stringify(garbage)}`,
+          () => b.view(D).owner === undefined && b.view(D).unreadableOwner === garbage,
+        );
         const view = b.view(D);
-        assert.equal(decide({ ...situation({ me: 'b', candidates: [{ node: 'a', rank: PRIMARY_RANK }, { node: 'b', rank: 100 }], live: new Set(['b']), primary: 'a' }), view }), undefined, garbage);
+        assert.equal(
+          decide({
+            ...situation({
+              me: 'b',
+              candidates: [
+                { node: 'a', rank: PRIMARY_RANK },
+                { node: 'b', rank: 100 },
+              ],
+              live: new Set(['b']),
+              primary: 'a',
+            }),
+            view,
+          }),
+          undefined,
+          garbage,
+        );
       }
       // b's election, running, with every reason to claim: ready, and a stuck owner presumed
       // after 100 ms. Over ten of its ticks it claims nothing; the garbage stays.
       const acquired: string[] = [];
-      const election = new Election(b, new Map([[D, { address: D, primary: 'a', candidates: [{ node: 'a', rank: PRIMARY_RANK }, { node: 'b', rank: 100 }] }]]),
+      const election = new Election(
+        b,
+        new Map([
+          [
+            D,
+            {
+              address: D,
+              primary: 'a',
+              candidates: [
+                { node: 'a', rank: PRIMARY_RANK },
+                { node: 'b', rank: 100 },
+              ],
+            },
+          ],
+        ]),
         { me: 'b', nopreempt: false, takebackDelayMs: 0, stuckMs: 100, settleMs: 0 },
-        { ready: () => true, idle: () => true, acquired: (_d, rec, how) => acquired.push(`${how} ${rec.epoch}`), lost: () => undefined }, log);
+        {
+          ready: () => true,
+          idle: () => true,
+          acquired: (_d, rec, how) => acquired.push(`${how} ${rec.epoch}`),
+          lost: () => undefined,
+        },
+        log,
+      );
       election.start();
       try {
         await sleep(2000);
@@ -230,27 +338,38 @@ describe('coupling facility on etcd', () => {
     seq++;
     const events: string[] = [];
     const elect = (c: EtcdCoupling, me: string) => {
-      const candidates = [{ node: 'a', rank: PRIMARY_RANK }, { node: 'b', rank: 100 }];
+      const candidates = [
+        { node: 'a', rank: PRIMARY_RANK },
+        { node: 'b', rank: 100 },
+      ];
       const opts = { me, nopreempt: false, takebackDelayMs: 0, stuckMs: 300, settleMs: 0 };
-      const e = new Election(c, new Map([[D, { address: D, primary: 'a', candidates }]]), opts, {
-        ready: () => true,
-        idle: () => true,
-        acquired: (_d, o) => events.push(`${me} acquired ${o.epoch}`),
-        lost: (_d, o) => events.push(`${me} lost to ${o?.node ?? 'nobody'}`),
-      }, log);
+      const e = new Election(
+        c,
+        new Map([[D, { address: D, primary: 'a', candidates }]]),
+        opts,
+        {
+          ready: () => true,
+          idle: () => true,
+          acquired: (_d, o) => events.push(`${me} acquired ${o.epoch}`),
+          lost: (_d, o) => events.push(`${me} lost to ${o?.node ?? 'nobody'}`),
+        },
+        log,
+      );
       e.start();
       return e;
     };
     // Leases of 3 s: this test is about the delete, not about a loaded machine's lease renewals.
     const [a, b, ops] = [await cf('a', 3), await cf('b', 3), await cf('ops', 3)];
     const elections = [elect(a, 'a'), elect(b, 'b')];
-    const dvipaCli = (...args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      const cli = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
-      // The test etcd: plain http on loopback, no auth (said so).
-      const where = ['--etcd', etcd.server.url, '--insecure-etcd', '--etcd-prefix', `/t${seq}/`];
-      execFile(process.execPath, [cli, 'dvipa', ...args, ...where], (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
-    });
+    const dvipaCli = (...args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+        const cli = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+        // The test etcd: plain http on loopback, no auth (said so).
+        const where = ['--etcd', etcd.server.url, '--insecure-etcd', '--etcd-prefix', `/t${seq}/`];
+        execFile(process.execPath, [cli, 'dvipa', ...args, ...where], (err, stdout, stderr) =>
+          resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        );
+      });
     try {
       await until('a to route it', () => events.includes('a acquired 1'));
       // Through the CLI, as an operator does: it waits until no node routes the DVIPA.
@@ -265,8 +384,9 @@ describe('coupling facility on etcd', () => {
       const back = await dvipaCli('reactivate', D);
       assert.equal(back.code, 0, back.stderr);
       assert.match(back.stdout, /delete withdrawn/);
-      await until('a node to route it again', () => ops.view(D).owner !== undefined, 10000)
-        .catch((e: Error) => assert.fail(`${e.message}; events: ${events.join(', ')}`));
+      await until('a node to route it again', () => ops.view(D).owner !== undefined, 10000).catch((e: Error) =>
+        assert.fail(`${e.message}; events: ${events.join(', ')}`),
+      );
       // Either candidate may claim first (and the primary then take it back): each claim a new epoch.
       assert.ok((ops.view(D).owner?.epoch ?? 0) >= 2, `a new owner, a new epoch: ${JSON.stringify(ops.view(D).owner)}`);
       assert.equal(ops.view(D).deleted, undefined);
@@ -278,10 +398,23 @@ describe('coupling facility on etcd', () => {
   test('etcd with password auth: the right password joins, a wrong one is refused', async () => {
     const secured = await startEtcd();
     try {
-      const ctl = (...args: string[]) => execFileSync('etcdctl', [`--endpoints=${secured.url}`, ...args], { env: { ...process.env, ETCDCTL_API: '3' }, stdio: 'pipe' });
+      const ctl = (...args: string[]) =>
+        execFileSync('etcdctl', [`--endpoints=${secured.url}`, ...args], {
+          env: { ...process.env, ETCDCTL_API: '3' },
+          stdio: 'pipe',
+        });
       ctl('user', 'add', 'root', '--new-user-password=s3cret');
       ctl('auth', 'enable');
-      const as = (password: string) => new EtcdCoupling({ endpoints: [secured.url], node: 'a', xcf: '198.18.0.1', ttlSec: 1, user: 'root', password, logger: log });
+      const as = (password: string) =>
+        new EtcdCoupling({
+          endpoints: [secured.url],
+          node: 'a',
+          xcf: '198.18.0.1',
+          ttlSec: 1,
+          user: 'root',
+          password,
+          logger: log,
+        });
       const good = as('s3cret');
       await good.start();
       assert.equal((await good.claim(D, 100, good.view(D)))?.epoch, 1);
@@ -298,11 +431,27 @@ describe('coupling facility on etcd', () => {
     const secured = await startEtcd({ tls: true });
     try {
       const { ca, cert, key } = secured.tls!;
-      const good = new EtcdCoupling({ endpoints: [secured.url], node: 'a', xcf: '198.18.0.1', ttlSec: 1, caFile: ca, certFile: cert, keyFile: key, logger: log });
+      const good = new EtcdCoupling({
+        endpoints: [secured.url],
+        node: 'a',
+        xcf: '198.18.0.1',
+        ttlSec: 1,
+        caFile: ca,
+        certFile: cert,
+        keyFile: key,
+        logger: log,
+      });
       await good.start();
       assert.equal((await good.claim(D, 100, good.view(D)))?.epoch, 1);
       await good.stop(0);
-      const anonymous = new EtcdCoupling({ endpoints: [secured.url], node: 'b', xcf: '198.18.0.1', ttlSec: 1, caFile: ca, logger: log });
+      const anonymous = new EtcdCoupling({
+        endpoints: [secured.url],
+        node: 'b',
+        xcf: '198.18.0.1',
+        ttlSec: 1,
+        caFile: ca,
+        logger: log,
+      });
       await assert.rejects(anonymous.start());
       await anonymous.stop(0);
     } finally {

@@ -56,11 +56,19 @@ function show(t: { diagnostic(m: string): void }, what: string, r: LoadReport): 
  * new connections to end, and asserts nothing was lost: no reset, no silent connection, no new
  * connection failed or pending, and (`retransmissions: false`) not one TCP retransmission.
  */
-async function closeWindow(t: { diagnostic(m: string): void }, what: string, o: { retransmissions?: false } = {}): Promise<LoadReport> {
+async function closeWindow(
+  t: { diagnostic(m: string): void },
+  what: string,
+  o: { retransmissions?: false } = {},
+): Promise<LoadReport> {
   await load.allAnswering(15000);
   const r = await load.close();
   show(t, what, r);
-  assert.deepEqual(loadProblems(r, { long: LONG, retransmissions: o.retransmissions }), [], `${what}: ${JSON.stringify(r)}`);
+  assert.deepEqual(
+    loadProblems(r, { long: LONG, retransmissions: o.retransmissions }),
+    [],
+    `${what}: ${JSON.stringify(r)}`,
+  );
   return r;
 }
 
@@ -89,10 +97,20 @@ before(async () => {
   fleet.start('r1', { args: haArgs() });
   await fleet.until('r1 to own the DVIPA', () => acquired('r1') !== undefined && holds('r1'));
   fleet.start('r2', { args: haArgs() });
-  const ready = (router: string, targets: string[]) => targets.every((t) => fleet.logs[router].some((l) => l.msg === 'DPT changed' && l.target === t && l.ready === true));
-  await fleet.until("both routing nodes' DPTs to be complete", () => ready('r1', ['t1', 't2', 't3']) && ready('r2', ['t1', 't2']));
-  await fleet.until('r2 to know the targets\' connections', () => fleet.find('r2', 'agent started') !== undefined);
-  load = await LoadClient.start(topo, ns.client, { host: DVIPA, port: PORT, long: LONG, intervalMs: 100, newPerSec: 20 });
+  const ready = (router: string, targets: string[]) =>
+    targets.every((t) => fleet.logs[router].some((l) => l.msg === 'DPT changed' && l.target === t && l.ready === true));
+  await fleet.until(
+    "both routing nodes' DPTs to be complete",
+    () => ready('r1', ['t1', 't2', 't3']) && ready('r2', ['t1', 't2']),
+  );
+  await fleet.until("r2 to know the targets' connections", () => fleet.find('r2', 'agent started') !== undefined);
+  load = await LoadClient.start(topo, ns.client, {
+    host: DVIPA,
+    port: PORT,
+    long: LONG,
+    intervalMs: 100,
+    newPerSec: 20,
+  });
 });
 
 after(async () => {
@@ -113,38 +131,97 @@ test('steady state: every connection served through r1, nothing lost', async (t)
 
 /** The agent's Prometheus metrics, scraped from inside its namespace. */
 function metrics(node: string): Promise<string> {
-  return new Promise((resolve, reject) => execFile('nsenter', [`--net=${netnsPath(ns[node])}`, process.execPath, '-e',
-    "fetch('http://127.0.0.1:9741/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"], (err, stdout) => (err ? reject(err) : resolve(stdout))));
+  return new Promise((resolve, reject) =>
+    execFile(
+      'nsenter',
+      [
+        `--net=${netnsPath(ns[node])}`,
+        process.execPath,
+        '-e',
+        "fetch('http://127.0.0.1:9741/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))",
+      ],
+      (err, stdout) => (err ? reject(err) : resolve(stdout)),
+    ),
+  );
 }
 
 /** `dvipa netstat REPORT --json` against a node's agent (or `--socket` as given). */
 async function netstat(node: string, ...args: string[]): Promise<{ code: number; json?: unknown; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, 'netstat', ...args, '--json', '--socket', fleet.socket(node)], (err, stdout, stderr) =>
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, json: err ? undefined : JSON.parse(stdout), stderr }));
+    execFile(
+      process.execPath,
+      [CLI, 'netstat', ...args, '--json', '--socket', fleet.socket(node)],
+      (err, stdout, stderr) =>
+        resolve({
+          code: err ? Number((err as { code?: number }).code ?? 1) : 0,
+          json: err ? undefined : JSON.parse(stdout),
+          stderr,
+        }),
+    );
   });
 }
 
 test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator sees them', async () => {
-  const dyn = async (node: string) => ((await netstat(node, 'vipadyn')).json as { coupling: { shared: boolean; healthy: boolean; members: string[] }; dvipas: Array<Record<string, unknown>> });
+  const dyn = async (node: string) =>
+    (await netstat(node, 'vipadyn')).json as {
+      coupling: { shared: boolean; healthy: boolean; members: string[] };
+      dvipas: Array<Record<string, unknown>>;
+    };
   const r1 = await dyn('r1');
   assert.deepEqual(r1.coupling, { shared: true, healthy: true, members: ['r1', 'r2'] });
-  assert.deepEqual(r1.dvipas.map((d) => [d.dvipa, d.status, d.origin, d.distStat, d.rank, d.owner]), [[DVIPA, 'Active', 'VIPADEFine', 'Dist', 256, 'r1']]);
+  assert.deepEqual(
+    r1.dvipas.map((d) => [d.dvipa, d.status, d.origin, d.distStat, d.rank, d.owner]),
+    [[DVIPA, 'Active', 'VIPADEFine', 'Dist', 256, 'r1']],
+  );
   assert.ok((r1.dvipas[0].epoch as number) >= 1 && typeof r1.dvipas[0].since === 'string');
   const r2 = await dyn('r2');
-  assert.deepEqual(r2.dvipas.map((d) => [d.status, d.origin, d.rank, d.epoch, d.owner]), [['Backup', 'VIPABackup', 100, 0, 'r1']]);
-  assert.deepEqual((await dyn('t1')).dvipas.map((d) => [d.status, d.distStat]), [['Target', 'Dest']]);
+  assert.deepEqual(
+    r2.dvipas.map((d) => [d.status, d.origin, d.rank, d.epoch, d.owner]),
+    [['Backup', 'VIPABackup', 100, 0, 'r1']],
+  );
+  assert.deepEqual(
+    (await dyn('t1')).dvipas.map((d) => [d.status, d.distStat]),
+    [['Target', 'Dest']],
+  );
 
-  const vdpt = (await netstat('r1', 'vdpt', '--detail')).json as Array<{ target: string; ready: boolean; weight: number; activeConn: number; owner: boolean; service: { packets: number } }>;
-  assert.deepEqual(vdpt.map((r) => [r.target, r.ready, r.weight > 0, r.owner]), TARGETS.map((t) => [t.xcf, true, true, true]));
+  const vdpt = (await netstat('r1', 'vdpt', '--detail')).json as Array<{
+    target: string;
+    ready: boolean;
+    weight: number;
+    activeConn: number;
+    owner: boolean;
+    service: { packets: number };
+  }>;
+  assert.deepEqual(
+    vdpt.map((r) => [r.target, r.ready, r.weight > 0, r.owner]),
+    TARGETS.map((t) => [t.xcf, true, true, true]),
+  );
   assert.equal(vdpt.reduce((a, r) => a + r.activeConn, 0) >= LONG, true, 'the long-lived connections are active');
   assert.ok(vdpt[0].service.packets > 0);
   const backup = (await netstat('r2', 'vdpt')).json as Array<{ target: string; owner: boolean }>;
-  assert.deepEqual(backup.map((r) => [r.target, r.owner]), [[TARGETS[0].xcf, false], [TARGETS[1].xcf, false]], "r2's own list, inactive");
+  assert.deepEqual(
+    backup.map((r) => [r.target, r.owner]),
+    [
+      [TARGETS[0].xcf, false],
+      [TARGETS[1].xcf, false],
+    ],
+    "r2's own list, inactive",
+  );
 
-  const vcrt = (await netstat('r1', 'vcrt', '--dvipa', DVIPA, '--port', String(PORT), '--limit', '5')).json as { entries: Array<{ client: string; target: string; origin: string }>; total: number; truncated: boolean };
+  const vcrt = (await netstat('r1', 'vcrt', '--dvipa', DVIPA, '--port', String(PORT), '--limit', '5')).json as {
+    entries: Array<{ client: string; target: string; origin: string }>;
+    total: number;
+    truncated: boolean;
+  };
   assert.ok(vcrt.total >= LONG && vcrt.entries.length === 5 && vcrt.truncated);
-  assert.ok(vcrt.entries.every((e) => e.client === '198.18.0.1' && TARGETS.some((t) => t.xcf === e.target) && ['syn', 'newconn', 'recovered'].includes(e.origin)));
+  assert.ok(
+    vcrt.entries.every(
+      (e) =>
+        e.client === '198.18.0.1' &&
+        TARGETS.some((t) => t.xcf === e.target) &&
+        ['syn', 'newconn', 'recovered'].includes(e.origin),
+    ),
+  );
   assert.equal(((await netstat('r1', 'vcrt', '--client', '198.18.0.99')).json as { total: number }).total, 0);
   const cfg = (await netstat('r1', 'vipadcfg')).json as { node: string; profile: string };
   assert.equal(cfg.node, 'r1');
@@ -156,19 +233,44 @@ test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator
   const none = await netstat('nobody-here', 'vdpt');
   assert.equal(none.code, 3);
   assert.match(none.stderr, /no agent answers on .*nobody-here\.sock/);
-  const nobody = await new Promise<{ code: number; stderr: string }>((resolve) => execFile('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'netstat', 'vdpt', '--socket', fleet.socket('r1')],
-    (err, _out, stderr) => resolve({ code: Number((err as { code?: number } | null)?.code ?? 0), stderr })));
+  const nobody = await new Promise<{ code: number; stderr: string }>((resolve) =>
+    execFile(
+      'setpriv',
+      [
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        process.execPath,
+        CLI,
+        'netstat',
+        'vdpt',
+        '--socket',
+        fleet.socket('r1'),
+      ],
+      (err, _out, stderr) => resolve({ code: Number((err as { code?: number } | null)?.code ?? 0), stderr }),
+    ),
+  );
   assert.equal(nobody.code, 4, nobody.stderr);
   assert.match(nobody.stderr, /permission denied/);
   const m = await metrics('r1');
-  for (const t of TARGETS) assert.match(m, new RegExp(`dvipa_target_connections_active\\{dvipa="${DVIPA}",port="${PORT}",protocol="tcp",target="${t.xcf}"\\} [1-9]`));
+  for (const t of TARGETS)
+    assert.match(
+      m,
+      new RegExp(
+        `dvipa_target_connections_active\\{dvipa="${DVIPA}",port="${PORT}",protocol="tcp",target="${t.xcf}"\\} [1-9]`,
+      ),
+    );
   assert.match(m, /dvipa_coupling_facility_up 1/);
   assert.match(m, /dvipa_service_packets_total\{dvipa="192\.0\.2\.10",port="8080",protocol="tcp"\} [1-9]/);
   assert.match(m, /dvipa_verdicts_total\{reason="fwd_redirect"\} [1-9]/);
   assert.match(m, /dvipa_crt_entries [1-9]/);
-  assert.match(await metrics('t1'), /dvipa_target_received_packets_total\{dvipa="192\.0\.2\.10",port="8080",protocol="tcp"\} [1-9]/, 'a target counts what it received');
+  assert.match(
+    await metrics('t1'),
+    /dvipa_target_received_packets_total\{dvipa="192\.0\.2\.10",port="8080",protocol="tcp"\} [1-9]/,
+    'a target counts what it received',
+  );
   const mode = fs.statSync(fleet.socket('r1')).mode & 0o777;
-  assert.equal(mode, 0o600, 'the control socket is root\'s only');
+  assert.equal(mode, 0o600, "the control socket is root's only");
 });
 
 test('agent restart on the owner under load: the pinned data plane forwards, the new agent adopts the DVIPA', async (t) => {
@@ -185,12 +287,21 @@ test('agent restart on the owner under load: the pinned data plane forwards, the
 test('etcd unreachable: forwarding goes on, nobody takes over, the owner keeps its DVIPA', async (t) => {
   await load.mark('etcd-paused');
   etcd.pause();
-  await fleet.until('r1 to notice', () => fleet.find('r1', 'coupling facility (etcd) unreachable: the data plane keeps forwarding, no DVIPA changes owner') !== undefined);
+  await fleet.until(
+    'r1 to notice',
+    () =>
+      fleet.find(
+        'r1',
+        'coupling facility (etcd) unreachable: the data plane keeps forwarding, no DVIPA changes owner',
+      ) !== undefined,
+  );
   // The event itself: etcd stays stopped for three lease TTLs, ~4 s in all as docs/ha.md says.
   await sleep(3000);
   const resumed = Date.now();
   etcd.resume();
-  await fleet.until('r1 to reach etcd again', () => fleet.logs.r1.some((l) => l.msg === 'coupling facility (etcd) reachable' && (l.at as number) >= resumed));
+  await fleet.until('r1 to reach etcd again', () =>
+    fleet.logs.r1.some((l) => l.msg === 'coupling facility (etcd) reachable' && (l.at as number) >= resumed),
+  );
   // Nobody may take over once etcd is back either: watch the settling time (a lease TTL + 0.5 s) and a margin.
   await sleep(1500 + LOADED_MACHINE_MARGIN_MS);
   await closeWindow(t, 'etcd unreachable', { retransmissions: false });
@@ -206,28 +317,40 @@ test('takeover: r1 killed and its link down; r2 forwards within about a second w
   // served is the first whose SYN went out after the failure.
   await load.mark('takeover');
   const late = Date.now() - t0;
-  const won = () => fleet.logs.r2.find((l) => l.msg === 'DVIPA acquired' && l.how === 'takeover' && (l.at as number) >= t0);
+  const won = () =>
+    fleet.logs.r2.find((l) => l.msg === 'DVIPA acquired' && l.how === 'takeover' && (l.at as number) >= t0);
   await fleet.until('r2 to take over', () => won() !== undefined, 10000);
   const tookOver = (won()!.at as number) - t0;
   const r = await closeWindow(t, 'takeover');
   const firstNew = r.fresh.firstOkAfterMs! + late;
   const allAnswering = r.long.allAnsweredAfterMs! + late;
-  t.diagnostic(`takeover: DVIPA acquired by r2 ${tookOver} ms after the failure; first new connection served ${firstNew} ms after it; every long-lived connection answering again within ${allAnswering} ms (longest wait for a reply ${r.long.maxWaitMs} ms); bounds ${JSON.stringify(BOUND)}`);
+  t.diagnostic(
+    `takeover: DVIPA acquired by r2 ${tookOver} ms after the failure; first new connection served ${firstNew} ms after it; every long-lived connection answering again within ${allAnswering} ms (longest wait for a reply ${r.long.maxWaitMs} ms); bounds ${JSON.stringify(BOUND)}`,
+  );
   assert.ok(holds('r2'));
-  assert.ok(tookOver <= BOUND.acquiredMs, `DVIPA acquired ${tookOver} ms after the failure: more than ${BOUND.acquiredMs}`);
-  assert.ok(firstNew <= BOUND.firstNewConnectionMs, `first new connection ${firstNew} ms after the failure: more than ${BOUND.firstNewConnectionMs}`);
-  assert.ok(allAnswering <= BOUND.allAnsweringMs, `long-lived connections answering ${allAnswering} ms after the failure: more than ${BOUND.allAnsweringMs}`);
+  assert.ok(
+    tookOver <= BOUND.acquiredMs,
+    `DVIPA acquired ${tookOver} ms after the failure: more than ${BOUND.acquiredMs}`,
+  );
+  assert.ok(
+    firstNew <= BOUND.firstNewConnectionMs,
+    `first new connection ${firstNew} ms after the failure: more than ${BOUND.firstNewConnectionMs}`,
+  );
+  assert.ok(
+    allAnswering <= BOUND.allAnsweringMs,
+    `long-lived connections answering ${allAnswering} ms after the failure: more than ${BOUND.allAnsweringMs}`,
+  );
   const m = await metrics('r2');
   assert.match(m, /dvipa_ownership_changes_total\{dvipa="192\.0\.2\.10",how="takeover"\} 1/);
   assert.match(m, /dvipa_ownership_change_seconds_count\{how="takeover"\} 1/);
 
   // r2's own VIPADISTribute, once it stops continuing r1's distribution (3 s after the
   // takeover): new connections to t1 and t2 only; t3's connections stay.
-  await fleet.until("r2 to distribute by its own list", () => Date.now() > t0 + tookOver + 3000, 10000);
+  await fleet.until('r2 to distribute by its own list', () => Date.now() > t0 + tookOver + 3000, 10000);
   await load.mark('r2-own-list');
   await served(30);
   const after = await closeWindow(t, 'after takeover', { retransmissions: false });
-  assert.deepEqual(Object.keys(after.fresh.names).sort(), ['t1', 't2'], "r2 distributes by its own list");
+  assert.deepEqual(Object.keys(after.fresh.names).sort(), ['t1', 't2'], 'r2 distributes by its own list');
   assert.ok((after.long.perTarget.t3 ?? 0) > 0, "t3's long-lived connections were kept");
 });
 
@@ -241,7 +364,9 @@ test('takeback: r1 returns, waits for its tables, takes the DVIPA back; nothing 
   await served(released + 20);
   await closeWindow(t, 'takeback', { retransmissions: false });
   assert.ok(holds('r1'));
-  const epochs = [acquired('r2') as { epoch: number }, acquired('r1', 'takeback') as { epoch: number }].map((l) => l.epoch);
+  const epochs = [acquired('r2') as { epoch: number }, acquired('r1', 'takeback') as { epoch: number }].map(
+    (l) => l.epoch,
+  );
   assert.ok(epochs[1] > epochs[0], `the takeback's epoch is higher (${epochs.join(' < ')})`);
 });
 
@@ -256,12 +381,24 @@ test('split brain: the owner cut off from etcd (not from its clients) loses the 
   };
   try {
     const since = (l: { at?: unknown }) => (l.at as number) >= cut;
-    await fleet.until('r2 to take the DVIPA over from r1, whose lease ran out', () => fleet.logs.r2.some((l) => l.msg === 'DVIPA acquired' && since(l)), 10000);
-    await fleet.until('r1 to give the address up', () => fleet.logs.r1.some((l) => l.msg === 'DVIPA now routed by another node: address released' && since(l)), 10000);
+    await fleet.until(
+      'r2 to take the DVIPA over from r1, whose lease ran out',
+      () => fleet.logs.r2.some((l) => l.msg === 'DVIPA acquired' && since(l)),
+      10000,
+    );
+    await fleet.until(
+      'r1 to give the address up',
+      () => fleet.logs.r1.some((l) => l.msg === 'DVIPA now routed by another node: address released' && since(l)),
+      10000,
+    );
     const won = fleet.logs.r2.find((l) => l.msg === 'DVIPA acquired' && since(l))!.at as number;
-    const gaveUp = fleet.logs.r1.find((l) => l.msg === 'DVIPA now routed by another node: address released' && since(l))!.at as number;
+    const gaveUp = fleet.logs.r1.find(
+      (l) => l.msg === 'DVIPA now routed by another node: address released' && since(l),
+    )!.at as number;
     const overlap = gaveUp - won;
-    t.diagnostic(`owner cut from etcd: r2 acquired the DVIPA ${won - cut} ms after the cut; r1 released it ${overlap} ms after that (bound ${OVERLAP_BOUND_MS} ms)`);
+    t.diagnostic(
+      `owner cut from etcd: r2 acquired the DVIPA ${won - cut} ms after the cut; r1 released it ${overlap} ms after that (bound ${OVERLAP_BOUND_MS} ms)`,
+    );
     assert.ok(overlap <= OVERLAP_BOUND_MS, `both held the address for ${overlap} ms`);
     assert.deepEqual([holds('r1'), holds('r2')], [false, true], 'exactly one owner, the one etcd names');
     await served((await load.report()).fresh.ok + 20);
@@ -277,7 +414,8 @@ test('split brain: the owner cut off from etcd (not from its clients) loses the 
 function dvipaCli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile('nsenter', [`--net=${netnsPath(ns.r1)}`, process.execPath, CLI, 'dvipa', ...args], (err, stdout, stderr) =>
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
   });
 }
 
@@ -297,9 +435,15 @@ test('operator moves: move to r2 and quiesce it back to r1, connections kept; WH
   assert.equal(quiesced.code, 0, quiesced.stderr);
   assert.match(quiesced.stdout, /quiesced on r2; now routed by r1/);
   await fleet.until('r2 to release the address', () => !holds('r2') && holds('r1'), 5000);
-  const shown = JSON.parse((await dvipaCli('show', '--json', ...etcdArgs)).stdout) as { members: string[]; dvipas: Array<{ dvipa: string; owner: string; quiesced: string[] }> };
+  const shown = JSON.parse((await dvipaCli('show', '--json', ...etcdArgs)).stdout) as {
+    members: string[];
+    dvipas: Array<{ dvipa: string; owner: string; quiesced: string[] }>;
+  };
   assert.deepEqual(shown.members, ['r1', 'r2']);
-  assert.deepEqual(shown.dvipas.map((d) => [d.dvipa, d.owner, d.quiesced]), [[DVIPA, 'r1', ['r2']]]);
+  assert.deepEqual(
+    shown.dvipas.map((d) => [d.dvipa, d.owner, d.quiesced]),
+    [[DVIPA, 'r1', ['r2']]],
+  );
   const back = await dvipaCli('reactivate', DVIPA, ...etcdArgs);
   assert.equal(back.code, 0, back.stderr);
   assert.match(back.stdout, /quiesce lifted on r2; move to r2 withdrawn; routed by r1/);
@@ -316,7 +460,13 @@ test('operator moves: move to r2 and quiesce it back to r1, connections kept; WH
 
 test('dvipa dvipa: bad input is a usage error, an unknown node a clear one', async () => {
   const etcdArgs = ['--etcd', etcd.url, '--insecure-etcd'];
-  for (const args of [['move', '300.1.1.1', '--to', 'r2', ...etcdArgs], ['move', DVIPA, '--to', 'r2'], ['move', DVIPA, ...etcdArgs], ['move', DVIPA, '--to', 'r2', '--etcd', 'ftp://x'], ['frobnicate', ...etcdArgs]]) {
+  for (const args of [
+    ['move', '300.1.1.1', '--to', 'r2', ...etcdArgs],
+    ['move', DVIPA, '--to', 'r2'],
+    ['move', DVIPA, ...etcdArgs],
+    ['move', DVIPA, '--to', 'r2', '--etcd', 'ftp://x'],
+    ['frobnicate', ...etcdArgs],
+  ]) {
     const r = await dvipaCli(...args);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, /^dvipa: /);

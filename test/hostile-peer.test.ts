@@ -44,11 +44,13 @@ const until = async (what: string, cond: () => boolean | Promise<boolean>, ms = 
 
 async function rejects(reason: string): Promise<number> {
   const text = await new Promise<string>((resolve, reject) => {
-    http.get(`http://${metrics}/metrics`, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve(body));
-    }).once('error', reject);
+    http
+      .get(`http://${metrics}/metrics`, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve(body));
+      })
+      .once('error', reject);
   });
   return Number(new RegExp(`dvipa_message_rejects_total\\{reason="${reason}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
 }
@@ -58,16 +60,24 @@ before(async () => {
   pins = scratchPinRoot('hp');
   const port = await freePort();
   metrics = `${R1}:${await freePort()}`;
-  const config = parseProfile([
-    `NODE r1 XCF ${R1}`,
-    `VIPADYNAMIC VIPADEFINE 255.255.255.255 ${DVIPA} VIPADISTRIBUTE ${DVIPA} PORT 80 DESTIP ${T1} ENDVIPADYNAMIC`,
-    `NODE t1 XCF ${T1}`,
-  ].join('\n'));
+  const config = parseProfile(
+    [
+      `NODE r1 XCF ${R1}`,
+      `VIPADYNAMIC VIPADEFINE 255.255.255.255 ${DVIPA} VIPADISTRIBUTE ${DVIPA} PORT 80 DESTIP ${T1} ENDVIPADYNAMIC`,
+      `NODE t1 XCF ${T1}`,
+    ].join('\n'),
+  );
   const logger = pino({ level: 'silent' });
   agent = new Agent({ config, node: 'r1', key: KEY, pinRoot: pins.pinRoot, port, metricsAddress: metrics, logger });
   await agent.start();
   startTarget = async () => {
-    const t = new Transport({ node: 't1', key: KEY, listen: { host: T1, port }, peers: [{ name: 'r1', host: R1, port }], logger });
+    const t = new Transport({
+      node: 't1',
+      key: KEY,
+      listen: { host: T1, port },
+      peers: [{ name: 'r1', host: R1, port }],
+      logger,
+    });
     await t.start();
     return t;
   };
@@ -84,10 +94,24 @@ after(async () => {
 
 test('a target cannot take a DVIPA, announce another owner, or send a VIPA list', async () => {
   const epoch = agent!.owned().get(DVIPA)!.epoch;
-  target.send('r1', { type: MsgType.Dvipa, body: { address: DVIPA, owner: 't1', epoch: epoch + 100, event: 'takeover' } });
-  target.send('r1', { type: MsgType.Dvipa, body: { address: DVIPA, owner: 'r2', epoch: epoch + 100, event: 'takeover' } });
-  target.send('r1', { type: MsgType.VipaList, body: { dvipas: [{ address: DVIPA, epoch: epoch + 100, services: [{ port: 22, protocol: 'tcp', targets: 'all' }] }] } });
-  await until('the refusals to be counted', async () => (await rejects('not_routing')) === 2 && (await rejects('not_owner')) === 1);
+  target.send('r1', {
+    type: MsgType.Dvipa,
+    body: { address: DVIPA, owner: 't1', epoch: epoch + 100, event: 'takeover' },
+  });
+  target.send('r1', {
+    type: MsgType.Dvipa,
+    body: { address: DVIPA, owner: 'r2', epoch: epoch + 100, event: 'takeover' },
+  });
+  target.send('r1', {
+    type: MsgType.VipaList,
+    body: {
+      dvipas: [{ address: DVIPA, epoch: epoch + 100, services: [{ port: 22, protocol: 'tcp', targets: 'all' }] }],
+    },
+  });
+  await until(
+    'the refusals to be counted',
+    async () => (await rejects('not_routing')) === 2 && (await rejects('not_owner')) === 1,
+  );
   assert.equal(agent!.owned().get(DVIPA)?.epoch, epoch, 'r1 still owns the DVIPA, under the same epoch');
   assert.ok(target.connected('r1'), 'a refused message is dropped alone');
 });
@@ -96,7 +120,10 @@ test('the readiness gate opens only with a connected, synced target (an isolated
   const ready = () => (agent as unknown as { router: { ready(d: string): boolean } }).router.ready(DVIPA);
   const started = Date.now();
   assert.equal(ready(), false, 'connected, but no full reports yet');
-  target.send('r1', { type: MsgType.SrvStat, body: { full: true, up: [{ dvipa: DVIPA, port: 80, protocol: 'tcp' }], down: [] } });
+  target.send('r1', {
+    type: MsgType.SrvStat,
+    body: { full: true, up: [{ dvipa: DVIPA, port: 80, protocol: 'tcp' }], down: [] },
+  });
   target.send('r1', { type: MsgType.Conns, body: { full: true, added: [], removed: [] } });
   await until('the gate to open', ready);
   await target.stop();

@@ -36,7 +36,13 @@ const DVIPA = '198.18.98.10';
 const PEER = '198.18.98.3';
 const PSK = randomBytes(24).toString('base64');
 /** The kernel's side, empty: no ESP SAs on this machine. */
-const noSas: XfrmOps = { dumpSas: () => [], dumpPolicies: () => [], addSas: () => [], putPolicies: () => [], deleteSas: () => [] };
+const noSas: XfrmOps = {
+  dumpSas: () => [],
+  dumpPolicies: () => [],
+  addSas: () => [],
+  putPolicies: () => [],
+  deleteSas: () => [],
+};
 
 test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the peer always holds exactly one', async (t) => {
   requireRoot();
@@ -54,18 +60,31 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
   topo.bridge(sw, 'bridge0');
   const ns = { r1: topo.ns('r1'), r2: topo.ns('r2'), peer: topo.ns('peer') };
   const addrs = { r1: '198.18.98.1', r2: '198.18.98.2', peer: PEER };
-  for (const n of ['r1', 'r2', 'peer'] as const) topo.veth({ ns: ns[n], name: 'eth', addr: `${addrs[n]}/24` }, { ns: sw, name: `p${n}`, master: 'bridge0' });
+  for (const n of ['r1', 'r2', 'peer'] as const)
+    topo.veth({ ns: ns[n], name: 'eth', addr: `${addrs[n]}/24` }, { ns: sw, name: `p${n}`, master: 'bridge0' });
   const move = (from: 'r1' | 'r2' | undefined, to: 'r1' | 'r2') => {
     if (from) nsIp(ns[from], 'addr', 'del', `${DVIPA}/32`, 'dev', 'eth');
     nsIp(ns[to], 'addr', 'add', `${DVIPA}/32`, 'dev', 'eth');
     // What the agent's gratuitous ARP does: the peer learns where the address went.
     nsIp(ns.peer, 'neigh', 'flush', 'dev', 'eth');
   };
-  const router: Omit<LabConn, 'name'> = { local: DVIPA, remote: PEER, localId: 'dvipa.example', remoteId: 'peer.example' };
+  const router: Omit<LabConn, 'name'> = {
+    local: DVIPA,
+    remote: PEER,
+    localId: 'dvipa.example',
+    remoteId: 'peer.example',
+  };
   const startCharon = async (n: 'r1' | 'r2' | 'peer') => {
     const c = await Charon.start(ns[n], { dir: path.join(dir, `${n}-${Date.now()}`) });
     charons.add(c);
-    await c.load([n === 'peer' ? { name: 'dvipa', local: PEER, remote: DVIPA, localId: 'peer.example', remoteId: 'dvipa.example' } : { name: 'peer1', ...router }], PSK);
+    await c.load(
+      [
+        n === 'peer'
+          ? { name: 'dvipa', local: PEER, remote: DVIPA, localId: 'peer.example', remoteId: 'dvipa.example' }
+          : { name: 'peer1', ...router },
+      ],
+      PSK,
+    );
     return c;
   };
   const sasOf = async (c: Charon): Promise<IkeSa[]> => {
@@ -80,7 +99,16 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
   const role = (n: 'r1' | 'r2', c: Charon, member: EtcdCoupling) => {
     let r: IpsecRole | undefined = undefined;
     const daemon = new ViciDaemon(c.vici, () => r?.ikeChanged(), log);
-    r = new IpsecRole(noSas, member, clusterKey, n, { seqMargin: 1000, intervalMs: 200, renegotiateMs: 15000, addressHere: (a) => hasAddress('eth', a, ns[n]) }, log, undefined, daemon);
+    r = new IpsecRole(
+      noSas,
+      member,
+      clusterKey,
+      n,
+      { seqMargin: 1000, intervalMs: 200, renegotiateMs: 15000, addressHere: (a) => hasAddress('eth', a, ns[n]) },
+      log,
+      undefined,
+      daemon,
+    );
     roles.push(r);
     r.watch(DVIPA);
     r.start();
@@ -93,7 +121,8 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
       await sleep(50);
     }
   };
-  const records = async (member: EtcdCoupling, epoch: number) => readIkeRecords(storeKey(clusterKey), await member.getBlobs(ikePrefix(DVIPA)), epoch);
+  const records = async (member: EtcdCoupling, epoch: number) =>
+    readIkeRecords(storeKey(clusterKey), await member.getBlobs(ikePrefix(DVIPA)), epoch);
 
   const peer = await startCharon('peer');
   let c1 = await startCharon('r1');
@@ -110,13 +139,29 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
   await v1.request('initiate', { ike: 'peer1', timeout: '10000' });
   v1.close();
   const [first] = await sasOf(c1);
-  await until('r1 to record its IKE SA', async () => (await records(m1, o1.epoch)).records[0]?.sa.initiatorSpi === first.initiatorSpi);
+  await until(
+    'r1 to record its IKE SA',
+    async () => (await records(m1, o1.epoch)).records[0]?.sa.initiatorSpi === first.initiatorSpi,
+  );
   const rec1 = (await records(m1, o1.epoch)).records[0];
   assert.deepEqual(
-    [rec1.owner, rec1.epoch, rec1.source, rec1.sa.conn, rec1.sa.localId, rec1.sa.remoteId, rec1.sa.localHost, rec1.sa.remoteHost, rec1.sa.responderSpi],
+    [
+      rec1.owner,
+      rec1.epoch,
+      rec1.source,
+      rec1.sa.conn,
+      rec1.sa.localId,
+      rec1.sa.remoteId,
+      rec1.sa.localHost,
+      rec1.sa.remoteHost,
+      rec1.sa.responderSpi,
+    ],
     ['r1', o1.epoch, 'negotiated', 'peer1', 'dvipa.example', 'peer.example', DVIPA, PEER, first.responderSpi],
   );
-  assert.deepEqual(role1.rows()[0].ike!.map((p) => [p.conn, p.remote, p.source, p.state]), [['peer1', PEER, 'negotiated', 'ESTABLISHED']]);
+  assert.deepEqual(
+    role1.rows()[0].ike!.map((p) => [p.conn, p.remote, p.source, p.state]),
+    [['peer1', PEER, 'negotiated', 'ESTABLISHED']],
+  );
 
   // The peer re-keys the IKE SA: new SPIs, and r1's record follows from the ike-rekey event.
   const vp = await peer.connect();
@@ -125,7 +170,12 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
   await until('the re-keyed IKE SA recorded', async () => {
     const now = (await sasOf(c1)).filter((s) => s.state === 'ESTABLISHED');
     const r = (await records(m1, o1.epoch)).records;
-    return now.length === 1 && now[0].initiatorSpi !== first.initiatorSpi && r.length === 1 && r[0].sa.initiatorSpi === now[0].initiatorSpi;
+    return (
+      now.length === 1 &&
+      now[0].initiatorSpi !== first.initiatorSpi &&
+      r.length === 1 &&
+      r[0].sa.initiatorSpi === now[0].initiatorSpi
+    );
   });
 
   // r1 fails (its charon and agent die, the address with them); r2 takes over.
@@ -138,7 +188,11 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
   const won = Date.now();
   await role2.acquired(DVIPA, o2, 'takeover');
   await sleep(300); // the renegotiation waits for the address
-  assert.deepEqual(role2.rows()[0].ike!.map((p) => [p.source, p.state]), [['inherited', 'PENDING']], 'known from the record until renegotiated');
+  assert.deepEqual(
+    role2.rows()[0].ike!.map((p) => [p.source, p.state]),
+    [['inherited', 'PENDING']],
+    'known from the record until renegotiated',
+  );
   nsIp(ns.r1, 'addr', 'del', `${DVIPA}/32`, 'dev', 'eth');
   move(undefined, 'r2');
   await role2.idle(DVIPA);
@@ -148,18 +202,34 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
   const [r2sa] = await sasOf(c2);
   const atPeer = await sasOf(peer);
   assert.equal(atPeer.length, 1, `the peer holds exactly one IKE SA for the DVIPA: ${JSON.stringify(atPeer)}`);
-  assert.deepEqual([atPeer[0].initiatorSpi, atPeer[0].responderSpi, r2sa.initiator], [r2sa.initiatorSpi, r2sa.responderSpi, true], "it is r2's");
+  assert.deepEqual(
+    [atPeer[0].initiatorSpi, atPeer[0].responderSpi, r2sa.initiator],
+    [r2sa.initiatorSpi, r2sa.responderSpi, true],
+    "it is r2's",
+  );
   const rec2 = (await records(m2, o2.epoch)).records;
-  assert.deepEqual(rec2.map((r) => [r.owner, r.epoch, r.source, r.sa.initiatorSpi]), [['r2', o2.epoch, 'renegotiated', r2sa.initiatorSpi]]);
-  assert.deepEqual(role2.rows()[0].ike!.map((p) => [p.source, p.state]), [['renegotiated', 'ESTABLISHED']]);
-  t.diagnostic(`takeover: renegotiated in ${reneg.tookMs} ms (address moved ~300 ms after the win; ${took} ms from the win to the records)`);
+  assert.deepEqual(
+    rec2.map((r) => [r.owner, r.epoch, r.source, r.sa.initiatorSpi]),
+    [['r2', o2.epoch, 'renegotiated', r2sa.initiatorSpi]],
+  );
+  assert.deepEqual(
+    role2.rows()[0].ike!.map((p) => [p.source, p.state]),
+    [['renegotiated', 'ESTABLISHED']],
+  );
+  t.diagnostic(
+    `takeover: renegotiated in ${reneg.tookMs} ms (address moved ~300 ms after the win; ${took} ms from the win to the records)`,
+  );
 
   // Takeback: r2 releases the address, then its charon forgets; the peer keeps r2's IKE SA.
   nsIp(ns.r2, 'addr', 'del', `${DVIPA}/32`, 'dev', 'eth');
   await role2.lost(DVIPA);
   assert.deepEqual(await sasOf(c2), [], "r2's charon holds nothing for the DVIPA");
   await sleep(200);
-  assert.deepEqual((await sasOf(peer)).map((s) => s.initiatorSpi), [r2sa.initiatorSpi], 'no DELETE reached the peer');
+  assert.deepEqual(
+    (await sasOf(peer)).map((s) => s.initiatorSpi),
+    [r2sa.initiatorSpi],
+    'no DELETE reached the peer',
+  );
 
   c1 = await startCharon('r1');
   const m1b = await etcd.join('r1');
@@ -171,13 +241,31 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
   assert.equal(role1b.rows()[0].lastRenegotiation?.renegotiated, 1);
   const [back] = await sasOf(c1);
   const final = await sasOf(peer);
-  assert.deepEqual(final.map((s) => [s.initiatorSpi, s.remoteHost]), [[back.initiatorSpi, DVIPA]], 'exactly one IKE SA at the peer, r1\'s');
-  assert.deepEqual((await records(m1b, o3.epoch)).records.map((r) => [r.owner, r.sa.initiatorSpi]), [['r1', back.initiatorSpi]]);
+  assert.deepEqual(
+    final.map((s) => [s.initiatorSpi, s.remoteHost]),
+    [[back.initiatorSpi, DVIPA]],
+    "exactly one IKE SA at the peer, r1's",
+  );
+  assert.deepEqual(
+    (await records(m1b, o3.epoch)).records.map((r) => [r.owner, r.sa.initiatorSpi]),
+    [['r1', back.initiatorSpi]],
+  );
 });
 
 test("IKE records: another key, a moved record, not an IKE record, ahead of the epoch or a deposed owner's are refused, each saying why", () => {
   const key = storeKey(randomBytes(32));
-  const sa = { conn: 'peer1', state: 'ESTABLISHED', localHost: DVIPA, remoteHost: PEER, localId: 'a', remoteId: 'b', initiatorSpi: '1'.repeat(16), responderSpi: '2'.repeat(16), initiator: true, children: [] };
+  const sa = {
+    conn: 'peer1',
+    state: 'ESTABLISHED',
+    localHost: DVIPA,
+    remoteHost: PEER,
+    localId: 'a',
+    remoteId: 'b',
+    initiatorSpi: '1'.repeat(16),
+    responderSpi: '2'.repeat(16),
+    initiator: true,
+    children: [],
+  };
   const rec = (epoch: number) => ({ dvipa: DVIPA, epoch, owner: 'r1', savedAt: '', source: 'negotiated', sa });
   const at = (name: string) => `${ikePrefix(DVIPA)}${name}`;
   const blobs = new Map([
@@ -190,7 +278,11 @@ test("IKE records: another key, a moved record, not an IKE record, ahead of the 
     [at('junk'), Buffer.from('junk')],
   ]);
   const { records, refused } = readIkeRecords(key, blobs, 5);
-  assert.deepEqual(records.map((r) => r.epoch), [5], "only the newest epoch's record");
+  assert.deepEqual(
+    records.map((r) => r.epoch),
+    [5],
+    "only the newest epoch's record",
+  );
   const why = refused.map((e) => e.message).sort();
   assert.equal(why.length, 5);
   assert.match(why.join('\n'), /ahead: written at epoch 9, ahead of the DVIPA's epoch 5/);
@@ -198,14 +290,52 @@ test("IKE records: another key, a moved record, not an IKE record, ahead of the 
   assert.match(why.join('\n'), /moved: does not open/);
   assert.match(why.join('\n'), /notike: opens but is not an IKE record/);
   assert.match(why.join('\n'), /junk: not a dvipa SA record/);
-  assert.equal(records.length + refused.length, blobs.size - 1, "the deposed owner's older record is neither installed nor an error: a newer epoch replaced it");
+  assert.equal(
+    records.length + refused.length,
+    blobs.size - 1,
+    "the deposed owner's older record is neither installed nor an error: a newer epoch replaced it",
+  );
 });
 
 test("charon's list-sas: a malformed item is a ViciError, never a half-read SA", () => {
-  const good = { peer1: { uniqueid: '1', state: 'ESTABLISHED', 'local-host': DVIPA, 'remote-host': PEER, 'local-id': 'a', 'remote-id': 'b', 'initiator-spi': 'x', 'responder-spi': 'y', 'child-sas': { 'net-1': { name: 'net', reqid: '3', state: 'INSTALLED', 'spi-in': 'c1', 'spi-out': 'c2', 'local-ts': [`${DVIPA}/32`], 'remote-ts': [`${PEER}/32`] } } } };
+  const good = {
+    peer1: {
+      uniqueid: '1',
+      state: 'ESTABLISHED',
+      'local-host': DVIPA,
+      'remote-host': PEER,
+      'local-id': 'a',
+      'remote-id': 'b',
+      'initiator-spi': 'x',
+      'responder-spi': 'y',
+      'child-sas': {
+        'net-1': {
+          name: 'net',
+          reqid: '3',
+          state: 'INSTALLED',
+          'spi-in': 'c1',
+          'spi-out': 'c2',
+          'local-ts': [`${DVIPA}/32`],
+          'remote-ts': [`${PEER}/32`],
+        },
+      },
+    },
+  };
   const [sa] = parseListSas([good]);
-  assert.deepEqual([sa.conn, sa.children[0].name, sa.children[0].reqid, sa.children[0].remoteTs], ['peer1', 'net', 3, [`${PEER}/32`]]);
-  assert.throws(() => parseListSas([{ peer1: 'text' }]), (e: Error) => e instanceof ViciError && /peer1 is not a section/.test(e.message));
-  assert.throws(() => parseListSas([{ peer1: { ...good.peer1, 'remote-host': ['a'] } }]), /remote-host missing or not text/);
-  assert.throws(() => parseListSas([{ peer1: { ...good.peer1, 'child-sas': { c: { name: 'net' } } } }]), /state missing or not text/);
+  assert.deepEqual(
+    [sa.conn, sa.children[0].name, sa.children[0].reqid, sa.children[0].remoteTs],
+    ['peer1', 'net', 3, [`${PEER}/32`]],
+  );
+  assert.throws(
+    () => parseListSas([{ peer1: 'text' }]),
+    (e: Error) => e instanceof ViciError && /peer1 is not a section/.test(e.message),
+  );
+  assert.throws(
+    () => parseListSas([{ peer1: { ...good.peer1, 'remote-host': ['a'] } }]),
+    /remote-host missing or not text/,
+  );
+  assert.throws(
+    () => parseListSas([{ peer1: { ...good.peer1, 'child-sas': { c: { name: 'net' } } } }]),
+    /state missing or not text/,
+  );
 });

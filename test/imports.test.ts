@@ -10,13 +10,27 @@ import * as path from 'node:path';
 import { ROOT } from '../src/kernel/paths.js';
 
 /** Lowest first. Files directly in src/ (errors.ts, log.ts) sit below all of these. */
-export const LAYERS = ['net', 'kernel', 'tables', 'config', 'dataplane', 'ipsec', 'cluster', 'lab', 'bench', 'cli'] as const;
+export const LAYERS = [
+  'net',
+  'kernel',
+  'tables',
+  'config',
+  'dataplane',
+  'ipsec',
+  'cluster',
+  'lab',
+  'bench',
+  'cli',
+] as const;
 
 const SRC = path.join(ROOT, 'src');
 
 function sources(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((d) =>
-    d.isDirectory() ? sources(path.join(dir, d.name)) : d.name.endsWith('.ts') ? [path.join(dir, d.name)] : []);
+  return fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap((d) =>
+      d.isDirectory() ? sources(path.join(dir, d.name)) : d.name.endsWith('.ts') ? [path.join(dir, d.name)] : [],
+    );
 }
 
 /** Relative module specifiers of `import ... from`, `export ... from` and `import()`. */

@@ -20,8 +20,17 @@ import { bitmapWords, ipXfrmState, skipWithoutEsp } from './helpers/xfrm.js';
 const PEER = '203.0.113.7';
 const KEY = storeKey(randomBytes(32));
 const sa = (src: string, dst: string, spi: number, replay: Sa['replay']): Sa => ({
-  src, dst, spi, proto: 'esp', mode: 'tunnel', reqid: 7, flags: 0, selector: ANY_SELECTOR,
-  aead: { name: 'rfc4106(gcm(aes))', key: randomBytes(20), icvBits: 128 }, lifetime: NO_LIMITS, replay,
+  src,
+  dst,
+  spi,
+  proto: 'esp',
+  mode: 'tunnel',
+  reqid: 7,
+  flags: 0,
+  selector: ANY_SELECTOR,
+  aead: { name: 'rfc4106(gcm(aes))', key: randomBytes(20), icvBits: 128 },
+  lifetime: NO_LIMITS,
+  replay,
 });
 
 /** The records in memory; every write is the owner's (fencing is tested on etcd elsewhere). */
@@ -56,8 +65,24 @@ test("re-installed into the kernel: the new owner's kernel holds the inbound rep
   const [oldNs, newNs] = [topo.ns('old'), topo.ns('new')];
   const d = '192.0.2.14';
   // Counters in both ESN halves and a bitmap with a pattern: a slip of either shows.
-  const inb = sa(PEER, d, 0x6002, { oseq: 0, seq: 123456, oseqHi: 0, seqHi: 3, window: 128, bitmap: Buffer.from('0f0f0f0f00ff00ffa5a5a5a5deadbeef', 'hex'), esn: true });
-  const out = sa(d, PEER, 0x6001, { oseq: 0xfffff000, seq: 0, oseqHi: 2, seqHi: 0, window: 64, bitmap: Buffer.alloc(8), esn: true });
+  const inb = sa(PEER, d, 0x6002, {
+    oseq: 0,
+    seq: 123456,
+    oseqHi: 0,
+    seqHi: 3,
+    window: 128,
+    bitmap: Buffer.from('0f0f0f0f00ff00ffa5a5a5a5deadbeef', 'hex'),
+    esn: true,
+  });
+  const out = sa(d, PEER, 0x6001, {
+    oseq: 0xfffff000,
+    seq: 0,
+    oseqHi: 2,
+    seqHi: 0,
+    window: 64,
+    bitmap: Buffer.alloc(8),
+    esn: true,
+  });
   try {
     inNetns(oldNs, () => xfrm.addSa(inb));
   } catch (e) {
@@ -70,14 +95,22 @@ test("re-installed into the kernel: the new owner's kernel holds the inbound rep
   const r = await reinstall(kernelXfrm(newNs), c, KEY, 'k1', d, owner, 0x2000);
   assert.deepEqual([r.installed.length, r.failed, r.refused], [2, [], []]);
   const held = (ns: string, spi: number) => inNetns(ns, () => xfrm.dumpSas()).find((s) => s.spi === spi)!;
-  assert.deepEqual(held(newNs, inb.spi).replay, held(oldNs, inb.spi).replay, 'inbound: sequence numbers, window and bitmap as the old kernel had them');
+  assert.deepEqual(
+    held(newNs, inb.spi).replay,
+    held(oldNs, inb.spi).replay,
+    'inbound: sequence numbers, window and bitmap as the old kernel had them',
+  );
   assert.deepEqual(held(newNs, inb.spi).aead, inb.aead);
   const o = held(newNs, out.spi).replay;
   assert.deepEqual([o.oseqHi, o.oseq], [3, 0x1000], 'outbound: advanced by the margin, carried into the high half');
   // iproute2, reading the new kernel on its own, agrees.
   const ip = ipXfrmState(newNs, inb.spi);
   const want = inb.replay;
-  assert.deepEqual(ip.replay, { seqHi: want.seqHi, seq: want.seq, oseqHi: 0, oseq: 0, window: want.window, bitmap: bitmapWords(want.bitmap) }, ip.text);
+  assert.deepEqual(
+    ip.replay,
+    { seqHi: want.seqHi, seq: want.seq, oseqHi: 0, oseq: 0, window: want.window, bitmap: bitmapWords(want.bitmap) },
+    ip.text,
+  );
   assert.equal(ipXfrmState(newNs, out.spi).replay?.oseqHi, 3);
   t.diagnostic('re-installed SAs compared as the kernels dump them: replay state kept inbound, advanced outbound');
 });

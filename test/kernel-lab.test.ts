@@ -16,7 +16,11 @@ import { ROOT } from '../src/kernel/paths.js';
 import { requireRoot } from './helpers/env.js';
 
 function lab(...command: string[]): { code: number; out: string } {
-  const r = spawnSync(path.join(ROOT, 'scripts', 'kernel-lab'), ['--timeout', '900', '--', ...command], { cwd: ROOT, encoding: 'utf8', timeout: 1_000_000 });
+  const r = spawnSync(path.join(ROOT, 'scripts', 'kernel-lab'), ['--timeout', '900', '--', ...command], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 1_000_000,
+  });
   return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
 }
 
@@ -36,17 +40,28 @@ test('kernel lab: ESP SAs and their events, ESP through a takeover and a takebac
   const count = (what: string) => Number(new RegExp(`^\\W*(?:#|ℹ) ${what} (\\d+)$`, 'm').exec(r.out)?.[1]);
   t.diagnostic(`kernel lab: ${count('tests')} tests, ${count('pass')} passed, ${count('skipped')} skipped`);
   assert.ok(count('tests') >= 40, r.out);
-  assert.deepEqual([count('pass'), count('fail'), count('skipped'), count('todo'), count('cancelled')], [count('tests'), 0, 0, 0, 0], r.out);
+  assert.deepEqual(
+    [count('pass'), count('fail'), count('skipped'), count('todo'), count('cancelled')],
+    [count('tests'), 0, 0, 0, 0],
+    r.out,
+  );
 });
 
 test('kernel lab: pktgen sends through a veth; dvipa bench traffic --generator pktgen reads its result', () => {
   requireRoot();
-  const r = lab('bash', '-c', [
-    'ip link add pg0 type veth peer name pg1 && ip link set pg0 up && ip link set pg1 up',
-    `${process.execPath} dist/src/cli/main.js bench traffic --generator pktgen --device pg0 --dst-mac $(cat /sys/class/net/pg1/address) --seconds 1 --rate 20000 --flows 100 --json`,
-  ].join(' && '));
+  const r = lab(
+    'bash',
+    '-c',
+    [
+      'ip link add pg0 type veth peer name pg1 && ip link set pg0 up && ip link set pg1 up',
+      `${process.execPath} dist/src/cli/main.js bench traffic --generator pktgen --device pg0 --dst-mac $(cat /sys/class/net/pg1/address) --seconds 1 --rate 20000 --flows 100 --json`,
+    ].join(' && '),
+  );
   assert.equal(r.code, 0, r.out);
-  const json = JSON.parse(r.out.slice(r.out.indexOf('{'), r.out.lastIndexOf('}') + 1)) as { generator: string; results: Array<{ device: string; packets: number; pps: number; errors: number }> };
+  const json = JSON.parse(r.out.slice(r.out.indexOf('{'), r.out.lastIndexOf('}') + 1)) as {
+    generator: string;
+    results: Array<{ device: string; packets: number; pps: number; errors: number }>;
+  };
   assert.equal(json.generator, 'pktgen');
   assert.equal(json.results[0].device, 'pg0@0');
   assert.ok(json.results[0].packets > 1000 && json.results[0].errors === 0, JSON.stringify(json));
@@ -56,7 +71,9 @@ test('kernel lab: IKE continuity with three real charons: the new owner renegoti
   requireRoot();
   const r = lab(process.execPath, '--test', 'dist/test/ipsec-ike.test.js');
   assert.equal(r.code, 0, r.out);
-  const figures = r.out.split('\n').filter((l) => /takeover: SAs re-installed|takeback: pings|peer xfrm_stat|IKE continuity: \d+ replies/.test(l));
+  const figures = r.out
+    .split('\n')
+    .filter((l) => /takeover: SAs re-installed|takeback: pings|peer xfrm_stat|IKE continuity: \d+ replies/.test(l));
   assert.equal(figures.length, 5, r.out);
   for (const l of figures) t.diagnostic(l.replace(/^\W+/, ''));
   assert.doesNotMatch(r.out, /this kernel has no ESP/, 'the lab has ESP: the test ran, not skipped');

@@ -9,7 +9,20 @@ import { declaredMaps } from '../src/kernel/object.js';
 import { sys } from '../src/kernel/sys.js';
 import type { Struct } from '../src/dataplane/codec.js';
 import {
-  affinity, affinityKey, crtEntry, flow, MAX_SERVICES, nodeConfig, targetEntry, targetStats, REASONS, servedStats, svc, svcKey, svcStats, CrtOrigin,
+  affinity,
+  affinityKey,
+  crtEntry,
+  flow,
+  MAX_SERVICES,
+  nodeConfig,
+  targetEntry,
+  targetStats,
+  REASONS,
+  servedStats,
+  svc,
+  svcKey,
+  svcStats,
+  CrtOrigin,
 } from '../src/dataplane/structs.js';
 import { xdpMd } from '../src/dataplane/testrun.js';
 import { sockEvent } from '../src/cluster/sockevents.js';
@@ -20,8 +33,12 @@ const camel = (s: string) => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperC
 function assertMatchesBtf(obj: string, s: Struct<unknown>): void {
   const btf = sys.btfStruct(obj, obj, s.cName);
   assert.equal(s.size, btf.size, `${s.cName}: size`);
-  const fromC = btf.members.filter((m) => !m.name.startsWith('pad')).map((m) => ({ name: camel(m.name), offset: m.offset, size: m.size }));
-  const fromTs = s.fields.filter((f) => !f.name.startsWith('pad')).map((f) => ({ name: f.name, offset: f.offset, size: f.size }));
+  const fromC = btf.members
+    .filter((m) => !m.name.startsWith('pad'))
+    .map((m) => ({ name: camel(m.name), offset: m.offset, size: m.size }));
+  const fromTs = s.fields
+    .filter((f) => !f.name.startsWith('pad'))
+    .map((f) => ({ name: f.name, offset: f.offset, size: f.size }));
   assert.deepEqual(fromTs, fromC, `${s.cName}: fields`);
 }
 
@@ -47,7 +64,9 @@ test('enum dvipa_reason numbering matches REASONS', () => {
 
 test('enum dvipa_crt_origin matches CrtOrigin', () => {
   assert.deepEqual(sys.btfEnum('distributor', objectPath('distributor'), 'dvipa_crt_origin'), {
-    DVIPA_CRT_FIRST: CrtOrigin.First, DVIPA_CRT_RECOVERED: CrtOrigin.Recovered, DVIPA_CRT_CONTROL: CrtOrigin.Control,
+    DVIPA_CRT_FIRST: CrtOrigin.First,
+    DVIPA_CRT_RECOVERED: CrtOrigin.Recovered,
+    DVIPA_CRT_CONTROL: CrtOrigin.Control,
   });
 });
 

@@ -16,13 +16,28 @@ import { CRT_DEFAULT_ENTRIES } from '../src/dataplane/structs.js';
 import { requireRoot, scratchPinRoot } from './helpers/env.js';
 
 const ROUTER = [
-  'services', 'routed', 'fence', 'maglev', 'crt', 'affinity', 'targets', 'target_stats', 'tx_ports', 'svc_stats', 'via_routes',
+  'services',
+  'routed',
+  'fence',
+  'maglev',
+  'crt',
+  'affinity',
+  'targets',
+  'target_stats',
+  'tx_ports',
+  'svc_stats',
+  'via_routes',
 ];
 const TARGET = ['served', 'served_stats', 'sock_events', 'decap_addrs', 'decap_routers', 'decap_services'];
 const NODE = ['node_config', 'reasons'];
 
 // Sections libbpf turns into maps (name.bss, .rodata) are not declared maps.
-const names = (obj: string) => new Set(declaredMaps(obj).map((m) => m.name).filter((n) => !n.includes('.')));
+const names = (obj: string) =>
+  new Set(
+    declaredMaps(obj)
+      .map((m) => m.name)
+      .filter((n) => !n.includes('.')),
+  );
 
 test('each object declares the maps of its role, and no other', () => {
   assert.deepEqual(names('distributor'), new Set([...NODE, ...ROUTER]));
@@ -48,15 +63,22 @@ test('socket events load over the pins of a node whose CRT is not at its default
   }
 });
 
-test('an object that cannot load is a VerifierError with libbpf\'s log: here, a pinned CRT of another size', (t) => {
+test("an object that cannot load is a VerifierError with libbpf's log: here, a pinned CRT of another size", (t) => {
   requireRoot();
   const scratch = scratchPinRoot('load');
   t.after(() => scratch.remove());
   const fp = FastPath.open({ pinRoot: scratch.pinRoot, crtMaxEntries: CRT_DEFAULT_ENTRIES / 16 });
   try {
-    assert.throws(() => loadObject('distributor', { pinRoot: scratch.pinRoot, maxEntries: { crt: CRT_DEFAULT_ENTRIES } }), (e: unknown) =>
-      e instanceof VerifierError && e.op === 'bpf_object__load' && e.target === 'distributor.bpf.o' && e.exit === EXIT.failed &&
-      /couldn't reuse pinned map/.test(e.log) && /couldn't reuse pinned map/.test(e.message));
+    assert.throws(
+      () => loadObject('distributor', { pinRoot: scratch.pinRoot, maxEntries: { crt: CRT_DEFAULT_ENTRIES } }),
+      (e: unknown) =>
+        e instanceof VerifierError &&
+        e.op === 'bpf_object__load' &&
+        e.target === 'distributor.bpf.o' &&
+        e.exit === EXIT.failed &&
+        /couldn't reuse pinned map/.test(e.log) &&
+        /couldn't reuse pinned map/.test(e.message),
+    );
   } finally {
     fp.close();
   }
@@ -76,7 +98,10 @@ test('a MapRef: its info read once, buffers still checked against it; any other 
       assert.throws(() => sys.mapLookup('crt', ref, key, Buffer.alloc(1)), /value buffer holds 1 bytes, the map needs/);
       assert.equal(sys.mapLookup('crt', ref, key, Buffer.alloc(64)), false);
       // MapRef has no members TypeScript can see: the addon tells a MapRef from any other object.
-      assert.throws(() => sys.mapLookup('crt', {}, key, Buffer.alloc(64)), /expected a map: a MapRef or a file descriptor/);
+      assert.throws(
+        () => sys.mapLookup('crt', {}, key, Buffer.alloc(64)),
+        /expected a map: a MapRef or a file descriptor/,
+      );
     } finally {
       sys.closeFd('crt', fd);
     }

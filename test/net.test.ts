@@ -13,7 +13,8 @@ import { formatIpv4, parseIpv4, parseMac } from '../src/net/addr.js';
 test('IPv4 and MAC addresses are parsed strictly', () => {
   assert.equal(parseIpv4('192.0.2.10'), 0xc000020a);
   assert.equal(formatIpv4(0xc000020a), '192.0.2.10');
-  for (const bad of ['1.2.3', '256.1.1.1', '01.2.3.4', '1.2.3.4 ', '', '1..2.3']) assert.throws(() => parseIpv4(bad), /not an IPv4 address/, bad);
+  for (const bad of ['1.2.3', '256.1.1.1', '01.2.3.4', '1.2.3.4 ', '', '1..2.3'])
+    assert.throws(() => parseIpv4(bad), /not an IPv4 address/, bad);
   assert.throws(() => parseMac('02:00:00:00:00'), /not a MAC address/);
 });
 
@@ -23,7 +24,17 @@ test('the Internet checksum matches the RFC 1071 example', () => {
 });
 
 test('a built TCP frame parses back with valid checksums', () => {
-  const f = buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1234, dport: 80, tcpFlags: { syn: true, ack: true }, seq: 7, payload: Buffer.from('hello'), df: true, vlan: 9 });
+  const f = buildFrame({
+    saddr: '198.18.0.1',
+    daddr: '192.0.2.10',
+    sport: 1234,
+    dport: 80,
+    tcpFlags: { syn: true, ack: true },
+    seq: 7,
+    payload: Buffer.from('hello'),
+    df: true,
+    vlan: 9,
+  });
   const p = parseFrame(f);
   assert.equal(p.error, undefined);
   assert.equal(p.eth!.vlan, 9);
@@ -38,7 +49,9 @@ test('a built TCP frame parses back with valid checksums', () => {
 });
 
 test('UDP and ICMP frames parse with valid checksums', () => {
-  const u = parseFrame(buildFrame({ protocol: 'udp', saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 5, dport: 53, payload: 11 }));
+  const u = parseFrame(
+    buildFrame({ protocol: 'udp', saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 5, dport: 53, payload: 11 }),
+  );
   assert.ok(u.ipv4!.udp!.checksumOk);
   assert.equal(u.ipv4!.udp!.length, 19);
   const i = parseFrame(buildFrame({ protocol: 'icmp', saddr: '198.18.0.1', daddr: '192.0.2.10', payload: 16 }));
@@ -62,21 +75,47 @@ test('the parser never throws on truncated or garbage input', () => {
 
 test('pcap: tcpdump (libpcap) reads what dvipa writes, checksums correct; dvipa reads what libpcap writes', () => {
   const frames = [
-    buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 40000, dport: 80, tcpFlags: { syn: true }, payload: 5 }),
+    buildFrame({
+      saddr: '198.18.0.1',
+      daddr: '192.0.2.10',
+      sport: 40000,
+      dport: 80,
+      tcpFlags: { syn: true },
+      payload: 5,
+    }),
     buildFrame({ protocol: 'udp', saddr: '198.18.0.2', daddr: '192.0.2.10', sport: 40001, dport: 53, payload: 3 }),
-    buildFrame({ saddr: '198.18.0.3', daddr: '192.0.2.11', sport: 40002, dport: 443, vlan: 100, ipOptions: Buffer.from([1, 1, 1, 0]), payload: 10 }),
+    buildFrame({
+      saddr: '198.18.0.3',
+      daddr: '192.0.2.11',
+      sport: 40002,
+      dport: 443,
+      vlan: 100,
+      ipOptions: Buffer.from([1, 1, 1, 0]),
+      payload: 10,
+    }),
   ];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-pcap-'));
   try {
     const ours = path.join(dir, 'ours.pcap');
     writePcap(ours, frames);
     // tcpdump -vv checks the IP header and TCP/UDP checksums itself.
-    const text = execFileSync('tcpdump', ['-r', ours, '-nn', '-vv', '-e'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const text = execFileSync('tcpdump', ['-r', ours, '-nn', '-vv', '-e'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     const packets = text.split(/\n(?=\d\d:\d\d:\d\d)/).filter((p) => p.trim());
     assert.equal(packets.length, frames.length, text);
-    assert.match(packets[0], /198\.18\.0\.1\.40000 > 192\.0\.2\.10\.80: Flags \[S\], cksum 0x[0-9a-f]+ \(correct\)/, text);
+    assert.match(
+      packets[0],
+      /198\.18\.0\.1\.40000 > 192\.0\.2\.10\.80: Flags \[S\], cksum 0x[0-9a-f]+ \(correct\)/,
+      text,
+    );
     assert.match(packets[1], /198\.18\.0\.2\.40001 > 192\.0\.2\.10\.53: \[udp sum ok\]/, text);
-    assert.match(packets[2], /vlan 100, .*options \(NOP,NOP,NOP,EOL\)[\s\S]*198\.18\.0\.3\.40002 > 192\.0\.2\.11\.443: .*cksum 0x[0-9a-f]+ \(correct\)/, text);
+    assert.match(
+      packets[2],
+      /vlan 100, .*options \(NOP,NOP,NOP,EOL\)[\s\S]*198\.18\.0\.3\.40002 > 192\.0\.2\.11\.443: .*cksum 0x[0-9a-f]+ \(correct\)/,
+      text,
+    );
     assert.doesNotMatch(text, /bad cksum|incorrect|truncated/i, text);
     // libpcap writes the same packets again, in its own way: dvipa reads them back unchanged.
     const theirs = path.join(dir, 'theirs.pcap');
@@ -88,7 +127,10 @@ test('pcap: tcpdump (libpcap) reads what dvipa writes, checksums correct; dvipa 
 });
 
 test('pcap: written frames read back byte for byte; bad files get clear errors', () => {
-  const frames = [buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10' }), buildFrame({ protocol: 'udp', saddr: '198.18.0.1', daddr: '192.0.2.10', payload: 3 })];
+  const frames = [
+    buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10' }),
+    buildFrame({ protocol: 'udp', saddr: '198.18.0.1', daddr: '192.0.2.10', payload: 3 }),
+  ];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-pcap-'));
   try {
     const file = path.join(dir, 'x.pcap');
@@ -108,7 +150,10 @@ test('pcap: written frames read back byte for byte; bad files get clear errors',
     }
     assert.deepEqual(parsePcap(be), frames);
 
-    assert.throws(() => parsePcap(le.subarray(0, le.length - 3), 'cut.pcap'), /cut.pcap: record 2 at offset \d+: \d+ bytes announced/);
+    assert.throws(
+      () => parsePcap(le.subarray(0, le.length - 3), 'cut.pcap'),
+      /cut.pcap: record 2 at offset \d+: \d+ bytes announced/,
+    );
     const ng = Buffer.alloc(28);
     ng.writeUInt32LE(0x0a0d0d0a, 0);
     assert.throws(() => parsePcap(ng), /pcapng is not supported/);

@@ -57,13 +57,21 @@ after(() => {
   rns?.teardown();
 });
 
-interface Seen { action: XdpAction; dmac?: string; smac?: string }
+interface Seen {
+  action: XdpAction;
+  dmac?: string;
+  smac?: string;
+}
 
 function send(flags: { syn?: boolean; ack?: boolean }, port: number): Seen {
   const frame = buildFrame({ saddr: ROUTER_NET.client, daddr: VIP, sport: port, dport: 80, tcpFlags: flags });
   const r = rns.inside(() => runXdp(fp.progFd('distributor'), 'distributor', frame, { ingressIfindex: ext0 }));
   const p = parseFrame(r.frame);
-  return { action: r.action, dmac: r.action === 'redirect' ? p.eth?.dst : undefined, smac: r.action === 'redirect' ? p.eth?.src : undefined };
+  return {
+    action: r.action,
+    dmac: r.action === 'redirect' ? p.eth?.dst : undefined,
+    smac: r.action === 'redirect' ? p.eth?.src : undefined,
+  };
 }
 
 /** An established connection (CRT hit) and a new one: how each is forwarded now. */
@@ -76,11 +84,18 @@ function both(established: number): { established: Seen; fresh: Seen } {
  * for every packet is polled (a map lookup, the event loop running between polls) until it
  * matches `want`; then both kinds of packets must be forwarded accordingly (`ok`).
  */
-async function followed(want: (t: TargetNexthop) => boolean, ok: (s: { established: Seen; fresh: Seen }) => boolean, established: number): Promise<number> {
+async function followed(
+  want: (t: TargetNexthop) => boolean,
+  ok: (s: { established: Seen; fresh: Seen }) => boolean,
+  established: number,
+): Promise<number> {
   const t0 = performance.now();
   while (!want(fp.nexthops()[0])) {
     const ms = performance.now() - t0;
-    if (ms > 2000) assert.fail(`not followed after ${ms.toFixed(0)} ms: next hops ${JSON.stringify(fp.nexthops())}, follower ${JSON.stringify(follower.stats)}`);
+    if (ms > 2000)
+      assert.fail(
+        `not followed after ${ms.toFixed(0)} ms: next hops ${JSON.stringify(fp.nexthops())}, follower ${JSON.stringify(follower.stats)}`,
+      );
     await new Promise((r) => setImmediate(r));
   }
   const ms = performance.now() - t0;
@@ -113,37 +128,53 @@ test('an established connection is forwarded from the resolved next hop, without
   }
 });
 
-test('a neighbour\'s MAC changes, a route moves to another interface, the target becomes unreachable: followed within 100 ms', async () => {
+test("a neighbour's MAC changes, a route moves to another interface, the target becomes unreachable: followed within 100 ms", async () => {
   const conn = ++sport;
   assert.equal(send({ syn: true }, conn).action, 'redirect');
   const timings: Record<string, number> = {};
 
   nsIp(rns.ns, 'neigh', 'replace', TARGET, 'lladdr', '02:00:00:00:09:99', 'dev', 'int0', 'nud', 'permanent');
-  timings.neighbour = await followed((t) => t.dmac === '02:00:00:00:09:99',
-    (s) => s.established.dmac === '02:00:00:00:09:99' && s.fresh.dmac === '02:00:00:00:09:99', conn);
+  timings.neighbour = await followed(
+    (t) => t.dmac === '02:00:00:00:09:99',
+    (s) => s.established.dmac === '02:00:00:00:09:99' && s.fresh.dmac === '02:00:00:00:09:99',
+    conn,
+  );
 
   const alt = macOf('alt0');
   nsIp(rns.ns, 'neigh', 'replace', TARGET, 'lladdr', '02:00:00:00:03:11', 'dev', 'alt0', 'nud', 'permanent');
   nsIp(rns.ns, 'route', 'replace', `${TARGET}/32`, 'dev', 'alt0');
   const altIndex = rns.ifindex('alt0');
-  timings.route = await followed((t) => t.ifindex === altIndex,
-    (s) => [s.established, s.fresh].every((x) => x.smac === alt && x.dmac === '02:00:00:00:03:11'), conn);
+  timings.route = await followed(
+    (t) => t.ifindex === altIndex,
+    (s) => [s.established, s.fresh].every((x) => x.smac === alt && x.dmac === '02:00:00:00:03:11'),
+    conn,
+  );
 
   // (Deleting the /32 would leave it reachable through int0's subnet.)
   nsIp(rns.ns, 'route', 'replace', 'unreachable', `${TARGET}/32`);
-  timings.unreachable = await followed((t) => !t.resolved, (s) => s.established.action === 'drop' && s.fresh.action === 'drop', conn);
-  assert.ok(fp.reasonCounts().drop_no_route > 0n, 'the data plane\'s own FIB lookup says why');
+  timings.unreachable = await followed(
+    (t) => !t.resolved,
+    (s) => s.established.action === 'drop' && s.fresh.action === 'drop',
+    conn,
+  );
+  assert.ok(fp.reasonCounts().drop_no_route > 0n, "the data plane's own FIB lookup says why");
 
   // And back: reachable again through int0.
   nsIp(rns.ns, 'route', 'replace', `${TARGET}/32`, 'dev', 'int0');
-  timings.restored = await followed((t) => t.resolved && t.ifindex === rns.ifindex('int0'),
-    (s) => s.established.dmac === '02:00:00:00:09:99' && s.fresh.action === 'redirect', conn);
-  for (const [what, ms] of Object.entries(timings)) assert.ok(ms <= FOLLOW_MS, `${what}: followed after ${ms.toFixed(1)} ms`);
-  console.log(`# followed within ms: ${JSON.stringify(Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, +v.toFixed(1)])))}`);
+  timings.restored = await followed(
+    (t) => t.resolved && t.ifindex === rns.ifindex('int0'),
+    (s) => s.established.dmac === '02:00:00:00:09:99' && s.fresh.action === 'redirect',
+    conn,
+  );
+  for (const [what, ms] of Object.entries(timings))
+    assert.ok(ms <= FOLLOW_MS, `${what}: followed after ${ms.toFixed(1)} ms`);
+  console.log(
+    `# followed within ms: ${JSON.stringify(Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, +v.toFixed(1)])))}`,
+  );
   assert.ok(follower.stats.changed >= 4, `next hops rewritten ${follower.stats.changed} times`);
 });
 
-test('an index freed under a connection\'s CRT entry is not used for another target', () => {
+test("an index freed under a connection's CRT entry is not used for another target", () => {
   const other: Service = { vip: VIP, port: 81, protocol: 'tcp' };
   const conn = ++sport;
   assert.equal(send({ syn: true }, conn).action, 'redirect');
@@ -153,7 +184,7 @@ test('an index freed under a connection\'s CRT entry is not used for another tar
     fp.setTargets(other, [{ addr: '198.18.0.50', weight: 1 }]);
     const s = send({ ack: true }, conn);
     assert.equal(s.action, 'redirect');
-    assert.equal(s.dmac, '02:00:00:00:09:99', 'still the connection\'s own target');
+    assert.equal(s.dmac, '02:00:00:00:09:99', "still the connection's own target");
   } finally {
     fp.removeService(other);
     fp.setTargets(web, [{ addr: TARGET, weight: 1 }]);

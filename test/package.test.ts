@@ -84,9 +84,17 @@ async function acquireLock(): Promise<void> {
 function startAsUnit(node: string, overrides = ''): void {
   const unit = fs.readFileSync(UNIT, 'utf8');
   const execStart = /^ExecStart=(.*)$/m.exec(unit)![1];
-  const caps = /^CapabilityBoundingSet=(.*)$/m.exec(unit)![1].split(/\s+/)
+  const caps = /^CapabilityBoundingSet=(.*)$/m
+    .exec(unit)![1]
+    .split(/\s+/)
     .map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`);
-  const emulated = ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'ProtectHome=yes', 'PrivateTmp=yes', 'RuntimeDirectory=dvipa'];
+  const emulated = [
+    'NoNewPrivileges=yes',
+    'ProtectSystem=strict',
+    'ProtectHome=yes',
+    'PrivateTmp=yes',
+    'RuntimeDirectory=dvipa',
+  ];
   for (const d of emulated) assert.ok(unit.includes(`\n${d}\n`), d);
   const environment = Object.fromEntries([...unit.matchAll(/^Environment=(\w+)=(.*)$/gm)].map((m) => [m[1], m[2]]));
   const sandbox = [
@@ -98,9 +106,17 @@ function startAsUnit(node: string, overrides = ''): void {
   // systemd: ${X} is one word, $X splits at white space; the shell's unquoted expansions do both here.
   const agent = `set -a; . /etc/default/dvipa; ${overrides} set +a; exec ${execStart}`;
   const privileges = ['--no-new-privs', '--bounding-set', ['-all', ...caps].join(',')];
-  const child = topo!.spawn(ns[node], 'unshare', ['-m', 'sh', '-ec',
-    `${sandbox.join('\n')}\nexec setpriv ${privileges.join(' ')} -- sh -c '${agent.replace(/'/g, "'\\''")}'`],
-  { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: SYSTEM_PATH, ...environment } });
+  const child = topo!.spawn(
+    ns[node],
+    'unshare',
+    [
+      '-m',
+      'sh',
+      '-ec',
+      `${sandbox.join('\n')}\nexec setpriv ${privileges.join(' ')} -- sh -c '${agent.replace(/'/g, "'\\''")}'`,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: SYSTEM_PATH, ...environment } },
+  );
   fleet.adopt(node, child);
 }
 
@@ -120,15 +136,22 @@ function pinnedIds(): { crt: number; link: number } {
 async function assertServed(ids: number[], what: string): Promise<void> {
   const answers = await client!.ask(ids);
   for (const a of answers) assert.equal(a.error, undefined, `${what}: connection ${a.id}: ${a.error}`);
-  assert.deepEqual(answers.map((a) => a.name), ids.map(() => 't1'), what);
+  assert.deepEqual(
+    answers.map((a) => a.name),
+    ids.map(() => 't1'),
+    what,
+  );
 }
 
 before(async () => {
   requireRoot();
   await acquireLock();
   if (/\+pkgtest\d+$/.test(installed())) dpkg('--purge', 'dvipa');
-  assert.doesNotMatch(installed(), /ok (installed|config-files)/,
-    `dvipa is on this machine (${installed()}): this test would replace it`);
+  assert.doesNotMatch(
+    installed(),
+    /ok (installed|config-files)/,
+    `dvipa is on this machine (${installed()}): this test would replace it`,
+  );
   assert.ok(!fs.existsSync('/usr/bin/dvipa'), '/usr/bin/dvipa exists, from no package: this test would replace it');
   assert.ok(!fs.existsSync(PINS), `${PINS} exists: a dvipa data plane runs on this machine`);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-package-'));
@@ -207,26 +230,50 @@ test('where systemd runs, the maintainer scripts start the agent, restart it on 
   for (const tool of ['systemctl', 'deb-systemd-helper', 'deb-systemd-invoke', 'dvipa']) {
     fs.writeFileSync(path.join(stubs, tool), `#!/bin/sh\necho "${tool} $*" >> ${calls}\n`, { mode: 0o755 });
   }
-  const steps = [['postinst', 'configure', ''], ['postinst', 'configure', V1], ['prerm', 'upgrade', V2],
+  const steps = [
+    ['postinst', 'configure', ''],
+    ['postinst', 'configure', V1],
+    ['prerm', 'upgrade', V2],
     ['prerm', 'remove'],
-    ['postrm', 'remove'], ['postrm', 'purge']];
-  sh('unshare', ['-m', 'sh', '-ec', [
-    'mount -t tmpfs none /run && mkdir -p /run/systemd/system /run/dvipa',
-    'mount -t tmpfs none /sys/fs/bpf && mkdir /sys/fs/bpf/dvipa',
-    'mount -t tmpfs none /etc && mkdir /etc/dvipa',
-    `mount --bind ${stubs}/dvipa /usr/bin/dvipa`,
-    ...steps.map(([script, ...args]) =>
-      `echo "-- ${script} ${args.join(' ')}" >> ${calls}; ${control}/${script} ${args.map((a) => `'${a}'`).join(' ')}`),
-    `ls -d /etc/dvipa /run/dvipa >> ${calls} 2>/dev/null || echo "dvipa gone from /etc and /run" >> ${calls}`,
-  ].join('\n')], { PATH: `${stubs}:${ROUTER_PATH}` });
-  const acts = fs.readFileSync(calls, 'utf8').split('\n').filter((l) => /^(-- |deb-systemd-invoke|dvipa |\/)/.test(l));
+    ['postrm', 'remove'],
+    ['postrm', 'purge'],
+  ];
+  sh(
+    'unshare',
+    [
+      '-m',
+      'sh',
+      '-ec',
+      [
+        'mount -t tmpfs none /run && mkdir -p /run/systemd/system /run/dvipa',
+        'mount -t tmpfs none /sys/fs/bpf && mkdir /sys/fs/bpf/dvipa',
+        'mount -t tmpfs none /etc && mkdir /etc/dvipa',
+        `mount --bind ${stubs}/dvipa /usr/bin/dvipa`,
+        ...steps.map(
+          ([script, ...args]) =>
+            `echo "-- ${script} ${args.join(' ')}" >> ${calls}; ${control}/${script} ${args.map((a) => `'${a}'`).join(' ')}`,
+        ),
+        `ls -d /etc/dvipa /run/dvipa >> ${calls} 2>/dev/null || echo "dvipa gone from /etc and /run" >> ${calls}`,
+      ].join('\n'),
+    ],
+    { PATH: `${stubs}:${ROUTER_PATH}` },
+  );
+  const acts = fs
+    .readFileSync(calls, 'utf8')
+    .split('\n')
+    .filter((l) => /^(-- |deb-systemd-invoke|dvipa |\/)/.test(l));
   assert.deepEqual(acts, [
-    '-- postinst configure ', 'deb-systemd-invoke start dvipa-agent.service',
-    `-- postinst configure ${V1}`, 'deb-systemd-invoke try-restart dvipa-agent.service',
+    '-- postinst configure ',
+    'deb-systemd-invoke start dvipa-agent.service',
+    `-- postinst configure ${V1}`,
+    'deb-systemd-invoke try-restart dvipa-agent.service',
     `-- prerm upgrade ${V2}`,
-    '-- prerm remove', 'deb-systemd-invoke stop dvipa-agent.service', 'dvipa fastpath purge',
+    '-- prerm remove',
+    'deb-systemd-invoke stop dvipa-agent.service',
+    'dvipa fastpath purge',
     '-- postrm remove',
-    '-- postrm purge', 'dvipa gone from /etc and /run',
+    '-- postrm purge',
+    'dvipa gone from /etc and /run',
   ]);
   assert.ok(fs.existsSync('/etc/dvipa') && fs.existsSync('/usr/lib/dvipa'), 'the host is untouched');
 });
@@ -234,7 +281,9 @@ test('where systemd runs, the maintainer scripts start the agent, restart it on 
 /** The routing agent's memory as the unit's MemoryMax= counts it: its resident set and the maps it created. */
 function routingAgentMemory(): { rss: number; maps: number } {
   const status = fs.readFileSync(`/proc/${fleet.procs.r1.pid}/status`, 'utf8');
-  const maps = fs.readdirSync(PINS).filter((f) => f !== 'links')
+  const maps = fs
+    .readdirSync(PINS)
+    .filter((f) => f !== 'links')
     .map((f) => sh('bpftool', ['-j', 'map', 'show', 'pinned', `${PINS}/${f}`]))
     .map((json) => (JSON.parse(json) as { bytes_memlock?: number }).bytes_memlock ?? 0);
   return { rss: Number(/^VmRSS:\s+(\d+) kB/m.exec(status)![1]) * 1024, maps: maps.reduce((a, b) => a + b, 0) };
@@ -243,16 +292,20 @@ function routingAgentMemory(): { rss: number; maps: number } {
 test('an upgrade keeps the configuration, and forwarding under an agent restarted on the new version', async (t) => {
   assert.equal(sh('dvipa', ['--version']).trim(), V1, 'the first version is installed (previous test)');
   fs.writeFileSync('/etc/dvipa/cluster.key', randomBytes(32), { mode: 0o600 });
-  fs.writeFileSync('/etc/dvipa/cluster.cfg', [
-    'CLUSTER KEYFILE /etc/dvipa/cluster.key',
-    'NODE r1 XCF 198.18.10.1 EXTERNAL ext INTERNAL rt1',
-    'VIPADYNAMIC',
-    `  VIPADEFINE 255.255.255.255 ${DVIPA}`,
-    `  VIPADISTRIBUTE ${DVIPA} PORT ${PORT} DESTIP 198.18.11.2`,
-    'ENDVIPADYNAMIC',
-    'NODE t1 XCF 198.18.11.2 INTERNAL up0',
-  ].join('\n'));
-  const defaults = fs.readFileSync('/etc/default/dvipa', 'utf8')
+  fs.writeFileSync(
+    '/etc/dvipa/cluster.cfg',
+    [
+      'CLUSTER KEYFILE /etc/dvipa/cluster.key',
+      'NODE r1 XCF 198.18.10.1 EXTERNAL ext INTERNAL rt1',
+      'VIPADYNAMIC',
+      `  VIPADEFINE 255.255.255.255 ${DVIPA}`,
+      `  VIPADISTRIBUTE ${DVIPA} PORT ${PORT} DESTIP 198.18.11.2`,
+      'ENDVIPADYNAMIC',
+      'NODE t1 XCF 198.18.11.2 INTERNAL up0',
+    ].join('\n'),
+  );
+  const defaults = fs
+    .readFileSync('/etc/default/dvipa', 'utf8')
     .replace(/^DVIPA_ARGS=.*$/m, 'DVIPA_ARGS=--metrics 127.0.0.1:9741 --scan-ms 500');
   fs.writeFileSync('/etc/default/dvipa', defaults);
   const config = fs.readFileSync('/etc/dvipa/cluster.cfg', 'utf8');
@@ -294,13 +347,19 @@ test('an upgrade keeps the configuration, and forwarding under an agent restarte
   await fleet.stop('r1');
   await assertServed(ids, 'with no routing agent');
   const fresh = await client.open(DVIPA, PORT, 3);
-  await assertServed(fresh.map((c) => c.id), 'new connections with no routing agent');
+  await assertServed(
+    fresh.map((c) => c.id),
+    'new connections with no routing agent',
+  );
   startAsUnit('r1');
   await fleet.until('the new routing agent started', () => !!fleet.find('r1', 'agent started'));
   await assertServed([...ids, ...fresh.map((c) => c.id)], 'after the restart');
   assert.deepEqual(pinnedIds(), ids0, 'the CRT map and the XDP link are the ones from before the upgrade');
   const again = await client.open(DVIPA, PORT, 3);
-  await assertServed(again.map((c) => c.id), 'new connections after the restart');
+  await assertServed(
+    again.map((c) => c.id),
+    'new connections after the restart',
+  );
 
   // MemoryMax= leaves room: what a routing node holds here is under half of it.
   const limit = /^MemoryMax=(\d+)G$/m.exec(fs.readFileSync(UNIT, 'utf8'))![1];
@@ -318,21 +377,33 @@ test('purge leaves no file, pin or process behind', async () => {
   client = undefined;
   dpkg('--purge', 'dvipa');
   assert.equal(installed().startsWith('install ok'), false);
-  for (const p of ['/usr/lib/dvipa', '/usr/bin/dvipa', '/etc/dvipa', '/etc/default/dvipa', UNIT, '/usr/share/doc/dvipa',
-    '/usr/share/man/man8/dvipa.8.gz', '/run/dvipa', PINS,
-    '/etc/systemd/system/multi-user.target.wants/dvipa-agent.service']) {
+  for (const p of [
+    '/usr/lib/dvipa',
+    '/usr/bin/dvipa',
+    '/etc/dvipa',
+    '/etc/default/dvipa',
+    UNIT,
+    '/usr/share/doc/dvipa',
+    '/usr/share/man/man8/dvipa.8.gz',
+    '/run/dvipa',
+    PINS,
+    '/etc/systemd/system/multi-user.target.wants/dvipa-agent.service',
+  ]) {
     assert.ok(!fs.existsSync(p), `${p} left behind`);
   }
   const helper = '/var/lib/systemd/deb-systemd-helper';
   const helperState = attempt('grep', ['-rl', 'dvipa', `${helper}-enabled`, `${helper}-masked`]).out;
   assert.equal(helperState, '', 'deb-systemd-helper state left behind');
   assert.doesNotMatch(nsIp(ns.r1, '-d', 'link', 'show', 'ext'), /xdp/, 'the distributor is detached');
-  const procs = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try {
-      return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('/usr/lib/dvipa');
-    } catch {
-      return false;
-    }
-  });
+  const procs = fs
+    .readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('/usr/lib/dvipa');
+      } catch {
+        return false;
+      }
+    });
   assert.deepEqual(procs, [], 'processes of the package left running');
 });

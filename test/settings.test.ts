@@ -10,8 +10,12 @@ import { DEFAULTS, LIMITS, resolveAgentSettings, SettingError } from '../src/con
 import { EXIT } from '../src/errors.js';
 
 const NODE = 'NODE n1 XCF 10.1.0.1\n';
-const profile = (lease: number, seq: number) => parseProfile(`CLUSTER ETCD http://x:2379 LEASETTL ${lease}\nCLUSTER IPSEC SEQMARGIN ${seq}\n${NODE}`);
-const yaml = (lease: number, seq: number) => parseYamlConfig(`coupling: { etcd: [http://x:2379], leaseTtl: ${lease} }\nipsec: { seqMargin: ${seq} }\nnodes: [{ name: n1, xcf: 10.1.0.1 }]\n`);
+const profile = (lease: number, seq: number) =>
+  parseProfile(`CLUSTER ETCD http://x:2379 LEASETTL ${lease}\nCLUSTER IPSEC SEQMARGIN ${seq}\n${NODE}`);
+const yaml = (lease: number, seq: number) =>
+  parseYamlConfig(
+    `coupling: { etcd: [http://x:2379], leaseTtl: ${lease} }\nipsec: { seqMargin: ${seq} }\nnodes: [{ name: n1, xcf: 10.1.0.1 }]\n`,
+  );
 
 test('both syntaxes accept exactly the ranges of LIMITS', () => {
   for (const parse of [profile, yaml]) {
@@ -27,11 +31,23 @@ test('both syntaxes accept exactly the ranges of LIMITS', () => {
 
 test('agent settings: a flag over the file over the default; out of range is a usage error naming the flag', () => {
   const none = resolveAgentSettings({}, {});
-  assert.deepEqual(none, {
-    leaseTtlSec: DEFAULTS.leaseTtl, takebackDelaySec: DEFAULTS.takebackDelay, nopreempt: DEFAULTS.nopreempt, restartGraceSec: DEFAULTS.restartGrace,
-    port: DEFAULTS.port, scanMs: DEFAULTS.scanMs, readyTargets: DEFAULTS.readyTargets,
-  }, 'no IPsec without CLUSTER IPSEC or an IPsec flag');
-  const file = { coupling: { etcd: ['http://x:2379'], leaseTtl: 5, takebackDelay: 60, nopreempt: true }, ipsec: { interval: 500 } };
+  assert.deepEqual(
+    none,
+    {
+      leaseTtlSec: DEFAULTS.leaseTtl,
+      takebackDelaySec: DEFAULTS.takebackDelay,
+      nopreempt: DEFAULTS.nopreempt,
+      restartGraceSec: DEFAULTS.restartGrace,
+      port: DEFAULTS.port,
+      scanMs: DEFAULTS.scanMs,
+      readyTargets: DEFAULTS.readyTargets,
+    },
+    'no IPsec without CLUSTER IPSEC or an IPsec flag',
+  );
+  const file = {
+    coupling: { etcd: ['http://x:2379'], leaseTtl: 5, takebackDelay: 60, nopreempt: true },
+    ipsec: { interval: 500 },
+  };
   const fromFile = resolveAgentSettings(file, {});
   assert.equal(fromFile.leaseTtlSec, 5);
   assert.equal(fromFile.takebackDelaySec, 60);
@@ -43,11 +59,24 @@ test('agent settings: a flag over the file over the default; out of range is a u
   assert.equal(flags.nopreempt, false);
   assert.deepEqual(flags.ipsec, { seqMargin: DEFAULTS.seqMargin, intervalMs: 200 });
   assert.ok(resolveAgentSettings({}, { ipsecSeqMargin: 10 }).ipsec, 'an IPsec flag turns IPsec recovery on');
-  assert.deepEqual(resolveAgentSettings({}, { ipsecVici: '/run/charon.vici' }).ipsec,
-    { seqMargin: DEFAULTS.seqMargin, intervalMs: DEFAULTS.recordInterval, vici: '/run/charon.vici' }, '--ipsec-vici turns it on too');
-  for (const [flags, name] of [[{ leaseTtl: 0 }, 'lease-ttl'], [{ takebackDelay: 1.5 }, 'takeback-delay'], [{ port: 70000 }, 'port'],
-    [{ scanMs: 10 }, 'scan-ms'], [{ restartGrace: -1 }, 'restart-grace'], [{ ipsecInterval: 50 }, 'ipsec-interval'],
-    [{ readyTargets: 1025 }, 'ready-targets']] as const) {
-    assert.throws(() => resolveAgentSettings({}, flags), (e: unknown) => e instanceof SettingError && e.exit === EXIT.usage && e.message.startsWith(`--${name} `), name);
+  assert.deepEqual(
+    resolveAgentSettings({}, { ipsecVici: '/run/charon.vici' }).ipsec,
+    { seqMargin: DEFAULTS.seqMargin, intervalMs: DEFAULTS.recordInterval, vici: '/run/charon.vici' },
+    '--ipsec-vici turns it on too',
+  );
+  for (const [flags, name] of [
+    [{ leaseTtl: 0 }, 'lease-ttl'],
+    [{ takebackDelay: 1.5 }, 'takeback-delay'],
+    [{ port: 70000 }, 'port'],
+    [{ scanMs: 10 }, 'scan-ms'],
+    [{ restartGrace: -1 }, 'restart-grace'],
+    [{ ipsecInterval: 50 }, 'ipsec-interval'],
+    [{ readyTargets: 1025 }, 'ready-targets'],
+  ] as const) {
+    assert.throws(
+      () => resolveAgentSettings({}, flags),
+      (e: unknown) => e instanceof SettingError && e.exit === EXIT.usage && e.message.startsWith(`--${name} `),
+      name,
+    );
   }
 });

@@ -29,7 +29,10 @@ test('a listener is reported; a throwing handler is an uncaught exception, not a
     server.listen(0, '127.0.0.1');
     setTimeout(() => { console.log('no event'); process.exit(1); }, 5000);
   `;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', cwd: fileURLToPath(new URL('.', import.meta.url)) });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    cwd: fileURLToPath(new URL('.', import.meta.url)),
+  });
   assert.equal(r.signal, null, `killed by ${r.signal}: ${r.stderr}`);
   assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
   assert.match(r.stdout, /^uncaught: handler failed on the listener$/m);

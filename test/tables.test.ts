@@ -63,7 +63,12 @@ test('removing one of N targets moves at most 1/N + 2 % of slots; adding one at 
 });
 
 test('a weight of 0 takes a target out; an empty set gives an empty table', () => {
-  const shares = tableShares(buildMaglev([{ addr: '198.18.1.1', weight: 0 }, { addr: '198.18.1.2', weight: 5 }]));
+  const shares = tableShares(
+    buildMaglev([
+      { addr: '198.18.1.1', weight: 0 },
+      { addr: '198.18.1.2', weight: 5 },
+    ]),
+  );
   assert.deepEqual([...shares.keys()], ['198.18.1.2']);
   assert.ok(buildMaglev([]).every((x) => x === 0));
 });
@@ -74,7 +79,14 @@ test('the table depends on the set, not on the order it is given in', () => {
 });
 
 test('bad input is refused with a clear error', () => {
-  assert.throws(() => buildMaglev([{ addr: '198.18.1.1', weight: 1 }, { addr: '198.18.1.1', weight: 2 }]), /duplicate target 198.18.1.1/);
+  assert.throws(
+    () =>
+      buildMaglev([
+        { addr: '198.18.1.1', weight: 1 },
+        { addr: '198.18.1.1', weight: 2 },
+      ]),
+    /duplicate target 198.18.1.1/,
+  );
   assert.throws(() => buildMaglev([{ addr: '198.18.1', weight: 1 }]), /not an IPv4 address/);
   assert.throws(() => buildMaglev([{ addr: '198.18.1.1', weight: -1 }]), /weight -1/);
   assert.throws(() => buildMaglev([{ addr: '198.18.1.1', weight: 1.5 }]), /weight 1.5/);

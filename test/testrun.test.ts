@@ -36,19 +36,36 @@ let fp: FastPath;
 let pins: ReturnType<typeof scratchPinRoot>;
 let ext0: number;
 
-interface Result { action: XdpAction; frame: Buffer; reason: Reason }
+interface Result {
+  action: XdpAction;
+  frame: Buffer;
+  reason: Reason;
+}
 
 function run(frame: Buffer, prog: 'distributor' | 'decap' = 'distributor', on: FastPath = fp): Result {
-  const r = rns.inside(() => runCounted(on.progFd(prog), prog, frame, () => on.reasonCounts(), { ingressIfindex: ext0 }));
+  const r = rns.inside(() =>
+    runCounted(on.progFd(prog), prog, frame, () => on.reasonCounts(), { ingressIfindex: ext0 }),
+  );
   return { action: r.action, frame: r.frame, reason: r.reason };
 }
 
 function syn(extra: Partial<FrameSpec> = {}): Buffer {
-  return buildFrame({ saddr: CLIENT, daddr: VIP, sport: 40000, dport: 80, tcpFlags: { syn: true }, df: true, ...extra });
+  return buildFrame({
+    saddr: CLIENT,
+    daddr: VIP,
+    sport: 40000,
+    dport: 80,
+    tcpFlags: { syn: true },
+    df: true,
+    ...extra,
+  });
 }
 
 /** Where the data plane must place a flow when it has no CRT entry. */
-function predicted(targets: Array<{ addr: string; weight: number }>, f: { saddr: string; daddr: string; sport: number; dport: number; proto: number }): string {
+function predicted(
+  targets: Array<{ addr: string; weight: number }>,
+  f: { saddr: string; daddr: string; sport: number; dport: number; proto: number },
+): string {
   return formatIpv4(buildMaglev(targets)[flowHash(f) % MAGLEV_SIZE]);
 }
 
@@ -69,7 +86,11 @@ function assertEncapsulated(out: Buffer, input: Buffer, l2in = 14): string {
   assert.equal(outer.ttl, 64);
   assert.equal(outer.totalLength, input.length - l2in + 20);
   assert.deepEqual(out.subarray(34), input.subarray(l2in), 'inner packet carried unchanged');
-  assert.equal(p.eth!.dst, `02:00:00:00:01:${(TARGETS.indexOf(outer.dst) + 16).toString(16)}`, 'next hop MAC from the FIB');
+  assert.equal(
+    p.eth!.dst,
+    `02:00:00:00:01:${(TARGETS.indexOf(outer.dst) + 16).toString(16)}`,
+    'next hop MAC from the FIB',
+  );
   assert.ok(outer.inner?.tcp?.checksumOk || outer.inner?.udp?.checksumOk, 'inner transport checksum still valid');
   return outer.dst;
 }
@@ -122,7 +143,14 @@ describe('distributor', () => {
     const reweighted = others.map((addr) => ({ addr, weight: 1 }));
     fp.setTargets(web, reweighted);
     try {
-      const ack = buildFrame({ saddr: CLIENT, daddr: VIP, sport: 40002, dport: 80, tcpFlags: { ack: true }, payload: 100 });
+      const ack = buildFrame({
+        saddr: CLIENT,
+        daddr: VIP,
+        sport: 40002,
+        dport: 80,
+        tcpFlags: { ack: true },
+        payload: 100,
+      });
       const before = fp.serviceStats(fp.serviceId(web)!).crtHit;
       const r = run(ack);
       assert.equal(assertEncapsulated(r.frame, ack), first, 'established connection stays');
@@ -130,7 +158,10 @@ describe('distributor', () => {
       assert.equal(fp.crt.get(flow)!.target, first);
 
       const fresh = syn({ sport: 40003 });
-      assert.ok(others.includes(assertEncapsulated(run(fresh).frame, fresh)), 'a new connection avoids the removed target');
+      assert.ok(
+        others.includes(assertEncapsulated(run(fresh).frame, fresh)),
+        'a new connection avoids the removed target',
+      );
     } finally {
       fp.setTargets(web, equal);
     }
@@ -160,9 +191,17 @@ describe('distributor', () => {
 
   test('traffic that is not for a distributed DVIPA:port passes untouched', () => {
     const cases: Array<[string, Buffer, Reason]> = [
-      ['TCP to another address', buildFrame({ saddr: CLIENT, daddr: '198.18.0.2', dport: 22, tcpFlags: { syn: true } }), 'pass_not_service'],
+      [
+        'TCP to another address',
+        buildFrame({ saddr: CLIENT, daddr: '198.18.0.2', dport: 22, tcpFlags: { syn: true } }),
+        'pass_not_service',
+      ],
       ['TCP to an undistributed port of the DVIPA', syn({ dport: 8443 }), 'pass_not_service'],
-      ['UDP to a TCP-only port', buildFrame({ protocol: 'udp', saddr: CLIENT, daddr: VIP, dport: 80 }), 'pass_not_service'],
+      [
+        'UDP to a TCP-only port',
+        buildFrame({ protocol: 'udp', saddr: CLIENT, daddr: VIP, dport: 80 }),
+        'pass_not_service',
+      ],
       ['ICMP echo to the DVIPA', buildFrame({ protocol: 'icmp', saddr: CLIENT, daddr: VIP }), 'pass_not_service'],
       ['ARP', buildRawFrame(0x0806, Buffer.alloc(28, 1)), 'pass_not_ipv4'],
       ['IPv6', buildRawFrame(ETH_P_IPV6, Buffer.alloc(60, 0x60)), 'pass_not_ipv4'],
@@ -183,8 +222,14 @@ describe('distributor', () => {
     badVersion[14] = 0x65;
     const longTotal = Buffer.from(good);
     longTotal.writeUInt16BE(1500, 16);
-    const l4Cut = Buffer.concat([good.subarray(0, 14), buildIpv4({ saddr: CLIENT, daddr: VIP, proto: 6 }, Buffer.alloc(10))]);
-    const l4CutOther = Buffer.concat([good.subarray(0, 14), buildIpv4({ saddr: CLIENT, daddr: '198.18.0.2', proto: 6 }, Buffer.alloc(10))]);
+    const l4Cut = Buffer.concat([
+      good.subarray(0, 14),
+      buildIpv4({ saddr: CLIENT, daddr: VIP, proto: 6 }, Buffer.alloc(10)),
+    ]);
+    const l4CutOther = Buffer.concat([
+      good.subarray(0, 14),
+      buildIpv4({ saddr: CLIENT, daddr: '198.18.0.2', proto: 6 }, Buffer.alloc(10)),
+    ]);
     const cases: Array<[string, Buffer, XdpAction, Reason]> = [
       ['Ethernet header only', good.subarray(0, 14), 'pass', 'pass_malformed'],
       ['IPv4 header cut short', good.subarray(0, 30), 'pass', 'pass_malformed'],
@@ -231,7 +276,13 @@ describe('distributor', () => {
   test('fragments to a distributed DVIPA are dropped; elsewhere they pass', () => {
     const firstFrag = syn({ sport: 44000, df: false, mf: true, payload: 64 });
     const laterFrag = buildFrame({ saddr: CLIENT, daddr: VIP, df: false, fragOffset: 100, payload: 8 });
-    const laterFragElsewhere = buildFrame({ saddr: CLIENT, daddr: '198.18.0.2', df: false, fragOffset: 100, payload: 8 });
+    const laterFragElsewhere = buildFrame({
+      saddr: CLIENT,
+      daddr: '198.18.0.2',
+      df: false,
+      fragOffset: 100,
+      payload: 8,
+    });
     assert.deepEqual([run(firstFrag).action, run(firstFrag).reason], ['drop', 'drop_fragment']);
     assert.deepEqual([run(laterFrag).action, run(laterFrag).reason], ['drop', 'drop_fragment']);
     const r = run(laterFragElsewhere);
@@ -282,7 +333,10 @@ describe('distributor', () => {
     ];
     try {
       for (const [port, targets, reason, action] of cases) {
-        fp.setTargets(svc(port), targets.map((addr) => ({ addr, weight: 1 })));
+        fp.setTargets(
+          svc(port),
+          targets.map((addr) => ({ addr, weight: 1 })),
+        );
         const r = run(syn({ dport: port }));
         assert.deepEqual([r.action, r.reason], [action, reason], `port ${port}`);
       }
@@ -293,7 +347,10 @@ describe('distributor', () => {
       sysctl(rns.ns, 'net.ipv4.conf.ext0.forwarding', '0');
       fp.resolveTargets();
       try {
-        assert.ok(fp.nexthops().every((n) => !n.resolved), 'no target resolved while forwarding is off');
+        assert.ok(
+          fp.nexthops().every((n) => !n.resolved),
+          'no target resolved while forwarding is off',
+        );
         const r = run(syn({ dport: 1005 }));
         assert.deepEqual([r.action, r.reason], ['drop', 'drop_fwd_disabled']);
       } finally {
@@ -311,7 +368,8 @@ describe('distributor', () => {
   test('TIMEDAFFINITY: a client keeps its target for new connections, until it expires or the target leaves', async () => {
     const svcA: Service = { vip: VIP, port: 2000, protocol: 'tcp' };
     const flowFor = (sport: number, saddr: string = CLIENT) => ({ saddr, daddr: VIP, sport, dport: 2000, proto: 6 });
-    const target = (sport: number, saddr: string = CLIENT) => assertEncapsulated(run(syn({ saddr, sport, dport: 2000 })).frame, syn({ saddr, sport, dport: 2000 }));
+    const target = (sport: number, saddr: string = CLIENT) =>
+      assertEncapsulated(run(syn({ saddr, sport, dport: 2000 })).frame, syn({ saddr, sport, dport: 2000 }));
     // Source ports whose own Maglev slots pick a target other than `x`.
     const elsewhere = (x: string, ts: typeof equal, from: number) => {
       for (let p = from; ; p++) if (predicted(ts, flowFor(p)) !== x) return p;
@@ -326,7 +384,10 @@ describe('distributor', () => {
 
       const rest = equal.filter((t) => t.addr !== x);
       fp.setTargets(svcA, rest, { affinitySec: 60 });
-      assert.ok(![...fp.affinity.entries()].some(([k, v]) => k.client === CLIENT && v.target === x), 'affinity to a departed target is forgotten');
+      assert.ok(
+        ![...fp.affinity.entries()].some(([k, v]) => k.client === CLIENT && v.target === x),
+        'affinity to a departed target is forgotten',
+      );
       const p3 = 50100;
       assert.equal(target(p3), predicted(rest, flowFor(p3)));
 
@@ -358,7 +419,9 @@ describe('distributor', () => {
       const mac = nsIp(rns.ns, '-j', 'link', 'show', 'ext0');
       const extMac = (JSON.parse(mac) as Array<{ address: string }>)[0].address;
       for (const [dstMac, sport, want] of [
-        [extMac, 41001, 'fwd_redirect'], ['ff:ff:ff:ff:ff:ff', 41002, 'fwd_redirect'], ['01:00:5e:00:00:01', 41003, 'fwd_redirect'],
+        [extMac, 41001, 'fwd_redirect'],
+        ['ff:ff:ff:ff:ff:ff', 41002, 'fwd_redirect'],
+        ['01:00:5e:00:00:01', 41003, 'fwd_redirect'],
         ['02:00:00:00:99:99', 41004, 'pass_other_host'],
       ] as const) {
         const frame = syn({ sport, dstMac });
@@ -367,11 +430,19 @@ describe('distributor', () => {
         if (want === 'pass_other_host') {
           assert.equal(r.action, 'pass');
           assert.deepEqual(r.frame, frame, 'untouched');
-          assert.equal(ext.crt.get({ saddr: CLIENT, daddr: VIP, sport, dport: 80, proto: 6 }), undefined, 'and not placed');
+          assert.equal(
+            ext.crt.get({ saddr: CLIENT, daddr: VIP, sport, dport: 80, proto: 6 }),
+            undefined,
+            'and not placed',
+          );
         }
       }
       // Another interface (a target-side one) is not filtered: the filter is the external interface's.
-      const other = rns.inside(() => runXdp(ext.progFd('distributor'), 'distributor', syn({ sport: 41005, dstMac: '02:00:00:00:99:99' }), { ingressIfindex: rns.ifindex('int0') }));
+      const other = rns.inside(() =>
+        runXdp(ext.progFd('distributor'), 'distributor', syn({ sport: 41005, dstMac: '02:00:00:00:99:99' }), {
+          ingressIfindex: rns.ifindex('int0'),
+        }),
+      );
       assert.equal(other.action, 'tx', 'forwarded (back out of int0, where its target is)');
     } finally {
       rns.inside(() => ext.detach('distributor', 'ext0'));
@@ -387,7 +458,11 @@ describe('distributor', () => {
     fp.setTargets(svc, tables[0]);
     try {
       const loop = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'testrun-loop.js');
-      const child = spawn('nsenter', [`--net=${netnsPath(rns.ns)}`, process.execPath, loop, fp.pinRoot, String(ext0), svc.vip, '80', '2500'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(
+        'nsenter',
+        [`--net=${netnsPath(rns.ns)}`, process.execPath, loop, fp.pinRoot, String(ext0), svc.vip, '80', '2500'],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
       let out = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       const done = new Promise<number | null>((resolve) => child.once('exit', resolve));
@@ -421,7 +496,9 @@ describe('distributor', () => {
         last = now;
       });
       // A table written slot by slot would flip between old and new within one swap, many times.
-      t.diagnostic(`Maglev swap: ${seen.length} runs in another process, ${swaps} swaps, ${flips} changes of table seen`);
+      t.diagnostic(
+        `Maglev swap: ${seen.length} runs in another process, ${swaps} swaps, ${flips} changes of table seen`,
+      );
       assert.ok(flips >= 2 && flips <= swaps, `${seen.length} runs, ${swaps} swaps, ${flips} changes of table seen`);
     } finally {
       fp.removeService(svc);
@@ -493,7 +570,10 @@ describe('distributor', () => {
       Buffer.from(tpa.split('.').map(Number)).copy(b, 24);
       return buildRawFrame(0x0806, b, { dstMac: 'ff:ff:ff:ff:ff:ff' });
     };
-    const ping = buildRawFrame(0x0800, buildIpv4({ saddr: CLIENT, daddr: VIP, proto: 1 }, Buffer.from([8, 0, 0xf7, 0xff, 0, 0, 0, 0])));
+    const ping = buildRawFrame(
+      0x0800,
+      buildIpv4({ saddr: CLIENT, daddr: VIP, proto: 1 }, Buffer.from([8, 0, 0xf7, 0xff, 0, 0, 0, 0])),
+    );
     const udp = buildFrame({ saddr: CLIENT, daddr: VIP, sport: 5353, dport: 53, protocol: 'udp' });
     const other = buildFrame({ saddr: CLIENT, daddr: '192.0.2.99', sport: 40000, dport: 80, tcpFlags: { syn: true } });
     try {
@@ -508,10 +588,20 @@ describe('distributor', () => {
       for (const [what, frame, action, reason] of [
         ['ARP request for the DVIPA', arp(1, VIP), 'drop', 'drop_fenced_arp'],
         ['SYN', syn({ sport: 42002 }), 'drop', 'drop_fenced'],
-        ['ACK of a known connection', buildFrame({ saddr: CLIENT, daddr: VIP, sport: 42001, dport: 80, tcpFlags: { ack: true }, payload: 10 }), 'drop', 'drop_fenced'],
+        [
+          'ACK of a known connection',
+          buildFrame({ saddr: CLIENT, daddr: VIP, sport: 42001, dport: 80, tcpFlags: { ack: true }, payload: 10 }),
+          'drop',
+          'drop_fenced',
+        ],
         ['UDP', udp, 'drop', 'drop_fenced'],
         ['ICMP echo (the stack would answer it)', ping, 'drop', 'drop_fenced'],
-        ['a fragment', buildFrame({ saddr: CLIENT, daddr: VIP, sport: 1, dport: 80, fragOffset: 8 }), 'drop', 'drop_fenced'],
+        [
+          'a fragment',
+          buildFrame({ saddr: CLIENT, daddr: VIP, sport: 1, dport: 80, fragOffset: 8 }),
+          'drop',
+          'drop_fenced',
+        ],
         ['ARP reply about the DVIPA (not a request)', arp(2, VIP), 'pass', 'pass_not_ipv4'],
         ['ARP request for another address', arp(1, '198.18.0.2'), 'pass', 'pass_not_ipv4'],
         ['traffic to another address', other, 'pass', 'pass_not_service'],
@@ -554,7 +644,13 @@ describe('decap', () => {
     target = FastPath.open({ pinRoot: targetPins.pinRoot, crtMaxEntries: 1024 });
     target.configure({ clusterAddr: XCF });
     target.serve(VIP);
-    target.allowDecap([ROUTER_NET.clusterAddr], [{ vip: VIP, port: 80, protocol: 'tcp' }, { vip: VIP, port: 0, protocol: 'udp' }]);
+    target.allowDecap(
+      [ROUTER_NET.clusterAddr],
+      [
+        { vip: VIP, port: 80, protocol: 'tcp' },
+        { vip: VIP, port: 0, protocol: 'udp' },
+      ],
+    );
   });
   after(() => {
     target?.close();
@@ -563,7 +659,10 @@ describe('decap', () => {
 
   function tunnelled(inner: Buffer, outerDst = XCF, vlan?: number): Buffer {
     const l2 = buildRawFrame(0x0800, Buffer.alloc(0), { vlan });
-    return Buffer.concat([l2, buildIpv4({ saddr: ROUTER_NET.clusterAddr, daddr: outerDst, proto: 4, df: true }, inner)]);
+    return Buffer.concat([
+      l2,
+      buildIpv4({ saddr: ROUTER_NET.clusterAddr, daddr: outerDst, proto: 4, df: true }, inner),
+    ]);
   }
 
   test('strips the outer header of packets for a served DVIPA, keeping L2 and its tag', () => {
@@ -579,24 +678,50 @@ describe('decap', () => {
   });
 
   test('counts what it received per DVIPA:port', () => {
-    const count = (port: number) => target.receivedStats().find((x) => x.vip === VIP && x.port === port && x.protocol === 'tcp') ?? { packets: 0n, bytes: 0n };
+    const count = (port: number) =>
+      target.receivedStats().find((x) => x.vip === VIP && x.port === port && x.protocol === 'tcp') ?? {
+        packets: 0n,
+        bytes: 0n,
+      };
     const before = count(80);
     const inner = syn({ sport: 47002 }).subarray(14);
     for (let i = 0; i < 3; i++) assert.equal(run(tunnelled(inner), 'decap', target).reason, 'decap');
-    assert.deepEqual(count(80), { ...count(80), packets: before.packets + 3n, bytes: before.bytes + BigInt(3 * inner.length) });
+    assert.deepEqual(count(80), {
+      ...count(80),
+      packets: before.packets + 3n,
+      bytes: before.bytes + BigInt(3 * inner.length),
+    });
   });
 
   test('decapsulates only from its routing nodes and for distributed DVIPA:ports; the rest is dropped and counted', () => {
     const from = (saddr: string, inner: Buffer) =>
-      Buffer.concat([buildRawFrame(0x0800, Buffer.alloc(0)), buildIpv4({ saddr, daddr: XCF, proto: 4, df: true }, inner)]);
-    const to = (dport: number, protocol: 'tcp' | 'udp' = 'tcp') => buildFrame({ protocol, saddr: CLIENT, daddr: VIP, sport: 47010, dport, tcpFlags: { syn: true } }).subarray(14);
+      Buffer.concat([
+        buildRawFrame(0x0800, Buffer.alloc(0)),
+        buildIpv4({ saddr, daddr: XCF, proto: 4, df: true }, inner),
+      ]);
+    const to = (dport: number, protocol: 'tcp' | 'udp' = 'tcp') =>
+      buildFrame({ protocol, saddr: CLIENT, daddr: VIP, sport: 47010, dport, tcpFlags: { syn: true } }).subarray(14);
     const stats = () => target.receivedStats().length;
     const statsBefore = stats();
     const cases: Array<[string, Buffer, 'drop' | 'pass', Reason]> = [
       ['a stranger tunnelling to the service', from('198.18.9.9', to(80)), 'drop', 'decap_drop_not_router'],
       ['a routing node, to :22 of the DVIPA', tunnelled(to(22)), 'drop', 'decap_drop_not_service'],
       ['a routing node, to a UDP port (every UDP port allowed)', tunnelled(to(5353, 'udp')), 'pass', 'decap'],
-      ['a routing node, an inner fragment', tunnelled(buildFrame({ saddr: CLIENT, daddr: VIP, sport: 47003, dport: 80, mf: true, tcpFlags: { syn: true } }).subarray(14)), 'drop', 'decap_drop_not_service'],
+      [
+        'a routing node, an inner fragment',
+        tunnelled(
+          buildFrame({
+            saddr: CLIENT,
+            daddr: VIP,
+            sport: 47003,
+            dport: 80,
+            mf: true,
+            tcpFlags: { syn: true },
+          }).subarray(14),
+        ),
+        'drop',
+        'decap_drop_not_service',
+      ],
       ['a routing node, to the service', tunnelled(to(80)), 'pass', 'decap'],
     ];
     for (const [what, frame, action, reason] of cases) {
@@ -604,13 +729,23 @@ describe('decap', () => {
       assert.deepEqual([r.action, r.reason], [action, reason], what);
     }
     // Random ports from a stranger no longer fill the per-port statistics.
-    for (let port = 1000; port < 1200; port++) assert.equal(run(from('198.18.9.9', to(port)), 'decap', target).reason, 'decap_drop_not_router');
+    for (let port = 1000; port < 1200; port++)
+      assert.equal(run(from('198.18.9.9', to(port)), 'decap', target).reason, 'decap_drop_not_router');
     assert.ok(stats() <= statsBefore + 1, `${stats()} stats entries`);
     // The allow lists follow the agent: without the router, its packets are dropped too.
     target.allowDecap([], [{ vip: VIP, port: 80, protocol: 'tcp' }]);
     assert.equal(run(tunnelled(to(80)), 'decap', target).reason, 'decap_drop_not_router');
-    assert.deepEqual([...target.decapServices.keys()].map((k) => k.port), [80]);
-    target.allowDecap([ROUTER_NET.clusterAddr], [{ vip: VIP, port: 80, protocol: 'tcp' }, { vip: VIP, port: 0, protocol: 'udp' }]);
+    assert.deepEqual(
+      [...target.decapServices.keys()].map((k) => k.port),
+      [80],
+    );
+    target.allowDecap(
+      [ROUTER_NET.clusterAddr],
+      [
+        { vip: VIP, port: 80, protocol: 'tcp' },
+        { vip: VIP, port: 0, protocol: 'udp' },
+      ],
+    );
   });
 
   test('VIPAROUTE: packets tunnelled to another address of the target are taken only when it is listed', () => {
@@ -645,18 +780,26 @@ describe('decap', () => {
 
   test('random and mutated tunnelled frames never crash or abort; only well-formed IPIP from a routing node to a distributed port is stripped', () => {
     let seed = 54321;
-    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
-    const valid = [tunnelled(syn({ sport: 47100 }).subarray(14)), tunnelled(syn({ sport: 47101, payload: 30 }).subarray(14), XCF, 5)];
+    const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    const valid = [
+      tunnelled(syn({ sport: 47100 }).subarray(14)),
+      tunnelled(syn({ sport: 47101, payload: 30 }).subarray(14), XCF, 5),
+    ];
     const seen = new Set<string>();
     for (let i = 0; i < 1500; i++) {
       const frame = Buffer.from(valid[i % valid.length]);
-      for (let k = 0; k < 1 + Math.floor(rand() * 4); k++) frame[Math.floor(rand() * frame.length)] = Math.floor(rand() * 256);
+      for (let k = 0; k < 1 + Math.floor(rand() * 4); k++)
+        frame[Math.floor(rand() * frame.length)] = Math.floor(rand() * 256);
       const cut = rand() < 0.3 ? frame.subarray(0, 14 + Math.floor(rand() * (frame.length - 14))) : frame;
       const r = run(cut, 'decap', target);
       seen.add(r.reason);
       // Dropped only as foreign IPIP (a mutated outer source or inner port); everything else passes.
       if (r.action === 'drop' && r.reason.startsWith('decap_drop_')) continue;
-      assert.equal(r.action, 'pass', `frame ${i}: the decap program passes what it does not drop as foreign (${r.reason})`);
+      assert.equal(
+        r.action,
+        'pass',
+        `frame ${i}: the decap program passes what it does not drop as foreign (${r.reason})`,
+      );
       if (r.reason !== 'decap') {
         assert.deepEqual(r.frame, cut, `frame ${i}: ${r.reason}, untouched`);
         continue;
@@ -666,8 +809,13 @@ describe('decap', () => {
       assert.equal(p.ipv4?.dst, VIP, `frame ${i}: stripped only for a served DVIPA`);
       assert.equal(r.frame.length, cut.length - 20, `frame ${i}: exactly the outer header removed`);
     }
-    assert.ok(seen.has('decap') && seen.has('decap_pass_malformed') && seen.has('decap_pass_not_ours') && seen.has('decap_drop_not_router'),
-      `every verdict reached: ${[...seen].join(', ')}`);
+    assert.ok(
+      seen.has('decap') &&
+        seen.has('decap_pass_malformed') &&
+        seen.has('decap_pass_not_ours') &&
+        seen.has('decap_drop_not_router'),
+      `every verdict reached: ${[...seen].join(', ')}`,
+    );
   });
 });
 
@@ -708,7 +856,10 @@ describe('jumbo frames (xdp.frags)', () => {
       target.serve(VIP);
       target.allowDecap([ROUTER_NET.clusterAddr], [{ vip: VIP, port: 80, protocol: 'tcp' }]);
       const inner = jumbo(JUMBO - 20, 49003).subarray(14);
-      const frame = Buffer.concat([buildRawFrame(0x0800, Buffer.alloc(0)), buildIpv4({ saddr: ROUTER_NET.clusterAddr, daddr: '198.18.1.11', proto: 4, df: true }, inner)]);
+      const frame = Buffer.concat([
+        buildRawFrame(0x0800, Buffer.alloc(0)),
+        buildIpv4({ saddr: ROUTER_NET.clusterAddr, daddr: '198.18.1.11', proto: 4, df: true }, inner),
+      ]);
       assert.equal(frame.length, 14 + JUMBO);
       const r = run(frame, 'decap', target);
       assert.deepEqual([r.action, r.reason], ['pass', 'decap']);
@@ -721,10 +872,27 @@ describe('jumbo frames (xdp.frags)', () => {
   });
 
   test('both programs attach natively to a 9000-MTU interface', () => {
-    nsIp(rns.ns, 'link', 'add', 'jmb0', 'mtu', String(JUMBO), 'type', 'veth', 'peer', 'name', 'jmb1', 'mtu', String(JUMBO));
+    nsIp(
+      rns.ns,
+      'link',
+      'add',
+      'jmb0',
+      'mtu',
+      String(JUMBO),
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'jmb1',
+      'mtu',
+      String(JUMBO),
+    );
     try {
       // One end each: a detached link may still hold its interface for a moment (EBUSY seen).
-      for (const [role, dev] of [['distributor', 'jmb0'], ['decap', 'jmb1']] as const) {
+      for (const [role, dev] of [
+        ['distributor', 'jmb0'],
+        ['decap', 'jmb1'],
+      ] as const) {
         const a = rns.inside(() => fp.attach(role, dev, 'native'));
         assert.equal(a.mode, 'native', role);
         assert.ok(fp.detach(role, dev));
@@ -739,13 +907,18 @@ describe('jumbo frames (xdp.frags)', () => {
 
 test('random and mutated frames never crash, never abort, never forward anywhere but a target', () => {
   let seed = 12345;
-  const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
-  const valid = [syn({ sport: 48000 }), buildFrame({ protocol: 'udp', saddr: CLIENT, daddr: VIP, dport: 53, payload: 20 }), syn({ vlan: 3, sport: 48001 })];
+  const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  const valid = [
+    syn({ sport: 48000 }),
+    buildFrame({ protocol: 'udp', saddr: CLIENT, daddr: VIP, dport: 53, payload: 20 }),
+    syn({ vlan: 3, sport: 48001 }),
+  ];
   for (let i = 0; i < 2000; i++) {
     let frame: Buffer;
     if (i % 2) {
       frame = Buffer.from(valid[i % valid.length]);
-      for (let k = 0; k < 1 + Math.floor(rand() * 4); k++) frame[Math.floor(rand() * frame.length)] = Math.floor(rand() * 256);
+      for (let k = 0; k < 1 + Math.floor(rand() * 4); k++)
+        frame[Math.floor(rand() * frame.length)] = Math.floor(rand() * 256);
       if (rand() < 0.3) frame = frame.subarray(0, 14 + Math.floor(rand() * (frame.length - 14)));
     } else {
       frame = Buffer.from(Array.from({ length: 14 + Math.floor(rand() * 120) }, () => Math.floor(rand() * 256)));

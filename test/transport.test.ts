@@ -26,7 +26,12 @@ after(async () => {
 
 function capture(): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {
   const lines: Array<Record<string, unknown>> = [];
-  const stream = new Writable({ write(chunk, _enc, cb) { lines.push(JSON.parse(String(chunk))); cb(); } });
+  const stream = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(JSON.parse(String(chunk)));
+      cb();
+    },
+  });
   return { logger: pino({ level: 'warn' }, stream), lines };
 }
 
@@ -48,7 +53,10 @@ const until = async (cond: () => boolean, ms = 5000) => {
   }
 };
 
-const srvstat: Message = { type: MsgType.SrvStat, body: { full: true, up: [{ dvipa: '192.0.2.10', port: 80, protocol: 'tcp' }], down: [] } };
+const srvstat: Message = {
+  type: MsgType.SrvStat,
+  body: { full: true, up: [{ dvipa: '192.0.2.10', port: 80, protocol: 'tcp' }], down: [] },
+};
 
 /** A hand-driven dialer "b" that completes the handshake with `port`, then sends raw bytes. */
 async function rawPeer(port: number, name = 'b', key = KEY, ids?: Identities) {
@@ -59,18 +67,35 @@ async function rawPeer(port: number, name = 'b', key = KEY, ids?: Identities) {
   let theirs: Hello | undefined;
   let session: Buffer | undefined;
   let seq = 0n;
-  const reader = new FrameReader(() => key, (f) => {
-    const m = decodeMessage(f.type, f.payload);
-    if (m.type === MsgType.Hello) theirs = m.body;
-    if (m.type !== MsgType.Auth || !theirs) return;
-    const t = Handshake.transcript(hs.hello, theirs);
-    socket.write(encodeFrame(key, { type: MsgType.Auth, seq: ++seq, payload: encodeMessage({ type: MsgType.Auth, body: { proof: hs.prove('dialer', t) } }) }));
-    session = hs.sessionKey(theirs.eph, t);
+  const reader = new FrameReader(
+    () => key,
+    (f) => {
+      const m = decodeMessage(f.type, f.payload);
+      if (m.type === MsgType.Hello) theirs = m.body;
+      if (m.type !== MsgType.Auth || !theirs) return;
+      const t = Handshake.transcript(hs.hello, theirs);
+      socket.write(
+        encodeFrame(key, {
+          type: MsgType.Auth,
+          seq: ++seq,
+          payload: encodeMessage({ type: MsgType.Auth, body: { proof: hs.prove('dialer', t) } }),
+        }),
+      );
+      session = hs.sessionKey(theirs.eph, t);
+    },
+  );
+  socket.on('data', (d: Buffer) => {
+    if (!session) reader.push(d);
   });
-  socket.on('data', (d: Buffer) => { if (!session) reader.push(d); });
   socket.on('error', () => undefined);
   await new Promise((r) => socket.once('connect', r));
-  socket.write(encodeFrame(key, { type: MsgType.Hello, seq: ++seq, payload: encodeMessage({ type: MsgType.Hello, body: hs.hello }) }));
+  socket.write(
+    encodeFrame(key, {
+      type: MsgType.Hello,
+      seq: ++seq,
+      payload: encodeMessage({ type: MsgType.Hello, body: hs.hello }),
+    }),
+  );
   await until(() => session !== undefined || isClosed);
   return {
     socket,
@@ -79,7 +104,11 @@ async function rawPeer(port: number, name = 'b', key = KEY, ids?: Identities) {
     closed: () => until(() => isClosed),
     isClosed: () => isClosed,
     frame: (seq: bigint, m: Message | Buffer, type: number = MsgType.SrvStat) =>
-      encodeFrame(session!, { type: Buffer.isBuffer(m) ? type : m.type, seq, payload: Buffer.isBuffer(m) ? m : encodeMessage(m) }),
+      encodeFrame(session!, {
+        type: Buffer.isBuffer(m) ? type : m.type,
+        seq,
+        payload: Buffer.isBuffer(m) ? m : encodeMessage(m),
+      }),
   };
 }
 
@@ -222,7 +251,10 @@ test('a HELLO and AUTH recorded from a real handshake, replayed, authenticate no
   const recorded: Buffer[] = [];
   const proxy = net.createServer((inbound) => {
     const out = net.connect({ host: '127.0.0.1', port: portA });
-    inbound.on('data', (d) => { recorded.push(d); out.write(d); });
+    inbound.on('data', (d) => {
+      recorded.push(d);
+      out.write(d);
+    });
     out.on('data', (d) => inbound.write(d));
     for (const x of [inbound, out]) x.on('error', () => undefined);
     inbound.on('close', () => out.destroy());
@@ -278,7 +310,7 @@ test('before authentication: frames over 1 KiB and slow handshakes are cut off a
   assert.equal(a.t.drops.hello_timeout, 1);
 });
 
-test('connections only from peers\' addresses, handshakes capped per source and in all; peers still get through', async () => {
+test("connections only from peers' addresses, handshakes capped per source and in all; peers still get through", async () => {
   const portA = await freePort();
   const portB = await freePort();
   const limits = { handshakeMs: 1000, perSource: 4, pending: 16 };
@@ -290,7 +322,15 @@ test('connections only from peers\' addresses, handshakes capped per source and 
       s.on('error', () => undefined);
       sockets.push(s);
     }
-    await Promise.all(sockets.map((s) => new Promise((r) => { s.once('connect', r); s.once('close', r); })));
+    await Promise.all(
+      sockets.map(
+        (s) =>
+          new Promise((r) => {
+            s.once('connect', r);
+            s.once('close', r);
+          }),
+      ),
+    );
     return sockets;
   };
   const m = await measureProcess(async () => {
@@ -304,7 +344,9 @@ test('connections only from peers\' addresses, handshakes capped per source and 
     for (const s of [...stranger, ...near]) s.destroy();
   });
   const rssMb = m.rssPeakMb - m.rssBeforeMb;
-  console.log(`flood of 1000 connections (attacker in this process): loop delay max ${m.loopDelayMaxMs.toFixed(1)} ms, RSS +${rssMb.toFixed(1)} MB`);
+  console.log(
+    `flood of 1000 connections (attacker in this process): loop delay max ${m.loopDelayMaxMs.toFixed(1)} ms, RSS +${rssMb.toFixed(1)} MB`,
+  );
   assert.equal(a.t.drops.too_many, 496);
   assert.ok(rssMb < 50, `RSS grew ${rssMb} MB`);
   const b = await node('b', [{ name: 'a', host: '127.0.0.1', port: portA }], KEY, portB);
@@ -337,14 +379,22 @@ test('a peer that stops reading is cut off at the send queue bound, then resynch
   // "b" completes the handshake as listener... by being a real transport that is then paused.
   const portB = await freePort();
   const b = await node('b', [{ name: 'a', host: '127.0.0.1', port: portA }], KEY, portB);
-  const a = await node('a', [{ name: 'b', host: '127.0.0.1', port: portB }], KEY, portA, { limits: { sendQueueBytes: 1 << 20 } });
+  const a = await node('a', [{ name: 'b', host: '127.0.0.1', port: portB }], KEY, portA, {
+    limits: { sendQueueBytes: 1 << 20 },
+  });
   const ups: string[] = [];
   a.t.on('peerUp', (x) => ups.push(x));
   await until(() => a.t.connected('b'));
   // b stops reading: its sockets are paused.
   const server = (b.t as unknown as { sockets: Set<net.Socket> }).sockets;
   for (const s of server) s.pause();
-  const added = Array.from({ length: 8000 }, (_, i) => ({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1 + (i % 60000), dport: 80, protocol: 'tcp' as const }));
+  const added = Array.from({ length: 8000 }, (_, i) => ({
+    saddr: '198.18.0.1',
+    daddr: '192.0.2.10',
+    sport: 1 + (i % 60000),
+    dport: 80,
+    protocol: 'tcp' as const,
+  }));
   const conns: Message = { type: MsgType.Conns, body: { full: false, added, removed: [] } };
   let sent = 0;
   while (a.t.send('b', conns) && sent < 1000) sent++;
@@ -376,9 +426,19 @@ test('per-node identities: a node holding the cluster key still cannot speak as 
     for (const n of ['a', 'b', 't']) newIdentity(dir, n);
     const portA = await freePort();
     const portB = await freePort();
-    const a = await node('a', [{ name: 'b', host: '127.0.0.1', port: portB }, { name: 't', host: '127.0.0.1', port: 1 }], KEY, portA,
-      { identities: loadIdentities(dir, 'a', ['b', 't']) });
-    const b = await node('b', [{ name: 'a', host: '127.0.0.1', port: portA }], KEY, portB, { identities: loadIdentities(dir, 'b', ['a']) });
+    const a = await node(
+      'a',
+      [
+        { name: 'b', host: '127.0.0.1', port: portB },
+        { name: 't', host: '127.0.0.1', port: 1 },
+      ],
+      KEY,
+      portA,
+      { identities: loadIdentities(dir, 'a', ['b', 't']) },
+    );
+    const b = await node('b', [{ name: 'a', host: '127.0.0.1', port: portA }], KEY, portB, {
+      identities: loadIdentities(dir, 'b', ['a']),
+    });
     await until(() => b.t.connected('a'));
     // t, with the cluster key and its own private key, claims to be b.
     const forged = await rawPeer(portA, 'b', KEY, loadIdentities(dir, 't', ['a']));

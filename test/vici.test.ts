@@ -17,20 +17,35 @@ import * as path from 'node:path';
 import { Topology } from '../src/lab/netns.js';
 import { Charon } from '../src/lab/charon.js';
 import {
-  decodeMessage, decodePacket, encodeMessage, encodePacket, FrameSplitter, PacketType, ViciClient, ViciError, type ViciMessage,
+  decodeMessage,
+  decodePacket,
+  encodeMessage,
+  encodePacket,
+  FrameSplitter,
+  PacketType,
+  ViciClient,
+  ViciError,
+  type ViciMessage,
 } from '../src/ipsec/vici.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
 
 const MSG: ViciMessage = {
-  version: '2', empty: '', 'local-id': 'dvipa.example ünïcode',
-  addrs: ['198.18.0.1', '2001:db8::1'], none: [],
+  version: '2',
+  empty: '',
+  'local-id': 'dvipa.example ünïcode',
+  addrs: ['198.18.0.1', '2001:db8::1'],
+  none: [],
   conn: { children: { net: { local_ts: ['0.0.0.0/0'], mode: 'tunnel' } }, nothing: {} },
 };
 
 test('codec: every element kind round-trips, in packets of every type', () => {
   assert.deepEqual(decodeMessage(encodeMessage(MSG)), MSG);
   const proto = decodeMessage(Buffer.from([3, 9, ...Buffer.from('__proto__'), 0, 1, 0x78]));
-  assert.deepEqual([Object.keys(proto), Object.getPrototypeOf(proto) === Object.prototype], [['__proto__'], true], 'a key, not a prototype');
+  assert.deepEqual(
+    [Object.keys(proto), Object.getPrototypeOf(proto) === Object.prototype],
+    [['__proto__'], true],
+    'a key, not a prototype',
+  );
   for (const p of [
     { type: PacketType.CmdRequest, name: 'list-sas', message: { noblock: 'yes' } },
     { type: PacketType.CmdResponse, message: MSG },
@@ -48,7 +63,12 @@ test('codec: every element kind round-trips, in packets of every type', () => {
 });
 
 test('codec: malformed, truncated and oversized input is refused with a clear ViciError', () => {
-  const bad = (b: Buffer | number[], re: RegExp) => assert.throws(() => decodeMessage(Buffer.from(b)), (e: Error) => e instanceof ViciError && re.test(e.message), re.source);
+  const bad = (b: Buffer | number[], re: RegExp) =>
+    assert.throws(
+      () => decodeMessage(Buffer.from(b)),
+      (e: Error) => e instanceof ViciError && re.test(e.message),
+      re.source,
+    );
   const good = encodeMessage(MSG);
   let refused = 0;
   for (let n = 1; n < good.length; n++) {
@@ -78,13 +98,27 @@ test('codec: malformed, truncated and oversized input is refused with a clear Vi
   assert.throws(() => encodeMessage({ ['k'.repeat(256)]: '' }), /name of 256 bytes, at most 255/);
   assert.throws(() => encodeMessage(JSON.parse('{"l": [{}]}') as ViciMessage), /items are text/);
   assert.throws(() => encodePacket({ type: PacketType.CmdRequest }), /needs name/);
-  assert.throws(() => encodePacket({ type: PacketType.CmdRequest, name: 'x', message: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`k${i}`, 'v'.repeat(60000)])) }), /at most 524288/);
+  assert.throws(
+    () =>
+      encodePacket({
+        type: PacketType.CmdRequest,
+        name: 'x',
+        message: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`k${i}`, 'v'.repeat(60000)])),
+      }),
+    /at most 524288/,
+  );
 
   // Frames: split anywhere, reassembled; a length over the limit is refused before any buffering.
-  const frames = Buffer.concat([encodePacket({ type: PacketType.CmdResponse, message: MSG }), encodePacket({ type: PacketType.EventConfirm })]);
+  const frames = Buffer.concat([
+    encodePacket({ type: PacketType.CmdResponse, message: MSG }),
+    encodePacket({ type: PacketType.EventConfirm }),
+  ]);
   const s = new FrameSplitter();
   const got = [...frames].flatMap((byte) => s.push(Buffer.of(byte)));
-  assert.deepEqual(got.map((p) => p.type), [PacketType.CmdResponse, PacketType.EventConfirm]);
+  assert.deepEqual(
+    got.map((p) => p.type),
+    [PacketType.CmdResponse, PacketType.EventConfirm],
+  );
   assert.equal(s.pending, 0);
   assert.throws(() => new FrameSplitter(1024).push(Buffer.of(0, 0, 4, 1)), /frame of 1025 bytes, at most 1024/);
 });
@@ -99,7 +133,14 @@ async function fakeCharon(answer: (sock: net.Socket) => void): Promise<{ path: s
     sock.once('data', () => answer(sock));
   });
   await new Promise<void>((r) => server.listen(where, r));
-  return { path: where, close: () => { for (const s of socks) s.destroy(); server.close(); fs.rmSync(dir, { recursive: true, force: true }); } };
+  return {
+    path: where,
+    close: () => {
+      for (const s of socks) s.destroy();
+      server.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 test('client: silence times out, garbage and oversized frames close the connection; pending requests fail, nothing hangs', async (t) => {
@@ -107,33 +148,59 @@ test('client: silence times out, garbage and oversized frames close the connecti
   t.after(() => silent.close());
   const c = await ViciClient.connect(silent.path, { timeoutMs: 200 });
   const queued = [c.request('version'), c.request('version')];
-  await assert.rejects(queued[0], (e: ViciError) => e.kind === 'timeout' && /version: no answer in 200 ms/.test(e.message));
+  await assert.rejects(
+    queued[0],
+    (e: ViciError) => e.kind === 'timeout' && /version: no answer in 200 ms/.test(e.message),
+  );
   await assert.rejects(queued[1], (e: ViciError) => e.kind === 'timeout');
-  await assert.rejects(c.request('version'), /no answer/, 'a timed-out connection stays closed: a late answer would be misread');
+  await assert.rejects(
+    c.request('version'),
+    /no answer/,
+    'a timed-out connection stays closed: a late answer would be misread',
+  );
 
   const garbage = await fakeCharon((s) => s.write(Buffer.of(0, 0, 0, 2, 1, 9)));
   t.after(() => garbage.close());
-  await assert.rejects((await ViciClient.connect(garbage.path)).request('version'), (e: ViciError) => e.kind === 'decode' && /unknown element type 9/.test(e.message));
+  await assert.rejects(
+    (await ViciClient.connect(garbage.path)).request('version'),
+    (e: ViciError) => e.kind === 'decode' && /unknown element type 9/.test(e.message),
+  );
 
   const huge = await fakeCharon((s) => s.write(Buffer.of(0x7f, 0xff, 0xff, 0xff)));
   t.after(() => huge.close());
-  await assert.rejects((await ViciClient.connect(huge.path)).request('version'), /frame of 2147483647 bytes, at most 524288/);
+  await assert.rejects(
+    (await ViciClient.connect(huge.path)).request('version'),
+    /frame of 2147483647 bytes, at most 524288/,
+  );
 
   const hangup = await fakeCharon((s) => s.end(Buffer.of(0, 0, 0, 9, 1)));
   t.after(() => hangup.close());
-  await assert.rejects((await ViciClient.connect(hangup.path)).request('version'), (e: ViciError) => e.kind === 'closed' && /inside a frame/.test(e.message));
+  await assert.rejects(
+    (await ViciClient.connect(hangup.path)).request('version'),
+    (e: ViciError) => e.kind === 'closed' && /inside a frame/.test(e.message),
+  );
 
   const wrong = await fakeCharon((s) => s.write(encodePacket({ type: PacketType.EventConfirm })));
   t.after(() => wrong.close());
   await assert.rejects((await ViciClient.connect(wrong.path)).request('version'), /unexpected packet type 5/);
 
-  await assert.rejects(ViciClient.connect(path.join(os.tmpdir(), 'dvipa-no-such-vici')), (e: ViciError) => e.kind === 'connect');
+  await assert.rejects(
+    ViciClient.connect(path.join(os.tmpdir(), 'dvipa-no-such-vici')),
+    (e: ViciError) => e.kind === 'connect',
+  );
 });
 
 const conn = (me: string, them: string, myId: string, theirId: string): ViciMessage => ({
-  version: '2', local_addrs: [me], remote_addrs: [them], proposals: ['aes128-sha256-modp2048'], childless: 'force',
-  local: { auth: 'psk', id: myId }, remote: { auth: 'psk', id: theirId },
-  children: { net: { local_ts: [`${me}/32`], remote_ts: [`${them}/32`], esp_proposals: ['aes128-sha256'], mode: 'tunnel' } },
+  version: '2',
+  local_addrs: [me],
+  remote_addrs: [them],
+  proposals: ['aes128-sha256-modp2048'],
+  childless: 'force',
+  local: { auth: 'psk', id: myId },
+  remote: { auth: 'psk', id: theirId },
+  children: {
+    net: { local_ts: [`${me}/32`], remote_ts: [`${them}/32`], esp_proposals: ['aes128-sha256'], mode: 'tunnel' },
+  },
 });
 
 test('client with real charons: version, connections loaded and read back, an IKE SA negotiated, its event and list-sas', async (t) => {
@@ -150,16 +217,32 @@ test('client with real charons: version, connections loaded and read back, an IK
   });
   const [a, b] = [topo.ns('a'), topo.ns('b')];
   topo.veth({ ns: a, name: 'va', addr: '198.18.99.1/24' }, { ns: b, name: 'vb', addr: '198.18.99.2/24' });
-  charons.push(await Charon.start(a, { dir: path.join(dir, 'a') }), await Charon.start(b, { dir: path.join(dir, 'b') }));
-  assert.notEqual(fs.readFileSync(charons[0].pidFile, 'utf8').trim(), fs.readFileSync(charons[1].pidFile, 'utf8').trim(), 'each its own pid file');
+  charons.push(
+    await Charon.start(a, { dir: path.join(dir, 'a') }),
+    await Charon.start(b, { dir: path.join(dir, 'b') }),
+  );
+  assert.notEqual(
+    fs.readFileSync(charons[0].pidFile, 'utf8').trim(),
+    fs.readFileSync(charons[1].pidFile, 'utf8').trim(),
+    'each its own pid file',
+  );
   const [va, vb, events] = [await charons[0].connect(), await charons[1].connect(), await charons[0].connect()];
   clients.push(va, vb, events);
 
   assert.deepEqual([(await va.request('version')).daemon, (await va.request('version')).version], ['charon', '5.9.8']);
   await assert.rejects(va.request('no-such-command'), (e: ViciError) => e.kind === 'unknown-command');
-  await assert.rejects(va.listen(['no-such-event'], () => undefined), (e: ViciError) => e.kind === 'unknown-event');
-  await assert.rejects(va.request('load-conn', { broken: { version: 'x' } }), (e: ViciError) => e.kind === 'failed' && /load-conn: /.test(e.message));
-  for (const [v, me, them, i1, i2] of [[va, '198.18.99.1', '198.18.99.2', 'a', 'b'], [vb, '198.18.99.2', '198.18.99.1', 'b', 'a']] as const) {
+  await assert.rejects(
+    va.listen(['no-such-event'], () => undefined),
+    (e: ViciError) => e.kind === 'unknown-event',
+  );
+  await assert.rejects(
+    va.request('load-conn', { broken: { version: 'x' } }),
+    (e: ViciError) => e.kind === 'failed' && /load-conn: /.test(e.message),
+  );
+  for (const [v, me, them, i1, i2] of [
+    [va, '198.18.99.1', '198.18.99.2', 'a', 'b'],
+    [vb, '198.18.99.2', '198.18.99.1', 'b', 'a'],
+  ] as const) {
     await v.request('load-shared', { id: 'k', type: 'IKE', data: 'a lab secret, not a real one', owners: ['a', 'b'] });
     await v.request('load-conn', { dvipa: conn(me, them, i1, i2) });
   }
@@ -174,9 +257,16 @@ test('client with real charons: version, connections loaded and read back, an IK
   const theirs = (await vb.stream('list-sas', 'list-sa')).items;
   assert.equal(mine.length, 1);
   const sa = mine[0].dvipa as ViciMessage;
-  assert.deepEqual([sa.state, sa['local-host'], sa['remote-host'], sa['local-id'], sa['remote-id'], sa.initiator], ['ESTABLISHED', '198.18.99.1', '198.18.99.2', 'a', 'b', 'yes']);
+  assert.deepEqual(
+    [sa.state, sa['local-host'], sa['remote-host'], sa['local-id'], sa['remote-id'], sa.initiator],
+    ['ESTABLISHED', '198.18.99.1', '198.18.99.2', 'a', 'b', 'yes'],
+  );
   const peer = theirs[0].dvipa as ViciMessage;
-  assert.deepEqual([peer['initiator-spi'], peer['responder-spi']], [sa['initiator-spi'], sa['responder-spi']], 'both ends name the IKE SA by the same SPIs');
+  assert.deepEqual(
+    [peer['initiator-spi'], peer['responder-spi']],
+    [sa['initiator-spi'], sa['responder-spi']],
+    'both ends name the IKE SA by the same SPIs',
+  );
   assert.match(sa['initiator-spi'] as string, /^[0-9a-f]{16}$/);
   const until = Date.now() + 2000;
   while (!seen.length && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
@@ -185,5 +275,9 @@ test('client with real charons: version, connections loaded and read back, an IK
   assert.equal((seen[0][1].dvipa as ViciMessage)['initiator-spi'], sa['initiator-spi']);
 
   await va.request('terminate', { ike: 'dvipa', timeout: '5000' });
-  assert.equal((await vb.stream('list-sas', 'list-sa')).items.length, 0, 'terminate sends a DELETE: the peer forgets too');
+  assert.equal(
+    (await vb.stream('list-sas', 'list-sa')).items.length,
+    0,
+    'terminate sends a DELETE: the peer forgets too',
+  );
 });

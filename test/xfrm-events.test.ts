@@ -16,9 +16,30 @@ import { Worker } from 'node:worker_threads';
 import { sys } from '../src/kernel/sys.js';
 import { inNetns } from '../src/lab/netns.js';
 import { parseIpv4 } from '../src/net/addr.js';
-import { decodeXfrmEvent, XFRM_AE, XFRM_GROUPS, XfrmEventStream, type XfrmEvent, type XfrmGroup } from '../src/ipsec/events.js';
 import {
-  addSa, ANY_SELECTOR, attrs, deletePolicy, deleteSa, encodePolicy, encodeSa, LAYOUT, putPolicies, putPolicy, XFRM_MSG, XFRMA, XfrmError, type Policy, type Sa,
+  decodeXfrmEvent,
+  XFRM_AE,
+  XFRM_GROUPS,
+  XfrmEventStream,
+  type XfrmEvent,
+  type XfrmGroup,
+} from '../src/ipsec/events.js';
+import {
+  addSa,
+  ANY_SELECTOR,
+  attrs,
+  deletePolicy,
+  deleteSa,
+  encodePolicy,
+  encodeSa,
+  LAYOUT,
+  putPolicies,
+  putPolicy,
+  XFRM_MSG,
+  XFRMA,
+  XfrmError,
+  type Policy,
+  type Sa,
 } from '../src/ipsec/xfrm.js';
 import { kernelEnum } from './helpers/env.js';
 import { ESP_SA, skipWithoutEsp, xfrmNamespace } from './helpers/xfrm.js';
@@ -31,18 +52,33 @@ const NS = xfrmNamespace('xev');
 const SA = ESP_SA;
 
 const policy = (dst: string, priority = 100, reqid = 7): Policy => ({
-  selector: { ...ANY_SELECTOR, src: '198.18.10.0', srcPrefix: 24, dst, dstPrefix: 24 }, dir: 'out', action: 'allow', priority, index: 0,
+  selector: { ...ANY_SELECTOR, src: '198.18.10.0', srcPrefix: 24, dst, dstPrefix: 24 },
+  dir: 'out',
+  action: 'allow',
+  priority,
+  index: 0,
   tmpls: [{ src: SA.src, dst: SA.dst, spi: 0, proto: 'esp', mode: 'tunnel', reqid, optional: false }],
 });
 
 /** A stream in the test's namespace collecting its events; closed when the test ends, passed or not. */
-function subscribe(t: TestContext, groups: XfrmGroup[], opts: { rcvBuf?: number } = {}, also?: (e: XfrmEvent, s: XfrmEventStream) => void) {
+function subscribe(
+  t: TestContext,
+  groups: XfrmGroup[],
+  opts: { rcvBuf?: number } = {},
+  also?: (e: XfrmEvent, s: XfrmEventStream) => void,
+) {
   const events: XfrmEvent[] = [];
   // The socket's namespace is the creating thread's: only the open is done inside.
-  const stream: XfrmEventStream = inNetns(NS.name, () => XfrmEventStream.open(groups, (e) => {
-    events.push(e);
-    also?.(e, stream);
-  }, opts));
+  const stream: XfrmEventStream = inNetns(NS.name, () =>
+    XfrmEventStream.open(
+      groups,
+      (e) => {
+        events.push(e);
+        also?.(e, stream);
+      },
+      opts,
+    ),
+  );
   t.after(() => stream.close());
   return { stream, events };
 }
@@ -55,8 +91,10 @@ async function until(what: string, ok: () => boolean, seen: () => unknown, ms = 
 }
 
 const show = (x: unknown) => JSON.stringify(x, (_, v) => (typeof v === 'bigint' ? `${v}n` : v));
-const label = (e: XfrmEvent) => [e.kind, 'op' in e ? e.op : 'table' in e ? e.table : 'hard' in e ? (e.hard ? 'hard' : 'soft') : ''].join(' ').trim();
-const flushPolicies = () => inNetns(NS.name, () => sys.xfrmRequest('xfrm', 'XFRM_MSG_FLUSHPOLICY', XFRM_MSG.FLUSHPOLICY, 0, Buffer.alloc(0)));
+const label = (e: XfrmEvent) =>
+  [e.kind, 'op' in e ? e.op : 'table' in e ? e.table : 'hard' in e ? (e.hard ? 'hard' : 'soft') : ''].join(' ').trim();
+const flushPolicies = () =>
+  inNetns(NS.name, () => sys.xfrmRequest('xfrm', 'XFRM_MSG_FLUSHPOLICY', XFRM_MSG.FLUSHPOLICY, 0, Buffer.alloc(0)));
 
 function nla(type: number, value: Uint8Array): Buffer {
   const b = Buffer.alloc((4 + value.length + 3) & ~3);
@@ -108,10 +146,15 @@ const noCurrent = (sa: Sa) => {
   return rest;
 };
 
-test('the attribute, group and async-event numbers are the kernel\'s (BTF enums)', () => {
-  const named = (prefix: string, o: Record<string, number>, upper = false) => Object.fromEntries(Object.entries(o).map(([k, v]) => [`${prefix}${upper ? k.toUpperCase() : k}`, v]));
+test("the attribute, group and async-event numbers are the kernel's (BTF enums)", () => {
+  const named = (prefix: string, o: Record<string, number>, upper = false) =>
+    Object.fromEntries(Object.entries(o).map(([k, v]) => [`${prefix}${upper ? k.toUpperCase() : k}`, v]));
   const pick = (e: Record<string, number>, keys: string[]) => Object.fromEntries(keys.map((k) => [k, e[k]]));
-  for (const [ours, enumName] of [[named('XFRMA_', XFRMA), 'xfrm_attr_type_t'], [named('XFRMNLGRP_', XFRM_GROUPS, true), 'xfrm_nlgroups'], [named('XFRM_AE_', XFRM_AE), 'xfrm_ae_ftype_t']] as const) {
+  for (const [ours, enumName] of [
+    [named('XFRMA_', XFRMA), 'xfrm_attr_type_t'],
+    [named('XFRMNLGRP_', XFRM_GROUPS, true), 'xfrm_nlgroups'],
+    [named('XFRM_AE_', XFRM_AE), 'xfrm_ae_ftype_t'],
+  ] as const) {
     assert.deepEqual(ours, pick(kernelEnum(enumName), Object.keys(ours)), enumName);
   }
 });
@@ -124,7 +167,11 @@ test('policies: new, update, delete and flush arrive in order and decoded; a ref
     putPolicy({ ...p, priority: 50 });
     deletePolicy(p);
   });
-  await until('three policy events', () => events.length >= 3, () => events);
+  await until(
+    'three policy events',
+    () => events.length >= 3,
+    () => events,
+  );
   assert.deepEqual(events.map(label), ['policy new', 'policy update', 'policy delete']);
   const [added, updated, deleted] = events;
   assert.ok(added.kind === 'policy' && added.op === 'new');
@@ -138,12 +185,26 @@ test('policies: new, update, delete and flush arrive in order and decoded; a ref
 
   // An algorithm no kernel has: refused here and in the kernel lab alike.
   const bad: Sa = { ...SA, aead: { name: 'rfc4106(dvipa-none)', key: Buffer.alloc(20), icvBits: 128 } };
-  assert.throws(() => inNetns(NS.name, () => addSa(bad)), (e: Error) => e instanceof XfrmError && e.op === 'XFRM_MSG_NEWSA' && /not found/.test(e.message));
+  assert.throws(
+    () => inNetns(NS.name, () => addSa(bad)),
+    (e: Error) => e instanceof XfrmError && e.op === 'XFRM_MSG_NEWSA' && /not found/.test(e.message),
+  );
   // The kernel notifies before it acknowledges: events after these prove none came before.
-  assert.deepEqual(await inNetns(NS.name, () => putPolicies([policy('198.18.21.0'), policy('198.18.22.0')])), [undefined, undefined]);
+  assert.deepEqual(await inNetns(NS.name, () => putPolicies([policy('198.18.21.0'), policy('198.18.22.0')])), [
+    undefined,
+    undefined,
+  ]);
   flushPolicies();
-  await until('the flush', () => events.length >= 6, () => events);
-  assert.deepEqual(events.slice(3).map(label), ['policy update', 'policy update', 'flush policy'], 'no SA event for the refused install');
+  await until(
+    'the flush',
+    () => events.length >= 6,
+    () => events,
+  );
+  assert.deepEqual(
+    events.slice(3).map(label),
+    ['policy update', 'policy update', 'flush policy'],
+    'no SA event for the refused install',
+  );
   assert.equal(events.length, 6);
 });
 
@@ -152,18 +213,34 @@ test('acquire: traffic matching a policy that has no SA asks for one, with the f
   const { events } = subscribe(t, ['acquire']);
   // Not on lo: loopback has disable_xfrm, so its traffic never meets a policy.
   const p: Policy = {
-    selector: { ...ANY_SELECTOR, src: '192.0.2.1', srcPrefix: 32, dst: '192.0.2.2', dstPrefix: 32, proto: 17, dport: 9 }, dir: 'out', action: 'allow', priority: 10, index: 0,
+    selector: {
+      ...ANY_SELECTOR,
+      src: '192.0.2.1',
+      srcPrefix: 32,
+      dst: '192.0.2.2',
+      dstPrefix: 32,
+      proto: 17,
+      dport: 9,
+    },
+    dir: 'out',
+    action: 'allow',
+    priority: 10,
+    index: 0,
     tmpls: [{ src: '192.0.2.1', dst: '192.0.2.2', spi: 0, proto: 'esp', mode: 'transport', reqid: 5, optional: false }],
   };
   inNetns(NS.name, () => putPolicy(p));
   t.after(() => inNetns(NS.name, () => deletePolicy(p)));
   execFileSync('ip', ['netns', 'exec', NS.name, 'bash', '-c', 'echo acquire > /dev/udp/192.0.2.2/9']);
-  await until('an acquire', () => events.length >= 1, () => events);
+  await until(
+    'an acquire',
+    () => events.length >= 1,
+    () => events,
+  );
   const [a] = events;
   assert.ok(a.kind === 'acquire', show(a));
   assert.deepEqual(a.id, { dst: '192.0.2.2', spi: 0, proto: 'esp' });
   assert.equal(a.src, '192.0.2.1');
-  assert.deepEqual({ ...a.selector, sport: 0 }, p.selector, 'the flow (its source port is the socket\'s)');
+  assert.deepEqual({ ...a.selector, sport: 0 }, p.selector, "the flow (its source port is the socket's)");
   assert.ok(a.selector.sport > 0);
   assert.deepEqual({ ...a.policy, index: 0 }, p);
   assert.ok(a.seq > 0);
@@ -175,7 +252,11 @@ test('overflow: a burst larger than the receive buffer is reported, and the stre
   // One batch: the kernel queues 400 notifications faster than a 16 KiB buffer drains, even
   // with the loop free to read while the batch runs on its worker thread.
   assert.deepEqual((await inNetns(NS.name, () => putPolicies(burst))).filter(Boolean), []);
-  await until('an overflow', () => events.some((e) => e.kind === 'overflow'), () => events.map(label));
+  await until(
+    'an overflow',
+    () => events.some((e) => e.kind === 'overflow'),
+    () => events.map(label),
+  );
   // What the kernel queued before the overflow may still be arriving (a slow machine reads
   // behind): the burst is over once the stream has been quiet for a while.
   for (let n = -1; n !== events.length;) {
@@ -190,7 +271,11 @@ test('overflow: a burst larger than the receive buffer is reported, and the stre
   const before = events.length;
   flushPolicies();
   inNetns(NS.name, () => putPolicy(policy('198.18.30.0')));
-  await until('events after the overflow', () => events.length >= before + 2, () => events.slice(before).map(label));
+  await until(
+    'events after the overflow',
+    () => events.length >= before + 2,
+    () => events.slice(before).map(label),
+  );
   assert.deepEqual(events.slice(before).map(label), ['flush policy', 'policy update']);
   flushPolicies();
   assert.deepEqual({ malformed: stream.stats.malformed, errors: stream.stats.errors }, { malformed: 0, errors: 0 });
@@ -205,33 +290,59 @@ test('close: nothing is delivered after it, not even the rest of a batch; twice 
   assert.ok(closed.stream.closed);
   const ps = ['198.18.40.0', '198.18.41.0', '198.18.42.0'].map((d) => policy(d));
   await inNetns(NS.name, () => putPolicies(ps));
-  await until('the witness\'s three events', () => witness.events.length >= 3, () => witness.events);
+  await until(
+    "the witness's three events",
+    () => witness.events.length >= 3,
+    () => witness.events,
+  );
   // The sockets were readable together: a few more turns of the loop for good measure.
   await delay(50);
   assert.deepEqual(closed.events, []);
-  assert.equal(closesItself.events.length, 1, 'closed by its handler: the batch\'s other two are not delivered');
+  assert.equal(closesItself.events.length, 1, "closed by its handler: the batch's other two are not delivered");
   closesItself.stream.close();
   flushPolicies();
 });
 
 test('teardown: a worker whose environment goes with a stream open takes nothing else with it', async (t) => {
   const witness = subscribe(t, ['policy']);
-  const worker = new Worker(`
+  const worker = new Worker(
+    `
     const { parentPort, workerData } = require('node:worker_threads');
     Promise.all([import(workerData.events), import(workerData.netns)]).then(([{ XfrmEventStream }, { inNetns }]) => {
       inNetns(workerData.ns, () => XfrmEventStream.open(['policy'], (e) => parentPort.postMessage(e.kind)));
       parentPort.postMessage('open');
-    });`, { eval: true, workerData: { ns: NS.name, events: new URL('../src/ipsec/events.js', import.meta.url).href, netns: new URL('../src/lab/netns.js', import.meta.url).href } });
+    });`,
+    {
+      eval: true,
+      workerData: {
+        ns: NS.name,
+        events: new URL('../src/ipsec/events.js', import.meta.url).href,
+        netns: new URL('../src/lab/netns.js', import.meta.url).href,
+      },
+    },
+  );
   t.after(() => worker.terminate());
   const said: string[] = [];
   worker.on('message', (m: string) => said.push(m));
-  await until('the worker\'s stream', () => said.includes('open'), () => said);
+  await until(
+    "the worker's stream",
+    () => said.includes('open'),
+    () => said,
+  );
   const p = policy('198.18.60.0');
   inNetns(NS.name, () => putPolicy(p));
-  await until('the worker\'s event', () => said.includes('policy'), () => said);
+  await until(
+    "the worker's event",
+    () => said.includes('policy'),
+    () => said,
+  );
   await worker.terminate();
   inNetns(NS.name, () => deletePolicy(p));
-  await until('the witness\'s two events', () => witness.events.length >= 2, () => witness.events);
+  await until(
+    "the witness's two events",
+    () => witness.events.length >= 2,
+    () => witness.events,
+  );
   assert.deepEqual(witness.events.map(label), ['policy update', 'policy delete']);
 });
 
@@ -243,7 +354,11 @@ test('SA events where the kernel has ESP: new, update, async event, expire, dele
     // No event for an SA the kernel refused: a marker policy's event is the first.
     const marker = policy('198.18.50.0');
     inNetns(NS.name, () => putPolicy(marker));
-    await until('the marker policy', () => events.length >= 1, () => events);
+    await until(
+      'the marker policy',
+      () => events.length >= 1,
+      () => events,
+    );
     assert.deepEqual(events.map(label), ['policy update'], 'no SA event before it');
     inNetns(NS.name, () => deletePolicy(marker));
     return skipWithoutEsp(t, e);
@@ -252,16 +367,30 @@ test('SA events where the kernel has ESP: new, update, async event, expire, dele
     sys.xfrmRequest('xfrm', 'XFRM_MSG_UPDSA', XFRM_MSG.UPDSA, 0, encodeSa(SA));
     // Async events come from traffic moving the counters past a threshold, or from a user's
     // XFRM_MSG_NEWAE, as here (setting the replay threshold).
-    sys.xfrmRequest('xfrm', 'XFRM_MSG_NEWAE', XFRM_MSG.NEWAE, NLM_F_REPLACE, aeventMessage(SA, 0, nla(XFRMA.REPLAY_THRESH, u32(10))));
+    sys.xfrmRequest(
+      'xfrm',
+      'XFRM_MSG_NEWAE',
+      XFRM_MSG.NEWAE,
+      NLM_F_REPLACE,
+      aeventMessage(SA, 0, nla(XFRMA.REPLAY_THRESH, u32(10))),
+    );
     sys.xfrmRequest('xfrm', 'XFRM_MSG_EXPIRE', XFRM_MSG.EXPIRE, 0, expireMessage(SA, false));
     deleteSa(SA);
     addSa({ ...SA, spi: SA.spi + 1 });
     sys.xfrmRequest('xfrm', 'XFRM_MSG_FLUSHSA', XFRM_MSG.FLUSHSA, 0, Buffer.from([255]));
   });
-  await until('the flush', () => events.some((e) => e.kind === 'flush'), () => events.map(label));
+  await until(
+    'the flush',
+    () => events.some((e) => e.kind === 'flush'),
+    () => events.map(label),
+  );
   // The replay timer may add async events of its own: the one asked for is the update's.
   const seen = events.filter((e) => e.kind !== 'aevent' || e.cause === 'update');
-  assert.deepEqual(seen.map(label), ['sa new', 'sa update', 'aevent', 'expire soft', 'sa delete', 'sa new', 'flush sa'], show(events));
+  assert.deepEqual(
+    seen.map(label),
+    ['sa new', 'sa update', 'aevent', 'expire soft', 'sa delete', 'sa new', 'flush sa'],
+    show(events),
+  );
   const [added, updated, ae, expired, deleted] = seen;
   const same = (sa: Sa) => ({ ...noCurrent(sa), replay: { ...sa.replay, bitmap: SA.replay.bitmap } });
   assert.ok(added.kind === 'sa' && added.op === 'new');
@@ -275,7 +404,10 @@ test('SA events where the kernel has ESP: new, update, async event, expire, dele
   assert.deepEqual([ae.replay?.esn, ae.replay?.oseq, ae.replay?.seq], [true, SA.replay.oseq, SA.replay.seq]);
   assert.ok(ae.current, 'with the counters');
   assert.ok(expired.kind === 'expire' && !expired.hard);
-  assert.deepEqual([expired.sa.dst, expired.sa.spi, expired.sa.src, expired.sa.reqid], [SA.dst, SA.spi, SA.src, SA.reqid]);
+  assert.deepEqual(
+    [expired.sa.dst, expired.sa.spi, expired.sa.src, expired.sa.reqid],
+    [SA.dst, SA.spi, SA.src, SA.reqid],
+  );
   assert.ok(deleted.kind === 'sa' && deleted.op === 'delete');
   assert.deepEqual(deleted.id, { dst: SA.dst, spi: SA.spi, proto: 'esp' });
   assert.ok(deleted.sa, 'the SA as it was');
@@ -288,7 +420,10 @@ test('decoding: SA, expire and async-event messages as the kernel lays them; bro
   const head = info.subarray(0, LAYOUT.xfrm_usersa_info.size);
   const extras = info.subarray(LAYOUT.xfrm_usersa_info.size);
 
-  const del = decodeXfrmEvent({ type: XFRM_MSG.DELSA, payload: Buffer.concat([saId(SA), nla(XFRMA.SA, head), extras]) });
+  const del = decodeXfrmEvent({
+    type: XFRM_MSG.DELSA,
+    payload: Buffer.concat([saId(SA), nla(XFRMA.SA, head), extras]),
+  });
   assert.ok(del.kind === 'sa' && del.op === 'delete', show(del));
   assert.deepEqual(del.id, { dst: SA.dst, spi: SA.spi, proto: 'esp' });
   assert.deepEqual(noCurrent(del.sa!), SA, 'the full SA: the XFRMA_SA attribute and the attributes after it');
@@ -298,7 +433,10 @@ test('decoding: SA, expire and async-event messages as the kernel lays them; bro
   const mark = nla(XFRMA.MARK, Buffer.from([0x10, 0, 0, 0, 0xff, 0, 0, 0]));
   const exp = decodeXfrmEvent({ type: XFRM_MSG.EXPIRE, payload: expireMessage(SA, true, mark) });
   assert.ok(exp.kind === 'expire' && exp.hard, show(exp));
-  assert.deepEqual([exp.sa.dst, exp.sa.spi, exp.sa.selector, exp.sa.mark], [SA.dst, SA.spi, SA.selector, { value: 0x10, mask: 0xff }]);
+  assert.deepEqual(
+    [exp.sa.dst, exp.sa.spi, exp.sa.selector, exp.sa.mark],
+    [SA.dst, SA.spi, SA.selector, { value: 0x10, mask: 0xff }],
+  );
 
   const replay = [...attrs(info, LAYOUT.xfrm_usersa_info.size)].find(([type]) => type === XFRMA.REPLAY_ESN_VAL)![1];
   const cur = Buffer.alloc(LAYOUT.xfrm_lifetime_cur.size);
@@ -308,22 +446,53 @@ test('decoding: SA, expire and async-event messages as the kernel lays them; bro
   const XFRM_AE_CR = 16;
   const ae = decodeXfrmEvent({
     type: XFRM_MSG.NEWAE,
-    payload: aeventMessage(SA, XFRM_AE_CR | XFRM_AE_RTHR, Buffer.concat([nla(XFRMA.REPLAY_ESN_VAL, replay), nla(XFRMA.LTIME_VAL, cur), nla(XFRMA.REPLAY_THRESH, u32(2))])),
+    payload: aeventMessage(
+      SA,
+      XFRM_AE_CR | XFRM_AE_RTHR,
+      Buffer.concat([nla(XFRMA.REPLAY_ESN_VAL, replay), nla(XFRMA.LTIME_VAL, cur), nla(XFRMA.REPLAY_THRESH, u32(2))]),
+    ),
   });
   assert.deepEqual(ae, {
-    kind: 'aevent', id: { dst: SA.dst, spi: SA.spi, proto: 'esp' }, src: SA.src, reqid: SA.reqid, flags: XFRM_AE_CR | XFRM_AE_RTHR, cause: 'replay',
-    replay: SA.replay, current: { bytes: 1234n, packets: 5n, addTime: 0n, useTime: 0n }, replayThreshold: 2,
+    kind: 'aevent',
+    id: { dst: SA.dst, spi: SA.spi, proto: 'esp' },
+    src: SA.src,
+    reqid: SA.reqid,
+    flags: XFRM_AE_CR | XFRM_AE_RTHR,
+    cause: 'replay',
+    replay: SA.replay,
+    current: { bytes: 1234n, packets: 5n, addTime: 0n, useTime: 0n },
+    replayThreshold: 2,
   });
 
-  assert.deepEqual(decodeXfrmEvent({ type: XFRM_MSG.FLUSHSA, payload: Buffer.from([255]) }), { kind: 'flush', table: 'sa' });
-  assert.deepEqual(decodeXfrmEvent({ type: XFRM_MSG.FLUSHSA, payload: Buffer.from([50]) }), { kind: 'flush', table: 'sa', proto: 'esp' });
+  assert.deepEqual(decodeXfrmEvent({ type: XFRM_MSG.FLUSHSA, payload: Buffer.from([255]) }), {
+    kind: 'flush',
+    table: 'sa',
+  });
+  assert.deepEqual(decodeXfrmEvent({ type: XFRM_MSG.FLUSHSA, payload: Buffer.from([50]) }), {
+    kind: 'flush',
+    table: 'sa',
+    proto: 'esp',
+  });
   assert.deepEqual(decodeXfrmEvent({ type: 0, payload: Buffer.alloc(0), overflow: true }), { kind: 'overflow' });
-  const failed = decodeXfrmEvent({ type: 0, payload: Buffer.alloc(0), error: Object.assign(new Error('recv(NETLINK_XFRM): ENOMEM (Cannot allocate memory)'), { op: 'recv(NETLINK_XFRM)', errno: 12, code: 'ENOMEM' }) });
-  assert.ok(failed.kind === 'error' && failed.error instanceof XfrmError && failed.error.code === 'ENOMEM' && failed.error.op === 'recv(NETLINK_XFRM)');
+  const failed = decodeXfrmEvent({
+    type: 0,
+    payload: Buffer.alloc(0),
+    error: Object.assign(new Error('recv(NETLINK_XFRM): ENOMEM (Cannot allocate memory)'), {
+      op: 'recv(NETLINK_XFRM)',
+      errno: 12,
+      code: 'ENOMEM',
+    }),
+  });
+  assert.ok(
+    failed.kind === 'error' &&
+      failed.error instanceof XfrmError &&
+      failed.error.code === 'ENOMEM' &&
+      failed.error.op === 'recv(NETLINK_XFRM)',
+  );
 
   const v6 = Buffer.from(info);
   v6.writeUInt16LE(10, LAYOUT.xfrm_usersa_info.family);
-  assert.equal(decodeXfrmEvent({ type: XFRM_MSG.NEWSA, payload: v6 }).kind, 'other', 'IPv6 is not dvipa\'s');
+  assert.equal(decodeXfrmEvent({ type: XFRM_MSG.NEWSA, payload: v6 }).kind, 'other', "IPv6 is not dvipa's");
   assert.equal(decodeXfrmEvent({ type: 0x99, payload: Buffer.alloc(8) }).kind, 'other');
 
   const badProto = saId(SA);
@@ -343,6 +512,9 @@ test('decoding: SA, expire and async-event messages as the kernel lays them; bro
   ];
   for (const [type, payload, why] of broken) {
     const e = decodeXfrmEvent({ type, payload });
-    assert.ok(e.kind === 'malformed' && e.type === type && why.test(e.error) && e.payload === payload, `${type}: ${show(e)}`);
+    assert.ok(
+      e.kind === 'malformed' && e.type === type && why.test(e.error) && e.payload === payload,
+      `${type}: ${show(e)}`,
+    );
   }
 });

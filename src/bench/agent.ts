@@ -38,7 +38,11 @@ function fillCrt(pinRoot: string, n: number): void {
     for (let i = 0; i < n; i++) {
       const saddr = `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
       flow.encode({ saddr, daddr: DVIPA, sport: 1024 + (i % 60000), dport: 80, proto: 6 }, keys, i * flow.size);
-      crtEntry.encode({ target: TARGET, svcId: 0, origin: CrtOrigin.First, targetIdx: 0, createdNs: 0n }, values, i * crtEntry.size);
+      crtEntry.encode(
+        { target: TARGET, svcId: 0, origin: CrtOrigin.First, targetIdx: 0, createdNs: 0n },
+        values,
+        i * crtEntry.size,
+      );
     }
     fp.crt.setBatchRaw(keys, values, n);
   } finally {
@@ -49,10 +53,12 @@ function fillCrt(pinRoot: string, n: number): void {
 function scrape(address: string): Promise<number> {
   const t0 = Date.now();
   return new Promise((resolve, reject) => {
-    http.get(`http://${address}/metrics`, (res) => {
-      res.resume();
-      res.once('end', () => resolve(Date.now() - t0));
-    }).once('error', reject);
+    http
+      .get(`http://${address}/metrics`, (res) => {
+        res.resume();
+        res.once('end', () => resolve(Date.now() - t0));
+      })
+      .once('error', reject);
   });
 }
 
@@ -61,11 +67,13 @@ export async function benchAgent(o: { crtEntries: number; seconds: number; junk:
   const logger = pino({ level: 'silent' });
   const port = await freePort(ROUTER);
   const metricsAddress = `${ROUTER}:${await freePort(ROUTER)}`;
-  const config = parseProfile([
-    `NODE r1 XCF ${ROUTER}`,
-    `VIPADYNAMIC VIPADEFINE 255.255.255.255 ${DVIPA} VIPADISTRIBUTE ${DVIPA} PORT 80 DESTIP ${TARGET} ENDVIPADYNAMIC`,
-    `NODE t1 XCF ${TARGET}`,
-  ].join('\n'));
+  const config = parseProfile(
+    [
+      `NODE r1 XCF ${ROUTER}`,
+      `VIPADYNAMIC VIPADEFINE 255.255.255.255 ${DVIPA} VIPADISTRIBUTE ${DVIPA} PORT 80 DESTIP ${TARGET} ENDVIPADYNAMIC`,
+      `NODE t1 XCF ${TARGET}`,
+    ].join('\n'),
+  );
   const key = Buffer.alloc(32, 1);
   let agent: Agent | undefined;
   const peers = [{ name: 'r1', host: ROUTER, port }];
@@ -84,24 +92,37 @@ export async function benchAgent(o: { crtEntries: number; seconds: number; junk:
     target.on('peerDown', () => downs++);
     // The target's connections: a full report, as after a reconnection, every second.
     const added: ConnRef[] = Array.from({ length: MAX_CONNS_PER_MESSAGE }, (_, i) => ({
-      saddr: `10.200.${i >> 8}.${i & 255}`, daddr: DVIPA, sport: 40000 + (i % 20000), dport: 80, protocol: 'tcp',
+      saddr: `10.200.${i >> 8}.${i & 255}`,
+      daddr: DVIPA,
+      sport: 40000 + (i % 20000),
+      dport: 80,
+      protocol: 'tcp',
     }));
     let resyncs = 0;
     let scrapeMaxMs = 0;
     let scrapes = 0;
     const tick = setInterval(() => {
       if (target.send('r1', { type: MsgType.Conns, body: { full: true, added, removed: [] } })) resyncs++;
-      void scrape(metricsAddress).then((ms) => {
-        scrapes++;
-        scrapeMaxMs = Math.max(scrapeMaxMs, ms);
-      }, () => undefined);
+      void scrape(metricsAddress).then(
+        (ms) => {
+          scrapes++;
+          scrapeMaxMs = Math.max(scrapeMaxMs, ms);
+        },
+        () => undefined,
+      );
     }, 1000);
     const junk = () => flood(ROUTER, port, o.junk, o.seconds * 1000, [STRANGER, TARGET]);
     const { result: _, ...figures } = await measureProcess(junk);
     clearInterval(tick);
     return {
-      crtEntries: o.crtEntries, seconds: o.seconds, junkConnections: o.junk, ...figures,
-      scrapes, scrapeMaxMs, resyncs, targetStayedConnected: downs === 0 && target.connected('r1'),
+      crtEntries: o.crtEntries,
+      seconds: o.seconds,
+      junkConnections: o.junk,
+      ...figures,
+      scrapes,
+      scrapeMaxMs,
+      resyncs,
+      targetStayedConnected: downs === 0 && target.connected('r1'),
     };
   } finally {
     await target.stop();
@@ -112,8 +133,8 @@ export async function benchAgent(o: { crtEntries: number; seconds: number; junk:
 
 export function formatAgentBench(r: AgentBench): string {
   return [
-    `routing agent, CRT of ${r.crtEntries} entries, ${r.seconds} s: a full CONNS resync and a /metrics scrape every `
-      + `second, ${r.junkConnections} junk connections on its port`,
+    `routing agent, CRT of ${r.crtEntries} entries, ${r.seconds} s: a full CONNS resync and a /metrics scrape every ` +
+      `second, ${r.junkConnections} junk connections on its port`,
     ...formatProcessFigures(r, ' (a 1 s lease needs well under 1000)'),
     `  scrapes:           ${r.scrapes}, slowest ${r.scrapeMaxMs} ms`,
     `  target:            ${r.resyncs} full resyncs sent; ${r.targetStayedConnected ? 'stayed' : 'was not'} connected`,

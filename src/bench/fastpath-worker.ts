@@ -6,8 +6,16 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { sys } from '../kernel/sys.js';
 
-export interface WorkerRun { fd: number; data: Uint8Array; ctxIn: Uint8Array; repeat: number }
-export interface WorkerResult { retval: number; duration: number }
+export interface WorkerRun {
+  fd: number;
+  data: Uint8Array;
+  ctxIn: Uint8Array;
+  repeat: number;
+}
+export interface WorkerResult {
+  retval: number;
+  duration: number;
+}
 
 const { cpu, netns } = workerData as { cpu: number; netns: string };
 sys.pinThreadToCpu(`cpu ${cpu}`, cpu);

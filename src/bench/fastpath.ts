@@ -26,10 +26,24 @@ import { netnsPath } from '../lab/netns.js';
 import { buildFrame, FRAME_OFFSETS } from '../net/packet.js';
 import { withCleanup } from '../lab/cleanup.js';
 
-export enum BenchMode { HarnessOnly = 0, SameFlow = 1, NewFlow = 2 }
+export enum BenchMode {
+  HarnessOnly = 0,
+  SameFlow = 1,
+  NewFlow = 2,
+}
 
-export interface BenchCtl { mode: BenchMode; saddrOff: number; sportOff: number; seq: number }
-export const benchCtl = struct<BenchCtl>('bench_ctl', [['mode', 'u32'], ['saddrOff', 'u32'], ['sportOff', 'u32'], ['seq', 'u32']]);
+export interface BenchCtl {
+  mode: BenchMode;
+  saddrOff: number;
+  sportOff: number;
+  seq: number;
+}
+export const benchCtl = struct<BenchCtl>('bench_ctl', [
+  ['mode', 'u32'],
+  ['saddrOff', 'u32'],
+  ['sportOff', 'u32'],
+  ['seq', 'u32'],
+]);
 
 export interface PathFigure {
   path: string;
@@ -83,7 +97,11 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-export async function benchFastpath(opts: { rounds: number; repeat: number; onProgress?: (done: number, total: number) => void }): Promise<FastpathBench> {
+export async function benchFastpath(opts: {
+  rounds: number;
+  repeat: number;
+  onProgress?: (done: number, total: number) => void;
+}): Promise<FastpathBench> {
   const tag = `dvipa-bench-${process.pid}-`;
   const pinRoot = `/sys/fs/bpf/${tag}pins`;
   const rns = createRouterNs(tag, TARGETS);
@@ -100,7 +118,10 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
     fp = FastPath.open({ pinRoot, netnsPath: netnsPath(rns.ns) });
     fp.configure({ clusterAddr: rns.clusterAddr });
     rns.inside(() => fp!.enableEgress(rns.int));
-    fp.setTargets(SERVICE, TARGETS.map((addr) => ({ addr, weight: 1 })));
+    fp.setTargets(
+      SERVICE,
+      TARGETS.map((addr) => ({ addr, weight: 1 })),
+    );
     const ctlFd = bench.mapFd('bench_ctl');
     const cpus = sys.numPossibleCpus('bench_ctl');
     const stride = Math.ceil(benchCtl.size / 8) * 8;
@@ -119,12 +140,54 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
     const ack = buildFrame({ ...flow, tcpFlags: { ack: true } });
     const other = buildFrame({ ...flow, daddr: '198.18.0.2', dport: 22, tcpFlags: { ack: true } });
     const specs: PathSpec[] = [
-      { path: 'baseline', describe: 'trivial XDP_TX (swap MACs)', program: 'bench_xdp_tx', mode: BenchMode.SameFlow, frame: syn, expect: 'tx' },
-      { path: 'harness', describe: 'benchmark harness alone', program: 'bench_distributor', mode: BenchMode.HarnessOnly, frame: syn, expect: 'pass' },
-      { path: 'syn', describe: 'new connection: SYN, CRT miss, Maglev, CRT insert, encap', program: 'bench_distributor', mode: BenchMode.NewFlow, frame: syn, expect: 'redirect' },
-      { path: 'crt_hit', describe: 'established connection: CRT hit, encap', program: 'bench_distributor', mode: BenchMode.SameFlow, frame: ack, expect: 'redirect' },
-      { path: 'recovered', describe: 'mid-connection, no CRT entry: recovered by hash', program: 'bench_distributor', mode: BenchMode.NewFlow, frame: ack, expect: 'redirect' },
-      { path: 'pass', describe: 'not for a DVIPA: XDP_PASS', program: 'bench_distributor', mode: BenchMode.SameFlow, frame: other, expect: 'pass' },
+      {
+        path: 'baseline',
+        describe: 'trivial XDP_TX (swap MACs)',
+        program: 'bench_xdp_tx',
+        mode: BenchMode.SameFlow,
+        frame: syn,
+        expect: 'tx',
+      },
+      {
+        path: 'harness',
+        describe: 'benchmark harness alone',
+        program: 'bench_distributor',
+        mode: BenchMode.HarnessOnly,
+        frame: syn,
+        expect: 'pass',
+      },
+      {
+        path: 'syn',
+        describe: 'new connection: SYN, CRT miss, Maglev, CRT insert, encap',
+        program: 'bench_distributor',
+        mode: BenchMode.NewFlow,
+        frame: syn,
+        expect: 'redirect',
+      },
+      {
+        path: 'crt_hit',
+        describe: 'established connection: CRT hit, encap',
+        program: 'bench_distributor',
+        mode: BenchMode.SameFlow,
+        frame: ack,
+        expect: 'redirect',
+      },
+      {
+        path: 'recovered',
+        describe: 'mid-connection, no CRT entry: recovered by hash',
+        program: 'bench_distributor',
+        mode: BenchMode.NewFlow,
+        frame: ack,
+        expect: 'redirect',
+      },
+      {
+        path: 'pass',
+        describe: 'not for a DVIPA: XDP_PASS',
+        program: 'bench_distributor',
+        mode: BenchMode.SameFlow,
+        frame: other,
+        expect: 'pass',
+      },
     ];
     const ingress = rns.ifindex(rns.ext);
     const samples = new Map<string, number[]>(specs.map((s) => [s.path, []]));
@@ -153,7 +216,11 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
           setCtl(s.mode, seq);
           seq += opts.repeat * cpus;
           const run = runOf(s);
-          const r = sys.progTestRun(s.program, run.fd, { data: s.frame, ctxIn: Buffer.from(run.ctxIn), repeat: run.repeat });
+          const r = sys.progTestRun(s.program, run.fd, {
+            data: s.frame,
+            ctxIn: Buffer.from(run.ctxIn),
+            repeat: run.repeat,
+          });
           check(s, r.retval);
           samples.get(s.path)!.push(r.duration);
           opts.onProgress?.(++done, total);
@@ -161,16 +228,25 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
       }
     });
 
-    const workers = Array.from({ length: cpus }, (_, cpu) =>
-      new Worker(new URL('./fastpath-worker.js', import.meta.url), { workerData: { cpu, netns: netnsPath(rns.ns) } }));
-    const onAll = (run: WorkerRun) => Promise.all(workers.map((w) => new Promise<WorkerResult>((resolve, reject) => {
-      w.once('error', reject);
-      w.once('message', (m: WorkerResult) => {
-        w.off('error', reject);
-        resolve(m);
-      });
-      w.postMessage(run);
-    })));
+    const workers = Array.from(
+      { length: cpus },
+      (_, cpu) =>
+        new Worker(new URL('./fastpath-worker.js', import.meta.url), { workerData: { cpu, netns: netnsPath(rns.ns) } }),
+    );
+    const onAll = (run: WorkerRun) =>
+      Promise.all(
+        workers.map(
+          (w) =>
+            new Promise<WorkerResult>((resolve, reject) => {
+              w.once('error', reject);
+              w.once('message', (m: WorkerResult) => {
+                w.off('error', reject);
+                resolve(m);
+              });
+              w.postMessage(run);
+            }),
+        ),
+      );
     try {
       for (let round = 0; round < opts.rounds; round++) {
         for (const s of specs) {
@@ -179,7 +255,9 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
           const rs = await onAll(runOf(s));
           for (const r of rs) check(s, r.retval);
           const ns = rs.map((r) => r.duration);
-          parallel.get(s.path)!.push({ ns: ns.reduce((a, b) => a + b, 0) / ns.length, mpps: ns.reduce((a, n) => a + 1000 / n, 0) });
+          parallel
+            .get(s.path)!
+            .push({ ns: ns.reduce((a, b) => a + b, 0) / ns.length, mpps: ns.reduce((a, n) => a + 1000 / n, 0) });
           opts.onProgress?.(++done, total);
         }
       }
@@ -196,7 +274,14 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
       rounds: opts.rounds,
       paths: specs.map((s) => {
         const ns = median(samples.get(s.path)!);
-        return { path: s.path, describe: s.describe, verdict: s.expect, nsPerPacket: ns, rounds: samples.get(s.path)!, ratio: ns / base };
+        return {
+          path: s.path,
+          describe: s.describe,
+          verdict: s.expect,
+          nsPerPacket: ns,
+          rounds: samples.get(s.path)!,
+          ratio: ns / base,
+        };
       }),
       parallel: {
         cpus,
@@ -204,7 +289,13 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
           const ns = median(parallel.get(s.path)!.map((x) => x.ns));
           const mpps = median(parallel.get(s.path)!.map((x) => x.mpps));
           const oneCpuMpps = 1000 / median(samples.get(s.path)!);
-          return { path: s.path, nsPerPacket: ns, ratio: ns / parallelBase, aggregateMpps: mpps, scaling: mpps / oneCpuMpps };
+          return {
+            path: s.path,
+            nsPerPacket: ns,
+            ratio: ns / parallelBase,
+            aggregateMpps: mpps,
+            scaling: mpps / oneCpuMpps,
+          };
         }),
       },
     };
@@ -218,13 +309,23 @@ export function formatFastpathBench(b: FastpathBench): string {
     `${'path'.padEnd(10)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)}  ${'verdict'.padEnd(8)}  what`,
   ];
   for (const p of b.paths) {
-    lines.push(`${p.path.padEnd(10)} ${p.nsPerPacket.toFixed(1).padStart(8)} ${p.ratio.toFixed(2).padStart(10)}  ${p.verdict.padEnd(8)}  ${p.describe}`);
+    lines.push(
+      `${p.path.padEnd(10)} ${p.nsPerPacket.toFixed(1).padStart(8)} ${p.ratio.toFixed(2).padStart(10)}  ${p.verdict.padEnd(8)}  ${p.describe}`,
+    );
   }
-  lines.push('', `on all ${b.parallel.cpus} CPUs at once (one pinned thread each)`, '',
-    `${'path'.padEnd(10)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)} ${'Mpps'.padStart(8)} ${'scaling'.padStart(8)}`);
+  lines.push(
+    '',
+    `on all ${b.parallel.cpus} CPUs at once (one pinned thread each)`,
+    '',
+    `${'path'.padEnd(10)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)} ${'Mpps'.padStart(8)} ${'scaling'.padStart(8)}`,
+  );
   for (const p of b.parallel.paths) {
-    const figures = [p.nsPerPacket.toFixed(1).padStart(8), p.ratio.toFixed(2).padStart(10), p.aggregateMpps.toFixed(2).padStart(8),
-      p.scaling.toFixed(2).padStart(8)];
+    const figures = [
+      p.nsPerPacket.toFixed(1).padStart(8),
+      p.ratio.toFixed(2).padStart(10),
+      p.aggregateMpps.toFixed(2).padStart(8),
+      p.scaling.toFixed(2).padStart(8),
+    ];
     lines.push(`${p.path.padEnd(10)} ${figures.join(' ')}`);
   }
   return lines.join('\n');

@@ -102,8 +102,10 @@ export function formatTablesBench(b: TablesBench): string {
   return [
     `Maglev, ${m.slots} slots`,
     `  build, 100 weighted targets     ${m.buildMs100Weighted.toFixed(2)} ms (median of 21)`,
-    ...Object.keys(m.maxImbalancePct).map((n) =>
-      `  N=${n.padEnd(4)} equal weights: worst share off by ${m.maxImbalancePct[n].toFixed(2)} %; removing one moves ${m.movedOnRemovePct[n].toFixed(2)} % of slots (limit ${m.limitOnRemovePct[n].toFixed(2)} %)`),
+    ...Object.keys(m.maxImbalancePct).map(
+      (n) =>
+        `  N=${n.padEnd(4)} equal weights: worst share off by ${m.maxImbalancePct[n].toFixed(2)} %; removing one moves ${m.movedOnRemovePct[n].toFixed(2)} % of slots (limit ${m.limitOnRemovePct[n].toFixed(2)} %)`,
+    ),
     '',
     `CRT, ${c.entries} entries through BPF_MAP_*_BATCH`,
     `  raw buffers    insert ${c.rawInsertMs.toFixed(0)} ms, dump ${c.rawDumpMs.toFixed(0)} ms, total ${(c.rawInsertMs + c.rawDumpMs).toFixed(0)} ms`,

@@ -65,14 +65,21 @@ export interface TrafficRun {
 }
 
 export interface TrafficBench {
-  generator: 'live'; kernel: string; cpu: string; flows: number; size: number; seconds: number;
+  generator: 'live';
+  kernel: string;
+  cpu: string;
+  flows: number;
+  size: number;
+  seconds: number;
   /** Targets were XDP sinks (count and drop): the figures are the routing node's forwarding alone. */
   routerOnly: boolean;
   runs: TrafficRun[];
 }
 
 function rxPackets(ns: string, ifname: string): number {
-  const [link] = JSON.parse(nsIp(ns, '-s', '-j', 'link', 'show', 'dev', ifname)) as Array<{ stats64: { rx: { packets: number } } }>;
+  const [link] = JSON.parse(nsIp(ns, '-s', '-j', 'link', 'show', 'dev', ifname)) as Array<{
+    stats64: { rx: { packets: number } };
+  }>;
   return link.stats64.rx.packets;
 }
 
@@ -81,7 +88,10 @@ function ipvsadm(ns: string, ...args: string[]): void {
     execFileSync('ip', ['netns', 'exec', ns, 'ipvsadm', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (e) {
     const err = e as { stderr?: Buffer };
-    throw new Error(`ipvsadm ${args.join(' ')}: ${String(err.stderr ?? e).trim()} (IPVS needs ip_vs in the kernel: run it in scripts/kernel-lab)`, { cause: e });
+    throw new Error(
+      `ipvsadm ${args.join(' ')}: ${String(err.stderr ?? e).trim()} (IPVS needs ip_vs in the kernel: run it in scripts/kernel-lab)`,
+      { cause: e },
+    );
   }
 }
 
@@ -96,12 +106,19 @@ function nft(ns: string, script: string): void {
 }
 
 export interface LiveOptions {
-  seconds: number; flows: number; size: number; modes: readonly RouterMode[]; routerOnly?: boolean;
+  seconds: number;
+  flows: number;
+  size: number;
+  modes: readonly RouterMode[];
+  routerOnly?: boolean;
   onProgress?: (fraction: number, note: string) => void;
 }
 
 /** An XDP sink on each target's interface; closing it restores nothing (the caller re-attaches decap). */
-interface Sinks { count: () => Record<string, number>; close: () => void }
+interface Sinks {
+  count: () => Record<string, number>;
+  close: () => void;
+}
 
 function attachSinks(l: FastpathLab): Sinks {
   const objs: Array<{ name: string; obj: BpfObject; link: number; countFd: number }> = [];
@@ -117,7 +134,8 @@ function attachSinks(l: FastpathLab): Sinks {
       l.inside(t.ns, () => t.fastpath.detach('decap', 'up0'));
       const obj = loadObject('sink');
       const link = l.inside(t.ns, () =>
-        sys.xdpLinkCreate('up0', obj.progFd('xdp_sink'), sys.ifNameToIndex('up0', 'up0'), XDP_FLAGS_DRV_MODE));
+        sys.xdpLinkCreate('up0', obj.progFd('xdp_sink'), sys.ifNameToIndex('up0', 'up0'), XDP_FLAGS_DRV_MODE),
+      );
       objs.push({ name: t.name, obj, link, countFd: obj.mapFd('sink_count') });
     }
   } catch (e) {
@@ -125,13 +143,16 @@ function attachSinks(l: FastpathLab): Sinks {
     throw e;
   }
   return {
-    count: () => Object.fromEntries(objs.map((s) => {
-      const v = Buffer.alloc(8 * cpus);
-      sys.mapLookup('sink_count', s.countFd, Buffer.alloc(4), v);
-      let n = 0n;
-      for (let c = 0; c < cpus; c++) n += v.readBigUInt64LE(c * 8);
-      return [s.name, Number(n)];
-    })),
+    count: () =>
+      Object.fromEntries(
+        objs.map((s) => {
+          const v = Buffer.alloc(8 * cpus);
+          sys.mapLookup('sink_count', s.countFd, Buffer.alloc(4), v);
+          let n = 0n;
+          for (let c = 0; c < cpus; c++) n += v.readBigUInt64LE(c * 8);
+          return [s.name, Number(n)];
+        }),
+      ),
     close,
   };
 }
@@ -141,117 +162,173 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
   let lab: FastpathLab | undefined;
   let gen: BpfObject | undefined;
   let sinks: Sinks | undefined;
-  return withCleanup(() => {
-    sinks?.close();
-    gen?.close();
-    lab?.teardown();
-  }, async () => {
-    lab = await createFastpathLab(prefix, 3, { routerCrtEntries: BENCH_CRT_ENTRIES, nameServers: !o.routerOnly });
-    const l = lab;
-    const g = (gen = loadObject('gen'));
-    const ctlFd = g.mapFd('gen_ctl');
-    const setCtl = () => sys.mapUpdate('gen_ctl', ctlFd, Buffer.alloc(4), genCtl(o.flows, BASE_PORT, frame), 0);
-    const genFd = g.progFd('gen_udp');
-    const udp = l.udpService;
-    const extMac = l.inside(l.routerNs, () => interfaceMac('ext'));
-    const c0 = l.inside(l.clientNs, () => ({ mac: interfaceMac('c0'), ifindex: sys.ifNameToIndex('c0', 'c0') }));
-    const frame = buildFrame({ srcMac: c0.mac, dstMac: extMac, saddr: LAB.client, daddr: LAB.dvipa, protocol: 'udp', sport: BASE_PORT, dport: udp.port, payload: Math.max(0, o.size - 42) });
-    const ctxIn = xdpContext(frame, c0.ifindex);
-    // Frames the generator transmits reach the router's veth only on a NAPI queue: GRO on.
-    acceptRedirects(l.routerNs, 'ext');
-    const targetNs = Object.fromEntries(l.targets.map((t) => [t.name, t.ns]));
-    if (o.routerOnly) sinks = attachSinks(l);
-    const counts = sinks ? sinks.count : () => Object.fromEntries(Object.entries(targetNs).map(([n, ns]) => [n, rxPackets(ns, 'up0')]));
+  return withCleanup(
+    () => {
+      sinks?.close();
+      gen?.close();
+      lab?.teardown();
+    },
+    async () => {
+      lab = await createFastpathLab(prefix, 3, { routerCrtEntries: BENCH_CRT_ENTRIES, nameServers: !o.routerOnly });
+      const l = lab;
+      const g = (gen = loadObject('gen'));
+      const ctlFd = g.mapFd('gen_ctl');
+      const setCtl = () => sys.mapUpdate('gen_ctl', ctlFd, Buffer.alloc(4), genCtl(o.flows, BASE_PORT, frame), 0);
+      const genFd = g.progFd('gen_udp');
+      const udp = l.udpService;
+      const extMac = l.inside(l.routerNs, () => interfaceMac('ext'));
+      const c0 = l.inside(l.clientNs, () => ({ mac: interfaceMac('c0'), ifindex: sys.ifNameToIndex('c0', 'c0') }));
+      const frame = buildFrame({
+        srcMac: c0.mac,
+        dstMac: extMac,
+        saddr: LAB.client,
+        daddr: LAB.dvipa,
+        protocol: 'udp',
+        sport: BASE_PORT,
+        dport: udp.port,
+        payload: Math.max(0, o.size - 42),
+      });
+      const ctxIn = xdpContext(frame, c0.ifindex);
+      // Frames the generator transmits reach the router's veth only on a NAPI queue: GRO on.
+      acceptRedirects(l.routerNs, 'ext');
+      const targetNs = Object.fromEntries(l.targets.map((t) => [t.name, t.ns]));
+      if (o.routerOnly) sinks = attachSinks(l);
+      const counts = sinks
+        ? sinks.count
+        : () => Object.fromEntries(Object.entries(targetNs).map(([n, ns]) => [n, rxPackets(ns, 'up0')]));
 
-    const setMode = (mode: RouterMode) => {
-      const r = l.routerNs;
-      l.inside(r, () => l.router.detach('distributor', 'ext'));
-      try {
-        nsIp(r, 'route', 'del', `${LAB.dvipa}/32`);
-      } catch {
-        // not routed yet
-      }
-      nft(r, 'table ip dvipa_bench\ndelete table ip dvipa_bench\n');
-      if (o.modes.includes('ipvs')) {
-        ipvsadm(r, '-C');
-        nsIp(r, 'addr', 'flush', 'dev', 'lo', 'to', `${LAB.dvipa}/32`);
-      }
-      if (mode === 'xdp') l.inside(r, () => l.router.attach('distributor', 'ext', 'native'));
-      if (mode === 'kernel') nsIp(r, 'route', 'add', `${LAB.dvipa}/32`, 'via', l.targets[0].xcf);
-      if (mode === 'nftables') {
-        nsIp(r, 'route', 'add', `${LAB.dvipa}/32`, 'via', l.targets[0].xcf);
-        const map = l.targets.map((t, i) => `${i} : ${t.xcf}`).join(', ');
-        nft(r, `table ip dvipa_bench {\n chain pre {\n  type nat hook prerouting priority dstnat;\n  ip daddr ${LAB.dvipa} udp dport ${udp.port} dnat to numgen inc mod ${l.targets.length} map { ${map} }\n }\n}\n`);
-      }
-      if (mode === 'ipvs') {
-        // LVS-TUN: the virtual address is local to the director, which tunnels (IPIP) each
-        // connection to a real server; round robin, as nftables' numgen.
-        nsIp(r, 'addr', 'add', `${LAB.dvipa}/32`, 'dev', 'lo');
-        const vs = `${LAB.dvipa}:${udp.port}`;
-        ipvsadm(r, '-A', '-u', vs, '-s', 'rr');
-        for (const t of l.targets) ipvsadm(r, '-a', '-u', vs, '-r', `${t.xcf}:${udp.port}`, '-i');
-      }
-    };
-
-    // Live runs do not report the program's verdict: one ordinary run checks it first.
-    setCtl();
-    const dry = sys.progTestRun('gen_udp', genFd, { data: frame, repeat: 1 });
-    if (XDP_ACTIONS[dry.retval] !== 'tx') throw new Error(`the generator returned ${XDP_ACTIONS[dry.retval] ?? dry.retval}, not tx`);
-    const runs: TrafficRun[] = [];
-    const slice = 20000;
-    for (const [mi, mode] of o.modes.entries()) {
-      setMode(mode);
-      setCtl();
-      const start = counts();
-      let last = start;
-      const series: Array<{ t: number; pps: number }> = [];
-      const t0 = process.hrtime.bigint();
-      let lastT = t0;
-      let sent = 0;
-      for (;;) {
-        l.inside(l.clientNs, () => sys.progTestRun('gen_udp', genFd, { data: frame, ctxIn, repeat: slice, flags: BPF_F_TEST_XDP_LIVE_FRAMES, batchSize: 64 }));
-        sent += slice;
-        const now = process.hrtime.bigint();
-        if (now - lastT >= 100_000_000n) {
-          const c = counts();
-          const dt = Number(now - lastT) / 1e9;
-          const delta = Object.keys(c).reduce((a, k) => a + c[k] - last[k], 0);
-          series.push({ t: Number(now - t0) / 1e9, pps: delta / dt });
-          last = c;
-          lastT = now;
+      const setMode = (mode: RouterMode) => {
+        const r = l.routerNs;
+        l.inside(r, () => l.router.detach('distributor', 'ext'));
+        try {
+          nsIp(r, 'route', 'del', `${LAB.dvipa}/32`);
+        } catch {
+          // not routed yet
         }
-        const elapsed = Number(now - t0) / 1e9;
-        o.onProgress?.((mi + Math.min(1, elapsed / o.seconds)) / o.modes.length, mode);
-        if (elapsed >= o.seconds) break;
+        nft(r, 'table ip dvipa_bench\ndelete table ip dvipa_bench\n');
+        if (o.modes.includes('ipvs')) {
+          ipvsadm(r, '-C');
+          nsIp(r, 'addr', 'flush', 'dev', 'lo', 'to', `${LAB.dvipa}/32`);
+        }
+        if (mode === 'xdp') l.inside(r, () => l.router.attach('distributor', 'ext', 'native'));
+        if (mode === 'kernel') nsIp(r, 'route', 'add', `${LAB.dvipa}/32`, 'via', l.targets[0].xcf);
+        if (mode === 'nftables') {
+          nsIp(r, 'route', 'add', `${LAB.dvipa}/32`, 'via', l.targets[0].xcf);
+          const map = l.targets.map((t, i) => `${i} : ${t.xcf}`).join(', ');
+          nft(
+            r,
+            `table ip dvipa_bench {\n chain pre {\n  type nat hook prerouting priority dstnat;\n  ip daddr ${LAB.dvipa} udp dport ${udp.port} dnat to numgen inc mod ${l.targets.length} map { ${map} }\n }\n}\n`,
+          );
+        }
+        if (mode === 'ipvs') {
+          // LVS-TUN: the virtual address is local to the director, which tunnels (IPIP) each
+          // connection to a real server; round robin, as nftables' numgen.
+          nsIp(r, 'addr', 'add', `${LAB.dvipa}/32`, 'dev', 'lo');
+          const vs = `${LAB.dvipa}:${udp.port}`;
+          ipvsadm(r, '-A', '-u', vs, '-s', 'rr');
+          for (const t of l.targets) ipvsadm(r, '-a', '-u', vs, '-r', `${t.xcf}:${udp.port}`, '-i');
+        }
+      };
+
+      // Live runs do not report the program's verdict: one ordinary run checks it first.
+      setCtl();
+      const dry = sys.progTestRun('gen_udp', genFd, { data: frame, repeat: 1 });
+      if (XDP_ACTIONS[dry.retval] !== 'tx')
+        throw new Error(`the generator returned ${XDP_ACTIONS[dry.retval] ?? dry.retval}, not tx`);
+      const runs: TrafficRun[] = [];
+      const slice = 20000;
+      for (const [mi, mode] of o.modes.entries()) {
+        setMode(mode);
+        setCtl();
+        const start = counts();
+        let last = start;
+        const series: Array<{ t: number; pps: number }> = [];
+        const t0 = process.hrtime.bigint();
+        let lastT = t0;
+        let sent = 0;
+        for (;;) {
+          l.inside(l.clientNs, () =>
+            sys.progTestRun('gen_udp', genFd, {
+              data: frame,
+              ctxIn,
+              repeat: slice,
+              flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+              batchSize: 64,
+            }),
+          );
+          sent += slice;
+          const now = process.hrtime.bigint();
+          if (now - lastT >= 100_000_000n) {
+            const c = counts();
+            const dt = Number(now - lastT) / 1e9;
+            const delta = Object.keys(c).reduce((a, k) => a + c[k] - last[k], 0);
+            series.push({ t: Number(now - t0) / 1e9, pps: delta / dt });
+            last = c;
+            lastT = now;
+          }
+          const elapsed = Number(now - t0) / 1e9;
+          o.onProgress?.((mi + Math.min(1, elapsed / o.seconds)) / o.modes.length, mode);
+          if (elapsed >= o.seconds) break;
+        }
+        // Let the last frames drain through the softirqs before the final count.
+        await new Promise((r) => setTimeout(r, 200));
+        const end = counts();
+        const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+        const perTarget = Object.fromEntries(Object.keys(end).map((k) => [k, end[k] - start[k]]));
+        const delivered = Object.values(perTarget).reduce((a, b) => a + b, 0);
+        runs.push({
+          mode,
+          describe: DESCRIBE[mode],
+          sent,
+          delivered,
+          seconds,
+          sentPps: sent / seconds,
+          deliveredPps: delivered / seconds,
+          perTarget,
+          series,
+        });
       }
-      // Let the last frames drain through the softirqs before the final count.
-      await new Promise((r) => setTimeout(r, 200));
-      const end = counts();
-      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      const perTarget = Object.fromEntries(Object.keys(end).map((k) => [k, end[k] - start[k]]));
-      const delivered = Object.values(perTarget).reduce((a, b) => a + b, 0);
-      runs.push({ mode, describe: DESCRIBE[mode], sent, delivered, seconds, sentPps: sent / seconds, deliveredPps: delivered / seconds, perTarget, series });
-    }
-    const base = runs.find((r) => r.mode === 'kernel')?.deliveredPps;
-    if (base) for (const r of runs) r.ratio = r.deliveredPps / base;
-    return { generator: 'live', kernel: os.release(), cpu: os.cpus()[0]?.model ?? 'unknown', flows: o.flows, size: o.size, seconds: o.seconds, routerOnly: !!o.routerOnly, runs };
-  });
+      const base = runs.find((r) => r.mode === 'kernel')?.deliveredPps;
+      if (base) for (const r of runs) r.ratio = r.deliveredPps / base;
+      return {
+        generator: 'live',
+        kernel: os.release(),
+        cpu: os.cpus()[0]?.model ?? 'unknown',
+        flows: o.flows,
+        size: o.size,
+        seconds: o.seconds,
+        routerOnly: !!o.routerOnly,
+        runs,
+      };
+    },
+  );
 }
 
 export function trafficSeries(b: TrafficBench): ChartSeries[] {
-  return b.runs.map((r) => ({ name: `${r.mode}: ${Math.round(r.deliveredPps).toLocaleString('en')} pps`, points: r.series, perTarget: r.perTarget }));
+  return b.runs.map((r) => ({
+    name: `${r.mode}: ${Math.round(r.deliveredPps).toLocaleString('en')} pps`,
+    points: r.series,
+    perTarget: r.perTarget,
+  }));
 }
 
 export function formatTrafficBench(b: TrafficBench): string {
   const lines = [
     `dvipa bench traffic, generator ${b.generator}: UDP ${b.size}-byte frames over ${b.flows} flows, ${b.seconds} s per way (kernel ${b.kernel}, ${b.cpu})`,
-    b.routerOnly ? 'router only: targets are XDP sinks (count and drop); delivered = what the routing node forwarded' : 'delivered = what the targets\' interfaces received',
+    b.routerOnly
+      ? 'router only: targets are XDP sinks (count and drop); delivered = what the routing node forwarded'
+      : "delivered = what the targets' interfaces received",
     '',
     `${'way'.padEnd(9)} ${'sent/s'.padStart(11)} ${'delivered/s'.padStart(12)} ${'× kernel'.padStart(9)}  ${'per target'.padEnd(30)} what`,
   ];
   for (const r of b.runs) {
-    const per = Object.entries(r.perTarget).sort().map(([k, v]) => `${k} ${v}`).join(', ');
-    lines.push(`${r.mode.padEnd(9)} ${Math.round(r.sentPps).toLocaleString('en').padStart(11)} ${Math.round(r.deliveredPps).toLocaleString('en').padStart(12)} ${(r.ratio?.toFixed(2) ?? '-').padStart(9)}  ${per.padEnd(30)} ${r.describe}`);
+    const per = Object.entries(r.perTarget)
+      .sort()
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
+    lines.push(
+      `${r.mode.padEnd(9)} ${Math.round(r.sentPps).toLocaleString('en').padStart(11)} ${Math.round(r.deliveredPps).toLocaleString('en').padStart(12)} ${(r.ratio?.toFixed(2) ?? '-').padStart(9)}  ${per.padEnd(30)} ${r.describe}`,
+    );
   }
   return lines.join('\n');
 }

@@ -22,7 +22,11 @@ const STRANGER = '127.0.0.2';
 
 /** What a benchmark measures of this process while the attack runs. */
 export interface ProcessFigures {
-  loopDelayP99Ms: number; loopDelayMaxMs: number; rssBeforeMb: number; rssPeakMb: number; cpuPercent: number;
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
+  rssBeforeMb: number;
+  rssPeakMb: number;
+  cpuPercent: number;
 }
 
 export function formatProcessFigures(r: ProcessFigures, loopNote = ''): string[] {
@@ -108,8 +112,11 @@ export async function measureProcess<T>(work: () => Promise<T>): Promise<Process
     h.disable();
     const cpu = process.cpuUsage(cpu0);
     return {
-      result, loopDelayP99Ms: h.percentile(99) / 1e6, loopDelayMaxMs: h.max / 1e6,
-      rssBeforeMb: rss0 / 2 ** 20, rssPeakMb: peak / 2 ** 20,
+      result,
+      loopDelayP99Ms: h.percentile(99) / 1e6,
+      loopDelayMaxMs: h.max / 1e6,
+      rssBeforeMb: rss0 / 2 ** 20,
+      rssPeakMb: peak / 2 ** 20,
       cpuPercent: (100 * (cpu.user + cpu.system)) / 1000 / (Date.now() - t0),
     };
   } finally {
@@ -131,7 +138,13 @@ export async function benchTransport(o: { connections: number; holdMs: number })
   const logger = pino({ level: 'silent' });
   const [portA, portB] = [await freePort(PEER), await freePort(PEER)];
   const at = (node: string, port: number, peer: string, peerPort: number) =>
-    new Transport({ node, key, listen: { host: PEER, port }, peers: [{ name: peer, host: PEER, port: peerPort }], logger });
+    new Transport({
+      node,
+      key,
+      listen: { host: PEER, port },
+      peers: [{ name: peer, host: PEER, port: peerPort }],
+      logger,
+    });
   const a = at('a', portA, 'b', portB);
   const b = at('b', portB, 'a', portA);
   await a.start();
@@ -178,12 +191,16 @@ export async function benchTransport(o: { connections: number; holdMs: number })
 
 export function formatTransportBench(r: TransportBench): string {
   return [
-    `transport under ${r.connections} connections held ${r.holdMs} ms (half from a stranger, half from a peer's `
-      + 'address, each with 64 KiB of a 1 MiB frame)',
+    `transport under ${r.connections} connections held ${r.holdMs} ms (half from a stranger, half from a peer's ` +
+      'address, each with 64 KiB of a 1 MiB frame)',
     `  established:       ${r.established} by the kernel (refused below: those the agent accepted in the time)`,
     ...formatProcessFigures(r),
-    `  refused:           ${Object.entries(r.refused).map(([k, v]) => `${k} ${v}`).join(', ') || 'nothing'}`,
-    `  the real peer:     longest gap between its 100 ms messages ${r.peerMaxGapMs} ms; `
-      + `${r.peerStayedConnected ? 'stayed connected' : 'was disconnected'}`,
+    `  refused:           ${
+      Object.entries(r.refused)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ') || 'nothing'
+    }`,
+    `  the real peer:     longest gap between its 100 ms messages ${r.peerMaxGapMs} ms; ` +
+      `${r.peerStayedConnected ? 'stayed connected' : 'was disconnected'}`,
   ].join('\n');
 }

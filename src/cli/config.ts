@@ -18,7 +18,11 @@ function reported<T>(file: string, read: () => T): T {
   try {
     return read();
   } catch (e) {
-    if (e instanceof ConfigError) throw new CliError(`${e.problems.length} problem${e.problems.length === 1 ? '' : 's'} in ${file}:\n${e.message}`, EXIT.usage);
+    if (e instanceof ConfigError)
+      throw new CliError(
+        `${e.problems.length} problem${e.problems.length === 1 ? '' : 's'} in ${file}:\n${e.message}`,
+        EXIT.usage,
+      );
     throw e;
   }
 }
@@ -30,11 +34,18 @@ function load(file: string) {
 const check = command({
   command: 'check <file>',
   describe: 'exit 0 if the configuration is valid, else print every problem with file:line:column',
-  builder: (y) => y.positional('file', { type: 'string', demandOption: true, describe: 'VIPADynamic profile, or YAML (.yaml/.yml/.json)' }),
+  builder: (y) =>
+    y.positional('file', {
+      type: 'string',
+      demandOption: true,
+      describe: 'VIPADynamic profile, or YAML (.yaml/.yml/.json)',
+    }),
   handler: (a) => {
     const cfg = load(a.file);
     const dvipas = cfg.nodes.reduce((n, x) => n + x.vipaDynamic.define.length, 0);
-    process.stdout.write(`${a.file}: ok (${cfg.nodes.length} node${cfg.nodes.length === 1 ? '' : 's'}, ${dvipas} DVIPA${dvipas === 1 ? '' : 's'} defined)\n`);
+    process.stdout.write(
+      `${a.file}: ok (${cfg.nodes.length} node${cfg.nodes.length === 1 ? '' : 's'}, ${dvipas} DVIPA${dvipas === 1 ? '' : 's'} defined)\n`,
+    );
   },
 });
 
@@ -49,14 +60,17 @@ const show = command({
       .conflicts('json', 'yaml'),
   handler: (a) => {
     const cfg = load(a.file);
-    process.stdout.write(a.json ? `${JSON.stringify(cfg, null, 2)}\n` : a.yaml ? formatYamlConfig(cfg) : formatProfile(cfg));
+    process.stdout.write(
+      a.json ? `${JSON.stringify(cfg, null, 2)}\n` : a.yaml ? formatYamlConfig(cfg) : formatProfile(cfg),
+    );
   },
 });
 
 const identity = command({
   command: 'identity <node>',
-  describe: 'write a new Ed25519 key pair for a node into --dir (NODE.key, mode 0600, stays on that node; '
-    + 'NODE.pub goes to every node)',
+  describe:
+    'write a new Ed25519 key pair for a node into --dir (NODE.key, mode 0600, stays on that node; ' +
+    'NODE.pub goes to every node)',
   builder: (y) =>
     y
       .positional('node', { type: 'string', demandOption: true })
@@ -74,13 +88,14 @@ const identity = command({
 
 const importCmd = command({
   command: 'import <profiles..>',
-  describe: 'a dvipa configuration from whole z/OS PROFILE.TCPIPs, one per node (--node in the same order): '
-    + 'their VIPADYNAMIC blocks and IPCONFIG DYNAMICXCF addresses; what is not carried over is listed as comments',
+  describe:
+    'a dvipa configuration from whole z/OS PROFILE.TCPIPs, one per node (--node in the same order): ' +
+    'their VIPADYNAMIC blocks and IPCONFIG DYNAMICXCF addresses; what is not carried over is listed as comments',
   builder: (y) =>
     y
       .positional('profiles', { type: 'string', array: true, demandOption: true, describe: 'z/OS profiles, as text' })
-      .option('node', { type: 'string', array: true, demandOption: true, describe: 'each node\'s name' })
-      .option('xcf', { type: 'string', array: true, describe: 'each node\'s cluster address (default: DYNAMICXCF)' })
+      .option('node', { type: 'string', array: true, demandOption: true, describe: "each node's name" })
+      .option('xcf', { type: 'string', array: true, describe: "each node's cluster address (default: DYNAMICXCF)" })
       .option('yaml', { type: 'boolean', describe: 'write the YAML form' }),
   handler: (a) => {
     if (a.node.length !== a.profiles.length) {

@@ -33,7 +33,11 @@ async function leaves(path: string[]): Promise<Array<{ path: string[]; text: str
 }
 
 /** Text as roff sees it: backslashes escaped, ASCII hyphens (copy-pasteable options), no control lines. */
-const roff = (s: string) => s.replace(/\\/g, '\\e').replace(/-/g, '\\-').replace(/^([.'])/gm, '\\&$1');
+const roff = (s: string) =>
+  s
+    .replace(/\\/g, '\\e')
+    .replace(/-/g, '\\-')
+    .replace(/^([.'])/gm, '\\&$1');
 
 /** The help of one command without the usage line (the section title) and the two options every command has. */
 function body(text: string): string {
@@ -82,13 +86,13 @@ export async function manpage(version: string, date: string): Promise<string> {
     'the cluster key, at least 32 random bytes, mode 0600, the same on every node',
     '.TP',
     '.I /etc/default/dvipa',
-    'the agent service\'s node name and options',
+    "the agent service's node name and options",
     '.TP',
     '.I /sys/fs/bpf/dvipa',
     'the pinned programs, links and maps; forwarding goes on while the agent restarts',
     '.TP',
     '.I /run/dvipa/agent.sock',
-    'the agent\'s control socket, read by',
+    "the agent's control socket, read by",
     '.B dvipa netstat',
     '.TP',
     '.I /usr/share/doc/dvipa/examples/cluster.cfg',

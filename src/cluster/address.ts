@@ -15,7 +15,10 @@ const REPEAT_MS = [200, 1000];
 export class AddressHolder {
   private readonly timers = new Set<NodeJS.Timeout>();
 
-  constructor(private readonly ifname: string, private readonly log: Logger) {}
+  constructor(
+    private readonly ifname: string,
+    private readonly log: Logger,
+  ) {}
 
   /** Whether the address is on the interface now (after an agent restart, it may already be). */
   holds(address: string): boolean {

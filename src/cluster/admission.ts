@@ -13,18 +13,26 @@ import type { DvipaChange, VipaList } from './messages.js';
 import type { OwnerRecord } from '../net/ownership.js';
 
 /** Refused, with the reason counted, and why. */
-export interface Refusal { reason: 'not_routing' | 'outside_ranges' | 'not_owner'; detail: string }
+export interface Refusal {
+  reason: 'not_routing' | 'outside_ranges' | 'not_owner';
+  detail: string;
+}
 
 export class Admission {
   private readonly nodes: Set<string>;
   private readonly ranges: Array<{ base: number; mask: number }>;
 
-  constructor(cfg: ClusterConfig, private readonly plans: ReadonlyMap<string, DvipaPlan>) {
+  constructor(
+    cfg: ClusterConfig,
+    private readonly plans: ReadonlyMap<string, DvipaPlan>,
+  ) {
     this.nodes = new Set(cfg.nodes.map((n) => n.name));
-    this.ranges = cfg.nodes.flatMap((n) => n.vipaDynamic.range).map((r) => {
-      const mask = maskBits(r.mask) === 0 ? 0 : parseIpv4(r.mask);
-      return { base: (parseIpv4(r.address) & mask) >>> 0, mask };
-    });
+    this.ranges = cfg.nodes
+      .flatMap((n) => n.vipaDynamic.range)
+      .map((r) => {
+        const mask = maskBits(r.mask) === 0 ? 0 : parseIpv4(r.mask);
+        return { base: (parseIpv4(r.address) & mask) >>> 0, mask };
+      });
   }
 
   /** Whether `peer` may speak as a routing node of `dvipa`. */
@@ -35,7 +43,7 @@ export class Admission {
       return { reason: 'not_routing', detail: `${peer} neither defines nor backs up ${dvipa}` };
     }
     const a = parseIpv4(dvipa);
-    if (plan || this.ranges.some((r) => ((a & r.mask) >>> 0) === r.base)) return undefined;
+    if (plan || this.ranges.some((r) => (a & r.mask) >>> 0 === r.base)) return undefined;
     const detail = `${dvipa} is no DVIPA of this configuration and in none of its VIPARANGEs`;
     return { reason: 'outside_ranges', detail };
   }

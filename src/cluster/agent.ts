@@ -102,7 +102,8 @@ export class Agent {
     if (!node) throw new Error(`node ${opts.node} is not in the configuration`);
     this.node = node;
     this.log = opts.logger.child({ node: node.name });
-    if (opts.ipsec && !opts.ha?.etcd) throw new Error('IPsec recovery (CLUSTER IPSEC) keeps SAs in the coupling facility: give CLUSTER ETCD or --etcd');
+    if (opts.ipsec && !opts.ha?.etcd)
+      throw new Error('IPsec recovery (CLUSTER IPSEC) keeps SAs in the coupling facility: give CLUSTER ETCD or --etcd');
     this.plans = planDvipas(opts.config);
     this.admission = new Admission(opts.config, this.plans);
     this.refusals = new Refusals(this.log, 'peer message refused');
@@ -113,13 +114,32 @@ export class Agent {
       ...opts.config.peers,
     ].map((p) => ({ name: p.name, host: p.xcf, port: opts.port ?? DEFAULTS.port }));
     this.transport = new Transport({
-      node: node.name, key: opts.key, identities: opts.identities, listen: { host: node.xcf, port: opts.port ?? DEFAULTS.port }, peers,
+      node: node.name,
+      key: opts.key,
+      identities: opts.identities,
+      listen: { host: node.xcf, port: opts.port ?? DEFAULTS.port },
+      peers,
       logger: this.log,
     });
     const nameOfXcf = new Map(peers.map((p) => [p.host, p.name]));
     const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
-    this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected, readyTargets: opts.readyTargets }, this.log);
-    this.target = new TargetRole(this.fp, node, this.plans, opts, this.log, (router, m) => this.deliver(router, m), (n) => this.xcfOf(n));
+    this.router = new RoutingRole(
+      this.fp,
+      node,
+      opts.config,
+      this.plans,
+      { isConnected, readyTargets: opts.readyTargets },
+      this.log,
+    );
+    this.target = new TargetRole(
+      this.fp,
+      node,
+      this.plans,
+      opts,
+      this.log,
+      (router, m) => this.deliver(router, m),
+      (n) => this.xcfOf(n),
+    );
     this.via = new ViaRoutes(this.fp, node, opts.config);
   }
 
@@ -159,7 +179,11 @@ export class Agent {
         crtEntries: () => this.crtWalker.count(),
         reasons: () => this.fp.reasonCounts(),
         served: () => this.fp.receivedStats(),
-        messageRejects: () => ({ ...this.transport.drops, ...this.refusals.counts, stale_epoch: this.target.fence.refused }),
+        messageRejects: () => ({
+          ...this.transport.drops,
+          ...this.refusals.counts,
+          stale_epoch: this.target.fence.refused,
+        }),
         couplingUp: () => (this.cf?.shared ? this.cf.healthy : undefined),
         ipsec: () => this.ipsec?.rows(),
       });
@@ -169,7 +193,10 @@ export class Agent {
       this.control = new ControlServer(this.opts.controlSocket, this.controlHandlers(), this.log);
       await this.control.start();
     }
-    this.log.info({ roles: Object.fromEntries([...roles].map(([d, rs]) => [d, rs.map((r) => r.kind)])) }, 'agent started');
+    this.log.info(
+      { roles: Object.fromEntries([...roles].map(([d, rs]) => [d, rs.map((r) => r.kind)])) },
+      'agent started',
+    );
   }
 
   /**
@@ -212,7 +239,16 @@ export class Agent {
       if (this.opts.ipsec) {
         const vici = this.opts.ipsec.vici;
         const daemon = vici ? new ViciDaemon(vici, () => this.ipsec?.ikeChanged(), this.log) : undefined;
-        this.ipsec = new IpsecRole(xfrm, etcd, this.opts.key, me, this.opts.ipsec, this.log, (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on), daemon);
+        this.ipsec = new IpsecRole(
+          xfrm,
+          etcd,
+          this.opts.key,
+          me,
+          this.opts.ipsec,
+          this.log,
+          (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on),
+          daemon,
+        );
         for (const d of this.candidacies.keys()) this.ipsec.watch(d);
         this.ipsec.start();
       }
@@ -229,41 +265,54 @@ export class Agent {
       this.unconfirmed.delete(d!);
       this.onDvipa(waiting.peer, waiting.change);
     });
-    const election = new Election(cf, this.candidacies, {
-      me,
-      nopreempt: ha.nopreempt ?? false,
-      takebackDelayMs: ha.takebackDelayMs ?? 0,
-      stuckMs: 3000 * (ha.etcd?.ttlSec ?? 1),
-      settleMs: ha.etcd ? 1000 * ha.etcd.ttlSec + 500 : 0,
-    }, {
-      ready: (d) => this.router.ready(d),
-      idle: (d) => this.router.idle(d),
-      acquired: (d, rec, how, previous, tookMs) => {
-        this.metrics?.ownershipChanges.inc({ dvipa: d, how });
-        if (how !== 'adopted') this.metrics?.ownershipSeconds.observe({ how }, tookMs / 1000);
-        this.acquired(d, rec, how, previous);
+    const election = new Election(
+      cf,
+      this.candidacies,
+      {
+        me,
+        nopreempt: ha.nopreempt ?? false,
+        takebackDelayMs: ha.takebackDelayMs ?? 0,
+        stuckMs: 3000 * (ha.etcd?.ttlSec ?? 1),
+        settleMs: ha.etcd ? 1000 * ha.etcd.ttlSec + 500 : 0,
       },
-      lost: (d, owner) => {
-        this.since.set(d, Date.now());
-        this.router.disown(d);
-        void this.ipsec?.lost(d);
-        const why = owner ? 'DVIPA now routed by another node' : 'DVIPA routed by no node now (deleted?)';
-        this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, `${why}: address released`);
+      {
+        ready: (d) => this.router.ready(d),
+        idle: (d) => this.router.idle(d),
+        acquired: (d, rec, how, previous, tookMs) => {
+          this.metrics?.ownershipChanges.inc({ dvipa: d, how });
+          if (how !== 'adopted') this.metrics?.ownershipSeconds.observe({ how }, tookMs / 1000);
+          this.acquired(d, rec, how, previous);
+        },
+        lost: (d, owner) => {
+          this.since.set(d, Date.now());
+          this.router.disown(d);
+          void this.ipsec?.lost(d);
+          const why = owner ? 'DVIPA now routed by another node' : 'DVIPA routed by no node now (deleted?)';
+          this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, `${why}: address released`);
+        },
       },
-    }, this.log);
+      this.log,
+    );
     // What the pinned data plane owned is ours until the store says otherwise.
     for (const [d, c] of this.candidacies) {
       const epoch = this.router.pinnedEpoch(d);
-      if (epoch > 0) election.owned.set(d, { node: me, rank: c.candidates.find((x) => x.node === me)?.rank ?? 0, epoch });
+      if (epoch > 0)
+        election.owned.set(d, { node: me, rank: c.candidates.find((x) => x.node === me)?.rank ?? 0, epoch });
     }
     this.election = election;
     const join = () => {
-      cf.start().then(() => {
-        if (!this.stopped) election.start();
-      }, (e: Error) => {
-        this.log.error({ err: e.message }, 'coupling facility unreachable at start; the data plane keeps forwarding; retrying');
-        if (!this.stopped) this.cfRetry = setTimeout(join, CF_RETRY_MS);
-      });
+      cf.start().then(
+        () => {
+          if (!this.stopped) election.start();
+        },
+        (e: Error) => {
+          this.log.error(
+            { err: e.message },
+            'coupling facility unreachable at start; the data plane keeps forwarding; retrying',
+          );
+          if (!this.stopped) this.cfRetry = setTimeout(join, CF_RETRY_MS);
+        },
+      );
     };
     join();
   }
@@ -280,7 +329,11 @@ export class Agent {
         return { ...view, total: found.total, truncated: found.total > view.entries.length };
       },
       vipadyn: () => ({ coupling: this.couplingState(), dvipas: this.vipadyn() }),
-      vipadcfg: () => ({ node: this.node.name, profile: formatProfile({ ...this.opts.config, nodes: [this.node], peers: [] }), coupling: this.opts.config.coupling }),
+      vipadcfg: () => ({
+        node: this.node.name,
+        profile: formatProfile({ ...this.opts.config, nodes: [this.node], peers: [] }),
+        coupling: this.opts.config.coupling,
+      }),
       ipsec: () => {
         if (!this.ipsec) throw new Error('IPsec recovery is not on for this node (CLUSTER IPSEC)');
         return this.ipsec.rows();
@@ -293,9 +346,16 @@ export class Agent {
   }
 
   private vipadyn(): VipadynRow[] {
-    return [...this.roles].map(([dvipa, roles]) => vipadynRow({
-      me: this.node.name, dvipa, roles, owned: this.election?.owned.get(dvipa), view: this.cf?.view(dvipa), since: this.since.get(dvipa),
-    }));
+    return [...this.roles].map(([dvipa, roles]) =>
+      vipadynRow({
+        me: this.node.name,
+        dvipa,
+        roles,
+        owned: this.election?.owned.get(dvipa),
+        view: this.cf?.view(dvipa),
+        since: this.since.get(dvipa),
+      }),
+    );
   }
 
   private acquired(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted', previous?: string): void {
@@ -313,7 +373,10 @@ export class Agent {
 
   private route(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted', previous?: string): void {
     this.router.own(dvipa, rec.epoch, previous);
-    const change: Message = { type: MsgType.Dvipa, body: { address: dvipa, owner: this.node.name, epoch: rec.epoch, event: how } };
+    const change: Message = {
+      type: MsgType.Dvipa,
+      body: { address: dvipa, owner: this.node.name, epoch: rec.epoch, event: how },
+    };
     this.transport.broadcast(change);
     this.target.onDvipa(this.node.name, change.body);
     this.transport.broadcast(this.router.vipaList());
@@ -326,7 +389,10 @@ export class Agent {
   }
 
   private xcfOf(peer: string): string | undefined {
-    return this.opts.config.nodes.find((n) => n.name === peer)?.xcf ?? this.opts.config.peers.find((p) => p.name === peer)?.xcf;
+    return (
+      this.opts.config.nodes.find((n) => n.name === peer)?.xcf ??
+      this.opts.config.peers.find((p) => p.name === peer)?.xcf
+    );
   }
 
   private onMessage(peer: string, m: Message): void {

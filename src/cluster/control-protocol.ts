@@ -34,9 +34,13 @@ export interface ControlReplies {
 export type ControlCommand = keyof ControlArgs;
 export const CONTROL_COMMANDS: readonly ControlCommand[] = ['vdpt', 'vcrt', 'vipadyn', 'vipadcfg', 'ipsec'];
 
-export type ControlRequest = { [C in ControlCommand]: { v?: typeof CONTROL_PROTOCOL_VERSION; cmd: C; args?: ControlArgs[C] } }[ControlCommand];
+export type ControlRequest = {
+  [C in ControlCommand]: { v?: typeof CONTROL_PROTOCOL_VERSION; cmd: C; args?: ControlArgs[C] };
+}[ControlCommand];
 
-export type ControlAnswer<T = unknown> = { v: typeof CONTROL_PROTOCOL_VERSION; ok: true; data: T } | { v: typeof CONTROL_PROTOCOL_VERSION; ok: false; error: string };
+export type ControlAnswer<T = unknown> =
+  | { v: typeof CONTROL_PROTOCOL_VERSION; ok: true; data: T }
+  | { v: typeof CONTROL_PROTOCOL_VERSION; ok: false; error: string };
 
 /** What an agent does with each command. */
 /** A handler may answer later (the CRT is read off the event loop). */
@@ -55,10 +59,14 @@ function vcrtFilter(args: Record<string, unknown>): VcrtFilter {
     parseIpv4(v);
     f[k] = v;
   }
-  for (const [k, min, max] of [['port', 1, 65535], ['limit', 1, Number.MAX_SAFE_INTEGER]] as const) {
+  for (const [k, min, max] of [
+    ['port', 1, 65535],
+    ['limit', 1, Number.MAX_SAFE_INTEGER],
+  ] as const) {
     const v = args[k];
     if (v === undefined) continue;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new Error(`vcrt: ${k} must be a whole number from ${min} to ${max}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+      throw new Error(`vcrt: ${k} must be a whole number from ${min} to ${max}`);
     f[k] = v;
   }
   return f;
@@ -69,7 +77,8 @@ export function parseControlRequest(line: string): ControlRequest {
   const req: unknown = JSON.parse(line);
   if (!isObject(req) || typeof req.cmd !== 'string') throw new Error('expected {"v": 1, "cmd": ...}');
   const v = req.v ?? CONTROL_PROTOCOL_VERSION;
-  if (v !== CONTROL_PROTOCOL_VERSION) throw new Error(`control protocol version ${JSON.stringify(v)}: this agent speaks ${CONTROL_PROTOCOL_VERSION}`);
+  if (v !== CONTROL_PROTOCOL_VERSION)
+    throw new Error(`control protocol version ${JSON.stringify(v)}: this agent speaks ${CONTROL_PROTOCOL_VERSION}`);
   const cmd = req.cmd as ControlCommand;
   if (!CONTROL_COMMANDS.includes(cmd)) throw new Error(`unknown request ${req.cmd} (${CONTROL_COMMANDS.join(', ')})`);
   if (req.args !== undefined && !isObject(req.args)) throw new Error(`${cmd}: args must be an object`);

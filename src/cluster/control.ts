@@ -11,8 +11,15 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import type { Logger } from '../log.js';
 import {
-  CONTROL_PROTOCOL_VERSION as v, dispatch, MAX_REQUEST_BYTES, parseControlRequest, type ControlAnswer, type ControlArgs,
-  type ControlCommand, type ControlHandlers, type ControlReplies,
+  CONTROL_PROTOCOL_VERSION as v,
+  dispatch,
+  MAX_REQUEST_BYTES,
+  parseControlRequest,
+  type ControlAnswer,
+  type ControlArgs,
+  type ControlCommand,
+  type ControlHandlers,
+  type ControlReplies,
 } from './control-protocol.js';
 
 /** Counters are 64-bit in the maps; as JSON numbers they stay exact up to 2^53. */
@@ -33,12 +40,19 @@ async function inUse(socketPath: string): Promise<boolean> {
 export class ControlServer {
   private server?: net.Server;
 
-  constructor(private readonly socketPath: string, private readonly handlers: ControlHandlers, private readonly log: Logger) {}
+  constructor(
+    private readonly socketPath: string,
+    private readonly handlers: ControlHandlers,
+    private readonly log: Logger,
+  ) {}
 
   async start(): Promise<void> {
     fs.mkdirSync(path.dirname(this.socketPath), { recursive: true, mode: 0o700 });
     if (fs.existsSync(this.socketPath)) {
-      if (await inUse(this.socketPath)) throw new Error(`another agent answers on ${this.socketPath}: one agent per node (or give --control another path)`);
+      if (await inUse(this.socketPath))
+        throw new Error(
+          `another agent answers on ${this.socketPath}: one agent per node (or give --control another path)`,
+        );
       fs.unlinkSync(this.socketPath);
     }
     this.server = net.createServer((sock) => this.serve(sock));
@@ -70,17 +84,20 @@ export class ControlServer {
     // Some answers (the CRT) are read off the event loop and awaited: chained, so that
     // requests on one connection are still answered in order.
     let answered = Promise.resolve();
-    readline.createInterface({ input: sock }).on('error', () => undefined).on('line', (line) => {
-      answered = answered.then(async () => {
-        let answer: ControlAnswer;
-        try {
-          answer = { v, ok: true, data: await dispatch(this.handlers, parseControlRequest(line)) };
-        } catch (e) {
-          answer = { v, ok: false, error: (e as Error).message };
-        }
-        if (!sock.destroyed) sock.write(`${toJson(answer)}\n`);
+    readline
+      .createInterface({ input: sock })
+      .on('error', () => undefined)
+      .on('line', (line) => {
+        answered = answered.then(async () => {
+          let answer: ControlAnswer;
+          try {
+            answer = { v, ok: true, data: await dispatch(this.handlers, parseControlRequest(line)) };
+          } catch (e) {
+            answer = { v, ok: false, error: (e as Error).message };
+          }
+          if (!sock.destroyed) sock.write(`${toJson(answer)}\n`);
+        });
       });
-    });
   }
 
   async stop(): Promise<void> {
@@ -91,24 +108,35 @@ export class ControlServer {
 }
 
 /** Asks the agent once; rejects with an error whose `code` says why it could not (ENOENT, ECONNREFUSED, EACCES). */
-export function askAgent<C extends ControlCommand>(socketPath: string, req: { cmd: C; args?: ControlArgs[C] }, timeoutMs = 5000): Promise<ControlReplies[C]> {
+export function askAgent<C extends ControlCommand>(
+  socketPath: string,
+  req: { cmd: C; args?: ControlArgs[C] },
+  timeoutMs = 5000,
+): Promise<ControlReplies[C]> {
   return new Promise((resolve, reject) => {
     const sock = net.connect(socketPath);
     const timer = setTimeout(() => {
       sock.destroy();
-      reject(Object.assign(new Error(`the agent on ${socketPath} did not answer within ${timeoutMs} ms`), { code: 'ETIMEDOUT' }));
+      reject(
+        Object.assign(new Error(`the agent on ${socketPath} did not answer within ${timeoutMs} ms`), {
+          code: 'ETIMEDOUT',
+        }),
+      );
     }, timeoutMs);
     sock.on('error', (e) => {
       clearTimeout(timer);
       reject(e);
     });
     sock.on('connect', () => sock.write(`${JSON.stringify({ v, ...req })}\n`));
-    readline.createInterface({ input: sock }).on('error', () => undefined).once('line', (line) => {
-      clearTimeout(timer);
-      sock.destroy();
-      const a = JSON.parse(line) as ControlAnswer<ControlReplies[C]>;
-      if (a.ok) resolve(a.data);
-      else reject(new Error(a.error));
-    });
+    readline
+      .createInterface({ input: sock })
+      .on('error', () => undefined)
+      .once('line', (line) => {
+        clearTimeout(timer);
+        sock.destroy();
+        const a = JSON.parse(line) as ControlAnswer<ControlReplies[C]>;
+        if (a.ok) resolve(a.data);
+        else reject(new Error(a.error));
+      });
   });
 }

@@ -21,7 +21,10 @@ import { ConstantBackoff, noop } from 'cockatiel';
 import type { Logger } from '../log.js';
 import type { OwnerRecord } from '../net/ownership.js';
 
-export interface MoveRequest { to: string; whenIdle: boolean }
+export interface MoveRequest {
+  to: string;
+  whenIdle: boolean;
+}
 
 /** What the store says about one DVIPA, as last seen. */
 export interface DvipaView {
@@ -90,7 +93,8 @@ const keyOf = (prefix: string, ...parts: string[]) => prefix + parts.join('/');
 function parseOwner(v: string): OwnerRecord | undefined {
   try {
     const o = JSON.parse(v) as OwnerRecord;
-    if (typeof o.node === 'string' && Number.isInteger(o.rank) && Number.isSafeInteger(o.epoch) && o.epoch > 0) return { node: o.node, rank: o.rank, epoch: o.epoch };
+    if (typeof o.node === 'string' && Number.isInteger(o.rank) && Number.isSafeInteger(o.epoch) && o.epoch > 0)
+      return { node: o.node, rank: o.rank, epoch: o.epoch };
   } catch {
     // fall through: not a record of ours (the view says so; nobody claims over it)
   }
@@ -129,7 +133,9 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
       dialTimeout: 2000,
       // A takeover reads every SA record of a DVIPA at once: thousands, over gRPC's 4 MiB default.
       grpcOptions: { 'grpc.max_receive_message_length': 256 * 1024 * 1024 },
-      ...(rootCertificate ? { credentials: { rootCertificate, privateKey: read(opts.keyFile), certChain: read(opts.certFile) } } : {}),
+      ...(rootCertificate
+        ? { credentials: { rootCertificate, privateKey: read(opts.keyFile), certChain: read(opts.certFile) } }
+        : {}),
       ...(opts.user ? { auth: { username: opts.user, password: opts.password ?? '' } } : {}),
       // Calls fail fast (the caller retries at its next evaluation); a lost watch comes back
       // within half a second, not after the library's exponential backoff of up to 30 s.
@@ -146,16 +152,27 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     if (ok === this.ok) return;
     this.ok = ok;
     if (ok) this.opts.logger.info('coupling facility (etcd) reachable');
-    else this.opts.logger.error({ why }, 'coupling facility (etcd) unreachable: the data plane keeps forwarding, no DVIPA changes owner');
+    else
+      this.opts.logger.error(
+        { why },
+        'coupling facility (etcd) unreachable: the data plane keeps forwarding, no DVIPA changes owner',
+      );
     this.emit('health', ok);
   }
 
   async start(): Promise<void> {
     if (this.opts.member !== false) await this.grantLease();
     const all = await this.client.getAll().prefix(this.prefix).exec();
-    for (const kv of all.kvs) this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) });
-    this.watcher = await this.client.watch().prefix(this.prefix).startRevision(String(Number(all.header.revision) + 1)).create();
-    this.watcher.on('put', (kv) => this.onEvent(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) }));
+    for (const kv of all.kvs)
+      this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) });
+    this.watcher = await this.client
+      .watch()
+      .prefix(this.prefix)
+      .startRevision(String(Number(all.header.revision) + 1))
+      .create();
+    this.watcher.on('put', (kv) =>
+      this.onEvent(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) }),
+    );
     this.watcher.on('delete', (kv) => this.onEvent(kv.key.toString(), undefined, Number(kv.mod_revision)));
     this.watcher.on('disconnected', (e) => this.setHealth(false, e.message));
     this.watcher.on('connected', () => this.setHealth(true));
@@ -181,7 +198,10 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     this.leaseId = await lease.grant();
     granted = true;
     this.emit('lease');
-    await lease.put(keyOf(this.prefix, 'members', this.opts.node)).value(JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf })).exec();
+    await lease
+      .put(keyOf(this.prefix, 'members', this.opts.node))
+      .value(JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf }))
+      .exec();
   }
 
   private async rejoin(): Promise<void> {
@@ -246,10 +266,16 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     const ownerKey = keyOf(this.prefix, 'owner', dvipa);
     const epochKey = keyOf(this.prefix, 'epoch', dvipa);
     const adopting = seen.owner?.node === this.opts.node;
-    const record: OwnerRecord = { node: this.opts.node, rank, epoch: adopting ? seen.owner!.epoch : Math.max(seen.lastEpoch, seen.owner?.epoch ?? 0) + 1 };
+    const record: OwnerRecord = {
+      node: this.opts.node,
+      rank,
+      epoch: adopting ? seen.owner!.epoch : Math.max(seen.lastEpoch, seen.owner?.epoch ?? 0) + 1,
+    };
     const txn = this.client.if(ownerKey, 'Mod', '==', seen.ownerRev).and(epochKey, 'Mod', '==', seen.epochRev);
     const put = this.client.put(ownerKey).value(JSON.stringify(record)).lease(this.leaseId);
-    const res = await (adopting ? txn.then(put) : txn.then(put, this.client.put(epochKey).value(String(record.epoch)))).commit();
+    const res = await (
+      adopting ? txn.then(put) : txn.then(put, this.client.put(epochKey).value(String(record.epoch)))
+    ).commit();
     if (!res.succeeded) return undefined;
     // Known now, before the watch says so: a stop right after a claim must see it.
     const rev = Number(res.header.revision);
@@ -264,19 +290,28 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
    */
   async putBlobsFenced(entries: Array<[string, Buffer]>, dvipa: string, owner: OwnerRecord): Promise<boolean> {
     const ownerKey = keyOf(this.prefix, 'owner', dvipa);
-    const res = await this.client.if(ownerKey, 'Value', '==', JSON.stringify(owner)).then(...entries.map(([key, value]) => this.client.put(this.prefix + key).value(value))).commit();
+    const res = await this.client
+      .if(ownerKey, 'Value', '==', JSON.stringify(owner))
+      .then(...entries.map(([key, value]) => this.client.put(this.prefix + key).value(value)))
+      .commit();
     return res.succeeded;
   }
 
   async getBlobs(keyPrefix: string): Promise<Map<string, Buffer>> {
-    const res = await this.client.getAll().prefix(this.prefix + keyPrefix).exec();
+    const res = await this.client
+      .getAll()
+      .prefix(this.prefix + keyPrefix)
+      .exec();
     return new Map(res.kvs.map((kv) => [kv.key.toString().slice(this.prefix.length), Buffer.from(kv.value)]));
   }
 
   /** Deletes the records under `keyPrefix`, fenced as putBlobsFenced; false: not deleted, `owner` is deposed. */
   async deleteBlobsFenced(keyPrefix: string, dvipa: string, owner: OwnerRecord): Promise<boolean> {
     const ownerKey = keyOf(this.prefix, 'owner', dvipa);
-    const res = await this.client.if(ownerKey, 'Value', '==', JSON.stringify(owner)).then(this.client.delete().prefix(this.prefix + keyPrefix)).commit();
+    const res = await this.client
+      .if(ownerKey, 'Value', '==', JSON.stringify(owner))
+      .then(this.client.delete().prefix(this.prefix + keyPrefix))
+      .commit();
     return res.succeeded;
   }
 
@@ -308,11 +343,14 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     if (this.stopping) return;
     this.stopping = true;
     try {
-      const mine = [...this.kv].filter(([k, v]) => k.startsWith(keyOf(this.prefix, 'owner', '')) && parseOwner(v.value)?.node === this.opts.node);
+      const mine = [...this.kv].filter(
+        ([k, v]) => k.startsWith(keyOf(this.prefix, 'owner', '')) && parseOwner(v.value)?.node === this.opts.node,
+      );
       if (graceSec > 0 && mine.length) {
         const grace = this.client.lease(graceSec, { autoKeepAlive: false });
         const id = await grace.grant();
-        for (const [k, v] of mine) await this.client.if(k, 'Mod', '==', v.rev).then(this.client.put(k).value(v.value).lease(id)).commit();
+        for (const [k, v] of mine)
+          await this.client.if(k, 'Mod', '==', v.rev).then(this.client.put(k).value(v.value).lease(id)).commit();
         grace.release();
       }
       await this.lease?.revoke();
@@ -337,12 +375,17 @@ export class LocalCoupling extends EventEmitter implements CouplingFacility {
   private readonly owners = new Map<string, OwnerRecord>();
   private readonly epochs = new Map<string, number>();
 
-  constructor(private readonly node: string, private readonly logger: Logger) {
+  constructor(
+    private readonly node: string,
+    private readonly logger: Logger,
+  ) {
     super();
   }
 
   async start(): Promise<void> {
-    this.logger.warn('no coupling facility (--etcd): DVIPA ownership is local to this node; no takeover by or from other nodes');
+    this.logger.warn(
+      'no coupling facility (--etcd): DVIPA ownership is local to this node; no takeover by or from other nodes',
+    );
     this.emit('change', undefined);
   }
 
@@ -357,7 +400,13 @@ export class LocalCoupling extends EventEmitter implements CouplingFacility {
 
   view(dvipa: string): DvipaView {
     const owner = this.owners.get(dvipa);
-    return { owner, ownerRev: owner?.epoch ?? 0, epochRev: 0, lastEpoch: this.epochs.get(dvipa) ?? 0, quiesced: new Set() };
+    return {
+      owner,
+      ownerRev: owner?.epoch ?? 0,
+      epochRev: 0,
+      lastEpoch: this.epochs.get(dvipa) ?? 0,
+      quiesced: new Set(),
+    };
   }
 
   async claim(dvipa: string, rank: number, seen: DvipaView): Promise<OwnerRecord | undefined> {

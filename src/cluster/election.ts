@@ -25,7 +25,10 @@ export const PRIMARY_RANK = 256;
 /** How often the rules are evaluated besides store changes (delays, readiness). */
 const TICK_MS = 200;
 
-export interface Candidate { node: string; rank: number }
+export interface Candidate {
+  node: string;
+  rank: number;
+}
 
 export interface Situation {
   me: string;
@@ -48,7 +51,9 @@ export function decide(s: Situation): Claim | undefined {
   if (view.deleted) return undefined;
   const eligible = (n: string) => s.live.has(n) && !view.quiesced.has(n) && s.candidates.some((c) => c.node === n);
   if (!eligible(s.me) || view.owner?.node === s.me) return undefined;
-  const byRank = s.candidates.filter((c) => eligible(c.node)).sort((a, b) => b.rank - a.rank || a.node.localeCompare(b.node));
+  const byRank = s.candidates
+    .filter((c) => eligible(c.node))
+    .sort((a, b) => b.rank - a.rank || a.node.localeCompare(b.node));
   const moveTo = view.move && eligible(view.move.to) ? view.move.to : undefined;
   const best = moveTo ?? byRank[0]?.node;
   // An owner key nobody can read may be a live owner's: claiming over it could take its address.
@@ -74,7 +79,13 @@ export interface ElectionHooks {
    * This node routes the DVIPA from now on, under this epoch; `previous`: who routed it last;
    * `tookMs`: for a takeover how long it had no owner (as this node saw it), else the claim.
    */
-  acquired(dvipa: string, owner: OwnerRecord, how: Claim | 'adopted', previous: string | undefined, tookMs: number): void;
+  acquired(
+    dvipa: string,
+    owner: OwnerRecord,
+    how: Claim | 'adopted',
+    previous: string | undefined,
+    tookMs: number,
+  ): void;
   /** Another node routes it now (or nobody, as far as the store says). */
   lost(dvipa: string, owner: OwnerRecord | undefined): void;
 }
@@ -118,7 +129,9 @@ export class Election {
 
   start(): void {
     this.cf.on('lease', () => this.bound.clear());
-    this.cf.on('change', (dvipa?: string) => (dvipa ? this.dvipas.has(dvipa) && this.evaluate(dvipa) : this.evaluateAll()));
+    this.cf.on('change', (dvipa?: string) =>
+      dvipa ? this.dvipas.has(dvipa) && this.evaluate(dvipa) : this.evaluateAll(),
+    );
     this.healthySince = this.cf.healthy ? Date.now() : undefined;
     this.cf.on('health', (ok: boolean) => {
       this.healthySince = ok ? Date.now() : undefined;
@@ -154,14 +167,15 @@ export class Election {
     if (view.unreadableOwner === undefined) this.unreadable.delete(dvipa);
     else if (!this.unreadable.has(dvipa)) {
       this.unreadable.add(dvipa);
-      this.log.error({ dvipa, value: view.unreadableOwner },
-        'owner record unreadable: nobody claims the DVIPA until the key goes (its lease ends, or delete it)');
+      this.log.error(
+        { dvipa, value: view.unreadableOwner },
+        'owner record unreadable: nobody claims the DVIPA until the key goes (its lease ends, or delete it)',
+      );
     }
     if (view.owner) {
       this.ownerlessSince.delete(dvipa);
       this.lastOwner.set(dvipa, view.owner.node);
-    }
-    else if (!this.ownerlessSince.has(dvipa)) this.ownerlessSince.set(dvipa, now);
+    } else if (!this.ownerlessSince.has(dvipa)) this.ownerlessSince.set(dvipa, now);
     if (this.hooks.ready(dvipa)) {
       if (!this.readySince.has(dvipa)) this.readySince.set(dvipa, now);
     } else this.readySince.delete(dvipa);
@@ -207,13 +221,18 @@ export class Election {
   /** Deleted by the operator: give it up (fenced on our record); the routing stops once the store agrees. */
   private release(dvipa: string, owner: OwnerRecord): void {
     this.busy.add(dvipa);
-    this.cf.release(dvipa, owner).then((done) => {
-      if (!done || !this.owned.has(dvipa)) return;
-      this.owned.delete(dvipa);
-      this.bound.delete(dvipa);
-      this.log.info({ dvipa, epoch: owner.epoch }, 'DVIPA deleted by the operator: given up');
-      this.hooks.lost(dvipa, undefined);
-    }, (e: Error) => this.log.warn({ dvipa, err: e.message }, 'release failed; retrying'))
+    this.cf
+      .release(dvipa, owner)
+      .then(
+        (done) => {
+          if (!done || !this.owned.has(dvipa)) return;
+          this.owned.delete(dvipa);
+          this.bound.delete(dvipa);
+          this.log.info({ dvipa, epoch: owner.epoch }, 'DVIPA deleted by the operator: given up');
+          this.hooks.lost(dvipa, undefined);
+        },
+        (e: Error) => this.log.warn({ dvipa, err: e.message }, 'release failed; retrying'),
+      )
       .finally(() => this.busy.delete(dvipa));
   }
 
@@ -222,15 +241,23 @@ export class Election {
     this.busy.add(dvipa);
     const started = Date.now();
     const since = how === 'takeover' ? (this.ownerlessSince.get(dvipa) ?? started) : started;
-    this.cf.claim(dvipa, rank, view).then((won) => {
-      if (!won) return;
-      const previous = view.owner?.node ?? this.lastOwner.get(dvipa);
-      this.owned.set(dvipa, won);
-      this.bound.add(dvipa);
-      this.lastOwner.set(dvipa, this.opts.me);
-      this.log.info({ dvipa, epoch: won.epoch, how, from: previous }, how === 'adopted' ? 'DVIPA adopted' : 'DVIPA acquired');
-      this.hooks.acquired(dvipa, won, how, previous, Date.now() - since);
-    }, (e: Error) => this.log.warn({ dvipa, how, err: e.message }, 'claim failed; retrying'))
+    this.cf
+      .claim(dvipa, rank, view)
+      .then(
+        (won) => {
+          if (!won) return;
+          const previous = view.owner?.node ?? this.lastOwner.get(dvipa);
+          this.owned.set(dvipa, won);
+          this.bound.add(dvipa);
+          this.lastOwner.set(dvipa, this.opts.me);
+          this.log.info(
+            { dvipa, epoch: won.epoch, how, from: previous },
+            how === 'adopted' ? 'DVIPA adopted' : 'DVIPA acquired',
+          );
+          this.hooks.acquired(dvipa, won, how, previous, Date.now() - since);
+        },
+        (e: Error) => this.log.warn({ dvipa, how, err: e.message }, 'claim failed; retrying'),
+      )
       .finally(() => this.busy.delete(dvipa));
   }
 }

@@ -21,12 +21,19 @@ export const MAX_PAYLOAD = 1 << 20;
 /** Before a connection is authenticated, frames (HELLO, AUTH) are small: a stranger gets no more. */
 export const MAX_HANDSHAKE_PAYLOAD = 1024;
 
-export interface Frame { type: number; seq: bigint; payload: Buffer }
+export interface Frame {
+  type: number;
+  seq: bigint;
+  payload: Buffer;
+}
 
 export type FrameError = 'bad_magic' | 'bad_version' | 'oversized' | 'bad_tag' | 'truncated';
 
 export class FrameRejected extends DvipaError {
-  constructor(readonly reason: FrameError, detail: string) {
+  constructor(
+    readonly reason: FrameError,
+    detail: string,
+  ) {
     super(`${reason}: ${detail}`);
   }
 }

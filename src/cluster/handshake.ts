@@ -14,14 +14,26 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  createHash, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, sign,
-  timingSafeEqual, verify, type KeyObject,
+  createHash,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  randomBytes,
+  sign,
+  timingSafeEqual,
+  verify,
+  type KeyObject,
 } from 'node:crypto';
 import type { Hello } from './messages.js';
 import { readSecretFile } from '../config/secret-file.js';
 
 /** This node's private key and its peers' public keys (Ed25519). */
-export interface Identities { own: KeyObject; peers: Map<string, KeyObject> }
+export interface Identities {
+  own: KeyObject;
+  peers: Map<string, KeyObject>;
+}
 
 export type Side = 'dialer' | 'listener';
 
@@ -44,11 +56,20 @@ export function loadIdentities(dir: string, me: string, peers: readonly string[]
     }
   };
   const ownFile = keyPath(dir, me, 'key');
-  const own = ed25519(read(ownFile, (t) => createPrivateKey(t)), ownFile);
+  const own = ed25519(
+    read(ownFile, (t) => createPrivateKey(t)),
+    ownFile,
+  );
   const map = new Map<string, KeyObject>();
   for (const p of peers) {
     const file = keyPath(dir, p, 'pub');
-    map.set(p, ed25519(read(file, (t) => createPublicKey(t)), file));
+    map.set(
+      p,
+      ed25519(
+        read(file, (t) => createPublicKey(t)),
+        file,
+      ),
+    );
   }
   return { own, peers: map };
 }
@@ -69,7 +90,11 @@ export class Handshake {
   private readonly eph = generateKeyPairSync('x25519');
   readonly hello: Hello;
 
-  constructor(private readonly clusterKey: Buffer, me: string, private readonly ids?: Identities) {
+  constructor(
+    private readonly clusterKey: Buffer,
+    me: string,
+    private readonly ids?: Identities,
+  ) {
     const x = this.eph.publicKey.export({ format: 'jwk' }).x!;
     this.hello = { node: me, nonce: randomBytes(16).toString('hex'), eph: Buffer.from(x, 'base64url').toString('hex') };
   }
@@ -77,7 +102,9 @@ export class Handshake {
   /** What both proofs cover: both HELLOs, in dialer-listener order. */
   static transcript(dialer: Hello, listener: Hello): Buffer {
     const fields = [dialer.node, listener.node, dialer.nonce, listener.nonce, dialer.eph, listener.eph];
-    return createHash('sha256').update(`dvipa/2 ${JSON.stringify(fields)}`).digest();
+    return createHash('sha256')
+      .update(`dvipa/2 ${JSON.stringify(fields)}`)
+      .digest();
   }
 
   /** This node's proof, as `side`, over the transcript. */

@@ -8,31 +8,73 @@
 import { DvipaError } from '../errors.js';
 import { parseIpv4 } from '../net/addr.js';
 
-export enum MsgType { Hello = 0, VipaList = 1, SrvStat = 2, Conns = 3, Dvipa = 4, Auth = 5, Ping = 6 }
+export enum MsgType {
+  Hello = 0,
+  VipaList = 1,
+  SrvStat = 2,
+  Conns = 3,
+  Dvipa = 4,
+  Auth = 5,
+  Ping = 6,
+}
 
 /** Opens a handshake: who, a fresh nonce and an ephemeral X25519 public key (hex). It proves nothing by itself. */
-export interface Hello { node: string; nonce: string; eph: string }
+export interface Hello {
+  node: string;
+  nonce: string;
+  eph: string;
+}
 
 /** Closes a handshake: the sender's proof over both HELLOs (an Ed25519 signature, or an HMAC with the cluster key). */
-export interface Auth { proof: string }
+export interface Auth {
+  proof: string;
+}
 
-export interface ServiceRef { dvipa: string; port: number; protocol: 'tcp' | 'udp' }
+export interface ServiceRef {
+  dvipa: string;
+  port: number;
+  protocol: 'tcp' | 'udp';
+}
 
 /** What a routing node distributes, and to whom (DESTIP ALL: every node). `epoch`: 0 while it does not own the DVIPA. */
 export interface VipaList {
-  dvipas: Array<{ address: string; epoch: number; services: Array<{ port: number; protocol: 'tcp' | 'udp'; targets: string[] | 'all' }> }>;
+  dvipas: Array<{
+    address: string;
+    epoch: number;
+    services: Array<{ port: number; protocol: 'tcp' | 'udp'; targets: string[] | 'all' }>;
+  }>;
 }
 
 /** A node routes `address` from now on, under `epoch`: targets send it everything they have. */
-export interface DvipaChange { address: string; owner: string; epoch: number; event: 'takeover' | 'takeback' | 'move' | 'adopted' }
+export interface DvipaChange {
+  address: string;
+  owner: string;
+  epoch: number;
+  event: 'takeover' | 'takeback' | 'move' | 'adopted';
+}
 
 /** A target's listeners on DVIPAs it serves. `full`: the complete set, replacing earlier reports. */
-export interface SrvStat { full: boolean; up: ServiceRef[]; down: ServiceRef[]; load?: number }
+export interface SrvStat {
+  full: boolean;
+  up: ServiceRef[];
+  down: ServiceRef[];
+  load?: number;
+}
 
-export interface ConnRef { saddr: string; daddr: string; sport: number; dport: number; protocol: 'tcp' | 'udp' }
+export interface ConnRef {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  protocol: 'tcp' | 'udp';
+}
 
 /** NEWCONN and TERMCONN in one batch. `full`: `added` is every connection the target has. */
-export interface Conns { full: boolean; added: ConnRef[]; removed: ConnRef[] }
+export interface Conns {
+  full: boolean;
+  added: ConnRef[];
+  removed: ConnRef[];
+}
 
 export type Message =
   | { type: MsgType.Hello; body: Hello }
@@ -75,7 +117,8 @@ function addr(v: Json, what: string): string {
 }
 
 function port(v: Json, what: string, min = 1): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > 65535) throw new InvalidMessage(`${what}: expected a port`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > 65535)
+    throw new InvalidMessage(`${what}: expected a port`);
   return v;
 }
 
@@ -90,7 +133,8 @@ function bool(v: Json, what: string): boolean {
 }
 
 function epoch(v: Json, what: string): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new InvalidMessage(`${what}: expected an epoch (integer >= 0)`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+    throw new InvalidMessage(`${what}: expected an epoch (integer >= 0)`);
   return v;
 }
 
@@ -103,14 +147,21 @@ function hex(v: Json, what: string, min: number, max = min): string {
 
 function serviceRef(v: Json, what: string): ServiceRef {
   const o = obj(v, what, ['dvipa', 'port', 'protocol']);
-  return { dvipa: addr(o.dvipa, `${what}.dvipa`), port: port(o.port, `${what}.port`), protocol: protocol(o.protocol, `${what}.protocol`) };
+  return {
+    dvipa: addr(o.dvipa, `${what}.dvipa`),
+    port: port(o.port, `${what}.port`),
+    protocol: protocol(o.protocol, `${what}.protocol`),
+  };
 }
 
 function connRef(v: Json, what: string): ConnRef {
   const o = obj(v, what, ['saddr', 'daddr', 'sport', 'dport', 'protocol']);
   return {
-    saddr: addr(o.saddr, `${what}.saddr`), daddr: addr(o.daddr, `${what}.daddr`),
-    sport: port(o.sport, `${what}.sport`), dport: port(o.dport, `${what}.dport`), protocol: protocol(o.protocol, `${what}.protocol`),
+    saddr: addr(o.saddr, `${what}.saddr`),
+    daddr: addr(o.daddr, `${what}.daddr`),
+    sport: port(o.sport, `${what}.sport`),
+    dport: port(o.dport, `${what}.dport`),
+    protocol: protocol(o.protocol, `${what}.protocol`),
   };
 }
 
@@ -118,7 +169,8 @@ function validate(type: MsgType, v: Json): Message {
   switch (type) {
     case MsgType.Hello: {
       const o = obj(v, 'HELLO', ['node', 'nonce', 'eph']);
-      if (typeof o.node !== 'string' || !/^[\w.-]{1,64}$/.test(o.node)) throw new InvalidMessage('HELLO.node: expected a node name');
+      if (typeof o.node !== 'string' || !/^[\w.-]{1,64}$/.test(o.node))
+        throw new InvalidMessage('HELLO.node: expected a node name');
       return { type, body: { node: o.node, nonce: hex(o.nonce, 'HELLO.nonce', 16), eph: hex(o.eph, 'HELLO.eph', 32) } };
     }
     case MsgType.Auth:
@@ -136,8 +188,17 @@ function validate(type: MsgType, v: Json): Message {
           epoch: epoch(od.epoch, `${at}.epoch`),
           services: arr(od.services, `${at}.services`, MAX_VIPAS).map((s, j) => {
             const os = obj(s, `${at}.services[${j}]`, ['port', 'protocol', 'targets']);
-            const targets = os.targets === 'all' ? 'all' as const : arr(os.targets, `${at}.services[${j}].targets`, 1024).map((t, k) => addr(t, `${at}.services[${j}].targets[${k}]`));
-            return { port: port(os.port, `${at}.services[${j}].port`, 0), protocol: protocol(os.protocol, `${at}.services[${j}].protocol`), targets };
+            const targets =
+              os.targets === 'all'
+                ? ('all' as const)
+                : arr(os.targets, `${at}.services[${j}].targets`, 1024).map((t, k) =>
+                    addr(t, `${at}.services[${j}].targets[${k}]`),
+                  );
+            return {
+              port: port(os.port, `${at}.services[${j}].port`, 0),
+              protocol: protocol(os.protocol, `${at}.services[${j}].protocol`),
+              targets,
+            };
           }),
         };
       });
@@ -151,7 +212,8 @@ function validate(type: MsgType, v: Json): Message {
         down: arr(o.down, 'SRVSTAT.down', 4096).map((x, i) => serviceRef(x, `SRVSTAT.down[${i}]`)),
       };
       if (o.load !== undefined) {
-        if (typeof o.load !== 'number' || !(o.load >= 0 && o.load <= 1)) throw new InvalidMessage('SRVSTAT.load: expected a number from 0 to 1');
+        if (typeof o.load !== 'number' || !(o.load >= 0 && o.load <= 1))
+          throw new InvalidMessage('SRVSTAT.load: expected a number from 0 to 1');
         body.load = o.load;
       }
       return { type, body };
@@ -163,17 +225,29 @@ function validate(type: MsgType, v: Json): Message {
         body: {
           full: bool(o.full, 'CONNS.full'),
           added: arr(o.added, 'CONNS.added', MAX_CONNS_PER_MESSAGE).map((x, i) => connRef(x, `CONNS.added[${i}]`)),
-          removed: arr(o.removed, 'CONNS.removed', MAX_CONNS_PER_MESSAGE).map((x, i) => connRef(x, `CONNS.removed[${i}]`)),
+          removed: arr(o.removed, 'CONNS.removed', MAX_CONNS_PER_MESSAGE).map((x, i) =>
+            connRef(x, `CONNS.removed[${i}]`),
+          ),
         },
       };
     }
     case MsgType.Dvipa: {
       const o = obj(v, 'DVIPA', ['address', 'owner', 'epoch', 'event']);
-      if (typeof o.owner !== 'string' || !/^[\w.-]{1,64}$/.test(o.owner)) throw new InvalidMessage('DVIPA.owner: expected a node name');
-      if (!['takeover', 'takeback', 'move', 'adopted'].includes(o.event as string)) throw new InvalidMessage('DVIPA.event: expected takeover, takeback, move or adopted');
+      if (typeof o.owner !== 'string' || !/^[\w.-]{1,64}$/.test(o.owner))
+        throw new InvalidMessage('DVIPA.owner: expected a node name');
+      if (!['takeover', 'takeback', 'move', 'adopted'].includes(o.event as string))
+        throw new InvalidMessage('DVIPA.event: expected takeover, takeback, move or adopted');
       const e = epoch(o.epoch, 'DVIPA.epoch');
       if (e === 0) throw new InvalidMessage('DVIPA.epoch: an owner has an epoch of at least 1');
-      return { type, body: { address: addr(o.address, 'DVIPA.address'), owner: o.owner, epoch: e, event: o.event as DvipaChange['event'] } };
+      return {
+        type,
+        body: {
+          address: addr(o.address, 'DVIPA.address'),
+          owner: o.owner,
+          epoch: e,
+          event: o.event as DvipaChange['event'],
+        },
+      };
     }
     default:
       throw new InvalidMessage(`unknown message type ${type as number}`);

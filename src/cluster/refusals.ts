@@ -10,7 +10,10 @@ export class Refusals {
   readonly counts: Record<string, number> = {};
   private readonly lastLog = new Map<string, number>();
 
-  constructor(private readonly logger: Logger, private readonly msg: string) {}
+  constructor(
+    private readonly logger: Logger,
+    private readonly msg: string,
+  ) {}
 
   add(who: string, reason: string, detail: string): void {
     this.counts[reason] = (this.counts[reason] ?? 0) + 1;

@@ -126,7 +126,11 @@ export class RoutingRole {
     for (const node of candidatesOf(plan)) {
       if (!this.dpts.has(node)) this.dpts.set(node, new Dpt());
       for (const d of distributionOf(plan, node)) {
-        for (const s of servicesOf(d)) this.dpts.get(node)!.define(serviceName(s), { method: d.method, destinations: d.destinations === 'all' ? everyNode : d.destinations });
+        for (const s of servicesOf(d))
+          this.dpts.get(node)!.define(serviceName(s), {
+            method: d.method,
+            destinations: d.destinations === 'all' ? everyNode : d.destinations,
+          });
       }
     }
     for (const d of distribute) {
@@ -214,9 +218,13 @@ export class RoutingRole {
     if (!this.dvipas.has(dvipa)) return false;
     const waiting = Date.now() - this.startedAt < GATE_WAIT_MS;
     const candidates = this.candidateTargets(dvipa);
-    const synced = (x: string) => this.opts.isConnected(x) && this.synced.get(x)?.srvstat === true && this.synced.get(x)?.conns === true;
+    const synced = (x: string) =>
+      this.opts.isConnected(x) && this.synced.get(x)?.srvstat === true && this.synced.get(x)?.conns === true;
     const quorum = Math.min(this.opts.readyTargets ?? 1, candidates.length);
-    return candidates.filter(synced).length >= quorum && candidates.every((x) => (!waiting && !this.opts.isConnected(x)) || synced(x));
+    return (
+      candidates.filter(synced).length >= quorum &&
+      candidates.every((x) => (!waiting && !this.opts.isConnected(x)) || synced(x))
+    );
   }
 
   /** No connection through the DVIPA is known (for WHENIDLE moves). */
@@ -235,13 +243,19 @@ export class RoutingRole {
 
   /** What this node distributes and to whom, as every peer is told when it connects. */
   vipaList(): Message {
-    const dvipas = [...this.dvipas].filter(([address, d]) => d.epoch > 0 || this.plans.get(address)?.routingNode === this.node.name).map(([address, d]) => ({
-      address,
-      epoch: d.epoch,
-      services: d.distribute.flatMap((dist) => servicesOf(dist).map((s) => ({
-        port: s.port, protocol: s.protocol, targets: dist.destinations === 'all' ? 'all' as const : dist.destinations.map((x) => x.xcf),
-      }))),
-    }));
+    const dvipas = [...this.dvipas]
+      .filter(([address, d]) => d.epoch > 0 || this.plans.get(address)?.routingNode === this.node.name)
+      .map(([address, d]) => ({
+        address,
+        epoch: d.epoch,
+        services: d.distribute.flatMap((dist) =>
+          servicesOf(dist).map((s) => ({
+            port: s.port,
+            protocol: s.protocol,
+            targets: dist.destinations === 'all' ? ('all' as const) : dist.destinations.map((x) => x.xcf),
+          })),
+        ),
+      }));
     return { type: MsgType.VipaList, body: { dvipas } };
   }
 
@@ -280,12 +294,32 @@ export class RoutingRole {
       const stats = id === undefined ? undefined : this.fp.serviceStats(id);
       for (const t of dpt.targets(name)) {
         rows.push({
-          dvipa: s.vip, port: s.port, protocol: s.protocol, target: t.xcf, ready: t.ready, weight: weights.get(t.xcf) ?? 0,
-          load: t.load, activeConn: t.active,
+          dvipa: s.vip,
+          port: s.port,
+          protocol: s.protocol,
+          target: t.xcf,
+          ready: t.ready,
+          weight: weights.get(t.xcf) ?? 0,
+          load: t.load,
+          activeConn: t.active,
           // Counted by the data plane where it creates a connection's CRT entry: short connections too.
           totalConn: id === undefined ? 0 : Number(this.fp.targetCounts(id, t.xcf).conns),
-          method: dpt.method(name), owner: this.epochOf(s.vip) > 0, following: source === this.node.name ? undefined : source,
-          ...(stats ? { service: { packets: stats.packets, bytes: stats.bytes, crtHit: stats.crtHit, crtNew: stats.crtNew, recovered: stats.recovered, forwarded: stats.forwarded, dropped: stats.dropped } } : {}),
+          method: dpt.method(name),
+          owner: this.epochOf(s.vip) > 0,
+          following: source === this.node.name ? undefined : source,
+          ...(stats
+            ? {
+                service: {
+                  packets: stats.packets,
+                  bytes: stats.bytes,
+                  crtHit: stats.crtHit,
+                  crtNew: stats.crtNew,
+                  recovered: stats.recovered,
+                  forwarded: stats.forwarded,
+                  dropped: stats.dropped,
+                },
+              }
+            : {}),
         });
       }
     }
@@ -328,7 +362,10 @@ export class RoutingRole {
   }
 
   private svcIdOf(c: ConnRef): number | undefined {
-    return this.fp.serviceId({ vip: c.daddr, port: c.dport, protocol: c.protocol }) ?? this.fp.serviceId({ vip: c.daddr, port: 0, protocol: c.protocol });
+    return (
+      this.fp.serviceId({ vip: c.daddr, port: c.dport, protocol: c.protocol }) ??
+      this.fp.serviceId({ vip: c.daddr, port: 0, protocol: c.protocol })
+    );
   }
 
   private applyConns(xcf: string, full: boolean, added: ConnRef[], removed: ConnRef[]): void {
@@ -347,7 +384,18 @@ export class RoutingRole {
       if (!ids.has(k)) ids.set(k, this.svcIdOf(c));
       const svcId = ids.get(k);
       if (svcId === undefined) return [];
-      return [[this.flowOf(c), { target: xcf, svcId, origin: CrtOrigin.Control, targetIdx: this.fp.targetIndexOf(svcId, xcf), createdNs: 0n }] as const];
+      return [
+        [
+          this.flowOf(c),
+          {
+            target: xcf,
+            svcId,
+            origin: CrtOrigin.Control,
+            targetIdx: this.fp.targetIndexOf(svcId, xcf),
+            createdNs: 0n,
+          },
+        ] as const,
+      ];
     });
     if (entries.length) this.fp.crt.setBatch(entries);
     // One by one: a batch delete stops at the first key already gone (evicted, or never added).
@@ -375,7 +423,8 @@ export class RoutingRole {
       counts.set(service, (counts.get(service) ?? 0) + 1);
       mine.set(key, { service, ref: c });
     }
-    for (const name of this.routed.keys()) if (this.update(name, xcf, { active: counts.get(name) ?? 0 })) this.pushSoon(name);
+    for (const name of this.routed.keys())
+      if (this.update(name, xcf, { active: counts.get(name) ?? 0 })) this.pushSoon(name);
   }
 
   /** A target agent went away: no new connections for it until it reports again. */

@@ -10,7 +10,10 @@ export function servicesOf(d: VipaDistribute): Service[] {
   if (d.ports === 'all') return [{ vip: d.address, port: 0, protocol: 'tcp' }];
   const out: Service[] = [];
   for (const r of d.ports) for (let p = r.from; p <= r.to; p++) out.push({ vip: d.address, port: p, protocol: 'tcp' });
-  if (out.length > MAX_PORTS_PER_DISTRIBUTION) throw new RangeError(`VIPADISTribute ${d.address}: ${out.length} ports; at most ${MAX_PORTS_PER_DISTRIBUTION} per statement`);
+  if (out.length > MAX_PORTS_PER_DISTRIBUTION)
+    throw new RangeError(
+      `VIPADISTribute ${d.address}: ${out.length} ports; at most ${MAX_PORTS_PER_DISTRIBUTION} per statement`,
+    );
   return out;
 }
 

@@ -8,10 +8,23 @@ import { openRingBuffer, type EventSource } from '../kernel/events.js';
 import { loadObject, type BpfObject } from '../kernel/object.js';
 import { struct } from '../dataplane/codec.js';
 
-export interface SockEvent { local: string; remote: string; localPort: number; remotePort: number; oldstate: number; newstate: number }
+export interface SockEvent {
+  local: string;
+  remote: string;
+  localPort: number;
+  remotePort: number;
+  oldstate: number;
+  newstate: number;
+}
 
 export const sockEvent = struct<SockEvent>('dvipa_sock_event', [
-  ['local', 'ipv4'], ['remote', 'ipv4'], ['localPort', 'u16'], ['remotePort', 'u16'], ['oldstate', 'u8'], ['newstate', 'u8'], ['pad', { pad: 2 }],
+  ['local', 'ipv4'],
+  ['remote', 'ipv4'],
+  ['localPort', 'u16'],
+  ['remotePort', 'u16'],
+  ['oldstate', 'u8'],
+  ['newstate', 'u8'],
+  ['pad', { pad: 2 }],
 ]);
 
 export class SockEvents {
@@ -22,7 +35,9 @@ export class SockEvents {
     this.obj = loadObject('sockstate', { pinRoot });
     try {
       this.obj.attach('on_inet_sock_set_state');
-      this.rb = openRingBuffer('sock_events', this.obj.mapFd('sock_events'), (records) => onEvents(records.map((r) => sockEvent.decode(r))));
+      this.rb = openRingBuffer('sock_events', this.obj.mapFd('sock_events'), (records) =>
+        onEvents(records.map((r) => sockEvent.decode(r))),
+      );
     } catch (e) {
       this.obj.close();
       throw e;

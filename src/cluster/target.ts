@@ -109,7 +109,11 @@ export class TargetRole {
     this.serving.add(dvipa);
     this.startEvents();
     // Bound on lo, never answered for by ARP: the routing node owns the address on the wire.
-    for (const [key, value] of [['arp_ignore', '1'], ['arp_announce', '2']]) fs.writeFileSync(`/proc/sys/net/ipv4/conf/all/${key}`, value);
+    for (const [key, value] of [
+      ['arp_ignore', '1'],
+      ['arp_announce', '2'],
+    ])
+      fs.writeFileSync(`/proc/sys/net/ipv4/conf/all/${key}`, value);
     execFileSync('ip', ['addr', 'replace', `${dvipa}/32`, 'dev', 'lo']);
     this.fp.serve(dvipa);
     for (const ifname of this.node.internal) this.fp.attach('decap', ifname);
@@ -127,7 +131,8 @@ export class TargetRole {
       // own list leaves this node out: after a takeover it must still route those here.
       const lists = [p.distribute, ...p.backupDistribute.values()];
       const mine = lists.flatMap((ds) => ds.filter((d) => isTarget(d, this.node)).flatMap(servicesOf));
-      for (const router of [...(p.routingNode ? [p.routingNode] : []), ...p.backups.map((b) => b.node)]) for (const s of mine) add(router, s);
+      for (const router of [...(p.routingNode ? [p.routingNode] : []), ...p.backups.map((b) => b.node)])
+        for (const s of mine) add(router, s);
     }
     for (const [router, services] of this.announced) for (const s of services) add(router, s);
     return new Map([...out].map(([r, m]) => [r, [...m.values()]]));
@@ -149,15 +154,22 @@ export class TargetRole {
     const load = this.readLoad();
     for (const [router, services] of mine) {
       const dvipas = new Set(services.map((s) => s.vip));
-      const listeners = new Set(services.filter((s) => s.port !== 0 && listensOn(sockets, s.vip, s.port)).map((s) => refKey({ dvipa: s.vip, port: s.port, protocol: 'tcp' })));
+      const listeners = new Set(
+        services
+          .filter((s) => s.port !== 0 && listensOn(sockets, s.vip, s.port))
+          .map((s) => refKey({ dvipa: s.vip, port: s.port, protocol: 'tcp' })),
+      );
       // A port-0 service (all ports) is ready when anything listens on the DVIPA.
       for (const s of services.filter((x) => x.port === 0)) {
-        if (sockets.some((k) => k.state === 'listen' && (k.local === s.vip || k.local === '0.0.0.0'))) listeners.add(refKey({ dvipa: s.vip, port: 0, protocol: 'tcp' }));
+        if (sockets.some((k) => k.state === 'listen' && (k.local === s.vip || k.local === '0.0.0.0')))
+          listeners.add(refKey({ dvipa: s.vip, port: 0, protocol: 'tcp' }));
       }
-      const conns = new Map(connectionsOn(sockets, dvipas).map((c) => {
-        const ref: ConnRef = { ...c, protocol: 'tcp' };
-        return [connKey(ref), ref];
-      }));
+      const conns = new Map(
+        connectionsOn(sockets, dvipas).map((c) => {
+          const ref: ConnRef = { ...c, protocol: 'tcp' };
+          return [connKey(ref), ref];
+        }),
+      );
       const last = this.reported.get(router);
       // Small drifts are not news: the load reported stays until it moves by LOAD_STEP.
       const loadMoved = load !== undefined && (last?.load === undefined || Math.abs(load - last.load) >= LOAD_STEP);
@@ -170,11 +182,15 @@ export class TargetRole {
       const down = [...last.listeners].filter((k) => !listeners.has(k)).map(toRef);
       const reportedLoad = this.reported.get(router)!.load;
       if (up.length || down.length || loadMoved) {
-        this.deliver(router, { type: MsgType.SrvStat, body: { full: false, up, down, ...(reportedLoad === undefined ? {} : { load: reportedLoad }) } });
+        this.deliver(router, {
+          type: MsgType.SrvStat,
+          body: { full: false, up, down, ...(reportedLoad === undefined ? {} : { load: reportedLoad }) },
+        });
       }
       const added = [...conns].filter(([k]) => !last.conns.has(k)).map(([, c]) => c);
       const removed = [...last.conns].filter(([k]) => !conns.has(k)).map(([, c]) => c);
-      if (added.length || removed.length) this.deliver(router, { type: MsgType.Conns, body: { full: false, added, removed } });
+      if (added.length || removed.length)
+        this.deliver(router, { type: MsgType.Conns, body: { full: false, added, removed } });
     }
   }
 
@@ -203,7 +219,15 @@ export class TargetRole {
   report(router: string): void {
     const state = this.reported.get(router);
     if (!state) return;
-    this.deliver(router, { type: MsgType.SrvStat, body: { full: true, up: [...state.listeners].map(toRef), down: [], ...(state.load === undefined ? {} : { load: state.load }) } });
+    this.deliver(router, {
+      type: MsgType.SrvStat,
+      body: {
+        full: true,
+        up: [...state.listeners].map(toRef),
+        down: [],
+        ...(state.load === undefined ? {} : { load: state.load }),
+      },
+    });
     this.deliver(router, { type: MsgType.Conns, body: { full: true, added: [...state.conns.values()], removed: [] } });
   }
 
@@ -213,7 +237,8 @@ export class TargetRole {
     for (const d of list.dvipas) {
       if (d.epoch > 0 && !this.heard(router, d.address, d.epoch, 'VIPA list')) continue;
       for (const s of d.services) {
-        if (s.targets === 'all' || s.targets.includes(this.node.xcf)) mine.push({ vip: d.address, port: s.port, protocol: s.protocol });
+        if (s.targets === 'all' || s.targets.includes(this.node.xcf))
+          mine.push({ vip: d.address, port: s.port, protocol: s.protocol });
       }
     }
     this.announced.set(router, mine);
@@ -226,14 +251,20 @@ export class TargetRole {
   /** A DVIPA changed hands: everything this node has goes to the new owner at once. */
   onDvipa(from: string, change: DvipaChange): void {
     if (!this.heard(from, change.address, change.epoch, 'DVIPA', change.owner)) return;
-    this.log.info({ dvipa: change.address, owner: change.owner, epoch: change.epoch, event: change.event }, 'DVIPA owner changed');
+    this.log.info(
+      { dvipa: change.address, owner: change.owner, epoch: change.epoch, event: change.event },
+      'DVIPA owner changed',
+    );
     this.scan();
     this.report(change.owner);
   }
 
   private heard(from: string, dvipa: string, epoch: number, what: string, owner = from): boolean {
     if (this.fence.admit(dvipa, owner, epoch)) return true;
-    this.log.warn({ from, dvipa, epoch, current: this.fence.current(dvipa), refused: this.fence.refused }, `${what} from a deposed owner refused`);
+    this.log.warn(
+      { from, dvipa, epoch, current: this.fence.current(dvipa), refused: this.fence.refused },
+      `${what} from a deposed owner refused`,
+    );
     return false;
   }
 }

@@ -22,7 +22,12 @@
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import {
-  encodeFrame, FrameReader, FrameRejected, MAX_HANDSHAKE_PAYLOAD, MAX_PAYLOAD, type FrameError,
+  encodeFrame,
+  FrameReader,
+  FrameRejected,
+  MAX_HANDSHAKE_PAYLOAD,
+  MAX_PAYLOAD,
+  type FrameError,
 } from './frame.js';
 import { decodeMessage, encodeMessage, InvalidMessage, MsgType, type Hello, type Message } from './messages.js';
 import { Handshake, type Identities } from './handshake.js';
@@ -44,14 +49,35 @@ export interface TransportLimits {
 }
 
 export const DEFAULT_LIMITS: TransportLimits = {
-  handshakeMs: 3000, idleMs: 30_000, perSource: 4, pending: 64, sendQueueBytes: 64 << 20,
+  handshakeMs: 3000,
+  idleMs: 30_000,
+  perSource: 4,
+  pending: 64,
+  sendQueueBytes: 64 << 20,
 };
 
-export type DropReason = FrameError | 'no_hello' | 'unexpected_hello' | 'unknown_peer' | 'wrong_peer' | 'replayed'
-  | 'out_of_order' | 'malformed' | 'hello_timeout' | 'unknown_source' | 'too_many' | 'bad_proof' | 'idle'
-  | 'send_queue_full' | 'handler_error';
+export type DropReason =
+  | FrameError
+  | 'no_hello'
+  | 'unexpected_hello'
+  | 'unknown_peer'
+  | 'wrong_peer'
+  | 'replayed'
+  | 'out_of_order'
+  | 'malformed'
+  | 'hello_timeout'
+  | 'unknown_source'
+  | 'too_many'
+  | 'bad_proof'
+  | 'idle'
+  | 'send_queue_full'
+  | 'handler_error';
 
-export interface Peer { name: string; host: string; port: number }
+export interface Peer {
+  name: string;
+  host: string;
+  port: number;
+}
 
 export interface TransportOptions {
   node: string;
@@ -136,9 +162,11 @@ export class Transport extends EventEmitter {
       });
     });
     // EMFILE and friends on accept: logged, and the server keeps listening.
-    server.on('error', (e) => this.refusals.once('server', 'accept', () => {
-      this.opts.logger.error({ err: e.message }, 'cannot accept a connection');
-    }));
+    server.on('error', (e) =>
+      this.refusals.once('server', 'accept', () => {
+        this.opts.logger.error({ err: e.message }, 'cannot accept a connection');
+      }),
+    );
     this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.floor(this.limits.idleMs / 3)));
     for (const p of this.opts.peers) this.dial(p);
   }
@@ -261,32 +289,36 @@ export class Transport extends EventEmitter {
     const deadline = setTimeout(() => this.reject(s, 'hello_timeout', `not authenticated within ${ms} ms`), ms);
     socket.once('close', () => clearTimeout(deadline));
 
-    const reader = new FrameReader(() => s.key ?? this.opts.key, (f) => {
-      const expected = s.recvSeq + 1n;
-      if (f.seq !== expected) {
-        const why = f.seq < expected ? 'replayed' : 'out_of_order';
-        return this.reject(s, why, `sequence ${f.seq}, expected ${expected}`);
-      }
-      s.recvSeq = f.seq;
-      s.lastHeard = Date.now();
-      if (!s.key) {
-        if (this.handshake(s, f.type, f.payload)) clearTimeout(deadline);
-        return;
-      }
-      if (f.type === Number(MsgType.Hello) || f.type === Number(MsgType.Auth)) {
-        return this.reject(s, 'unexpected_hello', 'a second handshake on one connection');
-      }
-      // A dialer only sends: whatever comes back after the handshake is not the protocol.
-      if (s.dialer) return this.reject(s, 'unexpected_hello', `frame type ${f.type} from the listening side`);
-      let m: Message;
-      try {
-        m = decodeMessage(f.type, f.payload);
-      } catch (e) {
-        if (!(e instanceof InvalidMessage)) throw e;
-        return this.drop(s, 'malformed', e.message);
-      }
-      if (m.type !== MsgType.Ping) this.deliver(s, () => this.emit('message', s.peer!, m));
-    }, () => (s.key ? MAX_PAYLOAD : MAX_HANDSHAKE_PAYLOAD));
+    const reader = new FrameReader(
+      () => s.key ?? this.opts.key,
+      (f) => {
+        const expected = s.recvSeq + 1n;
+        if (f.seq !== expected) {
+          const why = f.seq < expected ? 'replayed' : 'out_of_order';
+          return this.reject(s, why, `sequence ${f.seq}, expected ${expected}`);
+        }
+        s.recvSeq = f.seq;
+        s.lastHeard = Date.now();
+        if (!s.key) {
+          if (this.handshake(s, f.type, f.payload)) clearTimeout(deadline);
+          return;
+        }
+        if (f.type === Number(MsgType.Hello) || f.type === Number(MsgType.Auth)) {
+          return this.reject(s, 'unexpected_hello', 'a second handshake on one connection');
+        }
+        // A dialer only sends: whatever comes back after the handshake is not the protocol.
+        if (s.dialer) return this.reject(s, 'unexpected_hello', `frame type ${f.type} from the listening side`);
+        let m: Message;
+        try {
+          m = decodeMessage(f.type, f.payload);
+        } catch (e) {
+          if (!(e instanceof InvalidMessage)) throw e;
+          return this.drop(s, 'malformed', e.message);
+        }
+        if (m.type !== MsgType.Ping) this.deliver(s, () => this.emit('message', s.peer!, m));
+      },
+      () => (s.key ? MAX_PAYLOAD : MAX_HANDSHAKE_PAYLOAD),
+    );
     socket.once('end', () => {
       const left = reader.buffered();
       if (left > 0) this.drop(s, 'truncated', `connection ended inside a frame (${left} bytes)`);

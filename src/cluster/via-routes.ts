@@ -17,7 +17,11 @@ export class ViaRoutes {
   private socket?: dgram.Socket;
   private timer?: NodeJS.Timeout;
 
-  constructor(private readonly fp: FastPath, private readonly node: NodeSpec, private readonly config: ClusterConfig) {}
+  constructor(
+    private readonly fp: FastPath,
+    private readonly node: NodeSpec,
+    private readonly config: ClusterConfig,
+  ) {}
 
   start(): void {
     const own = this.node.vipaDynamic.route ?? [];

@@ -26,26 +26,69 @@ export interface VipadynRow {
   since?: string;
 }
 
-export interface CouplingState { shared: boolean; healthy: boolean; members: string[] }
-
-export interface VdptRow {
-  dvipa: string; port: number; protocol: string; target: string; ready: boolean; weight: number; load?: number;
-  activeConn: number; totalConn: number; method: string; owner: boolean;
-  /** While continuing a previous owner's distribution: that node. */
-  following?: string;
-  service?: { packets: bigint; bytes: bigint; crtHit: bigint; crtNew: bigint; recovered: bigint; forwarded: bigint; dropped: bigint };
+export interface CouplingState {
+  shared: boolean;
+  healthy: boolean;
+  members: string[];
 }
 
-export interface VcrtRow { dvipa: string; port: number; protocol: string; client: string; clientPort: number; target: string; origin: 'syn' | 'recovered' | 'newconn'; ageS: number }
+export interface VdptRow {
+  dvipa: string;
+  port: number;
+  protocol: string;
+  target: string;
+  ready: boolean;
+  weight: number;
+  load?: number;
+  activeConn: number;
+  totalConn: number;
+  method: string;
+  owner: boolean;
+  /** While continuing a previous owner's distribution: that node. */
+  following?: string;
+  service?: {
+    packets: bigint;
+    bytes: bigint;
+    crtHit: bigint;
+    crtNew: bigint;
+    recovered: bigint;
+    forwarded: bigint;
+    dropped: bigint;
+  };
+}
 
-export interface VcrtFilter { dvipa?: string; port?: number; client?: string; limit?: number }
+export interface VcrtRow {
+  dvipa: string;
+  port: number;
+  protocol: string;
+  client: string;
+  clientPort: number;
+  target: string;
+  origin: 'syn' | 'recovered' | 'newconn';
+  ageS: number;
+}
 
-export interface VcrtView { entries: VcrtRow[]; total: number; truncated: boolean }
+export interface VcrtFilter {
+  dvipa?: string;
+  port?: number;
+  client?: string;
+  limit?: number;
+}
+
+export interface VcrtView {
+  entries: VcrtRow[];
+  total: number;
+  truncated: boolean;
+}
 
 /** Rows shown when a VCRT request gives no limit. */
 export const VCRT_DEFAULT_LIMIT = 10000;
 
-const ORIGIN = { [CrtOrigin.First]: 'syn', [CrtOrigin.Recovered]: 'recovered', [CrtOrigin.Control]: 'newconn' } as const;
+const ORIGIN = {
+  [CrtOrigin.First]: 'syn',
+  [CrtOrigin.Recovered]: 'recovered',
+  [CrtOrigin.Control]: 'newconn',
+} as const;
 
 /** The CRT entries the filter selects, at most `limit`, with how many matched. `nowNs`: CLOCK_MONOTONIC, as the entries are stamped. */
 export function vcrtView(crt: Iterable<[Flow, CrtEntry]>, filter: VcrtFilter, nowNs: bigint): VcrtView {
@@ -53,12 +96,23 @@ export function vcrtView(crt: Iterable<[Flow, CrtEntry]>, filter: VcrtFilter, no
   const entries: VcrtRow[] = [];
   let total = 0;
   for (const [k, v] of crt) {
-    if ((filter.dvipa && k.daddr !== filter.dvipa) || (filter.port && k.dport !== filter.port) || (filter.client && k.saddr !== filter.client)) continue;
+    if (
+      (filter.dvipa && k.daddr !== filter.dvipa) ||
+      (filter.port && k.dport !== filter.port) ||
+      (filter.client && k.saddr !== filter.client)
+    )
+      continue;
     total++;
     if (entries.length >= limit) continue;
     entries.push({
-      dvipa: k.daddr, port: k.dport, protocol: protocolName(k.proto), client: k.saddr, clientPort: k.sport, target: v.target,
-      origin: ORIGIN[v.origin] ?? 'newconn', ageS: v.createdNs ? Math.max(0, Math.round(Number(nowNs - v.createdNs) / 1e9)) : 0,
+      dvipa: k.daddr,
+      port: k.dport,
+      protocol: protocolName(k.proto),
+      client: k.saddr,
+      clientPort: k.sport,
+      target: v.target,
+      origin: ORIGIN[v.origin] ?? 'newconn',
+      ageS: v.createdNs ? Math.max(0, Math.round(Number(nowNs - v.createdNs) / 1e9)) : 0,
     });
   }
   return { entries, total, truncated: total > entries.length };
@@ -88,7 +142,11 @@ export function vipadynRow({ me, dvipa, roles: rs, owned, view, since }: Vipadyn
     status,
     origin: rs.some((r) => r.kind === 'routing') ? 'VIPADEFine' : backup ? 'VIPABackup' : 'VIPA list',
     distStat: routes && target ? 'DistDest' : routes ? 'Dist' : 'Dest',
-    ...(rs.some((r) => r.kind === 'routing') ? { rank: PRIMARY_RANK } : backup?.kind === 'backup' ? { rank: backup.rank } : {}),
+    ...(rs.some((r) => r.kind === 'routing')
+      ? { rank: PRIMARY_RANK }
+      : backup?.kind === 'backup'
+        ? { rank: backup.rank }
+        : {}),
     epoch: owned?.epoch ?? 0,
     ...(view?.owner ? { owner: view.owner.node } : owned ? { owner: me } : {}),
     ...(since ? { since: new Date(since).toISOString() } : {}),

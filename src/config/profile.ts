@@ -21,13 +21,28 @@
  */
 import { LIMITS } from './settings.js';
 import {
-  ConfigError, emptyVipaDynamic, validate,
+  ConfigError,
+  emptyVipaDynamic,
+  validate,
   isEtcdUrl,
-  type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDynamic,
+  type ClusterConfig,
+  type ConfigProblem,
+  type CouplingConfig,
+  type IpsecConfig,
+  type Destination,
+  type DistMethod,
+  type NodeSpec,
+  type PortRange,
+  type VipaDynamic,
 } from './model.js';
 import { ALSO_OPERANDS, PROFILE_STATEMENTS, withoutSequenceNumber, ZOS_UNSUPPORTED, zosIpv4 } from './zos.js';
 
-interface Token { text: string; line: number; column: number; upper: string }
+interface Token {
+  text: string;
+  line: number;
+  column: number;
+  upper: string;
+}
 
 function tokenize(text: string): Token[] {
   const tokens: Token[] = [];
@@ -61,7 +76,13 @@ function spellings<T>(keywords: Array<[string, T]>): Map<string, T> {
 
 const TOP = ['CLUSTER', 'NODE', 'PEER', 'VIPADynamic'];
 const IN_BLOCK = [
-  'VIPADEFine', 'VIPABackup', 'VIPADELete', 'VIPADISTribute', 'VIPARange', 'VIPAROUTE', 'ENDVIPADynamic',
+  'VIPADEFine',
+  'VIPABackup',
+  'VIPADELete',
+  'VIPADISTribute',
+  'VIPARange',
+  'VIPAROUTE',
+  'ENDVIPADynamic',
 ];
 const UNSUPPORTED_STATEMENTS = ZOS_UNSUPPORTED.filter((k) => k.on.length === 0);
 const BLOCK_STATEMENTS = [...IN_BLOCK, ...UNSUPPORTED_STATEMENTS.map((k) => k.keyword)];
@@ -96,7 +117,10 @@ class Parser {
   /** Where each statement stands, for problems found after parsing (validate). */
   readonly places = new Map<string, { line: number; column: number }>();
 
-  constructor(private readonly tokens: Token[], private readonly opts: ParseOptions = {}) {}
+  constructor(
+    private readonly tokens: Token[],
+    private readonly opts: ParseOptions = {},
+  ) {}
 
   private peek(): Token | undefined {
     return this.tokens[this.i];
@@ -162,8 +186,15 @@ class Parser {
   private address(what = 'an IPv4 address'): string {
     const t = this.peek();
     const text = this.value(what, (x) => zosIpv4(x) !== undefined || this.ipv6Form(x));
-    return zosIpv4(text) ?? this.stop(t, `${text}: IPv6 DVIPAs (an interface name and an IPv6 address) are z/OS forms `
-      + 'dvipa does not support: its data path is IPv4', true);
+    return (
+      zosIpv4(text) ??
+      this.stop(
+        t,
+        `${text}: IPv6 DVIPAs (an interface name and an IPv6 address) are z/OS forms ` +
+          'dvipa does not support: its data path is IPv4',
+        true,
+      )
+    );
   }
 
   /** z/OS's IPv6 forms: an address, an address/prefix, or an interface name followed by one. */
@@ -174,7 +205,12 @@ class Parser {
   }
 
   private int(what: string, min: number, max: number): number {
-    return Number(this.value(`${what} (${min} to ${max})`, (text) => /^\d+$/.test(text) && Number(text) >= min && Number(text) <= max));
+    return Number(
+      this.value(
+        `${what} (${min} to ${max})`,
+        (text) => /^\d+$/.test(text) && Number(text) >= min && Number(text) <= max,
+      ),
+    );
   }
 
   private word(what: string): string {
@@ -218,7 +254,7 @@ class Parser {
         } else if (this.accept('PEER')) {
           const name = this.word('a peer name');
           this.expect('XCF');
-          cfg.peers.push({ name, xcf: this.address('the peer\'s cluster (XCF) address') });
+          cfg.peers.push({ name, xcf: this.address("the peer's cluster (XCF) address") });
         } else if (this.accept('VIPADynamic')) {
           if (!node && this.opts.importNode !== undefined) {
             node = { name: this.opts.importNode, xcf: '', internal: [], vipaDynamic: emptyVipaDynamic() };
@@ -250,7 +286,10 @@ class Parser {
     if (!(e instanceof ParseStop)) throw e;
     this.recover();
     if (e.problem.unsupported && this.opts.importNode !== undefined) {
-      const text = this.tokens.slice(start, this.i).map((t) => t.text).join(' ');
+      const text = this.tokens
+        .slice(start, this.i)
+        .map((t) => t.text)
+        .join(' ');
       this.notes.push(`line ${e.problem.line}: not carried over: ${text} (${e.problem.message})`);
     } else this.problems.push(e.problem);
   }
@@ -276,37 +315,46 @@ class Parser {
       }
     } else this.recover();
     if (this.opts.importNode === undefined) {
-      const message = `${name}${unended} is a z/OS PROFILE.TCPIP statement, not part of a dvipa configuration `
-        + '(\'dvipa config import\' takes the VIPADynamic block and the DYNAMICXCF address from a whole profile)';
+      const message =
+        `${name}${unended} is a z/OS PROFILE.TCPIP statement, not part of a dvipa configuration ` +
+        "('dvipa config import' takes the VIPADynamic block and the DYNAMICXCF address from a whole profile)";
       this.problems.push({ line: t.line, column: t.column, message });
       return;
     }
     const operands = this.tokens.slice(from, this.i);
     const xcfAt = name === 'IPCONFIG' ? operands.findIndex((x) => isKeyword(x, 'DYNAMICXCF')) : -1;
     if (xcfAt < 0) {
-      const why = name === 'INCLUDE' ? 'import the included data set too, and merge what it defines'
-        : name === 'IPCONFIG6' ? 'IPv6: dvipa\'s cluster addresses are IPv4' : 'not part of a dvipa configuration';
+      const why =
+        name === 'INCLUDE'
+          ? 'import the included data set too, and merge what it defines'
+          : name === 'IPCONFIG6'
+            ? "IPv6: dvipa's cluster addresses are IPv4"
+            : 'not part of a dvipa configuration';
       this.notes.push(`line ${t.line}: ${name}${unended} skipped (${why})`);
       return;
     }
     const x = this.tokens[from + xcfAt + 1];
     const address = x && zosIpv4(x.text.split('/')[0]);
-    if (!address) this.fail(x, 'the DYNAMICXCF address (the node\'s cluster address)');
+    if (!address) this.fail(x, "the DYNAMICXCF address (the node's cluster address)");
     this.dynamicXcf = { address, line: t.line };
-    this.notes.push(`line ${t.line}: IPCONFIG DYNAMICXCF ${address} is the node's cluster (XCF) address; `
-      + 'its other operands skipped');
+    this.notes.push(
+      `line ${t.line}: IPCONFIG DYNAMICXCF ${address} is the node's cluster (XCF) address; ` +
+        'its other operands skipped',
+    );
   }
 
   /** CLUSTER ETCD url... [LEASETTL s] [NOPREEMPT] [TAKEBACKDELAY s] */
   private coupling(): CouplingConfig {
     const c: CouplingConfig = { etcd: [] };
     const options = ['LEASETTL', 'NOPREEMPT', 'TAKEBACKDELAY'];
-    while (!this.atStatement() && !options.some((o) => isKeyword(this.peek(), o))) c.etcd.push(this.value('an etcd URL (http://host:port or https://host:port)', isEtcdUrl));
+    while (!this.atStatement() && !options.some((o) => isKeyword(this.peek(), o)))
+      c.etcd.push(this.value('an etcd URL (http://host:port or https://host:port)', isEtcdUrl));
     if (!c.etcd.length) this.fail(this.peek(), 'an etcd URL (http://host:port or https://host:port)');
     for (;;) {
       if (this.accept('LEASETTL')) c.leaseTtl = this.int('lease seconds', ...LIMITS.leaseTtl);
       else if (this.accept('NOPREEMPT')) c.nopreempt = true;
-      else if (this.accept('TAKEBACKDELAY')) c.takebackDelay = this.int('takeback delay seconds', ...LIMITS.takebackDelay);
+      else if (this.accept('TAKEBACKDELAY'))
+        c.takebackDelay = this.int('takeback delay seconds', ...LIMITS.takebackDelay);
       else if (this.atStatement()) return c;
       else this.fail(this.peek(), 'LEASETTL, NOPREEMPT, TAKEBACKDELAY or the next statement');
     }
@@ -317,7 +365,8 @@ class Parser {
     const c: IpsecConfig = {};
     for (;;) {
       if (this.accept('SEQMARGIN')) c.seqMargin = this.int('a sequence number margin', ...LIMITS.seqMargin);
-      else if (this.accept('INTERVAL')) c.interval = this.int('a record interval in milliseconds', ...LIMITS.recordInterval);
+      else if (this.accept('INTERVAL'))
+        c.interval = this.int('a record interval in milliseconds', ...LIMITS.recordInterval);
       else if (this.atStatement()) return c;
       else this.fail(this.peek(), 'SEQMARGIN, INTERVAL or the next statement');
     }
@@ -326,7 +375,7 @@ class Parser {
   private node(spec: NodeSpec): void {
     spec.name = this.word('a node name');
     this.expect('XCF');
-    spec.xcf = this.address('the node\'s cluster (XCF) address');
+    spec.xcf = this.address("the node's cluster (XCF) address");
     for (;;) {
       if (this.accept('EXTernal')) spec.external = this.word('an interface name');
       else if (this.accept('INTernal')) {
@@ -442,7 +491,7 @@ class Parser {
       else this.fail(this.peek(), 'NONDISRUPTive or DISRUPTive');
     }
     const mask = this.address('an address mask');
-    const address = this.address('the range\'s base address');
+    const address = this.address("the range's base address");
     this.end('SAF or the next statement');
     if (remove) {
       const before = v.range.length;
@@ -459,8 +508,8 @@ class Parser {
   /** VIPAROUTE [DEFINE|DELEte] xcf address: encapsulate to the target `xcf` at `address`. */
   private route(v: VipaDynamic, n: number, at: Token): void {
     const remove = !this.accept('DEFINE') && this.accept('DELEte');
-    const xcf = this.address('the target\'s cluster (XCF) address');
-    const via = this.address('the target\'s address to encapsulate to');
+    const xcf = this.address("the target's cluster (XCF) address");
+    const via = this.address("the target's address to encapsulate to");
     this.end('the next statement');
     if (!remove) {
       this.places.set(`${n}|route ${xcf}`, at);
@@ -531,7 +580,7 @@ class Parser {
     else {
       destinations = [];
       do {
-        const d: Destination = { xcf: this.address('ALL or a target\'s cluster (XCF) address') };
+        const d: Destination = { xcf: this.address("ALL or a target's cluster (XCF) address") };
         if (this.accept('WEIGHT')) d.weight = this.int('a weight', ...LIMITS.weight);
         else if (this.accept('PREFerred')) d.role = 'preferred';
         else if (this.accept('BACKup')) {
@@ -560,23 +609,39 @@ function check(p: Parser, cfg: ClusterConfig, file: string): void {
   const at = (n: number, what: string) =>
     p.places.get(`${n}|${what}`) ?? p.places.get(`${n}|node`) ?? { line: 1, column: 1 };
   // Without the `unsupported` mark: a ConfigError's problems are places and messages.
-  const problems = [...p.problems, ...validate(cfg, at)]
-    .map(({ line, column, message }) => ({ line, column, message }));
-  if (problems.length) throw new ConfigError(file, problems.sort((a, b) => a.line - b.line || a.column - b.column));
+  const problems = [...p.problems, ...validate(cfg, at)].map(({ line, column, message }) => ({
+    line,
+    column,
+    message,
+  }));
+  if (problems.length)
+    throw new ConfigError(
+      file,
+      problems.sort((a, b) => a.line - b.line || a.column - b.column),
+    );
 }
 
 /** Parses and validates; throws ConfigError listing every problem. */
 export function parseProfile(text: string, file = '<profile>'): ClusterConfig {
   const p = new Parser(tokenize(text));
   const cfg = p.parse();
-  if (cfg.nodes.length === 0 && p.problems.length === 0) p.problems.push({ line: 1, column: 1, message: 'expected at least one NODE statement (NODE name XCF address)' });
+  if (cfg.nodes.length === 0 && p.problems.length === 0)
+    p.problems.push({ line: 1, column: 1, message: 'expected at least one NODE statement (NODE name XCF address)' });
   check(p, cfg, file);
   return cfg;
 }
 
-export interface ImportedProfile { config: ClusterConfig; notes: string[] }
+export interface ImportedProfile {
+  config: ClusterConfig;
+  notes: string[];
+}
 
-export interface ProfileToImport { text: string; file: string; node: string; xcf?: string }
+export interface ProfileToImport {
+  text: string;
+  file: string;
+  node: string;
+  xcf?: string;
+}
 
 /**
  * Whole z/OS PROFILE.TCPIPs, one per node: each profile's VIPADynamic blocks, its cluster
@@ -592,7 +657,7 @@ export function importProfiles(profiles: ProfileToImport[]): ImportedProfile {
     if (!p.places.has('0|node')) p.notes.push('no VIPADynamic block in the profile');
     node.xcf = x.xcf ?? p.dynamicXcf?.address ?? '';
     if (!node.xcf) {
-      const message = 'no IPCONFIG DYNAMICXCF address in the profile: give the node\'s cluster address (--xcf)';
+      const message = "no IPCONFIG DYNAMICXCF address in the profile: give the node's cluster address (--xcf)";
       p.problems.push({ line: 1, column: 1, message });
     }
     notes.push(...p.notes.map((n) => (profiles.length > 1 ? `${x.file} ${n}` : n)));
@@ -600,8 +665,10 @@ export function importProfiles(profiles: ProfileToImport[]): ImportedProfile {
     return { p, file: x.file };
   });
   const nodes = new Set(config.nodes.map((n) => n.xcf));
-  const targets = config.nodes.flatMap((n) => n.vipaDynamic.distribute)
-    .flatMap((d) => (d.destinations === 'all' ? [] : d.destinations)).map((x) => x.xcf);
+  const targets = config.nodes
+    .flatMap((n) => n.vipaDynamic.distribute)
+    .flatMap((d) => (d.destinations === 'all' ? [] : d.destinations))
+    .map((x) => x.xcf);
   for (const xcf of new Set(targets)) {
     if (!nodes.has(xcf)) config.peers.push({ name: `stack-${xcf.replace(/\./g, '-')}`, xcf });
   }
@@ -617,9 +684,12 @@ export function importProfiles(profiles: ProfileToImport[]): ImportedProfile {
   const problems = [...own, ...validate(config, at)];
   if (problems.length) {
     const order = (f?: string) => profiles.findIndex((x) => x.file === f);
-    throw new ConfigError(profiles[0]?.file ?? '<profile>', problems
-      .map(({ file, line, column, message }) => ({ file, line, column, message }))
-      .sort((a, b) => order(a.file) - order(b.file) || a.line - b.line || a.column - b.column));
+    throw new ConfigError(
+      profiles[0]?.file ?? '<profile>',
+      problems
+        .map(({ file, line, column, message }) => ({ file, line, column, message }))
+        .sort((a, b) => order(a.file) - order(b.file) || a.line - b.line || a.column - b.column),
+    );
   }
   return { config, notes };
 }

@@ -7,7 +7,10 @@ import * as fs from 'node:fs';
 import { DvipaError, EXIT } from '../errors.js';
 
 export class SecretFileError extends DvipaError {
-  constructor(readonly file: string, message: string) {
+  constructor(
+    readonly file: string,
+    message: string,
+  ) {
     super(`${file}: ${message}`, EXIT.usage);
   }
 }

@@ -95,7 +95,10 @@ export interface AgentSettings {
 }
 
 /** What a file says, where the agent's settings come from. */
-export interface AgentFileSettings { coupling?: CouplingConfig; ipsec?: IpsecConfig }
+export interface AgentFileSettings {
+  coupling?: CouplingConfig;
+  ipsec?: IpsecConfig;
+}
 
 /**
  * The agent's settings: each flag over the file over the default, checked against LIMITS
@@ -103,26 +106,56 @@ export interface AgentFileSettings { coupling?: CouplingConfig; ipsec?: IpsecCon
  * or any IPsec flag.
  */
 export function resolveAgentSettings(file: AgentFileSettings, flags: AgentFlags): AgentSettings {
-  const pick = (name: Limited, flag: string, given: number | undefined, fromFile: number | undefined, dflt: number): number => {
+  const pick = (
+    name: Limited,
+    flag: string,
+    given: number | undefined,
+    fromFile: number | undefined,
+    dflt: number,
+  ): number => {
     const v = given ?? fromFile ?? dflt;
-    if (!withinLimits(name, v)) throw new SettingError(`--${flag} must be a whole number from ${LIMITS[name][0]} to ${LIMITS[name][1]}`);
+    if (!withinLimits(name, v))
+      throw new SettingError(`--${flag} must be a whole number from ${LIMITS[name][0]} to ${LIMITS[name][1]}`);
     return v;
   };
   const c = file.coupling;
-  const ipsecOn = file.ipsec !== undefined || flags.ipsecSeqMargin !== undefined || flags.ipsecInterval !== undefined
-    || !!flags.ipsecVici;
+  const ipsecOn =
+    file.ipsec !== undefined ||
+    flags.ipsecSeqMargin !== undefined ||
+    flags.ipsecInterval !== undefined ||
+    !!flags.ipsecVici;
   return {
     leaseTtlSec: pick('leaseTtl', 'lease-ttl', flags.leaseTtl, c?.leaseTtl, DEFAULTS.leaseTtl),
-    takebackDelaySec: pick('takebackDelay', 'takeback-delay', flags.takebackDelay, c?.takebackDelay, DEFAULTS.takebackDelay),
+    takebackDelaySec: pick(
+      'takebackDelay',
+      'takeback-delay',
+      flags.takebackDelay,
+      c?.takebackDelay,
+      DEFAULTS.takebackDelay,
+    ),
     nopreempt: flags.nopreempt ?? c?.nopreempt ?? DEFAULTS.nopreempt,
     restartGraceSec: pick('restartGrace', 'restart-grace', flags.restartGrace, undefined, DEFAULTS.restartGrace),
-    ...(ipsecOn ? {
-      ipsec: {
-        seqMargin: pick('seqMargin', 'ipsec-seq-margin', flags.ipsecSeqMargin, file.ipsec?.seqMargin, DEFAULTS.seqMargin),
-        intervalMs: pick('recordInterval', 'ipsec-interval', flags.ipsecInterval, file.ipsec?.interval, DEFAULTS.recordInterval),
-        ...(flags.ipsecVici ? { vici: flags.ipsecVici } : {}),
-      },
-    } : {}),
+    ...(ipsecOn
+      ? {
+          ipsec: {
+            seqMargin: pick(
+              'seqMargin',
+              'ipsec-seq-margin',
+              flags.ipsecSeqMargin,
+              file.ipsec?.seqMargin,
+              DEFAULTS.seqMargin,
+            ),
+            intervalMs: pick(
+              'recordInterval',
+              'ipsec-interval',
+              flags.ipsecInterval,
+              file.ipsec?.interval,
+              DEFAULTS.recordInterval,
+            ),
+            ...(flags.ipsecVici ? { vici: flags.ipsecVici } : {}),
+          },
+        }
+      : {}),
     port: pick('port', 'port', flags.port, undefined, DEFAULTS.port),
     scanMs: pick('scanMs', 'scan-ms', flags.scanMs, undefined, DEFAULTS.scanMs),
     readyTargets: pick('readyTargets', 'ready-targets', flags.readyTargets, undefined, DEFAULTS.readyTargets),

@@ -8,8 +8,19 @@ import { DEFAULTS, LIMITS } from './settings.js';
 import { isMap, isSeq, LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
 import { parseIpv4 } from '../net/addr.js';
 import {
-  ConfigError, emptyVipaDynamic, isEtcdUrl, validate,
-  type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
+  ConfigError,
+  emptyVipaDynamic,
+  isEtcdUrl,
+  validate,
+  type ClusterConfig,
+  type ConfigProblem,
+  type CouplingConfig,
+  type IpsecConfig,
+  type Destination,
+  type DistMethod,
+  type NodeSpec,
+  type PortRange,
+  type VipaDistribute,
 } from './model.js';
 import { zosIpv4 } from './zos.js';
 
@@ -19,7 +30,10 @@ class Reader {
   readonly problems: ConfigProblem[] = [];
   readonly places = new Map<string, { line: number; column: number }>();
 
-  constructor(private readonly lines: LineCounter, private readonly root: YamlNode | null) {}
+  constructor(
+    private readonly lines: LineCounter,
+    private readonly root: YamlNode | null,
+  ) {}
 
   /** Position of the YAML node at `path` (or of its nearest existing parent). */
   pos(path: Array<string | number>): { line: number; column: number } {
@@ -52,9 +66,11 @@ class Reader {
   }
 
   keys(v: Json, path: Array<string | number>, allowed: string[]): v is Record<string, Json> {
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) return !!this.bad(path, `expected a mapping with ${allowed.join(', ')}`);
+    if (typeof v !== 'object' || v === null || Array.isArray(v))
+      return !!this.bad(path, `expected a mapping with ${allowed.join(', ')}`);
     for (const k of Object.keys(v)) {
-      if (!allowed.includes(k)) this.bad([...path, k], `unknown key (expected ${allowed.join(', ')})`, this.keyPos(path, k));
+      if (!allowed.includes(k))
+        this.bad([...path, k], `unknown key (expected ${allowed.join(', ')})`, this.keyPos(path, k));
     }
     return true;
   }
@@ -66,7 +82,8 @@ class Reader {
     } catch {
       const plain = typeof v === 'string' ? zosIpv4(v) : undefined;
       // The z/OS language reads leading zeros as decimal; YAML takes the plain form only.
-      if (plain) return this.bad(path, `expected an IPv4 address without leading zeros: ${plain}, found ${JSON.stringify(v)}`);
+      if (plain)
+        return this.bad(path, `expected an IPv4 address without leading zeros: ${plain}, found ${JSON.stringify(v)}`);
       return this.bad(path, `expected an IPv4 address, found ${JSON.stringify(v)}`);
     }
   }
@@ -81,7 +98,9 @@ class Reader {
   }
 
   oneOf<T extends string>(v: Json, path: Array<string | number>, choices: readonly T[]): T | undefined {
-    return choices.includes(v as T) ? (v as T) : this.bad(path, `expected one of ${choices.join(', ')}, found ${JSON.stringify(v)}`);
+    return choices.includes(v as T)
+      ? (v as T)
+      : this.bad(path, `expected one of ${choices.join(', ')}, found ${JSON.stringify(v)}`);
   }
 
   list(v: Json, path: Array<string | number>): Json[] {
@@ -95,7 +114,8 @@ class Reader {
     const cfg: ClusterConfig = { nodes: [], peers: [] };
     if (!this.keys(doc, [], ['keyFile', 'identities', 'coupling', 'ipsec', 'nodes', 'peers'])) return cfg;
     if (doc.keyFile !== undefined) cfg.keyFile = this.str(doc.keyFile, ['keyFile'], 'a key file path');
-    if (doc.identities !== undefined) cfg.identities = this.str(doc.identities, ['identities'], 'a directory of node keys');
+    if (doc.identities !== undefined)
+      cfg.identities = this.str(doc.identities, ['identities'], 'a directory of node keys');
     if (doc.coupling !== undefined) cfg.coupling = this.coupling(doc.coupling);
     if (doc.ipsec !== undefined) cfg.ipsec = this.ipsec(doc.ipsec);
     this.list(doc.peers, ['peers']).forEach((p, i) => {
@@ -116,12 +136,19 @@ class Reader {
   coupling(c: Json): CouplingConfig | undefined {
     const at = ['coupling'];
     if (!this.keys(c, at, ['etcd', 'leaseTtl', 'nopreempt', 'takebackDelay'])) return undefined;
-    const etcd = this.list(c.etcd, [...at, 'etcd']).map((u, i) => (typeof u === 'string' && isEtcdUrl(u) ? u : this.bad([...at, 'etcd', i], 'expected an etcd URL (http://host:port or https://host:port)')));
+    const etcd = this.list(c.etcd, [...at, 'etcd']).map((u, i) =>
+      typeof u === 'string' && isEtcdUrl(u)
+        ? u
+        : this.bad([...at, 'etcd', i], 'expected an etcd URL (http://host:port or https://host:port)'),
+    );
     if (!etcd.length) this.bad([...at, 'etcd'], 'expected at least one etcd URL');
     const out: CouplingConfig = { etcd: etcd.filter((u): u is string => u !== undefined) };
     if (c.leaseTtl !== undefined) out.leaseTtl = this.int(c.leaseTtl, [...at, 'leaseTtl'], ...LIMITS.leaseTtl);
-    if (c.nopreempt !== undefined) out.nopreempt = typeof c.nopreempt === 'boolean' ? c.nopreempt : this.bad([...at, 'nopreempt'], 'expected true or false');
-    if (c.takebackDelay !== undefined) out.takebackDelay = this.int(c.takebackDelay, [...at, 'takebackDelay'], ...LIMITS.takebackDelay);
+    if (c.nopreempt !== undefined)
+      out.nopreempt =
+        typeof c.nopreempt === 'boolean' ? c.nopreempt : this.bad([...at, 'nopreempt'], 'expected true or false');
+    if (c.takebackDelay !== undefined)
+      out.takebackDelay = this.int(c.takebackDelay, [...at, 'takebackDelay'], ...LIMITS.takebackDelay);
     return out;
   }
 
@@ -154,7 +181,10 @@ class Reader {
       if (!this.keys(d, p, ['address', 'mask', 'moveable'])) return;
       const address = this.address(d.address, [...p, 'address']);
       const mask = this.address(d.mask, [...p, 'mask']);
-      const moveable = d.moveable === undefined ? 'immediate' : this.oneOf(d.moveable, [...p, 'moveable'], ['immediate', 'whenidle', 'disruptive'] as const);
+      const moveable =
+        d.moveable === undefined
+          ? 'immediate'
+          : this.oneOf(d.moveable, [...p, 'moveable'], ['immediate', 'whenidle', 'disruptive'] as const);
       if (address && mask && moveable) {
         this.places.set(`${index}|define ${address}`, this.pos(p));
         v.define.push({ address, mask, moveable });
@@ -165,7 +195,10 @@ class Reader {
       if (!this.keys(b, p, ['address', 'rank', 'moveable', 'mask'])) return;
       const address = this.address(b.address, [...p, 'address']);
       const rank = b.rank === undefined ? DEFAULTS.rank : this.int(b.rank, [...p, 'rank'], ...LIMITS.rank);
-      const moveable = b.moveable === undefined ? undefined : this.oneOf(b.moveable, [...p, 'moveable'], ['immediate', 'whenidle'] as const);
+      const moveable =
+        b.moveable === undefined
+          ? undefined
+          : this.oneOf(b.moveable, [...p, 'moveable'], ['immediate', 'whenidle'] as const);
       const mask = b.mask === undefined ? undefined : this.address(b.mask, [...p, 'mask']);
       if ((moveable === undefined) !== (mask === undefined)) this.bad(p, 'moveable and mask go together');
       if (address && rank) {
@@ -185,7 +218,10 @@ class Reader {
       if (!this.keys(r, p, ['address', 'mask', 'moveable'])) return;
       const address = this.address(r.address, [...p, 'address']);
       const mask = this.address(r.mask, [...p, 'mask']);
-      const moveable = r.moveable === undefined ? 'nondisruptive' : this.oneOf(r.moveable, [...p, 'moveable'], ['nondisruptive', 'disruptive'] as const);
+      const moveable =
+        r.moveable === undefined
+          ? 'nondisruptive'
+          : this.oneOf(r.moveable, [...p, 'moveable'], ['nondisruptive', 'disruptive'] as const);
       if (address && mask && moveable) {
         this.places.set(`${index}|range ${address}`, this.pos(p));
         v.range.push({ address, mask, moveable });
@@ -213,7 +249,8 @@ class Reader {
         const m = /^(\d+)(?:-(\d+))?$/.exec(String(x));
         const from = Number(m?.[1]);
         const to = Number(m?.[2] ?? m?.[1]);
-        if (!m || from < 1 || to > 65535 || from > to) this.bad([...p, 'ports', i], `expected a port (1 to 65535) or "from-to", found ${JSON.stringify(x)}`);
+        if (!m || from < 1 || to > 65535 || from > to)
+          this.bad([...p, 'ports', i], `expected a port (1 to 65535) or "from-to", found ${JSON.stringify(x)}`);
         else (ports as PortRange[]).push({ from, to });
       });
     }
@@ -229,13 +266,17 @@ class Reader {
         const xcf = this.address(spec.xcf, [...at, 'xcf']);
         const dest: Destination = { xcf: xcf ?? '' };
         if (spec.weight !== undefined) dest.weight = this.int(spec.weight, [...at, 'weight'], ...LIMITS.weight);
-        if (spec.role !== undefined) dest.role = this.oneOf(spec.role, [...at, 'role'], ['preferred', 'backup'] as const);
+        if (spec.role !== undefined)
+          dest.role = this.oneOf(spec.role, [...at, 'role'], ['preferred', 'backup'] as const);
         if (spec.rank !== undefined) dest.rank = this.int(spec.rank, [...at, 'rank'], ...LIMITS.rank);
         if (xcf) (destinations as Destination[]).push(dest);
       });
     }
     const method = this.method(d.method ?? 'roundrobin', [...p, 'method']);
-    const timedAffinity = d.timedAffinity === undefined ? DEFAULTS.timedAffinity : this.int(d.timedAffinity, [...p, 'timedAffinity'], ...LIMITS.timedAffinity);
+    const timedAffinity =
+      d.timedAffinity === undefined
+        ? DEFAULTS.timedAffinity
+        : this.int(d.timedAffinity, [...p, 'timedAffinity'], ...LIMITS.timedAffinity);
     if (!address || !method || timedAffinity === undefined) return undefined;
     return { address, ports, destinations, method, timedAffinity };
   }
@@ -265,15 +306,25 @@ export function parseYamlConfig(text: string, file = '<yaml>'): ClusterConfig {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   if (doc.errors.length) {
-    throw new ConfigError(file, doc.errors.map((e) => {
-      const p = lines.linePos(e.pos[0]);
-      return { line: p.line, column: p.col, message: e.message.split('\n')[0] };
-    }));
+    throw new ConfigError(
+      file,
+      doc.errors.map((e) => {
+        const p = lines.linePos(e.pos[0]);
+        return { line: p.line, column: p.col, message: e.message.split('\n')[0] };
+      }),
+    );
   }
   const r = new Reader(lines, doc.contents);
   const cfg = r.cluster(doc.toJS());
-  const problems = [...r.problems, ...validate(cfg, (n, what) => r.places.get(`${n}|${what}`) ?? r.places.get(`${n}|node`) ?? { line: 1, column: 1 })];
-  if (problems.length) throw new ConfigError(file, problems.sort((a, b) => a.line - b.line || a.column - b.column));
+  const problems = [
+    ...r.problems,
+    ...validate(cfg, (n, what) => r.places.get(`${n}|${what}`) ?? r.places.get(`${n}|node`) ?? { line: 1, column: 1 }),
+  ];
+  if (problems.length)
+    throw new ConfigError(
+      file,
+      problems.sort((a, b) => a.line - b.line || a.column - b.column),
+    );
   return cfg;
 }
 
@@ -293,15 +344,20 @@ export function formatYamlConfig(cfg: ClusterConfig): string {
     vipaDynamic: {
       ...(n.vipaDynamic.define.length ? { define: n.vipaDynamic.define } : {}),
       ...(n.vipaDynamic.backup.length ? { backup: n.vipaDynamic.backup } : {}),
-      ...(n.vipaDynamic.distribute.length ? {
-        distribute: n.vipaDynamic.distribute.map((d) => ({
-          address: d.address,
-          ...(d.ports === 'all' ? {} : { ports: d.ports.map((r) => (r.from === r.to ? r.from : `${r.from}-${r.to}`)) }),
-          destinations: d.destinations === 'all' ? 'all' : d.destinations.map((x) => (Object.keys(x).length === 1 ? x.xcf : x)),
-          method: d.method.name === 'hotstandby' ? d.method : d.method.name,
-          ...(d.timedAffinity ? { timedAffinity: d.timedAffinity } : {}),
-        })),
-      } : {}),
+      ...(n.vipaDynamic.distribute.length
+        ? {
+            distribute: n.vipaDynamic.distribute.map((d) => ({
+              address: d.address,
+              ...(d.ports === 'all'
+                ? {}
+                : { ports: d.ports.map((r) => (r.from === r.to ? r.from : `${r.from}-${r.to}`)) }),
+              destinations:
+                d.destinations === 'all' ? 'all' : d.destinations.map((x) => (Object.keys(x).length === 1 ? x.xcf : x)),
+              method: d.method.name === 'hotstandby' ? d.method : d.method.name,
+              ...(d.timedAffinity ? { timedAffinity: d.timedAffinity } : {}),
+            })),
+          }
+        : {}),
       ...(n.vipaDynamic.range.length ? { range: n.vipaDynamic.range } : {}),
       ...(n.vipaDynamic.route?.length ? { route: n.vipaDynamic.route } : {}),
     },

@@ -6,7 +6,11 @@
  */
 
 /** One z/OS keyword dvipa rejects by name: where z/OS accepts it, and why dvipa does not. */
-export interface ZosKeyword { keyword: string; on: string[]; why: string }
+export interface ZosKeyword {
+  keyword: string;
+  on: string[];
+  why: string;
+}
 
 const DIST = 'VIPADISTribute';
 const DEF = 'VIPADEFine';
@@ -21,15 +25,25 @@ export const ZOS_UNSUPPORTED: readonly ZosKeyword[] = [
   { keyword: 'CPCSCOPE', on: [DEF, BAK], why: 'a DVIPA bound to one CPC (central processor complex): none on Linux' },
   { keyword: 'GRE', on: [DIST], why: 'tier 1 distribution to non-z/OS targets; dvipa encapsulates in IPIP' },
   { keyword: 'ENCAP', on: [DIST], why: 'tier 1 distribution to non-z/OS targets; dvipa encapsulates in IPIP' },
-  { keyword: 'CONTROLPORT', on: [DIST], why: 'the DataPower distributor agent\'s port; dvipa agents use their own' },
+  { keyword: 'CONTROLPORT', on: [DIST], why: "the DataPower distributor agent's port; dvipa agents use their own" },
   { keyword: 'TARGCONTROLLED', on: [DIST], why: 'weights from DataPower tier 1 targets; SERVERWLM with load reports' },
   { keyword: 'PROCTYPE', on: [DIST], why: 'BASEWLM processor proportions (CP, zAAP, zIIP) come from z/OS WLM' },
   { keyword: 'PROCXCOST', on: [DIST], why: 'SERVERWLM zAAP/zIIP crossover cost comes from z/OS WLM' },
   { keyword: 'ILWEIGHTING', on: [DIST], why: 'SERVERWLM importance-level weighting comes from z/OS WLM' },
-  { keyword: 'OPTLOCAL', on: [DIST], why: 'a client\'s own stack keeping its connections when it is a target needs '
-    + 'a choice in the socket layer dvipa does not make (a routing node serves its own share anyway); see docs/zos.md' },
-  { keyword: 'SYSPLEXPorts', on: [DIST], why: 'ephemeral ports unique across the sysplex need a sysplex-wide port '
-    + 'assignment (the EZBEPORT structure) dvipa does not have' },
+  {
+    keyword: 'OPTLOCAL',
+    on: [DIST],
+    why:
+      "a client's own stack keeping its connections when it is a target needs " +
+      'a choice in the socket layer dvipa does not make (a routing node serves its own share anyway); see docs/zos.md',
+  },
+  {
+    keyword: 'SYSPLEXPorts',
+    on: [DIST],
+    why:
+      'ephemeral ports unique across the sysplex need a sysplex-wide port ' +
+      'assignment (the EZBEPORT structure) dvipa does not have',
+  },
   { keyword: 'SAF', on: ['VIPARange'], why: 'the RACF SERVAUTH resource guarding binds in a range; Linux has no SAF' },
 ];
 
@@ -39,15 +53,42 @@ export const ZOS_UNSUPPORTED: readonly ZosKeyword[] = [
  * that runs to that keyword.
  */
 export const PROFILE_STATEMENTS: ReadonlyArray<{ name: string; end?: string }> = [
-  { name: 'ARPAGE' }, { name: 'ATMARPSV' }, { name: 'ATMLIS' }, { name: 'ATMPVC' },
-  { name: 'AUTOLog', end: 'ENDAUTOLog' }, { name: 'BEGINROUTES', end: 'ENDROUTES' },
-  { name: 'BSDROUTINGPARMS', end: 'ENDBSDROUTINGPARMS' }, { name: 'DATASETPREFIX' }, { name: 'DEFADDRTABLE' },
-  { name: 'DELETE' }, { name: 'DEVice' }, { name: 'GATEWAY' }, { name: 'GLOBALCONFig' }, { name: 'HOME' },
-  { name: 'INCLUDE' }, { name: 'INTERFACE' }, { name: 'IPCONFIG' }, { name: 'IPCONFIG6' },
-  { name: 'IPSEC', end: 'ENDIPSEC' }, { name: 'ITRACE' }, { name: 'LINK' }, { name: 'NETACCESS', end: 'ENDNETACCESS' },
-  { name: 'NETMONITOR' }, { name: 'PKTTRACE' }, { name: 'PORT' }, { name: 'PORTRANGE' }, { name: 'PRIMARYINTERFACE' },
-  { name: 'SACONFIG' }, { name: 'SMFCONFIG' }, { name: 'SMFPARMS' }, { name: 'SOMAXCONN' },
-  { name: 'SRCIP', end: 'ENDSRCIP' }, { name: 'START' }, { name: 'STOP' }, { name: 'TCPCONFIG' }, { name: 'TRANSLATE' },
+  { name: 'ARPAGE' },
+  { name: 'ATMARPSV' },
+  { name: 'ATMLIS' },
+  { name: 'ATMPVC' },
+  { name: 'AUTOLog', end: 'ENDAUTOLog' },
+  { name: 'BEGINROUTES', end: 'ENDROUTES' },
+  { name: 'BSDROUTINGPARMS', end: 'ENDBSDROUTINGPARMS' },
+  { name: 'DATASETPREFIX' },
+  { name: 'DEFADDRTABLE' },
+  { name: 'DELETE' },
+  { name: 'DEVice' },
+  { name: 'GATEWAY' },
+  { name: 'GLOBALCONFig' },
+  { name: 'HOME' },
+  { name: 'INCLUDE' },
+  { name: 'INTERFACE' },
+  { name: 'IPCONFIG' },
+  { name: 'IPCONFIG6' },
+  { name: 'IPSEC', end: 'ENDIPSEC' },
+  { name: 'ITRACE' },
+  { name: 'LINK' },
+  { name: 'NETACCESS', end: 'ENDNETACCESS' },
+  { name: 'NETMONITOR' },
+  { name: 'PKTTRACE' },
+  { name: 'PORT' },
+  { name: 'PORTRANGE' },
+  { name: 'PRIMARYINTERFACE' },
+  { name: 'SACONFIG' },
+  { name: 'SMFCONFIG' },
+  { name: 'SMFPARMS' },
+  { name: 'SOMAXCONN' },
+  { name: 'SRCIP', end: 'ENDSRCIP' },
+  { name: 'START' },
+  { name: 'STOP' },
+  { name: 'TCPCONFIG' },
+  { name: 'TRANSLATE' },
   { name: 'UDPCONFIG' },
 ];
 

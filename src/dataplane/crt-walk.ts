@@ -11,10 +11,23 @@ import { BpfMap } from './map.js';
 import { crtEntry, flow, type CrtEntry } from './structs.js';
 import type { Flow } from '../net/flow.js';
 
-export interface CrtFilter { dvipa?: string; port?: number; client?: string }
+export interface CrtFilter {
+  dvipa?: string;
+  port?: number;
+  client?: string;
+}
 
-interface Request { id: number; filter: CrtFilter; limit: number }
-interface Answer { id: number; total: number; entries: Array<[Flow, CrtEntry]>; error?: string }
+interface Request {
+  id: number;
+  filter: CrtFilter;
+  limit: number;
+}
+interface Answer {
+  id: number;
+  total: number;
+  entries: Array<[Flow, CrtEntry]>;
+  error?: string;
+}
 
 function walk(crt: BpfMap<Flow, CrtEntry>, { id, filter, limit }: Request): Answer {
   const entries: Array<[Flow, CrtEntry]> = [];

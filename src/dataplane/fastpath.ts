@@ -13,11 +13,39 @@ import { SyscallError } from '../kernel/errors.js';
 import { inNetnsAt } from '../kernel/netns.js';
 import { BpfMap, BPF_ANY, PerCpuArray, PerCpuHash } from './map.js';
 import {
-  addr, affinity, affinityKey, CRT_DEFAULT_ENTRIES, crtEntry, FIB_RESULTS, flow, MAX_SERVICES, MAX_TARGETS,
-  nodeConfig, REASONS, resolve, servedStats, svc, svcKey, svcStats, targetEntry, targetStats, u32, u64, u8,
+  addr,
+  affinity,
+  affinityKey,
+  CRT_DEFAULT_ENTRIES,
+  crtEntry,
+  FIB_RESULTS,
+  flow,
+  MAX_SERVICES,
+  MAX_TARGETS,
+  nodeConfig,
+  REASONS,
+  resolve,
+  servedStats,
+  svc,
+  svcKey,
+  svcStats,
+  targetEntry,
+  targetStats,
+  u32,
+  u64,
+  u8,
 } from './structs.js';
 import type {
-  Affinity, AffinityKey, CrtEntry, NodeConfig, Reason, ServedStats, SvcKey, SvcStats, TargetEntry, TargetStats,
+  Affinity,
+  AffinityKey,
+  CrtEntry,
+  NodeConfig,
+  Reason,
+  ServedStats,
+  SvcKey,
+  SvcStats,
+  TargetEntry,
+  TargetStats,
 } from './structs.js';
 import { runXdp } from './testrun.js';
 import { attachXdp, detachXdp, listLinks } from './xdp.js';
@@ -55,7 +83,13 @@ export interface FastPathOptions {
 
 /** A target's next hop as the control plane resolved it. */
 export interface TargetNexthop {
-  addr: string; svcId: number; index: number; resolved: boolean; ifindex: number; dmac: string; mtu: number;
+  addr: string;
+  svcId: number;
+  index: number;
+  resolved: boolean;
+  ifindex: number;
+  dmac: string;
+  mtu: number;
 }
 
 function keyOf(s: Service): SvcKey {
@@ -114,7 +148,12 @@ export class FastPath {
   private readonly objects: Map<Role, BpfObject>;
   private readonly log: Logger;
 
-  private constructor(readonly pinRoot: string, objects: Map<Role, BpfObject>, logger: Logger, netnsPath?: string) {
+  private constructor(
+    readonly pinRoot: string,
+    objects: Map<Role, BpfObject>,
+    logger: Logger,
+    netnsPath?: string,
+  ) {
     this.objects = objects;
     this.log = logger;
     this.netnsPath = netnsPath;
@@ -134,15 +173,26 @@ export class FastPath {
     this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
     this.txPorts = new BpfMap('tx_ports', fd('tx_ports'), u32, u32);
     this.targets = new BpfMap('targets', fd('targets'), u32, targetEntry);
-    this.targetStats = new PerCpuArray('target_stats', fd('target_stats'), targetStats,
-      (a, b) => ({ conns: a.conns + b.conns, packets: a.packets + b.packets, bytes: a.bytes + b.bytes }));
+    this.targetStats = new PerCpuArray('target_stats', fd('target_stats'), targetStats, (a, b) => ({
+      conns: a.conns + b.conns,
+      packets: a.packets + b.packets,
+      bytes: a.bytes + b.bytes,
+    }));
     this.affinity = new BpfMap('affinity', fd('affinity'), affinityKey, affinity);
     this.svcStats = new PerCpuArray('svc_stats', fd('svc_stats'), svcStats, addStats);
-    this.servedStats = new PerCpuHash('served_stats', target.mapFd('served_stats'), svcKey, servedStats, (a, b) => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes }));
-    this.reasons = new PerCpuArray('reasons', fd('reasons'), { size: 8, decode: (b, o) => ({ v: u64.decode(b, o) }) },
-      (a, b) => ({ v: a.v + b.v }));
+    this.servedStats = new PerCpuHash('served_stats', target.mapFd('served_stats'), svcKey, servedStats, (a, b) => ({
+      packets: a.packets + b.packets,
+      bytes: a.bytes + b.bytes,
+    }));
+    this.reasons = new PerCpuArray(
+      'reasons',
+      fd('reasons'),
+      { size: 8, decode: (b, o) => ({ v: u64.decode(b, o) }) },
+      (a, b) => ({ v: a.v + b.v }),
+    );
     this.maglev = mapRef('maglev', fd('maglev'));
-    for (const [i, t] of this.targets.entries()) if (t.addr !== '0.0.0.0') this.targetIndex.set(`${t.svcId}|${t.addr}`, i);
+    for (const [i, t] of this.targets.entries())
+      if (t.addr !== '0.0.0.0') this.targetIndex.set(`${t.svcId}|${t.addr}`, i);
   }
 
   /**
@@ -178,7 +228,13 @@ export class FastPath {
   /** Node-wide settings: the cluster address is the outer source of encapsulated packets. */
   configure(c: { clusterAddr: string; enabled?: boolean }): void {
     const old = this.config.get(0);
-    this.config.set(0, { extIfindex: 0, extMac: NO_MAC, ...old, clusterAddr: c.clusterAddr, enabled: c.enabled === false ? 0 : 1 });
+    this.config.set(0, {
+      extIfindex: 0,
+      extMac: NO_MAC,
+      ...old,
+      clusterAddr: c.clusterAddr,
+      enabled: c.enabled === false ? 0 : 1,
+    });
   }
 
   nodeConfig(): NodeConfig {
@@ -202,7 +258,8 @@ export class FastPath {
    */
   setTargets(s: Service, targets: readonly Target[], opts: { affinitySec?: number } = {}): number {
     const affinityS = opts.affinitySec ?? 0;
-    if (!Number.isInteger(affinityS) || affinityS < 0 || affinityS > 99999) throw new RangeError(`affinity ${affinityS}: expected whole seconds from 0 to 99999`);
+    if (!Number.isInteger(affinityS) || affinityS < 0 || affinityS > 99999)
+      throw new RangeError(`affinity ${affinityS}: expected whole seconds from 0 to 99999`);
     const table = buildMaglev([...targets]);
     let id = this.serviceId(s);
     const isNew = id === undefined;
@@ -233,7 +290,9 @@ export class FastPath {
     }
     this.services.set(keyOf(s), { id: id!, affinityS });
     const live = new Set(targets.filter((t) => t.weight > 0).map((t) => t.addr));
-    const stale = [...this.affinity.entries()].filter(([k, v]) => k.svcId === id && (affinityS === 0 || !live.has(v.target))).map(([k]) => k);
+    const stale = [...this.affinity.entries()]
+      .filter(([k, v]) => k.svcId === id && (affinityS === 0 || !live.has(v.target)))
+      .map(([k]) => k);
     if (stale.length) this.affinity.deleteBatch(stale);
     this.log.debug({ service: serviceName(s), targets }, 'targets set');
     return id!;
@@ -273,7 +332,15 @@ export class FastPath {
   nexthops(): TargetNexthop[] {
     return [...this.targetIndex.values()].map((index) => {
       const t = this.targets.get(index)!;
-      return { addr: t.addr, svcId: t.svcId, index, resolved: t.ifindex !== 0, ifindex: t.ifindex, dmac: t.dmac, mtu: t.mtu };
+      return {
+        addr: t.addr,
+        svcId: t.svcId,
+        index,
+        resolved: t.ifindex !== 0,
+        ifindex: t.ifindex,
+        dmac: t.dmac,
+        mtu: t.mtu,
+      };
     });
   }
 
@@ -297,7 +364,8 @@ export class FastPath {
     const used = new Set(this.targetIndex.values());
     let index = 1;
     while (used.has(index)) index++;
-    if (index >= MAX_TARGETS) throw new RangeError(`no free target index: at most ${MAX_TARGETS - 1} targets over all services of a node`);
+    if (index >= MAX_TARGETS)
+      throw new RangeError(`no free target index: at most ${MAX_TARGETS - 1} targets over all services of a node`);
     this.targets.set(index, { addr: target, svcId, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC });
     this.targetStats.reset(index);
     this.targetIndex.set(key, index);
@@ -323,19 +391,22 @@ export class FastPath {
     } catch (e) {
       // The external interface gone (ENODEV), say: a next hop that cannot be checked is not kept.
       if (!(e instanceof SyscallError)) throw e;
-      this.log.warn({ target: t.addr, err: e.message }, 'cannot resolve the target\'s next hop');
+      this.log.warn({ target: t.addr, err: e.message }, "cannot resolve the target's next hop");
       out = resolve.encode({ addr: t.addr, rc: FIB_RESULTS.indexOf('not_fwded') }, frame);
     }
     const { rc } = resolve.decode(out);
     const nh = targetEntry.decode(out, 8);
-    const next: TargetEntry = rc === 0
-      ? { addr: t.addr, svcId: t.svcId, ifindex: nh.ifindex, mtu: nh.mtu, smac: nh.smac, dmac: nh.dmac }
-      : { addr: t.addr, svcId: t.svcId, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC };
+    const next: TargetEntry =
+      rc === 0
+        ? { addr: t.addr, svcId: t.svcId, ifindex: nh.ifindex, mtu: nh.mtu, smac: nh.smac, dmac: nh.dmac }
+        : { addr: t.addr, svcId: t.svcId, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC };
     if (next.ifindex === t.ifindex && next.mtu === t.mtu && next.smac === t.smac && next.dmac === t.dmac) return false;
     this.targets.set(index, next);
     const why = rc ? { unresolved: FIB_RESULTS[rc] ?? rc } : {};
-    this.log.info({ target: t.addr, svcId: t.svcId, ifindex: next.ifindex, dmac: next.dmac, mtu: next.mtu, ...why },
-      rc ? 'target next hop not resolved: the data plane asks the FIB per packet' : 'target next hop resolved');
+    this.log.info(
+      { target: t.addr, svcId: t.svcId, ifindex: next.ifindex, dmac: next.dmac, mtu: next.mtu, ...why },
+      rc ? 'target next hop not resolved: the data plane asks the FIB per packet' : 'target next hop resolved',
+    );
     return true;
   }
 
@@ -403,12 +474,18 @@ export class FastPath {
     for (const r of wantRouters) this.decapRouters.set(r, 1);
     for (const k of want.values()) this.decapServices.set(k, 1);
     for (const r of [...this.decapRouters.keys()]) if (!wantRouters.has(r)) this.decapRouters.delete(r);
-    for (const k of [...this.decapServices.keys()]) if (!want.has(serviceName(serviceOf(k)))) this.decapServices.delete(k);
+    for (const k of [...this.decapServices.keys()])
+      if (!want.has(serviceName(serviceOf(k)))) this.decapServices.delete(k);
   }
 
   /** Target side: what arrived through routing nodes, per DVIPA:port (port 0: fragments and portless protocols). */
   receivedStats(): Array<{ vip: string; port: number; protocol: string; packets: bigint; bytes: bigint }> {
-    return [...this.servedStats.entries()].map(([k, v]) => ({ vip: k.vip, port: k.port, protocol: protocolName(k.proto), ...v }));
+    return [...this.servedStats.entries()].map(([k, v]) => ({
+      vip: k.vip,
+      port: k.port,
+      protocol: protocolName(k.proto),
+      ...v,
+    }));
   }
 
   serviceStats(id: number): SvcStats {
@@ -426,7 +503,8 @@ export class FastPath {
     this.log.info({ ...a }, a.replaced ? 'XDP program replaced' : 'XDP program attached');
     const cfg = this.config.get(0);
     // The distributor takes only frames addressed to its interface (see dvipa_config).
-    if (role === 'distributor' && cfg) this.config.set(0, { ...cfg, extIfindex: a.ifindex, extMac: interfaceMac(ifname) });
+    if (role === 'distributor' && cfg)
+      this.config.set(0, { ...cfg, extIfindex: a.ifindex, extMac: interfaceMac(ifname) });
     return a;
   }
 
@@ -461,8 +539,10 @@ function assertBpffs(pinRoot: string): void {
   let dir = pinRoot;
   while (!fs.existsSync(dir)) dir = path.dirname(dir);
   if (fs.statfsSync(dir).type !== BPF_FS_MAGIC) {
-    throw new Error(`${dir} is not on a bpf filesystem, so ${pinRoot} cannot hold pins: mount it (mount -t bpf bpf /sys/fs/bpf), ` +
-      'and to run dvipa inside a network namespace enter only the network namespace (nsenter --net=/run/netns/NAME), not `ip netns exec`, which remounts /sys');
+    throw new Error(
+      `${dir} is not on a bpf filesystem, so ${pinRoot} cannot hold pins: mount it (mount -t bpf bpf /sys/fs/bpf), ` +
+        'and to run dvipa inside a network namespace enter only the network namespace (nsenter --net=/run/netns/NAME), not `ip netns exec`, which remounts /sys',
+    );
   }
 }
 
@@ -477,7 +557,9 @@ function resolveCrtSize(pinRoot: string, wanted: number | undefined): number {
   try {
     const pinned = sys.mapInfo(pin, fd).maxEntries;
     if (wanted !== undefined && wanted !== pinned) {
-      throw new Error(`the pinned CRT at ${pin} holds ${pinned} entries, not ${wanted}: keep its size, or purge the pins (dvipa fastpath purge) to resize it`);
+      throw new Error(
+        `the pinned CRT at ${pin} holds ${pinned} entries, not ${wanted}: keep its size, or purge the pins (dvipa fastpath purge) to resize it`,
+      );
     }
     return pinned;
   } finally {

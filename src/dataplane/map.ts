@@ -107,7 +107,8 @@ export class BpfMap<K, V> {
   /** Every entry, read BATCH at a time with BPF_MAP_LOOKUP_BATCH. */
   *entries(): Generator<[K, V]> {
     for (const { keys, values, count } of this.rawBatches()) {
-      for (let j = 0; j < count; j++) yield [this.key.decode(keys, j * this.key.size), this.value.decode(values, j * this.value.size)];
+      for (let j = 0; j < count; j++)
+        yield [this.key.decode(keys, j * this.key.size), this.value.decode(values, j * this.value.size)];
     }
   }
 
@@ -148,7 +149,8 @@ abstract class PerCpuMap<V extends object> {
     this.stride = Math.ceil(value.size / 8) * 8;
     this.map = mapRef(name, fd);
     const info = sys.mapInfo(name, this.map);
-    if (info.valueSize !== value.size) throw new TypeError(`map ${name}: kernel value is ${info.valueSize} bytes, user space expects ${value.size}`);
+    if (info.valueSize !== value.size)
+      throw new TypeError(`map ${name}: kernel value is ${info.valueSize} bytes, user space expects ${value.size}`);
   }
 
   protected lookupSum(key: Buffer): V | undefined {
@@ -180,7 +182,13 @@ export class PerCpuArray<V extends object> extends PerCpuMap<V> {
 
 /** A per-CPU hash, read whole. */
 export class PerCpuHash<K, V extends object> extends PerCpuMap<V> {
-  constructor(name: string, fd: number, readonly key: Struct<K>, value: { size: number; decode(b: Buffer, off?: number): V }, sum: (a: V, b: V) => V) {
+  constructor(
+    name: string,
+    fd: number,
+    readonly key: Struct<K>,
+    value: { size: number; decode(b: Buffer, off?: number): V },
+    sum: (a: V, b: V) => V,
+  ) {
     super(name, fd, value, sum);
   }
 

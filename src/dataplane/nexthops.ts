@@ -17,7 +17,10 @@ export class NexthopFollower {
   /** Wakeups handled and next hops rewritten, for tests and the log. */
   readonly stats = { wakeups: 0, changed: 0 };
 
-  constructor(private readonly fp: FastPath, private readonly log: Logger) {}
+  constructor(
+    private readonly fp: FastPath,
+    private readonly log: Logger,
+  ) {}
 
   /** Subscribes in the FastPath's namespace and resolves every target once. */
   start(): void {
@@ -33,7 +36,8 @@ export class NexthopFollower {
 
   private onWakeup(msgs: Array<{ error?: Error }>): void {
     for (const m of msgs) {
-      if (m.error) this.log.warn({ err: m.error.message }, 'rtnetlink events: read failed; resolving every target again');
+      if (m.error)
+        this.log.warn({ err: m.error.message }, 'rtnetlink events: read failed; resolving every target again');
     }
     this.resolve();
   }
@@ -44,7 +48,7 @@ export class NexthopFollower {
       this.stats.changed += this.fp.resolveTargets();
     } catch (e) {
       // A failure here must not stop the agent: the data plane asks the FIB for unresolved targets.
-      this.log.error({ err: (e as Error).message }, 'resolving the targets\' next hops failed');
+      this.log.error({ err: (e as Error).message }, "resolving the targets' next hops failed");
     }
   }
 }

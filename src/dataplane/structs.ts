@@ -11,48 +11,129 @@ export const MAX_SERVICES = 1024;
 export const CRT_DEFAULT_ENTRIES = 1 << 20;
 export const MAX_TARGETS = 16384;
 
-export interface SvcKey { vip: string; port: number; proto: number }
+export interface SvcKey {
+  vip: string;
+  port: number;
+  proto: number;
+}
 export const svcKey = struct<SvcKey>('dvipa_svc_key', [
-  ['vip', 'ipv4'], ['port', 'be16'], ['proto', 'u8'], ['pad', { pad: 1 }],
+  ['vip', 'ipv4'],
+  ['port', 'be16'],
+  ['proto', 'u8'],
+  ['pad', { pad: 1 }],
 ]);
 
-export interface Svc { id: number; affinityS: number }
-export const svc = struct<Svc>('dvipa_svc', [['id', 'u32'], ['affinityS', 'u32']]);
+export interface Svc {
+  id: number;
+  affinityS: number;
+}
+export const svc = struct<Svc>('dvipa_svc', [
+  ['id', 'u32'],
+  ['affinityS', 'u32'],
+]);
 
-export interface AffinityKey { svcId: number; client: string }
-export const affinityKey = struct<AffinityKey>('dvipa_affinity_key', [['svcId', 'u32'], ['client', 'ipv4']]);
-export interface Affinity { target: string; targetIdx: number; lastNs: bigint }
-export const affinity = struct<Affinity>('dvipa_affinity', [['target', 'ipv4'], ['targetIdx', 'u32'], ['lastNs', 'u64']]);
+export interface AffinityKey {
+  svcId: number;
+  client: string;
+}
+export const affinityKey = struct<AffinityKey>('dvipa_affinity_key', [
+  ['svcId', 'u32'],
+  ['client', 'ipv4'],
+]);
+export interface Affinity {
+  target: string;
+  targetIdx: number;
+  lastNs: bigint;
+}
+export const affinity = struct<Affinity>('dvipa_affinity', [
+  ['target', 'ipv4'],
+  ['targetIdx', 'u32'],
+  ['lastNs', 'u64'],
+]);
 
 export const flow = struct<Flow>('dvipa_flow', [
-  ['saddr', 'ipv4'], ['daddr', 'ipv4'], ['sport', 'be16'], ['dport', 'be16'], ['proto', 'u8'], ['pad', { pad: 3 }],
+  ['saddr', 'ipv4'],
+  ['daddr', 'ipv4'],
+  ['sport', 'be16'],
+  ['dport', 'be16'],
+  ['proto', 'u8'],
+  ['pad', { pad: 3 }],
 ]);
 
-export enum CrtOrigin { First = 1, Recovered = 2, Control = 3 }
+export enum CrtOrigin {
+  First = 1,
+  Recovered = 2,
+  Control = 3,
+}
 
 /** `targetIdx`: the target's index in `targets` (0: unknown, the data plane looks its next hop up by address). */
-export interface CrtEntry { target: string; svcId: number; origin: CrtOrigin; targetIdx: number; createdNs: bigint }
+export interface CrtEntry {
+  target: string;
+  svcId: number;
+  origin: CrtOrigin;
+  targetIdx: number;
+  createdNs: bigint;
+}
 export const crtEntry = struct<CrtEntry>('dvipa_crt_entry', [
-  ['target', 'ipv4'], ['svcId', 'u32'], ['origin', 'u8'], ['pad', { pad: 1 }], ['targetIdx', 'u16'], ['pad2', { pad: 4 }],
+  ['target', 'ipv4'],
+  ['svcId', 'u32'],
+  ['origin', 'u8'],
+  ['pad', { pad: 1 }],
+  ['targetIdx', 'u16'],
+  ['pad2', { pad: 4 }],
   ['createdNs', 'u64'],
 ]);
 
 /** A service's target at its index, with the next hop the control plane resolved (ifindex 0: none). */
-export interface TargetEntry { addr: string; svcId: number; ifindex: number; mtu: number; smac: string; dmac: string }
+export interface TargetEntry {
+  addr: string;
+  svcId: number;
+  ifindex: number;
+  mtu: number;
+  smac: string;
+  dmac: string;
+}
 export const targetEntry = struct<TargetEntry>('dvipa_target', [
-  ['addr', 'ipv4'], ['svcId', 'u32'], ['ifindex', 'u32'], ['mtu', 'u16'], ['smac', 'mac'], ['dmac', 'mac'], ['pad', { pad: 2 }],
+  ['addr', 'ipv4'],
+  ['svcId', 'u32'],
+  ['ifindex', 'u32'],
+  ['mtu', 'u16'],
+  ['smac', 'mac'],
+  ['dmac', 'mac'],
+  ['pad', { pad: 2 }],
 ]);
 
-export interface TargetStats { conns: bigint; packets: bigint; bytes: bigint }
-export const targetStats = struct<TargetStats>('dvipa_target_stats', [['conns', 'u64'], ['packets', 'u64'], ['bytes', 'u64']]);
+export interface TargetStats {
+  conns: bigint;
+  packets: bigint;
+  bytes: bigint;
+}
+export const targetStats = struct<TargetStats>('dvipa_target_stats', [
+  ['conns', 'u64'],
+  ['packets', 'u64'],
+  ['bytes', 'u64'],
+]);
 
 /** BPF_FIB_LKUP_RET_* codes of bpf_fib_lookup (uapi linux/bpf.h). */
 export const FIB_RESULTS = [
-  'success', 'blackhole', 'unreachable', 'prohibit', 'not_fwded', 'fwd_disabled', 'unsupp_lwt', 'no_neigh', 'frag_needed', 'no_src_addr',
+  'success',
+  'blackhole',
+  'unreachable',
+  'prohibit',
+  'not_fwded',
+  'fwd_disabled',
+  'unsupp_lwt',
+  'no_neigh',
+  'frag_needed',
+  'no_src_addr',
 ] as const;
 
 /** The frame of xdp_resolve: `nh` (a dvipa_target) follows at offset 8 (a _Static_assert in dvipa.h holds the layout). */
-export const resolve = struct<{ addr: string; rc: number }>('dvipa_resolve', [['addr', 'ipv4'], ['rc', 'u32'], ['nh', { pad: targetEntry.size }]]);
+export const resolve = struct<{ addr: string; rc: number }>('dvipa_resolve', [
+  ['addr', 'ipv4'],
+  ['rc', 'u32'],
+  ['nh', { pad: targetEntry.size }],
+]);
 
 export interface NodeConfig {
   clusterAddr: string;
@@ -61,7 +142,13 @@ export interface NodeConfig {
   extIfindex: number;
   extMac: string;
 }
-export const nodeConfig = struct<NodeConfig>('dvipa_config', [['clusterAddr', 'ipv4'], ['enabled', 'u32'], ['extIfindex', 'u32'], ['extMac', 'mac'], ['pad', { pad: 2 }]]);
+export const nodeConfig = struct<NodeConfig>('dvipa_config', [
+  ['clusterAddr', 'ipv4'],
+  ['enabled', 'u32'],
+  ['extIfindex', 'u32'],
+  ['extMac', 'mac'],
+  ['pad', { pad: 2 }],
+]);
 
 /** Verdict reasons, in the order of enum dvipa_reason. */
 export const REASONS = [
@@ -94,15 +181,35 @@ export const REASONS = [
 export type Reason = (typeof REASONS)[number];
 
 export interface SvcStats {
-  packets: bigint; bytes: bigint; crtHit: bigint; crtMiss: bigint; crtNew: bigint;
-  recovered: bigint; forwarded: bigint; dropped: bigint; fragNeeded: bigint;
+  packets: bigint;
+  bytes: bigint;
+  crtHit: bigint;
+  crtMiss: bigint;
+  crtNew: bigint;
+  recovered: bigint;
+  forwarded: bigint;
+  dropped: bigint;
+  fragNeeded: bigint;
 }
-export interface ServedStats { packets: bigint; bytes: bigint }
-export const servedStats = struct<ServedStats>('dvipa_served_stats', [['packets', 'u64'], ['bytes', 'u64']]);
+export interface ServedStats {
+  packets: bigint;
+  bytes: bigint;
+}
+export const servedStats = struct<ServedStats>('dvipa_served_stats', [
+  ['packets', 'u64'],
+  ['bytes', 'u64'],
+]);
 
 export const svcStats = struct<SvcStats>('dvipa_svc_stats', [
-  ['packets', 'u64'], ['bytes', 'u64'], ['crtHit', 'u64'], ['crtMiss', 'u64'], ['crtNew', 'u64'],
-  ['recovered', 'u64'], ['forwarded', 'u64'], ['dropped', 'u64'], ['fragNeeded', 'u64'],
+  ['packets', 'u64'],
+  ['bytes', 'u64'],
+  ['crtHit', 'u64'],
+  ['crtMiss', 'u64'],
+  ['crtNew', 'u64'],
+  ['recovered', 'u64'],
+  ['forwarded', 'u64'],
+  ['dropped', 'u64'],
+  ['fragNeeded', 'u64'],
 ]);
 
 export const u32 = scalar('__u32', 'u32');

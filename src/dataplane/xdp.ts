@@ -29,13 +29,22 @@ export function linkPinPath(pinRoot: string, program: string, ifname: string): s
   return path.join(pinRoot, 'links', `${program}@${ifname}`);
 }
 
-function create(progFd: number, ifname: string, ifindex: number, mode: XdpMode, logger: Logger): { fd: number; mode: 'native' | 'generic' } {
+function create(
+  progFd: number,
+  ifname: string,
+  ifindex: number,
+  mode: XdpMode,
+  logger: Logger,
+): { fd: number; mode: 'native' | 'generic' } {
   if (mode !== 'generic') {
     try {
       return { fd: sys.xdpLinkCreate(ifname, progFd, ifindex, XDP_FLAGS_DRV_MODE), mode: 'native' };
     } catch (e) {
       if (mode === 'native' || !(e instanceof SyscallError)) throw explain(e, ifname);
-      logger.warn({ ifname, err: e.message }, 'native XDP not available on this interface; falling back to generic (slower) XDP');
+      logger.warn(
+        { ifname, err: e.message },
+        'native XDP not available on this interface; falling back to generic (slower) XDP',
+      );
     }
   }
   try {
@@ -47,14 +56,26 @@ function create(progFd: number, ifname: string, ifindex: number, mode: XdpMode, 
 
 function explain(e: unknown, ifname: string): unknown {
   if (e instanceof SyscallError && (e.code === 'EBUSY' || e.code === 'EEXIST')) {
-    return new SyscallError(e.op, ifname, e.code, e.errno,
-      `${e.explanation}: ${ifname} already has an XDP program that is not dvipa's; remove it (ip link set dev ${ifname} xdp off) and retry`);
+    return new SyscallError(
+      e.op,
+      ifname,
+      e.code,
+      e.errno,
+      `${e.explanation}: ${ifname} already has an XDP program that is not dvipa's; remove it (ip link set dev ${ifname} xdp off) and retry`,
+    );
   }
   return e;
 }
 
 /** Attaches `progFd` to `ifname`, or swaps it into dvipa's existing link there. */
-export function attachXdp(pinRoot: string, program: string, progFd: number, ifname: string, mode: XdpMode, logger: Logger): Attachment {
+export function attachXdp(
+  pinRoot: string,
+  program: string,
+  progFd: number,
+  ifname: string,
+  mode: XdpMode,
+  logger: Logger,
+): Attachment {
   const ifindex = sys.ifNameToIndex(ifname, ifname);
   const pin = linkPinPath(pinRoot, program, ifname);
   if (fs.existsSync(pin)) {

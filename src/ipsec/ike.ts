@@ -84,27 +84,41 @@ const list = (m: ViciMessage, k: string): string[] => {
 
 /** charon's list-sas items (each a section named by the connection) as IKE SAs; a malformed one is an error. */
 export function parseListSas(items: ViciMessage[]): IkeSa[] {
-  return items.flatMap((item) => Object.entries(item).map(([conn, v]): IkeSa => {
-    if (typeof v !== 'object' || Array.isArray(v)) throw new ViciError('decode', `list-sas: ${conn} is not a section`);
-    const children = typeof v['child-sas'] === 'object' && !Array.isArray(v['child-sas']) ? v['child-sas'] : {};
-    return {
-      uniqueId: str(v, 'uniqueid'), conn, state: str(v, 'state'),
-      localHost: str(v, 'local-host'), remoteHost: str(v, 'remote-host'),
-      localId: str(v, 'local-id'), remoteId: str(v, 'remote-id'),
-      initiatorSpi: str(v, 'initiator-spi'), responderSpi: str(v, 'responder-spi'),
-      initiator: v.initiator === 'yes', establishedS: Number(v.established ?? 0),
-      children: Object.values(children).map((c): IkeChild => {
-        if (typeof c !== 'object' || Array.isArray(c)) {
-          throw new ViciError('decode', `list-sas: a CHILD SA of ${conn} is not a section`);
-        }
-        return {
-          name: str(c, 'name'), reqid: Number(c.reqid ?? 0), state: str(c, 'state'), mode: text(c, 'mode'),
-          spiIn: text(c, 'spi-in'), spiOut: text(c, 'spi-out'),
-          localTs: list(c, 'local-ts'), remoteTs: list(c, 'remote-ts'),
-        };
-      }),
-    };
-  }));
+  return items.flatMap((item) =>
+    Object.entries(item).map(([conn, v]): IkeSa => {
+      if (typeof v !== 'object' || Array.isArray(v))
+        throw new ViciError('decode', `list-sas: ${conn} is not a section`);
+      const children = typeof v['child-sas'] === 'object' && !Array.isArray(v['child-sas']) ? v['child-sas'] : {};
+      return {
+        uniqueId: str(v, 'uniqueid'),
+        conn,
+        state: str(v, 'state'),
+        localHost: str(v, 'local-host'),
+        remoteHost: str(v, 'remote-host'),
+        localId: str(v, 'local-id'),
+        remoteId: str(v, 'remote-id'),
+        initiatorSpi: str(v, 'initiator-spi'),
+        responderSpi: str(v, 'responder-spi'),
+        initiator: v.initiator === 'yes',
+        establishedS: Number(v.established ?? 0),
+        children: Object.values(children).map((c): IkeChild => {
+          if (typeof c !== 'object' || Array.isArray(c)) {
+            throw new ViciError('decode', `list-sas: a CHILD SA of ${conn} is not a section`);
+          }
+          return {
+            name: str(c, 'name'),
+            reqid: Number(c.reqid ?? 0),
+            state: str(c, 'state'),
+            mode: text(c, 'mode'),
+            spiIn: text(c, 'spi-in'),
+            spiOut: text(c, 'spi-out'),
+            localTs: list(c, 'local-ts'),
+            remoteTs: list(c, 'remote-ts'),
+          };
+        }),
+      };
+    }),
+  );
 }
 
 /** What continuity asks of the IKE daemon (charon over VICI in production). */
@@ -153,12 +167,16 @@ export class ViciDaemon implements IkeDaemon {
       return c;
     });
     this.events = opening;
-    opening.then(() => (this.quiet = false), (e: Error) => {
-      // Said once per outage, not every retry.
-      if (!this.quiet) this.log.warn({ vici: this.path, err: e.message }, "charon's events not received; retrying every second");
-      this.quiet = true;
-      this.lostEvents();
-    });
+    opening.then(
+      () => (this.quiet = false),
+      (e: Error) => {
+        // Said once per outage, not every retry.
+        if (!this.quiet)
+          this.log.warn({ vici: this.path, err: e.message }, "charon's events not received; retrying every second");
+        this.quiet = true;
+        this.lostEvents();
+      },
+    );
   }
 
   private lostEvents(): void {
@@ -196,7 +214,11 @@ export class ViciDaemon implements IkeDaemon {
   close(): void {
     this.closed = true;
     clearTimeout(this.retry);
-    for (const p of [this.commands, this.events]) void p?.then((c) => c.close(), () => undefined);
+    for (const p of [this.commands, this.events])
+      void p?.then(
+        (c) => c.close(),
+        () => undefined,
+      );
     this.commands = this.events = undefined;
   }
 }
@@ -207,7 +229,9 @@ export const ikeKey = (dvipa: string, sa: Pick<IkeSa, 'conn' | 'remoteHost'>) =>
 
 /** The DVIPA's IKE records that may be renegotiated (the newest epoch's, not ahead of ours), and why not the others. */
 export function readIkeRecords(
-  key: Buffer, blobs: Map<string, Buffer>, epoch: number,
+  key: Buffer,
+  blobs: Map<string, Buffer>,
+  epoch: number,
 ): { records: IkeRecord[]; refused: StoreError[] } {
   const refused: StoreError[] = [];
   const opened: IkeRecord[] = [];
@@ -275,7 +299,12 @@ const recordOf = (sa: IkeSa): IkeRecord['sa'] => {
 };
 
 /** How a peer's IKE SA came to this node: renegotiated (in ms), or inherited (the record; why not renegotiated). */
-interface PeerSource { source: IkeSource; ms?: number; error?: string; record?: IkeRecord }
+interface PeerSource {
+  source: IkeSource;
+  ms?: number;
+  error?: string;
+  record?: IkeRecord;
+}
 
 export class IkeContinuity {
   /** Per DVIPA, per record key: what was last written. */
@@ -345,7 +374,15 @@ export class IkeContinuity {
       const r: IkeRecord = { dvipa, epoch: owner.epoch, owner: this.node, savedAt, source, sa: recordOf(sa) };
       writes.push([k, sealJson(this.key, k, r), body]);
     }
-    if (writes.length && !(await this.store.putBlobsFenced(writes.map(([k, b]) => [k, b]), dvipa, owner))) return false;
+    if (
+      writes.length &&
+      !(await this.store.putBlobsFenced(
+        writes.map(([k, b]) => [k, b]),
+        dvipa,
+        owner,
+      ))
+    )
+      return false;
     for (const [k, , body] of writes) {
       written.set(k, body);
       unknown.delete(k);
@@ -364,7 +401,11 @@ export class IkeContinuity {
    * initiated again by this node's charon; `replaced(peer)` once a peer's CHILD SAs are all
    * installed (its re-installed SAs can go); then the records rewritten at this epoch.
    */
-  async takeover(dvipa: string, owner: OwnerRecord, replaced: (peer: string) => Promise<void>): Promise<RenegotiationResult> {
+  async takeover(
+    dvipa: string,
+    owner: OwnerRecord,
+    replaced: (peer: string) => Promise<void>,
+  ): Promise<RenegotiationResult> {
     const t0 = performance.now();
     const { records, refused } = readIkeRecords(this.key, await this.store.getBlobs(ikePrefix(dvipa)), owner.epoch);
     for (const e of refused) this.log.error({ dvipa, err: e.message }, 'IKE record refused');
@@ -373,7 +414,11 @@ export class IkeContinuity {
     let counts = this.counts.get(dvipa);
     if (!counts) this.counts.set(dvipa, (counts = { renegotiated: 0, failed: 0 }));
     const result: RenegotiationResult = {
-      peers: records.length, renegotiated: 0, failed: [], refused: refused.map((e) => e.message), tookMs: 0,
+      peers: records.length,
+      renegotiated: 0,
+      failed: [],
+      refused: refused.map((e) => e.message),
+      tookMs: 0,
     };
     if (!records.length) return result;
     for (const r of records) sources.set(ikeKey(dvipa, r.sa), { source: 'inherited', record: r });
@@ -407,8 +452,13 @@ export class IkeContinuity {
     while (pending.length) {
       const sas = this.mineOf(await this.daemon.listSas(), dvipa);
       for (const r of [...pending]) {
-        const up = sas.find((s) => s.conn === r.sa.conn && s.remoteHost === r.sa.remoteHost && s.state === 'ESTABLISHED'
-          && r.sa.children.every((c) => s.children.some((n) => n.name === c.name && n.state === 'INSTALLED')));
+        const up = sas.find(
+          (s) =>
+            s.conn === r.sa.conn &&
+            s.remoteHost === r.sa.remoteHost &&
+            s.state === 'ESTABLISHED' &&
+            r.sa.children.every((c) => s.children.some((n) => n.name === c.name && n.state === 'INSTALLED')),
+        );
         if (!up) continue;
         pending.splice(pending.indexOf(r), 1);
         const ms = Math.round(performance.now() - t0);
@@ -477,9 +527,13 @@ export class IkeContinuity {
     const rows: IkePeerRow[] = (this.last.get(dvipa) ?? []).map((sa) => {
       const s = sources?.get(ikeKey(dvipa, sa));
       return {
-        conn: sa.conn, remote: sa.remoteHost, remoteId: sa.remoteId,
+        conn: sa.conn,
+        remote: sa.remoteHost,
+        remoteId: sa.remoteId,
         source: s?.source === 'renegotiated' ? 'renegotiated' : 'negotiated',
-        state: sa.state, ageS: sa.establishedS, spis: `${sa.initiatorSpi}_i ${sa.responderSpi}_r`,
+        state: sa.state,
+        ageS: sa.establishedS,
+        spis: `${sa.initiatorSpi}_i ${sa.responderSpi}_r`,
         children: sa.children.map(childRow),
         ...(s?.ms !== undefined ? { renegotiateMs: s.ms } : {}),
       };
@@ -488,7 +542,11 @@ export class IkeContinuity {
       if (s.source !== 'inherited' || !s.record) continue;
       const r = s.record.sa;
       rows.push({
-        conn: r.conn, remote: r.remoteHost, remoteId: r.remoteId, source: 'inherited', state: 'PENDING',
+        conn: r.conn,
+        remote: r.remoteHost,
+        remoteId: r.remoteId,
+        source: 'inherited',
+        state: 'PENDING',
         ageS: Math.round((Date.now() - Date.parse(s.record.savedAt)) / 1000),
         spis: `${r.initiatorSpi}_i ${r.responderSpi}_r`,
         children: r.children.map(childRow),

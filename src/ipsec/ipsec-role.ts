@@ -61,7 +61,13 @@ export interface IpsecDvipaRow {
   epoch: number;
   lastStoreWrite?: string;
   lastReinstall?: {
-    at: string; how: Claim | 'adopted'; installed: number; policies: number; refused: string[]; failed: Array<{ spi: string; error: string }>; tookMs: number;
+    at: string;
+    how: Claim | 'adopted';
+    installed: number;
+    policies: number;
+    refused: string[];
+    failed: Array<{ spi: string; error: string }>;
+    tookMs: number;
     phases: ReinstallResult['phases'];
   };
   sas: IpsecSaRow[];
@@ -104,7 +110,11 @@ export class IpsecRole {
   ) {
     this.key = storeKey(clusterKey);
     this.recorder = new SaRecorder(xfrm, store, this.key, node, opts.intervalMs);
-    if (ikeDaemon) this.ike = new IkeContinuity(ikeDaemon, store, this.key, node, log, { renegotiateMs: opts.renegotiateMs, addressHere: opts.addressHere });
+    if (ikeDaemon)
+      this.ike = new IkeContinuity(ikeDaemon, store, this.key, node, log, {
+        renegotiateMs: opts.renegotiateMs,
+        addressHere: opts.addressHere,
+      });
   }
 
   /** A DVIPA this node may own. */
@@ -128,10 +138,19 @@ export class IpsecRole {
 
   private onEvent(e: XfrmEvent): void {
     switch (e.kind) {
-      case 'sa': case 'expire': case 'aevent': case 'policy': case 'flush': case 'overflow':
+      case 'sa':
+      case 'expire':
+      case 'aevent':
+      case 'policy':
+      case 'flush':
+      case 'overflow':
         return this.changed();
-      case 'malformed': case 'error':
-        this.log.warn({ event: e.kind, err: 'error' in e ? String(e.error) : '' }, 'XFRM notification not understood; the interval scan still records the SAs');
+      case 'malformed':
+      case 'error':
+        this.log.warn(
+          { event: e.kind, err: 'error' in e ? String(e.error) : '' },
+          'XFRM notification not understood; the interval scan still records the SAs',
+        );
     }
   }
 
@@ -171,8 +190,13 @@ export class IpsecRole {
     const how = this.pending.get(dvipa);
     if (!how) {
       const r = await this.recorder.sync(dvipa, owner);
-      const fenced = r.fenced || (this.ike && !(await this.ikeStep(dvipa, 'recording', (ike) => ike.sync(dvipa, owner), true)));
-      if (fenced) this.log.warn({ dvipa, epoch: owner.epoch }, 'IPsec SA records of the DVIPA no longer ours to write: another node owns it');
+      const fenced =
+        r.fenced || (this.ike && !(await this.ikeStep(dvipa, 'recording', (ike) => ike.sync(dvipa, owner), true)));
+      if (fenced)
+        this.log.warn(
+          { dvipa, epoch: owner.epoch },
+          'IPsec SA records of the DVIPA no longer ours to write: another node owns it',
+        );
       return;
     }
     // A restarted agent finds its SAs in the kernel; a node rebooted within the restart grace does not.
@@ -182,20 +206,46 @@ export class IpsecRole {
     }
     // Stale IKE SAs of an earlier ownership go first, while the address is not here (see ike.ts on the DELETE).
     if (how !== 'adopted') await this.ikeStep(dvipa, 'forgetting', (ike) => ike.forget(dvipa), 0);
-    const r = await reinstall(this.xfrm, this.store, this.key, this.node, dvipa, owner, this.opts.seqMargin, this.log, inKernel);
+    const r = await reinstall(
+      this.xfrm,
+      this.store,
+      this.key,
+      this.node,
+      dvipa,
+      owner,
+      this.opts.seqMargin,
+      this.log,
+      inKernel,
+    );
     this.pending.delete(dvipa);
     for (const sa of r.installed) this.reinstalled.add(recordKey(dvipa, sa));
     this.recorder.seed(dvipa, r.installed);
     const last = this.remember(dvipa, how, r);
     if (!r.owner) this.log.warn({ dvipa }, 'lost the DVIPA while re-installing its IPsec SAs');
     else if (r.installed.length || r.refused.length || r.failed.length) {
-      this.log.info({ dvipa, how, installed: r.installed.length, policies: r.policies, refused: r.refused.length, failed: r.failed.length, ms: last.tookMs }, 'IPsec SAs re-installed from the coupling facility');
+      this.log.info(
+        {
+          dvipa,
+          how,
+          installed: r.installed.length,
+          policies: r.policies,
+          refused: r.refused.length,
+          failed: r.failed.length,
+          ms: last.tookMs,
+        },
+        'IPsec SAs re-installed from the coupling facility',
+      );
     }
     if (r.owner) await this.ikeStep(dvipa, 'renegotiating', (ike) => this.renegotiate(ike, dvipa, owner), undefined);
   }
 
   /** charon's part runs apart from the kernel's: a daemon that does not answer never holds the SAs back. */
-  private async ikeStep<T>(dvipa: string, what: string, fn: (ike: IkeContinuity) => Promise<T>, otherwise: T): Promise<T> {
+  private async ikeStep<T>(
+    dvipa: string,
+    what: string,
+    fn: (ike: IkeContinuity) => Promise<T>,
+    otherwise: T,
+  ): Promise<T> {
     if (!this.ike) return otherwise;
     try {
       return await fn(this.ike);
@@ -207,15 +257,25 @@ export class IpsecRole {
 
   private async renegotiate(ike: IkeContinuity, dvipa: string, owner: OwnerRecord): Promise<void> {
     const r = await ike.takeover(dvipa, owner, (peer) => this.dropReinstalled(dvipa, peer));
-    if (r.peers) this.log.info({ dvipa, peers: r.peers, renegotiated: r.renegotiated, failed: r.failed.length, ms: r.tookMs }, "IKE SAs renegotiated with the DVIPA's peers");
+    if (r.peers)
+      this.log.info(
+        { dvipa, peers: r.peers, renegotiated: r.renegotiated, failed: r.failed.length, ms: r.tookMs },
+        "IKE SAs renegotiated with the DVIPA's peers",
+      );
   }
 
   /** A peer's CHILD SAs are negotiated again here: the copies re-installed from the store go. */
   private async dropReinstalled(dvipa: string, peer: string): Promise<void> {
-    const gone = this.xfrm.dumpSas().filter((sa) => (sa.src === peer || sa.dst === peer) && this.reinstalled.has(recordKey(dvipa, sa)));
+    const gone = this.xfrm
+      .dumpSas()
+      .filter((sa) => (sa.src === peer || sa.dst === peer) && this.reinstalled.has(recordKey(dvipa, sa)));
     const errors = await this.xfrm.deleteSas(gone);
     gone.forEach((sa, i) => {
-      if (errors[i]) this.log.error({ dvipa, spi: sa.spi.toString(16), err: errors[i].message }, 'a re-installed SA replaced by a renegotiated one not removed');
+      if (errors[i])
+        this.log.error(
+          { dvipa, spi: sa.spi.toString(16), err: errors[i].message },
+          'a re-installed SA replaced by a renegotiated one not removed',
+        );
       else this.reinstalled.delete(recordKey(dvipa, sa));
     });
   }
@@ -230,8 +290,13 @@ export class IpsecRole {
       const errors = await this.xfrm.deleteSas(mine);
       for (const sa of mine) this.reinstalled.delete(recordKey(dvipa, sa));
       const failed = errors.filter((e) => e);
-      if (mine.length) this.log.info({ dvipa, removed: mine.length - failed.length }, "IPsec SAs of the DVIPA removed: they are the new owner's");
-      for (const e of failed) this.log.error({ dvipa, err: e!.message }, 'IPsec SA of a DVIPA routed elsewhere not removed');
+      if (mine.length)
+        this.log.info(
+          { dvipa, removed: mine.length - failed.length },
+          "IPsec SAs of the DVIPA removed: they are the new owner's",
+        );
+      for (const e of failed)
+        this.log.error({ dvipa, err: e!.message }, 'IPsec SA of a DVIPA routed elsewhere not removed');
       await this.ikeStep(dvipa, 'forgetting', (ike) => ike.forget(dvipa), 0);
     });
   }
@@ -261,18 +326,39 @@ export class IpsecRole {
     const out = sa.src === dvipa;
     const spi = sa.spi.toString(16).padStart(8, '0');
     return {
-      spi, proto: sa.proto, mode: sa.mode, dir: out ? 'out' : 'in', src: sa.src, dst: sa.dst, reqid: sa.reqid,
-      source: this.reinstalled.has(recordKey(dvipa, sa)) ? 'reinstalled' : renegotiated.has(spi) ? 'renegotiated' : 'negotiated',
+      spi,
+      proto: sa.proto,
+      mode: sa.mode,
+      dir: out ? 'out' : 'in',
+      src: sa.src,
+      dst: sa.dst,
+      reqid: sa.reqid,
+      source: this.reinstalled.has(recordKey(dvipa, sa))
+        ? 'reinstalled'
+        : renegotiated.has(spi)
+          ? 'renegotiated'
+          : 'negotiated',
       seq: out ? seqOf(sa.replay.oseqHi, sa.replay.oseq) : seqOf(sa.replay.seqHi, sa.replay.seq),
-      packets: String(sa.current?.packets ?? 0n), bytes: String(sa.current?.bytes ?? 0n),
+      packets: String(sa.current?.packets ?? 0n),
+      bytes: String(sa.current?.bytes ?? 0n),
     };
   }
 
-  private remember(dvipa: string, how: Claim | 'adopted', r: ReinstallResult): NonNullable<IpsecDvipaRow['lastReinstall']> {
+  private remember(
+    dvipa: string,
+    how: Claim | 'adopted',
+    r: ReinstallResult,
+  ): NonNullable<IpsecDvipaRow['lastReinstall']> {
     const { readMs, saMs, policyMs, recordMs } = r.phases;
     const last = {
-      at: new Date().toISOString(), how, installed: r.installed.length, policies: r.policies, tookMs: readMs + saMs + policyMs + recordMs, phases: r.phases,
-      refused: r.refused.map((e) => e.message), failed: r.failed.map((f) => ({ spi: f.spi.toString(16), error: f.error })),
+      at: new Date().toISOString(),
+      how,
+      installed: r.installed.length,
+      policies: r.policies,
+      tookMs: readMs + saMs + policyMs + recordMs,
+      phases: r.phases,
+      refused: r.refused.map((e) => e.message),
+      failed: r.failed.map((f) => ({ spi: f.spi.toString(16), error: f.error })),
     };
     this.last.set(dvipa, last);
     return last;

@@ -28,13 +28,26 @@ export const enum PacketType {
 }
 const NAMED = new Set([PacketType.CmdRequest, PacketType.EventRegister, PacketType.EventUnregister, PacketType.Event]);
 
-const enum Element { SectionStart = 1, SectionEnd = 2, KeyValue = 3, ListStart = 4, ListItem = 5, ListEnd = 6 }
+const enum Element {
+  SectionStart = 1,
+  SectionEnd = 2,
+  KeyValue = 3,
+  ListStart = 4,
+  ListItem = 5,
+  ListEnd = 6,
+}
 
 /** A VICI message: values are text (charon's are), lists of text, or sections. */
-export interface ViciMessage { [key: string]: ViciValue }
+export interface ViciMessage {
+  [key: string]: ViciValue;
+}
 export type ViciValue = string | string[] | ViciMessage;
 
-export interface Packet { type: PacketType; name?: string; message?: ViciMessage }
+export interface Packet {
+  type: PacketType;
+  name?: string;
+  message?: ViciMessage;
+}
 
 /** charon's own limit on a message (vici_message.h: 512 KiB). */
 export const MAX_FRAME = 512 * 1024;
@@ -42,11 +55,14 @@ export const MAX_FRAME = 512 * 1024;
 const MAX_DEPTH = 16;
 
 export type ViciErrorKind =
-  | 'encode' | 'decode' | 'connect' | 'closed' | 'timeout' | 'unknown-command' | 'unknown-event' | 'failed';
+  'encode' | 'decode' | 'connect' | 'closed' | 'timeout' | 'unknown-command' | 'unknown-event' | 'failed';
 
 /** What went wrong talking to charon: which kind, and charon's own words when it gave some. */
 export class ViciError extends DvipaError {
-  constructor(readonly kind: ViciErrorKind, message: string) {
+  constructor(
+    readonly kind: ViciErrorKind,
+    message: string,
+  ) {
     super(`vici: ${message}`);
   }
 }
@@ -100,7 +116,9 @@ export function encodePacket(p: Packet): Buffer {
   }
   const none = Buffer.alloc(0);
   const body = Buffer.concat([
-    Buffer.of(p.type), p.name !== undefined ? name8(p.name) : none, p.message ? encodeMessage(p.message) : none,
+    Buffer.of(p.type),
+    p.name !== undefined ? name8(p.name) : none,
+    p.message ? encodeMessage(p.message) : none,
   ]);
   if (body.length > MAX_FRAME) throw new ViciError('encode', `packet of ${body.length} bytes, at most ${MAX_FRAME}`);
   const len = Buffer.alloc(4);
@@ -240,7 +258,10 @@ export class ViciClient {
   private readonly timeoutMs: number;
   private readonly closeListeners: Array<(e: ViciError) => void> = [];
 
-  private constructor(private readonly sock: net.Socket, opts: ViciOptions) {
+  private constructor(
+    private readonly sock: net.Socket,
+    opts: ViciOptions,
+  ) {
     this.timeoutMs = opts.timeoutMs ?? 10_000;
     this.splitter = new FrameSplitter(opts.maxFrame ?? MAX_FRAME);
     sock.on('data', (chunk: Buffer) => {
@@ -315,26 +336,27 @@ export class ViciClient {
 
   /** Sends a packet and waits for the answer of one of `types`; runs after the operations before it. */
   private exchange(p: Packet, types: PacketType[], timeoutMs: number): Promise<Packet> {
-    const run = () => new Promise<Packet>((resolve, reject) => {
-      if (this.failure) return reject(this.failure);
-      const late = new ViciError('timeout', `${p.name ?? p.type}: no answer in ${timeoutMs} ms`);
-      const timer = setTimeout(() => this.fail(late), timeoutMs);
-      this.waiter = {
-        types,
-        resolve: (answer) => {
+    const run = () =>
+      new Promise<Packet>((resolve, reject) => {
+        if (this.failure) return reject(this.failure);
+        const late = new ViciError('timeout', `${p.name ?? p.type}: no answer in ${timeoutMs} ms`);
+        const timer = setTimeout(() => this.fail(late), timeoutMs);
+        this.waiter = {
+          types,
+          resolve: (answer) => {
+            clearTimeout(timer);
+            if (this.failure) reject(this.failure);
+            else resolve(answer);
+          },
+        };
+        try {
+          this.sock.write(encodePacket(p));
+        } catch (e) {
           clearTimeout(timer);
-          if (this.failure) reject(this.failure);
-          else resolve(answer);
-        },
-      };
-      try {
-        this.sock.write(encodePacket(p));
-      } catch (e) {
-        clearTimeout(timer);
-        this.waiter = undefined;
-        reject(e instanceof Error ? e : new Error(String(e)));
-      }
-    });
+          this.waiter = undefined;
+          reject(e instanceof Error ? e : new Error(String(e)));
+        }
+      });
     const next = this.chain.then(run, run);
     this.chain = next.catch(() => undefined);
     return next;
@@ -360,7 +382,10 @@ export class ViciClient {
 
   /** A streamed command: its items (events named `event`) and its final answer. */
   async stream(
-    command: string, event: string, message: ViciMessage = {}, timeoutMs = this.timeoutMs,
+    command: string,
+    event: string,
+    message: ViciMessage = {},
+    timeoutMs = this.timeoutMs,
   ): Promise<{ items: ViciMessage[]; answer: ViciMessage }> {
     const items: ViciMessage[] = [];
     const collect = (m: ViciMessage) => items.push(m);

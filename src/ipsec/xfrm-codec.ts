@@ -10,24 +10,109 @@ import { formatIpv4, parseIpv4 } from '../net/addr.js';
 export const AF_INET = 2;
 
 export const XFRM_MSG = {
-  NEWSA: 0x10, DELSA: 0x11, GETSA: 0x12, NEWPOLICY: 0x13, DELPOLICY: 0x14, GETPOLICY: 0x15, UPDPOLICY: 0x19, UPDSA: 0x1a, FLUSHSA: 0x1c, FLUSHPOLICY: 0x1d,
-  ACQUIRE: 0x17, EXPIRE: 0x18, NEWAE: 0x1e,
+  NEWSA: 0x10,
+  DELSA: 0x11,
+  GETSA: 0x12,
+  NEWPOLICY: 0x13,
+  DELPOLICY: 0x14,
+  GETPOLICY: 0x15,
+  UPDPOLICY: 0x19,
+  UPDSA: 0x1a,
+  FLUSHSA: 0x1c,
+  FLUSHPOLICY: 0x1d,
+  ACQUIRE: 0x17,
+  EXPIRE: 0x18,
+  NEWAE: 0x1e,
 } as const;
 export const XFRMA = {
-  ALG_AUTH: 1, ALG_CRYPT: 2, ENCAP: 4, TMPL: 5, SA: 6, POLICY: 7, LTIME_VAL: 9, REPLAY_VAL: 10, REPLAY_THRESH: 11, ETIMER_THRESH: 12, ALG_AEAD: 18, ALG_AUTH_TRUNC: 20, MARK: 21, REPLAY_ESN_VAL: 23,
+  ALG_AUTH: 1,
+  ALG_CRYPT: 2,
+  ENCAP: 4,
+  TMPL: 5,
+  SA: 6,
+  POLICY: 7,
+  LTIME_VAL: 9,
+  REPLAY_VAL: 10,
+  REPLAY_THRESH: 11,
+  ETIMER_THRESH: 12,
+  ALG_AEAD: 18,
+  ALG_AUTH_TRUNC: 20,
+  MARK: 21,
+  REPLAY_ESN_VAL: 23,
 } as const;
 
 /** Byte offsets and sizes of the UAPI structs used here (x86-64; checked against BTF by the tests). */
 export const LAYOUT = {
-  xfrm_selector: { size: 56, daddr: 0, saddr: 16, dport: 32, dport_mask: 34, sport: 36, sport_mask: 38, family: 40, prefixlen_d: 42, prefixlen_s: 43, proto: 44, ifindex: 48, user: 52 },
+  xfrm_selector: {
+    size: 56,
+    daddr: 0,
+    saddr: 16,
+    dport: 32,
+    dport_mask: 34,
+    sport: 36,
+    sport_mask: 38,
+    family: 40,
+    prefixlen_d: 42,
+    prefixlen_s: 43,
+    proto: 44,
+    ifindex: 48,
+    user: 52,
+  },
   xfrm_id: { size: 24, daddr: 0, spi: 16, proto: 20 },
-  xfrm_lifetime_cfg: { size: 64, soft_byte_limit: 0, hard_byte_limit: 8, soft_packet_limit: 16, hard_packet_limit: 24, soft_add_expires_seconds: 32, hard_add_expires_seconds: 40, soft_use_expires_seconds: 48, hard_use_expires_seconds: 56 },
+  xfrm_lifetime_cfg: {
+    size: 64,
+    soft_byte_limit: 0,
+    hard_byte_limit: 8,
+    soft_packet_limit: 16,
+    hard_packet_limit: 24,
+    soft_add_expires_seconds: 32,
+    hard_add_expires_seconds: 40,
+    soft_use_expires_seconds: 48,
+    hard_use_expires_seconds: 56,
+  },
   xfrm_lifetime_cur: { size: 32, bytes: 0, packets: 8, add_time: 16, use_time: 24 },
-  xfrm_usersa_info: { size: 224, sel: 0, id: 56, saddr: 80, lft: 96, curlft: 160, stats: 192, seq: 204, reqid: 208, family: 212, mode: 214, replay_window: 215, flags: 216 },
+  xfrm_usersa_info: {
+    size: 224,
+    sel: 0,
+    id: 56,
+    saddr: 80,
+    lft: 96,
+    curlft: 160,
+    stats: 192,
+    seq: 204,
+    reqid: 208,
+    family: 212,
+    mode: 214,
+    replay_window: 215,
+    flags: 216,
+  },
   xfrm_usersa_id: { size: 24, daddr: 0, spi: 16, family: 20, proto: 22 },
-  xfrm_userpolicy_info: { size: 168, sel: 0, lft: 56, curlft: 120, priority: 152, index: 156, dir: 160, action: 161, flags: 162, share: 163 },
+  xfrm_userpolicy_info: {
+    size: 168,
+    sel: 0,
+    lft: 56,
+    curlft: 120,
+    priority: 152,
+    index: 156,
+    dir: 160,
+    action: 161,
+    flags: 162,
+    share: 163,
+  },
   xfrm_userpolicy_id: { size: 64, sel: 0, index: 56, dir: 60 },
-  xfrm_user_tmpl: { size: 64, id: 0, family: 24, saddr: 28, reqid: 44, mode: 48, share: 49, optional: 50, aalgos: 52, ealgos: 56, calgos: 60 },
+  xfrm_user_tmpl: {
+    size: 64,
+    id: 0,
+    family: 24,
+    saddr: 28,
+    reqid: 44,
+    mode: 48,
+    share: 49,
+    optional: 50,
+    aalgos: 52,
+    ealgos: 56,
+    calgos: 60,
+  },
   xfrm_replay_state: { size: 12, oseq: 0, seq: 4, bitmap: 8 },
   xfrm_replay_state_esn: { size: 24, bmp_len: 0, oseq: 4, seq: 8, oseq_hi: 12, seq_hi: 16, replay_window: 20, bmp: 24 },
   xfrm_algo: { size: 68, alg_name: 0, alg_key_len: 64, alg_key: 68 },
@@ -37,27 +122,80 @@ export const LAYOUT = {
   xfrm_mark: { size: 8, v: 0, m: 4 },
   xfrm_user_expire: { size: 232, state: 0, hard: 224 },
   xfrm_aevent_id: { size: 48, sa_id: 0, saddr: 24, flags: 40, reqid: 44 },
-  xfrm_user_acquire: { size: 280, id: 0, saddr: 24, sel: 40, policy: 96, aalgos: 264, ealgos: 268, calgos: 272, seq: 276 },
+  xfrm_user_acquire: {
+    size: 280,
+    id: 0,
+    saddr: 24,
+    sel: 40,
+    policy: 96,
+    aalgos: 264,
+    ealgos: 268,
+    calgos: 272,
+    seq: 276,
+  },
   xfrm_usersa_flush: { size: 1, proto: 0 },
 } as const;
 
 const PROTO = { esp: 50, ah: 51, comp: 108 } as const;
 export type IpsecProto = keyof typeof PROTO;
-export const protoName = (n: number): IpsecProto | undefined => (Object.keys(PROTO) as IpsecProto[]).find((k) => PROTO[k] === n);
+export const protoName = (n: number): IpsecProto | undefined =>
+  (Object.keys(PROTO) as IpsecProto[]).find((k) => PROTO[k] === n);
 const MODES = ['transport', 'tunnel'] as const;
 export type XfrmMode = (typeof MODES)[number];
 export const DIRS = ['in', 'out', 'fwd'] as const;
 export type PolicyDir = (typeof DIRS)[number];
 
-export interface Selector { src: string; srcPrefix: number; dst: string; dstPrefix: number; proto: number; sport: number; dport: number }
-export const ANY_SELECTOR: Selector = { src: '0.0.0.0', srcPrefix: 0, dst: '0.0.0.0', dstPrefix: 0, proto: 0, sport: 0, dport: 0 };
+export interface Selector {
+  src: string;
+  srcPrefix: number;
+  dst: string;
+  dstPrefix: number;
+  proto: number;
+  sport: number;
+  dport: number;
+}
+export const ANY_SELECTOR: Selector = {
+  src: '0.0.0.0',
+  srcPrefix: 0,
+  dst: '0.0.0.0',
+  dstPrefix: 0,
+  proto: 0,
+  sport: 0,
+  dport: 0,
+};
 
-export interface Lifetime { softBytes: bigint; hardBytes: bigint; softPackets: bigint; hardPackets: bigint; softAddSec: bigint; hardAddSec: bigint; softUseSec: bigint; hardUseSec: bigint }
+export interface Lifetime {
+  softBytes: bigint;
+  hardBytes: bigint;
+  softPackets: bigint;
+  hardPackets: bigint;
+  softAddSec: bigint;
+  hardAddSec: bigint;
+  softUseSec: bigint;
+  hardUseSec: bigint;
+}
 const INF = 0xffffffffffffffffn;
-export const NO_LIMITS: Lifetime = { softBytes: INF, hardBytes: INF, softPackets: INF, hardPackets: INF, softAddSec: 0n, hardAddSec: 0n, softUseSec: 0n, hardUseSec: 0n };
+export const NO_LIMITS: Lifetime = {
+  softBytes: INF,
+  hardBytes: INF,
+  softPackets: INF,
+  hardPackets: INF,
+  softAddSec: 0n,
+  hardAddSec: 0n,
+  softUseSec: 0n,
+  hardUseSec: 0n,
+};
 
 /** The replay state: outbound sequence number, inbound highest seen, the window bitmap (ESN: also the high halves). */
-export interface Replay { oseq: number; seq: number; oseqHi: number; seqHi: number; window: number; bitmap: Buffer; esn: boolean }
+export interface Replay {
+  oseq: number;
+  seq: number;
+  oseqHi: number;
+  seqHi: number;
+  window: number;
+  bitmap: Buffer;
+  esn: boolean;
+}
 
 export interface Sa {
   src: string;
@@ -79,15 +217,37 @@ export interface Sa {
   current?: { bytes: bigint; packets: bigint; addTime: bigint; useTime: bigint };
 }
 
-export interface Tmpl { src: string; dst: string; spi: number; proto: IpsecProto; mode: XfrmMode; reqid: number; optional: boolean }
-export interface Policy { selector: Selector; dir: PolicyDir; action: 'allow' | 'block'; priority: number; index: number; tmpls: Tmpl[] }
+export interface Tmpl {
+  src: string;
+  dst: string;
+  spi: number;
+  proto: IpsecProto;
+  mode: XfrmMode;
+  reqid: number;
+  optional: boolean;
+}
+export interface Policy {
+  selector: Selector;
+  dir: PolicyDir;
+  action: 'allow' | 'block';
+  priority: number;
+  index: number;
+  tmpls: Tmpl[];
+}
 
 /**
  * A refused XFRM request (the operation, the errno, and the kernel's own reason when it gives
  * one) or an XFRM message dvipa cannot read.
  */
 export class XfrmError extends DvipaError {
-  constructor(message: string, readonly op?: string, readonly code?: string, readonly errno?: number, readonly reason?: string, cause?: unknown) {
+  constructor(
+    message: string,
+    readonly op?: string,
+    readonly code?: string,
+    readonly errno?: number,
+    readonly reason?: string,
+    cause?: unknown,
+  ) {
     super(message, undefined, { cause });
   }
 }
@@ -114,15 +274,28 @@ export function writeSelector(b: Buffer, off: number, s: Selector): void {
 export function readSelector(b: Buffer, off: number): Selector {
   const L = LAYOUT.xfrm_selector;
   return {
-    dst: readAddr(b, off + L.daddr), src: readAddr(b, off + L.saddr), dport: b.readUInt16BE(off + L.dport), sport: b.readUInt16BE(off + L.sport),
-    dstPrefix: b.readUInt8(off + L.prefixlen_d), srcPrefix: b.readUInt8(off + L.prefixlen_s), proto: b.readUInt8(off + L.proto),
+    dst: readAddr(b, off + L.daddr),
+    src: readAddr(b, off + L.saddr),
+    dport: b.readUInt16BE(off + L.dport),
+    sport: b.readUInt16BE(off + L.sport),
+    dstPrefix: b.readUInt8(off + L.prefixlen_d),
+    srcPrefix: b.readUInt8(off + L.prefixlen_s),
+    proto: b.readUInt8(off + L.proto),
   };
 }
 
 function writeLifetime(b: Buffer, off: number, l: Lifetime): void {
   const L = LAYOUT.xfrm_lifetime_cfg;
-  const v: Array<[number, bigint]> = [[L.soft_byte_limit, l.softBytes], [L.hard_byte_limit, l.hardBytes], [L.soft_packet_limit, l.softPackets], [L.hard_packet_limit, l.hardPackets],
-    [L.soft_add_expires_seconds, l.softAddSec], [L.hard_add_expires_seconds, l.hardAddSec], [L.soft_use_expires_seconds, l.softUseSec], [L.hard_use_expires_seconds, l.hardUseSec]];
+  const v: Array<[number, bigint]> = [
+    [L.soft_byte_limit, l.softBytes],
+    [L.hard_byte_limit, l.hardBytes],
+    [L.soft_packet_limit, l.softPackets],
+    [L.hard_packet_limit, l.hardPackets],
+    [L.soft_add_expires_seconds, l.softAddSec],
+    [L.hard_add_expires_seconds, l.hardAddSec],
+    [L.soft_use_expires_seconds, l.softUseSec],
+    [L.hard_use_expires_seconds, l.hardUseSec],
+  ];
   for (const [o, x] of v) b.writeBigUInt64LE(x, off + o);
 }
 
@@ -130,8 +303,14 @@ function readLifetime(b: Buffer, off: number): Lifetime {
   const L = LAYOUT.xfrm_lifetime_cfg;
   const r = (o: number) => b.readBigUInt64LE(off + o);
   return {
-    softBytes: r(L.soft_byte_limit), hardBytes: r(L.hard_byte_limit), softPackets: r(L.soft_packet_limit), hardPackets: r(L.hard_packet_limit),
-    softAddSec: r(L.soft_add_expires_seconds), hardAddSec: r(L.hard_add_expires_seconds), softUseSec: r(L.soft_use_expires_seconds), hardUseSec: r(L.hard_use_expires_seconds),
+    softBytes: r(L.soft_byte_limit),
+    hardBytes: r(L.hard_byte_limit),
+    softPackets: r(L.soft_packet_limit),
+    hardPackets: r(L.hard_packet_limit),
+    softAddSec: r(L.soft_add_expires_seconds),
+    hardAddSec: r(L.hard_add_expires_seconds),
+    softUseSec: r(L.soft_use_expires_seconds),
+    hardUseSec: r(L.hard_use_expires_seconds),
   };
 }
 
@@ -243,7 +422,15 @@ export function decodeSa(b: Buffer): Sa {
     reqid: b.readUInt32LE(L.reqid),
     mode: MODES[b.readUInt8(L.mode)] ?? 'transport',
     flags: b.readUInt8(L.flags),
-    replay: { oseq: 0, seq: 0, oseqHi: 0, seqHi: 0, window: b.readUInt8(L.replay_window), bitmap: Buffer.alloc(4), esn: false },
+    replay: {
+      oseq: 0,
+      seq: 0,
+      oseqHi: 0,
+      seqHi: 0,
+      window: b.readUInt8(L.replay_window),
+      bitmap: Buffer.alloc(4),
+      esn: false,
+    },
   };
   for (const [t, v] of attrs(b, L.size)) {
     if (t === XFRMA.ALG_AEAD) {
@@ -271,22 +458,39 @@ export function decodeReplay(type: number, v: Buffer, window: number): Replay | 
   if (type === XFRMA.REPLAY_VAL) {
     const R = LAYOUT.xfrm_replay_state;
     const bitmap = Buffer.from(v.subarray(R.bitmap, R.bitmap + 4));
-    return { oseq: v.readUInt32LE(R.oseq), seq: v.readUInt32LE(R.seq), oseqHi: 0, seqHi: 0, window, bitmap, esn: false };
+    return {
+      oseq: v.readUInt32LE(R.oseq),
+      seq: v.readUInt32LE(R.seq),
+      oseqHi: 0,
+      seqHi: 0,
+      window,
+      bitmap,
+      esn: false,
+    };
   }
   if (type !== XFRMA.REPLAY_ESN_VAL) return undefined;
   const R = LAYOUT.xfrm_replay_state_esn;
   const words = v.readUInt32LE(R.bmp_len);
   return {
-    oseq: v.readUInt32LE(R.oseq), seq: v.readUInt32LE(R.seq),
-    oseqHi: v.readUInt32LE(R.oseq_hi), seqHi: v.readUInt32LE(R.seq_hi),
-    window: v.readUInt32LE(R.replay_window), bitmap: Buffer.from(v.subarray(R.bmp, R.bmp + words * 4)), esn: true,
+    oseq: v.readUInt32LE(R.oseq),
+    seq: v.readUInt32LE(R.seq),
+    oseqHi: v.readUInt32LE(R.oseq_hi),
+    seqHi: v.readUInt32LE(R.seq_hi),
+    window: v.readUInt32LE(R.replay_window),
+    bitmap: Buffer.from(v.subarray(R.bmp, R.bmp + words * 4)),
+    esn: true,
   };
 }
 
 /** A struct xfrm_lifetime_cur: an SA's counters. */
 export function readCurrent(b: Buffer, off: number): NonNullable<Sa['current']> {
   const C = LAYOUT.xfrm_lifetime_cur;
-  return { bytes: b.readBigUInt64LE(off + C.bytes), packets: b.readBigUInt64LE(off + C.packets), addTime: b.readBigUInt64LE(off + C.add_time), useTime: b.readBigUInt64LE(off + C.use_time) };
+  return {
+    bytes: b.readBigUInt64LE(off + C.bytes),
+    packets: b.readBigUInt64LE(off + C.packets),
+    addTime: b.readBigUInt64LE(off + C.add_time),
+    useTime: b.readBigUInt64LE(off + C.use_time),
+  };
 }
 
 export function encodePolicy(p: Policy): Buffer {
@@ -321,8 +525,12 @@ export function decodePolicy(b: Buffer): Policy {
   const L = LAYOUT.xfrm_userpolicy_info;
   if (b.length < L.size) throw new XfrmError(`policy message of ${b.length} bytes, at least ${L.size} expected`);
   const p: Policy = {
-    selector: readSelector(b, L.sel), priority: b.readUInt32LE(L.priority), index: b.readUInt32LE(L.index),
-    dir: DIRS[b.readUInt8(L.dir)] ?? 'in', action: b.readUInt8(L.action) === 0 ? 'allow' : 'block', tmpls: [],
+    selector: readSelector(b, L.sel),
+    priority: b.readUInt32LE(L.priority),
+    index: b.readUInt32LE(L.index),
+    dir: DIRS[b.readUInt8(L.dir)] ?? 'in',
+    action: b.readUInt8(L.action) === 0 ? 'allow' : 'block',
+    tmpls: [],
   };
   const T = LAYOUT.xfrm_user_tmpl;
   for (const [t, v] of attrs(b, L.size)) {
@@ -330,8 +538,13 @@ export function decodePolicy(b: Buffer): Policy {
     for (let o = 0; o + T.size <= v.length; o += T.size) {
       const protoNum = v.readUInt8(o + T.id + LAYOUT.xfrm_id.proto);
       p.tmpls.push({
-        dst: readAddr(v, o + T.id), spi: v.readUInt32BE(o + T.id + LAYOUT.xfrm_id.spi), src: readAddr(v, o + T.saddr), reqid: v.readUInt32LE(o + T.reqid),
-        proto: (Object.keys(PROTO) as IpsecProto[]).find((k) => PROTO[k] === protoNum) ?? 'esp', mode: MODES[v.readUInt8(o + T.mode)] ?? 'transport', optional: v.readUInt8(o + T.optional) === 1,
+        dst: readAddr(v, o + T.id),
+        spi: v.readUInt32BE(o + T.id + LAYOUT.xfrm_id.spi),
+        src: readAddr(v, o + T.saddr),
+        reqid: v.readUInt32LE(o + T.reqid),
+        proto: (Object.keys(PROTO) as IpsecProto[]).find((k) => PROTO[k] === protoNum) ?? 'esp',
+        mode: MODES[v.readUInt8(o + T.mode)] ?? 'transport',
+        optional: v.readUInt8(o + T.optional) === 1,
       });
     }
   }
@@ -339,7 +552,8 @@ export function decodePolicy(b: Buffer): Policy {
 }
 
 /** Whether the family field at `familyOff` says IPv4: dvipa's DVIPAs are IPv4, other SAs and policies are not its business. */
-export const ipv4 = (b: Buffer, familyOff: number) => b.length >= familyOff + 2 && b.readUInt16LE(familyOff) === AF_INET;
+export const ipv4 = (b: Buffer, familyOff: number) =>
+  b.length >= familyOff + 2 && b.readUInt16LE(familyOff) === AF_INET;
 
 export function markAttr(mark: { value: number; mask: number }): Buffer {
   const m = Buffer.alloc(LAYOUT.xfrm_mark.size);

@@ -6,8 +6,20 @@
 import { SyscallError } from '../kernel/errors.js';
 import { sys } from '../kernel/sys.js';
 import {
-  decodePolicy, decodeSa, DIRS, encodePolicy, encodeSa, ipv4, LAYOUT, saIdMessage, writeSelector, XFRM_MSG, XfrmError,
-  type Policy, type Sa, type SaId,
+  decodePolicy,
+  decodeSa,
+  DIRS,
+  encodePolicy,
+  encodeSa,
+  ipv4,
+  LAYOUT,
+  saIdMessage,
+  writeSelector,
+  XFRM_MSG,
+  XfrmError,
+  type Policy,
+  type Sa,
+  type SaId,
 } from './xfrm-codec.js';
 
 export * from './xfrm-codec.js';
@@ -29,7 +41,8 @@ function request(op: string, type: number, flags: number, payload: Buffer): Arra
 /** Every IPv4 SA of this network namespace. */
 export function dumpSas(): Sa[] {
   return request('XFRM_MSG_GETSA(dump)', XFRM_MSG.GETSA, NLM_F_DUMP, Buffer.alloc(0))
-    .filter((m) => m.type === XFRM_MSG.NEWSA && ipv4(m.payload, LAYOUT.xfrm_usersa_info.family)).map((m) => decodeSa(m.payload));
+    .filter((m) => m.type === XFRM_MSG.NEWSA && ipv4(m.payload, LAYOUT.xfrm_usersa_info.family))
+    .map((m) => decodeSa(m.payload));
 }
 
 /**
@@ -49,8 +62,21 @@ export function addSa(sa: Sa, opts: { replace?: boolean } = {}): void {
 }
 
 /** A batch's outcome as errors: undefined where the request went through. */
-function batchErrors(op: (i: number) => string, results: Array<{ errno: number; code?: string; text?: string; reason?: string }>): Array<XfrmError | undefined> {
-  return results.map((r, i) => (r.errno ? new XfrmError(`${op(i)}: ${r.code}${r.text ? ` (${r.text})` : ''}${r.reason ? `: ${r.reason}` : ''}`, op(i), r.code, r.errno, r.reason) : undefined));
+function batchErrors(
+  op: (i: number) => string,
+  results: Array<{ errno: number; code?: string; text?: string; reason?: string }>,
+): Array<XfrmError | undefined> {
+  return results.map((r, i) =>
+    r.errno
+      ? new XfrmError(
+          `${op(i)}: ${r.code}${r.text ? ` (${r.text})` : ''}${r.reason ? `: ${r.reason}` : ''}`,
+          op(i),
+          r.code,
+          r.errno,
+          r.reason,
+        )
+      : undefined,
+  );
 }
 
 type BatchRequest = { type: number; flags: number; payload: Buffer };
@@ -59,7 +85,9 @@ type BatchRequest = { type: number; flags: number; payload: Buffer };
  * Runs `fn` with a NETLINK_XFRM socket opened now, in the calling thread's namespace (the
  * batches run later on a worker thread, when the caller may have left it), closed after.
  */
-async function onXfrmSocket<T>(fn: (batch: (reqs: BatchRequest[]) => ReturnType<typeof sys.xfrmBatch>) => Promise<T>): Promise<T> {
+async function onXfrmSocket<T>(
+  fn: (batch: (reqs: BatchRequest[]) => ReturnType<typeof sys.xfrmBatch>) => Promise<T>,
+): Promise<T> {
   const fd = sys.xfrmOpen('xfrm');
   try {
     return await fn((reqs) => sys.xfrmBatch('xfrm', fd, reqs));
@@ -76,7 +104,8 @@ async function onXfrmSocket<T>(fn: (batch: (reqs: BatchRequest[]) => ReturnType<
 export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Promise<Array<XfrmError | undefined>> {
   const msgs = sas.map(encodeSa);
   return onXfrmSocket(async (batch) => {
-    const add = (idx: number[]) => batch(idx.map((i) => ({ type: XFRM_MSG.NEWSA, flags: NLM_F_CREATE | NLM_F_EXCL, payload: msgs[i] })));
+    const add = (idx: number[]) =>
+      batch(idx.map((i) => ({ type: XFRM_MSG.NEWSA, flags: NLM_F_CREATE | NLM_F_EXCL, payload: msgs[i] })));
     const outcome = await add(sas.map((_, i) => i));
     const ops = sas.map(() => 'XFRM_MSG_NEWSA');
     const again = opts.replace ? outcome.flatMap((r, i) => (r.code === 'EEXIST' ? [i] : [])) : [];
@@ -94,7 +123,11 @@ export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Promise<Arr
 
 /** Installs many policies at once (replacing same selector and direction), off Node's event loop. */
 export function putPolicies(ps: Policy[]): Promise<Array<XfrmError | undefined>> {
-  const reqs = ps.map((p) => ({ type: XFRM_MSG.UPDPOLICY, flags: NLM_F_CREATE | NLM_F_REPLACE, payload: encodePolicy(p) }));
+  const reqs = ps.map((p) => ({
+    type: XFRM_MSG.UPDPOLICY,
+    flags: NLM_F_CREATE | NLM_F_REPLACE,
+    payload: encodePolicy(p),
+  }));
   return onXfrmSocket(async (batch) => batchErrors(() => 'XFRM_MSG_UPDPOLICY', await batch(reqs)));
 }
 
@@ -113,7 +146,11 @@ export function deleteSas(sas: SaId[]): Promise<Array<XfrmError | undefined>> {
 /** Every IPv4 policy of this network namespace. */
 export function dumpPolicies(): Policy[] {
   return request('XFRM_MSG_GETPOLICY(dump)', XFRM_MSG.GETPOLICY, NLM_F_DUMP, Buffer.alloc(0))
-    .filter((m) => m.type === XFRM_MSG.NEWPOLICY && ipv4(m.payload, LAYOUT.xfrm_userpolicy_info.sel + LAYOUT.xfrm_selector.family)).map((m) => decodePolicy(m.payload));
+    .filter(
+      (m) =>
+        m.type === XFRM_MSG.NEWPOLICY && ipv4(m.payload, LAYOUT.xfrm_userpolicy_info.sel + LAYOUT.xfrm_selector.family),
+    )
+    .map((m) => decodePolicy(m.payload));
 }
 
 /** Installs a policy, replacing one with the same selector and direction (XFRM_MSG_UPDPOLICY). */

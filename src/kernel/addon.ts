@@ -14,7 +14,9 @@ function load(): Addon {
   try {
     return createRequire(import.meta.url)(ADDON_FILE) as Addon;
   } catch (e) {
-    throw new Error(`cannot load the native addon ${ADDON_FILE}: run \`npm install\` (or \`npm run build\`) first`, { cause: e });
+    throw new Error(`cannot load the native addon ${ADDON_FILE}: run \`npm install\` (or \`npm run build\`) first`, {
+      cause: e,
+    });
   }
 }
 

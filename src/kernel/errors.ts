@@ -28,17 +28,43 @@ export class SyscallError extends DvipaError {
 const MESSAGE_LOG_LINES = 20;
 
 export class VerifierError extends SyscallError {
-  constructor(op: string, target: string, code: string, errno: number, explanation: string, readonly log: string, cause?: unknown) {
+  constructor(
+    op: string,
+    target: string,
+    code: string,
+    errno: number,
+    explanation: string,
+    readonly log: string,
+    cause?: unknown,
+  ) {
     const tail = log.trimEnd().split('\n').slice(-MESSAGE_LOG_LINES).join('\n');
-    super(op, target, code, errno, explanation, log, cause, `${op}(${target}): ${explanation}${tail ? `\n${tail}` : ''}`);
+    super(
+      op,
+      target,
+      code,
+      errno,
+      explanation,
+      log,
+      cause,
+      `${op}(${target}): ${explanation}${tail ? `\n${tail}` : ''}`,
+    );
   }
 }
 
 /** What the addon throws: `op`, `errno`, `code`, message `${op}: ${code} (${strerror})`, optional `detail`. */
-interface AddonError extends Error { op: string; code: string; errno: number; detail?: string }
+interface AddonError extends Error {
+  op: string;
+  code: string;
+  errno: number;
+  detail?: string;
+}
 
 function isAddonError(e: unknown): e is AddonError {
-  return e instanceof Error && typeof (e as Partial<AddonError>).errno === 'number' && typeof (e as Partial<AddonError>).op === 'string';
+  return (
+    e instanceof Error &&
+    typeof (e as Partial<AddonError>).errno === 'number' &&
+    typeof (e as Partial<AddonError>).op === 'string'
+  );
 }
 
 /** An addon error as a SyscallError about `target`; anything else (TypeError for misuse) unchanged. */
@@ -46,7 +72,8 @@ export function kernelError(e: unknown, target: string): unknown {
   if (!isAddonError(e)) return e;
   const prefix = `${e.op}: `;
   const explanation = e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message;
-  if (e.op === 'bpf_object__load') return new VerifierError(e.op, target, e.code, e.errno, explanation, e.detail ?? '', e);
+  if (e.op === 'bpf_object__load')
+    return new VerifierError(e.op, target, e.code, e.errno, explanation, e.detail ?? '', e);
   return new SyscallError(e.op, target, e.code, e.errno, explanation, e.detail, e);
 }
 

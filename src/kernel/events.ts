@@ -4,7 +4,9 @@ import { about } from './errors.js';
 
 export type { XfrmEventMessage };
 
-export interface EventSource { close(): void }
+export interface EventSource {
+  close(): void;
+}
 
 /** Reads the ring buffer map `name` (fd `mapFd`); `onRecords` gets each batch of records. */
 export function openRingBuffer(name: string, mapFd: number, onRecords: (records: Buffer[]) => void): EventSource {
@@ -15,7 +17,11 @@ export function openRingBuffer(name: string, mapFd: number, onRecords: (records:
  * XFRM notifications of the calling thread's network namespace: `groups` is the legacy
  * bitmask (XFRMNLGRP_x as bit x-1), `rcvBuf` the socket's receive buffer (4 MiB by default).
  */
-export function openXfrmEvents(groups: number, onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number): EventSource {
+export function openXfrmEvents(
+  groups: number,
+  onMessages: (msgs: XfrmEventMessage[]) => void,
+  rcvBuf?: number,
+): EventSource {
   return about('xfrm events', () => new native.XfrmEvents(groups, onMessages, rcvBuf));
 }
 
@@ -24,7 +30,9 @@ export function openXfrmEvents(groups: number, onMessages: (msgs: XfrmEventMessa
  * `groups` is the legacy bitmask, RTNLGRP_x as bit x-1.
  */
 export function openRouteEvents(
-  groups: number, onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number,
+  groups: number,
+  onMessages: (msgs: XfrmEventMessage[]) => void,
+  rcvBuf?: number,
 ): EventSource {
   return about('rtnetlink events', () => new native.RouteEvents(groups, onMessages, rcvBuf));
 }

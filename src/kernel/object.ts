@@ -22,7 +22,8 @@ export interface LoadOptions {
 /** Opens `${name}.bpf.o`, creates or reuses its maps and runs the verifier; a refusal is a VerifierError. */
 export function loadObject(name: string, opts: LoadOptions = {}): BpfObject {
   const file = path.join(opts.dir ?? BPF_OBJECT_DIR, `${name}.bpf.o`);
-  if (!fs.existsSync(file)) throw new Error(`BPF object ${file} not found: run \`npm install\` (or \`npm run build\`) first`);
+  if (!fs.existsSync(file))
+    throw new Error(`BPF object ${file} not found: run \`npm install\` (or \`npm run build\`) first`);
   const target = path.basename(file);
   const obj = about(target, () => new native.BpfObject(file, { pinRoot: opts.pinRoot, maxEntries: opts.maxEntries }));
   try {
@@ -36,7 +37,10 @@ export function loadObject(name: string, opts: LoadOptions = {}): BpfObject {
 
 /** A loaded object (made by loadObject). */
 export class BpfObject {
-  constructor(private readonly obj: InstanceType<(typeof native)['BpfObject']>, readonly name: string) {}
+  constructor(
+    private readonly obj: InstanceType<(typeof native)['BpfObject']>,
+    readonly name: string,
+  ) {}
 
   mapFd(map: string): number {
     return about(map, () => this.obj.mapFd(map));

@@ -6,7 +6,9 @@
 import { native, type Addon } from './addon.js';
 import { about } from './errors.js';
 
-type AddonFunction = { [K in keyof Addon]: K extends Uncapitalize<K> ? (Addon[K] extends (...a: never[]) => unknown ? K : never) : never }[keyof Addon];
+type AddonFunction = {
+  [K in keyof Addon]: K extends Uncapitalize<K> ? (Addon[K] extends (...a: never[]) => unknown ? K : never) : never;
+}[keyof Addon];
 
 export type Sys = { [K in AddonFunction]: (target: string, ...args: Parameters<Addon[K]>) => ReturnType<Addon[K]> };
 
@@ -16,5 +18,8 @@ const isFunctionName = (k: string) => k[0] === k[0].toLowerCase();
 export const sys = Object.fromEntries(
   Object.entries(native)
     .filter(([k, f]) => typeof f === 'function' && isFunctionName(k))
-    .map(([k, f]) => [k, (target: string, ...args: unknown[]) => about(target, () => (f as (...a: unknown[]) => unknown)(...args))]),
+    .map(([k, f]) => [
+      k,
+      (target: string, ...args: unknown[]) => about(target, () => (f as (...a: unknown[]) => unknown)(...args)),
+    ]),
 ) as Sys;

@@ -32,16 +32,25 @@ export interface LabConn {
 export function labConn(c: LabConn): ViciMessage {
   return {
     [c.name]: {
-      version: '2', local_addrs: [c.local], remote_addrs: [c.remote], proposals: ['aes128-sha256-modp2048'],
-      local: { auth: 'psk', id: c.localId }, remote: { auth: 'psk', id: c.remoteId },
-      ...(c.child ? {
-        children: {
-          [c.child]: {
-            local_ts: [`${c.local}/32`], remote_ts: [`${c.remote}/32`], esp_proposals: ['aes128-sha256'], mode: 'tunnel',
-            ...c.childExtra,
-          },
-        },
-      } : { childless: 'force' }),
+      version: '2',
+      local_addrs: [c.local],
+      remote_addrs: [c.remote],
+      proposals: ['aes128-sha256-modp2048'],
+      local: { auth: 'psk', id: c.localId },
+      remote: { auth: 'psk', id: c.remoteId },
+      ...(c.child
+        ? {
+            children: {
+              [c.child]: {
+                local_ts: [`${c.local}/32`],
+                remote_ts: [`${c.remote}/32`],
+                esp_proposals: ['aes128-sha256'],
+                mode: 'tunnel',
+                ...c.childExtra,
+              },
+            },
+          }
+        : { childless: 'force' }),
       ...c.extra,
     },
   };
@@ -61,7 +70,11 @@ export class Charon {
   readonly pidFile: string;
   readonly log: string;
 
-  private constructor(readonly ns: string, readonly dir: string, private readonly child: ChildProcess) {
+  private constructor(
+    readonly ns: string,
+    readonly dir: string,
+    private readonly child: ChildProcess,
+  ) {
     this.vici = path.join(dir, 'run', 'charon.vici');
     this.pidFile = path.join(dir, 'run', 'charon.pid');
     this.log = path.join(dir, 'run', 'charon.log');
@@ -74,23 +87,28 @@ export class Charon {
   static async start(ns: string, opts: CharonOptions): Promise<Charon> {
     const run = path.join(opts.dir, 'run');
     fs.mkdirSync(run, { recursive: true, mode: 0o700 });
-    fs.writeFileSync(path.join(run, 'strongswan.conf'), [
-      'charon {',
-      '  load_modular = no',
-      `  load = ${PLUGINS}`,
-      // dvipa's routers route the DVIPA themselves; charon's table 220 would get in the way.
-      '  install_routes = no',
-      '  install_virtual_ip = no',
-      '  plugins { vici { socket = unix:///run/charon.vici } }',
-      '  filelog {',
-      '    lab { path = /run/charon.log\n default = 1\n ike = 2\n cfg = 2\n flush_line = yes\n time_format = %T }',
-      '  }',
-      ...(opts.settings ?? []).map((l) => `  ${l}`),
-      '}', '',
-    ].join('\n'));
+    fs.writeFileSync(
+      path.join(run, 'strongswan.conf'),
+      [
+        'charon {',
+        '  load_modular = no',
+        `  load = ${PLUGINS}`,
+        // dvipa's routers route the DVIPA themselves; charon's table 220 would get in the way.
+        '  install_routes = no',
+        '  install_virtual_ip = no',
+        '  plugins { vici { socket = unix:///run/charon.vici } }',
+        '  filelog {',
+        '    lab { path = /run/charon.log\n default = 1\n ike = 2\n cfg = 2\n flush_line = yes\n time_format = %T }',
+        '  }',
+        ...(opts.settings ?? []).map((l) => `  ${l}`),
+        '}',
+        '',
+      ].join('\n'),
+    );
     const script = `mount --bind ${JSON.stringify(run)} /run && exec ${CHARON}`;
     const child = spawn('ip', ['netns', 'exec', ns, 'sh', '-c', script], {
-      env: { ...process.env, STRONGSWAN_CONF: '/run/strongswan.conf' }, stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, STRONGSWAN_CONF: '/run/strongswan.conf' },
+      stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));

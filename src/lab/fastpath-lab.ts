@@ -19,7 +19,12 @@ export const LAB = {
   routerXcf: '198.18.10.1',
 } as const;
 
-export interface LabTarget { name: string; ns: string; xcf: string; fastpath: FastPath }
+export interface LabTarget {
+  name: string;
+  ns: string;
+  xcf: string;
+  fastpath: FastPath;
+}
 
 export interface FastpathLab {
   prefix: string;
@@ -43,7 +48,11 @@ export interface FastpathLab {
  * `routerCrtEntries`: the routing node's CRT size; `nameServers: false` for targets whose
  * stack never sees a packet (router-only benchmarks: XDP sinks take their place).
  */
-export async function createFastpathLab(prefix: string, targetCount = 3, opts: { routerCrtEntries?: number; nameServers?: boolean } = {}): Promise<FastpathLab> {
+export async function createFastpathLab(
+  prefix: string,
+  targetCount = 3,
+  opts: { routerCrtEntries?: number; nameServers?: boolean } = {},
+): Promise<FastpathLab> {
   const routerCrtEntries = opts.routerCrtEntries ?? 65536;
   const topo = new Topology(prefix);
   const pinRoots: string[] = [];
@@ -64,7 +73,10 @@ export async function createFastpathLab(prefix: string, targetCount = 3, opts: {
   try {
     const clientNs = topo.ns('client');
     const routerNs = topo.ns('router');
-    topo.veth({ ns: clientNs, name: 'c0', addr: `${LAB.client}/24` }, { ns: routerNs, name: 'ext', addr: `${LAB.routerExternal}/24` });
+    topo.veth(
+      { ns: clientNs, name: 'c0', addr: `${LAB.client}/24` },
+      { ns: routerNs, name: 'ext', addr: `${LAB.routerExternal}/24` },
+    );
     nsIp(clientNs, 'route', 'add', `${LAB.dvipa}/32`, 'via', LAB.routerExternal);
     fullChecksums(clientNs, 'c0');
     nsIp(routerNs, 'addr', 'add', `${LAB.routerXcf}/32`, 'dev', 'lo');
@@ -90,7 +102,13 @@ export async function createFastpathLab(prefix: string, targetCount = 3, opts: {
       const fp = open(name, 1024);
       fp.configure({ clusterAddr: xcf });
       fp.serve(LAB.dvipa);
-      fp.allowDecap([LAB.routerXcf], [{ vip: LAB.dvipa, port: LAB.tcpPort, protocol: 'tcp' }, { vip: LAB.dvipa, port: LAB.udpPort, protocol: 'udp' }]);
+      fp.allowDecap(
+        [LAB.routerXcf],
+        [
+          { vip: LAB.dvipa, port: LAB.tcpPort, protocol: 'tcp' },
+          { vip: LAB.dvipa, port: LAB.udpPort, protocol: 'udp' },
+        ],
+      );
       inside(ns, () => fp.attach('decap', 'up0', 'native'));
       if (opts.nameServers !== false) await startNameServer(topo, ns, name, LAB.tcpPort, LAB.udpPort);
       targets.push({ name, ns, xcf, fastpath: fp });
@@ -103,7 +121,9 @@ export async function createFastpathLab(prefix: string, targetCount = 3, opts: {
     const tcpService: Service = { vip: LAB.dvipa, port: LAB.tcpPort, protocol: 'tcp' };
     const udpService: Service = { vip: LAB.dvipa, port: LAB.udpPort, protocol: 'udp' };
     const setWeights = (service: Service, weights: Record<string, number>) => {
-      const list: Target[] = targets.filter((t) => weights[t.name] !== undefined).map((t) => ({ addr: t.xcf, weight: weights[t.name] }));
+      const list: Target[] = targets
+        .filter((t) => weights[t.name] !== undefined)
+        .map((t) => ({ addr: t.xcf, weight: weights[t.name] }));
       router.setTargets(service, list);
     };
     const all = Object.fromEntries(targets.map((t) => [t.name, 1]));
@@ -111,7 +131,16 @@ export async function createFastpathLab(prefix: string, targetCount = 3, opts: {
     setWeights(udpService, all);
 
     return {
-      prefix, clientNs, routerNs, router, targets, tcpService, udpService, setWeights, inside, teardown,
+      prefix,
+      clientNs,
+      routerNs,
+      router,
+      targets,
+      tcpService,
+      udpService,
+      setWeights,
+      inside,
+      teardown,
       client: Client.start(topo, clientNs),
       clientIn: (ns) => Client.start(topo, ns),
     };

@@ -26,8 +26,13 @@ const interval = Number(intervalArg);
 const newPerSec = Number(newArg);
 
 interface Long {
-  sock: net.Socket; name?: string; sentAt?: number; lastReply: number; maxWait: number;
-  closed?: string; switched: number;
+  sock: net.Socket;
+  name?: string;
+  sentAt?: number;
+  lastReply: number;
+  maxWait: number;
+  closed?: string;
+  switched: number;
   /** The first answer in the current window. */
   answeredAt?: number;
 }
@@ -35,18 +40,34 @@ interface Long {
 const longs: Long[] = [];
 
 interface Fresh {
-  ok: number; failed: number; pending: number; errors: Record<string, number>;
-  firstOkAfterMs?: number; firstOkBy?: string; names: Record<string, number>;
+  ok: number;
+  failed: number;
+  pending: number;
+  errors: Record<string, number>;
+  firstOkAfterMs?: number;
+  firstOkBy?: string;
+  names: Record<string, number>;
 }
-interface Window { label: string; t0: number; fresh: Fresh; closedAs?: object }
+interface Window {
+  label: string;
+  t0: number;
+  fresh: Fresh;
+  closedAs?: object;
+}
 
-const newWindow = (label: string): Window =>
-  ({ label, t0: Date.now(), fresh: { ok: 0, failed: 0, pending: 0, errors: {}, names: {} } });
+const newWindow = (label: string): Window => ({
+  label,
+  t0: Date.now(),
+  fresh: { ok: 0, failed: 0, pending: 0, errors: {}, names: {} },
+});
 const windows: Window[] = [newWindow('start')];
 let win = windows[0];
 
 function tcpRetrans(): number {
-  const lines = fs.readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Tcp:'));
+  const lines = fs
+    .readFileSync('/proc/net/snmp', 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('Tcp:'));
   const [head, vals] = lines.map((l) => l.split(/\s+/));
   return Number(vals[head.indexOf('RetransSegs')]);
 }
@@ -66,15 +87,18 @@ function openLong(): Promise<void> {
       reject(e);
     });
     sock.once('close', () => (c.closed ??= 'closed'));
-    readline.createInterface({ input: sock }).on('error', () => undefined).on('line', (name) => {
-      const now = Date.now();
-      if (c.name !== undefined && c.name !== name) c.switched++;
-      c.name = name;
-      if (c.sentAt !== undefined) c.maxWait = Math.max(c.maxWait, now - c.sentAt);
-      c.sentAt = undefined;
-      c.lastReply = now;
-      c.answeredAt ??= now;
-    });
+    readline
+      .createInterface({ input: sock })
+      .on('error', () => undefined)
+      .on('line', (name) => {
+        const now = Date.now();
+        if (c.name !== undefined && c.name !== name) c.switched++;
+        c.name = name;
+        if (c.sentAt !== undefined) c.maxWait = Math.max(c.maxWait, now - c.sentAt);
+        c.sentAt = undefined;
+        c.lastReply = now;
+        c.answeredAt ??= now;
+      });
   });
 }
 
@@ -119,10 +143,13 @@ function openFresh(): void {
   sock.once('connect', () => sock.write('ping\n'));
   sock.on('error', (e: NodeJS.ErrnoException) => finish(e.code ?? e.message));
   sock.once('close', () => finish('closed before reply'));
-  readline.createInterface({ input: sock }).on('error', () => undefined).once('line', (name) => {
-    clearTimeout(timer);
-    finish(undefined, name);
-  });
+  readline
+    .createInterface({ input: sock })
+    .on('error', () => undefined)
+    .once('line', (name) => {
+      clearTimeout(timer);
+      finish(undefined, name);
+    });
 }
 
 /** The current window's long-lived connections and retransmissions, as of now. */
@@ -147,14 +174,20 @@ function longNow(): object {
       perTarget,
       // When every open connection had answered in this window (what a user waited for).
       allAnsweredAfterMs: answered.every((a) => a !== undefined)
-        ? Math.max(0, ...answered.map((a) => a - t0)) : undefined,
+        ? Math.max(0, ...answered.map((a) => a - t0))
+        : undefined,
     },
     retrans: tcpRetrans() - retrans0,
   };
 }
 
-const summary = (w: Window) =>
-  ({ label: w.label, ok: w.fresh.ok, failed: w.fresh.failed, pending: w.fresh.pending, errors: w.fresh.errors });
+const summary = (w: Window) => ({
+  label: w.label,
+  ok: w.fresh.ok,
+  failed: w.fresh.failed,
+  pending: w.fresh.pending,
+  errors: w.fresh.errors,
+});
 
 function report(): object {
   return { label: win.label, ...longNow(), fresh: win.fresh };
@@ -166,27 +199,30 @@ async function main(): Promise<void> {
   setInterval(tick, interval);
   if (newPerSec > 0) setInterval(openFresh, 1000 / newPerSec);
   process.stdout.write('ready\n');
-  readline.createInterface({ input: process.stdin }).on('line', (l) => {
-    const cmd = l.trim();
-    const [verb, label] = cmd.split(/\s+/, 2);
-    if (verb === 'mark') {
-      win.closedAs = longNow();
-      win = newWindow(label ?? `window ${windows.length}`);
-      windows.push(win);
-      retrans0 = tcpRetrans();
-      for (const c of longs) {
-        c.maxWait = 0;
-        c.answeredAt = undefined;
-      }
-      process.stdout.write('{}\n');
-    } else if (verb === 'report') process.stdout.write(`${JSON.stringify(report())}\n`);
-    else if (verb === 'closed') {
-      const w = windows[windows.length - 2];
-      const answer = w ? { label: w.label, ...w.closedAs, fresh: w.fresh } : { error: 'no closed window' };
-      process.stdout.write(`${JSON.stringify(answer)}\n`);
-    } else if (verb === 'windows') process.stdout.write(`${JSON.stringify(windows.map(summary))}\n`);
-    else process.stdout.write(`${JSON.stringify({ error: `unknown command ${cmd}` })}\n`);
-  }).on('close', () => process.exit(0));
+  readline
+    .createInterface({ input: process.stdin })
+    .on('line', (l) => {
+      const cmd = l.trim();
+      const [verb, label] = cmd.split(/\s+/, 2);
+      if (verb === 'mark') {
+        win.closedAs = longNow();
+        win = newWindow(label ?? `window ${windows.length}`);
+        windows.push(win);
+        retrans0 = tcpRetrans();
+        for (const c of longs) {
+          c.maxWait = 0;
+          c.answeredAt = undefined;
+        }
+        process.stdout.write('{}\n');
+      } else if (verb === 'report') process.stdout.write(`${JSON.stringify(report())}\n`);
+      else if (verb === 'closed') {
+        const w = windows[windows.length - 2];
+        const answer = w ? { label: w.label, ...w.closedAs, fresh: w.fresh } : { error: 'no closed window' };
+        process.stdout.write(`${JSON.stringify(answer)}\n`);
+      } else if (verb === 'windows') process.stdout.write(`${JSON.stringify(windows.map(summary))}\n`);
+      else process.stdout.write(`${JSON.stringify({ error: `unknown command ${cmd}` })}\n`);
+    })
+    .on('close', () => process.exit(0));
 }
 
 main().catch((e: Error) => {

@@ -20,9 +20,14 @@ export function sysctl(ns: string, key: string, value: string): void {
 
 function ethtool(ns: string, ifname: string, feature: string, on: boolean): void {
   try {
-    execFileSync('ip', ['netns', 'exec', ns, 'ethtool', '-K', ifname, feature, on ? 'on' : 'off'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('ip', ['netns', 'exec', ns, 'ethtool', '-K', ifname, feature, on ? 'on' : 'off'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
   } catch (e) {
-    throw new Error(`ethtool -K ${ifname} ${feature} ${on ? 'on' : 'off'} (in ${ns}): ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`, { cause: e });
+    throw new Error(
+      `ethtool -K ${ifname} ${feature} ${on ? 'on' : 'off'} (in ${ns}): ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`,
+      { cause: e },
+    );
   }
 }
 
@@ -45,7 +50,12 @@ export function acceptRedirects(ns: string, ifname: string): void {
   ethtool(ns, ifname, 'gro', true);
 }
 
-export interface VethEnd { ns: string; name: string; addr?: string; master?: string }
+export interface VethEnd {
+  ns: string;
+  name: string;
+  addr?: string;
+  master?: string;
+}
 
 /** A set of namespaces that is torn down as a whole. */
 export class Topology {
@@ -84,7 +94,10 @@ export class Topology {
    * process. Killed by pid at teardown.
    */
   spawn(ns: string, cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
-    const child = spawn('nsenter', [`--net=${netnsPath(ns)}`, cmd, ...args], { stdio: ['pipe', 'pipe', 'inherit'], ...opts });
+    const child = spawn('nsenter', [`--net=${netnsPath(ns)}`, cmd, ...args], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+      ...opts,
+    });
     this.children.push(child);
     return child;
   }

@@ -21,14 +21,29 @@ function firstLine(child: ChildProcess, what: string, timeoutMs = 5000): Promise
   });
 }
 
-export async function startNameServer(topo: Topology, ns: string, name: string, tcpPort: number, udpPort: number): Promise<ChildProcess> {
-  const child = topo.spawn(ns, process.execPath, [path.join(here, 'name-server.js'), name, String(tcpPort), String(udpPort)]);
+export async function startNameServer(
+  topo: Topology,
+  ns: string,
+  name: string,
+  tcpPort: number,
+  udpPort: number,
+): Promise<ChildProcess> {
+  const child = topo.spawn(ns, process.execPath, [
+    path.join(here, 'name-server.js'),
+    name,
+    String(tcpPort),
+    String(udpPort),
+  ]);
   const line = await firstLine(child, `name-server ${name}`);
   if (line !== 'ready') throw new Error(`name-server ${name}: ${line}`);
   return child;
 }
 
-export interface ConnResult { id: number; name?: string; error?: string }
+export interface ConnResult {
+  id: number;
+  name?: string;
+  error?: string;
+}
 
 /** A lab process that answers each line on its stdin with one JSON line. */
 class LineDriver {
@@ -47,13 +62,15 @@ class LineDriver {
 
   protected async request<T>(line: string, timeoutMs = 60000): Promise<T> {
     this.child.stdin!.write(`${line}\n`);
-    const reply = this.replies.shift() ?? (await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.constructor.name}: no reply to ${line}`)), timeoutMs);
-      this.waiter = (l) => {
-        clearTimeout(timer);
-        resolve(l);
-      };
-    }));
+    const reply =
+      this.replies.shift() ??
+      (await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${this.constructor.name}: no reply to ${line}`)), timeoutMs);
+        this.waiter = (l) => {
+          clearTimeout(timer);
+          resolve(l);
+        };
+      }));
     return JSON.parse(reply) as T;
   }
 
@@ -88,18 +105,27 @@ export class Client extends LineDriver {
   async close(ids: number[]): Promise<void> {
     await this.call({ op: 'close', ids });
   }
-
 }
 
-export interface FreshCounts { ok: number; failed: number; pending: number; errors: Record<string, number> }
+export interface FreshCounts {
+  ok: number;
+  failed: number;
+  pending: number;
+  errors: Record<string, number>;
+}
 
 export interface LoadReport {
   label: string;
   windowMs: number;
   long: {
-    total: number; open: number; closed: Record<string, number>; switched: number; maxWaitMs: number;
+    total: number;
+    open: number;
+    closed: Record<string, number>;
+    switched: number;
+    maxWaitMs: number;
     silentSinceWindow: number;
-    perTarget: Record<string, number>; allAnsweredAfterMs?: number;
+    perTarget: Record<string, number>;
+    allAnsweredAfterMs?: number;
   };
   fresh: FreshCounts & { firstOkAfterMs?: number; firstOkBy?: string; names: Record<string, number> };
   retrans: number;
@@ -128,8 +154,19 @@ function freshProblems(label: string, f: FreshCounts): string[] {
 
 /** load-client.ts: long-lived connections and a stream of new ones, measured in windows. */
 export class LoadClient extends LineDriver {
-  static async start(topo: Topology, ns: string, o: { host: string; port: number; long: number; intervalMs: number; newPerSec: number }): Promise<LoadClient> {
-    const child = topo.spawn(ns, process.execPath, [path.join(here, 'load-client.js'), o.host, String(o.port), String(o.long), String(o.intervalMs), String(o.newPerSec)]);
+  static async start(
+    topo: Topology,
+    ns: string,
+    o: { host: string; port: number; long: number; intervalMs: number; newPerSec: number },
+  ): Promise<LoadClient> {
+    const child = topo.spawn(ns, process.execPath, [
+      path.join(here, 'load-client.js'),
+      o.host,
+      String(o.port),
+      String(o.long),
+      String(o.intervalMs),
+      String(o.newPerSec),
+    ]);
     const line = await firstLine(child, 'load-client', 30000);
     if (line !== 'ready') throw new Error(`load-client: ${line}`);
     return new LoadClient(child);
@@ -185,14 +222,31 @@ export class LoadClient extends LineDriver {
 export interface OutageReport {
   windowMs: number;
   ping: { replies: number; longestGapMs: number; sinceLastMs: number };
-  http: { keepAlive: number; requests: number; failed: number; resets: number; longestWaitMs: number; errors: Record<string, number> };
+  http: {
+    keepAlive: number;
+    requests: number;
+    failed: number;
+    resets: number;
+    longestWaitMs: number;
+    errors: Record<string, number>;
+  };
   fresh: { ok: number; failed: number };
 }
 
 /** outage-probe.ts: 10 ms pings, keep-alive HTTP requests and new connections, measured in windows. */
 export class OutageProbe extends LineDriver {
-  static async start(topo: Topology, ns: string, o: { host: string; port: number; keepAlive: number; newPerSec: number }): Promise<OutageProbe> {
-    const child = topo.spawn(ns, process.execPath, [path.join(here, 'outage-probe.js'), o.host, String(o.port), String(o.keepAlive), String(o.newPerSec)]);
+  static async start(
+    topo: Topology,
+    ns: string,
+    o: { host: string; port: number; keepAlive: number; newPerSec: number },
+  ): Promise<OutageProbe> {
+    const child = topo.spawn(ns, process.execPath, [
+      path.join(here, 'outage-probe.js'),
+      o.host,
+      String(o.port),
+      String(o.keepAlive),
+      String(o.newPerSec),
+    ]);
     const line = await firstLine(child, 'outage-probe', 30000);
     if (line !== 'ready') throw new Error(`outage-probe: ${line}`);
     return new OutageProbe(child);

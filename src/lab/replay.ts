@@ -45,8 +45,11 @@ export interface ReplayResult {
   totals: Partial<Record<ReplayPacket['reason'], number>>;
 }
 
-
-export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { netns?: string; ingress?: string }): Promise<ReplayResult> {
+export async function replayPcap(
+  file: ServiceFile,
+  pcapPath: string,
+  opts: { netns?: string; ingress?: string },
+): Promise<ReplayResult> {
   const frames = readPcap(pcapPath);
   const tag = `dvipa-replay-${process.pid}-`;
   const pinRoot = `/sys/fs/bpf/${tag}pins`;
@@ -83,7 +86,12 @@ export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { ne
     const totals: ReplayResult['totals'] = {};
     frames.forEach((frame, i) => {
       if (frame.length < MIN_FRAME) {
-        packets.push({ index: i + 1, packet: `${frame.length}-byte frame`, verdict: 'not-run', reason: 'frame_too_short' });
+        packets.push({
+          index: i + 1,
+          packet: `${frame.length}-byte frame`,
+          verdict: 'not-run',
+          reason: 'frame_too_short',
+        });
         totals.frame_too_short = (totals.frame_too_short ?? 0) + 1;
         return;
       }
@@ -91,7 +99,9 @@ export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { ne
       const known = flow && fp!.crt.get(flow) !== undefined;
       let run: ReturnType<typeof runCounted>;
       try {
-        run = runCounted(progFd, `xdp_distributor (packet ${i + 1})`, frame, () => fp!.reasonCounts(), { ingressIfindex });
+        run = runCounted(progFd, `xdp_distributor (packet ${i + 1})`, frame, () => fp!.reasonCounts(), {
+          ingressIfindex,
+        });
       } catch (e) {
         if (!(e instanceof SyscallError && TOO_LARGE.has(e.code) && frame.length > ONE_PAGE)) throw e;
         const packet = `${frame.length}-byte frame, larger than a test run takes (${e.code})`;
@@ -112,18 +122,27 @@ export async function replayPcap(file: ServiceFile, pcapPath: string, opts: { ne
       }
       packets.push(p);
     });
-    return { environment: opts.netns ? `namespace ${opts.netns}` : 'scratch namespace with a route to every target', services: file.services.map(serviceName), packets, totals };
+    return {
+      environment: opts.netns ? `namespace ${opts.netns}` : 'scratch namespace with a route to every target',
+      services: file.services.map(serviceName),
+      packets,
+      totals,
+    };
   });
 }
 
 export function formatReplay(r: ReplayResult): string {
-  const lines = r.packets.map((p) =>
-    `${String(p.index).padStart(5)}  ${p.verdict.padEnd(8)} ${p.reason.padEnd(18)} ${(p.target ?? '-').padEnd(15)} ${(p.crt ?? '').padEnd(9)} ${p.packet}`);
+  const lines = r.packets.map(
+    (p) =>
+      `${String(p.index).padStart(5)}  ${p.verdict.padEnd(8)} ${p.reason.padEnd(18)} ${(p.target ?? '-').padEnd(15)} ${(p.crt ?? '').padEnd(9)} ${p.packet}`,
+  );
   return [
     `replay in ${r.environment}; services ${r.services.join(', ')}`,
     `${'#'.padStart(5)}  ${'verdict'.padEnd(8)} ${'reason'.padEnd(18)} ${'target'.padEnd(15)} ${'crt'.padEnd(9)} packet`,
     ...lines,
     '',
-    `totals: ${Object.entries(r.totals).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `totals: ${Object.entries(r.totals)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
   ].join('\n');
 }

@@ -14,4 +14,10 @@ export function isProtocol(p: string): p is Protocol {
 }
 
 /** A connection as the CRT keys it: addresses dotted, ports host order, `proto` an IP protocol number. */
-export interface Flow { saddr: string; daddr: string; sport: number; dport: number; proto: number }
+export interface Flow {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+}

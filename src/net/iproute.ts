@@ -13,7 +13,9 @@ export function ip(...args: string[]): string {
 
 /** Whether `address` is on `ifname` (in namespace `netns`, or this process's). */
 export function hasAddress(ifname: string, address: string, netns?: string): boolean {
-  return ip(...(netns ? ['-n', netns] : []), '-o', '-4', 'addr', 'show', 'dev', ifname).split('\n').some((l) => l.includes(` ${address}/`));
+  return ip(...(netns ? ['-n', netns] : []), '-o', '-4', 'addr', 'show', 'dev', ifname)
+    .split('\n')
+    .some((l) => l.includes(` ${address}/`));
 }
 
 /** The interface's MAC address (aa:bb:cc:dd:ee:ff). */

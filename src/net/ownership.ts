@@ -4,7 +4,11 @@
  */
 
 /** `epoch` grows with every change of owner: a record with an older epoch is stale (fencing). */
-export interface OwnerRecord { node: string; rank: number; epoch: number }
+export interface OwnerRecord {
+  node: string;
+  rank: number;
+  epoch: number;
+}
 
 /** Why a node takes a DVIPA: its owner is gone, it is the primary coming back, or a move was requested. */
 export type Claim = 'takeover' | 'takeback' | 'move';

@@ -60,13 +60,17 @@ export interface ServiceDistribution {
 }
 
 export class Dpt {
-  private readonly services = new Map<string, { dist: ServiceDistribution; targets: Map<string, TargetState>; hotActive?: string }>();
+  private readonly services = new Map<
+    string,
+    { dist: ServiceDistribution; targets: Map<string, TargetState>; hotActive?: string }
+  >();
 
   /** (Re)declares a service and its candidates; state of targets that stay is kept. */
   define(service: string, dist: ServiceDistribution): void {
     const old = this.services.get(service);
     const targets = new Map<string, TargetState>();
-    for (const d of dist.destinations) targets.set(d.xcf, old?.targets.get(d.xcf) ?? { xcf: d.xcf, ready: false, active: 0 });
+    for (const d of dist.destinations)
+      targets.set(d.xcf, old?.targets.get(d.xcf) ?? { xcf: d.xcf, ready: false, active: 0 });
     this.services.set(service, { dist, targets, hotActive: old?.hotActive });
   }
 
@@ -146,7 +150,8 @@ export class Dpt {
         if (preferred && usable(preferred) && (method.autoSwitchBack || !stay)) chosen = preferred.d.xcf;
         else if (current && usable(current)) chosen = current.d.xcf;
         else {
-          const backups = states.filter((x) => x.d.role === 'backup' && usable(x))
+          const backups = states
+            .filter((x) => x.d.role === 'backup' && usable(x))
             .sort((a, b) => (b.d.rank ?? 0) - (a.d.rank ?? 0));
           chosen = backups[0]?.d.xcf ?? (preferred && usable(preferred) ? preferred.d.xcf : undefined);
         }

@@ -23,7 +23,12 @@ export class Agents {
   private readonly nodes = new Set<string>();
 
   /** `dir` holds cluster.key and cluster.cfg, the defaults of every agent. */
-  constructor(private readonly topo: Topology, private readonly ns: Record<string, string>, private readonly dir: string, private readonly prefix: string) {}
+  constructor(
+    private readonly topo: Topology,
+    private readonly ns: Record<string, string>,
+    private readonly dir: string,
+    private readonly prefix: string,
+  ) {}
 
   /** The agent's control socket (dvipa netstat --socket). */
   socket(node: string): string {
@@ -37,10 +42,30 @@ export class Agents {
   start(node: string, o: { keyFile?: string; config?: string; args?: string[] } = {}): void {
     const loadFile = path.join(this.dir, `load-${node}`);
     if (!fs.existsSync(loadFile)) fs.writeFileSync(loadFile, '0');
-    const child = this.topo.spawn(this.ns[node], process.execPath, [
-      CLI, 'agent', '--config', o.config ?? path.join(this.dir, 'cluster.cfg'), '--node', node, '--pin-root', this.pinRoot(node),
-      '--key-file', o.keyFile ?? path.join(this.dir, 'cluster.key'), '--load-file', loadFile, '--scan-ms', '5000', '--control', this.socket(node), ...(o.args ?? []),
-    ], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DVIPA_LOG_LEVEL: 'info' } });
+    const child = this.topo.spawn(
+      this.ns[node],
+      process.execPath,
+      [
+        CLI,
+        'agent',
+        '--config',
+        o.config ?? path.join(this.dir, 'cluster.cfg'),
+        '--node',
+        node,
+        '--pin-root',
+        this.pinRoot(node),
+        '--key-file',
+        o.keyFile ?? path.join(this.dir, 'cluster.key'),
+        '--load-file',
+        loadFile,
+        '--scan-ms',
+        '5000',
+        '--control',
+        this.socket(node),
+        ...(o.args ?? []),
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DVIPA_LOG_LEVEL: 'info' } },
+    );
     this.adopt(node, child);
   }
 
@@ -76,7 +101,15 @@ export class Agents {
     const end = Date.now() + ms;
     while (!cond()) {
       if (Date.now() > end) {
-        const tail = Object.entries(this.logs).map(([n, l]) => `${n}: ${l.slice(-4).map((x) => JSON.stringify(x)).join(' | ')}`).join('\n');
+        const tail = Object.entries(this.logs)
+          .map(
+            ([n, l]) =>
+              `${n}: ${l
+                .slice(-4)
+                .map((x) => JSON.stringify(x))
+                .join(' | ')}`,
+          )
+          .join('\n');
         throw new Error(`timed out waiting for ${what}; agents' last logs:\n${tail}`);
       }
       await sleep(50);

@@ -30,7 +30,14 @@ export function etcdFixture(): EtcdFixture {
       return etcd;
     },
     async join(node, o = {}) {
-      const c = new EtcdCoupling({ endpoints: [this.server.url], xcf: '198.18.0.1', ttlSec: 10, logger: log, ...o, node });
+      const c = new EtcdCoupling({
+        endpoints: [this.server.url],
+        xcf: '198.18.0.1',
+        ttlSec: 10,
+        logger: log,
+        ...o,
+        node,
+      });
       open.push(c);
       await c.start();
       return c;

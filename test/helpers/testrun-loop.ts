@@ -30,7 +30,14 @@ function main(): void {
   const end = Date.now() + Number(ms);
   for (let i = 0; Date.now() < end; i++) {
     const f = loopFlow(i);
-    const frame = buildFrame({ saddr: f.saddr, daddr: vip, sport: f.sport, dport: Number(port), tcpFlags: { syn: true }, df: true });
+    const frame = buildFrame({
+      saddr: f.saddr,
+      daddr: vip,
+      sport: f.sport,
+      dport: Number(port),
+      tcpFlags: { syn: true },
+      df: true,
+    });
     const r = runXdp(prog, 'distributor', frame, { ingressIfindex: Number(ifindex) });
     targets.push(r.action === 'redirect' || r.action === 'tx' ? parseFrame(r.frame).ipv4!.dst : r.action);
   }

@@ -2,10 +2,16 @@
 import { setTimeout as delay } from 'node:timers/promises';
 
 /** Until `cond` holds (checked every 20 ms), or fails after `ms` saying what it waited for and what it saw. */
-export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 10000, seen: () => unknown = () => undefined): Promise<void> {
+export async function waitFor(
+  what: string,
+  cond: () => boolean | Promise<boolean>,
+  ms = 10000,
+  seen: () => unknown = () => undefined,
+): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}; saw ${JSON.stringify(seen())}`);
+    if (Date.now() > end)
+      throw new Error(`timed out after ${ms} ms waiting for ${what}; saw ${JSON.stringify(seen())}`);
     await delay(20);
   }
 }
