@@ -20,7 +20,7 @@ import { Charon, type LabConn } from '../lab/charon.js';
 import { hasAddress } from '../net/iproute.js';
 import { IkeContinuity, ViciDaemon, type IkeSa } from '../ipsec/ike.js';
 import { storeKey } from '../ipsec/store.js';
-import { hasEsp } from './ipsec.js';
+import { hasEsp, joinForBench } from './ipsec.js';
 import { log } from '../log.js';
 
 export interface IkeBenchRow {
@@ -108,20 +108,7 @@ export async function benchIke(counts: number[]): Promise<IkeBenchRow[]> {
           const c2 = await start('r2');
           void peer;
           const key = storeKey(randomBytes(32));
-          const join = async (node: string) => {
-            // A long lease and deadline: under emulation (the kernel lab) etcd answers slowly.
-            const m = new EtcdCoupling({
-              endpoints: [etcd.url],
-              node,
-              xcf: '198.18.0.1',
-              ttlSec: 60,
-              callTimeoutMs: 60000,
-              logger: log,
-            });
-            await m.start();
-            members.push(m);
-            return m;
-          };
+          const join = (node: string) => joinForBench(etcd.url, node, members);
           // The old owner: its charon negotiates with every peer; its records go to etcd.
           const m1 = await join(`old${n}`);
           const o1 = (await m1.claim(DVIPA, 256, m1.view(DVIPA)))!;

@@ -21,6 +21,25 @@ import { log } from '../log.js';
  * policies, rewriting the records), its total, and what ESP waits for: SAs and policies in
  * the kernel (`inKernelMs`, from the start: the new owner takes the address then).
  */
+/**
+ * A coupling-facility member for a benchmark, kept in `members` to be stopped after. A long
+ * lease and call deadline: under emulation (the kernel lab) etcd answers slowly, and writing
+ * thousands of records outlasts short ones.
+ */
+export async function joinForBench(url: string, node: string, members: EtcdCoupling[]): Promise<EtcdCoupling> {
+  const c = new EtcdCoupling({
+    endpoints: [url],
+    node,
+    xcf: '198.18.0.1',
+    ttlSec: 60,
+    callTimeoutMs: 60000,
+    logger: log,
+  });
+  await c.start();
+  members.push(c);
+  return c;
+}
+
 export interface IpsecBenchRow {
   sas: number;
   readMs: number;
@@ -90,20 +109,7 @@ export async function benchIpsec(counts: number[]): Promise<IpsecBenchRow[]> {
         for (const n of counts) {
           const fresh = topo.ns(`new${n}`);
           const dvipa = `192.0.2.${rows.length + 10}`;
-          const make = async (node: string) => {
-            // A long lease and deadline: under emulation (the kernel lab) writing thousands of records outlasts short ones.
-            const c = new EtcdCoupling({
-              endpoints: [etcd.url],
-              node,
-              xcf: '198.18.0.1',
-              ttlSec: 60,
-              callTimeoutMs: 60000,
-              logger: log,
-            });
-            await c.start();
-            cfs.push(c);
-            return c;
-          };
+          const make = (node: string) => joinForBench(etcd.url, node, cfs);
           // The old owner: its SAs in the kernel, recorded in etcd.
           const a = await make(`old${n}`);
           const ownerA = (await a.claim(dvipa, 256, a.view(dvipa)))!;
