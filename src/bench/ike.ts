@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { EtcdCoupling } from '../cluster/coupling.js';
+import type { EtcdCoupling } from '../cluster/coupling.js';
 import { startEtcd } from '../lab/etcd.js';
 import { nsIp, Topology } from '../lab/netns.js';
 import { withCleanup } from '../lab/cleanup.js';
