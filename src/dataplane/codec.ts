@@ -1,6 +1,6 @@
 /*
  * Encoders/decoders for the C structs of bpf/dvipa.h. Offsets follow the C rules
- * (natural alignment, size rounded to the largest member), and test/layout.test.ts
+ * (natural alignment, size rounded to the largest member), and test/kernel/layout.test.ts
  * checks every struct against the BTF of the compiled objects, so a layout can only
  * change in both places at once.
  */

@@ -1,6 +1,6 @@
 /*
  * The user-space mirror of bpf/dvipa.h. Keep the order of fields and enum members
- * identical to the C header; test/layout.test.ts compares both with the BTF.
+ * identical to the C header; test/kernel/layout.test.ts compares both with the BTF.
  */
 import { scalar, struct } from './codec.js';
 import type { Flow } from '../net/flow.js';

@@ -1,7 +1,7 @@
 /*
  * XFRM netlink messages, typed: IPsec SAs (xfrm_usersa_info + algorithm, replay, encapsulation
  * attributes) and policies (xfrm_userpolicy_info + templates), encoded and decoded. IPv4 only,
- * as DVIPAs are. The kernel UAPI layouts are written out below as offsets; test/xfrm.test.ts
+ * as DVIPAs are. The kernel UAPI layouts are written out below as offsets; test/kernel/xfrm.test.ts
  * checks each against the running kernel's BTF, so they cannot drift. Sending them is xfrm.ts.
  */
 import { DvipaError } from '../errors.js';

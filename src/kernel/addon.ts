@@ -1,7 +1,7 @@
 /*
  * The native addon (native/, built by cmake-js): the only module that loads it. The rest of
  * src/kernel wraps it so that every failure is a SyscallError naming what it acted on;
- * nothing outside src/kernel imports this file (test/imports.test.ts checks).
+ * nothing outside src/kernel imports this file (test/unit/imports.test.ts checks).
  */
 import { createRequire } from 'node:module';
 import type * as Native from '../../native/index.js';
