@@ -287,6 +287,39 @@ static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 c
 	bpf_map_update_elem(&affinity, &k, &fresh, BPF_ANY);
 }
 
+/*
+ * The flow's CRT entry: a connection its target confirmed (`crt_est`, which packets cannot
+ * evict) first, else an unconfirmed flow the data plane inserted (`crt`, LRU).
+ */
+static __always_inline struct dvipa_crt_entry *crt_lookup(const struct dvipa_flow *flow)
+{
+	struct dvipa_crt_entry *e = bpf_map_lookup_elem(&crt_est, flow);
+
+	return e ? e : bpf_map_lookup_elem(&crt, flow);
+}
+
+/*
+ * The per-CPU new-flow rate guard: whether this new flow is over this CPU's budget of
+ * `max_new_flows` in the current one-second window (then it is hashed, not inserted). Fixed
+ * windows on the coarse clock: a burst straddling two windows may get up to twice the budget.
+ */
+static __always_inline int new_flow_guarded(const struct dvipa_config *cfg, __u64 now)
+{
+	struct dvipa_flow_rate *r;
+	__u32 zero = 0;
+
+	if (!cfg->max_new_flows)
+		return 0;
+	r = bpf_map_lookup_elem(&flow_rate, &zero);
+	if (!r)
+		return 0;
+	if (now - r->window_ns >= 1000000000ULL) {
+		r->window_ns = now;
+		r->count = 0;
+	}
+	return ++r->count > cfg->max_new_flows;
+}
+
 /* Whether this node's right to answer for `vip` has run out (no entry: never). */
 static __always_inline int fenced(__be32 vip)
 {
@@ -310,8 +343,9 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	const struct dvipa_target *t;
 	__be32 target;
 	__be16 proto;
-	int l2len, first = 0, inserted;
+	int l2len, first = 0, inserted = 0, guarded;
 	__u32 zero = 0, idx, len;
+	__u64 now;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
 	if (!cfg || !cfg->enabled)
@@ -381,7 +415,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	flow.saddr = iph->saddr;
 	flow.daddr = iph->daddr;
 	flow.proto = iph->protocol;
-	entry = bpf_map_lookup_elem(&crt, &flow);
+	entry = crt_lookup(&flow);
 	if (entry) {
 		st->crt_hit++;
 		target = entry->target;
@@ -396,6 +430,8 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		__u32 *slot_idx = table ? bpf_map_lookup_elem(table, &slot) : NULL;
 
 		st->crt_miss++;
+		now = bpf_ktime_get_coarse_ns();
+		guarded = new_flow_guarded(cfg, now);
 		idx = first && svc->affinity_s ? affine_target(svc, iph->saddr) : 0;
 		t = target_at(idx);
 		/* An affinity to an index freed since (its target left) is no affinity. */
@@ -406,25 +442,30 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 				return drop(st, DVIPA_R_DROP_NO_TARGET);
 		}
 		target = t->addr;
-		/* A recovered packet's target is a guess: it must not become the client's affinity. */
-		if (svc->affinity_s && first)
-			touch_affinity(svc, iph->saddr, target, idx);
-		fresh.target = target;
-		fresh.target_idx = idx;
-		fresh.svc_id = svc->id;
-		fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
-		fresh.created_ns = bpf_ktime_get_coarse_ns();
 		/*
-		 * Another CPU may have raced us to it: its entry is as good as ours, and it counts it.
-		 * (A new-flow rate guard that skips this insert must still count a first packet's
-		 * connection: TOTALCONN comes from count_target.)
+		 * A recovered packet's target is a guess: it must not become the client's affinity.
+		 * Over the rate guard, no LRU write either: a flood must not age out affinities.
 		 */
-		inserted = !bpf_map_update_elem(&crt, &flow, &fresh, BPF_NOEXIST);
-		if (first)
-			st->crt_new++;
-		else
-			st->recovered++;
-		count_target(idx, len, first && inserted);
+		if (svc->affinity_s && first && !guarded)
+			touch_affinity(svc, iph->saddr, target, idx);
+		if (guarded) {
+			/* Hashed alone: the connection stays where Maglev puts it until its target confirms it. */
+			st->crt_guarded++;
+		} else {
+			fresh.target = target;
+			fresh.target_idx = idx;
+			fresh.svc_id = svc->id;
+			fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
+			fresh.created_ns = now;
+			/* Another CPU may have raced us to it: its entry is as good as ours, and it counts it. */
+			inserted = !bpf_map_update_elem(&crt, &flow, &fresh, BPF_NOEXIST);
+			if (first)
+				st->crt_new++;
+			else
+				st->recovered++;
+		}
+		/* TOTALCONN comes from here: a first packet over the guard is a connection too. */
+		count_target(idx, len, first && (inserted || guarded));
 	}
 	/* The routing node among its own targets: the DVIPA is a local address here, so its
 	 * stack serves the flow, as z/OS's distributing stack does when it is a target. An IPIP

@@ -146,6 +146,19 @@ struct dvipa_config {
 	__u32 ext_ifindex;
 	__u8 ext_mac[6];
 	__u8 pad[2];
+	/*
+	 * New-flow rate guard: above this many new flows (CRT misses) per second on one CPU,
+	 * further new flows that second are forwarded by the Maglev hash alone, with no CRT
+	 * insert (counted in crt_guarded). A flood of SYNs then costs a hash, not an LRU insert.
+	 * 0: no guard.
+	 */
+	__u32 max_new_flows;
+};
+
+/* Per CPU (map `flow_rate`): the new-flow rate guard's current one-second window. */
+struct dvipa_flow_rate {
+	__u64 window_ns; /* bpf_ktime_get_coarse_ns() at the start of the window */
+	__u64 count;     /* new flows seen in it on this CPU */
 };
 
 /*
@@ -192,6 +205,7 @@ struct dvipa_svc_stats {
 	__u64 forwarded;
 	__u64 dropped;      /* any drop reason; `reasons` says which */
 	__u64 frag_needed;  /* ICMP fragmentation needed sent */
+	__u64 crt_guarded;  /* new flows forwarded by hash without a CRT entry: over the rate guard */
 };
 
 /*

@@ -57,7 +57,13 @@ struct {
 	__array(values, struct maglev_table);
 } maglev SEC(".maps");
 
-/* The CRT: 5-tuple -> target. LRU so a flood of SYNs ages out old entries instead of failing. */
+/*
+ * The CRT, in two tables. `crt` (LRU) holds what the data plane inserts: flows not yet
+ * confirmed by their target (a SYN, a recovered packet); a flood of SYNs ages out its old
+ * entries instead of failing. `crt_est` holds the connections their target reported
+ * established (NEWCONN), written and removed only by the agent: nothing a packet does can
+ * evict them. The data plane looks in `crt_est` first.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, DVIPA_CRT_DEFAULT_ENTRIES);
@@ -65,6 +71,25 @@ struct {
 	__type(value, struct dvipa_crt_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } crt SEC(".maps");
+
+/* Confirmed connections (see above). Not preallocated: memory follows the connections. Full: counted by the agent, never evicting. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_CRT_DEFAULT_ENTRIES);
+	__type(key, struct dvipa_flow);
+	__type(value, struct dvipa_crt_entry);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} crt_est SEC(".maps");
+
+/* The new-flow rate guard's window, per CPU (dvipa_config.max_new_flows). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dvipa_flow_rate);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flow_rate SEC(".maps");
 
 /* TIMEDAFFINITY: (service, client) -> its target and last packet. LRU: old clients age out. */
 struct {

@@ -93,6 +93,10 @@ export const agentCommand = command({
         describe:
           'the readiness gate (takeback, move) opens with at least this many targets connected and synced (or all, if fewer)',
       })
+      .option('new-flow-rate', {
+        type: 'number',
+        describe: `routing: new flows per second per CPU that get a CRT entry; above it they are hashed without one, so a flood cannot churn the CRT (default: CLUSTER NEWFLOWRATE, else ${DEFAULTS.newFlowRate}; 0: no guard)`,
+      })
       .option('ipsec-vici', {
         type: 'string',
         describe:
@@ -162,6 +166,7 @@ export const agentCommand = command({
       loadFile: a.loadFile,
       scanMs: s.scanMs,
       readyTargets: s.readyTargets,
+      newFlowRate: s.newFlowRate,
       ha,
       controlSocket: a.control || undefined,
       metricsAddress: metricsAddress(a.metrics),

@@ -56,6 +56,8 @@ export interface AgentOptions extends TargetOptions {
   ha?: HaOptions;
   /** Targets connected and synced before this node takes a DVIPA back or by a move (default 1). */
   readyTargets?: number;
+  /** The new-flow rate guard: new flows per second per CPU that get a CRT entry (default DEFAULTS.newFlowRate; 0: none). */
+  newFlowRate?: number;
   /** The control socket for `dvipa netstat` (none: no socket). */
   controlSocket?: string;
   /** host:port for Prometheus metrics at /metrics (none: not served). */
@@ -144,7 +146,7 @@ export class Agent {
   }
 
   async start(): Promise<void> {
-    this.fp.configure({ clusterAddr: this.node.xcf });
+    this.fp.configure({ clusterAddr: this.node.xcf, maxNewFlows: this.opts.newFlowRate ?? DEFAULTS.newFlowRate });
     this.via.start();
     const roles = rolesOf(this.opts.config, this.node.name);
     this.roles = roles;

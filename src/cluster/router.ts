@@ -70,6 +70,11 @@ export class RoutingRole {
   private readonly conns = new Map<string, Map<string, { service: string; ref: ConnRef }>>();
   /** Per target, its connections per service: kept with `conns`, so that a report costs its own size, not the table's. */
   private readonly activeCounts = new Map<string, Map<string, number>>();
+  /** Connections reported that did not fit the table of confirmed ones (full): retried at each report. */
+  private readonly unconfirmed = new Set<string>();
+  /** Confirmations the full table refused, since start (a metric). */
+  confirmRefused = 0;
+  private fullLogged = false;
   /** Targets whose full SRVSTAT and full CONNS arrived since they connected. */
   private readonly synced = new Map<string, { srvstat: boolean; conns: boolean }>();
   /** Services whose pinned tables a previous agent left: kept until the targets have reported. */
@@ -370,23 +375,29 @@ export class RoutingRole {
 
   private applyConns(xcf: string, full: boolean, added: ConnRef[], removed: ConnRef[]): void {
     const gone = [...removed];
+    const known = this.conns.get(xcf);
     if (full) {
       // What this target reported before and no longer does ended. Found in its own reports,
       // never by walking the CRT on the event loop: a SYN flood can fill that with a million entries.
       const keep = new Set(added.map(connKey));
-      for (const [k, v] of this.conns.get(xcf) ?? []) if (!keep.has(k)) gone.push(v.ref);
+      for (const [k, v] of known ?? []) if (!keep.has(k)) gone.push(v.ref);
     }
+    // Only what is not confirmed yet is written: a full report repeats every connection.
+    const fresh = added.filter((c) => !known?.has(connKey(c)) || this.unconfirmed.has(connKey(c)));
     this.countActive(xcf, added, gone);
     // One map lookup per service, not per connection: a report holds thousands of one service.
     const ids = new Map<string, number | undefined>();
-    const entries = added.flatMap((c) => {
+    const refOf = new Map<Flow, ConnRef>();
+    const entries = fresh.flatMap((c) => {
       const k = `${c.daddr}:${c.dport}/${c.protocol}`;
       if (!ids.has(k)) ids.set(k, this.svcIdOf(c));
       const svcId = ids.get(k);
       if (svcId === undefined) return [];
+      const f = this.flowOf(c);
+      refOf.set(f, c);
       return [
         [
-          this.flowOf(c),
+          f,
           {
             target: xcf,
             svcId,
@@ -397,9 +408,23 @@ export class RoutingRole {
         ] as const,
       ];
     });
-    if (entries.length) this.fp.crt.setBatch(entries);
-    // One by one: a batch delete stops at the first key already gone (evicted, or never added).
-    for (const c of gone) this.fp.crt.delete(this.flowOf(c));
+    for (const c of fresh) this.unconfirmed.delete(connKey(c));
+    if (entries.length) {
+      const refused = this.fp.confirm(entries);
+      this.confirmRefused += refused.length;
+      if (refused.length && !this.fullLogged) {
+        this.fullLogged = true;
+        this.log.warn(
+          { refused: refused.length, size: this.fp.crtEst.maxEntries },
+          'the table of confirmed connections is full: new ones stay in the LRU CRT (counted, retried on the next full report)',
+        );
+      }
+      for (const f of refused) this.unconfirmed.add(connKey(refOf.get(f)!));
+    }
+    for (const c of gone) {
+      this.unconfirmed.delete(connKey(c));
+      this.fp.forget(this.flowOf(c));
+    }
   }
 
   /** Active connections per service of this target, into the DPT (used by WEIGHTEDACTIVE). */

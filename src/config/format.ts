@@ -40,6 +40,7 @@ export function formatProfile(cfg: ClusterConfig): string {
     lines.push(
       `CLUSTER IPSEC${cfg.ipsec.seqMargin !== undefined ? ` SEQMARGIN ${cfg.ipsec.seqMargin}` : ''}${cfg.ipsec.interval !== undefined ? ` INTERVAL ${cfg.ipsec.interval}` : ''}`,
     );
+  if (cfg.newFlowRate !== undefined) lines.push(`CLUSTER NEWFLOWRATE ${cfg.newFlowRate}`);
   for (const n of cfg.nodes) {
     const ext = n.external ? ` EXTERNAL ${n.external}` : '';
     const int = n.internal.length ? ` INTERNAL ${n.internal.join(' ')}` : '';

@@ -112,6 +112,8 @@ export interface ClusterConfig {
   identities?: string;
   coupling?: CouplingConfig;
   ipsec?: IpsecConfig;
+  /** Routing nodes: new flows per second per CPU that get a CRT entry (CLUSTER NEWFLOWRATE; 0: no guard). */
+  newFlowRate?: number;
   nodes: NodeSpec[];
   /** Peers named in a per-node file (PEER statements); a cluster file lists its nodes instead. */
   peers: Array<{ name: string; xcf: string }>;

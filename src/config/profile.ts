@@ -244,7 +244,9 @@ class Parser {
           else if (this.accept('IPSEC')) cfg.ipsec = this.ipsec();
           else if (this.accept('KEYfile')) cfg.keyFile = this.word('a key file path');
           else if (this.accept('IDENTities')) cfg.identities = this.word('a directory of node keys');
-          else this.fail(this.peek(), 'KEYfile, IDENTITIES, ETCD or IPSEC');
+          else if (this.accept('NEWFLOWRATE'))
+            cfg.newFlowRate = this.int('new flows per second per CPU (0: no guard)', ...LIMITS.newFlowRate);
+          else this.fail(this.peek(), 'KEYfile, IDENTITIES, ETCD, IPSEC or NEWFLOWRATE');
         } else if (this.accept('NODE')) {
           // Registered before its parameters are read: a typo in them must not orphan the block.
           node = { name: '', xcf: '', internal: [], vipaDynamic: emptyVipaDynamic() };

@@ -32,6 +32,8 @@ export const LIMITS = {
   weight: [1, 100],
   /** TIMEDAFFINITY seconds. */
   timedAffinity: [0, 99999],
+  /** New flows per second per CPU that get a CRT entry (the new-flow rate guard); 0: no guard. */
+  newFlowRate: [0, 100_000_000],
 } as const satisfies Record<string, readonly [number, number]>;
 
 export const DEFAULTS = {
@@ -49,6 +51,13 @@ export const DEFAULTS = {
   /** A WEIGHTEDACTIVE destination without a weight: the DPT applies it. */
   weight: DEFAULT_WEIGHT,
   timedAffinity: 0,
+  /**
+   * Above this, a CPU's further new flows that second are hashed without a CRT insert. An
+   * insert costs hundreds of ns (an LRU eviction, once the table is full), the hash alone tens:
+   * at this rate one CPU spends a few percent of its time on inserts, and a flood of SYNs can
+   * neither buy more nor age out more than this many unconfirmed entries per second per CPU.
+   */
+  newFlowRate: 100_000,
   pinRoot: '/sys/fs/bpf/dvipa',
   controlSocket: '/run/dvipa/agent.sock',
   metricsAddress: '127.0.0.1:9741',
@@ -80,6 +89,7 @@ export interface AgentFlags {
   port?: number;
   scanMs?: number;
   readyTargets?: number;
+  newFlowRate?: number;
 }
 
 export interface AgentSettings {
@@ -92,12 +102,15 @@ export interface AgentSettings {
   port: number;
   scanMs: number;
   readyTargets: number;
+  /** New flows per second per CPU that get a CRT entry; 0: no guard. */
+  newFlowRate: number;
 }
 
 /** What a file says, where the agent's settings come from. */
 export interface AgentFileSettings {
   coupling?: CouplingConfig;
   ipsec?: IpsecConfig;
+  newFlowRate?: number;
 }
 
 /**
@@ -159,5 +172,6 @@ export function resolveAgentSettings(file: AgentFileSettings, flags: AgentFlags)
     port: pick('port', 'port', flags.port, undefined, DEFAULTS.port),
     scanMs: pick('scanMs', 'scan-ms', flags.scanMs, undefined, DEFAULTS.scanMs),
     readyTargets: pick('readyTargets', 'ready-targets', flags.readyTargets, undefined, DEFAULTS.readyTargets),
+    newFlowRate: pick('newFlowRate', 'new-flow-rate', flags.newFlowRate, file.newFlowRate, DEFAULTS.newFlowRate),
   };
 }

@@ -112,12 +112,15 @@ class Reader {
 
   cluster(doc: Json): ClusterConfig {
     const cfg: ClusterConfig = { nodes: [], peers: [] };
-    if (!this.keys(doc, [], ['keyFile', 'identities', 'coupling', 'ipsec', 'nodes', 'peers'])) return cfg;
+    if (!this.keys(doc, [], ['keyFile', 'identities', 'coupling', 'ipsec', 'newFlowRate', 'nodes', 'peers']))
+      return cfg;
     if (doc.keyFile !== undefined) cfg.keyFile = this.str(doc.keyFile, ['keyFile'], 'a key file path');
     if (doc.identities !== undefined)
       cfg.identities = this.str(doc.identities, ['identities'], 'a directory of node keys');
     if (doc.coupling !== undefined) cfg.coupling = this.coupling(doc.coupling);
     if (doc.ipsec !== undefined) cfg.ipsec = this.ipsec(doc.ipsec);
+    if (doc.newFlowRate !== undefined)
+      cfg.newFlowRate = this.int(doc.newFlowRate, ['newFlowRate'], ...LIMITS.newFlowRate);
     this.list(doc.peers, ['peers']).forEach((p, i) => {
       if (!this.keys(p, ['peers', i], ['name', 'xcf'])) return;
       const name = this.str(p.name, ['peers', i, 'name'], 'a peer name');
@@ -335,6 +338,7 @@ export function formatYamlConfig(cfg: ClusterConfig): string {
   if (cfg.identities) out.identities = cfg.identities;
   if (cfg.coupling) out.coupling = { ...cfg.coupling };
   if (cfg.ipsec) out.ipsec = { ...cfg.ipsec };
+  if (cfg.newFlowRate !== undefined) out.newFlowRate = cfg.newFlowRate;
   if (cfg.peers.length) out.peers = cfg.peers;
   out.nodes = cfg.nodes.map((n) => ({
     name: n.name,

@@ -132,7 +132,10 @@ export class FastPath {
   readonly decapAddrs: BpfMap<string, number>;
   readonly decapRouters: BpfMap<string, number>;
   readonly decapServices: BpfMap<SvcKey, number>;
+  /** Flows the data plane inserted, not confirmed by their target (LRU: a flood ages them out). */
   readonly crt: BpfMap<Flow, CrtEntry>;
+  /** Connections their target confirmed (NEWCONN): written and removed by the agent only, never evicted. */
+  readonly crtEst: BpfMap<Flow, CrtEntry>;
   readonly txPorts: BpfMap<number, number>;
   /** Target index -> address and resolved next hop (the Maglev slots and CRT entries carry indexes). */
   readonly targets: BpfMap<number, TargetEntry>;
@@ -171,6 +174,7 @@ export class FastPath {
     this.decapRouters = new BpfMap('decap_routers', target.mapFd('decap_routers'), addr, u8);
     this.decapServices = new BpfMap('decap_services', target.mapFd('decap_services'), svcKey, u8);
     this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
+    this.crtEst = new BpfMap('crt_est', fd('crt_est'), flow, crtEntry);
     this.txPorts = new BpfMap('tx_ports', fd('tx_ports'), u32, u32);
     this.targets = new BpfMap('targets', fd('targets'), u32, targetEntry);
     this.targetStats = new PerCpuArray('target_stats', fd('target_stats'), targetStats, (a, b) => ({
@@ -209,8 +213,9 @@ export class FastPath {
     const objects = new Map<Role, BpfObject>();
     try {
       for (const role of Object.keys(PROGRAMS) as Role[]) {
-        // Only the distributor has the CRT (bpf/maps_router.h): the size goes to it alone.
-        const maxEntries: Record<string, number> = role === 'distributor' ? { crt: crtMaxEntries } : {};
+        // Only the distributor has the CRT (bpf/maps_router.h): the size goes to it alone, to both its tables.
+        const maxEntries: Record<string, number> =
+          role === 'distributor' ? { crt: crtMaxEntries, crt_est: crtMaxEntries } : {};
         objects.set(role, loadObject(role, { pinRoot, maxEntries, dir: opts.objectDir }));
       }
     } catch (e) {
@@ -225,15 +230,26 @@ export class FastPath {
     return this.objects.get(role === RESOLVER ? 'distributor' : role)!.progFd(program);
   }
 
-  /** Node-wide settings: the cluster address is the outer source of encapsulated packets. */
-  configure(c: { clusterAddr: string; enabled?: boolean }): void {
+  /**
+   * Node-wide settings: the cluster address is the outer source of encapsulated packets;
+   * `maxNewFlows` the new-flow rate guard (new flows per second per CPU that get a CRT
+   * entry; 0: no guard; not given: as it was).
+   */
+  configure(c: { clusterAddr: string; enabled?: boolean; maxNewFlows?: number }): void {
     const old = this.config.get(0);
+    if (
+      c.maxNewFlows !== undefined &&
+      !(Number.isInteger(c.maxNewFlows) && c.maxNewFlows >= 0 && c.maxNewFlows < 2 ** 32)
+    )
+      throw new RangeError(`new-flow rate ${c.maxNewFlows}: expected a whole number of flows per second per CPU`);
     this.config.set(0, {
       extIfindex: 0,
       extMac: NO_MAC,
+      maxNewFlows: 0,
       ...old,
       clusterAddr: c.clusterAddr,
       enabled: c.enabled === false ? 0 : 1,
+      ...(c.maxNewFlows !== undefined ? { maxNewFlows: c.maxNewFlows } : {}),
     });
   }
 
@@ -326,6 +342,41 @@ export class FastPath {
   targetCounts(svcId: number, target: string): TargetStats {
     const i = this.targetIndexOf(svcId, target);
     return i ? this.targetStats.get(i) : { conns: 0n, packets: 0n, bytes: 0n };
+  }
+
+  /**
+   * Connections their targets confirmed (NEWCONN) go into the table packets cannot evict, and
+   * out of the LRU, which keeps only the unconfirmed. Returns the flows that did not fit (the
+   * table is full): they stay where the LRU has them and nothing is evicted for them.
+   */
+  confirm(entries: ReadonlyArray<readonly [Flow, CrtEntry]>): Flow[] {
+    let refused: Flow[] = [];
+    try {
+      this.crtEst.setBatch(entries);
+    } catch (e) {
+      // A batch stops at the first entry that does not fit: the rest one by one.
+      if (!isFull(e)) throw e;
+      refused = entries.filter(([k, v]) => !this.setUnlessFull(this.crtEst, k, v)).map(([k]) => k);
+    }
+    const kept = new Set(refused);
+    // One by one: a batch delete stops at the first key already gone (never inserted, aged out).
+    for (const [k] of entries) if (!kept.has(k)) this.crt.delete(k);
+    return refused;
+  }
+
+  /** A connection ended (TERMCONN): out of whichever table holds it. */
+  forget(k: Flow): void {
+    if (!this.crtEst.delete(k)) this.crt.delete(k);
+  }
+
+  private setUnlessFull(m: BpfMap<Flow, CrtEntry>, k: Flow, v: CrtEntry): boolean {
+    try {
+      m.set(k, v);
+      return true;
+    } catch (e) {
+      if (!isFull(e)) throw e;
+      return false;
+    }
   }
 
   /** Every target's next hop as resolved now. */
@@ -527,6 +578,11 @@ export class FastPath {
     for (const l of listLinks(pinRoot)) fs.unlinkSync(l.pin);
     fs.rmSync(pinRoot, { recursive: true, force: true });
   }
+}
+
+/** A full hash map (not LRU) refuses a new key with E2BIG. */
+function isFull(e: unknown): boolean {
+  return e instanceof SyscallError && e.code === 'E2BIG';
 }
 
 const BPF_FS_MAGIC = 0xcafe4a11;

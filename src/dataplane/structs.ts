@@ -141,6 +141,8 @@ export interface NodeConfig {
   /** The distributor's external interface (0: none) and its MAC: frames to other MACs are not ours. */
   extIfindex: number;
   extMac: string;
+  /** The new-flow rate guard: new flows per second per CPU that get a CRT entry (0: no guard). */
+  maxNewFlows: number;
 }
 export const nodeConfig = struct<NodeConfig>('dvipa_config', [
   ['clusterAddr', 'ipv4'],
@@ -148,6 +150,13 @@ export const nodeConfig = struct<NodeConfig>('dvipa_config', [
   ['extIfindex', 'u32'],
   ['extMac', 'mac'],
   ['pad', { pad: 2 }],
+  ['maxNewFlows', 'u32'],
+]);
+
+/** Per CPU: the new-flow rate guard's window (map `flow_rate`). */
+export const flowRate = struct<{ windowNs: bigint; count: bigint }>('dvipa_flow_rate', [
+  ['windowNs', 'u64'],
+  ['count', 'u64'],
 ]);
 
 /** Verdict reasons, in the order of enum dvipa_reason. */
@@ -190,6 +199,8 @@ export interface SvcStats {
   forwarded: bigint;
   dropped: bigint;
   fragNeeded: bigint;
+  /** New flows forwarded by hash without a CRT entry: over the new-flow rate guard. */
+  crtGuarded: bigint;
 }
 export interface ServedStats {
   packets: bigint;
@@ -210,6 +221,7 @@ export const svcStats = struct<SvcStats>('dvipa_svc_stats', [
   ['forwarded', 'u64'],
   ['dropped', 'u64'],
   ['fragNeeded', 'u64'],
+  ['crtGuarded', 'u64'],
 ]);
 
 export const u32 = scalar('__u32', 'u32');

@@ -16,7 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { fullChecksums, nsIp, sysctl, Topology } from '../../src/lab/netns.js';
 import { Client, startNameServer, type ConnResult } from '../../src/lab/procs.js';
 import { FastPath } from '../../src/dataplane/fastpath.js';
-import { CrtOrigin } from '../../src/dataplane/structs.js';
+import { CrtOrigin, type CrtEntry } from '../../src/dataplane/structs.js';
+import type { Flow } from '../../src/net/flow.js';
 import { requireRoot, uniquePrefix } from '../helpers/env.js';
 import { Agents } from '../helpers/agents.js';
 import { waitFor } from '../helpers/wait.js';
@@ -83,12 +84,18 @@ function names(rs: ConnResult[]): string[] {
   return rs.map((r) => r.name!);
 }
 
+/** Both tables of the CRT; a confirmed connection (origin Control) must be in the one packets cannot evict. */
 function routerCrt(): Array<{ origin: number; target: string }> {
   const fp = FastPath.open({ pinRoot: fleet.pinRoot('r1') });
   try {
-    return [...fp.crt.entries()]
-      .filter(([k]) => k.daddr === DVIPA && k.dport === PORT)
-      .map(([, v]) => ({ origin: v.origin, target: v.target }));
+    const mine = ([k]: [Flow, CrtEntry]) => k.daddr === DVIPA && k.dport === PORT;
+    const confirmed = [...fp.crtEst.entries()].filter(mine);
+    const unconfirmed = [...fp.crt.entries()].filter(mine);
+    assert.ok(
+      unconfirmed.every(([, v]) => v.origin !== Number(CrtOrigin.Control)),
+      'the LRU holds no confirmed connection',
+    );
+    return [...confirmed, ...unconfirmed].map(([, v]) => ({ origin: v.origin, target: v.target }));
   } finally {
     fp.close();
   }

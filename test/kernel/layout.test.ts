@@ -13,6 +13,7 @@ import {
   affinityKey,
   crtEntry,
   flow,
+  flowRate,
   MAX_SERVICES,
   nodeConfig,
   targetEntry,
@@ -42,7 +43,19 @@ function assertMatchesBtf(obj: string, s: Struct<unknown>): void {
   assert.deepEqual(fromTs, fromC, `${s.cName}: fields`);
 }
 
-for (const s of [svcKey, svc, flow, crtEntry, nodeConfig, svcStats, targetEntry, targetStats, affinityKey, affinity]) {
+for (const s of [
+  svcKey,
+  svc,
+  flow,
+  crtEntry,
+  nodeConfig,
+  flowRate,
+  svcStats,
+  targetEntry,
+  targetStats,
+  affinityKey,
+  affinity,
+]) {
   test(`${s.cName} matches the BTF of distributor.bpf.o`, () => assertMatchesBtf(objectPath('distributor'), s));
 }
 
@@ -77,6 +90,8 @@ test('map definitions carry the sizes user space assumes', () => {
   assert.equal(router.get('svc_stats')?.maxEntries, MAX_SERVICES);
   assert.equal(router.get('crt')?.keySize, flow.size);
   assert.equal(router.get('crt')?.valueSize, crtEntry.size);
+  assert.equal(router.get('crt_est')?.keySize, flow.size);
+  assert.equal(router.get('crt_est')?.valueSize, crtEntry.size);
   assert.equal(router.get('services')?.keySize, svcKey.size);
   for (const name of ['distributor', 'decap']) {
     assert.equal(declaredMaps(name).find((m) => m.name === 'reasons')?.maxEntries, REASONS.length);

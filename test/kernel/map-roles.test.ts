@@ -21,6 +21,8 @@ const ROUTER = [
   'fence',
   'maglev',
   'crt',
+  'crt_est',
+  'flow_rate',
   'affinity',
   'targets',
   'target_stats',

@@ -169,6 +169,19 @@ test('CLUSTER IDENTITIES: the directory of node keys, in both forms', () => {
   assert.throws(() => parseProfile(`CLUSTER IDENT\n${FIGURE4}`, 'f'), /expected a directory of node keys/);
 });
 
+test('CLUSTER NEWFLOWRATE: the new-flow rate guard, in both forms, within its limits', () => {
+  const cfg = parseProfile(`CLUSTER NEWFLOWRATE 50000\n${FIGURE4}`);
+  assert.equal(cfg.newFlowRate, 50000);
+  assert.deepEqual(parseProfile(formatProfile(cfg)), cfg);
+  assert.deepEqual(parseYamlConfig(formatYamlConfig(cfg)), cfg);
+  assert.equal(parseYamlConfig('newFlowRate: 0\nnodes: [{ name: n1, xcf: 10.1.0.1 }]\n').newFlowRate, 0);
+  assert.throws(() => parseProfile(`CLUSTER NEWFLOWRATE -5\n${FIGURE4}`, 'f'), /new flows per second per CPU/);
+  assert.throws(
+    () => parseYamlConfig('newFlowRate: 1.5\nnodes: [{ name: n1, xcf: 10.1.0.1 }]\n'),
+    /newFlowRate.*expected an integer from 0 to 100000000/s,
+  );
+});
+
 test('CLUSTER IPSEC: IPsec recovery and its options, in both forms', () => {
   const cfg = parseProfile(
     `CLUSTER ETCD http://10.1.0.100:2379\nCLUSTER IPSEC SEQMARGIN 5000 INTERVAL 250\n${FIGURE4}`,
@@ -186,7 +199,7 @@ test('CLUSTER IPSEC: IPsec recovery and its options, in both forms', () => {
     ['CLUSTER IPSEC SEQMARGIN 0', /^f:1:25: expected a sequence number margin \(1 to 2147483648\), found "0"/],
     ['CLUSTER IPSEC INTERVAL 10', /expected a record interval in milliseconds \(100 to 60000\), found "10"/],
     ['CLUSTER IPSEC REKEY', /expected SEQMARGIN, INTERVAL or the next statement, found "REKEY"/],
-    ['CLUSTER SOMETHING', /expected KEYfile, IDENTITIES, ETCD or IPSEC, found "SOMETHING"/],
+    ['CLUSTER SOMETHING', /expected KEYfile, IDENTITIES, ETCD, IPSEC or NEWFLOWRATE, found "SOMETHING"/],
   ] as Array<[string, RegExp]>)
     assert.throws(
       () => parseProfile(`${text}\n${FIGURE4}`, 'f'),

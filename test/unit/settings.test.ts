@@ -41,6 +41,7 @@ test('agent settings: a flag over the file over the default; out of range is a u
       port: DEFAULTS.port,
       scanMs: DEFAULTS.scanMs,
       readyTargets: DEFAULTS.readyTargets,
+      newFlowRate: DEFAULTS.newFlowRate,
     },
     'no IPsec without CLUSTER IPSEC or an IPsec flag',
   );
@@ -48,7 +49,9 @@ test('agent settings: a flag over the file over the default; out of range is a u
     coupling: { etcd: ['http://x:2379'], leaseTtl: 5, takebackDelay: 60, nopreempt: true },
     ipsec: { interval: 500 },
   };
-  const fromFile = resolveAgentSettings(file, {});
+  const fromFile = resolveAgentSettings({ ...file, newFlowRate: 0 }, {});
+  assert.equal(fromFile.newFlowRate, 0, 'CLUSTER NEWFLOWRATE 0: no guard');
+  assert.equal(resolveAgentSettings({ newFlowRate: 0 }, { newFlowRate: 5000 }).newFlowRate, 5000);
   assert.equal(fromFile.leaseTtlSec, 5);
   assert.equal(fromFile.takebackDelaySec, 60);
   assert.equal(fromFile.nopreempt, true);
@@ -72,6 +75,7 @@ test('agent settings: a flag over the file over the default; out of range is a u
     [{ restartGrace: -1 }, 'restart-grace'],
     [{ ipsecInterval: 50 }, 'ipsec-interval'],
     [{ readyTargets: 1025 }, 'ready-targets'],
+    [{ newFlowRate: -1 }, 'new-flow-rate'],
   ] as const) {
     assert.throws(
       () => resolveAgentSettings({}, flags),

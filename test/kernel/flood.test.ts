@@ -1,0 +1,239 @@
+/*
+ * A flood of new flows against the routing node's CRT (issue 11 point 3, issue 13 point 2),
+ * on the real kernel with BPF_PROG_TEST_RUN and real FIB lookups:
+ *  - connections their target confirmed live in a table packets cannot evict: after 3 M
+ *    SYNs through a full million-entry LRU and a target added, none of 10,000 established
+ *    connections (half of them idle) changes target, while unconfirmed flows do;
+ *  - the per-CPU new-flow rate guard: above the rate new flows are hashed to their Maglev
+ *    target with no insert, and counted; below it they are inserted;
+ *  - a full table of confirmed connections refuses more (counted by the caller), evicting none.
+ * The flood runs inside the benchmark harness (bpf/bench.bpf.c), which gives every
+ * repetition of one test run a flow never seen before: millions of SYNs in seconds.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FastPath } from '../../src/dataplane/fastpath.js';
+import { CrtOrigin, CRT_DEFAULT_ENTRIES, type CrtEntry } from '../../src/dataplane/structs.js';
+import { runXdp, xdpContext } from '../../src/dataplane/testrun.js';
+import { loadObject, type BpfObject } from '../../src/kernel/object.js';
+import { sys } from '../../src/kernel/sys.js';
+import { benchCtl, BenchMode } from '../../src/bench/fastpath.js';
+import { createRouterNs, type RouterNs } from '../../src/lab/router-ns.js';
+import { netnsPath } from '../../src/lab/netns.js';
+import { buildFrame, FRAME_OFFSETS, parseFrame } from '../../src/net/packet.js';
+import { formatIpv4 } from '../../src/net/addr.js';
+import type { Flow } from '../../src/net/flow.js';
+import type { Service } from '../../src/net/service.js';
+import { buildMaglev, MAGLEV_SIZE } from '../../src/tables/maglev.js';
+import { flowHash } from '../../src/tables/flowhash.js';
+import { requireRoot, scratchPinRoot, uniquePrefix } from '../helpers/env.js';
+
+const VIP = '192.0.2.10';
+const TARGETS = ['198.18.1.11', '198.18.1.12', '198.18.1.13', '198.18.1.14'];
+const web: Service = { vip: VIP, port: 80, protocol: 'tcp' };
+const three = TARGETS.slice(0, 3).map((addr) => ({ addr, weight: 1 }));
+const four = TARGETS.map((addr) => ({ addr, weight: 1 }));
+/** As the issue measured it: 3 M SYNs into the default million-entry CRT. */
+const FLOOD = 3_000_000;
+const ESTABLISHED = 10_000;
+
+let rns: RouterNs;
+let fp: FastPath;
+let bench: BpfObject;
+let pins: ReturnType<typeof scratchPinRoot>;
+let ext0: number;
+/** Each harness run's flows start here, so no two runs share one (harness flows come from 198.18.0.0/15). */
+let seq = 0;
+
+before(() => {
+  requireRoot();
+  rns = createRouterNs(uniquePrefix('fl'), TARGETS);
+  ext0 = rns.ifindex('ext0');
+  pins = scratchPinRoot('fl');
+  fp = FastPath.open({ pinRoot: pins.pinRoot, netnsPath: netnsPath(rns.ns) });
+  bench = loadObject('bench', { pinRoot: pins.pinRoot });
+  fp.configure({ clusterAddr: rns.clusterAddr, maxNewFlows: 0 });
+  rns.inside(() => fp.enableEgress('int0'));
+  fp.setTargets(web, three);
+});
+
+after(() => {
+  bench?.close();
+  fp?.close();
+  pins?.remove();
+  rns?.teardown();
+});
+
+/** Flow i of a test's clients: 198.19.x.y, apart from the harness's 198.18.0.0/15. */
+function client(base: number, i: number): Flow {
+  return { saddr: formatIpv4(base + (i >> 8)), daddr: VIP, sport: 10000 + (i & 255), dport: 80, proto: 6 };
+}
+
+function frameOf(f: Flow, flags: { syn?: boolean; ack?: boolean }): Buffer {
+  return buildFrame({ saddr: f.saddr, daddr: f.daddr, sport: f.sport, dport: f.dport, tcpFlags: flags });
+}
+
+/** Where the distributor sends one packet of the flow (inside the router's namespace). */
+function targetOf(f: Flow, flags: { syn?: boolean; ack?: boolean }): string {
+  const r = runXdp(fp.progFd('distributor'), 'distributor', frameOf(f, flags), { ingressIfindex: ext0 });
+  assert.equal(r.action, 'redirect', `${f.saddr}:${f.sport}: ${r.action}`);
+  return parseFrame(r.frame).ipv4!.dst;
+}
+
+/** `count` SYNs of flows never seen before, in one test run of the harness; returns the verdict. */
+function synFlood(count: number): string {
+  const cpus = sys.numPossibleCpus('bench_ctl');
+  const stride = Math.ceil(benchCtl.size / 8) * 8;
+  const value = Buffer.alloc(stride * cpus);
+  // Each CPU its own range: the run stays on one CPU, whichever it is.
+  for (let c = 0; c < cpus; c++)
+    benchCtl.encode(
+      { mode: BenchMode.NewFlow, saddrOff: FRAME_OFFSETS.saddr, sportOff: FRAME_OFFSETS.sport, seq: seq + c * count },
+      value,
+      c * stride,
+    );
+  seq += cpus * count;
+  sys.mapUpdate('bench_ctl', bench.mapFd('bench_ctl'), Buffer.alloc(4), value);
+  const frame = buildFrame({ saddr: '198.18.0.1', daddr: VIP, sport: 1, dport: 80, tcpFlags: { syn: true } });
+  const r = sys.progTestRun('bench_distributor', bench.progFd('bench_distributor'), {
+    data: frame,
+    ctxIn: xdpContext(frame, ext0),
+    repeat: count,
+  });
+  return ['aborted', 'drop', 'pass', 'tx', 'redirect'][r.retval];
+}
+
+const stats = () => fp.serviceStats(fp.serviceId(web)!);
+
+test('3 M SYNs and a target added: no confirmed connection changes target, idle or not; unconfirmed ones do', (t) => {
+  const confirmed = Array.from({ length: ESTABLISHED }, (_, i) => client(0xc613c800, i));
+  const unconfirmed = Array.from({ length: ESTABLISHED }, (_, i) => client(0xc613e800, i));
+  const first = new Map<Flow, string>();
+  rns.inside(() => {
+    for (const f of [...confirmed, ...unconfirmed]) first.set(f, targetOf(f, { syn: true }));
+  });
+  // What the agent does on the targets' NEWCONN (router.ts): the target that accepted each.
+  const svcId = fp.serviceId(web)!;
+  const entries = confirmed.map((f): [Flow, CrtEntry] => {
+    const target = first.get(f)!;
+    return [f, { target, svcId, origin: CrtOrigin.Control, targetIdx: fp.targetIndexOf(svcId, target), createdNs: 0n }];
+  });
+  assert.deepEqual(fp.confirm(entries), [], 'room for all');
+  assert.equal(fp.crtEst.count(), ESTABLISHED);
+  assert.equal(fp.crt.get(confirmed[0]), undefined, 'a confirmed connection leaves the LRU');
+
+  const active = (i: number) => i % 2 === 0;
+  const newBefore = stats().crtNew;
+  const started = Date.now();
+  for (let sent = 0; sent < FLOOD; sent += FLOOD / 3) {
+    assert.equal(
+      rns.inside(() => synFlood(FLOOD / 3)),
+      'redirect',
+    );
+    // Half the connections keep talking during the flood; the other half stay idle.
+    rns.inside(() => confirmed.forEach((f, i) => active(i) && targetOf(f, { ack: true })));
+  }
+  const floodMs = Date.now() - started;
+  assert.equal(stats().crtNew - newBefore, BigInt(FLOOD), 'every SYN inserted (no guard)');
+  const lru = fp.crt.count();
+  assert.ok(lru > 0.95 * CRT_DEFAULT_ENTRIES, `the LRU is full: ${lru} entries of ${CRT_DEFAULT_ENTRIES}`);
+
+  fp.setTargets(web, four);
+  const moved = { confirmed: 0, idle: 0, unconfirmed: 0 };
+  rns.inside(() => {
+    confirmed.forEach((f, i) => {
+      if (targetOf(f, { ack: true }) === first.get(f)) return;
+      moved.confirmed++;
+      if (!active(i)) moved.idle++;
+    });
+    for (const f of unconfirmed) if (targetOf(f, { ack: true }) !== first.get(f)) moved.unconfirmed++;
+  });
+  assert.equal(moved.confirmed, 0, `confirmed connections moved: ${moved.confirmed} (${moved.idle} of them idle)`);
+  assert.equal(fp.crtEst.count(), ESTABLISHED, 'the flood evicted no confirmed connection');
+  // The same flood does cost the unconfirmed their entries: about a quarter of them (3 -> 4 targets) move.
+  assert.ok(
+    moved.unconfirmed > ESTABLISHED / 10,
+    `unconfirmed flows moved: ${moved.unconfirmed}: the flood must have evicted them`,
+  );
+  t.diagnostic(`flood of ${FLOOD} SYNs: ${floodMs} ms; unconfirmed flows moved: ${moved.unconfirmed}`);
+  fp.setTargets(web, three);
+});
+
+/** The Maglev target of a flow with the three-target table. */
+function predicted(f: Flow): string {
+  return formatIpv4(buildMaglev(three)[flowHash(f) % MAGLEV_SIZE]);
+}
+
+test('new-flow rate guard: above the rate new flows are hashed without an insert and counted; below it inserted', () => {
+  const lruBefore = fp.crt.count();
+  // A fresh window: the guard's window is per CPU and a second long.
+  fp.configure({ clusterAddr: rns.clusterAddr, maxNewFlows: 1000 });
+  try {
+    const before = stats();
+    const conns = () => three.reduce((n, t) => n + fp.targetCounts(fp.serviceId(web)!, t.addr).conns, 0n);
+    const connsBefore = conns();
+    const t0 = process.hrtime.bigint();
+    assert.equal(
+      rns.inside(() => synFlood(5000)),
+      'redirect',
+      'guarded flows are still forwarded',
+    );
+    const tookMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    const after = stats();
+    const inserted = after.crtNew - before.crtNew;
+    const guarded = after.crtGuarded - before.crtGuarded;
+    assert.equal(inserted + guarded, 5000n);
+    // One window, unless the run straddled two (then at most one more budget).
+    const windows = tookMs < 900 ? 1n : 2n;
+    assert.ok(inserted >= 1000n && inserted <= 1000n * windows, `inserted ${inserted}, guarded ${guarded}`);
+    assert.equal(conns() - connsBefore, 5000n, 'TOTALCONN counts guarded connections too');
+    // A guarded SYN goes where Maglev puts it, and leaves no entry.
+    const f = client(0xc613f000, 1);
+    const target = rns.inside(() => targetOf(f, { syn: true }));
+    assert.equal(target, predicted(f));
+    assert.equal(fp.crt.get(f), undefined, 'no CRT entry over the rate');
+    assert.equal(stats().crtGuarded, after.crtGuarded + 1n);
+    // The LRU grew only by the inserted ones (it is full from the flood: it may also have aged some out).
+    assert.ok(fp.crt.count() <= lruBefore + Number(inserted));
+
+    // Below the rate (a high one): every new flow inserted, none guarded.
+    fp.configure({ clusterAddr: rns.clusterAddr, maxNewFlows: 1_000_000 });
+    const b2 = stats();
+    assert.equal(
+      rns.inside(() => synFlood(5000)),
+      'redirect',
+    );
+    const a2 = stats();
+    assert.equal(a2.crtNew - b2.crtNew, 5000n);
+    assert.equal(a2.crtGuarded - b2.crtGuarded, 0n);
+    const g = client(0xc613f000, 2);
+    rns.inside(() => targetOf(g, { syn: true }));
+    assert.equal(fp.crt.get(g)?.origin, CrtOrigin.First, 'inserted below the rate');
+  } finally {
+    fp.configure({ clusterAddr: rns.clusterAddr, maxNewFlows: 0 });
+  }
+});
+
+test('a full table of confirmed connections refuses more and evicts none', () => {
+  const small = scratchPinRoot('flsmall');
+  const f2 = FastPath.open({ pinRoot: small.pinRoot, crtMaxEntries: 64 });
+  try {
+    f2.configure({ clusterAddr: '198.18.1.1' });
+    const id = f2.setTargets(web, three);
+    const entries = Array.from({ length: 100 }, (_, i): [Flow, CrtEntry] => [
+      client(0xc613c800, i),
+      { target: three[0].addr, svcId: id, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n },
+    ]);
+    // The first 64 go in by the batch, which stops at the first that does not fit.
+    const refused = f2.confirm(entries);
+    assert.equal(refused.length, 36);
+    assert.equal(f2.crtEst.count(), 64);
+    for (const [k] of entries.slice(0, 64)) assert.ok(f2.crtEst.get(k), 'the first 64 stay');
+    assert.deepEqual(f2.confirm(entries.slice(0, 10)), [], 'an entry already there is rewritten in place');
+    f2.forget(entries[0][0]);
+    assert.deepEqual(f2.confirm([entries[99]]), [], 'room again after a TERMCONN');
+  } finally {
+    f2.close();
+    small.remove();
+  }
+});
