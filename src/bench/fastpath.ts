@@ -19,6 +19,7 @@ import { sys } from '../kernel/sys.js';
 import { FastPath } from '../dataplane/fastpath.js';
 import type { Service } from '../net/service.js';
 import { struct } from '../dataplane/codec.js';
+import { CrtOrigin } from '../dataplane/structs.js';
 import type { WorkerResult, WorkerRun } from './fastpath-worker.js';
 import { XDP_ACTIONS, xdpContext, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET } from '../lab/router-ns.js';
@@ -89,6 +90,8 @@ interface PathSpec {
   mode: BenchMode;
   frame: Buffer;
   expect: XdpAction;
+  /** The new-flow rate guard during this path's runs (new flows per second per CPU; 0: none). */
+  guard?: number;
 }
 
 function median(xs: number[]): number {
@@ -138,6 +141,22 @@ export async function benchFastpath(opts: {
     const flow = { saddr: ROUTER_NET.client, daddr: VIP, sport: 40000, dport: 80 };
     const syn = buildFrame({ ...flow, tcpFlags: { syn: true } });
     const ack = buildFrame({ ...flow, tcpFlags: { ack: true } });
+    // An established connection is one its target confirmed: the agent wrote it to crt_est.
+    const svcId = fp.serviceId(SERVICE)!;
+    fp.confirm([
+      [
+        { ...flow, proto: 6 },
+        {
+          target: TARGETS[0],
+          svcId,
+          origin: CrtOrigin.Control,
+          targetIdx: fp.targetIndexOf(svcId, TARGETS[0]),
+          createdNs: 0n,
+        },
+      ],
+    ]);
+    // Not confirmed yet (its first packet inserts it into the LRU): a lookup in each table.
+    const unconfirmed = buildFrame({ ...flow, sport: 40001, tcpFlags: { ack: true } });
     const other = buildFrame({ ...flow, daddr: '198.18.0.2', dport: 22, tcpFlags: { ack: true } });
     const specs: PathSpec[] = [
       {
@@ -165,11 +184,28 @@ export async function benchFastpath(opts: {
         expect: 'redirect',
       },
       {
+        path: 'syn_guarded',
+        describe: 'the same SYNs over the new-flow rate guard: Maglev, no insert, encap',
+        program: 'bench_distributor',
+        mode: BenchMode.NewFlow,
+        frame: syn,
+        expect: 'redirect',
+        guard: 1,
+      },
+      {
         path: 'crt_hit',
-        describe: 'established connection: CRT hit, encap',
+        describe: 'established connection (confirmed by its target): CRT hit, encap',
         program: 'bench_distributor',
         mode: BenchMode.SameFlow,
         frame: ack,
+        expect: 'redirect',
+      },
+      {
+        path: 'unconfirmed',
+        describe: 'flow not confirmed yet: CRT miss in crt_est, hit in the LRU, encap',
+        program: 'bench_distributor',
+        mode: BenchMode.SameFlow,
+        frame: unconfirmed,
         expect: 'redirect',
       },
       {
@@ -189,6 +225,7 @@ export async function benchFastpath(opts: {
         expect: 'pass',
       },
     ];
+    const setGuard = (s: PathSpec) => fp!.configure({ clusterAddr: rns.clusterAddr, maxNewFlows: s.guard ?? 0 });
     const ingress = rns.ifindex(rns.ext);
     const samples = new Map<string, number[]>(specs.map((s) => [s.path, []]));
     const parallel = new Map<string, Array<{ ns: number; mpps: number }>>(specs.map((s) => [s.path, []]));
@@ -214,6 +251,7 @@ export async function benchFastpath(opts: {
       for (let round = 0; round < opts.rounds; round++) {
         for (const s of specs) {
           setCtl(s.mode, seq);
+          setGuard(s);
           seq += opts.repeat * cpus;
           const run = runOf(s);
           const r = sys.progTestRun(s.program, run.fd, {
@@ -251,6 +289,7 @@ export async function benchFastpath(opts: {
       for (let round = 0; round < opts.rounds; round++) {
         for (const s of specs) {
           setCtl(s.mode, seq);
+          setGuard(s);
           seq += opts.repeat * cpus;
           const rs = await onAll(runOf(s));
           for (const r of rs) check(s, r.retval);
@@ -306,18 +345,18 @@ export function formatFastpathBench(b: FastpathBench): string {
   const lines = [
     `dvipa fast path, BPF_PROG_TEST_RUN × ${b.repeat}, median of ${b.rounds} rounds (kernel ${b.kernel}, ${b.cpu})`,
     '',
-    `${'path'.padEnd(10)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)}  ${'verdict'.padEnd(8)}  what`,
+    `${'path'.padEnd(12)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)}  ${'verdict'.padEnd(8)}  what`,
   ];
   for (const p of b.paths) {
     lines.push(
-      `${p.path.padEnd(10)} ${p.nsPerPacket.toFixed(1).padStart(8)} ${p.ratio.toFixed(2).padStart(10)}  ${p.verdict.padEnd(8)}  ${p.describe}`,
+      `${p.path.padEnd(12)} ${p.nsPerPacket.toFixed(1).padStart(8)} ${p.ratio.toFixed(2).padStart(10)}  ${p.verdict.padEnd(8)}  ${p.describe}`,
     );
   }
   lines.push(
     '',
     `on all ${b.parallel.cpus} CPUs at once (one pinned thread each)`,
     '',
-    `${'path'.padEnd(10)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)} ${'Mpps'.padStart(8)} ${'scaling'.padStart(8)}`,
+    `${'path'.padEnd(12)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)} ${'Mpps'.padStart(8)} ${'scaling'.padStart(8)}`,
   );
   for (const p of b.parallel.paths) {
     const figures = [
@@ -326,7 +365,7 @@ export function formatFastpathBench(b: FastpathBench): string {
       p.aggregateMpps.toFixed(2).padStart(8),
       p.scaling.toFixed(2).padStart(8),
     ];
-    lines.push(`${p.path.padEnd(10)} ${figures.join(' ')}`);
+    lines.push(`${p.path.padEnd(12)} ${figures.join(' ')}`);
   }
   return lines.join('\n');
 }
