@@ -110,7 +110,7 @@ export class Agent {
     this.admission = new Admission(opts.config, this.plans);
     this.refusals = new Refusals(this.log, 'peer message refused');
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
-    this.crtWalker = new CrtWalker(this.fp.crt.fd);
+    this.crtWalker = new CrtWalker([this.fp.crtEst.fd, this.fp.crt.fd]);
     const peers = [
       ...opts.config.nodes.filter((n) => n.name !== node.name).map((n) => ({ name: n.name, xcf: n.xcf })),
       ...opts.config.peers,
@@ -179,6 +179,7 @@ export class Agent {
       this.metrics = new AgentMetrics({
         vdpt: () => this.router.vdpt(),
         crtEntries: () => this.crtWalker.count(),
+        crtConfirmRefused: () => this.router.confirmRefused,
         reasons: () => this.fp.reasonCounts(),
         served: () => this.fp.receivedStats(),
         messageRejects: () => ({

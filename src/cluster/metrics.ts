@@ -13,6 +13,8 @@ export interface MetricsSource {
   vdpt(): VdptRow[];
   /** Counted off the event loop (a full CRT takes most of a second to read). */
   crtEntries(): Promise<number>;
+  /** Connections a target confirmed that the full table of confirmed ones refused. */
+  crtConfirmRefused(): number;
   /** Target side: received through routing nodes, per DVIPA:port. */
   served(): Array<{ vip: string; port: number; protocol: string; packets: bigint; bytes: bigint }>;
   reasons(): Record<string, bigint>;
@@ -126,10 +128,18 @@ export class AgentMetrics {
     );
     new Gauge({
       name: 'dvipa_crt_entries',
-      help: 'entries in the connection routing table',
+      help: 'entries in the connection routing table: confirmed connections and unconfirmed flows',
       registers: [r],
       async collect() {
         this.set(await source.crtEntries());
+      },
+    });
+    new Gauge({
+      name: 'dvipa_crt_confirm_refused_total',
+      help: 'connections targets confirmed that did not fit the full table of confirmed ones, so stayed evictable (counter)',
+      registers: [r],
+      collect() {
+        this.set(source.crtConfirmRefused());
       },
     });
     new Gauge({

@@ -3,7 +3,8 @@
  * and reading them all takes the better part of a second: on the agent's event loop that
  * is a lease that expires (ownership flaps) while a metrics scraper counts. So counts and
  * listings run in a worker thread, on the same map (a file descriptor is the process's),
- * and the event loop only waits for the answer.
+ * and the event loop only waits for the answer. The CRT is two tables (bpf/maps_router.h):
+ * confirmed connections, then the unconfirmed LRU; a flow is in one of them.
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
@@ -29,34 +30,36 @@ interface Answer {
   error?: string;
 }
 
-function walk(crt: BpfMap<Flow, CrtEntry>, { id, filter, limit }: Request): Answer {
+function walk(tables: Array<BpfMap<Flow, CrtEntry>>, { id, filter, limit }: Request): Answer {
   const entries: Array<[Flow, CrtEntry]> = [];
   let total = 0;
   if (!filter.dvipa && !filter.port && !filter.client && limit === 0) {
-    for (const b of crt.rawBatches()) total += b.count;
+    for (const crt of tables) for (const b of crt.rawBatches()) total += b.count;
     return { id, total, entries };
   }
-  for (const [k, v] of crt.entries()) {
-    if (filter.dvipa && k.daddr !== filter.dvipa) continue;
-    if ((filter.port && k.dport !== filter.port) || (filter.client && k.saddr !== filter.client)) continue;
-    total++;
-    if (entries.length < limit) entries.push([k, v]);
+  for (const crt of tables) {
+    for (const [k, v] of crt.entries()) {
+      if (filter.dvipa && k.daddr !== filter.dvipa) continue;
+      if ((filter.port && k.dport !== filter.port) || (filter.client && k.saddr !== filter.client)) continue;
+      total++;
+      if (entries.length < limit) entries.push([k, v]);
+    }
   }
   return { id, total, entries };
 }
 
-if (!isMainThread && (workerData as { crtFd?: number } | null)?.crtFd !== undefined) {
-  const crt = new BpfMap('crt', (workerData as { crtFd: number }).crtFd, flow, crtEntry);
+if (!isMainThread && (workerData as { crtFds?: number[] } | null)?.crtFds !== undefined) {
+  const tables = (workerData as { crtFds: number[] }).crtFds.map((fd) => new BpfMap('crt', fd, flow, crtEntry));
   parentPort!.on('message', (req: Request) => {
     try {
-      parentPort!.postMessage(walk(crt, req));
+      parentPort!.postMessage(walk(tables, req));
     } catch (e) {
       parentPort!.postMessage({ id: req.id, total: 0, entries: [], error: (e as Error).message });
     }
   });
 }
 
-/** Counts and lists the CRT in a worker thread, started on first use and restarted if it dies. */
+/** Counts and lists the CRT's tables in a worker thread, started on first use and restarted if it dies. */
 export class CrtWalker {
   private worker?: Worker;
   private next = 0;
@@ -65,7 +68,8 @@ export class CrtWalker {
   private readonly inFlight = new Set<Promise<Answer>>();
   private readonly pending = new Map<number, { resolve: (a: Answer) => void; reject: (e: Error) => void }>();
 
-  constructor(private readonly crtFd: number) {}
+  /** `crtFds`: the tables, walked in this order. */
+  constructor(private readonly crtFds: readonly number[]) {}
 
   /** Entries matching `filter`, at most `limit` of them, and how many matched in all. */
   async select(filter: CrtFilter, limit: number): Promise<{ total: number; entries: Array<[Flow, CrtEntry]> }> {
@@ -116,7 +120,7 @@ export class CrtWalker {
   }
 
   private start(): Worker {
-    const w = new Worker(fileURLToPath(import.meta.url), { workerData: { crtFd: this.crtFd } });
+    const w = new Worker(fileURLToPath(import.meta.url), { workerData: { crtFds: this.crtFds } });
     w.on('message', (a: Answer) => {
       this.pending.get(a.id)?.resolve(a);
       this.pending.delete(a.id);

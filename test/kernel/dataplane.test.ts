@@ -111,8 +111,12 @@ test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the 
     const t3 = process.hrtime.bigint();
     assert.equal(fp.crt.count(), n - 1000);
     const syncMs = Number(process.hrtime.bigint() - t3) / 1e6;
+    // Confirmed: out of the LRU into the other table; walks see both.
+    assert.deepEqual(fp.confirm(entries.slice(1000, 1010)), []);
+    assert.equal(fp.crt.count(), n - 1010);
+    assert.equal(fp.crtEst.count(), 10);
     // The same count and a listing in the worker: the loop keeps turning meanwhile.
-    const walker = new CrtWalker(fp.crt.fd);
+    const walker = new CrtWalker([fp.crtEst.fd, fp.crt.fd]);
     try {
       const h = monitorEventLoopDelay({ resolution: 5 });
       h.enable();
