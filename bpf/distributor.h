@@ -180,12 +180,18 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	__u16 inner_len = ntohs_bounded(inner->tot_len);
 	__u8 tos = inner->tos;
 	int df = (inner->frag_off & bpf_htons(IP_DF)) != 0;
-	/* VIPAROUTE: the target is reached at another of its addresses. */
-	__be32 *via = bpf_map_lookup_elem(&via_routes, &target);
-	__be32 dst = via ? *via : target;
+	__be32 dst = target;
 
-	/* The control plane resolves each target's cluster address; a VIPAROUTE address is asked of the FIB. */
-	if (via || !nh || nh->addr != target || !nh->ifindex) {
+	/*
+	 * The control plane resolves each target's next hop, towards its VIPAROUTE address (`via`:
+	 * the target reached at another of its addresses) if it has one. A target not resolved
+	 * yet, or an index reused, asks the FIB per packet, and `via_routes` for its VIPAROUTE.
+	 */
+	if (!nh || nh->addr != target || !nh->ifindex) {
+		__be32 *via = bpf_map_lookup_elem(&via_routes, &target);
+
+		if (via)
+			dst = *via;
 		switch (fib_nexthop(ctx, cfg, dst, tos, &looked_up)) {
 		case BPF_FIB_LKUP_RET_SUCCESS:
 			break;
@@ -197,6 +203,8 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 			return drop(st, DVIPA_R_DROP_NO_ROUTE);
 		}
 		nh = &looked_up;
+	} else if (nh->via) {
+		dst = nh->via;
 	}
 	if (inner_len + ENCAP_LEN > nh->mtu) {
 		if (!df)

@@ -102,6 +102,13 @@ struct dvipa_target {
 	__u8 smac[6];
 	__u8 dmac[6];
 	__u8 pad[2];
+	/*
+	 * VIPAROUTE: the outer destination, another address of the target, and the next hop
+	 * above is towards it; 0: none (the outer destination is addr). Kept here so that a
+	 * forwarded packet needs no lookup in `via_routes`, which only a not yet resolved
+	 * target's packets consult.
+	 */
+	__be32 via;
 };
 
 /*
@@ -130,7 +137,7 @@ struct dvipa_resolve {
 	struct dvipa_target nh;  /* ifindex, MTU, MACs when rc is 0 */
 };
 /* Only the frame carries it, so no BTF for test/layout.test.ts: src/dataplane/structs.ts assumes this. */
-_Static_assert(__builtin_offsetof(struct dvipa_resolve, nh) == 8 && sizeof(struct dvipa_resolve) == 36,
+_Static_assert(__builtin_offsetof(struct dvipa_resolve, nh) == 8 && sizeof(struct dvipa_resolve) == 40,
 	       "struct dvipa_resolve: layout changed");
 
 /* Node-wide settings written by the control plane. */

@@ -58,6 +58,7 @@ import { parseIpv4 } from '../net/addr.js';
 import { log as rootLog, type Logger } from '../log.js';
 
 const NO_MAC = '00:00:00:00:00:00';
+const NO_ADDR = '0.0.0.0';
 const BPF_MAP_TYPE_ARRAY = 2;
 const LOOPBACK_IFINDEX = 1;
 const RESOLVER = 'xdp_resolve';
@@ -196,7 +197,7 @@ export class FastPath {
     );
     this.maglev = mapRef('maglev', fd('maglev'));
     for (const [i, t] of this.targets.entries())
-      if (t.addr !== '0.0.0.0') this.targetIndex.set(`${t.svcId}|${t.addr}`, i);
+      if (t.addr !== NO_ADDR) this.targetIndex.set(`${t.svcId}|${t.addr}`, i);
   }
 
   /**
@@ -417,7 +418,8 @@ export class FastPath {
     while (used.has(index)) index++;
     if (index >= MAX_TARGETS)
       throw new RangeError(`no free target index: at most ${MAX_TARGETS - 1} targets over all services of a node`);
-    this.targets.set(index, { addr: target, svcId, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC });
+    const via = this.viaRoutes.get(target) ?? NO_ADDR;
+    this.targets.set(index, { addr: target, svcId, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC, via });
     this.targetStats.reset(index);
     this.targetIndex.set(key, index);
     this.inNamespace(() => this.resolveTarget(index));
@@ -425,17 +427,18 @@ export class FastPath {
   }
 
   private freeTargetSlot(key: string, index: number): void {
-    this.targets.set(index, { addr: '0.0.0.0', svcId: 0, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC });
+    this.targets.set(index, { addr: NO_ADDR, svcId: 0, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC, via: NO_ADDR });
     this.targetIndex.delete(key);
   }
 
   /** One target's next hop by xdp_resolve (the distributor's own FIB lookup); whether it changed. */
   private resolveTarget(index: number): boolean {
     const t = this.targets.get(index);
-    if (!t || t.addr === '0.0.0.0') return false;
+    if (!t || t.addr === NO_ADDR) return false;
     const ingress = this.config.get(0)?.extIfindex || LOOPBACK_IFINDEX;
     const frame = Buffer.alloc(Math.max(resolve.size, 64));
-    resolve.encode({ addr: t.addr, rc: 0 }, frame);
+    // The next hop towards the address packets are encapsulated to: the VIPAROUTE one if any.
+    resolve.encode({ addr: t.via !== NO_ADDR ? t.via : t.addr, rc: 0 }, frame);
     let out: Buffer;
     try {
       out = runXdp(this.progFd(RESOLVER), RESOLVER, frame, { ingressIfindex: ingress }).frame;
@@ -443,14 +446,14 @@ export class FastPath {
       // The external interface gone (ENODEV), say: a next hop that cannot be checked is not kept.
       if (!(e instanceof SyscallError)) throw e;
       this.log.warn({ target: t.addr, err: e.message }, "cannot resolve the target's next hop");
-      out = resolve.encode({ addr: t.addr, rc: FIB_RESULTS.indexOf('not_fwded') }, frame);
+      out = resolve.encode({ addr: t.via !== NO_ADDR ? t.via : t.addr, rc: FIB_RESULTS.indexOf('not_fwded') }, frame);
     }
     const { rc } = resolve.decode(out);
     const nh = targetEntry.decode(out, 8);
     const next: TargetEntry =
       rc === 0
-        ? { addr: t.addr, svcId: t.svcId, ifindex: nh.ifindex, mtu: nh.mtu, smac: nh.smac, dmac: nh.dmac }
-        : { addr: t.addr, svcId: t.svcId, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC };
+        ? { ...t, ifindex: nh.ifindex, mtu: nh.mtu, smac: nh.smac, dmac: nh.dmac }
+        : { ...t, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC };
     if (next.ifindex === t.ifindex && next.mtu === t.mtu && next.smac === t.smac && next.dmac === t.dmac) return false;
     this.targets.set(index, next);
     const why = rc ? { unresolved: FIB_RESULTS[rc] ?? rc } : {};
@@ -484,10 +487,22 @@ export class FastPath {
     return e === undefined ? undefined : Number(e);
   }
 
-  /** VIPAROUTE: exactly these targets are encapsulated to another of their addresses. */
+  /**
+   * VIPAROUTE: exactly these targets are encapsulated to another of their addresses. The
+   * map serves targets not resolved yet; each resolved target's entry carries its own, with
+   * the next hop towards it.
+   */
   setViaRoutes(routes: Map<string, string>): void {
     for (const k of [...this.viaRoutes.keys()]) if (!routes.has(k)) this.viaRoutes.delete(k);
     for (const [xcf, via] of routes) this.viaRoutes.set(xcf, via);
+    for (const index of this.targetIndex.values()) {
+      const t = this.targets.get(index)!;
+      const via = routes.get(t.addr) ?? NO_ADDR;
+      if (t.via === via) continue;
+      // Unresolved meanwhile (the data plane asks the FIB and via_routes), then resolved towards it.
+      this.targets.set(index, { ...t, via, ifindex: 0 });
+      this.inNamespace(() => this.resolveTarget(index));
+    }
   }
 
   /** Target side: exactly these addresses, besides the cluster address, take tunnelled packets. */

@@ -92,6 +92,8 @@ export interface TargetEntry {
   mtu: number;
   smac: string;
   dmac: string;
+  /** VIPAROUTE: the outer destination and the next hop's address ('0.0.0.0': none, `addr`). */
+  via: string;
 }
 export const targetEntry = struct<TargetEntry>('dvipa_target', [
   ['addr', 'ipv4'],
@@ -101,6 +103,7 @@ export const targetEntry = struct<TargetEntry>('dvipa_target', [
   ['smac', 'mac'],
   ['dmac', 'mac'],
   ['pad', { pad: 2 }],
+  ['via', 'ipv4'],
 ]);
 
 export interface TargetStats {
