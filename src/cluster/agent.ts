@@ -69,6 +69,13 @@ export interface AgentOptions extends TargetOptions {
 
 /** How often to retry reaching the coupling facility at start. */
 const CF_RETRY_MS = 1000;
+/**
+ * Confirmed connections a previous agent wrote are dropped this long after start, unless a
+ * target has reported them again since (targets send a full report when they connect): the
+ * table of confirmed connections evicts nothing, so what ended while no agent listened would
+ * stay for ever.
+ */
+const SWEEP_AFTER_MS = 30_000;
 /** A new owner takes the address at the latest this long after the ownership, IPsec SAs re-installed or not. */
 const IPSEC_WAIT_MS = 5000;
 
@@ -87,6 +94,7 @@ export class Agent {
   private election?: Election;
   private cfRetry?: NodeJS.Timeout;
   private stopped = false;
+  private sweepTimer?: NodeJS.Timeout;
   private control?: ControlServer;
   private metrics?: AgentMetrics;
   /** When this node last became the owner of each DVIPA, or stopped being it. */
@@ -146,6 +154,14 @@ export class Agent {
   }
 
   async start(): Promise<void> {
+    const startNs = process.hrtime.bigint();
+    this.sweepTimer = setTimeout(() => {
+      this.crtWalker
+        .sweep(startNs)
+        .then((n) => n && this.log.info({ entries: n }, "confirmed connections of a previous agent's time dropped"))
+        .catch((e: Error) => this.log.warn({ err: e.message }, 'sweep of the confirmed connections failed'));
+    }, SWEEP_AFTER_MS);
+    this.sweepTimer.unref();
     this.fp.configure({ clusterAddr: this.node.xcf, maxNewFlows: this.opts.newFlowRate ?? DEFAULTS.newFlowRate });
     this.via.start();
     const roles = rolesOf(this.opts.config, this.node.name);
@@ -210,6 +226,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.cfRetry);
+    clearTimeout(this.sweepTimer);
     await this.control?.stop();
     await this.metrics?.stop();
     this.election?.stop();

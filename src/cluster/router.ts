@@ -388,6 +388,7 @@ export class RoutingRole {
     // One map lookup per service, not per connection: a report holds thousands of one service.
     const ids = new Map<string, number | undefined>();
     const refOf = new Map<Flow, ConnRef>();
+    const now = process.hrtime.bigint();
     const entries = fresh.flatMap((c) => {
       const k = `${c.daddr}:${c.dport}/${c.protocol}`;
       if (!ids.has(k)) ids.set(k, this.svcIdOf(c));
@@ -403,7 +404,8 @@ export class RoutingRole {
             svcId,
             origin: CrtOrigin.Control,
             targetIdx: this.fp.targetIndexOf(svcId, xcf),
-            createdNs: 0n,
+            // When this agent confirmed it: what a restarted agent's sweep keeps (Agent).
+            createdNs: now,
           },
         ] as const,
       ];

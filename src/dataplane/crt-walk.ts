@@ -22,6 +22,8 @@ interface Request {
   id: number;
   filter: CrtFilter;
   limit: number;
+  /** Instead of a listing: delete the first table's entries stamped before this (CLOCK_MONOTONIC ns). */
+  sweepBeforeNs?: bigint;
 }
 interface Answer {
   id: number;
@@ -30,9 +32,20 @@ interface Answer {
   error?: string;
 }
 
-function walk(tables: Array<BpfMap<Flow, CrtEntry>>, { id, filter, limit }: Request): Answer {
+/** Deletes the entries stamped before `beforeNs`; returns how many. */
+function sweep(crt: BpfMap<Flow, CrtEntry>, beforeNs: bigint): number {
+  const stale: Flow[] = [];
+  for (const [k, v] of crt.entries()) if (v.createdNs < beforeNs) stale.push(k);
+  // One by one: a batch delete stops at the first key already gone (a TERMCONN meanwhile).
+  let gone = 0;
+  for (const k of stale) if (crt.delete(k)) gone++;
+  return gone;
+}
+
+function walk(tables: Array<BpfMap<Flow, CrtEntry>>, { id, filter, limit, sweepBeforeNs }: Request): Answer {
   const entries: Array<[Flow, CrtEntry]> = [];
   let total = 0;
+  if (sweepBeforeNs !== undefined) return { id, total: sweep(tables[0], sweepBeforeNs), entries };
   if (!filter.dvipa && !filter.port && !filter.client && limit === 0) {
     for (const crt of tables) for (const b of crt.rawBatches()) total += b.count;
     return { id, total, entries };
@@ -90,6 +103,16 @@ export class CrtWalker {
       this.counting.catch(() => undefined);
     }
     return this.lastCount === undefined ? this.counting : Promise.resolve(this.lastCount);
+  }
+
+  /**
+   * Deletes the first table's entries stamped before `beforeNs` (process.hrtime.bigint()),
+   * off the event loop; returns how many. A restarted agent's way to drop the confirmed
+   * connections its predecessor wrote and that ended meanwhile: the agent stamps what it
+   * confirms, and once the targets have reported, what is older is gone.
+   */
+  async sweep(beforeNs: bigint): Promise<number> {
+    return (await this.ask({ id: ++this.next, filter: {}, limit: 0, sweepBeforeNs: beforeNs })).total;
   }
 
   /**

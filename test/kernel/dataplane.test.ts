@@ -133,6 +133,15 @@ test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the 
         `count on the loop ${syncMs.toFixed(0)} ms; count + listing in the worker ${workerMs.toFixed(0)} ms, loop delay max ${maxMs.toFixed(1)} ms`,
       );
       assert.ok(maxMs < syncMs / 2, `the loop was held ${maxMs} ms (a count on it: ${syncMs} ms)`);
+      // A restarted agent's sweep: confirmed entries stamped before its start go, later ones stay.
+      const startNs = process.hrtime.bigint();
+      const later = entries.slice(1010, 1013).map(([k, v]): [Flow, CrtEntry] => [k, { ...v, createdNs: startNs + 1n }]);
+      assert.deepEqual(fp.confirm(later), []);
+      assert.equal(await walker.sweep(startNs), 10);
+      assert.deepEqual(
+        [...fp.crtEst.keys()].sort((a, b) => a.sport - b.sport),
+        later.map(([k]) => k),
+      );
     } finally {
       await walker.close();
     }
