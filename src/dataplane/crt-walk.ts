@@ -36,10 +36,7 @@ interface Answer {
 function sweep(crt: BpfMap<Flow, CrtEntry>, beforeNs: bigint): number {
   const stale: Flow[] = [];
   for (const [k, v] of crt.entries()) if (v.createdNs < beforeNs) stale.push(k);
-  // One by one: a batch delete stops at the first key already gone (a TERMCONN meanwhile).
-  let gone = 0;
-  for (const k of stale) if (crt.delete(k)) gone++;
-  return gone;
+  return crt.deleteBatch(stale);
 }
 
 function walk(tables: Array<BpfMap<Flow, CrtEntry>>, { id, filter, limit, sweepBeforeNs }: Request): Answer {

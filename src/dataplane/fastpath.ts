@@ -360,8 +360,7 @@ export class FastPath {
       refused = entries.filter(([k, v]) => !this.setUnlessFull(this.crtEst, k, v)).map(([k]) => k);
     }
     const kept = new Set(refused);
-    // One by one: a batch delete stops at the first key already gone (never inserted, aged out).
-    for (const [k] of entries) if (!kept.has(k)) this.crt.delete(k);
+    this.crt.deleteBatch(entries.filter(([k]) => !kept.has(k)).map(([k]) => k));
     return refused;
   }
 

@@ -93,13 +93,21 @@ export class BpfMap<K, V> {
     }
   }
 
+  /**
+   * Deletes those of `keys` that are there; returns how many were. The kernel ends a batch at
+   * the first key that is not there, so the next batch starts after it: keys mostly present
+   * cost a few syscalls, keys all missing one each.
+   */
   deleteBatch(keys: readonly K[]): number {
+    const size = this.key.size;
+    const buf = Buffer.alloc(keys.length * size);
+    keys.forEach((k, j) => this.key.encode(k, buf, j * size));
     let deleted = 0;
-    for (let i = 0; i < keys.length; i += BATCH) {
-      const chunk = keys.slice(i, i + BATCH);
-      const buf = Buffer.alloc(chunk.length * this.key.size);
-      chunk.forEach((k, j) => this.key.encode(k, buf, j * this.key.size));
-      deleted += sys.mapDeleteBatch(this.name, this.map, buf, chunk.length);
+    for (let at = 0; at < keys.length; ) {
+      const n = Math.min(BATCH, keys.length - at);
+      const done = sys.mapDeleteBatch(this.name, this.map, buf.subarray(at * size, (at + n) * size), n);
+      deleted += done;
+      at += done < n ? done + 1 : n;
     }
     return deleted;
   }
