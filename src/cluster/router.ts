@@ -376,15 +376,17 @@ export class RoutingRole {
   private applyConns(xcf: string, full: boolean, added: ConnRef[], removed: ConnRef[]): void {
     const gone = [...removed];
     const known = this.conns.get(xcf);
+    // Each connection's key once: a full report holds thousands.
+    const keys = added.map(connKey);
     if (full) {
       // What this target reported before and no longer does ended. Found in its own reports,
       // never by walking the CRT on the event loop: a SYN flood can fill that with a million entries.
-      const keep = new Set(added.map(connKey));
+      const keep = new Set(keys);
       for (const [k, v] of known ?? []) if (!keep.has(k)) gone.push(v.ref);
     }
     // Only what is not confirmed yet is written: a full report repeats every connection.
-    const fresh = added.filter((c) => !known?.has(connKey(c)) || this.unconfirmed.has(connKey(c)));
-    this.countActive(xcf, added, gone);
+    const fresh = added.filter((_, i) => !known?.has(keys[i]) || this.unconfirmed.has(keys[i]));
+    this.countActive(xcf, added, keys, gone);
     // One map lookup per service, not per connection: a report holds thousands of one service.
     const ids = new Map<string, number | undefined>();
     const refOf = new Map<Flow, ConnRef>();
@@ -430,7 +432,7 @@ export class RoutingRole {
   }
 
   /** Active connections per service of this target, into the DPT (used by WEIGHTEDACTIVE). */
-  private countActive(xcf: string, added: ConnRef[], gone: ConnRef[]): void {
+  private countActive(xcf: string, added: ConnRef[], addedKeys: string[], gone: ConnRef[]): void {
     const mine = this.conns.get(xcf) ?? new Map<string, { service: string; ref: ConnRef }>();
     const counts = this.activeCounts.get(xcf) ?? new Map<string, number>();
     this.conns.set(xcf, mine);
@@ -442,8 +444,8 @@ export class RoutingRole {
       mine.delete(key);
       counts.set(was.service, (counts.get(was.service) ?? 1) - 1);
     }
-    for (const c of added) {
-      const key = connKey(c);
+    for (const [i, c] of added.entries()) {
+      const key = addedKeys[i];
       if (mine.has(key)) continue;
       const service = this.serviceOfConn(c);
       if (!service) continue;
