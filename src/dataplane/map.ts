@@ -103,7 +103,7 @@ export class BpfMap<K, V> {
     const buf = Buffer.alloc(keys.length * size);
     keys.forEach((k, j) => this.key.encode(k, buf, j * size));
     let deleted = 0;
-    for (let at = 0; at < keys.length; ) {
+    for (let at = 0; at < keys.length;) {
       const n = Math.min(BATCH, keys.length - at);
       const done = sys.mapDeleteBatch(this.name, this.map, buf.subarray(at * size, (at + n) * size), n);
       deleted += done;

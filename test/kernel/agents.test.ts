@@ -92,7 +92,7 @@ function routerCrt(): Array<{ origin: number; target: string }> {
     const confirmed = [...fp.crtEst.entries()].filter(mine);
     const unconfirmed = [...fp.crt.entries()].filter(mine);
     assert.ok(
-      unconfirmed.every(([, v]) => v.origin !== Number(CrtOrigin.Control)),
+      unconfirmed.every(([, v]) => v.origin !== CrtOrigin.Control),
       'the LRU holds no confirmed connection',
     );
     return [...confirmed, ...unconfirmed].map(([, v]) => ({ origin: v.origin, target: v.target }));
