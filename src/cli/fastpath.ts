@@ -110,14 +110,21 @@ const status = command({
     withFastPath(a.pinRoot, (fp) => {
       const services = fp.listServices().map((s) => ({ service: serviceName(s), ...s, stats: fp.serviceStats(s.id) }));
       const reasons = Object.fromEntries(Object.entries(fp.reasonCounts()).filter(([, n]) => n > 0n));
-      const value = { config: fp.nodeConfig(), links: fp.links(), crtEntries: fp.crt.count(), services, reasons };
+      const value = {
+        config: fp.nodeConfig(),
+        links: fp.links(),
+        crtEntries: fp.crt.count() + fp.crtEst.count(),
+        crtConfirmed: fp.crtEst.count(),
+        services,
+        reasons,
+      };
       print(a.json, value, () =>
         [
-          `cluster address ${value.config.clusterAddr}${value.config.enabled ? '' : ' (not enabled)'}, CRT entries ${value.crtEntries}`,
+          `cluster address ${value.config.clusterAddr}${value.config.enabled ? '' : ' (not enabled)'}, CRT entries ${value.crtEntries} (${value.crtConfirmed} confirmed), new-flow rate guard ${value.config.maxNewFlows || 'off'}`,
           ...value.links.map((l) => `${l.program} on ${l.ifname}`),
           ...services.map(
             (s) =>
-              `${s.service} id ${s.id}: packets ${s.stats.packets} bytes ${s.stats.bytes} hit ${s.stats.crtHit} new ${s.stats.crtNew} recovered ${s.stats.recovered} forwarded ${s.stats.forwarded} dropped ${s.stats.dropped}`,
+              `${s.service} id ${s.id}: packets ${s.stats.packets} bytes ${s.stats.bytes} hit ${s.stats.crtHit} new ${s.stats.crtNew} recovered ${s.stats.recovered} guarded ${s.stats.crtGuarded} forwarded ${s.stats.forwarded} dropped ${s.stats.dropped}`,
           ),
           ...Object.entries(reasons).map(([r, n]) => `  ${r.padEnd(22)} ${n}`),
         ].join('\n'),

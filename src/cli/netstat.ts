@@ -84,7 +84,7 @@ async function vdpt(a: Args): Promise<void> {
     if (a.detail && r.service) {
       const s = r.service;
       out(
-        `  SERVICE:    PACKETS: ${s.packets}  BYTES: ${s.bytes}  CRTHIT: ${s.crtHit}  CRTNEW: ${s.crtNew}  RECOVERED: ${s.recovered}  FORWARDED: ${s.forwarded}  DROPPED: ${s.dropped}\n`,
+        `  SERVICE:    PACKETS: ${s.packets}  BYTES: ${s.bytes}  CRTHIT: ${s.crtHit}  CRTNEW: ${s.crtNew}  RECOVERED: ${s.recovered}  GUARDED: ${s.crtGuarded}  FORWARDED: ${s.forwarded}  DROPPED: ${s.dropped}\n`,
       );
     }
   }

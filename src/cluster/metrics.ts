@@ -74,6 +74,11 @@ export class AgentMetrics {
       (s) => s.recovered,
     );
     perService(
+      'dvipa_service_guarded_total',
+      'new flows forwarded by the Maglev table without a CRT entry: over the new-flow rate guard (counter)',
+      (s) => s.crtGuarded,
+    );
+    perService(
       'dvipa_service_dropped_total',
       'packets of the service dropped (counter; reasons in dvipa_drops_total)',
       (s) => s.dropped,

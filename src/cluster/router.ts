@@ -320,6 +320,7 @@ export class RoutingRole {
                   crtHit: stats.crtHit,
                   crtNew: stats.crtNew,
                   recovered: stats.recovered,
+                  crtGuarded: stats.crtGuarded,
                   forwarded: stats.forwarded,
                   dropped: stats.dropped,
                 },

@@ -52,6 +52,8 @@ export interface VdptRow {
     crtHit: bigint;
     crtNew: bigint;
     recovered: bigint;
+    /** New flows hashed without a CRT entry: over the new-flow rate guard. */
+    crtGuarded: bigint;
     forwarded: bigint;
     dropped: bigint;
   };

@@ -399,7 +399,7 @@ test('bench fastpath --json and bench tables --json have their figures', () => {
   const f = JSON.parse(fastpath.out);
   assert.deepEqual(
     f.paths.map((p: { path: string }) => p.path),
-    ['baseline', 'harness', 'syn', 'crt_hit', 'recovered', 'pass'],
+    ['baseline', 'harness', 'syn', 'syn_guarded', 'crt_hit', 'unconfirmed', 'recovered', 'pass'],
   );
   assert.equal(f.paths[0].ratio, 1);
   for (const p of f.paths) assert.ok(p.nsPerPacket > 0 && Number.isFinite(p.ratio), p.path);
