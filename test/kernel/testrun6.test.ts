@@ -11,8 +11,8 @@ import type { Service } from '../../src/net/service.js';
 import { CrtOrigin, FENCE_EXPIRED, type Reason } from '../../src/dataplane/structs.js';
 import { buildMaglevIndexed, MAGLEV_SIZE } from '../../src/tables/maglev.js';
 import { runCounted, type XdpAction } from '../../src/dataplane/testrun.js';
-import { createRouterNs, ROUTER_NET, type RouterNs } from '../../src/lab/router-ns.js';
-import { netnsPath, nsIp, sysctl } from '../../src/lab/netns.js';
+import { createRouterNs, ROUTER_NET, ROUTER_NET6, targetMac, type RouterNs } from '../../src/lab/router-ns.js';
+import { netnsPath, nsIp } from '../../src/lab/netns.js';
 import { flowHash6 } from '../../src/tables/flowhash.js';
 import { buildFrame, buildIpv4, ETH_P_IP, ETH_P_IPV6, parseFrame } from '../../src/net/packet.js';
 import { buildFrame6, buildIpv6, ethernetAround, NEXTHDR, readIpv6, type Frame6Spec } from '../../src/net/packet6.js';
@@ -21,8 +21,8 @@ import { parseIpv6 } from '../../src/net/addr.js';
 import { requireRoot, scratchPinRoot, uniquePrefix } from '../helpers/env.js';
 
 const VIP6 = '2001:db8:10::10';
-const CLIENT6 = '2001:db8::1';
-const CLUSTER6 = '2001:db8:1::1';
+const CLIENT6 = ROUTER_NET6.client;
+const CLUSTER6 = ROUTER_NET6.clusterAddr;
 const TARGETS6 = ['2001:db8:1::11', '2001:db8:1::12', '2001:db8:1::13'];
 const TARGETS4 = ['198.18.1.11', '198.18.1.12'];
 const web6: Service = { vip: VIP6, port: 80, protocol: 'tcp' };
@@ -30,7 +30,7 @@ const mixed6: Service = { vip: VIP6, port: 8080, protocol: 'tcp' };
 const dns6: Service = { vip: VIP6, port: 53, protocol: 'udp' };
 const equal6 = TARGETS6.map((addr) => ({ addr, weight: 1 }));
 const v4Targets = TARGETS4.map((addr) => ({ addr, weight: 1 }));
-const macOf6 = (t: string) => `02:00:00:00:06:${(TARGETS6.indexOf(t) + 16).toString(16)}`;
+const macOf6 = (t: string) => targetMac(TARGETS6.indexOf(t), 6);
 
 let rns: RouterNs;
 let fp: FastPath;
@@ -80,16 +80,8 @@ function assertIn6(out: Buffer, input: Buffer, l2in = 14): string {
 
 before(() => {
   requireRoot();
-  rns = createRouterNs(uniquePrefix('tr6'), TARGETS4);
+  rns = createRouterNs(uniquePrefix('tr6'), TARGETS4, TARGETS6);
   const ns = rns.ns;
-  sysctl(ns, 'net.ipv6.conf.all.forwarding', '1');
-  nsIp(ns, '-6', 'addr', 'add', '2001:db8::2/64', 'dev', 'ext0', 'nodad');
-  nsIp(ns, '-6', 'addr', 'add', `${CLUSTER6}/64`, 'dev', 'int0', 'nodad');
-  nsIp(ns, '-6', 'neigh', 'replace', CLIENT6, 'lladdr', '02:00:00:00:00:01', 'dev', 'ext0', 'nud', 'permanent');
-  for (const t of TARGETS6) {
-    nsIp(ns, '-6', 'route', 'replace', `${t}/128`, 'dev', 'int0');
-    nsIp(ns, '-6', 'neigh', 'replace', t, 'lladdr', macOf6(t), 'dev', 'int0', 'nud', 'permanent');
-  }
   ext0 = rns.ifindex('ext0');
   pins = scratchPinRoot('tr6');
   fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 4096, netnsPath: netnsPath(ns) });
@@ -352,7 +344,7 @@ describe('IPv6 decap', () => {
     buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 46000, dport: 80, tcpFlags: { syn: true } }).subarray(
       14,
     );
-  const in6 = (inner: Buffer, nh: number, src = ROUTER6, dst = XCF6, vlan?: number) => {
+  const in6 = (inner: Buffer, nh: number, src: string = ROUTER6, dst = XCF6, vlan?: number) => {
     const outer = Buffer.alloc(40);
     outer.writeUInt32BE(0x60000000, 0);
     outer.writeUInt16BE(inner.length, 4);
