@@ -13,7 +13,7 @@ import { buildMaglevIndexed, MAGLEV_SIZE } from '../../src/tables/maglev.js';
 import { runCounted, type XdpAction } from '../../src/dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET, ROUTER_NET6, targetMac, type RouterNs } from '../../src/lab/router-ns.js';
 import { netnsPath, nsIp } from '../../src/lab/netns.js';
-import { flowHash6 } from '../../src/tables/flowhash.js';
+import { flowHash, flowHash6 } from '../../src/tables/flowhash.js';
 import { buildFrame, buildIpv4, ETH_P_IP, ETH_P_IPV6, parseFrame } from '../../src/net/packet.js';
 import { buildFrame6, buildIpv6, ethernetAround, NEXTHDR, readIpv6, type Frame6Spec } from '../../src/net/packet6.js';
 import { l4Checksum } from '../../src/net/checksum.js';
@@ -58,6 +58,12 @@ function syn6(extra: Partial<Frame6Spec> = {}): Buffer {
 function predicted(targets: Array<{ addr: string; weight: number }>, f: Parameters<typeof flowHash6>[0]): string {
   const { slots, addrs } = buildMaglevIndexed(targets);
   return addrs[slots[flowHash6(f) % MAGLEV_SIZE] - 1];
+}
+
+/** The same for an IPv4 flow. */
+function predictedV4(targets: Array<{ addr: string; weight: number }>, f: Parameters<typeof flowHash>[0]): string {
+  const { slots, addrs } = buildMaglevIndexed(targets);
+  return addrs[slots[flowHash(f) % MAGLEV_SIZE] - 1];
 }
 
 /** Checks an IPv6-in-IPv6 frame carrying `input`'s packet and returns the target. */
@@ -314,6 +320,92 @@ describe('IPv6 distributor', () => {
       fp.setFence(VIP6, undefined);
     }
     assert.equal(run(syn6({ sport: 40005 })).reason, 'fwd_redirect');
+  });
+});
+
+describe('IPv4 flows to IPv6 targets (IPv4-in-IPv6)', () => {
+  const VIP4 = '192.0.2.30';
+  const web4: Service = { vip: VIP4, port: 80, protocol: 'tcp' };
+  const mixed = [...equal6, ...v4Targets];
+  const syn4 = (sport: number, extra: Partial<Parameters<typeof buildFrame>[0]> = {}) =>
+    buildFrame({
+      saddr: ROUTER_NET.client,
+      daddr: VIP4,
+      sport,
+      dport: 80,
+      tcpFlags: { syn: true },
+      df: true,
+      ...extra,
+    });
+  const flowOf = (sport: number) => ({ saddr: ROUTER_NET.client, daddr: VIP4, sport, dport: 80, proto: 6 });
+
+  before(() => fp.setTargets(web4, mixed));
+  after(() => fp.removeService(web4));
+
+  /** The target of a forwarded frame, IPv6 (checked as IPv4-in-IPv6) or IPv4. */
+  function targetOf(out: Buffer, input: Buffer): string {
+    if (out.readUInt16BE(12) === ETH_P_IP) return parseFrame(out).ipv4!.dst;
+    const outer = readIpv6(out.subarray(14));
+    assert.equal(outer.nexthdr, 4, 'IPv4 in IPv6');
+    assert.equal(outer.src, CLUSTER6);
+    assert.equal(outer.payloadLength, input.length - 14);
+    assert.deepEqual(out.subarray(54), input.subarray(14), 'inner packet carried unchanged');
+    return outer.dst;
+  }
+
+  test("each flow goes to its Maglev target in that target's family; IPv6 targets keep their CRT entries in crt6", () => {
+    const seen = new Set<string>();
+    for (let sport = 50000; sport < 50040; sport++) {
+      const frame = syn4(sport);
+      const r = run(frame);
+      assert.equal(r.reason, 'fwd_redirect');
+      const target = targetOf(r.frame, frame);
+      assert.equal(target, predictedV4(mixed, flowOf(sport)), `sport ${sport}`);
+      seen.add(target);
+      if (TARGETS6.includes(target)) {
+        assert.equal(fp.crt6.get(flowOf(sport))?.target, target);
+        assert.equal(fp.crt.get(flowOf(sport)), undefined);
+      } else assert.equal(fp.crt.get(flowOf(sport))?.target, target);
+    }
+    assert.ok(
+      [...seen].some((t) => TARGETS6.includes(t)) && [...seen].some((t) => TARGETS4.includes(t)),
+      'both families used',
+    );
+  });
+
+  test('an established IPv4 connection to an IPv6 target stays there when the weights change', () => {
+    const sport = [...Array(40).keys()]
+      .map((i) => 51000 + i)
+      .find((p) => TARGETS6.includes(predictedV4(mixed, flowOf(p))))!;
+    const target = targetOf(run(syn4(sport)).frame, syn4(sport));
+    const id = fp.serviceId(web4)!;
+    const hits = fp.serviceStats(id).crtHit;
+    fp.setTargets(
+      web4,
+      mixed.map((t) => ({ ...t, weight: t.addr === target ? 0 : 1 })),
+    );
+    try {
+      const ack = syn4(sport, { tcpFlags: { ack: true }, payload: 50 });
+      assert.equal(targetOf(run(ack).frame, ack), target);
+      assert.equal(fp.serviceStats(id).crtHit, hits + 1n);
+    } finally {
+      fp.setTargets(web4, mixed);
+    }
+  });
+
+  test('too big once in IPv6: ICMP fragmentation needed with DF, else a counted drop', () => {
+    const sport = [...Array(40).keys()]
+      .map((i) => 52000 + i)
+      .find((p) => TARGETS6.includes(predictedV4(mixed, flowOf(p))))!;
+    const big = syn4(sport, { tcpFlags: { ack: true }, payload: 1500 - 20 - 20 - 30 });
+    const r = run(big);
+    assert.deepEqual([r.action, r.reason], ['tx', 'tx_frag_needed']);
+    const icmp = parseFrame(r.frame).ipv4!;
+    assert.deepEqual([icmp.src, icmp.dst, icmp.icmp?.type, icmp.icmp?.code], [VIP4, ROUTER_NET.client, 3, 4]);
+    assert.equal(icmp.icmp?.mtu, 1500 - 40, 'the IPv6 outer header taken off the MTU');
+    assert.ok(icmp.icmp?.checksumOk);
+    const noDf = syn4(sport, { tcpFlags: { ack: true }, payload: 1500 - 20 - 20 - 30, df: false });
+    assert.deepEqual([run(noDf).action, run(noDf).reason], ['drop', 'drop_too_big']);
   });
 });
 
