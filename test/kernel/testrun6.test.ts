@@ -467,6 +467,15 @@ describe('IPv6 decap', () => {
     assert.ok(got && got.packets >= 3n, 'counted per IPv6 DVIPA:port');
   });
 
+  test('a 9000-byte IPv6-in-IPv6 frame goes up whole without its outer header', () => {
+    const inner = inner6({ sport: 46100, payload: 9000 - 40 - 40 - 20 });
+    const frame = in6(inner, 41);
+    assert.equal(frame.length, 14 + 9000);
+    const r = run(frame, 'decap');
+    assert.deepEqual([r.action, r.reason], ['pass', 'decap']);
+    assert.deepEqual(r.frame.subarray(14), inner, 'the whole inner packet');
+  });
+
   test('only from its routing nodes, only to distributed ports, only to its addresses', () => {
     const cases: Array<[string, Buffer, XdpAction, Reason]> = [
       ['IPv6 outer from a stranger', in6(inner6(), 41, '2001:db8:66::1'), 'drop', 'decap_drop_not_router'],
@@ -489,6 +498,30 @@ describe('IPv6 decap', () => {
       if (action === 'pass') assert.deepEqual(r.frame, frame, `${what}: unchanged`);
     }
   });
+});
+
+test('jumbo IPv6 frames (xdp.frags): packet too big for a 1500 egress, forwarded whole at 9000, decapsulated whole', () => {
+  const JUMBO = 9000;
+  // Exactly a 9000-byte packet once in IPv6.
+  const big = syn6({ sport: 49000, syn: false, ack: true, payload: JUMBO - 40 - 40 - 20 });
+  assert.equal(big.length, 14 + JUMBO - 40);
+  const ptb = run(big);
+  assert.deepEqual([ptb.action, ptb.reason], ['tx', 'tx_pkt_too_big']);
+  assert.equal(ptb.frame.length, 14 + 40 + 8 + 1232, "the jumbo frame's fragments cut away");
+  assert.equal(ptb.frame.readUInt32BE(14 + 40 + 4), 1500 - 40);
+  nsIp(rns.ns, 'link', 'set', 'int0', 'mtu', String(JUMBO));
+  fp.resolveTargets();
+  try {
+    const r = run(big);
+    assert.deepEqual([r.action, r.reason], ['redirect', 'fwd_redirect']);
+    assert.equal(r.frame.length, big.length + 40);
+    assertIn6(r.frame, big);
+    const over = run(syn6({ sport: 49000, syn: false, ack: true, payload: JUMBO - 40 - 40 - 20 + 1 }));
+    assert.deepEqual([over.reason, over.frame.readUInt32BE(14 + 40 + 4)], ['tx_pkt_too_big', JUMBO - 40]);
+  } finally {
+    nsIp(rns.ns, 'link', 'set', 'int0', 'mtu', '1500');
+    fp.resolveTargets();
+  }
 });
 
 test('random and mutated IPv6 frames never crash or abort; each gets one counted verdict', () => {
