@@ -4,7 +4,7 @@
  */
 import { formatIpv4, formatIpv6, parseIpv6, parseMac } from './addr.js';
 import { l4Checksum } from './checksum.js';
-import { ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6 } from './packet.js';
+import { ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, transportSegment } from './packet.js';
 import type { Flow } from './flow.js';
 
 export const NEXTHDR = {
@@ -53,38 +53,15 @@ export interface Frame6Spec {
  * l4Checksum's pseudo-header sum is IPv6's too (RFC 8200 8.1): the 32-bit length and next
  * header sum as the IPv4 fields do, for anything shorter than 64 KiB.
  */
-const checksum6 = l4Checksum;
-
 function upperLayer(spec: Frame6Spec, src: Buffer, dst: Buffer): { nh: number; l4: Buffer } {
-  const payload = typeof spec.payload === 'number' ? Buffer.alloc(spec.payload) : (spec.payload ?? Buffer.alloc(0));
-  switch (spec.protocol ?? 'tcp') {
-    case 'tcp': {
-      const h = Buffer.alloc(20);
-      h.writeUInt16BE(spec.sport ?? 40000, 0);
-      h.writeUInt16BE(spec.dport ?? 80, 2);
-      h.writeUInt32BE(1, 4);
-      h[12] = 5 << 4;
-      h[13] = (spec.syn ? 2 : 0) | (spec.ack ? 16 : 0);
-      h.writeUInt16BE(65535, 14);
-      const seg = Buffer.concat([h, payload]);
-      seg.writeUInt16BE(checksum6(src, dst, NEXTHDR.tcp, seg), 16);
-      return { nh: NEXTHDR.tcp, l4: seg };
-    }
-    case 'udp': {
-      const h = Buffer.alloc(8);
-      h.writeUInt16BE(spec.sport ?? 40000, 0);
-      h.writeUInt16BE(spec.dport ?? 53, 2);
-      h.writeUInt16BE(8 + payload.length, 4);
-      const seg = Buffer.concat([h, payload]);
-      seg.writeUInt16BE(checksum6(src, dst, NEXTHDR.udp, seg) || 0xffff, 6);
-      return { nh: NEXTHDR.udp, l4: seg };
-    }
-    case 'icmpv6': {
-      const msg = Buffer.concat([Buffer.from([spec.icmpType ?? 128, 0, 0, 0]), spec.icmpBody ?? Buffer.alloc(4)]);
-      msg.writeUInt16BE(checksum6(src, dst, NEXTHDR.icmpv6, msg), 2);
-      return { nh: NEXTHDR.icmpv6, l4: msg };
-    }
+  const protocol = spec.protocol ?? 'tcp';
+  if (protocol !== 'icmpv6') {
+    const { proto, l4 } = transportSegment({ ...spec, protocol, tcpFlags: { syn: spec.syn, ack: spec.ack } }, src, dst);
+    return { nh: proto, l4 };
   }
+  const msg = Buffer.concat([Buffer.from([spec.icmpType ?? 128, 0, 0, 0]), spec.icmpBody ?? Buffer.alloc(4)]);
+  msg.writeUInt16BE(l4Checksum(src, dst, NEXTHDR.icmpv6, msg), 2);
+  return { nh: NEXTHDR.icmpv6, l4: msg };
 }
 
 function extHeader(h: ExtHeader, next: number): Buffer {
