@@ -41,7 +41,7 @@ const apply = command({
   handler: (a) => {
     const file = readServiceFile(a.config);
     withFastPath(a.pinRoot, (fp) => {
-      fp.configure({ clusterAddr: file.clusterAddress });
+      fp.configure({ clusterAddr: file.clusterAddress, clusterAddr6: file.clusterAddress6 });
       for (const e of file.egress) fp.enableEgress(e);
       const wanted = new Set(file.services.map(serviceName));
       for (const s of fp.listServices()) if (!wanted.has(serviceName(s))) fp.removeService(s);

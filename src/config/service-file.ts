@@ -5,22 +5,24 @@
  * configuration of the cluster compiles down to the same model.
  *
  *   clusterAddress: 198.18.1.1
+ *   clusterAddress6: 2001:db8:1::1   # optional: the outer source towards IPv6 targets
  *   egress: [eth1]
  *   services:
  *     - vip: 192.0.2.10
  *       port: 80            # 0 or omitted: every port of the DVIPA
  *       protocol: tcp       # tcp (default) or udp
- *       targets: [198.18.1.11, { address: 198.18.1.12, weight: 2 }]
+ *       targets: [198.18.1.11, { address: 198.18.1.12, weight: 2 }]   # either family, mixed too
  *       timedAffinity: 60   # optional: a client's new connections follow its last target for 60 s
  */
 import { DvipaError, EXIT } from '../errors.js';
 import * as fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { parseIpv4 } from '../net/addr.js';
+import { canonicalIpv6, ipFamily, parseIpv4 } from '../net/addr.js';
 import type { Service, Target } from '../net/service.js';
 
 export interface ServiceFile {
   clusterAddress: string;
+  clusterAddress6?: string;
   egress: string[];
   services: Array<Service & { targets: Target[]; timedAffinity: number }>;
 }
@@ -59,10 +61,24 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
       return void bad(where, (e as Error).message);
     }
   };
+  /** A DVIPA or target: either family, IPv6 in its one spelling. */
+  const anyAddress = (where: string, x: unknown): string | undefined => {
+    const family = typeof x === 'string' ? ipFamily(x) : undefined;
+    if (family === 4) return x as string;
+    if (family === 6) return canonicalIpv6(x as string);
+    return void bad(where, `${JSON.stringify(x)} is not an IPv4 or IPv6 address`);
+  };
 
   if (!isObject(doc)) throw new ServiceFileError(file, ['expected a mapping with clusterAddress, egress and services']);
-  for (const k of Object.keys(doc)) if (!['clusterAddress', 'egress', 'services'].includes(k)) bad(k, 'unknown key');
+  for (const k of Object.keys(doc))
+    if (!['clusterAddress', 'clusterAddress6', 'egress', 'services'].includes(k)) bad(k, 'unknown key');
   const clusterAddress = address('clusterAddress', doc.clusterAddress) ?? '';
+  let clusterAddress6: string | undefined;
+  if (doc.clusterAddress6 !== undefined) {
+    clusterAddress6 = anyAddress('clusterAddress6', doc.clusterAddress6);
+    if (clusterAddress6 && ipFamily(clusterAddress6) !== 6)
+      bad('clusterAddress6', `${clusterAddress6} is not an IPv6 address`);
+  }
   const egress: string[] = [];
   if (doc.egress !== undefined) {
     if (!Array.isArray(doc.egress)) bad('egress', 'expected a list of interface names');
@@ -90,7 +106,7 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
         timedAffinity > 99999
       )
         bad(`${at}.timedAffinity`, 'expected whole seconds from 0 to 99999');
-      const vip = address(`${at}.vip`, s.vip);
+      const vip = anyAddress(`${at}.vip`, s.vip);
       const port = s.port ?? 0;
       if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535)
         bad(`${at}.port`, 'expected a port from 0 (all ports) to 65535');
@@ -103,7 +119,7 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
           const tat = `${at}.targets[${j}]`;
           const spec: Record<string, unknown> = isObject(t) ? t : { address: t };
           for (const k of Object.keys(spec)) if (!['address', 'weight'].includes(k)) bad(`${tat}.${k}`, 'unknown key');
-          const a = address(`${tat}.address`, spec.address);
+          const a = anyAddress(`${tat}.address`, spec.address);
           const weight = spec.weight ?? 1;
           if (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 0 || weight > 65535)
             bad(`${tat}.weight`, 'expected an integer weight from 0 to 65535');
@@ -128,7 +144,7 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
     });
   }
   if (problems.length) throw new ServiceFileError(file, problems);
-  return { clusterAddress, egress, services };
+  return { clusterAddress, ...(clusterAddress6 ? { clusterAddress6 } : {}), egress, services };
 }
 
 export function readServiceFile(file: string): ServiceFile {

@@ -14,6 +14,8 @@ import { runCounted, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, type RouterNs } from './router-ns.js';
 import { readPcap } from '../net/pcap.js';
 import { describeFrame, flowOf, parseFrame } from '../net/packet.js';
+import { describeFrame6, flowOf6, tunnelTarget } from '../net/packet6.js';
+import { ipFamily } from '../net/addr.js';
 import type { ServiceFile } from '../config/service-file.js';
 import { withCleanup } from './cleanup.js';
 
@@ -69,7 +71,11 @@ export async function replayPcap(
     if (opts.netns) {
       leaveNs = enterNetns(opts.netns);
     } else {
-      rns = createRouterNs(tag, targets);
+      rns = createRouterNs(
+        tag,
+        targets.filter((t) => ipFamily(t) === 4),
+        targets.filter((t) => ipFamily(t) === 6),
+      );
       leaveNs = enterNetns(rns.ns);
       egress = [rns.int];
       ingressName = rns.ext;
@@ -77,7 +83,7 @@ export async function replayPcap(
     const ingressIfindex = ingressName ? sys.ifNameToIndex(ingressName, ingressName) : undefined;
 
     fp = FastPath.open({ pinRoot, crtMaxEntries: 65536 });
-    fp.configure({ clusterAddr: file.clusterAddress });
+    fp.configure({ clusterAddr: file.clusterAddress, clusterAddr6: file.clusterAddress6 });
     for (const e of egress) fp.enableEgress(e);
     for (const s of file.services) fp.setTargets(s, s.targets, { affinitySec: s.timedAffinity });
     const progFd = fp.progFd('distributor');
@@ -95,8 +101,11 @@ export async function replayPcap(
         totals.frame_too_short = (totals.frame_too_short ?? 0) + 1;
         return;
       }
-      const flow = flowOf(parseFrame(frame));
-      const known = flow && fp!.crt.get(flow) !== undefined;
+      const parsed = parseFrame(frame);
+      const flow = flowOf(parsed) ?? flowOf6(frame);
+      // An IPv6 flow's entry, or an IPv4 one's to an IPv6 target, is in crt6.
+      const entryOf = (f: typeof flow) => f && ((ipFamily(f.saddr) === 4 && fp!.crt.get(f)) || fp!.crt6.get(f));
+      const known = entryOf(flow) !== undefined;
       let run: ReturnType<typeof runCounted>;
       try {
         run = runCounted(progFd, `xdp_distributor (packet ${i + 1})`, frame, () => fp!.reasonCounts(), {
@@ -112,10 +121,10 @@ export async function replayPcap(
       const reason = run.reason;
       totals[reason] = (totals[reason] ?? 0) + 1;
 
-      const p: ReplayPacket = { index: i + 1, packet: describeFrame(parseFrame(frame)), verdict: run.action, reason };
-      const out = parseFrame(run.frame);
-      if ((run.action === 'tx' || run.action === 'redirect') && out.ipv4?.inner) p.target = out.ipv4.dst;
-      const entry = flow && fp!.crt.get(flow);
+      const packet = (!parsed.ipv4 && describeFrame6(frame)) || describeFrame(parsed);
+      const p: ReplayPacket = { index: i + 1, packet, verdict: run.action, reason };
+      if (run.action === 'tx' || run.action === 'redirect') p.target = tunnelTarget(run.frame);
+      const entry = entryOf(flow);
       if (entry) {
         p.target ??= entry.target;
         p.crt = known ? 'hit' : entry.origin === CrtOrigin.Recovered ? 'recovered' : 'new';

@@ -74,45 +74,50 @@ export function buildIpv4(spec: Omit<FrameSpec, 'protocol'> & { proto: number },
   return Buffer.concat([ip, l4]);
 }
 
-function buildL4(spec: FrameSpec): { proto: number; l4: Buffer } {
+export type SegmentSpec = Pick<FrameSpec, 'sport' | 'dport' | 'tcpFlags' | 'seq' | 'ackNum' | 'payload'> & {
+  protocol: 'tcp' | 'udp';
+};
+
+/** A TCP or UDP segment, its checksum over the pseudo-header of `src` and `dst` (IPv4 or IPv6). */
+export function transportSegment(spec: SegmentSpec, src: Buffer, dst: Buffer): { proto: number; l4: Buffer } {
   const payload = typeof spec.payload === 'number' ? Buffer.alloc(spec.payload) : (spec.payload ?? Buffer.alloc(0));
+  if (spec.protocol === 'tcp') {
+    const h = Buffer.alloc(20);
+    h.writeUInt16BE(spec.sport ?? 40000, 0);
+    h.writeUInt16BE(spec.dport ?? 80, 2);
+    h.writeUInt32BE((spec.seq ?? 1) >>> 0, 4);
+    h.writeUInt32BE((spec.ackNum ?? 0) >>> 0, 8);
+    h[12] = 5 << 4;
+    h[13] = tcpFlagByte(spec.tcpFlags);
+    h.writeUInt16BE(65535, 14);
+    const seg = Buffer.concat([h, payload]);
+    seg.writeUInt16BE(l4Checksum(src, dst, PROTO.tcp, seg), 16);
+    return { proto: PROTO.tcp, l4: seg };
+  }
+  const h = Buffer.alloc(8);
+  h.writeUInt16BE(spec.sport ?? 40000, 0);
+  h.writeUInt16BE(spec.dport ?? 53, 2);
+  h.writeUInt16BE(8 + payload.length, 4);
+  const seg = Buffer.concat([h, payload]);
+  seg.writeUInt16BE(l4Checksum(src, dst, PROTO.udp, seg) || 0xffff, 6);
+  return { proto: PROTO.udp, l4: seg };
+}
+
+function buildL4(spec: FrameSpec): { proto: number; l4: Buffer } {
   const src = Buffer.alloc(4);
   const dst = Buffer.alloc(4);
   src.writeUInt32BE(parseIpv4(spec.saddr));
   dst.writeUInt32BE(parseIpv4(spec.daddr));
-  switch (spec.protocol ?? 'tcp') {
-    case 'tcp': {
-      const h = Buffer.alloc(20);
-      h.writeUInt16BE(spec.sport ?? 40000, 0);
-      h.writeUInt16BE(spec.dport ?? 80, 2);
-      h.writeUInt32BE((spec.seq ?? 1) >>> 0, 4);
-      h.writeUInt32BE((spec.ackNum ?? 0) >>> 0, 8);
-      h[12] = 5 << 4;
-      h[13] = tcpFlagByte(spec.tcpFlags);
-      h.writeUInt16BE(65535, 14);
-      const seg = Buffer.concat([h, payload]);
-      seg.writeUInt16BE(l4Checksum(src, dst, PROTO.tcp, seg), 16);
-      return { proto: PROTO.tcp, l4: seg };
-    }
-    case 'udp': {
-      const h = Buffer.alloc(8);
-      h.writeUInt16BE(spec.sport ?? 40000, 0);
-      h.writeUInt16BE(spec.dport ?? 53, 2);
-      h.writeUInt16BE(8 + payload.length, 4);
-      const seg = Buffer.concat([h, payload]);
-      seg.writeUInt16BE(l4Checksum(src, dst, PROTO.udp, seg) || 0xffff, 6);
-      return { proto: PROTO.udp, l4: seg };
-    }
-    case 'icmp': {
-      const h = Buffer.alloc(8);
-      h[0] = 8; // echo request
-      h.writeUInt16BE(spec.id ?? 1, 4);
-      h.writeUInt16BE(spec.seq ?? 1, 6);
-      const msg = Buffer.concat([h, payload]);
-      msg.writeUInt16BE(checksum(msg), 2);
-      return { proto: PROTO.icmp, l4: msg };
-    }
-  }
+  const protocol = spec.protocol ?? 'tcp';
+  if (protocol !== 'icmp') return transportSegment({ ...spec, protocol }, src, dst);
+  const payload = typeof spec.payload === 'number' ? Buffer.alloc(spec.payload) : (spec.payload ?? Buffer.alloc(0));
+  const h = Buffer.alloc(8);
+  h[0] = 8; // echo request
+  h.writeUInt16BE(spec.id ?? 1, 4);
+  h.writeUInt16BE(spec.seq ?? 1, 6);
+  const msg = Buffer.concat([h, payload]);
+  msg.writeUInt16BE(checksum(msg), 2);
+  return { proto: PROTO.icmp, l4: msg };
 }
 
 function ethernet(spec: Pick<FrameSpec, 'srcMac' | 'dstMac' | 'vlan'>, ethertype: number): Buffer {

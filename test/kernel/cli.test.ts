@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildFrame } from '../../src/net/packet.js';
 import { writePcap } from '../../src/net/pcap.js';
+import { buildFrame6 } from '../../src/net/packet6.js';
 import { requireRoot, scratchPinRoot } from '../helpers/env.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
@@ -273,7 +274,7 @@ test('a bad service file lists every problem and exits 2', () => {
   assert.match(r.err, /3 problems/);
   assert.match(r.err, /clusterAddress: "198.18.1" is not an IPv4 address/);
   assert.match(r.err, /services\[0\]\.port: expected a port/);
-  assert.match(r.err, /services\[0\]\.targets\[0\]\.address: "x" is not an IPv4 address/);
+  assert.match(r.err, /services\[0\]\.targets\[0\]\.address: "x" is not an IPv4 or IPv6 address/);
   const missing = dvipa(['fastpath', 'apply', '--config', path.join(dir, 'nope.yaml'), '--pin-root', pins.pinRoot]);
   assert.equal(missing.code, 2);
   assert.match(missing.err, /nope.yaml: 1 problem:\s+no such file/);
@@ -316,6 +317,57 @@ test('replay --json: verdict, reason, target and CRT effect per packet', () => {
   assert.equal(j.packets[0].target, j.packets[1].target);
   assert.ok(['198.18.1.11', '198.18.1.12'].includes(j.packets[0].target));
   assert.deepEqual(j.totals, { fwd_redirect: 2, pass_not_service: 1 });
+});
+
+test('replay of an IPv6 capture: IPv6 services, targets of either family, IPv4 to an IPv6 target; packets described', () => {
+  fs.writeFileSync(
+    path.join(dir, 'svc6.yaml'),
+    [
+      'clusterAddress: 198.18.1.1',
+      'clusterAddress6: 2001:DB8:1::1',
+      'services:',
+      '  - { vip: "2001:db8:10::10", port: 80, targets: ["2001:db8:1::11"] }',
+      '  - { vip: "2001:db8:10::10", port: 53, protocol: udp, targets: [198.18.1.11] }',
+      '  - { vip: 192.0.2.10, port: 80, targets: ["2001:db8:1:0::12"] }',
+    ].join('\n'),
+  );
+  const c6 = { saddr: '2001:db8::1', daddr: '2001:db8:10::10', sport: 1000, dport: 80 };
+  writePcap(path.join(dir, 'in6.pcap'), [
+    buildFrame6({ ...c6, syn: true }),
+    buildFrame6({ ...c6, ack: true, ext: [{ type: 'hop' }] }),
+    buildFrame6({ ...c6, protocol: 'udp', dport: 53 }),
+    buildFrame6({ ...c6, ext: [{ type: 'fragment', fragOffset: 10 }] }),
+    buildFrame6({ ...c6, protocol: 'icmpv6' }),
+    buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1000, dport: 80, tcpFlags: { syn: true } }),
+    buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1000, dport: 80, tcpFlags: { ack: true } }),
+  ]);
+  const r = dvipa([
+    'fastpath',
+    'replay',
+    '--config',
+    path.join(dir, 'svc6.yaml'),
+    '--pcap',
+    path.join(dir, 'in6.pcap'),
+    '--json',
+  ]);
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out) as { services: string[]; packets: Array<Record<string, string | undefined>> };
+  assert.deepEqual(j.services, ['2001:db8:10::10:80/tcp', '2001:db8:10::10:53/udp', '192.0.2.10:80/tcp']);
+  assert.deepEqual(
+    j.packets.map((p) => [p.verdict, p.reason, p.target, p.crt]),
+    [
+      ['redirect', 'fwd_redirect', '2001:db8:1::11', 'new'],
+      ['redirect', 'fwd_redirect', '2001:db8:1::11', 'hit'],
+      ['redirect', 'fwd_redirect', '198.18.1.11', 'new'],
+      ['pass', 'pass_fragment6', undefined, undefined],
+      ['pass', 'pass_not_service', undefined, undefined],
+      ['redirect', 'fwd_redirect', '2001:db8:1::12', 'new'],
+      ['redirect', 'fwd_redirect', '2001:db8:1::12', 'hit'],
+    ],
+  );
+  assert.equal(j.packets[0].packet, 'TCP [2001:db8::1]:1000 > [2001:db8:10::10]:80 [S] len 60');
+  assert.equal(j.packets[3].packet, 'IPv6 2001:db8::1 > 2001:db8:10::10 fragment len 68');
+  assert.match(j.packets[4].packet!, /^ICMPv6 2001:db8::1 > 2001:db8:10::10 type 128/);
 });
 
 test('replay of jumbo frames and super-frames: each too large one says so, the rest still run', () => {
@@ -399,9 +451,23 @@ test('bench fastpath --json and bench tables --json have their figures', () => {
   const f = JSON.parse(fastpath.out);
   assert.deepEqual(
     f.paths.map((p: { path: string }) => p.path),
-    ['baseline', 'harness', 'syn', 'syn_guarded', 'crt_hit', 'unconfirmed', 'recovered', 'pass'],
+    [
+      'baseline',
+      'harness',
+      'syn',
+      'syn_guarded',
+      'crt_hit',
+      'unconfirmed',
+      'recovered',
+      'pass',
+      'syn6',
+      'crt_hit6',
+      'recovered6',
+      'pass6',
+    ],
   );
   assert.equal(f.paths[0].ratio, 1);
+  assert.ok(f.v6OverV4 > 0 && Number.isFinite(f.v6OverV4), 'IPv6 established over IPv4');
   for (const p of f.paths) assert.ok(p.nsPerPacket > 0 && Number.isFinite(p.ratio), p.path);
 
   const tables = dvipa(['bench', 'tables', '--json', '--crt-entries', '20000']);

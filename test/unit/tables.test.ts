@@ -4,10 +4,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { flowHash, hash4 } from '../../src/tables/flowhash.js';
-import { buildMaglev, tableShares } from '../../src/tables/maglev.js';
+import { flowHash, flowHash6, hash4, ipv6Words } from '../../src/tables/flowhash.js';
+import { buildMaglev, buildMaglevIndexed, tableShares } from '../../src/tables/maglev.js';
 import { MAGLEV_SIZE } from '../../src/tables/maglev.js';
-import { formatIpv4 } from '../../src/net/addr.js';
+import { formatIpv4, parseIpv4 } from '../../src/net/addr.js';
 
 test('flow hash matches the C implementation', () => {
   const vectors: Array<[Parameters<typeof flowHash>[0], number]> = [
@@ -105,4 +105,30 @@ test('100 weighted targets build in well under 10 ms (best of 5)', (t) => {
   t.diagnostic(`best build time ${best.toFixed(2)} ms`);
   // The figure is a benchmark (dvipa bench tables); the bound here only catches a blow-up.
   assert.ok(best < 50, `${best} ms`);
+});
+
+test('IPv6 and mixed-family tables: balanced, one spelling per address, IPv4 tables as before', () => {
+  const v6 = Array.from({ length: 5 }, (_, i) => ({ addr: `2001:db8:1::${(i + 1).toString(16)}`, weight: 1 }));
+  const mixed = [...v6, ...targets(5)];
+  const { slots, addrs } = buildMaglevIndexed(mixed);
+  assert.equal(addrs.length, 10);
+  const counts = new Map<number, number>();
+  for (const s of slots) counts.set(s, (counts.get(s) ?? 0) + 1);
+  assert.equal(counts.get(0), undefined, 'every slot has a target');
+  for (const n of counts.values()) assert.ok(Math.abs(n - MAGLEV_SIZE / 10) <= 1, `${n} slots`);
+  // IPv4 addresses sort first and keep their permutations: an IPv4-only table is what it was.
+  const v4 = buildMaglevIndexed(targets(5));
+  const old = buildMaglev(targets(5));
+  assert.ok(v4.slots.every((o, i) => parseIpv4(v4.addrs[o - 1]) === old[i]));
+  assert.throws(() => buildMaglevIndexed([...v6, { addr: '2001:DB8:1:0::1', weight: 1 }]), /duplicate target/);
+  assert.throws(() => buildMaglevIndexed([{ addr: '::', weight: 1 }]), /not an address/);
+  assert.throws(() => buildMaglev(v6), /not an IPv4 address/);
+});
+
+test('the IPv6 flow hash hashes each address to a word first, then as the IPv4 one', () => {
+  const f = { saddr: '2001:db8::1', daddr: '2001:db8:10::10', sport: 40000, dport: 80, proto: 6 };
+  const word = (a: string) => hash4(...ipv6Words(a), 0);
+  assert.equal(flowHash6(f), hash4(word(f.saddr), word(f.daddr), ((40000 << 16) | 80) >>> 0, 6, 0));
+  assert.notEqual(flowHash6(f), flowHash6({ ...f, saddr: '2001:db8::2' }));
+  assert.equal(flowHash6(f), flowHash6({ ...f, saddr: '2001:DB8:0::1' }), 'spelling does not matter');
 });
