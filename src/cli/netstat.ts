@@ -7,7 +7,7 @@ import type { Argv } from 'yargs';
 import { askAgent, toJson } from '../cluster/control.js';
 import { DEFAULTS } from '../config/settings.js';
 import type { ControlArgs, ControlCommand, ControlReplies } from '../cluster/control-protocol.js';
-import { parseIpv4 } from '../net/addr.js';
+import { canonicalIp } from '../net/addr.js';
 import { command } from './command.js';
 import { CliError, EXIT } from './errors.js';
 
@@ -43,15 +43,14 @@ const out = (s: string): void => {
 };
 
 function checkFilters(a: Args): void {
-  for (const [name, v] of [
-    ['dvipa', a.dvipa],
-    ['client', a.client],
-  ] as const) {
+  for (const name of ['dvipa', 'client'] as const) {
+    const v = a[name];
     if (v === undefined) continue;
     try {
-      parseIpv4(v);
+      // One spelling: an IPv6 filter matches rows whichever way it was typed.
+      a[name] = canonicalIp(v);
     } catch {
-      throw new CliError(`--${name} ${v}: not an IPv4 address`, EXIT.usage);
+      throw new CliError(`--${name} ${v}: not an IPv4 or IPv6 address`, EXIT.usage);
     }
   }
   if (a.port !== undefined && (!Number.isInteger(a.port) || a.port < 1 || a.port > 65535))
