@@ -31,7 +31,10 @@ int xdp_resolve(struct xdp_md *ctx)
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
 	if (!cfg)
 		return XDP_ABORTED;
-	r->rc = fib_nexthop(ctx, cfg, r->addr, 0, &nh);
+	if (r->nh.family == AF_INET6)
+		r->rc = fib_nexthop6(ctx, cfg, &r->nh.addr6, &nh);
+	else
+		r->rc = fib_nexthop(ctx, cfg, r->nh.addr, 0, &nh);
 	__builtin_memcpy(&r->nh, &nh, sizeof(nh));
 	return XDP_PASS;
 }

@@ -3,8 +3,9 @@
  * The routing node's per-packet logic, shared by the distributor program and the
  * benchmark harness so both run the very same code.
  *
- * Verdicts (each counted in `reasons`, and per service in `svc_stats`):
- *  - not IPv4, not a distributed DVIPA:port, unparsable L2/L3: XDP_PASS untouched;
+ * Verdicts (each counted in `reasons`, and per service in `svc_stats`); IPv6 has its own
+ * path with the same verdicts, in distributor6.h:
+ *  - neither IPv4 nor IPv6, not a distributed DVIPA:port, unparsable L2/L3: XDP_PASS untouched;
  *  - TCP/UDP to a distributed service: encapsulated IPv4-in-IPv4 to the target's cluster
  *    address and sent on (XDP_TX or redirect), or dropped with a reason; when the target is
  *    this node itself, passed to its own stack, which holds the DVIPA;
@@ -24,6 +25,7 @@
 #include "flowhash.h"
 
 #define AF_INET 2
+#define AF_INET6 10
 #define ETH_ALEN 6
 #define ICMP_DEST_UNREACH 3
 #define ICMP_FRAG_NEEDED 4
@@ -121,9 +123,37 @@ static __always_inline int frag_needed(struct xdp_md *ctx, int l2len, __u32 mtu)
 }
 
 /*
- * The FIB's next hop towards `target` from the ingress interface, with the egress MTU.
- * Returns a BPF_FIB_LKUP_RET_* code. The control plane makes the same lookup (xdp_resolve)
- * for each target; the data plane makes it only for a target not resolved yet.
+ * The FIB's next hop for a lookup whose family, addresses and tos the caller has set, with
+ * the egress MTU. Returns a BPF_FIB_LKUP_RET_* code.
+ */
+static __always_inline int fib_resolve(struct xdp_md *ctx, struct bpf_fib_lookup *fib, struct dvipa_target *nh)
+{
+	int rc;
+
+	/* A 64 KiB packet makes the FIB tell the route's MTU (FRAG_NEEDED) ... */
+	fib->tot_len = 0xffff;
+	fib->ifindex = ctx->ingress_ifindex;
+	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	nh->mtu = 0xffff;
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		/* ... and then, with no length to check, the neighbour's address. */
+		nh->mtu = fib->mtu_result;
+		fib->tot_len = 0;
+		fib->ifindex = ctx->ingress_ifindex;
+		rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return rc;
+	nh->ifindex = fib->ifindex;
+	__builtin_memcpy(nh->smac, fib->smac, ETH_ALEN);
+	__builtin_memcpy(nh->dmac, fib->dmac, ETH_ALEN);
+	return rc;
+}
+
+/*
+ * The FIB's next hop towards the IPv4 address `target` from the ingress interface.
+ * The control plane makes the same lookup (xdp_resolve) for each target; the data plane
+ * makes it only for a target not resolved yet.
  */
 static __always_inline int fib_nexthop(struct xdp_md *ctx, const struct dvipa_config *cfg,
 				       __be32 target, __u8 tos, struct dvipa_target *nh)
@@ -131,30 +161,78 @@ static __always_inline int fib_nexthop(struct xdp_md *ctx, const struct dvipa_co
 	struct bpf_fib_lookup fib = {};
 	int rc;
 
-	/* A 64 KiB packet makes the FIB tell the route's MTU (FRAG_NEEDED) ... */
 	fib.family = AF_INET;
 	fib.tos = tos;
 	fib.l4_protocol = IPPROTO_IPIP;
-	fib.tot_len = 0xffff;
-	fib.ifindex = ctx->ingress_ifindex;
 	fib.ipv4_src = cfg->cluster_addr;
 	fib.ipv4_dst = target;
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	nh->mtu = 0xffff;
-	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
-		/* ... and then, with no length to check, the neighbour's address. */
-		nh->mtu = fib.mtu_result;
-		fib.tot_len = 0;
-		fib.ifindex = ctx->ingress_ifindex;
-		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	}
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return rc;
-	nh->addr = target;
-	nh->ifindex = fib.ifindex;
-	__builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
-	__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
+	rc = fib_resolve(ctx, &fib, nh);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+		nh->addr = target;
 	return rc;
+}
+
+/* The same towards an IPv6 target, from this node's IPv6 cluster address. */
+static __always_inline int fib_nexthop6(struct xdp_md *ctx, const struct dvipa_config *cfg,
+					const struct dvipa_in6 *target, struct dvipa_target *nh)
+{
+	struct bpf_fib_lookup fib = {};
+	int rc;
+
+	fib.family = AF_INET6;
+	fib.l4_protocol = IPPROTO_IPV6;
+	__builtin_memcpy(fib.ipv6_src, &cfg->cluster_addr6, sizeof(fib.ipv6_src));
+	__builtin_memcpy(fib.ipv6_dst, target, sizeof(fib.ipv6_dst));
+	rc = fib_resolve(ctx, &fib, nh);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		nh->family = AF_INET6;
+		nh->addr6 = *target;
+	}
+	return rc;
+}
+
+/* The drop for a failed FIB lookup. */
+static __always_inline int drop_fib(struct dvipa_svc_stats *st, int rc)
+{
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		return drop(st, DVIPA_R_DROP_NO_NEIGH);
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		return drop(st, DVIPA_R_DROP_FWD_DISABLED);
+	default:
+		return drop(st, DVIPA_R_DROP_NO_ROUTE);
+	}
+}
+
+/* An encapsulated packet, its L2 header written, leaves towards the next hop `nh`. */
+static __always_inline int send_to(struct xdp_md *ctx, struct dvipa_svc_stats *st, const struct dvipa_target *nh)
+{
+	if (nh->ifindex == ctx->ingress_ifindex) {
+		st->forwarded++;
+		return verdict(XDP_TX, DVIPA_R_FWD_TX);
+	}
+	/* Not in tx_ports: the helper answers XDP_DROP instead of a redirect that would fail. */
+	if (bpf_redirect_map(&tx_ports, nh->ifindex, XDP_DROP) != XDP_REDIRECT)
+		return drop(st, DVIPA_R_DROP_NO_EGRESS);
+	st->forwarded++;
+	return verdict(XDP_REDIRECT, DVIPA_R_FWD_REDIRECT);
+}
+
+/* An IPv4 outer header to `dst` (option-less, DF: it fits the egress MTU). */
+static __always_inline void write_outer4(struct iphdr *outer, const struct dvipa_config *cfg, __be32 dst,
+					 __u8 proto, __u8 tos, __u32 inner_len)
+{
+	outer->version = 4;
+	outer->ihl = 5;
+	outer->tos = tos;
+	outer->tot_len = bpf_htons(inner_len + ENCAP_LEN);
+	outer->id = 0;
+	outer->frag_off = bpf_htons(IP_DF);
+	outer->ttl = 64;
+	outer->protocol = proto;
+	outer->saddr = cfg->cluster_addr;
+	outer->daddr = dst;
+	ipv4_set_csum(outer);
 }
 
 /* The entry at a target index; NULL for index 0 or beyond the table. */
@@ -186,16 +264,10 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 
 	/* The control plane resolves each target's cluster address; a VIPAROUTE address is asked of the FIB. */
 	if (via || !nh || nh->addr != target || !nh->ifindex) {
-		switch (fib_nexthop(ctx, cfg, dst, tos, &looked_up)) {
-		case BPF_FIB_LKUP_RET_SUCCESS:
-			break;
-		case BPF_FIB_LKUP_RET_NO_NEIGH:
-			return drop(st, DVIPA_R_DROP_NO_NEIGH);
-		case BPF_FIB_LKUP_RET_FWD_DISABLED:
-			return drop(st, DVIPA_R_DROP_FWD_DISABLED);
-		default:
-			return drop(st, DVIPA_R_DROP_NO_ROUTE);
-		}
+		int rc = fib_nexthop(ctx, cfg, dst, tos, &looked_up);
+
+		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+			return drop_fib(st, rc);
 		nh = &looked_up;
 	}
 	if (inner_len + ENCAP_LEN > nh->mtu) {
@@ -220,27 +292,8 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	__builtin_memcpy(eth->h_dest, nh->dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, nh->smac, ETH_ALEN);
 	eth->h_proto = bpf_htons(ETH_P_IP);
-	outer->version = 4;
-	outer->ihl = 5;
-	outer->tos = tos;
-	outer->tot_len = bpf_htons(inner_len + ENCAP_LEN);
-	outer->id = 0;
-	outer->frag_off = bpf_htons(IP_DF); /* it fits the egress MTU */
-	outer->ttl = 64;
-	outer->protocol = IPPROTO_IPIP;
-	outer->saddr = cfg->cluster_addr;
-	outer->daddr = dst;
-	ipv4_set_csum(outer);
-
-	if (nh->ifindex == ctx->ingress_ifindex) {
-		st->forwarded++;
-		return verdict(XDP_TX, DVIPA_R_FWD_TX);
-	}
-	/* Not in tx_ports: the helper answers XDP_DROP instead of a redirect that would fail. */
-	if (bpf_redirect_map(&tx_ports, nh->ifindex, XDP_DROP) != XDP_REDIRECT)
-		return drop(st, DVIPA_R_DROP_NO_EGRESS);
-	st->forwarded++;
-	return verdict(XDP_REDIRECT, DVIPA_R_FWD_REDIRECT);
+	write_outer4(outer, cfg, dst, IPPROTO_IPIP, tos, inner_len);
+	return send_to(ctx, st, nh);
 }
 
 /*
@@ -295,6 +348,8 @@ static __always_inline int fenced(__be32 vip)
 	return deadline && bpf_ktime_get_ns() > *deadline;
 }
 
+#include "distributor6.h"
+
 static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -329,8 +384,11 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 			return verdict(XDP_DROP, DVIPA_R_DROP_FENCED_ARP);
 		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_IPV4);
 	}
-	if (proto != bpf_htons(ETH_P_IP))
+	if (proto != bpf_htons(ETH_P_IP)) {
+		if (proto == bpf_htons(ETH_P_IPV6))
+			return dvipa_distribute6(ctx, cfg, &c, l2len);
 		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_IPV4);
+	}
 	iph = parse_ipv4(&c);
 	if (!iph)
 		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);

@@ -21,10 +21,33 @@
 #define DVIPA_MAX_VIA_ROUTES 256
 /* Default; user space may resize before load (crt_max_entries). */
 #define DVIPA_CRT_DEFAULT_ENTRIES (1 << 20)
+/* The IPv6 CRT's default: preallocated like the IPv4 one, so smaller until IPv6 is the bulk. */
+#define DVIPA_CRT6_DEFAULT_ENTRIES (1 << 18)
+
+/*
+ * An IPv6 address as on the wire. Where one field holds an address of either family (a
+ * target in an IPv6 CRT entry, say), IPv4 is written IPv4-mapped (::ffff:a.b.c.d).
+ *
+ * IPv6 has maps of its own beside the IPv4 ones (services6, crt6, affinity6, routed6,
+ * fence6; served6, decap_routers6, decap_services6, decap_addrs6, served_stats6), keyed by
+ * the structs below: the IPv4 fast path keeps its 4-byte keys and its speed. Service ids,
+ * Maglev tables, `targets` and the counters are shared by both families.
+ */
+struct dvipa_in6 {
+	__be32 w[4];
+};
 
 /* A distributed service: DVIPA, port and protocol. port 0 = every port of the DVIPA. */
 struct dvipa_svc_key {
 	__be32 vip;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* The IPv6 service key (map services6; decap_services6, served_stats6 on targets). */
+struct dvipa_svc6_key {
+	struct dvipa_in6 vip;
 	__be16 port;
 	__u8 proto;
 	__u8 pad;
@@ -56,12 +79,35 @@ struct dvipa_affinity {
 	__u64 last_ns; /* bpf_ktime_get_coarse_ns() of the client's last packet to the service */
 };
 
+/* TIMEDAFFINITY for IPv6 clients (map affinity6); the target is of either family. */
+struct dvipa_affinity6_key {
+	__u32 svc_id;
+	struct dvipa_in6 client;
+};
+
+struct dvipa_affinity6 {
+	struct dvipa_in6 target;
+	__u32 target_idx;
+	__u32 pad;
+	__u64 last_ns;
+};
+
 #define DVIPA_AFFINITY_ENTRIES (1 << 16)
 
 /* A connection, as seen inbound at the routing node. */
 struct dvipa_flow {
 	__be32 saddr;
 	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* An IPv6 connection, as seen inbound at the routing node (map crt6). */
+struct dvipa_flow6 {
+	struct dvipa_in6 saddr;
+	struct dvipa_in6 daddr;
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
@@ -85,6 +131,16 @@ struct dvipa_crt_entry {
 	__u64 created_ns; /* bpf_ktime_get_coarse_ns() at insertion (CLOCK_MONOTONIC, tick precision); 0 if written by user space */
 };
 
+/* An IPv6 connection's CRT entry: as dvipa_crt_entry, with a target of either family. */
+struct dvipa_crt6_entry {
+	struct dvipa_in6 target; /* cluster address of the target (IPv4-mapped for an IPv4 target) */
+	__u32 svc_id;
+	enum dvipa_crt_origin origin;
+	__u8 pad;
+	__u16 target_idx;
+	__u64 created_ns;
+};
+
 /*
  * A target of a service, at the index its service's Maglev slots and the CRT entries of its
  * connections carry (map `targets`; index 0 is never used). The control plane resolves the
@@ -95,13 +151,15 @@ struct dvipa_crt_entry {
 #define DVIPA_MAX_TARGETS 16384
 
 struct dvipa_target {
-	__be32 addr;      /* cluster (XCF) address; 0: index free */
+	__be32 addr;      /* IPv4 cluster (XCF) address; 0: index free, or an IPv6 target */
 	__u32 svc_id;
 	__u32 ifindex;    /* egress interface; 0: next hop not resolved */
 	__u16 mtu;        /* egress MTU towards the target */
 	__u8 smac[6];
 	__u8 dmac[6];
-	__u8 pad[2];
+	__u8 family;      /* AF_INET6: an IPv6 target at addr6 (encapsulated in IPv6); else IPv4 at addr */
+	__u8 pad;
+	struct dvipa_in6 addr6;
 };
 
 /*
@@ -122,15 +180,15 @@ struct dvipa_target_stats {
 
 /*
  * The frame `xdp_resolve` takes and returns under BPF_PROG_TEST_RUN: the control plane's
- * FIB lookup for a target, the very one the data plane would make.
+ * FIB lookup for a target, the very one the data plane would make. In: the target's
+ * family and address in `nh`; out: rc and, when it is 0, ifindex, MTU and MACs.
  */
 struct dvipa_resolve {
-	__be32 addr;
 	__u32 rc;                /* BPF_FIB_LKUP_RET_* */
-	struct dvipa_target nh;  /* ifindex, MTU, MACs when rc is 0 */
+	struct dvipa_target nh;
 };
 /* Only the frame carries it, so no BTF for test/layout.test.ts: src/dataplane/structs.ts assumes this. */
-_Static_assert(__builtin_offsetof(struct dvipa_resolve, nh) == 8 && sizeof(struct dvipa_resolve) == 36,
+_Static_assert(__builtin_offsetof(struct dvipa_resolve, nh) == 4 && sizeof(struct dvipa_resolve) == 48,
 	       "struct dvipa_resolve: layout changed");
 
 /* Node-wide settings written by the control plane. */
@@ -146,6 +204,7 @@ struct dvipa_config {
 	__u32 ext_ifindex;
 	__u8 ext_mac[6];
 	__u8 pad[2];
+	struct dvipa_in6 cluster_addr6; /* outer source towards IPv6 targets; all zero: none */
 };
 
 /*
@@ -153,11 +212,11 @@ struct dvipa_config {
  * and decap programs share the numbering so one table explains both.
  */
 enum dvipa_reason {
-	DVIPA_R_PASS_NOT_IPV4 = 0,   /* ARP, IPv6, anything but IPv4: not ours */
-	DVIPA_R_PASS_NOT_SERVICE,    /* IPv4 not addressed to a distributed DVIPA:port */
+	DVIPA_R_PASS_NOT_IPV4 = 0,   /* ARP, anything but IPv4 and IPv6: not ours */
+	DVIPA_R_PASS_NOT_SERVICE,    /* IPv4/IPv6 not addressed to a distributed DVIPA:port */
 	DVIPA_R_PASS_MALFORMED,      /* unparsable L2/L3 header: left to the kernel's checks */
 	DVIPA_R_PASS_DISABLED,       /* node not configured yet */
-	DVIPA_R_DROP_MALFORMED_L4,   /* to a distributed DVIPA, transport header truncated */
+	DVIPA_R_DROP_MALFORMED_L4,   /* to a distributed DVIPA, transport header truncated (IPv6: or past the extension headers walked) */
 	DVIPA_R_DROP_FRAGMENT,       /* IPv4 fragment to a distributed DVIPA */
 	DVIPA_R_DROP_NO_TARGET,      /* service has no target for this hash slot */
 	DVIPA_R_DROP_NO_ROUTE,       /* FIB has no route to the target */
@@ -178,6 +237,8 @@ enum dvipa_reason {
 	DVIPA_R_DROP_FENCED,         /* IPv4 to a DVIPA whose fencing deadline has passed */
 	DVIPA_R_DECAP_DROP_NOT_ROUTER,  /* target: IPIP for a served DVIPA from no routing node of ours */
 	DVIPA_R_DECAP_DROP_NOT_SERVICE, /* target: IPIP from a routing node to a port not distributed here */
+	DVIPA_R_PASS_FRAGMENT6,      /* IPv6 fragment to a distributed DVIPA: passed to the stack (no ports to match) */
+	DVIPA_R_TX_PKT_TOO_BIG,      /* IPv6 too big once encapsulated: ICMPv6 packet too big sent back */
 	DVIPA_R_COUNT,
 };
 
@@ -191,7 +252,7 @@ struct dvipa_svc_stats {
 	__u64 recovered;    /* entries re-derived by hash */
 	__u64 forwarded;
 	__u64 dropped;      /* any drop reason; `reasons` says which */
-	__u64 frag_needed;  /* ICMP fragmentation needed sent */
+	__u64 frag_needed;  /* ICMP fragmentation needed (IPv6: packet too big) sent */
 };
 
 /*

@@ -118,4 +118,50 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } via_routes SEC(".maps");
 
+/*
+ * IPv6, beside the IPv4 maps above and with the same meaning: their keys hold 16-byte
+ * addresses (dvipa.h). Service ids, `maglev`, `targets` and the counters are shared.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_SERVICES);
+	__type(key, struct dvipa_svc6_key);
+	__type(value, struct dvipa_svc);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} services6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_DVIPAS);
+	__type(key, struct dvipa_in6);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} routed6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_DVIPAS);
+	__type(key, struct dvipa_in6);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fence6 SEC(".maps");
+
+/* Sized by the agent like `crt` (by default smaller: it is preallocated). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DVIPA_CRT6_DEFAULT_ENTRIES);
+	__type(key, struct dvipa_flow6);
+	__type(value, struct dvipa_crt6_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} crt6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DVIPA_AFFINITY_ENTRIES);
+	__type(key, struct dvipa_affinity6_key);
+	__type(value, struct dvipa_affinity6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} affinity6 SEC(".maps");
+
 #endif

@@ -61,4 +61,46 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sock_events SEC(".maps");
 
+/* IPv6 forms of the maps above (keys with 16-byte addresses, dvipa.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_VIA_ROUTES);
+	__type(key, struct dvipa_in6);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} decap_addrs6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_DVIPAS);
+	__type(key, struct dvipa_in6);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} served6 SEC(".maps");
+
+/* Routing nodes' IPv6 cluster addresses (outer sources of IPv6 tunnels). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_DVIPAS);
+	__type(key, struct dvipa_in6);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} decap_routers6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_SERVED_PORTS);
+	__type(key, struct dvipa_svc6_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} decap_services6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, DVIPA_MAX_SERVED_PORTS);
+	__type(key, struct dvipa_svc6_key);
+	__type(value, struct dvipa_served_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} served_stats6 SEC(".maps");
+
 #endif

@@ -6,7 +6,10 @@
 #ifndef DVIPA_PARSE_H
 #define DVIPA_PARSE_H
 
+#include "dvipa.h"
+
 #define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 #define ETH_P_ARP 0x0806
 #define ARPOP_REQUEST 1
 #define ETH_P_8021Q 0x8100
@@ -131,6 +134,96 @@ static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
 static __always_inline int ipv4_is_fragment(const struct iphdr *iph)
 {
 	return (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET)) != 0;
+}
+
+/* IPv6 next-header values the parser knows (IPPROTO_* of the extension headers). */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_DEST 60
+#define NEXTHDR_ICMPV6 58
+/*
+ * Extension headers walked before the transport header: each costs a bounds check, and
+ * real traffic carries one or two (hop-by-hop, a routing header, a fragment header).
+ */
+#define IPV6_EXT_MAX 4
+
+/*
+ * The fixed IPv6 header. Rejects what ip6_rcv would for its shape (version, payload length
+ * beyond the frame); a payload length of 0 (a jumbogram's) is refused too.
+ */
+static __always_inline struct ipv6hdr *parse_ipv6(struct cursor *c)
+{
+	struct ipv6hdr *ip6 = c->pos;
+	__u32 plen;
+
+	if ((void *)(ip6 + 1) > c->end)
+		return NULL;
+	if (ip6->version != 6)
+		return NULL;
+	plen = ntohs_bounded(ip6->payload_len);
+	if (!plen || !fits_frame(c, sizeof(*ip6) + plen))
+		return NULL;
+	c->pos = ip6 + 1;
+	return ip6;
+}
+
+enum ipv6_l4 {
+	IPV6_L4_FOUND = 0,  /* the cursor is at the transport header, *nexthdr says which */
+	IPV6_L4_FRAGMENT,   /* a fragment header: no ports to be had */
+	IPV6_L4_MALFORMED,  /* an extension header truncated, or more than IPV6_EXT_MAX of them */
+};
+
+/*
+ * Walks hop-by-hop, routing and destination options headers and stops at a fragment
+ * header or anything else (the transport header, ICMPv6, no next header).
+ */
+static __always_inline enum ipv6_l4 ipv6_skip_ext(struct cursor *c, __u8 *nexthdr)
+{
+#pragma unroll
+	for (int i = 0; i <= IPV6_EXT_MAX; i++) {
+		__u8 *h = c->pos;
+
+		switch (*nexthdr) {
+		case NEXTHDR_HOP:
+		case NEXTHDR_ROUTING:
+		case NEXTHDR_DEST:
+			if (i == IPV6_EXT_MAX || (void *)(h + 2) > c->end)
+				return IPV6_L4_MALFORMED;
+			*nexthdr = h[0];
+			c->pos += ((__u32)h[1] + 1) * 8;
+			break;
+		case NEXTHDR_FRAGMENT:
+			return IPV6_L4_FRAGMENT;
+		default:
+			return IPV6_L4_FOUND;
+		}
+	}
+	return IPV6_L4_MALFORMED; /* not reached: the last round returns */
+}
+
+static __always_inline int in6_eq(const struct dvipa_in6 *a, const struct dvipa_in6 *b)
+{
+	return ((a->w[0] ^ b->w[0]) | (a->w[1] ^ b->w[1]) | (a->w[2] ^ b->w[2]) | (a->w[3] ^ b->w[3])) == 0;
+}
+
+static __always_inline int in6_is_zero(const struct dvipa_in6 *a)
+{
+	return (a->w[0] | a->w[1] | a->w[2] | a->w[3]) == 0;
+}
+
+/* ::ffff:a.b.c.d, how a field of either family holds IPv4 (dvipa.h). */
+static __always_inline void in6_set_v4mapped(struct dvipa_in6 *a, __be32 v4)
+{
+	a->w[0] = 0;
+	a->w[1] = 0;
+	a->w[2] = bpf_htonl(0xffff);
+	a->w[3] = v4;
+}
+
+static __always_inline int in6_is_v4mapped(const struct dvipa_in6 *a)
+{
+	return a->w[0] == 0 && a->w[1] == 0 && a->w[2] == bpf_htonl(0xffff);
 }
 
 static __always_inline __u16 csum_fold(__u32 sum)

@@ -4,13 +4,18 @@
  * checks every struct against the BTF of the compiled objects, so a layout can only
  * change in both places at once.
  */
-import { formatIpv4, formatMac, parseIpv4, parseMac } from '../net/addr.js';
+import { formatIpv4, formatIpv6, formatMac, ipFamily, parseIpv4, parseIpv6, parseMac } from '../net/addr.js';
 
-export type FieldType = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'be32' | 'ipv4' | 'mac' | { pad: number };
+/**
+ * 'ipv6' is a struct dvipa_in6 holding an IPv6 address; 'ip' one holding either family
+ * (IPv4 as ::ffff:a.b.c.d, bpf/dvipa.h), read back as dotted IPv4 or canonical IPv6.
+ */
+export type FieldType =
+  'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'be32' | 'ipv4' | 'ipv6' | 'ip' | 'mac' | { pad: number };
 
 type FieldValue<T extends FieldType> = T extends 'u64'
   ? bigint
-  : T extends 'ipv4' | 'mac'
+  : T extends 'ipv4' | 'ipv6' | 'ip' | 'mac'
     ? string
     : T extends { pad: number }
       ? never
@@ -24,6 +29,8 @@ const SIZE: Record<Exclude<FieldType, { pad: number }>, number> = {
   be16: 2,
   be32: 4,
   ipv4: 4,
+  ipv6: 16,
+  ip: 16,
   mac: 6,
 };
 
@@ -46,7 +53,23 @@ function fieldSize(t: FieldType): number {
 }
 
 function fieldAlign(t: FieldType): number {
+  if (t === 'ipv6' || t === 'ip') return 4; // struct dvipa_in6: four __be32
   return typeof t === 'object' || t === 'mac' ? 1 : SIZE[t];
+}
+
+const V4_MAPPED = Buffer.from('00000000000000000000ffff', 'hex');
+
+/** An address of either family as a struct dvipa_in6 holds it. */
+function ipBytes(s: string): Buffer {
+  if (ipFamily(s) !== 4) return parseIpv6(s);
+  const b = Buffer.alloc(16);
+  V4_MAPPED.copy(b);
+  b.writeUInt32BE(parseIpv4(s), 12);
+  return b;
+}
+
+function formatIp(b: Buffer): string {
+  return b.subarray(0, 12).equals(V4_MAPPED) ? formatIpv4(b.readUInt32BE(12)) : formatIpv6(b);
 }
 
 /**
@@ -104,6 +127,12 @@ function writer(type: Scalar, off: number, what: string): (buf: Buffer, base: nu
         if (typeof x !== 'string') throw new TypeError(`${what}: expected an IPv4 address string`);
         buf.writeUInt32BE(parseIpv4(x), base + off);
       };
+    case 'ipv6':
+    case 'ip':
+      return (buf, base, x) => {
+        if (typeof x !== 'string') throw new TypeError(`${what}: expected an IP address string`);
+        (type === 'ip' ? ipBytes(x) : parseIpv6(x)).copy(buf, base + off);
+      };
     case 'mac':
       return (buf, base, x) => {
         if (typeof x !== 'string') throw new TypeError(`${what}: expected a MAC address string`);
@@ -146,6 +175,10 @@ function reader(type: Scalar, off: number): (buf: Buffer, base: number) => unkno
       return (b, base) => b.readUInt32BE(base + off);
     case 'ipv4':
       return (b, base) => formatIpv4(b.readUInt32BE(base + off));
+    case 'ipv6':
+      return (b, base) => formatIpv6(b.subarray(base + off, base + off + 16));
+    case 'ip':
+      return (b, base) => formatIp(b.subarray(base + off, base + off + 16));
     case 'mac':
       return (b, base) => formatMac(b.subarray(base + off, base + off + 6));
   }

@@ -14,19 +14,27 @@ import { inNetnsAt } from '../kernel/netns.js';
 import { BpfMap, BPF_ANY, PerCpuArray, PerCpuHash } from './map.js';
 import {
   addr,
+  addr6,
   affinity,
+  affinity6,
+  affinity6Key,
   affinityKey,
+  CRT6_DEFAULT_ENTRIES,
   CRT_DEFAULT_ENTRIES,
+  crt6Entry,
   crtEntry,
   FIB_RESULTS,
   flow,
+  flow6,
   MAX_SERVICES,
   MAX_TARGETS,
   nodeConfig,
   REASONS,
   resolve,
+  RESOLVE_NH,
   servedStats,
   svc,
+  svc6Key,
   svcKey,
   svcStats,
   targetEntry,
@@ -50,11 +58,11 @@ import type {
 import { runXdp } from './testrun.js';
 import { attachXdp, detachXdp, listLinks } from './xdp.js';
 import type { Attachment, XdpMode } from './xdp.js';
-import { buildMaglev, MAGLEV_SIZE } from '../tables/maglev.js';
+import { buildMaglevIndexed, MAGLEV_SIZE } from '../tables/maglev.js';
 import { IPPROTO, isProtocol, protocolName, type Flow } from '../net/flow.js';
 import { serviceName, type Service, type Target } from '../net/service.js';
 import { interfaceMac } from '../net/iproute.js';
-import { parseIpv4 } from '../net/addr.js';
+import { formatIpv6, ipFamily, parseIpv6 } from '../net/addr.js';
 import { log as rootLog, type Logger } from '../log.js';
 
 const NO_MAC = '00:00:00:00:00:00';
@@ -92,6 +100,25 @@ export interface TargetNexthop {
   mtu: number;
 }
 
+const isV6 = (a: string) => ipFamily(a) === 6;
+
+/** One spelling per address: the maps' keys and targetIndex compare strings. */
+function canonicalIp(a: string): string {
+  return isV6(a) ? formatIpv6(parseIpv6(a)) : a;
+}
+
+/**
+ * A map of each family (IPv4 key or value in `v4`, IPv6 in `v6`), chosen by an address:
+ * the data plane keeps IPv6 in maps of its own (bpf/dvipa.h), the control plane sees one.
+ */
+interface ByFamily<M> {
+  v4: M;
+  v6: M;
+}
+function pick<M>(m: ByFamily<M>, a: string): M {
+  return isV6(a) ? m.v6 : m.v4;
+}
+
 function keyOf(s: Service): SvcKey {
   return { vip: s.vip, port: s.port, proto: IPPROTO[s.protocol] };
 }
@@ -121,24 +148,37 @@ function maglevKeys(): Buffer {
 export class FastPath {
   readonly config: BpfMap<number, NodeConfig>;
   readonly services: BpfMap<SvcKey, { id: number; affinityS: number }>;
+  /** IPv6 services (as `services`; ids, Maglev tables and `targets` are shared with IPv4). */
+  readonly services6: BpfMap<SvcKey, { id: number; affinityS: number }>;
   /** DVIPA -> epoch under which this node owns it (0: a backup's warm tables). */
   readonly routed: BpfMap<string, bigint>;
+  readonly routed6: BpfMap<string, bigint>;
   /** DVIPA -> CLOCK_MONOTONIC ns after which this node no longer answers for it (no entry: never). */
   readonly fence: BpfMap<string, bigint>;
+  /** IPv6 DVIPA -> fencing deadline: its traffic and Neighbour Solicitations for it are dropped after it. */
+  readonly fence6: BpfMap<string, bigint>;
   readonly served: BpfMap<string, number>;
+  readonly served6: BpfMap<string, number>;
   /** VIPAROUTE: target cluster address -> the address its packets are encapsulated to. */
   readonly viaRoutes: BpfMap<string, string>;
   /** Target side: outer destinations decap accepts besides the cluster address (VIPAROUTE). */
   readonly decapAddrs: BpfMap<string, number>;
+  readonly decapAddrs6: BpfMap<string, number>;
   readonly decapRouters: BpfMap<string, number>;
+  /** Routing nodes' IPv6 cluster addresses: outer sources of IPv6 tunnels (either inner family). */
+  readonly decapRouters6: BpfMap<string, number>;
   readonly decapServices: BpfMap<SvcKey, number>;
+  readonly decapServices6: BpfMap<SvcKey, number>;
   readonly crt: BpfMap<Flow, CrtEntry>;
+  /** IPv6 connections; an entry's target is of either family. */
+  readonly crt6: BpfMap<Flow, CrtEntry>;
   readonly txPorts: BpfMap<number, number>;
   /** Target index -> address and resolved next hop (the Maglev slots and CRT entries carry indexes). */
   readonly targets: BpfMap<number, TargetEntry>;
   readonly affinity: BpfMap<AffinityKey, Affinity>;
+  readonly affinity6: BpfMap<AffinityKey, Affinity>;
   readonly svcStats: PerCpuArray<SvcStats>;
-  private readonly servedStats: PerCpuHash<SvcKey, ServedStats>;
+  private readonly servedStats: ByFamily<PerCpuHash<SvcKey, ServedStats>>;
   private readonly targetStats: PerCpuArray<TargetStats>;
   /** `${svcId}|${addr}` -> its index in `targets`, as the pinned map holds it. */
   private readonly targetIndex = new Map<string, number>();
@@ -163,14 +203,22 @@ export class FastPath {
     const fd = (name: string) => router.mapFd(name);
     this.config = new BpfMap('node_config', fd('node_config'), u32, nodeConfig);
     this.services = new BpfMap('services', fd('services'), svcKey, svc);
+    this.services6 = new BpfMap('services6', fd('services6'), svc6Key, svc);
     this.routed = new BpfMap('routed', fd('routed'), addr, u64);
+    this.routed6 = new BpfMap('routed6', fd('routed6'), addr6, u64);
     this.fence = new BpfMap('fence', fd('fence'), addr, u64);
+    this.fence6 = new BpfMap('fence6', fd('fence6'), addr6, u64);
     this.served = new BpfMap('served', target.mapFd('served'), addr, u8);
+    this.served6 = new BpfMap('served6', target.mapFd('served6'), addr6, u8);
     this.viaRoutes = new BpfMap('via_routes', fd('via_routes'), addr, addr);
     this.decapAddrs = new BpfMap('decap_addrs', target.mapFd('decap_addrs'), addr, u8);
+    this.decapAddrs6 = new BpfMap('decap_addrs6', target.mapFd('decap_addrs6'), addr6, u8);
     this.decapRouters = new BpfMap('decap_routers', target.mapFd('decap_routers'), addr, u8);
+    this.decapRouters6 = new BpfMap('decap_routers6', target.mapFd('decap_routers6'), addr6, u8);
     this.decapServices = new BpfMap('decap_services', target.mapFd('decap_services'), svcKey, u8);
+    this.decapServices6 = new BpfMap('decap_services6', target.mapFd('decap_services6'), svc6Key, u8);
     this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
+    this.crt6 = new BpfMap('crt6', fd('crt6'), flow6, crt6Entry);
     this.txPorts = new BpfMap('tx_ports', fd('tx_ports'), u32, u32);
     this.targets = new BpfMap('targets', fd('targets'), u32, targetEntry);
     this.targetStats = new PerCpuArray('target_stats', fd('target_stats'), targetStats, (a, b) => ({
@@ -179,11 +227,16 @@ export class FastPath {
       bytes: a.bytes + b.bytes,
     }));
     this.affinity = new BpfMap('affinity', fd('affinity'), affinityKey, affinity);
+    this.affinity6 = new BpfMap('affinity6', fd('affinity6'), affinity6Key, affinity6);
     this.svcStats = new PerCpuArray('svc_stats', fd('svc_stats'), svcStats, addStats);
-    this.servedStats = new PerCpuHash('served_stats', target.mapFd('served_stats'), svcKey, servedStats, (a, b) => ({
+    const sumServed = (a: ServedStats, b: ServedStats) => ({
       packets: a.packets + b.packets,
       bytes: a.bytes + b.bytes,
-    }));
+    });
+    this.servedStats = {
+      v4: new PerCpuHash('served_stats', target.mapFd('served_stats'), svcKey, servedStats, sumServed),
+      v6: new PerCpuHash('served_stats6', target.mapFd('served_stats6'), svc6Key, servedStats, sumServed),
+    };
     this.reasons = new PerCpuArray(
       'reasons',
       fd('reasons'),
@@ -210,7 +263,8 @@ export class FastPath {
     try {
       for (const role of Object.keys(PROGRAMS) as Role[]) {
         // Only the distributor has the CRT (bpf/maps_router.h): the size goes to it alone.
-        const maxEntries: Record<string, number> = role === 'distributor' ? { crt: crtMaxEntries } : {};
+        const maxEntries: Record<string, number> =
+          role === 'distributor' ? { crt: crtMaxEntries, crt6: crt6Entries(pinRoot, crtMaxEntries) } : {};
         objects.set(role, loadObject(role, { pinRoot, maxEntries, dir: opts.objectDir }));
       }
     } catch (e) {
@@ -225,13 +279,19 @@ export class FastPath {
     return this.objects.get(role === RESOLVER ? 'distributor' : role)!.progFd(program);
   }
 
-  /** Node-wide settings: the cluster address is the outer source of encapsulated packets. */
-  configure(c: { clusterAddr: string; enabled?: boolean }): void {
+  /**
+   * Node-wide settings: the cluster addresses are the outer sources of encapsulated
+   * packets, `clusterAddr` towards IPv4 targets ('0.0.0.0': none), `clusterAddr6` towards
+   * IPv6 ones (default: as configured before, else none).
+   */
+  configure(c: { clusterAddr: string; clusterAddr6?: string; enabled?: boolean }): void {
     const old = this.config.get(0);
     this.config.set(0, {
       extIfindex: 0,
       extMac: NO_MAC,
+      clusterAddr6: '::',
       ...old,
+      ...(c.clusterAddr6 === undefined ? {} : { clusterAddr6: c.clusterAddr6 }),
       clusterAddr: c.clusterAddr,
       enabled: c.enabled === false ? 0 : 1,
     });
@@ -241,12 +301,26 @@ export class FastPath {
     return this.config.get(0)!;
   }
 
+  /** The services map of the DVIPA's family. */
+  private servicesOf(vip: string): BpfMap<SvcKey, { id: number; affinityS: number }> {
+    return pick({ v4: this.services, v6: this.services6 }, vip);
+  }
+
+  private routedOf(vip: string): BpfMap<string, bigint> {
+    return pick({ v4: this.routed, v6: this.routed6 }, vip);
+  }
+
+  private affinityOf(vip: string): BpfMap<AffinityKey, Affinity> {
+    return pick({ v4: this.affinity, v6: this.affinity6 }, vip);
+  }
+
+  /** Services of both families, IPv4 first. */
   listServices(): Array<Service & { id: number }> {
-    return [...this.services.entries()].map(([k, v]) => ({ ...serviceOf(k), id: v.id }));
+    return [...this.services.entries(), ...this.services6.entries()].map(([k, v]) => ({ ...serviceOf(k), id: v.id }));
   }
 
   serviceId(s: Service): number | undefined {
-    return this.services.get(keyOf(s))?.id;
+    return this.servicesOf(s.vip).get(keyOf(s))?.id;
   }
 
   /**
@@ -260,18 +334,17 @@ export class FastPath {
     const affinityS = opts.affinitySec ?? 0;
     if (!Number.isInteger(affinityS) || affinityS < 0 || affinityS > 99999)
       throw new RangeError(`affinity ${affinityS}: expected whole seconds from 0 to 99999`);
-    const table = buildMaglev([...targets]);
+    const { slots, addrs } = buildMaglevIndexed(targets.map((t) => ({ ...t, addr: canonicalIp(t.addr) })));
     let id = this.serviceId(s);
     const isNew = id === undefined;
     if (isNew) id = this.freeServiceId();
     const svcId = id!;
 
     // Every listed target has an index with its next hop resolved before a slot points to it.
-    const wanted = new Set(targets.map((t) => t.addr));
-    const indexOf = new Map<number, number>();
-    for (const a of wanted) indexOf.set(parseIpv4(a), this.targetSlot(svcId, a));
+    const wanted = new Set(targets.map((t) => canonicalIp(t.addr)));
+    const indexOf = [0, ...addrs.map((a) => this.targetSlot(svcId, a))];
     const values = Buffer.alloc(MAGLEV_SIZE * 4);
-    for (let i = 0; i < MAGLEV_SIZE; i++) values.writeUInt32LE(table[i] ? indexOf.get(table[i])! : 0, i * 4);
+    for (let i = 0; i < MAGLEV_SIZE; i++) values.writeUInt32LE(indexOf[slots[i]], i * 4);
     const inner = sys.mapCreate('maglev(inner)', BPF_MAP_TYPE_ARRAY, 'maglev_table', 4, 4, MAGLEV_SIZE, 0);
     try {
       sys.mapUpdateBatch('maglev(inner)', inner, maglevKeys(), values, MAGLEV_SIZE, BPF_ANY);
@@ -285,15 +358,17 @@ export class FastPath {
     }
     if (isNew) {
       this.svcStats.reset(id!);
-      if (this.routed.get(s.vip) === undefined) this.routed.set(s.vip, 0n);
+      const routed = this.routedOf(s.vip);
+      if (routed.get(s.vip) === undefined) routed.set(s.vip, 0n);
       this.log.info({ service: serviceName(s), id }, 'service added');
     }
-    this.services.set(keyOf(s), { id: id!, affinityS });
-    const live = new Set(targets.filter((t) => t.weight > 0).map((t) => t.addr));
-    const stale = [...this.affinity.entries()]
+    this.servicesOf(s.vip).set(keyOf(s), { id: id!, affinityS });
+    const live = new Set(targets.filter((t) => t.weight > 0).map((t) => canonicalIp(t.addr)));
+    const affinities = this.affinityOf(s.vip);
+    const stale = [...affinities.entries()]
       .filter(([k, v]) => k.svcId === id && (affinityS === 0 || !live.has(v.target)))
       .map(([k]) => k);
-    if (stale.length) this.affinity.deleteBatch(stale);
+    if (stale.length) affinities.deleteBatch(stale);
     this.log.debug({ service: serviceName(s), targets }, 'targets set');
     return id!;
   }
@@ -301,25 +376,27 @@ export class FastPath {
   removeService(s: Service): boolean {
     const id = this.serviceId(s);
     if (id === undefined) return false;
-    this.services.delete(keyOf(s));
-    const stale = [...this.affinity.keys()].filter((k) => k.svcId === id);
-    if (stale.length) this.affinity.deleteBatch(stale);
+    this.servicesOf(s.vip).delete(keyOf(s));
+    const affinities = this.affinityOf(s.vip);
+    const stale = [...affinities.keys()].filter((k) => k.svcId === id);
+    if (stale.length) affinities.deleteBatch(stale);
     sys.mapDelete('maglev', this.maglev, u32.encode(id));
     for (const [key, i] of this.targetIndex) if (key.startsWith(`${id}|`)) this.freeTargetSlot(key, i);
-    if (!this.listServices().some((o) => o.vip === s.vip)) this.routed.delete(s.vip);
+    const vip = canonicalIp(s.vip);
+    if (!this.listServices().some((o) => o.vip === vip)) this.routedOf(vip).delete(vip);
     this.log.info({ service: serviceName(s), id }, 'service removed');
     return true;
   }
 
   private freeServiceId(): number {
-    const used = new Set([...this.services.entries()].map(([, v]) => v.id));
+    const used = new Set(this.listServices().map((o) => o.id));
     for (let id = 0; id < MAX_SERVICES; id++) if (!used.has(id)) return id;
     throw new RangeError(`no free service id: at most ${MAX_SERVICES} distributed services per node`);
   }
 
   /** The index of the service's target in `targets` (for CRT entries the control plane writes), or 0. */
   targetIndexOf(svcId: number, target: string): number {
-    return this.targetIndex.get(`${svcId}|${target}`) ?? 0;
+    return this.targetIndex.get(`${svcId}|${canonicalIp(target)}`) ?? 0;
   }
 
   /** What the data plane counted for the service's target: new connections, packets, bytes. */
@@ -384,7 +461,8 @@ export class FastPath {
     if (!t || t.addr === '0.0.0.0') return false;
     const ingress = this.config.get(0)?.extIfindex || LOOPBACK_IFINDEX;
     const frame = Buffer.alloc(Math.max(resolve.size, 64));
-    resolve.encode({ addr: t.addr, rc: 0 }, frame);
+    resolve.encode({ rc: 0 }, frame);
+    targetEntry.encode(t, frame, RESOLVE_NH);
     let out: Buffer;
     try {
       out = runXdp(this.progFd(RESOLVER), RESOLVER, frame, { ingressIfindex: ingress }).frame;
@@ -392,10 +470,10 @@ export class FastPath {
       // The external interface gone (ENODEV), say: a next hop that cannot be checked is not kept.
       if (!(e instanceof SyscallError)) throw e;
       this.log.warn({ target: t.addr, err: e.message }, "cannot resolve the target's next hop");
-      out = resolve.encode({ addr: t.addr, rc: FIB_RESULTS.indexOf('not_fwded') }, frame);
+      out = resolve.encode({ rc: FIB_RESULTS.indexOf('not_fwded') }, frame);
     }
     const { rc } = resolve.decode(out);
-    const nh = targetEntry.decode(out, 8);
+    const nh = targetEntry.decode(out, RESOLVE_NH);
     const next: TargetEntry =
       rc === 0
         ? { addr: t.addr, svcId: t.svcId, ifindex: nh.ifindex, mtu: nh.mtu, smac: nh.smac, dmac: nh.dmac }
@@ -423,13 +501,14 @@ export class FastPath {
 
   /** Records that this node owns the DVIPA under `epoch` (0: no longer); its services must exist. */
   setEpoch(vip: string, epoch: number): void {
-    if (this.routed.get(vip) === undefined) throw new RangeError(`${vip}: no service of this DVIPA is programmed here`);
-    this.routed.set(vip, BigInt(epoch));
+    const routed = this.routedOf(vip);
+    if (routed.get(vip) === undefined) throw new RangeError(`${vip}: no service of this DVIPA is programmed here`);
+    routed.set(vip, BigInt(epoch));
   }
 
   /** The epoch the pinned data plane last owned the DVIPA under (0 or undefined: not owned). */
   epochOf(vip: string): number | undefined {
-    const e = this.routed.get(vip);
+    const e = this.routedOf(vip).get(vip);
     return e === undefined ? undefined : Number(e);
   }
 
@@ -439,10 +518,9 @@ export class FastPath {
     for (const [xcf, via] of routes) this.viaRoutes.set(xcf, via);
   }
 
-  /** Target side: exactly these addresses, besides the cluster address, take tunnelled packets. */
+  /** Target side: exactly these addresses (either family), besides the cluster addresses, take tunnelled packets. */
   setDecapAddrs(addrs: string[]): void {
-    for (const k of [...this.decapAddrs.keys()]) if (!addrs.includes(k)) this.decapAddrs.delete(k);
-    for (const a of addrs) this.decapAddrs.set(a, 1);
+    replaceSet({ v4: this.decapAddrs, v6: this.decapAddrs6 }, addrs.map(canonicalIp));
   }
 
   /**
@@ -450,17 +528,18 @@ export class FastPath {
    * process.hrtime.bigint()); FENCE_EXPIRED: no longer; undefined: always (no fencing).
    */
   setFence(vip: string, deadlineNs: bigint | undefined): void {
-    if (deadlineNs === undefined) this.fence.delete(vip);
-    else this.fence.set(vip, deadlineNs);
+    const fence = pick({ v4: this.fence, v6: this.fence6 }, vip);
+    if (deadlineNs === undefined) fence.delete(vip);
+    else fence.set(vip, deadlineNs);
   }
 
-  /** Target side: decapsulate packets for this DVIPA. */
+  /** Target side: decapsulate packets for this DVIPA (either family). */
   serve(vip: string): void {
-    this.served.set(vip, 1);
+    pick({ v4: this.served, v6: this.served6 }, vip).set(vip, 1);
   }
 
   unserve(vip: string): boolean {
-    return this.served.delete(vip);
+    return pick({ v4: this.served, v6: this.served6 }, vip).delete(vip);
   }
 
   /**
@@ -469,18 +548,21 @@ export class FastPath {
    * are not touched, so no packet meanwhile meets a half-written set.
    */
   allowDecap(routers: Iterable<string>, services: Iterable<Service>): void {
-    const wantRouters = new Set(routers);
-    const want = new Map([...services].map((s) => [serviceName(s), keyOf(s)]));
-    for (const r of wantRouters) this.decapRouters.set(r, 1);
-    for (const k of want.values()) this.decapServices.set(k, 1);
-    for (const r of [...this.decapRouters.keys()]) if (!wantRouters.has(r)) this.decapRouters.delete(r);
-    for (const k of [...this.decapServices.keys()])
-      if (!want.has(serviceName(serviceOf(k)))) this.decapServices.delete(k);
+    replaceSet({ v4: this.decapRouters, v6: this.decapRouters6 }, [...routers].map(canonicalIp));
+    const all = [...services].map((s) => ({ ...s, vip: canonicalIp(s.vip) }));
+    for (const [map, fam] of [
+      [this.decapServices, 4],
+      [this.decapServices6, 6],
+    ] as const) {
+      const want = new Map(all.filter((s) => ipFamily(s.vip) === fam).map((s) => [serviceName(s), keyOf(s)]));
+      for (const k of want.values()) map.set(k, 1);
+      for (const k of [...map.keys()]) if (!want.has(serviceName(serviceOf(k)))) map.delete(k);
+    }
   }
 
   /** Target side: what arrived through routing nodes, per DVIPA:port (port 0: fragments and portless protocols). */
   receivedStats(): Array<{ vip: string; port: number; protocol: string; packets: bigint; bytes: bigint }> {
-    return [...this.servedStats.entries()].map(([k, v]) => ({
+    return [...this.servedStats.v4.entries(), ...this.servedStats.v6.entries()].map(([k, v]) => ({
       vip: k.vip,
       port: k.port,
       protocol: protocolName(k.proto),
@@ -546,23 +628,43 @@ function assertBpffs(pinRoot: string): void {
   }
 }
 
+/**
+ * Target side sets of either family (DVIPAs, routers, addresses): exactly `want` afterwards,
+ * new entries written before old ones go, so no packet meanwhile meets a half-written set.
+ */
+function replaceSet(maps: ByFamily<BpfMap<string, number>>, want: string[]): void {
+  for (const a of want) pick(maps, a).set(a, 1);
+  for (const m of [maps.v4, maps.v6]) for (const k of [...m.keys()]) if (!want.includes(k)) m.delete(k);
+}
+
+/** The max_entries of a pinned map, if it is pinned. */
+function pinnedEntries(pin: string): number | undefined {
+  if (!fs.existsSync(pin)) return undefined;
+  const fd = sys.objGet(pin, pin);
+  try {
+    return sys.mapInfo(pin, fd).maxEntries;
+  } finally {
+    sys.closeFd(pin, fd);
+  }
+}
+
+/** The IPv6 CRT: its pinned size, else the IPv4 CRT's up to CRT6_DEFAULT_ENTRIES (it is preallocated). */
+function crt6Entries(pinRoot: string, crtEntries: number): number {
+  return pinnedEntries(path.join(pinRoot, 'crt6')) ?? Math.min(crtEntries, CRT6_DEFAULT_ENTRIES);
+}
+
 /** An explicit size must match an existing pinned CRT; no size adopts the pinned one. */
 function resolveCrtSize(pinRoot: string, wanted: number | undefined): number {
   const pin = path.join(pinRoot, 'crt');
   if (wanted !== undefined && (!Number.isInteger(wanted) || wanted < 1 || wanted > 1 << 28)) {
     throw new RangeError(`CRT size ${wanted}: expected an integer from 1 to ${1 << 28}`);
   }
-  if (!fs.existsSync(pin)) return wanted ?? CRT_DEFAULT_ENTRIES;
-  const fd = sys.objGet(pin, pin);
-  try {
-    const pinned = sys.mapInfo(pin, fd).maxEntries;
-    if (wanted !== undefined && wanted !== pinned) {
-      throw new Error(
-        `the pinned CRT at ${pin} holds ${pinned} entries, not ${wanted}: keep its size, or purge the pins (dvipa fastpath purge) to resize it`,
-      );
-    }
-    return pinned;
-  } finally {
-    sys.closeFd(pin, fd);
+  const pinned = pinnedEntries(pin);
+  if (pinned === undefined) return wanted ?? CRT_DEFAULT_ENTRIES;
+  if (wanted !== undefined && wanted !== pinned) {
+    throw new Error(
+      `the pinned CRT at ${pin} holds ${pinned} entries, not ${wanted}: keep its size, or purge the pins (dvipa fastpath purge) to resize it`,
+    );
   }
+  return pinned;
 }

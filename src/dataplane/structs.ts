@@ -2,13 +2,18 @@
  * The user-space mirror of bpf/dvipa.h. Keep the order of fields and enum members
  * identical to the C header; test/kernel/layout.test.ts compares both with the BTF.
  */
-import { scalar, struct } from './codec.js';
+import { scalar, struct, type Struct } from './codec.js';
+import { ipFamily } from '../net/addr.js';
 import type { Flow } from '../net/flow.js';
 
 /** A fencing deadline long past (DVIPA_FENCE_EXPIRED): the node answers no more for the DVIPA. */
 export const FENCE_EXPIRED = 1n;
 export const MAX_SERVICES = 1024;
 export const CRT_DEFAULT_ENTRIES = 1 << 20;
+export const CRT6_DEFAULT_ENTRIES = 1 << 18;
+/** AF_INET6 in dvipa_target.family. */
+const AF_INET = 2;
+const AF_INET6 = 10;
 export const MAX_TARGETS = 16384;
 
 export interface SvcKey {
@@ -18,6 +23,14 @@ export interface SvcKey {
 }
 export const svcKey = struct<SvcKey>('dvipa_svc_key', [
   ['vip', 'ipv4'],
+  ['port', 'be16'],
+  ['proto', 'u8'],
+  ['pad', { pad: 1 }],
+]);
+
+/** IPv6 services (map services6; decap_services6, served_stats6): as SvcKey, `vip` an IPv6 address. */
+export const svc6Key = struct<SvcKey>('dvipa_svc6_key', [
+  ['vip', 'ipv6'],
   ['port', 'be16'],
   ['proto', 'u8'],
   ['pad', { pad: 1 }],
@@ -49,6 +62,28 @@ export const affinity = struct<Affinity>('dvipa_affinity', [
   ['target', 'ipv4'],
   ['targetIdx', 'u32'],
   ['lastNs', 'u64'],
+]);
+
+/** TIMEDAFFINITY of IPv6 clients (map affinity6); `target` of either family. */
+export const affinity6Key = struct<AffinityKey>('dvipa_affinity6_key', [
+  ['svcId', 'u32'],
+  ['client', 'ipv6'],
+]);
+export const affinity6 = struct<Affinity>('dvipa_affinity6', [
+  ['target', 'ip'],
+  ['targetIdx', 'u32'],
+  ['pad', { pad: 4 }],
+  ['lastNs', 'u64'],
+]);
+
+/** An IPv6 connection (map crt6): as Flow, addresses IPv6. */
+export const flow6 = struct<Flow>('dvipa_flow6', [
+  ['saddr', 'ipv6'],
+  ['daddr', 'ipv6'],
+  ['sport', 'be16'],
+  ['dport', 'be16'],
+  ['proto', 'u8'],
+  ['pad', { pad: 3 }],
 ]);
 
 export const flow = struct<Flow>('dvipa_flow', [
@@ -84,7 +119,20 @@ export const crtEntry = struct<CrtEntry>('dvipa_crt_entry', [
   ['createdNs', 'u64'],
 ]);
 
-/** A service's target at its index, with the next hop the control plane resolved (ifindex 0: none). */
+/** An IPv6 connection's CRT entry (map crt6): as CrtEntry, `target` of either family. */
+export const crt6Entry = struct<CrtEntry>('dvipa_crt6_entry', [
+  ['target', 'ip'],
+  ['svcId', 'u32'],
+  ['origin', 'u8'],
+  ['pad', { pad: 1 }],
+  ['targetIdx', 'u16'],
+  ['createdNs', 'u64'],
+]);
+
+/**
+ * A service's target at its index, with the next hop the control plane resolved (ifindex
+ * 0: none). `addr` of either family; '0.0.0.0' marks a free index.
+ */
 export interface TargetEntry {
   addr: string;
   svcId: number;
@@ -93,15 +141,45 @@ export interface TargetEntry {
   smac: string;
   dmac: string;
 }
-export const targetEntry = struct<TargetEntry>('dvipa_target', [
+interface RawTarget extends Omit<TargetEntry, 'addr'> {
+  addr: string;
+  family: number;
+  addr6: string;
+}
+const rawTarget = struct<RawTarget>('dvipa_target', [
   ['addr', 'ipv4'],
   ['svcId', 'u32'],
   ['ifindex', 'u32'],
   ['mtu', 'u16'],
   ['smac', 'mac'],
   ['dmac', 'mac'],
-  ['pad', { pad: 2 }],
+  ['family', 'u8'],
+  ['pad', { pad: 1 }],
+  ['addr6', 'ipv6'],
 ]);
+/** dvipa_target with one address field: an IPv6 target goes to addr6 with family AF_INET6. */
+export const targetEntry: Struct<TargetEntry> = {
+  cName: rawTarget.cName,
+  size: rawTarget.size,
+  fields: rawTarget.fields,
+  encode(t, into, offset) {
+    const v6 = ipFamily(t.addr) === 6;
+    return rawTarget.encode(
+      {
+        ...t,
+        addr: v6 ? '0.0.0.0' : t.addr,
+        family: v6 ? AF_INET6 : AF_INET,
+        addr6: v6 ? t.addr : '::',
+      },
+      into,
+      offset,
+    );
+  },
+  decode(buf, offset) {
+    const { family, addr6, addr, ...rest } = rawTarget.decode(buf, offset);
+    return { ...rest, addr: family === AF_INET6 ? addr6 : addr };
+  },
+};
 
 export interface TargetStats {
   conns: bigint;
@@ -128,9 +206,12 @@ export const FIB_RESULTS = [
   'no_src_addr',
 ] as const;
 
-/** The frame of xdp_resolve: `nh` (a dvipa_target) follows at offset 8 (a _Static_assert in dvipa.h holds the layout). */
-export const resolve = struct<{ addr: string; rc: number }>('dvipa_resolve', [
-  ['addr', 'ipv4'],
+/**
+ * The frame of xdp_resolve: rc, then `nh` (a dvipa_target: the target in, its next hop
+ * out) at RESOLVE_NH (a _Static_assert in dvipa.h holds the layout).
+ */
+export const RESOLVE_NH = 4;
+export const resolve = struct<{ rc: number }>('dvipa_resolve', [
   ['rc', 'u32'],
   ['nh', { pad: targetEntry.size }],
 ]);
@@ -141,6 +222,8 @@ export interface NodeConfig {
   /** The distributor's external interface (0: none) and its MAC: frames to other MACs are not ours. */
   extIfindex: number;
   extMac: string;
+  /** The outer source towards IPv6 targets ('::': none, IPv6 targets are unreachable). */
+  clusterAddr6: string;
 }
 export const nodeConfig = struct<NodeConfig>('dvipa_config', [
   ['clusterAddr', 'ipv4'],
@@ -148,6 +231,7 @@ export const nodeConfig = struct<NodeConfig>('dvipa_config', [
   ['extIfindex', 'u32'],
   ['extMac', 'mac'],
   ['pad', { pad: 2 }],
+  ['clusterAddr6', 'ipv6'],
 ]);
 
 /** Verdict reasons, in the order of enum dvipa_reason. */
@@ -177,6 +261,8 @@ export const REASONS = [
   'drop_fenced',
   'decap_drop_not_router',
   'decap_drop_not_service',
+  'pass_fragment6',
+  'tx_pkt_too_big',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
@@ -216,3 +302,4 @@ export const u32 = scalar('__u32', 'u32');
 export const u64 = scalar('__u64', 'u64');
 export const u8 = scalar('__u8', 'u8');
 export const addr = scalar('__be32', 'ipv4');
+export const addr6 = scalar('dvipa_in6', 'ipv6');

@@ -2,7 +2,7 @@
  * The flow hash of bpf/flowhash.h, in user space (Bob Jenkins' lookup3 mix and final on
  * host-order words). Tests and tools use it to predict where the data plane places a flow.
  */
-import { parseIpv4 } from '../net/addr.js';
+import { parseIpv4, parseIpv6 } from '../net/addr.js';
 import type { Flow } from '../net/flow.js';
 
 const HASH_INIT = (0xdeadbeef + (4 << 2)) >>> 0;
@@ -54,4 +54,16 @@ export function hash4(w0: number, w1: number, w2: number, w3: number, seed: numb
 
 export function flowHash(f: Flow): number {
   return hash4(parseIpv4(f.saddr), parseIpv4(f.daddr), ((f.sport << 16) | f.dport) >>> 0, f.proto, 0);
+}
+
+/** An IPv6 address's four host-order words. */
+export function ipv6Words(a: string): [number, number, number, number] {
+  const b = parseIpv6(a);
+  return [b.readUInt32BE(0), b.readUInt32BE(4), b.readUInt32BE(8), b.readUInt32BE(12)];
+}
+
+/** The IPv6 flow hash (dvipa_flow_hash6): each address hashed to one word, then as flowHash. */
+export function flowHash6(f: Flow): number {
+  const addr = (a: string) => hash4(...ipv6Words(a), 0);
+  return hash4(addr(f.saddr), addr(f.daddr), ((f.sport << 16) | f.dport) >>> 0, f.proto, 0);
 }

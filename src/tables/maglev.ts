@@ -8,8 +8,8 @@
  * The table depends only on the set of (address, weight): every routing node builds the
  * same one, which is what lets a backup find the targets of connections it never saw.
  */
-import { hash4 } from './flowhash.js';
-import { formatIpv4, parseIpv4 } from '../net/addr.js';
+import { hash4, ipv6Words } from './flowhash.js';
+import { formatIpv4, ipFamily, parseIpv4 } from '../net/addr.js';
 
 /** Slots per table: a prime, as Maglev's permutations need; the same as MAGLEV_SIZE in bpf/dvipa.h. */
 export const MAGLEV_SIZE = 65537;
@@ -28,24 +28,49 @@ function isPrime(n: number): boolean {
   return true;
 }
 
-/** Slot -> target address (host-order uint32; 0 = no target). */
+/** A target's address as four host-order words: IPv4 is (addr, 0, 0, 0), so IPv4 tables stay as they were. */
+function addrWords(addr: string): [number, number, number, number] {
+  return ipFamily(addr) === 6 ? ipv6Words(addr) : [parseIpv4(addr), 0, 0, 0];
+}
+
+function compareWords(a: readonly number[], b: readonly number[]): number {
+  for (let i = 0; i < 4; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return 0;
+}
+
+/** Slot -> target address (host-order uint32; 0 = no target). IPv4 targets only. */
 export function buildMaglev(targets: readonly WeightedTarget[], size = MAGLEV_SIZE): Uint32Array {
+  for (const t of targets) parseIpv4(t.addr);
+  const { slots, addrs } = buildMaglevIndexed(targets, size);
+  const byOrdinal = [0, ...addrs.map(parseIpv4)];
+  return slots.map((o) => byOrdinal[o]);
+}
+
+/**
+ * Targets of either family: slot -> 1 + the target's position in `addrs` (0 = no target).
+ * IPv6 targets hash by their four words, IPv4 ones as before.
+ */
+export function buildMaglevIndexed(
+  targets: readonly WeightedTarget[],
+  size = MAGLEV_SIZE,
+): { slots: Uint32Array; addrs: string[] } {
   if (!isPrime(size)) throw new RangeError(`Maglev table size ${size} is not a prime`);
-  const seen = new Set<number>();
-  const live: Array<{ addr: number; weight: number }> = [];
+  const seen = new Set<string>();
+  const live: Array<{ addr: string; words: [number, number, number, number]; weight: number }> = [];
   for (const t of targets) {
-    const addr = parseIpv4(t.addr);
-    if (addr === 0) throw new RangeError('target 0.0.0.0 is not an address (0 marks an empty slot)');
-    if (seen.has(addr)) throw new RangeError(`duplicate target ${t.addr}`);
-    seen.add(addr);
+    const words = addrWords(t.addr);
+    if (words.every((w) => w === 0)) throw new RangeError(`target ${t.addr} is not an address (0 marks an empty slot)`);
+    const key = words.join(',');
+    if (seen.has(key)) throw new RangeError(`duplicate target ${t.addr}`);
+    seen.add(key);
     if (!Number.isInteger(t.weight) || t.weight < 0)
       throw new RangeError(`target ${t.addr}: weight ${t.weight} is not an integer >= 0`);
-    if (t.weight > 0) live.push({ addr, weight: t.weight });
+    if (t.weight > 0) live.push({ addr: t.addr, words, weight: t.weight });
   }
   const table = new Uint32Array(size);
-  if (live.length === 0) return table;
+  const addrs = live.sort((a, b) => compareWords(a.words, b.words)).map((t) => t.addr);
+  if (live.length === 0) return { slots: table, addrs };
   if (live.length > size) throw new RangeError(`${live.length} targets do not fit a table of ${size} slots`);
-  live.sort((a, b) => a.addr - b.addr);
 
   const n = live.length;
   const pos = new Uint32Array(n);
@@ -53,8 +78,8 @@ export function buildMaglev(targets: readonly WeightedTarget[], size = MAGLEV_SI
   const credit = new Float64Array(n);
   const maxWeight = Math.max(...live.map((t) => t.weight));
   for (let i = 0; i < n; i++) {
-    pos[i] = hash4(live[i].addr, 0, 0, 0, SEED_OFFSET) % size;
-    skip[i] = (hash4(live[i].addr, 0, 0, 0, SEED_SKIP) % (size - 1)) + 1;
+    pos[i] = hash4(...live[i].words, SEED_OFFSET) % size;
+    skip[i] = (hash4(...live[i].words, SEED_SKIP) % (size - 1)) + 1;
   }
   const taken = new Uint8Array(size);
   let filled = 0;
@@ -71,13 +96,13 @@ export function buildMaglev(targets: readonly WeightedTarget[], size = MAGLEV_SI
         if (c >= size) c -= size;
       }
       taken[c] = 1;
-      table[c] = live[i].addr;
+      table[c] = i + 1;
       c += step;
       pos[i] = c >= size ? c - size : c;
       filled++;
     }
   }
-  return table;
+  return { slots: table, addrs };
 }
 
 /** How many slots each target owns, by address. */

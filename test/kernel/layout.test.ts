@@ -10,9 +10,14 @@ import { sys } from '../../src/kernel/sys.js';
 import type { Struct } from '../../src/dataplane/codec.js';
 import {
   affinity,
+  affinity6,
+  affinity6Key,
   affinityKey,
+  crt6Entry,
   crtEntry,
+  CRT6_DEFAULT_ENTRIES,
   flow,
+  flow6,
   MAX_SERVICES,
   nodeConfig,
   targetEntry,
@@ -20,6 +25,7 @@ import {
   REASONS,
   servedStats,
   svc,
+  svc6Key,
   svcKey,
   svcStats,
   CrtOrigin,
@@ -42,7 +48,23 @@ function assertMatchesBtf(obj: string, s: Struct<unknown>): void {
   assert.deepEqual(fromTs, fromC, `${s.cName}: fields`);
 }
 
-for (const s of [svcKey, svc, flow, crtEntry, nodeConfig, svcStats, targetEntry, targetStats, affinityKey, affinity]) {
+for (const s of [
+  svcKey,
+  svc,
+  flow,
+  crtEntry,
+  nodeConfig,
+  svcStats,
+  targetEntry,
+  targetStats,
+  affinityKey,
+  affinity,
+  svc6Key,
+  flow6,
+  crt6Entry,
+  affinity6Key,
+  affinity6,
+]) {
   test(`${s.cName} matches the BTF of distributor.bpf.o`, () => assertMatchesBtf(objectPath('distributor'), s));
 }
 
@@ -82,4 +104,15 @@ test('map definitions carry the sizes user space assumes', () => {
     assert.equal(declaredMaps(name).find((m) => m.name === 'reasons')?.maxEntries, REASONS.length);
   }
   assert.equal(declaredMaps('decap').find((m) => m.name === 'served_stats')?.keySize, svcKey.size);
+  // IPv6: keys and values of the maps beside the IPv4 ones.
+  assert.equal(router.get('crt6')?.keySize, flow6.size);
+  assert.equal(router.get('crt6')?.valueSize, crt6Entry.size);
+  assert.equal(router.get('crt6')?.maxEntries, CRT6_DEFAULT_ENTRIES);
+  assert.equal(router.get('services6')?.keySize, svc6Key.size);
+  assert.equal(router.get('affinity6')?.keySize, affinity6Key.size);
+  assert.equal(router.get('affinity6')?.valueSize, affinity6.size);
+  for (const name of ['routed6', 'fence6']) assert.equal(router.get(name)?.keySize, 16, name);
+  const target = new Map(declaredMaps('decap').map((m) => [m.name, m]));
+  for (const name of ['decap_services6', 'served_stats6']) assert.equal(target.get(name)?.keySize, svc6Key.size, name);
+  for (const name of ['served6', 'decap_routers6', 'decap_addrs6']) assert.equal(target.get(name)?.keySize, 16, name);
 });

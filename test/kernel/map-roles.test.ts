@@ -27,8 +27,25 @@ const ROUTER = [
   'tx_ports',
   'svc_stats',
   'via_routes',
+  'services6',
+  'routed6',
+  'fence6',
+  'crt6',
+  'affinity6',
 ];
-const TARGET = ['served', 'served_stats', 'sock_events', 'decap_addrs', 'decap_routers', 'decap_services'];
+const TARGET = [
+  'served',
+  'served_stats',
+  'sock_events',
+  'decap_addrs',
+  'decap_routers',
+  'decap_services',
+  'decap_addrs6',
+  'served6',
+  'decap_routers6',
+  'decap_services6',
+  'served_stats6',
+];
 const NODE = ['node_config', 'reasons'];
 
 // Sections libbpf turns into maps (name.bss, .rodata) are not declared maps.

@@ -13,7 +13,7 @@ import { MAGLEV_SIZE } from '../../src/tables/maglev.js';
 import { runCounted, runXdp, type XdpAction } from '../../src/dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET, type RouterNs } from '../../src/lab/router-ns.js';
 import { netnsPath, nsIp, sysctl } from '../../src/lab/netns.js';
-import { buildFrame, buildIpv4, buildRawFrame, ETH_P_IPV6, parseFrame, type FrameSpec } from '../../src/net/packet.js';
+import { buildFrame, buildIpv4, buildRawFrame, parseFrame, type FrameSpec } from '../../src/net/packet.js';
 import { buildMaglev } from '../../src/tables/maglev.js';
 import { flowHash } from '../../src/tables/flowhash.js';
 import { formatIpv4 } from '../../src/net/addr.js';
@@ -204,7 +204,7 @@ describe('distributor', () => {
       ],
       ['ICMP echo to the DVIPA', buildFrame({ protocol: 'icmp', saddr: CLIENT, daddr: VIP }), 'pass_not_service'],
       ['ARP', buildRawFrame(0x0806, Buffer.alloc(28, 1)), 'pass_not_ipv4'],
-      ['IPv6', buildRawFrame(ETH_P_IPV6, Buffer.alloc(60, 0x60)), 'pass_not_ipv4'],
+      ['LLDP', buildRawFrame(0x88cc, Buffer.alloc(60, 0x60)), 'pass_not_ipv4'],
     ];
     for (const [what, frame, reason] of cases) {
       const r = run(frame);

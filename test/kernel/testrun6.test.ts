@@ -1,0 +1,448 @@
+/*
+ * Every IPv6 verdict of the distributor and the decap program, on the real kernel with
+ * BPF_PROG_TEST_RUN and real FIB lookups (IPv6 and IPv4 routes and neighbours in a
+ * routing-node namespace): the three tunnel forms, extension headers, fragments, ICMPv6
+ * packet too big, fencing, and random and mutated IPv6 frames.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FastPath } from '../../src/dataplane/fastpath.js';
+import type { Service } from '../../src/net/service.js';
+import { CrtOrigin, FENCE_EXPIRED, type Reason } from '../../src/dataplane/structs.js';
+import { buildMaglevIndexed, MAGLEV_SIZE } from '../../src/tables/maglev.js';
+import { runCounted, type XdpAction } from '../../src/dataplane/testrun.js';
+import { createRouterNs, ROUTER_NET, type RouterNs } from '../../src/lab/router-ns.js';
+import { netnsPath, nsIp, sysctl } from '../../src/lab/netns.js';
+import { flowHash6 } from '../../src/tables/flowhash.js';
+import { buildFrame, buildIpv4, ETH_P_IP, ETH_P_IPV6, parseFrame } from '../../src/net/packet.js';
+import { buildFrame6, buildIpv6, ethernetAround, NEXTHDR, readIpv6, type Frame6Spec } from '../../src/net/packet6.js';
+import { l4Checksum } from '../../src/net/checksum.js';
+import { parseIpv6 } from '../../src/net/addr.js';
+import { requireRoot, scratchPinRoot, uniquePrefix } from '../helpers/env.js';
+
+const VIP6 = '2001:db8:10::10';
+const CLIENT6 = '2001:db8::1';
+const CLUSTER6 = '2001:db8:1::1';
+const TARGETS6 = ['2001:db8:1::11', '2001:db8:1::12', '2001:db8:1::13'];
+const TARGETS4 = ['198.18.1.11', '198.18.1.12'];
+const web6: Service = { vip: VIP6, port: 80, protocol: 'tcp' };
+const mixed6: Service = { vip: VIP6, port: 8080, protocol: 'tcp' };
+const dns6: Service = { vip: VIP6, port: 53, protocol: 'udp' };
+const equal6 = TARGETS6.map((addr) => ({ addr, weight: 1 }));
+const v4Targets = TARGETS4.map((addr) => ({ addr, weight: 1 }));
+const macOf6 = (t: string) => `02:00:00:00:06:${(TARGETS6.indexOf(t) + 16).toString(16)}`;
+
+let rns: RouterNs;
+let fp: FastPath;
+let pins: ReturnType<typeof scratchPinRoot>;
+let ext0: number;
+
+interface Result {
+  action: XdpAction;
+  frame: Buffer;
+  reason: Reason;
+}
+
+function run(frame: Buffer, prog: 'distributor' | 'decap' = 'distributor'): Result {
+  const r = rns.inside(() =>
+    runCounted(fp.progFd(prog), prog, frame, () => fp.reasonCounts(), { ingressIfindex: ext0 }),
+  );
+  return { action: r.action, frame: r.frame, reason: r.reason };
+}
+
+function syn6(extra: Partial<Frame6Spec> = {}): Buffer {
+  return buildFrame6({ saddr: CLIENT6, daddr: VIP6, sport: 40000, dport: 80, syn: true, ...extra });
+}
+
+/** The target Maglev gives a flow with no CRT entry. */
+function predicted(targets: Array<{ addr: string; weight: number }>, f: Parameters<typeof flowHash6>[0]): string {
+  const { slots, addrs } = buildMaglevIndexed(targets);
+  return addrs[slots[flowHash6(f) % MAGLEV_SIZE] - 1];
+}
+
+/** Checks an IPv6-in-IPv6 frame carrying `input`'s packet and returns the target. */
+function assertIn6(out: Buffer, input: Buffer, l2in = 14): string {
+  assert.equal(out.readUInt16BE(12), ETH_P_IPV6);
+  const outer = readIpv6(out.subarray(14));
+  assert.equal(outer.nexthdr, 41, 'IPv6 in IPv6');
+  assert.equal(outer.src, CLUSTER6);
+  assert.ok(TARGETS6.includes(outer.dst), `target ${outer.dst}`);
+  assert.equal(outer.hopLimit, 64);
+  assert.equal(outer.payloadLength, input.length - l2in);
+  assert.deepEqual(out.subarray(54), input.subarray(l2in), 'inner packet carried unchanged');
+  assert.equal(
+    out.subarray(0, 6).toString('hex').match(/../g)!.join(':'),
+    macOf6(outer.dst),
+    'next hop MAC from the FIB',
+  );
+  return outer.dst;
+}
+
+before(() => {
+  requireRoot();
+  rns = createRouterNs(uniquePrefix('tr6'), TARGETS4);
+  const ns = rns.ns;
+  sysctl(ns, 'net.ipv6.conf.all.forwarding', '1');
+  nsIp(ns, '-6', 'addr', 'add', '2001:db8::2/64', 'dev', 'ext0', 'nodad');
+  nsIp(ns, '-6', 'addr', 'add', `${CLUSTER6}/64`, 'dev', 'int0', 'nodad');
+  nsIp(ns, '-6', 'neigh', 'replace', CLIENT6, 'lladdr', '02:00:00:00:00:01', 'dev', 'ext0', 'nud', 'permanent');
+  for (const t of TARGETS6) {
+    nsIp(ns, '-6', 'route', 'replace', `${t}/128`, 'dev', 'int0');
+    nsIp(ns, '-6', 'neigh', 'replace', t, 'lladdr', macOf6(t), 'dev', 'int0', 'nud', 'permanent');
+  }
+  ext0 = rns.ifindex('ext0');
+  pins = scratchPinRoot('tr6');
+  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 4096, netnsPath: netnsPath(ns) });
+  fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: CLUSTER6 });
+  rns.inside(() => fp.enableEgress('int0'));
+  fp.setTargets(web6, equal6);
+  fp.setTargets(dns6, equal6);
+  fp.setTargets(mixed6, v4Targets);
+});
+
+after(() => {
+  fp?.close();
+  pins?.remove();
+  rns?.teardown();
+});
+
+describe('IPv6 distributor', () => {
+  test('a SYN is encapsulated IPv6-in-IPv6 to the Maglev target, its CRT entry keeps the connection there', () => {
+    const flow = { saddr: CLIENT6, daddr: VIP6, sport: 40000, dport: 80, proto: 6 };
+    const frame = syn6();
+    const r = run(frame);
+    assert.deepEqual([r.action, r.reason], ['redirect', 'fwd_redirect']);
+    const target = assertIn6(r.frame, frame);
+    assert.equal(target, predicted(equal6, flow));
+    const entry = fp.crt6.get(flow)!;
+    assert.equal(entry.target, target);
+    assert.equal(entry.origin, CrtOrigin.First);
+    assert.equal(entry.targetIdx, fp.targetIndexOf(fp.serviceId(web6)!, target));
+
+    const id = fp.serviceId(web6)!;
+    const hits = fp.serviceStats(id).crtHit;
+    fp.setTargets(web6, equal6.filter((t) => t.addr !== target).concat([{ addr: target, weight: 0 }]));
+    try {
+      const ack = syn6({ syn: false, ack: true, payload: 100 });
+      assert.equal(assertIn6(run(ack).frame, ack), target, 'established connection stays');
+      assert.equal(fp.serviceStats(id).crtHit, hits + 1n);
+    } finally {
+      fp.setTargets(web6, equal6);
+    }
+  });
+
+  test('a mid-connection packet without an entry is recovered by hash; UDP picks on its first datagram', () => {
+    const flow = { saddr: CLIENT6, daddr: VIP6, sport: 41000, dport: 80, proto: 6 };
+    const ack = syn6({ sport: 41000, syn: false, ack: true });
+    assert.equal(assertIn6(run(ack).frame, ack), predicted(equal6, flow));
+    assert.equal(fp.crt6.get(flow)!.origin, CrtOrigin.Recovered);
+
+    const q = buildFrame6({ protocol: 'udp', saddr: CLIENT6, daddr: VIP6, sport: 5353, dport: 53, payload: 30 });
+    assertIn6(run(q).frame, q);
+    assert.equal(
+      fp.crt6.get({ saddr: CLIENT6, daddr: VIP6, sport: 5353, dport: 53, proto: 17 })!.origin,
+      CrtOrigin.First,
+    );
+  });
+
+  test('to an IPv4 target: IPv6-in-IPv4 (protocol 41), the CRT entry holding the IPv4 target', () => {
+    const frame = syn6({ dport: 8080, sport: 42000, trafficClass: 0x28 });
+    const r = run(frame);
+    assert.equal(r.reason, 'fwd_redirect');
+    const p = parseFrame(r.frame);
+    assert.equal(p.eth!.ethertype, ETH_P_IP);
+    const outer = p.ipv4!;
+    assert.equal(outer.protocol, 41);
+    assert.equal(outer.src, ROUTER_NET.clusterAddr);
+    assert.ok(TARGETS4.includes(outer.dst));
+    assert.ok(outer.checksumOk && outer.df);
+    assert.equal(outer.tos, 0x28, 'traffic class carried to the outer header');
+    assert.equal(outer.totalLength, frame.length - 14 + 20);
+    assert.deepEqual(r.frame.subarray(34), frame.subarray(14));
+    const entry = fp.crt6.get({ saddr: CLIENT6, daddr: VIP6, sport: 42000, dport: 8080, proto: 6 })!;
+    assert.equal(entry.target, outer.dst);
+  });
+
+  test('extension headers are walked to a bound; fragments are counted and passed', () => {
+    const hop = { type: 'hop', bodyLength: 6 } as const;
+    const dest = { type: 'dest', bodyLength: 30 } as const;
+    const routing = { type: 'routing', bodyLength: 14 } as const;
+    const withExt = syn6({ sport: 43000, ext: [hop, routing, dest] });
+    const r = run(withExt);
+    assert.equal(r.reason, 'fwd_redirect');
+    assertIn6(r.frame, withExt);
+    assert.ok(fp.crt6.get({ saddr: CLIENT6, daddr: VIP6, sport: 43000, dport: 80, proto: 6 }));
+
+    const cases: Array<[string, Buffer, XdpAction, Reason]> = [
+      ['five extension headers', syn6({ ext: [hop, dest, dest, dest, dest] }), 'drop', 'drop_malformed_l4'],
+      ['first fragment', syn6({ ext: [{ type: 'fragment', more: true }] }), 'pass', 'pass_fragment6'],
+      [
+        'later fragment behind hop-by-hop',
+        syn6({ ext: [hop, { type: 'fragment', fragOffset: 100 }] }),
+        'pass',
+        'pass_fragment6',
+      ],
+      [
+        'fragment to another address',
+        syn6({ daddr: '2001:db8::99', ext: [{ type: 'fragment', more: true }] }),
+        'pass',
+        'pass_not_service',
+      ],
+      ['truncated TCP header', syn6().subarray(0, 14 + 40 + 10), 'pass', 'pass_malformed'],
+    ];
+    for (const [what, frame, action, reason] of cases) {
+      const out = run(frame);
+      assert.deepEqual([out.action, out.reason], [action, reason], what);
+      if (action === 'pass') assert.deepEqual(out.frame, frame, `${what}: unchanged`);
+    }
+  });
+
+  test('what is not a distributed DVIPA:port passes untouched; malformed IPv6 is counted', () => {
+    const truncatedL4 = buildIpv6({ saddr: CLIENT6, daddr: VIP6, syn: true }).subarray(0, 50);
+    truncatedL4.writeUInt16BE(10, 4); // the length claims only what is there
+    const badVersion = syn6();
+    badVersion[14] = 0x40;
+    const cases: Array<[string, Buffer, XdpAction, Reason]> = [
+      ['TCP to another address', syn6({ daddr: '2001:db8::99' }), 'pass', 'pass_not_service'],
+      ['an undistributed port', syn6({ dport: 22 }), 'pass', 'pass_not_service'],
+      [
+        'UDP to a TCP-only port',
+        buildFrame6({ protocol: 'udp', saddr: CLIENT6, daddr: VIP6, dport: 80 }),
+        'pass',
+        'pass_not_service',
+      ],
+      ['ICMPv6 echo', buildFrame6({ protocol: 'icmpv6', saddr: CLIENT6, daddr: VIP6 }), 'pass', 'pass_not_service'],
+      ['version 4 in an IPv6 frame', badVersion, 'pass', 'pass_malformed'],
+      ['payload length beyond the frame', syn6().subarray(0, 60), 'pass', 'pass_malformed'],
+      ['TCP header cut short', ethernetAround(truncatedL4, ETH_P_IPV6), 'drop', 'drop_malformed_l4'],
+    ];
+    for (const [what, frame, action, reason] of cases) {
+      const r = run(frame);
+      assert.deepEqual([r.action, r.reason], [action, reason], what);
+      if (action === 'pass') assert.deepEqual(r.frame, frame, `${what}: unchanged`);
+    }
+  });
+
+  test('too big once encapsulated: ICMPv6 packet too big to the client, from the DVIPA, checksum right', () => {
+    const target = predicted(equal6, { saddr: CLIENT6, daddr: VIP6, sport: 44000, dport: 80, proto: 6 });
+    // The IPv6 FIB tells a route's MTU only when it is locked (ip6_mtu_from_fib6).
+    nsIp(rns.ns, '-6', 'route', 'replace', `${target}/128`, 'dev', 'int0', 'mtu', 'lock', '1400');
+    fp.resolveTargets();
+    try {
+      for (const vlan of [undefined, 7]) {
+        const frame = syn6({ sport: 44000, syn: false, ack: true, payload: 1400 - 40 - 20 - 39, vlan });
+        const l2 = vlan === undefined ? 14 : 18;
+        const r = run(frame);
+        assert.deepEqual([r.action, r.reason], ['tx', 'tx_pkt_too_big']);
+        assert.equal(
+          r.frame.subarray(0, 6).toString('hex'),
+          frame.subarray(6, 12).toString('hex'),
+          'back to the sender',
+        );
+        const ip = readIpv6(r.frame.subarray(l2));
+        assert.deepEqual([ip.src, ip.dst, ip.nexthdr], [VIP6, CLIENT6, NEXTHDR.icmpv6]);
+        const icmp = r.frame.subarray(l2 + 40);
+        assert.equal(ip.payloadLength, icmp.length);
+        assert.equal(icmp.length, 8 + 1232, 'quotes as much as fits 1280 bytes');
+        assert.deepEqual([icmp[0], icmp[1]], [2, 0]);
+        assert.equal(icmp.readUInt32BE(4), 1400 - 40, 'the MTU left for the inner packet');
+        assert.equal(l4Checksum(parseIpv6(ip.src), parseIpv6(ip.dst), NEXTHDR.icmpv6, icmp), 0, 'ICMPv6 checksum');
+        assert.deepEqual(icmp.subarray(8), frame.subarray(l2, l2 + 1232), 'the start of the packet quoted');
+      }
+      const fits = syn6({ sport: 44000, syn: false, ack: true, payload: 1400 - 40 - 20 - 40 });
+      assert.equal(run(fits).reason, 'fwd_redirect', 'exactly the MTU once encapsulated still goes');
+    } finally {
+      nsIp(rns.ns, '-6', 'route', 'replace', `${target}/128`, 'dev', 'int0');
+      fp.resolveTargets();
+    }
+  });
+
+  test('the routing node among its own IPv6 targets passes its flows to its own stack', () => {
+    const svc: Service = { vip: VIP6, port: 443, protocol: 'tcp' };
+    fp.setTargets(svc, [{ addr: CLUSTER6, weight: 1 }]);
+    try {
+      const frame = syn6({ dport: 443 });
+      const r = run(frame);
+      assert.deepEqual([r.action, r.reason], ['pass', 'pass_local_target']);
+      assert.deepEqual(r.frame, frame);
+    } finally {
+      fp.removeService(svc);
+    }
+  });
+
+  test('no IPv6 cluster address, no target, no route: counted drops', () => {
+    const svc: Service = { vip: VIP6, port: 444, protocol: 'tcp' };
+    fp.setTargets(svc, [{ addr: '2001:db8:99::1', weight: 1 }]);
+    try {
+      assert.equal(run(syn6({ dport: 444 })).reason, 'drop_no_route', 'a target the FIB does not know');
+      fp.setTargets(svc, [{ addr: TARGETS6[0], weight: 0 }]);
+      assert.equal(run(syn6({ dport: 444, sport: 40001 })).reason, 'drop_no_target');
+      fp.setTargets(svc, [{ addr: TARGETS6[0], weight: 1 }]);
+      fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: '::' });
+      assert.equal(run(syn6({ dport: 444, sport: 40002 })).reason, 'drop_no_route', 'nothing to send from');
+    } finally {
+      fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: CLUSTER6 });
+      fp.removeService(svc);
+    }
+  });
+
+  test('TIMEDAFFINITY: an IPv6 client keeps its target for new connections', () => {
+    const svc: Service = { vip: VIP6, port: 445, protocol: 'tcp' };
+    fp.setTargets(svc, equal6, { affinitySec: 60 });
+    try {
+      const first = assertIn6(run(syn6({ dport: 445, sport: 45000 })).frame, syn6({ dport: 445, sport: 45000 }));
+      for (let sport = 45001; sport < 45010; sport++) {
+        const f = syn6({ dport: 445, sport });
+        assert.equal(assertIn6(run(f).frame, f), first, `sport ${sport}`);
+      }
+      const [, a] = [...fp.affinity6.entries()].find(([k]) => k.client === CLIENT6 && k.svcId === fp.serviceId(svc))!;
+      assert.equal(a.target, first);
+    } finally {
+      fp.removeService(svc);
+    }
+  });
+
+  test('fencing: past the deadline, traffic to the IPv6 DVIPA and Neighbour Solicitations for it are dropped', () => {
+    const ns = (target: string) =>
+      buildFrame6({
+        saddr: CLIENT6,
+        daddr: 'ff02::1:ff10:10',
+        protocol: 'icmpv6',
+        icmpType: 135,
+        icmpBody: Buffer.concat([Buffer.alloc(4), parseIpv6(target)]),
+        dstMac: '33:33:ff:10:00:10',
+      });
+    assert.deepEqual(run(ns(VIP6)).reason, 'pass_not_service', 'not fenced: the stack answers');
+    fp.setFence(VIP6, FENCE_EXPIRED);
+    try {
+      assert.deepEqual([run(ns(VIP6)).action, run(ns(VIP6)).reason], ['drop', 'drop_fenced_arp']);
+      assert.equal(run(ns('2001:db8::2')).reason, 'pass_not_service', 'others answered');
+      assert.deepEqual([run(syn6()).action, run(syn6()).reason], ['drop', 'drop_fenced']);
+    } finally {
+      fp.setFence(VIP6, undefined);
+    }
+    assert.equal(run(syn6({ sport: 40005 })).reason, 'fwd_redirect');
+  });
+});
+
+describe('IPv6 decap', () => {
+  const XCF4 = '198.18.1.11';
+  const XCF6 = '2001:db8:1::11';
+  const ROUTER6 = CLUSTER6;
+
+  before(() => {
+    // The same node plays the target here: its decap reads the target maps only.
+    fp.configure({ clusterAddr: XCF4, clusterAddr6: XCF6 });
+    fp.serve(VIP6);
+    fp.serve('192.0.2.10');
+    fp.allowDecap(
+      [ROUTER_NET.clusterAddr, ROUTER6],
+      [
+        { vip: VIP6, port: 80, protocol: 'tcp' },
+        { vip: '192.0.2.10', port: 80, protocol: 'tcp' },
+      ],
+    );
+  });
+  after(() => {
+    fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: CLUSTER6 });
+  });
+
+  const inner6 = (extra: Partial<Frame6Spec> = {}) => syn6({ sport: 46000, ...extra }).subarray(14);
+  const inner4 = () =>
+    buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 46000, dport: 80, tcpFlags: { syn: true } }).subarray(
+      14,
+    );
+  const in6 = (inner: Buffer, nh: number, src = ROUTER6, dst = XCF6, vlan?: number) => {
+    const outer = Buffer.alloc(40);
+    outer.writeUInt32BE(0x60000000, 0);
+    outer.writeUInt16BE(inner.length, 4);
+    outer[6] = nh;
+    outer[7] = 64;
+    parseIpv6(src).copy(outer, 8);
+    parseIpv6(dst).copy(outer, 24);
+    return ethernetAround(Buffer.concat([outer, inner]), ETH_P_IPV6, { vlan });
+  };
+  const in4 = (inner: Buffer, src: string = ROUTER_NET.clusterAddr, dst = XCF4) =>
+    ethernetAround(buildIpv4({ saddr: src, daddr: dst, proto: 41, df: true }, inner), ETH_P_IP);
+
+  test('strips all three IPv6 forms, keeping L2 with the inner family as its type', () => {
+    const cases: Array<[string, Buffer, Buffer, number, number]> = [
+      ['IPv6 in IPv6', in6(inner6(), 41), inner6(), ETH_P_IPV6, 14],
+      ['IPv6 in IPv6, tagged', in6(inner6(), 41, ROUTER6, XCF6, 9), inner6(), ETH_P_IPV6, 18],
+      ['IPv6 in IPv4', in4(inner6()), inner6(), ETH_P_IPV6, 14],
+      ['IPv4 in IPv6', in6(inner4(), 4), inner4(), ETH_P_IP, 14],
+    ];
+    for (const [what, frame, inner, type, l2] of cases) {
+      const r = run(frame, 'decap');
+      assert.deepEqual([r.action, r.reason], ['pass', 'decap'], what);
+      assert.deepEqual(r.frame.subarray(0, 12), frame.subarray(0, 12), `${what}: MACs kept`);
+      assert.equal(r.frame.readUInt16BE(l2 - 2), type, `${what}: ethertype of the inner family`);
+      assert.deepEqual(r.frame.subarray(l2), inner, `${what}: exactly the inner packet`);
+    }
+    const got = fp.receivedStats().find((x) => x.vip === VIP6 && x.port === 80);
+    assert.ok(got && got.packets >= 3n, 'counted per IPv6 DVIPA:port');
+  });
+
+  test('only from its routing nodes, only to distributed ports, only to its addresses', () => {
+    const cases: Array<[string, Buffer, XdpAction, Reason]> = [
+      ['IPv6 outer from a stranger', in6(inner6(), 41, '2001:db8:66::1'), 'drop', 'decap_drop_not_router'],
+      ['IPv4 outer from a stranger', in4(inner6(), '198.18.9.9'), 'drop', 'decap_drop_not_router'],
+      ['to an undistributed port', in6(inner6({ dport: 22 }), 41), 'drop', 'decap_drop_not_service'],
+      [
+        'an inner fragment',
+        in6(inner6({ ext: [{ type: 'fragment', more: true }] }), 41),
+        'drop',
+        'decap_drop_not_service',
+      ],
+      ['to a DVIPA not served here', in6(inner6({ daddr: '2001:db8:10::99' }), 41), 'pass', 'decap_pass_not_ours'],
+      ['to another outer address', in6(inner6(), 41, ROUTER6, '2001:db8:1::99'), 'pass', 'decap_pass_not_ours'],
+      ['not a tunnel', syn6(), 'pass', 'decap_pass_not_ours'],
+      ['inner header broken', in6(Buffer.alloc(40, 0x45), 41), 'pass', 'decap_pass_malformed'],
+    ];
+    for (const [what, frame, action, reason] of cases) {
+      const r = run(frame, 'decap');
+      assert.deepEqual([r.action, r.reason], [action, reason], what);
+      if (action === 'pass') assert.deepEqual(r.frame, frame, `${what}: unchanged`);
+    }
+  });
+});
+
+test('random and mutated IPv6 frames never crash or abort; each gets one counted verdict', () => {
+  let seed = 4242;
+  const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  const valid = [
+    syn6({ sport: 48000 }),
+    syn6({ sport: 48001, ext: [{ type: 'hop' }, { type: 'dest', bodyLength: 22 }] }),
+    syn6({ sport: 48002, ext: [{ type: 'fragment', more: true }] }),
+    buildFrame6({ protocol: 'udp', saddr: CLIENT6, daddr: VIP6, dport: 53, payload: 20, vlan: 3 }),
+    syn6({ sport: 48003, payload: 1500 }),
+  ];
+  const verdicts = new Map<string, number>();
+  for (let i = 0; i < 1500; i++) {
+    let frame: Buffer;
+    if (i % 2) {
+      frame = Buffer.from(valid[i % valid.length]);
+      for (let k = 0; k < 1 + Math.floor(rand() * 4); k++) {
+        // Mostly in the headers, where the parser looks.
+        const at = 12 + Math.floor(rand() * Math.min(frame.length - 12, 100));
+        frame[at] = Math.floor(rand() * 256);
+      }
+      if (rand() < 0.3) frame = frame.subarray(0, 14 + Math.floor(rand() * (frame.length - 14)));
+    } else {
+      frame = Buffer.from(Array.from({ length: 14 + Math.floor(rand() * 160) }, () => Math.floor(rand() * 256)));
+      frame.writeUInt16BE(ETH_P_IPV6, 12);
+      if (rand() < 0.7) frame[14] = 0x60 | (frame[14] & 0x0f);
+    }
+    for (const prog of ['distributor', 'decap'] as const) {
+      const r = run(frame, prog);
+      assert.notEqual(r.action, 'aborted', `frame ${i} (${prog})`);
+      verdicts.set(`${prog}:${r.reason}`, (verdicts.get(`${prog}:${r.reason}`) ?? 0) + 1);
+      if (prog === 'distributor' && r.action === 'redirect') {
+        const outer = readIpv6(r.frame.subarray(14));
+        assert.equal(outer.nexthdr, 41, `frame ${i}: redirected frames are tunnelled`);
+        assert.ok(TARGETS6.includes(outer.dst), `frame ${i}: to a target`);
+      }
+    }
+  }
+  assert.ok((verdicts.get('distributor:pass_malformed') ?? 0) > 0, 'malformed frames seen and counted');
+});
