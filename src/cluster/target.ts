@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import type { FastPath } from '../dataplane/fastpath.js';
 import { serviceName, type Service } from '../net/service.js';
+import { hostAddress } from '../net/iproute.js';
 import type { NodeSpec } from '../config/model.js';
 import { isTarget, type DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type DvipaChange, type Message, type ServiceRef, type VipaList } from './messages.js';
@@ -109,12 +110,14 @@ export class TargetRole {
     this.serving.add(dvipa);
     this.startEvents();
     // Bound on lo, never answered for by ARP: the routing node owns the address on the wire.
+    // IPv6 needs no setting: Linux answers a Neighbour Solicitation only for an address of
+    // the interface it came in on, never for one on lo.
     for (const [key, value] of [
       ['arp_ignore', '1'],
       ['arp_announce', '2'],
     ])
       fs.writeFileSync(`/proc/sys/net/ipv4/conf/all/${key}`, value);
-    execFileSync('ip', ['addr', 'replace', `${dvipa}/32`, 'dev', 'lo']);
+    execFileSync('ip', ['addr', 'replace', ...hostAddress(dvipa), 'dev', 'lo']);
     this.fp.serve(dvipa);
     for (const ifname of this.node.internal) this.fp.attach('decap', ifname);
   }
