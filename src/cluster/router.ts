@@ -13,7 +13,7 @@ import { CrtOrigin } from '../dataplane/structs.js';
 import { IPPROTO, type Flow } from '../net/flow.js';
 import { serviceName, type Service } from '../net/service.js';
 import type { VdptRow } from './views.js';
-import type { ClusterConfig, NodeSpec, VipaDistribute } from '../config/model.js';
+import { clusterAddressFor, type ClusterConfig, type NodeSpec, type VipaDistribute } from '../config/model.js';
 import type { DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type Conns, type Message, type SrvStat } from './messages.js';
 import { connKey, servicesOf } from './services.js';
@@ -122,7 +122,7 @@ export class RoutingRole {
     this.nexthops.start();
     const distribute = distributionOf(plan, this.node.name);
     this.dvipas.set(plan.address, { distribute, epoch: 0 });
-    const everyNode = this.config.nodes.map((n) => ({ xcf: n.xcf }));
+    const everyNode = this.config.nodes.map((n) => ({ xcf: clusterAddressFor(n, plan.address) }));
     for (const node of candidatesOf(plan)) {
       if (!this.dpts.has(node)) this.dpts.set(node, new Dpt());
       for (const d of distributionOf(plan, node)) {
@@ -203,7 +203,7 @@ export class RoutingRole {
 
   private candidateTargets(dvipa: string): string[] {
     const ds = this.dvipas.get(dvipa)?.distribute ?? [];
-    if (ds.some((d) => d.destinations === 'all')) return this.config.nodes.map((n) => n.xcf);
+    if (ds.some((d) => d.destinations === 'all')) return this.config.nodes.map((n) => clusterAddressFor(n, dvipa));
     return [...new Set(ds.flatMap((d) => (d.destinations === 'all' ? [] : d.destinations.map((x) => x.xcf))))];
   }
 
@@ -348,9 +348,14 @@ export class RoutingRole {
     }
   }
 
-  /** A target's NEWCONN/TERMCONN. */
-  onConns(xcf: string, body: Conns): void {
-    this.applyConns(xcf, body.full, body.added, body.removed);
+  /**
+   * A target's NEWCONN/TERMCONN. `named`: the target has other cluster addresses too, and
+   * `xcf` takes only the connections of services whose targets name it.
+   */
+  onConns(xcf: string, body: Conns, named = false): void {
+    const mine = (cs: ConnRef[]) =>
+      named ? cs.filter((c) => this.fp.targetIndexOf(this.svcIdOf(c) ?? -1, xcf) !== 0) : cs;
+    this.applyConns(xcf, body.full, mine(body.added), mine(body.removed));
     if (body.full) {
       this.synced.set(xcf, { srvstat: this.synced.get(xcf)?.srvstat ?? false, conns: true });
       if (this.deferred.size) this.pushDeferred(false);

@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import type { FastPath } from '../dataplane/fastpath.js';
 import { serviceName, type Service } from '../net/service.js';
 import { hostAddress } from '../net/iproute.js';
-import type { NodeSpec } from '../config/model.js';
+import { clusterAddresses, type NodeSpec } from '../config/model.js';
 import { isTarget, type DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type DvipaChange, type Message, type ServiceRef, type VipaList } from './messages.js';
 import { connectionsOn, listensOn, readSockets } from './sockets.js';
@@ -64,8 +64,8 @@ export class TargetRole {
     private readonly opts: TargetOptions,
     private readonly log: Logger,
     private readonly deliver: (router: string, m: Message) => void,
-    /** A peer's cluster address, by name. */
-    private readonly xcfOf: (node: string) => string | undefined,
+    /** A peer's cluster addresses (IPv4 and/or IPv6), by name. */
+    private readonly addressesOf: (node: string) => string[],
   ) {}
 
   start(): void {
@@ -77,7 +77,7 @@ export class TargetRole {
   /** Decapsulation only from the routing nodes of what this node serves, for those services. */
   private allowDecap(): void {
     const services = this.myServices();
-    const routers = [...services.keys()].map(this.xcfOf).filter((x): x is string => x !== undefined);
+    const routers = [...services.keys()].flatMap(this.addressesOf);
     this.fp.allowDecap(routers, [...services.values()].flat());
   }
 
@@ -240,7 +240,7 @@ export class TargetRole {
     for (const d of list.dvipas) {
       if (d.epoch > 0 && !this.heard(router, d.address, d.epoch, 'VIPA list')) continue;
       for (const s of d.services) {
-        if (s.targets === 'all' || s.targets.includes(this.node.xcf))
+        if (s.targets === 'all' || clusterAddresses(this.node).some((a) => s.targets.includes(a)))
           mine.push({ vip: d.address, port: s.port, protocol: s.protocol });
       }
     }

@@ -132,6 +132,11 @@ export function clusterAddresses(n: { xcf: string; xcf6?: string }): string[] {
   return n.xcf6 === undefined ? [n.xcf] : [n.xcf, n.xcf6];
 }
 
+/** DESTIP ALL's address of a node for `dvipa`: of the DVIPA's family where the node has one (no change of family in the tunnel). */
+export function clusterAddressFor(n: { xcf: string; xcf6?: string }, dvipa: string): string {
+  return ipFamily(dvipa) === 6 && n.xcf6 !== undefined ? n.xcf6 : n.xcf;
+}
+
 /** IPv6 interface names as z/OS takes them: a letter first, at most 16 characters. */
 export const INTERFACE_NAME = /^[A-Za-z@#$][\w@#$]{0,15}$/;
 
@@ -186,6 +191,7 @@ export function validate(
   const names = new Set<string>();
   const xcfs = new Set<string>();
   const known = new Set([...cfg.nodes, ...cfg.peers].flatMap(clusterAddresses));
+  const holder = new Map([...cfg.nodes, ...cfg.peers].flatMap((x) => clusterAddresses(x).map((a) => [a, x.name])));
   const owner = new Map<string, string>();
   // z/OS: an IPv6 DVIPA's backups name the interface its VIPADEFINE names.
   const interfaces = new Map<string, { name: string; node: string }>();
@@ -220,10 +226,22 @@ export function validate(
     }
     for (const d of n.vipaDynamic.distribute) {
       if (d.destinations === 'all') continue;
+      const named = new Map<string, string>();
       for (const t of d.destinations) {
         if (!known.has(t.xcf))
           add(i, `distribute ${d.address}`, `DESTIP ${t.xcf} is not the cluster address of any node or peer`);
+        const whose = holder.get(t.xcf);
+        const other = whose && named.get(whose);
+        if (other !== undefined && other !== t.xcf)
+          add(i, `distribute ${d.address}`, `DESTIP ${other} and ${t.xcf} are both ${whose}'s: name a target once`);
+        if (whose) named.set(whose, t.xcf);
       }
+    }
+    // Agents connect over a family both ends have.
+    const families = (x: { xcf: string; xcf6?: string }) => new Set(clusterAddresses(x).map(ipFamily));
+    for (const other of [...cfg.nodes.slice(i + 1), ...cfg.peers]) {
+      if (!n.xcf || !other.xcf || [...families(n)].some((f) => families(other).has(f))) continue;
+      add(i, 'node', `${n.name} (${n.xcf}) and ${other.name} (${other.xcf}) have no cluster address of one family`);
     }
   });
   cfg.nodes.forEach((n, i) => {

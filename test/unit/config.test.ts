@@ -290,6 +290,15 @@ test('every error form, each with its line, column and what was expected', () =>
       'NODE n1 XCF 10.1.0.1 2001:db8::1\nNODE n2 XCF 10.1.0.2 2001:DB8::1',
       /^f:2:1: cluster address 2001:db8::1 is used by two nodes/,
     ],
+    [
+      'NODE n1 XCF 10.1.0.1\nNODE n2 XCF 2001:db8::2',
+      /^f:1:1: n1 \(10.1.0.1\) and n2 \(2001:db8::2\) have no cluster address of one family/,
+    ],
+    [
+      node('VIPADEF DV6 2001:db8:9::1\nVIPADIST DV6 PORT 80 DESTIP 10.1.0.5 2001:db8::2') +
+        'PEER t5 XCF 10.1.0.5 2001:db8::2\n',
+      /^f:4:1: DESTIP 10.1.0.5 and 2001:db8::2 are both t5's: name a target once/,
+    ],
     ['VIPADynamic\nENDVIPADynamic', /^f:1:1: expected a NODE statement before VIPADynamic/],
     [
       'NODE n1 XCF 10.1.0.1\nVIPADEF 255.255.255.0 198.51.100.1',
