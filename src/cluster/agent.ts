@@ -109,7 +109,7 @@ export class Agent {
     this.admission = new Admission(opts.config, this.plans);
     this.refusals = new Refusals(this.log, 'peer message refused');
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
-    this.crtWalker = new CrtWalker(this.fp.crt.fd);
+    this.crtWalker = new CrtWalker(this.fp.crt.fd, this.fp.crt6.fd);
     const others = [...opts.config.nodes.filter((n) => n.name !== node.name), ...opts.config.peers];
     const port = opts.port ?? DEFAULTS.port;
     const withHost6 = (x: { xcf6?: string }) => (x.xcf6 === undefined ? {} : { host6: x.xcf6 });

@@ -3,12 +3,13 @@
  * and reading them all takes the better part of a second: on the agent's event loop that
  * is a lease that expires (ownership flaps) while a metrics scraper counts. So counts and
  * listings run in a worker thread, on the same map (a file descriptor is the process's),
- * and the event loop only waits for the answer.
+ * and the event loop only waits for the answer. Both CRTs: the IPv4 one, then the IPv6 one
+ * (crt6), as one table.
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { BpfMap } from './map.js';
-import { crtEntry, flow, type CrtEntry } from './structs.js';
+import { crt6Entry, crtEntry, flow, flow6, type CrtEntry } from './structs.js';
 import type { Flow } from '../net/flow.js';
 
 export interface CrtFilter {
@@ -29,27 +30,32 @@ interface Answer {
   error?: string;
 }
 
-function walk(crt: BpfMap<Flow, CrtEntry>, { id, filter, limit }: Request): Answer {
+function walk(crts: Array<BpfMap<Flow, CrtEntry>>, { id, filter, limit }: Request): Answer {
   const entries: Array<[Flow, CrtEntry]> = [];
   let total = 0;
   if (!filter.dvipa && !filter.port && !filter.client && limit === 0) {
-    for (const b of crt.rawBatches()) total += b.count;
+    for (const crt of crts) for (const b of crt.rawBatches()) total += b.count;
     return { id, total, entries };
   }
-  for (const [k, v] of crt.entries()) {
-    if (filter.dvipa && k.daddr !== filter.dvipa) continue;
-    if ((filter.port && k.dport !== filter.port) || (filter.client && k.saddr !== filter.client)) continue;
-    total++;
-    if (entries.length < limit) entries.push([k, v]);
-  }
+  for (const crt of crts)
+    for (const [k, v] of crt.entries()) {
+      if (filter.dvipa && k.daddr !== filter.dvipa) continue;
+      if ((filter.port && k.dport !== filter.port) || (filter.client && k.saddr !== filter.client)) continue;
+      total++;
+      if (entries.length < limit) entries.push([k, v]);
+    }
   return { id, total, entries };
 }
 
 if (!isMainThread && (workerData as { crtFd?: number } | null)?.crtFd !== undefined) {
-  const crt = new BpfMap('crt', (workerData as { crtFd: number }).crtFd, flow, crtEntry);
+  const { crtFd, crt6Fd } = workerData as { crtFd: number; crt6Fd?: number };
+  const crts = [
+    new BpfMap('crt', crtFd, flow, crtEntry),
+    ...(crt6Fd === undefined ? [] : [new BpfMap('crt6', crt6Fd, flow6, crt6Entry)]),
+  ];
   parentPort!.on('message', (req: Request) => {
     try {
-      parentPort!.postMessage(walk(crt, req));
+      parentPort!.postMessage(walk(crts, req));
     } catch (e) {
       parentPort!.postMessage({ id: req.id, total: 0, entries: [], error: (e as Error).message });
     }
@@ -65,7 +71,10 @@ export class CrtWalker {
   private readonly inFlight = new Set<Promise<Answer>>();
   private readonly pending = new Map<number, { resolve: (a: Answer) => void; reject: (e: Error) => void }>();
 
-  constructor(private readonly crtFd: number) {}
+  constructor(
+    private readonly crtFd: number,
+    private readonly crt6Fd?: number,
+  ) {}
 
   /** Entries matching `filter`, at most `limit` of them, and how many matched in all. */
   async select(filter: CrtFilter, limit: number): Promise<{ total: number; entries: Array<[Flow, CrtEntry]> }> {
@@ -116,7 +125,7 @@ export class CrtWalker {
   }
 
   private start(): Worker {
-    const w = new Worker(fileURLToPath(import.meta.url), { workerData: { crtFd: this.crtFd } });
+    const w = new Worker(fileURLToPath(import.meta.url), { workerData: { crtFd: this.crtFd, crt6Fd: this.crt6Fd } });
     w.on('message', (a: Answer) => {
       this.pending.get(a.id)?.resolve(a);
       this.pending.delete(a.id);
