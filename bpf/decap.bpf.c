@@ -16,33 +16,17 @@
 
 #define VLAN_ETH_HLEN ((int)(sizeof(struct ethhdr) + sizeof(struct vlan_hdr)))
 
-static __always_inline void count_served(const struct dvipa_svc_key *key, __u32 len)
+/* Into served_stats or served_stats6 (the key of its family). */
+static __always_inline void count_served(void *stats, const void *key, __u32 len)
 {
-	struct dvipa_served_stats *st = bpf_map_lookup_elem(&served_stats, key);
+	struct dvipa_served_stats *st = bpf_map_lookup_elem(stats, key);
 
 	if (!st) {
 		struct dvipa_served_stats fresh = {};
 
 		/* Full (more ports than DVIPA_MAX_SERVED_PORTS): this one goes uncounted. */
-		bpf_map_update_elem(&served_stats, key, &fresh, BPF_NOEXIST);
-		st = bpf_map_lookup_elem(&served_stats, key);
-		if (!st)
-			return;
-	}
-	st->packets++;
-	st->bytes += len;
-}
-
-/* IPv6 served_stats: as count_served. */
-static __always_inline void count_served6(const struct dvipa_svc6_key *key, __u32 len)
-{
-	struct dvipa_served_stats *st = bpf_map_lookup_elem(&served_stats6, key);
-
-	if (!st) {
-		struct dvipa_served_stats fresh = {};
-
-		bpf_map_update_elem(&served_stats6, key, &fresh, BPF_NOEXIST);
-		st = bpf_map_lookup_elem(&served_stats6, key);
+		bpf_map_update_elem(stats, key, &fresh, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(stats, key);
 		if (!st)
 			return;
 	}
@@ -88,7 +72,7 @@ static __always_inline int check_inner4(struct cursor *c, int router)
 	if (!key.port ||
 	    (!bpf_map_lookup_elem(&decap_services, &key) && !bpf_map_lookup_elem(&decap_services, &any_port)))
 		return verdict(XDP_DROP, DVIPA_R_DECAP_DROP_NOT_SERVICE);
-	count_served(&key, ntohs_bounded(inner->tot_len));
+	count_served(&served_stats, &key, ntohs_bounded(inner->tot_len));
 	return -1;
 }
 
@@ -115,7 +99,7 @@ static __always_inline int check_inner6(struct cursor *c, int router)
 	if (!key.port ||
 	    (!bpf_map_lookup_elem(&decap_services6, &key) && !bpf_map_lookup_elem(&decap_services6, &any_port)))
 		return verdict(XDP_DROP, DVIPA_R_DECAP_DROP_NOT_SERVICE);
-	count_served6(&key, sizeof(*inner) + ntohs_bounded(inner->payload_len));
+	count_served(&served_stats6, &key, sizeof(*inner) + ntohs_bounded(inner->payload_len));
 	return -1;
 }
 

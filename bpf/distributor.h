@@ -333,7 +333,8 @@ static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 c
 		.target = target, .target_idx = target_idx, .last_ns = bpf_ktime_get_coarse_ns(),
 	};
 
-	if (a && a->target == target) {
+	/* An IPv6 target has no IPv4 address (0): its index tells it. */
+	if (a && a->target == target && (target || a->target_idx == target_idx)) {
 		a->last_ns = fresh.last_ns;
 		return;
 	}
@@ -453,16 +454,24 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		void *table = bpf_map_lookup_elem(&maglev, &svc->id);
 		__u32 *slot_idx = table ? bpf_map_lookup_elem(table, &slot) : NULL;
 
+		if (svc->flags & DVIPA_SVC_V6_TARGETS) {
+			int established = established_4in6(ctx, cfg, svc, st, &flow, l2len, iph, len);
+
+			if (established >= 0)
+				return established;
+		}
 		st->crt_miss++;
 		idx = first && svc->affinity_s ? affine_target(svc, iph->saddr) : 0;
 		t = target_at(idx);
 		/* An affinity to an index freed since (its target left) is no affinity. */
-		if (!t || t->svc_id != svc->id || !t->addr) {
+		if (!t || t->svc_id != svc->id || !target_live(t)) {
 			idx = slot_idx ? *slot_idx : 0;
 			t = target_at(idx);
-			if (!t || !t->addr)
+			if (!t || !target_live(t))
 				return drop(st, DVIPA_R_DROP_NO_TARGET);
 		}
+		if (t->family == AF_INET6)
+			return new_4in6(ctx, cfg, svc, st, &flow, t, idx, first, l2len, iph, len);
 		target = t->addr;
 		/* A recovered packet's target is a guess: it must not become the client's affinity. */
 		if (svc->affinity_s && first)

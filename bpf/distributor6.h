@@ -8,7 +8,8 @@
  *  - fragments (a fragment header) to a distributed DVIPA are counted and passed to the
  *    stack (the issue's choice for IPv6: no ports to match them to a connection);
  *  - the packet goes to the target in the target's cluster family: IPv6-in-IPv6, or
- *    IPv6-in-IPv4 (protocol 41) to an IPv4 target;
+ *    IPv6-in-IPv4 (protocol 41) to an IPv4 target; IPv4 flows to IPv6 targets are
+ *    IPv4-in-IPv6 (see DVIPA_SVC_V6_TARGETS);
  *  - too big once encapsulated: ICMPv6 packet too big back to the client (IPv6 routers
  *    never fragment, so there is no DF to look at);
  *  - Neighbour Solicitations for a DVIPA whose fencing deadline has passed are dropped, as
@@ -200,15 +201,25 @@ static __always_inline int pkt_too_big(struct xdp_md *ctx, int l2len, __u32 mtu)
 	return XDP_TX;
 }
 
+/* What encap_forward6 carries: the family of the inner packet, and for IPv4 its DF bit. */
+enum inner_kind {
+	INNER_IPV6,
+	INNER_IPV4,
+	INNER_IPV4_DF,
+};
+
 /*
- * Prepend the outer header in the target's family (IPv6, or IPv4 with protocol 41) and
- * send the packet on. `target` is the target's address (IPv4-mapped for IPv4); `t` its
- * index's entry when it still holds that target, else NULL (the FIB is then asked).
+ * Prepend the outer header in the target's family (IPv6, or IPv4) and send the packet on.
+ * `target` is the target's address (IPv4-mapped for IPv4); `t` its index's entry when it
+ * still holds that target, else NULL (the FIB is then asked). Too big: ICMPv6 packet too
+ * big for IPv6 inside, ICMP fragmentation needed (DF) or a drop for IPv4 inside.
  */
 static __always_inline int encap_forward6(struct xdp_md *ctx, const struct dvipa_config *cfg,
 					  struct dvipa_svc_stats *st, const struct dvipa_in6 *target,
-					  const struct dvipa_target *t, int l2len, __u32 inner_len, __u8 tclass)
+					  const struct dvipa_target *t, int l2len, __u32 inner_len, __u8 tclass,
+					  enum inner_kind inner)
 {
+	__u8 tunnelled = inner == INNER_IPV6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
 	struct dvipa_target looked_up = {};
 	const struct dvipa_target *nh = t;
 	int v4 = in6_is_v4mapped(target);
@@ -234,6 +245,14 @@ static __always_inline int encap_forward6(struct xdp_md *ctx, const struct dvipa
 		nh = &looked_up;
 	}
 	if (inner_len + outer_len > nh->mtu) {
+		if (inner == INNER_IPV4)
+			return drop(st, DVIPA_R_DROP_TOO_BIG);
+		if (inner == INNER_IPV4_DF) {
+			if (frag_needed(ctx, l2len, nh->mtu - outer_len) != XDP_TX)
+				return drop(st, DVIPA_R_DROP_ENCAP);
+			st->frag_needed++;
+			return verdict(XDP_TX, DVIPA_R_TX_FRAG_NEEDED);
+		}
 		if (pkt_too_big(ctx, l2len, nh->mtu - outer_len) != XDP_TX)
 			return drop(st, DVIPA_R_DROP_ENCAP);
 		st->frag_needed++;
@@ -252,7 +271,7 @@ static __always_inline int encap_forward6(struct xdp_md *ctx, const struct dvipa
 		if ((void *)(outer + 1) > data_end)
 			return drop(st, DVIPA_R_DROP_ENCAP);
 		eth->h_proto = bpf_htons(ETH_P_IP);
-		write_outer4(outer, cfg, dst4, IPPROTO_IPV6, tclass, inner_len);
+		write_outer4(outer, cfg, dst4, tunnelled, tclass, inner_len);
 	} else {
 		struct ipv6hdr *outer = (void *)(eth + 1);
 
@@ -261,7 +280,7 @@ static __always_inline int encap_forward6(struct xdp_md *ctx, const struct dvipa
 		eth->h_proto = bpf_htons(ETH_P_IPV6);
 		*(__be32 *)outer = bpf_htonl(0x60000000 | ((__u32)tclass << 20));
 		outer->payload_len = bpf_htons(inner_len);
-		outer->nexthdr = IPPROTO_IPV6;
+		outer->nexthdr = tunnelled;
 		outer->hop_limit = 64;
 		__builtin_memcpy(&outer->saddr, &cfg->cluster_addr6, sizeof(outer->saddr));
 		__builtin_memcpy(&outer->daddr, target, sizeof(outer->daddr));
@@ -277,6 +296,88 @@ static __always_inline int is_self6(const struct dvipa_config *cfg, const struct
 	if (in6_is_v4mapped(target))
 		return target->w[3] == cfg->cluster_addr;
 	return in6_eq(target, &cfg->cluster_addr6);
+}
+
+/* A new connection's counters, where its CRT entry was made (or raced by another CPU's). */
+static __always_inline void count_insert(struct dvipa_svc_stats *st, __u32 idx, __u32 len, int first, int inserted)
+{
+	if (first)
+		st->crt_new++;
+	else
+		st->recovered++;
+	count_target(idx, len, first && inserted);
+}
+
+static __always_inline void flow6_of4(const struct dvipa_flow *f, struct dvipa_flow6 *out)
+{
+	in6_set_v4mapped(&out->saddr, f->saddr);
+	in6_set_v4mapped(&out->daddr, f->daddr);
+	out->sport = f->sport;
+	out->dport = f->dport;
+	out->proto = f->proto;
+}
+
+/* An IPv4 packet on to an IPv6 target (or this node itself). */
+static __always_inline int forward_4in6(struct xdp_md *ctx, const struct dvipa_config *cfg,
+					struct dvipa_svc_stats *st, const struct dvipa_in6 *target,
+					const struct dvipa_target *t, int l2len, const struct iphdr *iph)
+{
+	if (is_self6(cfg, target))
+		return verdict(XDP_PASS, DVIPA_R_PASS_LOCAL_TARGET);
+	return encap_forward6(ctx, cfg, st, target, t, l2len, ntohs_bounded(iph->tot_len), iph->tos,
+			      (iph->frag_off & bpf_htons(IP_DF)) ? INNER_IPV4_DF : INNER_IPV4);
+}
+
+/*
+ * An IPv4 flow of a service with IPv6 targets, not in `crt`: forwarded if crt6 has its
+ * entry (under the IPv4-mapped 5-tuple); -1 if it has none.
+ */
+static __always_inline int established_4in6(struct xdp_md *ctx, const struct dvipa_config *cfg,
+					    const struct dvipa_svc *svc, struct dvipa_svc_stats *st,
+					    const struct dvipa_flow *flow, int l2len, const struct iphdr *iph, __u32 len)
+{
+	struct dvipa_flow6 key = {};
+	struct dvipa_crt6_entry *entry;
+	const struct dvipa_target *t;
+	struct dvipa_in6 target;
+
+	flow6_of4(flow, &key);
+	entry = bpf_map_lookup_elem(&crt6, &key);
+	if (!entry)
+		return -1;
+	st->crt_hit++;
+	target = entry->target;
+	t = target_at(entry->target_idx);
+	if (t && !target_is(t, &target))
+		t = NULL;
+	if (svc->affinity_s)
+		touch_affinity(svc, flow->saddr, in6_is_v4mapped(&target) ? target.w[3] : 0, entry->target_idx);
+	count_target(entry->target_idx, len, 0);
+	return forward_4in6(ctx, cfg, st, &target, t, l2len, iph);
+}
+
+/* A new IPv4 connection (or a recovered one) placed on the IPv6 target at `idx`. */
+static __always_inline int new_4in6(struct xdp_md *ctx, const struct dvipa_config *cfg,
+				    const struct dvipa_svc *svc, struct dvipa_svc_stats *st,
+				    const struct dvipa_flow *flow, const struct dvipa_target *t, __u32 idx, int first,
+				    int l2len, const struct iphdr *iph, __u32 len)
+{
+	struct dvipa_flow6 key = {};
+	struct dvipa_crt6_entry fresh = {};
+	int inserted;
+
+	flow6_of4(flow, &key);
+	/* A recovered packet's target is a guess: it must not become the client's affinity. */
+	if (svc->affinity_s && first)
+		touch_affinity(svc, flow->saddr, 0, idx);
+	fresh.target = t->addr6;
+	fresh.target_idx = idx;
+	fresh.svc_id = svc->id;
+	fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
+	fresh.created_ns = bpf_ktime_get_coarse_ns();
+	inserted = !bpf_map_update_elem(&crt6, &key, &fresh, BPF_NOEXIST);
+	count_insert(st, idx, len, first, inserted);
+	return forward_4in6(ctx, cfg, st, &fresh.target, t, l2len, iph);
 }
 
 /* An IPv6 frame, the cursor past L2: the IPv6 counterpart of the rest of dvipa_distribute. */
@@ -397,16 +498,12 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 		fresh.created_ns = bpf_ktime_get_coarse_ns();
 		/* Another CPU may have raced us to it: its entry is as good as ours, and it counts it. */
 		inserted = !bpf_map_update_elem(&crt6, &flow, &fresh, BPF_NOEXIST);
-		if (first)
-			st->crt_new++;
-		else
-			st->recovered++;
-		count_target(idx, l2len + len, first && inserted);
+		count_insert(st, idx, l2len + len, first, inserted);
 	}
 	/* The routing node among its own targets: its stack serves the flow (see dvipa_distribute). */
 	if (is_self6(cfg, &target))
 		return verdict(XDP_PASS, DVIPA_R_PASS_LOCAL_TARGET);
-	return encap_forward6(ctx, cfg, st, &target, t, l2len, len, tclass);
+	return encap_forward6(ctx, cfg, st, &target, t, l2len, len, tclass, INNER_IPV6);
 
 truncated_l4:
 	if (bpf_map_lookup_elem(&routed6, &flow.daddr))

@@ -65,7 +65,15 @@ struct dvipa_served_stats {
 struct dvipa_svc {
 	__u32 id;          /* index into maglev and svc_stats */
 	__u32 affinity_s;  /* TIMEDAFFINITY: a client's new connections follow its last target for this long; 0 = off */
+	__u32 flags;       /* DVIPA_SVC_* */
 };
+
+/*
+ * Some targets of the service are IPv6. An IPv4 flow to one is IPv4-in-IPv6, and its CRT
+ * entry, which needs room for an IPv6 target, is in crt6 under the IPv4-mapped 5-tuple:
+ * only IPv4 services with this flag look there when `crt` has no entry.
+ */
+#define DVIPA_SVC_V6_TARGETS 1
 
 /* TIMEDAFFINITY: the target a client of a service used last, and when. */
 struct dvipa_affinity_key {

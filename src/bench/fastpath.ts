@@ -21,9 +21,10 @@ import type { Service } from '../net/service.js';
 import { struct } from '../dataplane/codec.js';
 import type { WorkerResult, WorkerRun } from './fastpath-worker.js';
 import { XDP_ACTIONS, xdpContext, type XdpAction } from '../dataplane/testrun.js';
-import { createRouterNs, ROUTER_NET } from '../lab/router-ns.js';
+import { createRouterNs, ROUTER_NET, ROUTER_NET6 } from '../lab/router-ns.js';
 import { netnsPath } from '../lab/netns.js';
 import { buildFrame, FRAME_OFFSETS } from '../net/packet.js';
+import { buildFrame6 } from '../net/packet6.js';
 import { withCleanup } from '../lab/cleanup.js';
 
 export enum BenchMode {
@@ -75,12 +76,19 @@ export interface FastpathBench {
   repeat: number;
   rounds: number;
   paths: PathFigure[];
+  /** IPv6 established connection over IPv4's, on one CPU (issue 15's goal: at most 1.3). */
+  v6OverV4: number;
   parallel: { cpus: number; paths: ParallelFigure[] };
 }
 
 const VIP = '192.0.2.10';
 const TARGETS = ['198.18.1.11', '198.18.1.12', '198.18.1.13'];
 const SERVICE: Service = { vip: VIP, port: 80, protocol: 'tcp' };
+const VIP6 = '2001:db8:10::10';
+const TARGETS6 = ['2001:db8:1::11', '2001:db8:1::12', '2001:db8:1::13'];
+const SERVICE6: Service = { vip: VIP6, port: 80, protocol: 'tcp' };
+/** Where a new flow's source varies in an IPv6 frame: the last word of the address, and the port. */
+const FRAME6_OFFSETS = { saddr: 14 + 8 + 12, sport: 14 + 40 } as const;
 
 interface PathSpec {
   path: string;
@@ -89,6 +97,8 @@ interface PathSpec {
   mode: BenchMode;
   frame: Buffer;
   expect: XdpAction;
+  /** Where NewFlow writes the source address and port (default: an IPv4 frame's). */
+  offsets?: { saddr: number; sport: number };
 }
 
 function median(xs: number[]): number {
@@ -104,7 +114,7 @@ export async function benchFastpath(opts: {
 }): Promise<FastpathBench> {
   const tag = `dvipa-bench-${process.pid}-`;
   const pinRoot = `/sys/fs/bpf/${tag}pins`;
-  const rns = createRouterNs(tag, TARGETS);
+  const rns = createRouterNs(tag, TARGETS, TARGETS6);
   let obj: BpfObject | undefined;
   let fp: FastPath | undefined;
   const cleanup = () => {
@@ -116,20 +126,25 @@ export async function benchFastpath(opts: {
   return withCleanup(cleanup, async () => {
     const bench = (obj = loadObject('bench', { pinRoot }));
     fp = FastPath.open({ pinRoot, netnsPath: netnsPath(rns.ns) });
-    fp.configure({ clusterAddr: rns.clusterAddr });
+    fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: ROUTER_NET6.clusterAddr });
     rns.inside(() => fp!.enableEgress(rns.int));
     fp.setTargets(
       SERVICE,
       TARGETS.map((addr) => ({ addr, weight: 1 })),
     );
+    fp.setTargets(
+      SERVICE6,
+      TARGETS6.map((addr) => ({ addr, weight: 1 })),
+    );
     const ctlFd = bench.mapFd('bench_ctl');
     const cpus = sys.numPossibleCpus('bench_ctl');
     const stride = Math.ceil(benchCtl.size / 8) * 8;
     /** Each CPU's copy of the control: its own range of `repeat` new flows from `seq` up. */
-    const setCtl = (mode: BenchMode, seq: number) => {
+    const setCtl = (s: PathSpec, seq: number) => {
       const value = Buffer.alloc(stride * cpus);
+      const off = s.offsets ?? FRAME_OFFSETS;
       for (let c = 0; c < cpus; c++) {
-        const ctl = { mode, saddrOff: FRAME_OFFSETS.saddr, sportOff: FRAME_OFFSETS.sport, seq: seq + c * opts.repeat };
+        const ctl = { mode: s.mode, saddrOff: off.saddr, sportOff: off.sport, seq: seq + c * opts.repeat };
         benchCtl.encode(ctl, value, c * stride);
       }
       sys.mapUpdate('bench_ctl', ctlFd, Buffer.alloc(4), value);
@@ -139,6 +154,10 @@ export async function benchFastpath(opts: {
     const syn = buildFrame({ ...flow, tcpFlags: { syn: true } });
     const ack = buildFrame({ ...flow, tcpFlags: { ack: true } });
     const other = buildFrame({ ...flow, daddr: '198.18.0.2', dport: 22, tcpFlags: { ack: true } });
+    const flow6 = { saddr: ROUTER_NET6.client, daddr: VIP6, sport: 40000, dport: 80 };
+    const syn6 = buildFrame6({ ...flow6, syn: true });
+    const ack6 = buildFrame6({ ...flow6, ack: true });
+    const other6 = buildFrame6({ ...flow6, daddr: '2001:db8::2', dport: 22, ack: true });
     const specs: PathSpec[] = [
       {
         path: 'baseline',
@@ -188,6 +207,40 @@ export async function benchFastpath(opts: {
         frame: other,
         expect: 'pass',
       },
+      {
+        path: 'syn6',
+        describe: 'IPv6 new connection: SYN, CRT miss, Maglev, CRT insert, IPv6-in-IPv6',
+        program: 'bench_distributor',
+        mode: BenchMode.NewFlow,
+        frame: syn6,
+        expect: 'redirect',
+        offsets: FRAME6_OFFSETS,
+      },
+      {
+        path: 'crt_hit6',
+        describe: 'IPv6 established connection: CRT hit, IPv6-in-IPv6',
+        program: 'bench_distributor',
+        mode: BenchMode.SameFlow,
+        frame: ack6,
+        expect: 'redirect',
+      },
+      {
+        path: 'recovered6',
+        describe: 'IPv6 mid-connection, no CRT entry: recovered by hash',
+        program: 'bench_distributor',
+        mode: BenchMode.NewFlow,
+        frame: ack6,
+        expect: 'redirect',
+        offsets: FRAME6_OFFSETS,
+      },
+      {
+        path: 'pass6',
+        describe: 'IPv6 not for a DVIPA: XDP_PASS',
+        program: 'bench_distributor',
+        mode: BenchMode.SameFlow,
+        frame: other6,
+        expect: 'pass',
+      },
     ];
     const ingress = rns.ifindex(rns.ext);
     const samples = new Map<string, number[]>(specs.map((s) => [s.path, []]));
@@ -213,7 +266,7 @@ export async function benchFastpath(opts: {
     rns.inside(() => {
       for (let round = 0; round < opts.rounds; round++) {
         for (const s of specs) {
-          setCtl(s.mode, seq);
+          setCtl(s, seq);
           seq += opts.repeat * cpus;
           const run = runOf(s);
           const r = sys.progTestRun(s.program, run.fd, {
@@ -250,7 +303,7 @@ export async function benchFastpath(opts: {
     try {
       for (let round = 0; round < opts.rounds; round++) {
         for (const s of specs) {
-          setCtl(s.mode, seq);
+          setCtl(s, seq);
           seq += opts.repeat * cpus;
           const rs = await onAll(runOf(s));
           for (const r of rs) check(s, r.retval);
@@ -272,6 +325,7 @@ export async function benchFastpath(opts: {
       cpu: os.cpus()[0]?.model ?? 'unknown',
       repeat: opts.repeat,
       rounds: opts.rounds,
+      v6OverV4: median(samples.get('crt_hit6')!) / median(samples.get('crt_hit')!),
       paths: specs.map((s) => {
         const ns = median(samples.get(s.path)!);
         return {
@@ -314,6 +368,8 @@ export function formatFastpathBench(b: FastpathBench): string {
     );
   }
   lines.push(
+    '',
+    `IPv6 established / IPv4 established: ${b.v6OverV4.toFixed(2)} (goal: at most 1.3)`,
     '',
     `on all ${b.parallel.cpus} CPUs at once (one pinned thread each)`,
     '',

@@ -43,8 +43,8 @@ const fastpath = command({
       if (!Number.isInteger(v) || v < 1 || v > max)
         throw new CliError(`--${k} must be an integer from 1 to ${max}`, EXIT.usage);
     }
-    // About 35 ns per packet per path over six paths: the bar shows when that exceeds 2 s.
-    const progress = new Progress('fastpath', (2 * a.rounds * a.repeat * 6 * 35) / 1e6);
+    // About 35 ns per packet per path over ten paths: the bar shows when that exceeds 2 s.
+    const progress = new Progress('fastpath', (2 * a.rounds * a.repeat * 10 * 35) / 1e6);
     const r = await benchFastpath({ rounds: a.rounds, repeat: a.repeat, onProgress: (d, t) => progress.update(d / t) });
     progress.done();
     process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatFastpathBench(r)}\n`);

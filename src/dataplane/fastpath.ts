@@ -36,6 +36,7 @@ import {
   svc,
   svc6Key,
   svcKey,
+  SVC_V6_TARGETS,
   svcStats,
   targetEntry,
   targetStats,
@@ -50,6 +51,7 @@ import type {
   NodeConfig,
   Reason,
   ServedStats,
+  Svc,
   SvcKey,
   SvcStats,
   TargetEntry,
@@ -147,9 +149,9 @@ function maglevKeys(): Buffer {
 
 export class FastPath {
   readonly config: BpfMap<number, NodeConfig>;
-  readonly services: BpfMap<SvcKey, { id: number; affinityS: number }>;
+  readonly services: BpfMap<SvcKey, Svc>;
   /** IPv6 services (as `services`; ids, Maglev tables and `targets` are shared with IPv4). */
-  readonly services6: BpfMap<SvcKey, { id: number; affinityS: number }>;
+  readonly services6: BpfMap<SvcKey, Svc>;
   /** DVIPA -> epoch under which this node owns it (0: a backup's warm tables). */
   readonly routed: BpfMap<string, bigint>;
   readonly routed6: BpfMap<string, bigint>;
@@ -302,7 +304,7 @@ export class FastPath {
   }
 
   /** The services map of the DVIPA's family. */
-  private servicesOf(vip: string): BpfMap<SvcKey, { id: number; affinityS: number }> {
+  private servicesOf(vip: string): BpfMap<SvcKey, Svc> {
     return pick({ v4: this.services, v6: this.services6 }, vip);
   }
 
@@ -342,9 +344,10 @@ export class FastPath {
 
     // Every listed target has an index with its next hop resolved before a slot points to it.
     const wanted = new Set(targets.map((t) => canonicalIp(t.addr)));
-    const indexOf = [0, ...addrs.map((a) => this.targetSlot(svcId, a))];
+    const indexOf = new Map([...wanted].map((a) => [a, this.targetSlot(svcId, a)]));
+    const bySlot = [0, ...addrs.map((a) => indexOf.get(a)!)];
     const values = Buffer.alloc(MAGLEV_SIZE * 4);
-    for (let i = 0; i < MAGLEV_SIZE; i++) values.writeUInt32LE(indexOf[slots[i]], i * 4);
+    for (let i = 0; i < MAGLEV_SIZE; i++) values.writeUInt32LE(bySlot[slots[i]], i * 4);
     const inner = sys.mapCreate('maglev(inner)', BPF_MAP_TYPE_ARRAY, 'maglev_table', 4, 4, MAGLEV_SIZE, 0);
     try {
       sys.mapUpdateBatch('maglev(inner)', inner, maglevKeys(), values, MAGLEV_SIZE, BPF_ANY);
@@ -362,11 +365,15 @@ export class FastPath {
       if (routed.get(s.vip) === undefined) routed.set(s.vip, 0n);
       this.log.info({ service: serviceName(s), id }, 'service added');
     }
-    this.servicesOf(s.vip).set(keyOf(s), { id: id!, affinityS });
-    const live = new Set(targets.filter((t) => t.weight > 0).map((t) => canonicalIp(t.addr)));
+    // Once set, kept: IPv4 connections to an IPv6 target that left stay findable in crt6.
+    const old = this.servicesOf(s.vip).get(keyOf(s))?.flags ?? 0;
+    const flags = old | ([...wanted].some(isV6) ? SVC_V6_TARGETS : 0);
+    this.servicesOf(s.vip).set(keyOf(s), { id: id!, affinityS, flags });
+    // By index: an IPv4 client's affinity to an IPv6 target has no IPv4 address to compare.
+    const live = new Set(addrs.map((a) => indexOf.get(a)));
     const affinities = this.affinityOf(s.vip);
     const stale = [...affinities.entries()]
-      .filter(([k, v]) => k.svcId === id && (affinityS === 0 || !live.has(v.target)))
+      .filter(([k, v]) => k.svcId === id && (affinityS === 0 || !live.has(v.targetIdx)))
       .map(([k]) => k);
     if (stale.length) affinities.deleteBatch(stale);
     this.log.debug({ service: serviceName(s), targets }, 'targets set');

@@ -36,13 +36,18 @@ export const svc6Key = struct<SvcKey>('dvipa_svc6_key', [
   ['pad', { pad: 1 }],
 ]);
 
+/** dvipa_svc.flags: some targets are IPv6 (IPv4 flows to them keep their CRT entries in crt6). */
+export const SVC_V6_TARGETS = 1;
+
 export interface Svc {
   id: number;
   affinityS: number;
+  flags: number;
 }
 export const svc = struct<Svc>('dvipa_svc', [
   ['id', 'u32'],
   ['affinityS', 'u32'],
+  ['flags', 'u32'],
 ]);
 
 export interface AffinityKey {
@@ -76,10 +81,13 @@ export const affinity6 = struct<Affinity>('dvipa_affinity6', [
   ['lastNs', 'u64'],
 ]);
 
-/** An IPv6 connection (map crt6): as Flow, addresses IPv6. */
+/**
+ * A connection in crt6: an IPv6 one, or an IPv4 one to an IPv6 target (IPv4-mapped in the
+ * map, dotted here: see DVIPA_SVC_V6_TARGETS).
+ */
 export const flow6 = struct<Flow>('dvipa_flow6', [
-  ['saddr', 'ipv6'],
-  ['daddr', 'ipv6'],
+  ['saddr', 'ip'],
+  ['daddr', 'ip'],
   ['sport', 'be16'],
   ['dport', 'be16'],
   ['proto', 'u8'],

@@ -26,8 +26,24 @@ export const ROUTER_NET = {
   clusterAddr: '198.18.1.1',
 } as const;
 
-/** `targets` get a route and a static neighbour entry (fake MAC) on the internal link. */
-export function createRouterNs(prefix: string, targets: readonly string[]): RouterNs {
+/** The same network in IPv6 (given IPv6 targets). */
+export const ROUTER_NET6 = {
+  external: '2001:db8::2/64',
+  client: '2001:db8::1',
+  internal: '2001:db8:1::1/64',
+  clusterAddr: '2001:db8:1::1',
+} as const;
+
+/** The fake MAC of the i-th target of a family on the internal link. */
+export function targetMac(i: number, family: 4 | 6 = 4): string {
+  return `02:00:00:00:0${family === 4 ? 1 : 6}:${(i + 16).toString(16).padStart(2, '0')}`;
+}
+
+/**
+ * `targets` (IPv4) and `targets6` (IPv6; the namespace then has ROUTER_NET6 too) get a
+ * route and a static neighbour entry (targetMac) on the internal link.
+ */
+export function createRouterNs(prefix: string, targets: readonly string[], targets6: readonly string[] = []): RouterNs {
   const topo = new Topology(prefix);
   try {
     const ns = topo.ns('router');
@@ -36,9 +52,30 @@ export function createRouterNs(prefix: string, targets: readonly string[]): Rout
     sysctl(ns, 'net.ipv4.ip_forward', '1');
     nsIp(ns, 'neigh', 'replace', ROUTER_NET.client, 'lladdr', '02:00:00:00:00:01', 'dev', 'ext0', 'nud', 'permanent');
     targets.forEach((t, i) => {
-      const mac = `02:00:00:00:01:${(i + 16).toString(16).padStart(2, '0')}`;
       nsIp(ns, 'route', 'replace', `${t}/32`, 'dev', 'int0');
-      nsIp(ns, 'neigh', 'replace', t, 'lladdr', mac, 'dev', 'int0', 'nud', 'permanent');
+      nsIp(ns, 'neigh', 'replace', t, 'lladdr', targetMac(i), 'dev', 'int0', 'nud', 'permanent');
+    });
+    if (targets6.length) {
+      sysctl(ns, 'net.ipv6.conf.all.forwarding', '1');
+      nsIp(ns, '-6', 'addr', 'add', ROUTER_NET6.external, 'dev', 'ext0', 'nodad');
+      nsIp(ns, '-6', 'addr', 'add', ROUTER_NET6.internal, 'dev', 'int0', 'nodad');
+      nsIp(
+        ns,
+        '-6',
+        'neigh',
+        'replace',
+        ROUTER_NET6.client,
+        'lladdr',
+        '02:00:00:00:00:01',
+        'dev',
+        'ext0',
+        'nud',
+        'permanent',
+      );
+    }
+    targets6.forEach((t, i) => {
+      nsIp(ns, '-6', 'route', 'replace', `${t}/128`, 'dev', 'int0');
+      nsIp(ns, '-6', 'neigh', 'replace', t, 'lladdr', targetMac(i, 6), 'dev', 'int0', 'nud', 'permanent');
     });
     const inside = <T>(fn: () => T): T => inNetns(ns, fn);
     return {

@@ -146,10 +146,10 @@ test('errors name the operation, the map and the errno', () => {
     for (let i = 0; i < MAX_SERVICES; i++)
       fp.services.set(
         { vip: formatIpv4(0xc0000200 + (i >> 8)), port: (i & 0xff) + 1, proto: 6 },
-        { id: i, affinityS: 0 },
+        { id: i, affinityS: 0, flags: 0 },
       );
     assert.throws(
-      () => fp.services.set({ vip: '192.0.2.250', port: 1, proto: 6 }, { id: 0, affinityS: 0 }),
+      () => fp.services.set({ vip: '192.0.2.250', port: 1, proto: 6 }, { id: 0, affinityS: 0, flags: 0 }),
       (e: unknown) =>
         e instanceof SyscallError &&
         e.code === 'E2BIG' &&

@@ -11,9 +11,9 @@ import type { Service } from '../../src/net/service.js';
 import { CrtOrigin, FENCE_EXPIRED, type Reason } from '../../src/dataplane/structs.js';
 import { buildMaglevIndexed, MAGLEV_SIZE } from '../../src/tables/maglev.js';
 import { runCounted, type XdpAction } from '../../src/dataplane/testrun.js';
-import { createRouterNs, ROUTER_NET, type RouterNs } from '../../src/lab/router-ns.js';
-import { netnsPath, nsIp, sysctl } from '../../src/lab/netns.js';
-import { flowHash6 } from '../../src/tables/flowhash.js';
+import { createRouterNs, ROUTER_NET, ROUTER_NET6, targetMac, type RouterNs } from '../../src/lab/router-ns.js';
+import { netnsPath, nsIp } from '../../src/lab/netns.js';
+import { flowHash, flowHash6 } from '../../src/tables/flowhash.js';
 import { buildFrame, buildIpv4, ETH_P_IP, ETH_P_IPV6, parseFrame } from '../../src/net/packet.js';
 import { buildFrame6, buildIpv6, ethernetAround, NEXTHDR, readIpv6, type Frame6Spec } from '../../src/net/packet6.js';
 import { l4Checksum } from '../../src/net/checksum.js';
@@ -21,8 +21,8 @@ import { parseIpv6 } from '../../src/net/addr.js';
 import { requireRoot, scratchPinRoot, uniquePrefix } from '../helpers/env.js';
 
 const VIP6 = '2001:db8:10::10';
-const CLIENT6 = '2001:db8::1';
-const CLUSTER6 = '2001:db8:1::1';
+const CLIENT6 = ROUTER_NET6.client;
+const CLUSTER6 = ROUTER_NET6.clusterAddr;
 const TARGETS6 = ['2001:db8:1::11', '2001:db8:1::12', '2001:db8:1::13'];
 const TARGETS4 = ['198.18.1.11', '198.18.1.12'];
 const web6: Service = { vip: VIP6, port: 80, protocol: 'tcp' };
@@ -30,7 +30,7 @@ const mixed6: Service = { vip: VIP6, port: 8080, protocol: 'tcp' };
 const dns6: Service = { vip: VIP6, port: 53, protocol: 'udp' };
 const equal6 = TARGETS6.map((addr) => ({ addr, weight: 1 }));
 const v4Targets = TARGETS4.map((addr) => ({ addr, weight: 1 }));
-const macOf6 = (t: string) => `02:00:00:00:06:${(TARGETS6.indexOf(t) + 16).toString(16)}`;
+const macOf6 = (t: string) => targetMac(TARGETS6.indexOf(t), 6);
 
 let rns: RouterNs;
 let fp: FastPath;
@@ -60,6 +60,12 @@ function predicted(targets: Array<{ addr: string; weight: number }>, f: Paramete
   return addrs[slots[flowHash6(f) % MAGLEV_SIZE] - 1];
 }
 
+/** The same for an IPv4 flow. */
+function predictedV4(targets: Array<{ addr: string; weight: number }>, f: Parameters<typeof flowHash>[0]): string {
+  const { slots, addrs } = buildMaglevIndexed(targets);
+  return addrs[slots[flowHash(f) % MAGLEV_SIZE] - 1];
+}
+
 /** Checks an IPv6-in-IPv6 frame carrying `input`'s packet and returns the target. */
 function assertIn6(out: Buffer, input: Buffer, l2in = 14): string {
   assert.equal(out.readUInt16BE(12), ETH_P_IPV6);
@@ -80,16 +86,8 @@ function assertIn6(out: Buffer, input: Buffer, l2in = 14): string {
 
 before(() => {
   requireRoot();
-  rns = createRouterNs(uniquePrefix('tr6'), TARGETS4);
+  rns = createRouterNs(uniquePrefix('tr6'), TARGETS4, TARGETS6);
   const ns = rns.ns;
-  sysctl(ns, 'net.ipv6.conf.all.forwarding', '1');
-  nsIp(ns, '-6', 'addr', 'add', '2001:db8::2/64', 'dev', 'ext0', 'nodad');
-  nsIp(ns, '-6', 'addr', 'add', `${CLUSTER6}/64`, 'dev', 'int0', 'nodad');
-  nsIp(ns, '-6', 'neigh', 'replace', CLIENT6, 'lladdr', '02:00:00:00:00:01', 'dev', 'ext0', 'nud', 'permanent');
-  for (const t of TARGETS6) {
-    nsIp(ns, '-6', 'route', 'replace', `${t}/128`, 'dev', 'int0');
-    nsIp(ns, '-6', 'neigh', 'replace', t, 'lladdr', macOf6(t), 'dev', 'int0', 'nud', 'permanent');
-  }
   ext0 = rns.ifindex('ext0');
   pins = scratchPinRoot('tr6');
   fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 4096, netnsPath: netnsPath(ns) });
@@ -325,6 +323,92 @@ describe('IPv6 distributor', () => {
   });
 });
 
+describe('IPv4 flows to IPv6 targets (IPv4-in-IPv6)', () => {
+  const VIP4 = '192.0.2.30';
+  const web4: Service = { vip: VIP4, port: 80, protocol: 'tcp' };
+  const mixed = [...equal6, ...v4Targets];
+  const syn4 = (sport: number, extra: Partial<Parameters<typeof buildFrame>[0]> = {}) =>
+    buildFrame({
+      saddr: ROUTER_NET.client,
+      daddr: VIP4,
+      sport,
+      dport: 80,
+      tcpFlags: { syn: true },
+      df: true,
+      ...extra,
+    });
+  const flowOf = (sport: number) => ({ saddr: ROUTER_NET.client, daddr: VIP4, sport, dport: 80, proto: 6 });
+
+  before(() => fp.setTargets(web4, mixed));
+  after(() => fp.removeService(web4));
+
+  /** The target of a forwarded frame, IPv6 (checked as IPv4-in-IPv6) or IPv4. */
+  function targetOf(out: Buffer, input: Buffer): string {
+    if (out.readUInt16BE(12) === ETH_P_IP) return parseFrame(out).ipv4!.dst;
+    const outer = readIpv6(out.subarray(14));
+    assert.equal(outer.nexthdr, 4, 'IPv4 in IPv6');
+    assert.equal(outer.src, CLUSTER6);
+    assert.equal(outer.payloadLength, input.length - 14);
+    assert.deepEqual(out.subarray(54), input.subarray(14), 'inner packet carried unchanged');
+    return outer.dst;
+  }
+
+  test("each flow goes to its Maglev target in that target's family; IPv6 targets keep their CRT entries in crt6", () => {
+    const seen = new Set<string>();
+    for (let sport = 50000; sport < 50040; sport++) {
+      const frame = syn4(sport);
+      const r = run(frame);
+      assert.equal(r.reason, 'fwd_redirect');
+      const target = targetOf(r.frame, frame);
+      assert.equal(target, predictedV4(mixed, flowOf(sport)), `sport ${sport}`);
+      seen.add(target);
+      if (TARGETS6.includes(target)) {
+        assert.equal(fp.crt6.get(flowOf(sport))?.target, target);
+        assert.equal(fp.crt.get(flowOf(sport)), undefined);
+      } else assert.equal(fp.crt.get(flowOf(sport))?.target, target);
+    }
+    assert.ok(
+      [...seen].some((t) => TARGETS6.includes(t)) && [...seen].some((t) => TARGETS4.includes(t)),
+      'both families used',
+    );
+  });
+
+  test('an established IPv4 connection to an IPv6 target stays there when the weights change', () => {
+    const sport = [...Array(40).keys()]
+      .map((i) => 51000 + i)
+      .find((p) => TARGETS6.includes(predictedV4(mixed, flowOf(p))))!;
+    const target = targetOf(run(syn4(sport)).frame, syn4(sport));
+    const id = fp.serviceId(web4)!;
+    const hits = fp.serviceStats(id).crtHit;
+    fp.setTargets(
+      web4,
+      mixed.map((t) => ({ ...t, weight: t.addr === target ? 0 : 1 })),
+    );
+    try {
+      const ack = syn4(sport, { tcpFlags: { ack: true }, payload: 50 });
+      assert.equal(targetOf(run(ack).frame, ack), target);
+      assert.equal(fp.serviceStats(id).crtHit, hits + 1n);
+    } finally {
+      fp.setTargets(web4, mixed);
+    }
+  });
+
+  test('too big once in IPv6: ICMP fragmentation needed with DF, else a counted drop', () => {
+    const sport = [...Array(40).keys()]
+      .map((i) => 52000 + i)
+      .find((p) => TARGETS6.includes(predictedV4(mixed, flowOf(p))))!;
+    const big = syn4(sport, { tcpFlags: { ack: true }, payload: 1500 - 20 - 20 - 30 });
+    const r = run(big);
+    assert.deepEqual([r.action, r.reason], ['tx', 'tx_frag_needed']);
+    const icmp = parseFrame(r.frame).ipv4!;
+    assert.deepEqual([icmp.src, icmp.dst, icmp.icmp?.type, icmp.icmp?.code], [VIP4, ROUTER_NET.client, 3, 4]);
+    assert.equal(icmp.icmp?.mtu, 1500 - 40, 'the IPv6 outer header taken off the MTU');
+    assert.ok(icmp.icmp?.checksumOk);
+    const noDf = syn4(sport, { tcpFlags: { ack: true }, payload: 1500 - 20 - 20 - 30, df: false });
+    assert.deepEqual([run(noDf).action, run(noDf).reason], ['drop', 'drop_too_big']);
+  });
+});
+
 describe('IPv6 decap', () => {
   const XCF4 = '198.18.1.11';
   const XCF6 = '2001:db8:1::11';
@@ -352,7 +436,7 @@ describe('IPv6 decap', () => {
     buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 46000, dport: 80, tcpFlags: { syn: true } }).subarray(
       14,
     );
-  const in6 = (inner: Buffer, nh: number, src = ROUTER6, dst = XCF6, vlan?: number) => {
+  const in6 = (inner: Buffer, nh: number, src: string = ROUTER6, dst = XCF6, vlan?: number) => {
     const outer = Buffer.alloc(40);
     outer.writeUInt32BE(0x60000000, 0);
     outer.writeUInt16BE(inner.length, 4);
@@ -383,6 +467,15 @@ describe('IPv6 decap', () => {
     assert.ok(got && got.packets >= 3n, 'counted per IPv6 DVIPA:port');
   });
 
+  test('a 9000-byte IPv6-in-IPv6 frame goes up whole without its outer header', () => {
+    const inner = inner6({ sport: 46100, payload: 9000 - 40 - 40 - 20 });
+    const frame = in6(inner, 41);
+    assert.equal(frame.length, 14 + 9000);
+    const r = run(frame, 'decap');
+    assert.deepEqual([r.action, r.reason], ['pass', 'decap']);
+    assert.deepEqual(r.frame.subarray(14), inner, 'the whole inner packet');
+  });
+
   test('only from its routing nodes, only to distributed ports, only to its addresses', () => {
     const cases: Array<[string, Buffer, XdpAction, Reason]> = [
       ['IPv6 outer from a stranger', in6(inner6(), 41, '2001:db8:66::1'), 'drop', 'decap_drop_not_router'],
@@ -405,6 +498,30 @@ describe('IPv6 decap', () => {
       if (action === 'pass') assert.deepEqual(r.frame, frame, `${what}: unchanged`);
     }
   });
+});
+
+test('jumbo IPv6 frames (xdp.frags): packet too big for a 1500 egress, forwarded whole at 9000, decapsulated whole', () => {
+  const JUMBO = 9000;
+  // Exactly a 9000-byte packet once in IPv6.
+  const big = syn6({ sport: 49000, syn: false, ack: true, payload: JUMBO - 40 - 40 - 20 });
+  assert.equal(big.length, 14 + JUMBO - 40);
+  const ptb = run(big);
+  assert.deepEqual([ptb.action, ptb.reason], ['tx', 'tx_pkt_too_big']);
+  assert.equal(ptb.frame.length, 14 + 40 + 8 + 1232, "the jumbo frame's fragments cut away");
+  assert.equal(ptb.frame.readUInt32BE(14 + 40 + 4), 1500 - 40);
+  nsIp(rns.ns, 'link', 'set', 'int0', 'mtu', String(JUMBO));
+  fp.resolveTargets();
+  try {
+    const r = run(big);
+    assert.deepEqual([r.action, r.reason], ['redirect', 'fwd_redirect']);
+    assert.equal(r.frame.length, big.length + 40);
+    assertIn6(r.frame, big);
+    const over = run(syn6({ sport: 49000, syn: false, ack: true, payload: JUMBO - 40 - 40 - 20 + 1 }));
+    assert.deepEqual([over.reason, over.frame.readUInt32BE(14 + 40 + 4)], ['tx_pkt_too_big', JUMBO - 40]);
+  } finally {
+    nsIp(rns.ns, 'link', 'set', 'int0', 'mtu', '1500');
+    fp.resolveTargets();
+  }
 });
 
 test('random and mutated IPv6 frames never crash or abort; each gets one counted verdict', () => {
