@@ -5,22 +5,24 @@
  * configuration of the cluster compiles down to the same model.
  *
  *   clusterAddress: 198.18.1.1
+ *   clusterAddress6: 2001:db8:1::1   # optional: the IPv6 one, for IPv6 targets (an IPv6-only node gives it as clusterAddress)
  *   egress: [eth1]
  *   services:
  *     - vip: 192.0.2.10
  *       port: 80            # 0 or omitted: every port of the DVIPA
  *       protocol: tcp       # tcp (default) or udp
- *       targets: [198.18.1.11, { address: 198.18.1.12, weight: 2 }]
+ *       targets: [198.18.1.11, { address: 198.18.1.12, weight: 2 }]   # IPv4 or IPv6, as the vip
  *       timedAffinity: 60   # optional: a client's new connections follow its last target for 60 s
  */
 import { DvipaError, EXIT } from '../errors.js';
 import * as fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { parseIpv4 } from '../net/addr.js';
+import { canonicalIp, ipFamily } from '../net/addr.js';
 import type { Service, Target } from '../net/service.js';
 
 export interface ServiceFile {
   clusterAddress: string;
+  clusterAddress6?: string;
   egress: string[];
   services: Array<Service & { targets: Target[]; timedAffinity: number }>;
 }
@@ -51,18 +53,22 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
   const problems: string[] = [];
   const bad = (where: string, what: string) => problems.push(`${where}: ${what}`);
   const address = (where: string, x: unknown): string | undefined => {
-    if (typeof x !== 'string') return void bad(where, 'expected an IPv4 address');
+    if (typeof x !== 'string') return void bad(where, 'expected an IPv4 or IPv6 address');
     try {
-      parseIpv4(x);
-      return x;
+      return canonicalIp(x);
     } catch (e) {
       return void bad(where, (e as Error).message);
     }
   };
 
   if (!isObject(doc)) throw new ServiceFileError(file, ['expected a mapping with clusterAddress, egress and services']);
-  for (const k of Object.keys(doc)) if (!['clusterAddress', 'egress', 'services'].includes(k)) bad(k, 'unknown key');
+  const keys = ['clusterAddress', 'clusterAddress6', 'egress', 'services'];
+  for (const k of Object.keys(doc)) if (!keys.includes(k)) bad(k, 'unknown key');
   const clusterAddress = address('clusterAddress', doc.clusterAddress) ?? '';
+  const clusterAddress6 =
+    doc.clusterAddress6 === undefined ? undefined : address('clusterAddress6', doc.clusterAddress6);
+  if (clusterAddress6 !== undefined && (ipFamily(clusterAddress6) !== 6 || ipFamily(clusterAddress) !== 4))
+    bad('clusterAddress6', 'an IPv6 address beside an IPv4 clusterAddress');
   const egress: string[] = [];
   if (doc.egress !== undefined) {
     if (!Array.isArray(doc.egress)) bad('egress', 'expected a list of interface names');
@@ -128,7 +134,16 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
     });
   }
   if (problems.length) throw new ServiceFileError(file, problems);
-  return { clusterAddress, egress, services };
+  return { clusterAddress, ...(clusterAddress6 === undefined ? {} : { clusterAddress6 }), egress, services };
+}
+
+/** The node's cluster addresses as the data plane takes them (an IPv6-only node: no IPv4 one, 0.0.0.0). */
+export function clusterAddrs(f: ServiceFile): { clusterAddr: string; clusterAddr6?: string } {
+  if (ipFamily(f.clusterAddress) === 6) return { clusterAddr: '0.0.0.0', clusterAddr6: f.clusterAddress };
+  return {
+    clusterAddr: f.clusterAddress,
+    ...(f.clusterAddress6 === undefined ? {} : { clusterAddr6: f.clusterAddress6 }),
+  };
 }
 
 export function readServiceFile(file: string): ServiceFile {

@@ -13,8 +13,10 @@ import { CrtOrigin, type Reason } from '../dataplane/structs.js';
 import { runCounted, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, type RouterNs } from './router-ns.js';
 import { readPcap } from '../net/pcap.js';
-import { describeFrame, flowOf, parseFrame } from '../net/packet.js';
-import type { ServiceFile } from '../config/service-file.js';
+import { describeFrame, flowOf, parseFrame, tunnelDestination } from '../net/packet.js';
+import { ipFamily } from '../net/addr.js';
+import type { Flow } from '../net/flow.js';
+import { clusterAddrs, type ServiceFile } from '../config/service-file.js';
 import { withCleanup } from './cleanup.js';
 
 /** The kernel runs XDP only on frames of at least an Ethernet header. */
@@ -69,7 +71,11 @@ export async function replayPcap(
     if (opts.netns) {
       leaveNs = enterNetns(opts.netns);
     } else {
-      rns = createRouterNs(tag, targets);
+      rns = createRouterNs(
+        tag,
+        targets.filter((t) => ipFamily(t) === 4),
+        targets.filter((t) => ipFamily(t) === 6),
+      );
       leaveNs = enterNetns(rns.ns);
       egress = [rns.int];
       ingressName = rns.ext;
@@ -77,7 +83,9 @@ export async function replayPcap(
     const ingressIfindex = ingressName ? sys.ifNameToIndex(ingressName, ingressName) : undefined;
 
     fp = FastPath.open({ pinRoot, crtMaxEntries: 65536 });
-    fp.configure({ clusterAddr: file.clusterAddress });
+    fp.configure(clusterAddrs(file));
+    // Each flow's entry is in the CRT of its family.
+    const crtOf = (f: Flow) => (ipFamily(f.daddr) === 6 ? fp!.crt6 : fp!.crt);
     for (const e of egress) fp.enableEgress(e);
     for (const s of file.services) fp.setTargets(s, s.targets, { affinitySec: s.timedAffinity });
     const progFd = fp.progFd('distributor');
@@ -96,7 +104,7 @@ export async function replayPcap(
         return;
       }
       const flow = flowOf(parseFrame(frame));
-      const known = flow && fp!.crt.get(flow) !== undefined;
+      const known = flow && crtOf(flow).get(flow) !== undefined;
       let run: ReturnType<typeof runCounted>;
       try {
         run = runCounted(progFd, `xdp_distributor (packet ${i + 1})`, frame, () => fp!.reasonCounts(), {
@@ -114,8 +122,8 @@ export async function replayPcap(
 
       const p: ReplayPacket = { index: i + 1, packet: describeFrame(parseFrame(frame)), verdict: run.action, reason };
       const out = parseFrame(run.frame);
-      if ((run.action === 'tx' || run.action === 'redirect') && out.ipv4?.inner) p.target = out.ipv4.dst;
-      const entry = flow && fp!.crt.get(flow);
+      if (run.action === 'tx' || run.action === 'redirect') p.target = tunnelDestination(out);
+      const entry = flow && crtOf(flow).get(flow);
       if (entry) {
         p.target ??= entry.target;
         p.crt = known ? 'hit' : entry.origin === CrtOrigin.Recovered ? 'recovered' : 'new';
@@ -132,13 +140,15 @@ export async function replayPcap(
 }
 
 export function formatReplay(r: ReplayResult): string {
+  // 15: an IPv4 address; wider for IPv6 targets.
+  const width = Math.max(15, ...r.packets.map((p) => (p.target ?? '').length));
   const lines = r.packets.map(
     (p) =>
-      `${String(p.index).padStart(5)}  ${p.verdict.padEnd(8)} ${p.reason.padEnd(18)} ${(p.target ?? '-').padEnd(15)} ${(p.crt ?? '').padEnd(9)} ${p.packet}`,
+      `${String(p.index).padStart(5)}  ${p.verdict.padEnd(8)} ${p.reason.padEnd(18)} ${(p.target ?? '-').padEnd(width)} ${(p.crt ?? '').padEnd(9)} ${p.packet}`,
   );
   return [
     `replay in ${r.environment}; services ${r.services.join(', ')}`,
-    `${'#'.padStart(5)}  ${'verdict'.padEnd(8)} ${'reason'.padEnd(18)} ${'target'.padEnd(15)} ${'crt'.padEnd(9)} packet`,
+    `${'#'.padStart(5)}  ${'verdict'.padEnd(8)} ${'reason'.padEnd(18)} ${'target'.padEnd(width)} ${'crt'.padEnd(9)} packet`,
     ...lines,
     '',
     `totals: ${Object.entries(r.totals)

@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildFrame } from '../../src/net/packet.js';
+import { buildFrame6 } from '../../src/net/packet6.js';
 import { writePcap } from '../../src/net/pcap.js';
 import { requireRoot, scratchPinRoot } from '../helpers/env.js';
 
@@ -54,6 +55,24 @@ before(() => {
     buildFrame({ saddr: '198.18.0.1', daddr: '198.18.0.9', dport: 22 }),
   ]);
   fs.writeFileSync(path.join(dir, 'junk.pcap'), 'not a capture');
+  fs.writeFileSync(
+    path.join(dir, 'svc6.yaml'),
+    [
+      'clusterAddress: 198.18.1.1',
+      'clusterAddress6: 2001:db8:1::1',
+      'services:',
+      '  - vip: 2001:DB8:100::10',
+      '    port: 80',
+      '    targets: [2001:db8:1::11, 2001:db8:1::12]',
+    ].join('\n'),
+  );
+  const syn6 = { saddr: '2001:db8::1', daddr: '2001:db8:100::10', sport: 1000, dport: 80 };
+  writePcap(path.join(dir, 'in6.pcap'), [
+    buildFrame6({ ...syn6, syn: true }),
+    buildFrame6({ ...syn6, ack: true, ext: [{ type: 'dest' }] }),
+    buildFrame6({ ...syn6, dport: 22 }),
+    buildFrame6({ ...syn6, ack: true }).subarray(0, 60), // cut inside the TCP header: its length does not fit
+  ]);
 });
 
 after(() => {
@@ -271,9 +290,9 @@ test('a bad service file lists every problem and exits 2', () => {
   const r = dvipa(['fastpath', 'replay', '--config', path.join(dir, 'bad.yaml'), '--pcap', path.join(dir, 'in.pcap')]);
   assert.equal(r.code, 2);
   assert.match(r.err, /3 problems/);
-  assert.match(r.err, /clusterAddress: "198.18.1" is not an IPv4 address/);
+  assert.match(r.err, /clusterAddress: "198.18.1" is not an IPv4 or IPv6 address/);
   assert.match(r.err, /services\[0\]\.port: expected a port/);
-  assert.match(r.err, /services\[0\]\.targets\[0\]\.address: "x" is not an IPv4 address/);
+  assert.match(r.err, /services\[0\]\.targets\[0\]\.address: "x" is not an IPv4 or IPv6 address/);
   const missing = dvipa(['fastpath', 'apply', '--config', path.join(dir, 'nope.yaml'), '--pin-root', pins.pinRoot]);
   assert.equal(missing.code, 2);
   assert.match(missing.err, /nope.yaml: 1 problem:\s+no such file/);
@@ -316,6 +335,44 @@ test('replay --json: verdict, reason, target and CRT effect per packet', () => {
   assert.equal(j.packets[0].target, j.packets[1].target);
   assert.ok(['198.18.1.11', '198.18.1.12'].includes(j.packets[0].target));
   assert.deepEqual(j.totals, { fwd_redirect: 2, pass_not_service: 1 });
+});
+
+test('replay of IPv6 captures: IPv6-in-IPv6 to a target, the CRT of IPv6 flows hit, the rest passed', () => {
+  const r = dvipa([
+    'fastpath',
+    'replay',
+    '--config',
+    path.join(dir, 'svc6.yaml'),
+    '--pcap',
+    path.join(dir, 'in6.pcap'),
+    '--json',
+  ]);
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  assert.deepEqual(j.services, ['2001:db8:100::10:80/tcp']);
+  assert.deepEqual(
+    j.packets.map((p: { verdict: string; reason: string; crt?: string }) => [p.verdict, p.reason, p.crt]),
+    [
+      ['redirect', 'fwd_redirect', 'new'],
+      ['redirect', 'fwd_redirect', 'hit'],
+      ['pass', 'pass_not_service', undefined],
+      ['pass', 'pass_malformed', undefined],
+    ],
+  );
+  assert.ok(['2001:db8:1::11', '2001:db8:1::12'].includes(j.packets[0].target), j.packets[0].target);
+  assert.equal(j.packets[1].target, j.packets[0].target, 'the established packet follows its CRT entry');
+  assert.match(j.packets[0].packet, /^TCP \[2001:db8::1\]:1000 > \[2001:db8:100::10\]:80 \[S\]/);
+  assert.match(j.packets[3].packet, /IPv6 payload length 20 does not fit the 6 bytes present/);
+  const text = dvipa([
+    'fastpath',
+    'replay',
+    '--config',
+    path.join(dir, 'svc6.yaml'),
+    '--pcap',
+    path.join(dir, 'in6.pcap'),
+  ]);
+  assert.equal(text.code, 0, text.err);
+  assert.match(text.out, new RegExp(`fwd_redirect\\s+${j.packets[0].target}\\s+new`));
 });
 
 test('replay of jumbo frames and super-frames: each too large one says so, the rest still run', () => {
