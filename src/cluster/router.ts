@@ -11,6 +11,7 @@ import type { FastPath } from '../dataplane/fastpath.js';
 import { NexthopFollower } from '../dataplane/nexthops.js';
 import { CrtOrigin } from '../dataplane/structs.js';
 import { IPPROTO, type Flow } from '../net/flow.js';
+import { ipFamily } from '../net/addr.js';
 import { serviceName, type Service } from '../net/service.js';
 import type { VdptRow } from './views.js';
 import { clusterAddressFor, type ClusterConfig, type NodeSpec, type VipaDistribute } from '../config/model.js';
@@ -402,9 +403,14 @@ export class RoutingRole {
         ] as const,
       ];
     });
-    if (entries.length) this.fp.crt.setBatch(entries);
+    // An IPv6 connection, or an IPv4 one to an IPv6 target, is in crt6 (as the data plane puts it).
+    const crtOf = (f: Flow) => (ipFamily(f.daddr) === 6 || ipFamily(xcf) === 6 ? this.fp.crt6 : this.fp.crt);
+    for (const crt of [this.fp.crt, this.fp.crt6]) {
+      const mine = entries.filter(([f]) => crtOf(f) === crt);
+      if (mine.length) crt.setBatch(mine);
+    }
     // One by one: a batch delete stops at the first key already gone (evicted, or never added).
-    for (const c of gone) this.fp.crt.delete(this.flowOf(c));
+    for (const c of gone) crtOf(this.flowOf(c)).delete(this.flowOf(c));
   }
 
   /** Active connections per service of this target, into the DPT (used by WEIGHTEDACTIVE). */

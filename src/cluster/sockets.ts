@@ -87,11 +87,17 @@ export function readSockets(): SocketEntry[] {
   return [...parseProcNetTcp(fs.readFileSync('/proc/net/tcp', 'utf8')), ...v6];
 }
 
-/** Listening on `dvipa:port` itself or on a wildcard address that covers it (:: covers both families). */
-export function listensOn(sockets: readonly SocketEntry[], dvipa: string, port: number): boolean {
+/**
+ * Listening on `dvipa:port` (`port` undefined: any port) itself or on a wildcard address
+ * that covers it (:: covers both families).
+ */
+export function listensOn(sockets: readonly SocketEntry[], dvipa: string, port?: number): boolean {
   const wildcards = ipFamily(dvipa) === 6 ? ['::'] : ['0.0.0.0', '::'];
   return sockets.some(
-    (s) => s.state === 'listen' && s.localPort === port && (s.local === dvipa || wildcards.includes(s.local)),
+    (s) =>
+      s.state === 'listen' &&
+      (port === undefined || s.localPort === port) &&
+      (s.local === dvipa || wildcards.includes(s.local)),
   );
 }
 

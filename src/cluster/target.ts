@@ -31,8 +31,9 @@ const LOAD_STEP = 0.05;
 const refKey = (r: ServiceRef) => `${r.dvipa}:${r.port}/${r.protocol}`;
 /** refKey's inverse, for the TCP listeners this side tracks. */
 const toRef = (k: string): ServiceRef => {
-  const [dvipa, rest] = k.split(':');
-  return { dvipa, port: Number(rest.split('/')[0]), protocol: 'tcp' };
+  // The port follows the last colon: an IPv6 DVIPA has colons of its own.
+  const at = k.lastIndexOf(':');
+  return { dvipa: k.slice(0, at), port: Number(k.slice(at + 1).split('/')[0]), protocol: 'tcp' };
 };
 
 export interface TargetOptions {
@@ -164,8 +165,7 @@ export class TargetRole {
       );
       // A port-0 service (all ports) is ready when anything listens on the DVIPA.
       for (const s of services.filter((x) => x.port === 0)) {
-        if (sockets.some((k) => k.state === 'listen' && (k.local === s.vip || k.local === '0.0.0.0')))
-          listeners.add(refKey({ dvipa: s.vip, port: 0, protocol: 'tcp' }));
+        if (listensOn(sockets, s.vip)) listeners.add(refKey({ dvipa: s.vip, port: 0, protocol: 'tcp' }));
       }
       const conns = new Map(
         connectionsOn(sockets, dvipas).map((c) => {
