@@ -3,7 +3,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { FastPath } from '../dataplane/fastpath.js';
 import { DEFAULTS } from '../config/settings.js';
 import { serviceName } from '../net/service.js';
-import { clusterAddrs, readServiceFile } from '../config/service-file.js';
+import { readServiceFile } from '../config/service-file.js';
 import { replayPcap, formatReplay } from '../lab/replay.js';
 import { command } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
@@ -41,7 +41,7 @@ const apply = command({
   handler: (a) => {
     const file = readServiceFile(a.config);
     withFastPath(a.pinRoot, (fp) => {
-      fp.configure(clusterAddrs(file));
+      fp.configure({ clusterAddr: file.clusterAddress, clusterAddr6: file.clusterAddress6 });
       for (const e of file.egress) fp.enableEgress(e);
       const wanted = new Set(file.services.map(serviceName));
       for (const s of fp.listServices()) if (!wanted.has(serviceName(s))) fp.removeService(s);

@@ -5,19 +5,19 @@
  * configuration of the cluster compiles down to the same model.
  *
  *   clusterAddress: 198.18.1.1
- *   clusterAddress6: 2001:db8:1::1   # optional: the IPv6 one, for IPv6 targets (an IPv6-only node gives it as clusterAddress)
+ *   clusterAddress6: 2001:db8:1::1   # optional: the outer source towards IPv6 targets
  *   egress: [eth1]
  *   services:
  *     - vip: 192.0.2.10
  *       port: 80            # 0 or omitted: every port of the DVIPA
  *       protocol: tcp       # tcp (default) or udp
- *       targets: [198.18.1.11, { address: 198.18.1.12, weight: 2 }]   # IPv4 or IPv6, as the vip
+ *       targets: [198.18.1.11, { address: 198.18.1.12, weight: 2 }]   # either family, mixed too
  *       timedAffinity: 60   # optional: a client's new connections follow its last target for 60 s
  */
 import { DvipaError, EXIT } from '../errors.js';
 import * as fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { canonicalIp, ipFamily } from '../net/addr.js';
+import { canonicalIpv6, ipFamily, parseIpv4 } from '../net/addr.js';
 import type { Service, Target } from '../net/service.js';
 
 export interface ServiceFile {
@@ -53,22 +53,32 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
   const problems: string[] = [];
   const bad = (where: string, what: string) => problems.push(`${where}: ${what}`);
   const address = (where: string, x: unknown): string | undefined => {
-    if (typeof x !== 'string') return void bad(where, 'expected an IPv4 or IPv6 address');
+    if (typeof x !== 'string') return void bad(where, 'expected an IPv4 address');
     try {
-      return canonicalIp(x);
+      parseIpv4(x);
+      return x;
     } catch (e) {
       return void bad(where, (e as Error).message);
     }
   };
+  /** A DVIPA or target: either family, IPv6 in its one spelling. */
+  const anyAddress = (where: string, x: unknown): string | undefined => {
+    const family = typeof x === 'string' ? ipFamily(x) : undefined;
+    if (family === 4) return x as string;
+    if (family === 6) return canonicalIpv6(x as string);
+    return void bad(where, `${JSON.stringify(x)} is not an IPv4 or IPv6 address`);
+  };
 
   if (!isObject(doc)) throw new ServiceFileError(file, ['expected a mapping with clusterAddress, egress and services']);
-  const keys = ['clusterAddress', 'clusterAddress6', 'egress', 'services'];
-  for (const k of Object.keys(doc)) if (!keys.includes(k)) bad(k, 'unknown key');
+  for (const k of Object.keys(doc))
+    if (!['clusterAddress', 'clusterAddress6', 'egress', 'services'].includes(k)) bad(k, 'unknown key');
   const clusterAddress = address('clusterAddress', doc.clusterAddress) ?? '';
-  const clusterAddress6 =
-    doc.clusterAddress6 === undefined ? undefined : address('clusterAddress6', doc.clusterAddress6);
-  if (clusterAddress6 !== undefined && (ipFamily(clusterAddress6) !== 6 || ipFamily(clusterAddress) !== 4))
-    bad('clusterAddress6', 'an IPv6 address beside an IPv4 clusterAddress');
+  let clusterAddress6: string | undefined;
+  if (doc.clusterAddress6 !== undefined) {
+    clusterAddress6 = anyAddress('clusterAddress6', doc.clusterAddress6);
+    if (clusterAddress6 && ipFamily(clusterAddress6) !== 6)
+      bad('clusterAddress6', `${clusterAddress6} is not an IPv6 address`);
+  }
   const egress: string[] = [];
   if (doc.egress !== undefined) {
     if (!Array.isArray(doc.egress)) bad('egress', 'expected a list of interface names');
@@ -96,7 +106,7 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
         timedAffinity > 99999
       )
         bad(`${at}.timedAffinity`, 'expected whole seconds from 0 to 99999');
-      const vip = address(`${at}.vip`, s.vip);
+      const vip = anyAddress(`${at}.vip`, s.vip);
       const port = s.port ?? 0;
       if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535)
         bad(`${at}.port`, 'expected a port from 0 (all ports) to 65535');
@@ -109,7 +119,7 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
           const tat = `${at}.targets[${j}]`;
           const spec: Record<string, unknown> = isObject(t) ? t : { address: t };
           for (const k of Object.keys(spec)) if (!['address', 'weight'].includes(k)) bad(`${tat}.${k}`, 'unknown key');
-          const a = address(`${tat}.address`, spec.address);
+          const a = anyAddress(`${tat}.address`, spec.address);
           const weight = spec.weight ?? 1;
           if (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 0 || weight > 65535)
             bad(`${tat}.weight`, 'expected an integer weight from 0 to 65535');
@@ -134,16 +144,7 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
     });
   }
   if (problems.length) throw new ServiceFileError(file, problems);
-  return { clusterAddress, ...(clusterAddress6 === undefined ? {} : { clusterAddress6 }), egress, services };
-}
-
-/** The node's cluster addresses as the data plane takes them (an IPv6-only node: no IPv4 one, 0.0.0.0). */
-export function clusterAddrs(f: ServiceFile): { clusterAddr: string; clusterAddr6?: string } {
-  if (ipFamily(f.clusterAddress) === 6) return { clusterAddr: '0.0.0.0', clusterAddr6: f.clusterAddress };
-  return {
-    clusterAddr: f.clusterAddress,
-    ...(f.clusterAddress6 === undefined ? {} : { clusterAddr6: f.clusterAddress6 }),
-  };
+  return { clusterAddress, ...(clusterAddress6 ? { clusterAddress6 } : {}), egress, services };
 }
 
 export function readServiceFile(file: string): ServiceFile {

@@ -9,8 +9,12 @@ import { openRouteEvents, type EventSource } from '../kernel/events.js';
 import type { FastPath } from './fastpath.js';
 import type { Logger } from '../log.js';
 
-/** RTNLGRP_x as bit x-1: LINK 1, NEIGH 3, IPV4_IFADDR 5, IPV4_ROUTE 7, IPV4_RULE 8, IPV4_NETCONF 24. */
-const RTNL_GROUPS = [1, 3, 5, 7, 8, 24].reduce((mask, g) => mask | (1 << (g - 1)), 0);
+/**
+ * RTNLGRP_x as bit x-1: LINK 1, NEIGH 3 (both families), IPV4_IFADDR 5, IPV4_ROUTE 7,
+ * IPV4_RULE 8, IPV4_NETCONF 24; for IPv6 targets IPV6_IFADDR 9, IPV6_ROUTE 11, IPV6_RULE 19,
+ * IPV6_NETCONF 25.
+ */
+const RTNL_GROUPS = [1, 3, 5, 7, 8, 24, 9, 11, 19, 25].reduce((mask, g) => mask | (1 << (g - 1)), 0);
 
 export class NexthopFollower {
   private events: EventSource | undefined;

@@ -13,10 +13,10 @@ import { CrtOrigin, type Reason } from '../dataplane/structs.js';
 import { runCounted, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, type RouterNs } from './router-ns.js';
 import { readPcap } from '../net/pcap.js';
-import { describeFrame, flowOf, parseFrame, tunnelDestination } from '../net/packet.js';
+import { describeFrame, flowOf, parseFrame } from '../net/packet.js';
+import { describeFrame6, flowOf6, tunnelTarget } from '../net/packet6.js';
 import { ipFamily } from '../net/addr.js';
-import type { Flow } from '../net/flow.js';
-import { clusterAddrs, type ServiceFile } from '../config/service-file.js';
+import type { ServiceFile } from '../config/service-file.js';
 import { withCleanup } from './cleanup.js';
 
 /** The kernel runs XDP only on frames of at least an Ethernet header. */
@@ -83,9 +83,7 @@ export async function replayPcap(
     const ingressIfindex = ingressName ? sys.ifNameToIndex(ingressName, ingressName) : undefined;
 
     fp = FastPath.open({ pinRoot, crtMaxEntries: 65536 });
-    fp.configure(clusterAddrs(file));
-    // Each flow's entry is in the CRT of its family.
-    const crtOf = (f: Flow) => (ipFamily(f.daddr) === 6 ? fp!.crt6 : fp!.crt);
+    fp.configure({ clusterAddr: file.clusterAddress, clusterAddr6: file.clusterAddress6 });
     for (const e of egress) fp.enableEgress(e);
     for (const s of file.services) fp.setTargets(s, s.targets, { affinitySec: s.timedAffinity });
     const progFd = fp.progFd('distributor');
@@ -103,8 +101,11 @@ export async function replayPcap(
         totals.frame_too_short = (totals.frame_too_short ?? 0) + 1;
         return;
       }
-      const flow = flowOf(parseFrame(frame));
-      const known = flow && crtOf(flow).get(flow) !== undefined;
+      const parsed = parseFrame(frame);
+      const flow = flowOf(parsed) ?? flowOf6(frame);
+      // An IPv6 flow's entry, or an IPv4 one's to an IPv6 target, is in crt6.
+      const entryOf = (f: typeof flow) => f && ((ipFamily(f.saddr) === 4 && fp!.crt.get(f)) || fp!.crt6.get(f));
+      const known = entryOf(flow) !== undefined;
       let run: ReturnType<typeof runCounted>;
       try {
         run = runCounted(progFd, `xdp_distributor (packet ${i + 1})`, frame, () => fp!.reasonCounts(), {
@@ -120,10 +121,10 @@ export async function replayPcap(
       const reason = run.reason;
       totals[reason] = (totals[reason] ?? 0) + 1;
 
-      const p: ReplayPacket = { index: i + 1, packet: describeFrame(parseFrame(frame)), verdict: run.action, reason };
-      const out = parseFrame(run.frame);
-      if (run.action === 'tx' || run.action === 'redirect') p.target = tunnelDestination(out);
-      const entry = flow && crtOf(flow).get(flow);
+      const packet = (!parsed.ipv4 && describeFrame6(frame)) || describeFrame(parsed);
+      const p: ReplayPacket = { index: i + 1, packet, verdict: run.action, reason };
+      if (run.action === 'tx' || run.action === 'redirect') p.target = tunnelTarget(run.frame);
+      const entry = entryOf(flow);
       if (entry) {
         p.target ??= entry.target;
         p.crt = known ? 'hit' : entry.origin === CrtOrigin.Recovered ? 'recovered' : 'new';
@@ -140,15 +141,13 @@ export async function replayPcap(
 }
 
 export function formatReplay(r: ReplayResult): string {
-  // 15: an IPv4 address; wider for IPv6 targets.
-  const width = Math.max(15, ...r.packets.map((p) => (p.target ?? '').length));
   const lines = r.packets.map(
     (p) =>
-      `${String(p.index).padStart(5)}  ${p.verdict.padEnd(8)} ${p.reason.padEnd(18)} ${(p.target ?? '-').padEnd(width)} ${(p.crt ?? '').padEnd(9)} ${p.packet}`,
+      `${String(p.index).padStart(5)}  ${p.verdict.padEnd(8)} ${p.reason.padEnd(18)} ${(p.target ?? '-').padEnd(15)} ${(p.crt ?? '').padEnd(9)} ${p.packet}`,
   );
   return [
     `replay in ${r.environment}; services ${r.services.join(', ')}`,
-    `${'#'.padStart(5)}  ${'verdict'.padEnd(8)} ${'reason'.padEnd(18)} ${'target'.padEnd(width)} ${'crt'.padEnd(9)} packet`,
+    `${'#'.padStart(5)}  ${'verdict'.padEnd(8)} ${'reason'.padEnd(18)} ${'target'.padEnd(15)} ${'crt'.padEnd(9)} packet`,
     ...lines,
     '',
     `totals: ${Object.entries(r.totals)

@@ -3,7 +3,7 @@
  * benchmark, fixtures), and parsing them, including IPIP and the original header quoted
  * by ICMP errors. The parser never throws: what it cannot parse it reports in `error`.
  */
-import { formatIpv4, formatIpv6, formatMac, parseIpv4, parseMac } from './addr.js';
+import { formatIpv4, formatMac, parseIpv4, parseMac } from './addr.js';
 import { checksum, l4Checksum } from './checksum.js';
 import type { Flow } from './flow.js';
 
@@ -179,9 +179,8 @@ export interface Ipv4 {
   src: string;
   dst: string;
   options: Buffer;
-  /** IPIP: the encapsulated packet; protocol 41: an IPv6 one. */
+  /** IPIP: the encapsulated packet. */
   inner?: Ipv4;
-  inner6?: Ipv6;
   /** A packet quoted by an ICMP error carries only 8 bytes of its transport header. */
   quotedPorts?: { sport: number; dport: number };
   tcp?: Tcp;
@@ -189,121 +188,10 @@ export interface Ipv4 {
   icmp?: Icmp;
 }
 
-/** An IPv6 packet, its extension headers walked (at most EXT_MAX of them). */
-export interface Ipv6 {
-  src: string;
-  dst: string;
-  payloadLength: number;
-  hopLimit: number;
-  /** The header after the extension headers: the upper layer's protocol. */
-  nexthdr: number;
-  fragment?: { offset: number; more: boolean };
-  /** Next header 4 / 41: the tunnelled packet. */
-  inner?: Ipv4;
-  inner6?: Ipv6;
-  tcp?: Tcp;
-  udp?: Udp;
-  icmpv6?: { type: number; code: number; checksumOk: boolean };
-}
-
 export interface ParsedFrame {
   eth?: { dst: string; src: string; vlan?: number; ethertype: number };
   ipv4?: Ipv4;
-  ipv6?: Ipv6;
   error?: string;
-}
-
-const IPPROTO_IPV6 = 41;
-const IPPROTO_ICMPV6 = 58;
-/** Hop-by-hop, routing, destination options: (length + 1) * 8 bytes; fragment: 8. */
-const EXT_HEADERS = new Set([0, 43, 60]);
-const EXT_FRAGMENT = 44;
-const EXT_MAX = 8;
-
-/**
- * The TCP or UDP header of a segment. `ok`: its checksum with the pseudo-header is right;
- * `whole`: the segment is all there (a fragment's checksum cannot be checked).
- */
-function transport(
-  proto: number,
-  body: Buffer,
-  whole: boolean,
-  ok: () => boolean,
-  out: { error?: string },
-): { tcp?: Tcp; udp?: Udp } {
-  if (proto === PROTO.tcp) {
-    if (body.length < 20) {
-      out.error = `TCP header truncated (${body.length} bytes)`;
-      return {};
-    }
-    const f = body[13];
-    return {
-      tcp: {
-        sport: body.readUInt16BE(0),
-        dport: body.readUInt16BE(2),
-        seq: body.readUInt32BE(4),
-        ack: body.readUInt32BE(8),
-        flags: { fin: !!(f & 1), syn: !!(f & 2), rst: !!(f & 4), psh: !!(f & 8), ack: !!(f & 16) },
-        checksumOk: whole && ok(),
-      },
-    };
-  }
-  if (body.length < 8) {
-    out.error = `UDP header truncated (${body.length} bytes)`;
-    return {};
-  }
-  return {
-    udp: {
-      sport: body.readUInt16BE(0),
-      dport: body.readUInt16BE(2),
-      length: body.readUInt16BE(4),
-      checksumOk: whole && (body.readUInt16BE(6) === 0 || ok()),
-    },
-  };
-}
-
-function parseIpv6Packet(b: Buffer, out: { error?: string }): Ipv6 | undefined {
-  if (b.length < 40) return void (out.error = `IPv6 header truncated (${b.length} bytes)`);
-  if (b[0] >> 4 !== 6) return void (out.error = `IP version ${b[0] >> 4}`);
-  const ip: Ipv6 = {
-    src: formatIpv6(b.subarray(8, 24)),
-    dst: formatIpv6(b.subarray(24, 40)),
-    payloadLength: b.readUInt16BE(4),
-    hopLimit: b[7],
-    nexthdr: b[6],
-  };
-  if (40 + ip.payloadLength > b.length) {
-    out.error = `IPv6 payload length ${ip.payloadLength} does not fit the ${b.length - 40} bytes present`;
-    return ip;
-  }
-  const end = 40 + ip.payloadLength;
-  let off = 40;
-  for (let n = 0; EXT_HEADERS.has(ip.nexthdr) || ip.nexthdr === EXT_FRAGMENT; n++) {
-    const len = ip.nexthdr === EXT_FRAGMENT ? 8 : (b[off + 1] + 1) * 8;
-    if (n === EXT_MAX || off + len > end) {
-      out.error = 'IPv6 extension headers beyond the walk';
-      return ip;
-    }
-    if (ip.nexthdr === EXT_FRAGMENT) {
-      const v = b.readUInt16BE(off + 2);
-      ip.fragment = { offset: v >> 3, more: (v & 1) === 1 };
-    }
-    ip.nexthdr = b[off];
-    off += len;
-  }
-  if (ip.fragment && (ip.fragment.offset || ip.fragment.more)) return ip;
-  const body = b.subarray(off, end);
-  const [src, dst] = [b.subarray(8, 24), b.subarray(24, 40)];
-  if (ip.nexthdr === PROTO.tcp || ip.nexthdr === PROTO.udp)
-    Object.assign(
-      ip,
-      transport(ip.nexthdr, body, true, () => l4Checksum(src, dst, ip.nexthdr, body) === 0, out),
-    );
-  else if (ip.nexthdr === IPPROTO_ICMPV6 && body.length >= 4)
-    ip.icmpv6 = { type: body[0], code: body[1], checksumOk: l4Checksum(src, dst, IPPROTO_ICMPV6, body) === 0 };
-  else if (ip.nexthdr === PROTO.ipip) ip.inner = parseIpv4Packet(body, out);
-  else if (ip.nexthdr === IPPROTO_IPV6) ip.inner6 = parseIpv6Packet(body, out);
-  return ip;
 }
 
 /**
@@ -349,15 +237,30 @@ function parseIpv4Packet(b: Buffer, out: { error?: string }, quoted = false): Ip
     case PROTO.ipip:
       ip.inner = parseIpv4Packet(body, out);
       break;
-    case IPPROTO_IPV6:
-      ip.inner6 = parseIpv6Packet(body, out);
-      break;
     case PROTO.tcp:
+      if (body.length < 20) out.error = `TCP header truncated (${body.length} bytes)`;
+      else {
+        const f = body[13];
+        ip.tcp = {
+          sport: body.readUInt16BE(0),
+          dport: body.readUInt16BE(2),
+          seq: body.readUInt32BE(4),
+          ack: body.readUInt32BE(8),
+          flags: { fin: !!(f & 1), syn: !!(f & 2), rst: !!(f & 4), psh: !!(f & 8), ack: !!(f & 16) },
+          checksumOk: !ip.mf && l4Checksum(src, dst, PROTO.tcp, body) === 0,
+        };
+      }
+      break;
     case PROTO.udp:
-      Object.assign(
-        ip,
-        transport(ip.protocol, body, !ip.mf, () => l4Checksum(src, dst, ip.protocol, body) === 0, out),
-      );
+      if (body.length < 8) out.error = `UDP header truncated (${body.length} bytes)`;
+      else {
+        ip.udp = {
+          sport: body.readUInt16BE(0),
+          dport: body.readUInt16BE(2),
+          length: body.readUInt16BE(4),
+          checksumOk: !ip.mf && (body.readUInt16BE(6) === 0 || l4Checksum(src, dst, PROTO.udp, body) === 0),
+        };
+      }
       break;
     case PROTO.icmp:
       if (body.length < 8) out.error = `ICMP header truncated (${body.length} bytes)`;
@@ -398,48 +301,20 @@ export function parseFrame(frame: Buffer): ParsedFrame {
     ...(vlan === undefined ? {} : { vlan }),
   };
   if (ethertype === ETH_P_IP) out.ipv4 = parseIpv4Packet(frame.subarray(off), out);
-  if (ethertype === ETH_P_IPV6) out.ipv6 = parseIpv6Packet(frame.subarray(off), out);
   return out;
 }
 
-/** The CRT key of a frame's packet, for TCP/UDP that is not a fragment (either family). */
+/** The CRT key of a frame's packet, for TCP/UDP that is not a fragment. */
 export function flowOf(p: ParsedFrame): Flow | undefined {
   const ip = p.ipv4;
   const l4 = ip?.tcp ?? ip?.udp;
-  if (ip && l4 && !ip.mf && !ip.fragOffset)
-    return { saddr: ip.src, daddr: ip.dst, sport: l4.sport, dport: l4.dport, proto: ip.protocol };
-  const ip6 = p.ipv6;
-  const l46 = ip6?.tcp ?? ip6?.udp;
-  if (!ip6 || !l46) return undefined;
-  return { saddr: ip6.src, daddr: ip6.dst, sport: l46.sport, dport: l46.dport, proto: ip6.nexthdr };
-}
-
-/** Where a tunnelled frame goes: the outer destination of IPIP, IPv6-in-IPv6 and the mixed forms. */
-export function tunnelDestination(p: ParsedFrame): string | undefined {
-  if (p.ipv4 && (p.ipv4.inner || p.ipv4.inner6)) return p.ipv4.dst;
-  if (p.ipv6 && (p.ipv6.inner || p.ipv6.inner6)) return p.ipv6.dst;
-  return undefined;
-}
-
-function describeIpv6(ip: Ipv6): string {
-  const f = ip.fragment && (ip.fragment.offset || ip.fragment.more) ? ` frag(off ${ip.fragment.offset * 8})` : '';
-  const inner = ip.inner ? describeIpv4(ip.inner) : ip.inner6 ? describeIpv6(ip.inner6) : undefined;
-  if (inner) return `IP6IP ${ip.src} > ${ip.dst} [${inner}]`;
-  const l4 = ip.tcp ?? ip.udp;
-  if (ip.tcp) {
-    const g = ip.tcp.flags;
-    const flags = `${g.syn ? 'S' : ''}${g.fin ? 'F' : ''}${g.rst ? 'R' : ''}${g.psh ? 'P' : ''}${g.ack ? '.' : ''}`;
-    return `TCP [${ip.src}]:${ip.tcp.sport} > [${ip.dst}]:${ip.tcp.dport} [${flags}] len ${ip.payloadLength}${f}`;
-  }
-  if (l4) return `UDP [${ip.src}]:${l4.sport} > [${ip.dst}]:${l4.dport} len ${ip.payloadLength}${f}`;
-  if (ip.icmpv6) return `ICMP6 ${ip.src} > ${ip.dst} type ${ip.icmpv6.type} code ${ip.icmpv6.code}`;
-  return `IPv6 next ${ip.nexthdr} ${ip.src} > ${ip.dst}${f}`;
+  if (!ip || !l4 || ip.mf || ip.fragOffset) return undefined;
+  return { saddr: ip.src, daddr: ip.dst, sport: l4.sport, dport: l4.dport, proto: ip.protocol };
 }
 
 function describeIpv4(ip: Ipv4): string {
   const frag = ip.mf || ip.fragOffset ? ` frag(off ${ip.fragOffset * 8}${ip.mf ? ', MF' : ''})` : '';
   if (ip.inner) return `IPIP ${ip.src} > ${ip.dst} [${describeIpv4(ip.inner)}]`;
-  if (ip.inner6) return `IPIP ${ip.src} > ${ip.dst} [${describeIpv6(ip.inner6)}]`;
   if (ip.tcp) {
     const f = ip.tcp.flags;
     const flags = `${f.syn ? 'S' : ''}${f.fin ? 'F' : ''}${f.rst ? 'R' : ''}${f.psh ? 'P' : ''}${f.ack ? '.' : ''}`;
@@ -455,7 +330,6 @@ function describeIpv4(ip: Ipv4): string {
 export function describeFrame(p: ParsedFrame): string {
   const vlan = p.eth?.vlan !== undefined ? `vlan ${p.eth.vlan} ` : '';
   if (p.ipv4) return `${vlan}${describeIpv4(p.ipv4)}${p.error ? ` (${p.error})` : ''}`;
-  if (p.ipv6) return `${vlan}${describeIpv6(p.ipv6)}${p.error ? ` (${p.error})` : ''}`;
   if (p.eth)
     return `${vlan}ethertype 0x${p.eth.ethertype.toString(16).padStart(4, '0')}${p.error ? ` (${p.error})` : ''}`;
   return p.error ?? 'empty frame';

@@ -2,11 +2,22 @@
  * Ethernet/IPv6 frames with TCP/UDP and extension headers, with correct checksums (tests,
  * the benchmark), and the reading of the tunnelled and ICMPv6 frames the data plane makes.
  */
-import { formatIpv6, parseIpv6, parseMac } from './addr.js';
+import { formatIpv4, formatIpv6, parseIpv6, parseMac } from './addr.js';
 import { l4Checksum } from './checksum.js';
-import { ETH_P_8021Q, ETH_P_IPV6 } from './packet.js';
+import { ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6 } from './packet.js';
+import type { Flow } from './flow.js';
 
-export const NEXTHDR = { hop: 0, tcp: 6, udp: 17, routing: 43, fragment: 44, icmpv6: 58, none: 59, dest: 60 } as const;
+export const NEXTHDR = {
+  hop: 0,
+  tcp: 6,
+  udp: 17,
+  ipv6inip: 41,
+  routing: 43,
+  fragment: 44,
+  icmpv6: 58,
+  none: 59,
+  dest: 60,
+} as const;
 
 /** An extension header: its type and body (padded by the builder to 8-byte units). */
 export interface ExtHeader {
@@ -154,4 +165,85 @@ export function readIpv6(b: Buffer): Ipv6Header {
     src: formatIpv6(b.subarray(8, 24)),
     dst: formatIpv6(b.subarray(24, 40)),
   };
+}
+
+/** The L3 ethertype and offset of a frame (one 802.1Q/802.1ad tag understood). */
+function l3Of(frame: Buffer): { type: number; off: number } | undefined {
+  if (frame.length < 14) return undefined;
+  const type = frame.readUInt16BE(12);
+  if (type !== ETH_P_8021Q && type !== 0x88a8) return { type, off: 14 };
+  return frame.length < 18 ? undefined : { type: frame.readUInt16BE(16), off: 18 };
+}
+
+const EXT = new Set<number>([NEXTHDR.hop, NEXTHDR.routing, NEXTHDR.dest]);
+
+/**
+ * An IPv6 packet's upper layer as the data plane finds it: extension headers walked (at
+ * most 4, bpf/parse.h), a fragment header stops the walk. Undefined if it is cut short.
+ */
+export function upperOf6(packet: Buffer): { nexthdr: number; off: number; fragment: boolean } | undefined {
+  let nexthdr = packet[6];
+  let off = 40;
+  for (let i = 0; i <= 4 && EXT.has(nexthdr); i++) {
+    if (i === 4 || packet.length < off + 2) return undefined;
+    nexthdr = packet[off];
+    off += (packet[off + 1] + 1) * 8;
+  }
+  return { nexthdr, off, fragment: nexthdr === NEXTHDR.fragment };
+}
+
+/** The CRT key of an IPv6 frame's TCP/UDP packet that is not a fragment. */
+export function flowOf6(frame: Buffer): Flow | undefined {
+  const l3 = l3Of(frame);
+  if (l3?.type !== ETH_P_IPV6 || frame.length < l3.off + 40) return undefined;
+  const packet = frame.subarray(l3.off);
+  const up = upperOf6(packet);
+  if (!up || up.fragment || (up.nexthdr !== NEXTHDR.tcp && up.nexthdr !== NEXTHDR.udp)) return undefined;
+  if (packet.length < up.off + 4) return undefined;
+  const h = readIpv6(packet);
+  return {
+    saddr: h.src,
+    daddr: h.dst,
+    sport: packet.readUInt16BE(up.off),
+    dport: packet.readUInt16BE(up.off + 2),
+    proto: up.nexthdr,
+  };
+}
+
+/** One line for an IPv6 frame, tcpdump-like; undefined for any other frame. */
+export function describeFrame6(frame: Buffer): string | undefined {
+  const l3 = l3Of(frame);
+  if (l3?.type !== ETH_P_IPV6) return undefined;
+  const vlan = l3.off === 18 ? `vlan ${frame.readUInt16BE(14) & 0xfff} ` : '';
+  const packet = frame.subarray(l3.off);
+  if (packet.length < 40 || packet[0] >> 4 !== 6) return `${vlan}IPv6 (header truncated or not version 6)`;
+  const h = readIpv6(packet);
+  const up = upperOf6(packet);
+  const len = `len ${40 + h.payloadLength}`;
+  if (!up) return `${vlan}IPv6 ${h.src} > ${h.dst} (extension headers truncated or too many) ${len}`;
+  if (up.fragment) return `${vlan}IPv6 ${h.src} > ${h.dst} fragment ${len}`;
+  const l4 = packet.subarray(up.off);
+  if ((up.nexthdr === NEXTHDR.tcp && l4.length >= 14) || (up.nexthdr === NEXTHDR.udp && l4.length >= 4)) {
+    const ports = `[${h.src}]:${l4.readUInt16BE(0)} > [${h.dst}]:${l4.readUInt16BE(2)}`;
+    if (up.nexthdr === NEXTHDR.udp) return `${vlan}UDP ${ports} ${len}`;
+    const f = l4[13];
+    const flags = `${f & 2 ? 'S' : ''}${f & 1 ? 'F' : ''}${f & 4 ? 'R' : ''}${f & 8 ? 'P' : ''}${f & 16 ? '.' : ''}`;
+    return `${vlan}TCP ${ports} [${flags}] ${len}`;
+  }
+  if (up.nexthdr === NEXTHDR.icmpv6 && l4.length >= 2)
+    return `${vlan}ICMPv6 ${h.src} > ${h.dst} type ${l4[0]} code ${l4[1]} ${len}`;
+  return `${vlan}IPv6 next header ${up.nexthdr} ${h.src} > ${h.dst} ${len}`;
+}
+
+/** The outer destination of a tunnelled frame, any of IPv4/IPv6 in IPv4/IPv6; undefined if it is none. */
+export function tunnelTarget(frame: Buffer): string | undefined {
+  const l3 = l3Of(frame);
+  const tunnelled = (proto: number) => proto === 4 || proto === NEXTHDR.ipv6inip;
+  if (l3?.type === ETH_P_IPV6 && frame.length >= l3.off + 40) {
+    const h = readIpv6(frame.subarray(l3.off));
+    return tunnelled(h.nexthdr) ? h.dst : undefined;
+  }
+  if (l3?.type === ETH_P_IP && frame.length >= l3.off + 20 && tunnelled(frame[l3.off + 9]))
+    return formatIpv4(frame.readUInt32BE(l3.off + 16));
+  return undefined;
 }

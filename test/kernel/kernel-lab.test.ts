@@ -25,7 +25,16 @@ function lab(...command: string[]): { code: number; out: string } {
 }
 
 /** Every test file with an ESP branch (skipped on this machine), and the data path's own. */
-const FILES = ['xfrm', 'xfrm-events', 'ipsec-failover', 'ipsec-reinstall', 'layout', 'testrun', 'dataplane'];
+const FILES = [
+  'xfrm',
+  'xfrm-events',
+  'ipsec-failover',
+  'ipsec-reinstall',
+  'layout',
+  'testrun',
+  'testrun6',
+  'dataplane',
+];
 
 test('kernel lab: ESP SAs and their events, ESP through a takeover and a takeback, the data path, on the stock kernel', (t) => {
   requireRoot();

@@ -11,7 +11,7 @@ import { FastPath, type TargetNexthop } from '../../src/dataplane/fastpath.js';
 import type { Service } from '../../src/net/service.js';
 import { NexthopFollower } from '../../src/dataplane/nexthops.js';
 import { runXdp, type XdpAction } from '../../src/dataplane/testrun.js';
-import { createRouterNs, ROUTER_NET, type RouterNs } from '../../src/lab/router-ns.js';
+import { createRouterNs, ROUTER_NET, ROUTER_NET6, type RouterNs } from '../../src/lab/router-ns.js';
 import { netnsPath, nsIp } from '../../src/lab/netns.js';
 import { buildFrame, parseFrame } from '../../src/net/packet.js';
 import { log } from '../../src/log.js';
@@ -19,6 +19,7 @@ import { requireRoot, scratchPinRoot, uniquePrefix } from '../helpers/env.js';
 
 const VIP = '192.0.2.10';
 const TARGET = '198.18.1.11';
+const TARGET6 = '2001:db8:1::11';
 const web: Service = { vip: VIP, port: 80, protocol: 'tcp' };
 const FOLLOW_MS = 100;
 
@@ -31,10 +32,11 @@ let sport = 41000;
 
 before(() => {
   requireRoot();
-  rns = createRouterNs(uniquePrefix('nh'), [TARGET]);
+  rns = createRouterNs(uniquePrefix('nh'), [TARGET], [TARGET6]);
   // A second way towards the targets.
   nsIp(rns.ns, 'link', 'add', 'alt0', 'type', 'veth', 'peer', 'name', 'alt1');
   nsIp(rns.ns, 'addr', 'add', '198.18.3.1/24', 'dev', 'alt0');
+  nsIp(rns.ns, '-6', 'addr', 'add', '2001:db8:3::1/64', 'dev', 'alt0', 'nodad');
   nsIp(rns.ns, 'link', 'set', 'alt0', 'up');
   nsIp(rns.ns, 'link', 'set', 'alt1', 'up');
   ext0 = rns.ifindex('ext0');
@@ -172,6 +174,33 @@ test("a neighbour's MAC changes, a route moves to another interface, the target 
     `# followed within ms: ${JSON.stringify(Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, +v.toFixed(1)])))}`,
   );
   assert.ok(follower.stats.changed >= 4, `next hops rewritten ${follower.stats.changed} times`);
+});
+
+test("an IPv6 target's route and neighbour changes are followed within 100 ms", async () => {
+  const web6: Service = { vip: '2001:db8:10::10', port: 80, protocol: 'tcp' };
+  fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: ROUTER_NET6.clusterAddr });
+  fp.setTargets(web6, [{ addr: TARGET6, weight: 1 }]);
+  const nh6 = () => fp.nexthops().find((n) => n.addr === TARGET6)!;
+  const until = async (want: (t: TargetNexthop) => boolean): Promise<number> => {
+    const t0 = performance.now();
+    while (!want(nh6())) {
+      if (performance.now() - t0 > 2000) assert.fail(`not followed: ${JSON.stringify(nh6())}`);
+      await new Promise((r) => setImmediate(r));
+    }
+    return performance.now() - t0;
+  };
+  try {
+    assert.ok(nh6().resolved && nh6().ifindex === rns.ifindex('int0'));
+    nsIp(rns.ns, '-6', 'neigh', 'replace', TARGET6, 'lladdr', '02:00:00:00:06:99', 'dev', 'alt0', 'nud', 'permanent');
+    nsIp(rns.ns, '-6', 'route', 'replace', `${TARGET6}/128`, 'dev', 'alt0');
+    const moved = await until((t) => t.ifindex === rns.ifindex('alt0') && t.dmac === '02:00:00:00:06:99');
+    nsIp(rns.ns, '-6', 'route', 'replace', 'unreachable', `${TARGET6}/128`);
+    const unreachable = await until((t) => !t.resolved);
+    for (const [what, ms] of Object.entries({ moved, unreachable }))
+      assert.ok(ms <= FOLLOW_MS, `${what}: followed after ${ms.toFixed(1)} ms`);
+  } finally {
+    fp.removeService(web6);
+  }
 });
 
 test("an index freed under a connection's CRT entry is not used for another target", () => {
