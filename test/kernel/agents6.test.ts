@@ -112,7 +112,7 @@ after(() => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('IPv6 only: agents over IPv6, the targets ready by SRVSTAT, connections spread and confirmed, netstat rows', async () => {
+test('IPv6 DVIPA: agents over IPv6, the targets ready by SRVSTAT, connections spread and confirmed, netstat rows; a dual-stack target under each address', async () => {
   await fleet.until('r1 connected to both targets over IPv6', () =>
     TARGETS.every((t) => fleet.logs.r1.some((l) => l.msg === 'peer connected' && l.peer === t.name)),
   );
