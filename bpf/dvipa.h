@@ -290,8 +290,9 @@ struct dvipa_svc_stats {
  * agent then reconciles (it does not trust events alone: the ring buffer may overflow).
  */
 struct dvipa_sock_event {
-	__be32 local;  /* IPv4 local address (0 for a wildcard or non-IPv4 listener) */
-	__be32 remote;
+	/* Either family, IPv4 as ::ffff:a.b.c.d (a dual-stack socket's IPv4 peer too); :: for a wildcard. */
+	struct dvipa_in6 local;
+	struct dvipa_in6 remote;
 	__u16 local_port; /* host order, as the tracepoint gives them */
 	__u16 remote_port;
 	__u8 oldstate;

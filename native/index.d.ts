@@ -123,6 +123,8 @@ export function netnsRestore(prevFd: number): void;
 
 /** Broadcasts a gratuitous ARP request for `addr` (host-order IPv4) from `ifname` in the current namespace. */
 export function gratuitousArp(ifname: string, addr: number): void;
+/** Sends an unsolicited Neighbour Advertisement (Override set) for `addr` (16 bytes) from `ifname` to ff02::1 in the current namespace. */
+export function unsolicitedNa(ifname: string, addr: Buffer): void;
 
 /** One NETLINK_XFRM request (NLM_F_REQUEST and NLM_F_ACK added) and its replies; throws with the errno and the kernel's explanation. */
 export function xfrmRequest(op: string, type: number, flags: number, payload: Buffer): Array<{ type: number; payload: Buffer }>;

@@ -8,7 +8,7 @@
  */
 import type { Argv } from 'yargs';
 import { EtcdCoupling } from '../cluster/coupling.js';
-import { parseIpv4 } from '../net/addr.js';
+import { canonicalIp } from '../net/addr.js';
 import { log } from '../log.js';
 import { command } from './command.js';
 import { CliError, EXIT } from './errors.js';
@@ -16,11 +16,10 @@ import { etcdOptions, withEtcd, type EtcdArgs } from './etcd-args.js';
 
 function dvipaArg(a: { dvipa?: string }): string {
   try {
-    parseIpv4(a.dvipa!);
+    return canonicalIp(a.dvipa!);
   } catch {
-    throw new CliError(`${a.dvipa}: not an IPv4 address`, EXIT.usage);
+    throw new CliError(`${a.dvipa}: not an IPv4 or IPv6 address`, EXIT.usage);
   }
-  return a.dvipa!;
 }
 
 async function withStore<T>(a: EtcdArgs, fn: (cf: EtcdCoupling) => Promise<T>): Promise<T> {

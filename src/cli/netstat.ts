@@ -7,7 +7,7 @@ import type { Argv } from 'yargs';
 import { askAgent, toJson } from '../cluster/control.js';
 import { DEFAULTS } from '../config/settings.js';
 import type { ControlArgs, ControlCommand, ControlReplies } from '../cluster/control-protocol.js';
-import { parseIpv4 } from '../net/addr.js';
+import { canonicalIp } from '../net/addr.js';
 import { command } from './command.js';
 import { CliError, EXIT } from './errors.js';
 
@@ -38,20 +38,21 @@ async function ask<C extends ControlCommand>(a: Args, cmd: C, args?: ControlArgs
 }
 
 const pad = (n: number, width = 10) => String(n).padStart(width, '0');
+/** An address column: 16 wide as z/OS prints IPv4, wider for the IPv6 addresses it holds. */
+const columnWidth = (values: string[]) => Math.max(16, ...values.map((v) => v.length + 1));
 const out = (s: string): void => {
   process.stdout.write(s);
 };
 
 function checkFilters(a: Args): void {
-  for (const [name, v] of [
-    ['dvipa', a.dvipa],
-    ['client', a.client],
-  ] as const) {
+  for (const name of ['dvipa', 'client'] as const) {
+    const v = a[name];
     if (v === undefined) continue;
     try {
-      parseIpv4(v);
+      // One spelling: an IPv6 filter matches rows whichever way it was typed.
+      a[name] = canonicalIp(v);
     } catch {
-      throw new CliError(`--${name} ${v}: not an IPv4 address`, EXIT.usage);
+      throw new CliError(`--${name} ${v}: not an IPv4 or IPv6 address`, EXIT.usage);
     }
   }
   if (a.port !== undefined && (!Number.isInteger(a.port) || a.port < 1 || a.port > 65535))
@@ -115,12 +116,13 @@ async function vipadyn(a: Args): Promise<void> {
     `COUPLING FACILITY: ${!cf ? 'NONE' : !cf.shared ? 'LOCAL (NO ETCD)' : `ETCD ${cf.healthy ? 'REACHABLE' : 'UNREACHABLE'}  MEMBERS: ${cf.members.join(' ')}`}\n`,
   );
   out('DYNAMIC VIPA:\n');
+  const w = columnWidth(rows.map((d) => d.dvipa));
   out(
-    `  ${'IP ADDRESS'.padEnd(16)}${'STATUS'.padEnd(11)}${'ORIGINATION'.padEnd(13)}${'DISTSTAT'.padEnd(10)}${'RANK'.padEnd(6)}${'EPOCH'.padEnd(7)}${'OWNER'.padEnd(10)}SINCE\n`,
+    `  ${'IP ADDRESS'.padEnd(w)}${'STATUS'.padEnd(11)}${'ORIGINATION'.padEnd(13)}${'DISTSTAT'.padEnd(10)}${'RANK'.padEnd(6)}${'EPOCH'.padEnd(7)}${'OWNER'.padEnd(10)}SINCE\n`,
   );
   for (const d of rows) {
     out(
-      `  ${d.dvipa.padEnd(16)}${d.status.toUpperCase().padEnd(11)}${d.origin.toUpperCase().padEnd(13)}${d.distStat.toUpperCase().padEnd(10)}${String(d.rank ?? '').padEnd(6)}${String(d.epoch || '').padEnd(7)}${(d.owner ?? '').padEnd(10)}${d.since ?? ''}\n`,
+      `  ${d.dvipa.padEnd(w)}${d.status.toUpperCase().padEnd(11)}${d.origin.toUpperCase().padEnd(13)}${d.distStat.toUpperCase().padEnd(10)}${String(d.rank ?? '').padEnd(6)}${String(d.epoch || '').padEnd(7)}${(d.owner ?? '').padEnd(10)}${d.since ?? ''}\n`,
     );
   }
   out(`${rows.length} OF ${r.dvipas.length} RECORDS DISPLAYED\n`);
@@ -162,12 +164,13 @@ async function ipsec(a: Args): Promise<void> {
       for (const f of n.failed) out(`    FAILED:  ${f.peer}: ${f.error}\n`);
     }
     if (d.ike?.length) {
+      const wp = columnWidth(d.ike.map((p) => p.remote));
       out(
-        `  ${'IKE PEER'.padEnd(16)}${'CONN'.padEnd(14)}${'SOURCE'.padEnd(14)}${'STATE'.padEnd(13)}${'AGE'.padEnd(8)}${'PEER ID'.padEnd(24)}SPIS\n`,
+        `  ${'IKE PEER'.padEnd(wp)}${'CONN'.padEnd(14)}${'SOURCE'.padEnd(14)}${'STATE'.padEnd(13)}${'AGE'.padEnd(8)}${'PEER ID'.padEnd(24)}SPIS\n`,
       );
       for (const p of d.ike) {
         out(
-          `  ${p.remote.padEnd(16)}${p.conn.padEnd(14)}${p.source.toUpperCase().padEnd(14)}${p.state.padEnd(13)}${`${p.ageS}S`.padEnd(8)}${p.remoteId.padEnd(24)}${p.spis}\n`,
+          `  ${p.remote.padEnd(wp)}${p.conn.padEnd(14)}${p.source.toUpperCase().padEnd(14)}${p.state.padEnd(13)}${`${p.ageS}S`.padEnd(8)}${p.remoteId.padEnd(24)}${p.spis}\n`,
         );
         for (const c of p.children)
           out(`    CHILD ${c.name}  REQID: ${c.reqid}  SPI IN: ${c.spiIn}  OUT: ${c.spiOut}  ${c.state}\n`);
@@ -175,12 +178,13 @@ async function ipsec(a: Args): Promise<void> {
       }
     }
     if (!d.sas.length) continue;
+    const wa = columnWidth(d.sas.flatMap((s) => [s.src, s.dst]));
     out(
-      `  ${'SPI'.padEnd(10)}${'PROTO'.padEnd(6)}${'DIR'.padEnd(4)}${'MODE'.padEnd(10)}${'SOURCE'.padEnd(14)}${'SRC'.padEnd(16)}${'DST'.padEnd(16)}${'SEQ'.padEnd(12)}${'PACKETS'.padEnd(11)}BYTES\n`,
+      `  ${'SPI'.padEnd(10)}${'PROTO'.padEnd(6)}${'DIR'.padEnd(4)}${'MODE'.padEnd(10)}${'SOURCE'.padEnd(14)}${'SRC'.padEnd(wa)}${'DST'.padEnd(wa)}${'SEQ'.padEnd(12)}${'PACKETS'.padEnd(11)}BYTES\n`,
     );
     for (const s of d.sas) {
       out(
-        `  ${s.spi.padEnd(10)}${s.proto.toUpperCase().padEnd(6)}${s.dir.toUpperCase().padEnd(4)}${s.mode.toUpperCase().padEnd(10)}${s.source.toUpperCase().padEnd(14)}${s.src.padEnd(16)}${s.dst.padEnd(16)}${s.seq.padEnd(12)}${s.packets.padEnd(11)}${s.bytes}\n`,
+        `  ${s.spi.padEnd(10)}${s.proto.toUpperCase().padEnd(6)}${s.dir.toUpperCase().padEnd(4)}${s.mode.toUpperCase().padEnd(10)}${s.source.toUpperCase().padEnd(14)}${s.src.padEnd(wa)}${s.dst.padEnd(wa)}${s.seq.padEnd(12)}${s.packets.padEnd(11)}${s.bytes}\n`,
       );
     }
   }

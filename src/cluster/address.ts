@@ -1,12 +1,13 @@
 /*
  * The DVIPA on the wire: the routing node holds the address on its external interface,
- * which makes the kernel answer ARP for it, and announces it with gratuitous ARP so that
- * neighbours switch to it at once. Repeated a few times, as keepalived and z/OS do: one
- * broadcast may be lost, and a switch may still be learning the port.
+ * which makes the kernel answer ARP (IPv6: Neighbour Solicitations) for it, and announces it
+ * with gratuitous ARP (IPv6: an unsolicited Neighbour Advertisement with the Override flag)
+ * so that neighbours switch to it at once. Repeated a few times, as keepalived and z/OS do:
+ * one broadcast may be lost, and a switch may still be learning the port.
  */
 import { sys } from '../kernel/sys.js';
-import { parseIpv4 } from '../net/addr.js';
-import { hasAddress, ip } from '../net/iproute.js';
+import { ipFamily, parseIpv4, parseIpv6 } from '../net/addr.js';
+import { hasAddress, hostAddress, ip } from '../net/iproute.js';
 import type { Logger } from '../log.js';
 
 /** When to repeat the announcement after taking the address (ms after the first). */
@@ -26,7 +27,7 @@ export class AddressHolder {
   }
 
   take(address: string): void {
-    ip('addr', 'replace', `${address}/32`, 'dev', this.ifname);
+    ip('addr', 'replace', ...hostAddress(address), 'dev', this.ifname);
     this.announce(address);
     for (const ms of REPEAT_MS) {
       const t = setTimeout(() => {
@@ -38,7 +39,7 @@ export class AddressHolder {
   }
 
   give(address: string): void {
-    if (this.holds(address)) ip('addr', 'del', `${address}/32`, 'dev', this.ifname);
+    if (this.holds(address)) ip('addr', 'del', hostAddress(address)[0], 'dev', this.ifname);
   }
 
   stop(): void {
@@ -47,11 +48,15 @@ export class AddressHolder {
   }
 
   private announce(address: string): void {
+    const v6 = ipFamily(address) === 6;
     try {
-      sys.gratuitousArp(`gratuitous ARP ${address} on ${this.ifname}`, this.ifname, parseIpv4(address));
+      if (v6)
+        sys.unsolicitedNa(`neighbour advertisement ${address} on ${this.ifname}`, this.ifname, parseIpv6(address));
+      else sys.gratuitousArp(`gratuitous ARP ${address} on ${this.ifname}`, this.ifname, parseIpv4(address));
     } catch (e) {
       // The address is ours either way; neighbours then learn it when their entries expire.
-      this.log.warn({ address, ifname: this.ifname, err: (e as Error).message }, 'gratuitous ARP not sent');
+      const what = v6 ? 'neighbour advertisement' : 'gratuitous ARP';
+      this.log.warn({ address, ifname: this.ifname, err: (e as Error).message }, `${what} not sent`);
     }
   }
 }

@@ -6,7 +6,7 @@
  * the coupling facility is shared, a DVIPA message counts once etcd names the same owner
  * and epoch: until then it waits, so a forged or early message never releases an address.
  */
-import { parseIpv4 } from '../net/addr.js';
+import { inPrefix6, ipFamily, parseIpv4, parseIpv6 } from '../net/addr.js';
 import { maskBits, type ClusterConfig } from '../config/model.js';
 import type { DvipaPlan } from './roles.js';
 import type { DvipaChange, VipaList } from './messages.js';
@@ -21,14 +21,19 @@ export interface Refusal {
 export class Admission {
   private readonly nodes: Set<string>;
   private readonly ranges: Array<{ base: number; mask: number }>;
+  private readonly ranges6: Array<{ base: Buffer; bits: number }>;
 
   constructor(
     cfg: ClusterConfig,
     private readonly plans: ReadonlyMap<string, DvipaPlan>,
   ) {
     this.nodes = new Set(cfg.nodes.map((n) => n.name));
-    this.ranges = cfg.nodes
-      .flatMap((n) => n.vipaDynamic.range)
+    const ranges = cfg.nodes.flatMap((n) => n.vipaDynamic.range);
+    this.ranges6 = ranges
+      .filter((r) => ipFamily(r.address) === 6)
+      .map((r) => ({ base: parseIpv6(r.address), bits: maskBits(r.mask) ?? 128 }));
+    this.ranges = ranges
+      .filter((r) => ipFamily(r.address) === 4)
       .map((r) => {
         const mask = maskBits(r.mask) === 0 ? 0 : parseIpv4(r.mask);
         return { base: (parseIpv4(r.address) & mask) >>> 0, mask };
@@ -42,10 +47,18 @@ export class Admission {
       if (plan && (plan.routingNode === peer || plan.backups.some((b) => b.node === peer))) return undefined;
       return { reason: 'not_routing', detail: `${peer} neither defines nor backs up ${dvipa}` };
     }
-    const a = parseIpv4(dvipa);
-    if (plan || this.ranges.some((r) => (a & r.mask) >>> 0 === r.base)) return undefined;
+    if (plan || this.inRange(dvipa)) return undefined;
     const detail = `${dvipa} is no DVIPA of this configuration and in none of its VIPARANGEs`;
     return { reason: 'outside_ranges', detail };
+  }
+
+  private inRange(dvipa: string): boolean {
+    if (ipFamily(dvipa) === 6) {
+      const a = parseIpv6(dvipa);
+      return this.ranges6.some((r) => inPrefix6(a, r.base, r.bits));
+    }
+    const a = parseIpv4(dvipa);
+    return this.ranges.some((r) => (a & r.mask) >>> 0 === r.base);
   }
 
   /** Undefined if the whole list is acceptable: one address out of bounds refuses it all. */

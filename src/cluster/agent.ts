@@ -8,7 +8,8 @@
  * every node (DVIPA message), whose targets then send it everything again.
  */
 import { FastPath } from '../dataplane/fastpath.js';
-import type { ClusterConfig, NodeSpec } from '../config/model.js';
+import { clusterAddresses, type ClusterConfig, type NodeSpec } from '../config/model.js';
+import { ipFamily } from '../net/addr.js';
 import { planDvipas, rolesOf, type DvipaPlan, type Role } from './roles.js';
 import { ControlServer } from './control.js';
 import type { ControlHandlers } from './control-protocol.js';
@@ -118,21 +119,25 @@ export class Agent {
     this.admission = new Admission(opts.config, this.plans);
     this.refusals = new Refusals(this.log, 'peer message refused');
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
-    this.crtWalker = new CrtWalker([this.fp.crtEst.fd, this.fp.crt.fd]);
-    const peers = [
-      ...opts.config.nodes.filter((n) => n.name !== node.name).map((n) => ({ name: n.name, xcf: n.xcf })),
-      ...opts.config.peers,
-    ].map((p) => ({ name: p.name, host: p.xcf, port: opts.port ?? DEFAULTS.port }));
+    this.crtWalker = new CrtWalker([
+      { fd: this.fp.crtEst.fd },
+      { fd: this.fp.crt.fd },
+      { fd: this.fp.crt6.fd, v6: true },
+    ]);
+    const others = [...opts.config.nodes.filter((n) => n.name !== node.name), ...opts.config.peers];
+    const port = opts.port ?? DEFAULTS.port;
+    const withHost6 = (x: { xcf6?: string }) => (x.xcf6 === undefined ? {} : { host6: x.xcf6 });
     this.transport = new Transport({
       node: node.name,
       key: opts.key,
       identities: opts.identities,
-      listen: { host: node.xcf, port: opts.port ?? DEFAULTS.port },
-      peers,
+      listen: { host: node.xcf, port, ...withHost6(node) },
+      peers: others.map((p) => ({ name: p.name, host: p.xcf, port, ...withHost6(p) })),
       logger: this.log,
     });
-    const nameOfXcf = new Map(peers.map((p) => [p.host, p.name]));
-    const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
+    const nameOfXcf = new Map(others.flatMap((p) => clusterAddresses(p).map((a) => [a, p.name] as const)));
+    const mine = clusterAddresses(node);
+    const isConnected = (xcf: string) => mine.includes(xcf) || this.transport.connected(nameOfXcf.get(xcf) ?? '');
     this.router = new RoutingRole(
       this.fp,
       node,
@@ -148,7 +153,7 @@ export class Agent {
       opts,
       this.log,
       (router, m) => this.deliver(router, m),
-      (n) => this.xcfOf(n),
+      (n) => this.addressesOf(n),
     );
     this.via = new ViaRoutes(this.fp, node, opts.config);
   }
@@ -162,7 +167,15 @@ export class Agent {
         .catch((e: Error) => this.log.warn({ err: e.message }, 'sweep of the confirmed connections failed'));
     }, SWEEP_AFTER_MS);
     this.sweepTimer.unref();
-    this.fp.configure({ clusterAddr: this.node.xcf, maxNewFlows: this.opts.newFlowRate ?? DEFAULTS.newFlowRate });
+    // An IPv6-only node has no IPv4 cluster address: 0.0.0.0 (none) in the data plane.
+    const [v4 = '0.0.0.0', v6] = [this.node.xcf, this.node.xcf6 ?? this.node.xcf].map((a, i) =>
+      ipFamily(a) === (i === 0 ? 4 : 6) ? a : undefined,
+    );
+    this.fp.configure({
+      clusterAddr: v4,
+      ...(v6 === undefined ? {} : { clusterAddr6: v6 }),
+      maxNewFlows: this.opts.newFlowRate ?? DEFAULTS.newFlowRate,
+    });
     this.via.start();
     const roles = rolesOf(this.opts.config, this.node.name);
     this.roles = roles;
@@ -185,8 +198,7 @@ export class Agent {
     });
     this.transport.on('peerDown', (peer) => {
       this.log.warn({ peer }, 'peer disconnected');
-      const xcf = this.xcfOf(peer);
-      if (xcf) this.router.targetGone(xcf);
+      for (const xcf of this.addressesOf(peer)) this.router.targetGone(xcf);
     });
     await this.transport.start();
     this.target.start();
@@ -408,21 +420,25 @@ export class Agent {
     else this.transport.send(router, m);
   }
 
-  private xcfOf(peer: string): string | undefined {
-    return (
-      this.opts.config.nodes.find((n) => n.name === peer)?.xcf ??
-      this.opts.config.peers.find((p) => p.name === peer)?.xcf
-    );
+  /** A peer's cluster addresses: a DESTIP may name either of a dual-stack node's. */
+  private addressesOf(peer: string): string[] {
+    const p =
+      this.opts.config.nodes.find((n) => n.name === peer) ?? this.opts.config.peers.find((x) => x.name === peer);
+    return p ? clusterAddresses(p) : [];
   }
 
   private onMessage(peer: string, m: Message): void {
-    const xcf = this.xcfOf(peer);
-    if (!xcf) return;
+    const addresses = this.addressesOf(peer);
+    if (!addresses.length) return;
+    // Each report is the target's under each of its addresses; with two, each address takes
+    // the connections of the services that name it.
     switch (m.type) {
       case MsgType.SrvStat:
-        return this.router.onSrvStat(peer, xcf, m.body);
+        for (const xcf of addresses) this.router.onSrvStat(peer, xcf, m.body);
+        return;
       case MsgType.Conns:
-        return this.router.onConns(xcf, m.body);
+        for (const xcf of addresses) this.router.onConns(xcf, m.body, addresses.length > 1);
+        return;
       case MsgType.VipaList: {
         const refused = this.admission.vipaList(peer, m.body);
         if (refused) return this.refusals.add(peer, refused.reason, refused.detail);

@@ -6,7 +6,7 @@
  * lab and the agent cannot disagree silently.
  */
 import type { CouplingConfig } from '../config/model.js';
-import { parseIpv4 } from '../net/addr.js';
+import { canonicalIp } from '../net/addr.js';
 import type { CouplingState, IpsecDvipaRow, VcrtFilter, VcrtView, VdptRow, VipadynRow } from './views.js';
 
 export const CONTROL_PROTOCOL_VERSION = 1;
@@ -55,9 +55,8 @@ function vcrtFilter(args: Record<string, unknown>): VcrtFilter {
   for (const k of ['dvipa', 'client'] as const) {
     const v = args[k];
     if (v === undefined) continue;
-    if (typeof v !== 'string') throw new Error(`vcrt: ${k} must be an IPv4 address`);
-    parseIpv4(v);
-    f[k] = v;
+    if (typeof v !== 'string') throw new Error(`vcrt: ${k} must be an IPv4 or IPv6 address`);
+    f[k] = canonicalIp(v);
   }
   for (const [k, min, max] of [
     ['port', 1, 65535],

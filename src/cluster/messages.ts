@@ -6,7 +6,7 @@
  * DVIPA carries its epoch: receivers refuse what an owner deposed since then says.
  */
 import { DvipaError } from '../errors.js';
-import { parseIpv4 } from '../net/addr.js';
+import { ipFamily, canonicalIpv6 } from '../net/addr.js';
 
 export enum MsgType {
   Hello = 0,
@@ -107,13 +107,11 @@ function arr(v: Json, what: string, max: number): Json[] {
   return v;
 }
 
+/** An address as peers write it: IPv4, or IPv6 in RFC 5952 form only (one spelling, one key). */
 function addr(v: Json, what: string): string {
-  try {
-    parseIpv4(v as string);
-    return v as string;
-  } catch {
-    throw new InvalidMessage(`${what}: expected an IPv4 address`);
-  }
+  const family = typeof v === 'string' ? ipFamily(v) : undefined;
+  if (family === 4 || (family === 6 && canonicalIpv6(v as string) === v)) return v as string;
+  throw new InvalidMessage(`${what}: expected an IPv4 address or an IPv6 address in RFC 5952 form`);
 }
 
 function port(v: Json, what: string, min = 1): number {

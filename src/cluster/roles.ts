@@ -4,7 +4,7 @@
  * and the candidate targets of each distribution. A backup that has its own VIPADISTribute
  * for the DVIPA uses it after a takeover; otherwise it uses the routing node's.
  */
-import type { ClusterConfig, NodeSpec, VipaDistribute } from '../config/model.js';
+import { clusterAddresses, type ClusterConfig, type NodeSpec, type VipaDistribute } from '../config/model.js';
 
 export interface DvipaPlan {
   address: string;
@@ -43,9 +43,10 @@ export function planDvipas(cfg: ClusterConfig): Map<string, DvipaPlan> {
   return plans;
 }
 
-/** Does `node` take connections of this distribution (DESTIP ALL, or its cluster address listed)? */
+/** Does `node` take connections of this distribution (DESTIP ALL, or one of its cluster addresses listed)? */
 export function isTarget(d: VipaDistribute, node: NodeSpec): boolean {
-  return d.destinations === 'all' || d.destinations.some((t) => t.xcf === node.xcf);
+  const mine = clusterAddresses(node);
+  return d.destinations === 'all' || d.destinations.some((t) => mine.includes(t.xcf));
 }
 
 /** What `node` does for each DVIPA: a node can be a candidate target and a backup at once. */

@@ -11,9 +11,10 @@ import type { FastPath } from '../dataplane/fastpath.js';
 import { NexthopFollower } from '../dataplane/nexthops.js';
 import { CrtOrigin } from '../dataplane/structs.js';
 import { IPPROTO, type Flow } from '../net/flow.js';
+import { ipFamily } from '../net/addr.js';
 import { serviceName, type Service } from '../net/service.js';
 import type { VdptRow } from './views.js';
-import type { ClusterConfig, NodeSpec, VipaDistribute } from '../config/model.js';
+import { clusterAddressFor, type ClusterConfig, type NodeSpec, type VipaDistribute } from '../config/model.js';
 import type { DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type Conns, type Message, type SrvStat } from './messages.js';
 import { connKey, servicesOf } from './services.js';
@@ -127,7 +128,7 @@ export class RoutingRole {
     this.nexthops.start();
     const distribute = distributionOf(plan, this.node.name);
     this.dvipas.set(plan.address, { distribute, epoch: 0 });
-    const everyNode = this.config.nodes.map((n) => ({ xcf: n.xcf }));
+    const everyNode = this.config.nodes.map((n) => ({ xcf: clusterAddressFor(n, plan.address) }));
     for (const node of candidatesOf(plan)) {
       if (!this.dpts.has(node)) this.dpts.set(node, new Dpt());
       for (const d of distributionOf(plan, node)) {
@@ -208,7 +209,7 @@ export class RoutingRole {
 
   private candidateTargets(dvipa: string): string[] {
     const ds = this.dvipas.get(dvipa)?.distribute ?? [];
-    if (ds.some((d) => d.destinations === 'all')) return this.config.nodes.map((n) => n.xcf);
+    if (ds.some((d) => d.destinations === 'all')) return this.config.nodes.map((n) => clusterAddressFor(n, dvipa));
     return [...new Set(ds.flatMap((d) => (d.destinations === 'all' ? [] : d.destinations.map((x) => x.xcf))))];
   }
 
@@ -354,9 +355,14 @@ export class RoutingRole {
     }
   }
 
-  /** A target's NEWCONN/TERMCONN. */
-  onConns(xcf: string, body: Conns): void {
-    this.applyConns(xcf, body.full, body.added, body.removed);
+  /**
+   * A target's NEWCONN/TERMCONN. `named`: the target has other cluster addresses too, and
+   * `xcf` takes only the connections of services whose targets name it.
+   */
+  onConns(xcf: string, body: Conns, named = false): void {
+    const mine = (cs: ConnRef[]) =>
+      named ? cs.filter((c) => this.fp.targetIndexOf(this.svcIdOf(c) ?? -1, xcf) !== 0) : cs;
+    this.applyConns(xcf, body.full, mine(body.added), mine(body.removed));
     if (body.full) {
       this.synced.set(xcf, { srvstat: this.synced.get(xcf)?.srvstat ?? false, conns: true });
       if (this.deferred.size) this.pushDeferred(false);
@@ -414,8 +420,14 @@ export class RoutingRole {
       ];
     });
     for (const c of fresh) this.unconfirmed.delete(connKey(c));
-    if (entries.length) {
-      const refused = this.fp.confirm(entries);
+    // An IPv6 connection, or an IPv4 one to an IPv6 target, is in crt6 (as the data plane puts it);
+    // IPv6 has no table of confirmed connections yet: crt6 holds both kinds.
+    const inCrt6 = (f: Flow) => ipFamily(f.daddr) === 6 || ipFamily(xcf) === 6;
+    const v6 = entries.filter(([f]) => inCrt6(f));
+    const v4 = entries.filter(([f]) => !inCrt6(f));
+    if (v6.length) this.fp.crt6.setBatch(v6);
+    if (v4.length) {
+      const refused = this.fp.confirm(v4);
       this.confirmRefused += refused.length;
       if (refused.length && !this.fullLogged) {
         this.fullLogged = true;
@@ -428,7 +440,9 @@ export class RoutingRole {
     }
     for (const c of gone) {
       this.unconfirmed.delete(connKey(c));
-      this.fp.forget(this.flowOf(c));
+      const f = this.flowOf(c);
+      if (inCrt6(f)) this.fp.crt6.delete(f);
+      else this.fp.forget(f);
     }
   }
 

@@ -1,13 +1,15 @@
 /*
  * The TCP sockets of this node's network namespace, from /proc/net/tcp and tcp6: listeners
  * (for SRVSTAT) and connections (for NEWCONN/TERMCONN). This is the reconciliation path: a
- * full scan that catches whatever events were missed. A dual-stack socket on :: serves IPv4
- * too (it is the default of many servers, Node's included): :: counts as the IPv4 wildcard
- * and ::ffff:a.b.c.d as a.b.c.d; other IPv6 addresses are not dvipa's.
+ * full scan that catches whatever events were missed. Addresses of both families, IPv6 in
+ * RFC 5952 form. A dual-stack socket on :: serves IPv4 too (it is the default of many
+ * servers, Node's included): :: is the wildcard of both families, and ::ffff:a.b.c.d is
+ * a.b.c.d. (/proc does not show IPV6_V6ONLY: a v6-only listener on :: is taken to serve
+ * IPv4 as well, and the IPv4 DVIPA's connections then fail as they would on z/OS's stack.)
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { formatIpv4 } from '../net/addr.js';
+import { formatIpv4, formatIpv6, ipFamily } from '../net/addr.js';
 
 export interface SocketEntry {
   local: string;
@@ -54,11 +56,14 @@ function word(hex: string): number {
 }
 
 function address(hex: string): string | undefined {
+  if (!/^[\da-fA-F]+$/.test(hex)) return undefined;
   if (hex.length === 8) return formatIpv4(word(hex));
+  if (hex.length !== 32) return undefined;
   const w = [0, 8, 16, 24].map((i) => word(hex.slice(i, i + 8)));
-  if (w.every((x) => x === 0)) return '0.0.0.0';
   if (w[0] === 0 && w[1] === 0 && w[2] === 0xffff) return formatIpv4(w[3]);
-  return undefined;
+  const b = Buffer.alloc(16);
+  w.forEach((x, i) => b.writeUInt32BE(x, i * 4));
+  return formatIpv6(b);
 }
 
 export function parseProcNetTcp(text: string): SocketEntry[] {
@@ -82,10 +87,17 @@ export function readSockets(): SocketEntry[] {
   return [...parseProcNetTcp(fs.readFileSync('/proc/net/tcp', 'utf8')), ...v6];
 }
 
-/** Listening on `dvipa:port` itself or on the wildcard address. */
-export function listensOn(sockets: readonly SocketEntry[], dvipa: string, port: number): boolean {
+/**
+ * Listening on `dvipa:port` (`port` undefined: any port) itself or on a wildcard address
+ * that covers it (:: covers both families).
+ */
+export function listensOn(sockets: readonly SocketEntry[], dvipa: string, port?: number): boolean {
+  const wildcards = ipFamily(dvipa) === 6 ? ['::'] : ['0.0.0.0', '::'];
   return sockets.some(
-    (s) => s.state === 'listen' && s.localPort === port && (s.local === dvipa || s.local === '0.0.0.0'),
+    (s) =>
+      s.state === 'listen' &&
+      (port === undefined || s.localPort === port) &&
+      (s.local === dvipa || wildcards.includes(s.local)),
   );
 }
 

@@ -3,6 +3,8 @@
  * tracepoint): a listener appearing or going, a connection on a served DVIPA changing
  * state. The agent takes them as "look now": it reconciles at once instead of at its next
  * periodic scan. The events are not the truth (a full ring buffer drops them); the scan is.
+ * Addresses of either family: an IPv4 socket's (and a dual-stack socket's IPv4 peer's) as
+ * IPv4, an IPv6 wildcard as ::.
  */
 import { openRingBuffer, type EventSource } from '../kernel/events.js';
 import { loadObject, type BpfObject } from '../kernel/object.js';
@@ -18,8 +20,8 @@ export interface SockEvent {
 }
 
 export const sockEvent = struct<SockEvent>('dvipa_sock_event', [
-  ['local', 'ipv4'],
-  ['remote', 'ipv4'],
+  ['local', 'ip'],
+  ['remote', 'ip'],
   ['localPort', 'u16'],
   ['remotePort', 'u16'],
   ['oldstate', 'u8'],

@@ -12,7 +12,8 @@ import * as fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import type { FastPath } from '../dataplane/fastpath.js';
 import { serviceName, type Service } from '../net/service.js';
-import type { NodeSpec } from '../config/model.js';
+import { hostAddress } from '../net/iproute.js';
+import { clusterAddresses, type NodeSpec } from '../config/model.js';
 import { isTarget, type DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type DvipaChange, type Message, type ServiceRef, type VipaList } from './messages.js';
 import { connectionsOn, listensOn, readSockets } from './sockets.js';
@@ -30,8 +31,9 @@ const LOAD_STEP = 0.05;
 const refKey = (r: ServiceRef) => `${r.dvipa}:${r.port}/${r.protocol}`;
 /** refKey's inverse, for the TCP listeners this side tracks. */
 const toRef = (k: string): ServiceRef => {
-  const [dvipa, rest] = k.split(':');
-  return { dvipa, port: Number(rest.split('/')[0]), protocol: 'tcp' };
+  // The port follows the last colon: an IPv6 DVIPA has colons of its own.
+  const at = k.lastIndexOf(':');
+  return { dvipa: k.slice(0, at), port: Number(k.slice(at + 1).split('/')[0]), protocol: 'tcp' };
 };
 
 export interface TargetOptions {
@@ -63,8 +65,8 @@ export class TargetRole {
     private readonly opts: TargetOptions,
     private readonly log: Logger,
     private readonly deliver: (router: string, m: Message) => void,
-    /** A peer's cluster address, by name. */
-    private readonly xcfOf: (node: string) => string | undefined,
+    /** A peer's cluster addresses (IPv4 and/or IPv6), by name. */
+    private readonly addressesOf: (node: string) => string[],
   ) {}
 
   start(): void {
@@ -76,7 +78,7 @@ export class TargetRole {
   /** Decapsulation only from the routing nodes of what this node serves, for those services. */
   private allowDecap(): void {
     const services = this.myServices();
-    const routers = [...services.keys()].map(this.xcfOf).filter((x): x is string => x !== undefined);
+    const routers = [...services.keys()].flatMap(this.addressesOf);
     this.fp.allowDecap(routers, [...services.values()].flat());
   }
 
@@ -109,12 +111,14 @@ export class TargetRole {
     this.serving.add(dvipa);
     this.startEvents();
     // Bound on lo, never answered for by ARP: the routing node owns the address on the wire.
+    // IPv6 needs no setting: Linux answers a Neighbour Solicitation only for an address of
+    // the interface it came in on, never for one on lo.
     for (const [key, value] of [
       ['arp_ignore', '1'],
       ['arp_announce', '2'],
     ])
       fs.writeFileSync(`/proc/sys/net/ipv4/conf/all/${key}`, value);
-    execFileSync('ip', ['addr', 'replace', `${dvipa}/32`, 'dev', 'lo']);
+    execFileSync('ip', ['addr', 'replace', ...hostAddress(dvipa), 'dev', 'lo']);
     this.fp.serve(dvipa);
     for (const ifname of this.node.internal) this.fp.attach('decap', ifname);
   }
@@ -161,8 +165,7 @@ export class TargetRole {
       );
       // A port-0 service (all ports) is ready when anything listens on the DVIPA.
       for (const s of services.filter((x) => x.port === 0)) {
-        if (sockets.some((k) => k.state === 'listen' && (k.local === s.vip || k.local === '0.0.0.0')))
-          listeners.add(refKey({ dvipa: s.vip, port: 0, protocol: 'tcp' }));
+        if (listensOn(sockets, s.vip)) listeners.add(refKey({ dvipa: s.vip, port: 0, protocol: 'tcp' }));
       }
       const conns = new Map(
         connectionsOn(sockets, dvipas).map((c) => {
@@ -237,7 +240,7 @@ export class TargetRole {
     for (const d of list.dvipas) {
       if (d.epoch > 0 && !this.heard(router, d.address, d.epoch, 'VIPA list')) continue;
       for (const s of d.services) {
-        if (s.targets === 'all' || s.targets.includes(this.node.xcf))
+        if (s.targets === 'all' || clusterAddresses(this.node).some((a) => s.targets.includes(a)))
           mine.push({ vip: d.address, port: s.port, protocol: s.protocol });
       }
     }

@@ -8,6 +8,9 @@
  * frame whose message is invalid is dropped alone. Every drop is counted by reason and
  * logged at most once per peer and reason per minute.
  *
+ * Cluster addresses of either family: a node with an IPv4 and an IPv6 one listens on both
+ * and dials a peer at its address of a family it has itself (IPv4 first), from its own.
+ *
  * A stranger gets little: connections are taken only from the peers' cluster addresses,
  * and until authenticated they are capped per source and in total, must finish within a
  * deadline and may send only small frames. After it, a listener closes a connection idle
@@ -33,6 +36,7 @@ import { decodeMessage, encodeMessage, InvalidMessage, MsgType, type Hello, type
 import { Handshake, type Identities } from './handshake.js';
 import { Refusals } from './refusals.js';
 import type { Logger } from '../log.js';
+import { canonicalIpv6, ipFamily } from '../net/addr.js';
 
 const RECONNECT_MS = 500;
 
@@ -77,13 +81,16 @@ export interface Peer {
   name: string;
   host: string;
   port: number;
+  /** Its IPv6 cluster address beside an IPv4 `host`. */
+  host6?: string;
 }
 
 export interface TransportOptions {
   node: string;
   /** The cluster key: at least 32 bytes. */
   key: Buffer;
-  listen: { host: string; port: number };
+  /** `host6`: this node's IPv6 cluster address beside an IPv4 `host`, listened on too. */
+  listen: { host: string; port: number; host6?: string };
   peers: Peer[];
   /** Per-node keys: with them a node can speak only as itself. */
   identities?: Identities;
@@ -119,7 +126,13 @@ export declare interface Transport {
   on(event: 'peerUp' | 'peerDown', listener: (peer: string) => void): this;
 }
 
-const unmapped = (a: string | undefined) => a?.replace(/^::ffff:(?=\d+\.)/, '');
+/** The remote address in its one spelling: IPv4-mapped form unwrapped, IPv6 in RFC 5952 form. */
+const unmapped = (a: string | undefined) => {
+  const v4 = a?.replace(/^::ffff:(?=\d+\.)/i, '');
+  return v4 === undefined || ipFamily(v4) !== 6 ? v4 : canonicalIpv6(v4);
+};
+
+const hostsOf = (x: { host: string; host6?: string }) => (x.host6 === undefined ? [x.host] : [x.host, x.host6]);
 
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class Transport extends EventEmitter {
@@ -132,7 +145,7 @@ export class Transport extends EventEmitter {
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly refusals: Refusals;
   private readonly sources: Set<string>;
-  private server?: net.Server;
+  private readonly servers: net.Server[] = [];
   private sweeper?: NodeJS.Timeout;
   private stopped = false;
 
@@ -140,7 +153,7 @@ export class Transport extends EventEmitter {
     super();
     if (opts.key.length < 32) throw new RangeError('the cluster key must be at least 32 bytes');
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
-    this.sources = new Set(opts.peers.map((p) => p.host));
+    this.sources = new Set(opts.peers.flatMap(hostsOf).map((h) => unmapped(h)!));
     this.refusals = new Refusals(opts.logger, 'message dropped');
   }
 
@@ -150,13 +163,21 @@ export class Transport extends EventEmitter {
   }
 
   async start(): Promise<void> {
+    // The IPv6 address's server takes the port the first one got (listen port 0: tests).
+    for (const host of hostsOf(this.opts.listen))
+      await this.listenOn(host, this.servers.length ? this.port() : this.opts.listen.port);
+    this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.floor(this.limits.idleMs / 3)));
+    for (const p of this.opts.peers) this.dial(p);
+  }
+
+  private async listenOn(host: string, port: number): Promise<void> {
     const server = net.createServer((s) => this.accept(s));
     // Authenticated: one per peer; the rest wait in their handshake, capped.
     server.maxConnections = this.opts.peers.length + this.limits.pending;
-    this.server = server;
+    this.servers.push(server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.opts.listen.port, this.opts.listen.host, () => {
+      server.listen(port, host, () => {
         server.off('error', reject);
         resolve();
       });
@@ -167,13 +188,11 @@ export class Transport extends EventEmitter {
         this.opts.logger.error({ err: e.message }, 'cannot accept a connection');
       }),
     );
-    this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.floor(this.limits.idleMs / 3)));
-    for (const p of this.opts.peers) this.dial(p);
   }
 
   /** The port actually listened on (for listen port 0). */
   port(): number {
-    return (this.server!.address() as net.AddressInfo).port;
+    return (this.servers[0].address() as net.AddressInfo).port;
   }
 
   connected(peer: string): boolean {
@@ -201,7 +220,7 @@ export class Transport extends EventEmitter {
     clearInterval(this.sweeper);
     for (const t of this.timers) clearTimeout(t);
     for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   }
 
   private write(s: Session, key: Buffer, m: Message): void {
@@ -210,21 +229,31 @@ export class Transport extends EventEmitter {
     s.socket.write(encodeFrame(key, { type: m.type, seq: s.sendSeq, payload: encodeMessage(m) }));
   }
 
+  /** The peer's address of a family this node has (IPv4 first), and this node's address of that family. */
+  private route(p: Peer): { host: string; local?: string } {
+    const mine = hostsOf(this.opts.listen);
+    for (const host of hostsOf(p)) {
+      const own = mine.find((m) => net.isIP(m) === net.isIP(host));
+      if (own !== undefined) return { host, ...(/^(0\.0\.0\.0|::)$/.test(own) ? {} : { local: own }) };
+    }
+    // No family in common (the configuration check says so): dial anyway, the failure is logged.
+    return { host: p.host };
+  }
+
   private dial(p: Peer): void {
     if (this.stopped) return;
-    const host = this.opts.listen.host;
-    const local = net.isIP(host) && !/^(0\.0\.0\.0|::)$/.test(host) ? host : undefined;
+    const { host, local } = this.route(p);
     let socket: net.Socket;
     try {
       // From our own cluster address: the one peers accept us from.
-      socket = net.connect({ host: p.host, port: p.port, ...(local ? { localAddress: local } : {}) });
+      socket = net.connect({ host, port: p.port, ...(local ? { localAddress: local } : {}) });
     } catch (e) {
       this.refusals.once(p.name, 'dial', () => {
         this.opts.logger.error({ peer: p.name, err: (e as Error).message }, 'cannot dial a peer');
       });
       return this.redial(p);
     }
-    const s = this.session(socket, true, p.host, p.name);
+    const s = this.session(socket, true, host, p.name);
     this.outbound.set(p.name, s);
     socket.once('connect', () => this.write(s, this.opts.key, { type: MsgType.Hello, body: s.hs!.hello }));
     socket.once('close', () => {
@@ -398,9 +427,11 @@ export class Transport extends EventEmitter {
       return false;
     }
     const peer = this.opts.peers.find((p) => p.name === hello.node);
+    const at = peer ? hostsOf(peer).map((h) => unmapped(h)!) : [];
     if (!peer) this.reject(s, 'unknown_peer', `${hello.node} is not a peer of ${this.opts.node}`);
-    else if (peer.host !== s.source) this.reject(s, 'wrong_peer', `${hello.node} is at ${peer.host}, not ${s.source}`);
-    return peer?.host === s.source;
+    else if (!at.includes(s.source))
+      this.reject(s, 'wrong_peer', `${hello.node} is at ${at.join(' and ')}, not ${s.source}`);
+    return at.includes(s.source);
   }
 
   private handshakeState(): Handshake {

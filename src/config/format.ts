@@ -1,5 +1,5 @@
 /* A configuration written back in the VIPADynamic language, with keywords spelled out in full. */
-import type { ClusterConfig, Destination, VipaDistribute } from './model.js';
+import type { ClusterConfig, Destination, VipaDistribute, VipaDynamic } from './model.js';
 
 function destination(d: Destination): string {
   if (d.weight !== undefined) return `${d.xcf} WEIGHT ${d.weight}`;
@@ -8,7 +8,14 @@ function destination(d: Destination): string {
   return d.xcf;
 }
 
-function distribute(d: VipaDistribute): string {
+/** An IPv6 DVIPA as z/OS writes it: interface name, address, /prefix_len unless it is the whole address. */
+function ipv6Dvipa(d: { interface?: string; address: string; mask?: string }, prefix = false): string | undefined {
+  if (d.interface === undefined) return undefined;
+  return `${d.interface} ${d.address}${d.mask === undefined || (d.mask === '128' && !prefix) ? '' : `/${d.mask}`}`;
+}
+
+/** z/OS's VIPADISTRIBUTE names an IPv6 DVIPA by its interface. */
+function distribute(d: VipaDistribute, v: VipaDynamic): string {
   const method =
     d.method.name === 'hotstandby'
       ? `DISTMETHOD HOTSTANDBY ${d.method.autoSwitchBack ? '' : 'NO'}AUTOSWITCHBACK ` +
@@ -20,8 +27,11 @@ function distribute(d: VipaDistribute): string {
       ? ''
       : ` PORT ${d.ports.map((p) => (p.from === p.to ? `${p.from}` : `${p.from}-${p.to}`)).join(' ')}`;
   const dest = d.destinations === 'all' ? 'ALL' : d.destinations.map(destination).join(' ');
-  return `  VIPADISTRIBUTE ${method}${affinity}${d.address}${ports} DESTIP ${dest}`;
+  const name = [...v.define, ...v.backup].find((x) => x.address === d.address)?.interface ?? d.address;
+  return `  VIPADISTRIBUTE ${method}${affinity}${name}${ports} DESTIP ${dest}`;
 }
+
+const xcf = (n: { xcf: string; xcf6?: string }) => (n.xcf6 === undefined ? n.xcf : `${n.xcf} ${n.xcf6}`);
 
 export function formatProfile(cfg: ClusterConfig): string {
   const lines: string[] = [];
@@ -44,18 +54,21 @@ export function formatProfile(cfg: ClusterConfig): string {
   for (const n of cfg.nodes) {
     const ext = n.external ? ` EXTERNAL ${n.external}` : '';
     const int = n.internal.length ? ` INTERNAL ${n.internal.join(' ')}` : '';
-    lines.push(`NODE ${n.name} XCF ${n.xcf}${ext}${int}`, 'VIPADYNAMIC');
+    lines.push(`NODE ${n.name} XCF ${xcf(n)}${ext}${int}`, 'VIPADYNAMIC');
     const v = n.vipaDynamic;
-    for (const d of v.define) lines.push(`  VIPADEFINE MOVEABLE ${d.moveable.toUpperCase()} ${d.mask} ${d.address}`);
-    for (const b of v.backup)
-      lines.push(
-        `  VIPABACKUP ${b.rank}${b.moveable ? ` MOVEABLE ${b.moveable.toUpperCase()} ${b.mask}` : ''} ${b.address}`,
-      );
-    for (const d of v.distribute) lines.push(distribute(d));
-    for (const r of v.range) lines.push(`  VIPARANGE MOVEABLE ${r.moveable.toUpperCase()} ${r.mask} ${r.address}`);
+    for (const d of v.define)
+      lines.push(`  VIPADEFINE MOVEABLE ${d.moveable.toUpperCase()} ${ipv6Dvipa(d) ?? `${d.mask} ${d.address}`}`);
+    for (const b of v.backup) {
+      const moveable = b.moveable ? ` MOVEABLE ${b.moveable.toUpperCase()}` : '';
+      const what = ipv6Dvipa(b) ?? `${b.moveable ? `${b.mask} ` : ''}${b.address}`;
+      lines.push(`  VIPABACKUP ${b.rank}${moveable} ${what}`);
+    }
+    for (const d of v.distribute) lines.push(distribute(d, v));
+    for (const r of v.range)
+      lines.push(`  VIPARANGE MOVEABLE ${r.moveable.toUpperCase()} ${ipv6Dvipa(r, true) ?? `${r.mask} ${r.address}`}`);
     for (const r of v.route ?? []) lines.push(`  VIPAROUTE DEFINE ${r.xcf} ${r.via}`);
     lines.push('ENDVIPADYNAMIC');
   }
-  for (const p of cfg.peers) lines.push(`PEER ${p.name} XCF ${p.xcf}`);
+  for (const p of cfg.peers) lines.push(`PEER ${p.name} XCF ${xcf(p)}`);
   return `${lines.join('\n')}\n`;
 }

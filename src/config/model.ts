@@ -1,29 +1,37 @@
 /*
  * The cluster configuration, as both the VIPADynamic language (profile.ts) and its YAML form
- * (yaml.ts) describe it, normalised: addresses as dotted quads, keywords as lower-case
- * names, defaults filled in. `validate` checks what no single statement can: references
+ * (yaml.ts) describe it, normalised: IPv4 addresses as dotted quads, IPv6 addresses in
+ * RFC 5952 form, keywords as lower-case names, defaults filled in. `validate` checks what no single statement can: references
  * between statements and nodes.
  */
 import { DvipaError, EXIT } from '../errors.js';
-import { parseIpv4 } from '../net/addr.js';
+import { ipFamily, parseIpv4 } from '../net/addr.js';
 
 export type Moveable = 'immediate' | 'whenidle' | 'disruptive';
 
+/*
+ * `mask`: an IPv4 DVIPA's address mask (255.255.255.0), or an IPv6 DVIPA's prefix length
+ * (64). `interface`: an IPv6 DVIPA's interface name, as z/OS names each one (VIPADEFINE
+ * MOVEABLE IMMEDIATE DVIPA6A 2001:db8::10); z/OS's VIPADISTRIBUTE and VIPADELETE name it.
+ */
 export interface VipaDefine {
   address: string;
   mask: string;
   moveable: Moveable;
+  interface?: string;
 }
 export interface VipaBackup {
   address: string;
   rank: number;
   moveable?: 'immediate' | 'whenidle';
   mask?: string;
+  interface?: string;
 }
 export interface VipaRange {
   address: string;
   mask: string;
   moveable: 'nondisruptive' | 'disruptive';
+  interface?: string;
 }
 
 // The distribution methods and destinations are the DPT's vocabulary (tables/dpt.ts); the config speaks it.
@@ -64,8 +72,10 @@ export interface VipaDynamic {
 
 export interface NodeSpec {
   name: string;
-  /** The node's cluster (XCF) address: where tunnelled packets for its targets go. */
+  /** The node's cluster (XCF) address: where tunnelled packets for its targets go. IPv4, or IPv6 alone. */
   xcf: string;
+  /** Its IPv6 cluster address beside an IPv4 `xcf` (z/OS: IPCONFIG6 DYNAMICXCF). */
+  xcf6?: string;
   external?: string;
   internal: string[];
   vipaDynamic: VipaDynamic;
@@ -116,8 +126,21 @@ export interface ClusterConfig {
   newFlowRate?: number;
   nodes: NodeSpec[];
   /** Peers named in a per-node file (PEER statements); a cluster file lists its nodes instead. */
-  peers: Array<{ name: string; xcf: string }>;
+  peers: Array<{ name: string; xcf: string; xcf6?: string }>;
 }
+
+/** A node's or peer's cluster addresses: its `xcf`, and its IPv6 one beside it. */
+export function clusterAddresses(n: { xcf: string; xcf6?: string }): string[] {
+  return n.xcf6 === undefined ? [n.xcf] : [n.xcf, n.xcf6];
+}
+
+/** DESTIP ALL's address of a node for `dvipa`: of the DVIPA's family where the node has one (no change of family in the tunnel). */
+export function clusterAddressFor(n: { xcf: string; xcf6?: string }, dvipa: string): string {
+  return ipFamily(dvipa) === 6 && n.xcf6 !== undefined ? n.xcf6 : n.xcf;
+}
+
+/** IPv6 interface names as z/OS takes them: a letter first, at most 16 characters. */
+export const INTERFACE_NAME = /^[A-Za-z@#$][\w@#$]{0,15}$/;
 
 export function emptyVipaDynamic(): VipaDynamic {
   return { define: [], backup: [], distribute: [], range: [] };
@@ -140,10 +163,21 @@ export class ConfigError extends DvipaError {
   }
 }
 
+/** The prefix length of an IPv4 mask or an IPv6 prefix length (see VipaDefine); undefined if it is neither. */
 export function maskBits(mask: string): number | undefined {
+  if (/^\d{1,3}$/.test(mask)) return Number(mask) <= 128 ? Number(mask) : undefined;
+  if (ipFamily(mask) !== 4) return undefined;
   const m = parseIpv4(mask);
   const bits = 32 - Math.log2((~m >>> 0) + 1);
   return Number.isInteger(bits) ? bits : undefined;
+}
+
+/** Whether `mask` fits `address`'s family: an IPv4 address mask, or an IPv6 prefix length. */
+function maskProblem(address: string, mask: string): string | undefined {
+  const bits = maskBits(mask);
+  if (ipFamily(address) === 6)
+    return bits !== undefined && /^\d+$/.test(mask) ? undefined : `${mask} is not an IPv6 prefix length (0 to 128)`;
+  return bits !== undefined && !/^\d+$/.test(mask) ? undefined : `${mask} is not a contiguous address mask`;
 }
 
 /**
@@ -158,8 +192,29 @@ export function validate(
   const add = (node: number, what: string, message: string) => problems.push({ ...at(node, what), message });
   const names = new Set<string>();
   const xcfs = new Set<string>();
-  const known = new Set([...cfg.nodes.map((n) => n.xcf), ...cfg.peers.map((p) => p.xcf)]);
+  const known = new Set([...cfg.nodes, ...cfg.peers].flatMap(clusterAddresses));
+  const holder = new Map([...cfg.nodes, ...cfg.peers].flatMap((x) => clusterAddresses(x).map((a) => [a, x.name])));
   const owner = new Map<string, string>();
+  // z/OS: an IPv6 DVIPA's backups name the interface its VIPADEFINE names.
+  const interfaces = new Map<string, { name: string; node: string }>();
+  cfg.nodes.forEach((n, i) => {
+    const v = n.vipaDynamic;
+    for (const [what, d] of [
+      ...v.define.map((d) => ['define', d] as const),
+      ...v.backup.map((b) => ['backup', b] as const),
+    ]) {
+      if (d.interface === undefined) continue;
+      const other = interfaces.get(d.address);
+      if (other && other.name !== d.interface)
+        add(
+          i,
+          `${what} ${d.address}`,
+          `${d.address} is interface ${d.interface} on ${n.name} but ${other.name} on ${other.node}: ` +
+            'every VIPADEFine and VIPABackup of an IPv6 DVIPA names the same interface',
+        );
+      else interfaces.set(d.address, { name: d.interface, node: n.name });
+    }
+  });
   cfg.nodes.forEach((n, i) => {
     for (const d of n.vipaDynamic.define) {
       const other = owner.get(d.address);
@@ -173,26 +228,52 @@ export function validate(
     }
     for (const d of n.vipaDynamic.distribute) {
       if (d.destinations === 'all') continue;
+      const named = new Map<string, string>();
       for (const t of d.destinations) {
         if (!known.has(t.xcf))
           add(i, `distribute ${d.address}`, `DESTIP ${t.xcf} is not the cluster address of any node or peer`);
+        const whose = holder.get(t.xcf);
+        const other = whose && named.get(whose);
+        if (other !== undefined && other !== t.xcf)
+          add(i, `distribute ${d.address}`, `DESTIP ${other} and ${t.xcf} are both ${whose}'s: name a target once`);
+        if (whose) named.set(whose, t.xcf);
       }
+    }
+    // Agents connect over a family both ends have.
+    const families = (x: { xcf: string; xcf6?: string }) => new Set(clusterAddresses(x).map(ipFamily));
+    for (const other of [...cfg.nodes.slice(i + 1), ...cfg.peers]) {
+      if (!n.xcf || !other.xcf || [...families(n)].some((f) => families(other).has(f))) continue;
+      add(i, 'node', `${n.name} (${n.xcf}) and ${other.name} (${other.xcf}) have no cluster address of one family`);
     }
   });
   cfg.nodes.forEach((n, i) => {
     if (names.has(n.name)) add(i, 'node', `node ${n.name} is defined twice`);
-    if (xcfs.has(n.xcf)) add(i, 'node', `cluster address ${n.xcf} is used by two nodes`);
+    for (const x of clusterAddresses(n)) {
+      if (xcfs.has(x)) add(i, 'node', `cluster address ${x} is used by two nodes`);
+      xcfs.add(x);
+    }
     names.add(n.name);
-    xcfs.add(n.xcf);
 
     const v = n.vipaDynamic;
     const defined = new Set(v.define.map((d) => d.address));
     const backedUp = new Set(v.backup.map((b) => b.address));
     const seen = new Set<string>();
+    const named = new Map<string, string>();
+    for (const [what, d] of [
+      ...v.define.map((d) => ['define', d] as const),
+      ...v.backup.map((b) => ['backup', b] as const),
+    ]) {
+      if (d.interface === undefined) continue;
+      const other = named.get(d.interface.toUpperCase());
+      if (other !== undefined && other !== d.address)
+        add(i, `${what} ${d.address}`, `interface ${d.interface} names both ${other} and ${d.address} on ${n.name}`);
+      named.set(d.interface.toUpperCase(), d.address);
+    }
     for (const d of v.define) {
       if (seen.has(d.address)) add(i, `define ${d.address}`, `${d.address} is defined twice on ${n.name}`);
       seen.add(d.address);
-      if (maskBits(d.mask) === undefined) add(i, `define ${d.address}`, `${d.mask} is not a contiguous address mask`);
+      const problem = maskProblem(d.address, d.mask);
+      if (problem) add(i, `define ${d.address}`, problem);
     }
     for (const b of v.backup) {
       if (defined.has(b.address))
@@ -205,8 +286,10 @@ export function validate(
         add(i, `backup ${b.address}`, `${b.address} is backed up twice on ${n.name}`);
       seen.add(`backup ${b.address}`);
     }
-    for (const r of v.range)
-      if (maskBits(r.mask) === undefined) add(i, `range ${r.address}`, `${r.mask} is not a contiguous address mask`);
+    for (const r of v.range) {
+      const problem = maskProblem(r.address, r.mask);
+      if (problem) add(i, `range ${r.address}`, problem);
+    }
     const routed = new Set<string>();
     for (const r of v.route ?? []) {
       const where = `route ${r.xcf}`;

@@ -11,11 +11,16 @@
  *   CLUSTER IDENTities /etc/dvipa/nodes
  *   CLUSTER ETCD http://10.1.0.100:2379 LEASETTL 1 TAKEBACKDELAY 5
  *   CLUSTER IPSEC SEQMARGIN 1000000 INTERVAL 1000
- *   NODE r1 XCF 198.18.1.1 EXTernal eth0 INTernal eth1
+ *   NODE r1 XCF 198.18.1.1 2001:db8:1::1 EXTernal eth0 INTernal eth1
  *   VIPADynamic
  *     VIPADEFine MOVEable IMMEDiate 255.255.255.0 198.51.100.10
  *     VIPADISTribute DISTMethod ROUNDROBIN 198.51.100.10 PORT 80 443 DESTIP 10.1.0.2 10.1.0.3
+ *     VIPADEFine MOVEable IMMEDiate DVIPA6A 2001:db8:100::10
+ *     VIPADISTribute DVIPA6A PORT 80 DESTIP 2001:db8:1::2 2001:db8:1::3
  *   ENDVIPADynamic
+ *
+ * IPv6 DVIPAs take z/OS's IPv6 forms: an interface name and the address (with /prefix_len
+ * where z/OS allows one); VIPADISTribute and VIPADELete name the interface (or the address).
  *
  * Every problem is reported, each with its line and column and what was expected.
  */
@@ -24,6 +29,7 @@ import {
   ConfigError,
   emptyVipaDynamic,
   validate,
+  clusterAddresses,
   isEtcdUrl,
   type ClusterConfig,
   type ConfigProblem,
@@ -34,7 +40,9 @@ import {
   type NodeSpec,
   type PortRange,
   type VipaDynamic,
+  INTERFACE_NAME,
 } from './model.js';
+import { canonicalIpv6, ipFamily } from '../net/addr.js';
 import { ALSO_OPERANDS, PROFILE_STATEMENTS, withoutSequenceNumber, ZOS_UNSUPPORTED, zosIpv4 } from './zos.js';
 
 interface Token {
@@ -112,8 +120,9 @@ class Parser {
   readonly problems: Problem[] = [];
   /** Import: what was skipped or not carried over, for the comments of the configuration written. */
   readonly notes: string[] = [];
-  /** Import: the DYNAMICXCF address of IPCONFIG. */
+  /** Import: the DYNAMICXCF address of IPCONFIG, and of IPCONFIG6. */
   dynamicXcf?: { address: string; line: number };
+  dynamicXcf6?: { address: string; line: number };
   /** Where each statement stands, for problems found after parsing (validate). */
   readonly places = new Map<string, { line: number; column: number }>();
 
@@ -182,26 +191,65 @@ class Parser {
     return t.text;
   }
 
-  /** An IPv4 address as z/OS reads it (leading zeros are decimal), written without them. */
-  private address(what = 'an IPv4 address'): string {
-    const t = this.peek();
-    const text = this.value(what, (x) => zosIpv4(x) !== undefined || this.ipv6Form(x));
-    return (
-      zosIpv4(text) ??
-      this.stop(
-        t,
-        `${text}: IPv6 DVIPAs (an interface name and an IPv6 address) are z/OS forms ` +
-          'dvipa does not support: its data path is IPv4',
-        true,
-      )
-    );
+  /**
+   * An IPv4 address as z/OS reads it (leading zeros are decimal), written without them, or an
+   * IPv6 address, written in RFC 5952 form.
+   */
+  private address(what: string): string {
+    const text = this.value(what, (x) => zosIpv4(x) !== undefined || canonicalIpv6(x) !== undefined);
+    return zosIpv4(text) ?? canonicalIpv6(text)!;
   }
 
-  /** z/OS's IPv6 forms: an address, an address/prefix, or an interface name followed by one. */
-  private ipv6Form(text: string): boolean {
+  /** An IPv4 address (or mask) only. */
+  private ipv4(what: string): string {
+    return zosIpv4(this.value(what, (x) => zosIpv4(x) !== undefined))!;
+  }
+
+  /** Whether z/OS's IPv6 DVIPA form comes next: an interface name and an address (or a bare address, to be told). */
+  private ipv6Next(): boolean {
     // Two colons at least: 10.1.0.1:80 is a mistake in an IPv4 address, not IPv6.
-    const ipv6 = (x: string) => /^[\da-f:.]+(\/\d+)?$/i.test(x) && (x.match(/:/g)?.length ?? 0) >= 2;
-    return ipv6(text) || (/^[A-Za-z][\w@$]{0,15}$/.test(text) && ipv6(this.tokens[this.i + 1]?.text ?? ''));
+    const ipv6 = (x = '') => /^[\da-f:.]+(\/\d+)?$/i.test(x) && (x.match(/:/g)?.length ?? 0) >= 2;
+    const t = this.peek()?.text;
+    return ipv6(t) || (INTERFACE_NAME.test(t ?? '') && ipv6(this.tokens[this.i + 1]?.text));
+  }
+
+  /** z/OS's IPv6 DVIPA: an interface name, then the address, with /prefix_len where `prefix` allows one. */
+  private ipv6Dvipa(prefix: 'optional' | 'required' | 'none'): { interface: string; address: string; mask: string } {
+    const t = this.peek();
+    if (t && canonicalIpv6(t.text.split('/')[0]) !== undefined)
+      this.stop(
+        t,
+        `expected an interface name before ${t.text}: z/OS names each IPv6 DVIPA's interface ` +
+          '(VIPADEFINE MOVEABLE IMMEDIATE DVIPA6A 2001:db8::10)',
+      );
+    const name = this.value('an IPv6 interface name (a letter first, at most 16 characters)', (x) =>
+      INTERFACE_NAME.test(x),
+    );
+    const form = {
+      optional: 'an IPv6 address or address/prefix_len',
+      required: 'an IPv6 address/prefix_len',
+      none: 'an IPv6 address',
+    };
+    const text = this.value(`${form[prefix]} for interface ${name}`, (x) => {
+      const m = /^([^/]+)(?:\/(\d{1,3}))?$/.exec(x);
+      if (!m || canonicalIpv6(m[1]) === undefined) return false;
+      return m[2] === undefined ? prefix !== 'required' : prefix !== 'none' && Number(m[2]) <= 128;
+    });
+    const [address, bits = '128'] = text.split('/');
+    return { interface: name, address: canonicalIpv6(address)!, mask: String(Number(bits)) };
+  }
+
+  /** NODE and PEER: XCF, then an IPv4 and/or an IPv6 cluster address. */
+  private clusterAddress(spec: { xcf: string; xcf6?: string }, whose: string): void {
+    this.expect('XCF');
+    spec.xcf = this.address(`the ${whose} cluster (XCF) address`);
+    const t = this.peek();
+    // Only what reads as an address: any other word is the caller's to judge.
+    if (this.atStatement() || ipFamily(t?.text ?? '') === undefined) return;
+    const second = this.address(`EXTernal, INTernal, the ${whose} IPv6 cluster address or the next statement`);
+    if (ipFamily(spec.xcf) !== 4 || ipFamily(second) !== 6)
+      this.stop(t, `${second}: the ${whose} second cluster address is its IPv6 one, after its IPv4 one`);
+    spec.xcf6 = second;
   }
 
   private int(what: string, min: number, max: number): number {
@@ -254,9 +302,9 @@ class Parser {
           cfg.nodes.push(node);
           this.node(node);
         } else if (this.accept('PEER')) {
-          const name = this.word('a peer name');
-          this.expect('XCF');
-          cfg.peers.push({ name, xcf: this.address("the peer's cluster (XCF) address") });
+          const peer: ClusterConfig['peers'][number] = { name: this.word('a peer name'), xcf: '' };
+          this.clusterAddress(peer, "peer's");
+          cfg.peers.push(peer);
         } else if (this.accept('VIPADynamic')) {
           if (!node && this.opts.importNode !== undefined) {
             node = { name: this.opts.importNode, xcf: '', internal: [], vipaDynamic: emptyVipaDynamic() };
@@ -324,23 +372,24 @@ class Parser {
       return;
     }
     const operands = this.tokens.slice(from, this.i);
-    const xcfAt = name === 'IPCONFIG' ? operands.findIndex((x) => isKeyword(x, 'DYNAMICXCF')) : -1;
+    const v6 = name === 'IPCONFIG6';
+    const xcfAt = name === 'IPCONFIG' || v6 ? operands.findIndex((x) => isKeyword(x, 'DYNAMICXCF')) : -1;
     if (xcfAt < 0) {
       const why =
         name === 'INCLUDE'
           ? 'import the included data set too, and merge what it defines'
-          : name === 'IPCONFIG6'
-            ? "IPv6: dvipa's cluster addresses are IPv4"
-            : 'not part of a dvipa configuration';
+          : 'not part of a dvipa configuration';
       this.notes.push(`line ${t.line}: ${name}${unended} skipped (${why})`);
       return;
     }
     const x = this.tokens[from + xcfAt + 1];
-    const address = x && zosIpv4(x.text.split('/')[0]);
-    if (!address) this.fail(x, "the DYNAMICXCF address (the node's cluster address)");
-    this.dynamicXcf = { address, line: t.line };
+    const text = x?.text.split('/')[0] ?? '';
+    const address = v6 ? canonicalIpv6(text) : zosIpv4(text);
+    if (!address) this.fail(x, `the DYNAMICXCF ${v6 ? 'IPv6' : 'IPv4'} address (the node's cluster address)`);
+    if (v6) this.dynamicXcf6 = { address, line: t.line };
+    else this.dynamicXcf = { address, line: t.line };
     this.notes.push(
-      `line ${t.line}: IPCONFIG DYNAMICXCF ${address} is the node's cluster (XCF) address; ` +
+      `line ${t.line}: ${name} DYNAMICXCF ${address} is the node's ${v6 ? 'IPv6 ' : ''}cluster (XCF) address; ` +
         'its other operands skipped',
     );
   }
@@ -376,8 +425,7 @@ class Parser {
 
   private node(spec: NodeSpec): void {
     spec.name = this.word('a node name');
-    this.expect('XCF');
-    spec.xcf = this.address("the node's cluster (XCF) address");
+    this.clusterAddress(spec, "node's");
     for (;;) {
       if (this.accept('EXTernal')) spec.external = this.word('an interface name');
       else if (this.accept('INTernal')) {
@@ -421,9 +469,11 @@ class Parser {
     }
   }
 
-  private addresses(what: string): string[] {
-    const out = [this.address(what)];
-    while (!this.atStatement()) out.push(this.address(what));
+  /** `ipv4`: after an address mask, the IPv4 DVIPAs it is the mask of. */
+  private addresses(what: string, ipv4 = false): string[] {
+    const read = () => (ipv4 ? this.ipv4(what) : this.address(what));
+    const out = [read()];
+    while (!this.atStatement()) out.push(read());
     return out;
   }
 
@@ -433,17 +483,32 @@ class Parser {
     this.rejectZos(this.peek());
   }
 
+  /** z/OS moves an IPv6 DVIPA IMMEDiate (or NONDISRUPTive, in a range) only. */
+  private ipv6Moveable(at: Token | undefined, moveable: string, only: string): void {
+    if (at && moveable !== only)
+      this.stop(at, `MOVEABLE ${moveable.toUpperCase()}: an IPv6 DVIPA is MOVEABLE ${only.toUpperCase()} (z/OS)`);
+  }
+
   private define(v: VipaDynamic, n: number, at: Token): void {
     this.ownerOptions('VIPADEFine');
     let moveable: 'immediate' | 'whenidle' | 'disruptive' = 'immediate';
+    const moveAt = this.peek();
     if (this.accept('MOVEable')) {
       if (this.accept('IMMEDiate')) moveable = 'immediate';
       else if (this.accept('WHENIDLE')) moveable = 'whenidle';
       else if (this.accept('DISRUPTive')) moveable = 'disruptive';
       else this.fail(this.peek(), 'IMMEDiate, WHENIDLE or DISRUPTive');
     }
-    const mask = this.address('an address mask');
-    for (const address of this.addresses('a DVIPA address')) {
+    if (this.ipv6Next()) {
+      this.ipv6Moveable(moveAt, moveable, 'immediate');
+      const d = this.ipv6Dvipa('optional');
+      this.end('the next statement (an IPv6 VIPADEFine names one interface and address)');
+      this.places.set(`${n}|define ${d.address}`, at);
+      v.define.push({ ...d, moveable });
+      return;
+    }
+    const mask = this.ipv4('an address mask, or an IPv6 interface name and address');
+    for (const address of this.addresses('a DVIPA address', true)) {
       this.places.set(`${n}|define ${address}`, at);
       v.define.push({ address, mask, moveable });
     }
@@ -455,13 +520,28 @@ class Parser {
     this.ownerOptions('VIPABackup');
     let moveable: 'immediate' | 'whenidle' | undefined;
     let mask: string | undefined;
+    const moveAt = this.peek();
     if (this.accept('MOVEable')) {
       if (this.accept('IMMEDiate')) moveable = 'immediate';
       else if (this.accept('WHENIDLE')) moveable = 'whenidle';
       else this.fail(this.peek(), 'IMMEDiate or WHENIDLE');
-      mask = this.address('an address mask');
+      if (!this.ipv6Next()) mask = this.ipv4('an address mask, or an IPv6 interface name and address');
     }
-    for (const address of this.addresses('a DVIPA address')) {
+    if (this.ipv6Next()) {
+      // z/OS: `intfname addr` alone, or MOVEABLE IMMEDIATE intfname addr[/prefix_len].
+      if (moveable) this.ipv6Moveable(moveAt, moveable, 'immediate');
+      const d = this.ipv6Dvipa(moveable ? 'optional' : 'none');
+      this.end('the next statement (an IPv6 VIPABackup names one interface and address)');
+      this.places.set(`${n}|backup ${d.address}`, at);
+      v.backup.push({
+        address: d.address,
+        rank,
+        interface: d.interface,
+        ...(moveable ? { moveable, mask: d.mask } : {}),
+      });
+      return;
+    }
+    for (const address of this.addresses('a DVIPA address', true)) {
       this.places.set(`${n}|backup ${address}`, at);
       v.backup.push({ address, rank, ...(moveable ? { moveable, mask } : {}) });
     }
@@ -472,7 +552,20 @@ class Parser {
    * its distribution), as z/OS does before a DVIPA is defined again.
    */
   private delete(v: VipaDynamic, at: Token): void {
-    for (const address of this.addresses('a DVIPA address')) {
+    const t = this.peek();
+    if (t && INTERFACE_NAME.test(t.text) && !this.atStatement()) {
+      // z/OS: one IPv6 interface name per VIPADELETE.
+      this.i++;
+      const named = [...v.define, ...v.backup].find((d) => d.interface?.toUpperCase() === t.upper);
+      if (!named)
+        this.stop(t, `VIPADELETE ${t.text}: no IPv6 VIPADEFine or VIPABackup of interface ${t.text} above it`);
+      this.end('the next statement (VIPADELete names one IPv6 interface)');
+      v.define = v.define.filter((d) => d.address !== named.address);
+      v.backup = v.backup.filter((b) => b.address !== named.address);
+      v.distribute = v.distribute.filter((d) => d.address !== named.address);
+      return;
+    }
+    for (const address of this.addresses('a DVIPA address or an IPv6 interface name')) {
       const before = v.define.length + v.backup.length;
       v.define = v.define.filter((d) => d.address !== address);
       v.backup = v.backup.filter((b) => b.address !== address);
@@ -487,24 +580,32 @@ class Parser {
     this.zosOptions = ['SAF'];
     const remove = !this.accept('DEFINE') && this.accept('DELEte');
     let moveable: 'nondisruptive' | 'disruptive' = 'nondisruptive';
+    const moveAt = this.peek();
     if (this.accept('MOVEable')) {
       if (this.accept('NONDISRUPTive')) moveable = 'nondisruptive';
       else if (this.accept('DISRUPTive')) moveable = 'disruptive';
       else this.fail(this.peek(), 'NONDISRUPTive or DISRUPTive');
     }
-    const mask = this.address('an address mask');
-    const address = this.address("the range's base address");
+    let r: VipaDynamic['range'][number];
+    if (this.ipv6Next()) {
+      this.ipv6Moveable(moveAt, moveable, 'nondisruptive');
+      r = { ...this.ipv6Dvipa('required'), moveable };
+    } else {
+      const mask = this.ipv4('an address mask, or an IPv6 interface name and address/prefix_len');
+      r = { address: this.ipv4("the range's base address"), mask, moveable };
+    }
     this.end('SAF or the next statement');
+    const written = r.interface === undefined ? `${r.mask} ${r.address}` : `${r.interface} ${r.address}/${r.mask}`;
     if (remove) {
       const before = v.range.length;
-      v.range = v.range.filter((r) => r.address !== address || r.mask !== mask);
+      v.range = v.range.filter((x) => x.address !== r.address || x.mask !== r.mask || x.interface !== r.interface);
       if (v.range.length === before) {
-        this.stop(at, `VIPARANGE DELETE ${mask} ${address}: no such VIPARange above it to delete`);
+        this.stop(at, `VIPARANGE DELETE ${written}: no such VIPARange above it to delete`);
       }
       return;
     }
-    this.places.set(`${n}|range ${address}`, at);
-    v.range.push({ address, mask, moveable });
+    this.places.set(`${n}|range ${r.address}`, at);
+    v.range.push(r);
   }
 
   /** VIPAROUTE [DEFINE|DELEte] xcf address: encapsulate to the target `xcf` at `address`. */
@@ -546,6 +647,21 @@ class Parser {
     return this.fail(this.peek(), 'ROUNDROBIN, WEIGHTEDActive, SERVERWLM, BASEWLM or HOTSTANDBY');
   }
 
+  /** VIPADISTribute's DVIPA: an address, or (z/OS's IPv6 form) the interface name of one defined above. */
+  private distributed(v: VipaDynamic): string {
+    const t = this.peek();
+    const what = 'DISTMethod, TIMEDAFFinity, the DVIPA address or the interface name of an IPv6 DVIPA defined above';
+    const named = (x: string) => [...v.define, ...v.backup].find((d) => d.interface?.toUpperCase() === x.toUpperCase());
+    if (t && !this.atStatement() && INTERFACE_NAME.test(t.text) && zosIpv4(t.text) === undefined) {
+      this.rejectZos(t);
+      const d = named(t.text);
+      if (!d) this.fail(t, what);
+      this.i++;
+      return d.address;
+    }
+    return this.address(what);
+  }
+
   private distribute(v: VipaDynamic, n: number, at: Token): void {
     this.zosOptions = ZOS_UNSUPPORTED.filter((k) => k.on.includes('VIPADISTribute')).map((k) => k.keyword);
     let method: DistMethod = { name: 'roundrobin' };
@@ -562,7 +678,7 @@ class Parser {
       else if (this.accept('NOOPTLOCAL')) continue;
       else break;
     }
-    const address = this.address('DISTMethod, TIMEDAFFinity or the DVIPA address');
+    const address = this.distributed(v);
     let ports: PortRange[] | 'all' = 'all';
     if (this.accept('PORT')) {
       ports = [];
@@ -657,7 +773,9 @@ export function importProfiles(profiles: ProfileToImport[]): ImportedProfile {
     const p = new Parser(tokenize(x.text), { importNode: x.node });
     const node = p.parse().nodes[0] ?? { name: x.node, xcf: '', internal: [], vipaDynamic: emptyVipaDynamic() };
     if (!p.places.has('0|node')) p.notes.push('no VIPADynamic block in the profile');
-    node.xcf = x.xcf ?? p.dynamicXcf?.address ?? '';
+    const [v4, v6] = [p.dynamicXcf?.address, p.dynamicXcf6?.address];
+    node.xcf = x.xcf ?? v4 ?? v6 ?? '';
+    if (v6 !== undefined && v6 !== node.xcf && ipFamily(node.xcf) === 4) node.xcf6 = v6;
     if (!node.xcf) {
       const message = "no IPCONFIG DYNAMICXCF address in the profile: give the node's cluster address (--xcf)";
       p.problems.push({ line: 1, column: 1, message });
@@ -666,13 +784,13 @@ export function importProfiles(profiles: ProfileToImport[]): ImportedProfile {
     config.nodes.push(node);
     return { p, file: x.file };
   });
-  const nodes = new Set(config.nodes.map((n) => n.xcf));
+  const nodes = new Set(config.nodes.flatMap(clusterAddresses));
   const targets = config.nodes
     .flatMap((n) => n.vipaDynamic.distribute)
     .flatMap((d) => (d.destinations === 'all' ? [] : d.destinations))
     .map((x) => x.xcf);
   for (const xcf of new Set(targets)) {
-    if (!nodes.has(xcf)) config.peers.push({ name: `stack-${xcf.replace(/\./g, '-')}`, xcf });
+    if (!nodes.has(xcf)) config.peers.push({ name: `stack-${xcf.replace(/[.:]+/g, '-')}`, xcf });
   }
   if (config.peers.length) {
     notes.push('each DESTIP address of no imported node became a PEER: name them as your nodes are named');

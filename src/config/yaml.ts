@@ -6,7 +6,7 @@
  */
 import { DEFAULTS, LIMITS } from './settings.js';
 import { isMap, isSeq, LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
-import { parseIpv4 } from '../net/addr.js';
+import { canonicalIpv6, ipFamily } from '../net/addr.js';
 import {
   ConfigError,
   emptyVipaDynamic,
@@ -21,6 +21,7 @@ import {
   type NodeSpec,
   type PortRange,
   type VipaDistribute,
+  INTERFACE_NAME,
 } from './model.js';
 import { zosIpv4 } from './zos.js';
 
@@ -75,17 +76,46 @@ class Reader {
     return true;
   }
 
-  address(v: Json, path: Array<string | number>): string | undefined {
-    try {
-      parseIpv4(v as string);
-      return v as string;
-    } catch {
-      const plain = typeof v === 'string' ? zosIpv4(v) : undefined;
-      // The z/OS language reads leading zeros as decimal; YAML takes the plain form only.
-      if (plain)
-        return this.bad(path, `expected an IPv4 address without leading zeros: ${plain}, found ${JSON.stringify(v)}`);
-      return this.bad(path, `expected an IPv4 address, found ${JSON.stringify(v)}`);
+  /** An IPv4 address (strict), or an IPv6 address where `ipv6`, written in RFC 5952 form. */
+  address(v: Json, path: Array<string | number>, ipv6 = true): string | undefined {
+    const family = typeof v === 'string' ? ipFamily(v) : undefined;
+    if (family === 4 || (family === 6 && ipv6)) return family === 4 ? (v as string) : canonicalIpv6(v as string);
+    const plain = typeof v === 'string' ? zosIpv4(v) : undefined;
+    // The z/OS language reads leading zeros as decimal; YAML takes the plain form only.
+    if (plain)
+      return this.bad(path, `expected an IPv4 address without leading zeros: ${plain}, found ${JSON.stringify(v)}`);
+    return this.bad(path, `expected an IPv4${ipv6 ? ' or IPv6' : ''} address, found ${JSON.stringify(v)}`);
+  }
+
+  /**
+   * A DVIPA's address, mask and interface: an IPv4 address with an address mask, or an IPv6
+   * address with its interface name and a prefix length (`prefix`: the default, or required).
+   */
+  dvipa(
+    d: Record<string, Json>,
+    p: Array<string | number>,
+    prefix: '128' | 'required',
+  ): { address: string; mask?: string; interface?: string } | undefined {
+    const address = this.address(d.address, [...p, 'address']);
+    if (!address) return undefined;
+    if (ipFamily(address) === 4) {
+      if (d.interface !== undefined) this.bad([...p, 'interface'], 'only for an IPv6 DVIPA (z/OS names its interface)');
+      return { address, ...(d.mask === undefined ? {} : { mask: this.address(d.mask, [...p, 'mask'], false) }) };
     }
+    const name =
+      typeof d.interface === 'string' && INTERFACE_NAME.test(d.interface)
+        ? d.interface
+        : this.bad(
+            [...p, 'interface'],
+            "expected the IPv6 DVIPA's interface name (a letter first, at most 16 characters)",
+          );
+    let mask: string | undefined = prefix === 'required' ? undefined : prefix;
+    if (d.mask === undefined && prefix === 'required') this.bad([...p, 'mask'], 'expected a prefix length (0 to 128)');
+    else if (d.mask !== undefined) {
+      const bits = this.int(d.mask, [...p, 'mask'], 0, 128);
+      mask = bits === undefined ? undefined : String(bits);
+    }
+    return name && mask !== undefined ? { address, mask, interface: name } : undefined;
   }
 
   int(v: Json, path: Array<string | number>, min: number, max: number): number | undefined {
@@ -122,10 +152,10 @@ class Reader {
     if (doc.newFlowRate !== undefined)
       cfg.newFlowRate = this.int(doc.newFlowRate, ['newFlowRate'], ...LIMITS.newFlowRate);
     this.list(doc.peers, ['peers']).forEach((p, i) => {
-      if (!this.keys(p, ['peers', i], ['name', 'xcf'])) return;
+      if (!this.keys(p, ['peers', i], ['name', 'xcf', 'xcf6'])) return;
       const name = this.str(p.name, ['peers', i, 'name'], 'a peer name');
-      const xcf = this.address(p.xcf, ['peers', i, 'xcf']);
-      if (name && xcf) cfg.peers.push({ name, xcf });
+      const peer = { name: name ?? '', ...this.clusterAddress(p, ['peers', i]) };
+      if (name && peer.xcf) cfg.peers.push(peer);
     });
     const nodes = this.list(doc.nodes, ['nodes']);
     if (nodes.length === 0) this.bad(['nodes'], 'expected at least one node');
@@ -165,11 +195,23 @@ class Reader {
     return out;
   }
 
+  /** `xcf` (IPv4, or IPv6 alone) and `xcf6` (the IPv6 one beside an IPv4 `xcf`). */
+  clusterAddress(n: Record<string, Json>, at: Array<string | number>): { xcf: string; xcf6?: string } {
+    const xcf = this.address(n.xcf, [...at, 'xcf']) ?? '';
+    if (n.xcf6 === undefined) return { xcf };
+    const xcf6 = this.address(n.xcf6, [...at, 'xcf6']);
+    if (xcf6 !== undefined && ipFamily(xcf6) !== 6)
+      this.bad([...at, 'xcf6'], `expected an IPv6 address, found ${xcf6}`);
+    else if (xcf && ipFamily(xcf) !== 4)
+      this.bad([...at, 'xcf6'], 'xcf6 goes beside an IPv4 xcf (an IPv6-only node gives its address as xcf)');
+    return xcf6 === undefined ? { xcf } : { xcf, xcf6 };
+  }
+
   node(n: Json, at: Array<string | number>, index: number): NodeSpec {
     const spec: NodeSpec = { name: '', xcf: '', internal: [], vipaDynamic: emptyVipaDynamic() };
-    if (!this.keys(n, at, ['name', 'xcf', 'external', 'internal', 'vipaDynamic'])) return spec;
+    if (!this.keys(n, at, ['name', 'xcf', 'xcf6', 'external', 'internal', 'vipaDynamic'])) return spec;
     spec.name = this.str(n.name, [...at, 'name'], 'a node name') ?? '';
-    spec.xcf = this.address(n.xcf, [...at, 'xcf']) ?? '';
+    Object.assign(spec, this.clusterAddress(n, at));
     if (n.external !== undefined) spec.external = this.str(n.external, [...at, 'external'], 'an interface name');
     this.list(n.internal, [...at, 'internal']).forEach((x, i) => {
       const name = this.str(x, [...at, 'internal', i], 'an interface name');
@@ -181,32 +223,40 @@ class Reader {
     const v = spec.vipaDynamic;
     this.list(vd.define, [...vat, 'define']).forEach((d, i) => {
       const p = [...vat, 'define', i];
-      if (!this.keys(d, p, ['address', 'mask', 'moveable'])) return;
-      const address = this.address(d.address, [...p, 'address']);
-      const mask = this.address(d.mask, [...p, 'mask']);
+      if (!this.keys(d, p, ['address', 'mask', 'moveable', 'interface'])) return;
+      const a = this.dvipa(d, p, '128');
+      if (a && a.mask === undefined) this.bad([...p, 'mask'], 'expected an address mask');
       const moveable =
         d.moveable === undefined
           ? 'immediate'
           : this.oneOf(d.moveable, [...p, 'moveable'], ['immediate', 'whenidle', 'disruptive'] as const);
-      if (address && mask && moveable) {
-        this.places.set(`${index}|define ${address}`, this.pos(p));
-        v.define.push({ address, mask, moveable });
+      if (a?.interface && moveable && moveable !== 'immediate')
+        this.bad([...p, 'moveable'], 'an IPv6 DVIPA moves immediate only (z/OS)');
+      if (a?.mask && moveable) {
+        this.places.set(`${index}|define ${a.address}`, this.pos(p));
+        v.define.push({ ...a, mask: a.mask, moveable });
       }
     });
     this.list(vd.backup, [...vat, 'backup']).forEach((b, i) => {
       const p = [...vat, 'backup', i];
-      if (!this.keys(b, p, ['address', 'rank', 'moveable', 'mask'])) return;
-      const address = this.address(b.address, [...p, 'address']);
+      if (!this.keys(b, p, ['address', 'rank', 'moveable', 'mask', 'interface'])) return;
       const rank = b.rank === undefined ? DEFAULTS.rank : this.int(b.rank, [...p, 'rank'], ...LIMITS.rank);
       const moveable =
         b.moveable === undefined
           ? undefined
           : this.oneOf(b.moveable, [...p, 'moveable'], ['immediate', 'whenidle'] as const);
-      const mask = b.mask === undefined ? undefined : this.address(b.mask, [...p, 'mask']);
-      if ((moveable === undefined) !== (mask === undefined)) this.bad(p, 'moveable and mask go together');
-      if (address && rank) {
-        this.places.set(`${index}|backup ${address}`, this.pos(p));
-        v.backup.push({ address, rank, ...(moveable && mask ? { moveable, mask } : {}) });
+      // z/OS: an IPv6 backup gives a prefix length only with MOVEABLE IMMEDIATE.
+      const a = this.dvipa(b, p, '128');
+      if (a?.interface === undefined && (moveable === undefined) !== (a?.mask === undefined))
+        this.bad(p, 'moveable and mask go together');
+      if (a?.interface && moveable === undefined && b.mask !== undefined)
+        this.bad([...p, 'mask'], 'an IPv6 backup gives a prefix length only with moveable: immediate (z/OS)');
+      if (a?.interface && moveable !== undefined && moveable !== 'immediate')
+        this.bad([...p, 'moveable'], 'an IPv6 DVIPA moves immediate only (z/OS)');
+      if (a && rank) {
+        this.places.set(`${index}|backup ${a.address}`, this.pos(p));
+        const { mask, ...rest } = a;
+        v.backup.push({ ...rest, rank, ...(moveable && mask ? { moveable, mask } : {}) });
       }
     });
     this.list(vd.distribute, [...vat, 'distribute']).forEach((d, i) => {
@@ -218,16 +268,18 @@ class Reader {
     });
     this.list(vd.range, [...vat, 'range']).forEach((r, i) => {
       const p = [...vat, 'range', i];
-      if (!this.keys(r, p, ['address', 'mask', 'moveable'])) return;
-      const address = this.address(r.address, [...p, 'address']);
-      const mask = this.address(r.mask, [...p, 'mask']);
+      if (!this.keys(r, p, ['address', 'mask', 'moveable', 'interface'])) return;
+      const a = this.dvipa(r, p, 'required');
+      if (a && a.mask === undefined) this.bad([...p, 'mask'], 'expected an address mask');
       const moveable =
         r.moveable === undefined
           ? 'nondisruptive'
           : this.oneOf(r.moveable, [...p, 'moveable'], ['nondisruptive', 'disruptive'] as const);
-      if (address && mask && moveable) {
-        this.places.set(`${index}|range ${address}`, this.pos(p));
-        v.range.push({ address, mask, moveable });
+      if (a?.interface && moveable === 'disruptive')
+        this.bad([...p, 'moveable'], 'an IPv6 DVIPA moves nondisruptive only (z/OS)');
+      if (a?.mask && moveable) {
+        this.places.set(`${index}|range ${a.address}`, this.pos(p));
+        v.range.push({ ...a, mask: a.mask, moveable });
       }
     });
     this.list(vd.route, [...vat, 'route']).forEach((r, i) => {
@@ -331,6 +383,11 @@ export function parseYamlConfig(text: string, file = '<yaml>'): ClusterConfig {
   return cfg;
 }
 
+/** YAML writes an IPv6 DVIPA's prefix length as the number it is. */
+function prefixAsNumber<T extends { mask?: string; interface?: string }>(d: T): T | Omit<T, 'mask'> {
+  return d.interface === undefined || d.mask === undefined ? d : { ...d, mask: Number(d.mask) };
+}
+
 /** The YAML form of a configuration, in its shortest spelling. */
 export function formatYamlConfig(cfg: ClusterConfig): string {
   const out: Record<string, Json> = {};
@@ -343,11 +400,12 @@ export function formatYamlConfig(cfg: ClusterConfig): string {
   out.nodes = cfg.nodes.map((n) => ({
     name: n.name,
     xcf: n.xcf,
+    ...(n.xcf6 === undefined ? {} : { xcf6: n.xcf6 }),
     ...(n.external ? { external: n.external } : {}),
     ...(n.internal.length ? { internal: n.internal } : {}),
     vipaDynamic: {
-      ...(n.vipaDynamic.define.length ? { define: n.vipaDynamic.define } : {}),
-      ...(n.vipaDynamic.backup.length ? { backup: n.vipaDynamic.backup } : {}),
+      ...(n.vipaDynamic.define.length ? { define: n.vipaDynamic.define.map(prefixAsNumber) } : {}),
+      ...(n.vipaDynamic.backup.length ? { backup: n.vipaDynamic.backup.map(prefixAsNumber) } : {}),
       ...(n.vipaDynamic.distribute.length
         ? {
             distribute: n.vipaDynamic.distribute.map((d) => ({
@@ -362,7 +420,7 @@ export function formatYamlConfig(cfg: ClusterConfig): string {
             })),
           }
         : {}),
-      ...(n.vipaDynamic.range.length ? { range: n.vipaDynamic.range } : {}),
+      ...(n.vipaDynamic.range.length ? { range: n.vipaDynamic.range.map(prefixAsNumber) } : {}),
       ...(n.vipaDynamic.route?.length ? { route: n.vipaDynamic.route } : {}),
     },
   }));

@@ -3,14 +3,20 @@
  * and reading them all takes the better part of a second: on the agent's event loop that
  * is a lease that expires (ownership flaps) while a metrics scraper counts. So counts and
  * listings run in a worker thread, on the same map (a file descriptor is the process's),
- * and the event loop only waits for the answer. The CRT is two tables (bpf/maps_router.h):
- * confirmed connections, then the unconfirmed LRU; a flow is in one of them.
+ * and the event loop only waits for the answer. The CRT is several tables (bpf/maps_router.h):
+ * confirmed connections, the unconfirmed LRU, and the IPv6 one (crt6); a flow is in one of them.
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { BpfMap } from './map.js';
-import { crtEntry, flow, type CrtEntry } from './structs.js';
+import { crt6Entry, crtEntry, flow, flow6, type CrtEntry } from './structs.js';
 import type { Flow } from '../net/flow.js';
+
+/** One table of the CRT: its fd, and whether its keys are IPv6 5-tuples (crt6). */
+export interface CrtTable {
+  fd: number;
+  v6?: boolean;
+}
 
 export interface CrtFilter {
   dvipa?: string;
@@ -58,8 +64,10 @@ function walk(tables: Array<BpfMap<Flow, CrtEntry>>, { id, filter, limit, sweepB
   return { id, total, entries };
 }
 
-if (!isMainThread && (workerData as { crtFds?: number[] } | null)?.crtFds !== undefined) {
-  const tables = (workerData as { crtFds: number[] }).crtFds.map((fd) => new BpfMap('crt', fd, flow, crtEntry));
+if (!isMainThread && (workerData as { crtTables?: CrtTable[] } | null)?.crtTables !== undefined) {
+  const tables = (workerData as { crtTables: CrtTable[] }).crtTables.map((t) =>
+    t.v6 ? new BpfMap('crt6', t.fd, flow6, crt6Entry) : new BpfMap('crt', t.fd, flow, crtEntry),
+  );
   parentPort!.on('message', (req: Request) => {
     try {
       parentPort!.postMessage(walk(tables, req));
@@ -78,8 +86,8 @@ export class CrtWalker {
   private readonly inFlight = new Set<Promise<Answer>>();
   private readonly pending = new Map<number, { resolve: (a: Answer) => void; reject: (e: Error) => void }>();
 
-  /** `crtFds`: the tables, walked in this order. */
-  constructor(private readonly crtFds: readonly number[]) {}
+  /** The tables, walked in this order; `sweep` deletes from the first. */
+  constructor(private readonly crtTables: readonly CrtTable[]) {}
 
   /** Entries matching `filter`, at most `limit` of them, and how many matched in all. */
   async select(filter: CrtFilter, limit: number): Promise<{ total: number; entries: Array<[Flow, CrtEntry]> }> {
@@ -140,7 +148,7 @@ export class CrtWalker {
   }
 
   private start(): Worker {
-    const w = new Worker(fileURLToPath(import.meta.url), { workerData: { crtFds: this.crtFds } });
+    const w = new Worker(fileURLToPath(import.meta.url), { workerData: { crtTables: this.crtTables } });
     w.on('message', (a: Answer) => {
       this.pending.get(a.id)?.resolve(a);
       this.pending.delete(a.id);

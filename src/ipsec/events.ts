@@ -10,7 +10,8 @@ import { SyscallError } from '../kernel/errors.js';
 import { openXfrmEvents, type EventSource, type XfrmEventMessage } from '../kernel/events.js';
 import {
   attrs,
-  ipv4,
+  inetFamily,
+  familyOf,
   decodePolicy,
   decodeReplay,
   decodeSa,
@@ -125,7 +126,7 @@ function dir(n: number): PolicyDir {
 function saKey(b: Buffer, off: number): SaKey {
   const L = LAYOUT.xfrm_usersa_id;
   return {
-    dst: readAddr(b, off + L.daddr),
+    dst: readAddr(b, off + L.daddr, b.readUInt16LE(off + L.family)),
     spi: b.readUInt32BE(off + L.spi),
     proto: proto(b.readUInt8(off + L.proto)),
   };
@@ -146,19 +147,19 @@ function decode(type: number, b: Buffer): XfrmEvent | undefined {
     case XFRM_MSG.NEWSA:
     case XFRM_MSG.UPDSA:
       need(b, LAYOUT.xfrm_usersa_info.size, 'xfrm_usersa_info');
-      if (!ipv4(b, LAYOUT.xfrm_usersa_info.family)) return undefined;
+      if (!inetFamily(b, LAYOUT.xfrm_usersa_info.family)) return undefined;
       return { kind: 'sa', op: type === XFRM_MSG.NEWSA ? 'new' : 'update', sa: decodeSa(b) };
     case XFRM_MSG.DELSA: {
       const L = LAYOUT.xfrm_usersa_id;
       need(b, L.size, 'xfrm_usersa_id');
-      if (!ipv4(b, L.family)) return undefined;
+      if (!inetFamily(b, L.family)) return undefined;
       const full = attrOf(b, L.size, XFRMA.SA);
       return { kind: 'sa', op: 'delete', id: saKey(b, 0), ...(full && { sa: decodeSa(embedded(full, b, L.size)) }) };
     }
     case XFRM_MSG.EXPIRE: {
       const L = LAYOUT.xfrm_user_expire;
       need(b, L.size, 'xfrm_user_expire');
-      if (!ipv4(b, L.state + LAYOUT.xfrm_usersa_info.family)) return undefined;
+      if (!inetFamily(b, L.state + LAYOUT.xfrm_usersa_info.family)) return undefined;
       return {
         kind: 'expire',
         hard: b.readUInt8(L.hard) !== 0,
@@ -168,7 +169,7 @@ function decode(type: number, b: Buffer): XfrmEvent | undefined {
     case XFRM_MSG.NEWPOLICY:
     case XFRM_MSG.UPDPOLICY:
       need(b, LAYOUT.xfrm_userpolicy_info.size, 'xfrm_userpolicy_info');
-      if (!ipv4(b, LAYOUT.xfrm_selector.family)) return undefined;
+      if (!inetFamily(b, LAYOUT.xfrm_selector.family)) return undefined;
       dir(b.readUInt8(LAYOUT.xfrm_userpolicy_info.dir));
       return { kind: 'policy', op: type === XFRM_MSG.NEWPOLICY ? 'new' : 'update', policy: decodePolicy(b) };
     case XFRM_MSG.DELPOLICY: {
@@ -177,9 +178,10 @@ function decode(type: number, b: Buffer): XfrmEvent | undefined {
       const full = attrOf(b, L.size, XFRMA.POLICY);
       // Deleted by index, the id's selector is empty: the full policy's tells the family.
       if (full) need(full, LAYOUT.xfrm_userpolicy_info.size, 'XFRMA_POLICY');
-      if (!ipv4(full ?? b, LAYOUT.xfrm_selector.family)) return undefined;
+      if (!inetFamily(full ?? b, LAYOUT.xfrm_selector.family)) return undefined;
       const id: PolicyKey = {
-        selector: readSelector(b, L.sel),
+        // Deleted by index, the id's selector is AF_UNSPEC: read as the full policy's family.
+        selector: readSelector(b, L.sel, (full ?? b).readUInt16LE(LAYOUT.xfrm_selector.family)),
         dir: dir(b.readUInt8(L.dir)),
         index: b.readUInt32LE(L.index),
       };
@@ -188,12 +190,12 @@ function decode(type: number, b: Buffer): XfrmEvent | undefined {
     case XFRM_MSG.NEWAE: {
       const L = LAYOUT.xfrm_aevent_id;
       need(b, L.size, 'xfrm_aevent_id');
-      if (!ipv4(b, L.sa_id + LAYOUT.xfrm_usersa_id.family)) return undefined;
+      if (!inetFamily(b, L.sa_id + LAYOUT.xfrm_usersa_id.family)) return undefined;
       const flags = b.readUInt32LE(L.flags);
       const e: Extract<XfrmEvent, { kind: 'aevent' }> = {
         kind: 'aevent',
         id: saKey(b, L.sa_id),
-        src: readAddr(b, L.saddr),
+        src: readAddr(b, L.saddr, b.readUInt16LE(L.sa_id + LAYOUT.xfrm_usersa_id.family)),
         reqid: b.readUInt32LE(L.reqid),
         flags,
       };
@@ -212,17 +214,24 @@ function decode(type: number, b: Buffer): XfrmEvent | undefined {
       const L = LAYOUT.xfrm_user_acquire;
       const I = LAYOUT.xfrm_id;
       need(b, L.size, 'xfrm_user_acquire');
-      if (!ipv4(b, L.sel + LAYOUT.xfrm_selector.family)) return undefined;
+      if (!inetFamily(b, L.sel + LAYOUT.xfrm_selector.family)) return undefined;
+      const policy = decodePolicy(
+        embedded(b.subarray(L.policy, L.policy + LAYOUT.xfrm_userpolicy_info.size), b, L.size),
+      );
+      // The SA to acquire is of its template's family (a tunnel may carry the other one).
+      const family = policy.tmpls[0]
+        ? familyOf(policy.tmpls[0].dst)
+        : b.readUInt16LE(L.sel + LAYOUT.xfrm_selector.family);
       return {
         kind: 'acquire',
         id: {
-          dst: readAddr(b, L.id + I.daddr),
+          dst: readAddr(b, L.id + I.daddr, family),
           spi: b.readUInt32BE(L.id + I.spi),
           proto: proto(b.readUInt8(L.id + I.proto)),
         },
-        src: readAddr(b, L.saddr),
+        src: readAddr(b, L.saddr, family),
         selector: readSelector(b, L.sel),
-        policy: decodePolicy(embedded(b.subarray(L.policy, L.policy + LAYOUT.xfrm_userpolicy_info.size), b, L.size)),
+        policy,
         seq: b.readUInt32LE(L.seq),
       };
     }

@@ -1,13 +1,18 @@
 /*
  * XFRM netlink messages, typed: IPsec SAs (xfrm_usersa_info + algorithm, replay, encapsulation
- * attributes) and policies (xfrm_userpolicy_info + templates), encoded and decoded. IPv4 only,
- * as DVIPAs are. The kernel UAPI layouts are written out below as offsets; test/kernel/xfrm.test.ts
+ * attributes) and policies (xfrm_userpolicy_info + templates), encoded and decoded. IPv4 and
+ * IPv6, as DVIPAs are: each address (xfrm_address_t, 16 bytes) is read by the family its
+ * struct states, and written with the family of the address given. The kernel UAPI layouts are written out below as offsets; test/kernel/xfrm.test.ts
  * checks each against the running kernel's BTF, so they cannot drift. Sending them is xfrm.ts.
  */
 import { DvipaError } from '../errors.js';
-import { formatIpv4, parseIpv4 } from '../net/addr.js';
+import { formatIpv4, formatIpv6, ipFamily, parseIpv4, parseIpv6 } from '../net/addr.js';
 
 export const AF_INET = 2;
+export const AF_INET6 = 10;
+
+/** The address family number of an address's text form. */
+export const familyOf = (ip: string) => (ipFamily(ip) === 6 ? AF_INET6 : AF_INET);
 
 export const XFRM_MSG = {
   NEWSA: 0x10,
@@ -253,29 +258,35 @@ export class XfrmError extends DvipaError {
 }
 
 function addr(b: Buffer, off: number, ip: string): void {
-  b.writeUInt32BE(parseIpv4(ip), off);
+  if (ipFamily(ip) === 6) parseIpv6(ip).copy(b, off);
+  else b.writeUInt32BE(parseIpv4(ip), off);
 }
-export const readAddr = (b: Buffer, off: number) => formatIpv4(b.readUInt32BE(off));
+/** The xfrm_address_t at `off`, as `family` (AF_INET or AF_INET6) says. */
+export const readAddr = (b: Buffer, off: number, family: number) =>
+  family === AF_INET6 ? formatIpv6(b.subarray(off, off + 16)) : formatIpv4(b.readUInt32BE(off));
 
 export function writeSelector(b: Buffer, off: number, s: Selector): void {
   const L = LAYOUT.xfrm_selector;
+  if (familyOf(s.src) !== familyOf(s.dst)) throw new XfrmError(`selector ${s.src} -> ${s.dst}: two families`);
   addr(b, off + L.daddr, s.dst);
   addr(b, off + L.saddr, s.src);
   b.writeUInt16BE(s.dport, off + L.dport);
   b.writeUInt16BE(s.dport ? 0xffff : 0, off + L.dport_mask);
   b.writeUInt16BE(s.sport, off + L.sport);
   b.writeUInt16BE(s.sport ? 0xffff : 0, off + L.sport_mask);
-  b.writeUInt16LE(AF_INET, off + L.family);
+  b.writeUInt16LE(familyOf(s.dst), off + L.family);
   b.writeUInt8(s.dstPrefix, off + L.prefixlen_d);
   b.writeUInt8(s.srcPrefix, off + L.prefixlen_s);
   b.writeUInt8(s.proto, off + L.proto);
 }
 
-export function readSelector(b: Buffer, off: number): Selector {
+/** `family`: the enclosing SA's or policy's, for a selector whose own is AF_UNSPEC (the kernel then uses that). */
+export function readSelector(b: Buffer, off: number, family = AF_INET): Selector {
   const L = LAYOUT.xfrm_selector;
+  const f = b.readUInt16LE(off + L.family) || family;
   return {
-    dst: readAddr(b, off + L.daddr),
-    src: readAddr(b, off + L.saddr),
+    dst: readAddr(b, off + L.daddr, f),
+    src: readAddr(b, off + L.saddr, f),
     dport: b.readUInt16BE(off + L.dport),
     sport: b.readUInt16BE(off + L.sport),
     dstPrefix: b.readUInt8(off + L.prefixlen_d),
@@ -363,7 +374,8 @@ export function encodeSa(sa: Sa): Buffer {
   addr(b, L.saddr, sa.src);
   writeLifetime(b, L.lft, sa.lifetime);
   b.writeUInt32LE(sa.reqid, L.reqid);
-  b.writeUInt16LE(AF_INET, L.family);
+  if (familyOf(sa.src) !== familyOf(sa.dst)) throw new XfrmError(`SA ${sa.src} -> ${sa.dst}: two families`);
+  b.writeUInt16LE(familyOf(sa.dst), L.family);
   b.writeUInt8(MODES.indexOf(sa.mode), L.mode);
   // With ESN the window lives in the ESN attribute; the legacy byte must stay 0.
   b.writeUInt8(sa.replay.esn ? 0 : Math.min(255, sa.replay.window), L.replay_window);
@@ -411,12 +423,13 @@ export function decodeSa(b: Buffer): Sa {
   const protoNum = b.readUInt8(L.id + LAYOUT.xfrm_id.proto);
   const proto = protoName(protoNum);
   if (!proto) throw new XfrmError(`SA protocol ${protoNum}: not ESP, AH or IPComp`);
+  const family = b.readUInt16LE(L.family);
   const sa: Sa = {
-    selector: readSelector(b, L.sel),
-    dst: readAddr(b, L.id + LAYOUT.xfrm_id.daddr),
+    selector: readSelector(b, L.sel, family),
+    dst: readAddr(b, L.id + LAYOUT.xfrm_id.daddr, family),
     spi: b.readUInt32BE(L.id + LAYOUT.xfrm_id.spi),
     proto,
-    src: readAddr(b, L.saddr),
+    src: readAddr(b, L.saddr, family),
     lifetime: readLifetime(b, L.lft),
     current: readCurrent(b, L.curlft),
     reqid: b.readUInt32LE(L.reqid),
@@ -510,7 +523,7 @@ export function encodePolicy(p: Policy): Buffer {
     addr(t, o + T.id + LAYOUT.xfrm_id.daddr, x.dst);
     t.writeUInt32BE(x.spi, o + T.id + LAYOUT.xfrm_id.spi);
     t.writeUInt8(PROTO[x.proto], o + T.id + LAYOUT.xfrm_id.proto);
-    t.writeUInt16LE(AF_INET, o + T.family);
+    t.writeUInt16LE(familyOf(x.dst), o + T.family);
     addr(t, o + T.saddr, x.src);
     t.writeUInt32LE(x.reqid, o + T.reqid);
     t.writeUInt8(MODES.indexOf(x.mode), o + T.mode);
@@ -537,10 +550,11 @@ export function decodePolicy(b: Buffer): Policy {
     if (t !== XFRMA.TMPL) continue;
     for (let o = 0; o + T.size <= v.length; o += T.size) {
       const protoNum = v.readUInt8(o + T.id + LAYOUT.xfrm_id.proto);
+      const family = v.readUInt16LE(o + T.family);
       p.tmpls.push({
-        dst: readAddr(v, o + T.id),
+        dst: readAddr(v, o + T.id, family),
         spi: v.readUInt32BE(o + T.id + LAYOUT.xfrm_id.spi),
-        src: readAddr(v, o + T.saddr),
+        src: readAddr(v, o + T.saddr, family),
         reqid: v.readUInt32LE(o + T.reqid),
         proto: (Object.keys(PROTO) as IpsecProto[]).find((k) => PROTO[k] === protoNum) ?? 'esp',
         mode: MODES[v.readUInt8(o + T.mode)] ?? 'transport',
@@ -551,9 +565,9 @@ export function decodePolicy(b: Buffer): Policy {
   return p;
 }
 
-/** Whether the family field at `familyOff` says IPv4: dvipa's DVIPAs are IPv4, other SAs and policies are not its business. */
-export const ipv4 = (b: Buffer, familyOff: number) =>
-  b.length >= familyOff + 2 && b.readUInt16LE(familyOff) === AF_INET;
+/** Whether the family field at `familyOff` says IPv4 or IPv6, as DVIPAs are: other families are not dvipa's business. */
+export const inetFamily = (b: Buffer, familyOff: number) =>
+  b.length >= familyOff + 2 && [AF_INET, AF_INET6].includes(b.readUInt16LE(familyOff));
 
 export function markAttr(mark: { value: number; mask: number }): Buffer {
   const m = Buffer.alloc(LAYOUT.xfrm_mark.size);
@@ -570,7 +584,7 @@ export function saIdMessage(sa: SaId): Buffer {
   const b = Buffer.alloc(L.size);
   addr(b, L.daddr, sa.dst);
   b.writeUInt32BE(sa.spi, L.spi);
-  b.writeUInt16LE(AF_INET, L.family);
+  b.writeUInt16LE(familyOf(sa.dst), L.family);
   b.writeUInt8(PROTO[sa.proto], L.proto);
   return sa.mark ? Buffer.concat([b, markAttr(sa.mark)]) : b;
 }

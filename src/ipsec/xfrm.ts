@@ -11,7 +11,7 @@ import {
   DIRS,
   encodePolicy,
   encodeSa,
-  ipv4,
+  inetFamily,
   LAYOUT,
   saIdMessage,
   writeSelector,
@@ -41,7 +41,7 @@ function request(op: string, type: number, flags: number, payload: Buffer): Arra
 /** Every IPv4 SA of this network namespace. */
 export function dumpSas(): Sa[] {
   return request('XFRM_MSG_GETSA(dump)', XFRM_MSG.GETSA, NLM_F_DUMP, Buffer.alloc(0))
-    .filter((m) => m.type === XFRM_MSG.NEWSA && ipv4(m.payload, LAYOUT.xfrm_usersa_info.family))
+    .filter((m) => m.type === XFRM_MSG.NEWSA && inetFamily(m.payload, LAYOUT.xfrm_usersa_info.family))
     .map((m) => decodeSa(m.payload));
 }
 
@@ -148,7 +148,8 @@ export function dumpPolicies(): Policy[] {
   return request('XFRM_MSG_GETPOLICY(dump)', XFRM_MSG.GETPOLICY, NLM_F_DUMP, Buffer.alloc(0))
     .filter(
       (m) =>
-        m.type === XFRM_MSG.NEWPOLICY && ipv4(m.payload, LAYOUT.xfrm_userpolicy_info.sel + LAYOUT.xfrm_selector.family),
+        m.type === XFRM_MSG.NEWPOLICY &&
+        inetFamily(m.payload, LAYOUT.xfrm_userpolicy_info.sel + LAYOUT.xfrm_selector.family),
     )
     .map((m) => decodePolicy(m.payload));
 }

@@ -108,6 +108,13 @@ export function ipFamily(s: string): 4 | 6 | undefined {
   return ipv6Bytes(s) ? 6 : undefined;
 }
 
+/** An IPv4 (strict) or IPv6 address in its one spelling (RFC 5952 for IPv6). */
+export function canonicalIp(s: string): string {
+  const family = ipFamily(s);
+  if (family === undefined) throw new RangeError(`"${String(s)}" is not an IPv4 or IPv6 address`);
+  return family === 4 ? s : canonicalIpv6(s)!;
+}
+
 /** Whether the IPv6 address `a` is inside `base`/`bits` (both 16-byte buffers). */
 export function inPrefix6(a: Uint8Array, base: Uint8Array, bits: number): boolean {
   for (let i = 0; i < 16 && bits > 0; i++, bits -= 8) {

@@ -11,11 +11,21 @@ export function ip(...args: string[]): string {
   }
 }
 
-/** Whether `address` is on `ifname` (in namespace `netns`, or this process's). */
+/** Whether `address` (IPv4, or IPv6 in RFC 5952 form, as ip writes it) is on `ifname` (in namespace `netns`, or this process's). */
 export function hasAddress(ifname: string, address: string, netns?: string): boolean {
-  return ip(...(netns ? ['-n', netns] : []), '-o', '-4', 'addr', 'show', 'dev', ifname)
+  const family = address.includes(':') ? '-6' : '-4';
+  return ip(...(netns ? ['-n', netns] : []), '-o', family, 'addr', 'show', 'dev', ifname)
     .split('\n')
     .some((l) => l.includes(` ${address}/`));
+}
+
+/**
+ * `ip addr` arguments for a DVIPA held as a host address: /32, or /128 without duplicate
+ * address detection (nodad), which would hold an IPv6 address tentative, unusable, for a second
+ * or more after a takeover, and fail it outright while the deposed owner still answers.
+ */
+export function hostAddress(address: string): string[] {
+  return address.includes(':') ? [`${address}/128`, 'nodad'] : [`${address}/32`];
 }
 
 /** The interface's MAC address (aa:bb:cc:dd:ee:ff). */

@@ -120,7 +120,7 @@ test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the 
     assert.equal(fp.crt.count(), n - 1012);
     assert.equal(fp.crtEst.count(), 10);
     // The same count and a listing in the worker: the loop keeps turning meanwhile.
-    const walker = new CrtWalker([fp.crtEst.fd, fp.crt.fd]);
+    const walker = new CrtWalker([{ fd: fp.crtEst.fd }, { fd: fp.crt.fd }]);
     try {
       const h = monitorEventLoopDelay({ resolution: 5 });
       h.enable();
@@ -273,5 +273,36 @@ test("an interface holding someone else's XDP program is refused with advice", (
   } finally {
     fp.close();
     FastPath.purge(pins.pinRoot);
+  }
+});
+
+test('the CRT walker lists and counts both CRTs, the IPv6 one beside the IPv4 one', async (t) => {
+  const p = scratchPinRoot('walk6');
+  t.after(() => p.remove());
+  const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 4096 });
+  const walker = new CrtWalker([{ fd: fp.crt.fd }, { fd: fp.crt6.fd, v6: true }]);
+  try {
+    const entry = (target: string): CrtEntry => ({
+      target,
+      svcId: 1,
+      origin: CrtOrigin.Control,
+      targetIdx: 0,
+      createdNs: 0n,
+    });
+    fp.crt.set({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1234, dport: 80, proto: 6 }, entry('198.18.1.11'));
+    const flow6: Flow = { saddr: '2001:db8:c::1', daddr: '2001:db8:100::10', sport: 4321, dport: 80, proto: 6 };
+    fp.crt6.set(flow6, entry('2001:db8:1::11'));
+    fp.crt6.set({ ...flow6, sport: 4322 }, entry('198.18.1.11')); // IPv6 to an IPv4 cluster address
+    assert.equal(await walker.count(), 3);
+    const v6 = await walker.select({ dvipa: '2001:db8:100::10' }, 10);
+    assert.equal(v6.total, 2);
+    assert.deepEqual(v6.entries.map(([k, v]) => [k.saddr, k.sport, v.target]).sort(), [
+      ['2001:db8:c::1', 4321, '2001:db8:1::11'],
+      ['2001:db8:c::1', 4322, '198.18.1.11'],
+    ]);
+    assert.equal((await walker.select({ client: '198.18.0.1' }, 10)).total, 1);
+  } finally {
+    await walker.close();
+    fp.close();
   }
 });

@@ -5,7 +5,7 @@
  * iproute2's. The store is in memory: what is checked here is the kernel's state, not etcd
  * (ipsec-recovery.test.ts has the store on a real etcd, with an in-memory kernel).
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { OwnerRecord } from '../../src/net/ownership.js';
@@ -17,8 +17,8 @@ import { inNetns, Topology } from '../../src/lab/netns.js';
 import { requireRoot, uniquePrefix } from '../helpers/env.js';
 import { bitmapWords, ipXfrmState, skipWithoutEsp } from '../helpers/xfrm.js';
 
-const PEER = '203.0.113.7';
 const KEY = storeKey(randomBytes(32));
+const ANY6 = { ...ANY_SELECTOR, src: '::', dst: '::' };
 const sa = (src: string, dst: string, spi: number, replay: Sa['replay']): Sa => ({
   src,
   dst,
@@ -27,7 +27,7 @@ const sa = (src: string, dst: string, spi: number, replay: Sa['replay']): Sa => 
   mode: 'tunnel',
   reqid: 7,
   flags: 0,
-  selector: ANY_SELECTOR,
+  selector: src.includes(':') ? ANY6 : ANY_SELECTOR,
   aead: { name: 'rfc4106(gcm(aes))', key: randomBytes(20), icvBits: 128 },
   lifetime: NO_LIMITS,
   replay,
@@ -58,12 +58,12 @@ const kernelXfrm = (ns: string): XfrmOps => ({
   deleteSas: (ids) => inNetns(ns, () => xfrm.deleteSas(ids)),
 });
 
-test("re-installed into the kernel: the new owner's kernel holds the inbound replay state the old owner's held (skipped without ESP)", async (t) => {
+/** SAs of DVIPA `d` with `PEER` recorded from one kernel and re-installed into another. */
+async function reinstalledIntoKernel(t: TestContext, d: string, PEER: string): Promise<void> {
   requireRoot();
   const topo = new Topology(uniquePrefix('iprk'));
   t.after(() => topo.teardown());
   const [oldNs, newNs] = [topo.ns('old'), topo.ns('new')];
-  const d = '192.0.2.14';
   // Counters in both ESN halves and a bitmap with a pattern: a slip of either shows.
   const inb = sa(PEER, d, 0x6002, {
     oseq: 0,
@@ -112,5 +112,13 @@ test("re-installed into the kernel: the new owner's kernel holds the inbound rep
     ip.text,
   );
   assert.equal(ipXfrmState(newNs, out.spi).replay?.oseqHi, 3);
-  t.diagnostic('re-installed SAs compared as the kernels dump them: replay state kept inbound, advanced outbound');
-});
+  t.diagnostic(
+    `re-installed SAs of ${d} compared as the kernels dump them: replay state kept inbound, advanced outbound`,
+  );
+}
+
+test("re-installed into the kernel: the new owner's kernel holds the inbound replay state the old owner's held (skipped without ESP)", (t) =>
+  reinstalledIntoKernel(t, '192.0.2.14', '203.0.113.7'));
+
+test("IPv6: an IPv6 DVIPA's SAs recorded, sealed and re-installed the same way (skipped without ESP)", (t) =>
+  reinstalledIntoKernel(t, '2001:db8:100::14', '2001:db8:ffff::7'));

@@ -15,7 +15,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { sys } from '../../src/kernel/sys.js';
 import { inNetns } from '../../src/lab/netns.js';
-import { parseIpv4 } from '../../src/net/addr.js';
+import { parseIpv4, parseIpv6 } from '../../src/net/addr.js';
 import {
   decodeXfrmEvent,
   XFRM_AE,
@@ -108,9 +108,11 @@ function nla(type: number, value: Uint8Array): Buffer {
 function saId(sa: Sa): Buffer {
   const L = LAYOUT.xfrm_usersa_id;
   const b = Buffer.alloc(L.size);
-  b.writeUInt32BE(parseIpv4(sa.dst), L.daddr);
+  const v6 = sa.dst.includes(':');
+  if (v6) parseIpv6(sa.dst).copy(b, L.daddr);
+  else b.writeUInt32BE(parseIpv4(sa.dst), L.daddr);
   b.writeUInt32BE(sa.spi, L.spi);
-  b.writeUInt16LE(2, L.family);
+  b.writeUInt16LE(v6 ? 10 : 2, L.family);
   b.writeUInt8(50, L.proto);
   return b;
 }
@@ -490,9 +492,26 @@ test('decoding: SA, expire and async-event messages as the kernel lays them; bro
       failed.error.op === 'recv(NETLINK_XFRM)',
   );
 
-  const v6 = Buffer.from(info);
-  v6.writeUInt16LE(10, LAYOUT.xfrm_usersa_info.family);
-  assert.equal(decodeXfrmEvent({ type: XFRM_MSG.NEWSA, payload: v6 }).kind, 'other', "IPv6 is not dvipa's");
+  // IPv6 SAs are read as IPv6 (DVIPAs are of both families); other families are not dvipa's.
+  const sa6: Sa = {
+    ...SA,
+    src: '2001:db8:100::10',
+    dst: '2001:db8:ffff::7',
+    selector: { ...SA.selector, src: '2001:db8:10::', dst: '2001:db8:20::' },
+  };
+  const e6 = decodeXfrmEvent({ type: XFRM_MSG.NEWSA, payload: encodeSa(sa6) });
+  assert.ok(e6.kind === 'sa' && e6.op === 'new' && e6.sa);
+  assert.deepEqual([e6.sa.src, e6.sa.dst, e6.sa.selector.dst], [sa6.src, sa6.dst, sa6.selector.dst]);
+  const d6 = decodeXfrmEvent({ type: XFRM_MSG.DELSA, payload: saId(sa6) });
+  assert.ok(d6.kind === 'sa' && d6.op === 'delete');
+  assert.equal(d6.id.dst, sa6.dst);
+  const other = Buffer.from(info);
+  other.writeUInt16LE(5, LAYOUT.xfrm_usersa_info.family); // AF_APPLETALK
+  assert.equal(
+    decodeXfrmEvent({ type: XFRM_MSG.NEWSA, payload: other }).kind,
+    'other',
+    "not IPv4 or IPv6: not dvipa's",
+  );
   assert.equal(decodeXfrmEvent({ type: 0x99, payload: Buffer.alloc(8) }).kind, 'other');
 
   const badProto = saId(SA);

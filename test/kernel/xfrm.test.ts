@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { inNetns, nsIp } from '../../src/lab/netns.js';
+import { inNetns } from '../../src/lab/netns.js';
 import {
   addSa,
   addSas,
@@ -119,37 +119,64 @@ test('policies: put (twice: replaced, not duplicated), dump, delete; deleting on
   });
 });
 
-test("IPv6 policies are not dvipa's: dumps leave them out instead of misreading them as IPv4", () => {
-  nsIp(
-    NS.name,
-    'xfrm',
-    'policy',
-    'add',
-    'src',
-    '2001:db8::1/128',
-    'dst',
-    '2001:db8::2/128',
-    'dir',
-    'out',
-    'tmpl',
-    'src',
-    '2001:db8::1',
-    'dst',
-    '2001:db8::2',
-    'proto',
-    'esp',
-    'mode',
-    'tunnel',
-  );
-  try {
-    assert.equal(nsIp(NS.name, 'xfrm', 'policy', 'list').includes('2001:db8::2'), true, 'the kernel has it');
-    assert.deepEqual(
-      inNetns(NS.name, () => dumpPolicies()),
-      [],
-    );
-  } finally {
-    nsIp(NS.name, 'xfrm', 'policy', 'flush');
+/** An IPv6 ESP SA of an IPv6 DVIPA, and one carrying IPv4 inside an IPv6 tunnel (selector of the other family). */
+const SA6: Sa = {
+  ...SA,
+  src: '2001:db8:100::10',
+  dst: '2001:db8:ffff::7',
+  spi: 0xc0ffee06,
+  selector: { ...SA.selector, src: '2001:db8:10::', srcPrefix: 48, dst: '2001:db8:20::', dstPrefix: 48 },
+};
+const SA46: Sa = { ...SA6, spi: 0xc0ffee46, selector: SA.selector };
+
+test('IPv6 SAs: encode and decode round-trip, an IPv4 selector in an IPv6 tunnel too; a mixed-family SA is refused', () => {
+  for (const sa of [SA6, SA46]) {
+    const back = decodeSa(encodeSa(sa));
+    delete back.current;
+    assert.deepEqual(back, sa);
   }
+  assert.throws(() => encodeSa({ ...SA6, src: '192.0.2.10' }), /two families/);
+  assert.throws(
+    () => encodeSa({ ...SA6, selector: { ...SA6.selector, src: '198.18.10.0' } }),
+    /selector 198.18.10.0 -> 2001:db8:20::: two families/,
+  );
+});
+
+test('IPv6 policies: put, dumped back as IPv6 (iproute2 agrees), an IPv4 selector over an IPv6 tunnel too; deleted', () => {
+  const out6: Policy = {
+    selector: SA6.selector,
+    dir: 'out',
+    action: 'allow',
+    priority: 100,
+    index: 0,
+    tmpls: [{ src: SA6.src, dst: SA6.dst, spi: 0, proto: 'esp', mode: 'tunnel', reqid: 9, optional: false }],
+  };
+  const out46: Policy = { ...out6, selector: SA46.selector, priority: 200 };
+  inNetns(NS.name, () => {
+    putPolicy(out6);
+    putPolicy(out46);
+    try {
+      const dumped = dumpPolicies().map((p) => ({ ...p, index: 0 }));
+      assert.deepEqual(
+        dumped.sort((a, b) => a.priority - b.priority),
+        [out6, out46],
+      );
+      const sel = (p: Policy) => [
+        `${p.selector.src}/${p.selector.srcPrefix}`,
+        `${p.selector.dst}/${p.selector.dstPrefix}`,
+      ];
+      assert.deepEqual(
+        ipXfrmPolicies(NS.name)
+          .map((p) => [p.src, p.dst, p.tmpls[0].src, p.tmpls[0].dst])
+          .sort(),
+        [out6, out46].map((p) => [...sel(p), p.tmpls[0].src, p.tmpls[0].dst]).sort(),
+      );
+    } finally {
+      deletePolicy(out6);
+      deletePolicy(out46);
+    }
+    assert.deepEqual(dumpPolicies(), []);
+  });
 });
 
 test('ESP SAs: installed and dumped back field for field (skipped where the kernel has no ESP; a clear error says why)', (t) => {
@@ -188,6 +215,19 @@ test('ESP SAs: installed and dumped back field for field (skipped where the kern
     }
     t.diagnostic('ESP SA installed through XFRM netlink and dumped back field for field');
     assert.deepEqual(dumpSas(), []);
+    // IPv6, and IPv4 inside an IPv6 tunnel: as the kernel holds them, and as iproute2 reads them.
+    for (const sa6 of [SA6, SA46]) {
+      addSa(sa6);
+      try {
+        const [back] = dumpSas();
+        delete back.current;
+        assert.deepEqual(back, sa6);
+        assert.match(ipXfrmState(NS.name, sa6.spi).text, new RegExp(`src ${sa6.src} dst ${sa6.dst}`));
+      } finally {
+        deleteSa(sa6);
+      }
+    }
+    t.diagnostic('IPv6 ESP SAs installed and dumped back field for field');
   });
 });
 

@@ -90,3 +90,31 @@ test('DVIPA messages: from a routing node about itself, confirmed by etcd when i
     'accept',
   );
 });
+
+test('IPv6: DVIPAs and VIPARANGEs by prefix; peers write IPv6 addresses in RFC 5952 form only', () => {
+  const dvipa6 = '2001:db8:100::10';
+  const cfg6 = parseProfile(`
+NODE r1 XCF 198.18.1.1 2001:db8:1::1
+VIPADYNAMIC
+  VIPADEFINE MOVEABLE IMMEDIATE DVIPA6A ${dvipa6}
+ENDVIPADYNAMIC
+NODE t1 XCF 198.18.1.11 2001:db8:1::11
+VIPADYNAMIC
+  VIPARANGE DEFINE DVR6 2001:db8:200::/40
+  VIPARANGE DEFINE 255.255.255.0 192.0.2.0
+ENDVIPADYNAMIC
+PEER edge XCF 198.18.1.50
+`);
+  const a6 = new Admission(cfg6, planDvipas(cfg6));
+  assert.equal(a6.vipaList('r1', list(dvipa6)), undefined);
+  assert.equal(a6.vipaList('t1', list(dvipa6))?.reason, 'not_routing');
+  assert.equal(a6.vipaList('edge', list('2001:db8:2ff::1', '192.0.2.9')), undefined, 'inside the /40 and the /24');
+  assert.equal(a6.vipaList('edge', list('2001:db8:300::1'))?.reason, 'outside_ranges');
+  assert.equal(a6.vipaList('edge', list('2001:db8:100::11'))?.reason, 'outside_ranges');
+  const wire = (address: string) =>
+    decodeMessage(MsgType.VipaList, encodeMessage({ type: MsgType.VipaList, body: list(address) }));
+  assert.deepEqual(wire(dvipa6), { type: MsgType.VipaList, body: list(dvipa6) });
+  // Another spelling of the same address would be another key in every table: refused.
+  assert.throws(() => wire('2001:DB8:100:0::10'), /RFC 5952 form/);
+  assert.throws(() => wire('2001:db8:100::10/64'), /expected an IPv4 address or an IPv6 address/);
+});

@@ -293,12 +293,34 @@ test('every error form, each with its line, column and what was expected', () =>
     ['NODE n1 XCF 10.1.0', /^f:1:13: expected the node's cluster \(XCF\) address, found "10.1.0"/],
     ['NODE n1 10.1.0.1', /^f:1:9: expected XCF, found "10.1.0.1"/],
     ['NODE n1 XCF 10.1.0.1 MTU 9000', /^f:1:22: expected EXTernal, INTernal or the next statement, found "MTU"/],
+    ['NODE n1 XCF 2001:db8::1 10.1.0.1', /^f:1:25: 10.1.0.1: the node's second cluster address is its IPv6 one/],
+    [
+      'NODE n1 XCF 10.1.0.1 2001:db8::1 2001:db8::2',
+      /^f:1:34: expected EXTernal, INTernal or the next statement, found "2001:db8::2"/,
+    ],
+    ['NODE n1 XCF 10.1.0.1 2001:db8::1::2', /^f:1:22: expected EXTernal, INTernal or the next statement, found "2001:/],
+    [
+      'NODE n1 XCF 10.1.0.1 2001:db8::1\nNODE n2 XCF 10.1.0.2 2001:DB8::1',
+      /^f:2:1: cluster address 2001:db8::1 is used by two nodes/,
+    ],
+    [
+      'NODE n1 XCF 10.1.0.1\nNODE n2 XCF 2001:db8::2',
+      /^f:1:1: n1 \(10.1.0.1\) and n2 \(2001:db8::2\) have no cluster address of one family/,
+    ],
+    [
+      node('VIPADEF DV6 2001:db8:9::1\nVIPADIST DV6 PORT 80 DESTIP 10.1.0.5 2001:db8::2') +
+        'PEER t5 XCF 10.1.0.5 2001:db8::2\n',
+      /^f:4:1: DESTIP 10.1.0.5 and 2001:db8::2 are both t5's: name a target once/,
+    ],
     ['VIPADynamic\nENDVIPADynamic', /^f:1:1: expected a NODE statement before VIPADynamic/],
     [
       'NODE n1 XCF 10.1.0.1\nVIPADEF 255.255.255.0 198.51.100.1',
       /^f:2:1: expected VIPADynamic before this statement, found "VIPADEF"/,
     ],
-    [node('VIPADEF'), /^f:4:1: expected an address mask, found "ENDVIPADynamic"/],
+    [
+      node('VIPADEF'),
+      /^f:4:1: expected an address mask, or an IPv6 interface name and address, found "ENDVIPADynamic"/,
+    ],
     [
       node('VIPADEF MOVEable SOMETIMES 255.0.0.0 198.51.100.1'),
       /^f:3:18: expected IMMEDiate, WHENIDLE or DISRUPTive, found "SOMETIMES"/,
@@ -413,7 +435,7 @@ test('YAML: same model, problems with line and column', () => {
       const m = (e as Error).message;
       return (
         e instanceof ConfigError &&
-        /c.yaml:3:10: nodes.0.xcf: expected an IPv4 address, found "10.1.0"/.test(m) &&
+        /c.yaml:3:10: nodes.0.xcf: expected an IPv4 or IPv6 address, found "10.1.0"/.test(m) &&
         /c.yaml:5:\d+: nodes.0.vipaDynamic.define.0.moveable: expected one of immediate, whenidle, disruptive, found "later"/.test(
           m,
         ) &&
@@ -427,6 +449,59 @@ test('YAML: same model, problems with line and column', () => {
   assert.throws(
     () => parseYamlConfig('nodes: [{ name: n1, xcf: 010.001.000.001 }]\n', 'z.yaml'),
     /z.yaml:1:\d+: nodes.0.xcf: expected an IPv4 address without leading zeros: 10.1.0.1, found "010.001.000.001"/,
+  );
+});
+
+test('YAML: IPv6 DVIPAs with their interface names and prefix lengths, dual cluster addresses; precise errors', () => {
+  const good = [
+    'nodes:',
+    '  - name: r1',
+    '    xcf: 10.1.0.1',
+    '    xcf6: 2001:db8:1::1',
+    '    vipaDynamic:',
+    '      define: [{ interface: DVIPA6A, address: "2001:DB8:100::10", mask: 64 }]',
+    '      distribute: [{ address: 2001:db8:100::10, ports: [80], destinations: [2001:db8:1::2] }]',
+    '      range: [{ interface: DVR6, address: "2001:db8:200::", mask: 48 }]',
+    '  - name: r2',
+    '    xcf: 2001:db8:1::2',
+    '    vipaDynamic:',
+    '      backup: [{ interface: DVIPA6A, address: 2001:db8:100::10, rank: 9 }]',
+  ].join('\n');
+  const cfg = parseYamlConfig(good, 'g.yaml');
+  assert.deepEqual(cfg.nodes[0].vipaDynamic.define, [
+    { address: '2001:db8:100::10', mask: '64', interface: 'DVIPA6A', moveable: 'immediate' },
+  ]);
+  assert.equal(cfg.nodes[0].xcf6, '2001:db8:1::1');
+  assert.equal(cfg.nodes[1].xcf, '2001:db8:1::2');
+  assert.deepEqual(parseYamlConfig(formatYamlConfig(cfg)), cfg);
+  assert.deepEqual(parseProfile(formatProfile(cfg)), cfg);
+  const bad = [
+    'nodes:',
+    '  - name: r1',
+    '    xcf: 2001:db8:1::1',
+    '    xcf6: 2001:db8:1::5',
+    '    vipaDynamic:',
+    '      define:',
+    '        - { address: 2001:db8:100::10, mask: 129, interface: DVIPA6A }',
+    '        - { address: 2001:db8:100::11 }',
+    '        - { address: 2001:db8:100::12, interface: D6C, moveable: whenidle }',
+    '        - { address: 198.51.100.1, mask: 255.255.255.0, interface: D4 }',
+    '      range: [{ interface: DVR6, address: "2001:db8:200::" }]',
+  ].join('\n');
+  assert.throws(
+    () => parseYamlConfig(bad, 'b.yaml'),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.deepEqual(e.message.split('\n'), [
+        'b.yaml:4:11: nodes.0.xcf6: xcf6 goes beside an IPv4 xcf (an IPv6-only node gives its address as xcf)',
+        'b.yaml:7:46: nodes.0.vipaDynamic.define.0.mask: expected an integer from 0 to 128, found 129',
+        "b.yaml:8:11: nodes.0.vipaDynamic.define.1.interface: expected the IPv6 DVIPA's interface name (a letter first, at most 16 characters)",
+        'b.yaml:9:66: nodes.0.vipaDynamic.define.2.moveable: an IPv6 DVIPA moves immediate only (z/OS)',
+        'b.yaml:10:68: nodes.0.vipaDynamic.define.3.interface: only for an IPv6 DVIPA (z/OS names its interface)',
+        'b.yaml:11:15: nodes.0.vipaDynamic.range.0.mask: expected a prefix length (0 to 128)',
+      ]);
+      return true;
+    },
   );
 });
 

@@ -8,7 +8,16 @@ import * as path from 'node:path';
 import { buildFrame, describeFrame, flowOf, parseFrame } from '../../src/net/packet.js';
 import { checksum } from '../../src/net/checksum.js';
 import { formatPcap, parsePcap, readPcap, writePcap } from '../../src/net/pcap.js';
-import { formatIpv4, parseIpv4, parseMac } from '../../src/net/addr.js';
+import {
+  canonicalIpv6,
+  formatIpv4,
+  formatIpv6,
+  inPrefix6,
+  ipFamily,
+  parseIpv4,
+  parseIpv6,
+  parseMac,
+} from '../../src/net/addr.js';
 
 test('IPv4 and MAC addresses are parsed strictly', () => {
   assert.equal(parseIpv4('192.0.2.10'), 0xc000020a);
@@ -16,6 +25,54 @@ test('IPv4 and MAC addresses are parsed strictly', () => {
   for (const bad of ['1.2.3', '256.1.1.1', '01.2.3.4', '1.2.3.4 ', '', '1..2.3'])
     assert.throws(() => parseIpv4(bad), /not an IPv4 address/, bad);
   assert.throws(() => parseMac('02:00:00:00:00'), /not a MAC address/);
+});
+
+test('IPv6 addresses are read in every RFC 4291 form and written in RFC 5952 form', () => {
+  const cases: Array<[string, string]> = [
+    ['2001:DB8:0:0:0:0:0:10', '2001:db8::10'],
+    ['2001:0db8::0010', '2001:db8::10'],
+    ['::', '::'],
+    ['::1', '::1'],
+    ['1::', '1::'],
+    ['2001:db8:0:1:0:0:0:1', '2001:db8:0:1::1'], // the longest zero run
+    ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1'], // the first of two equal runs
+    ['2001:db8:1:1:1:1:0:1', '2001:db8:1:1:1:1:0:1'], // one zero group stays
+    ['::ffff:192.0.2.1', '::ffff:c000:201'],
+    ['2001:db8::198.18.0.1', '2001:db8::c612:1'],
+  ];
+  for (const [text, canonical] of cases) {
+    assert.equal(canonicalIpv6(text), canonical, text);
+    assert.equal(formatIpv6(parseIpv6(text)), canonical, text);
+    assert.equal(ipFamily(text), 6, text);
+  }
+  const bad = [
+    '',
+    ':',
+    ':::',
+    '1:2:3:4:5:6:7',
+    '1:2:3:4:5:6:7:8:9',
+    '1::2::3',
+    '12345::',
+    'g::1',
+    '2001:db8::10/64',
+    'fe80::1%eth0',
+    '1.2.3.4::',
+    '::1.2.3',
+    '::01.2.3.4',
+    ' ::1',
+    '1:2:3:4:5:6:7::8',
+  ];
+  for (const x of bad) {
+    assert.equal(canonicalIpv6(x), undefined, x);
+    assert.throws(() => parseIpv6(x), /not an IPv6 address/, x);
+  }
+  assert.equal(ipFamily('192.0.2.1'), 4);
+  assert.equal(ipFamily('192.0.2'), undefined);
+  const base = parseIpv6('2001:db8:ab00::');
+  assert.ok(inPrefix6(parseIpv6('2001:db8:abff::1'), base, 40));
+  assert.ok(!inPrefix6(parseIpv6('2001:db8:ac00::1'), base, 40));
+  assert.ok(inPrefix6(parseIpv6('ffff::'), base, 0));
+  assert.ok(!inPrefix6(parseIpv6('2001:db8:ab00::1'), base, 128));
 });
 
 test('the Internet checksum matches the RFC 1071 example', () => {

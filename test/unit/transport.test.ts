@@ -457,3 +457,35 @@ test('per-node identities: a node holding the cluster key still cannot speak as 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('IPv6 cluster addresses: a dual-stack node listens on both and each pair connects over a family it shares', async () => {
+  const [portA, portB, portC] = [await freePort(), await freePort(), await freePort()];
+  // a: 127.0.0.1 and ::1; b: ::1 only (its peers know it by IPv6); c: 127.0.0.1 only.
+  const a = await node(
+    'a',
+    [
+      { name: 'b', host: '0:0::1', port: portB },
+      { name: 'c', host: '127.0.0.1', port: portC },
+    ],
+    KEY,
+    portA,
+    { listen: { host: '127.0.0.1', host6: '::1', port: portA } },
+  );
+  const b = await node('b', [{ name: 'a', host: '127.0.0.1', host6: '::1', port: portA }], KEY, portB, {
+    listen: { host: '::1', port: portB },
+  });
+  const c = await node('c', [{ name: 'a', host: '127.0.0.1', host6: '::1', port: portA }], KEY, portC);
+  await until(() => a.t.connected('b') && a.t.connected('c') && b.t.connected('a') && c.t.connected('a'));
+  assert.ok(b.t.send('a', srvstat));
+  assert.ok(c.t.send('a', srvstat));
+  assert.ok(a.t.send('b', srvstat));
+  await until(() => a.got.length === 2 && b.got.length === 1);
+  assert.deepEqual(a.got.map(([p]) => p).sort(), ['b', 'c']);
+  assert.deepEqual(b.got[0], ['a', srvstat]);
+  assert.deepEqual(a.t.drops, {}, 'the IPv6 source is known as b, in whichever spelling it was configured');
+  // a's IPv6 listener takes only its peers' addresses: b's is ::1, so a stranger on ::1 is
+  // refused by its handshake, never by its family.
+  const stranger = net.connect({ host: '::1', port: portA });
+  stranger.on('error', () => undefined);
+  await new Promise((r) => stranger.once('close', r));
+});

@@ -20,17 +20,19 @@ import { PROFILE_STATEMENTS, ZOS_UNSUPPORTED } from '../../src/config/zos.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
-/** A node's block, the body starting on line 3; targets 10.1.0.2-4 are peers. */
+/** A node's block, the body starting on line 3; targets 10.1.0.2-4 (2001:db8:1::2-4) are peers. */
 const profile = (body: string) =>
   [
-    'NODE MVS1 XCF 10.1.0.1',
+    'NODE MVS1 XCF 10.1.0.1 2001:db8:1::1',
     'VIPADYNAMIC',
     body,
     'ENDVIPADYNAMIC',
-    'PEER MVS2 XCF 10.1.0.2',
-    'PEER MVS3 XCF 10.1.0.3',
+    'PEER MVS2 XCF 10.1.0.2 2001:db8:1::2',
+    'PEER MVS3 XCF 10.1.0.3 2001:db8:1::3',
     'PEER MVS4 XCF 10.1.0.4',
   ].join('\n');
+
+const D6 = 'VIPADEFINE MOVEABLE IMMEDIATE DVIPA6A 2001:db8:100::10/64';
 
 /** The same text as 80-column cards: padded to column 72, a sequence number in columns 73-80. */
 const cards = (text: string) =>
@@ -103,8 +105,50 @@ const CORPUS: Array<[string[], string, Expect]> = [
   ],
   [
     ['IPv6'],
-    'VIPADEFINE MOVEABLE IMMEDIATE DVIPA1 2001:db8::10',
-    /^f:3:31: DVIPA1: IPv6 DVIPAs .* dvipa does not support/,
+    'VIPADEFINE MOVEABLE IMMEDIATE DVIPA1 2001:DB8:0::010',
+    (v) =>
+      assert.deepEqual(v.define, [
+        { interface: 'DVIPA1', address: '2001:db8::10', mask: '128', moveable: 'immediate' },
+      ]),
+  ],
+  [
+    ['IPv6', 'prefix_len'],
+    `${D6}\nVIPADEF DVIPA6B 2001:db8:100::11`,
+    (v) =>
+      assert.deepEqual(
+        v.define.map((d) => `${d.interface} ${d.address}/${d.mask}`),
+        ['DVIPA6A 2001:db8:100::10/64', 'DVIPA6B 2001:db8:100::11/128'],
+      ),
+  ],
+  [
+    ['IPv6', 'MOVEable'],
+    'VIPADEFINE MOVEABLE WHENIDLE DVIPA1 2001:db8::10',
+    /^f:3:12: MOVEABLE WHENIDLE: an IPv6 DVIPA is MOVEABLE IMMEDIATE \(z\/OS\)/,
+  ],
+  [
+    ['IPv6', 'interface name'],
+    'VIPADEFINE MOVEABLE IMMEDIATE 2001:db8::10',
+    /^f:3:31: expected an interface name before 2001:db8::10: z\/OS names each IPv6 DVIPA's interface/,
+  ],
+  [
+    ['IPv6', 'prefix_len'],
+    'VIPADEFINE DVIPA1 2001:db8::10/129',
+    /^f:3:19: expected an IPv6 address or address\/prefix_len for interface DVIPA1, found "2001:db8::10\/129"/,
+  ],
+  [
+    ['IPv6', 'one address'],
+    'VIPADEFINE DVIPA1 2001:db8::10 2001:db8::11',
+    /^f:3:32: expected the next statement \(an IPv6 VIPADEFine names one interface and address\), found "2001:db8::11"/,
+  ],
+  [
+    ['IPv6', 'mask'],
+    'VIPADEFINE 255.255.255.0 2001:db8::10',
+    /^f:3:26: expected a DVIPA address, found "2001:db8::10"/,
+  ],
+  [
+    ['IPv6', 'interface name'],
+    `${D6}\nVIPADEFINE DVIPA6A 2001:db8:100::11`,
+    /^f:4:1: interface DVIPA6A names both 2001:db8:100::10 and 2001:db8:100::11 on MVS1/,
   ],
   [
     ['VIPABackup', 'rank'],
@@ -127,7 +171,25 @@ const CORPUS: Array<[string[], string, Expect]> = [
     /^f:3:34: SERVICEMGR is a z\/OS option/,
   ],
   [['VIPABackup', 'TIER1'], 'VIPABACKUP 50 TIER1 198.51.100.20', /^f:3:15: TIER1 is a z\/OS option/],
-  [['VIPABackup', 'IPv6'], 'VIPABACKUP 50 MOVEABLE IMMEDIATE DVIPA6 2001:db8::20/64', /^f:3:34: DVIPA6: IPv6 DVIPAs/],
+  [
+    ['VIPABackup', 'IPv6'],
+    'VIPABACKUP 50 MOVEABLE IMMEDIATE DVIPA6 2001:db8::20/64\nVIPABACKUP DVIPA7 2001:db8::21',
+    (v) =>
+      assert.deepEqual(v.backup, [
+        { address: '2001:db8::20', rank: 50, interface: 'DVIPA6', moveable: 'immediate', mask: '64' },
+        { address: '2001:db8::21', rank: 1, interface: 'DVIPA7' },
+      ]),
+  ],
+  [
+    ['VIPABackup', 'IPv6', 'prefix_len'],
+    'VIPABACKUP 50 DVIPA6 2001:db8::20/64',
+    /^f:3:22: expected an IPv6 address for interface DVIPA6, found "2001:db8::20\/64"/,
+  ],
+  [
+    ['VIPABackup', 'IPv6', 'MOVEable'],
+    'VIPABACKUP 50 MOVEABLE WHENIDLE DVIPA6 2001:db8::20',
+    /^f:3:15: MOVEABLE WHENIDLE: an IPv6 DVIPA is MOVEABLE IMMEDIATE/,
+  ],
   [
     ['VIPADELete'],
     `${D}\nVIPADEFINE 255.255.255.0 198.51.100.11\nVIPADELETE 198.51.100.10\n${D}\n` +
@@ -150,7 +212,17 @@ const CORPUS: Array<[string[], string, Expect]> = [
     'VIPADELETE 198.51.100.99',
     /^f:3:1: VIPADELETE 198.51.100.99: no VIPADEFine or VIPABackup of 198.51.100.99 above it/,
   ],
-  [['VIPADELete', 'IPv6'], 'VIPADELETE DVIPA1', /^f:3:12: expected a DVIPA address, found "DVIPA1"/],
+  [
+    ['VIPADELete', 'IPv6'],
+    `${D6}\nVIPADISTRIBUTE DVIPA6A PORT 80 DESTIP ALL\nVIPADELETE DVIPA6A\n${D}`,
+    (v) => assert.deepEqual([v.define.map((d) => d.address), v.distribute], [['198.51.100.10'], []]),
+  ],
+  [['VIPADELete', 'IPv6'], 'VIPADELETE DVIPA1', /^f:3:12: VIPADELETE DVIPA1: no IPv6 VIPADEFine or VIPABackup/],
+  [
+    ['VIPADELete', 'IPv6'],
+    `${D6}\nVIPADELETE DVIPA6A DVIPA6B`,
+    /^f:4:20: expected the next statement \(VIPADELete names one IPv6 interface\), found "DVIPA6B"/,
+  ],
   [
     ['VIPADISTribute', 'DEFINE', 'PORT', 'DESTIP', 'ALL'],
     `${D}\nVIPADISTRIBUTE DEFINE 198.51.100.10 PORT 20 21 DESTIP ALL`,
@@ -290,8 +362,30 @@ const CORPUS: Array<[string[], string, Expect]> = [
   ],
   [
     ['VIPADISTribute', 'IPv6'],
-    `${D}\nVIPADISTRIBUTE DVIPA1 PORT 80 DESTIP 2001:db8::2`,
-    /^f:4:16: expected DISTMethod, TIMEDAFFinity or the DVIPA address, found "DVIPA1"/,
+    `${D6}\nVIPADISTRIBUTE DISTMETHOD WEIGHTEDACTIVE DVIPA6A PORT 80\n  DESTIP 2001:db8:1::2 WEIGHT 2 10.1.0.3`,
+    (v) =>
+      assert.deepEqual(v.distribute[0], {
+        address: '2001:db8:100::10',
+        ports: [{ from: 80, to: 80 }],
+        destinations: [{ xcf: '2001:db8:1::2', weight: 2 }, { xcf: '10.1.0.3' }],
+        method: { name: 'weightedactive' },
+        timedAffinity: 0,
+      }),
+  ],
+  [
+    ['VIPADISTribute', 'IPv6', 'address'],
+    `${D6}\nVIPADISTRIBUTE 2001:DB8:100::10 PORT 443 DESTIP ALL`,
+    (v) => assert.equal(v.distribute[0].address, '2001:db8:100::10'),
+  ],
+  [
+    ['VIPADISTribute', 'IPv6'],
+    `${D}\nVIPADISTRIBUTE DVIPA1 PORT 80 DESTIP 2001:db8:1::2`,
+    /^f:4:16: expected DISTMethod, TIMEDAFFinity, the DVIPA address or the interface name of an IPv6 DVIPA defined above, found "DVIPA1"/,
+  ],
+  [
+    ['VIPADISTribute', 'IPv6', 'DESTIP'],
+    `${D6}\nVIPADISTRIBUTE DVIPA6A PORT 80 DESTIP 2001:db8:1::9`,
+    /^f:4:1: DESTIP 2001:db8:1::9 is not the cluster address of any node or peer/,
   ],
   [
     ['VIPARange', 'NONDISRUPTive'],
@@ -315,8 +409,32 @@ const CORPUS: Array<[string[], string, Expect]> = [
   ],
   [
     ['VIPARange', 'IPv6'],
-    'VIPARANGE DEFINE MOVEABLE NONDISRUPTIVE DVIPAR6 2001:db8::/64',
-    /^f:3:41: DVIPAR6: IPv6 DVIPAs/,
+    'VIPARANGE DEFINE MOVEABLE NONDISRUPTIVE DVIPAR6 2001:db8::/64\nVIPARANGE DVIPAR7 2001:db8:1::/48\n' +
+      'VIPARANGE DELETE DVIPAR7 2001:db8:1::/48',
+    (v) =>
+      assert.deepEqual(v.range, [
+        { interface: 'DVIPAR6', address: '2001:db8::', mask: '64', moveable: 'nondisruptive' },
+      ]),
+  ],
+  [
+    ['VIPARange', 'IPv6', 'prefix_len'],
+    'VIPARANGE DVIPAR6 2001:db8::',
+    /^f:3:19: expected an IPv6 address\/prefix_len for interface DVIPAR6, found "2001:db8::"/,
+  ],
+  [
+    ['VIPARange', 'IPv6', 'DISRUPTive'],
+    'VIPARANGE MOVEABLE DISRUPTIVE DVIPAR6 2001:db8::/64',
+    /^f:3:11: MOVEABLE DISRUPTIVE: an IPv6 DVIPA is MOVEABLE NONDISRUPTIVE/,
+  ],
+  [
+    ['VIPARange', 'IPv6', 'DELEte'],
+    'VIPARANGE DELETE DVIPAR6 2001:db8::/64',
+    /^f:3:1: VIPARANGE DELETE DVIPAR6 2001:db8::\/64: no such VIPARange above it/,
+  ],
+  [
+    ['VIPAROUTE', 'IPv6'],
+    'VIPAROUTE DEFINE 2001:db8:1::2 2001:db8:2::2',
+    (v) => assert.deepEqual(v.route, [{ xcf: '2001:db8:1::2', via: '2001:db8:2::2' }]),
   ],
   [
     ['VIPAROUTE', 'DEFINE'],
