@@ -4,6 +4,7 @@
  * messages are xfrm-codec.ts's, re-exported here for callers that both build and send.
  */
 import { SyscallError } from '../kernel/errors.js';
+import { mapSliced } from './slices.js';
 import { sys } from '../kernel/sys.js';
 import {
   decodePolicy,
@@ -81,27 +82,8 @@ function batchErrors(
 
 type BatchRequest = { type: number; flags: number; payload: Buffer };
 
-/** The longest the event loop is held encoding a batch before it yields. */
-const ENCODE_SLICE_MS = 10;
 /** Requests handed to the native worker at once (their conversion runs on the event loop). */
 const BATCH_SLICE = 500;
-
-/**
- * Encodes a batch on the event loop in slices of ENCODE_SLICE_MS, yielding between them:
- * encoding 10,000 policies at once held the loop for 0.35-1.7 s (measured, 2 loaded vCPUs),
- * stalling the agent's heartbeats and control socket while a takeover re-installed them.
- */
-async function encodeSliced<T>(items: T[], encode: (item: T) => Buffer): Promise<Buffer[]> {
-  const out: Buffer[] = [];
-  let slice = performance.now();
-  for (const item of items) {
-    out.push(encode(item));
-    if (performance.now() - slice < ENCODE_SLICE_MS) continue;
-    await new Promise((r) => setImmediate(r));
-    slice = performance.now();
-  }
-  return out;
-}
 
 /**
  * Runs `fn` with a NETLINK_XFRM socket opened now, in the calling thread's namespace (the
@@ -133,7 +115,7 @@ async function onXfrmSocket<T>(
  */
 export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Promise<Array<XfrmError | undefined>> {
   return onXfrmSocket(async (batch) => {
-    const msgs = await encodeSliced(sas, encodeSa);
+    const msgs = await mapSliced(sas, encodeSa);
     const add = (idx: number[]) =>
       batch(idx.map((i) => ({ type: XFRM_MSG.NEWSA, flags: NLM_F_CREATE | NLM_F_EXCL, payload: msgs[i] })));
     const outcome = await add(sas.map((_, i) => i));
@@ -154,7 +136,7 @@ export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Promise<Arr
 /** Installs many policies at once (replacing same selector and direction), off Node's event loop. */
 export function putPolicies(ps: Policy[]): Promise<Array<XfrmError | undefined>> {
   return onXfrmSocket(async (batch) => {
-    const reqs = (await encodeSliced(ps, encodePolicy)).map((payload) => ({
+    const reqs = (await mapSliced(ps, encodePolicy)).map((payload) => ({
       type: XFRM_MSG.UPDPOLICY,
       flags: NLM_F_CREATE | NLM_F_REPLACE,
       payload,

@@ -115,7 +115,7 @@ test('record on the owner, fence the deposed, re-install on the new owner', asyn
     removed: 0,
     fenced: false,
   });
-  const stored = readRecords(KEY, await r1.getBlobs(`ipsec/${DVIPA}/`), owner1.epoch);
+  const stored = await readRecords(KEY, await r1.getBlobs(`ipsec/${DVIPA}/`), owner1.epoch);
   assert.deepEqual(stored.records.map((r) => [r.sa.spi, r.sa.replay.oseq, r.policies.length]).sort(), [
     [OUT.spi, 9000, 1],
     [IN.spi, 0, 1],
@@ -169,7 +169,7 @@ test('record on the owner, fence the deposed, re-install on the new owner', asyn
   const in2 = x2.sas.find((s) => s.spi === IN.spi)!;
   assert.deepEqual([in2.replay.seq, in2.replay.bitmap], [IN.replay.seq, IN.replay.bitmap], 'inbound replay state kept');
   assert.equal(x2.policies.length, 2);
-  const after = readRecords(KEY, await r2.getBlobs(`ipsec/${DVIPA}/`), owner2.epoch);
+  const after = await readRecords(KEY, await r2.getBlobs(`ipsec/${DVIPA}/`), owner2.epoch);
   assert.deepEqual(
     [after.refused.length, after.records.length, ...new Set(after.records.map((x) => `${x.owner}@${x.epoch}`))],
     [0, 2, `r2@${owner2.epoch}`],
