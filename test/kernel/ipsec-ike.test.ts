@@ -55,7 +55,9 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   const charonOf: Record<string, Charon> = {};
   const lab = await espLab(t, 'ikl', {
     pollMs: 100,
-    waitMs: 180000,
+    // Setup waits, not bounds: under TCG on a loaded host an agent needs minutes to start (node
+    // loads its modules over 9p: `dvipa --help` alone took 115 s there on 2026-11-30).
+    waitMs: 420000,
     cleanup: async () => {
       await lab?.agents.stop('r1', 'SIGKILL');
       await lab?.agents.stop('r2', 'SIGKILL');
