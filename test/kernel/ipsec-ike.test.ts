@@ -210,7 +210,7 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   // Where the window went: r2 held its re-installed outbound SA back, so what it sent waited in its kernel.
   const r2Stat = xfrmStat(ns.r2);
   t.diagnostic(
-    `after the takeover: peer ${JSON.stringify(errorsOf(stats, statsBefore))}; r2 ${JSON.stringify({ outNoStates: r2Stat.XfrmOutNoStates, inNoStates: r2Stat.XfrmInNoStates, inInvalid: r2Stat.XfrmInStateInvalid })}; ${ping.lost()} pings unanswered in all`,
+    `peer xfrm_stat after the takeover: ${JSON.stringify(errorsOf(stats, statsBefore))}; r2 ${JSON.stringify({ outNoStates: r2Stat.XfrmOutNoStates, inNoStates: r2Stat.XfrmInNoStates, inInvalid: r2Stat.XfrmInStateInvalid })}; ${ping.lost()} pings unanswered in all`,
   );
   // No replayed, failed or state-less ESP at the peer: INITIAL_CONTACT makes it delete the old SAs when it
   // answers IKE_AUTH, and r2 sent nothing with the old outbound SA by then (it held it back, the kernel queued).
