@@ -25,8 +25,8 @@ export type FailoverSystem = (typeof FAILOVER_SYSTEMS)[number];
 export const PARTITION_DRILLS = ['freeze', 'isolate'] as const;
 export type PartitionDrill = (typeof PARTITION_DRILLS)[number];
 
-/** How long each drill's fault lasts (the issue's drills), and how long it is watched after. */
-export const DRILL_FAULT_MS: Record<PartitionDrill, number> = { freeze: 5000, isolate: 15000 };
+/** How long each drill's fault lasts by default (the issue's drills), and how long it is watched after. */
+export const DRILL_FAULT_S: Record<PartitionDrill, number> = { freeze: 5, isolate: 15 };
 const DRILL_AFTER_MS = 3000;
 const ARP_INTERVAL_MS = 20;
 
@@ -35,6 +35,8 @@ export interface FailoverBenchOptions {
   advertIntS: number;
   systems: FailoverSystem[];
   drills: PartitionDrill[];
+  /** Seconds each drill's fault lasts. */
+  faultS: Record<PartitionDrill, number>;
   /** Names the bench's namespaces and pin roots (two labs: PREFIX + d, PREFIX + k). */
   prefix: string;
   onProgress?: (fraction: number, note: string) => void;
@@ -62,8 +64,7 @@ export interface EventFigures {
 
 export interface DrillFigures extends ArpWatchReport {
   faultMs: number;
-  /** firstDualMs and lastDualMs count from the fault's start. */
-  /** Replies per node (the MACs of r1's and r2's external interfaces). */
+  /** Replies per node (the MACs of r1's and r2's external interfaces); firstDualMs and lastDualMs count from the fault's start. */
   answeredByNode: Record<string, number>;
 }
 
@@ -158,7 +159,12 @@ async function restoreOwner(c: Contender): Promise<void> {
   }
 }
 
-async function partitionDrill(c: Contender, drill: PartitionDrill, spawner: Topology): Promise<DrillFigures> {
+async function partitionDrill(
+  c: Contender,
+  drill: PartitionDrill,
+  faultMs: number,
+  spawner: Topology,
+): Promise<DrillFigures> {
   const macs = Object.fromEntries(HA.routers.map((r) => [macOf(c.ns[r.name], 'ext'), r.name]));
   const watch = await ArpWatch.start(spawner, {
     ns: c.ns.client,
@@ -175,7 +181,7 @@ async function partitionDrill(c: Contender, drill: PartitionDrill, spawner: Topo
     faultAt = Date.now();
     fault(true);
     try {
-      await sleep(DRILL_FAULT_MS[drill]);
+      await sleep(faultMs);
     } finally {
       fault(false);
     }
@@ -192,7 +198,7 @@ async function partitionDrill(c: Contender, drill: PartitionDrill, spawner: Topo
     ...report,
     firstDualMs: since(report.firstDualMs),
     lastDualMs: since(report.lastDualMs),
-    faultMs: DRILL_FAULT_MS[drill],
+    faultMs,
     answeredByNode,
   };
 }
@@ -224,7 +230,7 @@ export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBe
     const drills = new Map<Contender, SystemFigures['drills']>(contenders.map((c) => [c, {}]));
     for (const d of o.drills) {
       for (const c of contenders) {
-        drills.get(c)![d] = await partitionDrill(c, d, spawner);
+        drills.get(c)![d] = await partitionDrill(c, d, o.faultS[d] * 1000, spawner);
         step(`${c.system} ${d}`);
       }
     }

@@ -23,6 +23,7 @@ import { benchAgent, formatAgentBench } from '../bench/agent.js';
 import { benchIke, formatIkeBench } from '../bench/ike.js';
 import {
   benchFailover,
+  DRILL_FAULT_S,
   FAILOVER_SYSTEMS,
   failoverSeries,
   formatFailoverBench,
@@ -302,7 +303,17 @@ const failover = command({
         type: 'string',
         default: PARTITION_DRILLS.join(','),
         describe:
-          "partition drills: freeze (owner SIGSTOPped 5 s), isolate (owner cut off from etcd and peers 15 s), or 'none'",
+          "partition drills: freeze (owner's process SIGSTOPped), isolate (owner cut off from etcd and peers, not from clients), or 'none'",
+      })
+      .option('freeze-seconds', {
+        type: 'number',
+        default: DRILL_FAULT_S.freeze,
+        describe: 'how long the owner stays frozen',
+      })
+      .option('isolate-seconds', {
+        type: 'number',
+        default: DRILL_FAULT_S.isolate,
+        describe: 'how long the owner stays isolated',
       })
       .option('prefix', {
         type: 'string',
@@ -323,6 +334,8 @@ const failover = command({
         '--prefix: up to 16 lower-case letters, digits and dashes, starting with a letter',
         EXIT.usage,
       );
+    whole(a.freezeSeconds, 'freeze-seconds', 1, 600);
+    whole(a.isolateSeconds, 'isolate-seconds', 1, 600);
     const systems = namesFrom<FailoverSystem>('systems', a.systems, FAILOVER_SYSTEMS);
     const drills = namesFrom<PartitionDrill>('drills', a.drills, PARTITION_DRILLS, true);
     const progress = new Progress('failover', a.runs * systems.length * 8000);
@@ -331,6 +344,7 @@ const failover = command({
       advertIntS: a.advertInt,
       systems,
       drills,
+      faultS: { freeze: a.freezeSeconds, isolate: a.isolateSeconds },
       prefix: a.prefix,
       onProgress: (f, note) => progress.update(f, note),
     });
