@@ -11,13 +11,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ArpWatch, type ArpWatchReport } from '../lab/arp-watch.js';
-import { failoverStep, startProbe, type Drill, type HaPair } from '../lab/drill.js';
-import { until } from '../lab/wait.js';
+import { failoverStep, SETTLE_MS, startProbe, type Drill, type HaPair } from '../lab/drill.js';
+import { LabError, until } from '../lab/wait.js';
 import { HaLab, HTTP_PORT } from '../lab/ha-lab.js';
 import { HA, isolateRouter, macOf } from '../lab/ha-topology.js';
 import { KeepalivedPair } from '../lab/keepalived.js';
 import { Topology } from '../lab/netns.js';
-import type { OutageProbe } from '../lab/procs.js';
+import type { OutageProbe, OutageReport } from '../lab/procs.js';
 import type { ChartSeries } from './svg.js';
 
 export const FAILOVER_SYSTEMS = ['dvipa', 'keepalived'] as const;
@@ -71,6 +71,8 @@ export interface DrillFigures extends ArpWatchReport {
 export interface SystemFigures {
   system: FailoverSystem;
   settings: string;
+  /** The same probe over SETTLE_MS with no failure, once per run: the noise floor of this machine. */
+  idle: { outageMs: Distribution; httpWaitMs: Distribution };
   takeover: EventFigures;
   takeback: EventFigures;
   drills: Partial<Record<PartitionDrill, DrillFigures>>;
@@ -123,7 +125,7 @@ async function bringUp(system: FailoverSystem, o: FailoverBenchOptions, dir: str
     const lab = await HaLab.up(path.join(dir, 'dvipa'), undefined, `${o.prefix}d`);
     return {
       system,
-      settings: 'lab agents (--lease-ttl 1), etcd in the lab',
+      settings: "the lab's agents and etcd, as 'dvipa lab up' runs them",
       pair: lab,
       ns: lab.state.ns,
       freeze: (n, f) => lab.freeze(n, f),
@@ -219,10 +221,19 @@ export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBe
     const probes = new Map<Contender, OutageProbe>();
     for (const c of contenders) probes.set(c, await startProbe(spawner, c.ns.client, HTTP_PORT));
     const events = new Map<Contender, Drill[]>(contenders.map((c) => [c, []]));
+    const idle = new Map<Contender, OutageReport[]>(contenders.map((c) => [c, []]));
     for (let run = 1; run <= o.runs; run++) {
+      for (const c of contenders) {
+        const probe = probes.get(c)!;
+        await probe.mark();
+        await sleep(SETTLE_MS);
+        idle.get(c)!.push(await probe.report());
+      }
       for (const event of ['takeover', 'takeback']) {
         for (const c of contenders) {
-          events.get(c)!.push(await failoverStep(c.pair, probes.get(c)!));
+          const d = await failoverStep(c.pair, probes.get(c)!);
+          if (d.event !== event) throw new LabError(`${c.system}: a ${d.event} where a ${event} was due`);
+          events.get(c)!.push(d);
           step(`run ${run}: ${c.system} ${event}`);
         }
       }
@@ -244,6 +255,10 @@ export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBe
         return {
           system: c.system,
           settings: c.settings,
+          idle: {
+            outageMs: distribution(idle.get(c)!.map((r) => r.ping.longestGapMs)),
+            httpWaitMs: distribution(idle.get(c)!.map((r) => r.http.longestWaitMs)),
+          },
           takeover: eventFigures(ev.filter((e) => e.event === 'takeover')),
           takeback: eventFigures(ev.filter((e) => e.event === 'takeback')),
           drills: drills.get(c)!,
@@ -272,7 +287,8 @@ export function formatFailoverBench(b: FailoverBench): string {
       'new conn. failed',
     ],
   ];
-  for (const s of b.systems)
+  for (const s of b.systems) {
+    rows.push([s.system, 'idle', dist(s.idle.outageMs), dist(s.idle.httpWaitMs), '-', '-', '-']);
     for (const event of ['takeover', 'takeback'] as const) {
       const e = s[event];
       rows.push([
@@ -285,6 +301,7 @@ export function formatFailoverBench(b: FailoverBench): string {
         String(e.newConnectionsFailed),
       ]);
     }
+  }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   const table = rows.map((r) =>
     r

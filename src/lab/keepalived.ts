@@ -111,9 +111,9 @@ export class KeepalivedPair implements HaPair {
     return holdsDvipa(this.ns[node]);
   }
 
-  /** keepalived's state shows only as the address: a master holds it. */
+  /** keepalived's state shows as the address: a running master holds it (a dead node keeps it on its downed link). */
   active(node: string): Promise<boolean> {
-    return Promise.resolve(this.holds(node));
+    return Promise.resolve(this.daemons[node] !== undefined && this.holds(node));
   }
 
   async kill(node: string): Promise<number> {
