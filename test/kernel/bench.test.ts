@@ -253,6 +253,7 @@ test('dvipa bench failover: dvipa and keepalived die and come back, both partiti
       ['dvipa', 'keepalived'],
     );
     for (const s of b.systems) {
+      assert.equal(s.idle.outageMs.n, 1, s.system);
       for (const e of [s.takeover, s.takeback]) {
         assert.equal(e.outageMs.n, 1, s.system);
         assert.ok(e.outageMs.median <= e.outageMs.p90 && e.outageMs.p90 <= e.outageMs.max, s.system);
