@@ -207,7 +207,20 @@ async function partitionDrill(
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The programs a run needs, by system and drills: missing ones are named before anything starts. */
+function checkPrograms(o: FailoverBenchOptions): void {
+  const needed = [
+    ...(o.systems.includes('keepalived') ? ['keepalived'] : []),
+    ...(o.drills.length ? ['arping', 'tcpdump'] : []),
+    ...(o.drills.includes('isolate') ? ['nft'] : []),
+  ];
+  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin'];
+  const missing = needed.filter((p) => !dirs.some((d) => d && fs.existsSync(path.join(d, p))));
+  if (missing.length) throw new LabError(`${missing.join(', ')} not found: scripts/setup installs them`);
+}
+
 export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBench> {
+  checkPrograms(o);
   const before = os.loadavg()[0];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-bench-failover-'));
   const spawner = new Topology(`${o.prefix}p`);
@@ -216,6 +229,7 @@ export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBe
   const steps = o.systems.length * (2 * o.runs + o.drills.length);
   let done = 0;
   const step = (note: string) => progress(++done / steps, note);
+  let ok = false;
   try {
     for (const s of o.systems) contenders.push(await bringUp(s, o, dir));
     const probes = new Map<Contender, OutageProbe>();
@@ -245,6 +259,7 @@ export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBe
         step(`${c.system} ${d}`);
       }
     }
+    ok = true;
     return {
       runs: o.runs,
       advertIntS: o.advertIntS,
@@ -269,7 +284,8 @@ export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBe
   } finally {
     spawner.teardown();
     for (const c of contenders) await c.down();
-    fs.rmSync(dir, { recursive: true, force: true });
+    // The logs stay for a run that failed (its error names the directory).
+    if (ok) fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
