@@ -17,7 +17,15 @@ function niceMax(v: number): number {
   return [1, 2, 5, 10].map((m) => m * p).find((x) => x >= v)!;
 }
 
-export function chartSvg(title: string, series: ChartSeries[]): string {
+/** What the axes and the bars show: by default packets per second over seconds, and packets per target. */
+export interface ChartLabels {
+  x: string;
+  y: string;
+  bars: string;
+}
+const PACKETS: ChartLabels = { x: 'seconds', y: 'packets/s delivered', bars: 'packets per target' };
+
+export function chartSvg(title: string, series: ChartSeries[], labels: ChartLabels = PACKETS): string {
   const W = 900,
     H = 360,
     L = 70,
@@ -43,8 +51,8 @@ export function chartSvg(title: string, series: ChartSeries[]): string {
     );
   }
   out.push(
-    `<text x="${L + PW / 2}" y="${T + PH + 30}" text-anchor="middle">seconds</text>`,
-    `<text x="14" y="${T + PH / 2}" transform="rotate(-90 14 ${T + PH / 2})" text-anchor="middle">packets/s delivered</text>`,
+    `<text x="${L + PW / 2}" y="${T + PH + 30}" text-anchor="middle">${esc(labels.x)}</text>`,
+    `<text x="14" y="${T + PH / 2}" transform="rotate(-90 14 ${T + PH / 2})" text-anchor="middle">${esc(labels.y)}</text>`,
   );
   series.forEach((s, i) => {
     const c = COLOURS[i % COLOURS.length];
@@ -62,7 +70,7 @@ export function chartSvg(title: string, series: ChartSeries[]): string {
   const group = BW / Math.max(1, targets.length);
   const bar = group / (series.length + 1);
   out.push(
-    `<text x="${BX}" y="${T - 8}">packets per target</text>`,
+    `<text x="${BX}" y="${T - 8}">${esc(labels.bars)}</text>`,
     `<line x1="${BX}" y1="${T + PH}" x2="${BX + BW}" y2="${T + PH}" stroke="#000"/>`,
   );
   targets.forEach((t, ti) => {

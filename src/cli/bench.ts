@@ -21,6 +21,16 @@ import { benchIpsec, formatIpsecBench } from '../bench/ipsec.js';
 import { benchTransport, formatTransportBench } from '../bench/transport.js';
 import { benchAgent, formatAgentBench } from '../bench/agent.js';
 import { benchIke, formatIkeBench } from '../bench/ike.js';
+import {
+  benchFailover,
+  DRILL_FAULT_S,
+  FAILOVER_SYSTEMS,
+  failoverSeries,
+  formatFailoverBench,
+  PARTITION_DRILLS,
+  type FailoverSystem,
+  type PartitionDrill,
+} from '../bench/failover.js';
 
 const fastpath = command({
   command: 'fastpath',
@@ -265,6 +275,93 @@ const agent = command({
   },
 });
 
+/** A comma-separated list of names from `all` ('none' for none, where allowed). */
+function namesFrom<T extends string>(flag: string, value: string, all: readonly T[], none = false): T[] {
+  if (none && value.trim() === 'none') return [];
+  const names = value.split(',').map((m) => m.trim());
+  const bad = names.filter((m) => !all.includes(m as T));
+  if (bad.length || !names.length || new Set(names).size !== names.length)
+    throw new CliError(
+      `--${flag}: ${bad.join(', ') || value}: expected a list of ${all.join(', ')}${none ? " (or 'none')" : ''}, each once`,
+      EXIT.usage,
+    );
+  return names as T[];
+}
+
+const failover = command({
+  command: 'failover',
+  describe:
+    'the owner dies N times (links down, then its process killed) and comes back, for dvipa and keepalived (VRRPv3) side by side: the outage a client sees; then partition drills (owner frozen, owner isolated): how long both held the address',
+  builder: (y) =>
+    y
+      .option('json', { type: 'boolean', default: false })
+      .option('svg', { type: 'string', describe: "write a chart: each run's outage, and median / p90 / max" })
+      .option('runs', { type: 'number', default: 20, describe: 'takeovers (and takebacks) per system' })
+      .option('advert-int', { type: 'number', default: 0.05, describe: "keepalived's advert_int, seconds (VRRPv3)" })
+      .option('systems', { type: 'string', default: FAILOVER_SYSTEMS.join(','), describe: 'which to measure' })
+      .option('drills', {
+        type: 'string',
+        default: PARTITION_DRILLS.join(','),
+        describe:
+          "partition drills: freeze (owner's process SIGSTOPped), isolate (owner cut off from etcd and peers, not from clients), or 'none'",
+      })
+      .option('freeze-seconds', {
+        type: 'number',
+        default: DRILL_FAULT_S.freeze,
+        describe: 'how long the owner stays frozen',
+      })
+      .option('isolate-seconds', {
+        type: 'number',
+        default: DRILL_FAULT_S.isolate,
+        describe: 'how long the owner stays isolated',
+      })
+      .option('prefix', {
+        type: 'string',
+        default: 'dvbf-',
+        describe: "names the bench's namespaces and pin roots (its labs are its own, beside 'dvipa lab')",
+      }),
+  handler: async (a) => {
+    requireRoot('dvipa bench failover');
+    whole(a.runs, 'runs', 1, 1000);
+    // VRRPv3 counts advert_int in centiseconds, up to 40.95 s.
+    if (
+      !(a.advertInt >= 0.01 && a.advertInt <= 40.95) ||
+      Math.abs(Math.round(a.advertInt * 100) - a.advertInt * 100) > 1e-9
+    )
+      throw new CliError('--advert-int must be from 0.01 to 40.95 seconds, in hundredths', EXIT.usage);
+    if (!/^[a-z][a-z0-9-]{0,15}$/.test(a.prefix))
+      throw new CliError(
+        '--prefix: up to 16 lower-case letters, digits and dashes, starting with a letter',
+        EXIT.usage,
+      );
+    whole(a.freezeSeconds, 'freeze-seconds', 1, 600);
+    whole(a.isolateSeconds, 'isolate-seconds', 1, 600);
+    const systems = namesFrom<FailoverSystem>('systems', a.systems, FAILOVER_SYSTEMS);
+    const drills = namesFrom<PartitionDrill>('drills', a.drills, PARTITION_DRILLS, true);
+    const progress = new Progress('failover', a.runs * systems.length * 8000);
+    const b = await benchFailover({
+      runs: a.runs,
+      advertIntS: a.advertInt,
+      systems,
+      drills,
+      faultS: { freeze: a.freezeSeconds, isolate: a.isolateSeconds },
+      prefix: a.prefix,
+      onProgress: (f, note) => progress.update(f, note),
+    });
+    progress.done();
+    process.stdout.write(a.json ? `${JSON.stringify(b, null, 2)}\n` : `${formatFailoverBench(b)}\n`);
+    if (a.svg)
+      fs.writeFileSync(
+        a.svg,
+        chartSvg(`dvipa bench failover: client-observed outage per run (${b.runs} runs)`, failoverSeries(b), {
+          x: 'run',
+          y: 'longest ping gap, ms (10 ms pings)',
+          bars: 'outage ms: median, p90, max',
+        }),
+      );
+  },
+});
+
 export const benchCommand: CommandModule = {
   command: 'bench <generator>',
   describe: 'benchmarks',
@@ -276,6 +373,7 @@ export const benchCommand: CommandModule = {
       .command(ipsec)
       .command(transport)
       .command(agent)
+      .command(failover)
       .demandCommand(1),
   handler: () => undefined,
 };

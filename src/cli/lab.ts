@@ -8,7 +8,8 @@
 import type { Argv } from 'yargs';
 import { DEFAULT_LAB_DIR, HaLab, HTTP_PORT, LAB_PREFIX, LINE_PORT } from '../lab/ha-lab.js';
 import { HA } from '../lab/ha-topology.js';
-import { LoadClient, loadProblems, OutageProbe, type LoadReport, type OutageReport } from '../lab/procs.js';
+import { LoadClient, loadProblems, type LoadReport } from '../lab/procs.js';
+import { failoverStep, startProbe, type Drill } from '../lab/drill.js';
 import { Topology } from '../lab/netns.js';
 import { command } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
@@ -78,61 +79,6 @@ async function status(a: Args): Promise<void> {
   });
 }
 
-interface Drill {
-  event: 'takeover' | 'takeback';
-  /** Control-plane times after the failure (or the return), from the agents' logs. */
-  acquiredMs?: number;
-  /** Until the lab showed the new owner holding the address alone (polled). */
-  settledMs: number;
-  /** What the client saw, from just before the failure to SETTLE_MS after it settled. */
-  client: OutageReport;
-}
-
-/** After a change of owner, the client's retransmissions (200 ms, 400 ms, ...) get this long to land. */
-const SETTLE_MS = 2000;
-
-/**
- * Fails the owner over to the backup (r1 dies: both links down at one instant, then its
- * agent killed), or brings r1 back for the takeback; `watchers` (the client's probes) start
- * a window just before.
- */
-async function failoverStep(
-  l: HaLab,
-  probe: OutageProbe,
-  watchers: Array<{ mark(label?: string): Promise<void> }> = [],
-): Promise<Drill> {
-  const takeover = (await l.vipadyn('r1'))?.status === 'Active';
-  await Promise.all([probe, ...watchers].map((w) => w.mark(takeover ? 'takeover' : 'takeback')));
-  const t0 = takeover ? await l.kill('r1') : l.revive('r1');
-  const [to, from] = takeover ? ['r2', 'r1'] : ['r1', 'r2'];
-  // The dead r1 keeps the address on its downed link; the backup must have let it go.
-  const alone = () => takeover || !l.holds(from);
-  await l.until(
-    `${to} to hold ${HA.dvipa}`,
-    async () => (await l.vipadyn(to))?.status === 'Active' && l.holds(to) && alone(),
-    takeover ? 15000 : 30000,
-  );
-  const settledMs = Date.now() - t0;
-  await sleep(SETTLE_MS);
-  const acquired = l.logged(to, 'DVIPA acquired', t0);
-  return {
-    event: takeover ? 'takeover' : 'takeback',
-    acquiredMs: acquired === undefined ? undefined : acquired - t0,
-    settledMs,
-    client: await probe.report(),
-  };
-}
-
-/** A probe on the lab's client: 10 ms pings, 16 keep-alive HTTP connections, 20 new connections a second. */
-function startProbe(l: HaLab, spawner: Topology): Promise<OutageProbe> {
-  return OutageProbe.start(spawner, l.state.ns.client, {
-    host: HA.dvipa,
-    port: HTTP_PORT,
-    keepAlive: 16,
-    newPerSec: 20,
-  });
-}
-
 function describeDrill(d: Drill): string {
   const c = d.client;
   const who =
@@ -152,7 +98,7 @@ async function failover(a: Args): Promise<void> {
     const l = opened(a.dir);
     const spawner = new Topology(LAB_PREFIX);
     try {
-      const r = await failoverStep(l, await startProbe(l, spawner));
+      const r = await failoverStep(l, await startProbe(spawner, l.state.ns.client, HTTP_PORT));
       out(a.json ? `${JSON.stringify(r)}\n` : describeDrill(r));
     } finally {
       spawner.teardown();
@@ -220,7 +166,7 @@ async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
       await load.mark('steady');
       await sleep(1000);
       const steady = await load.report();
-      const probe = await startProbe(l, spawner);
+      const probe = await startProbe(spawner, l.state.ns.client, HTTP_PORT);
       say('r1 dies: both links down at one instant, then its agent killed');
       const takeover = await failoverStep(l, probe, [load]);
       await load.allAnswering(15000);

@@ -4,8 +4,7 @@
  * each process detached with its log and control socket in the state directory. `down`
  * removes all of it, from the state file or, if that is gone, by the lab's name prefix.
  */
-import { DvipaError } from '../errors.js';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -14,9 +13,10 @@ import { askAgent } from '../cluster/control.js';
 import { newIdentity } from '../cluster/handshake.js';
 import { FastPath } from '../dataplane/fastpath.js';
 import { ip } from '../net/iproute.js';
-import { buildHaTopology, haConfig, HA, holdsDvipa } from './ha-topology.js';
+import { buildHaTopology, haConfig, HA, holdsDvipa, setRouterLinks } from './ha-topology.js';
 import { netnsPath, Topology } from './netns.js';
 import { startEtcd } from './etcd.js';
+import { LabError, until } from './wait.js';
 import type { VdptRow, VipadynRow } from '../cluster/views.js';
 
 export const LAB_PREFIX = 'dvlab-';
@@ -36,10 +36,10 @@ export interface LabState {
   up: string;
 }
 
-const pinRoot = (node: string) => `/sys/fs/bpf/${LAB_PREFIX}${node}`;
+const pinRoot = (prefix: string, node: string) => `/sys/fs/bpf/${prefix}${node}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export class LabError extends DvipaError {}
+export { LabError };
 
 function alive(pid: number): boolean {
   try {
@@ -64,17 +64,22 @@ export class HaLab {
     return new HaLab(JSON.parse(fs.readFileSync(f, 'utf8')) as LabState);
   }
 
-  static async up(dir = DEFAULT_LAB_DIR, progress: (m: string) => void = () => undefined): Promise<HaLab> {
+  /** `prefix` names its namespaces and pin roots: another than LAB_PREFIX makes a lab of one's own (the benchmark, tests). */
+  static async up(
+    dir = DEFAULT_LAB_DIR,
+    progress: (m: string) => void = () => undefined,
+    prefix = LAB_PREFIX,
+  ): Promise<HaLab> {
     if (fs.existsSync(HaLab.stateFile(dir)))
       throw new LabError(`the lab is already up (state in ${dir}): 'dvipa lab down' first`);
     if (
       ip('netns', 'list')
         .split('\n')
-        .some((l) => l.startsWith(LAB_PREFIX))
+        .some((l) => l.startsWith(prefix))
     )
-      throw new LabError(`namespaces named ${LAB_PREFIX}* exist without a lab state: 'dvipa lab down' removes them`);
+      throw new LabError(`namespaces named ${prefix}* exist without a lab state: 'dvipa lab down' removes them`);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const state: LabState = { prefix: LAB_PREFIX, dir, ns: {}, pids: {}, etcd: '', up: new Date().toISOString() };
+    const state: LabState = { prefix, dir, ns: {}, pids: {}, etcd: '', up: new Date().toISOString() };
     const lab = new HaLab(state);
     try {
       fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
@@ -82,7 +87,7 @@ export class HaLab {
       for (const n of [...HA.routers, ...HA.targets]) newIdentity(path.join(dir, 'nodes'), n.name);
       fs.writeFileSync(path.join(dir, 'cluster.cfg'), haConfig([HTTP_PORT, LINE_PORT]));
       progress('namespaces, bridges and veths');
-      state.ns = buildHaTopology(new Topology(LAB_PREFIX));
+      state.ns = buildHaTopology(new Topology(prefix));
       lab.save();
       progress('servers on the targets (HTTP :80, line :8080)');
       for (const t of HA.targets) {
@@ -101,7 +106,7 @@ export class HaLab {
       progress('etcd');
       fs.mkdirSync(path.join(dir, 'etcd'), { recursive: true });
       const etcd = await startEtcd({
-        place: { topo: new Topology(LAB_PREFIX), ns: state.ns.cf, host: HA.cf },
+        place: { topo: new Topology(prefix), ns: state.ns.cf, host: HA.cf },
         dir: path.join(dir, 'etcd'),
         spawn: (cmd, args) => lab.detached('etcd', 'cf', cmd, args),
       });
@@ -172,7 +177,7 @@ export class HaLab {
       '--key-file',
       path.join(this.state.dir, 'cluster.key'),
       '--pin-root',
-      pinRoot(node),
+      pinRoot(this.state.prefix, node),
       '--control',
       this.socket(node),
       '--identities',
@@ -199,10 +204,7 @@ export class HaLab {
    */
   async kill(node: string): Promise<number> {
     const t0 = Date.now();
-    execFileSync('ip', ['-n', this.state.ns[node], '-batch', '-'], {
-      input: 'link set ext down\nlink set core0 down\n',
-      stdio: ['pipe', 'ignore', 'pipe'],
-    });
+    setRouterLinks(this.state.ns[node], 'down');
     await this.stopAgent(node, 'SIGKILL');
     return t0;
   }
@@ -210,10 +212,7 @@ export class HaLab {
   /** The node comes back: links up, agent started. Returns when that began. */
   revive(node: string): number {
     const t0 = Date.now();
-    execFileSync('ip', ['-n', this.state.ns[node], '-batch', '-'], {
-      input: 'link set core0 up\nlink set ext up\n',
-      stdio: ['pipe', 'ignore', 'pipe'],
-    });
+    setRouterLinks(this.state.ns[node], 'up');
     this.startAgent(node);
     return t0;
   }
@@ -236,6 +235,21 @@ export class HaLab {
 
   holds(node: string): boolean {
     return holdsDvipa(this.state.ns[node]);
+  }
+
+  acquired(node: string, since: number): number | undefined {
+    return this.logged(node, 'DVIPA acquired', since);
+  }
+
+  /** Whether `node`'s agent says it routes the DVIPA. */
+  async active(node: string): Promise<boolean> {
+    return (await this.vipadyn(node))?.status === 'Active';
+  }
+
+  /** Freezes (SIGSTOP) or thaws (SIGCONT) a node's agent: a stalled process, its links and data plane untouched. */
+  freeze(node: string, frozen: boolean): void {
+    const pid = this.state.pids[`agent-${node}`];
+    if (pid !== undefined && alive(pid)) process.kill(pid, frozen ? 'SIGSTOP' : 'SIGCONT');
   }
 
   async vipadyn(node: string): Promise<VipadynRow | undefined> {
@@ -286,11 +300,7 @@ export class HaLab {
   }
 
   async until(what: string, cond: () => Promise<boolean>, ms: number): Promise<void> {
-    const end = Date.now() + ms;
-    while (!(await cond())) {
-      if (Date.now() > end) throw new LabError(`timed out waiting for ${what} (logs in ${this.state.dir})`);
-      await sleep(50);
-    }
+    await until(what, cond, ms, ` (logs in ${this.state.dir})`);
   }
 
   /** Everything goes: processes (by pid), namespaces, pins, the state directory. */

@@ -5,6 +5,7 @@
  * on-link (ARP); targets answer through the gateway, so the return path never depends on a
  * routing node. r1 defines the DVIPA; r2 backs it up (rank 100) with a list of its own.
  */
+import { execFileSync } from 'node:child_process';
 import { acceptRedirects, fullChecksums, nsIp, sysctl, type Topology } from './netns.js';
 import { hasAddress } from '../net/iproute.js';
 
@@ -78,4 +79,51 @@ export function buildHaTopology(topo: Topology): Record<string, string> {
 /** Whether `router` holds the DVIPA on its external interface now. */
 export function holdsDvipa(ns: string): boolean {
   return hasAddress('ext', HA.dvipa, ns);
+}
+
+/**
+ * A routing node's links, both at one instant (one `ip -batch`): down is how a node dies as
+ * the network sees it (its data plane gets nothing more, nobody gets a FIN or RST from it);
+ * up is how it comes back.
+ */
+export function setRouterLinks(ns: string, state: 'up' | 'down'): void {
+  const order = state === 'down' ? ['ext', 'core0'] : ['core0', 'ext'];
+  execFileSync('ip', ['-n', ns, '-batch', '-'], {
+    input: order.map((l) => `link set ${l} ${state}\n`).join(''),
+    stdio: ['pipe', 'ignore', 'pipe'],
+  });
+}
+
+/** The nftables table that cuts a routing node off (isolateRouter). */
+const ISOLATION_TABLE = 'dvipa_isolation';
+
+/**
+ * Cuts a routing node off from etcd and from the other routing node (its core and LAN
+ * addresses, and VRRP), or heals it: its clients still reach it on the LAN, and it still
+ * reaches the targets, as in a partition of the control network.
+ */
+export function isolateRouter(ns: string, node: string, cut: boolean): void {
+  const others = [HA.cf, ...HA.routers.filter((r) => r.name !== node).flatMap((r) => [r.xcf, r.lan])].join(', ');
+  const rules = cut
+    ? [
+        `table inet ${ISOLATION_TABLE} {`,
+        `  chain in { type filter hook input priority -300; ip saddr { ${others} } drop; meta l4proto vrrp drop; }`,
+        `  chain out { type filter hook output priority -300; ip daddr { ${others} } drop; meta l4proto vrrp drop; }`,
+        '}',
+      ].join('\n')
+    : `delete table inet ${ISOLATION_TABLE}`;
+  execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], {
+    input: `${rules}\n`,
+    stdio: ['pipe', 'ignore', 'pipe'],
+  });
+}
+
+/** The MAC address of a node's interface. */
+export function macOf(ns: string, ifname: string): string {
+  const [link] = JSON.parse(
+    execFileSync('ip', ['-n', ns, '-j', 'link', 'show', ifname], { encoding: 'utf8' }),
+  ) as Array<{
+    address: string;
+  }>;
+  return link.address;
 }

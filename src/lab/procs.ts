@@ -21,22 +21,33 @@ function firstLine(child: ChildProcess, what: string, timeoutMs = 5000): Promise
   });
 }
 
-export async function startNameServer(
+/** One of the lab's servers (SCRIPT.js NAME ...ARGS), once it says it is ready. */
+async function startServer(
+  topo: Topology,
+  ns: string,
+  script: string,
+  name: string,
+  args: string[],
+): Promise<ChildProcess> {
+  const child = topo.spawn(ns, process.execPath, [path.join(here, `${script}.js`), name, ...args]);
+  const line = await firstLine(child, `${script} ${name}`);
+  if (line !== 'ready') throw new Error(`${script} ${name}: ${line}`);
+  return child;
+}
+
+export function startNameServer(
   topo: Topology,
   ns: string,
   name: string,
   tcpPort: number,
   udpPort: number,
 ): Promise<ChildProcess> {
-  const child = topo.spawn(ns, process.execPath, [
-    path.join(here, 'name-server.js'),
-    name,
-    String(tcpPort),
-    String(udpPort),
-  ]);
-  const line = await firstLine(child, `name-server ${name}`);
-  if (line !== 'ready') throw new Error(`name-server ${name}: ${line}`);
-  return child;
+  return startServer(topo, ns, 'name-server', name, [String(tcpPort), String(udpPort)]);
+}
+
+/** http-server.ts: answers every GET with `name`, keep-alive. */
+export function startHttpServer(topo: Topology, ns: string, name: string, port: number): Promise<ChildProcess> {
+  return startServer(topo, ns, 'http-server', name, [String(port)]);
 }
 
 export interface ConnResult {

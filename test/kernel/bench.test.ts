@@ -18,7 +18,8 @@ import {
   runPktgen,
   type PktgenOptions,
 } from '../../src/bench/pktgen.js';
-import { requireRoot } from '../helpers/env.js';
+import { requireRoot, uniquePrefix } from '../helpers/env.js';
+import { formatFailoverBench, type FailoverBench } from '../../src/bench/failover.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 let dir: string;
@@ -41,11 +42,11 @@ const OPTS: PktgenOptions = {
 const RESULT =
   'Params: count 300000\nResult: OK: 3000012(c2999712+d300) usec, 300000 (64byte,0frags)\n  99999pps 51Mb/sec (51199488bps) errors: 0\n';
 
-function dvipa(args: string[]): { code: number; out: string; err: string } {
+function dvipa(args: string[], timeout = 120_000): { code: number; out: string; err: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], {
     encoding: 'utf8',
     env: { ...process.env, DVIPA_LOG_LEVEL: 'warn' },
-    timeout: 120_000,
+    timeout,
   });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
@@ -225,4 +226,71 @@ test('live generator, router only: targets are XDP sinks that count exactly what
     1,
     'kernel forwarding: one target, and no stray frame counted',
   );
+});
+
+test('dvipa bench failover: dvipa and keepalived die and come back, both partition drills; the figures and chart of each', () => {
+  requireRoot();
+  for (const bad of [
+    ['--runs', '0'],
+    ['--advert-int', '0.005'],
+    ['--systems', 'dvipa,vrrpd'],
+    ['--drills', 'freeze,freeze'],
+    ['--prefix', 'Bad Prefix'],
+  ]) {
+    const r = dvipa(['bench', 'failover', ...bad]);
+    assert.equal(r.code, 2, `${bad.join(' ')}: ${r.err}`);
+  }
+  const prefix = uniquePrefix('fb');
+  const svg = path.join(dir, 'failover.svg');
+  // One run, faults of a second: the structure and the anchors, not the issue's figures (docs/ha.md has those).
+  const args = ['bench', 'failover', '--runs', '1', '--freeze-seconds', '1', '--isolate-seconds', '2'];
+  const r = dvipa([...args, '--prefix', prefix, '--json', '--svg', svg], 300_000);
+  try {
+    assert.equal(r.code, 0, r.err);
+    const b = JSON.parse(r.out) as FailoverBench;
+    assert.deepEqual(
+      b.systems.map((s) => s.system),
+      ['dvipa', 'keepalived'],
+    );
+    for (const s of b.systems) {
+      assert.equal(s.idle.outageMs.n, 1, s.system);
+      for (const e of [s.takeover, s.takeback]) {
+        assert.equal(e.outageMs.n, 1, s.system);
+        assert.ok(e.outageMs.median <= e.outageMs.p90 && e.outageMs.p90 <= e.outageMs.max, s.system);
+      }
+      // A takeover the client does not notice is a probe that sees nothing: a death costs some ping replies.
+      assert.ok(
+        s.takeover.outageMs.max > 10 && s.takeover.outageMs.max < 15000,
+        `${s.system} ${s.takeover.outageMs.max}`,
+      );
+      for (const d of ['freeze', 'isolate'] as const) {
+        const f = s.drills[d]!;
+        assert.ok(f.requests > 10, `${s.system} ${d}: ${f.requests} ARP requests`);
+        // r1 owned the address when each drill began.
+        assert.ok((f.answeredByNode.r1 ?? 0) > 0, `${s.system} ${d}: ${JSON.stringify(f.answeredByNode)}`);
+        assert.ok(Number.isInteger(f.dualMs) && f.dualMs >= 0 && f.dualAnswered <= f.requests);
+        assert.equal(f.dualMs > 0, f.dualAnswered > 0);
+      }
+    }
+    // keepalived: a backup takes over within about 3 advert_int (0.05 s); VRRP has no arbiter, so a frozen or
+    // isolated master keeps the address beside it: dual answers the capture must see.
+    const k = b.systems[1];
+    assert.ok(k.takeover.outageMs.max < 2000, `keepalived outage ${k.takeover.outageMs.max} ms`);
+    assert.ok(k.takeover.httpResets > 0, 'keepalived moves the address, not the connections');
+    for (const d of ['freeze', 'isolate'] as const)
+      assert.ok(k.drills[d]!.dualAnswered > 0, `keepalived ${d}: ${JSON.stringify(k.drills[d])}`);
+    assert.match(fs.readFileSync(svg, 'utf8'), /<svg[\s\S]*keepalived takeover[\s\S]*<\/svg>/);
+    assert.match(formatFailoverBench(b), /keepalived\s+takeover\s+\d+ \/ \d+ \/ \d+/);
+  } finally {
+    assert.deepEqual(
+      (fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns') : []).filter((n) => n.startsWith(prefix)),
+      [],
+      'namespaces left behind',
+    );
+    assert.deepEqual(
+      fs.readdirSync('/sys/fs/bpf').filter((n) => n.startsWith(prefix)),
+      [],
+      'pins left behind',
+    );
+  }
 });

@@ -1,0 +1,362 @@
+/*
+ * `dvipa bench failover`: what a client sees when the owner of the DVIPA dies, for dvipa and
+ * for keepalived (VRRPv3) on the same topology in the same run, interleaved: N takeovers (r1
+ * dies: links down at one instant, then its process killed) and N takebacks (r1 comes back),
+ * each measured by the lab's outage probe (10 ms pings, keep-alive HTTP, new connections).
+ * Then the partition drills, with the time both nodes held the address counted from ARP
+ * answers on the client's LAN: the owner frozen (SIGSTOP) and the owner cut off from etcd and
+ * from the other node while its clients still reach it.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ArpWatch, type ArpWatchReport } from '../lab/arp-watch.js';
+import { failoverStep, SETTLE_MS, startProbe, type Drill, type HaPair } from '../lab/drill.js';
+import { LabError, until } from '../lab/wait.js';
+import { HaLab, HTTP_PORT } from '../lab/ha-lab.js';
+import { HA, isolateRouter, macOf } from '../lab/ha-topology.js';
+import { KeepalivedPair } from '../lab/keepalived.js';
+import { Topology } from '../lab/netns.js';
+import type { OutageProbe, OutageReport } from '../lab/procs.js';
+import type { ChartSeries } from './svg.js';
+
+export const FAILOVER_SYSTEMS = ['dvipa', 'keepalived'] as const;
+export type FailoverSystem = (typeof FAILOVER_SYSTEMS)[number];
+export const PARTITION_DRILLS = ['freeze', 'isolate'] as const;
+export type PartitionDrill = (typeof PARTITION_DRILLS)[number];
+
+/** How long each drill's fault lasts by default (the issue's drills), and how long it is watched after. */
+export const DRILL_FAULT_S: Record<PartitionDrill, number> = { freeze: 5, isolate: 15 };
+const DRILL_AFTER_MS = 3000;
+const ARP_INTERVAL_MS = 20;
+
+export interface FailoverBenchOptions {
+  runs: number;
+  advertIntS: number;
+  systems: FailoverSystem[];
+  drills: PartitionDrill[];
+  /** Seconds each drill's fault lasts. */
+  faultS: Record<PartitionDrill, number>;
+  /** Names the bench's namespaces and pin roots (two labs: PREFIX + d, PREFIX + k). */
+  prefix: string;
+  onProgress?: (fraction: number, note: string) => void;
+}
+
+export interface Distribution {
+  n: number;
+  median: number;
+  p90: number;
+  max: number;
+}
+
+export interface EventFigures {
+  /** Longest gap between ping replies (10 ms pings): the outage. */
+  outageMs: Distribution;
+  /** Longest wait of a keep-alive HTTP request. */
+  httpWaitMs: Distribution;
+  /** Summed over the runs. */
+  httpFailed: number;
+  httpResets: number;
+  newConnectionsFailed: number;
+  /** Until the new owner held the address alone, polled. */
+  settledMs: Distribution;
+}
+
+export interface DrillFigures extends ArpWatchReport {
+  faultMs: number;
+  /** Replies per node (the MACs of r1's and r2's external interfaces); firstDualMs and lastDualMs count from the fault's start. */
+  answeredByNode: Record<string, number>;
+}
+
+export interface SystemFigures {
+  system: FailoverSystem;
+  settings: string;
+  /** The same probe over SETTLE_MS with no failure, once per run: the noise floor of this machine. */
+  idle: { outageMs: Distribution; httpWaitMs: Distribution };
+  takeover: EventFigures;
+  takeback: EventFigures;
+  drills: Partial<Record<PartitionDrill, DrillFigures>>;
+  events: Drill[];
+}
+
+export interface FailoverBench {
+  runs: number;
+  advertIntS: number;
+  cpus: number;
+  /** The machine's load average (1 min) as the bench began and ended: the figures' noise. */
+  loadavg: { before: number; after: number };
+  systems: SystemFigures[];
+}
+
+/** Nearest-rank percentile of an ascending list. */
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? 0;
+}
+
+export function distribution(xs: number[]): Distribution {
+  const s = [...xs].sort((a, b) => a - b);
+  return { n: s.length, median: percentile(s, 50), p90: percentile(s, 90), max: s[s.length - 1] ?? 0 };
+}
+
+function eventFigures(ds: Drill[]): EventFigures {
+  const sum = (f: (d: Drill) => number) => ds.reduce((a, d) => a + f(d), 0);
+  return {
+    outageMs: distribution(ds.map((d) => d.client.ping.longestGapMs)),
+    httpWaitMs: distribution(ds.map((d) => d.client.http.longestWaitMs)),
+    httpFailed: sum((d) => d.client.http.failed),
+    httpResets: sum((d) => d.client.http.resets),
+    newConnectionsFailed: sum((d) => d.client.fresh.failed),
+    settledMs: distribution(ds.map((d) => d.settledMs)),
+  };
+}
+
+/** A system under test: its pair of routing nodes, and how to freeze its owner and tear it down. */
+interface Contender {
+  system: FailoverSystem;
+  settings: string;
+  pair: HaPair;
+  ns: Record<string, string>;
+  freeze(node: string, frozen: boolean): void;
+  down(): Promise<void>;
+}
+
+async function bringUp(system: FailoverSystem, o: FailoverBenchOptions, dir: string): Promise<Contender> {
+  if (system === 'dvipa') {
+    const lab = await HaLab.up(path.join(dir, 'dvipa'), undefined, `${o.prefix}d`);
+    return {
+      system,
+      settings: "the lab's agents and etcd, as 'dvipa lab up' runs them",
+      pair: lab,
+      ns: lab.state.ns,
+      freeze: (n, f) => lab.freeze(n, f),
+      down: () => lab.down(),
+    };
+  }
+  const k = await KeepalivedPair.up({
+    prefix: `${o.prefix}k`,
+    dir: path.join(dir, 'keepalived'),
+    advertIntS: o.advertIntS,
+    port: HTTP_PORT,
+  });
+  return {
+    system,
+    settings: `VRRPv3, advert_int ${o.advertIntS} s, preempt`,
+    pair: k,
+    ns: k.ns,
+    freeze: (n, f) => k.freeze(n, f),
+    down: () => k.down(),
+  };
+}
+
+/** Puts r1 back as the only owner after a drill: at once if it is, else by bringing it back as after a death. */
+async function restoreOwner(c: Contender): Promise<void> {
+  const settled = async () => (await c.pair.active('r1')) && c.pair.holds('r1') && !c.pair.holds('r2');
+  try {
+    await until('r1 to own the DVIPA again', settled, 5000);
+  } catch {
+    await c.pair.kill('r1');
+    await until('r2 to own the DVIPA', async () => (await c.pair.active('r2')) && c.pair.holds('r2'), 15000);
+    c.pair.revive('r1');
+    await until('r1 to take the DVIPA back', settled, 30000);
+  }
+}
+
+async function partitionDrill(
+  c: Contender,
+  drill: PartitionDrill,
+  faultMs: number,
+  spawner: Topology,
+): Promise<DrillFigures> {
+  const macs = Object.fromEntries(HA.routers.map((r) => [macOf(c.ns[r.name], 'ext'), r.name]));
+  const watch = await ArpWatch.start(spawner, {
+    ns: c.ns.client,
+    ifname: 'c0',
+    address: HA.dvipa,
+    client: HA.client,
+    intervalMs: ARP_INTERVAL_MS,
+  });
+  let report: ArpWatchReport;
+  const fault = (on: boolean) => (drill === 'freeze' ? c.freeze('r1', on) : isolateRouter(c.ns.r1, 'r1', on));
+  let faultAt = Date.now();
+  try {
+    await sleep(300);
+    faultAt = Date.now();
+    fault(true);
+    try {
+      await sleep(faultMs);
+    } finally {
+      fault(false);
+    }
+    await sleep(DRILL_AFTER_MS);
+  } finally {
+    report = await watch.stop();
+  }
+  const answeredByNode: Record<string, number> = {};
+  for (const [mac, n] of Object.entries(report.answeredBy)) answeredByNode[macs[mac] ?? mac] = n;
+  await restoreOwner(c);
+  // Times from the fault on, not from the capture's start.
+  const since = (ms?: number) => (ms === undefined ? undefined : ms - (faultAt - watch.startedAt));
+  return {
+    ...report,
+    firstDualMs: since(report.firstDualMs),
+    lastDualMs: since(report.lastDualMs),
+    faultMs,
+    answeredByNode,
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The programs a run needs, by system and drills: missing ones are named before anything starts. */
+function checkPrograms(o: FailoverBenchOptions): void {
+  const needed = [
+    ...(o.systems.includes('keepalived') ? ['keepalived'] : []),
+    ...(o.drills.length ? ['arping', 'tcpdump'] : []),
+    ...(o.drills.includes('isolate') ? ['nft'] : []),
+  ];
+  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin'];
+  const missing = needed.filter((p) => !dirs.some((d) => d && fs.existsSync(path.join(d, p))));
+  if (missing.length) throw new LabError(`${missing.join(', ')} not found: scripts/setup installs them`);
+}
+
+export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBench> {
+  checkPrograms(o);
+  const before = os.loadavg()[0];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-bench-failover-'));
+  const spawner = new Topology(`${o.prefix}p`);
+  const contenders: Contender[] = [];
+  const progress = o.onProgress ?? (() => undefined);
+  const steps = o.systems.length * (2 * o.runs + o.drills.length);
+  let done = 0;
+  const step = (note: string) => progress(++done / steps, note);
+  let ok = false;
+  try {
+    for (const s of o.systems) contenders.push(await bringUp(s, o, dir));
+    const probes = new Map<Contender, OutageProbe>();
+    for (const c of contenders) probes.set(c, await startProbe(spawner, c.ns.client, HTTP_PORT));
+    const events = new Map<Contender, Drill[]>(contenders.map((c) => [c, []]));
+    const idle = new Map<Contender, OutageReport[]>(contenders.map((c) => [c, []]));
+    for (let run = 1; run <= o.runs; run++) {
+      for (const c of contenders) {
+        const probe = probes.get(c)!;
+        await probe.mark();
+        await sleep(SETTLE_MS);
+        idle.get(c)!.push(await probe.report());
+      }
+      for (const event of ['takeover', 'takeback']) {
+        for (const c of contenders) {
+          const d = await failoverStep(c.pair, probes.get(c)!);
+          if (d.event !== event) throw new LabError(`${c.system}: a ${d.event} where a ${event} was due`);
+          events.get(c)!.push(d);
+          step(`run ${run}: ${c.system} ${event}`);
+        }
+      }
+    }
+    const drills = new Map<Contender, SystemFigures['drills']>(contenders.map((c) => [c, {}]));
+    for (const d of o.drills) {
+      for (const c of contenders) {
+        drills.get(c)![d] = await partitionDrill(c, d, o.faultS[d] * 1000, spawner);
+        step(`${c.system} ${d}`);
+      }
+    }
+    ok = true;
+    return {
+      runs: o.runs,
+      advertIntS: o.advertIntS,
+      cpus: os.cpus().length,
+      loadavg: { before, after: os.loadavg()[0] },
+      systems: contenders.map((c) => {
+        const ev = events.get(c)!;
+        return {
+          system: c.system,
+          settings: c.settings,
+          idle: {
+            outageMs: distribution(idle.get(c)!.map((r) => r.ping.longestGapMs)),
+            httpWaitMs: distribution(idle.get(c)!.map((r) => r.http.longestWaitMs)),
+          },
+          takeover: eventFigures(ev.filter((e) => e.event === 'takeover')),
+          takeback: eventFigures(ev.filter((e) => e.event === 'takeback')),
+          drills: drills.get(c)!,
+          events: ev,
+        };
+      }),
+    };
+  } finally {
+    spawner.teardown();
+    for (const c of contenders) await c.down();
+    // The logs stay for a run that failed (its error names the directory).
+    if (ok) fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const dist = (d: Distribution) => `${d.median} / ${d.p90} / ${d.max}`;
+
+export function formatFailoverBench(b: FailoverBench): string {
+  const rows: string[][] = [
+    [
+      'system',
+      'event',
+      'outage ms (median / p90 / max)',
+      'HTTP wait ms (median / p90 / max)',
+      'failed',
+      'resets',
+      'new conn. failed',
+    ],
+  ];
+  for (const s of b.systems) {
+    rows.push([s.system, 'idle', dist(s.idle.outageMs), dist(s.idle.httpWaitMs), '-', '-', '-']);
+    for (const event of ['takeover', 'takeback'] as const) {
+      const e = s[event];
+      rows.push([
+        s.system,
+        event,
+        dist(e.outageMs),
+        dist(e.httpWaitMs),
+        String(e.httpFailed),
+        String(e.httpResets),
+        String(e.newConnectionsFailed),
+      ]);
+    }
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  const table = rows.map((r) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]))
+      .join('  ')
+      .trimEnd(),
+  );
+  const drillLines = b.systems.flatMap((s) =>
+    Object.entries(s.drills).map(
+      ([name, d]) =>
+        `  ${s.system.padEnd(10)} ${name === 'freeze' ? 'owner frozen' : 'owner isolated'} ${d.faultMs / 1000} s: both held the address ${d.dualAtEnd ? 'at least ' : ''}${d.dualMs} ms (${d.dualAnswered} of ${d.requests} ARP requests answered by both; answers ${Object.entries(
+          d.answeredByNode,
+        )
+          .map(([n, c]) => `${n} ${c}`)
+          .join(', ')})`,
+    ),
+  );
+  return [
+    `failover: ${b.runs} takeovers and takebacks per system, interleaved (${b.cpus} CPUs, load average ${b.loadavg.before.toFixed(1)} before, ${b.loadavg.after.toFixed(1)} after)`,
+    ...b.systems.map((s) => `  ${s.system}: ${s.settings}`),
+    '',
+    ...table,
+    ...(drillLines.length
+      ? ['', `partition drills (ARP request every ${ARP_INTERVAL_MS} ms from the client):`, ...drillLines]
+      : []),
+  ].join('\n');
+}
+
+/** The chart: each run's outage per system and event, with the median, p90 and max as bars. */
+export function failoverSeries(b: FailoverBench): ChartSeries[] {
+  return b.systems.flatMap((s) =>
+    (['takeover', 'takeback'] as const).map((event) => {
+      const ev = s.events.filter((e) => e.event === event);
+      const d = s[event].outageMs;
+      return {
+        name: `${s.system} ${event}`,
+        points: ev.map((e, i) => ({ t: i + 1, pps: e.client.ping.longestGapMs })),
+        perTarget: { median: d.median, p90: d.p90, max: d.max },
+      };
+    }),
+  );
+}
