@@ -41,7 +41,10 @@ const servers: ChildProcess[] = [];
 function routerCrt6(dvipa = DVIPA): Array<{ origin: number; target: string }> {
   const fp = FastPath.open({ pinRoot: fleet.pinRoot('r1') });
   try {
-    return [...(dvipa === DVIPA ? fp.crt6 : fp.crt).entries()]
+    // IPv4 connections: confirmed ones in crt_est, the others in the LRU.
+    const tables = dvipa === DVIPA ? [fp.crt6] : [fp.crtEst, fp.crt];
+    return tables
+      .flatMap((t) => [...t.entries()])
       .filter(([k]) => k.daddr === dvipa && k.dport === PORT)
       .map(([, v]) => ({ origin: v.origin, target: v.target }));
   } finally {
