@@ -518,7 +518,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 				return drop(st, DVIPA_R_DROP_NO_TARGET);
 		}
 		if (t->family == AF_INET6)
-			return new_4in6(ctx, cfg, svc, st, &flow, t, idx, first, l2len, iph, len);
+			return new_4in6(ctx, cfg, svc, st, &flow, t, idx, first, guarded, now, l2len, iph, len);
 		target = t->addr;
 		/*
 		 * A recovered packet's target is a guess: it must not become the client's affinity.

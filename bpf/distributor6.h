@@ -299,13 +299,20 @@ static __always_inline int is_self6(const struct dvipa_config *cfg, const struct
 }
 
 /* A new connection's counters, where its CRT entry was made (or raced by another CPU's). */
-static __always_inline void count_insert(struct dvipa_svc_stats *st, __u32 idx, __u32 len, int first, int inserted)
+/*
+ * Counts a new flow: inserted in the CRT, or over the new-flow rate guard (`guarded`: hashed
+ * alone, not inserted, but a first packet's connection still counts towards TOTALCONN).
+ */
+static __always_inline void count_insert(struct dvipa_svc_stats *st, __u32 idx, __u32 len, int first, int inserted,
+					 int guarded)
 {
-	if (first)
+	if (guarded)
+		st->crt_guarded++;
+	else if (first)
 		st->crt_new++;
 	else
 		st->recovered++;
-	count_target(idx, len, first && inserted);
+	count_target(idx, len, first && (inserted || guarded));
 }
 
 static __always_inline void flow6_of4(const struct dvipa_flow *f, struct dvipa_flow6 *out)
@@ -360,23 +367,25 @@ static __always_inline int established_4in6(struct xdp_md *ctx, const struct dvi
 static __always_inline int new_4in6(struct xdp_md *ctx, const struct dvipa_config *cfg,
 				    const struct dvipa_svc *svc, struct dvipa_svc_stats *st,
 				    const struct dvipa_flow *flow, const struct dvipa_target *t, __u32 idx, int first,
-				    int l2len, const struct iphdr *iph, __u32 len)
+				    int guarded, __u64 now, int l2len, const struct iphdr *iph, __u32 len)
 {
 	struct dvipa_flow6 key = {};
 	struct dvipa_crt6_entry fresh = {};
-	int inserted;
+	int inserted = 0;
 
 	flow6_of4(flow, &key);
-	/* A recovered packet's target is a guess: it must not become the client's affinity. */
-	if (svc->affinity_s && first)
+	/* A recovered packet's target is a guess: it must not become the client's affinity (nor a guarded one). */
+	if (svc->affinity_s && first && !guarded)
 		touch_affinity(svc, flow->saddr, 0, idx);
 	fresh.target = t->addr6;
-	fresh.target_idx = idx;
-	fresh.svc_id = svc->id;
-	fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
-	fresh.created_ns = bpf_ktime_get_coarse_ns();
-	inserted = !bpf_map_update_elem(&crt6, &key, &fresh, BPF_NOEXIST);
-	count_insert(st, idx, len, first, inserted);
+	if (!guarded) {
+		fresh.target_idx = idx;
+		fresh.svc_id = svc->id;
+		fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
+		fresh.created_ns = now;
+		inserted = !bpf_map_update_elem(&crt6, &key, &fresh, BPF_NOEXIST);
+	}
+	count_insert(st, idx, len, first, inserted, guarded);
 	return forward_4in6(ctx, cfg, st, &fresh.target, t, l2len, iph);
 }
 
@@ -393,8 +402,9 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	struct dvipa_svc *svc;
 	struct ipv6hdr *ip6;
 	__u32 idx, len, tclass;
-	int first = 0, inserted;
+	int first = 0, inserted = 0, guarded;
 	__u8 nexthdr;
+	__u64 now;
 
 	ip6 = parse_ipv6(c);
 	if (!ip6)
@@ -478,6 +488,8 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 		__u32 *slot_idx = table ? bpf_map_lookup_elem(table, &slot) : NULL;
 
 		st->crt_miss++;
+		now = bpf_ktime_get_coarse_ns();
+		guarded = new_flow_guarded(cfg, now);
 		idx = first && svc->affinity_s ? affine_target6(svc, &flow.saddr) : 0;
 		t = target_at(idx);
 		/* An affinity to an index freed since (its target left) is no affinity. */
@@ -488,17 +500,22 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 				return drop(st, DVIPA_R_DROP_NO_TARGET);
 		}
 		target_in6(t, &target);
-		/* A recovered packet's target is a guess: it must not become the client's affinity. */
-		if (svc->affinity_s && first)
+		/*
+		 * A recovered packet's target is a guess: it must not become the client's affinity.
+		 * Over the rate guard, no write at all: hashed alone, as for IPv4.
+		 */
+		if (svc->affinity_s && first && !guarded)
 			touch_affinity6(svc, &flow.saddr, &target, idx);
-		fresh.target = target;
-		fresh.target_idx = idx;
-		fresh.svc_id = svc->id;
-		fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
-		fresh.created_ns = bpf_ktime_get_coarse_ns();
-		/* Another CPU may have raced us to it: its entry is as good as ours, and it counts it. */
-		inserted = !bpf_map_update_elem(&crt6, &flow, &fresh, BPF_NOEXIST);
-		count_insert(st, idx, l2len + len, first, inserted);
+		if (!guarded) {
+			fresh.target = target;
+			fresh.target_idx = idx;
+			fresh.svc_id = svc->id;
+			fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
+			fresh.created_ns = now;
+			/* Another CPU may have raced us to it: its entry is as good as ours, and it counts it. */
+			inserted = !bpf_map_update_elem(&crt6, &flow, &fresh, BPF_NOEXIST);
+		}
+		count_insert(st, idx, l2len + len, first, inserted, guarded);
 	}
 	/* The routing node among its own targets: its stack serves the flow (see dvipa_distribute). */
 	if (is_self6(cfg, &target))

@@ -323,6 +323,30 @@ describe('IPv6 distributor', () => {
   });
 });
 
+test('new-flow rate guard on the IPv6 paths: over the rate a new flow is hashed, forwarded, counted, not inserted', () => {
+  const id = fp.serviceId(web6)!;
+  // A budget of 1 per second per CPU: the second new flow of the window is over it (the test
+  // runs take well under a second; a window boundary in between gives one more insert).
+  fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: CLUSTER6, maxNewFlows: 1 });
+  try {
+    const before = fp.serviceStats(id);
+    const flows = [45001, 45002, 45003].map((sport) => ({ saddr: CLIENT6, daddr: VIP6, sport, dport: 80, proto: 6 }));
+    for (const f of flows) {
+      const frame = syn6({ sport: f.sport });
+      const r = run(frame);
+      assert.deepEqual([r.action, r.reason], ['redirect', 'fwd_redirect'], 'guarded flows are still forwarded');
+      assert.equal(assertIn6(r.frame, frame), predicted(equal6, f), 'where Maglev puts it');
+    }
+    const after = fp.serviceStats(id);
+    const inserted = flows.filter((f) => fp.crt6.get(f) !== undefined).length;
+    assert.equal(after.crtGuarded - before.crtGuarded, BigInt(flows.length - inserted));
+    assert.ok(inserted >= 1 && inserted <= 2, `inserted ${inserted} of 3`);
+    assert.equal(after.crtNew - before.crtNew, BigInt(inserted));
+  } finally {
+    fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: CLUSTER6, maxNewFlows: 0 });
+  }
+});
+
 describe('IPv4 flows to IPv6 targets (IPv4-in-IPv6)', () => {
   const VIP4 = '192.0.2.30';
   const web4: Service = { vip: VIP4, port: 80, protocol: 'tcp' };
