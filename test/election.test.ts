@@ -31,7 +31,7 @@ function situation(over: Partial<Omit<Situation, 'view'>> & { view?: Partial<Dvi
     idle: false,
     ownerlessTooLong: false,
     ...rest,
-    view: { ownerRev: 0, epochRev: 0, lastEpoch: 0, quiesced: new Set(), ...view },
+    view: { ownerRev: 0, epochRev: 0, ownerSeenAt: 0, lastEpoch: 0, quiesced: new Set(), ...view },
   };
 }
 
@@ -129,7 +129,7 @@ describe('coupling facility on etcd', () => {
     assert.equal((ra ?? rb)!.epoch, 1);
     await until('the loser to see the owner', () => loser.view(D).owner !== undefined);
     // A claim on what the loser saw before the race is stale now: refused.
-    const stale: DvipaView = { ownerRev: 0, epochRev: 0, lastEpoch: 0, quiesced: new Set() };
+    const stale: DvipaView = { ownerRev: 0, epochRev: 0, ownerSeenAt: 0, lastEpoch: 0, quiesced: new Set() };
     assert.equal(await loser.claim(D, 50, stale), undefined);
     const moved = await loser.claim(D, 50, loser.view(D));
     assert.equal(moved?.epoch, 2, 'a takeback or move is a new epoch');

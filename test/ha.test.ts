@@ -36,7 +36,7 @@ let fleet: Agents;
 let load: LoadClient;
 const ns: Record<string, string> = {};
 
-const haArgs = () => ['--etcd', etcd.url, '--lease-ttl', '1'];
+const haArgs = () => ['--etcd', etcd.url];
 const holds = (router: string) => holdsDvipa(ns[router]);
 const acquired = (router: string, how?: string) => fleet.find(router, 'DVIPA acquired', how ? { how } : {});
 

@@ -1,7 +1,7 @@
 /* `dvipa agent`: the control plane of one node, until SIGINT/SIGTERM. */
 import * as fs from 'node:fs';
 import type { CommandModule } from 'yargs';
-import { Agent, type HaOptions } from '../cluster/agent.js';
+import { Agent, CLAIM_RENEWALS, DEFAULT_LEASE_TTL_SEC, DEFAULT_RENEW_MS, FENCE_RENEWALS, type HaOptions } from '../cluster/agent.js';
 import { loadConfig } from '../config/load.js';
 import { ConfigError, IPSEC_LIMITS, type CouplingConfig, type IpsecConfig } from '../config/model.js';
 import { DEFAULT_RECORD_INTERVAL_MS, DEFAULT_SEQ_MARGIN, type IpsecOptions } from '../ipsec/ipsec-role.js';
@@ -15,7 +15,7 @@ import { etcdOptions, withEtcd, type EtcdArgs } from './etcd-args.js';
 
 interface AgentArgs extends EtcdArgs {
   config: string; node: string; keyFile?: string; pinRoot: string; port: number; loadFile?: string; scanMs: number;
-  leaseTtl?: number; nopreempt?: boolean; takebackDelay?: number; restartGrace: number; control: string; metrics: string;
+  leaseTtl?: number; nopreempt?: boolean; takebackDelay?: number; restartGrace: number; renewMs: number; control: string; metrics: string;
   ipsecSeqMargin?: number; ipsecInterval?: number;
 }
 
@@ -39,14 +39,16 @@ function haOptions(a: AgentArgs, c: CouplingConfig | undefined): HaOptions {
     if (!Number.isInteger(v) || v < min || v > max) throw new CliError(`--${name} must be whole seconds from ${min} to ${max}`, EXIT.usage);
     return v;
   };
-  const ttlSec = whole(a.leaseTtl ?? c?.leaseTtl ?? 1, 'lease-ttl', 1, 300);
+  const ttlSec = whole(a.leaseTtl ?? c?.leaseTtl ?? DEFAULT_LEASE_TTL_SEC, 'lease-ttl', 1, 300);
   const takebackDelay = whole(a.takebackDelay ?? c?.takebackDelay ?? 0, 'takeback-delay', 0, 86400);
   whole(a.restartGrace, 'restart-grace', 0, 3600);
+  if (!Number.isInteger(a.renewMs) || a.renewMs < 5 || a.renewMs > 10000) throw new CliError('--renew-ms must be whole milliseconds from 5 to 10000', EXIT.usage);
   const etcd = etcdOptions({ ...a, etcd: a.etcd ?? c?.etcd.join(',') });
   return {
     nopreempt: a.nopreempt ?? c?.nopreempt ?? false,
     takebackDelayMs: takebackDelay * 1000,
     restartGraceSec: a.restartGrace,
+    renewMs: a.renewMs,
     ...(etcd ? { etcd: { ...etcd, ttlSec } } : {}),
   };
 }
@@ -70,14 +72,16 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('port', { type: 'number', default: DEFAULT_PORT, describe: 'TCP port of the agents on their cluster addresses' })
       .option('scan-ms', { type: 'number', default: 1000, describe: 'reconciliation scan of the sockets, besides kernel events (ms)' })
       .option('load-file', { type: 'string', describe: "a file with this node's load, 0 (idle) to 1 (saturated), for DISTMethod SERVERWLM" })
-      .option('lease-ttl', { type: 'number', describe: 'seconds a dead node keeps its DVIPAs before a backup takes over (default: LEASETTL of CLUSTER ETCD, else 1; etcd must allow it: election timeout <= TTL/1.5)' })
+      .option('lease-ttl', { type: 'number', describe: `seconds a node's etcd lease (membership, owner keys) outlives its last keepalive; takeovers do not wait for it (see --renew-ms) (default: LEASETTL of CLUSTER ETCD, else ${DEFAULT_LEASE_TTL_SEC})` })
       .option('nopreempt', { type: 'boolean', describe: 'never take a DVIPA back automatically from a backup (move it with dvipa dvipa move)' })
       .option('takeback-delay', { type: 'number', describe: 'seconds the defining node waits, ready, before taking its DVIPA back (default: TAKEBACKDELAY of CLUSTER ETCD, else 0)' })
       .option('control', { type: 'string', default: DEFAULT_CONTROL_SOCKET, describe: "the control socket for dvipa netstat (mode 0600); '' for none" })
       .option('metrics', { type: 'string', default: DEFAULT_METRICS_ADDRESS, describe: "host:port serving Prometheus metrics at /metrics; '' for none" })
       .option('ipsec-seq-margin', { type: 'number', describe: `IPsec recovery: outbound ESP sequence numbers of re-installed SAs jump this far (default: SEQMARGIN of CLUSTER IPSEC, else ${DEFAULT_SEQ_MARGIN}); turns IPsec recovery on` })
       .option('ipsec-interval', { type: 'number', describe: `IPsec recovery: at most one coupling-facility write per SA this often, ms (default: INTERVAL of CLUSTER IPSEC, else ${DEFAULT_RECORD_INTERVAL_MS}); turns IPsec recovery on` })
-      .option('restart-grace', { type: 'number', default: 10, describe: 'on a clean stop, seconds a restarted agent has to adopt the DVIPAs before backups take over' }) as never,
+      .option('restart-grace', { type: 'number', default: 10, describe: 'on a clean stop, seconds a restarted agent has to adopt the DVIPAs before backups take over' })
+      .option('renew-ms', { type: 'number', default: DEFAULT_RENEW_MS,
+        describe: `with etcd: an owner renews its claim this often; its data plane stops answering for a DVIPA ${FENCE_RENEWALS} intervals after the last confirmed renewal, a backup claims after ${CLAIM_RENEWALS} without one` }) as never,
   handler: async (a) => {
     requireRoot('dvipa agent');
     defaultLogLevel('info');

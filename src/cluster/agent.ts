@@ -18,6 +18,8 @@ import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions, t
 import { Election, PRIMARY_RANK, type Claim, type DvipaCandidacy } from './election.js';
 import { Transport, DEFAULT_PORT } from './transport.js';
 import { MsgType, type Message } from './messages.js';
+import { Heartbeat } from './heartbeat.js';
+import { Renewer } from './renewer.js';
 import { RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
 import type { Logger } from '../log.js';
@@ -34,6 +36,8 @@ export interface HaOptions {
   takebackDelayMs?: number;
   /** On a clean stop, how long a restarted agent has to adopt this node's DVIPAs. */
   restartGraceSec?: number;
+  /** With etcd: how often an owner renews its claim (ms); fence and claim delay follow (see below). */
+  renewMs?: number;
 }
 
 export interface AgentOptions extends TargetOptions {
@@ -71,6 +75,21 @@ export interface VcrtRow { dvipa: string; port: number; protocol: string; client
 const CF_RETRY_MS = 1000;
 /** A new owner takes the address at the latest this long after the ownership, IPsec SAs re-installed or not. */
 const IPSEC_WAIT_MS = 5000;
+/**
+ * Default etcd lease TTL (s). Takeovers do not wait for it (renewals decide); it bounds how
+ * long a dead node stays a member, and a longer one rides out a stall of the agent's main
+ * thread, whose keepalives would otherwise miss and take its owner keys with the lease.
+ */
+export const DEFAULT_LEASE_TTL_SEC = 3;
+/** Default renewal interval of an owner's claim in etcd (ms). */
+export const DEFAULT_RENEW_MS = 20;
+/**
+ * An owner's data plane answers for a DVIPA until FENCE_RENEWALS intervals after it sent the
+ * last renewal etcd confirmed; a candidate claims after CLAIM_RENEWALS intervals without
+ * hearing of the owner. The fence always ends first (docs/ha.md: why never two owners).
+ */
+export const FENCE_RENEWALS = 3;
+export const CLAIM_RENEWALS = 4;
 
 export class Agent {
   private readonly node: NodeSpec;
@@ -84,6 +103,9 @@ export class Agent {
   private cf?: CouplingFacility;
   private election?: Election;
   private cfRetry?: NodeJS.Timeout;
+  private heartbeat?: Heartbeat;
+  private renewer?: Renewer;
+  private beatTimer?: NodeJS.Timeout;
   private stopped = false;
   private control?: ControlServer;
   private metrics?: AgentMetrics;
@@ -107,7 +129,7 @@ export class Agent {
     this.transport = new Transport({ node: node.name, key: opts.key, listen: { host: node.xcf, port: opts.port ?? DEFAULT_PORT }, peers, logger: this.log });
     const nameOfXcf = new Map(peers.map((p) => [p.host, p.name]));
     const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
-    this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected }, this.log);
+    this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected, fencing: opts.ha?.etcd !== undefined }, this.log);
     this.target = new TargetRole(this.fp, node, this.plans, opts, this.log, (router, m) => this.deliver(router, m));
   }
 
@@ -166,8 +188,15 @@ export class Agent {
     await this.control?.stop();
     await this.metrics?.stop();
     this.election?.stop();
+    clearInterval(this.beatTimer);
     this.ipsec?.stop();
-    await this.cf?.stop(this.opts.ha?.restartGraceSec ?? 10);
+    const grace = this.opts.ha?.restartGraceSec ?? 10;
+    const owned = [...this.owned().keys()];
+    for (const d of owned) this.renewer?.drop(d);
+    await this.renewer?.stop();
+    const sent = process.hrtime.bigint();
+    // The restarted agent has the grace to adopt; candidates wait that much longer, so may the data plane.
+    if ((await this.cf?.stop(grace)) && this.renewer) for (const d of owned) this.fp.setFence(d, sent + this.ns(grace * 1000 + this.fenceMs()));
     this.target.stop();
     this.router.stop();
     await this.transport.stop();
@@ -187,10 +216,12 @@ export class Agent {
     const ha = this.opts.ha ?? {};
     const me = this.node.name;
     let cf: CouplingFacility;
+    let etcd: EtcdCoupling | undefined;
     if (ha.etcd) {
-      const etcd = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
+      etcd = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
+      this.renewer = new Renewer({ etcd: ha.etcd, fenceFd: this.fp.fence.fd, renewMs: this.renewMs(), fenceNs: this.ns(this.fenceMs()) }, this.log);
       if (this.opts.ipsec) {
-        this.ipsec = new IpsecRole(xfrm, etcd, this.opts.key, me, this.opts.ipsec, this.log, (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on));
+        this.ipsec = new IpsecRole(xfrm, etcd!, this.opts.key, me, this.opts.ipsec, this.log, (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on));
         for (const d of this.candidacies.keys()) this.ipsec.watch(d);
         this.ipsec.start();
       }
@@ -207,7 +238,16 @@ export class Agent {
       takebackDelayMs: ha.takebackDelayMs ?? 0,
       stuckMs: 3000 * (ha.etcd?.ttlSec ?? 1),
       settleMs: ha.etcd ? 1000 * ha.etcd.ttlSec + 500 : 0,
+      claimAfterMs: ha.etcd ? CLAIM_RENEWALS * this.renewMs() : 0,
     }, {
+      claimed: (d, rec, sentNs) => {
+        const renewal = etcd?.renewal(d, rec);
+        if (!renewal || !this.renewer) return;
+        // In the map before the address moves here (the worker writes it too, a moment later).
+        const deadline = sentNs + this.ns(this.fenceMs());
+        this.fp.setFence(d, deadline);
+        this.renewer.own(d, renewal, deadline);
+      },
       ready: (d) => this.router.ready(d),
       idle: (d) => this.router.idle(d),
       acquired: (d, rec, how, previous, tookMs) => {
@@ -217,6 +257,7 @@ export class Agent {
       },
       lost: (d, owner) => {
         this.since.set(d, Date.now());
+        this.renewer?.drop(d);
         this.router.disown(d);
         void this.ipsec?.lost(d);
         this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, 'DVIPA now routed by another node: address released');
@@ -228,6 +269,14 @@ export class Agent {
       if (epoch > 0) election.owned.set(d, { node: me, rank: c.candidates.find((x) => x.node === me)?.rank ?? 0, epoch });
     }
     this.election = election;
+    if (ha.etcd) {
+      const others = (d: string) => (this.candidacies.get(d)?.candidates ?? []).map((c) => c.node).filter((n) => n !== me);
+      const heartbeat = new Heartbeat(others, (peer, m) => this.transport.send(peer, m), (d, epoch, sentNs) => {
+        if (election.owned.get(d)?.epoch === epoch) this.renewer?.extend(d, sentNs + this.ns(this.fenceMs()));
+      });
+      this.heartbeat = heartbeat;
+      this.beatTimer = setInterval(() => heartbeat.beat(election.owned), this.renewMs());
+    }
     const join = () => {
       cf.start().then(() => {
         if (!this.stopped) election.start();
@@ -237,6 +286,18 @@ export class Agent {
       });
     };
     join();
+  }
+
+  private renewMs(): number {
+    return this.opts.ha?.renewMs ?? DEFAULT_RENEW_MS;
+  }
+
+  private fenceMs(): number {
+    return FENCE_RENEWALS * this.renewMs();
+  }
+
+  private ns(ms: number): bigint {
+    return BigInt(ms) * 1_000_000n;
   }
 
   /** What the control socket answers. */
@@ -350,6 +411,11 @@ export class Agent {
       case MsgType.Dvipa:
         this.election?.deposed(m.body.address, { node: m.body.owner, rank: 0, epoch: m.body.epoch });
         return this.target.onDvipa(peer, m.body);
+      case MsgType.Hold:
+        if (this.election?.promise(m.body.address, peer, m.body.epoch)) this.transport.send(peer, { type: MsgType.HoldAck, body: m.body });
+        return;
+      case MsgType.HoldAck:
+        return this.heartbeat?.acked(peer, m.body);
     }
   }
 }

@@ -12,6 +12,10 @@
  * The epoch is the fencing token: every change of owner is one transaction that checks
  * what the claimant last saw of the owner and epoch keys, so two nodes can never both win,
  * and the epoch travels in messages and maps so that a deposed owner's words are refused.
+ *
+ * The owner renews its owner key every few tens of milliseconds (same value, new mod
+ * revision): a takeover's transaction checks that the revision is still the one the
+ * claimant last saw, which proves that no renewal happened since (see docs/ha.md).
  */
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
@@ -20,6 +24,10 @@ import { ConstantBackoff, noop } from 'cockatiel';
 import type { Logger } from '../log.js';
 
 export interface OwnerRecord { node: string; rank: number; epoch: number }
+/** An owner's renewal: put `value` again on `key` under `lease` if it is still there. */
+export interface Renewal { key: string; value: string; lease: string }
+/** An owner record left by a clean stop: nobody renews it; candidates wait `graceMs` longer before claiming. */
+interface StoredOwner extends OwnerRecord { graceMs?: number }
 export interface MoveRequest { to: string; whenIdle: boolean }
 
 /** What the store says about one DVIPA, as last seen. */
@@ -28,6 +36,10 @@ export interface DvipaView {
   /** etcd mod revisions of the owner and epoch keys (0: absent): what a claim must still find. */
   ownerRev: number;
   epochRev: number;
+  /** When this node last saw the owner key change, deletion included (performance.now() ms; 0: never). */
+  ownerSeenAt: number;
+  /** The owner stopped cleanly: its restarted agent may adopt the DVIPA for this long (ms). */
+  ownerGraceMs?: number;
   lastEpoch: number;
   move?: MoveRequest;
   quiesced: Set<string>;
@@ -42,15 +54,20 @@ export interface CouplingFacility extends EventEmitter {
   /** Nodes holding a lease now. */
   members(): Set<string>;
   view(dvipa: string): DvipaView;
-  /** Become the owner if the store still shows `seen`; keeps the epoch if this node already owns it. */
-  claim(dvipa: string, rank: number, seen: DvipaView): Promise<OwnerRecord | undefined>;
+  /**
+   * Become the owner if the store still shows `seen`; keeps the epoch if this node already owns
+   * it. `exact` (default): the owner key must be at the very revision seen (a takeover: no renewal since);
+   * else its value (a living owner's renewals do not get in the way).
+   */
+  claim(dvipa: string, rank: number, seen: DvipaView, exact?: boolean): Promise<OwnerRecord | undefined>;
   setMove(dvipa: string, move: MoveRequest | undefined): Promise<void>;
   setQuiesced(dvipa: string, node: string, quiesced: boolean): Promise<void>;
   /**
    * Leaves: owner keys move to a lease of `graceSec` that nobody renews, so a restarted agent
-   * can adopt them before the backups take over; 0 gives everything up at once.
+   * can adopt them before the backups take over; 0 gives everything up at once. True: the
+   * store confirmed the grace (of requests sent after the call began).
    */
-  stop(graceSec: number): Promise<void>;
+  stop(graceSec: number): Promise<boolean>;
   // Events: 'change' (dvipa | undefined for membership), 'health' (healthy: boolean),
   // 'lease' (a new lease: keys bound to an earlier one are no longer this agent's).
 }
@@ -76,10 +93,11 @@ export interface EtcdOptions {
 
 const keyOf = (prefix: string, ...parts: string[]) => prefix + parts.join('/');
 
-function parseOwner(v: string): OwnerRecord | undefined {
+function parseOwner(v: string): StoredOwner | undefined {
   try {
-    const o = JSON.parse(v) as OwnerRecord;
-    if (typeof o.node === 'string' && Number.isInteger(o.rank) && Number.isSafeInteger(o.epoch) && o.epoch > 0) return { node: o.node, rank: o.rank, epoch: o.epoch };
+    const o = JSON.parse(v) as StoredOwner;
+    const grace = Number.isSafeInteger(o.graceMs) && o.graceMs! > 0 ? { graceMs: o.graceMs } : {};
+    if (typeof o.node === 'string' && Number.isInteger(o.rank) && Number.isSafeInteger(o.epoch) && o.epoch > 0) return { node: o.node, rank: o.rank, epoch: o.epoch, ...grace };
   } catch {
     // fall through: a record nobody of ours wrote is treated as no owner at all
   }
@@ -96,6 +114,26 @@ function parseMove(v: string): MoveRequest | undefined {
   return undefined;
 }
 
+/** What reaching etcd takes: shared by the coupling facility and the renewal worker. */
+export type EtcdConnection = Pick<EtcdOptions, 'endpoints' | 'callTimeoutMs' | 'caFile' | 'certFile' | 'keyFile' | 'user' | 'password'>;
+
+export function etcdClient(opts: EtcdConnection): Etcd3 {
+  const read = (f?: string) => (f ? fs.readFileSync(f) : undefined);
+  const rootCertificate = read(opts.caFile);
+  return new Etcd3({
+    hosts: opts.endpoints,
+    dialTimeout: 2000,
+    // A takeover reads every SA record of a DVIPA at once: thousands, over gRPC's 4 MiB default.
+    grpcOptions: { 'grpc.max_receive_message_length': 256 * 1024 * 1024 },
+    ...(rootCertificate ? { credentials: { rootCertificate, privateKey: read(opts.keyFile), certChain: read(opts.certFile) } } : {}),
+    ...(opts.user ? { auth: { username: opts.user, password: opts.password ?? '' } } : {}),
+    // Calls fail fast (the caller retries at its next evaluation); a lost watch comes back
+    // within half a second, not after the library's exponential backoff of up to 30 s.
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + (opts.callTimeoutMs ?? 2000) }),
+    faultHandling: { host: () => noop, global: noop, watchBackoff: new ConstantBackoff(500).next() },
+  });
+}
+
 export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   readonly shared = true;
   private readonly client: Etcd3;
@@ -103,28 +141,17 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   private lease?: Lease;
   private leaseId?: string;
   private watcher?: Watcher;
-  /** key -> value and mod revision, for everything under the prefix. */
-  private readonly kv = new Map<string, { value: string; rev: number }>();
+  /** key -> value, mod revision and when this node saw that revision, for everything under the prefix. */
+  private readonly kv = new Map<string, { value: string; rev: number; seenAt: number }>();
+  /** Owner keys deleted (a lease that expired, an owner that left): when this node saw it. */
+  private readonly gone = new Map<string, number>();
   private ok = false;
   private stopping = false;
 
   constructor(private readonly opts: EtcdOptions) {
     super();
     this.prefix = opts.prefix ?? '/dvipa/';
-    const read = (f?: string) => (f ? fs.readFileSync(f) : undefined);
-    const rootCertificate = read(opts.caFile);
-    this.client = new Etcd3({
-      hosts: opts.endpoints,
-      dialTimeout: 2000,
-      // A takeover reads every SA record of a DVIPA at once: thousands, over gRPC's 4 MiB default.
-      grpcOptions: { 'grpc.max_receive_message_length': 256 * 1024 * 1024 },
-      ...(rootCertificate ? { credentials: { rootCertificate, privateKey: read(opts.keyFile), certChain: read(opts.certFile) } } : {}),
-      ...(opts.user ? { auth: { username: opts.user, password: opts.password ?? '' } } : {}),
-      // Calls fail fast (the caller retries at its next evaluation); a lost watch comes back
-      // within half a second, not after the library's exponential backoff of up to 30 s.
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + (opts.callTimeoutMs ?? 2000) }),
-      faultHandling: { host: () => noop, global: noop, watchBackoff: new ConstantBackoff(500).next() },
-    });
+    this.client = etcdClient(opts);
   }
 
   get healthy(): boolean {
@@ -142,7 +169,8 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   async start(): Promise<void> {
     if (this.opts.member !== false) await this.grantLease();
     const all = await this.client.getAll().prefix(this.prefix).exec();
-    for (const kv of all.kvs) this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) });
+    const seenAt = performance.now();
+    for (const kv of all.kvs) this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision), seenAt });
     this.watcher = await this.client.watch().prefix(this.prefix).startRevision(String(Number(all.header.revision) + 1)).create();
     this.watcher.on('put', (kv) => this.onEvent(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) }));
     this.watcher.on('delete', (kv) => this.onEvent(kv.key.toString(), undefined, Number(kv.mod_revision)));
@@ -191,8 +219,8 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     // A claim of ours may already have recorded a newer state than this event's.
     const known = this.kv.get(key)?.rev ?? 0;
     if ((v ? v.rev : deletedAt) < known) return;
-    if (v) this.kv.set(key, v);
-    else this.kv.delete(key);
+    if (v) this.kv.set(key, { ...v, seenAt: performance.now() });
+    else if (this.kv.delete(key)) this.gone.set(key, performance.now());
     const rest = key.slice(this.prefix.length).split('/');
     this.emit('change', rest[0] === 'members' ? undefined : rest[1]);
   }
@@ -217,31 +245,42 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     const epoch = this.kv.get(keyOf(this.prefix, 'epoch', dvipa));
     const move = this.kv.get(keyOf(this.prefix, 'move', dvipa));
     const q = keyOf(this.prefix, 'quiesce', dvipa, '');
+    const stored = owner ? parseOwner(owner.value) : undefined;
     return {
-      owner: owner ? parseOwner(owner.value) : undefined,
+      owner: stored ? { node: stored.node, rank: stored.rank, epoch: stored.epoch } : undefined,
+      ...(stored?.graceMs ? { ownerGraceMs: stored.graceMs } : {}),
       ownerRev: owner?.rev ?? 0,
       epochRev: epoch?.rev ?? 0,
+      ownerSeenAt: owner?.seenAt ?? this.gone.get(keyOf(this.prefix, 'owner', dvipa)) ?? 0,
       lastEpoch: Number(epoch?.value ?? 0) || 0,
       move: move ? parseMove(move.value) : undefined,
       quiesced: new Set([...this.kv.keys()].filter((k) => k.startsWith(q)).map((k) => k.slice(q.length))),
     };
   }
 
-  async claim(dvipa: string, rank: number, seen: DvipaView): Promise<OwnerRecord | undefined> {
+  async claim(dvipa: string, rank: number, seen: DvipaView, exact = true): Promise<OwnerRecord | undefined> {
     if (!this.leaseId) return undefined;
     const ownerKey = keyOf(this.prefix, 'owner', dvipa);
     const epochKey = keyOf(this.prefix, 'epoch', dvipa);
     const adopting = seen.owner?.node === this.opts.node;
     const record: OwnerRecord = { node: this.opts.node, rank, epoch: adopting ? seen.owner!.epoch : Math.max(seen.lastEpoch, seen.owner?.epoch ?? 0) + 1 };
-    const txn = this.client.if(ownerKey, 'Mod', '==', seen.ownerRev).and(epochKey, 'Mod', '==', seen.epochRev);
+    const seenValue = this.kv.get(ownerKey);
+    const txn = (exact || !seen.owner || !seenValue ? this.client.if(ownerKey, 'Mod', '==', seen.ownerRev) : this.client.if(ownerKey, 'Value', '==', seenValue.value))
+      .and(epochKey, 'Mod', '==', seen.epochRev);
     const put = this.client.put(ownerKey).value(JSON.stringify(record)).lease(this.leaseId);
     const res = await (adopting ? txn.then(put) : txn.then(put, this.client.put(epochKey).value(String(record.epoch)))).commit();
     if (!res.succeeded) return undefined;
     // Known now, before the watch says so: a stop right after a claim must see it.
     const rev = Number(res.header.revision);
-    this.kv.set(ownerKey, { value: JSON.stringify(record), rev });
-    if (!adopting) this.kv.set(epochKey, { value: String(record.epoch), rev });
+    const seenAt = performance.now();
+    this.kv.set(ownerKey, { value: JSON.stringify(record), rev, seenAt });
+    if (!adopting) this.kv.set(epochKey, { value: String(record.epoch), rev, seenAt });
     return record;
+  }
+
+  /** What renewing this node's ownership takes (the owner key, its value, this agent's lease); none without a lease. */
+  renewal(dvipa: string, owner: OwnerRecord): Renewal | undefined {
+    return this.leaseId ? { key: keyOf(this.prefix, 'owner', dvipa), value: JSON.stringify(owner), lease: this.leaseId } : undefined;
   }
 
   /**
@@ -278,25 +317,34 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     else await this.client.delete().key(key).exec();
   }
 
-  async stop(graceSec: number): Promise<void> {
-    if (this.stopping) return;
+  async stop(graceSec: number): Promise<boolean> {
+    if (this.stopping) return false;
     this.stopping = true;
+    let handed = false;
     try {
       const mine = [...this.kv].filter(([k, v]) => k.startsWith(keyOf(this.prefix, 'owner', '')) && parseOwner(v.value)?.node === this.opts.node);
       if (graceSec > 0 && mine.length) {
         const grace = this.client.lease(graceSec, { autoKeepAlive: false });
         const id = await grace.grant();
-        for (const [k, v] of mine) await this.client.if(k, 'Mod', '==', v.rev).then(this.client.put(k).value(v.value).lease(id)).commit();
+        // Renewals stop now: the value (not a revision) says it is still ours.
+        handed = true;
+        for (const [k, v] of mine) {
+          const o = parseOwner(v.value)!;
+          const res = await this.client.if(k, 'Value', '==', v.value).then(this.client.put(k).value(JSON.stringify({ ...o, graceMs: graceSec * 1000 })).lease(id)).commit();
+          handed &&= res.succeeded;
+        }
         grace.release();
       }
       await this.lease?.revoke();
     } catch (e) {
+      handed = false;
       this.opts.logger.warn({ err: (e as Error).message }, 'etcd: leaving uncleanly; the lease expires by itself');
     } finally {
       this.lease?.release();
       await this.watcher?.cancel().catch(() => undefined);
       this.client.close();
     }
+    return handed;
   }
 }
 
@@ -331,8 +379,10 @@ export class LocalCoupling extends EventEmitter implements CouplingFacility {
 
   view(dvipa: string): DvipaView {
     const owner = this.owners.get(dvipa);
-    return { owner, ownerRev: owner?.epoch ?? 0, epochRev: 0, lastEpoch: this.epochs.get(dvipa) ?? 0, quiesced: new Set() };
+    return { owner, ownerRev: owner?.epoch ?? 0, epochRev: 0, ownerSeenAt: 0, lastEpoch: this.epochs.get(dvipa) ?? 0, quiesced: new Set() };
   }
+
+
 
   async claim(dvipa: string, rank: number, seen: DvipaView): Promise<OwnerRecord | undefined> {
     const record = { node: this.node, rank, epoch: (seen.owner?.epoch ?? seen.lastEpoch) + (seen.owner ? 0 : 1) };
@@ -349,7 +399,8 @@ export class LocalCoupling extends EventEmitter implements CouplingFacility {
     throw new Error('quiescing a DVIPA needs the coupling facility (--etcd)');
   }
 
-  async stop(): Promise<void> {
+  async stop(): Promise<boolean> {
     this.owners.clear();
+    return false;
   }
 }

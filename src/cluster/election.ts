@@ -12,6 +12,12 @@
  *    uses the DVIPA); a quiesced owner is replaced by the best other candidate.
  *  - Without the store nothing changes hands: an owner keeps forwarding, and nobody takes
  *    over a DVIPA whose owner it cannot prove dead.
+ *  - An owner renews its claim every few tens of ms (renewer.ts); a candidate that has seen no renewal for
+ *    `claimAfterMs` treats it as dead (unless it promised the owner otherwise: a HOLD over
+ *    the cluster network), and its claim checks that the owner key is still at the revision
+ *    it last saw.
+ *    Each confirmed renewal lets the owner's data plane answer for the DVIPA a little longer
+ *    (its fence, shorter than claimAfterMs): see docs/ha.md.
  */
 import type { CouplingFacility, DvipaView, OwnerRecord } from './coupling.js';
 import type { Logger } from '../log.js';
@@ -71,6 +77,11 @@ export interface ElectionHooks {
    * `tookMs`: for a takeover how long it had no owner (as this node saw it), else the claim.
    */
   acquired(dvipa: string, owner: OwnerRecord, how: Claim | 'adopted', previous: string | undefined, tookMs: number): void;
+  /**
+   * The store made this node the owner under `owner` by a request that left at `sentNs`
+   * (process.hrtime.bigint()): its renewals and fence start from there. Before `acquired`.
+   */
+  claimed(dvipa: string, owner: OwnerRecord, sentNs: bigint): void;
   /** Another node routes it now (or nobody, as far as the store says). */
   lost(dvipa: string, owner: OwnerRecord | undefined): void;
 }
@@ -87,6 +98,8 @@ export interface ElectionOptions {
    * comes back, leases that ran out meanwhile go, and the holder must win its DVIPA back.
    */
   settleMs: number;
+  /** A candidate claims a DVIPA whose owner it has not heard of for this long (0: only once its key is gone). */
+  claimAfterMs: number;
 }
 
 export class Election {
@@ -101,6 +114,10 @@ export class Election {
   private readonly lastOwner = new Map<string, string>();
   private healthySince?: number;
   private timer?: NodeJS.Timeout;
+  /** Until when (performance.now()) this node promised an owner not to take each DVIPA over. */
+  private readonly promised = new Map<string, number>();
+  /** Re-evaluation when a silent owner's time is up. */
+  private readonly staleTimers = new Map<string, NodeJS.Timeout>();
 
   constructor(
     private readonly cf: CouplingFacility,
@@ -124,6 +141,41 @@ export class Election {
 
   stop(): void {
     clearInterval(this.timer);
+    for (const t of this.staleTimers.values()) clearTimeout(t);
+  }
+
+  /**
+   * The owner's HOLD, straight from it: whether this node promises not to take the DVIPA
+   * over for a claim delay from now (then the owner may answer for it a fence longer).
+   * Refused by a node that is claiming or owns it, or that knows a newer owner.
+   */
+  promise(dvipa: string, from: string, epoch: number): boolean {
+    if (!this.dvipas.has(dvipa) || from === this.opts.me || this.busy.has(dvipa) || this.owned.has(dvipa)) return false;
+    const owner = this.cf.view(dvipa).owner;
+    if (owner && (owner.epoch > epoch || (owner.epoch === epoch && owner.node !== from))) return false;
+    this.promised.set(dvipa, performance.now() + this.opts.claimAfterMs);
+    return true;
+  }
+
+  /**
+   * How long (ms) until the owner of `view` has been quiet for a claim delay (its grace
+   * included): no renewal seen, nor its key's deletion; <= 0: quiet now. A takeover waits for
+   * it even when the key is gone: the owner's fence runs from its last renewal, and a lease
+   * may expire right after one.
+   */
+  private quietIn(view: DvipaView): number {
+    if (this.opts.claimAfterMs <= 0 || view.ownerSeenAt === 0) return 0;
+    return view.ownerSeenAt + this.opts.claimAfterMs + (view.ownerGraceMs ?? 0) - performance.now();
+  }
+
+  /**
+   * Evaluates again in `ms`, after whatever arrived meanwhile: timers run before I/O in
+   * Node's loop, and after a stall of this process a renewal waiting in the socket must be
+   * seen before the owner is judged quiet.
+   */
+  private evaluateLater(dvipa: string, ms: number): void {
+    clearTimeout(this.staleTimers.get(dvipa));
+    this.staleTimers.set(dvipa, setTimeout(() => setImmediate(() => this.evaluate(dvipa)), Math.ceil(ms)));
   }
 
   /** A deposed owner's word from a peer (a DVIPA message with a higher epoch) ends ours at once. */
@@ -141,9 +193,14 @@ export class Election {
   private evaluate(dvipa: string): void {
     if (this.busy.has(dvipa) || !this.cf.healthy) return;
     const c = this.dvipas.get(dvipa)!;
-    const view = this.cf.view(dvipa);
+    const seen = this.cf.view(dvipa);
     const now = Date.now();
     const mine = this.owned.get(dvipa);
+    // An owner quiet too long is dead to the rules; the claim proves it renewed nothing since.
+    const quietIn = this.quietIn(seen);
+    const silent = seen.owner !== undefined && seen.owner.node !== this.opts.me && this.opts.claimAfterMs > 0 && quietIn <= 0;
+    const view = silent ? { ...seen, owner: undefined } : seen;
+    if (silent && !this.ownerlessSince.has(dvipa)) this.ownerlessSince.set(dvipa, now + quietIn - this.opts.claimAfterMs);
 
     if (view.owner) {
       this.ownerlessSince.delete(dvipa);
@@ -165,10 +222,12 @@ export class Election {
       return;
     }
     this.bound.delete(dvipa);
+    const live = this.cf.members();
+    if (silent) live.delete(seen.owner!.node);
     const claim = decide({
       me: this.opts.me,
       candidates: c.candidates,
-      live: this.cf.members(),
+      live,
       view,
       primary: c.primary,
       nopreempt: this.opts.nopreempt,
@@ -176,10 +235,13 @@ export class Election {
       idle: this.hooks.idle(dvipa),
       ownerlessTooLong: now - (this.ownerlessSince.get(dvipa) ?? now) >= this.opts.stuckMs,
     });
+    if (seen.owner && seen.owner.node !== this.opts.me && quietIn > 0) this.evaluateLater(dvipa, quietIn);
     if (!claim) return;
+    const wait = Math.max(quietIn, (this.promised.get(dvipa) ?? 0) - performance.now());
+    if (claim === 'takeover' && wait > 0) return this.evaluateLater(dvipa, wait);
     // The holder wins back what it held at once; the others give the cluster time to settle.
     const settled = mine !== undefined || now - (this.healthySince ?? now) >= this.opts.settleMs;
-    if (settled && (claim === 'takeover' || this.hooks.ready(dvipa))) this.run(dvipa, claim, view);
+    if (settled && (claim === 'takeover' || this.hooks.ready(dvipa))) this.run(dvipa, claim, seen);
   }
 
   private run(dvipa: string, how: Claim | 'adopted', view: DvipaView): void {
@@ -187,8 +249,12 @@ export class Election {
     this.busy.add(dvipa);
     const started = Date.now();
     const since = how === 'takeover' ? (this.ownerlessSince.get(dvipa) ?? started) : started;
-    this.cf.claim(dvipa, rank, view).then((won) => {
+    const sent = process.hrtime.bigint();
+    // A takeover proves the owner renewed nothing since it was last seen; the others replace
+    // a living owner, whose renewals change the key's revision but not its value.
+    this.cf.claim(dvipa, rank, view, how === 'takeover').then((won) => {
       if (!won) return;
+      this.hooks.claimed(dvipa, won, sent);
       const previous = view.owner?.node ?? this.lastOwner.get(dvipa);
       this.owned.set(dvipa, won);
       this.bound.add(dvipa);

@@ -7,7 +7,7 @@
  */
 import { parseIpv4 } from '../net/addr.js';
 
-export enum MsgType { Hello = 0, VipaList = 1, SrvStat = 2, Conns = 3, Dvipa = 4 }
+export enum MsgType { Hello = 0, VipaList = 1, SrvStat = 2, Conns = 3, Dvipa = 4, Hold = 5, HoldAck = 6 }
 
 export interface Hello { node: string; nonce: string }
 
@@ -20,6 +20,12 @@ export interface VipaList {
 
 /** A node routes `address` from now on, under `epoch`: targets send it everything they have. */
 export interface DvipaChange { address: string; owner: string; epoch: number; event: 'takeover' | 'takeback' | 'move' | 'adopted' }
+
+/**
+ * HOLD: the owner of `address` (under `epoch`) is alive, to each other candidate routing node.
+ * HOLDACK: the candidate will not take it over for a claim delay from receipt (docs/ha.md).
+ */
+export interface Hold { address: string; epoch: number; seq: number }
 
 /** A target's listeners on DVIPAs it serves. `full`: the complete set, replacing earlier reports. */
 export interface SrvStat { full: boolean; up: ServiceRef[]; down: ServiceRef[]; load?: number }
@@ -34,7 +40,8 @@ export type Message =
   | { type: MsgType.VipaList; body: VipaList }
   | { type: MsgType.SrvStat; body: SrvStat }
   | { type: MsgType.Conns; body: Conns }
-  | { type: MsgType.Dvipa; body: DvipaChange };
+  | { type: MsgType.Dvipa; body: DvipaChange }
+  | { type: MsgType.Hold | MsgType.HoldAck; body: Hold };
 
 export class InvalidMessage extends Error {
   constructor(message: string) {
@@ -158,6 +165,15 @@ function validate(type: MsgType, v: Json): Message {
       const e = epoch(o.epoch, 'DVIPA.epoch');
       if (e === 0) throw new InvalidMessage('DVIPA.epoch: an owner has an epoch of at least 1');
       return { type, body: { address: addr(o.address, 'DVIPA.address'), owner: o.owner, epoch: e, event: o.event as DvipaChange['event'] } };
+    }
+    case MsgType.Hold:
+    case MsgType.HoldAck: {
+      const what = type === MsgType.Hold ? 'HOLD' : 'HOLDACK';
+      const o = obj(v, what, ['address', 'epoch', 'seq']);
+      const e = epoch(o.epoch, `${what}.epoch`);
+      if (e === 0) throw new InvalidMessage(`${what}.epoch: an owner has an epoch of at least 1`);
+      if (typeof o.seq !== 'number' || !Number.isSafeInteger(o.seq) || o.seq < 0) throw new InvalidMessage(`${what}.seq: expected an integer >= 0`);
+      return { type, body: { address: addr(o.address, `${what}.address`), epoch: e, seq: o.seq } };
     }
     default:
       throw new InvalidMessage(`unknown message type ${type as number}`);

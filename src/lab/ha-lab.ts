@@ -15,6 +15,7 @@ import { ip } from '../net/iproute.js';
 import { buildHaTopology, haConfig, HA, holdsDvipa } from './ha-topology.js';
 import { netnsPath, Topology } from './netns.js';
 import { startEtcd } from './etcd.js';
+import { LAB_NICE } from './procs.js';
 import type { VipadynRow } from '../cluster/agent.js';
 import type { VdptRow } from '../cluster/router.js';
 
@@ -122,10 +123,11 @@ export class HaLab {
 
   startAgent(node: string): void {
     const routing = HA.routers.some((r) => r.name === node);
-    this.detached(`agent-${node}`, node, process.execPath, [
+    // At the priority deploy/dvipa-agent.service gives it (Nice=-10).
+    this.detached(`agent-${node}`, node, 'nice', ['-n', String(LAB_NICE), process.execPath,
       CLI, 'agent', '--config', path.join(this.state.dir, 'cluster.cfg'), '--node', node, '--key-file', path.join(this.state.dir, 'cluster.key'),
       '--pin-root', pinRoot(node), '--control', this.socket(node),
-      ...(routing ? ['--etcd', this.state.etcd, '--lease-ttl', '1'] : []),
+      ...(routing ? ['--etcd', this.state.etcd] : []),
     ]);
   }
 
@@ -145,8 +147,9 @@ export class HaLab {
    * Returns the instant of death (ms since the epoch).
    */
   async kill(node: string): Promise<number> {
-    const t0 = Date.now();
     execFileSync('ip', ['-n', this.state.ns[node], '-batch', '-'], { input: 'link set ext down\nlink set core0 down\n', stdio: ['pipe', 'ignore', 'pipe'] });
+    // The links went down as ip finished (starting it may take a while on a busy machine).
+    const t0 = Date.now();
     await this.stopAgent(node, 'SIGKILL');
     return t0;
   }

@@ -7,6 +7,13 @@ import type { Topology } from './netns.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
+/**
+ * The nice value of the lab's agents (as deploy/dvipa-agent.service runs them) and of the
+ * client's outage probe (so that its own waits for the CPU of a busy machine do not count
+ * as outage).
+ */
+export const LAB_NICE = -10;
+
 function firstLine(child: ChildProcess, what: string, timeoutMs = 5000): Promise<string> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${what}: no output within ${timeoutMs} ms`)), timeoutMs);
@@ -137,7 +144,7 @@ export interface OutageReport {
 /** outage-probe.ts: 10 ms pings, keep-alive HTTP requests and new connections, measured in windows. */
 export class OutageProbe extends LineDriver {
   static async start(topo: Topology, ns: string, o: { host: string; port: number; keepAlive: number; newPerSec: number }): Promise<OutageProbe> {
-    const child = topo.spawn(ns, process.execPath, [path.join(here, 'outage-probe.js'), o.host, String(o.port), String(o.keepAlive), String(o.newPerSec)]);
+    const child = topo.spawn(ns, 'nice', ['-n', String(LAB_NICE), process.execPath, path.join(here, 'outage-probe.js'), o.host, String(o.port), String(o.keepAlive), String(o.newPerSec)]);
     const line = await firstLine(child, 'outage-probe', 30000);
     if (line !== 'ready') throw new Error(`outage-probe: ${line}`);
     return new OutageProbe(child);

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import type { Topology } from '../../src/lab/netns.js';
 import { FastPath } from '../../src/dataplane/fastpath.js';
+import { LAB_NICE } from '../../src/lab/procs.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 
@@ -37,7 +38,7 @@ export class Agents {
   start(node: string, o: { keyFile?: string; config?: string; args?: string[] } = {}): void {
     const loadFile = path.join(this.dir, `load-${node}`);
     if (!fs.existsSync(loadFile)) fs.writeFileSync(loadFile, '0');
-    const child = this.topo.spawn(this.ns[node], process.execPath, [
+    const child = this.topo.spawn(this.ns[node], 'nice', ['-n', String(LAB_NICE), process.execPath,
       CLI, 'agent', '--config', o.config ?? path.join(this.dir, 'cluster.cfg'), '--node', node, '--pin-root', this.pinRoot(node),
       '--key-file', o.keyFile ?? path.join(this.dir, 'cluster.key'), '--load-file', loadFile, '--scan-ms', '5000', '--control', this.socket(node), ...(o.args ?? []),
     ], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DVIPA_LOG_LEVEL: 'info' } });
