@@ -12,11 +12,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { netnsPath, nsIp, Topology } from '../src/lab/netns.js';
 import { buildHaTopology, haConfig, HA, holdsDvipa } from '../src/lab/ha-topology.js';
-import { LoadClient, startNameServer, type LoadReport } from '../src/lab/procs.js';
+import { LoadClient, OutageProbe, startNameServer, type LoadReport } from '../src/lab/procs.js';
+import { probeArp } from '../src/lab/arp-probe.js';
+import { FastPath } from '../src/dataplane/fastpath.js';
 import { startEtcd, type EtcdServer } from '../src/lab/etcd.js';
 import { requireRoot, uniquePrefix } from './helpers/env.js';
 import { Agents, sleep } from './helpers/agents.js';
@@ -27,6 +29,8 @@ const CF = HA.cf;
 const ROUTERS = HA.routers;
 const TARGETS = HA.targets;
 const LONG = 200;
+/** The longest the client may see no answer from the DVIPA after its owner died (see the takeover test). */
+const TAKEOVER_BOUND_MS = 600;
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 
 let topo: Topology;
@@ -36,7 +40,12 @@ let fleet: Agents;
 let load: LoadClient;
 const ns: Record<string, string> = {};
 
-const haArgs = () => ['--etcd', etcd.url];
+// Renewals every 50 ms (fence 150 ms, claim after 200 ms), not the default 20: this test also
+// asserts that nobody takes over while the owner restarts or etcd pauses, and on the 2-core
+// machine shared with other engineers (load average 20-30) 20 ms gave a spurious takeover every
+// minute or so (docs/ha.md); the lab and the drills measure the default.
+const RENEW_MS = 50;
+const haArgs = () => ['--etcd', etcd.url, '--renew-ms', String(RENEW_MS)];
 const holds = (router: string) => holdsDvipa(ns[router]);
 const acquired = (router: string, how?: string) => fleet.find(router, 'DVIPA acquired', how ? { how } : {});
 
@@ -71,7 +80,8 @@ before(async () => {
   etcd = await startEtcd({ place: { topo, ns: ns.cf, host: CF } });
   for (const t of TARGETS) fleet.start(t.name);
   fleet.start('r1', { args: haArgs() });
-  await fleet.until('r1 to own the DVIPA', () => acquired('r1') !== undefined && holds('r1'));
+  // Claims wait for every node to register (a lease TTL and a little): 3.5 s, slower when busy.
+  await fleet.until('r1 to own the DVIPA', () => acquired('r1') !== undefined && holds('r1'), 30000);
   fleet.start('r2', { args: haArgs() });
   const ready = (router: string, targets: string[]) => targets.every((t) => fleet.logs[router].some((l) => l.msg === 'DPT changed' && l.target === t && l.ready === true));
   await fleet.until("both routing nodes' DPTs to be complete", () => ready('r1', ['t1', 't2', 't3']) && ready('r2', ['t1', 't2']));
@@ -191,24 +201,37 @@ test('etcd unreachable: forwarding goes on, nobody takes over, the owner keeps i
   assert.ok(holds('r1') && !holds('r2'));
 });
 
-test('takeover: r1 killed and its link down; r2 forwards within about a second with its own targets, no connection reset', async (t) => {
-  const t0 = Date.now();
-  await fleet.stop('r1', 'SIGKILL');
-  nsIp(ns.r1, 'link', 'set', 'ext', 'down');
-  // The client's window starts at the failure: its first new connection served is the
-  // first one whose SYN went out after it.
-  await load.mark();
-  await fleet.until('r2 to take over', () => acquired('r2', 'takeover') !== undefined, 10000);
-  const tookOver = (acquired('r2') as { at: number }).at - t0;
-  const r = await allAnswering('after the takeover');
-  t.diagnostic(`takeover: DVIPA acquired by r2 ${tookOver} ms after the failure; first new connection served ${r.fresh.firstOkAfterMs} ms after it; every long-lived connection answering again within ${r.windowMs} ms (longest wait for a reply ${r.long.maxWaitMs} ms)`);
-  show(t, 'takeover', r);
-  assertNoConnectionLost(r, 'takeover');
-  assert.ok(holds('r2'));
-  const m = await metrics('r2');
-  assert.match(m, /dvipa_ownership_changes_total\{dvipa="192\.0\.2\.10",how="takeover"\} 1/);
-  assert.match(m, /dvipa_ownership_change_seconds_count\{how="takeover"\} 1/);
-  assert.ok(r.fresh.firstOkAfterMs !== undefined && r.fresh.firstOkAfterMs < 5000, `a new connection was served through r2 (${r.fresh.firstOkAfterMs} ms)`);
+test('takeover: r1 dies (links down, then agent killed); the client\'s pings stop for at most 0.6 s, r2 forwards with its own targets, no connection reset', async (t) => {
+  const pings = await OutageProbe.start(topo, ns.client, { host: DVIPA, port: PORT, keepAlive: 0, newPerSec: 0 });
+  try {
+    await pings.mark();
+    // A node dies the way nodes die: no frame from it any more, no FIN or RST; then the process.
+    execFileSync('ip', ['-n', ns.r1, '-batch', '-'], { input: 'link set ext down\nlink set core0 down\n' });
+    const t0 = Date.now();
+    await fleet.stop('r1', 'SIGKILL');
+    // The client's window starts at the failure: its first new connection served is the
+    // first one whose SYN went out after it.
+    await load.mark();
+    await fleet.until('r2 to take over', () => acquired('r2', 'takeover') !== undefined, 10000);
+    const tookOver = (acquired('r2') as { at: number }).at - t0;
+    const r = await allAnswering('after the takeover');
+    const seen = await pings.report();
+    t.diagnostic(`takeover: DVIPA acquired by r2 ${tookOver} ms after the failure; the client's longest ping gap ${seen.ping.longestGapMs} ms (10 ms pings); first new connection served ${r.fresh.firstOkAfterMs} ms after it; every long-lived connection answering again within ${r.windowMs} ms (longest wait for a reply ${r.long.maxWaitMs} ms)`);
+    show(t, 'takeover', r);
+    assertNoConnectionLost(r, 'takeover');
+    assert.ok(holds('r2'));
+    // A claim comes 4 renewals (200 ms) after the last one; the goal with the default 20 ms is
+    // 0.1 s, and 0.1-0.25 s were measured in the lab on the 2-core machine shared with other
+    // engineers (load average 20-30). 0.6 s leaves room for that load; the lease-based takeover
+    // this replaced took 1.1-1.3 s.
+    assert.ok(seen.ping.longestGapMs <= TAKEOVER_BOUND_MS, `the client saw no answer for ${seen.ping.longestGapMs} ms`);
+    const m = await metrics('r2');
+    assert.match(m, /dvipa_ownership_changes_total\{dvipa="192\.0\.2\.10",how="takeover"\} 1/);
+    assert.match(m, /dvipa_ownership_change_seconds_count\{how="takeover"\} 1/);
+    assert.ok(r.fresh.firstOkAfterMs !== undefined && r.fresh.firstOkAfterMs < 5000, `a new connection was served through r2 (${r.fresh.firstOkAfterMs} ms)`);
+  } finally {
+    pings.stop();
+  }
 
   // r2's own VIPADISTribute, once it stops continuing r1's distribution (3 s): new
   // connections to t1 and t2 only; t3's connections stay.
@@ -224,7 +247,7 @@ test('takeover: r1 killed and its link down; r2 forwards within about a second w
 });
 
 test('takeback: r1 returns, waits for its tables, takes the DVIPA back; nothing lost', async (t) => {
-  nsIp(ns.r1, 'link', 'set', 'ext', 'up');
+  execFileSync('ip', ['-n', ns.r1, '-batch', '-'], { input: 'link set core0 up\nlink set ext up\n' });
   await load.mark();
   fleet.start('r1', { args: haArgs() });
   await fleet.until('r1 to take the DVIPA back', () => acquired('r1', 'takeback') !== undefined, 15000);
@@ -313,4 +336,42 @@ test('dvipa dvipa: bad input is a usage error, an unknown node a clear one', asy
   const r = await dvipaCli('move', DVIPA, '--to', 'r9', ...etcdArgs);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /r9 is not a live member of the cluster \(members: r1 r2\)/);
+});
+
+test('frozen owner (SIGSTOP): past its fence its data plane answers neither ARP nor traffic; r2 takes over; no ARP request answered by both', async (t) => {
+  const reasons = () => {
+    const fp = FastPath.open({ pinRoot: fleet.pinRoot('r1') });
+    try {
+      return fp.reasonCounts();
+    } finally {
+      fp.close();
+    }
+  };
+  assert.ok(holds('r1'));
+  const before = reasons();
+  const since = Date.now();
+  await load.mark();
+  const arp = probeArp(topo, ns.client, 'c0', DVIPA, 4000);
+  await sleep(500);
+  const frozen = fleet.procs.r1.pid!;
+  process.kill(frozen, 'SIGSTOP');
+  let after: ReturnType<typeof reasons>;
+  try {
+    await fleet.until('r2 to take over from the frozen r1', () => fleet.logs.r2.some((l) => l.msg === 'DVIPA acquired' && (l.at as number) >= since), 5000);
+    await sleep(2000);
+    after = reasons();
+  } finally {
+    process.kill(frozen, 'SIGCONT');
+  }
+  const seen = await arp;
+  t.diagnostic(`frozen owner: ARP ${JSON.stringify(seen)}; r1's fenced drops: ARP ${after.drop_fenced_arp - before.drop_fenced_arp}, packets ${after.drop_fenced - before.drop_fenced}`);
+  assert.equal(seen.answeredByTwo, 0, 'no ARP request was answered by both routing nodes');
+  assert.equal(Object.keys(seen.answeredBy).length, 2, 'r1 answered before the freeze, r2 after the takeover');
+  assert.ok(seen.requests >= 100, `ARP requests sent: ${seen.requests}`);
+  assert.ok(after.drop_fenced_arp > before.drop_fenced_arp, "the frozen r1's data plane dropped ARP requests for the DVIPA");
+  assert.ok(after.drop_fenced > before.drop_fenced, "the frozen r1's data plane dropped the DVIPA's traffic still sent to it");
+  // Thawed, r1 learns it was deposed, then takes its DVIPA back (it is the primary).
+  await fleet.until('r1 to take the DVIPA back', () => fleet.logs.r1.some((l) => l.msg === 'DVIPA acquired' && (l.at as number) >= since) && holds('r1') && !holds('r2'), 15000);
+  const r = await allAnswering('after the frozen owner');
+  assertNoConnectionLost(r, 'frozen owner');
 });

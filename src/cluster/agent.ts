@@ -148,13 +148,15 @@ export class Agent {
         candidates: [...(plan.routingNode ? [{ node: plan.routingNode, rank: PRIMARY_RANK }] : []), ...plan.backups],
       });
     }
-    this.transport.on('message', (peer, m) => this.onMessage(peer, m));
+    // A stopped agent's maps are closed: sockets that close after it are no concern of it.
+    this.transport.on('message', (peer, m) => !this.stopped && this.onMessage(peer, m));
     this.transport.on('peerUp', (peer) => {
       this.log.info({ peer }, 'peer connected');
       if (this.router.active) this.transport.send(peer, this.router.vipaList());
       this.target.report(peer);
     });
     this.transport.on('peerDown', (peer) => {
+      if (this.stopped) return;
       this.log.warn({ peer }, 'peer disconnected');
       const xcf = this.xcfOf(peer);
       if (xcf) this.router.targetGone(xcf);

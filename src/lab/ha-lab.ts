@@ -14,13 +14,15 @@ import { FastPath } from '../dataplane/fastpath.js';
 import { ip } from '../net/iproute.js';
 import { buildHaTopology, haConfig, HA, holdsDvipa } from './ha-topology.js';
 import { netnsPath, Topology } from './netns.js';
-import { startEtcd } from './etcd.js';
+import { MEMORY_DIR, startEtcd } from './etcd.js';
 import { LAB_NICE } from './procs.js';
 import type { VipadynRow } from '../cluster/agent.js';
 import type { VdptRow } from '../cluster/router.js';
 
 export const LAB_PREFIX = 'dvlab-';
 export const DEFAULT_LAB_DIR = '/run/dvipa-lab';
+/** The lab's etcd data, in memory (see etcd.ts). */
+const ETCD_DIR = path.join(MEMORY_DIR, `${LAB_PREFIX}etcd`);
 export const HTTP_PORT = 80;
 export const LINE_PORT = 8080;
 
@@ -75,8 +77,9 @@ export class HaLab {
         await lab.startReady(`line-${t.name}`, t.name, process.execPath, [path.join(here, 'name-server.js'), t.name, String(LINE_PORT), '9999']);
       }
       progress('etcd');
-      fs.mkdirSync(path.join(dir, 'etcd'), { recursive: true });
-      const etcd = await startEtcd({ place: { topo: new Topology(LAB_PREFIX), ns: state.ns.cf, host: HA.cf }, dir: path.join(dir, 'etcd'), spawn: (cmd, args) => lab.detached('etcd', 'cf', cmd, args) });
+      fs.rmSync(ETCD_DIR, { recursive: true, force: true });
+      fs.mkdirSync(ETCD_DIR, { mode: 0o700 });
+      const etcd = await startEtcd({ place: { topo: new Topology(LAB_PREFIX), ns: state.ns.cf, host: HA.cf }, dir: ETCD_DIR, spawn: (cmd, args) => lab.detached('etcd', 'cf', cmd, args) });
       state.etcd = etcd.url;
       lab.save();
       progress('agents');
@@ -244,6 +247,7 @@ export class HaLab {
     const pins = fs.readdirSync('/sys/fs/bpf').filter((p) => p.startsWith(state?.prefix ?? LAB_PREFIX));
     for (const p of pins) FastPath.purge(path.join('/sys/fs/bpf', p));
     if (pins.length) done.push(`${pins.length} pin roots`);
+    if (fs.existsSync(ETCD_DIR)) fs.rmSync(ETCD_DIR, { recursive: true, force: true });
     const stateDir = state?.dir ?? dir;
     if (fs.existsSync(stateDir)) {
       fs.rmSync(stateDir, { recursive: true, force: true });

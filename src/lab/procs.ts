@@ -9,8 +9,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 
 /**
  * The nice value of the lab's agents (as deploy/dvipa-agent.service runs them) and of the
- * client's outage probe (so that its own waits for the CPU of a busy machine do not count
- * as outage).
+ * client's load and outage probe (so that their own waits for the CPU of a busy machine do
+ * not count as outage).
  */
 export const LAB_NICE = -10;
 
@@ -108,7 +108,7 @@ export interface LoadReport {
 /** load-client.ts: long-lived connections and a stream of new ones, measured in windows. */
 export class LoadClient extends LineDriver {
   static async start(topo: Topology, ns: string, o: { host: string; port: number; long: number; intervalMs: number; newPerSec: number }): Promise<LoadClient> {
-    const child = topo.spawn(ns, process.execPath, [path.join(here, 'load-client.js'), o.host, String(o.port), String(o.long), String(o.intervalMs), String(o.newPerSec)]);
+    const child = topo.spawn(ns, 'nice', ['-n', String(LAB_NICE), process.execPath, path.join(here, 'load-client.js'), o.host, String(o.port), String(o.long), String(o.intervalMs), String(o.newPerSec)]);
     const line = await firstLine(child, 'load-client', 30000);
     if (line !== 'ready') throw new Error(`load-client: ${line}`);
     return new LoadClient(child);
