@@ -251,6 +251,7 @@ export class Agent {
         this.renewer.own(d, renewal, deadline);
       },
       ready: (d) => this.router.ready(d),
+      canRenew: () => this.renewer?.connected ?? true,
       idle: (d) => this.router.idle(d),
       acquired: (d, rec, how, previous, tookMs) => {
         this.metrics?.ownershipChanges.inc({ dvipa: d, how });

@@ -124,7 +124,9 @@ export function etcdClient(opts: EtcdConnection): Etcd3 {
     hosts: opts.endpoints,
     dialTimeout: 2000,
     // A takeover reads every SA record of a DVIPA at once: thousands, over gRPC's 4 MiB default.
-    grpcOptions: { 'grpc.max_receive_message_length': 256 * 1024 * 1024 },
+    // A lost connection (a link that was down) comes back within a second, not after gRPC's
+    // backoff of up to two minutes: renewals must not wait for it.
+    grpcOptions: { 'grpc.max_receive_message_length': 256 * 1024 * 1024, 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
     ...(rootCertificate ? { credentials: { rootCertificate, privateKey: read(opts.keyFile), certChain: read(opts.certFile) } } : {}),
     ...(opts.user ? { auth: { username: opts.user, password: opts.password ?? '' } } : {}),
     // Calls fail fast (the caller retries at its next evaluation); a lost watch comes back

@@ -71,6 +71,8 @@ export interface DvipaCandidacy {
 export interface ElectionHooks {
   /** The readiness gate: may this node start routing the DVIPA without losing a connection? */
   ready(dvipa: string): boolean;
+  /** Whether this node could renew a claim now (else it claims nothing). */
+  canRenew(): boolean;
   idle(dvipa: string): boolean;
   /**
    * This node routes the DVIPA from now on, under this epoch; `previous`: who routed it last;
@@ -245,6 +247,7 @@ export class Election {
   }
 
   private run(dvipa: string, how: Claim | 'adopted', view: DvipaView): void {
+    if (!this.hooks.canRenew()) return;
     const rank = this.dvipas.get(dvipa)!.candidates.find((x) => x.node === this.opts.me)?.rank ?? 0;
     this.busy.add(dvipa);
     const started = Date.now();

@@ -70,8 +70,12 @@ function renewAll(): void {
   }
 }
 
-// Connected before the first renewal, which must not wait for a handshake.
-client.get('dvipa-renewal-connect').string().catch(() => undefined);
+// Connected before the first renewal, which must not wait for a handshake: the agent claims
+// nothing until this thread has reached etcd once.
+function connect(): void {
+  client.get('dvipa-renewal-connect').string().then(() => parentPort!.postMessage('connected'), () => setTimeout(connect, 200));
+}
+connect();
 setInterval(renewAll, setup.renewMs);
 
 parentPort!.on('message', (m: WorkerRequest) => {

@@ -16,11 +16,16 @@ const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'renewal-
 
 export class Renewer {
   private readonly worker: Worker;
+  /** Whether the worker has reached etcd: until then a claim would not be renewed. */
+  connected = false;
 
   constructor(setup: WorkerSetup, log: Logger) {
     this.worker = new Worker(WORKER, { workerData: setup });
     // Without renewals fences lapse and backups take over: loud, but the agent goes on.
     this.worker.on('error', (e) => log.error({ err: e.message }, 'renewal worker failed: this node no longer renews its DVIPAs'));
+    this.worker.on('message', (m) => {
+      if (m === 'connected') this.connected = true;
+    });
     this.worker.unref();
   }
 
