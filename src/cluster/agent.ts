@@ -194,11 +194,13 @@ export class Agent {
     this.ipsec?.stop();
     const grace = this.opts.ha?.restartGraceSec ?? 10;
     const owned = [...this.owned().keys()];
-    for (const d of owned) this.renewer?.drop(d);
-    await this.renewer?.stop();
     const sent = process.hrtime.bigint();
-    // The restarted agent has the grace to adopt; candidates wait that much longer, so may the data plane.
-    if ((await this.cf?.stop(grace)) && this.renewer) for (const d of owned) this.fp.setFence(d, sent + this.ns(grace * 1000 + this.fenceMs()));
+    // Renewals go on until the grace is written (they fail once it is), so the fence never
+    // runs out meanwhile; then the restarted agent has the grace to adopt, candidates wait
+    // that much longer, and so may the data plane.
+    const handed = await this.cf?.stop(grace);
+    await this.renewer?.stop();
+    if (handed && this.renewer) for (const d of owned) this.fp.setFence(d, sent + this.ns(grace * 1000 + this.fenceMs()));
     this.target.stop();
     this.router.stop();
     await this.transport.stop();

@@ -24,7 +24,8 @@ export async function probeArp(topo: Topology, ns: string, ifname: string, addre
   readline.createInterface({ input: dump.stdout! }).on('line', (l) => lines.push(l));
   // tcpdump says on stderr when it listens.
   await new Promise<void>((resolve) => readline.createInterface({ input: dump.stderr! }).once('line', () => resolve()));
-  const arping = topo.spawn(ns, 'arping', ['-b', '-q', '-i', String(INTERVAL_S), '-w', String(Math.ceil(ms / 1000)), '-I', ifname, address], { stdio: 'ignore' });
+  // Debian's arping (Thomas Habets'): broadcast requests every INTERVAL_S until the deadline.
+  const arping = topo.spawn(ns, 'arping', ['-q', '-i', ifname, '-W', String(INTERVAL_S), '-w', String(ms / 1000), address], { stdio: 'ignore' });
   await new Promise((r) => arping.once('exit', r));
   await new Promise((r) => setTimeout(r, 100));
   dump.kill();
