@@ -30,8 +30,9 @@ enum bench_mode {
 	BENCH_NEW_FLOW = 2,     /* a new source port every run */
 };
 
+/* Per CPU, so test runs on every CPU at once each count their own flows. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct bench_ctl);

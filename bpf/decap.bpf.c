@@ -4,13 +4,15 @@
  * encapsulated to this node's cluster address, whose inner destination is a DVIPA this
  * node serves, lose their outer header and go up the stack to the application listening
  * on the DVIPA (bound on lo, not advertised). Replies leave directly for the client.
- * Everything else passes untouched.
+ * Such packets from anyone but a routing node of ours, or to a DVIPA:port not distributed
+ * here, are dropped and counted. Everything else passes untouched.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "parse.h"
-#include "maps.h"
+#include "maps_node.h"
+#include "maps_target.h"
 
 #define VLAN_ETH_HLEN ((int)(sizeof(struct ethhdr) + sizeof(struct vlan_hdr)))
 
@@ -31,49 +33,40 @@ static __always_inline void count_served(const struct dvipa_svc_key *key, __u32 
 	st->bytes += len;
 }
 
-SEC("xdp")
+/* xdp.frags: attaches to 9000-MTU interfaces; a jumbo frame's headers are in its first buffer. */
+SEC("xdp.frags")
 int xdp_decap(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct cursor c = { data, data_end };
+	struct cursor c = { data, data_end, ctx };
 	struct dvipa_config *cfg;
 	struct iphdr *outer, *inner;
 	__u8 l2[VLAN_ETH_HLEN];
 	__be16 proto;
 	int l2len, outer_len;
-	struct dvipa_svc_key served_key = {};
+	struct dvipa_svc_key served_key = {}, any_port = {};
 	__u32 zero = 0, inner_len;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
-	if (!cfg || !cfg->enabled) {
-		count_reason(DVIPA_R_PASS_DISABLED);
-		return XDP_PASS;
-	}
+	if (!cfg || !cfg->enabled)
+		return verdict(XDP_PASS, DVIPA_R_PASS_DISABLED);
 	l2len = parse_eth(&c, &proto);
-	if (l2len < 0 || proto != bpf_htons(ETH_P_IP)) {
-		count_reason(l2len < 0 ? DVIPA_R_PASS_MALFORMED : DVIPA_R_PASS_NOT_IPV4);
-		return XDP_PASS;
-	}
+	if (l2len < 0 || proto != bpf_htons(ETH_P_IP))
+		return verdict(XDP_PASS, l2len < 0 ? DVIPA_R_PASS_MALFORMED : DVIPA_R_PASS_NOT_IPV4);
 	outer = parse_ipv4(&c);
-	if (!outer) {
-		count_reason(DVIPA_R_PASS_MALFORMED);
-		return XDP_PASS;
-	}
-	if (outer->protocol != IPPROTO_IPIP || outer->daddr != cfg->cluster_addr ||
-	    ipv4_is_fragment(outer)) {
-		count_reason(DVIPA_R_DECAP_PASS_NOT_OURS);
-		return XDP_PASS;
-	}
+	if (!outer)
+		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
+	if (outer->protocol != IPPROTO_IPIP || ipv4_is_fragment(outer) ||
+	    (outer->daddr != cfg->cluster_addr && !bpf_map_lookup_elem(&decap_addrs, &outer->daddr)))
+		return verdict(XDP_PASS, DVIPA_R_DECAP_PASS_NOT_OURS);
 	inner = parse_ipv4(&c);
-	if (!inner) {
-		count_reason(DVIPA_R_DECAP_PASS_MALFORMED);
-		return XDP_PASS;
-	}
-	if (!bpf_map_lookup_elem(&served, &inner->daddr)) {
-		count_reason(DVIPA_R_DECAP_PASS_NOT_OURS);
-		return XDP_PASS;
-	}
+	if (!inner)
+		return verdict(XDP_PASS, DVIPA_R_DECAP_PASS_MALFORMED);
+	if (!bpf_map_lookup_elem(&served, &inner->daddr))
+		return verdict(XDP_PASS, DVIPA_R_DECAP_PASS_NOT_OURS);
+	if (!bpf_map_lookup_elem(&decap_routers, &outer->saddr))
+		return verdict(XDP_DROP, DVIPA_R_DECAP_DROP_NOT_ROUTER);
 	served_key.vip = inner->daddr;
 	served_key.proto = inner->protocol;
 	inner_len = ntohs_bounded(inner->tot_len);
@@ -84,6 +77,15 @@ int xdp_decap(struct xdp_md *ctx)
 		if ((void *)(ports + 2) <= data_end)
 			served_key.port = ports[1];
 	}
+	/*
+	 * The port itself, else every port of the DVIPA (port 0). A routing node tunnels
+	 * neither fragments nor anything but TCP and UDP: those find no port and are dropped.
+	 */
+	any_port.vip = served_key.vip;
+	any_port.proto = served_key.proto;
+	if (!served_key.port || (!bpf_map_lookup_elem(&decap_services, &served_key) &&
+				 !bpf_map_lookup_elem(&decap_services, &any_port)))
+		return verdict(XDP_DROP, DVIPA_R_DECAP_DROP_NOT_SERVICE);
 
 	/* Keep L2 (and its VLAN tag) in front of the inner header. */
 	outer_len = outer->ihl * 4;
@@ -91,10 +93,8 @@ int xdp_decap(struct xdp_md *ctx)
 		__builtin_memcpy(l2, data, sizeof(struct ethhdr));
 	else
 		__builtin_memcpy(l2, data, VLAN_ETH_HLEN);
-	if (bpf_xdp_adjust_head(ctx, outer_len)) {
-		count_reason(DVIPA_R_DECAP_PASS_MALFORMED);
-		return XDP_PASS;
-	}
+	if (bpf_xdp_adjust_head(ctx, outer_len))
+		return verdict(XDP_PASS, DVIPA_R_DECAP_PASS_MALFORMED);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	if (data + VLAN_ETH_HLEN > data_end)
@@ -104,8 +104,7 @@ int xdp_decap(struct xdp_md *ctx)
 	else
 		__builtin_memcpy(data, l2, VLAN_ETH_HLEN);
 	count_served(&served_key, inner_len);
-	count_reason(DVIPA_R_DECAP);
-	return XDP_PASS;
+	return verdict(XDP_PASS, DVIPA_R_DECAP);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -5,10 +5,35 @@
 #include <bpf/bpf_endian.h>
 #include "distributor.h"
 
-SEC("xdp")
+/* xdp.frags: attaches to 9000-MTU interfaces; a jumbo frame's headers are in its first buffer. */
+SEC("xdp.frags")
 int xdp_distributor(struct xdp_md *ctx)
 {
 	return dvipa_distribute(ctx);
+}
+
+/*
+ * Not attached: the control plane runs it with BPF_PROG_TEST_RUN on a struct dvipa_resolve
+ * to learn a target's next hop, by the same FIB lookup the distributor would make.
+ */
+SEC("xdp")
+int xdp_resolve(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct dvipa_resolve *r = data;
+	struct dvipa_target nh = {};
+	struct dvipa_config *cfg;
+	__u32 zero = 0;
+
+	if ((void *)(r + 1) > data_end)
+		return XDP_ABORTED;
+	cfg = bpf_map_lookup_elem(&node_config, &zero);
+	if (!cfg)
+		return XDP_ABORTED;
+	r->rc = fib_nexthop(ctx, cfg, r->addr, 0, &nh);
+	__builtin_memcpy(&r->nh, &nh, sizeof(nh));
+	return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

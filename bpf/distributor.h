@@ -6,7 +6,8 @@
  * Verdicts (each counted in `reasons`, and per service in `svc_stats`):
  *  - not IPv4, not a distributed DVIPA:port, unparsable L2/L3: XDP_PASS untouched;
  *  - TCP/UDP to a distributed service: encapsulated IPv4-in-IPv4 to the target's cluster
- *    address and sent on (XDP_TX or redirect), or dropped with a reason;
+ *    address and sent on (XDP_TX or redirect), or dropped with a reason; when the target is
+ *    this node itself, passed to its own stack, which holds the DVIPA;
  *  - fragments to a distributed DVIPA: dropped (a non-first fragment has no ports, so it
  *    cannot be matched to its connection; TCP avoids fragments with PMTU discovery);
  *  - too big once encapsulated: ICMP fragmentation needed back to the client if DF is
@@ -19,7 +20,7 @@
 #define DVIPA_DISTRIBUTOR_H
 
 #include "parse.h"
-#include "maps.h"
+#include "maps_router.h"
 #include "flowhash.h"
 
 #define AF_INET 2
@@ -29,12 +30,6 @@
 #define ENCAP_LEN ((int)sizeof(struct iphdr))
 /* ICMP quotes the original IP header (at most 60 bytes) and 8 bytes of its payload. */
 #define ICMP_QUOTE_MAX_WORDS ((8 + 60 + 8) / 2)
-
-static __always_inline int verdict(int action, __u32 reason)
-{
-	count_reason(reason);
-	return action;
-}
 
 static __always_inline int drop(struct dvipa_svc_stats *st, __u32 reason)
 {
@@ -69,7 +64,8 @@ static __always_inline int frag_needed(struct xdp_md *ctx, int l2len, __u32 mtu)
 	__builtin_memcpy(&eth_orig, data, sizeof(eth_orig));
 
 	/* Cut to L2 + quote, then prepend the new IP and ICMP headers. */
-	if (bpf_xdp_adjust_tail(ctx, (l2len + quote) - (int)(data_end - data)))
+	/* The whole frame's length: a jumbo frame's fragments go too. */
+	if (bpf_xdp_adjust_tail(ctx, (l2len + quote) - (int)bpf_xdp_get_buff_len(ctx)))
 		return XDP_DROP;
 	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(*ip) + sizeof(*icmp))))
 		return XDP_DROP;
@@ -125,21 +121,16 @@ static __always_inline int frag_needed(struct xdp_md *ctx, int l2len, __u32 mtu)
 }
 
 /*
- * The next hop towards `target`: from the cache while it is fresh, else from the FIB,
- * whose answer is cached together with the egress MTU. Returns a BPF_FIB_LKUP_RET_* code.
+ * The FIB's next hop towards `target` from the ingress interface, with the egress MTU.
+ * Returns a BPF_FIB_LKUP_RET_* code. The control plane makes the same lookup (xdp_resolve)
+ * for each target; the data plane makes it only for a target not resolved yet.
  */
-static __always_inline int resolve_nexthop(struct xdp_md *ctx, const struct dvipa_config *cfg,
-					   __be32 target, __u8 tos, struct dvipa_nexthop *nh)
+static __always_inline int fib_nexthop(struct xdp_md *ctx, const struct dvipa_config *cfg,
+				       __be32 target, __u8 tos, struct dvipa_target *nh)
 {
-	struct dvipa_nexthop *cached = bpf_map_lookup_elem(&nexthops, &target);
-	__u64 now = bpf_ktime_get_coarse_ns();
 	struct bpf_fib_lookup fib = {};
 	int rc;
 
-	if (cached && cached->expires_ns > now) {
-		*nh = *cached;
-		return BPF_FIB_LKUP_RET_SUCCESS;
-	}
 	/* A 64 KiB packet makes the FIB tell the route's MTU (FRAG_NEEDED) ... */
 	fib.family = AF_INET;
 	fib.tos = tos;
@@ -159,41 +150,58 @@ static __always_inline int resolve_nexthop(struct xdp_md *ctx, const struct dvip
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return rc;
-	nh->expires_ns = now + DVIPA_NEXTHOP_TTL_NS;
+	nh->addr = target;
 	nh->ifindex = fib.ifindex;
 	__builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
 	__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
-	bpf_map_update_elem(&nexthops, &target, nh, BPF_ANY);
 	return rc;
 }
 
-/* Prepend the outer IPv4 header to the target and send the packet on its way. */
-static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_config *cfg,
-					 struct dvipa_svc_stats *st, __be32 target, int l2len,
-					 const struct iphdr *inner)
+/* The entry at a target index; NULL for index 0 or beyond the table. */
+static __always_inline const struct dvipa_target *target_at(__u32 idx)
 {
-	struct dvipa_nexthop nh = {};
+	return idx ? bpf_map_lookup_elem(&targets, &idx) : NULL;
+}
+
+/*
+ * Prepend the outer IPv4 header to the target and send the packet on its way. `t` is the
+ * target's entry if the caller has one: its next hop is used when resolved and still for
+ * this address (an index freed and reused under a connection's CRT entry is not).
+ */
+static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_config *cfg,
+					 struct dvipa_svc_stats *st, __be32 target,
+					 const struct dvipa_target *t, int l2len, const struct iphdr *inner)
+{
+	struct dvipa_target looked_up = {};
+	const struct dvipa_target *nh = t;
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *outer;
 	__u16 inner_len = ntohs_bounded(inner->tot_len);
 	__u8 tos = inner->tos;
 	int df = (inner->frag_off & bpf_htons(IP_DF)) != 0;
+	/* VIPAROUTE: the target is reached at another of its addresses. */
+	__be32 *via = bpf_map_lookup_elem(&via_routes, &target);
+	__be32 dst = via ? *via : target;
 
-	switch (resolve_nexthop(ctx, cfg, target, tos, &nh)) {
-	case BPF_FIB_LKUP_RET_SUCCESS:
-		break;
-	case BPF_FIB_LKUP_RET_NO_NEIGH:
-		return drop(st, DVIPA_R_DROP_NO_NEIGH);
-	case BPF_FIB_LKUP_RET_FWD_DISABLED:
-		return drop(st, DVIPA_R_DROP_FWD_DISABLED);
-	default:
-		return drop(st, DVIPA_R_DROP_NO_ROUTE);
+	/* The control plane resolves each target's cluster address; a VIPAROUTE address is asked of the FIB. */
+	if (via || !nh || nh->addr != target || !nh->ifindex) {
+		switch (fib_nexthop(ctx, cfg, dst, tos, &looked_up)) {
+		case BPF_FIB_LKUP_RET_SUCCESS:
+			break;
+		case BPF_FIB_LKUP_RET_NO_NEIGH:
+			return drop(st, DVIPA_R_DROP_NO_NEIGH);
+		case BPF_FIB_LKUP_RET_FWD_DISABLED:
+			return drop(st, DVIPA_R_DROP_FWD_DISABLED);
+		default:
+			return drop(st, DVIPA_R_DROP_NO_ROUTE);
+		}
+		nh = &looked_up;
 	}
-	if (inner_len + ENCAP_LEN > nh.mtu) {
+	if (inner_len + ENCAP_LEN > nh->mtu) {
 		if (!df)
 			return drop(st, DVIPA_R_DROP_TOO_BIG);
-		if (frag_needed(ctx, l2len, nh.mtu - ENCAP_LEN) != XDP_TX)
+		if (frag_needed(ctx, l2len, nh->mtu - ENCAP_LEN) != XDP_TX)
 			return drop(st, DVIPA_R_DROP_ENCAP);
 		st->frag_needed++;
 		return verdict(XDP_TX, DVIPA_R_TX_FRAG_NEEDED);
@@ -209,8 +217,8 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	if ((void *)(outer + 1) > data_end)
 		return drop(st, DVIPA_R_DROP_ENCAP);
 
-	__builtin_memcpy(eth->h_dest, nh.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, nh.smac, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, nh->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, nh->smac, ETH_ALEN);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	outer->version = 4;
 	outer->ihl = 5;
@@ -221,37 +229,56 @@ static __always_inline int encap_forward(struct xdp_md *ctx, const struct dvipa_
 	outer->ttl = 64;
 	outer->protocol = IPPROTO_IPIP;
 	outer->saddr = cfg->cluster_addr;
-	outer->daddr = target;
+	outer->daddr = dst;
 	ipv4_set_csum(outer);
 
-	if (nh.ifindex == ctx->ingress_ifindex) {
+	if (nh->ifindex == ctx->ingress_ifindex) {
 		st->forwarded++;
 		return verdict(XDP_TX, DVIPA_R_FWD_TX);
 	}
 	/* Not in tx_ports: the helper answers XDP_DROP instead of a redirect that would fail. */
-	if (bpf_redirect_map(&tx_ports, nh.ifindex, XDP_DROP) != XDP_REDIRECT)
+	if (bpf_redirect_map(&tx_ports, nh->ifindex, XDP_DROP) != XDP_REDIRECT)
 		return drop(st, DVIPA_R_DROP_NO_EGRESS);
 	st->forwarded++;
 	return verdict(XDP_REDIRECT, DVIPA_R_FWD_REDIRECT);
 }
 
-/* TIMEDAFFINITY: the client's target if it used it within the service's affinity time. */
-static __always_inline __be32 affine_target(const struct dvipa_svc *svc, __be32 client)
+/*
+ * Per target: every packet and its bytes; and a new connection where its CRT entry is made
+ * (`inserted`), so never on an established connection's packets.
+ */
+static __always_inline void count_target(__u32 idx, __u32 bytes, int inserted)
+{
+	struct dvipa_target_stats *ts = bpf_map_lookup_elem(&target_stats, &idx);
+
+	if (!ts)
+		return;
+	ts->packets++;
+	ts->bytes += bytes;
+	if (inserted)
+		ts->conns++;
+}
+
+/* TIMEDAFFINITY: the client's target index if it used it within the service's affinity time. */
+static __always_inline __u32 affine_target(const struct dvipa_svc *svc, __be32 client)
 {
 	struct dvipa_affinity_key k = { .svc_id = svc->id, .client = client };
 	struct dvipa_affinity *a = bpf_map_lookup_elem(&affinity, &k);
 
 	if (!a || bpf_ktime_get_coarse_ns() - a->last_ns > (__u64)svc->affinity_s * 1000000000ULL)
 		return 0;
-	return a->target;
+	return a->target_idx;
 }
 
 /* Every packet of the service renews the client's affinity: it runs from its last activity. */
-static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 client, __be32 target)
+static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 client, __be32 target,
+					   __u32 target_idx)
 {
 	struct dvipa_affinity_key k = { .svc_id = svc->id, .client = client };
 	struct dvipa_affinity *a = bpf_map_lookup_elem(&affinity, &k);
-	struct dvipa_affinity fresh = { .target = target, .last_ns = bpf_ktime_get_coarse_ns() };
+	struct dvipa_affinity fresh = {
+		.target = target, .target_idx = target_idx, .last_ns = bpf_ktime_get_coarse_ns(),
+	};
 
 	if (a && a->target == target) {
 		a->last_ns = fresh.last_ns;
@@ -272,7 +299,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct cursor c = { data, data_end };
+	struct cursor c = { data, data_end, ctx };
 	struct dvipa_svc_key sk = {};
 	struct dvipa_flow flow = {};
 	struct dvipa_crt_entry *entry, fresh = {};
@@ -280,10 +307,11 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	struct dvipa_config *cfg;
 	struct dvipa_svc *svc;
 	struct iphdr *iph;
+	const struct dvipa_target *t;
 	__be32 target;
 	__be16 proto;
-	int l2len, first = 0;
-	__u32 zero = 0;
+	int l2len, first = 0, inserted;
+	__u32 zero = 0, idx, len;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
 	if (!cfg || !cfg->enabled)
@@ -346,7 +374,9 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	if (!st)
 		return verdict(XDP_DROP, DVIPA_R_DROP_NO_TARGET);
 	st->packets++;
-	st->bytes += data_end - data;
+	/* The IP length, checked against the whole frame: the first buffer of a jumbo frame is not all of it. */
+	len = l2len + ntohs_bounded(iph->tot_len);
+	st->bytes += len;
 
 	flow.saddr = iph->saddr;
 	flow.daddr = iph->daddr;
@@ -355,37 +385,53 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	if (entry) {
 		st->crt_hit++;
 		target = entry->target;
+		idx = entry->target_idx;
+		t = target_at(idx);
 		if (svc->affinity_s)
-			touch_affinity(svc, iph->saddr, target);
+			touch_affinity(svc, iph->saddr, target, idx);
+		count_target(idx, len, 0);
 	} else {
 		__u32 slot = dvipa_flow_hash(&flow) % DVIPA_MAGLEV_SIZE;
 		void *table = bpf_map_lookup_elem(&maglev, &svc->id);
-		__be32 *t = table ? bpf_map_lookup_elem(table, &slot) : NULL;
-		__be32 affine = first && svc->affinity_s ? affine_target(svc, iph->saddr) : 0;
+		__u32 *slot_idx = table ? bpf_map_lookup_elem(table, &slot) : NULL;
 
 		st->crt_miss++;
-		if (affine) {
-			target = affine;
-		} else {
-			if (!t || !*t)
+		idx = first && svc->affinity_s ? affine_target(svc, iph->saddr) : 0;
+		t = target_at(idx);
+		/* An affinity to an index freed since (its target left) is no affinity. */
+		if (!t || t->svc_id != svc->id || !t->addr) {
+			idx = slot_idx ? *slot_idx : 0;
+			t = target_at(idx);
+			if (!t || !t->addr)
 				return drop(st, DVIPA_R_DROP_NO_TARGET);
-			target = *t;
 		}
+		target = t->addr;
 		/* A recovered packet's target is a guess: it must not become the client's affinity. */
 		if (svc->affinity_s && first)
-			touch_affinity(svc, iph->saddr, target);
+			touch_affinity(svc, iph->saddr, target, idx);
 		fresh.target = target;
+		fresh.target_idx = idx;
 		fresh.svc_id = svc->id;
 		fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
 		fresh.created_ns = bpf_ktime_get_coarse_ns();
-		/* Another CPU may have raced us to it: its entry is as good as ours. */
-		bpf_map_update_elem(&crt, &flow, &fresh, BPF_NOEXIST);
+		/*
+		 * Another CPU may have raced us to it: its entry is as good as ours, and it counts it.
+		 * (A new-flow rate guard that skips this insert must still count a first packet's
+		 * connection: TOTALCONN comes from count_target.)
+		 */
+		inserted = !bpf_map_update_elem(&crt, &flow, &fresh, BPF_NOEXIST);
 		if (first)
 			st->crt_new++;
 		else
 			st->recovered++;
+		count_target(idx, len, first && inserted);
 	}
-	return encap_forward(ctx, cfg, st, target, l2len, iph);
+	/* The routing node among its own targets: the DVIPA is a local address here, so its
+	 * stack serves the flow, as z/OS's distributing stack does when it is a target. An IPIP
+	 * packet to our own address would find no route. The CRT entry above keeps it here. */
+	if (target == cfg->cluster_addr)
+		return verdict(XDP_PASS, DVIPA_R_PASS_LOCAL_TARGET);
+	return encap_forward(ctx, cfg, st, target, t, l2len, iph);
 
 truncated_l4:
 	if (bpf_map_lookup_elem(&routed, &iph->daddr))

@@ -17,6 +17,8 @@
 #define DVIPA_MAX_DVIPAS 1024
 #define DVIPA_MAX_EGRESS 64
 #define DVIPA_MAX_SERVED_PORTS 4096
+/* VIPAROUTE: targets reached at another address, and the addresses a target accepts so. */
+#define DVIPA_MAX_VIA_ROUTES 256
 /* Default; user space may resize before load (crt_max_entries). */
 #define DVIPA_CRT_DEFAULT_ENTRIES (1 << 20)
 
@@ -50,7 +52,7 @@ struct dvipa_affinity_key {
 
 struct dvipa_affinity {
 	__be32 target;
-	__u32 pad;
+	__u32 target_idx;
 	__u64 last_ns; /* bpf_ktime_get_coarse_ns() of the client's last packet to the service */
 };
 
@@ -77,22 +79,25 @@ struct dvipa_crt_entry {
 	__be32 target; /* cluster (XCF) address of the target */
 	__u32 svc_id;
 	enum dvipa_crt_origin origin;
-	__u8 pad[7];
+	__u8 pad;
+	__u16 target_idx; /* index in `targets` (0: unknown; the next hop is then looked up by address) */
+	__u8 pad2[4];
 	__u64 created_ns; /* bpf_ktime_get_coarse_ns() at insertion (CLOCK_MONOTONIC, tick precision); 0 if written by user space */
 };
 
 /*
- * A target's next hop as the FIB last gave it. A FIB lookup costs more than all the rest
- * of forwarding a packet of a known connection, so each target's result is kept for
- * DVIPA_NEXTHOP_TTL_NS; a route or neighbour change is seen within that time, or at once
- * when the control plane flushes the map. Failed lookups are never kept.
+ * A target of a service, at the index its service's Maglev slots and the CRT entries of its
+ * connections carry (map `targets`; index 0 is never used). The control plane resolves the
+ * target's next hop (egress interface, MACs, MTU) and follows route, neighbour and link
+ * changes, so a forwarded packet reads it with one array lookup: no FIB lookup, no clock.
+ * ifindex 0: not resolved (yet); the data plane then asks the FIB itself, per packet.
  */
-#define DVIPA_NEXTHOP_TTL_NS 1000000000ULL
-#define DVIPA_MAX_NEXTHOPS 4096
+#define DVIPA_MAX_TARGETS 16384
 
-struct dvipa_nexthop {
-	__u64 expires_ns; /* bpf_ktime_get_coarse_ns() after which the FIB is asked again */
-	__u32 ifindex;
+struct dvipa_target {
+	__be32 addr;      /* cluster (XCF) address; 0: index free */
+	__u32 svc_id;
+	__u32 ifindex;    /* egress interface; 0: next hop not resolved */
 	__u16 mtu;        /* egress MTU towards the target */
 	__u8 smac[6];
 	__u8 dmac[6];
@@ -107,6 +112,26 @@ struct dvipa_nexthop {
  * No entry: not fenced (no coupling facility).
  */
 #define DVIPA_FENCE_EXPIRED 1ULL
+
+/* Per target index, per CPU: what the data plane sent it. */
+struct dvipa_target_stats {
+	__u64 conns;   /* new connections (CRT entries created for first packets) */
+	__u64 packets;
+	__u64 bytes;
+};
+
+/*
+ * The frame `xdp_resolve` takes and returns under BPF_PROG_TEST_RUN: the control plane's
+ * FIB lookup for a target, the very one the data plane would make.
+ */
+struct dvipa_resolve {
+	__be32 addr;
+	__u32 rc;                /* BPF_FIB_LKUP_RET_* */
+	struct dvipa_target nh;  /* ifindex, MTU, MACs when rc is 0 */
+};
+/* Only the frame carries it, so no BTF for test/layout.test.ts: src/dataplane/structs.ts assumes this. */
+_Static_assert(__builtin_offsetof(struct dvipa_resolve, nh) == 8 && sizeof(struct dvipa_resolve) == 36,
+	       "struct dvipa_resolve: layout changed");
 
 /* Node-wide settings written by the control plane. */
 struct dvipa_config {
@@ -148,8 +173,11 @@ enum dvipa_reason {
 	DVIPA_R_DECAP_PASS_NOT_OURS, /* target: IPIP not to our cluster address or not a served DVIPA */
 	DVIPA_R_DECAP_PASS_MALFORMED,/* target: IPIP whose inner header is unparsable */
 	DVIPA_R_PASS_OTHER_HOST,     /* unicast to another MAC (flooded by a switch): the stack drops it */
+	DVIPA_R_PASS_LOCAL_TARGET,   /* the routing node is the flow's target: its own stack serves it */
 	DVIPA_R_DROP_FENCED_ARP,     /* ARP request for a DVIPA whose fencing deadline has passed */
 	DVIPA_R_DROP_FENCED,         /* IPv4 to a DVIPA whose fencing deadline has passed */
+	DVIPA_R_DECAP_DROP_NOT_ROUTER,  /* target: IPIP for a served DVIPA from no routing node of ours */
+	DVIPA_R_DECAP_DROP_NOT_SERVICE, /* target: IPIP from a routing node to a port not distributed here */
 	DVIPA_R_COUNT,
 };
 

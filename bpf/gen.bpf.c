@@ -3,13 +3,15 @@
  * The live traffic generator of `dvipa bench traffic --generator live`: run through
  * BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES on the lab client's interface, it turns
  * one crafted UDP frame into a stream of real frames (XDP_TX sends each out of that
- * interface), cycling the source port over `flows` values so the router sees many flows.
+ * interface), cycling over `flows` flows: GEN_PORTS source ports per source address, then
+ * the next address (a /24 further), so the router sees many flows.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
 #define GEN_HDR_LEN 42 /* Ethernet + IPv4 without options + UDP */
+#define GEN_PORTS 50000
 
 struct gen_ctl {
 	__u32 flows;     /* distinct source ports, from base_port up */
@@ -40,7 +42,7 @@ int gen_udp(struct xdp_md *ctx)
 	struct iphdr *iph = (void *)(eth + 1);
 	struct udphdr *udp = (void *)(iph + 1);
 	struct gen_ctl *ctl;
-	__u32 zero = 0;
+	__u32 zero = 0, flow;
 	__u64 seq;
 
 	if (data + GEN_HDR_LEN > data_end)
@@ -53,7 +55,24 @@ int gen_udp(struct xdp_md *ctx)
 	if (iph->ihl != 5 || iph->protocol != IPPROTO_UDP)
 		return XDP_ABORTED;
 	seq = __sync_fetch_and_add(&ctl->seq, 1);
-	udp->source = bpf_htons(ctl->base_port + (__u16)(seq % ctl->flows));
+	flow = seq % ctl->flows;
+	udp->source = bpf_htons(ctl->base_port + (__u16)(flow % GEN_PORTS));
+	if (flow >= GEN_PORTS) {
+		__u32 step = (flow / GEN_PORTS) << 8;
+
+		/*
+		 * Incremental update of the header checksum for the new source (RFC 1624), on the
+		 * 16-bit words as they lie in the header (the sum does not depend on byte order).
+		 */
+		__u32 old = iph->saddr, new = bpf_htonl(bpf_ntohl(old) + step);
+		__u32 sum = (__u16)~iph->check;
+
+		sum += (__u16)~(old >> 16) + (__u16)~(old & 0xffff) + (new >> 16) + (new & 0xffff);
+		sum = (sum & 0xffff) + (sum >> 16);
+		sum = (sum & 0xffff) + (sum >> 16);
+		iph->check = (__u16)~sum;
+		iph->saddr = new;
+	}
 	/* IPv4 UDP may go without a checksum: nothing to fix after the port change. */
 	udp->check = 0;
 	return XDP_TX;

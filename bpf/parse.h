@@ -15,9 +15,15 @@
 #define IP_DF 0x4000
 #define IP_OFFSET 0x1FFF
 
+/*
+ * `end` is the end of the frame's first buffer. A multi-buffer (xdp.frags) frame, a jumbo
+ * frame on a 9000-MTU interface, continues in fragments the program does not read: headers
+ * must lie in the first buffer, lengths are checked against the whole frame.
+ */
 struct cursor {
 	void *pos;
 	void *end;
+	struct xdp_md *ctx;
 };
 
 /*
@@ -92,6 +98,17 @@ static __always_inline __u32 ntohs_bounded(__be16 v)
 	return x & 0xffff;
 }
 
+/* Whether `len` bytes from the cursor lie within the frame, fragments included. */
+static __always_inline int fits_frame(const struct cursor *c, __u32 len)
+{
+	void *data = (void *)(long)c->ctx->data;
+
+	if (c->pos + len <= c->end)
+		return 1;
+	/* Only past the first buffer: its cost is a helper call, on jumbo frames alone. */
+	return (__u64)(c->pos - data) + len <= bpf_xdp_get_buff_len(c->ctx);
+}
+
 static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
 {
 	struct iphdr *iph = c->pos;
@@ -105,7 +122,7 @@ static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
 	if (c->pos + hlen > c->end)
 		return NULL;
 	tot = ntohs_bounded(iph->tot_len);
-	if (tot < hlen || c->pos + tot > c->end)
+	if (tot < hlen || !fits_frame(c, tot))
 		return NULL;
 	c->pos += hlen;
 	return iph;

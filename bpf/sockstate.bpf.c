@@ -9,7 +9,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
-#include "maps.h"
+#include "maps_target.h"
 
 #define TCP_LISTEN_STATE 10
 

@@ -1,5 +1,6 @@
-// dvipa's native addon: libbpf (the system's) for Node, synchronous calls only, as every
-// operation is a short syscall and the control plane wants results in order.
+// dvipa's native addon: libbpf (the system's) for Node, synchronous calls, as every operation
+// is a short syscall and the control plane wants results in order; only an XFRM batch (a
+// takeover's thousands of SAs) runs on a worker thread (xfrm.cc).
 #include <napi.h>
 
 #include "exports.h"

@@ -9,13 +9,13 @@
 #include <net/if_arp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include "errors.h"
 #include "exports.h"
+#include "fd.h"
 
 namespace dvipa {
 namespace {
@@ -34,21 +34,13 @@ struct __attribute__((packed)) ArpIpv4 {
 Napi::Value GratuitousArp(const Napi::CallbackInfo &info) {
   std::string ifname = StringArg(info, 0, "interface name");
   uint32_t addr = htonl(U32Arg(info, 1, "IPv4 address"));
-  int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(ETH_P_ARP));
-  if (fd < 0) ThrowErrno(info.Env(), "socket(AF_PACKET)", errno);
+  Fd s(socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(ETH_P_ARP)));
+  if (s.fd() < 0) ThrowErrno(info.Env(), "socket(AF_PACKET)", errno);
   struct ifreq ifr {};
   std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
-  if (ioctl(fd, SIOCGIFINDEX, &ifr) < 0) {
-    int e = errno;
-    close(fd);
-    ThrowErrno(info.Env(), "ioctl(SIOCGIFINDEX)", e, ifname);
-  }
+  if (ioctl(s.fd(), SIOCGIFINDEX, &ifr) < 0) ThrowErrno(info.Env(), "ioctl(SIOCGIFINDEX)", errno, ifname);
   int ifindex = ifr.ifr_ifindex;
-  if (ioctl(fd, SIOCGIFHWADDR, &ifr) < 0) {
-    int e = errno;
-    close(fd);
-    ThrowErrno(info.Env(), "ioctl(SIOCGIFHWADDR)", e, ifname);
-  }
+  if (ioctl(s.fd(), SIOCGIFHWADDR, &ifr) < 0) ThrowErrno(info.Env(), "ioctl(SIOCGIFHWADDR)", errno, ifname);
   ArpIpv4 arp{};
   arp.htype = htons(ARPHRD_ETHER);
   arp.ptype = htons(ETH_P_IP);
@@ -64,10 +56,8 @@ Napi::Value GratuitousArp(const Napi::CallbackInfo &info) {
   to.sll_ifindex = ifindex;
   to.sll_halen = 6;
   std::memset(to.sll_addr, 0xff, 6);
-  ssize_t n = sendto(fd, &arp, sizeof(arp), 0, reinterpret_cast<struct sockaddr *>(&to), sizeof(to));
-  int e = errno;
-  close(fd);
-  if (n < 0) ThrowErrno(info.Env(), "sendto(ARP)", e, ifname);
+  if (sendto(s.fd(), &arp, sizeof(arp), 0, reinterpret_cast<struct sockaddr *>(&to), sizeof(to)) < 0)
+    ThrowErrno(info.Env(), "sendto(ARP)", errno, ifname);
   return info.Env().Undefined();
 }
 

@@ -1,12 +1,20 @@
 /*
  * The native addon (build/Release/dvipa.node): the system libbpf for Node. All calls are
- * synchronous. Failures throw an Error with `op` (the libbpf or system call), `errno`,
+ * synchronous but xfrmBatch, whose promise rejects with the same errors.
+ * Failures throw an Error with `op` (the libbpf or system call), `errno`,
  * `code` (e.g. "E2BIG") and message `${op}: ${code} (${strerror})`; `detail` adds context
  * (for a load: the last 16 KiB of libbpf's log, the verifier's included). Misused
  * arguments (wrong types, buffers smaller than the map's key or value) throw TypeError.
  */
 
-export interface MapSpec { name: string; type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
+export interface MapSpec {
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
 
 /** A libbpf bpf_object: opened (not loaded) by the constructor. */
 export class BpfObject {
@@ -38,7 +46,12 @@ export class RingBuffer {
  * with type 0 and an empty payload: `overflow`, the kernel dropped events (ENOBUFS: what was
  * lost must be read again with a dump), or `error`, a failed read (`op`, `errno`, `code`).
  */
-export interface XfrmEventMessage { type: number; payload: Buffer; overflow?: true; error?: Error & { op: string; errno: number; code: string; detail?: string } }
+export interface XfrmEventMessage {
+  type: number;
+  payload: Buffer;
+  overflow?: true;
+  error?: Error & { op: string; errno: number; code: string; detail?: string };
+}
 
 /**
  * XFRM notifications of the calling thread's network namespace (fixed when constructed), read
@@ -51,24 +64,66 @@ export class XfrmEvents {
   close(): void;
 }
 
-export function mapCreate(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags?: number): number;
+/**
+ * A map's fd with its info read once (bpf_obj_get_info_by_fd), so operations check buffer
+ * sizes without a syscall each. Valid while the fd is open; the fd stays the caller's.
+ */
+export class MapRef {
+  constructor(fd: number);
+}
+
+/** Where a map operation takes a map: a MapRef, or an fd (its info read per call). */
+export type MapArg = number | MapRef;
+
+/**
+ * rtnetlink notifications of the calling thread's network namespace, read as XfrmEvents are:
+ * `groups` is the legacy bitmask, RTNLGRP_x as bit x-1 (RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_ROUTE...).
+ */
+export class RouteEvents {
+  constructor(groups: number, onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number);
+  close(): void;
+}
+
+export function mapCreate(
+  type: number,
+  name: string,
+  keySize: number,
+  valueSize: number,
+  maxEntries: number,
+  flags?: number,
+): number;
 /** Fills `value`; false if the key is absent. Per-CPU maps: value holds roundup(valueSize, 8) × possible CPUs. */
-export function mapLookup(fd: number, key: Buffer, value: Buffer): boolean;
-export function mapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
+export function mapLookup(map: MapArg, key: Buffer, value: Buffer): boolean;
+export function mapUpdate(map: MapArg, key: Buffer, value: Buffer, flags?: number): void;
 /** False if the key was absent. */
-export function mapDelete(fd: number, key: Buffer): boolean;
+export function mapDelete(map: MapArg, key: Buffer): boolean;
 /** False at the end; `key` null starts from the first. */
-export function mapGetNextKey(fd: number, key: Buffer | null, next: Buffer): boolean;
+export function mapGetNextKey(map: MapArg, key: Buffer | null, next: Buffer): boolean;
 /** BPF_MAP_UPDATE_BATCH; returns how many were written (a thrown error carries `processed`). */
-export function mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags?: number): number;
+export function mapUpdateBatch(map: MapArg, keys: Buffer, values: Buffer, count: number, flags?: number): number;
 /**
  * BPF_MAP_LOOKUP_BATCH: up to `count` entries after the position `inBatch` (null: from the
  * start); `outBatch` receives the position to continue from. `done` once the map is exhausted.
  */
-export function mapLookupBatch(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: number): { count: number; done: boolean };
+export function mapLookupBatch(
+  map: MapArg,
+  inBatch: Buffer | null,
+  outBatch: Buffer,
+  keys: Buffer,
+  values: Buffer,
+  count: number,
+): { count: number; done: boolean };
 /** BPF_MAP_DELETE_BATCH; stops at the first absent key and returns how many were deleted. */
-export function mapDeleteBatch(fd: number, keys: Buffer, count: number): number;
-export function mapInfo(fd: number): { type: number; id: number; keySize: number; valueSize: number; maxEntries: number; flags: number; name: string };
+export function mapDeleteBatch(map: MapArg, keys: Buffer, count: number): number;
+export function mapInfo(map: MapArg): {
+  type: number;
+  id: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  name: string;
+};
 export function objGet(path: string): number;
 export function objPin(fd: number, path: string): void;
 export function closeFd(fd: number): void;
@@ -79,7 +134,12 @@ export function numPossibleCpus(): number;
  * `duration` is the kernel's mean ns per repetition. With BPF_F_TEST_XDP_LIVE_FRAMES
  * frames are transmitted and `dataOut` is empty.
  */
-export function progTestRun(fd: number, opts: { data: Buffer; dataOutSize?: number; ctxIn?: Buffer; repeat?: number; flags?: number; batchSize?: number }): { retval: number; duration: number; dataOut: Buffer; ctxOut?: Buffer };
+export function progTestRun(
+  fd: number,
+  opts: { data: Buffer; dataOutSize?: number; ctxIn?: Buffer; repeat?: number; flags?: number; batchSize?: number },
+): { retval: number; duration: number; dataOut: Buffer; ctxOut?: Buffer };
+/** sched_setaffinity of the calling thread (a worker's own thread) to one CPU. */
+export function pinThreadToCpu(cpu: number): void;
 /** bpf_link_create(BPF_XDP) with XDP_FLAGS_DRV_MODE (4), XDP_FLAGS_SKB_MODE (2) or 0. */
 export function xdpLinkCreate(progFd: number, ifindex: number, flags: number): number;
 /** Atomically replaces the link's program. */
@@ -91,7 +151,11 @@ export function ifNameToIndex(name: string): number;
 
 /** Struct layout from an object's BTF: byte offsets and sizes. */
 /** `basePath`: for a module's split BTF (/sys/kernel/btf/MODULE), the vmlinux BTF it extends. */
-export function btfStruct(objPath: string, name: string, basePath?: string): { size: number; members: Array<{ name: string; offset: number; size: number }> };
+export function btfStruct(
+  objPath: string,
+  name: string,
+  basePath?: string,
+): { size: number; members: Array<{ name: string; offset: number; size: number }> };
 export function btfEnum(objPath: string, name: string, basePath?: string): Record<string, number>;
 
 /** setns(CLONE_NEWNET) for the calling thread; returns an fd of the previous namespace for netnsRestore. */
@@ -102,7 +166,20 @@ export function netnsRestore(prevFd: number): void;
 export function gratuitousArp(ifname: string, addr: number): void;
 
 /** One NETLINK_XFRM request (NLM_F_REQUEST and NLM_F_ACK added) and its replies; throws with the errno and the kernel's explanation. */
-export function xfrmRequest(op: string, type: number, flags: number, payload: Buffer): Array<{ type: number; payload: Buffer }>;
+export function xfrmRequest(
+  op: string,
+  type: number,
+  flags: number,
+  payload: Buffer,
+): Array<{ type: number; payload: Buffer }>;
 
-/** Many NETLINK_XFRM requests on one socket; each one's outcome (errno 0: done). */
-export function xfrmBatch(requests: Array<{ type: number; flags: number; payload: Buffer }>): Array<{ errno: number; code?: string; text?: string; reason?: string }>;
+/** A NETLINK_XFRM socket of the calling thread's namespace, for xfrmBatch; closed with closeFd. */
+export function xfrmOpen(): number;
+/**
+ * Many NETLINK_XFRM requests on the socket `fd` (keep it open until the promise settles), on a
+ * worker thread; each one's outcome (errno 0: done). Malformed requests throw TypeError at once.
+ */
+export function xfrmBatch(
+  fd: number,
+  requests: Array<{ type: number; flags: number; payload: Buffer }>,
+): Promise<Array<{ errno: number; code?: string; text?: string; reason?: string }>>;

@@ -1,6 +1,6 @@
-// Map operations on file descriptors. Buffers are Node's own memory, passed to the kernel
-// without copies; their sizes are checked against the map's so the kernel never reads or
-// writes past them.
+// Map operations on file descriptors (or MapRefs: the info read once). Buffers are Node's
+// own memory, passed to the kernel without copies; their sizes are checked against the map's
+// so the kernel never reads or writes past them.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
@@ -20,6 +20,48 @@ bpf_map_info InfoOf(Napi::Env env, int fd) {
   int r = bpf_obj_get_info_by_fd(fd, &info, &len);
   if (r) ThrowErrno(env, "bpf_obj_get_info_by_fd", ErrnoOf(r));
   return info;
+}
+
+// A map's fd with its info, read once: the sizes every operation checks buffers against,
+// without a bpf_obj_get_info_by_fd per operation. Valid while the fd is open (its owner
+// closes it, not this).
+class MapRef : public Napi::ObjectWrap<MapRef> {
+ public:
+  static Napi::Function Define(Napi::Env env) { return DefineClass(env, "MapRef", {}); }
+  explicit MapRef(const Napi::CallbackInfo &info)
+      : Napi::ObjectWrap<MapRef>(info), fd_(FdArg(info, 0)), info_(InfoOf(info.Env(), fd_)) {}
+  int fd() const { return fd_; }
+  const bpf_map_info &info() const { return info_; }
+
+ private:
+  int fd_;
+  bpf_map_info info_;
+};
+
+// The constructor of this environment's MapRef (workers have their own), to tell a MapRef
+// from any other object before unwrapping it.
+struct AddonData {
+  Napi::FunctionReference mapRef;
+};
+
+struct Map {
+  int fd;
+  bpf_map_info info;
+};
+
+// Argument i: a MapRef (its info as read), or an fd (the info read now).
+Map MapArg(const Napi::CallbackInfo &info, size_t i) {
+  Napi::Env env = info.Env();
+  if (info.Length() > i && info[i].IsObject()) {
+    auto *data = env.GetInstanceData<AddonData>();
+    Napi::Object o = info[i].As<Napi::Object>();
+    if (!data || !o.InstanceOf(data->mapRef.Value()))
+      throw Napi::TypeError::New(env, "expected a map: a MapRef or a file descriptor");
+    MapRef *m = MapRef::Unwrap(o);
+    return {m->fd(), m->info()};
+  }
+  int fd = FdArg(info, i);
+  return {fd, InfoOf(env, fd)};
 }
 
 bool PerCpu(__u32 type) {
@@ -51,10 +93,9 @@ Napi::Value MapCreate(const Napi::CallbackInfo &info) {
 }
 
 Napi::Value MapLookup(const Napi::CallbackInfo &info) {
-  int fd = FdArg(info, 0);
+  auto [fd, mi] = MapArg(info, 0);
   auto key = BufferArg(info, 1, "key");
   auto value = BufferArg(info, 2, "value");
-  auto mi = InfoOf(info.Env(), fd);
   CheckLen(info.Env(), "key", key.Length(), mi.key_size);
   CheckLen(info.Env(), "value", value.Length(), ValueBytes(mi));
   int r = bpf_map_lookup_elem(fd, key.Data(), value.Data());
@@ -64,11 +105,10 @@ Napi::Value MapLookup(const Napi::CallbackInfo &info) {
 }
 
 Napi::Value MapUpdate(const Napi::CallbackInfo &info) {
-  int fd = FdArg(info, 0);
+  auto [fd, mi] = MapArg(info, 0);
   auto key = BufferArg(info, 1, "key");
   auto value = BufferArg(info, 2, "value");
   __u64 flags = info.Length() > 3 && !info[3].IsUndefined() ? U32Arg(info, 3, "flags") : static_cast<__u64>(BPF_ANY);
-  auto mi = InfoOf(info.Env(), fd);
   CheckLen(info.Env(), "key", key.Length(), mi.key_size);
   CheckLen(info.Env(), "value", value.Length(), ValueBytes(mi));
   int r = bpf_map_update_elem(fd, key.Data(), value.Data(), flags);
@@ -77,9 +117,9 @@ Napi::Value MapUpdate(const Napi::CallbackInfo &info) {
 }
 
 Napi::Value MapDelete(const Napi::CallbackInfo &info) {
-  int fd = FdArg(info, 0);
+  auto [fd, mi] = MapArg(info, 0);
   auto key = BufferArg(info, 1, "key");
-  CheckLen(info.Env(), "key", key.Length(), InfoOf(info.Env(), fd).key_size);
+  CheckLen(info.Env(), "key", key.Length(), mi.key_size);
   int r = bpf_map_delete_elem(fd, key.Data());
   if (r == -ENOENT) return Napi::Boolean::New(info.Env(), false);
   if (r) ThrowErrno(info.Env(), "bpf_map_delete_elem", ErrnoOf(r));
@@ -87,8 +127,7 @@ Napi::Value MapDelete(const Napi::CallbackInfo &info) {
 }
 
 Napi::Value MapGetNextKey(const Napi::CallbackInfo &info) {
-  int fd = FdArg(info, 0);
-  auto mi = InfoOf(info.Env(), fd);
+  auto [fd, mi] = MapArg(info, 0);
   const void *cur = nullptr;
   if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) {
     auto key = BufferArg(info, 1, "key");
@@ -103,21 +142,19 @@ Napi::Value MapGetNextKey(const Napi::CallbackInfo &info) {
   return Napi::Boolean::New(info.Env(), true);
 }
 
-// Checks keys/values hold `count` entries; returns the map info.
-bpf_map_info CheckBatch(const Napi::CallbackInfo &info, int fd, const Napi::Buffer<uint8_t> &keys,
-                        const Napi::Buffer<uint8_t> *values, uint32_t count) {
-  auto mi = InfoOf(info.Env(), fd);
+// Checks keys/values hold `count` entries.
+void CheckBatch(const Napi::CallbackInfo &info, const bpf_map_info &mi, const Napi::Buffer<uint8_t> &keys,
+                const Napi::Buffer<uint8_t> *values, uint32_t count) {
   CheckLen(info.Env(), "keys", keys.Length(), static_cast<size_t>(mi.key_size) * count);
   if (values) CheckLen(info.Env(), "values", values->Length(), ValueBytes(mi) * count);
-  return mi;
 }
 
 Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info) {
-  int fd = FdArg(info, 0);
+  auto [fd, mi] = MapArg(info, 0);
   auto keys = BufferArg(info, 1, "keys");
   auto values = BufferArg(info, 2, "values");
   uint32_t count = U32Arg(info, 3, "count");
-  CheckBatch(info, fd, keys, &values, count);
+  CheckBatch(info, mi, keys, &values, count);
   LIBBPF_OPTS(bpf_map_batch_opts, opts);
   if (info.Length() > 4 && !info[4].IsUndefined()) opts.elem_flags = U32Arg(info, 4, "flags");
   __u32 n = count;
@@ -134,14 +171,14 @@ Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info) {
 }
 
 Napi::Value MapLookupBatch(const Napi::CallbackInfo &info) {
-  int fd = FdArg(info, 0);
+  auto [fd, mi] = MapArg(info, 0);
   void *in = nullptr;
   if (!info[1].IsNull() && !info[1].IsUndefined()) in = BufferArg(info, 1, "inBatch").Data();
   auto out = BufferArg(info, 2, "outBatch");
   auto keys = BufferArg(info, 3, "keys");
   auto values = BufferArg(info, 4, "values");
   uint32_t count = U32Arg(info, 5, "count");
-  auto mi = CheckBatch(info, fd, keys, &values, count);
+  CheckBatch(info, mi, keys, &values, count);
   // The kernel writes a resume token of the key's size (hash maps: a bucket index).
   CheckLen(info.Env(), "outBatch", out.Length(), std::max<size_t>(mi.key_size, sizeof(__u32)));
   LIBBPF_OPTS(bpf_map_batch_opts, opts);
@@ -160,10 +197,10 @@ Napi::Value MapLookupBatch(const Napi::CallbackInfo &info) {
 }
 
 Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info) {
-  int fd = FdArg(info, 0);
+  auto [fd, mi] = MapArg(info, 0);
   auto keys = BufferArg(info, 1, "keys");
   uint32_t count = U32Arg(info, 2, "count");
-  CheckBatch(info, fd, keys, nullptr, count);
+  CheckBatch(info, mi, keys, nullptr, count);
   LIBBPF_OPTS(bpf_map_batch_opts, opts);
   __u32 n = count;
   int r = bpf_map_delete_batch(fd, keys.Data(), &n, &opts);
@@ -173,7 +210,7 @@ Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info) {
 }
 
 Napi::Value MapInfo(const Napi::CallbackInfo &info) {
-  auto mi = InfoOf(info.Env(), FdArg(info, 0));
+  auto mi = MapArg(info, 0).info;
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("type", mi.type);
   o.Set("id", mi.id);
@@ -214,6 +251,10 @@ Napi::Value NumPossibleCpus(const Napi::CallbackInfo &info) {
 }  // namespace
 
 void InitMaps(Napi::Env env, Napi::Object exports) {
+  Napi::Function mapRef = MapRef::Define(env);
+  auto *data = new AddonData{Napi::Persistent(mapRef)};
+  env.SetInstanceData<AddonData>(data);
+  exports.Set("MapRef", mapRef);
   exports.Set("mapCreate", Napi::Function::New(env, MapCreate));
   exports.Set("mapLookup", Napi::Function::New(env, MapLookup));
   exports.Set("mapUpdate", Napi::Function::New(env, MapUpdate));

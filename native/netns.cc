@@ -3,42 +3,29 @@
 // caller's namespace, and interface names are per namespace.
 #include <fcntl.h>
 #include <sched.h>
-#include <unistd.h>
 
 #include <cerrno>
 
 #include "errors.h"
 #include "exports.h"
+#include "fd.h"
 
 namespace dvipa {
 namespace {
 
 Napi::Value NetnsEnter(const Napi::CallbackInfo &info) {
   std::string path = StringArg(info, 0, "namespace path");
-  int prev = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (prev < 0) ThrowErrno(info.Env(), "open(/proc/thread-self/ns/net)", errno);
-  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (target < 0) {
-    int e = errno;
-    close(prev);
-    ThrowErrno(info.Env(), "open", e, path);
-  }
-  int r = setns(target, CLONE_NEWNET);
-  int e = errno;
-  close(target);
-  if (r) {
-    close(prev);
-    ThrowErrno(info.Env(), "setns", e, path);
-  }
-  return Napi::Number::New(info.Env(), prev);
+  Fd prev(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (prev.fd() < 0) ThrowErrno(info.Env(), "open(/proc/thread-self/ns/net)", errno);
+  Fd target(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (target.fd() < 0) ThrowErrno(info.Env(), "open", errno, path);
+  if (setns(target.fd(), CLONE_NEWNET)) ThrowErrno(info.Env(), "setns", errno, path);
+  return Napi::Number::New(info.Env(), prev.release());
 }
 
 Napi::Value NetnsRestore(const Napi::CallbackInfo &info) {
-  int prev = FdArg(info, 0);
-  int r = setns(prev, CLONE_NEWNET);
-  int e = errno;
-  close(prev);
-  if (r) ThrowErrno(info.Env(), "setns", e);
+  Fd prev(FdArg(info, 0));
+  if (setns(prev.fd(), CLONE_NEWNET)) ThrowErrno(info.Env(), "setns", errno);
   return info.Env().Undefined();
 }
 

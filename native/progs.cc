@@ -3,6 +3,7 @@
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
 #include <net/if.h>
+#include <sched.h>
 
 #include <cerrno>
 #include <vector>
@@ -61,6 +62,15 @@ Napi::Value ProgTestRun(const Napi::CallbackInfo &info) {
   return res;
 }
 
+// A test run runs on the calling thread's CPU: the benchmark pins one worker thread per CPU.
+Napi::Value PinThreadToCpu(const Napi::CallbackInfo &info) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(U32Arg(info, 0, "cpu"), &set);
+  if (sched_setaffinity(0, sizeof(set), &set)) ThrowErrno(info.Env(), "sched_setaffinity", errno);
+  return info.Env().Undefined();
+}
+
 Napi::Value XdpLinkCreate(const Napi::CallbackInfo &info) {
   int prog = FdArg(info, 0);
   int ifindex = static_cast<int>(U32Arg(info, 1, "ifindex"));
@@ -112,6 +122,7 @@ Napi::Value IfNameToIndex(const Napi::CallbackInfo &info) {
 
 void InitProgs(Napi::Env env, Napi::Object exports) {
   exports.Set("progTestRun", Napi::Function::New(env, ProgTestRun));
+  exports.Set("pinThreadToCpu", Napi::Function::New(env, PinThreadToCpu));
   exports.Set("xdpLinkCreate", Napi::Function::New(env, XdpLinkCreate));
   exports.Set("linkUpdate", Napi::Function::New(env, LinkUpdate));
   exports.Set("linkInfo", Napi::Function::New(env, LinkInfo));

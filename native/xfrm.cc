@@ -56,7 +56,7 @@ int OpenXfrm(Napi::Env env, const std::string &op) {
   int one = 1;
   setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
   setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
-  // The kernel always answers; should it not, fail rather than block Node's thread forever.
+  // The kernel always answers; should it not, fail rather than block a thread forever.
   timeval timeout{10, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   return fd;
@@ -70,7 +70,7 @@ Napi::Value XfrmRequest(const Napi::CallbackInfo &info) {
   uint32_t flags = U32Arg(info, 2, "message flags");
   Napi::Buffer<uint8_t> payload = BufferArg(info, 3, "payload");
 
-  Socket s(OpenXfrm(env, op));
+  Fd s(OpenXfrm(env, op));
 
   std::vector<char> req(NLMSG_SPACE(payload.Length()), 0);
   auto *h = reinterpret_cast<nlmsghdr *>(req.data());
@@ -110,71 +110,149 @@ Napi::Value XfrmRequest(const Napi::CallbackInfo &info) {
   }
 }
 
-// xfrmBatch([{type, flags, payload}]) -> [{errno, reason}] (errno 0: done). Many requests on
-// one socket, a window at a time: a takeover installs thousands of SAs and policies.
-Napi::Value XfrmBatch(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "expected a list of requests");
-  Napi::Array reqs = info[0].As<Napi::Array>();
-  const uint32_t n = reqs.Length();
-  Socket s(OpenXfrm(env, "XFRM batch"));
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
+// One request of a batch, copied out of JavaScript's objects (checked: a bad entry is a
+// TypeError naming it) so the worker thread never touches them.
+struct BatchRequest {
+  uint16_t type;
+  uint16_t flags;
+  std::vector<uint8_t> payload;
+};
 
-  std::vector<int> err(n, -1);
-  std::vector<std::string> why(n);
-  std::vector<char> buf(1 << 20);
-  // Replies (one ACK each) must fit the socket's receive buffer: a window of requests at a time.
-  const uint32_t window = 128;
-  for (uint32_t first = 0; first < n; first += window) {
-    const uint32_t last = std::min(n, first + window);
-    for (uint32_t i = first; i < last; i++) {
-      Napi::Object r = reqs.Get(i).As<Napi::Object>();
-      Napi::Buffer<uint8_t> payload = r.Get("payload").As<Napi::Buffer<uint8_t>>();
-      std::vector<char> msg(NLMSG_SPACE(payload.Length()), 0);
-      auto *h = reinterpret_cast<nlmsghdr *>(msg.data());
-      h->nlmsg_len = NLMSG_LENGTH(payload.Length());
-      h->nlmsg_type = static_cast<uint16_t>(r.Get("type").As<Napi::Number>().Uint32Value());
-      h->nlmsg_flags = static_cast<uint16_t>(r.Get("flags").As<Napi::Number>().Uint32Value() | NLM_F_REQUEST | NLM_F_ACK);
-      h->nlmsg_seq = i + 1;
-      if (payload.Length()) std::memcpy(NLMSG_DATA(h), payload.Data(), payload.Length());
-      if (sendto(s.fd(), msg.data(), h->nlmsg_len, 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0) ThrowErrno(env, "sendto(NETLINK_XFRM)", errno);
-    }
-    uint32_t pending = last - first;
-    while (pending) {
-      ssize_t len = recv(s.fd(), buf.data(), buf.size(), 0);
-      if (len < 0) {
-        if (errno == EINTR) continue;
-        ThrowErrno(env, "recv(NETLINK_XFRM)", errno);
-      }
-      for (auto *r = reinterpret_cast<nlmsghdr *>(buf.data()); NLMSG_OK(r, static_cast<unsigned>(len)); r = NLMSG_NEXT(r, len)) {
-        if (r->nlmsg_type != NLMSG_ERROR || r->nlmsg_seq < first + 1 || r->nlmsg_seq > last) continue;
-        const uint32_t i = r->nlmsg_seq - 1;
-        if (err[i] != -1) continue;
-        err[i] = -reinterpret_cast<const nlmsgerr *>(NLMSG_DATA(r))->error;
-        if (err[i]) why[i] = ExtAckMessage(r);
-        pending--;
-      }
-    }
-  }
-  Napi::Array out = Napi::Array::New(env, n);
-  for (uint32_t i = 0; i < n; i++) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("errno", err[i]);
-    if (err[i]) {
-      o.Set("code", ErrnoName(err[i]));
-      o.Set("text", strerror(err[i]));
-      o.Set("reason", why[i]);
-    }
-    out.Set(i, o);
+std::vector<BatchRequest> BatchArg(const Napi::CallbackInfo &info, size_t i) {
+  Napi::Env env = info.Env();
+  if (info.Length() <= i || !info[i].IsArray()) throw Napi::TypeError::New(env, "expected a list of requests");
+  Napi::Array reqs = info[i].As<Napi::Array>();
+  std::vector<BatchRequest> out(reqs.Length());
+  for (uint32_t k = 0; k < out.size(); k++) {
+    const std::string at = "request " + std::to_string(k);
+    Napi::Value v = reqs.Get(k);
+    if (!v.IsObject()) throw Napi::TypeError::New(env, at + ": expected {type, flags, payload}");
+    Napi::Object r = v.As<Napi::Object>();
+    Napi::Value type = r.Get("type"), flags = r.Get("flags"), payload = r.Get("payload");
+    if (!type.IsNumber() || !flags.IsNumber()) throw Napi::TypeError::New(env, at + ": type and flags must be numbers");
+    if (!payload.IsBuffer()) throw Napi::TypeError::New(env, at + ": payload must be a Buffer");
+    const uint32_t t = type.As<Napi::Number>().Uint32Value(), f = flags.As<Napi::Number>().Uint32Value();
+    if (t > 0xffff || f > 0xffff) throw Napi::TypeError::New(env, at + ": type and flags are 16-bit");
+    auto b = payload.As<Napi::Buffer<uint8_t>>();
+    if (b.Length() > (1u << 16)) throw Napi::TypeError::New(env, at + ": payload larger than 64 KiB");
+    out[k] = {static_cast<uint16_t>(t), static_cast<uint16_t>(f),
+              std::vector<uint8_t>(b.Data(), b.Data() + b.Length())};
   }
   return out;
+}
+
+// xfrmOpen() -> fd: a NETLINK_XFRM socket of the calling thread's namespace, for xfrmBatch.
+Napi::Value XfrmOpen(const Napi::CallbackInfo &info) {
+  return Napi::Number::New(info.Env(), OpenXfrm(info.Env(), "XFRM batch"));
+}
+
+// xfrmBatch(fd, [{type, flags, payload}]) -> Promise<[{errno, code, text, reason}]> (errno 0:
+// done). Many requests on one socket, a window at a time: a takeover installs thousands of
+// SAs and policies, which would hold Node's event loop (and the lease it renews) for a
+// hundred milliseconds and more. A worker thread does the sends and receives; the socket is
+// the caller's, opened with xfrmOpen in its namespace, and stays open until the promise settles.
+class XfrmBatchWorker : public Napi::AsyncWorker {
+ public:
+  XfrmBatchWorker(Napi::Env env, int fd, std::vector<BatchRequest> reqs)
+      : Napi::AsyncWorker(env, "dvipa:xfrmBatch"), deferred_(Napi::Promise::Deferred::New(env)), fd_(fd),
+        reqs_(std::move(reqs)),
+        err_(reqs_.size(), -1), why_(reqs_.size()) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    const uint32_t n = static_cast<uint32_t>(reqs_.size());
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    std::vector<char> buf(1 << 20);
+    // Replies (one ACK each) must fit the socket's receive buffer: a window of requests at a time.
+    const uint32_t window = 128;
+    for (uint32_t first = 0; first < n; first += window) {
+      const uint32_t last = std::min(n, first + window);
+      for (uint32_t i = first; i < last; i++) {
+        const BatchRequest &r = reqs_[i];
+        std::vector<char> msg(NLMSG_SPACE(r.payload.size()), 0);
+        auto *h = reinterpret_cast<nlmsghdr *>(msg.data());
+        h->nlmsg_len = NLMSG_LENGTH(r.payload.size());
+        h->nlmsg_type = r.type;
+        h->nlmsg_flags = static_cast<uint16_t>(r.flags | NLM_F_REQUEST | NLM_F_ACK);
+        h->nlmsg_seq = i + 1;
+        if (!r.payload.empty()) std::memcpy(NLMSG_DATA(h), r.payload.data(), r.payload.size());
+        if (sendto(fd_, msg.data(), h->nlmsg_len, 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0)
+          return Fail("sendto(NETLINK_XFRM)");
+      }
+      uint32_t pending = last - first;
+      while (pending) {
+        ssize_t len = recv(fd_, buf.data(), buf.size(), 0);
+        if (len < 0) {
+          if (errno == EINTR) continue;
+          return Fail("recv(NETLINK_XFRM)");
+        }
+        for (auto *r = reinterpret_cast<nlmsghdr *>(buf.data()); NLMSG_OK(r, static_cast<unsigned>(len)); r = NLMSG_NEXT(r, len)) {
+          if (r->nlmsg_type != NLMSG_ERROR || r->nlmsg_seq < first + 1 || r->nlmsg_seq > last) continue;
+          const uint32_t i = r->nlmsg_seq - 1;
+          if (err_[i] != -1) continue;
+          err_[i] = -reinterpret_cast<const nlmsgerr *>(NLMSG_DATA(r))->error;
+          if (err_[i]) why_[i] = ExtAckMessage(r);
+          pending--;
+        }
+      }
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (failedOp_) {
+      deferred_.Reject(ErrnoError(env, failedOp_, failedErrno_).Value());
+      return;
+    }
+    Napi::Array out = Napi::Array::New(env, err_.size());
+    for (uint32_t i = 0; i < err_.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("errno", err_[i]);
+      if (err_[i]) {
+        o.Set("code", ErrnoName(err_[i]));
+        o.Set("text", strerror(err_[i]));
+        o.Set("reason", why_[i]);
+      }
+      out.Set(i, o);
+    }
+    deferred_.Resolve(out);
+  }
+
+  void OnError(const Napi::Error &e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  // The batch stops at a transport failure; its errno goes to the promise (JavaScript cannot
+  // be called from this thread).
+  void Fail(const char *op) {
+    failedOp_ = op;
+    failedErrno_ = errno;
+  }
+
+  Napi::Promise::Deferred deferred_;
+  int fd_;
+  std::vector<BatchRequest> reqs_;
+  std::vector<int> err_;
+  std::vector<std::string> why_;
+  const char *failedOp_ = nullptr;
+  int failedErrno_ = 0;
+};
+
+Napi::Value XfrmBatch(const Napi::CallbackInfo &info) {
+  const int fd = FdArg(info, 0);
+  auto *w = new XfrmBatchWorker(info.Env(), fd, BatchArg(info, 1));
+  Napi::Promise p = w->Promise();
+  w->Queue();  // deletes itself when done
+  return p;
 }
 
 }  // namespace
 
 void InitXfrm(Napi::Env env, Napi::Object exports) {
   exports.Set("xfrmRequest", Napi::Function::New(env, XfrmRequest));
+  exports.Set("xfrmOpen", Napi::Function::New(env, XfrmOpen));
   exports.Set("xfrmBatch", Napi::Function::New(env, XfrmBatch));
 }
 

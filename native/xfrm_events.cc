@@ -1,10 +1,11 @@
-// XfrmEvents: the kernel's XFRM notifications (SAs and policies added, updated, deleted,
-// expired; acquires; replay counters) from a NETLINK_XFRM socket bound to multicast groups.
-// Read like RingBuffer reads: a uv_poll on Node's own event loop, no thread and no timer.
+// Netlink notifications from a socket bound to multicast groups, one class per protocol:
+// XfrmEvents, the kernel's XFRM notifications (SAs and policies added, updated, deleted,
+// expired; acquires; replay counters), and RouteEvents, rtnetlink's (routes, neighbours,
+// links), by which the agent follows its targets' next hops (src/dataplane/nexthops.ts).
+// Read like RingBuffer reads (poll.h): on Node's own event loop, no thread and no timer.
 // The payloads are decoded in TypeScript (src/ipsec/events.ts).
 #include <linux/netlink.h>
 #include <sys/socket.h>
-#include <uv.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -15,6 +16,7 @@
 #include "errors.h"
 #include "exports.h"
 #include "netlink.h"
+#include "poll.h"
 
 namespace dvipa {
 namespace {
@@ -25,13 +27,29 @@ constexpr uint32_t kDefaultRcvBuf = 4 << 20;
 // is level-triggered and fires again for the rest.
 constexpr int kMaxDatagrams = 4096;
 
-class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
+struct Xfrm {
+  static constexpr int kProtocol = NETLINK_XFRM;
+  static constexpr const char *kClass = "XfrmEvents";
+  static constexpr const char *kName = "NETLINK_XFRM";
+};
+
+struct Route {
+  static constexpr int kProtocol = NETLINK_ROUTE;
+  static constexpr const char *kClass = "RouteEvents";
+  static constexpr const char *kName = "NETLINK_ROUTE";
+};
+
+template <typename P>
+class NetlinkEvents : public Polled<NetlinkEvents<P>> {
+  using Base = Polled<NetlinkEvents<P>>;
+  using Base::env_;
+
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "XfrmEvents", {InstanceMethod("close", &XfrmEvents::Close)});
+    return Base::DefineClass(env, P::kClass, {Base::InstanceMethod("close", &NetlinkEvents::Close)});
   }
 
-  explicit XfrmEvents(const Napi::CallbackInfo &info) : Napi::ObjectWrap<XfrmEvents>(info), env_(info.Env()), buf_(1 << 16) {
+  explicit NetlinkEvents(const Napi::CallbackInfo &info) : Base(info), buf_(1 << 16) {
     const uint32_t groups = U32Arg(info, 0, "multicast groups");
     if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(env_, "expected a callback(messages: Array<{type, payload}>)");
     const uint32_t wanted = info.Length() > 2 && !info[2].IsUndefined() ? U32Arg(info, 2, "receive buffer size") : kDefaultRcvBuf;
@@ -39,8 +57,8 @@ class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
     callback_ = Napi::Persistent(info[1].As<Napi::Function>());
 
     // The socket belongs to the namespace of the thread that creates it, for good.
-    sock_.reset(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_XFRM));
-    if (sock_.fd() < 0) ThrowErrno(env_, "socket(NETLINK_XFRM)", errno);
+    sock_.reset(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, P::kProtocol));
+    if (sock_.fd() < 0) ThrowErrno(env_, Op("socket").c_str(), errno);
     // FORCE goes past net.core.rmem_max (CAP_NET_ADMIN); without the capability, what is allowed.
     if (setsockopt(sock_.fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) &&
         setsockopt(sock_.fd(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)))
@@ -48,55 +66,17 @@ class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
     sockaddr_nl local{};
     local.nl_family = AF_NETLINK;
     local.nl_groups = groups;
-    if (bind(sock_.fd(), reinterpret_cast<sockaddr *>(&local), sizeof(local))) ThrowErrno(env_, "bind(NETLINK_XFRM)", errno);
+    if (bind(sock_.fd(), reinterpret_cast<sockaddr *>(&local), sizeof(local))) ThrowErrno(env_, Op("bind").c_str(), errno);
 
-    uv_loop_t *loop = nullptr;
-    napi_get_uv_event_loop(env_, &loop);
-    poll_ = new uv_poll_t;
-    int r = uv_poll_init(loop, poll_, sock_.fd());
-    if (r) {
-      delete poll_;
-      poll_ = nullptr;
-      ThrowErrno(env_, "uv_poll_init", -r);
-    }
-    poll_->data = this;
-    r = uv_poll_start(poll_, UV_READABLE, OnReadable);
-    if (r) {
-      Stop();  // an initialised handle is the loop's until uv_close
-      ThrowErrno(env_, "uv_poll_start", -r);
-    }
-    // A worker's loop is torn down with its environment: the handle must be closed first.
-    napi_add_env_cleanup_hook(env_, Cleanup, this);
-    hooked_ = true;
-    Ref();  // kept alive by the poll until close()
-    referenced_ = true;
+    this->Watch(sock_.fd());
   }
 
-  ~XfrmEvents() override { Stop(); }
+  ~NetlinkEvents() override { this->Stop(); }
 
  private:
-  static void OnReadable(uv_poll_t *handle, int status, int) { static_cast<XfrmEvents *>(handle->data)->Drain(status); }
+  static std::string Op(const char *call) { return std::string(call) + "(" + P::kName + ")"; }
 
-  static void Cleanup(void *arg) {
-    auto *self = static_cast<XfrmEvents *>(arg);
-    self->hooked_ = false;
-    self->Stop();
-  }
-
-  // False while a worker's environment is being torn down: JavaScript can no longer run, and
-  // a node-addon-api call failing then is fatal. Setting a property is refused at once.
-  bool CanCallIntoJs() {
-    napi_value probe;
-    return napi_create_object(env_, &probe) == napi_ok && napi_set_named_property(env_, probe, "probe", probe) == napi_ok;
-  }
-
-  void Drain(int status) {
-    if (!poll_) return;
-    Napi::HandleScope scope(env_);
-    if (!CanCallIntoJs()) {
-      Stop();
-      return;
-    }
+  void OnReadable(int status) override {
     Napi::Array out = Napi::Array::New(env_);
     uint32_t n = 0;
     for (int i = 0; i < kMaxDatagrams; i++) {
@@ -114,13 +94,13 @@ class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
           continue;
         }
         Napi::Object o = Entry();
-        o.Set("error", ErrnoError(env_, "recv(NETLINK_XFRM)", e).Value());
+        o.Set("error", ErrnoError(env_, Op("recv").c_str(), e).Value());
         out.Set(n++, o);
         break;
       }
       if (static_cast<size_t>(len) > buf_.size()) {
         Napi::Object o = Entry();
-        o.Set("error", ErrnoError(env_, "recv(NETLINK_XFRM)", EMSGSIZE, std::to_string(len) + " bytes, more than the buffer").Value());
+        o.Set("error", ErrnoError(env_, Op("recv").c_str(), EMSGSIZE, std::to_string(len) + " bytes, more than the buffer").Value());
         out.Set(n++, o);
         continue;
       }
@@ -130,20 +110,14 @@ class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
     // libuv stops a poll on POLLERR, which netlink raises for a pending socket error (the
     // ENOBUFS of an overflow); reading it cleared it, so watch the socket again.
     if (status < 0) {
-      const int r = uv_poll_start(poll_, UV_READABLE, OnReadable);
+      const int r = this->Rewatch();
       if (r) {
         Napi::Object o = Entry();
         o.Set("error", ErrnoError(env_, "uv_poll_start", -r).Value());
         out.Set(n++, o);
       }
     }
-    if (!n) return;
-    try {
-      callback_.MakeCallback(env_.Global(), {out});
-    } catch (const Napi::Error &e) {
-      // Thrown by the callback: Node's uncaught exception, as from any event handler.
-      napi_fatal_exception(env_, e.Value());
-    }
+    if (n) this->Deliver(callback_, out);
   }
 
   // An entry that is not a message (type 0 is no netlink message type).
@@ -154,39 +128,18 @@ class XfrmEvents : public Napi::ObjectWrap<XfrmEvents> {
     return o;
   }
 
-  void Stop() {
-    if (hooked_) {
-      napi_remove_env_cleanup_hook(env_, Cleanup, this);
-      hooked_ = false;
-    }
-    if (poll_) {
-      uv_poll_stop(poll_);
-      uv_close(reinterpret_cast<uv_handle_t *>(poll_), [](uv_handle_t *h) { delete reinterpret_cast<uv_poll_t *>(h); });
-      poll_ = nullptr;
-    }
-    sock_.reset();
-  }
+  void Release() override { sock_.reset(); }
 
-  Napi::Value Close(const Napi::CallbackInfo &info) {
-    Stop();
-    if (referenced_) {
-      referenced_ = false;
-      Unref();
-    }
-    return info.Env().Undefined();
-  }
-
-  Napi::Env env_;
   Napi::FunctionReference callback_;
-  Socket sock_;
-  uv_poll_t *poll_ = nullptr;
+  Fd sock_;
   std::vector<char> buf_;
-  bool hooked_ = false;
-  bool referenced_ = false;
 };
 
 }  // namespace
 
-void InitXfrmEvents(Napi::Env env, Napi::Object exports) { exports.Set("XfrmEvents", XfrmEvents::Define(env)); }
+void InitXfrmEvents(Napi::Env env, Napi::Object exports) {
+  exports.Set(Xfrm::kClass, NetlinkEvents<Xfrm>::Define(env));
+  exports.Set(Route::kClass, NetlinkEvents<Route>::Define(env));
+}
 
 }  // namespace dvipa

@@ -8,7 +8,10 @@ import pino from 'pino';
 import pretty from 'pino-pretty';
 
 const format = process.env.DVIPA_LOG_FORMAT ?? (process.stderr.isTTY ? 'pretty' : 'json');
-const destination = format === 'pretty' ? pretty({ destination: 2, sync: true, ignore: 'pid,hostname,name', translateTime: 'SYS:HH:MM:ss.l' }) : pino.destination(2);
+const destination =
+  format === 'pretty'
+    ? pretty({ destination: 2, sync: true, ignore: 'pid,hostname,name', translateTime: 'SYS:HH:MM:ss.l' })
+    : pino.destination(2);
 
 export const log = pino({ name: 'dvipa', level: process.env.DVIPA_LOG_LEVEL ?? 'info' }, destination);
 

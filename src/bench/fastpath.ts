@@ -7,24 +7,43 @@
  * The kernel does not restore the frame between repetitions, so the distributor's paths
  * run inside the harness of bpf/bench.bpf.c (undo the encapsulation; a new flow per run
  * where the path is "new connection"). The harness alone is measured too.
+ *
+ * Then the same test runs on every CPU at once (one pinned worker thread each): the
+ * aggregate rate and its scaling over one CPU show what the CPUs contend for (the CRT's
+ * shared LRU lists on the new-connection paths).
  */
+import { Worker } from 'node:worker_threads';
 import * as os from 'node:os';
-import * as path from 'node:path';
-import { BPF_OBJECT_DIR, native } from '../dataplane/addon.js';
-import { named } from '../dataplane/errors.js';
-import { FastPath, type Service } from '../dataplane/fastpath.js';
-import { BpfMap } from '../dataplane/map.js';
+import { loadObject, type BpfObject } from '../kernel/object.js';
+import { sys } from '../kernel/sys.js';
+import { FastPath } from '../dataplane/fastpath.js';
+import type { Service } from '../net/service.js';
 import { struct } from '../dataplane/codec.js';
-import { u32 } from '../dataplane/structs.js';
-import { XDP_ACTIONS, xdpMd, type XdpAction } from '../dataplane/testrun.js';
+import type { WorkerResult, WorkerRun } from './fastpath-worker.js';
+import { XDP_ACTIONS, xdpContext, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET } from '../lab/router-ns.js';
+import { netnsPath } from '../lab/netns.js';
 import { buildFrame, FRAME_OFFSETS } from '../net/packet.js';
 import { withCleanup } from '../lab/cleanup.js';
 
-export enum BenchMode { HarnessOnly = 0, SameFlow = 1, NewFlow = 2 }
+export enum BenchMode {
+  HarnessOnly = 0,
+  SameFlow = 1,
+  NewFlow = 2,
+}
 
-export interface BenchCtl { mode: BenchMode; saddrOff: number; sportOff: number; seq: number }
-export const benchCtl = struct<BenchCtl>('bench_ctl', [['mode', 'u32'], ['saddrOff', 'u32'], ['sportOff', 'u32'], ['seq', 'u32']]);
+export interface BenchCtl {
+  mode: BenchMode;
+  saddrOff: number;
+  sportOff: number;
+  seq: number;
+}
+export const benchCtl = struct<BenchCtl>('bench_ctl', [
+  ['mode', 'u32'],
+  ['saddrOff', 'u32'],
+  ['sportOff', 'u32'],
+  ['seq', 'u32'],
+]);
 
 export interface PathFigure {
   path: string;
@@ -37,12 +56,26 @@ export interface PathFigure {
   ratio: number;
 }
 
+/** A path run on every CPU at once. */
+export interface ParallelFigure {
+  path: string;
+  /** Median over the rounds of the CPUs' mean ns per packet. */
+  nsPerPacket: number;
+  /** nsPerPacket / the baseline's on every CPU at once. */
+  ratio: number;
+  /** Packets per second of all CPUs together (median over the rounds), in millions. */
+  aggregateMpps: number;
+  /** aggregateMpps / the same path's rate on one CPU (ideal: the number of CPUs). */
+  scaling: number;
+}
+
 export interface FastpathBench {
   kernel: string;
   cpu: string;
   repeat: number;
   rounds: number;
   paths: PathFigure[];
+  parallel: { cpus: number; paths: ParallelFigure[] };
 }
 
 const VIP = '192.0.2.10';
@@ -64,11 +97,15 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-export async function benchFastpath(opts: { rounds: number; repeat: number; onProgress?: (done: number, total: number) => void }): Promise<FastpathBench> {
+export async function benchFastpath(opts: {
+  rounds: number;
+  repeat: number;
+  onProgress?: (done: number, total: number) => void;
+}): Promise<FastpathBench> {
   const tag = `dvipa-bench-${process.pid}-`;
   const pinRoot = `/sys/fs/bpf/${tag}pins`;
   const rns = createRouterNs(tag, TARGETS);
-  let obj: InstanceType<typeof native.BpfObject> | undefined;
+  let obj: BpfObject | undefined;
   let fp: FastPath | undefined;
   const cleanup = () => {
     fp?.close();
@@ -76,52 +113,160 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
     FastPath.purge(pinRoot);
     rns.teardown();
   };
-  return withCleanup(cleanup, () => {
-    obj = new native.BpfObject(path.join(BPF_OBJECT_DIR, 'bench.bpf.o'), { pinRoot });
-    named('bench.bpf.o', () => obj!.load());
-    fp = FastPath.open({ pinRoot });
+  return withCleanup(cleanup, async () => {
+    const bench = (obj = loadObject('bench', { pinRoot }));
+    fp = FastPath.open({ pinRoot, netnsPath: netnsPath(rns.ns) });
     fp.configure({ clusterAddr: rns.clusterAddr });
     rns.inside(() => fp!.enableEgress(rns.int));
-    fp.setTargets(SERVICE, TARGETS.map((addr) => ({ addr, weight: 1 })));
-    const ctl = new BpfMap('bench_ctl', named('bench_ctl', () => obj!.mapFd('bench_ctl')), u32, benchCtl);
+    fp.setTargets(
+      SERVICE,
+      TARGETS.map((addr) => ({ addr, weight: 1 })),
+    );
+    const ctlFd = bench.mapFd('bench_ctl');
+    const cpus = sys.numPossibleCpus('bench_ctl');
+    const stride = Math.ceil(benchCtl.size / 8) * 8;
+    /** Each CPU's copy of the control: its own range of `repeat` new flows from `seq` up. */
+    const setCtl = (mode: BenchMode, seq: number) => {
+      const value = Buffer.alloc(stride * cpus);
+      for (let c = 0; c < cpus; c++) {
+        const ctl = { mode, saddrOff: FRAME_OFFSETS.saddr, sportOff: FRAME_OFFSETS.sport, seq: seq + c * opts.repeat };
+        benchCtl.encode(ctl, value, c * stride);
+      }
+      sys.mapUpdate('bench_ctl', ctlFd, Buffer.alloc(4), value);
+    };
 
     const flow = { saddr: ROUTER_NET.client, daddr: VIP, sport: 40000, dport: 80 };
     const syn = buildFrame({ ...flow, tcpFlags: { syn: true } });
     const ack = buildFrame({ ...flow, tcpFlags: { ack: true } });
     const other = buildFrame({ ...flow, daddr: '198.18.0.2', dport: 22, tcpFlags: { ack: true } });
     const specs: PathSpec[] = [
-      { path: 'baseline', describe: 'trivial XDP_TX (swap MACs)', program: 'bench_xdp_tx', mode: BenchMode.SameFlow, frame: syn, expect: 'tx' },
-      { path: 'harness', describe: 'benchmark harness alone', program: 'bench_distributor', mode: BenchMode.HarnessOnly, frame: syn, expect: 'pass' },
-      { path: 'syn', describe: 'new connection: SYN, CRT miss, Maglev, CRT insert, encap', program: 'bench_distributor', mode: BenchMode.NewFlow, frame: syn, expect: 'redirect' },
-      { path: 'crt_hit', describe: 'established connection: CRT hit, encap', program: 'bench_distributor', mode: BenchMode.SameFlow, frame: ack, expect: 'redirect' },
-      { path: 'recovered', describe: 'mid-connection, no CRT entry: recovered by hash', program: 'bench_distributor', mode: BenchMode.NewFlow, frame: ack, expect: 'redirect' },
-      { path: 'pass', describe: 'not for a DVIPA: XDP_PASS', program: 'bench_distributor', mode: BenchMode.SameFlow, frame: other, expect: 'pass' },
+      {
+        path: 'baseline',
+        describe: 'trivial XDP_TX (swap MACs)',
+        program: 'bench_xdp_tx',
+        mode: BenchMode.SameFlow,
+        frame: syn,
+        expect: 'tx',
+      },
+      {
+        path: 'harness',
+        describe: 'benchmark harness alone',
+        program: 'bench_distributor',
+        mode: BenchMode.HarnessOnly,
+        frame: syn,
+        expect: 'pass',
+      },
+      {
+        path: 'syn',
+        describe: 'new connection: SYN, CRT miss, Maglev, CRT insert, encap',
+        program: 'bench_distributor',
+        mode: BenchMode.NewFlow,
+        frame: syn,
+        expect: 'redirect',
+      },
+      {
+        path: 'crt_hit',
+        describe: 'established connection: CRT hit, encap',
+        program: 'bench_distributor',
+        mode: BenchMode.SameFlow,
+        frame: ack,
+        expect: 'redirect',
+      },
+      {
+        path: 'recovered',
+        describe: 'mid-connection, no CRT entry: recovered by hash',
+        program: 'bench_distributor',
+        mode: BenchMode.NewFlow,
+        frame: ack,
+        expect: 'redirect',
+      },
+      {
+        path: 'pass',
+        describe: 'not for a DVIPA: XDP_PASS',
+        program: 'bench_distributor',
+        mode: BenchMode.SameFlow,
+        frame: other,
+        expect: 'pass',
+      },
     ];
     const ingress = rns.ifindex(rns.ext);
     const samples = new Map<string, number[]>(specs.map((s) => [s.path, []]));
-    const total = opts.rounds * specs.length;
+    const parallel = new Map<string, Array<{ ns: number; mpps: number }>>(specs.map((s) => [s.path, []]));
+    const total = 2 * opts.rounds * specs.length;
     let done = 0;
+    // Each (phase, round, path) gets its own range of flows, so "new" flows are never seen before.
+    let seq = 0;
+    const runOf = (s: PathSpec): WorkerRun => ({
+      fd: obj!.progFd(s.program),
+      data: s.frame,
+      ctxIn: xdpContext(s.frame, ingress),
+      repeat: opts.repeat,
+    });
+    const check = (s: PathSpec, retval: number) => {
+      const verdict = XDP_ACTIONS[retval];
+      if (verdict !== s.expect) {
+        const reasons = JSON.stringify(fp!.reasonCounts(), (_, v: unknown) => (typeof v === 'bigint' ? Number(v) : v));
+        throw new Error(`bench path ${s.path}: verdict ${verdict ?? retval}, expected ${s.expect}; reasons ${reasons}`);
+      }
+    };
 
     rns.inside(() => {
       for (let round = 0; round < opts.rounds; round++) {
-        for (const [i, s] of specs.entries()) {
-          // Each (round, path) gets its own range of flows, so "new" flows are never seen before.
-          const seq = (round * specs.length + i) * opts.repeat;
-          ctl.set(0, { mode: s.mode, saddrOff: FRAME_OFFSETS.saddr, sportOff: FRAME_OFFSETS.sport, seq });
-          const fd = named(s.program, () => obj!.progFd(s.program));
-          const ctxIn = xdpMd.encode({ data: 0, dataEnd: s.frame.length, dataMeta: 0, ingressIfindex: ingress, rxQueueIndex: 0, egressIfindex: 0 });
-          const r = named(s.program, () => native.progTestRun(fd, { data: s.frame, ctxIn, repeat: opts.repeat }));
-          const verdict = XDP_ACTIONS[r.retval];
-          if (verdict !== s.expect) {
-            throw new Error(`bench path ${s.path}: verdict ${verdict ?? r.retval}, expected ${s.expect}; reasons ${JSON.stringify(fp!.reasonCounts(), (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`);
-          }
+        for (const s of specs) {
+          setCtl(s.mode, seq);
+          seq += opts.repeat * cpus;
+          const run = runOf(s);
+          const r = sys.progTestRun(s.program, run.fd, {
+            data: s.frame,
+            ctxIn: Buffer.from(run.ctxIn),
+            repeat: run.repeat,
+          });
+          check(s, r.retval);
           samples.get(s.path)!.push(r.duration);
           opts.onProgress?.(++done, total);
         }
       }
     });
 
+    const workers = Array.from(
+      { length: cpus },
+      (_, cpu) =>
+        new Worker(new URL('./fastpath-worker.js', import.meta.url), { workerData: { cpu, netns: netnsPath(rns.ns) } }),
+    );
+    const onAll = (run: WorkerRun) =>
+      Promise.all(
+        workers.map(
+          (w) =>
+            new Promise<WorkerResult>((resolve, reject) => {
+              w.once('error', reject);
+              w.once('message', (m: WorkerResult) => {
+                w.off('error', reject);
+                resolve(m);
+              });
+              w.postMessage(run);
+            }),
+        ),
+      );
+    try {
+      for (let round = 0; round < opts.rounds; round++) {
+        for (const s of specs) {
+          setCtl(s.mode, seq);
+          seq += opts.repeat * cpus;
+          const rs = await onAll(runOf(s));
+          for (const r of rs) check(s, r.retval);
+          const ns = rs.map((r) => r.duration);
+          parallel
+            .get(s.path)!
+            .push({ ns: ns.reduce((a, b) => a + b, 0) / ns.length, mpps: ns.reduce((a, n) => a + 1000 / n, 0) });
+          opts.onProgress?.(++done, total);
+        }
+      }
+    } finally {
+      await Promise.all(workers.map((w) => w.terminate()));
+    }
+
     const base = median(samples.get('baseline')!);
+    const parallelBase = median(parallel.get('baseline')!.map((x) => x.ns));
     return {
       kernel: os.release(),
       cpu: os.cpus()[0]?.model ?? 'unknown',
@@ -129,8 +274,30 @@ export async function benchFastpath(opts: { rounds: number; repeat: number; onPr
       rounds: opts.rounds,
       paths: specs.map((s) => {
         const ns = median(samples.get(s.path)!);
-        return { path: s.path, describe: s.describe, verdict: s.expect, nsPerPacket: ns, rounds: samples.get(s.path)!, ratio: ns / base };
+        return {
+          path: s.path,
+          describe: s.describe,
+          verdict: s.expect,
+          nsPerPacket: ns,
+          rounds: samples.get(s.path)!,
+          ratio: ns / base,
+        };
       }),
+      parallel: {
+        cpus,
+        paths: specs.map((s) => {
+          const ns = median(parallel.get(s.path)!.map((x) => x.ns));
+          const mpps = median(parallel.get(s.path)!.map((x) => x.mpps));
+          const oneCpuMpps = 1000 / median(samples.get(s.path)!);
+          return {
+            path: s.path,
+            nsPerPacket: ns,
+            ratio: ns / parallelBase,
+            aggregateMpps: mpps,
+            scaling: mpps / oneCpuMpps,
+          };
+        }),
+      },
     };
   });
 }
@@ -142,7 +309,24 @@ export function formatFastpathBench(b: FastpathBench): string {
     `${'path'.padEnd(10)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)}  ${'verdict'.padEnd(8)}  what`,
   ];
   for (const p of b.paths) {
-    lines.push(`${p.path.padEnd(10)} ${p.nsPerPacket.toFixed(1).padStart(8)} ${p.ratio.toFixed(2).padStart(10)}  ${p.verdict.padEnd(8)}  ${p.describe}`);
+    lines.push(
+      `${p.path.padEnd(10)} ${p.nsPerPacket.toFixed(1).padStart(8)} ${p.ratio.toFixed(2).padStart(10)}  ${p.verdict.padEnd(8)}  ${p.describe}`,
+    );
+  }
+  lines.push(
+    '',
+    `on all ${b.parallel.cpus} CPUs at once (one pinned thread each)`,
+    '',
+    `${'path'.padEnd(10)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)} ${'Mpps'.padStart(8)} ${'scaling'.padStart(8)}`,
+  );
+  for (const p of b.parallel.paths) {
+    const figures = [
+      p.nsPerPacket.toFixed(1).padStart(8),
+      p.ratio.toFixed(2).padStart(10),
+      p.aggregateMpps.toFixed(2).padStart(8),
+      p.scaling.toFixed(2).padStart(8),
+    ];
+    lines.push(`${p.path.padEnd(10)} ${figures.join(' ')}`);
   }
   return lines.join('\n');
 }

@@ -5,6 +5,7 @@
  * plain list (tested against a scratch directory standing in for /proc/net/pktgen); the
  * results are parsed from each device's file when the run ends.
  */
+import { DvipaError } from '../errors.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -30,7 +31,10 @@ export interface PktgenOptions {
   durationS: number;
 }
 
-export interface PktgenCommand { file: string; command: string }
+export interface PktgenCommand {
+  file: string;
+  command: string;
+}
 
 /** Every write, in order, that sets up the run; `start` on pgctrl is left to the caller. */
 export function pktgenCommands(o: PktgenOptions): PktgenCommand[] {
@@ -41,21 +45,38 @@ export function pktgenCommands(o: PktgenOptions): PktgenCommand[] {
     cmds.push({ file: thread, command: 'rem_device_all' }, { file: thread, command: `add_device ${dev}` });
     const count = o.ratePps > 0 ? o.ratePps * o.durationS : 0;
     for (const c of [
-      `count ${count}`, 'clone_skb 0', `pkt_size ${o.size}`, 'delay 0', `queue_map_min ${t}`, `queue_map_max ${t}`,
-      `dst ${o.dst}`, `dst_mac ${o.dstMac}`, `src_min ${o.srcMin}`, `src_max ${o.srcMax}`,
-      `udp_src_min ${o.sportMin}`, `udp_src_max ${o.sportMax}`, `udp_dst_min ${o.dport}`, `udp_dst_max ${o.dport}`,
-      'flag IPSRC_RND', 'flag UDPSRC_RND', 'flag FLOW_SEQ', `flows ${o.flows}`, `flowlen ${o.flowLen}`,
+      `count ${count}`,
+      'clone_skb 0',
+      `pkt_size ${o.size}`,
+      'delay 0',
+      `queue_map_min ${t}`,
+      `queue_map_max ${t}`,
+      `dst ${o.dst}`,
+      `dst_mac ${o.dstMac}`,
+      `src_min ${o.srcMin}`,
+      `src_max ${o.srcMax}`,
+      `udp_src_min ${o.sportMin}`,
+      `udp_src_max ${o.sportMax}`,
+      `udp_dst_min ${o.dport}`,
+      `udp_dst_max ${o.dport}`,
+      'flag IPSRC_RND',
+      'flag UDPSRC_RND',
+      'flag FLOW_SEQ',
+      `flows ${o.flows}`,
+      `flowlen ${o.flowLen}`,
       ...(o.ratePps > 0 ? [`ratep ${o.ratePps}`] : []),
-    ]) cmds.push({ file: dev, command: c });
+    ])
+      cmds.push({ file: dev, command: c });
   }
   return cmds;
 }
 
-export class PktgenMissing extends Error {
+export class PktgenMissing extends DvipaError {
   constructor(dir: string) {
-    super(`pktgen is not available here: ${dir} does not exist. On a router, load it with 'modprobe pktgen' (CONFIG_NET_PKTGEN); ` +
-      'on a machine without it, --generator live sends real frames through the lab instead');
-    this.name = 'PktgenMissing';
+    super(
+      `pktgen is not available here: ${dir} does not exist. On a router, load it with 'modprobe pktgen' (CONFIG_NET_PKTGEN); ` +
+        'on a machine without it, --generator live sends real frames through the lab instead',
+    );
   }
 }
 
@@ -65,12 +86,19 @@ export function configurePktgen(cmds: PktgenCommand[], dir = PKTGEN_DIR): void {
   for (const c of cmds) {
     const f = path.join(dir, c.file);
     // A thread's file exists before we write to it; a device's appears with add_device.
-    if (c.file.startsWith('kpktgend_') && !fs.existsSync(f)) throw new Error(`${f}: no such pktgen thread (fewer CPUs than --threads?)`);
+    if (c.file.startsWith('kpktgend_') && !fs.existsSync(f))
+      throw new Error(`${f}: no such pktgen thread (fewer CPUs than --threads?)`);
     fs.appendFileSync(f, `${c.command}\n`);
   }
 }
 
-export interface PktgenResult { device: string; packets: number; usec: number; pps: number; errors: number }
+export interface PktgenResult {
+  device: string;
+  packets: number;
+  usec: number;
+  pps: number;
+  errors: number;
+}
 
 /**
  * A device file's result after the run, e.g.
@@ -85,7 +113,12 @@ export function parsePktgenResult(device: string, text: string): PktgenResult | 
 }
 
 /** Starts the configured threads, stops them after `seconds` (if no count ends them first), and reads each device's result. */
-export async function runPktgen(dir: string, device: string, threads: number, seconds: number): Promise<PktgenResult[]> {
+export async function runPktgen(
+  dir: string,
+  device: string,
+  threads: number,
+  seconds: number,
+): Promise<PktgenResult[]> {
   const ctl = path.join(dir, 'pgctrl');
   // "start" blocks its writer until the run ends: written from the thread pool, stopped from here.
   const running = fs.promises.appendFile(ctl, 'start\n');

@@ -5,7 +5,11 @@
 export class Progress {
   private drawn = false;
 
-  constructor(private readonly label: string, private readonly expectedMs: number, private readonly stream: NodeJS.WriteStream = process.stderr) {}
+  constructor(
+    private readonly label: string,
+    private readonly expectedMs: number,
+    private readonly stream: NodeJS.WriteStream = process.stderr,
+  ) {}
 
   private get visible(): boolean {
     return Boolean(this.stream.isTTY) && this.expectedMs > 2000;
@@ -16,7 +20,11 @@ export class Progress {
     const f = Math.max(0, Math.min(1, fraction));
     const width = 30;
     const full = Math.round(f * width);
-    this.stream.write(`\r${this.label} [${'#'.repeat(full)}${'.'.repeat(width - full)}] ${String(Math.round(f * 100)).padStart(3)}% ${note}`.padEnd(80));
+    this.stream.write(
+      `\r${this.label} [${'#'.repeat(full)}${'.'.repeat(width - full)}] ${String(Math.round(f * 100)).padStart(3)}% ${note}`.padEnd(
+        80,
+      ),
+    );
     this.drawn = true;
   }
 

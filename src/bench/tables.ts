@@ -5,7 +5,9 @@
  */
 import { buildMaglev, tableShares } from '../tables/maglev.js';
 import { FastPath } from '../dataplane/fastpath.js';
-import { CrtOrigin, MAGLEV_SIZE, crtEntry, flow, type CrtEntry, type Flow } from '../dataplane/structs.js';
+import { CrtOrigin, crtEntry, flow, type CrtEntry } from '../dataplane/structs.js';
+import type { Flow } from '../net/flow.js';
+import { MAGLEV_SIZE } from '../tables/maglev.js';
 import { formatIpv4 } from '../net/addr.js';
 
 export interface TablesBench {
@@ -55,7 +57,7 @@ function crtFigures(entries: number): TablesBench['crt'] {
     for (let i = 0; i < entries; i++) {
       list.push([
         { saddr: formatIpv4(0xc6120000 + (i >>> 16)), daddr: '192.0.2.10', sport: i & 0xffff, dport: 80, proto: 6 },
-        { target: formatIpv4(0xc6120100 + (i % 3)), svcId: 0, origin: CrtOrigin.Control, createdNs: 0n },
+        { target: formatIpv4(0xc6120100 + (i % 3)), svcId: 0, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n },
       ]);
     }
     const keys = Buffer.alloc(entries * flow.size);
@@ -100,8 +102,10 @@ export function formatTablesBench(b: TablesBench): string {
   return [
     `Maglev, ${m.slots} slots`,
     `  build, 100 weighted targets     ${m.buildMs100Weighted.toFixed(2)} ms (median of 21)`,
-    ...Object.keys(m.maxImbalancePct).map((n) =>
-      `  N=${n.padEnd(4)} equal weights: worst share off by ${m.maxImbalancePct[n].toFixed(2)} %; removing one moves ${m.movedOnRemovePct[n].toFixed(2)} % of slots (limit ${m.limitOnRemovePct[n].toFixed(2)} %)`),
+    ...Object.keys(m.maxImbalancePct).map(
+      (n) =>
+        `  N=${n.padEnd(4)} equal weights: worst share off by ${m.maxImbalancePct[n].toFixed(2)} %; removing one moves ${m.movedOnRemovePct[n].toFixed(2)} % of slots (limit ${m.limitOnRemovePct[n].toFixed(2)} %)`,
+    ),
     '',
     `CRT, ${c.entries} entries through BPF_MAP_*_BATCH`,
     `  raw buffers    insert ${c.rawInsertMs.toFixed(0)} ms, dump ${c.rawDumpMs.toFixed(0)} ms, total ${(c.rawInsertMs + c.rawDumpMs).toFixed(0)} ms`,

@@ -5,13 +5,16 @@
  * (BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, bpf/gen.bpf.c) sends UDP frames over
  * many flows out of the lab client's interface; what each target receives is read from its
  * interface counters every sampling interval. Figures are ratios to kernel forwarding.
+ *
+ * Router only (--router-only): each target's interface gets an XDP sink (bpf/sink.bpf.c) that
+ * counts and drops, in place of its decap program and stack, so the figure is what the
+ * routing node forwards rather than what the receiving sockets take.
  */
 import { execFileSync } from 'node:child_process';
 import * as os from 'node:os';
-import * as path from 'node:path';
-import { BPF_OBJECT_DIR, native } from '../dataplane/addon.js';
-import { named } from '../dataplane/errors.js';
-import { xdpMd, XDP_ACTIONS } from '../dataplane/testrun.js';
+import { loadObject, type BpfObject } from '../kernel/object.js';
+import { sys } from '../kernel/sys.js';
+import { xdpContext, XDP_ACTIONS } from '../dataplane/testrun.js';
 import { createFastpathLab, LAB, type FastpathLab } from '../lab/fastpath-lab.js';
 import { acceptRedirects, nsIp } from '../lab/netns.js';
 import { withCleanup } from '../lab/cleanup.js';
@@ -19,15 +22,21 @@ import { interfaceMac } from '../net/iproute.js';
 import { buildFrame } from '../net/packet.js';
 import type { ChartSeries } from './svg.js';
 
-export type RouterMode = 'xdp' | 'kernel' | 'nftables';
+export type RouterMode = 'xdp' | 'kernel' | 'nftables' | 'ipvs';
+/** The default ways; `ipvs` needs a kernel with IPVS (the kernel lab) and is asked for by name. */
 export const ROUTER_MODES: readonly RouterMode[] = ['xdp', 'kernel', 'nftables'];
+export const ALL_ROUTER_MODES: readonly RouterMode[] = [...ROUTER_MODES, 'ipvs'];
 const DESCRIBE: Record<RouterMode, string> = {
   xdp: "dvipa's XDP distributor (Maglev over 3 targets, IPIP)",
   kernel: "the kernel's forwarding, DVIPA routed to one target",
   nftables: 'nftables DNAT, numgen inc mod 3 over 3 targets',
+  ipvs: 'IPVS in tunnel mode (LVS-TUN), round robin over 3 targets, IPIP',
 };
 
 const BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1;
+const XDP_FLAGS_DRV_MODE = 4;
+/** Enough for the most flows a run may have: a full CRT would measure eviction instead. */
+const BENCH_CRT_ENTRIES = 1 << 21;
 const BASE_PORT = 10000;
 
 /** struct gen_ctl of bpf/gen.bpf.c: the counters, then the 42 bytes of headers to write into every frame. */
@@ -55,11 +64,35 @@ export interface TrafficRun {
   ratio?: number;
 }
 
-export interface TrafficBench { generator: 'live'; kernel: string; cpu: string; flows: number; size: number; seconds: number; runs: TrafficRun[] }
+export interface TrafficBench {
+  generator: 'live';
+  kernel: string;
+  cpu: string;
+  flows: number;
+  size: number;
+  seconds: number;
+  /** Targets were XDP sinks (count and drop): the figures are the routing node's forwarding alone. */
+  routerOnly: boolean;
+  runs: TrafficRun[];
+}
 
 function rxPackets(ns: string, ifname: string): number {
-  const [link] = JSON.parse(nsIp(ns, '-s', '-j', 'link', 'show', 'dev', ifname)) as Array<{ stats64: { rx: { packets: number } } }>;
+  const [link] = JSON.parse(nsIp(ns, '-s', '-j', 'link', 'show', 'dev', ifname)) as Array<{
+    stats64: { rx: { packets: number } };
+  }>;
   return link.stats64.rx.packets;
+}
+
+function ipvsadm(ns: string, ...args: string[]): void {
+  try {
+    execFileSync('ip', ['netns', 'exec', ns, 'ipvsadm', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    const err = e as { stderr?: Buffer };
+    throw new Error(
+      `ipvsadm ${args.join(' ')}: ${String(err.stderr ?? e).trim()} (IPVS needs ip_vs in the kernel: run it in scripts/kernel-lab)`,
+      { cause: e },
+    );
+  }
 }
 
 function nft(ns: string, script: string): void {
@@ -67,114 +100,235 @@ function nft(ns: string, script: string): void {
     execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: script, stdio: ['pipe', 'ignore', 'pipe'] });
   } catch (e) {
     const err = e as { code?: string; stderr?: Buffer };
-    if (err.code === 'ENOENT') throw new Error('nft not found: install nftables (scripts/setup does)');
-    throw new Error(`nft: ${String(err.stderr ?? e).trim()}`);
+    if (err.code === 'ENOENT') throw new Error('nft not found: install nftables (scripts/setup does)', { cause: e });
+    throw new Error(`nft: ${String(err.stderr ?? e).trim()}`, { cause: e });
   }
 }
 
-export interface LiveOptions { seconds: number; flows: number; size: number; modes: readonly RouterMode[]; onProgress?: (fraction: number, note: string) => void }
+export interface LiveOptions {
+  seconds: number;
+  flows: number;
+  size: number;
+  modes: readonly RouterMode[];
+  routerOnly?: boolean;
+  onProgress?: (fraction: number, note: string) => void;
+}
+
+/** An XDP sink on each target's interface; closing it restores nothing (the caller re-attaches decap). */
+interface Sinks {
+  count: () => Record<string, number>;
+  close: () => void;
+}
+
+function attachSinks(l: FastpathLab): Sinks {
+  const objs: Array<{ name: string; obj: BpfObject; link: number; countFd: number }> = [];
+  const cpus = sys.numPossibleCpus('sink_count');
+  const close = () => {
+    for (const s of objs) {
+      sys.closeFd('up0', s.link);
+      s.obj.close();
+    }
+  };
+  try {
+    for (const t of l.targets) {
+      l.inside(t.ns, () => t.fastpath.detach('decap', 'up0'));
+      const obj = loadObject('sink');
+      const link = l.inside(t.ns, () =>
+        sys.xdpLinkCreate('up0', obj.progFd('xdp_sink'), sys.ifNameToIndex('up0', 'up0'), XDP_FLAGS_DRV_MODE),
+      );
+      objs.push({ name: t.name, obj, link, countFd: obj.mapFd('sink_count') });
+    }
+  } catch (e) {
+    close();
+    throw e;
+  }
+  return {
+    count: () =>
+      Object.fromEntries(
+        objs.map((s) => {
+          const v = Buffer.alloc(8 * cpus);
+          sys.mapLookup('sink_count', s.countFd, Buffer.alloc(4), v);
+          let n = 0n;
+          for (let c = 0; c < cpus; c++) n += v.readBigUInt64LE(c * 8);
+          return [s.name, Number(n)];
+        }),
+      ),
+    close,
+  };
+}
 
 export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
   const prefix = `dvb${process.pid % 100000}-`;
   let lab: FastpathLab | undefined;
-  let gen: InstanceType<typeof native.BpfObject> | undefined;
-  return withCleanup(() => {
-    gen?.close();
-    lab?.teardown();
-  }, async () => {
-    lab = await createFastpathLab(prefix);
-    const l = lab;
-    gen = new native.BpfObject(path.join(BPF_OBJECT_DIR, 'gen.bpf.o'), {});
-    named('gen.bpf.o', () => gen!.load());
-    const ctlFd = named('gen_ctl', () => gen!.mapFd('gen_ctl'));
-    const setCtl = () => named('gen_ctl', () => native.mapUpdate(ctlFd, Buffer.alloc(4), genCtl(o.flows, BASE_PORT, frame), 0));
-    const genFd = named('gen_udp', () => gen!.progFd('gen_udp'));
-    const udp = l.udpService;
-    const extMac = l.inside(l.routerNs, () => interfaceMac('ext'));
-    const c0 = l.inside(l.clientNs, () => ({ mac: interfaceMac('c0'), ifindex: native.ifNameToIndex('c0') }));
-    const frame = buildFrame({ srcMac: c0.mac, dstMac: extMac, saddr: LAB.client, daddr: LAB.dvipa, protocol: 'udp', sport: BASE_PORT, dport: udp.port, payload: Math.max(0, o.size - 42) });
-    const ctxIn = xdpMd.encode({ data: 0, dataEnd: frame.length, dataMeta: 0, ingressIfindex: c0.ifindex, rxQueueIndex: 0, egressIfindex: 0 });
-    // Frames the generator transmits reach the router's veth only on a NAPI queue: GRO on.
-    acceptRedirects(l.routerNs, 'ext');
-    const targetNs = Object.fromEntries(l.targets.map((t) => [t.name, t.ns]));
-    const counts = () => Object.fromEntries(Object.entries(targetNs).map(([n, ns]) => [n, rxPackets(ns, 'up0')]));
+  let gen: BpfObject | undefined;
+  let sinks: Sinks | undefined;
+  return withCleanup(
+    () => {
+      sinks?.close();
+      gen?.close();
+      lab?.teardown();
+    },
+    async () => {
+      lab = await createFastpathLab(prefix, 3, { routerCrtEntries: BENCH_CRT_ENTRIES, nameServers: !o.routerOnly });
+      const l = lab;
+      const g = (gen = loadObject('gen'));
+      const ctlFd = g.mapFd('gen_ctl');
+      const setCtl = () => sys.mapUpdate('gen_ctl', ctlFd, Buffer.alloc(4), genCtl(o.flows, BASE_PORT, frame), 0);
+      const genFd = g.progFd('gen_udp');
+      const udp = l.udpService;
+      const extMac = l.inside(l.routerNs, () => interfaceMac('ext'));
+      const c0 = l.inside(l.clientNs, () => ({ mac: interfaceMac('c0'), ifindex: sys.ifNameToIndex('c0', 'c0') }));
+      const frame = buildFrame({
+        srcMac: c0.mac,
+        dstMac: extMac,
+        saddr: LAB.client,
+        daddr: LAB.dvipa,
+        protocol: 'udp',
+        sport: BASE_PORT,
+        dport: udp.port,
+        payload: Math.max(0, o.size - 42),
+      });
+      const ctxIn = xdpContext(frame, c0.ifindex);
+      // Frames the generator transmits reach the router's veth only on a NAPI queue: GRO on.
+      acceptRedirects(l.routerNs, 'ext');
+      const targetNs = Object.fromEntries(l.targets.map((t) => [t.name, t.ns]));
+      if (o.routerOnly) sinks = attachSinks(l);
+      const counts = sinks
+        ? sinks.count
+        : () => Object.fromEntries(Object.entries(targetNs).map(([n, ns]) => [n, rxPackets(ns, 'up0')]));
 
-    const setMode = (mode: RouterMode) => {
-      const r = l.routerNs;
-      l.inside(r, () => l.router.detach('distributor', 'ext'));
-      try {
-        nsIp(r, 'route', 'del', `${LAB.dvipa}/32`);
-      } catch {
-        // not routed yet
-      }
-      nft(r, 'table ip dvipa_bench\ndelete table ip dvipa_bench\n');
-      if (mode === 'xdp') l.inside(r, () => l.router.attach('distributor', 'ext', 'native'));
-      if (mode === 'kernel') nsIp(r, 'route', 'add', `${LAB.dvipa}/32`, 'via', l.targets[0].xcf);
-      if (mode === 'nftables') {
-        nsIp(r, 'route', 'add', `${LAB.dvipa}/32`, 'via', l.targets[0].xcf);
-        const map = l.targets.map((t, i) => `${i} : ${t.xcf}`).join(', ');
-        nft(r, `table ip dvipa_bench {\n chain pre {\n  type nat hook prerouting priority dstnat;\n  ip daddr ${LAB.dvipa} udp dport ${udp.port} dnat to numgen inc mod ${l.targets.length} map { ${map} }\n }\n}\n`);
-      }
-    };
-
-    // Live runs do not report the program's verdict: one ordinary run checks it first.
-    setCtl();
-    const dry = named('gen_udp', () => native.progTestRun(genFd, { data: frame, repeat: 1 }));
-    if (XDP_ACTIONS[dry.retval] !== 'tx') throw new Error(`the generator returned ${XDP_ACTIONS[dry.retval] ?? dry.retval}, not tx`);
-    const runs: TrafficRun[] = [];
-    const slice = 20000;
-    for (const [mi, mode] of o.modes.entries()) {
-      setMode(mode);
-      setCtl();
-      const start = counts();
-      let last = start;
-      const series: Array<{ t: number; pps: number }> = [];
-      const t0 = process.hrtime.bigint();
-      let lastT = t0;
-      let sent = 0;
-      for (;;) {
-        l.inside(l.clientNs, () => named('gen_udp', () => native.progTestRun(genFd, { data: frame, ctxIn, repeat: slice, flags: BPF_F_TEST_XDP_LIVE_FRAMES, batchSize: 64 })));
-        sent += slice;
-        const now = process.hrtime.bigint();
-        if (now - lastT >= 100_000_000n) {
-          const c = counts();
-          const dt = Number(now - lastT) / 1e9;
-          const delta = Object.keys(c).reduce((a, k) => a + c[k] - last[k], 0);
-          series.push({ t: Number(now - t0) / 1e9, pps: delta / dt });
-          last = c;
-          lastT = now;
+      const setMode = (mode: RouterMode) => {
+        const r = l.routerNs;
+        l.inside(r, () => l.router.detach('distributor', 'ext'));
+        try {
+          nsIp(r, 'route', 'del', `${LAB.dvipa}/32`);
+        } catch {
+          // not routed yet
         }
-        const elapsed = Number(now - t0) / 1e9;
-        o.onProgress?.((mi + Math.min(1, elapsed / o.seconds)) / o.modes.length, mode);
-        if (elapsed >= o.seconds) break;
+        nft(r, 'table ip dvipa_bench\ndelete table ip dvipa_bench\n');
+        if (o.modes.includes('ipvs')) {
+          ipvsadm(r, '-C');
+          nsIp(r, 'addr', 'flush', 'dev', 'lo', 'to', `${LAB.dvipa}/32`);
+        }
+        if (mode === 'xdp') l.inside(r, () => l.router.attach('distributor', 'ext', 'native'));
+        if (mode === 'kernel') nsIp(r, 'route', 'add', `${LAB.dvipa}/32`, 'via', l.targets[0].xcf);
+        if (mode === 'nftables') {
+          nsIp(r, 'route', 'add', `${LAB.dvipa}/32`, 'via', l.targets[0].xcf);
+          const map = l.targets.map((t, i) => `${i} : ${t.xcf}`).join(', ');
+          nft(
+            r,
+            `table ip dvipa_bench {\n chain pre {\n  type nat hook prerouting priority dstnat;\n  ip daddr ${LAB.dvipa} udp dport ${udp.port} dnat to numgen inc mod ${l.targets.length} map { ${map} }\n }\n}\n`,
+          );
+        }
+        if (mode === 'ipvs') {
+          // LVS-TUN: the virtual address is local to the director, which tunnels (IPIP) each
+          // connection to a real server; round robin, as nftables' numgen.
+          nsIp(r, 'addr', 'add', `${LAB.dvipa}/32`, 'dev', 'lo');
+          const vs = `${LAB.dvipa}:${udp.port}`;
+          ipvsadm(r, '-A', '-u', vs, '-s', 'rr');
+          for (const t of l.targets) ipvsadm(r, '-a', '-u', vs, '-r', `${t.xcf}:${udp.port}`, '-i');
+        }
+      };
+
+      // Live runs do not report the program's verdict: one ordinary run checks it first.
+      setCtl();
+      const dry = sys.progTestRun('gen_udp', genFd, { data: frame, repeat: 1 });
+      if (XDP_ACTIONS[dry.retval] !== 'tx')
+        throw new Error(`the generator returned ${XDP_ACTIONS[dry.retval] ?? dry.retval}, not tx`);
+      const runs: TrafficRun[] = [];
+      const slice = 20000;
+      for (const [mi, mode] of o.modes.entries()) {
+        setMode(mode);
+        setCtl();
+        const start = counts();
+        let last = start;
+        const series: Array<{ t: number; pps: number }> = [];
+        const t0 = process.hrtime.bigint();
+        let lastT = t0;
+        let sent = 0;
+        for (;;) {
+          l.inside(l.clientNs, () =>
+            sys.progTestRun('gen_udp', genFd, {
+              data: frame,
+              ctxIn,
+              repeat: slice,
+              flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+              batchSize: 64,
+            }),
+          );
+          sent += slice;
+          const now = process.hrtime.bigint();
+          if (now - lastT >= 100_000_000n) {
+            const c = counts();
+            const dt = Number(now - lastT) / 1e9;
+            const delta = Object.keys(c).reduce((a, k) => a + c[k] - last[k], 0);
+            series.push({ t: Number(now - t0) / 1e9, pps: delta / dt });
+            last = c;
+            lastT = now;
+          }
+          const elapsed = Number(now - t0) / 1e9;
+          o.onProgress?.((mi + Math.min(1, elapsed / o.seconds)) / o.modes.length, mode);
+          if (elapsed >= o.seconds) break;
+        }
+        // Let the last frames drain through the softirqs before the final count.
+        await new Promise((r) => setTimeout(r, 200));
+        const end = counts();
+        const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+        const perTarget = Object.fromEntries(Object.keys(end).map((k) => [k, end[k] - start[k]]));
+        const delivered = Object.values(perTarget).reduce((a, b) => a + b, 0);
+        runs.push({
+          mode,
+          describe: DESCRIBE[mode],
+          sent,
+          delivered,
+          seconds,
+          sentPps: sent / seconds,
+          deliveredPps: delivered / seconds,
+          perTarget,
+          series,
+        });
       }
-      // Let the last frames drain through the softirqs before the final count.
-      await new Promise((r) => setTimeout(r, 200));
-      const end = counts();
-      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      const perTarget = Object.fromEntries(Object.keys(end).map((k) => [k, end[k] - start[k]]));
-      const delivered = Object.values(perTarget).reduce((a, b) => a + b, 0);
-      runs.push({ mode, describe: DESCRIBE[mode], sent, delivered, seconds, sentPps: sent / seconds, deliveredPps: delivered / seconds, perTarget, series });
-    }
-    const base = runs.find((r) => r.mode === 'kernel')?.deliveredPps;
-    if (base) for (const r of runs) r.ratio = r.deliveredPps / base;
-    return { generator: 'live', kernel: os.release(), cpu: os.cpus()[0]?.model ?? 'unknown', flows: o.flows, size: o.size, seconds: o.seconds, runs };
-  });
+      const base = runs.find((r) => r.mode === 'kernel')?.deliveredPps;
+      if (base) for (const r of runs) r.ratio = r.deliveredPps / base;
+      return {
+        generator: 'live',
+        kernel: os.release(),
+        cpu: os.cpus()[0]?.model ?? 'unknown',
+        flows: o.flows,
+        size: o.size,
+        seconds: o.seconds,
+        routerOnly: !!o.routerOnly,
+        runs,
+      };
+    },
+  );
 }
 
 export function trafficSeries(b: TrafficBench): ChartSeries[] {
-  return b.runs.map((r) => ({ name: `${r.mode}: ${Math.round(r.deliveredPps).toLocaleString('en')} pps`, points: r.series, perTarget: r.perTarget }));
+  return b.runs.map((r) => ({
+    name: `${r.mode}: ${Math.round(r.deliveredPps).toLocaleString('en')} pps`,
+    points: r.series,
+    perTarget: r.perTarget,
+  }));
 }
 
 export function formatTrafficBench(b: TrafficBench): string {
   const lines = [
     `dvipa bench traffic, generator ${b.generator}: UDP ${b.size}-byte frames over ${b.flows} flows, ${b.seconds} s per way (kernel ${b.kernel}, ${b.cpu})`,
+    b.routerOnly
+      ? 'router only: targets are XDP sinks (count and drop); delivered = what the routing node forwarded'
+      : "delivered = what the targets' interfaces received",
     '',
     `${'way'.padEnd(9)} ${'sent/s'.padStart(11)} ${'delivered/s'.padStart(12)} ${'× kernel'.padStart(9)}  ${'per target'.padEnd(30)} what`,
   ];
   for (const r of b.runs) {
-    const per = Object.entries(r.perTarget).sort().map(([k, v]) => `${k} ${v}`).join(', ');
-    lines.push(`${r.mode.padEnd(9)} ${Math.round(r.sentPps).toLocaleString('en').padStart(11)} ${Math.round(r.deliveredPps).toLocaleString('en').padStart(12)} ${(r.ratio?.toFixed(2) ?? '-').padStart(9)}  ${per.padEnd(30)} ${r.describe}`);
+    const per = Object.entries(r.perTarget)
+      .sort()
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
+    lines.push(
+      `${r.mode.padEnd(9)} ${Math.round(r.sentPps).toLocaleString('en').padStart(11)} ${Math.round(r.deliveredPps).toLocaleString('en').padStart(12)} ${(r.ratio?.toFixed(2) ?? '-').padStart(9)}  ${per.padEnd(30)} ${r.describe}`,
+    );
   }
   return lines.join('\n');
 }

@@ -1,141 +1,281 @@
 /* `dvipa bench ...`: benchmarks that print figures (a table, or JSON). */
-import type { CommandModule } from 'yargs';
+import type { Argv, CommandModule } from 'yargs';
 import { benchFastpath, formatFastpathBench } from '../bench/fastpath.js';
 import { benchTables, formatTablesBench } from '../bench/tables.js';
+import { command, type ArgsOf } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { benchLive, formatTrafficBench, ROUTER_MODES, trafficSeries, type RouterMode } from '../bench/traffic.js';
-import { configurePktgen, pktgenCommands, PktgenMissing, PKTGEN_DIR, runPktgen } from '../bench/pktgen.js';
+import {
+  ALL_ROUTER_MODES,
+  benchLive,
+  formatTrafficBench,
+  ROUTER_MODES,
+  trafficSeries,
+  type RouterMode,
+} from '../bench/traffic.js';
+import { configurePktgen, pktgenCommands, PKTGEN_DIR, runPktgen } from '../bench/pktgen.js';
 import { chartSvg, type ChartSeries } from '../bench/svg.js';
 import { Progress } from '../bench/progress.js';
 import { benchIpsec, formatIpsecBench } from '../bench/ipsec.js';
+import { benchTransport, formatTransportBench } from '../bench/transport.js';
+import { benchAgent, formatAgentBench } from '../bench/agent.js';
+import { benchIke, formatIkeBench } from '../bench/ike.js';
 
-const fastpath: CommandModule<object, { json: boolean; rounds: number; repeat: number }> = {
+const fastpath = command({
   command: 'fastpath',
   describe: "in-kernel ns/packet of the distributor's paths, and their ratio to a trivial XDP_TX program",
   builder: (y) =>
     y
       .option('json', { type: 'boolean', default: false })
       .option('rounds', { type: 'number', default: 5, describe: 'rounds per path (the median is reported)' })
-      .option('repeat', { type: 'number', default: 1_000_000, describe: 'packets per round (BPF_PROG_TEST_RUN repeat)' }) as never,
+      .option('repeat', {
+        type: 'number',
+        default: 1_000_000,
+        describe: 'packets per round (BPF_PROG_TEST_RUN repeat)',
+      }),
   handler: async (a) => {
     requireRoot('dvipa bench fastpath');
-    for (const [k, v, max] of [['rounds', a.rounds, 1000], ['repeat', a.repeat, 100_000_000]] as const) {
-      if (!Number.isInteger(v) || v < 1 || v > max) throw new CliError(`--${k} must be an integer from 1 to ${max}`, EXIT.usage);
+    for (const [k, v, max] of [
+      ['rounds', a.rounds, 1000],
+      ['repeat', a.repeat, 100_000_000],
+    ] as const) {
+      if (!Number.isInteger(v) || v < 1 || v > max)
+        throw new CliError(`--${k} must be an integer from 1 to ${max}`, EXIT.usage);
     }
     // About 35 ns per packet per path over six paths: the bar shows when that exceeds 2 s.
-    const progress = new Progress('fastpath', (a.rounds * a.repeat * 6 * 35) / 1e6);
+    const progress = new Progress('fastpath', (2 * a.rounds * a.repeat * 6 * 35) / 1e6);
     const r = await benchFastpath({ rounds: a.rounds, repeat: a.repeat, onProgress: (d, t) => progress.update(d / t) });
     progress.done();
     process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatFastpathBench(r)}\n`);
   },
-};
+});
 
-const tables: CommandModule<object, { json: boolean; crtEntries: number }> = {
+const tables = command({
   command: 'tables',
   describe: 'Maglev build time, balance and disruption; CRT batch insert and dump',
   builder: (y) =>
     y
       .option('json', { type: 'boolean', default: false })
-      .option('crt-entries', { type: 'number', default: 1_000_000, describe: 'CRT entries to insert and dump' }) as never,
+      .option('crt-entries', { type: 'number', default: 1_000_000, describe: 'CRT entries to insert and dump' }),
   handler: (a) => {
     requireRoot('dvipa bench tables');
-    if (!Number.isInteger(a.crtEntries) || a.crtEntries < 1 || a.crtEntries > 50_000_000) throw new CliError('--crt-entries must be an integer from 1 to 50000000', EXIT.usage);
+    if (!Number.isInteger(a.crtEntries) || a.crtEntries < 1 || a.crtEntries > 50_000_000)
+      throw new CliError('--crt-entries must be an integer from 1 to 50000000', EXIT.usage);
     const r = benchTables({ crtEntries: a.crtEntries });
     process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatTablesBench(r)}\n`);
   },
-};
+});
 
-interface TrafficArgs {
-  generator: 'live' | 'pktgen' | 'testrun'; json: boolean; svg?: string; seconds: number; flows: number; size: number; modes: string;
-  device?: string; dstMac?: string; threads: number; rate: number; pktgenDir: string;
-}
+const trafficOptions = (y: Argv) =>
+  y
+    .option('generator', {
+      choices: ['live', 'pktgen', 'testrun'] as const,
+      default: 'live' as const,
+      describe:
+        'live: XDP live frames through the lab (works anywhere); pktgen: the kernel module on a real router; testrun: in-kernel per-path figures',
+    })
+    .option('json', { type: 'boolean', default: false })
+    .option('svg', { type: 'string', describe: 'write a chart: packets/s over time per way, and per target' })
+    .option('seconds', { type: 'number', default: 3, describe: 'how long each way runs' })
+    .option('flows', { type: 'number', default: 1000, describe: 'distinct UDP flows (source ports)' })
+    .option('size', { type: 'number', default: 64, describe: 'frame size in bytes' })
+    .option('modes', {
+      type: 'string',
+      default: ROUTER_MODES.join(','),
+      describe: 'live: which ways to compare (ipvs: IPVS tunnel mode, where the kernel has IPVS)',
+    })
+    .option('router-only', {
+      type: 'boolean',
+      default: false,
+      describe: 'live: targets are XDP sinks that count and drop, so only the routing node is measured',
+    })
+    .option('device', { type: 'string', describe: 'pktgen: the interface to send from' })
+    .option('dst-mac', { type: 'string', describe: "pktgen: the routing node's external MAC" })
+    .option('threads', { type: 'number', default: 1, describe: 'pktgen: kernel threads (one device queue each)' })
+    .option('rate', {
+      type: 'number',
+      default: 0,
+      describe: 'pktgen: packets per second per thread (0: as fast as possible)',
+    })
+    .option('pktgen-dir', { type: 'string', default: PKTGEN_DIR, describe: 'pktgen: its control directory' });
 
 function whole(v: number, name: string, min: number, max: number): void {
-  if (!Number.isInteger(v) || v < min || v > max) throw new CliError(`--${name} must be an integer from ${min} to ${max}`, EXIT.usage);
+  if (!Number.isInteger(v) || v < min || v > max)
+    throw new CliError(`--${name} must be an integer from ${min} to ${max}`, EXIT.usage);
 }
 
-async function trafficHandler(a: TrafficArgs): Promise<void> {
+async function trafficHandler(a: ArgsOf<typeof trafficOptions>): Promise<void> {
   requireRoot('dvipa bench traffic');
   whole(a.seconds, 'seconds', 1, 3600);
-  whole(a.flows, 'flows', 1, 65535 - 10000);
+  // pktgen varies only source ports; the live generator moves to further sources past 50,000.
+  whole(a.flows, 'flows', 1, a.generator === 'pktgen' ? 65535 - 10000 : 1_000_000);
   whole(a.size, 'size', 60, 1500);
   const modes = a.modes.split(',').map((m) => m.trim());
-  const bad = modes.filter((m) => !ROUTER_MODES.includes(m as RouterMode));
-  if (bad.length || !modes.length) throw new CliError(`--modes: ${bad.join(', ') || 'none'}: expected a list of ${ROUTER_MODES.join(', ')}`, EXIT.usage);
+  const bad = modes.filter((m) => !ALL_ROUTER_MODES.includes(m as RouterMode));
+  if (bad.length || !modes.length)
+    throw new CliError(
+      `--modes: ${bad.join(', ') || 'none'}: expected a list of ${ALL_ROUTER_MODES.join(', ')}`,
+      EXIT.usage,
+    );
   const write = (text: string, svg?: string) => {
     process.stdout.write(text);
     if (a.svg && svg) fs.writeFileSync(a.svg, svg);
   };
   if (a.generator === 'pktgen') {
-    if (!a.device || !a.dstMac) throw new CliError('--generator pktgen needs --device (the interface towards the routing node) and --dst-mac (its MAC)', EXIT.usage);
+    if (!a.device || !a.dstMac)
+      throw new CliError(
+        '--generator pktgen needs --device (the interface towards the routing node) and --dst-mac (its MAC)',
+        EXIT.usage,
+      );
     whole(a.threads, 'threads', 1, os.cpus().length);
     const cmds = pktgenCommands({
-      device: a.device, threads: a.threads, dst: '192.0.2.10', dstMac: a.dstMac, dport: 9999, srcMin: '198.18.0.1', srcMax: '198.18.0.254',
-      sportMin: 10000, sportMax: 10000 + a.flows - 1, flows: a.flows, flowLen: 8, ratePps: a.rate, size: a.size, durationS: a.seconds,
+      device: a.device,
+      threads: a.threads,
+      dst: '192.0.2.10',
+      dstMac: a.dstMac,
+      dport: 9999,
+      srcMin: '198.18.0.1',
+      srcMax: '198.18.0.254',
+      sportMin: 10000,
+      sportMax: 10000 + a.flows - 1,
+      flows: a.flows,
+      flowLen: 8,
+      ratePps: a.rate,
+      size: a.size,
+      durationS: a.seconds,
     });
-    try {
-      configurePktgen(cmds, a.pktgenDir);
-    } catch (e) {
-      if (e instanceof PktgenMissing) throw new CliError(e.message);
-      throw e;
-    }
+    configurePktgen(cmds, a.pktgenDir);
     const results = await runPktgen(a.pktgenDir, a.device, a.threads, a.seconds);
-    write(a.json ? `${JSON.stringify({ generator: 'pktgen', results }, null, 2)}\n` : `${results.map((r) => `${r.device}: ${r.packets} packets in ${(r.usec / 1e6).toFixed(2)} s, ${r.pps} pps, ${r.errors} errors`).join('\n')}\n`);
+    write(
+      a.json
+        ? `${JSON.stringify({ generator: 'pktgen', results }, null, 2)}\n`
+        : `${results.map((r) => `${r.device}: ${r.packets} packets in ${(r.usec / 1e6).toFixed(2)} s, ${r.pps} pps, ${r.errors} errors`).join('\n')}\n`,
+    );
     return;
   }
   if (a.generator === 'testrun') {
     const progress = new Progress('testrun', 10000);
     const r = await benchFastpath({ rounds: 5, repeat: 1_000_000, onProgress: (d, t) => progress.update(d / t) });
     progress.done();
-    const series: ChartSeries[] = [{ name: 'in-kernel packets/s per path', points: r.paths.map((p, i) => ({ t: i, pps: 1e9 / p.nsPerPacket })), perTarget: Object.fromEntries(r.paths.map((p) => [p.path, Math.round(1e9 / p.nsPerPacket)])) }];
-    write(a.json ? `${JSON.stringify({ generator: 'testrun', ...r }, null, 2)}\n` : `${formatFastpathBench(r)}\n`, chartSvg('dvipa fast path, per path (BPF_PROG_TEST_RUN)', series));
+    const series: ChartSeries[] = [
+      {
+        name: 'in-kernel packets/s per path',
+        points: r.paths.map((p, i) => ({ t: i, pps: 1e9 / p.nsPerPacket })),
+        perTarget: Object.fromEntries(r.paths.map((p) => [p.path, Math.round(1e9 / p.nsPerPacket)])),
+      },
+    ];
+    write(
+      a.json ? `${JSON.stringify({ generator: 'testrun', ...r }, null, 2)}\n` : `${formatFastpathBench(r)}\n`,
+      chartSvg('dvipa fast path, per path (BPF_PROG_TEST_RUN)', series),
+    );
     return;
   }
   const progress = new Progress('live', a.seconds * modes.length * 1000);
-  const b = await benchLive({ seconds: a.seconds, flows: a.flows, size: a.size, modes: modes as RouterMode[], onProgress: (f, note) => progress.update(f, note) });
+  const b = await benchLive({
+    seconds: a.seconds,
+    flows: a.flows,
+    size: a.size,
+    modes: modes as RouterMode[],
+    routerOnly: a.routerOnly,
+    onProgress: (f, note) => progress.update(f, note),
+  });
   progress.done();
-  write(a.json ? `${JSON.stringify(b, null, 2)}\n` : `${formatTrafficBench(b)}\n`, chartSvg(`dvipa bench traffic (live frames, ${b.flows} flows)`, trafficSeries(b)));
+  write(
+    a.json ? `${JSON.stringify(b, null, 2)}\n` : `${formatTrafficBench(b)}\n`,
+    chartSvg(`dvipa bench traffic (live frames, ${b.flows} flows)`, trafficSeries(b)),
+  );
 }
 
-const traffic: CommandModule<object, TrafficArgs> = {
+const traffic = command({
   command: 'traffic',
   describe: 'real frames through a routing node: XDP distributor vs kernel forwarding vs nftables DNAT, side by side',
+  builder: trafficOptions,
+  handler: trafficHandler,
+});
+
+const ipsec = command({
+  command: 'ipsec',
+  describe:
+    "a takeover's IPsec work: N SA records read from etcd, SAs and policies installed, records rewritten (needs ESP: run it in scripts/kernel-lab)",
   builder: (y) =>
     y
-      .option('generator', { choices: ['live', 'pktgen', 'testrun'] as const, default: 'live' as const, describe: 'live: XDP live frames through the lab (works anywhere); pktgen: the kernel module on a real router; testrun: in-kernel per-path figures' })
       .option('json', { type: 'boolean', default: false })
-      .option('svg', { type: 'string', describe: 'write a chart: packets/s over time per way, and per target' })
-      .option('seconds', { type: 'number', default: 3, describe: 'how long each way runs' })
-      .option('flows', { type: 'number', default: 1000, describe: 'distinct UDP flows (source ports)' })
-      .option('size', { type: 'number', default: 64, describe: 'frame size in bytes' })
-      .option('modes', { type: 'string', default: ROUTER_MODES.join(','), describe: 'live: which ways to compare' })
-      .option('device', { type: 'string', describe: 'pktgen: the interface to send from' })
-      .option('dst-mac', { type: 'string', describe: "pktgen: the routing node's external MAC" })
-      .option('threads', { type: 'number', default: 1, describe: 'pktgen: kernel threads (one device queue each)' })
-      .option('rate', { type: 'number', default: 0, describe: 'pktgen: packets per second per thread (0: as fast as possible)' })
-      .option('pktgen-dir', { type: 'string', default: PKTGEN_DIR, describe: 'pktgen: its control directory' }) as never,
-  handler: trafficHandler as never,
-};
-
-const ipsec: CommandModule<object, { json: boolean; sas: string }> = {
-  command: 'ipsec',
-  describe: "a takeover's IPsec work: N SA records read from etcd, SAs and policies installed, records rewritten (needs ESP: run it in scripts/kernel-lab)",
-  builder: (y) =>
-    y.option('json', { type: 'boolean', default: false }).option('sas', { type: 'string', default: '1000,5000,10000', describe: 'SA counts, comma-separated' }) as never,
+      .option('sas', { type: 'string', default: '1000,5000,10000', describe: 'SA counts, comma-separated' })
+      .option('peers', {
+        type: 'string',
+        describe: "instead: a new owner's charon renegotiating N peers' IKE SAs (e.g. 1,10,100; real charons)",
+      }),
   handler: async (a) => {
     requireRoot('dvipa bench ipsec');
+    if (a.peers !== undefined) {
+      const peers = a.peers.split(',').map(Number);
+      if (peers.some((n) => !Number.isInteger(n) || n < 1 || n > 200))
+        throw new CliError('--peers: whole numbers from 1 to 200, comma-separated', EXIT.usage);
+      const rows = await benchIke(peers);
+      process.stdout.write(a.json ? `${JSON.stringify(rows, null, 2)}\n` : `${formatIkeBench(rows)}\n`);
+      return;
+    }
     const counts = a.sas.split(',').map(Number);
-    if (!counts.length || counts.some((n) => !Number.isInteger(n) || n < 1 || n > 100000)) throw new CliError('--sas: whole numbers from 1 to 100000, comma-separated', EXIT.usage);
+    if (!counts.length || counts.some((n) => !Number.isInteger(n) || n < 1 || n > 100000))
+      throw new CliError('--sas: whole numbers from 1 to 100000, comma-separated', EXIT.usage);
     const rows = await benchIpsec(counts);
     process.stdout.write(a.json ? `${JSON.stringify(rows, null, 2)}\n` : `${formatIpsecBench(rows)}\n`);
   },
-};
+});
+
+const transport = command({
+  command: 'transport',
+  describe:
+    "an agent's transport under a connection flood (strangers and a peer's address, 1 MiB frames announced): loop delay, RSS, CPU, a real peer's service",
+  builder: (y) =>
+    y
+      .option('json', { type: 'boolean', default: false })
+      .option('connections', { type: 'number', default: 10000, describe: 'connections opened by the attacker' })
+      .option('hold-ms', { type: 'number', default: 5000, describe: 'how long the attacker holds them' }),
+  handler: async (a) => {
+    whole(a.connections, 'connections', 1, 18000);
+    whole(a.holdMs, 'hold-ms', 100, 600_000);
+    const r = await benchTransport({ connections: a.connections, holdMs: a.holdMs });
+    process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatTransportBench(r)}\n`);
+  },
+});
+
+const agent = command({
+  command: 'agent',
+  describe:
+    'a routing agent with a full CRT while a target resyncs, /metrics is scraped and junk connections knock: loop delay, RSS, CPU',
+  builder: (y) =>
+    y
+      .option('json', { type: 'boolean', default: false })
+      .option('crt-entries', {
+        type: 'number',
+        default: 1 << 20,
+        describe: 'CRT entries (a SYN flood fills the default 1,048,576)',
+      })
+      .option('seconds', { type: 'number', default: 10 })
+      .option('junk', { type: 'number', default: 10000, describe: 'junk connections held on the agent port' }),
+  handler: async (a) => {
+    requireRoot('dvipa bench agent');
+    whole(a.crtEntries, 'crt-entries', 1, 1 << 24);
+    whole(a.seconds, 'seconds', 1, 600);
+    whole(a.junk, 'junk', 0, 18000);
+    const r = await benchAgent({ crtEntries: a.crtEntries, seconds: a.seconds, junk: a.junk });
+    process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatAgentBench(r)}\n`);
+  },
+});
 
 export const benchCommand: CommandModule = {
   command: 'bench <generator>',
   describe: 'benchmarks',
-  builder: (y) => y.command(fastpath).command(tables).command(traffic).command(ipsec).demandCommand(1),
+  builder: (y) =>
+    y
+      .command(fastpath)
+      .command(tables)
+      .command(traffic)
+      .command(ipsec)
+      .command(transport)
+      .command(agent)
+      .demandCommand(1),
   handler: () => undefined,
 };

@@ -3,23 +3,36 @@
  * NETSTAT shows them (same names and columns), plus what Linux adds (epoch, origin of a CRT
  * entry, the previous owner a new one still distributes like). `--json` gives the data.
  */
-import type { Argv, CommandModule } from 'yargs';
-import { askAgent, DEFAULT_CONTROL_SOCKET, toJson } from '../cluster/control.js';
-import type { VdptRow } from '../cluster/router.js';
-import type { VcrtRow, VipadynRow } from '../cluster/agent.js';
-import type { IpsecDvipaRow } from '../ipsec/ipsec-role.js';
+import type { Argv } from 'yargs';
+import { askAgent, toJson } from '../cluster/control.js';
+import { DEFAULTS } from '../config/settings.js';
+import type { ControlArgs, ControlCommand, ControlReplies } from '../cluster/control-protocol.js';
 import { parseIpv4 } from '../net/addr.js';
+import { command } from './command.js';
 import { CliError, EXIT } from './errors.js';
 
-interface Args { socket: string; json?: boolean; detail?: boolean; dvipa?: string; port?: number; client?: string; limit?: number }
+interface Args {
+  socket: string;
+  json?: boolean;
+  detail?: boolean;
+  dvipa?: string;
+  port?: number;
+  client?: string;
+  limit?: number;
+}
 
-async function ask(a: Args, cmd: string, args?: Record<string, unknown>): Promise<unknown> {
+async function ask<C extends ControlCommand>(a: Args, cmd: C, args?: ControlArgs[C]): Promise<ControlReplies[C]> {
   try {
     return await askAgent(a.socket, { cmd, args });
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ECONNREFUSED') throw new CliError(`no agent answers on ${a.socket}: start it (dvipa agent ...) or give its --socket`, EXIT.noAgent);
-    if (code === 'EACCES' || code === 'EPERM') throw new CliError(`${a.socket}: permission denied (the agent's socket is root's only)`, EXIT.notPermitted);
+    if (code === 'ENOENT' || code === 'ECONNREFUSED')
+      throw new CliError(
+        `no agent answers on ${a.socket}: start it (dvipa agent ...) or give its --socket`,
+        EXIT.noAgent,
+      );
+    if (code === 'EACCES' || code === 'EPERM')
+      throw new CliError(`${a.socket}: permission denied (the agent's socket is root's only)`, EXIT.notPermitted);
     throw new CliError(`${a.socket}: ${(e as Error).message}`);
   }
 }
@@ -30,7 +43,10 @@ const out = (s: string): void => {
 };
 
 function checkFilters(a: Args): void {
-  for (const [name, v] of [['dvipa', a.dvipa], ['client', a.client]] as const) {
+  for (const [name, v] of [
+    ['dvipa', a.dvipa],
+    ['client', a.client],
+  ] as const) {
     if (v === undefined) continue;
     try {
       parseIpv4(v);
@@ -38,27 +54,38 @@ function checkFilters(a: Args): void {
       throw new CliError(`--${name} ${v}: not an IPv4 address`, EXIT.usage);
     }
   }
-  if (a.port !== undefined && (!Number.isInteger(a.port) || a.port < 1 || a.port > 65535)) throw new CliError('--port must be from 1 to 65535', EXIT.usage);
-  if (a.limit !== undefined && (!Number.isInteger(a.limit) || a.limit < 1)) throw new CliError('--limit must be a whole number of at least 1', EXIT.usage);
+  if (a.port !== undefined && (!Number.isInteger(a.port) || a.port < 1 || a.port > 65535))
+    throw new CliError('--port must be from 1 to 65535', EXIT.usage);
+  if (a.limit !== undefined && (!Number.isInteger(a.limit) || a.limit < 1))
+    throw new CliError('--limit must be a whole number of at least 1', EXIT.usage);
 }
 
 async function vdpt(a: Args): Promise<void> {
   checkFilters(a);
-  const rows = ((await ask(a, 'vdpt')) as VdptRow[]).filter((r) => (!a.dvipa || r.dvipa === a.dvipa) && (!a.port || r.port === a.port));
-  if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}${a.port ? `..${a.port}` : ''}: no such distributed DVIPA on this node`);
+  const rows = (await ask(a, 'vdpt')).filter(
+    (r) => (!a.dvipa || r.dvipa === a.dvipa) && (!a.port || r.port === a.port),
+  );
+  if (a.dvipa && !rows.length)
+    throw new CliError(`${a.dvipa}${a.port ? `..${a.port}` : ''}: no such distributed DVIPA on this node`);
   if (a.json) return out(`${toJson(rows)}\n`);
   out('DYNAMIC VIPA DESTINATION PORT TABLE:\n');
   for (const r of rows) {
     out(`DEST:         ${r.dvipa}..${r.port}\n`);
     out(`  DESTXCF:    ${r.target}\n`);
     // TSR (target server responsiveness): dvipa knows whether the listener is up, not its accept queue.
-    out(`  TOTALCONN:  ${pad(r.totalConn)}  RDY: ${pad(r.ready ? 1 : 0, 3)}  WLM: ${String(r.weight).padStart(2, '0')}  TSR: ${r.ready ? 100 : 0}\n`);
+    out(
+      `  TOTALCONN:  ${pad(r.totalConn)}  RDY: ${pad(r.ready ? 1 : 0, 3)}  WLM: ${String(r.weight).padStart(2, '0')}  TSR: ${r.ready ? 100 : 0}\n`,
+    );
     out(`  DISTMETHOD: ${r.method.toUpperCase()}\n`);
-    out(`  FLG:        ${r.owner ? 'ACTIVE' : 'INACTIVE (BACKUP)'}${r.following ? `, DISTRIBUTING AS ${r.following}` : ''}\n`);
+    out(
+      `  FLG:        ${r.owner ? 'ACTIVE' : 'INACTIVE (BACKUP)'}${r.following ? `, DISTRIBUTING AS ${r.following}` : ''}\n`,
+    );
     out(`  ACTIVECONN: ${pad(r.activeConn)}${r.load !== undefined ? `  LOAD: ${r.load}` : ''}\n`);
     if (a.detail && r.service) {
       const s = r.service;
-      out(`  SERVICE:    PACKETS: ${s.packets}  BYTES: ${s.bytes}  CRTHIT: ${s.crtHit}  CRTNEW: ${s.crtNew}  RECOVERED: ${s.recovered}  FORWARDED: ${s.forwarded}  DROPPED: ${s.dropped}\n`);
+      out(
+        `  SERVICE:    PACKETS: ${s.packets}  BYTES: ${s.bytes}  CRTHIT: ${s.crtHit}  CRTNEW: ${s.crtNew}  RECOVERED: ${s.recovered}  FORWARDED: ${s.forwarded}  DROPPED: ${s.dropped}\n`,
+      );
     }
   }
   out(`${rows.length} OF ${rows.length} RECORDS DISPLAYED\n`);
@@ -66,7 +93,7 @@ async function vdpt(a: Args): Promise<void> {
 
 async function vcrt(a: Args): Promise<void> {
   checkFilters(a);
-  const r = (await ask(a, 'vcrt', { dvipa: a.dvipa, port: a.port, client: a.client, limit: a.limit })) as { entries: VcrtRow[]; total: number; truncated: boolean };
+  const r = await ask(a, 'vcrt', { dvipa: a.dvipa, port: a.port, client: a.client, limit: a.limit });
   if (a.json) return out(`${toJson(r)}\n`);
   out('DYNAMIC VIPA CONNECTION ROUTING TABLE:\n');
   for (const e of r.entries) {
@@ -79,72 +106,138 @@ async function vcrt(a: Args): Promise<void> {
 }
 
 async function vipadyn(a: Args): Promise<void> {
-  const r = (await ask(a, 'vipadyn')) as { coupling?: { shared: boolean; healthy: boolean; members: string[] }; dvipas: VipadynRow[] };
+  const r = await ask(a, 'vipadyn');
   const rows = r.dvipas.filter((d) => !a.dvipa || d.dvipa === a.dvipa);
   if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}: not a DVIPA of this node`);
   if (a.json) return out(`${toJson({ ...r, dvipas: rows })}\n`);
   const cf = r.coupling;
-  out(`COUPLING FACILITY: ${!cf ? 'NONE' : !cf.shared ? 'LOCAL (NO ETCD)' : `ETCD ${cf.healthy ? 'REACHABLE' : 'UNREACHABLE'}  MEMBERS: ${cf.members.join(' ')}`}\n`);
+  out(
+    `COUPLING FACILITY: ${!cf ? 'NONE' : !cf.shared ? 'LOCAL (NO ETCD)' : `ETCD ${cf.healthy ? 'REACHABLE' : 'UNREACHABLE'}  MEMBERS: ${cf.members.join(' ')}`}\n`,
+  );
   out('DYNAMIC VIPA:\n');
-  out(`  ${'IP ADDRESS'.padEnd(16)}${'STATUS'.padEnd(11)}${'ORIGINATION'.padEnd(13)}${'DISTSTAT'.padEnd(10)}${'RANK'.padEnd(6)}${'EPOCH'.padEnd(7)}${'OWNER'.padEnd(10)}SINCE\n`);
+  out(
+    `  ${'IP ADDRESS'.padEnd(16)}${'STATUS'.padEnd(11)}${'ORIGINATION'.padEnd(13)}${'DISTSTAT'.padEnd(10)}${'RANK'.padEnd(6)}${'EPOCH'.padEnd(7)}${'OWNER'.padEnd(10)}SINCE\n`,
+  );
   for (const d of rows) {
-    out(`  ${d.dvipa.padEnd(16)}${d.status.toUpperCase().padEnd(11)}${d.origin.toUpperCase().padEnd(13)}${d.distStat.toUpperCase().padEnd(10)}${String(d.rank ?? '').padEnd(6)}${String(d.epoch || '').padEnd(7)}${(d.owner ?? '').padEnd(10)}${d.since ?? ''}\n`);
+    out(
+      `  ${d.dvipa.padEnd(16)}${d.status.toUpperCase().padEnd(11)}${d.origin.toUpperCase().padEnd(13)}${d.distStat.toUpperCase().padEnd(10)}${String(d.rank ?? '').padEnd(6)}${String(d.epoch || '').padEnd(7)}${(d.owner ?? '').padEnd(10)}${d.since ?? ''}\n`,
+    );
   }
   out(`${rows.length} OF ${r.dvipas.length} RECORDS DISPLAYED\n`);
 }
 
 async function vipadcfg(a: Args): Promise<void> {
-  const r = (await ask(a, 'vipadcfg')) as { node: string; profile: string; coupling?: object };
+  const r = await ask(a, 'vipadcfg');
   if (a.json) return out(`${toJson(r)}\n`);
   out(`DYNAMIC VIPA INFORMATION (NODE ${r.node}):\n${r.profile}`);
 }
 
 async function ipsec(a: Args): Promise<void> {
   checkFilters(a);
-  const all = (await ask(a, 'ipsec')) as IpsecDvipaRow[];
+  const all = await ask(a, 'ipsec');
   const rows = all.filter((d) => !a.dvipa || d.dvipa === a.dvipa);
   if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}: not a DVIPA this node may route`);
   if (a.json) return out(`${toJson(rows)}\n`);
   out('DVIPA IPSEC SECURITY ASSOCIATIONS:\n');
   for (const d of rows) {
-    out(`DVIPA:        ${d.dvipa}  ${d.owner ? `OWNER  EPOCH: ${d.epoch}` : 'NOT OWNER (SAS IN THE COUPLING FACILITY ARE THE OWNER\'S)'}\n`);
+    out(
+      `DVIPA:        ${d.dvipa}  ${d.owner ? `OWNER  EPOCH: ${d.epoch}` : "NOT OWNER (SAS IN THE COUPLING FACILITY ARE THE OWNER'S)"}\n`,
+    );
     if (d.lastStoreWrite) out(`  LAST STORE WRITE: ${d.lastStoreWrite}\n`);
     const r = d.lastReinstall;
     if (r) {
-      out(`  LAST REINSTALL:   ${r.at} ${r.how.toUpperCase()}  SAS: ${r.installed}  POLICIES: ${r.policies}  REFUSED: ${r.refused.length}  FAILED: ${r.failed.length}  ${r.tookMs}MS\n`);
+      out(
+        `  LAST REINSTALL:   ${r.at} ${r.how.toUpperCase()}  SAS: ${r.installed}  POLICIES: ${r.policies}  REFUSED: ${r.refused.length}  FAILED: ${r.failed.length}  ${r.tookMs}MS\n`,
+      );
       const p = r.phases;
       out(`    READ: ${p.readMs}MS  SAS: ${p.saMs}MS  POLICIES: ${p.policyMs}MS  RECORDS: ${p.recordMs}MS\n`);
       for (const e of r.refused) out(`    REFUSED: ${e}\n`);
       for (const f of r.failed) out(`    FAILED:  SPI ${f.spi}: ${f.error}\n`);
     }
+    const n = d.lastRenegotiation;
+    if (n) {
+      out(
+        `  LAST RENEGOTIATION: ${n.at}  PEERS: ${n.peers}  RENEGOTIATED: ${n.renegotiated}  FAILED: ${n.failed.length}  REFUSED: ${n.refused.length}  ${n.tookMs}MS\n`,
+      );
+      for (const f of n.failed) out(`    FAILED:  ${f.peer}: ${f.error}\n`);
+    }
+    if (d.ike?.length) {
+      out(
+        `  ${'IKE PEER'.padEnd(16)}${'CONN'.padEnd(14)}${'SOURCE'.padEnd(14)}${'STATE'.padEnd(13)}${'AGE'.padEnd(8)}${'PEER ID'.padEnd(24)}SPIS\n`,
+      );
+      for (const p of d.ike) {
+        out(
+          `  ${p.remote.padEnd(16)}${p.conn.padEnd(14)}${p.source.toUpperCase().padEnd(14)}${p.state.padEnd(13)}${`${p.ageS}S`.padEnd(8)}${p.remoteId.padEnd(24)}${p.spis}\n`,
+        );
+        for (const c of p.children)
+          out(`    CHILD ${c.name}  REQID: ${c.reqid}  SPI IN: ${c.spiIn}  OUT: ${c.spiOut}  ${c.state}\n`);
+        if (p.error) out(`    ERROR: ${p.error}\n`);
+      }
+    }
     if (!d.sas.length) continue;
-    out(`  ${'SPI'.padEnd(10)}${'PROTO'.padEnd(6)}${'DIR'.padEnd(4)}${'MODE'.padEnd(10)}${'SOURCE'.padEnd(12)}${'SRC'.padEnd(16)}${'DST'.padEnd(16)}${'SEQ'.padEnd(12)}${'PACKETS'.padEnd(11)}BYTES\n`);
+    out(
+      `  ${'SPI'.padEnd(10)}${'PROTO'.padEnd(6)}${'DIR'.padEnd(4)}${'MODE'.padEnd(10)}${'SOURCE'.padEnd(14)}${'SRC'.padEnd(16)}${'DST'.padEnd(16)}${'SEQ'.padEnd(12)}${'PACKETS'.padEnd(11)}BYTES\n`,
+    );
     for (const s of d.sas) {
-      out(`  ${s.spi.padEnd(10)}${s.proto.toUpperCase().padEnd(6)}${s.dir.toUpperCase().padEnd(4)}${s.mode.toUpperCase().padEnd(10)}${s.source.toUpperCase().padEnd(12)}${s.src.padEnd(16)}${s.dst.padEnd(16)}${s.seq.padEnd(12)}${s.packets.padEnd(11)}${s.bytes}\n`);
+      out(
+        `  ${s.spi.padEnd(10)}${s.proto.toUpperCase().padEnd(6)}${s.dir.toUpperCase().padEnd(4)}${s.mode.toUpperCase().padEnd(10)}${s.source.toUpperCase().padEnd(14)}${s.src.padEnd(16)}${s.dst.padEnd(16)}${s.seq.padEnd(12)}${s.packets.padEnd(11)}${s.bytes}\n`,
+      );
     }
   }
   out(`${rows.length} OF ${all.length} RECORDS DISPLAYED\n`);
 }
 
 const common = <T>(y: Argv<T>) =>
-  y.option('socket', { type: 'string', default: DEFAULT_CONTROL_SOCKET, describe: "the agent's control socket (dvipa agent --control)" })
+  y
+    .option('socket', {
+      type: 'string',
+      default: DEFAULTS.controlSocket,
+      describe: "the agent's control socket (dvipa agent --control)",
+    })
     .option('json', { type: 'boolean', describe: 'the data as JSON' });
 const filters = <T>(y: Argv<T>) =>
-  y.option('dvipa', { type: 'string', describe: 'only this DVIPA' }).option('port', { type: 'number', describe: 'only this port' });
+  y
+    .option('dvipa', { type: 'string', describe: 'only this DVIPA' })
+    .option('port', { type: 'number', describe: 'only this port' });
 
-export const netstatCommand: CommandModule<object, Args> = {
+export const netstatCommand = command({
   command: 'netstat <report>',
   describe: "the local agent's tables, as z/OS NETSTAT shows them: vdpt, vcrt, vipadyn, vipadcfg; and ipsec",
   builder: (y) =>
     common(y)
-      .command('vdpt', 'destination port table: per DVIPA:port and target, readiness, weight, connections', (b) =>
-        filters(b).option('detail', { type: 'boolean', describe: "add the distributor's counters per service" }), vdpt as never)
-      .command('vcrt', 'connection routing table: which target serves each connection, and where the entry came from', (b) =>
-        filters(b).option('client', { type: 'string', describe: "only this client's connections" })
-          .option('limit', { type: 'number', default: 10000, describe: 'at most this many entries' }), vcrt as never)
-      .command('vipadyn', 'the DVIPAs of this node: status, origin, rank, epoch, owner, since', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), vipadyn as never)
-      .command('vipadcfg', 'the configuration in force on this node', (b) => b, vipadcfg as never)
-      .command('ipsec', 'IPsec recovery (CLUSTER IPSEC): per DVIPA the SAs held, negotiated here or re-installed, sequence numbers, last store write', (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }), ipsec as never)
-      .demandCommand(1, 'name a report: vdpt, vcrt, vipadyn, vipadcfg or ipsec') as never,
+      .command(
+        'vdpt',
+        'destination port table: per DVIPA:port and target, readiness, weight, connections',
+        (b) => filters(b).option('detail', { type: 'boolean', describe: "add the distributor's counters per service" }),
+        (a) => vdpt(a),
+      )
+      .command(
+        'vcrt',
+        'connection routing table: which target serves each connection, and where the entry came from',
+        (b) =>
+          filters(b)
+            .option('client', { type: 'string', describe: "only this client's connections" })
+            .option('limit', { type: 'number', default: 10000, describe: 'at most this many entries' }),
+        (a) => vcrt(a),
+      )
+      .command(
+        'vipadyn',
+        'the DVIPAs of this node: status, origin, rank, epoch, owner, since',
+        (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }),
+        (a) => vipadyn(a),
+      )
+      .command(
+        'vipadcfg',
+        'the configuration in force on this node',
+        (b) => b,
+        (a) => vipadcfg(a),
+      )
+      .command(
+        'ipsec',
+        'IPsec recovery (CLUSTER IPSEC): per DVIPA the SAs held, negotiated here, re-installed or renegotiated, sequence numbers, last store write; with --ipsec-vici the IKE SA per peer',
+        (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }),
+        (a) => ipsec(a),
+      )
+      .demandCommand(1, 'name a report: vdpt, vcrt, vipadyn, vipadcfg or ipsec'),
   handler: () => undefined,
-};
+});

@@ -6,8 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as readline from 'node:readline';
-import { named } from '../dataplane/errors.js';
-import { native } from '../dataplane/addon.js';
+import { sys } from '../kernel/sys.js';
 import { parseIpv4 } from '../net/addr.js';
 import { hasAddress } from '../net/iproute.js';
 import type { Logger } from '../log.js';
@@ -23,8 +22,15 @@ export class AddressHolder {
    */
   private batch: ChildProcess;
 
+  /** Addresses added through the batch and not deleted since (the batch may not have run yet). */
+  private readonly taken = new Set<string>();
+
   /** `answering`: whether this node may still answer for the address (its fence): a deposed owner thawed late must not announce. */
-  constructor(private readonly ifname: string, private readonly log: Logger, private readonly answering: (address: string) => boolean = () => true) {
+  constructor(
+    private readonly ifname: string,
+    private readonly log: Logger,
+    private readonly answering: (address: string) => boolean = () => true,
+  ) {
     this.batch = this.startBatch();
   }
 
@@ -34,6 +40,7 @@ export class AddressHolder {
   }
 
   take(address: string): void {
+    this.taken.add(address);
     this.ip(`address replace ${address}/32 dev ${this.ifname}`);
     // Frames for the DVIPA (the data plane needs no address) may come at once; the stack
     // answers ARP and ICMP once the batch has added it, a moment later.
@@ -48,7 +55,8 @@ export class AddressHolder {
   }
 
   give(address: string): void {
-    if (this.holds(address)) this.ip(`address del ${address}/32 dev ${this.ifname}`);
+    // Taken a moment ago, the address may not be on the interface yet: deleted all the same.
+    if (this.taken.delete(address) || this.holds(address)) this.ip(`address del ${address}/32 dev ${this.ifname}`);
   }
 
   stop(): void {
@@ -66,13 +74,15 @@ export class AddressHolder {
     // -force: a failed command is reported and the next one still runs.
     const batch = spawn('ip', ['-force', '-batch', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
     batch.on('error', (e) => this.log.error({ err: e.message }, 'ip -batch failed to start: addresses not changed'));
-    readline.createInterface({ input: batch.stderr! }).on('line', (l) => this.log.error({ ifname: this.ifname, err: l }, 'address change failed'));
+    readline
+      .createInterface({ input: batch.stderr })
+      .on('line', (l) => this.log.error({ ifname: this.ifname, err: l }, 'address change failed'));
     return batch;
   }
 
   private announce(address: string): void {
     try {
-      named(`gratuitous ARP ${address} on ${this.ifname}`, () => native.gratuitousArp(this.ifname, parseIpv4(address)));
+      sys.gratuitousArp(`gratuitous ARP ${address} on ${this.ifname}`, this.ifname, parseIpv4(address));
     } catch (e) {
       // The address is ours either way; neighbours then learn it when their entries expire.
       this.log.warn({ address, ifname: this.ifname, err: (e as Error).message }, 'gratuitous ARP not sent');

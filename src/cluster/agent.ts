@@ -10,22 +10,31 @@
 import { FastPath } from '../dataplane/fastpath.js';
 import type { ClusterConfig, NodeSpec } from '../config/model.js';
 import { planDvipas, rolesOf, type DvipaPlan, type Role } from './roles.js';
-import { ControlServer, type ControlRequest } from './control.js';
+import { ControlServer } from './control.js';
+import type { ControlHandlers } from './control-protocol.js';
+import { VCRT_DEFAULT_LIMIT, vcrtView, vipadynRow, type CouplingState, type VipadynRow } from './views.js';
 import { AgentMetrics } from './metrics.js';
 import { formatProfile } from '../config/format.js';
-import { CrtOrigin } from '../dataplane/structs.js';
-import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions, type OwnerRecord } from './coupling.js';
-import { Election, PRIMARY_RANK, type Claim, type DvipaCandidacy } from './election.js';
-import { Transport, DEFAULT_PORT } from './transport.js';
-import { MsgType, type Message } from './messages.js';
+import { CrtWalker } from '../dataplane/crt-walk.js';
+import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions } from './coupling.js';
+import { Election, PRIMARY_RANK, type DvipaCandidacy } from './election.js';
+import type { Claim, OwnerRecord } from '../net/ownership.js';
+import { Transport } from './transport.js';
+import type { Identities } from './handshake.js';
+import { DEFAULTS } from '../config/settings.js';
+import { MsgType, type DvipaChange, type Message } from './messages.js';
+import { Admission } from './admission.js';
+import { Refusals } from './refusals.js';
 import { Heartbeat } from './heartbeat.js';
 import { Renewer } from './renewer.js';
 import { RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
+import { ViaRoutes } from './via-routes.js';
 import type { Logger } from '../log.js';
 import { IpsecRole, type IpsecOptions } from '../ipsec/ipsec-role.js';
 import * as xfrm from '../ipsec/xfrm.js';
 import { XfrmEventStream } from '../ipsec/events.js';
+import { ViciDaemon } from '../ipsec/ike.js';
 
 export interface HaOptions {
   /** etcd: endpoints, TLS and auth; none: ownership local to this node. */
@@ -44,9 +53,13 @@ export interface AgentOptions extends TargetOptions {
   config: ClusterConfig;
   node: string;
   key: Buffer;
+  /** Per-node keys (CLUSTER IDENTITIES); without them any holder of the cluster key may claim any name. */
+  identities?: Identities;
   pinRoot?: string;
   port?: number;
   ha?: HaOptions;
+  /** Targets connected and synced before this node takes a DVIPA back or by a move (default 1). */
+  readyTargets?: number;
   /** The control socket for `dvipa netstat` (none: no socket). */
   controlSocket?: string;
   /** host:port for Prometheus metrics at /metrics (none: not served). */
@@ -56,33 +69,10 @@ export interface AgentOptions extends TargetOptions {
   logger: Logger;
 }
 
-export interface VipadynRow {
-  dvipa: string;
-  /** Active: routed here; Backup: a candidate, routed elsewhere; Moving: a move to or from here is pending; Quiescing: quiesced here, still routed here; Target: only a target here. */
-  status: 'Active' | 'Backup' | 'Moving' | 'Quiescing' | 'Target';
-  origin: 'VIPADEFine' | 'VIPABackup' | 'VIPA list';
-  /** Dist: routes (or may route) it; Dest: a target of it; DistDest: both. */
-  distStat: 'Dist' | 'Dest' | 'DistDest';
-  rank?: number;
-  epoch: number;
-  owner?: string;
-  since?: string;
-}
-
-export interface VcrtRow { dvipa: string; port: number; protocol: string; client: string; clientPort: number; target: string; origin: 'syn' | 'recovered' | 'newconn'; ageS: number }
-
 /** How often to retry reaching the coupling facility at start. */
 const CF_RETRY_MS = 1000;
 /** A new owner takes the address at the latest this long after the ownership, IPsec SAs re-installed or not. */
 const IPSEC_WAIT_MS = 5000;
-/**
- * Default etcd lease TTL (s). Takeovers do not wait for it (renewals decide); it bounds how
- * long a dead node stays a member, and a longer one rides out a stall of the agent's main
- * thread, whose keepalives would otherwise miss and take its owner keys with the lease.
- */
-export const DEFAULT_LEASE_TTL_SEC = 3;
-/** Default renewal interval of an owner's claim in etcd (ms). */
-export const DEFAULT_RENEW_MS = 20;
 /**
  * An owner's data plane answers for a DVIPA until FENCE_RENEWALS intervals after it sent the
  * last renewal etcd confirmed; a candidate claims after CLAIM_RENEWALS intervals without
@@ -95,9 +85,11 @@ export class Agent {
   private readonly node: NodeSpec;
   private readonly plans: Map<string, DvipaPlan>;
   private readonly fp: FastPath;
+  private readonly crtWalker: CrtWalker;
   private readonly transport: Transport;
   private readonly router: RoutingRole;
   private readonly target: TargetRole;
+  private readonly via: ViaRoutes;
   private readonly log: Logger;
   private readonly candidacies = new Map<string, DvipaCandidacy>();
   private cf?: CouplingFacility;
@@ -113,28 +105,61 @@ export class Agent {
   private readonly since = new Map<string, number>();
   private roles = new Map<string, Role[]>();
   private ipsec?: IpsecRole;
+  private readonly admission: Admission;
+  /** What peers said and this node refused (not a routing node of the DVIPA, outside the ranges...). */
+  private readonly refusals: Refusals;
+  /** DVIPA messages waiting for etcd to name the same owner, by address. */
+  private readonly unconfirmed = new Map<string, { peer: string; change: DvipaChange }>();
 
   constructor(private readonly opts: AgentOptions) {
     const node = opts.config.nodes.find((n) => n.name === opts.node);
     if (!node) throw new Error(`node ${opts.node} is not in the configuration`);
     this.node = node;
     this.log = opts.logger.child({ node: node.name });
-    if (opts.ipsec && !opts.ha?.etcd) throw new Error('IPsec recovery (CLUSTER IPSEC) keeps SAs in the coupling facility: give CLUSTER ETCD or --etcd');
+    if (opts.ipsec && !opts.ha?.etcd)
+      throw new Error('IPsec recovery (CLUSTER IPSEC) keeps SAs in the coupling facility: give CLUSTER ETCD or --etcd');
     this.plans = planDvipas(opts.config);
+    this.admission = new Admission(opts.config, this.plans);
+    this.refusals = new Refusals(this.log, 'peer message refused');
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
+    this.crtWalker = new CrtWalker(this.fp.crt.fd);
     const peers = [
       ...opts.config.nodes.filter((n) => n.name !== node.name).map((n) => ({ name: n.name, xcf: n.xcf })),
       ...opts.config.peers,
-    ].map((p) => ({ name: p.name, host: p.xcf, port: opts.port ?? DEFAULT_PORT }));
-    this.transport = new Transport({ node: node.name, key: opts.key, listen: { host: node.xcf, port: opts.port ?? DEFAULT_PORT }, peers, logger: this.log });
+    ].map((p) => ({ name: p.name, host: p.xcf, port: opts.port ?? DEFAULTS.port }));
+    this.transport = new Transport({
+      node: node.name,
+      key: opts.key,
+      identities: opts.identities,
+      listen: { host: node.xcf, port: opts.port ?? DEFAULTS.port },
+      peers,
+      logger: this.log,
+    });
     const nameOfXcf = new Map(peers.map((p) => [p.host, p.name]));
     const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
-    this.router = new RoutingRole(this.fp, node, opts.config, this.plans, { isConnected, fencing: opts.ha?.etcd !== undefined }, this.log);
-    this.target = new TargetRole(this.fp, node, this.plans, opts, this.log, (router, m) => this.deliver(router, m));
+    this.router = new RoutingRole(
+      this.fp,
+      node,
+      opts.config,
+      this.plans,
+      { isConnected, readyTargets: opts.readyTargets, fencing: opts.ha?.etcd !== undefined },
+      this.log,
+    );
+    this.target = new TargetRole(
+      this.fp,
+      node,
+      this.plans,
+      opts,
+      this.log,
+      (router, m) => this.deliver(router, m),
+      (n) => this.xcfOf(n),
+    );
+    this.via = new ViaRoutes(this.fp, node, opts.config);
   }
 
   async start(): Promise<void> {
     this.fp.configure({ clusterAddr: this.node.xcf });
+    this.via.start();
     const roles = rolesOf(this.opts.config, this.node.name);
     this.roles = roles;
     for (const [dvipa, rs] of roles) {
@@ -167,23 +192,34 @@ export class Agent {
     if (this.opts.metricsAddress) {
       this.metrics = new AgentMetrics({
         vdpt: () => this.router.vdpt(),
-        crtEntries: () => this.fp.crt.count(),
+        crtEntries: () => this.crtWalker.count(),
         reasons: () => this.fp.reasonCounts(),
         served: () => this.fp.receivedStats(),
-        messageRejects: () => ({ ...this.transport.drops, stale_epoch: this.target.fence.refused }),
+        messageRejects: () => ({
+          ...this.transport.drops,
+          ...this.refusals.counts,
+          stale_epoch: this.target.fence.refused,
+        }),
         couplingUp: () => (this.cf?.shared ? this.cf.healthy : undefined),
         ipsec: () => this.ipsec?.rows(),
       });
       await this.metrics.listen(this.opts.metricsAddress, this.log);
     }
     if (this.opts.controlSocket) {
-      this.control = new ControlServer(this.opts.controlSocket, (req) => this.answer(req), this.log);
+      this.control = new ControlServer(this.opts.controlSocket, this.controlHandlers(), this.log);
       await this.control.start();
     }
-    this.log.info({ roles: Object.fromEntries([...roles].map(([d, rs]) => [d, rs.map((r) => r.kind)])) }, 'agent started');
+    this.log.info(
+      { roles: Object.fromEntries([...roles].map(([d, rs]) => [d, rs.map((r) => r.kind)])) },
+      'agent started',
+    );
   }
 
-  /** Stops the control plane only: programs and maps stay pinned and keep forwarding. */
+  /**
+   * Stops the control plane only: programs and maps stay pinned and keep forwarding. Every
+   * source of events (peers, sockets, XFRM, etcd) stops before the maps close, so nothing
+   * writes to a closed map (EBADFD) on the way out.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.cfRetry);
@@ -192,18 +228,22 @@ export class Agent {
     this.election?.stop();
     clearInterval(this.beatTimer);
     this.ipsec?.stop();
-    const grace = this.opts.ha?.restartGraceSec ?? 10;
+    const grace = this.opts.ha?.restartGraceSec ?? DEFAULTS.restartGrace;
     const owned = [...this.owned().keys()];
     const sent = process.hrtime.bigint();
-    // Renewals go on until the grace is written (they fail once it is), so the fence never
-    // runs out meanwhile; then the restarted agent has the grace to adopt, candidates wait
-    // that much longer, and so may the data plane.
+    // First, within the lease: the owner keys go to the restart-grace lease. Renewals go on
+    // until the grace is written (they fail once it is), so the fence never runs out
+    // meanwhile; then the restarted agent has the grace to adopt, candidates wait that much
+    // longer, and so may the data plane.
     const handed = await this.cf?.stop(grace);
     await this.renewer?.stop();
-    if (handed && this.renewer) for (const d of owned) this.fp.setFence(d, sent + this.ns(grace * 1000 + this.fenceMs()));
+    if (handed && this.renewer)
+      for (const d of owned) this.fp.setFence(d, sent + this.ns(grace * 1000 + this.fenceMs()));
+    await this.transport.stop();
     this.target.stop();
     this.router.stop();
-    await this.transport.stop();
+    this.via.stop();
+    await this.crtWalker.close();
     this.fp.close();
   }
 
@@ -223,9 +263,23 @@ export class Agent {
     let etcd: EtcdCoupling | undefined;
     if (ha.etcd) {
       etcd = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
-      this.renewer = new Renewer({ etcd: ha.etcd, fenceFd: this.fp.fence.fd, renewMs: this.renewMs(), fenceNs: this.ns(this.fenceMs()) }, this.log);
+      this.renewer = new Renewer(
+        { etcd: ha.etcd, fenceFd: this.fp.fence.fd, renewMs: this.renewMs(), fenceNs: this.ns(this.fenceMs()) },
+        this.log,
+      );
       if (this.opts.ipsec) {
-        this.ipsec = new IpsecRole(xfrm, etcd!, this.opts.key, me, this.opts.ipsec, this.log, (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on));
+        const vici = this.opts.ipsec.vici;
+        const daemon = vici ? new ViciDaemon(vici, () => this.ipsec?.ikeChanged(), this.log) : undefined;
+        this.ipsec = new IpsecRole(
+          xfrm,
+          etcd,
+          this.opts.key,
+          me,
+          this.opts.ipsec,
+          this.log,
+          (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on),
+          daemon,
+        );
         for (const d of this.candidacies.keys()) this.ipsec.watch(d);
         this.ipsec.start();
       }
@@ -236,65 +290,90 @@ export class Agent {
       cf = local;
     }
     this.cf = cf;
-    const election = new Election(cf, this.candidacies, {
-      me,
-      nopreempt: ha.nopreempt ?? false,
-      takebackDelayMs: ha.takebackDelayMs ?? 0,
-      stuckMs: 3000 * (ha.etcd?.ttlSec ?? 1),
-      settleMs: ha.etcd ? 1000 * ha.etcd.ttlSec + 500 : 0,
-      claimAfterMs: ha.etcd ? CLAIM_RENEWALS * this.renewMs() : 0,
-    }, {
-      claimed: (d, rec, sentNs) => {
-        const renewal = etcd?.renewal(d, rec);
-        if (!renewal || !this.renewer) return;
-        // In the map before the address moves here (the worker writes it too, a moment later).
-        const deadline = sentNs + this.ns(this.fenceMs());
-        this.fp.setFence(d, deadline);
-        this.renewer.own(d, renewal, deadline);
+    cf.on('change', (d?: string) => {
+      const waiting = d === undefined ? undefined : this.unconfirmed.get(d);
+      if (!waiting || this.stopped) return;
+      this.unconfirmed.delete(d!);
+      this.onDvipa(waiting.peer, waiting.change);
+    });
+    const election = new Election(
+      cf,
+      this.candidacies,
+      {
+        me,
+        nopreempt: ha.nopreempt ?? false,
+        takebackDelayMs: ha.takebackDelayMs ?? 0,
+        stuckMs: 3000 * (ha.etcd?.ttlSec ?? 1),
+        settleMs: ha.etcd ? 1000 * ha.etcd.ttlSec + 500 : 0,
+        claimAfterMs: ha.etcd ? CLAIM_RENEWALS * this.renewMs() : 0,
       },
-      ready: (d) => this.router.ready(d),
-      canRenew: () => this.renewer?.connected ?? true,
-      idle: (d) => this.router.idle(d),
-      acquired: (d, rec, how, previous, tookMs) => {
-        this.metrics?.ownershipChanges.inc({ dvipa: d, how });
-        if (how !== 'adopted') this.metrics?.ownershipSeconds.observe({ how }, tookMs / 1000);
-        this.acquired(d, rec, how, previous);
+      {
+        claimed: (d, rec, sentNs) => {
+          const renewal = etcd?.renewal(d, rec);
+          if (!renewal || !this.renewer) return;
+          // In the map before the address moves here (the worker writes it too, a moment later).
+          const deadline = sentNs + this.ns(this.fenceMs());
+          this.fp.setFence(d, deadline);
+          this.renewer.own(d, renewal, deadline);
+        },
+        ready: (d) => this.router.ready(d),
+        canRenew: () => this.renewer?.connected ?? true,
+        idle: (d) => this.router.idle(d),
+        acquired: (d, rec, how, previous, tookMs) => {
+          this.metrics?.ownershipChanges.inc({ dvipa: d, how });
+          if (how !== 'adopted') this.metrics?.ownershipSeconds.observe({ how }, tookMs / 1000);
+          this.acquired(d, rec, how, previous);
+        },
+        lost: (d, owner) => {
+          this.since.set(d, Date.now());
+          this.renewer?.drop(d);
+          this.router.disown(d);
+          void this.ipsec?.lost(d);
+          const why = owner ? 'DVIPA now routed by another node' : 'DVIPA routed by no node now (deleted?)';
+          this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, `${why}: address released`);
+        },
       },
-      lost: (d, owner) => {
-        this.since.set(d, Date.now());
-        this.renewer?.drop(d);
-        this.router.disown(d);
-        void this.ipsec?.lost(d);
-        this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, 'DVIPA now routed by another node: address released');
-      },
-    }, this.log);
+      this.log,
+    );
     // What the pinned data plane owned is ours until the store says otherwise.
     for (const [d, c] of this.candidacies) {
       const epoch = this.router.pinnedEpoch(d);
-      if (epoch > 0) election.owned.set(d, { node: me, rank: c.candidates.find((x) => x.node === me)?.rank ?? 0, epoch });
+      if (epoch > 0)
+        election.owned.set(d, { node: me, rank: c.candidates.find((x) => x.node === me)?.rank ?? 0, epoch });
     }
     this.election = election;
     if (ha.etcd) {
-      const others = (d: string) => (this.candidacies.get(d)?.candidates ?? []).map((c) => c.node).filter((n) => n !== me);
-      const heartbeat = new Heartbeat(others, (peer, m) => this.transport.send(peer, m), (d, epoch, sentNs) => {
-        if (election.owned.get(d)?.epoch === epoch) this.renewer?.extend(d, sentNs + this.ns(this.fenceMs()));
-      });
+      const others = (d: string) =>
+        (this.candidacies.get(d)?.candidates ?? []).map((c) => c.node).filter((n) => n !== me);
+      const heartbeat = new Heartbeat(
+        others,
+        (peer, m) => this.transport.send(peer, m),
+        (d, epoch, sentNs) => {
+          if (election.owned.get(d)?.epoch === epoch) this.renewer?.extend(d, sentNs + this.ns(this.fenceMs()));
+        },
+      );
       this.heartbeat = heartbeat;
       this.beatTimer = setInterval(() => heartbeat.beat(election.owned), this.renewMs());
     }
     const join = () => {
-      cf.start().then(() => {
-        if (!this.stopped) election.start();
-      }, (e: Error) => {
-        this.log.error({ err: e.message }, 'coupling facility unreachable at start; the data plane keeps forwarding; retrying');
-        if (!this.stopped) this.cfRetry = setTimeout(join, CF_RETRY_MS);
-      });
+      cf.start().then(
+        () => {
+          if (!this.stopped) election.start();
+        },
+        (e: Error) => {
+          this.log.error(
+            { err: e.message },
+            'coupling facility unreachable at start; the data plane keeps forwarding; retrying',
+          );
+          if (!this.stopped) this.cfRetry = setTimeout(join, CF_RETRY_MS);
+        },
+      );
     };
     join();
   }
 
   private renewMs(): number {
-    return this.opts.ha?.renewMs ?? DEFAULT_RENEW_MS;
+    return this.opts.ha?.renewMs ?? DEFAULTS.renewMs;
   }
 
   private fenceMs(): number {
@@ -305,71 +384,45 @@ export class Agent {
     return BigInt(ms) * 1_000_000n;
   }
 
-  /** What the control socket answers. */
-  private answer(req: ControlRequest): unknown {
-    switch (req.cmd) {
-      case 'vdpt':
-        return this.router.vdpt();
-      case 'vcrt':
-        return this.vcrt(req.args ?? {});
-      case 'vipadyn':
-        return { coupling: this.couplingState(), dvipas: this.vipadyn() };
-      case 'ipsec':
+  /** What the control socket answers (control-protocol.ts). */
+  private controlHandlers(): ControlHandlers {
+    return {
+      vdpt: () => this.router.vdpt(),
+      vcrt: async (filter) => {
+        // Read off the event loop (a full CRT is a million entries).
+        const found = await this.crtWalker.select(filter, filter.limit ?? VCRT_DEFAULT_LIMIT);
+        // The data plane stamps entries with CLOCK_MONOTONIC (coarse), which hrtime reads too.
+        const view = vcrtView(found.entries, {}, process.hrtime.bigint());
+        return { ...view, total: found.total, truncated: found.total > view.entries.length };
+      },
+      vipadyn: () => ({ coupling: this.couplingState(), dvipas: this.vipadyn() }),
+      vipadcfg: () => ({
+        node: this.node.name,
+        profile: formatProfile({ ...this.opts.config, nodes: [this.node], peers: [] }),
+        coupling: this.opts.config.coupling,
+      }),
+      ipsec: () => {
         if (!this.ipsec) throw new Error('IPsec recovery is not on for this node (CLUSTER IPSEC)');
         return this.ipsec.rows();
-      case 'vipadcfg':
-        return { node: this.node.name, profile: formatProfile({ ...this.opts.config, nodes: [this.node], peers: [] }), coupling: this.opts.config.coupling };
-      default:
-        throw new Error(`unknown request ${req.cmd} (vdpt, vcrt, vipadyn, vipadcfg, ipsec)`);
-    }
+      },
+    };
   }
 
-  private couplingState(): { shared: boolean; healthy: boolean; members: string[] } | undefined {
+  private couplingState(): CouplingState | undefined {
     return this.cf && { shared: this.cf.shared, healthy: this.cf.healthy, members: [...this.cf.members()].sort() };
   }
 
   private vipadyn(): VipadynRow[] {
-    const me = this.node.name;
-    return [...this.roles].map(([dvipa, rs]) => {
-      const routes = rs.some((r) => r.kind === 'routing' || r.kind === 'backup');
-      const target = rs.some((r) => r.kind === 'target');
-      const backup = rs.find((r) => r.kind === 'backup');
-      const owned = this.election?.owned.get(dvipa);
-      const view = this.cf?.view(dvipa);
-      let status: VipadynRow['status'] = !routes ? 'Target' : owned ? 'Active' : 'Backup';
-      if (owned && view?.quiesced.has(me)) status = 'Quiescing';
-      else if (view?.move && ((owned && view.move.to !== me) || (!owned && view.move.to === me))) status = 'Moving';
-      const since = this.since.get(dvipa);
-      return {
+    return [...this.roles].map(([dvipa, roles]) =>
+      vipadynRow({
+        me: this.node.name,
         dvipa,
-        status,
-        origin: rs.some((r) => r.kind === 'routing') ? 'VIPADEFine' : backup ? 'VIPABackup' : 'VIPA list',
-        distStat: routes && target ? 'DistDest' : routes ? 'Dist' : 'Dest',
-        ...(rs.some((r) => r.kind === 'routing') ? { rank: PRIMARY_RANK } : backup?.kind === 'backup' ? { rank: backup.rank } : {}),
-        epoch: owned?.epoch ?? 0,
-        ...(view?.owner ? { owner: view.owner.node } : owned ? { owner: me } : {}),
-        ...(since ? { since: new Date(since).toISOString() } : {}),
-      };
-    });
-  }
-
-  private vcrt(args: Record<string, unknown>): { entries: VcrtRow[]; total: number; truncated: boolean } {
-    const limit = typeof args.limit === 'number' ? args.limit : 10000;
-    const origin = { [CrtOrigin.First]: 'syn', [CrtOrigin.Recovered]: 'recovered', [CrtOrigin.Control]: 'newconn' } as const;
-    // The data plane stamps entries with CLOCK_MONOTONIC (coarse), which hrtime reads too.
-    const now = process.hrtime.bigint();
-    const entries: VcrtRow[] = [];
-    let total = 0;
-    for (const [k, v] of this.fp.crt.entries()) {
-      if ((args.dvipa && k.daddr !== args.dvipa) || (args.port && k.dport !== args.port) || (args.client && k.saddr !== args.client)) continue;
-      total++;
-      if (entries.length >= limit) continue;
-      entries.push({
-        dvipa: k.daddr, port: k.dport, protocol: k.proto === 6 ? 'tcp' : 'udp', client: k.saddr, clientPort: k.sport, target: v.target,
-        origin: origin[v.origin as CrtOrigin] ?? 'newconn', ageS: v.createdNs ? Math.max(0, Math.round(Number(now - v.createdNs) / 1e9)) : 0,
-      });
-    }
-    return { entries, total, truncated: total > entries.length };
+        roles,
+        owned: this.election?.owned.get(dvipa),
+        view: this.cf?.view(dvipa),
+        since: this.since.get(dvipa),
+      }),
+    );
   }
 
   private acquired(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted', previous?: string): void {
@@ -387,7 +440,10 @@ export class Agent {
 
   private route(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted', previous?: string): void {
     this.router.own(dvipa, rec.epoch, previous);
-    const change: Message = { type: MsgType.Dvipa, body: { address: dvipa, owner: this.node.name, epoch: rec.epoch, event: how } };
+    const change: Message = {
+      type: MsgType.Dvipa,
+      body: { address: dvipa, owner: this.node.name, epoch: rec.epoch, event: how },
+    };
     this.transport.broadcast(change);
     this.target.onDvipa(this.node.name, change.body);
     this.transport.broadcast(this.router.vipaList());
@@ -400,7 +456,10 @@ export class Agent {
   }
 
   private xcfOf(peer: string): string | undefined {
-    return this.opts.config.nodes.find((n) => n.name === peer)?.xcf ?? this.opts.config.peers.find((p) => p.name === peer)?.xcf;
+    return (
+      this.opts.config.nodes.find((n) => n.name === peer)?.xcf ??
+      this.opts.config.peers.find((p) => p.name === peer)?.xcf
+    );
   }
 
   private onMessage(peer: string, m: Message): void {
@@ -411,16 +470,33 @@ export class Agent {
         return this.router.onSrvStat(peer, xcf, m.body);
       case MsgType.Conns:
         return this.router.onConns(xcf, m.body);
-      case MsgType.VipaList:
+      case MsgType.VipaList: {
+        const refused = this.admission.vipaList(peer, m.body);
+        if (refused) return this.refusals.add(peer, refused.reason, refused.detail);
         return this.target.learnVipaList(peer, m.body);
+      }
       case MsgType.Dvipa:
-        this.election?.deposed(m.body.address, { node: m.body.owner, rank: 0, epoch: m.body.epoch });
-        return this.target.onDvipa(peer, m.body);
+        return this.onDvipa(peer, m.body);
       case MsgType.Hold:
-        if (this.election?.promise(m.body.address, peer, m.body.epoch)) this.transport.send(peer, { type: MsgType.HoldAck, body: m.body });
+        if (this.election?.promise(m.body.address, peer, m.body.epoch))
+          this.transport.send(peer, { type: MsgType.HoldAck, body: m.body });
         return;
       case MsgType.HoldAck:
         return this.heartbeat?.acked(peer, m.body);
     }
+  }
+
+  /** A peer says it routes a DVIPA now: believed once etcd (if shared) names it too. */
+  private onDvipa(peer: string, change: DvipaChange): void {
+    const cf = this.cf;
+    const verdict = this.admission.dvipa(peer, change, cf?.shared ? () => cf.view(change.address).owner : undefined);
+    if (verdict === 'wait') {
+      this.unconfirmed.set(change.address, { peer, change });
+      return;
+    }
+    this.unconfirmed.delete(change.address);
+    if (verdict !== 'accept') return this.refusals.add(peer, verdict.reason, verdict.detail);
+    this.election?.deposed(change.address, { node: change.owner, rank: 0, epoch: change.epoch });
+    this.target.onDvipa(peer, change);
   }
 }

@@ -8,6 +8,7 @@
  *   epoch/<dvipa>          last epoch handed out       never expires: epochs only grow
  *   move/<dvipa>           {to, whenIdle}              an operator's move (dvipa dvipa move)
  *   quiesce/<dvipa>/<node> ""                          the node gives the DVIPA up (quiesce)
+ *   deleted/<dvipa>        ""                          an operator deleted it (dvipa dvipa delete): nobody routes it
  *
  * The epoch is the fencing token: every change of owner is one transaction that checks
  * what the claimant last saw of the owner and epoch keys, so two nodes can never both win,
@@ -22,17 +23,32 @@ import * as fs from 'node:fs';
 import { Etcd3, type Lease, type Watcher } from 'etcd3';
 import { ConstantBackoff, noop } from 'cockatiel';
 import type { Logger } from '../log.js';
+import type { OwnerRecord } from '../net/ownership.js';
 
-export interface OwnerRecord { node: string; rank: number; epoch: number }
 /** An owner's renewal: put `value` again on `key` under `lease` if it is still there. */
-export interface Renewal { key: string; value: string; lease: string }
+export interface Renewal {
+  key: string;
+  value: string;
+  lease: string;
+}
 /** An owner record left by a clean stop: nobody renews it; candidates wait `graceMs` longer before claiming. */
-interface StoredOwner extends OwnerRecord { graceMs?: number }
-export interface MoveRequest { to: string; whenIdle: boolean }
+interface StoredOwner extends OwnerRecord {
+  graceMs?: number;
+}
+export interface MoveRequest {
+  to: string;
+  whenIdle: boolean;
+}
 
 /** What the store says about one DVIPA, as last seen. */
 export interface DvipaView {
   owner?: OwnerRecord;
+  /**
+   * The owner key holds something that is not an owner record (another version's, a hand
+   * edit, corruption): someone may own the DVIPA, so nobody claims it while the key is there.
+   * The value, cut to 200 characters, for the log.
+   */
+  unreadableOwner?: string;
   /** etcd mod revisions of the owner and epoch keys (0: absent): what a claim must still find. */
   ownerRev: number;
   epochRev: number;
@@ -43,6 +59,8 @@ export interface DvipaView {
   lastEpoch: number;
   move?: MoveRequest;
   quiesced: Set<string>;
+  /** Deleted by the operator (VIPADELETE): its owner gives it up and nobody claims it. */
+  deleted?: boolean;
 }
 
 export interface CouplingFacility extends EventEmitter {
@@ -62,6 +80,8 @@ export interface CouplingFacility extends EventEmitter {
   claim(dvipa: string, rank: number, seen: DvipaView, exact?: boolean): Promise<OwnerRecord | undefined>;
   setMove(dvipa: string, move: MoveRequest | undefined): Promise<void>;
   setQuiesced(dvipa: string, node: string, quiesced: boolean): Promise<void>;
+  /** Gives up a DVIPA this node owns, if `owner` is still the record (false: it is not). */
+  release(dvipa: string, owner: OwnerRecord): Promise<boolean>;
   /**
    * Leaves: owner keys move to a lease of `graceSec` that nobody renews, so a restarted agent
    * can adopt them before the backups take over; 0 gives everything up at once. True: the
@@ -97,9 +117,10 @@ function parseOwner(v: string): StoredOwner | undefined {
   try {
     const o = JSON.parse(v) as StoredOwner;
     const grace = Number.isSafeInteger(o.graceMs) && o.graceMs! > 0 ? { graceMs: o.graceMs } : {};
-    if (typeof o.node === 'string' && Number.isInteger(o.rank) && Number.isSafeInteger(o.epoch) && o.epoch > 0) return { node: o.node, rank: o.rank, epoch: o.epoch, ...grace };
+    if (typeof o.node === 'string' && Number.isInteger(o.rank) && Number.isSafeInteger(o.epoch) && o.epoch > 0)
+      return { node: o.node, rank: o.rank, epoch: o.epoch, ...grace };
   } catch {
-    // fall through: a record nobody of ours wrote is treated as no owner at all
+    // fall through: not a record of ours (the view says so; nobody claims over it)
   }
   return undefined;
 }
@@ -115,7 +136,10 @@ function parseMove(v: string): MoveRequest | undefined {
 }
 
 /** What reaching etcd takes: shared by the coupling facility and the renewal worker. */
-export type EtcdConnection = Pick<EtcdOptions, 'endpoints' | 'callTimeoutMs' | 'caFile' | 'certFile' | 'keyFile' | 'user' | 'password'>;
+export type EtcdConnection = Pick<
+  EtcdOptions,
+  'endpoints' | 'callTimeoutMs' | 'caFile' | 'certFile' | 'keyFile' | 'user' | 'password'
+>;
 
 export function etcdClient(opts: EtcdConnection): Etcd3 {
   const read = (f?: string) => (f ? fs.readFileSync(f) : undefined);
@@ -126,8 +150,14 @@ export function etcdClient(opts: EtcdConnection): Etcd3 {
     // A takeover reads every SA record of a DVIPA at once: thousands, over gRPC's 4 MiB default.
     // A lost connection (a link that was down) comes back within a second, not after gRPC's
     // backoff of up to two minutes: renewals must not wait for it.
-    grpcOptions: { 'grpc.max_receive_message_length': 256 * 1024 * 1024, 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
-    ...(rootCertificate ? { credentials: { rootCertificate, privateKey: read(opts.keyFile), certChain: read(opts.certFile) } } : {}),
+    grpcOptions: {
+      'grpc.max_receive_message_length': 256 * 1024 * 1024,
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 1000,
+    },
+    ...(rootCertificate
+      ? { credentials: { rootCertificate, privateKey: read(opts.keyFile), certChain: read(opts.certFile) } }
+      : {}),
     ...(opts.user ? { auth: { username: opts.user, password: opts.password ?? '' } } : {}),
     // Calls fail fast (the caller retries at its next evaluation); a lost watch comes back
     // within half a second, not after the library's exponential backoff of up to 30 s.
@@ -164,7 +194,11 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     if (ok === this.ok) return;
     this.ok = ok;
     if (ok) this.opts.logger.info('coupling facility (etcd) reachable');
-    else this.opts.logger.error({ why }, 'coupling facility (etcd) unreachable: the data plane keeps forwarding, no DVIPA changes owner');
+    else
+      this.opts.logger.error(
+        { why },
+        'coupling facility (etcd) unreachable: the data plane keeps forwarding, no DVIPA changes owner',
+      );
     this.emit('health', ok);
   }
 
@@ -172,9 +206,16 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     if (this.opts.member !== false) await this.grantLease();
     const all = await this.client.getAll().prefix(this.prefix).exec();
     const seenAt = performance.now();
-    for (const kv of all.kvs) this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision), seenAt });
-    this.watcher = await this.client.watch().prefix(this.prefix).startRevision(String(Number(all.header.revision) + 1)).create();
-    this.watcher.on('put', (kv) => this.onEvent(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) }));
+    for (const kv of all.kvs)
+      this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision), seenAt });
+    this.watcher = await this.client
+      .watch()
+      .prefix(this.prefix)
+      .startRevision(String(Number(all.header.revision) + 1))
+      .create();
+    this.watcher.on('put', (kv) =>
+      this.onEvent(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) }),
+    );
     this.watcher.on('delete', (kv) => this.onEvent(kv.key.toString(), undefined, Number(kv.mod_revision)));
     this.watcher.on('disconnected', (e) => this.setHealth(false, e.message));
     this.watcher.on('connected', () => this.setHealth(true));
@@ -200,7 +241,10 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     this.leaseId = await lease.grant();
     granted = true;
     this.emit('lease');
-    await lease.put(keyOf(this.prefix, 'members', this.opts.node)).value(JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf })).exec();
+    await lease
+      .put(keyOf(this.prefix, 'members', this.opts.node))
+      .value(JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf }))
+      .exec();
   }
 
   private async rejoin(): Promise<void> {
@@ -251,12 +295,14 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     return {
       owner: stored ? { node: stored.node, rank: stored.rank, epoch: stored.epoch } : undefined,
       ...(stored?.graceMs ? { ownerGraceMs: stored.graceMs } : {}),
+      unreadableOwner: owner && !stored ? owner.value.slice(0, 200) : undefined,
       ownerRev: owner?.rev ?? 0,
       epochRev: epoch?.rev ?? 0,
       ownerSeenAt: owner?.seenAt ?? this.gone.get(keyOf(this.prefix, 'owner', dvipa)) ?? 0,
       lastEpoch: Number(epoch?.value ?? 0) || 0,
       move: move ? parseMove(move.value) : undefined,
       quiesced: new Set([...this.kv.keys()].filter((k) => k.startsWith(q)).map((k) => k.slice(q.length))),
+      ...(this.kv.has(keyOf(this.prefix, 'deleted', dvipa)) ? { deleted: true } : {}),
     };
   }
 
@@ -265,12 +311,21 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     const ownerKey = keyOf(this.prefix, 'owner', dvipa);
     const epochKey = keyOf(this.prefix, 'epoch', dvipa);
     const adopting = seen.owner?.node === this.opts.node;
-    const record: OwnerRecord = { node: this.opts.node, rank, epoch: adopting ? seen.owner!.epoch : Math.max(seen.lastEpoch, seen.owner?.epoch ?? 0) + 1 };
+    const record: OwnerRecord = {
+      node: this.opts.node,
+      rank,
+      epoch: adopting ? seen.owner!.epoch : Math.max(seen.lastEpoch, seen.owner?.epoch ?? 0) + 1,
+    };
     const seenValue = this.kv.get(ownerKey);
-    const txn = (exact || !seen.owner || !seenValue ? this.client.if(ownerKey, 'Mod', '==', seen.ownerRev) : this.client.if(ownerKey, 'Value', '==', seenValue.value))
-      .and(epochKey, 'Mod', '==', seen.epochRev);
+    const owner =
+      exact || !seen.owner || !seenValue
+        ? this.client.if(ownerKey, 'Mod', '==', seen.ownerRev)
+        : this.client.if(ownerKey, 'Value', '==', seenValue.value);
+    const txn = owner.and(epochKey, 'Mod', '==', seen.epochRev);
     const put = this.client.put(ownerKey).value(JSON.stringify(record)).lease(this.leaseId);
-    const res = await (adopting ? txn.then(put) : txn.then(put, this.client.put(epochKey).value(String(record.epoch)))).commit();
+    const res = await (
+      adopting ? txn.then(put) : txn.then(put, this.client.put(epochKey).value(String(record.epoch)))
+    ).commit();
     if (!res.succeeded) return undefined;
     // Known now, before the watch says so: a stop right after a claim must see it.
     const rev = Number(res.header.revision);
@@ -282,7 +337,9 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
 
   /** What renewing this node's ownership takes (the owner key, its value, this agent's lease); none without a lease. */
   renewal(dvipa: string, owner: OwnerRecord): Renewal | undefined {
-    return this.leaseId ? { key: keyOf(this.prefix, 'owner', dvipa), value: JSON.stringify(owner), lease: this.leaseId } : undefined;
+    return this.leaseId
+      ? { key: keyOf(this.prefix, 'owner', dvipa), value: JSON.stringify(owner), lease: this.leaseId }
+      : undefined;
   }
 
   /**
@@ -291,19 +348,28 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
    */
   async putBlobsFenced(entries: Array<[string, Buffer]>, dvipa: string, owner: OwnerRecord): Promise<boolean> {
     const ownerKey = keyOf(this.prefix, 'owner', dvipa);
-    const res = await this.client.if(ownerKey, 'Value', '==', JSON.stringify(owner)).then(...entries.map(([key, value]) => this.client.put(this.prefix + key).value(value))).commit();
+    const res = await this.client
+      .if(ownerKey, 'Value', '==', JSON.stringify(owner))
+      .then(...entries.map(([key, value]) => this.client.put(this.prefix + key).value(value)))
+      .commit();
     return res.succeeded;
   }
 
   async getBlobs(keyPrefix: string): Promise<Map<string, Buffer>> {
-    const res = await this.client.getAll().prefix(this.prefix + keyPrefix).exec();
+    const res = await this.client
+      .getAll()
+      .prefix(this.prefix + keyPrefix)
+      .exec();
     return new Map(res.kvs.map((kv) => [kv.key.toString().slice(this.prefix.length), Buffer.from(kv.value)]));
   }
 
   /** Deletes the records under `keyPrefix`, fenced as putBlobsFenced; false: not deleted, `owner` is deposed. */
   async deleteBlobsFenced(keyPrefix: string, dvipa: string, owner: OwnerRecord): Promise<boolean> {
     const ownerKey = keyOf(this.prefix, 'owner', dvipa);
-    const res = await this.client.if(ownerKey, 'Value', '==', JSON.stringify(owner)).then(this.client.delete().prefix(this.prefix + keyPrefix)).commit();
+    const res = await this.client
+      .if(ownerKey, 'Value', '==', JSON.stringify(owner))
+      .then(this.client.delete().prefix(this.prefix + keyPrefix))
+      .commit();
     return res.succeeded;
   }
 
@@ -319,12 +385,26 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     else await this.client.delete().key(key).exec();
   }
 
+  async setDeleted(dvipa: string, deleted: boolean): Promise<void> {
+    const key = keyOf(this.prefix, 'deleted', dvipa);
+    if (deleted) await this.client.put(key).value('').exec();
+    else await this.client.delete().key(key).exec();
+  }
+
+  async release(dvipa: string, owner: OwnerRecord): Promise<boolean> {
+    const ownerKey = keyOf(this.prefix, 'owner', dvipa);
+    const mine = this.client.if(ownerKey, 'Value', '==', JSON.stringify(owner));
+    return (await mine.then(this.client.delete().key(ownerKey)).commit()).succeeded;
+  }
+
   async stop(graceSec: number): Promise<boolean> {
     if (this.stopping) return false;
     this.stopping = true;
     let handed = false;
     try {
-      const mine = [...this.kv].filter(([k, v]) => k.startsWith(keyOf(this.prefix, 'owner', '')) && parseOwner(v.value)?.node === this.opts.node);
+      const mine = [...this.kv].filter(
+        ([k, v]) => k.startsWith(keyOf(this.prefix, 'owner', '')) && parseOwner(v.value)?.node === this.opts.node,
+      );
       if (graceSec > 0 && mine.length) {
         const grace = this.client.lease(graceSec, { autoKeepAlive: false });
         const id = await grace.grant();
@@ -332,7 +412,11 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
         handed = true;
         for (const [k, v] of mine) {
           const o = parseOwner(v.value)!;
-          const res = await this.client.if(k, 'Value', '==', v.value).then(this.client.put(k).value(JSON.stringify({ ...o, graceMs: graceSec * 1000 })).lease(id)).commit();
+          const graced = JSON.stringify({ ...o, graceMs: graceSec * 1000 });
+          const res = await this.client
+            .if(k, 'Value', '==', v.value)
+            .then(this.client.put(k).value(graced).lease(id))
+            .commit();
           handed &&= res.succeeded;
         }
         grace.release();
@@ -361,12 +445,17 @@ export class LocalCoupling extends EventEmitter implements CouplingFacility {
   private readonly owners = new Map<string, OwnerRecord>();
   private readonly epochs = new Map<string, number>();
 
-  constructor(private readonly node: string, private readonly logger: Logger) {
+  constructor(
+    private readonly node: string,
+    private readonly logger: Logger,
+  ) {
     super();
   }
 
   async start(): Promise<void> {
-    this.logger.warn('no coupling facility (--etcd): DVIPA ownership is local to this node; no takeover by or from other nodes');
+    this.logger.warn(
+      'no coupling facility (--etcd): DVIPA ownership is local to this node; no takeover by or from other nodes',
+    );
     this.emit('change', undefined);
   }
 
@@ -381,10 +470,15 @@ export class LocalCoupling extends EventEmitter implements CouplingFacility {
 
   view(dvipa: string): DvipaView {
     const owner = this.owners.get(dvipa);
-    return { owner, ownerRev: owner?.epoch ?? 0, epochRev: 0, ownerSeenAt: 0, lastEpoch: this.epochs.get(dvipa) ?? 0, quiesced: new Set() };
+    return {
+      owner,
+      ownerRev: owner?.epoch ?? 0,
+      epochRev: 0,
+      ownerSeenAt: 0,
+      lastEpoch: this.epochs.get(dvipa) ?? 0,
+      quiesced: new Set(),
+    };
   }
-
-
 
   async claim(dvipa: string, rank: number, seen: DvipaView): Promise<OwnerRecord | undefined> {
     const record = { node: this.node, rank, epoch: (seen.owner?.epoch ?? seen.lastEpoch) + (seen.owner ? 0 : 1) };
@@ -399,6 +493,10 @@ export class LocalCoupling extends EventEmitter implements CouplingFacility {
 
   async setQuiesced(): Promise<void> {
     throw new Error('quiescing a DVIPA needs the coupling facility (--etcd)');
+  }
+
+  async release(dvipa: string): Promise<boolean> {
+    return this.owners.delete(dvipa);
   }
 
   async stop(): Promise<boolean> {

@@ -12,14 +12,16 @@
  *    uses the DVIPA); a quiesced owner is replaced by the best other candidate.
  *  - Without the store nothing changes hands: an owner keeps forwarding, and nobody takes
  *    over a DVIPA whose owner it cannot prove dead.
- *  - An owner renews its claim every few tens of ms (renewer.ts); a candidate that has seen no renewal for
- *    `claimAfterMs` treats it as dead (unless it promised the owner otherwise: a HOLD over
- *    the cluster network), and its claim checks that the owner key is still at the revision
- *    it last saw.
- *    Each confirmed renewal lets the owner's data plane answer for the DVIPA a little longer
- *    (its fence, shorter than claimAfterMs): see docs/ha.md.
+ *  - An operator's delete (VIPADELETE, `dvipa dvipa delete`): the owner gives the DVIPA up
+ *    and nobody claims it until the delete is withdrawn (`dvipa dvipa reactivate`).
+ *  - An owner renews its claim every few tens of ms (renewer.ts); a candidate that has seen no
+ *    renewal for `claimAfterMs` treats it as dead (unless it promised the owner otherwise: a
+ *    HOLD over the cluster network), and its claim checks that the owner key is still at the
+ *    revision it last saw. Each confirmed renewal lets the owner's data plane answer for the
+ *    DVIPA a little longer (its fence, shorter than claimAfterMs): see docs/ha.md.
  */
-import type { CouplingFacility, DvipaView, OwnerRecord } from './coupling.js';
+import type { CouplingFacility, DvipaView } from './coupling.js';
+import type { Claim, OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
 
 /** The defining node outranks every VIPABackup (ranks 1..254). */
@@ -28,9 +30,10 @@ export const PRIMARY_RANK = 256;
 /** How often the rules are evaluated besides store changes (delays, readiness). */
 const TICK_MS = 200;
 
-export interface Candidate { node: string; rank: number }
-
-export type Claim = 'takeover' | 'takeback' | 'move';
+export interface Candidate {
+  node: string;
+  rank: number;
+}
 
 export interface Situation {
   me: string;
@@ -50,11 +53,16 @@ export interface Situation {
 /** What this node should claim now, if anything. Pure: the rules above, nothing else. */
 export function decide(s: Situation): Claim | undefined {
   const { view } = s;
+  if (view.deleted) return undefined;
   const eligible = (n: string) => s.live.has(n) && !view.quiesced.has(n) && s.candidates.some((c) => c.node === n);
   if (!eligible(s.me) || view.owner?.node === s.me) return undefined;
-  const byRank = s.candidates.filter((c) => eligible(c.node)).sort((a, b) => b.rank - a.rank || a.node.localeCompare(b.node));
+  const byRank = s.candidates
+    .filter((c) => eligible(c.node))
+    .sort((a, b) => b.rank - a.rank || a.node.localeCompare(b.node));
   const moveTo = view.move && eligible(view.move.to) ? view.move.to : undefined;
   const best = moveTo ?? byRank[0]?.node;
+  // An owner key nobody can read may be a live owner's: claiming over it could take its address.
+  if (view.unreadableOwner !== undefined) return undefined;
   if (!view.owner) return best === s.me || s.ownerlessTooLong ? 'takeover' : undefined;
   if (moveTo === s.me) return !view.move!.whenIdle || s.idle ? 'move' : undefined;
   if (view.quiesced.has(view.owner.node) && best === s.me) return 'move';
@@ -78,7 +86,13 @@ export interface ElectionHooks {
    * This node routes the DVIPA from now on, under this epoch; `previous`: who routed it last;
    * `tookMs`: for a takeover how long it had no owner (as this node saw it), else the claim.
    */
-  acquired(dvipa: string, owner: OwnerRecord, how: Claim | 'adopted', previous: string | undefined, tookMs: number): void;
+  acquired(
+    dvipa: string,
+    owner: OwnerRecord,
+    how: Claim | 'adopted',
+    previous: string | undefined,
+    tookMs: number,
+  ): void;
   /**
    * The store made this node the owner under `owner` by a request that left at `sentNs`
    * (process.hrtime.bigint()): its renewals and fence start from there. Before `acquired`.
@@ -112,6 +126,8 @@ export class Election {
   private readonly bound = new Set<string>();
   private readonly readySince = new Map<string, number>();
   private readonly ownerlessSince = new Map<string, number>();
+  /** DVIPAs whose owner key is unreadable, said once each time it becomes so. */
+  private readonly unreadable = new Set<string>();
   /** The last owner seen of each DVIPA (a dead owner's key is gone when its successor claims). */
   private readonly lastOwner = new Map<string, string>();
   private healthySince?: number;
@@ -131,7 +147,9 @@ export class Election {
 
   start(): void {
     this.cf.on('lease', () => this.bound.clear());
-    this.cf.on('change', (dvipa?: string) => (dvipa ? this.dvipas.has(dvipa) && this.evaluate(dvipa) : this.evaluateAll()));
+    this.cf.on('change', (dvipa?: string) =>
+      dvipa ? this.dvipas.has(dvipa) && this.evaluate(dvipa) : this.evaluateAll(),
+    );
     this.healthySince = this.cf.healthy ? Date.now() : undefined;
     this.cf.on('health', (ok: boolean) => {
       this.healthySince = ok ? Date.now() : undefined;
@@ -177,7 +195,10 @@ export class Election {
    */
   private evaluateLater(dvipa: string, ms: number): void {
     clearTimeout(this.staleTimers.get(dvipa));
-    this.staleTimers.set(dvipa, setTimeout(() => setImmediate(() => this.evaluate(dvipa)), Math.ceil(ms)));
+    this.staleTimers.set(
+      dvipa,
+      setTimeout(() => setImmediate(() => this.evaluate(dvipa)), Math.ceil(ms)),
+    );
   }
 
   /** A deposed owner's word from a peer (a DVIPA message with a higher epoch) ends ours at once. */
@@ -200,15 +221,24 @@ export class Election {
     const mine = this.owned.get(dvipa);
     // An owner quiet too long is dead to the rules; the claim proves it renewed nothing since.
     const quietIn = this.quietIn(seen);
-    const silent = seen.owner !== undefined && seen.owner.node !== this.opts.me && this.opts.claimAfterMs > 0 && quietIn <= 0;
+    const silent =
+      seen.owner !== undefined && seen.owner.node !== this.opts.me && this.opts.claimAfterMs > 0 && quietIn <= 0;
     const view = silent ? { ...seen, owner: undefined } : seen;
-    if (silent && !this.ownerlessSince.has(dvipa)) this.ownerlessSince.set(dvipa, now + quietIn - this.opts.claimAfterMs);
+    if (silent && !this.ownerlessSince.has(dvipa))
+      this.ownerlessSince.set(dvipa, now + quietIn - this.opts.claimAfterMs);
 
+    if (view.unreadableOwner === undefined) this.unreadable.delete(dvipa);
+    else if (!this.unreadable.has(dvipa)) {
+      this.unreadable.add(dvipa);
+      this.log.error(
+        { dvipa, value: view.unreadableOwner },
+        'owner record unreadable: nobody claims the DVIPA until the key goes (its lease ends, or delete it)',
+      );
+    }
     if (view.owner) {
       this.ownerlessSince.delete(dvipa);
       this.lastOwner.set(dvipa, view.owner.node);
-    }
-    else if (!this.ownerlessSince.has(dvipa)) this.ownerlessSince.set(dvipa, now);
+    } else if (!this.ownerlessSince.has(dvipa)) this.ownerlessSince.set(dvipa, now);
     if (this.hooks.ready(dvipa)) {
       if (!this.readySince.has(dvipa)) this.readySince.set(dvipa, now);
     } else this.readySince.delete(dvipa);
@@ -216,6 +246,16 @@ export class Election {
     if (mine && view.owner && view.owner.node !== this.opts.me) {
       this.owned.delete(dvipa);
       this.hooks.lost(dvipa, view.owner);
+      return;
+    }
+    if (view.deleted) {
+      if (view.owner?.node === this.opts.me) this.release(dvipa, view.owner);
+      else if (mine) {
+        // Our record is gone already (an expired lease): stop routing it all the same.
+        this.owned.delete(dvipa);
+        this.bound.delete(dvipa);
+        this.hooks.lost(dvipa, undefined);
+      }
       return;
     }
     if (view.owner?.node === this.opts.me) {
@@ -246,6 +286,24 @@ export class Election {
     if (settled && (claim === 'takeover' || this.hooks.ready(dvipa))) this.run(dvipa, claim, seen);
   }
 
+  /** Deleted by the operator: give it up (fenced on our record); the routing stops once the store agrees. */
+  private release(dvipa: string, owner: OwnerRecord): void {
+    this.busy.add(dvipa);
+    this.cf
+      .release(dvipa, owner)
+      .then(
+        (done) => {
+          if (!done || !this.owned.has(dvipa)) return;
+          this.owned.delete(dvipa);
+          this.bound.delete(dvipa);
+          this.log.info({ dvipa, epoch: owner.epoch }, 'DVIPA deleted by the operator: given up');
+          this.hooks.lost(dvipa, undefined);
+        },
+        (e: Error) => this.log.warn({ dvipa, err: e.message }, 'release failed; retrying'),
+      )
+      .finally(() => this.busy.delete(dvipa));
+  }
+
   private run(dvipa: string, how: Claim | 'adopted', view: DvipaView): void {
     if (!this.hooks.canRenew()) return;
     const rank = this.dvipas.get(dvipa)!.candidates.find((x) => x.node === this.opts.me)?.rank ?? 0;
@@ -255,16 +313,24 @@ export class Election {
     const sent = process.hrtime.bigint();
     // A takeover proves the owner renewed nothing since it was last seen; the others replace
     // a living owner, whose renewals change the key's revision but not its value.
-    this.cf.claim(dvipa, rank, view, how === 'takeover').then((won) => {
-      if (!won) return;
-      this.hooks.claimed(dvipa, won, sent);
-      const previous = view.owner?.node ?? this.lastOwner.get(dvipa);
-      this.owned.set(dvipa, won);
-      this.bound.add(dvipa);
-      this.lastOwner.set(dvipa, this.opts.me);
-      this.log.info({ dvipa, epoch: won.epoch, how, from: previous }, how === 'adopted' ? 'DVIPA adopted' : 'DVIPA acquired');
-      this.hooks.acquired(dvipa, won, how, previous, Date.now() - since);
-    }, (e: Error) => this.log.warn({ dvipa, how, err: e.message }, 'claim failed; retrying'))
+    this.cf
+      .claim(dvipa, rank, view, how === 'takeover')
+      .then(
+        (won) => {
+          if (!won) return;
+          this.hooks.claimed(dvipa, won, sent);
+          const previous = view.owner?.node ?? this.lastOwner.get(dvipa);
+          this.owned.set(dvipa, won);
+          this.bound.add(dvipa);
+          this.lastOwner.set(dvipa, this.opts.me);
+          this.log.info(
+            { dvipa, epoch: won.epoch, how, from: previous },
+            how === 'adopted' ? 'DVIPA adopted' : 'DVIPA acquired',
+          );
+          this.hooks.acquired(dvipa, won, how, previous, Date.now() - since);
+        },
+        (e: Error) => this.log.warn({ dvipa, how, err: e.message }, 'claim failed; retrying'),
+      )
       .finally(() => this.busy.delete(dvipa));
   }
 }

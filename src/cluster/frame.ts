@@ -3,28 +3,38 @@
  *
  *   magic "DVPA" | version u8 | type u8 | reserved u16 | seq u64 | length u32 | payload | tag[32]
  *
- * tag = HMAC-SHA256(key, header || payload). The HELLO that opens a connection is keyed with
- * the cluster key; every later frame with the session key both HELLOs derive (both nonces),
- * so a frame recorded from another connection never verifies, and within a connection the
- * sequence numbers must rise by exactly one.
+ * tag = HMAC-SHA256(key, header || payload). The handshake frames (handshake.ts) are keyed
+ * with the cluster key, so a stranger's bytes fail at the first tag; every later frame with
+ * the session key of that connection, so a frame recorded from another connection never
+ * verifies, and within a connection the sequence numbers must rise by exactly one.
  */
+import { DvipaError } from '../errors.js';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 export const MAGIC = 0x44565041; // "DVPA"
-export const VERSION = 1;
+/** 2: challenge-response handshake (HELLO, AUTH each way), per-node identities. */
+export const VERSION = 2;
 export const HEADER = 4 + 1 + 1 + 2 + 8 + 4;
 export const TAG = 32;
 /** Larger frames are refused before they are read: a peer cannot make us buffer more. */
 export const MAX_PAYLOAD = 1 << 20;
+/** Before a connection is authenticated, frames (HELLO, AUTH) are small: a stranger gets no more. */
+export const MAX_HANDSHAKE_PAYLOAD = 1024;
 
-export interface Frame { type: number; seq: bigint; payload: Buffer }
+export interface Frame {
+  type: number;
+  seq: bigint;
+  payload: Buffer;
+}
 
 export type FrameError = 'bad_magic' | 'bad_version' | 'oversized' | 'bad_tag' | 'truncated';
 
-export class FrameRejected extends Error {
-  constructor(readonly reason: FrameError, detail: string) {
+export class FrameRejected extends DvipaError {
+  constructor(
+    readonly reason: FrameError,
+    detail: string,
+  ) {
     super(`${reason}: ${detail}`);
-    this.name = 'FrameRejected';
   }
 }
 
@@ -33,7 +43,9 @@ function tag(key: Buffer, header: Buffer, payload: Buffer): Buffer {
 }
 
 export function encodeFrame(key: Buffer, f: Frame): Buffer {
-  if (f.payload.length > MAX_PAYLOAD) throw new RangeError(`frame payload of ${f.payload.length} bytes exceeds ${MAX_PAYLOAD}`);
+  if (f.payload.length > MAX_PAYLOAD) {
+    throw new RangeError(`frame payload of ${f.payload.length} bytes exceeds ${MAX_PAYLOAD}`);
+  }
   const header = Buffer.alloc(HEADER);
   header.writeUInt32BE(MAGIC, 0);
   header.writeUInt8(VERSION, 4);
@@ -45,39 +57,66 @@ export function encodeFrame(key: Buffer, f: Frame): Buffer {
 
 /**
  * Splits a byte stream into verified frames, handing each to `onFrame` before verifying
- * the next, whose key `key()` may by then have changed (the HELLO sets the session key).
+ * the next, whose key `key()` and size limit `limit()` may by then have changed (the
+ * handshake sets the session key and lifts the limit). Chunks are kept as they came and
+ * joined once per frame, so a frame that arrives a byte at a time costs linear time.
  * Throws FrameRejected on the first frame that fails: nothing after it can be trusted.
  */
 export class FrameReader {
-  private buf: Buffer = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  private length = 0;
 
-  constructor(private readonly key: () => Buffer, private readonly onFrame: (f: Frame) => void) {}
+  constructor(
+    private readonly key: () => Buffer,
+    private readonly onFrame: (f: Frame) => void,
+    private readonly limit: () => number = () => MAX_PAYLOAD,
+  ) {}
 
   push(chunk: Buffer): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    while (this.buf.length >= HEADER) {
-      if (this.buf.readUInt32BE(0) !== MAGIC) throw new FrameRejected('bad_magic', `0x${this.buf.readUInt32BE(0).toString(16)}`);
-      if (this.buf.readUInt8(4) !== VERSION) throw new FrameRejected('bad_version', `version ${this.buf.readUInt8(4)}, this agent speaks ${VERSION}`);
-      const length = this.buf.readUInt32BE(16);
-      if (length > MAX_PAYLOAD) throw new FrameRejected('oversized', `${length} bytes announced, at most ${MAX_PAYLOAD}`);
-      if (this.buf.length < HEADER + length + TAG) return;
-      const header = this.buf.subarray(0, HEADER);
-      const payload = this.buf.subarray(HEADER, HEADER + length);
-      const got = this.buf.subarray(HEADER + length, HEADER + length + TAG);
-      if (!timingSafeEqual(got, tag(this.key(), header, payload))) throw new FrameRejected('bad_tag', 'authentication failed (wrong cluster key, or tampered)');
-      const frame = { type: header.readUInt8(5), seq: header.readBigUInt64BE(8), payload: Buffer.from(payload) };
-      this.buf = this.buf.subarray(HEADER + length + TAG);
-      this.onFrame(frame);
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+    while (this.length >= HEADER) {
+      const header = this.take(HEADER, false);
+      const magic = header.readUInt32BE(0);
+      const version = header.readUInt8(4);
+      if (magic !== MAGIC) throw new FrameRejected('bad_magic', `0x${magic.toString(16)}`);
+      if (version !== VERSION) {
+        throw new FrameRejected('bad_version', `version ${version}, this agent speaks ${VERSION}`);
+      }
+      const length = header.readUInt32BE(16);
+      const limit = this.limit();
+      if (length > limit) throw new FrameRejected('oversized', `${length} bytes announced, at most ${limit} now`);
+      if (this.length < HEADER + length + TAG) return;
+      const whole = this.take(HEADER + length + TAG, true);
+      const payload = whole.subarray(HEADER, HEADER + length);
+      const got = whole.subarray(HEADER + length);
+      if (!timingSafeEqual(got, tag(this.key(), whole.subarray(0, HEADER), payload))) {
+        throw new FrameRejected('bad_tag', 'authentication failed (wrong cluster key, or tampered)');
+      }
+      this.onFrame({ type: header.readUInt8(5), seq: header.readBigUInt64BE(8), payload: Buffer.from(payload) });
     }
+  }
+
+  /** The first `n` buffered bytes as one buffer (n <= length), removed from the buffer if `consume`. */
+  private take(n: number, consume: boolean): Buffer {
+    if (this.chunks[0].length < n) {
+      // Joins just enough chunks: at most once per frame for its body, a few bytes for a header.
+      let k = 0;
+      for (let have = 0; have < n; k++) have += this.chunks[k].length;
+      this.chunks.splice(0, k, Buffer.concat(this.chunks.slice(0, k)));
+    }
+    const first = this.chunks[0];
+    const out = first.subarray(0, n);
+    if (consume) {
+      this.length -= n;
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    }
+    return out;
   }
 
   /** Bytes of an incomplete frame still waiting (at the end of the stream: a truncated frame). */
   buffered(): number {
-    return this.buf.length;
+    return this.length;
   }
-}
-
-/** The key both sides use after the HELLOs: bound to both nonces, so to this connection only. */
-export function sessionKey(clusterKey: Buffer, dialerNonce: Buffer, listenerNonce: Buffer): Buffer {
-  return createHmac('sha256', clusterKey).update('dvipa/1 session').update(dialerNonce).update(listenerNonce).digest();
 }

@@ -7,13 +7,17 @@
  * renewal etcd confirmed. So an owner cut off from etcd but not from its peers (or etcd
  * down for everyone) keeps forwarding, and an owner cut off from both falls silent.
  */
-import type { OwnerRecord } from './coupling.js';
+import type { OwnerRecord } from '../net/ownership.js';
 import { MsgType, type Hold, type Message } from './messages.js';
 
 /** HOLDs remembered per DVIPA, waiting for acknowledgements: older ones no longer matter. */
 const KEPT = 8;
 
-interface Sent { epoch: number; sentNs: bigint; waiting: Set<string> }
+interface Sent {
+  epoch: number;
+  sentNs: bigint;
+  waiting: Set<string>;
+}
 
 export class Heartbeat {
   private seq = 0;

@@ -5,50 +5,103 @@
  * receipt, since a peer with the key can still be buggy. What a routing node says about a
  * DVIPA carries its epoch: receivers refuse what an owner deposed since then says.
  */
+import { DvipaError } from '../errors.js';
 import { parseIpv4 } from '../net/addr.js';
 
-export enum MsgType { Hello = 0, VipaList = 1, SrvStat = 2, Conns = 3, Dvipa = 4, Hold = 5, HoldAck = 6 }
+export enum MsgType {
+  Hello = 0,
+  VipaList = 1,
+  SrvStat = 2,
+  Conns = 3,
+  Dvipa = 4,
+  Auth = 5,
+  Ping = 6,
+  Hold = 7,
+  HoldAck = 8,
+}
 
-export interface Hello { node: string; nonce: string }
+/** Opens a handshake: who, a fresh nonce and an ephemeral X25519 public key (hex). It proves nothing by itself. */
+export interface Hello {
+  node: string;
+  nonce: string;
+  eph: string;
+}
 
-export interface ServiceRef { dvipa: string; port: number; protocol: 'tcp' | 'udp' }
+/** Closes a handshake: the sender's proof over both HELLOs (an Ed25519 signature, or an HMAC with the cluster key). */
+export interface Auth {
+  proof: string;
+}
+
+export interface ServiceRef {
+  dvipa: string;
+  port: number;
+  protocol: 'tcp' | 'udp';
+}
 
 /** What a routing node distributes, and to whom (DESTIP ALL: every node). `epoch`: 0 while it does not own the DVIPA. */
 export interface VipaList {
-  dvipas: Array<{ address: string; epoch: number; services: Array<{ port: number; protocol: 'tcp' | 'udp'; targets: string[] | 'all' }> }>;
+  dvipas: Array<{
+    address: string;
+    epoch: number;
+    services: Array<{ port: number; protocol: 'tcp' | 'udp'; targets: string[] | 'all' }>;
+  }>;
 }
 
 /** A node routes `address` from now on, under `epoch`: targets send it everything they have. */
-export interface DvipaChange { address: string; owner: string; epoch: number; event: 'takeover' | 'takeback' | 'move' | 'adopted' }
+export interface DvipaChange {
+  address: string;
+  owner: string;
+  epoch: number;
+  event: 'takeover' | 'takeback' | 'move' | 'adopted';
+}
 
 /**
  * HOLD: the owner of `address` (under `epoch`) is alive, to each other candidate routing node.
  * HOLDACK: the candidate will not take it over for a claim delay from receipt (docs/ha.md).
  */
-export interface Hold { address: string; epoch: number; seq: number }
+export interface Hold {
+  address: string;
+  epoch: number;
+  seq: number;
+}
 
 /** A target's listeners on DVIPAs it serves. `full`: the complete set, replacing earlier reports. */
-export interface SrvStat { full: boolean; up: ServiceRef[]; down: ServiceRef[]; load?: number }
+export interface SrvStat {
+  full: boolean;
+  up: ServiceRef[];
+  down: ServiceRef[];
+  load?: number;
+}
 
-export interface ConnRef { saddr: string; daddr: string; sport: number; dport: number; protocol: 'tcp' | 'udp' }
+export interface ConnRef {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  protocol: 'tcp' | 'udp';
+}
 
 /** NEWCONN and TERMCONN in one batch. `full`: `added` is every connection the target has. */
-export interface Conns { full: boolean; added: ConnRef[]; removed: ConnRef[] }
+export interface Conns {
+  full: boolean;
+  added: ConnRef[];
+  removed: ConnRef[];
+}
 
 export type Message =
   | { type: MsgType.Hello; body: Hello }
+  | { type: MsgType.Auth; body: Auth }
+  | { type: MsgType.Ping; body: Record<string, never> }
   | { type: MsgType.VipaList; body: VipaList }
   | { type: MsgType.SrvStat; body: SrvStat }
   | { type: MsgType.Conns; body: Conns }
   | { type: MsgType.Dvipa; body: DvipaChange }
   | { type: MsgType.Hold | MsgType.HoldAck; body: Hold };
 
-export class InvalidMessage extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'InvalidMessage';
-  }
-}
+export class InvalidMessage extends DvipaError {}
+
+/** At most this many DVIPAs in a VIPA list, and services per DVIPA: each DVIPA served is an address bound on lo. */
+export const MAX_VIPAS = 256;
 
 /** At most this many connections in one Conns message; larger sets are split by the sender. */
 export const MAX_CONNS_PER_MESSAGE = 8192;
@@ -77,7 +130,8 @@ function addr(v: Json, what: string): string {
 }
 
 function port(v: Json, what: string, min = 1): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > 65535) throw new InvalidMessage(`${what}: expected a port`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > 65535)
+    throw new InvalidMessage(`${what}: expected a port`);
   return v;
 }
 
@@ -92,43 +146,72 @@ function bool(v: Json, what: string): boolean {
 }
 
 function epoch(v: Json, what: string): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new InvalidMessage(`${what}: expected an epoch (integer >= 0)`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+    throw new InvalidMessage(`${what}: expected an epoch (integer >= 0)`);
+  return v;
+}
+
+function hex(v: Json, what: string, min: number, max = min): string {
+  if (typeof v !== 'string' || !/^(?:[0-9a-f]{2})+$/.test(v) || v.length < 2 * min || v.length > 2 * max) {
+    throw new InvalidMessage(`${what}: expected ${min === max ? min : `${min} to ${max}`} bytes in hex`);
+  }
   return v;
 }
 
 function serviceRef(v: Json, what: string): ServiceRef {
   const o = obj(v, what, ['dvipa', 'port', 'protocol']);
-  return { dvipa: addr(o.dvipa, `${what}.dvipa`), port: port(o.port, `${what}.port`), protocol: protocol(o.protocol, `${what}.protocol`) };
+  return {
+    dvipa: addr(o.dvipa, `${what}.dvipa`),
+    port: port(o.port, `${what}.port`),
+    protocol: protocol(o.protocol, `${what}.protocol`),
+  };
 }
 
 function connRef(v: Json, what: string): ConnRef {
   const o = obj(v, what, ['saddr', 'daddr', 'sport', 'dport', 'protocol']);
   return {
-    saddr: addr(o.saddr, `${what}.saddr`), daddr: addr(o.daddr, `${what}.daddr`),
-    sport: port(o.sport, `${what}.sport`), dport: port(o.dport, `${what}.dport`), protocol: protocol(o.protocol, `${what}.protocol`),
+    saddr: addr(o.saddr, `${what}.saddr`),
+    daddr: addr(o.daddr, `${what}.daddr`),
+    sport: port(o.sport, `${what}.sport`),
+    dport: port(o.dport, `${what}.dport`),
+    protocol: protocol(o.protocol, `${what}.protocol`),
   };
 }
 
 function validate(type: MsgType, v: Json): Message {
   switch (type) {
     case MsgType.Hello: {
-      const o = obj(v, 'HELLO', ['node', 'nonce']);
-      if (typeof o.node !== 'string' || !/^[\w.-]{1,64}$/.test(o.node)) throw new InvalidMessage('HELLO.node: expected a node name');
-      if (typeof o.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(o.nonce)) throw new InvalidMessage('HELLO.nonce: expected 16 bytes in hex');
-      return { type, body: { node: o.node, nonce: o.nonce } };
+      const o = obj(v, 'HELLO', ['node', 'nonce', 'eph']);
+      if (typeof o.node !== 'string' || !/^[\w.-]{1,64}$/.test(o.node))
+        throw new InvalidMessage('HELLO.node: expected a node name');
+      return { type, body: { node: o.node, nonce: hex(o.nonce, 'HELLO.nonce', 16), eph: hex(o.eph, 'HELLO.eph', 32) } };
     }
+    case MsgType.Auth:
+      return { type, body: { proof: hex(obj(v, 'AUTH', ['proof']).proof, 'AUTH.proof', 32, 64) } };
+    case MsgType.Ping:
+      obj(v, 'PING', []);
+      return { type, body: {} };
     case MsgType.VipaList: {
       const o = obj(v, 'VIPALIST', ['dvipas']);
-      const dvipas = arr(o.dvipas, 'VIPALIST.dvipas', 1024).map((d, i) => {
+      const dvipas = arr(o.dvipas, 'VIPALIST.dvipas', MAX_VIPAS).map((d, i) => {
         const at = `VIPALIST.dvipas[${i}]`;
         const od = obj(d, at, ['address', 'epoch', 'services']);
         return {
           address: addr(od.address, `${at}.address`),
           epoch: epoch(od.epoch, `${at}.epoch`),
-          services: arr(od.services, `${at}.services`, 1024).map((s, j) => {
+          services: arr(od.services, `${at}.services`, MAX_VIPAS).map((s, j) => {
             const os = obj(s, `${at}.services[${j}]`, ['port', 'protocol', 'targets']);
-            const targets = os.targets === 'all' ? 'all' as const : arr(os.targets, `${at}.services[${j}].targets`, 1024).map((t, k) => addr(t, `${at}.services[${j}].targets[${k}]`));
-            return { port: port(os.port, `${at}.services[${j}].port`, 0), protocol: protocol(os.protocol, `${at}.services[${j}].protocol`), targets };
+            const targets =
+              os.targets === 'all'
+                ? ('all' as const)
+                : arr(os.targets, `${at}.services[${j}].targets`, 1024).map((t, k) =>
+                    addr(t, `${at}.services[${j}].targets[${k}]`),
+                  );
+            return {
+              port: port(os.port, `${at}.services[${j}].port`, 0),
+              protocol: protocol(os.protocol, `${at}.services[${j}].protocol`),
+              targets,
+            };
           }),
         };
       });
@@ -142,7 +225,8 @@ function validate(type: MsgType, v: Json): Message {
         down: arr(o.down, 'SRVSTAT.down', 4096).map((x, i) => serviceRef(x, `SRVSTAT.down[${i}]`)),
       };
       if (o.load !== undefined) {
-        if (typeof o.load !== 'number' || !(o.load >= 0 && o.load <= 1)) throw new InvalidMessage('SRVSTAT.load: expected a number from 0 to 1');
+        if (typeof o.load !== 'number' || !(o.load >= 0 && o.load <= 1))
+          throw new InvalidMessage('SRVSTAT.load: expected a number from 0 to 1');
         body.load = o.load;
       }
       return { type, body };
@@ -154,17 +238,29 @@ function validate(type: MsgType, v: Json): Message {
         body: {
           full: bool(o.full, 'CONNS.full'),
           added: arr(o.added, 'CONNS.added', MAX_CONNS_PER_MESSAGE).map((x, i) => connRef(x, `CONNS.added[${i}]`)),
-          removed: arr(o.removed, 'CONNS.removed', MAX_CONNS_PER_MESSAGE).map((x, i) => connRef(x, `CONNS.removed[${i}]`)),
+          removed: arr(o.removed, 'CONNS.removed', MAX_CONNS_PER_MESSAGE).map((x, i) =>
+            connRef(x, `CONNS.removed[${i}]`),
+          ),
         },
       };
     }
     case MsgType.Dvipa: {
       const o = obj(v, 'DVIPA', ['address', 'owner', 'epoch', 'event']);
-      if (typeof o.owner !== 'string' || !/^[\w.-]{1,64}$/.test(o.owner)) throw new InvalidMessage('DVIPA.owner: expected a node name');
-      if (!['takeover', 'takeback', 'move', 'adopted'].includes(o.event as string)) throw new InvalidMessage('DVIPA.event: expected takeover, takeback, move or adopted');
+      if (typeof o.owner !== 'string' || !/^[\w.-]{1,64}$/.test(o.owner))
+        throw new InvalidMessage('DVIPA.owner: expected a node name');
+      if (!['takeover', 'takeback', 'move', 'adopted'].includes(o.event as string))
+        throw new InvalidMessage('DVIPA.event: expected takeover, takeback, move or adopted');
       const e = epoch(o.epoch, 'DVIPA.epoch');
       if (e === 0) throw new InvalidMessage('DVIPA.epoch: an owner has an epoch of at least 1');
-      return { type, body: { address: addr(o.address, 'DVIPA.address'), owner: o.owner, epoch: e, event: o.event as DvipaChange['event'] } };
+      return {
+        type,
+        body: {
+          address: addr(o.address, 'DVIPA.address'),
+          owner: o.owner,
+          epoch: e,
+          event: o.event as DvipaChange['event'],
+        },
+      };
     }
     case MsgType.Hold:
     case MsgType.HoldAck: {
@@ -172,7 +268,8 @@ function validate(type: MsgType, v: Json): Message {
       const o = obj(v, what, ['address', 'epoch', 'seq']);
       const e = epoch(o.epoch, `${what}.epoch`);
       if (e === 0) throw new InvalidMessage(`${what}.epoch: an owner has an epoch of at least 1`);
-      if (typeof o.seq !== 'number' || !Number.isSafeInteger(o.seq) || o.seq < 0) throw new InvalidMessage(`${what}.seq: expected an integer >= 0`);
+      if (typeof o.seq !== 'number' || !Number.isSafeInteger(o.seq) || o.seq < 0)
+        throw new InvalidMessage(`${what}.seq: expected an integer >= 0`);
       return { type, body: { address: addr(o.address, `${what}.address`), epoch: e, seq: o.seq } };
     }
     default:
@@ -187,7 +284,7 @@ export function decodeMessage(type: number, payload: Buffer): Message {
   } catch {
     throw new InvalidMessage('payload is not JSON');
   }
-  return validate(type as MsgType, json);
+  return validate(type, json);
 }
 
 export function encodeMessage(m: Message): Buffer {

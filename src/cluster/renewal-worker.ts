@@ -12,7 +12,12 @@ import { etcdClient, type EtcdConnection, type Renewal } from './coupling.js';
 import { BpfMap } from '../dataplane/map.js';
 import { addr, u64 } from '../dataplane/structs.js';
 
-export interface WorkerSetup { etcd: EtcdConnection; fenceFd: number; renewMs: number; fenceNs: bigint }
+export interface WorkerSetup {
+  etcd: EtcdConnection;
+  fenceFd: number;
+  renewMs: number;
+  fenceNs: bigint;
+}
 
 export type WorkerRequest =
   /** Renew from now on; the fence is `deadlineNs` (a claim's, set as given). */
@@ -64,8 +69,14 @@ function renewAll(): void {
     const sent = process.hrtime.bigint();
     const { key, value, lease } = o.renewal;
     // A failed renewal needs no handling: the fence lapses; the main thread sees etcd's health.
-    client.if(key, 'Value', '==', value).then(client.put(key).value(value).lease(lease)).commit()
-      .then((res) => res.succeeded && owned.get(dvipa) === o && extend(dvipa, sent + setup.fenceNs), () => undefined)
+    client
+      .if(key, 'Value', '==', value)
+      .then(client.put(key).value(value).lease(lease))
+      .commit()
+      .then(
+        (res) => res.succeeded && owned.get(dvipa) === o && extend(dvipa, sent + setup.fenceNs),
+        () => undefined,
+      )
       .finally(() => o.inFlight--);
   }
 }
@@ -73,7 +84,13 @@ function renewAll(): void {
 // Connected before the first renewal, which must not wait for a handshake: the agent claims
 // nothing until this thread has reached etcd once.
 function connect(): void {
-  client.get('dvipa-renewal-connect').string().then(() => parentPort!.postMessage('connected'), () => setTimeout(connect, 200));
+  client
+    .get('dvipa-renewal-connect')
+    .string()
+    .then(
+      () => parentPort!.postMessage('connected'),
+      () => setTimeout(connect, 200),
+    );
 }
 connect();
 setInterval(renewAll, setup.renewMs);

@@ -22,7 +22,9 @@ export class Renewer {
   constructor(setup: WorkerSetup, log: Logger) {
     this.worker = new Worker(WORKER, { workerData: setup });
     // Without renewals fences lapse and backups take over: loud, but the agent goes on.
-    this.worker.on('error', (e) => log.error({ err: e.message }, 'renewal worker failed: this node no longer renews its DVIPAs'));
+    this.worker.on('error', (e) =>
+      log.error({ err: e.message }, 'renewal worker failed: this node no longer renews its DVIPAs'),
+    );
     this.worker.on('message', (m) => {
       if (m === 'connected') this.connected = true;
     });

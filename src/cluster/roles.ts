@@ -51,7 +51,8 @@ export function isTarget(d: VipaDistribute, node: NodeSpec): boolean {
 /** What `node` does for each DVIPA: a node can be a candidate target and a backup at once. */
 export function rolesOf(cfg: ClusterConfig, nodeName: string): Map<string, Role[]> {
   const node = cfg.nodes.find((n) => n.name === nodeName);
-  if (!node) throw new Error(`node ${nodeName} is not in the configuration (nodes: ${cfg.nodes.map((n) => n.name).join(', ')})`);
+  if (!node)
+    throw new Error(`node ${nodeName} is not in the configuration (nodes: ${cfg.nodes.map((n) => n.name).join(', ')})`);
   const roles = new Map<string, Role[]>();
   for (const p of planDvipas(cfg).values()) {
     const mine: Role[] = [];

@@ -7,8 +7,12 @@
  * this node owns a DVIPA is kept in the pinned maps for its next agent.
  */
 import * as fs from 'node:fs';
-import { serviceName, type FastPath, type Service } from '../dataplane/fastpath.js';
-import { CrtOrigin, FENCE_EXPIRED, IPPROTO, type Flow } from '../dataplane/structs.js';
+import type { FastPath } from '../dataplane/fastpath.js';
+import { NexthopFollower } from '../dataplane/nexthops.js';
+import { CrtOrigin, FENCE_EXPIRED } from '../dataplane/structs.js';
+import { IPPROTO, type Flow } from '../net/flow.js';
+import { serviceName, type Service } from '../net/service.js';
+import type { VdptRow } from './views.js';
 import type { ClusterConfig, NodeSpec, VipaDistribute } from '../config/model.js';
 import type { DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type Conns, type Message, type SrvStat } from './messages.js';
@@ -34,17 +38,11 @@ const INHERIT_MS = 3000;
  */
 const GATE_WAIT_MS = 5000;
 
-export interface VdptRow {
-  dvipa: string; port: number; protocol: string; target: string; ready: boolean; weight: number; load?: number;
-  activeConn: number; totalConn: number; method: string; owner: boolean;
-  /** While continuing a previous owner's distribution: that node. */
-  following?: string;
-  service?: { packets: bigint; bytes: bigint; crtHit: bigint; crtNew: bigint; recovered: bigint; forwarded: bigint; dropped: bigint };
-}
-
 export interface RoutingOptions {
   /** Whether the node with this cluster address is connected now (this node itself: yes). */
   isConnected(xcf: string): boolean;
+  /** The readiness gate opens with at least this many connected, synced targets (default 1). */
+  readyTargets?: number;
   /** Whether the data plane answers for a DVIPA only until a deadline (a coupling facility decides ownership). */
   fencing: boolean;
 }
@@ -70,10 +68,10 @@ export class RoutingRole {
   private readonly dvipas = new Map<string, Routed>();
   /** TIMEDAFFINITY seconds per service. */
   private readonly affinity = new Map<string, number>();
-  /** The connections targets report, for active counts (WEIGHTEDACTIVE) and idleness. */
-  private readonly conns = new Map<string, { service: string; xcf: string }>();
-  /** Connections ever reported, per service and target (TotalConn). */
-  private readonly totals = new Map<string, number>();
+  /** The connections each target reports, by target: for active counts (WEIGHTEDACTIVE), idleness, and what a full report ends. */
+  private readonly conns = new Map<string, Map<string, { service: string; ref: ConnRef }>>();
+  /** Per target, its connections per service: kept with `conns`, so that a report costs its own size, not the table's. */
+  private readonly activeCounts = new Map<string, Map<string, number>>();
   /** Targets whose full SRVSTAT and full CONNS arrived since they connected. */
   private readonly synced = new Map<string, { srvstat: boolean; conns: boolean }>();
   /** Services whose pinned tables a previous agent left: kept until the targets have reported. */
@@ -81,6 +79,8 @@ export class RoutingRole {
   /** Services whose table must be rebuilt; active counts change often, tables are rebuilt at most every PUSH_MS. */
   private readonly dirty = new Set<string>();
   private readonly address?: AddressHolder;
+  /** Keeps the targets' next hops in the data plane equal to the kernel's routes and neighbours. */
+  private readonly nexthops: NexthopFollower;
   private pushTimer?: NodeJS.Timeout;
   private adoptTimer?: NodeJS.Timeout;
   private readonly startedAt = Date.now();
@@ -94,6 +94,7 @@ export class RoutingRole {
     private readonly log: Logger,
   ) {
     if (node.external) this.address = new AddressHolder(node.external, log, (a) => this.answering(a));
+    this.nexthops = new NexthopFollower(fp, log);
   }
 
   /** Whether this node owns any DVIPA. */
@@ -106,6 +107,7 @@ export class RoutingRole {
     clearTimeout(this.pushTimer);
     clearTimeout(this.adoptTimer);
     this.address?.stop();
+    this.nexthops.stop();
   }
 
   /** Programs the DVIPA's services (this node's own VIPADISTribute if it has one, else the owner's). */
@@ -118,6 +120,8 @@ export class RoutingRole {
       fs.writeFileSync(`/proc/sys/net/ipv4/conf/${ifname}/accept_local`, '1');
     }
     if (this.node.external) this.fp.attach('distributor', this.node.external);
+    // After the attach: next hops are resolved from the external interface.
+    this.nexthops.start();
     const distribute = distributionOf(plan, this.node.name);
     this.dvipas.set(plan.address, { distribute, epoch: 0 });
     // With fencing, the data plane answers only within a confirmed right: a previous agent's
@@ -128,7 +132,11 @@ export class RoutingRole {
     for (const node of candidatesOf(plan)) {
       if (!this.dpts.has(node)) this.dpts.set(node, new Dpt());
       for (const d of distributionOf(plan, node)) {
-        for (const s of servicesOf(d)) this.dpts.get(node)!.define(serviceName(s), { method: d.method, destinations: d.destinations === 'all' ? everyNode : d.destinations });
+        for (const s of servicesOf(d))
+          this.dpts.get(node)!.define(serviceName(s), {
+            method: d.method,
+            destinations: d.destinations === 'all' ? everyNode : d.destinations,
+          });
       }
     }
     for (const d of distribute) {
@@ -221,17 +229,26 @@ export class RoutingRole {
    * The readiness gate: the distributor is attached and every candidate target has sent its
    * full SRVSTAT and CONNS, so the DPT and the CRT are complete. Targets that are not
    * connected count only while they may still be connecting (GATE_WAIT_MS after start).
+   * And at least `readyTargets` of them (or all, if fewer) are connected and synced: a node
+   * cut off from its targets (a wrong key, a partition) never takes a DVIPA back to route it nowhere.
    */
   ready(dvipa: string): boolean {
     if (!this.dvipas.has(dvipa)) return false;
     const waiting = Date.now() - this.startedAt < GATE_WAIT_MS;
-    return this.candidateTargets(dvipa).every((x) => (!waiting && !this.opts.isConnected(x)) || (this.synced.get(x)?.srvstat && this.synced.get(x)?.conns));
+    const candidates = this.candidateTargets(dvipa);
+    const synced = (x: string) =>
+      this.opts.isConnected(x) && this.synced.get(x)?.srvstat === true && this.synced.get(x)?.conns === true;
+    const quorum = Math.min(this.opts.readyTargets ?? 1, candidates.length);
+    return (
+      candidates.filter(synced).length >= quorum &&
+      candidates.every((x) => (!waiting && !this.opts.isConnected(x)) || synced(x))
+    );
   }
 
   /** No connection through the DVIPA is known (for WHENIDLE moves). */
   idle(dvipa: string): boolean {
     const prefix = `${dvipa}:`;
-    return ![...this.conns.values()].some((c) => c.service.startsWith(prefix));
+    return ![...this.conns.values()].some((mine) => [...mine.values()].some((c) => c.service.startsWith(prefix)));
   }
 
   private pushDeferred(force: boolean): void {
@@ -244,13 +261,19 @@ export class RoutingRole {
 
   /** What this node distributes and to whom, as every peer is told when it connects. */
   vipaList(): Message {
-    const dvipas = [...this.dvipas].filter(([address, d]) => d.epoch > 0 || this.plans.get(address)?.routingNode === this.node.name).map(([address, d]) => ({
-      address,
-      epoch: d.epoch,
-      services: d.distribute.flatMap((dist) => servicesOf(dist).map((s) => ({
-        port: s.port, protocol: s.protocol, targets: dist.destinations === 'all' ? 'all' as const : dist.destinations.map((x) => x.xcf),
-      }))),
-    }));
+    const dvipas = [...this.dvipas]
+      .filter(([address, d]) => d.epoch > 0 || this.plans.get(address)?.routingNode === this.node.name)
+      .map(([address, d]) => ({
+        address,
+        epoch: d.epoch,
+        services: d.distribute.flatMap((dist) =>
+          servicesOf(dist).map((s) => ({
+            port: s.port,
+            protocol: s.protocol,
+            targets: dist.destinations === 'all' ? ('all' as const) : dist.destinations.map((x) => x.xcf),
+          })),
+        ),
+      }));
     return { type: MsgType.VipaList, body: { dvipas } };
   }
 
@@ -289,10 +312,32 @@ export class RoutingRole {
       const stats = id === undefined ? undefined : this.fp.serviceStats(id);
       for (const t of dpt.targets(name)) {
         rows.push({
-          dvipa: s.vip, port: s.port, protocol: s.protocol, target: t.xcf, ready: t.ready, weight: weights.get(t.xcf) ?? 0,
-          load: t.load, activeConn: t.active, totalConn: this.totals.get(`${name}|${t.xcf}`) ?? 0,
-          method: dpt.method(name), owner: this.epochOf(s.vip) > 0, following: source === this.node.name ? undefined : source,
-          ...(stats ? { service: { packets: stats.packets, bytes: stats.bytes, crtHit: stats.crtHit, crtNew: stats.crtNew, recovered: stats.recovered, forwarded: stats.forwarded, dropped: stats.dropped } } : {}),
+          dvipa: s.vip,
+          port: s.port,
+          protocol: s.protocol,
+          target: t.xcf,
+          ready: t.ready,
+          weight: weights.get(t.xcf) ?? 0,
+          load: t.load,
+          activeConn: t.active,
+          // Counted by the data plane where it creates a connection's CRT entry: short connections too.
+          totalConn: id === undefined ? 0 : Number(this.fp.targetCounts(id, t.xcf).conns),
+          method: dpt.method(name),
+          owner: this.epochOf(s.vip) > 0,
+          following: source === this.node.name ? undefined : source,
+          ...(stats
+            ? {
+                service: {
+                  packets: stats.packets,
+                  bytes: stats.bytes,
+                  crtHit: stats.crtHit,
+                  crtNew: stats.crtNew,
+                  recovered: stats.recovered,
+                  forwarded: stats.forwarded,
+                  dropped: stats.dropped,
+                },
+              }
+            : {}),
         });
       }
     }
@@ -335,41 +380,69 @@ export class RoutingRole {
   }
 
   private svcIdOf(c: ConnRef): number | undefined {
-    return this.fp.serviceId({ vip: c.daddr, port: c.dport, protocol: c.protocol }) ?? this.fp.serviceId({ vip: c.daddr, port: 0, protocol: c.protocol });
+    return (
+      this.fp.serviceId({ vip: c.daddr, port: c.dport, protocol: c.protocol }) ??
+      this.fp.serviceId({ vip: c.daddr, port: 0, protocol: c.protocol })
+    );
   }
 
   private applyConns(xcf: string, full: boolean, added: ConnRef[], removed: ConnRef[]): void {
-    this.countActive(xcf, full, added, removed);
+    const gone = [...removed];
+    if (full) {
+      // What this target reported before and no longer does ended. Found in its own reports,
+      // never by walking the CRT on the event loop: a SYN flood can fill that with a million entries.
+      const keep = new Set(added.map(connKey));
+      for (const [k, v] of this.conns.get(xcf) ?? []) if (!keep.has(k)) gone.push(v.ref);
+    }
+    this.countActive(xcf, added, gone);
+    // One map lookup per service, not per connection: a report holds thousands of one service.
+    const ids = new Map<string, number | undefined>();
     const entries = added.flatMap((c) => {
-      const svcId = this.svcIdOf(c);
-      return svcId === undefined ? [] : [[this.flowOf(c), { target: xcf, svcId, origin: CrtOrigin.Control, createdNs: 0n }] as const];
+      const k = `${c.daddr}:${c.dport}/${c.protocol}`;
+      if (!ids.has(k)) ids.set(k, this.svcIdOf(c));
+      const svcId = ids.get(k);
+      if (svcId === undefined) return [];
+      return [
+        [
+          this.flowOf(c),
+          {
+            target: xcf,
+            svcId,
+            origin: CrtOrigin.Control,
+            targetIdx: this.fp.targetIndexOf(svcId, xcf),
+            createdNs: 0n,
+          },
+        ] as const,
+      ];
     });
     if (entries.length) this.fp.crt.setBatch(entries);
-    let gone = removed.map((c) => this.flowOf(c));
-    if (full) {
-      // Entries of this target that it no longer reports are connections that ended.
-      const keep = new Set(added.map(connKey));
-      gone = [...this.fp.crt.entries()]
-        .filter(([k, v]) => v.target === xcf && !keep.has(connKey({ saddr: k.saddr, daddr: k.daddr, sport: k.sport, dport: k.dport, protocol: k.proto === 6 ? 'tcp' : 'udp' })))
-        .map(([k]) => k);
-    }
-    for (const f of gone) this.fp.crt.delete(f);
+    // One by one: a batch delete stops at the first key already gone (evicted, or never added).
+    for (const c of gone) this.fp.crt.delete(this.flowOf(c));
   }
 
   /** Active connections per service of this target, into the DPT (used by WEIGHTEDACTIVE). */
-  private countActive(xcf: string, full: boolean, added: ConnRef[], removed: ConnRef[]): void {
-    if (full) for (const [k, v] of this.conns) if (v.xcf === xcf) this.conns.delete(k);
-    for (const c of removed) this.conns.delete(connKey(c));
+  private countActive(xcf: string, added: ConnRef[], gone: ConnRef[]): void {
+    const mine = this.conns.get(xcf) ?? new Map<string, { service: string; ref: ConnRef }>();
+    const counts = this.activeCounts.get(xcf) ?? new Map<string, number>();
+    this.conns.set(xcf, mine);
+    this.activeCounts.set(xcf, counts);
+    for (const c of gone) {
+      const key = connKey(c);
+      const was = mine.get(key);
+      if (!was) continue;
+      mine.delete(key);
+      counts.set(was.service, (counts.get(was.service) ?? 1) - 1);
+    }
     for (const c of added) {
+      const key = connKey(c);
+      if (mine.has(key)) continue;
       const service = this.serviceOfConn(c);
       if (!service) continue;
-      const key = connKey(c);
-      if (!this.conns.has(key)) this.totals.set(`${service}|${xcf}`, (this.totals.get(`${service}|${xcf}`) ?? 0) + 1);
-      this.conns.set(key, { service, xcf });
+      counts.set(service, (counts.get(service) ?? 0) + 1);
+      mine.set(key, { service, ref: c });
     }
-    const counts = new Map<string, number>([...this.routed.keys()].map((n) => [n, 0]));
-    for (const v of this.conns.values()) if (v.xcf === xcf) counts.set(v.service, (counts.get(v.service) ?? 0) + 1);
-    for (const [name, active] of counts) if (this.update(name, xcf, { active })) this.pushSoon(name);
+    for (const name of this.routed.keys())
+      if (this.update(name, xcf, { active: counts.get(name) ?? 0 })) this.pushSoon(name);
   }
 
   /** A target agent went away: no new connections for it until it reports again. */

@@ -1,5 +1,5 @@
 /* What agents name things by: data-plane services of a distribution, and connection keys. */
-import type { Service } from '../dataplane/fastpath.js';
+import type { Service } from '../net/service.js';
 import type { VipaDistribute } from '../config/model.js';
 import type { ConnRef } from './messages.js';
 
@@ -10,7 +10,10 @@ export function servicesOf(d: VipaDistribute): Service[] {
   if (d.ports === 'all') return [{ vip: d.address, port: 0, protocol: 'tcp' }];
   const out: Service[] = [];
   for (const r of d.ports) for (let p = r.from; p <= r.to; p++) out.push({ vip: d.address, port: p, protocol: 'tcp' });
-  if (out.length > MAX_PORTS_PER_DISTRIBUTION) throw new RangeError(`VIPADISTribute ${d.address}: ${out.length} ports; at most ${MAX_PORTS_PER_DISTRIBUTION} per statement`);
+  if (out.length > MAX_PORTS_PER_DISTRIBUTION)
+    throw new RangeError(
+      `VIPADISTribute ${d.address}: ${out.length} ports; at most ${MAX_PORTS_PER_DISTRIBUTION} per statement`,
+    );
   return out;
 }
 

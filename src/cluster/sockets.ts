@@ -9,17 +9,48 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { formatIpv4 } from '../net/addr.js';
 
-export interface SocketEntry { local: string; localPort: number; remote: string; remotePort: number; state: TcpState }
+export interface SocketEntry {
+  local: string;
+  localPort: number;
+  remote: string;
+  remotePort: number;
+  state: TcpState;
+}
 
-export type TcpState = 'established' | 'syn_sent' | 'syn_recv' | 'fin_wait1' | 'fin_wait2' | 'time_wait' | 'close' | 'close_wait' | 'last_ack' | 'listen' | 'closing' | 'new_syn_recv';
+export type TcpState =
+  | 'established'
+  | 'syn_sent'
+  | 'syn_recv'
+  | 'fin_wait1'
+  | 'fin_wait2'
+  | 'time_wait'
+  | 'close'
+  | 'close_wait'
+  | 'last_ack'
+  | 'listen'
+  | 'closing'
+  | 'new_syn_recv';
 
-const STATES: TcpState[] = ['established', 'syn_sent', 'syn_recv', 'fin_wait1', 'fin_wait2', 'time_wait', 'close', 'close_wait', 'last_ack', 'listen', 'closing', 'new_syn_recv'];
+const STATES: TcpState[] = [
+  'established',
+  'syn_sent',
+  'syn_recv',
+  'fin_wait1',
+  'fin_wait2',
+  'time_wait',
+  'close',
+  'close_wait',
+  'last_ack',
+  'listen',
+  'closing',
+  'new_syn_recv',
+];
 const LITTLE = os.endianness() === 'LE';
 
 /** The kernel prints each 32-bit word of an address as a host-order number. */
 function word(hex: string): number {
   const n = parseInt(hex, 16) >>> 0;
-  return LITTLE ? ((n & 0xff) << 24 | (n & 0xff00) << 8 | (n >>> 8) & 0xff00 | n >>> 24) >>> 0 : n;
+  return LITTLE ? (((n & 0xff) << 24) | ((n & 0xff00) << 8) | ((n >>> 8) & 0xff00) | (n >>> 24)) >>> 0 : n;
 }
 
 function address(hex: string): string | undefined {
@@ -53,11 +84,16 @@ export function readSockets(): SocketEntry[] {
 
 /** Listening on `dvipa:port` itself or on the wildcard address. */
 export function listensOn(sockets: readonly SocketEntry[], dvipa: string, port: number): boolean {
-  return sockets.some((s) => s.state === 'listen' && s.localPort === port && (s.local === dvipa || s.local === '0.0.0.0'));
+  return sockets.some(
+    (s) => s.state === 'listen' && s.localPort === port && (s.local === dvipa || s.local === '0.0.0.0'),
+  );
 }
 
 /** Connections whose local address is one of `dvipas`, as the routing node keys them (client first). */
-export function connectionsOn(sockets: readonly SocketEntry[], dvipas: ReadonlySet<string>): Array<{ saddr: string; daddr: string; sport: number; dport: number }> {
+export function connectionsOn(
+  sockets: readonly SocketEntry[],
+  dvipas: ReadonlySet<string>,
+): Array<{ saddr: string; daddr: string; sport: number; dport: number }> {
   return sockets
     .filter((s) => dvipas.has(s.local) && s.state !== 'listen' && s.state !== 'time_wait' && s.state !== 'close')
     .map((s) => ({ saddr: s.remote, daddr: s.local, sport: s.remotePort, dport: s.localPort }));

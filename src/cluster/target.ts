@@ -10,7 +10,8 @@
  */
 import * as fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { serviceName, type FastPath, type Service } from '../dataplane/fastpath.js';
+import type { FastPath } from '../dataplane/fastpath.js';
+import { serviceName, type Service } from '../net/service.js';
 import type { NodeSpec } from '../config/model.js';
 import { isTarget, type DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type DvipaChange, type Message, type ServiceRef, type VipaList } from './messages.js';
@@ -62,11 +63,21 @@ export class TargetRole {
     private readonly opts: TargetOptions,
     private readonly log: Logger,
     private readonly deliver: (router: string, m: Message) => void,
+    /** A peer's cluster address, by name. */
+    private readonly xcfOf: (node: string) => string | undefined,
   ) {}
 
   start(): void {
     this.timer = setInterval(() => this.scan(), this.opts.scanMs ?? 1000);
+    this.allowDecap();
     this.scan();
+  }
+
+  /** Decapsulation only from the routing nodes of what this node serves, for those services. */
+  private allowDecap(): void {
+    const services = this.myServices();
+    const routers = [...services.keys()].map(this.xcfOf).filter((x): x is string => x !== undefined);
+    this.fp.allowDecap(routers, [...services.values()].flat());
   }
 
   stop(): void {
@@ -98,7 +109,11 @@ export class TargetRole {
     this.serving.add(dvipa);
     this.startEvents();
     // Bound on lo, never answered for by ARP: the routing node owns the address on the wire.
-    for (const [key, value] of [['arp_ignore', '1'], ['arp_announce', '2']]) fs.writeFileSync(`/proc/sys/net/ipv4/conf/all/${key}`, value);
+    for (const [key, value] of [
+      ['arp_ignore', '1'],
+      ['arp_announce', '2'],
+    ])
+      fs.writeFileSync(`/proc/sys/net/ipv4/conf/all/${key}`, value);
     execFileSync('ip', ['addr', 'replace', `${dvipa}/32`, 'dev', 'lo']);
     this.fp.serve(dvipa);
     for (const ifname of this.node.internal) this.fp.attach('decap', ifname);
@@ -116,7 +131,8 @@ export class TargetRole {
       // own list leaves this node out: after a takeover it must still route those here.
       const lists = [p.distribute, ...p.backupDistribute.values()];
       const mine = lists.flatMap((ds) => ds.filter((d) => isTarget(d, this.node)).flatMap(servicesOf));
-      for (const router of [...(p.routingNode ? [p.routingNode] : []), ...p.backups.map((b) => b.node)]) for (const s of mine) add(router, s);
+      for (const router of [...(p.routingNode ? [p.routingNode] : []), ...p.backups.map((b) => b.node)])
+        for (const s of mine) add(router, s);
     }
     for (const [router, services] of this.announced) for (const s of services) add(router, s);
     return new Map([...out].map(([r, m]) => [r, [...m.values()]]));
@@ -124,6 +140,10 @@ export class TargetRole {
 
   /** Reconciliation: compare the sockets with what was reported, send the differences. */
   private scan(): void {
+    const mine = this.myServices();
+    // /proc/net/tcp lists every socket of the host: a node serving nothing never reads it,
+    // so junk connections to a routing node's agent port cost it nothing here.
+    if (!mine.size) return;
     let sockets;
     try {
       sockets = readSockets();
@@ -132,17 +152,24 @@ export class TargetRole {
       return;
     }
     const load = this.readLoad();
-    for (const [router, services] of this.myServices()) {
+    for (const [router, services] of mine) {
       const dvipas = new Set(services.map((s) => s.vip));
-      const listeners = new Set(services.filter((s) => s.port !== 0 && listensOn(sockets, s.vip, s.port)).map((s) => refKey({ dvipa: s.vip, port: s.port, protocol: 'tcp' })));
+      const listeners = new Set(
+        services
+          .filter((s) => s.port !== 0 && listensOn(sockets, s.vip, s.port))
+          .map((s) => refKey({ dvipa: s.vip, port: s.port, protocol: 'tcp' })),
+      );
       // A port-0 service (all ports) is ready when anything listens on the DVIPA.
       for (const s of services.filter((x) => x.port === 0)) {
-        if (sockets.some((k) => k.state === 'listen' && (k.local === s.vip || k.local === '0.0.0.0'))) listeners.add(refKey({ dvipa: s.vip, port: 0, protocol: 'tcp' }));
+        if (sockets.some((k) => k.state === 'listen' && (k.local === s.vip || k.local === '0.0.0.0')))
+          listeners.add(refKey({ dvipa: s.vip, port: 0, protocol: 'tcp' }));
       }
-      const conns = new Map(connectionsOn(sockets, dvipas).map((c) => {
-        const ref: ConnRef = { ...c, protocol: 'tcp' };
-        return [connKey(ref), ref];
-      }));
+      const conns = new Map(
+        connectionsOn(sockets, dvipas).map((c) => {
+          const ref: ConnRef = { ...c, protocol: 'tcp' };
+          return [connKey(ref), ref];
+        }),
+      );
       const last = this.reported.get(router);
       // Small drifts are not news: the load reported stays until it moves by LOAD_STEP.
       const loadMoved = load !== undefined && (last?.load === undefined || Math.abs(load - last.load) >= LOAD_STEP);
@@ -155,11 +182,15 @@ export class TargetRole {
       const down = [...last.listeners].filter((k) => !listeners.has(k)).map(toRef);
       const reportedLoad = this.reported.get(router)!.load;
       if (up.length || down.length || loadMoved) {
-        this.deliver(router, { type: MsgType.SrvStat, body: { full: false, up, down, ...(reportedLoad === undefined ? {} : { load: reportedLoad }) } });
+        this.deliver(router, {
+          type: MsgType.SrvStat,
+          body: { full: false, up, down, ...(reportedLoad === undefined ? {} : { load: reportedLoad }) },
+        });
       }
       const added = [...conns].filter(([k]) => !last.conns.has(k)).map(([, c]) => c);
       const removed = [...last.conns].filter(([k]) => !conns.has(k)).map(([, c]) => c);
-      if (added.length || removed.length) this.deliver(router, { type: MsgType.Conns, body: { full: false, added, removed } });
+      if (added.length || removed.length)
+        this.deliver(router, { type: MsgType.Conns, body: { full: false, added, removed } });
     }
   }
 
@@ -168,8 +199,10 @@ export class TargetRole {
     let problem: string | undefined;
     let load: number | undefined;
     try {
-      const v = Number(fs.readFileSync(this.opts.loadFile, 'utf8').trim());
-      if (Number.isFinite(v) && v >= 0 && v <= 1) load = v;
+      // Number('') is 0: an empty file (a writer between truncate and write) must not read as idle.
+      const text = fs.readFileSync(this.opts.loadFile, 'utf8').trim();
+      const v = /^(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(text) ? Number(text) : NaN;
+      if (v >= 0 && v <= 1) load = v;
       else problem = `${this.opts.loadFile}: expected a number from 0 to 1`;
     } catch (e) {
       problem = `${this.opts.loadFile}: ${(e as Error).message}`;
@@ -186,7 +219,15 @@ export class TargetRole {
   report(router: string): void {
     const state = this.reported.get(router);
     if (!state) return;
-    this.deliver(router, { type: MsgType.SrvStat, body: { full: true, up: [...state.listeners].map(toRef), down: [], ...(state.load === undefined ? {} : { load: state.load }) } });
+    this.deliver(router, {
+      type: MsgType.SrvStat,
+      body: {
+        full: true,
+        up: [...state.listeners].map(toRef),
+        down: [],
+        ...(state.load === undefined ? {} : { load: state.load }),
+      },
+    });
     this.deliver(router, { type: MsgType.Conns, body: { full: true, added: [...state.conns.values()], removed: [] } });
   }
 
@@ -196,11 +237,13 @@ export class TargetRole {
     for (const d of list.dvipas) {
       if (d.epoch > 0 && !this.heard(router, d.address, d.epoch, 'VIPA list')) continue;
       for (const s of d.services) {
-        if (s.targets === 'all' || s.targets.includes(this.node.xcf)) mine.push({ vip: d.address, port: s.port, protocol: s.protocol });
+        if (s.targets === 'all' || s.targets.includes(this.node.xcf))
+          mine.push({ vip: d.address, port: s.port, protocol: s.protocol });
       }
     }
     this.announced.set(router, mine);
     for (const s of mine) this.serve(s.vip);
+    this.allowDecap();
     this.log.info({ router, services: mine.map(serviceName) }, 'VIPA list received');
     this.scan();
   }
@@ -208,14 +251,20 @@ export class TargetRole {
   /** A DVIPA changed hands: everything this node has goes to the new owner at once. */
   onDvipa(from: string, change: DvipaChange): void {
     if (!this.heard(from, change.address, change.epoch, 'DVIPA', change.owner)) return;
-    this.log.info({ dvipa: change.address, owner: change.owner, epoch: change.epoch, event: change.event }, 'DVIPA owner changed');
+    this.log.info(
+      { dvipa: change.address, owner: change.owner, epoch: change.epoch, event: change.event },
+      'DVIPA owner changed',
+    );
     this.scan();
     this.report(change.owner);
   }
 
   private heard(from: string, dvipa: string, epoch: number, what: string, owner = from): boolean {
     if (this.fence.admit(dvipa, owner, epoch)) return true;
-    this.log.warn({ from, dvipa, epoch, current: this.fence.current(dvipa), refused: this.fence.refused }, `${what} from a deposed owner refused`);
+    this.log.warn(
+      { from, dvipa, epoch, current: this.fence.current(dvipa), refused: this.fence.refused },
+      `${what} from a deposed owner refused`,
+    );
     return false;
   }
 }

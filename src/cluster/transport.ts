@@ -1,11 +1,19 @@
 /*
  * Authenticated, versioned message transport between agents over TCP. Each agent dials
  * every peer and sends on that connection; what it accepts, it only reads. A connection
- * opens with a HELLO each way (cluster key); after that, frames carry the session key of
- * that connection and sequence numbers 1, 2, 3... Anything else closes the connection:
- * a bad tag (wrong key, tampering), a replayed or missing frame, an oversized or foreign
- * frame. A well-formed frame whose message is invalid is dropped alone. Every drop is
- * counted by reason and logged at most once per peer and reason per minute.
+ * opens with a handshake (handshake.ts: HELLO and AUTH each way, frames keyed with the
+ * cluster key); after that, frames carry the session key of that connection and rising
+ * sequence numbers. Anything else closes the connection: a bad tag (wrong key, tampering),
+ * a bad proof, a replayed or missing frame, an oversized or foreign frame. A well-formed
+ * frame whose message is invalid is dropped alone. Every drop is counted by reason and
+ * logged at most once per peer and reason per minute.
+ *
+ * A stranger gets little: connections are taken only from the peers' cluster addresses,
+ * and until authenticated they are capped per source and in total, must finish within a
+ * deadline and may send only small frames. After it, a listener closes a connection idle
+ * for too long (dialers ping), and a peer that reads too slowly is cut off rather than
+ * queued for without bound. Errors of the process (EMFILE, a handler's failure) are
+ * logged refusals, never an exception that stops the agent.
  *
  * 'peerUp' fires each time this agent's connection to a peer is (re)established: the
  * agent then sends its complete state (full SRVSTAT, full CONNS), which is how a peer
@@ -13,19 +21,63 @@
  */
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
-import { randomBytes } from 'node:crypto';
-import { encodeFrame, FrameReader, FrameRejected, sessionKey, type FrameError } from './frame.js';
-import { decodeMessage, encodeMessage, InvalidMessage, MsgType, type Message } from './messages.js';
+import {
+  encodeFrame,
+  FrameReader,
+  FrameRejected,
+  MAX_HANDSHAKE_PAYLOAD,
+  MAX_PAYLOAD,
+  type FrameError,
+} from './frame.js';
+import { decodeMessage, encodeMessage, InvalidMessage, MsgType, type Hello, type Message } from './messages.js';
+import { Handshake, type Identities } from './handshake.js';
+import { Refusals } from './refusals.js';
 import type { Logger } from '../log.js';
 
-export const DEFAULT_PORT = 7400;
 const RECONNECT_MS = 500;
-const HELLO_TIMEOUT_MS = 5000;
-const LOG_INTERVAL_MS = 60_000;
 
-export type DropReason = FrameError | 'no_hello' | 'unexpected_hello' | 'unknown_peer' | 'wrong_peer' | 'replayed' | 'out_of_order' | 'malformed' | 'hello_timeout';
+export interface TransportLimits {
+  /** A connection not authenticated within this is closed. */
+  handshakeMs: number;
+  /** An inbound connection silent this long is closed; dialers ping every third of it. */
+  idleMs: number;
+  /** Connections still in their handshake, per source address and in total. */
+  perSource: number;
+  pending: number;
+  /** Bytes waiting to be sent to one peer; beyond, the connection is closed (the peer resynchronises when back). */
+  sendQueueBytes: number;
+}
 
-export interface Peer { name: string; host: string; port: number }
+export const DEFAULT_LIMITS: TransportLimits = {
+  handshakeMs: 3000,
+  idleMs: 30_000,
+  perSource: 4,
+  pending: 64,
+  sendQueueBytes: 64 << 20,
+};
+
+export type DropReason =
+  | FrameError
+  | 'no_hello'
+  | 'unexpected_hello'
+  | 'unknown_peer'
+  | 'wrong_peer'
+  | 'replayed'
+  | 'out_of_order'
+  | 'malformed'
+  | 'hello_timeout'
+  | 'unknown_source'
+  | 'too_many'
+  | 'bad_proof'
+  | 'idle'
+  | 'send_queue_full'
+  | 'handler_error';
+
+export interface Peer {
+  name: string;
+  host: string;
+  port: number;
+}
 
 export interface TransportOptions {
   node: string;
@@ -33,45 +85,89 @@ export interface TransportOptions {
   key: Buffer;
   listen: { host: string; port: number };
   peers: Peer[];
+  /** Per-node keys: with them a node can speak only as itself. */
+  identities?: Identities;
+  limits?: Partial<TransportLimits>;
   logger: Logger;
 }
 
 interface Session {
   socket: net.Socket;
   dialer: boolean;
-  /** The peer as dialled; for accepted connections, learnt from its HELLO. */
+  /** The remote address, IPv4-mapped form unwrapped. */
+  source: string;
+  /** The peer as dialled; for accepted connections, named by its HELLO. */
   peer?: string;
-  myNonce: Buffer;
+  /** A dialer's from the start; a listener's once a valid HELLO came (key generation is not free). */
+  hs?: Handshake;
+  transcript?: Buffer;
+  theirEph?: string;
+  /** Set once both proofs are checked: the session key. */
   key?: Buffer;
   sendSeq: bigint;
   recvSeq: bigint;
+  lastHeard: number;
+  lastSent: number;
+  /** For an accepted connection: it no longer counts as a handshake in progress. */
+  authenticated?: () => void;
 }
 
+// Typed events for an EventEmitter: the interface only declares the class's `on` overloads.
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export declare interface Transport {
   on(event: 'message', listener: (peer: string, m: Message) => void): this;
   on(event: 'peerUp' | 'peerDown', listener: (peer: string) => void): this;
 }
 
+const unmapped = (a: string | undefined) => a?.replace(/^::ffff:(?=\d+\.)/, '');
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class Transport extends EventEmitter {
-  readonly drops: Record<string, number> = {};
+  readonly limits: TransportLimits;
   private readonly outbound = new Map<string, Session>();
+  private readonly inbound = new Map<string, Session>();
+  private readonly pending = new Map<string, number>();
+  private pendingTotal = 0;
   private readonly sockets = new Set<net.Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
-  private readonly lastLog = new Map<string, number>();
+  private readonly refusals: Refusals;
+  private readonly sources: Set<string>;
   private server?: net.Server;
+  private sweeper?: NodeJS.Timeout;
   private stopped = false;
 
   constructor(private readonly opts: TransportOptions) {
     super();
     if (opts.key.length < 32) throw new RangeError('the cluster key must be at least 32 bytes');
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.sources = new Set(opts.peers.map((p) => p.host));
+    this.refusals = new Refusals(opts.logger, 'message dropped');
+  }
+
+  /** Connections and frames refused, by reason. */
+  get drops(): Record<string, number> {
+    return this.refusals.counts;
   }
 
   async start(): Promise<void> {
-    this.server = net.createServer((s) => this.accept(s));
+    const server = net.createServer((s) => this.accept(s));
+    // Authenticated: one per peer; the rest wait in their handshake, capped.
+    server.maxConnections = this.opts.peers.length + this.limits.pending;
+    this.server = server;
     await new Promise<void>((resolve, reject) => {
-      this.server!.once('error', reject);
-      this.server!.listen(this.opts.listen.port, this.opts.listen.host, () => resolve());
+      server.once('error', reject);
+      server.listen(this.opts.listen.port, this.opts.listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
+    // EMFILE and friends on accept: logged, and the server keeps listening.
+    server.on('error', (e) =>
+      this.refusals.once('server', 'accept', () => {
+        this.opts.logger.error({ err: e.message }, 'cannot accept a connection');
+      }),
+    );
+    this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.floor(this.limits.idleMs / 3)));
     for (const p of this.opts.peers) this.dial(p);
   }
 
@@ -88,8 +184,11 @@ export class Transport extends EventEmitter {
   send(peer: string, m: Message): boolean {
     const s = this.outbound.get(peer);
     if (!s?.key) return false;
-    s.sendSeq++;
-    s.socket.write(encodeFrame(s.key, { type: m.type, seq: s.sendSeq, payload: encodeMessage(m) }));
+    if (s.socket.writableLength > this.limits.sendQueueBytes) {
+      this.reject(s, 'send_queue_full', `${s.socket.writableLength} bytes not yet taken by the peer`);
+      return false;
+    }
+    this.write(s, s.key, m);
     return true;
   }
 
@@ -99,74 +198,130 @@ export class Transport extends EventEmitter {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.sweeper);
     for (const t of this.timers) clearTimeout(t);
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 
+  private write(s: Session, key: Buffer, m: Message): void {
+    s.sendSeq++;
+    s.lastSent = Date.now();
+    s.socket.write(encodeFrame(key, { type: m.type, seq: s.sendSeq, payload: encodeMessage(m) }));
+  }
+
   private dial(p: Peer): void {
     if (this.stopped) return;
-    const socket = net.connect({ host: p.host, port: p.port });
-    const s = this.session(socket, true, p.name);
+    const host = this.opts.listen.host;
+    const local = net.isIP(host) && !/^(0\.0\.0\.0|::)$/.test(host) ? host : undefined;
+    let socket: net.Socket;
+    try {
+      // From our own cluster address: the one peers accept us from.
+      socket = net.connect({ host: p.host, port: p.port, ...(local ? { localAddress: local } : {}) });
+    } catch (e) {
+      this.refusals.once(p.name, 'dial', () => {
+        this.opts.logger.error({ peer: p.name, err: (e as Error).message }, 'cannot dial a peer');
+      });
+      return this.redial(p);
+    }
+    const s = this.session(socket, true, p.host, p.name);
     this.outbound.set(p.name, s);
+    socket.once('connect', () => this.write(s, this.opts.key, { type: MsgType.Hello, body: s.hs!.hello }));
     socket.once('close', () => {
       const wasUp = s.key !== undefined;
       if (this.outbound.get(p.name) === s) this.outbound.delete(p.name);
-      if (wasUp) this.emit('peerDown', p.name);
-      const t = setTimeout(() => {
-        this.timers.delete(t);
-        this.dial(p);
-      }, RECONNECT_MS);
-      this.timers.add(t);
+      // Not after stop(): the agent is closing its maps, and a peer going now is no news.
+      if (wasUp && !this.stopped) this.emit('peerDown', p.name);
+      this.redial(p);
     });
+  }
+
+  private redial(p: Peer): void {
+    if (this.stopped) return;
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      this.dial(p);
+    }, RECONNECT_MS);
+    this.timers.add(t);
   }
 
   private accept(socket: net.Socket): void {
-    this.session(socket, false);
+    socket.on('error', () => undefined);
+    const source = unmapped(socket.remoteAddress);
+    if (this.stopped || !source) return void socket.destroy();
+    const dummy = { socket, source } as Session;
+    if (!this.sources.has(source)) {
+      return this.reject(dummy, 'unknown_source', `${source} is not the cluster address of a peer`);
+    }
+    const mine = this.pending.get(source) ?? 0;
+    if (mine >= this.limits.perSource || this.pendingTotal >= this.limits.pending) {
+      return this.reject(dummy, 'too_many', `${mine} handshakes from ${source}, ${this.pendingTotal} in all`);
+    }
+    this.pending.set(source, mine + 1);
+    this.pendingTotal++;
+    const s = this.session(socket, false, source);
+    let counted = true;
+    const done = () => {
+      if (!counted) return;
+      counted = false;
+      this.pendingTotal--;
+      const n = this.pending.get(source)! - 1;
+      if (n) this.pending.set(source, n);
+      else this.pending.delete(source);
+    };
+    socket.once('close', done);
+    s.authenticated = done;
   }
 
-  private session(socket: net.Socket, dialer: boolean, peer?: string): Session {
-    const s: Session = { socket, dialer, peer, myNonce: randomBytes(16), sendSeq: 0n, recvSeq: 0n };
+  private session(socket: net.Socket, dialer: boolean, source: string, peer?: string): Session {
+    const now = Date.now();
+    const s: Session = { socket, dialer, source, peer, sendSeq: 0n, recvSeq: 0n, lastHeard: now, lastSent: now };
+    if (dialer) s.hs = this.handshakeState();
     this.sockets.add(socket);
     socket.setNoDelay(true);
+    socket.setKeepAlive(true, 5000);
     socket.on('error', () => undefined);
-    socket.once('close', () => this.sockets.delete(socket));
-    const helloTimer = setTimeout(() => this.reject(s, 'hello_timeout', 'no HELLO within 5 s'), HELLO_TIMEOUT_MS);
-    socket.once('close', () => clearTimeout(helloTimer));
-
-    const reader = new FrameReader(() => s.key ?? this.opts.key, (f) => {
-      if (!s.key) {
-        if (f.type !== MsgType.Hello) return this.reject(s, 'no_hello', `frame type ${f.type} before HELLO`);
-        let hello;
-        try {
-          hello = decodeMessage(f.type, f.payload);
-        } catch (e) {
-          return this.reject(s, 'malformed', (e as Error).message);
-        }
-        if (hello.type !== MsgType.Hello) return;
-        const name = hello.body.node;
-        if (s.dialer && name !== s.peer) return this.reject(s, 'wrong_peer', `dialled ${s.peer}, answered by ${name}`);
-        if (!s.dialer && !this.opts.peers.some((p) => p.name === name)) return this.reject(s, 'unknown_peer', `${name} is not a peer of ${this.opts.node}`);
-        s.peer = name;
-        const theirs = Buffer.from(hello.body.nonce, 'hex');
-        s.key = s.dialer ? sessionKey(this.opts.key, s.myNonce, theirs) : sessionKey(this.opts.key, theirs, s.myNonce);
-        clearTimeout(helloTimer);
-        if (s.dialer) this.emit('peerUp', name);
-        return;
-      }
-      const expected = s.recvSeq + 1n;
-      if (f.seq !== expected) return this.reject(s, f.seq < expected ? 'replayed' : 'out_of_order', `sequence ${f.seq}, expected ${expected}`);
-      s.recvSeq = f.seq;
-      if (f.type === MsgType.Hello) return this.reject(s, 'unexpected_hello', 'second HELLO on one connection');
-      try {
-        this.emit('message', s.peer!, decodeMessage(f.type, f.payload));
-      } catch (e) {
-        if (!(e instanceof InvalidMessage)) throw e;
-        this.drop(s, 'malformed', e.message);
-      }
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      if (s.peer && this.inbound.get(s.peer) === s) this.inbound.delete(s.peer);
     });
+    const ms = this.limits.handshakeMs;
+    const deadline = setTimeout(() => this.reject(s, 'hello_timeout', `not authenticated within ${ms} ms`), ms);
+    socket.once('close', () => clearTimeout(deadline));
+
+    const reader = new FrameReader(
+      () => s.key ?? this.opts.key,
+      (f) => {
+        const expected = s.recvSeq + 1n;
+        if (f.seq !== expected) {
+          const why = f.seq < expected ? 'replayed' : 'out_of_order';
+          return this.reject(s, why, `sequence ${f.seq}, expected ${expected}`);
+        }
+        s.recvSeq = f.seq;
+        s.lastHeard = Date.now();
+        if (!s.key) {
+          if (this.handshake(s, f.type, f.payload)) clearTimeout(deadline);
+          return;
+        }
+        if (f.type === Number(MsgType.Hello) || f.type === Number(MsgType.Auth)) {
+          return this.reject(s, 'unexpected_hello', 'a second handshake on one connection');
+        }
+        // A dialer only sends: whatever comes back after the handshake is not the protocol.
+        if (s.dialer) return this.reject(s, 'unexpected_hello', `frame type ${f.type} from the listening side`);
+        let m: Message;
+        try {
+          m = decodeMessage(f.type, f.payload);
+        } catch (e) {
+          if (!(e instanceof InvalidMessage)) throw e;
+          return this.drop(s, 'malformed', e.message);
+        }
+        if (m.type !== MsgType.Ping) this.deliver(s, () => this.emit('message', s.peer!, m));
+      },
+      () => (s.key ? MAX_PAYLOAD : MAX_HANDSHAKE_PAYLOAD),
+    );
     socket.once('end', () => {
-      if (reader.buffered() > 0) this.drop(s, 'truncated', `connection ended inside a frame (${reader.buffered()} bytes)`);
+      const left = reader.buffered();
+      if (left > 0) this.drop(s, 'truncated', `connection ended inside a frame (${left} bytes)`);
     });
     socket.on('data', (chunk: Buffer) => {
       try {
@@ -176,24 +331,105 @@ export class Transport extends EventEmitter {
         this.reject(s, e.reason, e.message);
       }
     });
-    const hello = (): void => {
-      socket.write(encodeFrame(this.opts.key, { type: MsgType.Hello, seq: 0n, payload: encodeMessage({ type: MsgType.Hello, body: { node: this.opts.node, nonce: s.myNonce.toString('hex') } }) }));
-    };
-    if (dialer) socket.once('connect', hello);
-    else hello();
     return s;
   }
 
-  private drop(s: Session, reason: DropReason, detail: string): void {
-    this.drops[reason] = (this.drops[reason] ?? 0) + 1;
-    // Not yet identified: by address, so that many connections from one host log once.
-    const who = s.peer ?? s.socket.remoteAddress ?? 'unknown';
-    const k = `${who}|${reason}`;
-    const now = Date.now();
-    if ((this.lastLog.get(k) ?? -Infinity) + LOG_INTERVAL_MS <= now) {
-      this.lastLog.set(k, now);
-      this.opts.logger.warn({ peer: who, reason, detail, count: this.drops[reason] }, 'message dropped');
+  /**
+   * One handshake frame: the peer's HELLO, then its AUTH. True once the connection is
+   * authenticated. The listener answers a valid HELLO only, so a stranger learns nothing.
+   */
+  private handshake(s: Session, type: number, payload: Buffer): boolean {
+    let m: Message;
+    try {
+      m = decodeMessage(type, payload);
+    } catch (e) {
+      if (!(e instanceof InvalidMessage)) throw e;
+      this.reject(s, 'malformed', e.message);
+      return false;
     }
+    if (m.type === MsgType.Hello && !s.transcript) {
+      if (!this.helloAcceptable(s, m.body)) return false;
+      const hs = (s.hs ??= this.handshakeState());
+      s.peer = m.body.node;
+      s.theirEph = m.body.eph;
+      s.transcript = s.dialer ? Handshake.transcript(hs.hello, m.body) : Handshake.transcript(m.body, hs.hello);
+      if (!s.dialer) {
+        this.write(s, this.opts.key, { type: MsgType.Hello, body: hs.hello });
+        this.write(s, this.opts.key, { type: MsgType.Auth, body: { proof: hs.prove('listener', s.transcript) } });
+      }
+      return false;
+    }
+    if (m.type !== MsgType.Auth || !s.transcript) {
+      this.reject(s, 'no_hello', `frame type ${type} in the handshake`);
+      return false;
+    }
+    const hs = s.hs!;
+    if (!hs.check(s.peer!, s.dialer ? 'listener' : 'dialer', s.transcript, m.body.proof)) {
+      this.reject(s, 'bad_proof', `${s.peer} did not prove its identity`);
+      return false;
+    }
+    const key = hs.sessionKey(s.theirEph!, s.transcript);
+    if (!key) {
+      this.reject(s, 'bad_proof', 'unusable ephemeral key');
+      return false;
+    }
+    const peer = s.peer!;
+    if (s.dialer) {
+      this.write(s, this.opts.key, { type: MsgType.Auth, body: { proof: hs.prove('dialer', s.transcript) } });
+      s.key = key;
+      s.sendSeq = 0n;
+      this.deliver(s, () => this.emit('peerUp', peer));
+    } else {
+      s.key = key;
+      s.recvSeq = 0n;
+      s.authenticated?.();
+      // One inbound connection per peer: a newer one replaces it (the peer reconnected).
+      const old = this.inbound.get(peer);
+      this.inbound.set(peer, s);
+      old?.socket.destroy();
+    }
+    return true;
+  }
+
+  private helloAcceptable(s: Session, hello: Hello): boolean {
+    if (s.dialer) {
+      if (hello.node === s.peer) return true;
+      this.reject(s, 'wrong_peer', `dialled ${s.peer}, answered by ${hello.node}`);
+      return false;
+    }
+    const peer = this.opts.peers.find((p) => p.name === hello.node);
+    if (!peer) this.reject(s, 'unknown_peer', `${hello.node} is not a peer of ${this.opts.node}`);
+    else if (peer.host !== s.source) this.reject(s, 'wrong_peer', `${hello.node} is at ${peer.host}, not ${s.source}`);
+    return peer?.host === s.source;
+  }
+
+  private handshakeState(): Handshake {
+    return new Handshake(this.opts.key, this.opts.node, this.opts.identities);
+  }
+
+  /** Runs a listener of ours: what it throws (E2BIG from a command, ...) is logged, not fatal. */
+  private deliver(s: Session, emit: () => void): void {
+    try {
+      emit();
+    } catch (e) {
+      this.drop(s, 'handler_error', (e as Error).message);
+    }
+  }
+
+  /** Idle inbound connections closed; dialers that have said nothing lately ping. */
+  private sweep(): void {
+    const now = Date.now();
+    for (const s of this.inbound.values()) {
+      if (now - s.lastHeard > this.limits.idleMs) this.reject(s, 'idle', `nothing heard for ${now - s.lastHeard} ms`);
+    }
+    for (const s of this.outbound.values()) {
+      if (s.key && now - s.lastSent >= this.limits.idleMs / 3) this.write(s, s.key, { type: MsgType.Ping, body: {} });
+    }
+  }
+
+  private drop(s: Session, reason: DropReason, detail: string): void {
+    // Not yet identified: by address, so that many connections from one host log once.
+    this.refusals.add(s.peer ?? s.source ?? 'unknown', reason, detail);
   }
 
   /** Drops and closes: the connection cannot be trusted past this point. */

@@ -14,7 +14,9 @@ export function loadConfig(file: string): ClusterConfig {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new ConfigError(file, [{ line: 1, column: 1, message: code === 'ENOENT' ? 'no such file' : (e as Error).message }]);
+    throw new ConfigError(file, [
+      { line: 1, column: 1, message: code === 'ENOENT' ? 'no such file' : (e as Error).message },
+    ]);
   }
   return isYamlFile(file) ? parseYamlConfig(text, file) : parseProfile(text, file);
 }

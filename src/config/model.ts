@@ -4,30 +4,37 @@
  * names, defaults filled in. `validate` checks what no single statement can: references
  * between statements and nodes.
  */
+import { DvipaError, EXIT } from '../errors.js';
 import { parseIpv4 } from '../net/addr.js';
 
 export type Moveable = 'immediate' | 'whenidle' | 'disruptive';
 
-export interface VipaDefine { address: string; mask: string; moveable: Moveable }
-export interface VipaBackup { address: string; rank: number; moveable?: 'immediate' | 'whenidle'; mask?: string }
-export interface VipaRange { address: string; mask: string; moveable: 'nondisruptive' | 'disruptive' }
-
-export type DistMethod =
-  | { name: 'roundrobin' }
-  | { name: 'weightedactive' }
-  | { name: 'serverwlm' }
-  | { name: 'hotstandby'; autoSwitchBack: boolean };
-
-export interface Destination {
-  xcf: string;
-  /** WEIGHTEDACTIVE: the configured weight (default 10). */
-  weight?: number;
-  /** HOTSTANDBY: one PREFERRED target; BACKUP targets by rank (higher first). */
-  role?: 'preferred' | 'backup';
-  rank?: number;
+export interface VipaDefine {
+  address: string;
+  mask: string;
+  moveable: Moveable;
+}
+export interface VipaBackup {
+  address: string;
+  rank: number;
+  moveable?: 'immediate' | 'whenidle';
+  mask?: string;
+}
+export interface VipaRange {
+  address: string;
+  mask: string;
+  moveable: 'nondisruptive' | 'disruptive';
 }
 
-export interface PortRange { from: number; to: number }
+// The distribution methods and destinations are the DPT's vocabulary (tables/dpt.ts); the config speaks it.
+import type { Destination, DistMethod } from '../tables/dpt.js';
+
+export type { Destination, DistMethod };
+
+export interface PortRange {
+  from: number;
+  to: number;
+}
 
 export interface VipaDistribute {
   address: string;
@@ -40,11 +47,19 @@ export interface VipaDistribute {
   timedAffinity: number;
 }
 
+/** VIPAROUTE: packets for the target `xcf` are encapsulated to its address `via` instead. */
+export interface ViaRoute {
+  xcf: string;
+  via: string;
+}
+
 export interface VipaDynamic {
   define: VipaDefine[];
   backup: VipaBackup[];
   distribute: VipaDistribute[];
   range: VipaRange[];
+  /** Present only when the node has VIPAROUTE statements. */
+  route?: ViaRoute[];
 }
 
 export interface NodeSpec {
@@ -81,8 +96,6 @@ export interface IpsecConfig {
   interval?: number;
 }
 
-export const IPSEC_LIMITS = { seqMargin: [1, 2 ** 31], interval: [100, 60000] } as const;
-
 /** An etcd endpoint as the config and the CLI accept it. */
 export function isEtcdUrl(s: string): boolean {
   try {
@@ -95,6 +108,8 @@ export function isEtcdUrl(s: string): boolean {
 
 export interface ClusterConfig {
   keyFile?: string;
+  /** A directory of per-node Ed25519 keys: every node's `name`.pub, and this node's `name`.key. */
+  identities?: string;
   coupling?: CouplingConfig;
   ipsec?: IpsecConfig;
   nodes: NodeSpec[];
@@ -106,13 +121,20 @@ export function emptyVipaDynamic(): VipaDynamic {
   return { define: [], backup: [], distribute: [], range: [] };
 }
 
-/** An error with a place: `file:line:column: message`. */
-export interface ConfigProblem { line: number; column: number; message: string }
+/** An error with a place: `file:line:column: message` (`file`: when not the error's own, in an import of several). */
+export interface ConfigProblem {
+  line: number;
+  column: number;
+  message: string;
+  file?: string;
+}
 
-export class ConfigError extends Error {
-  constructor(readonly file: string, readonly problems: ConfigProblem[]) {
-    super(problems.map((p) => `${file}:${p.line}:${p.column}: ${p.message}`).join('\n'));
-    this.name = 'ConfigError';
+export class ConfigError extends DvipaError {
+  constructor(
+    readonly file: string,
+    readonly problems: ConfigProblem[],
+  ) {
+    super(problems.map((p) => `${p.file ?? file}:${p.line}:${p.column}: ${p.message}`).join('\n'), EXIT.usage);
   }
 }
 
@@ -126,7 +148,10 @@ export function maskBits(mask: string): number | undefined {
  * What holds across statements and nodes. `at` gives each statement's position; problems
  * without one (the file as a whole) are reported at 1:1.
  */
-export function validate(cfg: ClusterConfig, at: (node: number, what: string) => { line: number; column: number } = () => ({ line: 1, column: 1 })): ConfigProblem[] {
+export function validate(
+  cfg: ClusterConfig,
+  at: (node: number, what: string) => { line: number; column: number } = () => ({ line: 1, column: 1 }),
+): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
   const add = (node: number, what: string, message: string) => problems.push({ ...at(node, what), message });
   const names = new Set<string>();
@@ -136,13 +161,19 @@ export function validate(cfg: ClusterConfig, at: (node: number, what: string) =>
   cfg.nodes.forEach((n, i) => {
     for (const d of n.vipaDynamic.define) {
       const other = owner.get(d.address);
-      if (other !== undefined && other !== n.name) add(i, `define ${d.address}`, `${d.address} is defined (VIPADEFine) on ${other} and ${n.name}: one node owns a DVIPA, the others back it up (VIPABackup)`);
+      if (other !== undefined && other !== n.name)
+        add(
+          i,
+          `define ${d.address}`,
+          `${d.address} is defined (VIPADEFine) on ${other} and ${n.name}: one node owns a DVIPA, the others back it up (VIPABackup)`,
+        );
       owner.set(d.address, n.name);
     }
     for (const d of n.vipaDynamic.distribute) {
       if (d.destinations === 'all') continue;
       for (const t of d.destinations) {
-        if (!known.has(t.xcf)) add(i, `distribute ${d.address}`, `DESTIP ${t.xcf} is not the cluster address of any node or peer`);
+        if (!known.has(t.xcf))
+          add(i, `distribute ${d.address}`, `DESTIP ${t.xcf} is not the cluster address of any node or peer`);
       }
     }
   });
@@ -162,16 +193,34 @@ export function validate(cfg: ClusterConfig, at: (node: number, what: string) =>
       if (maskBits(d.mask) === undefined) add(i, `define ${d.address}`, `${d.mask} is not a contiguous address mask`);
     }
     for (const b of v.backup) {
-      if (defined.has(b.address)) add(i, `backup ${b.address}`, `${b.address} is both defined (VIPADEFine) and backed up (VIPABackup) on ${n.name}`);
-      if (seen.has(`backup ${b.address}`)) add(i, `backup ${b.address}`, `${b.address} is backed up twice on ${n.name}`);
+      if (defined.has(b.address))
+        add(
+          i,
+          `backup ${b.address}`,
+          `${b.address} is both defined (VIPADEFine) and backed up (VIPABackup) on ${n.name}`,
+        );
+      if (seen.has(`backup ${b.address}`))
+        add(i, `backup ${b.address}`, `${b.address} is backed up twice on ${n.name}`);
       seen.add(`backup ${b.address}`);
     }
-    for (const r of v.range) if (maskBits(r.mask) === undefined) add(i, `range ${r.address}`, `${r.mask} is not a contiguous address mask`);
+    for (const r of v.range)
+      if (maskBits(r.mask) === undefined) add(i, `range ${r.address}`, `${r.mask} is not a contiguous address mask`);
+    const routed = new Set<string>();
+    for (const r of v.route ?? []) {
+      const where = `route ${r.xcf}`;
+      if (!known.has(r.xcf)) add(i, where, `VIPAROUTE ${r.xcf} is not the cluster address of any node or peer`);
+      if (routed.has(r.xcf)) add(i, where, `VIPAROUTE ${r.xcf} is given twice on ${n.name}`);
+      routed.add(r.xcf);
+    }
     const distributed = new Set<string>();
     for (const d of v.distribute) {
       const where = `distribute ${d.address}`;
       if (!defined.has(d.address) && !backedUp.has(d.address)) {
-        add(i, where, `VIPADISTribute ${d.address}: the DVIPA must be defined on ${n.name} by VIPADEFine or VIPABackup`);
+        add(
+          i,
+          where,
+          `VIPADISTribute ${d.address}: the DVIPA must be defined on ${n.name} by VIPADEFine or VIPABackup`,
+        );
       }
       const ports = d.ports === 'all' ? ['all'] : d.ports.map((p) => `${p.from}-${p.to}`);
       for (const p of ports) {
@@ -181,10 +230,13 @@ export function validate(cfg: ClusterConfig, at: (node: number, what: string) =>
       }
       if (d.method.name === 'hotstandby' && d.destinations !== 'all') {
         const preferred = d.destinations.filter((x) => x.role === 'preferred').length;
-        if (preferred !== 1) add(i, where, `DISTMethod HOTSTANDBY needs exactly one PREFerred target, found ${preferred}`);
-        if (d.destinations.some((x) => x.role === undefined)) add(i, where, 'DISTMethod HOTSTANDBY: every DESTIP target needs PREFerred or BACKup rank');
+        if (preferred !== 1)
+          add(i, where, `DISTMethod HOTSTANDBY needs exactly one PREFerred target, found ${preferred}`);
+        if (d.destinations.some((x) => x.role === undefined))
+          add(i, where, 'DISTMethod HOTSTANDBY: every DESTIP target needs PREFerred or BACKup rank');
       }
-      if (d.method.name === 'hotstandby' && d.destinations === 'all') add(i, where, 'DISTMethod HOTSTANDBY needs an explicit DESTIP list');
+      if (d.method.name === 'hotstandby' && d.destinations === 'all')
+        add(i, where, 'DISTMethod HOTSTANDBY needs an explicit DESTIP list');
     }
   });
   return problems;

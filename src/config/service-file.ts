@@ -13,10 +13,11 @@
  *       targets: [198.18.1.11, { address: 198.18.1.12, weight: 2 }]
  *       timedAffinity: 60   # optional: a client's new connections follow its last target for 60 s
  */
+import { DvipaError, EXIT } from '../errors.js';
 import * as fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { parseIpv4 } from '../net/addr.js';
-import type { Service, Target } from '../dataplane/fastpath.js';
+import type { Service, Target } from '../net/service.js';
 
 export interface ServiceFile {
   clusterAddress: string;
@@ -24,10 +25,15 @@ export interface ServiceFile {
   services: Array<Service & { targets: Target[]; timedAffinity: number }>;
 }
 
-export class ServiceFileError extends Error {
-  constructor(readonly file: string, readonly problems: string[]) {
-    super(`${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n  ${problems.join('\n  ')}`);
-    this.name = 'ServiceFileError';
+export class ServiceFileError extends DvipaError {
+  constructor(
+    readonly file: string,
+    readonly problems: string[],
+  ) {
+    super(
+      `${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n  ${problems.join('\n  ')}`,
+      EXIT.usage,
+    );
   }
 }
 
@@ -60,7 +66,12 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
   const egress: string[] = [];
   if (doc.egress !== undefined) {
     if (!Array.isArray(doc.egress)) bad('egress', 'expected a list of interface names');
-    else doc.egress.forEach((e, i) => (typeof e === 'string' && e.length > 0 && e.length < 16 ? egress.push(e) : bad(`egress[${i}]`, 'expected an interface name')));
+    else
+      doc.egress.forEach((e, i) =>
+        typeof e === 'string' && e.length > 0 && e.length < 16
+          ? egress.push(e)
+          : bad(`egress[${i}]`, 'expected an interface name'),
+      );
   }
   const services: ServiceFile['services'] = [];
   if (!Array.isArray(doc.services)) bad('services', 'expected a list of services');
@@ -69,12 +80,20 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
     doc.services.forEach((s, i) => {
       const at = `services[${i}]`;
       if (!isObject(s)) return bad(at, 'expected a mapping with vip, port, protocol, targets');
-      for (const k of Object.keys(s)) if (!['vip', 'port', 'protocol', 'targets', 'timedAffinity'].includes(k)) bad(`${at}.${k}`, 'unknown key');
+      for (const k of Object.keys(s))
+        if (!['vip', 'port', 'protocol', 'targets', 'timedAffinity'].includes(k)) bad(`${at}.${k}`, 'unknown key');
       const timedAffinity = s.timedAffinity ?? 0;
-      if (typeof timedAffinity !== 'number' || !Number.isInteger(timedAffinity) || timedAffinity < 0 || timedAffinity > 99999) bad(`${at}.timedAffinity`, 'expected whole seconds from 0 to 99999');
+      if (
+        typeof timedAffinity !== 'number' ||
+        !Number.isInteger(timedAffinity) ||
+        timedAffinity < 0 ||
+        timedAffinity > 99999
+      )
+        bad(`${at}.timedAffinity`, 'expected whole seconds from 0 to 99999');
       const vip = address(`${at}.vip`, s.vip);
       const port = s.port ?? 0;
-      if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) bad(`${at}.port`, 'expected a port from 0 (all ports) to 65535');
+      if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535)
+        bad(`${at}.port`, 'expected a port from 0 (all ports) to 65535');
       const protocol = s.protocol ?? 'tcp';
       if (protocol !== 'tcp' && protocol !== 'udp') bad(`${at}.protocol`, 'expected tcp or udp');
       const targets: Target[] = [];
@@ -86,7 +105,8 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
           for (const k of Object.keys(spec)) if (!['address', 'weight'].includes(k)) bad(`${tat}.${k}`, 'unknown key');
           const a = address(`${tat}.address`, spec.address);
           const weight = spec.weight ?? 1;
-          if (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 0 || weight > 65535) bad(`${tat}.weight`, 'expected an integer weight from 0 to 65535');
+          if (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 0 || weight > 65535)
+            bad(`${tat}.weight`, 'expected an integer weight from 0 to 65535');
           else if (a) {
             if (targets.some((x) => x.addr === a)) bad(tat, `duplicate target ${a}`);
             else targets.push({ addr: a, weight });
@@ -97,7 +117,13 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
         const key = `${vip}:${port}/${protocol}`;
         if (seen.has(key)) bad(at, `duplicate service ${key}`);
         seen.add(key);
-        services.push({ vip, port, protocol, targets, timedAffinity: typeof timedAffinity === 'number' ? timedAffinity : 0 });
+        services.push({
+          vip,
+          port,
+          protocol,
+          targets,
+          timedAffinity: typeof timedAffinity === 'number' ? timedAffinity : 0,
+        });
       }
     });
   }
@@ -110,7 +136,9 @@ export function readServiceFile(file: string): ServiceFile {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
-    throw new ServiceFileError(file, [(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message]);
+    throw new ServiceFileError(file, [
+      (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message,
+    ]);
   }
   return parseServiceFile(text, file);
 }

@@ -4,12 +4,25 @@
  * method as its bare name, PORT/DESTIP ALL as the word all or left out). Problems carry
  * the line and column of the offending YAML node.
  */
+import { DEFAULTS, LIMITS } from './settings.js';
 import { isMap, isSeq, LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
 import { parseIpv4 } from '../net/addr.js';
 import {
-  ConfigError, emptyVipaDynamic, isEtcdUrl, validate,
-  type ClusterConfig, type ConfigProblem, type CouplingConfig, type IpsecConfig, IPSEC_LIMITS, type Destination, type DistMethod, type NodeSpec, type PortRange, type VipaDistribute,
+  ConfigError,
+  emptyVipaDynamic,
+  isEtcdUrl,
+  validate,
+  type ClusterConfig,
+  type ConfigProblem,
+  type CouplingConfig,
+  type IpsecConfig,
+  type Destination,
+  type DistMethod,
+  type NodeSpec,
+  type PortRange,
+  type VipaDistribute,
 } from './model.js';
+import { zosIpv4 } from './zos.js';
 
 type Json = unknown;
 
@@ -17,14 +30,17 @@ class Reader {
   readonly problems: ConfigProblem[] = [];
   readonly places = new Map<string, { line: number; column: number }>();
 
-  constructor(private readonly lines: LineCounter, private readonly root: YamlNode | null) {}
+  constructor(
+    private readonly lines: LineCounter,
+    private readonly root: YamlNode | null,
+  ) {}
 
   /** Position of the YAML node at `path` (or of its nearest existing parent). */
   pos(path: Array<string | number>): { line: number; column: number } {
     let node: YamlNode | null | undefined = this.root;
     let best = node;
     for (const key of path) {
-      node = isMap(node) || isSeq(node) ? (node.get(key, true) as YamlNode | undefined) : undefined;
+      node = isMap(node) || isSeq(node) ? node.get(key, true) : undefined;
       if (!node) break;
       best = node;
     }
@@ -41,7 +57,7 @@ class Reader {
   /** Where a mapping's key (not its value) stands. */
   private keyPos(path: Array<string | number>, key: string): { line: number; column: number } {
     let node: YamlNode | null | undefined = this.root;
-    for (const k of path) node = isMap(node) || isSeq(node) ? (node.get(k, true) as YamlNode | undefined) : undefined;
+    for (const k of path) node = isMap(node) || isSeq(node) ? node.get(k, true) : undefined;
     const pair = isMap(node) ? node.items.find((i) => (i.key as { value?: unknown } | null)?.value === key) : undefined;
     const offset = (pair?.key as YamlNode | undefined)?.range?.[0];
     if (offset === undefined) return this.pos([...path, key]);
@@ -50,9 +66,11 @@ class Reader {
   }
 
   keys(v: Json, path: Array<string | number>, allowed: string[]): v is Record<string, Json> {
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) return !!this.bad(path, `expected a mapping with ${allowed.join(', ')}`);
+    if (typeof v !== 'object' || v === null || Array.isArray(v))
+      return !!this.bad(path, `expected a mapping with ${allowed.join(', ')}`);
     for (const k of Object.keys(v)) {
-      if (!allowed.includes(k)) this.bad([...path, k], `unknown key (expected ${allowed.join(', ')})`, this.keyPos(path, k));
+      if (!allowed.includes(k))
+        this.bad([...path, k], `unknown key (expected ${allowed.join(', ')})`, this.keyPos(path, k));
     }
     return true;
   }
@@ -62,6 +80,10 @@ class Reader {
       parseIpv4(v as string);
       return v as string;
     } catch {
+      const plain = typeof v === 'string' ? zosIpv4(v) : undefined;
+      // The z/OS language reads leading zeros as decimal; YAML takes the plain form only.
+      if (plain)
+        return this.bad(path, `expected an IPv4 address without leading zeros: ${plain}, found ${JSON.stringify(v)}`);
       return this.bad(path, `expected an IPv4 address, found ${JSON.stringify(v)}`);
     }
   }
@@ -76,7 +98,9 @@ class Reader {
   }
 
   oneOf<T extends string>(v: Json, path: Array<string | number>, choices: readonly T[]): T | undefined {
-    return choices.includes(v as T) ? (v as T) : this.bad(path, `expected one of ${choices.join(', ')}, found ${JSON.stringify(v)}`);
+    return choices.includes(v as T)
+      ? (v as T)
+      : this.bad(path, `expected one of ${choices.join(', ')}, found ${JSON.stringify(v)}`);
   }
 
   list(v: Json, path: Array<string | number>): Json[] {
@@ -88,8 +112,10 @@ class Reader {
 
   cluster(doc: Json): ClusterConfig {
     const cfg: ClusterConfig = { nodes: [], peers: [] };
-    if (!this.keys(doc, [], ['keyFile', 'coupling', 'ipsec', 'nodes', 'peers'])) return cfg;
+    if (!this.keys(doc, [], ['keyFile', 'identities', 'coupling', 'ipsec', 'nodes', 'peers'])) return cfg;
     if (doc.keyFile !== undefined) cfg.keyFile = this.str(doc.keyFile, ['keyFile'], 'a key file path');
+    if (doc.identities !== undefined)
+      cfg.identities = this.str(doc.identities, ['identities'], 'a directory of node keys');
     if (doc.coupling !== undefined) cfg.coupling = this.coupling(doc.coupling);
     if (doc.ipsec !== undefined) cfg.ipsec = this.ipsec(doc.ipsec);
     this.list(doc.peers, ['peers']).forEach((p, i) => {
@@ -110,12 +136,19 @@ class Reader {
   coupling(c: Json): CouplingConfig | undefined {
     const at = ['coupling'];
     if (!this.keys(c, at, ['etcd', 'leaseTtl', 'nopreempt', 'takebackDelay'])) return undefined;
-    const etcd = this.list(c.etcd, [...at, 'etcd']).map((u, i) => (typeof u === 'string' && isEtcdUrl(u) ? u : this.bad([...at, 'etcd', i], 'expected an etcd URL (http://host:port or https://host:port)')));
+    const etcd = this.list(c.etcd, [...at, 'etcd']).map((u, i) =>
+      typeof u === 'string' && isEtcdUrl(u)
+        ? u
+        : this.bad([...at, 'etcd', i], 'expected an etcd URL (http://host:port or https://host:port)'),
+    );
     if (!etcd.length) this.bad([...at, 'etcd'], 'expected at least one etcd URL');
     const out: CouplingConfig = { etcd: etcd.filter((u): u is string => u !== undefined) };
-    if (c.leaseTtl !== undefined) out.leaseTtl = this.int(c.leaseTtl, [...at, 'leaseTtl'], 1, 300);
-    if (c.nopreempt !== undefined) out.nopreempt = typeof c.nopreempt === 'boolean' ? c.nopreempt : this.bad([...at, 'nopreempt'], 'expected true or false');
-    if (c.takebackDelay !== undefined) out.takebackDelay = this.int(c.takebackDelay, [...at, 'takebackDelay'], 0, 86400);
+    if (c.leaseTtl !== undefined) out.leaseTtl = this.int(c.leaseTtl, [...at, 'leaseTtl'], ...LIMITS.leaseTtl);
+    if (c.nopreempt !== undefined)
+      out.nopreempt =
+        typeof c.nopreempt === 'boolean' ? c.nopreempt : this.bad([...at, 'nopreempt'], 'expected true or false');
+    if (c.takebackDelay !== undefined)
+      out.takebackDelay = this.int(c.takebackDelay, [...at, 'takebackDelay'], ...LIMITS.takebackDelay);
     return out;
   }
 
@@ -124,8 +157,8 @@ class Reader {
     if (c === null) return {};
     if (!this.keys(c, ['ipsec'], ['seqMargin', 'interval'])) return undefined;
     const out: IpsecConfig = {};
-    if (c.seqMargin !== undefined) out.seqMargin = this.int(c.seqMargin, ['ipsec', 'seqMargin'], ...IPSEC_LIMITS.seqMargin);
-    if (c.interval !== undefined) out.interval = this.int(c.interval, ['ipsec', 'interval'], ...IPSEC_LIMITS.interval);
+    if (c.seqMargin !== undefined) out.seqMargin = this.int(c.seqMargin, ['ipsec', 'seqMargin'], ...LIMITS.seqMargin);
+    if (c.interval !== undefined) out.interval = this.int(c.interval, ['ipsec', 'interval'], ...LIMITS.recordInterval);
     return out;
   }
 
@@ -141,14 +174,17 @@ class Reader {
     });
     const vd = n.vipaDynamic ?? {};
     const vat = [...at, 'vipaDynamic'];
-    if (!this.keys(vd, vat, ['define', 'backup', 'distribute', 'range'])) return spec;
+    if (!this.keys(vd, vat, ['define', 'backup', 'distribute', 'range', 'route'])) return spec;
     const v = spec.vipaDynamic;
     this.list(vd.define, [...vat, 'define']).forEach((d, i) => {
       const p = [...vat, 'define', i];
       if (!this.keys(d, p, ['address', 'mask', 'moveable'])) return;
       const address = this.address(d.address, [...p, 'address']);
       const mask = this.address(d.mask, [...p, 'mask']);
-      const moveable = d.moveable === undefined ? 'immediate' : this.oneOf(d.moveable, [...p, 'moveable'], ['immediate', 'whenidle', 'disruptive'] as const);
+      const moveable =
+        d.moveable === undefined
+          ? 'immediate'
+          : this.oneOf(d.moveable, [...p, 'moveable'], ['immediate', 'whenidle', 'disruptive'] as const);
       if (address && mask && moveable) {
         this.places.set(`${index}|define ${address}`, this.pos(p));
         v.define.push({ address, mask, moveable });
@@ -158,8 +194,11 @@ class Reader {
       const p = [...vat, 'backup', i];
       if (!this.keys(b, p, ['address', 'rank', 'moveable', 'mask'])) return;
       const address = this.address(b.address, [...p, 'address']);
-      const rank = b.rank === undefined ? 1 : this.int(b.rank, [...p, 'rank'], 1, 254);
-      const moveable = b.moveable === undefined ? undefined : this.oneOf(b.moveable, [...p, 'moveable'], ['immediate', 'whenidle'] as const);
+      const rank = b.rank === undefined ? DEFAULTS.rank : this.int(b.rank, [...p, 'rank'], ...LIMITS.rank);
+      const moveable =
+        b.moveable === undefined
+          ? undefined
+          : this.oneOf(b.moveable, [...p, 'moveable'], ['immediate', 'whenidle'] as const);
       const mask = b.mask === undefined ? undefined : this.address(b.mask, [...p, 'mask']);
       if ((moveable === undefined) !== (mask === undefined)) this.bad(p, 'moveable and mask go together');
       if (address && rank) {
@@ -179,11 +218,23 @@ class Reader {
       if (!this.keys(r, p, ['address', 'mask', 'moveable'])) return;
       const address = this.address(r.address, [...p, 'address']);
       const mask = this.address(r.mask, [...p, 'mask']);
-      const moveable = r.moveable === undefined ? 'nondisruptive' : this.oneOf(r.moveable, [...p, 'moveable'], ['nondisruptive', 'disruptive'] as const);
+      const moveable =
+        r.moveable === undefined
+          ? 'nondisruptive'
+          : this.oneOf(r.moveable, [...p, 'moveable'], ['nondisruptive', 'disruptive'] as const);
       if (address && mask && moveable) {
         this.places.set(`${index}|range ${address}`, this.pos(p));
         v.range.push({ address, mask, moveable });
       }
+    });
+    this.list(vd.route, [...vat, 'route']).forEach((r, i) => {
+      const p = [...vat, 'route', i];
+      if (!this.keys(r, p, ['xcf', 'via'])) return;
+      const xcf = this.address(r.xcf, [...p, 'xcf']);
+      const via = this.address(r.via, [...p, 'via']);
+      if (!xcf || !via) return;
+      this.places.set(`${index}|route ${xcf}`, this.pos(p));
+      (v.route ??= []).push({ xcf, via });
     });
     return spec;
   }
@@ -198,7 +249,8 @@ class Reader {
         const m = /^(\d+)(?:-(\d+))?$/.exec(String(x));
         const from = Number(m?.[1]);
         const to = Number(m?.[2] ?? m?.[1]);
-        if (!m || from < 1 || to > 65535 || from > to) this.bad([...p, 'ports', i], `expected a port (1 to 65535) or "from-to", found ${JSON.stringify(x)}`);
+        if (!m || from < 1 || to > 65535 || from > to)
+          this.bad([...p, 'ports', i], `expected a port (1 to 65535) or "from-to", found ${JSON.stringify(x)}`);
         else (ports as PortRange[]).push({ from, to });
       });
     }
@@ -213,32 +265,40 @@ class Reader {
         if (!this.keys(spec, at, ['xcf', 'weight', 'role', 'rank'])) return;
         const xcf = this.address(spec.xcf, [...at, 'xcf']);
         const dest: Destination = { xcf: xcf ?? '' };
-        if (spec.weight !== undefined) dest.weight = this.int(spec.weight, [...at, 'weight'], 1, 100);
-        if (spec.role !== undefined) dest.role = this.oneOf(spec.role, [...at, 'role'], ['preferred', 'backup'] as const);
-        if (spec.rank !== undefined) dest.rank = this.int(spec.rank, [...at, 'rank'], 1, 254);
+        if (spec.weight !== undefined) dest.weight = this.int(spec.weight, [...at, 'weight'], ...LIMITS.weight);
+        if (spec.role !== undefined)
+          dest.role = this.oneOf(spec.role, [...at, 'role'], ['preferred', 'backup'] as const);
+        if (spec.rank !== undefined) dest.rank = this.int(spec.rank, [...at, 'rank'], ...LIMITS.rank);
         if (xcf) (destinations as Destination[]).push(dest);
       });
     }
     const method = this.method(d.method ?? 'roundrobin', [...p, 'method']);
-    const timedAffinity = d.timedAffinity === undefined ? 0 : this.int(d.timedAffinity, [...p, 'timedAffinity'], 0, 99999);
+    const timedAffinity =
+      d.timedAffinity === undefined
+        ? DEFAULTS.timedAffinity
+        : this.int(d.timedAffinity, [...p, 'timedAffinity'], ...LIMITS.timedAffinity);
     if (!address || !method || timedAffinity === undefined) return undefined;
     return { address, ports, destinations, method, timedAffinity };
   }
 
   method(m: Json, p: Array<string | number>): DistMethod | undefined {
-    const names = ['roundrobin', 'weightedactive', 'serverwlm', 'hotstandby'] as const;
+    const names = ['roundrobin', 'weightedactive', 'serverwlm', 'basewlm', 'hotstandby'] as const;
     if (typeof m === 'string') {
       const name = this.oneOf(m, p, names);
-      return name === 'hotstandby' ? { name, autoSwitchBack: true } : name && { name };
+      return name === 'hotstandby' ? { name, autoSwitchBack: true, healthSwitch: true } : name && { name };
     }
-    if (!this.keys(m, p, ['name', 'autoSwitchBack'])) return undefined;
+    const switches = ['autoSwitchBack', 'healthSwitch'] as const;
+    if (!this.keys(m, p, ['name', ...switches])) return undefined;
     const name = this.oneOf(m.name, [...p, 'name'], names);
     if (name !== 'hotstandby') {
-      if (m.autoSwitchBack !== undefined) this.bad([...p, 'autoSwitchBack'], 'only for hotstandby');
+      for (const k of switches) if (m[k] !== undefined) this.bad([...p, k], 'only for hotstandby');
       return name && { name };
     }
-    if (m.autoSwitchBack !== undefined && typeof m.autoSwitchBack !== 'boolean') return this.bad([...p, 'autoSwitchBack'], 'expected true or false');
-    return { name, autoSwitchBack: m.autoSwitchBack ?? true };
+    for (const k of switches) {
+      if (m[k] !== undefined && typeof m[k] !== 'boolean') return this.bad([...p, k], 'expected true or false');
+    }
+    const on = (v: Json) => (v as boolean | undefined) ?? true;
+    return { name, autoSwitchBack: on(m.autoSwitchBack), healthSwitch: on(m.healthSwitch) };
   }
 }
 
@@ -246,15 +306,25 @@ export function parseYamlConfig(text: string, file = '<yaml>'): ClusterConfig {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   if (doc.errors.length) {
-    throw new ConfigError(file, doc.errors.map((e) => {
-      const p = lines.linePos(e.pos[0]);
-      return { line: p.line, column: p.col, message: e.message.split('\n')[0] };
-    }));
+    throw new ConfigError(
+      file,
+      doc.errors.map((e) => {
+        const p = lines.linePos(e.pos[0]);
+        return { line: p.line, column: p.col, message: e.message.split('\n')[0] };
+      }),
+    );
   }
-  const r = new Reader(lines, doc.contents as YamlNode | null);
+  const r = new Reader(lines, doc.contents);
   const cfg = r.cluster(doc.toJS());
-  const problems = [...r.problems, ...validate(cfg, (n, what) => r.places.get(`${n}|${what}`) ?? r.places.get(`${n}|node`) ?? { line: 1, column: 1 })];
-  if (problems.length) throw new ConfigError(file, problems.sort((a, b) => a.line - b.line || a.column - b.column));
+  const problems = [
+    ...r.problems,
+    ...validate(cfg, (n, what) => r.places.get(`${n}|${what}`) ?? r.places.get(`${n}|node`) ?? { line: 1, column: 1 }),
+  ];
+  if (problems.length)
+    throw new ConfigError(
+      file,
+      problems.sort((a, b) => a.line - b.line || a.column - b.column),
+    );
   return cfg;
 }
 
@@ -262,6 +332,7 @@ export function parseYamlConfig(text: string, file = '<yaml>'): ClusterConfig {
 export function formatYamlConfig(cfg: ClusterConfig): string {
   const out: Record<string, Json> = {};
   if (cfg.keyFile) out.keyFile = cfg.keyFile;
+  if (cfg.identities) out.identities = cfg.identities;
   if (cfg.coupling) out.coupling = { ...cfg.coupling };
   if (cfg.ipsec) out.ipsec = { ...cfg.ipsec };
   if (cfg.peers.length) out.peers = cfg.peers;
@@ -273,16 +344,22 @@ export function formatYamlConfig(cfg: ClusterConfig): string {
     vipaDynamic: {
       ...(n.vipaDynamic.define.length ? { define: n.vipaDynamic.define } : {}),
       ...(n.vipaDynamic.backup.length ? { backup: n.vipaDynamic.backup } : {}),
-      ...(n.vipaDynamic.distribute.length ? {
-        distribute: n.vipaDynamic.distribute.map((d) => ({
-          address: d.address,
-          ...(d.ports === 'all' ? {} : { ports: d.ports.map((r) => (r.from === r.to ? r.from : `${r.from}-${r.to}`)) }),
-          destinations: d.destinations === 'all' ? 'all' : d.destinations.map((x) => (Object.keys(x).length === 1 ? x.xcf : x)),
-          method: d.method.name === 'hotstandby' ? d.method : d.method.name,
-          ...(d.timedAffinity ? { timedAffinity: d.timedAffinity } : {}),
-        })),
-      } : {}),
+      ...(n.vipaDynamic.distribute.length
+        ? {
+            distribute: n.vipaDynamic.distribute.map((d) => ({
+              address: d.address,
+              ...(d.ports === 'all'
+                ? {}
+                : { ports: d.ports.map((r) => (r.from === r.to ? r.from : `${r.from}-${r.to}`)) }),
+              destinations:
+                d.destinations === 'all' ? 'all' : d.destinations.map((x) => (Object.keys(x).length === 1 ? x.xcf : x)),
+              method: d.method.name === 'hotstandby' ? d.method : d.method.name,
+              ...(d.timedAffinity ? { timedAffinity: d.timedAffinity } : {}),
+            })),
+          }
+        : {}),
       ...(n.vipaDynamic.range.length ? { range: n.vipaDynamic.range } : {}),
+      ...(n.vipaDynamic.route?.length ? { route: n.vipaDynamic.route } : {}),
     },
   }));
   return stringify(out);

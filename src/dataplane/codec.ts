@@ -1,6 +1,6 @@
 /*
  * Encoders/decoders for the C structs of bpf/dvipa.h. Offsets follow the C rules
- * (natural alignment, size rounded to the largest member), and test/layout.test.ts
+ * (natural alignment, size rounded to the largest member), and test/kernel/layout.test.ts
  * checks every struct against the BTF of the compiled objects, so a layout can only
  * change in both places at once.
  */
@@ -8,10 +8,23 @@ import { formatIpv4, formatMac, parseIpv4, parseMac } from '../net/addr.js';
 
 export type FieldType = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'be32' | 'ipv4' | 'mac' | { pad: number };
 
-type FieldValue<T extends FieldType> = T extends 'u64' ? bigint : T extends 'ipv4' | 'mac' ? string : T extends { pad: number } ? never : number;
+type FieldValue<T extends FieldType> = T extends 'u64'
+  ? bigint
+  : T extends 'ipv4' | 'mac'
+    ? string
+    : T extends { pad: number }
+      ? never
+      : number;
 
 const SIZE: Record<Exclude<FieldType, { pad: number }>, number> = {
-  u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32: 4, ipv4: 4, mac: 6,
+  u8: 1,
+  u16: 2,
+  u32: 4,
+  u64: 8,
+  be16: 2,
+  be32: 4,
+  ipv4: 4,
+  mac: 6,
 };
 
 export interface FieldLayout {
@@ -73,7 +86,8 @@ export function struct<T>(cName: string, spec: ReadonlyArray<readonly [string, F
       return into;
     },
     decode(buf: Buffer, base = 0): T {
-      if (buf.length < base + size) throw new RangeError(`${cName}: need ${size} bytes at offset ${base}, have ${buf.length - base}`);
+      if (buf.length < base + size)
+        throw new RangeError(`${cName}: need ${size} bytes at offset ${base}, have ${buf.length - base}`);
       const out: Record<string, unknown> = {};
       for (let i = 0; i < readers.length; i++) out[names[i]] = readers[i](buf, base);
       return out as T;
@@ -110,21 +124,30 @@ function writer(type: Scalar, off: number, what: string): (buf: Buffer, base: nu
     be32: (b: Buffer, v: number, o: number) => b.writeUInt32BE(v, o),
   }[type];
   return (buf, base, x) => {
-    if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x >= limit) throw new RangeError(`${what}: ${String(x)} does not fit ${type}`);
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x >= limit)
+      throw new RangeError(`${what}: ${String(x)} does not fit ${type}`);
     write(buf, x, base + off);
   };
 }
 
 function reader(type: Scalar, off: number): (buf: Buffer, base: number) => unknown {
   switch (type) {
-    case 'u8': return (b, base) => b.readUInt8(base + off);
-    case 'u16': return (b, base) => b.readUInt16LE(base + off);
-    case 'u32': return (b, base) => b.readUInt32LE(base + off);
-    case 'u64': return (b, base) => b.readBigUInt64LE(base + off);
-    case 'be16': return (b, base) => b.readUInt16BE(base + off);
-    case 'be32': return (b, base) => b.readUInt32BE(base + off);
-    case 'ipv4': return (b, base) => formatIpv4(b.readUInt32BE(base + off));
-    case 'mac': return (b, base) => formatMac(b.subarray(base + off, base + off + 6));
+    case 'u8':
+      return (b, base) => b.readUInt8(base + off);
+    case 'u16':
+      return (b, base) => b.readUInt16LE(base + off);
+    case 'u32':
+      return (b, base) => b.readUInt32LE(base + off);
+    case 'u64':
+      return (b, base) => b.readBigUInt64LE(base + off);
+    case 'be16':
+      return (b, base) => b.readUInt16BE(base + off);
+    case 'be32':
+      return (b, base) => b.readUInt32BE(base + off);
+    case 'ipv4':
+      return (b, base) => formatIpv4(b.readUInt32BE(base + off));
+    case 'mac':
+      return (b, base) => formatMac(b.subarray(base + off, base + off + 6));
   }
 }
 
@@ -132,7 +155,9 @@ function reader(type: Scalar, off: number): (buf: Buffer, base: number) => unkno
 export function scalar<T extends Scalar>(cName: string, type: T): Struct<FieldValue<T>> {
   const s = struct<{ v: FieldValue<T> }>(cName, [['v', type]]);
   return {
-    cName, size: s.size, fields: s.fields,
+    cName,
+    size: s.size,
+    fields: s.fields,
     encode: (v, into, off) => s.encode({ v }, into, off),
     decode: (buf, off) => s.decode(buf, off).v,
   };

@@ -4,25 +4,63 @@
  * and their Maglev tables, CRT, counters, attach/detach). All state lives in the pinned
  * maps, so a new FastPath opened over the same pin root picks up where the last one was.
  */
+import { DEFAULTS } from '../config/settings.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BPF_OBJECT_DIR, native } from './addon.js';
-import { named } from './errors.js';
+import { loadObject, mapRef, type BpfObject, type MapRef } from '../kernel/object.js';
+import { sys } from '../kernel/sys.js';
+import { SyscallError } from '../kernel/errors.js';
+import { inNetnsAt } from '../kernel/netns.js';
 import { BpfMap, BPF_ANY, PerCpuArray, PerCpuHash } from './map.js';
 import {
-  addr, affinity, affinityKey, CRT_DEFAULT_ENTRIES, crtEntry, flow, IPPROTO, MAGLEV_SIZE, MAX_SERVICES, nexthop, nodeConfig,
-  Protocol, REASONS, servedStats, svc, svcKey, svcStats, u32, u64, u8,
+  addr,
+  affinity,
+  affinityKey,
+  CRT_DEFAULT_ENTRIES,
+  crtEntry,
+  FIB_RESULTS,
+  flow,
+  MAX_SERVICES,
+  MAX_TARGETS,
+  nodeConfig,
+  REASONS,
+  resolve,
+  servedStats,
+  svc,
+  svcKey,
+  svcStats,
+  targetEntry,
+  targetStats,
+  u32,
+  u64,
+  u8,
 } from './structs.js';
-import type { Affinity, AffinityKey, CrtEntry, Flow, Nexthop, NodeConfig, Reason, ServedStats, SvcKey, SvcStats } from './structs.js';
+import type {
+  Affinity,
+  AffinityKey,
+  CrtEntry,
+  NodeConfig,
+  Reason,
+  ServedStats,
+  SvcKey,
+  SvcStats,
+  TargetEntry,
+  TargetStats,
+} from './structs.js';
+import { runXdp } from './testrun.js';
 import { attachXdp, detachXdp, listLinks } from './xdp.js';
 import type { Attachment, XdpMode } from './xdp.js';
-import { buildMaglev } from '../tables/maglev.js';
+import { buildMaglev, MAGLEV_SIZE } from '../tables/maglev.js';
+import { IPPROTO, isProtocol, protocolName, type Flow } from '../net/flow.js';
+import { serviceName, type Service, type Target } from '../net/service.js';
 import { interfaceMac } from '../net/iproute.js';
+import { parseIpv4 } from '../net/addr.js';
 import { log as rootLog, type Logger } from '../log.js';
 
-export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/dvipa';
 const NO_MAC = '00:00:00:00:00:00';
 const BPF_MAP_TYPE_ARRAY = 2;
+const LOOPBACK_IFINDEX = 1;
+const RESOLVER = 'xdp_resolve';
 
 /** The programs dvipa attaches, by role. */
 export const PROGRAMS = { distributor: 'xdp_distributor', decap: 'xdp_decap' } as const;
@@ -35,24 +73,33 @@ export interface FastPathOptions {
   crtMaxEntries?: number;
   /** Where distributor.bpf.o and decap.bpf.o are (default: the build directory). */
   objectDir?: string;
+  /**
+   * The network namespace (a path, e.g. /run/netns/NAME) whose FIB gives the targets' next
+   * hops; default: the calling thread's at each resolution (the agent's own).
+   */
+  netnsPath?: string;
   logger?: Logger;
 }
 
-export interface Service { vip: string; port: number; protocol: Protocol }
-export interface Target { addr: string; weight: number }
+/** A target's next hop as the control plane resolved it. */
+export interface TargetNexthop {
+  addr: string;
+  svcId: number;
+  index: number;
+  resolved: boolean;
+  ifindex: number;
+  dmac: string;
+  mtu: number;
+}
 
 function keyOf(s: Service): SvcKey {
   return { vip: s.vip, port: s.port, proto: IPPROTO[s.protocol] };
 }
 
 function serviceOf(k: SvcKey): Service {
-  const protocol = (Object.keys(IPPROTO) as Protocol[]).find((p) => IPPROTO[p] === k.proto);
-  if (!protocol) throw new Error(`services map holds an unknown protocol ${k.proto}`);
+  const protocol = protocolName(k.proto);
+  if (!isProtocol(protocol)) throw new Error(`services map holds an unknown protocol ${k.proto}`);
   return { vip: k.vip, port: k.port, protocol };
-}
-
-export function serviceName(s: Service): string {
-  return `${s.vip}:${s.port === 0 ? '*' : s.port}/${s.protocol}`;
 }
 
 function addStats(a: SvcStats, b: SvcStats): SvcStats {
@@ -79,36 +126,73 @@ export class FastPath {
   /** DVIPA -> CLOCK_MONOTONIC ns after which this node no longer answers for it (no entry: never). */
   readonly fence: BpfMap<string, bigint>;
   readonly served: BpfMap<string, number>;
+  /** VIPAROUTE: target cluster address -> the address its packets are encapsulated to. */
+  readonly viaRoutes: BpfMap<string, string>;
+  /** Target side: outer destinations decap accepts besides the cluster address (VIPAROUTE). */
+  readonly decapAddrs: BpfMap<string, number>;
+  readonly decapRouters: BpfMap<string, number>;
+  readonly decapServices: BpfMap<SvcKey, number>;
   readonly crt: BpfMap<Flow, CrtEntry>;
   readonly txPorts: BpfMap<number, number>;
-  readonly nexthops: BpfMap<string, Nexthop>;
+  /** Target index -> address and resolved next hop (the Maglev slots and CRT entries carry indexes). */
+  readonly targets: BpfMap<number, TargetEntry>;
   readonly affinity: BpfMap<AffinityKey, Affinity>;
   readonly svcStats: PerCpuArray<SvcStats>;
   private readonly servedStats: PerCpuHash<SvcKey, ServedStats>;
+  private readonly targetStats: PerCpuArray<TargetStats>;
+  /** `${svcId}|${addr}` -> its index in `targets`, as the pinned map holds it. */
+  private readonly targetIndex = new Map<string, number>();
+  private readonly netnsPath?: string;
   private readonly reasons: PerCpuArray<{ v: bigint }>;
-  private readonly maglevFd: number;
-  private readonly objects: Map<Role, InstanceType<typeof native.BpfObject>>;
+  private readonly maglev: MapRef;
+  private readonly objects: Map<Role, BpfObject>;
   private readonly log: Logger;
 
-  private constructor(readonly pinRoot: string, objects: Map<Role, InstanceType<typeof native.BpfObject>>, logger: Logger) {
+  private constructor(
+    readonly pinRoot: string,
+    objects: Map<Role, BpfObject>,
+    logger: Logger,
+    netnsPath?: string,
+  ) {
     this.objects = objects;
     this.log = logger;
-    const obj = objects.get('distributor')!;
-    const fd = (name: string) => named(name, () => obj.mapFd(name));
+    this.netnsPath = netnsPath;
+    // The router's maps come from the distributor object, a target's from decap (bpf/maps_*.h).
+    const router = objects.get('distributor')!;
+    const target = objects.get('decap')!;
+    const fd = (name: string) => router.mapFd(name);
     this.config = new BpfMap('node_config', fd('node_config'), u32, nodeConfig);
     this.services = new BpfMap('services', fd('services'), svcKey, svc);
     this.routed = new BpfMap('routed', fd('routed'), addr, u64);
     this.fence = new BpfMap('fence', fd('fence'), addr, u64);
-    this.served = new BpfMap('served', fd('served'), addr, u8);
+    this.served = new BpfMap('served', target.mapFd('served'), addr, u8);
+    this.viaRoutes = new BpfMap('via_routes', fd('via_routes'), addr, addr);
+    this.decapAddrs = new BpfMap('decap_addrs', target.mapFd('decap_addrs'), addr, u8);
+    this.decapRouters = new BpfMap('decap_routers', target.mapFd('decap_routers'), addr, u8);
+    this.decapServices = new BpfMap('decap_services', target.mapFd('decap_services'), svcKey, u8);
     this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
     this.txPorts = new BpfMap('tx_ports', fd('tx_ports'), u32, u32);
-    this.nexthops = new BpfMap('nexthops', fd('nexthops'), addr, nexthop);
+    this.targets = new BpfMap('targets', fd('targets'), u32, targetEntry);
+    this.targetStats = new PerCpuArray('target_stats', fd('target_stats'), targetStats, (a, b) => ({
+      conns: a.conns + b.conns,
+      packets: a.packets + b.packets,
+      bytes: a.bytes + b.bytes,
+    }));
     this.affinity = new BpfMap('affinity', fd('affinity'), affinityKey, affinity);
     this.svcStats = new PerCpuArray('svc_stats', fd('svc_stats'), svcStats, addStats);
-    this.servedStats = new PerCpuHash('served_stats', fd('served_stats'), svcKey, servedStats, (a, b) => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes }));
-    this.reasons = new PerCpuArray('reasons', fd('reasons'), { size: 8, decode: (b, o) => ({ v: u64.decode(b, o) }) },
-      (a, b) => ({ v: a.v + b.v }));
-    this.maglevFd = fd('maglev');
+    this.servedStats = new PerCpuHash('served_stats', target.mapFd('served_stats'), svcKey, servedStats, (a, b) => ({
+      packets: a.packets + b.packets,
+      bytes: a.bytes + b.bytes,
+    }));
+    this.reasons = new PerCpuArray(
+      'reasons',
+      fd('reasons'),
+      { size: 8, decode: (b, o) => ({ v: u64.decode(b, o) }) },
+      (a, b) => ({ v: a.v + b.v }),
+    );
+    this.maglev = mapRef('maglev', fd('maglev'));
+    for (const [i, t] of this.targets.entries())
+      if (t.addr !== '0.0.0.0') this.targetIndex.set(`${t.svcId}|${t.addr}`, i);
   }
 
   /**
@@ -116,37 +200,41 @@ export class FastPath {
    * again over existing pins keeps every entry: that is how a restarted agent resumes.
    */
   static open(opts: FastPathOptions = {}): FastPath {
-    const pinRoot = opts.pinRoot ?? DEFAULT_PIN_ROOT;
-    const objectDir = opts.objectDir ?? BPF_OBJECT_DIR;
+    const pinRoot = opts.pinRoot ?? DEFAULTS.pinRoot;
     const logger = (opts.logger ?? rootLog).child({ pinRoot });
     assertBpffs(pinRoot);
     fs.mkdirSync(pinRoot, { recursive: true });
     const crtMaxEntries = resolveCrtSize(pinRoot, opts.crtMaxEntries);
 
-    const objects = new Map<Role, InstanceType<typeof native.BpfObject>>();
+    const objects = new Map<Role, BpfObject>();
     try {
       for (const role of Object.keys(PROGRAMS) as Role[]) {
-        const file = path.join(objectDir, `${role}.bpf.o`);
-        if (!fs.existsSync(file)) throw new Error(`BPF object ${file} not found: run \`npm install\` (or \`npm run build\`) first`);
-        const obj = new native.BpfObject(file, { pinRoot, maxEntries: { crt: crtMaxEntries } });
-        objects.set(role, obj);
-        named(`${role}.bpf.o`, () => obj.load());
+        // Only the distributor has the CRT (bpf/maps_router.h): the size goes to it alone.
+        const maxEntries: Record<string, number> = role === 'distributor' ? { crt: crtMaxEntries } : {};
+        objects.set(role, loadObject(role, { pinRoot, maxEntries, dir: opts.objectDir }));
       }
     } catch (e) {
       for (const o of objects.values()) o.close();
       throw e;
     }
-    return new FastPath(pinRoot, objects, logger);
+    return new FastPath(pinRoot, objects, logger, opts.netnsPath);
   }
 
-  progFd(role: Role): number {
-    return named(PROGRAMS[role], () => this.objects.get(role)!.progFd(PROGRAMS[role]));
+  progFd(role: Role | typeof RESOLVER): number {
+    const program = role === RESOLVER ? RESOLVER : PROGRAMS[role];
+    return this.objects.get(role === RESOLVER ? 'distributor' : role)!.progFd(program);
   }
 
   /** Node-wide settings: the cluster address is the outer source of encapsulated packets. */
   configure(c: { clusterAddr: string; enabled?: boolean }): void {
     const old = this.config.get(0);
-    this.config.set(0, { extIfindex: 0, extMac: NO_MAC, ...old, clusterAddr: c.clusterAddr, enabled: c.enabled === false ? 0 : 1 });
+    this.config.set(0, {
+      extIfindex: 0,
+      extMac: NO_MAC,
+      ...old,
+      clusterAddr: c.clusterAddr,
+      enabled: c.enabled === false ? 0 : 1,
+    });
   }
 
   nodeConfig(): NodeConfig {
@@ -170,22 +258,30 @@ export class FastPath {
    */
   setTargets(s: Service, targets: readonly Target[], opts: { affinitySec?: number } = {}): number {
     const affinityS = opts.affinitySec ?? 0;
-    if (!Number.isInteger(affinityS) || affinityS < 0 || affinityS > 99999) throw new RangeError(`affinity ${affinityS}: expected whole seconds from 0 to 99999`);
+    if (!Number.isInteger(affinityS) || affinityS < 0 || affinityS > 99999)
+      throw new RangeError(`affinity ${affinityS}: expected whole seconds from 0 to 99999`);
     const table = buildMaglev([...targets]);
     let id = this.serviceId(s);
     const isNew = id === undefined;
     if (isNew) id = this.freeServiceId();
+    const svcId = id!;
 
+    // Every listed target has an index with its next hop resolved before a slot points to it.
+    const wanted = new Set(targets.map((t) => t.addr));
+    const indexOf = new Map<number, number>();
+    for (const a of wanted) indexOf.set(parseIpv4(a), this.targetSlot(svcId, a));
     const values = Buffer.alloc(MAGLEV_SIZE * 4);
-    for (let i = 0; i < MAGLEV_SIZE; i++) values.writeUInt32BE(table[i], i * 4);
-    const inner = named('maglev(inner)', () => native.mapCreate(BPF_MAP_TYPE_ARRAY, 'maglev_table', 4, 4, MAGLEV_SIZE, 0));
+    for (let i = 0; i < MAGLEV_SIZE; i++) values.writeUInt32LE(table[i] ? indexOf.get(table[i])! : 0, i * 4);
+    const inner = sys.mapCreate('maglev(inner)', BPF_MAP_TYPE_ARRAY, 'maglev_table', 4, 4, MAGLEV_SIZE, 0);
     try {
-      named('maglev(inner)', () => native.mapUpdateBatch(inner, maglevKeys(), values, MAGLEV_SIZE, BPF_ANY));
-      const key = u32.encode(id!);
-      const fdBuf = u32.encode(inner);
-      named('maglev', () => native.mapUpdate(this.maglevFd, key, fdBuf, BPF_ANY));
+      sys.mapUpdateBatch('maglev(inner)', inner, maglevKeys(), values, MAGLEV_SIZE, BPF_ANY);
+      sys.mapUpdate('maglev', this.maglev, u32.encode(svcId), u32.encode(inner), BPF_ANY);
     } finally {
-      native.closeFd(inner);
+      sys.closeFd('maglev(inner)', inner);
+    }
+    // Indexes of targets that left: their connections' CRT entries fall back to the FIB.
+    for (const [key, i] of this.targetIndex) {
+      if (key.startsWith(`${svcId}|`) && !wanted.has(key.slice(key.indexOf('|') + 1))) this.freeTargetSlot(key, i);
     }
     if (isNew) {
       this.svcStats.reset(id!);
@@ -194,7 +290,9 @@ export class FastPath {
     }
     this.services.set(keyOf(s), { id: id!, affinityS });
     const live = new Set(targets.filter((t) => t.weight > 0).map((t) => t.addr));
-    const stale = [...this.affinity.entries()].filter(([k, v]) => k.svcId === id && (affinityS === 0 || !live.has(v.target))).map(([k]) => k);
+    const stale = [...this.affinity.entries()]
+      .filter(([k, v]) => k.svcId === id && (affinityS === 0 || !live.has(v.target)))
+      .map(([k]) => k);
     if (stale.length) this.affinity.deleteBatch(stale);
     this.log.debug({ service: serviceName(s), targets }, 'targets set');
     return id!;
@@ -206,7 +304,8 @@ export class FastPath {
     this.services.delete(keyOf(s));
     const stale = [...this.affinity.keys()].filter((k) => k.svcId === id);
     if (stale.length) this.affinity.deleteBatch(stale);
-    named('maglev', () => native.mapDelete(this.maglevFd, u32.encode(id)));
+    sys.mapDelete('maglev', this.maglev, u32.encode(id));
+    for (const [key, i] of this.targetIndex) if (key.startsWith(`${id}|`)) this.freeTargetSlot(key, i);
     if (!this.listServices().some((o) => o.vip === s.vip)) this.routed.delete(s.vip);
     this.log.info({ service: serviceName(s), id }, 'service removed');
     return true;
@@ -218,18 +317,107 @@ export class FastPath {
     throw new RangeError(`no free service id: at most ${MAX_SERVICES} distributed services per node`);
   }
 
+  /** The index of the service's target in `targets` (for CRT entries the control plane writes), or 0. */
+  targetIndexOf(svcId: number, target: string): number {
+    return this.targetIndex.get(`${svcId}|${target}`) ?? 0;
+  }
+
+  /** What the data plane counted for the service's target: new connections, packets, bytes. */
+  targetCounts(svcId: number, target: string): TargetStats {
+    const i = this.targetIndexOf(svcId, target);
+    return i ? this.targetStats.get(i) : { conns: 0n, packets: 0n, bytes: 0n };
+  }
+
+  /** Every target's next hop as resolved now. */
+  nexthops(): TargetNexthop[] {
+    return [...this.targetIndex.values()].map((index) => {
+      const t = this.targets.get(index)!;
+      return {
+        addr: t.addr,
+        svcId: t.svcId,
+        index,
+        resolved: t.ifindex !== 0,
+        ifindex: t.ifindex,
+        dmac: t.dmac,
+        mtu: t.mtu,
+      };
+    });
+  }
+
   /**
-   * Forgets every cached next hop, so the next packet to each target asks the FIB again.
-   * For route, neighbour or interface changes that must take effect before the cache's
-   * one-second lifetime ends.
+   * Asks the FIB again for every target's next hop and writes those that changed; returns
+   * how many did. For route, neighbour, link and forwarding changes (see nexthops.ts).
    */
-  flushNexthops(): number {
-    return this.nexthops.deleteBatch([...this.nexthops.keys()]);
+  resolveTargets(): number {
+    let changed = 0;
+    this.inNamespace(() => {
+      for (const index of this.targetIndex.values()) if (this.resolveTarget(index)) changed++;
+    });
+    return changed;
+  }
+
+  /** A free index for the service's target, or the one it has; resolved before it is returned. */
+  private targetSlot(svcId: number, target: string): number {
+    const key = `${svcId}|${target}`;
+    const known = this.targetIndex.get(key);
+    if (known !== undefined) return known;
+    const used = new Set(this.targetIndex.values());
+    let index = 1;
+    while (used.has(index)) index++;
+    if (index >= MAX_TARGETS)
+      throw new RangeError(`no free target index: at most ${MAX_TARGETS - 1} targets over all services of a node`);
+    this.targets.set(index, { addr: target, svcId, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC });
+    this.targetStats.reset(index);
+    this.targetIndex.set(key, index);
+    this.inNamespace(() => this.resolveTarget(index));
+    return index;
+  }
+
+  private freeTargetSlot(key: string, index: number): void {
+    this.targets.set(index, { addr: '0.0.0.0', svcId: 0, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC });
+    this.targetIndex.delete(key);
+  }
+
+  /** One target's next hop by xdp_resolve (the distributor's own FIB lookup); whether it changed. */
+  private resolveTarget(index: number): boolean {
+    const t = this.targets.get(index);
+    if (!t || t.addr === '0.0.0.0') return false;
+    const ingress = this.config.get(0)?.extIfindex || LOOPBACK_IFINDEX;
+    const frame = Buffer.alloc(Math.max(resolve.size, 64));
+    resolve.encode({ addr: t.addr, rc: 0 }, frame);
+    let out: Buffer;
+    try {
+      out = runXdp(this.progFd(RESOLVER), RESOLVER, frame, { ingressIfindex: ingress }).frame;
+    } catch (e) {
+      // The external interface gone (ENODEV), say: a next hop that cannot be checked is not kept.
+      if (!(e instanceof SyscallError)) throw e;
+      this.log.warn({ target: t.addr, err: e.message }, "cannot resolve the target's next hop");
+      out = resolve.encode({ addr: t.addr, rc: FIB_RESULTS.indexOf('not_fwded') }, frame);
+    }
+    const { rc } = resolve.decode(out);
+    const nh = targetEntry.decode(out, 8);
+    const next: TargetEntry =
+      rc === 0
+        ? { addr: t.addr, svcId: t.svcId, ifindex: nh.ifindex, mtu: nh.mtu, smac: nh.smac, dmac: nh.dmac }
+        : { addr: t.addr, svcId: t.svcId, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC };
+    if (next.ifindex === t.ifindex && next.mtu === t.mtu && next.smac === t.smac && next.dmac === t.dmac) return false;
+    this.targets.set(index, next);
+    const why = rc ? { unresolved: FIB_RESULTS[rc] ?? rc } : {};
+    this.log.info(
+      { target: t.addr, svcId: t.svcId, ifindex: next.ifindex, dmac: next.dmac, mtu: next.mtu, ...why },
+      rc ? 'target next hop not resolved: the data plane asks the FIB per packet' : 'target next hop resolved',
+    );
+    return true;
+  }
+
+  /** Runs `fn` in the namespace whose FIB gives the next hops. */
+  inNamespace<T>(fn: () => T): T {
+    return this.netnsPath ? inNetnsAt(this.netnsPath, this.netnsPath, fn) : fn();
   }
 
   /** Lets the distributor redirect to `ifname` (an interface towards the targets). */
   enableEgress(ifname: string): void {
-    const ifindex = named(ifname, () => native.ifNameToIndex(ifname));
+    const ifindex = sys.ifNameToIndex(ifname, ifname);
     this.txPorts.set(ifindex, ifindex);
   }
 
@@ -243,6 +431,18 @@ export class FastPath {
   epochOf(vip: string): number | undefined {
     const e = this.routed.get(vip);
     return e === undefined ? undefined : Number(e);
+  }
+
+  /** VIPAROUTE: exactly these targets are encapsulated to another of their addresses. */
+  setViaRoutes(routes: Map<string, string>): void {
+    for (const k of [...this.viaRoutes.keys()]) if (!routes.has(k)) this.viaRoutes.delete(k);
+    for (const [xcf, via] of routes) this.viaRoutes.set(xcf, via);
+  }
+
+  /** Target side: exactly these addresses, besides the cluster address, take tunnelled packets. */
+  setDecapAddrs(addrs: string[]): void {
+    for (const k of [...this.decapAddrs.keys()]) if (!addrs.includes(k)) this.decapAddrs.delete(k);
+    for (const a of addrs) this.decapAddrs.set(a, 1);
   }
 
   /**
@@ -263,9 +463,29 @@ export class FastPath {
     return this.served.delete(vip);
   }
 
+  /**
+   * Target side: decapsulate only from these routing nodes (cluster addresses) and only for
+   * these services (port 0: every port of the DVIPA). Replaces the sets; entries that stay
+   * are not touched, so no packet meanwhile meets a half-written set.
+   */
+  allowDecap(routers: Iterable<string>, services: Iterable<Service>): void {
+    const wantRouters = new Set(routers);
+    const want = new Map([...services].map((s) => [serviceName(s), keyOf(s)]));
+    for (const r of wantRouters) this.decapRouters.set(r, 1);
+    for (const k of want.values()) this.decapServices.set(k, 1);
+    for (const r of [...this.decapRouters.keys()]) if (!wantRouters.has(r)) this.decapRouters.delete(r);
+    for (const k of [...this.decapServices.keys()])
+      if (!want.has(serviceName(serviceOf(k)))) this.decapServices.delete(k);
+  }
+
   /** Target side: what arrived through routing nodes, per DVIPA:port (port 0: fragments and portless protocols). */
   receivedStats(): Array<{ vip: string; port: number; protocol: string; packets: bigint; bytes: bigint }> {
-    return [...this.servedStats.entries()].map(([k, v]) => ({ vip: k.vip, port: k.port, protocol: k.proto === 6 ? 'tcp' : k.proto === 17 ? 'udp' : String(k.proto), ...v }));
+    return [...this.servedStats.entries()].map(([k, v]) => ({
+      vip: k.vip,
+      port: k.port,
+      protocol: protocolName(k.proto),
+      ...v,
+    }));
   }
 
   serviceStats(id: number): SvcStats {
@@ -283,7 +503,8 @@ export class FastPath {
     this.log.info({ ...a }, a.replaced ? 'XDP program replaced' : 'XDP program attached');
     const cfg = this.config.get(0);
     // The distributor takes only frames addressed to its interface (see dvipa_config).
-    if (role === 'distributor' && cfg) this.config.set(0, { ...cfg, extIfindex: a.ifindex, extMac: interfaceMac(ifname) });
+    if (role === 'distributor' && cfg)
+      this.config.set(0, { ...cfg, extIfindex: a.ifindex, extMac: interfaceMac(ifname) });
     return a;
   }
 
@@ -302,7 +523,7 @@ export class FastPath {
   }
 
   /** Detaches everything and removes the pin root: the node stops distributing. */
-  static purge(pinRoot: string = DEFAULT_PIN_ROOT): void {
+  static purge(pinRoot: string = DEFAULTS.pinRoot): void {
     for (const l of listLinks(pinRoot)) fs.unlinkSync(l.pin);
     fs.rmSync(pinRoot, { recursive: true, force: true });
   }
@@ -318,8 +539,10 @@ function assertBpffs(pinRoot: string): void {
   let dir = pinRoot;
   while (!fs.existsSync(dir)) dir = path.dirname(dir);
   if (fs.statfsSync(dir).type !== BPF_FS_MAGIC) {
-    throw new Error(`${dir} is not on a bpf filesystem, so ${pinRoot} cannot hold pins: mount it (mount -t bpf bpf /sys/fs/bpf), ` +
-      'and to run dvipa inside a network namespace enter only the network namespace (nsenter --net=/run/netns/NAME), not `ip netns exec`, which remounts /sys');
+    throw new Error(
+      `${dir} is not on a bpf filesystem, so ${pinRoot} cannot hold pins: mount it (mount -t bpf bpf /sys/fs/bpf), ` +
+        'and to run dvipa inside a network namespace enter only the network namespace (nsenter --net=/run/netns/NAME), not `ip netns exec`, which remounts /sys',
+    );
   }
 }
 
@@ -330,14 +553,16 @@ function resolveCrtSize(pinRoot: string, wanted: number | undefined): number {
     throw new RangeError(`CRT size ${wanted}: expected an integer from 1 to ${1 << 28}`);
   }
   if (!fs.existsSync(pin)) return wanted ?? CRT_DEFAULT_ENTRIES;
-  const fd = named(pin, () => native.objGet(pin));
+  const fd = sys.objGet(pin, pin);
   try {
-    const pinned = named(pin, () => native.mapInfo(fd)).maxEntries;
+    const pinned = sys.mapInfo(pin, fd).maxEntries;
     if (wanted !== undefined && wanted !== pinned) {
-      throw new Error(`the pinned CRT at ${pin} holds ${pinned} entries, not ${wanted}: keep its size, or purge the pins (dvipa fastpath purge) to resize it`);
+      throw new Error(
+        `the pinned CRT at ${pin} holds ${pinned} entries, not ${wanted}: keep its size, or purge the pins (dvipa fastpath purge) to resize it`,
+      );
     }
     return pinned;
   } finally {
-    native.closeFd(fd);
+    sys.closeFd(pin, fd);
   }
 }

@@ -3,8 +3,8 @@
  * failure names the map. Batch operations move whole tables in a few syscalls.
  */
 import type { Struct } from './codec.js';
-import { native } from './addon.js';
-import { named } from './errors.js';
+import { mapRef, type MapRef } from '../kernel/object.js';
+import { sys } from '../kernel/sys.js';
 
 export const BPF_ANY = 0;
 export const BPF_NOEXIST = 1;
@@ -14,48 +14,55 @@ export const BPF_EXIST = 2;
 const BATCH = 8192;
 
 /** Every key of a map, one syscall each (bpf_map_get_next_key). */
-function* rawKeys(name: string, fd: number, size: number): Generator<Buffer> {
+function* rawKeys(name: string, map: MapRef, size: number): Generator<Buffer> {
   let cur: Buffer | null = null;
   for (;;) {
     const next = Buffer.alloc(size);
-    if (!named(name, () => native.mapGetNextKey(fd, cur, next))) return;
+    if (!sys.mapGetNextKey(name, map, cur, next)) return;
     yield next;
     cur = next;
   }
 }
 
 export class BpfMap<K, V> {
+  /** The map's size, as the kernel has it. */
+  readonly maxEntries: number;
+  /** The fd with the map's info, read once: no info syscall per operation. */
+  private readonly map: MapRef;
+
   constructor(
     readonly name: string,
     readonly fd: number,
     readonly key: Struct<K>,
     readonly value: Struct<V>,
   ) {
-    const info = named(name, () => native.mapInfo(fd));
+    this.map = mapRef(name, fd);
+    const info = sys.mapInfo(name, this.map);
     if (info.keySize !== key.size || info.valueSize !== value.size) {
       throw new TypeError(
         `map ${name}: kernel has key/value ${info.keySize}/${info.valueSize} bytes, ` +
           `user space expects ${key.size}/${value.size} (${key.cName}/${value.cName}): rebuild, or remove stale pins`,
       );
     }
+    this.maxEntries = info.maxEntries;
   }
 
   get(k: K): V | undefined {
     const v = Buffer.alloc(this.value.size);
-    return named(this.name, () => native.mapLookup(this.fd, this.key.encode(k), v)) ? this.value.decode(v) : undefined;
+    return sys.mapLookup(this.name, this.map, this.key.encode(k), v) ? this.value.decode(v) : undefined;
   }
 
   set(k: K, v: V, flags = BPF_ANY): void {
-    named(this.name, () => native.mapUpdate(this.fd, this.key.encode(k), this.value.encode(v), flags));
+    sys.mapUpdate(this.name, this.map, this.key.encode(k), this.value.encode(v), flags);
   }
 
   /** Returns false if the key was not there. */
   delete(k: K): boolean {
-    return named(this.name, () => native.mapDelete(this.fd, this.key.encode(k)));
+    return sys.mapDelete(this.name, this.map, this.key.encode(k));
   }
 
   *keys(): Generator<K> {
-    for (const k of rawKeys(this.name, this.fd, this.key.size)) yield this.key.decode(k);
+    for (const k of rawKeys(this.name, this.map, this.key.size)) yield this.key.decode(k);
   }
 
   setBatch(entries: ReadonlyArray<readonly [K, V]>, flags = BPF_ANY): void {
@@ -75,14 +82,13 @@ export class BpfMap<K, V> {
   setBatchRaw(keys: Buffer, values: Buffer, count: number, flags = BPF_ANY): void {
     for (let done = 0; done < count; done += BATCH) {
       const n = Math.min(BATCH, count - done);
-      named(this.name, () =>
-        native.mapUpdateBatch(
-          this.fd,
-          keys.subarray(done * this.key.size, (done + n) * this.key.size),
-          values.subarray(done * this.value.size, (done + n) * this.value.size),
-          n,
-          flags,
-        ),
+      sys.mapUpdateBatch(
+        this.name,
+        this.map,
+        keys.subarray(done * this.key.size, (done + n) * this.key.size),
+        values.subarray(done * this.value.size, (done + n) * this.value.size),
+        n,
+        flags,
       );
     }
   }
@@ -93,7 +99,7 @@ export class BpfMap<K, V> {
       const chunk = keys.slice(i, i + BATCH);
       const buf = Buffer.alloc(chunk.length * this.key.size);
       chunk.forEach((k, j) => this.key.encode(k, buf, j * this.key.size));
-      deleted += named(this.name, () => native.mapDeleteBatch(this.fd, buf, chunk.length));
+      deleted += sys.mapDeleteBatch(this.name, this.map, buf, chunk.length);
     }
     return deleted;
   }
@@ -101,7 +107,8 @@ export class BpfMap<K, V> {
   /** Every entry, read BATCH at a time with BPF_MAP_LOOKUP_BATCH. */
   *entries(): Generator<[K, V]> {
     for (const { keys, values, count } of this.rawBatches()) {
-      for (let j = 0; j < count; j++) yield [this.key.decode(keys, j * this.key.size), this.value.decode(values, j * this.value.size)];
+      for (let j = 0; j < count; j++)
+        yield [this.key.decode(keys, j * this.key.size), this.value.decode(values, j * this.value.size)];
     }
   }
 
@@ -113,7 +120,7 @@ export class BpfMap<K, V> {
       const outBatch: Buffer = Buffer.alloc(token);
       const keys = Buffer.alloc(BATCH * this.key.size);
       const values = Buffer.alloc(BATCH * this.value.size);
-      const r = named(this.name, () => native.mapLookupBatch(this.fd, inBatch, outBatch, keys, values, BATCH));
+      const r = sys.mapLookupBatch(this.name, this.map, inBatch, outBatch, keys, values, BATCH);
       if (r.count > 0) yield { keys, values, count: r.count };
       if (r.done) return;
       inBatch = outBatch;
@@ -129,8 +136,9 @@ export class BpfMap<K, V> {
 
 /** Per-CPU values: reads sum the CPUs' copies. */
 abstract class PerCpuMap<V extends object> {
-  protected readonly cpus = native.numPossibleCpus();
+  protected readonly cpus = sys.numPossibleCpus('possible CPUs');
   protected readonly stride: number;
+  protected readonly map: MapRef;
 
   constructor(
     readonly name: string,
@@ -139,13 +147,15 @@ abstract class PerCpuMap<V extends object> {
     private readonly sum: (a: V, b: V) => V,
   ) {
     this.stride = Math.ceil(value.size / 8) * 8;
-    const info = named(name, () => native.mapInfo(fd));
-    if (info.valueSize !== value.size) throw new TypeError(`map ${name}: kernel value is ${info.valueSize} bytes, user space expects ${value.size}`);
+    this.map = mapRef(name, fd);
+    const info = sys.mapInfo(name, this.map);
+    if (info.valueSize !== value.size)
+      throw new TypeError(`map ${name}: kernel value is ${info.valueSize} bytes, user space expects ${value.size}`);
   }
 
   protected lookupSum(key: Buffer): V | undefined {
     const buf = Buffer.alloc(this.stride * this.cpus);
-    if (!named(this.name, () => native.mapLookup(this.fd, key, buf))) return undefined;
+    if (!sys.mapLookup(this.name, this.map, key, buf)) return undefined;
     let acc = this.value.decode(buf, 0);
     for (let c = 1; c < this.cpus; c++) acc = this.sum(acc, this.value.decode(buf, c * this.stride));
     return acc;
@@ -166,18 +176,24 @@ export class PerCpuArray<V extends object> extends PerCpuMap<V> {
   reset(index: number): void {
     const key = Buffer.alloc(4);
     key.writeUInt32LE(index);
-    named(this.name, () => native.mapUpdate(this.fd, key, Buffer.alloc(this.stride * this.cpus), BPF_ANY));
+    sys.mapUpdate(this.name, this.map, key, Buffer.alloc(this.stride * this.cpus), BPF_ANY);
   }
 }
 
 /** A per-CPU hash, read whole. */
 export class PerCpuHash<K, V extends object> extends PerCpuMap<V> {
-  constructor(name: string, fd: number, readonly key: Struct<K>, value: { size: number; decode(b: Buffer, off?: number): V }, sum: (a: V, b: V) => V) {
+  constructor(
+    name: string,
+    fd: number,
+    readonly key: Struct<K>,
+    value: { size: number; decode(b: Buffer, off?: number): V },
+    sum: (a: V, b: V) => V,
+  ) {
     super(name, fd, value, sum);
   }
 
   *entries(): Generator<[K, V]> {
-    for (const k of rawKeys(this.name, this.fd, this.key.size)) {
+    for (const k of rawKeys(this.name, this.map, this.key.size)) {
       const v = this.lookupSum(k);
       if (v) yield [this.key.decode(k), v];
     }

@@ -6,8 +6,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { native } from './addon.js';
-import { BpfError, named } from './errors.js';
+import { SyscallError } from '../kernel/errors.js';
+import { sys } from '../kernel/sys.js';
 import type { Logger } from '../log.js';
 
 const XDP_FLAGS_SKB_MODE = 2;
@@ -29,57 +29,78 @@ export function linkPinPath(pinRoot: string, program: string, ifname: string): s
   return path.join(pinRoot, 'links', `${program}@${ifname}`);
 }
 
-function create(progFd: number, ifname: string, ifindex: number, mode: XdpMode, logger: Logger): { fd: number; mode: 'native' | 'generic' } {
+function create(
+  progFd: number,
+  ifname: string,
+  ifindex: number,
+  mode: XdpMode,
+  logger: Logger,
+): { fd: number; mode: 'native' | 'generic' } {
   if (mode !== 'generic') {
     try {
-      return { fd: named(ifname, () => native.xdpLinkCreate(progFd, ifindex, XDP_FLAGS_DRV_MODE)), mode: 'native' };
+      return { fd: sys.xdpLinkCreate(ifname, progFd, ifindex, XDP_FLAGS_DRV_MODE), mode: 'native' };
     } catch (e) {
-      if (mode === 'native' || !(e instanceof BpfError)) throw explain(e, ifname);
-      logger.warn({ ifname, err: e.message }, 'native XDP not available on this interface; falling back to generic (slower) XDP');
+      if (mode === 'native' || !(e instanceof SyscallError)) throw explain(e, ifname);
+      logger.warn(
+        { ifname, err: e.message },
+        'native XDP not available on this interface; falling back to generic (slower) XDP',
+      );
     }
   }
   try {
-    return { fd: named(ifname, () => native.xdpLinkCreate(progFd, ifindex, XDP_FLAGS_SKB_MODE)), mode: 'generic' };
+    return { fd: sys.xdpLinkCreate(ifname, progFd, ifindex, XDP_FLAGS_SKB_MODE), mode: 'generic' };
   } catch (e) {
     throw explain(e, ifname);
   }
 }
 
 function explain(e: unknown, ifname: string): unknown {
-  if (e instanceof BpfError && (e.code === 'EBUSY' || e.code === 'EEXIST')) {
-    return new BpfError(e.op, ifname, e.code, e.errno,
-      `${e.explanation}: ${ifname} already has an XDP program that is not dvipa's; remove it (ip link set dev ${ifname} xdp off) and retry`);
+  if (e instanceof SyscallError && (e.code === 'EBUSY' || e.code === 'EEXIST')) {
+    return new SyscallError(
+      e.op,
+      ifname,
+      e.code,
+      e.errno,
+      `${e.explanation}: ${ifname} already has an XDP program that is not dvipa's; remove it (ip link set dev ${ifname} xdp off) and retry`,
+    );
   }
   return e;
 }
 
 /** Attaches `progFd` to `ifname`, or swaps it into dvipa's existing link there. */
-export function attachXdp(pinRoot: string, program: string, progFd: number, ifname: string, mode: XdpMode, logger: Logger): Attachment {
-  const ifindex = named(ifname, () => native.ifNameToIndex(ifname));
+export function attachXdp(
+  pinRoot: string,
+  program: string,
+  progFd: number,
+  ifname: string,
+  mode: XdpMode,
+  logger: Logger,
+): Attachment {
+  const ifindex = sys.ifNameToIndex(ifname, ifname);
   const pin = linkPinPath(pinRoot, program, ifname);
   if (fs.existsSync(pin)) {
-    const fd = named(pin, () => native.objGet(pin));
+    const fd = sys.objGet(pin, pin);
     try {
-      const info = named(pin, () => native.linkInfo(fd));
+      const info = sys.linkInfo(pin, fd);
       if (info.ifindex === ifindex) {
-        named(`${program}@${ifname}`, () => native.linkUpdate(fd, progFd));
+        sys.linkUpdate(`${program}@${ifname}`, fd, progFd);
         return { ifname, ifindex, program, linkId: info.id, replaced: true };
       }
       // The interface was deleted (and maybe re-created): that link is dead.
       logger.warn({ ifname, pin }, 'stale XDP link pin (interface re-created); attaching anew');
       fs.unlinkSync(pin);
     } finally {
-      native.closeFd(fd);
+      sys.closeFd(pin, fd);
     }
   }
   fs.mkdirSync(path.dirname(pin), { recursive: true });
   const link = create(progFd, ifname, ifindex, mode, logger);
   try {
-    named(pin, () => native.objPin(link.fd, pin));
-    const info = named(pin, () => native.linkInfo(link.fd));
+    sys.objPin(pin, link.fd, pin);
+    const info = sys.linkInfo(pin, link.fd);
     return { ifname, ifindex, program, linkId: info.id, mode: link.mode, replaced: false };
   } finally {
-    native.closeFd(link.fd);
+    sys.closeFd(pin, link.fd);
   }
 }
 

@@ -6,22 +6,56 @@
  * decoded with the codecs of xfrm.ts. What cannot be decoded is reported as `malformed`,
  * never thrown: a notification is no request of ours to fail.
  */
-import { native } from '../dataplane/addon.js';
-import { BpfError, named } from '../dataplane/errors.js';
-import type { XfrmEventMessage, XfrmEvents } from '../../native/index.js';
+import { SyscallError } from '../kernel/errors.js';
+import { openXfrmEvents, type EventSource, type XfrmEventMessage } from '../kernel/events.js';
 import {
-  attrs, ipv4, decodePolicy, decodeReplay, decodeSa, DIRS, LAYOUT, protoName, readAddr, readCurrent, readSelector, XFRM_MSG, XFRMA, XfrmError,
-  type IpsecProto, type Policy, type PolicyDir, type Replay, type Sa, type Selector,
-} from './xfrm.js';
+  attrs,
+  ipv4,
+  decodePolicy,
+  decodeReplay,
+  decodeSa,
+  DIRS,
+  LAYOUT,
+  protoName,
+  readAddr,
+  readCurrent,
+  readSelector,
+  XFRM_MSG,
+  XFRMA,
+  XfrmError,
+  type IpsecProto,
+  type Policy,
+  type PolicyDir,
+  type Replay,
+  type Sa,
+  type Selector,
+} from './xfrm-codec.js';
 
 /** The multicast groups (XFRMNLGRP_*): the numbers are the kernel's. */
-export const XFRM_GROUPS = { acquire: 1, expire: 2, sa: 3, policy: 4, aevents: 5, report: 6, migrate: 7, mapping: 8 } as const;
+export const XFRM_GROUPS = {
+  acquire: 1,
+  expire: 2,
+  sa: 3,
+  policy: 4,
+  aevents: 5,
+  report: 6,
+  migrate: 7,
+  mapping: 8,
+} as const;
 export type XfrmGroup = keyof typeof XFRM_GROUPS;
 
 /** What names an SA: destination, SPI, protocol. */
-export interface SaKey { dst: string; spi: number; proto: IpsecProto }
+export interface SaKey {
+  dst: string;
+  spi: number;
+  proto: IpsecProto;
+}
 /** What names a policy; a policy deleted by index has an empty selector here. */
-export interface PolicyKey { selector: Selector; dir: PolicyDir; index: number }
+export interface PolicyKey {
+  selector: Selector;
+  dir: PolicyDir;
+  index: number;
+}
 
 export type XfrmEvent =
   | { kind: 'sa'; op: 'new' | 'update'; sa: Sa }
@@ -37,7 +71,18 @@ export type XfrmEvent =
    * replay state (its attribute lacks it). Thresholds come only when `flags` asks for them:
    * sequence numbers, and 100 ms units for the timer.
    */
-  | { kind: 'aevent'; id: SaKey; src: string; reqid: number; flags: number; cause?: 'replay' | 'timer' | 'update'; replay?: Replay; current?: NonNullable<Sa['current']>; replayThreshold?: number; timerThreshold?: number }
+  | {
+      kind: 'aevent';
+      id: SaKey;
+      src: string;
+      reqid: number;
+      flags: number;
+      cause?: 'replay' | 'timer' | 'update';
+      replay?: Replay;
+      current?: NonNullable<Sa['current']>;
+      replayThreshold?: number;
+      timerThreshold?: number;
+    }
   /** Traffic matched `policy` and found no SA: the kernel asks a key manager for one (`seq` names the request). */
   | { kind: 'acquire'; id: SaKey; src: string; selector: Selector; policy: Policy; seq: number }
   /** `proto` absent: SAs of every protocol. */
@@ -53,7 +98,11 @@ export type XfrmEvent =
 
 /** XFRM_AE_* (enum xfrm_ae_ftype_t): what an async event carries, and why it came. */
 export const XFRM_AE = { RTHR: 1, RVAL: 2, LVAL: 4, ETHR: 8, CR: 16, CE: 32, CU: 64 } as const;
-const AE_CAUSE = [[XFRM_AE.CR, 'replay'], [XFRM_AE.CE, 'timer'], [XFRM_AE.CU, 'update']] as const;
+const AE_CAUSE = [
+  [XFRM_AE.CR, 'replay'],
+  [XFRM_AE.CE, 'timer'],
+  [XFRM_AE.CU, 'update'],
+] as const;
 const IPSEC_PROTO_ANY = 255;
 
 function need(b: Buffer, size: number, what: string): void {
@@ -72,11 +121,14 @@ function dir(n: number): PolicyDir {
   return d;
 }
 
-
 /** A struct xfrm_usersa_id at `off`. */
 function saKey(b: Buffer, off: number): SaKey {
   const L = LAYOUT.xfrm_usersa_id;
-  return { dst: readAddr(b, off + L.daddr), spi: b.readUInt32BE(off + L.spi), proto: proto(b.readUInt8(off + L.proto)) };
+  return {
+    dst: readAddr(b, off + L.daddr),
+    spi: b.readUInt32BE(off + L.spi),
+    proto: proto(b.readUInt8(off + L.proto)),
+  };
 }
 
 /** The value of the first attribute of `type` from `off` on. */
@@ -107,7 +159,11 @@ function decode(type: number, b: Buffer): XfrmEvent | undefined {
       const L = LAYOUT.xfrm_user_expire;
       need(b, L.size, 'xfrm_user_expire');
       if (!ipv4(b, L.state + LAYOUT.xfrm_usersa_info.family)) return undefined;
-      return { kind: 'expire', hard: b.readUInt8(L.hard) !== 0, sa: decodeSa(embedded(b.subarray(L.state, L.state + LAYOUT.xfrm_usersa_info.size), b, L.size)) };
+      return {
+        kind: 'expire',
+        hard: b.readUInt8(L.hard) !== 0,
+        sa: decodeSa(embedded(b.subarray(L.state, L.state + LAYOUT.xfrm_usersa_info.size), b, L.size)),
+      };
     }
     case XFRM_MSG.NEWPOLICY:
     case XFRM_MSG.UPDPOLICY:
@@ -122,7 +178,11 @@ function decode(type: number, b: Buffer): XfrmEvent | undefined {
       // Deleted by index, the id's selector is empty: the full policy's tells the family.
       if (full) need(full, LAYOUT.xfrm_userpolicy_info.size, 'XFRMA_POLICY');
       if (!ipv4(full ?? b, LAYOUT.xfrm_selector.family)) return undefined;
-      const id: PolicyKey = { selector: readSelector(b, L.sel), dir: dir(b.readUInt8(L.dir)), index: b.readUInt32LE(L.index) };
+      const id: PolicyKey = {
+        selector: readSelector(b, L.sel),
+        dir: dir(b.readUInt8(L.dir)),
+        index: b.readUInt32LE(L.index),
+      };
       return { kind: 'policy', op: 'delete', id, ...(full && { policy: decodePolicy(embedded(full, b, L.size)) }) };
     }
     case XFRM_MSG.NEWAE: {
@@ -130,7 +190,13 @@ function decode(type: number, b: Buffer): XfrmEvent | undefined {
       need(b, L.size, 'xfrm_aevent_id');
       if (!ipv4(b, L.sa_id + LAYOUT.xfrm_usersa_id.family)) return undefined;
       const flags = b.readUInt32LE(L.flags);
-      const e: Extract<XfrmEvent, { kind: 'aevent' }> = { kind: 'aevent', id: saKey(b, L.sa_id), src: readAddr(b, L.saddr), reqid: b.readUInt32LE(L.reqid), flags };
+      const e: Extract<XfrmEvent, { kind: 'aevent' }> = {
+        kind: 'aevent',
+        id: saKey(b, L.sa_id),
+        src: readAddr(b, L.saddr),
+        reqid: b.readUInt32LE(L.reqid),
+        flags,
+      };
       const cause = AE_CAUSE.find(([bit]) => flags & bit);
       if (cause) e.cause = cause[1];
       for (const [t, v] of attrs(b, L.size)) {
@@ -148,8 +214,16 @@ function decode(type: number, b: Buffer): XfrmEvent | undefined {
       need(b, L.size, 'xfrm_user_acquire');
       if (!ipv4(b, L.sel + LAYOUT.xfrm_selector.family)) return undefined;
       return {
-        kind: 'acquire', id: { dst: readAddr(b, L.id + I.daddr), spi: b.readUInt32BE(L.id + I.spi), proto: proto(b.readUInt8(L.id + I.proto)) }, src: readAddr(b, L.saddr),
-        selector: readSelector(b, L.sel), policy: decodePolicy(embedded(b.subarray(L.policy, L.policy + LAYOUT.xfrm_userpolicy_info.size), b, L.size)), seq: b.readUInt32LE(L.seq),
+        kind: 'acquire',
+        id: {
+          dst: readAddr(b, L.id + I.daddr),
+          spi: b.readUInt32BE(L.id + I.spi),
+          proto: proto(b.readUInt8(L.id + I.proto)),
+        },
+        src: readAddr(b, L.saddr),
+        selector: readSelector(b, L.sel),
+        policy: decodePolicy(embedded(b.subarray(L.policy, L.policy + LAYOUT.xfrm_userpolicy_info.size), b, L.size)),
+        seq: b.readUInt32LE(L.seq),
       };
     }
     case XFRM_MSG.FLUSHSA: {
@@ -188,14 +262,18 @@ export function decodeXfrmEvent(m: XfrmEventMessage): XfrmEvent {
 export class XfrmEventStream {
   /** What was delivered: events (all kinds), overflows, malformed messages and read errors. */
   readonly stats = { events: 0, overflows: 0, malformed: 0, errors: 0 };
-  private handle: XfrmEvents | undefined;
+  private handle: EventSource | undefined;
 
-  private constructor(groups: number, private readonly onEvent: (e: XfrmEvent) => void, rcvBuf?: number) {
+  private constructor(
+    groups: number,
+    private readonly onEvent: (e: XfrmEvent) => void,
+    rcvBuf?: number,
+  ) {
     try {
-      this.handle = named('xfrm events', () => new native.XfrmEvents(groups, (msgs) => this.deliver(msgs), rcvBuf));
+      this.handle = openXfrmEvents(groups, (msgs) => this.deliver(msgs), rcvBuf);
     } catch (e) {
-      if (!(e instanceof BpfError)) throw e;
-      throw new XfrmError(`${e.op}: ${e.explanation}`, e.op, e.code, e.errno, e.detail);
+      if (!(e instanceof SyscallError)) throw e;
+      throw new XfrmError(`${e.op}: ${e.explanation}`, e.op, e.code, e.errno, e.reason, e);
     }
   }
 
@@ -204,11 +282,16 @@ export class XfrmEventStream {
    * another). `rcvBuf`: the socket's receive buffer in bytes (4 MiB by default); a burst
    * larger than it is lost and reported as `overflow`.
    */
-  static open(groups: readonly XfrmGroup[], onEvent: (e: XfrmEvent) => void, opts: { rcvBuf?: number } = {}): XfrmEventStream {
+  static open(
+    groups: readonly XfrmGroup[],
+    onEvent: (e: XfrmEvent) => void,
+    opts: { rcvBuf?: number } = {},
+  ): XfrmEventStream {
     if (!groups.length) throw new XfrmError('XFRM events: no group to subscribe to');
     let mask = 0;
     for (const g of groups) {
-      if (!(g in XFRM_GROUPS)) throw new XfrmError(`XFRM events: unknown group ${g} (${Object.keys(XFRM_GROUPS).join(', ')})`);
+      if (!(g in XFRM_GROUPS))
+        throw new XfrmError(`XFRM events: unknown group ${g} (${Object.keys(XFRM_GROUPS).join(', ')})`);
       mask |= 1 << (XFRM_GROUPS[g] - 1);
     }
     return new XfrmEventStream(mask, onEvent, opts.rcvBuf);

@@ -8,13 +8,13 @@
  * sender with the same SPIs would replay sequence numbers at the peer. The policies stay:
  * without their SAs they hold traffic back instead of letting it out in clear.
  */
-import type { OwnerRecord } from '../cluster/coupling.js';
-import type { Claim } from '../cluster/election.js';
+import type { Claim, OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
 import { recordKey, storeKey } from './store.js';
 import { reinstall, SaRecorder, sasOf, type RecordStore, type ReinstallResult, type XfrmOps } from './recovery.js';
-import type { Sa } from './xfrm.js';
+import type { Sa } from './xfrm-codec.js';
 import type { XfrmEvent } from './events.js';
+import { IkeContinuity, type IkeDaemon, type IkePeerRow, type RenegotiationResult } from './ike.js';
 
 /** Opens the kernel's XFRM notifications (XfrmEventStream in production). */
 export type XfrmSubscribe = (onEvent: (e: XfrmEvent) => void) => { close(): void };
@@ -24,10 +24,14 @@ export interface IpsecOptions {
   seqMargin: number;
   /** At most one store write per SA per interval; the SAs are also scanned this often. */
   intervalMs: number;
+  /** charon's VICI socket: IKE continuity (IKE SAs recorded, renegotiated by a new owner, forgotten by the old). */
+  vici?: string;
+  /** How long a new owner's renegotiation of a peer may take (ms). */
+  renegotiateMs?: number;
+  /** Whether an address is on this node (default: this process's interfaces; tests look into a namespace). */
+  addressHere?: (address: string) => boolean;
 }
 
-export const DEFAULT_SEQ_MARGIN = 1_000_000;
-export const DEFAULT_RECORD_INTERVAL_MS = 1000;
 /** XFRM events come in bursts (a negotiation adds SAs and policies): one scan for a burst. */
 const EVENT_SETTLE_MS = 50;
 
@@ -40,8 +44,11 @@ export interface IpsecSaRow {
   src: string;
   dst: string;
   reqid: number;
-  /** negotiated: installed here (by the IKE daemon or by hand); reinstalled: from the store at a change of owner. */
-  source: 'negotiated' | 'reinstalled';
+  /**
+   * negotiated: installed here (by the IKE daemon or by hand); reinstalled: from the store at a change of owner;
+   * renegotiated: a CHILD SA this node's charon negotiated again after it took the DVIPA over.
+   */
+  source: 'negotiated' | 'reinstalled' | 'renegotiated';
   /** Outbound: the last sequence number sent; inbound: the highest received (64-bit with ESN). */
   seq: string;
   packets: string;
@@ -54,10 +61,21 @@ export interface IpsecDvipaRow {
   epoch: number;
   lastStoreWrite?: string;
   lastReinstall?: {
-    at: string; how: Claim | 'adopted'; installed: number; policies: number; refused: string[]; failed: Array<{ spi: string; error: string }>; tookMs: number;
+    at: string;
+    how: Claim | 'adopted';
+    installed: number;
+    policies: number;
+    refused: string[];
+    failed: Array<{ spi: string; error: string }>;
+    tookMs: number;
     phases: ReinstallResult['phases'];
   };
   sas: IpsecSaRow[];
+  /** With IKE continuity: per peer, the IKE SA held here and how it came. */
+  ike?: IkePeerRow[];
+  lastRenegotiation?: RenegotiationResult & { at: string };
+  /** Peers renegotiated and failed since this agent started. */
+  renegotiations?: { renegotiated: number; failed: number };
 }
 
 const seqOf = (hi: number, lo: number) => ((BigInt(hi) << 32n) | BigInt(lo)).toString();
@@ -78,6 +96,7 @@ export class IpsecRole {
   private timer?: NodeJS.Timeout;
   private settle?: NodeJS.Timeout;
   private events?: { close(): void };
+  private readonly ike?: IkeContinuity;
 
   constructor(
     private readonly xfrm: XfrmOps,
@@ -87,9 +106,15 @@ export class IpsecRole {
     private readonly opts: IpsecOptions,
     private readonly log: Logger,
     private readonly subscribe?: XfrmSubscribe,
+    ikeDaemon?: IkeDaemon,
   ) {
     this.key = storeKey(clusterKey);
     this.recorder = new SaRecorder(xfrm, store, this.key, node, opts.intervalMs);
+    if (ikeDaemon)
+      this.ike = new IkeContinuity(ikeDaemon, store, this.key, node, log, {
+        renegotiateMs: opts.renegotiateMs,
+        addressHere: opts.addressHere,
+      });
   }
 
   /** A DVIPA this node may own. */
@@ -100,10 +125,12 @@ export class IpsecRole {
   start(): void {
     this.timer = setInterval(() => this.scanAll(), this.opts.intervalMs);
     this.events = this.subscribe?.((e) => this.onEvent(e));
+    this.ike?.daemon.watch?.();
   }
 
   stop(): void {
     this.events?.close();
+    this.ike?.daemon.close();
     clearInterval(this.timer);
     clearTimeout(this.settle);
     this.owned.clear();
@@ -111,11 +138,26 @@ export class IpsecRole {
 
   private onEvent(e: XfrmEvent): void {
     switch (e.kind) {
-      case 'sa': case 'expire': case 'aevent': case 'policy': case 'flush': case 'overflow':
+      case 'sa':
+      case 'expire':
+      case 'aevent':
+      case 'policy':
+      case 'flush':
+      case 'overflow':
         return this.changed();
-      case 'malformed': case 'error':
-        this.log.warn({ event: e.kind, err: 'error' in e ? String(e.error) : '' }, 'XFRM notification not understood; the interval scan still records the SAs');
+      case 'malformed':
+      case 'error':
+        this.log.warn(
+          { event: e.kind, err: 'error' in e ? String(e.error) : '' },
+          'XFRM notification not understood; the interval scan still records the SAs',
+        );
     }
+  }
+
+  /** charon's IKE or CHILD SAs changed (its VICI events): record them soon. */
+  ikeChanged(): void {
+    this.ike?.changed();
+    this.changed();
   }
 
   /** The kernel's SAs or policies changed (or notifications were lost): scan soon. */
@@ -148,7 +190,13 @@ export class IpsecRole {
     const how = this.pending.get(dvipa);
     if (!how) {
       const r = await this.recorder.sync(dvipa, owner);
-      if (r.fenced) this.log.warn({ dvipa, epoch: owner.epoch }, 'IPsec SA records of the DVIPA no longer ours to write: another node owns it');
+      const fenced =
+        r.fenced || (this.ike && !(await this.ikeStep(dvipa, 'recording', (ike) => ike.sync(dvipa, owner), true)));
+      if (fenced)
+        this.log.warn(
+          { dvipa, epoch: owner.epoch },
+          'IPsec SA records of the DVIPA no longer ours to write: another node owns it',
+        );
       return;
     }
     // A restarted agent finds its SAs in the kernel; a node rebooted within the restart grace does not.
@@ -156,15 +204,80 @@ export class IpsecRole {
       this.pending.delete(dvipa);
       return;
     }
-    const r = await reinstall(this.xfrm, this.store, this.key, this.node, dvipa, owner, this.opts.seqMargin, this.log, inKernel);
+    // Stale IKE SAs of an earlier ownership go first, while the address is not here (see ike.ts on the DELETE).
+    if (how !== 'adopted') await this.ikeStep(dvipa, 'forgetting', (ike) => ike.forget(dvipa), 0);
+    const r = await reinstall(
+      this.xfrm,
+      this.store,
+      this.key,
+      this.node,
+      dvipa,
+      owner,
+      this.opts.seqMargin,
+      this.log,
+      inKernel,
+    );
     this.pending.delete(dvipa);
     for (const sa of r.installed) this.reinstalled.add(recordKey(dvipa, sa));
     this.recorder.seed(dvipa, r.installed);
     const last = this.remember(dvipa, how, r);
     if (!r.owner) this.log.warn({ dvipa }, 'lost the DVIPA while re-installing its IPsec SAs');
     else if (r.installed.length || r.refused.length || r.failed.length) {
-      this.log.info({ dvipa, how, installed: r.installed.length, policies: r.policies, refused: r.refused.length, failed: r.failed.length, ms: last.tookMs }, 'IPsec SAs re-installed from the coupling facility');
+      this.log.info(
+        {
+          dvipa,
+          how,
+          installed: r.installed.length,
+          policies: r.policies,
+          refused: r.refused.length,
+          failed: r.failed.length,
+          ms: last.tookMs,
+        },
+        'IPsec SAs re-installed from the coupling facility',
+      );
     }
+    if (r.owner) await this.ikeStep(dvipa, 'renegotiating', (ike) => this.renegotiate(ike, dvipa, owner), undefined);
+  }
+
+  /** charon's part runs apart from the kernel's: a daemon that does not answer never holds the SAs back. */
+  private async ikeStep<T>(
+    dvipa: string,
+    what: string,
+    fn: (ike: IkeContinuity) => Promise<T>,
+    otherwise: T,
+  ): Promise<T> {
+    if (!this.ike) return otherwise;
+    try {
+      return await fn(this.ike);
+    } catch (e) {
+      this.log.error({ dvipa, err: (e as Error).message }, `IKE continuity: ${what} failed`);
+      return otherwise;
+    }
+  }
+
+  private async renegotiate(ike: IkeContinuity, dvipa: string, owner: OwnerRecord): Promise<void> {
+    const r = await ike.takeover(dvipa, owner, (peer) => this.dropReinstalled(dvipa, peer));
+    if (r.peers)
+      this.log.info(
+        { dvipa, peers: r.peers, renegotiated: r.renegotiated, failed: r.failed.length, ms: r.tookMs },
+        "IKE SAs renegotiated with the DVIPA's peers",
+      );
+  }
+
+  /** A peer's CHILD SAs are negotiated again here: the copies re-installed from the store go. */
+  private async dropReinstalled(dvipa: string, peer: string): Promise<void> {
+    const gone = this.xfrm
+      .dumpSas()
+      .filter((sa) => (sa.src === peer || sa.dst === peer) && this.reinstalled.has(recordKey(dvipa, sa)));
+    const errors = await this.xfrm.deleteSas(gone);
+    gone.forEach((sa, i) => {
+      if (errors[i])
+        this.log.error(
+          { dvipa, spi: sa.spi.toString(16), err: errors[i].message },
+          'a re-installed SA replaced by a renegotiated one not removed',
+        );
+      else this.reinstalled.delete(recordKey(dvipa, sa));
+    });
   }
 
   lost(dvipa: string): Promise<void> {
@@ -174,11 +287,17 @@ export class IpsecRole {
     return this.enqueue(dvipa, async () => {
       if (this.owned.has(dvipa)) return;
       const mine = sasOf(dvipa, this.xfrm.dumpSas(), []).map((x) => x.sa);
-      const errors = this.xfrm.deleteSas(mine);
+      const errors = await this.xfrm.deleteSas(mine);
       for (const sa of mine) this.reinstalled.delete(recordKey(dvipa, sa));
       const failed = errors.filter((e) => e);
-      if (mine.length) this.log.info({ dvipa, removed: mine.length - failed.length }, "IPsec SAs of the DVIPA removed: they are the new owner's");
-      for (const e of failed) this.log.error({ dvipa, err: e!.message }, 'IPsec SA of a DVIPA routed elsewhere not removed');
+      if (mine.length)
+        this.log.info(
+          { dvipa, removed: mine.length - failed.length },
+          "IPsec SAs of the DVIPA removed: they are the new owner's",
+        );
+      for (const e of failed)
+        this.log.error({ dvipa, err: e!.message }, 'IPsec SA of a DVIPA routed elsewhere not removed');
+      await this.ikeStep(dvipa, 'forgetting', (ike) => ike.forget(dvipa), 0);
     });
   }
 
@@ -188,32 +307,58 @@ export class IpsecRole {
       const owner = this.owned.get(dvipa);
       const written = this.recorder.lastWrite(dvipa);
       const last = this.last.get(dvipa);
+      const renegotiated = owner && this.ike ? this.ike.renegotiatedSpis(dvipa) : new Set<string>();
+      const lastRenegotiation = this.ike?.lastRenegotiation(dvipa);
       return {
         dvipa,
         owner: !!owner,
         epoch: owner?.epoch ?? 0,
         ...(written ? { lastStoreWrite: new Date(written).toISOString() } : {}),
         ...(last ? { lastReinstall: last } : {}),
-        sas: owner ? sasOf(dvipa, sas, []).map(({ sa }) => this.row(dvipa, sa)) : [],
+        sas: owner ? sasOf(dvipa, sas, []).map(({ sa }) => this.row(dvipa, sa, renegotiated)) : [],
+        ...(this.ike ? { ike: owner ? this.ike.rows(dvipa) : [], renegotiations: this.ike.totals(dvipa) } : {}),
+        ...(lastRenegotiation ? { lastRenegotiation } : {}),
       };
     });
   }
 
-  private row(dvipa: string, sa: Sa): IpsecSaRow {
+  private row(dvipa: string, sa: Sa, renegotiated: Set<string>): IpsecSaRow {
     const out = sa.src === dvipa;
+    const spi = sa.spi.toString(16).padStart(8, '0');
     return {
-      spi: sa.spi.toString(16).padStart(8, '0'), proto: sa.proto, mode: sa.mode, dir: out ? 'out' : 'in', src: sa.src, dst: sa.dst, reqid: sa.reqid,
-      source: this.reinstalled.has(recordKey(dvipa, sa)) ? 'reinstalled' : 'negotiated',
+      spi,
+      proto: sa.proto,
+      mode: sa.mode,
+      dir: out ? 'out' : 'in',
+      src: sa.src,
+      dst: sa.dst,
+      reqid: sa.reqid,
+      source: this.reinstalled.has(recordKey(dvipa, sa))
+        ? 'reinstalled'
+        : renegotiated.has(spi)
+          ? 'renegotiated'
+          : 'negotiated',
       seq: out ? seqOf(sa.replay.oseqHi, sa.replay.oseq) : seqOf(sa.replay.seqHi, sa.replay.seq),
-      packets: String(sa.current?.packets ?? 0n), bytes: String(sa.current?.bytes ?? 0n),
+      packets: String(sa.current?.packets ?? 0n),
+      bytes: String(sa.current?.bytes ?? 0n),
     };
   }
 
-  private remember(dvipa: string, how: Claim | 'adopted', r: ReinstallResult): NonNullable<IpsecDvipaRow['lastReinstall']> {
+  private remember(
+    dvipa: string,
+    how: Claim | 'adopted',
+    r: ReinstallResult,
+  ): NonNullable<IpsecDvipaRow['lastReinstall']> {
     const { readMs, saMs, policyMs, recordMs } = r.phases;
     const last = {
-      at: new Date().toISOString(), how, installed: r.installed.length, policies: r.policies, tookMs: readMs + saMs + policyMs + recordMs, phases: r.phases,
-      refused: r.refused.map((e) => e.message), failed: r.failed.map((f) => ({ spi: f.spi.toString(16), error: f.error })),
+      at: new Date().toISOString(),
+      how,
+      installed: r.installed.length,
+      policies: r.policies,
+      tookMs: readMs + saMs + policyMs + recordMs,
+      phases: r.phases,
+      refused: r.refused.map((e) => e.message),
+      failed: r.failed.map((f) => ({ spi: f.spi.toString(16), error: f.error })),
     };
     this.last.set(dvipa, last);
     return last;

@@ -7,19 +7,24 @@
  * advanced by a margin and its inbound replay state as recorded, adds the policies it does
  * not have yet, and replaces the records with its own.
  */
-import type { OwnerRecord } from '../cluster/coupling.js';
+import type { OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
-import { forReinstall, readRecords, recordKey, sealRecord, StoreError, type SaRecord } from './store.js';
-import type { Policy, Sa, SaId } from './xfrm.js';
+import { forReinstall, readRecords, recordKey, sealRecord, type StoreError, type SaRecord } from './store.js';
+import type { Policy, Sa, SaId } from './xfrm-codec.js';
 
-/** The XFRM operations recovery needs (src/ipsec/xfrm.ts in production); installs are batched. */
+type Awaitable<T> = T | Promise<T>;
+
+/**
+ * The XFRM operations recovery needs (src/ipsec/xfrm.ts in production); installs are batched,
+ * and may run off the event loop (the kernel's batches do).
+ */
 export interface XfrmOps {
   dumpSas(): Sa[];
   dumpPolicies(): Policy[];
   /** Each SA's error, undefined where it went in. */
-  addSas(sas: Sa[], opts?: { replace?: boolean }): Array<Error | undefined>;
-  putPolicies(ps: Policy[]): Array<Error | undefined>;
-  deleteSas(sas: SaId[]): Array<Error | undefined>;
+  addSas(sas: Sa[], opts?: { replace?: boolean }): Awaitable<Array<Error | undefined>>;
+  putPolicies(ps: Policy[]): Awaitable<Array<Error | undefined>>;
+  deleteSas(sas: SaId[]): Awaitable<Array<Error | undefined>>;
 }
 
 /** Records per etcd transaction (etcd allows 128 operations in one by default). */
@@ -42,8 +47,15 @@ export const prefixOf = (dvipa: string) => `ipsec/${dvipa}/`;
  * (thousands of records one by one take seconds); `done` for each item that went through.
  * False: one was refused (fenced off), and nothing after it was tried.
  */
-async function fenced<T>(items: T[], size: number, op: (group: T[]) => Promise<boolean>, done: (t: T) => void): Promise<boolean> {
-  const groups = Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
+async function fenced<T>(
+  items: T[],
+  size: number,
+  op: (group: T[]) => Promise<boolean>,
+  done: (t: T) => void,
+): Promise<boolean> {
+  const groups = Array.from({ length: Math.ceil(items.length / size) }, (_, i) =>
+    items.slice(i * size, (i + 1) * size),
+  );
   for (let i = 0; i < groups.length; i += TXNS_IN_FLIGHT) {
     const wave = groups.slice(i, i + TXNS_IN_FLIGHT);
     const ok = await Promise.all(wave.map(op));
@@ -65,16 +77,27 @@ export function sasOf(dvipa: string, sas: Sa[], policies: Policy[]): Array<{ sa:
       else byEnds.set(k, [p]);
     }
   }
-  return sas.filter((s) => s.src === dvipa || s.dst === dvipa).map((sa) => ({
-    sa,
-    policies: (byEnds.get(ends(sa)) ?? []).filter((p) => p.tmpls.some((t) => ends(t) === ends(sa) && (t.reqid === 0 || t.reqid === sa.reqid))),
-  }));
+  return sas
+    .filter((s) => s.src === dvipa || s.dst === dvipa)
+    .map((sa) => ({
+      sa,
+      policies: (byEnds.get(ends(sa)) ?? []).filter((p) =>
+        p.tmpls.some((t) => ends(t) === ends(sa) && (t.reqid === 0 || t.reqid === sa.reqid)),
+      ),
+    }));
 }
 
 /** What moves as traffic flows: a record is rewritten only when this changed. */
-const progress = (sa: Sa) => `${sa.replay.oseqHi}:${sa.replay.oseq}:${sa.replay.seqHi}:${sa.replay.seq}:${sa.replay.bitmap.toString('hex')}:${sa.current?.bytes ?? 0}`;
+const progress = (sa: Sa) =>
+  `${sa.replay.oseqHi}:${sa.replay.oseq}:${sa.replay.seqHi}:${sa.replay.seq}:${sa.replay.bitmap.toString('hex')}:${sa.current?.bytes ?? 0}`;
 
-export interface SyncResult { written: number; unchanged: number; deferred: number; removed: number; fenced: boolean }
+export interface SyncResult {
+  written: number;
+  unchanged: number;
+  deferred: number;
+  removed: number;
+  fenced: boolean;
+}
 
 export class SaRecorder {
   /** Per DVIPA, per record key: what was last written and when. */
@@ -114,7 +137,7 @@ export class SaRecorder {
 
   private mine(dvipa: string): Map<string, { progress: string; at: number }> {
     let m = this.last.get(dvipa);
-    if (!m) this.last.set(dvipa, (m = new Map()));
+    if (!m) this.last.set(dvipa, (m = new Map<string, { progress: string; at: number }>()));
     return m;
   }
 
@@ -145,21 +168,36 @@ export class SaRecorder {
         r.deferred++;
         continue;
       }
-      writes.push({ where, progress: p, record: { dvipa, epoch: owner.epoch, owner: this.node, savedAt: new Date(now).toISOString(), sa, policies } });
+      writes.push({
+        where,
+        progress: p,
+        record: { dvipa, epoch: owner.epoch, owner: this.node, savedAt: new Date(now).toISOString(), sa, policies },
+      });
     }
     const gone = [...mine.keys(), ...unknown].filter((k) => !present.has(k));
-    const seal = (ws: typeof writes) => ws.map((w): [string, Buffer] => [w.where, sealRecord(this.key, w.where, w.record)]);
-    const written = await fenced(writes, PER_TXN, (ws) => this.store.putBlobsFenced(seal(ws), dvipa, owner), (w) => {
-      mine.set(w.where, { progress: w.progress, at: now });
-      unknown.delete(w.where);
-      r.written++;
-    });
+    const seal = (ws: typeof writes) =>
+      ws.map((w): [string, Buffer] => [w.where, sealRecord(this.key, w.where, w.record)]);
+    const written = await fenced(
+      writes,
+      PER_TXN,
+      (ws) => this.store.putBlobsFenced(seal(ws), dvipa, owner),
+      (w) => {
+        mine.set(w.where, { progress: w.progress, at: now });
+        unknown.delete(w.where);
+        r.written++;
+      },
+    );
     if (!written) return { ...r, fenced: true };
-    const removed = await fenced(gone, 1, ([where]) => this.store.deleteBlobsFenced(where, dvipa, owner), (where) => {
-      mine.delete(where);
-      unknown.delete(where);
-      r.removed++;
-    });
+    const removed = await fenced(
+      gone,
+      1,
+      ([where]) => this.store.deleteBlobsFenced(where, dvipa, owner),
+      (where) => {
+        mine.delete(where);
+        unknown.delete(where);
+        r.removed++;
+      },
+    );
     return removed ? r : { ...r, fenced: true };
   }
 }
@@ -178,7 +216,15 @@ export interface ReinstallResult {
 }
 
 /** Writes `records` as this node's, at its epoch, `written` for each; false: fenced off (no longer the owner). */
-export async function writeRecords(store: RecordStore, key: Buffer, node: string, dvipa: string, owner: OwnerRecord, records: SaRecord[], written: () => void): Promise<boolean> {
+export async function writeRecords(
+  store: RecordStore,
+  key: Buffer,
+  node: string,
+  dvipa: string,
+  owner: OwnerRecord,
+  records: SaRecord[],
+  written: () => void,
+): Promise<boolean> {
   const savedAt = new Date().toISOString();
   const seal = (r: SaRecord): [string, Buffer] => {
     const where = recordKey(dvipa, r.sa);
@@ -194,7 +240,17 @@ const policyKey = (p: Policy) => JSON.stringify([p.dir, p.selector, p.tmpls]);
  * The new owner's half: install what the previous owner recorded, then own the records.
  * `inKernel` is called once the SAs and policies are in, before the records are rewritten.
  */
-export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, node: string, dvipa: string, owner: OwnerRecord, margin: number, log?: Logger, inKernel?: () => void): Promise<ReinstallResult> {
+export async function reinstall(
+  xfrm: XfrmOps,
+  store: RecordStore,
+  key: Buffer,
+  node: string,
+  dvipa: string,
+  owner: OwnerRecord,
+  margin: number,
+  log?: Logger,
+  inKernel?: () => void,
+): Promise<ReinstallResult> {
   let at = performance.now();
   const lap = () => {
     const was = at;
@@ -204,7 +260,15 @@ export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, 
   const { records, refused } = readRecords(key, await store.getBlobs(prefixOf(dvipa)), owner.epoch);
   for (const e of refused) log?.error({ dvipa, err: e.message }, 'IPsec SA record refused');
   const have = new Set(xfrm.dumpPolicies().map(policyKey));
-  const result: ReinstallResult = { installed: [], policies: 0, refused, failed: [], recorded: 0, owner: true, phases: { readMs: lap(), saMs: 0, policyMs: 0, recordMs: 0 } };
+  const result: ReinstallResult = {
+    installed: [],
+    policies: 0,
+    refused,
+    failed: [],
+    recorded: 0,
+    owner: true,
+    phases: { readMs: lap(), saMs: 0, policyMs: 0, recordMs: 0 },
+  };
   const ready: SaRecord[] = [];
   for (const r of records) {
     try {
@@ -214,29 +278,34 @@ export async function reinstall(xfrm: XfrmOps, store: RecordStore, key: Buffer, 
       result.failed.push({ spi: r.sa.spi, error: (e as Error).message });
     }
   }
-  const errors = xfrm.addSas(ready.map((r) => r.sa), { replace: true });
+  const errors = await xfrm.addSas(
+    ready.map((r) => r.sa),
+    { replace: true },
+  );
   const installed = ready.filter((r, i) => {
     if (!errors[i]) return true;
-    result.failed.push({ spi: r.sa.spi, error: errors[i]!.message });
+    result.failed.push({ spi: r.sa.spi, error: errors[i].message });
     return false;
   });
   result.installed = installed.map((r) => r.sa);
   result.phases.saMs = lap();
-  for (const f of result.failed) log?.error({ dvipa, spi: f.spi.toString(16), err: f.error }, 'IPsec SA not re-installed');
+  for (const f of result.failed)
+    log?.error({ dvipa, spi: f.spi.toString(16), err: f.error }, 'IPsec SA not re-installed');
   const missing: Policy[] = [];
   for (const p of installed.flatMap((r) => r.policies)) {
     if (have.has(policyKey(p))) continue;
     have.add(policyKey(p));
     missing.push(p);
   }
-  const policyErrors = xfrm.putPolicies(missing);
+  const policyErrors = await xfrm.putPolicies(missing);
   result.policies = policyErrors.filter((e) => !e).length;
   for (const e of policyErrors) if (e) log?.error({ dvipa, err: e.message }, 'IPsec policy not installed');
   result.phases.policyMs = lap();
   inKernel?.();
   // The previous owner's records go; ours, at our epoch, replace them.
   if (!(await store.deleteBlobsFenced(prefixOf(dvipa), dvipa, owner))) return { ...result, owner: false };
-  if (!(await writeRecords(store, key, node, dvipa, owner, installed, () => result.recorded++))) return { ...result, owner: false };
+  if (!(await writeRecords(store, key, node, dvipa, owner, installed, () => result.recorded++)))
+    return { ...result, owner: false };
   result.phases.recordMs = lap();
   return result;
 }

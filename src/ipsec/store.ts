@@ -6,8 +6,9 @@
  * not open) and stamped with the owner's epoch: records of a deposed epoch, sealed with
  * another key, or corrupt are refused with a clear error and never installed.
  */
+import { DvipaError } from '../errors.js';
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import type { Policy, Sa } from './xfrm.js';
+import type { Policy, Sa } from './xfrm-codec.js';
 
 const MAGIC = Buffer.from('DVS1');
 const IV = 12;
@@ -24,10 +25,12 @@ export interface SaRecord {
   policies: Policy[];
 }
 
-export class StoreError extends Error {
-  constructor(readonly key: string, message: string) {
+export class StoreError extends DvipaError {
+  constructor(
+    readonly key: string,
+    message: string,
+  ) {
     super(`${key}: ${message}`);
-    this.name = 'StoreError';
   }
 }
 
@@ -44,7 +47,13 @@ export function storeKey(clusterKey: Buffer): Buffer {
 // JSON has neither Buffers nor bigints: both become tagged strings, and only those come back.
 const replacer = (_: string, v: unknown) => {
   if (typeof v === 'bigint') return `n:${v}`;
-  if (v && typeof v === 'object' && (v as { type?: string }).type === 'Buffer' && Array.isArray((v as { data?: unknown }).data)) return `b:${Buffer.from((v as { data: number[] }).data).toString('base64')}`;
+  if (
+    v &&
+    typeof v === 'object' &&
+    (v as { type?: string }).type === 'Buffer' &&
+    Array.isArray((v as { data?: unknown }).data)
+  )
+    return `b:${Buffer.from((v as { data: number[] }).data).toString('base64')}`;
   return v;
 };
 const reviver = (_: string, v: unknown) => {
@@ -54,7 +63,8 @@ const reviver = (_: string, v: unknown) => {
   return v;
 };
 
-export function sealRecord(key: Buffer, where: string, r: SaRecord): Buffer {
+/** Seals any JSON-able record (Buffers and bigints kept) at `where`: the SA records here, the IKE records in ike.ts. */
+export function sealJson(key: Buffer, where: string, r: object): Buffer {
   const iv = randomBytes(IV);
   const c = createCipheriv('aes-256-gcm', key, iv);
   c.setAAD(Buffer.from(where));
@@ -62,9 +72,12 @@ export function sealRecord(key: Buffer, where: string, r: SaRecord): Buffer {
   return Buffer.concat([MAGIC, iv, c.getAuthTag(), body]);
 }
 
-/** Opens a record, or says why not: not ours, wrong key or tampered, malformed, ahead of the DVIPA's epoch. */
-export function openRecord(key: Buffer, where: string, blob: Buffer, currentEpoch: number): SaRecord {
-  if (blob.length < MAGIC.length + IV + TAG || !blob.subarray(0, MAGIC.length).equals(MAGIC)) throw new StoreError(where, 'not a dvipa SA record');
+export const sealRecord = (key: Buffer, where: string, r: SaRecord): Buffer => sealJson(key, where, r);
+
+/** Opens what sealJson sealed at `where`, or says why not: not ours, wrong key or tampered, not JSON. */
+export function openJson(key: Buffer, where: string, blob: Buffer): unknown {
+  if (blob.length < MAGIC.length + IV + TAG || !blob.subarray(0, MAGIC.length).equals(MAGIC))
+    throw new StoreError(where, 'not a dvipa SA record');
   const iv = blob.subarray(MAGIC.length, MAGIC.length + IV);
   const tag = blob.subarray(MAGIC.length + IV, MAGIC.length + IV + TAG);
   const d = createDecipheriv('aes-256-gcm', key, iv);
@@ -76,14 +89,20 @@ export function openRecord(key: Buffer, where: string, blob: Buffer, currentEpoc
   } catch {
     throw new StoreError(where, 'does not open: sealed with another cluster key, moved from another place, or corrupt');
   }
-  let r: SaRecord;
   try {
-    r = JSON.parse(text, reviver) as SaRecord;
+    return JSON.parse(text, reviver);
   } catch {
     throw new StoreError(where, 'opens but is not JSON (written by another version?)');
   }
-  if (typeof r?.epoch !== 'number' || typeof r.dvipa !== 'string' || !r.sa || typeof r.sa.spi !== 'number') throw new StoreError(where, 'opens but lacks its epoch, DVIPA or SA');
-  if (r.epoch > currentEpoch) throw new StoreError(where, `written at epoch ${r.epoch}, ahead of the DVIPA's epoch ${currentEpoch}: refused`);
+}
+
+/** Opens a record, or says why not: not ours, wrong key or tampered, malformed, ahead of the DVIPA's epoch. */
+export function openRecord(key: Buffer, where: string, blob: Buffer, currentEpoch: number): SaRecord {
+  const r = openJson(key, where, blob) as SaRecord;
+  if (typeof r?.epoch !== 'number' || typeof r.dvipa !== 'string' || !r.sa || typeof r.sa.spi !== 'number')
+    throw new StoreError(where, 'opens but lacks its epoch, DVIPA or SA');
+  if (r.epoch > currentEpoch)
+    throw new StoreError(where, `written at epoch ${r.epoch}, ahead of the DVIPA's epoch ${currentEpoch}: refused`);
   return r;
 }
 
@@ -92,7 +111,11 @@ export function openRecord(key: Buffer, where: string, blob: Buffer, currentEpoc
  * fenced in etcd (only the owner of the epoch writes), and a new owner replaces all records
  * with its own: a record older than the newest epoch among them is a deposed owner's.
  */
-export function readRecords(key: Buffer, blobs: Map<string, Buffer>, currentEpoch: number): { records: SaRecord[]; refused: StoreError[] } {
+export function readRecords(
+  key: Buffer,
+  blobs: Map<string, Buffer>,
+  currentEpoch: number,
+): { records: SaRecord[]; refused: StoreError[] } {
   const refused: StoreError[] = [];
   const opened: Array<[string, SaRecord]> = [];
   for (const [where, blob] of blobs) {
@@ -106,7 +129,13 @@ export function readRecords(key: Buffer, blobs: Map<string, Buffer>, currentEpoc
   const newest = Math.max(0, ...opened.map(([, r]) => r.epoch));
   const records: SaRecord[] = [];
   for (const [where, r] of opened) {
-    if (r.epoch < newest) refused.push(new StoreError(where, `written at epoch ${r.epoch} by ${r.owner}, older than the newest records (epoch ${newest}): a deposed owner's, refused`));
+    if (r.epoch < newest)
+      refused.push(
+        new StoreError(
+          where,
+          `written at epoch ${r.epoch} by ${r.owner}, older than the newest records (epoch ${newest}): a deposed owner's, refused`,
+        ),
+      );
     else records.push(r);
   }
   return { records, refused };
@@ -121,7 +150,10 @@ export function readRecords(key: Buffer, blobs: Map<string, Buffer>, currentEpoc
 export function forReinstall(sa: Sa, margin: number): Sa {
   if (!Number.isInteger(margin) || margin < 0) throw new RangeError(`sequence margin ${margin}: a whole number >= 0`);
   const full = BigInt(sa.replay.oseqHi) * 2n ** 32n + BigInt(sa.replay.oseq) + BigInt(margin);
-  if (!sa.replay.esn && full >= 2n ** 32n) throw new RangeError(`SA ${sa.spi.toString(16)}: outbound sequence ${sa.replay.oseq} + ${margin} passes 2^32 without ESN: re-key it instead`);
+  if (!sa.replay.esn && full >= 2n ** 32n)
+    throw new RangeError(
+      `SA ${sa.spi.toString(16)}: outbound sequence ${sa.replay.oseq} + ${margin} passes 2^32 without ESN: re-key it instead`,
+    );
   if (full >= 2n ** 64n) throw new RangeError(`SA ${sa.spi.toString(16)}: outbound sequence exhausted`);
   return { ...sa, replay: { ...sa.replay, oseq: Number(full & 0xffffffffn), oseqHi: Number(full >> 32n) } };
 }

@@ -18,14 +18,27 @@ export interface ArpReport {
 
 const INTERVAL_S = 0.02;
 
-export async function probeArp(topo: Topology, ns: string, ifname: string, address: string, ms: number): Promise<ArpReport> {
-  const dump = topo.spawn(ns, 'tcpdump', ['-l', '-n', '-e', '-i', ifname, 'arp'], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function probeArp(
+  topo: Topology,
+  ns: string,
+  ifname: string,
+  address: string,
+  ms: number,
+): Promise<ArpReport> {
+  const dump = topo.spawn(ns, 'tcpdump', ['-l', '-n', '-e', '-i', ifname, 'arp'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const lines: string[] = [];
   readline.createInterface({ input: dump.stdout! }).on('line', (l) => lines.push(l));
   // tcpdump says on stderr when it listens.
   await new Promise<void>((resolve) => readline.createInterface({ input: dump.stderr! }).once('line', () => resolve()));
   // Debian's arping (Thomas Habets'): broadcast requests every INTERVAL_S until the deadline.
-  const arping = topo.spawn(ns, 'arping', ['-q', '-i', ifname, '-W', String(INTERVAL_S), '-w', String(ms / 1000), address], { stdio: 'ignore' });
+  const arping = topo.spawn(
+    ns,
+    'arping',
+    ['-q', '-i', ifname, '-W', String(INTERVAL_S), '-w', String(ms / 1000), address],
+    { stdio: 'ignore' },
+  );
   await new Promise((r) => arping.once('exit', r));
   await new Promise((r) => setTimeout(r, 100));
   dump.kill();

@@ -53,7 +53,10 @@ function open(host: string, port: number): Promise<Result> {
   return new Promise((resolve) => {
     const sock = net.connect({ host, port });
     const timer = setTimeout(() => sock.destroy(new Error('connect timeout')), TIMEOUT_MS);
-    sock.once('error', (e) => { clearTimeout(timer); resolve({ id, error: e.message }); });
+    sock.once('error', (e) => {
+      clearTimeout(timer);
+      resolve({ id, error: e.message });
+    });
     sock.once('connect', () => {
       clearTimeout(timer);
       sock.removeAllListeners('error');
@@ -77,7 +80,17 @@ async function udp(host: string, port: number, count: number, gapUs: number): Pr
   return { sent };
 }
 
-async function handle(cmd: { op: string; count?: number; host?: string; port?: number; ids?: number[]; gapUs?: number; line?: string }): Promise<unknown> {
+interface Command {
+  op: string;
+  count?: number;
+  host?: string;
+  port?: number;
+  ids?: number[];
+  gapUs?: number;
+  line?: string;
+}
+
+async function handle(cmd: Command): Promise<unknown> {
   switch (cmd.op) {
     case 'open': {
       const results: Result[] = [];
@@ -100,9 +113,12 @@ async function handle(cmd: { op: string; count?: number; host?: string; port?: n
 
 // Commands run one at a time, in order.
 let chain: Promise<void> = Promise.resolve();
-readline.createInterface({ input: process.stdin }).on('line', (line) => {
-  chain = chain.then(async () => {
-    const out = await handle(JSON.parse(line)).catch((e: Error) => ({ error: e.message }));
-    process.stdout.write(`${JSON.stringify(out)}\n`);
-  });
-}).on('close', () => chain.then(() => process.exit(0)));
+readline
+  .createInterface({ input: process.stdin })
+  .on('line', (line) => {
+    chain = chain.then(async () => {
+      const out = await handle(JSON.parse(line) as Command).catch((e: Error) => ({ error: e.message }));
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+    });
+  })
+  .on('close', () => void chain.then(() => process.exit(0)));

@@ -44,25 +44,92 @@ async function freePort(): Promise<number> {
 /** Whether etcd answers, asked from where the agents are. */
 function healthy(url: string, ns?: string, tls?: EtcdServer['tls']): Promise<boolean> {
   const auth = tls ? [`--cacert=${tls.ca}`, `--cert=${tls.cert}`, `--key=${tls.key}`] : [];
-  const cmd = ['etcdctl', `--endpoints=${url}`, ...auth, '--dial-timeout=500ms', '--command-timeout=500ms', 'endpoint', 'health'];
+  const cmd = [
+    'etcdctl',
+    `--endpoints=${url}`,
+    ...auth,
+    '--dial-timeout=500ms',
+    '--command-timeout=500ms',
+    'endpoint',
+    'health',
+  ];
   const [file, args] = ns ? ['nsenter', [`--net=${netnsPath(ns)}`, ...cmd]] : [cmd[0], cmd.slice(1)];
-  return new Promise((resolve) => execFile(file, args, { env: { ...process.env, ETCDCTL_API: '3' } }, (err) => resolve(!err)));
+  return new Promise((resolve) =>
+    execFile(file, args, { env: { ...process.env, ETCDCTL_API: '3' } }, (err) => resolve(!err)),
+  );
 }
 
 /** Where to run it: a lab namespace and an address of it; default loopback of this namespace. */
-export interface EtcdPlace { topo: Topology; ns: string; host: string }
+export interface EtcdPlace {
+  topo: Topology;
+  ns: string;
+  host: string;
+}
 
 /** A throwaway CA, a server certificate for `host` and a client certificate (openssl). */
-function makeCertificates(dir: string, host: string): { ca: string; cert: string; key: string; serverCert: string; serverKey: string } {
+function makeCertificates(
+  dir: string,
+  host: string,
+): { ca: string; cert: string; key: string; serverCert: string; serverKey: string } {
   const f = (n: string) => path.join(dir, n);
   const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
-  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=dvipa test CA', '-keyout', f('ca.key'), '-out', f('ca.pem'));
-  for (const [name, ext] of [['server', `subjectAltName=IP:${host}\nextendedKeyUsage=serverAuth`], ['client', 'extendedKeyUsage=clientAuth']]) {
+  ssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=dvipa test CA',
+    '-keyout',
+    f('ca.key'),
+    '-out',
+    f('ca.pem'),
+  );
+  for (const [name, ext] of [
+    ['server', `subjectAltName=IP:${host}\nextendedKeyUsage=serverAuth`],
+    ['client', 'extendedKeyUsage=clientAuth'],
+  ]) {
     fs.writeFileSync(f(`${name}.ext`), `${ext}\n`);
-    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`));
-    ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '1', '-extfile', f(`${name}.ext`), '-out', f(`${name}.pem`));
+    ssl(
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      `/CN=${name}`,
+      '-keyout',
+      f(`${name}.key`),
+      '-out',
+      f(`${name}.csr`),
+    );
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      f(`${name}.csr`),
+      '-CA',
+      f('ca.pem'),
+      '-CAkey',
+      f('ca.key'),
+      '-CAcreateserial',
+      '-days',
+      '1',
+      '-extfile',
+      f(`${name}.ext`),
+      '-out',
+      f(`${name}.pem`),
+    );
   }
-  return { ca: f('ca.pem'), cert: f('client.pem'), key: f('client.key'), serverCert: f('server.pem'), serverKey: f('server.key') };
+  return {
+    ca: f('ca.pem'),
+    cert: f('client.pem'),
+    key: f('client.key'),
+    serverCert: f('server.pem'),
+    serverKey: f('server.key'),
+  };
 }
 
 export interface EtcdStartOptions {
@@ -89,13 +156,39 @@ export async function startEtcd(opts: EtcdStartOptions = {}): Promise<EtcdServer
   let child: ChildProcess;
   try {
     const args = [
-      '--name', name, '--data-dir', path.join(dir, 'data'),
-      '--listen-client-urls', url, '--advertise-client-urls', url,
-      '--listen-peer-urls', peerUrl, '--initial-advertise-peer-urls', peerUrl,
-      '--initial-cluster', `${name}=${peerUrl}`,
-      '--heartbeat-interval', '50', '--election-timeout', '500',
-      '--log-level', 'warn', '--logger', 'zap',
-      ...(certs ? ['--cert-file', certs.serverCert, '--key-file', certs.serverKey, '--trusted-ca-file', certs.ca, '--client-cert-auth'] : []),
+      '--name',
+      name,
+      '--data-dir',
+      path.join(dir, 'data'),
+      '--listen-client-urls',
+      url,
+      '--advertise-client-urls',
+      url,
+      '--listen-peer-urls',
+      peerUrl,
+      '--initial-advertise-peer-urls',
+      peerUrl,
+      '--initial-cluster',
+      `${name}=${peerUrl}`,
+      '--heartbeat-interval',
+      '50',
+      '--election-timeout',
+      '500',
+      '--log-level',
+      'warn',
+      '--logger',
+      'zap',
+      ...(certs
+        ? [
+            '--cert-file',
+            certs.serverCert,
+            '--key-file',
+            certs.serverKey,
+            '--trusted-ca-file',
+            certs.ca,
+            '--client-cert-auth',
+          ]
+        : []),
     ];
     const stdio: ['ignore', typeof out, typeof out] = ['ignore', out, out];
     // etcd stands for dedicated machines here: on this shared one it runs ahead of ordinary
@@ -108,14 +201,17 @@ export async function startEtcd(opts: EtcdStartOptions = {}): Promise<EtcdServer
   }
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const cleanup = () => fs.rmSync(dir, { recursive: true, force: true });
-  const deadline = Date.now() + 10000;
+  // Healthy in about a second here; under emulation (the kernel lab) on a loaded machine, 10 s was not enough.
+  const deadline = Date.now() + 30000;
   const tls = certs ? { ca: certs.ca, cert: certs.cert, key: certs.key } : undefined;
   while (!(await healthy(url, place?.ns, tls))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       await exited;
       cleanup();
-      throw new Error(`etcd did not start on ${url}${child.exitCode !== null ? ` (exit ${child.exitCode})` : ''}: is etcd-server installed (scripts/setup)?`);
+      throw new Error(
+        `etcd did not start on ${url}${child.exitCode !== null ? ` (exit ${child.exitCode})` : ''}: is etcd-server installed (scripts/setup)?`,
+      );
     }
     await new Promise((r) => setTimeout(r, 50));
   }

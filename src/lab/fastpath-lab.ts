@@ -5,8 +5,9 @@
  * separate machines would. Used by `dvipa demo` and the namespace tests.
  */
 import * as fs from 'node:fs';
-import { FastPath, type Service, type Target } from '../dataplane/fastpath.js';
-import { fullChecksums, inNetns as inside, nsIp, sysctl, Topology } from './netns.js';
+import { FastPath } from '../dataplane/fastpath.js';
+import type { Service, Target } from '../net/service.js';
+import { fullChecksums, inNetns as inside, netnsPath, nsIp, sysctl, Topology } from './netns.js';
 import { Client, startNameServer } from './procs.js';
 
 export const LAB = {
@@ -18,7 +19,12 @@ export const LAB = {
   routerXcf: '198.18.10.1',
 } as const;
 
-export interface LabTarget { name: string; ns: string; xcf: string; fastpath: FastPath }
+export interface LabTarget {
+  name: string;
+  ns: string;
+  xcf: string;
+  fastpath: FastPath;
+}
 
 export interface FastpathLab {
   prefix: string;
@@ -38,14 +44,23 @@ export interface FastpathLab {
   teardown(): void;
 }
 
-export async function createFastpathLab(prefix: string, targetCount = 3): Promise<FastpathLab> {
+/**
+ * `routerCrtEntries`: the routing node's CRT size; `nameServers: false` for targets whose
+ * stack never sees a packet (router-only benchmarks: XDP sinks take their place).
+ */
+export async function createFastpathLab(
+  prefix: string,
+  targetCount = 3,
+  opts: { routerCrtEntries?: number; nameServers?: boolean } = {},
+): Promise<FastpathLab> {
+  const routerCrtEntries = opts.routerCrtEntries ?? 65536;
   const topo = new Topology(prefix);
   const pinRoots: string[] = [];
   const fastpaths: FastPath[] = [];
-  const open = (node: string, crtMaxEntries: number) => {
+  const open = (node: string, crtMaxEntries: number, netns?: string) => {
     const pinRoot = `/sys/fs/bpf/${prefix}${node}`;
     pinRoots.push(pinRoot);
-    const fp = FastPath.open({ pinRoot, crtMaxEntries });
+    const fp = FastPath.open({ pinRoot, crtMaxEntries, netnsPath: netns });
     fastpaths.push(fp);
     return fp;
   };
@@ -58,12 +73,15 @@ export async function createFastpathLab(prefix: string, targetCount = 3): Promis
   try {
     const clientNs = topo.ns('client');
     const routerNs = topo.ns('router');
-    topo.veth({ ns: clientNs, name: 'c0', addr: `${LAB.client}/24` }, { ns: routerNs, name: 'ext', addr: `${LAB.routerExternal}/24` });
+    topo.veth(
+      { ns: clientNs, name: 'c0', addr: `${LAB.client}/24` },
+      { ns: routerNs, name: 'ext', addr: `${LAB.routerExternal}/24` },
+    );
     nsIp(clientNs, 'route', 'add', `${LAB.dvipa}/32`, 'via', LAB.routerExternal);
     fullChecksums(clientNs, 'c0');
     nsIp(routerNs, 'addr', 'add', `${LAB.routerXcf}/32`, 'dev', 'lo');
     sysctl(routerNs, 'net.ipv4.ip_forward', '1');
-    const router = open('router', 65536);
+    const router = open('router', routerCrtEntries, netnsPath(routerNs));
     router.configure({ clusterAddr: LAB.routerXcf });
 
     const targets: LabTarget[] = [];
@@ -78,14 +96,21 @@ export async function createFastpathLab(prefix: string, targetCount = 3): Promis
       sysctl(ns, 'net.ipv4.conf.all.arp_ignore', '1');
       sysctl(ns, 'net.ipv4.conf.all.arp_announce', '2');
       // The routing node knows its targets' link addresses before the first packet.
-      const mac = JSON.parse(nsIp(ns, '-j', 'link', 'show', 'up0'))[0].address as string;
+      const mac = (JSON.parse(nsIp(ns, '-j', 'link', 'show', 'up0')) as Array<{ address: string }>)[0].address;
       nsIp(routerNs, 'neigh', 'replace', xcf, 'lladdr', mac, 'dev', `r${name}`, 'nud', 'permanent');
 
       const fp = open(name, 1024);
       fp.configure({ clusterAddr: xcf });
       fp.serve(LAB.dvipa);
+      fp.allowDecap(
+        [LAB.routerXcf],
+        [
+          { vip: LAB.dvipa, port: LAB.tcpPort, protocol: 'tcp' },
+          { vip: LAB.dvipa, port: LAB.udpPort, protocol: 'udp' },
+        ],
+      );
       inside(ns, () => fp.attach('decap', 'up0', 'native'));
-      await startNameServer(topo, ns, name, LAB.tcpPort, LAB.udpPort);
+      if (opts.nameServers !== false) await startNameServer(topo, ns, name, LAB.tcpPort, LAB.udpPort);
       targets.push({ name, ns, xcf, fastpath: fp });
     }
 
@@ -96,7 +121,9 @@ export async function createFastpathLab(prefix: string, targetCount = 3): Promis
     const tcpService: Service = { vip: LAB.dvipa, port: LAB.tcpPort, protocol: 'tcp' };
     const udpService: Service = { vip: LAB.dvipa, port: LAB.udpPort, protocol: 'udp' };
     const setWeights = (service: Service, weights: Record<string, number>) => {
-      const list: Target[] = targets.filter((t) => weights[t.name] !== undefined).map((t) => ({ addr: t.xcf, weight: weights[t.name] }));
+      const list: Target[] = targets
+        .filter((t) => weights[t.name] !== undefined)
+        .map((t) => ({ addr: t.xcf, weight: weights[t.name] }));
       router.setTargets(service, list);
     };
     const all = Object.fromEntries(targets.map((t) => [t.name, 1]));
@@ -104,7 +131,16 @@ export async function createFastpathLab(prefix: string, targetCount = 3): Promis
     setWeights(udpService, all);
 
     return {
-      prefix, clientNs, routerNs, router, targets, tcpService, udpService, setWeights, inside, teardown,
+      prefix,
+      clientNs,
+      routerNs,
+      router,
+      targets,
+      tcpService,
+      udpService,
+      setWeights,
+      inside,
+      teardown,
       client: Client.start(topo, clientNs),
       clientIn: (ns) => Client.start(topo, ns),
     };

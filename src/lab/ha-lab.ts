@@ -4,20 +4,21 @@
  * each process detached with its log and control socket in the state directory. `down`
  * removes all of it, from the state file or, if that is gone, by the lab's name prefix.
  */
+import { DvipaError } from '../errors.js';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { askAgent } from '../cluster/control.js';
+import { newIdentity } from '../cluster/handshake.js';
 import { FastPath } from '../dataplane/fastpath.js';
 import { ip } from '../net/iproute.js';
 import { buildHaTopology, haConfig, HA, holdsDvipa } from './ha-topology.js';
 import { netnsPath, Topology } from './netns.js';
 import { MEMORY_DIR, startEtcd } from './etcd.js';
 import { LAB_NICE } from './procs.js';
-import type { VipadynRow } from '../cluster/agent.js';
-import type { VdptRow } from '../cluster/router.js';
+import type { VdptRow, VipadynRow } from '../cluster/views.js';
 
 export const LAB_PREFIX = 'dvlab-';
 export const DEFAULT_LAB_DIR = '/run/dvipa-lab';
@@ -29,12 +30,19 @@ export const LINE_PORT = 8080;
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.join(here, '..', 'cli', 'main.js');
 
-export interface LabState { prefix: string; dir: string; ns: Record<string, string>; pids: Record<string, number>; etcd: string; up: string }
+export interface LabState {
+  prefix: string;
+  dir: string;
+  ns: Record<string, string>;
+  pids: Record<string, number>;
+  etcd: string;
+  up: string;
+}
 
 const pinRoot = (node: string) => `/sys/fs/bpf/${LAB_PREFIX}${node}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export class LabError extends Error {}
+export class LabError extends DvipaError {}
 
 function alive(pid: number): boolean {
   try {
@@ -60,26 +68,47 @@ export class HaLab {
   }
 
   static async up(dir = DEFAULT_LAB_DIR, progress: (m: string) => void = () => undefined): Promise<HaLab> {
-    if (fs.existsSync(HaLab.stateFile(dir))) throw new LabError(`the lab is already up (state in ${dir}): 'dvipa lab down' first`);
-    if (ip('netns', 'list').split('\n').some((l) => l.startsWith(LAB_PREFIX))) throw new LabError(`namespaces named ${LAB_PREFIX}* exist without a lab state: 'dvipa lab down' removes them`);
+    if (fs.existsSync(HaLab.stateFile(dir)))
+      throw new LabError(`the lab is already up (state in ${dir}): 'dvipa lab down' first`);
+    if (
+      ip('netns', 'list')
+        .split('\n')
+        .some((l) => l.startsWith(LAB_PREFIX))
+    )
+      throw new LabError(`namespaces named ${LAB_PREFIX}* exist without a lab state: 'dvipa lab down' removes them`);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const state: LabState = { prefix: LAB_PREFIX, dir, ns: {}, pids: {}, etcd: '', up: new Date().toISOString() };
     const lab = new HaLab(state);
     try {
       fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
+      fs.rmSync(path.join(dir, 'nodes'), { recursive: true, force: true });
+      for (const n of [...HA.routers, ...HA.targets]) newIdentity(path.join(dir, 'nodes'), n.name);
       fs.writeFileSync(path.join(dir, 'cluster.cfg'), haConfig([HTTP_PORT, LINE_PORT]));
       progress('namespaces, bridges and veths');
       state.ns = buildHaTopology(new Topology(LAB_PREFIX));
       lab.save();
       progress('servers on the targets (HTTP :80, line :8080)');
       for (const t of HA.targets) {
-        await lab.startReady(`http-${t.name}`, t.name, process.execPath, [path.join(here, 'http-server.js'), t.name, String(HTTP_PORT)]);
-        await lab.startReady(`line-${t.name}`, t.name, process.execPath, [path.join(here, 'name-server.js'), t.name, String(LINE_PORT), '9999']);
+        await lab.startReady(`http-${t.name}`, t.name, process.execPath, [
+          path.join(here, 'http-server.js'),
+          t.name,
+          String(HTTP_PORT),
+        ]);
+        await lab.startReady(`line-${t.name}`, t.name, process.execPath, [
+          path.join(here, 'name-server.js'),
+          t.name,
+          String(LINE_PORT),
+          '9999',
+        ]);
       }
       progress('etcd');
       fs.rmSync(ETCD_DIR, { recursive: true, force: true });
       fs.mkdirSync(ETCD_DIR, { mode: 0o700 });
-      const etcd = await startEtcd({ place: { topo: new Topology(LAB_PREFIX), ns: state.ns.cf, host: HA.cf }, dir: ETCD_DIR, spawn: (cmd, args) => lab.detached('etcd', 'cf', cmd, args) });
+      const etcd = await startEtcd({
+        place: { topo: new Topology(LAB_PREFIX), ns: state.ns.cf, host: HA.cf },
+        dir: ETCD_DIR,
+        spawn: (cmd, args) => lab.detached('etcd', 'cf', cmd, args),
+      });
       state.etcd = etcd.url;
       lab.save();
       progress('agents');
@@ -87,7 +116,11 @@ export class HaLab {
       lab.startAgent('r1');
       await lab.until('r1 to own the DVIPA', async () => (await lab.vipadyn('r1'))?.status === 'Active', 15000);
       lab.startAgent('r2');
-      await lab.until('the DPTs of r1 and r2 to be complete', async () => (await lab.readyTargets('r1')) === 3 && (await lab.readyTargets('r2')) === 2, 15000);
+      await lab.until(
+        'the DPTs of r1 and r2 to be complete',
+        async () => (await lab.readyTargets('r1')) === 3 && (await lab.readyTargets('r2')) === 2,
+        15000,
+      );
       lab.save();
       return lab;
     } catch (e) {
@@ -104,7 +137,10 @@ export class HaLab {
   private detached(name: string, node: string, cmd: string, args: string[]): ChildProcess {
     const out = fs.openSync(path.join(this.state.dir, `${name}.log`), 'a');
     try {
-      const child = spawn('nsenter', [`--net=${netnsPath(this.state.ns[node])}`, cmd, ...args], { detached: true, stdio: ['ignore', out, out] });
+      const child = spawn('nsenter', [`--net=${netnsPath(this.state.ns[node])}`, cmd, ...args], {
+        detached: true,
+        stdio: ['ignore', out, out],
+      });
       child.unref();
       this.state.pids[name] = child.pid!;
       this.save();
@@ -117,7 +153,11 @@ export class HaLab {
   private async startReady(name: string, node: string, cmd: string, args: string[]): Promise<void> {
     this.detached(name, node, cmd, args);
     const log = path.join(this.state.dir, `${name}.log`);
-    await this.until(`${name} to listen`, async () => fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('ready'), 5000);
+    await this.until(
+      `${name} to listen`,
+      async () => fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('ready'),
+      5000,
+    );
   }
 
   socket(node: string): string {
@@ -127,10 +167,26 @@ export class HaLab {
   startAgent(node: string): void {
     const routing = HA.routers.some((r) => r.name === node);
     // At the priority deploy/dvipa-agent.service gives it (Nice=-10).
-    this.detached(`agent-${node}`, node, 'nice', ['-n', String(LAB_NICE), process.execPath,
-      CLI, 'agent', '--config', path.join(this.state.dir, 'cluster.cfg'), '--node', node, '--key-file', path.join(this.state.dir, 'cluster.key'),
-      '--pin-root', pinRoot(node), '--control', this.socket(node),
-      ...(routing ? ['--etcd', this.state.etcd] : []),
+    this.detached(`agent-${node}`, node, 'nice', [
+      '-n',
+      String(LAB_NICE),
+      process.execPath,
+      CLI,
+      'agent',
+      '--config',
+      path.join(this.state.dir, 'cluster.cfg'),
+      '--node',
+      node,
+      '--key-file',
+      path.join(this.state.dir, 'cluster.key'),
+      '--pin-root',
+      pinRoot(node),
+      '--control',
+      this.socket(node),
+      '--identities',
+      path.join(this.state.dir, 'nodes'),
+      // The lab's etcd is plain http without auth, reachable only inside the lab's namespaces.
+      ...(routing ? ['--etcd', this.state.etcd, '--insecure-etcd'] : []),
     ]);
   }
 
@@ -150,7 +206,10 @@ export class HaLab {
    * Returns the instant of death (ms since the epoch).
    */
   async kill(node: string): Promise<number> {
-    execFileSync('ip', ['-n', this.state.ns[node], '-batch', '-'], { input: 'link set ext down\nlink set core0 down\n', stdio: ['pipe', 'ignore', 'pipe'] });
+    execFileSync('ip', ['-n', this.state.ns[node], '-batch', '-'], {
+      input: 'link set ext down\nlink set core0 down\n',
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
     // The links went down as ip finished (starting it may take a while on a busy machine).
     const t0 = Date.now();
     await this.stopAgent(node, 'SIGKILL');
@@ -160,7 +219,10 @@ export class HaLab {
   /** The node comes back: links up, agent started. Returns when that began. */
   revive(node: string): number {
     const t0 = Date.now();
-    execFileSync('ip', ['-n', this.state.ns[node], '-batch', '-'], { input: 'link set core0 up\nlink set ext up\n', stdio: ['pipe', 'ignore', 'pipe'] });
+    execFileSync('ip', ['-n', this.state.ns[node], '-batch', '-'], {
+      input: 'link set core0 up\nlink set ext up\n',
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
     this.startAgent(node);
     return t0;
   }
@@ -187,7 +249,7 @@ export class HaLab {
 
   async vipadyn(node: string): Promise<VipadynRow | undefined> {
     try {
-      const r = (await askAgent(this.socket(node), { cmd: 'vipadyn' }, 2000)) as { dvipas: VipadynRow[] };
+      const r = await askAgent(this.socket(node), { cmd: 'vipadyn' }, 2000);
       return r.dvipas.find((d) => d.dvipa === HA.dvipa);
     } catch {
       return undefined;
@@ -196,7 +258,7 @@ export class HaLab {
 
   async vdpt(node: string): Promise<VdptRow[] | undefined> {
     try {
-      return (await askAgent(this.socket(node), { cmd: 'vdpt' }, 2000)) as VdptRow[];
+      return await askAgent(this.socket(node), { cmd: 'vdpt' }, 2000);
     } catch {
       return undefined;
     }
@@ -210,8 +272,20 @@ export class HaLab {
   /** COUNT HTTP requests from the client, each on a new connection: answers per target. */
   httpRound(count: number): Promise<Record<string, number>> {
     return new Promise((resolve, reject) => {
-      execFile('nsenter', [`--net=${netnsPath(this.state.ns.client)}`, process.execPath, path.join(here, 'http-probe.js'), HA.dvipa, String(HTTP_PORT), String(count)],
-        { timeout: 120000 }, (err, stdout) => (err ? reject(err) : resolve(JSON.parse(stdout) as Record<string, number>)));
+      execFile(
+        'nsenter',
+        [
+          `--net=${netnsPath(this.state.ns.client)}`,
+          process.execPath,
+          path.join(here, 'http-probe.js'),
+          HA.dvipa,
+          String(HTTP_PORT),
+          String(count),
+        ],
+        { timeout: 120000 },
+        (err: Error | null, stdout: string) =>
+          err ? reject(err) : resolve(JSON.parse(stdout) as Record<string, number>),
+      );
     });
   }
 
@@ -241,7 +315,10 @@ export class HaLab {
     while (pids.some(alive) && Date.now() < end) await sleep(50);
     for (const pid of pids.filter(alive)) process.kill(pid, 'SIGKILL');
     if (pids.length) done.push(`${pids.length} processes`);
-    const namespaces = ip('netns', 'list').split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(state?.prefix ?? LAB_PREFIX));
+    const namespaces = ip('netns', 'list')
+      .split('\n')
+      .map((l) => l.split(' ')[0])
+      .filter((n) => n.startsWith(state?.prefix ?? LAB_PREFIX));
     for (const n of namespaces) ip('netns', 'del', n);
     if (namespaces.length) done.push(`${namespaces.length} namespaces`);
     const pins = fs.readdirSync('/sys/fs/bpf').filter((p) => p.startsWith(state?.prefix ?? LAB_PREFIX));

@@ -13,7 +13,10 @@ export const HA = {
   client: '198.18.0.1',
   cf: '198.18.20.100',
   gwCore: '198.18.20.254',
-  routers: [{ name: 'r1', xcf: '198.18.20.1', lan: '198.18.0.2' }, { name: 'r2', xcf: '198.18.20.2', lan: '198.18.0.3' }],
+  routers: [
+    { name: 'r1', xcf: '198.18.20.1', lan: '198.18.0.2' },
+    { name: 'r2', xcf: '198.18.20.2', lan: '198.18.0.3' },
+  ],
   targets: [1, 2, 3].map((i) => ({ name: `t${i}`, xcf: `198.18.20.1${i}` })),
 } as const;
 
@@ -43,9 +46,12 @@ export function buildHaTopology(topo: Topology): Record<string, string> {
   ns.sw = topo.ns('sw');
   topo.bridge(ns.sw, 'lan');
   topo.bridge(ns.sw, 'core');
-  for (const n of ['client', 'gw', 'cf', ...HA.routers.map((r) => r.name), ...HA.targets.map((t) => t.name)]) ns[n] = topo.ns(n);
-  const onLan = (node: string, ifname: string, addr: string) => topo.veth({ ns: ns[node], name: ifname, addr }, { ns: ns.sw, name: `l-${node}`, master: 'lan' });
-  const onCore = (node: string, addr: string) => topo.veth({ ns: ns[node], name: 'core0', addr: `${addr}/24` }, { ns: ns.sw, name: `c-${node}`, master: 'core' });
+  for (const n of ['client', 'gw', 'cf', ...HA.routers.map((r) => r.name), ...HA.targets.map((t) => t.name)])
+    ns[n] = topo.ns(n);
+  const onLan = (node: string, ifname: string, addr: string) =>
+    topo.veth({ ns: ns[node], name: ifname, addr }, { ns: ns.sw, name: `l-${node}`, master: 'lan' });
+  const onCore = (node: string, addr: string) =>
+    topo.veth({ ns: ns[node], name: 'core0', addr: `${addr}/24` }, { ns: ns.sw, name: `c-${node}`, master: 'core' });
 
   onLan('client', 'c0', `${HA.client}/24`);
   fullChecksums(ns.client, 'c0');

@@ -17,7 +17,7 @@ function one(): void {
   }
   const req = http.get({ host, port: Number(port), path: '/', agent: false, timeout: 5000 }, (res) => {
     let body = '';
-    res.on('data', (d: Buffer) => (body += d));
+    res.on('data', (d: Buffer) => (body += d.toString()));
     res.on('end', () => {
       add(body.trim() || `status:${res.statusCode}`);
       one();

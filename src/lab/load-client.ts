@@ -8,8 +8,13 @@
  *
  * Usage: load-client HOST PORT LONG INTERVAL_MS NEW_PER_S. Prints "ready" once the
  * long-lived connections are up; then answers commands on stdin, one JSON line each:
- *   mark    -> starts a new measurement window (counters to zero, now = t0)
- *   report  -> {"long":{...},"fresh":{...},"retrans":N} for the window
+ *   mark [LABEL] -> closes the current measurement window and starts a new one (now = t0)
+ *   report       -> {"long":{...},"fresh":{...},"retrans":N,"earlier":[...]} for the current window
+ *   closed       -> the last closed window: its long-lived connections and retransmissions as they
+ *                   were when it closed, its new connections as they ended since (each attempt
+ *                   counts in the window it started in, also when it ends later: "pending" until then)
+ *   windows      -> every window's new connections: label, ok, failed, pending
+ * A new connection that fails or never ends therefore shows in its own window, whenever it ends.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -20,14 +25,49 @@ const port = Number(portArg);
 const interval = Number(intervalArg);
 const newPerSec = Number(newArg);
 
-interface Long { sock: net.Socket; name?: string; sentAt?: number; lastReply: number; maxWait: number; closed?: string; switched: number }
+interface Long {
+  sock: net.Socket;
+  name?: string;
+  sentAt?: number;
+  lastReply: number;
+  maxWait: number;
+  closed?: string;
+  switched: number;
+  /** The first answer in the current window. */
+  answeredAt?: number;
+}
 
 const longs: Long[] = [];
-let t0 = Date.now();
-let fresh = { ok: 0, failed: 0, errors: {} as Record<string, number>, firstOkAfterMs: undefined as number | undefined, firstOkBy: undefined as string | undefined, names: {} as Record<string, number> };
+
+interface Fresh {
+  ok: number;
+  failed: number;
+  pending: number;
+  errors: Record<string, number>;
+  firstOkAfterMs?: number;
+  firstOkBy?: string;
+  names: Record<string, number>;
+}
+interface Window {
+  label: string;
+  t0: number;
+  fresh: Fresh;
+  closedAs?: object;
+}
+
+const newWindow = (label: string): Window => ({
+  label,
+  t0: Date.now(),
+  fresh: { ok: 0, failed: 0, pending: 0, errors: {}, names: {} },
+});
+const windows: Window[] = [newWindow('start')];
+let win = windows[0];
 
 function tcpRetrans(): number {
-  const lines = fs.readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Tcp:'));
+  const lines = fs
+    .readFileSync('/proc/net/snmp', 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('Tcp:'));
   const [head, vals] = lines.map((l) => l.split(/\s+/));
   return Number(vals[head.indexOf('RetransSegs')]);
 }
@@ -47,14 +87,18 @@ function openLong(): Promise<void> {
       reject(e);
     });
     sock.once('close', () => (c.closed ??= 'closed'));
-    readline.createInterface({ input: sock }).on('error', () => undefined).on('line', (name) => {
-      const now = Date.now();
-      if (c.name !== undefined && c.name !== name) c.switched++;
-      c.name = name;
-      if (c.sentAt !== undefined) c.maxWait = Math.max(c.maxWait, now - c.sentAt);
-      c.sentAt = undefined;
-      c.lastReply = now;
-    });
+    readline
+      .createInterface({ input: sock })
+      .on('error', () => undefined)
+      .on('line', (name) => {
+        const now = Date.now();
+        if (c.name !== undefined && c.name !== name) c.switched++;
+        c.name = name;
+        if (c.sentAt !== undefined) c.maxWait = Math.max(c.maxWait, now - c.sentAt);
+        c.sentAt = undefined;
+        c.lastReply = now;
+        c.answeredAt ??= now;
+      });
   });
 }
 
@@ -72,25 +116,26 @@ function tick(): void {
 }
 
 function openFresh(): void {
-  const started = Date.now();
-  const window = t0;
+  const w = win;
   const sock = net.connect({ host, port });
   let done = false;
+  w.fresh.pending++;
   const finish = (err?: string, name?: string) => {
     if (done) return;
     done = true;
     sock.destroy();
-    if (window !== t0) return;
+    const f = w.fresh;
+    f.pending--;
     if (err) {
-      fresh.failed++;
-      fresh.errors[err] = (fresh.errors[err] ?? 0) + 1;
+      f.failed++;
+      f.errors[err] = (f.errors[err] ?? 0) + 1;
       return;
     }
-    fresh.ok++;
-    fresh.names[name!] = (fresh.names[name!] ?? 0) + 1;
-    if (fresh.firstOkAfterMs === undefined && started >= t0) {
-      fresh.firstOkAfterMs = Date.now() - t0;
-      fresh.firstOkBy = name;
+    f.ok++;
+    f.names[name!] = (f.names[name!] ?? 0) + 1;
+    if (f.firstOkAfterMs === undefined) {
+      f.firstOkAfterMs = Date.now() - w.t0;
+      f.firstOkBy = name;
     }
   };
   // Longer than SYN retransmissions over a takeover (1 s, 3 s), shorter than forever.
@@ -98,19 +143,25 @@ function openFresh(): void {
   sock.once('connect', () => sock.write('ping\n'));
   sock.on('error', (e: NodeJS.ErrnoException) => finish(e.code ?? e.message));
   sock.once('close', () => finish('closed before reply'));
-  readline.createInterface({ input: sock }).on('error', () => undefined).once('line', (name) => {
-    clearTimeout(timer);
-    finish(undefined, name);
-  });
+  readline
+    .createInterface({ input: sock })
+    .on('error', () => undefined)
+    .once('line', (name) => {
+      clearTimeout(timer);
+      finish(undefined, name);
+    });
 }
 
-function report(): object {
+/** The current window's long-lived connections and retransmissions, as of now. */
+function longNow(): object {
   const now = Date.now();
+  const t0 = win.t0;
   const open = longs.filter((c) => !c.closed);
   const closed: Record<string, number> = {};
   for (const c of longs) if (c.closed) closed[c.closed] = (closed[c.closed] ?? 0) + 1;
   const perTarget: Record<string, number> = {};
   for (const c of open) perTarget[c.name ?? '?'] = (perTarget[c.name ?? '?'] ?? 0) + 1;
+  const answered = open.map((c) => c.answeredAt);
   return {
     windowMs: now - t0,
     long: {
@@ -121,10 +172,25 @@ function report(): object {
       maxWaitMs: Math.max(0, ...open.map((c) => Math.max(c.maxWait, c.sentAt !== undefined ? now - c.sentAt : 0))),
       silentSinceWindow: open.filter((c) => c.lastReply < t0).length,
       perTarget,
+      // When every open connection had answered in this window (what a user waited for).
+      allAnsweredAfterMs: answered.every((a) => a !== undefined)
+        ? Math.max(0, ...answered.map((a) => a - t0))
+        : undefined,
     },
-    fresh,
     retrans: tcpRetrans() - retrans0,
   };
+}
+
+const summary = (w: Window) => ({
+  label: w.label,
+  ok: w.fresh.ok,
+  failed: w.fresh.failed,
+  pending: w.fresh.pending,
+  errors: w.fresh.errors,
+});
+
+function report(): object {
+  return { label: win.label, ...longNow(), fresh: win.fresh };
 }
 
 async function main(): Promise<void> {
@@ -133,17 +199,30 @@ async function main(): Promise<void> {
   setInterval(tick, interval);
   if (newPerSec > 0) setInterval(openFresh, 1000 / newPerSec);
   process.stdout.write('ready\n');
-  readline.createInterface({ input: process.stdin }).on('line', (l) => {
-    const cmd = l.trim();
-    if (cmd === 'mark') {
-      t0 = Date.now();
-      retrans0 = tcpRetrans();
-      fresh = { ok: 0, failed: 0, errors: {}, firstOkAfterMs: undefined, firstOkBy: undefined, names: {} };
-      for (const c of longs) c.maxWait = 0;
-      process.stdout.write('{}\n');
-    } else if (cmd === 'report') process.stdout.write(`${JSON.stringify(report())}\n`);
-    else process.stdout.write(`${JSON.stringify({ error: `unknown command ${cmd}` })}\n`);
-  }).on('close', () => process.exit(0));
+  readline
+    .createInterface({ input: process.stdin })
+    .on('line', (l) => {
+      const cmd = l.trim();
+      const [verb, label] = cmd.split(/\s+/, 2);
+      if (verb === 'mark') {
+        win.closedAs = longNow();
+        win = newWindow(label ?? `window ${windows.length}`);
+        windows.push(win);
+        retrans0 = tcpRetrans();
+        for (const c of longs) {
+          c.maxWait = 0;
+          c.answeredAt = undefined;
+        }
+        process.stdout.write('{}\n');
+      } else if (verb === 'report') process.stdout.write(`${JSON.stringify(report())}\n`);
+      else if (verb === 'closed') {
+        const w = windows[windows.length - 2];
+        const answer = w ? { label: w.label, ...w.closedAs, fresh: w.fresh } : { error: 'no closed window' };
+        process.stdout.write(`${JSON.stringify(answer)}\n`);
+      } else if (verb === 'windows') process.stdout.write(`${JSON.stringify(windows.map(summary))}\n`);
+      else process.stdout.write(`${JSON.stringify({ error: `unknown command ${cmd}` })}\n`);
+    })
+    .on('close', () => process.exit(0));
 }
 
 main().catch((e: Error) => {

@@ -12,9 +12,12 @@ let udpCount = 0;
 
 const tcp = net.createServer((sock) => {
   sock.on('error', () => sock.destroy());
-  readline.createInterface({ input: sock }).on('error', () => undefined).on('line', (line) => {
-    sock.write(line === 'udpcount' ? `${udpCount}\n` : `${name}\n`);
-  });
+  readline
+    .createInterface({ input: sock })
+    .on('error', () => undefined)
+    .on('line', (line) => {
+      sock.write(line === 'udpcount' ? `${udpCount}\n` : `${name}\n`);
+    });
 });
 const udp = dgram.createSocket('udp4');
 udp.on('message', () => udpCount++);

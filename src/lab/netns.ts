@@ -6,9 +6,9 @@
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { ip } from '../net/iproute.js';
 
-export { ip };
-import { native } from '../dataplane/addon.js';
-import { named } from '../dataplane/errors.js';
+import { inNetns, netnsPath } from '../kernel/netns.js';
+
+export { inNetns, ip, netnsPath };
 
 export function nsIp(ns: string, ...args: string[]): string {
   return ip('-n', ns, ...args);
@@ -20,9 +20,14 @@ export function sysctl(ns: string, key: string, value: string): void {
 
 function ethtool(ns: string, ifname: string, feature: string, on: boolean): void {
   try {
-    execFileSync('ip', ['netns', 'exec', ns, 'ethtool', '-K', ifname, feature, on ? 'on' : 'off'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('ip', ['netns', 'exec', ns, 'ethtool', '-K', ifname, feature, on ? 'on' : 'off'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
   } catch (e) {
-    throw new Error(`ethtool -K ${ifname} ${feature} ${on ? 'on' : 'off'} (in ${ns}): ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`);
+    throw new Error(
+      `ethtool -K ${ifname} ${feature} ${on ? 'on' : 'off'} (in ${ns}): ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`,
+      { cause: e },
+    );
   }
 }
 
@@ -45,24 +50,12 @@ export function acceptRedirects(ns: string, ifname: string): void {
   ethtool(ns, ifname, 'gro', true);
 }
 
-export function netnsPath(ns: string): string {
-  return `/run/netns/${ns}`;
+export interface VethEnd {
+  ns: string;
+  name: string;
+  addr?: string;
+  master?: string;
 }
-
-/**
- * Runs `fn` with this thread in `ns` (interface names, ifindexes and FIB lookups are per
- * namespace); BPF maps and pins are not, so FastPath calls work from anywhere.
- */
-export function inNetns<T>(ns: string, fn: () => T): T {
-  const prev = named(ns, () => native.netnsEnter(netnsPath(ns)));
-  try {
-    return fn();
-  } finally {
-    native.netnsRestore(prev);
-  }
-}
-
-export interface VethEnd { ns: string; name: string; addr?: string; master?: string }
 
 /** A set of namespaces that is torn down as a whole. */
 export class Topology {
@@ -101,7 +94,10 @@ export class Topology {
    * process. Killed by pid at teardown.
    */
   spawn(ns: string, cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
-    const child = spawn('nsenter', [`--net=${netnsPath(ns)}`, cmd, ...args], { stdio: ['pipe', 'pipe', 'inherit'], ...opts });
+    const child = spawn('nsenter', [`--net=${netnsPath(ns)}`, cmd, ...args], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+      ...opts,
+    });
     this.children.push(child);
     return child;
   }

@@ -31,7 +31,18 @@ interface Window {
   fresh: { ok: number; failed: number };
 }
 
-const open = (t0: number): Window => ({ t0, lastPing: t0, pingGapMs: 0, pings: 0, requests: 0, failed: 0, maxWaitMs: 0, resets: 0, errors: {}, fresh: { ok: 0, failed: 0 } });
+const open = (t0: number): Window => ({
+  t0,
+  lastPing: t0,
+  pingGapMs: 0,
+  pings: 0,
+  requests: 0,
+  failed: 0,
+  maxWaitMs: 0,
+  resets: 0,
+  errors: {},
+  fresh: { ok: 0, failed: 0 },
+});
 let w = open(Date.now());
 /** Requests in flight on the keep-alive connections: when each started. */
 const inFlight = new Set<{ started: number }>();
@@ -70,7 +81,9 @@ function get(agent: http.Agent | false): Promise<boolean> {
     };
     const req = http.get({ host, port, path: '/', agent, timeout: REQUEST_TIMEOUT_MS }, (res) => {
       res.resume();
-      res.on('end', () => done(res.statusCode === 200, res.statusCode === 200 ? undefined : `status ${res.statusCode}`));
+      res.on('end', () =>
+        done(res.statusCode === 200, res.statusCode === 200 ? undefined : `status ${res.statusCode}`),
+      );
       res.on('error', (e: NodeJS.ErrnoException) => done(false, e.code ?? e.message));
     });
     req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
@@ -100,8 +113,19 @@ function report(): object {
   const waiting = Math.max(0, ...[...inFlight].map((r) => now - r.started));
   return {
     windowMs: now - w.t0,
-    ping: { replies: w.pings, longestGapMs: Math.round(Math.max(w.pingGapMs, now - w.lastPing)), sinceLastMs: Math.round(now - w.lastPing) },
-    http: { keepAlive: Number(keepArg), requests: w.requests, failed: w.failed, resets: w.resets, longestWaitMs: Math.max(w.maxWaitMs, waiting), errors: w.errors },
+    ping: {
+      replies: w.pings,
+      longestGapMs: Math.round(Math.max(w.pingGapMs, now - w.lastPing)),
+      sinceLastMs: Math.round(now - w.lastPing),
+    },
+    http: {
+      keepAlive: Number(keepArg),
+      requests: w.requests,
+      failed: w.failed,
+      resets: w.resets,
+      longestWaitMs: Math.max(w.maxWaitMs, waiting),
+      errors: w.errors,
+    },
     fresh: w.fresh,
   };
 }
@@ -117,17 +141,20 @@ async function main(): Promise<void> {
   }
   if (Number(newArg) > 0) setInterval(freshConnection, 1000 / Number(newArg));
   process.stdout.write('ready\n');
-  readline.createInterface({ input: process.stdin }).on('line', (l) => {
-    const cmd = l.trim();
-    if (cmd === 'mark') {
-      w = open(Date.now());
-      process.stdout.write('{}\n');
-    } else if (cmd === 'report') process.stdout.write(`${JSON.stringify(report())}\n`);
-    else process.stdout.write(`${JSON.stringify({ error: `unknown command ${cmd}` })}\n`);
-  }).on('close', () => {
-    ping.kill();
-    process.exit(0);
-  });
+  readline
+    .createInterface({ input: process.stdin })
+    .on('line', (l) => {
+      const cmd = l.trim();
+      if (cmd === 'mark') {
+        w = open(Date.now());
+        process.stdout.write('{}\n');
+      } else if (cmd === 'report') process.stdout.write(`${JSON.stringify(report())}\n`);
+      else process.stdout.write(`${JSON.stringify({ error: `unknown command ${cmd}` })}\n`);
+    })
+    .on('close', () => {
+      ping.kill();
+      process.exit(0);
+    });
 }
 
 main().catch((e: Error) => {

@@ -28,14 +28,29 @@ function firstLine(child: ChildProcess, what: string, timeoutMs = 5000): Promise
   });
 }
 
-export async function startNameServer(topo: Topology, ns: string, name: string, tcpPort: number, udpPort: number): Promise<ChildProcess> {
-  const child = topo.spawn(ns, process.execPath, [path.join(here, 'name-server.js'), name, String(tcpPort), String(udpPort)]);
+export async function startNameServer(
+  topo: Topology,
+  ns: string,
+  name: string,
+  tcpPort: number,
+  udpPort: number,
+): Promise<ChildProcess> {
+  const child = topo.spawn(ns, process.execPath, [
+    path.join(here, 'name-server.js'),
+    name,
+    String(tcpPort),
+    String(udpPort),
+  ]);
   const line = await firstLine(child, `name-server ${name}`);
   if (line !== 'ready') throw new Error(`name-server ${name}: ${line}`);
   return child;
 }
 
-export interface ConnResult { id: number; name?: string; error?: string }
+export interface ConnResult {
+  id: number;
+  name?: string;
+  error?: string;
+}
 
 /** A lab process that answers each line on its stdin with one JSON line. */
 class LineDriver {
@@ -54,13 +69,15 @@ class LineDriver {
 
   protected async request<T>(line: string, timeoutMs = 60000): Promise<T> {
     this.child.stdin!.write(`${line}\n`);
-    const reply = this.replies.shift() ?? (await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.constructor.name}: no reply to ${line}`)), timeoutMs);
-      this.waiter = (l) => {
-        clearTimeout(timer);
-        resolve(l);
-      };
-    }));
+    const reply =
+      this.replies.shift() ??
+      (await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${this.constructor.name}: no reply to ${line}`)), timeoutMs);
+        this.waiter = (l) => {
+          clearTimeout(timer);
+          resolve(l);
+        };
+      }));
     return JSON.parse(reply) as T;
   }
 
@@ -95,32 +112,110 @@ export class Client extends LineDriver {
   async close(ids: number[]): Promise<void> {
     await this.call({ op: 'close', ids });
   }
+}
 
+export interface FreshCounts {
+  ok: number;
+  failed: number;
+  pending: number;
+  errors: Record<string, number>;
 }
 
 export interface LoadReport {
+  label: string;
   windowMs: number;
-  long: { total: number; open: number; closed: Record<string, number>; switched: number; maxWaitMs: number; silentSinceWindow: number; perTarget: Record<string, number> };
-  fresh: { ok: number; failed: number; errors: Record<string, number>; firstOkAfterMs?: number; firstOkBy?: string; names: Record<string, number> };
+  long: {
+    total: number;
+    open: number;
+    closed: Record<string, number>;
+    switched: number;
+    maxWaitMs: number;
+    silentSinceWindow: number;
+    perTarget: Record<string, number>;
+    allAnsweredAfterMs?: number;
+  };
+  fresh: FreshCounts & { firstOkAfterMs?: number; firstOkBy?: string; names: Record<string, number> };
   retrans: number;
+}
+
+/** What a window of the load client saw go wrong; empty if nothing. */
+export function loadProblems(r: LoadReport, o: { long: number; retransmissions?: boolean }): string[] {
+  const p: string[] = [];
+  const closed = Object.entries(r.long.closed);
+  const why = closed.map(([reason, n]) => `${n} ${reason}`).join(', ');
+  if (closed.length) p.push(`long-lived connections reset or closed: ${why}`);
+  if (r.long.open !== o.long) p.push(`${r.long.open} of ${o.long} long-lived connections open`);
+  if (r.long.switched) p.push(`${r.long.switched} answers from another target`);
+  if (r.long.silentSinceWindow) p.push(`${r.long.silentSinceWindow} long-lived connections silent`);
+  p.push(...freshProblems(r.label, r.fresh));
+  if (o.retransmissions === false && r.retrans) p.push(`${r.retrans} TCP retransmissions`);
+  return p;
+}
+
+function freshProblems(label: string, f: FreshCounts): string[] {
+  const p: string[] = [];
+  if (f.failed) p.push(`${label}: ${f.failed} new connections failed (${JSON.stringify(f.errors)})`);
+  if (f.pending) p.push(`${label}: ${f.pending} new connections still pending`);
+  return p;
 }
 
 /** load-client.ts: long-lived connections and a stream of new ones, measured in windows. */
 export class LoadClient extends LineDriver {
-  static async start(topo: Topology, ns: string, o: { host: string; port: number; long: number; intervalMs: number; newPerSec: number }): Promise<LoadClient> {
-    const child = topo.spawn(ns, 'nice', ['-n', String(LAB_NICE), process.execPath, path.join(here, 'load-client.js'), o.host, String(o.port), String(o.long), String(o.intervalMs), String(o.newPerSec)]);
+  static async start(
+    topo: Topology,
+    ns: string,
+    o: { host: string; port: number; long: number; intervalMs: number; newPerSec: number },
+  ): Promise<LoadClient> {
+    const child = topo.spawn(ns, 'nice', [
+      '-n',
+      String(LAB_NICE),
+      process.execPath,
+      path.join(here, 'load-client.js'),
+      o.host,
+      String(o.port),
+      String(o.long),
+      String(o.intervalMs),
+      String(o.newPerSec),
+    ]);
     const line = await firstLine(child, 'load-client', 30000);
     if (line !== 'ready') throw new Error(`load-client: ${line}`);
     return new LoadClient(child);
   }
 
-  /** Starts a measurement window now. */
-  async mark(): Promise<void> {
-    await this.request('mark');
+  /** Closes the current measurement window and starts one named `label` now. */
+  async mark(label = 'window'): Promise<void> {
+    await this.request(`mark ${label.replace(/\s+/g, '-')}`);
   }
 
+  /** The current window as of now (its new connections still starting and ending). */
   async report(): Promise<LoadReport> {
     return this.request<LoadReport>('report');
+  }
+
+  /**
+   * Closes the current window (a new one starts) and waits until every new connection begun
+   * in it has ended (the client gives each 8 s) or `ms` passed: its final report.
+   */
+  async close(ms = 10000): Promise<LoadReport> {
+    await this.mark('after');
+    const end = Date.now() + ms;
+    for (;;) {
+      const r = await this.request<LoadReport>('closed');
+      if (r.fresh.pending === 0 || Date.now() > end) return r;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** Problems of every window so far (new connections failed or never ended), after waiting for those in flight. */
+  async everyWindowProblems(ms = 10000): Promise<string[]> {
+    await this.mark('last');
+    const end = Date.now() + ms;
+    for (;;) {
+      const all = await this.request<Array<FreshCounts & { label: string }>>('windows');
+      const done = all.slice(0, -1);
+      if (done.every((w) => w.pending === 0) || Date.now() > end) return done.flatMap((w) => freshProblems(w.label, w));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 
   /** Reports until every long-lived connection has been answered since the window began, or `ms` passed; the last report. */
@@ -137,14 +232,34 @@ export class LoadClient extends LineDriver {
 export interface OutageReport {
   windowMs: number;
   ping: { replies: number; longestGapMs: number; sinceLastMs: number };
-  http: { keepAlive: number; requests: number; failed: number; resets: number; longestWaitMs: number; errors: Record<string, number> };
+  http: {
+    keepAlive: number;
+    requests: number;
+    failed: number;
+    resets: number;
+    longestWaitMs: number;
+    errors: Record<string, number>;
+  };
   fresh: { ok: number; failed: number };
 }
 
 /** outage-probe.ts: 10 ms pings, keep-alive HTTP requests and new connections, measured in windows. */
 export class OutageProbe extends LineDriver {
-  static async start(topo: Topology, ns: string, o: { host: string; port: number; keepAlive: number; newPerSec: number }): Promise<OutageProbe> {
-    const child = topo.spawn(ns, 'nice', ['-n', String(LAB_NICE), process.execPath, path.join(here, 'outage-probe.js'), o.host, String(o.port), String(o.keepAlive), String(o.newPerSec)]);
+  static async start(
+    topo: Topology,
+    ns: string,
+    o: { host: string; port: number; keepAlive: number; newPerSec: number },
+  ): Promise<OutageProbe> {
+    const child = topo.spawn(ns, 'nice', [
+      '-n',
+      String(LAB_NICE),
+      process.execPath,
+      path.join(here, 'outage-probe.js'),
+      o.host,
+      String(o.port),
+      String(o.keepAlive),
+      String(o.newPerSec),
+    ]);
     const line = await firstLine(child, 'outage-probe', 30000);
     if (line !== 'ready') throw new Error(`outage-probe: ${line}`);
     return new OutageProbe(child);

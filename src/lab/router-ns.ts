@@ -4,8 +4,7 @@
  * static neighbour entry for each, and forwarding on. Used by the benchmark, the pcap
  * replay's --lab option and the tests.
  */
-import { native } from '../dataplane/addon.js';
-import { named } from '../dataplane/errors.js';
+import { sys } from '../kernel/sys.js';
 import { inNetns, nsIp, sysctl, Topology } from './netns.js';
 
 export interface RouterNs {
@@ -48,7 +47,7 @@ export function createRouterNs(prefix: string, targets: readonly string[]): Rout
       int: 'int0',
       clusterAddr: ROUTER_NET.clusterAddr,
       inside,
-      ifindex: (name) => inside(() => named(name, () => native.ifNameToIndex(name))),
+      ifindex: (name) => inside(() => sys.ifNameToIndex(name, name)),
       teardown: () => topo.teardown(),
     };
   } catch (e) {

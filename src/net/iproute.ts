@@ -7,13 +7,15 @@ export function ip(...args: string[]): string {
     return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
     const err = e as { stderr?: string; status?: number };
-    throw new Error(`ip ${args.join(' ')}: ${(err.stderr ?? '').trim() || `exit ${err.status}`}`);
+    throw new Error(`ip ${args.join(' ')}: ${(err.stderr ?? '').trim() || `exit ${err.status}`}`, { cause: e });
   }
 }
 
 /** Whether `address` is on `ifname` (in namespace `netns`, or this process's). */
 export function hasAddress(ifname: string, address: string, netns?: string): boolean {
-  return ip(...(netns ? ['-n', netns] : []), '-o', '-4', 'addr', 'show', 'dev', ifname).split('\n').some((l) => l.includes(` ${address}/`));
+  return ip(...(netns ? ['-n', netns] : []), '-o', '-4', 'addr', 'show', 'dev', ifname)
+    .split('\n')
+    .some((l) => l.includes(` ${address}/`));
 }
 
 /** The interface's MAC address (aa:bb:cc:dd:ee:ff). */

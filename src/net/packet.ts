@@ -5,14 +5,20 @@
  */
 import { formatIpv4, formatMac, parseIpv4, parseMac } from './addr.js';
 import { checksum, l4Checksum } from './checksum.js';
-import type { Flow } from '../dataplane/structs.js';
+import type { Flow } from './flow.js';
 
 export const ETH_P_IP = 0x0800;
 export const ETH_P_IPV6 = 0x86dd;
 export const ETH_P_8021Q = 0x8100;
 export const PROTO = { icmp: 1, ipip: 4, tcp: 6, udp: 17 } as const;
 
-export interface TcpFlags { syn?: boolean; ack?: boolean; fin?: boolean; rst?: boolean; psh?: boolean }
+export interface TcpFlags {
+  syn?: boolean;
+  ack?: boolean;
+  fin?: boolean;
+  rst?: boolean;
+  psh?: boolean;
+}
 
 export interface FrameSpec {
   srcMac?: string;
@@ -50,7 +56,8 @@ function tcpFlagByte(f: TcpFlags = {}): number {
 /** An IPv4 packet (no L2) around `l4`, with its header checksum. */
 export function buildIpv4(spec: Omit<FrameSpec, 'protocol'> & { proto: number }, l4: Buffer): Buffer {
   const opts = spec.ipOptions ?? Buffer.alloc(0);
-  if (opts.length % 4 || opts.length > 40) throw new RangeError('IPv4 options must be a multiple of 4 bytes, at most 40');
+  if (opts.length % 4 || opts.length > 40)
+    throw new RangeError('IPv4 options must be a multiple of 4 bytes, at most 40');
   const hlen = 20 + opts.length;
   const ip = Buffer.alloc(hlen);
   ip[0] = 0x40 | (hlen / 4);
@@ -128,13 +135,35 @@ export function buildFrame(spec: FrameSpec): Buffer {
 }
 
 /** A frame of any ethertype around a raw payload (ARP, IPv6, garbage). */
-export function buildRawFrame(ethertype: number, payload: Buffer, l2: Pick<FrameSpec, 'srcMac' | 'dstMac' | 'vlan'> = {}): Buffer {
+export function buildRawFrame(
+  ethertype: number,
+  payload: Buffer,
+  l2: Pick<FrameSpec, 'srcMac' | 'dstMac' | 'vlan'> = {},
+): Buffer {
   return Buffer.concat([ethernet(l2, ethertype), payload]);
 }
 
-export interface Tcp { sport: number; dport: number; seq: number; ack: number; flags: Required<TcpFlags>; checksumOk: boolean }
-export interface Udp { sport: number; dport: number; length: number; checksumOk: boolean }
-export interface Icmp { type: number; code: number; checksumOk: boolean; mtu?: number; quoted?: Ipv4 }
+export interface Tcp {
+  sport: number;
+  dport: number;
+  seq: number;
+  ack: number;
+  flags: Required<TcpFlags>;
+  checksumOk: boolean;
+}
+export interface Udp {
+  sport: number;
+  dport: number;
+  length: number;
+  checksumOk: boolean;
+}
+export interface Icmp {
+  type: number;
+  code: number;
+  checksumOk: boolean;
+  mtu?: number;
+  quoted?: Ipv4;
+}
 
 export interface Ipv4 {
   ihl: number;
@@ -176,10 +205,19 @@ function parseIpv4Packet(b: Buffer, out: { error?: string }, quoted = false): Ip
   if (ihl < 20 || b.length < ihl) return void (out.error = `bad IHL ${ihl}`);
   const frag = b.readUInt16BE(6);
   const ip: Ipv4 = {
-    ihl, tos: b[1], totalLength: b.readUInt16BE(2), id: b.readUInt16BE(4),
-    df: (frag & 0x4000) !== 0, mf: (frag & 0x2000) !== 0, fragOffset: frag & 0x1fff, ttl: b[8], protocol: b[9],
+    ihl,
+    tos: b[1],
+    totalLength: b.readUInt16BE(2),
+    id: b.readUInt16BE(4),
+    df: (frag & 0x4000) !== 0,
+    mf: (frag & 0x2000) !== 0,
+    fragOffset: frag & 0x1fff,
+    ttl: b[8],
+    protocol: b[9],
     checksumOk: checksum(b.subarray(0, ihl)) === 0,
-    src: formatIpv4(b.readUInt32BE(12)), dst: formatIpv4(b.readUInt32BE(16)), options: Buffer.from(b.subarray(20, ihl)),
+    src: formatIpv4(b.readUInt32BE(12)),
+    dst: formatIpv4(b.readUInt32BE(16)),
+    options: Buffer.from(b.subarray(20, ihl)),
   };
   if (!quoted && (ip.totalLength < ihl || ip.totalLength > b.length)) {
     out.error = `IPv4 total length ${ip.totalLength} does not fit the ${b.length} bytes present`;
@@ -204,7 +242,10 @@ function parseIpv4Packet(b: Buffer, out: { error?: string }, quoted = false): Ip
       else {
         const f = body[13];
         ip.tcp = {
-          sport: body.readUInt16BE(0), dport: body.readUInt16BE(2), seq: body.readUInt32BE(4), ack: body.readUInt32BE(8),
+          sport: body.readUInt16BE(0),
+          dport: body.readUInt16BE(2),
+          seq: body.readUInt32BE(4),
+          ack: body.readUInt32BE(8),
           flags: { fin: !!(f & 1), syn: !!(f & 2), rst: !!(f & 4), psh: !!(f & 8), ack: !!(f & 16) },
           checksumOk: !ip.mf && l4Checksum(src, dst, PROTO.tcp, body) === 0,
         };
@@ -214,7 +255,9 @@ function parseIpv4Packet(b: Buffer, out: { error?: string }, quoted = false): Ip
       if (body.length < 8) out.error = `UDP header truncated (${body.length} bytes)`;
       else {
         ip.udp = {
-          sport: body.readUInt16BE(0), dport: body.readUInt16BE(2), length: body.readUInt16BE(4),
+          sport: body.readUInt16BE(0),
+          dport: body.readUInt16BE(2),
+          length: body.readUInt16BE(4),
           checksumOk: !ip.mf && (body.readUInt16BE(6) === 0 || l4Checksum(src, dst, PROTO.udp, body) === 0),
         };
       }
@@ -251,7 +294,12 @@ export function parseFrame(frame: Buffer): ParsedFrame {
     ethertype = frame.readUInt16BE(16);
     off = 18;
   }
-  out.eth = { dst: formatMac(frame.subarray(0, 6)), src: formatMac(frame.subarray(6, 12)), ethertype, ...(vlan === undefined ? {} : { vlan }) };
+  out.eth = {
+    dst: formatMac(frame.subarray(0, 6)),
+    src: formatMac(frame.subarray(6, 12)),
+    ethertype,
+    ...(vlan === undefined ? {} : { vlan }),
+  };
   if (ethertype === ETH_P_IP) out.ipv4 = parseIpv4Packet(frame.subarray(off), out);
   return out;
 }
@@ -273,7 +321,8 @@ function describeIpv4(ip: Ipv4): string {
     return `TCP ${ip.src}:${ip.tcp.sport} > ${ip.dst}:${ip.tcp.dport} [${flags}] len ${ip.totalLength}${frag}`;
   }
   if (ip.udp) return `UDP ${ip.src}:${ip.udp.sport} > ${ip.dst}:${ip.udp.dport} len ${ip.totalLength}${frag}`;
-  if (ip.icmp) return `ICMP ${ip.src} > ${ip.dst} type ${ip.icmp.type} code ${ip.icmp.code}${ip.icmp.mtu !== undefined ? ` mtu ${ip.icmp.mtu}` : ''}`;
+  if (ip.icmp)
+    return `ICMP ${ip.src} > ${ip.dst} type ${ip.icmp.type} code ${ip.icmp.code}${ip.icmp.mtu !== undefined ? ` mtu ${ip.icmp.mtu}` : ''}`;
   return `IPv4 proto ${ip.protocol} ${ip.src} > ${ip.dst}${frag}`;
 }
 
@@ -281,6 +330,7 @@ function describeIpv4(ip: Ipv4): string {
 export function describeFrame(p: ParsedFrame): string {
   const vlan = p.eth?.vlan !== undefined ? `vlan ${p.eth.vlan} ` : '';
   if (p.ipv4) return `${vlan}${describeIpv4(p.ipv4)}${p.error ? ` (${p.error})` : ''}`;
-  if (p.eth) return `${vlan}ethertype 0x${p.eth.ethertype.toString(16).padStart(4, '0')}${p.error ? ` (${p.error})` : ''}`;
+  if (p.eth)
+    return `${vlan}ethertype 0x${p.eth.ethertype.toString(16).padStart(4, '0')}${p.error ? ` (${p.error})` : ''}`;
   return p.error ?? 'empty frame';
 }

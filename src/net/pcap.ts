@@ -2,6 +2,7 @@
  * Classic pcap files (libpcap format), Ethernet link type: both byte orders, microsecond
  * and nanosecond timestamps. Errors say which record and byte offset went wrong.
  */
+import { DvipaError, EXIT } from '../errors.js';
 import * as fs from 'node:fs';
 
 const MAGIC_US = 0xa1b2c3d4;
@@ -9,10 +10,12 @@ const MAGIC_NS = 0xa1b23c4d;
 const PCAPNG = 0x0a0d0d0a;
 const LINKTYPE_ETHERNET = 1;
 
-export class PcapError extends Error {
-  constructor(readonly file: string, message: string) {
-    super(`${file}: ${message}`);
-    this.name = 'PcapError';
+export class PcapError extends DvipaError {
+  constructor(
+    readonly file: string,
+    message: string,
+  ) {
+    super(`${file}: ${message}`, EXIT.usage);
   }
 }
 
@@ -20,14 +23,19 @@ export class PcapError extends Error {
 export function parsePcap(buf: Buffer, file = '<pcap>'): Buffer[] {
   if (buf.length < 24) throw new PcapError(file, `not a pcap file (${buf.length} bytes, a header needs 24)`);
   const magicLE = buf.readUInt32LE(0);
-  if (magicLE === PCAPNG) throw new PcapError(file, 'pcapng is not supported; convert it with `tshark -F pcap -r IN -w OUT` or `editcap -F pcap IN OUT`');
+  if (magicLE === PCAPNG)
+    throw new PcapError(
+      file,
+      'pcapng is not supported; convert it with `tshark -F pcap -r IN -w OUT` or `editcap -F pcap IN OUT`',
+    );
   let le: boolean;
   if (magicLE === MAGIC_US || magicLE === MAGIC_NS) le = true;
   else if (buf.readUInt32BE(0) === MAGIC_US || buf.readUInt32BE(0) === MAGIC_NS) le = false;
   else throw new PcapError(file, `not a pcap file (magic 0x${magicLE.toString(16)})`);
   const u32 = (off: number) => (le ? buf.readUInt32LE(off) : buf.readUInt32BE(off));
   const linktype = u32(20) & 0x0fffffff;
-  if (linktype !== LINKTYPE_ETHERNET) throw new PcapError(file, `link type ${linktype} is not Ethernet (1); capture on an Ethernet interface`);
+  if (linktype !== LINKTYPE_ETHERNET)
+    throw new PcapError(file, `link type ${linktype} is not Ethernet (1); capture on an Ethernet interface`);
   const snaplen = u32(16);
 
   const frames: Buffer[] = [];
@@ -36,8 +44,16 @@ export function parsePcap(buf: Buffer, file = '<pcap>'): Buffer[] {
     const index = frames.length + 1;
     if (off + 16 > buf.length) throw new PcapError(file, `record ${index} at offset ${off}: header truncated`);
     const incl = u32(off + 8);
-    if (incl > Math.max(snaplen, 262144)) throw new PcapError(file, `record ${index} at offset ${off}: captured length ${incl} exceeds the snap length ${snaplen}`);
-    if (off + 16 + incl > buf.length) throw new PcapError(file, `record ${index} at offset ${off}: ${incl} bytes announced, ${buf.length - off - 16} present`);
+    if (incl > Math.max(snaplen, 262144))
+      throw new PcapError(
+        file,
+        `record ${index} at offset ${off}: captured length ${incl} exceeds the snap length ${snaplen}`,
+      );
+    if (off + 16 + incl > buf.length)
+      throw new PcapError(
+        file,
+        `record ${index} at offset ${off}: ${incl} bytes announced, ${buf.length - off - 16} present`,
+      );
     frames.push(Buffer.from(buf.subarray(off + 16, off + 16 + incl)));
     off += 16 + incl;
   }

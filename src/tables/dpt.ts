@@ -9,12 +9,34 @@
  *  - WEIGHTEDACTIVE: weights follow the gap between each target's configured share of the
  *    active connections and what it has, so active counts converge to the configured ratio.
  *  - SERVERWLM: weights from the load targets report (0 = idle, 1 = saturated: no new work).
+ *  - BASEWLM: as SERVERWLM. z/OS weighs whole systems there (WLM's system weights) and each
+ *    server address space with SERVERWLM; a dvipa node reports one load, so both are the same.
  *  - HOTSTANDBY: everything to the PREFerred target while it listens; else to the ready
  *    BACKup of highest rank. With AUTOSWITCHBACK new connections return to the preferred
  *    target when it listens again; without it they stay on the backup until that fails.
+ *    With HEALTHSWITCH (the default) a target that reports itself saturated (load 1) counts
+ *    as failed too, unless no target is healthy; NOHEALTHSWITCH looks at the listener only.
  */
-import type { DistMethod, Destination } from '../config/model.js';
-import type { Target } from '../dataplane/fastpath.js';
+import type { Target } from '../net/service.js';
+
+/** A VIPADISTRIBUTE distribution method. */
+export type DistMethod =
+  | { name: 'roundrobin' }
+  | { name: 'weightedactive' }
+  | { name: 'serverwlm' }
+  /** z/OS weighs whole systems by WLM; dvipa has one load report per node, so as SERVERWLM. */
+  | { name: 'basewlm' }
+  /** healthSwitch: leave the active target when it reports saturation (load 1), not only when it stops listening. */
+  | { name: 'hotstandby'; autoSwitchBack: boolean; healthSwitch: boolean };
+
+export interface Destination {
+  xcf: string;
+  /** WEIGHTEDACTIVE: the configured weight (default 10). */
+  weight?: number;
+  /** HOTSTANDBY: one PREFERRED target; BACKUP targets by rank (higher first). */
+  role?: 'preferred' | 'backup';
+  rank?: number;
+}
 
 export interface TargetState {
   xcf: string;
@@ -38,13 +60,17 @@ export interface ServiceDistribution {
 }
 
 export class Dpt {
-  private readonly services = new Map<string, { dist: ServiceDistribution; targets: Map<string, TargetState>; hotActive?: string }>();
+  private readonly services = new Map<
+    string,
+    { dist: ServiceDistribution; targets: Map<string, TargetState>; hotActive?: string }
+  >();
 
   /** (Re)declares a service and its candidates; state of targets that stay is kept. */
   define(service: string, dist: ServiceDistribution): void {
     const old = this.services.get(service);
     const targets = new Map<string, TargetState>();
-    for (const d of dist.destinations) targets.set(d.xcf, old?.targets.get(d.xcf) ?? { xcf: d.xcf, ready: false, active: 0 });
+    for (const d of dist.destinations)
+      targets.set(d.xcf, old?.targets.get(d.xcf) ?? { xcf: d.xcf, ready: false, active: 0 });
     this.services.set(service, { dist, targets, hotActive: old?.hotActive });
   }
 
@@ -74,7 +100,9 @@ export class Dpt {
   method(service: string): string {
     const m = this.services.get(service)?.dist.method;
     if (!m) return 'none';
-    return m.name === 'hotstandby' ? `hotstandby ${m.autoSwitchBack ? 'autoswitchback' : 'noautoswitchback'}` : m.name;
+    return m.name === 'hotstandby'
+      ? `hotstandby ${m.autoSwitchBack ? '' : 'no'}autoswitchback ${m.healthSwitch ? '' : 'no'}healthswitch`
+      : m.name;
   }
 
   targets(service: string): TargetState[] {
@@ -97,7 +125,8 @@ export class Dpt {
     switch (method.name) {
       case 'roundrobin':
         return out(() => 1);
-      case 'serverwlm': {
+      case 'serverwlm':
+      case 'basewlm': {
         const w = (x: { t: TargetState }) => Math.round(SCALE * (1 - Math.min(1, Math.max(0, x.t.load ?? 0))));
         // All saturated: share what there is evenly rather than refuse every connection.
         if (ready.length && ready.every((x) => w(x) === 0)) return out(() => 1);
@@ -112,14 +141,19 @@ export class Dpt {
         return out((x) => Math.max(1, Math.round((configured(x.d) / total) * horizon - x.t.active)));
       }
       case 'hotstandby': {
+        const healthy = (x: { t: TargetState }) => x.t.ready && (x.t.load ?? 0) < 1;
+        const usable = method.healthSwitch && states.some(healthy) ? healthy : (x: { t: TargetState }) => x.t.ready;
         const preferred = states.find((x) => x.d.role === 'preferred');
         const current = states.find((x) => x.d.xcf === s.hotActive);
         let chosen: string | undefined;
-        if (preferred?.t.ready && (method.autoSwitchBack || !current?.t.ready || current === preferred)) chosen = preferred.d.xcf;
-        else if (current?.t.ready) chosen = current.d.xcf;
+        const stay = current !== undefined && usable(current) && current !== preferred;
+        if (preferred && usable(preferred) && (method.autoSwitchBack || !stay)) chosen = preferred.d.xcf;
+        else if (current && usable(current)) chosen = current.d.xcf;
         else {
-          const backups = states.filter((x) => x.d.role === 'backup' && x.t.ready).sort((a, b) => (b.d.rank ?? 0) - (a.d.rank ?? 0));
-          chosen = backups[0]?.d.xcf ?? (preferred?.t.ready ? preferred.d.xcf : undefined);
+          const backups = states
+            .filter((x) => x.d.role === 'backup' && usable(x))
+            .sort((a, b) => (b.d.rank ?? 0) - (a.d.rank ?? 0));
+          chosen = backups[0]?.d.xcf ?? (preferred && usable(preferred) ? preferred.d.xcf : undefined);
         }
         s.hotActive = chosen;
         return states.map((x) => ({ addr: x.d.xcf, weight: x.d.xcf === chosen ? 1 : 0 }));

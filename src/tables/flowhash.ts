@@ -3,7 +3,7 @@
  * host-order words). Tests and tools use it to predict where the data plane places a flow.
  */
 import { parseIpv4 } from '../net/addr.js';
-import type { Flow } from '../dataplane/structs.js';
+import type { Flow } from '../net/flow.js';
 
 const HASH_INIT = (0xdeadbeef + (4 << 2)) >>> 0;
 
@@ -14,22 +14,41 @@ export function hash4(w0: number, w1: number, w2: number, w3: number, seed: numb
   let b = (HASH_INIT + seed + w1) >>> 0;
   let c = (HASH_INIT + seed + w2) >>> 0;
 
-  a = (a - c) >>> 0; a = (a ^ rol(c, 4)) >>> 0; c = (c + b) >>> 0;
-  b = (b - a) >>> 0; b = (b ^ rol(a, 6)) >>> 0; a = (a + c) >>> 0;
-  c = (c - b) >>> 0; c = (c ^ rol(b, 8)) >>> 0; b = (b + a) >>> 0;
-  a = (a - c) >>> 0; a = (a ^ rol(c, 16)) >>> 0; c = (c + b) >>> 0;
-  b = (b - a) >>> 0; b = (b ^ rol(a, 19)) >>> 0; a = (a + c) >>> 0;
-  c = (c - b) >>> 0; c = (c ^ rol(b, 4)) >>> 0; b = (b + a) >>> 0;
+  a = (a - c) >>> 0;
+  a = (a ^ rol(c, 4)) >>> 0;
+  c = (c + b) >>> 0;
+  b = (b - a) >>> 0;
+  b = (b ^ rol(a, 6)) >>> 0;
+  a = (a + c) >>> 0;
+  c = (c - b) >>> 0;
+  c = (c ^ rol(b, 8)) >>> 0;
+  b = (b + a) >>> 0;
+  a = (a - c) >>> 0;
+  a = (a ^ rol(c, 16)) >>> 0;
+  c = (c + b) >>> 0;
+  b = (b - a) >>> 0;
+  b = (b ^ rol(a, 19)) >>> 0;
+  a = (a + c) >>> 0;
+  c = (c - b) >>> 0;
+  c = (c ^ rol(b, 4)) >>> 0;
+  b = (b + a) >>> 0;
 
   a = (a + w3) >>> 0;
 
-  c = (c ^ b) >>> 0; c = (c - rol(b, 14)) >>> 0;
-  a = (a ^ c) >>> 0; a = (a - rol(c, 11)) >>> 0;
-  b = (b ^ a) >>> 0; b = (b - rol(a, 25)) >>> 0;
-  c = (c ^ b) >>> 0; c = (c - rol(b, 16)) >>> 0;
-  a = (a ^ c) >>> 0; a = (a - rol(c, 4)) >>> 0;
-  b = (b ^ a) >>> 0; b = (b - rol(a, 14)) >>> 0;
-  c = (c ^ b) >>> 0; c = (c - rol(b, 24)) >>> 0;
+  c = (c ^ b) >>> 0;
+  c = (c - rol(b, 14)) >>> 0;
+  a = (a ^ c) >>> 0;
+  a = (a - rol(c, 11)) >>> 0;
+  b = (b ^ a) >>> 0;
+  b = (b - rol(a, 25)) >>> 0;
+  c = (c ^ b) >>> 0;
+  c = (c - rol(b, 16)) >>> 0;
+  a = (a ^ c) >>> 0;
+  a = (a - rol(c, 4)) >>> 0;
+  b = (b ^ a) >>> 0;
+  b = (b - rol(a, 14)) >>> 0;
+  c = (c ^ b) >>> 0;
+  c = (c - rol(b, 24)) >>> 0;
   return c;
 }
 

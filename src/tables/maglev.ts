@@ -10,9 +10,14 @@
  */
 import { hash4 } from './flowhash.js';
 import { formatIpv4, parseIpv4 } from '../net/addr.js';
-import { MAGLEV_SIZE } from '../dataplane/structs.js';
 
-export interface WeightedTarget { addr: string; weight: number }
+/** Slots per table: a prime, as Maglev's permutations need; the same as MAGLEV_SIZE in bpf/dvipa.h. */
+export const MAGLEV_SIZE = 65537;
+
+export interface WeightedTarget {
+  addr: string;
+  weight: number;
+}
 
 const SEED_OFFSET = 0x6d61676c; // "magl"
 const SEED_SKIP = 0x65763031; // "ev01"
@@ -33,7 +38,8 @@ export function buildMaglev(targets: readonly WeightedTarget[], size = MAGLEV_SI
     if (addr === 0) throw new RangeError('target 0.0.0.0 is not an address (0 marks an empty slot)');
     if (seen.has(addr)) throw new RangeError(`duplicate target ${t.addr}`);
     seen.add(addr);
-    if (!Number.isInteger(t.weight) || t.weight < 0) throw new RangeError(`target ${t.addr}: weight ${t.weight} is not an integer >= 0`);
+    if (!Number.isInteger(t.weight) || t.weight < 0)
+      throw new RangeError(`target ${t.addr}: weight ${t.weight} is not an integer >= 0`);
     if (t.weight > 0) live.push({ addr, weight: t.weight });
   }
   const table = new Uint32Array(size);

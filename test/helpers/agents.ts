@@ -24,7 +24,12 @@ export class Agents {
   private readonly nodes = new Set<string>();
 
   /** `dir` holds cluster.key and cluster.cfg, the defaults of every agent. */
-  constructor(private readonly topo: Topology, private readonly ns: Record<string, string>, private readonly dir: string, private readonly prefix: string) {}
+  constructor(
+    private readonly topo: Topology,
+    private readonly ns: Record<string, string>,
+    private readonly dir: string,
+    private readonly prefix: string,
+  ) {}
 
   /** The agent's control socket (dvipa netstat --socket). */
   socket(node: string): string {
@@ -38,10 +43,38 @@ export class Agents {
   start(node: string, o: { keyFile?: string; config?: string; args?: string[] } = {}): void {
     const loadFile = path.join(this.dir, `load-${node}`);
     if (!fs.existsSync(loadFile)) fs.writeFileSync(loadFile, '0');
-    const child = this.topo.spawn(this.ns[node], 'nice', ['-n', String(LAB_NICE), process.execPath,
-      CLI, 'agent', '--config', o.config ?? path.join(this.dir, 'cluster.cfg'), '--node', node, '--pin-root', this.pinRoot(node),
-      '--key-file', o.keyFile ?? path.join(this.dir, 'cluster.key'), '--load-file', loadFile, '--scan-ms', '5000', '--control', this.socket(node), ...(o.args ?? []),
-    ], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DVIPA_LOG_LEVEL: 'info' } });
+    const child = this.topo.spawn(
+      this.ns[node],
+      'nice',
+      [
+        '-n',
+        String(LAB_NICE),
+        process.execPath,
+        CLI,
+        'agent',
+        '--config',
+        o.config ?? path.join(this.dir, 'cluster.cfg'),
+        '--node',
+        node,
+        '--pin-root',
+        this.pinRoot(node),
+        '--key-file',
+        o.keyFile ?? path.join(this.dir, 'cluster.key'),
+        '--load-file',
+        loadFile,
+        '--scan-ms',
+        '5000',
+        '--control',
+        this.socket(node),
+        ...(o.args ?? []),
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DVIPA_LOG_LEVEL: 'info' } },
+    );
+    this.adopt(node, child);
+  }
+
+  /** Follows an agent started some other way (its JSON log on stderr), as one of these. */
+  adopt(node: string, child: ChildProcess): void {
     const log: LogLine[] = (this.logs[node] = []);
     readline.createInterface({ input: child.stderr! }).on('line', (l) => {
       try {
@@ -67,11 +100,20 @@ export class Agents {
     return this.logs[node]?.find((l) => l.msg === msg && Object.entries(fields).every(([k, v]) => l[k] === v));
   }
 
-  async until(what: string, cond: () => boolean, ms = 10000): Promise<void> {
+  /** `ms`: 30 s unless given, for setup (node starts slowly on a loaded machine); a claim passes its own bound. */
+  async until(what: string, cond: () => boolean, ms = 30000): Promise<void> {
     const end = Date.now() + ms;
     while (!cond()) {
       if (Date.now() > end) {
-        const tail = Object.entries(this.logs).map(([n, l]) => `${n}: ${l.slice(-4).map((x) => JSON.stringify(x)).join(' | ')}`).join('\n');
+        const tail = Object.entries(this.logs)
+          .map(
+            ([n, l]) =>
+              `${n}: ${l
+                .slice(-4)
+                .map((x) => JSON.stringify(x))
+                .join(' | ')}`,
+          )
+          .join('\n');
         throw new Error(`timed out waiting for ${what}; agents' last logs:\n${tail}`);
       }
       await sleep(50);

@@ -5,13 +5,17 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BPF_OBJECT_DIR, native } from '../../src/dataplane/addon.js';
+import { BPF_OBJECT_DIR } from '../../src/kernel/paths.js';
+import { sys } from '../../src/kernel/sys.js';
 
 export function requireRoot(): void {
   if (process.getuid?.() !== 0) {
     throw new Error('this test needs root (BPF, bpffs, network namespaces); run it as root, as CI does');
   }
 }
+
+/** scripts/kernel-lab sets this: the kernel there has ESP, so a test that cannot install an ESP SA fails there. */
+export const IN_KERNEL_LAB = process.env.DVIPA_KERNEL_LAB === '1';
 
 let seq = 0;
 /** A short unique prefix for namespaces and pins of this test process. */
@@ -45,5 +49,5 @@ function kernelBtf<T>(lookup: (path: string, base?: string) => T): T {
   }
 }
 
-export const kernelStruct = (name: string) => kernelBtf((path, base) => native.btfStruct(path, name, base));
-export const kernelEnum = (name: string) => kernelBtf((path, base) => native.btfEnum(path, name, base));
+export const kernelStruct = (name: string) => kernelBtf((path, base) => sys.btfStruct(path, path, name, base));
+export const kernelEnum = (name: string) => kernelBtf((path, base) => sys.btfEnum(path, path, name, base));

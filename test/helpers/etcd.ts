@@ -10,7 +10,7 @@ import { log } from '../../src/log.js';
 export interface EtcdFixture {
   /** The server, once started. */
   readonly server: EtcdServer;
-  /** A started member `node` of the cluster (lease TTL 1 s unless given). */
+  /** A started member `node` of the cluster (lease TTL 10 s unless given: a stalled machine must not end it by accident). */
   join(node: string, o?: Partial<Omit<EtcdOptions, 'node'>>): Promise<EtcdCoupling>;
 }
 
@@ -30,7 +30,14 @@ export function etcdFixture(): EtcdFixture {
       return etcd;
     },
     async join(node, o = {}) {
-      const c = new EtcdCoupling({ endpoints: [this.server.url], xcf: '198.18.0.1', ttlSec: 1, logger: log, ...o, node });
+      const c = new EtcdCoupling({
+        endpoints: [this.server.url],
+        xcf: '198.18.0.1',
+        ttlSec: 10,
+        logger: log,
+        ...o,
+        node,
+      });
       open.push(c);
       await c.start();
       return c;

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The routing node's maps: services, their Maglev tables, the CRT and what forwarding needs. */
+#ifndef DVIPA_MAPS_ROUTER_H
+#define DVIPA_MAPS_ROUTER_H
+
+#include "maps_node.h"
+
+/* DVIPA:port:proto -> service id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_SERVICES);
+	__type(key, struct dvipa_svc_key);
+	__type(value, struct dvipa_svc);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} services SEC(".maps");
+
+/*
+ * Addresses this node distributes (any port): decides what a fragment belongs to. The value
+ * is the epoch under which this node owns the DVIPA (0: tables kept warm as a backup), so a
+ * restarted agent knows what its pinned data plane was doing.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_DVIPAS);
+	__type(key, __be32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} routed SEC(".maps");
+
+/* DVIPA -> fencing deadline (see DVIPA_FENCE_EXPIRED in dvipa.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_DVIPAS);
+	__type(key, __be32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fence SEC(".maps");
+
+/*
+ * The DPT as the data plane sees it: per service id, a Maglev table of target
+ * indexes into `targets` (0 = no target). User space builds a complete new inner array and swaps
+ * it into its slot with one update, so no packet ever sees half a table.
+ */
+struct maglev_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DVIPA_MAGLEV_SIZE);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, DVIPA_MAX_SERVICES);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct maglev_table);
+} maglev SEC(".maps");
+
+/* The CRT: 5-tuple -> target. LRU so a flood of SYNs ages out old entries instead of failing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DVIPA_CRT_DEFAULT_ENTRIES);
+	__type(key, struct dvipa_flow);
+	__type(value, struct dvipa_crt_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} crt SEC(".maps");
+
+/* TIMEDAFFINITY: (service, client) -> its target and last packet. LRU: old clients age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DVIPA_AFFINITY_ENTRIES);
+	__type(key, struct dvipa_affinity_key);
+	__type(value, struct dvipa_affinity);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} affinity SEC(".maps");
+
+/* Target index -> address and next hop, written by the control plane (struct dvipa_target). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DVIPA_MAX_TARGETS);
+	__type(key, __u32);
+	__type(value, struct dvipa_target);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DVIPA_MAX_TARGETS);
+	__type(key, __u32);
+	__type(value, struct dvipa_target_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} target_stats SEC(".maps");
+
+/* Interfaces the distributor may redirect to (ifindex -> ifindex). */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, DVIPA_MAX_EGRESS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tx_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DVIPA_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct dvipa_svc_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} svc_stats SEC(".maps");
+
+/* VIPAROUTE: a target's packets are encapsulated to this address instead of its cluster address. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DVIPA_MAX_VIA_ROUTES);
+	__type(key, __be32);
+	__type(value, __be32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} via_routes SEC(".maps");
+
+#endif

@@ -1,0 +1,54 @@
+/*
+ * The targets' next hops follow the kernel: rtnetlink tells of every route, neighbour,
+ * address, rule, link and forwarding change in the namespace, and each wakeup re-resolves
+ * every target (FastPath.resolveTargets: one test run each, microseconds), writing only
+ * what changed. No timer polls; a lost event (receive buffer overflow) is answered the same
+ * way, by resolving everything again.
+ */
+import { openRouteEvents, type EventSource } from '../kernel/events.js';
+import type { FastPath } from './fastpath.js';
+import type { Logger } from '../log.js';
+
+/** RTNLGRP_x as bit x-1: LINK 1, NEIGH 3, IPV4_IFADDR 5, IPV4_ROUTE 7, IPV4_RULE 8, IPV4_NETCONF 24. */
+const RTNL_GROUPS = [1, 3, 5, 7, 8, 24].reduce((mask, g) => mask | (1 << (g - 1)), 0);
+
+export class NexthopFollower {
+  private events: EventSource | undefined;
+  /** Wakeups handled and next hops rewritten, for tests and the log. */
+  readonly stats = { wakeups: 0, changed: 0 };
+
+  constructor(
+    private readonly fp: FastPath,
+    private readonly log: Logger,
+  ) {}
+
+  /** Subscribes in the FastPath's namespace and resolves every target once. */
+  start(): void {
+    if (this.events) return;
+    this.events = this.fp.inNamespace(() => openRouteEvents(RTNL_GROUPS, (msgs) => this.onWakeup(msgs)));
+    this.resolve();
+  }
+
+  stop(): void {
+    this.events?.close();
+    this.events = undefined;
+  }
+
+  private onWakeup(msgs: Array<{ error?: Error }>): void {
+    for (const m of msgs) {
+      if (m.error)
+        this.log.warn({ err: m.error.message }, 'rtnetlink events: read failed; resolving every target again');
+    }
+    this.resolve();
+  }
+
+  private resolve(): void {
+    this.stats.wakeups++;
+    try {
+      this.stats.changed += this.fp.resolveTargets();
+    } catch (e) {
+      // A failure here must not stop the agent: the data plane asks the FIB for unresolved targets.
+      this.log.error({ err: (e as Error).message }, "resolving the targets' next hops failed");
+    }
+  }
+}

@@ -1,0 +1,480 @@
+/*
+ * The election: its rules as a pure function, and the coupling facility on a real etcd
+ * (loopback): one winner among racing claims, epochs that only grow, a stale claim
+ * refused, a dead node's DVIPA freed by its lease, a clean stop's grace for adoption.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { decide, Election, PRIMARY_RANK, type Situation } from '../../src/cluster/election.js';
+import { EtcdCoupling, type DvipaView } from '../../src/cluster/coupling.js';
+import { EpochFence } from '../../src/cluster/fence.js';
+import { decodeMessage, InvalidMessage, MsgType } from '../../src/cluster/messages.js';
+import { startEtcd } from '../../src/lab/etcd.js';
+import { etcdFixture } from '../helpers/etcd.js';
+import { log } from '../../src/log.js';
+import { sleep } from '../helpers/agents.js';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import * as path from 'node:path';
+import { ROOT } from '../../src/kernel/paths.js';
+
+const D = '192.0.2.10';
+
+function situation(over: Partial<Omit<Situation, 'view'>> & { view?: Partial<DvipaView> } = {}): Situation {
+  const { view, ...rest } = over;
+  return {
+    me: 'r2',
+    candidates: [
+      { node: 'r1', rank: PRIMARY_RANK },
+      { node: 'r2', rank: 100 },
+      { node: 'r3', rank: 50 },
+    ],
+    live: new Set(['r1', 'r2', 'r3']),
+    primary: 'r1',
+    nopreempt: false,
+    takebackDue: true,
+    idle: false,
+    ownerlessTooLong: false,
+    ...rest,
+    view: { ownerRev: 0, epochRev: 0, ownerSeenAt: 0, lastEpoch: 0, quiesced: new Set(), ...view },
+  };
+}
+
+const owner = (node: string, epoch = 1) => ({
+  owner: { node, rank: node === 'r1' ? PRIMARY_RANK : 100, epoch },
+  ownerRev: 5,
+});
+
+describe('election rules', () => {
+  test('no owner: only the highest-ranked live candidate takes over', () => {
+    assert.equal(decide(situation({ me: 'r1' })), 'takeover');
+    assert.equal(decide(situation({ me: 'r2' })), undefined, 'r1 is alive and ranks higher');
+    assert.equal(decide(situation({ me: 'r2', live: new Set(['r2', 'r3']) })), 'takeover', 'r1 is dead');
+    // An owner key nobody can read may be a live owner's: no claim over it, of any kind.
+    for (const over of [
+      { me: 'r1' },
+      { me: 'r2', live: new Set(['r2', 'r3']) },
+      { me: 'r2', ownerlessTooLong: true },
+    ]) {
+      assert.equal(
+        decide(situation({ ...over, view: { unreadableOwner: 'garbage', ownerRev: 9 } })),
+        undefined,
+        JSON.stringify(over),
+      );
+    }
+    assert.equal(decide(situation({ me: 'r3', live: new Set(['r2', 'r3']) })), undefined, 'r2 outranks r3');
+    assert.equal(
+      decide(situation({ me: 'r3', live: new Set(['r2', 'r3']), ownerlessTooLong: true })),
+      'takeover',
+      'r2 seems stuck',
+    );
+  });
+
+  test('a node that is not a candidate, or not live, never claims', () => {
+    assert.equal(decide(situation({ me: 'r9', live: new Set(['r9']) })), undefined);
+    assert.equal(decide(situation({ me: 'r2', live: new Set(['r3']) })), undefined);
+  });
+
+  test('an owner is never preempted by a backup, whatever its rank', () => {
+    assert.equal(decide(situation({ me: 'r2', view: owner('r3') })), undefined);
+  });
+
+  test('takeback by the primary: when due, never with nopreempt, never against a move', () => {
+    assert.equal(decide(situation({ me: 'r1', view: owner('r2') })), 'takeback');
+    assert.equal(
+      decide(situation({ me: 'r1', view: owner('r2'), takebackDue: false })),
+      undefined,
+      'delay not over / not ready',
+    );
+    assert.equal(decide(situation({ me: 'r1', view: owner('r2'), nopreempt: true })), undefined, 'nopreempt');
+    assert.equal(
+      decide(situation({ me: 'r1', view: { ...owner('r2'), move: { to: 'r2', whenIdle: false } } })),
+      undefined,
+      'an operator moved it',
+    );
+    assert.equal(decide(situation({ me: 'r1', view: owner('r1') })), undefined, 'already the owner');
+  });
+
+  test('moves: the named node claims at once, or when idle for WHENIDLE', () => {
+    const move = (whenIdle: boolean) => ({ ...owner('r1'), move: { to: 'r3', whenIdle } });
+    assert.equal(decide(situation({ me: 'r3', view: move(false) })), 'move');
+    assert.equal(decide(situation({ me: 'r2', view: move(false) })), undefined);
+    assert.equal(decide(situation({ me: 'r3', view: move(true) })), undefined, 'connections still use it');
+    assert.equal(decide(situation({ me: 'r3', view: move(true), idle: true })), 'move');
+    assert.equal(
+      decide(
+        situation({
+          me: 'r3',
+          view: { ...owner('r1'), move: { to: 'r3', whenIdle: false } },
+          live: new Set(['r1', 'r2']),
+        }),
+      ),
+      undefined,
+      'a move to a dead node',
+    );
+  });
+
+  test('quiesce: the quiesced owner is replaced by the best other candidate; a quiesced node never claims', () => {
+    const q = (...nodes: string[]) => ({ ...owner('r1'), quiesced: new Set(nodes) });
+    assert.equal(decide(situation({ me: 'r2', view: q('r1') })), 'move');
+    assert.equal(decide(situation({ me: 'r3', view: q('r1') })), undefined);
+    assert.equal(
+      decide(situation({ me: 'r1', view: { ...q('r1'), owner: { node: 'r2', rank: 100, epoch: 2 } } })),
+      undefined,
+      'no takeback while quiesced',
+    );
+    assert.equal(decide(situation({ me: 'r1', view: { quiesced: new Set(['r1']) } })), undefined);
+    assert.equal(decide(situation({ me: 'r2', view: { quiesced: new Set(['r1']) } })), 'takeover');
+  });
+
+  test('delete (VIPADELETE): nobody claims, whatever else holds', () => {
+    for (const me of ['r1', 'r2', 'r3']) {
+      assert.equal(decide(situation({ me, ownerlessTooLong: true, view: { deleted: true } })), undefined, me);
+      const moved = { ...owner('r2'), deleted: true, move: { to: me, whenIdle: false } };
+      assert.equal(decide(situation({ me, view: moved })), undefined, me);
+    }
+  });
+});
+
+describe('fencing by epoch', () => {
+  test("a deposed owner's messages are refused and counted; the new owner's accepted", () => {
+    const f = new EpochFence();
+    assert.ok(f.admit(D, 'r1', 1));
+    assert.ok(f.admit(D, 'r1', 1), 'the same owner again');
+    assert.ok(f.admit(D, 'r2', 2), 'a takeover');
+    assert.equal(f.admit(D, 'r1', 1), false, 'r1 was deposed');
+    assert.equal(f.admit(D, 'r3', 2), false, 'one epoch, one owner');
+    assert.equal(f.refused, 2);
+    assert.deepEqual(f.current(D), { owner: 'r2', epoch: 2 });
+    assert.ok(f.admit('192.0.2.11', 'r1', 1), 'per DVIPA');
+  });
+
+  test('DVIPA messages: every field checked', () => {
+    const dvipa = (body: object) => decodeMessage(MsgType.Dvipa, Buffer.from(JSON.stringify(body)));
+    const ok = { address: D, owner: 'r2', epoch: 7, event: 'takeover' };
+    assert.deepEqual(dvipa(ok), { type: MsgType.Dvipa, body: ok });
+    for (const [bad, why] of [
+      [{ ...ok, epoch: 0 }, /at least 1/],
+      [{ ...ok, epoch: -1 }],
+      [{ ...ok, epoch: 1.5 }],
+      [{ ...ok, epoch: '7' }],
+      [{ ...ok, event: 'steal' }, /takeover, takeback/],
+      [{ ...ok, owner: 'r 2' }],
+      [{ ...ok, address: '300.1.1.1' }],
+      [{ ...ok, extra: 1 }, /unexpected field/],
+    ] as Array<[object, RegExp?]>)
+      assert.throws(
+        () => dvipa(bad),
+        (e: Error) => e instanceof InvalidMessage && (!why || why.test(e.message)),
+        JSON.stringify(bad),
+      );
+    assert.throws(
+      () => decodeMessage(MsgType.VipaList, Buffer.from(JSON.stringify({ dvipas: [{ address: D, services: [] }] }))),
+      /epoch/,
+      'a VIPA list says its epoch',
+    );
+  });
+});
+
+describe('coupling facility on etcd', () => {
+  const etcd = etcdFixture();
+  let seq = 0;
+  // A long lease where its expiry is not what a test checks: a stalled machine must not end it.
+  const cf = (node: string, ttlSec = 10) => etcd.join(node, { ttlSec, prefix: `/t${seq}/` });
+  const until = async (what: string, cond: () => boolean, ms = 5000) => {
+    const end = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+      await sleep(20);
+    }
+  };
+
+  test('racing claims: exactly one wins; the epoch grows with every change of owner', async () => {
+    seq++;
+    const [a, b] = [await cf('a'), await cf('b')];
+    await until('both members seen', () => a.members().size === 2 && b.members().size === 2);
+    const [ra, rb] = await Promise.all([a.claim(D, 100, a.view(D)), b.claim(D, 50, b.view(D))]);
+    assert.equal([ra, rb].filter(Boolean).length, 1, 'one winner');
+    const [winner, loser] = ra ? [a, b] : [b, a];
+    assert.equal((ra ?? rb)!.epoch, 1);
+    await until('the loser to see the owner', () => loser.view(D).owner !== undefined);
+    // A claim on what the loser saw before the race is stale now: refused.
+    const stale: DvipaView = { ownerRev: 0, epochRev: 0, ownerSeenAt: 0, lastEpoch: 0, quiesced: new Set() };
+    assert.equal(await loser.claim(D, 50, stale), undefined);
+    const moved = await loser.claim(D, 50, loser.view(D));
+    assert.equal(moved?.epoch, 2, 'a takeback or move is a new epoch');
+    await until('the first winner to see it lost', () => winner.view(D).owner?.node === moved?.node);
+    const again = await loser.claim(D, 50, loser.view(D));
+    assert.equal(again?.epoch, 2, 'claiming what one already owns (adoption) keeps the epoch');
+  });
+
+  test("a dead owner's DVIPA is freed when its lease runs out; epochs never go back", async () => {
+    seq++;
+    const b = await cf('b');
+    // The owner is another process, killed (SIGKILL): nothing revokes its lease.
+    const script = `import('${path.join(ROOT, 'dist', 'src', 'cluster', 'coupling.js')}').then(async ({ EtcdCoupling }) => {
+      const { log } = await import('${path.join(ROOT, 'dist', 'src', 'log.js')}');
+      const a = new EtcdCoupling({ endpoints: ['${etcd.server.url}'], node: 'a', xcf: '198.18.0.1', ttlSec: 1, prefix: '/t${seq}/', logger: log });
+      await a.start();
+      const won = await a.claim('${D}', 100, a.view('${D}'));
+      process.stdout.write(won ? 'claimed\\n' : 'lost\\n');
+    });`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const line = await new Promise<string>((resolve) =>
+        child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim())),
+      );
+      assert.equal(line, 'claimed');
+      await until('b to see a own it', () => b.view(D).owner?.node === 'a');
+      const died = Date.now();
+      child.kill('SIGKILL');
+      await until("a's owner key to expire with its lease", () => b.view(D).owner === undefined, 5000);
+      const freedMs = Date.now() - died;
+      assert.ok(
+        freedMs <= 2000,
+        `a 1 s lease freed the DVIPA ${freedMs} ms after the owner died (etcd checks expiry every 500 ms)`,
+      );
+      assert.ok(!b.members().has('a'), 'a is no longer a member');
+      assert.equal((await b.claim(D, 50, b.view(D)))?.epoch, 2, 'the next owner gets a higher epoch');
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  test("garbage in a live owner's key: the backup sees it unreadable and never claims over it; the owner keeps it", async () => {
+    seq++;
+    const [a, b] = [await cf('a'), await cf('b')];
+    const won = (await a.claim(D, PRIMARY_RANK, a.view(D)))!;
+    const ownerKey = `/t${seq}/owner/${D}`;
+    const { Etcd3 } = await import('etcd3');
+    const raw = new Etcd3({ hosts: etcd.server.url });
+    try {
+      const lease = (await raw.get(ownerKey).exec()).kvs[0].lease;
+      for (const garbage of [
+        'not json',
+        '{"node":"a"}',
+        '{"node":"a","rank":256,"epoch":0}',
+        '{"node":7,"rank":1,"epoch":1}',
+        '[]',
+        'null',
+        '',
+      ]) {
+        // The same lease as the owner's record: the key lives as long as its owner does.
+        await raw.put(ownerKey).value(garbage).lease(lease).exec();
+        await until(
+          `b to see ${JSON.stringify(garbage)}`,
+          () => b.view(D).owner === undefined && b.view(D).unreadableOwner === garbage,
+        );
+        const view = b.view(D);
+        assert.equal(
+          decide({
+            ...situation({
+              me: 'b',
+              candidates: [
+                { node: 'a', rank: PRIMARY_RANK },
+                { node: 'b', rank: 100 },
+              ],
+              live: new Set(['b']),
+              primary: 'a',
+            }),
+            view,
+          }),
+          undefined,
+          garbage,
+        );
+      }
+      // b's election, running, with every reason to claim: ready, and a stuck owner presumed
+      // after 100 ms. Over ten of its ticks it claims nothing; the garbage stays.
+      const acquired: string[] = [];
+      const election = new Election(
+        b,
+        new Map([
+          [
+            D,
+            {
+              address: D,
+              primary: 'a',
+              candidates: [
+                { node: 'a', rank: PRIMARY_RANK },
+                { node: 'b', rank: 100 },
+              ],
+            },
+          ],
+        ]),
+        { me: 'b', nopreempt: false, takebackDelayMs: 0, stuckMs: 100, settleMs: 0, claimAfterMs: 0 },
+        {
+          ready: () => true,
+          canRenew: () => true,
+          idle: () => true,
+          claimed: () => undefined,
+          acquired: (_d, rec, how) => acquired.push(`${how} ${rec.epoch}`),
+          lost: () => undefined,
+        },
+        log,
+      );
+      election.start();
+      try {
+        await sleep(2000);
+      } finally {
+        election.stop();
+      }
+      assert.deepEqual(acquired, [], 'no claim over an unreadable owner key');
+      assert.equal(b.view(D).unreadableOwner, '');
+      assert.equal(won.node, 'a');
+    } finally {
+      raw.close();
+    }
+  });
+
+  test('a clean stop leaves the DVIPA for the restarted agent to adopt, with the same epoch', async () => {
+    seq++;
+    const a = await cf('a');
+    assert.equal((await a.claim(D, 100, a.view(D)))?.epoch, 1);
+    await a.stop(5);
+    const a2 = await cf('a');
+    assert.equal(a2.view(D).owner?.node, 'a', 'still owned, under the grace lease');
+    const adopted = await a2.claim(D, 100, a2.view(D));
+    assert.equal(adopted?.epoch, 1);
+  });
+
+  test('dvipa dvipa delete: the owner gives the DVIPA up, nobody takes it; reactivate brings it back', async () => {
+    seq++;
+    const events: string[] = [];
+    const elect = (c: EtcdCoupling, me: string) => {
+      const candidates = [
+        { node: 'a', rank: PRIMARY_RANK },
+        { node: 'b', rank: 100 },
+      ];
+      const opts = { me, nopreempt: false, takebackDelayMs: 0, stuckMs: 300, settleMs: 0, claimAfterMs: 0 };
+      const e = new Election(
+        c,
+        new Map([[D, { address: D, primary: 'a', candidates }]]),
+        opts,
+        {
+          ready: () => true,
+          canRenew: () => true,
+          idle: () => true,
+          claimed: () => undefined,
+          acquired: (_d, o) => events.push(`${me} acquired ${o.epoch}`),
+          lost: (_d, o) => events.push(`${me} lost to ${o?.node ?? 'nobody'}`),
+        },
+        log,
+      );
+      e.start();
+      return e;
+    };
+    // Leases of 3 s: this test is about the delete, not about a loaded machine's lease renewals.
+    const [a, b, ops] = [await cf('a', 3), await cf('b', 3), await cf('ops', 3)];
+    const elections = [elect(a, 'a'), elect(b, 'b')];
+    const dvipaCli = (...args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+        const cli = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+        // The test etcd: plain http on loopback, no auth (said so).
+        const where = ['--etcd', etcd.server.url, '--insecure-etcd', '--etcd-prefix', `/t${seq}/`];
+        execFile(process.execPath, [cli, 'dvipa', ...args, ...where], (err, stdout, stderr) =>
+          resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        );
+      });
+    try {
+      await until('a to route it', () => events.includes('a acquired 1'));
+      // Through the CLI, as an operator does: it waits until no node routes the DVIPA.
+      const deleted = await dvipaCli('delete', D);
+      assert.equal(deleted.code, 0, deleted.stderr);
+      assert.match(deleted.stdout, new RegExp(`^${D} deleted: no node routes it`));
+      assert.equal(ops.view(D).owner, undefined);
+      await until('a to give it up', () => events.includes('a lost to nobody'));
+      await sleep(1000);
+      assert.deepEqual(events, ['a acquired 1', 'a lost to nobody'], 'nobody took it, though ownerless beyond stuckMs');
+      assert.equal(ops.view(D).deleted, true);
+      const back = await dvipaCli('reactivate', D);
+      assert.equal(back.code, 0, back.stderr);
+      assert.match(back.stdout, /delete withdrawn/);
+      await until('a node to route it again', () => ops.view(D).owner !== undefined, 10000).catch((e: Error) =>
+        assert.fail(`${e.message}; events: ${events.join(', ')}`),
+      );
+      // Either candidate may claim first (and the primary then take it back): each claim a new epoch.
+      assert.ok((ops.view(D).owner?.epoch ?? 0) >= 2, `a new owner, a new epoch: ${JSON.stringify(ops.view(D).owner)}`);
+      assert.equal(ops.view(D).deleted, undefined);
+    } finally {
+      for (const e of elections) e.stop();
+    }
+  });
+
+  test('etcd with password auth: the right password joins, a wrong one is refused', async () => {
+    const secured = await startEtcd();
+    try {
+      const ctl = (...args: string[]) =>
+        execFileSync('etcdctl', [`--endpoints=${secured.url}`, ...args], {
+          env: { ...process.env, ETCDCTL_API: '3' },
+          stdio: 'pipe',
+        });
+      ctl('user', 'add', 'root', '--new-user-password=s3cret');
+      ctl('auth', 'enable');
+      const as = (password: string) =>
+        new EtcdCoupling({
+          endpoints: [secured.url],
+          node: 'a',
+          xcf: '198.18.0.1',
+          ttlSec: 1,
+          user: 'root',
+          password,
+          logger: log,
+        });
+      const good = as('s3cret');
+      await good.start();
+      assert.equal((await good.claim(D, 100, good.view(D)))?.epoch, 1);
+      await good.stop(0);
+      const bad = as('wrong');
+      await assert.rejects(bad.start(), /authentication failed|invalid/i);
+      await bad.stop(0);
+    } finally {
+      await secured.stop();
+    }
+  });
+
+  test('etcd over TLS with client certificates: with them it joins, without a client certificate it is refused', async () => {
+    const secured = await startEtcd({ tls: true });
+    try {
+      const { ca, cert, key } = secured.tls!;
+      const good = new EtcdCoupling({
+        endpoints: [secured.url],
+        node: 'a',
+        xcf: '198.18.0.1',
+        ttlSec: 1,
+        caFile: ca,
+        certFile: cert,
+        keyFile: key,
+        logger: log,
+      });
+      await good.start();
+      assert.equal((await good.claim(D, 100, good.view(D)))?.epoch, 1);
+      await good.stop(0);
+      const anonymous = new EtcdCoupling({
+        endpoints: [secured.url],
+        node: 'b',
+        xcf: '198.18.0.1',
+        ttlSec: 1,
+        caFile: ca,
+        logger: log,
+      });
+      await assert.rejects(anonymous.start());
+      await anonymous.stop(0);
+    } finally {
+      await secured.stop();
+    }
+  });
+
+  test('etcd unreachable: health goes down and comes back', async () => {
+    seq++;
+    const a = await cf('a', 1); // health follows the lease's keep-alives (every TTL/3)
+    const changes: boolean[] = [];
+    a.on('health', (ok: boolean) => changes.push(ok));
+    etcd.server.pause();
+    try {
+      await until('unhealthy', () => !a.healthy, 5000);
+    } finally {
+      etcd.server.resume();
+    }
+    await until('healthy again', () => a.healthy, 8000);
+    assert.deepEqual(changes.slice(0, 2), [false, true]);
+  });
+});

@@ -1,0 +1,143 @@
+/*
+ * A real routing agent (in this process, on loopback) and a compromised target holding the
+ * cluster key: what only a routing node may send (a DVIPA message, a VIPA list) is refused
+ * and counted, the owner keeps its DVIPA; the readiness gate needs a connected, synced
+ * target; a clean stop with the peer still connected returns.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import pino from 'pino';
+import { Agent } from '../../src/cluster/agent.js';
+import { Transport } from '../../src/cluster/transport.js';
+import { MsgType } from '../../src/cluster/messages.js';
+import { parseProfile } from '../../src/config/profile.js';
+import { requireRoot, scratchPinRoot } from '../helpers/env.js';
+
+const R1 = '127.0.0.1';
+const T1 = '127.0.0.2';
+const DVIPA = '192.0.2.10';
+const KEY = randomBytes(32);
+let pins: ReturnType<typeof scratchPinRoot>;
+let agent: Agent | undefined;
+let target: Transport;
+let metrics: string;
+let startTarget: () => Promise<Transport>;
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, R1, () => r()));
+  const p = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return p;
+}
+
+const until = async (what: string, cond: () => boolean | Promise<boolean>, ms = 10_000) => {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+};
+
+async function rejects(reason: string): Promise<number> {
+  const text = await new Promise<string>((resolve, reject) => {
+    http
+      .get(`http://${metrics}/metrics`, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve(body));
+      })
+      .once('error', reject);
+  });
+  return Number(new RegExp(`dvipa_message_rejects_total\\{reason="${reason}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+}
+
+before(async () => {
+  requireRoot();
+  pins = scratchPinRoot('hp');
+  const port = await freePort();
+  metrics = `${R1}:${await freePort()}`;
+  const config = parseProfile(
+    [
+      `NODE r1 XCF ${R1}`,
+      `VIPADYNAMIC VIPADEFINE 255.255.255.255 ${DVIPA} VIPADISTRIBUTE ${DVIPA} PORT 80 DESTIP ${T1} ENDVIPADYNAMIC`,
+      `NODE t1 XCF ${T1}`,
+    ].join('\n'),
+  );
+  const logger = pino({ level: 'silent' });
+  agent = new Agent({ config, node: 'r1', key: KEY, pinRoot: pins.pinRoot, port, metricsAddress: metrics, logger });
+  await agent.start();
+  startTarget = async () => {
+    const t = new Transport({
+      node: 't1',
+      key: KEY,
+      listen: { host: T1, port },
+      peers: [{ name: 'r1', host: R1, port }],
+      logger,
+    });
+    await t.start();
+    return t;
+  };
+  target = await startTarget();
+  await until('the target to connect', () => target.connected('r1'));
+  await until('r1 to own its DVIPA', () => agent!.owned().has(DVIPA));
+});
+
+after(async () => {
+  await target?.stop();
+  await agent?.stop();
+  pins?.remove();
+});
+
+test('a target cannot take a DVIPA, announce another owner, or send a VIPA list', async () => {
+  const epoch = agent!.owned().get(DVIPA)!.epoch;
+  target.send('r1', {
+    type: MsgType.Dvipa,
+    body: { address: DVIPA, owner: 't1', epoch: epoch + 100, event: 'takeover' },
+  });
+  target.send('r1', {
+    type: MsgType.Dvipa,
+    body: { address: DVIPA, owner: 'r2', epoch: epoch + 100, event: 'takeover' },
+  });
+  target.send('r1', {
+    type: MsgType.VipaList,
+    body: {
+      dvipas: [{ address: DVIPA, epoch: epoch + 100, services: [{ port: 22, protocol: 'tcp', targets: 'all' }] }],
+    },
+  });
+  await until(
+    'the refusals to be counted',
+    async () => (await rejects('not_routing')) === 2 && (await rejects('not_owner')) === 1,
+  );
+  assert.equal(agent!.owned().get(DVIPA)?.epoch, epoch, 'r1 still owns the DVIPA, under the same epoch');
+  assert.ok(target.connected('r1'), 'a refused message is dropped alone');
+});
+
+test('the readiness gate opens only with a connected, synced target (an isolated node never takes back)', async () => {
+  const ready = () => (agent as unknown as { router: { ready(d: string): boolean } }).router.ready(DVIPA);
+  const started = Date.now();
+  assert.equal(ready(), false, 'connected, but no full reports yet');
+  target.send('r1', {
+    type: MsgType.SrvStat,
+    body: { full: true, up: [{ dvipa: DVIPA, port: 80, protocol: 'tcp' }], down: [] },
+  });
+  target.send('r1', { type: MsgType.Conns, body: { full: true, added: [], removed: [] } });
+  await until('the gate to open', ready);
+  await target.stop();
+  // Past the start-up wait, a target that is not connected used to count as fine: the gate opened with none.
+  await new Promise((r) => setTimeout(r, Math.max(0, 5500 - (Date.now() - started))));
+  assert.equal(ready(), false, 'no target connected');
+  target = await startTarget();
+  await until('the target to reconnect', () => target.connected('r1'));
+});
+
+test('a clean stop with the peer connected returns, the maps closed last', async () => {
+  assert.ok(target.connected('r1'));
+  const a = agent!;
+  agent = undefined;
+  await a.stop();
+  await until('the target to see r1 go', () => !target.connected('r1'));
+});

@@ -1,0 +1,85 @@
+/*
+ * The user-space codecs must match the C structs byte for byte. The compiled objects carry
+ * BTF for every struct and enum of bpf/dvipa.h: compare sizes, field names and offsets,
+ * and the reason numbering, so neither side can drift without this failing.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { declaredMaps } from '../../src/kernel/object.js';
+import { sys } from '../../src/kernel/sys.js';
+import type { Struct } from '../../src/dataplane/codec.js';
+import {
+  affinity,
+  affinityKey,
+  crtEntry,
+  flow,
+  MAX_SERVICES,
+  nodeConfig,
+  targetEntry,
+  targetStats,
+  REASONS,
+  servedStats,
+  svc,
+  svcKey,
+  svcStats,
+  CrtOrigin,
+} from '../../src/dataplane/structs.js';
+import { xdpMd } from '../../src/dataplane/testrun.js';
+import { sockEvent } from '../../src/cluster/sockevents.js';
+import { objectPath } from '../helpers/env.js';
+
+const camel = (s: string) => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+
+function assertMatchesBtf(obj: string, s: Struct<unknown>): void {
+  const btf = sys.btfStruct(obj, obj, s.cName);
+  assert.equal(s.size, btf.size, `${s.cName}: size`);
+  const fromC = btf.members
+    .filter((m) => !m.name.startsWith('pad'))
+    .map((m) => ({ name: camel(m.name), offset: m.offset, size: m.size }));
+  const fromTs = s.fields
+    .filter((f) => !f.name.startsWith('pad'))
+    .map((f) => ({ name: f.name, offset: f.offset, size: f.size }));
+  assert.deepEqual(fromTs, fromC, `${s.cName}: fields`);
+}
+
+for (const s of [svcKey, svc, flow, crtEntry, nodeConfig, svcStats, targetEntry, targetStats, affinityKey, affinity]) {
+  test(`${s.cName} matches the BTF of distributor.bpf.o`, () => assertMatchesBtf(objectPath('distributor'), s));
+}
+
+test('dvipa_served_stats matches the BTF of decap.bpf.o', () => assertMatchesBtf(objectPath('decap'), servedStats));
+
+test('dvipa_sock_event matches the BTF of sockstate.bpf.o', () => assertMatchesBtf(objectPath('sockstate'), sockEvent));
+
+test('struct xdp_md matches the BTF of the kernel build', () => {
+  assertMatchesBtf(objectPath('distributor'), xdpMd);
+});
+
+test('enum dvipa_reason numbering matches REASONS', () => {
+  const e = sys.btfEnum('distributor', objectPath('distributor'), 'dvipa_reason');
+  const expected: Record<string, number> = {};
+  REASONS.forEach((r, i) => (expected[`DVIPA_R_${r.toUpperCase()}`] = i));
+  expected.DVIPA_R_COUNT = REASONS.length;
+  assert.deepEqual(e, expected);
+});
+
+test('enum dvipa_crt_origin matches CrtOrigin', () => {
+  assert.deepEqual(sys.btfEnum('distributor', objectPath('distributor'), 'dvipa_crt_origin'), {
+    DVIPA_CRT_FIRST: CrtOrigin.First,
+    DVIPA_CRT_RECOVERED: CrtOrigin.Recovered,
+    DVIPA_CRT_CONTROL: CrtOrigin.Control,
+  });
+});
+
+test('map definitions carry the sizes user space assumes', () => {
+  const router = new Map(declaredMaps('distributor').map((m) => [m.name, m]));
+  assert.equal(router.get('maglev')?.maxEntries, MAX_SERVICES);
+  assert.equal(router.get('services')?.maxEntries, MAX_SERVICES);
+  assert.equal(router.get('svc_stats')?.maxEntries, MAX_SERVICES);
+  assert.equal(router.get('crt')?.keySize, flow.size);
+  assert.equal(router.get('crt')?.valueSize, crtEntry.size);
+  assert.equal(router.get('services')?.keySize, svcKey.size);
+  for (const name of ['distributor', 'decap']) {
+    assert.equal(declaredMaps(name).find((m) => m.name === 'reasons')?.maxEntries, REASONS.length);
+  }
+  assert.equal(declaredMaps('decap').find((m) => m.name === 'served_stats')?.keySize, svcKey.size);
+});

@@ -1,0 +1,207 @@
+/*
+ * Next hops owned by the control plane: the distributor reads each target's egress from the
+ * `targets` array; the agent's NexthopFollower keeps it equal to the kernel's routes and
+ * neighbours through rtnetlink events. Each change is made with `ip` in a routing-node
+ * namespace, and the data plane (BPF_PROG_TEST_RUN there, an established connection and a
+ * new one) must follow within 100 ms of the command returning.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FastPath, type TargetNexthop } from '../../src/dataplane/fastpath.js';
+import type { Service } from '../../src/net/service.js';
+import { NexthopFollower } from '../../src/dataplane/nexthops.js';
+import { runXdp, type XdpAction } from '../../src/dataplane/testrun.js';
+import { createRouterNs, ROUTER_NET, type RouterNs } from '../../src/lab/router-ns.js';
+import { netnsPath, nsIp } from '../../src/lab/netns.js';
+import { buildFrame, parseFrame } from '../../src/net/packet.js';
+import { log } from '../../src/log.js';
+import { requireRoot, scratchPinRoot, uniquePrefix } from '../helpers/env.js';
+
+const VIP = '192.0.2.10';
+const TARGET = '198.18.1.11';
+const web: Service = { vip: VIP, port: 80, protocol: 'tcp' };
+const FOLLOW_MS = 100;
+
+let rns: RouterNs;
+let fp: FastPath;
+let follower: NexthopFollower;
+let pins: ReturnType<typeof scratchPinRoot>;
+let ext0: number;
+let sport = 41000;
+
+before(() => {
+  requireRoot();
+  rns = createRouterNs(uniquePrefix('nh'), [TARGET]);
+  // A second way towards the targets.
+  nsIp(rns.ns, 'link', 'add', 'alt0', 'type', 'veth', 'peer', 'name', 'alt1');
+  nsIp(rns.ns, 'addr', 'add', '198.18.3.1/24', 'dev', 'alt0');
+  nsIp(rns.ns, 'link', 'set', 'alt0', 'up');
+  nsIp(rns.ns, 'link', 'set', 'alt1', 'up');
+  ext0 = rns.ifindex('ext0');
+  pins = scratchPinRoot('nh');
+  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 4096, netnsPath: netnsPath(rns.ns) });
+  fp.configure({ clusterAddr: rns.clusterAddr });
+  rns.inside(() => {
+    fp.enableEgress('int0');
+    fp.enableEgress('alt0');
+  });
+  follower = new NexthopFollower(fp, log.child({ test: 'nexthops' }));
+  follower.start();
+  fp.setTargets(web, [{ addr: TARGET, weight: 1 }]);
+});
+
+after(() => {
+  follower?.stop();
+  fp?.close();
+  pins?.remove();
+  rns?.teardown();
+});
+
+interface Seen {
+  action: XdpAction;
+  dmac?: string;
+  smac?: string;
+}
+
+function send(flags: { syn?: boolean; ack?: boolean }, port: number): Seen {
+  const frame = buildFrame({ saddr: ROUTER_NET.client, daddr: VIP, sport: port, dport: 80, tcpFlags: flags });
+  const r = rns.inside(() => runXdp(fp.progFd('distributor'), 'distributor', frame, { ingressIfindex: ext0 }));
+  const p = parseFrame(r.frame);
+  return {
+    action: r.action,
+    dmac: r.action === 'redirect' ? p.eth?.dst : undefined,
+    smac: r.action === 'redirect' ? p.eth?.src : undefined,
+  };
+}
+
+/** An established connection (CRT hit) and a new one: how each is forwarded now. */
+function both(established: number): { established: Seen; fresh: Seen } {
+  return { established: send({ ack: true }, established), fresh: send({ syn: true }, ++sport) };
+}
+
+/**
+ * How long after the change the data plane had it: the `targets` entry the distributor reads
+ * for every packet is polled (a map lookup, the event loop running between polls) until it
+ * matches `want`; then both kinds of packets must be forwarded accordingly (`ok`).
+ */
+async function followed(
+  want: (t: TargetNexthop) => boolean,
+  ok: (s: { established: Seen; fresh: Seen }) => boolean,
+  established: number,
+): Promise<number> {
+  const t0 = performance.now();
+  while (!want(fp.nexthops()[0])) {
+    const ms = performance.now() - t0;
+    if (ms > 2000)
+      assert.fail(
+        `not followed after ${ms.toFixed(0)} ms: next hops ${JSON.stringify(fp.nexthops())}, follower ${JSON.stringify(follower.stats)}`,
+      );
+    await new Promise((r) => setImmediate(r));
+  }
+  const ms = performance.now() - t0;
+  const s = both(established);
+  assert.ok(ok(s), `the data plane forwards by the new next hop: ${JSON.stringify(s)}`);
+  return ms;
+}
+
+function macOf(ifname: string): string {
+  return JSON.parse(nsIp(rns.ns, '-j', 'link', 'show', ifname))[0].address as string;
+}
+
+test('an established connection is forwarded from the resolved next hop, without the FIB', () => {
+  const conn = ++sport;
+  assert.equal(send({ syn: true }, conn).action, 'redirect');
+  const nh = fp.nexthops();
+  assert.equal(nh.length, 1);
+  assert.ok(nh[0].resolved, 'resolved when the target was set');
+  assert.equal(nh[0].ifindex, rns.ifindex('int0'));
+  assert.equal(nh[0].dmac, '02:00:00:00:01:10');
+  // The FIB is not asked: a neighbour entry gone without rtnetlink's notice (the follower is
+  // stopped) leaves the established connection on its resolved next hop.
+  follower.stop();
+  try {
+    nsIp(rns.ns, 'neigh', 'del', TARGET, 'dev', 'int0');
+    assert.deepEqual(send({ ack: true }, conn), { action: 'redirect', dmac: '02:00:00:00:01:10', smac: macOf('int0') });
+  } finally {
+    nsIp(rns.ns, 'neigh', 'replace', TARGET, 'lladdr', '02:00:00:00:01:10', 'dev', 'int0', 'nud', 'permanent');
+    follower.start();
+  }
+});
+
+test("a neighbour's MAC changes, a route moves to another interface, the target becomes unreachable: followed within 100 ms", async () => {
+  const conn = ++sport;
+  assert.equal(send({ syn: true }, conn).action, 'redirect');
+  const timings: Record<string, number> = {};
+
+  nsIp(rns.ns, 'neigh', 'replace', TARGET, 'lladdr', '02:00:00:00:09:99', 'dev', 'int0', 'nud', 'permanent');
+  timings.neighbour = await followed(
+    (t) => t.dmac === '02:00:00:00:09:99',
+    (s) => s.established.dmac === '02:00:00:00:09:99' && s.fresh.dmac === '02:00:00:00:09:99',
+    conn,
+  );
+
+  const alt = macOf('alt0');
+  nsIp(rns.ns, 'neigh', 'replace', TARGET, 'lladdr', '02:00:00:00:03:11', 'dev', 'alt0', 'nud', 'permanent');
+  nsIp(rns.ns, 'route', 'replace', `${TARGET}/32`, 'dev', 'alt0');
+  const altIndex = rns.ifindex('alt0');
+  timings.route = await followed(
+    (t) => t.ifindex === altIndex,
+    (s) => [s.established, s.fresh].every((x) => x.smac === alt && x.dmac === '02:00:00:00:03:11'),
+    conn,
+  );
+
+  // (Deleting the /32 would leave it reachable through int0's subnet.)
+  nsIp(rns.ns, 'route', 'replace', 'unreachable', `${TARGET}/32`);
+  timings.unreachable = await followed(
+    (t) => !t.resolved,
+    (s) => s.established.action === 'drop' && s.fresh.action === 'drop',
+    conn,
+  );
+  assert.ok(fp.reasonCounts().drop_no_route > 0n, "the data plane's own FIB lookup says why");
+
+  // And back: reachable again through int0.
+  nsIp(rns.ns, 'route', 'replace', `${TARGET}/32`, 'dev', 'int0');
+  timings.restored = await followed(
+    (t) => t.resolved && t.ifindex === rns.ifindex('int0'),
+    (s) => s.established.dmac === '02:00:00:00:09:99' && s.fresh.action === 'redirect',
+    conn,
+  );
+  for (const [what, ms] of Object.entries(timings))
+    assert.ok(ms <= FOLLOW_MS, `${what}: followed after ${ms.toFixed(1)} ms`);
+  console.log(
+    `# followed within ms: ${JSON.stringify(Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, +v.toFixed(1)])))}`,
+  );
+  assert.ok(follower.stats.changed >= 4, `next hops rewritten ${follower.stats.changed} times`);
+});
+
+test("an index freed under a connection's CRT entry is not used for another target", () => {
+  const other: Service = { vip: VIP, port: 81, protocol: 'tcp' };
+  const conn = ++sport;
+  assert.equal(send({ syn: true }, conn).action, 'redirect');
+  fp.setTargets(web, []);
+  try {
+    // The connection's entry names a freed index: the data plane looks its target up by address.
+    fp.setTargets(other, [{ addr: '198.18.0.50', weight: 1 }]);
+    const s = send({ ack: true }, conn);
+    assert.equal(s.action, 'redirect');
+    assert.equal(s.dmac, '02:00:00:00:09:99', "still the connection's own target");
+  } finally {
+    fp.removeService(other);
+    fp.setTargets(web, [{ addr: TARGET, weight: 1 }]);
+  }
+});
+
+test('a next hop that cannot be checked (the external interface gone) is not kept: the data plane asks the FIB', () => {
+  const cfg = fp.nodeConfig();
+  const conn = ++sport;
+  fp.config.set(0, { ...cfg, extIfindex: 9999 });
+  try {
+    fp.resolveTargets();
+    assert.equal(fp.nexthops()[0].resolved, false);
+    assert.equal(send({ syn: true }, conn).action, 'redirect', 'forwarded by the FIB from the ingress interface');
+  } finally {
+    fp.config.set(0, cfg);
+    fp.resolveTargets();
+  }
+  assert.equal(fp.nexthops()[0].resolved, true);
+});
