@@ -229,16 +229,11 @@ export class Agent {
     clearInterval(this.beatTimer);
     this.ipsec?.stop();
     const grace = this.opts.ha?.restartGraceSec ?? DEFAULTS.restartGrace;
-    const owned = [...this.owned().keys()];
-    const sent = process.hrtime.bigint();
-    // First, within the lease: the owner keys go to the restart-grace lease. Renewals go on
-    // until the grace is written (they fail once it is), so the fence never runs out
-    // meanwhile; then the restarted agent has the grace to adopt, candidates wait that much
-    // longer, and so may the data plane.
-    const handed = await this.cf?.stop(grace);
+    // First, within the lease: the owner keys go to the restart-grace lease, renewed ones by
+    // the renewal worker (which moves their fences to match, without a gap), then the rest.
+    const handed = await this.renewer?.handOver(grace);
+    await this.cf?.stop(grace, handed);
     await this.renewer?.stop();
-    if (handed && this.renewer)
-      for (const d of owned) this.fp.setFence(d, sent + this.ns(grace * 1000 + this.fenceMs()));
     await this.transport.stop();
     this.target.stop();
     this.router.stop();

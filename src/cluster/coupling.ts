@@ -78,16 +78,21 @@ export interface CouplingFacility extends EventEmitter {
    * else its value (a living owner's renewals do not get in the way).
    */
   claim(dvipa: string, rank: number, seen: DvipaView, exact?: boolean): Promise<OwnerRecord | undefined>;
+  /**
+   * The owner key's mod revision now (0: none), read through the store within `timeoutMs`;
+   * undefined if the store did not answer in time. A read: harmless however late it arrives.
+   */
+  probe(dvipa: string, timeoutMs: number): Promise<number | undefined>;
   setMove(dvipa: string, move: MoveRequest | undefined): Promise<void>;
   setQuiesced(dvipa: string, node: string, quiesced: boolean): Promise<void>;
   /** Gives up a DVIPA this node owns, if `owner` is still the record (false: it is not). */
   release(dvipa: string, owner: OwnerRecord): Promise<boolean>;
   /**
    * Leaves: owner keys move to a lease of `graceSec` that nobody renews, so a restarted agent
-   * can adopt them before the backups take over; 0 gives everything up at once. True: the
-   * store confirmed the grace (of requests sent after the call began).
+   * can adopt them before the backups take over; 0 gives everything up at once. The keys of
+   * `handed` DVIPAs were moved already (by the renewal worker).
    */
-  stop(graceSec: number): Promise<boolean>;
+  stop(graceSec: number, handed?: Set<string>): Promise<void>;
   // Events: 'change' (dvipa | undefined for membership), 'health' (healthy: boolean),
   // 'lease' (a new lease: keys bound to an earlier one are no longer this agent's).
 }
@@ -335,6 +340,18 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     return record;
   }
 
+  async probe(dvipa: string, timeoutMs: number): Promise<number | undefined> {
+    try {
+      const res = await this.client
+        .get(keyOf(this.prefix, 'owner', dvipa))
+        .options({ deadline: Date.now() + timeoutMs })
+        .exec();
+      return Number(res.kvs[0]?.mod_revision ?? 0);
+    } catch {
+      return undefined;
+    }
+  }
+
   /** What renewing this node's ownership takes (the owner key, its value, this agent's lease); none without a lease. */
   renewal(dvipa: string, owner: OwnerRecord): Renewal | undefined {
     return this.leaseId
@@ -397,40 +414,36 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     return (await mine.then(this.client.delete().key(ownerKey)).commit()).succeeded;
   }
 
-  async stop(graceSec: number): Promise<boolean> {
-    if (this.stopping) return false;
+  async stop(graceSec: number, handed = new Set<string>()): Promise<void> {
+    if (this.stopping) return;
     this.stopping = true;
-    let handed = false;
+    const ownerKeys = keyOf(this.prefix, 'owner', '');
     try {
       const mine = [...this.kv].filter(
-        ([k, v]) => k.startsWith(keyOf(this.prefix, 'owner', '')) && parseOwner(v.value)?.node === this.opts.node,
+        ([k, v]) =>
+          k.startsWith(ownerKeys) &&
+          !handed.has(k.slice(ownerKeys.length)) &&
+          parseOwner(v.value)?.node === this.opts.node,
       );
       if (graceSec > 0 && mine.length) {
         const grace = this.client.lease(graceSec, { autoKeepAlive: false });
         const id = await grace.grant();
-        // Renewals stop now: the value (not a revision) says it is still ours.
-        handed = true;
+        // The value (not a revision) says it is still ours.
         for (const [k, v] of mine) {
           const o = parseOwner(v.value)!;
           const graced = JSON.stringify({ ...o, graceMs: graceSec * 1000 });
-          const res = await this.client
-            .if(k, 'Value', '==', v.value)
-            .then(this.client.put(k).value(graced).lease(id))
-            .commit();
-          handed &&= res.succeeded;
+          await this.client.if(k, 'Value', '==', v.value).then(this.client.put(k).value(graced).lease(id)).commit();
         }
         grace.release();
       }
       await this.lease?.revoke();
     } catch (e) {
-      handed = false;
       this.opts.logger.warn({ err: (e as Error).message }, 'etcd: leaving uncleanly; the lease expires by itself');
     } finally {
       this.lease?.release();
       await this.watcher?.cancel().catch(() => undefined);
       this.client.close();
     }
-    return handed;
   }
 }
 
@@ -499,8 +512,11 @@ export class LocalCoupling extends EventEmitter implements CouplingFacility {
     return this.owners.delete(dvipa);
   }
 
-  async stop(): Promise<boolean> {
+  async probe(dvipa: string): Promise<number> {
+    return this.view(dvipa).ownerRev;
+  }
+
+  async stop(): Promise<void> {
     this.owners.clear();
-    return false;
   }
 }

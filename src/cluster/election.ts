@@ -29,6 +29,13 @@ export const PRIMARY_RANK = 256;
 
 /** How often the rules are evaluated besides store changes (delays, readiness). */
 const TICK_MS = 200;
+/**
+ * Before taking over from an owner that has gone quiet, a candidate reads its key through
+ * etcd and claims only if the read came back within this long with the revision it saw: an
+ * owner quiet because etcd (or this node's view of it) stalled is not dead, and a claim sent
+ * into a stalled etcd would be applied whenever it wakes, against renewals queued beside it.
+ */
+const PROBE_MS = 250;
 
 export interface Candidate {
   node: string;
@@ -136,6 +143,15 @@ export class Election {
   private readonly promised = new Map<string, number>();
   /** Re-evaluation when a silent owner's time is up. */
   private readonly staleTimers = new Map<string, NodeJS.Timeout>();
+  /** DVIPAs whose owner key is being read before a takeover. */
+  private readonly probing = new Set<string>();
+  /** When (performance.now()) a read of etcd last went unanswered: quiet owners count from then. */
+  private stalledAt = 0;
+  /**
+   * Takeover claims that failed without an answer (etcd may still apply them), with the
+   * revisions they compared: until the store has moved past those, no HOLD is acknowledged.
+   */
+  private readonly unanswered = new Map<string, { ownerRev: number; epochRev: number }>();
 
   constructor(
     private readonly cf: CouplingFacility,
@@ -171,8 +187,19 @@ export class Election {
    */
   promise(dvipa: string, from: string, epoch: number): boolean {
     if (!this.dvipas.has(dvipa) || from === this.opts.me || this.busy.has(dvipa) || this.owned.has(dvipa)) return false;
-    const owner = this.cf.view(dvipa).owner;
+    const view = this.cf.view(dvipa);
+    const owner = view.owner;
     if (owner && (owner.epoch > epoch || (owner.epoch === epoch && owner.node !== from))) return false;
+    const pending = this.unanswered.get(dvipa);
+    if (pending) {
+      if (pending.ownerRev === view.ownerRev && pending.epochRev === view.epochRev) return false;
+      this.unanswered.delete(dvipa);
+    }
+    // HOLDs bridge an etcd that nobody reaches, not one that has settled without the sender:
+    // a node that has seen etcd healthy for a settling time, and the sender not a member in
+    // it, leaves the sender to its fence (an owner cut off from etcd alone is taken over).
+    const settled = this.healthySince !== undefined && Date.now() - this.healthySince >= this.opts.settleMs;
+    if (this.cf.healthy && settled && !this.cf.members().has(from)) return false;
     this.promised.set(dvipa, performance.now() + this.opts.claimAfterMs);
     return true;
   }
@@ -185,7 +212,27 @@ export class Election {
    */
   private quietIn(view: DvipaView): number {
     if (this.opts.claimAfterMs <= 0 || view.ownerSeenAt === 0) return 0;
-    return view.ownerSeenAt + this.opts.claimAfterMs + (view.ownerGraceMs ?? 0) - performance.now();
+    const since = Math.max(view.ownerSeenAt, this.stalledAt);
+    return since + this.opts.claimAfterMs + (view.ownerGraceMs ?? 0) - performance.now();
+  }
+
+  /**
+   * Reads the owner key before a takeover (PROBE_MS): the same revision in time, and the
+   * takeover goes ahead; no answer, and quiet owners count from now (etcd was stalled).
+   */
+  private probe(dvipa: string, ownerRev: number): void {
+    if (this.probing.has(dvipa)) return;
+    this.probing.add(dvipa);
+    void this.cf
+      .probe(dvipa, PROBE_MS)
+      .then((rev) => {
+        if (rev === undefined) {
+          this.stalledAt = performance.now();
+          this.log.info({ dvipa }, 'etcd did not answer a read in time: no takeover while it stalls');
+          this.evaluateLater(dvipa, this.opts.claimAfterMs);
+        } else if (rev === ownerRev) this.evaluate(dvipa, ownerRev);
+      })
+      .finally(() => this.probing.delete(dvipa));
   }
 
   /**
@@ -213,7 +260,8 @@ export class Election {
     for (const d of this.dvipas.keys()) this.evaluate(d);
   }
 
-  private evaluate(dvipa: string): void {
+  /** `probed`: the owner key's revision a read just confirmed (a takeover needs one, see probe()). */
+  private evaluate(dvipa: string, probed?: number): void {
     if (this.busy.has(dvipa) || !this.cf.healthy) return;
     const c = this.dvipas.get(dvipa)!;
     const seen = this.cf.view(dvipa);
@@ -279,11 +327,14 @@ export class Election {
     });
     if (seen.owner && seen.owner.node !== this.opts.me && quietIn > 0) this.evaluateLater(dvipa, quietIn);
     if (!claim) return;
-    const wait = Math.max(quietIn, (this.promised.get(dvipa) ?? 0) - performance.now());
+    // The holder wins back what it held at once (its own key expired with its lease, etcd
+    // having stalled); the others give the cluster time to settle, and a quiet owner its claim delay.
+    const wait = mine ? 0 : Math.max(quietIn, (this.promised.get(dvipa) ?? 0) - performance.now());
     if (claim === 'takeover' && wait > 0) return this.evaluateLater(dvipa, wait);
-    // The holder wins back what it held at once; the others give the cluster time to settle.
     const settled = mine !== undefined || now - (this.healthySince ?? now) >= this.opts.settleMs;
-    if (settled && (claim === 'takeover' || this.hooks.ready(dvipa))) this.run(dvipa, claim, seen);
+    if (!settled || (claim !== 'takeover' && !this.hooks.ready(dvipa))) return;
+    if (claim === 'takeover' && silent && probed !== seen.ownerRev) return this.probe(dvipa, seen.ownerRev);
+    this.run(dvipa, claim, seen);
   }
 
   /** Deleted by the operator: give it up (fenced on our record); the routing stops once the store agrees. */
@@ -329,7 +380,11 @@ export class Election {
           );
           this.hooks.acquired(dvipa, won, how, previous, Date.now() - since);
         },
-        (e: Error) => this.log.warn({ dvipa, how, err: e.message }, 'claim failed; retrying'),
+        (e: Error) => {
+          // No answer is no refusal: etcd may apply the claim yet (see promise()).
+          this.unanswered.set(dvipa, { ownerRev: view.ownerRev, epochRev: view.epochRev });
+          this.log.warn({ dvipa, how, err: e.message }, 'claim failed; retrying');
+        },
       )
       .finally(() => this.busy.delete(dvipa));
   }

@@ -25,7 +25,17 @@ export type WorkerRequest =
   /** The fence may run to `deadlineNs` (every other candidate promised), if that is later. */
   | { op: 'extend'; dvipa: string; deadlineNs: bigint }
   /** No more renewals: the fence runs out by itself. */
-  | { op: 'drop'; dvipa: string };
+  | { op: 'drop'; dvipa: string }
+  /**
+   * A clean stop: renewals end, and each owner key goes to a lease of `graceSec` that nobody
+   * renews, marked with the grace; the reply ('handed') lists the DVIPAs whose key etcd took.
+   */
+  | { op: 'handOver'; graceSec: number };
+
+/** The worker's answer to a hand-over. */
+export interface HandedOver {
+  handed: string[];
+}
 
 /** The renewal thread's real-time priority (SCHED_RR), or its nice value where that is refused. */
 const RENEWAL_RT_PRIORITY = 10;
@@ -95,6 +105,37 @@ function connect(): void {
 connect();
 setInterval(renewAll, setup.renewMs);
 
+/**
+ * Here and not in the main thread: the fence must run from one confirmed write to the next
+ * without a gap. Renewals stop first (a late confirmation no longer moves the fence), then
+ * each key is written again with its grace, and the fence moves to that grace (plus a fence)
+ * after the write was sent: candidates wait a claim delay and the grace after they see it.
+ */
+async function handOver(graceSec: number): Promise<HandedOver> {
+  const mine = [...owned];
+  owned.clear();
+  const handed: string[] = [];
+  if (graceSec <= 0 || !mine.length) return { handed };
+  const lease = client.lease(graceSec, { autoKeepAlive: false });
+  try {
+    const id = await lease.grant();
+    for (const [dvipa, o] of mine) {
+      const { key, value } = o.renewal;
+      const graced = JSON.stringify({ ...(JSON.parse(value) as object), graceMs: graceSec * 1000 });
+      const sent = process.hrtime.bigint();
+      const res = await client.if(key, 'Value', '==', value).then(client.put(key).value(graced).lease(id)).commit();
+      if (!res.succeeded) continue;
+      fence.set(dvipa, sent + BigInt(graceSec) * 1_000_000_000n + setup.fenceNs);
+      handed.push(dvipa);
+    }
+  } catch {
+    // etcd unreachable: what was not handed over lapses with its fence, as after a crash
+  } finally {
+    lease.release();
+  }
+  return { handed };
+}
+
 parentPort!.on('message', (m: WorkerRequest) => {
   switch (m.op) {
     case 'own':
@@ -105,5 +146,8 @@ parentPort!.on('message', (m: WorkerRequest) => {
       return extend(m.dvipa, m.deadlineNs);
     case 'drop':
       owned.delete(m.dvipa);
+      return;
+    case 'handOver':
+      void handOver(m.graceSec).then((r) => parentPort!.postMessage(r));
   }
 });

@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Renewal } from './coupling.js';
-import type { WorkerRequest, WorkerSetup } from './renewal-worker.js';
+import type { HandedOver, WorkerRequest, WorkerSetup } from './renewal-worker.js';
 import type { Logger } from '../log.js';
 
 const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'renewal-worker.js');
@@ -18,6 +18,7 @@ export class Renewer {
   private readonly worker: Worker;
   /** Whether the worker has reached etcd: until then a claim would not be renewed. */
   connected = false;
+  private handed?: (dvipas: Set<string>) => void;
 
   constructor(setup: WorkerSetup, log: Logger) {
     this.worker = new Worker(WORKER, { workerData: setup });
@@ -25,9 +26,12 @@ export class Renewer {
     this.worker.on('error', (e) =>
       log.error({ err: e.message }, 'renewal worker failed: this node no longer renews its DVIPAs'),
     );
-    this.worker.on('message', (m) => {
+    this.worker.on('message', (m: 'connected' | HandedOver) => {
       if (m === 'connected') this.connected = true;
+      else this.handed?.(new Set(m.handed));
     });
+    // A worker gone answers no hand-over: the stop goes on without one.
+    this.worker.on('exit', () => this.handed?.(new Set()));
     this.worker.unref();
   }
 
@@ -43,6 +47,17 @@ export class Renewer {
   /** Renewals stop; the fence runs out by itself. */
   drop(dvipa: string): void {
     this.post({ op: 'drop', dvipa });
+  }
+
+  /**
+   * A clean stop: renewals end and each owned DVIPA's key goes to a grace lease, its fence
+   * moved to match (renewal-worker.ts); resolves to the DVIPAs handed over.
+   */
+  handOver(graceSec: number): Promise<Set<string>> {
+    return new Promise((resolve) => {
+      this.handed = resolve;
+      this.post({ op: 'handOver', graceSec });
+    });
   }
 
   /** Renewals end at once (what was asked before may not be done). */

@@ -76,7 +76,10 @@ export class Agents {
   /** Follows an agent started some other way (its JSON log on stderr), as one of these. */
   adopt(node: string, child: ChildProcess): void {
     const log: LogLine[] = (this.logs[node] = []);
+    // DVIPA_TEST_LOGS=dir keeps every agent's whole log there (node.log), to read after a failure.
+    const keep = process.env.DVIPA_TEST_LOGS;
     readline.createInterface({ input: child.stderr! }).on('line', (l) => {
+      if (keep) fs.appendFileSync(path.join(keep, `${node}.log`), `${l}\n`);
       try {
         log.push({ ...JSON.parse(l), at: Date.now() });
       } catch {

@@ -6,7 +6,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decide, Election, PRIMARY_RANK, type Situation } from '../../src/cluster/election.js';
-import { EtcdCoupling, type DvipaView } from '../../src/cluster/coupling.js';
+import { etcdClient, EtcdCoupling, type DvipaView } from '../../src/cluster/coupling.js';
 import { EpochFence } from '../../src/cluster/fence.js';
 import { decodeMessage, InvalidMessage, MsgType } from '../../src/cluster/messages.js';
 import { startEtcd } from '../../src/lab/etcd.js';
@@ -460,6 +460,78 @@ describe('coupling facility on etcd', () => {
       await anonymous.stop(0);
     } finally {
       await secured.stop();
+    }
+  });
+
+  test('an owner quiet only because etcd stalled is not taken over, during the stall or after; a dead one is, through a read first', async () => {
+    seq++;
+    const a = await cf('a');
+    const b = await cf('b');
+    const won = await a.claim(D, PRIMARY_RANK, a.view(D));
+    assert.ok(won);
+    // a's renewals every 20 ms, as its renewal worker sends them (8 in flight at most).
+    const renewal = a.renewal(D, won)!;
+    const client = etcdClient({ endpoints: [etcd.server.url], callTimeoutMs: 2000 });
+    let inFlight = 0;
+    const renewing = setInterval(() => {
+      if (inFlight >= 8) return;
+      inFlight++;
+      void client
+        .if(renewal.key, 'Value', '==', renewal.value)
+        .then(client.put(renewal.key).value(renewal.value).lease(renewal.lease))
+        .commit()
+        .catch(() => undefined)
+        .finally(() => inFlight--);
+    }, 20);
+    const acquired: number[] = [];
+    const election = new Election(
+      b,
+      new Map([
+        [
+          D,
+          {
+            address: D,
+            primary: 'a',
+            candidates: [
+              { node: 'a', rank: PRIMARY_RANK },
+              { node: 'b', rank: 100 },
+            ],
+          },
+        ],
+      ]),
+      { me: 'b', nopreempt: false, takebackDelayMs: 0, stuckMs: 10000, settleMs: 0, claimAfterMs: 80 },
+      {
+        ready: () => true,
+        canRenew: () => true,
+        idle: () => true,
+        claimed: () => undefined,
+        acquired: () => acquired.push(Date.now()),
+        lost: () => undefined,
+      },
+      log,
+    );
+    election.start();
+    try {
+      await sleep(500);
+      // b's lease (10 s) outlives the stall: b sees etcd healthy, only the renewals stop.
+      etcd.server.pause();
+      try {
+        await sleep(2000);
+      } finally {
+        etcd.server.resume();
+      }
+      await sleep(1500);
+      assert.deepEqual(acquired, [], 'no takeover from an owner that renewed again once etcd was back');
+      assert.equal(b.view(D).owner?.node, 'a');
+      clearInterval(renewing);
+      const died = Date.now();
+      await until('b to take over from the dead owner', () => acquired.length > 0, 5000);
+      assert.equal(b.view(D).owner?.node, 'b');
+      assert.ok(acquired[0] - died >= 80, 'not before the claim delay');
+    } finally {
+      clearInterval(renewing);
+      election.stop();
+      client.close();
     }
   });
 
