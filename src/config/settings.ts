@@ -43,7 +43,7 @@ export const DEFAULTS = {
    * would otherwise miss and take its owner keys with the lease.
    */
   leaseTtl: 3,
-  /** 50 renewals a second per owned DVIPA: a fence of 60 ms, a claim delay of 80 ms (docs/ha.md). */
+  /** 50 renewals a second per owned DVIPA: a fence of 140 ms, a claim delay of 160 ms (docs/ha.md). */
   renewMs: 20,
   takebackDelay: 0,
   restartGrace: 10,
