@@ -490,6 +490,10 @@ export class Agent {
     const verdict = this.admission.dvipa(peer, change, cf?.shared ? () => cf.view(change.address).owner : undefined);
     if (verdict === 'wait') {
       this.unconfirmed.set(change.address, { peer, change });
+      // Cut off from etcd with its fence run out, this node answers for the DVIPA no more:
+      // giving the address up costs nothing then (etcd names the owner again once reached).
+      if (cf?.healthy === false && this.election?.owned.has(change.address) && !this.router.answering(change.address))
+        this.election.deposed(change.address, { node: change.owner, rank: 0, epoch: change.epoch });
       return;
     }
     this.unconfirmed.delete(change.address);
