@@ -7,7 +7,14 @@
  * arguments (wrong types, buffers smaller than the map's key or value) throw TypeError.
  */
 
-export interface MapSpec { name: string; type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
+export interface MapSpec {
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
 
 /** A libbpf bpf_object: opened (not loaded) by the constructor. */
 export class BpfObject {
@@ -39,7 +46,12 @@ export class RingBuffer {
  * with type 0 and an empty payload: `overflow`, the kernel dropped events (ENOBUFS: what was
  * lost must be read again with a dump), or `error`, a failed read (`op`, `errno`, `code`).
  */
-export interface XfrmEventMessage { type: number; payload: Buffer; overflow?: true; error?: Error & { op: string; errno: number; code: string; detail?: string } }
+export interface XfrmEventMessage {
+  type: number;
+  payload: Buffer;
+  overflow?: true;
+  error?: Error & { op: string; errno: number; code: string; detail?: string };
+}
 
 /**
  * XFRM notifications of the calling thread's network namespace (fixed when constructed), read
@@ -72,7 +84,14 @@ export class RouteEvents {
   close(): void;
 }
 
-export function mapCreate(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags?: number): number;
+export function mapCreate(
+  type: number,
+  name: string,
+  keySize: number,
+  valueSize: number,
+  maxEntries: number,
+  flags?: number,
+): number;
 /** Fills `value`; false if the key is absent. Per-CPU maps: value holds roundup(valueSize, 8) × possible CPUs. */
 export function mapLookup(map: MapArg, key: Buffer, value: Buffer): boolean;
 export function mapUpdate(map: MapArg, key: Buffer, value: Buffer, flags?: number): void;
@@ -86,10 +105,25 @@ export function mapUpdateBatch(map: MapArg, keys: Buffer, values: Buffer, count:
  * BPF_MAP_LOOKUP_BATCH: up to `count` entries after the position `inBatch` (null: from the
  * start); `outBatch` receives the position to continue from. `done` once the map is exhausted.
  */
-export function mapLookupBatch(map: MapArg, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: number): { count: number; done: boolean };
+export function mapLookupBatch(
+  map: MapArg,
+  inBatch: Buffer | null,
+  outBatch: Buffer,
+  keys: Buffer,
+  values: Buffer,
+  count: number,
+): { count: number; done: boolean };
 /** BPF_MAP_DELETE_BATCH; stops at the first absent key and returns how many were deleted. */
 export function mapDeleteBatch(map: MapArg, keys: Buffer, count: number): number;
-export function mapInfo(map: MapArg): { type: number; id: number; keySize: number; valueSize: number; maxEntries: number; flags: number; name: string };
+export function mapInfo(map: MapArg): {
+  type: number;
+  id: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  name: string;
+};
 export function objGet(path: string): number;
 export function objPin(fd: number, path: string): void;
 export function closeFd(fd: number): void;
@@ -100,7 +134,10 @@ export function numPossibleCpus(): number;
  * `duration` is the kernel's mean ns per repetition. With BPF_F_TEST_XDP_LIVE_FRAMES
  * frames are transmitted and `dataOut` is empty.
  */
-export function progTestRun(fd: number, opts: { data: Buffer; dataOutSize?: number; ctxIn?: Buffer; repeat?: number; flags?: number; batchSize?: number }): { retval: number; duration: number; dataOut: Buffer; ctxOut?: Buffer };
+export function progTestRun(
+  fd: number,
+  opts: { data: Buffer; dataOutSize?: number; ctxIn?: Buffer; repeat?: number; flags?: number; batchSize?: number },
+): { retval: number; duration: number; dataOut: Buffer; ctxOut?: Buffer };
 /** sched_setaffinity of the calling thread (a worker's own thread) to one CPU. */
 export function pinThreadToCpu(cpu: number): void;
 /** bpf_link_create(BPF_XDP) with XDP_FLAGS_DRV_MODE (4), XDP_FLAGS_SKB_MODE (2) or 0. */
@@ -114,7 +151,11 @@ export function ifNameToIndex(name: string): number;
 
 /** Struct layout from an object's BTF: byte offsets and sizes. */
 /** `basePath`: for a module's split BTF (/sys/kernel/btf/MODULE), the vmlinux BTF it extends. */
-export function btfStruct(objPath: string, name: string, basePath?: string): { size: number; members: Array<{ name: string; offset: number; size: number }> };
+export function btfStruct(
+  objPath: string,
+  name: string,
+  basePath?: string,
+): { size: number; members: Array<{ name: string; offset: number; size: number }> };
 export function btfEnum(objPath: string, name: string, basePath?: string): Record<string, number>;
 
 /** setns(CLONE_NEWNET) for the calling thread; returns an fd of the previous namespace for netnsRestore. */
@@ -127,7 +168,12 @@ export function gratuitousArp(ifname: string, addr: number): void;
 export function unsolicitedNa(ifname: string, addr: Buffer): void;
 
 /** One NETLINK_XFRM request (NLM_F_REQUEST and NLM_F_ACK added) and its replies; throws with the errno and the kernel's explanation. */
-export function xfrmRequest(op: string, type: number, flags: number, payload: Buffer): Array<{ type: number; payload: Buffer }>;
+export function xfrmRequest(
+  op: string,
+  type: number,
+  flags: number,
+  payload: Buffer,
+): Array<{ type: number; payload: Buffer }>;
 
 /** A NETLINK_XFRM socket of the calling thread's namespace, for xfrmBatch; closed with closeFd. */
 export function xfrmOpen(): number;

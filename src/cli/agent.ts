@@ -1,5 +1,5 @@
 /* `dvipa agent`: the control plane of one node, until SIGINT/SIGTERM. */
-import { Agent } from '../cluster/agent.js';
+import { Agent, CLAIM_RENEWALS, FENCE_RENEWALS } from '../cluster/agent.js';
 import { loadConfig } from '../config/load.js';
 import { ConfigError } from '../config/model.js';
 import { DEFAULTS, resolveAgentSettings } from '../config/settings.js';
@@ -59,7 +59,12 @@ export const agentCommand = command({
       })
       .option('lease-ttl', {
         type: 'number',
-        describe: `seconds a dead node keeps its DVIPAs before a backup takes over (default: LEASETTL of CLUSTER ETCD, else ${DEFAULTS.leaseTtl}; etcd must allow it: election timeout <= TTL/1.5)`,
+        describe: `seconds a node's etcd lease (membership, owner keys) outlives its last keepalive; takeovers do not wait for it (see --renew-ms) (default: LEASETTL of CLUSTER ETCD, else ${DEFAULTS.leaseTtl}; etcd must allow it: election timeout <= TTL/1.5)`,
+      })
+      .option('renew-ms', {
+        type: 'number',
+        default: DEFAULTS.renewMs,
+        describe: `with etcd: an owner renews its claim this often; its data plane stops answering for a DVIPA ${FENCE_RENEWALS} intervals after the last confirmed renewal, a backup claims after ${CLAIM_RENEWALS} without one`,
       })
       .option('nopreempt', {
         type: 'boolean',
@@ -152,6 +157,7 @@ export const agentCommand = command({
       nopreempt: s.nopreempt,
       takebackDelayMs: s.takebackDelaySec * 1000,
       restartGraceSec: s.restartGraceSec,
+      renewMs: s.renewMs,
       ...(etcd ? { etcd: { ...etcd, ttlSec: s.leaseTtlSec } } : {}),
     };
     if (ha.etcd && a.insecureEtcd) log.warn("--insecure-etcd: anyone who reaches etcd can move this cluster's DVIPAs");

@@ -5,9 +5,11 @@
  * so that neighbours switch to it at once. Repeated a few times, as keepalived and z/OS do:
  * one broadcast may be lost, and a switch may still be learning the port.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as readline from 'node:readline';
 import { sys } from '../kernel/sys.js';
 import { ipFamily, parseIpv4, parseIpv6 } from '../net/addr.js';
-import { hasAddress, hostAddress, ip } from '../net/iproute.js';
+import { hasAddress, hostAddress } from '../net/iproute.js';
 import type { Logger } from '../log.js';
 
 /** When to repeat the announcement after taking the address (ms after the first). */
@@ -15,11 +17,23 @@ const REPEAT_MS = [200, 1000];
 
 export class AddressHolder {
   private readonly timers = new Set<NodeJS.Timeout>();
+  /**
+   * Address changes go to one long-lived `ip -batch`: forking the agent (a few hundred MB)
+   * for an `ip` command takes tens of milliseconds on a busy node, on the takeover's path.
+   */
+  private batch: ChildProcess;
 
+  /** Addresses added through the batch and not deleted since (the batch may not have run yet). */
+  private readonly taken = new Set<string>();
+
+  /** `answering`: whether this node may still answer for the address (its fence): a deposed owner thawed late must not announce. */
   constructor(
     private readonly ifname: string,
     private readonly log: Logger,
-  ) {}
+    private readonly answering: (address: string) => boolean = () => true,
+  ) {
+    this.batch = this.startBatch();
+  }
 
   /** Whether the address is on the interface now (after an agent restart, it may already be). */
   holds(address: string): boolean {
@@ -27,24 +41,45 @@ export class AddressHolder {
   }
 
   take(address: string): void {
-    ip('addr', 'replace', ...hostAddress(address), 'dev', this.ifname);
+    this.taken.add(address);
+    this.ip(`address replace ${hostAddress(address).join(' ')} dev ${this.ifname}`);
+    // Frames for the DVIPA (the data plane needs no address) may come at once; the stack
+    // answers ARP (NS) and ICMP once the batch has added it, a moment later.
     this.announce(address);
     for (const ms of REPEAT_MS) {
       const t = setTimeout(() => {
         this.timers.delete(t);
-        if (this.holds(address)) this.announce(address);
+        if (this.holds(address) && this.answering(address)) this.announce(address);
       }, ms);
       this.timers.add(t);
     }
   }
 
   give(address: string): void {
-    if (this.holds(address)) ip('addr', 'del', hostAddress(address)[0], 'dev', this.ifname);
+    // Taken a moment ago, the address may not be on the interface yet: deleted all the same.
+    if (this.taken.delete(address) || this.holds(address))
+      this.ip(`address del ${hostAddress(address)[0]} dev ${this.ifname}`);
   }
 
   stop(): void {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
+    this.batch.stdin!.end();
+  }
+
+  private ip(command: string): void {
+    if (this.batch.exitCode !== null || this.batch.signalCode !== null) this.batch = this.startBatch();
+    this.batch.stdin!.write(`${command}\n`);
+  }
+
+  private startBatch(): ChildProcess {
+    // -force: a failed command is reported and the next one still runs.
+    const batch = spawn('ip', ['-force', '-batch', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    batch.on('error', (e) => this.log.error({ err: e.message }, 'ip -batch failed to start: addresses not changed'));
+    readline
+      .createInterface({ input: batch.stderr })
+      .on('line', (l) => this.log.error({ ifname: this.ifname, err: l }, 'address change failed'));
+    return batch;
   }
 
   private announce(address: string): void {

@@ -27,6 +27,8 @@ import { DEFAULTS } from '../config/settings.js';
 import { MsgType, type DvipaChange, type Message } from './messages.js';
 import { Admission } from './admission.js';
 import { Refusals } from './refusals.js';
+import { Heartbeat } from './heartbeat.js';
+import { Renewer } from './renewer.js';
 import { RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
 import { ViaRoutes } from './via-routes.js';
@@ -45,6 +47,8 @@ export interface HaOptions {
   takebackDelayMs?: number;
   /** On a clean stop, how long a restarted agent has to adopt this node's DVIPAs. */
   restartGraceSec?: number;
+  /** With etcd: how often an owner renews its claim (ms); fence and claim delay follow (see below). */
+  renewMs?: number;
 }
 
 export interface AgentOptions extends TargetOptions {
@@ -80,6 +84,16 @@ const CF_RETRY_MS = 1000;
 const SWEEP_AFTER_MS = 30_000;
 /** A new owner takes the address at the latest this long after the ownership, IPsec SAs re-installed or not. */
 const IPSEC_WAIT_MS = 5000;
+/**
+ * An owner's data plane answers for a DVIPA until FENCE_RENEWALS intervals after it sent the
+ * last renewal etcd confirmed; a candidate claims after CLAIM_RENEWALS intervals without
+ * hearing of the owner. The fence always ends first (docs/ha.md: why never two owners). 140 ms
+ * of fence at the default interval: with 60 ms, round trips to etcd on the shared 2-core VM at
+ * load averages of 30-45 (packets between namespaces wait for softirq time) let the fence lapse
+ * often enough to drop about 6% of a healthy owner's packets.
+ */
+export const FENCE_RENEWALS = 7;
+export const CLAIM_RENEWALS = 8;
 
 export class Agent {
   private readonly node: NodeSpec;
@@ -95,6 +109,9 @@ export class Agent {
   private cf?: CouplingFacility;
   private election?: Election;
   private cfRetry?: NodeJS.Timeout;
+  private heartbeat?: Heartbeat;
+  private renewer?: Renewer;
+  private beatTimer?: NodeJS.Timeout;
   private stopped = false;
   private sweepTimer?: NodeJS.Timeout;
   private control?: ControlServer;
@@ -144,7 +161,7 @@ export class Agent {
       node,
       opts.config,
       this.plans,
-      { isConnected, readyTargets: opts.readyTargets },
+      { isConnected, readyTargets: opts.readyTargets, fencing: opts.ha?.etcd !== undefined },
       this.log,
     );
     this.target = new TargetRole(
@@ -191,13 +208,15 @@ export class Agent {
         candidates: [...(plan.routingNode ? [{ node: plan.routingNode, rank: PRIMARY_RANK }] : []), ...plan.backups],
       });
     }
-    this.transport.on('message', (peer, m) => this.onMessage(peer, m));
+    // A stopped agent's maps are closed: sockets that close after it are no concern of it.
+    this.transport.on('message', (peer, m) => !this.stopped && this.onMessage(peer, m));
     this.transport.on('peerUp', (peer) => {
       this.log.info({ peer }, 'peer connected');
       if (this.router.active) this.transport.send(peer, this.router.vipaList());
       this.target.report(peer);
     });
     this.transport.on('peerDown', (peer) => {
+      if (this.stopped) return;
       this.log.warn({ peer }, 'peer disconnected');
       for (const xcf of this.addressesOf(peer)) this.router.targetGone(xcf);
     });
@@ -243,9 +262,14 @@ export class Agent {
     await this.control?.stop();
     await this.metrics?.stop();
     this.election?.stop();
+    clearInterval(this.beatTimer);
     this.ipsec?.stop();
-    // First, within the lease: the owner keys go to the restart-grace lease.
-    await this.cf?.stop(this.opts.ha?.restartGraceSec ?? 10);
+    const grace = this.opts.ha?.restartGraceSec ?? DEFAULTS.restartGrace;
+    // First, within the lease: the owner keys go to the restart-grace lease, renewed ones by
+    // the renewal worker (which moves their fences to match, without a gap), then the rest.
+    const handed = await this.renewer?.handOver(grace);
+    await this.cf?.stop(grace, handed);
+    await this.renewer?.stop();
     await this.transport.stop();
     this.target.stop();
     this.router.stop();
@@ -290,8 +314,19 @@ export class Agent {
     const ha = this.opts.ha ?? {};
     const me = this.node.name;
     let cf: CouplingFacility;
+    let etcd: EtcdCoupling | undefined;
     if (ha.etcd) {
-      const etcd = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
+      etcd = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
+      this.renewer = new Renewer(
+        {
+          etcd: ha.etcd,
+          fenceFd: this.fp.fence.fd,
+          fence6Fd: this.fp.fence6.fd,
+          renewMs: this.renewMs(),
+          fenceNs: this.ns(this.fenceMs()),
+        },
+        this.log,
+      );
       if (this.opts.ipsec) {
         const vici = this.opts.ipsec.vici;
         const daemon = vici ? new ViciDaemon(vici, () => this.ipsec?.ikeChanged(), this.log) : undefined;
@@ -330,9 +365,19 @@ export class Agent {
         takebackDelayMs: ha.takebackDelayMs ?? 0,
         stuckMs: 3000 * (ha.etcd?.ttlSec ?? 1),
         settleMs: ha.etcd ? 1000 * ha.etcd.ttlSec + 500 : 0,
+        claimAfterMs: ha.etcd ? CLAIM_RENEWALS * this.renewMs() : 0,
       },
       {
+        claimed: (d, rec, sentNs) => {
+          const renewal = etcd?.renewal(d, rec);
+          if (!renewal || !this.renewer) return;
+          // In the map before the address moves here (the worker writes it too, a moment later).
+          const deadline = sentNs + this.ns(this.fenceMs());
+          this.fp.setFence(d, deadline);
+          this.renewer.own(d, renewal, deadline);
+        },
         ready: (d) => this.router.ready(d),
+        canRenew: () => this.renewer?.connected ?? true,
         idle: (d) => this.router.idle(d),
         acquired: (d, rec, how, previous, tookMs) => {
           this.metrics?.ownershipChanges.inc({ dvipa: d, how });
@@ -341,6 +386,7 @@ export class Agent {
         },
         lost: (d, owner) => {
           this.since.set(d, Date.now());
+          this.renewer?.drop(d);
           this.router.disown(d);
           void this.ipsec?.lost(d);
           const why = owner ? 'DVIPA now routed by another node' : 'DVIPA routed by no node now (deleted?)';
@@ -356,6 +402,19 @@ export class Agent {
         election.owned.set(d, { node: me, rank: c.candidates.find((x) => x.node === me)?.rank ?? 0, epoch });
     }
     this.election = election;
+    if (ha.etcd) {
+      const others = (d: string) =>
+        (this.candidacies.get(d)?.candidates ?? []).map((c) => c.node).filter((n) => n !== me);
+      const heartbeat = new Heartbeat(
+        others,
+        (peer, m) => this.transport.send(peer, m),
+        (d, epoch, sentNs) => {
+          if (election.owned.get(d)?.epoch === epoch) this.renewer?.extend(d, sentNs + this.ns(this.fenceMs()));
+        },
+      );
+      this.heartbeat = heartbeat;
+      this.beatTimer = setInterval(() => heartbeat.beat(election.owned), this.renewMs());
+    }
     const join = () => {
       cf.start().then(
         () => {
@@ -371,6 +430,18 @@ export class Agent {
       );
     };
     join();
+  }
+
+  private renewMs(): number {
+    return this.opts.ha?.renewMs ?? DEFAULTS.renewMs;
+  }
+
+  private fenceMs(): number {
+    return FENCE_RENEWALS * this.renewMs();
+  }
+
+  private ns(ms: number): bigint {
+    return BigInt(ms) * 1_000_000n;
   }
 
   /** What the control socket answers (control-protocol.ts). */
@@ -470,6 +541,12 @@ export class Agent {
       }
       case MsgType.Dvipa:
         return this.onDvipa(peer, m.body);
+      case MsgType.Hold:
+        if (this.election?.promise(m.body.address, peer, m.body.epoch))
+          this.transport.send(peer, { type: MsgType.HoldAck, body: m.body });
+        return;
+      case MsgType.HoldAck:
+        return this.heartbeat?.acked(peer, m.body);
     }
   }
 
@@ -479,6 +556,10 @@ export class Agent {
     const verdict = this.admission.dvipa(peer, change, cf?.shared ? () => cf.view(change.address).owner : undefined);
     if (verdict === 'wait') {
       this.unconfirmed.set(change.address, { peer, change });
+      // Cut off from etcd with its fence run out, this node answers for the DVIPA no more:
+      // giving the address up costs nothing then (etcd names the owner again once reached).
+      if (cf?.healthy === false && this.election?.owned.has(change.address) && !this.router.answering(change.address))
+        this.election.deposed(change.address, { node: change.owner, rank: 0, epoch: change.epoch });
       return;
     }
     this.unconfirmed.delete(change.address);

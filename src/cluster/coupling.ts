@@ -13,6 +13,10 @@
  * The epoch is the fencing token: every change of owner is one transaction that checks
  * what the claimant last saw of the owner and epoch keys, so two nodes can never both win,
  * and the epoch travels in messages and maps so that a deposed owner's words are refused.
+ *
+ * The owner renews its owner key every few tens of milliseconds (same value, new mod
+ * revision): a takeover's transaction checks that the revision is still the one the
+ * claimant last saw, which proves that no renewal happened since (see docs/ha.md).
  */
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
@@ -21,6 +25,16 @@ import { ConstantBackoff, noop } from 'cockatiel';
 import type { Logger } from '../log.js';
 import type { OwnerRecord } from '../net/ownership.js';
 
+/** An owner's renewal: put `value` again on `key` under `lease` if it is still there. */
+export interface Renewal {
+  key: string;
+  value: string;
+  lease: string;
+}
+/** An owner record left by a clean stop: nobody renews it; candidates wait `graceMs` longer before claiming. */
+interface StoredOwner extends OwnerRecord {
+  graceMs?: number;
+}
 export interface MoveRequest {
   to: string;
   whenIdle: boolean;
@@ -38,6 +52,10 @@ export interface DvipaView {
   /** etcd mod revisions of the owner and epoch keys (0: absent): what a claim must still find. */
   ownerRev: number;
   epochRev: number;
+  /** When this node last saw the owner key change, deletion included (performance.now() ms; 0: never). */
+  ownerSeenAt: number;
+  /** The owner stopped cleanly: its restarted agent may adopt the DVIPA for this long (ms). */
+  ownerGraceMs?: number;
   lastEpoch: number;
   move?: MoveRequest;
   quiesced: Set<string>;
@@ -54,17 +72,27 @@ export interface CouplingFacility extends EventEmitter {
   /** Nodes holding a lease now. */
   members(): Set<string>;
   view(dvipa: string): DvipaView;
-  /** Become the owner if the store still shows `seen`; keeps the epoch if this node already owns it. */
-  claim(dvipa: string, rank: number, seen: DvipaView): Promise<OwnerRecord | undefined>;
+  /**
+   * Become the owner if the store still shows `seen`; keeps the epoch if this node already owns
+   * it. `exact` (default): the owner key must be at the very revision seen (a takeover: no renewal since);
+   * else its value (a living owner's renewals do not get in the way).
+   */
+  claim(dvipa: string, rank: number, seen: DvipaView, exact?: boolean): Promise<OwnerRecord | undefined>;
+  /**
+   * The owner key's mod revision now (0: none), read through the store within `timeoutMs`;
+   * undefined if the store did not answer in time. A read: harmless however late it arrives.
+   */
+  probe(dvipa: string, timeoutMs: number): Promise<number | undefined>;
   setMove(dvipa: string, move: MoveRequest | undefined): Promise<void>;
   setQuiesced(dvipa: string, node: string, quiesced: boolean): Promise<void>;
   /** Gives up a DVIPA this node owns, if `owner` is still the record (false: it is not). */
   release(dvipa: string, owner: OwnerRecord): Promise<boolean>;
   /**
    * Leaves: owner keys move to a lease of `graceSec` that nobody renews, so a restarted agent
-   * can adopt them before the backups take over; 0 gives everything up at once.
+   * can adopt them before the backups take over; 0 gives everything up at once. The keys of
+   * `handed` DVIPAs were moved already (by the renewal worker).
    */
-  stop(graceSec: number): Promise<void>;
+  stop(graceSec: number, handed?: Set<string>): Promise<void>;
   // Events: 'change' (dvipa | undefined for membership), 'health' (healthy: boolean),
   // 'lease' (a new lease: keys bound to an earlier one are no longer this agent's).
 }
@@ -90,11 +118,12 @@ export interface EtcdOptions {
 
 const keyOf = (prefix: string, ...parts: string[]) => prefix + parts.join('/');
 
-function parseOwner(v: string): OwnerRecord | undefined {
+function parseOwner(v: string): StoredOwner | undefined {
   try {
-    const o = JSON.parse(v) as OwnerRecord;
+    const o = JSON.parse(v) as StoredOwner;
+    const grace = Number.isSafeInteger(o.graceMs) && o.graceMs! > 0 ? { graceMs: o.graceMs } : {};
     if (typeof o.node === 'string' && Number.isInteger(o.rank) && Number.isSafeInteger(o.epoch) && o.epoch > 0)
-      return { node: o.node, rank: o.rank, epoch: o.epoch };
+      return { node: o.node, rank: o.rank, epoch: o.epoch, ...grace };
   } catch {
     // fall through: not a record of ours (the view says so; nobody claims over it)
   }
@@ -111,6 +140,37 @@ function parseMove(v: string): MoveRequest | undefined {
   return undefined;
 }
 
+/** What reaching etcd takes: shared by the coupling facility and the renewal worker. */
+export type EtcdConnection = Pick<
+  EtcdOptions,
+  'endpoints' | 'callTimeoutMs' | 'caFile' | 'certFile' | 'keyFile' | 'user' | 'password'
+>;
+
+export function etcdClient(opts: EtcdConnection): Etcd3 {
+  const read = (f?: string) => (f ? fs.readFileSync(f) : undefined);
+  const rootCertificate = read(opts.caFile);
+  return new Etcd3({
+    hosts: opts.endpoints,
+    dialTimeout: 2000,
+    // A takeover reads every SA record of a DVIPA at once: thousands, over gRPC's 4 MiB default.
+    // A lost connection (a link that was down) comes back within a second, not after gRPC's
+    // backoff of up to two minutes: renewals must not wait for it.
+    grpcOptions: {
+      'grpc.max_receive_message_length': 256 * 1024 * 1024,
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 1000,
+    },
+    ...(rootCertificate
+      ? { credentials: { rootCertificate, privateKey: read(opts.keyFile), certChain: read(opts.certFile) } }
+      : {}),
+    ...(opts.user ? { auth: { username: opts.user, password: opts.password ?? '' } } : {}),
+    // Calls fail fast (the caller retries at its next evaluation); a lost watch comes back
+    // within half a second, not after the library's exponential backoff of up to 30 s.
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + (opts.callTimeoutMs ?? 2000) }),
+    faultHandling: { host: () => noop, global: noop, watchBackoff: new ConstantBackoff(500).next() },
+  });
+}
+
 export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   readonly shared = true;
   private readonly client: Etcd3;
@@ -118,30 +178,17 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   private lease?: Lease;
   private leaseId?: string;
   private watcher?: Watcher;
-  /** key -> value and mod revision, for everything under the prefix. */
-  private readonly kv = new Map<string, { value: string; rev: number }>();
+  /** key -> value, mod revision and when this node saw that revision, for everything under the prefix. */
+  private readonly kv = new Map<string, { value: string; rev: number; seenAt: number }>();
+  /** Owner keys deleted (a lease that expired, an owner that left): when this node saw it. */
+  private readonly gone = new Map<string, number>();
   private ok = false;
   private stopping = false;
 
   constructor(private readonly opts: EtcdOptions) {
     super();
     this.prefix = opts.prefix ?? '/dvipa/';
-    const read = (f?: string) => (f ? fs.readFileSync(f) : undefined);
-    const rootCertificate = read(opts.caFile);
-    this.client = new Etcd3({
-      hosts: opts.endpoints,
-      dialTimeout: 2000,
-      // A takeover reads every SA record of a DVIPA at once: thousands, over gRPC's 4 MiB default.
-      grpcOptions: { 'grpc.max_receive_message_length': 256 * 1024 * 1024 },
-      ...(rootCertificate
-        ? { credentials: { rootCertificate, privateKey: read(opts.keyFile), certChain: read(opts.certFile) } }
-        : {}),
-      ...(opts.user ? { auth: { username: opts.user, password: opts.password ?? '' } } : {}),
-      // Calls fail fast (the caller retries at its next evaluation); a lost watch comes back
-      // within half a second, not after the library's exponential backoff of up to 30 s.
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + (opts.callTimeoutMs ?? 2000) }),
-      faultHandling: { host: () => noop, global: noop, watchBackoff: new ConstantBackoff(500).next() },
-    });
+    this.client = etcdClient(opts);
   }
 
   get healthy(): boolean {
@@ -163,8 +210,9 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   async start(): Promise<void> {
     if (this.opts.member !== false) await this.grantLease();
     const all = await this.client.getAll().prefix(this.prefix).exec();
+    const seenAt = performance.now();
     for (const kv of all.kvs)
-      this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) });
+      this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision), seenAt });
     this.watcher = await this.client
       .watch()
       .prefix(this.prefix)
@@ -222,8 +270,8 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     // A claim of ours may already have recorded a newer state than this event's.
     const known = this.kv.get(key)?.rev ?? 0;
     if ((v ? v.rev : deletedAt) < known) return;
-    if (v) this.kv.set(key, v);
-    else this.kv.delete(key);
+    if (v) this.kv.set(key, { ...v, seenAt: performance.now() });
+    else if (this.kv.delete(key)) this.gone.set(key, performance.now());
     const rest = key.slice(this.prefix.length).split('/');
     this.emit('change', rest[0] === 'members' ? undefined : rest[1]);
   }
@@ -248,12 +296,14 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     const epoch = this.kv.get(keyOf(this.prefix, 'epoch', dvipa));
     const move = this.kv.get(keyOf(this.prefix, 'move', dvipa));
     const q = keyOf(this.prefix, 'quiesce', dvipa, '');
-    const parsed = owner ? parseOwner(owner.value) : undefined;
+    const stored = owner ? parseOwner(owner.value) : undefined;
     return {
-      owner: parsed,
-      unreadableOwner: owner && !parsed ? owner.value.slice(0, 200) : undefined,
+      owner: stored ? { node: stored.node, rank: stored.rank, epoch: stored.epoch } : undefined,
+      ...(stored?.graceMs ? { ownerGraceMs: stored.graceMs } : {}),
+      unreadableOwner: owner && !stored ? owner.value.slice(0, 200) : undefined,
       ownerRev: owner?.rev ?? 0,
       epochRev: epoch?.rev ?? 0,
+      ownerSeenAt: owner?.seenAt ?? this.gone.get(keyOf(this.prefix, 'owner', dvipa)) ?? 0,
       lastEpoch: Number(epoch?.value ?? 0) || 0,
       move: move ? parseMove(move.value) : undefined,
       quiesced: new Set([...this.kv.keys()].filter((k) => k.startsWith(q)).map((k) => k.slice(q.length))),
@@ -261,7 +311,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     };
   }
 
-  async claim(dvipa: string, rank: number, seen: DvipaView): Promise<OwnerRecord | undefined> {
+  async claim(dvipa: string, rank: number, seen: DvipaView, exact = true): Promise<OwnerRecord | undefined> {
     if (!this.leaseId) return undefined;
     const ownerKey = keyOf(this.prefix, 'owner', dvipa);
     const epochKey = keyOf(this.prefix, 'epoch', dvipa);
@@ -271,7 +321,12 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
       rank,
       epoch: adopting ? seen.owner!.epoch : Math.max(seen.lastEpoch, seen.owner?.epoch ?? 0) + 1,
     };
-    const txn = this.client.if(ownerKey, 'Mod', '==', seen.ownerRev).and(epochKey, 'Mod', '==', seen.epochRev);
+    const seenValue = this.kv.get(ownerKey);
+    const owner =
+      exact || !seen.owner || !seenValue
+        ? this.client.if(ownerKey, 'Mod', '==', seen.ownerRev)
+        : this.client.if(ownerKey, 'Value', '==', seenValue.value);
+    const txn = owner.and(epochKey, 'Mod', '==', seen.epochRev);
     const put = this.client.put(ownerKey).value(JSON.stringify(record)).lease(this.leaseId);
     const res = await (
       adopting ? txn.then(put) : txn.then(put, this.client.put(epochKey).value(String(record.epoch)))
@@ -279,9 +334,29 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     if (!res.succeeded) return undefined;
     // Known now, before the watch says so: a stop right after a claim must see it.
     const rev = Number(res.header.revision);
-    this.kv.set(ownerKey, { value: JSON.stringify(record), rev });
-    if (!adopting) this.kv.set(epochKey, { value: String(record.epoch), rev });
+    const seenAt = performance.now();
+    this.kv.set(ownerKey, { value: JSON.stringify(record), rev, seenAt });
+    if (!adopting) this.kv.set(epochKey, { value: String(record.epoch), rev, seenAt });
     return record;
+  }
+
+  async probe(dvipa: string, timeoutMs: number): Promise<number | undefined> {
+    try {
+      const res = await this.client
+        .get(keyOf(this.prefix, 'owner', dvipa))
+        .options({ deadline: Date.now() + timeoutMs })
+        .exec();
+      return Number(res.kvs[0]?.mod_revision ?? 0);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** What renewing this node's ownership takes (the owner key, its value, this agent's lease); none without a lease. */
+  renewal(dvipa: string, owner: OwnerRecord): Renewal | undefined {
+    return this.leaseId
+      ? { key: keyOf(this.prefix, 'owner', dvipa), value: JSON.stringify(owner), lease: this.leaseId }
+      : undefined;
   }
 
   /**
@@ -339,18 +414,26 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     return (await mine.then(this.client.delete().key(ownerKey)).commit()).succeeded;
   }
 
-  async stop(graceSec: number): Promise<void> {
+  async stop(graceSec: number, handed = new Set<string>()): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    const ownerKeys = keyOf(this.prefix, 'owner', '');
     try {
       const mine = [...this.kv].filter(
-        ([k, v]) => k.startsWith(keyOf(this.prefix, 'owner', '')) && parseOwner(v.value)?.node === this.opts.node,
+        ([k, v]) =>
+          k.startsWith(ownerKeys) &&
+          !handed.has(k.slice(ownerKeys.length)) &&
+          parseOwner(v.value)?.node === this.opts.node,
       );
       if (graceSec > 0 && mine.length) {
         const grace = this.client.lease(graceSec, { autoKeepAlive: false });
         const id = await grace.grant();
-        for (const [k, v] of mine)
-          await this.client.if(k, 'Mod', '==', v.rev).then(this.client.put(k).value(v.value).lease(id)).commit();
+        // The value (not a revision) says it is still ours.
+        for (const [k, v] of mine) {
+          const o = parseOwner(v.value)!;
+          const graced = JSON.stringify({ ...o, graceMs: graceSec * 1000 });
+          await this.client.if(k, 'Value', '==', v.value).then(this.client.put(k).value(graced).lease(id)).commit();
+        }
         grace.release();
       }
       await this.lease?.revoke();
@@ -404,6 +487,7 @@ export class LocalCoupling extends EventEmitter implements CouplingFacility {
       owner,
       ownerRev: owner?.epoch ?? 0,
       epochRev: 0,
+      ownerSeenAt: 0,
       lastEpoch: this.epochs.get(dvipa) ?? 0,
       quiesced: new Set(),
     };
@@ -426,6 +510,10 @@ export class LocalCoupling extends EventEmitter implements CouplingFacility {
 
   async release(dvipa: string): Promise<boolean> {
     return this.owners.delete(dvipa);
+  }
+
+  async probe(dvipa: string): Promise<number> {
+    return this.view(dvipa).ownerRev;
   }
 
   async stop(): Promise<void> {

@@ -14,6 +14,11 @@
  *    over a DVIPA whose owner it cannot prove dead.
  *  - An operator's delete (VIPADELETE, `dvipa dvipa delete`): the owner gives the DVIPA up
  *    and nobody claims it until the delete is withdrawn (`dvipa dvipa reactivate`).
+ *  - An owner renews its claim every few tens of ms (renewer.ts); a candidate that has seen no
+ *    renewal for `claimAfterMs` treats it as dead (unless it promised the owner otherwise: a
+ *    HOLD over the cluster network), and its claim checks that the owner key is still at the
+ *    revision it last saw. Each confirmed renewal lets the owner's data plane answer for the
+ *    DVIPA a little longer (its fence, shorter than claimAfterMs): see docs/ha.md.
  */
 import type { CouplingFacility, DvipaView } from './coupling.js';
 import type { Claim, OwnerRecord } from '../net/ownership.js';
@@ -24,6 +29,13 @@ export const PRIMARY_RANK = 256;
 
 /** How often the rules are evaluated besides store changes (delays, readiness). */
 const TICK_MS = 200;
+/**
+ * Before taking over from an owner that has gone quiet, a candidate reads its key through
+ * etcd and claims only if the read came back within this long with the revision it saw: an
+ * owner quiet because etcd (or this node's view of it) stalled is not dead, and a claim sent
+ * into a stalled etcd would be applied whenever it wakes, against renewals queued beside it.
+ */
+const PROBE_MS = 250;
 
 export interface Candidate {
   node: string;
@@ -74,6 +86,8 @@ export interface DvipaCandidacy {
 export interface ElectionHooks {
   /** The readiness gate: may this node start routing the DVIPA without losing a connection? */
   ready(dvipa: string): boolean;
+  /** Whether this node could renew a claim now (else it claims nothing). */
+  canRenew(): boolean;
   idle(dvipa: string): boolean;
   /**
    * This node routes the DVIPA from now on, under this epoch; `previous`: who routed it last;
@@ -86,6 +100,11 @@ export interface ElectionHooks {
     previous: string | undefined,
     tookMs: number,
   ): void;
+  /**
+   * The store made this node the owner under `owner` by a request that left at `sentNs`
+   * (process.hrtime.bigint()): its renewals and fence start from there. Before `acquired`.
+   */
+  claimed(dvipa: string, owner: OwnerRecord, sentNs: bigint): void;
   /** Another node routes it now (or nobody, as far as the store says). */
   lost(dvipa: string, owner: OwnerRecord | undefined): void;
 }
@@ -102,6 +121,8 @@ export interface ElectionOptions {
    * comes back, leases that ran out meanwhile go, and the holder must win its DVIPA back.
    */
   settleMs: number;
+  /** A candidate claims a DVIPA whose owner it has not heard of for this long (0: only once its key is gone). */
+  claimAfterMs: number;
 }
 
 export class Election {
@@ -118,6 +139,19 @@ export class Election {
   private readonly lastOwner = new Map<string, string>();
   private healthySince?: number;
   private timer?: NodeJS.Timeout;
+  /** Until when (performance.now()) this node promised an owner not to take each DVIPA over. */
+  private readonly promised = new Map<string, number>();
+  /** Re-evaluation when a silent owner's time is up. */
+  private readonly staleTimers = new Map<string, NodeJS.Timeout>();
+  /** DVIPAs whose owner key is being read before a takeover. */
+  private readonly probing = new Set<string>();
+  /** When (performance.now()) a read of etcd last went unanswered: quiet owners count from then. */
+  private stalledAt = 0;
+  /**
+   * Takeover claims that failed without an answer (etcd may still apply them), with the
+   * revisions they compared: until the store has moved past those, no HOLD is acknowledged.
+   */
+  private readonly unanswered = new Map<string, { ownerRev: number; epochRev: number }>();
 
   constructor(
     private readonly cf: CouplingFacility,
@@ -143,6 +177,75 @@ export class Election {
 
   stop(): void {
     clearInterval(this.timer);
+    for (const t of this.staleTimers.values()) clearTimeout(t);
+  }
+
+  /**
+   * The owner's HOLD, straight from it: whether this node promises not to take the DVIPA
+   * over for a claim delay from now (then the owner may answer for it a fence longer).
+   * Refused by a node that is claiming or owns it, or that knows a newer owner.
+   */
+  promise(dvipa: string, from: string, epoch: number): boolean {
+    if (!this.dvipas.has(dvipa) || from === this.opts.me || this.busy.has(dvipa) || this.owned.has(dvipa)) return false;
+    const view = this.cf.view(dvipa);
+    const owner = view.owner;
+    if (owner && (owner.epoch > epoch || (owner.epoch === epoch && owner.node !== from))) return false;
+    const pending = this.unanswered.get(dvipa);
+    if (pending) {
+      if (pending.ownerRev === view.ownerRev && pending.epochRev === view.epochRev) return false;
+      this.unanswered.delete(dvipa);
+    }
+    // HOLDs bridge an etcd that nobody reaches, not one that has settled without the sender:
+    // a node that has seen etcd healthy for a settling time, and the sender not a member in
+    // it, leaves the sender to its fence (an owner cut off from etcd alone is taken over).
+    const settled = this.healthySince !== undefined && Date.now() - this.healthySince >= this.opts.settleMs;
+    if (this.cf.healthy && settled && !this.cf.members().has(from)) return false;
+    this.promised.set(dvipa, performance.now() + this.opts.claimAfterMs);
+    return true;
+  }
+
+  /**
+   * How long (ms) until the owner of `view` has been quiet for a claim delay (its grace
+   * included): no renewal seen, nor its key's deletion; <= 0: quiet now. A takeover waits for
+   * it even when the key is gone: the owner's fence runs from its last renewal, and a lease
+   * may expire right after one.
+   */
+  private quietIn(view: DvipaView): number {
+    if (this.opts.claimAfterMs <= 0 || view.ownerSeenAt === 0) return 0;
+    const since = Math.max(view.ownerSeenAt, this.stalledAt);
+    return since + this.opts.claimAfterMs + (view.ownerGraceMs ?? 0) - performance.now();
+  }
+
+  /**
+   * Reads the owner key before a takeover (PROBE_MS): the same revision in time, and the
+   * takeover goes ahead; no answer, and quiet owners count from now (etcd was stalled).
+   */
+  private probe(dvipa: string, ownerRev: number): void {
+    if (this.probing.has(dvipa)) return;
+    this.probing.add(dvipa);
+    void this.cf
+      .probe(dvipa, PROBE_MS)
+      .then((rev) => {
+        if (rev === undefined) {
+          this.stalledAt = performance.now();
+          this.log.info({ dvipa }, 'etcd did not answer a read in time: no takeover while it stalls');
+          this.evaluateLater(dvipa, this.opts.claimAfterMs);
+        } else if (rev === ownerRev) this.evaluate(dvipa, ownerRev);
+      })
+      .finally(() => this.probing.delete(dvipa));
+  }
+
+  /**
+   * Evaluates again in `ms`, after whatever arrived meanwhile: timers run before I/O in
+   * Node's loop, and after a stall of this process a renewal waiting in the socket must be
+   * seen before the owner is judged quiet.
+   */
+  private evaluateLater(dvipa: string, ms: number): void {
+    clearTimeout(this.staleTimers.get(dvipa));
+    this.staleTimers.set(
+      dvipa,
+      setTimeout(() => setImmediate(() => this.evaluate(dvipa)), Math.ceil(ms)),
+    );
   }
 
   /** A deposed owner's word from a peer (a DVIPA message with a higher epoch) ends ours at once. */
@@ -157,12 +260,20 @@ export class Election {
     for (const d of this.dvipas.keys()) this.evaluate(d);
   }
 
-  private evaluate(dvipa: string): void {
+  /** `probed`: the owner key's revision a read just confirmed (a takeover needs one, see probe()). */
+  private evaluate(dvipa: string, probed?: number): void {
     if (this.busy.has(dvipa) || !this.cf.healthy) return;
     const c = this.dvipas.get(dvipa)!;
-    const view = this.cf.view(dvipa);
+    const seen = this.cf.view(dvipa);
     const now = Date.now();
     const mine = this.owned.get(dvipa);
+    // An owner quiet too long is dead to the rules; the claim proves it renewed nothing since.
+    const quietIn = this.quietIn(seen);
+    const silent =
+      seen.owner !== undefined && seen.owner.node !== this.opts.me && this.opts.claimAfterMs > 0 && quietIn <= 0;
+    const view = silent ? { ...seen, owner: undefined } : seen;
+    if (silent && !this.ownerlessSince.has(dvipa))
+      this.ownerlessSince.set(dvipa, now + quietIn - this.opts.claimAfterMs);
 
     if (view.unreadableOwner === undefined) this.unreadable.delete(dvipa);
     else if (!this.unreadable.has(dvipa)) {
@@ -201,10 +312,12 @@ export class Election {
       return;
     }
     this.bound.delete(dvipa);
+    const live = this.cf.members();
+    if (silent) live.delete(seen.owner!.node);
     const claim = decide({
       me: this.opts.me,
       candidates: c.candidates,
-      live: this.cf.members(),
+      live,
       view,
       primary: c.primary,
       nopreempt: this.opts.nopreempt,
@@ -212,10 +325,16 @@ export class Election {
       idle: this.hooks.idle(dvipa),
       ownerlessTooLong: now - (this.ownerlessSince.get(dvipa) ?? now) >= this.opts.stuckMs,
     });
+    if (seen.owner && seen.owner.node !== this.opts.me && quietIn > 0) this.evaluateLater(dvipa, quietIn);
     if (!claim) return;
-    // The holder wins back what it held at once; the others give the cluster time to settle.
+    // The holder wins back what it held at once (its own key expired with its lease, etcd
+    // having stalled); the others give the cluster time to settle, and a quiet owner its claim delay.
+    const wait = mine ? 0 : Math.max(quietIn, (this.promised.get(dvipa) ?? 0) - performance.now());
+    if (claim === 'takeover' && wait > 0) return this.evaluateLater(dvipa, wait);
     const settled = mine !== undefined || now - (this.healthySince ?? now) >= this.opts.settleMs;
-    if (settled && (claim === 'takeover' || this.hooks.ready(dvipa))) this.run(dvipa, claim, view);
+    if (!settled || (claim !== 'takeover' && !this.hooks.ready(dvipa))) return;
+    if (claim === 'takeover' && silent && probed !== seen.ownerRev) return this.probe(dvipa, seen.ownerRev);
+    this.run(dvipa, claim, seen);
   }
 
   /** Deleted by the operator: give it up (fenced on our record); the routing stops once the store agrees. */
@@ -237,15 +356,20 @@ export class Election {
   }
 
   private run(dvipa: string, how: Claim | 'adopted', view: DvipaView): void {
+    if (!this.hooks.canRenew()) return;
     const rank = this.dvipas.get(dvipa)!.candidates.find((x) => x.node === this.opts.me)?.rank ?? 0;
     this.busy.add(dvipa);
     const started = Date.now();
     const since = how === 'takeover' ? (this.ownerlessSince.get(dvipa) ?? started) : started;
+    const sent = process.hrtime.bigint();
+    // A takeover proves the owner renewed nothing since it was last seen; the others replace
+    // a living owner, whose renewals change the key's revision but not its value.
     this.cf
-      .claim(dvipa, rank, view)
+      .claim(dvipa, rank, view, how === 'takeover')
       .then(
         (won) => {
           if (!won) return;
+          this.hooks.claimed(dvipa, won, sent);
           const previous = view.owner?.node ?? this.lastOwner.get(dvipa);
           this.owned.set(dvipa, won);
           this.bound.add(dvipa);
@@ -256,7 +380,11 @@ export class Election {
           );
           this.hooks.acquired(dvipa, won, how, previous, Date.now() - since);
         },
-        (e: Error) => this.log.warn({ dvipa, how, err: e.message }, 'claim failed; retrying'),
+        (e: Error) => {
+          // No answer is no refusal: etcd may apply the claim yet (see promise()).
+          this.unanswered.set(dvipa, { ownerRev: view.ownerRev, epochRev: view.epochRev });
+          this.log.warn({ dvipa, how, err: e.message }, 'claim failed; retrying');
+        },
       )
       .finally(() => this.busy.delete(dvipa));
   }

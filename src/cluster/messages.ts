@@ -16,6 +16,8 @@ export enum MsgType {
   Dvipa = 4,
   Auth = 5,
   Ping = 6,
+  Hold = 7,
+  HoldAck = 8,
 }
 
 /** Opens a handshake: who, a fresh nonce and an ephemeral X25519 public key (hex). It proves nothing by itself. */
@@ -53,6 +55,16 @@ export interface DvipaChange {
   event: 'takeover' | 'takeback' | 'move' | 'adopted';
 }
 
+/**
+ * HOLD: the owner of `address` (under `epoch`) is alive, to each other candidate routing node.
+ * HOLDACK: the candidate will not take it over for a claim delay from receipt (docs/ha.md).
+ */
+export interface Hold {
+  address: string;
+  epoch: number;
+  seq: number;
+}
+
 /** A target's listeners on DVIPAs it serves. `full`: the complete set, replacing earlier reports. */
 export interface SrvStat {
   full: boolean;
@@ -83,7 +95,8 @@ export type Message =
   | { type: MsgType.VipaList; body: VipaList }
   | { type: MsgType.SrvStat; body: SrvStat }
   | { type: MsgType.Conns; body: Conns }
-  | { type: MsgType.Dvipa; body: DvipaChange };
+  | { type: MsgType.Dvipa; body: DvipaChange }
+  | { type: MsgType.Hold | MsgType.HoldAck; body: Hold };
 
 export class InvalidMessage extends DvipaError {}
 
@@ -246,6 +259,16 @@ function validate(type: MsgType, v: Json): Message {
           event: o.event as DvipaChange['event'],
         },
       };
+    }
+    case MsgType.Hold:
+    case MsgType.HoldAck: {
+      const what = type === MsgType.Hold ? 'HOLD' : 'HOLDACK';
+      const o = obj(v, what, ['address', 'epoch', 'seq']);
+      const e = epoch(o.epoch, `${what}.epoch`);
+      if (e === 0) throw new InvalidMessage(`${what}.epoch: an owner has an epoch of at least 1`);
+      if (typeof o.seq !== 'number' || !Number.isSafeInteger(o.seq) || o.seq < 0)
+        throw new InvalidMessage(`${what}.seq: expected an integer >= 0`);
+      return { type, body: { address: addr(o.address, `${what}.address`), epoch: e, seq: o.seq } };
     }
     default:
       throw new InvalidMessage(`unknown message type ${type as number}`);

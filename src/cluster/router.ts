@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import type { FastPath } from '../dataplane/fastpath.js';
 import { NexthopFollower } from '../dataplane/nexthops.js';
-import { CrtOrigin } from '../dataplane/structs.js';
+import { CrtOrigin, FENCE_EXPIRED } from '../dataplane/structs.js';
 import { IPPROTO, type Flow } from '../net/flow.js';
 import { ipFamily } from '../net/addr.js';
 import { serviceName, type Service } from '../net/service.js';
@@ -44,6 +44,8 @@ export interface RoutingOptions {
   isConnected(xcf: string): boolean;
   /** The readiness gate opens with at least this many connected, synced targets (default 1). */
   readyTargets?: number;
+  /** Whether the data plane answers for a DVIPA only until a deadline (a coupling facility decides ownership). */
+  fencing: boolean;
 }
 
 interface Routed {
@@ -97,7 +99,7 @@ export class RoutingRole {
     private readonly opts: RoutingOptions,
     private readonly log: Logger,
   ) {
-    if (node.external) this.address = new AddressHolder(node.external, log);
+    if (node.external) this.address = new AddressHolder(node.external, log, (a) => this.answering(a));
     this.nexthops = new NexthopFollower(fp, log);
   }
 
@@ -128,6 +130,10 @@ export class RoutingRole {
     this.nexthops.start();
     const distribute = distributionOf(plan, this.node.name);
     this.dvipas.set(plan.address, { distribute, epoch: 0 });
+    // With fencing, the data plane answers only within a confirmed right: a previous agent's
+    // deadline stays until it runs out; a node that never owned the DVIPA has none.
+    if (!this.opts.fencing) this.fp.setFence(plan.address, undefined);
+    else if (this.fp.fenceDeadline(plan.address) === undefined) this.fp.setFence(plan.address, FENCE_EXPIRED);
     const everyNode = this.config.nodes.map((n) => ({ xcf: clusterAddressFor(n, plan.address) }));
     for (const node of candidatesOf(plan)) {
       if (!this.dpts.has(node)) this.dpts.set(node, new Dpt());
@@ -169,19 +175,31 @@ export class RoutingRole {
     const d = this.dvipas.get(dvipa);
     if (!d) throw new Error(`${dvipa}: not a DVIPA this node routes or backs up`);
     d.epoch = epoch;
-    if (previous && previous !== this.node.name) this.inherit(dvipa, previous);
     if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, epoch);
+    // Announced first: building the previous owner's tables takes tens of milliseconds on a
+    // busy node, every client waits for the announcement, and only a connection opened in
+    // those last milliseconds and not yet reported can miss them.
     if (this.address) this.address.take(dvipa);
     else this.log.warn({ dvipa }, 'no EXTERNAL interface: the DVIPA is owned but not announced by this node');
+    if (previous && previous !== this.node.name) this.inherit(dvipa, previous);
   }
 
-  /** Another node routes it now: the address goes, the tables stay warm. */
+  /**
+   * Another node routes it now: the address goes, the tables stay warm. The data plane goes
+   * on forwarding what still comes here until its fence runs out (renewals have stopped):
+   * in a takeback the new owner's gratuitous ARP may take that long.
+   */
   disown(dvipa: string): void {
     const d = this.dvipas.get(dvipa);
     if (!d) return;
     d.epoch = 0;
     if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, 0);
     this.address?.give(dvipa);
+  }
+
+  /** Whether the data plane answers for the DVIPA now (no fencing: always). */
+  answering(dvipa: string): boolean {
+    return !this.opts.fencing || (this.fp.fenceDeadline(dvipa) ?? 0n) > process.hrtime.bigint();
   }
 
   private inherit(dvipa: string, from: string): void {

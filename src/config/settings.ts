@@ -10,8 +10,10 @@ import { DEFAULT_WEIGHT } from '../tables/dpt.js';
 
 /** Inclusive ranges of whole numbers. */
 export const LIMITS = {
-  /** Seconds a dead node keeps its DVIPAs (the etcd lease). */
+  /** Seconds a node's etcd lease (membership, owner keys) outlives its last keepalive. */
   leaseTtl: [1, 300],
+  /** Milliseconds between two renewals of an owner's claim in etcd. */
+  renewMs: [5, 10000],
   /** Seconds the defining node waits, ready, before taking its DVIPA back. */
   takebackDelay: [0, 86400],
   /** Seconds a restarted agent has to adopt its DVIPAs after a clean stop. */
@@ -37,7 +39,14 @@ export const LIMITS = {
 } as const satisfies Record<string, readonly [number, number]>;
 
 export const DEFAULTS = {
-  leaseTtl: 1,
+  /**
+   * Takeovers do not wait for the lease (renewals decide): it bounds how long a dead node stays
+   * a member, and a longer one rides out a stall of the agent's main thread, whose keepalives
+   * would otherwise miss and take its owner keys with the lease.
+   */
+  leaseTtl: 3,
+  /** 50 renewals a second per owned DVIPA: a fence of 140 ms, a claim delay of 160 ms (docs/ha.md). */
+  renewMs: 20,
   takebackDelay: 0,
   restartGrace: 10,
   nopreempt: false,
@@ -80,6 +89,7 @@ export class SettingError extends DvipaError {
 /** The agent's settings the command line may override. Undefined: not given. */
 export interface AgentFlags {
   leaseTtl?: number;
+  renewMs?: number;
   takebackDelay?: number;
   nopreempt?: boolean;
   restartGrace?: number;
@@ -94,6 +104,7 @@ export interface AgentFlags {
 
 export interface AgentSettings {
   leaseTtlSec: number;
+  renewMs: number;
   takebackDelaySec: number;
   nopreempt: boolean;
   restartGraceSec: number;
@@ -139,6 +150,7 @@ export function resolveAgentSettings(file: AgentFileSettings, flags: AgentFlags)
     !!flags.ipsecVici;
   return {
     leaseTtlSec: pick('leaseTtl', 'lease-ttl', flags.leaseTtl, c?.leaseTtl, DEFAULTS.leaseTtl),
+    renewMs: pick('renewMs', 'renew-ms', flags.renewMs, undefined, DEFAULTS.renewMs),
     takebackDelaySec: pick(
       'takebackDelay',
       'takeback-delay',

@@ -598,6 +598,11 @@ export class FastPath {
    * This node may answer for the DVIPA until `deadlineNs` (CLOCK_MONOTONIC, as
    * process.hrtime.bigint()); FENCE_EXPIRED: no longer; undefined: always (no fencing).
    */
+  /** The DVIPA's fence deadline (CLOCK_MONOTONIC ns), if it has one. */
+  fenceDeadline(vip: string): bigint | undefined {
+    return pick({ v4: this.fence, v6: this.fence6 }, vip).get(vip);
+  }
+
   setFence(vip: string, deadlineNs: bigint | undefined): void {
     const fence = pick({ v4: this.fence, v6: this.fence6 }, vip);
     if (deadlineNs === undefined) fence.delete(vip);

@@ -15,12 +15,16 @@ import { FastPath } from '../dataplane/fastpath.js';
 import { ip } from '../net/iproute.js';
 import { buildHaTopology, haConfig, HA, holdsDvipa, setRouterLinks } from './ha-topology.js';
 import { netnsPath, Topology } from './netns.js';
-import { startEtcd } from './etcd.js';
+import { MEMORY_DIR, startEtcd } from './etcd.js';
+import { LAB_NICE } from './procs.js';
 import { LabError, until } from './wait.js';
 import type { VdptRow, VipadynRow } from '../cluster/views.js';
 
 export const LAB_PREFIX = 'dvlab-';
 export const DEFAULT_LAB_DIR = '/run/dvipa-lab';
+/** The lab's etcd data, in memory (see etcd.ts). */
+/** etcd's data in memory, one directory per lab (its prefix): a bench's labs never share it with `dvipa lab`. */
+const etcdDir = (prefix: string) => path.join(MEMORY_DIR, `${prefix}etcd`);
 export const HTTP_PORT = 80;
 export const LINE_PORT = 8080;
 
@@ -104,10 +108,11 @@ export class HaLab {
         ]);
       }
       progress('etcd');
-      fs.mkdirSync(path.join(dir, 'etcd'), { recursive: true });
+      fs.rmSync(etcdDir(prefix), { recursive: true, force: true });
+      fs.mkdirSync(etcdDir(prefix), { mode: 0o700 });
       const etcd = await startEtcd({
         place: { topo: new Topology(prefix), ns: state.ns.cf, host: HA.cf },
-        dir: path.join(dir, 'etcd'),
+        dir: etcdDir(prefix),
         spawn: (cmd, args) => lab.detached('etcd', 'cf', cmd, args),
       });
       state.etcd = etcd.url;
@@ -167,7 +172,11 @@ export class HaLab {
 
   startAgent(node: string): void {
     const routing = HA.routers.some((r) => r.name === node);
-    this.detached(`agent-${node}`, node, process.execPath, [
+    // At the priority deploy/dvipa-agent.service gives it (Nice=-10).
+    this.detached(`agent-${node}`, node, 'nice', [
+      '-n',
+      String(LAB_NICE),
+      process.execPath,
       CLI,
       'agent',
       '--config',
@@ -183,7 +192,7 @@ export class HaLab {
       '--identities',
       path.join(this.state.dir, 'nodes'),
       // The lab's etcd is plain http without auth, reachable only inside the lab's namespaces.
-      ...(routing ? ['--etcd', this.state.etcd, '--insecure-etcd', '--lease-ttl', '1'] : []),
+      ...(routing ? ['--etcd', this.state.etcd, '--insecure-etcd'] : []),
     ]);
   }
 
@@ -203,8 +212,9 @@ export class HaLab {
    * Returns the instant of death (ms since the epoch).
    */
   async kill(node: string): Promise<number> {
-    const t0 = Date.now();
     setRouterLinks(this.state.ns[node], 'down');
+    // The links went down as ip finished (starting it may take a while on a busy machine).
+    const t0 = Date.now();
     await this.stopAgent(node, 'SIGKILL');
     return t0;
   }
@@ -325,6 +335,8 @@ export class HaLab {
     const pins = fs.readdirSync('/sys/fs/bpf').filter((p) => p.startsWith(state?.prefix ?? LAB_PREFIX));
     for (const p of pins) FastPath.purge(path.join('/sys/fs/bpf', p));
     if (pins.length) done.push(`${pins.length} pin roots`);
+    const etcdData = etcdDir(state?.prefix ?? LAB_PREFIX);
+    if (fs.existsSync(etcdData)) fs.rmSync(etcdData, { recursive: true, force: true });
     const stateDir = state?.dir ?? dir;
     if (fs.existsSync(stateDir)) {
       fs.rmSync(stateDir, { recursive: true, force: true });

@@ -134,9 +134,11 @@ async function main(): Promise<void> {
   const n = Number(keepArg);
   const agent = new http.Agent({ keepAlive: true, maxSockets: n });
   let answered = 0;
-  await new Promise<void>((resolve) => {
-    for (let i = 0; i < n; i++) void keepAliveLoop(agent, () => ++answered === n && resolve());
-  });
+  if (n > 0) {
+    await new Promise<void>((resolve) => {
+      for (let i = 0; i < n; i++) void keepAliveLoop(agent, () => ++answered === n && resolve());
+    });
+  }
   if (Number(newArg) > 0) setInterval(freshConnection, 1000 / Number(newArg));
   process.stdout.write('ready\n');
   readline

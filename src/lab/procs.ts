@@ -7,6 +7,13 @@ import type { Topology } from './netns.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
+/**
+ * The nice value of the lab's agents (as deploy/dvipa-agent.service runs them) and of the
+ * client's load and outage probe (so that their own waits for the CPU of a busy machine do
+ * not count as outage).
+ */
+export const LAB_NICE = -10;
+
 function firstLine(child: ChildProcess, what: string, timeoutMs = 5000): Promise<string> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${what}: no output within ${timeoutMs} ms`)), timeoutMs);
@@ -170,7 +177,10 @@ export class LoadClient extends LineDriver {
     ns: string,
     o: { host: string; port: number; long: number; intervalMs: number; newPerSec: number },
   ): Promise<LoadClient> {
-    const child = topo.spawn(ns, process.execPath, [
+    const child = topo.spawn(ns, 'nice', [
+      '-n',
+      String(LAB_NICE),
+      process.execPath,
       path.join(here, 'load-client.js'),
       o.host,
       String(o.port),
@@ -251,7 +261,10 @@ export class OutageProbe extends LineDriver {
     ns: string,
     o: { host: string; port: number; keepAlive: number; newPerSec: number },
   ): Promise<OutageProbe> {
-    const child = topo.spawn(ns, process.execPath, [
+    const child = topo.spawn(ns, 'nice', [
+      '-n',
+      String(LAB_NICE),
+      process.execPath,
       path.join(here, 'outage-probe.js'),
       o.host,
       String(o.port),

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import type { Topology } from '../../src/lab/netns.js';
 import { FastPath } from '../../src/dataplane/fastpath.js';
+import { LAB_NICE } from '../../src/lab/procs.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 
@@ -44,8 +45,11 @@ export class Agents {
     if (!fs.existsSync(loadFile)) fs.writeFileSync(loadFile, '0');
     const child = this.topo.spawn(
       this.ns[node],
-      process.execPath,
+      'nice',
       [
+        '-n',
+        String(LAB_NICE),
+        process.execPath,
         CLI,
         'agent',
         '--config',
@@ -72,7 +76,10 @@ export class Agents {
   /** Follows an agent started some other way (its JSON log on stderr), as one of these. */
   adopt(node: string, child: ChildProcess): void {
     const log: LogLine[] = (this.logs[node] = []);
+    // DVIPA_TEST_LOGS=dir keeps every agent's whole log there (node.log), to read after a failure.
+    const keep = process.env.DVIPA_TEST_LOGS;
     readline.createInterface({ input: child.stderr! }).on('line', (l) => {
+      if (keep) fs.appendFileSync(path.join(keep, `${node}.log`), `${l}\n`);
       try {
         log.push({ ...JSON.parse(l), at: Date.now() });
       } catch {

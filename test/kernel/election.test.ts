@@ -6,7 +6,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decide, Election, PRIMARY_RANK, type Situation } from '../../src/cluster/election.js';
-import { EtcdCoupling, type DvipaView } from '../../src/cluster/coupling.js';
+import { etcdClient, EtcdCoupling, type DvipaView } from '../../src/cluster/coupling.js';
 import { EpochFence } from '../../src/cluster/fence.js';
 import { decodeMessage, InvalidMessage, MsgType } from '../../src/cluster/messages.js';
 import { startEtcd } from '../../src/lab/etcd.js';
@@ -35,7 +35,7 @@ function situation(over: Partial<Omit<Situation, 'view'>> & { view?: Partial<Dvi
     idle: false,
     ownerlessTooLong: false,
     ...rest,
-    view: { ownerRev: 0, epochRev: 0, lastEpoch: 0, quiesced: new Set(), ...view },
+    view: { ownerRev: 0, epochRev: 0, ownerSeenAt: 0, lastEpoch: 0, quiesced: new Set(), ...view },
   };
 }
 
@@ -198,7 +198,7 @@ describe('coupling facility on etcd', () => {
     assert.equal((ra ?? rb)!.epoch, 1);
     await until('the loser to see the owner', () => loser.view(D).owner !== undefined);
     // A claim on what the loser saw before the race is stale now: refused.
-    const stale: DvipaView = { ownerRev: 0, epochRev: 0, lastEpoch: 0, quiesced: new Set() };
+    const stale: DvipaView = { ownerRev: 0, epochRev: 0, ownerSeenAt: 0, lastEpoch: 0, quiesced: new Set() };
     assert.equal(await loser.claim(D, 50, stale), undefined);
     const moved = await loser.claim(D, 50, loser.view(D));
     assert.equal(moved?.epoch, 2, 'a takeback or move is a new epoch');
@@ -300,10 +300,12 @@ describe('coupling facility on etcd', () => {
             },
           ],
         ]),
-        { me: 'b', nopreempt: false, takebackDelayMs: 0, stuckMs: 100, settleMs: 0 },
+        { me: 'b', nopreempt: false, takebackDelayMs: 0, stuckMs: 100, settleMs: 0, claimAfterMs: 0 },
         {
           ready: () => true,
+          canRenew: () => true,
           idle: () => true,
+          claimed: () => undefined,
           acquired: (_d, rec, how) => acquired.push(`${how} ${rec.epoch}`),
           lost: () => undefined,
         },
@@ -342,14 +344,16 @@ describe('coupling facility on etcd', () => {
         { node: 'a', rank: PRIMARY_RANK },
         { node: 'b', rank: 100 },
       ];
-      const opts = { me, nopreempt: false, takebackDelayMs: 0, stuckMs: 300, settleMs: 0 };
+      const opts = { me, nopreempt: false, takebackDelayMs: 0, stuckMs: 300, settleMs: 0, claimAfterMs: 0 };
       const e = new Election(
         c,
         new Map([[D, { address: D, primary: 'a', candidates }]]),
         opts,
         {
           ready: () => true,
+          canRenew: () => true,
           idle: () => true,
+          claimed: () => undefined,
           acquired: (_d, o) => events.push(`${me} acquired ${o.epoch}`),
           lost: (_d, o) => events.push(`${me} lost to ${o?.node ?? 'nobody'}`),
         },
@@ -456,6 +460,78 @@ describe('coupling facility on etcd', () => {
       await anonymous.stop(0);
     } finally {
       await secured.stop();
+    }
+  });
+
+  test('an owner quiet only because etcd stalled is not taken over, during the stall or after; a dead one is, through a read first', async () => {
+    seq++;
+    const a = await cf('a');
+    const b = await cf('b');
+    const won = await a.claim(D, PRIMARY_RANK, a.view(D));
+    assert.ok(won);
+    // a's renewals every 20 ms, as its renewal worker sends them (8 in flight at most).
+    const renewal = a.renewal(D, won)!;
+    const client = etcdClient({ endpoints: [etcd.server.url], callTimeoutMs: 2000 });
+    let inFlight = 0;
+    const renewing = setInterval(() => {
+      if (inFlight >= 8) return;
+      inFlight++;
+      void client
+        .if(renewal.key, 'Value', '==', renewal.value)
+        .then(client.put(renewal.key).value(renewal.value).lease(renewal.lease))
+        .commit()
+        .catch(() => undefined)
+        .finally(() => inFlight--);
+    }, 20);
+    const acquired: number[] = [];
+    const election = new Election(
+      b,
+      new Map([
+        [
+          D,
+          {
+            address: D,
+            primary: 'a',
+            candidates: [
+              { node: 'a', rank: PRIMARY_RANK },
+              { node: 'b', rank: 100 },
+            ],
+          },
+        ],
+      ]),
+      { me: 'b', nopreempt: false, takebackDelayMs: 0, stuckMs: 10000, settleMs: 0, claimAfterMs: 80 },
+      {
+        ready: () => true,
+        canRenew: () => true,
+        idle: () => true,
+        claimed: () => undefined,
+        acquired: () => acquired.push(Date.now()),
+        lost: () => undefined,
+      },
+      log,
+    );
+    election.start();
+    try {
+      await sleep(500);
+      // b's lease (10 s) outlives the stall: b sees etcd healthy, only the renewals stop.
+      etcd.server.pause();
+      try {
+        await sleep(2000);
+      } finally {
+        etcd.server.resume();
+      }
+      await sleep(1500);
+      assert.deepEqual(acquired, [], 'no takeover from an owner that renewed again once etcd was back');
+      assert.equal(b.view(D).owner?.node, 'a');
+      clearInterval(renewing);
+      const died = Date.now();
+      await until('b to take over from the dead owner', () => acquired.length > 0, 5000);
+      assert.equal(b.view(D).owner?.node, 'b');
+      assert.ok(acquired[0] - died >= 80, 'not before the claim delay');
+    } finally {
+      clearInterval(renewing);
+      election.stop();
+      client.close();
     }
   });
 

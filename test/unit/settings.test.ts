@@ -35,6 +35,7 @@ test('agent settings: a flag over the file over the default; out of range is a u
     none,
     {
       leaseTtlSec: DEFAULTS.leaseTtl,
+      renewMs: DEFAULTS.renewMs,
       takebackDelaySec: DEFAULTS.takebackDelay,
       nopreempt: DEFAULTS.nopreempt,
       restartGraceSec: DEFAULTS.restartGrace,
@@ -69,6 +70,7 @@ test('agent settings: a flag over the file over the default; out of range is a u
   );
   for (const [flags, name] of [
     [{ leaseTtl: 0 }, 'lease-ttl'],
+    [{ renewMs: 4 }, 'renew-ms'],
     [{ takebackDelay: 1.5 }, 'takeback-delay'],
     [{ port: 70000 }, 'port'],
     [{ scanMs: 10 }, 'scan-ms'],

@@ -1,0 +1,158 @@
+/*
+ * The owner's renewals in a thread of their own (see renewer.ts): every interval, for each
+ * DVIPA this node owns, one transaction puts the owner key again if it still holds this
+ * node's record; each success moves the DVIPA's fence to FENCE after the request left.
+ * This thread is the fence map's only writer while the DVIPA is owned.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import * as os from 'node:os';
+import * as fs from 'node:fs';
+import { execFile } from 'node:child_process';
+import { etcdClient, type EtcdConnection, type Renewal } from './coupling.js';
+import { BpfMap } from '../dataplane/map.js';
+import { addr, addr6, u64 } from '../dataplane/structs.js';
+import { ipFamily } from '../net/addr.js';
+
+export interface WorkerSetup {
+  etcd: EtcdConnection;
+  fenceFd: number;
+  /** The IPv6 DVIPAs' fences (map fence6). */
+  fence6Fd: number;
+  renewMs: number;
+  fenceNs: bigint;
+}
+
+export type WorkerRequest =
+  /** Renew from now on; the fence is `deadlineNs` (a claim's, set as given). */
+  | { op: 'own'; dvipa: string; renewal: Renewal; deadlineNs: bigint }
+  /** The fence may run to `deadlineNs` (every other candidate promised), if that is later. */
+  | { op: 'extend'; dvipa: string; deadlineNs: bigint }
+  /** No more renewals: the fence runs out by itself. */
+  | { op: 'drop'; dvipa: string }
+  /**
+   * A clean stop: renewals end, and each owner key goes to a lease of `graceSec` that nobody
+   * renews, marked with the grace; the reply ('handed') lists the DVIPAs whose key etcd took.
+   */
+  | { op: 'handOver'; graceSec: number };
+
+/** The worker's answer to a hand-over. */
+export interface HandedOver {
+  handed: string[];
+}
+
+/** The renewal thread's real-time priority (SCHED_RR), or its nice value where that is refused. */
+const RENEWAL_RT_PRIORITY = 10;
+const RENEWAL_NICE = -10;
+/**
+ * Renewals of one DVIPA sent and not yet answered. Answers come late on a busy machine even
+ * when etcd committed at once, and renewals must go on landing every interval: room for
+ * 160 ms of round trip at the default interval; beyond, etcd is not keeping up.
+ */
+const MAX_IN_FLIGHT = 8;
+
+const setup = workerData as WorkerSetup;
+// Ahead of everything else on a busy node, as keepalived's VRRP process can be (its
+// vrrp_rt_priority): a renewal late by a fence is a failover. Round-robin real time for this
+// thread only (it works for microseconds each interval); where that is refused, a high nice
+// value (per thread on Linux too).
+const tid = fs.readlinkSync('/proc/thread-self').split('/').pop()!;
+execFile('chrt', ['--rr', '--pid', String(RENEWAL_RT_PRIORITY), tid], (err) => {
+  if (!err) return;
+  try {
+    os.setPriority(RENEWAL_NICE);
+  } catch {
+    // not allowed (not root, or no CAP_SYS_NICE): renewals run at the agent's priority
+  }
+});
+const client = etcdClient(setup.etcd);
+const fence4 = new BpfMap('fence', setup.fenceFd, addr, u64);
+const fence6 = new BpfMap('fence6', setup.fence6Fd, addr6, u64);
+const fenceOf = (dvipa: string) => (ipFamily(dvipa) === 6 ? fence6 : fence4);
+const owned = new Map<string, { renewal: Renewal; deadlineNs: bigint; inFlight: number }>();
+
+function extend(dvipa: string, deadlineNs: bigint): void {
+  const o = owned.get(dvipa);
+  if (!o || deadlineNs <= o.deadlineNs) return;
+  o.deadlineNs = deadlineNs;
+  fenceOf(dvipa).set(dvipa, deadlineNs);
+}
+
+function renewAll(): void {
+  for (const [dvipa, o] of owned) {
+    if (o.inFlight >= MAX_IN_FLIGHT) continue;
+    o.inFlight++;
+    const sent = process.hrtime.bigint();
+    const { key, value, lease } = o.renewal;
+    // A failed renewal needs no handling: the fence lapses; the main thread sees etcd's health.
+    client
+      .if(key, 'Value', '==', value)
+      .then(client.put(key).value(value).lease(lease))
+      .commit()
+      .then(
+        (res) => res.succeeded && owned.get(dvipa) === o && extend(dvipa, sent + setup.fenceNs),
+        () => undefined,
+      )
+      .finally(() => o.inFlight--);
+  }
+}
+
+// Connected before the first renewal, which must not wait for a handshake: the agent claims
+// nothing until this thread has reached etcd once.
+function connect(): void {
+  client
+    .get('dvipa-renewal-connect')
+    .string()
+    .then(
+      () => parentPort!.postMessage('connected'),
+      () => setTimeout(connect, 200),
+    );
+}
+connect();
+setInterval(renewAll, setup.renewMs);
+
+/**
+ * Here and not in the main thread: the fence must run from one confirmed write to the next
+ * without a gap. Renewals stop first (a late confirmation no longer moves the fence), then
+ * each key is written again with its grace, and the fence moves to that grace (plus a fence)
+ * after the write was sent: candidates wait a claim delay and the grace after they see it.
+ */
+async function handOver(graceSec: number): Promise<HandedOver> {
+  const mine = [...owned];
+  owned.clear();
+  const handed: string[] = [];
+  if (graceSec <= 0 || !mine.length) return { handed };
+  const lease = client.lease(graceSec, { autoKeepAlive: false });
+  try {
+    const id = await lease.grant();
+    for (const [dvipa, o] of mine) {
+      const { key, value } = o.renewal;
+      const graced = JSON.stringify({ ...(JSON.parse(value) as object), graceMs: graceSec * 1000 });
+      const sent = process.hrtime.bigint();
+      const res = await client.if(key, 'Value', '==', value).then(client.put(key).value(graced).lease(id)).commit();
+      if (!res.succeeded) continue;
+      fenceOf(dvipa).set(dvipa, sent + BigInt(graceSec) * 1_000_000_000n + setup.fenceNs);
+      handed.push(dvipa);
+    }
+  } catch {
+    // etcd unreachable: what was not handed over lapses with its fence, as after a crash
+  } finally {
+    lease.release();
+  }
+  return { handed };
+}
+
+parentPort!.on('message', (m: WorkerRequest) => {
+  switch (m.op) {
+    case 'own':
+      owned.set(m.dvipa, { renewal: m.renewal, deadlineNs: m.deadlineNs, inFlight: 0 });
+      fenceOf(m.dvipa).set(m.dvipa, m.deadlineNs);
+      return;
+    case 'extend':
+      return extend(m.dvipa, m.deadlineNs);
+    case 'drop':
+      owned.delete(m.dvipa);
+      return;
+    case 'handOver':
+      void handOver(m.graceSec).then((r) => parentPort!.postMessage(r));
+  }
+});

@@ -1,0 +1,71 @@
+/*
+ * An owner renews its claim on each DVIPA every few tens of milliseconds, and its data plane
+ * answers for the DVIPA only until a fence after the last renewal etcd confirmed. Renewals
+ * run in a worker thread: the agent's main thread stalls now and then (a Maglev table
+ * built, a garbage collection, a burst of reports), and a stall must neither let the fence
+ * lapse nor make the backups think the owner dead.
+ */
+import { Worker } from 'node:worker_threads';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Renewal } from './coupling.js';
+import type { HandedOver, WorkerRequest, WorkerSetup } from './renewal-worker.js';
+import type { Logger } from '../log.js';
+
+const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'renewal-worker.js');
+
+export class Renewer {
+  private readonly worker: Worker;
+  /** Whether the worker has reached etcd: until then a claim would not be renewed. */
+  connected = false;
+  private handed?: (dvipas: Set<string>) => void;
+
+  constructor(setup: WorkerSetup, log: Logger) {
+    this.worker = new Worker(WORKER, { workerData: setup });
+    // Without renewals fences lapse and backups take over: loud, but the agent goes on.
+    this.worker.on('error', (e) =>
+      log.error({ err: e.message }, 'renewal worker failed: this node no longer renews its DVIPAs'),
+    );
+    this.worker.on('message', (m: 'connected' | HandedOver) => {
+      if (m === 'connected') this.connected = true;
+      else this.handed?.(new Set(m.handed));
+    });
+    // A worker gone answers no hand-over: the stop goes on without one.
+    this.worker.on('exit', () => this.handed?.(new Set()));
+    this.worker.unref();
+  }
+
+  /** This node owns the DVIPA from now on: renewals start; the fence is the claim's. */
+  own(dvipa: string, renewal: Renewal, deadlineNs: bigint): void {
+    this.post({ op: 'own', dvipa, renewal, deadlineNs });
+  }
+
+  extend(dvipa: string, deadlineNs: bigint): void {
+    this.post({ op: 'extend', dvipa, deadlineNs });
+  }
+
+  /** Renewals stop; the fence runs out by itself. */
+  drop(dvipa: string): void {
+    this.post({ op: 'drop', dvipa });
+  }
+
+  /**
+   * A clean stop: renewals end and each owned DVIPA's key goes to a grace lease, its fence
+   * moved to match (renewal-worker.ts); resolves to the DVIPAs handed over.
+   */
+  handOver(graceSec: number): Promise<Set<string>> {
+    return new Promise((resolve) => {
+      this.handed = resolve;
+      this.post({ op: 'handOver', graceSec });
+    });
+  }
+
+  /** Renewals end at once (what was asked before may not be done). */
+  async stop(): Promise<void> {
+    await this.worker.terminate();
+  }
+
+  private post(m: WorkerRequest): void {
+    this.worker.postMessage(m);
+  }
+}
