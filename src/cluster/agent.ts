@@ -20,6 +20,8 @@ import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions } 
 import { Election, PRIMARY_RANK, type DvipaCandidacy } from './election.js';
 import type { Claim, OwnerRecord } from '../net/ownership.js';
 import { Transport } from './transport.js';
+import { MemberSigner, Membership, type MemberRecord } from './members.js';
+import { VERSION as FRAME_VERSION } from './frame.js';
 import type { Identities } from './handshake.js';
 import { DEFAULTS } from '../config/settings.js';
 import { MsgType, type DvipaChange, type Message } from './messages.js';
@@ -96,6 +98,13 @@ export class Agent {
   private readonly refusals: Refusals;
   /** DVIPA messages waiting for etcd to name the same owner, by address. */
   private readonly unconfirmed = new Map<string, { peer: string; change: DvipaChange }>();
+  /** With etcd: the nodes found through their member records. */
+  private readonly membership?: Membership;
+  private readonly signer: MemberSigner;
+  /** Configured nodes and PEERs (not this one), by name: their cluster addresses. */
+  private readonly configured: Map<string, string>;
+  /** The last address of every member that joined: a peer that left still has one for its 'peerDown'. */
+  private readonly formerly = new Map<string, string>();
 
   constructor(private readonly opts: AgentOptions) {
     const node = opts.config.nodes.find((n) => n.name === opts.node);
@@ -105,14 +114,23 @@ export class Agent {
     if (opts.ipsec && !opts.ha?.etcd)
       throw new Error('IPsec recovery (CLUSTER IPSEC) keeps SAs in the coupling facility: give CLUSTER ETCD or --etcd');
     this.plans = planDvipas(opts.config);
-    this.admission = new Admission(opts.config, this.plans);
+    this.configured = new Map(
+      [...opts.config.nodes, ...opts.config.peers].filter((n) => n.name !== node.name).map((n) => [n.name, n.xcf]),
+    );
+    this.signer = new MemberSigner(opts.key, opts.identities);
+    if (opts.ha?.etcd)
+      this.membership = new Membership({
+        me: node.name,
+        configured: this.configured,
+        signer: this.signer,
+        max: DEFAULTS.maxMembers,
+        logger: this.log,
+      });
+    this.admission = new Admission(opts.config, this.plans, (peer) => this.membership?.get(peer)?.dvipas);
     this.refusals = new Refusals(this.log, 'peer message refused');
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
     this.crtWalker = new CrtWalker(this.fp.crt.fd);
-    const peers = [
-      ...opts.config.nodes.filter((n) => n.name !== node.name).map((n) => ({ name: n.name, xcf: n.xcf })),
-      ...opts.config.peers,
-    ].map((p) => ({ name: p.name, host: p.xcf, port: opts.port ?? DEFAULTS.port }));
+    const peers = [...this.configured].map(([name, host]) => ({ name, host, port: opts.port ?? DEFAULTS.port }));
     this.transport = new Transport({
       node: node.name,
       key: opts.key,
@@ -121,8 +139,7 @@ export class Agent {
       peers,
       logger: this.log,
     });
-    const nameOfXcf = new Map(peers.map((p) => [p.host, p.name]));
-    const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(nameOfXcf.get(xcf) ?? '');
+    const isConnected = (xcf: string) => xcf === node.xcf || this.transport.connected(this.nameOf(xcf) ?? '');
     this.router = new RoutingRole(
       this.fp,
       node,
@@ -170,9 +187,14 @@ export class Agent {
       const xcf = this.xcfOf(peer);
       if (xcf) this.router.targetGone(xcf);
     });
+    this.membership?.on('join', (r) => this.memberJoined(r));
+    this.membership?.on('leave', (r) => {
+      if (!this.configured.has(r.node)) this.transport.removePeer(r.node);
+    });
     await this.transport.start();
     this.target.start();
-    if (this.candidacies.size) this.startElection();
+    // With etcd every node joins, also a pure target: its member record is how the others find it.
+    if (this.candidacies.size || this.membership) this.startElection();
     if (this.opts.metricsAddress) {
       this.metrics = new AgentMetrics({
         vdpt: () => this.router.vdpt(),
@@ -181,6 +203,7 @@ export class Agent {
         served: () => this.fp.receivedStats(),
         messageRejects: () => ({
           ...this.transport.drops,
+          ...Object.fromEntries(Object.entries(this.membership?.refusals.counts ?? {}).map(([k, n]) => [`member_${k}`, n])),
           ...this.refusals.counts,
           stale_epoch: this.target.fence.refused,
         }),
@@ -235,7 +258,19 @@ export class Agent {
     const me = this.node.name;
     let cf: CouplingFacility;
     if (ha.etcd) {
-      const etcd = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
+      const membership = this.membership!;
+      const etcd = new EtcdCoupling({
+        ...ha.etcd,
+        node: me,
+        xcf: this.node.xcf,
+        logger: this.log,
+        memberRecord: (lease) => JSON.stringify(this.memberRecord(lease)),
+        isMember: (n) => membership.has(n),
+      });
+      etcd.on('member', (name: string, value: string | undefined, lease: string) => {
+        if (value === undefined) membership.delete(name);
+        else membership.put(name, value, lease);
+      });
       if (this.opts.ipsec) {
         const vici = this.opts.ipsec.vici;
         const daemon = vici ? new ViciDaemon(vici, () => this.ipsec?.ikeChanged(), this.log) : undefined;
@@ -265,6 +300,15 @@ export class Agent {
       this.unconfirmed.delete(d!);
       this.onDvipa(waiting.peer, waiting.change);
     });
+    // A pure target joins for its member record only: nothing to elect.
+    if (!this.candidacies.size) {
+      const join = () =>
+        cf.start().catch((e: Error) => {
+          this.log.error({ err: e.message }, 'coupling facility unreachable at start; retrying');
+          if (!this.stopped) this.cfRetry = setTimeout(join, CF_RETRY_MS);
+        });
+      return void join();
+    }
     const election = new Election(
       cf,
       this.candidacies,
@@ -338,6 +382,13 @@ export class Agent {
         if (!this.ipsec) throw new Error('IPsec recovery is not on for this node (CLUSTER IPSEC)');
         return this.ipsec.rows();
       },
+      members: () => {
+        if (!this.membership) throw new Error('no members from etcd on this node (CLUSTER ETCD)');
+        return {
+          members: this.membership.rows((n) => this.transport.connected(n)),
+          refused: { ...this.membership.refusals.counts },
+        };
+      },
     };
   }
 
@@ -389,10 +440,33 @@ export class Agent {
   }
 
   private xcfOf(peer: string): string | undefined {
-    return (
-      this.opts.config.nodes.find((n) => n.name === peer)?.xcf ??
-      this.opts.config.peers.find((p) => p.name === peer)?.xcf
-    );
+    return this.configured.get(peer) ?? this.membership?.get(peer)?.xcf[0] ?? this.formerly.get(peer);
+  }
+
+  private nameOf(xcf: string): string | undefined {
+    for (const [name, x] of this.configured) if (x === xcf) return name;
+    return this.membership?.records().find((r) => r.xcf[0] === xcf)?.node;
+  }
+
+  /** This node's member record, signed, for the etcd lease it is bound to. */
+  private memberRecord(lease: string): MemberRecord {
+    const v = this.node.vipaDynamic;
+    return this.signer.record({
+      node: this.node.name,
+      xcf: [this.node.xcf],
+      port: this.opts.port ?? DEFAULTS.port,
+      version: FRAME_VERSION,
+      dvipas: [...new Set([...v.define, ...v.backup].map((d) => d.address))],
+      lease,
+      at: Date.now(),
+    });
+  }
+
+  /** A member's checked record: a peer of the transport (a configured one stays as configured). */
+  private memberJoined(r: MemberRecord): void {
+    this.formerly.set(r.node, r.xcf[0]);
+    if (this.configured.has(r.node)) return;
+    this.transport.addPeer({ name: r.node, host: r.xcf[0], port: r.port });
   }
 
   private onMessage(peer: string, m: Message): void {

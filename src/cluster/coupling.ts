@@ -3,7 +3,7 @@
  * it is etcd; a single node may run without it (ownership then is local only).
  *
  * Keys under the prefix (default /dvipa/):
- *   members/<node>         {node, xcf}                 bound to the node's lease: it is alive
+ *   members/<node>         member record (members.ts)  bound to the node's lease: it is alive, and where
  *   owner/<dvipa>          {node, rank, epoch}         bound to the owner's lease
  *   epoch/<dvipa>          last epoch handed out       never expires: epochs only grow
  *   move/<dvipa>           {to, whenIdle}              an operator's move (dvipa dvipa move)
@@ -86,7 +86,17 @@ export interface EtcdOptions {
   user?: string;
   password?: string;
   logger: Logger;
+  /** This node's member record for a lease (members.ts); default {node, xcf}. */
+  memberRecord?: (lease: string) => string;
+  /**
+   * Which member keys count as live nodes (a checked record, members.ts); default all. Said
+   * before each 'change', as each member record is passed to the 'member' listeners.
+   */
+  isMember?: (node: string) => boolean;
 }
+
+/** How often at most this agent writes its member record again after someone else changed it. */
+const REWRITE_MS = 1000;
 
 const keyOf = (prefix: string, ...parts: string[]) => prefix + parts.join('/');
 
@@ -122,6 +132,9 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   private readonly kv = new Map<string, { value: string; rev: number }>();
   private ok = false;
   private stopping = false;
+  /** The member record this agent wrote last, and when it last wrote it again. */
+  private memberValue?: string;
+  private rewroteAt = 0;
 
   constructor(private readonly opts: EtcdOptions) {
     super();
@@ -163,15 +176,17 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   async start(): Promise<void> {
     if (this.opts.member !== false) await this.grantLease();
     const all = await this.client.getAll().prefix(this.prefix).exec();
-    for (const kv of all.kvs)
+    for (const kv of all.kvs) {
       this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) });
+      this.memberEvent(kv.key.toString(), kv.value.toString(), kv.lease);
+    }
     this.watcher = await this.client
       .watch()
       .prefix(this.prefix)
       .startRevision(String(Number(all.header.revision) + 1))
       .create();
     this.watcher.on('put', (kv) =>
-      this.onEvent(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) }),
+      this.onEvent(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) }, 0, kv.lease),
     );
     this.watcher.on('delete', (kv) => this.onEvent(kv.key.toString(), undefined, Number(kv.mod_revision)));
     this.watcher.on('disconnected', (e) => this.setHealth(false, e.message));
@@ -198,10 +213,36 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     this.leaseId = await lease.grant();
     granted = true;
     this.emit('lease');
-    await lease
-      .put(keyOf(this.prefix, 'members', this.opts.node))
-      .value(JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf }))
-      .exec();
+    await this.putMember();
+  }
+
+  private async putMember(): Promise<void> {
+    const lease = this.lease;
+    if (!lease || !this.leaseId) return;
+    const value =
+      this.opts.memberRecord?.(this.leaseId) ?? JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf });
+    this.memberValue = value;
+    await lease.put(keyOf(this.prefix, 'members', this.opts.node)).value(value).exec();
+  }
+
+  /**
+   * Passes a member record to the 'member' listeners; this node's own record, changed or
+   * deleted by someone else while its lease lives, is written again (at most once a second).
+   */
+  private memberEvent(key: string, value: string | undefined, lease = '0'): void {
+    const p = keyOf(this.prefix, 'members', '');
+    if (!key.startsWith(p)) return;
+    const name = key.slice(p.length);
+    if (name !== this.opts.node) return void this.emit('member', name, value, lease);
+    if (this.stopping || this.memberValue === undefined || value === this.memberValue) return;
+    const now = Date.now();
+    if (now - this.rewroteAt < REWRITE_MS) return;
+    this.rewroteAt = now;
+    this.opts.logger.error(
+      { changed: value === undefined ? 'deleted' : value.slice(0, 200) },
+      "this node's member record was changed by another writer of etcd: written again",
+    );
+    this.putMember().catch((e: Error) => this.opts.logger.warn({ err: e.message }, 'member record not written'));
   }
 
   private async rejoin(): Promise<void> {
@@ -218,12 +259,13 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     }
   }
 
-  private onEvent(key: string, v: { value: string; rev: number } | undefined, deletedAt = 0): void {
+  private onEvent(key: string, v: { value: string; rev: number } | undefined, deletedAt = 0, lease?: string): void {
     // A claim of ours may already have recorded a newer state than this event's.
     const known = this.kv.get(key)?.rev ?? 0;
     if ((v ? v.rev : deletedAt) < known) return;
     if (v) this.kv.set(key, v);
     else this.kv.delete(key);
+    this.memberEvent(key, v?.value, lease);
     const rest = key.slice(this.prefix.length).split('/');
     this.emit('change', rest[0] === 'members' ? undefined : rest[1]);
   }
@@ -240,7 +282,13 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
 
   members(): Set<string> {
     const p = keyOf(this.prefix, 'members', '');
-    return new Set([...this.kv.keys()].filter((k) => k.startsWith(p)).map((k) => k.slice(p.length)));
+    const live = this.opts.isMember ?? (() => true);
+    return new Set(
+      [...this.kv.keys()]
+        .filter((k) => k.startsWith(p))
+        .map((k) => k.slice(p.length))
+        .filter((n) => n === this.opts.node || live(n)),
+    );
   }
 
   view(dvipa: string): DvipaView {

@@ -131,7 +131,9 @@ export class Transport extends EventEmitter {
   private readonly sockets = new Set<net.Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly refusals: Refusals;
-  private readonly sources: Set<string>;
+  /** By name: the configured ones, and members that joined through etcd (addPeer). */
+  private readonly peers = new Map<string, Peer>();
+  private readonly sources = new Set<string>();
   private server?: net.Server;
   private sweeper?: NodeJS.Timeout;
   private stopped = false;
@@ -140,7 +142,8 @@ export class Transport extends EventEmitter {
     super();
     if (opts.key.length < 32) throw new RangeError('the cluster key must be at least 32 bytes');
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
-    this.sources = new Set(opts.peers.map((p) => p.host));
+    for (const p of opts.peers) this.peers.set(p.name, p);
+    this.resourced();
     this.refusals = new Refusals(opts.logger, 'message dropped');
   }
 
@@ -151,9 +154,8 @@ export class Transport extends EventEmitter {
 
   async start(): Promise<void> {
     const server = net.createServer((s) => this.accept(s));
-    // Authenticated: one per peer; the rest wait in their handshake, capped.
-    server.maxConnections = this.opts.peers.length + this.limits.pending;
     this.server = server;
+    this.resourced();
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.opts.listen.port, this.opts.listen.host, () => {
@@ -168,7 +170,33 @@ export class Transport extends EventEmitter {
       }),
     );
     this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.floor(this.limits.idleMs / 3)));
-    for (const p of this.opts.peers) this.dial(p);
+    for (const p of this.peers.values()) this.dial(p);
+  }
+
+  /** A peer from now on (a member that joined): dialled, and accepted from its address. */
+  addPeer(p: Peer): void {
+    const old = this.peers.get(p.name);
+    if (old && old.host === p.host && old.port === p.port) return;
+    if (old) this.removePeer(p.name);
+    this.peers.set(p.name, p);
+    this.resourced();
+    if (this.server && !this.stopped) this.dial(p);
+  }
+
+  /** No longer a peer (a member that left): its connections close, and it is not dialled again. */
+  removePeer(name: string): void {
+    if (!this.peers.delete(name)) return;
+    this.resourced();
+    this.outbound.get(name)?.socket.destroy();
+    this.inbound.get(name)?.socket.destroy();
+  }
+
+  /** The sources accepted and the server's connection cap follow the peers. */
+  private resourced(): void {
+    this.sources.clear();
+    for (const p of this.peers.values()) this.sources.add(p.host);
+    // Authenticated: one per peer; the rest wait in their handshake, capped.
+    if (this.server) this.server.maxConnections = this.peers.size + this.limits.pending;
   }
 
   /** The port actually listened on (for listen port 0). */
@@ -193,7 +221,7 @@ export class Transport extends EventEmitter {
   }
 
   broadcast(m: Message): void {
-    for (const p of this.opts.peers) this.send(p.name, m);
+    for (const p of this.peers.keys()) this.send(p, m);
   }
 
   async stop(): Promise<void> {
@@ -237,7 +265,8 @@ export class Transport extends EventEmitter {
   }
 
   private redial(p: Peer): void {
-    if (this.stopped) return;
+    // Not a peer that left, or one whose address changed since.
+    if (this.stopped || this.peers.get(p.name) !== p) return;
     const t = setTimeout(() => {
       this.timers.delete(t);
       this.dial(p);
@@ -397,7 +426,7 @@ export class Transport extends EventEmitter {
       this.reject(s, 'wrong_peer', `dialled ${s.peer}, answered by ${hello.node}`);
       return false;
     }
-    const peer = this.opts.peers.find((p) => p.name === hello.node);
+    const peer = this.peers.get(hello.node);
     if (!peer) this.reject(s, 'unknown_peer', `${hello.node} is not a peer of ${this.opts.node}`);
     else if (peer.host !== s.source) this.reject(s, 'wrong_peer', `${hello.node} is at ${peer.host}, not ${s.source}`);
     return peer?.host === s.source;

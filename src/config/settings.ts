@@ -49,6 +49,8 @@ export const DEFAULTS = {
   /** A WEIGHTEDACTIVE destination without a weight: the DPT applies it. */
   weight: DEFAULT_WEIGHT,
   timedAffinity: 0,
+  /** Nodes found through etcd member records one agent takes at most (more are counted refusals). */
+  maxMembers: 256,
   pinRoot: '/sys/fs/bpf/dvipa',
   controlSocket: '/run/dvipa/agent.sock',
   metricsAddress: '127.0.0.1:9741',
