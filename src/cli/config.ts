@@ -132,7 +132,8 @@ const importCmd = command({
       return { text, file, node: a.node[i], ...(xcf ? { xcf } : {}) };
     });
     const badUrl = a.etcd?.find((u) => !isEtcdUrl(u));
-    if (badUrl !== undefined) throw new CliError(`--etcd ${badUrl}: expected http://host:port or https://host:port`, EXIT.usage);
+    if (badUrl !== undefined)
+      throw new CliError(`--etcd ${badUrl}: expected http://host:port or https://host:port`, EXIT.usage);
     const etcd = a.etcd?.length ? { etcd: a.etcd } : {};
     const { config, notes } = reported(a.profiles.join(', '), () => importProfiles(profiles, etcd));
     const c = a.yaml ? '#' : ';';

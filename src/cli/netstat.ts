@@ -192,7 +192,9 @@ async function members(a: Args): Promise<void> {
   const r = await ask(a, 'members');
   if (a.json) return out(`${toJson(r)}\n`);
   out('CLUSTER MEMBERS (FROM ETCD MEMBER RECORDS):\n');
-  out(`  ${'NODE'.padEnd(16)}${'XCF'.padEnd(17)}${'PORT'.padEnd(7)}${'STATE'.padEnd(8)}${'SINCE'.padEnd(26)}${'KEY'.padEnd(34)}DVIPAS\n`);
+  out(
+    `  ${'NODE'.padEnd(16)}${'XCF'.padEnd(17)}${'PORT'.padEnd(7)}${'STATE'.padEnd(8)}${'SINCE'.padEnd(26)}${'KEY'.padEnd(34)}DVIPAS\n`,
+  );
   for (const m of r.members) {
     out(
       `  ${m.node.padEnd(16)}${m.xcf.padEnd(17)}${String(m.port).padEnd(7)}${m.state.toUpperCase().padEnd(8)}${m.since.padEnd(26)}${m.key.padEnd(34)}${m.dvipas.join(' ')}\n`,
@@ -218,8 +220,7 @@ const filters = <T>(y: Argv<T>) =>
 
 export const netstatCommand = command({
   command: 'netstat <report>',
-  describe:
-    "the local agent's tables, as z/OS NETSTAT shows them: vdpt, vcrt, vipadyn, vipadcfg; and ipsec, members",
+  describe: "the local agent's tables, as z/OS NETSTAT shows them: vdpt, vcrt, vipadyn, vipadcfg; and ipsec, members",
   builder: (y) =>
     common(y)
       .command(

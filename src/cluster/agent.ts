@@ -121,7 +121,8 @@ export class Agent {
     if (opts.ha?.etcd)
       this.membership = new Membership({
         me: node.name,
-        configured: this.configured,
+        // This node's own address is taken too: nobody's record claims it.
+        configured: new Map([...this.configured, [node.name, node.xcf]]),
         signer: this.signer,
         max: DEFAULTS.maxMembers,
         logger: this.log,
@@ -144,7 +145,6 @@ export class Agent {
       this.fp,
       node,
       opts.config,
-      this.plans,
       { isConnected, readyTargets: opts.readyTargets },
       this.log,
     );
@@ -179,7 +179,7 @@ export class Agent {
     this.transport.on('message', (peer, m) => this.onMessage(peer, m));
     this.transport.on('peerUp', (peer) => {
       this.log.info({ peer }, 'peer connected');
-      if (this.router.active) this.transport.send(peer, this.router.vipaList());
+      if (this.router.announces) this.transport.send(peer, this.router.vipaList());
       this.target.report(peer);
     });
     this.transport.on('peerDown', (peer) => {
@@ -194,7 +194,7 @@ export class Agent {
     await this.transport.start();
     this.target.start();
     // With etcd every node joins, also a pure target: its member record is how the others find it.
-    if (this.candidacies.size || this.membership) this.startElection();
+    if (this.candidacies.size || this.membership) this.joinCoupling();
     if (this.opts.metricsAddress) {
       this.metrics = new AgentMetrics({
         vdpt: () => this.router.vdpt(),
@@ -203,7 +203,9 @@ export class Agent {
         served: () => this.fp.receivedStats(),
         messageRejects: () => ({
           ...this.transport.drops,
-          ...Object.fromEntries(Object.entries(this.membership?.refusals.counts ?? {}).map(([k, n]) => [`member_${k}`, n])),
+          ...Object.fromEntries(
+            Object.entries(this.membership?.refusals.counts ?? {}).map(([k, n]) => [`member_${k}`, n]),
+          ),
           ...this.refusals.counts,
           stale_epoch: this.target.fence.refused,
         }),
@@ -250,10 +252,11 @@ export class Agent {
   }
 
   /**
-   * Joins the coupling facility and runs the election. Until the store answers, nothing
+   * Joins the coupling facility (with etcd: its member record, and the others' as peers) and
+   * runs the election of the DVIPAs this node may route. Until the store answers, nothing
    * changes: DVIPAs the pinned data plane owned stay owned and keep forwarding.
    */
-  private startElection(): void {
+  private joinCoupling(): void {
     const ha = this.opts.ha ?? {};
     const me = this.node.name;
     let cf: CouplingFacility;
@@ -301,14 +304,29 @@ export class Agent {
       this.onDvipa(waiting.peer, waiting.change);
     });
     // A pure target joins for its member record only: nothing to elect.
-    if (!this.candidacies.size) {
-      const join = () =>
-        cf.start().catch((e: Error) => {
-          this.log.error({ err: e.message }, 'coupling facility unreachable at start; retrying');
+    const election = this.candidacies.size ? this.elect(cf) : undefined;
+    this.election = election;
+    const join = () => {
+      cf.start().then(
+        () => {
+          if (!this.stopped) election?.start();
+        },
+        (e: Error) => {
+          this.log.error(
+            { err: e.message },
+            'coupling facility unreachable at start; the data plane keeps forwarding; retrying',
+          );
           if (!this.stopped) this.cfRetry = setTimeout(join, CF_RETRY_MS);
-        });
-      return void join();
-    }
+        },
+      );
+    };
+    join();
+  }
+
+  /** The election of the DVIPAs this node may route, over the coupling facility. */
+  private elect(cf: CouplingFacility): Election {
+    const ha = this.opts.ha ?? {};
+    const me = this.node.name;
     const election = new Election(
       cf,
       this.candidacies,
@@ -343,22 +361,7 @@ export class Agent {
       if (epoch > 0)
         election.owned.set(d, { node: me, rank: c.candidates.find((x) => x.node === me)?.rank ?? 0, epoch });
     }
-    this.election = election;
-    const join = () => {
-      cf.start().then(
-        () => {
-          if (!this.stopped) election.start();
-        },
-        (e: Error) => {
-          this.log.error(
-            { err: e.message },
-            'coupling facility unreachable at start; the data plane keeps forwarding; retrying',
-          );
-          if (!this.stopped) this.cfRetry = setTimeout(join, CF_RETRY_MS);
-        },
-      );
-    };
-    join();
+    return election;
   }
 
   /** What the control socket answers (control-protocol.ts). */

@@ -7,15 +7,7 @@
  */
 import type { CouplingConfig } from '../config/model.js';
 import { parseIpv4 } from '../net/addr.js';
-import type {
-  CouplingState,
-  IpsecDvipaRow,
-  MemberRow,
-  VcrtFilter,
-  VcrtView,
-  VdptRow,
-  VipadynRow,
-} from './views.js';
+import type { CouplingState, IpsecDvipaRow, MemberRow, VcrtFilter, VcrtView, VdptRow, VipadynRow } from './views.js';
 
 export const CONTROL_PROTOCOL_VERSION = 1;
 /** Requests are a command and a few filters: far below this. */

@@ -135,6 +135,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   /** The member record this agent wrote last, and when it last wrote it again. */
   private memberValue?: string;
   private rewroteAt = 0;
+  private rewriteTimer?: NodeJS.Timeout;
 
   constructor(private readonly opts: EtcdOptions) {
     super();
@@ -222,7 +223,10 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     const value =
       this.opts.memberRecord?.(this.leaseId) ?? JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf });
     this.memberValue = value;
-    await lease.put(keyOf(this.prefix, 'members', this.opts.node)).value(value).exec();
+    await lease
+      .put(keyOf(this.prefix, 'members', this.opts.node))
+      .value(value)
+      .exec();
   }
 
   /**
@@ -236,7 +240,14 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     if (name !== this.opts.node) return void this.emit('member', name, value, lease);
     if (this.stopping || this.memberValue === undefined || value === this.memberValue) return;
     const now = Date.now();
-    if (now - this.rewroteAt < REWRITE_MS) return;
+    if (now - this.rewroteAt < REWRITE_MS) {
+      // Written again at the end of the interval, if it still is not ours then.
+      this.rewriteTimer ??= setTimeout(() => {
+        this.rewriteTimer = undefined;
+        this.memberEvent(key, this.kv.get(key)?.value);
+      }, REWRITE_MS);
+      return;
+    }
     this.rewroteAt = now;
     this.opts.logger.error(
       { changed: value === undefined ? 'deleted' : value.slice(0, 200) },
@@ -263,11 +274,16 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     // A claim of ours may already have recorded a newer state than this event's.
     const known = this.kv.get(key)?.rev ?? 0;
     if ((v ? v.rev : deletedAt) < known) return;
+    const rest = key.slice(this.prefix.length).split('/');
+    const member = rest[0] === 'members' ? rest.slice(1).join('/') : undefined;
+    const wasLive = member !== undefined && this.live(member);
     if (v) this.kv.set(key, v);
     else this.kv.delete(key);
     this.memberEvent(key, v?.value, lease);
-    const rest = key.slice(this.prefix.length).split('/');
-    this.emit('change', rest[0] === 'members' ? undefined : rest[1]);
+    // A member record that changes nobody's liveness (a refused one, a member's new record)
+    // is no news to the election: 10,000 junk records must not cost 10,000 evaluations.
+    if (member !== undefined && this.opts.isMember && wasLive === this.live(member)) return;
+    this.emit('change', member === undefined ? rest[1] : undefined);
   }
 
   /** Every DVIPA the store knows anything about. */
@@ -280,15 +296,16 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     return [...out].sort();
   }
 
+  /** Whether `node` holds a lease now (and its record is a member's, with isMember). */
+  private live(node: string): boolean {
+    if (!this.kv.has(keyOf(this.prefix, 'members', node))) return false;
+    return node === this.opts.node || (this.opts.isMember?.(node) ?? true);
+  }
+
   members(): Set<string> {
     const p = keyOf(this.prefix, 'members', '');
-    const live = this.opts.isMember ?? (() => true);
-    return new Set(
-      [...this.kv.keys()]
-        .filter((k) => k.startsWith(p))
-        .map((k) => k.slice(p.length))
-        .filter((n) => n === this.opts.node || live(n)),
-    );
+    const names = [...this.kv.keys()].filter((k) => k.startsWith(p)).map((k) => k.slice(p.length));
+    return new Set(names.filter((n) => this.live(n)));
   }
 
   view(dvipa: string): DvipaView {
@@ -390,6 +407,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   async stop(graceSec: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    clearTimeout(this.rewriteTimer);
     try {
       const mine = [...this.kv].filter(
         ([k, v]) => k.startsWith(keyOf(this.prefix, 'owner', '')) && parseOwner(v.value)?.node === this.opts.node,

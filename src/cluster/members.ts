@@ -100,14 +100,16 @@ export class MemberSigner {
     const data = signed(r);
     const got = Buffer.from(r.sig, 'hex');
     if (!this.ids) {
-      if (r.key !== 'cluster') throw new RecordRefused('wrong_key', `${r.node} signs with ${r.key}, not the cluster key`);
+      if (r.key !== 'cluster')
+        throw new RecordRefused('wrong_key', `${r.node} signs with ${r.key}, not the cluster key`);
       const want = createHmac('sha256', this.clusterKey).update(data).digest();
       if (got.length !== want.length || !timingSafeEqual(got, want))
         throw new RecordRefused('bad_signature', `${r.node}'s record is not signed with the cluster key`);
       return;
     }
     const pub = publicKeyOf(this.ids, r.node);
-    if (!pub) throw new RecordRefused('unknown_identity', `no public key of ${r.node} in ${this.ids.dir ?? 'the identities'}`);
+    if (!pub)
+      throw new RecordRefused('unknown_identity', `no public key of ${r.node} in ${this.ids.dir ?? 'the identities'}`);
     const mine = keyId(pub);
     if (r.key !== mine) throw new RecordRefused('wrong_key', `${r.node} names key ${r.key}; its key is ${mine}`);
     if (got.length !== 64 || !verify(null, data, pub, got))
@@ -174,7 +176,7 @@ export function parseMemberRecord(name: string, value: string, lease: string): M
 
 export interface MembershipOptions {
   me: string;
-  /** Nodes and PEERs of the configuration, by name: their addresses are not the records' to change. */
+  /** This node, and the nodes and PEERs of its configuration, by name: their addresses are not the records' to change. */
   configured: ReadonlyMap<string, string>;
   signer: MemberSigner;
   max: number;
@@ -250,7 +252,10 @@ export class Membership extends EventEmitter {
       throw new RecordRefused('too_many_members', `${this.members.size} members already (at most ${this.opts.max})`);
     const configured = this.opts.configured.get(r.node);
     if (configured !== undefined && r.xcf[0] !== configured)
-      throw new RecordRefused('address_mismatch', `${r.node} is at ${configured} in the configuration, not ${r.xcf[0]}`);
+      throw new RecordRefused(
+        'address_mismatch',
+        `${r.node} is at ${configured} in the configuration, not ${r.xcf[0]}`,
+      );
     for (const x of r.xcf) {
       const other =
         [...this.opts.configured].find(([n, a]) => a === x && n !== r.node)?.[0] ??

@@ -233,7 +233,8 @@ export function validate(
     const routed = new Set<string>();
     for (const r of v.route ?? []) {
       const where = `route ${r.xcf}`;
-      if (!known.has(r.xcf) && !membersFromEtcd(cfg)) add(i, where, `VIPAROUTE ${r.xcf} is not the cluster address of any node or peer`);
+      if (!known.has(r.xcf) && !membersFromEtcd(cfg))
+        add(i, where, `VIPAROUTE ${r.xcf} is not the cluster address of any node or peer`);
       if (routed.has(r.xcf)) add(i, where, `VIPAROUTE ${r.xcf} is given twice on ${n.name}`);
       routed.add(r.xcf);
     }

@@ -61,7 +61,10 @@ test('CLUSTER ETCD without PEERs in the YAML form too, and the text form round-t
   assert.deepEqual(parseProfile(formatProfile(cfg)), cfg);
   const noEtcd = yaml.replace(/coupling:[\s\S]*?\n(?=\S)/, '');
   assert.doesNotMatch(noEtcd, /coupling/);
-  assert.throws(() => parseYamlConfig(noEtcd, 'r1.yaml'), /DESTIP 198\.18\.1\.11 is not the cluster address.*CLUSTER ETCD/);
+  assert.throws(
+    () => parseYamlConfig(noEtcd, 'r1.yaml'),
+    /DESTIP 198\.18\.1\.11 is not the cluster address.*CLUSTER ETCD/,
+  );
 });
 
 test('config import: PEERs for foreign DESTIP addresses, none when the output uses etcd', () => {
@@ -80,7 +83,9 @@ test('config import: PEERs for foreign DESTIP addresses, none when the output us
   const withEtcd = importProfile(profile, { node: 'MVS1', etcd: ['http://10.1.0.100:2379'] });
   assert.deepEqual(withEtcd.config.peers, []);
   assert.deepEqual(withEtcd.config.coupling, { etcd: ['http://10.1.0.100:2379'] });
-  assert.ok(withEtcd.notes.some((n) => /DESTIP 10\.1\.0\.2 10\.1\.0\.3: nodes found through their etcd member records/.test(n)));
+  assert.ok(
+    withEtcd.notes.some((n) => /DESTIP 10\.1\.0\.2 10\.1\.0\.3: nodes found through their etcd member records/.test(n)),
+  );
   // What it writes passes config check.
   assert.deepEqual(parseProfile(formatProfile(withEtcd.config)), withEtcd.config);
 });
@@ -142,7 +147,11 @@ test('member records: every field checked, each junk form refused by name', () =
     ['t1', text, '0', 'no_lease'],
     ['t1', text, '42', 'lease_mismatch'],
   ] as const) {
-    assert.equal(refusal(() => parseMemberRecord(name, value, lease)), reason, `${value.slice(0, 80)}`);
+    assert.equal(
+      refusal(() => parseMemberRecord(name, value, lease)),
+      reason,
+      `${value.slice(0, 80)}`,
+    );
   }
 });
 
@@ -152,24 +161,49 @@ test('member records: signed by the node, checked with the key held for its name
     const r1 = new MemberSigner(KEY, ids('r1'));
     const t1 = new MemberSigner(KEY, ids('t1'));
     const own = t1.record(fields('t1', '198.18.1.11'));
-    assert.equal(refusal(() => r1.check(own)), 'accepted', "t1's record, with t1's key from the directory");
+    assert.equal(
+      refusal(() => r1.check(own)),
+      'accepted',
+      "t1's record, with t1's key from the directory",
+    );
     assert.match(own.key, /^[0-9a-f]{32}$/);
     // t1's key claiming to be r1: names t1's key id, which is not r1's.
-    assert.equal(refusal(() => r1.check({ ...t1.record(fields('r1', '198.18.9.9')) })), 'wrong_key');
+    assert.equal(
+      refusal(() => r1.check({ ...t1.record(fields('r1', '198.18.9.9')) })),
+      'wrong_key',
+    );
     // ... or names r1's key id but cannot sign with it.
     const forged = t1.record(fields('r1', '198.18.9.9'));
-    assert.equal(refusal(() => t1.check({ ...forged, key: r1.keyId })), 'bad_signature');
+    assert.equal(
+      refusal(() => t1.check({ ...forged, key: r1.keyId })),
+      'bad_signature',
+    );
     // A field changed after signing (the address: a redirect).
-    assert.equal(refusal(() => r1.check({ ...own, xcf: ['198.18.9.9'] })), 'bad_signature');
+    assert.equal(
+      refusal(() => r1.check({ ...own, xcf: ['198.18.9.9'] })),
+      'bad_signature',
+    );
     // A name with no key in the directory: nothing proves it.
     newIdentity(path.join(dir, 'elsewhere'), 'x9');
     const x9 = new MemberSigner(KEY, loadIdentities(path.join(dir, 'elsewhere'), 'x9', []));
-    assert.equal(refusal(() => r1.check(x9.record(fields('x9', '198.18.1.99')))), 'unknown_identity');
+    assert.equal(
+      refusal(() => r1.check(x9.record(fields('x9', '198.18.1.99')))),
+      'unknown_identity',
+    );
     // Without identities: the cluster key's HMAC; a record signed with another key, or by a node with identities, is refused.
     const plain = new MemberSigner(KEY);
-    assert.equal(refusal(() => plain.check(new MemberSigner(KEY).record(fields('t2', '198.18.1.12')))), 'accepted');
-    assert.equal(refusal(() => plain.check(new MemberSigner(randomBytes(32)).record(fields('t2', '198.18.1.12')))), 'bad_signature');
-    assert.equal(refusal(() => plain.check(own)), 'wrong_key');
+    assert.equal(
+      refusal(() => plain.check(new MemberSigner(KEY).record(fields('t2', '198.18.1.12')))),
+      'accepted',
+    );
+    assert.equal(
+      refusal(() => plain.check(new MemberSigner(randomBytes(32)).record(fields('t2', '198.18.1.12')))),
+      'bad_signature',
+    );
+    assert.equal(
+      refusal(() => plain.check(own)),
+      'wrong_key',
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -180,7 +214,10 @@ test('membership: consistent with the configuration and the other members, repla
   const put = (m: Membership, r: MemberRecord, lease = LEASE) => m.put(r.node, JSON.stringify(r), lease);
   const m = new Membership({
     me: 'r1',
-    configured: new Map([['r2', '198.18.1.2']]),
+    configured: new Map([
+      ['r1', '198.18.1.1'],
+      ['r2', '198.18.1.2'],
+    ]),
     signer,
     max: 3,
     logger: log,
@@ -189,6 +226,7 @@ test('membership: consistent with the configuration and the other members, repla
   const left: string[] = [];
   m.on('join', (r) => joined.push(`${r.node}@${r.xcf[0]}`));
   m.on('leave', (r) => left.push(r.node));
+  const counts = (): Record<string, number> => ({ ...m.refusals.counts });
 
   put(m, signer.record(fields('t1', '198.18.1.11', 1000)));
   assert.deepEqual(joined, ['t1@198.18.1.11']);
@@ -201,9 +239,9 @@ test('membership: consistent with the configuration and the other members, repla
   put(m, signer.record(fields('r2', '198.18.6.6')));
   put(m, signer.record(fields('t9', '198.18.1.11')));
   put(m, signer.record(fields('t8', '198.18.1.2')));
+  put(m, signer.record(fields('t7', '198.18.1.1')));
   assert.equal(m.has('r2'), false);
-  const counts = (): Record<string, number> => ({ ...m.refusals.counts });
-  assert.deepEqual(counts(), { address_mismatch: 1, address_taken: 2 });
+  assert.deepEqual(counts(), { address_mismatch: 1, address_taken: 3 }, "nobody takes this node's address either");
   // The configured node at its address is a member (alive) too.
   put(m, signer.record(fields('r2', '198.18.1.2')));
   assert.equal(m.has('r2'), true);
