@@ -442,7 +442,9 @@ export class Agent {
     else this.transport.send(router, m);
   }
 
+  /** A node's cluster address, this one's included (it may be its own target). */
   private xcfOf(peer: string): string | undefined {
+    if (peer === this.node.name) return this.node.xcf;
     return this.configured.get(peer) ?? this.membership?.get(peer)?.xcf[0] ?? this.formerly.get(peer);
   }
 

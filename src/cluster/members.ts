@@ -266,9 +266,12 @@ export class Membership extends EventEmitter {
     if (r.at <= last) throw new RecordRefused('stale', `written at ${r.at}, ${r.node}'s last record at ${last}`);
     this.opts.signer.check(r);
     this.lastAt.set(r.node, r.at);
-    this.members.set(r.node, { record: r, since: Date.now() });
-    if (old && (old.xcf[0] !== r.xcf[0] || old.port !== r.port)) this.emit('leave', old);
-    if (!old || old.xcf[0] !== r.xcf[0] || old.port !== r.port) {
+    const moved = old !== undefined && (old.xcf[0] !== r.xcf[0] || old.port !== r.port);
+    // Since it joined at this address: a new record where it was (a new lease) is not news.
+    const since = old && !moved ? this.members.get(r.node)!.since : Date.now();
+    this.members.set(r.node, { record: r, since });
+    if (moved) this.emit('leave', old);
+    if (!old || moved) {
       this.opts.logger.info({ member: r.node, xcf: r.xcf[0], port: r.port, key: r.key }, 'member joined');
       this.emit('join', r);
     }

@@ -153,6 +153,8 @@ export function membersFromEtcd(cfg: Pick<ClusterConfig, 'coupling'>): boolean {
   return cfg.coupling !== undefined;
 }
 
+const UNDECLARED = '(list it as a PEER, or give CLUSTER ETCD so that nodes find each other)';
+
 /** Cluster addresses the file names (DESTIP, VIPAROUTE) that no NODE or PEER declares: with etcd, members. */
 export function undeclaredAddresses(cfg: ClusterConfig): string[] {
   const known = new Set([...cfg.nodes.map((n) => n.xcf), ...cfg.peers.map((p) => p.xcf)]);
@@ -196,8 +198,7 @@ export function validate(
           add(
             i,
             `distribute ${d.address}`,
-            `DESTIP ${t.xcf} is not the cluster address of any node or peer ` +
-              '(list it as a PEER, or give CLUSTER ETCD so that nodes find each other)',
+            `DESTIP ${t.xcf} is not the cluster address of any node or peer ${UNDECLARED}`,
           );
       }
     }
@@ -234,7 +235,7 @@ export function validate(
     for (const r of v.route ?? []) {
       const where = `route ${r.xcf}`;
       if (!known.has(r.xcf) && !membersFromEtcd(cfg))
-        add(i, where, `VIPAROUTE ${r.xcf} is not the cluster address of any node or peer`);
+        add(i, where, `VIPAROUTE ${r.xcf} is not the cluster address of any node or peer ${UNDECLARED}`);
       if (routed.has(r.xcf)) add(i, where, `VIPAROUTE ${r.xcf} is given twice on ${n.name}`);
       routed.add(r.xcf);
     }

@@ -12,6 +12,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { importProfile, parseProfile } from '../../src/config/profile.js';
 import { formatYamlConfig, parseYamlConfig } from '../../src/config/yaml.js';
 import { formatProfile } from '../../src/config/format.js';
@@ -26,6 +28,7 @@ import {
 } from '../../src/cluster/members.js';
 import { log } from '../../src/log.js';
 
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 const ETCD = 'CLUSTER ETCD http://127.0.0.1:2379\n';
 const ROUTER = `NODE r1 XCF 198.18.1.1 EXTERNAL eth0 INTERNAL eth1
 VIPADYNAMIC
@@ -65,6 +68,39 @@ test('CLUSTER ETCD without PEERs in the YAML form too, and the text form round-t
     () => parseYamlConfig(noEtcd, 'r1.yaml'),
     /DESTIP 198\.18\.1\.11 is not the cluster address.*CLUSTER ETCD/,
   );
+});
+
+test('config check says where the addresses come from; config import --etcd writes CLUSTER ETCD and no PEER', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-members-'));
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, 'config', ...args], { encoding: 'utf8' });
+  try {
+    fs.writeFileSync(path.join(dir, 'r1.cfg'), ETCD + ROUTER);
+    fs.writeFileSync(path.join(dir, 'plain.cfg'), ROUTER);
+    const ok = run('check', path.join(dir, 'r1.cfg'));
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(
+      ok.stdout,
+      /ok \(1 node, 1 DVIPA defined; 198\.18\.1\.11, 198\.18\.1\.12: from the members' etcd records/,
+    );
+    const refused = run('check', path.join(dir, 'plain.cfg'));
+    assert.equal(refused.status, 2);
+    assert.match(refused.stderr, /3 problems .*\n.*plain\.cfg:4:3: DESTIP 198\.18\.1\.11 is not the cluster address/);
+    fs.writeFileSync(
+      path.join(dir, 'PROFILE'),
+      'IPCONFIG DYNAMICXCF 10.1.0.1\nVIPADYNAMIC\n  VIPADEFINE 255.255.255.0 198.51.100.10\n  VIPADISTRIBUTE 198.51.100.10 DESTIP 10.1.0.2\nENDVIPADYNAMIC\n',
+    );
+    const imported = run('import', path.join(dir, 'PROFILE'), '--node', 'MVS1', '--etcd', 'http://10.1.0.100:2379');
+    assert.equal(imported.status, 0, imported.stderr);
+    assert.match(imported.stdout, /^CLUSTER ETCD http:\/\/10\.1\.0\.100:2379$/m);
+    assert.doesNotMatch(imported.stdout, /^PEER/m);
+    fs.writeFileSync(path.join(dir, 'mvs1.cfg'), imported.stdout);
+    assert.equal(run('check', path.join(dir, 'mvs1.cfg')).status, 0);
+    const badUrl = run('import', path.join(dir, 'PROFILE'), '--node', 'MVS1', '--etcd', 'ftp://x');
+    assert.equal(badUrl.status, 2);
+    assert.match(badUrl.stderr, /--etcd ftp:\/\/x: expected http/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('config import: PEERs for foreign DESTIP addresses, none when the output uses etcd', () => {
