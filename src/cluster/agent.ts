@@ -274,7 +274,8 @@ export class Agent {
         if (value === undefined) membership.delete(name);
         else membership.put(name, value, lease);
       });
-      if (this.opts.ipsec) {
+      // IPsec recovery is for the DVIPAs this node may route: none on a pure target.
+      if (this.opts.ipsec && this.candidacies.size) {
         const vici = this.opts.ipsec.vici;
         const daemon = vici ? new ViciDaemon(vici, () => this.ipsec?.ikeChanged(), this.log) : undefined;
         this.ipsec = new IpsecRole(
