@@ -136,6 +136,8 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   private memberValue?: string;
   private rewroteAt = 0;
   private rewriteTimer?: NodeJS.Timeout;
+  /** This node's member record as etcd last showed it, and the lease it is bound to. */
+  private ownRecord?: { value?: string; lease: string };
 
   constructor(private readonly opts: EtcdOptions) {
     super();
@@ -230,27 +232,36 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   }
 
   /**
-   * Passes a member record to the 'member' listeners; this node's own record, changed or
-   * deleted by someone else while its lease lives, is written again (at most once a second).
+   * Passes a member record to the 'member' listeners; this node's own record, changed,
+   * deleted or bound to another lease by someone else while its lease lives, is written again
+   * (at most once a second).
    */
   private memberEvent(key: string, value: string | undefined, lease = '0'): void {
     const p = keyOf(this.prefix, 'members', '');
     if (!key.startsWith(p)) return;
     const name = key.slice(p.length);
     if (name !== this.opts.node) return void this.emit('member', name, value, lease);
-    if (this.stopping || this.memberValue === undefined || value === this.memberValue) return;
+    this.ownRecord = { value, lease };
+    this.keepOwnRecord();
+  }
+
+  private keepOwnRecord(): void {
+    const seen = this.ownRecord;
+    if (this.stopping || this.memberValue === undefined || !seen) return;
+    // The same value under another lease (replayed by someone else) is not ours either: it would outlive us.
+    if (seen.value === this.memberValue && seen.lease === this.leaseId) return;
     const now = Date.now();
     if (now - this.rewroteAt < REWRITE_MS) {
       // Written again at the end of the interval, if it still is not ours then.
       this.rewriteTimer ??= setTimeout(() => {
         this.rewriteTimer = undefined;
-        this.memberEvent(key, this.kv.get(key)?.value);
+        this.keepOwnRecord();
       }, REWRITE_MS);
       return;
     }
     this.rewroteAt = now;
     this.opts.logger.error(
-      { changed: value === undefined ? 'deleted' : value.slice(0, 200) },
+      { changed: seen.value === undefined ? 'deleted' : seen.value.slice(0, 200), lease: seen.lease },
       "this node's member record was changed by another writer of etcd: written again",
     );
     this.putMember().catch((e: Error) => this.opts.logger.warn({ err: e.message }, 'member record not written'));

@@ -39,6 +39,8 @@ async function main(): Promise<void> {
     // A name nobody holds a key for.
     ['ghost', 'unknown_identity', JSON.stringify(t2.record(base('ghost', '198.18.20.77')))],
     ['t1', 'malformed', 'not a record'],
+    // r2's own record as it is, bound to the attacker's lease instead of r2's: it would outlive r2.
+    ['r2', 'lease_mismatch', (await client.get(PREFIX + 'r2').string()) ?? ''],
   ];
   for (const [node, , value] of forged)
     await lease
