@@ -216,7 +216,11 @@ test('forged member records and 10,000 junk ones: each refused and counted, the 
         ['t3', TARGETS[2].xcf],
       ],
     );
-    // Still serving, with every target.
+    // Still serving, with every target: t1, dropped while its record was the forger's, back in r1's DPT.
+    await fleet.until(
+      'r1 to have t1 ready again',
+      () => fleet.logs.r1.filter((l) => l.msg === 'DPT changed' && l.target === 't1').at(-1)?.ready === true,
+    );
     const got = names(await client.open(DVIPA, PORT, 30));
     assert.deepEqual([...new Set(got)].sort(), ['t1', 't2', 't3'], got.join(' '));
     for (const n of ['r1', 'r2', 't1', 't2', 't3'])
