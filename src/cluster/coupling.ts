@@ -136,6 +136,8 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   private memberValue?: string;
   private rewroteAt = 0;
   private rewriteTimer?: NodeJS.Timeout;
+  /** The last lease granted, with its id. */
+  private granted?: { lease: Lease; id: string };
   /** This node's member record as etcd last showed it, and the lease it is bound to. */
   private ownRecord?: { value?: string; lease: string };
 
@@ -215,15 +217,18 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     });
     this.leaseId = await lease.grant();
     granted = true;
+    this.granted = { lease, id: this.leaseId };
     this.emit('lease');
     await this.putMember();
   }
 
   private async putMember(): Promise<void> {
-    const lease = this.lease;
-    if (!lease || !this.leaseId) return;
-    const value =
-      this.opts.memberRecord?.(this.leaseId) ?? JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf });
+    // The lease and the id the record names, together: while a new lease is being granted
+    // (rejoining), a record naming the old id must not be bound to the new lease.
+    const g = this.granted;
+    if (!g) return;
+    const lease = g.lease;
+    const value = this.opts.memberRecord?.(g.id) ?? JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf });
     this.memberValue = value;
     await lease
       .put(keyOf(this.prefix, 'members', this.opts.node))
@@ -249,7 +254,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     const seen = this.ownRecord;
     if (this.stopping || this.memberValue === undefined || !seen) return;
     // The same value under another lease (replayed by someone else) is not ours either: it would outlive us.
-    if (seen.value === this.memberValue && seen.lease === this.leaseId) return;
+    if (seen.value === this.memberValue && seen.lease === this.granted?.id) return;
     const now = Date.now();
     if (now - this.rewroteAt < REWRITE_MS) {
       // Written again at the end of the interval, if it still is not ours then.
