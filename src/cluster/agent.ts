@@ -268,7 +268,9 @@ export class Agent {
         xcf: this.node.xcf,
         logger: this.log,
         memberRecord: (lease) => JSON.stringify(this.memberRecord(lease)),
-        isMember: (n) => membership.has(n),
+        // A node of the file is live while its key is there, as it always was; one found
+        // through etcd only with a checked record.
+        isMember: (n) => this.configured.has(n) || membership.has(n),
       });
       etcd.on('member', (name: string, value: string | undefined, lease: string) => {
         if (value === undefined) membership.delete(name);
