@@ -256,10 +256,12 @@ export class Transport extends EventEmitter {
     this.outbound.set(p.name, s);
     socket.once('connect', () => this.write(s, this.opts.key, { type: MsgType.Hello, body: s.hs!.hello }));
     socket.once('close', () => {
-      const wasUp = s.key !== undefined;
-      if (this.outbound.get(p.name) === s) this.outbound.delete(p.name);
+      // Only the current connection's end is news: one replaced since (the peer left and came
+      // back as a member) must not take down what its successor brought up.
+      const current = this.outbound.get(p.name) === s;
+      if (current) this.outbound.delete(p.name);
       // Not after stop(): the agent is closing its maps, and a peer going now is no news.
-      if (wasUp && !this.stopped) this.emit('peerDown', p.name);
+      if (s.key !== undefined && current && !this.stopped) this.emit('peerDown', p.name);
       this.redial(p);
     });
   }
