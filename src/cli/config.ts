@@ -9,7 +9,7 @@ import { importProfiles } from '../config/profile.js';
 import { zosIpv4 } from '../config/zos.js';
 import { formatProfile } from '../config/format.js';
 import { formatYamlConfig } from '../config/yaml.js';
-import { ConfigError } from '../config/model.js';
+import { ConfigError, isEtcdUrl, undeclaredAddresses } from '../config/model.js';
 import { command } from './command.js';
 import { newIdentity } from '../cluster/handshake.js';
 import { CliError, EXIT } from './errors.js';
@@ -43,8 +43,12 @@ const check = command({
   handler: (a) => {
     const cfg = load(a.file);
     const dvipas = cfg.nodes.reduce((n, x) => n + x.vipaDynamic.define.length, 0);
+    const fromEtcd = undeclaredAddresses(cfg);
+    const members = fromEtcd.length
+      ? `; ${fromEtcd.join(', ')}: from the members' etcd records (CLUSTER ETCD), not PEERs`
+      : '';
     process.stdout.write(
-      `${a.file}: ok (${cfg.nodes.length} node${cfg.nodes.length === 1 ? '' : 's'}, ${dvipas} DVIPA${dvipas === 1 ? '' : 's'} defined)\n`,
+      `${a.file}: ok (${cfg.nodes.length} node${cfg.nodes.length === 1 ? '' : 's'}, ${dvipas} DVIPA${dvipas === 1 ? '' : 's'} defined${members})\n`,
     );
   },
 });
@@ -96,7 +100,12 @@ const importCmd = command({
       .positional('profiles', { type: 'string', array: true, demandOption: true, describe: 'z/OS profiles, as text' })
       .option('node', { type: 'string', array: true, demandOption: true, describe: "each node's name" })
       .option('xcf', { type: 'string', array: true, describe: "each node's cluster address (default: DYNAMICXCF)" })
-      .option('yaml', { type: 'boolean', describe: 'write the YAML form' }),
+      .option('yaml', { type: 'boolean', describe: 'write the YAML form' })
+      .option('etcd', {
+        type: 'string',
+        array: true,
+        describe: 'CLUSTER ETCD endpoints: nodes then find each other through etcd, and no PEER is written',
+      }),
   handler: (a) => {
     if (a.node.length !== a.profiles.length) {
       const counts = `${a.profiles.length} profile(s) and ${a.node.length} --node`;
@@ -122,7 +131,11 @@ const importCmd = command({
       });
       return { text, file, node: a.node[i], ...(xcf ? { xcf } : {}) };
     });
-    const { config, notes } = reported(a.profiles.join(', '), () => importProfiles(profiles));
+    const badUrl = a.etcd?.find((u) => !isEtcdUrl(u));
+    if (badUrl !== undefined)
+      throw new CliError(`--etcd ${badUrl}: expected http://host:port or https://host:port`, EXIT.usage);
+    const etcd = a.etcd?.length ? { etcd: a.etcd } : {};
+    const { config, notes } = reported(a.profiles.join(', '), () => importProfiles(profiles, etcd));
     const c = a.yaml ? '#' : ';';
     const from = profiles.map((p) => `${p.file} for node ${p.node}`).join(', ');
     const header = [`Imported by dvipa config import from ${from}.`, ...notes].map((n) => `${c} ${n}\n`).join('');

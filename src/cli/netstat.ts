@@ -1,5 +1,5 @@
 /*
- * `dvipa netstat vdpt|vcrt|vipadyn|vipadcfg|ipsec`: the local agent's tables, laid out as z/OS
+ * `dvipa netstat vdpt|vcrt|vipadyn|vipadcfg|ipsec|members`: the local agent's tables, laid out as z/OS
  * NETSTAT shows them (same names and columns), plus what Linux adds (epoch, origin of a CRT
  * entry, the previous owner a new one still distributes like). `--json` gives the data.
  */
@@ -192,6 +192,24 @@ async function ipsec(a: Args): Promise<void> {
   out(`${rows.length} OF ${all.length} RECORDS DISPLAYED\n`);
 }
 
+/** Like z/OS's D XCF,GROUP: the members found through etcd, and the records refused. */
+async function members(a: Args): Promise<void> {
+  const r = await ask(a, 'members');
+  if (a.json) return out(`${toJson(r)}\n`);
+  out('CLUSTER MEMBERS (FROM ETCD MEMBER RECORDS):\n');
+  out(
+    `  ${'NODE'.padEnd(16)}${'XCF'.padEnd(17)}${'PORT'.padEnd(7)}${'STATE'.padEnd(8)}${'SINCE'.padEnd(26)}${'KEY'.padEnd(34)}DVIPAS\n`,
+  );
+  for (const m of r.members) {
+    out(
+      `  ${m.node.padEnd(16)}${m.xcf.padEnd(17)}${String(m.port).padEnd(7)}${m.state.toUpperCase().padEnd(8)}${m.since.padEnd(26)}${m.key.padEnd(34)}${m.dvipas.join(' ')}\n`,
+    );
+  }
+  const refused = Object.entries(r.refused);
+  if (refused.length) out(`REFUSED RECORDS: ${refused.map(([k, n]) => `${k.toUpperCase()} ${n}`).join('  ')}\n`);
+  out(`${r.members.length} RECORDS DISPLAYED\n`);
+}
+
 const common = <T>(y: Argv<T>) =>
   y
     .option('socket', {
@@ -207,7 +225,7 @@ const filters = <T>(y: Argv<T>) =>
 
 export const netstatCommand = command({
   command: 'netstat <report>',
-  describe: "the local agent's tables, as z/OS NETSTAT shows them: vdpt, vcrt, vipadyn, vipadcfg; and ipsec",
+  describe: "the local agent's tables, as z/OS NETSTAT shows them: vdpt, vcrt, vipadyn, vipadcfg; and ipsec, members",
   builder: (y) =>
     common(y)
       .command(
@@ -243,6 +261,12 @@ export const netstatCommand = command({
         (b) => b.option('dvipa', { type: 'string', describe: 'only this DVIPA' }),
         (a) => ipsec(a),
       )
-      .demandCommand(1, 'name a report: vdpt, vcrt, vipadyn, vipadcfg or ipsec'),
+      .command(
+        'members',
+        'the nodes found through their etcd member records (CLUSTER ETCD): address, state, since, key; records refused by reason',
+        (b) => b,
+        (a) => members(a),
+      )
+      .demandCommand(1, 'name a report: vdpt, vcrt, vipadyn, vipadcfg, ipsec or members'),
   handler: () => undefined,
 });

@@ -3,6 +3,8 @@
  * backs it up) sends a VIPA list or a DVIPA message about it, and a DVIPA message names
  * its sender as the owner. A peer known only by a PEER statement has no roles here: what
  * it names must be a DVIPA of this configuration or inside one of its VIPARANGEs. Where
+ * A member found through etcd (members.ts), in a node whose file has no VIPARANGE to bound
+ * it, may name what its signed member record says it defines or backs up. Where
  * the coupling facility is shared, a DVIPA message counts once etcd names the same owner
  * and epoch: until then it waits, so a forged or early message never releases an address.
  */
@@ -26,6 +28,8 @@ export class Admission {
   constructor(
     cfg: ClusterConfig,
     private readonly plans: ReadonlyMap<string, DvipaPlan>,
+    /** The DVIPAs a member's checked record names (undefined: no such member). */
+    private readonly memberDvipas: (peer: string) => readonly string[] | undefined = () => undefined,
   ) {
     this.nodes = new Set(cfg.nodes.map((n) => n.name));
     const ranges = cfg.nodes.flatMap((n) => n.vipaDynamic.range);
@@ -48,6 +52,7 @@ export class Admission {
       return { reason: 'not_routing', detail: `${peer} neither defines nor backs up ${dvipa}` };
     }
     if (plan || this.inRange(dvipa)) return undefined;
+    if (!this.ranges.length && !this.ranges6.length && this.memberDvipas(peer)?.includes(dvipa)) return undefined;
     const detail = `${dvipa} is no DVIPA of this configuration and in none of its VIPARANGEs`;
     return { reason: 'outside_ranges', detail };
   }

@@ -22,6 +22,8 @@ import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions } 
 import { Election, PRIMARY_RANK, type DvipaCandidacy } from './election.js';
 import type { Claim, OwnerRecord } from '../net/ownership.js';
 import { Transport } from './transport.js';
+import { MemberSigner, Membership, type MemberRecord } from './members.js';
+import { VERSION as FRAME_VERSION } from './frame.js';
 import type { Identities } from './handshake.js';
 import { DEFAULTS } from '../config/settings.js';
 import { MsgType, type DvipaChange, type Message } from './messages.js';
@@ -125,6 +127,13 @@ export class Agent {
   private readonly refusals: Refusals;
   /** DVIPA messages waiting for etcd to name the same owner, by address. */
   private readonly unconfirmed = new Map<string, { peer: string; change: DvipaChange }>();
+  /** With etcd: the nodes found through their member records. */
+  private readonly membership?: Membership;
+  private readonly signer: MemberSigner;
+  /** Configured nodes and PEERs (not this one), by name: their cluster addresses (one per family). */
+  private readonly configured: Map<string, string[]>;
+  /** The last addresses of every member that joined: a peer that left still has them for its 'peerDown'. */
+  private readonly formerly = new Map<string, string[]>();
 
   constructor(private readonly opts: AgentOptions) {
     const node = opts.config.nodes.find((n) => n.name === opts.node);
@@ -134,7 +143,22 @@ export class Agent {
     if (opts.ipsec && !opts.ha?.etcd)
       throw new Error('IPsec recovery (CLUSTER IPSEC) keeps SAs in the coupling facility: give CLUSTER ETCD or --etcd');
     this.plans = planDvipas(opts.config);
-    this.admission = new Admission(opts.config, this.plans);
+    this.configured = new Map(
+      [...opts.config.nodes, ...opts.config.peers]
+        .filter((n) => n.name !== node.name)
+        .map((n) => [n.name, clusterAddresses(n)]),
+    );
+    this.signer = new MemberSigner(opts.key, opts.identities);
+    if (opts.ha?.etcd)
+      this.membership = new Membership({
+        me: node.name,
+        // This node's own address is taken too: nobody's record claims it.
+        configured: new Map([...this.configured, [node.name, clusterAddresses(node)]]),
+        signer: this.signer,
+        max: DEFAULTS.maxMembers,
+        logger: this.log,
+      });
+    this.admission = new Admission(opts.config, this.plans, (peer) => this.membership?.get(peer)?.dvipas);
     this.refusals = new Refusals(this.log, 'peer message refused');
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
     this.crtWalker = new CrtWalker([
@@ -142,9 +166,9 @@ export class Agent {
       { fd: this.fp.crt.fd },
       { fd: this.fp.crt6.fd, v6: true },
     ]);
-    const others = [...opts.config.nodes.filter((n) => n.name !== node.name), ...opts.config.peers];
     const port = opts.port ?? DEFAULTS.port;
     const withHost6 = (x: { xcf6?: string }) => (x.xcf6 === undefined ? {} : { host6: x.xcf6 });
+    const others = [...opts.config.nodes, ...opts.config.peers].filter((n) => n.name !== node.name);
     this.transport = new Transport({
       node: node.name,
       key: opts.key,
@@ -153,14 +177,12 @@ export class Agent {
       peers: others.map((p) => ({ name: p.name, host: p.xcf, port, ...withHost6(p) })),
       logger: this.log,
     });
-    const nameOfXcf = new Map(others.flatMap((p) => clusterAddresses(p).map((a) => [a, p.name] as const)));
-    const mine = clusterAddresses(node);
-    const isConnected = (xcf: string) => mine.includes(xcf) || this.transport.connected(nameOfXcf.get(xcf) ?? '');
+    const isConnected = (xcf: string) =>
+      this.addressesOf(node.name).includes(xcf) || this.transport.connected(this.nameOf(xcf) ?? '');
     this.router = new RoutingRole(
       this.fp,
       node,
       opts.config,
-      this.plans,
       { isConnected, readyTargets: opts.readyTargets, fencing: opts.ha?.etcd !== undefined },
       this.log,
     );
@@ -212,7 +234,7 @@ export class Agent {
     this.transport.on('message', (peer, m) => !this.stopped && this.onMessage(peer, m));
     this.transport.on('peerUp', (peer) => {
       this.log.info({ peer }, 'peer connected');
-      if (this.router.active) this.transport.send(peer, this.router.vipaList());
+      if (this.router.announces) this.transport.send(peer, this.router.vipaList());
       this.target.report(peer);
     });
     this.transport.on('peerDown', (peer) => {
@@ -220,9 +242,14 @@ export class Agent {
       this.log.warn({ peer }, 'peer disconnected');
       for (const xcf of this.addressesOf(peer)) this.router.targetGone(xcf);
     });
+    this.membership?.on('join', (r) => this.memberJoined(r));
+    this.membership?.on('leave', (r) => {
+      if (!this.configured.has(r.node)) this.transport.removePeer(r.node);
+    });
     await this.transport.start();
     this.target.start();
-    if (this.candidacies.size) this.startElection();
+    // With etcd every node joins, also a pure target: its member record is how the others find it.
+    if (this.candidacies.size || this.membership) this.joinCoupling();
     if (this.opts.metricsAddress) {
       this.metrics = new AgentMetrics({
         vdpt: () => this.router.vdpt(),
@@ -232,6 +259,9 @@ export class Agent {
         served: () => this.fp.receivedStats(),
         messageRejects: () => ({
           ...this.transport.drops,
+          ...Object.fromEntries(
+            Object.entries(this.membership?.refusals.counts ?? {}).map(([k, n]) => [`member_${k}`, n]),
+          ),
           ...this.refusals.counts,
           stale_epoch: this.target.fence.refused,
         }),
@@ -307,27 +337,44 @@ export class Agent {
   }
 
   /**
-   * Joins the coupling facility and runs the election. Until the store answers, nothing
+   * Joins the coupling facility (with etcd: its member record, and the others' as peers) and
+   * runs the election of the DVIPAs this node may route. Until the store answers, nothing
    * changes: DVIPAs the pinned data plane owned stay owned and keep forwarding.
    */
-  private startElection(): void {
+  private joinCoupling(): void {
     const ha = this.opts.ha ?? {};
     const me = this.node.name;
     let cf: CouplingFacility;
     let etcd: EtcdCoupling | undefined;
     if (ha.etcd) {
-      etcd = new EtcdCoupling({ ...ha.etcd, node: me, xcf: this.node.xcf, logger: this.log });
-      this.renewer = new Renewer(
-        {
-          etcd: ha.etcd,
-          fenceFd: this.fp.fence.fd,
-          fence6Fd: this.fp.fence6.fd,
-          renewMs: this.renewMs(),
-          fenceNs: this.ns(this.fenceMs()),
-        },
-        this.log,
-      );
-      if (this.opts.ipsec) {
+      const membership = this.membership!;
+      etcd = new EtcdCoupling({
+        ...ha.etcd,
+        node: me,
+        xcf: this.node.xcf,
+        logger: this.log,
+        memberRecord: (lease) => JSON.stringify(this.memberRecord(lease)),
+        // A node of the file is live while its key is there, as it always was; one found
+        // through etcd only with a checked record.
+        isMember: (n) => this.configured.has(n) || membership.has(n),
+      });
+      etcd.on('member', (name: string, value: string | undefined, lease: string) => {
+        if (value === undefined) membership.delete(name);
+        else membership.put(name, value, lease);
+      });
+      // Renewals and IPsec recovery are for the DVIPAs this node may route: none on a pure target.
+      if (this.candidacies.size)
+        this.renewer = new Renewer(
+          {
+            etcd: ha.etcd,
+            fenceFd: this.fp.fence.fd,
+            fence6Fd: this.fp.fence6.fd,
+            renewMs: this.renewMs(),
+            fenceNs: this.ns(this.fenceMs()),
+          },
+          this.log,
+        );
+      if (this.opts.ipsec && this.candidacies.size) {
         const vici = this.opts.ipsec.vici;
         const daemon = vici ? new ViciDaemon(vici, () => this.ipsec?.ikeChanged(), this.log) : undefined;
         this.ipsec = new IpsecRole(
@@ -356,6 +403,33 @@ export class Agent {
       this.unconfirmed.delete(d!);
       this.onDvipa(waiting.peer, waiting.change);
     });
+    // A pure target joins for its member record only: nothing to elect.
+    const election = this.candidacies.size ? this.elect(cf, etcd) : undefined;
+    this.election = election;
+    const join = () => {
+      cf.start().then(
+        () => {
+          if (!this.stopped) election?.start();
+        },
+        (e: Error) => {
+          this.log.error(
+            { err: e.message },
+            'coupling facility unreachable at start; the data plane keeps forwarding; retrying',
+          );
+          if (!this.stopped) this.cfRetry = setTimeout(join, CF_RETRY_MS);
+        },
+      );
+    };
+    join();
+  }
+
+  /**
+   * The election of the DVIPAs this node may route, over the coupling facility; with etcd, the
+   * owner's renewals (`etcd`) and its HOLD heartbeats to the other candidates.
+   */
+  private elect(cf: CouplingFacility, etcd: EtcdCoupling | undefined): Election {
+    const ha = this.opts.ha ?? {};
+    const me = this.node.name;
     const election = new Election(
       cf,
       this.candidacies,
@@ -401,7 +475,6 @@ export class Agent {
       if (epoch > 0)
         election.owned.set(d, { node: me, rank: c.candidates.find((x) => x.node === me)?.rank ?? 0, epoch });
     }
-    this.election = election;
     if (ha.etcd) {
       const others = (d: string) =>
         (this.candidacies.get(d)?.candidates ?? []).map((c) => c.node).filter((n) => n !== me);
@@ -415,21 +488,7 @@ export class Agent {
       this.heartbeat = heartbeat;
       this.beatTimer = setInterval(() => heartbeat.beat(election.owned), this.renewMs());
     }
-    const join = () => {
-      cf.start().then(
-        () => {
-          if (!this.stopped) election.start();
-        },
-        (e: Error) => {
-          this.log.error(
-            { err: e.message },
-            'coupling facility unreachable at start; the data plane keeps forwarding; retrying',
-          );
-          if (!this.stopped) this.cfRetry = setTimeout(join, CF_RETRY_MS);
-        },
-      );
-    };
-    join();
+    return election;
   }
 
   private renewMs(): number {
@@ -464,6 +523,13 @@ export class Agent {
       ipsec: () => {
         if (!this.ipsec) throw new Error('IPsec recovery is not on for this node (CLUSTER IPSEC)');
         return this.ipsec.rows();
+      },
+      members: () => {
+        if (!this.membership) throw new Error('no members from etcd on this node (CLUSTER ETCD)');
+        return {
+          members: this.membership.rows((n) => this.transport.connected(n)),
+          refused: { ...this.membership.refusals.counts },
+        };
       },
     };
   }
@@ -515,11 +581,40 @@ export class Agent {
     else this.transport.send(router, m);
   }
 
-  /** A peer's cluster addresses: a DESTIP may name either of a dual-stack node's. */
+  /**
+   * A node's cluster addresses, this one's included (it may be its own target): a DESTIP may
+   * name either of a dual-stack node's.
+   */
   private addressesOf(peer: string): string[] {
-    const p =
-      this.opts.config.nodes.find((n) => n.name === peer) ?? this.opts.config.peers.find((x) => x.name === peer);
-    return p ? clusterAddresses(p) : [];
+    if (peer === this.node.name) return clusterAddresses(this.node);
+    return this.configured.get(peer) ?? this.membership?.get(peer)?.xcf ?? this.formerly.get(peer) ?? [];
+  }
+
+  private nameOf(xcf: string): string | undefined {
+    for (const [name, x] of this.configured) if (x.includes(xcf)) return name;
+    return this.membership?.records().find((r) => r.xcf.includes(xcf))?.node;
+  }
+
+  /** This node's member record, signed, for the etcd lease it is bound to. */
+  private memberRecord(lease: string): MemberRecord {
+    const v = this.node.vipaDynamic;
+    return this.signer.record({
+      node: this.node.name,
+      xcf: clusterAddresses(this.node),
+      port: this.opts.port ?? DEFAULTS.port,
+      version: FRAME_VERSION,
+      dvipas: [...new Set([...v.define, ...v.backup].map((d) => d.address))],
+      lease,
+      at: Date.now(),
+    });
+  }
+
+  /** A member's checked record: a peer of the transport (a configured one stays as configured). */
+  private memberJoined(r: MemberRecord): void {
+    this.formerly.set(r.node, r.xcf);
+    if (this.configured.has(r.node)) return;
+    const [host, host6] = [r.xcf.find((a) => ipFamily(a) === 4) ?? r.xcf[0], r.xcf.find((a) => ipFamily(a) === 6)];
+    this.transport.addPeer({ name: r.node, host, port: r.port, ...(host6 && host6 !== host ? { host6 } : {}) });
   }
 
   private onMessage(peer: string, m: Message): void {

@@ -7,7 +7,7 @@
  */
 import type { CouplingConfig } from '../config/model.js';
 import { canonicalIp } from '../net/addr.js';
-import type { CouplingState, IpsecDvipaRow, VcrtFilter, VcrtView, VdptRow, VipadynRow } from './views.js';
+import type { CouplingState, IpsecDvipaRow, MemberRow, VcrtFilter, VcrtView, VdptRow, VipadynRow } from './views.js';
 
 export const CONTROL_PROTOCOL_VERSION = 1;
 /** Requests are a command and a few filters: far below this. */
@@ -20,6 +20,7 @@ export interface ControlArgs {
   vipadyn: Record<string, never>;
   vipadcfg: Record<string, never>;
   ipsec: Record<string, never>;
+  members: Record<string, never>;
 }
 
 /** Each command's reply. */
@@ -29,10 +30,12 @@ export interface ControlReplies {
   vipadyn: { coupling?: CouplingState; dvipas: VipadynRow[] };
   vipadcfg: { node: string; profile: string; coupling?: CouplingConfig };
   ipsec: IpsecDvipaRow[];
+  /** The members found through etcd, and the member records refused, by reason. */
+  members: { members: MemberRow[]; refused: Record<string, number> };
 }
 
 export type ControlCommand = keyof ControlArgs;
-export const CONTROL_COMMANDS: readonly ControlCommand[] = ['vdpt', 'vcrt', 'vipadyn', 'vipadcfg', 'ipsec'];
+export const CONTROL_COMMANDS: readonly ControlCommand[] = ['vdpt', 'vcrt', 'vipadyn', 'vipadcfg', 'ipsec', 'members'];
 
 export type ControlRequest = {
   [C in ControlCommand]: { v?: typeof CONTROL_PROTOCOL_VERSION; cmd: C; args?: ControlArgs[C] };

@@ -3,7 +3,7 @@
  * it is etcd; a single node may run without it (ownership then is local only).
  *
  * Keys under the prefix (default /dvipa/):
- *   members/<node>         {node, xcf}                 bound to the node's lease: it is alive
+ *   members/<node>         member record (members.ts)  bound to the node's lease: it is alive, and where
  *   owner/<dvipa>          {node, rank, epoch}         bound to the owner's lease
  *   epoch/<dvipa>          last epoch handed out       never expires: epochs only grow
  *   move/<dvipa>           {to, whenIdle}              an operator's move (dvipa dvipa move)
@@ -114,7 +114,17 @@ export interface EtcdOptions {
   user?: string;
   password?: string;
   logger: Logger;
+  /** This node's member record for a lease (members.ts); default {node, xcf}. */
+  memberRecord?: (lease: string) => string;
+  /**
+   * Which member keys count as live nodes (a checked record, members.ts); default all. Said
+   * before each 'change', as each member record is passed to the 'member' listeners.
+   */
+  isMember?: (node: string) => boolean;
 }
+
+/** How often at most this agent writes its member record again after someone else changed it. */
+const REWRITE_MS = 1000;
 
 const keyOf = (prefix: string, ...parts: string[]) => prefix + parts.join('/');
 
@@ -184,6 +194,14 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   private readonly gone = new Map<string, number>();
   private ok = false;
   private stopping = false;
+  /** The member record this agent wrote last, and when it last wrote it again. */
+  private memberValue?: string;
+  private rewroteAt = 0;
+  private rewriteTimer?: NodeJS.Timeout;
+  /** The last lease granted, with its id. */
+  private granted?: { lease: Lease; id: string };
+  /** This node's member record as etcd last showed it, and the lease it is bound to. */
+  private ownRecord?: { value?: string; lease: string };
 
   constructor(private readonly opts: EtcdOptions) {
     super();
@@ -211,15 +229,17 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     if (this.opts.member !== false) await this.grantLease();
     const all = await this.client.getAll().prefix(this.prefix).exec();
     const seenAt = performance.now();
-    for (const kv of all.kvs)
+    for (const kv of all.kvs) {
       this.kv.set(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision), seenAt });
+      this.memberEvent(kv.key.toString(), kv.value.toString(), kv.lease);
+    }
     this.watcher = await this.client
       .watch()
       .prefix(this.prefix)
       .startRevision(String(Number(all.header.revision) + 1))
       .create();
     this.watcher.on('put', (kv) =>
-      this.onEvent(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) }),
+      this.onEvent(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) }, 0, kv.lease),
     );
     this.watcher.on('delete', (kv) => this.onEvent(kv.key.toString(), undefined, Number(kv.mod_revision)));
     this.watcher.on('disconnected', (e) => this.setHealth(false, e.message));
@@ -245,11 +265,59 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     });
     this.leaseId = await lease.grant();
     granted = true;
+    this.granted = { lease, id: this.leaseId };
     this.emit('lease');
+    await this.putMember();
+  }
+
+  private async putMember(): Promise<void> {
+    // The lease and the id the record names, together: while a new lease is being granted
+    // (rejoining), a record naming the old id must not be bound to the new lease.
+    const g = this.granted;
+    if (!g) return;
+    const lease = g.lease;
+    const value = this.opts.memberRecord?.(g.id) ?? JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf });
+    this.memberValue = value;
     await lease
       .put(keyOf(this.prefix, 'members', this.opts.node))
-      .value(JSON.stringify({ node: this.opts.node, xcf: this.opts.xcf }))
+      .value(value)
       .exec();
+  }
+
+  /**
+   * Passes a member record to the 'member' listeners; this node's own record, changed,
+   * deleted or bound to another lease by someone else while its lease lives, is written again
+   * (at most once a second).
+   */
+  private memberEvent(key: string, value: string | undefined, lease = '0'): void {
+    const p = keyOf(this.prefix, 'members', '');
+    if (!key.startsWith(p)) return;
+    const name = key.slice(p.length);
+    if (name !== this.opts.node) return void this.emit('member', name, value, lease);
+    this.ownRecord = { value, lease };
+    this.keepOwnRecord();
+  }
+
+  private keepOwnRecord(): void {
+    const seen = this.ownRecord;
+    if (this.stopping || this.memberValue === undefined || !seen) return;
+    // The same value under another lease (replayed by someone else) is not ours either: it would outlive us.
+    if (seen.value === this.memberValue && seen.lease === this.granted?.id) return;
+    const now = Date.now();
+    if (now - this.rewroteAt < REWRITE_MS) {
+      // Written again at the end of the interval, if it still is not ours then.
+      this.rewriteTimer ??= setTimeout(() => {
+        this.rewriteTimer = undefined;
+        this.keepOwnRecord();
+      }, REWRITE_MS);
+      return;
+    }
+    this.rewroteAt = now;
+    this.opts.logger.error(
+      { changed: seen.value === undefined ? 'deleted' : seen.value.slice(0, 200), lease: seen.lease },
+      "this node's member record was changed by another writer of etcd: written again",
+    );
+    this.putMember().catch((e: Error) => this.opts.logger.warn({ err: e.message }, 'member record not written'));
   }
 
   private async rejoin(): Promise<void> {
@@ -266,14 +334,20 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     }
   }
 
-  private onEvent(key: string, v: { value: string; rev: number } | undefined, deletedAt = 0): void {
+  private onEvent(key: string, v: { value: string; rev: number } | undefined, deletedAt = 0, lease?: string): void {
     // A claim of ours may already have recorded a newer state than this event's.
     const known = this.kv.get(key)?.rev ?? 0;
     if ((v ? v.rev : deletedAt) < known) return;
+    const rest = key.slice(this.prefix.length).split('/');
+    const member = rest[0] === 'members' ? rest.slice(1).join('/') : undefined;
+    const wasLive = member !== undefined && this.live(member);
     if (v) this.kv.set(key, { ...v, seenAt: performance.now() });
     else if (this.kv.delete(key)) this.gone.set(key, performance.now());
-    const rest = key.slice(this.prefix.length).split('/');
-    this.emit('change', rest[0] === 'members' ? undefined : rest[1]);
+    this.memberEvent(key, v?.value, lease);
+    // A member record that changes nobody's liveness (a refused one, a member's new record)
+    // is no news to the election: 10,000 junk records must not cost 10,000 evaluations.
+    if (member !== undefined && this.opts.isMember && wasLive === this.live(member)) return;
+    this.emit('change', member === undefined ? rest[1] : undefined);
   }
 
   /** Every DVIPA the store knows anything about. */
@@ -286,9 +360,16 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     return [...out].sort();
   }
 
+  /** Whether `node` holds a lease now (and its record is a member's, with isMember). */
+  private live(node: string): boolean {
+    if (!this.kv.has(keyOf(this.prefix, 'members', node))) return false;
+    return node === this.opts.node || (this.opts.isMember?.(node) ?? true);
+  }
+
   members(): Set<string> {
     const p = keyOf(this.prefix, 'members', '');
-    return new Set([...this.kv.keys()].filter((k) => k.startsWith(p)).map((k) => k.slice(p.length)));
+    const names = [...this.kv.keys()].filter((k) => k.startsWith(p)).map((k) => k.slice(p.length));
+    return new Set(names.filter((n) => this.live(n)));
   }
 
   view(dvipa: string): DvipaView {
@@ -417,6 +498,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   async stop(graceSec: number, handed = new Set<string>()): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    clearTimeout(this.rewriteTimer);
     const ownerKeys = keyOf(this.prefix, 'owner', '');
     try {
       const mine = [...this.kv].filter(

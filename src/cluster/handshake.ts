@@ -33,6 +33,39 @@ import { readSecretFile } from '../config/secret-file.js';
 export interface Identities {
   own: KeyObject;
   peers: Map<string, KeyObject>;
+  /** Where more peers' keys are read from as they appear (nodes found through etcd member records). */
+  dir?: string;
+}
+
+/** A node name that is also a safe file name in the identities directory (no path, no dot first). */
+export const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+/**
+ * `node`'s public key: one loaded at start, else `dir`/`node`.pub read now (a node that joined
+ * later, once its key was copied there). Undefined without one: nothing proves that name.
+ */
+export function publicKeyOf(ids: Identities, node: string): KeyObject | undefined {
+  const known = ids.peers.get(node);
+  if (known || !ids.dir || !NODE_NAME.test(node)) return known;
+  let pub: KeyObject;
+  try {
+    pub = createPublicKey(fs.readFileSync(keyPath(ids.dir, node, 'pub')));
+  } catch {
+    return undefined;
+  }
+  if (pub.asymmetricKeyType !== 'ed25519') return undefined;
+  ids.peers.set(node, pub);
+  return pub;
+}
+
+/** A short, stable name of a key pair: the first 16 bytes of the SHA-256 of its public key's SPKI form, hex. */
+export function keyId(key: KeyObject): string {
+  const pub = key.type === 'private' ? createPublicKey(key) : key;
+  return createHash('sha256')
+    .update(pub.export({ format: 'der', type: 'spki' }))
+    .digest()
+    .subarray(0, 16)
+    .toString('hex');
 }
 
 export type Side = 'dialer' | 'listener';
@@ -71,7 +104,7 @@ export function loadIdentities(dir: string, me: string, peers: readonly string[]
       ),
     );
   }
-  return { own, peers: map };
+  return { own, peers: map, dir };
 }
 
 /** Writes a new key pair for `node` into `dir`: `node`.key (0600) and `node`.pub. */
@@ -124,7 +157,7 @@ export class Handshake {
       const want = createHmac('sha256', this.clusterKey).update(data).digest();
       return got.length === want.length && timingSafeEqual(got, want);
     }
-    const pub = this.ids.peers.get(peer);
+    const pub = publicKeyOf(this.ids, peer);
     return pub !== undefined && got.length === 64 && verify(null, data, pub, got);
   }
 

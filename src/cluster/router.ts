@@ -95,7 +95,6 @@ export class RoutingRole {
     private readonly fp: FastPath,
     private readonly node: NodeSpec,
     private readonly config: ClusterConfig,
-    private readonly plans: Map<string, DvipaPlan>,
     private readonly opts: RoutingOptions,
     private readonly log: Logger,
   ) {
@@ -103,9 +102,9 @@ export class RoutingRole {
     this.nexthops = new NexthopFollower(fp, log);
   }
 
-  /** Whether this node owns any DVIPA. */
-  get active(): boolean {
-    return [...this.dvipas.values()].some((d) => d.epoch > 0);
+  /** Whether this node routes or backs up any DVIPA: it has a VIPA list to send. */
+  get announces(): boolean {
+    return this.dvipas.size > 0;
   }
 
   stop(): void {
@@ -265,21 +264,23 @@ export class RoutingRole {
     }
   }
 
-  /** What this node distributes and to whom, as every peer is told when it connects. */
+  /**
+   * What this node distributes and to whom, as every peer is told when it connects: a backup
+   * too (epoch 0 until it owns the DVIPA), so that targets whose own file does not name it
+   * (per-node files, members found through etcd) report to it before it takes over.
+   */
   vipaList(): Message {
-    const dvipas = [...this.dvipas]
-      .filter(([address, d]) => d.epoch > 0 || this.plans.get(address)?.routingNode === this.node.name)
-      .map(([address, d]) => ({
-        address,
-        epoch: d.epoch,
-        services: d.distribute.flatMap((dist) =>
-          servicesOf(dist).map((s) => ({
-            port: s.port,
-            protocol: s.protocol,
-            targets: dist.destinations === 'all' ? ('all' as const) : dist.destinations.map((x) => x.xcf),
-          })),
-        ),
-      }));
+    const dvipas = [...this.dvipas].map(([address, d]) => ({
+      address,
+      epoch: d.epoch,
+      services: d.distribute.flatMap((dist) =>
+        servicesOf(dist).map((s) => ({
+          port: s.port,
+          protocol: s.protocol,
+          targets: dist.destinations === 'all' ? ('all' as const) : dist.destinations.map((x) => x.xcf),
+        })),
+      ),
+    }));
     return { type: MsgType.VipaList, body: { dvipas } };
   }
 

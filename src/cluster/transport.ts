@@ -144,7 +144,9 @@ export class Transport extends EventEmitter {
   private readonly sockets = new Set<net.Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly refusals: Refusals;
-  private readonly sources: Set<string>;
+  /** By name: the configured ones, and members that joined through etcd (addPeer). */
+  private readonly peers = new Map<string, Peer>();
+  private readonly sources = new Set<string>();
   private readonly servers: net.Server[] = [];
   private sweeper?: NodeJS.Timeout;
   private stopped = false;
@@ -153,7 +155,8 @@ export class Transport extends EventEmitter {
     super();
     if (opts.key.length < 32) throw new RangeError('the cluster key must be at least 32 bytes');
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
-    this.sources = new Set(opts.peers.flatMap(hostsOf).map((h) => unmapped(h)!));
+    for (const p of opts.peers) this.peers.set(p.name, p);
+    this.resourced();
     this.refusals = new Refusals(opts.logger, 'message dropped');
   }
 
@@ -167,14 +170,13 @@ export class Transport extends EventEmitter {
     for (const host of hostsOf(this.opts.listen))
       await this.listenOn(host, this.servers.length ? this.port() : this.opts.listen.port);
     this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.floor(this.limits.idleMs / 3)));
-    for (const p of this.opts.peers) this.dial(p);
+    for (const p of this.peers.values()) this.dial(p);
   }
 
   private async listenOn(host: string, port: number): Promise<void> {
     const server = net.createServer((s) => this.accept(s));
-    // Authenticated: one per peer; the rest wait in their handshake, capped.
-    server.maxConnections = this.opts.peers.length + this.limits.pending;
     this.servers.push(server);
+    this.resourced();
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => {
@@ -188,6 +190,32 @@ export class Transport extends EventEmitter {
         this.opts.logger.error({ err: e.message }, 'cannot accept a connection');
       }),
     );
+  }
+
+  /** A peer from now on (a member that joined): dialled, and accepted from its addresses. */
+  addPeer(p: Peer): void {
+    const old = this.peers.get(p.name);
+    if (old && old.host === p.host && old.host6 === p.host6 && old.port === p.port) return;
+    if (old) this.removePeer(p.name);
+    this.peers.set(p.name, p);
+    this.resourced();
+    if (this.servers.length && !this.stopped) this.dial(p);
+  }
+
+  /** No longer a peer (a member that left): its connections close, and it is not dialled again. */
+  removePeer(name: string): void {
+    if (!this.peers.delete(name)) return;
+    this.resourced();
+    this.outbound.get(name)?.socket.destroy();
+    this.inbound.get(name)?.socket.destroy();
+  }
+
+  /** The sources accepted and the servers' connection cap follow the peers. */
+  private resourced(): void {
+    this.sources.clear();
+    for (const p of this.peers.values()) for (const h of hostsOf(p)) this.sources.add(unmapped(h)!);
+    // Authenticated: one per peer; the rest wait in their handshake, capped.
+    for (const server of this.servers) server.maxConnections = this.peers.size + this.limits.pending;
   }
 
   /** The port actually listened on (for listen port 0). */
@@ -212,7 +240,7 @@ export class Transport extends EventEmitter {
   }
 
   broadcast(m: Message): void {
-    for (const p of this.opts.peers) this.send(p.name, m);
+    for (const p of this.peers.keys()) this.send(p, m);
   }
 
   async stop(): Promise<void> {
@@ -257,16 +285,19 @@ export class Transport extends EventEmitter {
     this.outbound.set(p.name, s);
     socket.once('connect', () => this.write(s, this.opts.key, { type: MsgType.Hello, body: s.hs!.hello }));
     socket.once('close', () => {
-      const wasUp = s.key !== undefined;
-      if (this.outbound.get(p.name) === s) this.outbound.delete(p.name);
+      // Only the current connection's end is news: one replaced since (the peer left and came
+      // back as a member) must not take down what its successor brought up.
+      const current = this.outbound.get(p.name) === s;
+      if (current) this.outbound.delete(p.name);
       // Not after stop(): the agent is closing its maps, and a peer going now is no news.
-      if (wasUp && !this.stopped) this.emit('peerDown', p.name);
+      if (s.key !== undefined && current && !this.stopped) this.emit('peerDown', p.name);
       this.redial(p);
     });
   }
 
   private redial(p: Peer): void {
-    if (this.stopped) return;
+    // Not a peer that left, or one whose address changed since.
+    if (this.stopped || this.peers.get(p.name) !== p) return;
     const t = setTimeout(() => {
       this.timers.delete(t);
       this.dial(p);
@@ -426,7 +457,7 @@ export class Transport extends EventEmitter {
       this.reject(s, 'wrong_peer', `dialled ${s.peer}, answered by ${hello.node}`);
       return false;
     }
-    const peer = this.opts.peers.find((p) => p.name === hello.node);
+    const peer = this.peers.get(hello.node);
     const at = peer ? hostsOf(peer).map((h) => unmapped(h)!) : [];
     if (!peer) this.reject(s, 'unknown_peer', `${hello.node} is not a peer of ${this.opts.node}`);
     else if (!at.includes(s.source))

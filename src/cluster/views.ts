@@ -26,6 +26,19 @@ export interface VipadynRow {
   since?: string;
 }
 
+/** One member as `dvipa netstat members` shows it. */
+export interface MemberRow {
+  node: string;
+  xcf: string;
+  port: number;
+  /** Up: the transport to it is authenticated; Joined: a valid record, not (yet) connected. */
+  state: 'Up' | 'Joined';
+  since: string;
+  key: string;
+  version: number;
+  dvipas: string[];
+}
+
 export interface CouplingState {
   shared: boolean;
   healthy: boolean;

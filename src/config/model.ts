@@ -181,6 +181,27 @@ function maskProblem(address: string, mask: string): string | undefined {
 }
 
 /**
+ * Whether the nodes of this configuration learn each other from their etcd member records
+ * (CLUSTER ETCD), as z/OS stacks do through XCF: a per-node file then needs no PEER for the
+ * cluster addresses it names. Without etcd, every one must be a NODE or a PEER.
+ */
+export function membersFromEtcd(cfg: Pick<ClusterConfig, 'coupling'>): boolean {
+  return cfg.coupling !== undefined;
+}
+
+const UNDECLARED = '(list it as a PEER, or give CLUSTER ETCD so that nodes find each other)';
+
+/** Cluster addresses the file names (DESTIP, VIPAROUTE) that no NODE or PEER declares: with etcd, members. */
+export function undeclaredAddresses(cfg: ClusterConfig): string[] {
+  const known = new Set([...cfg.nodes.map((n) => n.xcf), ...cfg.peers.map((p) => p.xcf)]);
+  const named = cfg.nodes.flatMap((n) => [
+    ...n.vipaDynamic.distribute.flatMap((d) => (d.destinations === 'all' ? [] : d.destinations.map((t) => t.xcf))),
+    ...(n.vipaDynamic.route ?? []).map((r) => r.xcf),
+  ]);
+  return [...new Set(named.filter((x) => !known.has(x)))];
+}
+
+/**
  * What holds across statements and nodes. `at` gives each statement's position; problems
  * without one (the file as a whole) are reported at 1:1.
  */
@@ -229,9 +250,15 @@ export function validate(
     for (const d of n.vipaDynamic.distribute) {
       if (d.destinations === 'all') continue;
       const named = new Map<string, string>();
+      // With etcd the nodes find each other through their member records (membersFromEtcd).
+      const fromEtcd = membersFromEtcd(cfg);
       for (const t of d.destinations) {
-        if (!known.has(t.xcf))
-          add(i, `distribute ${d.address}`, `DESTIP ${t.xcf} is not the cluster address of any node or peer`);
+        if (!known.has(t.xcf) && !fromEtcd)
+          add(
+            i,
+            `distribute ${d.address}`,
+            `DESTIP ${t.xcf} is not the cluster address of any node or peer ${UNDECLARED}`,
+          );
         const whose = holder.get(t.xcf);
         const other = whose && named.get(whose);
         if (other !== undefined && other !== t.xcf)
@@ -293,7 +320,8 @@ export function validate(
     const routed = new Set<string>();
     for (const r of v.route ?? []) {
       const where = `route ${r.xcf}`;
-      if (!known.has(r.xcf)) add(i, where, `VIPAROUTE ${r.xcf} is not the cluster address of any node or peer`);
+      if (!known.has(r.xcf) && !membersFromEtcd(cfg))
+        add(i, where, `VIPAROUTE ${r.xcf} is not the cluster address of any node or peer ${UNDECLARED}`);
       if (routed.has(r.xcf)) add(i, where, `VIPAROUTE ${r.xcf} is given twice on ${n.name}`);
       routed.add(r.xcf);
     }

@@ -31,6 +31,7 @@ import {
   validate,
   clusterAddresses,
   isEtcdUrl,
+  membersFromEtcd,
   type ClusterConfig,
   type ConfigProblem,
   type CouplingConfig,
@@ -764,10 +765,10 @@ export interface ProfileToImport {
 /**
  * Whole z/OS PROFILE.TCPIPs, one per node: each profile's VIPADynamic blocks, its cluster
  * address from IPCONFIG DYNAMICXCF (or `xcf`), and a PEER for each DESTIP address that is no
- * imported node's. What is not carried over is in `notes`; real mistakes throw, each in its file.
+ * imported node's, unless `etcd` is given (CLUSTER ETCD: the nodes find each other there). What is not carried over is in `notes`; real mistakes throw, each in its file.
  */
-export function importProfiles(profiles: ProfileToImport[]): ImportedProfile {
-  const config: ClusterConfig = { nodes: [], peers: [] };
+export function importProfiles(profiles: ProfileToImport[], opts: { etcd?: string[] } = {}): ImportedProfile {
+  const config: ClusterConfig = { nodes: [], peers: [], ...(opts.etcd ? { coupling: { etcd: opts.etcd } } : {}) };
   const notes: string[] = [];
   const parsed = profiles.map((x) => {
     const p = new Parser(tokenize(x.text), { importNode: x.node });
@@ -789,11 +790,15 @@ export function importProfiles(profiles: ProfileToImport[]): ImportedProfile {
     .flatMap((n) => n.vipaDynamic.distribute)
     .flatMap((d) => (d.destinations === 'all' ? [] : d.destinations))
     .map((x) => x.xcf);
-  for (const xcf of new Set(targets)) {
-    if (!nodes.has(xcf)) config.peers.push({ name: `stack-${xcf.replace(/[.:]+/g, '-')}`, xcf });
-  }
-  if (config.peers.length) {
-    notes.push('each DESTIP address of no imported node became a PEER: name them as your nodes are named');
+  const others = [...new Set(targets)].filter((xcf) => !nodes.has(xcf));
+  if (membersFromEtcd(config)) {
+    // As XCF does for z/OS stacks, etcd's member records name the other nodes: no PEERs.
+    if (others.length) notes.push(`DESTIP ${others.join(' ')}: nodes found through their etcd member records`);
+  } else {
+    for (const xcf of others) config.peers.push({ name: `stack-${xcf.replace(/[.:]+/g, '-')}`, xcf });
+    if (others.length) {
+      notes.push('each DESTIP address of no imported node became a PEER: name them as your nodes are named');
+    }
   }
   // Each problem in the file it comes from: a profile's own, or one across them (validate).
   const at = (n: number, what: string) => {
@@ -815,6 +820,11 @@ export function importProfiles(profiles: ProfileToImport[]): ImportedProfile {
 }
 
 /** One profile: importProfiles for a single node. */
-export function importProfile(text: string, opts: { node: string; xcf?: string }, file = '<profile>'): ImportedProfile {
-  return importProfiles([{ text, file, ...opts }]);
+export function importProfile(
+  text: string,
+  opts: { node: string; xcf?: string; etcd?: string[] },
+  file = '<profile>',
+): ImportedProfile {
+  const { etcd, ...one } = opts;
+  return importProfiles([{ text, file, ...one }], etcd ? { etcd } : {});
 }

@@ -67,6 +67,8 @@ export const DEFAULTS = {
    * neither buy more nor age out more than this many unconfirmed entries per second per CPU.
    */
   newFlowRate: 100_000,
+  /** Nodes found through etcd member records one agent takes at most (more are counted refusals). */
+  maxMembers: 256,
   pinRoot: '/sys/fs/bpf/dvipa',
   controlSocket: '/run/dvipa/agent.sock',
   metricsAddress: '127.0.0.1:9741',

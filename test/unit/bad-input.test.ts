@@ -42,6 +42,7 @@ const handlers: ControlHandlers = {
   vipadyn: () => ({ dvipas: [] }),
   vipadcfg: () => ({ node: 'n', profile: '' }),
   ipsec: () => [],
+  members: () => ({ members: [], refused: {} }),
 };
 
 test('the control socket: broken, unknown and huge requests get an error; the server goes on; a second one on a live socket is refused', async (t) => {

@@ -18,7 +18,7 @@ test('requests: versioned, a missing version read as 1, arguments checked by typ
 test('requests an agent refuses, each saying why', () => {
   for (const [line, why] of [
     ['{"v":2,"cmd":"vdpt"}', /version 2: this agent speaks 1/],
-    ['{"cmd":"shutdown"}', /unknown request shutdown \(vdpt, vcrt, vipadyn, vipadcfg, ipsec\)/],
+    ['{"cmd":"shutdown"}', /unknown request shutdown \(vdpt, vcrt, vipadyn, vipadcfg, ipsec, members\)/],
     ['[1,2]', /expected \{"v": 1, "cmd": \.\.\.\}/],
     ['{"cmd":"vcrt","args":[]}', /args must be an object/],
     ['{"cmd":"vcrt","args":{"port":"80"}}', /port must be a whole number from 1 to 65535/],
