@@ -159,7 +159,7 @@ async function ipsec(a: Args): Promise<void> {
     const n = d.lastRenegotiation;
     if (n) {
       out(
-        `  LAST RENEGOTIATION: ${n.at}  PEERS: ${n.peers}  RENEGOTIATED: ${n.renegotiated}  FAILED: ${n.failed.length}  REFUSED: ${n.refused.length}  RETRIES: ${n.retries}  ${n.tookMs}MS\n`,
+        `  LAST RENEGOTIATION: ${n.at}  PEERS: ${n.peers}  RENEGOTIATED: ${n.renegotiated}  FAILED: ${n.failed.length}  REFUSED: ${n.refused.length}  ${n.tookMs}MS\n`,
       );
       for (const f of n.failed) out(`    FAILED:  ${f.peer}: ${f.error}\n`);
     }
@@ -174,7 +174,6 @@ async function ipsec(a: Args): Promise<void> {
         );
         for (const c of p.children)
           out(`    CHILD ${c.name}  REQID: ${c.reqid}  SPI IN: ${c.spiIn}  OUT: ${c.spiOut}  ${c.state}\n`);
-        if (p.attempts && p.attempts > 1) out(`    RENEGOTIATED AT ATTEMPT ${p.attempts}\n`);
         if (p.error) out(`    ERROR: ${p.error}\n`);
       }
     }

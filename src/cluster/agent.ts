@@ -7,7 +7,6 @@
  * sends everything it has to each candidate routing node as it connects; a new owner tells
  * every node (DVIPA message), whose targets then send it everything again.
  */
-import * as fs from 'node:fs';
 import { FastPath } from '../dataplane/fastpath.js';
 import { clusterAddresses, type ClusterConfig, type NodeSpec } from '../config/model.js';
 import { ipFamily } from '../net/addr.js';
@@ -314,29 +313,6 @@ export class Agent {
   }
 
   /**
-   * With IKE continuity, the kernel is to queue what a policy sends while it has no SA
-   * (net.core.xfrm_larval_drop = 0; the default drops it): a new owner takes a peer's
-   * re-installed outbound SAs out during its renegotiation (IpsecRole.holdOutbound), and
-   * charon's own negotiations gain the same. False: not settable, the SAs stay in.
-   */
-  private queueWithoutSa(): boolean {
-    const sysctl = '/proc/sys/net/core/xfrm_larval_drop';
-    try {
-      if (fs.readFileSync(sysctl, 'utf8').trim() !== '0') {
-        fs.writeFileSync(sysctl, '0');
-        this.log.info({ sysctl }, 'IKE continuity: the kernel queues what waits for an SA instead of dropping it');
-      }
-      return true;
-    } catch (e) {
-      this.log.warn(
-        { sysctl, err: (e as Error).message },
-        'IKE continuity: the kernel drops what waits for an SA; a renegotiation may lose a packet at the peer',
-      );
-      return false;
-    }
-  }
-
-  /**
    * Joins the coupling facility (with etcd: its member record, and the others' as peers) and
    * runs the election of the DVIPAs this node may route. Until the store answers, nothing
    * changes: DVIPAs the pinned data plane owned stay owned and keep forwarding.
@@ -382,7 +358,7 @@ export class Agent {
           etcd,
           this.opts.key,
           me,
-          { ...this.opts.ipsec, holdOutbound: !!vici && this.queueWithoutSa() },
+          this.opts.ipsec,
           this.log,
           (on) => XfrmEventStream.open(['sa', 'expire', 'policy', 'aevents'], on),
           daemon,

@@ -236,16 +236,6 @@ export class AgentMetrics {
               this.inc({ dvipa: d.dvipa, result }, d.renegotiations[result]);
       },
     });
-    new Counter({
-      name: 'dvipa_ipsec_renegotiation_retries_total',
-      help: "attempts to renegotiate a peer's IKE SA after the first failed (peer unreachable, its charon restarting)",
-      labelNames: ['dvipa'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const d of ipsec()) if (d.renegotiations) this.inc({ dvipa: d.dvipa }, d.renegotiations.retries);
-      },
-    });
     new Gauge({
       name: 'dvipa_ipsec_last_renegotiation_seconds',
       help: "seconds the DVIPA's last renegotiation here took: from its kernel SAs re-installed to all its peers' CHILD SAs negotiated again (or given up)",

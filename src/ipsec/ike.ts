@@ -267,16 +267,7 @@ export interface IkePeerRow {
   spis: string;
   children: Array<{ name: string; reqid: number; spiIn: string; spiOut: string; state: string }>;
   renegotiateMs?: number;
-  /** The attempt that renegotiated it (1: the first). */
-  attempts?: number;
   error?: string;
-}
-
-/** Since the agent started: peers renegotiated, failed, and attempts retried. */
-export interface RenegotiationTotals {
-  renegotiated: number;
-  failed: number;
-  retries: number;
 }
 
 export interface RenegotiationResult {
@@ -284,28 +275,12 @@ export interface RenegotiationResult {
   renegotiated: number;
   failed: Array<{ peer: string; error: string }>;
   refused: string[];
-  /** Attempts after the first, summed over the peers. */
-  retries: number;
   tookMs: number;
 }
 
-/** What the kernel's side does around a peer's renegotiation (IpsecRole). */
-export interface TakeoverHooks {
-  /** Before each attempt with the peer. */
-  hold?(peer: string): Promise<void>;
-  /** After an attempt with the peer failed. */
-  release?(peer: string): Promise<void>;
-  /** The peer's CHILD SAs are installed. */
-  replaced(peer: string): Promise<void>;
-}
-
 export interface IkeOptions {
-  /** How long one attempt to renegotiate a peer may take before it counts as failed. */
+  /** How long a renegotiation may take before it counts as failed. */
   renegotiateMs?: number;
-  /** Attempts per peer (default 3). */
-  attempts?: number;
-  /** The pause before the second attempt, doubled before each further one (default 1000 ms). */
-  retryMs?: number;
   /** How long to wait for the DVIPA's address to be on this node before initiating. */
   addressMs?: number;
   addressHere?: (address: string) => boolean;
@@ -317,8 +292,6 @@ const RELIST_MS = 5000;
 const hasLocalAddress = (a: string) =>
   Object.values(os.networkInterfaces()).some((l) => l?.some((x) => x.address === a));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** The longest pause between two attempts. */
-const RETRY_MAX_MS = 30_000;
 /** The fields of an IKE SA that make its record: a change in any of them is written. */
 const recordOf = (sa: IkeSa): IkeRecord['sa'] => {
   const { uniqueId: _u, establishedS: _e, ...rest } = sa;
@@ -329,8 +302,6 @@ const recordOf = (sa: IkeSa): IkeRecord['sa'] => {
 interface PeerSource {
   source: IkeSource;
   ms?: number;
-  /** Which attempt succeeded. */
-  attempts?: number;
   error?: string;
   record?: IkeRecord;
 }
@@ -344,7 +315,7 @@ export class IkeContinuity {
   private readonly source = new Map<string, Map<string, PeerSource>>();
   private readonly results = new Map<string, RenegotiationResult & { at: string }>();
   /** Per DVIPA since this agent started: peers renegotiated and failed. */
-  private readonly counts = new Map<string, RenegotiationTotals>();
+  private readonly counts = new Map<string, { renegotiated: number; failed: number }>();
   private last = new Map<string, IkeSa[]>();
   /** Per DVIPA, when its IKE SAs were last listed; charon's events mark all stale. */
   private readonly listedAt = new Map<string, number>();
@@ -427,26 +398,26 @@ export class IkeContinuity {
 
   /**
    * The new owner's half, once the kernel SAs are re-installed: the predecessor's IKE SAs
-   * initiated again by this node's charon, in up to `attempts` attempts with a doubling pause
-   * between them (a peer briefly unreachable, its charon restarting); `hooks.replaced(peer)`
-   * once a peer's CHILD SAs are all installed (its re-installed SAs can go); then the records
-   * rewritten at this epoch. `hooks.hold(peer)` runs before each attempt, `hooks.release(peer)`
-   * after one that failed (see IpsecRole on holding the outbound SA back).
+   * initiated again by this node's charon; `replaced(peer)` once a peer's CHILD SAs are all
+   * installed (its re-installed SAs can go); then the records rewritten at this epoch.
    */
-  async takeover(dvipa: string, owner: OwnerRecord, hooks: TakeoverHooks): Promise<RenegotiationResult> {
+  async takeover(
+    dvipa: string,
+    owner: OwnerRecord,
+    replaced: (peer: string) => Promise<void>,
+  ): Promise<RenegotiationResult> {
     const t0 = performance.now();
     const { records, refused } = readIkeRecords(this.key, await this.store.getBlobs(ikePrefix(dvipa)), owner.epoch);
     for (const e of refused) this.log.error({ dvipa, err: e.message }, 'IKE record refused');
     const sources = new Map<string, PeerSource>();
     this.source.set(dvipa, sources);
     let counts = this.counts.get(dvipa);
-    if (!counts) this.counts.set(dvipa, (counts = { renegotiated: 0, failed: 0, retries: 0 }));
+    if (!counts) this.counts.set(dvipa, (counts = { renegotiated: 0, failed: 0 }));
     const result: RenegotiationResult = {
       peers: records.length,
       renegotiated: 0,
       failed: [],
       refused: refused.map((e) => e.message),
-      retries: 0,
       tookMs: 0,
     };
     if (!records.length) return result;
@@ -463,35 +434,45 @@ export class IkeContinuity {
     const here = this.opts.addressHere ?? hasLocalAddress;
     while (!here(dvipa) && Date.now() < addressEnd) await sleep(20);
     const loaded = new Set(await this.daemon.conns());
-    let pending = records.filter((r) => {
-      if (loaded.has(r.sa.conn)) return true;
-      fail(r, `connection ${r.sa.conn} is not loaded in this node's charon`);
-      return false;
-    });
-    const attempts = Math.max(1, this.opts.attempts ?? 3);
-    const attemptMs = this.opts.renegotiateMs ?? 30_000;
-    const errors = new Map<IkeRecord, string>();
-    for (let attempt = 1; pending.length; attempt++) {
-      if (attempt > 1) {
-        result.retries += pending.length;
-        counts.retries += pending.length;
-        const pause = Math.min(RETRY_MAX_MS, (this.opts.retryMs ?? 1000) * 2 ** (attempt - 2));
-        this.log.warn(
-          { dvipa, peers: pending.map((r) => r.sa.remoteHost), attempt, of: attempts, pauseMs: pause },
-          'IKE renegotiation retried',
-        );
-        await sleep(pause);
+    const pending: IkeRecord[] = [];
+    for (const r of records) {
+      if (!loaded.has(r.sa.conn)) {
+        fail(r, `connection ${r.sa.conn} is not loaded in this node's charon`);
+        continue;
       }
-      pending = await this.attempt(dvipa, pending, attemptMs, hooks, errors, (r) => {
+      try {
+        if (!r.sa.children.length) await this.daemon.initiate(r.sa.conn);
+        for (const c of r.sa.children) await this.daemon.initiate(r.sa.conn, c.name);
+        pending.push(r);
+      } catch (e) {
+        fail(r, (e as Error).message);
+      }
+    }
+    const end = Date.now() + (this.opts.renegotiateMs ?? 30_000);
+    while (pending.length) {
+      const sas = this.mineOf(await this.daemon.listSas(), dvipa);
+      for (const r of [...pending]) {
+        const up = sas.find(
+          (s) =>
+            s.conn === r.sa.conn &&
+            s.remoteHost === r.sa.remoteHost &&
+            s.state === 'ESTABLISHED' &&
+            r.sa.children.every((c) => s.children.some((n) => n.name === c.name && n.state === 'INSTALLED')),
+        );
+        if (!up) continue;
+        pending.splice(pending.indexOf(r), 1);
         const ms = Math.round(performance.now() - t0);
-        sources.set(ikeKey(dvipa, r.sa), { source: 'renegotiated', ms, attempts: attempt });
+        sources.set(ikeKey(dvipa, r.sa), { source: 'renegotiated', ms });
         result.renegotiated++;
         counts.renegotiated++;
-      });
-      if (attempt >= attempts) {
-        for (const r of pending) fail(r, `${errors.get(r) ?? 'not established'} (${attempts} attempts)`);
+        await replaced(r.sa.remoteHost);
+      }
+      if (!pending.length) break;
+      if (Date.now() > end) {
+        for (const r of pending.splice(0)) fail(r, `not established within ${this.opts.renegotiateMs ?? 30_000} ms`);
         break;
       }
+      await sleep(50);
     }
     result.tookMs = Math.round(performance.now() - t0);
     this.results.set(dvipa, { ...result, at: new Date().toISOString() });
@@ -505,64 +486,6 @@ export class IkeContinuity {
       if (failed) sources.set(ikeKey(dvipa, r.sa), { source: 'inherited', record: r, error: failed.error });
     }
     return result;
-  }
-
-  /**
-   * One attempt for the peers still pending: each held, initiated, and waited for up to `ms`;
-   * `up(r)` for each whose CHILD SAs are installed (then `hooks.replaced`). Returns those not
-   * up, their half-open IKE SAs destroyed (a later attempt starts clean) and released.
-   */
-  private async attempt(
-    dvipa: string,
-    pending: IkeRecord[],
-    ms: number,
-    hooks: TakeoverHooks,
-    errors: Map<IkeRecord, string>,
-    up: (r: IkeRecord) => void,
-  ): Promise<IkeRecord[]> {
-    const started: IkeRecord[] = [];
-    const left: IkeRecord[] = [];
-    for (const r of pending) {
-      try {
-        await hooks.hold?.(r.sa.remoteHost);
-        if (!r.sa.children.length) await this.daemon.initiate(r.sa.conn);
-        for (const c of r.sa.children) await this.daemon.initiate(r.sa.conn, c.name);
-        started.push(r);
-      } catch (e) {
-        errors.set(r, (e as Error).message);
-        left.push(r);
-      }
-    }
-    const end = Date.now() + ms;
-    let sas: IkeSa[] = [];
-    while (started.length) {
-      sas = this.mineOf(await this.daemon.listSas(), dvipa);
-      for (const r of [...started]) {
-        const ok = sas.some(
-          (s) =>
-            s.conn === r.sa.conn &&
-            s.remoteHost === r.sa.remoteHost &&
-            s.state === 'ESTABLISHED' &&
-            r.sa.children.every((c) => s.children.some((n) => n.name === c.name && n.state === 'INSTALLED')),
-        );
-        if (!ok) continue;
-        started.splice(started.indexOf(r), 1);
-        up(r);
-        await hooks.replaced(r.sa.remoteHost);
-      }
-      if (!started.length || Date.now() > end) break;
-      await sleep(50);
-    }
-    for (const r of started) {
-      errors.set(r, `not established within ${ms} ms`);
-      // What this attempt left with the peer (half-open, or up without all its CHILD SAs) goes before the next.
-      for (const s of sas) {
-        if (s.conn === r.sa.conn && s.remoteHost === r.sa.remoteHost) await this.daemon.forget(s.uniqueId);
-      }
-    }
-    const failed = [...left, ...started];
-    for (const r of failed) await hooks.release?.(r.sa.remoteHost);
-    return failed;
   }
 
   /** This node no longer owns the DVIPA: its charon forgets the DVIPA's IKE SAs; how many. */
@@ -594,8 +517,8 @@ export class IkeContinuity {
     return this.results.get(dvipa);
   }
 
-  totals(dvipa: string): RenegotiationTotals {
-    return { ...(this.counts.get(dvipa) ?? { renegotiated: 0, failed: 0, retries: 0 }) };
+  totals(dvipa: string): { renegotiated: number; failed: number } {
+    return { ...(this.counts.get(dvipa) ?? { renegotiated: 0, failed: 0 }) };
   }
 
   /** Per peer of the DVIPA: its IKE SA here (as of the last scan), how it came, and its CHILD SAs. */
@@ -612,7 +535,7 @@ export class IkeContinuity {
         ageS: sa.establishedS,
         spis: `${sa.initiatorSpi}_i ${sa.responderSpi}_r`,
         children: sa.children.map(childRow),
-        ...(s?.ms !== undefined ? { renegotiateMs: s.ms, attempts: s.attempts } : {}),
+        ...(s?.ms !== undefined ? { renegotiateMs: s.ms } : {}),
       };
     });
     for (const s of sources?.values() ?? []) {

@@ -14,13 +14,7 @@ import { recordKey, storeKey } from './store.js';
 import { reinstall, SaRecorder, sasOf, type RecordStore, type ReinstallResult, type XfrmOps } from './recovery.js';
 import type { Sa } from './xfrm-codec.js';
 import type { XfrmEvent } from './events.js';
-import {
-  IkeContinuity,
-  type IkeDaemon,
-  type IkePeerRow,
-  type RenegotiationResult,
-  type RenegotiationTotals,
-} from './ike.js';
+import { IkeContinuity, type IkeDaemon, type IkePeerRow, type RenegotiationResult } from './ike.js';
 
 /** Opens the kernel's XFRM notifications (XfrmEventStream in production). */
 export type XfrmSubscribe = (onEvent: (e: XfrmEvent) => void) => { close(): void };
@@ -32,16 +26,8 @@ export interface IpsecOptions {
   intervalMs: number;
   /** charon's VICI socket: IKE continuity (IKE SAs recorded, renegotiated by a new owner, forgotten by the old). */
   vici?: string;
-  /** How long one attempt to renegotiate a peer may take (ms). */
+  /** How long a new owner's renegotiation of a peer may take (ms). */
   renegotiateMs?: number;
-  /** Attempts per peer, and the pause before the second (doubled before each further one). */
-  renegotiateAttempts?: number;
-  renegotiateRetryMs?: number;
-  /**
-   * The kernel queues what a policy sends while it has no SA (net.core.xfrm_larval_drop = 0):
-   * then a peer's re-installed outbound SAs are taken out before its renegotiation (see holdOutbound).
-   */
-  holdOutbound?: boolean;
   /** Whether an address is on this node (default: this process's interfaces; tests look into a namespace). */
   addressHere?: (address: string) => boolean;
 }
@@ -89,7 +75,7 @@ export interface IpsecDvipaRow {
   ike?: IkePeerRow[];
   lastRenegotiation?: RenegotiationResult & { at: string };
   /** Peers renegotiated and failed since this agent started. */
-  renegotiations?: RenegotiationTotals;
+  renegotiations?: { renegotiated: number; failed: number };
 }
 
 const seqOf = (hi: number, lo: number) => ((BigInt(hi) << 32n) | BigInt(lo)).toString();
@@ -107,8 +93,6 @@ export class IpsecRole {
   /** Record keys of the SAs this node re-installed (and has not seen replaced since). */
   private readonly reinstalled = new Set<string>();
   private readonly last = new Map<string, NonNullable<IpsecDvipaRow['lastReinstall']>>();
-  /** Re-installed outbound SAs taken out while their peer is renegotiated (holdOutbound), by record key. */
-  private readonly held = new Map<string, Sa>();
   private timer?: NodeJS.Timeout;
   private settle?: NodeJS.Timeout;
   private events?: { close(): void };
@@ -129,8 +113,6 @@ export class IpsecRole {
     if (ikeDaemon)
       this.ike = new IkeContinuity(ikeDaemon, store, this.key, node, log, {
         renegotiateMs: opts.renegotiateMs,
-        attempts: opts.renegotiateAttempts,
-        retryMs: opts.renegotiateRetryMs,
         addressHere: opts.addressHere,
       });
   }
@@ -274,11 +256,7 @@ export class IpsecRole {
   }
 
   private async renegotiate(ike: IkeContinuity, dvipa: string, owner: OwnerRecord): Promise<void> {
-    const r = await ike.takeover(dvipa, owner, {
-      hold: (peer) => this.holdOutbound(dvipa, peer),
-      release: (peer) => this.releaseOutbound(dvipa, peer),
-      replaced: (peer) => this.dropReinstalled(dvipa, peer),
-    });
+    const r = await ike.takeover(dvipa, owner, (peer) => this.dropReinstalled(dvipa, peer));
     if (r.peers)
       this.log.info(
         { dvipa, peers: r.peers, renegotiated: r.renegotiated, failed: r.failed.length, ms: r.tookMs },
@@ -286,49 +264,8 @@ export class IpsecRole {
       );
   }
 
-  /**
-   * Before a peer's renegotiation: the re-installed SAs this node sends to it with are taken
-   * out, so that what it sends meanwhile waits in the kernel's queue (the policy stays; it has
-   * no SA until charon installs the new one, and the kernel sends what it queued then).
-   * Why: charon's IKE_AUTH carries INITIAL_CONTACT, on which the peer deletes the
-   * predecessor's CHILD SAs before it answers; anything sent with the old SA from then until
-   * the answer is installed here would reach the peer with no SA to receive it. Only when the
-   * kernel queues (holdOutbound): dropping instead would lose more than the window does.
-   */
-  private async holdOutbound(dvipa: string, peer: string): Promise<void> {
-    if (!this.opts.holdOutbound) return;
-    const out = this.xfrm
-      .dumpSas()
-      .filter((sa) => sa.src === dvipa && sa.dst === peer && this.reinstalled.has(recordKey(dvipa, sa)));
-    const errors = await this.xfrm.deleteSas(out);
-    out.forEach((sa, i) => {
-      if (errors[i])
-        this.log.warn({ dvipa, spi: sa.spi.toString(16), err: errors[i].message }, 'a re-installed SA not held back');
-      else this.held.set(recordKey(dvipa, sa), sa);
-    });
-  }
-
-  /** The renegotiation with the peer failed: its held outbound SAs carry traffic again, as dumped (nothing was sent meanwhile). */
-  private async releaseOutbound(dvipa: string, peer: string): Promise<void> {
-    const back = [...this.held].filter(([, sa]) => sa.dst === peer);
-    const errors = await this.xfrm.addSas(back.map(([, sa]) => sa));
-    back.forEach(([k, sa], i) => {
-      this.held.delete(k);
-      if (errors[i])
-        this.log.error(
-          { dvipa, spi: sa.spi.toString(16), err: errors[i].message },
-          'a re-installed SA held back during a renegotiation not put back',
-        );
-    });
-  }
-
   /** A peer's CHILD SAs are negotiated again here: the copies re-installed from the store go. */
   private async dropReinstalled(dvipa: string, peer: string): Promise<void> {
-    for (const [k, sa] of this.held) {
-      if (sa.dst !== peer) continue;
-      this.held.delete(k);
-      this.reinstalled.delete(k);
-    }
     const gone = this.xfrm
       .dumpSas()
       .filter((sa) => (sa.src === peer || sa.dst === peer) && this.reinstalled.has(recordKey(dvipa, sa)));
@@ -352,12 +289,6 @@ export class IpsecRole {
       const mine = sasOf(dvipa, this.xfrm.dumpSas(), []).map((x) => x.sa);
       const errors = await this.xfrm.deleteSas(mine);
       for (const sa of mine) this.reinstalled.delete(recordKey(dvipa, sa));
-      // Held back for a renegotiation that never finished: the new owner's now, not to be put back.
-      for (const [k, sa] of this.held) {
-        if (sa.src !== dvipa) continue;
-        this.held.delete(k);
-        this.reinstalled.delete(k);
-      }
       const failed = errors.filter((e) => e);
       if (mine.length)
         this.log.info(

@@ -11,7 +11,6 @@ import type { OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
 import { forReinstall, readRecords, recordKey, sealRecord, type StoreError, type SaRecord } from './store.js';
 import type { Policy, Sa, SaId } from './xfrm-codec.js';
-import { mapSliced } from './slices.js';
 
 type Awaitable<T> = T | Promise<T>;
 
@@ -227,11 +226,11 @@ export async function writeRecords(
   written: () => void,
 ): Promise<boolean> {
   const savedAt = new Date().toISOString();
-  const sealed = await mapSliced(records, (r): [string, Buffer] => {
+  const seal = (r: SaRecord): [string, Buffer] => {
     const where = recordKey(dvipa, r.sa);
     return [where, sealRecord(key, where, { ...r, epoch: owner.epoch, owner: node, savedAt })];
-  });
-  return fenced(sealed, PER_TXN, (rs) => store.putBlobsFenced(rs, dvipa, owner), written);
+  };
+  return fenced(records, PER_TXN, (rs) => store.putBlobsFenced(rs.map(seal), dvipa, owner), written);
 }
 
 /** What makes two policies the same for de-duplication (the kernel's index aside). */
@@ -258,7 +257,7 @@ export async function reinstall(
     at = performance.now();
     return Math.round(at - was);
   };
-  const { records, refused } = await readRecords(key, await store.getBlobs(prefixOf(dvipa)), owner.epoch);
+  const { records, refused } = readRecords(key, await store.getBlobs(prefixOf(dvipa)), owner.epoch);
   for (const e of refused) log?.error({ dvipa, err: e.message }, 'IPsec SA record refused');
   const have = new Set(xfrm.dumpPolicies().map(policyKey));
   const result: ReinstallResult = {

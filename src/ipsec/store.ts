@@ -9,7 +9,6 @@
 import { DvipaError } from '../errors.js';
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import type { Policy, Sa } from './xfrm-codec.js';
-import { mapSliced } from './slices.js';
 
 const MAGIC = Buffer.from('DVS1');
 const IV = 12;
@@ -112,22 +111,21 @@ export function openRecord(key: Buffer, where: string, blob: Buffer, currentEpoc
  * fenced in etcd (only the owner of the epoch writes), and a new owner replaces all records
  * with its own: a record older than the newest epoch among them is a deposed owner's.
  */
-export async function readRecords(
+export function readRecords(
   key: Buffer,
   blobs: Map<string, Buffer>,
   currentEpoch: number,
-): Promise<{ records: SaRecord[]; refused: StoreError[] }> {
+): { records: SaRecord[]; refused: StoreError[] } {
   const refused: StoreError[] = [];
   const opened: Array<[string, SaRecord]> = [];
-  // Thousands of records to open: in slices (see slices.ts).
-  await mapSliced(blobs, ([where, blob]) => {
+  for (const [where, blob] of blobs) {
     try {
       opened.push([where, openRecord(key, where, blob, currentEpoch)]);
     } catch (e) {
       if (!(e instanceof StoreError)) throw e;
       refused.push(e);
     }
-  });
+  }
   const newest = Math.max(0, ...opened.map(([, r]) => r.epoch));
   const records: SaRecord[] = [];
   for (const [where, r] of opened) {

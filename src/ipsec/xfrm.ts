@@ -4,7 +4,6 @@
  * messages are xfrm-codec.ts's, re-exported here for callers that both build and send.
  */
 import { SyscallError } from '../kernel/errors.js';
-import { mapSliced } from './slices.js';
 import { sys } from '../kernel/sys.js';
 import {
   decodePolicy,
@@ -82,27 +81,16 @@ function batchErrors(
 
 type BatchRequest = { type: number; flags: number; payload: Buffer };
 
-/** Requests handed to the native worker at once (their conversion runs on the event loop). */
-const BATCH_SLICE = 500;
-
 /**
  * Runs `fn` with a NETLINK_XFRM socket opened now, in the calling thread's namespace (the
- * batches run later on a worker thread, and the encoding yields to the event loop: by then
- * the caller may have left it), closed after.
+ * batches run later on a worker thread, when the caller may have left it), closed after.
  */
 async function onXfrmSocket<T>(
   fn: (batch: (reqs: BatchRequest[]) => ReturnType<typeof sys.xfrmBatch>) => Promise<T>,
 ): Promise<T> {
   const fd = sys.xfrmOpen('xfrm');
-  // The requests and their outcomes cross between JS and C++ on the event loop: a slice at a time.
-  const batch = async (reqs: BatchRequest[]) => {
-    const out: Awaited<ReturnType<typeof sys.xfrmBatch>> = [];
-    for (let i = 0; i < reqs.length; i += BATCH_SLICE)
-      out.push(...(await sys.xfrmBatch('xfrm', fd, reqs.slice(i, i + BATCH_SLICE))));
-    return out;
-  };
   try {
-    return await fn(batch);
+    return await fn((reqs) => sys.xfrmBatch('xfrm', fd, reqs));
   } finally {
     sys.closeFd('xfrm', fd);
   }
@@ -114,8 +102,8 @@ async function onXfrmSocket<T>(
  * SA's error, undefined where it went in. The namespace is the caller's at the call.
  */
 export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Promise<Array<XfrmError | undefined>> {
+  const msgs = sas.map(encodeSa);
   return onXfrmSocket(async (batch) => {
-    const msgs = await mapSliced(sas, encodeSa);
     const add = (idx: number[]) =>
       batch(idx.map((i) => ({ type: XFRM_MSG.NEWSA, flags: NLM_F_CREATE | NLM_F_EXCL, payload: msgs[i] })));
     const outcome = await add(sas.map((_, i) => i));
@@ -135,14 +123,12 @@ export function addSas(sas: Sa[], opts: { replace?: boolean } = {}): Promise<Arr
 
 /** Installs many policies at once (replacing same selector and direction), off Node's event loop. */
 export function putPolicies(ps: Policy[]): Promise<Array<XfrmError | undefined>> {
-  return onXfrmSocket(async (batch) => {
-    const reqs = (await mapSliced(ps, encodePolicy)).map((payload) => ({
-      type: XFRM_MSG.UPDPOLICY,
-      flags: NLM_F_CREATE | NLM_F_REPLACE,
-      payload,
-    }));
-    return batchErrors(() => 'XFRM_MSG_UPDPOLICY', await batch(reqs));
-  });
+  const reqs = ps.map((p) => ({
+    type: XFRM_MSG.UPDPOLICY,
+    flags: NLM_F_CREATE | NLM_F_REPLACE,
+    payload: encodePolicy(p),
+  }));
+  return onXfrmSocket(async (batch) => batchErrors(() => 'XFRM_MSG_UPDPOLICY', await batch(reqs)));
 }
 
 export function deleteSa(sa: SaId): void {

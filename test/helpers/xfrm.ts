@@ -5,7 +5,6 @@
 import { after, before, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { inNetns, nsIp, Topology } from '../../src/lab/netns.js';
 import { ANY_SELECTOR, NO_LIMITS, XfrmError, type Sa } from '../../src/ipsec/xfrm.js';
 import { IN_KERNEL_LAB, requireRoot, uniquePrefix } from './env.js';
@@ -35,18 +34,6 @@ export const ESP_SA: Sa = {
   lifetime: NO_LIMITS,
   replay: { oseq: 1000, seq: 990, oseqHi: 0, seqHi: 0, window: 128, bitmap: Buffer.alloc(16, 0xff), esn: true },
 };
-
-/** ESP_SA between other ends, selecting everything, with a key of its own and a fresh replay state. */
-export const espSa = (src: string, dst: string, spi: number, o: Partial<Sa> = {}): Sa => ({
-  ...ESP_SA,
-  src,
-  dst,
-  spi,
-  selector: ANY_SELECTOR,
-  aead: { ...ESP_SA.aead!, key: randomBytes(20) },
-  replay: { oseq: 0, seq: 0, oseqHi: 0, seqHi: 0, window: 64, bitmap: Buffer.alloc(8), esn: true },
-  ...o,
-});
 
 /**
  * A test whose ESP SA install failed with `e`: inside the kernel lab, a failure (rethrown);

@@ -9,8 +9,7 @@
  *   exactly one IKE SA for the DVIPA, r2's (INITIAL_CONTACT replaced r1's), and the record
  *   is r2's at its epoch;
  * - r2 loses the DVIPA: its charon forgets the IKE SA and the peer keeps it (no DELETE came
- *   through); r1 takes it back while the peer drops IKE for a second: the first attempt
- *   fails, the retry succeeds, and the peer again holds exactly one IKE SA, r1's.
+ *   through); r1 takes it back and the peer again holds exactly one IKE SA, r1's.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,13 +17,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { nsIp, Topology } from '../../src/lab/netns.js';
 import { Charon, type LabConn } from '../../src/lab/charon.js';
 import { hasAddress } from '../../src/net/iproute.js';
 import { log } from '../../src/log.js';
-import { IpsecRole, type IpsecOptions } from '../../src/ipsec/ipsec-role.js';
+import { IpsecRole } from '../../src/ipsec/ipsec-role.js';
 import { ikePrefix, parseListSas, readIkeRecords, ViciDaemon, type IkeSa } from '../../src/ipsec/ike.js';
 import { sealJson, storeKey } from '../../src/ipsec/store.js';
 import { ViciError } from '../../src/ipsec/vici.js';
@@ -98,7 +96,7 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
     }
   };
   const clusterKey = randomBytes(32);
-  const role = (n: 'r1' | 'r2', c: Charon, member: EtcdCoupling, retry: Partial<IpsecOptions> = {}) => {
+  const role = (n: 'r1' | 'r2', c: Charon, member: EtcdCoupling) => {
     let r: IpsecRole | undefined = undefined;
     const daemon = new ViciDaemon(c.vici, () => r?.ikeChanged(), log);
     r = new IpsecRole(
@@ -106,13 +104,7 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
       member,
       clusterKey,
       n,
-      {
-        seqMargin: 1000,
-        intervalMs: 200,
-        renegotiateMs: 15000,
-        addressHere: (a) => hasAddress('eth', a, ns[n]),
-        ...retry,
-      },
+      { seqMargin: 1000, intervalMs: 200, renegotiateMs: 15000, addressHere: (a) => hasAddress('eth', a, ns[n]) },
       log,
       undefined,
       daemon,
@@ -239,35 +231,14 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
     'no DELETE reached the peer',
   );
 
-  // r1 takes the DVIPA back while the peer drops IKE (unreachable for a second): the first attempt
-  // (2 s; charon would retransmit only after 4 s) fails, the retry 200 ms later gets through.
-  const blockIke = (on: boolean) =>
-    execFileSync('ip', ['netns', 'exec', ns.peer, 'nft', '-f', '-'], {
-      input: on
-        ? 'table inet dvblock { chain in { type filter hook input priority 0; udp dport 500 drop; }; }\n'
-        : 'delete table inet dvblock\n',
-    });
   c1 = await startCharon('r1');
   const m1b = await etcd.join('r1');
-  const role1b = role('r1', c1, m1b, { renegotiateMs: 2000, renegotiateRetryMs: 200, renegotiateAttempts: 3 });
+  const role1b = role('r1', c1, m1b);
   const o3 = (await m1b.claim(DVIPA, 256, m1b.view(DVIPA)))!;
-  blockIke(true);
   move(undefined, 'r1');
   await role1b.acquired(DVIPA, o3, 'takeback');
-  await sleep(1000);
-  blockIke(false);
   await role1b.idle(DVIPA);
-  const back1 = role1b.rows()[0];
-  assert.deepEqual(
-    [back1.lastRenegotiation?.renegotiated, back1.lastRenegotiation?.failed, back1.lastRenegotiation?.retries],
-    [1, [], 1],
-    'renegotiated at the second attempt',
-  );
-  assert.deepEqual(back1.renegotiations, { renegotiated: 1, failed: 0, retries: 1 });
-  assert.deepEqual(
-    back1.ike!.map((p) => [p.source, p.state, p.attempts]),
-    [['renegotiated', 'ESTABLISHED', 2]],
-  );
+  assert.equal(role1b.rows()[0].lastRenegotiation?.renegotiated, 1);
   const [back] = await sasOf(c1);
   const final = await sasOf(peer);
   assert.deepEqual(

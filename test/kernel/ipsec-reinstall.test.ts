@@ -12,15 +12,26 @@ import type { OwnerRecord } from '../../src/net/ownership.js';
 import { reinstall, SaRecorder, type RecordStore, type XfrmOps } from '../../src/ipsec/recovery.js';
 import { storeKey } from '../../src/ipsec/store.js';
 import * as xfrm from '../../src/ipsec/xfrm.js';
-import { ANY_SELECTOR, type Sa } from '../../src/ipsec/xfrm.js';
+import { ANY_SELECTOR, NO_LIMITS, type Sa } from '../../src/ipsec/xfrm.js';
 import { inNetns, Topology } from '../../src/lab/netns.js';
 import { requireRoot, uniquePrefix } from '../helpers/env.js';
-import { bitmapWords, espSa, ipXfrmState, skipWithoutEsp } from '../helpers/xfrm.js';
+import { bitmapWords, ipXfrmState, skipWithoutEsp } from '../helpers/xfrm.js';
 
 const KEY = storeKey(randomBytes(32));
 const ANY6 = { ...ANY_SELECTOR, src: '::', dst: '::' };
-const sa = (src: string, dst: string, spi: number, replay: Sa['replay']): Sa =>
-  espSa(src, dst, spi, { replay, selector: src.includes(':') ? ANY6 : ANY_SELECTOR });
+const sa = (src: string, dst: string, spi: number, replay: Sa['replay']): Sa => ({
+  src,
+  dst,
+  spi,
+  proto: 'esp',
+  mode: 'tunnel',
+  reqid: 7,
+  flags: 0,
+  selector: src.includes(':') ? ANY6 : ANY_SELECTOR,
+  aead: { name: 'rfc4106(gcm(aes))', key: randomBytes(20), icvBits: 128 },
+  lifetime: NO_LIMITS,
+  replay,
+});
 
 /** The records in memory; every write is the owner's (fencing is tested on etcd elsewhere). */
 class MemoryStore implements RecordStore {

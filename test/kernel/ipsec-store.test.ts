@@ -80,14 +80,14 @@ test('refused, each with a clear reason: another key, another place, corrupt, no
     );
 });
 
-test("a deposed owner's older records are refused; the newest epoch's are kept", async () => {
+test("a deposed owner's older records are refused; the newest epoch's are kept", () => {
   const other = { ...SA, spi: 0xc0ffee02 };
   const blobs = new Map([
     [WHERE, sealRecord(KEY, WHERE, record(4))],
     [recordKey(DVIPA, other), sealRecord(KEY, recordKey(DVIPA, other), record(3, other))],
     ['ipsec/192.0.2.10/junk', Buffer.from('garbage')],
   ]);
-  const { records, refused } = await readRecords(KEY, blobs, 5);
+  const { records, refused } = readRecords(KEY, blobs, 5);
   assert.deepEqual(
     records.map((r) => r.sa.spi),
     [SA.spi],
@@ -128,7 +128,7 @@ test('on etcd: only the owner of the epoch writes; records are listed and cleare
     "a deposed owner's write fails",
   );
   const blobs = await cf.getBlobs(`ipsec/${DVIPA}/`);
-  const { records, refused } = await readRecords(KEY, blobs, owner.epoch);
+  const { records, refused } = readRecords(KEY, blobs, owner.epoch);
   assert.deepEqual([records.length, refused.length, records[0].epoch], [1, 0, owner.epoch]);
   assert.equal(
     await cf.deleteBlobsFenced(`ipsec/${DVIPA}/`, DVIPA, { ...owner, epoch: owner.epoch - 1 }),
