@@ -15,6 +15,7 @@ import { FastPath } from '../dataplane/fastpath.js';
 import { ip } from '../net/iproute.js';
 import { buildHaTopology, haConfig, HA, holdsDvipa, setRouterLinks } from './ha-topology.js';
 import { netnsPath, Topology } from './netns.js';
+import { DEFAULTS } from '../config/settings.js';
 import { MEMORY_DIR, startEtcd } from './etcd.js';
 import { LAB_NICE } from './procs.js';
 import { LabError, until } from './wait.js';
@@ -122,11 +123,20 @@ export class HaLab {
       lab.startAgent('r1');
       await lab.until('r1 to own the DVIPA', async () => (await lab.vipadyn('r1'))?.status === 'Active', 15000);
       lab.startAgent('r2');
+      const r2Joined = Date.now();
       await lab.until(
         'the DPTs of r1 and r2 to be complete',
         async () => (await lab.readyTargets('r1')) === 3 && (await lab.readyTargets('r2')) === 2,
         15000,
       );
+      // A backup trusts its view of etcd (and takes over within its claim delay) once it has
+      // seen etcd healthy for a lease time and a half second: a drill right after `lab up`
+      // would otherwise measure that settling, which a running cluster has long behind it.
+      const settled = r2Joined + 1000 * DEFAULTS.leaseTtl + 500;
+      if (Date.now() < settled) {
+        progress('r2 settling');
+        await new Promise((r) => setTimeout(r, settled - Date.now()));
+      }
       lab.save();
       return lab;
     } catch (e) {
