@@ -30,6 +30,18 @@ function dvipa(args: string[], opts: { asNobody?: boolean } = {}): { code: numbe
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
+/** The same, without blocking: for many process starts at once (slow each on a loaded machine). */
+function dvipaAsync(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolve) =>
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: { ...process.env, DVIPA_LOG_LEVEL: 'warn' }, timeout: 120_000 },
+      (e, out, err) => resolve({ code: e ? Number((e as { code?: number }).code ?? -1) : 0, out, err }),
+    ),
+  );
+}
+
 before(() => {
   requireRoot();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-cli-'));
@@ -106,20 +118,7 @@ test('dvipa agent: every option out of range, a short or missing key file: exit 
     [['--key-file', short], /short\.key: 31 bytes, at least 32 needed/],
     [['--key-file', path.join(dir, 'none.key')], /cluster key .*none\.key: ENOENT/],
   ];
-  // In parallel: each is a process start, slow on a loaded machine.
-  const results = await Promise.all(
-    cases.map(
-      ([extra]) =>
-        new Promise<{ code: number; err: string }>((resolve) =>
-          execFile(
-            process.execPath,
-            [CLI, ...base, ...withKey(extra)],
-            { env: { ...process.env, DVIPA_LOG_LEVEL: 'warn' }, timeout: 60_000 },
-            (e, _out, err) => resolve({ code: e ? Number((e as { code?: number }).code ?? -1) : 0, err }),
-          ),
-        ),
-    ),
-  );
+  const results = await Promise.all(cases.map(([extra]) => dvipaAsync([...base, ...withKey(extra)])));
   cases.forEach(([extra, why], i) => {
     assert.equal(results[i].code, 2, `${extra.join(' ')}: ${results[i].err}`);
     assert.match(results[i].err, why, extra.join(' '));
@@ -127,8 +126,8 @@ test('dvipa agent: every option out of range, a short or missing key file: exit 
   assert.equal(fs.existsSync(pinRoot), false, 'nothing was loaded or pinned');
 });
 
-test('every command has --help', () => {
-  for (const args of [
+test('every command has --help', async () => {
+  const commands = [
     [],
     ['fastpath'],
     ['fastpath', 'apply'],
@@ -165,11 +164,12 @@ test('every command has --help', () => {
     ['lab', 'demo'],
     ['lab', 'failover'],
     ['lab', 'down'],
-  ]) {
-    const r = dvipa([...args, '--help']);
-    assert.equal(r.code, 0, `${args.join(' ')} --help: ${r.err}`);
-    assert.match(r.out, /Options:/, args.join(' '));
-  }
+  ];
+  const results = await Promise.all(commands.map((args) => dvipaAsync([...args, '--help'])));
+  commands.forEach((args, i) => {
+    assert.equal(results[i].code, 0, `${args.join(' ')} --help: ${results[i].err}`);
+    assert.match(results[i].out, /Options:/, args.join(' '));
+  });
 });
 
 test('netstat: no agent is exit 3, bad filters exit 2, not root exit 4', () => {
