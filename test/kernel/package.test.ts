@@ -74,6 +74,16 @@ async function acquireLock(): Promise<void> {
   });
 }
 
+/** setpriv's arguments for the unit's capability bounding set (less `without`) and no new privileges. */
+function unitPrivileges(unit: string, without: string[] = []): string[] {
+  const caps = /^CapabilityBoundingSet=(.*)$/m
+    .exec(unit)![1]
+    .split(/\s+/)
+    .filter((c) => !without.includes(c))
+    .map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`);
+  return ['--no-new-privs', '--bounding-set', ['-all', ...caps].join(',')];
+}
+
 /**
  * An agent as dvipa-agent.service starts it: ExecStart with /etc/default/dvipa, the unit's
  * capabilities, no new privileges, and its file system as ProtectSystem=strict, ProtectHome=
@@ -84,10 +94,6 @@ async function acquireLock(): Promise<void> {
 function startAsUnit(node: string, overrides = ''): void {
   const unit = fs.readFileSync(UNIT, 'utf8');
   const execStart = /^ExecStart=(.*)$/m.exec(unit)![1];
-  const caps = /^CapabilityBoundingSet=(.*)$/m
-    .exec(unit)![1]
-    .split(/\s+/)
-    .map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`);
   const emulated = [
     'NoNewPrivileges=yes',
     'ProtectSystem=strict',
@@ -105,7 +111,7 @@ function startAsUnit(node: string, overrides = ''): void {
   ];
   // systemd: ${X} is one word, $X splits at white space; the shell's unquoted expansions do both here.
   const agent = `set -a; . /etc/default/dvipa; ${overrides} set +a; exec ${execStart}`;
-  const privileges = ['--no-new-privs', '--bounding-set', ['-all', ...caps].join(',')];
+  const privileges = unitPrivileges(unit);
   const child = topo!.spawn(
     ns[node],
     'unshare',
@@ -217,6 +223,21 @@ test('the package installs dvipa on the PATH with its version, example, manual p
   fs.writeFileSync(broken, unit.replace('NoNewPrivileges=yes', 'NoNewPrivileges=perhaps'));
   assert.equal(verify(broken).said.length, 1, 'systemd-analyze verify reports a bad value');
   assert.ok(fs.existsSync('/etc/systemd/system/multi-user.target.wants/dvipa-agent.service'), 'the unit is enabled');
+
+  // The renewal thread's real-time priority (src/cluster/renewal-worker.ts: chrt on its own
+  // thread id) under the unit's privileges, and refused without CAP_SYS_NICE.
+  const realTime = (privileges: string[]) =>
+    attempt('setpriv', [
+      ...privileges,
+      '--',
+      'sh',
+      '-c',
+      'sleep 5 & p=$!; chrt --rr --pid 10 $p; r=$?; chrt --pid $p; kill $p; exit $r',
+    ]);
+  const rr = realTime(unitPrivileges(unit));
+  assert.equal(rr.code, 0, rr.err);
+  assert.match(rr.out, /scheduling policy: SCHED_RR/);
+  assert.notEqual(realTime(unitPrivileges(unit, ['CAP_SYS_NICE'])).code, 0, 'refused without CAP_SYS_NICE');
 });
 
 test('where systemd runs, the maintainer scripts start the agent, restart it on upgrade, stop it on removal', () => {
