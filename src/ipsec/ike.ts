@@ -12,8 +12,8 @@
  *   peer are removed and the new records stored at the new epoch;
  * - a node that no longer owns the DVIPA makes its charon forget the DVIPA's IKE SAs. VICI has
  *   no local-only forget: `terminate` always queues a DELETE (`force` only skips waiting for
- *   the answer). So it runs only when the address is gone from this node (the agent releases
- *   it first), where the DELETE cannot leave with the DVIPA as source (EADDRNOTAVAIL); the
+ *   the answer). So it runs only when the address is gone from this node (it waits for the
+ *   agent's release), where the DELETE cannot leave with the DVIPA as source (EADDRNOTAVAIL); the
  *   peer's SAs, now the new owner's, are untouched. `force` with timeout -1: charon destroys
  *   the IKE SA at once instead of retransmitting.
  * Connections must be loaded in every routing node's charon under the same name, with the
@@ -488,14 +488,29 @@ export class IkeContinuity {
     return result;
   }
 
-  /** This node no longer owns the DVIPA: its charon forgets the DVIPA's IKE SAs; how many. */
-  async forget(dvipa: string): Promise<number> {
+  /**
+   * This node no longer owns the DVIPA: its charon forgets the DVIPA's IKE SAs; how many. Only
+   * once the address is gone from here, as charon's DELETE would otherwise reach the peer and
+   * end the SAs the new owner carries on with. The agent gives the address up through its `ip`
+   * batch, a moment after it lost the DVIPA (under load, hundreds of ms): waited for up to
+   * `waitMs`, or until `regained()` (this node owns the DVIPA again). Still here: nothing is
+   * forgotten (logged); the next acquisition forgets them before it renegotiates.
+   */
+  async forget(dvipa: string, waitMs = 0, regained: () => boolean = () => false): Promise<number> {
     this.written.delete(dvipa);
     this.unknown.delete(dvipa);
     this.source.delete(dvipa);
     this.last.delete(dvipa);
     this.listedAt.delete(dvipa);
+    const here = this.opts.addressHere ?? hasLocalAddress;
+    const end = Date.now() + waitMs;
+    while (here(dvipa) && Date.now() < end && !regained()) await sleep(20);
     const mine = this.mineOf(await this.daemon.listSas(), dvipa);
+    if (mine.length && here(dvipa)) {
+      const why = "charon keeps the DVIPA's IKE SAs: the address is on this node, a DELETE would reach the peer";
+      this.log.warn({ dvipa, ikeSas: mine.length }, why);
+      return 0;
+    }
     for (const sa of mine) await this.daemon.forget(sa.uniqueId);
     const msg = "charon forgot the DVIPA's IKE SAs: the new owner renegotiates them";
     if (mine.length) this.log.info({ dvipa, ikeSas: mine.length }, msg);

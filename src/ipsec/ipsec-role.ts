@@ -34,6 +34,8 @@ export interface IpsecOptions {
 
 /** XFRM events come in bursts (a negotiation adds SAs and policies): one scan for a burst. */
 const EVENT_SETTLE_MS = 50;
+/** How long a node that lost a DVIPA waits for its address to go before its charon forgets (see IkeContinuity.forget). */
+const RELEASE_WAIT_MS = 10_000;
 
 export interface IpsecSaRow {
   spi: string;
@@ -297,7 +299,12 @@ export class IpsecRole {
         );
       for (const e of failed)
         this.log.error({ dvipa, err: e!.message }, 'IPsec SA of a DVIPA routed elsewhere not removed');
-      await this.ikeStep(dvipa, 'forgetting', (ike) => ike.forget(dvipa), 0);
+      await this.ikeStep(
+        dvipa,
+        'forgetting',
+        (ike) => ike.forget(dvipa, RELEASE_WAIT_MS, () => this.owned.has(dvipa)),
+        0,
+      );
     });
   }
 

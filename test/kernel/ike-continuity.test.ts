@@ -8,8 +8,9 @@
  * - r1 fails; r2 takes over: it renegotiates once the address is here, the peer then holds
  *   exactly one IKE SA for the DVIPA, r2's (INITIAL_CONTACT replaced r1's), and the record
  *   is r2's at its epoch;
- * - r2 loses the DVIPA: its charon forgets the IKE SA and the peer keeps it (no DELETE came
- *   through); r1 takes it back and the peer again holds exactly one IKE SA, r1's.
+ * - r2 loses the DVIPA: once its address is gone (not before: it learns of the loss first), its
+ *   charon forgets the IKE SA and the peer keeps it (no DELETE came through); r1 takes it back
+ *   and the peer again holds exactly one IKE SA, r1's.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -220,9 +221,13 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
     `takeover: renegotiated in ${reneg.tookMs} ms (address moved ~300 ms after the win; ${took} ms from the win to the records)`,
   );
 
-  // Takeback: r2 releases the address, then its charon forgets; the peer keeps r2's IKE SA.
+  // Takeback: r2 learns it lost the DVIPA before its address is gone (the agent's ip batch
+  // removes it a moment later): its charon forgets only then; the peer keeps r2's IKE SA.
+  const losing = role2.lost(DVIPA);
+  await sleep(300);
+  assert.equal((await sasOf(c2)).length, 1, "r2's charon keeps its IKE SA while the address is on r2");
   nsIp(ns.r2, 'addr', 'del', `${DVIPA}/32`, 'dev', 'eth');
-  await role2.lost(DVIPA);
+  await losing;
   assert.deepEqual(await sasOf(c2), [], "r2's charon holds nothing for the DVIPA");
   await sleep(200);
   assert.deepEqual(

@@ -21,7 +21,16 @@ import { fileURLToPath } from 'node:url';
 import { inNetns, netnsPath, nsIp, Topology } from '../../src/lab/netns.js';
 import { buildHaTopology, HA, holdsDvipa } from '../../src/lab/ha-topology.js';
 import { startEtcd, type EtcdServer } from '../../src/lab/etcd.js';
-import { addSa, ANY_SELECTOR, dumpSas, NO_LIMITS, putPolicy, type Policy, type Sa } from '../../src/ipsec/xfrm.js';
+import {
+  addSa,
+  ANY_SELECTOR,
+  dumpPolicies,
+  dumpSas,
+  NO_LIMITS,
+  putPolicy,
+  type Policy,
+  type Sa,
+} from '../../src/ipsec/xfrm.js';
 import { askAgent } from '../../src/cluster/control.js';
 import { requireRoot, uniquePrefix } from '../helpers/env.js';
 import { Agents } from '../helpers/agents.js';
@@ -30,6 +39,8 @@ import { skipWithoutEsp, xfrmStat } from '../helpers/xfrm.js';
 const DVIPA = HA.dvipa;
 const PEER = HA.client;
 const MARGIN = 100000;
+/** How long an agent may take to start in the kernel lab (see the setup below). */
+const AGENT_START_MS = 420_000;
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 const [R1, R2] = HA.routers;
 
@@ -69,212 +80,215 @@ const policy = (dir: 'in' | 'out', from: string, to: string, tunnelSrc: string, 
   tmpls: [{ src: tunnelSrc, dst: tunnelDst, spi: 0, proto: 'esp', mode: 'tunnel', reqid: 1, optional: false }],
 });
 
-test(
-  'ESP through a takeover and a takeback: SAs re-installed from etcd, no replay at the peer, nothing renegotiated',
-  {
-    // Reported, not hidden: in the kernel lab after this session's merges, r2's re-install of
-    // r1's records put back the SAs but none of the policies (policies: 0, expected 2). Open.
-    todo: "after this session's merges the takeover re-installs the SAs but not the policies",
-  },
-  async (t) => {
-    requireRoot();
-    const t0 = Date.now();
-    const topo = new Topology(uniquePrefix('ipf'));
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-ipf-'));
-    let etcd: EtcdServer | undefined;
-    let fleet: Agents | undefined;
-    t.after(async () => {
-      topo.teardown();
-      await etcd?.stop();
-      fleet?.purge();
-      fs.rmSync(dir, { recursive: true, force: true });
-    });
+test('ESP through a takeover and a takeback: SAs re-installed from etcd, no replay at the peer, nothing renegotiated', async (t) => {
+  requireRoot();
+  const t0 = Date.now();
+  const topo = new Topology(uniquePrefix('ipf'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-ipf-'));
+  let etcd: EtcdServer | undefined;
+  let fleet: Agents | undefined;
+  t.after(async () => {
+    topo.teardown();
+    await etcd?.stop();
+    fleet?.purge();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 
-    const probe = topo.ns('probe');
-    try {
-      inNetns(probe, () => addSa(sa('192.0.2.1', '192.0.2.2', 0x99, randomBytes(20))));
-    } catch (e) {
-      return skipWithoutEsp(t, e);
+  const probe = topo.ns('probe');
+  try {
+    inNetns(probe, () => addSa(sa('192.0.2.1', '192.0.2.2', 0x99, randomBytes(20))));
+  } catch (e) {
+    return skipWithoutEsp(t, e);
+  }
+
+  const ns = buildHaTopology(topo);
+  fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
+  fs.writeFileSync(path.join(dir, 'cluster.cfg'), config);
+  etcd = await startEtcd({ place: { topo, ns: ns.cf, host: HA.cf } });
+  fleet = new Agents(topo, ns, dir, topo.prefix);
+  const agents = fleet;
+  // A lab etcd: plain http, no auth (said so).
+  const args = ['--etcd', etcd.url, '--insecure-etcd', '--lease-ttl', '2'];
+  // What `dvipa netstat ipsec --json` shows, asked in-process: a node process per poll is slow under TCG.
+  const ipsec = async (node: string) => (await askAgent(agents.socket(node), { cmd: 'ipsec' }))[0];
+  const waitFor = async (what: string, cond: () => Promise<boolean> | boolean, ms = 60000) => {
+    const end = Date.now() + ms;
+    // An agent that is still starting does not answer yet: not there yet, not a failure.
+    while (
+      !(await Promise.resolve()
+        .then(cond)
+        .catch(() => false))
+    ) {
+      if (Date.now() > end) await agents.until(what, () => false, 0);
+      await new Promise((r) => setTimeout(r, 200));
     }
+    t.diagnostic(`${((Date.now() - t0) / 1000).toFixed(1)} s: ${what}`);
+  };
 
-    const ns = buildHaTopology(topo);
-    fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
-    fs.writeFileSync(path.join(dir, 'cluster.cfg'), config);
-    etcd = await startEtcd({ place: { topo, ns: ns.cf, host: HA.cf } });
-    fleet = new Agents(topo, ns, dir, topo.prefix);
-    const agents = fleet;
-    // A lab etcd: plain http, no auth (said so).
-    const args = ['--etcd', etcd.url, '--insecure-etcd', '--lease-ttl', '2'];
-    // What `dvipa netstat ipsec --json` shows, asked in-process: a node process per poll is slow under TCG.
-    const ipsec = async (node: string) => (await askAgent(agents.socket(node), { cmd: 'ipsec' }))[0];
-    const waitFor = async (what: string, cond: () => Promise<boolean> | boolean, ms = 60000) => {
-      const end = Date.now() + ms;
-      // An agent that is still starting does not answer yet: not there yet, not a failure.
-      while (
-        !(await Promise.resolve()
-          .then(cond)
-          .catch(() => false))
-      ) {
-        if (Date.now() > end) await agents.until(what, () => false, 0);
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      t.diagnostic(`${((Date.now() - t0) / 1000).toFixed(1)} s: ${what}`);
-    };
+  agents.start('r1', { args });
+  // Setup waits, not bounds: under TCG on a loaded host an agent's start (node loading its
+  // modules over 9p, its threads, etcd, the member record) took 63 s in a quiet run, and on
+  // 2026-11-30 evening neither agent logged a line within 60 s (r1 owned after 308 s once).
+  await waitFor('r1 to own the DVIPA', () => holdsDvipa(ns.r1), AGENT_START_MS);
+  agents.start('r2', { args });
+  await waitFor('r2 to start', () => agents.find('r2', 'agent started') !== undefined, AGENT_START_MS);
 
-    agents.start('r1', { args });
-    await waitFor('r1 to own the DVIPA', () => holdsDvipa(ns.r1));
-    agents.start('r2', { args });
-    // Under TCG an agent's start (its threads, etcd, the member record) took 63 s in this
-    // session's IKE run: emulated time, not a claim.
-    await waitFor('r2 to start', () => agents.find('r2', 'agent started') !== undefined, 180000);
+  // What an IKE daemon would have negotiated between the DVIPA (on r1) and the peer.
+  const keyOut = randomBytes(20);
+  const keyIn = randomBytes(20);
+  inNetns(ns.r1, () => {
+    addSa(sa(DVIPA, PEER, 0x1001, keyOut));
+    addSa(sa(PEER, DVIPA, 0x1002, keyIn));
+    putPolicy(policy('out', DVIPA, PEER, DVIPA, PEER));
+    putPolicy(policy('in', PEER, DVIPA, PEER, DVIPA));
+  });
+  inNetns(ns.client, () => {
+    addSa(sa(PEER, DVIPA, 0x1002, keyIn));
+    addSa(sa(DVIPA, PEER, 0x1001, keyOut));
+    putPolicy(policy('out', PEER, DVIPA, PEER, DVIPA));
+    putPolicy(policy('in', DVIPA, PEER, DVIPA, PEER));
+  });
 
-    // What an IKE daemon would have negotiated between the DVIPA (on r1) and the peer.
-    const keyOut = randomBytes(20);
-    const keyIn = randomBytes(20);
-    inNetns(ns.r1, () => {
-      addSa(sa(DVIPA, PEER, 0x1001, keyOut));
-      addSa(sa(PEER, DVIPA, 0x1002, keyIn));
-      putPolicy(policy('out', DVIPA, PEER, DVIPA, PEER));
-      putPolicy(policy('in', PEER, DVIPA, PEER, DVIPA));
-    });
-    inNetns(ns.client, () => {
-      addSa(sa(PEER, DVIPA, 0x1002, keyIn));
-      addSa(sa(DVIPA, PEER, 0x1001, keyOut));
-      putPolicy(policy('out', PEER, DVIPA, PEER, DVIPA));
-      putPolicy(policy('in', DVIPA, PEER, DVIPA, PEER));
-    });
+  // Pings from the peer, through the tunnel, all along.
+  const ping = topo.spawn(ns.client, 'ping', ['-n', '-i', '0.1', '-W', '1', DVIPA], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const replies: number[] = [];
+  readline.createInterface({ input: ping.stdout! }).on('line', (l) => {
+    if (/bytes from/.test(l)) replies.push(Date.now());
+  });
+  const repliesSince = (at: number) => replies.filter((x) => x >= at).length;
+  /** The longest time without a reply around an event: how long ESP was interrupted. */
+  const outage = (from: number) => {
+    const around = replies.filter((x) => x >= from - 1000);
+    return Math.max(0, ...around.slice(1).map((x, i) => x - around[i]));
+  };
+  const started = Date.now();
 
-    // Pings from the peer, through the tunnel, all along.
-    const ping = topo.spawn(ns.client, 'ping', ['-n', '-i', '0.1', '-W', '1', DVIPA], {
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    const replies: number[] = [];
-    readline.createInterface({ input: ping.stdout! }).on('line', (l) => {
-      if (/bytes from/.test(l)) replies.push(Date.now());
-    });
-    const repliesSince = (at: number) => replies.filter((x) => x >= at).length;
-    /** The longest time without a reply around an event: how long ESP was interrupted. */
-    const outage = (from: number) => {
-      const around = replies.filter((x) => x >= from - 1000);
-      return Math.max(0, ...around.slice(1).map((x, i) => x - around[i]));
-    };
-    const started = Date.now();
+  await waitFor('pings answered through r1', () => repliesSince(0) >= 10);
+  await waitFor("r1's SAs recorded with their sequence numbers", async () => {
+    const r = await ipsec('r1');
+    return r.owner && r.sas.length === 2 && r.sas.every((s) => BigInt(s.seq) >= 10n) && !!r.lastStoreWrite;
+  });
+  const before = await ipsec('r1');
+  assert.deepEqual(before.sas.map((s) => [s.spi, s.dir, s.source]).sort(), [
+    ['00001001', 'out', 'negotiated'],
+    ['00001002', 'in', 'negotiated'],
+  ]);
+  const sentByR1 = BigInt(before.sas.find((s) => s.dir === 'out')!.seq);
+  // Under emulation on a loaded host the DVIPA may have changed hands already (a late lease
+  // keepalive, a claim after 160 ms without a renewal): r2 then kept r1's policies from that
+  // ownership (the policies stay with their SAs gone), and its re-install adds only the others.
+  const r2Had = inNetns(ns.r2, () => dumpPolicies()).length;
+  const acquired = (node: string) => agents.logs[node].filter((l) => l.msg === 'DVIPA acquired').length;
+  t.diagnostic(
+    `before the drill: DVIPA acquired ${acquired('r1')} time(s) by r1, ${acquired('r2')} by r2; r2 holds ${r2Had} of the policies`,
+  );
 
-    await waitFor('pings answered through r1', () => repliesSince(0) >= 10);
-    await waitFor("r1's SAs recorded with their sequence numbers", async () => {
-      const r = await ipsec('r1');
-      return r.owner && r.sas.length === 2 && r.sas.every((s) => BigInt(s.seq) >= 10n) && !!r.lastStoreWrite;
-    });
-    const before = await ipsec('r1');
-    assert.deepEqual(before.sas.map((s) => [s.spi, s.dir, s.source]).sort(), [
-      ['00001001', 'out', 'negotiated'],
-      ['00001002', 'in', 'negotiated'],
-    ]);
-    const sentByR1 = BigInt(before.sas.find((s) => s.dir === 'out')!.seq);
+  // r1 fails.
+  await agents.stop('r1', 'SIGKILL');
+  nsIp(ns.r1, 'link', 'set', 'ext', 'down');
+  const failedAt = Date.now();
+  await waitFor(
+    'r2 to take over and re-install',
+    async () => holdsDvipa(ns.r2) && (await ipsec('r2')).lastReinstall?.installed === 2,
+  );
+  await waitFor('pings answered through r2', () => repliesSince(Date.now() - 500) >= 3 && repliesSince(failedAt) >= 10);
+  const r2 = await ipsec('r2');
+  t.diagnostic(
+    `takeover: SAs re-installed in ${r2.lastReinstall!.tookMs} ms (TCG: ${JSON.stringify(r2.lastReinstall!.phases)}); pings unanswered for ${outage(failedAt)} ms (lease TTL 2 s included)`,
+  );
+  const { how, installed, policies, refused, failed } = r2.lastReinstall!;
+  assert.deepEqual(
+    { how, installed, policies, refused, failed },
+    { how: 'takeover', installed: 2, policies: 2 - r2Had, refused: [], failed: [] },
+  );
+  const policiesOf = (node: string) =>
+    inNetns(ns[node], () => dumpPolicies())
+      .map((p) => JSON.stringify([p.dir, p.selector, p.tmpls]))
+      .sort();
+  assert.deepEqual(policiesOf('r2'), policiesOf('r1'), "r2's kernel holds r1's two policies, no more");
+  assert.deepEqual(r2.sas.map((s) => [s.spi, s.dir, s.source]).sort(), [
+    ['00001001', 'out', 'reinstalled'],
+    ['00001002', 'in', 'reinstalled'],
+  ]);
+  assert.ok(
+    BigInt(r2.sas.find((s) => s.dir === 'out')!.seq) > sentByR1 + BigInt(MARGIN),
+    'r2 sends on from past the margin',
+  );
 
-    // r1 fails.
-    await agents.stop('r1', 'SIGKILL');
-    nsIp(ns.r1, 'link', 'set', 'ext', 'down');
-    const failedAt = Date.now();
-    await waitFor(
-      'r2 to take over and re-install',
-      async () => holdsDvipa(ns.r2) && (await ipsec('r2')).lastReinstall?.installed === 2,
-    );
-    await waitFor(
-      'pings answered through r2',
-      () => repliesSince(Date.now() - 500) >= 3 && repliesSince(failedAt) >= 10,
-    );
-    const r2 = await ipsec('r2');
-    t.diagnostic(
-      `takeover: SAs re-installed in ${r2.lastReinstall!.tookMs} ms (TCG: ${JSON.stringify(r2.lastReinstall!.phases)}); pings unanswered for ${outage(failedAt)} ms (lease TTL 2 s included)`,
-    );
-    const { how, installed, policies, refused, failed } = r2.lastReinstall!;
+  const metrics = await new Promise<string>((resolve, reject) =>
+    execFile(
+      'nsenter',
+      [
+        `--net=${netnsPath(ns.r2)}`,
+        process.execPath,
+        '-e',
+        "fetch('http://127.0.0.1:9741/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))",
+      ],
+      (err, stdout) => (err ? reject(err) : resolve(stdout)),
+    ),
+  );
+  assert.match(metrics, /dvipa_ipsec_sas\{dvipa="192\.0\.2\.10",source="reinstalled"\} 2\n/);
+  assert.match(metrics, /dvipa_ipsec_records_refused\{dvipa="192\.0\.2\.10"\} 0\n/);
+  const peer = () =>
+    inNetns(ns.client, () => dumpSas())
+      .map((s) => [s.spi, s.replay.seq] as const)
+      .sort();
+  const peerSas = peer();
+  assert.deepEqual(
+    peerSas.map(([spi]) => spi),
+    [0x1001, 0x1002],
+    'the peer has the same two SAs: nothing renegotiated',
+  );
+  assert.ok(peerSas[0][1] > MARGIN, `the peer received r2's packets past the margin (highest ${peerSas[0][1]})`);
+  for (const node of ['client', 'r2']) {
+    const s = xfrmStat(ns[node]);
+    // XfrmInNoStates too: r2 takes the address only once the SAs are in.
     assert.deepEqual(
-      { how, installed, policies, refused, failed },
-      { how: 'takeover', installed: 2, policies: 2, refused: [], failed: [] },
+      [s.XfrmInStateSeqError, s.XfrmInStateProtoError, s.XfrmInNoStates, s.XfrmInTmplMismatch],
+      [0, 0, 0, 0],
+      `${node}: no replayed, failed or unmatched ESP: ${JSON.stringify(s)}`,
     );
-    assert.deepEqual(r2.sas.map((s) => [s.spi, s.dir, s.source]).sort(), [
-      ['00001001', 'out', 'reinstalled'],
-      ['00001002', 'in', 'reinstalled'],
-    ]);
-    assert.ok(
-      BigInt(r2.sas.find((s) => s.dir === 'out')!.seq) > sentByR1 + BigInt(MARGIN),
-      'r2 sends on from past the margin',
-    );
+  }
 
-    const metrics = await new Promise<string>((resolve, reject) =>
-      execFile(
-        'nsenter',
-        [
-          `--net=${netnsPath(ns.r2)}`,
-          process.execPath,
-          '-e',
-          "fetch('http://127.0.0.1:9741/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))",
-        ],
-        (err, stdout) => (err ? reject(err) : resolve(stdout)),
-      ),
-    );
-    assert.match(metrics, /dvipa_ipsec_sas\{dvipa="192\.0\.2\.10",source="reinstalled"\} 2\n/);
-    assert.match(metrics, /dvipa_ipsec_records_refused\{dvipa="192\.0\.2\.10"\} 0\n/);
-    const peer = () =>
-      inNetns(ns.client, () => dumpSas())
-        .map((s) => [s.spi, s.replay.seq] as const)
-        .sort();
-    const peerSas = peer();
+  // r1 returns and takes the DVIPA back: it re-installs r2's state; r2 removes its copies.
+  const returnAt = Date.now();
+  nsIp(ns.r1, 'link', 'set', 'ext', 'up');
+  agents.start('r1', { args });
+  await waitFor(
+    'r1 to take the DVIPA back and re-install',
+    async () => holdsDvipa(ns.r1) && (await ipsec('r1')).lastReinstall?.how === 'takeback',
+  );
+  const backAt = Date.now();
+  await waitFor('pings answered through r1 again', () => repliesSince(backAt) >= 10);
+  await waitFor("r2 to remove the DVIPA's SAs", () => inNetns(ns.r2, () => dumpSas()).length === 0);
+  t.diagnostic(`takeback: pings unanswered for ${outage(returnAt)} ms`);
+  const r1 = await ipsec('r1');
+  assert.deepEqual([r1.lastReinstall!.installed, r1.sas.map((s) => s.source)], [2, ['reinstalled', 'reinstalled']]);
+  for (const node of ['client', 'r1']) {
+    const s = xfrmStat(ns[node]);
     assert.deepEqual(
-      peerSas.map(([spi]) => spi),
-      [0x1001, 0x1002],
-      'the peer has the same two SAs: nothing renegotiated',
+      [s.XfrmInStateSeqError, s.XfrmInStateProtoError, s.XfrmInNoStates],
+      [0, 0, 0],
+      `${node} after the takeback: ${JSON.stringify(s)}`,
     );
-    assert.ok(peerSas[0][1] > MARGIN, `the peer received r2's packets past the margin (highest ${peerSas[0][1]})`);
-    for (const node of ['client', 'r2']) {
-      const s = xfrmStat(ns[node]);
-      // XfrmInNoStates too: r2 takes the address only once the SAs are in.
-      assert.deepEqual(
-        [s.XfrmInStateSeqError, s.XfrmInStateProtoError, s.XfrmInNoStates, s.XfrmInTmplMismatch],
-        [0, 0, 0, 0],
-        `${node}: no replayed, failed or unmatched ESP: ${JSON.stringify(s)}`,
-      );
-    }
-
-    // r1 returns and takes the DVIPA back: it re-installs r2's state; r2 removes its copies.
-    const returnAt = Date.now();
-    nsIp(ns.r1, 'link', 'set', 'ext', 'up');
-    agents.start('r1', { args });
-    await waitFor(
-      'r1 to take the DVIPA back and re-install',
-      async () => holdsDvipa(ns.r1) && (await ipsec('r1')).lastReinstall?.how === 'takeback',
-    );
-    const backAt = Date.now();
-    await waitFor('pings answered through r1 again', () => repliesSince(backAt) >= 10);
-    await waitFor("r2 to remove the DVIPA's SAs", () => inNetns(ns.r2, () => dumpSas()).length === 0);
-    t.diagnostic(`takeback: pings unanswered for ${outage(returnAt)} ms`);
-    const r1 = await ipsec('r1');
-    assert.deepEqual([r1.lastReinstall!.installed, r1.sas.map((s) => s.source)], [2, ['reinstalled', 'reinstalled']]);
-    for (const node of ['client', 'r1']) {
-      const s = xfrmStat(ns[node]);
-      assert.deepEqual(
-        [s.XfrmInStateSeqError, s.XfrmInStateProtoError, s.XfrmInNoStates],
-        [0, 0, 0],
-        `${node} after the takeback: ${JSON.stringify(s)}`,
-      );
-    }
-    assert.deepEqual(
-      peer().map(([spi]) => spi),
-      [0x1001, 0x1002],
-      'still the same two SAs at the peer',
-    );
-    const shown = await new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, [CLI, 'netstat', 'ipsec', '--socket', agents.socket('r1')], (err, stdout) =>
-        err ? reject(err) : resolve(stdout),
-      ),
-    );
-    assert.match(shown, /DVIPA: +192\.0\.2\.10 +OWNER +EPOCH: \d+/);
-    assert.match(shown, /LAST REINSTALL: .* TAKEBACK +SAS: 2 +POLICIES: 0 +REFUSED: 0 +FAILED: 0/);
-    assert.match(shown, /00001001 +ESP +OUT +TUNNEL +REINSTALLED +192\.0\.2\.10 +198\.18\.0\.1 /);
-    ping.kill('SIGINT');
-    t.diagnostic(
-      `ESP failover: ${replies.length} replies in ${((Date.now() - started) / 1000).toFixed(0)} s (one ping per 100 ms) through r1, r2 and r1 again; no replay at the peer`,
-    );
-  },
-);
+  }
+  assert.deepEqual(
+    peer().map(([spi]) => spi),
+    [0x1001, 0x1002],
+    'still the same two SAs at the peer',
+  );
+  const shown = await new Promise<string>((resolve, reject) =>
+    execFile(process.execPath, [CLI, 'netstat', 'ipsec', '--socket', agents.socket('r1')], (err, stdout) =>
+      err ? reject(err) : resolve(stdout),
+    ),
+  );
+  assert.match(shown, /DVIPA: +192\.0\.2\.10 +OWNER +EPOCH: \d+/);
+  assert.match(shown, /LAST REINSTALL: .* TAKEBACK +SAS: 2 +POLICIES: 0 +REFUSED: 0 +FAILED: 0/);
+  assert.match(shown, /00001001 +ESP +OUT +TUNNEL +REINSTALLED +192\.0\.2\.10 +198\.18\.0\.1 /);
+  ping.kill('SIGINT');
+  t.diagnostic(
+    `ESP failover: ${replies.length} replies in ${((Date.now() - started) / 1000).toFixed(0)} s (one ping per 100 ms) through r1, r2 and r1 again; no replay at the peer`,
+  );
+});

@@ -164,9 +164,10 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   await startCharon('r1');
   await startCharon('r2');
   agents.start('r1', { args: args('r1') });
-  await waitFor('r1 to own the DVIPA', () => holdsDvipa(ns.r1));
+  // Setup waits, not bounds: an agent's start under TCG on a loaded host (see ipsec-failover.test.ts).
+  await waitFor('r1 to own the DVIPA', () => holdsDvipa(ns.r1), 420_000);
   agents.start('r2', { args: args('r2') });
-  await waitFor('r2 to start', () => agents.find('r2', 'agent started') !== undefined);
+  await waitFor('r2 to start', () => agents.find('r2', 'agent started') !== undefined, 420_000);
   // r1's charon negotiates with the peer (its start_action would).
   swanctl('r1', '--initiate', '--child', 'net', '--timeout', '20');
 

@@ -5,7 +5,8 @@
  * ipsec-reinstall.test.ts). The recorder writes the owner's SAs of the
  * DVIPA and only what changed, at most once per interval; a deposed owner's writes fail; the
  * new owner re-installs with the sequence jump, adds only the policies it lacks, refuses
- * foreign records, and replaces the records with its own.
+ * foreign records, and replaces the records with its own. The policies also in a real kernel
+ * (this one has XFRM policies, not ESP): re-installed once, kept by a node that lost the DVIPA.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +19,19 @@ import { reinstall, SaRecorder, type XfrmOps } from '../../src/ipsec/recovery.js
 import { IpsecRole } from '../../src/ipsec/ipsec-role.js';
 import { waitFor } from '../helpers/wait.js';
 import { readRecords, recordKey, sealRecord, storeKey } from '../../src/ipsec/store.js';
-import { ANY_SELECTOR, NO_LIMITS, XfrmError, type Policy, type Sa, type SaId } from '../../src/ipsec/xfrm.js';
+import {
+  ANY_SELECTOR,
+  dumpPolicies,
+  NO_LIMITS,
+  putPolicies,
+  putPolicy,
+  XfrmError,
+  type Policy,
+  type Sa,
+  type SaId,
+} from '../../src/ipsec/xfrm.js';
+import { inNetns, Topology } from '../../src/lab/netns.js';
+import { requireRoot, uniquePrefix } from '../helpers/env.js';
 
 const DVIPA = '192.0.2.10';
 const PEER = '203.0.113.7';
@@ -87,6 +100,19 @@ class FakeXfrm implements XfrmOps {
     });
   }
 }
+
+/** SAs in memory (no ESP here), policies in the real kernel of namespace `ns`. */
+const kernelPolicies = (ns: string, sas: Sa[] = []): XfrmOps & { sas: FakeXfrm } => {
+  const fake = new FakeXfrm(sas);
+  return {
+    sas: fake,
+    dumpSas: () => fake.dumpSas(),
+    addSas: (x) => fake.addSas(x),
+    deleteSas: (x) => fake.deleteSas(x),
+    dumpPolicies: () => inNetns(ns, () => dumpPolicies()),
+    putPolicies: (ps) => inNetns(ns, () => putPolicies(ps)),
+  };
+};
 
 const KEY = storeKey(randomBytes(32));
 const etcd = etcdFixture();
@@ -322,4 +348,35 @@ test("the agent's IPsec side: re-install on takeover, record while owner, remove
   await role2.lost(d);
   assert.deepEqual([x2.sas.length, x2.policies.length], [0, 1]);
   assert.deepEqual(role2.rows()[0], { ...role2.rows()[0], owner: false, epoch: 0, sas: [] });
+});
+
+test('policies in a real kernel: the new owner puts the recorded ones in; having lost the DVIPA it keeps them, and regaining it adds none and duplicates none', async (t) => {
+  requireRoot();
+  const topo = new Topology(uniquePrefix('ipr'));
+  t.after(() => topo.teardown());
+  const [a, b] = [topo.ns('a'), topo.ns('b')];
+  const inKernel = (ns: string) =>
+    inNetns(ns, () => dumpPolicies())
+      .map((p) => JSON.stringify([p.dir, p.selector, p.tmpls]))
+      .sort();
+  const k1 = await node('k1');
+  const owner1 = (await k1.claim(DVIPA, 256, k1.view(DVIPA)))!;
+  const xa = kernelPolicies(a, [OUT, IN]);
+  inNetns(a, () => [POL_OUT, POL_IN].forEach((p) => putPolicy(p)));
+  await new SaRecorder(xa, k1, KEY, 'k1', 0).sync(DVIPA, owner1, 0);
+
+  const k2 = await node('k2');
+  await k1.stop(0);
+  const owner2 = (await k2.claim(DVIPA, 100, k2.view(DVIPA)))!;
+  const xb = kernelPolicies(b);
+  const first = await reinstall(xb, k2, KEY, 'k2', DVIPA, owner2, 1000);
+  assert.deepEqual([first.installed.length, first.policies], [2, 2]);
+  assert.deepEqual(inKernel(b), inKernel(a), "k1's two policies, as k1's kernel dumps them");
+
+  // k2 loses the DVIPA (its SAs go, the policies stay) and gets it again: the SAs come back,
+  // the policies are there already (the ESP failover test's "policies: 0" after a flap).
+  await xb.deleteSas(xb.dumpSas());
+  const again = await reinstall(xb, k2, KEY, 'k2', DVIPA, owner2, 1000);
+  assert.deepEqual([again.installed.length, again.policies, again.failed], [2, 0, []]);
+  assert.deepEqual(inKernel(b), inKernel(a), 'still exactly the two, none duplicated');
 });
