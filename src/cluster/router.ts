@@ -96,6 +96,8 @@ export class RoutingRole {
   private readonly synced = new Map<string, { srvstat: boolean; conns: boolean }>();
   /** Services whose pinned tables a previous agent left: kept until the targets have reported. */
   private readonly deferred = new Set<string>();
+  /** Per service, the weights and affinity of the table last written. */
+  private readonly pushed = new Map<string, string>();
   /** Services whose table must be rebuilt; active counts change often, tables are rebuilt at most every PUSH_MS. */
   private readonly dirty = new Set<string>();
   private readonly address?: AddressHolder;
@@ -303,7 +305,14 @@ export class RoutingRole {
     if (this.deferred.has(name)) return;
     const s = this.routed.get(name)!;
     const source = this.dpts.get(this.inheriting.get(name)?.from ?? this.node.name)!;
-    this.fp.setTargets(s, source.weights(name), { affinitySec: this.affinity.get(name) });
+    const weights = source.weights(name);
+    const affinitySec = this.affinity.get(name);
+    // A table the same as the one in place is not built again: 65,537 slots in a new map, each
+    // time active counts change (every slice of a report), whatever the method makes of them.
+    const table = JSON.stringify([weights, affinitySec]);
+    if (this.pushed.get(name) === table && this.fp.serviceId(s) !== undefined) return;
+    this.fp.setTargets(s, weights, { affinitySec });
+    this.pushed.set(name, table);
   }
 
   private pushSoon(name: string): void {
