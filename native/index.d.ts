@@ -31,6 +31,8 @@ export class BpfObject {
   progFd(name: string): number;
   /** Attaches a program as its section says (tracepoints...); detached on close(). */
   attach(progName: string): void;
+  /** An iterator program's output to its end (attached on first use, detached on close()). */
+  readIter(progName: string): Buffer;
   /** Closes the object's fds and the links attach() made; maps and XDP links live on where pinned. */
   close(): void;
 }

@@ -1,5 +1,6 @@
 // BpfObject: one libbpf bpf_object (an ELF of BPF programs and maps). Maps declared with
 // LIBBPF_PIN_BY_NAME are reused from, or pinned into, the pin root by libbpf at load.
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 
 #include "errors.h"
 #include "exports.h"
+#include "fd.h"
 
 namespace dvipa {
 namespace {
@@ -34,6 +36,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
                        {InstanceMethod("maps", &BpfObject::Maps), InstanceMethod("programs", &BpfObject::Programs),
                         InstanceMethod("load", &BpfObject::Load), InstanceMethod("mapFd", &BpfObject::MapFd),
                         InstanceMethod("progFd", &BpfObject::ProgFd), InstanceMethod("attach", &BpfObject::Attach),
+                        InstanceMethod("readIter", &BpfObject::ReadIter),
                         InstanceMethod("close", &BpfObject::Close)});
   }
 
@@ -161,9 +164,40 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     return info.Env().Undefined();
   }
 
+  // An iterator program's output, whole: attached on first use (detached on close), then
+  // one iterator per call, read to its end. For iterators that write little (map counts).
+  Napi::Value ReadIter(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    std::string name = StringArg(info, 0, "program name");
+    bpf_program *p = FindProgram(env, name);
+    bpf_link *link = nullptr;
+    for (auto &[prog, l] : iters_)
+      if (prog == p) link = l;
+    if (!link) {
+      link = bpf_program__attach_iter(p, nullptr);
+      long err = libbpf_get_error(link);
+      if (err) ThrowErrno(env, "bpf_program__attach_iter", ErrnoOf(err), name);
+      links_.push_back(link);
+      iters_.emplace_back(p, link);
+    }
+    Fd it(bpf_iter_create(bpf_link__fd(link)));
+    if (it.fd() < 0) ThrowErrno(env, "bpf_iter_create", errno, name);
+    std::vector<char> out;
+    char buf[4096];
+    for (;;) {
+      ssize_t n = read(it.fd(), buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) ThrowErrno(env, "read", errno, name);
+      if (n == 0) break;
+      out.insert(out.end(), buf, buf + n);
+    }
+    return Napi::Buffer<char>::Copy(env, out.data(), out.size());
+  }
+
   void Release() {
     for (bpf_link *l : links_) bpf_link__destroy(l);
     links_.clear();
+    iters_.clear();
     bpf_object__close(obj_);
     obj_ = nullptr;
   }
@@ -176,6 +210,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   std::string path_;
   bpf_object *obj_ = nullptr;
   std::vector<bpf_link *> links_;
+  std::vector<std::pair<bpf_program *, bpf_link *>> iters_;
 };
 
 }  // namespace

@@ -2,10 +2,14 @@
  * `dvipa bench agent`: a routing agent at its worst, in this process. Its CRT is full (a
  * SYN flood's million entries), a target resynchronises (a full CONNS report every second),
  * /metrics is scraped every second, and a child process holds 10,000 junk connections on
- * the agent port. Measured: the agent's event-loop delay (a 1 s etcd lease is renewed on
- * that loop), RSS and CPU, the slowest scrape, and whether the target stayed connected.
+ * the agent port. The target is a child process too, as it is another node in a cluster: its
+ * encoding of the reports is not the agent's work. Measured: the agent's event-loop delay (a
+ * 1 s etcd lease is renewed on that loop), RSS and CPU, the slowest scrape, and whether the
+ * target stayed connected.
  */
+import { fork } from 'node:child_process';
 import * as http from 'node:http';
+import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { Agent } from '../cluster/agent.js';
 import { Transport } from '../cluster/transport.js';
@@ -50,6 +54,49 @@ function fillCrt(pinRoot: string, n: number): void {
   }
 }
 
+const TARGET_CHILD = '--dvipa-bench-agent-target';
+const KEY = Buffer.alloc(32, 1);
+
+/** What the target child says: connected ('up'), and at the end what it sent and saw. */
+type TargetReport = { up: true } | { resyncs: number; stayedConnected: boolean };
+
+/**
+ * The child: target t1, connected to r1 at `port`; from the parent's 'go' until its 'stop',
+ * a full report of its connections every second, as after a reconnection.
+ */
+async function runTarget(port: number): Promise<void> {
+  const logger = pino({ level: 'silent' });
+  const peers = [{ name: 'r1', host: ROUTER, port }];
+  const target = new Transport({ node: 't1', key: KEY, listen: { host: TARGET, port }, peers, logger });
+  await target.start();
+  let downs = 0;
+  target.on('peerDown', () => downs++);
+  while (!target.connected('r1')) await new Promise((r) => setTimeout(r, 20));
+  const added: ConnRef[] = Array.from({ length: MAX_CONNS_PER_MESSAGE }, (_, i) => ({
+    saddr: `10.200.${i >> 8}.${i & 255}`,
+    daddr: DVIPA,
+    sport: 40000 + (i % 20000),
+    dport: 80,
+    protocol: 'tcp',
+  }));
+  let resyncs = 0;
+  let tick: NodeJS.Timeout | undefined;
+  process.on('message', (m: string) => {
+    if (m === 'go') {
+      tick = setInterval(() => {
+        if (target.send('r1', { type: MsgType.Conns, body: { full: true, added, removed: [] } })) resyncs++;
+      }, 1000);
+      return;
+    }
+    clearInterval(tick);
+    const report: TargetReport = { resyncs, stayedConnected: downs === 0 && target.connected('r1') };
+    process.send!(report, () => void target.stop().then(() => process.exit(0)));
+  });
+  process.send!({ up: true } satisfies TargetReport);
+}
+
+if (process.argv[2] === TARGET_CHILD) void runTarget(Number(process.argv[3]));
+
 function scrape(address: string): Promise<number> {
   const t0 = Date.now();
   return new Promise((resolve, reject) => {
@@ -74,35 +121,25 @@ export async function benchAgent(o: { crtEntries: number; seconds: number; junk:
       `NODE t1 XCF ${TARGET}`,
     ].join('\n'),
   );
-  const key = Buffer.alloc(32, 1);
   let agent: Agent | undefined;
-  const peers = [{ name: 'r1', host: ROUTER, port }];
-  const target = new Transport({ node: 't1', key, listen: { host: TARGET, port }, peers, logger });
+  const target = fork(fileURLToPath(import.meta.url), [TARGET_CHILD, String(port)], { stdio: 'ignore' });
+  const heard = () => new Promise<TargetReport>((resolve) => target.once('message', resolve));
+  let exited = false;
+  target.once('exit', () => (exited = true));
+  const up = heard();
   try {
     fillCrt(pinRoot, o.crtEntries);
-    agent = new Agent({ config, node: 'r1', key, pinRoot, port, metricsAddress, logger });
+    agent = new Agent({ config, node: 'r1', key: KEY, pinRoot, port, metricsAddress, logger });
     await agent.start();
-    await target.start();
-    const deadline = Date.now() + 10_000;
-    while (!target.connected('r1')) {
-      if (Date.now() > deadline) throw new Error('the target did not connect to the agent');
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    let downs = 0;
-    target.on('peerDown', () => downs++);
-    // The target's connections: a full report, as after a reconnection, every second.
-    const added: ConnRef[] = Array.from({ length: MAX_CONNS_PER_MESSAGE }, (_, i) => ({
-      saddr: `10.200.${i >> 8}.${i & 255}`,
-      daddr: DVIPA,
-      sport: 40000 + (i % 20000),
-      dport: 80,
-      protocol: 'tcp',
-    }));
-    let resyncs = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((r) => (timer = setTimeout(r, 10_000)));
+    const connected = await Promise.race([up.then(() => true), timeout.then(() => false)]);
+    clearTimeout(timer);
+    if (!connected) throw new Error('the target did not connect to the agent');
     let scrapeMaxMs = 0;
     let scrapes = 0;
+    target.send('go');
     const tick = setInterval(() => {
-      if (target.send('r1', { type: MsgType.Conns, body: { full: true, added, removed: [] } })) resyncs++;
       void scrape(metricsAddress).then(
         (ms) => {
           scrapes++;
@@ -114,6 +151,10 @@ export async function benchAgent(o: { crtEntries: number; seconds: number; junk:
     const junk = () => flood(ROUTER, port, o.junk, o.seconds * 1000, [STRANGER, TARGET]);
     const { result: _, ...figures } = await measureProcess(junk);
     clearInterval(tick);
+    const last = heard();
+    target.send('stop');
+    const end = await last;
+    if (!('resyncs' in end)) throw new Error('the target child said nothing of its resyncs');
     return {
       crtEntries: o.crtEntries,
       seconds: o.seconds,
@@ -121,11 +162,15 @@ export async function benchAgent(o: { crtEntries: number; seconds: number; junk:
       ...figures,
       scrapes,
       scrapeMaxMs,
-      resyncs,
-      targetStayedConnected: downs === 0 && target.connected('r1'),
+      resyncs: end.resyncs,
+      targetStayedConnected: end.stayedConnected,
     };
   } finally {
-    await target.stop();
+    if (!exited) {
+      const gone = new Promise((r) => target.once('exit', r));
+      target.kill();
+      await gone;
+    }
     await agent?.stop();
     FastPath.purge(pinRoot);
   }

@@ -17,6 +17,7 @@ import { VCRT_DEFAULT_LIMIT, vcrtView, vipadynRow, type CouplingState, type Vipa
 import { AgentMetrics } from './metrics.js';
 import { formatProfile } from '../config/format.js';
 import { CrtWalker } from '../dataplane/crt-walk.js';
+import { MapCounter } from '../dataplane/map-count.js';
 import { EtcdCoupling, LocalCoupling, type CouplingFacility, type EtcdOptions } from './coupling.js';
 import { Election, PRIMARY_RANK, type DvipaCandidacy } from './election.js';
 import type { Claim, OwnerRecord } from '../net/ownership.js';
@@ -101,6 +102,8 @@ export class Agent {
   private readonly plans: Map<string, DvipaPlan>;
   private readonly fp: FastPath;
   private readonly crtWalker: CrtWalker;
+  /** The CRT's size as the kernel counts it (Linux 6.6 and later); else the walker counts. */
+  private readonly crtCounter?: MapCounter;
   private readonly transport: Transport;
   private readonly router: RoutingRole;
   private readonly target: TargetRole;
@@ -165,6 +168,9 @@ export class Agent {
       { fd: this.fp.crt.fd },
       { fd: this.fp.crt6.fd, v6: true },
     ]);
+    this.crtCounter = MapCounter.open([this.fp.crtEst.fd, this.fp.crt.fd, this.fp.crt6.fd]);
+    if (!this.crtCounter)
+      this.log.info('this kernel does not count map entries (6.6+): the CRT is counted by walking it');
     const port = opts.port ?? DEFAULTS.port;
     const withHost6 = (x: { xcf6?: string }) => (x.xcf6 === undefined ? {} : { host6: x.xcf6 });
     const others = [...opts.config.nodes, ...opts.config.peers].filter((n) => n.name !== node.name);
@@ -252,7 +258,7 @@ export class Agent {
     if (this.opts.metricsAddress) {
       this.metrics = new AgentMetrics({
         vdpt: () => this.router.vdpt(),
-        crtEntries: () => this.crtWalker.count(),
+        crtEntries: () => (this.crtCounter ? Promise.resolve(this.crtCounter.count()) : this.crtWalker.count()),
         crtConfirmRefused: () => this.router.confirmRefused,
         reasons: () => this.fp.reasonCounts(),
         served: () => this.fp.receivedStats(),
@@ -304,6 +310,7 @@ export class Agent {
     this.router.stop();
     this.via.stop();
     await this.crtWalker.close();
+    this.crtCounter?.close();
     this.fp.close();
   }
 

@@ -11,7 +11,7 @@ import type { IpsecDvipaRow, VdptRow } from './views.js';
 /** What the metrics read, at each scrape. */
 export interface MetricsSource {
   vdpt(): VdptRow[];
-  /** Counted off the event loop (a full CRT takes most of a second to read). */
+  /** Counted by the kernel, or else off the event loop (a full CRT takes most of a second to read). */
   crtEntries(): Promise<number>;
   /** Connections a target confirmed that the full table of confirmed ones refused. */
   crtConfirmRefused(): number;

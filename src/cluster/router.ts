@@ -22,6 +22,13 @@ import { AddressHolder } from './address.js';
 import { Dpt } from '../tables/dpt.js';
 import type { Logger } from '../log.js';
 
+/**
+ * A report larger than this is applied in slices of this many connections, the event loop
+ * turning between them: a full report holds up to 8,192, and applying it at once held the
+ * loop for a hundred milliseconds and more (the first report after a start moves each
+ * connection out of the LRU, one syscall each), which on a busy node is a lease or a fence.
+ */
+const SLICE = 256;
 /** Active counts change with every connection: tables are rebuilt at most this often. */
 const PUSH_MS = 100;
 /** Tables adopted from a previous agent wait for the targets' reports at most this long. */
@@ -78,10 +85,19 @@ export class RoutingRole {
   /** Confirmations the full table refused, since start (a metric). */
   confirmRefused = 0;
   private fullLogged = false;
+  /**
+   * Per target, its reports being applied in slices: later ones wait for them (a report
+   * only makes sense after the ones before it). `generation` changes when the target goes.
+   */
+  private readonly applying = new Map<string, Promise<void>>();
+  private readonly generation = new Map<string, number>();
+  private stopped = false;
   /** Targets whose full SRVSTAT and full CONNS arrived since they connected. */
   private readonly synced = new Map<string, { srvstat: boolean; conns: boolean }>();
   /** Services whose pinned tables a previous agent left: kept until the targets have reported. */
   private readonly deferred = new Set<string>();
+  /** Per service, the weights and affinity of the table last written. */
+  private readonly pushed = new Map<string, string>();
   /** Services whose table must be rebuilt; active counts change often, tables are rebuilt at most every PUSH_MS. */
   private readonly dirty = new Set<string>();
   private readonly address?: AddressHolder;
@@ -108,6 +124,7 @@ export class RoutingRole {
   }
 
   stop(): void {
+    this.stopped = true;
     for (const i of this.inheriting.values()) clearTimeout(i.timer);
     clearTimeout(this.pushTimer);
     clearTimeout(this.adoptTimer);
@@ -288,7 +305,14 @@ export class RoutingRole {
     if (this.deferred.has(name)) return;
     const s = this.routed.get(name)!;
     const source = this.dpts.get(this.inheriting.get(name)?.from ?? this.node.name)!;
-    this.fp.setTargets(s, source.weights(name), { affinitySec: this.affinity.get(name) });
+    const weights = source.weights(name);
+    const affinitySec = this.affinity.get(name);
+    // A table the same as the one in place is not built again: 65,537 slots in a new map, each
+    // time active counts change (every slice of a report), whatever the method makes of them.
+    const table = JSON.stringify([weights, affinitySec]);
+    if (this.pushed.get(name) === table && this.fp.serviceId(s) !== undefined) return;
+    this.fp.setTargets(s, weights, { affinitySec });
+    this.pushed.set(name, table);
   }
 
   private pushSoon(name: string): void {
@@ -381,10 +405,54 @@ export class RoutingRole {
   onConns(xcf: string, body: Conns, named = false): void {
     const mine = (cs: ConnRef[]) =>
       named ? cs.filter((c) => this.fp.targetIndexOf(this.svcIdOf(c) ?? -1, xcf) !== 0) : cs;
-    this.applyConns(xcf, body.full, mine(body.added), mine(body.removed));
-    if (body.full) {
-      this.synced.set(xcf, { srvstat: this.synced.get(xcf)?.srvstat ?? false, conns: true });
-      if (this.deferred.size) this.pushDeferred(false);
+    const [added, removed] = [mine(body.added), mine(body.removed)];
+    const queued = this.applying.get(xcf);
+    if (!queued && added.length + removed.length <= SLICE) {
+      this.applyConns(xcf, body.full, added, removed);
+      return this.reported(xcf, body.full);
+    }
+    const generation = this.generation.get(xcf) ?? 0;
+    const done: Promise<void> = (queued ?? Promise.resolve())
+      .then(() => this.applySliced(xcf, body.full, added, removed))
+      .then(() => this.reported(xcf, body.full && this.generation.get(xcf) === generation))
+      .catch((e: Error) =>
+        this.log.warn({ target: xcf, err: e.message }, 'a report of connections could not be applied'),
+      )
+      .finally(() => {
+        if (this.applying.get(xcf) === done) this.applying.delete(xcf);
+      });
+    this.applying.set(xcf, done);
+  }
+
+  /** A full report of the target is in (and, for the readiness gate, it is synced). */
+  private reported(xcf: string, full: boolean): void {
+    if (!full || this.stopped) return;
+    this.synced.set(xcf, { srvstat: this.synced.get(xcf)?.srvstat ?? false, conns: true });
+    if (this.deferred.size) this.pushDeferred(false);
+  }
+
+  /**
+   * A big report, SLICE connections per turn of the event loop. A full one is turned into
+   * what it adds and what it ends (what the target reported before and no longer does),
+   * found once at the start: the slices in between only add what the report holds.
+   */
+  private async applySliced(xcf: string, full: boolean, added: ConnRef[], removed: ConnRef[]): Promise<void> {
+    let gone = removed;
+    if (full) {
+      const keep = new Set(added.map(connKey));
+      gone = [...removed];
+      for (const [k, v] of this.conns.get(xcf) ?? []) if (!keep.has(k)) gone.push(v.ref);
+    }
+    for (const [list, asAdded] of [
+      [added, true],
+      [gone, false],
+    ] as const) {
+      for (let i = 0; i < list.length; i += SLICE) {
+        if (this.stopped) return;
+        const slice = list.slice(i, i + SLICE);
+        this.applyConns(xcf, false, asAdded ? slice : [], asAdded ? [] : slice);
+        await new Promise((r) => setImmediate(r));
+      }
     }
   }
 
@@ -493,6 +561,8 @@ export class RoutingRole {
   /** A target agent went away: no new connections for it until it reports again. */
   targetGone(xcf: string): void {
     this.synced.delete(xcf);
+    // A report still being applied goes on into the tables, but does not make it synced.
+    this.generation.set(xcf, (this.generation.get(xcf) ?? 0) + 1);
     for (const name of this.routed.keys()) if (this.update(name, xcf, { ready: false })) this.push(name);
   }
 }

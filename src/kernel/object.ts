@@ -55,6 +55,11 @@ export class BpfObject {
     about(program, () => this.obj.attach(program));
   }
 
+  /** An iterator program's output, read to its end (attached on first use, detached on close). */
+  readIter(program: string): Buffer {
+    return about(program, () => this.obj.readIter(program));
+  }
+
   /** Closes the object's fds and the links attach() made; pinned maps and XDP links live on. */
   close(): void {
     this.obj.close();

@@ -5,9 +5,11 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as os from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { FastPath } from '../../src/dataplane/fastpath.js';
 import { CrtWalker } from '../../src/dataplane/crt-walk.js';
+import { MapCounter } from '../../src/dataplane/map-count.js';
 import { SyscallError } from '../../src/kernel/errors.js';
 import { CrtOrigin, MAX_SERVICES, type CrtEntry } from '../../src/dataplane/structs.js';
 import type { Flow } from '../../src/net/flow.js';
@@ -78,6 +80,48 @@ test('services, targets and CRT entries survive closing and reopening the pinned
 /** Under the kernel lab's emulation a million entries take minutes; the batch API is the same with fewer. */
 const CRT_ENTRIES = IN_KERNEL_LAB ? 150_000 : 1_000_000;
 
+/** The kernel's counter of these maps; asserted there from Linux 6.6, and absent before (the CRT is walked). */
+function kernelCounter(fds: number[]): MapCounter | undefined {
+  const [major, minor] = os.release().split('.').map(Number);
+  const counter = MapCounter.open(fds);
+  if (major < 6 || (major === 6 && minor < 6)) assert.equal(counter, undefined, 'no count before 6.6: walked');
+  else assert.ok(counter, `Linux ${os.release()} counts map entries (bpf_map_sum_elem_count)`);
+  return counter;
+}
+
+test('the kernel counts the LRU CRT through evictions, as a walk does', (t) => {
+  const p = scratchPinRoot('crtcount');
+  const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 1 << 16 });
+  const counter = kernelCounter([fp.crtEst.fd, fp.crt.fd]);
+  try {
+    if (!counter) return t.diagnostic(`Linux ${os.release()}: no count by the kernel; walked`);
+    const entries: Array<[Flow, CrtEntry]> = [];
+    // More flows than the LRU holds: it evicts, and the count follows.
+    for (let i = 0; i < 70_000; i++)
+      entries.push([
+        {
+          saddr: formatIpv4(0xc6120000 + (i >>> 8)),
+          daddr: '192.0.2.10',
+          sport: 1024 + (i & 255),
+          dport: 80,
+          proto: 6,
+        },
+        { target: '198.18.1.0', svcId: 0, origin: CrtOrigin.First, targetIdx: 0, createdNs: 0n },
+      ]);
+    fp.crt.setBatch(entries);
+    const walked = () => fp.crt.count() + fp.crtEst.count();
+    assert.ok(walked() < entries.length, 'the LRU evicted');
+    assert.equal(counter.count(), walked());
+    assert.deepEqual(fp.confirm(entries.slice(-100)), []);
+    fp.crt.deleteBatch(entries.slice(-1000, -500).map(([k]) => k));
+    assert.equal(counter.count(), walked());
+  } finally {
+    counter?.close();
+    fp.close();
+    p.remove();
+  }
+});
+
 test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the batch API; walks in a worker leave the loop free`, async (t) => {
   const p = scratchPinRoot('crt');
   const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 2_000_000 });
@@ -119,6 +163,19 @@ test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the 
     assert.deepEqual(fp.confirm(entries.slice(1000, 1010)), []);
     assert.equal(fp.crt.count(), n - 1012);
     assert.equal(fp.crtEst.count(), 10);
+    // Counted by the kernel (Linux 6.6+): no entry is read, so a small fraction of the walk.
+    const counter = kernelCounter([fp.crtEst.fd, fp.crt.fd]);
+    if (counter) {
+      try {
+        const tk = process.hrtime.bigint();
+        assert.equal(counter.count(), n - 1002);
+        const kernelMs = Number(process.hrtime.bigint() - tk) / 1e6;
+        t.diagnostic(`count by the kernel ${kernelMs.toFixed(2)} ms`);
+        assert.ok(kernelMs < syncMs / 10, `counted by the kernel in ${kernelMs} ms, walked in ${syncMs} ms`);
+      } finally {
+        counter.close();
+      }
+    }
     // The same count and a listing in the worker: the loop keeps turning meanwhile.
     const walker = new CrtWalker([{ fd: fp.crtEst.fd }, { fd: fp.crt.fd }]);
     try {

@@ -2,17 +2,19 @@
  * A real routing agent (in this process, on loopback) and a compromised target holding the
  * cluster key: what only a routing node may send (a DVIPA message, a VIPA list) is refused
  * and counted, the owner keeps its DVIPA; the readiness gate needs a connected, synced
- * target; a clean stop with the peer still connected returns.
+ * target; a full report of 8,192 connections leaves the loop turning and the kernel counts
+ * the CRT; a clean stop with the peer still connected returns.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pino from 'pino';
 import { Agent } from '../../src/cluster/agent.js';
 import { Transport } from '../../src/cluster/transport.js';
-import { MsgType } from '../../src/cluster/messages.js';
+import { MAX_CONNS_PER_MESSAGE, MsgType, type ConnRef } from '../../src/cluster/messages.js';
 import { parseProfile } from '../../src/config/profile.js';
 import { requireRoot, scratchPinRoot } from '../helpers/env.js';
 
@@ -42,8 +44,8 @@ const until = async (what: string, cond: () => boolean | Promise<boolean>, ms = 
   }
 };
 
-async function rejects(reason: string): Promise<number> {
-  const text = await new Promise<string>((resolve, reject) => {
+function scrape(): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
     http
       .get(`http://${metrics}/metrics`, (res) => {
         let body = '';
@@ -52,6 +54,10 @@ async function rejects(reason: string): Promise<number> {
       })
       .once('error', reject);
   });
+}
+
+async function rejects(reason: string): Promise<number> {
+  const text = await scrape();
   return Number(new RegExp(`dvipa_message_rejects_total\\{reason="${reason}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
 }
 
@@ -132,6 +138,32 @@ test('the readiness gate opens only with a connected, synced target (an isolated
   assert.equal(ready(), false, 'no target connected');
   target = await startTarget();
   await until('the target to reconnect', () => target.connected('r1'));
+});
+
+test('a full report of 8,192 connections goes in by slices, the loop turning meanwhile; the kernel counts them in the CRT', async (t) => {
+  const n = MAX_CONNS_PER_MESSAGE;
+  const added: ConnRef[] = Array.from({ length: n }, (_, i) => ({
+    saddr: `198.51.100.${i >> 8}`,
+    daddr: DVIPA,
+    sport: 1024 + (i & 255),
+    dport: 80,
+    protocol: 'tcp',
+  }));
+  const entries = async () => Number(/^dvipa_crt_entries (\d+)$/m.exec(await scrape())?.[1]);
+  const before = await entries();
+  target.send('r1', { type: MsgType.Conns, body: { full: true, added, removed: [] } });
+  const h = monitorEventLoopDelay({ resolution: 5 });
+  const t0 = process.hrtime.bigint();
+  h.enable();
+  await until('every connection of the report in the CRT', async () => (await entries()) === before + n, 30_000);
+  h.disable();
+  const tookMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  const maxMs = h.max / 1e6;
+  t.diagnostic(
+    `report applied within ${tookMs.toFixed(0)} ms; the loop's longest delay meanwhile ${maxMs.toFixed(1)} ms`,
+  );
+  // At once, its decoding and every slice were one turn of the loop, as long as the whole.
+  assert.ok(maxMs < tookMs / 2, `the loop was held ${maxMs.toFixed(1)} ms of the report's ${tookMs.toFixed(0)} ms`);
 });
 
 test('a clean stop with the peer connected returns, the maps closed last', async () => {
