@@ -218,21 +218,30 @@ static __always_inline int send_to(struct xdp_md *ctx, struct dvipa_svc_stats *s
 	return verdict(XDP_REDIRECT, DVIPA_R_FWD_REDIRECT);
 }
 
-/* An IPv4 outer header to `dst` (option-less, DF: it fits the egress MTU). */
+/*
+ * An IPv4 outer header to `dst` (option-less, DF: it fits the egress MTU), written as five
+ * words and checksummed from the values in registers: no byte stores and no read-back of
+ * the header (ipv4_set_csum's loop), on every forwarded packet.
+ */
 static __always_inline void write_outer4(struct iphdr *outer, const struct dvipa_config *cfg, __be32 dst,
 					 __u8 proto, __u8 tos, __u32 inner_len)
 {
-	outer->version = 4;
-	outer->ihl = 5;
-	outer->tos = tos;
-	outer->tot_len = bpf_htons(inner_len + ENCAP_LEN);
-	outer->id = 0;
-	outer->frag_off = bpf_htons(IP_DF);
-	outer->ttl = 64;
-	outer->protocol = proto;
-	outer->saddr = cfg->cluster_addr;
-	outer->daddr = dst;
-	ipv4_set_csum(outer);
+	__be32 *w = (__be32 *)outer;
+	/* version 4, IHL 5, tos, total length | id 0, DF | TTL 64, protocol, checksum 0 */
+	__be32 w0 = bpf_htonl(0x45000000 | ((__u32)tos << 16) | ((inner_len + ENCAP_LEN) & 0xffff));
+	__be32 w1 = bpf_htonl(IP_DF);
+	__be32 w2 = bpf_htonl(0x40000000 | ((__u32)proto << 16));
+	__u64 sum = (__u64)w0 + w1 + w2 + cfg->cluster_addr + dst;
+
+	w[0] = w0;
+	w[1] = w1;
+	w[2] = w2;
+	w[3] = cfg->cluster_addr;
+	w[4] = dst;
+	/* The one's complement sum of the 16-bit words is that of the 32-bit ones, folded. */
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	outer->check = csum_fold((__u32)sum);
 }
 
 /* The entry at a target index; NULL for index 0 or beyond the table. */
