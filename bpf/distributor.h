@@ -509,7 +509,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		__u32 *slot_idx = table ? bpf_map_lookup_elem(table, &slot) : NULL;
 
 		if (svc->flags & DVIPA_SVC_V6_TARGETS) {
-			int established = established_4in6(ctx, cfg, svc, st, &flow, l2len, iph, len);
+			int established = established_4in6(ctx, cfg, svc, st, &flow, syn, l2len, iph, len);
 
 			if (established >= 0)
 				return established;

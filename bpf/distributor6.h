@@ -315,6 +315,14 @@ static __always_inline void count_insert(struct dvipa_svc_stats *st, __u32 idx, 
 	count_target(idx, len, first && (inserted || guarded));
 }
 
+/* The IPv6 counterpart of crt_lookup: confirmed connections (`crt6_est`) first, SYNs skip them. */
+static __always_inline struct dvipa_crt6_entry *crt6_lookup(const struct dvipa_flow6 *flow, int syn)
+{
+	struct dvipa_crt6_entry *e = syn ? NULL : bpf_map_lookup_elem(&crt6_est, flow);
+
+	return e ? e : bpf_map_lookup_elem(&crt6, flow);
+}
+
 static __always_inline void flow6_of4(const struct dvipa_flow *f, struct dvipa_flow6 *out)
 {
 	in6_set_v4mapped(&out->saddr, f->saddr);
@@ -336,12 +344,13 @@ static __always_inline int forward_4in6(struct xdp_md *ctx, const struct dvipa_c
 }
 
 /*
- * An IPv4 flow of a service with IPv6 targets, not in `crt`: forwarded if crt6 has its
+ * An IPv4 flow of a service with IPv6 targets, not in `crt`: forwarded if crt6_est or crt6 has its
  * entry (under the IPv4-mapped 5-tuple); -1 if it has none.
  */
 static __always_inline int established_4in6(struct xdp_md *ctx, const struct dvipa_config *cfg,
 					    const struct dvipa_svc *svc, struct dvipa_svc_stats *st,
-					    const struct dvipa_flow *flow, int l2len, const struct iphdr *iph, __u32 len)
+					    const struct dvipa_flow *flow, int syn, int l2len, const struct iphdr *iph,
+					    __u32 len)
 {
 	struct dvipa_flow6 key = {};
 	struct dvipa_crt6_entry *entry;
@@ -349,7 +358,7 @@ static __always_inline int established_4in6(struct xdp_md *ctx, const struct dvi
 	struct dvipa_in6 target;
 
 	flow6_of4(flow, &key);
-	entry = bpf_map_lookup_elem(&crt6, &key);
+	entry = crt6_lookup(&key, syn);
 	if (!entry)
 		return -1;
 	st->crt_hit++;
@@ -471,7 +480,7 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 
 	__builtin_memcpy(&flow.saddr, &ip6->saddr, sizeof(flow.saddr));
 	flow.proto = nexthdr;
-	entry = bpf_map_lookup_elem(&crt6, &flow);
+	entry = crt6_lookup(&flow, first && nexthdr == IPPROTO_TCP);
 	if (entry) {
 		st->crt_hit++;
 		target = entry->target;

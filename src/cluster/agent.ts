@@ -160,11 +160,7 @@ export class Agent {
     this.admission = new Admission(opts.config, this.plans, (peer) => this.membership?.get(peer)?.dvipas);
     this.refusals = new Refusals(this.log, 'peer message refused');
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
-    this.crtWalker = new CrtWalker([
-      { fd: this.fp.crtEst.fd },
-      { fd: this.fp.crt.fd },
-      { fd: this.fp.crt6.fd, v6: true },
-    ]);
+    this.crtWalker = new CrtWalker(this.fp.crtTables());
     const port = opts.port ?? DEFAULTS.port;
     const withHost6 = (x: { xcf6?: string }) => (x.xcf6 === undefined ? {} : { host6: x.xcf6 });
     const others = [...opts.config.nodes, ...opts.config.peers].filter((n) => n.name !== node.name);

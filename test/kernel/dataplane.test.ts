@@ -120,7 +120,7 @@ test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the 
     assert.equal(fp.crt.count(), n - 1012);
     assert.equal(fp.crtEst.count(), 10);
     // The same count and a listing in the worker: the loop keeps turning meanwhile.
-    const walker = new CrtWalker([{ fd: fp.crtEst.fd }, { fd: fp.crt.fd }]);
+    const walker = new CrtWalker(fp.crtTables());
     try {
       const h = monitorEventLoopDelay({ resolution: 5 });
       h.enable();
