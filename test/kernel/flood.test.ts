@@ -123,6 +123,15 @@ function predicted(f: Flow): string {
   return formatIpv4(buildMaglev(three)[flowHash(f) % MAGLEV_SIZE]);
 }
 
+/** The CRT entries the agent writes on the targets' NEWCONN for these flows: each on its target in `first`. */
+function newconns(svc: Service, flows: Flow[], first: Map<Flow, string>): Array<[Flow, CrtEntry]> {
+  const svcId = fp.serviceId(svc)!;
+  return flows.map((f) => {
+    const target = first.get(f)!;
+    return [f, { target, svcId, origin: CrtOrigin.Control, targetIdx: fp.targetIndexOf(svcId, target), createdNs: 0n }];
+  });
+}
+
 test('3 M SYNs and a target added: no confirmed connection changes target, idle or not; unconfirmed ones do', (t) => {
   const confirmed = Array.from({ length: ESTABLISHED }, (_, i) => client(0xc613c800, i));
   const unconfirmed = Array.from({ length: ESTABLISHED }, (_, i) => client(0xc613e800, i));
@@ -134,12 +143,7 @@ test('3 M SYNs and a target added: no confirmed connection changes target, idle 
     for (const f of unconfirmed) first.set(f, targetOf(f, { syn: true }));
   });
   // What the agent does on the targets' NEWCONN (router.ts): the target that accepted each.
-  const svcId = fp.serviceId(web)!;
-  const entries = confirmed.map((f): [Flow, CrtEntry] => {
-    const target = first.get(f)!;
-    return [f, { target, svcId, origin: CrtOrigin.Control, targetIdx: fp.targetIndexOf(svcId, target), createdNs: 0n }];
-  });
-  assert.deepEqual(fp.confirm(entries), [], 'room for all');
+  assert.deepEqual(fp.confirm(newconns(web, confirmed, first)), [], 'room for all');
   assert.equal(fp.crtEst.count(), ESTABLISHED);
   rns.inside(() => assert.equal(targetOf(unconfirmed[0], { ack: true }), first.get(unconfirmed[0])));
   fp.confirm([[unconfirmed[0], { ...fp.crt.get(unconfirmed[0])!, origin: CrtOrigin.Control }]]);
@@ -207,11 +211,7 @@ test('IPv6: SYNs cycling the IPv6 LRU three times and a target added: no confirm
   });
   // The targets' NEWCONN, as the agent applies it: out of the LRU into crt6_est.
   const svcId = fp.serviceId(web6)!;
-  const entries = confirmed.map((f): [Flow, CrtEntry] => {
-    const target = first.get(f)!;
-    return [f, { target, svcId, origin: CrtOrigin.Control, targetIdx: fp.targetIndexOf(svcId, target), createdNs: 0n }];
-  });
-  assert.deepEqual(fp.confirm(entries), [], 'room for all');
+  assert.deepEqual(fp.confirm(newconns(web6, confirmed, first)), [], 'room for all');
   assert.equal(fp.crt6Est.count(), ESTABLISHED6);
   assert.equal(fp.crt6.get(confirmed[0]), undefined, 'a confirmed connection leaves the LRU');
 
