@@ -218,21 +218,30 @@ static __always_inline int send_to(struct xdp_md *ctx, struct dvipa_svc_stats *s
 	return verdict(XDP_REDIRECT, DVIPA_R_FWD_REDIRECT);
 }
 
-/* An IPv4 outer header to `dst` (option-less, DF: it fits the egress MTU). */
+/*
+ * An IPv4 outer header to `dst` (option-less, DF: it fits the egress MTU), written as five
+ * words and checksummed from the values in registers: no byte stores and no read-back of
+ * the header (ipv4_set_csum's loop), on every forwarded packet.
+ */
 static __always_inline void write_outer4(struct iphdr *outer, const struct dvipa_config *cfg, __be32 dst,
 					 __u8 proto, __u8 tos, __u32 inner_len)
 {
-	outer->version = 4;
-	outer->ihl = 5;
-	outer->tos = tos;
-	outer->tot_len = bpf_htons(inner_len + ENCAP_LEN);
-	outer->id = 0;
-	outer->frag_off = bpf_htons(IP_DF);
-	outer->ttl = 64;
-	outer->protocol = proto;
-	outer->saddr = cfg->cluster_addr;
-	outer->daddr = dst;
-	ipv4_set_csum(outer);
+	__be32 *w = (__be32 *)outer;
+	/* version 4, IHL 5, tos, total length | id 0, DF | TTL 64, protocol, checksum 0 */
+	__be32 w0 = bpf_htonl(0x45000000 | ((__u32)tos << 16) | ((inner_len + ENCAP_LEN) & 0xffff));
+	__be32 w1 = bpf_htonl(IP_DF);
+	__be32 w2 = bpf_htonl(0x40000000 | ((__u32)proto << 16));
+	__u64 sum = (__u64)w0 + w1 + w2 + cfg->cluster_addr + dst;
+
+	w[0] = w0;
+	w[1] = w1;
+	w[2] = w2;
+	w[3] = cfg->cluster_addr;
+	w[4] = dst;
+	/* The one's complement sum of the 16-bit words is that of the 32-bit ones, folded. */
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	outer->check = csum_fold((__u32)sum);
 }
 
 /* The entry at a target index; NULL for index 0 or beyond the table. */
@@ -393,6 +402,77 @@ static __always_inline int fenced(__be32 vip)
 	return deadline && bpf_ktime_get_ns() > *deadline;
 }
 
+/* Whether a target index holds a target (a free index holds zeros). */
+static __always_inline int target_live(const struct dvipa_target *t)
+{
+	return t->family == AF_INET6 ? !in6_is_zero(&t->addr6) : t->addr != 0;
+}
+
+/* A new connection's counters, where its CRT entry was made (or raced by another CPU's). */
+/*
+ * Counts a new flow: inserted in the CRT, or over the new-flow rate guard (`guarded`: hashed
+ * alone, not inserted, but a first packet's connection still counts towards TOTALCONN).
+ */
+static __always_inline void count_insert(struct dvipa_svc_stats *st, __u32 idx, __u32 len, int first, int inserted,
+					 int guarded)
+{
+	if (guarded)
+		st->crt_guarded++;
+	else if (first)
+		st->crt_new++;
+	else
+		st->recovered++;
+	count_target(idx, len, first && (inserted || guarded));
+}
+
+/*
+ * The service of a DVIPA:port:proto key (`port` points into it), else of the DVIPA's every
+ * port (port 0); NULL if neither is distributed. Either family's map and key.
+ */
+static __always_inline struct dvipa_svc *find_service(void *map, void *key, __be16 *port)
+{
+	struct dvipa_svc *svc = bpf_map_lookup_elem(map, key);
+
+	if (svc)
+		return svc;
+	*port = 0;
+	return bpf_map_lookup_elem(map, key);
+}
+
+/* The service's counters, with this packet of `bytes` (L2 included) counted; NULL if missing. */
+static __always_inline struct dvipa_svc_stats *count_service(const struct dvipa_svc *svc, __u32 bytes)
+{
+	struct dvipa_svc_stats *st = bpf_map_lookup_elem(&svc_stats, &svc->id);
+
+	if (st) {
+		st->packets++;
+		st->bytes += bytes;
+	}
+	return st;
+}
+
+/*
+ * A new flow's target: the client's affinity `*idx` (0: none) if its index still holds a
+ * live target of this service, else the Maglev slot of the flow's `hash`; `*idx` is set to
+ * the index chosen. NULL: the slot has no live target.
+ */
+static __always_inline const struct dvipa_target *pick_target(const struct dvipa_svc *svc, __u32 hash, __u32 *idx)
+{
+	const struct dvipa_target *t = target_at(*idx);
+	__u32 slot = hash % DVIPA_MAGLEV_SIZE;
+	void *table;
+	__u32 *slot_idx;
+
+	/* An affinity to an index freed since (its target left) is no affinity. */
+	if (t && t->svc_id == svc->id && target_live(t))
+		return t;
+	table = bpf_map_lookup_elem(&maglev, &svc->id);
+	slot_idx = table ? bpf_map_lookup_elem(table, &slot) : NULL;
+	*idx = slot_idx ? *slot_idx : 0;
+	t = target_at(*idx);
+	return t && target_live(t) ? t : NULL;
+}
+
 #include "distributor6.h"
 
 static __always_inline int dvipa_distribute(struct xdp_md *ctx)
@@ -467,20 +547,14 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	sk.vip = iph->daddr;
 	sk.port = flow.dport;
 	sk.proto = iph->protocol;
-	svc = bpf_map_lookup_elem(&services, &sk);
-	if (!svc) {
-		sk.port = 0;
-		svc = bpf_map_lookup_elem(&services, &sk);
-		if (!svc)
-			return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
-	}
-	st = bpf_map_lookup_elem(&svc_stats, &svc->id);
-	if (!st)
-		return verdict(XDP_DROP, DVIPA_R_DROP_NO_TARGET);
-	st->packets++;
+	svc = find_service(&services, &sk, &sk.port);
+	if (!svc)
+		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
 	/* The IP length, checked against the whole frame: the first buffer of a jumbo frame is not all of it. */
 	len = l2len + ntohs_bounded(iph->tot_len);
-	st->bytes += len;
+	st = count_service(svc, len);
+	if (!st)
+		return verdict(XDP_DROP, DVIPA_R_DROP_NO_TARGET);
 
 	flow.saddr = iph->saddr;
 	flow.daddr = iph->daddr;
@@ -495,12 +569,8 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 			touch_affinity(svc, iph->saddr, target, idx);
 		count_target(idx, len, 0);
 	} else {
-		__u32 slot = dvipa_flow_hash(&flow) % DVIPA_MAGLEV_SIZE;
-		void *table = bpf_map_lookup_elem(&maglev, &svc->id);
-		__u32 *slot_idx = table ? bpf_map_lookup_elem(table, &slot) : NULL;
-
 		if (svc->flags & DVIPA_SVC_V6_TARGETS) {
-			int established = established_4in6(ctx, cfg, svc, st, &flow, l2len, iph, len);
+			int established = established_4in6(ctx, cfg, svc, st, &flow, syn, l2len, iph, len);
 
 			if (established >= 0)
 				return established;
@@ -509,14 +579,9 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		now = bpf_ktime_get_coarse_ns();
 		guarded = new_flow_guarded(cfg, now);
 		idx = first && svc->affinity_s ? affine_target(svc, iph->saddr) : 0;
-		t = target_at(idx);
-		/* An affinity to an index freed since (its target left) is no affinity. */
-		if (!t || t->svc_id != svc->id || !target_live(t)) {
-			idx = slot_idx ? *slot_idx : 0;
-			t = target_at(idx);
-			if (!t || !target_live(t))
-				return drop(st, DVIPA_R_DROP_NO_TARGET);
-		}
+		t = pick_target(svc, dvipa_flow_hash(&flow), &idx);
+		if (!t)
+			return drop(st, DVIPA_R_DROP_NO_TARGET);
 		if (t->family == AF_INET6)
 			return new_4in6(ctx, cfg, svc, st, &flow, t, idx, first, guarded, now, l2len, iph, len);
 		target = t->addr;
@@ -526,10 +591,8 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		 */
 		if (svc->affinity_s && first && !guarded)
 			touch_affinity(svc, iph->saddr, target, idx);
-		if (guarded) {
-			/* Hashed alone: the connection stays where Maglev puts it until its target confirms it. */
-			st->crt_guarded++;
-		} else {
+		/* Guarded: hashed alone, the connection stays where Maglev puts it until its target confirms it. */
+		if (!guarded) {
 			fresh.target = target;
 			fresh.target_idx = idx;
 			fresh.svc_id = svc->id;
@@ -537,13 +600,8 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 			fresh.created_ns = now;
 			/* Another CPU may have raced us to it: its entry is as good as ours, and it counts it. */
 			inserted = !bpf_map_update_elem(&crt, &flow, &fresh, BPF_NOEXIST);
-			if (first)
-				st->crt_new++;
-			else
-				st->recovered++;
 		}
-		/* TOTALCONN comes from here: a first packet over the guard is a connection too. */
-		count_target(idx, len, first && (inserted || guarded));
+		count_insert(st, idx, len, first, inserted, guarded);
 	}
 	/* The routing node among its own targets: the DVIPA is a local address here, so its
 	 * stack serves the flow, as z/OS's distributing stack does when it is a target. An IPIP

@@ -47,12 +47,6 @@ static __always_inline void target_in6(const struct dvipa_target *t, struct dvip
 		in6_set_v4mapped(out, t->addr);
 }
 
-/* Whether a target index holds a target (a free index holds zeros). */
-static __always_inline int target_live(const struct dvipa_target *t)
-{
-	return t->family == AF_INET6 ? !in6_is_zero(&t->addr6) : t->addr != 0;
-}
-
 /* Whether the index still holds this target (an index freed and reused under a CRT entry does not). */
 static __always_inline int target_is(const struct dvipa_target *t, const struct dvipa_in6 *a)
 {
@@ -298,21 +292,12 @@ static __always_inline int is_self6(const struct dvipa_config *cfg, const struct
 	return in6_eq(target, &cfg->cluster_addr6);
 }
 
-/* A new connection's counters, where its CRT entry was made (or raced by another CPU's). */
-/*
- * Counts a new flow: inserted in the CRT, or over the new-flow rate guard (`guarded`: hashed
- * alone, not inserted, but a first packet's connection still counts towards TOTALCONN).
- */
-static __always_inline void count_insert(struct dvipa_svc_stats *st, __u32 idx, __u32 len, int first, int inserted,
-					 int guarded)
+/* The IPv6 counterpart of crt_lookup: confirmed connections (`crt6_est`) first, SYNs skip them. */
+static __always_inline struct dvipa_crt6_entry *crt6_lookup(const struct dvipa_flow6 *flow, int syn)
 {
-	if (guarded)
-		st->crt_guarded++;
-	else if (first)
-		st->crt_new++;
-	else
-		st->recovered++;
-	count_target(idx, len, first && (inserted || guarded));
+	struct dvipa_crt6_entry *e = syn ? NULL : bpf_map_lookup_elem(&crt6_est, flow);
+
+	return e ? e : bpf_map_lookup_elem(&crt6, flow);
 }
 
 static __always_inline void flow6_of4(const struct dvipa_flow *f, struct dvipa_flow6 *out)
@@ -336,12 +321,13 @@ static __always_inline int forward_4in6(struct xdp_md *ctx, const struct dvipa_c
 }
 
 /*
- * An IPv4 flow of a service with IPv6 targets, not in `crt`: forwarded if crt6 has its
+ * An IPv4 flow of a service with IPv6 targets, not in `crt`: forwarded if crt6_est or crt6 has its
  * entry (under the IPv4-mapped 5-tuple); -1 if it has none.
  */
 static __always_inline int established_4in6(struct xdp_md *ctx, const struct dvipa_config *cfg,
 					    const struct dvipa_svc *svc, struct dvipa_svc_stats *st,
-					    const struct dvipa_flow *flow, int l2len, const struct iphdr *iph, __u32 len)
+					    const struct dvipa_flow *flow, int syn, int l2len, const struct iphdr *iph,
+					    __u32 len)
 {
 	struct dvipa_flow6 key = {};
 	struct dvipa_crt6_entry *entry;
@@ -349,7 +335,7 @@ static __always_inline int established_4in6(struct xdp_md *ctx, const struct dvi
 	struct dvipa_in6 target;
 
 	flow6_of4(flow, &key);
-	entry = bpf_map_lookup_elem(&crt6, &key);
+	entry = crt6_lookup(&key, syn);
 	if (!entry)
 		return -1;
 	st->crt_hit++;
@@ -453,25 +439,19 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	sk.vip = flow.daddr;
 	sk.port = flow.dport;
 	sk.proto = nexthdr;
-	svc = bpf_map_lookup_elem(&services6, &sk);
-	if (!svc) {
-		sk.port = 0;
-		svc = bpf_map_lookup_elem(&services6, &sk);
-		if (!svc)
-			return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
-	}
-	st = bpf_map_lookup_elem(&svc_stats, &svc->id);
-	if (!st)
-		return verdict(XDP_DROP, DVIPA_R_DROP_NO_TARGET);
-	st->packets++;
+	svc = find_service(&services6, &sk, &sk.port);
+	if (!svc)
+		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
 	/* The IP length, checked against the whole frame: the first buffer of a jumbo frame is not all of it. */
 	len = sizeof(*ip6) + ntohs_bounded(ip6->payload_len);
-	st->bytes += l2len + len;
+	st = count_service(svc, l2len + len);
+	if (!st)
+		return verdict(XDP_DROP, DVIPA_R_DROP_NO_TARGET);
 	tclass = (bpf_ntohl(*(__be32 *)ip6) >> 20) & 0xff;
 
 	__builtin_memcpy(&flow.saddr, &ip6->saddr, sizeof(flow.saddr));
 	flow.proto = nexthdr;
-	entry = bpf_map_lookup_elem(&crt6, &flow);
+	entry = crt6_lookup(&flow, first && nexthdr == IPPROTO_TCP);
 	if (entry) {
 		st->crt_hit++;
 		target = entry->target;
@@ -483,22 +463,13 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 			touch_affinity6(svc, &flow.saddr, &target, idx);
 		count_target(idx, l2len + len, 0);
 	} else {
-		__u32 slot = dvipa_flow_hash6(&flow) % DVIPA_MAGLEV_SIZE;
-		void *table = bpf_map_lookup_elem(&maglev, &svc->id);
-		__u32 *slot_idx = table ? bpf_map_lookup_elem(table, &slot) : NULL;
-
 		st->crt_miss++;
 		now = bpf_ktime_get_coarse_ns();
 		guarded = new_flow_guarded(cfg, now);
 		idx = first && svc->affinity_s ? affine_target6(svc, &flow.saddr) : 0;
-		t = target_at(idx);
-		/* An affinity to an index freed since (its target left) is no affinity. */
-		if (!t || t->svc_id != svc->id || !target_live(t)) {
-			idx = slot_idx ? *slot_idx : 0;
-			t = target_at(idx);
-			if (!t || !target_live(t))
-				return drop(st, DVIPA_R_DROP_NO_TARGET);
-		}
+		t = pick_target(svc, dvipa_flow_hash6(&flow), &idx);
+		if (!t)
+			return drop(st, DVIPA_R_DROP_NO_TARGET);
 		target_in6(t, &target);
 		/*
 		 * A recovered packet's target is a guess: it must not become the client's affinity.

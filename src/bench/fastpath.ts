@@ -25,7 +25,7 @@ import { XDP_ACTIONS, xdpContext, type XdpAction } from '../dataplane/testrun.js
 import { createRouterNs, ROUTER_NET, ROUTER_NET6 } from '../lab/router-ns.js';
 import { netnsPath } from '../lab/netns.js';
 import { buildFrame, FRAME_OFFSETS } from '../net/packet.js';
-import { buildFrame6 } from '../net/packet6.js';
+import { buildFrame6, FRAME6_OFFSETS } from '../net/packet6.js';
 import { withCleanup } from '../lab/cleanup.js';
 
 export enum BenchMode {
@@ -88,8 +88,6 @@ const SERVICE: Service = { vip: VIP, port: 80, protocol: 'tcp' };
 const VIP6 = '2001:db8:10::10';
 const TARGETS6 = ['2001:db8:1::11', '2001:db8:1::12', '2001:db8:1::13'];
 const SERVICE6: Service = { vip: VIP6, port: 80, protocol: 'tcp' };
-/** Where a new flow's source varies in an IPv6 frame: the last word of the address, and the port. */
-const FRAME6_OFFSETS = { saddr: 14 + 8 + 12, sport: 14 + 40 } as const;
 
 interface PathSpec {
   path: string;

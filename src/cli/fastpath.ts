@@ -113,8 +113,8 @@ const status = command({
       const value = {
         config: fp.nodeConfig(),
         links: fp.links(),
-        crtEntries: fp.crt.count() + fp.crtEst.count(),
-        crtConfirmed: fp.crtEst.count(),
+        crtEntries: fp.crt.count() + fp.crtEst.count() + fp.crt6.count() + fp.crt6Est.count(),
+        crtConfirmed: fp.crtEst.count() + fp.crt6Est.count(),
         services,
         reasons,
       };

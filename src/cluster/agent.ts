@@ -163,12 +163,9 @@ export class Agent {
     this.admission = new Admission(opts.config, this.plans, (peer) => this.membership?.get(peer)?.dvipas);
     this.refusals = new Refusals(this.log, 'peer message refused');
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
-    this.crtWalker = new CrtWalker([
-      { fd: this.fp.crtEst.fd },
-      { fd: this.fp.crt.fd },
-      { fd: this.fp.crt6.fd, v6: true },
-    ]);
-    this.crtCounter = MapCounter.open([this.fp.crtEst.fd, this.fp.crt.fd, this.fp.crt6.fd]);
+    const crtTables = this.fp.crtTables();
+    this.crtWalker = new CrtWalker(crtTables);
+    this.crtCounter = MapCounter.open(crtTables.map((t) => t.fd));
     if (!this.crtCounter)
       this.log.info('this kernel does not count map entries (6.6+): the CRT is counted by walking it');
     const port = opts.port ?? DEFAULTS.port;

@@ -11,7 +11,6 @@ import type { FastPath } from '../dataplane/fastpath.js';
 import { NexthopFollower } from '../dataplane/nexthops.js';
 import { CrtOrigin, FENCE_EXPIRED } from '../dataplane/structs.js';
 import { IPPROTO, type Flow } from '../net/flow.js';
-import { ipFamily } from '../net/addr.js';
 import { serviceName, type Service } from '../net/service.js';
 import type { VdptRow } from './views.js';
 import { clusterAddressFor, type ClusterConfig, type NodeSpec, type VipaDistribute } from '../config/model.js';
@@ -507,29 +506,20 @@ export class RoutingRole {
       ];
     });
     for (const c of fresh) this.unconfirmed.delete(connKey(c));
-    // An IPv6 connection, or an IPv4 one to an IPv6 target, is in crt6 (as the data plane puts it);
-    // IPv6 has no table of confirmed connections yet: crt6 holds both kinds.
-    const inCrt6 = (f: Flow) => ipFamily(f.daddr) === 6 || ipFamily(xcf) === 6;
-    const v6 = entries.filter(([f]) => inCrt6(f));
-    const v4 = entries.filter(([f]) => !inCrt6(f));
-    if (v6.length) this.fp.crt6.setBatch(v6);
-    if (v4.length) {
-      const refused = this.fp.confirm(v4);
-      this.confirmRefused += refused.length;
-      if (refused.length && !this.fullLogged) {
-        this.fullLogged = true;
-        this.log.warn(
-          { refused: refused.length, size: this.fp.crtEst.maxEntries },
-          'the table of confirmed connections is full: new ones stay in the LRU CRT (counted, retried on the next full report)',
-        );
-      }
-      for (const f of refused) this.unconfirmed.add(connKey(refOf.get(f)!));
+    // The data plane's FastPath knows which of its tables each connection belongs in.
+    const refused = this.fp.confirm(entries);
+    this.confirmRefused += refused.length;
+    if (refused.length && !this.fullLogged) {
+      this.fullLogged = true;
+      this.log.warn(
+        { refused: refused.length, size: this.fp.confirmedCapacity() },
+        'the table of confirmed connections is full: new ones stay in the LRU CRT (counted, retried on the next full report)',
+      );
     }
+    for (const f of refused) this.unconfirmed.add(connKey(refOf.get(f)!));
     for (const c of gone) {
       this.unconfirmed.delete(connKey(c));
-      const f = this.flowOf(c);
-      if (inCrt6(f)) this.fp.crt6.delete(f);
-      else this.fp.forget(f);
+      this.fp.forget(this.flowOf(c));
     }
   }
 

@@ -4,7 +4,7 @@
  * is a lease that expires (ownership flaps) while a metrics scraper counts. So counts and
  * listings run in a worker thread, on the same map (a file descriptor is the process's),
  * and the event loop only waits for the answer. The CRT is several tables (bpf/maps_router.h):
- * confirmed connections, the unconfirmed LRU, and the IPv6 one (crt6); a flow is in one of them.
+ * per family, confirmed connections and the unconfirmed LRU; a flow is in one of them.
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
@@ -12,10 +12,14 @@ import { BpfMap } from './map.js';
 import { crt6Entry, crtEntry, flow, flow6, type CrtEntry } from './structs.js';
 import type { Flow } from '../net/flow.js';
 
-/** One table of the CRT: its fd, and whether its keys are IPv6 5-tuples (crt6). */
+/**
+ * One table of the CRT: its fd, whether its keys are IPv6 5-tuples (crt6, crt6_est), and
+ * whether it holds the confirmed connections the agent writes (crt_est, crt6_est: swept).
+ */
 export interface CrtTable {
   fd: number;
   v6?: boolean;
+  confirmed?: boolean;
 }
 
 export interface CrtFilter {
@@ -28,7 +32,7 @@ interface Request {
   id: number;
   filter: CrtFilter;
   limit: number;
-  /** Instead of a listing: delete the first table's entries stamped before this (CLOCK_MONOTONIC ns). */
+  /** Instead of a listing: delete the confirmed tables' entries stamped before this (CLOCK_MONOTONIC ns). */
   sweepBeforeNs?: bigint;
 }
 interface Answer {
@@ -45,10 +49,17 @@ function sweep(crt: BpfMap<Flow, CrtEntry>, beforeNs: bigint): number {
   return crt.deleteBatch(stale);
 }
 
-function walk(tables: Array<BpfMap<Flow, CrtEntry>>, { id, filter, limit, sweepBeforeNs }: Request): Answer {
+function walk(
+  tables: Array<BpfMap<Flow, CrtEntry>>,
+  confirmed: Array<BpfMap<Flow, CrtEntry>>,
+  { id, filter, limit, sweepBeforeNs }: Request,
+): Answer {
   const entries: Array<[Flow, CrtEntry]> = [];
   let total = 0;
-  if (sweepBeforeNs !== undefined) return { id, total: sweep(tables[0], sweepBeforeNs), entries };
+  if (sweepBeforeNs !== undefined) {
+    for (const crt of confirmed) total += sweep(crt, sweepBeforeNs);
+    return { id, total, entries };
+  }
   if (!filter.dvipa && !filter.port && !filter.client && limit === 0) {
     for (const crt of tables) for (const b of crt.rawBatches()) total += b.count;
     return { id, total, entries };
@@ -65,12 +76,14 @@ function walk(tables: Array<BpfMap<Flow, CrtEntry>>, { id, filter, limit, sweepB
 }
 
 if (!isMainThread && (workerData as { crtTables?: CrtTable[] } | null)?.crtTables !== undefined) {
-  const tables = (workerData as { crtTables: CrtTable[] }).crtTables.map((t) =>
+  const specs = (workerData as { crtTables: CrtTable[] }).crtTables;
+  const tables = specs.map((t) =>
     t.v6 ? new BpfMap('crt6', t.fd, flow6, crt6Entry) : new BpfMap('crt', t.fd, flow, crtEntry),
   );
+  const confirmed = tables.filter((_, i) => specs[i].confirmed);
   parentPort!.on('message', (req: Request) => {
     try {
-      parentPort!.postMessage(walk(tables, req));
+      parentPort!.postMessage(walk(tables, confirmed, req));
     } catch (e) {
       parentPort!.postMessage({ id: req.id, total: 0, entries: [], error: (e as Error).message });
     }

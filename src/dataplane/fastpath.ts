@@ -58,6 +58,7 @@ import type {
   TargetStats,
 } from './structs.js';
 import { runXdp } from './testrun.js';
+import type { CrtTable } from './crt-walk.js';
 import { attachXdp, detachXdp, listLinks } from './xdp.js';
 import type { Attachment, XdpMode } from './xdp.js';
 import { buildMaglevIndexed, MAGLEV_SIZE } from '../tables/maglev.js';
@@ -104,6 +105,8 @@ export interface TargetNexthop {
 }
 
 const isV6 = (a: string) => ipFamily(a) === 6;
+/** Where the data plane keeps a flow's CRT entry: crt6 for an IPv6 flow or an IPv6 target. */
+const inCrt6 = (f: Flow, target: string) => isV6(f.daddr) || isV6(target);
 
 /** One spelling per address: the maps' keys and targetIndex compare strings. */
 function canonicalIp(a: string): string {
@@ -176,8 +179,10 @@ export class FastPath {
   /** Connections their target confirmed (NEWCONN): written and removed by the agent only, never evicted. */
   readonly crtEst: BpfMap<Flow, CrtEntry>;
   readonly decapServices6: BpfMap<SvcKey, number>;
-  /** IPv6 connections; an entry's target is of either family. */
+  /** IPv6 flows not confirmed yet (LRU), and IPv4 ones to IPv6 targets; an entry's target is of either family. */
   readonly crt6: BpfMap<Flow, CrtEntry>;
+  /** IPv6 connections confirmed by their target (and IPv4 ones to IPv6 targets): as crtEst. */
+  readonly crt6Est: BpfMap<Flow, CrtEntry>;
   readonly txPorts: BpfMap<number, number>;
   /** Target index -> address and resolved next hop (the Maglev slots and CRT entries carry indexes). */
   readonly targets: BpfMap<number, TargetEntry>;
@@ -226,6 +231,7 @@ export class FastPath {
     this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
     this.crtEst = new BpfMap('crt_est', fd('crt_est'), flow, crtEntry);
     this.crt6 = new BpfMap('crt6', fd('crt6'), flow6, crt6Entry);
+    this.crt6Est = new BpfMap('crt6_est', fd('crt6_est'), flow6, crt6Entry);
     this.txPorts = new BpfMap('tx_ports', fd('tx_ports'), u32, u32);
     this.targets = new BpfMap('targets', fd('targets'), u32, targetEntry);
     this.targetStats = new PerCpuArray('target_stats', fd('target_stats'), targetStats, (a, b) => ({
@@ -272,7 +278,10 @@ export class FastPath {
         // Only the distributor has the CRT (bpf/maps_router.h): the size goes to it alone, to its tables.
         const maxEntries: Record<string, number> =
           role === 'distributor'
-            ? { crt: crtMaxEntries, crt_est: crtMaxEntries, crt6: crt6Entries(pinRoot, crtMaxEntries) }
+            ? (() => {
+                const crt6 = crt6Entries(pinRoot, crtMaxEntries);
+                return { crt: crtMaxEntries, crt_est: crtMaxEntries, crt6, crt6_est: crt6 };
+              })()
             : {};
         objects.set(role, loadObject(role, { pinRoot, maxEntries, dir: opts.objectDir }));
       }
@@ -429,26 +438,58 @@ export class FastPath {
 
   /**
    * Connections their targets confirmed (NEWCONN) go into the table packets cannot evict, and
-   * out of the LRU, which keeps only the unconfirmed. Returns the flows that did not fit (the
-   * table is full): they stay where the LRU has them and nothing is evicted for them.
+   * out of the LRU, which keeps only the unconfirmed: `crt_est` and `crt`, or `crt6_est` and
+   * `crt6` for an IPv6 connection or an IPv4 one to an IPv6 target (where the data plane puts
+   * those). Returns the flows that did not fit (the table is full): they stay where the LRU
+   * has them and nothing is evicted for them.
    */
   confirm(entries: ReadonlyArray<readonly [Flow, CrtEntry]>): Flow[] {
+    const v6 = entries.filter(([k, v]) => inCrt6(k, v.target));
+    const v4 = entries.filter(([k, v]) => !inCrt6(k, v.target));
+    return [...this.confirmIn(this.crtEst, this.crt, v4), ...this.confirmIn(this.crt6Est, this.crt6, v6)];
+  }
+
+  private confirmIn(
+    est: BpfMap<Flow, CrtEntry>,
+    lru: BpfMap<Flow, CrtEntry>,
+    entries: ReadonlyArray<readonly [Flow, CrtEntry]>,
+  ): Flow[] {
+    if (!entries.length) return [];
     let refused: Flow[] = [];
     try {
-      this.crtEst.setBatch(entries);
+      est.setBatch(entries);
     } catch (e) {
       // A batch stops at the first entry that does not fit: the rest one by one.
       if (!isFull(e)) throw e;
-      refused = entries.filter(([k, v]) => !this.setUnlessFull(this.crtEst, k, v)).map(([k]) => k);
+      refused = entries.filter(([k, v]) => !this.setUnlessFull(est, k, v)).map(([k]) => k);
     }
     const kept = new Set(refused);
-    this.crt.deleteBatch(entries.filter(([k]) => !kept.has(k)).map(([k]) => k));
+    lru.deleteBatch(entries.filter(([k]) => !kept.has(k)).map(([k]) => k));
     return refused;
   }
 
-  /** A connection ended (TERMCONN): out of whichever table holds it. */
+  /**
+   * A connection ended (TERMCONN): out of whichever table holds it. An IPv4 one may be in
+   * crt6 (its target was IPv6), which its flow alone does not tell.
+   */
   forget(k: Flow): void {
-    if (!this.crtEst.delete(k)) this.crt.delete(k);
+    if (!isV6(k.daddr) && (this.crtEst.delete(k) || this.crt.delete(k))) return;
+    if (!this.crt6Est.delete(k)) this.crt6.delete(k);
+  }
+
+  /** The CRT's tables, for a CrtWalker: confirmed connections first, then the LRUs. */
+  crtTables(): CrtTable[] {
+    return [
+      { fd: this.crtEst.fd, confirmed: true },
+      { fd: this.crt6Est.fd, v6: true, confirmed: true },
+      { fd: this.crt.fd },
+      { fd: this.crt6.fd, v6: true },
+    ];
+  }
+
+  /** The tables of confirmed connections' size (each family's). */
+  confirmedCapacity(): number {
+    return this.crtEst.maxEntries + this.crt6Est.maxEntries;
   }
 
   private setUnlessFull(m: BpfMap<Flow, CrtEntry>, k: Flow, v: CrtEntry): boolean {

@@ -118,6 +118,9 @@ export function ethernetAround(
   return Buffer.concat([eth, packet]);
 }
 
+/** Where fields sit in a default IPv6 frame (untagged, no extension headers): the last word of the source, and the ports. */
+export const FRAME6_OFFSETS = { saddr: 14 + 8 + 12, sport: 14 + 40, dport: 14 + 42 } as const;
+
 export function buildFrame6(spec: Frame6Spec): Buffer {
   return ethernetAround(buildIpv6(spec), ETH_P_IPV6, spec);
 }

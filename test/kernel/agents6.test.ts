@@ -41,8 +41,8 @@ const servers: ChildProcess[] = [];
 function routerCrt6(dvipa = DVIPA): Array<{ origin: number; target: string }> {
   const fp = FastPath.open({ pinRoot: fleet.pinRoot('r1') });
   try {
-    // IPv4 connections: confirmed ones in crt_est, the others in the LRU.
-    const tables = dvipa === DVIPA ? [fp.crt6] : [fp.crtEst, fp.crt];
+    // Confirmed connections in crt_est / crt6_est, the others in the LRU of their family.
+    const tables = dvipa === DVIPA ? [fp.crt6Est, fp.crt6] : [fp.crtEst, fp.crt];
     return tables
       .flatMap((t) => [...t.entries()])
       .filter(([k]) => k.daddr === dvipa && k.dport === PORT)

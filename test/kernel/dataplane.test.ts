@@ -177,7 +177,7 @@ test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the 
       }
     }
     // The same count and a listing in the worker: the loop keeps turning meanwhile.
-    const walker = new CrtWalker([{ fd: fp.crtEst.fd }, { fd: fp.crt.fd }]);
+    const walker = new CrtWalker(fp.crtTables());
     try {
       const h = monitorEventLoopDelay({ resolution: 5 });
       h.enable();

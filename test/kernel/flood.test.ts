@@ -6,7 +6,9 @@
  *    connections (half of them idle) changes target, while unconfirmed flows do;
  *  - the per-CPU new-flow rate guard: above the rate new flows are hashed to their Maglev
  *    target with no insert, and counted; below it they are inserted;
- *  - a full table of confirmed connections refuses more (counted by the caller), evicting none.
+ *  - a full table of confirmed connections refuses more (counted by the caller), evicting none;
+ *  - IPv6 the same (crt6_est beside the crt6 LRU): SYNs enough to cycle the IPv6 LRU three
+ *    times, a target added, and no confirmed IPv6 connection changes target.
  * The flood runs inside the benchmark harness (bpf/bench.bpf.c), which gives every
  * repetition of one test run a flow never seen before: millions of SYNs in seconds.
  */
@@ -18,9 +20,10 @@ import { runXdp, xdpContext } from '../../src/dataplane/testrun.js';
 import { loadObject, type BpfObject } from '../../src/kernel/object.js';
 import { sys } from '../../src/kernel/sys.js';
 import { benchCtl, BenchMode } from '../../src/bench/fastpath.js';
-import { createRouterNs, type RouterNs } from '../../src/lab/router-ns.js';
+import { createRouterNs, ROUTER_NET6, type RouterNs } from '../../src/lab/router-ns.js';
 import { netnsPath } from '../../src/lab/netns.js';
 import { buildFrame, FRAME_OFFSETS, parseFrame } from '../../src/net/packet.js';
+import { buildFrame6, FRAME6_OFFSETS, readIpv6 } from '../../src/net/packet6.js';
 import { formatIpv4 } from '../../src/net/addr.js';
 import type { Flow } from '../../src/net/flow.js';
 import type { Service } from '../../src/net/service.js';
@@ -33,6 +36,12 @@ const TARGETS = ['198.18.1.11', '198.18.1.12', '198.18.1.13', '198.18.1.14'];
 const web: Service = { vip: VIP, port: 80, protocol: 'tcp' };
 const three = TARGETS.slice(0, 3).map((addr) => ({ addr, weight: 1 }));
 const four = TARGETS.map((addr) => ({ addr, weight: 1 }));
+const VIP6 = '2001:db8:10::10';
+const TARGETS6 = ['2001:db8:1::11', '2001:db8:1::12', '2001:db8:1::13', '2001:db8:1::14'];
+const web6: Service = { vip: VIP6, port: 80, protocol: 'tcp' };
+const three6 = TARGETS6.slice(0, 3).map((addr) => ({ addr, weight: 1 }));
+const four6 = TARGETS6.map((addr) => ({ addr, weight: 1 }));
+const ESTABLISHED6 = 2_000;
 /** As the issue measured it: 3 M SYNs into the default million-entry CRT. */
 const FLOOD = 3_000_000;
 const ESTABLISHED = 10_000;
@@ -47,14 +56,15 @@ let seq = 0;
 
 before(() => {
   requireRoot();
-  rns = createRouterNs(uniquePrefix('fl'), TARGETS);
+  rns = createRouterNs(uniquePrefix('fl'), TARGETS, TARGETS6);
   ext0 = rns.ifindex('ext0');
   pins = scratchPinRoot('fl');
   fp = FastPath.open({ pinRoot: pins.pinRoot, netnsPath: netnsPath(rns.ns) });
   bench = loadObject('bench', { pinRoot: pins.pinRoot });
-  fp.configure({ clusterAddr: rns.clusterAddr, maxNewFlows: 0 });
+  fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: ROUTER_NET6.clusterAddr, maxNewFlows: 0 });
   rns.inside(() => fp.enableEgress('int0'));
   fp.setTargets(web, three);
+  fp.setTargets(web6, three6);
 });
 
 after(() => {
@@ -81,20 +91,23 @@ function targetOf(f: Flow, flags: { syn?: boolean; ack?: boolean }): string {
 }
 
 /** `count` SYNs of flows never seen before, in one test run of the harness; returns the verdict. */
-function synFlood(count: number): string {
+function synFlood(
+  count: number,
+  frame = buildFrame({ saddr: '198.18.0.1', daddr: VIP, sport: 1, dport: 80, tcpFlags: { syn: true } }),
+  offsets: { saddr: number; sport: number } = FRAME_OFFSETS,
+): string {
   const cpus = sys.numPossibleCpus('bench_ctl');
   const stride = Math.ceil(benchCtl.size / 8) * 8;
   const value = Buffer.alloc(stride * cpus);
   // Each CPU its own range: the run stays on one CPU, whichever it is.
   for (let c = 0; c < cpus; c++)
     benchCtl.encode(
-      { mode: BenchMode.NewFlow, saddrOff: FRAME_OFFSETS.saddr, sportOff: FRAME_OFFSETS.sport, seq: seq + c * count },
+      { mode: BenchMode.NewFlow, saddrOff: offsets.saddr, sportOff: offsets.sport, seq: seq + c * count },
       value,
       c * stride,
     );
   seq += cpus * count;
   sys.mapUpdate('bench_ctl', bench.mapFd('bench_ctl'), Buffer.alloc(4), value);
-  const frame = buildFrame({ saddr: '198.18.0.1', daddr: VIP, sport: 1, dport: 80, tcpFlags: { syn: true } });
   const r = sys.progTestRun('bench_distributor', bench.progFd('bench_distributor'), {
     data: frame,
     ctxIn: xdpContext(frame, ext0),
@@ -110,6 +123,15 @@ function predicted(f: Flow): string {
   return formatIpv4(buildMaglev(three)[flowHash(f) % MAGLEV_SIZE]);
 }
 
+/** The CRT entries the agent writes on the targets' NEWCONN for these flows: each on its target in `first`. */
+function newconns(svc: Service, flows: Flow[], first: Map<Flow, string>): Array<[Flow, CrtEntry]> {
+  const svcId = fp.serviceId(svc)!;
+  return flows.map((f) => {
+    const target = first.get(f)!;
+    return [f, { target, svcId, origin: CrtOrigin.Control, targetIdx: fp.targetIndexOf(svcId, target), createdNs: 0n }];
+  });
+}
+
 test('3 M SYNs and a target added: no confirmed connection changes target, idle or not; unconfirmed ones do', (t) => {
   const confirmed = Array.from({ length: ESTABLISHED }, (_, i) => client(0xc613c800, i));
   const unconfirmed = Array.from({ length: ESTABLISHED }, (_, i) => client(0xc613e800, i));
@@ -121,12 +143,7 @@ test('3 M SYNs and a target added: no confirmed connection changes target, idle 
     for (const f of unconfirmed) first.set(f, targetOf(f, { syn: true }));
   });
   // What the agent does on the targets' NEWCONN (router.ts): the target that accepted each.
-  const svcId = fp.serviceId(web)!;
-  const entries = confirmed.map((f): [Flow, CrtEntry] => {
-    const target = first.get(f)!;
-    return [f, { target, svcId, origin: CrtOrigin.Control, targetIdx: fp.targetIndexOf(svcId, target), createdNs: 0n }];
-  });
-  assert.deepEqual(fp.confirm(entries), [], 'room for all');
+  assert.deepEqual(fp.confirm(newconns(web, confirmed, first)), [], 'room for all');
   assert.equal(fp.crtEst.count(), ESTABLISHED);
   rns.inside(() => assert.equal(targetOf(unconfirmed[0], { ack: true }), first.get(unconfirmed[0])));
   fp.confirm([[unconfirmed[0], { ...fp.crt.get(unconfirmed[0])!, origin: CrtOrigin.Control }]]);
@@ -169,6 +186,68 @@ test('3 M SYNs and a target added: no confirmed connection changes target, idle 
   );
   t.diagnostic(`flood of ${FLOOD} SYNs: ${floodMs} ms; unconfirmed flows moved: ${moved.unconfirmed}`);
   fp.setTargets(web, three);
+});
+
+/** IPv6 flow i of a test's clients: 2001:db8:77:<base>::<i / 256>, ports 10000 + i % 256. */
+function client6(base: number, i: number): Flow {
+  const saddr = `2001:db8:77:${base.toString(16)}::${(i >> 8).toString(16)}`;
+  return { saddr, daddr: VIP6, sport: 10000 + (i & 255), dport: 80, proto: 6 };
+}
+
+/** Where the distributor sends one IPv6 packet of the flow (inside the router's namespace). */
+function target6Of(f: Flow, flags: { syn?: boolean; ack?: boolean }): string {
+  const frame = buildFrame6({ saddr: f.saddr, daddr: f.daddr, sport: f.sport, dport: f.dport, ...flags });
+  const r = runXdp(fp.progFd('distributor'), 'distributor', frame, { ingressIfindex: ext0 });
+  assert.equal(r.action, 'redirect', `${f.saddr}:${f.sport}: ${r.action}`);
+  return readIpv6(r.frame.subarray(14)).dst;
+}
+
+test('IPv6: SYNs cycling the IPv6 LRU three times and a target added: no confirmed connection changes target', (t) => {
+  const confirmed = Array.from({ length: ESTABLISHED6 }, (_, i) => client6(1, i));
+  const unconfirmed = Array.from({ length: ESTABLISHED6 }, (_, i) => client6(2, i));
+  const first = new Map<Flow, string>();
+  rns.inside(() => {
+    for (const f of [...confirmed, ...unconfirmed]) first.set(f, target6Of(f, { syn: true }));
+  });
+  // The targets' NEWCONN, as the agent applies it: out of the LRU into crt6_est.
+  const svcId = fp.serviceId(web6)!;
+  assert.deepEqual(fp.confirm(newconns(web6, confirmed, first)), [], 'room for all');
+  assert.equal(fp.crt6Est.count(), ESTABLISHED6);
+  assert.equal(fp.crt6.get(confirmed[0]), undefined, 'a confirmed connection leaves the LRU');
+
+  const size = fp.crt6.maxEntries;
+  const flood = 3 * size;
+  const newBefore = fp.serviceStats(svcId).crtNew;
+  const syn = buildFrame6({ saddr: '2001:db8::1', daddr: VIP6, sport: 1, dport: 80, syn: true });
+  const started = Date.now();
+  assert.equal(
+    rns.inside(() => synFlood(flood, syn, FRAME6_OFFSETS)),
+    'redirect',
+  );
+  const floodMs = Date.now() - started;
+  assert.equal(fp.serviceStats(svcId).crtNew - newBefore, BigInt(flood), 'every SYN inserted (no guard)');
+  const lru = fp.crt6.count();
+  assert.ok(lru > 0.95 * size, `the IPv6 LRU is full: ${lru} entries of ${size}`);
+
+  fp.setTargets(web6, four6);
+  try {
+    let movedConfirmed = 0;
+    let movedUnconfirmed = 0;
+    rns.inside(() => {
+      for (const f of confirmed) if (target6Of(f, { ack: true }) !== first.get(f)) movedConfirmed++;
+      for (const f of unconfirmed) if (target6Of(f, { ack: true }) !== first.get(f)) movedUnconfirmed++;
+    });
+    assert.equal(movedConfirmed, 0, `confirmed IPv6 connections moved: ${movedConfirmed}`);
+    assert.equal(fp.crt6Est.count(), ESTABLISHED6, 'the flood evicted no confirmed IPv6 connection');
+    // The flood cost the unconfirmed their entries: about a quarter of them (3 -> 4 targets) move.
+    assert.ok(movedUnconfirmed > ESTABLISHED6 / 10, `unconfirmed IPv6 flows moved: ${movedUnconfirmed}`);
+    // TERMCONN: out of crt6_est; the next packet is recovered by hash (a miss in both tables).
+    fp.forget(confirmed[0]);
+    assert.equal(fp.crt6Est.count(), ESTABLISHED6 - 1);
+    t.diagnostic(`IPv6 flood of ${flood} SYNs: ${floodMs} ms; unconfirmed flows moved: ${movedUnconfirmed}`);
+  } finally {
+    fp.setTargets(web6, three6);
+  }
 });
 
 test('new-flow rate guard: above the rate new flows are hashed without an insert and counted; below it inserted', () => {

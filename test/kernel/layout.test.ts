@@ -112,6 +112,9 @@ test('map definitions carry the sizes user space assumes', () => {
   assert.equal(router.get('crt6')?.keySize, flow6.size);
   assert.equal(router.get('crt6')?.valueSize, crt6Entry.size);
   assert.equal(router.get('crt6')?.maxEntries, CRT6_DEFAULT_ENTRIES);
+  assert.equal(router.get('crt6_est')?.keySize, flow6.size);
+  assert.equal(router.get('crt6_est')?.valueSize, crt6Entry.size);
+  assert.equal(router.get('crt6_est')?.maxEntries, CRT6_DEFAULT_ENTRIES);
   assert.equal(router.get('services6')?.keySize, svc6Key.size);
   assert.equal(router.get('affinity6')?.keySize, affinity6Key.size);
   assert.equal(router.get('affinity6')?.valueSize, affinity6.size);

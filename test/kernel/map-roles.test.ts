@@ -33,6 +33,7 @@ const ROUTER = [
   'routed6',
   'fence6',
   'crt6',
+  'crt6_est',
   'affinity6',
 ];
 const TARGET = [

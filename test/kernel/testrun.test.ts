@@ -10,14 +10,15 @@ import { FastPath } from '../../src/dataplane/fastpath.js';
 import type { Service } from '../../src/net/service.js';
 import { CrtOrigin, type Reason } from '../../src/dataplane/structs.js';
 import { MAGLEV_SIZE } from '../../src/tables/maglev.js';
-import { runCounted, runXdp, type XdpAction } from '../../src/dataplane/testrun.js';
-import { createRouterNs, ROUTER_NET, type RouterNs } from '../../src/lab/router-ns.js';
+import { runXdp, type XdpAction } from '../../src/dataplane/testrun.js';
+import { ROUTER_NET, type RouterNs } from '../../src/lab/router-ns.js';
 import { netnsPath, nsIp, sysctl } from '../../src/lab/netns.js';
 import { buildFrame, buildIpv4, buildRawFrame, parseFrame, type FrameSpec } from '../../src/net/packet.js';
 import { buildMaglev } from '../../src/tables/maglev.js';
 import { flowHash } from '../../src/tables/flowhash.js';
 import { formatIpv4 } from '../../src/net/addr.js';
-import { requireRoot, scratchPinRoot, uniquePrefix } from '../helpers/env.js';
+import { requireRoot, scratchPinRoot } from '../helpers/env.js';
+import { openRoutingNode, type RoutingNode } from '../helpers/routing-node.js';
 import { loopFlow } from '../helpers/testrun-loop.js';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
@@ -31,23 +32,11 @@ const dns: Service = { vip: VIP, port: 53, protocol: 'udp' };
 const anyPort: Service = { vip: VIP_ALL_PORTS, port: 0, protocol: 'tcp' };
 const CLIENT = ROUTER_NET.client;
 
+let node: RoutingNode;
 let rns: RouterNs;
 let fp: FastPath;
-let pins: ReturnType<typeof scratchPinRoot>;
 let ext0: number;
-
-interface Result {
-  action: XdpAction;
-  frame: Buffer;
-  reason: Reason;
-}
-
-function run(frame: Buffer, prog: 'distributor' | 'decap' = 'distributor', on: FastPath = fp): Result {
-  const r = rns.inside(() =>
-    runCounted(on.progFd(prog), prog, frame, () => on.reasonCounts(), { ingressIfindex: ext0 }),
-  );
-  return { action: r.action, frame: r.frame, reason: r.reason };
-}
+const run = (frame: Buffer, prog?: 'distributor' | 'decap', on?: FastPath) => node.run(frame, prog, on);
 
 function syn(extra: Partial<FrameSpec> = {}): Buffer {
   return buildFrame({
@@ -97,7 +86,8 @@ function assertEncapsulated(out: Buffer, input: Buffer, l2in = 14): string {
 
 before(() => {
   requireRoot();
-  rns = createRouterNs(uniquePrefix('tr'), TARGETS);
+  node = openRoutingNode('tr', { targets: TARGETS, crtMaxEntries: 65536 });
+  ({ rns, fp, ext0 } = node);
   // An interface the distributor may not redirect to, and an unresolved neighbour.
   nsIp(rns.ns, 'link', 'add', 'oth0', 'type', 'veth', 'peer', 'name', 'oth1');
   nsIp(rns.ns, 'addr', 'add', '198.18.2.1/24', 'dev', 'oth0');
@@ -105,21 +95,12 @@ before(() => {
   nsIp(rns.ns, 'link', 'set', 'oth1', 'up');
   nsIp(rns.ns, 'neigh', 'replace', '198.18.2.5', 'lladdr', '02:00:00:00:02:05', 'dev', 'oth0', 'nud', 'permanent');
   nsIp(rns.ns, 'neigh', 'replace', '198.18.0.50', 'lladdr', '02:00:00:00:00:50', 'dev', 'ext0', 'nud', 'permanent');
-  ext0 = rns.ifindex('ext0');
-  pins = scratchPinRoot('tr');
-  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 65536, netnsPath: netnsPath(rns.ns) });
-  fp.configure({ clusterAddr: rns.clusterAddr });
-  rns.inside(() => fp.enableEgress('int0'));
   fp.setTargets(web, equal);
   fp.setTargets(dns, equal);
   fp.setTargets(anyPort, equal);
 });
 
-after(() => {
-  fp?.close();
-  pins?.remove();
-  rns?.teardown();
-});
+after(() => node?.close());
 
 describe('distributor', () => {
   test('a SYN to DVIPA:port is encapsulated to the Maglev target and gets a CRT entry', () => {

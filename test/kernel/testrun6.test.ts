@@ -10,15 +10,16 @@ import { FastPath } from '../../src/dataplane/fastpath.js';
 import type { Service } from '../../src/net/service.js';
 import { CrtOrigin, FENCE_EXPIRED, type Reason } from '../../src/dataplane/structs.js';
 import { buildMaglevIndexed, MAGLEV_SIZE } from '../../src/tables/maglev.js';
-import { runCounted, type XdpAction } from '../../src/dataplane/testrun.js';
-import { createRouterNs, ROUTER_NET, ROUTER_NET6, targetMac, type RouterNs } from '../../src/lab/router-ns.js';
-import { netnsPath, nsIp } from '../../src/lab/netns.js';
+import type { XdpAction } from '../../src/dataplane/testrun.js';
+import { ROUTER_NET, ROUTER_NET6, targetMac, type RouterNs } from '../../src/lab/router-ns.js';
+import { nsIp } from '../../src/lab/netns.js';
 import { flowHash, flowHash6 } from '../../src/tables/flowhash.js';
 import { buildFrame, buildIpv4, ETH_P_IP, ETH_P_IPV6, parseFrame } from '../../src/net/packet.js';
 import { buildFrame6, buildIpv6, ethernetAround, NEXTHDR, readIpv6, type Frame6Spec } from '../../src/net/packet6.js';
 import { l4Checksum } from '../../src/net/checksum.js';
 import { parseIpv6 } from '../../src/net/addr.js';
-import { requireRoot, scratchPinRoot, uniquePrefix } from '../helpers/env.js';
+import { requireRoot } from '../helpers/env.js';
+import { openRoutingNode, type RoutingNode } from '../helpers/routing-node.js';
 
 const VIP6 = '2001:db8:10::10';
 const CLIENT6 = ROUTER_NET6.client;
@@ -32,23 +33,10 @@ const equal6 = TARGETS6.map((addr) => ({ addr, weight: 1 }));
 const v4Targets = TARGETS4.map((addr) => ({ addr, weight: 1 }));
 const macOf6 = (t: string) => targetMac(TARGETS6.indexOf(t), 6);
 
+let node: RoutingNode;
 let rns: RouterNs;
 let fp: FastPath;
-let pins: ReturnType<typeof scratchPinRoot>;
-let ext0: number;
-
-interface Result {
-  action: XdpAction;
-  frame: Buffer;
-  reason: Reason;
-}
-
-function run(frame: Buffer, prog: 'distributor' | 'decap' = 'distributor'): Result {
-  const r = rns.inside(() =>
-    runCounted(fp.progFd(prog), prog, frame, () => fp.reasonCounts(), { ingressIfindex: ext0 }),
-  );
-  return { action: r.action, frame: r.frame, reason: r.reason };
-}
+const run = (frame: Buffer, prog?: 'distributor' | 'decap') => node.run(frame, prog);
 
 function syn6(extra: Partial<Frame6Spec> = {}): Buffer {
   return buildFrame6({ saddr: CLIENT6, daddr: VIP6, sport: 40000, dport: 80, syn: true, ...extra });
@@ -86,23 +74,14 @@ function assertIn6(out: Buffer, input: Buffer, l2in = 14): string {
 
 before(() => {
   requireRoot();
-  rns = createRouterNs(uniquePrefix('tr6'), TARGETS4, TARGETS6);
-  const ns = rns.ns;
-  ext0 = rns.ifindex('ext0');
-  pins = scratchPinRoot('tr6');
-  fp = FastPath.open({ pinRoot: pins.pinRoot, crtMaxEntries: 4096, netnsPath: netnsPath(ns) });
-  fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: CLUSTER6 });
-  rns.inside(() => fp.enableEgress('int0'));
+  node = openRoutingNode('tr6', { targets: TARGETS4, targets6: TARGETS6, crtMaxEntries: 4096, clusterAddr6: CLUSTER6 });
+  ({ rns, fp } = node);
   fp.setTargets(web6, equal6);
   fp.setTargets(dns6, equal6);
   fp.setTargets(mixed6, v4Targets);
 });
 
-after(() => {
-  fp?.close();
-  pins?.remove();
-  rns?.teardown();
-});
+after(() => node?.close());
 
 describe('IPv6 distributor', () => {
   test('a SYN is encapsulated IPv6-in-IPv6 to the Maglev target, its CRT entry keeps the connection there', () => {
