@@ -86,8 +86,8 @@ async function closeWindow(
       r[family] = await loads[family]!.close();
     }),
   );
+  for (const [family] of FAMILIES) show(t, `${what} (${family})`, r[family]);
   for (const [family] of FAMILIES) {
-    show(t, `${what} (${family})`, r[family]);
     assert.deepEqual(
       loadProblems(r[family], { long: LONG, retransmissions: o.retransmissions }),
       [],

@@ -58,7 +58,7 @@ test('dvipa lab demo: traffic on all three targets, a takeover and a takeback, n
   requireRoot();
   assert.deepEqual(leftovers(), [], 'a clean machine to start with');
   const r = await dvipa('demo', '--json', '--long', '50');
-  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.code, 0, `${r.stderr}${r.stdout}`);
   interface Family {
     http: Record<string, Record<string, number>>;
     longLived: { count: number; perTarget: Record<string, number> };
@@ -227,10 +227,11 @@ test('dvipa lab up, status, failover, down: a second clean cycle; errors say wha
     assert.ok(status.processes.every((p) => p.running));
     const over = JSON.parse((await dvipa('failover', '--json')).stdout) as {
       event: string;
-      ipv6: { acquiredMs: number; client: { ping: { replies: number } } };
+      ipv6: { acquiredMs?: number; client: { ping: { replies: number } } };
     };
     assert.equal(over.event, 'takeover');
-    assert.ok(over.ipv6.acquiredMs > 0 && over.ipv6.client.ping.replies > 0, JSON.stringify(over.ipv6));
+    // acquiredMs comes from the agents' info logs (absent under DVIPA_LOG_LEVEL=warn): printed, not asserted.
+    assert.ok(over.ipv6.client.ping.replies > 0, JSON.stringify(over.ipv6));
   } finally {
     const down = await dvipa('down');
     assert.equal(down.code, 0, down.stderr);
