@@ -268,9 +268,18 @@ export class HaLab {
     return this.logged(node, 'DVIPA acquired', since, dvipa);
   }
 
-  /** Whether `node`'s agent says it routes the DVIPA. */
+  /**
+   * Whether `node`'s agent says it routes the DVIPA. An agent that runs but does not answer
+   * within vipadyn's 2 s (a machine loaded far beyond its cores) is asked again, twice: no
+   * answer is no "not active", on which a drill would bring a living owner "back".
+   */
   async active(node: string): Promise<boolean> {
-    return (await this.vipadyn(node))?.status === 'Active';
+    for (let asked = 1; ; asked++) {
+      const row = await this.vipadyn(node);
+      if (row) return row.status === 'Active';
+      const pid = this.state.pids[`agent-${node}`];
+      if (asked === 3 || pid === undefined || !alive(pid)) return false;
+    }
   }
 
   /** Freezes (SIGSTOP) or thaws (SIGCONT) a node's agent: a stalled process, its links and data plane untouched. */
