@@ -121,18 +121,20 @@ export class HaLab {
       progress('agents');
       for (const t of HA.targets) lab.startAgent(t.name);
       lab.startAgent('r1');
+      // Setup waits, as the tests' (test/helpers/agents.ts): at load averages of 20-35 r1's
+      // agent took 3.6 s to start and 6.8 s more to claim (either family) after reaching etcd.
       await lab.until(
         'r1 to own both DVIPAs',
         async () =>
           (await Promise.all(HA_DVIPAS.map((d) => lab.vipadyn('r1', d)))).every((r) => r?.status === 'Active'),
-        15000,
+        30000,
       );
       lab.startAgent('r2');
       const r2Joined = Date.now();
       await lab.until(
         'the DPTs of r1 and r2 to be complete',
         async () => (await lab.readyTargets('r1')) === 3 && (await lab.readyTargets('r2')) === 2,
-        15000,
+        30000,
       );
       // A backup trusts its view of etcd (and takes over within its claim delay) once it has
       // seen etcd healthy for a lease time and a half second: a drill right after `lab up`
