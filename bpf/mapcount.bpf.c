@@ -10,23 +10,28 @@
 
 extern s64 bpf_map_sum_elem_count(const struct bpf_map *map) __ksym;
 
-/* One record per map: what mapcount's reader decodes. */
-struct map_count {
+/* One record per map: what dataplane/map-count.ts decodes (checked against this BTF). */
+struct dvipa_map_count {
 	__u32 id;
 	__u32 pad;
-	__s64 entries;
+	__u64 entries;
 };
+/* Puts the record layout in this object's BTF, where the layout test checks it. */
+const struct dvipa_map_count *btf_map_count __attribute__((unused));
 
 SEC("iter/bpf_map")
 int count_entries(struct bpf_iter__bpf_map *ctx)
 {
 	struct bpf_map *map = ctx->map;
-	struct map_count out = {};
+	struct dvipa_map_count out = {};
+	s64 n;
 
 	if (!map)
 		return 0;
 	out.id = map->id;
-	out.entries = bpf_map_sum_elem_count(map);
+	n = bpf_map_sum_elem_count(map);
+	/* A sum of per-CPU counters read while they move: never below none. */
+	out.entries = n < 0 ? 0 : n;
 	bpf_seq_write(ctx->meta->seq, &out, sizeof(out));
 	return 0;
 }

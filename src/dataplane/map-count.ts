@@ -6,9 +6,14 @@
  */
 import { loadObject, type BpfObject } from '../kernel/object.js';
 import { sys } from '../kernel/sys.js';
+import { struct } from './codec.js';
 
-/** One record of the iterator: map id u32, padding u32, entries s64 (struct map_count). */
-const RECORD = 16;
+/** One record of the iterator per map. */
+export const mapCount = struct<{ id: number; entries: bigint }>('dvipa_map_count', [
+  ['id', 'u32'],
+  ['pad', { pad: 4 }],
+  ['entries', 'u64'],
+]);
 
 export class MapCounter {
   private readonly ids: Set<number>;
@@ -42,8 +47,10 @@ export class MapCounter {
   count(): number {
     const out = this.obj.readIter('count_entries');
     let total = 0;
-    for (let at = 0; at + RECORD <= out.length; at += RECORD)
-      if (this.ids.has(out.readUInt32LE(at))) total += Number(out.readBigInt64LE(at + 8));
+    for (let at = 0; at + mapCount.size <= out.length; at += mapCount.size) {
+      const r = mapCount.decode(out, at);
+      if (this.ids.has(r.id)) total += Number(r.entries);
+    }
     return total;
   }
 

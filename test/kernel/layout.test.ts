@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { declaredMaps } from '../../src/kernel/object.js';
 import { sys } from '../../src/kernel/sys.js';
 import type { Struct } from '../../src/dataplane/codec.js';
+import { mapCount } from '../../src/dataplane/map-count.js';
 import {
   affinity,
   affinity6,
@@ -73,6 +74,8 @@ for (const s of [
 test('dvipa_served_stats matches the BTF of decap.bpf.o', () => assertMatchesBtf(objectPath('decap'), servedStats));
 
 test('dvipa_sock_event matches the BTF of sockstate.bpf.o', () => assertMatchesBtf(objectPath('sockstate'), sockEvent));
+
+test('dvipa_map_count matches the BTF of mapcount.bpf.o', () => assertMatchesBtf(objectPath('mapcount'), mapCount));
 
 test('struct xdp_md matches the BTF of the kernel build', () => {
   assertMatchesBtf(objectPath('distributor'), xdpMd);
