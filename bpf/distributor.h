@@ -452,22 +452,30 @@ static __always_inline struct dvipa_svc_stats *count_service(const struct dvipa_
 }
 
 /*
- * A new flow's target: the client's affinity `*idx` (0: none) if its index still holds a
- * live target of this service, else the Maglev slot of the flow's `hash`; `*idx` is set to
- * the index chosen. NULL: the slot has no live target.
+ * A new flow's Maglev slot: the index of its target. Looked up first on a CRT miss: the
+ * load of a random slot of a 256 KiB table then overlaps the work before its use.
  */
-static __always_inline const struct dvipa_target *pick_target(const struct dvipa_svc *svc, __u32 hash, __u32 *idx)
+static __always_inline const __u32 *maglev_slot(const struct dvipa_svc *svc, __u32 hash)
+{
+	__u32 slot = hash % DVIPA_MAGLEV_SIZE;
+	void *table = bpf_map_lookup_elem(&maglev, &svc->id);
+
+	return table ? bpf_map_lookup_elem(table, &slot) : NULL;
+}
+
+/*
+ * A new flow's target: the client's affinity `*idx` (0: none) if its index still holds a
+ * live target of this service, else the flow's Maglev slot's; `*idx` is set to the index
+ * chosen. NULL: the slot has no live target.
+ */
+static __always_inline const struct dvipa_target *pick_target(const struct dvipa_svc *svc, const __u32 *slot_idx,
+							       __u32 *idx)
 {
 	const struct dvipa_target *t = target_at(*idx);
-	__u32 slot = hash % DVIPA_MAGLEV_SIZE;
-	void *table;
-	__u32 *slot_idx;
 
 	/* An affinity to an index freed since (its target left) is no affinity. */
 	if (t && t->svc_id == svc->id && target_live(t))
 		return t;
-	table = bpf_map_lookup_elem(&maglev, &svc->id);
-	slot_idx = table ? bpf_map_lookup_elem(table, &slot) : NULL;
 	*idx = slot_idx ? *slot_idx : 0;
 	t = target_at(*idx);
 	return t && target_live(t) ? t : NULL;
@@ -569,6 +577,8 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 			touch_affinity(svc, iph->saddr, target, idx);
 		count_target(idx, len, 0);
 	} else {
+		const __u32 *slot_idx = maglev_slot(svc, dvipa_flow_hash(&flow));
+
 		if (svc->flags & DVIPA_SVC_V6_TARGETS) {
 			int established = established_4in6(ctx, cfg, svc, st, &flow, syn, l2len, iph, len);
 
@@ -579,7 +589,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		now = bpf_ktime_get_coarse_ns();
 		guarded = new_flow_guarded(cfg, now);
 		idx = first && svc->affinity_s ? affine_target(svc, iph->saddr) : 0;
-		t = pick_target(svc, dvipa_flow_hash(&flow), &idx);
+		t = pick_target(svc, slot_idx, &idx);
 		if (!t)
 			return drop(st, DVIPA_R_DROP_NO_TARGET);
 		if (t->family == AF_INET6)

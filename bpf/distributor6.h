@@ -463,11 +463,13 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 			touch_affinity6(svc, &flow.saddr, &target, idx);
 		count_target(idx, l2len + len, 0);
 	} else {
+		const __u32 *slot_idx = maglev_slot(svc, dvipa_flow_hash6(&flow));
+
 		st->crt_miss++;
 		now = bpf_ktime_get_coarse_ns();
 		guarded = new_flow_guarded(cfg, now);
 		idx = first && svc->affinity_s ? affine_target6(svc, &flow.saddr) : 0;
-		t = pick_target(svc, dvipa_flow_hash6(&flow), &idx);
+		t = pick_target(svc, slot_idx, &idx);
 		if (!t)
 			return drop(st, DVIPA_R_DROP_NO_TARGET);
 		target_in6(t, &target);

@@ -18,6 +18,7 @@ import { loadObject, type BpfObject } from '../kernel/object.js';
 import { sys } from '../kernel/sys.js';
 import { FastPath } from '../dataplane/fastpath.js';
 import type { Service } from '../net/service.js';
+import type { Flow } from '../net/flow.js';
 import { struct } from '../dataplane/codec.js';
 import { CrtOrigin } from '../dataplane/structs.js';
 import type { WorkerResult, WorkerRun } from './fastpath-worker.js';
@@ -154,24 +155,23 @@ export async function benchFastpath(opts: {
     const flow = { saddr: ROUTER_NET.client, daddr: VIP, sport: 40000, dport: 80 };
     const syn = buildFrame({ ...flow, tcpFlags: { syn: true } });
     const ack = buildFrame({ ...flow, tcpFlags: { ack: true } });
-    // An established connection is one its target confirmed: the agent wrote it to crt_est.
-    const svcId = fp.serviceId(SERVICE)!;
-    fp.confirm([
-      [
-        { ...flow, proto: 6 },
-        {
-          target: TARGETS[0],
-          svcId,
-          origin: CrtOrigin.Control,
-          targetIdx: fp.targetIndexOf(svcId, TARGETS[0]),
-          createdNs: 0n,
-        },
-      ],
-    ]);
+    const flow6 = { saddr: ROUTER_NET6.client, daddr: VIP6, sport: 40000, dport: 80 };
+    // An established connection is one its target confirmed: the agent wrote it to crt_est (crt6_est).
+    const confirmed = (f: Omit<Flow, 'proto'>, service: Service, target: string) => {
+      const svcId = fp!.serviceId(service)!;
+      const entry = {
+        target,
+        svcId,
+        origin: CrtOrigin.Control,
+        targetIdx: fp!.targetIndexOf(svcId, target),
+        createdNs: 0n,
+      };
+      return [{ ...f, proto: 6 }, entry] as const;
+    };
+    fp.confirm([confirmed(flow, SERVICE, TARGETS[0]), confirmed(flow6, SERVICE6, TARGETS6[0])]);
     // Not confirmed yet (its first packet inserts it into the LRU): a lookup in each table.
     const unconfirmed = buildFrame({ ...flow, sport: 40001, tcpFlags: { ack: true } });
     const other = buildFrame({ ...flow, daddr: '198.18.0.2', dport: 22, tcpFlags: { ack: true } });
-    const flow6 = { saddr: ROUTER_NET6.client, daddr: VIP6, sport: 40000, dport: 80 };
     const syn6 = buildFrame6({ ...flow6, syn: true });
     const ack6 = buildFrame6({ ...flow6, ack: true });
     const other6 = buildFrame6({ ...flow6, daddr: '2001:db8::2', dport: 22, ack: true });
@@ -252,7 +252,7 @@ export async function benchFastpath(opts: {
       },
       {
         path: 'crt_hit6',
-        describe: 'IPv6 established connection: CRT hit, IPv6-in-IPv6',
+        describe: 'IPv6 established connection (confirmed by its target): CRT hit, IPv6-in-IPv6',
         program: 'bench_distributor',
         mode: BenchMode.SameFlow,
         frame: ack6,

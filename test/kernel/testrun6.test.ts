@@ -6,7 +6,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FastPath } from '../../src/dataplane/fastpath.js';
+import type { FastPath } from '../../src/dataplane/fastpath.js';
 import type { Service } from '../../src/net/service.js';
 import { CrtOrigin, FENCE_EXPIRED, type Reason } from '../../src/dataplane/structs.js';
 import { buildMaglevIndexed, MAGLEV_SIZE } from '../../src/tables/maglev.js';
