@@ -16,6 +16,12 @@ export function requireRoot(): void {
 
 /** scripts/kernel-lab sets this: the kernel there has ESP, so a test that cannot install an ESP SA fails there. */
 export const IN_KERNEL_LAB = process.env.DVIPA_KERNEL_LAB === '1';
+/**
+ * Agents' options where the kernel lab emulates the CPU (TCG, 10-50 times slower): the owner's
+ * 20 ms renewals and the etcd writes they cause, both at real-time priority, left a second
+ * agent starting for minutes on the 2 emulated CPUs. Renewals, fence and claim delay scaled by 10.
+ */
+export const EMULATED_AGENT_ARGS = IN_KERNEL_LAB ? ['--renew-ms', '200'] : [];
 
 let seq = 0;
 /** A short unique prefix for namespaces and pins of this test process. */

@@ -32,7 +32,7 @@ import {
   type Sa,
 } from '../../src/ipsec/xfrm.js';
 import { askAgent } from '../../src/cluster/control.js';
-import { requireRoot, uniquePrefix } from '../helpers/env.js';
+import { EMULATED_AGENT_ARGS, requireRoot, uniquePrefix } from '../helpers/env.js';
 import { Agents } from '../helpers/agents.js';
 import { skipWithoutEsp, xfrmStat } from '../helpers/xfrm.js';
 
@@ -108,7 +108,7 @@ test('ESP through a takeover and a takeback: SAs re-installed from etcd, no repl
   fleet = new Agents(topo, ns, dir, topo.prefix);
   const agents = fleet;
   // A lab etcd: plain http, no auth (said so).
-  const args = ['--etcd', etcd.url, '--insecure-etcd', '--lease-ttl', '2'];
+  const args = ['--etcd', etcd.url, '--insecure-etcd', '--lease-ttl', '2', ...EMULATED_AGENT_ARGS];
   // What `dvipa netstat ipsec --json` shows, asked in-process: a node process per poll is slow under TCG.
   const ipsec = async (node: string) => (await askAgent(agents.socket(node), { cmd: 'ipsec' }))[0];
   const waitFor = async (what: string, cond: () => Promise<boolean> | boolean, ms = 60000) => {

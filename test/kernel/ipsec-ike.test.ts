@@ -26,7 +26,7 @@ import { Charon, type LabConn } from '../../src/lab/charon.js';
 import { addSa } from '../../src/ipsec/xfrm.js';
 import { parseListSas, type IkeSa } from '../../src/ipsec/ike.js';
 import { askAgent } from '../../src/cluster/control.js';
-import { requireRoot, uniquePrefix } from '../helpers/env.js';
+import { EMULATED_AGENT_ARGS, requireRoot, uniquePrefix } from '../helpers/env.js';
 import { Agents } from '../helpers/agents.js';
 import { ESP_SA, skipWithoutEsp, xfrmStat } from '../helpers/xfrm.js';
 
@@ -159,6 +159,7 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
     String(TTL_S),
     '--ipsec-vici',
     charonOf[node].vici,
+    ...EMULATED_AGENT_ARGS,
   ];
   await startCharon('client');
   await startCharon('r1');
