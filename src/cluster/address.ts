@@ -14,6 +14,9 @@ import type { Logger } from '../log.js';
 
 /** When to repeat the announcement after taking the address (ms after the first). */
 const REPEAT_MS = [200, 1000];
+/** A command of the batch that only prints, and what it prints first: see done(). */
+const MARKER = 'link show dev lo';
+const MARKER_LINE = /^\d+: lo: /;
 
 export class AddressHolder {
   private readonly timers = new Set<NodeJS.Timeout>();
@@ -25,6 +28,10 @@ export class AddressHolder {
 
   /** Addresses added through the batch and not deleted since (the batch may not have run yet). */
   private readonly taken = new Set<string>();
+  /** Addresses to take once their previous owner has let them go (take's `after`). */
+  private readonly pending = new Map<string, symbol>();
+  /** Waiters for the batch's markers, in the order written (done()). */
+  private markers: Array<() => void> = [];
 
   /** `answering`: whether this node may still answer for the address (its fence): a deposed owner thawed late must not announce. */
   constructor(
@@ -40,8 +47,39 @@ export class AddressHolder {
     return hasAddress(this.ifname, address);
   }
 
-  take(address: string): void {
+  /**
+   * Takes the address and announces it; with `after`, once `after` resolves (a living owner
+   * replaced must first have let it go, see Agent.route), unless given up meanwhile.
+   */
+  take(address: string, after?: Promise<unknown>): void {
     this.taken.add(address);
+    this.pending.delete(address);
+    if (!after) return this.add(address);
+    const pending = Symbol(address);
+    this.pending.set(address, pending);
+    void after.then(() => {
+      if (this.pending.get(address) !== pending) return;
+      this.pending.delete(address);
+      this.add(address);
+    });
+  }
+
+  /** Gives the address up; resolves once it is off the interface (the stack answers ARP for it no more). */
+  give(address: string): Promise<void> {
+    this.pending.delete(address);
+    // Taken a moment ago, the address may not be on the interface yet: deleted all the same.
+    if (!this.taken.delete(address) && !this.holds(address)) return Promise.resolve();
+    this.ip(`address del ${hostAddress(address)[0]} dev ${this.ifname}`);
+    return this.done();
+  }
+
+  stop(): void {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.batch.stdin!.end();
+  }
+
+  private add(address: string): void {
     this.ip(`address replace ${hostAddress(address).join(' ')} dev ${this.ifname}`);
     // Frames for the DVIPA (the data plane needs no address) may come at once; the stack
     // answers ARP (NS) and ICMP once the batch has added it, a moment later.
@@ -55,16 +93,16 @@ export class AddressHolder {
     }
   }
 
-  give(address: string): void {
-    // Taken a moment ago, the address may not be on the interface yet: deleted all the same.
-    if (this.taken.delete(address) || this.holds(address))
-      this.ip(`address del ${hostAddress(address)[0]} dev ${this.ifname}`);
-  }
-
-  stop(): void {
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-    this.batch.stdin!.end();
+  /**
+   * Resolves once the batch has run every command written so far: it runs them in order, and
+   * prints lo's link (always there, in every namespace) for the one written now. A batch that
+   * dies leaves its waiters unresolved: what it ran is not known.
+   */
+  private done(): Promise<void> {
+    return new Promise((resolve) => {
+      this.ip(MARKER);
+      this.markers.push(resolve);
+    });
   }
 
   private ip(command: string): void {
@@ -74,7 +112,12 @@ export class AddressHolder {
 
   private startBatch(): ChildProcess {
     // -force: a failed command is reported and the next one still runs.
-    const batch = spawn('ip', ['-force', '-batch', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    const batch = spawn('ip', ['-force', '-batch', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const markers: Array<() => void> = [];
+    this.markers = markers;
+    readline.createInterface({ input: batch.stdout }).on('line', (l) => {
+      if (MARKER_LINE.test(l)) markers.shift()?.();
+    });
     batch.on('error', (e) => this.log.error({ err: e.message }, 'ip -batch failed to start: addresses not changed'));
     readline
       .createInterface({ input: batch.stderr })

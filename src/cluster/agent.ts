@@ -31,6 +31,7 @@ import { Admission } from './admission.js';
 import { Refusals } from './refusals.js';
 import { Heartbeat } from './heartbeat.js';
 import { Renewer } from './renewer.js';
+import { Handoffs } from './handoff.js';
 import { RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
 import { ViaRoutes } from './via-routes.js';
@@ -116,6 +117,8 @@ export class Agent {
   private heartbeat?: Heartbeat;
   private renewer?: Renewer;
   private beatTimer?: NodeJS.Timeout;
+  /** Voluntary handovers waiting for the previous owner to let the address go. */
+  private readonly handoffs = new Handoffs();
   private stopped = false;
   private sweepTimer?: NodeJS.Timeout;
   private control?: ControlServer;
@@ -441,7 +444,11 @@ export class Agent {
         lost: (d, owner) => {
           this.since.set(d, Date.now());
           this.renewer?.drop(d);
-          this.router.disown(d);
+          // The new owner takes the address once this node's stack answers ARP for it no more.
+          void this.router.disown(d).then(() => {
+            if (owner && owner.node !== me && !this.stopped)
+              this.transport.send(owner.node, { type: MsgType.Released, body: { address: d, epoch: owner.epoch } });
+          });
           void this.ipsec?.lost(d);
           const why = owner ? 'DVIPA now routed by another node' : 'DVIPA routed by no node now (deleted?)';
           this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, `${why}: address released`);
@@ -545,7 +552,20 @@ export class Agent {
   }
 
   private route(dvipa: string, rec: OwnerRecord, how: Claim | 'adopted', previous?: string): void {
-    this.router.own(dvipa, rec.epoch, previous);
+    // A living owner replaced answers ARP until it has let the address go (handoff.ts).
+    const living = (how === 'takeback' || how === 'move') && previous !== undefined && previous !== this.node.name;
+    const started = Date.now();
+    const announce = living
+      ? this.handoffs
+          .wait(dvipa, previous, rec.epoch, this.fenceMs())
+          .then((end) =>
+            this.log.info(
+              { dvipa, from: previous, end, waitedMs: Date.now() - started },
+              'address taken over from its previous owner',
+            ),
+          )
+      : undefined;
+    this.router.own(dvipa, rec.epoch, previous, announce);
     const change: Message = {
       type: MsgType.Dvipa,
       body: { address: dvipa, owner: this.node.name, epoch: rec.epoch, event: how },
@@ -622,6 +642,9 @@ export class Agent {
         return;
       case MsgType.HoldAck:
         return this.heartbeat?.acked(peer, m.body);
+      case MsgType.Released:
+        if (this.candidacies.has(m.body.address)) this.handoffs.onReleased(peer, m.body);
+        return;
     }
   }
 

@@ -1,9 +1,10 @@
 /*
  * The messages agents exchange, after the seeds: the routing node's VIPA list, targets'
- * SRVSTAT (listeners and load), NEWCONN/TERMCONN (connections, batched) and DVIPA (a node
- * took a DVIPA over, back, or by a move). Payloads are JSON; every field is checked on
- * receipt, since a peer with the key can still be buggy. What a routing node says about a
- * DVIPA carries its epoch: receivers refuse what an owner deposed since then says.
+ * SRVSTAT (listeners and load), NEWCONN/TERMCONN (connections, batched), DVIPA (a node
+ * took a DVIPA over, back, or by a move), HOLD/HOLDACK and RELEASED (ownership, docs/ha.md).
+ * Payloads are JSON; every field is checked on receipt, since a peer with the key can still
+ * be buggy. What a routing node says about a DVIPA carries its epoch: receivers refuse what
+ * an owner deposed since then says.
  */
 import { DvipaError } from '../errors.js';
 import { ipFamily, canonicalIpv6 } from '../net/addr.js';
@@ -18,6 +19,7 @@ export enum MsgType {
   Ping = 6,
   Hold = 7,
   HoldAck = 8,
+  Released = 9,
 }
 
 /** Opens a handshake: who, a fresh nonce and an ephemeral X25519 public key (hex). It proves nothing by itself. */
@@ -65,6 +67,16 @@ export interface Hold {
   seq: number;
 }
 
+/**
+ * RELEASED: the previous owner of `address` no longer holds the address (its stack answers
+ * no ARP or NS for it), said to the owner at `epoch`, which replaced it while it was alive
+ * and takes the address only then (docs/ha.md, voluntary handovers).
+ */
+export interface Released {
+  address: string;
+  epoch: number;
+}
+
 /** A target's listeners on DVIPAs it serves. `full`: the complete set, replacing earlier reports. */
 export interface SrvStat {
   full: boolean;
@@ -96,7 +108,8 @@ export type Message =
   | { type: MsgType.SrvStat; body: SrvStat }
   | { type: MsgType.Conns; body: Conns }
   | { type: MsgType.Dvipa; body: DvipaChange }
-  | { type: MsgType.Hold | MsgType.HoldAck; body: Hold };
+  | { type: MsgType.Hold | MsgType.HoldAck; body: Hold }
+  | { type: MsgType.Released; body: Released };
 
 export class InvalidMessage extends DvipaError {}
 
@@ -269,6 +282,12 @@ function validate(type: MsgType, v: Json): Message {
       if (typeof o.seq !== 'number' || !Number.isSafeInteger(o.seq) || o.seq < 0)
         throw new InvalidMessage(`${what}.seq: expected an integer >= 0`);
       return { type, body: { address: addr(o.address, `${what}.address`), epoch: e, seq: o.seq } };
+    }
+    case MsgType.Released: {
+      const o = obj(v, 'RELEASED', ['address', 'epoch']);
+      const e = epoch(o.epoch, 'RELEASED.epoch');
+      if (e === 0) throw new InvalidMessage('RELEASED.epoch: an owner has an epoch of at least 1');
+      return { type, body: { address: addr(o.address, 'RELEASED.address'), epoch: e } };
     }
     default:
       throw new InvalidMessage(`unknown message type ${type as number}`);

@@ -184,9 +184,10 @@ export class RoutingRole {
 
   /**
    * This node routes the DVIPA from now on: its address, announced, and its epoch in the maps.
-   * Taken from `previous`, it first distributes as that node did (INHERIT_MS).
+   * Taken from `previous`, it first distributes as that node did (INHERIT_MS). With
+   * `announceAfter`, the address is taken (and so ARP answered) once that resolves.
    */
-  own(dvipa: string, epoch: number, previous?: string): void {
+  own(dvipa: string, epoch: number, previous?: string, announceAfter?: Promise<unknown>): void {
     const d = this.dvipas.get(dvipa);
     if (!d) throw new Error(`${dvipa}: not a DVIPA this node routes or backs up`);
     d.epoch = epoch;
@@ -194,7 +195,7 @@ export class RoutingRole {
     // Announced first: building the previous owner's tables takes tens of milliseconds on a
     // busy node, every client waits for the announcement, and only a connection opened in
     // those last milliseconds and not yet reported can miss them.
-    if (this.address) this.address.take(dvipa);
+    if (this.address) this.address.take(dvipa, announceAfter);
     else this.log.warn({ dvipa }, 'no EXTERNAL interface: the DVIPA is owned but not announced by this node');
     if (previous && previous !== this.node.name) this.inherit(dvipa, previous);
   }
@@ -202,14 +203,15 @@ export class RoutingRole {
   /**
    * Another node routes it now: the address goes, the tables stay warm. The data plane goes
    * on forwarding what still comes here until its fence runs out (renewals have stopped):
-   * in a takeback the new owner's gratuitous ARP may take that long.
+   * in a takeback the new owner's gratuitous ARP may take that long. Resolves once the
+   * address is off the interface: this node answers ARP for it no more.
    */
-  disown(dvipa: string): void {
+  async disown(dvipa: string): Promise<void> {
     const d = this.dvipas.get(dvipa);
     if (!d) return;
     d.epoch = 0;
     if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, 0);
-    this.address?.give(dvipa);
+    await this.address?.give(dvipa);
   }
 
   /** Whether the data plane answers for the DVIPA now (no fencing: always). */

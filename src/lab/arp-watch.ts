@@ -64,6 +64,11 @@ export class ArpWatch {
     return w;
   }
 
+  /** What it has seen so far (the capture goes on). */
+  report(): ArpWatchReport {
+    return this.analyse();
+  }
+
   /** Stops the requests, lets the last replies arrive, stops the capture: what it saw. */
   async stop(): Promise<ArpWatchReport> {
     this.arping?.kill();

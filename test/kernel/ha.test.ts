@@ -596,7 +596,8 @@ test('frozen owner (SIGSTOP): past its fence its data plane answers neither ARP 
     client: HA.client,
     intervalMs: 20,
   });
-  await sleep(500);
+  // r1 seen answering first: on a loaded machine arping may start a second late.
+  await fleet.until('r1 to answer the watch', () => Object.keys(arp.report().answeredBy).length === 1);
   const frozen = fleet.procs.r1.pid!;
   process.kill(frozen, 'SIGSTOP');
   let after: ReturnType<typeof reasons>;

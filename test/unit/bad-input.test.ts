@@ -119,6 +119,7 @@ test('agent messages other than DVIPA: every malformed body is an InvalidMessage
     ],
     [MsgType.SrvStat, { full: true, up: [service], down: [], load: 0.5 }],
     [MsgType.Conns, { full: false, added: [conn], removed: [] }],
+    [MsgType.Released, { address: '192.0.2.10', epoch: 4 }],
   ];
   for (const [type, body] of valid)
     assert.deepEqual(decodeMessage(type, Buffer.from(JSON.stringify(body))).body, body, MsgType[type]);
@@ -171,6 +172,9 @@ test('agent messages other than DVIPA: every malformed body is an InvalidMessage
       /at most 8192/,
     ],
     [MsgType.Conns, null, /CONNS: expected an object/],
+    [MsgType.Released, { address: '192.0.2.10', epoch: 0 }, /RELEASED\.epoch: an owner has an epoch of at least 1/],
+    [MsgType.Released, { address: 'r1', epoch: 2 }, /RELEASED\.address/],
+    [MsgType.Released, { address: '192.0.2.10', epoch: 2, seq: 1 }, /RELEASED: unexpected field seq/],
     [99 as MsgType, {}, /unknown message type 99/],
   ];
   for (const [type, body, why] of bad) {
