@@ -142,6 +142,8 @@ export interface EtcdStartOptions {
   log?: string;
   place?: EtcdPlace;
   tls?: boolean;
+  /** How long it may take to answer its health check (default 30 s). */
+  startMs?: number;
   /** Where its data goes (default: a new temporary directory, removed at stop). */
   dir?: string;
   /** Starts the process (default: a child of this one); the lab's outlives the command. */
@@ -209,16 +211,16 @@ export async function startEtcd(opts: EtcdStartOptions = {}): Promise<EtcdServer
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const cleanup = () => fs.rmSync(dir, { recursive: true, force: true });
   // Healthy in about a second here; under emulation (the kernel lab) on a loaded machine, 10 s was not enough.
-  const deadline = Date.now() + 30000;
+  const startMs = opts.startMs ?? 30000;
+  const deadline = Date.now() + startMs;
   const tls = certs ? { ca: certs.ca, cert: certs.cert, key: certs.key } : undefined;
   while (!(await healthy(url, place?.ns, tls))) {
     if (child.exitCode !== null || Date.now() > deadline) {
+      const why = child.exitCode !== null ? `it exited with ${child.exitCode}` : `no answer within ${startMs / 1000} s`;
       child.kill('SIGKILL');
       await exited;
       cleanup();
-      throw new Error(
-        `etcd did not start on ${url}${child.exitCode !== null ? ` (exit ${child.exitCode})` : ''}: is etcd-server installed (scripts/setup)?`,
-      );
+      throw new Error(`etcd did not start on ${url} (${why}): is etcd-server installed (scripts/setup)?`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }

@@ -22,6 +22,8 @@ export const IN_KERNEL_LAB = process.env.DVIPA_KERNEL_LAB === '1';
  * agent starting for minutes on the 2 emulated CPUs. Renewals, fence and claim delay scaled by 10.
  */
 export const EMULATED_AGENT_ARGS = IN_KERNEL_LAB ? ['--renew-ms', '200'] : [];
+/** How long etcd may take to start there (it took over 30 s late in a long boot). */
+export const EMULATED_ETCD_START_MS = IN_KERNEL_LAB ? 180_000 : undefined;
 
 let seq = 0;
 /** A short unique prefix for namespaces and pins of this test process. */

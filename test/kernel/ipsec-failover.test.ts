@@ -32,7 +32,7 @@ import {
   type Sa,
 } from '../../src/ipsec/xfrm.js';
 import { askAgent } from '../../src/cluster/control.js';
-import { EMULATED_AGENT_ARGS, requireRoot, uniquePrefix } from '../helpers/env.js';
+import { EMULATED_AGENT_ARGS, EMULATED_ETCD_START_MS, requireRoot, uniquePrefix } from '../helpers/env.js';
 import { Agents } from '../helpers/agents.js';
 import { skipWithoutEsp, xfrmStat } from '../helpers/xfrm.js';
 
@@ -104,7 +104,7 @@ test('ESP through a takeover and a takeback: SAs re-installed from etcd, no repl
   const ns = buildHaTopology(topo);
   fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
   fs.writeFileSync(path.join(dir, 'cluster.cfg'), config);
-  etcd = await startEtcd({ place: { topo, ns: ns.cf, host: HA.cf } });
+  etcd = await startEtcd({ place: { topo, ns: ns.cf, host: HA.cf }, startMs: EMULATED_ETCD_START_MS });
   fleet = new Agents(topo, ns, dir, topo.prefix);
   const agents = fleet;
   // A lab etcd: plain http, no auth (said so).

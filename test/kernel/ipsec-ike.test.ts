@@ -26,7 +26,7 @@ import { Charon, type LabConn } from '../../src/lab/charon.js';
 import { addSa } from '../../src/ipsec/xfrm.js';
 import { parseListSas, type IkeSa } from '../../src/ipsec/ike.js';
 import { askAgent } from '../../src/cluster/control.js';
-import { EMULATED_AGENT_ARGS, requireRoot, uniquePrefix } from '../helpers/env.js';
+import { EMULATED_AGENT_ARGS, EMULATED_ETCD_START_MS, requireRoot, uniquePrefix } from '../helpers/env.js';
 import { Agents } from '../helpers/agents.js';
 import { ESP_SA, skipWithoutEsp, xfrmStat } from '../helpers/xfrm.js';
 
@@ -96,7 +96,7 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   const ns = buildHaTopology(topo);
   fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
   fs.writeFileSync(path.join(dir, 'cluster.cfg'), config);
-  etcd = await startEtcd({ place: { topo, ns: ns.cf, host: HA.cf } });
+  etcd = await startEtcd({ place: { topo, ns: ns.cf, host: HA.cf }, startMs: EMULATED_ETCD_START_MS });
   fleet = new Agents(topo, ns, dir, topo.prefix);
   const agents = fleet;
   const psk = randomBytes(24).toString('base64');
