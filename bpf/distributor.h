@@ -408,7 +408,6 @@ static __always_inline int target_live(const struct dvipa_target *t)
 	return t->family == AF_INET6 ? !in6_is_zero(&t->addr6) : t->addr != 0;
 }
 
-/* A new connection's counters, where its CRT entry was made (or raced by another CPU's). */
 /*
  * Counts a new flow: inserted in the CRT, or over the new-flow rate guard (`guarded`: hashed
  * alone, not inserted, but a first packet's connection still counts towards TOTALCONN).
