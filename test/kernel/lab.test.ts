@@ -57,7 +57,9 @@ test('dvipa lab demo: traffic on all three targets, a takeover and a takeback, n
   requireRoot();
   assert.deepEqual(leftovers(), [], 'a clean machine to start with');
   const r = await dvipa('demo', '--json', '--long', '50');
-  assert.equal(r.code, 0, r.stderr);
+  // The report says why a failed demo failed: show it before any verdict.
+  t.diagnostic(`lab demo: exit ${r.code}; ${r.stdout.trim()}`);
+  assert.equal(r.code, 0, `${r.stderr}${r.stdout}`);
   const report = JSON.parse(r.stdout) as {
     ok: boolean;
     problems: string[];
@@ -65,7 +67,6 @@ test('dvipa lab demo: traffic on all three targets, a takeover and a takeback, n
     takeover: { ms: number; firstNewConnectionMs: number; allAnsweringMs: number; reset: number; newFailed: number };
     takeback: { ms: number; reset: number; newFailed: number; retransmissions: number };
   };
-  t.diagnostic(`lab demo: ${r.stdout.trim()}`);
   assert.deepEqual(report.problems, []);
   assert.ok(report.ok);
   assert.deepEqual(Object.keys(report.http.before).sort(), ['t1', 't2', 't3'], 'r1 spreads over all three targets');
