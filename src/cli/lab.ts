@@ -1,16 +1,17 @@
 /*
  * `dvipa lab up|status|demo|failover|down`: the whole system on one machine. `demo` is the
  * main job: it brings the lab up (unless it is), runs HTTP requests and long-lived
- * connections through the DVIPA, kills the primary routing node, shows the takeover and the
- * takeback with connection counts and timings, prints a report, and takes the lab down again
- * (unless it found it up, or --keep).
+ * connections through both DVIPAs (IPv4 and IPv6), kills the primary routing node, shows the
+ * takeover and the takeback with connection counts and timings per family, prints a report,
+ * and takes the lab down again (unless it found it up, or --keep).
  */
 import type { Argv } from 'yargs';
 import { DEFAULT_LAB_DIR, HaLab, HTTP_PORT, LAB_PREFIX, LINE_PORT } from '../lab/ha-lab.js';
-import { HA } from '../lab/ha-topology.js';
-import { LoadClient, loadProblems, type LoadReport } from '../lab/procs.js';
+import { HA, HA_DVIPAS } from '../lab/ha-topology.js';
+import { LoadClient, loadProblems, type LoadReport, type OutageProbe, type OutageReport } from '../lab/procs.js';
 import { failoverStep, startProbe, type Drill } from '../lab/drill.js';
 import { Topology } from '../lab/netns.js';
+import type { VipadynRow } from '../cluster/views.js';
 import { command } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
 
@@ -46,7 +47,7 @@ async function up(a: Args): Promise<void> {
     if (a.json) out(`${JSON.stringify(l.state)}\n`);
     else
       out(
-        `up: DVIPA ${HA.dvipa} (HTTP :80, line protocol :${LINE_PORT}) routed by r1, backed up by r2; etcd ${l.state.etcd}\n  netstat: dvipa netstat vdpt --socket ${l.socket('r1')}\n`,
+        `up: DVIPAs ${HA.dvipa} and ${HA.dvipa6} (HTTP :80, line protocol :${LINE_PORT}) routed by r1, backed up by r2; etcd ${l.state.etcd}\n  netstat: dvipa netstat vdpt --socket ${l.socket('r1')}\n`,
       );
   });
 }
@@ -55,7 +56,13 @@ async function status(a: Args): Promise<void> {
   await lab(async () => {
     const l = opened(a.dir);
     const routers = await Promise.all(
-      HA.routers.map(async (r) => ({ node: r.name, holdsAddress: l.holds(r.name), vipadyn: await l.vipadyn(r.name) })),
+      HA.routers.map(async (r) => ({
+        node: r.name,
+        holdsAddress: l.holds(r.name),
+        vipadyn: await l.vipadyn(r.name),
+        holdsAddress6: l.holds(r.name, HA.dvipa6),
+        vipadyn6: await l.vipadyn(r.name, HA.dvipa6),
+      })),
     );
     const owner = routers.find((r) => r.vipadyn?.status === 'Active');
     const vdpt = owner ? await l.vdpt(owner.node) : undefined;
@@ -65,32 +72,90 @@ async function status(a: Args): Promise<void> {
       etcd: l.state.etcd,
       processes: l.processes(),
       routers,
-      targets: vdpt?.map((r) => ({ port: r.port, target: r.target, ready: r.ready, active: r.activeConn })),
+      targets: vdpt?.map((r) => ({
+        dvipa: r.dvipa,
+        port: r.port,
+        target: r.target,
+        ready: r.ready,
+        active: r.activeConn,
+      })),
     };
     if (a.json) return out(`${JSON.stringify(s)}\n`);
     out(`lab up since ${s.up}, state in ${s.dir}, etcd ${s.etcd}\n`);
     out(`processes: ${s.processes.map((p) => `${p.name}${p.running ? '' : ' (NOT RUNNING)'}`).join(' ')}\n`);
+    const row = (dvipa: string, v: VipadynRow | undefined, holds: boolean) =>
+      `${dvipa} ${v ? `${v.status.toUpperCase()} epoch ${v.epoch || '-'} owner ${v.owner ?? '-'}` : 'agent not answering'}${holds ? ', holds the address' : ''}`;
     for (const r of routers)
-      out(
-        `${r.node}: ${r.vipadyn ? `${r.vipadyn.status.toUpperCase()} epoch ${r.vipadyn.epoch || '-'} owner ${r.vipadyn.owner ?? '-'}` : 'agent not answering'}${r.holdsAddress ? `, holds ${HA.dvipa}` : ''}\n`,
-      );
+      out(`${r.node}: ${row(HA.dvipa, r.vipadyn, r.holdsAddress)}; ${row(HA.dvipa6, r.vipadyn6, r.holdsAddress6)}\n`);
     for (const t of s.targets ?? [])
-      out(`  port ${t.port} ${t.target}: ${t.ready ? 'listening' : 'NOT LISTENING'}, ${t.active} active connections\n`);
+      out(
+        `  ${t.dvipa} port ${t.port} ${t.target}: ${t.ready ? 'listening' : 'NOT LISTENING'}, ${t.active} active connections\n`,
+      );
   });
 }
 
-function describeDrill(d: Drill): string {
-  const c = d.client;
+/** A drill of the IPv4 DVIPA (failoverStep's) with what the client saw of the IPv6 one in the same window. */
+interface DualDrill extends Drill {
+  ipv6: { acquiredMs?: number; client: OutageReport };
+}
+
+function describeClient(c: OutageReport): string {
+  return (
+    `longest ping gap ${c.ping.longestGapMs} ms (10 ms pings); keep-alive HTTP: longest wait ${c.http.longestWaitMs} ms, ` +
+    `${c.http.failed} of ${c.http.requests + c.http.failed} requests failed, ${c.http.resets} resets; new connections: ${c.fresh.failed} of ${c.fresh.ok + c.fresh.failed} failed`
+  );
+}
+
+function describeDrill(d: DualDrill): string {
   const who =
     d.event === 'takeover'
       ? 'r1 died (links down, then agent killed): r2 took over'
-      : 'r1 back (links up, agent started): it took the DVIPA back';
+      : 'r1 back (links up, agent started): it took the DVIPAs back';
   return (
     `${who}\n` +
-    `    client: longest ping gap ${c.ping.longestGapMs} ms (10 ms pings); keep-alive HTTP: longest wait ${c.http.longestWaitMs} ms, ` +
-    `${c.http.failed} of ${c.http.requests + c.http.failed} requests failed, ${c.http.resets} resets; new connections: ${c.fresh.failed} of ${c.fresh.ok + c.fresh.failed} failed\n` +
-    `    control plane: DVIPA acquired after ${d.acquiredMs ?? '-'} ms; new owner alone on the address after ${d.settledMs} ms (polled)\n`
+    `    client, IPv4 ${HA.dvipa}: ${describeClient(d.client)}\n` +
+    `    client, IPv6 ${HA.dvipa6}: ${describeClient(d.ipv6.client)}\n` +
+    `    control plane: IPv4 DVIPA acquired after ${d.acquiredMs ?? '-'} ms, IPv6 after ${d.ipv6.acquiredMs ?? '-'} ms; new owner alone on the IPv4 address after ${d.settledMs} ms (polled)\n`
   );
+}
+
+/**
+ * failoverStep with a probe on each DVIPA: the IPv6 one watches the same window, and the step
+ * ends once the new owner holds the IPv6 DVIPA too (alone, for a takeback).
+ */
+async function dualFailover(
+  l: HaLab,
+  probe: OutageProbe,
+  probe6: OutageProbe,
+  watchers: LoadClient[] = [],
+): Promise<DualDrill> {
+  const since = Date.now();
+  const d = await failoverStep(l, probe, [probe6, ...watchers]);
+  const [to, from] = d.event === 'takeover' ? ['r2', 'r1'] : ['r1', 'r2'];
+  await l.until(
+    `${to} to hold ${HA.dvipa6}`,
+    async () =>
+      (await l.vipadyn(to, HA.dvipa6))?.status === 'Active' &&
+      l.holds(to, HA.dvipa6) &&
+      (d.event === 'takeover' || !l.holds(from, HA.dvipa6)),
+    15000,
+  );
+  // The failure's instant, from the IPv4 acquisition and its delay after it.
+  const at4 = l.acquired(to, since);
+  const at6 = l.acquired(to, since, HA.dvipa6);
+  const t0 = at4 !== undefined && d.acquiredMs !== undefined ? at4 - d.acquiredMs : undefined;
+  return {
+    ...d,
+    ipv6: { acquiredMs: at6 !== undefined && t0 !== undefined ? at6 - t0 : undefined, client: await probe6.report() },
+  };
+}
+
+/** A probe on each DVIPA: IPv4 first. */
+async function startProbes(spawner: Topology, l: HaLab): Promise<[OutageProbe, OutageProbe]> {
+  return [
+    await startProbe(spawner, l.state.ns.client, HTTP_PORT),
+    await startProbe(spawner, l.state.ns.client, HTTP_PORT, HA.dvipa6),
+  ];
 }
 
 async function failover(a: Args): Promise<void> {
@@ -98,7 +163,7 @@ async function failover(a: Args): Promise<void> {
     const l = opened(a.dir);
     const spawner = new Topology(LAB_PREFIX);
     try {
-      const r = await failoverStep(l, await startProbe(spawner, l.state.ns.client, HTTP_PORT));
+      const r = await dualFailover(l, ...(await startProbes(spawner, l)));
       out(a.json ? `${JSON.stringify(r)}\n` : describeDrill(r));
     } finally {
       spawner.teardown();
@@ -114,8 +179,8 @@ async function down(a: Args): Promise<void> {
   });
 }
 
-export interface DemoRun {
-  long: number;
+/** What the demo saw of one DVIPA (one family). */
+export interface FamilyRun {
   http: Record<'before' | 'duringTakeover' | 'afterTakeback', Record<string, number>>;
   takeover: LoadReport;
   takeback: LoadReport;
@@ -123,25 +188,53 @@ export interface DemoRun {
   everyWindow: string[];
 }
 
+export interface DemoRun {
+  long: number;
+  ipv4: FamilyRun;
+  ipv6: FamilyRun;
+}
+
+const FAMILIES = ['ipv4', 'ipv6'] as const;
+const familyName = { ipv4: 'IPv4', ipv6: 'IPv6' } as const;
+
 /**
- * Why the demo failed, or nothing: what the README says it shows. r1 spreads HTTP over all
- * three targets and r2 by its own list (t1, t2); through the takeover and the takeback no
- * long-lived connection is reset, closed or left silent and no new connection fails or hangs;
- * the takeback costs not one TCP retransmission.
+ * Why the demo failed, or nothing: what the README says it shows, for each DVIPA (each problem
+ * names its family). r1 spreads HTTP over all three targets and r2 by its own list (t1, t2);
+ * through the takeover and the takeback no long-lived connection is reset, closed or left silent
+ * and no new connection fails or hangs; the takeback costs not one TCP retransmission (the
+ * client's counters count both families).
  */
 export function demoProblems(d: DemoRun): string[] {
   const targets = (c: Record<string, number>) => Object.keys(c).sort().join(' ');
   const p: string[] = [];
-  const http = (got: Record<string, number>, want: string, through: string) => {
-    if (targets(got) !== want) p.push(`HTTP through ${through} answered by ${targets(got)}, not ${want}`);
-  };
-  http(d.http.before, 't1 t2 t3', 'r1');
-  http(d.http.duringTakeover, 't1 t2', 'r2 (its own list)');
-  http(d.http.afterTakeback, 't1 t2 t3', 'r1 again');
-  p.push(...loadProblems(d.takeover, { long: d.long }).map((x) => `takeover: ${x}`));
-  p.push(...loadProblems(d.takeback, { long: d.long, retransmissions: false }).map((x) => `takeback: ${x}`));
-  p.push(...d.everyWindow);
+  for (const f of FAMILIES) {
+    const run = d[f];
+    const say = (x: string) => p.push(`${familyName[f]} ${x}`);
+    const http = (got: Record<string, number>, want: string, through: string) => {
+      if (targets(got) !== want) say(`HTTP through ${through} answered by ${targets(got)}, not ${want}`);
+    };
+    http(run.http.before, 't1 t2 t3', 'r1');
+    http(run.http.duringTakeover, 't1 t2', 'r2 (its own list)');
+    http(run.http.afterTakeback, 't1 t2 t3', 'r1 again');
+    loadProblems(run.takeover, { long: d.long }).forEach((x) => say(`takeover: ${x}`));
+    loadProblems(run.takeback, { long: d.long, retransmissions: false }).forEach((x) => say(`takeback: ${x}`));
+    run.everyWindow.forEach(say);
+  }
   return [...new Set(p)];
+}
+
+/** The report's figures of a takeover or takeback, from the load client's window after it. */
+function loadFigures(r: LoadReport) {
+  return {
+    firstNewConnectionMs: r.fresh.firstOkAfterMs,
+    longestWaitMs: r.long.maxWaitMs,
+    allAnsweringMs: r.long.allAnsweredAfterMs,
+    reset: Object.values(r.long.closed).reduce((x, n) => x + n, 0),
+    silent: r.long.silentSinceWindow,
+    newFailed: r.fresh.failed,
+    newPending: r.fresh.pending,
+    retransmissions: r.retrans,
+  };
 }
 
 async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
@@ -151,75 +244,80 @@ async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
     const ours = !l;
     if (!a.json) out('dvipa lab demo\n');
     if (!l) l = await HaLab.up(a.dir, say);
+    const lab = l;
     const spawner = new Topology(LAB_PREFIX);
+    const httpRounds = () => Promise.all(HA_DVIPAS.map((d) => lab.httpRound(30, d)));
     try {
-      say('HTTP requests through the DVIPA, each on a new connection');
-      const before = await l.httpRound(30);
-      say(`${a.long} long-lived connections (a line every 100 ms) and 20 new connections a second`);
-      const load = await LoadClient.start(spawner, l.state.ns.client, {
-        host: HA.dvipa,
-        port: LINE_PORT,
-        long: a.long,
-        intervalMs: 100,
-        newPerSec: 20,
-      });
-      await load.mark('steady');
+      say(`HTTP requests through each DVIPA (${HA.dvipa}, ${HA.dvipa6}), each on a new connection`);
+      const before = await httpRounds();
+      say(
+        `${a.long} long-lived connections to each DVIPA (a line every 100 ms) and 20 new connections a second to each`,
+      );
+      const loads = await Promise.all(
+        HA_DVIPAS.map((host) =>
+          LoadClient.start(spawner, lab.state.ns.client, {
+            host,
+            port: LINE_PORT,
+            long: a.long,
+            intervalMs: 100,
+            newPerSec: 20,
+          }),
+        ),
+      );
+      await Promise.all(loads.map((x) => x.mark('steady')));
       await sleep(1000);
-      const steady = await load.report();
-      const probe = await startProbe(spawner, l.state.ns.client, HTTP_PORT);
+      const steady = await Promise.all(loads.map((x) => x.report()));
+      const [probe, probe6] = await startProbes(spawner, lab);
+      const closeAll = async () => {
+        await Promise.all(loads.map((x) => x.allAnswering(15000)));
+        return Promise.all(loads.map((x) => x.close()));
+      };
       say('r1 dies: both links down at one instant, then its agent killed');
-      const takeover = await failoverStep(l, probe, [load]);
-      await load.allAnswering(15000);
-      const afterTakeover = await load.close();
+      const takeover = await dualFailover(lab, probe, probe6, loads);
+      const afterTakeover = await closeAll();
       // The new owner distributes as the old one did for 3 s; then by its own list.
       await sleep(3000);
-      const during = await l.httpRound(30);
+      const during = await httpRounds();
       say('bringing r1 back');
-      const takeback = await failoverStep(l, probe, [load]);
+      const takeback = await dualFailover(lab, probe, probe6, loads);
       await sleep(3000);
-      await load.allAnswering(15000);
-      const afterTakeback = await load.close();
-      const after = await l.httpRound(30);
-      const everyWindow = await load.everyWindowProblems();
-      load.stop();
-      const lost = (r: LoadReport) => Object.values(r.long.closed).reduce((x, n) => x + n, 0);
-      const problems = demoProblems({
-        long: a.long,
-        http: { before, duringTakeover: during, afterTakeback: after },
-        takeover: afterTakeover,
-        takeback: afterTakeback,
-        everyWindow,
+      const afterTakeback = await closeAll();
+      const after = await httpRounds();
+      const everyWindow = await Promise.all(loads.map((x) => x.everyWindowProblems()));
+      for (const x of loads) x.stop();
+      const run = (i: number): FamilyRun => ({
+        http: { before: before[i], duringTakeover: during[i], afterTakeback: after[i] },
+        takeover: afterTakeover[i],
+        takeback: afterTakeback[i],
+        everyWindow: everyWindow[i],
       });
+      const problems = demoProblems({ long: a.long, ipv4: run(0), ipv6: run(1) });
       for (const d of [takeover, takeback]) {
-        if (d.client.http.resets > 0)
-          problems.push(`${d.event}: ${d.client.http.resets} keep-alive HTTP connections reset`);
+        for (const [family, c] of [
+          ['IPv4', d.client],
+          ['IPv6', d.ipv6.client],
+        ] as const)
+          if (c.http.resets > 0)
+            problems.push(`${family} ${d.event}: ${c.http.resets} keep-alive HTTP connections reset`);
       }
       const ok = problems.length === 0;
+      const family = (i: number, client: (d: DualDrill) => OutageReport) => ({
+        http: { before: before[i], duringTakeover: during[i], afterTakeback: after[i] },
+        longLived: { count: a.long, perTarget: steady[i].long.perTarget },
+        takeover: { client: client(takeover), ...loadFigures(afterTakeover[i]) },
+        takeback: { client: client(takeback), ...loadFigures(afterTakeback[i]) },
+      });
+      const v4 = family(0, (d) => d.client);
+      const v6 = family(1, (d) => d.ipv6.client);
       const report = {
-        http: { before, duringTakeover: during, afterTakeback: after },
-        longLived: { count: a.long, perTarget: steady.long.perTarget },
-        takeover: {
-          ms: takeover.settledMs,
-          acquiredMs: takeover.acquiredMs,
-          client: takeover.client,
-          firstNewConnectionMs: afterTakeover.fresh.firstOkAfterMs,
-          longestWaitMs: afterTakeover.long.maxWaitMs,
-          allAnsweringMs: afterTakeover.long.allAnsweredAfterMs,
-          reset: lost(afterTakeover),
-          silent: afterTakeover.long.silentSinceWindow,
-          newFailed: afterTakeover.fresh.failed,
-          newPending: afterTakeover.fresh.pending,
-          retransmissions: afterTakeover.retrans,
-        },
-        takeback: {
-          ms: takeback.settledMs,
-          acquiredMs: takeback.acquiredMs,
-          client: takeback.client,
-          reset: lost(afterTakeback),
-          silent: afterTakeback.long.silentSinceWindow,
-          newFailed: afterTakeback.fresh.failed,
-          newPending: afterTakeback.fresh.pending,
-          retransmissions: afterTakeback.retrans,
+        ...v4,
+        takeover: { ms: takeover.settledMs, acquiredMs: takeover.acquiredMs, ...v4.takeover },
+        takeback: { ms: takeback.settledMs, acquiredMs: takeback.acquiredMs, ...v4.takeback },
+        ipv6: {
+          dvipa: HA.dvipa6,
+          ...v6,
+          takeover: { acquiredMs: takeover.ipv6.acquiredMs, ...v6.takeover },
+          takeback: { acquiredMs: takeback.ipv6.acquiredMs, ...v6.takeback },
         },
         problems,
       };
@@ -230,19 +328,24 @@ async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
             .sort()
             .map(([k, v]) => `${k} ${v}`)
             .join(', ');
+        const both = (c: Array<Record<string, number>>) => `${dist(c[0])}; IPv6: ${dist(c[1])}`;
         out('\nreport\n');
-        out(`  HTTP, r1 routing:            ${dist(before)}\n`);
-        out(`  long-lived connections:      ${dist(steady.long.perTarget)}\n`);
+        out(`  HTTP, r1 routing:            ${both(before)}\n`);
+        out(`  long-lived connections:      ${both(steady.map((x) => x.long.perTarget))}\n`);
         out(`  ${describeDrill(takeover)}`);
-        out(
-          `  takeover by r2:              ${takeover.settledMs} ms; first new connection ${report.takeover.firstNewConnectionMs ?? '-'} ms after the failure; longest wait ${report.takeover.longestWaitMs} ms; ${report.takeover.reset} of ${a.long} long-lived connections reset; ${report.takeover.newFailed} new connections failed\n`,
-        );
-        out(`  HTTP, r2 routing (own list): ${dist(during)}\n`);
+        for (const [name, f] of [
+          ['', report],
+          [', IPv6', report.ipv6],
+        ] as const)
+          out(
+            `  takeover by r2${name}:${' '.repeat(14 - name.length)}${name ? '' : `${takeover.settledMs} ms; `}first new connection ${f.takeover.firstNewConnectionMs ?? '-'} ms after the failure; longest wait ${f.takeover.longestWaitMs} ms; ${f.takeover.reset} of ${a.long} long-lived connections reset; ${f.takeover.newFailed} new connections failed\n`,
+          );
+        out(`  HTTP, r2 routing (own list): ${both(during)}\n`);
         out(`  ${describeDrill(takeback)}`);
         out(
-          `  takeback by r1:              ${takeback.settledMs} ms (readiness gate included); ${report.takeback.reset} reset; ${report.takeback.newFailed} new connections failed; ${report.takeback.retransmissions} TCP retransmissions\n`,
+          `  takeback by r1:              ${takeback.settledMs} ms (readiness gate included); IPv4: ${report.takeback.reset} reset, ${report.takeback.newFailed} new connections failed; IPv6: ${report.ipv6.takeback.reset} reset, ${report.ipv6.takeback.newFailed} new connections failed; ${report.takeback.retransmissions} TCP retransmissions (both families)\n`,
         );
-        out(`  HTTP, r1 routing again:      ${dist(after)}\n`);
+        out(`  HTTP, r1 routing again:      ${both(after)}\n`);
         for (const x of problems) out(`  FAILED: ${x}\n`);
         out(ok ? 'demo passed\n' : 'demo FAILED\n');
       }
@@ -250,7 +353,7 @@ async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
     } finally {
       spawner.teardown();
       if (ours && !a.keep) {
-        await HaLab.clean(l.state, a.dir);
+        await HaLab.clean(lab.state, a.dir);
         say('lab down');
       }
     }
@@ -287,9 +390,11 @@ export const labCommand = command({
         'demo',
         'traffic, distribution, takeover and takeback, with a report (the main job)',
         (b) =>
-          b
-            .option('keep', { type: 'boolean', describe: 'leave the lab up afterwards' })
-            .option('long', { type: 'number', default: 100, describe: 'long-lived connections during the failover' }),
+          b.option('keep', { type: 'boolean', describe: 'leave the lab up afterwards' }).option('long', {
+            type: 'number',
+            default: 100,
+            describe: 'long-lived connections to each DVIPA (IPv4, IPv6) during the failover',
+          }),
         (a) => demo(a),
       )
       .command(

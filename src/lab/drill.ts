@@ -69,7 +69,12 @@ export async function failoverStep(
   };
 }
 
-/** A probe on the lab's client: 10 ms pings, 16 keep-alive HTTP connections, 20 new connections a second. */
-export function startProbe(spawner: Topology, clientNs: string, port: number): Promise<OutageProbe> {
-  return OutageProbe.start(spawner, clientNs, { host: HA.dvipa, port, keepAlive: 16, newPerSec: 20 });
+/** A probe on the lab's client: 10 ms pings, 16 keep-alive HTTP connections, 20 new connections a second (to the IPv4 DVIPA unless named). */
+export function startProbe(
+  spawner: Topology,
+  clientNs: string,
+  port: number,
+  host: string = HA.dvipa,
+): Promise<OutageProbe> {
+  return OutageProbe.start(spawner, clientNs, { host, port, keepAlive: 16, newPerSec: 20 });
 }

@@ -13,7 +13,7 @@ import { askAgent } from '../cluster/control.js';
 import { newIdentity } from '../cluster/handshake.js';
 import { FastPath } from '../dataplane/fastpath.js';
 import { ip } from '../net/iproute.js';
-import { buildHaTopology, haConfig, HA, holdsDvipa, setRouterLinks } from './ha-topology.js';
+import { buildHaTopology, haConfig, HA, HA_DVIPAS, holdsDvipa, setRouterLinks } from './ha-topology.js';
 import { netnsPath, Topology } from './netns.js';
 import { DEFAULTS } from '../config/settings.js';
 import { MEMORY_DIR, startEtcd } from './etcd.js';
@@ -121,13 +121,20 @@ export class HaLab {
       progress('agents');
       for (const t of HA.targets) lab.startAgent(t.name);
       lab.startAgent('r1');
-      await lab.until('r1 to own the DVIPA', async () => (await lab.vipadyn('r1'))?.status === 'Active', 15000);
+      // Setup waits, as the tests' (test/helpers/agents.ts): at load averages of 20-35 r1's
+      // agent took 3.6 s to start and 6.8 s more to claim (either family) after reaching etcd.
+      await lab.until(
+        'r1 to own both DVIPAs',
+        async () =>
+          (await Promise.all(HA_DVIPAS.map((d) => lab.vipadyn('r1', d)))).every((r) => r?.status === 'Active'),
+        30000,
+      );
       lab.startAgent('r2');
       const r2Joined = Date.now();
       await lab.until(
         'the DPTs of r1 and r2 to be complete',
         async () => (await lab.readyTargets('r1')) === 3 && (await lab.readyTargets('r2')) === 2,
-        15000,
+        30000,
       );
       // A backup trusts its view of etcd (and takes over within its claim delay) once it has
       // seen etcd healthy for a lease time and a half second: a drill right after `lab up`
@@ -237,15 +244,15 @@ export class HaLab {
     return t0;
   }
 
-  /** When `node`'s agent first logged `msg` at or after `since` (ms since the epoch), from its log file. */
-  logged(node: string, msg: string, since: number): number | undefined {
+  /** When `node`'s agent first logged `msg` (about `dvipa`, if named) at or after `since` (ms since the epoch), from its log file. */
+  logged(node: string, msg: string, since: number, dvipa?: string): number | undefined {
     const file = path.join(this.state.dir, `agent-${node}.log`);
     if (!fs.existsSync(file)) return undefined;
     for (const l of fs.readFileSync(file, 'utf8').split('\n')) {
       if (!l.includes(msg)) continue;
       try {
-        const j = JSON.parse(l) as { msg?: string; time?: number };
-        if (j.msg === msg && (j.time ?? 0) >= since) return j.time;
+        const j = JSON.parse(l) as { msg?: string; time?: number; dvipa?: string };
+        if (j.msg === msg && (j.time ?? 0) >= since && (dvipa === undefined || j.dvipa === dvipa)) return j.time;
       } catch {
         // a line cut short by a kill: not the one
       }
@@ -253,17 +260,28 @@ export class HaLab {
     return undefined;
   }
 
-  holds(node: string): boolean {
-    return holdsDvipa(this.state.ns[node]);
+  /** Whether `node` holds the DVIPA (the IPv4 one unless named) on its external interface. */
+  holds(node: string, dvipa: string = HA.dvipa): boolean {
+    return holdsDvipa(this.state.ns[node], dvipa);
   }
 
-  acquired(node: string, since: number): number | undefined {
-    return this.logged(node, 'DVIPA acquired', since);
+  /** When `node` logged taking the DVIPA (the IPv4 one unless named) at or after `since`. */
+  acquired(node: string, since: number, dvipa: string = HA.dvipa): number | undefined {
+    return this.logged(node, 'DVIPA acquired', since, dvipa);
   }
 
-  /** Whether `node`'s agent says it routes the DVIPA. */
+  /**
+   * Whether `node`'s agent says it routes the DVIPA. An agent that runs but does not answer
+   * within vipadyn's 2 s (a machine loaded far beyond its cores) is asked again, twice: no
+   * answer is no "not active", on which a drill would bring a living owner "back".
+   */
   async active(node: string): Promise<boolean> {
-    return (await this.vipadyn(node))?.status === 'Active';
+    for (let asked = 1; ; asked++) {
+      const row = await this.vipadyn(node);
+      if (row) return row.status === 'Active';
+      const pid = this.state.pids[`agent-${node}`];
+      if (asked === 3 || pid === undefined || !alive(pid)) return false;
+    }
   }
 
   /** Freezes (SIGSTOP) or thaws (SIGCONT) a node's agent: a stalled process, its links and data plane untouched. */
@@ -272,10 +290,11 @@ export class HaLab {
     if (pid !== undefined && alive(pid)) process.kill(pid, frozen ? 'SIGSTOP' : 'SIGCONT');
   }
 
-  async vipadyn(node: string): Promise<VipadynRow | undefined> {
+  /** `node`'s vipadyn row of the DVIPA (the IPv4 one unless named). */
+  async vipadyn(node: string, dvipa: string = HA.dvipa): Promise<VipadynRow | undefined> {
     try {
       const r = await askAgent(this.socket(node), { cmd: 'vipadyn' }, 2000);
-      return r.dvipas.find((d) => d.dvipa === HA.dvipa);
+      return r.dvipas.find((d) => d.dvipa === dvipa);
     } catch {
       return undefined;
     }
@@ -294,8 +313,8 @@ export class HaLab {
     return new Set(rows.filter((r) => r.ready).map((r) => r.target)).size;
   }
 
-  /** COUNT HTTP requests from the client, each on a new connection: answers per target. */
-  httpRound(count: number): Promise<Record<string, number>> {
+  /** COUNT HTTP requests from the client to the DVIPA (IPv4 unless named), each on a new connection: answers per target. */
+  httpRound(count: number, dvipa: string = HA.dvipa): Promise<Record<string, number>> {
     return new Promise((resolve, reject) => {
       execFile(
         'nsenter',
@@ -303,7 +322,7 @@ export class HaLab {
           `--net=${netnsPath(this.state.ns.client)}`,
           process.execPath,
           path.join(here, 'http-probe.js'),
-          HA.dvipa,
+          dvipa,
           String(HTTP_PORT),
           String(count),
         ],

@@ -4,6 +4,9 @@
  * the coupling facility on a core network (another bridge). The client reaches the DVIPA
  * on-link (ARP); targets answer through the gateway, so the return path never depends on a
  * routing node. r1 defines the DVIPA; r2 backs it up (rank 100) with a list of its own.
+ * Beside it an IPv6 DVIPA, defined, backed up and distributed the same way: the LAN and the
+ * core are dual-stack (the client reaches it on-link too, by Neighbour Discovery), while the
+ * nodes keep their IPv4 cluster addresses, so its packets reach the targets IPv6-in-IPv4.
  */
 import { execFileSync } from 'node:child_process';
 import { acceptRedirects, fullChecksums, nsIp, sysctl, type Topology } from './netns.js';
@@ -11,15 +14,23 @@ import { hasAddress } from '../net/iproute.js';
 
 export const HA = {
   dvipa: '192.0.2.10',
+  /** The IPv6 DVIPA, in z/OS's IPv6 form named by this interface name. */
+  dvipa6: '2001:db8:0:2::10',
+  dvipa6Name: 'DVIPA6',
   client: '198.18.0.1',
+  client6: '2001:db8:0:1::1',
   cf: '198.18.20.100',
   gwCore: '198.18.20.254',
+  gwCore6: '2001:db8:0:20::fe',
   routers: [
-    { name: 'r1', xcf: '198.18.20.1', lan: '198.18.0.2' },
-    { name: 'r2', xcf: '198.18.20.2', lan: '198.18.0.3' },
+    { name: 'r1', xcf: '198.18.20.1', lan: '198.18.0.2', lan6: '2001:db8:0:1::2' },
+    { name: 'r2', xcf: '198.18.20.2', lan: '198.18.0.3', lan6: '2001:db8:0:1::3' },
   ],
-  targets: [1, 2, 3].map((i) => ({ name: `t${i}`, xcf: `198.18.20.1${i}` })),
+  targets: [1, 2, 3].map((i) => ({ name: `t${i}`, xcf: `198.18.20.1${i}`, core6: `2001:db8:0:20::1${i}` })),
 } as const;
+
+/** Both DVIPAs of the lab, IPv4 first. */
+export const HA_DVIPAS = [HA.dvipa, HA.dvipa6] as const;
 
 /** The cluster file: r2's own VIPADISTribute leaves t3 out, so a takeover is visible. */
 export function haConfig(ports: number[]): string {
@@ -30,11 +41,15 @@ export function haConfig(ports: number[]): string {
     'VIPADYNAMIC',
     `  VIPADEFINE 255.255.255.255 ${HA.dvipa}`,
     `  VIPADISTRIBUTE ${HA.dvipa} PORT ${ports.join(' ')} DESTIP ${list(HA.targets)}`,
+    `  VIPADEFINE MOVEABLE IMMEDIATE ${HA.dvipa6Name} ${HA.dvipa6}`,
+    `  VIPADISTRIBUTE ${HA.dvipa6Name} PORT ${ports.join(' ')} DESTIP ${list(HA.targets)}`,
     'ENDVIPADYNAMIC',
     `NODE r2 XCF ${r2.xcf} EXTERNAL ext INTERNAL core0`,
     'VIPADYNAMIC',
     `  VIPABACKUP 100 ${HA.dvipa}`,
     `  VIPADISTRIBUTE ${HA.dvipa} PORT ${ports.join(' ')} DESTIP ${list(HA.targets.slice(0, 2))}`,
+    `  VIPABACKUP 100 ${HA.dvipa6Name} ${HA.dvipa6}`,
+    `  VIPADISTRIBUTE ${HA.dvipa6Name} PORT ${ports.join(' ')} DESTIP ${list(HA.targets.slice(0, 2))}`,
     'ENDVIPADYNAMIC',
     ...HA.targets.map((t) => `NODE ${t.name} XCF ${t.xcf} INTERNAL core0`),
     '',
@@ -49,36 +64,46 @@ export function buildHaTopology(topo: Topology): Record<string, string> {
   topo.bridge(ns.sw, 'core');
   for (const n of ['client', 'gw', 'cf', ...HA.routers.map((r) => r.name), ...HA.targets.map((t) => t.name)])
     ns[n] = topo.ns(n);
-  const onLan = (node: string, ifname: string, addr: string) =>
+  // IPv6 addresses without duplicate address detection: usable at once, as the IPv4 ones.
+  const add6 = (node: string, ifname: string, addr: string) =>
+    nsIp(ns[node], 'addr', 'add', `${addr}/64`, 'nodad', 'dev', ifname);
+  const onLan = (node: string, ifname: string, addr: string, addr6: string) => {
     topo.veth({ ns: ns[node], name: ifname, addr }, { ns: ns.sw, name: `l-${node}`, master: 'lan' });
-  const onCore = (node: string, addr: string) =>
+    add6(node, ifname, addr6);
+  };
+  const onCore = (node: string, addr: string, addr6?: string) => {
     topo.veth({ ns: ns[node], name: 'core0', addr: `${addr}/24` }, { ns: ns.sw, name: `c-${node}`, master: 'core' });
+    if (addr6) add6(node, 'core0', addr6);
+  };
 
-  onLan('client', 'c0', `${HA.client}/24`);
+  onLan('client', 'c0', `${HA.client}/24`, HA.client6);
   fullChecksums(ns.client, 'c0');
   nsIp(ns.client, 'route', 'add', `${HA.dvipa}/32`, 'dev', 'c0');
-  onLan('gw', 'lan0', '198.18.0.254/24');
-  onCore('gw', HA.gwCore);
+  nsIp(ns.client, '-6', 'route', 'add', `${HA.dvipa6}/128`, 'dev', 'c0');
+  onLan('gw', 'lan0', '198.18.0.254/24', '2001:db8:0:1::fe');
+  onCore('gw', HA.gwCore, HA.gwCore6);
   sysctl(ns.gw, 'net.ipv4.ip_forward', '1');
+  sysctl(ns.gw, 'net.ipv6.conf.all.forwarding', '1');
   for (const k of ['all', 'default', 'core0']) sysctl(ns.gw, `net.ipv4.conf.${k}.rp_filter`, '0');
   onCore('cf', HA.cf);
   for (const r of HA.routers) {
-    onLan(r.name, 'ext', `${r.lan}/24`);
+    onLan(r.name, 'ext', `${r.lan}/24`, r.lan6);
     onCore(r.name, r.xcf);
     // The distributor redirects into core0: its bridge-side peer must accept XDP frames.
     acceptRedirects(ns.sw, `c-${r.name}`);
     sysctl(ns[r.name], 'net.ipv4.ip_forward', '1');
   }
   for (const t of HA.targets) {
-    onCore(t.name, t.xcf);
+    onCore(t.name, t.xcf, t.core6);
     nsIp(ns[t.name], 'route', 'add', 'default', 'via', HA.gwCore);
+    nsIp(ns[t.name], '-6', 'route', 'add', 'default', 'via', HA.gwCore6);
   }
   return ns;
 }
 
-/** Whether `router` holds the DVIPA on its external interface now. */
-export function holdsDvipa(ns: string): boolean {
-  return hasAddress('ext', HA.dvipa, ns);
+/** Whether `router` holds the DVIPA (the IPv4 one unless named) on its external interface now. */
+export function holdsDvipa(ns: string, dvipa: string = HA.dvipa): boolean {
+  return hasAddress('ext', dvipa, ns);
 }
 
 /**

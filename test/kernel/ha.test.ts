@@ -2,12 +2,14 @@
  * High availability for real: a client and two routing nodes on one LAN (a bridge), the
  * routing nodes, three targets, a plain return gateway and a real etcd on the core (another
  * bridge). r1 defines the DVIPA, r2 backs it up with a distribution of its own (t1 and t2
- * only). Under a load of 200 long-lived connections exchanging data every 100 ms and a
- * stream of new connections: an agent restart on the owner, etcd unreachable, a takeover
+ * only); an IPv6 DVIPA beside it the same way. Under a load of 200 long-lived connections to
+ * each (IPv4 and IPv6) exchanging data every 100 ms and a stream of new connections to each:
+ * an agent restart on the owner, etcd unreachable, a takeover
  * (agent killed, external link down), the takeback, the owner cut off from etcd, operator moves.
- * Every window of the client is checked: no connection reset, no new connection failed or left
- * pending (each counts in the window it started in, whenever it ends), and where docs/ha.md
- * says so, no TCP retransmission at all.
+ * Every window of the client is checked, in both families: no connection reset, no new
+ * connection failed or left pending (each counts in the window it started in, whenever it
+ * ends), and where docs/ha.md says so, no TCP retransmission at all (the client's TCP counters
+ * count both families: one retransmission of either fails it).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { execFile, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { netnsPath, nsIp, Topology } from '../../src/lab/netns.js';
-import { buildHaTopology, haConfig, HA, holdsDvipa } from '../../src/lab/ha-topology.js';
+import { buildHaTopology, haConfig, HA, HA_DVIPAS, holdsDvipa } from '../../src/lab/ha-topology.js';
 import { LoadClient, loadProblems, OutageProbe, startNameServer, type LoadReport } from '../../src/lab/procs.js';
 import { ArpWatch } from '../../src/lab/arp-watch.js';
 import { FastPath } from '../../src/dataplane/fastpath.js';
@@ -28,6 +30,7 @@ import { Agents, sleep } from '../helpers/agents.js';
 import { BOUND, LOADED_MACHINE_MARGIN_MS } from '../helpers/ha-figures.js';
 
 const DVIPA = HA.dvipa;
+const DVIPA6 = HA.dvipa6;
 const PORT = 8080;
 const CF = HA.cf;
 const TARGETS = HA.targets;
@@ -41,13 +44,26 @@ let topo: Topology;
 let dir: string;
 let etcd: EtcdServer;
 let fleet: Agents;
+/** The client's load on each DVIPA: 200 long-lived connections and 20 new ones a second each. */
+const loads: Partial<Record<Family, LoadClient>> = {};
+type Family = 'IPv4' | 'IPv6';
+const FAMILIES: Array<[Family, string]> = [
+  ['IPv4', DVIPA],
+  ['IPv6', DVIPA6],
+];
+/** The IPv4 load: the one whose new connections the waits count. */
 let load: LoadClient;
 const ns: Record<string, string> = {};
 
 // A test etcd: plain http, no auth (said so).
 const haArgs = () => ['--etcd', etcd.url, '--insecure-etcd'];
 const holds = (router: string) => holdsDvipa(ns[router]);
-const acquired = (router: string, how?: string) => fleet.find(router, 'DVIPA acquired', how ? { how } : {});
+/** Whether `router` holds both DVIPAs (`false`: neither). */
+const holdsBoth = (router: string, held = true) => HA_DVIPAS.every((d) => holdsDvipa(ns[router], d) === held);
+const acquired = (router: string, how?: string, dvipa: string = DVIPA) =>
+  fleet.find(router, 'DVIPA acquired', how ? { how, dvipa } : { dvipa });
+/** Starts a window of both loads. */
+const mark = (label: string) => Promise.all(Object.values(loads).map((l) => l.mark(label)));
 
 function show(t: { diagnostic(m: string): void }, what: string, r: LoadReport): void {
   t.diagnostic(`${what}: ${JSON.stringify(r)}`);
@@ -62,15 +78,22 @@ async function closeWindow(
   t: { diagnostic(m: string): void },
   what: string,
   o: { retransmissions?: false } = {},
-): Promise<LoadReport> {
-  await load.allAnswering(15000);
-  const r = await load.close();
-  show(t, what, r);
-  assert.deepEqual(
-    loadProblems(r, { long: LONG, retransmissions: o.retransmissions }),
-    [],
-    `${what}: ${JSON.stringify(r)}`,
+): Promise<Record<Family, LoadReport>> {
+  const r = {} as Record<Family, LoadReport>;
+  await Promise.all(
+    FAMILIES.map(async ([family]) => {
+      await loads[family]!.allAnswering(15000);
+      r[family] = await loads[family]!.close();
+    }),
   );
+  for (const [family] of FAMILIES) show(t, `${what} (${family})`, r[family]);
+  for (const [family] of FAMILIES) {
+    assert.deepEqual(
+      loadProblems(r[family], { long: LONG, retransmissions: o.retransmissions }),
+      [],
+      `${what} (${family}): ${JSON.stringify(r[family])}`,
+    );
+  }
   return r;
 }
 
@@ -97,7 +120,10 @@ before(async () => {
   etcd = await startEtcd({ place: { topo, ns: ns.cf, host: CF } });
   for (const t of TARGETS) fleet.start(t.name);
   fleet.start('r1', { args: haArgs() });
-  await fleet.until('r1 to own the DVIPA', () => acquired('r1') !== undefined && holds('r1'));
+  await fleet.until(
+    'r1 to own both DVIPAs',
+    () => HA_DVIPAS.every((d) => acquired('r1', undefined, d) !== undefined) && holdsBoth('r1'),
+  );
   fleet.start('r2', { args: haArgs() });
   const ready = (router: string, targets: string[]) =>
     targets.every((t) => fleet.logs[router].some((l) => l.msg === 'DPT changed' && l.target === t && l.ready === true));
@@ -106,29 +132,34 @@ before(async () => {
     () => ready('r1', ['t1', 't2', 't3']) && ready('r2', ['t1', 't2']),
   );
   await fleet.until("r2 to know the targets' connections", () => fleet.find('r2', 'agent started') !== undefined);
-  load = await LoadClient.start(topo, ns.client, {
-    host: DVIPA,
-    port: PORT,
-    long: LONG,
-    intervalMs: 100,
-    newPerSec: 20,
-  });
+  for (const [family, host] of FAMILIES)
+    loads[family] = await LoadClient.start(topo, ns.client, {
+      host,
+      port: PORT,
+      long: LONG,
+      intervalMs: 100,
+      newPerSec: 20,
+    });
+  load = loads.IPv4!;
 });
 
 after(async () => {
-  load?.stop();
+  for (const l of Object.values(loads)) l.stop();
   topo?.teardown();
   await etcd?.stop();
   fleet?.purge();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('steady state: every connection served through r1, nothing lost', async (t) => {
-  await load.mark('steady');
+test('steady state: every connection of both families served through r1, over all three targets, nothing lost', async (t) => {
+  await mark('steady');
   await served(20);
   const r = await closeWindow(t, 'steady', { retransmissions: false });
-  assert.deepEqual(Object.keys(r.long.perTarget).sort(), ['t1', 't2', 't3']);
-  assert.ok(!holds('r2'));
+  for (const [family] of FAMILIES) {
+    assert.deepEqual(Object.keys(r[family].long.perTarget).sort(), ['t1', 't2', 't3'], `${family} long-lived`);
+    assert.deepEqual(Object.keys(r[family].fresh.names).sort(), ['t1', 't2', 't3'], `${family} new connections`);
+  }
+  assert.ok(holdsBoth('r2', false));
 });
 
 /** The agent's Prometheus metrics, scraped from inside its namespace. */
@@ -173,20 +204,21 @@ test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator
   assert.deepEqual(r1.coupling, { shared: true, healthy: true, members: ['r1', 'r2'] });
   assert.deepEqual(
     r1.dvipas.map((d) => [d.dvipa, d.status, d.origin, d.distStat, d.rank, d.owner]),
-    [[DVIPA, 'Active', 'VIPADEFine', 'Dist', 256, 'r1']],
+    HA_DVIPAS.map((d) => [d, 'Active', 'VIPADEFine', 'Dist', 256, 'r1']),
   );
   assert.ok((r1.dvipas[0].epoch as number) >= 1 && typeof r1.dvipas[0].since === 'string');
   const r2 = await dyn('r2');
   assert.deepEqual(
     r2.dvipas.map((d) => [d.status, d.origin, d.rank, d.epoch, d.owner]),
-    [['Backup', 'VIPABackup', 100, 0, 'r1']],
+    HA_DVIPAS.map(() => ['Backup', 'VIPABackup', 100, 0, 'r1']),
   );
   assert.deepEqual(
     (await dyn('t1')).dvipas.map((d) => [d.status, d.distStat]),
-    [['Target', 'Dest']],
+    HA_DVIPAS.map(() => ['Target', 'Dest']),
   );
 
   const vdpt = (await netstat('r1', 'vdpt', '--detail')).json as Array<{
+    dvipa: string;
     target: string;
     ready: boolean;
     weight: number;
@@ -194,40 +226,51 @@ test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator
     owner: boolean;
     service: { packets: number };
   }>;
+  // The IPv6 DVIPA's rows too, its targets by their (IPv4) cluster addresses.
   assert.deepEqual(
-    vdpt.map((r) => [r.target, r.ready, r.weight > 0, r.owner]),
-    TARGETS.map((t) => [t.xcf, true, true, true]),
+    vdpt.map((r) => [r.dvipa, r.target, r.ready, r.weight > 0, r.owner]),
+    HA_DVIPAS.flatMap((d) => TARGETS.map((t) => [d, t.xcf, true, true, true])),
   );
-  assert.equal(vdpt.reduce((a, r) => a + r.activeConn, 0) >= LONG, true, 'the long-lived connections are active');
-  assert.ok(vdpt[0].service.packets > 0);
-  const backup = (await netstat('r2', 'vdpt')).json as Array<{ target: string; owner: boolean }>;
+  for (const d of HA_DVIPAS) {
+    const rows = vdpt.filter((r) => r.dvipa === d);
+    assert.ok(rows.reduce((a, r) => a + r.activeConn, 0) >= LONG, `${d}: the long-lived connections are active`);
+    assert.ok(rows[0].service.packets > 0);
+  }
+  const backup = (await netstat('r2', 'vdpt')).json as Array<{ dvipa: string; target: string; owner: boolean }>;
   assert.deepEqual(
-    backup.map((r) => [r.target, r.owner]),
-    [
-      [TARGETS[0].xcf, false],
-      [TARGETS[1].xcf, false],
-    ],
+    backup.map((r) => [r.dvipa, r.target, r.owner]),
+    HA_DVIPAS.flatMap((d) => [
+      [d, TARGETS[0].xcf, false],
+      [d, TARGETS[1].xcf, false],
+    ]),
     "r2's own list, inactive",
   );
 
-  const vcrt = (await netstat('r1', 'vcrt', '--dvipa', DVIPA, '--port', String(PORT), '--limit', '5')).json as {
-    entries: Array<{ client: string; target: string; origin: string }>;
-    total: number;
-    truncated: boolean;
-  };
-  assert.ok(vcrt.total >= LONG && vcrt.entries.length === 5 && vcrt.truncated);
-  assert.ok(
-    vcrt.entries.every(
-      (e) =>
-        e.client === '198.18.0.1' &&
-        TARGETS.some((t) => t.xcf === e.target) &&
-        ['syn', 'newconn', 'recovered'].includes(e.origin),
-    ),
-  );
+  for (const [dvipa, client] of [
+    [DVIPA, HA.client],
+    [DVIPA6, HA.client6],
+  ]) {
+    const vcrt = (await netstat('r1', 'vcrt', '--dvipa', dvipa, '--port', String(PORT), '--limit', '5')).json as {
+      entries: Array<{ client: string; target: string; origin: string }>;
+      total: number;
+      truncated: boolean;
+    };
+    assert.ok(vcrt.total >= LONG && vcrt.entries.length === 5 && vcrt.truncated, `${dvipa}: ${JSON.stringify(vcrt)}`);
+    assert.ok(
+      vcrt.entries.every(
+        (e) =>
+          e.client === client &&
+          TARGETS.some((t) => t.xcf === e.target) &&
+          ['syn', 'newconn', 'recovered'].includes(e.origin),
+      ),
+      `${dvipa}: ${JSON.stringify(vcrt.entries)}`,
+    );
+  }
   assert.equal(((await netstat('r1', 'vcrt', '--client', '198.18.0.99')).json as { total: number }).total, 0);
   const cfg = (await netstat('r1', 'vipadcfg')).json as { node: string; profile: string };
   assert.equal(cfg.node, 'r1');
   assert.match(cfg.profile, /VIPADEFINE MOVEABLE IMMEDIATE 255\.255\.255\.255 192\.0\.2\.10/);
+  assert.match(cfg.profile, /VIPADEFINE MOVEABLE IMMEDIATE DVIPA6 2001:db8:0:2::10/);
 
   const unknown = await netstat('r1', 'vdpt', '--dvipa', '192.0.2.99');
   assert.equal(unknown.code, 1);
@@ -264,6 +307,7 @@ test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator
     );
   assert.match(m, /dvipa_coupling_facility_up 1/);
   assert.match(m, /dvipa_service_packets_total\{dvipa="192\.0\.2\.10",port="8080",protocol="tcp"\} [1-9]/);
+  assert.match(m, /dvipa_service_packets_total\{dvipa="2001:db8:0:2::10",port="8080",protocol="tcp"\} [1-9]/);
   assert.match(m, /dvipa_verdicts_total\{reason="fwd_redirect"\} [1-9]/);
   assert.match(m, /dvipa_crt_entries [1-9]/);
   assert.match(
@@ -276,18 +320,20 @@ test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator
 });
 
 test('agent restart on the owner under load: the pinned data plane forwards, the new agent adopts the DVIPA', async (t) => {
-  await load.mark('restart');
+  await mark('restart');
   await fleet.stop('r1', 'SIGTERM');
   fleet.start('r1', { args: haArgs() });
-  await fleet.until('the new r1 agent to adopt the DVIPA', () => fleet.find('r1', 'DVIPA adopted') !== undefined);
+  await fleet.until('the new r1 agent to adopt both DVIPAs', () =>
+    HA_DVIPAS.every((dvipa) => fleet.find('r1', 'DVIPA adopted', { dvipa }) !== undefined),
+  );
   await served(20);
   await closeWindow(t, 'agent restart', { retransmissions: false });
-  assert.equal(acquired('r2'), undefined, 'the backup did not take over');
-  assert.ok(holds('r1') && !holds('r2'));
+  assert.equal(fleet.find('r2', 'DVIPA acquired'), undefined, 'the backup did not take over');
+  assert.ok(holdsBoth('r1') && holdsBoth('r2', false));
 });
 
 test('etcd unreachable: forwarding goes on, nobody takes over, the owner keeps its DVIPA', async (t) => {
-  await load.mark('etcd-paused');
+  await mark('etcd-paused');
   etcd.pause();
   await fleet.until(
     'r1 to notice',
@@ -308,57 +354,68 @@ test('etcd unreachable: forwarding goes on, nobody takes over, the owner keeps i
   // TTL of 3 s + 0.5 s) and a margin; the next drill then starts from a settled cluster.
   await sleep(3500 + LOADED_MACHINE_MARGIN_MS);
   await closeWindow(t, 'etcd unreachable', { retransmissions: false });
-  assert.equal(acquired('r2'), undefined, 'the backup did not take over: it could not prove r1 dead');
-  assert.ok(holds('r1') && !holds('r2'));
+  assert.equal(
+    fleet.find('r2', 'DVIPA acquired'),
+    undefined,
+    'the backup did not take over: it could not prove r1 dead',
+  );
+  assert.ok(holdsBoth('r1') && holdsBoth('r2', false));
 });
 
-test("takeover: r1 dies (links down, then agent killed); the client's pings stop only briefly, r2 forwards with its own targets, no connection reset", async (t) => {
-  const pings = await OutageProbe.start(topo, ns.client, { host: DVIPA, port: PORT, keepAlive: 0, newPerSec: 0 });
+test("takeover: r1 dies (links down, then agent killed); the client's pings to both DVIPAs stop only briefly, r2 forwards with its own targets, no connection of either family reset", async (t) => {
+  const pings = await Promise.all(
+    FAMILIES.map(([, host]) => OutageProbe.start(topo, ns.client, { host, port: PORT, keepAlive: 0, newPerSec: 0 })),
+  );
   let t0 = 0;
   try {
-    await pings.mark();
+    await Promise.all(pings.map((p) => p.mark()));
     // A node dies the way nodes die: no frame from it any more, no FIN or RST; then the process.
     execFileSync('ip', ['-n', ns.r1, '-batch', '-'], { input: 'link set ext down\nlink set core0 down\n' });
     t0 = Date.now();
     await fleet.stop('r1', 'SIGKILL');
     // The client's window starts just after the failure (`late` ms): its first new connection
     // served is the first whose SYN went out after the failure.
-    await load.mark('takeover');
+    await mark('takeover');
     const late = Date.now() - t0;
-    const won = () =>
-      fleet.logs.r2.find((l) => l.msg === 'DVIPA acquired' && l.how === 'takeover' && (l.at as number) >= t0);
-    await fleet.until('r2 to take over', () => won() !== undefined, 10000);
-    const tookOver = (won()!.at as number) - t0;
+    const won = (dvipa: string) =>
+      fleet.logs.r2.find(
+        (l) => l.msg === 'DVIPA acquired' && l.how === 'takeover' && l.dvipa === dvipa && (l.at as number) >= t0,
+      );
+    await fleet.until('r2 to take both DVIPAs over', () => HA_DVIPAS.every((d) => won(d) !== undefined), 10000);
     const r = await closeWindow(t, 'takeover');
-    const seen = await pings.report();
-    const firstNew = r.fresh.firstOkAfterMs! + late;
-    const allAnswering = r.long.allAnsweredAfterMs! + late;
-    t.diagnostic(
-      `takeover: DVIPA acquired by r2 ${tookOver} ms after the failure; the client's longest ping gap ${seen.ping.longestGapMs} ms (10 ms pings); first new connection served ${firstNew} ms after it; every long-lived connection answering again within ${allAnswering} ms (longest wait for a reply ${r.long.maxWaitMs} ms); bounds ${JSON.stringify(BOUND)}`,
-    );
-    assert.ok(holds('r2'));
-    assert.ok(
-      seen.ping.longestGapMs <= BOUND.pingGapMs,
-      `the client saw no answer for ${seen.ping.longestGapMs} ms: more than ${BOUND.pingGapMs}`,
-    );
-    assert.ok(
-      tookOver <= BOUND.acquiredMs,
-      `DVIPA acquired ${tookOver} ms after the failure: more than ${BOUND.acquiredMs}`,
-    );
-    assert.ok(
-      firstNew <= BOUND.firstNewConnectionMs,
-      `first new connection ${firstNew} ms after the failure: more than ${BOUND.firstNewConnectionMs}`,
-    );
-    assert.ok(
-      allAnswering <= BOUND.allAnsweringMs,
-      `long-lived connections answering ${allAnswering} ms after the failure: more than ${BOUND.allAnsweringMs}`,
-    );
+    for (const [i, [family, dvipa]] of FAMILIES.entries()) {
+      const tookOver = (won(dvipa)!.at as number) - t0;
+      const seen = await pings[i].report();
+      const firstNew = r[family].fresh.firstOkAfterMs! + late;
+      const allAnswering = r[family].long.allAnsweredAfterMs! + late;
+      t.diagnostic(
+        `takeover (${family}): DVIPA acquired by r2 ${tookOver} ms after the failure; the client's longest ping gap ${seen.ping.longestGapMs} ms (10 ms pings); first new connection served ${firstNew} ms after it; every long-lived connection answering again within ${allAnswering} ms (longest wait for a reply ${r[family].long.maxWaitMs} ms); bounds ${JSON.stringify(BOUND)}`,
+      );
+      assert.ok(holdsDvipa(ns.r2, dvipa), `r2 holds ${dvipa}`);
+      assert.ok(
+        seen.ping.longestGapMs <= BOUND.pingGapMs,
+        `${family}: the client saw no answer for ${seen.ping.longestGapMs} ms: more than ${BOUND.pingGapMs}`,
+      );
+      assert.ok(
+        tookOver <= BOUND.acquiredMs,
+        `${family}: DVIPA acquired ${tookOver} ms after the failure: more than ${BOUND.acquiredMs}`,
+      );
+      assert.ok(
+        firstNew <= BOUND.firstNewConnectionMs,
+        `${family}: first new connection ${firstNew} ms after the failure: more than ${BOUND.firstNewConnectionMs}`,
+      );
+      assert.ok(
+        allAnswering <= BOUND.allAnsweringMs,
+        `${family}: long-lived connections answering ${allAnswering} ms after the failure: more than ${BOUND.allAnsweringMs}`,
+      );
+    }
   } finally {
-    pings.stop();
+    for (const p of pings) p.stop();
   }
   const m = await metrics('r2');
   assert.match(m, /dvipa_ownership_changes_total\{dvipa="192\.0\.2\.10",how="takeover"\} 1/);
-  assert.match(m, /dvipa_ownership_change_seconds_count\{how="takeover"\} 1/);
+  assert.match(m, /dvipa_ownership_changes_total\{dvipa="2001:db8:0:2::10",how="takeover"\} 1/);
+  assert.match(m, /dvipa_ownership_change_seconds_count\{how="takeover"\} 2/);
 
   // r2's own VIPADISTribute, once it stops continuing r1's distribution (3 s after the
   // takeover): new connections to t1 and t2 only; t3's connections stay.
@@ -367,36 +424,46 @@ test("takeover: r1 dies (links down, then agent killed); the client's pings stop
   const t3 = TARGETS.find((x) => x.name === 't3')!.xcf;
   const ownListBy = Date.now() + 10000;
   for (;;) {
-    const rows = (await netstat('r2', 'vdpt')).json as Array<{ target: string }> | undefined;
-    if (rows?.length && !rows.some((r) => r.target === t3)) break;
+    const rows = (await netstat('r2', 'vdpt')).json as Array<{ dvipa: string; target: string }> | undefined;
+    const own = (d: string) => rows?.some((r) => r.dvipa === d) && !rows.some((r) => r.dvipa === d && r.target === t3);
+    if (HA_DVIPAS.every(own)) break;
     assert.ok(Date.now() < ownListBy, `r2 still distributes by r1's list: ${JSON.stringify(rows)}`);
     await sleep(100);
   }
-  await load.mark('r2-own-list');
+  await mark('r2-own-list');
   await served(30);
   const after = await closeWindow(t, 'after takeover', { retransmissions: false });
-  assert.deepEqual(Object.keys(after.fresh.names).sort(), ['t1', 't2'], 'r2 distributes by its own list');
-  assert.ok((after.long.perTarget.t3 ?? 0) > 0, "t3's long-lived connections were kept");
+  for (const [family] of FAMILIES) {
+    assert.deepEqual(Object.keys(after[family].fresh.names).sort(), ['t1', 't2'], `${family}: r2's own list`);
+    assert.ok((after[family].long.perTarget.t3 ?? 0) > 0, `${family}: t3's long-lived connections were kept`);
+  }
 });
 
-test('takeback: r1 returns, waits for its tables, takes the DVIPA back; nothing lost', async (t) => {
+test('takeback: r1 returns, waits for its tables, takes both DVIPAs back; nothing lost', async (t) => {
   execFileSync('ip', ['-n', ns.r1, '-batch', '-'], { input: 'link set core0 up\nlink set ext up\n' });
-  await load.mark('takeback');
+  await mark('takeback');
   fleet.start('r1', { args: haArgs() });
-  await fleet.until('r1 to take the DVIPA back', () => acquired('r1', 'takeback') !== undefined, 15000);
-  await fleet.until('r2 to release it', () => !holds('r2'), 5000);
+  await fleet.until(
+    'r1 to take both DVIPAs back',
+    () => HA_DVIPAS.every((d) => acquired('r1', 'takeback', d) !== undefined),
+    15000,
+  );
+  await fleet.until('r2 to release them', () => holdsBoth('r2', false), 5000);
   const released = (await load.report()).fresh.ok;
   await served(released + 20);
   await closeWindow(t, 'takeback', { retransmissions: false });
-  assert.ok(holds('r1'));
-  const epochs = [acquired('r2') as { epoch: number }, acquired('r1', 'takeback') as { epoch: number }].map(
-    (l) => l.epoch,
-  );
-  assert.ok(epochs[1] > epochs[0], `the takeback's epoch is higher (${epochs.join(' < ')})`);
+  assert.ok(holdsBoth('r1'));
+  for (const d of HA_DVIPAS) {
+    const epochs = [
+      acquired('r2', undefined, d) as { epoch: number },
+      acquired('r1', 'takeback', d) as { epoch: number },
+    ].map((l) => l.epoch);
+    assert.ok(epochs[1] > epochs[0], `${d}: the takeback's epoch is higher (${epochs.join(' < ')})`);
+  }
 });
 
-test('split brain: the owner cut off from etcd (not from its clients) loses the DVIPA to r2 and gives the address up at once', async (t) => {
-  await load.mark('owner-cut-from-etcd');
+test('split brain: the owner cut off from etcd (not from its clients) loses both DVIPAs to r2 and gives the addresses up at once', async (t) => {
+  await mark('owner-cut-from-etcd');
   const cut = Date.now();
   nsIp(ns.r1, 'route', 'add', 'blackhole', `${CF}/32`);
   let healed = false;
@@ -405,27 +472,29 @@ test('split brain: the owner cut off from etcd (not from its clients) loses the 
     healed = true;
   };
   try {
-    const since = (l: { at?: unknown }) => (l.at as number) >= cut;
+    const at = (node: string, msg: string, dvipa: string) =>
+      fleet.logs[node].find((l) => l.msg === msg && l.dvipa === dvipa && (l.at as number) >= cut)?.at as
+        number | undefined;
+    const won = (d: string) => at('r2', 'DVIPA acquired', d);
+    const gaveUp = (d: string) => at('r1', 'DVIPA now routed by another node: address released', d);
     await fleet.until(
-      'r2 to take the DVIPA over from r1, whose lease ran out',
-      () => fleet.logs.r2.some((l) => l.msg === 'DVIPA acquired' && since(l)),
+      'r2 to take both DVIPAs over from r1, whose lease ran out',
+      () => HA_DVIPAS.every((d) => won(d) !== undefined),
       10000,
     );
-    await fleet.until(
-      'r1 to give the address up',
-      () => fleet.logs.r1.some((l) => l.msg === 'DVIPA now routed by another node: address released' && since(l)),
-      10000,
-    );
-    const won = fleet.logs.r2.find((l) => l.msg === 'DVIPA acquired' && since(l))!.at as number;
-    const gaveUp = fleet.logs.r1.find(
-      (l) => l.msg === 'DVIPA now routed by another node: address released' && since(l),
-    )!.at as number;
-    const overlap = gaveUp - won;
-    t.diagnostic(
-      `owner cut from etcd: r2 acquired the DVIPA ${won - cut} ms after the cut; r1 released it ${overlap} ms after that (bound ${OVERLAP_BOUND_MS} ms)`,
-    );
-    assert.ok(overlap <= OVERLAP_BOUND_MS, `both held the address for ${overlap} ms`);
-    assert.deepEqual([holds('r1'), holds('r2')], [false, true], 'exactly one owner, the one etcd names');
+    await fleet.until('r1 to give the addresses up', () => HA_DVIPAS.every((d) => gaveUp(d) !== undefined), 10000);
+    for (const d of HA_DVIPAS) {
+      const overlap = gaveUp(d)! - won(d)!;
+      t.diagnostic(
+        `owner cut from etcd: r2 acquired ${d} ${won(d)! - cut} ms after the cut; r1 released it ${overlap} ms after that (bound ${OVERLAP_BOUND_MS} ms)`,
+      );
+      assert.ok(overlap <= OVERLAP_BOUND_MS, `both held ${d} for ${overlap} ms`);
+      assert.deepEqual(
+        [holdsDvipa(ns.r1, d), holdsDvipa(ns.r2, d)],
+        [false, true],
+        `${d}: exactly one owner, the one etcd names`,
+      );
+    }
     await served((await load.report()).fresh.ok + 20);
     // Fenced, r1 falls silent before r2 may claim: a takeover's short gap (retransmissions)
     // instead of the overlap of two owners; nothing reset, no new connection failed.
@@ -433,8 +502,8 @@ test('split brain: the owner cut off from etcd (not from its clients) loses the 
   } finally {
     heal();
   }
-  // r1 reaches etcd again and, as the defining node, takes the DVIPA back.
-  await fleet.until('r1 to take the DVIPA back', () => holds('r1') && !holds('r2'), 20000);
+  // r1 reaches etcd again and, as the defining node, takes the DVIPAs back.
+  await fleet.until('r1 to take both DVIPAs back', () => holdsBoth('r1') && holdsBoth('r2', false), 20000);
 });
 
 /** `dvipa dvipa ...` from r1's namespace, which reaches etcd on the core. */
@@ -448,7 +517,7 @@ function dvipaCli(...args: string[]): Promise<{ code: number; stdout: string; st
 
 test('operator moves: move to r2 and quiesce it back to r1, connections kept; WHENIDLE waits for idleness', async (t) => {
   const etcdArgs = ['--etcd', etcd.url, '--insecure-etcd'];
-  await load.mark('move');
+  await mark('move');
   const moved = await dvipaCli('move', DVIPA, '--to', 'r2', ...etcdArgs);
   assert.equal(moved.code, 0, moved.stderr);
   assert.match(moved.stdout, /moved to r2 \(epoch \d+\)/);
@@ -456,8 +525,9 @@ test('operator moves: move to r2 and quiesce it back to r1, connections kept; WH
   await served((await load.report()).fresh.ok + 20);
   await closeWindow(t, 'move', { retransmissions: false });
   assert.ok(holds('r2') && !holds('r1'), 'r1 does not take it back against the operator');
+  assert.ok(holdsDvipa(ns.r1, DVIPA6) && !holdsDvipa(ns.r2, DVIPA6), 'the IPv6 DVIPA did not move with it');
 
-  await load.mark('quiesce');
+  await mark('quiesce');
   const quiesced = await dvipaCli('quiesce', DVIPA, ...etcdArgs);
   assert.equal(quiesced.code, 0, quiesced.stderr);
   assert.match(quiesced.stdout, /quiesced on r2; now routed by r1/);
@@ -469,7 +539,10 @@ test('operator moves: move to r2 and quiesce it back to r1, connections kept; WH
   assert.deepEqual(shown.members, ['r1', 'r2']);
   assert.deepEqual(
     shown.dvipas.map((d) => [d.dvipa, d.owner, d.quiesced]),
-    [[DVIPA, 'r1', ['r2']]],
+    [
+      [DVIPA, 'r1', ['r2']],
+      [DVIPA6, 'r1', []],
+    ],
   );
   const back = await dvipaCli('reactivate', DVIPA, ...etcdArgs);
   assert.equal(back.code, 0, back.stderr);
@@ -515,7 +588,7 @@ test('frozen owner (SIGSTOP): past its fence its data plane answers neither ARP 
   assert.ok(holds('r1'));
   const before = reasons();
   const since = Date.now();
-  await load.mark('frozen-owner');
+  await mark('frozen-owner');
   const arp = await ArpWatch.start(topo, {
     ns: ns.client,
     ifname: 'c0',
@@ -560,12 +633,14 @@ test('frozen owner (SIGSTOP): past its fence its data plane answers neither ARP 
   await fleet.until(
     'r1 to take the DVIPA back',
     () =>
-      fleet.logs.r1.some((l) => l.msg === 'DVIPA acquired' && (l.at as number) >= since) && holds('r1') && !holds('r2'),
+      fleet.logs.r1.some((l) => l.msg === 'DVIPA acquired' && (l.at as number) >= since) &&
+      holdsBoth('r1') &&
+      holdsBoth('r2', false),
     15000,
   );
   await closeWindow(t, 'frozen owner');
 });
 
-test('every window of the run, the idle ones between events included: no new connection failed or left pending', async () => {
-  assert.deepEqual(await load.everyWindowProblems(), []);
+test('every window of the run, the idle ones between events included: no new connection of either family failed or left pending', async () => {
+  for (const [family] of FAMILIES) assert.deepEqual(await loads[family]!.everyWindowProblems(), [], family);
 });
