@@ -87,6 +87,11 @@ export function buildHaTopology(topo: Topology): Record<string, string> {
   for (const k of ['all', 'default', 'core0']) sysctl(ns.gw, `net.ipv4.conf.${k}.rp_filter`, '0');
   onCore('cf', HA.cf);
   for (const r of HA.routers) {
+    // Linux flushes an interface's IPv6 addresses (and their on-link routes) when its link goes
+    // down, its IPv4 ones not: a routing node that died and came back would have lost its LAN
+    // address, and with it the route its stack answers the client by (pings to the IPv6 DVIPA
+    // went unanswered after the takeback). A router's addresses are configured, and stay.
+    sysctl(ns[r.name], 'net.ipv6.conf.all.keep_addr_on_down', '1');
     onLan(r.name, 'ext', `${r.lan}/24`, r.lan6);
     onCore(r.name, r.xcf);
     // The distributor redirects into core0: its bridge-side peer must accept XDP frames.
