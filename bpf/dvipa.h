@@ -285,9 +285,10 @@ struct dvipa_svc_stats {
 };
 
 /*
- * A TCP state change on a target node that its agent should hear about at once: a socket
- * entering or leaving LISTEN, or a connection whose local address is a served DVIPA. The
- * agent then reconciles (it does not trust events alone: the ring buffer may overflow).
+ * A TCP state change in a target agent's own network namespace that the agent should hear
+ * about at once: a socket entering or leaving LISTEN, or a connection whose local address
+ * is a served DVIPA. The agent applies it to its socket table; a full scan of /proc, at
+ * its scan period and whenever events were lost, stays the truth.
  */
 struct dvipa_sock_event {
 	/* Either family, IPv4 as ::ffff:a.b.c.d (a dual-stack socket's IPv4 peer too); :: for a wildcard. */
@@ -298,6 +299,18 @@ struct dvipa_sock_event {
 	__u8 oldstate;
 	__u8 newstate;
 	__u8 pad[2];
+};
+
+/*
+ * The socket-event program's one-entry config and counter (map `sock_filter`, private to
+ * each loaded sockstate.bpf.o). The tracepoint fires for every namespace of the host, and
+ * in a lab every target's namespace serves the same DVIPA: only events of the agent's own
+ * namespace are queued.
+ */
+struct dvipa_sock_filter {
+	__u32 netns; /* the agent's network namespace (inode of /proc/self/ns/net); set before attach */
+	__u32 pad;
+	__u64 lost;  /* events dropped on a full ring buffer: the agent rescans when it grows */
 };
 
 #endif

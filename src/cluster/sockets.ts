@@ -33,7 +33,8 @@ export type TcpState =
   | 'closing'
   | 'new_syn_recv';
 
-const STATES: TcpState[] = [
+/** By the kernel's number (include/net/tcp_states.h), from 1. */
+export const TCP_STATES: readonly TcpState[] = [
   'established',
   'syn_sent',
   'syn_recv',
@@ -73,7 +74,7 @@ export function parseProcNetTcp(text: string): SocketEntry[] {
     if (f.length < 4) continue;
     const [la, lp] = f[1].split(':');
     const [ra, rp] = f[2].split(':');
-    const state = STATES[parseInt(f[3], 16) - 1];
+    const state = TCP_STATES[parseInt(f[3], 16) - 1];
     const local = address(la);
     const remote = address(ra);
     if (!state || !lp || !rp || local === undefined || remote === undefined) continue;

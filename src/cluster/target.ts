@@ -5,8 +5,9 @@
  * DVIPA:port (with the node's load), NEWCONN/TERMCONN for connections on the DVIPA, and
  * everything in full when asked (a routing node that (re)connected, or took a DVIPA over).
  * It reports to every candidate routing node of a DVIPA, owner and backups alike, so that a
- * backup's DPT and CRT are complete when it takes over. Kernel socket events make it look
- * at once; a periodic scan of /proc is what it trusts.
+ * backup's DPT and CRT are complete when it takes over. Kernel socket events of its own
+ * namespace are applied as they come (socktable.ts); a periodic scan of /proc, and one
+ * whenever the kernel lost events, is what it trusts.
  */
 import * as fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
@@ -16,14 +17,12 @@ import { hostAddress } from '../net/iproute.js';
 import { clusterAddresses, type NodeSpec } from '../config/model.js';
 import { isTarget, type DvipaPlan } from './roles.js';
 import { MsgType, type ConnRef, type DvipaChange, type Message, type ServiceRef, type VipaList } from './messages.js';
-import { connectionsOn, listensOn, readSockets } from './sockets.js';
-import { SockEvents } from './sockevents.js';
+import { connectionsOn, listensOn } from './sockets.js';
+import { SockEvents, type SockEvent } from './sockevents.js';
+import { SocketTable } from './socktable.js';
 import { EpochFence } from './fence.js';
 import { connKey, servicesOf } from './services.js';
 import type { Logger } from '../log.js';
-
-/** After socket events, one more scan this much later catches states still settling. */
-const SETTLE_MS = 100;
 
 /** A load report moves the weights only when it changed by this much. */
 const LOAD_STEP = 0.05;
@@ -55,8 +54,9 @@ export class TargetRole {
   private loadProblem?: string;
   private timer?: NodeJS.Timeout;
   private events?: SockEvents;
-  private scanSoon = false;
-  private settleTimer?: NodeJS.Timeout;
+  /** This namespace's listeners and DVIPA connections, from events and scans. */
+  private readonly table = new SocketTable();
+  private reportSoon = false;
 
   constructor(
     private readonly fp: FastPath,
@@ -84,25 +84,35 @@ export class TargetRole {
 
   stop(): void {
     clearInterval(this.timer);
-    clearTimeout(this.settleTimer);
     this.events?.close();
   }
 
   /** Kernel socket events make reports immediate; the periodic scan stays the source of truth. */
   private startEvents(): void {
     if (this.events) return;
-    // An event fires during the state change, so /proc may show the final state only a
-    // moment later: scan at once, and again SETTLE_MS after the last event (re-armed by
-    // each one, so a late event never finds the settling scan already spent).
-    this.events = new SockEvents(this.fp.pinRoot, () => {
-      clearTimeout(this.settleTimer);
-      this.settleTimer = setTimeout(() => this.scan(), SETTLE_MS);
-      if (this.scanSoon) return;
-      this.scanSoon = true;
-      setImmediate(() => {
-        this.scanSoon = false;
-        this.scan();
-      });
+    this.events = new SockEvents(this.fp.pinRoot, (events) => this.onEvents(events));
+  }
+
+  /**
+   * Each event is one change to the table: no rescan of /proc (whose cost grows with every
+   * connection of the namespace) unless the table cannot be trusted, namely before its first
+   * scan, after a listener went, or when the kernel dropped events on a full ring buffer.
+   */
+  private onEvents(events: SockEvent[]): void {
+    const lost = this.events?.lost() ?? 0;
+    try {
+      const missed = this.table.update(events, lost);
+      if (missed) this.log.warn({ lost: missed, total: lost }, 'socket events lost (ring buffer full): rescanned');
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'cannot read /proc/net/tcp');
+      return;
+    }
+    // Events come in batches, often several in one turn of the loop: one report for them all.
+    if (this.reportSoon) return;
+    this.reportSoon = true;
+    setImmediate(() => {
+      this.reportSoon = false;
+      this.reportChanges();
     });
   }
 
@@ -142,19 +152,25 @@ export class TargetRole {
     return new Map([...out].map(([r, m]) => [r, [...m.values()]]));
   }
 
-  /** Reconciliation: compare the sockets with what was reported, send the differences. */
+  /** Reconciliation: the table rebuilt from /proc, the differences reported. */
   private scan(): void {
     const mine = this.myServices();
-    // /proc/net/tcp lists every socket of the host: a node serving nothing never reads it,
-    // so junk connections to a routing node's agent port cost it nothing here.
+    // /proc/net/tcp lists every socket of the namespace: a node serving nothing never reads
+    // it, so junk connections to a routing node's agent port cost it nothing here.
     if (!mine.size) return;
-    let sockets;
     try {
-      sockets = readSockets();
+      this.table.resync(new Set([...mine.values()].flat().map((s) => s.vip)));
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'cannot read /proc/net/tcp');
       return;
     }
+    this.reportChanges(mine);
+  }
+
+  /** Compares the table with what was reported to each routing node, sends the differences. */
+  private reportChanges(mine = this.myServices()): void {
+    const sockets = this.table.sockets();
+    // A small file, read with every report: a listener's event brings its load with it.
     const load = this.readLoad();
     for (const [router, services] of mine) {
       const dvipas = new Set(services.map((s) => s.vip));

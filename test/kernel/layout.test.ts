@@ -33,7 +33,7 @@ import {
   CrtOrigin,
 } from '../../src/dataplane/structs.js';
 import { xdpMd } from '../../src/dataplane/testrun.js';
-import { sockEvent } from '../../src/cluster/sockevents.js';
+import { sockEvent, sockFilter } from '../../src/cluster/sockevents.js';
 import { objectPath } from '../helpers/env.js';
 
 const camel = (s: string) => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -74,6 +74,8 @@ for (const s of [
 test('dvipa_served_stats matches the BTF of decap.bpf.o', () => assertMatchesBtf(objectPath('decap'), servedStats));
 
 test('dvipa_sock_event matches the BTF of sockstate.bpf.o', () => assertMatchesBtf(objectPath('sockstate'), sockEvent));
+test('dvipa_sock_filter matches the BTF of sockstate.bpf.o', () =>
+  assertMatchesBtf(objectPath('sockstate'), sockFilter));
 
 test('dvipa_map_count matches the BTF of mapcount.bpf.o', () => assertMatchesBtf(objectPath('mapcount'), mapCount));
 
