@@ -97,6 +97,12 @@ const IPSEC_WAIT_MS = 5000;
  */
 export const FENCE_RENEWALS = 7;
 export const CLAIM_RENEWALS = 8;
+/**
+ * How long an owner that hands a DVIPA over forwards what clients still send it (Router.disown).
+ * The new owner's first gratuitous ARP follows this node's release by milliseconds; a client
+ * that misses it and its repeats re-resolves the address within a few seconds.
+ */
+const HANDOVER_DRAIN_MS = 5000;
 
 export class Agent {
   private readonly node: NodeSpec;
@@ -445,7 +451,7 @@ export class Agent {
           this.since.set(d, Date.now());
           this.renewer?.drop(d);
           // The new owner takes the address once this node's stack answers ARP for it no more.
-          void this.router.disown(d).then(() => {
+          void this.router.disown(d, HANDOVER_DRAIN_MS).then(() => {
             if (owner && owner.node !== me && !this.stopped)
               this.transport.send(owner.node, { type: MsgType.Released, body: { address: d, epoch: owner.epoch } });
           });

@@ -148,7 +148,7 @@ export class RoutingRole {
     // With fencing, the data plane answers only within a confirmed right: a previous agent's
     // deadline stays until it runs out; a node that never owned the DVIPA has none.
     if (!this.opts.fencing) this.fp.setFence(plan.address, undefined);
-    else if (this.fp.fenceDeadline(plan.address) === undefined) this.fp.setFence(plan.address, FENCE_EXPIRED);
+    else if (this.fp.fenceOf(plan.address) === undefined) this.fp.setFence(plan.address, FENCE_EXPIRED);
     const everyNode = this.config.nodes.map((n) => ({ xcf: clusterAddressFor(n, plan.address) }));
     for (const node of candidatesOf(plan)) {
       if (!this.dpts.has(node)) this.dpts.set(node, new Dpt());
@@ -201,22 +201,31 @@ export class RoutingRole {
   }
 
   /**
-   * Another node routes it now: the address goes, the tables stay warm. The data plane goes
-   * on forwarding what still comes here until its fence runs out (renewals have stopped):
-   * in a takeback the new owner's gratuitous ARP may take that long. Resolves once the
-   * address is off the interface: this node answers ARP for it no more.
+   * Another node routes it now: the address goes, the tables stay warm. Resolves once the
+   * address is off the interface: this node's stack answers ARP for it no more.
+   *
+   * Handed over while this node still answered for it (a takeback, a move: its fence had not
+   * run out), the data plane drops ARP for it at once and goes on forwarding what clients
+   * still send here for `drainMs`: they learn the new owner from its gratuitous ARP, which
+   * waits for this node's release (handoff.ts). Without the drain, the fence ran out before
+   * that ARP and dropped tens of packets of the long-lived connections in every takeback.
+   * A node whose fence has run out (frozen, cut off) drains nothing.
    */
-  async disown(dvipa: string): Promise<void> {
+  async disown(dvipa: string, drainMs: number): Promise<void> {
     const d = this.dvipas.get(dvipa);
     if (!d) return;
     d.epoch = 0;
     if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, 0);
+    if (this.opts.fencing && this.answering(dvipa))
+      this.fp.setFence(dvipa, process.hrtime.bigint() + BigInt(drainMs) * 1_000_000n, true);
     await this.address?.give(dvipa);
   }
 
   /** Whether the data plane answers for the DVIPA now (no fencing: always). */
   answering(dvipa: string): boolean {
-    return !this.opts.fencing || (this.fp.fenceDeadline(dvipa) ?? 0n) > process.hrtime.bigint();
+    if (!this.opts.fencing) return true;
+    const f = this.fp.fenceOf(dvipa);
+    return f !== undefined && !f.draining && f.deadlineNs > process.hrtime.bigint();
   }
 
   private inherit(dvipa: string, from: string): void {

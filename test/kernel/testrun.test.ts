@@ -597,6 +597,19 @@ describe('distributor', () => {
       fp.setFence(VIP, process.hrtime.bigint() + 10_000_000_000n);
       assert.equal(run(syn({ sport: 42003 })).reason, 'fwd_redirect');
       assert.equal(run(arp(1, VIP)).reason, 'pass_not_ipv4');
+      // Handed over (a drain): ARP requests dropped at once, traffic forwarded until the deadline.
+      const drained = process.hrtime.bigint() + 300_000_000n;
+      fp.setFence(VIP, drained, true);
+      assert.deepEqual(fp.fenceOf(VIP), { deadlineNs: drained, draining: true });
+      const known = buildFrame({ saddr: CLIENT, daddr: VIP, sport: 42001, dport: 80, tcpFlags: { ack: true } });
+      for (const [what, frame, action, reason] of [
+        ['draining: ARP request for the DVIPA', arp(1, VIP), 'drop', 'drop_fenced_arp'],
+        ['draining: a known connection', known, 'redirect', 'fwd_redirect'],
+        ['draining: a new connection', syn({ sport: 42004 }), 'redirect', 'fwd_redirect'],
+      ] as const)
+        assert.deepEqual([run(frame).action, run(frame).reason], [action, reason], what);
+      while (process.hrtime.bigint() <= drained) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual([run(known).action, run(known).reason], ['drop', 'drop_fenced'], 'drained: dropped');
     } finally {
       fp.setFence(VIP, undefined);
     }

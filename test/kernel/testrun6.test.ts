@@ -295,6 +295,10 @@ describe('IPv6 distributor', () => {
       assert.deepEqual([run(ns(VIP6)).action, run(ns(VIP6)).reason], ['drop', 'drop_fenced_arp']);
       assert.equal(run(ns('2001:db8::2')).reason, 'pass_not_service', 'others answered');
       assert.deepEqual([run(syn6()).action, run(syn6()).reason], ['drop', 'drop_fenced']);
+      // Handed over (a drain): Neighbour Solicitations dropped at once, traffic forwarded.
+      fp.setFence(VIP6, process.hrtime.bigint() + 10_000_000_000n, true);
+      assert.deepEqual([run(ns(VIP6)).action, run(ns(VIP6)).reason], ['drop', 'drop_fenced_arp'], 'draining: NS');
+      assert.equal(run(syn6({ sport: 40004 })).reason, 'fwd_redirect', 'draining: traffic');
     } finally {
       fp.setFence(VIP6, undefined);
     }
