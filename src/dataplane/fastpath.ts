@@ -644,14 +644,14 @@ export class FastPath {
 
   /**
    * This node may answer for the DVIPA until `deadlineNs` (CLOCK_MONOTONIC, as
-   * process.hrtime.bigint()); FENCE_EXPIRED: no longer; undefined: always (no fencing).
-   * `drain`: it answers ARP and Neighbour Solicitations for it no more, and forwards its
-   * traffic until the deadline (a handover, bpf/dvipa.h DVIPA_FENCE_DRAIN).
+   * process.hrtime.bigint()); FENCE_EXPIRED: no longer; undefined: always (no fencing). With
+   * FENCE_DRAIN set: ARP no more, traffic until the deadline (a handover; the renewal thread
+   * writes it).
    */
-  setFence(vip: string, deadlineNs: bigint | undefined, drain = false): void {
+  setFence(vip: string, deadlineNs: bigint | undefined): void {
     const fence = pick({ v4: this.fence, v6: this.fence6 }, vip);
     if (deadlineNs === undefined) fence.delete(vip);
-    else fence.set(vip, drain ? deadlineNs | FENCE_DRAIN : deadlineNs);
+    else fence.set(vip, deadlineNs);
   }
 
   /** Target side: decapsulate packets for this DVIPA (either family). */
