@@ -201,23 +201,15 @@ export class RoutingRole {
   }
 
   /**
-   * Another node routes it now: the address goes, the tables stay warm. Resolves once the
-   * address is off the interface: this node's stack answers ARP for it no more.
-   *
-   * Handed over while this node still answered for it (a takeback, a move: its fence had not
-   * run out), the data plane drops ARP for it at once and goes on forwarding what clients
-   * still send here for `drainMs`: they learn the new owner from its gratuitous ARP, which
-   * waits for this node's release (handoff.ts). Without the drain, the fence ran out before
-   * that ARP and dropped tens of packets of the long-lived connections in every takeback.
-   * A node whose fence has run out (frozen, cut off) drains nothing.
+   * Another node routes it now: the address goes, the tables stay warm (and the fence drains:
+   * agent.ts, HANDOVER_DRAIN_MS). Resolves once the address is off the interface: this node's
+   * stack answers ARP for it no more.
    */
-  async disown(dvipa: string, drainMs: number): Promise<void> {
+  async disown(dvipa: string): Promise<void> {
     const d = this.dvipas.get(dvipa);
     if (!d) return;
     d.epoch = 0;
     if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, 0);
-    if (this.opts.fencing && this.answering(dvipa))
-      this.fp.setFence(dvipa, process.hrtime.bigint() + BigInt(drainMs) * 1_000_000n, true);
     await this.address?.give(dvipa);
   }
 
