@@ -15,7 +15,9 @@
  *    set, else dropped (XDP cannot fragment);
  *  - ARP requests for a DVIPA and IPv4 to it, any protocol, once its fencing deadline has
  *    passed (map `fence`): dropped, so that a node whose agent can no longer prove it owns
- *    the DVIPA stops answering for it before a backup takes it over.
+ *    the DVIPA stops answering for it before a backup takes it over; ARP requests for a
+ *    DVIPA this node is handing over (DVIPA_FENCE_DRAIN), dropped while its IPv4 traffic is
+ *    still forwarded.
  */
 #ifndef DVIPA_DISTRIBUTOR_H
 #define DVIPA_DISTRIBUTOR_H
@@ -394,12 +396,23 @@ static __always_inline int new_flow_guarded(const struct dvipa_config *cfg, __u6
 	return ++r->count > cfg->max_new_flows;
 }
 
-/* Whether this node's right to answer for `vip` has run out (no entry: never). */
-static __always_inline int fenced(__be32 vip)
+/*
+ * Whether a fence entry forbids: a deadline passed or, for an ARP request or a Neighbour
+ * Solicitation (`resolve`), a drain (DVIPA_FENCE_DRAIN). No entry: never.
+ */
+static __always_inline int fence_forbids(const __u64 *deadline, int resolve)
 {
-	__u64 *deadline = bpf_map_lookup_elem(&fence, &vip);
+	if (!deadline)
+		return 0;
+	if (resolve && (*deadline & DVIPA_FENCE_DRAIN))
+		return 1;
+	return bpf_ktime_get_ns() > (*deadline & ~DVIPA_FENCE_DRAIN);
+}
 
-	return deadline && bpf_ktime_get_ns() > *deadline;
+/* Whether this node may no longer answer for `vip` (`resolve`: its ARP requests). */
+static __always_inline int fenced(__be32 vip, int resolve)
+{
+	return fence_forbids(bpf_map_lookup_elem(&fence, &vip), resolve);
 }
 
 /* Whether a target index holds a target (a free index holds zeros). */
@@ -513,7 +526,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	if (proto == bpf_htons(ETH_P_ARP)) {
 		__be32 asked = arp_request_target(&c);
 
-		if (asked && fenced(asked))
+		if (asked && fenced(asked, 1))
 			return verdict(XDP_DROP, DVIPA_R_DROP_FENCED_ARP);
 		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_IPV4);
 	}
@@ -525,7 +538,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	iph = parse_ipv4(&c);
 	if (!iph)
 		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
-	if (fenced(iph->daddr))
+	if (fenced(iph->daddr, 0))
 		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
 
 	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)

@@ -30,12 +30,10 @@
 #define PTB_QUOTE (1280 - ENCAP6_LEN - ICMPV6_HDR_LEN)
 #define PTB_QUOTE_SHORT 512
 
-/* Whether this node's right to answer for the IPv6 DVIPA has run out (no entry: never). */
-static __always_inline int fenced6(const struct dvipa_in6 *vip)
+/* Whether this node may no longer answer for the IPv6 DVIPA (`resolve`: its Neighbour Solicitations). */
+static __always_inline int fenced6(const struct dvipa_in6 *vip, int resolve)
 {
-	__u64 *deadline = bpf_map_lookup_elem(&fence6, vip);
-
-	return deadline && bpf_ktime_get_ns() > *deadline;
+	return fence_forbids(bpf_map_lookup_elem(&fence6, vip), resolve);
 }
 
 /* The address of a target index as an IPv6 CRT entry holds it (IPv4-mapped for IPv4). */
@@ -402,7 +400,7 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	if (!ip6)
 		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
 	__builtin_memcpy(&flow.daddr, &ip6->daddr, sizeof(flow.daddr));
-	if (fenced6(&flow.daddr))
+	if (fenced6(&flow.daddr, 0))
 		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
 	nexthdr = ip6->nexthdr;
 	switch (ipv6_skip_ext(c, &nexthdr)) {
@@ -435,7 +433,7 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 		__u8 *icmp = c->pos;
 		struct dvipa_in6 *asked = (void *)(icmp + ICMPV6_HDR_LEN);
 
-		if ((void *)(asked + 1) <= c->end && icmp[0] == ICMPV6_NEIGH_SOLICIT && fenced6(asked))
+		if ((void *)(asked + 1) <= c->end && icmp[0] == ICMPV6_NEIGH_SOLICIT && fenced6(asked, 1))
 			return verdict(XDP_DROP, DVIPA_R_DROP_FENCED_ARP);
 		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
 	} else {

@@ -185,6 +185,14 @@ struct dvipa_target {
  * No entry: not fenced (no coupling facility).
  */
 #define DVIPA_FENCE_EXPIRED 1ULL
+/*
+ * Set in a deadline: the node has handed the DVIPA over (takeback, move) while it still owned
+ * it. Its stack is letting the address go and it answers ARP and Neighbour Solicitations for
+ * it no more, but until the deadline its data plane forwards what clients still send here:
+ * their neighbour caches learn the new owner only from its gratuitous ARP, which waits for
+ * this node's release (src/cluster/handoff.ts). Monotonic nanoseconds never reach bit 63.
+ */
+#define DVIPA_FENCE_DRAIN (1ULL << 63)
 
 /* Per target index, per CPU: what the data plane sent it. */
 struct dvipa_target_stats {

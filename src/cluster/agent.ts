@@ -97,6 +97,16 @@ const IPSEC_WAIT_MS = 5000;
  */
 export const FENCE_RENEWALS = 7;
 export const CLAIM_RENEWALS = 8;
+/**
+ * Handed over while this node still answered for it (a takeback, a move: its fence had not run
+ * out), a DVIPA's fence drains (bpf/dvipa.h DVIPA_FENCE_DRAIN): ARP for it is dropped at once,
+ * and what clients still send here is forwarded this long. They learn the new owner from its
+ * gratuitous ARP, which waits for this node's release (handoff.ts); a client that misses it
+ * and its repeats re-resolves the address within a few seconds. Without the drain the fence
+ * ran out before that ARP and dropped tens of packets in most takebacks (docs/ha.md). A node
+ * whose fence has run out (frozen, cut off) drains nothing.
+ */
+const HANDOVER_DRAIN_MS = 5000;
 
 export class Agent {
   private readonly node: NodeSpec;
@@ -443,7 +453,8 @@ export class Agent {
         },
         lost: (d, owner) => {
           this.since.set(d, Date.now());
-          this.renewer?.drop(d);
+          const handedOver = owner !== undefined && owner.node !== me && this.router.answering(d);
+          this.renewer?.drop(d, handedOver ? process.hrtime.bigint() + this.ns(HANDOVER_DRAIN_MS) : undefined);
           // The new owner takes the address once this node's stack answers ARP for it no more.
           void this.router.disown(d).then(() => {
             if (owner && owner.node !== me && !this.stopped)

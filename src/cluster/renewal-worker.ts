@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import { execFile } from 'node:child_process';
 import { etcdClient, type EtcdConnection, type Renewal } from './coupling.js';
 import { BpfMap } from '../dataplane/map.js';
-import { addr, addr6, u64 } from '../dataplane/structs.js';
+import { addr, addr6, FENCE_DRAIN, u64 } from '../dataplane/structs.js';
 import { ipFamily } from '../net/addr.js';
 
 export interface WorkerSetup {
@@ -27,8 +27,12 @@ export type WorkerRequest =
   | { op: 'own'; dvipa: string; renewal: Renewal; deadlineNs: bigint }
   /** The fence may run to `deadlineNs` (every other candidate promised), if that is later. */
   | { op: 'extend'; dvipa: string; deadlineNs: bigint }
-  /** No more renewals: the fence runs out by itself. */
-  | { op: 'drop'; dvipa: string }
+  /**
+   * No more renewals: the fence runs out by itself or, handed over, drains until
+   * `drainUntilNs`. Written here, after any renewal still in flight: a late confirmation
+   * must not turn the drain back into a plain deadline.
+   */
+  | { op: 'drop'; dvipa: string; drainUntilNs?: bigint }
   /**
    * A clean stop: renewals end, and each owner key goes to a lease of `graceSec` that nobody
    * renews, marked with the grace; the reply ('handed') lists the DVIPAs whose key etcd took.
@@ -151,6 +155,7 @@ parentPort!.on('message', (m: WorkerRequest) => {
       return extend(m.dvipa, m.deadlineNs);
     case 'drop':
       owned.delete(m.dvipa);
+      if (m.drainUntilNs !== undefined) fenceOf(m.dvipa).set(m.dvipa, m.drainUntilNs | FENCE_DRAIN);
       return;
     case 'handOver':
       void handOver(m.graceSec).then((r) => parentPort!.postMessage(r));

@@ -44,9 +44,9 @@ export class Renewer {
     this.post({ op: 'extend', dvipa, deadlineNs });
   }
 
-  /** Renewals stop; the fence runs out by itself. */
-  drop(dvipa: string): void {
-    this.post({ op: 'drop', dvipa });
+  /** Renewals stop; the fence runs out by itself, or drains until `drainUntilNs` (a handover). */
+  drop(dvipa: string, drainUntilNs?: bigint): void {
+    this.post({ op: 'drop', dvipa, drainUntilNs });
   }
 
   /**

@@ -148,7 +148,7 @@ export class RoutingRole {
     // With fencing, the data plane answers only within a confirmed right: a previous agent's
     // deadline stays until it runs out; a node that never owned the DVIPA has none.
     if (!this.opts.fencing) this.fp.setFence(plan.address, undefined);
-    else if (this.fp.fenceDeadline(plan.address) === undefined) this.fp.setFence(plan.address, FENCE_EXPIRED);
+    else if (this.fp.fenceOf(plan.address) === undefined) this.fp.setFence(plan.address, FENCE_EXPIRED);
     const everyNode = this.config.nodes.map((n) => ({ xcf: clusterAddressFor(n, plan.address) }));
     for (const node of candidatesOf(plan)) {
       if (!this.dpts.has(node)) this.dpts.set(node, new Dpt());
@@ -201,10 +201,9 @@ export class RoutingRole {
   }
 
   /**
-   * Another node routes it now: the address goes, the tables stay warm. The data plane goes
-   * on forwarding what still comes here until its fence runs out (renewals have stopped):
-   * in a takeback the new owner's gratuitous ARP may take that long. Resolves once the
-   * address is off the interface: this node answers ARP for it no more.
+   * Another node routes it now: the address goes, the tables stay warm (and the fence drains:
+   * agent.ts, HANDOVER_DRAIN_MS). Resolves once the address is off the interface: this node's
+   * stack answers ARP for it no more.
    */
   async disown(dvipa: string): Promise<void> {
     const d = this.dvipas.get(dvipa);
@@ -216,7 +215,9 @@ export class RoutingRole {
 
   /** Whether the data plane answers for the DVIPA now (no fencing: always). */
   answering(dvipa: string): boolean {
-    return !this.opts.fencing || (this.fp.fenceDeadline(dvipa) ?? 0n) > process.hrtime.bigint();
+    if (!this.opts.fencing) return true;
+    const f = this.fp.fenceOf(dvipa);
+    return f !== undefined && !f.draining && f.deadlineNs > process.hrtime.bigint();
   }
 
   private inherit(dvipa: string, from: string): void {

@@ -23,6 +23,7 @@ import {
   CRT_DEFAULT_ENTRIES,
   crt6Entry,
   crtEntry,
+  FENCE_DRAIN,
   FIB_RESULTS,
   flow,
   flow6,
@@ -635,15 +636,18 @@ export class FastPath {
     replaceSet({ v4: this.decapAddrs, v6: this.decapAddrs6 }, addrs.map(canonicalIp));
   }
 
-  /**
-   * This node may answer for the DVIPA until `deadlineNs` (CLOCK_MONOTONIC, as
-   * process.hrtime.bigint()); FENCE_EXPIRED: no longer; undefined: always (no fencing).
-   */
-  /** The DVIPA's fence deadline (CLOCK_MONOTONIC ns), if it has one. */
-  fenceDeadline(vip: string): bigint | undefined {
-    return pick({ v4: this.fence, v6: this.fence6 }, vip).get(vip);
+  /** The DVIPA's fence, if it has one: its deadline (CLOCK_MONOTONIC ns) and whether it drains. */
+  fenceOf(vip: string): { deadlineNs: bigint; draining: boolean } | undefined {
+    const v = pick({ v4: this.fence, v6: this.fence6 }, vip).get(vip);
+    return v === undefined ? undefined : { deadlineNs: v & ~FENCE_DRAIN, draining: (v & FENCE_DRAIN) !== 0n };
   }
 
+  /**
+   * This node may answer for the DVIPA until `deadlineNs` (CLOCK_MONOTONIC, as
+   * process.hrtime.bigint()); FENCE_EXPIRED: no longer; undefined: always (no fencing). With
+   * FENCE_DRAIN set: ARP no more, traffic until the deadline (a handover; the renewal thread
+   * writes it).
+   */
   setFence(vip: string, deadlineNs: bigint | undefined): void {
     const fence = pick({ v4: this.fence, v6: this.fence6 }, vip);
     if (deadlineNs === undefined) fence.delete(vip);

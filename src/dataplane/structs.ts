@@ -8,6 +8,8 @@ import type { Flow } from '../net/flow.js';
 
 /** A fencing deadline long past (DVIPA_FENCE_EXPIRED): the node answers no more for the DVIPA. */
 export const FENCE_EXPIRED = 1n;
+/** Set in a fencing deadline (DVIPA_FENCE_DRAIN): handed over, ARP no more, traffic until the deadline. */
+export const FENCE_DRAIN = 1n << 63n;
 export const MAX_SERVICES = 1024;
 export const CRT_DEFAULT_ENTRIES = 1 << 20;
 export const CRT6_DEFAULT_ENTRIES = 1 << 18;

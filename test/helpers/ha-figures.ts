@@ -28,14 +28,3 @@ export const BOUND = {
   firstNewConnectionMs: DOCUMENTED.firstNewConnectionMs + LOADED_MACHINE_MARGIN_MS,
   allAnsweringMs: DOCUMENTED.allAnsweringMs + ONE_BACKOFF_STEP_MS,
 };
-
-/**
- * The lab's drill (`dvipa lab failover`, the demo in lab.test.ts) does not show the takeover
- * ha.test.ts measures: the demo's long-lived connections answered again 1.8 s after the failure
- * in this session's run, ha.test's within 0.3 s. Until that is understood the lab keeps the
- * bounds it had with the lease-based takeover (docs/testing.md).
- */
-export const LAB_BOUND = {
-  firstNewConnectionMs: 977 + LOADED_MACHINE_MARGIN_MS,
-  allAnsweringMs: 1800 + 1600,
-};

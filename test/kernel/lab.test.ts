@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { ip } from '../../src/net/iproute.js';
 import { HaLab, LAB_PREFIX } from '../../src/lab/ha-lab.js';
 import { requireRoot } from '../helpers/env.js';
-import { LAB_BOUND as BOUND } from '../helpers/ha-figures.js';
+import { BOUND } from '../helpers/ha-figures.js';
 import { demoProblems, type DemoRun } from '../../src/cli/lab.js';
 import type { LoadReport } from '../../src/lab/procs.js';
 

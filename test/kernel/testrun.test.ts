@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FastPath } from '../../src/dataplane/fastpath.js';
 import type { Service } from '../../src/net/service.js';
-import { CrtOrigin, type Reason } from '../../src/dataplane/structs.js';
+import { CrtOrigin, FENCE_DRAIN, type Reason } from '../../src/dataplane/structs.js';
 import { MAGLEV_SIZE } from '../../src/tables/maglev.js';
 import { runXdp, type XdpAction } from '../../src/dataplane/testrun.js';
 import { ROUTER_NET, type RouterNs } from '../../src/lab/router-ns.js';
@@ -597,6 +597,19 @@ describe('distributor', () => {
       fp.setFence(VIP, process.hrtime.bigint() + 10_000_000_000n);
       assert.equal(run(syn({ sport: 42003 })).reason, 'fwd_redirect');
       assert.equal(run(arp(1, VIP)).reason, 'pass_not_ipv4');
+      // Handed over (a drain): ARP requests dropped at once, traffic forwarded until the deadline.
+      const drained = process.hrtime.bigint() + 300_000_000n;
+      fp.setFence(VIP, drained | FENCE_DRAIN);
+      assert.deepEqual(fp.fenceOf(VIP), { deadlineNs: drained, draining: true });
+      const known = buildFrame({ saddr: CLIENT, daddr: VIP, sport: 42001, dport: 80, tcpFlags: { ack: true } });
+      for (const [what, frame, action, reason] of [
+        ['draining: ARP request for the DVIPA', arp(1, VIP), 'drop', 'drop_fenced_arp'],
+        ['draining: a known connection', known, 'redirect', 'fwd_redirect'],
+        ['draining: a new connection', syn({ sport: 42004 }), 'redirect', 'fwd_redirect'],
+      ] as const)
+        assert.deepEqual([run(frame).action, run(frame).reason], [action, reason], what);
+      while (process.hrtime.bigint() <= drained) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual([run(known).action, run(known).reason], ['drop', 'drop_fenced'], 'drained: dropped');
     } finally {
       fp.setFence(VIP, undefined);
     }

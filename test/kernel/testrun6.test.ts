@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { FastPath } from '../../src/dataplane/fastpath.js';
 import type { Service } from '../../src/net/service.js';
-import { CrtOrigin, FENCE_EXPIRED, type Reason } from '../../src/dataplane/structs.js';
+import { CrtOrigin, FENCE_DRAIN, FENCE_EXPIRED, type Reason } from '../../src/dataplane/structs.js';
 import { buildMaglevIndexed, MAGLEV_SIZE } from '../../src/tables/maglev.js';
 import type { XdpAction } from '../../src/dataplane/testrun.js';
 import { ROUTER_NET, ROUTER_NET6, targetMac, type RouterNs } from '../../src/lab/router-ns.js';
@@ -324,6 +324,10 @@ describe('IPv6 distributor', () => {
       assert.deepEqual([run(ns(VIP6)).action, run(ns(VIP6)).reason], ['drop', 'drop_fenced_arp']);
       assert.equal(run(ns('2001:db8::2')).reason, 'pass_not_service', 'others answered');
       assert.deepEqual([run(syn6()).action, run(syn6()).reason], ['drop', 'drop_fenced']);
+      // Handed over (a drain): Neighbour Solicitations dropped at once, traffic forwarded.
+      fp.setFence(VIP6, (process.hrtime.bigint() + 10_000_000_000n) | FENCE_DRAIN);
+      assert.deepEqual([run(ns(VIP6)).action, run(ns(VIP6)).reason], ['drop', 'drop_fenced_arp'], 'draining: NS');
+      assert.equal(run(syn6({ sport: 40004 })).reason, 'fwd_redirect', 'draining: traffic');
     } finally {
       fp.setFence(VIP6, undefined);
     }
