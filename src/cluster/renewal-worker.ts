@@ -2,12 +2,14 @@
  * The owner's renewals in a thread of their own (see renewer.ts): every interval, for each
  * DVIPA this node owns, one transaction puts the owner key again if it still holds this
  * node's record; each success moves the DVIPA's fence to FENCE after the request left.
- * This thread is the fence map's only writer while the DVIPA is owned.
+ * This thread is the fence map's only writer while the DVIPA is owned. It also keeps the
+ * owner keys' lease alive (the main thread does too).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as os from 'node:os';
 import * as fs from 'node:fs';
 import { execFile } from 'node:child_process';
+import type { IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
 import { etcdClient, type EtcdConnection, type Renewal } from './coupling.js';
 import { BpfMap } from '../dataplane/map.js';
 import { addr, addr6, FENCE_DRAIN, u64 } from '../dataplane/structs.js';
@@ -53,6 +55,12 @@ const RENEWAL_NICE = -10;
  * 160 ms of round trip at the default interval; beyond, etcd is not keeping up.
  */
 const MAX_IN_FLIGHT = 8;
+/**
+ * Keepalives of the owner keys' lease from this thread: the main thread's stop while it
+ * stalls, and a stall longer than the TTL would let etcd delete the owner keys with the
+ * lease, so that a backup takes over from a living owner. A third of the shortest TTL (1 s).
+ */
+const LEASE_KEEPALIVE_MS = 330;
 
 const setup = workerData as WorkerSetup;
 // Ahead of everything else on a busy node, as keepalived's VRRP process can be (its
@@ -113,6 +121,36 @@ function connect(): void {
 }
 connect();
 setInterval(renewAll, setup.renewMs);
+
+let keepalives: IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse> | undefined;
+let opening = false;
+function keepLeasesAlive(): void {
+  const leases = new Set([...owned.values()].map((o) => o.renewal.lease));
+  if (!leases.size) return;
+  if (keepalives) {
+    for (const id of leases) keepalives.write({ ID: id });
+    return;
+  }
+  if (opening) return;
+  opening = true;
+  // One stream for every lease; opened again (next tick) when it fails. An expired lease
+  // answers TTL 0: the main thread's own keepalive finds that out and rejoins.
+  client.leaseClient.leaseKeepAlive().then(
+    (s) => {
+      opening = false;
+      keepalives = s;
+      const gone = () => {
+        if (keepalives === s) keepalives = undefined;
+      };
+      s.on('data', () => undefined)
+        .on('error', gone)
+        .on('end', gone);
+      keepLeasesAlive();
+    },
+    () => (opening = false),
+  );
+}
+setInterval(keepLeasesAlive, LEASE_KEEPALIVE_MS);
 
 /**
  * Here and not in the main thread: the fence must run from one confirmed write to the next

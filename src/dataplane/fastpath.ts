@@ -194,6 +194,8 @@ export class FastPath {
   private readonly targetStats: PerCpuArray<TargetStats>;
   /** `${svcId}|${addr}` -> its index in `targets`, as the pinned map holds it. */
   private readonly targetIndex = new Map<string, number>();
+  /** Per service id, the target indexes its last Maglev table held (what affinities may point to). */
+  private readonly liveTargets = new Map<number, Set<number>>();
   private readonly netnsPath?: string;
   private readonly reasons: PerCpuArray<{ v: bigint }>;
   private readonly maglev: MapRef;
@@ -391,16 +393,25 @@ export class FastPath {
       this.log.info({ service: serviceName(s), id }, 'service added');
     }
     // Once set, kept: IPv4 connections to an IPv6 target that left stay findable in crt6.
-    const old = this.servicesOf(s.vip).get(keyOf(s))?.flags ?? 0;
-    const flags = old | ([...wanted].some(isV6) ? SVC_V6_TARGETS : 0);
+    const before = this.servicesOf(s.vip).get(keyOf(s));
+    const flags = (before?.flags ?? 0) | ([...wanted].some(isV6) ? SVC_V6_TARGETS : 0);
     this.servicesOf(s.vip).set(keyOf(s), { id: id!, affinityS, flags });
     // By index: an IPv4 client's affinity to an IPv6 target has no IPv4 address to compare.
-    const live = new Set(addrs.map((a) => indexOf.get(a)));
-    const affinities = this.affinityOf(s.vip);
-    const stale = [...affinities.entries()]
-      .filter(([k, v]) => k.svcId === id && (affinityS === 0 || !live.has(v.targetIdx)))
-      .map(([k]) => k);
-    if (stale.length) affinities.deleteBatch(stale);
+    const live = new Set(addrs.map((a) => indexOf.get(a)!));
+    const wasLive = this.liveTargets.get(svcId);
+    this.liveTargets.set(svcId, live);
+    // The affinity map is walked only when an affinity may have gone stale: a flood of
+    // sources fills it, and a walk per table push would hold the event loop each time.
+    // Without affinity before, the data plane made none for this service.
+    const mayBeStale =
+      !wasLive || (before?.affinityS !== 0 && (affinityS === 0 || [...wasLive].some((i) => !live.has(i))));
+    if (mayBeStale) {
+      const affinities = this.affinityOf(s.vip);
+      const stale = [...affinities.entries()]
+        .filter(([k, v]) => k.svcId === id && (affinityS === 0 || !live.has(v.targetIdx)))
+        .map(([k]) => k);
+      if (stale.length) affinities.deleteBatch(stale);
+    }
     this.log.debug({ service: serviceName(s), targets }, 'targets set');
     return id!;
   }
@@ -412,6 +423,7 @@ export class FastPath {
     const affinities = this.affinityOf(s.vip);
     const stale = [...affinities.keys()].filter((k) => k.svcId === id);
     if (stale.length) affinities.deleteBatch(stale);
+    this.liveTargets.delete(id);
     sys.mapDelete('maglev', this.maglev, u32.encode(id));
     for (const [key, i] of this.targetIndex) if (key.startsWith(`${id}|`)) this.freeTargetSlot(key, i);
     const vip = canonicalIp(s.vip);

@@ -331,15 +331,18 @@ export class HaLab {
   static async clean(state?: LabState, dir = DEFAULT_LAB_DIR): Promise<string[]> {
     const done: string[] = [];
     const pids = Object.values(state?.pids ?? {}).filter(alive);
-    for (const pid of pids) process.kill(pid, 'SIGTERM');
-    const end = Date.now() + 5000;
-    while (pids.some(alive) && Date.now() < end) await sleep(50);
-    for (const pid of pids.filter(alive)) process.kill(pid, 'SIGKILL');
+    await stopAll(pids);
     if (pids.length) done.push(`${pids.length} processes`);
     const namespaces = ip('netns', 'list')
       .split('\n')
       .map((l) => l.split(' ')[0])
       .filter((n) => n.startsWith(state?.prefix ?? LAB_PREFIX));
+    // Every process the lab starts runs in one of its namespaces: those still there had their
+    // pids in a state that is gone (removed by hand, or a lab whose start failed), and would
+    // live on, agents renewing in a deleted namespace.
+    const strays = namespaces.flatMap((n) => ip('netns', 'pids', n).split('\n').filter(Boolean).map(Number));
+    await stopAll(strays);
+    if (strays.length) done.push(`${strays.length} processes found in its namespaces`);
     for (const n of namespaces) ip('netns', 'del', n);
     if (namespaces.length) done.push(`${namespaces.length} namespaces`);
     const pins = fs.readdirSync('/sys/fs/bpf').filter((p) => p.startsWith(state?.prefix ?? LAB_PREFIX));
@@ -354,4 +357,19 @@ export class HaLab {
     }
     return done;
   }
+}
+
+/** SIGTERM, then SIGKILL for what is still alive after 5 s. */
+async function stopAll(pids: number[]): Promise<void> {
+  const signal = (sig: NodeJS.Signals) => (pid: number) => {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // gone meanwhile
+    }
+  };
+  pids.forEach(signal('SIGTERM'));
+  const end = Date.now() + 5000;
+  while (pids.some(alive) && Date.now() < end) await sleep(50);
+  pids.filter(alive).forEach(signal('SIGKILL'));
 }
