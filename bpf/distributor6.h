@@ -201,10 +201,13 @@ enum inner_kind {
 };
 
 /*
- * Prepend the outer header in the target's family (IPv6, or IPv4) and send the packet on.
- * `target` is the target's address (IPv4-mapped for IPv4); `t` its index's entry when it
- * still holds that target, else NULL (the FIB is then asked). Too big: ICMPv6 packet too
- * big for IPv6 inside, ICMP fragmentation needed (DF) or a drop for IPv4 inside.
+ * Prepend the outer header in the target's family (IPv6, or IPv4) and send the packet on,
+ * or pass it to this node's own stack when the target is this node (the routing node among
+ * its own targets: the DVIPA is a local address here, see dvipa_distribute). `target` is
+ * the target's address (IPv4-mapped for IPv4); `t` its index's entry when it still holds
+ * that target, else NULL (the FIB is then asked, and `via_routes` for a VIPAROUTE). Too
+ * big: ICMPv6 packet too big for IPv6 inside, ICMP fragmentation needed (DF) or a drop for
+ * IPv4 inside.
  */
 static __always_inline int encap_forward6(struct xdp_md *ctx, const struct dvipa_config *cfg,
 					  struct dvipa_svc_stats *st, const struct dvipa_in6 *target,
@@ -216,25 +219,38 @@ static __always_inline int encap_forward6(struct xdp_md *ctx, const struct dvipa
 	const struct dvipa_target *nh = t;
 	int v4 = in6_is_v4mapped(target);
 	__be32 dst4 = target->w[3];
-	__be32 *via = NULL;
 	int outer_len = v4 ? ENCAP_LEN : ENCAP6_LEN;
 	void *data, *data_end;
 	struct ethhdr *eth;
 
 	if (v4) {
-		via = bpf_map_lookup_elem(&via_routes, &dst4);
-		if (via)
-			dst4 = *via;
-	} else if (in6_is_zero(&cfg->cluster_addr6)) {
+		if (dst4 == cfg->cluster_addr)
+			return verdict(XDP_PASS, DVIPA_R_PASS_LOCAL_TARGET);
+	} else {
+		if (in6_eq(target, &cfg->cluster_addr6))
+			return verdict(XDP_PASS, DVIPA_R_PASS_LOCAL_TARGET);
 		/* No IPv6 cluster address to send from: an IPv6 target is out of reach. */
-		return drop(st, DVIPA_R_DROP_NO_ROUTE);
+		if (in6_is_zero(&cfg->cluster_addr6))
+			return drop(st, DVIPA_R_DROP_NO_ROUTE);
 	}
-	if (via || !nh || !nh->ifindex) {
-		int rc = v4 ? fib_nexthop(ctx, cfg, dst4, tclass, &looked_up) : fib_nexthop6(ctx, cfg, target, &looked_up);
+	/* As encap_forward: a resolved target's entry has its next hop, and its VIPAROUTE in `via`. */
+	if (!nh || !nh->ifindex) {
+		int rc;
 
+		if (v4) {
+			__be32 *via = bpf_map_lookup_elem(&via_routes, &dst4);
+
+			if (via)
+				dst4 = *via;
+			rc = fib_nexthop(ctx, cfg, dst4, tclass, &looked_up);
+		} else {
+			rc = fib_nexthop6(ctx, cfg, target, &looked_up);
+		}
 		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 			return drop_fib(st, rc);
 		nh = &looked_up;
+	} else if (v4 && nh->via) {
+		dst4 = nh->via;
 	}
 	if (inner_len + outer_len > nh->mtu) {
 		if (inner == INNER_IPV4)
@@ -282,14 +298,6 @@ static __always_inline int encap_forward6(struct xdp_md *ctx, const struct dvipa
 	return send_to(ctx, st, nh);
 }
 
-/* Whether `target` is this node itself, in either of its cluster families. */
-static __always_inline int is_self6(const struct dvipa_config *cfg, const struct dvipa_in6 *target)
-{
-	if (in6_is_v4mapped(target))
-		return target->w[3] == cfg->cluster_addr;
-	return in6_eq(target, &cfg->cluster_addr6);
-}
-
 /* The IPv6 counterpart of crt_lookup: confirmed connections (`crt6_est`) first, SYNs skip them. */
 static __always_inline struct dvipa_crt6_entry *crt6_lookup(const struct dvipa_flow6 *flow, int syn)
 {
@@ -312,8 +320,6 @@ static __always_inline int forward_4in6(struct xdp_md *ctx, const struct dvipa_c
 					struct dvipa_svc_stats *st, const struct dvipa_in6 *target,
 					const struct dvipa_target *t, int l2len, const struct iphdr *iph)
 {
-	if (is_self6(cfg, target))
-		return verdict(XDP_PASS, DVIPA_R_PASS_LOCAL_TARGET);
 	return encap_forward6(ctx, cfg, st, target, t, l2len, ntohs_bounded(iph->tot_len), iph->tos,
 			      (iph->frag_off & bpf_htons(IP_DF)) ? INNER_IPV4_DF : INNER_IPV4);
 }
@@ -380,7 +386,7 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	struct dvipa_svc6_key sk = {};
 	struct dvipa_flow6 flow = {};
 	struct dvipa_crt6_entry *entry, fresh = {};
-	struct dvipa_in6 target;
+	const struct dvipa_in6 *target;
 	const struct dvipa_target *t;
 	struct dvipa_svc_stats *st;
 	struct dvipa_svc *svc;
@@ -452,13 +458,13 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	entry = crt6_lookup(&flow, first && nexthdr == IPPROTO_TCP);
 	if (entry) {
 		st->crt_hit++;
-		target = entry->target;
+		target = &entry->target;
 		idx = entry->target_idx;
 		t = target_at(idx);
-		if (t && !target_is(t, &target))
+		if (t && !target_is(t, target))
 			t = NULL;
 		if (svc->affinity_s)
-			touch_affinity6(svc, &flow.saddr, &target, idx);
+			touch_affinity6(svc, &flow.saddr, target, idx);
 		count_target(idx, l2len + len, 0);
 	} else {
 		const __u32 *slot_idx = maglev_slot(svc, dvipa_flow_hash6(&flow));
@@ -470,15 +476,15 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 		t = pick_target(svc, slot_idx, &idx);
 		if (!t)
 			return drop(st, DVIPA_R_DROP_NO_TARGET);
-		target_in6(t, &target);
+		target_in6(t, &fresh.target);
+		target = &fresh.target;
 		/*
 		 * A recovered packet's target is a guess: it must not become the client's affinity.
 		 * Over the rate guard, no write at all: hashed alone, as for IPv4.
 		 */
 		if (svc->affinity_s && first && !guarded)
-			touch_affinity6(svc, &flow.saddr, &target, idx);
+			touch_affinity6(svc, &flow.saddr, target, idx);
 		if (!guarded) {
-			fresh.target = target;
 			fresh.target_idx = idx;
 			fresh.svc_id = svc->id;
 			fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
@@ -488,10 +494,7 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 		}
 		count_insert(st, idx, l2len + len, first, inserted, guarded);
 	}
-	/* The routing node among its own targets: its stack serves the flow (see dvipa_distribute). */
-	if (is_self6(cfg, &target))
-		return verdict(XDP_PASS, DVIPA_R_PASS_LOCAL_TARGET);
-	return encap_forward6(ctx, cfg, st, &target, t, l2len, len, tclass, INNER_IPV6);
+	return encap_forward6(ctx, cfg, st, target, t, l2len, len, tclass, INNER_IPV6);
 
 truncated_l4:
 	if (bpf_map_lookup_elem(&routed6, &flow.daddr))

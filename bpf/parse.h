@@ -180,6 +180,9 @@ enum ipv6_l4 {
  */
 static __always_inline enum ipv6_l4 ipv6_skip_ext(struct cursor *c, __u8 *nexthdr)
 {
+	/* Most packets have no extension header: two compares, not the walk's switch. */
+	if (*nexthdr == IPPROTO_TCP || *nexthdr == IPPROTO_UDP)
+		return IPV6_L4_FOUND;
 #pragma unroll
 	for (int i = 0; i <= IPV6_EXT_MAX; i++) {
 		__u8 *h = c->pos;

@@ -276,7 +276,12 @@ test('dvipa bench failover: dvipa and keepalived die and come back, both partiti
     // isolated master keeps the address beside it: dual answers the capture must see.
     const k = b.systems[1];
     assert.ok(k.takeover.outageMs.max < 2000, `keepalived outage ${k.takeover.outageMs.max} ms`);
-    assert.ok(k.takeover.httpResets > 0, 'keepalived moves the address, not the connections');
+    // Mostly resets (the new owner answers the old one's connections with RST); a request sent
+    // before r2 has the address may fail otherwise (a CI-like run at load 7 saw no reset in its one takeover).
+    assert.ok(
+      k.takeover.httpFailed > 0,
+      `keepalived moves the address, not the connections: ${k.takeover.httpFailed} keep-alive requests failed`,
+    );
     for (const d of ['freeze', 'isolate'] as const)
       assert.ok(k.drills[d]!.dualAnswered > 0, `keepalived ${d}: ${JSON.stringify(k.drills[d])}`);
     assert.match(fs.readFileSync(svg, 'utf8'), /<svg[\s\S]*keepalived takeover[\s\S]*<\/svg>/);

@@ -193,7 +193,10 @@ test(`${CRT_ENTRIES.toLocaleString('en')} CRT entries go in and out through the 
       t.diagnostic(
         `count on the loop ${syncMs.toFixed(0)} ms; count + listing in the worker ${workerMs.toFixed(0)} ms, loop delay max ${maxMs.toFixed(1)} ms`,
       );
-      assert.ok(maxMs < syncMs / 2, `the loop was held ${maxMs} ms (a count on it: ${syncMs} ms)`);
+      // A walk on the loop would hold it for the whole count at least. Below that, other stalls
+      // show too: in the kernel lab (TCG, the host at load 14) one of 177 ms, with the count on
+      // the loop taking 296 ms, failed the half of it this asserted before.
+      assert.ok(maxMs < syncMs, `the loop was held ${maxMs} ms (a count on it: ${syncMs} ms)`);
       // A restarted agent's sweep: confirmed entries stamped before its start go, later ones stay.
       const startNs = process.hrtime.bigint();
       const later = entries.slice(1010, 1013).map(([k, v]): [Flow, CrtEntry] => [k, { ...v, createdNs: startNs + 1n }]);

@@ -140,6 +140,35 @@ describe('IPv6 distributor', () => {
     assert.equal(entry.target, outer.dst);
   });
 
+  test('to an IPv4 target with a VIPAROUTE: IPv6-in-IPv4 to the VIPAROUTE address, new and established', () => {
+    const VIA = '198.18.1.21';
+    const svcV: Service = { vip: VIP6, port: 8081, protocol: 'tcp' };
+    const outerOf = (frame: Buffer) => {
+      const r = run(frame);
+      assert.equal(r.reason, 'fwd_redirect');
+      const p = parseFrame(r.frame);
+      assert.equal(p.ipv4!.protocol, 41);
+      return `${p.ipv4!.dst} ${p.eth!.dst}`;
+    };
+    nsIp(rns.ns, 'neigh', 'replace', VIA, 'lladdr', '02:00:00:00:01:21', 'dev', 'int0', 'nud', 'permanent');
+    try {
+      fp.setTargets(svcV, [{ addr: TARGETS4[0], weight: 1 }]);
+      fp.setViaRoutes(new Map([[TARGETS4[0], VIA]]));
+      const viaOuter = `${VIA} 02:00:00:00:01:21`;
+      assert.equal(outerOf(syn6({ dport: 8081, sport: 42100 })), viaOuter, 'a new flow: the VIPAROUTE address');
+      assert.equal(outerOf(syn6({ dport: 8081, sport: 42100, syn: false, ack: true })), viaOuter, 'its next packet');
+      const key = { saddr: CLIENT6, daddr: VIP6, sport: 42100, dport: 8081, proto: 6 };
+      assert.equal(fp.crt6.get(key)!.target, TARGETS4[0], 'the CRT keeps the target, not the VIPAROUTE address');
+      fp.setViaRoutes(new Map());
+      const direct = outerOf(syn6({ dport: 8081, sport: 42100, syn: false, ack: true }));
+      assert.equal(direct.split(' ')[0], TARGETS4[0], 'without it: the cluster address again');
+    } finally {
+      fp.setViaRoutes(new Map());
+      fp.removeService(svcV);
+      nsIp(rns.ns, 'neigh', 'del', VIA, 'dev', 'int0');
+    }
+  });
+
   test('extension headers are walked to a bound; fragments are counted and passed', () => {
     const hop = { type: 'hop', bodyLength: 6 } as const;
     const dest = { type: 'dest', bodyLength: 30 } as const;
