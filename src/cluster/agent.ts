@@ -453,12 +453,17 @@ export class Agent {
         },
         lost: (d, owner) => {
           this.since.set(d, Date.now());
-          const handedOver = owner !== undefined && owner.node !== me && this.router.answering(d);
+          // Another node owns it now (not a deletion): it waits for this node's release.
+          const successor = owner?.node !== me ? owner : undefined;
+          const handedOver = successor !== undefined && this.router.answering(d);
           this.renewer?.drop(d, handedOver ? process.hrtime.bigint() + this.ns(HANDOVER_DRAIN_MS) : undefined);
           // The new owner takes the address once this node's stack answers ARP for it no more.
           void this.router.disown(d).then(() => {
-            if (owner && owner.node !== me && !this.stopped)
-              this.transport.send(owner.node, { type: MsgType.Released, body: { address: d, epoch: owner.epoch } });
+            if (successor && !this.stopped)
+              this.transport.send(successor.node, {
+                type: MsgType.Released,
+                body: { address: d, epoch: successor.epoch },
+              });
           });
           void this.ipsec?.lost(d);
           const why = owner ? 'DVIPA now routed by another node' : 'DVIPA routed by no node now (deleted?)';
