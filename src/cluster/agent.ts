@@ -458,14 +458,15 @@ export class Agent {
           const handedOver = successor !== undefined && this.router.answering(d);
           this.renewer?.drop(d, handedOver ? process.hrtime.bigint() + this.ns(HANDOVER_DRAIN_MS) : undefined);
           // The new owner takes the address once this node's stack answers ARP for it no more.
-          void this.router.disown(d).then(() => {
+          const released = this.router.disown(d);
+          void released.then(() => {
             if (successor && !this.stopped)
               this.transport.send(successor.node, {
                 type: MsgType.Released,
                 body: { address: d, epoch: successor.epoch },
               });
           });
-          void this.ipsec?.lost(d);
+          void this.ipsec?.lost(d, released);
           const why = owner ? 'DVIPA now routed by another node' : 'DVIPA routed by no node now (deleted?)';
           this.log.warn({ dvipa: d, owner: owner?.node, epoch: owner?.epoch }, `${why}: address released`);
         },

@@ -492,19 +492,21 @@ export class IkeContinuity {
    * This node no longer owns the DVIPA: its charon forgets the DVIPA's IKE SAs; how many. Only
    * once the address is gone from here, as charon's DELETE would otherwise reach the peer and
    * end the SAs the new owner carries on with. The agent gives the address up through its `ip`
-   * batch, a moment after it lost the DVIPA (under load, hundreds of ms): waited for up to
-   * `waitMs`, or until `regained()` (this node owns the DVIPA again). Still here: nothing is
-   * forgotten (logged); the next acquisition forgets them before it renegotiates.
+   * batch, a moment after it lost the DVIPA (under load, hundreds of ms): `released` resolves
+   * once it has, waited for up to `waitMs`. Still here then (the batch failed, or this node
+   * owns the DVIPA again): nothing is forgotten (logged); the next acquisition forgets them
+   * before it renegotiates.
    */
-  async forget(dvipa: string, waitMs = 0, regained: () => boolean = () => false): Promise<number> {
+  async forget(dvipa: string, released: Promise<unknown> = Promise.resolve(), waitMs = 0): Promise<number> {
     this.written.delete(dvipa);
     this.unknown.delete(dvipa);
     this.source.delete(dvipa);
     this.last.delete(dvipa);
     this.listedAt.delete(dvipa);
     const here = this.opts.addressHere ?? hasLocalAddress;
-    const end = Date.now() + waitMs;
-    while (here(dvipa) && Date.now() < end && !regained()) await sleep(20);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([released, new Promise((r) => (timer = setTimeout(r, waitMs)))]);
+    clearTimeout(timer);
     const mine = this.mineOf(await this.daemon.listSas(), dvipa);
     if (mine.length && here(dvipa)) {
       const why = "charon keeps the DVIPA's IKE SAs: the address is on this node, a DELETE would reach the peer";

@@ -34,7 +34,7 @@ export interface IpsecOptions {
 
 /** XFRM events come in bursts (a negotiation adds SAs and policies): one scan for a burst. */
 const EVENT_SETTLE_MS = 50;
-/** How long a node that lost a DVIPA waits for its address to go before its charon forgets (see IkeContinuity.forget). */
+/** How long a node that lost a DVIPA waits at most for its address to go before its charon forgets (see IkeContinuity.forget). */
 const RELEASE_WAIT_MS = 10_000;
 
 export interface IpsecSaRow {
@@ -282,7 +282,8 @@ export class IpsecRole {
     });
   }
 
-  lost(dvipa: string): Promise<void> {
+  /** This node no longer owns the DVIPA; `released` resolves once its address is gone from here. */
+  lost(dvipa: string, released: Promise<unknown> = Promise.resolve()): Promise<void> {
     this.owned.delete(dvipa);
     this.pending.delete(dvipa);
     this.recorder.forget(dvipa);
@@ -299,12 +300,7 @@ export class IpsecRole {
         );
       for (const e of failed)
         this.log.error({ dvipa, err: e!.message }, 'IPsec SA of a DVIPA routed elsewhere not removed');
-      await this.ikeStep(
-        dvipa,
-        'forgetting',
-        (ike) => ike.forget(dvipa, RELEASE_WAIT_MS, () => this.owned.has(dvipa)),
-        0,
-      );
+      await this.ikeStep(dvipa, 'forgetting', (ike) => ike.forget(dvipa, released, RELEASE_WAIT_MS), 0);
     });
   }
 

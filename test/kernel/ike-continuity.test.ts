@@ -223,10 +223,12 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
 
   // Takeback: r2 learns it lost the DVIPA before its address is gone (the agent's ip batch
   // removes it a moment later): its charon forgets only then; the peer keeps r2's IKE SA.
-  const losing = role2.lost(DVIPA);
+  let addressGone!: () => void;
+  const losing = role2.lost(DVIPA, new Promise<void>((r) => (addressGone = r)));
   await sleep(300);
   assert.equal((await sasOf(c2)).length, 1, "r2's charon keeps its IKE SA while the address is on r2");
   nsIp(ns.r2, 'addr', 'del', `${DVIPA}/32`, 'dev', 'eth');
+  addressGone();
   await losing;
   assert.deepEqual(await sasOf(c2), [], "r2's charon holds nothing for the DVIPA");
   await sleep(200);
