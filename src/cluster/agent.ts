@@ -32,7 +32,7 @@ import { Refusals } from './refusals.js';
 import { Heartbeat } from './heartbeat.js';
 import { Renewer } from './renewer.js';
 import { Handoffs } from './handoff.js';
-import { RoutingRole } from './router.js';
+import { HANDOVER_DRAIN_MS, RoutingRole } from './router.js';
 import { TargetRole, type TargetOptions } from './target.js';
 import { ViaRoutes } from './via-routes.js';
 import type { Logger } from '../log.js';
@@ -97,17 +97,6 @@ const IPSEC_WAIT_MS = 5000;
  */
 export const FENCE_RENEWALS = 7;
 export const CLAIM_RENEWALS = 8;
-/**
- * Handed over while this node still answered for it (a takeback, a move: its fence had not run
- * out), a DVIPA's fence drains (bpf/dvipa.h DVIPA_FENCE_DRAIN): ARP for it is dropped at once,
- * and what clients still send here is forwarded this long. They learn the new owner from its
- * gratuitous ARP, which waits for this node's release (handoff.ts); a client that misses it
- * and its repeats re-resolves the address within a few seconds. Without the drain the fence
- * ran out before that ARP and dropped tens of packets in most takebacks (docs/ha.md). A node
- * whose fence has run out (frozen, cut off) drains nothing.
- */
-const HANDOVER_DRAIN_MS = 5000;
-
 export class Agent {
   private readonly node: NodeSpec;
   private readonly plans: Map<string, DvipaPlan>;
@@ -391,6 +380,8 @@ export class Agent {
     }
     this.cf = cf;
     cf.on('change', (d?: string) => {
+      for (const x of d === undefined ? this.candidacies.keys() : this.candidacies.has(d) ? [d] : [])
+        this.router.follow(x, cf.view(x).owner?.node);
       const waiting = d === undefined ? undefined : this.unconfirmed.get(d);
       if (!waiting || this.stopped) return;
       this.unconfirmed.delete(d!);

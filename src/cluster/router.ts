@@ -40,6 +40,17 @@ const ADOPT_MS = 3000;
  */
 const INHERIT_MS = 3000;
 /**
+ * Handed over while this node still answered for it (a takeback, a move: its fence had not run
+ * out), a DVIPA's fence drains (bpf/dvipa.h DVIPA_FENCE_DRAIN, written by the agent's renewal
+ * thread): ARP for it is dropped at once, and what clients still send here is forwarded this
+ * long, with this node's own distribution. They learn the new owner from its gratuitous ARP,
+ * which waits for this node's release (handoff.ts); a client that misses it and its repeats
+ * re-resolves the address within a few seconds. Without the drain the fence ran out before
+ * that ARP and dropped tens of packets in most takebacks (docs/ha.md). A node whose fence has
+ * run out (frozen, cut off) drains nothing.
+ */
+export const HANDOVER_DRAIN_MS = 5000;
+/**
  * For this long after start the readiness gate waits for every candidate target, connected
  * or not (it has not had time to connect); after it, only for those that are connected.
  */
@@ -71,6 +82,12 @@ export class RoutingRole {
   private readonly inheriting = new Map<string, { from: string; timer: NodeJS.Timeout }>();
   /** Inherited services whose tables are still to be built (inheritNext). */
   private readonly inheritQueue = new Set<string>();
+  /** Waiters for the queue's end (inherit's promises). */
+  private readonly inherited: Array<() => void> = [];
+  /** Who routes each DVIPA, as the coupling facility says (follow). */
+  private readonly owners = new Map<string, string>();
+  /** DVIPAs this node lost to a living owner, until its drain ends: it keeps its own distribution. */
+  private readonly draining = new Map<string, NodeJS.Timeout>();
   /** Service name -> data-plane service. */
   private readonly routed = new Map<string, Service>();
   /** DVIPAs this node owns or backs up. */
@@ -127,6 +144,7 @@ export class RoutingRole {
   stop(): void {
     this.stopped = true;
     for (const i of this.inheriting.values()) clearTimeout(i.timer);
+    for (const t of this.draining.values()) clearTimeout(t);
     clearTimeout(this.pushTimer);
     clearTimeout(this.adoptTimer);
     this.address?.stop();
@@ -179,6 +197,33 @@ export class RoutingRole {
     }
   }
 
+  /**
+   * `owner` routes the DVIPA now (the coupling facility says so). A backup's tables follow the
+   * owner's distribution: a takeover or takeback then finds them built (inherit has nothing
+   * to do on its path), and a connection the owner opened in its last moments, not yet
+   * reported, hashes to the same target here. A node that lost the DVIPA to a living owner
+   * keeps its own until its drain ends, as it still forwards what reaches it.
+   */
+  follow(dvipa: string, owner: string | undefined): void {
+    if (!this.dvipas.has(dvipa) || owner === undefined || owner === this.owners.get(dvipa)) return;
+    this.owners.set(dvipa, owner);
+    if (owner !== this.node.name && !this.draining.has(dvipa)) this.rebuild(dvipa);
+  }
+
+  private rebuild(dvipa: string): void {
+    for (const [name, s] of this.routed) if (s.vip === dvipa) this.pushSoon(name);
+  }
+
+  /** Whose DPT a service's table is built from: a previous owner's while inherited, the owner's while this node backs it up. */
+  private sourceOf(name: string): string {
+    const inherited = this.inheriting.get(name)?.from;
+    if (inherited !== undefined) return inherited;
+    const vip = this.routed.get(name)?.vip;
+    if (vip === undefined || this.epochOf(vip) > 0 || this.draining.has(vip)) return this.node.name;
+    const owner = this.owners.get(vip);
+    return owner !== undefined && this.dpts.has(owner) ? owner : this.node.name;
+  }
+
   /** The epoch the pinned data plane last owned the DVIPA under, if any. */
   pinnedEpoch(dvipa: string): number {
     return this.fp.epochOf(dvipa) ?? 0;
@@ -194,28 +239,33 @@ export class RoutingRole {
     if (!d) throw new Error(`${dvipa}: not a DVIPA this node routes or backs up`);
     d.epoch = epoch;
     if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, epoch);
-    // Announced first: building the previous owner's tables takes tens of milliseconds on a
-    // busy node, every client waits for the announcement, and only a connection opened in
-    // those last milliseconds and not yet reported can miss them.
-    if (this.address) this.address.take(dvipa, announceAfter);
+    const built = previous && previous !== this.node.name ? this.inherit(dvipa, previous) : undefined;
+    // A backup's tables follow the owner's (follow), so there is mostly nothing to build.
+    // After a death the address is announced first: every client waits for it, and only a
+    // connection opened in the owner's last moments and not yet reported can miss tables
+    // still being built. A living owner replaced forwards meanwhile (its drain): the address
+    // waits for the tables too.
+    const after = announceAfter && built ? Promise.all([announceAfter, built]) : announceAfter;
+    if (this.address) this.address.take(dvipa, after);
     else this.log.warn({ dvipa }, 'no EXTERNAL interface: the DVIPA is owned but not announced by this node');
-    if (!previous || previous === this.node.name) return;
-    // A living owner replaced forwards (drains) until clients follow the announcement: the
-    // tables are built once the address is here, so the main thread is free for its RELEASED.
-    if (!announceAfter) this.inherit(dvipa, previous);
-    else void announceAfter.then(() => d.epoch === epoch && !this.stopped && this.inherit(dvipa, previous));
   }
 
   /**
-   * Another node routes it now: the address goes, the tables stay warm (and the fence drains:
-   * agent.ts, HANDOVER_DRAIN_MS). Resolves once the address is off the interface: this node's
-   * stack answers ARP for it no more.
+   * Another node routes it now: the address goes, the tables stay this node's own while its
+   * fence drains (HANDOVER_DRAIN_MS), then follow the new owner's. Resolves once the address
+   * is off the interface: this node's stack answers ARP for it no more.
    */
   async disown(dvipa: string): Promise<void> {
     const d = this.dvipas.get(dvipa);
     if (!d) return;
     d.epoch = 0;
     if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, 0);
+    clearTimeout(this.draining.get(dvipa));
+    const drained = setTimeout(() => {
+      this.draining.delete(dvipa);
+      this.rebuild(dvipa);
+    }, HANDOVER_DRAIN_MS);
+    this.draining.set(dvipa, drained);
     await this.address?.give(dvipa);
   }
 
@@ -226,9 +276,10 @@ export class RoutingRole {
     return f !== undefined && !f.draining && f.deadlineNs > process.hrtime.bigint();
   }
 
-  private inherit(dvipa: string, from: string): void {
+  /** Resolves once the DVIPA's services are built from `from`'s DPT (or dropped: a stop). */
+  private inherit(dvipa: string, from: string): Promise<void> {
     const theirs = this.dpts.get(from);
-    if (!theirs) return;
+    if (!theirs) return Promise.resolve();
     const idle = this.inheritQueue.size === 0;
     for (const [name, s] of this.routed) {
       if (s.vip !== dvipa || !theirs.serviceNames().includes(name)) continue;
@@ -240,7 +291,9 @@ export class RoutingRole {
       this.inheriting.set(name, { from, timer });
       this.inheritQueue.add(name);
     }
-    if (idle && this.inheritQueue.size) setImmediate(() => this.inheritNext());
+    if (!this.inheritQueue.size) return Promise.resolve();
+    if (idle) setImmediate(() => this.inheritNext());
+    return new Promise((resolve) => this.inherited.push(resolve));
   }
 
   /**
@@ -253,7 +306,8 @@ export class RoutingRole {
     if (name === undefined || this.stopped) return;
     this.inheritQueue.delete(name);
     if (this.inheriting.has(name)) this.push(name);
-    if (this.inheritQueue.size) setImmediate(() => this.inheritNext());
+    if (this.inheritQueue.size) return void setImmediate(() => this.inheritNext());
+    for (const resolve of this.inherited.splice(0)) resolve();
   }
 
   epochOf(dvipa: string): number {
@@ -327,7 +381,7 @@ export class RoutingRole {
   private push(name: string): void {
     if (this.deferred.has(name)) return;
     const s = this.routed.get(name)!;
-    const source = this.dpts.get(this.inheriting.get(name)?.from ?? this.node.name)!;
+    const source = this.dpts.get(this.sourceOf(name))!;
     const weights = source.weights(name);
     const affinitySec = this.affinity.get(name);
     // A table the same as the one in place is not built again: 65,537 slots in a new map, each
@@ -359,6 +413,8 @@ export class RoutingRole {
   vdpt(): VdptRow[] {
     const rows: VdptRow[] = [];
     for (const [name, s] of this.routed) {
+      // This node's own distribution, or the previous owner's while inherited: a backup's
+      // tables follow the owner (follow), its display shows what it will distribute.
       const source = this.inheriting.get(name)?.from ?? this.node.name;
       const dpt = this.dpts.get(source)!;
       const weights = new Map(dpt.weights(name).map((t) => [t.addr, t.weight]));
@@ -401,7 +457,7 @@ export class RoutingRole {
 
   /** A report into every candidate's DPT; whether the one this service's table follows now changed. */
   private update(name: string, xcf: string, change: Parameters<Dpt['update']>[2]): boolean {
-    const source = this.inheriting.get(name)?.from ?? this.node.name;
+    const source = this.sourceOf(name);
     let changed = false;
     for (const [node, dpt] of this.dpts) if (dpt.update(name, xcf, change) && node === source) changed = true;
     return changed;
