@@ -20,6 +20,7 @@ import { Progress } from '../bench/progress.js';
 import { benchIpsec, formatIpsecBench } from '../bench/ipsec.js';
 import { benchTransport, formatTransportBench } from '../bench/transport.js';
 import { benchAgent, formatAgentBench } from '../bench/agent.js';
+import { DEFAULTS, LIMITS } from '../config/settings.js';
 import { benchIke, formatIkeBench } from '../bench/ike.js';
 import {
   benchFailover,
@@ -254,7 +255,7 @@ const transport = command({
 const agent = command({
   command: 'agent',
   describe:
-    'a routing agent with a full CRT while a target resyncs, /metrics is scraped and junk connections knock: loop delay, RSS, CPU',
+    'a routing agent that owns its DVIPA through etcd, with a full CRT while a target resyncs, /metrics is scraped and junk connections knock: loop delay, RSS, CPU, whether it kept its lease and its DVIPA',
   builder: (y) =>
     y
       .option('json', { type: 'boolean', default: false })
@@ -264,13 +265,19 @@ const agent = command({
         describe: 'CRT entries (a SYN flood fills the default 1,048,576)',
       })
       .option('seconds', { type: 'number', default: 10 })
-      .option('junk', { type: 'number', default: 10000, describe: 'junk connections held on the agent port' }),
+      .option('junk', { type: 'number', default: 10000, describe: 'junk connections held on the agent port' })
+      .option('lease-ttl', {
+        type: 'number',
+        default: 1,
+        describe: `the agent's etcd lease, seconds (the agent's default is ${DEFAULTS.leaseTtl}; 1 is the shortest)`,
+      }),
   handler: async (a) => {
     requireRoot('dvipa bench agent');
     whole(a.crtEntries, 'crt-entries', 1, 1 << 24);
     whole(a.seconds, 'seconds', 1, 600);
     whole(a.junk, 'junk', 0, 18000);
-    const r = await benchAgent({ crtEntries: a.crtEntries, seconds: a.seconds, junk: a.junk });
+    whole(a.leaseTtl, 'lease-ttl', ...LIMITS.leaseTtl);
+    const r = await benchAgent({ crtEntries: a.crtEntries, seconds: a.seconds, junk: a.junk, leaseTtlSec: a.leaseTtl });
     process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatAgentBench(r)}\n`);
   },
 });
