@@ -8,10 +8,13 @@
  * Measured: the agent's event-loop delay, RSS and CPU, the slowest scrape, whether the target
  * stayed connected, and whether the agent kept its lease and its DVIPA: as etcd showed it to a
  * watcher in another process (the owner key's record and lease, every renewal, the member
- * key), and as the agent counts it (its metrics and the DVIPAs it owns).
+ * key), and as the agent counts it (its metrics and the DVIPAs it owns). The anchor: the
+ * event-loop delay of an idle process beside it, at the same priority, in the same window,
+ * which is what the machine's own load costs any loop.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import * as http from 'node:http';
+import * as os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { Agent } from '../cluster/agent.js';
@@ -23,6 +26,7 @@ import { DEFAULTS } from '../config/settings.js';
 import { FastPath } from '../dataplane/fastpath.js';
 import { CrtOrigin, crtEntry, flow } from '../dataplane/structs.js';
 import { startEtcd, type EtcdServer } from '../lab/etcd.js';
+import { LAB_NICE } from '../lab/procs.js';
 import { flood, formatProcessFigures, freePort, measureProcess, type ProcessFigures } from './transport.js';
 
 const ROUTER = '127.0.0.1';
@@ -60,6 +64,14 @@ export interface AgentBench extends ProcessFigures {
   crtEntries: number;
   seconds: number;
   junkConnections: number;
+  /** Whether the target resynchronised every second, and /metrics was scraped every second. */
+  resync: boolean;
+  scrape: boolean;
+  /** The nice value of the agent (and of everything the benchmark starts but etcd, which runs in real time). */
+  nice: number;
+  /** The anchor: an idle process's event-loop delay beside the agent, at its priority. */
+  idleLoopDelayP99Ms: number;
+  idleLoopDelayMaxMs: number;
   scrapes: number;
   scrapeMaxMs: number;
   resyncs: number;
@@ -101,12 +113,15 @@ function fillCrt(pinRoot: string, n: number): void {
 
 const TARGET_CHILD = '--dvipa-bench-agent-target';
 const OBSERVER_CHILD = '--dvipa-bench-agent-observer';
+const IDLE_CHILD = '--dvipa-bench-agent-idle';
 const KEY = Buffer.alloc(32, 1);
 
 /** What the target child says: connected ('up'), and at the end what it sent and saw. */
 type TargetReport = { up: true } | { resyncs: number; stayedConnected: boolean };
 /** What the watcher of etcd says: watching (and the owner key then), and at the end what it saw. */
 type ObserverReport = { watching: true; before?: OwnerKey } | OwnershipSeen;
+/** What the idle child says: measuring, and at the end its loop delay. */
+type IdleReport = { measuring: true } | ProcessFigures;
 
 /**
  * The child: target t1, connected to r1 at `port`; from the parent's 'go' until its 'stop',
@@ -213,6 +228,14 @@ async function runObserver(url: string): Promise<void> {
 
 if (process.argv[2] === TARGET_CHILD) void runTarget(Number(process.argv[3]));
 if (process.argv[2] === OBSERVER_CHILD) void runObserver(process.argv[3]);
+// The anchor: nothing but its own loop, measured from now until the parent's 'stop'.
+if (process.argv[2] === IDLE_CHILD) {
+  const stopped = new Promise((r) => process.once('message', r));
+  void measureProcess(() => stopped).then(({ result: _, ...figures }) =>
+    process.send!(figures satisfies IdleReport, () => process.exit(0)),
+  );
+  process.send!({ measuring: true } satisfies IdleReport);
+}
 
 /** A child process of this file in one of its roles, and what it says, in order. */
 class Child<Report> {
@@ -310,7 +333,12 @@ export async function benchAgent(o: {
   seconds: number;
   junk: number;
   leaseTtlSec: number;
+  resync: boolean;
+  scrape: boolean;
 }): Promise<AgentBench> {
+  // The agent at the priority its unit gives it (deploy/dvipa-agent.service), as in the lab;
+  // the children started from here inherit it (the idle anchor must).
+  os.setPriority(LAB_NICE);
   const pinRoot = `/sys/fs/bpf/dvipa-bench-agent-${process.pid}`;
   const logger = pino({ level: 'silent' });
   const port = await freePort(ROUTER);
@@ -325,6 +353,7 @@ export async function benchAgent(o: {
   let etcd: EtcdServer | undefined;
   let agent: Agent | undefined;
   let observer: Child<ObserverReport> | undefined;
+  let idle: Child<IdleReport> | undefined;
   const target = new Child<TargetReport>(TARGET_CHILD, [String(port)]);
   try {
     etcd = await startEtcd();
@@ -348,12 +377,15 @@ export async function benchAgent(o: {
     if (!('watching' in watching) || watching.before?.node !== 'r1' || watching.before.epoch !== epoch)
       throw new Error(`etcd does not name r1 the owner of ${DVIPA} under epoch ${epoch}: ${JSON.stringify(watching)}`);
     const base = agentCounts((await scrape(metricsAddress)).text);
+    idle = new Child<IdleReport>(IDLE_CHILD, []);
+    await idle.next('the idle anchor', 10_000);
 
     let scrapeMaxMs = 0;
     let scrapes = 0;
     let couplingDownScrapes = 0;
-    target.send('go');
+    if (o.resync) target.send('go');
     const tick = setInterval(() => {
+      if (!o.scrape) return;
       void scrape(metricsAddress).then(
         ({ ms, text }) => {
           scrapes++;
@@ -366,6 +398,9 @@ export async function benchAgent(o: {
     const junk = () => flood(ROUTER, port, o.junk, o.seconds * 1000, [STRANGER, TARGET]);
     const { result: _, ...figures } = await measureProcess(junk);
     clearInterval(tick);
+    idle.send('stop');
+    const anchor = await idle.next("the idle anchor's loop delay", 10_000);
+    if (!('loopDelayMaxMs' in anchor)) throw new Error('the idle anchor said nothing of its loop');
     const epochAfter = agent.owned().get(DVIPA)?.epoch;
     const counts = agentCounts((await scrape(metricsAddress)).text);
     observer.send('stop');
@@ -379,7 +414,12 @@ export async function benchAgent(o: {
       crtEntries: o.crtEntries,
       seconds: o.seconds,
       junkConnections: o.junk,
+      resync: o.resync,
+      scrape: o.scrape,
+      nice: LAB_NICE,
       ...figures,
+      idleLoopDelayP99Ms: anchor.loopDelayP99Ms,
+      idleLoopDelayMaxMs: anchor.loopDelayMaxMs,
       scrapes,
       scrapeMaxMs,
       resyncs: end.resyncs,
@@ -401,6 +441,7 @@ export async function benchAgent(o: {
   } finally {
     await target.kill();
     await observer?.kill();
+    await idle?.kill();
     await agent?.stop();
     await etcd?.stop();
     FastPath.purge(pinRoot);
@@ -410,11 +451,14 @@ export async function benchAgent(o: {
 export function formatAgentBench(r: AgentBench): string {
   const e = r.etcd;
   const owner = (k?: OwnerKey) => (k ? `${k.node}, epoch ${k.epoch}, lease ${k.lease}` : 'none');
+  const every = [r.resync && 'a full CONNS resync', r.scrape && 'a /metrics scrape'].filter(Boolean).join(' and ');
   return [
-    `routing agent, CRT of ${r.crtEntries} entries, ${r.seconds} s: a full CONNS resync and a /metrics scrape every ` +
+    `routing agent at nice ${r.nice}, CRT of ${r.crtEntries} entries, ${r.seconds} s: ${every || 'nothing'} every ` +
       `second, ${r.junkConnections} junk connections on its port; owner of its DVIPA through etcd ` +
       `(lease ${r.leaseTtlSec} s, renewals every ${r.renewMs} ms)`,
     ...formatProcessFigures(r, ` (a ${r.leaseTtlSec} s lease needs well under ${r.leaseTtlSec * 1000})`),
+    `  idle anchor:       loop delay p99 ${r.idleLoopDelayP99Ms.toFixed(1)} ms, max ${r.idleLoopDelayMaxMs.toFixed(1)} ms ` +
+      '(an idle process beside it, same priority: the machine alone)',
     `  scrapes:           ${r.scrapes}, slowest ${r.scrapeMaxMs} ms; etcd down in ${r.couplingDownScrapes}`,
     `  target:            ${r.resyncs} full resyncs sent; ${r.targetStayedConnected ? 'stayed' : 'was not'} connected`,
     `  lease:             ${r.leaseKept ? 'kept' : 'LOST'}; owner key before: ${owner(e.before)}; after: ${owner(e.after)}`,

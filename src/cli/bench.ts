@@ -266,6 +266,16 @@ const agent = command({
       })
       .option('seconds', { type: 'number', default: 10 })
       .option('junk', { type: 'number', default: 10000, describe: 'junk connections held on the agent port' })
+      .option('resync', {
+        type: 'boolean',
+        default: true,
+        describe: 'the target sends a full CONNS report every second (--no-resync: never)',
+      })
+      .option('scrape', {
+        type: 'boolean',
+        default: true,
+        describe: '/metrics scraped every second (--no-scrape: never)',
+      })
       .option('lease-ttl', {
         type: 'number',
         default: 1,
@@ -277,7 +287,14 @@ const agent = command({
     whole(a.seconds, 'seconds', 1, 600);
     whole(a.junk, 'junk', 0, 18000);
     whole(a.leaseTtl, 'lease-ttl', ...LIMITS.leaseTtl);
-    const r = await benchAgent({ crtEntries: a.crtEntries, seconds: a.seconds, junk: a.junk, leaseTtlSec: a.leaseTtl });
+    const r = await benchAgent({
+      crtEntries: a.crtEntries,
+      seconds: a.seconds,
+      junk: a.junk,
+      leaseTtlSec: a.leaseTtl,
+      resync: a.resync,
+      scrape: a.scrape,
+    });
     process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatAgentBench(r)}\n`);
   },
 });

@@ -140,17 +140,23 @@ test('the readiness gate opens only with a connected, synced target (an isolated
   await until('the target to reconnect', () => target.connected('r1'));
 });
 
+/** A full report's connections: as many as a message holds. */
+const REPORTED: ConnRef[] = Array.from({ length: MAX_CONNS_PER_MESSAGE }, (_, i) => ({
+  saddr: `198.51.100.${i >> 8}`,
+  daddr: DVIPA,
+  sport: 1024 + (i & 255),
+  dport: 80,
+  protocol: 'tcp',
+}));
+const entries = async () => Number(/^dvipa_crt_entries (\d+)$/m.exec(await scrape())?.[1]);
+/** The CRT's size before the first full report. */
+let crtBefore = 0;
+
 test('a full report of 8,192 connections goes in by slices, the loop turning meanwhile; the kernel counts them in the CRT', async (t) => {
-  const n = MAX_CONNS_PER_MESSAGE;
-  const added: ConnRef[] = Array.from({ length: n }, (_, i) => ({
-    saddr: `198.51.100.${i >> 8}`,
-    daddr: DVIPA,
-    sport: 1024 + (i & 255),
-    dport: 80,
-    protocol: 'tcp',
-  }));
-  const entries = async () => Number(/^dvipa_crt_entries (\d+)$/m.exec(await scrape())?.[1]);
+  const n = REPORTED.length;
+  const added = REPORTED;
   const before = await entries();
+  crtBefore = before;
   target.send('r1', { type: MsgType.Conns, body: { full: true, added, removed: [] } });
   const h = monitorEventLoopDelay({ resolution: 5 });
   const t0 = process.hrtime.bigint();
@@ -164,6 +170,15 @@ test('a full report of 8,192 connections goes in by slices, the loop turning mea
   );
   // At once, its decoding and every slice were one turn of the loop, as long as the whole.
   assert.ok(maxMs < tookMs / 2, `the loop was held ${maxMs.toFixed(1)} ms of the report's ${tookMs.toFixed(0)} ms`);
+});
+
+test('a full report ends, slice by slice, what the one before held and it no longer does: out of the CRT', async () => {
+  const kept = REPORTED.slice(0, REPORTED.length / 2);
+  target.send('r1', { type: MsgType.Conns, body: { full: true, added: kept, removed: [] } });
+  await until('the other half out of the CRT', async () => (await entries()) === crtBefore + kept.length, 30_000);
+  // And back: a full report again with all of them.
+  target.send('r1', { type: MsgType.Conns, body: { full: true, added: REPORTED, removed: [] } });
+  await until('all of them in the CRT again', async () => (await entries()) === crtBefore + REPORTED.length, 30_000);
 });
 
 test('a clean stop with the peer connected returns, the maps closed last', async () => {
