@@ -149,14 +149,11 @@ const REPORTED: ConnRef[] = Array.from({ length: MAX_CONNS_PER_MESSAGE }, (_, i)
   protocol: 'tcp',
 }));
 const entries = async () => Number(/^dvipa_crt_entries (\d+)$/m.exec(await scrape())?.[1]);
-/** The CRT's size before the first full report. */
-let crtBefore = 0;
 
 test('a full report of 8,192 connections goes in by slices, the loop turning meanwhile; the kernel counts them in the CRT', async (t) => {
   const n = REPORTED.length;
   const added = REPORTED;
   const before = await entries();
-  crtBefore = before;
   target.send('r1', { type: MsgType.Conns, body: { full: true, added, removed: [] } });
   const h = monitorEventLoopDelay({ resolution: 5 });
   const t0 = process.hrtime.bigint();
@@ -173,12 +170,20 @@ test('a full report of 8,192 connections goes in by slices, the loop turning mea
 });
 
 test('a full report ends, slice by slice, what the one before held and it no longer does: out of the CRT', async () => {
+  const active = async () =>
+    Number(/^dvipa_target_connections_active\{[^}]*target="127\.0\.0\.2"\} (\d+)$/m.exec(await scrape())?.[1]);
+  const full = (added: ConnRef[]) =>
+    target.send('r1', { type: MsgType.Conns, body: { full: true, added, removed: [] } });
+  // All of them (again, after the test before): the agent counts them as it writes them.
+  full(REPORTED);
+  await until('all of them reported', async () => (await active()) === REPORTED.length, 30_000);
+  const all = await entries();
   const kept = REPORTED.slice(0, REPORTED.length / 2);
-  target.send('r1', { type: MsgType.Conns, body: { full: true, added: kept, removed: [] } });
-  await until('the other half out of the CRT', async () => (await entries()) === crtBefore + kept.length, 30_000);
-  // And back: a full report again with all of them.
-  target.send('r1', { type: MsgType.Conns, body: { full: true, added: REPORTED, removed: [] } });
-  await until('all of them in the CRT again', async () => (await entries()) === crtBefore + REPORTED.length, 30_000);
+  full(kept);
+  await until('the other half out of the CRT', async () => (await entries()) === all - kept.length, 30_000);
+  assert.equal(await active(), kept.length);
+  full(REPORTED);
+  await until('all of them in the CRT again', async () => (await entries()) === all, 30_000);
 });
 
 test('a clean stop with the peer connected returns, the maps closed last', async () => {
