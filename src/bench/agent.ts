@@ -335,6 +335,8 @@ export async function benchAgent(o: {
   leaseTtlSec: number;
   resync: boolean;
   scrape: boolean;
+  /** Where etcd's log goes (its warnings: slow requests, leases revoked), to find why a lease was lost. */
+  etcdLog?: string;
 }): Promise<AgentBench> {
   // The agent at the priority its unit gives it (deploy/dvipa-agent.service), as in the lab;
   // the children started from here inherit it (the idle anchor must).
@@ -356,7 +358,7 @@ export async function benchAgent(o: {
   let idle: Child<IdleReport> | undefined;
   const target = new Child<TargetReport>(TARGET_CHILD, [String(port)]);
   try {
-    etcd = await startEtcd();
+    etcd = await startEtcd({ log: o.etcdLog });
     fillCrt(pinRoot, o.crtEntries);
     agent = new Agent({
       config,

@@ -276,6 +276,7 @@ const agent = command({
         default: true,
         describe: '/metrics scraped every second (--no-scrape: never)',
       })
+      .option('etcd-log', { type: 'string', describe: "append etcd's log to this file (why a lease was lost)" })
       .option('lease-ttl', {
         type: 'number',
         default: 1,
@@ -294,6 +295,7 @@ const agent = command({
       leaseTtlSec: a.leaseTtl,
       resync: a.resync,
       scrape: a.scrape,
+      etcdLog: a.etcdLog,
     });
     process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatAgentBench(r)}\n`);
   },
