@@ -15,6 +15,7 @@ import { failoverStep, SETTLE_MS, startProbe, type Drill, type HaPair } from '..
 import { LabError, until } from '../lab/wait.js';
 import { HaLab, HTTP_PORT } from '../lab/ha-lab.js';
 import { HA, isolateRouter, macOf } from '../lab/ha-topology.js';
+import { CLAIM_RENEWALS, FENCE_RENEWALS } from '../cluster/agent.js';
 import { KeepalivedPair } from '../lab/keepalived.js';
 import { Topology } from '../lab/netns.js';
 import type { OutageProbe, OutageReport } from '../lab/procs.js';
@@ -34,6 +35,8 @@ export interface FailoverBenchOptions {
   runs: number;
   advertIntS: number;
   systems: FailoverSystem[];
+  /** dvipa's renewal intervals (--renew-ms): one lab each, side by side. */
+  renewMs: number[];
   drills: PartitionDrill[];
   /** Seconds each drill's fault lasts. */
   faultS: Record<PartitionDrill, number>;
@@ -70,6 +73,8 @@ export interface DrillFigures extends ArpWatchReport {
 
 export interface SystemFigures {
   system: FailoverSystem;
+  /** The system with its setting where a run compares several (dvipa's renewal interval). */
+  name: string;
   settings: string;
   /** The same probe over SETTLE_MS with no failure, once per run: the noise floor of this machine. */
   idle: { outageMs: Distribution; httpWaitMs: Distribution };
@@ -113,6 +118,7 @@ function eventFigures(ds: Drill[]): EventFigures {
 /** A system under test: its pair of routing nodes, and how to freeze its owner and tear it down. */
 interface Contender {
   system: FailoverSystem;
+  name: string;
   settings: string;
   pair: HaPair;
   ns: Record<string, string>;
@@ -120,32 +126,41 @@ interface Contender {
   down(): Promise<void>;
 }
 
-async function bringUp(system: FailoverSystem, o: FailoverBenchOptions, dir: string): Promise<Contender> {
-  if (system === 'dvipa') {
-    const lab = await HaLab.up(path.join(dir, 'dvipa'), undefined, `${o.prefix}d`);
-    return {
+/** Brings a system's labs up (dvipa: one per renewal interval) into `into`, so a failed start leaves the others to tear down. */
+async function bringUp(system: FailoverSystem, o: FailoverBenchOptions, dir: string, into: Contender[]): Promise<void> {
+  if (system === 'keepalived') {
+    const k = await KeepalivedPair.up({
+      prefix: `${o.prefix}k`,
+      dir: path.join(dir, 'keepalived'),
+      advertIntS: o.advertIntS,
+      port: HTTP_PORT,
+    });
+    into.push({
       system,
-      settings: "the lab's agents and etcd, as 'dvipa lab up' runs them",
+      name: system,
+      settings: `VRRPv3, advert_int ${o.advertIntS} s, preempt`,
+      pair: k,
+      ns: k.ns,
+      freeze: (n, f) => k.freeze(n, f),
+      down: () => k.down(),
+    });
+    return;
+  }
+  for (const [i, renewMs] of o.renewMs.entries()) {
+    const lab = await HaLab.up(path.join(dir, `dvipa${i || ''}`), undefined, `${o.prefix}d${i || ''}`, renewMs);
+    into.push({
+      system,
+      name: o.renewMs.length > 1 ? `dvipa ${renewMs} ms` : system,
+      settings:
+        `the lab's agents and etcd, as 'dvipa lab up --renew-ms ${renewMs}' runs them: a renewal every ${renewMs} ms ` +
+        `(${Math.round(1000 / renewMs)} etcd writes a second per owned DVIPA), fence ${FENCE_RENEWALS * renewMs} ms, ` +
+        `claim after ${CLAIM_RENEWALS * renewMs} ms quiet`,
       pair: lab,
       ns: lab.state.ns,
       freeze: (n, f) => lab.freeze(n, f),
       down: () => lab.down(),
-    };
+    });
   }
-  const k = await KeepalivedPair.up({
-    prefix: `${o.prefix}k`,
-    dir: path.join(dir, 'keepalived'),
-    advertIntS: o.advertIntS,
-    port: HTTP_PORT,
-  });
-  return {
-    system,
-    settings: `VRRPv3, advert_int ${o.advertIntS} s, preempt`,
-    pair: k,
-    ns: k.ns,
-    freeze: (n, f) => k.freeze(n, f),
-    down: () => k.down(),
-  };
 }
 
 /** Puts r1 back as the only owner after a drill: at once if it is, else by bringing it back as after a death. */
@@ -226,12 +241,13 @@ export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBe
   const spawner = new Topology(`${o.prefix}p`);
   const contenders: Contender[] = [];
   const progress = o.onProgress ?? (() => undefined);
-  const steps = o.systems.length * (2 * o.runs + o.drills.length);
+  const labs = o.systems.length + (o.systems.includes('dvipa') ? o.renewMs.length - 1 : 0);
+  const steps = labs * (2 * o.runs + o.drills.length);
   let done = 0;
   const step = (note: string) => progress(++done / steps, note);
   let ok = false;
   try {
-    for (const s of o.systems) contenders.push(await bringUp(s, o, dir));
+    for (const s of o.systems) await bringUp(s, o, dir, contenders);
     const probes = new Map<Contender, OutageProbe>();
     for (const c of contenders) probes.set(c, await startProbe(spawner, c.ns.client, HTTP_PORT));
     const events = new Map<Contender, Drill[]>(contenders.map((c) => [c, []]));
@@ -246,9 +262,9 @@ export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBe
       for (const event of ['takeover', 'takeback']) {
         for (const c of contenders) {
           const d = await failoverStep(c.pair, probes.get(c)!);
-          if (d.event !== event) throw new LabError(`${c.system}: a ${d.event} where a ${event} was due`);
+          if (d.event !== event) throw new LabError(`${c.name}: a ${d.event} where a ${event} was due`);
           events.get(c)!.push(d);
-          step(`run ${run}: ${c.system} ${event}`);
+          step(`run ${run}: ${c.name} ${event}`);
         }
       }
     }
@@ -256,7 +272,7 @@ export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBe
     for (const d of o.drills) {
       for (const c of contenders) {
         drills.get(c)![d] = await partitionDrill(c, d, o.faultS[d] * 1000, spawner);
-        step(`${c.system} ${d}`);
+        step(`${c.name} ${d}`);
       }
     }
     ok = true;
@@ -269,6 +285,7 @@ export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBe
         const ev = events.get(c)!;
         return {
           system: c.system,
+          name: c.name,
           settings: c.settings,
           idle: {
             outageMs: distribution(idle.get(c)!.map((r) => r.ping.longestGapMs)),
@@ -304,11 +321,11 @@ export function formatFailoverBench(b: FailoverBench): string {
     ],
   ];
   for (const s of b.systems) {
-    rows.push([s.system, 'idle', dist(s.idle.outageMs), dist(s.idle.httpWaitMs), '-', '-', '-']);
+    rows.push([s.name, 'idle', dist(s.idle.outageMs), dist(s.idle.httpWaitMs), '-', '-', '-']);
     for (const event of ['takeover', 'takeback'] as const) {
       const e = s[event];
       rows.push([
-        s.system,
+        s.name,
         event,
         dist(e.outageMs),
         dist(e.httpWaitMs),
@@ -328,7 +345,7 @@ export function formatFailoverBench(b: FailoverBench): string {
   const drillLines = b.systems.flatMap((s) =>
     Object.entries(s.drills).map(
       ([name, d]) =>
-        `  ${s.system.padEnd(10)} ${name === 'freeze' ? 'owner frozen' : 'owner isolated'} ${d.faultMs / 1000} s: both held the address ${d.dualAtEnd ? 'at least ' : ''}${d.dualMs} ms (${d.dualAnswered} of ${d.requests} ARP requests answered by both; answers ${Object.entries(
+        `  ${s.name.padEnd(14)} ${name === 'freeze' ? 'owner frozen' : 'owner isolated'} ${d.faultMs / 1000} s: both held the address ${d.dualAtEnd ? 'at least ' : ''}${d.dualMs} ms (${d.dualAnswered} of ${d.requests} ARP requests answered by both; answers ${Object.entries(
           d.answeredByNode,
         )
           .map(([n, c]) => `${n} ${c}`)
@@ -337,7 +354,7 @@ export function formatFailoverBench(b: FailoverBench): string {
   );
   return [
     `failover: ${b.runs} takeovers and takebacks per system, interleaved (${b.cpus} CPUs, load average ${b.loadavg.before.toFixed(1)} before, ${b.loadavg.after.toFixed(1)} after)`,
-    ...b.systems.map((s) => `  ${s.system}: ${s.settings}`),
+    ...b.systems.map((s) => `  ${s.name}: ${s.settings}`),
     '',
     ...table,
     ...(drillLines.length
@@ -353,7 +370,7 @@ export function failoverSeries(b: FailoverBench): ChartSeries[] {
       const ev = s.events.filter((e) => e.event === event);
       const d = s[event].outageMs;
       return {
-        name: `${s.system} ${event}`,
+        name: `${s.name} ${event}`,
         points: ev.map((e, i) => ({ t: i + 1, pps: e.client.ping.longestGapMs })),
         perTarget: { median: d.median, p90: d.p90, max: d.max },
       };

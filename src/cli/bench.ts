@@ -4,6 +4,7 @@ import { benchFastpath, formatFastpathBench } from '../bench/fastpath.js';
 import { benchTables, formatTablesBench } from '../bench/tables.js';
 import { command, type ArgsOf } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
+import { DEFAULTS, LIMITS } from '../config/settings.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import {
@@ -325,6 +326,12 @@ const failover = command({
       .option('runs', { type: 'number', default: 20, describe: 'takeovers (and takebacks) per system' })
       .option('advert-int', { type: 'number', default: 0.05, describe: "keepalived's advert_int, seconds (VRRPv3)" })
       .option('systems', { type: 'string', default: FAILOVER_SYSTEMS.join(','), describe: 'which to measure' })
+      .option('renew-ms', {
+        type: 'string',
+        default: String(DEFAULTS.renewMs),
+        describe:
+          "dvipa's renewal intervals, ms, comma-separated: one lab each, side by side (fence 7, claim delay 8 renewals)",
+      })
       .option('drills', {
         type: 'string',
         default: PARTITION_DRILLS.join(','),
@@ -364,11 +371,15 @@ const failover = command({
     whole(a.isolateSeconds, 'isolate-seconds', 1, 600);
     const systems = namesFrom<FailoverSystem>('systems', a.systems, FAILOVER_SYSTEMS);
     const drills = namesFrom<PartitionDrill>('drills', a.drills, PARTITION_DRILLS, true);
+    const renewMs = a.renewMs.split(',').map((v) => Number(v.trim()));
+    for (const r of renewMs) whole(r, 'renew-ms', ...LIMITS.renewMs);
+    if (new Set(renewMs).size !== renewMs.length) throw new CliError('--renew-ms: each interval once', EXIT.usage);
     const progress = new Progress('failover', a.runs * systems.length * 8000);
     const b = await benchFailover({
       runs: a.runs,
       advertIntS: a.advertInt,
       systems,
+      renewMs,
       drills,
       faultS: { freeze: a.freezeSeconds, isolate: a.isolateSeconds },
       prefix: a.prefix,

@@ -14,6 +14,7 @@ import { Topology } from '../lab/netns.js';
 import type { VipadynRow } from '../cluster/views.js';
 import { command } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
+import { DEFAULTS, LIMITS } from '../config/settings.js';
 
 interface Args {
   dir: string;
@@ -40,10 +41,13 @@ const progress = (json?: boolean) => (m: string) => {
   if (!json) out(`  ${m}\n`);
 };
 
-async function up(a: Args): Promise<void> {
+async function up(a: Args & { renewMs?: number }): Promise<void> {
   await lab(async () => {
+    const [min, max] = LIMITS.renewMs;
+    if (a.renewMs !== undefined && !(Number.isInteger(a.renewMs) && a.renewMs >= min && a.renewMs <= max))
+      throw new CliError(`--renew-ms must be an integer from ${min} to ${max}`, EXIT.usage);
     if (!a.json) out('dvipa lab: bringing up\n');
-    const l = await HaLab.up(a.dir, progress(a.json));
+    const l = await HaLab.up(a.dir, progress(a.json), undefined, a.renewMs);
     if (a.json) out(`${JSON.stringify(l.state)}\n`);
     else
       out(
@@ -377,7 +381,11 @@ export const labCommand = command({
       .command(
         'up',
         'bring the lab up and leave it running',
-        (b) => b,
+        (b) =>
+          b.option('renew-ms', {
+            type: 'number',
+            describe: `the routing agents' renewal interval (agent --renew-ms; default ${DEFAULTS.renewMs})`,
+          }),
         (a) => up(a),
       )
       .command(

@@ -69,6 +69,8 @@ export class RoutingRole {
   private readonly dpts = new Map<string, Dpt>();
   /** Service name -> the node whose distribution its table follows for now (INHERIT_MS). */
   private readonly inheriting = new Map<string, { from: string; timer: NodeJS.Timeout }>();
+  /** Inherited services whose tables are still to be built (inheritNext). */
+  private readonly inheritQueue = new Set<string>();
   /** Service name -> data-plane service. */
   private readonly routed = new Map<string, Service>();
   /** DVIPAs this node owns or backs up. */
@@ -197,7 +199,11 @@ export class RoutingRole {
     // those last milliseconds and not yet reported can miss them.
     if (this.address) this.address.take(dvipa, announceAfter);
     else this.log.warn({ dvipa }, 'no EXTERNAL interface: the DVIPA is owned but not announced by this node');
-    if (previous && previous !== this.node.name) this.inherit(dvipa, previous);
+    if (!previous || previous === this.node.name) return;
+    // A living owner replaced forwards (drains) until clients follow the announcement: the
+    // tables are built once the address is here, so the main thread is free for its RELEASED.
+    if (!announceAfter) this.inherit(dvipa, previous);
+    else void announceAfter.then(() => d.epoch === epoch && !this.stopped && this.inherit(dvipa, previous));
   }
 
   /**
@@ -223,6 +229,7 @@ export class RoutingRole {
   private inherit(dvipa: string, from: string): void {
     const theirs = this.dpts.get(from);
     if (!theirs) return;
+    const idle = this.inheritQueue.size === 0;
     for (const [name, s] of this.routed) {
       if (s.vip !== dvipa || !theirs.serviceNames().includes(name)) continue;
       clearTimeout(this.inheriting.get(name)?.timer);
@@ -231,8 +238,22 @@ export class RoutingRole {
         this.push(name);
       }, INHERIT_MS);
       this.inheriting.set(name, { from, timer });
-      this.push(name);
+      this.inheritQueue.add(name);
     }
+    if (idle && this.inheritQueue.size) setImmediate(() => this.inheritNext());
+  }
+
+  /**
+   * One inherited service a turn of the event loop: each table swap waits for an RCU grace
+   * period (about 15 ms on an idle 2-core VM), and the takeover's other work (the next DVIPA's
+   * claim, the old owner's RELEASED) must not queue behind all of them.
+   */
+  private inheritNext(): void {
+    const [name] = this.inheritQueue;
+    if (name === undefined || this.stopped) return;
+    this.inheritQueue.delete(name);
+    if (this.inheriting.has(name)) this.push(name);
+    if (this.inheritQueue.size) setImmediate(() => this.inheritNext());
   }
 
   epochOf(dvipa: string): number {

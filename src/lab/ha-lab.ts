@@ -39,6 +39,8 @@ export interface LabState {
   pids: Record<string, number>;
   etcd: string;
   up: string;
+  /** The routing agents' --renew-ms, when not the default (a benchmark comparing settings). */
+  renewMs?: number;
 }
 
 const pinRoot = (prefix: string, node: string) => `/sys/fs/bpf/${prefix}${node}`;
@@ -69,11 +71,15 @@ export class HaLab {
     return new HaLab(JSON.parse(fs.readFileSync(f, 'utf8')) as LabState);
   }
 
-  /** `prefix` names its namespaces and pin roots: another than LAB_PREFIX makes a lab of one's own (the benchmark, tests). */
+  /**
+   * `prefix` names its namespaces and pin roots: another than LAB_PREFIX makes a lab of one's
+   * own (the benchmark, tests). `renewMs`: the routing agents' renewal interval (docs/ha.md).
+   */
   static async up(
     dir = DEFAULT_LAB_DIR,
     progress: (m: string) => void = () => undefined,
     prefix = LAB_PREFIX,
+    renewMs?: number,
   ): Promise<HaLab> {
     if (fs.existsSync(HaLab.stateFile(dir)))
       throw new LabError(`the lab is already up (state in ${dir}): 'dvipa lab down' first`);
@@ -84,7 +90,7 @@ export class HaLab {
     )
       throw new LabError(`namespaces named ${prefix}* exist without a lab state: 'dvipa lab down' removes them`);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const state: LabState = { prefix, dir, ns: {}, pids: {}, etcd: '', up: new Date().toISOString() };
+    const state: LabState = { prefix, dir, ns: {}, pids: {}, etcd: '', up: new Date().toISOString(), renewMs };
     const lab = new HaLab(state);
     try {
       fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
@@ -210,6 +216,7 @@ export class HaLab {
       path.join(this.state.dir, 'nodes'),
       // The lab's etcd is plain http without auth, reachable only inside the lab's namespaces.
       ...(routing ? ['--etcd', this.state.etcd, '--insecure-etcd'] : []),
+      ...(routing && this.state.renewMs !== undefined ? ['--renew-ms', String(this.state.renewMs)] : []),
     ]);
   }
 
