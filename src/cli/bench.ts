@@ -21,7 +21,6 @@ import { Progress } from '../bench/progress.js';
 import { benchIpsec, formatIpsecBench } from '../bench/ipsec.js';
 import { benchTransport, formatTransportBench } from '../bench/transport.js';
 import { benchAgent, formatAgentBench } from '../bench/agent.js';
-import { DEFAULTS, LIMITS } from '../config/settings.js';
 import { benchIke, formatIkeBench } from '../bench/ike.js';
 import {
   benchFailover,
