@@ -13,8 +13,10 @@
  * which is what the machine's own load costs any loop.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { Agent } from '../cluster/agent.js';
@@ -89,6 +91,8 @@ export interface AgentBench extends ProcessFigures {
   ownedThroughout: boolean;
   /** Nothing of the lease was lost: the same lease before and after, no member record deleted, none counted lost. */
   leaseKept: boolean;
+  /** What etcd logged as a warning or an error until the load ended (slow requests, ...), at most 10 lines. */
+  etcdWarnings: string[];
 }
 
 function fillCrt(pinRoot: string, n: number): void {
@@ -317,6 +321,16 @@ function agentCounts(text: string): { leasesLost: number; ownershipChanges: numb
   return { leasesLost, ownershipChanges: metric(text, 'dvipa_ownership_changes_total') ?? 0 };
 }
 
+/** etcd's warnings and errors in its log (zap JSON), but the one it always gives for a cluster without auth. */
+function etcdWarnings(log: string): string[] {
+  return fs
+    .readFileSync(log, 'utf8')
+    .split('\n')
+    .filter((l) => /"level":"(warn|error|fatal|panic)"/.test(l) && !l.includes('simple token is not cryptographically'))
+    .slice(0, 10)
+    .map((l) => l.slice(0, 300));
+}
+
 /** The agent's epoch once it owns the DVIPA. */
 async function owning(agent: Agent, ms: number): Promise<number> {
   const deadline = Date.now() + ms;
@@ -342,6 +356,8 @@ export async function benchAgent(o: {
   // the children started from here inherit it (the idle anchor must).
   os.setPriority(LAB_NICE);
   const pinRoot = `/sys/fs/bpf/dvipa-bench-agent-${process.pid}`;
+  // Read for its warnings once the load ends (a lost lease's first clue); kept only where asked.
+  const etcdLog = o.etcdLog ?? path.join(os.tmpdir(), `dvipa-bench-agent-etcd-${process.pid}.log`);
   const logger = pino({ level: 'silent' });
   const port = await freePort(ROUTER);
   const metricsAddress = `${ROUTER}:${await freePort(ROUTER)}`;
@@ -358,7 +374,7 @@ export async function benchAgent(o: {
   let idle: Child<IdleReport> | undefined;
   const target = new Child<TargetReport>(TARGET_CHILD, [String(port)]);
   try {
-    etcd = await startEtcd({ log: o.etcdLog });
+    etcd = await startEtcd({ log: etcdLog });
     fillCrt(pinRoot, o.crtEntries);
     agent = new Agent({
       config,
@@ -405,6 +421,7 @@ export async function benchAgent(o: {
     if (!('loopDelayMaxMs' in anchor)) throw new Error('the idle anchor said nothing of its loop');
     const epochAfter = agent.owned().get(DVIPA)?.epoch;
     const counts = agentCounts((await scrape(metricsAddress)).text);
+    const warnings = etcdWarnings(etcdLog);
     observer.send('stop');
     const seen = await observer.next('what the watcher of etcd saw', 10_000);
     target.send('stop');
@@ -439,6 +456,7 @@ export async function benchAgent(o: {
         seen.leaseChanges === 0 &&
         seen.memberDeletions === 0 &&
         agentLeasesLost === 0,
+      etcdWarnings: warnings,
     };
   } finally {
     await target.kill();
@@ -446,6 +464,7 @@ export async function benchAgent(o: {
     await idle?.kill();
     await agent?.stop();
     await etcd?.stop();
+    if (o.etcdLog === undefined) fs.rmSync(etcdLog, { force: true });
     FastPath.purge(pinRoot);
   }
 }
@@ -468,5 +487,6 @@ export function formatAgentBench(r: AgentBench): string {
       `${e.memberDeletions} member record deletions; ${e.renewals} renewals, longest gap ${e.renewalMaxGapMs} ms`,
     `  agent (metrics):   ${r.agentLeasesLost} leases lost, ${r.agentOwnershipChanges} ownership changes; ` +
       `${r.ownedThroughout ? 'owned the DVIPA throughout' : 'did NOT own the DVIPA throughout'}`,
+    `  etcd's log:        ${r.etcdWarnings.length ? r.etcdWarnings.join('\n    ') : 'no warning'}`,
   ].join('\n');
 }

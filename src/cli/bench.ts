@@ -276,7 +276,10 @@ const agent = command({
         default: true,
         describe: '/metrics scraped every second (--no-scrape: never)',
       })
-      .option('etcd-log', { type: 'string', describe: "append etcd's log to this file (why a lease was lost)" })
+      .option('etcd-log', {
+        type: 'string',
+        describe: "append etcd's whole log to this file (its warnings are in the report anyway)",
+      })
       .option('lease-ttl', {
         type: 'number',
         default: 1,
