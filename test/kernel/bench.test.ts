@@ -330,6 +330,7 @@ test('dvipa bench agent: the agent owns its DVIPA through a real etcd; etcd and 
   );
   assert.equal(b.ownedThroughout, true);
   assert.equal(b.leaseKept, true);
+  assert.ok(Array.isArray(b.etcdWarnings), 'what etcd warned of, read from its log');
   assert.ok(b.resyncs >= 1 && b.targetStayedConnected, `${b.resyncs} resyncs`);
   assert.ok(b.scrapes >= 1, `${b.scrapes} scrapes`);
   assert.ok(b.loopDelayMaxMs > 0 && b.idleLoopDelayMaxMs > 0 && b.rssPeakMb >= b.rssBeforeMb);
