@@ -255,7 +255,7 @@ const transport = command({
 const agent = command({
   command: 'agent',
   describe:
-    'a routing agent with a full CRT while a target resyncs, /metrics is scraped and junk connections knock: loop delay, RSS, CPU',
+    'a routing agent that owns its DVIPA through etcd, with a full CRT while a target resyncs, /metrics is scraped and junk connections knock: loop delay, RSS, CPU, whether it kept its lease and its DVIPA',
   builder: (y) =>
     y
       .option('json', { type: 'boolean', default: false })
@@ -265,13 +265,41 @@ const agent = command({
         describe: 'CRT entries (a SYN flood fills the default 1,048,576)',
       })
       .option('seconds', { type: 'number', default: 10 })
-      .option('junk', { type: 'number', default: 10000, describe: 'junk connections held on the agent port' }),
+      .option('junk', { type: 'number', default: 10000, describe: 'junk connections held on the agent port' })
+      .option('resync', {
+        type: 'boolean',
+        default: true,
+        describe: 'the target sends a full CONNS report every second (--no-resync: never)',
+      })
+      .option('scrape', {
+        type: 'boolean',
+        default: true,
+        describe: '/metrics scraped every second (--no-scrape: never)',
+      })
+      .option('etcd-log', {
+        type: 'string',
+        describe: "append etcd's whole log to this file (its warnings are in the report anyway)",
+      })
+      .option('lease-ttl', {
+        type: 'number',
+        default: 1,
+        describe: `the agent's etcd lease, seconds (the agent's default is ${DEFAULTS.leaseTtl}; 1 is the shortest)`,
+      }),
   handler: async (a) => {
     requireRoot('dvipa bench agent');
     whole(a.crtEntries, 'crt-entries', 1, 1 << 24);
     whole(a.seconds, 'seconds', 1, 600);
     whole(a.junk, 'junk', 0, 18000);
-    const r = await benchAgent({ crtEntries: a.crtEntries, seconds: a.seconds, junk: a.junk });
+    whole(a.leaseTtl, 'lease-ttl', ...LIMITS.leaseTtl);
+    const r = await benchAgent({
+      crtEntries: a.crtEntries,
+      seconds: a.seconds,
+      junk: a.junk,
+      leaseTtlSec: a.leaseTtl,
+      resync: a.resync,
+      scrape: a.scrape,
+      etcdLog: a.etcdLog,
+    });
     process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatAgentBench(r)}\n`);
   },
 });

@@ -270,6 +270,7 @@ export class Agent {
           stale_epoch: this.target.fence.refused,
         }),
         couplingUp: () => (this.cf?.shared ? this.cf.healthy : undefined),
+        leasesLost: () => (this.cf?.shared ? this.cf.leasesLost : undefined),
         ipsec: () => this.ipsec?.rows(),
       });
       await this.metrics.listen(this.opts.metricsAddress, this.log);

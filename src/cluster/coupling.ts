@@ -68,6 +68,8 @@ export interface CouplingFacility extends EventEmitter {
   readonly shared: boolean;
   /** Whether the store answers now; without it nobody's ownership changes. */
   readonly healthy: boolean;
+  /** Times this node's lease expired under it (its owner and member keys went with it): never, on a healthy node. */
+  readonly leasesLost: number;
   start(): Promise<void>;
   /** Nodes holding a lease now. */
   members(): Set<string>;
@@ -194,6 +196,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   private readonly gone = new Map<string, number>();
   private ok = false;
   private stopping = false;
+  leasesLost = 0;
   /** The member record this agent wrote last, and when it last wrote it again. */
   private memberValue?: string;
   private rewroteAt = 0;
@@ -259,6 +262,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
       if (!granted || this.stopping || lease !== this.lease) return;
       // Expired (we were cut off longer than the TTL): our keys are gone, and so is our
       // ownership; come back with a new lease as soon as the store answers.
+      this.leasesLost++;
       this.opts.logger.error({ err: e.message }, 'etcd lease lost: rejoining');
       this.setHealth(false, e.message);
       void this.rejoin();
@@ -537,6 +541,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
 export class LocalCoupling extends EventEmitter implements CouplingFacility {
   readonly shared = false;
   readonly healthy = true;
+  readonly leasesLost = 0;
   private readonly owners = new Map<string, OwnerRecord>();
   private readonly epochs = new Map<string, number>();
 

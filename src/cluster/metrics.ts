@@ -20,6 +20,8 @@ export interface MetricsSource {
   reasons(): Record<string, bigint>;
   messageRejects(): Record<string, number>;
   couplingUp(): boolean | undefined;
+  /** Times this node's etcd lease expired; undefined without etcd. */
+  leasesLost(): number | undefined;
   /** IPsec recovery's rows; undefined while it is off. */
   ipsec(): IpsecDvipaRow[] | undefined;
 }
@@ -174,6 +176,16 @@ export class AgentMetrics {
         this.reset();
         const up = source.couplingUp();
         if (up !== undefined) this.set(up ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'dvipa_coupling_leases_lost_total',
+      help: "times this node's etcd lease expired, its owner keys with it, and the agent rejoined with a new one (counter; absent without etcd)",
+      registers: [r],
+      collect() {
+        this.reset();
+        const lost = source.leasesLost();
+        if (lost !== undefined) this.set(lost);
       },
     });
     new Gauge({

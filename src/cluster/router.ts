@@ -511,28 +511,27 @@ export class RoutingRole {
   }
 
   /**
-   * A big report, SLICE connections per turn of the event loop. A full one is turned into
-   * what it adds and what it ends (what the target reported before and no longer does),
-   * found once at the start: the slices in between only add what the report holds.
+   * A big report, SLICE connections per turn of the event loop. A full one also ends what the
+   * target reported before and no longer does: what its slices did not mark, found once they
+   * are in (a set of a full report's 8,192 keys built at the start held the loop for tens of
+   * milliseconds, every resync, on a loaded machine).
    */
   private async applySliced(xcf: string, full: boolean, added: ConnRef[], removed: ConnRef[]): Promise<void> {
-    let gone = removed;
-    if (full) {
-      const keep = new Set(added.map(connKey));
-      gone = [...removed];
-      for (const [k, v] of this.conns.get(xcf) ?? []) if (!keep.has(k)) gone.push(v.ref);
+    const marked = full ? new Set<string>() : undefined;
+    if (!(await this.inSlices(added, (slice) => this.applyConns(xcf, false, slice, [], marked)))) return;
+    const gone = [...removed];
+    if (marked) for (const [k, v] of this.conns.get(xcf) ?? []) if (!marked.has(k)) gone.push(v.ref);
+    await this.inSlices(gone, (slice) => this.applyConns(xcf, false, [], slice));
+  }
+
+  /** `apply` on SLICE connections per turn of the event loop; false if the role stopped in between. */
+  private async inSlices(list: ConnRef[], apply: (slice: ConnRef[]) => void): Promise<boolean> {
+    for (let i = 0; i < list.length; i += SLICE) {
+      if (this.stopped) return false;
+      apply(list.slice(i, i + SLICE));
+      await new Promise((r) => setImmediate(r));
     }
-    for (const [list, asAdded] of [
-      [added, true],
-      [gone, false],
-    ] as const) {
-      for (let i = 0; i < list.length; i += SLICE) {
-        if (this.stopped) return;
-        const slice = list.slice(i, i + SLICE);
-        this.applyConns(xcf, false, asAdded ? slice : [], asAdded ? [] : slice);
-        await new Promise((r) => setImmediate(r));
-      }
-    }
+    return true;
   }
 
   private flowOf(c: ConnRef): Flow {
@@ -546,11 +545,13 @@ export class RoutingRole {
     );
   }
 
-  private applyConns(xcf: string, full: boolean, added: ConnRef[], removed: ConnRef[]): void {
+  /** `marked`: where the keys of `added` go (a sliced full report's, applySliced). */
+  private applyConns(xcf: string, full: boolean, added: ConnRef[], removed: ConnRef[], marked?: Set<string>): void {
     const gone = [...removed];
     const known = this.conns.get(xcf);
     // Each connection's key once: a full report holds thousands.
     const keys = added.map(connKey);
+    if (marked) for (const k of keys) marked.add(k);
     if (full) {
       // What this target reported before and no longer does ended. Found in its own reports,
       // never by walking the CRT on the event loop: a SYN flood can fill that with a million entries.

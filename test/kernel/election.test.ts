@@ -600,4 +600,26 @@ describe('coupling facility on etcd', () => {
     await until('healthy again', () => a.healthy, 8000);
     assert.deepEqual(changes.slice(0, 2), [false, true]);
   });
+
+  test('a lease that ends under a member is counted lost (dvipa_coupling_leases_lost_total) and the member rejoins under a new one', async () => {
+    seq++;
+    const a = await cf('a', 1);
+    assert.ok(await a.claim(D, PRIMARY_RANK, a.view(D)));
+    assert.equal(a.leasesLost, 0);
+    const memberKey = `/t${seq}/members/a`;
+    const raw = etcdClient({ endpoints: [etcd.server.url] });
+    try {
+      const lease = (await raw.get(memberKey).exec()).kvs[0].lease;
+      // What an expiry does, at once: the lease and every key bound to it gone.
+      await raw.leaseClient.leaseRevoke({ ID: lease });
+      await until('the lease counted lost', () => a.leasesLost === 1);
+      await until('the owner key gone with it', () => a.view(D).owner === undefined);
+      await until('a member again', () => a.members().has('a'));
+      const now = (await raw.get(memberKey).exec()).kvs[0]?.lease;
+      assert.ok(now && now !== lease, `rejoined under lease ${now}, not the revoked ${lease}`);
+      assert.equal(a.leasesLost, 1);
+    } finally {
+      raw.close();
+    }
+  });
 });

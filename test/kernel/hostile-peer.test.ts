@@ -140,16 +140,19 @@ test('the readiness gate opens only with a connected, synced target (an isolated
   await until('the target to reconnect', () => target.connected('r1'));
 });
 
+/** A full report's connections: as many as a message holds. */
+const REPORTED: ConnRef[] = Array.from({ length: MAX_CONNS_PER_MESSAGE }, (_, i) => ({
+  saddr: `198.51.100.${i >> 8}`,
+  daddr: DVIPA,
+  sport: 1024 + (i & 255),
+  dport: 80,
+  protocol: 'tcp',
+}));
+const entries = async () => Number(/^dvipa_crt_entries (\d+)$/m.exec(await scrape())?.[1]);
+
 test('a full report of 8,192 connections goes in by slices, the loop turning meanwhile; the kernel counts them in the CRT', async (t) => {
-  const n = MAX_CONNS_PER_MESSAGE;
-  const added: ConnRef[] = Array.from({ length: n }, (_, i) => ({
-    saddr: `198.51.100.${i >> 8}`,
-    daddr: DVIPA,
-    sport: 1024 + (i & 255),
-    dport: 80,
-    protocol: 'tcp',
-  }));
-  const entries = async () => Number(/^dvipa_crt_entries (\d+)$/m.exec(await scrape())?.[1]);
+  const n = REPORTED.length;
+  const added = REPORTED;
   const before = await entries();
   target.send('r1', { type: MsgType.Conns, body: { full: true, added, removed: [] } });
   const h = monitorEventLoopDelay({ resolution: 5 });
@@ -164,6 +167,23 @@ test('a full report of 8,192 connections goes in by slices, the loop turning mea
   );
   // At once, its decoding and every slice were one turn of the loop, as long as the whole.
   assert.ok(maxMs < tookMs / 2, `the loop was held ${maxMs.toFixed(1)} ms of the report's ${tookMs.toFixed(0)} ms`);
+});
+
+test('a full report ends, slice by slice, what the one before held and it no longer does: out of the CRT', async () => {
+  const active = async () =>
+    Number(/^dvipa_target_connections_active\{[^}]*target="127\.0\.0\.2"\} (\d+)$/m.exec(await scrape())?.[1]);
+  const full = (added: ConnRef[]) =>
+    target.send('r1', { type: MsgType.Conns, body: { full: true, added, removed: [] } });
+  // All of them (again, after the test before): the agent counts them as it writes them.
+  full(REPORTED);
+  await until('all of them reported', async () => (await active()) === REPORTED.length, 30_000);
+  const all = await entries();
+  const kept = REPORTED.slice(0, REPORTED.length / 2);
+  full(kept);
+  await until('the other half out of the CRT', async () => (await entries()) === all - kept.length, 30_000);
+  assert.equal(await active(), kept.length);
+  full(REPORTED);
+  await until('all of them in the CRT again', async () => (await entries()) === all, 30_000);
 });
 
 test('a clean stop with the peer connected returns, the maps closed last', async () => {
