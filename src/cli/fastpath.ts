@@ -108,7 +108,14 @@ const status = command({
   builder: (y) => common(y),
   handler: (a) =>
     withFastPath(a.pinRoot, (fp) => {
-      const services = fp.listServices().map((s) => ({ service: serviceName(s), ...s, stats: fp.serviceStats(s.id) }));
+      const nexthops = fp.nexthops();
+      const services = fp.listServices().map((s) => ({
+        service: serviceName(s),
+        ...s,
+        // What the service's table points to (a backup's follows its owner's distribution).
+        targets: nexthops.filter((n) => n.svcId === s.id).map((n) => n.addr),
+        stats: fp.serviceStats(s.id),
+      }));
       const reasons = Object.fromEntries(Object.entries(fp.reasonCounts()).filter(([, n]) => n > 0n));
       const value = {
         config: fp.nodeConfig(),
@@ -124,7 +131,7 @@ const status = command({
           ...value.links.map((l) => `${l.program} on ${l.ifname}`),
           ...services.map(
             (s) =>
-              `${s.service} id ${s.id}: packets ${s.stats.packets} bytes ${s.stats.bytes} hit ${s.stats.crtHit} new ${s.stats.crtNew} recovered ${s.stats.recovered} guarded ${s.stats.crtGuarded} forwarded ${s.stats.forwarded} dropped ${s.stats.dropped}`,
+              `${s.service} id ${s.id} → ${s.targets.join(' ') || 'no targets'}: packets ${s.stats.packets} bytes ${s.stats.bytes} hit ${s.stats.crtHit} new ${s.stats.crtNew} recovered ${s.stats.recovered} guarded ${s.stats.crtGuarded} forwarded ${s.stats.forwarded} dropped ${s.stats.dropped}`,
           ),
           ...Object.entries(reasons).map(([r, n]) => `  ${r.padEnd(22)} ${n}`),
         ].join('\n'),

@@ -239,15 +239,18 @@ export class RoutingRole {
     if (!d) throw new Error(`${dvipa}: not a DVIPA this node routes or backs up`);
     d.epoch = epoch;
     if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, epoch);
-    const built = previous && previous !== this.node.name ? this.inherit(dvipa, previous) : undefined;
     // A backup's tables follow the owner's (follow), so there is mostly nothing to build.
     // After a death the address is announced first: every client waits for it, and only a
     // connection opened in the owner's last moments and not yet reported can miss tables
     // still being built. A living owner replaced forwards meanwhile (its drain): the address
     // waits for the tables too.
-    const after = announceAfter && built ? Promise.all([announceAfter, built]) : announceAfter;
-    if (this.address) this.address.take(dvipa, after);
-    else this.log.warn({ dvipa }, 'no EXTERNAL interface: the DVIPA is owned but not announced by this node');
+    const take = (after?: Promise<unknown>) => {
+      if (this.address) this.address.take(dvipa, after);
+      else this.log.warn({ dvipa }, 'no EXTERNAL interface: the DVIPA is owned but not announced by this node');
+    };
+    if (!announceAfter) take();
+    const built = previous && previous !== this.node.name ? this.inherit(dvipa, previous) : undefined;
+    if (announceAfter) take(built ? Promise.all([announceAfter, built]) : announceAfter);
   }
 
   /**
@@ -292,8 +295,9 @@ export class RoutingRole {
       this.inheritQueue.add(name);
     }
     if (!this.inheritQueue.size) return Promise.resolve();
-    if (idle) setImmediate(() => this.inheritNext());
-    return new Promise((resolve) => this.inherited.push(resolve));
+    const done = new Promise<void>((resolve) => this.inherited.push(resolve));
+    if (idle) this.inheritNext();
+    return done;
   }
 
   /**
@@ -302,11 +306,13 @@ export class RoutingRole {
    * claim, the old owner's RELEASED) must not queue behind all of them.
    */
   private inheritNext(): void {
-    const [name] = this.inheritQueue;
-    if (name === undefined || this.stopped) return;
-    this.inheritQueue.delete(name);
-    if (this.inheriting.has(name)) this.push(name);
-    if (this.inheritQueue.size) return void setImmediate(() => this.inheritNext());
+    for (const name of this.inheritQueue) {
+      if (this.stopped) return;
+      this.inheritQueue.delete(name);
+      // A table the same as the one in place (a backup's, which followed the owner) costs nothing.
+      if (this.inheriting.has(name) && this.push(name) && this.inheritQueue.size)
+        return void setImmediate(() => this.inheritNext());
+    }
     for (const resolve of this.inherited.splice(0)) resolve();
   }
 
@@ -378,8 +384,9 @@ export class RoutingRole {
     return { type: MsgType.VipaList, body: { dvipas } };
   }
 
-  private push(name: string): void {
-    if (this.deferred.has(name)) return;
+  /** Builds the service's table from its DPT; whether it had to (it differed from the one in place). */
+  private push(name: string): boolean {
+    if (this.deferred.has(name)) return false;
     const s = this.routed.get(name)!;
     const source = this.dpts.get(this.sourceOf(name))!;
     const weights = source.weights(name);
@@ -387,9 +394,10 @@ export class RoutingRole {
     // A table the same as the one in place is not built again: 65,537 slots in a new map, each
     // time active counts change (every slice of a report), whatever the method makes of them.
     const table = JSON.stringify([weights, affinitySec]);
-    if (this.pushed.get(name) === table && this.fp.serviceId(s) !== undefined) return;
+    if (this.pushed.get(name) === table && this.fp.serviceId(s) !== undefined) return false;
     this.fp.setTargets(s, weights, { affinitySec });
     this.pushed.set(name, table);
+    return true;
   }
 
   private pushSoon(name: string): void {

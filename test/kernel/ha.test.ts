@@ -368,6 +368,23 @@ test("takeover: r1 dies (links down, then agent killed); the client's pings to b
   );
   let t0 = 0;
   try {
+    // r2 backs both DVIPAs up with tables built as r1 distributes (router.follow): t3, which
+    // only r1's VIPADISTribute names, is in them, so the takeover has none to build and a
+    // connection r1 opened in its last moments hashes to the same target at r2.
+    const t3 = TARGETS.find((x) => x.name === 't3')!.xcf;
+    const fp = FastPath.open({ pinRoot: fleet.pinRoot('r2') });
+    try {
+      for (const d of HA_DVIPAS) {
+        const id = fp.serviceId({ vip: d, port: PORT, protocol: 'tcp' });
+        const targets = fp
+          .nexthops()
+          .filter((n) => n.svcId === id)
+          .map((n) => n.addr);
+        assert.ok(id !== undefined && targets.includes(t3), `${d}: r2's table follows r1's list: ${targets.join(' ')}`);
+      }
+    } finally {
+      fp.close();
+    }
     await Promise.all(pings.map((p) => p.mark()));
     // A node dies the way nodes die: no frame from it any more, no FIN or RST; then the process.
     execFileSync('ip', ['-n', ns.r1, '-batch', '-'], { input: 'link set ext down\nlink set core0 down\n' });
