@@ -4,7 +4,7 @@ import { benchFastpath, formatFastpathBench } from '../bench/fastpath.js';
 import { benchTables, formatTablesBench } from '../bench/tables.js';
 import { command, type ArgsOf } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
-import { DEFAULTS, LIMITS } from '../config/settings.js';
+import { checkLimit, DEFAULTS } from '../config/settings.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import {
@@ -290,7 +290,7 @@ const agent = command({
     whole(a.crtEntries, 'crt-entries', 1, 1 << 24);
     whole(a.seconds, 'seconds', 1, 600);
     whole(a.junk, 'junk', 0, 18000);
-    whole(a.leaseTtl, 'lease-ttl', ...LIMITS.leaseTtl);
+    checkLimit('leaseTtl', 'lease-ttl', a.leaseTtl);
     const r = await benchAgent({
       crtEntries: a.crtEntries,
       seconds: a.seconds,
@@ -374,7 +374,7 @@ const failover = command({
     const systems = namesFrom<FailoverSystem>('systems', a.systems, FAILOVER_SYSTEMS);
     const drills = namesFrom<PartitionDrill>('drills', a.drills, PARTITION_DRILLS, true);
     const renewMs = a.renewMs.split(',').map((v) => Number(v.trim()));
-    for (const r of renewMs) whole(r, 'renew-ms', ...LIMITS.renewMs);
+    for (const r of renewMs) checkLimit('renewMs', 'renew-ms', r);
     if (new Set(renewMs).size !== renewMs.length) throw new CliError('--renew-ms: each interval once', EXIT.usage);
     const progress = new Progress('failover', a.runs * systems.length * 8000);
     const b = await benchFailover({

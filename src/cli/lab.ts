@@ -14,7 +14,7 @@ import { Topology } from '../lab/netns.js';
 import type { VipadynRow } from '../cluster/views.js';
 import { command } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
-import { DEFAULTS, LIMITS } from '../config/settings.js';
+import { checkLimit, DEFAULTS } from '../config/settings.js';
 
 interface Args {
   dir: string;
@@ -43,9 +43,7 @@ const progress = (json?: boolean) => (m: string) => {
 
 async function up(a: Args & { renewMs?: number }): Promise<void> {
   await lab(async () => {
-    const [min, max] = LIMITS.renewMs;
-    if (a.renewMs !== undefined && !(Number.isInteger(a.renewMs) && a.renewMs >= min && a.renewMs <= max))
-      throw new CliError(`--renew-ms must be an integer from ${min} to ${max}`, EXIT.usage);
+    if (a.renewMs !== undefined) checkLimit('renewMs', 'renew-ms', a.renewMs);
     if (!a.json) out('dvipa lab: bringing up\n');
     const l = await HaLab.up(a.dir, progress(a.json), undefined, a.renewMs);
     if (a.json) out(`${JSON.stringify(l.state)}\n`);

@@ -301,9 +301,10 @@ export class RoutingRole {
   }
 
   /**
-   * One inherited service a turn of the event loop: each table swap waits for an RCU grace
-   * period (about 15 ms on an idle 2-core VM), and the takeover's other work (the next DVIPA's
-   * claim, the old owner's RELEASED) must not queue behind all of them.
+   * One table built a turn of the event loop (those the same as in place cost nothing): each
+   * table swap waits for an RCU grace period (about 15 ms on an idle 2-core VM), and the
+   * takeover's other work (the next DVIPA's claim, the old owner's RELEASED) must not queue
+   * behind all of them.
    */
   private inheritNext(): void {
     for (const name of this.inheritQueue) {

@@ -88,6 +88,13 @@ export class SettingError extends DvipaError {
   }
 }
 
+/** `v`, given as `--flag`, if LIMITS allow it; else a usage error naming the range. */
+export function checkLimit(name: Limited, flag: string, v: number): number {
+  if (!withinLimits(name, v))
+    throw new SettingError(`--${flag} must be a whole number from ${LIMITS[name][0]} to ${LIMITS[name][1]}`);
+  return v;
+}
+
 /** The agent's settings the command line may override. Undefined: not given. */
 export interface AgentFlags {
   leaseTtl?: number;
@@ -138,12 +145,7 @@ export function resolveAgentSettings(file: AgentFileSettings, flags: AgentFlags)
     given: number | undefined,
     fromFile: number | undefined,
     dflt: number,
-  ): number => {
-    const v = given ?? fromFile ?? dflt;
-    if (!withinLimits(name, v))
-      throw new SettingError(`--${flag} must be a whole number from ${LIMITS[name][0]} to ${LIMITS[name][1]}`);
-    return v;
-  };
+  ): number => checkLimit(name, flag, given ?? fromFile ?? dflt);
   const c = file.coupling;
   const ipsecOn =
     file.ipsec !== undefined ||
