@@ -177,6 +177,14 @@ export function xfrmRequest(
   payload: Buffer,
 ): Array<{ type: number; payload: Buffer }>;
 
+/** One rtnetlink (NETLINK_ROUTE) request in the calling thread's namespace, as xfrmRequest. */
+export function routeRequest(
+  op: string,
+  type: number,
+  flags: number,
+  payload: Buffer,
+): Array<{ type: number; payload: Buffer }>;
+
 /** A NETLINK_XFRM socket of the calling thread's namespace, for xfrmBatch; closed with closeFd. */
 export function xfrmOpen(): number;
 /**

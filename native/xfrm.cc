@@ -1,7 +1,8 @@
-// XFRM netlink (NETLINK_XFRM): one request, its replies. The messages' payloads are built
-// and parsed in TypeScript (src/ipsec/xfrm.ts), as the structs are plain kernel UAPI; here
-// only the transport: send, collect replies until ACK or DONE, and turn an error into the
-// errno with the kernel's own explanation (extended ACK), e.g. "Requested type not found".
+// Netlink requests: XFRM (NETLINK_XFRM, SAs and policies) and rtnetlink (NETLINK_ROUTE, a
+// DVIPA's address): one request, its replies. The messages' payloads are built and parsed in
+// TypeScript (src/ipsec/xfrm.ts, src/kernel/rtnl.ts), as the structs are plain kernel UAPI;
+// here only the transport: send, collect replies until ACK or DONE, and turn an error into
+// the errno with the kernel's own explanation (extended ACK), e.g. "Requested type not found".
 #include <linux/netlink.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -49,10 +50,10 @@ std::string ExtAckMessage(const nlmsghdr *h) {
   return "";
 }
 
-// A NETLINK_XFRM socket whose errors explain themselves (extended ACK, request not echoed).
-int OpenXfrm(Napi::Env env, const std::string &op) {
-  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_XFRM);
-  if (fd < 0) ThrowErrno(env, "socket(NETLINK_XFRM)", errno, op);
+// A netlink socket whose errors explain themselves (extended ACK, request not echoed).
+int OpenNetlink(Napi::Env env, int protocol, const char *what, const std::string &op) {
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
+  if (fd < 0) ThrowErrno(env, what, errno, op);
   int one = 1;
   setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
   setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
@@ -62,15 +63,20 @@ int OpenXfrm(Napi::Env env, const std::string &op) {
   return fd;
 }
 
-// xfrmRequest(op, type, flags, payload) -> [{type, payload}]
-Napi::Value XfrmRequest(const Napi::CallbackInfo &info) {
+int OpenXfrm(Napi::Env env, const std::string &op) {
+  return OpenNetlink(env, NETLINK_XFRM, "socket(NETLINK_XFRM)", op);
+}
+
+// (op, type, flags, payload) -> [{type, payload}] on a socket of `protocol`.
+Napi::Value Request(const Napi::CallbackInfo &info, int protocol, const char *socket_op, const char *send_op,
+                    const char *recv_op) {
   Napi::Env env = info.Env();
   std::string op = StringArg(info, 0, "operation name");
   uint32_t type = U32Arg(info, 1, "message type");
   uint32_t flags = U32Arg(info, 2, "message flags");
   Napi::Buffer<uint8_t> payload = BufferArg(info, 3, "payload");
 
-  Fd s(OpenXfrm(env, op));
+  Fd s(OpenNetlink(env, protocol, socket_op, op));
 
   std::vector<char> req(NLMSG_SPACE(payload.Length()), 0);
   auto *h = reinterpret_cast<nlmsghdr *>(req.data());
@@ -81,7 +87,7 @@ Napi::Value XfrmRequest(const Napi::CallbackInfo &info) {
   if (payload.Length()) std::memcpy(NLMSG_DATA(h), payload.Data(), payload.Length());
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
-  if (sendto(s.fd(), req.data(), h->nlmsg_len, 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0) ThrowErrno(env, "sendto(NETLINK_XFRM)", errno, op);
+  if (sendto(s.fd(), req.data(), h->nlmsg_len, 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0) ThrowErrno(env, send_op, errno, op);
 
   Napi::Array out = Napi::Array::New(env);
   uint32_t n = 0;
@@ -92,7 +98,7 @@ Napi::Value XfrmRequest(const Napi::CallbackInfo &info) {
     ssize_t len = recv(s.fd(), buf.data(), buf.size(), 0);
     if (len < 0) {
       if (errno == EINTR) continue;
-      ThrowErrno(env, "recv(NETLINK_XFRM)", errno, op);
+      ThrowErrno(env, recv_op, errno, op);
     }
     for (auto *r = reinterpret_cast<nlmsghdr *>(buf.data()); NLMSG_OK(r, static_cast<unsigned>(len)); r = NLMSG_NEXT(r, len)) {
       if (r->nlmsg_type == NLMSG_DONE) return out;
@@ -108,6 +114,16 @@ Napi::Value XfrmRequest(const Napi::CallbackInfo &info) {
       out.Set(n++, MessageObject(env, r));
     }
   }
+}
+
+// xfrmRequest(op, type, flags, payload) -> [{type, payload}]
+Napi::Value XfrmRequest(const Napi::CallbackInfo &info) {
+  return Request(info, NETLINK_XFRM, "socket(NETLINK_XFRM)", "sendto(NETLINK_XFRM)", "recv(NETLINK_XFRM)");
+}
+
+// routeRequest(op, type, flags, payload) -> [{type, payload}]
+Napi::Value RouteRequest(const Napi::CallbackInfo &info) {
+  return Request(info, NETLINK_ROUTE, "socket(NETLINK_ROUTE)", "sendto(NETLINK_ROUTE)", "recv(NETLINK_ROUTE)");
 }
 
 // One request of a batch, copied out of JavaScript's objects (checked: a bad entry is a
@@ -252,6 +268,7 @@ Napi::Value XfrmBatch(const Napi::CallbackInfo &info) {
 
 void InitXfrm(Napi::Env env, Napi::Object exports) {
   exports.Set("xfrmRequest", Napi::Function::New(env, XfrmRequest));
+  exports.Set("routeRequest", Napi::Function::New(env, RouteRequest));
   exports.Set("xfrmOpen", Napi::Function::New(env, XfrmOpen));
   exports.Set("xfrmBatch", Napi::Function::New(env, XfrmBatch));
 }

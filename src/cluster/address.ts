@@ -5,46 +5,50 @@
  * so that neighbours switch to it at once. Repeated a few times, as keepalived and z/OS do:
  * one broadcast may be lost, and a switch may still be learning the port.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import * as readline from 'node:readline';
 import { sys } from '../kernel/sys.js';
+import {
+  addHostAddress,
+  deleteHostAddress,
+  interfaceAddresses,
+  interfaceIndex,
+  type HostAddress,
+} from '../kernel/rtnl.js';
 import { ipFamily, parseIpv4, parseIpv6 } from '../net/addr.js';
-import { hasAddress, hostAddress } from '../net/iproute.js';
 import type { Logger } from '../log.js';
 
 /** When to repeat the announcement after taking the address (ms after the first). */
 const REPEAT_MS = [200, 1000];
-/** A command of the batch that only prints, and what it prints first: see done(). */
-const MARKER = 'link show dev lo';
-const MARKER_LINE = /^\d+: lo: /;
 
+function hostBytes(address: string): HostAddress {
+  if (ipFamily(address) === 6) return parseIpv6(address);
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(parseIpv4(address) >>> 0);
+  return b;
+}
+
+/**
+ * Address changes are rtnetlink requests made here and now (kernel/rtnl.ts): the address is
+ * on the interface before its announcement leaves, and off it before a handover's RELEASED
+ * does. They used to go to an `ip -batch` child, which a busy node ran tens of ms later.
+ */
 export class AddressHolder {
   private readonly timers = new Set<NodeJS.Timeout>();
-  /**
-   * Address changes go to one long-lived `ip -batch`: forking the agent (a few hundred MB)
-   * for an `ip` command takes tens of milliseconds on a busy node, on the takeover's path.
-   */
-  private batch: ChildProcess;
-
-  /** Addresses added through the batch and not deleted since (the batch may not have run yet). */
-  private readonly taken = new Set<string>();
   /** Addresses to take once their previous owner has let them go (take's `after`). */
   private readonly pending = new Map<string, symbol>();
-  /** Waiters for the batch's markers, in the order written (done()). */
-  private markers: Array<() => void> = [];
+  /** The interface's index, looked up again if the interface was replaced (ENODEV). */
+  private ifindex?: number;
 
   /** `answering`: whether this node may still answer for the address (its fence): a deposed owner thawed late must not announce. */
   constructor(
     private readonly ifname: string,
     private readonly log: Logger,
     private readonly answering: (address: string) => boolean = () => true,
-  ) {
-    this.batch = this.startBatch();
-  }
+  ) {}
 
   /** Whether the address is on the interface now (after an agent restart, it may already be). */
   holds(address: string): boolean {
-    return hasAddress(this.ifname, address);
+    const want = hostBytes(address);
+    return this.onLink((ifindex) => interfaceAddresses(this.ifname, ifindex).some((a) => a.equals(want)));
   }
 
   /**
@@ -52,7 +56,6 @@ export class AddressHolder {
    * replaced must first have let it go, see Agent.route), unless given up meanwhile.
    */
   take(address: string, after?: Promise<unknown>): void {
-    this.taken.add(address);
     this.pending.delete(address);
     if (!after) return this.add(address);
     const pending = Symbol(address);
@@ -64,65 +67,54 @@ export class AddressHolder {
     });
   }
 
-  /** Gives the address up; resolves once it is off the interface (the stack answers ARP for it no more). */
+  /** Gives the address up: once this resolves it is off the interface (the stack answers ARP for it no more). */
   give(address: string): Promise<void> {
     this.pending.delete(address);
-    // Taken a moment ago, the address may not be on the interface yet: deleted all the same.
-    if (!this.taken.delete(address) && !this.holds(address)) return Promise.resolve();
-    this.ip(`address del ${hostAddress(address)[0]} dev ${this.ifname}`);
-    return this.done();
+    try {
+      this.onLink((ifindex) => deleteHostAddress(this.ifname, ifindex, hostBytes(address)));
+    } catch (e) {
+      this.log.error({ ifname: this.ifname, address, err: (e as Error).message }, 'address change failed');
+    }
+    return Promise.resolve();
   }
 
   stop(): void {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    this.batch.stdin!.end();
   }
 
   private add(address: string): void {
-    this.ip(`address replace ${hostAddress(address).join(' ')} dev ${this.ifname}`);
-    // Frames for the DVIPA (the data plane needs no address) may come at once; the stack
-    // answers ARP (NS) and ICMP once the batch has added it, a moment later.
+    try {
+      this.onLink((ifindex) => addHostAddress(this.ifname, ifindex, hostBytes(address)));
+    } catch (e) {
+      // Not announced: neighbours would send to an address this node's stack does not hold.
+      return this.log.error({ ifname: this.ifname, address, err: (e as Error).message }, 'address change failed');
+    }
     this.announce(address);
     for (const ms of REPEAT_MS) {
       const t = setTimeout(() => {
         this.timers.delete(t);
-        if (this.holds(address) && this.answering(address)) this.announce(address);
+        try {
+          if (this.holds(address) && this.answering(address)) this.announce(address);
+        } catch (e) {
+          // The interface went away meanwhile: nothing to announce on.
+          this.log.warn({ ifname: this.ifname, address, err: (e as Error).message }, 'announcement not repeated');
+        }
       }, ms);
       this.timers.add(t);
     }
   }
 
-  /**
-   * Resolves once the batch has run every command written so far: it runs them in order, and
-   * prints lo's link (always there, in every namespace) for the one written now. A batch that
-   * dies leaves its waiters unresolved: what it ran is not known.
-   */
-  private done(): Promise<void> {
-    return new Promise((resolve) => {
-      this.ip(MARKER);
-      this.markers.push(resolve);
-    });
-  }
-
-  private ip(command: string): void {
-    if (this.batch.exitCode !== null || this.batch.signalCode !== null) this.batch = this.startBatch();
-    this.batch.stdin!.write(`${command}\n`);
-  }
-
-  private startBatch(): ChildProcess {
-    // -force: a failed command is reported and the next one still runs.
-    const batch = spawn('ip', ['-force', '-batch', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const markers: Array<() => void> = [];
-    this.markers = markers;
-    readline.createInterface({ input: batch.stdout }).on('line', (l) => {
-      if (MARKER_LINE.test(l)) markers.shift()?.();
-    });
-    batch.on('error', (e) => this.log.error({ err: e.message }, 'ip -batch failed to start: addresses not changed'));
-    readline
-      .createInterface({ input: batch.stderr })
-      .on('line', (l) => this.log.error({ ifname: this.ifname, err: l }, 'address change failed'));
-    return batch;
+  /** `fn` with the interface's index; once more with a fresh index if the interface was replaced. */
+  private onLink<T>(fn: (ifindex: number) => T): T {
+    this.ifindex ??= interfaceIndex(this.ifname);
+    try {
+      return fn(this.ifindex);
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ENODEV') throw e;
+      this.ifindex = interfaceIndex(this.ifname);
+      return fn(this.ifindex);
+    }
   }
 
   private announce(address: string): void {
