@@ -18,7 +18,7 @@ import { HA, isolateRouter, macOf } from '../lab/ha-topology.js';
 import { CLAIM_RENEWALS, FENCE_RENEWALS } from '../cluster/agent.js';
 import { KeepalivedPair } from '../lab/keepalived.js';
 import { Topology } from '../lab/netns.js';
-import type { OutageProbe, OutageReport } from '../lab/procs.js';
+import type { OutageReport } from '../lab/procs.js';
 import type { ChartSeries } from './svg.js';
 
 export const FAILOVER_SYSTEMS = ['dvipa', 'keepalived'] as const;
@@ -29,6 +29,8 @@ export type PartitionDrill = (typeof PARTITION_DRILLS)[number];
 /** How long each drill's fault lasts by default (the issue's drills), and how long it is watched after. */
 export const DRILL_FAULT_S: Record<PartitionDrill, number> = { freeze: 5, isolate: 15 };
 const DRILL_AFTER_MS = 3000;
+/** Runs of one system before the next one's lab comes up (see benchFailover). */
+const BLOCK_RUNS = 5;
 const ARP_INTERVAL_MS = 20;
 
 export interface FailoverBenchOptions {
@@ -117,50 +119,53 @@ function eventFigures(ds: Drill[]): EventFigures {
 
 /** A system under test: its pair of routing nodes, and how to freeze its owner and tear it down. */
 interface Contender {
-  system: FailoverSystem;
-  name: string;
-  settings: string;
   pair: HaPair;
   ns: Record<string, string>;
   freeze(node: string, frozen: boolean): void;
   down(): Promise<void>;
 }
 
-/** Brings a system's labs up (dvipa: one per renewal interval) into `into`, so a failed start leaves the others to tear down. */
-async function bringUp(system: FailoverSystem, o: FailoverBenchOptions, dir: string, into: Contender[]): Promise<void> {
-  if (system === 'keepalived') {
-    const k = await KeepalivedPair.up({
-      prefix: `${o.prefix}k`,
-      dir: path.join(dir, 'keepalived'),
-      advertIntS: o.advertIntS,
-      port: HTTP_PORT,
-    });
-    into.push({
-      system,
-      name: system,
-      settings: `VRRPv3, advert_int ${o.advertIntS} s, preempt`,
-      pair: k,
-      ns: k.ns,
-      freeze: (n, f) => k.freeze(n, f),
-      down: () => k.down(),
-    });
-    return;
-  }
-  for (const [i, renewMs] of o.renewMs.entries()) {
-    const lab = await HaLab.up(path.join(dir, `dvipa${i || ''}`), undefined, `${o.prefix}d${i || ''}`, renewMs);
-    into.push({
+/** A system as the bench runs it: its name, its settings line, and how to bring its lab up. */
+interface ContenderSpec {
+  system: FailoverSystem;
+  name: string;
+  settings: string;
+  up(): Promise<Contender>;
+}
+
+/** The systems to run (dvipa: one lab per renewal interval). */
+function specsOf(o: FailoverBenchOptions, dir: string): ContenderSpec[] {
+  return o.systems.flatMap((system): ContenderSpec[] => {
+    if (system === 'keepalived')
+      return [
+        {
+          system,
+          name: system,
+          settings: `VRRPv3, advert_int ${o.advertIntS} s, preempt`,
+          up: async () => {
+            const k = await KeepalivedPair.up({
+              prefix: `${o.prefix}k`,
+              dir: path.join(dir, 'keepalived'),
+              advertIntS: o.advertIntS,
+              port: HTTP_PORT,
+            });
+            return { pair: k, ns: k.ns, freeze: (n, f) => k.freeze(n, f), down: () => k.down() };
+          },
+        },
+      ];
+    return o.renewMs.map((renewMs, i) => ({
       system,
       name: o.renewMs.length > 1 ? `dvipa ${renewMs} ms` : system,
       settings:
         `the lab's agents and etcd, as 'dvipa lab up --renew-ms ${renewMs}' runs them: a renewal every ${renewMs} ms ` +
         `(${Math.round(1000 / renewMs)} etcd writes a second per owned DVIPA), fence ${FENCE_RENEWALS * renewMs} ms, ` +
         `claim after ${CLAIM_RENEWALS * renewMs} ms quiet`,
-      pair: lab,
-      ns: lab.state.ns,
-      freeze: (n, f) => lab.freeze(n, f),
-      down: () => lab.down(),
-    });
-  }
+      up: async () => {
+        const lab = await HaLab.up(path.join(dir, `dvipa${i || ''}`), undefined, `${o.prefix}d${i || ''}`, renewMs);
+        return { pair: lab, ns: lab.state.ns, freeze: (n, f) => lab.freeze(n, f), down: () => lab.down() };
+      },
+    }));
+  });
 }
 
 /** Puts r1 back as the only owner after a drill: at once if it is, else by bringing it back as after a death. */
@@ -234,45 +239,57 @@ function checkPrograms(o: FailoverBenchOptions): void {
   if (missing.length) throw new LabError(`${missing.join(', ')} not found: scripts/setup installs them`);
 }
 
+/** What the bench gathers of one system over the whole run. */
+interface Gathered {
+  events: Drill[];
+  idle: OutageReport[];
+  drills: SystemFigures['drills'];
+}
+
 export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBench> {
   checkPrograms(o);
   const before = os.loadavg()[0];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-bench-failover-'));
   const spawner = new Topology(`${o.prefix}p`);
-  const contenders: Contender[] = [];
+  const specs = specsOf(o, dir);
+  const gathered = new Map<ContenderSpec, Gathered>(specs.map((c) => [c, { events: [], idle: [], drills: {} }]));
   const progress = o.onProgress ?? (() => undefined);
-  const labs = o.systems.length + (o.systems.includes('dvipa') ? o.renewMs.length - 1 : 0);
-  const steps = labs * (2 * o.runs + o.drills.length);
+  const steps = specs.length * (2 * o.runs + o.drills.length);
   let done = 0;
   const step = (note: string) => progress(++done / steps, note);
   let ok = false;
+  let live: Contender | undefined;
   try {
-    for (const s of o.systems) await bringUp(s, o, dir, contenders);
-    const probes = new Map<Contender, OutageProbe>();
-    for (const c of contenders) probes.set(c, await startProbe(spawner, c.ns.client, HTTP_PORT));
-    const events = new Map<Contender, Drill[]>(contenders.map((c) => [c, []]));
-    const idle = new Map<Contender, OutageReport[]>(contenders.map((c) => [c, []]));
-    for (let run = 1; run <= o.runs; run++) {
-      for (const c of contenders) {
-        const probe = probes.get(c)!;
-        await probe.mark();
-        await sleep(SETTLE_MS);
-        idle.get(c)!.push(await probe.report());
-      }
-      for (const event of ['takeover', 'takeback']) {
-        for (const c of contenders) {
-          const d = await failoverStep(c.pair, probes.get(c)!);
-          if (d.event !== event) throw new LabError(`${c.name}: a ${d.event} where a ${event} was due`);
-          events.get(c)!.push(d);
-          step(`run ${run}: ${c.name} ${event}`);
+    // One system's lab up at a time, BLOCK_RUNS runs each in turn: the others' agents, etcd and
+    // probes would otherwise load this machine as much as the one measured.
+    for (let first = 1; first <= o.runs; first += BLOCK_RUNS) {
+      const last = Math.min(o.runs, first + BLOCK_RUNS - 1);
+      for (const spec of specs) {
+        const c = (live = await spec.up());
+        const g = gathered.get(spec)!;
+        const probe = await startProbe(spawner, c.ns.client, HTTP_PORT);
+        try {
+          for (let run = first; run <= last; run++) {
+            await probe.mark();
+            await sleep(SETTLE_MS);
+            g.idle.push(await probe.report());
+            for (const event of ['takeover', 'takeback']) {
+              const d = await failoverStep(c.pair, probe);
+              if (d.event !== event) throw new LabError(`${spec.name}: a ${d.event} where a ${event} was due`);
+              g.events.push(d);
+              step(`run ${run}: ${spec.name} ${event}`);
+            }
+          }
+        } finally {
+          probe.stop();
         }
-      }
-    }
-    const drills = new Map<Contender, SystemFigures['drills']>(contenders.map((c) => [c, {}]));
-    for (const d of o.drills) {
-      for (const c of contenders) {
-        drills.get(c)![d] = await partitionDrill(c, d, o.faultS[d] * 1000, spawner);
-        step(`${c.name} ${d}`);
+        if (last === o.runs)
+          for (const d of o.drills) {
+            g.drills[d] = await partitionDrill(c, d, o.faultS[d] * 1000, spawner);
+            step(`${spec.name} ${d}`);
+          }
+        live = undefined;
+        await c.down();
       }
     }
     ok = true;
@@ -281,26 +298,26 @@ export async function benchFailover(o: FailoverBenchOptions): Promise<FailoverBe
       advertIntS: o.advertIntS,
       cpus: os.cpus().length,
       loadavg: { before, after: os.loadavg()[0] },
-      systems: contenders.map((c) => {
-        const ev = events.get(c)!;
+      systems: specs.map((c) => {
+        const g = gathered.get(c)!;
         return {
           system: c.system,
           name: c.name,
           settings: c.settings,
           idle: {
-            outageMs: distribution(idle.get(c)!.map((r) => r.ping.longestGapMs)),
-            httpWaitMs: distribution(idle.get(c)!.map((r) => r.http.longestWaitMs)),
+            outageMs: distribution(g.idle.map((r) => r.ping.longestGapMs)),
+            httpWaitMs: distribution(g.idle.map((r) => r.http.longestWaitMs)),
           },
-          takeover: eventFigures(ev.filter((e) => e.event === 'takeover')),
-          takeback: eventFigures(ev.filter((e) => e.event === 'takeback')),
-          drills: drills.get(c)!,
-          events: ev,
+          takeover: eventFigures(g.events.filter((e) => e.event === 'takeover')),
+          takeback: eventFigures(g.events.filter((e) => e.event === 'takeback')),
+          drills: g.drills,
+          events: g.events,
         };
       }),
     };
   } finally {
     spawner.teardown();
-    for (const c of contenders) await c.down();
+    await live?.down();
     // The logs stay for a run that failed (its error names the directory).
     if (ok) fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -320,7 +320,7 @@ function namesFrom<T extends string>(flag: string, value: string, all: readonly 
 const failover = command({
   command: 'failover',
   describe:
-    'the owner dies N times (links down, then its process killed) and comes back, for dvipa and keepalived (VRRPv3) side by side: the outage a client sees; then partition drills (owner frozen, owner isolated): how long both held the address',
+    'the owner dies N times (links down, then its process killed) and comes back, for dvipa and keepalived (VRRPv3) in one run (one lab up at a time, 5 runs each in turn): the outage a client sees; then partition drills (owner frozen, owner isolated): how long both held the address',
   builder: (y) =>
     y
       .option('json', { type: 'boolean', default: false })
@@ -332,7 +332,7 @@ const failover = command({
         type: 'string',
         default: String(DEFAULTS.renewMs),
         describe:
-          "dvipa's renewal intervals, ms, comma-separated: one lab each, side by side (fence 7, claim delay 8 renewals)",
+          "dvipa's renewal intervals, ms, comma-separated: one lab each, in turn with the others (fence 7, claim delay 8 renewals)",
       })
       .option('drills', {
         type: 'string',
