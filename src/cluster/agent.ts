@@ -354,9 +354,14 @@ export class Agent {
             fence6Fd: this.fp.fence6.fd,
             renewMs: this.renewMs(),
             fenceNs: this.ns(this.fenceMs()),
+            drainNs: this.ns(HANDOVER_DRAIN_MS),
           },
           this.log,
         );
+      // Claims go through the renewal thread: it renews (and moves the fence) from the moment
+      // etcd takes one, even if this thread then stalls for longer than a claim delay.
+      const renewer = this.renewer;
+      if (renewer) etcd.committer = (dvipa, c) => renewer.claim(dvipa, c);
       if (this.opts.ipsec && this.candidacies.size) {
         const vici = this.opts.ipsec.vici;
         const daemon = vici ? new ViciDaemon(vici, () => this.ipsec?.ikeChanged(), this.log) : undefined;
@@ -389,7 +394,7 @@ export class Agent {
       this.onDvipa(waiting.peer, waiting.change);
     });
     // A pure target joins for its member record only: nothing to elect.
-    const election = this.candidacies.size ? this.elect(cf, etcd) : undefined;
+    const election = this.candidacies.size ? this.elect(cf) : undefined;
     this.election = election;
     const join = () => {
       cf.start().then(
@@ -410,9 +415,9 @@ export class Agent {
 
   /**
    * The election of the DVIPAs this node may route, over the coupling facility; with etcd, the
-   * owner's renewals (`etcd`) and its HOLD heartbeats to the other candidates.
+   * owner's HOLD heartbeats to the other candidates (its renewals: the renewal thread's).
    */
-  private elect(cf: CouplingFacility, etcd: EtcdCoupling | undefined): Election {
+  private elect(cf: CouplingFacility): Election {
     const ha = this.opts.ha ?? {};
     const me = this.node.name;
     const election = new Election(
@@ -427,15 +432,8 @@ export class Agent {
         claimAfterMs: ha.etcd ? CLAIM_RENEWALS * this.renewMs() : 0,
       },
       {
-        claimed: (d, rec, sentNs) => {
-          const renewal = etcd?.renewal(d, rec);
-          if (!renewal || !this.renewer) return;
-          // In the map before the address moves here (the worker writes it too, a moment later).
-          const deadline = sentNs + this.ns(this.fenceMs());
-          this.fp.setFence(d, deadline);
-          this.renewer.own(d, renewal, deadline);
-        },
         ready: (d) => this.router.ready(d),
+        prepared: (d) => this.router.prepared(d),
         canRenew: () => this.renewer?.connected ?? true,
         idle: (d) => this.router.idle(d),
         acquired: (d, rec, how, previous, tookMs) => {

@@ -152,6 +152,38 @@ function parseMove(v: string): MoveRequest | undefined {
   return undefined;
 }
 
+/**
+ * A claim's transaction, as data: built by the coupling facility, committed by the renewal
+ * thread (renewal-worker.ts), which then renews at once, whatever the main thread is doing.
+ */
+export interface ClaimTxn {
+  ownerKey: string;
+  epochKey: string;
+  /** The owner key as the claimant saw it: at this mod revision (0: absent; a takeover: no renewal since), or holding this value. */
+  ownerWas: { mod: number } | { value: string };
+  epochRev: number;
+  /** The owner record put, under `lease`. */
+  record: string;
+  lease: string;
+  /** The new epoch, put beside it (none when a node adopts its own record). */
+  epoch?: string;
+}
+
+/** Commits a claim: etcd's revision after it, or undefined if what the claimant saw had changed. */
+export async function commitClaim(client: Etcd3, c: ClaimTxn, deadlineMs?: number): Promise<number | undefined> {
+  const owner =
+    'mod' in c.ownerWas
+      ? client.if(c.ownerKey, 'Mod', '==', c.ownerWas.mod)
+      : client.if(c.ownerKey, 'Value', '==', c.ownerWas.value);
+  const txn = owner.and(c.epochKey, 'Mod', '==', c.epochRev);
+  if (deadlineMs !== undefined) txn.options({ deadline: Date.now() + deadlineMs });
+  const put = client.put(c.ownerKey).value(c.record).lease(c.lease);
+  const res = await (
+    c.epoch === undefined ? txn.then(put) : txn.then(put, client.put(c.epochKey).value(c.epoch))
+  ).commit();
+  return res.succeeded ? Number(res.header.revision) : undefined;
+}
+
 /** What reaching etcd takes: shared by the coupling facility and the renewal worker. */
 export type EtcdConnection = Pick<
   EtcdOptions,
@@ -206,10 +238,18 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   /** This node's member record as etcd last showed it, and the lease it is bound to. */
   private ownRecord?: { value?: string; lease: string };
 
+  /**
+   * Who commits claims: this client, unless the agent hands them to its renewal thread, which
+   * renews from the moment etcd says yes (a main thread that stalls after a claim must not
+   * leave it unrenewed for a claim delay: a backup would take it over).
+   */
+  committer: (dvipa: string, c: ClaimTxn) => Promise<number | undefined>;
+
   constructor(private readonly opts: EtcdOptions) {
     super();
     this.prefix = opts.prefix ?? '/dvipa/';
     this.client = etcdClient(opts);
+    this.committer = (_dvipa, c) => commitClaim(this.client, c);
   }
 
   get healthy(): boolean {
@@ -407,20 +447,20 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
       epoch: adopting ? seen.owner!.epoch : Math.max(seen.lastEpoch, seen.owner?.epoch ?? 0) + 1,
     };
     const seenValue = this.kv.get(ownerKey);
-    const owner =
-      exact || !seen.owner || !seenValue
-        ? this.client.if(ownerKey, 'Mod', '==', seen.ownerRev)
-        : this.client.if(ownerKey, 'Value', '==', seenValue.value);
-    const txn = owner.and(epochKey, 'Mod', '==', seen.epochRev);
-    const put = this.client.put(ownerKey).value(JSON.stringify(record)).lease(this.leaseId);
-    const res = await (
-      adopting ? txn.then(put) : txn.then(put, this.client.put(epochKey).value(String(record.epoch)))
-    ).commit();
-    if (!res.succeeded) return undefined;
+    const value = JSON.stringify(record);
+    const rev = await this.committer(dvipa, {
+      ownerKey,
+      epochKey,
+      ownerWas: exact || !seen.owner || !seenValue ? { mod: seen.ownerRev } : { value: seenValue.value },
+      epochRev: seen.epochRev,
+      record: value,
+      lease: this.leaseId,
+      ...(adopting ? {} : { epoch: String(record.epoch) }),
+    });
+    if (rev === undefined) return undefined;
     // Known now, before the watch says so: a stop right after a claim must see it.
-    const rev = Number(res.header.revision);
     const seenAt = performance.now();
-    this.kv.set(ownerKey, { value: JSON.stringify(record), rev, seenAt });
+    this.kv.set(ownerKey, { value, rev, seenAt });
     if (!adopting) this.kv.set(epochKey, { value: String(record.epoch), rev, seenAt });
     return record;
   }
@@ -435,13 +475,6 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     } catch {
       return undefined;
     }
-  }
-
-  /** What renewing this node's ownership takes (the owner key, its value, this agent's lease); none without a lease. */
-  renewal(dvipa: string, owner: OwnerRecord): Renewal | undefined {
-    return this.leaseId
-      ? { key: keyOf(this.prefix, 'owner', dvipa), value: JSON.stringify(owner), lease: this.leaseId }
-      : undefined;
   }
 
   /**

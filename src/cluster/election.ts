@@ -86,6 +86,13 @@ export interface DvipaCandidacy {
 export interface ElectionHooks {
   /** The readiness gate: may this node start routing the DVIPA without losing a connection? */
   ready(dvipa: string): boolean;
+  /**
+   * Before replacing a living owner (takeback, move): whether this node's tables are already
+   * the ones it will first distribute with (the owner's, which it follows); if not, it builds
+   * them and the claim waits for a later evaluation. The replaced owner forwards meanwhile;
+   * a table built after the claim would hold the address back from every client.
+   */
+  prepared?(dvipa: string): boolean;
   /** Whether this node could renew a claim now (else it claims nothing). */
   canRenew(): boolean;
   idle(dvipa: string): boolean;
@@ -100,11 +107,6 @@ export interface ElectionHooks {
     previous: string | undefined,
     tookMs: number,
   ): void;
-  /**
-   * The store made this node the owner under `owner` by a request that left at `sentNs`
-   * (process.hrtime.bigint()): its renewals and fence start from there. Before `acquired`.
-   */
-  claimed(dvipa: string, owner: OwnerRecord, sentNs: bigint): void;
   /** Another node routes it now (or nobody, as far as the store says). */
   lost(dvipa: string, owner: OwnerRecord | undefined): void;
 }
@@ -333,6 +335,7 @@ export class Election {
     if (claim === 'takeover' && wait > 0) return this.evaluateLater(dvipa, wait);
     const settled = mine !== undefined || now - (this.healthySince ?? now) >= this.opts.settleMs;
     if (!settled || (claim !== 'takeover' && !this.hooks.ready(dvipa))) return;
+    if (claim !== 'takeover' && this.hooks.prepared?.(dvipa) === false) return;
     if (claim === 'takeover' && silent && probed !== seen.ownerRev) return this.probe(dvipa, seen.ownerRev);
     this.run(dvipa, claim, seen);
   }
@@ -361,7 +364,6 @@ export class Election {
     this.busy.add(dvipa);
     const started = Date.now();
     const since = how === 'takeover' ? (this.ownerlessSince.get(dvipa) ?? started) : started;
-    const sent = process.hrtime.bigint();
     // A takeover proves the owner renewed nothing since it was last seen; the others replace
     // a living owner, whose renewals change the key's revision but not its value.
     this.cf
@@ -369,7 +371,6 @@ export class Election {
       .then(
         (won) => {
           if (!won) return;
-          this.hooks.claimed(dvipa, won, sent);
           const previous = view.owner?.node ?? this.lastOwner.get(dvipa);
           this.owned.set(dvipa, won);
           this.bound.add(dvipa);

@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as fs from 'node:fs';
 import { execFile } from 'node:child_process';
 import type { IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
-import { etcdClient, type EtcdConnection, type Renewal } from './coupling.js';
+import { commitClaim, etcdClient, type ClaimTxn, type EtcdConnection, type Renewal } from './coupling.js';
 import { BpfMap } from '../dataplane/map.js';
 import { addr, addr6, FENCE_DRAIN, u64 } from '../dataplane/structs.js';
 import { ipFamily } from '../net/addr.js';
@@ -22,11 +22,16 @@ export interface WorkerSetup {
   fence6Fd: number;
   renewMs: number;
   fenceNs: bigint;
+  /** How long a replaced owner's data plane forwards what still reaches it (HANDOVER_DRAIN_MS). */
+  drainNs: bigint;
 }
 
 export type WorkerRequest =
-  /** Renew from now on; the fence is `deadlineNs` (a claim's, set as given). */
-  | { op: 'own'; dvipa: string; renewal: Renewal; deadlineNs: bigint }
+  /**
+   * Commit this claim; if etcd takes it, renew from that moment, the fence a fence after the
+   * request left. Answered with a ClaimAnswer of the same `id`.
+   */
+  | { op: 'claim'; id: number; dvipa: string; claim: ClaimTxn }
   /** The fence may run to `deadlineNs` (every other candidate promised), if that is later. */
   | { op: 'extend'; dvipa: string; deadlineNs: bigint }
   /**
@@ -46,6 +51,13 @@ export interface HandedOver {
   handed: string[];
 }
 
+/** The worker's answer to a claim: etcd's revision after it (none: refused), or why it failed. */
+export interface ClaimAnswer {
+  id: number;
+  revision?: number;
+  error?: string;
+}
+
 /** The renewal thread's real-time priority (SCHED_RR), or its nice value where that is refused. */
 const RENEWAL_RT_PRIORITY = 10;
 const RENEWAL_NICE = -10;
@@ -55,6 +67,11 @@ const RENEWAL_NICE = -10;
  * 160 ms of round trip at the default interval; beyond, etcd is not keeping up.
  */
 const MAX_IN_FLIGHT = 8;
+/**
+ * A claim's deadline here: etcd may still apply a claim it did not answer in time, and the
+ * main thread then finds the key its own (an adoption, see Election).
+ */
+const CLAIM_DEADLINE_MS = 2000;
 /**
  * Keepalives of the owner keys' lease from this thread: the main thread's stop while it
  * stalls, and a stall longer than the TTL would let etcd delete the owner keys with the
@@ -95,17 +112,35 @@ function renewAll(): void {
     o.inFlight++;
     const sent = process.hrtime.bigint();
     const { key, value, lease } = o.renewal;
-    // A failed renewal needs no handling: the fence lapses; the main thread sees etcd's health.
+    // An unanswered renewal needs no handling: the fence lapses; the main thread sees etcd's health.
     client
       .if(key, 'Value', '==', value)
       .then(client.put(key).value(value).lease(lease))
+      .else(client.get(key))
       .commit()
       .then(
-        (res) => res.succeeded && owned.get(dvipa) === o && extend(dvipa, sent + setup.fenceNs),
+        (res) => {
+          if (owned.get(dvipa) !== o) return;
+          if (res.succeeded) return extend(dvipa, sent + setup.fenceNs);
+          if (res.responses[0]?.response_range?.kvs.length) replaced(dvipa, o);
+        },
         () => undefined,
       )
       .finally(() => o.inFlight--);
   }
+}
+
+/**
+ * The owner key holds another node's record: a living owner was replaced (takeback, move).
+ * Its fence, if it still runs, turns into a drain here and now, not when the main thread
+ * hears of the change from etcd's watch: on a busy node that may come after the fence ran
+ * out, and the clients not yet moved by the new owner's announcement would be dropped. A
+ * fence already run out stays so (a frozen or cut-off owner taken over).
+ */
+function replaced(dvipa: string, o: { deadlineNs: bigint }): void {
+  owned.delete(dvipa);
+  const now = process.hrtime.bigint();
+  if (o.deadlineNs > now) fenceOf(dvipa).set(dvipa, (now + setup.drainNs) | FENCE_DRAIN);
 }
 
 // Connected before the first renewal, which must not wait for a handshake: the agent claims
@@ -183,12 +218,26 @@ async function handOver(graceSec: number): Promise<HandedOver> {
   return { handed };
 }
 
+/** A claim committed from here: renewals and the fence start when etcd answers, not when the main thread next runs. */
+function claim(id: number, dvipa: string, c: ClaimTxn): void {
+  const sent = process.hrtime.bigint();
+  commitClaim(client, c, CLAIM_DEADLINE_MS).then(
+    (revision) => {
+      if (revision !== undefined) {
+        const deadlineNs = sent + setup.fenceNs;
+        owned.set(dvipa, { renewal: { key: c.ownerKey, value: c.record, lease: c.lease }, deadlineNs, inFlight: 0 });
+        fenceOf(dvipa).set(dvipa, deadlineNs);
+      }
+      parentPort!.postMessage({ id, revision } satisfies ClaimAnswer);
+    },
+    (e: Error) => parentPort!.postMessage({ id, error: e.message } satisfies ClaimAnswer),
+  );
+}
+
 parentPort!.on('message', (m: WorkerRequest) => {
   switch (m.op) {
-    case 'own':
-      owned.set(m.dvipa, { renewal: m.renewal, deadlineNs: m.deadlineNs, inFlight: 0 });
-      fenceOf(m.dvipa).set(m.dvipa, m.deadlineNs);
-      return;
+    case 'claim':
+      return claim(m.id, m.dvipa, m.claim);
     case 'extend':
       return extend(m.dvipa, m.deadlineNs);
     case 'drop':

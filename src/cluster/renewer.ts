@@ -8,8 +8,8 @@
 import { Worker } from 'node:worker_threads';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Renewal } from './coupling.js';
-import type { HandedOver, WorkerRequest, WorkerSetup } from './renewal-worker.js';
+import type { ClaimTxn } from './coupling.js';
+import type { ClaimAnswer, HandedOver, WorkerRequest, WorkerSetup } from './renewal-worker.js';
 import type { Logger } from '../log.js';
 
 const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'renewal-worker.js');
@@ -19,6 +19,8 @@ export class Renewer {
   /** Whether the worker has reached etcd: until then a claim would not be renewed. */
   connected = false;
   private handed?: (dvipas: Set<string>) => void;
+  private readonly claims = new Map<number, { resolve: (rev?: number) => void; reject: (e: Error) => void }>();
+  private nextClaim = 1;
 
   constructor(setup: WorkerSetup, log: Logger) {
     this.worker = new Worker(WORKER, { workerData: setup });
@@ -26,18 +28,38 @@ export class Renewer {
     this.worker.on('error', (e) =>
       log.error({ err: e.message }, 'renewal worker failed: this node no longer renews its DVIPAs'),
     );
-    this.worker.on('message', (m: 'connected' | HandedOver) => {
+    this.worker.on('message', (m: 'connected' | HandedOver | ClaimAnswer) => {
       if (m === 'connected') this.connected = true;
-      else this.handed?.(new Set(m.handed));
+      else if ('handed' in m) this.handed?.(new Set(m.handed));
+      else this.answered(m);
     });
-    // A worker gone answers no hand-over: the stop goes on without one.
-    this.worker.on('exit', () => this.handed?.(new Set()));
+    // A worker gone answers no hand-over, nor any claim: the stop goes on without one.
+    this.worker.on('exit', () => {
+      this.connected = false;
+      this.handed?.(new Set());
+      for (const id of [...this.claims.keys()]) this.answered({ id, error: 'renewal worker gone' });
+    });
     this.worker.unref();
   }
 
-  /** This node owns the DVIPA from now on: renewals start; the fence is the claim's. */
-  own(dvipa: string, renewal: Renewal, deadlineNs: bigint): void {
-    this.post({ op: 'own', dvipa, renewal, deadlineNs });
+  /**
+   * Commits a claim from the renewal thread (EtcdCoupling.committer): if etcd takes it, that
+   * thread renews and moves the fence from then on. Resolves to etcd's revision, or undefined
+   * if the claim was refused (what the claimant saw had changed).
+   */
+  claim(dvipa: string, claim: ClaimTxn): Promise<number | undefined> {
+    const id = this.nextClaim++;
+    return new Promise((resolve, reject) => {
+      this.claims.set(id, { resolve, reject });
+      this.post({ op: 'claim', id, dvipa, claim });
+    });
+  }
+
+  private answered(a: ClaimAnswer): void {
+    const waiting = this.claims.get(a.id);
+    this.claims.delete(a.id);
+    if (a.error !== undefined) waiting?.reject(new Error(a.error));
+    else waiting?.resolve(a.revision);
   }
 
   extend(dvipa: string, deadlineNs: bigint): void {

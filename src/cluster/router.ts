@@ -214,6 +214,21 @@ export class RoutingRole {
     for (const [name, s] of this.routed) if (s.vip === dvipa) this.pushSoon(name);
   }
 
+  /**
+   * Whether the DVIPA's tables are those its source's DPT makes now (a backup's: the owner's);
+   * those that are not are built soon (pushSoon), and a takeback claims once they are (Election).
+   */
+  prepared(dvipa: string): boolean {
+    let current = true;
+    for (const [name, s] of this.routed) {
+      if (s.vip !== dvipa || this.deferred.has(name)) continue;
+      if (this.pushed.get(name) === this.tableOf(name).key) continue;
+      current = false;
+      this.pushSoon(name);
+    }
+    return current;
+  }
+
   /** Whose DPT a service's table is built from: a previous owner's while inherited, the owner's while this node backs it up. */
   private sourceOf(name: string): string {
     const inherited = this.inheriting.get(name)?.from;
@@ -389,16 +404,20 @@ export class RoutingRole {
   private push(name: string): boolean {
     if (this.deferred.has(name)) return false;
     const s = this.routed.get(name)!;
-    const source = this.dpts.get(this.sourceOf(name))!;
-    const weights = source.weights(name);
-    const affinitySec = this.affinity.get(name);
     // A table the same as the one in place is not built again: 65,537 slots in a new map, each
     // time active counts change (every slice of a report), whatever the method makes of them.
-    const table = JSON.stringify([weights, affinitySec]);
-    if (this.pushed.get(name) === table && this.fp.serviceId(s) !== undefined) return false;
+    const { weights, affinitySec, key } = this.tableOf(name);
+    if (this.pushed.get(name) === key && this.fp.serviceId(s) !== undefined) return false;
     this.fp.setTargets(s, weights, { affinitySec });
-    this.pushed.set(name, table);
+    this.pushed.set(name, key);
     return true;
+  }
+
+  /** What the service's table is built from now (its source's weights, its affinity), and that as a key. */
+  private tableOf(name: string) {
+    const weights = this.dpts.get(this.sourceOf(name))!.weights(name);
+    const affinitySec = this.affinity.get(name);
+    return { weights, affinitySec, key: JSON.stringify([weights, affinitySec]) };
   }
 
   private pushSoon(name: string): void {

@@ -17,6 +17,7 @@ import { sleep } from '../helpers/agents.js';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { ROOT } from '../../src/kernel/paths.js';
+import { FastPath } from '../../src/dataplane/fastpath.js';
 
 const D = '192.0.2.10';
 
@@ -306,7 +307,6 @@ describe('coupling facility on etcd', () => {
           ready: () => true,
           canRenew: () => true,
           idle: () => true,
-          claimed: () => undefined,
           acquired: (_d, rec, how) => acquired.push(`${how} ${rec.epoch}`),
           lost: () => undefined,
         },
@@ -354,7 +354,6 @@ describe('coupling facility on etcd', () => {
           ready: () => true,
           canRenew: () => true,
           idle: () => true,
-          claimed: () => undefined,
           acquired: (_d, o) => events.push(`${me} acquired ${o.epoch}`),
           lost: (_d, o) => events.push(`${me} lost to ${o?.node ?? 'nobody'}`),
         },
@@ -464,13 +463,12 @@ describe('coupling facility on etcd', () => {
     }
   });
 
-  test("an owner whose main thread stalls longer than its lease's TTL keeps its DVIPA: the renewal thread keeps the lease alive", async () => {
-    seq++;
-    const b = await cf('b');
-    const pins = scratchPinRoot('lease');
+  /**
+   * Node a as its own process: a 1 s lease, its renewal thread (renewals every 20 ms, fence
+   * 140 ms), D claimed through that thread; then `then` (a script's statements) runs.
+   */
+  const ownerProcess = (pinRoot: string, then: string) => {
     const dist = (m: string) => path.join(ROOT, 'dist', 'src', m);
-    // The owner is another process, with a 1 s lease and its renewal thread; its main thread
-    // then blocks for 1.6 s: no keepalive from it. etcd checks expiries every 500 ms.
     const script = `(async () => {
       const { EtcdCoupling } = await import('${dist('cluster/coupling.js')}');
       const { Renewer } = await import('${dist('cluster/renewer.js')}');
@@ -478,20 +476,32 @@ describe('coupling facility on etcd', () => {
       const { log } = await import('${dist('log.js')}');
       const a = new EtcdCoupling({ endpoints: ['${etcd.server.url}'], node: 'a', xcf: '198.18.0.1', ttlSec: 1, prefix: '/t${seq}/', logger: log });
       await a.start();
-      const fp = FastPath.open({ pinRoot: '${pins.pinRoot}' });
-      const r = new Renewer({ etcd: { endpoints: ['${etcd.server.url}'] }, fenceFd: fp.fence.fd, fence6Fd: fp.fence6.fd, renewMs: 20, fenceNs: 140000000n }, log);
+      const fp = FastPath.open({ pinRoot: '${pinRoot}' });
+      const r = new Renewer({ etcd: { endpoints: ['${etcd.server.url}'] }, fenceFd: fp.fence.fd, fence6Fd: fp.fence6.fd, renewMs: 20, fenceNs: 140000000n, drainNs: 5000000000n }, log);
       while (!r.connected) await new Promise((res) => setTimeout(res, 20));
-      const won = await a.claim('${D}', 100, a.view('${D}'));
-      r.own('${D}', a.renewal('${D}', won), process.hrtime.bigint() + 140000000n);
-      await new Promise((res) => setTimeout(res, 500));
-      process.stdout.write('stalling\\n');
-      const end = Date.now() + 1600;
-      while (Date.now() < end);
-      process.stdout.write('awake\\n');
+      a.committer = (d, c) => r.claim(d, c);
+      await a.claim('${D}', 100, a.view('${D}'));
+      ${then}
     })();`;
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     const lines: string[] = [];
     child.stdout.on('data', (d: Buffer) => lines.push(...d.toString().trim().split('\n')));
+    return { child, lines };
+  };
+
+  test("an owner whose main thread stalls longer than its lease's TTL keeps its DVIPA: the renewal thread keeps the lease alive", async () => {
+    seq++;
+    const b = await cf('b');
+    const pins = scratchPinRoot('lease');
+    // Its main thread then blocks for 1.6 s: no keepalive from it. etcd checks expiries every 500 ms.
+    const { child, lines } = ownerProcess(
+      pins.pinRoot,
+      `await new Promise((res) => setTimeout(res, 500));
+      process.stdout.write('stalling\\n');
+      const end = Date.now() + 1600;
+      while (Date.now() < end);
+      process.stdout.write('awake\\n');`,
+    );
     try {
       await until('the owner to stall', () => lines.includes('stalling'), 15000);
       const owners = new Set<string | undefined>();
@@ -508,6 +518,39 @@ describe('coupling facility on etcd', () => {
     }
   });
 
+  test('an owner replaced while its main thread stalls drains at once: its renewal thread turns the running fence into a drain', async () => {
+    seq++;
+    const pins = scratchPinRoot('drain');
+    const { child, lines } = ownerProcess(
+      pins.pinRoot,
+      `process.stdout.write('owning\\n');
+      const end = Date.now() + 3000;
+      while (Date.now() < end);`,
+    );
+    const fp = FastPath.open({ pinRoot: pins.pinRoot });
+    try {
+      await until('the owner to claim', () => lines.includes('owning'), 15000);
+      const running = fp.fenceOf(D)!;
+      assert.ok(running && !running.draining && running.deadlineNs > process.hrtime.bigint(), 'the fence runs');
+      // Another node's record in the owner key (as a takeback's claim writes it), the owner's main thread busy.
+      const client = etcdClient({ endpoints: [etcd.server.url], callTimeoutMs: 2000 });
+      const replacedAt = process.hrtime.bigint();
+      await client.put(`/t${seq}/owner/${D}`).value(JSON.stringify({ node: 'b', rank: 256, epoch: 2 }));
+      await until('the fence to drain', () => fp.fenceOf(D)?.draining === true, 1000);
+      const drain = fp.fenceOf(D)!;
+      // Draining for HANDOVER_DRAIN_MS from the failed renewal: ARP no more, traffic for 5 s.
+      assert.ok(
+        drain.deadlineNs > replacedAt + 4_000_000_000n,
+        `drains until ${drain.deadlineNs - replacedAt} ns after`,
+      );
+      client.close();
+    } finally {
+      child.kill('SIGKILL');
+      fp.close();
+      pins.remove();
+    }
+  });
+
   test('an owner quiet only because etcd stalled is not taken over, during the stall or after; a dead one is, through a read first', async () => {
     seq++;
     const a = await cf('a');
@@ -515,8 +558,10 @@ describe('coupling facility on etcd', () => {
     const won = await a.claim(D, PRIMARY_RANK, a.view(D));
     assert.ok(won);
     // a's renewals every 20 ms, as its renewal worker sends them (8 in flight at most).
-    const renewal = a.renewal(D, won)!;
     const client = etcdClient({ endpoints: [etcd.server.url], callTimeoutMs: 2000 });
+    const key = `/t${seq}/owner/${D}`;
+    const [stored] = (await client.get(key).exec()).kvs;
+    const renewal = { key, value: stored.value.toString(), lease: stored.lease.toString() };
     let inFlight = 0;
     /** When the last renewal etcd took was sent: b cannot have seen it earlier. */
     let lastRenewalSent = 0;
@@ -553,7 +598,6 @@ describe('coupling facility on etcd', () => {
         ready: () => true,
         canRenew: () => true,
         idle: () => true,
-        claimed: () => undefined,
         acquired: () => acquired.push(Date.now()),
         lost: () => undefined,
       },
