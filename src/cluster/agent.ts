@@ -355,6 +355,7 @@ export class Agent {
             renewMs: this.renewMs(),
             fenceNs: this.ns(this.fenceMs()),
             drainNs: this.ns(HANDOVER_DRAIN_MS),
+            ...(this.node.external && !this.opts.ipsec ? { announceOn: this.node.external } : {}),
           },
           this.log,
         );

@@ -167,6 +167,8 @@ export interface ClaimTxn {
   lease: string;
   /** The new epoch, put beside it (none when a node adopts its own record). */
   epoch?: string;
+  /** A takeover (the owner dead): the address may be taken and announced the moment etcd says yes. */
+  announce?: boolean;
 }
 
 /** Commits a claim: etcd's revision after it, or undefined if what the claimant saw had changed. */
@@ -456,6 +458,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
       record: value,
       lease: this.leaseId,
       ...(adopting ? {} : { epoch: String(record.epoch) }),
+      ...(exact && !adopting ? { announce: true } : {}),
     });
     if (rev === undefined) return undefined;
     // Known now, before the watch says so: a stop right after a claim must see it.

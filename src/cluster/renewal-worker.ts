@@ -14,6 +14,8 @@ import { commitClaim, etcdClient, type ClaimTxn, type EtcdConnection, type Renew
 import { BpfMap } from '../dataplane/map.js';
 import { addr, addr6, FENCE_DRAIN, u64 } from '../dataplane/structs.js';
 import { ipFamily } from '../net/addr.js';
+import { AddressHolder } from './address.js';
+import { log } from '../log.js';
 
 export interface WorkerSetup {
   etcd: EtcdConnection;
@@ -24,6 +26,12 @@ export interface WorkerSetup {
   fenceNs: bigint;
   /** How long a replaced owner's data plane forwards what still reaches it (HANDOVER_DRAIN_MS). */
   drainNs: bigint;
+  /**
+   * The external interface, where a takeover's address is taken and announced from this
+   * thread as soon as etcd takes the claim (the main thread does it again, later); none where
+   * the address must wait (IPsec: its SAs go in first) or there is no external interface.
+   */
+  announceOn?: string;
 }
 
 export type WorkerRequest =
@@ -98,6 +106,8 @@ const fence4 = new BpfMap('fence', setup.fenceFd, addr, u64);
 const fence6 = new BpfMap('fence6', setup.fence6Fd, addr6, u64);
 const fenceOf = (dvipa: string) => (ipFamily(dvipa) === 6 ? fence6 : fence4);
 const owned = new Map<string, { renewal: Renewal; deadlineNs: bigint; inFlight: number }>();
+// Its repeats stop once this thread no longer renews the DVIPA (lost, dropped).
+const address = setup.announceOn ? new AddressHolder(setup.announceOn, log, (a) => owned.has(a)) : undefined;
 
 function extend(dvipa: string, deadlineNs: bigint): void {
   const o = owned.get(dvipa);
@@ -227,6 +237,8 @@ function claim(id: number, dvipa: string, c: ClaimTxn): void {
         const deadlineNs = sent + setup.fenceNs;
         owned.set(dvipa, { renewal: { key: c.ownerKey, value: c.record, lease: c.lease }, deadlineNs, inFlight: 0 });
         fenceOf(dvipa).set(dvipa, deadlineNs);
+        // After a death every client waits for the announcement: not for the main thread too.
+        if (c.announce) address?.take(dvipa);
       }
       parentPort!.postMessage({ id, revision } satisfies ClaimAnswer);
     },

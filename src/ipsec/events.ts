@@ -6,10 +6,10 @@
  * decoded with the codecs of xfrm.ts. What cannot be decoded is reported as `malformed`,
  * never thrown: a notification is no request of ours to fail.
  */
+import { nlattrs } from '../net/netlink.js';
 import { SyscallError } from '../kernel/errors.js';
 import { openXfrmEvents, type EventSource, type XfrmEventMessage } from '../kernel/events.js';
 import {
-  attrs,
   inetFamily,
   familyOf,
   decodePolicy,
@@ -134,7 +134,7 @@ function saKey(b: Buffer, off: number): SaKey {
 
 /** The value of the first attribute of `type` from `off` on. */
 function attrOf(b: Buffer, off: number, type: number): Buffer | undefined {
-  for (const [t, v] of attrs(b, off)) if (t === type) return v;
+  for (const [t, v] of nlattrs(b, off)) if (t === type) return v;
   return undefined;
 }
 
@@ -201,7 +201,7 @@ function decode(type: number, b: Buffer): XfrmEvent | undefined {
       };
       const cause = AE_CAUSE.find(([bit]) => flags & bit);
       if (cause) e.cause = cause[1];
-      for (const [t, v] of attrs(b, L.size)) {
+      for (const [t, v] of nlattrs(b, L.size)) {
         const replay = decodeReplay(t, v, 0);
         if (replay) e.replay = replay;
         else if (t === XFRMA.LTIME_VAL) e.current = readCurrent(v, 0);

@@ -5,6 +5,7 @@
  * struct states, and written with the family of the address given. The kernel UAPI layouts are written out below as offsets; test/kernel/xfrm.test.ts
  * checks each against the running kernel's BTF, so they cannot drift. Sending them is xfrm.ts.
  */
+import { nlattr, nlattrs } from '../net/netlink.js';
 import { DvipaError } from '../errors.js';
 import { formatIpv4, formatIpv6, ipFamily, parseIpv4, parseIpv6 } from '../net/addr.js';
 
@@ -325,26 +326,6 @@ function readLifetime(b: Buffer, off: number): Lifetime {
   };
 }
 
-function attr(type: number, data: Buffer): Buffer {
-  const len = 4 + data.length;
-  const out = Buffer.alloc((len + 3) & ~3);
-  out.writeUInt16LE(len, 0);
-  out.writeUInt16LE(type, 2);
-  data.copy(out, 4);
-  return out;
-}
-
-/** The attributes from `off` on: [type, value]. */
-export function* attrs(b: Buffer, off: number): Generator<[number, Buffer]> {
-  while (off + 4 <= b.length) {
-    const len = b.readUInt16LE(off);
-    if (len < 4 || off + len > b.length) return;
-    yield [b.readUInt16LE(off + 2) & 0x3fff, b.subarray(off + 4, off + len)];
-    off += (len + 3) & ~3;
-  }
-}
-
-/** An xfrm_algo (no `extraBits`), or an xfrm_algo_aead / xfrm_algo_auth (ICV or truncation length in bits). */
 function algo(name: string, key: Buffer, extraBits?: number): Buffer {
   if (Buffer.byteLength(name) > 63) throw new XfrmError(`algorithm name ${name}: at most 63 bytes`);
   const A = extraBits === undefined ? LAYOUT.xfrm_algo : LAYOUT.xfrm_algo_aead;
@@ -381,16 +362,16 @@ export function encodeSa(sa: Sa): Buffer {
   b.writeUInt8(sa.replay.esn ? 0 : Math.min(255, sa.replay.window), L.replay_window);
   b.writeUInt8(sa.flags, L.flags);
   const parts: Buffer[] = [b];
-  if (sa.aead) parts.push(attr(XFRMA.ALG_AEAD, algo(sa.aead.name, sa.aead.key, sa.aead.icvBits)));
-  if (sa.enc) parts.push(attr(XFRMA.ALG_CRYPT, algo(sa.enc.name, sa.enc.key)));
-  if (sa.auth) parts.push(attr(XFRMA.ALG_AUTH_TRUNC, algo(sa.auth.name, sa.auth.key, sa.auth.truncBits)));
+  if (sa.aead) parts.push(nlattr(XFRMA.ALG_AEAD, algo(sa.aead.name, sa.aead.key, sa.aead.icvBits)));
+  if (sa.enc) parts.push(nlattr(XFRMA.ALG_CRYPT, algo(sa.enc.name, sa.enc.key)));
+  if (sa.auth) parts.push(nlattr(XFRMA.ALG_AUTH_TRUNC, algo(sa.auth.name, sa.auth.key, sa.auth.truncBits)));
   if (sa.encap) {
     const E = LAYOUT.xfrm_encap_tmpl;
     const e = Buffer.alloc(E.size);
     e.writeUInt16LE(sa.encap.type, E.encap_type);
     e.writeUInt16BE(sa.encap.sport, E.encap_sport);
     e.writeUInt16BE(sa.encap.dport, E.encap_dport);
-    parts.push(attr(XFRMA.ENCAP, e));
+    parts.push(nlattr(XFRMA.ENCAP, e));
   }
   if (sa.mark) parts.push(markAttr(sa.mark));
   const r = sa.replay;
@@ -405,14 +386,14 @@ export function encodeSa(sa: Sa): Buffer {
     e.writeUInt32LE(r.seqHi, R.seq_hi);
     e.writeUInt32LE(r.window, R.replay_window);
     r.bitmap.copy(e, R.bmp, 0, Math.min(r.bitmap.length, words * 4));
-    parts.push(attr(XFRMA.REPLAY_ESN_VAL, e));
+    parts.push(nlattr(XFRMA.REPLAY_ESN_VAL, e));
   } else {
     const R = LAYOUT.xfrm_replay_state;
     const e = Buffer.alloc(R.size);
     e.writeUInt32LE(r.oseq, R.oseq);
     e.writeUInt32LE(r.seq, R.seq);
     if (r.bitmap.length >= 4) e.writeUInt32LE(r.bitmap.readUInt32LE(0), R.bitmap);
-    parts.push(attr(XFRMA.REPLAY_VAL, e));
+    parts.push(nlattr(XFRMA.REPLAY_VAL, e));
   }
   return Buffer.concat(parts);
 }
@@ -445,7 +426,7 @@ export function decodeSa(b: Buffer): Sa {
       esn: false,
     },
   };
-  for (const [t, v] of attrs(b, L.size)) {
+  for (const [t, v] of nlattrs(b, L.size)) {
     if (t === XFRMA.ALG_AEAD) {
       const a = readAlgo(v, true);
       sa.aead = { name: a.name, key: a.key, icvBits: a.extra };
@@ -531,7 +512,7 @@ export function encodePolicy(p: Policy): Buffer {
     // Any algorithm: the SA decides.
     for (const f of [T.aalgos, T.ealgos, T.calgos]) t.writeUInt32LE(0xffffffff, o + f);
   });
-  return Buffer.concat([b, attr(XFRMA.TMPL, t)]);
+  return Buffer.concat([b, nlattr(XFRMA.TMPL, t)]);
 }
 
 export function decodePolicy(b: Buffer): Policy {
@@ -546,7 +527,7 @@ export function decodePolicy(b: Buffer): Policy {
     tmpls: [],
   };
   const T = LAYOUT.xfrm_user_tmpl;
-  for (const [t, v] of attrs(b, L.size)) {
+  for (const [t, v] of nlattrs(b, L.size)) {
     if (t !== XFRMA.TMPL) continue;
     for (let o = 0; o + T.size <= v.length; o += T.size) {
       const protoNum = v.readUInt8(o + T.id + LAYOUT.xfrm_id.proto);
@@ -573,7 +554,7 @@ export function markAttr(mark: { value: number; mask: number }): Buffer {
   const m = Buffer.alloc(LAYOUT.xfrm_mark.size);
   m.writeUInt32LE(mark.value, LAYOUT.xfrm_mark.v);
   m.writeUInt32LE(mark.mask, LAYOUT.xfrm_mark.m);
-  return attr(XFRMA.MARK, m);
+  return nlattr(XFRMA.MARK, m);
 }
 
 export type SaId = Pick<Sa, 'dst' | 'spi' | 'proto' | 'mark'>;

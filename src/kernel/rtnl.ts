@@ -5,6 +5,7 @@
  * it: on a busy node either cost tens of milliseconds on a takeover's or handover's path.
  * Everything acts in the calling thread's network namespace.
  */
+import { nlattr, nlattrs } from '../net/netlink.js';
 import { sys } from './sys.js';
 
 const RTM_NEWLINK = 16;
@@ -28,31 +29,10 @@ const IFADDRMSG_LEN = 8;
 /** A host address: 4 bytes (IPv4) or 16 (IPv6), network order. */
 export type HostAddress = Buffer;
 
-function attr(type: number, value: Buffer): Buffer {
-  const len = 4 + value.length;
-  const out = Buffer.alloc((len + 3) & ~3);
-  out.writeUInt16LE(len, 0);
-  out.writeUInt16LE(type, 2);
-  value.copy(out, 4);
-  return out;
-}
-
-/** The attributes after a fixed header, by type (the last of each type). */
-function attrs(payload: Buffer, offset: number): Map<number, Buffer> {
-  const out = new Map<number, Buffer>();
-  while (offset + 4 <= payload.length) {
-    const len = payload.readUInt16LE(offset);
-    if (len < 4 || offset + len > payload.length) break;
-    out.set(payload.readUInt16LE(offset + 2) & 0x3fff, payload.subarray(offset + 4, offset + len));
-    offset += (len + 3) & ~3;
-  }
-  return out;
-}
-
 /** The interface's index; throws (ENODEV) if there is none of that name. */
 export function interfaceIndex(ifname: string): number {
   const name = Buffer.from(`${ifname}\0`);
-  const req = Buffer.concat([Buffer.alloc(IFINFOMSG_LEN), attr(IFLA_IFNAME, name)]);
+  const req = Buffer.concat([Buffer.alloc(IFINFOMSG_LEN), nlattr(IFLA_IFNAME, name)]);
   const reply = sys.routeRequest(ifname, 'RTM_GETLINK', RTM_GETLINK, 0, req).find((m) => m.type === RTM_NEWLINK);
   if (!reply || reply.payload.length < IFINFOMSG_LEN) throw new Error(`${ifname}: RTM_GETLINK answered no link`);
   return reply.payload.readInt32LE(4);
@@ -70,13 +50,13 @@ function ifaddrmsg(ifindex: number, address: HostAddress): Buffer {
 
 /** `ip address replace ADDRESS/32 (/128 nodad) dev IF`: the address, host-sized, on the interface. */
 export function addHostAddress(what: string, ifindex: number, address: HostAddress): void {
-  const req = Buffer.concat([ifaddrmsg(ifindex, address), attr(IFA_LOCAL, address), attr(IFA_ADDRESS, address)]);
+  const req = Buffer.concat([ifaddrmsg(ifindex, address), nlattr(IFA_LOCAL, address), nlattr(IFA_ADDRESS, address)]);
   sys.routeRequest(what, 'RTM_NEWADDR', RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, req);
 }
 
 /** Deletes the host address from the interface; false if it was not there. */
 export function deleteHostAddress(what: string, ifindex: number, address: HostAddress): boolean {
-  const req = Buffer.concat([ifaddrmsg(ifindex, address), attr(IFA_LOCAL, address)]);
+  const req = Buffer.concat([ifaddrmsg(ifindex, address), nlattr(IFA_LOCAL, address)]);
   try {
     sys.routeRequest(what, 'RTM_DELADDR', RTM_DELADDR, 0, req);
     return true;
@@ -91,7 +71,7 @@ export function interfaceAddresses(what: string, ifindex: number): HostAddress[]
   const out: HostAddress[] = [];
   for (const m of sys.routeRequest(what, 'RTM_GETADDR', RTM_GETADDR, NLM_F_DUMP, Buffer.alloc(IFADDRMSG_LEN))) {
     if (m.type !== RTM_NEWADDR || m.payload.length < IFADDRMSG_LEN || m.payload.readUInt32LE(4) !== ifindex) continue;
-    const a = attrs(m.payload, IFADDRMSG_LEN);
+    const a = new Map(nlattrs(m.payload, IFADDRMSG_LEN));
     const address = a.get(IFA_LOCAL) ?? a.get(IFA_ADDRESS);
     if (address) out.push(Buffer.from(address));
   }

@@ -8,6 +8,7 @@
  * as in xfrm.test.ts. Messages this kernel cannot make are decoded from bytes laid out as
  * the kernel lays them, and broken ones become `malformed`, never an exception.
  */
+import { nlattrs } from '../../src/net/netlink.js';
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -27,7 +28,6 @@ import {
 import {
   addSa,
   ANY_SELECTOR,
-  attrs,
   deletePolicy,
   deleteSa,
   encodePolicy,
@@ -440,7 +440,7 @@ test('decoding: SA, expire and async-event messages as the kernel lays them; bro
     [SA.dst, SA.spi, SA.selector, { value: 0x10, mask: 0xff }],
   );
 
-  const replay = [...attrs(info, LAYOUT.xfrm_usersa_info.size)].find(([type]) => type === XFRMA.REPLAY_ESN_VAL)![1];
+  const replay = [...nlattrs(info, LAYOUT.xfrm_usersa_info.size)].find(([type]) => type === XFRMA.REPLAY_ESN_VAL)![1];
   const cur = Buffer.alloc(LAYOUT.xfrm_lifetime_cur.size);
   cur.writeBigUInt64LE(1234n, LAYOUT.xfrm_lifetime_cur.bytes);
   cur.writeBigUInt64LE(5n, LAYOUT.xfrm_lifetime_cur.packets);
