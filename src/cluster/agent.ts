@@ -341,6 +341,9 @@ export class Agent {
         // through etcd only with a checked record.
         isMember: (n) => this.configured.has(n) || membership.has(n),
       });
+      etcd.on('released', (dvipa: string, node: string, epoch: number) => {
+        if (this.candidacies.has(dvipa) && node !== me) this.handoffs.onReleased(node, { address: dvipa, epoch });
+      });
       etcd.on('member', (name: string, value: string | undefined, lease: string) => {
         if (value === undefined) membership.delete(name);
         else membership.put(name, value, lease);
@@ -395,7 +398,7 @@ export class Agent {
       this.onDvipa(waiting.peer, waiting.change);
     });
     // A pure target joins for its member record only: nothing to elect.
-    const election = this.candidacies.size ? this.elect(cf) : undefined;
+    const election = this.candidacies.size ? this.elect(cf, etcd) : undefined;
     this.election = election;
     const join = () => {
       cf.start().then(
@@ -418,7 +421,7 @@ export class Agent {
    * The election of the DVIPAs this node may route, over the coupling facility; with etcd, the
    * owner's HOLD heartbeats to the other candidates (its renewals: the renewal thread's).
    */
-  private elect(cf: CouplingFacility): Election {
+  private elect(cf: CouplingFacility, etcd: EtcdCoupling | undefined): Election {
     const ha = this.opts.ha ?? {};
     const me = this.node.name;
     const election = new Election(
@@ -451,11 +454,14 @@ export class Agent {
           // The new owner takes the address once this node's stack answers ARP for it no more.
           const released = this.router.disown(d);
           void released.then(() => {
-            if (successor && !this.stopped)
-              this.transport.send(successor.node, {
-                type: MsgType.Released,
-                body: { address: d, epoch: successor.epoch },
-              });
+            if (!successor || this.stopped) return;
+            this.transport.send(successor.node, {
+              type: MsgType.Released,
+              body: { address: d, epoch: successor.epoch },
+            });
+            etcd
+              ?.markReleased(d, successor.epoch)
+              .catch((e: Error) => this.log.warn({ dvipa: d, err: e.message }, 'RELEASED not written to etcd'));
           });
           void this.ipsec?.lost(d, released);
           const why = owner ? 'DVIPA now routed by another node' : 'DVIPA routed by no node now (deleted?)';

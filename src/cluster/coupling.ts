@@ -9,6 +9,7 @@
  *   move/<dvipa>           {to, whenIdle}              an operator's move (dvipa dvipa move)
  *   quiesce/<dvipa>/<node> ""                          the node gives the DVIPA up (quiesce)
  *   deleted/<dvipa>        ""                          an operator deleted it (dvipa dvipa delete): nobody routes it
+ *   released/<dvipa>       {node, epoch}               `node` let the address go to the owner of `epoch` (handoff.ts)
  *
  * The epoch is the fencing token: every change of owner is one transaction that checks
  * what the claimant last saw of the owner and epoch keys, so two nodes can never both win,
@@ -390,10 +391,35 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     if (v) this.kv.set(key, { ...v, seenAt: performance.now() });
     else if (this.kv.delete(key)) this.gone.set(key, performance.now());
     this.memberEvent(key, v?.value, lease);
+    if (v && rest[0] === 'released') this.releasedEvent(rest[1], v.value);
     // A member record that changes nobody's liveness (a refused one, a member's new record)
     // is no news to the election: 10,000 junk records must not cost 10,000 evaluations.
     if (member !== undefined && this.opts.isMember && wasLive === this.live(member)) return;
     this.emit('change', member === undefined ? rest[1] : undefined);
+  }
+
+  /** A RELEASED through etcd ('released', dvipa, node, epoch); a record of another shape is ignored, as a bad message is. */
+  private releasedEvent(dvipa: string, value: string): void {
+    let r: unknown;
+    try {
+      r = JSON.parse(value);
+    } catch {
+      return;
+    }
+    const { node, epoch } = (r ?? {}) as { node?: unknown; epoch?: unknown };
+    if (typeof node === 'string' && Number.isSafeInteger(epoch)) this.emit('released', dvipa, node, epoch);
+  }
+
+  /**
+   * This node let the address go to the owner of `epoch`: said through etcd too, beside the
+   * RELEASED message, which is lost when this node's connection to the new owner is one the
+   * new owner's restart left dead (the takeback after a node comes back).
+   */
+  async markReleased(dvipa: string, epoch: number): Promise<void> {
+    await this.client
+      .put(keyOf(this.prefix, 'released', dvipa))
+      .value(JSON.stringify({ node: this.opts.node, epoch }))
+      .exec();
   }
 
   /** Every DVIPA the store knows anything about. */

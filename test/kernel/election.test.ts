@@ -551,6 +551,21 @@ describe('coupling facility on etcd', () => {
     }
   });
 
+  test('RELEASED through etcd: the new owner hears the old one let the address go; a record of another shape is ignored', async () => {
+    seq++;
+    const a = await cf('a');
+    const b = await cf('b');
+    const heard: unknown[] = [];
+    b.on('released', (dvipa: string, node: string, epoch: number) => heard.push([dvipa, node, epoch]));
+    const client = etcdClient({ endpoints: [etcd.server.url], callTimeoutMs: 2000 });
+    for (const junk of ['not json', '{"node":1,"epoch":2}', '{"node":"a","epoch":"2"}', 'null'])
+      await client.put(`/t${seq}/released/${D}`).value(junk);
+    await a.markReleased(D, 7);
+    await until('b to hear it', () => heard.length > 0);
+    assert.deepEqual(heard, [[D, 'a', 7]]);
+    client.close();
+  });
+
   test('an owner quiet only because etcd stalled is not taken over, during the stall or after; a dead one is, through a read first', async () => {
     seq++;
     const a = await cf('a');
