@@ -1,6 +1,6 @@
 /* `dvipa bench ...`: benchmarks that print figures (a table, or JSON). */
 import type { Argv, CommandModule } from 'yargs';
-import { benchFastpath, formatFastpathBench } from '../bench/fastpath.js';
+import { benchFastpath, FASTPATH_PATHS, formatFastpathBench } from '../bench/fastpath.js';
 import { benchTables, formatTablesBench } from '../bench/tables.js';
 import { command, type ArgsOf } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
@@ -44,8 +44,15 @@ const fastpath = command({
         type: 'number',
         default: 1_000_000,
         describe: 'packets per round (BPF_PROG_TEST_RUN repeat)',
+      })
+      .option('paths', {
+        type: 'string',
+        describe: `only these paths, comma-separated (the baseline always runs): ${FASTPATH_PATHS.join(', ')}`,
       }),
   handler: async (a) => {
+    const paths = a.paths?.split(',').map((p) => p.trim());
+    const unknown = paths?.filter((p) => !(FASTPATH_PATHS as readonly string[]).includes(p)) ?? [];
+    if (unknown.length) throw new CliError(`--paths: no path ${unknown.join(', ')}`, EXIT.usage);
     requireRoot('dvipa bench fastpath');
     for (const [k, v, max] of [
       ['rounds', a.rounds, 1000],
@@ -54,9 +61,15 @@ const fastpath = command({
       if (!Number.isInteger(v) || v < 1 || v > max)
         throw new CliError(`--${k} must be an integer from 1 to ${max}`, EXIT.usage);
     }
-    // About 35 ns per packet per path over ten paths: the bar shows when that exceeds 2 s.
-    const progress = new Progress('fastpath', (2 * a.rounds * a.repeat * 10 * 35) / 1e6);
-    const r = await benchFastpath({ rounds: a.rounds, repeat: a.repeat, onProgress: (d, t) => progress.update(d / t) });
+    // About 35 ns per packet per path on average: the bar shows when that exceeds 2 s.
+    const count = paths ? paths.length + 1 : FASTPATH_PATHS.length;
+    const progress = new Progress('fastpath', (2 * a.rounds * a.repeat * count * 35) / 1e6);
+    const r = await benchFastpath({
+      rounds: a.rounds,
+      repeat: a.repeat,
+      paths,
+      onProgress: (d, t) => progress.update(d / t),
+    });
     progress.done();
     process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatFastpathBench(r)}\n`);
   },

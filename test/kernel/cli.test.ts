@@ -201,6 +201,7 @@ test('bad usage exits 2, says what to do, and runs nothing', () => {
     ['nosuchcommand'],
     ['fastpath', 'replay', '--config', 'x'],
     ['bench', 'fastpath', '--rounds', '0'],
+    ['bench', 'fastpath', '--paths', 'crt_hit,nosuchpath'],
     ['fastpath', 'attach', 'nosuchif0', '--mode', 'fast', '--pin-root', p],
     ['fastpath', 'status', '--pin-root', p, '--bogus'],
   ]) {
