@@ -170,6 +170,11 @@ export interface ClaimTxn {
   epoch?: string;
   /** A takeover (the owner dead): the address may be taken and announced the moment etcd says yes. */
   announce?: boolean;
+  /**
+   * A living owner replaced (takeback, move): the address may be taken once this key names
+   * the claim's epoch (the old owner's RELEASED, markReleased), or a fence after the answer.
+   */
+  releasedKey?: string;
 }
 
 /** Commits a claim: etcd's revision after it, or undefined if what the claimant saw had changed. */
@@ -484,7 +489,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
       record: value,
       lease: this.leaseId,
       ...(adopting ? {} : { epoch: String(record.epoch) }),
-      ...(exact && !adopting ? { announce: true } : {}),
+      ...(adopting ? {} : exact ? { announce: true } : { releasedKey: keyOf(this.prefix, 'released', dvipa) }),
     });
     if (rev === undefined) return undefined;
     // Known now, before the watch says so: a stop right after a claim must see it.

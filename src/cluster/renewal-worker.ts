@@ -9,7 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import * as os from 'node:os';
 import * as fs from 'node:fs';
 import { execFile } from 'node:child_process';
-import type { IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
+import type { IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, Watcher } from 'etcd3';
 import { commitClaim, etcdClient, type ClaimTxn, type EtcdConnection, type Renewal } from './coupling.js';
 import { BpfMap } from '../dataplane/map.js';
 import { addr, addr6, FENCE_DRAIN, u64 } from '../dataplane/structs.js';
@@ -228,6 +228,44 @@ async function handOver(graceSec: number): Promise<HandedOver> {
   return { handed };
 }
 
+/**
+ * A takeback's or move's address, taken and announced from here once the old owner has let
+ * it go (its RELEASED record names this epoch) or a fence after the claim was answered, when
+ * its fence has run out or drains (as Handoffs.wait on the main thread, which does it again).
+ * Watched from the claim's revision on: the record may have come before the answer.
+ */
+function announceOnceReleased(dvipa: string, key: string, epoch: number, fromRevision: number): void {
+  let done = false;
+  let watcher: Watcher | undefined;
+  const announce = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    void watcher?.cancel().catch(() => undefined);
+    if (owned.has(dvipa)) address!.take(dvipa);
+  };
+  const timer = setTimeout(announce, Number(setup.fenceNs / 1_000_000n));
+  client
+    .watch()
+    .key(key)
+    .startRevision(String(fromRevision))
+    .create()
+    .then(
+      (w) => {
+        watcher = w;
+        if (done) return void w.cancel().catch(() => undefined);
+        w.on('put', (kv) => {
+          try {
+            if ((JSON.parse(kv.value.toString()) as { epoch?: unknown }).epoch === epoch) announce();
+          } catch {
+            // not a record of ours: the fence ends the wait
+          }
+        });
+      },
+      () => undefined,
+    );
+}
+
 /** A claim committed from here: renewals and the fence start when etcd answers, not when the main thread next runs. */
 function claim(id: number, dvipa: string, c: ClaimTxn): void {
   const sent = process.hrtime.bigint();
@@ -239,6 +277,8 @@ function claim(id: number, dvipa: string, c: ClaimTxn): void {
         fenceOf(dvipa).set(dvipa, deadlineNs);
         // After a death every client waits for the announcement: not for the main thread too.
         if (c.announce) address?.take(dvipa);
+        else if (c.releasedKey && c.epoch && address)
+          announceOnceReleased(dvipa, c.releasedKey, Number(c.epoch), revision);
       }
       parentPort!.postMessage({ id, revision } satisfies ClaimAnswer);
     },

@@ -126,7 +126,9 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-  const ipsec = async (node: string) => (await askAgent(agents.socket(node), { cmd: 'ipsec' }))[0];
+  // Under TCG on a busy host an agent in the middle of its start or takeover answered after more
+  // than 5 s (the default): what is asked is its state, not how fast it answers.
+  const ipsec = async (node: string) => (await askAgent(agents.socket(node), { cmd: 'ipsec' }, 60_000))[0];
   const waitFor = async (what: string, cond: () => Promise<boolean> | boolean, ms = 180000) => {
     const end = Date.now() + ms;
     while (
