@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { buildFrame } from '../../src/net/packet.js';
 import { writePcap } from '../../src/net/pcap.js';
 import { buildFrame6 } from '../../src/net/packet6.js';
+import { FASTPATH_PATHS } from '../../src/bench/fastpath.js';
 import { requireRoot, scratchPinRoot } from '../helpers/env.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
@@ -452,20 +453,7 @@ test('bench fastpath --json and bench tables --json have their figures', () => {
   const f = JSON.parse(fastpath.out);
   assert.deepEqual(
     f.paths.map((p: { path: string }) => p.path),
-    [
-      'baseline',
-      'harness',
-      'syn',
-      'syn_guarded',
-      'crt_hit',
-      'unconfirmed',
-      'recovered',
-      'pass',
-      'syn6',
-      'crt_hit6',
-      'recovered6',
-      'pass6',
-    ],
+    FASTPATH_PATHS,
   );
   assert.equal(f.paths[0].ratio, 1);
   assert.ok(f.v6OverV4 > 0 && Number.isFinite(f.v6OverV4), 'IPv6 established over IPv4');
