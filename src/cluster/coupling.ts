@@ -177,6 +177,20 @@ export interface ClaimTxn {
   releasedKey?: string;
 }
 
+/** A `released/<dvipa>` record (markReleased) as the old owner wrote it; undefined for any other shape. */
+export function parseReleased(value: string): { node: string; epoch: number } | undefined {
+  let r: unknown;
+  try {
+    r = JSON.parse(value);
+  } catch {
+    return undefined;
+  }
+  const { node, epoch } = (r ?? {}) as { node?: unknown; epoch?: unknown };
+  return typeof node === 'string' && typeof epoch === 'number' && Number.isSafeInteger(epoch)
+    ? { node, epoch }
+    : undefined;
+}
+
 /** Commits a claim: etcd's revision after it, or undefined if what the claimant saw had changed. */
 export async function commitClaim(client: Etcd3, c: ClaimTxn, deadlineMs?: number): Promise<number | undefined> {
   const owner =
@@ -405,14 +419,8 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
 
   /** A RELEASED through etcd ('released', dvipa, node, epoch); a record of another shape is ignored, as a bad message is. */
   private releasedEvent(dvipa: string, value: string): void {
-    let r: unknown;
-    try {
-      r = JSON.parse(value);
-    } catch {
-      return;
-    }
-    const { node, epoch } = (r ?? {}) as { node?: unknown; epoch?: unknown };
-    if (typeof node === 'string' && Number.isSafeInteger(epoch)) this.emit('released', dvipa, node, epoch);
+    const r = parseReleased(value);
+    if (r) this.emit('released', dvipa, r.node, r.epoch);
   }
 
   /**

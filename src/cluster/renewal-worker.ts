@@ -10,7 +10,14 @@ import * as os from 'node:os';
 import * as fs from 'node:fs';
 import { execFile } from 'node:child_process';
 import type { IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, Watcher } from 'etcd3';
-import { commitClaim, etcdClient, type ClaimTxn, type EtcdConnection, type Renewal } from './coupling.js';
+import {
+  commitClaim,
+  etcdClient,
+  parseReleased,
+  type ClaimTxn,
+  type EtcdConnection,
+  type Renewal,
+} from './coupling.js';
 import { BpfMap } from '../dataplane/map.js';
 import { addr, addr6, FENCE_DRAIN, u64 } from '../dataplane/structs.js';
 import { ipFamily } from '../net/addr.js';
@@ -254,13 +261,8 @@ function announceOnceReleased(dvipa: string, key: string, epoch: number, fromRev
       (w) => {
         watcher = w;
         if (done) return void w.cancel().catch(() => undefined);
-        w.on('put', (kv) => {
-          try {
-            if ((JSON.parse(kv.value.toString()) as { epoch?: unknown }).epoch === epoch) announce();
-          } catch {
-            // not a record of ours: the fence ends the wait
-          }
-        });
+        // A record of another shape or epoch is not ours: the fence ends the wait.
+        w.on('put', (kv) => parseReleased(kv.value.toString())?.epoch === epoch && announce());
       },
       () => undefined,
     );
