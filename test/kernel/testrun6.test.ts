@@ -263,6 +263,32 @@ describe('IPv6 distributor', () => {
     }
   });
 
+  test('too big once in IPv4 (IPv6-in-IPv4): packet too big with the MTU less 20, a short packet quoted 512 bytes', () => {
+    for (const t of TARGETS4) nsIp(rns.ns, 'route', 'replace', `${t}/32`, 'dev', 'int0', 'mtu', 'lock', '1200');
+    fp.resolveTargets();
+    try {
+      // 1,200 bytes of IPv6: 20 too many once in IPv4, and shorter than a full 1,232-byte quote.
+      const frame = syn6({ dport: 8080, sport: 42200, syn: false, ack: true, payload: 1200 - 40 - 20 });
+      assert.equal(frame.length - 14, 1200);
+      const r = run(frame);
+      assert.deepEqual([r.action, r.reason], ['tx', 'tx_pkt_too_big']);
+      const ip = readIpv6(r.frame.subarray(14));
+      assert.deepEqual([ip.src, ip.dst, ip.nexthdr], [VIP6, CLIENT6, NEXTHDR.icmpv6]);
+      const icmp = r.frame.subarray(14 + 40);
+      assert.equal(icmp.length, 8 + 512, 'quotes 512 bytes');
+      assert.equal(ip.payloadLength, icmp.length);
+      assert.deepEqual([icmp[0], icmp[1]], [2, 0]);
+      assert.equal(icmp.readUInt32BE(4), 1200 - 20, 'the MTU less the IPv4 outer header');
+      assert.equal(l4Checksum(parseIpv6(ip.src), parseIpv6(ip.dst), NEXTHDR.icmpv6, icmp), 0, 'ICMPv6 checksum');
+      assert.deepEqual(icmp.subarray(8), frame.subarray(14, 14 + 512), 'the start of the packet quoted');
+      const fits = syn6({ dport: 8080, sport: 42200, syn: false, ack: true, payload: 1200 - 40 - 20 - 20 });
+      assert.equal(run(fits).reason, 'fwd_redirect', 'exactly the MTU once encapsulated still goes');
+    } finally {
+      for (const t of TARGETS4) nsIp(rns.ns, 'route', 'replace', `${t}/32`, 'dev', 'int0');
+      fp.resolveTargets();
+    }
+  });
+
   test('the routing node among its own IPv6 targets passes its flows to its own stack', () => {
     const svc: Service = { vip: VIP6, port: 443, protocol: 'tcp' };
     fp.setTargets(svc, [{ addr: CLUSTER6, weight: 1 }]);
