@@ -107,6 +107,7 @@ async function vcrt(a: Args): Promise<void> {
 }
 
 async function vipadyn(a: Args): Promise<void> {
+  checkFilters(a);
   const r = await ask(a, 'vipadyn');
   const rows = r.dvipas.filter((d) => !a.dvipa || d.dvipa === a.dvipa);
   if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}: not a DVIPA of this node`);
