@@ -131,6 +131,12 @@ test('IPv6 DVIPA: agents over IPv6, the targets ready by SRVSTAT, connections sp
       ),
     10000,
   );
+  // Each target holds the IPv6 DVIPA on lo, where Linux answers no Neighbour Solicitation
+  // for it (ownership6.test.ts), and not on its cluster interface.
+  for (const t of TARGETS) {
+    assert.match(nsIp(ns[t.name], '-6', 'addr', 'show', 'dev', 'lo'), new RegExp(`inet6 ${DVIPA}/128 `), t.name);
+    assert.doesNotMatch(nsIp(ns[t.name], '-6', 'addr', 'show', 'dev', 'up0'), new RegExp(DVIPA), t.name);
+  }
   const opened = await client.open(DVIPA, PORT, 20);
   assert.deepEqual([...new Set(names(opened))].sort(), ['t1', 't2'], 'over both targets');
   await fleet.until(
