@@ -7,6 +7,7 @@ import type { Argv } from 'yargs';
 import { askAgent, toJson } from '../cluster/control.js';
 import { DEFAULTS } from '../config/settings.js';
 import type { ControlArgs, ControlCommand, ControlReplies } from '../cluster/control-protocol.js';
+import type { MemberRow } from '../cluster/views.js';
 import { canonicalIp } from '../net/addr.js';
 import { command } from './command.js';
 import { CliError, EXIT } from './errors.js';
@@ -107,6 +108,7 @@ async function vcrt(a: Args): Promise<void> {
 }
 
 async function vipadyn(a: Args): Promise<void> {
+  checkFilters(a);
   const r = await ask(a, 'vipadyn');
   const rows = r.dvipas.filter((d) => !a.dvipa || d.dvipa === a.dvipa);
   if (a.dvipa && !rows.length) throw new CliError(`${a.dvipa}: not a DVIPA of this node`);
@@ -196,12 +198,14 @@ async function members(a: Args): Promise<void> {
   const r = await ask(a, 'members');
   if (a.json) return out(`${toJson(r)}\n`);
   out('CLUSTER MEMBERS (FROM ETCD MEMBER RECORDS):\n');
+  const xcf = (m: MemberRow) => m.xcf.join(' ');
+  const w = columnWidth(r.members.map(xcf));
   out(
-    `  ${'NODE'.padEnd(16)}${'XCF'.padEnd(17)}${'PORT'.padEnd(7)}${'STATE'.padEnd(8)}${'SINCE'.padEnd(26)}${'KEY'.padEnd(34)}DVIPAS\n`,
+    `  ${'NODE'.padEnd(16)}${'XCF'.padEnd(w)}${'PORT'.padEnd(7)}${'STATE'.padEnd(8)}${'SINCE'.padEnd(26)}${'KEY'.padEnd(34)}DVIPAS\n`,
   );
   for (const m of r.members) {
     out(
-      `  ${m.node.padEnd(16)}${m.xcf.padEnd(17)}${String(m.port).padEnd(7)}${m.state.toUpperCase().padEnd(8)}${m.since.padEnd(26)}${m.key.padEnd(34)}${m.dvipas.join(' ')}\n`,
+      `  ${m.node.padEnd(16)}${xcf(m).padEnd(w)}${String(m.port).padEnd(7)}${m.state.toUpperCase().padEnd(8)}${m.since.padEnd(26)}${m.key.padEnd(34)}${m.dvipas.join(' ')}\n`,
     );
   }
   const refused = Object.entries(r.refused);

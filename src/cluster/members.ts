@@ -223,7 +223,7 @@ export class Membership extends EventEmitter {
     return [...this.members.values()]
       .map(({ record: r, since }) => ({
         node: r.node,
-        xcf: r.xcf[0],
+        xcf: r.xcf,
         port: r.port,
         state: connected(r.node) ? ('Up' as const) : ('Joined' as const),
         since: new Date(since).toISOString(),

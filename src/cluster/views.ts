@@ -29,7 +29,8 @@ export interface VipadynRow {
 /** One member as `dvipa netstat members` shows it. */
 export interface MemberRow {
   node: string;
-  xcf: string;
+  /** Its cluster addresses, as its record gives them (a dual-stack node's IPv4 and IPv6 ones). */
+  xcf: string[];
   port: number;
   /** Up: the transport to it is authenticated; Joined: a valid record, not (yet) connected. */
   state: 'Up' | 'Joined';

@@ -43,7 +43,7 @@ import {
   type VipaDynamic,
   INTERFACE_NAME,
 } from './model.js';
-import { canonicalIpv6, ipFamily } from '../net/addr.js';
+import { canonicalIpv6, ipFamily, ipv4Mapped } from '../net/addr.js';
 import { ALSO_OPERANDS, PROFILE_STATEMENTS, withoutSequenceNumber, ZOS_UNSUPPORTED, zosIpv4 } from './zos.js';
 
 interface Token {
@@ -197,8 +197,16 @@ class Parser {
    * IPv6 address, written in RFC 5952 form.
    */
   private address(what: string): string {
+    const t = this.peek();
     const text = this.value(what, (x) => zosIpv4(x) !== undefined || canonicalIpv6(x) !== undefined);
+    this.notMapped(t, text);
     return zosIpv4(text) ?? canonicalIpv6(text)!;
+  }
+
+  /** An IPv4-mapped address is IPv4 to the data plane (ipv4Mapped): refused, naming the IPv4 one. */
+  private notMapped(t: Token | undefined, text: string): void {
+    const v4 = ipv4Mapped(text);
+    if (v4) this.stop(t, `${text}: an IPv4-mapped IPv6 address is IPv4 to dvipa: write ${v4}`);
   }
 
   /** An IPv4 address (or mask) only. */
@@ -231,12 +239,14 @@ class Parser {
       required: 'an IPv6 address/prefix_len',
       none: 'an IPv6 address',
     };
+    const at = this.peek();
     const text = this.value(`${form[prefix]} for interface ${name}`, (x) => {
       const m = /^([^/]+)(?:\/(\d{1,3}))?$/.exec(x);
       if (!m || canonicalIpv6(m[1]) === undefined) return false;
       return m[2] === undefined ? prefix !== 'required' : prefix !== 'none' && Number(m[2]) <= 128;
     });
     const [address, bits = '128'] = text.split('/');
+    this.notMapped(at, address);
     return { interface: name, address: canonicalIpv6(address)!, mask: String(Number(bits)) };
   }
 

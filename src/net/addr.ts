@@ -101,6 +101,17 @@ export function canonicalIpv6(s: string): string | undefined {
   return b && formatIpv6(b);
 }
 
+/**
+ * The IPv4 address an IPv4-mapped IPv6 address (::ffff:a.b.c.d) stands for, else undefined.
+ * The data plane holds IPv4 addresses in IPv6 fields that way (bpf/dvipa.h), so such an
+ * address given as IPv6 would be IPv4 there: the configuration refuses it.
+ */
+export function ipv4Mapped(s: string): string | undefined {
+  const b = typeof s === 'string' ? ipv6Bytes(s) : undefined;
+  if (!b || !b.subarray(0, 10).every((x) => x === 0) || b.readUInt16BE(10) !== 0xffff) return undefined;
+  return formatIpv4(b.readUInt32BE(12));
+}
+
 /** 4 or 6 by the address's text form (IPv4 strictly, IPv6 in any form); undefined if it is neither. */
 export function ipFamily(s: string): 4 | 6 | undefined {
   if (typeof s !== 'string') return undefined;

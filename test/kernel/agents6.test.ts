@@ -131,6 +131,12 @@ test('IPv6 DVIPA: agents over IPv6, the targets ready by SRVSTAT, connections sp
       ),
     10000,
   );
+  // Each target holds the IPv6 DVIPA on lo, where Linux answers no Neighbour Solicitation
+  // for it (ownership6.test.ts), and not on its cluster interface.
+  for (const t of TARGETS) {
+    assert.match(nsIp(ns[t.name], '-6', 'addr', 'show', 'dev', 'lo'), new RegExp(`inet6 ${DVIPA}/128 `), t.name);
+    assert.doesNotMatch(nsIp(ns[t.name], '-6', 'addr', 'show', 'dev', 'up0'), new RegExp(DVIPA), t.name);
+  }
   const opened = await client.open(DVIPA, PORT, 20);
   assert.deepEqual([...new Set(names(opened))].sort(), ['t1', 't2'], 'over both targets');
   await fleet.until(
@@ -160,6 +166,27 @@ test('IPv6 DVIPA: agents over IPv6, the targets ready by SRVSTAT, connections sp
     encoding: 'utf8',
   });
   assert.match(vipadyn, new RegExp(`  ${DVIPA} +ACTIVE +VIPADEFINE +DIST `));
+  // A filter matches however the IPv6 address is written; a bad one is a usage error.
+  for (const report of ['vipadyn', 'vdpt', 'vcrt']) {
+    const filtered = execFileSync(
+      process.execPath,
+      [CLI, 'netstat', report, '--socket', fleet.socket('r1'), '--json', '--dvipa', '2001:DB8:100:0::010'],
+      { encoding: 'utf8' },
+    );
+    assert.match(filtered, new RegExp(`"${DVIPA}"`), `netstat ${report} --dvipa in another spelling`);
+  }
+  assert.throws(
+    () =>
+      execFileSync(
+        process.execPath,
+        [CLI, 'netstat', 'vipadyn', '--socket', fleet.socket('r1'), '--dvipa', '2001:db8::zz'],
+        {
+          stdio: 'pipe',
+        },
+      ),
+    (e: { status?: number; stderr?: Buffer }) =>
+      e.status === 2 && /--dvipa 2001:db8::zz: not an IPv4 or IPv6 address/.test(String(e.stderr)),
+  );
   // t2's reports name connections of both DVIPAs: each is entered under the address its DESTIP names.
   const opened4 = await client.open(DVIPA4, PORT, 6);
   assert.deepEqual([...new Set(names(opened4))], ['t2']);

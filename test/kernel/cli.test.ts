@@ -277,6 +277,24 @@ test('a bad service file lists every problem and exits 2', () => {
   assert.match(r.err, /clusterAddress: "198.18.1" is not an IPv4 address/);
   assert.match(r.err, /services\[0\]\.port: expected a port/);
   assert.match(r.err, /services\[0\]\.targets\[0\]\.address: "x" is not an IPv4 or IPv6 address/);
+  // IPv4-mapped: IPv4 to the data plane, so never an IPv6 DVIPA, target or cluster address.
+  fs.writeFileSync(
+    path.join(dir, 'mapped.yaml'),
+    'clusterAddress: 198.18.1.1\nservices: [{ vip: "::ffff:192.0.2.10", targets: ["2001:db8:1::11"] }]\n',
+  );
+  const mapped = dvipa([
+    'fastpath',
+    'replay',
+    '--config',
+    path.join(dir, 'mapped.yaml'),
+    '--pcap',
+    path.join(dir, 'in.pcap'),
+  ]);
+  assert.equal(mapped.code, 2);
+  assert.match(
+    mapped.err,
+    /services\[0\]\.vip: ::ffff:192\.0\.2\.10: an IPv4-mapped IPv6 address is IPv4 to dvipa: write 192\.0\.2\.10/,
+  );
   const missing = dvipa(['fastpath', 'apply', '--config', path.join(dir, 'nope.yaml'), '--pin-root', pins.pinRoot]);
   assert.equal(missing.code, 2);
   assert.match(missing.err, /nope.yaml: 1 problem:\s+no such file/);

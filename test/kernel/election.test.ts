@@ -465,9 +465,9 @@ describe('coupling facility on etcd', () => {
 
   /**
    * Node a as its own process: a 1 s lease, its renewal thread (renewals every 20 ms, fence
-   * 140 ms), D claimed through that thread; then `then` (a script's statements) runs.
+   * 140 ms), `dvipa` (D) claimed through that thread; then `then` (a script's statements) runs.
    */
-  const ownerProcess = (pinRoot: string, then: string) => {
+  const ownerProcess = (pinRoot: string, then: string, dvipa = D) => {
     const dist = (m: string) => path.join(ROOT, 'dist', 'src', m);
     const script = `(async () => {
       const { EtcdCoupling } = await import('${dist('cluster/coupling.js')}');
@@ -480,7 +480,7 @@ describe('coupling facility on etcd', () => {
       const r = new Renewer({ etcd: { endpoints: ['${etcd.server.url}'] }, fenceFd: fp.fence.fd, fence6Fd: fp.fence6.fd, renewMs: 20, fenceNs: 140000000n, drainNs: 5000000000n }, log);
       while (!r.connected) await new Promise((res) => setTimeout(res, 20));
       a.committer = (d, c) => r.claim(d, c);
-      await a.claim('${D}', 100, a.view('${D}'));
+      await a.claim('${dvipa}', 100, a.view('${dvipa}'));
       ${then}
     })();`;
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -518,7 +518,8 @@ describe('coupling facility on etcd', () => {
     }
   });
 
-  test('an owner replaced while its main thread stalls drains at once: its renewal thread turns the running fence into a drain', async () => {
+  /** The renewal thread's fence of `dvipa` (map fence, or fence6 for IPv6), running, then drained on replacement. */
+  const drainsAtOnce = async (dvipa: string) => {
     seq++;
     const pins = scratchPinRoot('drain');
     const { child, lines } = ownerProcess(
@@ -526,18 +527,19 @@ describe('coupling facility on etcd', () => {
       `process.stdout.write('owning\\n');
       const end = Date.now() + 3000;
       while (Date.now() < end);`,
+      dvipa,
     );
     const fp = FastPath.open({ pinRoot: pins.pinRoot });
     try {
       await until('the owner to claim', () => lines.includes('owning'), 15000);
-      const running = fp.fenceOf(D)!;
+      const running = fp.fenceOf(dvipa)!;
       assert.ok(running && !running.draining && running.deadlineNs > process.hrtime.bigint(), 'the fence runs');
       // Another node's record in the owner key (as a takeback's claim writes it), the owner's main thread busy.
       const client = etcdClient({ endpoints: [etcd.server.url], callTimeoutMs: 2000 });
       const replacedAt = process.hrtime.bigint();
-      await client.put(`/t${seq}/owner/${D}`).value(JSON.stringify({ node: 'b', rank: 256, epoch: 2 }));
-      await until('the fence to drain', () => fp.fenceOf(D)?.draining === true, 1000);
-      const drain = fp.fenceOf(D)!;
+      await client.put(`/t${seq}/owner/${dvipa}`).value(JSON.stringify({ node: 'b', rank: 256, epoch: 2 }));
+      await until('the fence to drain', () => fp.fenceOf(dvipa)?.draining === true, 1000);
+      const drain = fp.fenceOf(dvipa)!;
       // Draining for HANDOVER_DRAIN_MS from the failed renewal: ARP no more, traffic for 5 s.
       assert.ok(
         drain.deadlineNs > replacedAt + 4_000_000_000n,
@@ -549,7 +551,13 @@ describe('coupling facility on etcd', () => {
       fp.close();
       pins.remove();
     }
-  });
+  };
+
+  test('an owner replaced while its main thread stalls drains at once: its renewal thread turns the running fence into a drain', () =>
+    drainsAtOnce(D));
+
+  test('the same for an IPv6 DVIPA: its fence (map fence6, which also drops Neighbour Solicitations) runs and drains', () =>
+    drainsAtOnce('2001:db8:100::10'));
 
   test('RELEASED through etcd: the new owner hears the old one let the address go; a record of another shape is ignored', async () => {
     seq++;

@@ -8,7 +8,7 @@
  * foreign records, and replaces the records with its own. The policies also in a real kernel
  * (this one has XFRM policies, not ESP): re-installed once, kept by a node that lost the DVIPA.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { type EtcdCoupling } from '../../src/cluster/coupling.js';
@@ -350,33 +350,65 @@ test("the agent's IPsec side: re-install on takeover, record while owner, remove
   assert.deepEqual(role2.rows()[0], { ...role2.rows()[0], owner: false, epoch: 0, sas: [] });
 });
 
-test('policies in a real kernel: the new owner puts the recorded ones in; having lost the DVIPA it keeps them, and regaining it adds none and duplicates none', async (t) => {
+/**
+ * The policies of `dvipa` with `peer`, recorded from one namespace's kernel and sealed in etcd,
+ * re-installed into another's: exactly once, however often the DVIPA comes back.
+ */
+async function policiesInKernel(t: TestContext, dvipa: string, peer: string, lans: [string, string]): Promise<void> {
   requireRoot();
   const topo = new Topology(uniquePrefix('ipr'));
   t.after(() => topo.teardown());
   const [a, b] = [topo.ns('a'), topo.ns('b')];
+  const v6 = dvipa.includes(':');
+  const sel = (src: string) => ({
+    ...ANY_SELECTOR,
+    ...(v6 ? { dst: '::' } : {}),
+    src,
+    srcPrefix: v6 ? 48 : 24,
+  });
+  const pol = (dir: 'in' | 'out', src: string, dst: string): Policy => ({
+    ...policy(dir, src, dst),
+    selector: sel(lans[dir === 'out' ? 0 : 1]),
+  });
+  const [polOut, polIn] = [pol('out', dvipa, peer), pol('in', peer, dvipa)];
+  const [out, inb] = [base(dvipa, peer, 0x1001), { ...base(peer, dvipa, 0x1002), replay: IN.replay }];
   const inKernel = (ns: string) =>
     inNetns(ns, () => dumpPolicies())
       .map((p) => JSON.stringify([p.dir, p.selector, p.tmpls]))
       .sort();
-  const k1 = await node('k1');
-  const owner1 = (await k1.claim(DVIPA, 256, k1.view(DVIPA)))!;
-  const xa = kernelPolicies(a, [OUT, IN]);
-  inNetns(a, () => [POL_OUT, POL_IN].forEach((p) => putPolicy(p)));
-  await new SaRecorder(xa, k1, KEY, 'k1', 0).sync(DVIPA, owner1, 0);
+  // Nodes of their own per family: one etcd serves every test of this file.
+  const [n1, n2] = v6 ? ['k3', 'k4'] : ['k1', 'k2'];
+  const k1 = await node(n1);
+  const owner1 = (await k1.claim(dvipa, 256, k1.view(dvipa)))!;
+  const xa = kernelPolicies(a, [out, inb]);
+  inNetns(a, () => [polOut, polIn].forEach((p) => putPolicy(p)));
+  assert.equal(inKernel(a).length, 2);
+  await new SaRecorder(xa, k1, KEY, n1, 0).sync(dvipa, owner1, 0);
 
-  const k2 = await node('k2');
+  const k2 = await node(n2);
   await k1.stop(0);
-  const owner2 = (await k2.claim(DVIPA, 100, k2.view(DVIPA)))!;
+  const owner2 = (await k2.claim(dvipa, 100, k2.view(dvipa)))!;
   const xb = kernelPolicies(b);
-  const first = await reinstall(xb, k2, KEY, 'k2', DVIPA, owner2, 1000);
+  const first = await reinstall(xb, k2, KEY, n2, dvipa, owner2, 1000);
   assert.deepEqual([first.installed.length, first.policies], [2, 2]);
   assert.deepEqual(inKernel(b), inKernel(a), "k1's two policies, as k1's kernel dumps them");
+  assert.ok(
+    inNetns(b, () => dumpPolicies()).every(
+      (p) => p.selector.src.includes(':') === v6 && p.tmpls[0].src.includes(':') === v6,
+    ),
+    'of the family they were recorded in',
+  );
 
   // k2 loses the DVIPA (its SAs go, the policies stay) and gets it again: the SAs come back,
   // the policies are there already (the ESP failover test's "policies: 0" after a flap).
   await xb.deleteSas(xb.dumpSas());
-  const again = await reinstall(xb, k2, KEY, 'k2', DVIPA, owner2, 1000);
+  const again = await reinstall(xb, k2, KEY, n2, dvipa, owner2, 1000);
   assert.deepEqual([again.installed.length, again.policies, again.failed], [2, 0, []]);
   assert.deepEqual(inKernel(b), inKernel(a), 'still exactly the two, none duplicated');
-});
+}
+
+test('policies in a real kernel: the new owner puts the recorded ones in; having lost the DVIPA it keeps them, and regaining it adds none and duplicates none', (t) =>
+  policiesInKernel(t, DVIPA, PEER, ['198.18.20.0', '198.18.30.0']));
+
+test("IPv6 policies in a real kernel: an IPv6 DVIPA's recorded, sealed and put in once the same way", (t) =>
+  policiesInKernel(t, '2001:db8:100::10', '2001:db8:ffff::7', ['2001:db8:20::', '2001:db8:30::']));

@@ -139,9 +139,9 @@ test('per-node files with their NODE line and etcd only: the nodes find each oth
   assert.deepEqual(
     seen.members.map((m) => [m.node, m.xcf, m.state]),
     [
-      ['r2', R2.xcf, 'Up'],
-      ['t1', TARGETS[0].xcf, 'Up'],
-      ['t2', TARGETS[1].xcf, 'Up'],
+      ['r2', [R2.xcf], 'Up'],
+      ['t1', [TARGETS[0].xcf], 'Up'],
+      ['t2', [TARGETS[1].xcf], 'Up'],
     ],
   );
   assert.deepEqual(seen.members[0].dvipas, [DVIPA], "r2's record names what it backs up");
@@ -210,10 +210,10 @@ test('forged member records and 10,000 junk ones: each refused and counted, the 
     assert.deepEqual(
       view.members.map((m) => [m.node, m.xcf]),
       [
-        ['r1', R1.xcf],
-        ['r2', R2.xcf],
-        ['t1', TARGETS[0].xcf],
-        ['t3', TARGETS[2].xcf],
+        ['r1', [R1.xcf]],
+        ['r2', [R2.xcf]],
+        ['t1', [TARGETS[0].xcf]],
+        ['t3', [TARGETS[2].xcf]],
       ],
     );
     // Still serving (every connection answered), and t1, dropped while its record was the

@@ -12,7 +12,7 @@ import { CrtOrigin, FENCE_DRAIN, FENCE_EXPIRED, type Reason } from '../../src/da
 import { buildMaglevIndexed, MAGLEV_SIZE } from '../../src/tables/maglev.js';
 import type { XdpAction } from '../../src/dataplane/testrun.js';
 import { ROUTER_NET, ROUTER_NET6, targetMac, type RouterNs } from '../../src/lab/router-ns.js';
-import { nsIp } from '../../src/lab/netns.js';
+import { nsIp, sysctl } from '../../src/lab/netns.js';
 import { flowHash, flowHash6 } from '../../src/tables/flowhash.js';
 import { buildFrame, buildIpv4, ETH_P_IP, ETH_P_IPV6, parseFrame } from '../../src/net/packet.js';
 import { buildFrame6, buildIpv6, ethernetAround, NEXTHDR, readIpv6, type Frame6Spec } from '../../src/net/packet6.js';
@@ -263,6 +263,32 @@ describe('IPv6 distributor', () => {
     }
   });
 
+  test('too big once in IPv4 (IPv6-in-IPv4): packet too big with the MTU less 20, a short packet quoted 512 bytes', () => {
+    for (const t of TARGETS4) nsIp(rns.ns, 'route', 'replace', `${t}/32`, 'dev', 'int0', 'mtu', 'lock', '1200');
+    fp.resolveTargets();
+    try {
+      // 1,200 bytes of IPv6: 20 too many once in IPv4, and shorter than a full 1,232-byte quote.
+      const frame = syn6({ dport: 8080, sport: 42200, syn: false, ack: true, payload: 1200 - 40 - 20 });
+      assert.equal(frame.length - 14, 1200);
+      const r = run(frame);
+      assert.deepEqual([r.action, r.reason], ['tx', 'tx_pkt_too_big']);
+      const ip = readIpv6(r.frame.subarray(14));
+      assert.deepEqual([ip.src, ip.dst, ip.nexthdr], [VIP6, CLIENT6, NEXTHDR.icmpv6]);
+      const icmp = r.frame.subarray(14 + 40);
+      assert.equal(icmp.length, 8 + 512, 'quotes 512 bytes');
+      assert.equal(ip.payloadLength, icmp.length);
+      assert.deepEqual([icmp[0], icmp[1]], [2, 0]);
+      assert.equal(icmp.readUInt32BE(4), 1200 - 20, 'the MTU less the IPv4 outer header');
+      assert.equal(l4Checksum(parseIpv6(ip.src), parseIpv6(ip.dst), NEXTHDR.icmpv6, icmp), 0, 'ICMPv6 checksum');
+      assert.deepEqual(icmp.subarray(8), frame.subarray(14, 14 + 512), 'the start of the packet quoted');
+      const fits = syn6({ dport: 8080, sport: 42200, syn: false, ack: true, payload: 1200 - 40 - 20 - 20 });
+      assert.equal(run(fits).reason, 'fwd_redirect', 'exactly the MTU once encapsulated still goes');
+    } finally {
+      for (const t of TARGETS4) nsIp(rns.ns, 'route', 'replace', `${t}/32`, 'dev', 'int0');
+      fp.resolveTargets();
+    }
+  });
+
   test('the routing node among its own IPv6 targets passes its flows to its own stack', () => {
     const svc: Service = { vip: VIP6, port: 443, protocol: 'tcp' };
     fp.setTargets(svc, [{ addr: CLUSTER6, weight: 1 }]);
@@ -289,6 +315,103 @@ describe('IPv6 distributor', () => {
     } finally {
       fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: CLUSTER6 });
       fp.removeService(svc);
+    }
+  });
+
+  test('next hops of IPv6 targets: no neighbour, egress not enabled, the same interface, forwarding off', () => {
+    const svc = (port: number): Service => ({ vip: VIP6, port, protocol: 'tcp' });
+    // A link the distributor may not redirect to, a target with no neighbour entry, one on the
+    // external link itself: the IPv6 counterparts of testrun.test.ts's next-hop cases.
+    nsIp(rns.ns, 'link', 'add', 'oth0', 'type', 'veth', 'peer', 'name', 'oth1');
+    nsIp(rns.ns, '-6', 'addr', 'add', '2001:db8:2::1/64', 'dev', 'oth0', 'nodad');
+    nsIp(rns.ns, 'link', 'set', 'oth0', 'up');
+    nsIp(rns.ns, 'link', 'set', 'oth1', 'up');
+    nsIp(
+      rns.ns,
+      '-6',
+      'neigh',
+      'replace',
+      '2001:db8:2::5',
+      'lladdr',
+      '02:00:00:00:02:05',
+      'dev',
+      'oth0',
+      'nud',
+      'permanent',
+    );
+    nsIp(
+      rns.ns,
+      '-6',
+      'neigh',
+      'replace',
+      '2001:db8::50',
+      'lladdr',
+      '02:00:00:00:00:50',
+      'dev',
+      'ext0',
+      'nud',
+      'permanent',
+    );
+    const cases: Array<[number, string, Reason, XdpAction]> = [
+      [1003, '2001:db8:1::77', 'drop_no_neigh', 'drop'],
+      [1004, '2001:db8:2::5', 'drop_no_egress', 'drop'],
+      [1005, '2001:db8::50', 'fwd_tx', 'tx'],
+    ];
+    const cfg = fp.nodeConfig();
+    try {
+      for (const [port, target, reason, action] of cases) {
+        fp.setTargets(svc(port), [{ addr: target, weight: 1 }]);
+        const r = run(syn6({ dport: port }));
+        assert.deepEqual([r.action, r.reason], [action, reason], `port ${port}: ${target}`);
+        if (action === 'tx') {
+          const outer = readIpv6(r.frame.subarray(14));
+          assert.deepEqual([outer.nexthdr, outer.dst], [41, target], 'tunnelled back out of the external link');
+          assert.equal(r.frame.subarray(0, 6).toString('hex'), '020000000050', "to the target's MAC");
+        }
+      }
+      // Resolved from the distributor's interface, where IPv6 forwarding is a per-interface
+      // setting of its own: off there, the targets stay unresolved and the FIB says why.
+      fp.config.set(0, { ...cfg, extIfindex: node.ext0, extMac: '02:00:00:00:00:02' });
+      sysctl(rns.ns, 'net.ipv6.conf.ext0.forwarding', '0');
+      fp.resolveTargets();
+      assert.ok(
+        fp.nexthops().every((n) => !n.resolved || !n.addr.includes(':')),
+        'no IPv6 target resolved while IPv6 forwarding is off',
+      );
+      const r = run(syn6({ dport: 1005 }));
+      assert.deepEqual([r.action, r.reason], ['drop', 'drop_fwd_disabled']);
+      const v4 = fp.nexthops().find((n) => n.addr === TARGETS4[0]);
+      assert.ok(v4?.resolved, 'IPv4 targets are not affected');
+    } finally {
+      sysctl(rns.ns, 'net.ipv6.conf.ext0.forwarding', '1');
+      fp.config.set(0, cfg);
+      for (const [port] of cases) fp.removeService(svc(port));
+      fp.resolveTargets();
+      nsIp(rns.ns, 'link', 'del', 'oth0');
+    }
+  });
+
+  test('IPv6 frames: to a foreign MAC on the external interface, or on an unconfigured node, pass untouched', () => {
+    const cfg = fp.nodeConfig();
+    fp.config.set(0, { ...cfg, extIfindex: node.ext0, extMac: '02:00:00:00:00:02' });
+    try {
+      const foreign = syn6({ sport: 40010, dstMac: '02:00:00:00:99:99' });
+      const r = run(foreign);
+      assert.deepEqual([r.action, r.reason], ['pass', 'pass_other_host']);
+      assert.deepEqual(r.frame, foreign);
+      assert.equal(fp.crt6.get({ saddr: CLIENT6, daddr: VIP6, sport: 40010, dport: 80, proto: 6 }), undefined);
+      assert.equal(run(syn6({ sport: 40011 })).reason, 'fwd_redirect', 'its own MAC: taken');
+    } finally {
+      fp.config.set(0, cfg);
+    }
+    fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: CLUSTER6, enabled: false });
+    try {
+      const frame = syn6({ sport: 40012 });
+      const r = run(frame);
+      assert.deepEqual([r.action, r.reason], ['pass', 'pass_disabled']);
+      assert.deepEqual(r.frame, frame);
+    } finally {
+      fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: CLUSTER6 });
     }
   });
 

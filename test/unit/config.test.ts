@@ -299,6 +299,20 @@ test('every error form, each with its line, column and what was expected', () =>
       /^f:1:34: expected EXTernal, INTernal or the next statement, found "2001:db8::2"/,
     ],
     ['NODE n1 XCF 10.1.0.1 2001:db8::1::2', /^f:1:22: expected EXTernal, INTernal or the next statement, found "2001:/],
+    // IPv4-mapped: IPv4 to the data plane, so never an IPv6 cluster address, DVIPA or target.
+    [
+      'NODE n1 XCF 10.1.0.1 ::ffff:10.1.0.9',
+      /^f:1:22: ::ffff:10.1.0.9: an IPv4-mapped IPv6 address is IPv4 to dvipa: write 10.1.0.9/,
+    ],
+    ['NODE n1 XCF ::FFFF:a01:9', /^f:1:13: ::FFFF:a01:9: an IPv4-mapped IPv6 address is IPv4 to dvipa: write 10.1.0.9/],
+    [
+      node('VIPADEF DV6 ::ffff:198.51.100.1/64'),
+      /^f:3:13: ::ffff:198.51.100.1: an IPv4-mapped IPv6 address is IPv4 to dvipa: write 198.51.100.1/,
+    ],
+    [
+      node('VIPADEF DV6 2001:db8:9::1\nVIPADIST DV6 PORT 80 DESTIP ::ffff:10.1.0.1'),
+      /^f:4:29: ::ffff:10.1.0.1: an IPv4-mapped IPv6 address is IPv4 to dvipa: write 10.1.0.1/,
+    ],
     [
       'NODE n1 XCF 10.1.0.1 2001:db8::1\nNODE n2 XCF 10.1.0.2 2001:DB8::1',
       /^f:2:1: cluster address 2001:db8::1 is used by two nodes/,
@@ -499,6 +513,25 @@ test('YAML: IPv6 DVIPAs with their interface names and prefix lengths, dual clus
         'b.yaml:9:66: nodes.0.vipaDynamic.define.2.moveable: an IPv6 DVIPA moves immediate only (z/OS)',
         'b.yaml:10:68: nodes.0.vipaDynamic.define.3.interface: only for an IPv6 DVIPA (z/OS names its interface)',
         'b.yaml:11:15: nodes.0.vipaDynamic.range.0.mask: expected a prefix length (0 to 128)',
+      ]);
+      return true;
+    },
+  );
+  const mapped = [
+    'nodes:',
+    '  - name: r1',
+    '    xcf: 10.1.0.1',
+    '    xcf6: "::ffff:10.1.0.5"',
+    '    vipaDynamic:',
+    '      define: [{ interface: DVIPA6A, address: "::ffff:198.51.100.1" }]',
+  ].join('\n');
+  assert.throws(
+    () => parseYamlConfig(mapped, 'm.yaml'),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.deepEqual(e.message.split('\n'), [
+        'm.yaml:4:11: nodes.0.xcf6: ::ffff:10.1.0.5: an IPv4-mapped IPv6 address is IPv4 to dvipa: write 10.1.0.5',
+        'm.yaml:6:47: nodes.0.vipaDynamic.define.0.address: ::ffff:198.51.100.1: an IPv4-mapped IPv6 address is IPv4 to dvipa: write 198.51.100.1',
       ]);
       return true;
     },

@@ -318,3 +318,18 @@ test('membership: consistent with the configuration and the other members, repla
   assert.equal(m.has('t2'), false);
   assert.deepEqual(left, ['t1', 't1', 't2'], 'moved, lease ended, record turned to junk');
 });
+
+test("a dual-stack member's row (netstat members) carries both its cluster addresses", () => {
+  const signer = new MemberSigner(KEY);
+  const m = new Membership({ me: 'r1', configured: new Map([['r1', ['198.18.1.1']]]), signer, max: 4, logger: log });
+  const dual = { ...fields('t1', '198.18.1.11'), xcf: ['198.18.1.11', '2001:db8:1::11'] };
+  m.put('t1', JSON.stringify(signer.record(dual)), LEASE);
+  m.put('t2', JSON.stringify(signer.record(fields('t2', '2001:db8:1::12'))), LEASE);
+  assert.deepEqual(
+    m.rows(() => true).map((r) => [r.node, r.xcf]),
+    [
+      ['t1', ['198.18.1.11', '2001:db8:1::11']],
+      ['t2', ['2001:db8:1::12']],
+    ],
+  );
+});
