@@ -415,6 +415,15 @@ static __always_inline int fenced(__be32 vip, int resolve)
 	return fence_forbids(bpf_map_lookup_elem(&fence, &vip), resolve);
 }
 
+/*
+ * The same for a packet of a service of the DVIPA, in either family's fence map: no lookup
+ * for a DVIPA without a deadline (DVIPA_SVC_UNFENCED).
+ */
+static __always_inline int fenced_service(const struct dvipa_svc *svc, void *fence_map, const void *vip)
+{
+	return !(svc->flags & DVIPA_SVC_UNFENCED) && fence_forbids(bpf_map_lookup_elem(fence_map, vip), 0);
+}
+
 /* Whether a target index holds a target (a free index holds zeros). */
 static __always_inline int target_live(const struct dvipa_target *t)
 {
@@ -511,7 +520,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	__be32 target;
 	__be16 proto;
 	int l2len, first = 0, syn = 0, inserted = 0, guarded;
-	__u32 zero = 0, idx, len;
+	__u32 zero = 0, idx, len, unserved = 0;
 	__u64 now;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
@@ -538,11 +547,14 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	iph = parse_ipv4(&c);
 	if (!iph)
 		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
-	if (fenced(iph->daddr, 0))
-		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
-
+	/*
+	 * Anything to a DVIPA past its deadline is dropped. A service's packets check that after
+	 * the service lookup (fenced_service), every other packet on its way out (not_service,
+	 * fragment, truncated_l4): the verdicts are the same, and a service's entry can tell that
+	 * its DVIPA has no deadline to look up.
+	 */
 	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
-		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+		goto not_service;
 	if (ipv4_is_fragment(iph))
 		goto fragment;
 
@@ -569,7 +581,9 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	sk.proto = iph->protocol;
 	svc = find_service(&services, &sk, &sk.port);
 	if (!svc)
-		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+		goto not_service;
+	if (fenced_service(svc, &fence, &iph->daddr))
+		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
 	/* The IP length, checked against the whole frame: the first buffer of a jumbo frame is not all of it. */
 	len = l2len + ntohs_bounded(iph->tot_len);
 	st = count_service(svc, len);
@@ -633,12 +647,16 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	return encap_forward(ctx, cfg, st, target, t, l2len, iph);
 
 truncated_l4:
-	if (bpf_map_lookup_elem(&routed, &iph->daddr))
-		return verdict(XDP_DROP, DVIPA_R_DROP_MALFORMED_L4);
-	return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+	unserved = DVIPA_R_DROP_MALFORMED_L4;
+	goto not_service;
 fragment:
-	if (bpf_map_lookup_elem(&routed, &iph->daddr))
-		return verdict(XDP_DROP, DVIPA_R_DROP_FRAGMENT);
+	unserved = DVIPA_R_DROP_FRAGMENT;
+not_service:
+	if (fenced(iph->daddr, 0))
+		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
+	/* A truncated packet or a fragment to a distributed DVIPA: its drop (`unserved`). */
+	if (unserved && bpf_map_lookup_elem(&routed, &iph->daddr))
+		return verdict(XDP_DROP, unserved);
 	return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
 }
 
