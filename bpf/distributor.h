@@ -424,6 +424,21 @@ static __always_inline int fenced_service(const struct dvipa_svc *svc, void *fen
 	return !(svc->flags & DVIPA_SVC_UNFENCED) && fence_forbids(bpf_map_lookup_elem(fence_map, vip), 0);
 }
 
+/*
+ * A packet to an address that no service takes, in either family's maps: dropped if it is a
+ * DVIPA past its deadline; else, if the address is a distributed DVIPA, `action` for `reason`
+ * (a fragment, a truncated transport header); else passed. Inlined with constants at each
+ * exit, so that a passed packet pays the fence lookup alone.
+ */
+static __always_inline int not_served(void *fence_map, void *routed_map, const void *vip, int action, __u32 reason)
+{
+	if (fence_forbids(bpf_map_lookup_elem(fence_map, vip), 0))
+		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
+	if (reason != DVIPA_R_PASS_NOT_SERVICE && bpf_map_lookup_elem(routed_map, vip))
+		return verdict(action, reason);
+	return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+}
+
 /* Whether a target index holds a target (a free index holds zeros). */
 static __always_inline int target_live(const struct dvipa_target *t)
 {
@@ -520,7 +535,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	__be32 target;
 	__be16 proto;
 	int l2len, first = 0, syn = 0, inserted = 0, guarded;
-	__u32 zero = 0, idx, len, unserved = 0;
+	__u32 zero = 0, idx, len;
 	__u64 now;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
@@ -646,18 +661,12 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		return verdict(XDP_PASS, DVIPA_R_PASS_LOCAL_TARGET);
 	return encap_forward(ctx, cfg, st, target, t, l2len, iph);
 
-truncated_l4:
-	unserved = DVIPA_R_DROP_MALFORMED_L4;
-	goto not_service;
-fragment:
-	unserved = DVIPA_R_DROP_FRAGMENT;
 not_service:
-	if (fenced(iph->daddr, 0))
-		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
-	/* A truncated packet or a fragment to a distributed DVIPA: its drop (`unserved`). */
-	if (unserved && bpf_map_lookup_elem(&routed, &iph->daddr))
-		return verdict(XDP_DROP, unserved);
-	return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+	return not_served(&fence, &routed, &iph->daddr, XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+truncated_l4:
+	return not_served(&fence, &routed, &iph->daddr, XDP_DROP, DVIPA_R_DROP_MALFORMED_L4);
+fragment:
+	return not_served(&fence, &routed, &iph->daddr, XDP_DROP, DVIPA_R_DROP_FRAGMENT);
 }
 
 #endif

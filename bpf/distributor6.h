@@ -391,7 +391,7 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	struct dvipa_svc_stats *st;
 	struct dvipa_svc *svc;
 	struct ipv6hdr *ip6;
-	__u32 idx, len, tclass, unserved = 0;
+	__u32 idx, len, tclass;
 	int first = 0, inserted = 0, guarded;
 	__u8 nexthdr;
 	__u64 now;
@@ -499,18 +499,12 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	}
 	return encap_forward6(ctx, cfg, st, target, t, l2len, len, tclass, INNER_IPV6);
 
-truncated_l4:
-	unserved = DVIPA_R_DROP_MALFORMED_L4;
-	goto not_service;
-fragment:
-	unserved = DVIPA_R_PASS_FRAGMENT6;
 not_service:
-	if (fenced6(&flow.daddr, 0))
-		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
-	/* A truncated packet (dropped) or a fragment (passed, counted) to a distributed DVIPA: `unserved`. */
-	if (unserved && bpf_map_lookup_elem(&routed6, &flow.daddr))
-		return verdict(unserved == DVIPA_R_PASS_FRAGMENT6 ? XDP_PASS : XDP_DROP, unserved);
-	return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+	return not_served(&fence6, &routed6, &flow.daddr, XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+truncated_l4:
+	return not_served(&fence6, &routed6, &flow.daddr, XDP_DROP, DVIPA_R_DROP_MALFORMED_L4);
+fragment:
+	return not_served(&fence6, &routed6, &flow.daddr, XDP_PASS, DVIPA_R_PASS_FRAGMENT6);
 }
 
 #endif
