@@ -415,6 +415,30 @@ static __always_inline int fenced(__be32 vip, int resolve)
 	return fence_forbids(bpf_map_lookup_elem(&fence, &vip), resolve);
 }
 
+/*
+ * The same for a packet of a service of the DVIPA, in either family's fence map: no lookup
+ * for a DVIPA without a deadline (DVIPA_SVC_UNFENCED).
+ */
+static __always_inline int fenced_service(const struct dvipa_svc *svc, void *fence_map, const void *vip)
+{
+	return !(svc->flags & DVIPA_SVC_UNFENCED) && fence_forbids(bpf_map_lookup_elem(fence_map, vip), 0);
+}
+
+/*
+ * A packet to an address that no service takes, in either family's maps: dropped if it is a
+ * DVIPA past its deadline; else, if the address is a distributed DVIPA, `action` for `reason`
+ * (a fragment, a truncated transport header); else passed. Inlined with constants at each
+ * exit, so that a passed packet pays the fence lookup alone.
+ */
+static __always_inline int not_served(void *fence_map, void *routed_map, const void *vip, int action, __u32 reason)
+{
+	if (fence_forbids(bpf_map_lookup_elem(fence_map, vip), 0))
+		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
+	if (reason != DVIPA_R_PASS_NOT_SERVICE && bpf_map_lookup_elem(routed_map, vip))
+		return verdict(action, reason);
+	return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+}
+
 /* Whether a target index holds a target (a free index holds zeros). */
 static __always_inline int target_live(const struct dvipa_target *t)
 {
@@ -538,11 +562,14 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	iph = parse_ipv4(&c);
 	if (!iph)
 		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
-	if (fenced(iph->daddr, 0))
-		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
-
+	/*
+	 * Anything to a DVIPA past its deadline is dropped. A service's packets check that after
+	 * the service lookup (fenced_service), every other packet on its way out (not_service,
+	 * fragment, truncated_l4): the verdicts are the same, and a service's entry can tell that
+	 * its DVIPA has no deadline to look up.
+	 */
 	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
-		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+		goto not_service;
 	if (ipv4_is_fragment(iph))
 		goto fragment;
 
@@ -569,7 +596,9 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	sk.proto = iph->protocol;
 	svc = find_service(&services, &sk, &sk.port);
 	if (!svc)
-		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+		goto not_service;
+	if (fenced_service(svc, &fence, &iph->daddr))
+		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
 	/* The IP length, checked against the whole frame: the first buffer of a jumbo frame is not all of it. */
 	len = l2len + ntohs_bounded(iph->tot_len);
 	st = count_service(svc, len);
@@ -632,14 +661,12 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 		return verdict(XDP_PASS, DVIPA_R_PASS_LOCAL_TARGET);
 	return encap_forward(ctx, cfg, st, target, t, l2len, iph);
 
+not_service:
+	return not_served(&fence, &routed, &iph->daddr, XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
 truncated_l4:
-	if (bpf_map_lookup_elem(&routed, &iph->daddr))
-		return verdict(XDP_DROP, DVIPA_R_DROP_MALFORMED_L4);
-	return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+	return not_served(&fence, &routed, &iph->daddr, XDP_DROP, DVIPA_R_DROP_MALFORMED_L4);
 fragment:
-	if (bpf_map_lookup_elem(&routed, &iph->daddr))
-		return verdict(XDP_DROP, DVIPA_R_DROP_FRAGMENT);
-	return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+	return not_served(&fence, &routed, &iph->daddr, XDP_DROP, DVIPA_R_DROP_FRAGMENT);
 }
 
 #endif

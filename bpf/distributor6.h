@@ -400,8 +400,7 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	if (!ip6)
 		return verdict(XDP_PASS, DVIPA_R_PASS_MALFORMED);
 	__builtin_memcpy(&flow.daddr, &ip6->daddr, sizeof(flow.daddr));
-	if (fenced6(&flow.daddr, 0))
-		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
+	/* The fence after the service lookup or on the way out, as for IPv4 (dvipa_distribute). */
 	nexthdr = ip6->nexthdr;
 	switch (ipv6_skip_ext(c, &nexthdr)) {
 	case IPV6_L4_FRAGMENT:
@@ -433,11 +432,13 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 		__u8 *icmp = c->pos;
 		struct dvipa_in6 *asked = (void *)(icmp + ICMPV6_HDR_LEN);
 
+		if (fenced6(&flow.daddr, 0))
+			return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
 		if ((void *)(asked + 1) <= c->end && icmp[0] == ICMPV6_NEIGH_SOLICIT && fenced6(asked, 1))
 			return verdict(XDP_DROP, DVIPA_R_DROP_FENCED_ARP);
 		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
 	} else {
-		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+		goto not_service;
 	}
 
 	sk.vip = flow.daddr;
@@ -445,7 +446,9 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	sk.proto = nexthdr;
 	svc = find_service(&services6, &sk, &sk.port);
 	if (!svc)
-		return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+		goto not_service;
+	if (fenced_service(svc, &fence6, &flow.daddr))
+		return verdict(XDP_DROP, DVIPA_R_DROP_FENCED);
 	/* The IP length, checked against the whole frame: the first buffer of a jumbo frame is not all of it. */
 	len = sizeof(*ip6) + ntohs_bounded(ip6->payload_len);
 	st = count_service(svc, l2len + len);
@@ -496,14 +499,12 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	}
 	return encap_forward6(ctx, cfg, st, target, t, l2len, len, tclass, INNER_IPV6);
 
+not_service:
+	return not_served(&fence6, &routed6, &flow.daddr, XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
 truncated_l4:
-	if (bpf_map_lookup_elem(&routed6, &flow.daddr))
-		return verdict(XDP_DROP, DVIPA_R_DROP_MALFORMED_L4);
-	return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+	return not_served(&fence6, &routed6, &flow.daddr, XDP_DROP, DVIPA_R_DROP_MALFORMED_L4);
 fragment:
-	if (bpf_map_lookup_elem(&routed6, &flow.daddr))
-		return verdict(XDP_PASS, DVIPA_R_PASS_FRAGMENT6);
-	return verdict(XDP_PASS, DVIPA_R_PASS_NOT_SERVICE);
+	return not_served(&fence6, &routed6, &flow.daddr, XDP_PASS, DVIPA_R_PASS_FRAGMENT6);
 }
 
 #endif

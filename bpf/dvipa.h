@@ -74,6 +74,13 @@ struct dvipa_svc {
  * only IPv4 services with this flag look there when `crt` has no entry.
  */
 #define DVIPA_SVC_V6_TARGETS 1
+/*
+ * The DVIPA had no fencing deadline (no entry in `fence`/`fence6`) when the control plane
+ * wrote this service, and will get one only after the flag is cleared: the service's packets
+ * skip the fence lookup, a hash lookup on every forwarded packet of a node without a coupling
+ * facility. Without the flag they look, as everything else to the DVIPA always does.
+ */
+#define DVIPA_SVC_UNFENCED 2
 
 /* TIMEDAFFINITY: the target a client of a service used last, and when. */
 struct dvipa_affinity_key {

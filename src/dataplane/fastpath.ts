@@ -37,6 +37,7 @@ import {
   svc,
   svc6Key,
   svcKey,
+  SVC_UNFENCED,
   SVC_V6_TARGETS,
   svcStats,
   targetEntry,
@@ -394,7 +395,10 @@ export class FastPath {
     }
     // Once set, kept: IPv4 connections to an IPv6 target that left stay findable in crt6.
     const before = this.servicesOf(s.vip).get(keyOf(s));
-    const flags = (before?.flags ?? 0) | ([...wanted].some(isV6) ? SVC_V6_TARGETS : 0);
+    const flags =
+      ((before?.flags ?? 0) & SVC_V6_TARGETS) |
+      ([...wanted].some(isV6) ? SVC_V6_TARGETS : 0) |
+      (this.fenceOf(s.vip) === undefined ? SVC_UNFENCED : 0);
     this.servicesOf(s.vip).set(keyOf(s), { id: id!, affinityS, flags });
     // By index: an IPv4 client's affinity to an IPv6 target has no IPv4 address to compare.
     const live = new Set(addrs.map((a) => indexOf.get(a)!));
@@ -662,8 +666,25 @@ export class FastPath {
    */
   setFence(vip: string, deadlineNs: bigint | undefined): void {
     const fence = pick({ v4: this.fence, v6: this.fence6 }, vip);
-    if (deadlineNs === undefined) fence.delete(vip);
-    else fence.set(vip, deadlineNs);
+    // The DVIPA's services skip the fence lookup (SVC_UNFENCED) only while it has no entry:
+    // they look before a deadline appears, and stop looking once it is gone. Entries appear
+    // only here; the renewal thread moves the deadlines of DVIPAs the router gave one.
+    if (deadlineNs === undefined) {
+      fence.delete(vip);
+      this.markUnfenced(vip, true);
+    } else {
+      this.markUnfenced(vip, false);
+      fence.set(vip, deadlineNs);
+    }
+  }
+
+  private markUnfenced(vip: string, unfenced: boolean): void {
+    const services = this.servicesOf(vip);
+    const dvipa = canonicalIp(vip);
+    for (const [k, v] of [...services.entries()]) {
+      const flags = unfenced ? v.flags | SVC_UNFENCED : v.flags & ~SVC_UNFENCED;
+      if (k.vip === dvipa && flags !== v.flags) services.set(k, { ...v, flags });
+    }
   }
 
   /** Target side: decapsulate packets for this DVIPA (either family). */

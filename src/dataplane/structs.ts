@@ -40,6 +40,8 @@ export const svc6Key = struct<SvcKey>('dvipa_svc6_key', [
 
 /** dvipa_svc.flags: some targets are IPv6 (IPv4 flows to them keep their CRT entries in crt6). */
 export const SVC_V6_TARGETS = 1;
+/** dvipa_svc.flags: the DVIPA has no fencing deadline, its packets skip the lookup (FastPath.setFence keeps it so). */
+export const SVC_UNFENCED = 2;
 
 export interface Svc {
   id: number;

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FastPath } from '../../src/dataplane/fastpath.js';
 import type { Service } from '../../src/net/service.js';
-import { CrtOrigin, FENCE_DRAIN, type Reason } from '../../src/dataplane/structs.js';
+import { CrtOrigin, FENCE_DRAIN, FENCE_EXPIRED, SVC_UNFENCED, type Reason } from '../../src/dataplane/structs.js';
 import { MAGLEV_SIZE } from '../../src/tables/maglev.js';
 import { runXdp, type XdpAction } from '../../src/dataplane/testrun.js';
 import { ROUTER_NET, type RouterNs } from '../../src/lab/router-ns.js';
@@ -613,6 +613,29 @@ describe('distributor', () => {
     } finally {
       fp.setFence(VIP, undefined);
     }
+  });
+
+  test('a DVIPA without a deadline: its services skip the fence lookup, until one is set, also for a service added under it', () => {
+    const unfenced = (s: Service) =>
+      (fp.services.get({ vip: s.vip, port: s.port, proto: 6 })!.flags & SVC_UNFENCED) !== 0;
+    const extra: Service = { vip: VIP, port: 8080, protocol: 'tcp' };
+    assert.ok(unfenced(web), 'no deadline: no lookup');
+    fp.setFence(VIP, FENCE_EXPIRED);
+    try {
+      assert.ok(!unfenced(web), 'a deadline: looked up');
+      fp.setTargets(extra, equal);
+      assert.ok(!unfenced(extra), 'added under a deadline: looked up');
+      assert.deepEqual(
+        [run(syn({ sport: 42101, dport: 8080 })).action, run(syn({ sport: 42101, dport: 8080 })).reason],
+        ['drop', 'drop_fenced'],
+      );
+      assert.equal(run(syn({ sport: 42102 })).reason, 'drop_fenced');
+    } finally {
+      fp.setFence(VIP, undefined);
+    }
+    assert.ok(unfenced(web) && unfenced(extra), 'deadline gone: no lookup');
+    assert.equal(run(syn({ sport: 42103, dport: 8080 })).reason, 'fwd_redirect');
+    fp.removeService(extra);
   });
 
   test('an unconfigured node passes everything', () => {
