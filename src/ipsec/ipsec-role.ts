@@ -274,7 +274,8 @@ export class IpsecRole {
    * The DVIPA's SAs still in the kernel once charon forgot its own: an earlier ownership's that
    * no daemon holds (its charon restarted since, or its agent was killed before it removed
    * them). The peer dropped them long ago, and while a peer's re-installed outbound SA is held
-   * (see `handover`) the kernel would send on such a one instead of queueing.
+   * (see `handover`) the kernel would send on such a one instead of queueing, unless the
+   * policy's template names the held SA's SPI (charon's do; not every daemon's).
    */
   private async dropOrphans(dvipa: string): Promise<void> {
     const left = sasOf(dvipa, this.xfrm.dumpSas(), []).map((x) => x.sa);
@@ -317,9 +318,13 @@ export class IpsecRole {
         for (const e of failed) this.log.error({ dvipa, peer, err: e.message }, 'a held SA not put back');
       },
       replaced: async (peer) => {
-        for (const sa of this.held.get(key(peer)) ?? []) this.reinstalled.delete(recordKey(dvipa, sa));
+        // A packet during the hold made the kernel ACQUIRE: its larval state bears the held SA's SPI
+        // (charon's outbound policies name the SPI in their template), and the kernel clears larval
+        // states only without one when an SA comes. It goes with the re-installed SAs, by their keys.
+        const held = this.held.get(key(peer)) ?? [];
         this.held.delete(key(peer));
         await this.dropReinstalled(dvipa, peer);
+        for (const sa of held) this.reinstalled.delete(recordKey(dvipa, sa));
       },
     };
   }
