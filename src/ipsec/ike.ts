@@ -5,11 +5,12 @@
  *   address is the DVIPA: connection name, identities, addresses, SPIs, and its CHILD SAs
  *   (name, reqid, SPIs, traffic selectors), kept current from charon's events;
  * - a new owner, once the kernel SAs are re-installed and the address is here, asks its own
- *   charon to initiate the recorded connections (make-before-break: the re-installed SAs
- *   carry traffic meanwhile). charon sends INITIAL_CONTACT (it has no IKE SA with that peer),
- *   so the peer drops the predecessor's IKE SA and its CHILD SAs locally, without a message
- *   to the old owner. Once a peer's CHILD SAs are installed, the re-installed SAs of that
- *   peer are removed and the new records stored at the new epoch;
+ *   charon to initiate the recorded connections (the re-installed SAs carry traffic until
+ *   then). charon sends INITIAL_CONTACT (it has no IKE SA with that peer), so the peer drops
+ *   the predecessor's IKE SA and its CHILD SAs locally, without a message to the old owner;
+ *   the re-installed outbound SAs are held meanwhile (see PeerHandover). Once a peer's CHILD
+ *   SAs are installed, the re-installed SAs of that peer are removed and the new records
+ *   stored at the new epoch;
  * - a node that no longer owns the DVIPA makes its charon forget the DVIPA's IKE SAs. VICI has
  *   no local-only forget: `terminate` always queues a DELETE (`force` only skips waiting for
  *   the answer). So it runs only when the address is gone from this node (it waits for the
@@ -281,11 +282,32 @@ export interface RenegotiationResult {
 export interface IkeOptions {
   /** How long a renegotiation may take before it counts as failed. */
   renegotiateMs?: number;
+  /** How long a peer's outbound ESP stays held while its IKE_SA_INIT is unanswered, at the first attempt (see PeerHandover). */
+  holdMs?: number;
   /** How long to wait for the DVIPA's address to be on this node before initiating. */
   addressMs?: number;
   addressHere?: (address: string) => boolean;
 }
 
+/**
+ * The kernel's side of a peer's renegotiation. charon's IKE_AUTH carries INITIAL_CONTACT (it
+ * has no IKE SA with the peer), and the peer, as it answers, destroys the predecessor's IKE SA
+ * and its CHILD SAs: ESP sent on them from then on counts as state-less there. This node learns
+ * the new CHILD SAs only from the answer, a round trip later. So the re-installed outbound SAs
+ * stop before charon initiates (`hold`): the kernel queues what their policies match until
+ * charon installs the new SAs and puts its policies over them (which re-runs the queue). A
+ * hold costs the exchange's two round trips of delay, not packets (up to the kernel's 100 per
+ * policy). `resume`: the held SAs carry traffic again (nothing was renegotiated).
+ */
+export interface PeerHandover {
+  hold(peer: string): Promise<void>;
+  resume(peer: string): Promise<void>;
+  /** The peer's CHILD SAs are installed here: the re-installed copies go. */
+  replaced(peer: string): Promise<void>;
+}
+
+/** An unanswered IKE_SA_INIT is given up after this long (charon's own first retransmission comes after 4 s). */
+const HOLD_MS = 2000;
 const childRow = (c: IkeChild) => ({ name: c.name, reqid: c.reqid, spiIn: c.spiIn, spiOut: c.spiOut, state: c.state });
 /** Without an event, charon's SAs are listed again this often (events say what changed at once). */
 const RELIST_MS = 5000;
@@ -398,14 +420,11 @@ export class IkeContinuity {
 
   /**
    * The new owner's half, once the kernel SAs are re-installed: the predecessor's IKE SAs
-   * initiated again by this node's charon; `replaced(peer)` once a peer's CHILD SAs are all
-   * installed (its re-installed SAs can go); then the records rewritten at this epoch.
+   * initiated again by this node's charon, each peer's outbound ESP held around it (see
+   * PeerHandover); `handover.replaced(peer)` once a peer's CHILD SAs are all installed; then the
+   * records rewritten at this epoch.
    */
-  async takeover(
-    dvipa: string,
-    owner: OwnerRecord,
-    replaced: (peer: string) => Promise<void>,
-  ): Promise<RenegotiationResult> {
+  async takeover(dvipa: string, owner: OwnerRecord, handover: PeerHandover): Promise<RenegotiationResult> {
     const t0 = performance.now();
     const { records, refused } = readIkeRecords(this.key, await this.store.getBlobs(ikePrefix(dvipa)), owner.epoch);
     for (const e of refused) this.log.error({ dvipa, err: e.message }, 'IKE record refused');
@@ -434,16 +453,31 @@ export class IkeContinuity {
     const here = this.opts.addressHere ?? hasLocalAddress;
     while (!here(dvipa) && Date.now() < addressEnd) await sleep(20);
     const loaded = new Set(await this.daemon.conns());
-    const pending: IkeRecord[] = [];
+    const holdMs = this.opts.holdMs ?? HOLD_MS;
+    /**
+     * A peer under way: held since `heldAt` for up to `holdFor`, or let go until `retryAt` (its
+     * IKE_SA_INIT went unanswered); each new attempt waits twice as long (a slow peer is not a lost one).
+     */
+    type Attempt = { r: IkeRecord; heldAt: number; holdFor: number; retryAt?: number };
+    const attempt = async (r: IkeRecord, holdFor = holdMs): Promise<Attempt> => {
+      await handover.hold(r.sa.remoteHost);
+      try {
+        if (!r.sa.children.length) await this.daemon.initiate(r.sa.conn);
+        for (const c of r.sa.children) await this.daemon.initiate(r.sa.conn, c.name);
+      } catch (e) {
+        await handover.resume(r.sa.remoteHost);
+        throw e;
+      }
+      return { r, heldAt: Date.now(), holdFor };
+    };
+    const pending: Attempt[] = [];
     for (const r of records) {
       if (!loaded.has(r.sa.conn)) {
         fail(r, `connection ${r.sa.conn} is not loaded in this node's charon`);
         continue;
       }
       try {
-        if (!r.sa.children.length) await this.daemon.initiate(r.sa.conn);
-        for (const c of r.sa.children) await this.daemon.initiate(r.sa.conn, c.name);
-        pending.push(r);
+        pending.push(await attempt(r));
       } catch (e) {
         fail(r, (e as Error).message);
       }
@@ -451,25 +485,53 @@ export class IkeContinuity {
     const end = Date.now() + (this.opts.renegotiateMs ?? 30_000);
     while (pending.length) {
       const sas = this.mineOf(await this.daemon.listSas(), dvipa);
-      for (const r of [...pending]) {
-        const up = sas.find(
+      for (const p of [...pending]) {
+        const { r } = p;
+        const ofPeer = sas.filter((s) => s.conn === r.sa.conn && s.remoteHost === r.sa.remoteHost);
+        const up = ofPeer.find(
           (s) =>
-            s.conn === r.sa.conn &&
-            s.remoteHost === r.sa.remoteHost &&
             s.state === 'ESTABLISHED' &&
             r.sa.children.every((c) => s.children.some((n) => n.name === c.name && n.state === 'INSTALLED')),
         );
-        if (!up) continue;
-        pending.splice(pending.indexOf(r), 1);
-        const ms = Math.round(performance.now() - t0);
-        sources.set(ikeKey(dvipa, r.sa), { source: 'renegotiated', ms });
-        result.renegotiated++;
-        counts.renegotiated++;
-        await replaced(r.sa.remoteHost);
+        if (up) {
+          pending.splice(pending.indexOf(p), 1);
+          const ms = Math.round(performance.now() - t0);
+          sources.set(ikeKey(dvipa, r.sa), { source: 'renegotiated', ms });
+          result.renegotiated++;
+          counts.renegotiated++;
+          await handover.replaced(r.sa.remoteHost);
+          continue;
+        }
+        if (p.retryAt !== undefined) {
+          if (Date.now() < p.retryAt) continue;
+          try {
+            Object.assign(p, await attempt(r, p.holdFor * 2), { retryAt: undefined });
+          } catch (e) {
+            pending.splice(pending.indexOf(p), 1);
+            fail(r, (e as Error).message);
+          }
+          continue;
+        }
+        // No answer to IKE_SA_INIT yet (no responder SPI; charon would retransmit only after
+        // 4 s): the peer has seen no IKE_AUTH, so it still has the SAs the hold stopped. They
+        // carry traffic again, this attempt goes, and a new one starts after as long.
+        const unanswered = ofPeer.every((s) => s.state !== 'ESTABLISHED' && /^0*$/.test(s.responderSpi));
+        if (Date.now() - p.heldAt < p.holdFor || !unanswered) continue;
+        for (const s of ofPeer) await this.daemon.forget(s.uniqueId);
+        await handover.resume(r.sa.remoteHost);
+        p.retryAt = Date.now() + p.holdFor;
+        this.log.warn(
+          { dvipa, conn: r.sa.conn, peer: r.sa.remoteHost, heldMs: p.holdFor },
+          'IKE_SA_INIT unanswered while outbound ESP was held: the held SAs carry traffic again; initiating again later',
+        );
       }
       if (!pending.length) break;
       if (Date.now() > end) {
-        for (const r of pending.splice(0)) fail(r, `not established within ${this.opts.renegotiateMs ?? 30_000} ms`);
+        for (const p of pending.splice(0)) {
+          // The first half carries on (if the peer took an IKE_AUTH, the held SAs are dead there anyway).
+          if (p.retryAt === undefined) await handover.resume(p.r.sa.remoteHost);
+          fail(p.r, `not established within ${this.opts.renegotiateMs ?? 30_000} ms`);
+        }
         break;
       }
       await sleep(50);

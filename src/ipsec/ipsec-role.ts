@@ -10,11 +10,11 @@
  */
 import type { Claim, OwnerRecord } from '../net/ownership.js';
 import type { Logger } from '../log.js';
-import { recordKey, storeKey } from './store.js';
+import { forReinstall, recordKey, storeKey } from './store.js';
 import { reinstall, SaRecorder, sasOf, type RecordStore, type ReinstallResult, type XfrmOps } from './recovery.js';
 import type { Sa } from './xfrm-codec.js';
 import type { XfrmEvent } from './events.js';
-import { IkeContinuity, type IkeDaemon, type IkePeerRow, type RenegotiationResult } from './ike.js';
+import { IkeContinuity, type IkeDaemon, type IkePeerRow, type PeerHandover, type RenegotiationResult } from './ike.js';
 
 /** Opens the kernel's XFRM notifications (XfrmEventStream in production). */
 export type XfrmSubscribe = (onEvent: (e: XfrmEvent) => void) => { close(): void };
@@ -94,6 +94,8 @@ export class IpsecRole {
   private readonly scanning = new Set<string>();
   /** Record keys of the SAs this node re-installed (and has not seen replaced since). */
   private readonly reinstalled = new Set<string>();
+  /** Per DVIPA and peer: the re-installed outbound SAs taken out of the kernel while charon renegotiates. */
+  private readonly held = new Map<string, Sa[]>();
   private readonly last = new Map<string, NonNullable<IpsecDvipaRow['lastReinstall']>>();
   private timer?: NodeJS.Timeout;
   private settle?: NodeJS.Timeout;
@@ -125,6 +127,14 @@ export class IpsecRole {
   }
 
   start(): void {
+    if (this.ike) {
+      try {
+        this.xfrm.queueUntilSa?.();
+      } catch (e) {
+        const why = "ESP held during a renegotiation is dropped, not queued: the kernel's larval queue not enabled";
+        this.log.warn({ err: (e as Error).message }, why);
+      }
+    }
     this.timer = setInterval(() => this.scanAll(), this.opts.intervalMs);
     this.events = this.subscribe?.((e) => this.onEvent(e));
     this.ike?.daemon.watch?.();
@@ -207,7 +217,10 @@ export class IpsecRole {
       return;
     }
     // Stale IKE SAs of an earlier ownership go first, while the address is not here (see ike.ts on the DELETE).
-    if (how !== 'adopted') await this.ikeStep(dvipa, 'forgetting', (ike) => ike.forget(dvipa), 0);
+    if (how !== 'adopted' && this.ike) {
+      await this.ikeStep(dvipa, 'forgetting', (ike) => ike.forget(dvipa), 0);
+      await this.dropOrphans(dvipa);
+    }
     const r = await reinstall(
       this.xfrm,
       this.store,
@@ -257,8 +270,67 @@ export class IpsecRole {
     }
   }
 
+  /**
+   * The DVIPA's SAs still in the kernel once charon forgot its own: an earlier ownership's that
+   * no daemon holds (its charon restarted since, or its agent was killed before it removed
+   * them). The peer dropped them long ago, and while a peer's re-installed outbound SA is held
+   * (see `handover`) the kernel would send on such a one instead of queueing, unless the
+   * policy's template names the held SA's SPI (charon's do; not every daemon's).
+   */
+  private async dropOrphans(dvipa: string): Promise<void> {
+    const left = sasOf(dvipa, this.xfrm.dumpSas(), []).map((x) => x.sa);
+    const errors = await this.xfrm.deleteSas(left);
+    const removed = errors.filter((e) => !e).length;
+    if (removed) this.log.info({ dvipa, removed }, 'IPsec SAs of an earlier ownership of the DVIPA removed');
+    for (const e of errors)
+      if (e) this.log.error({ dvipa, err: e.message }, 'IPsec SA of an earlier ownership not removed');
+  }
+
+  /** The kernel's side of each peer's renegotiation (see PeerHandover in ike.ts). */
+  private handover(dvipa: string): PeerHandover {
+    const key = (peer: string) => `${dvipa}|${peer}`;
+    return {
+      hold: async (peer) => {
+        const out = this.xfrm
+          .dumpSas()
+          .filter((sa) => sa.src === dvipa && sa.dst === peer && this.reinstalled.has(recordKey(dvipa, sa)));
+        const errors = await this.xfrm.deleteSas(out);
+        for (const e of errors) if (e) this.log.error({ dvipa, peer, err: e.message }, 'a re-installed SA not held');
+        const held = out.filter((_, i) => !errors[i]);
+        this.held.set(key(peer), held);
+        if (held.length)
+          this.log.info({ dvipa, peer, sas: held.length }, 'outbound ESP to the peer held while charon renegotiates');
+      },
+      resume: async (peer) => {
+        const held = this.held.get(key(peer)) ?? [];
+        this.held.delete(key(peer));
+        // The kernel numbered on after the dump that kept them: the margin again, as at a re-install.
+        const back: Sa[] = [];
+        const failed: Error[] = [];
+        for (const sa of held) {
+          try {
+            back.push(forReinstall(sa, this.opts.seqMargin));
+          } catch (e) {
+            failed.push(e as Error);
+          }
+        }
+        failed.push(...((await this.xfrm.addSas(back, { replace: true })).filter((e) => e) as Error[]));
+        for (const e of failed) this.log.error({ dvipa, peer, err: e.message }, 'a held SA not put back');
+      },
+      replaced: async (peer) => {
+        // A packet during the hold made the kernel ACQUIRE: its larval state bears the held SA's SPI
+        // (charon's outbound policies name the SPI in their template), and the kernel clears larval
+        // states only without one when an SA comes. It goes with the re-installed SAs, by their keys.
+        const held = this.held.get(key(peer)) ?? [];
+        this.held.delete(key(peer));
+        await this.dropReinstalled(dvipa, peer);
+        for (const sa of held) this.reinstalled.delete(recordKey(dvipa, sa));
+      },
+    };
+  }
+
   private async renegotiate(ike: IkeContinuity, dvipa: string, owner: OwnerRecord): Promise<void> {
-    const r = await ike.takeover(dvipa, owner, (peer) => this.dropReinstalled(dvipa, peer));
+    const r = await ike.takeover(dvipa, owner, this.handover(dvipa));
     if (r.peers)
       this.log.info(
         { dvipa, peers: r.peers, renegotiated: r.renegotiated, failed: r.failed.length, ms: r.tookMs },

@@ -25,6 +25,8 @@ export interface XfrmOps {
   addSas(sas: Sa[], opts?: { replace?: boolean }): Awaitable<Array<Error | undefined>>;
   putPolicies(ps: Policy[]): Awaitable<Array<Error | undefined>>;
   deleteSas(sas: SaId[]): Awaitable<Array<Error | undefined>>;
+  /** Outbound packets whose policy has no SA yet are queued, not dropped (see xfrm.ts); absent: they are dropped. */
+  queueUntilSa?(): void;
 }
 
 /** Records per etcd transaction (etcd allows 128 operations in one by default). */

@@ -3,6 +3,7 @@
  * NETLINK_XFRM transport, one request at a time or in batches off the event loop. The
  * messages are xfrm-codec.ts's, re-exported here for callers that both build and send.
  */
+import * as fs from 'node:fs';
 import { SyscallError } from '../kernel/errors.js';
 import { sys } from '../kernel/sys.js';
 import {
@@ -165,4 +166,14 @@ export function deletePolicy(p: Pick<Policy, 'selector' | 'dir'>): void {
   writeSelector(b, L.sel, p.selector);
   b.writeUInt8(DIRS.indexOf(p.dir), L.dir);
   request('XFRM_MSG_DELPOLICY', XFRM_MSG.DELPOLICY, 0, b);
+}
+
+/**
+ * Packets that match an outbound policy whose SA is missing wait in the policy's queue (up to
+ * 100, looked up again when a policy with the same selector is put, else on a back-off timer)
+ * instead of being dropped, which is the kernel's default (net.core.xfrm_larval_drop=1). Per
+ * network namespace: this process's.
+ */
+export function queueUntilSa(): void {
+  fs.writeFileSync('/proc/sys/net/core/xfrm_larval_drop', '0');
 }

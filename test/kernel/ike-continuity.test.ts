@@ -12,7 +12,7 @@
  *   charon forgets the IKE SA and the peer keeps it (no DELETE came through); r1 takes it back
  *   and the peer again holds exactly one IKE SA, r1's.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -24,7 +24,7 @@ import { Charon, type LabConn } from '../../src/lab/charon.js';
 import { hasAddress } from '../../src/net/iproute.js';
 import { log } from '../../src/log.js';
 import { IpsecRole } from '../../src/ipsec/ipsec-role.js';
-import { ikePrefix, parseListSas, readIkeRecords, ViciDaemon, type IkeSa } from '../../src/ipsec/ike.js';
+import { IkeContinuity, ikePrefix, parseListSas, readIkeRecords, ViciDaemon, type IkeSa } from '../../src/ipsec/ike.js';
 import { sealJson, storeKey } from '../../src/ipsec/store.js';
 import { ViciError } from '../../src/ipsec/vici.js';
 import type { XfrmOps } from '../../src/ipsec/recovery.js';
@@ -45,8 +45,11 @@ const noSas: XfrmOps = {
   deleteSas: () => [],
 };
 
-test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the peer always holds exactly one', async (t) => {
-  requireRoot();
+/**
+ * Three namespaces on a bridge (r1, r2, the peer), each with a charon started on demand; the
+ * connections: the DVIPA's on the routing nodes (peer1), the peer's to the DVIPA (dvipa).
+ */
+function ikeLab(t: TestContext) {
   const topo = new Topology(uniquePrefix('ike'));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-ike-'));
   const charons = new Set<Charon>();
@@ -88,6 +91,10 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
     );
     return c;
   };
+  const stopCharon = async (c: Charon) => {
+    await c.stop('SIGKILL');
+    charons.delete(c);
+  };
   const sasOf = async (c: Charon): Promise<IkeSa[]> => {
     const v = await c.connect();
     try {
@@ -96,6 +103,20 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
       v.close();
     }
   };
+  return { ns, roles, move, startCharon, stopCharon, sasOf };
+}
+
+const until = async (what: string, cond: () => Promise<boolean>, ms = 10000) => {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+};
+
+test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the peer always holds exactly one', async (t) => {
+  requireRoot();
+  const { ns, roles, move, startCharon, stopCharon, sasOf } = ikeLab(t);
   const clusterKey = randomBytes(32);
   const role = (n: 'r1' | 'r2', c: Charon, member: EtcdCoupling) => {
     let r: IpsecRole | undefined = undefined;
@@ -114,13 +135,6 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
     r.watch(DVIPA);
     r.start();
     return r;
-  };
-  const until = async (what: string, cond: () => Promise<boolean>, ms = 10000) => {
-    const end = Date.now() + ms;
-    while (!(await cond())) {
-      if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-      await sleep(50);
-    }
   };
   const records = async (member: EtcdCoupling, epoch: number) =>
     readIkeRecords(storeKey(clusterKey), await member.getBlobs(ikePrefix(DVIPA)), epoch);
@@ -181,8 +195,7 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
 
   // r1 fails (its charon and agent die, the address with them); r2 takes over.
   role1.stop();
-  await c1.stop('SIGKILL');
-  charons.delete(c1);
+  await stopCharon(c1);
   await m1.stop(0);
   const role2 = role('r2', c2, m2);
   const o2 = (await m2.claim(DVIPA, 100, m2.view(DVIPA)))!;
@@ -344,5 +357,71 @@ test("charon's list-sas: a malformed item is a ViciError, never a half-read SA",
   assert.throws(
     () => parseListSas([{ peer1: { ...good.peer1, 'child-sas': { c: { name: 'net' } } } }]),
     /state missing or not text/,
+  );
+});
+
+test('an IKE_SA_INIT left unanswered: the held SAs carry traffic again and the renegotiation starts over', async (t) => {
+  requireRoot();
+  const { ns, move, startCharon, sasOf } = ikeLab(t);
+  const peer = await startCharon('peer');
+  const c1 = await startCharon('r1');
+  const c2 = await startCharon('r2');
+  const key = storeKey(randomBytes(32));
+  const m1 = await etcd.join('r1');
+  const m2 = await etcd.join('r2');
+  move(undefined, 'r1');
+  const o1 = (await m1.claim(DVIPA, 256, m1.view(DVIPA)))!;
+  const v1 = await c1.connect();
+  await v1.request('initiate', { ike: 'peer1', timeout: '10000' });
+  v1.close();
+  const d1 = new ViciDaemon(c1.vici, () => undefined, log);
+  t.after(() => d1.close());
+  assert.ok(await new IkeContinuity(d1, m1, key, 'r1', log).sync(DVIPA, o1));
+
+  // r1 dies; r2 wins while the peer is cut off: r2's first IKE_SA_INIT gets no answer.
+  await c1.stop('SIGKILL');
+  await m1.stop(0);
+  nsIp(ns.r1, 'addr', 'del', `${DVIPA}/32`, 'dev', 'eth');
+  nsIp(ns.peer, 'link', 'set', 'eth', 'down');
+  move(undefined, 'r2');
+  const o2 = (await m2.claim(DVIPA, 100, m2.view(DVIPA)))!;
+  const d2 = new ViciDaemon(c2.vici, () => undefined, log);
+  t.after(() => d2.close());
+  const HOLD = 600;
+  const ike2 = new IkeContinuity(d2, m2, key, 'r2', log, {
+    holdMs: HOLD,
+    renegotiateMs: 15000,
+    addressHere: (a) => hasAddress('eth', a, ns.r2),
+  });
+  const steps: Array<{ step: string; at: number; ikeSas: number }> = [];
+  const step = (name: string) => async () => {
+    steps.push({ step: name, at: Date.now(), ikeSas: (await sasOf(c2)).length });
+    // The peer comes back once the first attempt was given up.
+    if (name === 'resume') nsIp(ns.peer, 'link', 'set', 'eth', 'up');
+  };
+  const r = await ike2.takeover(DVIPA, o2, { hold: step('hold'), resume: step('resume'), replaced: step('replaced') });
+  assert.deepEqual([r.peers, r.renegotiated, r.failed], [1, 1, []]);
+  assert.deepEqual(
+    steps.map((s) => [s.step, s.ikeSas]),
+    [
+      ['hold', 0],
+      ['resume', 0],
+      ['hold', 0],
+      ['replaced', 1],
+    ],
+    'held before each initiation; given back once the unanswered attempt was gone from charon',
+  );
+  assert.ok(steps[1].at - steps[0].at >= HOLD, `held ${steps[1].at - steps[0].at} ms, at least ${HOLD}`);
+  assert.ok(steps[2].at - steps[1].at >= HOLD, `tried again ${steps[2].at - steps[1].at} ms after, at least ${HOLD}`);
+  const [atR2] = await sasOf(c2);
+  // The first IKE_SA_INIT may still reach the peer (it waited in r2's ARP queue): a half-open
+  // IKE SA there, which the peer drops on its own (half_open_timeout), is no established one.
+  assert.deepEqual(
+    (await sasOf(peer)).filter((s) => s.state === 'ESTABLISHED').map((s) => [s.initiatorSpi, s.responderSpi]),
+    [[atR2.initiatorSpi, atR2.responderSpi]],
+    "exactly one established IKE SA at the peer, r2's",
+  );
+  t.diagnostic(
+    `held ${steps[1].at - steps[0].at} ms, tried again after ${steps[2].at - steps[1].at} ms, renegotiated ${steps[3].at - steps[2].at} ms after that`,
   );
 });

@@ -72,6 +72,8 @@ const PEER_CONN: LabConn = {
 test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE SA, re-keys and DPD work, no replay', async (t) => {
   requireRoot();
   const t0 = Date.now();
+  /** DVIPA_TEST_LOGS=dir keeps the agents' logs there (test/helpers/agents.ts), and the charons' and XFRM's. */
+  const keep = process.env.DVIPA_TEST_LOGS;
   const topo = new Topology(uniquePrefix('ike'));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-ikl-'));
   let etcd: EtcdServer | undefined;
@@ -80,6 +82,7 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   t.after(async () => {
     await fleet?.stop('r1', 'SIGKILL');
     await fleet?.stop('r2', 'SIGKILL');
+    if (keep) for (const c of charons) fs.copyFileSync(c.log, path.join(keep, `charon-${path.basename(c.dir)}.log`));
     for (const c of charons) await c.stop('SIGKILL');
     topo.teardown();
     await etcd?.stop();
@@ -94,6 +97,12 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   }
 
   const ns = buildHaTopology(topo);
+  // The routers' and the peer's XFRM changes too (ip xfrm monitor), to read after a failure.
+  if (keep)
+    for (const n of ['r1', 'r2', 'client'] as const)
+      topo.spawn(ns[n], 'ip', ['-t', 'xfrm', 'monitor'], {
+        stdio: ['ignore', fs.openSync(path.join(keep, `xfrm-${n}.txt`), 'a'), 'ignore'],
+      });
   fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
   fs.writeFileSync(path.join(dir, 'cluster.cfg'), config);
   etcd = await startEtcd({ place: { topo, ns: ns.cf, host: HA.cf }, startMs: EMULATED_ETCD_START_MS });
@@ -109,6 +118,7 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
     return c;
   };
   const killCharon = async (node: string) => {
+    if (keep) fs.copyFileSync(charonOf[node].log, path.join(keep, `charon-${path.basename(charonOf[node].dir)}.log`));
     await charonOf[node].stop('SIGKILL');
     charons.delete(charonOf[node]);
   };
@@ -171,8 +181,9 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   await waitFor('r1 to own the DVIPA', () => holdsDvipa(ns.r1), 420_000);
   agents.start('r2', { args: args('r2') });
   await waitFor('r2 to start', () => agents.find('r2', 'agent started') !== undefined, 420_000);
-  // r1's charon negotiates with the peer (its start_action would).
-  swanctl('r1', '--initiate', '--child', 'net', '--timeout', '20');
+  // r1's charon negotiates with the peer (its start_action would). A setup wait: under TCG on a loaded host
+  // each side's Diffie-Hellman took 5 to 8 s, and charon's retransmissions (4, 7, 13 s) outlasted 20 s.
+  swanctl('r1', '--initiate', '--child', 'net', '--timeout', '120');
 
   const ping = topo.spawn(ns.client, 'ping', ['-n', '-i', '0.05', '-W', '1', DVIPA], {
     stdio: ['ignore', 'pipe', 'ignore'],
@@ -182,10 +193,17 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
     if (/bytes from/.test(l)) replies.push(Date.now());
   });
   const repliesSince = (at: number) => replies.filter((x) => x >= at).length;
-  const outage = (from: number) => {
+  /** The longest time between two replies from a second before `from`, and when it began (ms after `from`). */
+  const gap = (from: number) => {
     const around = replies.filter((x) => x >= from - 1000);
-    return Math.max(0, ...around.slice(1).map((x, i) => x - around[i]));
+    return around
+      .slice(1)
+      .reduce((g, x, i) => (x - around[i] > g.ms ? { ms: x - around[i], at: around[i] - from } : g), {
+        ms: 0,
+        at: 0,
+      });
   };
+  const outage = (from: number) => gap(from).ms;
   await waitFor('pings answered through the tunnel with r1', () => repliesSince(0) >= 10);
   await waitFor("r1's IKE SA and CHILD SAs recorded", async () => {
     const r = await ipsec('r1');
@@ -273,16 +291,25 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   ping.kill('SIGCONT');
   await waitFor('pings answered after the DPD pause', () => repliesSince(Date.now() - 500) >= 3);
   const stats = xfrmStat(ns.client);
-  t.diagnostic(
-    `peer xfrm_stat after the takeover: ${JSON.stringify({ replay: stats.XfrmInStateSeqError, noState: stats.XfrmInNoStates, proto: stats.XfrmInStateProtoError })}`,
+  /** What the peer counted since the tunnel came up: replayed, state-less and failed ESP. */
+  const counted = (s: Record<string, number>) => ({
+    replay: s.XfrmInStateSeqError - statsBefore.XfrmInStateSeqError,
+    noState: s.XfrmInNoStates - statsBefore.XfrmInNoStates,
+    proto: s.XfrmInStateProtoError - statsBefore.XfrmInStateProtoError,
+  });
+  // The routers' side, printed only: ESP the peer sent on the new SA before the router had it (one trip of the answer).
+  const routerStat = (n: 'r1' | 'r2') => {
+    const s = xfrmStat(ns[n]);
+    return `${n} noState in ${s.XfrmInNoStates}, out ${s.XfrmOutNoStates}`;
+  };
+  t.diagnostic(`peer xfrm_stat after the takeover: ${JSON.stringify(counted(stats))}; ${routerStat('r2')}`);
+  // INITIAL_CONTACT makes the peer drop the old SAs as it answers IKE_AUTH, a trip before r2 learns the new
+  // ones: r2 held its re-installed outbound SA from before it initiated, so nothing reached the peer on a dead SA.
+  assert.deepEqual(
+    counted(stats),
+    { replay: 0, noState: 0, proto: 0 },
+    'the peer saw replayed, state-less or failed ESP',
   );
-  // No replayed or failed ESP. At most one state-less packet per renegotiation: INITIAL_CONTACT makes the peer
-  // drop the old inbound SA when it answers IKE_AUTH, one trip before the new owner sends on the new SA (measured: 1).
-  const within = (s: Record<string, number>, renegotiations: number) =>
-    s.XfrmInStateSeqError === statsBefore.XfrmInStateSeqError &&
-    s.XfrmInStateProtoError === statsBefore.XfrmInStateProtoError &&
-    s.XfrmInNoStates - statsBefore.XfrmInNoStates <= renegotiations;
-  assert.ok(within(stats, 1), `the peer saw replayed, failed or more state-less ESP: ${JSON.stringify(stats)}`);
 
   // r1 comes back and takes the DVIPA back; r2's charon forgets.
   const returnAt = Date.now();
@@ -296,7 +323,9 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   await waitFor("r2's charon to hold nothing for the DVIPA", async () => (await sas('r2')).length === 0);
   const backAt = Date.now();
   await waitFor('pings answered through r1 again', () => repliesSince(backAt) >= 10);
-  t.diagnostic(`takeback: pings unanswered for ${outage(returnAt)} ms`);
+  t.diagnostic(
+    `takeback: pings unanswered for ${outage(returnAt)} ms (from ${gap(returnAt).at} ms after r1's return; taken back and renegotiated by ${backAt - returnAt} ms)`,
+  );
   const [atR1] = await sas('r1');
   assert.deepEqual(
     peerListed(),
@@ -309,10 +338,8 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
     [['renegotiated', 'ESTABLISHED']],
   );
   const after = xfrmStat(ns.client);
-  t.diagnostic(
-    `peer xfrm_stat after the takeback: ${JSON.stringify({ replay: after.XfrmInStateSeqError, noState: after.XfrmInNoStates })}`,
-  );
-  assert.ok(within(after, 2), `after the takeback: ${JSON.stringify(after)}`);
+  t.diagnostic(`peer xfrm_stat after the takeback: ${JSON.stringify(counted(after))}; ${routerStat('r1')}`);
+  assert.deepEqual(counted(after), { replay: 0, noState: 0, proto: 0 }, 'after the takeback');
   const shown = execFileSync(process.execPath, [CLI, 'netstat', 'ipsec', '--socket', agents.socket('r1')], {
     encoding: 'utf8',
   });
