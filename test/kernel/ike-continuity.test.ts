@@ -198,6 +198,7 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
   await stopCharon(c1);
   await m1.stop(0);
   const role2 = role('r2', c2, m2);
+  await until("r2's view without r1's owner key", async () => !m2.view(DVIPA).owner);
   const o2 = (await m2.claim(DVIPA, 100, m2.view(DVIPA)))!;
   const won = Date.now();
   await role2.acquired(DVIPA, o2, 'takeover');
@@ -384,7 +385,10 @@ test('an IKE_SA_INIT left unanswered: the held SAs carry traffic again and the r
   nsIp(ns.r1, 'addr', 'del', `${DVIPA}/32`, 'dev', 'eth');
   nsIp(ns.peer, 'link', 'set', 'eth', 'down');
   move(undefined, 'r2');
+  // A claim is made against what r2's watch has seen: wait until it has seen r1's key go.
+  await until("r2's view without r1's owner key", async () => !m2.view(DVIPA).owner);
   const o2 = (await m2.claim(DVIPA, 100, m2.view(DVIPA)))!;
+  assert.ok(o2, 'r2 won the DVIPA');
   const d2 = new ViciDaemon(c2.vici, () => undefined, log);
   t.after(() => d2.close());
   const HOLD = 600;
