@@ -43,7 +43,7 @@ import {
   type VipaDynamic,
   INTERFACE_NAME,
 } from './model.js';
-import { canonicalIpv6, ipFamily, ipv4Mapped } from '../net/addr.js';
+import { canonicalIpv6, ipFamily, ipv4MappedProblem } from '../net/addr.js';
 import { ALSO_OPERANDS, PROFILE_STATEMENTS, withoutSequenceNumber, ZOS_UNSUPPORTED, zosIpv4 } from './zos.js';
 
 interface Token {
@@ -203,10 +203,10 @@ class Parser {
     return zosIpv4(text) ?? canonicalIpv6(text)!;
   }
 
-  /** An IPv4-mapped address is IPv4 to the data plane (ipv4Mapped): refused, naming the IPv4 one. */
+  /** An IPv4-mapped address is IPv4 to the data plane (ipv4MappedProblem): refused at its token. */
   private notMapped(t: Token | undefined, text: string): void {
-    const v4 = ipv4Mapped(text);
-    if (v4) this.stop(t, `${text}: an IPv4-mapped IPv6 address is IPv4 to dvipa: write ${v4}`);
+    const why = ipv4MappedProblem(text);
+    if (why) this.stop(t, why);
   }
 
   /** An IPv4 address (or mask) only. */

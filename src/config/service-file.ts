@@ -17,7 +17,7 @@
 import { DvipaError, EXIT } from '../errors.js';
 import * as fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { canonicalIpv6, ipFamily, ipv4Mapped, parseIpv4 } from '../net/addr.js';
+import { canonicalIpv6, ipFamily, ipv4MappedProblem, parseIpv4 } from '../net/addr.js';
 import type { Service, Target } from '../net/service.js';
 
 export interface ServiceFile {
@@ -65,8 +65,8 @@ export function parseServiceFile(text: string, file = '<input>'): ServiceFile {
   const anyAddress = (where: string, x: unknown): string | undefined => {
     const family = typeof x === 'string' ? ipFamily(x) : undefined;
     if (family === 4) return x as string;
-    const mapped = family === 6 ? ipv4Mapped(x as string) : undefined;
-    if (mapped) return void bad(where, `${x as string}: an IPv4-mapped IPv6 address is IPv4 to dvipa: write ${mapped}`);
+    const mapped = family === 6 ? ipv4MappedProblem(x as string) : undefined;
+    if (mapped) return void bad(where, mapped);
     if (family === 6) return canonicalIpv6(x as string);
     return void bad(where, `${JSON.stringify(x)} is not an IPv4 or IPv6 address`);
   };

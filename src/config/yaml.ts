@@ -6,7 +6,7 @@
  */
 import { DEFAULTS, LIMITS } from './settings.js';
 import { isMap, isSeq, LineCounter, parseDocument, stringify, type Node as YamlNode } from 'yaml';
-import { canonicalIpv6, ipFamily, ipv4Mapped } from '../net/addr.js';
+import { canonicalIpv6, ipFamily, ipv4MappedProblem } from '../net/addr.js';
 import {
   ConfigError,
   emptyVipaDynamic,
@@ -79,8 +79,8 @@ class Reader {
   /** An IPv4 address (strict), or an IPv6 address where `ipv6`, written in RFC 5952 form. */
   address(v: Json, path: Array<string | number>, ipv6 = true): string | undefined {
     const family = typeof v === 'string' ? ipFamily(v) : undefined;
-    const mapped = family === 6 ? ipv4Mapped(v as string) : undefined;
-    if (mapped) return this.bad(path, `${v as string}: an IPv4-mapped IPv6 address is IPv4 to dvipa: write ${mapped}`);
+    const mapped = family === 6 ? ipv4MappedProblem(v as string) : undefined;
+    if (mapped) return this.bad(path, mapped);
     if (family === 4 || (family === 6 && ipv6)) return family === 4 ? (v as string) : canonicalIpv6(v as string);
     const plain = typeof v === 'string' ? zosIpv4(v) : undefined;
     // The z/OS language reads leading zeros as decimal; YAML takes the plain form only.

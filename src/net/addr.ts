@@ -102,14 +102,15 @@ export function canonicalIpv6(s: string): string | undefined {
 }
 
 /**
- * The IPv4 address an IPv4-mapped IPv6 address (::ffff:a.b.c.d) stands for, else undefined.
- * The data plane holds IPv4 addresses in IPv6 fields that way (bpf/dvipa.h), so such an
- * address given as IPv6 would be IPv4 there: the configuration refuses it.
+ * Why an IPv4-mapped IPv6 address (::ffff:a.b.c.d) is refused, naming the IPv4 address to
+ * write; undefined for any other address. The data plane holds IPv4 addresses in IPv6 fields
+ * that way (bpf/dvipa.h), so such an address given as IPv6 would be IPv4 there. One message
+ * for every configuration syntax.
  */
-export function ipv4Mapped(s: string): string | undefined {
-  const b = typeof s === 'string' ? ipv6Bytes(s) : undefined;
+export function ipv4MappedProblem(s: string): string | undefined {
+  const b = ipv6Bytes(s);
   if (!b || !b.subarray(0, 10).every((x) => x === 0) || b.readUInt16BE(10) !== 0xffff) return undefined;
-  return formatIpv4(b.readUInt32BE(12));
+  return `${s}: an IPv4-mapped IPv6 address is IPv4 to dvipa: write ${formatIpv4(b.readUInt32BE(12))}`;
 }
 
 /** 4 or 6 by the address's text form (IPv4 strictly, IPv6 in any form); undefined if it is neither. */
