@@ -277,13 +277,21 @@ export class IpsecRole {
    * (see `handover`) the kernel would send on such a one instead of queueing, unless the
    * policy's template names the held SA's SPI (charon's do; not every daemon's).
    */
-  private async dropOrphans(dvipa: string): Promise<void> {
-    const left = sasOf(dvipa, this.xfrm.dumpSas(), []).map((x) => x.sa);
-    const errors = await this.xfrm.deleteSas(left);
-    const removed = errors.filter((e) => !e).length;
-    if (removed) this.log.info({ dvipa, removed }, 'IPsec SAs of an earlier ownership of the DVIPA removed');
-    for (const e of errors)
-      if (e) this.log.error({ dvipa, err: e.message }, 'IPsec SA of an earlier ownership not removed');
+  private dropOrphans(dvipa: string): Promise<void> {
+    return this.removeAllOf(dvipa, {
+      removed: 'IPsec SAs of an earlier ownership of the DVIPA removed',
+      failed: 'IPsec SA of an earlier ownership not removed',
+    });
+  }
+
+  /** Every SA of the DVIPA out of the kernel (and out of `reinstalled`), each outcome logged as `said`. */
+  private async removeAllOf(dvipa: string, said: { removed: string; failed: string }): Promise<void> {
+    const mine = sasOf(dvipa, this.xfrm.dumpSas(), []).map((x) => x.sa);
+    const errors = await this.xfrm.deleteSas(mine);
+    for (const sa of mine) this.reinstalled.delete(recordKey(dvipa, sa));
+    const failed = errors.filter((e) => e);
+    if (mine.length) this.log.info({ dvipa, removed: mine.length - failed.length }, said.removed);
+    for (const e of failed) this.log.error({ dvipa, err: e!.message }, said.failed);
   }
 
   /** The kernel's side of each peer's renegotiation (see PeerHandover in ike.ts). */
@@ -361,17 +369,10 @@ export class IpsecRole {
     this.recorder.forget(dvipa);
     return this.enqueue(dvipa, async () => {
       if (this.owned.has(dvipa)) return;
-      const mine = sasOf(dvipa, this.xfrm.dumpSas(), []).map((x) => x.sa);
-      const errors = await this.xfrm.deleteSas(mine);
-      for (const sa of mine) this.reinstalled.delete(recordKey(dvipa, sa));
-      const failed = errors.filter((e) => e);
-      if (mine.length)
-        this.log.info(
-          { dvipa, removed: mine.length - failed.length },
-          "IPsec SAs of the DVIPA removed: they are the new owner's",
-        );
-      for (const e of failed)
-        this.log.error({ dvipa, err: e!.message }, 'IPsec SA of a DVIPA routed elsewhere not removed');
+      await this.removeAllOf(dvipa, {
+        removed: "IPsec SAs of the DVIPA removed: they are the new owner's",
+        failed: 'IPsec SA of a DVIPA routed elsewhere not removed',
+      });
       await this.ikeStep(dvipa, 'forgetting', (ike) => ike.forget(dvipa, released, RELEASE_WAIT_MS), 0);
     });
   }
