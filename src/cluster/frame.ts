@@ -12,8 +12,8 @@ import { DvipaError } from '../errors.js';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 export const MAGIC = 0x44565041; // "DVPA"
-/** 2: challenge-response handshake (HELLO, AUTH each way), per-node identities. */
-export const VERSION = 2;
+/** 2: challenge-response handshake (HELLO, AUTH each way), per-node identities. 3: HELLO names the agent's run. */
+export const VERSION = 3;
 export const HEADER = 4 + 1 + 1 + 2 + 8 + 4;
 export const TAG = 32;
 /** Larger frames are refused before they are read: a peer cannot make us buffer more. */

@@ -1,8 +1,9 @@
 /*
  * How two agents prove who they are when a connection opens. Both send a HELLO (name,
- * fresh nonce, ephemeral X25519 key), then an AUTH: a proof over both HELLOs and their own
- * role (dialer or listener), so a recorded HELLO or AUTH is worth nothing on another
- * connection and one side's proof cannot be reflected back as the other's.
+ * fresh nonce, ephemeral X25519 key, the agent's run: see Transport), then an AUTH: a proof
+ * over both HELLOs and their own role (dialer or listener), so a recorded HELLO or AUTH is
+ * worth nothing on another connection and one side's proof cannot be reflected back as the
+ * other's.
  *
  * The proof is an Ed25519 signature when the cluster has per-node identities (CLUSTER
  * IDENTITIES: each node holds its own private key and every node's public key), so that a
@@ -123,20 +124,36 @@ export class Handshake {
   private readonly eph = generateKeyPairSync('x25519');
   readonly hello: Hello;
 
+  /** `run`: this agent's run (8 bytes in hex); a one-off dialer is a run of its own. */
   constructor(
     private readonly clusterKey: Buffer,
     me: string,
     private readonly ids?: Identities,
+    run: string = randomBytes(8).toString('hex'),
   ) {
     const x = this.eph.publicKey.export({ format: 'jwk' }).x!;
-    this.hello = { node: me, nonce: randomBytes(16).toString('hex'), eph: Buffer.from(x, 'base64url').toString('hex') };
+    this.hello = {
+      node: me,
+      nonce: randomBytes(16).toString('hex'),
+      eph: Buffer.from(x, 'base64url').toString('hex'),
+      run,
+    };
   }
 
   /** What both proofs cover: both HELLOs, in dialer-listener order. */
   static transcript(dialer: Hello, listener: Hello): Buffer {
-    const fields = [dialer.node, listener.node, dialer.nonce, listener.nonce, dialer.eph, listener.eph];
+    const fields = [
+      dialer.node,
+      listener.node,
+      dialer.nonce,
+      listener.nonce,
+      dialer.eph,
+      listener.eph,
+      dialer.run,
+      listener.run,
+    ];
     return createHash('sha256')
-      .update(`dvipa/2 ${JSON.stringify(fields)}`)
+      .update(`dvipa/3 ${JSON.stringify(fields)}`)
       .digest();
   }
 
@@ -173,6 +190,6 @@ export class Handshake {
     }
     // An all-zero secret means a low-order point: the peer chose it, so it proves nothing.
     if (shared.every((b) => b === 0)) return undefined;
-    return createHmac('sha256', this.clusterKey).update('dvipa/2 session').update(shared).update(transcript).digest();
+    return createHmac('sha256', this.clusterKey).update('dvipa/3 session').update(shared).update(transcript).digest();
   }
 }

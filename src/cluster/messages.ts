@@ -27,6 +27,8 @@ export interface Hello {
   node: string;
   nonce: string;
   eph: string;
+  /** The sender's run: new each time its agent starts, so a peer can tell a restart from a reconnection. */
+  run: string;
 }
 
 /** Closes a handshake: the sender's proof over both HELLOs (an Ed25519 signature, or an HMAC with the cluster key). */
@@ -192,10 +194,11 @@ function connRef(v: Json, what: string): ConnRef {
 function validate(type: MsgType, v: Json): Message {
   switch (type) {
     case MsgType.Hello: {
-      const o = obj(v, 'HELLO', ['node', 'nonce', 'eph']);
+      const o = obj(v, 'HELLO', ['node', 'nonce', 'eph', 'run']);
       if (typeof o.node !== 'string' || !/^[\w.-]{1,64}$/.test(o.node))
         throw new InvalidMessage('HELLO.node: expected a node name');
-      return { type, body: { node: o.node, nonce: hex(o.nonce, 'HELLO.nonce', 16), eph: hex(o.eph, 'HELLO.eph', 32) } };
+      const body = { node: o.node, nonce: hex(o.nonce, 'HELLO.nonce', 16), eph: hex(o.eph, 'HELLO.eph', 32) };
+      return { type, body: { ...body, run: hex(o.run, 'HELLO.run', 8) } };
     }
     case MsgType.Auth:
       return { type, body: { proof: hex(obj(v, 'AUTH', ['proof']).proof, 'AUTH.proof', 32, 64) } };

@@ -21,7 +21,15 @@
  * 'peerUp' fires each time this agent's connection to a peer is (re)established: the
  * agent then sends its complete state (full SRVSTAT, full CONNS), which is how a peer
  * that went away and came back is resynchronised.
+ *
+ * Each HELLO names its agent's run (random, new at each start). A peer whose host died
+ * sends no FIN: this agent's connection to it stays open, what it writes there waits in
+ * TCP's retransmission backoff, and when the peer is back that connection ends only at the
+ * next retransmission (seen in the lab: 24-26 s after the peer's new agent started, its
+ * takeback waiting for the targets' SRVSTAT meanwhile). When a run other than the one this agent's connection
+ * reached dials in, that connection is to a run that is over: it is closed and dialled anew.
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import {
@@ -105,6 +113,8 @@ interface Session {
   source: string;
   /** The peer as dialled; for accepted connections, named by its HELLO. */
   peer?: string;
+  /** The peer's run, from its HELLO. */
+  run?: string;
   /** A dialer's from the start; a listener's once a valid HELLO came (key generation is not free). */
   hs?: Handshake;
   transcript?: Buffer;
@@ -150,6 +160,8 @@ export class Transport extends EventEmitter {
   private readonly servers: net.Server[] = [];
   private sweeper?: NodeJS.Timeout;
   private stopped = false;
+  /** This agent's run, named in its HELLOs. */
+  private readonly run = randomBytes(8).toString('hex');
 
   constructor(private readonly opts: TransportOptions) {
     super();
@@ -411,6 +423,7 @@ export class Transport extends EventEmitter {
       if (!this.helloAcceptable(s, m.body)) return false;
       const hs = (s.hs ??= this.handshakeState());
       s.peer = m.body.node;
+      s.run = m.body.run;
       s.theirEph = m.body.eph;
       s.transcript = s.dialer ? Handshake.transcript(hs.hello, m.body) : Handshake.transcript(m.body, hs.hello);
       if (!s.dialer) {
@@ -447,8 +460,18 @@ export class Transport extends EventEmitter {
       const old = this.inbound.get(peer);
       this.inbound.set(peer, s);
       old?.socket.destroy();
+      this.newRun(peer, s.run!);
     }
     return true;
+  }
+
+  /** A peer's run dialled in: this agent's connection to an earlier run of it is dialled anew. */
+  private newRun(peer: string, run: string): void {
+    const out = this.outbound.get(peer);
+    if (out?.run === undefined || out.run === run) return;
+    this.opts.logger.info({ peer }, 'peer restarted: the connection to its previous run is dialled anew');
+    // Its close redials; what this agent sent to the previous run is what the new one lacks, and peerUp resends it all.
+    out.socket.destroy();
   }
 
   private helloAcceptable(s: Session, hello: Hello): boolean {
@@ -466,7 +489,7 @@ export class Transport extends EventEmitter {
   }
 
   private handshakeState(): Handshake {
-    return new Handshake(this.opts.key, this.opts.node, this.opts.identities);
+    return new Handshake(this.opts.key, this.opts.node, this.opts.identities, this.run);
   }
 
   /** Runs a listener of ours: what it throws (E2BIG from a command, ...) is logged, not fatal. */

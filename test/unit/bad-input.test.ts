@@ -101,7 +101,7 @@ test('agent messages other than DVIPA: every malformed body is an InvalidMessage
   const service = { dvipa: '192.0.2.10', port: 80, protocol: 'tcp' };
   const conn = { saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 40000, dport: 80, protocol: 'tcp' };
   const valid: Array<[MsgType, object]> = [
-    [MsgType.Hello, { node: 'r1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32) }],
+    [MsgType.Hello, { node: 'r1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32), run: 'ef'.repeat(8) }],
     [
       MsgType.VipaList,
       {
@@ -124,10 +124,18 @@ test('agent messages other than DVIPA: every malformed body is an InvalidMessage
   for (const [type, body] of valid)
     assert.deepEqual(decodeMessage(type, Buffer.from(JSON.stringify(body))).body, body, MsgType[type]);
   const bad: Array<[MsgType, unknown, RegExp]> = [
-    [MsgType.Hello, { node: 'r 1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32) }, /HELLO\.node/],
-    [MsgType.Hello, { node: 'x'.repeat(65), nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32) }, /HELLO\.node/],
-    [MsgType.Hello, { node: 'r1', nonce: 'zz'.repeat(16), eph: 'cd'.repeat(32) }, /HELLO\.nonce/],
-    [MsgType.Hello, { node: 'r1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32), extra: 1 }, /unexpected field extra/],
+    [MsgType.Hello, { node: 'r 1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32), run: 'ef'.repeat(8) }, /HELLO\.node/],
+    [
+      MsgType.Hello,
+      { node: 'x'.repeat(65), nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32), run: 'ef'.repeat(8) },
+      /HELLO\.node/,
+    ],
+    [MsgType.Hello, { node: 'r1', nonce: 'zz'.repeat(16), eph: 'cd'.repeat(32), run: 'ef'.repeat(8) }, /HELLO\.nonce/],
+    [
+      MsgType.Hello,
+      { node: 'r1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32), run: 'ef'.repeat(8), extra: 1 },
+      /unexpected field extra/,
+    ],
     [MsgType.VipaList, { dvipas: {} }, /VIPALIST\.dvipas: expected a list/],
     [MsgType.VipaList, { dvipas: [{ address: '192.0.2.10', services: [] }] }, /epoch/],
     [MsgType.VipaList, { dvipas: [{ address: '192.0.2.300', epoch: 1, services: [] }] }, /dvipas\[0\]\.address/],
@@ -147,7 +155,12 @@ test('agent messages other than DVIPA: every malformed body is an InvalidMessage
       { dvipas: [{ address: '192.0.2.10', epoch: 1, services: [{ port: 80, protocol: 'tcp', targets: 'some' }] }] },
       /targets: expected a list/,
     ],
-    [MsgType.Hello, { node: 'r1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(31) }, /HELLO\.eph: expected 32 bytes/],
+    [
+      MsgType.Hello,
+      { node: 'r1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(31), run: 'ef'.repeat(8) },
+      /HELLO\.eph: expected 32 bytes/,
+    ],
+    [MsgType.Hello, { node: 'r1', nonce: 'ab'.repeat(16), eph: 'cd'.repeat(32) }, /HELLO\.run: expected 8 bytes/],
     [MsgType.Auth, { proof: 'ab'.repeat(65) }, /AUTH\.proof: expected 32 to 64 bytes/],
     [MsgType.Ping, { x: 1 }, /PING: unexpected field x/],
     [

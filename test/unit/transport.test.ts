@@ -374,6 +374,38 @@ test('idle: a silent authenticated connection is closed, a quiet peer is not (it
   assert.deepEqual(ups, ['a']);
 });
 
+test('a peer whose host died (no FIN) and came back: its new run dialling in replaces the connection to the old', async () => {
+  const portA = await freePort();
+  const portB = await freePort();
+  const a = await node('a', [{ name: 'b', host: '127.0.0.1', port: portB }], KEY, portA);
+  const events: string[] = [];
+  a.t.on('peerUp', (p) => events.push(`up ${p}`));
+  a.t.on('peerDown', (p) => events.push(`down ${p}`));
+  const b = await node('b', [{ name: 'a', host: '127.0.0.1', port: portA }], KEY, portB);
+  await until(() => events.length === 1);
+  // b's host dies: its sockets say nothing more, not even a FIN (kept out of its stop, paused).
+  const dead = [...(b.t as unknown as { sockets: Set<net.Socket> }).sockets];
+  for (const s of dead) s.pause();
+  (b.t as unknown as { sockets: Set<net.Socket> }).sockets.clear();
+  // Its listener closes at once; the close's promise waits for the dead connections.
+  const stopped = b.t.stop();
+  try {
+    // b's next run: a still holds a connection to the old one, which its writes reach without error.
+    const b2 = await node('b', [{ name: 'a', host: '127.0.0.1', port: portA }], KEY, portB);
+    await until(() => events.length === 3, 3000);
+    assert.deepEqual(events, ['up b', 'down b', 'up b'], 'dialled anew as soon as the new run dialled in');
+    assert.ok(a.t.send('b', srvstat));
+    await until(() => b2.got.length === 1, 3000);
+    assert.deepEqual(b2.got, [['a', srvstat]]);
+    // A reconnection of the same run is no restart: nothing more happens.
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(events.length, 3);
+  } finally {
+    for (const s of dead) s.destroy();
+    await stopped;
+  }
+});
+
 test('a peer that stops reading is cut off at the send queue bound, then resynchronised', async () => {
   const portA = await freePort();
   // "b" completes the handshake as listener... by being a real transport that is then paused.
