@@ -267,6 +267,16 @@ export class HaLab {
     return undefined;
   }
 
+  /** `node`'s data-plane verdict counters (all DVIPAs, since its maps were made): where its packets went. */
+  reasons(node: string): Record<string, bigint> {
+    const fp = FastPath.open({ pinRoot: pinRoot(this.state.prefix, node) });
+    try {
+      return fp.reasonCounts();
+    } finally {
+      fp.close();
+    }
+  }
+
   /** Whether `node` holds the DVIPA (the IPv4 one unless named) on its external interface. */
   holds(node: string, dvipa: string = HA.dvipa): boolean {
     return holdsDvipa(this.state.ns[node], dvipa);

@@ -4,18 +4,20 @@
  * plus a stream of new connections (NEW per second), each asking once and closing. What
  * matters during a takeover is counted: connections reset or closed, the longest silence
  * of a long-lived connection, new connections that failed, and TCP retransmissions of this
- * namespace (a lost packet shows there first).
+ * namespace (a lost packet shows there first), those a receiver proved needless (D-SACK) and
+ * those of the connections to HOST.
  *
  * Usage: load-client HOST PORT LONG INTERVAL_MS NEW_PER_S. Prints "ready" once the
  * long-lived connections are up; then answers commands on stdin, one JSON line each:
  *   mark [LABEL] -> closes the current measurement window and starts a new one (now = t0)
- *   report       -> {"long":{...},"fresh":{...},"retrans":N,"earlier":[...]} for the current window
+ *   report       -> {"long":{...},"fresh":{...},"retrans":N,"tcp":{...},"dvipa":{...}} for the current window
  *   closed       -> the last closed window: its long-lived connections and retransmissions as they
  *                   were when it closed, its new connections as they ended since (each attempt
  *                   counts in the window it started in, also when it ends later: "pending" until then)
  *   windows      -> every window's new connections: label, ok, failed, pending
  * A new connection that fails or never ends therefore shows in its own window, whenever it ends.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as readline from 'node:readline';
@@ -63,15 +65,75 @@ const newWindow = (label: string): Window => ({
 const windows: Window[] = [newWindow('start')];
 let win = windows[0];
 
-function tcpRetrans(): number {
-  const lines = fs
-    .readFileSync('/proc/net/snmp', 'utf8')
+/** One row's counters of /proc/net/snmp or /proc/net/netstat ("Tcp:", "TcpExt:"), by name. */
+function counters(file: string, row: string): (name: string) => number {
+  const [head, vals] = fs
+    .readFileSync(file, 'utf8')
     .split('\n')
-    .filter((l) => l.startsWith('Tcp:'));
-  const [head, vals] = lines.map((l) => l.split(/\s+/));
-  return Number(vals[head.indexOf('RetransSegs')]);
+    .filter((l) => l.startsWith(row))
+    .map((l) => l.split(/\s+/));
+  return (name) => Number(vals[head.indexOf(name)]);
 }
-let retrans0 = tcpRetrans();
+
+/**
+ * This namespace's TCP counters (both families): segments retransmitted, SYNs among them, and
+ * segments a receiver reported back as duplicates (D-SACK: the original had arrived, so that
+ * retransmission came of a delay, not of a loss).
+ */
+function tcpCounters(): { retrans: number; syn: number; dsack: number } {
+  const ext = counters('/proc/net/netstat', 'TcpExt:');
+  return {
+    retrans: counters('/proc/net/snmp', 'Tcp:')('RetransSegs'),
+    syn: ext('TCPSynRetrans'),
+    dsack: ext('TCPDSACKRecvSegs'),
+  };
+}
+
+/**
+ * Per open connection to HOST (this client's and any other process's in the namespace, such as
+ * the outage probe's): segments retransmitted and those D-SACKed, from the kernel's tcp_info
+ * (`ss`), so that a window can tell which DVIPA lost what, which the namespace's counters cannot.
+ */
+function dvipaSockets(): Map<string, { retrans: number; dsack: number }> {
+  // ss takes an IPv6 address in brackets; with a state filter it prints no state column.
+  const dst = net.isIPv6(host) ? `[${host}]` : host;
+  const out = spawnSync('ss', ['-H', '-O', '-t', '-n', '-i', 'state', 'established', 'dst', dst], { encoding: 'utf8' });
+  const m = new Map<string, { retrans: number; dsack: number }>();
+  for (const line of out.stdout?.split('\n') ?? []) {
+    const [, , local, peer] = line.trim().split(/\s+/);
+    if (!peer) continue;
+    m.set(`${local} ${peer}`, {
+      retrans: Number(/\bretrans:\d+\/(\d+)/.exec(line)?.[1] ?? 0),
+      dsack: Number(/\bdsack_dups:(\d+)/.exec(line)?.[1] ?? 0),
+    });
+  }
+  return m;
+}
+
+let tcp0 = tcpCounters();
+let sockets0 = dvipaSockets();
+
+/**
+ * Retransmissions since the window began: the namespace's and (`sockets`, only as a window
+ * closes: ss blocks this loop for some ms, which the waits would count) those of the
+ * connections to HOST open now.
+ */
+function retransmissions(sockets: boolean): {
+  retrans: number;
+  tcp: { syn: number; dsack: number };
+  dvipa?: { retrans: number; dsack: number };
+} {
+  const now = tcpCounters();
+  const tcp = { syn: now.syn - tcp0.syn, dsack: now.dsack - tcp0.dsack };
+  if (!sockets) return { retrans: now.retrans - tcp0.retrans, tcp };
+  const dvipa = { retrans: 0, dsack: 0 };
+  for (const [key, s] of dvipaSockets()) {
+    const base = sockets0.get(key) ?? { retrans: 0, dsack: 0 };
+    dvipa.retrans += s.retrans - base.retrans;
+    dvipa.dsack += s.dsack - base.dsack;
+  }
+  return { retrans: now.retrans - tcp0.retrans, tcp, dvipa };
+}
 
 function openLong(): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -153,7 +215,7 @@ function openFresh(): void {
 }
 
 /** The current window's long-lived connections and retransmissions, as of now. */
-function longNow(): object {
+function longNow(sockets = false): object {
   const now = Date.now();
   const t0 = win.t0;
   const open = longs.filter((c) => !c.closed);
@@ -177,7 +239,7 @@ function longNow(): object {
         ? Math.max(0, ...answered.map((a) => a - t0))
         : undefined,
     },
-    retrans: tcpRetrans() - retrans0,
+    ...retransmissions(sockets),
   };
 }
 
@@ -205,10 +267,11 @@ async function main(): Promise<void> {
       const cmd = l.trim();
       const [verb, label] = cmd.split(/\s+/, 2);
       if (verb === 'mark') {
-        win.closedAs = longNow();
+        win.closedAs = longNow(true);
         win = newWindow(label ?? `window ${windows.length}`);
         windows.push(win);
-        retrans0 = tcpRetrans();
+        tcp0 = tcpCounters();
+        sockets0 = dvipaSockets();
         for (const c of longs) {
           c.maxWait = 0;
           c.answeredAt = undefined;

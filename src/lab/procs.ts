@@ -146,11 +146,25 @@ export interface LoadReport {
     allAnsweredAfterMs?: number;
   };
   fresh: FreshCounts & { firstOkAfterMs?: number; firstOkBy?: string; names: Record<string, number> };
+  /** Segments the client's namespace retransmitted (both families, closed connections too). */
   retrans: number;
+  /** Of those, SYNs; and segments a receiver D-SACKed: it had the original, nothing was lost. */
+  tcp: { syn: number; dsack: number };
+  /** Retransmitted and D-SACKed segments of the connections to this window's DVIPA open at its end (a closed window's report). */
+  dvipa?: { retrans: number; dsack: number };
+}
+
+/**
+ * Retransmitted segments no receiver proved needless: lost ones (a SYN is never D-SACKed, so a
+ * retransmitted one counts). A retransmission whose original arrived late is a delay, which the
+ * waits measure; it is no loss.
+ */
+export function lostSegments(r: LoadReport): number {
+  return r.retrans - r.tcp.dsack;
 }
 
 /** What a window of the load client saw go wrong; empty if nothing. */
-export function loadProblems(r: LoadReport, o: { long: number; retransmissions?: boolean }): string[] {
+export function loadProblems(r: LoadReport, o: { long: number; lossless?: boolean }): string[] {
   const p: string[] = [];
   const closed = Object.entries(r.long.closed);
   const why = closed.map(([reason, n]) => `${n} ${reason}`).join(', ');
@@ -159,7 +173,11 @@ export function loadProblems(r: LoadReport, o: { long: number; retransmissions?:
   if (r.long.switched) p.push(`${r.long.switched} answers from another target`);
   if (r.long.silentSinceWindow) p.push(`${r.long.silentSinceWindow} long-lived connections silent`);
   p.push(...freshProblems(r.label, r.fresh));
-  if (o.retransmissions === false && r.retrans) p.push(`${r.retrans} TCP retransmissions`);
+  const lost = lostSegments(r);
+  if (o.lossless && lost > 0) {
+    const mine = r.dvipa ? `; ${r.dvipa.retrans - r.dvipa.dsack} on this DVIPA's open connections` : '';
+    p.push(`${lost} TCP segments lost (${r.tcp.syn} SYNs${mine})`);
+  }
   return p;
 }
 

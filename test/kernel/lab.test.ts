@@ -103,10 +103,14 @@ test("the demo's verdict: each thing the README says it shows, when false, fails
     over: Partial<LoadReport['long']> = {},
     fresh: Partial<LoadReport['fresh']> = {},
     retrans = 0,
+    tcp = { syn: 0, dsack: 0 },
+    dvipa = { retrans: 0, dsack: 0 },
   ): LoadReport => ({
     label: 'w',
     windowMs: 3000,
     retrans,
+    tcp,
+    dvipa,
     long: {
       total: 50,
       open: 50,
@@ -132,6 +136,12 @@ test("the demo's verdict: each thing the README says it shows, when false, fails
   };
   const good: DemoRun = { long: 50, ipv4: fine, ipv6: fine };
   assert.deepEqual(demoProblems(good), [], 'retransmissions during a takeover are TCP doing its job');
+  const delayed = { ...fine, takeback: window({}, {}, 5, { syn: 0, dsack: 5 }, { retrans: 5, dsack: 5 }) };
+  assert.deepEqual(
+    demoProblems({ ...good, ipv6: delayed }),
+    [],
+    'retransmissions at the takeback whose originals arrived (D-SACKed) were delays, not losses',
+  );
   const bad: Array<[string, Partial<FamilyRun>, RegExp]> = [
     [
       'two targets before',
@@ -164,7 +174,16 @@ test("the demo's verdict: each thing the README says it shows, when false, fails
       { takeback: window({}, { pending: 2 }) },
       /takeback: w: 2 new connections still pending/,
     ],
-    ['a takeback retransmission', { takeback: window({}, {}, 1) }, /takeback: 1 TCP retransmissions/],
+    [
+      'a segment lost at the takeback',
+      { takeback: window({}, {}, 3, { syn: 0, dsack: 2 }, { retrans: 3, dsack: 2 }) },
+      /takeback: 1 TCP segments lost \(0 SYNs; 1 on this DVIPA's open connections\)/,
+    ],
+    [
+      'a SYN retransmitted at the takeback (never D-SACKed)',
+      { takeback: window({}, {}, 1, { syn: 1, dsack: 0 }) },
+      /takeback: 1 TCP segments lost \(1 SYNs; 0 on/,
+    ],
     [
       'a failure in another window',
       { everyWindow: ['after: 1 new connections failed ({"ECONNREFUSED":1})'] },
