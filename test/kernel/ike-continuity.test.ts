@@ -54,8 +54,12 @@ function ikeLab(t: TestContext) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-ike-'));
   const charons = new Set<Charon>();
   const roles: IpsecRole[] = [];
+  /** DVIPA_TEST_LOGS=dir keeps the charons' logs there, to read after a failure (as test/kernel/ipsec-ike.test.ts). */
+  const keep = process.env.DVIPA_TEST_LOGS;
+  const kept = (c: Charon) => keep && fs.copyFileSync(c.log, path.join(keep, `charon-${path.basename(c.dir)}.log`));
   t.after(async () => {
     for (const r of roles) r.stop();
+    for (const c of charons) kept(c);
     for (const c of charons) await c.stop('SIGKILL');
     topo.teardown();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -92,6 +96,7 @@ function ikeLab(t: TestContext) {
     return c;
   };
   const stopCharon = async (c: Charon) => {
+    kept(c);
     await c.stop('SIGKILL');
     charons.delete(c);
   };
@@ -363,7 +368,7 @@ test("charon's list-sas: a malformed item is a ViciError, never a half-read SA",
 
 test('an IKE_SA_INIT left unanswered: the held SAs carry traffic again and the renegotiation starts over', async (t) => {
   requireRoot();
-  const { ns, move, startCharon, sasOf } = ikeLab(t);
+  const { ns, move, startCharon, stopCharon, sasOf } = ikeLab(t);
   const peer = await startCharon('peer');
   const c1 = await startCharon('r1');
   const c2 = await startCharon('r2');
@@ -380,7 +385,7 @@ test('an IKE_SA_INIT left unanswered: the held SAs carry traffic again and the r
   assert.ok(await new IkeContinuity(d1, m1, key, 'r1', log).sync(DVIPA, o1));
 
   // r1 dies; r2 wins while the peer is cut off: r2's first IKE_SA_INIT gets no answer.
-  await c1.stop('SIGKILL');
+  await stopCharon(c1);
   await m1.stop(0);
   nsIp(ns.r1, 'addr', 'del', `${DVIPA}/32`, 'dev', 'eth');
   nsIp(ns.peer, 'link', 'set', 'eth', 'down');
