@@ -117,6 +117,17 @@ function ikeLab(t: TestContext) {
   return { ns, roles, move, startCharon, stopCharon, sasOf };
 }
 
+/**
+ * A member of the file's etcd for this test only: stopped at its end (also after a failure), as
+ * a later test joins under the same node names and two live members of one node rewrite each
+ * other's member record ("changed by another writer of etcd") and hold each other's DVIPAs.
+ */
+const member = async (t: TestContext, node: 'r1' | 'r2') => {
+  const m = await etcd.join(node);
+  t.after(() => m.stop(0));
+  return m;
+};
+
 const until = async (what: string, cond: () => Promise<boolean>, ms = 10000) => {
   const end = Date.now() + ms;
   while (!(await cond())) {
@@ -153,8 +164,8 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
   const peer = await startCharon('peer');
   let c1 = await startCharon('r1');
   const c2 = await startCharon('r2');
-  const m1 = await etcd.join('r1');
-  const m2 = await etcd.join('r2');
+  const m1 = await member(t, 'r1');
+  const m2 = await member(t, 'r2');
 
   // r1 owns the DVIPA and negotiates with the peer (as its start_action would).
   move(undefined, 'r1');
@@ -267,7 +278,7 @@ test('IKE SAs recorded, renegotiated by the new owner, forgotten by the old; the
   );
 
   c1 = await startCharon('r1');
-  const m1b = await etcd.join('r1');
+  const m1b = await member(t, 'r1');
   const role1b = role('r1', c1, m1b);
   const o3 = (await m1b.claim(DVIPA, 256, m1b.view(DVIPA)))!;
   move(undefined, 'r1');
@@ -382,8 +393,8 @@ test('an IKE_SA_INIT left unanswered: the held SAs carry traffic again and the r
   const c1 = await startCharon('r1');
   const c2 = await startCharon('r2');
   const key = storeKey(randomBytes(32));
-  const m1 = await etcd.join('r1');
-  const m2 = await etcd.join('r2');
+  const m1 = await member(t, 'r1');
+  const m2 = await member(t, 'r2');
   move(undefined, 'r1');
   const o1 = (await m1.claim(DVIPA, 256, m1.view(DVIPA)))!;
   const v1 = await c1.connect();
