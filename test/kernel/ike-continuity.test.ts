@@ -47,9 +47,10 @@ const noSas: XfrmOps = {
 
 /**
  * Three namespaces on a bridge (r1, r2, the peer), each with a charon started on demand; the
- * connections: the DVIPA's on the routing nodes (peer1), the peer's to the DVIPA (dvipa).
+ * connections: the DVIPA's on the routing nodes (peer1; MOBIKE off unless `mobike`), the
+ * peer's to the DVIPA (dvipa).
  */
-function ikeLab(t: TestContext) {
+function ikeLab(t: TestContext, mobike = false) {
   const topo = new Topology(uniquePrefix('ike'));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-ike-'));
   const charons = new Set<Charon>();
@@ -86,7 +87,7 @@ function ikeLab(t: TestContext) {
     remote: PEER,
     localId: 'dvipa.example',
     remoteId: 'peer.example',
-    extra: { mobike: 'no' },
+    extra: { mobike: mobike ? 'yes' : 'no' },
   };
   const startCharon = async (n: 'r1' | 'r2' | 'peer') => {
     const c = await Charon.start(ns[n], { dir: path.join(dir, `${n}-${Date.now()}`) });
@@ -453,4 +454,44 @@ test('an IKE_SA_INIT left unanswered: the held SAs carry traffic again and the r
   t.diagnostic(
     `held ${steps[1].at - steps[0].at} ms, tried again after ${steps[2].at - steps[1].at} ms, renegotiated ${steps[3].at - steps[2].at} ms after that`,
   );
+});
+
+test("a routing node's charon with MOBIKE on: the IKE SA it moved off the lost DVIPA is forgotten all the same, and the missing mobike = no named", async (t) => {
+  requireRoot();
+  const { ns, move, startCharon, sasOf } = ikeLab(t, true);
+  const peer = await startCharon('peer');
+  const c2 = await startCharon('r2');
+  const m2 = await member(t, 'r2');
+  move(undefined, 'r2');
+  // A claim is made against r2's view: an earlier test's owner key may still be in it.
+  await until("r2's view without an owner key", async () => !m2.view(DVIPA).owner);
+  const o2 = (await m2.claim(DVIPA, 100, m2.view(DVIPA)))!;
+  assert.ok(o2, 'r2 won the DVIPA');
+  const v2 = await c2.connect();
+  await v2.request('initiate', { ike: 'peer1', timeout: '10000' });
+  v2.close();
+  const d2 = new ViciDaemon(c2.vici, () => undefined, log);
+  t.after(() => d2.close());
+  const logger = log.child({ test: 'mobike' });
+  const errors = t.mock.method(logger, 'error');
+  const ike2 = new IkeContinuity(d2, m2, storeKey(randomBytes(32)), 'r2', logger, {
+    addressHere: (a) => hasAddress('eth', a, ns.r2),
+  });
+  assert.ok(await ike2.sync(DVIPA, o2));
+
+  // r2 loses the DVIPA; by the time its agent has seen the address go, charon has moved the IKE SA.
+  nsIp(ns.r2, 'addr', 'del', `${DVIPA}/32`, 'dev', 'eth');
+  await until("charon to move the IKE SA to r2's own address", async () =>
+    (await sasOf(c2)).some((s) => s.localHost === '198.18.98.2' && s.state === 'ESTABLISHED'),
+  );
+  assert.equal(await ike2.forget(DVIPA), 1);
+  assert.deepEqual(await sasOf(c2), [], "r2's charon holds nothing for the DVIPA");
+  assert.deepEqual(
+    errors.mock.calls.map((c) => c.arguments[1]),
+    [
+      "charon moved the DVIPA's IKE SAs to this node's own address (MOBIKE): forgotten, the peer receives their DELETE; the connections need mobike = no",
+    ],
+  );
+  // What mobike = no avoids: the DELETE left from r2's own address and ended the peer's IKE SA.
+  await until('the peer to drop the IKE SA', async () => (await sasOf(peer)).length === 0);
 });
