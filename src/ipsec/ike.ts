@@ -561,7 +561,9 @@ export class IkeContinuity {
    * before it renegotiates.
    */
   async forget(dvipa: string, released: Promise<unknown> = Promise.resolve(), waitMs = 0): Promise<number> {
-    const known = new Set((this.last.get(dvipa) ?? []).map((s) => s.uniqueId));
+    // By SPIs: a move keeps them, while charon's ids start over when it restarts.
+    const spis = (s: IkeSa) => `${s.initiatorSpi}_${s.responderSpi}`;
+    const known = new Set((this.last.get(dvipa) ?? []).map(spis));
     this.written.delete(dvipa);
     this.unknown.delete(dvipa);
     this.source.delete(dvipa);
@@ -581,7 +583,7 @@ export class IkeContinuity {
     // With MOBIKE, charon moves an IKE SA to another address of this node once the DVIPA left
     // (and the peer follows): it is the DVIPA's all the same, and goes too; its DELETE, sent
     // from that address, does reach the peer.
-    const moved = all.filter((s) => known.has(s.uniqueId) && s.localHost !== dvipa);
+    const moved = all.filter((s) => known.has(spis(s)) && s.localHost !== dvipa);
     if (moved.length) {
       const why =
         "charon moved the DVIPA's IKE SAs to this node's own address (MOBIKE): forgotten, the peer receives their DELETE; the connections need mobike = no";
