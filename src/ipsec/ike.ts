@@ -16,7 +16,8 @@
  *   the answer). So it runs only when the address is gone from this node (it waits for the
  *   agent's release), where the DELETE cannot leave with the DVIPA as source (EADDRNOTAVAIL); the
  *   peer's SAs, now the new owner's, are untouched. `force` with timeout -1: charon destroys
- *   the IKE SA at once instead of retransmitting.
+ *   the IKE SA at once instead of retransmitting. That holds with mobike = no only: with MOBIKE,
+ *   charon moves the IKE SA to the node's own address as the DVIPA leaves (see forget).
  * Connections must be loaded in every routing node's charon under the same name, with the
  * DVIPA as local address and the peer's address as remote (a node initiates to a named peer).
  */
@@ -560,6 +561,9 @@ export class IkeContinuity {
    * before it renegotiates.
    */
   async forget(dvipa: string, released: Promise<unknown> = Promise.resolve(), waitMs = 0): Promise<number> {
+    // By SPIs: a move keeps them, while charon's ids start over when it restarts.
+    const spis = (s: IkeSa) => `${s.initiatorSpi}_${s.responderSpi}`;
+    const known = new Set((this.last.get(dvipa) ?? []).map(spis));
     this.written.delete(dvipa);
     this.unknown.delete(dvipa);
     this.source.delete(dvipa);
@@ -569,11 +573,22 @@ export class IkeContinuity {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([released, new Promise((r) => (timer = setTimeout(r, waitMs)))]);
     clearTimeout(timer);
-    const mine = this.mineOf(await this.daemon.listSas(), dvipa);
+    const all = await this.daemon.listSas();
+    const mine = this.mineOf(all, dvipa);
     if (mine.length && here(dvipa)) {
       const why = "charon keeps the DVIPA's IKE SAs: the address is on this node, a DELETE would reach the peer";
       this.log.warn({ dvipa, ikeSas: mine.length }, why);
       return 0;
+    }
+    // With MOBIKE, charon moves an IKE SA to another address of this node once the DVIPA left
+    // (and the peer follows): it is the DVIPA's all the same, and goes too; its DELETE, sent
+    // from that address, does reach the peer.
+    const moved = all.filter((s) => known.has(spis(s)) && s.localHost !== dvipa);
+    if (moved.length) {
+      const why =
+        "charon moved the DVIPA's IKE SAs to this node's own address (MOBIKE): forgotten, the peer receives their DELETE; the connections need mobike = no";
+      this.log.error({ dvipa, ikeSas: moved.length, to: moved[0].localHost }, why);
+      mine.push(...moved);
     }
     for (const sa of mine) await this.daemon.forget(sa.uniqueId);
     const msg = "charon forgot the DVIPA's IKE SAs: the new owner renegotiates them";
