@@ -48,6 +48,16 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export { LabError };
 
+/** The verdict counters of the data plane pinned at `root` (a lab node's, the HA tests'). */
+export function reasonsAt(root: string): Record<string, bigint> {
+  const fp = FastPath.open({ pinRoot: root });
+  try {
+    return fp.reasonCounts();
+  } finally {
+    fp.close();
+  }
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -269,12 +279,7 @@ export class HaLab {
 
   /** `node`'s data-plane verdict counters (all DVIPAs, since its maps were made): where its packets went. */
   reasons(node: string): Record<string, bigint> {
-    const fp = FastPath.open({ pinRoot: pinRoot(this.state.prefix, node) });
-    try {
-      return fp.reasonCounts();
-    } finally {
-      fp.close();
-    }
+    return reasonsAt(pinRoot(this.state.prefix, node));
   }
 
   /** Whether `node` holds the DVIPA (the IPv4 one unless named) on its external interface. */

@@ -24,6 +24,7 @@ import { netnsPath, nsIp, Topology } from '../../src/lab/netns.js';
 import { buildHaTopology, haConfig, HA, HA_DVIPAS, holdsDvipa } from '../../src/lab/ha-topology.js';
 import { LoadClient, loadProblems, OutageProbe, startNameServer, type LoadReport } from '../../src/lab/procs.js';
 import { ArpWatch } from '../../src/lab/arp-watch.js';
+import { reasonsAt } from '../../src/lab/ha-lab.js';
 import { FastPath } from '../../src/dataplane/fastpath.js';
 import { startEtcd, type EtcdServer } from '../../src/lab/etcd.js';
 import { requireRoot, uniquePrefix } from '../helpers/env.js';
@@ -89,14 +90,23 @@ async function closeWindow(
     }),
   );
   for (const [family] of FAMILIES) show(t, `${what} (${family})`, r[family]);
+  // Where packets were dropped so far (counted since each node's maps were made): a loss says where.
+  const drops = JSON.stringify(Object.fromEntries(['r1', 'r2'].map((n) => [n, routerDrops(n)])));
+  t.diagnostic(`${what}: routing nodes' drop verdicts so far ${drops}`);
   for (const [family] of FAMILIES) {
     assert.deepEqual(
       loadProblems(r[family], { long: LONG, lossless: o.lossless }),
       [],
-      `${what} (${family}): ${JSON.stringify(r[family])}`,
+      `${what} (${family}): ${JSON.stringify(r[family])}; drops ${drops}`,
     );
   }
   return r;
+}
+
+function routerDrops(node: string): Record<string, number> {
+  if (!fs.existsSync(fleet.pinRoot(node))) return {};
+  const dropped = Object.entries(reasonsAt(fleet.pinRoot(node))).filter(([r, n]) => r.startsWith('drop_') && n > 0n);
+  return Object.fromEntries(dropped.map(([r, n]) => [r, Number(n)]));
 }
 
 /** Until the client's current window has served `n` new connections (traffic through whatever the event left). */
