@@ -261,9 +261,11 @@ test('ESP through a takeover and a takeback: SAs re-installed from etcd, no repl
   const returnAt = Date.now();
   nsIp(ns.r1, 'link', 'set', 'ext', 'up');
   agents.start('r1', { args });
+  // A setup wait too: r1's agent starts again first (at load 14 one logged nothing in the 60 s this allowed).
   await waitFor(
     'r1 to take the DVIPA back and re-install',
     async () => holdsDvipa(ns.r1) && (await ipsec('r1')).lastReinstall?.how === 'takeback',
+    AGENT_START_MS,
   );
   const backAt = Date.now();
   await waitFor('pings answered through r1 again', () => repliesSince(backAt) >= 10);
