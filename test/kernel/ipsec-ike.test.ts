@@ -324,9 +324,11 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   nsIp(ns.r1, 'link', 'set', 'ext', 'up');
   await startCharon('r1');
   agents.start('r1', { args: args('r1') });
+  // A setup wait too, as the first start's: r1's agent starts again first (at load 9 to 14 it logged nothing in 180 s).
   await waitFor(
     'r1 to take the DVIPA back and renegotiate',
     async () => holdsDvipa(ns.r1) && (await ipsec('r1'))?.lastRenegotiation?.renegotiated === 1,
+    420_000,
   );
   await waitFor("r2's charon to hold nothing for the DVIPA", async () => (await sas('r2')).length === 0);
   const backAt = Date.now();
