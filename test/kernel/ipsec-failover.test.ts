@@ -127,13 +127,16 @@ test('ESP through a takeover and a takeback: SAs re-installed from etcd, no repl
     t.diagnostic(`${((Date.now() - t0) / 1000).toFixed(1)} s: ${what}`);
   };
 
+  // Both at once: an agent's start is most of a minute of emulated CPU, and the lab has two.
+  // Whichever claims first, r1 ends up the owner (r2 claims only while r1 is no member yet,
+  // and r1, the defining node, then takes the DVIPA back), with no SA anywhere until then.
   agents.start('r1', { args });
+  agents.start('r2', { args });
   // Setup waits, not bounds: under TCG on a loaded host an agent's start (node loading its
   // modules over 9p, its threads, etcd, the member record) took 63 s in a quiet run, and on
   // 2026-11-30 evening neither agent logged a line within 60 s (r1 owned after 308 s once).
-  await waitFor('r1 to own the DVIPA', () => holdsDvipa(ns.r1), AGENT_START_MS);
-  agents.start('r2', { args });
   await waitFor('r2 to start', () => agents.find('r2', 'agent started') !== undefined, AGENT_START_MS);
+  await waitFor('r1 to own the DVIPA, r2 not', () => holdsDvipa(ns.r1) && !holdsDvipa(ns.r2), AGENT_START_MS);
 
   // What an IKE daemon would have negotiated between the DVIPA (on r1) and the peer.
   const keyOut = randomBytes(20);
@@ -258,9 +261,11 @@ test('ESP through a takeover and a takeback: SAs re-installed from etcd, no repl
   const returnAt = Date.now();
   nsIp(ns.r1, 'link', 'set', 'ext', 'up');
   agents.start('r1', { args });
+  // A setup wait too: r1's agent starts again first (at load 14 one logged nothing in the 60 s this allowed).
   await waitFor(
     'r1 to take the DVIPA back and re-install',
     async () => holdsDvipa(ns.r1) && (await ipsec('r1')).lastReinstall?.how === 'takeback',
+    AGENT_START_MS,
   );
   const backAt = Date.now();
   await waitFor('pings answered through r1 again', () => repliesSince(backAt) >= 10);

@@ -17,7 +17,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { inNetns, netnsPath, nsIp, Topology } from '../../src/lab/netns.js';
 import { buildHaTopology, HA, holdsDvipa } from '../../src/lab/ha-topology.js';
@@ -34,6 +35,7 @@ const DVIPA = HA.dvipa;
 const PEER = HA.client;
 const [R1, R2] = HA.routers;
 const TTL_S = 2;
+const run = async (cmd: string, args: string[]) => (await promisify(execFile)(cmd, args, { encoding: 'utf8' })).stdout;
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 
 const config = [
@@ -105,7 +107,10 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
       });
   fs.writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
   fs.writeFileSync(path.join(dir, 'cluster.cfg'), config);
-  etcd = await startEtcd({ place: { topo, ns: ns.cf, host: HA.cf }, startMs: EMULATED_ETCD_START_MS });
+  // Kept as soon as it is up, for the cleanup, whatever else failed meanwhile.
+  const etcdUp = startEtcd({ place: { topo, ns: ns.cf, host: HA.cf }, startMs: EMULATED_ETCD_START_MS }).then(
+    (e) => (etcd = e),
+  );
   fleet = new Agents(topo, ns, dir, topo.prefix);
   const agents = fleet;
   const psk = randomBytes(24).toString('base64');
@@ -163,9 +168,14 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
     ].map((m) => ({ name: m[1], state: m[2], spis: `${m[3]} ${m[4]}` }));
   const spisOf = (s: IkeSa) => `${s.initiatorSpi} ${s.responderSpi}`;
 
+  // etcd and the three charons start together (each is seconds of emulated CPU), then the agents.
+  // All settled before a failure is thrown: the cleanup then finds every one that started.
+  const up = await Promise.allSettled([etcdUp, startCharon('client'), startCharon('r1'), startCharon('r2')]);
+  for (const r of up) if (r.status === 'rejected') throw r.reason;
+  const { url } = await etcdUp;
   const args = (node: string) => [
     '--etcd',
-    etcd.url,
+    url,
     '--insecure-etcd',
     '--lease-ttl',
     String(TTL_S),
@@ -173,14 +183,12 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
     charonOf[node].vici,
     ...EMULATED_AGENT_ARGS,
   ];
-  await startCharon('client');
-  await startCharon('r1');
-  await startCharon('r2');
+  // Both agents at once, as in ipsec-failover.test.ts: r1 ends up the owner either way, before any IKE SA.
   agents.start('r1', { args: args('r1') });
-  // Setup waits, not bounds: an agent's start under TCG on a loaded host (see ipsec-failover.test.ts).
-  await waitFor('r1 to own the DVIPA', () => holdsDvipa(ns.r1), 420_000);
   agents.start('r2', { args: args('r2') });
+  // Setup waits, not bounds: an agent's start under TCG on a loaded host (see ipsec-failover.test.ts).
   await waitFor('r2 to start', () => agents.find('r2', 'agent started') !== undefined, 420_000);
+  await waitFor('r1 to own the DVIPA, r2 not', () => holdsDvipa(ns.r1) && !holdsDvipa(ns.r2), 420_000);
   // r1's charon negotiates with the peer (its start_action would). A setup wait: under TCG on a loaded host
   // each side's Diffie-Hellman took 5 to 8 s, and charon's retransmissions (4, 7, 13 s) outlasted 20 s.
   swanctl('r1', '--initiate', '--child', 'net', '--timeout', '120');
@@ -316,9 +324,11 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   nsIp(ns.r1, 'link', 'set', 'ext', 'up');
   await startCharon('r1');
   agents.start('r1', { args: args('r1') });
+  // A setup wait too, as the first start's: r1's agent starts again first (at load 9 to 14 it logged nothing in 180 s).
   await waitFor(
     'r1 to take the DVIPA back and renegotiate',
     async () => holdsDvipa(ns.r1) && (await ipsec('r1'))?.lastRenegotiation?.renegotiated === 1,
+    420_000,
   );
   await waitFor("r2's charon to hold nothing for the DVIPA", async () => (await sas('r2')).length === 0);
   const backAt = Date.now();
@@ -340,9 +350,16 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   const after = xfrmStat(ns.client);
   t.diagnostic(`peer xfrm_stat after the takeback: ${JSON.stringify(counted(after))}; ${routerStat('r1')}`);
   assert.deepEqual(counted(after), { replay: 0, noState: 0, proto: 0 }, 'after the takeback');
-  const shown = execFileSync(process.execPath, [CLI, 'netstat', 'ipsec', '--socket', agents.socket('r1')], {
-    encoding: 'utf8',
-  });
+  // The operator's view and the metrics, each a node process (many seconds under TCG): both at once.
+  const [shown, metrics] = await Promise.all([
+    run(process.execPath, [CLI, 'netstat', 'ipsec', '--socket', agents.socket('r1')]),
+    run('nsenter', [
+      `--net=${netnsPath(ns.r1)}`,
+      process.execPath,
+      '-e',
+      "fetch('http://127.0.0.1:9741/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))",
+    ]),
+  ]);
   assert.match(shown, /LAST RENEGOTIATION: .* PEERS: 1 +RENEGOTIATED: 1 +FAILED: 0/);
   assert.match(
     shown,
@@ -350,16 +367,6 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   );
   assert.match(shown, /CHILD net +REQID: \d+ +SPI IN: [0-9a-f]{8} +OUT: [0-9a-f]{8} +INSTALLED/);
   assert.match(shown, / ESP +OUT +TUNNEL +RENEGOTIATED +192\.0\.2\.10 +198\.18\.0\.1 /);
-  const metrics = execFileSync(
-    'nsenter',
-    [
-      `--net=${netnsPath(ns.r1)}`,
-      process.execPath,
-      '-e',
-      "fetch('http://127.0.0.1:9741/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))",
-    ],
-    { encoding: 'utf8' },
-  );
   assert.match(metrics, /dvipa_ipsec_ike_sas\{dvipa="192\.0\.2\.10",source="renegotiated"\} 1\n/);
   assert.match(metrics, /dvipa_ipsec_renegotiations_total\{dvipa="192\.0\.2\.10",result="renegotiated"\} 1\n/);
   assert.match(metrics, /dvipa_ipsec_last_renegotiation_seconds\{dvipa="192\.0\.2\.10"\} [\d.]+\n/);

@@ -17,13 +17,16 @@ import { ROOT } from '../../src/kernel/paths.js';
 import { requireRoot } from '../helpers/env.js';
 
 const NODE = process.execPath;
-/** Every test file with an ESP branch (skipped on this machine), and the data path's and socket events' own. */
+/**
+ * Every test file with an ESP branch (skipped on this machine), and the data path's and socket
+ * events' own. Not layout.test.ts: it compares the codecs with the BTF of the compiled objects,
+ * the same files under any kernel (the kernel's own layouts are xfrm.test.ts's first test).
+ */
 const FILES = [
   'xfrm',
   'xfrm-events',
   'ipsec-failover',
   'ipsec-reinstall',
-  'layout',
   'testrun',
   'testrun6',
   'dataplane',
@@ -41,13 +44,16 @@ const GROUPS: Record<string, string> = {
 };
 const MARK = '@@kernel-lab';
 
-/** Each group's output and exit status, from the one boot (run at the first ask). */
-let booted: Map<string, { code: number; out: string }> | undefined;
-function lab(group: string): { code: number; out: string } {
+/** Each group's output, exit status and emulated seconds, from the one boot (run at the first ask). */
+let booted: Map<string, { code: number; out: string; seconds?: number }> | undefined;
+function lab(group: string): { code: number; out: string; seconds?: number } {
   if (!booted) {
-    // Each group in a subshell, its output between markers, whatever the others did.
+    // Each group in a subshell, its output between markers (with the time), whatever the others did.
     const script = Object.entries(GROUPS)
-      .map(([name, cmd]) => `echo ${MARK} begin ${name}; (${cmd}) 2>&1; rc=$?; echo; echo ${MARK} end ${name} $rc`)
+      .map(
+        ([name, cmd]) =>
+          `echo ${MARK} begin ${name} $(date +%s); (${cmd}) 2>&1; rc=$?; echo; echo ${MARK} end ${name} $rc $(date +%s)`,
+      )
       .join('; ');
     const r = spawnSync(path.join(ROOT, 'scripts', 'kernel-lab'), ['--timeout', '2400', '--', 'bash', '-c', script], {
       cwd: ROOT,
@@ -57,17 +63,27 @@ function lab(group: string): { code: number; out: string } {
     const all = `${r.stdout}${r.stderr}`;
     booted = new Map();
     for (const name of Object.keys(GROUPS)) {
-      const m = new RegExp(`^${MARK} begin ${name}$([\\s\\S]*?)^${MARK} end ${name} (\\d+)$`, 'm').exec(all);
+      const m = new RegExp(`^${MARK} begin ${name} (\\d+)$([\\s\\S]*?)^${MARK} end ${name} (\\d+) (\\d+)$`, 'm').exec(
+        all,
+      );
       // A group that never ended (the boot failed or timed out): the whole console says why.
-      booted.set(name, m ? { code: Number(m[2]), out: m[1] } : { code: r.status ?? -1, out: all });
+      booted.set(
+        name,
+        m
+          ? { code: Number(m[3]), out: m[2], seconds: Number(m[4]) - Number(m[1]) }
+          : { code: r.status ?? -1, out: all },
+      );
     }
   }
   return booted.get(group)!;
 }
+/** How long a group ran in the lab: emulated time, for whoever makes the lab faster. */
+const took = (name: string, r: { seconds?: number }) => `${name}: ${r.seconds ?? '?'} s in the lab (TCG)`;
 
 test('kernel lab: ESP SAs and their events, ESP through a takeover and a takeback, the data path, on the stock kernel', (t) => {
   requireRoot();
   const r = lab('esp');
+  t.diagnostic(took('esp and the data path', r));
   assert.equal(r.code, 0, r.out);
   assert.match(r.out, /ESP SA installed through XFRM netlink and dumped back field for field/, r.out);
   assert.match(r.out, /ESP SA events received and decoded/, r.out);
@@ -84,9 +100,10 @@ test('kernel lab: ESP SAs and their events, ESP through a takeover and a takebac
   );
 });
 
-test('kernel lab: pktgen sends through a veth; dvipa bench traffic --generator pktgen reads its result', () => {
+test('kernel lab: pktgen sends through a veth; dvipa bench traffic --generator pktgen reads its result', (t) => {
   requireRoot();
   const r = lab('pktgen');
+  t.diagnostic(took('pktgen', r));
   assert.equal(r.code, 0, r.out);
   const json = JSON.parse(r.out.slice(r.out.indexOf('{'), r.out.lastIndexOf('}') + 1)) as {
     generator: string;
@@ -100,6 +117,7 @@ test('kernel lab: pktgen sends through a veth; dvipa bench traffic --generator p
 test('kernel lab: IKE continuity with three real charons: the new owner renegotiates, the peer holds one IKE SA, no replay', (t) => {
   requireRoot();
   const r = lab('ike');
+  t.diagnostic(took('IKE', r));
   assert.equal(r.code, 0, r.out);
   const figures = r.out
     .split('\n')
