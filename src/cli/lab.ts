@@ -210,8 +210,9 @@ const familyName = { ipv4: 'IPv4', ipv6: 'IPv6' } as const;
  * Why the demo failed, or nothing: what the README says it shows, for each DVIPA (each problem
  * names its family). r1 spreads HTTP over all three targets and r2 by its own list (t1, t2);
  * through the takeover and the takeback no long-lived connection is reset, closed or left silent
- * and no new connection fails or hangs; the takeback loses not one TCP segment (a retransmission
- * its receiver D-SACKed came of a delay; the client's counters count both families).
+ * and no new connection fails or hangs; at the takeback no SYN is retransmitted and no segment of
+ * the DVIPA's open connections is lost (procs.ts lossProblems: a D-SACKed retransmission came of
+ * a delay).
  */
 export function demoProblems(d: DemoRun): string[] {
   const targets = (c: Record<string, number>) => Object.keys(c).sort().join(' ');

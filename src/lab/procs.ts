@@ -173,11 +173,25 @@ export function loadProblems(r: LoadReport, o: { long: number; lossless?: boolea
   if (r.long.switched) p.push(`${r.long.switched} answers from another target`);
   if (r.long.silentSinceWindow) p.push(`${r.long.silentSinceWindow} long-lived connections silent`);
   p.push(...freshProblems(r.label, r.fresh));
-  const lost = lostSegments(r);
-  if (o.lossless && lost > 0) {
-    const mine = r.dvipa ? `; ${r.dvipa.retrans - r.dvipa.dsack} on this DVIPA's open connections` : '';
-    p.push(`${lost} TCP segments lost (${r.tcp.syn} SYNs${mine})`);
-  }
+  if (o.lossless) p.push(...lossProblems(r));
+  return p;
+}
+
+/**
+ * A window that must lose nothing: no SYN retransmitted (a new connection waited a second),
+ * and no segment lost on this DVIPA's connections open at the window's end (the long-lived
+ * ones and the keep-alive ones: a family's and the same at both ends of the window). Segments
+ * of connections that ended within the window are counted for both families together and by
+ * no connection: shown, not judged (one CI run lost 4 there at a quiesce, with no drop at
+ * either routing node and every such connection answered). Without a closed window's
+ * per-connection figures, the namespace's stand in.
+ */
+function lossProblems(r: LoadReport): string[] {
+  const p: string[] = [];
+  if (r.tcp.syn > 0) p.push(`${r.tcp.syn} SYNs retransmitted`);
+  const lost = r.dvipa ? r.dvipa.retrans - r.dvipa.dsack : lostSegments(r) - r.tcp.syn;
+  if (lost > 0)
+    p.push(`${lost} TCP segments lost on this DVIPA's open connections (${lostSegments(r)} in the namespace)`);
   return p;
 }
 
