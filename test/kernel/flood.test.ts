@@ -273,14 +273,23 @@ test('new-flow rate guard: above the rate new flows are hashed without an insert
     const windows = tookMs < 900 ? 1n : 2n;
     assert.ok(inserted >= 1000n && inserted <= 1000n * windows, `inserted ${inserted}, guarded ${guarded}`);
     assert.equal(conns() - connsBefore, 5000n, 'TOTALCONN counts guarded connections too');
-    // A guarded SYN goes where Maglev puts it, and leaves no entry.
-    const f = client(0xc613f000, 1);
-    const target = rns.inside(() => targetOf(f, { syn: true }));
-    assert.equal(target, predicted(f));
-    assert.equal(fp.crt.get(f), undefined, 'no CRT entry over the rate');
-    assert.equal(stats().crtGuarded, after.crtGuarded + 1n);
+    // A guarded SYN goes where Maglev puts it, and leaves no entry. The guard's window is per
+    // CPU: a SYN sent from another CPU than the flood's, or in the next second, is inserted
+    // as it should be (seen in CI), so it is sent again after a flood until it was guarded.
+    let guardedProbe: number | undefined;
+    for (let i = 1; i <= 5 && guardedProbe === undefined; i++) {
+      if (i > 1) rns.inside(() => synFlood(1500));
+      const f = client(0xc613f000, i);
+      const g0 = stats().crtGuarded;
+      const target = rns.inside(() => targetOf(f, { syn: true }));
+      if (stats().crtGuarded !== g0 + 1n) continue;
+      guardedProbe = i;
+      assert.equal(target, predicted(f));
+      assert.equal(fp.crt.get(f), undefined, 'no CRT entry over the rate');
+    }
+    assert.ok(guardedProbe !== undefined, 'a SYN right after a flood over the rate is guarded');
     // The LRU grew only by the inserted ones (it is full from the flood: it may also have aged some out).
-    assert.ok(fp.crt.count() <= lruBefore + Number(inserted));
+    assert.ok(fp.crt.count() <= lruBefore + Number(stats().crtNew - before.crtNew));
 
     // Below the rate (a high one): every new flow inserted, none guarded.
     fp.configure({ clusterAddr: rns.clusterAddr, maxNewFlows: 1_000_000 });
@@ -292,7 +301,7 @@ test('new-flow rate guard: above the rate new flows are hashed without an insert
     const a2 = stats();
     assert.equal(a2.crtNew - b2.crtNew, 5000n);
     assert.equal(a2.crtGuarded - b2.crtGuarded, 0n);
-    const g = client(0xc613f000, 2);
+    const g = client(0xc613f000, 9);
     rns.inside(() => targetOf(g, { syn: true }));
     assert.equal(fp.crt.get(g)?.origin, CrtOrigin.First, 'inserted below the rate');
   } finally {
