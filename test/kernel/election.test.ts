@@ -529,16 +529,19 @@ describe('coupling facility on etcd', () => {
       while (Date.now() < end);`,
       dvipa,
     );
-    const fp = FastPath.open({ pinRoot: pins.pinRoot });
+    let fp: FastPath | undefined;
     try {
       await until('the owner to claim', () => lines.includes('owning'), 15000);
+      // Opened once the owner made the pins: two processes making one pin root's maps at once
+      // race (libbpf: "couldn't reuse pinned map ... parameter mismatch", seen in CI).
+      fp = FastPath.open({ pinRoot: pins.pinRoot });
       const running = fp.fenceOf(dvipa)!;
       assert.ok(running && !running.draining && running.deadlineNs > process.hrtime.bigint(), 'the fence runs');
       // Another node's record in the owner key (as a takeback's claim writes it), the owner's main thread busy.
       const client = etcdClient({ endpoints: [etcd.server.url], callTimeoutMs: 2000 });
       const replacedAt = process.hrtime.bigint();
       await client.put(`/t${seq}/owner/${dvipa}`).value(JSON.stringify({ node: 'b', rank: 256, epoch: 2 }));
-      await until('the fence to drain', () => fp.fenceOf(dvipa)?.draining === true, 1000);
+      await until('the fence to drain', () => fp!.fenceOf(dvipa)?.draining === true, 1000);
       const drain = fp.fenceOf(dvipa)!;
       // Draining for HANDOVER_DRAIN_MS from the failed renewal: ARP no more, traffic for 5 s.
       assert.ok(
@@ -548,7 +551,7 @@ describe('coupling facility on etcd', () => {
       client.close();
     } finally {
       child.kill('SIGKILL');
-      fp.close();
+      fp?.close();
       pins.remove();
     }
   };
