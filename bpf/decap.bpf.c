@@ -7,6 +7,8 @@
  * Such packets from anyone but a routing node of ours, or to a DVIPA:port not distributed
  * here, are dropped and counted. Everything else passes untouched.
  */
+/* UAPI structs only: no CO-RE relocations, as in distributor.bpf.c. */
+#define BPF_NO_PRESERVE_ACCESS_INDEX
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>

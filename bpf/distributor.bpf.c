@@ -1,5 +1,11 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* XDP program for a routing node's external interface. The logic is in distributor.h. */
+/*
+ * Only UAPI structs (xdp_md, the packet headers), whose layouts never move: without CO-RE
+ * relocations for them libbpf need not read and parse the kernel's BTF (5.5 MB here) to load
+ * this object, which every agent start and FastPath.open paid, twice.
+ */
+#define BPF_NO_PRESERVE_ACCESS_INDEX
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>

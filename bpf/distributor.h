@@ -362,14 +362,15 @@ static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 c
 
 /*
  * The flow's CRT entry: a connection its target confirmed (`crt_est`, which packets cannot
- * evict) first, else an unconfirmed flow the data plane inserted (`crt`, LRU). A TCP SYN
- * skips `crt_est`: a confirmed connection has finished its handshake, so a SYN is a new
- * connection or a retransmission of an unconfirmed one, and a flood of SYNs then costs one
- * lookup (a cache miss in a table of a million) instead of two.
+ * evict) first, else an unconfirmed flow the data plane inserted (`crt`, LRU). A `first`
+ * packet skips `crt_est`: targets confirm TCP connections that finished their handshake, so a
+ * SYN is a new connection or a retransmission of an unconfirmed one, and UDP (every packet
+ * `first`: no handshake) is never confirmed. A flood of SYNs then costs one lookup (a cache
+ * miss in a table of a million) instead of two, and so does every UDP packet.
  */
-static __always_inline struct dvipa_crt_entry *crt_lookup(const struct dvipa_flow *flow, int syn)
+static __always_inline struct dvipa_crt_entry *crt_lookup(const struct dvipa_flow *flow, int first)
 {
-	struct dvipa_crt_entry *e = syn ? NULL : bpf_map_lookup_elem(&crt_est, flow);
+	struct dvipa_crt_entry *e = first ? NULL : bpf_map_lookup_elem(&crt_est, flow);
 
 	return e ? e : bpf_map_lookup_elem(&crt, flow);
 }
@@ -394,6 +395,25 @@ static __always_inline int new_flow_guarded(const struct dvipa_config *cfg, __u6
 		r->count = 0;
 	}
 	return ++r->count > cfg->max_new_flows;
+}
+
+/*
+ * Whether a SYN comes while this CPU is over its new-flow budget (the current window's count
+ * already at `max_new_flows`). Such a SYN is hashed without an insert whatever it is, so it
+ * skips the CRT lookup too: that cold miss in a table of a million was most of what a flood
+ * over the rate cost per packet. A retransmitted SYN of a connection inserted before still
+ * hashes to the target it has, unless the Maglev table changed in between. Not UDP: every
+ * datagram is a first one, and flows with entries must keep them through a flood.
+ */
+static __always_inline int syn_over_budget(const struct dvipa_config *cfg, int syn)
+{
+	struct dvipa_flow_rate *r;
+	__u32 zero = 0;
+
+	if (!syn || !cfg->max_new_flows)
+		return 0;
+	r = bpf_map_lookup_elem(&flow_rate, &zero);
+	return r && bpf_ktime_get_coarse_ns() - r->window_ns < 1000000000ULL && r->count >= cfg->max_new_flows;
 }
 
 /*
@@ -463,13 +483,14 @@ static __always_inline void count_insert(struct dvipa_svc_stats *st, __u32 idx, 
 
 /*
  * The service of a DVIPA:port:proto key (`port` points into it), else of the DVIPA's every
- * port (port 0); NULL if neither is distributed. Either family's map and key.
+ * port (port 0) if `any_port` says it may have one; NULL if neither is distributed. Either
+ * family's map and key.
  */
-static __always_inline struct dvipa_svc *find_service(void *map, void *key, __be16 *port)
+static __always_inline struct dvipa_svc *find_service(void *map, void *key, __be16 *port, int any_port)
 {
 	struct dvipa_svc *svc = bpf_map_lookup_elem(map, key);
 
-	if (svc)
+	if (svc || !any_port)
 		return svc;
 	*port = 0;
 	return bpf_map_lookup_elem(map, key);
@@ -534,7 +555,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	const struct dvipa_target *t;
 	__be32 target;
 	__be16 proto;
-	int l2len, first = 0, syn = 0, inserted = 0, guarded;
+	int l2len, first = 0, syn = 0, over, inserted = 0, guarded;
 	__u32 zero = 0, idx, len;
 	__u64 now;
 
@@ -594,7 +615,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	sk.vip = iph->daddr;
 	sk.port = flow.dport;
 	sk.proto = iph->protocol;
-	svc = find_service(&services, &sk, &sk.port);
+	svc = find_service(&services, &sk, &sk.port, cfg->any_port & any_port_bit(iph->daddr));
 	if (!svc)
 		goto not_service;
 	if (fenced_service(svc, &fence, &iph->daddr))
@@ -608,7 +629,8 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	flow.saddr = iph->saddr;
 	flow.daddr = iph->daddr;
 	flow.proto = iph->protocol;
-	entry = crt_lookup(&flow, syn);
+	over = syn_over_budget(cfg, syn);
+	entry = over ? NULL : crt_lookup(&flow, first);
 	if (entry) {
 		st->crt_hit++;
 		target = entry->target;
@@ -620,15 +642,15 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	} else {
 		const __u32 *slot_idx = maglev_slot(svc, dvipa_flow_hash(&flow));
 
-		if (svc->flags & DVIPA_SVC_V6_TARGETS) {
-			int established = established_4in6(ctx, cfg, svc, st, &flow, syn, l2len, iph, len);
+		if ((svc->flags & DVIPA_SVC_V6_TARGETS) && !over) {
+			int established = established_4in6(ctx, cfg, svc, st, &flow, first, l2len, iph, len);
 
 			if (established >= 0)
 				return established;
 		}
 		st->crt_miss++;
 		now = bpf_ktime_get_coarse_ns();
-		guarded = new_flow_guarded(cfg, now);
+		guarded = over || new_flow_guarded(cfg, now);
 		idx = first && svc->affinity_s ? affine_target(svc, iph->saddr) : 0;
 		t = pick_target(svc, slot_idx, &idx);
 		if (!t)

@@ -298,10 +298,10 @@ static __always_inline int encap_forward6(struct xdp_md *ctx, const struct dvipa
 	return send_to(ctx, st, nh);
 }
 
-/* The IPv6 counterpart of crt_lookup: confirmed connections (`crt6_est`) first, SYNs skip them. */
-static __always_inline struct dvipa_crt6_entry *crt6_lookup(const struct dvipa_flow6 *flow, int syn)
+/* The IPv6 counterpart of crt_lookup: confirmed connections (`crt6_est`) first, `first` packets skip them. */
+static __always_inline struct dvipa_crt6_entry *crt6_lookup(const struct dvipa_flow6 *flow, int first)
 {
-	struct dvipa_crt6_entry *e = syn ? NULL : bpf_map_lookup_elem(&crt6_est, flow);
+	struct dvipa_crt6_entry *e = first ? NULL : bpf_map_lookup_elem(&crt6_est, flow);
 
 	return e ? e : bpf_map_lookup_elem(&crt6, flow);
 }
@@ -330,7 +330,7 @@ static __always_inline int forward_4in6(struct xdp_md *ctx, const struct dvipa_c
  */
 static __always_inline int established_4in6(struct xdp_md *ctx, const struct dvipa_config *cfg,
 					    const struct dvipa_svc *svc, struct dvipa_svc_stats *st,
-					    const struct dvipa_flow *flow, int syn, int l2len, const struct iphdr *iph,
+					    const struct dvipa_flow *flow, int first, int l2len, const struct iphdr *iph,
 					    __u32 len)
 {
 	struct dvipa_flow6 key = {};
@@ -339,7 +339,7 @@ static __always_inline int established_4in6(struct xdp_md *ctx, const struct dvi
 	struct dvipa_in6 target;
 
 	flow6_of4(flow, &key);
-	entry = crt6_lookup(&key, syn);
+	entry = crt6_lookup(&key, first);
 	if (!entry)
 		return -1;
 	st->crt_hit++;
@@ -392,7 +392,7 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	struct dvipa_svc *svc;
 	struct ipv6hdr *ip6;
 	__u32 idx, len, tclass;
-	int first = 0, inserted = 0, guarded;
+	int first = 0, syn = 0, over, inserted = 0, guarded;
 	__u8 nexthdr;
 	__u64 now;
 
@@ -418,7 +418,7 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 			goto truncated_l4;
 		flow.sport = th->source;
 		flow.dport = th->dest;
-		first = th->syn && !th->ack;
+		first = syn = th->syn && !th->ack;
 	} else if (nexthdr == IPPROTO_UDP) {
 		struct udphdr *uh = c->pos;
 
@@ -444,7 +444,7 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	sk.vip = flow.daddr;
 	sk.port = flow.dport;
 	sk.proto = nexthdr;
-	svc = find_service(&services6, &sk, &sk.port);
+	svc = find_service(&services6, &sk, &sk.port, cfg->any_port & any_port_bit6(&flow.daddr));
 	if (!svc)
 		goto not_service;
 	if (fenced_service(svc, &fence6, &flow.daddr))
@@ -458,7 +458,8 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 
 	__builtin_memcpy(&flow.saddr, &ip6->saddr, sizeof(flow.saddr));
 	flow.proto = nexthdr;
-	entry = crt6_lookup(&flow, first && nexthdr == IPPROTO_TCP);
+	over = syn_over_budget(cfg, syn);
+	entry = over ? NULL : crt6_lookup(&flow, first);
 	if (entry) {
 		st->crt_hit++;
 		target = &entry->target;
@@ -474,7 +475,7 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 
 		st->crt_miss++;
 		now = bpf_ktime_get_coarse_ns();
-		guarded = new_flow_guarded(cfg, now);
+		guarded = over || new_flow_guarded(cfg, now);
 		idx = first && svc->affinity_s ? affine_target6(svc, &flow.saddr) : 0;
 		t = pick_target(svc, slot_idx, &idx);
 		if (!t)

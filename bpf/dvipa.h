@@ -233,7 +233,16 @@ struct dvipa_config {
 	 */
 	__u32 ext_ifindex;
 	__u8 ext_mac[6];
-	__u8 pad[2];
+	/*
+	 * DVIPAs with a service on every port (port 0), as a 16-bit filter: bit any_port_bit()
+	 * of each, either family. A packet that matches no port's service looks for its DVIPA's
+	 * every-port service only if its bit is set, so a packet for no DVIPA (the `pass` path)
+	 * costs one services lookup, not two. A stale bit costs a lookup; a missing one passes the
+	 * DVIPA's every-port traffic: the control plane sets a bit before it writes the service,
+	 * and every write of this config (and opening the pins) adds the bits of the every-port
+	 * services in the maps, never clears one.
+	 */
+	__u16 any_port;
 	struct dvipa_in6 cluster_addr6; /* outer source towards IPv6 targets; all zero: none */
 	/*
 	 * New-flow rate guard: above this many new flows (CRT misses) per second on one CPU,
@@ -243,6 +252,18 @@ struct dvipa_config {
 	 */
 	__u32 max_new_flows;
 };
+
+/* The bit of dvipa_config.any_port for an IPv4 address: a multiplicative hash of it as loaded. */
+static __always_inline __u16 any_port_bit(__u32 word)
+{
+	return 1 << ((word * 0x9E3779B1u) >> 28);
+}
+
+/* The same for an IPv6 address: of its four words XORed. */
+static __always_inline __u16 any_port_bit6(const struct dvipa_in6 *a)
+{
+	return any_port_bit(a->w[0] ^ a->w[1] ^ a->w[2] ^ a->w[3]);
+}
 
 /* Per CPU (map `flow_rate`): the new-flow rate guard's current one-second window. */
 struct dvipa_flow_rate {

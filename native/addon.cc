@@ -16,6 +16,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   dvipa::InitArp(env, exports);
   dvipa::InitXfrm(env, exports);
   dvipa::InitXfrmEvents(env, exports);
+  dvipa::InitSched(env, exports);
   return exports;
 }
 }  // namespace

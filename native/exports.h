@@ -12,4 +12,5 @@ void InitRingBuf(Napi::Env env, Napi::Object exports);
 void InitArp(Napi::Env env, Napi::Object exports);
 void InitXfrm(Napi::Env env, Napi::Object exports);
 void InitXfrmEvents(Napi::Env env, Napi::Object exports);
+void InitSched(Napi::Env env, Napi::Object exports);
 }  // namespace dvipa

@@ -164,6 +164,9 @@ export function btfEnum(objPath: string, name: string, basePath?: string): Recor
 export function netnsEnter(path: string): number;
 export function netnsRestore(prevFd: number): void;
 
+/** The calling thread: SCHED_RR at `priority` (1-99), or SCHED_OTHER (0), its nice value kept. */
+export function threadRealTime(priority: number): void;
+
 /** Broadcasts a gratuitous ARP request for `addr` (host-order IPv4) from `ifname` in the current namespace. */
 export function gratuitousArp(ifname: string, addr: number): void;
 /** Sends an unsolicited Neighbour Advertisement (Override set) for `addr` (16 bytes) from `ifname` to ff02::1 in the current namespace. */

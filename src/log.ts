@@ -5,12 +5,17 @@
  * overrides the level; commands set their own default. DVIPA_LOG_FORMAT=json|pretty forces one.
  */
 import pino from 'pino';
-import pretty from 'pino-pretty';
 
 const format = process.env.DVIPA_LOG_FORMAT ?? (process.stderr.isTTY ? 'pretty' : 'json');
+// Loaded only for a terminal: 42 files every command, agent and test child would load for nothing.
 const destination =
   format === 'pretty'
-    ? pretty({ destination: 2, sync: true, ignore: 'pid,hostname,name', translateTime: 'SYS:HH:MM:ss.l' })
+    ? (await import('pino-pretty')).default({
+        destination: 2,
+        sync: true,
+        ignore: 'pid,hostname,name',
+        translateTime: 'SYS:HH:MM:ss.l',
+      })
     : pino.destination(2);
 
 export const log = pino({ name: 'dvipa', level: process.env.DVIPA_LOG_LEVEL ?? 'info' }, destination);

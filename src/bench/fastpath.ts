@@ -11,6 +11,9 @@
  * Then the same test runs on every CPU at once (one pinned worker thread each): the
  * aggregate rate and its scaling over one CPU show what the CPUs contend for (the CRT's
  * shared LRU lists on the new-connection paths).
+ *
+ * With a Katran checkout (`katran`), Katran's balancer runs in the same harness and the same
+ * rounds, on the same frames (katran.ts), and each dvipa path is read against Katran's.
  */
 import { Worker } from 'node:worker_threads';
 import * as os from 'node:os';
@@ -21,13 +24,18 @@ import type { Service } from '../net/service.js';
 import type { Flow } from '../net/flow.js';
 import { struct } from '../dataplane/codec.js';
 import { CrtOrigin } from '../dataplane/structs.js';
+import { DvipaError, EXIT } from '../errors.js';
 import type { WorkerResult, WorkerRun } from './fastpath-worker.js';
 import { XDP_ACTIONS, xdpContext, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET, ROUTER_NET6 } from '../lab/router-ns.js';
 import { netnsPath } from '../lab/netns.js';
-import { buildFrame, FRAME_OFFSETS } from '../net/packet.js';
+import { buildFrame, FRAME_OFFSETS, PROTO } from '../net/packet.js';
+import { formatIpv4 } from '../net/addr.js';
 import { buildFrame6, FRAME6_OFFSETS } from '../net/packet6.js';
 import { withCleanup } from '../lab/cleanup.js';
+import { CRT_DEFAULT_ENTRIES } from '../dataplane/structs.js';
+import { checkKatranFrame, KatranBench } from './katran.js';
+import { buildKatranBench, katranProgram, type KatranBuild } from './katran-build.js';
 
 export enum BenchMode {
   HarnessOnly = 0,
@@ -80,10 +88,40 @@ export interface FastpathBench {
   paths: PathFigure[];
   /** IPv6 established connection over IPv4's, on one CPU (issue 15's goal: at most 1.3); absent unless both ran. */
   v6OverV4?: number;
-  parallel: { cpus: number; paths: ParallelFigure[] };
+  /** dvipa's paths over Katran's in the same run, on one CPU (issue 13's goals); with --katran only. */
+  vsKatran?: VsKatran;
+  parallel: { cpus: number; paths: ParallelFigure[]; vsKatran?: VsKatran };
 }
 
+/** ns per packet of a dvipa path over the same path's in Katran; a ratio is absent unless both paths ran. */
+export interface VsKatran {
+  /** crt_hit / katran_crt_hit (goal: at most 0.8). */
+  crtHit?: number;
+  /** syn / katran_syn, every miss inserted (goal: at most 0.9). */
+  syn?: number;
+  /** syn_guarded / katran_syn_guarded, each with its new-flow guard engaged. */
+  synGuarded?: number;
+  /** pass / katran_pass (goal: at most 1). */
+  pass?: number;
+  /** recovered / katran_recovered: a packet of a flow with no entry, looked up, hashed and inserted. */
+  recovered?: number;
+}
+
+/** Each ratio of VsKatran: dvipa's path, Katran's. */
+const VS_KATRAN = {
+  crtHit: ['crt_hit', 'katran_crt_hit'],
+  syn: ['syn', 'katran_syn'],
+  synGuarded: ['syn_guarded', 'katran_syn_guarded'],
+  pass: ['pass', 'katran_pass'],
+  recovered: ['recovered', 'katran_recovered'],
+} as const;
+
+/** Where the harness's new flows come from (bpf/bench_harness.h: BENCH_SADDR_BASE, BENCH_SADDR_MASK). */
+const NEW_FLOW_SADDR_BASE = 0xc6120000;
+const NEW_FLOW_SADDR_MASK = 0x1ffff;
 const VIP = '192.0.2.10';
+/** Katran's default gateway (ctl_array[0]): the routing node's upstream neighbour, the client's link. */
+const GATEWAY_MAC = '02:00:00:00:00:01';
 const TARGETS = ['198.18.1.11', '198.18.1.12', '198.18.1.13'];
 const SERVICE: Service = { vip: VIP, port: 80, protocol: 'tcp' };
 const VIP6 = '2001:db8:10::10';
@@ -93,7 +131,8 @@ const SERVICE6: Service = { vip: VIP6, port: 80, protocol: 'tcp' };
 interface PathSpec {
   path: (typeof FASTPATH_PATHS)[number];
   describe: string;
-  program: 'bench_xdp_tx' | 'bench_distributor';
+  /** bench_katran is in the object built from the Katran checkout, the others in bench.bpf.o. */
+  program: 'bench_xdp_tx' | 'bench_distributor' | 'bench_katran';
   mode: BenchMode;
   frame: Buffer;
   expect: XdpAction;
@@ -116,6 +155,11 @@ export const FASTPATH_PATHS = [
   'unconfirmed',
   'recovered',
   'pass',
+  'katran_syn',
+  'katran_syn_guarded',
+  'katran_crt_hit',
+  'katran_recovered',
+  'katran_pass',
   'syn6',
   'crt_hit6',
   'recovered6',
@@ -133,17 +177,27 @@ export async function benchFastpath(opts: {
   repeat: number;
   /** Only these paths, and the baseline (default: all of FASTPATH_PATHS). */
   paths?: readonly string[];
+  /** A Katran checkout: its paths run too (katran_*), else they are left out. */
+  katran?: string;
   onProgress?: (done: number, total: number) => void;
 }): Promise<FastpathBench> {
   const unknown = opts.paths?.filter((p) => !(FASTPATH_PATHS as readonly string[]).includes(p)) ?? [];
   if (unknown.length)
     throw new RangeError(`no bench path ${unknown.join(', ')}: the paths are ${FASTPATH_PATHS.join(', ')}`);
+  const isKatran = (p: string) => p.startsWith('katran_');
+  if (!opts.katran && opts.paths?.some(isKatran))
+    throw new DvipaError(`the paths ${opts.paths.filter(isKatran).join(', ')} need --katran DIR`, EXIT.usage);
+  if (opts.katran) katranProgram(opts.katran); // a bad DIR fails before anything is set up
   const tag = `dvipa-bench-${process.pid}-`;
   const pinRoot = `/sys/fs/bpf/${tag}pins`;
   const rns = createRouterNs(tag, TARGETS, TARGETS6);
   let obj: BpfObject | undefined;
   let fp: FastPath | undefined;
+  let katranBuild: KatranBuild | undefined;
+  let katran: KatranBench | undefined;
   const cleanup = () => {
+    katran?.close();
+    katranBuild?.remove();
     fp?.close();
     obj?.close();
     FastPath.purge(pinRoot);
@@ -162,9 +216,9 @@ export async function benchFastpath(opts: {
       SERVICE6,
       TARGETS6.map((addr) => ({ addr, weight: 1 })),
     );
-    const ctlFd = bench.mapFd('bench_ctl');
     const cpus = sys.numPossibleCpus('bench_ctl');
     const stride = Math.ceil(benchCtl.size / 8) * 8;
+    const objectOf = (s: PathSpec) => (s.program === 'bench_katran' ? katran!.obj : bench);
     /** Each CPU's copy of the control: its own range of `repeat` new flows from `seq` up. */
     const setCtl = (s: PathSpec, seq: number) => {
       const value = Buffer.alloc(stride * cpus);
@@ -173,7 +227,7 @@ export async function benchFastpath(opts: {
         const ctl = { mode: s.mode, saddrOff: off.saddr, sportOff: off.sport, seq: seq + c * opts.repeat };
         benchCtl.encode(ctl, value, c * stride);
       }
-      sys.mapUpdate('bench_ctl', ctlFd, Buffer.alloc(4), value);
+      sys.mapUpdate('bench_ctl', objectOf(s).mapFd('bench_ctl'), Buffer.alloc(4), value);
     };
 
     const flow = { saddr: ROUTER_NET.client, daddr: VIP, sport: 40000, dport: 80 };
@@ -199,6 +253,19 @@ export async function benchFastpath(opts: {
     const syn6 = buildFrame6({ ...flow6, syn: true });
     const ack6 = buildFrame6({ ...flow6, ack: true });
     const other6 = buildFrame6({ ...flow6, daddr: '2001:db8::2', dport: 22, ack: true });
+    if (opts.katran) {
+      katranBuild = buildKatranBench(opts.katran);
+      katran = new KatranBench(katranBuild, {
+        vip: VIP,
+        port: SERVICE.port,
+        reals: TARGETS,
+        gatewayMac: GATEWAY_MAC,
+        lruEntries: CRT_DEFAULT_ENTRIES,
+      });
+      // The same established connection, to the same target, in Katran's connection tables.
+      katran.established({ src: flow.saddr, dst: flow.daddr, sport: flow.sport, dport: flow.dport, proto: 6 }, 1);
+      checkKatranFrame(katran, ack, TARGETS[0], GATEWAY_MAC);
+    }
     const all: PathSpec[] = [
       {
         path: 'baseline',
@@ -266,6 +333,49 @@ export async function benchFastpath(opts: {
         expect: 'pass',
       },
       {
+        path: 'katran_syn',
+        describe: 'Katran, new connection: SYN, hash ring, LRU insert, IPIP',
+        program: 'bench_katran',
+        mode: BenchMode.NewFlow,
+        frame: syn,
+        expect: 'tx',
+      },
+      {
+        path: 'katran_syn_guarded',
+        describe: 'Katran, the same SYNs over its new-flow rate guard: hash ring, no insert, IPIP',
+        program: 'bench_katran',
+        mode: BenchMode.NewFlow,
+        frame: syn,
+        expect: 'tx',
+        guard: 1,
+      },
+      {
+        path: 'katran_crt_hit',
+        describe: 'Katran, established connection: LRU hit, IPIP',
+        program: 'bench_katran',
+        mode: BenchMode.SameFlow,
+        frame: ack,
+        expect: 'tx',
+      },
+      {
+        // Katran inserts a non-SYN packet it misses too (get_packet_dst), as dvipa's `recovered`
+        // does: with it, each connection table holds the same flows when its SYNs run.
+        path: 'katran_recovered',
+        describe: 'Katran, mid-connection, no LRU entry: LRU miss, hash ring, LRU insert, IPIP',
+        program: 'bench_katran',
+        mode: BenchMode.NewFlow,
+        frame: ack,
+        expect: 'tx',
+      },
+      {
+        path: 'katran_pass',
+        describe: 'Katran, not for a VIP: XDP_PASS',
+        program: 'bench_katran',
+        mode: BenchMode.SameFlow,
+        frame: other,
+        expect: 'pass',
+      },
+      {
         path: 'syn6',
         describe: 'IPv6 new connection: SYN, CRT miss, Maglev, CRT insert, IPv6-in-IPv6',
         program: 'bench_distributor',
@@ -302,8 +412,19 @@ export async function benchFastpath(opts: {
     ];
     if (all.some((s, i) => s.path !== FASTPATH_PATHS[i]))
       throw new Error('bench paths: FASTPATH_PATHS does not list them in order');
-    const specs = all.filter((s) => s.path === 'baseline' || !opts.paths || opts.paths.includes(s.path));
-    const setGuard = (s: PathSpec) => fp!.configure({ clusterAddr: rns.clusterAddr, maxNewFlows: s.guard ?? 0 });
+    const specs = all.filter(
+      (s) =>
+        s.path === 'baseline' ||
+        ((!opts.paths || opts.paths.includes(s.path)) && (opts.katran !== undefined || !isKatran(s.path))),
+    );
+    /** Katran's connection-table misses before the run (katran_crt_hit must add none). */
+    let katranMisses = 0n;
+    const setGuard = (s: PathSpec) => {
+      if (s.program !== 'bench_katran')
+        return fp!.configure({ clusterAddr: rns.clusterAddr, maxNewFlows: s.guard ?? 0 });
+      katran!.guard(s.guard !== undefined);
+      katranMisses = katran!.lruMisses();
+    };
     const ingress = rns.ifindex(rns.ext);
     const samples = new Map<string, number[]>(specs.map((s) => [s.path, []]));
     const parallel = new Map<string, Array<{ ns: number; mpps: number }>>(specs.map((s) => [s.path, []]));
@@ -312,7 +433,7 @@ export async function benchFastpath(opts: {
     // Each (phase, round, path) gets its own range of flows, so "new" flows are never seen before.
     let seq = 0;
     const runOf = (s: PathSpec): WorkerRun => ({
-      fd: obj!.progFd(s.program),
+      fd: objectOf(s).progFd(s.program),
       data: s.frame,
       ctxIn: xdpContext(s.frame, ingress),
       repeat: opts.repeat,
@@ -320,9 +441,41 @@ export async function benchFastpath(opts: {
     const check = (s: PathSpec, retval: number) => {
       const verdict = XDP_ACTIONS[retval];
       if (verdict !== s.expect) {
-        const reasons = JSON.stringify(fp!.reasonCounts(), (_, v: unknown) => (typeof v === 'bigint' ? Number(v) : v));
-        throw new Error(`bench path ${s.path}: verdict ${verdict ?? retval}, expected ${s.expect}; reasons ${reasons}`);
+        const reasons =
+          s.program === 'bench_katran'
+            ? ''
+            : `; reasons ${JSON.stringify(fp!.reasonCounts(), (_, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))}`;
+        throw new Error(`bench path ${s.path}: verdict ${verdict ?? retval}, expected ${s.expect}${reasons}`);
       }
+      if (s.program === 'bench_katran' && s.guard !== undefined && !katran!.guardHeld())
+        throw new Error(`bench path ${s.path}: Katran's new-flow guard let go during the run (a second passed)`);
+      if (s.path === 'katran_crt_hit' && katran!.lruMisses() !== katranMisses)
+        throw new Error(`bench path ${s.path}: the established connection was not in Katran's connection table`);
+    };
+
+    /**
+     * katran_syn and katran_recovered insert every new flow: each CPU that ran part of the run
+     * holds the last flow it made in its table, and on all CPUs at once `every` CPU ran. A run
+     * on one CPU can move to the other when the kernel reschedules it between repetitions (the
+     * machine busy), so where each CPU's flows ended is read back from its control, whose
+     * counter setCtl started at `first` + cpu × repeat.
+     */
+    const checkInserted = (s: PathSpec, first: number, cpusRan: 'some' | 'every') => {
+      if (s.path !== 'katran_syn' && s.path !== 'katran_recovered') return;
+      const value = Buffer.alloc(stride * cpus);
+      sys.mapLookup('bench_ctl', katran!.obj.mapFd('bench_ctl'), Buffer.alloc(4), value);
+      const made = Array.from(
+        { length: cpus },
+        (_, c) => (benchCtl.decode(value, c * stride).seq - (first + c * opts.repeat)) >>> 0,
+      );
+      const flowOf = (n: number) => {
+        const src = formatIpv4((NEW_FLOW_SADDR_BASE | ((n >>> 16) & NEW_FLOW_SADDR_MASK)) >>> 0);
+        return { src, dst: VIP, sport: n & 0xffff, dport: SERVICE.port, proto: PROTO.tcp };
+      };
+      if (cpusRan === 'some' ? !made.some((n) => n > 0) : !made.every((n) => n > 0))
+        throw new Error(`bench path ${s.path}: no new flow made on ${cpusRan === 'some' ? 'any CPU' : 'every CPU'}`);
+      if (!made.every((n, c) => n === 0 || katran!.has(c, flowOf(first + c * opts.repeat + n - 1))))
+        throw new Error(`bench path ${s.path}: a new flow was not inserted into Katran's connection table`);
     };
 
     rns.inside(() => {
@@ -330,6 +483,7 @@ export async function benchFastpath(opts: {
         for (const s of specs) {
           setCtl(s, seq);
           setGuard(s);
+          const first = seq;
           seq += opts.repeat * cpus;
           const run = runOf(s);
           const r = sys.progTestRun(s.program, run.fd, {
@@ -338,6 +492,7 @@ export async function benchFastpath(opts: {
             repeat: run.repeat,
           });
           check(s, r.retval);
+          checkInserted(s, first, 'some');
           samples.get(s.path)!.push(r.duration);
           opts.onProgress?.(++done, total);
         }
@@ -368,9 +523,11 @@ export async function benchFastpath(opts: {
         for (const s of specs) {
           setCtl(s, seq);
           setGuard(s);
+          const first = seq;
           seq += opts.repeat * cpus;
           const rs = await onAll(runOf(s));
           for (const r of rs) check(s, r.retval);
+          checkInserted(s, first, 'every');
           const ns = rs.map((r) => r.duration);
           parallel
             .get(s.path)!
@@ -384,6 +541,17 @@ export async function benchFastpath(opts: {
 
     const base = median(samples.get('baseline')!);
     const parallelBase = median(parallel.get('baseline')!.map((x) => x.ns));
+    const vsKatran = (ns: (path: string) => number | undefined): VsKatran | undefined => {
+      if (!opts.katran) return undefined;
+      const ratio = ([ours, theirs]: readonly [string, string]) => {
+        const a = ns(ours);
+        const b = ns(theirs);
+        return a === undefined || b === undefined ? undefined : a / b;
+      };
+      return Object.fromEntries(Object.entries(VS_KATRAN).map(([k, pair]) => [k, ratio(pair)]));
+    };
+    const oneCpu = (p: string) => (samples.has(p) ? median(samples.get(p)!) : undefined);
+    const allCpus = (p: string) => (parallel.has(p) ? median(parallel.get(p)!.map((x) => x.ns)) : undefined);
     return {
       kernel: os.release(),
       cpu: os.cpus()[0]?.model ?? 'unknown',
@@ -393,6 +561,7 @@ export async function benchFastpath(opts: {
         samples.has('crt_hit6') && samples.has('crt_hit')
           ? median(samples.get('crt_hit6')!) / median(samples.get('crt_hit')!)
           : undefined,
+      vsKatran: vsKatran(oneCpu),
       paths: specs.map((s) => {
         const ns = median(samples.get(s.path)!);
         return {
@@ -406,6 +575,7 @@ export async function benchFastpath(opts: {
       }),
       parallel: {
         cpus,
+        vsKatran: vsKatran(allCpus),
         paths: specs.map((s) => {
           const ns = median(parallel.get(s.path)!.map((x) => x.ns));
           const mpps = median(parallel.get(s.path)!.map((x) => x.mpps));
@@ -423,24 +593,41 @@ export async function benchFastpath(opts: {
   });
 }
 
+/** The ratios to Katran as lines of the table, with issue 13's goals. */
+function formatVsKatran(v: VsKatran): string[] {
+  const goals: Record<keyof VsKatran, string> = {
+    crtHit: 'established (crt_hit), goal: at most 0.8',
+    syn: 'SYN, every miss inserted, goal: at most 0.9',
+    synGuarded: 'SYN over the new-flow guard',
+    pass: 'not for a VIP (pass), goal: at most 1',
+    recovered: 'mid-connection, no entry (recovered)',
+  };
+  return (Object.keys(goals) as (keyof VsKatran)[])
+    .filter((k) => v[k] !== undefined)
+    .map((k) => `  ${v[k]!.toFixed(2).padStart(5)}  ${goals[k]}`);
+}
+
 export function formatFastpathBench(b: FastpathBench): string {
+  const w = Math.max(12, ...b.paths.map((p) => p.path.length));
   const lines = [
     `dvipa fast path, BPF_PROG_TEST_RUN × ${b.repeat}, median of ${b.rounds} rounds (kernel ${b.kernel}, ${b.cpu})`,
     '',
-    `${'path'.padEnd(12)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)}  ${'verdict'.padEnd(8)}  what`,
+    `${'path'.padEnd(w)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)}  ${'verdict'.padEnd(8)}  what`,
   ];
   for (const p of b.paths) {
     lines.push(
-      `${p.path.padEnd(12)} ${p.nsPerPacket.toFixed(1).padStart(8)} ${p.ratio.toFixed(2).padStart(10)}  ${p.verdict.padEnd(8)}  ${p.describe}`,
+      `${p.path.padEnd(w)} ${p.nsPerPacket.toFixed(1).padStart(8)} ${p.ratio.toFixed(2).padStart(10)}  ${p.verdict.padEnd(8)}  ${p.describe}`,
     );
   }
   if (b.v6OverV4 !== undefined)
     lines.push('', `IPv6 established / IPv4 established: ${b.v6OverV4.toFixed(2)} (goal: at most 1.3)`);
+  const vs = b.vsKatran && formatVsKatran(b.vsKatran);
+  if (vs?.length) lines.push('', 'dvipa / Katran, ns per packet on one CPU:', ...vs);
   lines.push(
     '',
     `on all ${b.parallel.cpus} CPUs at once (one pinned thread each)`,
     '',
-    `${'path'.padEnd(12)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)} ${'Mpps'.padStart(8)} ${'scaling'.padStart(8)}`,
+    `${'path'.padEnd(w)} ${'ns/pkt'.padStart(8)} ${'× baseline'.padStart(10)} ${'Mpps'.padStart(8)} ${'scaling'.padStart(8)}`,
   );
   for (const p of b.parallel.paths) {
     const figures = [
@@ -449,7 +636,9 @@ export function formatFastpathBench(b: FastpathBench): string {
       p.aggregateMpps.toFixed(2).padStart(8),
       p.scaling.toFixed(2).padStart(8),
     ];
-    lines.push(`${p.path.padEnd(12)} ${figures.join(' ')}`);
+    lines.push(`${p.path.padEnd(w)} ${figures.join(' ')}`);
   }
+  const vsAll = b.parallel.vsKatran && formatVsKatran(b.parallel.vsKatran);
+  if (vsAll?.length) lines.push('', `dvipa / Katran on all ${b.parallel.cpus} CPUs at once:`, ...vsAll);
   return lines.join('\n');
 }

@@ -8,6 +8,7 @@
 import { DvipaError } from '../errors.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export const PKTGEN_DIR = '/proc/net/pktgen';
 
@@ -36,6 +37,9 @@ export interface PktgenCommand {
   command: string;
 }
 
+/** Packets per thread: a rate makes a counted run (rate x seconds); 0, none, runs until stopped. */
+const countOf = (o: Pick<PktgenOptions, 'ratePps' | 'durationS'>) => (o.ratePps > 0 ? o.ratePps * o.durationS : 0);
+
 /** Every write, in order, that sets up the run; `start` on pgctrl is left to the caller. */
 export function pktgenCommands(o: PktgenOptions): PktgenCommand[] {
   const cmds: PktgenCommand[] = [];
@@ -43,9 +47,8 @@ export function pktgenCommands(o: PktgenOptions): PktgenCommand[] {
     const thread = `kpktgend_${t}`;
     const dev = `${o.device}@${t}`;
     cmds.push({ file: thread, command: 'rem_device_all' }, { file: thread, command: `add_device ${dev}` });
-    const count = o.ratePps > 0 ? o.ratePps * o.durationS : 0;
     for (const c of [
-      `count ${count}`,
+      `count ${countOf(o)}`,
       'clone_skb 0',
       `pkt_size ${o.size}`,
       'delay 0',
@@ -112,19 +115,54 @@ export function parsePktgenResult(device: string, text: string): PktgenResult | 
   return { device, usec: Number(m[1]), packets: Number(m[2]), pps: Number(p[1]), errors: Number(p[2]) };
 }
 
-/** Starts the configured threads, stops them after `seconds` (if no count ends them first), and reads each device's result. */
+/** The devices a thread's file lists as running ("Running: eth0@0 eth0@1 \nStopped: ..."). */
+export function runningDevices(threadFile: string): string[] {
+  return (/^Running: (.*)$/m.exec(threadFile)?.[1] ?? '').split(' ').filter(Boolean);
+}
+
+const START_TIMEOUT_MS = 10_000;
+
+/**
+ * Starts the threads configured with the same options and reads each device's result when
+ * the run ends. A counted run (a rate: count = rate x seconds) ends by itself; `seconds` then
+ * only bounds it, at three times its length and 5 s more, for a rate the machine cannot keep.
+ * An uncounted run is stopped `seconds` after every device runs.
+ */
 export async function runPktgen(
   dir: string,
-  device: string,
-  threads: number,
-  seconds: number,
+  o: Pick<PktgenOptions, 'device' | 'threads' | 'durationS' | 'ratePps'>,
 ): Promise<PktgenResult[]> {
+  const { device, threads, durationS: seconds } = o;
   const ctl = path.join(dir, 'pgctrl');
+  let ended = false;
   // "start" blocks its writer until the run ends: written from the thread pool, stopped from here.
-  const running = fs.promises.appendFile(ctl, 'start\n');
-  // At least a moment, so that "stop" never overtakes "start".
-  await new Promise((r) => setTimeout(r, Math.max(100, seconds * 1000)));
-  fs.appendFileSync(ctl, 'stop\n');
+  const running = fs.promises.appendFile(ctl, 'start\n').finally(() => {
+    ended = true;
+  });
+  const stop = () => {
+    if (!ended) fs.appendFileSync(ctl, 'stop\n');
+  };
+  // The run is timed from when every device runs, not from the write: the write reaches pktgen
+  // through the thread pool and pktgen readies each device first, which took most of a second
+  // in the emulated kernel lab, where a 1 s timer from the write once left a run of 61 ms.
+  const started = () =>
+    Array.from({ length: threads }, (_, t) => t).every((t) =>
+      runningDevices(fs.readFileSync(path.join(dir, `kpktgend_${t}`), 'utf8')).includes(`${device}@${t}`),
+    );
+  const startBy = Date.now() + START_TIMEOUT_MS;
+  while (!ended && !started()) {
+    if (Date.now() > startBy) {
+      stop();
+      await running;
+      throw new Error(`pktgen: ${device} not running ${START_TIMEOUT_MS / 1000} s after start`);
+    }
+    await sleep(20);
+  }
+  const bound = countOf(o) > 0 ? seconds * 3000 + 5000 : seconds * 1000;
+  const timer = new AbortController();
+  await Promise.race([running, sleep(bound, undefined, { signal: timer.signal }).catch(() => undefined)]);
+  timer.abort();
+  stop();
   await running;
   const results: PktgenResult[] = [];
   for (let t = 0; t < threads; t++) {

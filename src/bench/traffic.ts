@@ -8,7 +8,12 @@
  *
  * Router only (--router-only): each target's interface gets an XDP sink (bpf/sink.bpf.c) that
  * counts and drops, in place of its decap program and stack, so the figure is what the
- * routing node forwards rather than what the receiving sockets take.
+ * routing node forwards rather than what the receiving sockets take. And the frames are made
+ * at the routing node's external interface instead of sent to it over a veth: the generator
+ * hands each to the distributor (a tail call) or to the interface's stack (XDP_PASS), as a
+ * NIC's driver would. Over the veth, the frames cross from the generator's CPU to the
+ * router's and go back to the generator's page pool under its lock: that cost, the same in
+ * every way, was most of each packet's and hid how the ways differ.
  */
 import { execFileSync } from 'node:child_process';
 import * as os from 'node:os';
@@ -39,12 +44,22 @@ const XDP_FLAGS_DRV_MODE = 4;
 const BENCH_CRT_ENTRIES = 1 << 21;
 const BASE_PORT = 10000;
 
+/** enum gen_action of bpf/gen.bpf.c: what becomes of each generated frame. */
+enum GenAction {
+  /** Sent out of the interface the run is on. */
+  Tx = 0,
+  /** Into that interface's stack. */
+  Pass = 1,
+  /** To the program in gen_route (the distributor). */
+  Route = 2,
+}
 /** struct gen_ctl of bpf/gen.bpf.c: the counters, then the 42 bytes of headers to write into every frame. */
 const GEN_HDR_LEN = 42;
-function genCtl(flows: number, basePort: number, frame: Buffer): Buffer {
+function genCtl(flows: number, basePort: number, action: GenAction, frame: Buffer): Buffer {
   const v = Buffer.alloc(16 + GEN_HDR_LEN + 6);
   v.writeUInt32LE(flows, 0);
   v.writeUInt16LE(basePort, 4);
+  v.writeUInt16LE(action, 6);
   frame.copy(v, 16, 0, GEN_HDR_LEN);
   return v;
 }
@@ -73,6 +88,8 @@ export interface TrafficBench {
   seconds: number;
   /** Targets were XDP sinks (count and drop): the figures are the routing node's forwarding alone. */
   routerOnly: boolean;
+  /** Where frames were made: sent from the client, or (router only) at the router's external interface. */
+  generatedAt: 'client' | 'router';
   runs: TrafficRun[];
 }
 
@@ -173,7 +190,6 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
       const l = lab;
       const g = (gen = loadObject('gen'));
       const ctlFd = g.mapFd('gen_ctl');
-      const setCtl = () => sys.mapUpdate('gen_ctl', ctlFd, Buffer.alloc(4), genCtl(o.flows, BASE_PORT, frame), 0);
       const genFd = g.progFd('gen_udp');
       const udp = l.udpService;
       const extMac = l.inside(l.routerNs, () => interfaceMac('ext'));
@@ -188,7 +204,20 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
         dport: udp.port,
         payload: Math.max(0, o.size - 42),
       });
-      const ctxIn = xdpContext(frame, c0.ifindex);
+      // Where the generator runs: the client's interface, or router only the router's own.
+      const at = o.routerOnly
+        ? { ns: l.routerNs, ifindex: l.inside(l.routerNs, () => sys.ifNameToIndex('ext', 'ext')) }
+        : { ns: l.clientNs, ifindex: c0.ifindex };
+      const ctxIn = xdpContext(frame, at.ifindex);
+      const actionOf = (mode: RouterMode) =>
+        !o.routerOnly ? GenAction.Tx : mode === 'xdp' ? GenAction.Route : GenAction.Pass;
+      const setCtl = (mode: RouterMode) =>
+        sys.mapUpdate('gen_ctl', ctlFd, Buffer.alloc(4), genCtl(o.flows, BASE_PORT, actionOf(mode), frame), 0);
+      if (o.routerOnly) {
+        const slot = Buffer.alloc(4);
+        slot.writeUInt32LE(l.router.progFd('distributor'));
+        sys.mapUpdate('gen_route', g.mapFd('gen_route'), Buffer.alloc(4), slot, 0);
+      }
       // Frames the generator transmits reach the router's veth only on a NAPI queue: GRO on.
       acceptRedirects(l.routerNs, 'ext');
       const targetNs = Object.fromEntries(l.targets.map((t) => [t.name, t.ns]));
@@ -230,24 +259,41 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
         }
       };
 
-      // Live runs do not report the program's verdict: one ordinary run checks it first.
-      setCtl();
-      const dry = sys.progTestRun('gen_udp', genFd, { data: frame, repeat: 1 });
-      if (XDP_ACTIONS[dry.retval] !== 'tx')
-        throw new Error(`the generator returned ${XDP_ACTIONS[dry.retval] ?? dry.retval}, not tx`);
       const runs: TrafficRun[] = [];
-      const slice = 20000;
+      /*
+       * Frames per test run, sized to about SLICE_S at the rate the last run reached. Each run
+       * swaps the kernel's XDP dispatcher to the generator and back, patching kernel text on
+       * every CPU. With runs of 20,000 frames perf found about a fifth of the generating CPU's
+       * busy time there (2026-12-02, this VM), a cost the same in every way that narrowed their
+       * ratios: XDP / nftables 3.3 with them, 3.9 with runs of 200,000.
+       */
+      const SLICE_S = 0.1;
+      const nextSlice = (frames: number, ns: bigint) =>
+        Math.min(2_000_000, Math.max(10_000, Math.round((frames * SLICE_S * 1e9) / Math.max(1, Number(ns)))));
+      const expect: Record<GenAction, string> = {
+        [GenAction.Tx]: 'tx',
+        [GenAction.Pass]: 'pass',
+        [GenAction.Route]: 'redirect',
+      };
       for (const [mi, mode] of o.modes.entries()) {
         setMode(mode);
-        setCtl();
+        setCtl(mode);
+        // Live runs do not report the program's verdict: one ordinary run checks it first.
+        const dry = l.inside(at.ns, () => sys.progTestRun('gen_udp', genFd, { data: frame, ctxIn, repeat: 1 }));
+        const verdict = XDP_ACTIONS[dry.retval] ?? String(dry.retval);
+        const want = expect[actionOf(mode)];
+        if (verdict !== want) throw new Error(`the generator (${mode}) returned ${verdict}, not ${want}`);
+        setCtl(mode);
         const start = counts();
         let last = start;
         const series: Array<{ t: number; pps: number }> = [];
         const t0 = process.hrtime.bigint();
         let lastT = t0;
         let sent = 0;
+        let slice = 20000;
         for (;;) {
-          l.inside(l.clientNs, () =>
+          const before = process.hrtime.bigint();
+          l.inside(at.ns, () =>
             sys.progTestRun('gen_udp', genFd, {
               data: frame,
               ctxIn,
@@ -258,6 +304,7 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
           );
           sent += slice;
           const now = process.hrtime.bigint();
+          slice = nextSlice(slice, now - before);
           if (now - lastT >= 100_000_000n) {
             const c = counts();
             const dt = Number(now - lastT) / 1e9;
@@ -298,6 +345,7 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
         size: o.size,
         seconds: o.seconds,
         routerOnly: !!o.routerOnly,
+        generatedAt: o.routerOnly ? 'router' : 'client',
         runs,
       };
     },
@@ -316,7 +364,7 @@ export function formatTrafficBench(b: TrafficBench): string {
   const lines = [
     `dvipa bench traffic, generator ${b.generator}: UDP ${b.size}-byte frames over ${b.flows} flows, ${b.seconds} s per way (kernel ${b.kernel}, ${b.cpu})`,
     b.routerOnly
-      ? 'router only: targets are XDP sinks (count and drop); delivered = what the routing node forwarded'
+      ? "router only: frames made at the router's external interface, targets are XDP sinks (count and drop); delivered = what the routing node forwarded"
       : "delivered = what the targets' interfaces received",
     '',
     `${'way'.padEnd(9)} ${'sent/s'.padStart(11)} ${'delivered/s'.padStart(12)} ${'× kernel'.padStart(9)}  ${'per target'.padEnd(30)} what`,

@@ -3,6 +3,7 @@ import { Agent, CLAIM_RENEWALS, FENCE_RENEWALS } from '../cluster/agent.js';
 import { loadConfig } from '../config/load.js';
 import { ConfigError } from '../config/model.js';
 import { DEFAULTS, resolveAgentSettings } from '../config/settings.js';
+import { CRT_DEFAULT_ENTRIES } from '../dataplane/structs.js';
 import { loadIdentities, type Identities } from '../cluster/handshake.js';
 import { readSecretFile } from '../config/secret-file.js';
 import { log, defaultLogLevel } from '../log.js';
@@ -102,6 +103,10 @@ export const agentCommand = command({
         type: 'number',
         describe: `routing: new flows per second per CPU that get a CRT entry; above it they are hashed without one, so a flood cannot churn the CRT (default: CLUSTER NEWFLOWRATE, else ${DEFAULTS.newFlowRate}; 0: no guard)`,
       })
+      .option('crt-entries', {
+        type: 'number',
+        describe: `routing: the CRT's size where its maps are made (first start, after dvipa fastpath purge); pinned maps keep theirs, and another size given then is an error (default ${CRT_DEFAULT_ENTRIES}, about 110 MB of kernel memory)`,
+      })
       .option('ipsec-vici', {
         type: 'string',
         describe:
@@ -173,6 +178,7 @@ export const agentCommand = command({
       scanMs: s.scanMs,
       readyTargets: s.readyTargets,
       newFlowRate: s.newFlowRate,
+      crtEntries: s.crtEntries,
       ha,
       controlSocket: a.control || undefined,
       metricsAddress: metricsAddress(a.metrics),

@@ -15,7 +15,7 @@ import {
   trafficSeries,
   type RouterMode,
 } from '../bench/traffic.js';
-import { configurePktgen, pktgenCommands, PKTGEN_DIR, runPktgen } from '../bench/pktgen.js';
+import { configurePktgen, pktgenCommands, PKTGEN_DIR, runPktgen, type PktgenOptions } from '../bench/pktgen.js';
 import { chartSvg, type ChartSeries } from '../bench/svg.js';
 import { Progress } from '../bench/progress.js';
 import { benchIpsec, formatIpsecBench } from '../bench/ipsec.js';
@@ -48,6 +48,11 @@ const fastpath = command({
       .option('paths', {
         type: 'string',
         describe: `only these paths, comma-separated (the baseline always runs): ${FASTPATH_PATHS.join(', ')}`,
+      })
+      .option('katran', {
+        type: 'string',
+        describe:
+          "a Katran checkout (git clone https://github.com/facebookincubator/katran): its balancer, built from it, runs in the same harness and rounds (katran_* paths) and dvipa's paths are read against it",
       }),
   handler: async (a) => {
     const paths = a.paths?.split(',').map((p) => p.trim());
@@ -62,12 +67,13 @@ const fastpath = command({
         throw new CliError(`--${k} must be an integer from 1 to ${max}`, EXIT.usage);
     }
     // About 35 ns per packet per path on average: the bar shows when that exceeds 2 s.
-    const count = paths ? paths.length + 1 : FASTPATH_PATHS.length;
+    const count = paths ? paths.length + 1 : FASTPATH_PATHS.filter((p) => a.katran || !p.startsWith('katran_')).length;
     const progress = new Progress('fastpath', (2 * a.rounds * a.repeat * count * 35) / 1e6);
     const r = await benchFastpath({
       rounds: a.rounds,
       repeat: a.repeat,
       paths,
+      katran: a.katran,
       onProgress: (d, t) => progress.update(d / t),
     });
     progress.done();
@@ -153,7 +159,7 @@ async function trafficHandler(a: ArgsOf<typeof trafficOptions>): Promise<void> {
         EXIT.usage,
       );
     whole(a.threads, 'threads', 1, os.cpus().length);
-    const cmds = pktgenCommands({
+    const opts: PktgenOptions = {
       device: a.device,
       threads: a.threads,
       dst: '192.0.2.10',
@@ -168,9 +174,9 @@ async function trafficHandler(a: ArgsOf<typeof trafficOptions>): Promise<void> {
       ratePps: a.rate,
       size: a.size,
       durationS: a.seconds,
-    });
-    configurePktgen(cmds, a.pktgenDir);
-    const results = await runPktgen(a.pktgenDir, a.device, a.threads, a.seconds);
+    };
+    configurePktgen(pktgenCommands(opts), a.pktgenDir);
+    const results = await runPktgen(a.pktgenDir, opts);
     write(
       a.json
         ? `${JSON.stringify({ generator: 'pktgen', results }, null, 2)}\n`

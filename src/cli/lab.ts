@@ -93,7 +93,7 @@ async function status(a: Args): Promise<void> {
     out(`lab up since ${s.up}, state in ${s.dir}, etcd ${s.etcd}\n`);
     out(`processes: ${s.processes.map((p) => `${p.name}${p.running ? '' : ' (NOT RUNNING)'}`).join(' ')}\n`);
     const row = (dvipa: string, v: VipadynRow | undefined, holds: boolean) =>
-      `${dvipa} ${v ? `${v.status.toUpperCase()} epoch ${v.epoch || '-'} owner ${v.owner ?? '-'}` : 'agent not answering'}${holds ? ', holds the address' : ''}`;
+      `${dvipa} ${v ? `${v.status.toUpperCase()} epoch ${v.epoch || '-'} owner ${v.owner ?? '-'}` : 'agent not answering'}${holds ? ', holds the address' : ''}${v?.heldBack ? ` (held back: ${v.heldBack})` : ''}`;
     for (const r of routers)
       out(`${r.node}: ${row(HA.dvipa, r.vipadyn, r.holdsAddress)}; ${row(HA.dvipa6, r.vipadyn6, r.holdsAddress6)}\n`);
     for (const t of s.targets ?? [])

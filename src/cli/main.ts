@@ -13,9 +13,8 @@ import { defaultLogLevel } from '../log.js';
 async function main(argv: string[]): Promise<number> {
   // One-shot commands report through their output; warnings and errors still reach stderr.
   defaultLogLevel('warn');
-  const parser = dvipaParser(argv);
   try {
-    await parser.parseAsync();
+    await (await dvipaParser(argv)).parseAsync();
   } catch (e) {
     // The one place errors become exit codes: each DvipaError carries its own (src/errors.ts).
     process.stderr.write(`dvipa: ${e instanceof Error ? e.message : String(e)}\n`);

@@ -5,10 +5,11 @@
 import { dvipaParser } from './parser.js';
 
 /** What `dvipa PATH... --help` prints, without printing it or exiting. */
-function help(path: string[]): Promise<string> {
+async function help(path: string[]): Promise<string> {
+  // 72 columns: what an 80-column terminal shows of an indented block of the page.
+  const parser = await dvipaParser([], 72);
   return new Promise((resolve, reject) => {
-    // 72 columns: what an 80-column terminal shows of an indented block of the page.
-    void dvipaParser([], 72).parse([...path, '--help'], {}, (err, _argv, output) => {
+    void parser.parse([...path, '--help'], {}, (err, _argv, output) => {
       if (err) reject(err);
       else resolve(output);
     });

@@ -126,6 +126,7 @@ async function vipadyn(a: Args): Promise<void> {
     out(
       `  ${d.dvipa.padEnd(w)}${d.status.toUpperCase().padEnd(11)}${d.origin.toUpperCase().padEnd(13)}${d.distStat.toUpperCase().padEnd(10)}${String(d.rank ?? '').padEnd(6)}${String(d.epoch || '').padEnd(7)}${(d.owner ?? '').padEnd(10)}${d.since ?? ''}\n`,
     );
+    if (d.heldBack) out(`    HELD BACK: ${d.heldBack}\n`);
   }
   out(`${rows.length} OF ${r.dvipas.length} RECORDS DISPLAYED\n`);
 }

@@ -67,6 +67,8 @@ export interface AgentOptions extends TargetOptions {
   readyTargets?: number;
   /** The new-flow rate guard: new flows per second per CPU that get a CRT entry (default DEFAULTS.newFlowRate; 0: none). */
   newFlowRate?: number;
+  /** The CRT's size if its maps are made now (default: the pinned maps' size, else 1,048,576). */
+  crtEntries?: number;
   /** The control socket for `dvipa netstat` (none: no socket). */
   controlSocket?: string;
   /** host:port for Prometheus metrics at /metrics (none: not served). */
@@ -164,7 +166,7 @@ export class Agent {
       });
     this.admission = new Admission(opts.config, this.plans, (peer) => this.membership?.get(peer)?.dvipas);
     this.refusals = new Refusals(this.log, 'peer message refused');
-    this.fp = FastPath.open({ pinRoot: opts.pinRoot, logger: this.log });
+    this.fp = FastPath.open({ pinRoot: opts.pinRoot, crtMaxEntries: opts.crtEntries, logger: this.log });
     const crtTables = this.fp.crtTables();
     this.crtWalker = new CrtWalker(crtTables);
     this.crtCounter = MapCounter.open(crtTables.map((t) => t.fd));
@@ -436,7 +438,7 @@ export class Agent {
         claimAfterMs: ha.etcd ? CLAIM_RENEWALS * this.renewMs() : 0,
       },
       {
-        ready: (d) => this.router.ready(d),
+        notReady: (d) => this.router.notReady(d),
         prepared: (d) => this.router.prepared(d),
         canRenew: () => this.renewer?.connected ?? true,
         idle: (d) => this.router.idle(d),
@@ -548,6 +550,7 @@ export class Agent {
         owned: this.election?.owned.get(dvipa),
         view: this.cf?.view(dvipa),
         since: this.since.get(dvipa),
+        heldBack: this.election?.heldBack(dvipa),
       }),
     );
   }

@@ -21,8 +21,10 @@
  */
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
-import { Etcd3, type Lease, type Watcher } from 'etcd3';
-import { ConstantBackoff, noop } from 'cockatiel';
+import { createRequire } from 'node:module';
+import type * as Etcd3Module from 'etcd3';
+import type { Etcd3, Lease, Watcher } from 'etcd3';
+import type * as Cockatiel from 'cockatiel';
 import type { Logger } from '../log.js';
 import type { OwnerRecord } from '../net/ownership.js';
 
@@ -212,10 +214,18 @@ export type EtcdConnection = Pick<
   'endpoints' | 'callTimeoutMs' | 'caFile' | 'certFile' | 'keyFile' | 'user' | 'password'
 >;
 
+/*
+ * etcd3 (with gRPC) takes about half a second to load: it is loaded on the first client, so
+ * that commands which never reach etcd (netstat, fastpath, config, --help) start without it.
+ */
+const load = createRequire(import.meta.url);
+
 export function etcdClient(opts: EtcdConnection): Etcd3 {
+  const { Etcd3: Client } = load('etcd3') as typeof Etcd3Module;
+  const { ConstantBackoff, noop } = load('cockatiel') as typeof Cockatiel;
   const read = (f?: string) => (f ? fs.readFileSync(f) : undefined);
   const rootCertificate = read(opts.caFile);
-  return new Etcd3({
+  return new Client({
     hosts: opts.endpoints,
     dialTimeout: 2000,
     // A takeover reads every SA record of a DVIPA at once: thousands, over gRPC's 4 MiB default.

@@ -84,8 +84,11 @@ export interface DvipaCandidacy {
 }
 
 export interface ElectionHooks {
-  /** The readiness gate: may this node start routing the DVIPA without losing a connection? */
-  ready(dvipa: string): boolean;
+  /**
+   * The readiness gate: may this node start routing the DVIPA without losing a connection?
+   * Undefined if so, else what it waits for (as `dvipa netstat vipadyn` shows it).
+   */
+  notReady(dvipa: string): string | undefined;
   /**
    * Before replacing a living owner (takeback, move): whether this node's tables are already
    * the ones it will first distribute with (the owner's, which it follows); if not, it builds
@@ -134,6 +137,10 @@ export class Election {
   /** DVIPAs whose owner key this agent's lease holds (not one its previous agent left). */
   private readonly bound = new Set<string>();
   private readonly readySince = new Map<string, number>();
+  /** Why this node does not claim a DVIPA that its rank (or a move) gives it, while it does not. */
+  private readonly held = new Map<string, string>();
+  /** The last claim's failure (no answer from etcd), until a claim is answered. */
+  private readonly failed = new Map<string, string>();
   private readonly ownerlessSince = new Map<string, number>();
   /** DVIPAs whose owner key is unreadable, said once each time it becomes so. */
   private readonly unreadable = new Set<string>();
@@ -258,13 +265,24 @@ export class Election {
     this.hooks.lost(dvipa, owner);
   }
 
+  /** Why this node does not claim the DVIPA although it would route it now (undefined: it does not wait). */
+  heldBack(dvipa: string): string | undefined {
+    const why = this.owned.has(dvipa) ? undefined : this.held.get(dvipa);
+    const failed = this.failed.get(dvipa);
+    return why && failed ? `${why} (the last claim failed: ${failed})` : why;
+  }
+
   evaluateAll(): void {
     for (const d of this.dvipas.keys()) this.evaluate(d);
   }
 
   /** `probed`: the owner key's revision a read just confirmed (a takeover needs one, see probe()). */
   private evaluate(dvipa: string, probed?: number): void {
-    if (this.busy.has(dvipa) || !this.cf.healthy) return;
+    if (this.busy.has(dvipa)) return;
+    if (!this.cf.healthy) {
+      if (this.held.has(dvipa)) this.held.set(dvipa, 'etcd not reached: no claim until it is');
+      return;
+    }
     const c = this.dvipas.get(dvipa)!;
     const seen = this.cf.view(dvipa);
     const now = Date.now();
@@ -289,9 +307,11 @@ export class Election {
       this.ownerlessSince.delete(dvipa);
       this.lastOwner.set(dvipa, view.owner.node);
     } else if (!this.ownerlessSince.has(dvipa)) this.ownerlessSince.set(dvipa, now);
-    if (this.hooks.ready(dvipa)) {
+    const notReady = this.hooks.notReady(dvipa);
+    if (notReady === undefined) {
       if (!this.readySince.has(dvipa)) this.readySince.set(dvipa, now);
     } else this.readySince.delete(dvipa);
+    this.held.delete(dvipa);
 
     if (mine && view.owner && view.owner.node !== this.opts.me) {
       this.owned.delete(dvipa);
@@ -316,7 +336,7 @@ export class Election {
     this.bound.delete(dvipa);
     const live = this.cf.members();
     if (silent) live.delete(seen.owner!.node);
-    const claim = decide({
+    const situation = {
       me: this.opts.me,
       candidates: c.candidates,
       live,
@@ -326,16 +346,45 @@ export class Election {
       takebackDue: this.readySince.has(dvipa) && now - this.readySince.get(dvipa)! >= this.opts.takebackDelayMs,
       idle: this.hooks.idle(dvipa),
       ownerlessTooLong: now - (this.ownerlessSince.get(dvipa) ?? now) >= this.opts.stuckMs,
-    });
+    };
+    const claim = decide(situation);
     if (seen.owner && seen.owner.node !== this.opts.me && quietIn > 0) this.evaluateLater(dvipa, quietIn);
-    if (!claim) return;
+    if (!claim) {
+      // A takeback that only its gate or delay holds back (the operator asks why r1 waits), a
+      // WHENIDLE move that waits for the connections to end.
+      if (!situation.idle && decide({ ...situation, idle: true }) === 'move')
+        this.held.set(dvipa, 'move: WHENIDLE, connections through the DVIPA remain');
+      else if (!situation.takebackDue && decide({ ...situation, takebackDue: true }) === 'takeback') {
+        const since = this.readySince.get(dvipa);
+        this.held.set(
+          dvipa,
+          since === undefined
+            ? `takeback: readiness gate: ${notReady}`
+            : `takeback: in ${Math.max(0, since + this.opts.takebackDelayMs - now)} ms (the takeback delay)`,
+        );
+      }
+      return;
+    }
     // The holder wins back what it held at once (its own key expired with its lease, etcd
     // having stalled); the others give the cluster time to settle, and a quiet owner its claim delay.
     const wait = mine ? 0 : Math.max(quietIn, (this.promised.get(dvipa) ?? 0) - performance.now());
-    if (claim === 'takeover' && wait > 0) return this.evaluateLater(dvipa, wait);
-    const settled = mine !== undefined || now - (this.healthySince ?? now) >= this.opts.settleMs;
-    if (!settled || (claim !== 'takeover' && !this.hooks.ready(dvipa))) return;
-    if (claim !== 'takeover' && this.hooks.prepared?.(dvipa) === false) return;
+    if (claim === 'takeover' && wait > 0) {
+      this.held.set(dvipa, `takeover: in ${Math.ceil(wait)} ms (the owner's claim delay)`);
+      return this.evaluateLater(dvipa, wait);
+    }
+    const settleLeft = mine !== undefined ? 0 : (this.healthySince ?? now) + this.opts.settleMs - now;
+    if (settleLeft > 0) {
+      this.held.set(dvipa, `${claim}: in ${settleLeft} ms (etcd just reached: every live node registers first)`);
+      return;
+    }
+    if (claim !== 'takeover' && notReady !== undefined) {
+      this.held.set(dvipa, `${claim}: readiness gate: ${notReady}`);
+      return;
+    }
+    if (claim !== 'takeover' && this.hooks.prepared?.(dvipa) === false) {
+      this.held.set(dvipa, `${claim}: tables being built from ${view.owner?.node ?? 'the owner'}'s DPT`);
+      return;
+    }
     if (claim === 'takeover' && silent && probed !== seen.ownerRev) return this.probe(dvipa, seen.ownerRev);
     this.run(dvipa, claim, seen);
   }
@@ -359,8 +408,12 @@ export class Election {
   }
 
   private run(dvipa: string, how: Claim | 'adopted', view: DvipaView): void {
-    if (!this.hooks.canRenew()) return;
+    if (!this.hooks.canRenew()) {
+      this.held.set(dvipa, `${how}: the renewal thread has not reached etcd yet`);
+      return;
+    }
     const rank = this.dvipas.get(dvipa)!.candidates.find((x) => x.node === this.opts.me)?.rank ?? 0;
+    this.held.set(dvipa, `${how}: claim sent, no answer from etcd yet`);
     this.busy.add(dvipa);
     const started = Date.now();
     const since = how === 'takeover' ? (this.ownerlessSince.get(dvipa) ?? started) : started;
@@ -370,6 +423,8 @@ export class Election {
       .claim(dvipa, rank, view, how === 'takeover')
       .then(
         (won) => {
+          this.failed.delete(dvipa);
+          this.held.delete(dvipa);
           if (!won) return;
           const previous = view.owner?.node ?? this.lastOwner.get(dvipa);
           this.owned.set(dvipa, won);
@@ -384,6 +439,8 @@ export class Election {
         (e: Error) => {
           // No answer is no refusal: etcd may apply the claim yet (see promise()).
           this.unanswered.set(dvipa, { ownerRev: view.ownerRev, epochRev: view.epochRev });
+          this.failed.set(dvipa, e.message);
+          this.held.set(dvipa, `${how}: claim failed; retrying`);
           this.log.warn({ dvipa, how, err: e.message }, 'claim failed; retrying');
         },
       )

@@ -7,8 +7,6 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as os from 'node:os';
-import * as fs from 'node:fs';
-import { execFile } from 'node:child_process';
 import type { IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, Watcher } from 'etcd3';
 import {
   commitClaim,
@@ -22,6 +20,7 @@ import { BpfMap } from '../dataplane/map.js';
 import { addr, addr6, FENCE_DRAIN, u64 } from '../dataplane/structs.js';
 import { ipFamily } from '../net/addr.js';
 import { AddressHolder } from './address.js';
+import { sys } from '../kernel/sys.js';
 import { log } from '../log.js';
 
 export interface WorkerSetup {
@@ -73,9 +72,9 @@ export interface ClaimAnswer {
   error?: string;
 }
 
-/** The renewal thread's real-time priority (SCHED_RR), or its nice value where that is refused. */
+/** The renewal thread's nice value, and its real-time priority (SCHED_RR) while it owns a DVIPA. */
+const RENEWAL_NICE = -20;
 const RENEWAL_RT_PRIORITY = 10;
-const RENEWAL_NICE = -10;
 /**
  * Renewals of one DVIPA sent and not yet answered. Answers come late on a busy machine even
  * when etcd committed at once, and renewals must go on landing every interval: room for
@@ -95,24 +94,49 @@ const CLAIM_DEADLINE_MS = 2000;
 const LEASE_KEEPALIVE_MS = 330;
 
 const setup = workerData as WorkerSetup;
-// Ahead of everything else on a busy node, as keepalived's VRRP process can be (its
-// vrrp_rt_priority): a renewal late by a fence is a failover. Round-robin real time for this
-// thread only (it works for microseconds each interval); where that is refused, a high nice
-// value (per thread on Linux too).
-const tid = fs.readlinkSync('/proc/thread-self').split('/').pop()!;
-execFile('chrt', ['--rr', '--pid', String(RENEWAL_RT_PRIORITY), tid], (err) => {
-  if (!err) return;
+// Ahead of ordinary work on a busy node: a renewal late by a fence is a failover. The highest
+// nice value (per thread on Linux) always, and round-robin real time only while this node owns
+// a DVIPA, as keepalived's VRRP process can run (its vrrp_rt_priority): as an ordinary thread
+// the owner's renewals came back 100-140 ms late every few seconds under the lab demo's load,
+// and its fence lapsed for a few milliseconds each time. Not always: this thread runs a
+// JavaScript engine, whose garbage collections and bursts of gRPC answers are not bounded. In
+// real time on every node, a returning node's thread and the owner's took both CPUs of the
+// lab's machine at once (perf, at a takeback), above etcd, ksoftirqd and every agent, and an
+// owner's fence lapsed for up to a second while a node came back. One node owns a DVIPA at a time.
+try {
+  os.setPriority(RENEWAL_NICE);
+} catch {
+  // not allowed (not root, or no CAP_SYS_NICE): renewals run at the agent's priority
+}
+/** This thread's policy (SCHED_OTHER to start with), and whether real time was refused once. */
+let realTime = false;
+let refused = false;
+/**
+ * Claims and hand-overs whose writes are out: real time from the moment a claim leaves, for its
+ * first renewals, and until a hand-over's writes (which move the fence) are answered.
+ */
+let writing = 0;
+/** Real time while `owned` holds a DVIPA or a claim or hand-over is out. */
+function followOwnership(): void {
+  const wanted = owned.size > 0 || writing > 0;
+  if (wanted === realTime) return;
   try {
-    os.setPriority(RENEWAL_NICE);
-  } catch {
-    // not allowed (not root, or no CAP_SYS_NICE): renewals run at the agent's priority
+    sys.threadRealTime('renewal thread', wanted ? RENEWAL_RT_PRIORITY : 0);
+    realTime = wanted;
+  } catch (e) {
+    // No CAP_SYS_NICE: the nice value above stays; asked again at the next change, said once.
+    if (!refused)
+      log.warn({ err: (e as Error).message }, 'renewal thread: real time refused; it renews at its nice value');
+    refused = true;
   }
-});
+}
 const client = etcdClient(setup.etcd);
 const fence4 = new BpfMap('fence', setup.fenceFd, addr, u64);
 const fence6 = new BpfMap('fence6', setup.fence6Fd, addr6, u64);
 const fenceOf = (dvipa: string) => (ipFamily(dvipa) === 6 ? fence6 : fence4);
-const owned = new Map<string, { renewal: Renewal; deadlineNs: bigint; inFlight: number }>();
+/** `lapsedAt`: where the fence ran out, while no confirmed renewal has started it again. */
+type Owned = { renewal: Renewal; deadlineNs: bigint; inFlight: number; lapsedAt?: bigint };
+const owned = new Map<string, Owned>();
 // Its repeats stop once this thread no longer renews the DVIPA (lost, dropped).
 const address = setup.announceOn ? new AddressHolder(setup.announceOn, log, (a) => owned.has(a)) : undefined;
 
@@ -138,7 +162,7 @@ function renewAll(): void {
       .then(
         (res) => {
           if (owned.get(dvipa) !== o) return;
-          if (res.succeeded) return extend(dvipa, sent + setup.fenceNs);
+          if (res.succeeded) return confirmed(dvipa, o, sent);
           if (res.responses[0]?.response_range?.kvs.length) replaced(dvipa, o);
         },
         () => undefined,
@@ -154,10 +178,36 @@ function renewAll(): void {
  * out, and the clients not yet moved by the new owner's announcement would be dropped. A
  * fence already run out stays so (a frozen or cut-off owner taken over).
  */
-function replaced(dvipa: string, o: { deadlineNs: bigint }): void {
+function replaced(dvipa: string, o: Owned): void {
   owned.delete(dvipa);
   const now = process.hrtime.bigint();
-  if (o.deadlineNs > now) fenceOf(dvipa).set(dvipa, (now + setup.drainNs) | FENCE_DRAIN);
+  const draining = o.deadlineNs > now;
+  if (draining) fenceOf(dvipa).set(dvipa, (now + setup.drainNs) | FENCE_DRAIN);
+  log.info({ dvipa, draining, fenceLeftMs: ms(o.deadlineNs - now) }, 'replaced as owner: renewals end');
+  followOwnership();
+}
+
+const ms = (ns: bigint) => Number(ns / 1000n) / 1000;
+
+/**
+ * A renewal etcd confirmed moves the fence. One that comes after the fence ran out ends a lapse
+ * only if it starts the fence again (renewals late by more than a fence answer in a burst),
+ * and the lapse is said then, once: how long the data plane was silent for the DVIPA
+ * (drop_fenced) and the round trip of the renewal that ended it. etcd, this thread or the way
+ * between was late; a lapse that never ends (the owner replaced) is said by replaced().
+ */
+function confirmed(dvipa: string, o: Owned, sent: bigint): void {
+  const now = process.hrtime.bigint();
+  const deadlineNs = sent + setup.fenceNs;
+  if (now > o.deadlineNs) o.lapsedAt ??= o.deadlineNs;
+  if (o.lapsedAt !== undefined && deadlineNs > now) {
+    log.warn(
+      { dvipa, silentMs: ms(now - o.lapsedAt), roundTripMs: ms(now - sent) },
+      'fence ran out before a renewal was confirmed: the data plane was silent for the DVIPA',
+    );
+    o.lapsedAt = undefined;
+  }
+  extend(dvipa, deadlineNs);
 }
 
 // Connected before the first renewal, which must not wait for a handshake: the agent claims
@@ -214,7 +264,11 @@ async function handOver(graceSec: number): Promise<HandedOver> {
   const mine = [...owned];
   owned.clear();
   const handed: string[] = [];
-  if (graceSec <= 0 || !mine.length) return { handed };
+  if (graceSec <= 0 || !mine.length) {
+    followOwnership();
+    return { handed };
+  }
+  writing++;
   const lease = client.lease(graceSec, { autoKeepAlive: false });
   try {
     const id = await lease.grant();
@@ -231,6 +285,8 @@ async function handOver(graceSec: number): Promise<HandedOver> {
     // etcd unreachable: what was not handed over lapses with its fence, as after a crash
   } finally {
     lease.release();
+    writing--;
+    followOwnership();
   }
   return { handed };
 }
@@ -270,22 +326,31 @@ function announceOnceReleased(dvipa: string, key: string, epoch: number, fromRev
 
 /** A claim committed from here: renewals and the fence start when etcd answers, not when the main thread next runs. */
 function claim(id: number, dvipa: string, c: ClaimTxn): void {
+  // Real time before the claim leaves: its answer starts the fence and, after a death, the announcement.
+  writing++;
+  followOwnership();
   const sent = process.hrtime.bigint();
-  commitClaim(client, c, CLAIM_DEADLINE_MS).then(
-    (revision) => {
-      if (revision !== undefined) {
-        const deadlineNs = sent + setup.fenceNs;
-        owned.set(dvipa, { renewal: { key: c.ownerKey, value: c.record, lease: c.lease }, deadlineNs, inFlight: 0 });
-        fenceOf(dvipa).set(dvipa, deadlineNs);
-        // After a death every client waits for the announcement: not for the main thread too.
-        if (c.announce) address?.take(dvipa);
-        else if (c.releasedKey && c.epoch && address)
-          announceOnceReleased(dvipa, c.releasedKey, Number(c.epoch), revision);
-      }
-      parentPort!.postMessage({ id, revision } satisfies ClaimAnswer);
-    },
-    (e: Error) => parentPort!.postMessage({ id, error: e.message } satisfies ClaimAnswer),
-  );
+  commitClaim(client, c, CLAIM_DEADLINE_MS)
+    .then(
+      (revision) => {
+        if (revision !== undefined) {
+          const deadlineNs = sent + setup.fenceNs;
+          owned.set(dvipa, { renewal: { key: c.ownerKey, value: c.record, lease: c.lease }, deadlineNs, inFlight: 0 });
+          fenceOf(dvipa).set(dvipa, deadlineNs);
+          // After a death every client waits for the announcement: not for the main thread too.
+          if (c.announce) address?.take(dvipa);
+          else if (c.releasedKey && c.epoch && address)
+            announceOnceReleased(dvipa, c.releasedKey, Number(c.epoch), revision);
+        }
+        parentPort!.postMessage({ id, revision } satisfies ClaimAnswer);
+      },
+      (e: Error) => parentPort!.postMessage({ id, error: e.message } satisfies ClaimAnswer),
+    )
+    // After the fence, the address and the answer.
+    .finally(() => {
+      writing--;
+      followOwnership();
+    });
 }
 
 parentPort!.on('message', (m: WorkerRequest) => {
@@ -297,7 +362,7 @@ parentPort!.on('message', (m: WorkerRequest) => {
     case 'drop':
       owned.delete(m.dvipa);
       if (m.drainUntilNs !== undefined) fenceOf(m.dvipa).set(m.dvipa, m.drainUntilNs | FENCE_DRAIN);
-      return;
+      return followOwnership();
     case 'handOver':
       void handOver(m.graceSec).then((r) => parentPort!.postMessage(r));
   }

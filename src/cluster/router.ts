@@ -219,6 +219,9 @@ export class RoutingRole {
    * those that are not are built soon (pushSoon), and a takeback claims once they are (Election).
    */
   prepared(dvipa: string): boolean {
+    // Draining, the tables are this node's own on purpose (it still forwards what reaches it):
+    // a claim now would announce the address before they follow the owner.
+    if (this.draining.has(dvipa)) return false;
     let current = true;
     for (const [name, s] of this.routed) {
       if (s.vip !== dvipa || this.deferred.has(name)) continue;
@@ -272,26 +275,48 @@ export class RoutingRole {
    * Another node routes it now: the address goes, the tables stay this node's own while its
    * fence drains (HANDOVER_DRAIN_MS), then follow the new owner's. Resolves once the address
    * is off the interface: this node's stack answers ARP for it no more.
+   *
+   * A data plane that forwards nothing for it any more (its fence ran out: a node back from
+   * the dead, told by etcd that its pinned epoch is stale) has nothing to drain: its tables
+   * follow the new owner at once. They kept its own distribution for 5 s before, so a
+   * takeback claimed within them (its readiness gate opens 3-5 s after a start) announced
+   * the address before the tables followed the owner, and a connection the owner had opened
+   * was hashed to another target here (a target of this node's list only): reset.
    */
   async disown(dvipa: string): Promise<void> {
     const d = this.dvipas.get(dvipa);
     if (!d) return;
+    const drains = this.forwarding(dvipa);
     d.epoch = 0;
     if (this.routedHere(dvipa)) this.fp.setEpoch(dvipa, 0);
     clearTimeout(this.draining.get(dvipa));
-    const drained = setTimeout(() => {
-      this.draining.delete(dvipa);
-      this.rebuild(dvipa);
-    }, HANDOVER_DRAIN_MS);
-    this.draining.set(dvipa, drained);
+    this.draining.delete(dvipa);
+    if (drains) {
+      const drained = setTimeout(() => {
+        this.draining.delete(dvipa);
+        this.rebuild(dvipa);
+      }, HANDOVER_DRAIN_MS);
+      this.draining.set(dvipa, drained);
+    } else this.rebuild(dvipa);
     await this.address?.give(dvipa);
   }
 
   /** Whether the data plane answers for the DVIPA now (no fencing: always). */
   answering(dvipa: string): boolean {
-    if (!this.opts.fencing) return true;
+    return this.fenceState(dvipa) === 'answering';
+  }
+
+  /** Whether the data plane forwards the DVIPA's traffic now: it answers for it, or drains. */
+  private forwarding(dvipa: string): boolean {
+    return this.fenceState(dvipa) !== 'silent';
+  }
+
+  /** What the DVIPA's fence lets the data plane do now, from one read of the map (no fencing: answer). */
+  private fenceState(dvipa: string): 'answering' | 'draining' | 'silent' {
+    if (!this.opts.fencing) return 'answering';
     const f = this.fp.fenceOf(dvipa);
-    return f !== undefined && !f.draining && f.deadlineNs > process.hrtime.bigint();
+    if (f === undefined || f.deadlineNs <= process.hrtime.bigint()) return 'silent';
+    return f.draining ? 'draining' : 'answering';
   }
 
   /** Resolves once the DVIPA's services are built from `from`'s DPT (or dropped: a stop). */
@@ -354,16 +379,23 @@ export class RoutingRole {
    * cut off from its targets (a wrong key, a partition) never takes a DVIPA back to route it nowhere.
    */
   ready(dvipa: string): boolean {
-    if (!this.dvipas.has(dvipa)) return false;
-    const waiting = Date.now() - this.startedAt < GATE_WAIT_MS;
+    return this.notReady(dvipa) === undefined;
+  }
+
+  /** What the readiness gate waits for, in words (undefined: open). */
+  notReady(dvipa: string): string | undefined {
+    if (!this.dvipas.has(dvipa)) return 'not a DVIPA this node routes';
+    const connecting = Date.now() - this.startedAt < GATE_WAIT_MS;
     const candidates = this.candidateTargets(dvipa);
-    const synced = (x: string) =>
-      this.opts.isConnected(x) && this.synced.get(x)?.srvstat === true && this.synced.get(x)?.conns === true;
+    const synced = (x: string) => this.synced.get(x)?.srvstat === true && this.synced.get(x)?.conns === true;
+    const up = candidates.filter((x) => this.opts.isConnected(x));
+    const unsynced = up.filter((x) => !synced(x));
+    if (unsynced.length) return `no full report yet from ${unsynced.join(', ')}`;
+    const absent = candidates.filter((x) => !up.includes(x));
+    if (connecting && absent.length) return `targets may still connect (${absent.join(', ')})`;
     const quorum = Math.min(this.opts.readyTargets ?? 1, candidates.length);
-    return (
-      candidates.filter(synced).length >= quorum &&
-      candidates.every((x) => (!waiting && !this.opts.isConnected(x)) || synced(x))
-    );
+    if (up.length < quorum) return `${up.length} of the ${quorum} targets it needs connected and reporting`;
+    return undefined;
   }
 
   /** No connection through the DVIPA is known (for WHENIDLE moves). */

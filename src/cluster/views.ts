@@ -24,6 +24,8 @@ export interface VipadynRow {
   epoch: number;
   owner?: string;
   since?: string;
+  /** Why this node does not claim it although it would route it now (a takeback, a takeover or a move held back). */
+  heldBack?: string;
 }
 
 /** One member as `dvipa netstat members` shows it. */
@@ -144,9 +146,10 @@ export interface VipadynInput {
   view?: DvipaView;
   /** When this node last became its owner or stopped being it (ms since the epoch). */
   since?: number;
+  heldBack?: string;
 }
 
-export function vipadynRow({ me, dvipa, roles: rs, owned, view, since }: VipadynInput): VipadynRow {
+export function vipadynRow({ me, dvipa, roles: rs, owned, view, since, heldBack }: VipadynInput): VipadynRow {
   const routes = rs.some((r) => r.kind === 'routing' || r.kind === 'backup');
   const target = rs.some((r) => r.kind === 'target');
   const backup = rs.find((r) => r.kind === 'backup');
@@ -166,5 +169,6 @@ export function vipadynRow({ me, dvipa, roles: rs, owned, view, since }: Vipadyn
     epoch: owned?.epoch ?? 0,
     ...(view?.owner ? { owner: view.owner.node } : owned ? { owner: me } : {}),
     ...(since ? { since: new Date(since).toISOString() } : {}),
+    ...(heldBack ? { heldBack } : {}),
   };
 }

@@ -36,6 +36,8 @@ export const LIMITS = {
   timedAffinity: [0, 99999],
   /** New flows per second per CPU that get a CRT entry (the new-flow rate guard); 0: no guard. */
   newFlowRate: [0, 100_000_000],
+  /** Entries of the CRT's tables (crt, crt_est; crt6 and crt6_est take up to 2^18 of them). */
+  crtEntries: [1, 1 << 28],
 } as const satisfies Record<string, readonly [number, number]>;
 
 export const DEFAULTS = {
@@ -109,6 +111,7 @@ export interface AgentFlags {
   scanMs?: number;
   readyTargets?: number;
   newFlowRate?: number;
+  crtEntries?: number;
 }
 
 export interface AgentSettings {
@@ -124,6 +127,8 @@ export interface AgentSettings {
   readyTargets: number;
   /** New flows per second per CPU that get a CRT entry; 0: no guard. */
   newFlowRate: number;
+  /** The CRT's size when its maps are made; undefined: the pinned maps' size, else the default. */
+  crtEntries?: number;
 }
 
 /** What a file says, where the agent's settings come from. */
@@ -189,5 +194,8 @@ export function resolveAgentSettings(file: AgentFileSettings, flags: AgentFlags)
     scanMs: pick('scanMs', 'scan-ms', flags.scanMs, undefined, DEFAULTS.scanMs),
     readyTargets: pick('readyTargets', 'ready-targets', flags.readyTargets, undefined, DEFAULTS.readyTargets),
     newFlowRate: pick('newFlowRate', 'new-flow-rate', flags.newFlowRate, file.newFlowRate, DEFAULTS.newFlowRate),
+    ...(flags.crtEntries !== undefined
+      ? { crtEntries: checkLimit('crtEntries', 'crt-entries', flags.crtEntries) }
+      : {}),
   };
 }

@@ -4,7 +4,7 @@
  * and their Maglev tables, CRT, counters, attach/detach). All state lives in the pinned
  * maps, so a new FastPath opened over the same pin root picks up where the last one was.
  */
-import { DEFAULTS } from '../config/settings.js';
+import { DEFAULTS, LIMITS, withinLimits } from '../config/settings.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadObject, mapRef, type BpfObject, type MapRef } from '../kernel/object.js';
@@ -14,6 +14,7 @@ import { inNetnsAt } from '../kernel/netns.js';
 import { BpfMap, BPF_ANY, PerCpuArray, PerCpuHash } from './map.js';
 import {
   addr,
+  anyPortBit,
   addr6,
   affinity,
   affinity6,
@@ -263,6 +264,10 @@ export class FastPath {
     this.maglev = mapRef('maglev', fd('maglev'));
     for (const [i, t] of this.targets.entries())
       if (t.addr !== NO_ADDR) this.targetIndex.set(`${t.svcId}|${t.addr}`, i);
+    // Pins an older version wrote have every-port services but no filter bits for them.
+    const cfg = this.config.get(0)!;
+    const bits = cfg.anyPort | this.anyPortBits();
+    if (bits !== cfg.anyPort) this.config.set(0, { ...cfg, anyPort: bits });
   }
 
   /**
@@ -314,9 +319,10 @@ export class FastPath {
       !(Number.isInteger(c.maxNewFlows) && c.maxNewFlows >= 0 && c.maxNewFlows < 2 ** 32)
     )
       throw new RangeError(`new-flow rate ${c.maxNewFlows}: expected a whole number of flows per second per CPU`);
-    this.config.set(0, {
+    this.writeConfig({
       extIfindex: 0,
       extMac: NO_MAC,
+      anyPort: 0,
       maxNewFlows: 0,
       clusterAddr6: '::',
       ...old,
@@ -325,6 +331,22 @@ export class FastPath {
       enabled: c.enabled === false ? 0 : 1,
       ...(c.maxNewFlows !== undefined ? { maxNewFlows: c.maxNewFlows } : {}),
     });
+  }
+
+  /** The every-port filter's bits (dvipa_config.any_port) of the every-port services in the maps, and of `vips`. */
+  private anyPortBits(vips: string[] = []): number {
+    const inMaps = [...this.services.keys(), ...this.services6.keys()].filter((k) => k.port === 0).map((k) => k.vip);
+    return [...inMaps, ...vips].reduce((b, v) => b | anyPortBit(v), 0);
+  }
+
+  /**
+   * Every write of node_config: the every-port filter gets the bits of the every-port services
+   * in the maps and of `vips` (about to be written) added, never one cleared (a stale bit costs
+   * a lookup). A missing bit would pass the DVIPA's every-port traffic instead of forwarding
+   * it: so a write that read the config before another process added a bit puts it back.
+   */
+  private writeConfig(c: NodeConfig, vips: string[] = []): void {
+    this.config.set(0, { ...c, anyPort: c.anyPort | this.anyPortBits(vips) });
   }
 
   nodeConfig(): NodeConfig {
@@ -399,6 +421,9 @@ export class FastPath {
       ((before?.flags ?? 0) & SVC_V6_TARGETS) |
       ([...wanted].some(isV6) ? SVC_V6_TARGETS : 0) |
       (this.fenceOf(s.vip) === undefined ? SVC_UNFENCED : 0);
+    // Every push of the service's table comes here: the maps are scanned only if its bit is missing.
+    const cfg = s.port === 0 ? this.config.get(0)! : undefined;
+    if (cfg && !(cfg.anyPort & anyPortBit(s.vip))) this.writeConfig(cfg, [s.vip]);
     this.servicesOf(s.vip).set(keyOf(s), { id: id!, affinityS, flags });
     // By index: an IPv4 client's affinity to an IPv6 target has no IPv4 address to compare.
     const live = new Set(addrs.map((a) => indexOf.get(a)!));
@@ -458,11 +483,13 @@ export class FastPath {
    * out of the LRU, which keeps only the unconfirmed: `crt_est` and `crt`, or `crt6_est` and
    * `crt6` for an IPv6 connection or an IPv4 one to an IPv6 target (where the data plane puts
    * those). Returns the flows that did not fit (the table is full): they stay where the LRU
-   * has them and nothing is evicted for them.
+   * has them and nothing is evicted for them. UDP flows are left where they are: the data
+   * plane never looks for one among the confirmed (no handshake: every datagram may be a first).
    */
   confirm(entries: ReadonlyArray<readonly [Flow, CrtEntry]>): Flow[] {
-    const v6 = entries.filter(([k, v]) => inCrt6(k, v.target));
-    const v4 = entries.filter(([k, v]) => !inCrt6(k, v.target));
+    const tcp = entries.filter(([k]) => k.proto === IPPROTO.tcp);
+    const v6 = tcp.filter(([k, v]) => inCrt6(k, v.target));
+    const v4 = tcp.filter(([k, v]) => !inCrt6(k, v.target));
     return [...this.confirmIn(this.crtEst, this.crt, v4), ...this.confirmIn(this.crt6Est, this.crt6, v6)];
   }
 
@@ -740,7 +767,7 @@ export class FastPath {
     const cfg = this.config.get(0);
     // The distributor takes only frames addressed to its interface (see dvipa_config).
     if (role === 'distributor' && cfg)
-      this.config.set(0, { ...cfg, extIfindex: a.ifindex, extMac: interfaceMac(ifname) });
+      this.writeConfig({ ...cfg, extIfindex: a.ifindex, extMac: interfaceMac(ifname) });
     return a;
   }
 
@@ -815,8 +842,9 @@ function crt6Entries(pinRoot: string, crtEntries: number): number {
 /** An explicit size must match an existing pinned CRT; no size adopts the pinned one. */
 function resolveCrtSize(pinRoot: string, wanted: number | undefined): number {
   const pin = path.join(pinRoot, 'crt');
-  if (wanted !== undefined && (!Number.isInteger(wanted) || wanted < 1 || wanted > 1 << 28)) {
-    throw new RangeError(`CRT size ${wanted}: expected an integer from 1 to ${1 << 28}`);
+  if (wanted !== undefined && !withinLimits('crtEntries', wanted)) {
+    const [min, max] = LIMITS.crtEntries;
+    throw new RangeError(`CRT size ${wanted}: expected an integer from ${min} to ${max}`);
   }
   const pinned = pinnedEntries(pin);
   if (pinned === undefined) return wanted ?? CRT_DEFAULT_ENTRIES;

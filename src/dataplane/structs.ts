@@ -3,7 +3,7 @@
  * identical to the C header; test/kernel/layout.test.ts compares both with the BTF.
  */
 import { scalar, struct, type Struct } from './codec.js';
-import { ipFamily } from '../net/addr.js';
+import { ipFamily, parseIpv4, parseIpv6 } from '../net/addr.js';
 import type { Flow } from '../net/flow.js';
 
 /** A fencing deadline long past (DVIPA_FENCE_EXPIRED): the node answers no more for the DVIPA. */
@@ -237,17 +237,37 @@ export interface NodeConfig {
   /** The distributor's external interface (0: none) and its MAC: frames to other MACs are not ours. */
   extIfindex: number;
   extMac: string;
+  /** DVIPAs with an every-port service, as a filter of their anyPortBit()s (dvipa_config.any_port). */
+  anyPort: number;
   /** The outer source towards IPv6 targets ('::': none, IPv6 targets are unreachable). */
   clusterAddr6: string;
   /** The new-flow rate guard: new flows per second per CPU that get a CRT entry (0: no guard). */
   maxNewFlows: number;
+}
+
+/**
+ * An address's bit in dvipa_config.any_port, as bpf/dvipa.h's any_port_bit() computes it: of
+ * the address's 32-bit words as the data plane loads them (little-endian loads of network-order
+ * bytes), IPv6's four XORed together.
+ */
+export function anyPortBit(ip: string): number {
+  let word = 0;
+  if (ipFamily(ip) === 6) {
+    const b = parseIpv6(ip);
+    for (let i = 0; i < 16; i += 4) word ^= b.readUInt32LE(i);
+  } else {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(parseIpv4(ip));
+    word = b.readUInt32LE(0);
+  }
+  return 1 << (Math.imul(word, 0x9e3779b1) >>> 28);
 }
 export const nodeConfig = struct<NodeConfig>('dvipa_config', [
   ['clusterAddr', 'ipv4'],
   ['enabled', 'u32'],
   ['extIfindex', 'u32'],
   ['extMac', 'mac'],
-  ['pad', { pad: 2 }],
+  ['anyPort', 'u16'],
   ['clusterAddr6', 'ipv6'],
   ['maxNewFlows', 'u32'],
 ]);

@@ -4,7 +4,7 @@
  * die (links down at one instant, then its process killed) or comes back, while a probe on the
  * client measures what a user sees.
  */
-import { until } from './wait.js';
+import { LabError, until } from './wait.js';
 import { OutageProbe, type OutageReport } from './procs.js';
 import { HA } from './ha-topology.js';
 import type { Topology } from './netns.js';
@@ -23,6 +23,8 @@ export interface HaPair {
   revive(node: string): number;
   /** When the node's control plane logged taking the address, at or after `since`, if it logs that. */
   acquired?(node: string, since: number): number | undefined;
+  /** What the node says of itself now and logged since `since`, if it can: why a wait timed out. */
+  explain?(node: string, since: number): Promise<string>;
 }
 
 export interface Drill {
@@ -57,7 +59,15 @@ export async function failoverStep(
     `${to} to hold ${HA.dvipa}`,
     async () => (await pair.active(to)) && pair.holds(to) && alone(),
     takeover ? 15000 : 30000,
-  );
+  ).catch(async (e: Error) => {
+    // The operator's first questions: who holds it, why the other does not claim, what they logged.
+    const said =
+      pair.explain &&
+      (await Promise.all(
+        [to, from].map((n) => pair.explain!(n, t0).catch((x: Error) => `${n}: not explained (${x.message})`)),
+      ));
+    throw said ? new LabError(`${e.message}\n${said.join('\n')}`) : e;
+  });
   const settledMs = Date.now() - t0;
   await sleep(SETTLE_MS);
   const acquired = pair.acquired?.(to, t0);

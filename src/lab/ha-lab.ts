@@ -17,9 +17,12 @@ import { buildHaTopology, haConfig, HA, HA_DVIPAS, holdsDvipa, setRouterLinks } 
 import { netnsPath, Topology } from './netns.js';
 import { DEFAULTS } from '../config/settings.js';
 import { MEMORY_DIR, startEtcd } from './etcd.js';
-import { LAB_NICE } from './procs.js';
+import { LAB_CRT_ENTRIES, LAB_NICE } from './procs.js';
 import { LabError, until } from './wait.js';
 import type { VdptRow, VipadynRow } from '../cluster/views.js';
+
+/** The fields of an agent's log line the lab reads. */
+type LogEntry = { msg?: string; time?: number; level?: number; dvipa?: string; err?: string };
 
 export const LAB_PREFIX = 'dvlab-';
 export const DEFAULT_LAB_DIR = '/run/dvipa-lab';
@@ -224,6 +227,8 @@ export class HaLab {
       this.socket(node),
       '--identities',
       path.join(this.state.dir, 'nodes'),
+      '--crt-entries',
+      String(LAB_CRT_ENTRIES),
       // The lab's etcd is plain http without auth, reachable only inside the lab's namespaces.
       ...(routing ? ['--etcd', this.state.etcd, '--insecure-etcd'] : []),
       ...(routing && this.state.renewMs !== undefined ? ['--renew-ms', String(this.state.renewMs)] : []),
@@ -261,20 +266,45 @@ export class HaLab {
     return t0;
   }
 
+  /** `node`'s agent log lines that contain `text` (all if empty), as JSON; a line cut short by a kill is left out. */
+  private logEntries(node: string, text = ''): LogEntry[] {
+    const file = path.join(this.state.dir, `agent-${node}.log`);
+    if (!fs.existsSync(file)) return [];
+    return fs
+      .readFileSync(file, 'utf8')
+      .split('\n')
+      .flatMap((l) => {
+        if (!l.includes(text)) return [];
+        try {
+          return [JSON.parse(l) as LogEntry];
+        } catch {
+          return [];
+        }
+      });
+  }
+
   /** When `node`'s agent first logged `msg` (about `dvipa`, if named) at or after `since` (ms since the epoch), from its log file. */
   logged(node: string, msg: string, since: number, dvipa?: string): number | undefined {
-    const file = path.join(this.state.dir, `agent-${node}.log`);
-    if (!fs.existsSync(file)) return undefined;
-    for (const l of fs.readFileSync(file, 'utf8').split('\n')) {
-      if (!l.includes(msg)) continue;
-      try {
-        const j = JSON.parse(l) as { msg?: string; time?: number; dvipa?: string };
-        if (j.msg === msg && (j.time ?? 0) >= since && (dvipa === undefined || j.dvipa === dvipa)) return j.time;
-      } catch {
-        // a line cut short by a kill: not the one
-      }
-    }
-    return undefined;
+    return this.logEntries(node, msg).find(
+      (j) => j.msg === msg && (j.time ?? 0) >= since && (dvipa === undefined || j.dvipa === dvipa),
+    )?.time;
+  }
+
+  /**
+   * What `node`'s agent says of both DVIPAs now (and why it holds back a claim), with its last
+   * warnings since `since`: the state a drill's failed wait is reported with.
+   */
+  async explain(node: string, since: number): Promise<string> {
+    const rows = await Promise.all([HA.dvipa, HA.dvipa6].map(async (d) => [d, await this.vipadyn(node, d)] as const));
+    const state = rows.map(([d, r]) =>
+      !r
+        ? `${d} no answer`
+        : `${d} ${r.status}${r.owner ? ` (owner ${r.owner})` : ''}${r.heldBack ? `, held back: ${r.heldBack}` : ''}`,
+    );
+    const warnings = this.logEntries(node)
+      .filter((j) => (j.time ?? 0) >= since && (j.level ?? 0) >= 40)
+      .map((j) => `${j.msg}${j.dvipa ? ` (${j.dvipa})` : ''}${j.err ? `: ${j.err}` : ''}`);
+    return `${node}: ${state.join('; ')}${warnings.length ? `; last warnings: ${warnings.slice(-5).join(' | ')}` : ''}`;
   }
 
   /** `node`'s data-plane verdict counters (all DVIPAs, since its maps were made): where its packets went. */

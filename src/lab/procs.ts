@@ -14,6 +14,15 @@ const here = path.dirname(fileURLToPath(import.meta.url));
  */
 export const LAB_NICE = -10;
 
+/**
+ * The CRT size of the lab's agents (--crt-entries), far above what a lab holds. Every lab node
+ * shares one kernel, and making a CRT holds a CPU in the kernel for the whole of it
+ * (bpf_lru_populate, not preemptible on a PREEMPT_NONE kernel): about 0.5 s for the default
+ * 1,048,576 entries here, long enough that the other nodes' etcd round trips waiting behind it
+ * let an owner's fence lapse (docs/ha.md). 65,536 take about 30 ms.
+ */
+export const LAB_CRT_ENTRIES = 65536;
+
 function firstLine(child: ChildProcess, what: string, timeoutMs = 5000): Promise<string> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${what}: no output within ${timeoutMs} ms`)), timeoutMs);

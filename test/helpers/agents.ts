@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import type { Topology } from '../../src/lab/netns.js';
 import { FastPath } from '../../src/dataplane/fastpath.js';
-import { LAB_NICE } from '../../src/lab/procs.js';
+import { LAB_CRT_ENTRIES, LAB_NICE } from '../../src/lab/procs.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 
@@ -64,6 +64,8 @@ export class Agents {
         loadFile,
         '--scan-ms',
         '5000',
+        '--crt-entries',
+        String(LAB_CRT_ENTRIES),
         '--control',
         this.socket(node),
         ...(o.args ?? []),

@@ -18,12 +18,15 @@ export function requireRoot(): void {
 export const IN_KERNEL_LAB = process.env.DVIPA_KERNEL_LAB === '1';
 /**
  * Agents' options where the kernel lab emulates the CPU (TCG, 10-50 times slower): the owner's
- * 20 ms renewals and the etcd writes they cause, both at real-time priority, left a second
- * agent starting for minutes on the 2 emulated CPUs. Renewals, fence and claim delay scaled by 10.
+ * 20 ms renewals and the etcd writes they cause (both at real-time priority then, before
+ * 2026-12-02) left a second agent starting for minutes on the 2 emulated CPUs. Renewals, fence
+ * and claim delay scaled by 10.
  */
 export const EMULATED_AGENT_ARGS = IN_KERNEL_LAB ? ['--renew-ms', '200'] : [];
 /** How long etcd may take to start there (it took over 30 s late in a long boot). */
 export const EMULATED_ETCD_START_MS = IN_KERNEL_LAB ? 180_000 : undefined;
+/** How long a charon may take to start there (three at once with etcd: over 15 s at host load 16). */
+export const EMULATED_CHARON_START_MS = IN_KERNEL_LAB ? 180_000 : undefined;
 
 let seq = 0;
 /** A short unique prefix for namespaces and pins of this test process. */

@@ -13,8 +13,8 @@ export const LOADED_MACHINE_MARGIN_MS = 1000;
 /**
  * The client's longest ping gap gets a smaller margin: the lease-based takeover this replaced
  * left gaps of 1.1-1.3 s, and a bound above that would not tell the two apart. The renewal
- * path runs at raised priority (a real-time thread, nice -10 agents and etcd), so the load
- * delays it by tens of milliseconds, not by a second.
+ * path runs at raised priority (a thread at nice -20, nice -10 agents, etcd in real time),
+ * so the load delays it by tens of milliseconds, not by a second.
  */
 export const FAST_PATH_MARGIN_MS = 400;
 /**

@@ -16,6 +16,7 @@ import {
   pktgenCommands,
   PktgenMissing,
   runPktgen,
+  runningDevices,
   type PktgenOptions,
 } from '../../src/bench/pktgen.js';
 import { requireRoot, uniquePrefix } from '../helpers/env.js';
@@ -90,7 +91,7 @@ test('pktgen: one device per thread, flows over source ports and addresses, a ra
   assert.ok(pktgenCommands({ ...OPTS, ratePps: 0 }).some((c) => c.command === 'count 0'));
 
   for (const d of ['eth9@0', 'eth9@1']) fs.appendFileSync(path.join(proc, d), RESULT);
-  const results = await runPktgen(proc, 'eth9', 2, 0);
+  const results = await runPktgen(proc, { ...OPTS, threads: 2 });
   assert.deepEqual(
     results.map((r) => [r.device, r.packets, r.pps, r.errors]),
     [
@@ -98,7 +99,10 @@ test('pktgen: one device per thread, flows over source ports and addresses, a ra
       ['eth9@1', 300000, 99999, 0],
     ],
   );
-  assert.equal(fs.readFileSync(path.join(proc, 'pgctrl'), 'utf8'), 'start\nstop\n');
+  // A scratch file's write returns at once, as a counted run's does when it ends: no stop after it.
+  assert.equal(fs.readFileSync(path.join(proc, 'pgctrl'), 'utf8'), 'start\n');
+  assert.deepEqual(runningDevices('Running: eth9@0 eth9@1 \nStopped: \nResult: NA\n'), ['eth9@0', 'eth9@1']);
+  assert.deepEqual(runningDevices('Running: \nStopped: eth9@0 \nResult: OK: ...\n'), []);
   assert.equal(parsePktgenResult('x', 'Params: count 5\n'), undefined, 'no result yet');
 
   assert.throws(
@@ -137,6 +141,31 @@ test('dvipa bench traffic: pktgen missing says how to load it; bad arguments exi
     const r = dvipa(['bench', 'traffic', ...args]);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
   }
+});
+
+test('dvipa bench fastpath --katran: a missing or incomplete checkout exits 2 naming what is missing; katran paths need it', () => {
+  requireRoot();
+  const missing = dvipa([
+    'bench',
+    'fastpath',
+    '--katran',
+    path.join(dir, 'no-katran'),
+    '--rounds',
+    '1',
+    '--repeat',
+    '1',
+  ]);
+  assert.equal(missing.code, 2, missing.err);
+  assert.match(missing.err, /--katran .*no-katran: not a directory/);
+  const partial = path.join(dir, 'katran-partial');
+  fs.mkdirSync(path.join(partial, 'katran/lib/bpf'), { recursive: true });
+  fs.writeFileSync(path.join(partial, 'katran/lib/bpf/balancer.bpf.c'), '');
+  const incomplete = dvipa(['bench', 'fastpath', '--katran', partial, '--rounds', '1', '--repeat', '1']);
+  assert.equal(incomplete.code, 2, incomplete.err);
+  assert.match(incomplete.err, /linux_includes\/bpf\.h is missing: an incomplete Katran checkout/);
+  const without = dvipa(['bench', 'fastpath', '--paths', 'katran_syn', '--rounds', '1', '--repeat', '1']);
+  assert.equal(without.code, 2, without.err);
+  assert.match(without.err, /katran_syn need --katran DIR/);
 });
 
 test('live generator: real frames through XDP, kernel forwarding and nftables DNAT, with a chart', () => {
@@ -204,10 +233,12 @@ test('live generator, router only: targets are XDP sinks that count exactly what
   assert.equal(r.code, 0, r.err);
   const b = JSON.parse(r.out) as {
     routerOnly: boolean;
+    generatedAt: string;
     flows: number;
     runs: Array<{ mode: string; sent: number; delivered: number; perTarget: Record<string, number> }>;
   };
   assert.equal(b.routerOnly, true);
+  assert.equal(b.generatedAt, 'router');
   assert.equal(b.flows, 60000);
   for (const run of b.runs) {
     assert.ok(

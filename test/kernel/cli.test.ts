@@ -13,6 +13,7 @@ import { buildFrame } from '../../src/net/packet.js';
 import { writePcap } from '../../src/net/pcap.js';
 import { buildFrame6 } from '../../src/net/packet6.js';
 import { FASTPATH_PATHS } from '../../src/bench/fastpath.js';
+import { FastPath } from '../../src/dataplane/fastpath.js';
 import { requireRoot, scratchPinRoot } from '../helpers/env.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
@@ -75,7 +76,8 @@ after(() => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('dvipa agent: every option out of range, a short or missing key file: exit 2 naming the problem, nothing started', async () => {
+/** A routing node's configuration and key for `dvipa agent` runs that stop before it starts. */
+function agentFiles(): { cfg: string; key: string } {
   const cfg = path.join(dir, 'agent.cfg');
   fs.writeFileSync(
     cfg,
@@ -83,6 +85,11 @@ test('dvipa agent: every option out of range, a short or missing key file: exit 
   );
   const key = path.join(dir, 'agent.key');
   fs.writeFileSync(key, Buffer.alloc(32, 7), { mode: 0o600 });
+  return { cfg, key };
+}
+
+test('dvipa agent: every option out of range, a short or missing key file: exit 2 naming the problem, nothing started', async () => {
+  const { cfg, key } = agentFiles();
   const short = path.join(dir, 'short.key');
   fs.writeFileSync(short, Buffer.alloc(31, 7), { mode: 0o600 });
   const pinRoot = `${pins.pinRoot}-agent`;
@@ -106,6 +113,8 @@ test('dvipa agent: every option out of range, a short or missing key file: exit 
     [['--port', '1.5'], /--port must be/],
     [['--scan-ms', '49'], /--scan-ms must be a whole number from 50 to 60000/],
     [['--scan-ms', '60001'], /--scan-ms must be a whole number from 50 to 60000/],
+    [['--crt-entries', '0'], /--crt-entries must be a whole number from 1 to 268435456/],
+    [['--crt-entries', '268435457'], /--crt-entries must be/],
     [[...etcd, '--lease-ttl', '0'], /--lease-ttl must be a whole number from 1 to 300/],
     [[...etcd, '--lease-ttl', '301'], /--lease-ttl must be/],
     [['--takeback-delay', '-1'], /--takeback-delay must be a whole number from 0 to 86400/],
@@ -125,6 +134,25 @@ test('dvipa agent: every option out of range, a short or missing key file: exit 
     assert.match(results[i].err, why, extra.join(' '));
   });
   assert.equal(fs.existsSync(pinRoot), false, 'nothing was loaded or pinned');
+});
+
+test('dvipa agent --crt-entries over a pinned CRT of another size: exit 1 naming both sizes and the way out; the pins keep theirs', async () => {
+  const { cfg, key } = agentFiles();
+  const pinRoot = `${pins.pinRoot}-crt`;
+  try {
+    FastPath.open({ pinRoot, crtMaxEntries: 4096 }).close();
+    const r = await dvipaAsync([
+      'agent',
+      ...['--config', cfg, '--node', 'r1', '--key-file', key, '--pin-root', pinRoot],
+      ...['--control', '', '--metrics', '', '--crt-entries', '8192'],
+    ]);
+    assert.equal(r.code, 1, r.err);
+    assert.match(r.err, /the pinned CRT at .*crt holds 4096 entries, not 8192: keep its size, or purge the pins/);
+    // Opened with the size it was made with: another size would throw.
+    FastPath.open({ pinRoot, crtMaxEntries: 4096 }).close();
+  } finally {
+    fs.rmSync(pinRoot, { recursive: true, force: true });
+  }
 });
 
 test('every command has --help', async () => {
@@ -469,10 +497,12 @@ test('bench fastpath --json and bench tables --json have their figures', () => {
   const fastpath = dvipa(['bench', 'fastpath', '--json', '--rounds', '1', '--repeat', '2000']);
   assert.equal(fastpath.code, 0, fastpath.err);
   const f = JSON.parse(fastpath.out);
+  // Katran's paths run only with --katran DIR (bench.test).
   assert.deepEqual(
     f.paths.map((p: { path: string }) => p.path),
-    FASTPATH_PATHS,
+    FASTPATH_PATHS.filter((p) => !p.startsWith('katran_')),
   );
+  assert.equal(f.vsKatran, undefined, 'no Katran figures without --katran');
   assert.equal(f.paths[0].ratio, 1);
   assert.ok(f.v6OverV4 > 0 && Number.isFinite(f.v6OverV4), 'IPv6 established over IPv4');
   for (const p of f.paths) assert.ok(p.nsPerPacket > 0 && Number.isFinite(p.ratio), p.path);

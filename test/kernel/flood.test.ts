@@ -290,6 +290,29 @@ test('new-flow rate guard: above the rate new flows are hashed without an insert
     assert.ok(guardedProbe !== undefined, 'a SYN right after a flood over the rate is guarded');
     // The LRU grew only by the inserted ones (it is full from the flood: it may also have aged some out).
     assert.ok(fp.crt.count() <= lruBefore + Number(stats().crtNew - before.crtNew));
+    // Over the rate a SYN skips the CRT lookup too (it is hashed whatever it would find): a
+    // flow whose entry names another target than Maglev's gets its SYN hashed, its other
+    // packets still follow the entry. Without the skip the SYN hits the entry, never guarded.
+    const h = client(0xc613f000, 20);
+    const other = three.find((t) => t.addr !== predicted(h))!.addr;
+    const svcId = fp.serviceId(web)!;
+    const targetIdx = fp.targetIndexOf(svcId, other);
+    fp.crt.set(h, { target: other, svcId, origin: CrtOrigin.First, targetIdx, createdNs: 0n });
+    let hashed = false;
+    for (let i = 1; i <= 5 && !hashed; i++) {
+      rns.inside(() => synFlood(1500));
+      const g0 = stats().crtGuarded;
+      const target = rns.inside(() => targetOf(h, { syn: true }));
+      if (stats().crtGuarded !== g0 + 1n) continue; // sent from another CPU, or in the next window
+      hashed = true;
+      assert.equal(target, predicted(h), 'a SYN over the rate goes where Maglev puts it');
+    }
+    assert.ok(hashed, 'a SYN with a CRT entry, right after a flood over the rate, is hashed');
+    assert.equal(
+      rns.inside(() => targetOf(h, { ack: true })),
+      other,
+      "the flow's other packets follow its entry",
+    );
 
     // Below the rate (a high one): every new flow inserted, none guarded.
     fp.configure({ clusterAddr: rns.clusterAddr, maxNewFlows: 1_000_000 });

@@ -14,7 +14,6 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +33,7 @@ import {
 import { askAgent } from '../../src/cluster/control.js';
 import { EMULATED_AGENT_ARGS, EMULATED_ETCD_START_MS, requireRoot, uniquePrefix } from '../helpers/env.js';
 import { Agents } from '../helpers/agents.js';
+import { startPings } from '../helpers/pings.js';
 import { skipWithoutEsp, xfrmStat } from '../helpers/xfrm.js';
 
 const DVIPA = HA.dvipa;
@@ -155,19 +155,10 @@ test('ESP through a takeover and a takeback: SAs re-installed from etcd, no repl
   });
 
   // Pings from the peer, through the tunnel, all along.
-  const ping = topo.spawn(ns.client, 'ping', ['-n', '-i', '0.1', '-W', '1', DVIPA], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
-  const replies: number[] = [];
-  readline.createInterface({ input: ping.stdout! }).on('line', (l) => {
-    if (/bytes from/.test(l)) replies.push(Date.now());
-  });
-  const repliesSince = (at: number) => replies.filter((x) => x >= at).length;
+  const pings = startPings(topo, ns.client, DVIPA, 0.1);
+  const repliesSince = pings.since;
   /** The longest time without a reply around an event: how long ESP was interrupted. */
-  const outage = (from: number) => {
-    const around = replies.filter((x) => x >= from - 1000);
-    return Math.max(0, ...around.slice(1).map((x, i) => x - around[i]));
-  };
+  const outage = (from: number) => pings.gap(from).ms;
   const started = Date.now();
 
   await waitFor('pings answered through r1', () => repliesSince(0) >= 10);
@@ -207,6 +198,13 @@ test('ESP through a takeover and a takeback: SAs re-installed from etcd, no repl
   assert.deepEqual(
     { how, installed, policies, refused, failed },
     { how: 'takeover', installed: 2, policies: 2 - r2Had, refused: [], failed: [] },
+    // Once, with the lab slowed 2 x by other work, r2 reported 0 new policies after 97 s of outage: a
+    // re-install that lost its claim would leave them for the next (not seen: its log, next time).
+    `r2's ownership and IPsec log: ${JSON.stringify(
+      agents.logs.r2
+        .filter((l) => /DVIPA|IPsec|claim/.test(String(l.msg)))
+        .map((l) => [l.msg, l.dvipa, l.epoch, l.policies]),
+    )}`,
   );
   const policiesOf = (node: string) =>
     inNetns(ns[node], () => dumpPolicies())
@@ -294,8 +292,8 @@ test('ESP through a takeover and a takeback: SAs re-installed from etcd, no repl
   assert.match(shown, /DVIPA: +192\.0\.2\.10 +OWNER +EPOCH: \d+/);
   assert.match(shown, /LAST REINSTALL: .* TAKEBACK +SAS: 2 +POLICIES: 0 +REFUSED: 0 +FAILED: 0/);
   assert.match(shown, /00001001 +ESP +OUT +TUNNEL +REINSTALLED +192\.0\.2\.10 +198\.18\.0\.1 /);
-  ping.kill('SIGINT');
+  pings.child.kill('SIGINT');
   t.diagnostic(
-    `ESP failover: ${replies.length} replies in ${((Date.now() - started) / 1000).toFixed(0)} s (one ping per 100 ms) through r1, r2 and r1 again; no replay at the peer`,
+    `ESP failover: ${pings.replies.length} replies in ${((Date.now() - started) / 1000).toFixed(0)} s (one ping per 100 ms) through r1, r2 and r1 again; no replay at the peer`,
   );
 });

@@ -15,7 +15,6 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -27,8 +26,15 @@ import { Charon, type LabConn } from '../../src/lab/charon.js';
 import { addSa } from '../../src/ipsec/xfrm.js';
 import { parseListSas, type IkeSa } from '../../src/ipsec/ike.js';
 import { askAgent } from '../../src/cluster/control.js';
-import { EMULATED_AGENT_ARGS, EMULATED_ETCD_START_MS, requireRoot, uniquePrefix } from '../helpers/env.js';
+import {
+  EMULATED_AGENT_ARGS,
+  EMULATED_CHARON_START_MS,
+  EMULATED_ETCD_START_MS,
+  requireRoot,
+  uniquePrefix,
+} from '../helpers/env.js';
 import { Agents } from '../helpers/agents.js';
+import { startPings } from '../helpers/pings.js';
 import { ESP_SA, skipWithoutEsp, xfrmStat } from '../helpers/xfrm.js';
 
 const DVIPA = HA.dvipa;
@@ -116,7 +122,10 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   const psk = randomBytes(24).toString('base64');
   const charonOf: Record<string, Charon> = {};
   const startCharon = async (node: 'r1' | 'r2' | 'client') => {
-    const c = await Charon.start(ns[node], { dir: path.join(dir, `charon-${node}-${Date.now()}`) });
+    const c = await Charon.start(ns[node], {
+      dir: path.join(dir, `charon-${node}-${Date.now()}`),
+      startMs: EMULATED_CHARON_START_MS,
+    });
     charons.add(c);
     await c.load([node === 'client' ? PEER_CONN : ROUTER], psk);
     charonOf[node] = c;
@@ -193,24 +202,9 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   // each side's Diffie-Hellman took 5 to 8 s, and charon's retransmissions (4, 7, 13 s) outlasted 20 s.
   swanctl('r1', '--initiate', '--child', 'net', '--timeout', '120');
 
-  const ping = topo.spawn(ns.client, 'ping', ['-n', '-i', '0.05', '-W', '1', DVIPA], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
-  const replies: number[] = [];
-  readline.createInterface({ input: ping.stdout! }).on('line', (l) => {
-    if (/bytes from/.test(l)) replies.push(Date.now());
-  });
-  const repliesSince = (at: number) => replies.filter((x) => x >= at).length;
-  /** The longest time between two replies from a second before `from`, and when it began (ms after `from`). */
-  const gap = (from: number) => {
-    const around = replies.filter((x) => x >= from - 1000);
-    return around
-      .slice(1)
-      .reduce((g, x, i) => (x - around[i] > g.ms ? { ms: x - around[i], at: around[i] - from } : g), {
-        ms: 0,
-        at: 0,
-      });
-  };
+  const pings = startPings(topo, ns.client, DVIPA, 0.05);
+  const repliesSince = pings.since;
+  const gap = pings.gap;
   const outage = (from: number) => gap(from).ms;
   await waitFor('pings answered through the tunnel with r1', () => repliesSince(0) >= 10);
   await waitFor("r1's IKE SA and CHILD SAs recorded", async () => {
@@ -294,9 +288,9 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   const dpds = () =>
     (fs.readFileSync(charonOf.client.log, 'utf8').match(/parsed INFORMATIONAL response \d+ \[ \]/g) ?? []).length;
   const dpdBefore = dpds();
-  ping.kill('SIGSTOP');
+  pings.child.kill('SIGSTOP');
   await waitFor('DPD answered by r2', () => dpds() > dpdBefore, 10000);
-  ping.kill('SIGCONT');
+  pings.child.kill('SIGCONT');
   await waitFor('pings answered after the DPD pause', () => repliesSince(Date.now() - 500) >= 3);
   const stats = xfrmStat(ns.client);
   /** What the peer counted since the tunnel came up: replayed, state-less and failed ESP. */
@@ -370,8 +364,8 @@ test('IKE continuity: the new owner renegotiates; the peer holds exactly one IKE
   assert.match(metrics, /dvipa_ipsec_ike_sas\{dvipa="192\.0\.2\.10",source="renegotiated"\} 1\n/);
   assert.match(metrics, /dvipa_ipsec_renegotiations_total\{dvipa="192\.0\.2\.10",result="renegotiated"\} 1\n/);
   assert.match(metrics, /dvipa_ipsec_last_renegotiation_seconds\{dvipa="192\.0\.2\.10"\} [\d.]+\n/);
-  ping.kill('SIGINT');
+  pings.child.kill('SIGINT');
   t.diagnostic(
-    `IKE continuity: ${replies.length} replies in ${((Date.now() - t0) / 1000).toFixed(0)} s through r1, r2 and r1 again; one IKE SA at the peer throughout`,
+    `IKE continuity: ${pings.replies.length} replies in ${((Date.now() - t0) / 1000).toFixed(0)} s through r1, r2 and r1 again; one IKE SA at the peer throughout`,
   );
 });

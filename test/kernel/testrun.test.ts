@@ -170,6 +170,32 @@ describe('distributor', () => {
     }
   });
 
+  test('UDP is never a confirmed connection: its datagrams do not look in crt_est, and confirm leaves it out', () => {
+    const flow = { saddr: CLIENT, daddr: VIP, sport: 5400, dport: 53, proto: 17 };
+    const q = buildFrame({ protocol: 'udp', saddr: CLIENT, daddr: VIP, sport: 5400, dport: 53, payload: 30 });
+    const svcId = fp.serviceId(dns)!;
+    const hashed = predicted(equal, flow);
+    const other = TARGETS.find((t) => t !== hashed)!;
+    const entry = {
+      target: other,
+      svcId,
+      origin: CrtOrigin.Control,
+      targetIdx: fp.targetIndexOf(svcId, other),
+      createdNs: 0n,
+    };
+    // Written behind confirm's back: a datagram that looked in crt_est would go to `other`.
+    fp.crtEst.set(flow, entry);
+    try {
+      assert.equal(assertEncapsulated(run(q).frame, q), hashed);
+      assert.equal(fp.crt.get(flow)!.target, hashed, 'the LRU holds the flow');
+    } finally {
+      fp.crtEst.delete(flow);
+    }
+    assert.deepEqual(fp.confirm([[flow, entry]]), []);
+    assert.equal(fp.crtEst.get(flow), undefined, 'confirm wrote no UDP flow to crt_est');
+    assert.equal(fp.crt.get(flow)!.target, hashed, 'and left it in the LRU');
+  });
+
   test('traffic that is not for a distributed DVIPA:port passes untouched', () => {
     const cases: Array<[string, Buffer, Reason]> = [
       [

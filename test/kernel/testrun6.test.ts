@@ -6,13 +6,13 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { FastPath } from '../../src/dataplane/fastpath.js';
+import { FastPath } from '../../src/dataplane/fastpath.js';
 import type { Service } from '../../src/net/service.js';
-import { CrtOrigin, FENCE_DRAIN, FENCE_EXPIRED, type Reason } from '../../src/dataplane/structs.js';
+import { anyPortBit, CrtOrigin, FENCE_DRAIN, FENCE_EXPIRED, type Reason } from '../../src/dataplane/structs.js';
 import { buildMaglevIndexed, MAGLEV_SIZE } from '../../src/tables/maglev.js';
 import type { XdpAction } from '../../src/dataplane/testrun.js';
 import { ROUTER_NET, ROUTER_NET6, targetMac, type RouterNs } from '../../src/lab/router-ns.js';
-import { nsIp, sysctl } from '../../src/lab/netns.js';
+import { netnsPath, nsIp, sysctl } from '../../src/lab/netns.js';
 import { flowHash, flowHash6 } from '../../src/tables/flowhash.js';
 import { buildFrame, buildIpv4, ETH_P_IP, ETH_P_IPV6, parseFrame } from '../../src/net/packet.js';
 import { buildFrame6, buildIpv6, ethernetAround, NEXTHDR, readIpv6, type Frame6Spec } from '../../src/net/packet6.js';
@@ -122,6 +122,31 @@ describe('IPv6 distributor', () => {
     );
   });
 
+  test('IPv6 UDP is never a confirmed connection: its datagrams do not look in crt6_est, and confirm leaves it out', () => {
+    const flow = { saddr: CLIENT6, daddr: VIP6, sport: 5400, dport: 53, proto: 17 };
+    const q = buildFrame6({ protocol: 'udp', saddr: CLIENT6, daddr: VIP6, sport: 5400, dport: 53, payload: 30 });
+    const svcId = fp.serviceId(dns6)!;
+    const hashed = predicted(equal6, flow);
+    const other = TARGETS6.find((t) => t !== hashed)!;
+    const entry = {
+      target: other,
+      svcId,
+      origin: CrtOrigin.Control,
+      targetIdx: fp.targetIndexOf(svcId, other),
+      createdNs: 0n,
+    };
+    // Written behind confirm's back: a datagram that looked in crt6_est would go to `other`.
+    fp.crt6Est.set(flow, entry);
+    try {
+      assert.equal(assertIn6(run(q).frame, q), hashed);
+      assert.equal(fp.crt6.get(flow)!.target, hashed, 'the LRU holds the flow');
+    } finally {
+      fp.crt6Est.delete(flow);
+    }
+    assert.deepEqual(fp.confirm([[flow, entry]]), []);
+    assert.equal(fp.crt6Est.get(flow), undefined, 'confirm wrote no UDP flow to crt6_est');
+  });
+
   test('to an IPv4 target: IPv6-in-IPv4 (protocol 41), the CRT entry holding the IPv4 target', () => {
     const frame = syn6({ dport: 8080, sport: 42000, trafficClass: 0x28 });
     const r = run(frame);
@@ -166,6 +191,42 @@ describe('IPv6 distributor', () => {
       fp.setViaRoutes(new Map());
       fp.removeService(svcV);
       nsIp(rns.ns, 'neigh', 'del', VIA, 'dev', 'int0');
+    }
+  });
+
+  test('an every-port service (port 0): any port served, through the filter bit; pins without the bit get it back', () => {
+    const any6: Service = { vip: '2001:db8:10::20', port: 0, protocol: 'tcp' };
+    fp.setTargets(any6, equal6);
+    try {
+      assert.notEqual(fp.nodeConfig().anyPort & anyPortBit(any6.vip), 0, 'its bit is set');
+      const served = () =>
+        [22, 443, 65535].map((dport) => {
+          const f = syn6({ daddr: any6.vip, dport });
+          const r = run(f);
+          return r.action === 'redirect' ? assertIn6(r.frame, f) : r.action;
+        });
+      assert.ok(
+        served().every((t) => TARGETS6.includes(t)),
+        'every port goes to a target',
+      );
+      // Pins an older version wrote: the service, no filter bit. The data plane then finds no
+      // service (the filter says there is none): a reopening control plane restores the bit.
+      fp.config.set(0, { ...fp.nodeConfig(), anyPort: 0 });
+      assert.deepEqual(served(), ['pass', 'pass', 'pass'], 'without the bit the every-port lookup is skipped');
+      FastPath.open({ pinRoot: fp.pinRoot, crtMaxEntries: 4096, netnsPath: netnsPath(rns.ns) }).close();
+      assert.ok(
+        served().every((t) => TARGETS6.includes(t)),
+        'served again after a reopen',
+      );
+      // Another process's write from a stale read loses the bit: the next write of the config puts it back.
+      fp.config.set(0, { ...fp.nodeConfig(), anyPort: 0 });
+      fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: CLUSTER6 });
+      assert.ok(
+        served().every((t) => TARGETS6.includes(t)),
+        'served again after a configure',
+      );
+    } finally {
+      fp.removeService(any6);
     }
   });
 

@@ -326,10 +326,13 @@ test('teardown: a worker whose environment goes with a stream open takes nothing
   t.after(() => worker.terminate());
   const said: string[] = [];
   worker.on('message', (m: string) => said.push(m));
+  // A setup wait, not a bound: the worker loads its modules first, which in the kernel lab (TCG, host at
+  // load 14) took more than the 5 s the events get, and the test failed there.
   await until(
     "the worker's stream",
     () => said.includes('open'),
     () => said,
+    120_000,
   );
   const p = policy('198.18.60.0');
   inNetns(NS.name, () => putPolicy(p));

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { ROOT } from '../../src/kernel/paths.js';
 
 /** Lowest first. Files directly in src/ (errors.ts, log.ts) sit below all of these. */
@@ -83,4 +84,17 @@ test('the import parser sees what it must', () => {
   // A check that cannot fail is a defect: the parser finds imports in a known file.
   assert.ok(imports(path.join(SRC, 'cli', 'main.ts')).includes('./parser.js'));
   assert.ok(sources(SRC).length > 50);
+});
+
+test('the CLI starts without etcd3: loaded only when a command makes an etcd client', () => {
+  // Half a second of every `dvipa` command (netstat, --help) went to loading etcd3 and gRPC.
+  const probe = (code: string) =>
+    execFileSync(process.execPath, ['--input-type=module', '-e', code], { cwd: ROOT, encoding: 'utf8' }).trim();
+  const loaded = `const r = (await import('node:module')).createRequire(import.meta.url);
+    console.log(Object.keys(r.cache).some((k) => k.includes('/node_modules/etcd3/')));`;
+  assert.equal(probe(`await import('./dist/src/cli/parser.js'); ${loaded}`), 'false');
+  // The probe can see it loaded: making a client loads it.
+  const client = `const { etcdClient } = await import('./dist/src/cluster/coupling.js');
+    etcdClient({ endpoints: ['127.0.0.1:1'] }).close();`;
+  assert.equal(probe(`${client} ${loaded}`), 'true');
 });

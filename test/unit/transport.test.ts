@@ -402,7 +402,19 @@ test('a peer whose host died (no FIN) and came back: its new run dialling in rep
     assert.equal(events.length, 3);
   } finally {
     for (const s of dead) s.destroy();
-    await stopped;
+    // Bounded: a stop left waiting on a connection nobody holds any more fails here, not by the file's timeout.
+    const servers = (b.t as unknown as { servers: net.Server[] }).servers;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      stopped,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => {
+          void Promise.all(servers.map((x) => new Promise((r) => x.getConnections((_e, n) => r(n))))).then((open) =>
+            reject(new Error(`b's stop still waits after 5 s; its servers' open connections: ${open.join(', ')}`)),
+          );
+        }, 5000);
+      }),
+    ]).finally(() => clearTimeout(timer));
   }
 });
 
