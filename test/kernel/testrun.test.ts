@@ -18,7 +18,7 @@ import { buildMaglev } from '../../src/tables/maglev.js';
 import { flowHash } from '../../src/tables/flowhash.js';
 import { formatIpv4 } from '../../src/net/addr.js';
 import { requireRoot, scratchPinRoot } from '../helpers/env.js';
-import { openRoutingNode, type RoutingNode } from '../helpers/routing-node.js';
+import { assertUdpNeverConfirmed, openRoutingNode, type RoutingNode } from '../helpers/routing-node.js';
 import { loopFlow } from '../helpers/testrun-loop.js';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
@@ -183,17 +183,15 @@ describe('distributor', () => {
       targetIdx: fp.targetIndexOf(svcId, other),
       createdNs: 0n,
     };
-    // Written behind confirm's back: a datagram that looked in crt_est would go to `other`.
-    fp.crtEst.set(flow, entry);
-    try {
-      assert.equal(assertEncapsulated(run(q).frame, q), hashed);
-      assert.equal(fp.crt.get(flow)!.target, hashed, 'the LRU holds the flow');
-    } finally {
-      fp.crtEst.delete(flow);
-    }
-    assert.deepEqual(fp.confirm([[flow, entry]]), []);
-    assert.equal(fp.crtEst.get(flow), undefined, 'confirm wrote no UDP flow to crt_est');
-    assert.equal(fp.crt.get(flow)!.target, hashed, 'and left it in the LRU');
+    assertUdpNeverConfirmed({
+      fp,
+      flow,
+      entry,
+      hashed,
+      est: fp.crtEst,
+      lru: fp.crt,
+      send: () => assertEncapsulated(run(q).frame, q),
+    });
   });
 
   test('traffic that is not for a distributed DVIPA:port passes untouched', () => {

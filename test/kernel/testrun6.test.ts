@@ -19,7 +19,7 @@ import { buildFrame6, buildIpv6, ethernetAround, NEXTHDR, readIpv6, type Frame6S
 import { l4Checksum } from '../../src/net/checksum.js';
 import { parseIpv6 } from '../../src/net/addr.js';
 import { requireRoot } from '../helpers/env.js';
-import { openRoutingNode, type RoutingNode } from '../helpers/routing-node.js';
+import { assertUdpNeverConfirmed, openRoutingNode, type RoutingNode } from '../helpers/routing-node.js';
 
 const VIP6 = '2001:db8:10::10';
 const CLIENT6 = ROUTER_NET6.client;
@@ -135,16 +135,15 @@ describe('IPv6 distributor', () => {
       targetIdx: fp.targetIndexOf(svcId, other),
       createdNs: 0n,
     };
-    // Written behind confirm's back: a datagram that looked in crt6_est would go to `other`.
-    fp.crt6Est.set(flow, entry);
-    try {
-      assert.equal(assertIn6(run(q).frame, q), hashed);
-      assert.equal(fp.crt6.get(flow)!.target, hashed, 'the LRU holds the flow');
-    } finally {
-      fp.crt6Est.delete(flow);
-    }
-    assert.deepEqual(fp.confirm([[flow, entry]]), []);
-    assert.equal(fp.crt6Est.get(flow), undefined, 'confirm wrote no UDP flow to crt6_est');
+    assertUdpNeverConfirmed({
+      fp,
+      flow,
+      entry,
+      hashed,
+      est: fp.crt6Est,
+      lru: fp.crt6,
+      send: () => assertIn6(run(q).frame, q),
+    });
   });
 
   test('to an IPv4 target: IPv6-in-IPv4 (protocol 41), the CRT entry holding the IPv4 target', () => {
