@@ -41,19 +41,27 @@ export function targetMac(i: number, family: 4 | 6 = 4): string {
 
 /**
  * `targets` (IPv4) and `targets6` (IPv6; the namespace then has ROUTER_NET6 too) get a
- * route and a static neighbour entry (targetMac) on the internal link.
+ * route and a static neighbour entry (targetMac) on the internal link, or with `oneArmed` on
+ * the external one: the router then sends its encapsulated packets back out of the interface
+ * they came in on (XDP_TX), as a load balancer on a stick does.
  */
-export function createRouterNs(prefix: string, targets: readonly string[], targets6: readonly string[] = []): RouterNs {
+export function createRouterNs(
+  prefix: string,
+  targets: readonly string[],
+  targets6: readonly string[] = [],
+  opts: { oneArmed?: boolean } = {},
+): RouterNs {
   const topo = new Topology(prefix);
   try {
     const ns = topo.ns('router');
     topo.veth({ ns, name: 'ext0', addr: ROUTER_NET.external }, { ns, name: 'ext1' });
     topo.veth({ ns, name: 'int0', addr: ROUTER_NET.internal }, { ns, name: 'int1' });
     sysctl(ns, 'net.ipv4.ip_forward', '1');
+    const toTargets = opts.oneArmed ? 'ext0' : 'int0';
     nsIp(ns, 'neigh', 'replace', ROUTER_NET.client, 'lladdr', '02:00:00:00:00:01', 'dev', 'ext0', 'nud', 'permanent');
     targets.forEach((t, i) => {
-      nsIp(ns, 'route', 'replace', `${t}/32`, 'dev', 'int0');
-      nsIp(ns, 'neigh', 'replace', t, 'lladdr', targetMac(i), 'dev', 'int0', 'nud', 'permanent');
+      nsIp(ns, 'route', 'replace', `${t}/32`, 'dev', toTargets);
+      nsIp(ns, 'neigh', 'replace', t, 'lladdr', targetMac(i), 'dev', toTargets, 'nud', 'permanent');
     });
     if (targets6.length) {
       sysctl(ns, 'net.ipv6.conf.all.forwarding', '1');
@@ -74,8 +82,8 @@ export function createRouterNs(prefix: string, targets: readonly string[], targe
       );
     }
     targets6.forEach((t, i) => {
-      nsIp(ns, '-6', 'route', 'replace', `${t}/128`, 'dev', 'int0');
-      nsIp(ns, '-6', 'neigh', 'replace', t, 'lladdr', targetMac(i, 6), 'dev', 'int0', 'nud', 'permanent');
+      nsIp(ns, '-6', 'route', 'replace', `${t}/128`, 'dev', toTargets);
+      nsIp(ns, '-6', 'neigh', 'replace', t, 'lladdr', targetMac(i, 6), 'dev', toTargets, 'nud', 'permanent');
     });
     const inside = <T>(fn: () => T): T => inNetns(ns, fn);
     return {
