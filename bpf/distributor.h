@@ -630,7 +630,14 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	flow.daddr = iph->daddr;
 	flow.proto = iph->protocol;
 	over = syn_over_budget(cfg, syn);
-	entry = over ? NULL : crt_lookup(&flow, first);
+	/*
+	 * A SYN (to IPv4 targets) skips the lookup: it is a new connection, or the retransmission
+	 * of one whose entry the insert below then finds (EEXIST). Every helper call returns
+	 * through the return thunk of the CPU's mitigation (SRSO "Safe RET" on AMD), which a miss
+	 * would pay for four calls deep.
+	 */
+	entry = over || (syn && !(svc->flags & DVIPA_SVC_V6_TARGETS)) ? NULL : crt_lookup(&flow, first);
+again:
 	if (entry) {
 		st->crt_hit++;
 		target = entry->target;
@@ -673,6 +680,11 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 			fresh.created_ns = now;
 			/* Another CPU may have raced us to it: its entry is as good as ours, and it counts it. */
 			inserted = !bpf_map_update_elem(&crt, &flow, &fresh, BPF_NOEXIST);
+			/* A retransmitted SYN keeps the target its first one got. */
+			if (!inserted && syn && (entry = bpf_map_lookup_elem(&crt, &flow))) {
+				st->crt_miss--;
+				goto again;
+			}
 		}
 		count_insert(st, idx, len, first, inserted, guarded);
 	}

@@ -148,6 +148,35 @@ describe('distributor', () => {
     }
   });
 
+  test('a retransmitted SYN keeps the target its first one got, counted as a CRT hit, not a new connection', () => {
+    // A SYN inserts without looking first; the insert finds the entry of a retransmission.
+    const flow = { saddr: CLIENT, daddr: VIP, sport: 40004, dport: 80, proto: 6 };
+    const first = assertEncapsulated(run(syn({ sport: 40004 })).frame, syn({ sport: 40004 }));
+    const entry = fp.crt.get(flow)!;
+    const id = fp.serviceId(web)!;
+    // Its target out of the table: a SYN hashed afresh could not go there.
+    fp.setTargets(
+      web,
+      TARGETS.filter((t) => t !== first).map((addr) => ({ addr, weight: 1 })),
+    );
+    try {
+      const stats = fp.serviceStats(id);
+      const conns = fp.targetCounts(id, first).conns;
+      const again = syn({ sport: 40004 });
+      assert.equal(assertEncapsulated(run(again).frame, again), first, 'the retransmission went where the SYN went');
+      const now = fp.serviceStats(id);
+      assert.deepEqual(
+        [now.crtHit - stats.crtHit, now.crtMiss - stats.crtMiss, now.crtNew - stats.crtNew],
+        [1n, 0n, 0n],
+        'one CRT hit, no miss, no new connection',
+      );
+      assert.equal(fp.targetCounts(id, first).conns, conns, 'TOTALCONN counts the connection once');
+      assert.deepEqual(fp.crt.get(flow), entry, "the entry is the first SYN's");
+    } finally {
+      fp.setTargets(web, equal);
+    }
+  });
+
   test('a mid-connection packet with no CRT entry is recovered by hash and counted', () => {
     const flow = { saddr: CLIENT, daddr: VIP, sport: 41000, dport: 80, proto: 6 };
     const ack = buildFrame({ ...flow, tcpFlags: { ack: true }, payload: 10 });
