@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { FastPath } from '../../src/dataplane/fastpath.js';
 import type { BpfMap } from '../../src/dataplane/map.js';
-import type { CrtEntry, Reason } from '../../src/dataplane/structs.js';
+import { CrtOrigin, type CrtEntry, type Reason } from '../../src/dataplane/structs.js';
 import type { Flow } from '../../src/net/flow.js';
 import { runCounted, type XdpAction } from '../../src/dataplane/testrun.js';
 import { createRouterNs, type RouterNs } from '../../src/lab/router-ns.js';
@@ -72,27 +72,36 @@ export function openRoutingNode(
 
 /**
  * A UDP flow is never a confirmed connection, in either family: its datagram does not look in
- * the confirmed table (`est`), so an entry written there behind confirm's back to `other` does
- * not move it from the target it hashes to (`send` returns where it went), the LRU (`lru`)
- * holds it, and confirm writes none.
+ * the confirmed table (`est`), so an entry written there behind confirm's back, to another of
+ * `targets` than the one it hashes to, does not move it (`send` returns where it went); the LRU
+ * (`lru`) holds it, and confirm writes none.
  */
 export function assertUdpNeverConfirmed(o: {
   fp: FastPath;
   flow: Flow;
-  entry: CrtEntry;
+  svcId: number;
   hashed: string;
+  targets: readonly string[];
   est: BpfMap<Flow, CrtEntry>;
   lru: BpfMap<Flow, CrtEntry>;
   send: () => string;
 }): void {
-  o.est.set(o.flow, o.entry);
+  const other = o.targets.find((t) => t !== o.hashed)!;
+  const entry = {
+    target: other,
+    svcId: o.svcId,
+    origin: CrtOrigin.Control,
+    targetIdx: o.fp.targetIndexOf(o.svcId, other),
+    createdNs: 0n,
+  };
+  o.est.set(o.flow, entry);
   try {
     assert.equal(o.send(), o.hashed, `the datagram looked in ${o.est.name}`);
     assert.equal(o.lru.get(o.flow)!.target, o.hashed, 'the LRU holds the flow');
   } finally {
     o.est.delete(o.flow);
   }
-  assert.deepEqual(o.fp.confirm([[o.flow, o.entry]]), []);
+  assert.deepEqual(o.fp.confirm([[o.flow, entry]]), []);
   assert.equal(o.est.get(o.flow), undefined, `confirm wrote no UDP flow to ${o.est.name}`);
   assert.equal(o.lru.get(o.flow)!.target, o.hashed, 'and left it in the LRU');
 }

@@ -204,19 +204,12 @@ describe('distributor', () => {
     const q = buildFrame({ protocol: 'udp', saddr: CLIENT, daddr: VIP, sport: 5400, dport: 53, payload: 30 });
     const svcId = fp.serviceId(dns)!;
     const hashed = predicted(equal, flow);
-    const other = TARGETS.find((t) => t !== hashed)!;
-    const entry = {
-      target: other,
-      svcId,
-      origin: CrtOrigin.Control,
-      targetIdx: fp.targetIndexOf(svcId, other),
-      createdNs: 0n,
-    };
     assertUdpNeverConfirmed({
       fp,
       flow,
-      entry,
+      svcId,
       hashed,
+      targets: TARGETS,
       est: fp.crtEst,
       lru: fp.crt,
       send: () => assertEncapsulated(run(q).frame, q),

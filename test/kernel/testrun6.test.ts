@@ -127,19 +127,12 @@ describe('IPv6 distributor', () => {
     const q = buildFrame6({ protocol: 'udp', saddr: CLIENT6, daddr: VIP6, sport: 5400, dport: 53, payload: 30 });
     const svcId = fp.serviceId(dns6)!;
     const hashed = predicted(equal6, flow);
-    const other = TARGETS6.find((t) => t !== hashed)!;
-    const entry = {
-      target: other,
-      svcId,
-      origin: CrtOrigin.Control,
-      targetIdx: fp.targetIndexOf(svcId, other),
-      createdNs: 0n,
-    };
     assertUdpNeverConfirmed({
       fp,
       flow,
-      entry,
+      svcId,
       hashed,
+      targets: TARGETS6,
       est: fp.crt6Est,
       lru: fp.crt6,
       send: () => assertIn6(run(q).frame, q),
