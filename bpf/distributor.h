@@ -632,9 +632,9 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	over = syn_over_budget(cfg, syn);
 	/*
 	 * A SYN (to IPv4 targets) skips the lookup: it is a new connection, or the retransmission
-	 * of one whose entry the insert below then finds (EEXIST). Every helper call returns
-	 * through the return thunk of the CPU's mitigation (SRSO "Safe RET" on AMD), which a miss
-	 * would pay for four calls deep.
+	 * of one whose entry the insert below then finds (EEXIST). The insert walks the bucket
+	 * anyway, and a lookup that misses costs a helper call and the calls inside it, each
+	 * returning through the CPU's mitigation thunk (SRSO "Safe RET" on AMD).
 	 */
 	entry = over || (syn && !(svc->flags & DVIPA_SVC_V6_TARGETS)) ? NULL : crt_lookup(&flow, first);
 again:
@@ -680,7 +680,7 @@ again:
 			fresh.created_ns = now;
 			/* Another CPU may have raced us to it: its entry is as good as ours, and it counts it. */
 			inserted = !bpf_map_update_elem(&crt, &flow, &fresh, BPF_NOEXIST);
-			/* A retransmitted SYN keeps the target its first one got. */
+			/* A retransmitted SYN keeps the target its first one got: a hit, not the miss counted above. */
 			if (!inserted && syn && (entry = bpf_map_lookup_elem(&crt, &flow))) {
 				st->crt_miss--;
 				goto again;

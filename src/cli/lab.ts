@@ -271,7 +271,7 @@ async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
     const httpRounds = () => Promise.all(HA_DVIPAS.map((d) => lab.httpRound(30, d)));
     // A new owner distributes as the old one did for 3 s after it owns a DVIPA (router.ts
     // INHERIT_MS), then by its own list: its DPT says when, where a fixed sleep raced it (the
-    // IPv6 claim and the agent's timer both run late under the kernel lab's emulation).
+    // IPv6 claim and the agent's timer both run late on a busy machine: stop 25's CI).
     const distributesByItsOwnList = (node: string) =>
       lab.until(
         `${node} to distribute both DVIPAs by its own list`,
