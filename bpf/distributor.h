@@ -482,18 +482,64 @@ static __always_inline void count_insert(struct dvipa_svc_stats *st, __u32 idx, 
 }
 
 /*
+ * Where a service key's probe starts in its family's index (dvipa.h): a multiplicative hash
+ * of the key's `words` 32-bit words as they lie in memory. src/tables/svc-index.ts places
+ * the keys with the same function.
+ */
+static __always_inline __u32 svc_hash(const __u32 *w, int words)
+{
+	__u32 h = 0;
+
+	for (int i = 0; i < words; i++) {
+		h = (h ^ w[i]) * 0x9e3779b1;
+		h ^= h >> 16;
+	}
+	return h;
+}
+
+/*
+ * The service of a key of `words` 32-bit words in the index `outer` holds (svc_index or
+ * svc_index6), else NULL. A slot is the key's words, then its struct dvipa_svc (struct
+ * dvipa_svc_slot, dvipa_svc6_slot); a key's last word holds its protocol, never 0, so a
+ * slot whose last key word is 0 is empty.
+ */
+static __always_inline struct dvipa_svc *svc_probe(void *outer, const __u32 *key, int words)
+{
+	__u32 zero = 0, start, at;
+	void *table = bpf_map_lookup_elem(outer, &zero);
+
+	if (!table)
+		return NULL;
+	start = svc_hash(key, words);
+	for (int i = 0; i < DVIPA_SVC_PROBES; i++) {
+		__u32 *slot;
+		int w;
+
+		at = (start + i) & (DVIPA_SVC_SLOTS - 1);
+		slot = bpf_map_lookup_elem(table, &at);
+		if (!slot || !slot[words - 1])
+			return NULL;
+		for (w = 0; w < words && slot[w] == key[w]; w++)
+			;
+		if (w == words)
+			return (struct dvipa_svc *)(slot + words);
+	}
+	return NULL;
+}
+
+/*
  * The service of a DVIPA:port:proto key (`port` points into it), else of the DVIPA's every
  * port (port 0) if `any_port` says it may have one; NULL if neither is distributed. Either
- * family's map and key.
+ * family's index and key.
  */
-static __always_inline struct dvipa_svc *find_service(void *map, void *key, __be16 *port, int any_port)
+static __always_inline struct dvipa_svc *find_service(void *index, void *key, int words, __be16 *port, int any_port)
 {
-	struct dvipa_svc *svc = bpf_map_lookup_elem(map, key);
+	struct dvipa_svc *svc = svc_probe(index, key, words);
 
 	if (svc || !any_port)
 		return svc;
 	*port = 0;
-	return bpf_map_lookup_elem(map, key);
+	return svc_probe(index, key, words);
 }
 
 /* The service's counters, with this packet of `bytes` (L2 included) counted; NULL if missing. */
@@ -615,7 +661,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	sk.vip = iph->daddr;
 	sk.port = flow.dport;
 	sk.proto = iph->protocol;
-	svc = find_service(&services, &sk, &sk.port, cfg->any_port & any_port_bit(iph->daddr));
+	svc = find_service(&svc_index, &sk, sizeof(sk) / 4, &sk.port, cfg->any_port & any_port_bit(iph->daddr));
 	if (!svc)
 		goto not_service;
 	if (fenced_service(svc, &fence, &iph->daddr))

@@ -444,7 +444,7 @@ static __always_inline int dvipa_distribute6(struct xdp_md *ctx, const struct dv
 	sk.vip = flow.daddr;
 	sk.port = flow.dport;
 	sk.proto = nexthdr;
-	svc = find_service(&services6, &sk, &sk.port, cfg->any_port & any_port_bit6(&flow.daddr));
+	svc = find_service(&svc_index6, &sk, sizeof(sk) / 4, &sk.port, cfg->any_port & any_port_bit6(&flow.daddr));
 	if (!svc)
 		goto not_service;
 	if (fenced_service(svc, &fence6, &flow.daddr))

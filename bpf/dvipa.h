@@ -69,6 +69,29 @@ struct dvipa_svc {
 };
 
 /*
+ * What the distributor looks services up in (maps svc_index, svc_index6): a family's
+ * services in an array of DVIPA_SVC_SLOTS slots, each at most DVIPA_SVC_PROBES - 1 slots
+ * after the one its key's hash names (linear probing; an empty slot, all zeros, ends a
+ * probe). The verifier inlines an array's lookup, where a hash map's is a call that hashes
+ * the key, and every packet pays this lookup, forwarded or not. User space keeps the
+ * services in `services`/`services6`, builds the whole array from them
+ * (src/tables/svc-index.ts) and swaps it in with one update: a packet sees the old index or
+ * the new one. 1024 services fill an eighth of the slots, so probes are short.
+ */
+#define DVIPA_SVC_SLOTS 8192
+#define DVIPA_SVC_PROBES 16
+
+struct dvipa_svc_slot {
+	struct dvipa_svc_key key;
+	struct dvipa_svc svc;
+};
+
+struct dvipa_svc6_slot {
+	struct dvipa_svc6_key key;
+	struct dvipa_svc svc;
+};
+
+/*
  * Some targets of the service are IPv6. An IPv4 flow to one is IPv4-in-IPv6, and its CRT
  * entry, which needs room for an IPv6 target, is in crt6 under the IPv4-mapped 5-tuple:
  * only IPv4 services with this flag look there when `crt` has no entry.

@@ -5,7 +5,10 @@
 
 #include "maps_node.h"
 
-/* DVIPA:port:proto -> service id. */
+/*
+ * DVIPA:port:proto -> service id: the control plane's record of the services. The
+ * distributor reads them from `svc_index`, which user space builds from this map (dvipa.h).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, DVIPA_MAX_SERVICES);
@@ -14,6 +17,23 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } services SEC(".maps");
+
+/* The services as the distributor looks them up: one index (dvipa.h), swapped whole. */
+struct svc_index_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DVIPA_SVC_SLOTS);
+	__type(key, __u32);
+	/* By size: a struct reached only through the outer map's BTF would be a forward declaration. */
+	__uint(value_size, sizeof(struct dvipa_svc_slot));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct svc_index_table);
+} svc_index SEC(".maps");
 
 /*
  * Addresses this node distributes (any port): decides what a fragment belongs to. The value
@@ -155,6 +175,22 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } services6 SEC(".maps");
+
+struct svc_index6_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DVIPA_SVC_SLOTS);
+	__type(key, __u32);
+	/* By size: a struct reached only through the outer map's BTF would be a forward declaration. */
+	__uint(value_size, sizeof(struct dvipa_svc6_slot));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct svc_index6_table);
+} svc_index6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -65,6 +65,7 @@ import type { CrtTable } from './crt-walk.js';
 import { attachXdp, detachXdp, listLinks } from './xdp.js';
 import type { Attachment, XdpMode } from './xdp.js';
 import { buildMaglevIndexed, MAGLEV_SIZE } from '../tables/maglev.js';
+import { buildSvcIndex, SVC_SLOTS, type IndexedService } from '../tables/svc-index.js';
 import { IPPROTO, isProtocol, protocolName, type Flow } from '../net/flow.js';
 import { serviceName, type Service, type Target } from '../net/service.js';
 import { interfaceMac } from '../net/iproute.js';
@@ -125,8 +126,14 @@ interface ByFamily<M> {
   v6: M;
 }
 function pick<M>(m: ByFamily<M>, a: string): M {
-  return isV6(a) ? m.v6 : m.v4;
+  return m[familyOf(a)];
 }
+function familyOf(a: string): keyof ByFamily<unknown> {
+  return isV6(a) ? 'v6' : 'v4';
+}
+
+/** A slot of each family's service index: its key, then its struct dvipa_svc (bpf/dvipa.h). */
+const SVC_SLOT_SIZE: ByFamily<number> = { v4: svcKey.size + svc.size, v6: svc6Key.size + svc.size };
 
 function keyOf(s: Service): SvcKey {
   return { vip: s.vip, port: s.port, proto: IPPROTO[s.protocol] };
@@ -144,14 +151,16 @@ function addStats(a: SvcStats, b: SvcStats): SvcStats {
   return out;
 }
 
-/** The Maglev slot indexes 0..MAGLEV_SIZE-1, encoded once as batch keys. */
-let slotKeys: Buffer | undefined;
-function maglevKeys(): Buffer {
-  if (!slotKeys) {
-    slotKeys = Buffer.alloc(MAGLEV_SIZE * 4);
-    for (let i = 0; i < MAGLEV_SIZE; i++) slotKeys.writeUInt32LE(i, i * 4);
+/** The indexes 0..n-1 of an array (a Maglev table, a service index), encoded once as batch keys. */
+const arrayKeysOf = new Map<number, Buffer>();
+function arrayKeys(n: number): Buffer {
+  let keys = arrayKeysOf.get(n);
+  if (!keys) {
+    keys = Buffer.alloc(n * 4);
+    for (let i = 0; i < n; i++) keys.writeUInt32LE(i, i * 4);
+    arrayKeysOf.set(n, keys);
   }
-  return slotKeys;
+  return keys;
 }
 
 export class FastPath {
@@ -201,6 +210,8 @@ export class FastPath {
   private readonly netnsPath?: string;
   private readonly reasons: PerCpuArray<{ v: bigint }>;
   private readonly maglev: MapRef;
+  /** The distributor's index of each family's services, built from `services`/`services6` (reindex). */
+  private readonly svcIndex: { v4: MapRef; v6: MapRef };
   private readonly objects: Map<Role, BpfObject>;
   private readonly log: Logger;
 
@@ -262,8 +273,12 @@ export class FastPath {
       (a, b) => ({ v: a.v + b.v }),
     );
     this.maglev = mapRef('maglev', fd('maglev'));
+    this.svcIndex = { v4: mapRef('svc_index', fd('svc_index')), v6: mapRef('svc_index6', fd('svc_index6')) };
     for (const [i, t] of this.targets.entries())
       if (t.addr !== NO_ADDR) this.targetIndex.set(`${t.svcId}|${t.addr}`, i);
+    // Pins an older version wrote have services but no index of them; a new index map is empty.
+    this.reindex('v4');
+    this.reindex('v6');
     // Pins an older version wrote have every-port services but no filter bits for them.
     const cfg = this.config.get(0)!;
     const bits = cfg.anyPort | this.anyPortBits();
@@ -358,6 +373,48 @@ export class FastPath {
     return pick({ v4: this.services, v6: this.services6 }, vip);
   }
 
+  /** The family's services from its record as the index holds them, and `extra` (not written yet). */
+  private indexEntries(family: keyof ByFamily<unknown>, extra: Array<[SvcKey, Svc]> = []): IndexedService[] {
+    const keyCodec = family === 'v4' ? svcKey : svc6Key;
+    const record = family === 'v4' ? this.services : this.services6;
+    return [...record.entries(), ...extra].map(([k, v]) => ({
+      key: keyCodec.encode(k),
+      value: svc.encode(v),
+      name: serviceName(serviceOf(k)),
+    }));
+  }
+
+  /**
+   * Rebuilds the family's service index (svc_index or svc_index6, src/tables/svc-index.ts)
+   * from its record (`services` or `services6`) and swaps it in whole: after every write of
+   * the record. Another process writing the record meanwhile (an agent and `dvipa fastpath
+   * apply` on the same pins) may have swapped in an index built before this write, or this
+   * one may hide its write: the record is read again after the swap and indexed again while
+   * it changed, at most three times.
+   */
+  private reindex(family: keyof ByFamily<unknown>): void {
+    const name = family === 'v4' ? 'svc_index' : 'svc_index6';
+    const slotSize = SVC_SLOT_SIZE[family];
+    let indexed: string | undefined;
+    for (let pass = 0; pass < 3; pass++) {
+      const entries = this.indexEntries(family);
+      const read = entries
+        .map((e) => e.key.toString('hex') + e.value.toString('hex'))
+        .sort()
+        .join();
+      if (read === indexed) return;
+      const slots = buildSvcIndex(entries, slotSize);
+      const inner = sys.mapCreate(`${name}(inner)`, BPF_MAP_TYPE_ARRAY, name, 4, slotSize, SVC_SLOTS, 0);
+      try {
+        sys.mapUpdateBatch(`${name}(inner)`, inner, arrayKeys(SVC_SLOTS), slots, SVC_SLOTS, BPF_ANY);
+        sys.mapUpdate(name, this.svcIndex[family], u32.encode(0), u32.encode(inner), BPF_ANY);
+      } finally {
+        sys.closeFd(`${name}(inner)`, inner);
+      }
+      indexed = read;
+    }
+  }
+
   private routedOf(vip: string): BpfMap<string, bigint> {
     return pick({ v4: this.routed, v6: this.routed6 }, vip);
   }
@@ -389,7 +446,12 @@ export class FastPath {
     const { slots, addrs } = buildMaglevIndexed(targets.map((t) => ({ ...t, addr: canonicalIp(t.addr) })));
     let id = this.serviceId(s);
     const isNew = id === undefined;
-    if (isNew) id = this.freeServiceId();
+    if (isNew) {
+      id = this.freeServiceId();
+      // A service the index has no room for is refused before anything is written.
+      const family = familyOf(s.vip);
+      buildSvcIndex(this.indexEntries(family, [[keyOf(s), { id, affinityS, flags: 0 }]]), SVC_SLOT_SIZE[family]);
+    }
     const svcId = id!;
 
     // Every listed target has an index with its next hop resolved before a slot points to it.
@@ -400,7 +462,7 @@ export class FastPath {
     for (let i = 0; i < MAGLEV_SIZE; i++) values.writeUInt32LE(bySlot[slots[i]], i * 4);
     const inner = sys.mapCreate('maglev(inner)', BPF_MAP_TYPE_ARRAY, 'maglev_table', 4, 4, MAGLEV_SIZE, 0);
     try {
-      sys.mapUpdateBatch('maglev(inner)', inner, maglevKeys(), values, MAGLEV_SIZE, BPF_ANY);
+      sys.mapUpdateBatch('maglev(inner)', inner, arrayKeys(MAGLEV_SIZE), values, MAGLEV_SIZE, BPF_ANY);
       sys.mapUpdate('maglev', this.maglev, u32.encode(svcId), u32.encode(inner), BPF_ANY);
     } finally {
       sys.closeFd('maglev(inner)', inner);
@@ -425,6 +487,7 @@ export class FastPath {
     const cfg = s.port === 0 ? this.config.get(0)! : undefined;
     if (cfg && !(cfg.anyPort & anyPortBit(s.vip))) this.writeConfig(cfg, [s.vip]);
     this.servicesOf(s.vip).set(keyOf(s), { id: id!, affinityS, flags });
+    this.reindex(familyOf(s.vip));
     // By index: an IPv4 client's affinity to an IPv6 target has no IPv4 address to compare.
     const live = new Set(addrs.map((a) => indexOf.get(a)!));
     const wasLive = this.liveTargets.get(svcId);
@@ -449,6 +512,7 @@ export class FastPath {
     const id = this.serviceId(s);
     if (id === undefined) return false;
     this.servicesOf(s.vip).delete(keyOf(s));
+    this.reindex(familyOf(s.vip));
     const affinities = this.affinityOf(s.vip);
     const stale = [...affinities.keys()].filter((k) => k.svcId === id);
     if (stale.length) affinities.deleteBatch(stale);
@@ -708,10 +772,15 @@ export class FastPath {
   private markUnfenced(vip: string, unfenced: boolean): void {
     const services = this.servicesOf(vip);
     const dvipa = canonicalIp(vip);
+    let changed = false;
     for (const [k, v] of [...services.entries()]) {
       const flags = unfenced ? v.flags | SVC_UNFENCED : v.flags & ~SVC_UNFENCED;
-      if (k.vip === dvipa && flags !== v.flags) services.set(k, { ...v, flags });
+      if (k.vip === dvipa && flags !== v.flags) {
+        services.set(k, { ...v, flags });
+        changed = true;
+      }
     }
+    if (changed) this.reindex(familyOf(vip));
   }
 
   /** Target side: decapsulate packets for this DVIPA (either family). */

@@ -17,6 +17,7 @@ import { requireRoot, scratchPinRoot } from '../helpers/env.js';
 
 const ROUTER = [
   'services',
+  'svc_index',
   'routed',
   'fence',
   'maglev',
@@ -30,6 +31,7 @@ const ROUTER = [
   'svc_stats',
   'via_routes',
   'services6',
+  'svc_index6',
   'routed6',
   'fence6',
   'crt6',

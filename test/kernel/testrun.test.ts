@@ -7,9 +7,18 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FastPath } from '../../src/dataplane/fastpath.js';
-import type { Service } from '../../src/net/service.js';
-import { CrtOrigin, FENCE_DRAIN, FENCE_EXPIRED, SVC_UNFENCED, type Reason } from '../../src/dataplane/structs.js';
+import { serviceName, type Service } from '../../src/net/service.js';
+import {
+  CrtOrigin,
+  FENCE_DRAIN,
+  FENCE_EXPIRED,
+  SVC_UNFENCED,
+  svcKey,
+  type Reason,
+} from '../../src/dataplane/structs.js';
 import { MAGLEV_SIZE } from '../../src/tables/maglev.js';
+import { svcSlotOf, SVC_PROBES } from '../../src/tables/svc-index.js';
+import { IPPROTO } from '../../src/net/flow.js';
 import { runXdp, type XdpAction } from '../../src/dataplane/testrun.js';
 import { ROUTER_NET, type RouterNs } from '../../src/lab/router-ns.js';
 import { netnsPath, nsIp, sysctl } from '../../src/lab/netns.js';
@@ -197,6 +206,44 @@ describe('distributor', () => {
       const f = buildFrame({ saddr: CLIENT, daddr: VIP_ALL_PORTS, sport: 40000, dport, tcpFlags: { syn: true } });
       assertEncapsulated(run(f).frame, f);
     }
+  });
+
+  test('services whose keys start their probe at one index slot are found up to the last probe; one more is refused, nothing written', () => {
+    const startOf = (o: Service) => svcSlotOf(svcKey.encode({ vip: o.vip, port: o.port, proto: IPPROTO[o.protocol] }));
+    // A start slot away from the slots of the services the suite already has.
+    const taken = fp.listServices().filter((o) => !o.vip.includes(':'));
+    const key = (i: number): Service => ({
+      vip: `192.0.2.${100 + (i % 100)}`,
+      port: 1 + Math.floor(i / 100),
+      protocol: 'tcp',
+    });
+    let first = 0;
+    while (taken.some((o) => Math.abs(startOf(o) - startOf(key(first))) <= SVC_PROBES)) first++;
+    const start = startOf(key(first));
+    const colliding: Service[] = [];
+    for (let i = first; colliding.length < SVC_PROBES + 1; i++) if (startOf(key(i)) === start) colliding.push(key(i));
+    const synTo = (o: Service) => syn({ daddr: o.vip, dport: o.port, sport: 40900 });
+    const last = colliding[SVC_PROBES];
+    try {
+      for (const o of colliding.slice(0, SVC_PROBES)) fp.setTargets(o, equal);
+      // In whatever order they were placed, one of them is SVC_PROBES - 1 slots from the start.
+      for (const o of colliding.slice(0, SVC_PROBES)) assert.equal(run(synTo(o)).action, 'redirect', serviceName(o));
+      assert.throws(
+        () => fp.setTargets(last, equal),
+        new RegExp(`service index: ${serviceName(last)}: the ${SVC_PROBES} slots from ${start} are taken`),
+      );
+      assert.equal(fp.serviceId(last), undefined, 'the refused service was not written');
+      assert.equal(run(synTo(last)).reason, 'pass_not_service', 'a probe reads no further than its bound');
+      // Removing one rebuilds the index: the others are still found, the removed one is not.
+      fp.removeService(colliding[1]);
+      assert.equal(run(synTo(colliding[1])).reason, 'pass_not_service');
+      fp.setTargets(last, equal);
+      for (const o of [...colliding.slice(0, SVC_PROBES), last].filter((o) => o !== colliding[1]))
+        assert.equal(run(synTo(o)).action, 'redirect', `${serviceName(o)}, the freed slot taken by another`);
+    } finally {
+      for (const o of colliding) fp.removeService(o);
+    }
+    assert.equal(run(syn()).action, 'redirect', "the suite's services are still found");
   });
 
   test('UDP is never a confirmed connection: its datagrams do not look in crt_est, and confirm leaves it out', () => {

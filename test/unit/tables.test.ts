@@ -1,6 +1,7 @@
 /*
  * The flow hash (same vectors as the C of bpf/flowhash.h, compiled for the host) and the
- * Maglev table: balance, weights, disruption when the target set changes, determinism.
+ * Maglev table: balance, weights, disruption when the target set changes, determinism. The
+ * service index's placement (its lookup in the kernel: test/kernel/testrun.test.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,6 +9,7 @@ import { flowHash, flowHash6, hash4, ipv6Words } from '../../src/tables/flowhash
 import { buildMaglev, buildMaglevIndexed, tableShares } from '../../src/tables/maglev.js';
 import { MAGLEV_SIZE } from '../../src/tables/maglev.js';
 import { formatIpv4, parseIpv4 } from '../../src/net/addr.js';
+import { buildSvcIndex, svcSlotOf, SVC_PROBES, SVC_SLOTS } from '../../src/tables/svc-index.js';
 
 test('flow hash matches the C implementation', () => {
   const vectors: Array<[Parameters<typeof flowHash>[0], number]> = [
@@ -131,4 +133,48 @@ test('the IPv6 flow hash hashes each address to a word first, then as the IPv4 o
   assert.equal(flowHash6(f), hash4(word(f.saddr), word(f.daddr), ((40000 << 16) | 80) >>> 0, 6, 0));
   assert.notEqual(flowHash6(f), flowHash6({ ...f, saddr: '2001:db8::2' }));
   assert.equal(flowHash6(f), flowHash6({ ...f, saddr: '2001:DB8:0::1' }), 'spelling does not matter');
+});
+
+/** An IPv4 service key as dvipa_svc_key encodes it: address, port, protocol (TCP), pad. */
+function svcKeyBytes(vip: number, port: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32BE(vip);
+  b.writeUInt16BE(port, 4);
+  b[6] = 6;
+  return b;
+}
+
+test('the service index places keys of one start slot in the slots after it, wrapping, and refuses one more', () => {
+  const slotOf = (slots: Buffer, key: Buffer) => {
+    for (let i = 0; i < SVC_SLOTS; i++) if (slots.subarray(i * 20, i * 20 + 8).equals(key)) return i;
+    return -1;
+  };
+  // Keys whose probe starts in the last slot: their places wrap to the first ones.
+  const keys: Buffer[] = [];
+  for (let i = 0; keys.length < SVC_PROBES + 1; i++) {
+    const k = svcKeyBytes(0xc0000200 + (i & 0xff), 1 + (i >> 8));
+    if (svcSlotOf(k) === SVC_SLOTS - 1) keys.push(k);
+  }
+  const entries = keys.map((key, i) => ({ key, value: Buffer.alloc(12, i + 1), name: `key ${i}` }));
+  const slots = buildSvcIndex(entries.slice(0, SVC_PROBES), 20);
+  const places = keys.slice(0, SVC_PROBES).map((k) => slotOf(slots, k));
+  assert.deepEqual(
+    places,
+    Array.from({ length: SVC_PROBES }, (_, i) => (SVC_SLOTS - 1 + i) % SVC_SLOTS),
+    'placed in order from the start slot, wrapping',
+  );
+  // Each key's value follows it in its slot.
+  assert.deepEqual(slots.subarray(places[3] * 20 + 8, places[3] * 20 + 20), Buffer.alloc(12, 4));
+  assert.throws(
+    () => buildSvcIndex(entries, 20),
+    new RegExp(
+      `^RangeError: service index: key ${SVC_PROBES}: the ${SVC_PROBES} slots from ${SVC_SLOTS - 1} are taken`,
+    ),
+  );
+  assert.throws(
+    () => buildSvcIndex([{ key: Buffer.alloc(8), value: Buffer.alloc(12), name: 'k' }], 20),
+    /service index: k: the key's last word \(port and protocol\) is 0/,
+  );
+  assert.throws(() => buildSvcIndex([{ ...entries[0], key: Buffer.alloc(6, 1) }], 20), /do not fit a slot of 20/);
+  assert.equal(buildSvcIndex([], 20).length, SVC_SLOTS * 20);
 });
