@@ -246,6 +246,27 @@ describe('distributor', () => {
     assert.equal(run(syn()).action, 'redirect', "the suite's services are still found");
   });
 
+  test("the index is built from the services map, not from one writer's memory: two writers on the same pins keep each other's services", () => {
+    // As `dvipa fastpath apply` beside an agent: another FastPath on the node's pins.
+    const other = FastPath.open({ pinRoot: fp.pinRoot, crtMaxEntries: 65536, netnsPath: netnsPath(rns.ns) });
+    const theirs: Service = { vip: '192.0.2.41', port: 80, protocol: 'tcp' };
+    const ours: Service = { vip: '192.0.2.42', port: 80, protocol: 'tcp' };
+    const synTo = (o: Service) => syn({ daddr: o.vip, sport: 40901 });
+    try {
+      assert.equal(run(syn()).action, 'redirect', "opening the pins again kept the suite's services in the index");
+      other.setTargets(theirs, equal);
+      assert.equal(run(synTo(theirs)).action, 'redirect');
+      assert.equal(run(syn()).action, 'redirect', "the other writer's index has the suite's services");
+      fp.setTargets(ours, equal);
+      for (const o of [theirs, ours, web]) assert.equal(run(synTo(o)).action, 'redirect', serviceName(o));
+    } finally {
+      other.removeService(theirs);
+      fp.removeService(ours);
+      other.close();
+    }
+    assert.equal(run(synTo(theirs)).reason, 'pass_not_service');
+  });
+
   test('UDP is never a confirmed connection: its datagrams do not look in crt_est, and confirm leaves it out', () => {
     const flow = { saddr: CLIENT, daddr: VIP, sport: 5400, dport: 53, proto: 17 };
     const q = buildFrame({ protocol: 'udp', saddr: CLIENT, daddr: VIP, sport: 5400, dport: 53, payload: 30 });
