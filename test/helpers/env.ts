@@ -34,16 +34,24 @@ export function uniquePrefix(tag: string): string {
   return `dvt${process.pid % 100000}${tag}${seq++}-`;
 }
 
+/** Scratch pin roots not removed yet: removed when the test process exits, whatever the tests did. */
+const scratchRoots = new Set<string>();
+function removePinRoot(pinRoot: string): void {
+  const links = path.join(pinRoot, 'links');
+  if (fs.existsSync(links)) for (const l of fs.readdirSync(links)) fs.unlinkSync(path.join(links, l));
+  fs.rmSync(pinRoot, { recursive: true, force: true });
+  scratchRoots.delete(pinRoot);
+}
+// A test whose FastPath.open threw before its `try` never reaches its `remove()`, and
+// FastPath.open had already made the directory (found after a session's failed runs).
+process.on('exit', () => {
+  for (const r of scratchRoots) removePinRoot(r);
+});
+
 export function scratchPinRoot(tag: string): { pinRoot: string; remove(): void } {
   const pinRoot = `/sys/fs/bpf/${uniquePrefix(tag)}pins`;
-  return {
-    pinRoot,
-    remove: () => {
-      const links = path.join(pinRoot, 'links');
-      if (fs.existsSync(links)) for (const l of fs.readdirSync(links)) fs.unlinkSync(path.join(links, l));
-      fs.rmSync(pinRoot, { recursive: true, force: true });
-    },
-  };
+  scratchRoots.add(pinRoot);
+  return { pinRoot, remove: () => removePinRoot(pinRoot) };
 }
 
 export function objectPath(name: string): string {
