@@ -132,11 +132,8 @@ function familyOf(a: string): keyof ByFamily<unknown> {
   return isV6(a) ? 'v6' : 'v4';
 }
 
-/** Each family's service index (bpf/dvipa.h): its map, and its slots' key, then its struct dvipa_svc. */
-const SVC_INDEX: ByFamily<{ map: string; key: typeof svcKey; slotSize: number }> = {
-  v4: { map: 'svc_index', key: svcKey, slotSize: svcKey.size + svc.size },
-  v6: { map: 'svc_index6', key: svc6Key, slotSize: svc6Key.size + svc.size },
-};
+/** A slot of each family's service index: its key, then its struct dvipa_svc (bpf/dvipa.h). */
+const SVC_SLOT_SIZE: ByFamily<number> = { v4: svcKey.size + svc.size, v6: svc6Key.size + svc.size };
 
 function keyOf(s: Service): SvcKey {
   return { vip: s.vip, port: s.port, proto: IPPROTO[s.protocol] };
@@ -378,9 +375,10 @@ export class FastPath {
 
   /** The family's services from its record as the index holds them, and `extra` (not written yet). */
   private indexEntries(family: keyof ByFamily<unknown>, extra: Array<[SvcKey, Svc]> = []): IndexedService[] {
+    const keyCodec = family === 'v4' ? svcKey : svc6Key;
     const record = family === 'v4' ? this.services : this.services6;
     return [...record.entries(), ...extra].map(([k, v]) => ({
-      key: SVC_INDEX[family].key.encode(k),
+      key: keyCodec.encode(k),
       value: svc.encode(v),
       name: serviceName(serviceOf(k)),
     }));
@@ -395,7 +393,8 @@ export class FastPath {
    * it changed, at most three times.
    */
   private reindex(family: keyof ByFamily<unknown>): void {
-    const { map: name, slotSize } = SVC_INDEX[family];
+    const name = family === 'v4' ? 'svc_index' : 'svc_index6';
+    const slotSize = SVC_SLOT_SIZE[family];
     let indexed: string | undefined;
     for (let pass = 0; pass < 3; pass++) {
       const entries = this.indexEntries(family);
@@ -451,7 +450,7 @@ export class FastPath {
       id = this.freeServiceId();
       // A service the index has no room for is refused before anything is written.
       const family = familyOf(s.vip);
-      buildSvcIndex(this.indexEntries(family, [[keyOf(s), { id, affinityS, flags: 0 }]]), SVC_INDEX[family].slotSize);
+      buildSvcIndex(this.indexEntries(family, [[keyOf(s), { id, affinityS, flags: 0 }]]), SVC_SLOT_SIZE[family]);
     }
     const svcId = id!;
 
