@@ -486,11 +486,8 @@ export class FastPath {
     // Every push of the service's table comes here: the maps are scanned only if its bit is missing.
     const cfg = s.port === 0 ? this.config.get(0)! : undefined;
     if (cfg && !(cfg.anyPort & anyPortBit(s.vip))) this.writeConfig(cfg, [s.vip]);
-    // Every push of the service's table comes here too: the index is rebuilt only when its record changes.
-    if (!before || before.id !== id || before.affinityS !== affinityS || before.flags !== flags) {
-      this.servicesOf(s.vip).set(keyOf(s), { id: id!, affinityS, flags });
-      this.reindex(familyOf(s.vip));
-    }
+    this.servicesOf(s.vip).set(keyOf(s), { id: id!, affinityS, flags });
+    this.reindex(familyOf(s.vip));
     // By index: an IPv4 client's affinity to an IPv6 target has no IPv4 address to compare.
     const live = new Set(addrs.map((a) => indexOf.get(a)!));
     const wasLive = this.liveTargets.get(svcId);
