@@ -6,7 +6,7 @@
  * and takes the lab down again (unless it found it up, or --keep).
  */
 import type { Argv } from 'yargs';
-import { DEFAULT_LAB_DIR, HaLab, HTTP_PORT, LAB_PREFIX, LINE_PORT } from '../lab/ha-lab.js';
+import { DEFAULT_LAB_DIR, HaLab, HTTP_PORT, LAB_PREFIX, LabError, LINE_PORT } from '../lab/ha-lab.js';
 import { HA, HA_DVIPAS } from '../lab/ha-topology.js';
 import {
   LoadClient,
@@ -18,7 +18,7 @@ import {
 } from '../lab/procs.js';
 import { failoverStep, startProbe, type Drill } from '../lab/drill.js';
 import { Topology } from '../lab/netns.js';
-import type { VipadynRow } from '../cluster/views.js';
+import type { VdptRow, VipadynRow } from '../cluster/views.js';
 import { command } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
 import { checkLimit, DEFAULTS } from '../config/settings.js';
@@ -272,17 +272,29 @@ async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
     // A new owner distributes as the old one did for 3 s after it owns a DVIPA (router.ts
     // INHERIT_MS), then by its own list: its DPT says when, where a fixed sleep raced it (the
     // IPv6 claim and the agent's timer both run late on a busy machine: stop 25's CI).
-    const distributesByItsOwnList = (node: string) =>
-      lab.until(
-        `${node} to distribute both DVIPAs by its own list`,
-        async () => {
-          const rows = await lab.vdpt(node);
-          const own = (d: string) =>
-            rows?.some((r) => r.dvipa === d && r.owner) && !rows.some((r) => r.dvipa === d && r.following);
-          return HA_DVIPAS.every(own);
-        },
-        15000,
-      );
+    const distributesByItsOwnList = async (node: string, since: number) => {
+      let rows: VdptRow[] | undefined;
+      const own = (d: string) =>
+        rows?.some((r) => r.dvipa === d && r.owner) && !rows.some((r) => r.dvipa === d && r.following);
+      await lab
+        .until(
+          `${node} to distribute both DVIPAs by its own list`,
+          async () => {
+            rows = await lab.vdpt(node);
+            return HA_DVIPAS.every(own);
+          },
+          15000,
+        )
+        .catch(async (e: Error) => {
+          // What its DPT said last, per DVIPA, and what the agent says of them: a failed wait says why.
+          const dpt = HA_DVIPAS.map((d) => {
+            const mine = rows?.filter((r) => r.dvipa === d) ?? [];
+            const following = [...new Set(mine.map((r) => r.following).filter(Boolean))];
+            return `${d}: ${rows ? `${mine.length} rows` : 'no answer'}${mine.some((r) => r.owner) ? ', owner' : ', not owner'}${following.length ? `, following ${following.join(', ')}` : ''}`;
+          });
+          throw new LabError(`${e.message}\n${node}'s DPT: ${dpt.join('; ')}\n${await lab.explain(node, since)}`);
+        });
+    };
     try {
       say(`HTTP requests through each DVIPA (${HA.dvipa}, ${HA.dvipa6}), each on a new connection`);
       const before = await httpRounds();
@@ -309,15 +321,17 @@ async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
         return Promise.all(loads.map((x) => x.close()));
       };
       say('r1 dies: both links down at one instant, then its agent killed');
+      const failedAt = Date.now();
       const takeover = await dualFailover(lab, probe, probe6, loads);
       const afterTakeover = await closeAll();
-      await distributesByItsOwnList('r2');
+      await distributesByItsOwnList('r2', failedAt);
       const during = await httpRounds();
       say('bringing r1 back');
       const routers = HA.routers.map((r) => r.name);
       const reasons0 = routers.map((r) => lab.reasons(r));
+      const returnedAt = Date.now();
       const takeback = await dualFailover(lab, probe, probe6, loads);
-      await distributesByItsOwnList('r1');
+      await distributesByItsOwnList('r1', returnedAt);
       const afterTakeback = await closeAll();
       // Where the routing nodes' data planes dropped packets over the takeback: a loss says where.
       const takebackDrops = Object.fromEntries(routers.map((r, i) => [r, droppedSince(reasons0[i], lab.reasons(r))]));
