@@ -288,9 +288,10 @@ async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
         .catch(async (e: Error) => {
           // What its DPT said last, per DVIPA, and what the agent says of them: a failed wait says why.
           const dpt = HA_DVIPAS.map((d) => {
-            const mine = rows?.filter((r) => r.dvipa === d) ?? [];
+            if (!rows) return `${d}: no answer`;
+            const mine = rows.filter((r) => r.dvipa === d);
             const following = [...new Set(mine.map((r) => r.following).filter(Boolean))];
-            return `${d}: ${rows ? `${mine.length} rows` : 'no answer'}${mine.some((r) => r.owner) ? ', owner' : ', not owner'}${following.length ? `, following ${following.join(', ')}` : ''}`;
+            return `${d}: ${mine.length} rows, ${mine.some((r) => r.owner) ? 'owner' : 'not owner'}${following.length ? `, following ${following.join(', ')}` : ''}`;
           });
           throw new LabError(`${e.message}\n${node}'s DPT: ${dpt.join('; ')}\n${await lab.explain(node, since)}`);
         });

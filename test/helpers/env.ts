@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { FastPath } from '../../src/dataplane/fastpath.js';
 import { BPF_OBJECT_DIR } from '../../src/kernel/paths.js';
 import { sys } from '../../src/kernel/sys.js';
 
@@ -37,9 +38,7 @@ export function uniquePrefix(tag: string): string {
 /** Scratch pin roots not removed yet: removed when the test process exits, whatever the tests did. */
 const scratchRoots = new Set<string>();
 function removePinRoot(pinRoot: string): void {
-  const links = path.join(pinRoot, 'links');
-  if (fs.existsSync(links)) for (const l of fs.readdirSync(links)) fs.unlinkSync(path.join(links, l));
-  fs.rmSync(pinRoot, { recursive: true, force: true });
+  FastPath.purge(pinRoot);
   scratchRoots.delete(pinRoot);
 }
 // A test whose FastPath.open threw before its `try` never reaches its `remove()`, and
