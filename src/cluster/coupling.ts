@@ -71,6 +71,8 @@ export interface CouplingFacility extends EventEmitter {
   readonly shared: boolean;
   /** Whether the store answers now; without it nobody's ownership changes. */
   readonly healthy: boolean;
+  /** While not healthy, why (what the operator reads in `netstat vipadyn`): the last failure seen. */
+  readonly unhealthyWhy?: string;
   /** Times this node's lease expired under it (its owner and member keys went with it): never, on a healthy node. */
   readonly leasesLost: number;
   start(): Promise<void>;
@@ -258,7 +260,17 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   private readonly kv = new Map<string, { value: string; rev: number; seenAt: number }>();
   /** Owner keys deleted (a lease that expired, an owner that left): when this node saw it. */
   private readonly gone = new Map<string, number>();
+  /**
+   * Healthy is both: this node's lease renewed (a member) and the watch connected. Each is
+   * told by its own events, and one's good news must not hide the other's failure: a lease
+   * renewed beside a dead watch is a stale view of the store, on which nobody may claim.
+   */
+  private leaseOk: boolean;
+  private watchOk = false;
   private ok = false;
+  private why?: string;
+  /** Grants tried since the lease was lost (0: not rejoining). */
+  private rejoinAttempts = 0;
   private stopping = false;
   leasesLost = 0;
   /** The member record this agent wrote last, and when it last wrote it again. */
@@ -282,16 +294,26 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     this.prefix = opts.prefix ?? '/dvipa/';
     this.client = etcdClient(opts);
     this.committer = (_dvipa, c) => commitClaim(this.client, c);
+    this.leaseOk = opts.member === false;
   }
 
   get healthy(): boolean {
     return this.ok;
   }
 
-  private setHealth(ok: boolean, why?: string): void {
-    if (ok === this.ok) return;
-    this.ok = ok;
-    if (ok) this.opts.logger.info('coupling facility (etcd) reachable');
+  get unhealthyWhy(): string | undefined {
+    return this.ok ? undefined : (this.why ?? 'etcd not reached yet');
+  }
+
+  /** One of the two sources of health changed; logged and told when their conjunction does. */
+  private setHealth(part: 'lease' | 'watch', ok: boolean, why?: string): void {
+    if (part === 'lease') this.leaseOk = ok;
+    else this.watchOk = ok;
+    if (!ok) this.why = `${part === 'lease' ? 'lease' : 'watch'}: ${why ?? 'failed'}`;
+    const now = this.leaseOk && this.watchOk;
+    if (now === this.ok) return;
+    this.ok = now;
+    if (now) this.opts.logger.info('coupling facility (etcd) reachable');
     else
       this.opts.logger.error(
         { why },
@@ -317,33 +339,46 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
       this.onEvent(kv.key.toString(), { value: kv.value.toString(), rev: Number(kv.mod_revision) }, 0, kv.lease),
     );
     this.watcher.on('delete', (kv) => this.onEvent(kv.key.toString(), undefined, Number(kv.mod_revision)));
-    this.watcher.on('disconnected', (e) => this.setHealth(false, e.message));
-    this.watcher.on('connected', () => this.setHealth(true));
-    this.setHealth(true);
+    this.watcher.on('disconnected', (e) => this.setHealth('watch', false, e.message));
+    this.watcher.on('connected', () => this.setHealth('watch', true));
+    this.setHealth('watch', true);
     this.emit('change', undefined);
   }
 
   private async grantLease(): Promise<void> {
     const lease = this.client.lease(this.opts.ttlSec);
     this.lease = lease;
-    lease.on('keepaliveSucceeded', () => this.setHealth(true));
-    lease.on('keepaliveFailed', (e: unknown) => this.setHealth(false, String((e as Error)?.message ?? e)));
+    // A lease given up (a rejoin that failed half-way) says nothing of the store any more.
+    const current = () => lease === this.lease && !this.stopping;
+    lease.on('keepaliveSucceeded', () => current() && !this.rejoinAttempts && this.setHealth('lease', true));
+    lease.on(
+      'keepaliveFailed',
+      (e: unknown) => current() && this.setHealth('lease', false, String((e as Error)?.message ?? e)),
+    );
     let granted = false;
     lease.on('lost', (e) => {
       // A grant that failed is the caller's error to handle, not a lease to win back.
-      if (!granted || this.stopping || lease !== this.lease) return;
+      if (!granted || !current()) return;
       // Expired (we were cut off longer than the TTL): our keys are gone, and so is our
       // ownership; come back with a new lease as soon as the store answers.
       this.leasesLost++;
       this.opts.logger.error({ err: e.message }, 'etcd lease lost: rejoining');
-      this.setHealth(false, e.message);
+      this.setHealth('lease', false, `lost (${e.message}): rejoining`);
       void this.rejoin();
     });
-    this.leaseId = await lease.grant();
-    granted = true;
-    this.granted = { lease, id: this.leaseId };
-    this.emit('lease');
-    await this.putMember();
+    try {
+      this.leaseId = await lease.grant();
+      granted = true;
+      this.granted = { lease, id: this.leaseId };
+      this.emit('lease');
+      await this.putMember();
+      this.setHealth('lease', true);
+    } catch (e) {
+      // Not ours to keep alive: a later attempt grants another.
+      if (lease === this.lease) this.lease = undefined;
+      lease.release();
+      throw e;
+    }
   }
 
   private async putMember(): Promise<void> {
@@ -396,15 +431,25 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
     this.putMember().catch((e: Error) => this.opts.logger.warn({ err: e.message }, 'member record not written'));
   }
 
+  /**
+   * A new lease and member record, tried every half second until the store grants one. A
+   * failure is said at the first attempt and every tenth (the operator sees why this node
+   * claims nothing, also in `netstat vipadyn`), not twice a second.
+   */
   private async rejoin(): Promise<void> {
+    if (this.rejoinAttempts) return;
     while (!this.stopping) {
+      this.rejoinAttempts++;
       try {
         await this.grantLease();
-        this.setHealth(true);
+        this.rejoinAttempts = 0;
         this.emit('change', undefined);
         return;
       } catch (e) {
-        this.opts.logger.debug({ err: (e as Error).message }, 'rejoin failed');
+        const err = (e as Error).message;
+        this.setHealth('lease', false, `lost: rejoining, attempt ${this.rejoinAttempts} failed (${err})`);
+        if (this.rejoinAttempts % 10 === 1)
+          this.opts.logger.warn({ err, attempts: this.rejoinAttempts }, 'etcd lease not granted again yet: retrying');
         await new Promise((r) => setTimeout(r, 500));
       }
     }

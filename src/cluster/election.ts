@@ -279,11 +279,18 @@ export class Election {
   /** `probed`: the owner key's revision a read just confirmed (a takeover needs one, see probe()). */
   private evaluate(dvipa: string, probed?: number): void {
     if (this.busy.has(dvipa)) return;
+    const c = this.dvipas.get(dvipa)!;
     if (!this.cf.healthy) {
-      if (this.held.has(dvipa)) this.held.set(dvipa, 'etcd not reached: no claim until it is');
+      // Said where a claim could be due: a wait held back already, a DVIPA without an owner,
+      // or the primary's own (the node that waits to take it back asks why).
+      const owner = this.cf.view(dvipa).owner?.node;
+      if (
+        !this.owned.has(dvipa) &&
+        (this.held.has(dvipa) || !owner || (c.primary === this.opts.me && owner !== c.primary))
+      )
+        this.held.set(dvipa, `etcd not reached: no claim until it is (${this.cf.unhealthyWhy ?? 'unhealthy'})`);
       return;
     }
-    const c = this.dvipas.get(dvipa)!;
     const seen = this.cf.view(dvipa);
     const now = Date.now();
     const mine = this.owned.get(dvipa);

@@ -5,7 +5,14 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decide, Election, PRIMARY_RANK, type Situation } from '../../src/cluster/election.js';
+import {
+  decide,
+  Election,
+  PRIMARY_RANK,
+  type ElectionHooks,
+  type ElectionOptions,
+  type Situation,
+} from '../../src/cluster/election.js';
 import { etcdClient, EtcdCoupling, type DvipaView } from '../../src/cluster/coupling.js';
 import { EpochFence } from '../../src/cluster/fence.js';
 import { decodeMessage, InvalidMessage, MsgType } from '../../src/cluster/messages.js';
@@ -22,6 +29,26 @@ import { FastPath } from '../../src/dataplane/fastpath.js';
 import { LAB_CRT_ENTRIES } from '../../src/lab/procs.js';
 
 const D = '192.0.2.10';
+
+/** An election of D (primary a, backup b of rank 100) by `me` on `cf`, unstarted: ready, idle, able to renew unless told. */
+function electionOf(
+  cf: EtcdCoupling,
+  me: string,
+  opts: Partial<ElectionOptions>,
+  hooks: Partial<ElectionHooks> & Pick<ElectionHooks, 'acquired'>,
+): Election {
+  const candidates = [
+    { node: 'a', rank: PRIMARY_RANK },
+    { node: 'b', rank: 100 },
+  ];
+  return new Election(
+    cf,
+    new Map([[D, { address: D, primary: 'a', candidates }]]),
+    { me, nopreempt: false, takebackDelayMs: 0, stuckMs: 10000, settleMs: 0, claimAfterMs: 0, ...opts },
+    { notReady: () => undefined, canRenew: () => true, idle: () => true, lost: () => undefined, ...hooks },
+    log,
+  );
+}
 
 function situation(over: Partial<Omit<Situation, 'view'>> & { view?: Partial<DvipaView> } = {}): Situation {
   const { view, ...rest } = over;
@@ -299,30 +326,11 @@ describe('coupling facility on etcd', () => {
       // b's election, running, with every reason to claim: ready, and a stuck owner presumed
       // after 100 ms. Over ten of its ticks it claims nothing; the garbage stays.
       const acquired: string[] = [];
-      const election = new Election(
+      const election = electionOf(
         b,
-        new Map([
-          [
-            D,
-            {
-              address: D,
-              primary: 'a',
-              candidates: [
-                { node: 'a', rank: PRIMARY_RANK },
-                { node: 'b', rank: 100 },
-              ],
-            },
-          ],
-        ]),
-        { me: 'b', nopreempt: false, takebackDelayMs: 0, stuckMs: 100, settleMs: 0, claimAfterMs: 0 },
-        {
-          notReady: () => undefined,
-          canRenew: () => true,
-          idle: () => true,
-          acquired: (_d, rec, how) => acquired.push(`${how} ${rec.epoch}`),
-          lost: () => undefined,
-        },
-        log,
+        'b',
+        { stuckMs: 100 },
+        { acquired: (_d, rec, how) => acquired.push(`${how} ${rec.epoch}`) },
       );
       election.start();
       try {
@@ -353,23 +361,14 @@ describe('coupling facility on etcd', () => {
     seq++;
     const events: string[] = [];
     const elect = (c: EtcdCoupling, me: string) => {
-      const candidates = [
-        { node: 'a', rank: PRIMARY_RANK },
-        { node: 'b', rank: 100 },
-      ];
-      const opts = { me, nopreempt: false, takebackDelayMs: 0, stuckMs: 300, settleMs: 0, claimAfterMs: 0 };
-      const e = new Election(
+      const e = electionOf(
         c,
-        new Map([[D, { address: D, primary: 'a', candidates }]]),
-        opts,
+        me,
+        { stuckMs: 300 },
         {
-          notReady: () => undefined,
-          canRenew: () => true,
-          idle: () => true,
           acquired: (_d, o) => events.push(`${me} acquired ${o.epoch}`),
           lost: (_d, o) => events.push(`${me} lost to ${o?.node ?? 'nobody'}`),
         },
-        log,
       );
       e.start();
       return e;
@@ -418,23 +417,15 @@ describe('coupling facility on etcd', () => {
     let notReady: string | undefined = 'no full report yet from 198.18.20.11';
     let prepared = false;
     const acquired: string[] = [];
-    const candidates = [
-      { node: 'a', rank: PRIMARY_RANK },
-      { node: 'b', rank: 100 },
-    ];
-    const e = new Election(
+    const e = electionOf(
       a,
-      new Map([[D, { address: D, primary: 'a', candidates }]]),
-      { me: 'a', nopreempt: false, takebackDelayMs: 2000, stuckMs: 10000, settleMs: 0, claimAfterMs: 0 },
+      'a',
+      { takebackDelayMs: 2000 },
       {
         notReady: () => notReady,
         prepared: () => prepared,
-        canRenew: () => true,
-        idle: () => true,
         acquired: (_d, o, how) => acquired.push(`${how} ${o.epoch}`),
-        lost: () => undefined,
       },
-      log,
     );
     e.start();
     try {
@@ -743,31 +734,7 @@ describe('coupling facility on etcd', () => {
         .finally(() => inFlight--);
     }, 20);
     const acquired: number[] = [];
-    const election = new Election(
-      b,
-      new Map([
-        [
-          D,
-          {
-            address: D,
-            primary: 'a',
-            candidates: [
-              { node: 'a', rank: PRIMARY_RANK },
-              { node: 'b', rank: 100 },
-            ],
-          },
-        ],
-      ]),
-      { me: 'b', nopreempt: false, takebackDelayMs: 0, stuckMs: 10000, settleMs: 0, claimAfterMs: 80 },
-      {
-        notReady: () => undefined,
-        canRenew: () => true,
-        idle: () => true,
-        acquired: () => acquired.push(Date.now()),
-        lost: () => undefined,
-      },
-      log,
-    );
+    const election = electionOf(b, 'b', { claimAfterMs: 80 }, { acquired: () => acquired.push(Date.now()) });
     election.start();
     try {
       await sleep(500);
@@ -796,8 +763,41 @@ describe('coupling facility on etcd', () => {
     const changes: boolean[] = [];
     a.on('health', (ok: boolean) => changes.push(ok));
     await whileEtcdPaused(() => until('unhealthy', () => !a.healthy, 5000));
+    assert.match(a.unhealthyWhy ?? '', /^lease: /, 'why, for the operator');
     await until('healthy again', () => a.healthy, 8000);
     assert.deepEqual(changes.slice(0, 2), [false, true]);
+    assert.equal(a.unhealthyWhy, undefined);
+  });
+
+  test('etcd unreachable: the primary that waits to take back says why it claims nothing, and takes back once etcd answers', async () => {
+    seq++;
+    const [a, b] = [await cf('a', 1), await cf('b')];
+    assert.ok(await b.claim(D, 100, b.view(D)));
+    let notReady: string | undefined = 'gate closed by the test';
+    const acquired: string[] = [];
+    const e = electionOf(
+      a,
+      'a',
+      {},
+      { notReady: () => notReady, acquired: (_d, o, how) => acquired.push(`${how} ${o.epoch}`) },
+    );
+    e.start();
+    try {
+      await until('the gate named', () => e.heldBack(D) === 'takeback: readiness gate: gate closed by the test');
+      await whileEtcdPaused(async () => {
+        await until('unhealthy', () => !a.healthy, 5000);
+        // Not what it waited for before: nothing it waits for now can be met without etcd.
+        await until('etcd named', () => /^etcd not reached: no claim until it is \(lease: /.test(e.heldBack(D) ?? ''));
+        notReady = undefined;
+        await sleep(300);
+        assert.deepEqual(acquired, [], 'no claim without etcd');
+      });
+      // a's 1 s lease may have ended in the pause: it rejoins, then takes back.
+      await until('the takeback', () => acquired.includes('takeback 2'), 10000);
+      assert.equal(e.heldBack(D), undefined);
+    } finally {
+      e.stop();
+    }
   });
 
   test('a lease that ends under a member is counted lost (dvipa_coupling_leases_lost_total) and the member rejoins under a new one', async () => {
