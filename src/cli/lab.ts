@@ -293,7 +293,9 @@ async function demo(a: Args & { keep?: boolean; long: number }): Promise<void> {
             const following = [...new Set(mine.map((r) => r.following).filter(Boolean))];
             return `${d}: ${mine.length} rows, ${mine.some((r) => r.owner) ? 'owner' : 'not owner'}${following.length ? `, following ${following.join(', ')}` : ''}`;
           });
-          throw new LabError(`${e.message}\n${node}'s DPT: ${dpt.join('; ')}\n${await lab.explain(node, since)}`);
+          throw new LabError(
+            `${e.message}\n${node}'s DPT: ${dpt.join('; ')}\n${await lab.explain(node, since)}\n${lab.storeSays(since)}`,
+          );
         });
     };
     try {

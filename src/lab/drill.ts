@@ -25,6 +25,8 @@ export interface HaPair {
   acquired?(node: string, since: number): number | undefined;
   /** What the node says of itself now and logged since `since`, if it can: why a wait timed out. */
   explain?(node: string, since: number): Promise<string>;
+  /** What the coupling facility logged since `since`, if there is one. */
+  storeSays?(since: number): string;
 }
 
 export interface Drill {
@@ -66,6 +68,7 @@ export async function failoverStep(
       (await Promise.all(
         [to, from].map((n) => pair.explain!(n, t0).catch((x: Error) => `${n}: not explained (${x.message})`)),
       ));
+    if (said && pair.storeSays) said.push(pair.storeSays(t0));
     throw said ? new LabError(`${e.message}\n${said.join('\n')}`) : e;
   });
   const settledMs = Date.now() - t0;

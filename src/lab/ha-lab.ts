@@ -22,7 +22,16 @@ import { LabError, until } from './wait.js';
 import type { VdptRow, VipadynRow } from '../cluster/views.js';
 
 /** The fields of an agent's log line the lab reads. */
-type LogEntry = { msg?: string; time?: number; level?: number; dvipa?: string; err?: string };
+type LogEntry = {
+  msg?: string;
+  time?: number;
+  level?: number;
+  dvipa?: string;
+  err?: string;
+  peer?: string;
+  reason?: string;
+  why?: string;
+};
 
 export const LAB_PREFIX = 'dvlab-';
 export const DEFAULT_LAB_DIR = '/run/dvipa-lab';
@@ -303,8 +312,35 @@ export class HaLab {
     );
     const warnings = this.logEntries(node)
       .filter((j) => (j.time ?? 0) >= since && (j.level ?? 0) >= 40)
-      .map((j) => `${j.msg}${j.dvipa ? ` (${j.dvipa})` : ''}${j.err ? `: ${j.err}` : ''}`);
-    return `${node}: ${state.join('; ')}${warnings.length ? `; last warnings: ${warnings.slice(-5).join(' | ')}` : ''}`;
+      .map(
+        (j) =>
+          `${j.msg}${j.dvipa ? ` (${j.dvipa})` : ''}${j.peer ? ` peer ${j.peer}` : ''}${j.reason ? ` ${j.reason}` : ''}` +
+          `${j.err ? `: ${j.err}` : ''}${j.why ? `: ${j.why}` : ''}`,
+      );
+    // Ten: the failure that began it is often followed by what it caused.
+    return `${node}: ${state.join('; ')}${warnings.length ? `; last warnings: ${warnings.slice(-10).join(' | ')}` : ''}`;
+  }
+
+  /**
+   * What etcd warned of since `since` (slow applies, leases it revoked, a stalled disk), the
+   * last few: a lease lost under an agent is first looked for there.
+   */
+  storeSays(since: number): string {
+    const file = path.join(this.state.dir, 'etcd.log');
+    const said = fs.existsSync(file)
+      ? fs
+          .readFileSync(file, 'utf8')
+          .split('\n')
+          .flatMap((l) => {
+            try {
+              const j = JSON.parse(l) as { ts?: string; msg?: string; took?: string; [k: string]: unknown };
+              return Date.parse(j.ts ?? '') >= since ? [`${j.msg}${j.took ? ` (took ${j.took})` : ''}`] : [];
+            } catch {
+              return [];
+            }
+          })
+      : [];
+    return `etcd: ${said.length ? `last warnings: ${said.slice(-5).join(' | ')}` : 'no warning'}`;
   }
 
   /** `node`'s data-plane verdict counters (all DVIPAs, since its maps were made): where its packets went. */
