@@ -2,6 +2,8 @@
 // LIBBPF_PIN_BY_NAME are reused from, or pinned into, the pin root by libbpf at load.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdarg>
@@ -114,12 +116,36 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     }
   }
 
+  // The verifier gives up with EAGAIN ("processed 1 insns") as soon as a signal is pending
+  // for the loading thread, and libbpf's retries meet the next one: under a profiler's
+  // SIGPROF (V8's sampler signals this thread every millisecond) no program ever loaded.
+  // Blocked for the load, a signal waits (at most the verifier's time) instead of ending it;
+  // one sent to the process goes to a thread that does not block it.
+  class SignalsHeld {
+   public:
+    SignalsHeld() {
+      sigset_t all;
+      sigfillset(&all);
+      pthread_sigmask(SIG_BLOCK, &all, &saved_);
+    }
+    ~SignalsHeld() { pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
+    SignalsHeld(const SignalsHeld &) = delete;
+    SignalsHeld &operator=(const SignalsHeld &) = delete;
+
+   private:
+    sigset_t saved_;
+  };
+
   Napi::Value Load(const Napi::CallbackInfo &info) {
     bpf_object *obj = Obj(info.Env());
     MatchPinnedDevmapFlags(obj);
     g_log.clear();
     g_capturing = true;
-    int r = bpf_object__load(obj);
+    int r;
+    {
+      SignalsHeld held;
+      r = bpf_object__load(obj);
+    }
     g_capturing = false;
     if (r) {
       std::string log = g_log.size() > kLogTail ? g_log.substr(g_log.size() - kLogTail) : g_log;

@@ -6,6 +6,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as os from 'node:os';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { FastPath } from '../../src/dataplane/fastpath.js';
 import { CrtWalker } from '../../src/dataplane/crt-walk.js';
@@ -17,6 +21,7 @@ import { formatIpv4 } from '../../src/net/addr.js';
 import { inNetns, nsIp, Topology } from '../../src/lab/netns.js';
 import { IN_KERNEL_LAB, requireRoot, scratchPinRoot, uniquePrefix } from '../helpers/env.js';
 import { log } from '../../src/log.js';
+import { ROOT } from '../../src/kernel/paths.js';
 
 let pins: ReturnType<typeof scratchPinRoot>;
 let topo: Topology;
@@ -257,6 +262,32 @@ test('errors name the operation, the map and the errno', () => {
   } finally {
     fp.close();
     p.remove();
+  }
+});
+
+test("a signal storm does not stop a load: the data path loads under V8's profiler (SIGPROF every millisecond)", () => {
+  // The verifier gives up on a pending signal; before the addon held signals for the load,
+  // libbpf's retries met the next SIGPROF and this failed every time with EAGAIN.
+  const p = scratchPinRoot('sigprof');
+  const prof = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-prof-'));
+  const fastpath = pathToFileURL(path.join(ROOT, 'dist', 'src', 'dataplane', 'fastpath.js')).href;
+  const script = `const { FastPath } = await import(${JSON.stringify(fastpath)});
+    FastPath.open({ pinRoot: ${JSON.stringify(p.pinRoot)}, crtMaxEntries: 1024 }).close();
+    console.log('loaded');`;
+  try {
+    const r = spawnSync(process.execPath, ['--cpu-prof', '--cpu-prof-dir', prof, '--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    assert.equal(r.status, 0, r.stderr.slice(-1500));
+    assert.match(r.stdout, /^loaded$/m);
+    assert.ok(
+      fs.readdirSync(prof).some((f) => f.endsWith('.cpuprofile')),
+      'the profiler ran',
+    );
+  } finally {
+    p.remove();
+    fs.rmSync(prof, { recursive: true, force: true });
   }
 });
 
