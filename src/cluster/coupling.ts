@@ -309,7 +309,7 @@ export class EtcdCoupling extends EventEmitter implements CouplingFacility {
   private setHealth(part: 'lease' | 'watch', ok: boolean, why?: string): void {
     if (part === 'lease') this.leaseOk = ok;
     else this.watchOk = ok;
-    if (!ok) this.why = `${part === 'lease' ? 'lease' : 'watch'}: ${why ?? 'failed'}`;
+    if (!ok) this.why = `${part}: ${why ?? 'failed'}`;
     const now = this.leaseOk && this.watchOk;
     if (now === this.ok) return;
     this.ok = now;

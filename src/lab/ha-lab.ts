@@ -275,9 +275,14 @@ export class HaLab {
     return t0;
   }
 
-  /** `node`'s agent log lines that contain `text` (all if empty), as JSON; a line cut short by a kill is left out. */
+  /** `node`'s agent log lines that contain `text` (all if empty), as JSON. */
   private logEntries(node: string, text = ''): LogEntry[] {
-    const file = path.join(this.state.dir, `agent-${node}.log`);
+    return this.jsonLines<LogEntry>(`agent-${node}.log`, text);
+  }
+
+  /** The lines of a log file of the lab's that contain `text`, as JSON; a line cut short by a kill is left out. */
+  private jsonLines<T>(name: string, text = ''): T[] {
+    const file = path.join(this.state.dir, name);
     if (!fs.existsSync(file)) return [];
     return fs
       .readFileSync(file, 'utf8')
@@ -285,7 +290,7 @@ export class HaLab {
       .flatMap((l) => {
         if (!l.includes(text)) return [];
         try {
-          return [JSON.parse(l) as LogEntry];
+          return [JSON.parse(l) as T];
         } catch {
           return [];
         }
@@ -326,20 +331,9 @@ export class HaLab {
    * last few: a lease lost under an agent is first looked for there.
    */
   storeSays(since: number): string {
-    const file = path.join(this.state.dir, 'etcd.log');
-    const said = fs.existsSync(file)
-      ? fs
-          .readFileSync(file, 'utf8')
-          .split('\n')
-          .flatMap((l) => {
-            try {
-              const j = JSON.parse(l) as { ts?: string; msg?: string; took?: string; [k: string]: unknown };
-              return Date.parse(j.ts ?? '') >= since ? [`${j.msg}${j.took ? ` (took ${j.took})` : ''}`] : [];
-            } catch {
-              return [];
-            }
-          })
-      : [];
+    const said = this.jsonLines<{ ts?: string; msg?: string; took?: string }>('etcd.log')
+      .filter((j) => Date.parse(j?.ts ?? '') >= since)
+      .map((j) => `${j.msg}${j.took ? ` (took ${j.took})` : ''}`);
     return `etcd: ${said.length ? `last warnings: ${said.slice(-5).join(' | ')}` : 'no warning'}`;
   }
 
