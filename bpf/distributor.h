@@ -360,19 +360,102 @@ static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 c
 	bpf_map_update_elem(&affinity, &k, &fresh, BPF_ANY);
 }
 
-/*
- * The flow's CRT entry: a connection its target confirmed (`crt_est`, which packets cannot
- * evict) first, else an unconfirmed flow the data plane inserted (`crt`, LRU). A `first`
- * packet skips `crt_est`: targets confirm TCP connections that finished their handshake, so a
- * SYN is a new connection or a retransmission of an unconfirmed one, and UDP (every packet
- * `first`: no handshake) is never confirmed. A flood of SYNs then costs one lookup (a cache
- * miss in a table of a million) instead of two, and so does every UDP packet.
- */
-static __always_inline struct dvipa_crt_entry *crt_lookup(const struct dvipa_flow *flow, int first)
-{
-	struct dvipa_crt_entry *e = first ? NULL : bpf_map_lookup_elem(&crt_est, flow);
+/* Orders the compiler's accesses around a slot's `seq` (x86 orders the CPU's: TSO). */
+#define crt_barrier() asm volatile("" ::: "memory")
 
-	return e ? e : bpf_map_lookup_elem(&crt, flow);
+/*
+ * The flow's set in `crt` (dvipa.h): its Maglev hash `hash` reduced to [0, crt_sets) by a
+ * multiply and a shift, so any number of sets works. NULL if user space has not said how
+ * many sets there are. src/dataplane/flow-cache.ts places flows with the same function.
+ */
+static __always_inline struct dvipa_crt_set *crt_set(const struct dvipa_config *cfg, __u32 hash)
+{
+	__u32 i = ((__u64)hash * cfg->crt_sets) >> 32;
+
+	return cfg->crt_sets ? bpf_map_lookup_elem(&crt, &i) : NULL;
+}
+
+/*
+ * Whether the slot holds the flow; if so its entry is copied to *e and the slot marked used.
+ * A slot being written (odd `seq`), or written while it was read, holds nothing.
+ */
+static __always_inline int crt_slot_read(struct dvipa_crt_slot *s, const struct dvipa_flow *f, struct dvipa_crt_entry *e)
+{
+	__u32 seq = *(volatile __u32 *)&s->seq;
+
+	if (seq & 1)
+		return 0;
+	crt_barrier();
+	if (s->saddr != f->saddr || s->daddr != f->daddr || *(__u32 *)&s->sport != *(__u32 *)&f->sport ||
+	    s->proto != f->proto)
+		return 0;
+	e->target = s->target;
+	e->target_idx = s->target_idx;
+	e->svc_id = s->svc_id;
+	e->origin = s->origin;
+	crt_barrier();
+	if (*(volatile __u32 *)&s->seq != seq)
+		return 0;
+	if (!s->ref)
+		s->ref = 1;
+	return 1;
+}
+
+/* Whether the set holds the flow (its entry then in *e). */
+static __always_inline int crt_find(struct dvipa_crt_set *set, const struct dvipa_flow *f, struct dvipa_crt_entry *e)
+{
+	for (int w = 0; w < DVIPA_CRT_WAYS; w++)
+		if (crt_slot_read(&set->way[w], f, e))
+			return 1;
+	return 0;
+}
+
+/*
+ * Inserts the flow with entry *e into its set unless it is there. Returns 1 if inserted; 0 if
+ * the flow was there (its entry then in *e); -1 if the slot it would take was being written
+ * (by another CPU or user space): not inserted. The slot taken: the first empty one, else
+ * the first no packet used since an insert last passed over it, clearing the `ref` bits of
+ * those passed over (CLOCK), from the way `start` names (bits of the new flow's hash: no way is
+ * favoured); all used: that way. A new slot starts unused, so a flood of first packets that
+ * are never followed takes the slots of its own kind before any a connection keeps using.
+ */
+static __always_inline int crt_insert(struct dvipa_crt_set *set, const struct dvipa_flow *f, struct dvipa_crt_entry *e,
+				      __u32 now_s, __u32 start)
+{
+	struct dvipa_crt_slot *s = NULL;
+	__u32 seq, at;
+	int w;
+
+	if (crt_find(set, f, e))
+		return 0;
+	for (w = 0; w < DVIPA_CRT_WAYS && !s; w++)
+		if (!set->way[w].proto)
+			s = &set->way[w];
+	for (w = 0; w < DVIPA_CRT_WAYS && !s; w++) {
+		at = (start + w) & (DVIPA_CRT_WAYS - 1);
+		if (!set->way[at].ref)
+			s = &set->way[at];
+		else
+			set->way[at].ref = 0;
+	}
+	if (!s)
+		s = &set->way[start & (DVIPA_CRT_WAYS - 1)];
+	seq = *(volatile __u32 *)&s->seq;
+	if ((seq & 1) || __sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
+		return -1;
+	s->saddr = f->saddr;
+	s->daddr = f->daddr;
+	s->sport = f->sport;
+	s->dport = f->dport;
+	s->proto = f->proto;
+	s->origin = e->origin;
+	s->target_idx = e->target_idx;
+	s->target = e->target;
+	s->svc_id = e->svc_id;
+	s->ref = 0;
+	s->created_s = now_s;
+	__sync_fetch_and_add(&s->seq, 1);
+	return 1;
 }
 
 /*
@@ -593,7 +676,8 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	struct cursor c = { data, data_end, ctx };
 	struct dvipa_svc_key sk = {};
 	struct dvipa_flow flow = {};
-	struct dvipa_crt_entry *entry, fresh = {};
+	struct dvipa_crt_entry *entry, fresh = {}, found;
+	struct dvipa_crt_set *set = NULL;
 	struct dvipa_svc_stats *st;
 	struct dvipa_config *cfg;
 	struct dvipa_svc *svc;
@@ -601,8 +685,8 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	const struct dvipa_target *t;
 	__be32 target;
 	__be16 proto;
-	int l2len, first = 0, syn = 0, over, inserted = 0, guarded;
-	__u32 zero = 0, idx, len;
+	int l2len, first = 0, syn = 0, over, lookup, inserted = 0, guarded, rc;
+	__u32 zero = 0, idx, len, hash;
 	__u64 now;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
@@ -682,7 +766,21 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	 * anyway, and a lookup that misses costs a helper call and the calls inside it, each
 	 * returning through the CPU's mitigation thunk (SRSO "Safe RET" on AMD).
 	 */
-	entry = over || (syn && !(svc->flags & DVIPA_SVC_V6_TARGETS)) ? NULL : crt_lookup(&flow, first);
+	lookup = !over && !(syn && !(svc->flags & DVIPA_SVC_V6_TARGETS));
+	/*
+	 * A connection its target confirmed (`crt_est`, which packets cannot evict) first, else
+	 * an unconfirmed flow in the cache. A `first` packet skips `crt_est`: targets confirm TCP
+	 * connections that finished their handshake, so a SYN is a new connection or a
+	 * retransmission of an unconfirmed one, and UDP (every packet `first`: no handshake) is
+	 * never confirmed.
+	 */
+	entry = lookup && !first ? bpf_map_lookup_elem(&crt_est, &flow) : NULL;
+	if (!entry) {
+		hash = dvipa_flow_hash(&flow);
+		set = over ? NULL : crt_set(cfg, hash);
+		if (lookup && set && crt_find(set, &flow, &found))
+			entry = &found;
+	}
 again:
 	if (entry) {
 		st->crt_hit++;
@@ -693,7 +791,7 @@ again:
 			touch_affinity(svc, iph->saddr, target, idx);
 		count_target(idx, len, 0);
 	} else {
-		const __u32 *slot_idx = maglev_slot(svc, dvipa_flow_hash(&flow));
+		const __u32 *slot_idx = maglev_slot(svc, hash);
 
 		if ((svc->flags & DVIPA_SVC_V6_TARGETS) && !over) {
 			int established = established_4in6(ctx, cfg, svc, st, &flow, first, l2len, iph, len);
@@ -723,14 +821,18 @@ again:
 			fresh.target_idx = idx;
 			fresh.svc_id = svc->id;
 			fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
-			fresh.created_ns = now;
 			/* Another CPU may have raced us to it: its entry is as good as ours, and it counts it. */
-			inserted = !bpf_map_update_elem(&crt, &flow, &fresh, BPF_NOEXIST);
+			rc = set ? crt_insert(set, &flow, &fresh, now >> 30, hash) : -1;
+			inserted = rc > 0;
 			/* A retransmitted SYN keeps the target its first one got: a hit, not the miss counted above. */
-			if (!inserted && syn && (entry = bpf_map_lookup_elem(&crt, &flow))) {
+			if (!rc && syn) {
+				found = fresh;
+				entry = &found;
 				st->crt_miss--;
 				goto again;
 			}
+			/* Its slot busy: hashed alone, as over the guard. */
+			guarded = rc < 0;
 		}
 		count_insert(st, idx, len, first, inserted, guarded);
 	}

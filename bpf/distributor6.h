@@ -298,7 +298,7 @@ static __always_inline int encap_forward6(struct xdp_md *ctx, const struct dvipa
 	return send_to(ctx, st, nh);
 }
 
-/* The IPv6 counterpart of crt_lookup: confirmed connections (`crt6_est`) first, `first` packets skip them. */
+/* The IPv6 CRT entry: confirmed connections (`crt6_est`) first, `first` packets skip them (as for IPv4). */
 static __always_inline struct dvipa_crt6_entry *crt6_lookup(const struct dvipa_flow6 *flow, int first)
 {
 	struct dvipa_crt6_entry *e = first ? NULL : bpf_map_lookup_elem(&crt6_est, flow);

@@ -169,6 +169,40 @@ struct dvipa_crt_entry {
 	__u64 created_ns; /* bpf_ktime_get_coarse_ns() at insertion (CLOCK_MONOTONIC, tick precision); 0 if written by user space */
 };
 
+/*
+ * The IPv4 CRT's unconfirmed flows (map `crt`) are a set-associative cache in an array, not a
+ * kernel hash map: a flow's set is a hash of its 5-tuple (crt_set_of in distributor.h,
+ * src/dataplane/flow-cache.ts) and it lives in one of the set's DVIPA_CRT_WAYS slots. A
+ * lookup or an insert is the verifier's inlined array access and a scan of two cache lines,
+ * with no helper call, no bucket lock and no LRU list: an LRU hash insert was 80 % of a new
+ * connection's cost (docs/benchmarks.md). A set that is full gives up the slot least recently
+ * used by a packet (CLOCK: the `ref` bit a hit sets). Readers and writers, in XDP on every CPU
+ * and in user space through the map's mmap, follow one protocol on `seq`: a writer claims a
+ * slot by moving `seq` from even to odd with a compare-and-swap, writes, and makes it even
+ * again; a reader takes a slot only if `seq` was even and unchanged around its reads.
+ */
+#define DVIPA_CRT_WAYS 4
+
+struct dvipa_crt_slot {
+	__u32 seq;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto; /* 0: an empty slot */
+	enum dvipa_crt_origin origin;
+	__u16 target_idx;
+	__be32 target;
+	__u16 svc_id;
+	__u8 ref; /* a packet used the slot since an insert into its set last passed it over */
+	__u8 pad;
+	__u32 created_s; /* bpf_ktime_get_coarse_ns() >> 30 at insertion (units of 1.07 s) */
+};
+
+struct dvipa_crt_set {
+	struct dvipa_crt_slot way[DVIPA_CRT_WAYS];
+};
+
 /* An IPv6 connection's CRT entry: as dvipa_crt_entry, with a target of either family. */
 struct dvipa_crt6_entry {
 	struct dvipa_in6 target; /* cluster address of the target (IPv4-mapped for an IPv4 target) */
@@ -274,6 +308,8 @@ struct dvipa_config {
 	 * 0: no guard.
 	 */
 	__u32 max_new_flows;
+	/* The sets of `crt` (its max_entries): written by user space, which sized the map. 0: no insert. */
+	__u32 crt_sets;
 };
 
 /* The bit of dvipa_config.any_port for an IPv4 address: a multiplicative hash of it as loaded. */
@@ -340,7 +376,7 @@ struct dvipa_svc_stats {
 	__u64 forwarded;
 	__u64 dropped;      /* any drop reason; `reasons` says which */
 	__u64 frag_needed;  /* ICMP fragmentation needed (IPv6: packet too big) sent */
-	__u64 crt_guarded;  /* new flows forwarded by hash without a CRT entry: over the rate guard */
+	__u64 crt_guarded;  /* new flows forwarded by hash without a CRT entry: over the rate guard, or their CRT slot was being written */
 };
 
 /*

@@ -78,17 +78,19 @@ struct {
 } maglev SEC(".maps");
 
 /*
- * The CRT, in two tables. `crt` (LRU) holds what the data plane inserts: flows not yet
- * confirmed by their target (a SYN, a recovered packet); a flood of SYNs ages out its old
- * entries instead of failing. `crt_est` holds the connections their target reported
- * established (NEWCONN), written and removed only by the agent: nothing a packet does can
- * evict them. The data plane looks in `crt_est` first.
+ * The CRT, in two tables. `crt` (a set-associative cache, dvipa.h) holds what the data plane
+ * inserts: flows not yet confirmed by their target (a SYN, a recovered packet); a flood of
+ * SYNs takes the least recently used slots instead of failing. `crt_est` holds the
+ * connections their target reported established (NEWCONN), written and removed only by the
+ * agent: nothing a packet does can evict them. The data plane looks in `crt_est` first.
+ * Mmapable: user space reads and writes slots with the same protocol as the data plane.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, DVIPA_CRT_DEFAULT_ENTRIES);
-	__type(key, struct dvipa_flow);
-	__type(value, struct dvipa_crt_entry);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DVIPA_CRT_DEFAULT_ENTRIES / DVIPA_CRT_WAYS);
+	__type(key, __u32);
+	__type(value, struct dvipa_crt_set);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } crt SEC(".maps");
 

@@ -126,6 +126,8 @@ export function mapInfo(map: MapArg): {
   flags: number;
   name: string;
 };
+/** An mmapable array's values, shared with the data plane (unmapped when collected). */
+export function mapMmap(map: MapArg): ArrayBuffer;
 export function objGet(path: string): number;
 export function objPin(fd: number, path: string): void;
 export function closeFd(fd: number): void;

@@ -4,6 +4,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -222,6 +223,19 @@ Napi::Value MapInfo(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// An mmapable array's values, shared with the data plane, as an ArrayBuffer that unmaps
+// itself when collected. The mapping holds the map: it outlives a closed fd.
+Napi::Value MapMmap(const Napi::CallbackInfo &info) {
+  auto [fd, mi] = MapArg(info, 0);
+  size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  size_t len = (static_cast<size_t>(mi.value_size) * mi.max_entries + page - 1) / page * page;
+  if (mi.type != BPF_MAP_TYPE_ARRAY || !(mi.map_flags & BPF_F_MMAPABLE))
+    throw Napi::TypeError::New(info.Env(), std::string("map ") + mi.name + " is not an mmapable array");
+  void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) ThrowErrno(info.Env(), "mmap", errno);
+  return Napi::ArrayBuffer::New(info.Env(), p, len, [len](Napi::Env, void *data) { munmap(data, len); });
+}
+
 Napi::Value ObjGet(const Napi::CallbackInfo &info) {
   std::string path = StringArg(info, 0, "path");
   int fd = bpf_obj_get(path.c_str());
@@ -264,6 +278,7 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("mapLookupBatch", Napi::Function::New(env, MapLookupBatch));
   exports.Set("mapDeleteBatch", Napi::Function::New(env, MapDeleteBatch));
   exports.Set("mapInfo", Napi::Function::New(env, MapInfo));
+  exports.Set("mapMmap", Napi::Function::New(env, MapMmap));
   exports.Set("objGet", Napi::Function::New(env, ObjGet));
   exports.Set("objPin", Napi::Function::New(env, ObjPin));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));

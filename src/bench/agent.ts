@@ -109,7 +109,7 @@ function fillCrt(pinRoot: string, n: number): void {
         i * crtEntry.size,
       );
     }
-    fp.crt.setBatchRaw(keys, values, n);
+    fp.crtEst.setBatchRaw(keys, values, n);
   } finally {
     fp.close();
   }

@@ -460,16 +460,18 @@ export async function benchFastpath(opts: {
     };
 
     /**
-     * katran_syn and katran_recovered insert every new flow: each CPU that ran part of the run
-     * holds the last flow it made in its table, and on all CPUs at once `every` CPU ran. A run
+     * syn, recovered, katran_syn and katran_recovered insert every new flow: each CPU that ran
+     * part of the run holds the last flow it made in its table (dvipa's cache of unconfirmed
+     * flows is one for all CPUs), and on all CPUs at once `every` CPU ran. A run
      * on one CPU can move to the other when the kernel reschedules it between repetitions (the
      * machine busy), so where each CPU's flows ended is read back from its control, whose
      * counter setCtl started at `first` + cpu × repeat.
      */
     const checkInserted = (s: PathSpec, first: number, cpusRan: 'some' | 'every') => {
-      if (s.path !== 'katran_syn' && s.path !== 'katran_recovered') return;
+      const dvipa = s.path === 'syn' || s.path === 'recovered';
+      if (!dvipa && s.path !== 'katran_syn' && s.path !== 'katran_recovered') return;
       const value = Buffer.alloc(stride * cpus);
-      sys.mapLookup('bench_ctl', katran!.obj.mapFd('bench_ctl'), Buffer.alloc(4), value);
+      sys.mapLookup('bench_ctl', objectOf(s).mapFd('bench_ctl'), Buffer.alloc(4), value);
       const made = Array.from(
         { length: cpus },
         (_, c) => (benchCtl.decode(value, c * stride).seq - (first + c * opts.repeat)) >>> 0,
@@ -480,8 +482,12 @@ export async function benchFastpath(opts: {
       };
       if (cpusRan === 'some' ? !made.some((n) => n > 0) : !made.every((n) => n > 0))
         throw new Error(`bench path ${s.path}: no new flow made on ${cpusRan === 'some' ? 'any CPU' : 'every CPU'}`);
-      if (!made.every((n, c) => n === 0 || katran!.has(c, flowOf(first + c * opts.repeat + n - 1))))
-        throw new Error(`bench path ${s.path}: a new flow was not inserted into Katran's connection table`);
+      const has = (c: number, f: ReturnType<typeof flowOf>) =>
+        dvipa ? fp!.crt.get({ ...f, saddr: f.src, daddr: f.dst }) !== undefined : katran!.has(c, f);
+      if (!made.every((n, c) => n === 0 || has(c, flowOf(first + c * opts.repeat + n - 1))))
+        throw new Error(
+          `bench path ${s.path}: a new flow was not inserted into ${dvipa ? 'the CRT' : "Katran's connection table"}`,
+        );
     };
 
     rns.inside(() => {

@@ -68,21 +68,21 @@ function crtFigures(entries: number): TablesBench['crt'] {
     });
 
     let t0 = process.hrtime.bigint();
-    fp.crt.setBatchRaw(keys, values, entries);
+    fp.crtEst.setBatchRaw(keys, values, entries);
     const rawInsertMs = ms(t0);
     t0 = process.hrtime.bigint();
     let seen = 0;
-    for (const b of fp.crt.rawBatches()) seen += b.count;
+    for (const b of fp.crtEst.rawBatches()) seen += b.count;
     const rawDumpMs = ms(t0);
     if (seen !== entries) throw new Error(`CRT dump returned ${seen} entries, expected ${entries}`);
-    fp.crt.deleteBatch(list.map(([k]) => k));
+    fp.crtEst.deleteBatch(list.map(([k]) => k));
 
     t0 = process.hrtime.bigint();
-    fp.crt.setBatch(list);
+    fp.crtEst.setBatch(list);
     const typedInsertMs = ms(t0);
     t0 = process.hrtime.bigint();
     seen = 0;
-    for (const _ of fp.crt.entries()) seen++;
+    for (const _ of fp.crtEst.entries()) seen++;
     const typedDumpMs = ms(t0);
     if (seen !== entries) throw new Error(`CRT dump returned ${seen} entries, expected ${entries}`);
     return { entries, rawInsertMs, rawDumpMs, typedInsertMs, typedDumpMs };

@@ -169,7 +169,8 @@ export class Agent {
     this.fp = FastPath.open({ pinRoot: opts.pinRoot, crtMaxEntries: opts.crtEntries, logger: this.log });
     const crtTables = this.fp.crtTables();
     this.crtWalker = new CrtWalker(crtTables);
-    this.crtCounter = MapCounter.open(crtTables.map((t) => t.fd));
+    // The kernel counts hash maps; the IPv4 cache of unconfirmed flows counts its own slots.
+    this.crtCounter = MapCounter.open(crtTables.filter((t) => t.v6 || t.confirmed).map((t) => t.fd));
     if (!this.crtCounter)
       this.log.info('this kernel does not count map entries (6.6+): the CRT is counted by walking it');
     const port = opts.port ?? DEFAULTS.port;
@@ -259,7 +260,8 @@ export class Agent {
     if (this.opts.metricsAddress) {
       this.metrics = new AgentMetrics({
         vdpt: () => this.router.vdpt(),
-        crtEntries: () => (this.crtCounter ? Promise.resolve(this.crtCounter.count()) : this.crtWalker.count()),
+        crtEntries: () =>
+          this.crtCounter ? Promise.resolve(this.crtCounter.count() + this.fp.crt.count()) : this.crtWalker.count(),
         crtConfirmRefused: () => this.router.confirmRefused,
         reasons: () => this.fp.reasonCounts(),
         served: () => this.fp.receivedStats(),

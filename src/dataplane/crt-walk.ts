@@ -9,6 +9,7 @@
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { BpfMap } from './map.js';
+import { FlowCache } from './flow-cache.js';
 import { crt6Entry, crtEntry, flow, flow6, type CrtEntry } from './structs.js';
 import type { Flow } from '../net/flow.js';
 
@@ -49,8 +50,11 @@ function sweep(crt: BpfMap<Flow, CrtEntry>, beforeNs: bigint): number {
   return crt.deleteBatch(stale);
 }
 
+/** A table the walker reads: a hash map, or the IPv4 cache of unconfirmed flows. */
+type Table = Pick<BpfMap<Flow, CrtEntry>, 'entries' | 'count'>;
+
 function walk(
-  tables: Array<BpfMap<Flow, CrtEntry>>,
+  tables: Table[],
   confirmed: Array<BpfMap<Flow, CrtEntry>>,
   { id, filter, limit, sweepBeforeNs }: Request,
 ): Answer {
@@ -61,7 +65,7 @@ function walk(
     return { id, total, entries };
   }
   if (!filter.dvipa && !filter.port && !filter.client && limit === 0) {
-    for (const crt of tables) for (const b of crt.rawBatches()) total += b.count;
+    for (const crt of tables) total += crt.count();
     return { id, total, entries };
   }
   for (const crt of tables) {
@@ -77,10 +81,14 @@ function walk(
 
 if (!isMainThread && (workerData as { crtTables?: CrtTable[] } | null)?.crtTables !== undefined) {
   const specs = (workerData as { crtTables: CrtTable[] }).crtTables;
-  const tables = specs.map((t) =>
-    t.v6 ? new BpfMap('crt6', t.fd, flow6, crt6Entry) : new BpfMap('crt', t.fd, flow, crtEntry),
+  const tables: Table[] = specs.map((t) =>
+    t.v6
+      ? new BpfMap('crt6', t.fd, flow6, crt6Entry)
+      : t.confirmed
+        ? new BpfMap('crt_est', t.fd, flow, crtEntry)
+        : new FlowCache('crt', t.fd),
   );
-  const confirmed = tables.filter((_, i) => specs[i].confirmed);
+  const confirmed = specs.flatMap((t, i) => (t.confirmed ? [tables[i] as BpfMap<Flow, CrtEntry>] : []));
   parentPort!.on('message', (req: Request) => {
     try {
       parentPort!.postMessage(walk(tables, confirmed, req));

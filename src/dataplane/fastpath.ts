@@ -24,6 +24,7 @@ import {
   CRT_DEFAULT_ENTRIES,
   crt6Entry,
   crtEntry,
+  CRT_WAYS,
   FENCE_DRAIN,
   FIB_RESULTS,
   flow,
@@ -61,6 +62,7 @@ import type {
   TargetStats,
 } from './structs.js';
 import { runXdp } from './testrun.js';
+import { FlowCache } from './flow-cache.js';
 import type { CrtTable } from './crt-walk.js';
 import { attachXdp, detachXdp, listLinks } from './xdp.js';
 import type { Attachment, XdpMode } from './xdp.js';
@@ -75,6 +77,7 @@ import { log as rootLog, type Logger } from '../log.js';
 const NO_MAC = '00:00:00:00:00:00';
 const NO_ADDR = '0.0.0.0';
 const BPF_MAP_TYPE_ARRAY = 2;
+const BPF_MAP_TYPE_LRU_HASH = 9;
 const LOOPBACK_IFINDEX = 1;
 const RESOLVER = 'xdp_resolve';
 
@@ -186,8 +189,8 @@ export class FastPath {
   /** Routing nodes' IPv6 cluster addresses: outer sources of IPv6 tunnels (either inner family). */
   readonly decapRouters6: BpfMap<string, number>;
   readonly decapServices: BpfMap<SvcKey, number>;
-  /** Flows the data plane inserted, not confirmed by their target (LRU: a flood ages them out). */
-  readonly crt: BpfMap<Flow, CrtEntry>;
+  /** Flows the data plane inserted, not confirmed by their target (a cache: a flood takes the least used slots). */
+  readonly crt: FlowCache;
   /** Connections their target confirmed (NEWCONN): written and removed by the agent only, never evicted. */
   readonly crtEst: BpfMap<Flow, CrtEntry>;
   readonly decapServices6: BpfMap<SvcKey, number>;
@@ -244,7 +247,7 @@ export class FastPath {
     this.decapRouters6 = new BpfMap('decap_routers6', target.mapFd('decap_routers6'), addr6, u8);
     this.decapServices = new BpfMap('decap_services', target.mapFd('decap_services'), svcKey, u8);
     this.decapServices6 = new BpfMap('decap_services6', target.mapFd('decap_services6'), svc6Key, u8);
-    this.crt = new BpfMap('crt', fd('crt'), flow, crtEntry);
+    this.crt = new FlowCache('crt', fd('crt'));
     this.crtEst = new BpfMap('crt_est', fd('crt_est'), flow, crtEntry);
     this.crt6 = new BpfMap('crt6', fd('crt6'), flow6, crt6Entry);
     this.crt6Est = new BpfMap('crt6_est', fd('crt6_est'), flow6, crt6Entry);
@@ -294,7 +297,7 @@ export class FastPath {
     const logger = (opts.logger ?? rootLog).child({ pinRoot });
     assertBpffs(pinRoot);
     fs.mkdirSync(pinRoot, { recursive: true });
-    const crtMaxEntries = resolveCrtSize(pinRoot, opts.crtMaxEntries);
+    const crtMaxEntries = resolveCrtSize(pinRoot, opts.crtMaxEntries, logger);
 
     const objects = new Map<Role, BpfObject>();
     try {
@@ -304,7 +307,7 @@ export class FastPath {
           role === 'distributor'
             ? (() => {
                 const crt6 = crt6Entries(pinRoot, crtMaxEntries);
-                return { crt: crtMaxEntries, crt_est: crtMaxEntries, crt6, crt6_est: crt6 };
+                return { crt: crtSets(crtMaxEntries), crt_est: crtMaxEntries, crt6, crt6_est: crt6 };
               })()
             : {};
         objects.set(role, loadObject(role, { pinRoot, maxEntries, dir: opts.objectDir }));
@@ -339,6 +342,7 @@ export class FastPath {
       extMac: NO_MAC,
       anyPort: 0,
       maxNewFlows: 0,
+      crtSets: 0,
       clusterAddr6: '::',
       ...old,
       ...(c.clusterAddr6 === undefined ? {} : { clusterAddr6: c.clusterAddr6 }),
@@ -361,7 +365,7 @@ export class FastPath {
    * it: so a write that read the config before another process added a bit puts it back.
    */
   private writeConfig(c: NodeConfig, vips: string[] = []): void {
-    this.config.set(0, { ...c, anyPort: c.anyPort | this.anyPortBits(vips) });
+    this.config.set(0, { ...c, anyPort: c.anyPort | this.anyPortBits(vips), crtSets: this.crt.sets });
   }
 
   nodeConfig(): NodeConfig {
@@ -559,7 +563,7 @@ export class FastPath {
 
   private confirmIn(
     est: BpfMap<Flow, CrtEntry>,
-    lru: BpfMap<Flow, CrtEntry>,
+    lru: Pick<BpfMap<Flow, CrtEntry>, 'deleteBatch'>,
     entries: ReadonlyArray<readonly [Flow, CrtEntry]>,
   ): Flow[] {
     if (!entries.length) return [];
@@ -585,7 +589,7 @@ export class FastPath {
     if (!this.crt6Est.delete(k)) this.crt6.delete(k);
   }
 
-  /** The CRT's tables, for a CrtWalker: confirmed connections first, then the LRUs. */
+  /** The CRT's tables, for a CrtWalker: confirmed connections first, then the unconfirmed (the IPv4 cache, the IPv6 LRU). */
   crtTables(): CrtTable[] {
     return [
       { fd: this.crtEst.fd, confirmed: true },
@@ -908,9 +912,34 @@ function crt6Entries(pinRoot: string, crtEntries: number): number {
   return pinnedEntries(path.join(pinRoot, 'crt6')) ?? Math.min(crtEntries, CRT6_DEFAULT_ENTRIES);
 }
 
-/** An explicit size must match an existing pinned CRT; no size adopts the pinned one. */
-function resolveCrtSize(pinRoot: string, wanted: number | undefined): number {
-  const pin = path.join(pinRoot, 'crt');
+/** The sets of the cache of unconfirmed flows (`crt`) for a CRT of `entries`. */
+function crtSets(entries: number): number {
+  return Math.ceil(entries / CRT_WAYS);
+}
+
+/**
+ * An explicit size must match an existing pinned CRT; no size adopts the pinned one (the
+ * size of `crt_est`, which `crt`'s sets follow). Versions before the cache pinned `crt` as an
+ * LRU hash: that pin goes (unconfirmed flows only, which packets re-derive by hash) and the
+ * load pins the cache in its place.
+ */
+function resolveCrtSize(pinRoot: string, wanted: number | undefined, logger: Logger): number {
+  const cache = path.join(pinRoot, 'crt');
+  if (fs.existsSync(cache)) {
+    const fd = sys.objGet(cache, cache);
+    try {
+      if (sys.mapInfo(cache, fd).type === BPF_MAP_TYPE_LRU_HASH) {
+        logger.warn(
+          { pin: cache },
+          'the pinned CRT of unconfirmed flows is an older LRU hash: replaced by the flow cache',
+        );
+        fs.unlinkSync(cache);
+      }
+    } finally {
+      sys.closeFd(cache, fd);
+    }
+  }
+  const pin = path.join(pinRoot, 'crt_est');
   if (wanted !== undefined && !withinLimits('crtEntries', wanted)) {
     const [min, max] = LIMITS.crtEntries;
     throw new RangeError(`CRT size ${wanted}: expected an integer from ${min} to ${max}`);

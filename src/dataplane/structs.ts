@@ -131,6 +131,32 @@ export const crtEntry = struct<CrtEntry>('dvipa_crt_entry', [
   ['createdNs', 'u64'],
 ]);
 
+/**
+ * One slot of the IPv4 CRT's cache of unconfirmed flows (map `crt`, a set of CRT_WAYS of them
+ * per array value; bpf/dvipa.h). Read and written only through FlowCache (flow-cache.ts).
+ */
+export interface CrtSlot extends Flow, Omit<CrtEntry, 'createdNs'> {
+  seq: number;
+  ref: number;
+  createdS: number;
+}
+export const CRT_WAYS = 4;
+export const crtSlot = struct<CrtSlot>('dvipa_crt_slot', [
+  ['seq', 'u32'],
+  ['saddr', 'ipv4'],
+  ['daddr', 'ipv4'],
+  ['sport', 'be16'],
+  ['dport', 'be16'],
+  ['proto', 'u8'],
+  ['origin', 'u8'],
+  ['targetIdx', 'u16'],
+  ['target', 'ipv4'],
+  ['svcId', 'u16'],
+  ['ref', 'u8'],
+  ['pad', { pad: 1 }],
+  ['createdS', 'u32'],
+]);
+
 /** An IPv6 connection's CRT entry (map crt6): as CrtEntry, `target` of either family. */
 export const crt6Entry = struct<CrtEntry>('dvipa_crt6_entry', [
   ['target', 'ip'],
@@ -243,6 +269,8 @@ export interface NodeConfig {
   clusterAddr6: string;
   /** The new-flow rate guard: new flows per second per CPU that get a CRT entry (0: no guard). */
   maxNewFlows: number;
+  /** The sets of the map `crt` (0: the data plane inserts nothing). */
+  crtSets: number;
 }
 
 /**
@@ -270,6 +298,7 @@ export const nodeConfig = struct<NodeConfig>('dvipa_config', [
   ['anyPort', 'u16'],
   ['clusterAddr6', 'ipv6'],
   ['maxNewFlows', 'u32'],
+  ['crtSets', 'u32'],
 ]);
 
 /** Per CPU: the new-flow rate guard's window (map `flow_rate`). */

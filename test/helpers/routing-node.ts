@@ -73,8 +73,8 @@ export function openRoutingNode(
 /**
  * A UDP flow is never a confirmed connection, in either family: its datagram does not look in
  * the confirmed table (`est`), so an entry written there behind confirm's back, to another of
- * `targets` than the one it hashes to, does not move it (`send` returns where it went); the LRU
- * (`lru`) holds it, and confirm writes none.
+ * `targets` than the one it hashes to, does not move it (`send` returns where it went); the
+ * table of unconfirmed flows (`lru`) holds it, and confirm writes none.
  */
 export function assertUdpNeverConfirmed(o: {
   fp: FastPath;
@@ -83,7 +83,7 @@ export function assertUdpNeverConfirmed(o: {
   hashed: string;
   targets: readonly string[];
   est: BpfMap<Flow, CrtEntry>;
-  lru: BpfMap<Flow, CrtEntry>;
+  lru: Pick<BpfMap<Flow, CrtEntry>, 'get'>;
   send: () => string;
 }): void {
   const other = o.targets.find((t) => t !== o.hashed)!;
@@ -97,11 +97,11 @@ export function assertUdpNeverConfirmed(o: {
   o.est.set(o.flow, entry);
   try {
     assert.equal(o.send(), o.hashed, `the datagram looked in ${o.est.name}`);
-    assert.equal(o.lru.get(o.flow)!.target, o.hashed, 'the LRU holds the flow');
+    assert.equal(o.lru.get(o.flow)!.target, o.hashed, 'the unconfirmed table holds the flow');
   } finally {
     o.est.delete(o.flow);
   }
   assert.deepEqual(o.fp.confirm([[o.flow, entry]]), []);
   assert.equal(o.est.get(o.flow), undefined, `confirm wrote no UDP flow to ${o.est.name}`);
-  assert.equal(o.lru.get(o.flow)!.target, o.hashed, 'and left it in the LRU');
+  assert.equal(o.lru.get(o.flow)!.target, o.hashed, 'and left it among the unconfirmed');
 }

@@ -147,7 +147,7 @@ test('dvipa agent --crt-entries over a pinned CRT of another size: exit 1 naming
       ...['--control', '', '--metrics', '', '--crt-entries', '8192'],
     ]);
     assert.equal(r.code, 1, r.err);
-    assert.match(r.err, /the pinned CRT at .*crt holds 4096 entries, not 8192: keep its size, or purge the pins/);
+    assert.match(r.err, /the pinned CRT at .*crt_est holds 4096 entries, not 8192: keep its size, or purge the pins/);
     // Opened with the size it was made with: another size would throw.
     FastPath.open({ pinRoot, crtMaxEntries: 4096 }).close();
   } finally {

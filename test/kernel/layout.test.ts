@@ -16,6 +16,9 @@ import {
   affinityKey,
   crt6Entry,
   crtEntry,
+  crtSlot,
+  CRT_DEFAULT_ENTRIES,
+  CRT_WAYS,
   CRT6_DEFAULT_ENTRIES,
   flow,
   flowRate,
@@ -55,6 +58,7 @@ for (const s of [
   svc,
   flow,
   crtEntry,
+  crtSlot,
   nodeConfig,
   flowRate,
   svcStats,
@@ -104,8 +108,10 @@ test('map definitions carry the sizes user space assumes', () => {
   assert.equal(router.get('maglev')?.maxEntries, MAX_SERVICES);
   assert.equal(router.get('services')?.maxEntries, MAX_SERVICES);
   assert.equal(router.get('svc_stats')?.maxEntries, MAX_SERVICES);
-  assert.equal(router.get('crt')?.keySize, flow.size);
-  assert.equal(router.get('crt')?.valueSize, crtEntry.size);
+  // The cache of unconfirmed flows: sets of CRT_WAYS slots, as many as the default CRT's entries fill.
+  assert.equal(router.get('crt')?.valueSize, CRT_WAYS * crtSlot.size);
+  assert.equal(router.get('crt')?.maxEntries, CRT_DEFAULT_ENTRIES / CRT_WAYS);
+  assert.equal(sys.btfStruct('distributor', objectPath('distributor'), 'dvipa_crt_set').size, CRT_WAYS * crtSlot.size);
   assert.equal(router.get('crt_est')?.keySize, flow.size);
   assert.equal(router.get('crt_est')?.valueSize, crtEntry.size);
   assert.equal(router.get('services')?.keySize, svcKey.size);

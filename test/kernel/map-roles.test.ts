@@ -113,20 +113,23 @@ test('a MapRef: its info read once, buffers still checked against it; any other 
   t.after(() => scratch.remove());
   const fp = FastPath.open({ pinRoot: scratch.pinRoot, crtMaxEntries: 1024 });
   try {
-    const fd = sys.objGet('crt', `${scratch.pinRoot}/crt`);
+    const fd = sys.objGet('crt_est', `${scratch.pinRoot}/crt_est`);
     try {
-      const ref = mapRef('crt', fd);
-      assert.equal(sys.mapInfo('crt', ref).maxEntries, 1024);
-      const key = Buffer.alloc(declaredMaps('distributor').find((m) => m.name === 'crt')!.keySize);
-      assert.throws(() => sys.mapLookup('crt', ref, key, Buffer.alloc(1)), /value buffer holds 1 bytes, the map needs/);
-      assert.equal(sys.mapLookup('crt', ref, key, Buffer.alloc(64)), false);
+      const ref = mapRef('crt_est', fd);
+      assert.equal(sys.mapInfo('crt_est', ref).maxEntries, 1024);
+      const key = Buffer.alloc(declaredMaps('distributor').find((m) => m.name === 'crt_est')!.keySize);
+      assert.throws(
+        () => sys.mapLookup('crt_est', ref, key, Buffer.alloc(1)),
+        /value buffer holds 1 bytes, the map needs/,
+      );
+      assert.equal(sys.mapLookup('crt_est', ref, key, Buffer.alloc(64)), false);
       // MapRef has no members TypeScript can see: the addon tells a MapRef from any other object.
       assert.throws(
-        () => sys.mapLookup('crt', {}, key, Buffer.alloc(64)),
+        () => sys.mapLookup('crt_est', {}, key, Buffer.alloc(64)),
         /expected a map: a MapRef or a file descriptor/,
       );
     } finally {
-      sys.closeFd('crt', fd);
+      sys.closeFd('crt_est', fd);
     }
   } finally {
     fp.close();

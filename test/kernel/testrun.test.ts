@@ -24,8 +24,9 @@ import { ROUTER_NET, type RouterNs } from '../../src/lab/router-ns.js';
 import { netnsPath, nsIp, sysctl } from '../../src/lab/netns.js';
 import { buildFrame, buildIpv4, buildRawFrame, parseFrame, type FrameSpec } from '../../src/net/packet.js';
 import { buildMaglev } from '../../src/tables/maglev.js';
-import { flowHash } from '../../src/tables/flowhash.js';
-import { formatIpv4 } from '../../src/net/addr.js';
+import { flowHash, hash4 } from '../../src/tables/flowhash.js';
+import { crtSetOf, crtSetOfHash } from '../../src/dataplane/flow-cache.js';
+import { formatIpv4, parseIpv4 } from '../../src/net/addr.js';
 import { requireRoot, scratchPinRoot } from '../helpers/env.js';
 import { assertUdpNeverConfirmed, openRoutingNode, type RoutingNode } from '../helpers/routing-node.js';
 import { loopFlow } from '../helpers/testrun-loop.js';
@@ -184,6 +185,44 @@ describe('distributor', () => {
     } finally {
       fp.setTargets(web, equal);
     }
+  });
+
+  test('a full set of the CRT cache gives up a slot no packet used: a flow that keeps sending outlives a flood into its set', () => {
+    // Flows that share one set (4 slots): from the fifth on, every insert takes a slot.
+    const flowAt = (saddr: number, sport: number) => ({
+      saddr: formatIpv4(saddr),
+      daddr: VIP,
+      sport,
+      dport: 80,
+      proto: 6,
+    });
+    const home = crtSetOf(flowAt(0xc6120000, 42000), fp.crt.sets);
+    const vip = parseIpv4(VIP);
+    const same: Array<ReturnType<typeof flowAt>> = [];
+    for (let sport = 42000; same.length < 16; sport++)
+      for (let a = 0xc6120001; a < 0xc6140000 && same.length < 16; a++)
+        if (crtSetOfHash(hash4(a, vip, ((sport << 16) | 80) >>> 0, 6, 0), fp.crt.sets) === home)
+          same.push(flowAt(a, sport));
+    const kept = flowAt(0xc6120000, 42000);
+    const frame = (f: ReturnType<typeof flowAt>, tcpFlags: FrameSpec['tcpFlags']) =>
+      buildFrame({ ...f, tcpFlags, df: true, payload: tcpFlags?.ack ? 10 : 0 });
+    for (const f of [kept, ...same]) fp.crt.delete(f);
+    const target = assertEncapsulated(run(frame(kept, { syn: true })).frame, frame(kept, { syn: true }));
+    const recovered = fp.serviceStats(fp.serviceId(web)!).recovered;
+    for (const f of same) {
+      assertEncapsulated(run(frame(kept, { ack: true })).frame, frame(kept, { ack: true }));
+      assertEncapsulated(run(frame(f, { syn: true })).frame, frame(f, { syn: true }));
+    }
+    // Evicted, its next packet would have been recovered by hash into a new slot: to the same target, but counted.
+    assert.deepEqual(
+      [fp.crt.get(kept)?.target, fp.crt.get(kept)?.origin, fp.serviceStats(fp.serviceId(web)!).recovered],
+      [target, CrtOrigin.First, recovered],
+      'the flow that kept sending kept its slot',
+    );
+    const left = same.filter((f) => fp.crt.get(f));
+    assert.equal(left.length, 3, `the set's other slots hold 3 of the ${same.length} SYNs sent into it`);
+    assert.ok(left.includes(same.at(-1)!), 'among them the last one');
+    for (const f of [kept, ...same]) fp.crt.delete(f);
   });
 
   test('a mid-connection packet with no CRT entry is recovered by hash and counted', () => {

@@ -1,0 +1,181 @@
+/*
+ * The IPv4 CRT's unconfirmed flows (map `crt`): a set-associative cache in an mmapable array
+ * (bpf/dvipa.h). User space reads and writes its slots in the map's memory, with the data
+ * plane's protocol on each slot's `seq` (bpf/distributor.h): a writer claims a slot by moving
+ * `seq` from even to odd with a compare-and-swap, writes, and makes it even again; a reader
+ * keeps what it read only if `seq` was even and the same before and after. So a packet on
+ * another CPU never takes half of a slot user space is writing, and user space never takes
+ * half of one a packet is writing. The atomics are JavaScript's, on the mapping: the same
+ * locked instructions as the data plane's.
+ */
+import { flow as flowCodec, crtSlot, CRT_WAYS, type CrtEntry, type CrtOrigin, type CrtSlot } from './structs.js';
+import { mapRef } from '../kernel/object.js';
+import { sys } from '../kernel/sys.js';
+import { flowHash } from '../tables/flowhash.js';
+import type { Flow } from '../net/flow.js';
+
+const SLOT = crtSlot.size;
+const SET = SLOT * CRT_WAYS;
+/** created_s counts units of 2^30 ns (bpf_ktime_get_coarse_ns() >> 30). */
+const STAMP_SHIFT = 30n;
+/** A writer holds a slot for a few stores: this many tries before calling it stuck. */
+const CLAIM_TRIES = 1000;
+/** Where a slot's flow lies: saddr, daddr and ports as struct dvipa_flow has them, then proto. */
+const KEY_AT = crtSlot.fields.find((f) => f.name === 'saddr')!.offset;
+const KEY_BYTES = 12;
+const PROTO = crtSlot.fields.find((f) => f.name === 'proto')!.offset;
+
+/** The set a flow lives in: the data plane's crt_set(), on the flow's Maglev hash. */
+export function crtSetOf(f: Flow, sets: number): number {
+  return crtSetOfHash(flowHash(f), sets);
+}
+
+/** (hash × sets) >> 32 in doubles, exactly: both halves of the product stay below 2^53. */
+export function crtSetOfHash(hash: number, sets: number): number {
+  const high = Math.floor(hash / 0x10000) * sets + Math.floor(((hash % 0x10000) * sets) / 0x10000);
+  return Math.floor(high / 0x10000);
+}
+
+export class FlowCache {
+  readonly name: string;
+  /** Slots: the most flows the cache holds. */
+  readonly maxEntries: number;
+  readonly sets: number;
+  private readonly mem: Buffer;
+  private readonly seqs: Int32Array;
+
+  constructor(
+    name: string,
+    readonly fd: number,
+  ) {
+    this.name = name;
+    const info = sys.mapInfo(name, mapRef(name, fd));
+    if (info.valueSize !== SET)
+      throw new TypeError(
+        `map ${name}: kernel has ${info.valueSize}-byte sets, user space expects ${SET} (${CRT_WAYS} × ${crtSlot.cName}): rebuild, or remove stale pins`,
+      );
+    this.sets = info.maxEntries;
+    this.maxEntries = info.maxEntries * CRT_WAYS;
+    const ab = sys.mapMmap(name, fd);
+    this.mem = Buffer.from(ab, 0, this.sets * SET);
+    this.seqs = new Int32Array(ab, 0, (this.sets * SET) / 4);
+  }
+
+  get(f: Flow): CrtEntry | undefined {
+    const key = flowCodec.encode(f);
+    const at = this.find(key, crtSetOf(f, this.sets) * SET);
+    const e = at === undefined ? undefined : this.read(at);
+    return e && this.holds(at!, key) ? e[1] : undefined;
+  }
+
+  /**
+   * Writes the flow's entry: over its slot if it has one, else into its set's first empty
+   * slot, else over the set's first (the data plane's choice of victim, without its CLOCK).
+   */
+  set(f: Flow, e: CrtEntry): void {
+    const key = flowCodec.encode(f);
+    const base = crtSetOf(f, this.sets) * SET;
+    for (;;) {
+      const at = this.find(key, base);
+      let free: number | undefined;
+      for (let w = 0; at === undefined && free === undefined && w < CRT_WAYS; w++)
+        if (!this.mem[base + w * SLOT + PROTO]) free = base + w * SLOT;
+      // A packet may take the slot between the look and the claim: then look again.
+      if (this.write(at ?? free ?? base, { ...f, ...e }, at === undefined ? undefined : key)) return;
+    }
+  }
+
+  setBatch(entries: ReadonlyArray<readonly [Flow, CrtEntry]>): void {
+    for (const [k, v] of entries) this.set(k, v);
+  }
+
+  /** Returns false if the flow was not there. */
+  delete(f: Flow): boolean {
+    const key = flowCodec.encode(f);
+    const at = this.find(key, crtSetOf(f, this.sets) * SET);
+    return at !== undefined && this.write(at, undefined, key);
+  }
+
+  deleteBatch(flows: readonly Flow[]): number {
+    let n = 0;
+    for (const f of flows) if (this.delete(f)) n++;
+    return n;
+  }
+
+  *entries(): Generator<[Flow, CrtEntry]> {
+    for (let at = 0; at < this.sets * SET; at += SLOT) {
+      if (!this.mem[at + PROTO]) continue;
+      const e = this.read(at);
+      if (e) yield e;
+    }
+  }
+
+  count(): number {
+    let n = 0;
+    for (let at = PROTO; at < this.sets * SET; at += SLOT) if (this.mem[at]) n++;
+    return n;
+  }
+
+  /** The byte offset of the slot in the set at `base` that holds the flow encoded as `key`, if one does. */
+  private find(key: Buffer, base: number): number | undefined {
+    for (let w = 0; w < CRT_WAYS; w++) if (this.holds(base + w * SLOT, key)) return base + w * SLOT;
+    return undefined;
+  }
+
+  private holds(at: number, key: Buffer): boolean {
+    return (
+      this.mem[at + PROTO] === key[KEY_BYTES] &&
+      key[KEY_BYTES] !== 0 &&
+      this.mem.compare(key, 0, KEY_BYTES, at + KEY_AT, at + KEY_AT + KEY_BYTES) === 0
+    );
+  }
+
+  /** The slot's flow and entry, stable around the read; undefined if it was being written or is empty. */
+  private read(at: number): [Flow, CrtEntry] | undefined {
+    const seq = Atomics.load(this.seqs, at / 4);
+    if (seq & 1) return undefined;
+    const s = crtSlot.decode(this.mem, at);
+    if (Atomics.load(this.seqs, at / 4) !== seq || !s.proto) return undefined;
+    const { saddr, daddr, sport, dport, proto, target, svcId, origin, targetIdx } = s;
+    return [
+      { saddr, daddr, sport, dport, proto },
+      { target, svcId, origin, targetIdx, createdNs: BigInt(s.createdS) << STAMP_SHIFT },
+    ];
+  }
+
+  /**
+   * Claims the slot, writes it (`s` undefined: empties it) and lets it go. With `owner` (a
+   * flow's key), only if the slot still holds that flow once claimed: returns whether it wrote.
+   */
+  private write(at: number, s: (Flow & CrtEntry) | undefined, owner?: Buffer): boolean {
+    const i = at / 4;
+    let seq = -1;
+    for (let tries = 0; seq < 0; tries++) {
+      if (tries === CLAIM_TRIES) throw new Error(`map ${this.name}: slot at ${at} stays claimed by another writer`);
+      const cur = Atomics.load(this.seqs, i);
+      if (!(cur & 1) && Atomics.compareExchange(this.seqs, i, cur, (cur + 1) | 0) === cur) seq = (cur + 1) | 0;
+    }
+    const mine = !owner || this.holds(at, owner);
+    if (mine)
+      crtSlot.encode(s ? { ...s, seq, ref: 0, createdS: stampOf(s.createdNs) } : { ...EMPTY, seq }, this.mem, at);
+    Atomics.add(this.seqs, i, 1);
+    return mine;
+  }
+}
+
+const stampOf = (ns: bigint) => Number((ns >> STAMP_SHIFT) & 0xffffffffn);
+
+const EMPTY: CrtSlot = {
+  seq: 0,
+  saddr: '0.0.0.0',
+  daddr: '0.0.0.0',
+  sport: 0,
+  dport: 0,
+  proto: 0,
+  origin: 0 as CrtOrigin,
+  targetIdx: 0,
+  target: '0.0.0.0',
+  svcId: 0,
+  ref: 0,
+  createdS: 0,
+};
