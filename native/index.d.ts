@@ -128,6 +128,13 @@ export function mapInfo(map: MapArg): {
 };
 /** An mmapable array's values, shared with the data plane (unmapped when collected). */
 export function mapMmap(map: MapArg): ArrayBuffer;
+/**
+ * Slots of such a mapping that start with a sequence word (the CRT cache's protocol, bpf/distributor.h):
+ * a copy of the slot at `offset` into `out`, false if it was being written ...
+ */
+export function seqRead(mem: ArrayBuffer, offset: number, out: Buffer): boolean;
+/** ... and a write of `data` (its first 4 bytes, the word, left alone) if `owner` is at `ownerAt` (empty: always). */
+export function seqWrite(mem: ArrayBuffer, offset: number, data: Buffer, ownerAt: number, owner: Buffer): boolean;
 export function objGet(path: string): number;
 export function objPin(fd: number, path: string): void;
 export function closeFd(fd: number): void;

@@ -7,7 +7,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <ctime>
 
 #include "errors.h"
 #include "exports.h"
@@ -236,6 +239,57 @@ Napi::Value MapMmap(const Napi::CallbackInfo &info) {
   return Napi::ArrayBuffer::New(info.Env(), p, len, [len](Napi::Env, void *data) { munmap(data, len); });
 }
 
+// Slots of an mmapped map guarded by a sequence word at their start, the protocol of the
+// data plane's CRT cache (bpf/distributor.h): a writer moves the word from even to odd with a
+// compare-and-swap, writes, and adds one; a reader keeps its copy only if the word was even
+// and unchanged around it. Here, not in JavaScript: V8's Atomics on memory that is not a
+// SharedArrayBuffer are not atomic, and its compiler may fold the second read of the word.
+uint32_t *SeqWord(const Napi::CallbackInfo &info, size_t len) {
+  if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(info.Env(), "expected the mapping: an ArrayBuffer");
+  auto mem = info[0].As<Napi::ArrayBuffer>();
+  uint32_t at = U32Arg(info, 1, "offset");
+  if (at % 4 || static_cast<size_t>(at) + len > mem.ByteLength())
+    throw Napi::RangeError::New(info.Env(), "slot out of the mapping");
+  return reinterpret_cast<uint32_t *>(static_cast<uint8_t *>(mem.Data()) + at);
+}
+
+// seqRead(mem, offset, out): copies the slot into `out` (its length); false if it was being written.
+Napi::Value SeqRead(const Napi::CallbackInfo &info) {
+  auto out = BufferArg(info, 2, "out");
+  uint32_t *word = SeqWord(info, out.Length());
+  uint32_t seq = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+  if (seq & 1) return Napi::Boolean::New(info.Env(), false);
+  memcpy(out.Data(), word, out.Length());
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  return Napi::Boolean::New(info.Env(), __atomic_load_n(word, __ATOMIC_RELAXED) == seq);
+}
+
+// seqWrite(mem, offset, data, ownerAt, owner): claims the slot, and if `owner` (may be empty)
+// is what the slot holds at `ownerAt`, writes `data` over it after the word; lets it go.
+// Returns whether it wrote. A slot claimed for a second (a writer that stopped) throws.
+Napi::Value SeqWrite(const Napi::CallbackInfo &info) {
+  auto data = BufferArg(info, 2, "data");
+  uint32_t ownerAt = U32Arg(info, 3, "ownerAt");
+  auto owner = BufferArg(info, 4, "owner");
+  uint32_t *word = SeqWord(info, std::max<size_t>(data.Length(), ownerAt + owner.Length()));
+  if (data.Length() < 4) throw Napi::RangeError::New(info.Env(), "a slot holds its sequence word first");
+  auto *slot = reinterpret_cast<uint8_t *>(word);
+  timespec start{}, now{};
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  for (unsigned tries = 1;; tries++) {
+    uint32_t seq = __atomic_load_n(word, __ATOMIC_RELAXED);
+    if (!(seq & 1) && __atomic_compare_exchange_n(word, &seq, seq + 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) break;
+    if (tries % 1024) continue;
+    // Only a writer preempted while it holds the slot (a test run, not XDP) keeps it this long.
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - start.tv_sec > 1) throw Napi::Error::New(info.Env(), "slot stays claimed by another writer");
+  }
+  bool mine = owner.Length() == 0 || memcmp(slot + ownerAt, owner.Data(), owner.Length()) == 0;
+  if (mine) memcpy(slot + 4, data.Data() + 4, data.Length() - 4);
+  __atomic_fetch_add(word, 1, __ATOMIC_RELEASE);
+  return Napi::Boolean::New(info.Env(), mine);
+}
+
 Napi::Value ObjGet(const Napi::CallbackInfo &info) {
   std::string path = StringArg(info, 0, "path");
   int fd = bpf_obj_get(path.c_str());
@@ -279,6 +333,8 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("mapDeleteBatch", Napi::Function::New(env, MapDeleteBatch));
   exports.Set("mapInfo", Napi::Function::New(env, MapInfo));
   exports.Set("mapMmap", Napi::Function::New(env, MapMmap));
+  exports.Set("seqRead", Napi::Function::New(env, SeqRead));
+  exports.Set("seqWrite", Napi::Function::New(env, SeqWrite));
   exports.Set("objGet", Napi::Function::New(env, ObjGet));
   exports.Set("objPin", Napi::Function::New(env, ObjPin));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));

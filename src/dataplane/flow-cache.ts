@@ -5,8 +5,9 @@
  * `seq` from even to odd with a compare-and-swap, writes, and makes it even again; a reader
  * keeps what it read only if `seq` was even and the same before and after. So a packet on
  * another CPU never takes half of a slot user space is writing, and user space never takes
- * half of one a packet is writing. The atomics are JavaScript's, on the mapping: the same
- * locked instructions as the data plane's.
+ * half of one a packet is writing. The protocol's user-space side is the addon's (seqRead,
+ * seqWrite): V8's Atomics are not atomic on memory that is not a SharedArrayBuffer (a test
+ * with them left slots claimed for good).
  */
 import { flow as flowCodec, crtSlot, CRT_WAYS, type CrtEntry, type CrtOrigin, type CrtSlot } from './structs.js';
 import { mapRef } from '../kernel/object.js';
@@ -18,8 +19,6 @@ const SLOT = crtSlot.size;
 const SET = SLOT * CRT_WAYS;
 /** created_s counts units of 2^30 ns (bpf_ktime_get_coarse_ns() >> 30). */
 const STAMP_SHIFT = 30n;
-/** A writer holds a slot for a few stores: this many tries before calling it stuck. */
-const CLAIM_TRIES = 1000;
 /** Where a slot's flow lies: saddr, daddr and ports as struct dvipa_flow has them, then proto. */
 const KEY_AT = crtSlot.fields.find((f) => f.name === 'saddr')!.offset;
 const KEY_BYTES = 12;
@@ -41,8 +40,8 @@ export class FlowCache {
   /** Slots: the most flows the cache holds. */
   readonly maxEntries: number;
   readonly sets: number;
+  private readonly map: ArrayBuffer;
   private readonly mem: Buffer;
-  private readonly seqs: Int32Array;
 
   constructor(
     name: string,
@@ -56,16 +55,16 @@ export class FlowCache {
       );
     this.sets = info.maxEntries;
     this.maxEntries = info.maxEntries * CRT_WAYS;
-    const ab = sys.mapMmap(name, fd);
-    this.mem = Buffer.from(ab, 0, this.sets * SET);
-    this.seqs = new Int32Array(ab, 0, (this.sets * SET) / 4);
+    this.map = sys.mapMmap(name, fd);
+    this.mem = Buffer.from(this.map, 0, this.sets * SET);
   }
 
   get(f: Flow): CrtEntry | undefined {
     const key = flowCodec.encode(f);
     const at = this.find(key, crtSetOf(f, this.sets) * SET);
     const e = at === undefined ? undefined : this.read(at);
-    return e && this.holds(at!, key) ? e[1] : undefined;
+    // What was read is the flow's, unless another writer replaced it after find().
+    return e && flowCodec.encode(e[0]).equals(key) ? e[1] : undefined;
   }
 
   /**
@@ -132,10 +131,10 @@ export class FlowCache {
 
   /** The slot's flow and entry, stable around the read; undefined if it was being written or is empty. */
   private read(at: number): [Flow, CrtEntry] | undefined {
-    const seq = Atomics.load(this.seqs, at / 4);
-    if (seq & 1) return undefined;
-    const s = crtSlot.decode(this.mem, at);
-    if (Atomics.load(this.seqs, at / 4) !== seq || !s.proto) return undefined;
+    const copy = Buffer.alloc(SLOT);
+    if (!sys.seqRead(this.name, this.map, at, copy)) return undefined;
+    const s = crtSlot.decode(copy);
+    if (!s.proto) return undefined;
     const { saddr, daddr, sport, dport, proto, target, svcId, origin, targetIdx } = s;
     return [
       { saddr, daddr, sport, dport, proto },
@@ -144,24 +143,16 @@ export class FlowCache {
   }
 
   /**
-   * Claims the slot, writes it (`s` undefined: empties it) and lets it go. With `owner` (a
-   * flow's key), only if the slot still holds that flow once claimed: returns whether it wrote.
+   * Writes the slot (`s` undefined: empties it). With `owner` (a flow's key), only if the slot
+   * still holds that flow once claimed: returns whether it wrote.
    */
   private write(at: number, s: (Flow & CrtEntry) | undefined, owner?: Buffer): boolean {
-    const i = at / 4;
-    let seq = -1;
-    for (let tries = 0; seq < 0; tries++) {
-      if (tries === CLAIM_TRIES) throw new Error(`map ${this.name}: slot at ${at} stays claimed by another writer`);
-      const cur = Atomics.load(this.seqs, i);
-      if (!(cur & 1) && Atomics.compareExchange(this.seqs, i, cur, (cur + 1) | 0) === cur) seq = (cur + 1) | 0;
-    }
-    const mine = !owner || this.holds(at, owner);
-    if (mine)
-      crtSlot.encode(s ? { ...s, seq, ref: 0, createdS: stampOf(s.createdNs) } : { ...EMPTY, seq }, this.mem, at);
-    Atomics.add(this.seqs, i, 1);
-    return mine;
+    const data = crtSlot.encode(s ? { ...s, seq: 0, ref: 0, createdS: stampOf(s.createdNs) } : EMPTY);
+    return sys.seqWrite(this.name, this.map, at, data, KEY_AT, owner ? owner.subarray(0, KEY_BYTES + 1) : NONE);
   }
 }
+
+const NONE = Buffer.alloc(0);
 
 const stampOf = (ns: bigint) => Number((ns >> STAMP_SHIFT) & 0xffffffffn);
 

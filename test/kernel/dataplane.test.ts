@@ -15,7 +15,17 @@ import { FastPath } from '../../src/dataplane/fastpath.js';
 import { CrtWalker } from '../../src/dataplane/crt-walk.js';
 import { MapCounter } from '../../src/dataplane/map-count.js';
 import { SyscallError } from '../../src/kernel/errors.js';
-import { CrtOrigin, MAX_SERVICES, type CrtEntry } from '../../src/dataplane/structs.js';
+import {
+  CrtOrigin,
+  CRT_WAYS,
+  crtEntry,
+  flow as flowCodec,
+  MAX_SERVICES,
+  type CrtEntry,
+} from '../../src/dataplane/structs.js';
+import { sys } from '../../src/kernel/sys.js';
+
+const BPF_MAP_TYPE_LRU_HASH = 9;
 import type { Flow } from '../../src/net/flow.js';
 import { formatIpv4 } from '../../src/net/addr.js';
 import { inNetns, nsIp, Topology } from '../../src/lab/netns.js';
@@ -130,6 +140,41 @@ test('the kernel counts the confirmed CRT as a walk does; the cache of unconfirm
   } finally {
     counter?.close();
     fp.close();
+    p.remove();
+  }
+});
+
+test('pins of a version before the cache: its LRU `crt` is replaced by the cache; the confirmed connections stay', () => {
+  const p = scratchPinRoot('crtold');
+  const conn: [Flow, CrtEntry] = [
+    { saddr: '198.18.0.7', daddr: '192.0.2.10', sport: 40000, dport: 80, proto: 6 },
+    { target: '198.18.1.1', svcId: 0, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n },
+  ];
+  try {
+    let fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 1024 });
+    fp.crtEst.set(...conn);
+    fp.close();
+    // What an older dvipa pinned: `crt` as an LRU hash of flows, holding one.
+    const pin = path.join(p.pinRoot, 'crt');
+    fs.unlinkSync(pin);
+    const old = sys.mapCreate('crt', BPF_MAP_TYPE_LRU_HASH, 'crt', flowCodec.size, crtEntry.size, 1024, 0);
+    try {
+      sys.mapUpdate('crt', old, flowCodec.encode(conn[0]), crtEntry.encode(conn[1]), 0);
+      sys.objPin('crt', old, pin);
+    } finally {
+      sys.closeFd('crt', old);
+    }
+    fp = FastPath.open({ pinRoot: p.pinRoot });
+    try {
+      assert.equal(fp.crt.maxEntries, 1024);
+      assert.equal(fp.crt.count(), 0, 'the unconfirmed start afresh');
+      assert.deepEqual(fp.crtEst.get(conn[0]), conn[1]);
+      fp.configure({ clusterAddr: '198.18.0.1' });
+      assert.equal(fp.nodeConfig().crtSets, 1024 / CRT_WAYS, 'the data plane knows the sets once configured');
+    } finally {
+      fp.close();
+    }
+  } finally {
     p.remove();
   }
 });

@@ -225,6 +225,83 @@ describe('distributor', () => {
     for (const f of [kept, ...same]) fp.crt.delete(f);
   });
 
+  test('the agent and the data plane write the cache by one protocol: neither ever takes half of a slot the other writes', async (t) => {
+    // A cache of 2 sets (8 slots): another process inserts new flows as fast as it can while
+    // this one writes, reads and deletes flows of its own, to a target Maglev may not pick.
+    const own = scratchPinRoot('trcache');
+    const small = FastPath.open({ pinRoot: own.pinRoot, crtMaxEntries: 8 });
+    t.after(() => {
+      small.close();
+      own.remove();
+    });
+    small.configure({ clusterAddr: rns.clusterAddr });
+    rns.inside(() => small.enableEgress('int0'));
+    small.setTargets(web, equal);
+    const svcId = small.serviceId(web)!;
+    const loop = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'testrun-loop.js');
+    const child = spawn(
+      'nsenter',
+      [`--net=${netnsPath(rns.ns)}`, process.execPath, loop, own.pinRoot, String(ext0), VIP, '80', '1500'],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const done = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    t.after(() => child.kill('SIGKILL'));
+    const end = Date.now() + 60000;
+    while (!out.startsWith('ready\n')) {
+      if (Date.now() > end) assert.fail(`the loop did not start: ${out}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const mine = Array.from({ length: 16 }, (_, i) => ({
+      saddr: formatIpv4(0xc6130000 + i),
+      daddr: VIP,
+      sport: 7000,
+      dport: 80,
+      proto: 6,
+    }));
+    const written = {
+      target: TARGETS[0],
+      svcId,
+      origin: CrtOrigin.Control,
+      targetIdx: small.targetIndexOf(svcId, TARGETS[0]),
+      createdNs: 0n,
+    };
+    const isMine = (f: { saddr: string }) => mine.some((m) => m.saddr === f.saddr);
+    const table = buildMaglev(equal);
+    const maglevTarget = (f: { saddr: string; sport: number }) =>
+      formatIpv4(table[flowHash({ ...f, daddr: VIP, dport: 80, proto: 6 }) % MAGLEV_SIZE]);
+    let exited = false;
+    void done.then(() => (exited = true));
+    let rounds = 0;
+    let theirs = 0;
+    while (!exited) {
+      for (const f of mine) small.crt.set(f, written);
+      for (const [f, e] of small.crt.entries()) {
+        if (isMine(f))
+          assert.deepEqual(e, written, `a slot of ours: ${f.saddr}:${f.sport} -> ${e.target} (origin ${e.origin})`);
+        else {
+          theirs++;
+          assert.deepEqual(
+            [e.target, e.origin],
+            [maglevTarget(f), CrtOrigin.First],
+            `a slot of the other process: ${f.saddr}:${f.sport} -> ${e.target} (origin ${e.origin})`,
+          );
+        }
+      }
+      for (const f of mine.filter((_, i) => i % 2 === rounds % 2)) small.crt.delete(f);
+      // The child's exit is seen between turns of the loop: one every 100 rounds.
+      if (++rounds % 100 === 0) await new Promise((r) => setImmediate(r));
+    }
+    assert.equal(await done, 0);
+    const sent = JSON.parse(out.slice('ready\n'.length)) as string[];
+    sent.forEach((target, i) => assert.equal(target, maglevTarget(loopFlow(i)), `the other process's flow ${i}`));
+    t.diagnostic(
+      `${rounds} rounds of ours beside ${sent.length} SYNs of the other process; ${theirs} of its slots read`,
+    );
+    assert.ok(rounds > 1000 && sent.length > 1000 && theirs > 0, 'both wrote the same slots');
+  });
+
   test('a mid-connection packet with no CRT entry is recovered by hash and counted', () => {
     const flow = { saddr: CLIENT, daddr: VIP, sport: 41000, dport: 80, proto: 6 };
     const ack = buildFrame({ ...flow, tcpFlags: { ack: true }, payload: 10 });
