@@ -135,6 +135,8 @@ export function mapMmap(map: MapArg): ArrayBuffer;
 export function seqRead(mem: ArrayBuffer, offset: number, out: Buffer): boolean;
 /** ... and a write of `data` (its first 4 bytes, the word, left alone) if `owner` is at `ownerAt` (empty: always). */
 export function seqWrite(mem: ArrayBuffer, offset: number, data: Buffer, ownerAt: number, owner: Buffer): boolean;
+/** A slot whose word is still the odd `seq` (its writer was killed holding it): emptied and let go; false if the word moved. */
+export function seqReset(mem: ArrayBuffer, offset: number, seq: number, length: number): boolean;
 export function objGet(path: string): number;
 export function objPin(fd: number, path: string): void;
 export function closeFd(fd: number): void;

@@ -290,6 +290,20 @@ Napi::Value SeqWrite(const Napi::CallbackInfo &info) {
   return Napi::Boolean::New(info.Env(), mine);
 }
 
+// seqReset(mem, offset, seq, length): a slot whose word is still `seq` (odd: a writer that
+// was killed while it held it) is emptied (zeros after the word) and let go. Returns whether it was.
+Napi::Value SeqReset(const Napi::CallbackInfo &info) {
+  uint32_t seq = U32Arg(info, 2, "seq");
+  uint32_t len = U32Arg(info, 3, "length");
+  uint32_t *word = SeqWord(info, len);
+  if (!(seq & 1) || len < 4) throw Napi::RangeError::New(info.Env(), "only a claimed slot is reset");
+  if (!__atomic_compare_exchange_n(word, &seq, seq, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+    return Napi::Boolean::New(info.Env(), false);
+  memset(reinterpret_cast<uint8_t *>(word) + 4, 0, len - 4);
+  __atomic_fetch_add(word, 1, __ATOMIC_RELEASE);
+  return Napi::Boolean::New(info.Env(), true);
+}
+
 Napi::Value ObjGet(const Napi::CallbackInfo &info) {
   std::string path = StringArg(info, 0, "path");
   int fd = bpf_obj_get(path.c_str());
@@ -335,6 +349,7 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("mapMmap", Napi::Function::New(env, MapMmap));
   exports.Set("seqRead", Napi::Function::New(env, SeqRead));
   exports.Set("seqWrite", Napi::Function::New(env, SeqWrite));
+  exports.Set("seqReset", Napi::Function::New(env, SeqReset));
   exports.Set("objGet", Napi::Function::New(env, ObjGet));
   exports.Set("objPin", Napi::Function::New(env, ObjPin));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));

@@ -214,6 +214,8 @@ export class Agent {
         .catch((e: Error) => this.log.warn({ err: e.message }, 'sweep of the confirmed connections failed'));
     }, SWEEP_AFTER_MS);
     this.sweepTimer.unref();
+    const repaired = await this.fp.crt.repair();
+    if (repaired) this.log.warn({ slots: repaired }, 'CRT cache slots a killed writer left claimed: emptied');
     // An IPv6-only node has no IPv4 cluster address: 0.0.0.0 (none) in the data plane.
     const [v4 = '0.0.0.0', v6] = [this.node.xcf, this.node.xcf6 ?? this.node.xcf].map((a, i) =>
       ipFamily(a) === (i === 0 ? 4 : 6) ? a : undefined,

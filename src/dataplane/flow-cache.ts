@@ -129,6 +129,24 @@ export class FlowCache {
     );
   }
 
+  /**
+   * Empties the slots a writer left claimed: a process killed between its claim and its
+   * release (XDP always releases) would otherwise take a slot out of its set for good, every
+   * insert into it busy. A slot still claimed, by the same claim, `waitMs` after it was seen
+   * is such a slot. Returns how many were emptied. Run by the node's agent when it opens the
+   * data path.
+   */
+  async repair(waitMs = 20): Promise<number> {
+    const claimed: Array<[number, number]> = [];
+    for (let at = 0; at < this.sets * SET; at += SLOT) {
+      const seq = this.mem.readUInt32LE(at);
+      if (seq & 1) claimed.push([at, seq]);
+    }
+    if (!claimed.length) return 0;
+    await new Promise((r) => setTimeout(r, waitMs));
+    return claimed.filter(([at, seq]) => sys.seqReset(this.name, this.map, at, seq, SLOT)).length;
+  }
+
   /** The slot's flow and entry, stable around the read; undefined if it was being written or is empty. */
   private read(at: number): [Flow, CrtEntry] | undefined {
     const copy = Buffer.alloc(SLOT);

@@ -179,6 +179,30 @@ test('pins of a version before the cache: its LRU `crt` is replaced by the cache
   }
 });
 
+test('a cache slot a killed writer left claimed is emptied by the next repair, and takes inserts again', async () => {
+  const p = scratchPinRoot('crtclaim');
+  const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 64 });
+  try {
+    const f: Flow = { saddr: '198.18.0.9', daddr: '192.0.2.10', sport: 40000, dport: 80, proto: 6 };
+    const e: CrtEntry = { target: '198.18.1.1', svcId: 0, origin: CrtOrigin.First, targetIdx: 0, createdNs: 0n };
+    fp.crt.set(f, e);
+    assert.equal(await fp.crt.repair(1), 0, 'nothing claimed: nothing emptied');
+    // A writer killed between its claim and its release: the slot's word stays odd.
+    const mem = Buffer.from(sys.mapMmap('crt', fp.crt.fd));
+    const at = [...Array(fp.crt.maxEntries).keys()].map((i) => i * 32).find((o) => mem.readUInt32LE(o + 4) !== 0)!;
+    mem.writeUInt32LE(mem.readUInt32LE(at) + 1, at);
+    assert.equal(fp.crt.get(f), undefined, 'a claimed slot holds nothing for readers');
+    assert.equal(await fp.crt.repair(1), 1);
+    assert.equal(mem.readUInt32LE(at) % 2, 0);
+    assert.equal(fp.crt.count(), 0, 'emptied');
+    fp.crt.set(f, e);
+    assert.deepEqual(fp.crt.get(f), e, 'and written again');
+  } finally {
+    fp.close();
+    p.remove();
+  }
+});
+
 test(`${CRT_ENTRIES.toLocaleString('en')} confirmed CRT entries go in and out through the batch API; walks in a worker leave the loop free`, async (t) => {
   const p = scratchPinRoot('crt');
   const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 2_000_000 });
