@@ -80,7 +80,13 @@ export class FlowCache {
       for (let w = 0; at === undefined && free === undefined && w < CRT_WAYS; w++)
         if (!this.mem[base + w * SLOT + PROTO]) free = base + w * SLOT;
       // A packet may take the slot between the look and the claim: then look again.
-      if (this.write(at ?? free ?? base, { ...f, ...e }, at === undefined ? undefined : key)) return;
+      const written =
+        at !== undefined
+          ? this.write(at, { ...f, ...e }, key)
+          : free !== undefined
+            ? this.write(free, { ...f, ...e }, NO_FLOW, PROTO)
+            : this.write(base, { ...f, ...e });
+      if (written) return;
     }
   }
 
@@ -161,16 +167,21 @@ export class FlowCache {
   }
 
   /**
-   * Writes the slot (`s` undefined: empties it). With `owner` (a flow's key), only if the slot
-   * still holds that flow once claimed: returns whether it wrote.
+   * Writes the slot (`s` undefined: empties it). With `owner` (a flow's key; or, at `ownerAt`
+   * PROTO, an empty slot's protocol), only if the slot still holds it once claimed: returns
+   * whether it wrote.
    */
-  private write(at: number, s: (Flow & CrtEntry) | undefined, owner?: Buffer): boolean {
+  private write(at: number, s: (Flow & CrtEntry) | undefined, owner?: Buffer, ownerAt = KEY_AT): boolean {
     const data = crtSlot.encode(s ? { ...s, seq: 0, ref: 0, createdS: stampOf(s.createdNs) } : EMPTY);
-    return sys.seqWrite(this.name, this.map, at, data, KEY_AT, owner ? owner.subarray(0, KEY_BYTES + 1) : NONE);
+    // A flow's key is compared with its protocol, which follows its addresses and ports.
+    const expected = !owner ? NONE : ownerAt === KEY_AT ? owner.subarray(0, KEY_BYTES + 1) : owner;
+    return sys.seqWrite(this.name, this.map, at, data, ownerAt, expected);
   }
 }
 
 const NONE = Buffer.alloc(0);
+/** An empty slot's protocol: what a write into a slot seen free expects to find there still. */
+const NO_FLOW = Buffer.alloc(1);
 
 const stampOf = (ns: bigint) => Number((ns >> STAMP_SHIFT) & 0xffffffffn);
 
