@@ -4,7 +4,7 @@
  * lookups are real: the runs happen inside a routing-node namespace with routes and
  * neighbour entries for the targets.
  */
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { FastPath } from '../../src/dataplane/fastpath.js';
 import { serviceName, type Service } from '../../src/net/service.js';
@@ -94,6 +94,38 @@ function assertEncapsulated(out: Buffer, input: Buffer, l2in = 14): string {
   );
   assert.ok(outer.inner?.tcp?.checksumOk || outer.inner?.udp?.checksumOk, 'inner transport checksum still valid');
   return outer.dst;
+}
+
+/**
+ * Starts another process that runs the distributor on `pinRoot` in the routing node's namespace,
+ * sending SYNs of new flows to `vip`:80 (test/helpers/testrun-loop.ts; `args`: MS [STOP_FILE
+ * MIN_RUNS]), and waits until it runs. `sent` gives each run's target, in order, once it ended
+ * well. It is killed when the test ends, passed or not: it would count verdicts of its own.
+ */
+async function startLoop(t: TestContext, pinRoot: string, vip: string, ...args: string[]) {
+  const loop = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'testrun-loop.js');
+  const child = spawn(
+    'nsenter',
+    [`--net=${netnsPath(rns.ns)}`, process.execPath, loop, pinRoot, String(ext0), vip, '80', ...args],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  t.after(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  let exited = false;
+  const done = new Promise<number | null>((resolve) => child.once('exit', resolve)).finally(() => (exited = true));
+  const end = Date.now() + 60000;
+  while (!out.startsWith('ready\n')) {
+    if (Date.now() > end) assert.fail(`the loop did not start: ${out}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const sent = async () => {
+    assert.equal(await done, 0);
+    return JSON.parse(out.slice('ready\n'.length)) as string[];
+  };
+  return { exited: () => exited, sent };
 }
 
 before(() => {
@@ -240,30 +272,13 @@ describe('distributor', () => {
     rns.inside(() => small.enableEgress('int0'));
     small.setTargets(web, equal);
     const svcId = small.serviceId(web)!;
-    const loop = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'testrun-loop.js');
     // Both sides take turns enough times, however slow the machine (TCG is several times slower):
     // the other process stops when this one has done its rounds and leaves the stop file.
     const ROUNDS = 1000;
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-trcache-'));
     t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
     const stop = path.join(dir, 'stop');
-    const child = spawn(
-      'nsenter',
-      [
-        `--net=${netnsPath(rns.ns)}`,
-        ...[process.execPath, loop, own.pinRoot, String(ext0), VIP, '80', '60000', stop, String(ROUNDS)],
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    const done = new Promise<number | null>((resolve) => child.once('exit', resolve));
-    t.after(() => child.kill('SIGKILL'));
-    const end = Date.now() + 60000;
-    while (!out.startsWith('ready\n')) {
-      if (Date.now() > end) assert.fail(`the loop did not start: ${out}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    const other = await startLoop(t, own.pinRoot, VIP, '60000', stop, String(ROUNDS));
     const mine = Array.from({ length: 16 }, (_, i) => ({
       saddr: formatIpv4(0xc6130000 + i),
       daddr: VIP,
@@ -282,11 +297,9 @@ describe('distributor', () => {
     const table = buildMaglev(equal);
     const maglevTarget = (f: { saddr: string; sport: number }) =>
       formatIpv4(table[flowHash({ ...f, daddr: VIP, dport: 80, proto: 6 }) % MAGLEV_SIZE]);
-    let exited = false;
-    void done.then(() => (exited = true));
     let rounds = 0;
     let theirs = 0;
-    while (!exited) {
+    while (!other.exited()) {
       for (const f of mine) small.crt.set(f, written);
       for (const [f, e] of small.crt.entries()) {
         if (isMine(f))
@@ -305,8 +318,7 @@ describe('distributor', () => {
       // The child's exit is seen between turns of the loop: one every 100 rounds.
       if (rounds % 100 === 0) await new Promise((r) => setImmediate(r));
     }
-    assert.equal(await done, 0);
-    const sent = JSON.parse(out.slice('ready\n'.length)) as string[];
+    const sent = await other.sent();
     sent.forEach((target, i) => assert.equal(target, maglevTarget(loopFlow(i)), `the other process's flow ${i}`));
     t.diagnostic(
       `${rounds} rounds of ours beside ${sent.length} SYNs of the other process; ${theirs} of its slots read`,
@@ -680,22 +692,7 @@ describe('distributor', () => {
     const maglev = tables.map((t) => buildMaglev(t));
     fp.setTargets(svc, tables[0]);
     try {
-      const loop = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'testrun-loop.js');
-      const child = spawn(
-        'nsenter',
-        [`--net=${netnsPath(rns.ns)}`, process.execPath, loop, fp.pinRoot, String(ext0), svc.vip, '80', '2500'],
-        { stdio: ['ignore', 'pipe', 'inherit'] },
-      );
-      let out = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      const done = new Promise<number | null>((resolve) => child.once('exit', resolve));
-      // Ends with the test, passed or not: it runs the distributor and would count verdicts of its own.
-      t.after(() => child.kill('SIGKILL'));
-      const end = Date.now() + 60000;
-      while (!out.startsWith('ready\n')) {
-        if (Date.now() > end) assert.fail(`the loop did not start: ${out}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      const other = await startLoop(t, fp.pinRoot, svc.vip, '2500');
       // Swap back and forth while the other process runs; the event loop is blocked meanwhile.
       let swaps = 0;
       const swapEnd = Date.now() + 1500;
@@ -703,8 +700,7 @@ describe('distributor', () => {
         fp.setTargets(svc, tables[++swaps % 2]);
         await new Promise((r) => setImmediate(r));
       }
-      assert.equal(await done, 0);
-      const seen = JSON.parse(out.slice('ready\n'.length)) as string[];
+      const seen = await other.sent();
       // Each flow's target in table 0 and table 1: 'a' only in the first, 'b' only in the second.
       let last = '';
       let flips = 0;
