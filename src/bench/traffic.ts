@@ -25,6 +25,7 @@ import { acceptRedirects, nsIp } from '../lab/netns.js';
 import { withCleanup } from '../lab/cleanup.js';
 import { interfaceMac } from '../net/iproute.js';
 import { buildFrame } from '../net/packet.js';
+import { CRT_DEFAULT_ENTRIES } from '../dataplane/structs.js';
 import type { ChartSeries } from './svg.js';
 
 export type RouterMode = 'xdp' | 'kernel' | 'nftables' | 'ipvs';
@@ -40,8 +41,13 @@ const DESCRIBE: Record<RouterMode, string> = {
 
 const BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1;
 const XDP_FLAGS_DRV_MODE = 4;
-/** Enough for the most flows a run may have: a full CRT would measure eviction instead. */
-const BENCH_CRT_ENTRIES = 1 << 21;
+/**
+ * The routing node's CRT: a node's default size, or room for twice the run's flows where that
+ * is more (a full CRT would measure eviction). Not larger: at 100,000 flows every packet reads
+ * a random set of the cache, and a cache spread over more 4 KiB pages than the TLB reaches costs
+ * most of the packet (docs/benchmarks.md, 2026-12-03).
+ */
+export const benchCrtEntries = (flows: number) => Math.max(CRT_DEFAULT_ENTRIES, 2 ** Math.ceil(Math.log2(2 * flows)));
 const BASE_PORT = 10000;
 
 /** enum gen_action of bpf/gen.bpf.c: what becomes of each generated frame. */
@@ -90,6 +96,8 @@ export interface TrafficBench {
   routerOnly: boolean;
   /** Where frames were made: sent from the client, or (router only) at the router's external interface. */
   generatedAt: 'client' | 'router';
+  /** The routing node's CRT size (entries). */
+  crtEntries: number;
   runs: TrafficRun[];
 }
 
@@ -186,7 +194,10 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
       lab?.teardown();
     },
     async () => {
-      lab = await createFastpathLab(prefix, 3, { routerCrtEntries: BENCH_CRT_ENTRIES, nameServers: !o.routerOnly });
+      lab = await createFastpathLab(prefix, 3, {
+        routerCrtEntries: benchCrtEntries(o.flows),
+        nameServers: !o.routerOnly,
+      });
       const l = lab;
       const g = (gen = loadObject('gen'));
       const ctlFd = g.mapFd('gen_ctl');
@@ -346,6 +357,7 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
         seconds: o.seconds,
         routerOnly: !!o.routerOnly,
         generatedAt: o.routerOnly ? 'router' : 'client',
+        crtEntries: benchCrtEntries(o.flows),
         runs,
       };
     },
@@ -366,6 +378,7 @@ export function formatTrafficBench(b: TrafficBench): string {
     b.routerOnly
       ? "router only: frames made at the router's external interface, targets are XDP sinks (count and drop); delivered = what the routing node forwarded"
       : "delivered = what the targets' interfaces received",
+    `the routing node's CRT: ${b.crtEntries.toLocaleString('en')} entries`,
     '',
     `${'way'.padEnd(9)} ${'sent/s'.padStart(11)} ${'delivered/s'.padStart(12)} ${'× kernel'.padStart(9)}  ${'per target'.padEnd(30)} what`,
   ];

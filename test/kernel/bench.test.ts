@@ -22,6 +22,7 @@ import {
 import { requireRoot, uniquePrefix } from '../helpers/env.js';
 import { formatFailoverBench, type FailoverBench } from '../../src/bench/failover.js';
 import { formatAgentBench, type AgentBench } from '../../src/bench/agent.js';
+import { CRT_DEFAULT_ENTRIES } from '../../src/dataplane/structs.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 let dir: string;
@@ -235,11 +236,13 @@ test('live generator, router only: targets are XDP sinks that count exactly what
     routerOnly: boolean;
     generatedAt: string;
     flows: number;
+    crtEntries: number;
     runs: Array<{ mode: string; sent: number; delivered: number; perTarget: Record<string, number> }>;
   };
   assert.equal(b.routerOnly, true);
   assert.equal(b.generatedAt, 'router');
   assert.equal(b.flows, 60000);
+  assert.equal(b.crtEntries, CRT_DEFAULT_ENTRIES, "a node's CRT: 60,000 flows need no more");
   for (const run of b.runs) {
     assert.ok(
       run.sent > 1000 && run.delivered >= run.sent * 0.97,
