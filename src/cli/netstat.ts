@@ -83,6 +83,7 @@ async function vdpt(a: Args): Promise<void> {
       `  FLG:        ${r.owner ? 'ACTIVE' : 'INACTIVE (BACKUP)'}${r.following ? `, DISTRIBUTING AS ${r.following}` : ''}\n`,
     );
     out(`  ACTIVECONN: ${pad(r.activeConn)}${r.load !== undefined ? `  LOAD: ${r.load}` : ''}\n`);
+    if (a.detail && r.sent) out(`  SENT:       PACKETS: ${r.sent.packets}  BYTES: ${r.sent.bytes}\n`);
     if (a.detail && r.service) {
       const s = r.service;
       out(

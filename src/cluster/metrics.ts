@@ -107,6 +107,16 @@ export class AgentMetrics {
       "new connections this node's data plane sent to the target (TotalConn)",
       (row) => row.totalConn,
     );
+    perTarget(
+      'dvipa_target_sent_packets_total',
+      "packets this node's data plane sent to the target for the DVIPA:port (counter)",
+      (row) => Number(row.sent.packets),
+    );
+    perTarget(
+      'dvipa_target_sent_bytes_total',
+      "bytes (frames from L2 on) this node's data plane sent to the target for the DVIPA:port (counter)",
+      (row) => Number(row.sent.bytes),
+    );
     perTarget('dvipa_target_ready', '1 while an application listens on the service on the target (Rdy)', (row) =>
       row.ready ? 1 : 0,
     );

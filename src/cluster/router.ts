@@ -481,6 +481,8 @@ export class RoutingRole {
       const id = this.fp.serviceId(s);
       const stats = id === undefined ? undefined : this.fp.serviceStats(id);
       for (const t of dpt.targets(name)) {
+        // Counted by the data plane where it creates a connection's CRT entry: short connections too.
+        const counts = id === undefined ? { conns: 0n, packets: 0n, bytes: 0n } : this.fp.targetCounts(id, t.xcf);
         rows.push({
           dvipa: s.vip,
           port: s.port,
@@ -490,8 +492,8 @@ export class RoutingRole {
           weight: weights.get(t.xcf) ?? 0,
           load: t.load,
           activeConn: t.active,
-          // Counted by the data plane where it creates a connection's CRT entry: short connections too.
-          totalConn: id === undefined ? 0 : Number(this.fp.targetCounts(id, t.xcf).conns),
+          totalConn: Number(counts.conns),
+          sent: { packets: counts.packets, bytes: counts.bytes },
           method: dpt.method(name),
           owner: this.epochOf(s.vip) > 0,
           following: source === this.node.name ? undefined : source,

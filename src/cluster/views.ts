@@ -58,6 +58,8 @@ export interface VdptRow {
   load?: number;
   activeConn: number;
   totalConn: number;
+  /** What this node's data plane sent to the target for the service: packets, and their bytes from L2 on. */
+  sent: { packets: bigint; bytes: bigint };
   method: string;
   owner: boolean;
   /** While continuing a previous owner's distribution: that node. */

@@ -408,9 +408,9 @@ test("a target whose own file does not name the service learns it from the routi
   assert.ok(got.includes('t3'), `t3 is a target again, by the VIPA list alone (${got.join(' ')})`);
 });
 
-test('TOTALCONN counts every connection exactly, short ones too: counted by the data plane, not by reports', async () => {
+test('TOTALCONN counts every connection exactly, short ones too: counted by the data plane, not by reports; the packets sent to each target too', async () => {
   const CONNS = 100;
-  const total = async () => {
+  const rows = async () => {
     const out = await new Promise<string>((resolve, reject) =>
       execFile(
         process.execPath,
@@ -418,16 +418,27 @@ test('TOTALCONN counts every connection exactly, short ones too: counted by the 
         (err, stdout) => (err ? reject(err) : resolve(stdout)),
       ),
     );
-    return (JSON.parse(out) as Array<{ totalConn: number }>).reduce((a, r) => a + r.totalConn, 0);
+    const listed = JSON.parse(out) as Array<{ totalConn: number; sent: { packets: number; bytes: number } }>;
+    return {
+      conns: listed.reduce((a, r) => a + r.totalConn, 0),
+      packets: listed.reduce((a, r) => a + Number(r.sent.packets), 0),
+      bytes: listed.reduce((a, r) => a + Number(r.sent.bytes), 0),
+    };
   };
-  const before = await total();
+  const before = await rows();
   // Opened and closed at once: gone before any target's report could name them.
   for (let done = 0; done < CONNS; done += 25) {
     const rs = await client.open(DVIPA, PORT, 25);
     names(rs);
     await client.close(rs.map((r) => r.id));
   }
-  assert.equal((await total()) - before, CONNS, 'TOTALCONN grew by exactly the connections made');
+  const after = await rows();
+  assert.equal(after.conns - before.conns, CONNS, 'TOTALCONN grew by exactly the connections made');
+  // Each connection's client sends at least its SYN, its handshake's ACK and a FIN through r1;
+  // each frame at least Ethernet, IPv4 and TCP headers.
+  const packets = after.packets - before.packets;
+  assert.ok(packets >= 3 * CONNS, `${packets} packets sent to the targets for ${CONNS} connections`);
+  assert.ok(after.bytes - before.bytes >= 54 * packets, `${after.bytes - before.bytes} bytes in ${packets} packets`);
 });
 
 test('a clean stop with peers connected exits 0 (it used to die on EBADFD)', async () => {

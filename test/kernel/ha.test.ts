@@ -238,7 +238,8 @@ test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator
     weight: number;
     activeConn: number;
     owner: boolean;
-    service: { packets: number };
+    sent: { packets: number };
+    service: { packets: number; forwarded: number };
   }>;
   // The IPv6 DVIPA's rows too, its targets by their (IPv4) cluster addresses.
   assert.deepEqual(
@@ -249,6 +250,12 @@ test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator
     const rows = vdpt.filter((r) => r.dvipa === d);
     assert.ok(rows.reduce((a, r) => a + r.activeConn, 0) >= LONG, `${d}: the long-lived connections are active`);
     assert.ok(rows[0].service.packets > 0);
+    // Every forwarded packet was counted for its target first, and the targets are read after the service.
+    const sent = rows.reduce((a, r) => a + r.sent.packets, 0);
+    assert.ok(
+      sent >= rows[0].service.forwarded && rows.every((r) => r.sent.packets > 0),
+      `${d}: sent to the targets ${rows.map((r) => r.sent.packets).join(' + ')}, forwarded ${rows[0].service.forwarded}`,
+    );
   }
   const backup = (await netstat('r2', 'vdpt')).json as Array<{ dvipa: string; target: string; owner: boolean }>;
   assert.deepEqual(
@@ -319,6 +326,15 @@ test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator
         `dvipa_target_connections_active\\{dvipa="${DVIPA}",port="${PORT}",protocol="tcp",target="${t.xcf}"\\} [1-9]`,
       ),
     );
+  for (const t of TARGETS)
+    for (const what of ['packets', 'bytes'])
+      assert.match(
+        m,
+        new RegExp(
+          `dvipa_target_sent_${what}_total\\{dvipa="${DVIPA}",port="${PORT}",protocol="tcp",target="${t.xcf}"\\} [1-9]`,
+        ),
+        `r1 counts what it sent to ${t.name}`,
+      );
   assert.match(m, /dvipa_coupling_facility_up 1/);
   assert.match(m, /dvipa_service_packets_total\{dvipa="192\.0\.2\.10",port="8080",protocol="tcp"\} [1-9]/);
   assert.match(m, /dvipa_service_packets_total\{dvipa="2001:db8:0:2::10",port="8080",protocol="tcp"\} [1-9]/);
