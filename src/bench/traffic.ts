@@ -44,10 +44,10 @@ const XDP_FLAGS_DRV_MODE = 4;
 /**
  * The routing node's CRT: a node's default size, or room for twice the run's flows where that
  * is more (a full CRT would measure eviction). Not larger: at 100,000 flows every packet reads
- * a random set of the cache, and a cache spread over more 4 KiB pages than the TLB reaches costs
- * most of the packet (docs/benchmarks.md, 2026-12-03).
+ * a random set of the cache, and that read costs more the more memory the cache spans
+ * (docs/benchmarks.md, 2026-12-03).
  */
-export const benchCrtEntries = (flows: number) => Math.max(CRT_DEFAULT_ENTRIES, 2 ** Math.ceil(Math.log2(2 * flows)));
+const benchCrtEntries = (flows: number) => Math.max(CRT_DEFAULT_ENTRIES, 2 ** Math.ceil(Math.log2(2 * flows)));
 const BASE_PORT = 10000;
 
 /** enum gen_action of bpf/gen.bpf.c: what becomes of each generated frame. */
@@ -194,8 +194,9 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
       lab?.teardown();
     },
     async () => {
+      const crtEntries = benchCrtEntries(o.flows);
       lab = await createFastpathLab(prefix, 3, {
-        routerCrtEntries: benchCrtEntries(o.flows),
+        routerCrtEntries: crtEntries,
         nameServers: !o.routerOnly,
       });
       const l = lab;
@@ -357,7 +358,7 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
         seconds: o.seconds,
         routerOnly: !!o.routerOnly,
         generatedAt: o.routerOnly ? 'router' : 'client',
-        crtEntries: benchCrtEntries(o.flows),
+        crtEntries,
         runs,
       };
     },

@@ -481,7 +481,8 @@ export class RoutingRole {
       const id = this.fp.serviceId(s);
       const stats = id === undefined ? undefined : this.fp.serviceStats(id);
       for (const t of dpt.targets(name)) {
-        // Counted by the data plane where it creates a connection's CRT entry: short connections too.
+        // The data plane's per-target counts: a connection where it creates its CRT entry (short
+        // connections too), and every packet it sends there.
         const counts = id === undefined ? { conns: 0n, packets: 0n, bytes: 0n } : this.fp.targetCounts(id, t.xcf);
         rows.push({
           dvipa: s.vip,

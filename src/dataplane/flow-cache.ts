@@ -80,13 +80,8 @@ export class FlowCache {
       for (let w = 0; at === undefined && free === undefined && w < CRT_WAYS; w++)
         if (!this.mem[base + w * SLOT + PROTO]) free = base + w * SLOT;
       // A packet may take the slot between the look and the claim: then look again.
-      const written =
-        at !== undefined
-          ? this.write(at, { ...f, ...e }, key)
-          : free !== undefined
-            ? this.write(free, { ...f, ...e }, NO_FLOW, PROTO)
-            : this.write(base, { ...f, ...e });
-      if (written) return;
+      const [slot, expect] = at !== undefined ? [at, holding(key)] : free !== undefined ? [free, EMPTY_SLOT] : [base];
+      if (this.write(slot, { ...f, ...e }, expect)) return;
     }
   }
 
@@ -98,7 +93,7 @@ export class FlowCache {
   delete(f: Flow): boolean {
     const key = flowCodec.encode(f);
     const at = this.find(key, crtSetOf(f, this.sets) * SET);
-    return at !== undefined && this.write(at, undefined, key);
+    return at !== undefined && this.write(at, undefined, holding(key));
   }
 
   deleteBatch(flows: readonly Flow[]): number {
@@ -167,21 +162,26 @@ export class FlowCache {
   }
 
   /**
-   * Writes the slot (`s` undefined: empties it). With `owner` (a flow's key; or, at `ownerAt`
-   * PROTO, an empty slot's protocol), only if the slot still holds it once claimed: returns
-   * whether it wrote.
+   * Writes the slot (`s` undefined: empties it). With `expect`, only if the slot still holds
+   * those bytes once claimed: returns whether it wrote.
    */
-  private write(at: number, s: (Flow & CrtEntry) | undefined, owner?: Buffer, ownerAt = KEY_AT): boolean {
+  private write(at: number, s: (Flow & CrtEntry) | undefined, expect?: Expected): boolean {
     const data = crtSlot.encode(s ? { ...s, seq: 0, ref: 0, createdS: stampOf(s.createdNs) } : EMPTY);
-    // A flow's key is compared with its protocol, which follows its addresses and ports.
-    const expected = !owner ? NONE : ownerAt === KEY_AT ? owner.subarray(0, KEY_BYTES + 1) : owner;
-    return sys.seqWrite(this.name, this.map, at, data, ownerAt, expected);
+    return sys.seqWrite(this.name, this.map, at, data, expect?.at ?? 0, expect?.bytes ?? NONE);
   }
 }
 
 const NONE = Buffer.alloc(0);
-/** An empty slot's protocol: what a write into a slot seen free expects to find there still. */
-const NO_FLOW = Buffer.alloc(1);
+
+/** Bytes a write expects at an offset of the slot once it holds it. */
+interface Expected {
+  at: number;
+  bytes: Buffer;
+}
+/** The flow encoded as `key` still there: its addresses and ports, and its protocol after them. */
+const holding = (key: Buffer): Expected => ({ at: KEY_AT, bytes: key.subarray(0, KEY_BYTES + 1) });
+/** A slot seen free still empty: its protocol 0. */
+const EMPTY_SLOT: Expected = { at: PROTO, bytes: Buffer.alloc(1) };
 
 const stampOf = (ns: bigint) => Number((ns >> STAMP_SHIFT) & 0xffffffffn);
 

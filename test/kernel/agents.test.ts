@@ -421,8 +421,8 @@ test('TOTALCONN counts every connection exactly, short ones too: counted by the 
     const listed = JSON.parse(out) as Array<{ totalConn: number; sent: { packets: number; bytes: number } }>;
     return {
       conns: listed.reduce((a, r) => a + r.totalConn, 0),
-      packets: listed.reduce((a, r) => a + Number(r.sent.packets), 0),
-      bytes: listed.reduce((a, r) => a + Number(r.sent.bytes), 0),
+      packets: listed.reduce((a, r) => a + r.sent.packets, 0),
+      bytes: listed.reduce((a, r) => a + r.sent.bytes, 0),
     };
   };
   const before = await rows();
