@@ -364,13 +364,29 @@ static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 c
 #define crt_barrier() asm volatile("" ::: "memory")
 
 /*
- * The flow's set in `crt` (dvipa.h): its Maglev hash `hash` reduced to [0, crt_sets) by a
- * multiply and a shift, so any number of sets works. NULL if user space has not said how
- * many sets there are. src/dataplane/flow-cache.ts places flows with the same function.
+ * Where a flow lives in `crt` (dvipa.h): a multiplicative hash of its words as they lie in
+ * memory, not its Maglev hash. Placement is this node's own business (another node never reads
+ * this cache), so it need not be the hash every node agrees on, and an established flow's
+ * every packet pays it: three independent multiplies and a final mix instead of lookup3's
+ * chain of about forty dependent steps. The Maglev hash is then made only on a miss.
+ * src/dataplane/flow-cache.ts places flows with the same function.
  */
-static __always_inline struct dvipa_crt_set *crt_set(const struct dvipa_config *cfg, __u32 hash)
+static __always_inline __u32 crt_hash(const struct dvipa_flow *f)
 {
-	__u32 i = ((__u64)hash * cfg->crt_sets) >> 32;
+	__u32 h = (f->saddr * 0x9e3779b1u) ^ (f->daddr * 0x85ebca77u) ^ (*(__u32 *)&f->sport * 0xc2b2ae3du) ^ f->proto;
+
+	h ^= h >> 16;
+	h *= 0x27d4eb2fu;
+	return h ^ (h >> 15);
+}
+
+/*
+ * The set of a flow of crt_hash `h`: the hash reduced to [0, crt_sets) by a multiply and a
+ * shift, so any number of sets works. NULL if user space has not said how many sets there are.
+ */
+static __always_inline struct dvipa_crt_set *crt_set(const struct dvipa_config *cfg, __u32 h)
+{
+	__u32 i = ((__u64)h * cfg->crt_sets) >> 32;
 
 	return cfg->crt_sets ? bpf_map_lookup_elem(&crt, &i) : NULL;
 }
@@ -686,7 +702,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	__be32 target;
 	__be16 proto;
 	int l2len, first = 0, syn = 0, over, lookup, inserted = 0, guarded, rc;
-	__u32 zero = 0, idx, len, hash;
+	__u32 zero = 0, idx, len, hash, ch = 0;
 	__u64 now;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
@@ -776,8 +792,8 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	 */
 	entry = lookup && !first ? bpf_map_lookup_elem(&crt_est, &flow) : NULL;
 	if (!entry) {
-		hash = dvipa_flow_hash(&flow);
-		set = over ? NULL : crt_set(cfg, hash);
+		ch = crt_hash(&flow);
+		set = over ? NULL : crt_set(cfg, ch);
 		if (lookup && set && crt_find(set, &flow, &found))
 			entry = &found;
 	}
@@ -791,7 +807,10 @@ again:
 			touch_affinity(svc, iph->saddr, target, idx);
 		count_target(idx, len, 0);
 	} else {
-		const __u32 *slot_idx = maglev_slot(svc, hash);
+		const __u32 *slot_idx;
+
+		hash = dvipa_flow_hash(&flow);
+		slot_idx = maglev_slot(svc, hash);
 
 		if ((svc->flags & DVIPA_SVC_V6_TARGETS) && !over) {
 			int established = established_4in6(ctx, cfg, svc, st, &flow, first, l2len, iph, len);
@@ -822,7 +841,7 @@ again:
 			fresh.svc_id = svc->id;
 			fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
 			/* Another CPU may have raced us to it: its entry is as good as ours, and it counts it. */
-			rc = set ? crt_insert(set, &flow, &fresh, now >> 30, hash) : -1;
+			rc = set ? crt_insert(set, &flow, &fresh, now >> 30, ch) : -1;
 			inserted = rc > 0;
 			/* A retransmitted SYN keeps the target its first one got: a hit, not the miss counted above. */
 			if (!rc && syn) {

@@ -253,7 +253,7 @@ export async function benchFastpath(opts: {
       return [{ ...f, proto: 6 }, entry] as const;
     };
     fp.confirm([confirmed(flow, SERVICE, TARGETS[0]), confirmed(flow6, SERVICE6, TARGETS6[0])]);
-    // Not confirmed yet (its first packet inserts it into the LRU): a lookup in each table.
+    // Not confirmed yet (its first packet inserts it into the cache): a lookup in each table.
     const unconfirmed = buildFrame({ ...flow, sport: 40001, tcpFlags: { ack: true } });
     const other = buildFrame({ ...flow, daddr: '198.18.0.2', dport: 22, tcpFlags: { ack: true } });
     const syn6 = buildFrame6({ ...flow6, syn: true });
@@ -316,7 +316,7 @@ export async function benchFastpath(opts: {
       },
       {
         path: 'unconfirmed',
-        describe: 'flow not confirmed yet: CRT miss in crt_est, hit in the LRU, encap',
+        describe: 'flow not confirmed yet: CRT miss in crt_est, hit in the cache, encap',
         program: 'bench_distributor',
         mode: BenchMode.SameFlow,
         frame: unconfirmed,

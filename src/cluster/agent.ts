@@ -216,6 +216,8 @@ export class Agent {
     this.sweepTimer.unref();
     const repaired = await this.fp.crt.repair();
     if (repaired) this.log.warn({ slots: repaired }, 'CRT cache slots a killed writer left claimed: emptied');
+    const moved = this.fp.crt.rehome();
+    if (moved) this.log.info({ flows: moved }, 'CRT cache flows placed by an older version moved to their sets');
     // An IPv6-only node has no IPv4 cluster address: 0.0.0.0 (none) in the data plane.
     const [v4 = '0.0.0.0', v6] = [this.node.xcf, this.node.xcf6 ?? this.node.xcf].map((a, i) =>
       ipFamily(a) === (i === 0 ? 4 : 6) ? a : undefined,

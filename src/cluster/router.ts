@@ -25,7 +25,7 @@ import type { Logger } from '../log.js';
  * A report larger than this is applied in slices of this many connections, the event loop
  * turning between them: a full report holds up to 8,192, and applying it at once held the
  * loop for a hundred milliseconds and more (the first report after a start moves each
- * connection out of the LRU, one syscall each), which on a busy node is a lease or a fence.
+ * connection out of the unconfirmed flows, one syscall each), which on a busy node is a lease or a fence.
  */
 const SLICE = 256;
 /** Active counts change with every connection: tables are rebuilt at most this often. */
@@ -657,7 +657,7 @@ export class RoutingRole {
       this.fullLogged = true;
       this.log.warn(
         { refused: refused.length, size: this.fp.confirmedCapacity() },
-        'the table of confirmed connections is full: new ones stay in the LRU CRT (counted, retried on the next full report)',
+        'the table of confirmed connections is full: new ones stay among the unconfirmed flows (counted, retried on the next full report)',
       );
     }
     for (const f of refused) this.unconfirmed.add(connKey(refOf.get(f)!));

@@ -548,10 +548,10 @@ export class FastPath {
 
   /**
    * Connections their targets confirmed (NEWCONN) go into the table packets cannot evict, and
-   * out of the LRU, which keeps only the unconfirmed: `crt_est` and `crt`, or `crt6_est` and
-   * `crt6` for an IPv6 connection or an IPv4 one to an IPv6 target (where the data plane puts
-   * those). Returns the flows that did not fit (the table is full): they stay where the LRU
-   * has them and nothing is evicted for them. UDP flows are left where they are: the data
+   * out of the one of unconfirmed flows, which packets can (IPv4's cache, IPv6's LRU hash):
+   * `crt_est` and `crt`, or `crt6_est` and `crt6` for an IPv6 connection or an IPv4 one to an
+   * IPv6 target (where the data plane puts those). Returns the flows that did not fit (the
+   * table is full): they stay among the unconfirmed and nothing is evicted for them. UDP flows are left where they are: the data
    * plane never looks for one among the confirmed (no handshake: every datagram may be a first).
    */
   confirm(entries: ReadonlyArray<readonly [Flow, CrtEntry]>): Flow[] {

@@ -12,7 +12,6 @@
 import { flow as flowCodec, crtSlot, CRT_WAYS, type CrtEntry, type CrtOrigin, type CrtSlot } from './structs.js';
 import { mapRef } from '../kernel/object.js';
 import { sys } from '../kernel/sys.js';
-import { flowHash } from '../tables/flowhash.js';
 import type { Flow } from '../net/flow.js';
 
 const SLOT = crtSlot.size;
@@ -24,9 +23,25 @@ const KEY_AT = crtSlot.fields.find((f) => f.name === 'saddr')!.offset;
 const KEY_BYTES = 12;
 const PROTO = crtSlot.fields.find((f) => f.name === 'proto')!.offset;
 
-/** The set a flow lives in: the data plane's crt_set(), on the flow's Maglev hash. */
+/**
+ * The data plane's crt_hash() (bpf/distributor.h): a multiplicative hash of the flow's words as
+ * they lie in memory (addresses and ports in network order, read little-endian as x86 loads
+ * them), not its Maglev hash. `key` is the flow as struct dvipa_flow encodes it.
+ */
+export function crtHash(key: Buffer): number {
+  let h =
+    Math.imul(key.readUInt32LE(0), 0x9e3779b1) ^
+    Math.imul(key.readUInt32LE(4), 0x85ebca77) ^
+    Math.imul(key.readUInt32LE(8), 0xc2b2ae3d) ^
+    key[KEY_BYTES];
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x27d4eb2f);
+  return (h ^ (h >>> 15)) >>> 0;
+}
+
+/** The set a flow lives in: the data plane's crt_set(). */
 export function crtSetOf(f: Flow, sets: number): number {
-  return crtSetOfHash(flowHash(f), sets);
+  return crtSetOfHash(crtHash(flowCodec.encode(f)), sets);
 }
 
 /** (hash × sets) >> 32 in doubles, exactly: both halves of the product stay below 2^53. */
@@ -61,7 +76,7 @@ export class FlowCache {
 
   get(f: Flow): CrtEntry | undefined {
     const key = flowCodec.encode(f);
-    const at = this.find(key, crtSetOf(f, this.sets) * SET);
+    const at = this.find(key, this.setOf(key));
     const e = at === undefined ? undefined : this.read(at);
     // What was read is the flow's, unless another writer replaced it after find().
     return e && flowCodec.encode(e[0]).equals(key) ? e[1] : undefined;
@@ -73,7 +88,7 @@ export class FlowCache {
    */
   set(f: Flow, e: CrtEntry): void {
     const key = flowCodec.encode(f);
-    const base = crtSetOf(f, this.sets) * SET;
+    const base = this.setOf(key);
     for (;;) {
       const at = this.find(key, base);
       let free: number | undefined;
@@ -92,7 +107,7 @@ export class FlowCache {
   /** Returns false if the flow was not there. */
   delete(f: Flow): boolean {
     const key = flowCodec.encode(f);
-    const at = this.find(key, crtSetOf(f, this.sets) * SET);
+    const at = this.find(key, this.setOf(key));
     return at !== undefined && this.write(at, undefined, holding(key));
   }
 
@@ -114,6 +129,11 @@ export class FlowCache {
     let n = 0;
     for (let at = PROTO; at < this.sets * SET; at += SLOT) if (this.mem[at]) n++;
     return n;
+  }
+
+  /** The byte offset of the set of the flow encoded as `key`. */
+  private setOf(key: Buffer): number {
+    return crtSetOfHash(crtHash(key), this.sets) * SET;
   }
 
   /** The byte offset of the slot in the set at `base` that holds the flow encoded as `key`, if one does. */
@@ -146,6 +166,29 @@ export class FlowCache {
     if (!claimed.length) return 0;
     await new Promise((r) => setTimeout(r, waitMs));
     return claimed.filter(([at, seq]) => sys.seqReset(this.name, this.map, at, seq, SLOT)).length;
+  }
+
+  /**
+   * Moves every flow found outside its set into it: a cache an older version filled, which
+   * placed flows by their Maglev hash, would otherwise hide them from the new program until
+   * they aged out (their packets then recovered by hash, as new flows). Returns how many moved.
+   * Run by the node's agent when it opens the data path, after repair().
+   */
+  rehome(): number {
+    let moved = 0;
+    for (let at = 0; at < this.sets * SET; at += SLOT) {
+      if (!this.mem[at + PROTO]) continue;
+      const e = this.read(at);
+      if (!e) continue;
+      const key = flowCodec.encode(e[0]);
+      const home = this.setOf(key);
+      if (at >= home && at < home + SET) continue;
+      // Only if the slot still holds it: a packet may have replaced it since the read.
+      if (!this.write(at, undefined, holding(key))) continue;
+      this.set(...e);
+      moved++;
+    }
+    return moved;
   }
 
   /** The slot's flow and entry, stable around the read; undefined if it was being written or is empty. */

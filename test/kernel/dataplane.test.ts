@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { FastPath } from '../../src/dataplane/fastpath.js';
+import { crtSetOf } from '../../src/dataplane/flow-cache.js';
 import { CrtWalker } from '../../src/dataplane/crt-walk.js';
 import { MapCounter } from '../../src/dataplane/map-count.js';
 import { SyscallError } from '../../src/kernel/errors.js';
@@ -19,6 +20,7 @@ import {
   CrtOrigin,
   CRT_WAYS,
   crtEntry,
+  crtSlot,
   flow as flowCodec,
   MAX_SERVICES,
   type CrtEntry,
@@ -197,6 +199,46 @@ test('a cache slot a killed writer left claimed is emptied by the next repair, a
     assert.equal(fp.crt.count(), 0, 'emptied');
     fp.crt.set(f, e);
     assert.deepEqual(fp.crt.get(f), e, 'and written again');
+  } finally {
+    fp.close();
+    p.remove();
+  }
+});
+
+test('flows an older version placed outside their sets are moved home by rehome(), and found again', () => {
+  const p = scratchPinRoot('crthome');
+  const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 1024 });
+  try {
+    const flows: Flow[] = [0, 1, 2, 3, 4].map((i) => ({
+      saddr: `198.18.0.${i + 1}`,
+      daddr: '192.0.2.10',
+      sport: 40000 + i,
+      dport: 80,
+      proto: 17,
+    }));
+    const e: CrtEntry = { target: '198.18.1.1', svcId: 3, origin: CrtOrigin.First, targetIdx: 2, createdNs: 1n << 40n };
+    const home = (f: Flow) => crtSetOf(f, fp.crt.sets);
+    const setBytes = CRT_WAYS * crtSlot.size;
+    // Each flow in slot 0 of the set after its own, as a version that placed by another hash left it.
+    const mem = Buffer.from(sys.mapMmap('crt', fp.crt.fd));
+    const stray = flows.map((f) => ((home(f) + 1) % fp.crt.sets) * setBytes);
+    flows.forEach((f, i) =>
+      crtSlot.encode({ ...f, ...e, seq: 0, ref: 0, createdS: Number(e.createdNs >> 30n) }).copy(mem, stray[i]),
+    );
+    assert.deepEqual(
+      flows.map((f) => fp.crt.get(f)),
+      flows.map(() => undefined),
+      'not found where they lie',
+    );
+    assert.equal(fp.crt.count(), flows.length);
+    assert.equal(fp.crt.rehome(), flows.length);
+    assert.deepEqual(
+      flows.map((f) => fp.crt.get(f)),
+      flows.map(() => e),
+      'each found in its set, entry unchanged',
+    );
+    assert.equal(fp.crt.count(), flows.length, 'moved, not copied');
+    assert.equal(fp.crt.rehome(), 0, 'nothing left to move');
   } finally {
     fp.close();
     p.remove();
