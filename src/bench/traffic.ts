@@ -79,10 +79,22 @@ export interface TrafficRun {
   sentPps: number;
   deliveredPps: number;
   perTarget: Record<string, number>;
-  /** Delivered packets per second, sampled. */
+  /** Delivered packets per second, sampled, over the way's rounds one after the other. */
   series: Array<{ t: number; pps: number }>;
   /** deliveredPps / kernel forwarding's. */
   ratio?: number;
+}
+
+/** A way's figures: each sum over its rounds, its rates the median round's. */
+export interface TrafficWay extends TrafficRun {
+  /** Delivered packets per second in each round. */
+  rounds: number[];
+}
+
+/** XDP's rate over another way's, each round's taken within that round, and their median. */
+export interface XdpOver {
+  median: number;
+  rounds: number[];
 }
 
 export interface TrafficBench {
@@ -98,7 +110,11 @@ export interface TrafficBench {
   generatedAt: 'client' | 'router';
   /** The routing node's CRT size (entries). */
   crtEntries: number;
-  runs: TrafficRun[];
+  /** Rounds of every way, interleaved: xdp, kernel, nftables, xdp, kernel, ... */
+  rounds: number;
+  runs: TrafficWay[];
+  /** With `xdp` among the ways: XDP ÷ each other way. */
+  xdpOver: Partial<Record<RouterMode, XdpOver>>;
 }
 
 function rxPackets(ns: string, ifname: string): number {
@@ -135,6 +151,11 @@ export interface LiveOptions {
   flows: number;
   size: number;
   modes: readonly RouterMode[];
+  /**
+   * Rounds of every way, interleaved (default 1). The machine's neighbours move each way's
+   * rate between runs: a way's median round, and ratios taken within each round, move less.
+   */
+  rounds?: number;
   routerOnly?: boolean;
   onProgress?: (fraction: number, note: string) => void;
 }
@@ -271,7 +292,8 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
         }
       };
 
-      const runs: TrafficRun[] = [];
+      const rounds = o.rounds ?? 1;
+      const done: Array<TrafficRun & { round: number }> = [];
       /*
        * Frames per test run, sized to about SLICE_S at the rate the last run reached. Each run
        * swaps the kernel's XDP dispatcher to the generator and back, patching kernel text on
@@ -287,68 +309,79 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
         [GenAction.Pass]: 'pass',
         [GenAction.Route]: 'redirect',
       };
-      for (const [mi, mode] of o.modes.entries()) {
-        setMode(mode);
-        setCtl(mode);
-        // Live runs do not report the program's verdict: one ordinary run checks it first.
-        const dry = l.inside(at.ns, () => sys.progTestRun('gen_udp', genFd, { data: frame, ctxIn, repeat: 1 }));
-        const verdict = XDP_ACTIONS[dry.retval] ?? String(dry.retval);
-        const want = expect[actionOf(mode)];
-        if (verdict !== want) throw new Error(`the generator (${mode}) returned ${verdict}, not ${want}`);
-        setCtl(mode);
-        const start = counts();
-        let last = start;
-        const series: Array<{ t: number; pps: number }> = [];
-        const t0 = process.hrtime.bigint();
-        let lastT = t0;
-        let sent = 0;
-        let slice = 20000;
-        for (;;) {
-          const before = process.hrtime.bigint();
-          l.inside(at.ns, () =>
-            sys.progTestRun('gen_udp', genFd, {
-              data: frame,
-              ctxIn,
-              repeat: slice,
-              flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-              batchSize: 64,
-            }),
-          );
-          sent += slice;
-          const now = process.hrtime.bigint();
-          slice = nextSlice(slice, now - before);
-          if (now - lastT >= 100_000_000n) {
-            const c = counts();
-            const dt = Number(now - lastT) / 1e9;
-            const delta = Object.keys(c).reduce((a, k) => a + c[k] - last[k], 0);
-            series.push({ t: Number(now - t0) / 1e9, pps: delta / dt });
-            last = c;
-            lastT = now;
+      for (let round = 0; round < rounds; round++)
+        for (const [mi, mode] of o.modes.entries()) {
+          const step = round * o.modes.length + mi;
+          setMode(mode);
+          setCtl(mode);
+          // Live runs do not report the program's verdict: one ordinary run checks it first.
+          const dry = l.inside(at.ns, () => sys.progTestRun('gen_udp', genFd, { data: frame, ctxIn, repeat: 1 }));
+          const verdict = XDP_ACTIONS[dry.retval] ?? String(dry.retval);
+          const want = expect[actionOf(mode)];
+          if (verdict !== want) throw new Error(`the generator (${mode}) returned ${verdict}, not ${want}`);
+          setCtl(mode);
+          const start = counts();
+          let last = start;
+          const series: Array<{ t: number; pps: number }> = [];
+          const t0 = process.hrtime.bigint();
+          let lastT = t0;
+          let sent = 0;
+          let slice = 20000;
+          for (;;) {
+            const before = process.hrtime.bigint();
+            l.inside(at.ns, () =>
+              sys.progTestRun('gen_udp', genFd, {
+                data: frame,
+                ctxIn,
+                repeat: slice,
+                flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+                batchSize: 64,
+              }),
+            );
+            sent += slice;
+            const now = process.hrtime.bigint();
+            slice = nextSlice(slice, now - before);
+            if (now - lastT >= 100_000_000n) {
+              const c = counts();
+              const dt = Number(now - lastT) / 1e9;
+              const delta = Object.keys(c).reduce((a, k) => a + c[k] - last[k], 0);
+              series.push({ t: Number(now - t0) / 1e9, pps: delta / dt });
+              last = c;
+              lastT = now;
+            }
+            const elapsed = Number(now - t0) / 1e9;
+            o.onProgress?.((step + Math.min(1, elapsed / o.seconds)) / (rounds * o.modes.length), mode);
+            if (elapsed >= o.seconds) break;
           }
-          const elapsed = Number(now - t0) / 1e9;
-          o.onProgress?.((mi + Math.min(1, elapsed / o.seconds)) / o.modes.length, mode);
-          if (elapsed >= o.seconds) break;
+          // Let the last frames drain through the softirqs before the final count.
+          await new Promise((r) => setTimeout(r, 200));
+          const end = counts();
+          const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+          const perTarget = Object.fromEntries(Object.keys(end).map((k) => [k, end[k] - start[k]]));
+          const delivered = Object.values(perTarget).reduce((a, b) => a + b, 0);
+          done.push({
+            round,
+            mode,
+            describe: DESCRIBE[mode],
+            sent,
+            delivered,
+            seconds,
+            sentPps: sent / seconds,
+            deliveredPps: delivered / seconds,
+            perTarget,
+            series,
+          });
         }
-        // Let the last frames drain through the softirqs before the final count.
-        await new Promise((r) => setTimeout(r, 200));
-        const end = counts();
-        const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-        const perTarget = Object.fromEntries(Object.keys(end).map((k) => [k, end[k] - start[k]]));
-        const delivered = Object.values(perTarget).reduce((a, b) => a + b, 0);
-        runs.push({
-          mode,
-          describe: DESCRIBE[mode],
-          sent,
-          delivered,
-          seconds,
-          sentPps: sent / seconds,
-          deliveredPps: delivered / seconds,
-          perTarget,
-          series,
-        });
-      }
+      const runs = o.modes.map((mode) => combineRounds(done.filter((r) => r.mode === mode)));
       const base = runs.find((r) => r.mode === 'kernel')?.deliveredPps;
       if (base) for (const r of runs) r.ratio = r.deliveredPps / base;
+      const xdp = done.filter((r) => r.mode === 'xdp');
+      const xdpOver: TrafficBench['xdpOver'] = {};
+      if (xdp.length)
+        for (const mode of o.modes.filter((m) => m !== 'xdp')) {
+          const each = done.filter((r) => r.mode === mode).map((r) => xdp[r.round].deliveredPps / r.deliveredPps);
+          xdpOver[mode] = { median: median(each), rounds: each };
+        }
       return {
         generator: 'live',
         kernel: os.release(),
@@ -359,10 +392,43 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
         routerOnly: !!o.routerOnly,
         generatedAt: o.routerOnly ? 'router' : 'client',
         crtEntries,
+        rounds,
         runs,
+        xdpOver,
       };
     },
   );
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** One way's rounds as one: counts summed, rates the median round's, the samples end to end. */
+function combineRounds(rs: TrafficRun[]): TrafficWay {
+  const sum = (f: (r: TrafficRun) => number) => rs.reduce((a, r) => a + f(r), 0);
+  const perTarget: Record<string, number> = {};
+  for (const r of rs) for (const [k, v] of Object.entries(r.perTarget)) perTarget[k] = (perTarget[k] ?? 0) + v;
+  let offset = 0;
+  const series: TrafficRun['series'] = [];
+  for (const r of rs) {
+    series.push(...r.series.map((p) => ({ t: p.t + offset, pps: p.pps })));
+    offset += r.seconds;
+  }
+  return {
+    mode: rs[0].mode,
+    describe: rs[0].describe,
+    sent: sum((r) => r.sent),
+    delivered: sum((r) => r.delivered),
+    seconds: sum((r) => r.seconds),
+    sentPps: median(rs.map((r) => r.sentPps)),
+    deliveredPps: median(rs.map((r) => r.deliveredPps)),
+    perTarget,
+    series,
+    rounds: rs.map((r) => r.deliveredPps),
+  };
 }
 
 export function trafficSeries(b: TrafficBench): ChartSeries[] {
@@ -375,7 +441,7 @@ export function trafficSeries(b: TrafficBench): ChartSeries[] {
 
 export function formatTrafficBench(b: TrafficBench): string {
   const lines = [
-    `dvipa bench traffic, generator ${b.generator}: UDP ${b.size}-byte frames over ${b.flows} flows, ${b.seconds} s per way (kernel ${b.kernel}, ${b.cpu})`,
+    `dvipa bench traffic, generator ${b.generator}: UDP ${b.size}-byte frames over ${b.flows} flows, ${b.seconds} s per way and round, ${b.rounds} round${b.rounds === 1 ? '' : 's'} (kernel ${b.kernel}, ${b.cpu})`,
     b.routerOnly
       ? "router only: frames made at the router's external interface, targets are XDP sinks (count and drop); delivered = what the routing node forwarded"
       : "delivered = what the targets' interfaces received",
@@ -392,5 +458,12 @@ export function formatTrafficBench(b: TrafficBench): string {
       `${r.mode.padEnd(9)} ${Math.round(r.sentPps).toLocaleString('en').padStart(11)} ${Math.round(r.deliveredPps).toLocaleString('en').padStart(12)} ${(r.ratio?.toFixed(2) ?? '-').padStart(9)}  ${per.padEnd(30)} ${r.describe}`,
     );
   }
+  if (b.rounds > 1) lines.push('', 'rates: the median round of each way');
+  const over = Object.entries(b.xdpOver);
+  if (over.length) lines.push('');
+  for (const [mode, x] of over)
+    lines.push(
+      `XDP ÷ ${mode}: ${x.median.toFixed(2)}${b.rounds > 1 ? ` (median; each round: ${x.rounds.map((v) => v.toFixed(2)).join(', ')})` : ''}`,
+    );
   return lines.join('\n');
 }

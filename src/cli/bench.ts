@@ -107,7 +107,13 @@ const trafficOptions = (y: Argv) =>
     })
     .option('json', { type: 'boolean', default: false })
     .option('svg', { type: 'string', describe: 'write a chart: packets/s over time per way, and per target' })
-    .option('seconds', { type: 'number', default: 3, describe: 'how long each way runs' })
+    .option('seconds', { type: 'number', default: 3, describe: 'how long each way runs (per round)' })
+    .option('rounds', {
+      type: 'number',
+      default: 1,
+      describe:
+        "live: rounds of every way, interleaved; rates are the median round, XDP ratios the median of each round's",
+    })
     .option('flows', { type: 'number', default: 1000, describe: 'distinct UDP flows (source ports)' })
     .option('size', { type: 'number', default: 64, describe: 'frame size in bytes' })
     .option('modes', {
@@ -138,6 +144,7 @@ function whole(v: number, name: string, min: number, max: number): void {
 async function trafficHandler(a: ArgsOf<typeof trafficOptions>): Promise<void> {
   requireRoot('dvipa bench traffic');
   whole(a.seconds, 'seconds', 1, 3600);
+  whole(a.rounds, 'rounds', 1, 100);
   // pktgen varies only source ports; the live generator moves to further sources past 50,000.
   whole(a.flows, 'flows', 1, a.generator === 'pktgen' ? 65535 - 10000 : 1_000_000);
   whole(a.size, 'size', 60, 1500);
@@ -201,9 +208,10 @@ async function trafficHandler(a: ArgsOf<typeof trafficOptions>): Promise<void> {
     );
     return;
   }
-  const progress = new Progress('live', a.seconds * modes.length * 1000);
+  const progress = new Progress('live', a.seconds * modes.length * a.rounds * 1000);
   const b = await benchLive({
     seconds: a.seconds,
+    rounds: a.rounds,
     flows: a.flows,
     size: a.size,
     modes: modes as RouterMode[],

@@ -136,6 +136,8 @@ test('dvipa bench traffic: pktgen missing says how to load it; bad arguments exi
     ['--generator', 'pktgen'],
     ['--modes', 'xdp,warp'],
     ['--seconds', '0'],
+    ['--rounds', '0'],
+    ['--rounds', '1.5'],
     ['--size', '20'],
     ['--generator', 'magic'],
   ]) {
@@ -229,6 +231,8 @@ test('live generator, router only: targets are XDP sinks that count exactly what
     '60000',
     '--modes',
     'xdp,kernel',
+    '--rounds',
+    '2',
     '--json',
   ]);
   assert.equal(r.code, 0, r.err);
@@ -237,7 +241,16 @@ test('live generator, router only: targets are XDP sinks that count exactly what
     generatedAt: string;
     flows: number;
     crtEntries: number;
-    runs: Array<{ mode: string; sent: number; delivered: number; perTarget: Record<string, number> }>;
+    rounds: number;
+    runs: Array<{
+      mode: string;
+      sent: number;
+      delivered: number;
+      deliveredPps: number;
+      perTarget: Record<string, number>;
+      rounds: number[];
+    }>;
+    xdpOver: Record<string, { median: number; rounds: number[] }>;
   };
   assert.equal(b.routerOnly, true);
   assert.equal(b.generatedAt, 'router');
@@ -261,6 +274,18 @@ test('live generator, router only: targets are XDP sinks that count exactly what
     1,
     'kernel forwarding: one target, and no stray frame counted',
   );
+  // Two rounds, interleaved: each way's rate is the median (of two: their mean), each ratio taken within a round.
+  assert.equal(b.rounds, 2);
+  for (const run of b.runs) {
+    assert.equal(run.rounds.length, 2, run.mode);
+    assert.ok(
+      Math.abs(run.deliveredPps - (run.rounds[0] + run.rounds[1]) / 2) < 1,
+      `${run.mode}: median of its rounds`,
+    );
+  }
+  const within = [0, 1].map((i) => xdp.rounds[i] / kernel.rounds[i]);
+  assert.deepEqual(b.xdpOver.kernel.rounds, within);
+  assert.ok(Math.abs(b.xdpOver.kernel.median - (within[0] + within[1]) / 2) < 1e-9);
 });
 
 test('dvipa bench failover: dvipa and keepalived die and come back, both partition drills; the figures and chart of each', () => {
