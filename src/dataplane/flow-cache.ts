@@ -29,11 +29,16 @@ const PROTO = crtSlot.fields.find((f) => f.name === 'proto')!.offset;
  * them), not its Maglev hash. `key` is the flow as struct dvipa_flow encodes it.
  */
 export function crtHash(key: Buffer): number {
+  return crtHashAt(key, 0, key[KEY_BYTES]);
+}
+
+/** crt_hash of the addresses and ports at `at` (as struct dvipa_flow and a slot both lay them out) and `proto`. */
+function crtHashAt(b: Buffer, at: number, proto: number): number {
   let h =
-    Math.imul(key.readUInt32LE(0), 0x9e3779b1) ^
-    Math.imul(key.readUInt32LE(4), 0x85ebca77) ^
-    Math.imul(key.readUInt32LE(8), 0xc2b2ae3d) ^
-    key[KEY_BYTES];
+    Math.imul(b.readUInt32LE(at), 0x9e3779b1) ^
+    Math.imul(b.readUInt32LE(at + 4), 0x85ebca77) ^
+    Math.imul(b.readUInt32LE(at + 8), 0xc2b2ae3d) ^
+    proto;
   h ^= h >>> 16;
   h = Math.imul(h, 0x27d4eb2f);
   return (h ^ (h >>> 15)) >>> 0;
@@ -131,6 +136,11 @@ export class FlowCache {
     return n;
   }
 
+  /** The set of the slot at byte offset `at`. */
+  private setAt(at: number): number {
+    return Math.floor(at / SET);
+  }
+
   /** The byte offset of the set of the flow encoded as `key`. */
   private setOf(key: Buffer): number {
     return crtSetOfHash(crtHash(key), this.sets) * SET;
@@ -177,12 +187,15 @@ export class FlowCache {
   rehome(): number {
     let moved = 0;
     for (let at = 0; at < this.sets * SET; at += SLOT) {
-      if (!this.mem[at + PROTO]) continue;
+      const proto = this.mem[at + PROTO];
+      // First from the bytes as they lie, without the protocol (a full cache of 1 Mi slots is
+      // read in milliseconds, not the seconds a protected read of each takes): a slot being
+      // written may look misplaced, and the protected read below decides.
+      if (!proto || this.setAt(at) === crtSetOfHash(crtHashAt(this.mem, at + KEY_AT, proto), this.sets)) continue;
       const e = this.read(at);
       if (!e) continue;
       const key = flowCodec.encode(e[0]);
-      const home = this.setOf(key);
-      if (at >= home && at < home + SET) continue;
+      if (this.setAt(at) * SET === this.setOf(key)) continue;
       // Only if the slot still holds it: a packet may have replaced it since the read.
       if (!this.write(at, undefined, holding(key))) continue;
       this.set(...e);
