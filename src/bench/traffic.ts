@@ -79,7 +79,7 @@ export interface TrafficRun {
   sentPps: number;
   deliveredPps: number;
   perTarget: Record<string, number>;
-  /** Delivered packets per second, sampled, over the way's rounds one after the other. */
+  /** Delivered packets per second, sampled. */
   series: Array<{ t: number; pps: number }>;
   /** deliveredPps / kernel forwarding's. */
   ratio?: number;
@@ -89,6 +89,8 @@ export interface TrafficRun {
 export interface TrafficWay extends TrafficRun {
   /** Delivered packets per second in each round. */
   rounds: number[];
+  /** The rounds' samples one after the other. */
+  series: TrafficRun['series'];
 }
 
 /** XDP's rate over another way's, each round's taken within that round, and their median. */
@@ -309,69 +311,70 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
         [GenAction.Pass]: 'pass',
         [GenAction.Route]: 'redirect',
       };
-      for (let round = 0; round < rounds; round++)
-        for (const [mi, mode] of o.modes.entries()) {
-          const step = round * o.modes.length + mi;
-          setMode(mode);
-          setCtl(mode);
-          // Live runs do not report the program's verdict: one ordinary run checks it first.
-          const dry = l.inside(at.ns, () => sys.progTestRun('gen_udp', genFd, { data: frame, ctxIn, repeat: 1 }));
-          const verdict = XDP_ACTIONS[dry.retval] ?? String(dry.retval);
-          const want = expect[actionOf(mode)];
-          if (verdict !== want) throw new Error(`the generator (${mode}) returned ${verdict}, not ${want}`);
-          setCtl(mode);
-          const start = counts();
-          let last = start;
-          const series: Array<{ t: number; pps: number }> = [];
-          const t0 = process.hrtime.bigint();
-          let lastT = t0;
-          let sent = 0;
-          let slice = 20000;
-          for (;;) {
-            const before = process.hrtime.bigint();
-            l.inside(at.ns, () =>
-              sys.progTestRun('gen_udp', genFd, {
-                data: frame,
-                ctxIn,
-                repeat: slice,
-                flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-                batchSize: 64,
-              }),
-            );
-            sent += slice;
-            const now = process.hrtime.bigint();
-            slice = nextSlice(slice, now - before);
-            if (now - lastT >= 100_000_000n) {
-              const c = counts();
-              const dt = Number(now - lastT) / 1e9;
-              const delta = Object.keys(c).reduce((a, k) => a + c[k] - last[k], 0);
-              series.push({ t: Number(now - t0) / 1e9, pps: delta / dt });
-              last = c;
-              lastT = now;
-            }
-            const elapsed = Number(now - t0) / 1e9;
-            o.onProgress?.((step + Math.min(1, elapsed / o.seconds)) / (rounds * o.modes.length), mode);
-            if (elapsed >= o.seconds) break;
+      /** One way's run, the `step`th of the whole bench (for the progress). */
+      const measure = async (mode: RouterMode, step: number): Promise<TrafficRun> => {
+        setMode(mode);
+        setCtl(mode);
+        // Live runs do not report the program's verdict: one ordinary run checks it first.
+        const dry = l.inside(at.ns, () => sys.progTestRun('gen_udp', genFd, { data: frame, ctxIn, repeat: 1 }));
+        const verdict = XDP_ACTIONS[dry.retval] ?? String(dry.retval);
+        const want = expect[actionOf(mode)];
+        if (verdict !== want) throw new Error(`the generator (${mode}) returned ${verdict}, not ${want}`);
+        setCtl(mode);
+        const start = counts();
+        let last = start;
+        const series: Array<{ t: number; pps: number }> = [];
+        const t0 = process.hrtime.bigint();
+        let lastT = t0;
+        let sent = 0;
+        let slice = 20000;
+        for (;;) {
+          const before = process.hrtime.bigint();
+          l.inside(at.ns, () =>
+            sys.progTestRun('gen_udp', genFd, {
+              data: frame,
+              ctxIn,
+              repeat: slice,
+              flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+              batchSize: 64,
+            }),
+          );
+          sent += slice;
+          const now = process.hrtime.bigint();
+          slice = nextSlice(slice, now - before);
+          if (now - lastT >= 100_000_000n) {
+            const c = counts();
+            const dt = Number(now - lastT) / 1e9;
+            const delta = Object.keys(c).reduce((a, k) => a + c[k] - last[k], 0);
+            series.push({ t: Number(now - t0) / 1e9, pps: delta / dt });
+            last = c;
+            lastT = now;
           }
-          // Let the last frames drain through the softirqs before the final count.
-          await new Promise((r) => setTimeout(r, 200));
-          const end = counts();
-          const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-          const perTarget = Object.fromEntries(Object.keys(end).map((k) => [k, end[k] - start[k]]));
-          const delivered = Object.values(perTarget).reduce((a, b) => a + b, 0);
-          done.push({
-            round,
-            mode,
-            describe: DESCRIBE[mode],
-            sent,
-            delivered,
-            seconds,
-            sentPps: sent / seconds,
-            deliveredPps: delivered / seconds,
-            perTarget,
-            series,
-          });
+          const elapsed = Number(now - t0) / 1e9;
+          o.onProgress?.((step + Math.min(1, elapsed / o.seconds)) / (rounds * o.modes.length), mode);
+          if (elapsed >= o.seconds) break;
         }
+        // Let the last frames drain through the softirqs before the final count.
+        await new Promise((r) => setTimeout(r, 200));
+        const end = counts();
+        const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+        const perTarget = Object.fromEntries(Object.keys(end).map((k) => [k, end[k] - start[k]]));
+        const delivered = Object.values(perTarget).reduce((a, b) => a + b, 0);
+        return {
+          mode,
+          describe: DESCRIBE[mode],
+          sent,
+          delivered,
+          seconds,
+          sentPps: sent / seconds,
+          deliveredPps: delivered / seconds,
+          perTarget,
+          series,
+        };
+      };
+      for (let round = 0; round < rounds; round++)
+        for (const [mi, mode] of o.modes.entries())
+          done.push({ ...(await measure(mode, round * o.modes.length + mi)), round });
       const runs = o.modes.map((mode) => combineRounds(done.filter((r) => r.mode === mode)));
       const base = runs.find((r) => r.mode === 'kernel')?.deliveredPps;
       if (base) for (const r of runs) r.ratio = r.deliveredPps / base;
