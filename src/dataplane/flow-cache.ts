@@ -13,6 +13,7 @@ import { flow as flowCodec, crtSlot, CRT_WAYS, type CrtEntry, type CrtOrigin, ty
 import { mapRef } from '../kernel/object.js';
 import { sys } from '../kernel/sys.js';
 import type { Flow } from '../net/flow.js';
+import { crtHashAt, crtSetOfHash } from '../tables/crt-hash.js';
 
 const SLOT = crtSlot.size;
 const SET = SLOT * CRT_WAYS;
@@ -23,36 +24,14 @@ const KEY_AT = crtSlot.fields.find((f) => f.name === 'saddr')!.offset;
 const KEY_BYTES = 12;
 const PROTO = crtSlot.fields.find((f) => f.name === 'proto')!.offset;
 
-/**
- * The data plane's crt_hash() (bpf/distributor.h): a multiplicative hash of the flow's words as
- * they lie in memory (addresses and ports in network order, read little-endian as x86 loads
- * them), not its Maglev hash. `key` is the flow as struct dvipa_flow encodes it.
- */
+/** The data plane's crt_hash() of a flow as struct dvipa_flow encodes it (`key`). */
 export function crtHash(key: Buffer): number {
   return crtHashAt(key, 0, key[KEY_BYTES]);
-}
-
-/** crt_hash of the addresses and ports at `at` (as struct dvipa_flow and a slot both lay them out) and `proto`. */
-function crtHashAt(b: Buffer, at: number, proto: number): number {
-  let h =
-    Math.imul(b.readUInt32LE(at), 0x9e3779b1) ^
-    Math.imul(b.readUInt32LE(at + 4), 0x85ebca77) ^
-    Math.imul(b.readUInt32LE(at + 8), 0xc2b2ae3d) ^
-    proto;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x27d4eb2f);
-  return (h ^ (h >>> 15)) >>> 0;
 }
 
 /** The set a flow lives in: the data plane's crt_set(). */
 export function crtSetOf(f: Flow, sets: number): number {
   return crtSetOfHash(crtHash(flowCodec.encode(f)), sets);
-}
-
-/** (hash × sets) >> 32 in doubles, exactly: both halves of the product stay below 2^53. */
-export function crtSetOfHash(hash: number, sets: number): number {
-  const high = Math.floor(hash / 0x10000) * sets + Math.floor(((hash % 0x10000) * sets) / 0x10000);
-  return Math.floor(high / 0x10000);
 }
 
 export class FlowCache {

@@ -1,7 +1,8 @@
 /*
  * The flow hash (same vectors as the C of bpf/flowhash.h, compiled for the host) and the
  * Maglev table: balance, weights, disruption when the target set changes, determinism. The
- * service index's placement (its lookup in the kernel: test/kernel/testrun.test.ts).
+ * service index's placement (its lookup in the kernel: test/kernel/testrun.test.ts). How the
+ * CRT cache's hash spreads flows (its agreement with the data plane: testrun.test.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,6 +11,7 @@ import { buildMaglev, buildMaglevIndexed, tableShares } from '../../src/tables/m
 import { MAGLEV_SIZE } from '../../src/tables/maglev.js';
 import { formatIpv4, parseIpv4 } from '../../src/net/addr.js';
 import { buildSvcIndex, svcSlotOf, SVC_PROBES, SVC_SLOTS } from '../../src/tables/svc-index.js';
+import { crtHashAt, crtSetOfHash } from '../../src/tables/crt-hash.js';
 
 test('flow hash matches the C implementation', () => {
   const vectors: Array<[Parameters<typeof flowHash>[0], number]> = [
@@ -177,4 +179,45 @@ test('the service index places keys of one start slot in the slots after it, wra
   );
   assert.throws(() => buildSvcIndex([{ ...entries[0], key: Buffer.alloc(6, 1) }], 20), /do not fit a slot of 20/);
   assert.equal(buildSvcIndex([], 20).length, SVC_SLOTS * 20);
+});
+
+test('the CRT cache hash spreads flows over its sets as a random function would, whatever their shape', () => {
+  // 2^18 flows in 2^16 sets of 4 slots: Poisson(4) per set.
+  const sets = 1 << 16;
+  const n = sets * 4;
+  const expectEmpty = sets * Math.exp(-4);
+  let expectOver = 0;
+  for (let k = 0, p = Math.exp(-4); k < 60; k++, p *= 4 / k) if (k > 4) expectOver += (k - 4) * p * sets;
+  const shapes: Array<[string, (i: number) => [number, number]]> = [
+    ['one client, every source port, then the next /24', (i) => [0xc6120001 + ((i >>> 16) << 8), i & 0xffff]],
+    ['a /14 of clients, 16 ports each', (i) => [0xc6120000 + (i >>> 4), 40000 + (i & 15)]],
+    ['clients one address apart, one port each', (i) => [0xc6120000 + i, 40000]],
+  ];
+  // struct dvipa_flow: saddr, daddr, sport, dport in network order, then the protocol.
+  const key = Buffer.alloc(16);
+  key.writeUInt32BE(0xc000020a, 4);
+  key.writeUInt16BE(443, 10);
+  for (const [shape, flowAt] of shapes) {
+    const load = new Uint16Array(sets);
+    for (let i = 0; i < n; i++) {
+      const [saddr, sport] = flowAt(i);
+      key.writeUInt32BE(saddr >>> 0, 0);
+      key.writeUInt16BE(sport, 8);
+      load[crtSetOfHash(crtHashAt(key, 0, 6), sets)]++;
+    }
+    let empty = 0;
+    let over = 0;
+    for (const l of load) {
+      if (!l) empty++;
+      if (l > 4) over += l - 4;
+    }
+    assert.ok(
+      Math.abs(empty - expectEmpty) < expectEmpty * 0.15,
+      `${shape}: ${empty} empty sets, random: ${Math.round(expectEmpty)}`,
+    );
+    assert.ok(
+      Math.abs(over - expectOver) < expectOver * 0.1,
+      `${shape}: ${over} flows past their set's slots, random: ${Math.round(expectOver)}`,
+    );
+  }
 });
