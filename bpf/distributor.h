@@ -365,18 +365,18 @@ static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 c
 
 /*
  * Where a flow lives in `crt` (dvipa.h): a multiplicative hash of its words, not its Maglev
- * hash. Placement is this node's own business (another node never reads
- * this cache), so it need not be the hash every node agrees on, and an established flow's
- * every packet pays it: three independent multiplies and a final mix instead of lookup3's
- * chain of about forty dependent steps. The Maglev hash is then made only on a miss.
- * src/dataplane/flow-cache.ts places flows with the same function.
+ * hash. Placement is this node's own business (another node never reads this cache), so it
+ * need not be the hash every node agrees on, and an established flow's every packet pays it:
+ * three independent multiplies and a final mix instead of lookup3's chain of about forty
+ * dependent steps. The Maglev hash is then made only on a miss. src/tables/crt-hash.ts is the
+ * same function in user space.
  */
 static __always_inline __u32 crt_hash(const struct dvipa_flow *f)
 {
 	/*
 	 * The addresses in host order: consecutive clients then differ in low bits, which the
 	 * multiply carries up to the bits the set comes from (loaded as they lie, they differed in
-	 * the top byte: 30 % more empty sets than chance for a run of clients). Ports as they lie.
+	 * the top byte: 32 % more empty sets than chance for a run of clients). Ports as they lie.
 	 */
 	__u32 h = (bpf_ntohl(f->saddr) * 0x9e3779b1u) ^ (bpf_ntohl(f->daddr) * 0x85ebca77u) ^
 		  (*(__u32 *)&f->sport * 0xc2b2ae3du) ^ f->proto;

@@ -172,7 +172,7 @@ struct dvipa_crt_entry {
 /*
  * The IPv4 CRT's unconfirmed flows (map `crt`) are a set-associative cache in an array, not a
  * kernel hash map: a flow's set is a hash of its 5-tuple (crt_hash in distributor.h,
- * src/dataplane/flow-cache.ts) and it lives in one of the set's DVIPA_CRT_WAYS slots. A
+ * src/tables/crt-hash.ts) and it lives in one of the set's DVIPA_CRT_WAYS slots. A
  * lookup or an insert is the verifier's inlined array access and a scan of two cache lines,
  * with no helper call, no bucket lock and no LRU list: an LRU hash insert was 80 % of a new
  * connection's cost (docs/benchmarks.md). A set that is full gives up the slot least recently

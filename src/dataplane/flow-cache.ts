@@ -159,7 +159,7 @@ export class FlowCache {
 
   /**
    * Moves every flow found outside its set into it: a cache an older version filled, which
-   * placed flows by their Maglev hash, would otherwise hide them from the new program until
+   * placed flows by another hash (the Maglev hash, before 2026-12-03), would otherwise hide them from the new program until
    * they aged out (their packets then recovered by hash, as new flows). Returns how many moved.
    * Run by the node's agent when it opens the data path, after repair().
    */
