@@ -708,7 +708,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	__be32 target;
 	__be16 proto;
 	int l2len, first = 0, syn = 0, over, lookup, inserted = 0, guarded, rc;
-	__u32 zero = 0, idx, len, hash, ch = 0;
+	__u32 zero = 0, idx, len, ch = 0;
 	__u64 now;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
@@ -813,10 +813,7 @@ again:
 			touch_affinity(svc, iph->saddr, target, idx);
 		count_target(idx, len, 0);
 	} else {
-		const __u32 *slot_idx;
-
-		hash = dvipa_flow_hash(&flow);
-		slot_idx = maglev_slot(svc, hash);
+		const __u32 *slot_idx = maglev_slot(svc, dvipa_flow_hash(&flow));
 
 		if ((svc->flags & DVIPA_SVC_V6_TARGETS) && !over) {
 			int established = established_4in6(ctx, cfg, svc, st, &flow, first, l2len, iph, len);

@@ -115,14 +115,14 @@ export class FlowCache {
     return n;
   }
 
-  /** The set of the slot at byte offset `at`. */
-  private setAt(at: number): number {
-    return Math.floor(at / SET);
-  }
-
   /** The byte offset of the set of the flow encoded as `key`. */
   private setOf(key: Buffer): number {
-    return crtSetOfHash(crtHash(key), this.sets) * SET;
+    return this.setOfHash(crtHash(key));
+  }
+
+  /** The byte offset of the set of a flow of crt_hash `hash`. */
+  private setOfHash(hash: number): number {
+    return crtSetOfHash(hash, this.sets) * SET;
   }
 
   /** The byte offset of the slot in the set at `base` that holds the flow encoded as `key`, if one does. */
@@ -170,11 +170,12 @@ export class FlowCache {
       // First from the bytes as they lie, without the protocol (a full cache of 1 Mi slots is
       // read in milliseconds, not the seconds a protected read of each takes): a slot being
       // written may look misplaced, and the protected read below decides.
-      if (!proto || this.setAt(at) === crtSetOfHash(crtHashAt(this.mem, at + KEY_AT, proto), this.sets)) continue;
+      const base = at - (at % SET);
+      if (!proto || this.setOfHash(crtHashAt(this.mem, at + KEY_AT, proto)) === base) continue;
       const e = this.read(at);
       if (!e) continue;
       const key = flowCodec.encode(e[0]);
-      if (this.setAt(at) * SET === this.setOf(key)) continue;
+      if (this.setOf(key) === base) continue;
       // Only if the slot still holds it: a packet may have replaced it since the read.
       if (!this.write(at, undefined, holding(key))) continue;
       this.set(...e);
