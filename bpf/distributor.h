@@ -364,22 +364,22 @@ static __always_inline void touch_affinity(const struct dvipa_svc *svc, __be32 c
 #define crt_barrier() asm volatile("" ::: "memory")
 
 /*
- * Where a flow lives in `crt` (dvipa.h): a multiplicative hash of its words, not its Maglev
- * hash. Placement is this node's own business (another node never reads this cache), so it
- * need not be the hash every node agrees on, and an established flow's every packet pays it:
- * three independent multiplies and a final mix instead of lookup3's chain of about forty
- * dependent steps. The Maglev hash is then made only on a miss. src/tables/crt-hash.ts is the
- * same function in user space.
+ * Where a flow lives in `crt` (dvipa.h): a multiplicative hash of its words under the cache's
+ * secret `k`, not its Maglev hash. Placement is this node's own business (another node never
+ * reads this cache), so it need not be the hash every node agrees on, and an established
+ * flow's every packet pays it: three independent multiplies and a final mix instead of
+ * lookup3's chain of about forty dependent steps. The Maglev hash is then made only on a miss.
+ * src/tables/crt-hash.ts is the same function in user space.
  */
-static __always_inline __u32 crt_hash(const struct dvipa_flow *f)
+static __always_inline __u32 crt_hash(const struct dvipa_crt_key *k, const struct dvipa_flow *f)
 {
 	/*
 	 * The addresses in host order: consecutive clients then differ in low bits, which the
 	 * multiply carries up to the bits the set comes from (loaded as they lie, they differed in
 	 * the top byte: 32 % more empty sets than chance for a run of clients). Ports as they lie.
 	 */
-	__u32 h = (bpf_ntohl(f->saddr) * 0x9e3779b1u) ^ (bpf_ntohl(f->daddr) * 0x85ebca77u) ^
-		  (*(__u32 *)&f->sport * 0xc2b2ae3du) ^ f->proto;
+	__u32 h = (bpf_ntohl(f->saddr) * k->saddr_mul) ^ (bpf_ntohl(f->daddr) * k->daddr_mul) ^
+		  (*(__u32 *)&f->sport * k->ports_mul) ^ f->proto ^ k->salt;
 
 	h ^= h >> 16;
 	h *= 0x27d4eb2fu;
@@ -387,14 +387,21 @@ static __always_inline __u32 crt_hash(const struct dvipa_flow *f)
 }
 
 /*
- * The set of a flow of crt_hash `h`: the hash reduced to [0, crt_sets) by a multiply and a
- * shift, so any number of sets works. NULL if user space has not said how many sets there are.
+ * The set of flow `f`, its crt_hash in *h: the hash reduced to [0, crt_sets) by a multiply
+ * and a shift, so any number of sets works. NULL while user space has not said how many sets
+ * there are or written the cache's secret (its multipliers are odd, never 0).
  */
-static __always_inline struct dvipa_crt_set *crt_set(const struct dvipa_config *cfg, __u32 h)
+static __always_inline struct dvipa_crt_set *crt_set(const struct dvipa_config *cfg, const struct dvipa_flow *f,
+						     __u32 *h)
 {
-	__u32 i = ((__u64)h * cfg->crt_sets) >> 32;
+	__u32 zero = 0, i;
+	const struct dvipa_crt_key *k = bpf_map_lookup_elem(&crt_key, &zero);
 
-	return cfg->crt_sets ? bpf_map_lookup_elem(&crt, &i) : NULL;
+	if (!k || !k->saddr_mul || !cfg->crt_sets)
+		return NULL;
+	*h = crt_hash(k, f);
+	i = ((__u64)*h * cfg->crt_sets) >> 32;
+	return bpf_map_lookup_elem(&crt, &i);
 }
 
 /*
@@ -798,8 +805,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	 */
 	entry = lookup && !first ? bpf_map_lookup_elem(&crt_est, &flow) : NULL;
 	if (!entry) {
-		ch = crt_hash(&flow);
-		set = over ? NULL : crt_set(cfg, ch);
+		set = over ? NULL : crt_set(cfg, &flow, &ch);
 		if (lookup && set && crt_find(set, &flow, &found))
 			entry = &found;
 	}

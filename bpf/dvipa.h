@@ -203,6 +203,20 @@ struct dvipa_crt_set {
 	struct dvipa_crt_slot way[DVIPA_CRT_WAYS];
 };
 
+/*
+ * The secret of crt_hash (map `crt_key`): three odd multipliers and a salt, one per cache
+ * (src/dataplane/flow-cache.ts derives them), so that someone on the Internet cannot compute
+ * which flows share a set, and aim a few SYNs a second, under any new-flow rate guard, at the
+ * set of one client's flow to push that flow out. All zero until user space writes it: no
+ * flow is cached until then.
+ */
+struct dvipa_crt_key {
+	__u32 saddr_mul;
+	__u32 daddr_mul;
+	__u32 ports_mul;
+	__u32 salt;
+};
+
 /* An IPv6 connection's CRT entry: as dvipa_crt_entry, with a target of either family. */
 struct dvipa_crt6_entry {
 	struct dvipa_in6 target; /* cluster address of the target (IPv4-mapped for an IPv4 target) */

@@ -94,6 +94,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } crt SEC(".maps");
 
+/* The secret placing flows in `crt`'s sets (dvipa.h): one entry, written by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dvipa_crt_key);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} crt_key SEC(".maps");
+
 /* Confirmed connections (see above). Not preallocated: memory follows the connections. Full: counted by the agent, never evicting. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

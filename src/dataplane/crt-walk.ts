@@ -4,7 +4,8 @@
  * is a lease that expires (ownership flaps) while a metrics scraper counts. So counts and
  * listings run in a worker thread, on the same map (a file descriptor is the process's),
  * and the event loop only waits for the answer. The CRT is several tables (bpf/maps_router.h):
- * per family, confirmed connections and the unconfirmed LRU; a flow is in one of them.
+ * per family, confirmed connections and the unconfirmed (IPv4's cache, IPv6's LRU); a flow
+ * is in one of them.
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +22,8 @@ export interface CrtTable {
   fd: number;
   v6?: boolean;
   confirmed?: boolean;
+  /** The IPv4 cache's: the fd of the map its key is in (crt_key). */
+  keyFd?: number;
 }
 
 export interface CrtFilter {
@@ -79,6 +82,11 @@ function walk(
   return { id, total, entries };
 }
 
+function cache(t: CrtTable): FlowCache {
+  if (t.keyFd === undefined) throw new TypeError("the IPv4 cache's table has no keyFd (the fd of its crt_key map)");
+  return new FlowCache('crt', t.fd, 'crt_key', t.keyFd);
+}
+
 if (!isMainThread && (workerData as { crtTables?: CrtTable[] } | null)?.crtTables !== undefined) {
   const specs = (workerData as { crtTables: CrtTable[] }).crtTables;
   const tables: Table[] = specs.map((t) =>
@@ -86,7 +94,7 @@ if (!isMainThread && (workerData as { crtTables?: CrtTable[] } | null)?.crtTable
       ? new BpfMap('crt6', t.fd, flow6, crt6Entry)
       : t.confirmed
         ? new BpfMap('crt_est', t.fd, flow, crtEntry)
-        : new FlowCache('crt', t.fd),
+        : cache(t),
   );
   const confirmed = specs.flatMap((t, i) => (t.confirmed ? [tables[i] as BpfMap<Flow, CrtEntry>] : []));
   parentPort!.on('message', (req: Request) => {

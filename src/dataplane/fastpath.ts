@@ -247,7 +247,7 @@ export class FastPath {
     this.decapRouters6 = new BpfMap('decap_routers6', target.mapFd('decap_routers6'), addr6, u8);
     this.decapServices = new BpfMap('decap_services', target.mapFd('decap_services'), svcKey, u8);
     this.decapServices6 = new BpfMap('decap_services6', target.mapFd('decap_services6'), svc6Key, u8);
-    this.crt = new FlowCache('crt', fd('crt'));
+    this.crt = new FlowCache('crt', fd('crt'), 'crt_key', fd('crt_key'));
     this.crtEst = new BpfMap('crt_est', fd('crt_est'), flow, crtEntry);
     this.crt6 = new BpfMap('crt6', fd('crt6'), flow6, crt6Entry);
     this.crt6Est = new BpfMap('crt6_est', fd('crt6_est'), flow6, crt6Entry);
@@ -594,7 +594,7 @@ export class FastPath {
     return [
       { fd: this.crtEst.fd, confirmed: true },
       { fd: this.crt6Est.fd, v6: true, confirmed: true },
-      { fd: this.crt.fd },
+      { fd: this.crt.fd, keyFd: this.crt.keyFd },
       { fd: this.crt6.fd, v6: true },
     ];
   }

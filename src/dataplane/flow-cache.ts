@@ -9,11 +9,24 @@
  * seqWrite): V8's Atomics are not atomic on memory that is not a SharedArrayBuffer (a test
  * with them left slots claimed for good).
  */
-import { flow as flowCodec, crtSlot, CRT_WAYS, type CrtEntry, type CrtOrigin, type CrtSlot } from './structs.js';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import {
+  flow as flowCodec,
+  crtKey as crtKeyCodec,
+  crtSlot,
+  CRT_WAYS,
+  u32,
+  type CrtEntry,
+  type CrtOrigin,
+  type CrtSlot,
+} from './structs.js';
+import { BpfMap } from './map.js';
+import { DvipaError } from '../errors.js';
 import { mapRef } from '../kernel/object.js';
 import { sys } from '../kernel/sys.js';
 import type { Flow } from '../net/flow.js';
-import { crtHashAt, crtSetOfHash } from '../tables/crt-hash.js';
+import { crtHashAt, crtKeyOf, crtSetOfHash, type CrtKey } from '../tables/crt-hash.js';
 
 const SLOT = crtSlot.size;
 const SET = SLOT * CRT_WAYS;
@@ -23,15 +36,23 @@ const STAMP_SHIFT = 30n;
 const KEY_AT = crtSlot.fields.find((f) => f.name === 'saddr')!.offset;
 const KEY_BYTES = 12;
 const PROTO = crtSlot.fields.find((f) => f.name === 'proto')!.offset;
+const BOOT_ID = '/proc/sys/kernel/random/boot_id';
 
-/** The data plane's crt_hash() of a flow as struct dvipa_flow encodes it (`key`). */
-export function crtHash(key: Buffer): number {
-  return crtHashAt(key, 0, key[KEY_BYTES]);
-}
-
-/** The set a flow lives in: the data plane's crt_set(). */
-export function crtSetOf(f: Flow, sets: number): number {
-  return crtSetOfHash(crtHash(flowCodec.encode(f)), sets);
+/**
+ * The secret of the cache map of id `mapId`: a hash of this boot's random id and the map's id.
+ * Every process that opens the map derives the same key, with nothing stored to race on, for
+ * as long as the map lives (a map id is not reused within a boot, and pins do not outlive
+ * one); no one off the machine knows the boot id, so no one there can tell which flows share
+ * a set.
+ */
+function cacheKey(mapId: number): CrtKey {
+  let boot: string;
+  try {
+    boot = fs.readFileSync(BOOT_ID, 'utf8').trim();
+  } catch (e) {
+    throw new DvipaError(`the CRT cache's key is made from ${BOOT_ID}: ${(e as Error).message}`);
+  }
+  return crtKeyOf(createHash('sha256').update(`dvipa crt_key ${boot} ${mapId}`).digest());
 }
 
 export class FlowCache {
@@ -39,12 +60,17 @@ export class FlowCache {
   /** Slots: the most flows the cache holds. */
   readonly maxEntries: number;
   readonly sets: number;
+  /** The secret placing flows in sets, as the data plane has it (map crt_key). */
+  readonly key: CrtKey;
   private readonly map: ArrayBuffer;
   private readonly mem: Buffer;
 
+  /** The cache `name` (fd `fd`) and the map its key is in (`keyName`, fd `keyFd`), which this writes. */
   constructor(
     name: string,
     readonly fd: number,
+    keyName: string,
+    readonly keyFd: number,
   ) {
     this.name = name;
     const info = sys.mapInfo(name, mapRef(name, fd));
@@ -56,6 +82,16 @@ export class FlowCache {
     this.maxEntries = info.maxEntries * CRT_WAYS;
     this.map = sys.mapMmap(name, fd);
     this.mem = Buffer.from(this.map, 0, this.sets * SET);
+    this.key = cacheKey(info.id);
+    // The same value from every process: a write racing another changes nothing.
+    const keys = new BpfMap(keyName, keyFd, u32, crtKeyCodec);
+    const had = keys.get(0);
+    if (!had || crtKeyCodec.encode(had).compare(crtKeyCodec.encode(this.key)) !== 0) keys.set(0, this.key);
+  }
+
+  /** The index of the set the flow lives in: the data plane's crt_set(). */
+  setIndex(f: Flow): number {
+    return this.setOf(flowCodec.encode(f)) / SET;
   }
 
   get(f: Flow): CrtEntry | undefined {
@@ -117,7 +153,7 @@ export class FlowCache {
 
   /** The byte offset of the set of the flow encoded as `key`. */
   private setOf(key: Buffer): number {
-    return this.setOfHash(crtHash(key));
+    return this.setOfHash(crtHashAt(key, 0, key[KEY_BYTES], this.key));
   }
 
   /** The byte offset of the set of a flow of crt_hash `hash`. */
@@ -159,9 +195,10 @@ export class FlowCache {
 
   /**
    * Moves every flow found outside its set into it: a cache an older version filled, which
-   * placed flows by another hash (the Maglev hash, before 2026-12-03), would otherwise hide them from the new program until
-   * they aged out (their packets then recovered by hash, as new flows). Returns how many moved.
-   * Run by the node's agent when it opens the data path, after repair().
+   * placed flows by another hash (the Maglev hash, then until 2026-12-03 an unkeyed one), would
+   * otherwise hide them from the new program until they aged out (their packets then recovered
+   * by hash, as new flows). Returns how many moved. Run by the node's agent when it opens the
+   * data path, after repair().
    */
   rehome(): number {
     let moved = 0;
@@ -171,7 +208,7 @@ export class FlowCache {
       // read in milliseconds, not the seconds a protected read of each takes): a slot being
       // written may look misplaced, and the protected read below decides.
       const base = at - (at % SET);
-      if (!proto || this.setOfHash(crtHashAt(this.mem, at + KEY_AT, proto)) === base) continue;
+      if (!proto || this.setOfHash(crtHashAt(this.mem, at + KEY_AT, proto, this.key)) === base) continue;
       const e = this.read(at);
       if (!e) continue;
       const key = flowCodec.encode(e[0]);

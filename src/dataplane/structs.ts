@@ -5,6 +5,7 @@
 import { scalar, struct, type Struct } from './codec.js';
 import { ipFamily, parseIpv4, parseIpv6 } from '../net/addr.js';
 import type { Flow } from '../net/flow.js';
+import type { CrtKey } from '../tables/crt-hash.js';
 
 /** A fencing deadline long past (DVIPA_FENCE_EXPIRED): the node answers no more for the DVIPA. */
 export const FENCE_EXPIRED = 1n;
@@ -155,6 +156,14 @@ export const crtSlot = struct<CrtSlot>('dvipa_crt_slot', [
   ['ref', 'u8'],
   ['pad', { pad: 1 }],
   ['createdS', 'u32'],
+]);
+
+/** The secret placing flows in the cache's sets (map crt_key; FlowCache writes it). */
+export const crtKey = struct<CrtKey>('dvipa_crt_key', [
+  ['saddrMul', 'u32'],
+  ['daddrMul', 'u32'],
+  ['portsMul', 'u32'],
+  ['salt', 'u32'],
 ]);
 
 /** An IPv6 connection's CRT entry (map crt6): as CrtEntry, `target` of either family. */

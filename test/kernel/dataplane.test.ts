@@ -12,16 +12,18 @@ import { spawnSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { FastPath } from '../../src/dataplane/fastpath.js';
-import { crtSetOf } from '../../src/dataplane/flow-cache.js';
 import { CrtWalker } from '../../src/dataplane/crt-walk.js';
+import { BpfMap } from '../../src/dataplane/map.js';
 import { MapCounter } from '../../src/dataplane/map-count.js';
 import { SyscallError } from '../../src/kernel/errors.js';
 import {
   CrtOrigin,
   CRT_WAYS,
   crtEntry,
+  crtKey,
   crtSlot,
   flow as flowCodec,
+  u32,
   MAX_SERVICES,
   type CrtEntry,
 } from '../../src/dataplane/structs.js';
@@ -205,6 +207,41 @@ test('a cache slot a killed writer left claimed is emptied by the next repair, a
   }
 });
 
+test("the cache's key: one per map, the same for every process that opens it, written back if lost", () => {
+  const a = scratchPinRoot('crtkeya');
+  const b = scratchPinRoot('crtkeyb');
+  const opened: FastPath[] = [];
+  const open = (pinRoot: string) => opened[opened.push(FastPath.open({ pinRoot, crtMaxEntries: 1024 })) - 1];
+  try {
+    const fa = open(a.pinRoot);
+    const again = open(a.pinRoot);
+    const fb = open(b.pinRoot);
+    assert.deepEqual(again.crt.key, fa.crt.key, 'the same map: the same key');
+    assert.notDeepEqual(fb.crt.key, fa.crt.key, 'another map: another key');
+    const inKernel = (fp: FastPath) => new BpfMap('crt_key', fp.crt.keyFd, u32, crtKey);
+    assert.deepEqual(inKernel(fa).get(0), fa.crt.key, 'the data plane has the key user space places flows by');
+    assert.deepEqual(inKernel(fb).get(0), fb.crt.key);
+    // 256 flows over 256 sets under two keys: about one shares its set's index by chance.
+    const flows = Array.from({ length: 256 }, (_, i) => ({
+      saddr: formatIpv4(0xc6120000 + i),
+      daddr: '192.0.2.10',
+      sport: 40000,
+      dport: 80,
+      proto: 6,
+    }));
+    const same = flows.filter((f) => fa.crt.setIndex(f) === fb.crt.setIndex(f)).length;
+    assert.ok(same < 8, `${same} of 256 flows in the same set under both keys`);
+    // Lost (a hand edit, pins a version without it left): written back by the next opener.
+    inKernel(fa).set(0, { saddrMul: 0, daddrMul: 0, portsMul: 0, salt: 0 });
+    open(a.pinRoot);
+    assert.deepEqual(inKernel(fa).get(0), fa.crt.key);
+  } finally {
+    for (const fp of opened) fp.close();
+    a.remove();
+    b.remove();
+  }
+});
+
 test('flows an older version placed outside their sets are moved home by rehome(), and found again', () => {
   const p = scratchPinRoot('crthome');
   const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 1024 });
@@ -217,7 +254,7 @@ test('flows an older version placed outside their sets are moved home by rehome(
       proto: 17,
     }));
     const e: CrtEntry = { target: '198.18.1.1', svcId: 3, origin: CrtOrigin.First, targetIdx: 2, createdNs: 1n << 40n };
-    const home = (f: Flow) => crtSetOf(f, fp.crt.sets);
+    const home = (f: Flow) => fp.crt.setIndex(f);
     const setBytes = CRT_WAYS * crtSlot.size;
     // Each flow in slot 0 of the set after its own, as a version that placed by another hash left it.
     const mem = Buffer.from(sys.mapMmap('crt', fp.crt.fd));
@@ -485,7 +522,10 @@ test('the CRT walker lists and counts both CRTs, the IPv6 one beside the IPv4 on
   const p = scratchPinRoot('walk6');
   t.after(() => p.remove());
   const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 4096 });
-  const walker = new CrtWalker([{ fd: fp.crt.fd }, { fd: fp.crt6.fd, v6: true }]);
+  const walker = new CrtWalker([
+    { fd: fp.crt.fd, keyFd: fp.crt.keyFd },
+    { fd: fp.crt6.fd, v6: true },
+  ]);
   try {
     const entry = (target: string): CrtEntry => ({
       target,

@@ -22,6 +22,7 @@ const ROUTER = [
   'fence',
   'maglev',
   'crt',
+  'crt_key',
   'crt_est',
   'flow_rate',
   'affinity',

@@ -10,11 +10,13 @@ import { FastPath } from '../../src/dataplane/fastpath.js';
 import { serviceName, type Service } from '../../src/net/service.js';
 import {
   CrtOrigin,
+  crtKey,
   FENCE_DRAIN,
   FENCE_EXPIRED,
   flow as flowCodec,
   SVC_UNFENCED,
   svcKey,
+  u32,
   type Reason,
 } from '../../src/dataplane/structs.js';
 import { MAGLEV_SIZE } from '../../src/tables/maglev.js';
@@ -26,8 +28,9 @@ import { netnsPath, nsIp, sysctl } from '../../src/lab/netns.js';
 import { buildFrame, buildIpv4, buildRawFrame, parseFrame, type FrameSpec } from '../../src/net/packet.js';
 import { buildMaglev } from '../../src/tables/maglev.js';
 import { flowHash } from '../../src/tables/flowhash.js';
-import { crtHash, crtSetOf } from '../../src/dataplane/flow-cache.js';
-import { crtSetOfHash } from '../../src/tables/crt-hash.js';
+import { crtHashAt, crtKeyOf, crtSetOfHash, type CrtKey } from '../../src/tables/crt-hash.js';
+import * as crypto from 'node:crypto';
+import { BpfMap } from '../../src/dataplane/map.js';
 import { formatIpv4 } from '../../src/net/addr.js';
 import { requireRoot, scratchPinRoot } from '../helpers/env.js';
 import { assertUdpNeverConfirmed, openRoutingNode, type RoutingNode } from '../helpers/routing-node.js';
@@ -223,16 +226,17 @@ describe('distributor', () => {
     }
   });
 
-  test('a full set of the CRT cache gives up a slot no packet used: a flow that keeps sending outlives a flood into its set', () => {
-    // Flows that share one set (4 slots): from the fifth on, every insert takes a slot.
-    const flowAt = (saddr: number, sport: number) => ({
-      saddr: formatIpv4(saddr),
-      daddr: VIP,
-      sport,
-      dport: 80,
-      proto: 6,
-    });
-    const home = crtSetOf(flowAt(0xc6120000, 42000), fp.crt.sets);
+  /** A flow to the VIP's port 80 from `saddr`:`sport`. */
+  const flowAt = (saddr: number, sport: number) => ({
+    saddr: formatIpv4(saddr),
+    daddr: VIP,
+    sport,
+    dport: 80,
+    proto: 6,
+  });
+
+  /** 16 flows from 198.18.0.0/15 that crt_hash under `k` puts in `home`, the set of one flow among fp.crt's sets. */
+  function sameSet(home: number, k: CrtKey): Array<ReturnType<typeof flowAt>> {
     const same: Array<ReturnType<typeof flowAt>> = [];
     // One encoded flow, its source and port rewritten in place: millions of tries take a second.
     const key = flowCodec.encode(flowAt(0, 0));
@@ -240,8 +244,14 @@ describe('distributor', () => {
       for (let a = 0xc6120001; a < 0xc6140000 && same.length < 16; a++) {
         key.writeUInt32BE(a, 0);
         key.writeUInt16BE(sport, 8);
-        if (crtSetOfHash(crtHash(key), fp.crt.sets) === home) same.push(flowAt(a, sport));
+        if (crtSetOfHash(crtHashAt(key, 0, 6, k), fp.crt.sets) === home) same.push(flowAt(a, sport));
       }
+    return same;
+  }
+
+  test('a full set of the CRT cache gives up a slot no packet used: a flow that keeps sending outlives a flood into its set', () => {
+    // Flows that share one set (4 slots): from the fifth on, every insert takes a slot.
+    const same = sameSet(fp.crt.setIndex(flowAt(0xc6120000, 42000)), fp.crt.key);
     const kept = flowAt(0xc6120000, 42000);
     const frame = (f: ReturnType<typeof flowAt>, tcpFlags: FrameSpec['tcpFlags']) =>
       buildFrame({ ...f, tcpFlags, df: true, payload: tcpFlags?.ack ? 10 : 0 });
@@ -262,6 +272,52 @@ describe('distributor', () => {
     assert.equal(left.length, 3, `the set's other slots hold 3 of the ${same.length} SYNs sent into it`);
     assert.ok(left.includes(same.at(-1)!), 'among them the last one');
     for (const f of [kept, ...same]) fp.crt.delete(f);
+  });
+
+  test("SYNs aimed at an idle flow's set without the cache's key miss it: the flow keeps its slot", () => {
+    const victim = flowAt(0xc6120000, 42100);
+    fp.crt.delete(victim);
+    const syn1 = buildFrame({ ...victim, tcpFlags: { syn: true }, df: true });
+    const target = assertEncapsulated(run(syn1).frame, syn1);
+    // What an outsider can compute: the sets under the previous version's unkeyed multipliers,
+    // or under another node's key (the test's own draw); 16 SYNs each would have taken its set.
+    const guesses: Array<[string, CrtKey]> = [
+      ['unkeyed', { saddrMul: 0x9e3779b1, daddrMul: 0x85ebca77, portsMul: 0xc2b2ae3d, salt: 0 }],
+      ['another key', crtKeyOf(crypto.randomBytes(16))],
+    ];
+    for (const [guess, k] of guesses) {
+      const aimed = sameSet(crtSetOfHash(crtHashAt(flowCodec.encode(victim), 0, 6, k), fp.crt.sets), k);
+      for (const f of aimed) {
+        const s = buildFrame({ ...f, tcpFlags: { syn: true }, df: true });
+        assertEncapsulated(run(s).frame, s);
+      }
+      const hit = aimed.filter((f) => fp.crt.setIndex(f) === fp.crt.setIndex(victim)).length;
+      assert.ok(hit < 4, `${guess}: ${hit} of the 16 SYNs landed in the victim's set`);
+      assert.deepEqual([fp.crt.get(victim)?.target, fp.crt.get(victim)?.origin], [target, CrtOrigin.First], guess);
+      for (const f of aimed) fp.crt.delete(f);
+    }
+    fp.crt.delete(victim);
+  });
+
+  test('with no key in crt_key nothing is cached: a SYN goes to its Maglev target, counted as hashed alone', () => {
+    const keys = new BpfMap('crt_key', fp.crt.keyFd, u32, crtKey);
+    const flow = { saddr: CLIENT, daddr: VIP, sport: 40005, dport: 80, proto: 6 };
+    const id = fp.serviceId(web)!;
+    const frame = syn({ sport: 40005 });
+    keys.set(0, { saddrMul: 0, daddrMul: 0, portsMul: 0, salt: 0 });
+    try {
+      const before = fp.serviceStats(id);
+      const cached = fp.crt.count();
+      assert.equal(assertEncapsulated(run(frame).frame, frame), predicted(equal, flow));
+      const now = fp.serviceStats(id);
+      assert.deepEqual([now.crtGuarded - before.crtGuarded, now.crtNew - before.crtNew], [1n, 0n]);
+      assert.equal(fp.crt.count(), cached, 'nothing cached');
+    } finally {
+      keys.set(0, fp.crt.key);
+    }
+    run(frame);
+    assert.equal(fp.crt.get(flow)?.origin, CrtOrigin.First, 'the key back, cached where user space looks');
+    fp.crt.delete(flow);
   });
 
   test('the agent and the data plane write the cache by one protocol: neither ever takes half of a slot the other writes', async (t) => {

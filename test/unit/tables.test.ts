@@ -6,12 +6,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as crypto from 'node:crypto';
 import { flowHash, flowHash6, hash4, ipv6Words } from '../../src/tables/flowhash.js';
 import { buildMaglev, buildMaglevIndexed, tableShares } from '../../src/tables/maglev.js';
 import { MAGLEV_SIZE } from '../../src/tables/maglev.js';
 import { formatIpv4, parseIpv4 } from '../../src/net/addr.js';
 import { buildSvcIndex, svcSlotOf, SVC_PROBES, SVC_SLOTS } from '../../src/tables/svc-index.js';
-import { crtHashAt, crtSetOfHash } from '../../src/tables/crt-hash.js';
+import { crtHashAt, crtKeyOf, crtSetOfHash } from '../../src/tables/crt-hash.js';
 
 test('flow hash matches the C implementation', () => {
   const vectors: Array<[Parameters<typeof flowHash>[0], number]> = [
@@ -181,7 +182,15 @@ test('the service index places keys of one start slot in the slots after it, wra
   assert.equal(buildSvcIndex([], 20).length, SVC_SLOTS * 20);
 });
 
-test('the CRT cache hash spreads flows over its sets as a random function would, whatever their shape', () => {
+test('a CRT cache key has odd multipliers, from 16 secret bytes or more', () => {
+  const k = crtKeyOf(Buffer.alloc(16));
+  assert.deepEqual(k, { saddrMul: 1, daddrMul: 1, portsMul: 1, salt: 0 });
+  const all = crtKeyOf(Buffer.alloc(32, 0xff));
+  assert.deepEqual(all, { saddrMul: 0xffffffff, daddrMul: 0xffffffff, portsMul: 0xffffffff, salt: 0xffffffff });
+  assert.throws(() => crtKeyOf(Buffer.alloc(15)), /16 secret bytes, not 15/);
+});
+
+test('the CRT cache hash spreads flows over its sets as a random function would, whatever their shape or key', () => {
   // 2^18 flows in 2^16 sets of 4 slots: Poisson(4) per set.
   const sets = 1 << 16;
   const n = sets * 4;
@@ -197,13 +206,18 @@ test('the CRT cache hash spreads flows over its sets as a random function would,
   const key = Buffer.alloc(16);
   key.writeUInt32BE(0xc000020a, 4);
   key.writeUInt16BE(443, 10);
-  for (const [shape, flowAt] of shapes) {
+  // Two caches' keys, as their nodes would draw them.
+  const keys = ['one node', 'another'].map(
+    (s) => [s, crtKeyOf(crypto.createHash('sha256').update(s).digest())] as const,
+  );
+  for (const [[name, flowAt], [node, k]] of shapes.flatMap((sh) => keys.map((k) => [sh, k] as const))) {
+    const shape = `${name}, ${node}'s key`;
     const load = new Uint16Array(sets);
     for (let i = 0; i < n; i++) {
       const [saddr, sport] = flowAt(i);
       key.writeUInt32BE(saddr >>> 0, 0);
       key.writeUInt16BE(sport, 8);
-      load[crtSetOfHash(crtHashAt(key, 0, 6), sets)]++;
+      load[crtSetOfHash(crtHashAt(key, 0, 6, k), sets)]++;
     }
     let empty = 0;
     let over = 0;
