@@ -131,10 +131,13 @@ test('the kernel counts the confirmed CRT as a walk does; the cache of unconfirm
     assert.ok(cached < entries.length && cached > 0.75 * fp.crt.maxEntries, `the cache holds ${cached}`);
     assert.equal(cached, [...fp.crt.entries()].length);
     assert.deepEqual(fp.crt.get(entries.at(-1)![0]), entries.at(-1)![1], 'the last flow written is there');
-    // Confirmed: into crt_est, out of the cache.
+    // Confirmed: into crt_est, out of the cache. Two of the last 100 may share a full set, and
+    // then the later took the earlier's slot: which do depends on the cache's key.
     const last = entries.slice(-100);
+    const lastCached = last.filter(([k]) => fp.crt.get(k) !== undefined).length;
+    assert.ok(lastCached > 90, `${lastCached} of the last 100 flows written are in the cache`);
     assert.deepEqual(fp.confirm(last), []);
-    assert.equal(fp.crt.count(), cached - 100);
+    assert.equal(fp.crt.count(), cached - lastCached);
     assert.ok(last.every(([k]) => fp.crt.get(k) === undefined));
     if (!counter) return t.diagnostic(`Linux ${os.release()}: no count by the kernel; walked`);
     assert.equal(counter.count(), fp.crtEst.count());
@@ -246,15 +249,20 @@ test('flows an older version placed outside their sets are moved home by rehome(
   const p = scratchPinRoot('crthome');
   const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 1024 });
   try {
-    const flows: Flow[] = [0, 1, 2, 3, 4].map((i) => ({
-      saddr: `198.18.0.${i + 1}`,
-      daddr: '192.0.2.10',
-      sport: 40000 + i,
-      dport: 80,
-      proto: 17,
-    }));
-    const e: CrtEntry = { target: '198.18.1.1', svcId: 3, origin: CrtOrigin.First, targetIdx: 2, createdNs: 1n << 40n };
     const home = (f: Flow) => fp.crt.setIndex(f);
+    // Five flows in five sets, none of them the set after another's (where each is put astray
+    // below): which flows those are depends on the cache's key.
+    const flows: Flow[] = [];
+    const taken = new Set<number>();
+    for (let i = 0; flows.length < 5; i++) {
+      const f = { saddr: `198.18.0.${i + 1}`, daddr: '192.0.2.10', sport: 40000 + i, dport: 80, proto: 17 };
+      const h = home(f);
+      const next = (h + 1) % fp.crt.sets;
+      if (taken.has(h) || taken.has(next)) continue;
+      flows.push(f);
+      taken.add(h).add(next);
+    }
+    const e: CrtEntry = { target: '198.18.1.1', svcId: 3, origin: CrtOrigin.First, targetIdx: 2, createdNs: 1n << 40n };
     const setBytes = CRT_WAYS * crtSlot.size;
     // Each flow in slot 0 of the set after its own, as a version that placed by another hash left it.
     const mem = Buffer.from(sys.mapMmap('crt', fp.crt.fd));
