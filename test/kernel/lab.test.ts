@@ -65,7 +65,13 @@ test('dvipa lab demo: traffic on all three targets, a takeover and a takeback, n
     http: Record<string, Record<string, number>>;
     longLived: { count: number; perTarget: Record<string, number> };
     takeover: { firstNewConnectionMs: number; allAnsweringMs: number; reset: number; newFailed: number };
-    takeback: { reset: number; newFailed: number; retransmissions: number };
+    takeback: {
+      reset: number;
+      newFailed: number;
+      retransmissions: number;
+      synRetransmissions: number;
+      dvipaRetransmissions: number;
+    };
   }
   const report = JSON.parse(r.stdout) as Family & { ok: boolean; problems: string[]; ipv6: Family & { dvipa: string } };
   assert.deepEqual(report.problems, []);
@@ -89,10 +95,21 @@ test('dvipa lab demo: traffic on all three targets, a takeover and a takeback, n
       f.takeover.allAnsweringMs <= BOUND.allAnsweringMs,
       `${family}: long-lived connections answering after ${f.takeover.allAnsweringMs} ms; bound ${BOUND.allAnsweringMs}`,
     );
+    // At the takeback, what the README says: no SYN retransmitted and no segment of the DVIPA's
+    // open connections retransmitted. Segments of connections that ended within the window are
+    // the namespace's, of both families and no connection: shown, not judged, as the verdict
+    // (procs.ts lossProblems, since cf968b0); a CI run of 2026-12-03 had 3 such, none of the DVIPA's.
     assert.deepEqual(
-      [f.takeover.reset, f.takeover.newFailed, f.takeback.reset, f.takeback.newFailed, f.takeback.retransmissions],
-      [0, 0, 0, 0, 0],
-      family,
+      [
+        f.takeover.reset,
+        f.takeover.newFailed,
+        f.takeback.reset,
+        f.takeback.newFailed,
+        f.takeback.synRetransmissions,
+        f.takeback.dvipaRetransmissions,
+      ],
+      [0, 0, 0, 0, 0, 0],
+      `${family} (takeback: ${f.takeback.retransmissions} segments retransmitted in the client's namespace)`,
     );
   }
   assert.deepEqual(leftovers(), [], 'the demo took its lab down');
