@@ -83,10 +83,8 @@ export class FlowCache {
     this.map = sys.mapMmap(name, fd);
     this.mem = Buffer.from(this.map, 0, this.sets * SET);
     this.key = cacheKey(info.id);
-    // The same value from every process: a write racing another changes nothing.
-    const keys = new BpfMap(keyName, keyFd, u32, crtKeyCodec);
-    const had = keys.get(0);
-    if (!had || crtKeyCodec.encode(had).compare(crtKeyCodec.encode(this.key)) !== 0) keys.set(0, this.key);
+    // The same value from every process: a write racing another, or over the key already there, changes nothing.
+    new BpfMap(keyName, keyFd, u32, crtKeyCodec).set(0, this.key);
   }
 
   /** The index of the set the flow lives in: the data plane's crt_set(). */
