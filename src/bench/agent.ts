@@ -120,8 +120,11 @@ const OBSERVER_CHILD = '--dvipa-bench-agent-observer';
 const IDLE_CHILD = '--dvipa-bench-agent-idle';
 const KEY = Buffer.alloc(32, 1);
 
-/** What the target child says: connected ('up'), and at the end what it sent and saw. */
-type TargetReport = { up: true } | { resyncs: number; stayedConnected: boolean };
+/**
+ * What the target child says: each second it is not yet connected, what its transport refused
+ * (why it is not); then connected ('up'); at the end what it sent and saw.
+ */
+type TargetReport = { dialing: Record<string, number> } | { up: true } | { resyncs: number; stayedConnected: boolean };
 /** What the watcher of etcd says: watching (and the owner key then), and at the end what it saw. */
 type ObserverReport = { watching: true; before?: OwnerKey } | OwnershipSeen;
 /** What the idle child says: measuring, and at the end its loop delay. */
@@ -138,7 +141,10 @@ async function runTarget(port: number): Promise<void> {
   await target.start();
   let downs = 0;
   target.on('peerDown', () => downs++);
-  while (!target.connected('r1')) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 1; !target.connected('r1'); i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    if (i % 50 === 0) process.send!({ dialing: target.drops } satisfies TargetReport);
+  }
   const added: ConnRef[] = Array.from({ length: MAX_CONNS_PER_MESSAGE }, (_, i) => ({
     saddr: `10.200.${i >> 8}.${i & 255}`,
     daddr: DVIPA,
@@ -256,7 +262,7 @@ class Child<Report> {
     this.proc.once('exit', () => this.waiting?.());
   }
 
-  private get exited(): boolean {
+  get exited(): boolean {
     return this.proc.exitCode !== null || this.proc.signalCode !== null;
   }
 
@@ -331,6 +337,32 @@ function etcdWarnings(log: string): string[] {
     .map((l) => l.slice(0, 300));
 }
 
+/**
+ * The target child connected to the agent; if it is not within 20 s (a few hundred ms
+ * when well), why not: what its transport and the agent's refused.
+ */
+async function connected(target: Child<TargetReport>, metricsAddress: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  let dialing: Record<string, number> = {};
+  try {
+    for (;;) {
+      const m = await target.next('the target', Math.max(0, deadline - Date.now()));
+      if (!('dialing' in m)) return;
+      dialing = m.dialing;
+    }
+  } catch (e) {
+    const agent = await scrape(metricsAddress).then(
+      ({ text }) => text.split('\n').filter((l) => l.startsWith('dvipa_message_rejects_total')),
+      (err: Error) => [`no scrape: ${err.message}`],
+    );
+    throw new Error(
+      `the target did not connect to the agent within 20 s (${target.exited ? 'it exited' : 'still dialling'}); ` +
+        `its transport refused ${JSON.stringify(dialing)}; the agent's refusals: ${agent.join(', ') || 'none'}`,
+      { cause: e },
+    );
+  }
+}
+
 /** The agent's epoch once it owns the DVIPA. */
 async function owning(agent: Agent, ms: number): Promise<number> {
   const deadline = Date.now() + ms;
@@ -388,7 +420,7 @@ export async function benchAgent(o: {
       ha: { etcd: { endpoints: [etcd.url], ttlSec: o.leaseTtlSec } },
     });
     await agent.start();
-    await target.next('the target connecting to the agent', 10_000);
+    await connected(target, metricsAddress);
     const epoch = await owning(agent, 30_000);
     observer = new Child<ObserverReport>(OBSERVER_CHILD, [etcd.url]);
     const watching = await observer.next('the watcher of etcd', 10_000);
