@@ -217,10 +217,11 @@ test('forged member records and 10,000 junk ones: each refused and counted, the 
       ],
     );
     // Still serving (every connection answered), and t1, dropped while its record was the
-    // forger's, back among the targets within 30 s.
+    // forger's, back among the targets within 30 s. Batches until every target has answered:
+    // ten connections miss one of three targets 1.7 % of the time (a CI run met it).
     const served = new Set<string>();
     const back = Date.now() + 30000;
-    while (!served.has('t1')) {
+    while (!['t1', 't2', 't3'].every((n) => served.has(n))) {
       if (Date.now() > back) {
         const about = (n: string) =>
           fleet.logs[n]
@@ -228,7 +229,7 @@ test('forged member records and 10,000 junk ones: each refused and counted, the 
             .slice(-8)
             .map((l) => JSON.stringify(l));
         assert.fail(
-          `t1 never served again (${[...served].join(' ')}); r1's members: ${JSON.stringify((await members('r1')).members)}\n` +
+          `not every target served within 30 s (${[...served].join(' ')}); r1's members: ${JSON.stringify((await members('r1')).members)}\n` +
             `r1: ${about('r1').join('\n')}\nt1: ${fleet.logs.t1
               .slice(-12)
               .map((l) => JSON.stringify(l))
@@ -237,7 +238,6 @@ test('forged member records and 10,000 junk ones: each refused and counted, the 
       }
       for (const n of names(await client.open(DVIPA, PORT, 10))) served.add(n);
     }
-    assert.ok(served.has('t2') && served.has('t3'), [...served].join(' '));
     for (const n of ['r1', 'r2', 't1', 't2', 't3'])
       assert.equal(fleet.procs[n].exitCode, null, `${n} is running: ${JSON.stringify(fleet.logs[n].slice(-3))}`);
     t.diagnostic(`r1's RSS: ${rssBefore.toFixed(0)} MB before the ${JUNK} records, ${rssMb('r1').toFixed(0)} MB after`);
