@@ -124,7 +124,7 @@ const KEY = Buffer.alloc(32, 1);
  * What the target child says: each second it is not yet connected, what its transport refused
  * (why it is not); then connected ('up'); at the end what it sent and saw.
  */
-type TargetReport = { dialing: Record<string, number> } | { up: true } | { resyncs: number; stayedConnected: boolean };
+type TargetReport = { dialling: Record<string, number> } | { up: true } | { resyncs: number; stayedConnected: boolean };
 /** What the watcher of etcd says: watching (and the owner key then), and at the end what it saw. */
 type ObserverReport = { watching: true; before?: OwnerKey } | OwnershipSeen;
 /** What the idle child says: measuring, and at the end its loop delay. */
@@ -143,7 +143,7 @@ async function runTarget(port: number): Promise<void> {
   target.on('peerDown', () => downs++);
   for (let i = 1; !target.connected('r1'); i++) {
     await new Promise((r) => setTimeout(r, 20));
-    if (i % 50 === 0) process.send!({ dialing: target.drops } satisfies TargetReport);
+    if (i % 50 === 0) process.send!({ dialling: target.drops } satisfies TargetReport);
   }
   const added: ConnRef[] = Array.from({ length: MAX_CONNS_PER_MESSAGE }, (_, i) => ({
     saddr: `10.200.${i >> 8}.${i & 255}`,
@@ -343,12 +343,12 @@ function etcdWarnings(log: string): string[] {
  */
 async function connected(target: Child<TargetReport>, metricsAddress: string): Promise<void> {
   const deadline = Date.now() + 20_000;
-  let dialing: Record<string, number> = {};
+  let dialling: Record<string, number> = {};
   try {
     for (;;) {
       const m = await target.next('the target', Math.max(0, deadline - Date.now()));
-      if (!('dialing' in m)) return;
-      dialing = m.dialing;
+      if (!('dialling' in m)) return;
+      dialling = m.dialling;
     }
   } catch (e) {
     const agent = await scrape(metricsAddress).then(
@@ -357,7 +357,7 @@ async function connected(target: Child<TargetReport>, metricsAddress: string): P
     );
     throw new Error(
       `the target did not connect to the agent within 20 s (${target.exited ? 'it exited' : 'still dialling'}); ` +
-        `its transport refused ${JSON.stringify(dialing)}; the agent's refusals: ${agent.join(', ') || 'none'}`,
+        `its transport refused ${JSON.stringify(dialling)}; the agent's refusals: ${agent.join(', ') || 'none'}`,
       { cause: e },
     );
   }
