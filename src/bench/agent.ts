@@ -337,12 +337,15 @@ function etcdWarnings(log: string): string[] {
     .map((l) => l.slice(0, 300));
 }
 
+/** How long the target child may take to connect to the agent (a few hundred ms when well). */
+const CONNECT_MS = 20_000;
+
 /**
- * The target child connected to the agent; if it is not within 20 s (a few hundred ms
- * when well), why not: what its transport and the agent's refused.
+ * The target child connected to the agent; if it is not within CONNECT_MS, why not: what its
+ * transport and the agent's refused.
  */
 async function connected(target: Child<TargetReport>, metricsAddress: string): Promise<void> {
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + CONNECT_MS;
   let dialling: Record<string, number> = {};
   try {
     for (;;) {
@@ -356,7 +359,7 @@ async function connected(target: Child<TargetReport>, metricsAddress: string): P
       (err: Error) => [`no scrape: ${err.message}`],
     );
     throw new Error(
-      `the target did not connect to the agent within 20 s (${target.exited ? 'it exited' : 'still dialling'}); ` +
+      `the target did not connect to the agent within ${CONNECT_MS / 1000} s (${target.exited ? 'it exited' : 'still dialling'}); ` +
         `its transport refused ${JSON.stringify(dialling)}; the agent's refusals: ${agent.join(', ') || 'none'}`,
       { cause: e },
     );
