@@ -56,8 +56,11 @@ const GROUPS: Record<string, { cmd: string; limit: number }> = {
   ike: { cmd: `${NODE} dist/test/kernel/ipsec-ike.test.js`, limit: 600 },
 };
 const MARK = '@@kernel-lab';
+const LAB = path.join(ROOT, 'scripts', 'kernel-lab');
+/** How long the guest may take to come up, each of the (at most) two boots. */
+const BOOT_LIMIT = 120;
 /** The lab's whole budget: every group's limit and two boots. */
-const BUDGET = Object.values(GROUPS).reduce((sum, g) => sum + g.limit, 0) + 2 * 120;
+const BUDGET = Object.values(GROUPS).reduce((sum, g) => sum + g.limit, 0) + 2 * BOOT_LIMIT;
 /** For bash: a word in single quotes. */
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
@@ -76,8 +79,8 @@ function lab(group: string): { code: number; out: string; seconds?: number } {
       )
       .join('; ');
     const r = spawnSync(
-      path.join(ROOT, 'scripts', 'kernel-lab'),
-      ['--timeout', String(BUDGET), '--boot-timeout', '120', '--', 'bash', '-c', script],
+      LAB,
+      ['--timeout', String(BUDGET), '--boot-timeout', String(BOOT_LIMIT), '--', 'bash', '-c', script],
       { cwd: ROOT, encoding: 'utf8', timeout: (BUDGET + 300) * 1000 },
     );
     const all = `${r.stdout}${r.stderr}`;
@@ -160,7 +163,7 @@ test('kernel lab: IKE continuity with three real charons: the new owner renegoti
 test('kernel lab: a guest that does not come up is booted once more, then reported with its console', () => {
   requireRoot();
   // No boot takes 3 s under TCG (8-20 s): both boots are stopped before the guest is up.
-  const r = spawnSync(path.join(ROOT, 'scripts', 'kernel-lab'), ['--boot-timeout', '3', '--', 'true'], {
+  const r = spawnSync(LAB, ['--boot-timeout', '3', '--', 'true'], {
     cwd: ROOT,
     encoding: 'utf8',
     timeout: 120_000,
@@ -177,11 +180,11 @@ test('kernel lab: a guest that does not come up is booted once more, then report
 test("kernel lab: a command that outruns --timeout ends in 124, with what it printed and the console's tail", () => {
   requireRoot();
   // 60 s: room for a boot on a loaded machine (8-20 s) and the command's first line.
-  const r = spawnSync(
-    path.join(ROOT, 'scripts', 'kernel-lab'),
-    ['--timeout', '60', '--', 'sh', '-c', 'echo still here; sleep 600'],
-    { cwd: ROOT, encoding: 'utf8', timeout: 180_000 },
-  );
+  const r = spawnSync(LAB, ['--timeout', '60', '--', 'sh', '-c', 'echo still here; sleep 600'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 180_000,
+  });
   assert.equal(r.status, 124, `${r.stdout}${r.stderr}`);
   assert.match(r.stdout, /^still here$/m, r.stdout);
   assert.match(
@@ -201,7 +204,7 @@ test('kernel lab: bad options are refused, each with its reason, before anything
     [['--fast', '--', 'true'], /unknown option --fast/],
   ];
   for (const [args, reason] of cases) {
-    const r = spawnSync(path.join(ROOT, 'scripts', 'kernel-lab'), args, { cwd: ROOT, encoding: 'utf8' });
+    const r = spawnSync(LAB, args, { cwd: ROOT, encoding: 'utf8' });
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, new RegExp(`^kernel-lab: .*${reason.source}`), `${args.join(' ')}: ${r.stderr}`);
   }
