@@ -25,7 +25,7 @@ import { acceptRedirects, nsIp } from '../lab/netns.js';
 import { withCleanup } from '../lab/cleanup.js';
 import { interfaceMac } from '../net/iproute.js';
 import { buildFrame } from '../net/packet.js';
-import { CRT_DEFAULT_ENTRIES } from '../dataplane/structs.js';
+import { CRT_DEFAULT_ENTRIES, CRT_WAYS } from '../dataplane/structs.js';
 import type { ChartSeries } from './svg.js';
 
 export type RouterMode = 'xdp' | 'kernel' | 'nftables' | 'ipvs';
@@ -159,6 +159,8 @@ export interface LiveOptions {
    */
   rounds?: number;
   routerOnly?: boolean;
+  /** The routing node's CRT size in entries (default benchCrtEntries(flows)). */
+  crtEntries?: number;
   onProgress?: (fraction: number, note: string) => void;
 }
 
@@ -217,7 +219,7 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
       lab?.teardown();
     },
     async () => {
-      const crtEntries = benchCrtEntries(o.flows);
+      const crtEntries = o.crtEntries ?? benchCrtEntries(o.flows);
       lab = await createFastpathLab(prefix, 3, {
         routerCrtEntries: crtEntries,
         nameServers: !o.routerOnly,
@@ -394,7 +396,8 @@ export async function benchLive(o: LiveOptions): Promise<TrafficBench> {
         seconds: o.seconds,
         routerOnly: !!o.routerOnly,
         generatedAt: o.routerOnly ? 'router' : 'client',
-        crtEntries,
+        // What the routing node's cache holds, as made (whole sets), not what was asked for.
+        crtEntries: l.router.crt.sets * CRT_WAYS,
         rounds,
         runs,
         xdpOver,

@@ -5,6 +5,7 @@ import { benchTables, formatTablesBench } from '../bench/tables.js';
 import { command, type ArgsOf } from './command.js';
 import { CliError, EXIT, requireRoot } from './errors.js';
 import { checkLimit, DEFAULTS } from '../config/settings.js';
+import { CRT_DEFAULT_ENTRIES } from '../dataplane/structs.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import {
@@ -121,6 +122,10 @@ const trafficOptions = (y: Argv) =>
       default: ROUTER_MODES.join(','),
       describe: 'live: which ways to compare (ipvs: IPVS tunnel mode, where the kernel has IPVS)',
     })
+    .option('crt-entries', {
+      type: 'number',
+      describe: `live: the routing node's CRT size (default: a node's, ${CRT_DEFAULT_ENTRIES}, or twice --flows where that is more)`,
+    })
     .option('router-only', {
       type: 'boolean',
       default: false,
@@ -148,6 +153,7 @@ async function trafficHandler(a: ArgsOf<typeof trafficOptions>): Promise<void> {
   // pktgen varies only source ports; the live generator moves to further sources past 50,000.
   whole(a.flows, 'flows', 1, a.generator === 'pktgen' ? 65535 - 10000 : 1_000_000);
   whole(a.size, 'size', 60, 1500);
+  if (a.crtEntries !== undefined) checkLimit('crtEntries', 'crt-entries', a.crtEntries);
   const modes = a.modes.split(',').map((m) => m.trim());
   const bad = modes.filter((m) => !ALL_ROUTER_MODES.includes(m as RouterMode));
   if (bad.length || !modes.length)
@@ -216,6 +222,7 @@ async function trafficHandler(a: ArgsOf<typeof trafficOptions>): Promise<void> {
     size: a.size,
     modes: modes as RouterMode[],
     routerOnly: a.routerOnly,
+    crtEntries: a.crtEntries,
     onProgress: (f, note) => progress.update(f, note),
   });
   progress.done();

@@ -22,7 +22,7 @@ import {
 import { requireRoot, uniquePrefix } from '../helpers/env.js';
 import { formatFailoverBench, type FailoverBench } from '../../src/bench/failover.js';
 import { formatAgentBench, type AgentBench } from '../../src/bench/agent.js';
-import { CRT_DEFAULT_ENTRIES } from '../../src/dataplane/structs.js';
+import { CRT_DEFAULT_ENTRIES, CRT_WAYS } from '../../src/dataplane/structs.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 let dir: string;
@@ -140,9 +140,13 @@ test('dvipa bench traffic: pktgen missing says how to load it; bad arguments exi
     ['--rounds', '1.5'],
     ['--size', '20'],
     ['--generator', 'magic'],
+    ['--crt-entries', '0'],
+    ['--crt-entries', String(2 ** 28 + 1)],
   ]) {
     const r = dvipa(['bench', 'traffic', ...args]);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+    // The CRT's size has the agent's limits (src/config/settings.ts), and says them.
+    if (args[0] === '--crt-entries') assert.match(r.err, /--crt-entries must be a whole number from 1 to 268435456/);
   }
 });
 
@@ -174,9 +178,23 @@ test('dvipa bench fastpath --katran: a missing or incomplete checkout exits 2 na
 test('live generator: real frames through XDP, kernel forwarding and nftables DNAT, with a chart', () => {
   requireRoot();
   const svg = path.join(dir, 'traffic.svg');
-  const r = dvipa(['bench', 'traffic', '--seconds', '1', '--flows', '300', '--json', '--svg', svg]);
+  // A CRT smaller than a node's, of a size that is no whole number of sets.
+  const r = dvipa([
+    'bench',
+    'traffic',
+    '--seconds',
+    '1',
+    '--flows',
+    '300',
+    '--crt-entries',
+    '4098',
+    '--json',
+    '--svg',
+    svg,
+  ]);
   assert.equal(r.code, 0, r.err);
   const b = JSON.parse(r.out) as {
+    crtEntries: number;
     runs: Array<{
       mode: string;
       sent: number;
@@ -186,6 +204,7 @@ test('live generator: real frames through XDP, kernel forwarding and nftables DN
       series: unknown[];
     }>;
   };
+  assert.equal(b.crtEntries, 1025 * CRT_WAYS, 'the routing node made the cache asked for, rounded up to whole sets');
   assert.deepEqual(
     b.runs.map((x) => x.mode),
     ['xdp', 'kernel', 'nftables'],
