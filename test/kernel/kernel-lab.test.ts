@@ -207,5 +207,7 @@ test('kernel lab: bad options are refused, each with its reason, before anything
     const r = spawnSync(LAB, args, { cwd: ROOT, encoding: 'utf8' });
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, new RegExp(`^kernel-lab: .*${reason.source}`), `${args.join(' ')}: ${r.stderr}`);
+    // Refused before qemu starts: no firmware banner, no console tail.
+    assert.doesNotMatch(r.stderr, /SeaBIOS|the console's last lines/, `${args.join(' ')}: ${r.stderr}`);
   }
 });
