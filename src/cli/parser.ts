@@ -24,6 +24,24 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   demo: lazy(async () => (await import('./demo.js')).demoCommand),
 };
 
+const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+/**
+ * An option given twice reaches its command as a list of both values, which a command that
+ * takes one value would misread (`--modes xdp --modes kernel` was a TypeError, exit 1): only
+ * options declared as lists may be given more than once.
+ */
+function onlyListsRepeat(parser: Argv): (argv: Record<string, unknown>) => void {
+  // yargs keeps what the running command declared, lists included, but does not type it.
+  const declared = parser as unknown as { getOptions(): { array: string[] } };
+  return (argv) => {
+    const lists = new Set(declared.getOptions().array);
+    for (const [name, value] of Object.entries(argv))
+      if (Array.isArray(value) && name !== '_' && !lists.has(name) && !lists.has(kebab(name)))
+        throw new CliError(`--${kebab(name)} was given more than once: give it once`, EXIT.usage);
+  };
+}
+
 /**
  * `argv`'s first word, if it names a command, selects that command alone; anything else
  * (none, an unknown one, --help, --version) gets every command, so that help lists them all
@@ -46,6 +64,7 @@ export async function dvipaParser(argv: string[], width = Math.min(110, process.
       .alias('h', 'help')
       .version()
       .wrap(width)
+      .middleware(onlyListsRepeat(parser), true)
       // Throwing is what stops yargs: a fail handler that returns lets the command run anyway.
       .fail((msg, err) => {
         throw err ?? new CliError(`${msg}\nRun 'dvipa --help' for usage.`, EXIT.usage);

@@ -239,6 +239,21 @@ test('bad usage exits 2, says what to do, and runs nothing', () => {
     assert.match(r.err, /^dvipa: /, args.join(' '));
     assert.equal(fs.existsSync(p), false, `${args.join(' ')}: the command must not have run`);
   }
+  // Each refused with its reason, before anything is set up (these ran, or crashed, before).
+  for (const [args, reason] of [
+    [['bench', 'fastpath', '--paths', 'syn', '--paths', 'pass'], /--paths was given more than once/],
+    [['bench', 'traffic', '--modes', 'xdp', '--modes', 'kernel'], /--modes was given more than once/],
+    [['fastpath', 'status', '--pin-root', p, '--pin-root', p], /--pin-root was given more than once/],
+    [['bench', 'traffic', '--modes', 'xdp,kernel,xdp'], /--modes: xdp,kernel,xdp: expected .*, each once/],
+    [['bench', 'fastpath', '--paths', 'syn,'], /--paths: syn,: expected/],
+    [['bench', 'traffic', '--generator', 'pktgen', '--rate', '-5'], /--rate must be an integer from 0/],
+    [['bench', 'traffic', '--generator', 'pktgen', '--rate', '1.5'], /--rate must be an integer from 0/],
+  ] as const) {
+    const r = dvipa([...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.code} ${r.err}`);
+    assert.match(r.err, reason, args.join(' '));
+    assert.equal(fs.existsSync(p), false, `${args.join(' ')}: the command must not have run`);
+  }
 });
 
 test('the agent refuses secrets others may read, short keys, plain or unauthenticated etcd, missing node keys', () => {
