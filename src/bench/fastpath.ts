@@ -230,7 +230,7 @@ export async function benchFastpath(opts: {
       const value = Buffer.alloc(stride * cpus);
       const off = s.offsets ?? FRAME_OFFSETS;
       for (let c = 0; c < cpus; c++) {
-        const ctl = { mode: s.mode, saddrOff: off.saddr, sportOff: off.sport, seq: seq + c * opts.repeat };
+        const ctl = { mode: s.mode, saddrOff: off.saddr, sportOff: off.sport, seq: (seq + c * opts.repeat) >>> 0 };
         benchCtl.encode(ctl, value, c * stride);
       }
       sys.mapUpdate('bench_ctl', objectOf(s).mapFd('bench_ctl'), Buffer.alloc(4), value);
@@ -436,7 +436,11 @@ export async function benchFastpath(opts: {
     const parallel = new Map<string, Array<{ ns: number; mpps: number }>>(specs.map((s) => [s.path, []]));
     const total = 2 * opts.rounds * specs.length;
     let done = 0;
-    // Each (phase, round, path) gets its own range of flows, so "new" flows are never seen before.
+    /*
+     * Each (phase, round, path) gets its own range of flows, so "new" flows are never seen
+     * before. The harness's counter is 32 bits and so are its flows (a /15 of sources times
+     * the ports): long runs wrap it, to flows a CRT of at most 2^28 entries evicted long ago.
+     */
     let seq = 0;
     const runOf = (s: PathSpec): WorkerRun => ({
       fd: objectOf(s).progFd(s.program),
@@ -500,7 +504,7 @@ export async function benchFastpath(opts: {
           setCtl(s, seq);
           setGuard(s);
           const first = seq;
-          seq += opts.repeat * cpus;
+          seq = (seq + opts.repeat * cpus) >>> 0;
           const run = runOf(s);
           const r = sys.progTestRun(s.program, run.fd, {
             data: s.frame,
@@ -540,7 +544,7 @@ export async function benchFastpath(opts: {
           setCtl(s, seq);
           setGuard(s);
           const first = seq;
-          seq += opts.repeat * cpus;
+          seq = (seq + opts.repeat * cpus) >>> 0;
           const rs = await onAll(runOf(s));
           for (const r of rs) check(s, r.retval);
           checkInserted(s, first, 'every');
