@@ -12,7 +12,7 @@ import { SyscallError } from '../kernel/errors.js';
 import { CrtOrigin, type Reason } from '../dataplane/structs.js';
 import { runCounted, type XdpAction } from '../dataplane/testrun.js';
 import { createRouterNs, type RouterNs } from './router-ns.js';
-import { readPcap } from '../net/pcap.js';
+import { PCAP_MAX_RECORD, readPcap } from '../net/pcap.js';
 import { describeFrame, flowOf, parseFrame } from '../net/packet.js';
 import { describeFrame6, flowOf6, tunnelTarget } from '../net/packet6.js';
 import { ipFamily } from '../net/addr.js';
@@ -52,7 +52,7 @@ export async function replayPcap(
   pcapPath: string,
   opts: { netns?: string; ingress?: string },
 ): Promise<ReplayResult> {
-  const frames = readPcap(pcapPath);
+  const records = readPcap(pcapPath);
   const tag = `dvipa-replay-${process.pid}-`;
   const pinRoot = `/sys/fs/bpf/${tag}pins`;
   const targets = [...new Set(file.services.flatMap((s) => s.targets.map((t) => t.addr)))];
@@ -90,7 +90,23 @@ export async function replayPcap(
 
     const packets: ReplayPacket[] = [];
     const totals: ReplayResult['totals'] = {};
-    frames.forEach((frame, i) => {
+    records.forEach(({ frame: captured, wireLength }, i) => {
+      /*
+       * A capture cut at its snap length (tcpdump -s 96) holds the headers, which is what the
+       * distributor reads: the rest is zero-filled, so the packet is as long as it was on the
+       * wire rather than malformed. Not past what a capture may hold: a record may claim any length.
+       */
+      const cut = captured.length < wireLength;
+      const frame = cut
+        ? Buffer.concat([captured, Buffer.alloc(Math.min(wireLength, PCAP_MAX_RECORD) - captured.length)])
+        : captured;
+      const note = cut ? ` (captured ${captured.length} of ${wireLength} bytes, the rest zero-filled)` : '';
+      if (frame.length < wireLength) {
+        const packet = `${wireLength}-byte frame, larger than a test run takes${note}`;
+        packets.push({ index: i + 1, packet, verdict: 'not-run', reason: 'frame_too_large' });
+        totals.frame_too_large = (totals.frame_too_large ?? 0) + 1;
+        return;
+      }
       if (frame.length < MIN_FRAME) {
         packets.push({
           index: i + 1,
@@ -113,7 +129,7 @@ export async function replayPcap(
         });
       } catch (e) {
         if (!(e instanceof SyscallError && TOO_LARGE.has(e.code) && frame.length > ONE_PAGE)) throw e;
-        const packet = `${frame.length}-byte frame, larger than a test run takes (${e.code})`;
+        const packet = `${frame.length}-byte frame, larger than a test run takes (${e.code})${note}`;
         packets.push({ index: i + 1, packet, verdict: 'not-run', reason: 'frame_too_large' });
         totals.frame_too_large = (totals.frame_too_large ?? 0) + 1;
         return;
@@ -121,7 +137,7 @@ export async function replayPcap(
       const reason = run.reason;
       totals[reason] = (totals[reason] ?? 0) + 1;
 
-      const packet = (!parsed.ipv4 && describeFrame6(frame)) || describeFrame(parsed);
+      const packet = ((!parsed.ipv4 && describeFrame6(frame)) || describeFrame(parsed)) + note;
       const p: ReplayPacket = { index: i + 1, packet, verdict: run.action, reason };
       if (run.action === 'tx' || run.action === 'redirect') p.target = tunnelTarget(run.frame);
       const entry = entryOf(flow);

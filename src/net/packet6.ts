@@ -177,6 +177,8 @@ export function flowOf6(frame: Buffer): Flow | undefined {
   const l3 = l3Of(frame);
   if (l3?.type !== ETH_P_IPV6 || frame.length < l3.off + 40) return undefined;
   const packet = frame.subarray(l3.off);
+  // An IPv6 EtherType does not make an IPv6 header (a capture holds whatever was sent).
+  if (packet[0] >> 4 !== 6) return undefined;
   const up = upperOf6(packet);
   if (!up || up.fragment || (up.nexthdr !== NEXTHDR.tcp && up.nexthdr !== NEXTHDR.udp)) return undefined;
   if (packet.length < up.off + 4) return undefined;

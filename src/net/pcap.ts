@@ -9,6 +9,8 @@ const MAGIC_US = 0xa1b2c3d4;
 const MAGIC_NS = 0xa1b23c4d;
 const PCAPNG = 0x0a0d0d0a;
 const LINKTYPE_ETHERNET = 1;
+/** The largest record this reads (libpcap's own largest snap length), whatever a header says. */
+export const PCAP_MAX_RECORD = 262144;
 
 export class PcapError extends DvipaError {
   constructor(
@@ -19,8 +21,14 @@ export class PcapError extends DvipaError {
   }
 }
 
-/** The frames of a pcap file, in order. */
-export function parsePcap(buf: Buffer, file = '<pcap>'): Buffer[] {
+/** One record: the bytes captured, and the frame's length on the wire (without any FCS). */
+export interface PcapRecord {
+  frame: Buffer;
+  wireLength: number;
+}
+
+/** The records of a pcap file, in order. */
+export function parsePcap(buf: Buffer, file = '<pcap>'): PcapRecord[] {
   if (buf.length < 24) throw new PcapError(file, `not a pcap file (${buf.length} bytes, a header needs 24)`);
   const magicLE = buf.readUInt32LE(0);
   if (magicLE === PCAPNG)
@@ -36,31 +44,30 @@ export function parsePcap(buf: Buffer, file = '<pcap>'): Buffer[] {
   const linktype = u32(20) & 0x0fffffff;
   if (linktype !== LINKTYPE_ETHERNET)
     throw new PcapError(file, `link type ${linktype} is not Ethernet (1); capture on an Ethernet interface`);
+  // The link type's top bits: whether frames end with their FCS (bit 28), and its 16-bit words.
+  const fcs = (u32(20) >>> 28) & 1 ? ((u32(20) >>> 29) & 7) * 2 : 0;
   const snaplen = u32(16);
 
-  const frames: Buffer[] = [];
+  const records: PcapRecord[] = [];
   let off = 24;
   while (off < buf.length) {
-    const index = frames.length + 1;
-    if (off + 16 > buf.length) throw new PcapError(file, `record ${index} at offset ${off}: header truncated`);
+    const at = `record ${records.length + 1} at offset ${off}`;
+    if (off + 16 > buf.length) throw new PcapError(file, `${at}: header truncated`);
     const incl = u32(off + 8);
-    if (incl > Math.max(snaplen, 262144))
-      throw new PcapError(
-        file,
-        `record ${index} at offset ${off}: captured length ${incl} exceeds the snap length ${snaplen}`,
-      );
+    const orig = u32(off + 12);
+    if (incl > Math.max(snaplen, PCAP_MAX_RECORD))
+      throw new PcapError(file, `${at}: captured length ${incl} exceeds the snap length ${snaplen}`);
+    if (incl > orig) throw new PcapError(file, `${at}: captured length ${incl} exceeds the frame's length ${orig}`);
     if (off + 16 + incl > buf.length)
-      throw new PcapError(
-        file,
-        `record ${index} at offset ${off}: ${incl} bytes announced, ${buf.length - off - 16} present`,
-      );
-    frames.push(Buffer.from(buf.subarray(off + 16, off + 16 + incl)));
+      throw new PcapError(file, `${at}: ${incl} bytes announced, ${buf.length - off - 16} present`);
+    const wireLength = Math.max(0, orig - fcs);
+    records.push({ frame: Buffer.from(buf.subarray(off + 16, off + 16 + Math.min(incl, wireLength))), wireLength });
     off += 16 + incl;
   }
-  return frames;
+  return records;
 }
 
-export function readPcap(file: string): Buffer[] {
+export function readPcap(file: string): PcapRecord[] {
   let buf: Buffer;
   try {
     buf = fs.readFileSync(file);
@@ -76,7 +83,7 @@ export function formatPcap(frames: readonly Buffer[]): Buffer {
   header.writeUInt32LE(MAGIC_US, 0);
   header.writeUInt16LE(2, 4);
   header.writeUInt16LE(4, 6);
-  header.writeUInt32LE(262144, 16);
+  header.writeUInt32LE(PCAP_MAX_RECORD, 16);
   header.writeUInt32LE(LINKTYPE_ETHERNET, 20);
   const records = frames.map((f, i) => {
     const h = Buffer.alloc(16);

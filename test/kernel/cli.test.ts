@@ -10,10 +10,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildFrame } from '../../src/net/packet.js';
-import { writePcap } from '../../src/net/pcap.js';
+import { formatPcap, writePcap } from '../../src/net/pcap.js';
 import { buildFrame6 } from '../../src/net/packet6.js';
 import { FASTPATH_PATHS } from '../../src/bench/fastpath.js';
 import { FastPath } from '../../src/dataplane/fastpath.js';
+import type { ReplayResult } from '../../src/lab/replay.js';
 import { requireRoot, scratchPinRoot } from '../helpers/env.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
@@ -343,6 +344,13 @@ test('a bad service file lists every problem and exits 2', () => {
   assert.match(missing.err, /nope.yaml: 1 problem:\s+no such file/);
 });
 
+/** `fastpath replay --json` of a config and a capture in the test's directory, which must succeed. */
+function replayJson(config: string, pcap: string): ReplayResult {
+  const r = dvipa(['fastpath', 'replay', '--config', path.join(dir, config), '--pcap', path.join(dir, pcap), '--json']);
+  assert.equal(r.code, 0, r.err);
+  return JSON.parse(r.out) as ReplayResult;
+}
+
 test('a bad pcap exits 2 with the reason', () => {
   const r = dvipa([
     'fastpath',
@@ -357,17 +365,7 @@ test('a bad pcap exits 2 with the reason', () => {
 });
 
 test('replay --json: verdict, reason, target and CRT effect per packet', () => {
-  const r = dvipa([
-    'fastpath',
-    'replay',
-    '--config',
-    path.join(dir, 'svc.yaml'),
-    '--pcap',
-    path.join(dir, 'in.pcap'),
-    '--json',
-  ]);
-  assert.equal(r.code, 0, r.err);
-  const j = JSON.parse(r.out);
+  const j = replayJson('svc.yaml', 'in.pcap');
   assert.deepEqual(j.services, ['192.0.2.10:80/tcp']);
   assert.deepEqual(
     j.packets.map((p: { verdict: string; reason: string; crt?: string }) => [p.verdict, p.reason, p.crt]),
@@ -378,7 +376,7 @@ test('replay --json: verdict, reason, target and CRT effect per packet', () => {
     ],
   );
   assert.equal(j.packets[0].target, j.packets[1].target);
-  assert.ok(['198.18.1.11', '198.18.1.12'].includes(j.packets[0].target));
+  assert.ok(['198.18.1.11', '198.18.1.12'].includes(j.packets[0].target ?? ''));
   assert.deepEqual(j.totals, { fwd_redirect: 2, pass_not_service: 1 });
 });
 
@@ -395,6 +393,9 @@ test('replay of an IPv6 capture: IPv6 services, targets of either family, IPv4 t
     ].join('\n'),
   );
   const c6 = { saddr: '2001:db8::1', daddr: '2001:db8:10::10', sport: 1000, dport: 80 };
+  // The IPv6 EtherType over an IPv4 header: one packet's verdict, not the replay's end.
+  const notVersion6 = buildFrame6({ ...c6, ack: true });
+  notVersion6[14] = 0x45;
   writePcap(path.join(dir, 'in6.pcap'), [
     buildFrame6({ ...c6, syn: true }),
     buildFrame6({ ...c6, ack: true, ext: [{ type: 'hop' }] }),
@@ -403,18 +404,9 @@ test('replay of an IPv6 capture: IPv6 services, targets of either family, IPv4 t
     buildFrame6({ ...c6, protocol: 'icmpv6' }),
     buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1000, dport: 80, tcpFlags: { syn: true } }),
     buildFrame({ saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1000, dport: 80, tcpFlags: { ack: true } }),
+    notVersion6,
   ]);
-  const r = dvipa([
-    'fastpath',
-    'replay',
-    '--config',
-    path.join(dir, 'svc6.yaml'),
-    '--pcap',
-    path.join(dir, 'in6.pcap'),
-    '--json',
-  ]);
-  assert.equal(r.code, 0, r.err);
-  const j = JSON.parse(r.out) as { services: string[]; packets: Array<Record<string, string | undefined>> };
+  const j = replayJson('svc6.yaml', 'in6.pcap');
   assert.deepEqual(j.services, ['2001:db8:10::10:80/tcp', '2001:db8:10::10:53/udp', '192.0.2.10:80/tcp']);
   assert.deepEqual(
     j.packets.map((p) => [p.verdict, p.reason, p.target, p.crt]),
@@ -426,11 +418,13 @@ test('replay of an IPv6 capture: IPv6 services, targets of either family, IPv4 t
       ['pass', 'pass_not_service', undefined, undefined],
       ['redirect', 'fwd_redirect', '2001:db8:1::12', 'new'],
       ['redirect', 'fwd_redirect', '2001:db8:1::12', 'hit'],
+      ['pass', 'pass_malformed', undefined, undefined],
     ],
   );
   assert.equal(j.packets[0].packet, 'TCP [2001:db8::1]:1000 > [2001:db8:10::10]:80 [S] len 60');
+  assert.equal(j.packets[7].packet, 'IPv6 (header truncated or not version 6)');
   assert.equal(j.packets[3].packet, 'IPv6 2001:db8::1 > 2001:db8:10::10 fragment len 68');
-  assert.match(j.packets[4].packet!, /^ICMPv6 2001:db8::1 > 2001:db8:10::10 type 128/);
+  assert.match(j.packets[4].packet, /^ICMPv6 2001:db8::1 > 2001:db8:10::10 type 128/);
 });
 
 test('replay of jumbo frames and super-frames: each too large one says so, the rest still run', () => {
@@ -439,17 +433,7 @@ test('replay of jumbo frames and super-frames: each too large one says so, the r
   // What a capture of GRO/GSO shows: far beyond any MTU, more than a test run can hold.
   const superFrame = Buffer.concat([buildFrame({ ...flow, tcpFlags: { ack: true } }), Buffer.alloc(100_000)]);
   writePcap(path.join(dir, 'big.pcap'), [jumbo, superFrame, buildFrame({ ...flow, tcpFlags: { ack: true } })]);
-  const r = dvipa([
-    'fastpath',
-    'replay',
-    '--config',
-    path.join(dir, 'svc.yaml'),
-    '--pcap',
-    path.join(dir, 'big.pcap'),
-    '--json',
-  ]);
-  assert.equal(r.code, 0, r.err);
-  const j = JSON.parse(r.out);
+  const j = replayJson('svc.yaml', 'big.pcap');
   assert.deepEqual(
     j.packets.map((p: { verdict: string; reason: string }) => [p.verdict, p.reason]),
     [
@@ -459,6 +443,26 @@ test('replay of jumbo frames and super-frames: each too large one says so, the r
     ],
   );
   assert.match(j.packets[1].packet, /^100054-byte frame, larger than a test run takes/);
+});
+
+test('replay of a capture cut at its snap length: headers as captured, the rest zero-filled; a record may not claim any length', () => {
+  const flow = { saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 1002, dport: 80 };
+  const whole = buildFrame({ ...flow, tcpFlags: { ack: true }, payload: 1400 });
+  const pcap = formatPcap([whole.subarray(0, 96), whole.subarray(0, 60)]);
+  // Each record's original length (its header's last word): what was on the wire.
+  pcap.writeUInt32LE(whole.length, 24 + 12);
+  pcap.writeUInt32LE(1_000_000, 24 + 16 + 96 + 12);
+  fs.writeFileSync(path.join(dir, 'cut.pcap'), pcap);
+  const j = replayJson('svc.yaml', 'cut.pcap');
+  assert.deepEqual(
+    j.packets.map((p: { verdict: string; reason: string }) => [p.verdict, p.reason]),
+    [
+      ['redirect', 'fwd_redirect'],
+      ['not-run', 'frame_too_large'],
+    ],
+  );
+  assert.match(j.packets[0].packet, /^TCP .* \(captured 96 of 1454 bytes, the rest zero-filled\)$/);
+  assert.match(j.packets[1].packet, /^1000000-byte frame, larger than a test run takes \(captured 60 of 1000000 bytes/);
 });
 
 test('apply, status --json, attach errors, purge', () => {

@@ -177,11 +177,17 @@ test('pcap: tcpdump (libpcap) reads what dvipa writes, checksums correct; dvipa 
     // libpcap writes the same packets again, in its own way: dvipa reads them back unchanged.
     const theirs = path.join(dir, 'theirs.pcap');
     execFileSync('tcpdump', ['-r', ours, '-w', theirs], { stdio: 'ignore' });
-    assert.deepEqual(readPcap(theirs), frames);
+    assert.deepEqual(
+      readPcap(theirs).map((r) => r.frame),
+      frames,
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** Ethernet (1), with the FCS flag (bit 28) and an FCS of 2 16-bit words (bits 29-31). */
+const LINKTYPE_ETHERNET_FCS4 = (1 | (1 << 28) | (2 << 29)) >>> 0;
 
 test('pcap: written frames read back byte for byte; bad files get clear errors', () => {
   const frames = [
@@ -192,7 +198,10 @@ test('pcap: written frames read back byte for byte; bad files get clear errors',
   try {
     const file = path.join(dir, 'x.pcap');
     writePcap(file, frames);
-    assert.deepEqual(readPcap(file), frames);
+    assert.deepEqual(readPcap(file), [
+      { frame: frames[0], wireLength: frames[0].length },
+      { frame: frames[1], wireLength: frames[1].length },
+    ]);
 
     // Big-endian files read the same.
     const le = formatPcap(frames);
@@ -205,7 +214,28 @@ test('pcap: written frames read back byte for byte; bad files get clear errors',
       for (const k of [0, 4, 8, 12]) be.writeUInt32BE(le.readUInt32LE(o + k), o + k);
       o += 16 + f.length;
     }
-    assert.deepEqual(parsePcap(be), frames);
+    assert.deepEqual(
+      parsePcap(be).map((r) => r.frame),
+      frames,
+    );
+
+    // A frame cut by the snap length keeps its length on the wire; one longer than that is refused.
+    const cut = Buffer.from(le);
+    cut.writeUInt32LE(frames[0].length + 1000, 24 + 12);
+    assert.deepEqual(parsePcap(cut)[0], { frame: frames[0], wireLength: frames[0].length + 1000 });
+    const longer = Buffer.from(le);
+    longer.writeUInt32LE(frames[0].length - 1, 24 + 12);
+    assert.throws(
+      () => parsePcap(longer, 'l.pcap'),
+      new RegExp(`l.pcap: record 1 at offset 24: captured length ${frames[0].length} exceeds the frame's length`),
+    );
+    // Frames that end with their FCS (link type bit 28, 2 words): the 4 bytes are not the frame's.
+    const withFcs = formatPcap(frames.map((f) => Buffer.concat([f, Buffer.from([1, 2, 3, 4])])));
+    withFcs.writeUInt32LE(LINKTYPE_ETHERNET_FCS4, 20);
+    assert.deepEqual(
+      parsePcap(withFcs),
+      frames.map((f) => ({ frame: f, wireLength: f.length })),
+    );
 
     assert.throws(
       () => parsePcap(le.subarray(0, le.length - 3), 'cut.pcap'),
