@@ -77,7 +77,6 @@ Napi::Value Request(const Napi::CallbackInfo &info, int protocol, const char *so
   Napi::Buffer<uint8_t> payload = BufferArg(info, 3, "payload");
 
   Fd s(OpenNetlink(env, protocol, socket_op, op));
-
   std::vector<char> req(NLMSG_SPACE(payload.Length()), 0);
   auto *h = reinterpret_cast<nlmsghdr *>(req.data());
   h->nlmsg_len = NLMSG_LENGTH(payload.Length());
@@ -87,32 +86,44 @@ Napi::Value Request(const Napi::CallbackInfo &info, int protocol, const char *so
   if (payload.Length()) std::memcpy(NLMSG_DATA(h), payload.Data(), payload.Length());
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
-  if (sendto(s.fd(), req.data(), h->nlmsg_len, 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0) ThrowErrno(env, send_op, errno, op);
-
-  Napi::Array out = Napi::Array::New(env);
-  uint32_t n = 0;
   // NLM_F_DUMP is two bits (ROOT|MATCH) that other requests reuse (REPLACE is ROOT's): both.
   const bool dump = (flags & NLM_F_DUMP) == NLM_F_DUMP;
   std::vector<char> buf(1 << 20);
-  for (;;) {
-    ssize_t len = recv(s.fd(), buf.data(), buf.size(), 0);
-    if (len < 0) {
-      if (errno == EINTR) continue;
-      ThrowErrno(env, recv_op, errno, op);
-    }
-    for (auto *r = reinterpret_cast<nlmsghdr *>(buf.data()); NLMSG_OK(r, static_cast<unsigned>(len)); r = NLMSG_NEXT(r, len)) {
-      if (r->nlmsg_type == NLMSG_DONE) return out;
-      if (r->nlmsg_type == NLMSG_ERROR) {
-        const auto *e = reinterpret_cast<const nlmsgerr *>(NLMSG_DATA(r));
-        if (e->error == 0) {
-          if (!dump) return out;
-          continue;
-        }
-        std::string why = ExtAckMessage(r);
-        ThrowErrno(env, op.c_str(), -e->error, why);
+  // A dump the kernel's tables changed under (NLM_F_DUMP_INTR) may miss or repeat entries:
+  // asked again, a few times, rather than returned as if whole.
+  constexpr int kDumpTries = 3;
+  for (int attempt = 1;; attempt++) {
+    if (sendto(s.fd(), req.data(), h->nlmsg_len, 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0) ThrowErrno(env, send_op, errno, op);
+    Napi::Array out = Napi::Array::New(env);
+    uint32_t n = 0;
+    bool interrupted = false;
+    for (bool done = false; !done;) {
+      ssize_t len = recv(s.fd(), buf.data(), buf.size(), 0);
+      if (len < 0) {
+        if (errno == EINTR) continue;
+        ThrowErrno(env, recv_op, errno, op);
       }
-      out.Set(n++, MessageObject(env, r));
+      // Signed: an unaligned last message takes NLMSG_NEXT below 0, where NLMSG_OK must stop.
+      int rest = static_cast<int>(len);
+      for (auto *r = reinterpret_cast<nlmsghdr *>(buf.data()); !done && NLMSG_OK(r, rest); r = NLMSG_NEXT(r, rest)) {
+        interrupted |= (r->nlmsg_flags & NLM_F_DUMP_INTR) != 0;
+        if (r->nlmsg_type == NLMSG_DONE) {
+          // A dump that failed part way says so in its DONE: an errno, not the end of a whole list.
+          const int err = r->nlmsg_len >= NLMSG_LENGTH(sizeof(int)) ? *reinterpret_cast<const int *>(NLMSG_DATA(r)) : 0;
+          if (err < 0) ThrowErrno(env, op.c_str(), -err, ExtAckMessage(r));
+          done = true;
+        } else if (r->nlmsg_type == NLMSG_ERROR) {
+          const auto *e = reinterpret_cast<const nlmsgerr *>(NLMSG_DATA(r));
+          if (e->error != 0) ThrowErrno(env, op.c_str(), -e->error, ExtAckMessage(r));
+          done = !dump;
+        } else {
+          out.Set(n++, MessageObject(env, r));
+        }
+      }
     }
+    if (!interrupted) return out;
+    if (attempt == kDumpTries)
+      ThrowErrno(env, op.c_str(), EINTR, "the kernel's tables changed during each of " + std::to_string(kDumpTries) + " dumps");
   }
 }
 
@@ -205,7 +216,8 @@ class XfrmBatchWorker : public Napi::AsyncWorker {
           if (errno == EINTR) continue;
           return Fail("recv(NETLINK_XFRM)");
         }
-        for (auto *r = reinterpret_cast<nlmsghdr *>(buf.data()); NLMSG_OK(r, static_cast<unsigned>(len)); r = NLMSG_NEXT(r, len)) {
+        int rest = static_cast<int>(len);
+        for (auto *r = reinterpret_cast<nlmsghdr *>(buf.data()); NLMSG_OK(r, rest); r = NLMSG_NEXT(r, rest)) {
           if (r->nlmsg_type != NLMSG_ERROR || r->nlmsg_seq < first + 1 || r->nlmsg_seq > last) continue;
           const uint32_t i = r->nlmsg_seq - 1;
           if (err_[i] != -1) continue;
