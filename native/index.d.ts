@@ -57,12 +57,12 @@ export interface XfrmEventMessage {
 
 /**
  * XFRM notifications of the calling thread's network namespace (fixed when constructed), read
- * on Node's event loop; `onMessages` gets what each wakeup found. `groups`: the legacy
- * bitmask, XFRMNLGRP_x as bit x-1. `rcvBuf`: the socket's receive buffer, 4 MiB by default.
+ * on Node's event loop; `onMessages` gets what each wakeup found. `groups`: the groups
+ * joined, by number (XFRMNLGRP_x). `rcvBuf`: the socket's receive buffer, 4 MiB by default.
  * Keeps the process alive until close(); close() is idempotent.
  */
 export class XfrmEvents {
-  constructor(groups: number, onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number);
+  constructor(groups: readonly number[], onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number);
   close(): void;
 }
 
@@ -79,10 +79,10 @@ export type MapArg = number | MapRef;
 
 /**
  * rtnetlink notifications of the calling thread's network namespace, read as XfrmEvents are:
- * `groups` is the legacy bitmask, RTNLGRP_x as bit x-1 (RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_ROUTE...).
+ * `groups` are RTNLGRP_x numbers (RTNLGRP_LINK 1, RTNLGRP_NEIGH 3, RTNLGRP_NEXTHOP 32...).
  */
 export class RouteEvents {
-  constructor(groups: number, onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number);
+  constructor(groups: readonly number[], onMessages: (msgs: XfrmEventMessage[]) => void, rcvBuf?: number);
   close(): void;
 }
 

@@ -50,7 +50,18 @@ class NetlinkEvents : public Polled<NetlinkEvents<P>> {
   }
 
   explicit NetlinkEvents(const Napi::CallbackInfo &info) : Base(info), buf_(1 << 16) {
-    const uint32_t groups = U32Arg(info, 0, "multicast groups");
+    // The groups by number (XFRMNLGRP_x, RTNLGRP_x): joined one by one, as bind's 32-bit mask
+    // cannot name those past 32 (RTNLGRP_NEXTHOP is 32, RTNLGRP_IPV4_MROUTE_R 30...).
+    if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env_, "expected an array of multicast group numbers");
+    const Napi::Array list = info[0].As<Napi::Array>();
+    std::vector<uint32_t> groups;
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      const Napi::Value g = list.Get(i);
+      const double v = g.IsNumber() ? g.As<Napi::Number>().DoubleValue() : 0;
+      if (v < 1 || v > 1024 || v != static_cast<double>(static_cast<uint32_t>(v)))
+        throw Napi::TypeError::New(env_, "multicast group " + std::to_string(i) + ": expected an integer from 1 to 1024");
+      groups.push_back(static_cast<uint32_t>(v));
+    }
     if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(env_, "expected a callback(messages: Array<{type, payload}>)");
     const uint32_t wanted = info.Length() > 2 && !info[2].IsUndefined() ? U32Arg(info, 2, "receive buffer size") : kDefaultRcvBuf;
     const int rcvbuf = static_cast<int>(std::min<uint32_t>(wanted, INT_MAX / 2));
@@ -65,8 +76,10 @@ class NetlinkEvents : public Polled<NetlinkEvents<P>> {
       ThrowErrno(env_, "setsockopt(SO_RCVBUF)", errno);
     sockaddr_nl local{};
     local.nl_family = AF_NETLINK;
-    local.nl_groups = groups;
     if (bind(sock_.fd(), reinterpret_cast<sockaddr *>(&local), sizeof(local))) ThrowErrno(env_, Op("bind").c_str(), errno);
+    for (const uint32_t g : groups)
+      if (setsockopt(sock_.fd(), SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &g, sizeof(g)))
+        ThrowErrno(env_, "setsockopt(NETLINK_ADD_MEMBERSHIP)", errno, std::string(P::kName) + " group " + std::to_string(g));
 
     this->Watch(sock_.fd());
   }

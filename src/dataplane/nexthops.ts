@@ -1,6 +1,6 @@
 /*
- * The targets' next hops follow the kernel: rtnetlink tells of every route, neighbour,
- * address, rule, link and forwarding change in the namespace, and each wakeup re-resolves
+ * The targets' next hops follow the kernel: rtnetlink tells of every route, nexthop object,
+ * neighbour, address, rule, link and forwarding change in the namespace, and each wakeup re-resolves
  * every target (FastPath.resolveTargets: one test run each, microseconds), writing only
  * what changed. No timer polls; a lost event (receive buffer overflow) is answered the same
  * way, by resolving everything again.
@@ -10,11 +10,23 @@ import type { FastPath } from './fastpath.js';
 import type { Logger } from '../log.js';
 
 /**
- * RTNLGRP_x as bit x-1: LINK 1, NEIGH 3 (both families), IPV4_IFADDR 5, IPV4_ROUTE 7,
- * IPV4_RULE 8, IPV4_NETCONF 24; for IPv6 targets IPV6_IFADDR 9, IPV6_ROUTE 11, IPV6_RULE 19,
- * IPV6_NETCONF 25.
+ * The rtnetlink groups followed (the kernel's RTNLGRP_x numbers, checked against its BTF in
+ * the tests). NEXTHOP: routes through nexthop objects (`ip nexthop`, what FRR installs) change
+ * with them, and a nexthop's removal takes its IPv4 routes away without a route event.
  */
-const RTNL_GROUPS = [1, 3, 5, 7, 8, 24, 9, 11, 19, 25].reduce((mask, g) => mask | (1 << (g - 1)), 0);
+export const RTNL_GROUPS = {
+  LINK: 1,
+  NEIGH: 3,
+  IPV4_IFADDR: 5,
+  IPV4_ROUTE: 7,
+  IPV4_RULE: 8,
+  IPV6_IFADDR: 9,
+  IPV6_ROUTE: 11,
+  IPV6_RULE: 19,
+  IPV4_NETCONF: 24,
+  IPV6_NETCONF: 25,
+  NEXTHOP: 32,
+} as const;
 
 export class NexthopFollower {
   private events: EventSource | undefined;
@@ -29,7 +41,7 @@ export class NexthopFollower {
   /** Subscribes in the FastPath's namespace and resolves every target once. */
   start(): void {
     if (this.events) return;
-    this.events = this.fp.inNamespace(() => openRouteEvents(RTNL_GROUPS, (msgs) => this.onWakeup(msgs)));
+    this.events = this.fp.inNamespace(() => openRouteEvents(Object.values(RTNL_GROUPS), (msgs) => this.onWakeup(msgs)));
     this.resolve();
   }
 

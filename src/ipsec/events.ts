@@ -274,7 +274,7 @@ export class XfrmEventStream {
   private handle: EventSource | undefined;
 
   private constructor(
-    groups: number,
+    groups: readonly number[],
     private readonly onEvent: (e: XfrmEvent) => void,
     rcvBuf?: number,
   ) {
@@ -297,13 +297,14 @@ export class XfrmEventStream {
     opts: { rcvBuf?: number } = {},
   ): XfrmEventStream {
     if (!groups.length) throw new XfrmError('XFRM events: no group to subscribe to');
-    let mask = 0;
-    for (const g of groups) {
+    for (const g of groups)
       if (!(g in XFRM_GROUPS))
         throw new XfrmError(`XFRM events: unknown group ${g} (${Object.keys(XFRM_GROUPS).join(', ')})`);
-      mask |= 1 << (XFRM_GROUPS[g] - 1);
-    }
-    return new XfrmEventStream(mask, onEvent, opts.rcvBuf);
+    return new XfrmEventStream(
+      groups.map((g) => XFRM_GROUPS[g]),
+      onEvent,
+      opts.rcvBuf,
+    );
   }
 
   get closed(): boolean {

@@ -14,11 +14,11 @@ export function openRingBuffer(name: string, mapFd: number, onRecords: (records:
 }
 
 /**
- * XFRM notifications of the calling thread's network namespace: `groups` is the legacy
- * bitmask (XFRMNLGRP_x as bit x-1), `rcvBuf` the socket's receive buffer (4 MiB by default).
+ * XFRM notifications of the calling thread's network namespace: `groups` the XFRMNLGRP_x
+ * numbers to join, `rcvBuf` the socket's receive buffer (4 MiB by default).
  */
 export function openXfrmEvents(
-  groups: number,
+  groups: readonly number[],
   onMessages: (msgs: XfrmEventMessage[]) => void,
   rcvBuf?: number,
 ): EventSource {
@@ -27,10 +27,10 @@ export function openXfrmEvents(
 
 /**
  * rtnetlink notifications of the calling thread's network namespace, read as XFRM's are:
- * `groups` is the legacy bitmask, RTNLGRP_x as bit x-1.
+ * `groups` the RTNLGRP_x numbers to join.
  */
 export function openRouteEvents(
-  groups: number,
+  groups: readonly number[],
   onMessages: (msgs: XfrmEventMessage[]) => void,
   rcvBuf?: number,
 ): EventSource {

@@ -9,13 +9,13 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FastPath, type TargetNexthop } from '../../src/dataplane/fastpath.js';
 import type { Service } from '../../src/net/service.js';
-import { NexthopFollower } from '../../src/dataplane/nexthops.js';
+import { NexthopFollower, RTNL_GROUPS } from '../../src/dataplane/nexthops.js';
 import { runXdp, type XdpAction } from '../../src/dataplane/testrun.js';
 import { createRouterNs, ROUTER_NET, ROUTER_NET6, type RouterNs } from '../../src/lab/router-ns.js';
 import { netnsPath, nsIp } from '../../src/lab/netns.js';
 import { buildFrame, parseFrame } from '../../src/net/packet.js';
 import { log } from '../../src/log.js';
-import { requireRoot, scratchPinRoot, uniquePrefix } from '../helpers/env.js';
+import { kernelEnum, requireRoot, scratchPinRoot, uniquePrefix } from '../helpers/env.js';
 
 const VIP = '192.0.2.10';
 const TARGET = '198.18.1.11';
@@ -174,6 +174,47 @@ test("a neighbour's MAC changes, a route moves to another interface, the target 
     `# followed within ms: ${JSON.stringify(Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, +v.toFixed(1)])))}`,
   );
   assert.ok(follower.stats.changed >= 4, `next hops rewritten ${follower.stats.changed} times`);
+});
+
+test("the rtnetlink groups followed are the kernel's numbers (BTF enum rtnetlink_groups)", () => {
+  const kernel = kernelEnum('rtnetlink_groups');
+  for (const [name, n] of Object.entries(RTNL_GROUPS)) assert.equal(n, kernel[`RTNLGRP_${name}`], name);
+});
+
+test('a route through a nexthop object follows it, also when its removal takes the route away silently', async () => {
+  const conn = ++sport;
+  assert.equal(send({ syn: true }, conn).action, 'redirect');
+  const int0 = rns.ifindex('int0');
+  const alt0 = rns.ifindex('alt0');
+  nsIp(rns.ns, 'neigh', 'replace', '198.18.3.2', 'lladdr', '02:00:00:00:03:22', 'dev', 'alt0', 'nud', 'permanent');
+  nsIp(rns.ns, 'nexthop', 'add', 'id', '101', 'via', '198.18.3.2', 'dev', 'alt0');
+  try {
+    nsIp(rns.ns, 'route', 'replace', `${TARGET}/32`, 'nhid', '101');
+    const via = await followed(
+      (t) => t.ifindex === alt0 && t.dmac === '02:00:00:00:03:22',
+      (s) => s.established.dmac === '02:00:00:00:03:22' && s.fresh.dmac === '02:00:00:00:03:22',
+      conn,
+    );
+    // The kernel flushes the IPv4 routes through a deleted nexthop and says so only with
+    // RTM_DELNEXTHOP: the target is then reached through int0's subnet again.
+    nsIp(rns.ns, 'nexthop', 'del', 'id', '101');
+    const removed = await followed(
+      (t) => t.resolved && t.ifindex === int0,
+      (s) => s.established.smac === macOf('int0') && s.fresh.smac === macOf('int0'),
+      conn,
+    );
+    assert.ok(
+      via <= FOLLOW_MS && removed <= FOLLOW_MS,
+      `followed after ${via.toFixed(1)} and ${removed.toFixed(1)} ms`,
+    );
+  } finally {
+    nsIp(rns.ns, 'route', 'replace', `${TARGET}/32`, 'dev', 'int0');
+    try {
+      nsIp(rns.ns, 'nexthop', 'del', 'id', '101');
+    } catch {
+      // deleted above
+    }
+  }
 });
 
 test("an IPv6 target's route and neighbour changes are followed within 100 ms", async () => {
