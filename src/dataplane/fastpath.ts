@@ -631,15 +631,25 @@ export class FastPath {
   }
 
   /**
-   * Asks the FIB again for every target's next hop and writes those that changed; returns
-   * how many did. For route, neighbour, link and forwarding changes (see nexthops.ts).
+   * Asks the FIB again for every target's next hop and writes those that changed (`changed`).
+   * The question is asked once per address (`asked`): services that share a target, every
+   * port a VIPADISTRIBUTE names say, share its next hop. For route, neighbour, link and
+   * forwarding changes (see nexthops.ts).
    */
-  resolveTargets(): number {
+  resolveTargets(): { changed: number; asked: number } {
     let changed = 0;
+    const answers = new Map<string, Nexthop>();
     this.inNamespace(() => {
-      for (const index of this.targetIndex.values()) if (this.resolveTarget(index)) changed++;
+      for (const index of this.targetIndex.values()) {
+        const t = this.targets.get(index);
+        if (!t || t.addr === NO_ADDR) continue;
+        const toward = towards(t);
+        let nh = answers.get(toward);
+        if (!nh) answers.set(toward, (nh = this.askFib(t)));
+        if (this.applyNexthop(index, t, nh)) changed++;
+      }
     });
-    return changed;
+    return { changed, asked: answers.size };
   }
 
   /** A free index for the service's target, or the one it has; resolved before it is returned. */
@@ -666,15 +676,19 @@ export class FastPath {
     this.targetIndex.delete(key);
   }
 
-  /** One target's next hop by xdp_resolve (the distributor's own FIB lookup); whether it changed. */
+  /** One target's next hop, asked again; whether it changed. */
   private resolveTarget(index: number): boolean {
     const t = this.targets.get(index);
-    if (!t || t.addr === NO_ADDR) return false;
+    return !!t && t.addr !== NO_ADDR && this.applyNexthop(index, t, this.askFib(t));
+  }
+
+  /** The next hop towards the target by xdp_resolve (the distributor's own FIB lookup). */
+  private askFib(t: TargetEntry): Nexthop {
     const ingress = this.config.get(0)?.extIfindex || LOOPBACK_IFINDEX;
     const frame = Buffer.alloc(Math.max(resolve.size, 64));
     // The next hop towards the address packets are encapsulated to: the VIPAROUTE one if any.
     resolve.encode({ rc: 0 }, frame);
-    targetEntry.encode(t.via !== NO_ADDR ? { ...t, addr: t.via } : t, frame, RESOLVE_NH);
+    targetEntry.encode({ ...t, addr: towards(t) }, frame, RESOLVE_NH);
     let out: Buffer;
     try {
       out = runXdp(this.progFd(RESOLVER), RESOLVER, frame, { ingressIfindex: ingress }).frame;
@@ -686,15 +700,19 @@ export class FastPath {
     }
     const { rc } = resolve.decode(out);
     const nh = targetEntry.decode(out, RESOLVE_NH);
-    const next: TargetEntry =
-      rc === 0
-        ? { ...t, ifindex: nh.ifindex, mtu: nh.mtu, smac: nh.smac, dmac: nh.dmac }
-        : { ...t, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC };
-    if (next.ifindex === t.ifindex && next.mtu === t.mtu && next.smac === t.smac && next.dmac === t.dmac) return false;
-    this.targets.set(index, next);
+    return rc === 0
+      ? { rc, ifindex: nh.ifindex, mtu: nh.mtu, smac: nh.smac, dmac: nh.dmac }
+      : { rc, ifindex: 0, mtu: 0, smac: NO_MAC, dmac: NO_MAC };
+  }
+
+  /** Writes the target's next hop if it changed; whether it did. */
+  private applyNexthop(index: number, t: TargetEntry, nh: Nexthop): boolean {
+    const { rc, ...hop } = nh;
+    if (hop.ifindex === t.ifindex && hop.mtu === t.mtu && hop.smac === t.smac && hop.dmac === t.dmac) return false;
+    this.targets.set(index, { ...t, ...hop });
     const why = rc ? { unresolved: FIB_RESULTS[rc] ?? rc } : {};
     this.log.info(
-      { target: t.addr, svcId: t.svcId, ifindex: next.ifindex, dmac: next.dmac, mtu: next.mtu, ...why },
+      { target: t.addr, svcId: t.svcId, ifindex: hop.ifindex, dmac: hop.dmac, mtu: hop.mtu, ...why },
       rc ? 'target next hop not resolved: the data plane asks the FIB per packet' : 'target next hop resolved',
     );
     return true;
@@ -908,6 +926,14 @@ function pinnedEntries(pin: string): number | undefined {
 }
 
 /** The IPv6 CRT: its pinned size, else the IPv4 CRT's up to CRT6_DEFAULT_ENTRIES (it is preallocated). */
+/** A target's next hop as the FIB gave it (`rc` 0: resolved; else the lookup's result). */
+interface Nexthop extends Pick<TargetEntry, 'ifindex' | 'mtu' | 'smac' | 'dmac'> {
+  rc: number;
+}
+
+/** The address a target's packets are encapsulated to: its VIPAROUTE one, if it has one. */
+const towards = (t: TargetEntry) => (t.via !== NO_ADDR ? t.via : t.addr);
+
 function crt6Entries(pinRoot: string, crtEntries: number): number {
   return pinnedEntries(path.join(pinRoot, 'crt6')) ?? Math.min(crtEntries, CRT6_DEFAULT_ENTRIES);
 }

@@ -30,8 +30,8 @@ export const RTNL_GROUPS = {
 
 export class NexthopFollower {
   private events: EventSource | undefined;
-  /** Wakeups handled and next hops rewritten, for tests and the log. */
-  readonly stats = { wakeups: 0, changed: 0 };
+  /** Wakeups handled, FIB questions asked (one per target address) and next hops rewritten. */
+  readonly stats = { wakeups: 0, asked: 0, changed: 0 };
 
   constructor(
     private readonly fp: FastPath,
@@ -61,7 +61,9 @@ export class NexthopFollower {
   private resolve(): void {
     this.stats.wakeups++;
     try {
-      this.stats.changed += this.fp.resolveTargets();
+      const { changed, asked } = this.fp.resolveTargets();
+      this.stats.changed += changed;
+      this.stats.asked += asked;
     } catch (e) {
       // A failure here must not stop the agent: the data plane asks the FIB for unresolved targets.
       this.log.error({ err: (e as Error).message }, "resolving the targets' next hops failed");

@@ -217,6 +217,30 @@ test('a route through a nexthop object follows it, also when its removal takes t
   }
 });
 
+test('services that share a target share its next hop: one FIB question per address and wakeup', async () => {
+  const ports = [81, 82, 83, 84, 85];
+  for (const port of ports) fp.setTargets({ ...web, port }, [{ addr: TARGET, weight: 1 }]);
+  try {
+    const ofTarget = () => fp.nexthops().filter((n) => n.addr === TARGET);
+    assert.equal(ofTarget().length, ports.length + 1);
+    const addrs = new Set(fp.nexthops().map((n) => n.addr)).size;
+    const before = { ...follower.stats };
+    nsIp(rns.ns, 'neigh', 'replace', TARGET, 'lladdr', '02:00:00:00:07:77', 'dev', 'int0', 'nud', 'permanent');
+    const t0 = performance.now();
+    while (!ofTarget().every((n) => n.dmac === '02:00:00:00:07:77')) {
+      assert.ok(performance.now() - t0 < 2000, `not followed: ${JSON.stringify(ofTarget())}`);
+      await new Promise((r) => setImmediate(r));
+    }
+    const wakeups = follower.stats.wakeups - before.wakeups;
+    assert.ok(wakeups >= 1);
+    assert.equal(follower.stats.asked - before.asked, wakeups * addrs, `${wakeups} wakeups, ${addrs} addresses`);
+    assert.equal(follower.stats.changed - before.changed, ports.length + 1);
+  } finally {
+    for (const port of ports) fp.removeService({ ...web, port });
+    nsIp(rns.ns, 'neigh', 'replace', TARGET, 'lladdr', '02:00:00:00:09:99', 'dev', 'int0', 'nud', 'permanent');
+  }
+});
+
 test("an IPv6 target's route and neighbour changes are followed within 100 ms", async () => {
   const web6: Service = { vip: '2001:db8:10::10', port: 80, protocol: 'tcp' };
   fp.configure({ clusterAddr: rns.clusterAddr, clusterAddr6: ROUTER_NET6.clusterAddr });
