@@ -107,6 +107,10 @@ export interface VsKatran {
   pass?: number;
   /** recovered / katran_recovered: a packet of a flow with no entry, looked up, hashed and inserted. */
   recovered?: number;
+  /** crt_hit_many / katran_crt_hit_many: established, MANY_FLOWS flows in turn. */
+  crtHitMany?: number;
+  /** unconfirmed_many / katran_crt_hit_many: the same, dvipa's flows in its cache of unconfirmed flows. */
+  unconfirmedMany?: number;
 }
 
 /** Each ratio of VsKatran: dvipa's path, Katran's. */
@@ -116,6 +120,8 @@ const VS_KATRAN = {
   synGuarded: ['syn_guarded', 'katran_syn_guarded'],
   pass: ['pass', 'katran_pass'],
   recovered: ['recovered', 'katran_recovered'],
+  crtHitMany: ['crt_hit_many', 'katran_crt_hit_many'],
+  unconfirmedMany: ['unconfirmed_many', 'katran_crt_hit_many'],
 } as const;
 
 /** Where the harness's new flows come from (bpf/bench_harness.h: BENCH_SADDR_BASE, BENCH_SADDR_MASK). */
@@ -142,6 +148,31 @@ interface PathSpec {
   guard?: number;
   /** Where NewFlow writes the source address and port (default: an IPv4 frame's). */
   offsets?: { saddr: number; sport: number };
+  /**
+   * Over MANY_FLOWS flows in turn, each packet another flow's (runMany). `warm`: the frames
+   * that put the flows in the table first (SYNs), before each measurement.
+   */
+  many?: { warm?: Buffer };
+}
+
+/**
+ * The "many" paths: established connections over as many flows as `bench traffic`'s largest
+ * case, so that each packet reads its entry where the table keeps it, not from a line a
+ * previous packet left in the cache. On all CPUs at once they share the flows out, as a
+ * NIC's queues would.
+ */
+const MANY_FLOWS = 100_000;
+/** Their flows in the harness's counter: far above the ranges the new-flow paths use. */
+const MANY_BASE = 0xf0000000;
+
+/** The flow of the harness's counter value `n` (bpf/bench_harness.h), to the IPv4 service. */
+function harnessFlow(n: number): Omit<Flow, 'proto'> {
+  return {
+    saddr: formatIpv4((NEW_FLOW_SADDR_BASE | ((n >>> 16) & NEW_FLOW_SADDR_MASK)) >>> 0),
+    daddr: VIP,
+    sport: n & 0xffff,
+    dport: SERVICE.port,
+  };
 }
 
 /**
@@ -166,6 +197,9 @@ export const FASTPATH_PATHS = [
   'crt_hit6',
   'recovered6',
   'pass6',
+  'crt_hit_many',
+  'unconfirmed_many',
+  'katran_crt_hit_many',
 ] as const;
 
 function median(xs: number[]): number {
@@ -226,11 +260,11 @@ export async function benchFastpath(opts: {
     const stride = Math.ceil(benchCtl.size / 8) * 8;
     const objectOf = (s: PathSpec) => (s.program === 'bench_katran' ? katran!.obj : bench);
     /** Each CPU's copy of the control: its own range of `repeat` new flows from `seq` up. */
-    const setCtl = (s: PathSpec, seq: number) => {
+    const setCtl = (s: PathSpec, seq: number, flowsPerCpu = opts.repeat) => {
       const value = Buffer.alloc(stride * cpus);
       const off = s.offsets ?? FRAME_OFFSETS;
       for (let c = 0; c < cpus; c++) {
-        const ctl = { mode: s.mode, saddrOff: off.saddr, sportOff: off.sport, seq: (seq + c * opts.repeat) >>> 0 };
+        const ctl = { mode: s.mode, saddrOff: off.saddr, sportOff: off.sport, seq: (seq + c * flowsPerCpu) >>> 0 };
         benchCtl.encode(ctl, value, c * stride);
       }
       sys.mapUpdate('bench_ctl', objectOf(s).mapFd('bench_ctl'), Buffer.alloc(4), value);
@@ -415,6 +449,33 @@ export async function benchFastpath(opts: {
         frame: other6,
         expect: 'pass',
       },
+      {
+        path: 'crt_hit_many',
+        describe: `established connections (confirmed), ${MANY_FLOWS.toLocaleString('en')} in turn: CRT hit, encap`,
+        program: 'bench_distributor',
+        mode: BenchMode.NewFlow,
+        frame: ack,
+        expect: forwarded,
+        many: {},
+      },
+      {
+        path: 'unconfirmed_many',
+        describe: `flows not confirmed yet, ${MANY_FLOWS.toLocaleString('en')} in turn: miss in crt_est, hit in the cache`,
+        program: 'bench_distributor',
+        mode: BenchMode.NewFlow,
+        frame: ack,
+        expect: forwarded,
+        many: { warm: syn },
+      },
+      {
+        path: 'katran_crt_hit_many',
+        describe: `Katran, established connections, ${MANY_FLOWS.toLocaleString('en')} in turn: LRU hit, IPIP`,
+        program: 'bench_katran',
+        mode: BenchMode.NewFlow,
+        frame: ack,
+        expect: 'tx',
+        many: { warm: syn },
+      },
     ];
     if (all.some((s, i) => s.path !== FASTPATH_PATHS[i]))
       throw new Error('bench paths: FASTPATH_PATHS does not list them in order');
@@ -483,71 +544,109 @@ export async function benchFastpath(opts: {
         { length: cpus },
         (_, c) => (benchCtl.decode(value, c * stride).seq - (first + c * opts.repeat)) >>> 0,
       );
-      const flowOf = (n: number) => {
-        const src = formatIpv4((NEW_FLOW_SADDR_BASE | ((n >>> 16) & NEW_FLOW_SADDR_MASK)) >>> 0);
-        return { src, dst: VIP, sport: n & 0xffff, dport: SERVICE.port, proto: PROTO.tcp };
-      };
       if (cpusRan === 'some' ? !made.some((n) => n > 0) : !made.every((n) => n > 0))
         throw new Error(`bench path ${s.path}: no new flow made on ${cpusRan === 'some' ? 'any CPU' : 'every CPU'}`);
-      const has = (c: number, f: ReturnType<typeof flowOf>) =>
-        dvipa ? fp!.crt.get({ ...f, saddr: f.src, daddr: f.dst }) !== undefined : katran!.has(c, f);
-      const kept = made.map((n, c) => n > 0 && has(c, flowOf(first + c * opts.repeat + n - 1)));
+      const has = (c: number, f: Omit<Flow, 'proto'>) =>
+        dvipa
+          ? fp!.crt.get({ ...f, proto: PROTO.tcp }) !== undefined
+          : katran!.has(c, { src: f.saddr, dst: f.daddr, sport: f.sport, dport: f.dport, proto: PROTO.tcp });
+      const kept = made.map((n, c) => n > 0 && has(c, harnessFlow(first + c * opts.repeat + n - 1)));
       if (dvipa ? !kept.some(Boolean) : !made.every((n, c) => n === 0 || kept[c]))
         throw new Error(
           `bench path ${s.path}: a new flow was not inserted into ${dvipa ? 'the CRT' : "Katran's connection table"}`,
         );
     };
 
-    rns.inside(() => {
+    const workers = Array.from(
+      { length: cpus },
+      (_, cpu) =>
+        new Worker(new URL('./fastpath-worker.js', import.meta.url), { workerData: { cpu, netns: netnsPath(rns.ns) } }),
+    );
+    const post = (w: Worker, run: WorkerRun) =>
+      new Promise<WorkerResult>((resolve, reject) => {
+        w.once('error', reject);
+        w.once('message', (m: WorkerResult) => {
+          w.off('error', reject);
+          resolve(m);
+        });
+        w.postMessage(run);
+      });
+    const onAll = (run: WorkerRun) => Promise.all(workers.map((w) => post(w, run)));
+    /** What says a "many" path read a flow its table did not hold: dvipa's CRT misses, Katran's LRU misses. */
+    const missesOf = (s: PathSpec) =>
+      s.program === 'bench_katran' ? katran!.lruMisses() : fp!.serviceStats(fp!.serviceId(SERVICE)!).crtMiss;
+    const passes = Math.max(1, Math.round(opts.repeat / MANY_FLOWS));
+    /**
+     * A "many" path on the CPUs of `on` (one pinned worker each: Katran's tables are per CPU,
+     * so warm-up and measurement must run on the same one), which share MANY_FLOWS flows out:
+     * the warm-up frames over each CPU's flows (before each measurement: the new-flow paths'
+     * inserts between rounds push them out), then the measured frame over the same flows
+     * `passes` times. Each CPU's ns per packet is the mean of its passes, and no packet of
+     * them may have missed its table.
+     */
+    const runMany = async (s: PathSpec, on: Worker[]): Promise<WorkerResult[]> => {
+      const perCpu = Math.ceil(MANY_FLOWS / on.length);
+      const over = async (frame: Buffer) => {
+        setCtl(s, MANY_BASE, perCpu);
+        const rs = await Promise.all(
+          on.map((w) => post(w, { ...runOf(s), data: frame, ctxIn: xdpContext(frame, ingress), repeat: perCpu })),
+        );
+        for (const r of rs) check(s, r.retval);
+        return rs;
+      };
+      setGuard(s);
+      if (s.many!.warm) await over(s.many!.warm);
+      const misses = missesOf(s);
+      const ns = on.map(() => 0);
+      for (let p = 0; p < passes; p++) (await over(s.frame)).forEach((r, i) => (ns[i] += r.duration / passes));
+      if (missesOf(s) !== misses)
+        throw new Error(`bench path ${s.path}: ${missesOf(s) - misses} packets missed the table their flow was put in`);
+      return ns.map((duration) => ({ retval: 0, duration }));
+    };
+    // Confirmed as the agent confirms them, once: the packets of other paths cannot evict them.
+    if (specs.some((s) => s.path === 'crt_hit_many'))
+      fp.confirm(
+        Array.from({ length: MANY_FLOWS + cpus }, (_, i) =>
+          confirmed(harnessFlow((MANY_BASE + i) >>> 0), SERVICE, TARGETS[i % TARGETS.length]),
+        ),
+      );
+
+    try {
       for (let round = 0; round < opts.rounds; round++) {
         for (const s of specs) {
+          if (s.many) {
+            samples.get(s.path)!.push((await runMany(s, [workers[0]]))[0].duration);
+            opts.onProgress?.(++done, total);
+            continue;
+          }
           setCtl(s, seq);
           setGuard(s);
           const first = seq;
           seq = (seq + opts.repeat * cpus) >>> 0;
           const run = runOf(s);
-          const r = sys.progTestRun(s.program, run.fd, {
-            data: s.frame,
-            ctxIn: Buffer.from(run.ctxIn),
-            repeat: run.repeat,
-          });
+          const r = rns.inside(() =>
+            sys.progTestRun(s.program, run.fd, { data: s.frame, ctxIn: Buffer.from(run.ctxIn), repeat: run.repeat }),
+          );
           check(s, r.retval);
           checkInserted(s, first, 'some');
           samples.get(s.path)!.push(r.duration);
           opts.onProgress?.(++done, total);
         }
       }
-    });
 
-    const workers = Array.from(
-      { length: cpus },
-      (_, cpu) =>
-        new Worker(new URL('./fastpath-worker.js', import.meta.url), { workerData: { cpu, netns: netnsPath(rns.ns) } }),
-    );
-    const onAll = (run: WorkerRun) =>
-      Promise.all(
-        workers.map(
-          (w) =>
-            new Promise<WorkerResult>((resolve, reject) => {
-              w.once('error', reject);
-              w.once('message', (m: WorkerResult) => {
-                w.off('error', reject);
-                resolve(m);
-              });
-              w.postMessage(run);
-            }),
-        ),
-      );
-    try {
       for (let round = 0; round < opts.rounds; round++) {
         for (const s of specs) {
-          setCtl(s, seq);
-          setGuard(s);
-          const first = seq;
-          seq = (seq + opts.repeat * cpus) >>> 0;
-          const rs = await onAll(runOf(s));
-          for (const r of rs) check(s, r.retval);
-          checkInserted(s, first, 'every');
+          let rs: WorkerResult[];
+          if (s.many) rs = await runMany(s, workers);
+          else {
+            setCtl(s, seq);
+            setGuard(s);
+            const first = seq;
+            seq = (seq + opts.repeat * cpus) >>> 0;
+            rs = await onAll(runOf(s));
+            for (const r of rs) check(s, r.retval);
+            checkInserted(s, first, 'every');
+          }
           const ns = rs.map((r) => r.duration);
           parallel
             .get(s.path)!
@@ -622,6 +721,8 @@ function formatVsKatran(v: VsKatran): string[] {
     synGuarded: 'SYN over the new-flow guard',
     pass: 'not for a VIP (pass), goal: at most 1',
     recovered: 'mid-connection, no entry (recovered)',
+    crtHitMany: `established, ${MANY_FLOWS.toLocaleString('en')} flows in turn (crt_hit_many)`,
+    unconfirmedMany: `the same, dvipa's flows not confirmed yet (unconfirmed_many)`,
   };
   return (Object.keys(goals) as (keyof VsKatran)[])
     .filter((k) => v[k] !== undefined)
