@@ -78,6 +78,7 @@ const NO_MAC = '00:00:00:00:00:00';
 const NO_ADDR = '0.0.0.0';
 const BPF_MAP_TYPE_ARRAY = 2;
 const BPF_MAP_TYPE_LRU_HASH = 9;
+const BPF_F_NO_PREALLOC = 1;
 const LOOPBACK_IFINDEX = 1;
 const RESOLVER = 'xdp_resolve';
 
@@ -298,6 +299,7 @@ export class FastPath {
     assertBpffs(pinRoot);
     fs.mkdirSync(pinRoot, { recursive: true });
     const crtMaxEntries = resolveCrtSize(pinRoot, opts.crtMaxEntries, logger);
+    const carried = takeUnpreallocatedConfirmed(pinRoot, logger);
 
     const objects = new Map<Role, BpfObject>();
     try {
@@ -316,7 +318,9 @@ export class FastPath {
       for (const o of objects.values()) o.close();
       throw e;
     }
-    return new FastPath(pinRoot, objects, logger, opts.netnsPath);
+    const fp = new FastPath(pinRoot, objects, logger, opts.netnsPath);
+    if (carried.length) fp.crtEst.setBatch(carried);
+    return fp;
   }
 
   progFd(role: Role | typeof RESOLVER): number {
@@ -925,7 +929,6 @@ function pinnedEntries(pin: string): number | undefined {
   }
 }
 
-/** The IPv6 CRT: its pinned size, else the IPv4 CRT's up to CRT6_DEFAULT_ENTRIES (it is preallocated). */
 /** A target's next hop as the FIB gave it (`rc` 0: resolved; else the lookup's result). */
 interface Nexthop extends Pick<TargetEntry, 'ifindex' | 'mtu' | 'smac' | 'dmac'> {
   rc: number;
@@ -934,8 +937,34 @@ interface Nexthop extends Pick<TargetEntry, 'ifindex' | 'mtu' | 'smac' | 'dmac'>
 /** The address a target's packets are encapsulated to: its VIPAROUTE one, if it has one. */
 const towards = (t: TargetEntry) => (t.via !== NO_ADDR ? t.via : t.addr);
 
+/** The IPv6 CRT: its pinned size, else the IPv4 CRT's up to CRT6_DEFAULT_ENTRIES (it is preallocated). */
 function crt6Entries(pinRoot: string, crtEntries: number): number {
   return pinnedEntries(path.join(pinRoot, 'crt6')) ?? Math.min(crtEntries, CRT6_DEFAULT_ENTRIES);
+}
+
+/**
+ * Versions before 2026-12-03 (session 26) pinned `crt_est` without preallocation. Preallocated,
+ * a lookup over 100,000 connections costs about 200 ns instead of 350 (docs/benchmarks.md), and
+ * libbpf reuses a pinned map only with the same flags: so the older pin goes, and its
+ * connections, returned here, move into the table the load makes (the same size). The old
+ * program reads the old table until the new one is attached in its place.
+ */
+function takeUnpreallocatedConfirmed(pinRoot: string, logger: Logger): Array<[Flow, CrtEntry]> {
+  const pin = path.join(pinRoot, 'crt_est');
+  if (!fs.existsSync(pin)) return [];
+  const fd = sys.objGet(pin, pin);
+  try {
+    if (!(sys.mapInfo(pin, fd).flags & BPF_F_NO_PREALLOC)) return [];
+    const entries = [...new BpfMap('crt_est', fd, flow, crtEntry).entries()];
+    logger.warn(
+      { pin, connections: entries.length },
+      'the pinned table of confirmed connections is an older one, not preallocated: its connections move to a preallocated one',
+    );
+    fs.unlinkSync(pin);
+    return entries;
+  } finally {
+    sys.closeFd(pin, fd);
+  }
 }
 
 /** The sets of the cache of unconfirmed flows (`crt`) for a CRT of `entries`. */

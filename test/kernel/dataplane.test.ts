@@ -29,7 +29,9 @@ import {
 } from '../../src/dataplane/structs.js';
 import { sys } from '../../src/kernel/sys.js';
 
+const BPF_MAP_TYPE_HASH = 1;
 const BPF_MAP_TYPE_LRU_HASH = 9;
+const BPF_F_NO_PREALLOC = 1;
 import type { Flow } from '../../src/net/flow.js';
 import { formatIpv4 } from '../../src/net/addr.js';
 import { inNetns, nsIp, Topology } from '../../src/lab/netns.js';
@@ -151,31 +153,39 @@ test('the kernel counts the confirmed CRT as a walk does; the cache of unconfirm
   }
 });
 
-test('pins of a version before the cache: its LRU `crt` is replaced by the cache; the confirmed connections stay', () => {
+test('pins of older versions: the LRU `crt` is replaced by the cache, `crt_est` by a preallocated one; the confirmed connections stay', () => {
   const p = scratchPinRoot('crtold');
   const conn: [Flow, CrtEntry] = [
     { saddr: '198.18.0.7', daddr: '192.0.2.10', sport: 40000, dport: 80, proto: 6 },
     { target: '198.18.1.1', svcId: 0, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n },
   ];
   try {
-    let fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 1024 });
-    fp.crtEst.set(...conn);
-    fp.close();
-    // What an older dvipa pinned: `crt` as an LRU hash of flows, holding one.
-    const pin = path.join(p.pinRoot, 'crt');
-    fs.unlinkSync(pin);
-    const old = sys.mapCreate('crt', BPF_MAP_TYPE_LRU_HASH, 'crt', flowCodec.size, crtEntry.size, 1024, 0);
-    try {
-      sys.mapUpdate('crt', old, flowCodec.encode(conn[0]), crtEntry.encode(conn[1]), 0);
-      sys.objPin('crt', old, pin);
-    } finally {
-      sys.closeFd('crt', old);
+    FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 1024 }).close();
+    // What older versions pinned: `crt` as an LRU hash of flows (before 2026-12-03), `crt_est`
+    // not preallocated (before session 26); each holding one connection.
+    for (const [name, type, flags] of [
+      ['crt', BPF_MAP_TYPE_LRU_HASH, 0],
+      ['crt_est', BPF_MAP_TYPE_HASH, BPF_F_NO_PREALLOC],
+    ] as const) {
+      const pin = path.join(p.pinRoot, name);
+      fs.unlinkSync(pin);
+      const old = sys.mapCreate(name, type, name, flowCodec.size, crtEntry.size, 1024, flags);
+      try {
+        sys.mapUpdate(name, old, flowCodec.encode(conn[0]), crtEntry.encode(conn[1]), 0);
+        sys.objPin(name, old, pin);
+      } finally {
+        sys.closeFd(name, old);
+      }
     }
-    fp = FastPath.open({ pinRoot: p.pinRoot });
+    const fp = FastPath.open({ pinRoot: p.pinRoot });
     try {
       assert.equal(fp.crt.maxEntries, 1024);
       assert.equal(fp.crt.count(), 0, 'the unconfirmed start afresh');
       assert.deepEqual(fp.crtEst.get(conn[0]), conn[1]);
+      const est = sys.mapInfo('crt_est', fp.crtEst.fd);
+      assert.equal(est.flags & BPF_F_NO_PREALLOC, 0, 'crt_est is preallocated now');
+      assert.equal(est.maxEntries, 1024, 'at the size the older one had');
+      assert.equal(fp.crtEst.count(), 1);
       fp.configure({ clusterAddr: '198.18.0.1' });
       assert.equal(fp.nodeConfig().crtSets, 1024 / CRT_WAYS, 'the data plane knows the sets once configured');
     } finally {
