@@ -30,7 +30,7 @@ import { XDP_ACTIONS, xdpContext, type XdpAction } from '../dataplane/testrun.js
 import { createRouterNs, ROUTER_NET, ROUTER_NET6 } from '../lab/router-ns.js';
 import { netnsPath } from '../lab/netns.js';
 import { buildFrame, FRAME_OFFSETS, PROTO } from '../net/packet.js';
-import { formatIpv4 } from '../net/addr.js';
+import { formatIpv4, formatIpv6, parseIpv6 } from '../net/addr.js';
 import { buildFrame6, FRAME6_OFFSETS } from '../net/packet6.js';
 import { withCleanup } from '../lab/cleanup.js';
 import { CRT_DEFAULT_ENTRIES } from '../dataplane/structs.js';
@@ -152,7 +152,14 @@ interface PathSpec {
    * Over MANY_FLOWS flows in turn, each packet another flow's (runMany). `warm`: the frames
    * that put the flows in the table first (SYNs), before each measurement.
    */
-  many?: { warm?: Buffer; base: number };
+  many?: {
+    /** Its flows' first value of the harness's counter. */
+    base: number;
+    service: Service;
+    /** Confirmed once, before the rounds (else `warm` puts them in the table). */
+    confirmed?: true;
+    warm?: Buffer;
+  };
 }
 
 /**
@@ -168,15 +175,21 @@ const MANY_FLOWS = 100_000;
  */
 const MANY_CONFIRMED = 0xf0000000;
 const MANY_UNCONFIRMED = 0xf4000000;
+const MANY_CONFIRMED6 = 0xf8000000;
 
-/** The flow of the harness's counter value `n` (bpf/bench_harness.h), to the IPv4 service. */
-function harnessFlow(n: number): Omit<Flow, 'proto'> {
-  return {
-    saddr: formatIpv4((NEW_FLOW_SADDR_BASE | ((n >>> 16) & NEW_FLOW_SADDR_MASK)) >>> 0),
-    daddr: VIP,
-    sport: n & 0xffff,
-    dport: SERVICE.port,
-  };
+/**
+ * The flow of the harness's counter value `n` (bpf/bench_harness.h) to `service`: the source
+ * address it writes is an IPv4 one, or an IPv6 frame's last 32 bits (FRAME6_OFFSETS).
+ */
+function harnessFlow(n: number, service: Service = SERVICE): Omit<Flow, 'proto'> {
+  const word = (NEW_FLOW_SADDR_BASE | ((n >>> 16) & NEW_FLOW_SADDR_MASK)) >>> 0;
+  let saddr = formatIpv4(word);
+  if (service === SERVICE6) {
+    const b = parseIpv6(ROUTER_NET6.client);
+    b.writeUInt32BE(word, 12);
+    saddr = formatIpv6(b);
+  }
+  return { saddr, daddr: service.vip, sport: n & 0xffff, dport: service.port };
 }
 
 /**
@@ -204,6 +217,7 @@ export const FASTPATH_PATHS = [
   'crt_hit_many',
   'unconfirmed_many',
   'katran_crt_hit_many',
+  'crt_hit6_many',
 ] as const;
 
 function median(xs: number[]): number {
@@ -460,7 +474,7 @@ export async function benchFastpath(opts: {
         mode: BenchMode.NewFlow,
         frame: ack,
         expect: forwarded,
-        many: { base: MANY_CONFIRMED },
+        many: { base: MANY_CONFIRMED, service: SERVICE, confirmed: true },
       },
       {
         path: 'unconfirmed_many',
@@ -469,7 +483,7 @@ export async function benchFastpath(opts: {
         mode: BenchMode.NewFlow,
         frame: ack,
         expect: forwarded,
-        many: { warm: syn, base: MANY_UNCONFIRMED },
+        many: { warm: syn, base: MANY_UNCONFIRMED, service: SERVICE },
       },
       {
         path: 'katran_crt_hit_many',
@@ -478,7 +492,17 @@ export async function benchFastpath(opts: {
         mode: BenchMode.NewFlow,
         frame: ack,
         expect: 'tx',
-        many: { warm: syn, base: MANY_UNCONFIRMED },
+        many: { warm: syn, base: MANY_UNCONFIRMED, service: SERVICE },
+      },
+      {
+        path: 'crt_hit6_many',
+        describe: `IPv6 established connections (confirmed), ${MANY_FLOWS.toLocaleString('en')} in turn: CRT hit`,
+        program: 'bench_distributor',
+        mode: BenchMode.NewFlow,
+        frame: ack6,
+        expect: forwarded,
+        offsets: FRAME6_OFFSETS,
+        many: { base: MANY_CONFIRMED6, service: SERVICE6, confirmed: true },
       },
     ];
     if (all.some((s, i) => s.path !== FASTPATH_PATHS[i]))
@@ -578,7 +602,7 @@ export async function benchFastpath(opts: {
     const onAll = (run: WorkerRun) => Promise.all(workers.map((w) => post(w, run)));
     /** What says a "many" path read a flow its table did not hold: dvipa's CRT misses, Katran's LRU misses. */
     const missesOf = (s: PathSpec) =>
-      s.program === 'bench_katran' ? katran!.lruMisses() : fp!.serviceStats(fp!.serviceId(SERVICE)!).crtMiss;
+      s.program === 'bench_katran' ? katran!.lruMisses() : fp!.serviceStats(fp!.serviceId(s.many!.service)!).crtMiss;
     const passes = Math.max(1, Math.round(opts.repeat / MANY_FLOWS));
     /**
      * A "many" path on the CPUs of `on` (one pinned worker each: Katran's tables are per CPU,
@@ -613,12 +637,15 @@ export async function benchFastpath(opts: {
       return ns.map((duration) => ({ retval: 0, duration }));
     };
     // Confirmed as the agent confirms them, once: the packets of other paths cannot evict them.
-    if (specs.some((s) => s.path === 'crt_hit_many'))
-      fp.confirm(
-        Array.from({ length: MANY_FLOWS + cpus }, (_, i) =>
-          confirmed(harnessFlow((MANY_CONFIRMED + i) >>> 0), SERVICE, TARGETS[i % TARGETS.length]),
-        ),
-      );
+    for (const { many } of specs)
+      if (many?.confirmed) {
+        const targets = many.service === SERVICE6 ? TARGETS6 : TARGETS;
+        fp.confirm(
+          Array.from({ length: MANY_FLOWS + cpus }, (_, i) =>
+            confirmed(harnessFlow((many.base + i) >>> 0, many.service), many.service, targets[i % targets.length]),
+          ),
+        );
+      }
 
     try {
       for (let round = 0; round < opts.rounds; round++) {
