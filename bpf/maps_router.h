@@ -226,8 +226,8 @@ struct {
  * The IPv6 CRT, in two tables as the IPv4 one: `crt6` (LRU) the unconfirmed flows, `crt6_est`
  * the connections their target confirmed, written and removed by the agent only, so an IPv6
  * SYN flood cannot evict them either. Both also hold IPv4 connections to IPv6 targets (under
- * their IPv4-mapped 5-tuple). Sized by the agent like `crt` (by default smaller: `crt6` is
- * preallocated).
+ * their IPv4-mapped 5-tuple). Sized by the agent like `crt` (by default smaller: both are
+ * preallocated; `crt6_est` as `crt_est` is, see there).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -242,7 +242,6 @@ struct {
 	__uint(max_entries, DVIPA_CRT6_DEFAULT_ENTRIES);
 	__type(key, struct dvipa_flow6);
 	__type(value, struct dvipa_crt6_entry);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } crt6_est SEC(".maps");
 

@@ -62,6 +62,7 @@ import type {
   TargetStats,
 } from './structs.js';
 import { runXdp } from './testrun.js';
+import type { Struct } from './codec.js';
 import { FlowCache } from './flow-cache.js';
 import type { CrtTable } from './crt-walk.js';
 import { attachXdp, detachXdp, listLinks } from './xdp.js';
@@ -299,7 +300,10 @@ export class FastPath {
     assertBpffs(pinRoot);
     fs.mkdirSync(pinRoot, { recursive: true });
     const crtMaxEntries = resolveCrtSize(pinRoot, opts.crtMaxEntries, logger);
-    const carried = takeUnpreallocatedConfirmed(pinRoot, logger);
+    const carried = [
+      takeUnpreallocated(pinRoot, 'crt_est', flow, crtEntry, logger),
+      takeUnpreallocated(pinRoot, 'crt6_est', flow6, crt6Entry, logger),
+    ];
 
     const objects = new Map<Role, BpfObject>();
     try {
@@ -319,7 +323,7 @@ export class FastPath {
       throw e;
     }
     const fp = new FastPath(pinRoot, objects, logger, opts.netnsPath);
-    if (carried.length) fp.crtEst.setBatch(carried);
+    [fp.crtEst, fp.crt6Est].forEach((table, i) => carried[i].length && table.setBatch(carried[i]));
     return fp;
   }
 
@@ -943,19 +947,26 @@ function crt6Entries(pinRoot: string, crtEntries: number): number {
 }
 
 /**
- * Versions before 2026-12-03 (session 26) pinned `crt_est` without preallocation. Preallocated,
- * a lookup over 100,000 connections costs about 200 ns instead of 350 (docs/benchmarks.md), and
- * libbpf reuses a pinned map only with the same flags: so the older pin goes, and its
- * connections, returned here, move into the table the load makes (the same size). The old
- * program reads the old table until the new one is attached in its place.
+ * Versions before 2026-12-03 (session 26) pinned the confirmed connections' tables (`crt_est`,
+ * `crt6_est`) without preallocation. Preallocated, a lookup over 100,000 connections costs
+ * about half as much (docs/benchmarks.md), and libbpf reuses a pinned map only with the same
+ * flags: so the older pin goes, and its connections, returned here, move into the table the
+ * load makes (the same size). The old program reads the old table until the new one is
+ * attached in its place.
  */
-function takeUnpreallocatedConfirmed(pinRoot: string, logger: Logger): Array<[Flow, CrtEntry]> {
-  const pin = path.join(pinRoot, 'crt_est');
+function takeUnpreallocated(
+  pinRoot: string,
+  name: string,
+  key: Struct<Flow>,
+  value: Struct<CrtEntry>,
+  logger: Logger,
+): Array<[Flow, CrtEntry]> {
+  const pin = path.join(pinRoot, name);
   if (!fs.existsSync(pin)) return [];
   const fd = sys.objGet(pin, pin);
   try {
     if (!(sys.mapInfo(pin, fd).flags & BPF_F_NO_PREALLOC)) return [];
-    const entries = [...new BpfMap('crt_est', fd, flow, crtEntry).entries()];
+    const entries = [...new BpfMap(name, fd, key, value).entries()];
     logger.warn(
       { pin, connections: entries.length },
       'the pinned table of confirmed connections is an older one, not preallocated: its connections move to a preallocated one',

@@ -20,9 +20,11 @@ import {
   CrtOrigin,
   CRT_WAYS,
   crtEntry,
+  crt6Entry,
   crtKey,
   crtSlot,
   flow as flowCodec,
+  flow6,
   u32,
   MAX_SERVICES,
   type CrtEntry,
@@ -153,25 +155,30 @@ test('the kernel counts the confirmed CRT as a walk does; the cache of unconfirm
   }
 });
 
-test('pins of older versions: the LRU `crt` is replaced by the cache, `crt_est` by a preallocated one; the confirmed connections stay', () => {
+test('pins of older versions: the LRU `crt` is replaced by the cache, `crt_est` and `crt6_est` by preallocated ones; the confirmed connections stay', () => {
   const p = scratchPinRoot('crtold');
   const conn: [Flow, CrtEntry] = [
     { saddr: '198.18.0.7', daddr: '192.0.2.10', sport: 40000, dport: 80, proto: 6 },
     { target: '198.18.1.1', svcId: 0, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n },
   ];
+  const conn6: [Flow, CrtEntry] = [
+    { saddr: '2001:db8::7', daddr: '2001:db8:10::10', sport: 40000, dport: 80, proto: 6 },
+    { target: '2001:db8:1::11', svcId: 0, origin: CrtOrigin.Control, targetIdx: 0, createdNs: 0n },
+  ];
   try {
     FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 1024 }).close();
     // What older versions pinned: `crt` as an LRU hash of flows (before 2026-12-03), `crt_est`
     // not preallocated (before session 26); each holding one connection.
-    for (const [name, type, flags] of [
-      ['crt', BPF_MAP_TYPE_LRU_HASH, 0],
-      ['crt_est', BPF_MAP_TYPE_HASH, BPF_F_NO_PREALLOC],
+    for (const [name, type, flags, key, value, c] of [
+      ['crt', BPF_MAP_TYPE_LRU_HASH, 0, flowCodec, crtEntry, conn],
+      ['crt_est', BPF_MAP_TYPE_HASH, BPF_F_NO_PREALLOC, flowCodec, crtEntry, conn],
+      ['crt6_est', BPF_MAP_TYPE_HASH, BPF_F_NO_PREALLOC, flow6, crt6Entry, conn6],
     ] as const) {
       const pin = path.join(p.pinRoot, name);
       fs.unlinkSync(pin);
-      const old = sys.mapCreate(name, type, name, flowCodec.size, crtEntry.size, 1024, flags);
+      const old = sys.mapCreate(name, type, name, key.size, value.size, 1024, flags);
       try {
-        sys.mapUpdate(name, old, flowCodec.encode(conn[0]), crtEntry.encode(conn[1]), 0);
+        sys.mapUpdate(name, old, key.encode(c[0]), value.encode(c[1]), 0);
         sys.objPin(name, old, pin);
       } finally {
         sys.closeFd(name, old);
@@ -182,10 +189,13 @@ test('pins of older versions: the LRU `crt` is replaced by the cache, `crt_est` 
       assert.equal(fp.crt.maxEntries, 1024);
       assert.equal(fp.crt.count(), 0, 'the unconfirmed start afresh');
       assert.deepEqual(fp.crtEst.get(conn[0]), conn[1]);
-      const est = sys.mapInfo('crt_est', fp.crtEst.fd);
-      assert.equal(est.flags & BPF_F_NO_PREALLOC, 0, 'crt_est is preallocated now');
-      assert.equal(est.maxEntries, 1024, 'at the size the older one had');
-      assert.equal(fp.crtEst.count(), 1);
+      assert.deepEqual(fp.crt6Est.get(conn6[0]), conn6[1]);
+      for (const table of [fp.crtEst, fp.crt6Est]) {
+        const info = sys.mapInfo(table.name, table.fd);
+        assert.equal(info.flags & BPF_F_NO_PREALLOC, 0, `${table.name} is preallocated now`);
+        assert.equal(info.maxEntries, 1024, `${table.name} at the size the older one had`);
+        assert.equal(table.count(), 1, table.name);
+      }
       fp.configure({ clusterAddr: '198.18.0.1' });
       assert.equal(fp.nodeConfig().crtSets, 1024 / CRT_WAYS, 'the data plane knows the sets once configured');
     } finally {
