@@ -300,10 +300,8 @@ export class FastPath {
     assertBpffs(pinRoot);
     fs.mkdirSync(pinRoot, { recursive: true });
     const crtMaxEntries = resolveCrtSize(pinRoot, opts.crtMaxEntries, logger);
-    const carried = [
-      takeUnpreallocated(pinRoot, 'crt_est', flow, crtEntry, logger),
-      takeUnpreallocated(pinRoot, 'crt6_est', flow6, crt6Entry, logger),
-    ];
+    const carried = takeUnpreallocated(pinRoot, 'crt_est', flow, crtEntry, logger);
+    const carried6 = takeUnpreallocated(pinRoot, 'crt6_est', flow6, crt6Entry, logger);
 
     const objects = new Map<Role, BpfObject>();
     try {
@@ -323,7 +321,8 @@ export class FastPath {
       throw e;
     }
     const fp = new FastPath(pinRoot, objects, logger, opts.netnsPath);
-    [fp.crtEst, fp.crt6Est].forEach((table, i) => carried[i].length && table.setBatch(carried[i]));
+    if (carried.length) fp.crtEst.setBatch(carried);
+    if (carried6.length) fp.crt6Est.setBatch(carried6);
     return fp;
   }
 
@@ -648,14 +647,7 @@ export class FastPath {
     let changed = 0;
     const answers = new Map<string, Nexthop>();
     this.inNamespace(() => {
-      for (const index of this.targetIndex.values()) {
-        const t = this.targets.get(index);
-        if (!t || t.addr === NO_ADDR) continue;
-        const toward = towards(t);
-        let nh = answers.get(toward);
-        if (!nh) answers.set(toward, (nh = this.askFib(t)));
-        if (this.applyNexthop(index, t, nh)) changed++;
-      }
+      for (const index of this.targetIndex.values()) if (this.resolveTarget(index, answers)) changed++;
     });
     return { changed, asked: answers.size };
   }
@@ -684,10 +676,16 @@ export class FastPath {
     this.targetIndex.delete(key);
   }
 
-  /** One target's next hop, asked again; whether it changed. */
-  private resolveTarget(index: number): boolean {
+  /**
+   * One target's next hop, asked again (or taken from `answers`, the FIB's answers so far by
+   * address, which this adds to); whether it changed.
+   */
+  private resolveTarget(index: number, answers = new Map<string, Nexthop>()): boolean {
     const t = this.targets.get(index);
-    return !!t && t.addr !== NO_ADDR && this.applyNexthop(index, t, this.askFib(t));
+    if (!t || t.addr === NO_ADDR) return false;
+    let nh = answers.get(towards(t));
+    if (!nh) answers.set(towards(t), (nh = this.askFib(t)));
+    return this.applyNexthop(index, t, nh);
   }
 
   /** The next hop towards the target by xdp_resolve (the distributor's own FIB lookup). */

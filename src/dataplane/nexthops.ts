@@ -1,8 +1,8 @@
 /*
  * The targets' next hops follow the kernel: rtnetlink tells of every route, nexthop object,
  * neighbour, address, rule, link and forwarding change in the namespace, and each wakeup re-resolves
- * every target (FastPath.resolveTargets: one test run each, microseconds), writing only
- * what changed. No timer polls; a lost event (receive buffer overflow) is answered the same
+ * every target (FastPath.resolveTargets: one test run per target address, microseconds),
+ * writing only what changed. No timer polls; a lost event (receive buffer overflow) is answered the same
  * way, by resolving everything again.
  */
 import { openRouteEvents, type EventSource } from '../kernel/events.js';
