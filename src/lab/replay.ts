@@ -90,6 +90,11 @@ export async function replayPcap(
 
     const packets: ReplayPacket[] = [];
     const totals: ReplayResult['totals'] = {};
+    /** A frame no NIC would deliver, or that a test run cannot take: said, counted, not run. */
+    const notRun = (index: number, packet: string, reason: 'frame_too_short' | 'frame_too_large') => {
+      packets.push({ index, packet, verdict: 'not-run', reason });
+      totals[reason] = (totals[reason] ?? 0) + 1;
+    };
     records.forEach(({ frame: captured, wireLength }, i) => {
       /*
        * A capture cut at its snap length (tcpdump -s 96) holds the headers, which is what the
@@ -101,22 +106,9 @@ export async function replayPcap(
         ? Buffer.concat([captured, Buffer.alloc(Math.min(wireLength, PCAP_MAX_RECORD) - captured.length)])
         : captured;
       const note = cut ? ` (captured ${captured.length} of ${wireLength} bytes, the rest zero-filled)` : '';
-      if (frame.length < wireLength) {
-        const packet = `${wireLength}-byte frame, larger than a test run takes${note}`;
-        packets.push({ index: i + 1, packet, verdict: 'not-run', reason: 'frame_too_large' });
-        totals.frame_too_large = (totals.frame_too_large ?? 0) + 1;
-        return;
-      }
-      if (frame.length < MIN_FRAME) {
-        packets.push({
-          index: i + 1,
-          packet: `${frame.length}-byte frame`,
-          verdict: 'not-run',
-          reason: 'frame_too_short',
-        });
-        totals.frame_too_short = (totals.frame_too_short ?? 0) + 1;
-        return;
-      }
+      if (frame.length < wireLength)
+        return notRun(i + 1, `${wireLength}-byte frame, larger than a test run takes${note}`, 'frame_too_large');
+      if (frame.length < MIN_FRAME) return notRun(i + 1, `${frame.length}-byte frame`, 'frame_too_short');
       const parsed = parseFrame(frame);
       const flow = flowOf(parsed) ?? flowOf6(frame);
       // An IPv6 flow's entry, or an IPv4 one's to an IPv6 target, is in crt6.
@@ -129,10 +121,11 @@ export async function replayPcap(
         });
       } catch (e) {
         if (!(e instanceof SyscallError && TOO_LARGE.has(e.code) && frame.length > ONE_PAGE)) throw e;
-        const packet = `${frame.length}-byte frame, larger than a test run takes (${e.code})${note}`;
-        packets.push({ index: i + 1, packet, verdict: 'not-run', reason: 'frame_too_large' });
-        totals.frame_too_large = (totals.frame_too_large ?? 0) + 1;
-        return;
+        return notRun(
+          i + 1,
+          `${frame.length}-byte frame, larger than a test run takes (${e.code})${note}`,
+          'frame_too_large',
+        );
       }
       const reason = run.reason;
       totals[reason] = (totals[reason] ?? 0) + 1;

@@ -41,11 +41,12 @@ export function parsePcap(buf: Buffer, file = '<pcap>'): PcapRecord[] {
   else if (buf.readUInt32BE(0) === MAGIC_US || buf.readUInt32BE(0) === MAGIC_NS) le = false;
   else throw new PcapError(file, `not a pcap file (magic 0x${magicLE.toString(16)})`);
   const u32 = (off: number) => (le ? buf.readUInt32LE(off) : buf.readUInt32BE(off));
-  const linktype = u32(20) & 0x0fffffff;
+  const linkWord = u32(20);
+  const linktype = linkWord & 0x0fffffff;
   if (linktype !== LINKTYPE_ETHERNET)
     throw new PcapError(file, `link type ${linktype} is not Ethernet (1); capture on an Ethernet interface`);
   // The link type's top bits: whether frames end with their FCS (bit 28), and its 16-bit words.
-  const fcs = (u32(20) >>> 28) & 1 ? ((u32(20) >>> 29) & 7) * 2 : 0;
+  const fcs = (linkWord >>> 28) & 1 ? ((linkWord >>> 29) & 7) * 2 : 0;
   const snaplen = u32(16);
 
   const records: PcapRecord[] = [];
