@@ -387,20 +387,18 @@ static __always_inline __u32 crt_hash(const struct dvipa_crt_key *k, const struc
 }
 
 /*
- * The set of flow `f`, its crt_hash in *h: the hash reduced to [0, crt_sets) by a multiply
- * and a shift, so any number of sets works. NULL while user space has not said how many sets
- * there are or written the cache's secret (its multipliers are odd, never 0).
+ * The set of flow `f`: its crt_hash reduced to [0, crt_sets) by a multiply and a shift, so any
+ * number of sets works. NULL while user space has not said how many sets there are or written
+ * the cache's secret (its multipliers are odd, never 0).
  */
-static __always_inline struct dvipa_crt_set *crt_set(const struct dvipa_config *cfg, const struct dvipa_flow *f,
-						     __u32 *h)
+static __always_inline struct dvipa_crt_set *crt_set(const struct dvipa_config *cfg, const struct dvipa_flow *f)
 {
 	__u32 zero = 0, i;
 	const struct dvipa_crt_key *k = bpf_map_lookup_elem(&crt_key, &zero);
 
 	if (!k || !k->saddr_mul || !cfg->crt_sets)
 		return NULL;
-	*h = crt_hash(k, f);
-	i = ((__u64)*h * cfg->crt_sets) >> 32;
+	i = ((__u64)crt_hash(k, f) * cfg->crt_sets) >> 32;
 	return bpf_map_lookup_elem(&crt, &i);
 }
 
@@ -442,33 +440,42 @@ static __always_inline int crt_find(struct dvipa_crt_set *set, const struct dvip
 /*
  * Inserts the flow with entry *e into its set unless it is there. Returns 1 if inserted; 0 if
  * the flow was there (its entry then in *e); -1 if the slot it would take was being written
- * (by another CPU or user space): not inserted. The slot taken: the first empty one, else
- * the first no packet used since an insert last passed over it, clearing the `ref` bits of
- * those passed over (CLOCK), from the way `start` names (bits of the new flow's hash: no way is
- * favoured); all used: that way. A new slot starts unused, so a flood of first packets that
- * are never followed takes the slots of its own kind before any a connection keeps using.
+ * (by another CPU or user space): not inserted. The slot taken: the first empty one, else,
+ * from the set's hand on, the first no packet used since the hand last passed over it,
+ * clearing the `ref` bits of those it passes (CLOCK); all used: the one at the hand. The hand
+ * then points past the slot taken. A new slot starts unused, so a flood of first packets that
+ * are never followed takes the slots of its own kind before any a connection keeps using; and
+ * as the hand goes round, the unused slot taken is the one filled longest ago: a new flow
+ * keeps its slot over the next DVIPA_CRT_WAYS - 1 inserts into its set, the time its client
+ * has to send a second packet. (A start drawn from each new flow's hash, as before, let
+ * the very next new flow into the set take it.) The hand is a hint: two CPUs inserting into a
+ * set at once may both move it, and user space writing way 0 sets it back to 0.
  */
 static __always_inline int crt_insert(struct dvipa_crt_set *set, const struct dvipa_flow *f, struct dvipa_crt_entry *e,
-				      __u32 now_s, __u32 start)
+				      __u32 now_s)
 {
 	struct dvipa_crt_slot *s = NULL;
-	__u32 seq, at;
+	__u32 seq, at = 0, hand = set->way[0].hand;
 	int w;
 
 	if (crt_find(set, f, e))
 		return 0;
 	for (w = 0; w < DVIPA_CRT_WAYS && !s; w++)
-		if (!set->way[w].proto)
+		if (!set->way[w].proto) {
+			at = w;
 			s = &set->way[w];
+		}
 	for (w = 0; w < DVIPA_CRT_WAYS && !s; w++) {
-		at = (start + w) & (DVIPA_CRT_WAYS - 1);
+		at = (hand + w) & (DVIPA_CRT_WAYS - 1);
 		if (!set->way[at].ref)
 			s = &set->way[at];
 		else
 			set->way[at].ref = 0;
 	}
-	if (!s)
-		s = &set->way[start & (DVIPA_CRT_WAYS - 1)];
+	if (!s) {
+		at = hand & (DVIPA_CRT_WAYS - 1);
+		s = &set->way[at];
+	}
 	seq = *(volatile __u32 *)&s->seq;
 	if ((seq & 1) || __sync_val_compare_and_swap(&s->seq, seq, seq + 1) != seq)
 		return -1;
@@ -484,6 +491,7 @@ static __always_inline int crt_insert(struct dvipa_crt_set *set, const struct dv
 	s->ref = 0;
 	s->created_s = now_s;
 	__sync_fetch_and_add(&s->seq, 1);
+	set->way[0].hand = (at + 1) & (DVIPA_CRT_WAYS - 1);
 	return 1;
 }
 
@@ -715,7 +723,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	__be32 target;
 	__be16 proto;
 	int l2len, first = 0, syn = 0, over, lookup, inserted = 0, guarded, rc;
-	__u32 zero = 0, idx, len, ch = 0;
+	__u32 zero = 0, idx, len;
 	__u64 now;
 
 	cfg = bpf_map_lookup_elem(&node_config, &zero);
@@ -805,7 +813,7 @@ static __always_inline int dvipa_distribute(struct xdp_md *ctx)
 	 */
 	entry = lookup && !first ? bpf_map_lookup_elem(&crt_est, &flow) : NULL;
 	if (!entry) {
-		set = over ? NULL : crt_set(cfg, &flow, &ch);
+		set = over ? NULL : crt_set(cfg, &flow);
 		if (lookup && set && crt_find(set, &flow, &found))
 			entry = &found;
 	}
@@ -850,7 +858,7 @@ again:
 			fresh.svc_id = svc->id;
 			fresh.origin = first ? DVIPA_CRT_FIRST : DVIPA_CRT_RECOVERED;
 			/* Another CPU may have raced us to it: its entry is as good as ours, and it counts it. */
-			rc = set ? crt_insert(set, &flow, &fresh, now >> 30, ch) : -1;
+			rc = set ? crt_insert(set, &flow, &fresh, now >> 30) : -1;
 			inserted = rc > 0;
 			/* A retransmitted SYN keeps the target its first one got: a hit, not the miss counted above. */
 			if (!rc && syn) {

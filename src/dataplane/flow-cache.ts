@@ -237,7 +237,7 @@ export class FlowCache {
    * those bytes once claimed: returns whether it wrote.
    */
   private write(at: number, s: (Flow & CrtEntry) | undefined, expect?: Expected): boolean {
-    const data = crtSlot.encode(s ? { ...s, seq: 0, ref: 0, createdS: stampOf(s.createdNs) } : EMPTY);
+    const data = crtSlot.encode(s ? { ...s, seq: 0, ref: 0, hand: 0, createdS: stampOf(s.createdNs) } : EMPTY);
     return sys.seqWrite(this.name, this.map, at, data, expect?.at ?? 0, expect?.bytes ?? NONE);
   }
 }
@@ -268,5 +268,6 @@ const EMPTY: CrtSlot = {
   target: '0.0.0.0',
   svcId: 0,
   ref: 0,
+  hand: 0,
   createdS: 0,
 };

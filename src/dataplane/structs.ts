@@ -139,6 +139,8 @@ export const crtEntry = struct<CrtEntry>('dvipa_crt_entry', [
 export interface CrtSlot extends Flow, Omit<CrtEntry, 'createdNs'> {
   seq: number;
   ref: number;
+  /** Way 0's: where the set's next insert starts looking (bpf/distributor.h crt_insert). */
+  hand: number;
   createdS: number;
 }
 export const CRT_WAYS = 4;
@@ -154,7 +156,7 @@ export const crtSlot = struct<CrtSlot>('dvipa_crt_slot', [
   ['target', 'ipv4'],
   ['svcId', 'u16'],
   ['ref', 'u8'],
-  ['pad', { pad: 1 }],
+  ['hand', 'u8'],
   ['createdS', 'u32'],
 ]);
 

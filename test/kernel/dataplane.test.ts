@@ -288,7 +288,7 @@ test('flows an older version placed outside their sets are moved home by rehome(
     const mem = Buffer.from(sys.mapMmap('crt', fp.crt.fd));
     const stray = flows.map((f) => ((home(f) + 1) % fp.crt.sets) * setBytes);
     flows.forEach((f, i) =>
-      crtSlot.encode({ ...f, ...e, seq: 0, ref: 0, createdS: Number(e.createdNs >> 30n) }).copy(mem, stray[i]),
+      crtSlot.encode({ ...f, ...e, seq: 0, ref: 0, hand: 0, createdS: Number(e.createdNs >> 30n) }).copy(mem, stray[i]),
     );
     assert.deepEqual(
       flows.map((f) => fp.crt.get(f)),

@@ -235,6 +235,20 @@ describe('distributor', () => {
     proto: 6,
   });
 
+  /** Sends flow `f`'s packet with these flags (an ACK carries 10 bytes); returns the target it went to. */
+  const send = (f: ReturnType<typeof flowAt>, tcpFlags: FrameSpec['tcpFlags']) => {
+    const frame = buildFrame({ ...f, tcpFlags, df: true, payload: tcpFlags?.ack ? 10 : 0 });
+    return assertEncapsulated(run(frame).frame, frame);
+  };
+  const recoveredNow = () => fp.serviceStats(fp.serviceId(web)!).recovered;
+  /** Flow `f` still in the slot its SYN took, to `target`, and no packet recovered by hash since `recovered`. */
+  const assertKept = (f: ReturnType<typeof flowAt>, target: string, recovered: bigint, message: string) =>
+    assert.deepEqual(
+      [fp.crt.get(f)?.target, fp.crt.get(f)?.origin, recoveredNow()],
+      [target, CrtOrigin.First, recovered],
+      message,
+    );
+
   /** 16 flows from 198.18.0.0/15 that crt_hash under `k` puts in `home`, the set of one flow among fp.crt's sets. */
   function sameSet(home: number, k: CrtKey): Array<ReturnType<typeof flowAt>> {
     const same: Array<ReturnType<typeof flowAt>> = [];
@@ -253,25 +267,42 @@ describe('distributor', () => {
     // Flows that share one set (4 slots): from the fifth on, every insert takes a slot.
     const same = sameSet(fp.crt.setIndex(flowAt(0xc6120000, 42000)), fp.crt.key);
     const kept = flowAt(0xc6120000, 42000);
-    const frame = (f: ReturnType<typeof flowAt>, tcpFlags: FrameSpec['tcpFlags']) =>
-      buildFrame({ ...f, tcpFlags, df: true, payload: tcpFlags?.ack ? 10 : 0 });
     for (const f of [kept, ...same]) fp.crt.delete(f);
-    const target = assertEncapsulated(run(frame(kept, { syn: true })).frame, frame(kept, { syn: true }));
-    const recovered = fp.serviceStats(fp.serviceId(web)!).recovered;
+    const target = send(kept, { syn: true });
+    const recovered = recoveredNow();
     for (const f of same) {
-      assertEncapsulated(run(frame(kept, { ack: true })).frame, frame(kept, { ack: true }));
-      assertEncapsulated(run(frame(f, { syn: true })).frame, frame(f, { syn: true }));
+      send(kept, { ack: true });
+      send(f, { syn: true });
     }
     // Evicted, its next packet would have been recovered by hash into a new slot: to the same target, but counted.
+    assertKept(kept, target, recovered, 'the flow that kept sending kept its slot');
+    // The hand goes round: the slots no packet used go in the order they were filled.
     assert.deepEqual(
-      [fp.crt.get(kept)?.target, fp.crt.get(kept)?.origin, fp.serviceStats(fp.serviceId(web)!).recovered],
-      [target, CrtOrigin.First, recovered],
-      'the flow that kept sending kept its slot',
+      same.filter((f) => fp.crt.get(f)),
+      same.slice(-3),
+      `the set's other slots hold the last 3 of the ${same.length} SYNs sent into it`,
     );
-    const left = same.filter((f) => fp.crt.get(f));
-    assert.equal(left.length, 3, `the set's other slots hold 3 of the ${same.length} SYNs sent into it`);
-    assert.ok(left.includes(same.at(-1)!), 'among them the last one');
     for (const f of [kept, ...same]) fp.crt.delete(f);
+  });
+
+  test("a new flow in a set full of flows no packet followed keeps its slot over the set's next 3 inserts", () => {
+    // A SYN flood's leftovers fill the set; then a client's SYN, and 3 more new flows before its ACK.
+    const [client, ...others] = sameSet(fp.crt.setIndex(flowAt(0xc6120000, 42200)), fp.crt.key);
+    const flood = others.slice(0, 4);
+    const after = others.slice(4, 7);
+    for (const f of [client, ...others]) fp.crt.delete(f);
+    for (const f of flood) send(f, { syn: true });
+    const target = send(client, { syn: true });
+    for (const f of after) send(f, { syn: true });
+    const recovered = recoveredNow();
+    send(client, { ack: true });
+    assertKept(client, target, recovered, "the client's ACK found its SYN's slot");
+    assert.deepEqual(
+      flood.map((f) => fp.crt.get(f) !== undefined),
+      [false, false, false, false],
+      'the flood gave up its slots, oldest first',
+    );
+    for (const f of [client, ...others]) fp.crt.delete(f);
   });
 
   test("SYNs aimed at an idle flow's set without the cache's key miss it: the flow keeps its slot", () => {
