@@ -267,6 +267,7 @@ export class Agent {
         crtEntries: () =>
           this.crtCounter ? Promise.resolve(this.crtCounter.count() + this.fp.crt.count()) : this.crtWalker.count(),
         crtConfirmRefused: () => this.router.confirmRefused,
+        nexthops: () => this.router.nexthopStats,
         reasons: () => this.fp.reasonCounts(),
         served: () => this.fp.receivedStats(),
         messageRejects: () => ({

@@ -15,6 +15,8 @@ export interface MetricsSource {
   crtEntries(): Promise<number>;
   /** Connections a target confirmed that the full table of confirmed ones refused. */
   crtConfirmRefused(): number;
+  /** The targets' next hops following the kernel (dataplane/nexthops.ts). */
+  nexthops(): { resolves: number; changed: number; overflows: number };
   /** Target side: received through routing nodes, per DVIPA:port. */
   served(): Array<{ vip: string; port: number; protocol: string; packets: bigint; bytes: bigint }>;
   reasons(): Record<string, bigint>;
@@ -159,6 +161,30 @@ export class AgentMetrics {
         this.set(source.crtConfirmRefused());
       },
     });
+    const nexthops = (name: string, help: string, pick: (s: ReturnType<MetricsSource['nexthops']>) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          this.set(pick(source.nexthops()));
+        },
+      });
+    nexthops(
+      'dvipa_nexthop_resolves_total',
+      "times the targets' next hops were resolved again after rtnetlink events, at most one each 10 ms (counter)",
+      (s) => s.resolves,
+    );
+    nexthops(
+      'dvipa_nexthop_changes_total',
+      "targets' next hops rewritten in the data plane (counter)",
+      (s) => s.changed,
+    );
+    nexthops(
+      'dvipa_rtnetlink_overflows_total',
+      "wakeups that found rtnetlink events lost to a full receive buffer; every target's next hop was resolved again (counter)",
+      (s) => s.overflows,
+    );
     new Gauge({
       name: 'dvipa_verdicts_total',
       help: "the data plane's verdicts by reason (counter; drop_* are drops)",

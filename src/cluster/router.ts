@@ -136,6 +136,11 @@ export class RoutingRole {
     this.nexthops = new NexthopFollower(fp, log);
   }
 
+  /** What following the kernel's routes and neighbours for the targets' next hops has done. */
+  get nexthopStats(): Readonly<NexthopFollower['stats']> {
+    return this.nexthops.stats;
+  }
+
   /** Whether this node routes or backs up any DVIPA: it has a VIPA list to send. */
   get announces(): boolean {
     return this.dvipas.size > 0;

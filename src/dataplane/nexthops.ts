@@ -1,9 +1,11 @@
 /*
  * The targets' next hops follow the kernel: rtnetlink tells of every route, nexthop object,
- * neighbour, address, rule, link and forwarding change in the namespace, and each wakeup re-resolves
+ * neighbour, address, rule, link and forwarding change in the namespace, and a wakeup re-resolves
  * every target (FastPath.resolveTargets: one test run per target address, microseconds),
  * writing only what changed. No timer polls; a lost event (receive buffer overflow) is answered the same
- * way, by resolving everything again.
+ * way, by resolving everything again. Resolves are at most RESOLVE_MS apart: a routing daemon
+ * loading or flapping a full table wakes the agent thousands of times a second, and each
+ * wakeup within RESOLVE_MS of the last resolve joins the one then due.
  */
 import { openRouteEvents, type EventSource } from '../kernel/events.js';
 import type { FastPath } from './fastpath.js';
@@ -28,38 +30,71 @@ export const RTNL_GROUPS = {
   NEXTHOP: 32,
 } as const;
 
+/** The least time between two resolves; a change waits at most this long beyond its event. */
+export const RESOLVE_MS = 10;
+
 export class NexthopFollower {
   private events: EventSource | undefined;
-  /** Wakeups handled, FIB questions asked (one per target address) and next hops rewritten. */
-  readonly stats = { wakeups: 0, asked: 0, changed: 0 };
+  /** A resolve due RESOLVE_MS after the last, for the wakeups since. */
+  private due: NodeJS.Timeout | undefined;
+  private lastResolve = -Infinity;
+  /**
+   * Wakeups handled, resolves of every target, FIB questions asked (one per target address),
+   * next hops rewritten, and wakeups that found events lost (the kernel's ENOBUFS: the receive
+   * buffer overflowed).
+   */
+  readonly stats = { wakeups: 0, resolves: 0, asked: 0, changed: 0, overflows: 0 };
 
+  /** `rcvBuf`: the event socket's receive buffer (the addon's 4 MiB by default). */
   constructor(
     private readonly fp: FastPath,
     private readonly log: Logger,
+    private readonly rcvBuf?: number,
   ) {}
 
   /** Subscribes in the FastPath's namespace and resolves every target once. */
   start(): void {
     if (this.events) return;
-    this.events = this.fp.inNamespace(() => openRouteEvents(Object.values(RTNL_GROUPS), (msgs) => this.onWakeup(msgs)));
+    this.events = this.fp.inNamespace(() =>
+      openRouteEvents(Object.values(RTNL_GROUPS), (msgs) => this.onWakeup(msgs), this.rcvBuf),
+    );
     this.resolve();
   }
 
   stop(): void {
     this.events?.close();
     this.events = undefined;
+    clearTimeout(this.due);
+    this.due = undefined;
   }
 
-  private onWakeup(msgs: Array<{ error?: Error }>): void {
+  private onWakeup(msgs: Array<{ error?: Error; overflow?: true }>): void {
+    this.stats.wakeups++;
     for (const m of msgs) {
       if (m.error)
         this.log.warn({ err: m.error.message }, 'rtnetlink events: read failed; resolving every target again');
     }
-    this.resolve();
+    // Every resolve covers every target, so nothing lost stays lost: counted, once a wakeup.
+    if (msgs.some((m) => m.overflow)) {
+      this.stats.overflows++;
+      this.log.warn(
+        { overflows: this.stats.overflows },
+        'rtnetlink events lost (receive buffer full); resolving every target again',
+      );
+    }
+    if (this.due) return;
+    const wait = this.lastResolve + RESOLVE_MS - performance.now();
+    if (wait <= 0) this.resolve();
+    else
+      this.due = setTimeout(() => {
+        this.due = undefined;
+        if (this.events) this.resolve();
+      }, wait);
   }
 
   private resolve(): void {
-    this.stats.wakeups++;
+    this.lastResolve = performance.now();
+    this.stats.resolves++;
     try {
       const { changed, asked } = this.fp.resolveTargets();
       this.stats.changed += changed;

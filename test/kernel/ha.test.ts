@@ -340,6 +340,11 @@ test('netstat: vipadyn, vdpt, vcrt and vipadcfg from the agents, as the operator
   assert.match(m, /dvipa_service_packets_total\{dvipa="2001:db8:0:2::10",port="8080",protocol="tcp"\} [1-9]/);
   assert.match(m, /dvipa_verdicts_total\{reason="fwd_redirect"\} [1-9]/);
   assert.match(m, /dvipa_crt_entries [1-9]/);
+  // Its targets' next hops resolved at least once (when it started routing), and no event lost.
+  // (A target is resolved when it is set, so a later resolve may have had nothing to change.)
+  assert.match(m, /dvipa_nexthop_resolves_total [1-9]/);
+  assert.match(m, /dvipa_nexthop_changes_total \d+\n/);
+  assert.match(m, /dvipa_rtnetlink_overflows_total 0\n/);
   assert.match(
     await metrics('t1'),
     /dvipa_target_received_packets_total\{dvipa="192\.0\.2\.10",port="8080",protocol="tcp"\} [1-9]/,
