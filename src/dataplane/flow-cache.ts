@@ -36,6 +36,8 @@ const STAMP_SHIFT = 30n;
 const KEY_AT = crtSlot.fields.find((f) => f.name === 'saddr')!.offset;
 const KEY_BYTES = 12;
 const PROTO = crtSlot.fields.find((f) => f.name === 'proto')!.offset;
+/** Way 0's byte of the set's CLOCK hand, which the data plane moves (bpf/distributor.h crt_insert). */
+const HAND = crtSlot.fields.find((f) => f.name === 'hand')!.offset;
 const BOOT_ID = '/proc/sys/kernel/random/boot_id';
 
 /**
@@ -102,7 +104,7 @@ export class FlowCache {
 
   /**
    * Writes the flow's entry: over its slot if it has one, else into its set's first empty
-   * slot, else over the set's first (the data plane's choice of victim, without its CLOCK).
+   * slot, else over the set's first (the data plane's victim would be at the set's hand).
    */
   set(f: Flow, e: CrtEntry): void {
     const key = flowCodec.encode(f);
@@ -237,7 +239,11 @@ export class FlowCache {
    * those bytes once claimed: returns whether it wrote.
    */
   private write(at: number, s: (Flow & CrtEntry) | undefined, expect?: Expected): boolean {
-    const data = crtSlot.encode(s ? { ...s, seq: 0, ref: 0, hand: 0, createdS: stampOf(s.createdNs) } : EMPTY);
+    // The hand is the set's, not the slot's: way 0 keeps it (a packet moving it meanwhile wins or loses, a hint either way).
+    const hand = this.mem[at + HAND];
+    const data = crtSlot.encode(
+      s ? { ...s, seq: 0, ref: 0, hand, createdS: stampOf(s.createdNs) } : { ...EMPTY, hand },
+    );
     return sys.seqWrite(this.name, this.map, at, data, expect?.at ?? 0, expect?.bytes ?? NONE);
   }
 }

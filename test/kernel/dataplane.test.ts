@@ -310,6 +310,27 @@ test('flows an older version placed outside their sets are moved home by rehome(
   }
 });
 
+test("user space's writes into a set's way 0 keep the set's CLOCK hand, which lives there", () => {
+  const p = scratchPinRoot('crthand');
+  const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 1024 });
+  try {
+    const f: Flow = { saddr: '198.18.0.1', daddr: '192.0.2.10', sport: 40000, dport: 80, proto: 6 };
+    const e: CrtEntry = { target: '198.18.1.1', svcId: 3, origin: CrtOrigin.First, targetIdx: 2, createdNs: 1n << 40n };
+    const mem = Buffer.from(sys.mapMmap('crt', fp.crt.fd));
+    const hand = fp.crt.setIndex(f) * CRT_WAYS * crtSlot.size + crtSlot.fields.find((x) => x.name === 'hand')!.offset;
+    mem[hand] = 2;
+    fp.crt.set(f, e); // the set is empty: into way 0
+    assert.deepEqual([fp.crt.get(f), mem[hand]], [e, 2], 'written, the hand kept');
+    fp.crt.set(f, { ...e, target: '198.18.1.2' });
+    assert.equal(mem[hand], 2, 'overwritten, the hand kept');
+    assert.ok(fp.crt.delete(f));
+    assert.equal(mem[hand], 2, 'emptied, the hand kept');
+  } finally {
+    fp.close();
+    p.remove();
+  }
+});
+
 test(`${CRT_ENTRIES.toLocaleString('en')} confirmed CRT entries go in and out through the batch API; walks in a worker leave the loop free`, async (t) => {
   const p = scratchPinRoot('crt');
   const fp = FastPath.open({ pinRoot: p.pinRoot, crtMaxEntries: 2_000_000 });

@@ -139,6 +139,14 @@ test('an established connection is forwarded from the resolved next hop, without
   }
 });
 
+/** A file for `ip -batch` that adds or deletes `n` host routes through alt0 (198.19.0.0/16). */
+function routeBatch(dir: string, verb: 'add' | 'del', n: number): string {
+  const file = path.join(dir, `${verb}.batch`);
+  const lines = Array.from({ length: n }, (_, i) => `route ${verb} 198.19.${i >> 8}.${i & 255}/32 dev alt0`);
+  fs.writeFileSync(file, `${lines.join('\n')}\n`);
+  return file;
+}
+
 test("a neighbour's MAC changes, a route moves to another interface, the target becomes unreachable: followed within 100 ms", async () => {
   const conn = ++sport;
   assert.equal(send({ syn: true }, conn).action, 'redirect');
@@ -189,20 +197,14 @@ test('events lost to a full receive buffer are counted, and what they told is fo
   // A follower whose socket holds a few messages, and 2,000 route changes and then a new MAC
   // for the target made while the event loop is blocked (ip -batch run synchronously): the
   // kernel drops what does not fit (ENOBUFS), the MAC's event among it.
-  follower.stop();
-  const small = new NexthopFollower(fp, log.child({ test: 'nexthops overflow' }), 4096);
-  small.start();
-  const conn = ++sport;
-  assert.equal(send({ syn: true }, conn).action, 'redirect');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-nh-'));
-  const batch = (verb: string) => {
-    const file = path.join(dir, `${verb}.batch`);
-    const lines = Array.from({ length: 2000 }, (_, i) => `route ${verb} 198.19.${i >> 8}.${i & 255}/32 dev alt0`);
-    fs.writeFileSync(file, `${lines.join('\n')}\n`);
-    return file;
-  };
+  const small = new NexthopFollower(fp, log.child({ test: 'nexthops overflow' }), 4096);
   try {
-    nsIp(rns.ns, '-batch', batch('add'));
+    follower.stop();
+    small.start();
+    const conn = ++sport;
+    assert.equal(send({ syn: true }, conn).action, 'redirect');
+    nsIp(rns.ns, '-batch', routeBatch(dir, 'add', 2000));
     nsIp(rns.ns, 'neigh', 'replace', TARGET, 'lladdr', '02:00:00:00:05:55', 'dev', 'int0', 'nud', 'permanent');
     const ms = await followed(
       (t) => t.dmac === '02:00:00:00:05:55',
@@ -213,10 +215,10 @@ test('events lost to a full receive buffer are counted, and what they told is fo
     assert.ok(ms <= FOLLOW_MS, `followed after ${ms.toFixed(1)} ms`);
   } finally {
     small.stop();
-    nsIp(rns.ns, '-batch', batch('del'));
+    follower.start();
+    nsIp(rns.ns, '-force', '-batch', routeBatch(dir, 'del', 2000));
     nsIp(rns.ns, 'neigh', 'replace', TARGET, 'lladdr', '02:00:00:00:09:99', 'dev', 'int0', 'nud', 'permanent');
     fs.rmSync(dir, { recursive: true, force: true });
-    follower.start();
   }
 });
 
@@ -225,19 +227,13 @@ test("a storm of route changes (a routing daemon loading a table) costs the even
   const services = Array.from({ length: 32 }, (_, i): Service => ({ ...web, port: 1000 + i }));
   services.forEach((svc, i) => fp.setTargets(svc, [{ addr: `198.18.1.${100 + i}`, weight: 1 }]));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvipa-nh-'));
-  const file = (verb: string) => {
-    const f = path.join(dir, `${verb}.batch`);
-    const lines = Array.from({ length: ROUTES }, (_, i) => `route ${verb} 198.19.${i >> 8}.${i & 255}/32 dev alt0`);
-    fs.writeFileSync(f, `${lines.join('\n')}\n`);
-    return f;
-  };
   const delay = monitorEventLoopDelay({ resolution: 1 });
   try {
     const before = { ...follower.stats };
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     delay.enable();
-    await run('ip', ['-n', rns.ns, '-batch', file('add')]);
+    await run('ip', ['-n', rns.ns, '-batch', routeBatch(dir, 'add', ROUTES)]);
     // The last events are read after ip exits.
     await new Promise((r) => setTimeout(r, 50));
     delay.disable();
@@ -257,9 +253,10 @@ test("a storm of route changes (a routing daemon loading a table) costs the even
     };
     console.log(`# ${ROUTES} route changes: ${JSON.stringify(seen)}`);
     assert.equal(follower.stats.overflows, before.overflows, 'no events lost with the default receive buffer');
+    // (Timers fire to the millisecond: a resolve may come a little under RESOLVE_MS after the last.)
     assert.ok(
-      did.resolves <= ms / RESOLVE_MS + 2,
-      `at most one resolve each ${RESOLVE_MS} ms: ${JSON.stringify(seen)}`,
+      did.resolves <= ms / (RESOLVE_MS - 1) + 2,
+      `about one resolve each ${RESOLVE_MS} ms: ${JSON.stringify(seen)}`,
     );
     assert.ok(seen.loopMaxMs < 50, `the event loop waited at most ${seen.loopMaxMs} ms`);
     // And a change after the storm is followed as ever.
@@ -274,7 +271,7 @@ test("a storm of route changes (a routing daemon loading a table) costs the even
     assert.ok(after <= FOLLOW_MS, `followed after ${after.toFixed(1)} ms`);
   } finally {
     for (const svc of services) fp.removeService(svc);
-    await run('ip', ['-n', rns.ns, '-batch', file('del')]);
+    await run('ip', ['-n', rns.ns, '-force', '-batch', routeBatch(dir, 'del', ROUTES)]);
     nsIp(rns.ns, 'neigh', 'replace', TARGET, 'lladdr', '02:00:00:00:09:99', 'dev', 'int0', 'nud', 'permanent');
     fs.rmSync(dir, { recursive: true, force: true });
   }

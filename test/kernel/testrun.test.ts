@@ -300,7 +300,7 @@ describe('distributor', () => {
     assert.deepEqual(
       flood.map((f) => fp.crt.get(f) !== undefined),
       [false, false, false, false],
-      'the flood gave up its slots, oldest first',
+      'the flood gave up all four of its slots to the client and the 3 after it',
     );
     for (const f of [client, ...others]) fp.crt.delete(f);
   });
