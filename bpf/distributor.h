@@ -449,7 +449,7 @@ static __always_inline int crt_find(struct dvipa_crt_set *set, const struct dvip
  * keeps its slot over the next DVIPA_CRT_WAYS - 1 inserts into its set, the time its client
  * has to send a second packet. (A start drawn from each new flow's hash, as before, let
  * the very next new flow into the set take it.) The hand is a hint: two CPUs inserting into a
- * set at once may both move it, and user space writing way 0 sets it back to 0.
+ * set at once may both move it (user space's writes keep it: src/dataplane/flow-cache.ts).
  */
 static __always_inline int crt_insert(struct dvipa_crt_set *set, const struct dvipa_flow *f, struct dvipa_crt_entry *e,
 				      __u32 now_s)

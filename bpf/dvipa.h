@@ -176,10 +176,11 @@ struct dvipa_crt_entry {
  * lookup or an insert is the verifier's inlined array access and a scan of two cache lines,
  * with no helper call, no bucket lock and no LRU list: an LRU hash insert was 80 % of a new
  * connection's cost (docs/benchmarks.md). A set that is full gives up the slot least recently
- * used by a packet (CLOCK: the `ref` bit a hit sets, and a hand that goes round the set). Readers and writers, in XDP on every CPU
- * and in user space through the map's mmap, follow one protocol on `seq`: a writer claims a
- * slot by moving `seq` from even to odd with a compare-and-swap, writes, and makes it even
- * again; a reader takes a slot only if `seq` was even and unchanged around its reads.
+ * used by a packet (CLOCK: the `ref` bit a hit sets, and a hand that goes round the set).
+ * Readers and writers, in XDP on every CPU and in user space through the map's mmap, follow
+ * one protocol on `seq`: a writer claims a slot by moving `seq` from even to odd with a
+ * compare-and-swap, writes, and makes it even again; a reader takes a slot only if `seq` was
+ * even and unchanged around its reads.
  */
 #define DVIPA_CRT_WAYS 4
 

@@ -153,37 +153,37 @@ export class AgentMetrics {
         this.set(await source.crtEntries());
       },
     });
-    new Gauge({
-      name: 'dvipa_crt_confirm_refused_total',
-      help: 'connections targets confirmed that did not fit the full table of confirmed ones, so stayed evictable (counter)',
-      registers: [r],
-      collect() {
-        this.set(source.crtConfirmRefused());
-      },
-    });
-    const nexthops = (name: string, help: string, pick: (s: ReturnType<MetricsSource['nexthops']>) => number) =>
+    /** A gauge of one value read at each scrape; absent while `read` says undefined. */
+    const single = (name: string, help: string, read: () => number | undefined) =>
       new Gauge({
         name,
         help,
         registers: [r],
         collect() {
-          this.set(pick(source.nexthops()));
+          this.reset();
+          const v = read();
+          if (v !== undefined) this.set(v);
         },
       });
-    nexthops(
+    single(
+      'dvipa_crt_confirm_refused_total',
+      'connections targets confirmed that did not fit the full table of confirmed ones, so stayed evictable (counter)',
+      () => source.crtConfirmRefused(),
+    );
+    single(
       'dvipa_nexthop_resolves_total',
       "times the targets' next hops were resolved again after rtnetlink events, at most one each 10 ms (counter)",
-      (s) => s.resolves,
+      () => source.nexthops().resolves,
     );
-    nexthops(
+    single(
       'dvipa_nexthop_changes_total',
       "targets' next hops rewritten in the data plane (counter)",
-      (s) => s.changed,
+      () => source.nexthops().changed,
     );
-    nexthops(
+    single(
       'dvipa_rtnetlink_overflows_total',
       "wakeups that found rtnetlink events lost to a full receive buffer; every target's next hop was resolved again (counter)",
-      (s) => s.overflows,
+      () => source.nexthops().overflows,
     );
     new Gauge({
       name: 'dvipa_verdicts_total',
@@ -204,26 +204,15 @@ export class AgentMetrics {
         for (const [reason, n] of Object.entries(source.messageRejects())) this.set({ reason }, n);
       },
     });
-    new Gauge({
-      name: 'dvipa_coupling_facility_up',
-      help: '1 while etcd answers (0: nothing changes owner); absent without etcd',
-      registers: [r],
-      collect() {
-        this.reset();
-        const up = source.couplingUp();
-        if (up !== undefined) this.set(up ? 1 : 0);
-      },
+    single('dvipa_coupling_facility_up', '1 while etcd answers (0: nothing changes owner); absent without etcd', () => {
+      const up = source.couplingUp();
+      return up === undefined ? undefined : up ? 1 : 0;
     });
-    new Gauge({
-      name: 'dvipa_coupling_leases_lost_total',
-      help: "times this node's etcd lease expired, its owner keys with it, and the agent rejoined with a new one (counter; absent without etcd)",
-      registers: [r],
-      collect() {
-        this.reset();
-        const lost = source.leasesLost();
-        if (lost !== undefined) this.set(lost);
-      },
-    });
+    single(
+      'dvipa_coupling_leases_lost_total',
+      "times this node's etcd lease expired, its owner keys with it, and the agent rejoined with a new one (counter; absent without etcd)",
+      () => source.leasesLost(),
+    );
     new Gauge({
       name: 'dvipa_ipsec_sas',
       help: 'IPsec SAs of the DVIPA held here, by source: negotiated here or reinstalled from the coupling facility',

@@ -683,8 +683,9 @@ export class FastPath {
   private resolveTarget(index: number, answers = new Map<string, Nexthop>()): boolean {
     const t = this.targets.get(index);
     if (!t || t.addr === NO_ADDR) return false;
-    let nh = answers.get(towards(t));
-    if (!nh) answers.set(towards(t), (nh = this.askFib(t)));
+    const toward = towards(t);
+    let nh = answers.get(toward);
+    if (!nh) answers.set(toward, (nh = this.askFib(t)));
     return this.applyNexthop(index, t, nh);
   }
 

@@ -86,9 +86,10 @@ export class NexthopFollower {
     const wait = this.lastResolve + RESOLVE_MS - performance.now();
     if (wait <= 0) this.resolve();
     else
+      // stop() clears it: it never fires unsubscribed.
       this.due = setTimeout(() => {
         this.due = undefined;
-        if (this.events) this.resolve();
+        this.resolve();
       }, wait);
   }
 
